@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the paper's 512-peer prototype and report (the embedded default).
     Demo(cmd::demo::Args),
+    /// Simulate a Chord ring with the discrete-event simulator and report lookup metrics.
+    Sim(cmd::sim::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

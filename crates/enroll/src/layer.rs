@@ -441,15 +441,22 @@ mod tests {
 
     #[test]
     fn absurd_capabilities_rejected() {
-        let mut c = Capabilities::default();
-        c.cpu_cores = 0;
-        assert!(c.validate().is_err());
-        c = Capabilities::default();
-        c.uptime_hours = f64::NAN;
-        assert!(c.validate().is_err());
-        c = Capabilities::default();
-        c.bandwidth_kbps = u64::MAX;
-        assert!(c.validate().is_err());
+        for c in [
+            Capabilities {
+                cpu_cores: 0,
+                ..Capabilities::default()
+            },
+            Capabilities {
+                uptime_hours: f64::NAN,
+                ..Capabilities::default()
+            },
+            Capabilities {
+                bandwidth_kbps: u64::MAX,
+                ..Capabilities::default()
+            },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
         assert!(validate_location(91.0, 0.0).is_err());
         assert!(validate_location(0.0, f64::INFINITY).is_err());
         assert!(validate_location(-33.9, 151.2).is_ok());

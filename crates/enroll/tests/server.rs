@@ -1,4 +1,5 @@
 //! The E&A server over real HTTP on loopback, with real certificates.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
 use enroll::api::{ErrorBody, Location};
 use enroll::cert::{self, csr_for_key, new_key_and_csr};

@@ -24,11 +24,13 @@ use overlay::NodeId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams,
     CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType,
-    SerialNumber,
+    Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
+
+/// A key pair (rcgen's), for callers that keep a peer key and make CSRs for renewal.
+pub use rcgen::KeyPair;
 
 /// URI prefix of the Node-ID SAN.
 pub const SAN_NODE: &str = "p2psip:node/";

@@ -21,6 +21,10 @@ struct Cli {
 enum Command {
     /// Run the paper's 512-peer prototype and report (the embedded default).
     Demo(cmd::demo::Args),
+    /// Run the Enrollment & Authentication server, or manage its tokens and revocations.
+    EnrollServer(cmd::enroll_server::Args),
+    /// Enroll with an E&A server and write key, certificate chain and node config.
+    Enroll(cmd::enroll::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +38,8 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::EnrollServer(args) => cmd::enroll_server::run(args),
+        Command::Enroll(args) => cmd::enroll::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,3 +1,5 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
 pub(crate) mod demo;
+pub(crate) mod enroll;
+pub(crate) mod enroll_server;

@@ -527,6 +527,33 @@ pub fn verify_peer_chain(
     Ok(identity_from_cert(ee)?)
 }
 
+/// A rustls client-certificate verifier (ring provider) that accepts chains issued by the
+/// E&A CA and not listed in `crls` (end-entity check; unknown status allowed). For the
+/// TLS runtime's server side; after the handshake, read the binding with
+/// [`identity_from_cert`] on the first peer certificate.
+pub fn rustls_client_verifier(
+    ca_der: &[u8],
+    crls: Vec<Vec<u8>>,
+) -> Result<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>, VerifyError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .map_err(|e| VerifyError::Config(e.to_string()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    )
+    .with_crls(
+        crls.into_iter()
+            .map(rustls_pki_types::CertificateRevocationListDer::from),
+    )
+    .only_check_end_entity_revocation()
+    .allow_unknown_revocation_status()
+    .build()
+    .map_err(|e| VerifyError::Config(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +618,25 @@ mod tests {
             .unwrap();
         verify_peer_chain(ca.cert_der(), &[der2], &[], at(NOW + 1)).unwrap();
         assert!(Ca::from_pem(ca.cert_pem(), other.key_pem()).is_err());
+    }
+
+    #[test]
+    fn rustls_verifier_accepts_ours_and_refuses_revoked() {
+        let ca = Ca::generate("test CA", NOW, 10).unwrap();
+        let csr = Csr::from_pem(&new_key_and_csr().unwrap().1).unwrap();
+        let now = UnixTime::now().as_secs() as i64;
+        let der = ca
+            .issue(&csr, &binding(42), [9; 16], now - 60, now + 3600)
+            .unwrap();
+        let v = rustls_client_verifier(ca.cert_der(), vec![]).unwrap();
+        v.verify_client_cert(&der, &[], UnixTime::now()).unwrap();
+        let serial = identity_from_cert(&der).unwrap().serial;
+        let crl = ca.crl(&[(serial, now)], now - 60, now + 3600, 1).unwrap();
+        let v = rustls_client_verifier(ca.cert_der(), vec![crl]).unwrap();
+        assert!(v.verify_client_cert(&der, &[], UnixTime::now()).is_err());
+        let other = Ca::generate("other", NOW, 1).unwrap();
+        let v = rustls_client_verifier(other.cert_der(), vec![]).unwrap();
+        assert!(v.verify_client_cert(&der, &[], UnixTime::now()).is_err());
     }
 
     #[test]

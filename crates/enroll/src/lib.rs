@@ -32,7 +32,9 @@ pub mod store;
 pub mod token;
 
 pub use api::{EnrollRequest, EnrollResponse, Location, NodeConfig, RenewRequest};
-pub use cert::{PeerIdentity, VerifyError, verify_peer_chain};
+pub use cert::{
+    PeerIdentity, VerifyError, identity_from_cert, rustls_client_verifier, verify_peer_chain,
+};
 pub use client::{EnrollClient, write_node_dir};
 pub use ids::{IdScheme, assign_location_id, assign_prefix_id, assign_sha1_id};
 pub use layer::{Arc, Capabilities, Layer, LayerArcs, LayerRule, Role};

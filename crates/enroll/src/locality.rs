@@ -85,11 +85,11 @@ impl std::fmt::Display for LocalityReport {
             f,
             "ring distance to geographic neighbours, as a fraction of the layer arc:"
         )?;
-        writeln!(f, "  scheme     mean      median    <1% of arc")?;
+        writeln!(f, "  scheme     mean       median     <1% of arc")?;
         for (name, s) in [("location", &self.location), ("sha1", &self.sha1)] {
             writeln!(
                 f,
-                "  {name:<9}  {:<8.5}  {:<8.5}  {:.1}%",
+                "  {name:<9}  {:<9.3e}  {:<9.3e}  {:.1}%",
                 s.mean,
                 s.median,
                 100.0 * s.within_1pct

@@ -23,6 +23,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Simulate a Chord ring with the discrete-event simulator and report lookup metrics.
     Sim(cmd::sim::Args),
+    /// Run the Enrollment & Authentication server, or manage its tokens and revocations.
+    EnrollServer(cmd::enroll_server::Args),
+    /// Enroll with an E&A server and write key, certificate chain and node config.
+    Enroll(cmd::enroll::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +41,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::EnrollServer(args) => cmd::enroll_server::run(args),
+        Command::Enroll(args) => cmd::enroll::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

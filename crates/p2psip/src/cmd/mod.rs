@@ -2,3 +2,5 @@
 
 pub(crate) mod demo;
 pub(crate) mod sim;
+pub(crate) mod enroll;
+pub(crate) mod enroll_server;

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the paper's 512-peer prototype and report (the embedded default).
     Demo(cmd::demo::Args),
+    /// Secure Opinion Server: serve the trust API, or check the paper / rank / report.
+    Sos(cmd::sos::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Sos(args) => cmd::sos::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

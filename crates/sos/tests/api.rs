@@ -106,6 +106,9 @@ fn dump(db: &Path) -> String {
     out
 }
 
+/// (method, path, admin token, body, expected status, expected error code)
+type Case<'a> = (&'a str, String, Option<&'a str>, String, u16, &'a str);
+
 fn close(x: f64, y: f64) -> bool {
     (x - y).abs() < 1e-9
 }
@@ -307,7 +310,7 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
     let huge = format!(r#"{{"routes":[[{}"1"]]}}"#, "\"1\",".repeat(20_000));
 
     // (method, path, token, body, expected status, expected error code)
-    let cases: Vec<(&str, String, Option<&str>, String, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "POST",
             "/v1/reports".into(),

@@ -104,7 +104,7 @@ fn acknowledged_reports_survive_kill_9() {
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
                     let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
-                    let positive = n % 3 != 0;
+                    let positive = !n.is_multiple_of(3);
                     let mut nonce = [0u8; 16];
                     nonce[..8].copy_from_slice(&n.to_be_bytes());
                     let body = ReportBody {

@@ -2,19 +2,7 @@
 
 use crate::PeerId;
 use serde::{Deserialize, Serialize};
-use trust::{Discounting, Opinion};
-
-/// Where the opinion the SOS returned came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OpinionSource {
-    /// Set by an administrator (`PUT /v1/opinions/{peer}`); overrides evidence until cleared.
-    Admin,
-    /// Derived from signed reports, aged to the time of the query.
-    Evidence,
-    /// Nothing is known: the vacuous opinion (0, 0, 1, base rate).
-    Default,
-}
+use trust::{Discounting, Opinion, OpinionSource};
 
 /// How many reports about a peer were ever accepted (not aged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

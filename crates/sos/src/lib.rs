@@ -46,8 +46,8 @@ mod store;
 mod verify;
 
 pub use api::{
-    ErrorBody, Health, OpinionSource, OpinionView, RankRequest, RankResponse, RankedRouteView,
-    ReportAck, ReportCounts,
+    ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
+    ReportCounts,
 };
 pub use client::{ClientError, SosClient};
 pub use peer::{PeerId, PeerIdError};
@@ -57,6 +57,7 @@ pub use report::{
 };
 pub use server::{Clock, RunningServer, ServerConfig, ServerError, SystemClock, router, serve};
 pub use store::{StoreError, Synchronous, count_reports};
+pub use trust::OpinionSource;
 pub use verify::{
     Algorithm, KeyRegistry, RegistryEntry, RegistryError, ReportSigner, ReporterVerifier,
     SignerError, VerifyError,

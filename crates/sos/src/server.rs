@@ -19,8 +19,8 @@
 //! rate-limit table, so its size is bounded by the key registry (and capped anyway).
 
 use crate::api::{
-    ErrorBody, Health, OpinionSource, OpinionView, RankRequest, RankResponse, RankedRouteView,
-    ReportAck,
+    ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
+    ReportCounts,
 };
 use crate::metrics::{Endpoint, Metrics, RejectReason};
 use crate::store::{PeerRecord, Store, StoreConfig, StoreError, Synchronous, WriteError, WriteOp};
@@ -39,7 +39,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{Semaphore, oneshot};
-use trust::{Ageing, Opinion, rank_routes};
+use trust::{Ageing, Opinion, OpinionSource, TrustPolicy, rank_routes};
 
 /// A source of wall-clock time in Unix milliseconds (replaceable in tests).
 pub trait Clock: Send + Sync {
@@ -164,9 +164,7 @@ struct AppState {
     admin_digest: Option<ring::digest::Digest>,
     verifier: Arc<dyn ReporterVerifier>,
     clock: Arc<dyn Clock>,
-    ageing: Ageing,
-    base_rate: f64,
-    vacuous: Opinion,
+    policy: TrustPolicy,
     window_ms: u64,
     rate_per_sec: f64,
     burst: f64,
@@ -195,8 +193,8 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
     if cfg.max_hops == 0 || cfg.max_hops > crate::MAX_ROUTE_HOPS || cfg.max_routes == 0 {
         return Err(ServerError::Config("route limits out of range".into()));
     }
-    let vacuous =
-        Opinion::vacuous(cfg.base_rate).map_err(|e| ServerError::Config(e.to_string()))?;
+    let policy =
+        TrustPolicy::new(cfg.base_rate, ageing).map_err(|e| ServerError::Config(e.to_string()))?;
     let store = Store::open(
         &cfg.db_path,
         StoreConfig {
@@ -221,9 +219,7 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
             .map(|t| ring::digest::digest(&ring::digest::SHA256, t.as_bytes())),
         verifier: cfg.verifier,
         clock: cfg.clock,
-        ageing,
-        base_rate: cfg.base_rate,
-        vacuous,
+        policy,
         window_ms: cfg.timestamp_window_ms,
         rate_per_sec: cfg.report_rate_per_sec,
         burst: cfg.report_burst,
@@ -375,16 +371,8 @@ async fn limit_in_flight(
 impl AppState {
     fn current(&self, rec: Option<&PeerRecord>, now_ms: u64) -> (Opinion, OpinionSource) {
         match rec {
-            Some(PeerRecord {
-                admin: Some(op), ..
-            }) => (*op, OpinionSource::Admin),
-            Some(r) if r.counts.positive + r.counts.negative > 0 => {
-                match r.evidence.opinion(now_ms, self.ageing, self.base_rate) {
-                    Ok(op) => (op, OpinionSource::Evidence),
-                    Err(_) => (self.vacuous, OpinionSource::Default),
-                }
-            }
-            _ => (self.vacuous, OpinionSource::Default),
+            Some(r) => r.current(now_ms, &self.policy),
+            None => (self.policy.vacuous(), OpinionSource::Default),
         }
     }
 
@@ -401,7 +389,12 @@ impl AppState {
             source,
             opinion,
             expectation: opinion.expectation(),
-            reports: rec.map(|r| r.counts).unwrap_or_default(),
+            reports: rec
+                .map(|r| ReportCounts {
+                    positive: r.positive,
+                    negative: r.negative,
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -75,23 +75,8 @@ pub(crate) enum WriteError {
     Closed,
 }
 
-/// What the SOS knows about one peer.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerRecord {
-    pub(crate) admin: Option<Opinion>,
-    pub(crate) evidence: Evidence,
-    pub(crate) counts: ReportCounts,
-}
-
-impl PeerRecord {
-    fn new() -> Self {
-        Self {
-            admin: None,
-            evidence: Evidence::empty(0),
-            counts: ReportCounts::default(),
-        }
-    }
-}
+/// What the SOS knows about one peer (the rules live in `trust`).
+pub(crate) type PeerRecord = trust::PeerTrust;
 
 /// The in-memory mirror readers use.
 pub(crate) type PeerMap = BTreeMap<PeerId, PeerRecord>;
@@ -209,13 +194,10 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
         let peer: PeerId = peer.parse().map_err(|e| corrupt("evidence", e))?;
         let at = u64::try_from(at).map_err(|e| corrupt("evidence", e))?;
         let evidence = Evidence::from_parts(r, s, at).map_err(|e| corrupt("evidence", e))?;
-        let counts = ReportCounts {
-            positive: u64::try_from(pos).map_err(|e| corrupt("evidence", e))?,
-            negative: u64::try_from(neg).map_err(|e| corrupt("evidence", e))?,
-        };
-        let rec = map.entry(peer).or_insert_with(PeerRecord::new);
+        let rec = map.entry(peer).or_default();
         rec.evidence = evidence;
-        rec.counts = counts;
+        rec.positive = u64::try_from(pos).map_err(|e| corrupt("evidence", e))?;
+        rec.negative = u64::try_from(neg).map_err(|e| corrupt("evidence", e))?;
     }
     let mut stmt = conn.prepare("SELECT peer, b, d, u, a FROM admin_opinions")?;
     let rows = stmt.query_map([], |r| {
@@ -231,7 +213,7 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
         let (peer, b, d, u, a) = row?;
         let peer: PeerId = peer.parse().map_err(|e| corrupt("admin_opinions", e))?;
         let op = Opinion::new(b, d, u, a).map_err(|e| corrupt("admin_opinions", e))?;
-        map.entry(peer).or_insert_with(PeerRecord::new).admin = Some(op);
+        map.entry(peer).or_default().admin = Some(op);
     }
     Ok(map)
 }
@@ -345,7 +327,7 @@ impl Writer {
                 None if count >= cfg.max_peers => return false,
                 None => {
                     count += 1;
-                    PeerRecord::new()
+                    PeerRecord::default()
                 }
             };
             staged.insert(peer, rec);
@@ -397,16 +379,11 @@ impl Writer {
                             let Some(rec) = staged.get_mut(&report.subject) else {
                                 return Ok(Err(WriteError::TooManyPeers));
                             };
-                            let positive = report.outcome.is_positive();
-                            // Weight 1 is finite and non-negative, so `record` cannot fail.
-                            let _ =
-                                rec.evidence
-                                    .record(positive, 1.0, report.timestamp_ms, cfg.ageing);
-                            if positive {
-                                rec.counts.positive += 1;
-                            } else {
-                                rec.counts.negative += 1;
-                            }
+                            rec.record(
+                                report.outcome.is_positive(),
+                                report.timestamp_ms,
+                                cfg.ageing,
+                            );
                             txn.prepare_cached(
                                 "INSERT INTO evidence(peer, r, s, at_ms, positive, negative)
                              VALUES (?1,?2,?3,?4,?5,?6)
@@ -419,10 +396,16 @@ impl Writer {
                                 rec.evidence.r(),
                                 rec.evidence.s(),
                                 i64::try_from(rec.evidence.at_ms()).unwrap_or(i64::MAX),
-                                i64::try_from(rec.counts.positive).unwrap_or(i64::MAX),
-                                i64::try_from(rec.counts.negative).unwrap_or(i64::MAX),
+                                i64::try_from(rec.positive).unwrap_or(i64::MAX),
+                                i64::try_from(rec.negative).unwrap_or(i64::MAX),
                             ])?;
-                            Ok(Ok((id, rec.counts)))
+                            Ok(Ok((
+                                id,
+                                ReportCounts {
+                                    positive: rec.positive,
+                                    negative: rec.negative,
+                                },
+                            )))
                         })();
                     match res {
                         Ok(r) => done.push(Done::Report(reply, r)),

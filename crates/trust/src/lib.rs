@@ -25,6 +25,10 @@
 //!   toward uncertainty.
 //! * **Ranking** ([`rank_routes`]): highest expectation first; ties go to the route with
 //!   fewer hops, then to the earlier candidate.
+//! * **The SOS's rules** ([`OpinionBook`], [`PeerTrust`]): an administrator-set opinion
+//!   overrides evidence until cleared; a peer with evidence gets the aged evidence opinion;
+//!   an unknown peer gets the vacuous opinion (0, 0, 1, a), so its expectation is the base
+//!   rate. The server and the simulator share these rules.
 //!
 //! # The paper's example
 //!
@@ -42,11 +46,13 @@
 //!   the paper. The ranking is the same either way.
 #![warn(missing_docs, unreachable_pub)]
 
+mod book;
 mod evidence;
 mod opinion;
 pub mod paper;
 mod route;
 
+pub use book::{OpinionBook, OpinionSource, PeerTrust, TrustPolicy};
 pub use evidence::{Ageing, Evidence, EvidenceError};
 pub use opinion::{Discounting, NORMALISATION_TOLERANCE, Opinion, OpinionError};
 pub use route::{RankedRoute, RouteError, rank_routes, route_opinion};

@@ -119,6 +119,8 @@ async fn paper_check_over_http() {
     let admin = SosClient::new(&f.server.url())
         .expect("client")
         .with_admin_token(TOKEN);
+    let health = admin.health().await.expect("health");
+    assert_eq!((health.status.as_str(), health.peers), ("ok", 0));
     for &(peer, b, d, u) in &trust::paper::OPINIONS {
         let op = Opinion::new(b, d, u, trust::paper::BASE_RATE).expect("valid");
         let view = admin.put_opinion(PeerId(peer), op).await.expect("put");

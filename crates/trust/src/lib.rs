@@ -30,6 +30,27 @@
 //!   an unknown peer gets the vacuous opinion (0, 0, 1, a), so its expectation is the base
 //!   rate. The server and the simulator share these rules.
 //!
+//! # In-process use (the simulator)
+//!
+//! ```
+//! use trust::{Ageing, Discounting, OpinionBook, TrustPolicy};
+//! let policy = TrustPolicy::new(0.25, Ageing::half_life_ms(3_600_000)?)?;
+//! let mut book = OpinionBook::new(policy);
+//! for peer in [1593u128, 1609, 1618] {
+//!     for _ in 0..5 {
+//!         book.record(peer, true, 1_000); // delivered (time in ms, any epoch)
+//!     }
+//! }
+//! book.record(1617, false, 1_000); // dropped
+//! let ranked = book.rank(
+//!     vec![vec![1593, 1617, 1618], vec![1593, 1609, 1618]],
+//!     2_000,
+//!     Discounting::Classic,
+//! )?;
+//! assert_eq!(ranked[0].route, vec![1593, 1609, 1618]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # The paper's example
 //!
 //! Zheng & Oleshchuk give peer 1593 (0.8, 0.1, 0.1), 1600 (0.82, 0.08, 0.08),

@@ -285,12 +285,14 @@ impl Writer {
                     Ok(mut map) => map.extend(staged),
                     Err(poisoned) => poisoned.into_inner().extend(staged),
                 }
-                for d in done {
-                    d.send();
-                }
+                // Prune before answering, so a caller that saw its answer also sees the
+                // prune (at most once a minute, so the delay is rare).
                 if newest_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
                     self.last_prune_ms = newest_ms;
                     self.prune(newest_ms);
+                }
+                for d in done {
+                    d.send();
                 }
             }
             Err(e) => {

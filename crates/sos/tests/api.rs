@@ -615,3 +615,64 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
     );
     f.server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn peer_table_and_nonce_store_are_bounded() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sos.db");
+    let signers = signers();
+    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+    let mut cfg = config(&db, &signers, Arc::clone(&clock));
+    cfg.max_peers = 2;
+    cfg.report_burst = 100.0;
+    cfg.timestamp_window_ms = 1_000;
+    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("start");
+    let client = SosClient::new(&server.url()).expect("client");
+    let s = &signers[0];
+    for (n, subject) in [(1u8, 1609u128), (2, 1600)] {
+        let r = s
+            .sign(body(1618, subject, Outcome::Delivered, n))
+            .expect("sign");
+        client.post_report(&r).await.expect("accepted");
+    }
+    let before = dump(&db);
+    let r = s
+        .sign(body(1618, 1593, Outcome::Delivered, 3))
+        .expect("sign");
+    let err = client.post_report(&r).await.expect_err("table full");
+    assert_eq!(err.code(), Some("peer_table_full"));
+    assert_eq!(dump(&db), before);
+    // Known peers still take evidence.
+    let r = s.sign(body(1618, 1609, Outcome::Dropped, 4)).expect("sign");
+    client.post_report(&r).await.expect("accepted");
+    assert_eq!(sos::count_reports(&db).expect("count"), 3);
+
+    // Stored reports (the nonce store) are pruned once older than twice the window plus a
+    // minute; an old nonce is then refused by the timestamp window instead.
+    clock.0.fetch_add(2 * 1_000 + 60_000 + 1, Ordering::SeqCst);
+    let now = clock.0.load(Ordering::SeqCst);
+    let r = s
+        .sign(ReportBody {
+            timestamp_ms: now,
+            ..body(1618, 1609, Outcome::Delivered, 5)
+        })
+        .expect("sign");
+    client.post_report(&r).await.expect("accepted");
+    assert_eq!(
+        sos::count_reports(&db).expect("count"),
+        1,
+        "old rows pruned"
+    );
+    let old = s
+        .sign(body(1618, 1609, Outcome::Delivered, 1))
+        .expect("sign");
+    let err = client.post_report(&old).await.expect_err("stale");
+    assert_eq!(err.code(), Some("timestamp_outside_window"));
+    // Evidence is kept in the aggregate, not in the pruned rows.
+    let view = client.get_opinion(PeerId(1609)).await.expect("get");
+    assert_eq!((view.reports.positive, view.reports.negative), (2, 1));
+    server.shutdown().await.expect("shutdown");
+}

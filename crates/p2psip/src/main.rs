@@ -27,6 +27,8 @@ enum Command {
     EnrollServer(cmd::enroll_server::Args),
     /// Enroll with an E&A server and write key, certificate chain and node config.
     Enroll(cmd::enroll::Args),
+    /// Secure Opinion Server: serve the trust API, or check the paper / rank / report.
+    Sos(cmd::sos::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => cmd::sim::run(args),
         Command::EnrollServer(args) => cmd::enroll_server::run(args),
         Command::Enroll(args) => cmd::enroll::run(args),
+        Command::Sos(args) => cmd::sos::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

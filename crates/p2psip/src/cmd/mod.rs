@@ -4,3 +4,4 @@ pub(crate) mod demo;
 pub(crate) mod sim;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
+pub(crate) mod sos;

@@ -1,0 +1,92 @@
+//! The paper check through the command line: offline, and against a real `p2psip sos`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn p2psip() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_p2psip"))
+}
+
+#[test]
+fn check_paper_offline() {
+    let out = p2psip()
+        .args(["sos", "check-paper"])
+        .output()
+        .expect("run p2psip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("1600->1618           0.7380   0.0410   0.2210   0.79325  ok"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1593->1609->1618     0.6624   0.0368   0.3008   0.73760  ok"),
+        "{text}"
+    );
+    assert!(text.contains("paper check passed"), "{text}");
+}
+
+#[test]
+fn check_paper_and_rank_against_a_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "cli-test-token\n").expect("write token");
+    let mut server = p2psip()
+        .args(["sos", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("sos.db"))
+        .arg("--admin-token-file")
+        .arg(&token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let url = line
+        .trim()
+        .trim_start_matches("sos listening on ")
+        .to_string();
+
+    let check = p2psip()
+        .args(["sos", "check-paper", "--server", &url, "--admin-token-file"])
+        .arg(&token)
+        .output()
+        .expect("run check-paper");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(text.contains("paper check passed"), "{text}");
+
+    let rank = p2psip()
+        .args([
+            "sos",
+            "rank",
+            "--server",
+            &url,
+            "--route",
+            "1593,1609,1618",
+            "--route",
+            "1600,1618",
+        ])
+        .output()
+        .expect("run rank");
+    let text = String::from_utf8_lossy(&rank.stdout);
+    assert!(rank.status.success(), "{text}");
+    let first = text.lines().nth(1).unwrap_or_default();
+    assert!(first.starts_with("1     1600->1618"), "{text}");
+
+    // Without the token the admin path is refused and the command fails.
+    let denied = p2psip()
+        .args(["sos", "check-paper", "--server", &url])
+        .env_remove("P2PSIP_SOS_ADMIN_TOKEN")
+        .output()
+        .expect("run check-paper");
+    assert!(!denied.status.success());
+
+    server.kill().expect("stop server");
+    let _ = server.wait();
+}

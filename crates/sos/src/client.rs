@@ -1,0 +1,181 @@
+//! Typed async client for peers, CSPs and operators.
+//!
+//! Uses reqwest with rustls; the caller must install the ring provider once
+//! (`rustls::crypto::ring::default_provider().install_default()`) before [`SosClient::new`].
+
+use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, ReportAck};
+use crate::{PeerId, SignedReport};
+use std::time::Duration;
+use trust::{Discounting, Opinion};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not build the HTTP client (usually: no rustls crypto provider installed).
+    #[error("cannot build HTTP client: {0}")]
+    Build(String),
+    /// Transport failure, timeout, or an unreadable answer.
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with an error status and body.
+    #[error("server answered {status}: {} ({})", body.error, body.message)]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The JSON error body.
+        body: ErrorBody,
+    },
+}
+
+impl ClientError {
+    /// The server's error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Server { body, .. } => Some(&body.error),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one SOS.
+#[derive(Debug, Clone)]
+pub struct SosClient {
+    http: reqwest::Client,
+    base: String,
+    admin_token: Option<String>,
+}
+
+impl SosClient {
+    /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            admin_token: None,
+        })
+    }
+
+    /// Use `token` for the admin calls.
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    fn admin(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.admin_token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn decode<T: serde::de::DeserializeOwned>(
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.json().await?);
+        }
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+            error: "unknown".into(),
+            message: text,
+        });
+        Err(ClientError::Server {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let r = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await?;
+        Self::decode(r).await
+    }
+
+    /// `GET /v1/opinions/{peer}`.
+    pub async fn get_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
+        let r = self
+            .http
+            .get(format!("{}/v1/opinions/{peer}", self.base))
+            .send()
+            .await?;
+        Self::decode(r).await
+    }
+
+    /// `PUT /v1/opinions/{peer}` (admin).
+    pub async fn put_opinion(
+        &self,
+        peer: PeerId,
+        opinion: Opinion,
+    ) -> Result<OpinionView, ClientError> {
+        let rb = self
+            .http
+            .put(format!("{}/v1/opinions/{peer}", self.base))
+            .json(&opinion);
+        Self::decode(self.admin(rb).send().await?).await
+    }
+
+    /// `DELETE /v1/opinions/{peer}` (admin): back to evidence.
+    pub async fn delete_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
+        let rb = self
+            .http
+            .delete(format!("{}/v1/opinions/{peer}", self.base));
+        Self::decode(self.admin(rb).send().await?).await
+    }
+
+    /// `POST /v1/reports` with a report signed by [`crate::ReportSigner::sign`].
+    pub async fn post_report(&self, report: &SignedReport) -> Result<ReportAck, ClientError> {
+        let r = self
+            .http
+            .post(format!("{}/v1/reports", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(report.to_json())
+            .send()
+            .await?;
+        Self::decode(r).await
+    }
+
+    /// `POST /v1/routes/rank` with the classic operator: best route first.
+    pub async fn rank(&self, routes: Vec<Vec<PeerId>>) -> Result<RankResponse, ClientError> {
+        self.rank_with(routes, Discounting::Classic).await
+    }
+
+    /// `POST /v1/routes/rank` with a chosen operator.
+    pub async fn rank_with(
+        &self,
+        routes: Vec<Vec<PeerId>>,
+        discounting: Discounting,
+    ) -> Result<RankResponse, ClientError> {
+        let r = self
+            .http
+            .post(format!("{}/v1/routes/rank", self.base))
+            .json(&RankRequest {
+                routes,
+                discounting,
+            })
+            .send()
+            .await?;
+        Self::decode(r).await
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Self::decode(r).await;
+        }
+        Ok(r.text().await?)
+    }
+}

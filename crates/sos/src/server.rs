@@ -1,0 +1,763 @@
+//! The HTTP server: axum routes over the [`Store`](crate::store).
+//!
+//! # How reports become opinions
+//!
+//! Each accepted report is one unit of evidence about its **subject** (the route is kept
+//! for the audit log only): `delivered` is positive, `dropped`, `modified`, `misrouted` and
+//! `replayed` are negative. Evidence is aged to the report's own timestamp when stored and
+//! to the time of the query when read, with the configured half-life, and mapped to an
+//! opinion with b = r/(r+s+2), d = s/(r+s+2), u = 2/(r+s+2) and the configured base rate.
+//! An opinion set by an administrator overrides the evidence until it is deleted; evidence
+//! keeps accumulating underneath. A peer with neither gets the vacuous opinion
+//! (0, 0, 1, a), whose expectation is the base rate a (default 0.25, the paper's value: an
+//! unknown peer is trusted less than a coin flip).
+//!
+//! # Order of checks for `POST /v1/reports`
+//!
+//! body size → JSON shape → timestamp window → signature → per-reporter rate limit →
+//! nonce (in the writer, atomically with the insert). Only verified reporters reach the
+//! rate-limit table, so its size is bounded by the key registry (and capped anyway).
+
+use crate::api::{
+    ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
+    ReportCounts,
+};
+use crate::metrics::{Endpoint, Metrics, RejectReason};
+use crate::store::{PeerRecord, Store, StoreConfig, StoreError, Synchronous, WriteError, WriteOp};
+use crate::{PeerId, ReporterVerifier, VerifyError, parse_report};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{Semaphore, oneshot};
+use trust::{Ageing, Opinion, OpinionSource, TrustPolicy, rank_routes};
+
+/// A source of wall-clock time in Unix milliseconds (replaceable in tests).
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Everything the server can be told. [`ServerConfig::new`] fills in the defaults.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// SQLite database file (created if missing).
+    pub db_path: PathBuf,
+    /// Bearer token for the admin endpoints; `None` disables them.
+    pub admin_token: Option<String>,
+    /// Who may report, and how signatures are checked.
+    pub verifier: Arc<dyn ReporterVerifier>,
+    /// Base rate a for evidence-derived and default opinions. Default 0.25.
+    pub base_rate: f64,
+    /// Evidence half-life in ms; `None` means no ageing. Default 7 days.
+    pub half_life_ms: Option<u64>,
+    /// A report's timestamp may differ from the server's clock by at most this. Default 5 min.
+    pub timestamp_window_ms: u64,
+    /// Sustained reports per second per reporter. Default 50.
+    pub report_rate_per_sec: f64,
+    /// Burst allowance per reporter. Default 200.
+    pub report_burst: f64,
+    /// Largest request body. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Most peers the opinion table may hold. Default 1 000 000.
+    pub max_peers: usize,
+    /// Most candidate routes in one rank request. Default 64.
+    pub max_routes: usize,
+    /// Most hops in one candidate route. Default 32.
+    pub max_hops: usize,
+    /// Most reporters tracked by the rate limiter. Default 100 000.
+    pub max_rate_entries: usize,
+    /// Most requests handled at once; more get 503. Default 1024.
+    pub max_in_flight: usize,
+    /// SQLite `synchronous` mode. Default FULL.
+    pub synchronous: Synchronous,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("db_path", &self.db_path)
+            .field("admin", &self.admin_token.is_some())
+            .field("base_rate", &self.base_rate)
+            .field("half_life_ms", &self.half_life_ms)
+            .field("timestamp_window_ms", &self.timestamp_window_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults for a database path and a verifier.
+    pub fn new(db_path: impl Into<PathBuf>, verifier: Arc<dyn ReporterVerifier>) -> Self {
+        Self {
+            db_path: db_path.into(),
+            admin_token: None,
+            verifier,
+            base_rate: 0.25,
+            half_life_ms: Some(7 * 24 * 3600 * 1000),
+            timestamp_window_ms: 5 * 60 * 1000,
+            report_rate_per_sec: 50.0,
+            report_burst: 200.0,
+            max_body_bytes: 64 * 1024,
+            max_peers: 1_000_000,
+            max_routes: 64,
+            max_hops: crate::MAX_ROUTE_HOPS,
+            max_rate_entries: 100_000,
+            max_in_flight: 1024,
+            synchronous: Synchronous::Full,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened or loaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Socket error.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Bucket {
+    tokens: f64,
+    last_ms: u64,
+}
+
+/// Per-reporter token buckets, bounded.
+struct RateTable {
+    map: BTreeMap<PeerId, Bucket>,
+}
+
+struct AppState {
+    store: Store,
+    metrics: Metrics,
+    rate: Mutex<RateTable>,
+    admin_digest: Option<ring::digest::Digest>,
+    verifier: Arc<dyn ReporterVerifier>,
+    clock: Arc<dyn Clock>,
+    policy: TrustPolicy,
+    window_ms: u64,
+    rate_per_sec: f64,
+    burst: f64,
+    max_rate_entries: usize,
+    max_routes: usize,
+    max_hops: usize,
+    in_flight: Semaphore,
+}
+
+type St = State<Arc<AppState>>;
+
+/// Build the router (opens the database and starts its writer thread).
+pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
+    if !(0.0..=1.0).contains(&cfg.base_rate) {
+        return Err(ServerError::Config("base rate must be in [0, 1]".into()));
+    }
+    let ageing = match cfg.half_life_ms {
+        None => Ageing::never(),
+        Some(h) => Ageing::half_life_ms(h).map_err(|e| ServerError::Config(e.to_string()))?,
+    };
+    if !(cfg.report_rate_per_sec > 0.0 && cfg.report_burst >= 1.0) {
+        return Err(ServerError::Config(
+            "report rate must be > 0 and burst ≥ 1".into(),
+        ));
+    }
+    if cfg.max_hops == 0 || cfg.max_hops > crate::MAX_ROUTE_HOPS || cfg.max_routes == 0 {
+        return Err(ServerError::Config("route limits out of range".into()));
+    }
+    let policy =
+        TrustPolicy::new(cfg.base_rate, ageing).map_err(|e| ServerError::Config(e.to_string()))?;
+    let store = Store::open(
+        &cfg.db_path,
+        StoreConfig {
+            synchronous: cfg.synchronous,
+            ageing,
+            max_peers: cfg.max_peers,
+            // Retain nonces well past twice the window: a replay of a pruned nonce is then
+            // always outside the timestamp window.
+            retention_ms: cfg.timestamp_window_ms.saturating_mul(2) + 60_000,
+            queue: 4096,
+        },
+    )?;
+    let state = Arc::new(AppState {
+        store,
+        metrics: Metrics::default(),
+        rate: Mutex::new(RateTable {
+            map: BTreeMap::new(),
+        }),
+        admin_digest: cfg
+            .admin_token
+            .as_ref()
+            .map(|t| ring::digest::digest(&ring::digest::SHA256, t.as_bytes())),
+        verifier: cfg.verifier,
+        clock: cfg.clock,
+        policy,
+        window_ms: cfg.timestamp_window_ms,
+        rate_per_sec: cfg.report_rate_per_sec,
+        burst: cfg.report_burst,
+        max_rate_entries: cfg.max_rate_entries.max(1),
+        max_routes: cfg.max_routes,
+        max_hops: cfg.max_hops,
+        in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
+    });
+    Ok(Router::new()
+        .route("/v1/routes/rank", post(rank))
+        .route("/v1/reports", post(report))
+        .route(
+            "/v1/opinions/{peer}",
+            get(get_opinion).put(put_opinion).delete(delete_opinion),
+        )
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            limit_in_flight,
+        ))
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .with_state(state))
+}
+
+/// Serve on `listener` until `shutdown` resolves.
+pub async fn serve(
+    cfg: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = router(cfg)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// A server running in the background of the current tokio runtime (tests, demo).
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Bind `addr` (use port 0 for any) and serve in a spawned task.
+    pub async fn start(cfg: ServerConfig, addr: SocketAddr) -> Result<Self, ServerError> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = router(cfg)?;
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await?;
+            Ok(())
+        });
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, finish in-flight requests, and wait.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: code.to_string(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn body_rejection(rej: BytesRejection) -> Response {
+    let status = rej.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_body"
+    };
+    error(status, code, rej.body_text())
+}
+
+fn json_error(e: &serde_json::Error) -> Response {
+    let code = match e.classify() {
+        serde_json::error::Category::Data => "invalid_request",
+        _ => "malformed_json",
+    };
+    error(StatusCode::BAD_REQUEST, code, e.to_string())
+}
+
+/// A refused request, turned into a JSON error response at the handler boundary.
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, self.2)
+    }
+}
+
+fn parse_peer(p: Result<Path<String>, PathRejection>) -> Result<PeerId, ApiError> {
+    let Path(s) = p.map_err(|r| ApiError(StatusCode::BAD_REQUEST, "bad_path", r.body_text()))?;
+    s.parse().map_err(|e: crate::PeerIdError| {
+        ApiError(StatusCode::BAD_REQUEST, "bad_peer_id", e.to_string())
+    })
+}
+
+async fn limit_in_flight(
+    State(st): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match st.in_flight.try_acquire() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight",
+        ),
+    }
+}
+
+impl AppState {
+    fn current(&self, rec: Option<&PeerRecord>, now_ms: u64) -> (Opinion, OpinionSource) {
+        match rec {
+            Some(r) => r.current(now_ms, &self.policy),
+            None => (self.policy.vacuous(), OpinionSource::Default),
+        }
+    }
+
+    fn view(&self, peer: PeerId) -> OpinionView {
+        let now = self.clock.now_ms();
+        let map = match self.store.peers.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let rec = map.get(&peer);
+        let (opinion, source) = self.current(rec, now);
+        OpinionView {
+            peer,
+            source,
+            opinion,
+            expectation: opinion.expectation(),
+            reports: rec
+                .map(|r| ReportCounts {
+                    positive: r.positive,
+                    negative: r.negative,
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Ok(()) if the request carries the admin token.
+    fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(want) = &self.admin_digest else {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "no admin token is configured on this server".into(),
+            ));
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "Authorization: Bearer <token> required".into(),
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let got = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        // Compare digests without an early exit.
+        let diff = want
+            .as_ref()
+            .iter()
+            .zip(got.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        if diff != 0 {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "bad_token",
+                "admin token is wrong".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn allow_report(&self, reporter: PeerId, now: u64) -> bool {
+        let mut table = match self.rate.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        if !table.map.contains_key(&reporter) && table.map.len() >= self.max_rate_entries {
+            // Forget reporters whose bucket has refilled completely: they lose nothing.
+            let refill_ms = (self.burst / self.rate_per_sec * 1000.0).ceil() as u64;
+            table
+                .map
+                .retain(|_, b| now.saturating_sub(b.last_ms) < refill_ms);
+            if table.map.len() >= self.max_rate_entries {
+                return false;
+            }
+        }
+        let b = table.map.entry(reporter).or_insert(Bucket {
+            tokens: self.burst,
+            last_ms: now,
+        });
+        let elapsed = now.saturating_sub(b.last_ms) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        b.last_ms = b.last_ms.max(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn rank(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    st.metrics.request(Endpoint::Rank);
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r),
+    };
+    let req: RankRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(&e),
+    };
+    if req.routes.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no_routes",
+            "at least one route is required",
+        );
+    }
+    if req.routes.len() > st.max_routes {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "too_many_routes",
+            format!("at most {} routes", st.max_routes),
+        );
+    }
+    if let Some(i) = req.routes.iter().position(|r| r.len() > st.max_hops) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "route_too_long",
+            format!("route {i} has more than {} hops", st.max_hops),
+        );
+    }
+    let now = st.clock.now_ms();
+    let ranked = {
+        let map = match st.store.peers.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        rank_routes(
+            req.routes,
+            |p| st.current(map.get(p), now).0,
+            req.discounting,
+        )
+    };
+    let ranked = match ranked {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "empty_route", e.to_string()),
+    };
+    let resp = RankResponse {
+        ranked: ranked
+            .into_iter()
+            .map(|r| RankedRouteView {
+                route: r.route,
+                opinion: r.opinion,
+                expectation: r.expectation,
+            })
+            .collect(),
+    };
+    let out = axum::Json(resp).into_response();
+    st.metrics.rank_latency(started.elapsed());
+    out
+}
+
+async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
+    st.metrics.request(Endpoint::Report);
+    let reject = |reason: RejectReason, resp: Response| {
+        st.metrics.rejected(reason);
+        resp
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return reject(RejectReason::Malformed, body_rejection(r)),
+    };
+    let signed = match parse_report(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return reject(
+                RejectReason::Malformed,
+                error(StatusCode::BAD_REQUEST, "invalid_report", e.to_string()),
+            );
+        }
+    };
+    let now = st.clock.now_ms();
+    if signed.body.timestamp_ms.abs_diff(now) > st.window_ms {
+        return reject(
+            RejectReason::Timestamp,
+            error(
+                StatusCode::BAD_REQUEST,
+                "timestamp_outside_window",
+                format!(
+                    "timestamp must be within {} ms of the server clock",
+                    st.window_ms
+                ),
+            ),
+        );
+    }
+    let msg = signed.body.canonical_bytes();
+    match st
+        .verifier
+        .verify(signed.body.reporter, &msg, &signed.signature)
+    {
+        Ok(()) => {}
+        Err(e @ VerifyError::UnknownReporter(_)) => {
+            return reject(
+                RejectReason::UnknownReporter,
+                error(StatusCode::FORBIDDEN, "unknown_reporter", e.to_string()),
+            );
+        }
+        Err(e @ VerifyError::BadSignature) => {
+            return reject(
+                RejectReason::BadSignature,
+                error(StatusCode::FORBIDDEN, "bad_signature", e.to_string()),
+            );
+        }
+    }
+    if !st.allow_report(signed.body.reporter, now) {
+        return reject(
+            RejectReason::RateLimited,
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many reports from this reporter",
+            ),
+        );
+    }
+    let subject = signed.body.subject;
+    let (tx, rx) = oneshot::channel();
+    let op = WriteOp::Report {
+        report: signed.body,
+        received_ms: now,
+        reply: tx,
+    };
+    let result = match st.store.submit(op).await {
+        Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((id, reports)) => {
+            st.metrics.accepted();
+            axum::Json(ReportAck {
+                id,
+                subject,
+                reports,
+            })
+            .into_response()
+        }
+        Err(e) => write_error(&st, e),
+    }
+}
+
+fn write_error(st: &AppState, e: WriteError) -> Response {
+    match e {
+        WriteError::Replay => {
+            st.metrics.rejected(RejectReason::Replay);
+            error(StatusCode::CONFLICT, "replayed_nonce", e.to_string())
+        }
+        WriteError::TooManyPeers => {
+            st.metrics.rejected(RejectReason::TooManyPeers);
+            error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "peer_table_full",
+                e.to_string(),
+            )
+        }
+        WriteError::Storage(_) | WriteError::Closed => {
+            st.metrics.rejected(RejectReason::Storage);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                e.to_string(),
+            )
+        }
+    }
+}
+
+async fn get_opinion(State(st): St, peer: Result<Path<String>, PathRejection>) -> Response {
+    st.metrics.request(Endpoint::GetOpinion);
+    match parse_peer(peer) {
+        Ok(p) => axum::Json(st.view(p)).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn put_opinion(
+    State(st): St,
+    headers: HeaderMap,
+    peer: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    st.metrics.request(Endpoint::PutOpinion);
+    if let Err(r) = st.check_admin(&headers) {
+        return r.into_response();
+    }
+    let peer = match parse_peer(peer) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r),
+    };
+    let opinion: Opinion = match serde_json::from_slice(&body) {
+        Ok(o) => o,
+        Err(e) => return json_error(&e),
+    };
+    let (tx, rx) = oneshot::channel();
+    let op = WriteOp::PutAdmin {
+        peer,
+        opinion,
+        now_ms: st.clock.now_ms(),
+        reply: tx,
+    };
+    let result = match st.store.submit(op).await {
+        Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => axum::Json(st.view(peer)).into_response(),
+        Err(e) => write_error(&st, e),
+    }
+}
+
+async fn delete_opinion(
+    State(st): St,
+    headers: HeaderMap,
+    peer: Result<Path<String>, PathRejection>,
+) -> Response {
+    st.metrics.request(Endpoint::DeleteOpinion);
+    if let Err(r) = st.check_admin(&headers) {
+        return r.into_response();
+    }
+    let peer = match parse_peer(peer) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let (tx, rx) = oneshot::channel();
+    let result = match st
+        .store
+        .submit(WriteOp::DeleteAdmin { peer, reply: tx })
+        .await
+    {
+        Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(true) => axum::Json(st.view(peer)).into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "no_admin_opinion",
+            format!("peer {peer} has no admin-set opinion"),
+        ),
+        Err(e) => write_error(&st, e),
+    }
+}
+
+async fn health(State(st): St) -> Response {
+    st.metrics.request(Endpoint::Health);
+    let peers = match st.store.peers.read() {
+        Ok(m) => m.len(),
+        Err(p) => p.into_inner().len(),
+    };
+    axum::Json(Health {
+        status: "ok".into(),
+        peers,
+    })
+    .into_response()
+}
+
+async fn metrics(State(st): St) -> Response {
+    st.metrics.request(Endpoint::Metrics);
+    let peers = match st.store.peers.read() {
+        Ok(m) => m.len(),
+        Err(p) => p.into_inner().len(),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(peers),
+    )
+        .into_response()
+}
+
+async fn not_found(State(st): St) -> Response {
+    st.metrics.request(Endpoint::Other);
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed(State(st): St) -> Response {
+    st.metrics.request(Endpoint::Other);
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}

@@ -1,0 +1,517 @@
+//! The opinion database: SQLite on disk, a read-mostly copy in memory, one writer thread.
+//!
+//! Reads (opinion queries, route ranking) never touch SQLite: they take a read lock on an
+//! in-memory map that mirrors the `admin_opinions` and `evidence` tables. All writes go
+//! through one thread that owns the connection. It drains whatever is queued (up to
+//! [`MAX_BATCH`] operations), applies them in one transaction, commits, and only then
+//! updates the in-memory map and answers the callers — so an acknowledged write is on
+//! disk, and readers never see a write that could still roll back (group commit keeps
+//! `synchronous=FULL` affordable under load).
+//!
+//! Replay protection lives here too: `reports` has a unique (reporter, nonce) index and
+//! inserts use `INSERT OR IGNORE`, so a nonce is refused while its report is retained, also
+//! across restarts. Rows older than the retention period (which the server keeps at more
+//! than twice the timestamp window, so an expired nonce cannot pass the window check
+//! either) are pruned, which bounds the table.
+
+use crate::api::ReportCounts;
+use crate::{PeerId, ReportBody};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use trust::{Ageing, Evidence, Opinion};
+
+/// Most operations committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 512;
+/// How often old report rows are pruned.
+const PRUNE_EVERY_MS: u64 = 60_000;
+
+/// SQLite `synchronous` setting for the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: acknowledged writes survive power loss too.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: acknowledged writes survive a killed process (the WAL
+    /// is in the OS page cache) but the last commits may be lost on power failure.
+    Normal,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row does not decode (the file was edited or is corrupt).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start writer thread: {0}")]
+    Thread(String),
+}
+
+/// Why a single write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// (reporter, nonce) was already accepted.
+    #[error("nonce already used by this reporter")]
+    Replay,
+    /// The peer table is full.
+    #[error("peer table is full")]
+    TooManyPeers,
+    /// The database failed; nothing of this batch was applied.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The writer is gone (shutting down).
+    #[error("store is shutting down")]
+    Closed,
+}
+
+/// What the SOS knows about one peer (the rules live in `trust`).
+pub(crate) type PeerRecord = trust::PeerTrust;
+
+/// The in-memory mirror readers use.
+pub(crate) type PeerMap = BTreeMap<PeerId, PeerRecord>;
+
+pub(crate) enum WriteOp {
+    Report {
+        report: ReportBody,
+        received_ms: u64,
+        reply: oneshot::Sender<Result<(i64, ReportCounts), WriteError>>,
+    },
+    PutAdmin {
+        peer: PeerId,
+        opinion: Opinion,
+        now_ms: u64,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    DeleteAdmin {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<bool, WriteError>>,
+    },
+}
+
+/// Handle to the store: the shared map and the writer's queue.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pub(crate) peers: Arc<RwLock<PeerMap>>,
+    tx: mpsc::Sender<WriteOp>,
+}
+
+/// Settings the writer needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreConfig {
+    pub(crate) synchronous: Synchronous,
+    pub(crate) ageing: Ageing,
+    pub(crate) max_peers: usize,
+    pub(crate) retention_ms: u64,
+    pub(crate) queue: usize,
+}
+
+impl Store {
+    /// Open (or create) the database, load it into memory and start the writer.
+    pub(crate) fn open(path: &Path, cfg: StoreConfig) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                table: "pragma",
+                detail: format!("journal_mode is {mode}, WAL required"),
+            });
+        }
+        let sync = match cfg.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS admin_opinions(
+                peer TEXT PRIMARY KEY, b REAL NOT NULL, d REAL NOT NULL, u REAL NOT NULL,
+                a REAL NOT NULL, set_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS evidence(
+                peer TEXT PRIMARY KEY, r REAL NOT NULL, s REAL NOT NULL, at_ms INTEGER NOT NULL,
+                positive INTEGER NOT NULL, negative INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS reports(
+                id INTEGER PRIMARY KEY, reporter TEXT NOT NULL, subject TEXT NOT NULL,
+                outcome TEXT NOT NULL, route TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
+                nonce BLOB NOT NULL, received_ms INTEGER NOT NULL,
+                UNIQUE(reporter, nonce));
+             CREATE INDEX IF NOT EXISTS reports_received ON reports(received_ms);",
+        )?;
+        let peers = load(&conn)?;
+        let peers = Arc::new(RwLock::new(peers));
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let writer = Writer {
+            conn,
+            cfg,
+            peers: Arc::clone(&peers),
+            last_prune_ms: 0,
+        };
+        std::thread::Builder::new()
+            .name("sos-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
+        Ok(Self { peers, tx })
+    }
+
+    /// Queue a write; waits for room when the queue is full (back-pressure).
+    pub(crate) async fn submit(&self, op: WriteOp) -> Result<(), WriteError> {
+        self.tx.send(op).await.map_err(|_| WriteError::Closed)
+    }
+}
+
+fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
+    let mut map = PeerMap::new();
+    let mut stmt = conn.prepare("SELECT peer, r, s, at_ms, positive, negative FROM evidence")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, f64>(1)?,
+            r.get::<_, f64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (peer, r, s, at, pos, neg) = row?;
+        let peer: PeerId = peer.parse().map_err(|e| corrupt("evidence", e))?;
+        let at = u64::try_from(at).map_err(|e| corrupt("evidence", e))?;
+        let evidence = Evidence::from_parts(r, s, at).map_err(|e| corrupt("evidence", e))?;
+        let rec = map.entry(peer).or_default();
+        rec.evidence = evidence;
+        rec.positive = u64::try_from(pos).map_err(|e| corrupt("evidence", e))?;
+        rec.negative = u64::try_from(neg).map_err(|e| corrupt("evidence", e))?;
+    }
+    let mut stmt = conn.prepare("SELECT peer, b, d, u, a FROM admin_opinions")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, f64>(1)?,
+            r.get::<_, f64>(2)?,
+            r.get::<_, f64>(3)?,
+            r.get::<_, f64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (peer, b, d, u, a) = row?;
+        let peer: PeerId = peer.parse().map_err(|e| corrupt("admin_opinions", e))?;
+        let op = Opinion::new(b, d, u, a).map_err(|e| corrupt("admin_opinions", e))?;
+        map.entry(peer).or_default().admin = Some(op);
+    }
+    Ok(map)
+}
+
+struct Writer {
+    conn: Connection,
+    cfg: StoreConfig,
+    peers: Arc<RwLock<PeerMap>>,
+    last_prune_ms: u64,
+}
+
+/// The per-operation result, sent after commit.
+enum Done {
+    Report(
+        oneshot::Sender<Result<(i64, ReportCounts), WriteError>>,
+        Result<(i64, ReportCounts), WriteError>,
+    ),
+    Put(
+        oneshot::Sender<Result<(), WriteError>>,
+        Result<(), WriteError>,
+    ),
+    Delete(
+        oneshot::Sender<Result<bool, WriteError>>,
+        Result<bool, WriteError>,
+    ),
+}
+
+impl Done {
+    fn fail(self, e: &WriteError) -> Done {
+        match self {
+            Done::Report(tx, _) => Done::Report(tx, Err(e.clone())),
+            Done::Put(tx, _) => Done::Put(tx, Err(e.clone())),
+            Done::Delete(tx, _) => Done::Delete(tx, Err(e.clone())),
+        }
+    }
+
+    fn send(self) {
+        // A caller that went away (client disconnected) no longer needs the answer.
+        match self {
+            Done::Report(tx, r) => drop(tx.send(r)),
+            Done::Put(tx, r) => drop(tx.send(r)),
+            Done::Delete(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply(batch);
+        }
+    }
+
+    fn apply(&mut self, batch: Vec<WriteOp>) {
+        let mut staged: PeerMap = BTreeMap::new();
+        let mut done = Vec::with_capacity(batch.len());
+        let mut newest_ms = 0;
+        let result = self.apply_in_txn(batch, &mut staged, &mut done, &mut newest_ms);
+        match result {
+            Ok(()) => {
+                match self.peers.write() {
+                    Ok(mut map) => map.extend(staged),
+                    Err(poisoned) => poisoned.into_inner().extend(staged),
+                }
+                // Prune before answering, so a caller that saw its answer also sees the
+                // prune (at most once a minute, so the delay is rare).
+                if newest_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
+                    self.last_prune_ms = newest_ms;
+                    self.prune(newest_ms);
+                }
+                for d in done {
+                    d.send();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write batch failed; rolled back");
+                let err = WriteError::Storage(e.to_string());
+                for d in done {
+                    d.fail(&err).send();
+                }
+            }
+        }
+    }
+
+    fn apply_in_txn(
+        &mut self,
+        batch: Vec<WriteOp>,
+        staged: &mut PeerMap,
+        done: &mut Vec<Done>,
+        newest_ms: &mut u64,
+    ) -> Result<(), rusqlite::Error> {
+        let cfg = self.cfg;
+        let txn = self.conn.transaction()?;
+        let known = match self.peers.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let mut count = known.len();
+        // Pull a peer's current record into the staging map; None if the table is full.
+        let mut stage = |peer: PeerId, staged: &mut PeerMap| -> bool {
+            if staged.contains_key(&peer) {
+                return true;
+            }
+            let rec = match known.get(&peer) {
+                Some(r) => *r,
+                None if count >= cfg.max_peers => return false,
+                None => {
+                    count += 1;
+                    PeerRecord::default()
+                }
+            };
+            staged.insert(peer, rec);
+            true
+        };
+        // Ops are moved into `done` first so that a failure can still answer every caller.
+        let mut failed: Option<rusqlite::Error> = None;
+        for op in batch {
+            match op {
+                WriteOp::Report {
+                    report,
+                    received_ms,
+                    reply,
+                } => {
+                    *newest_ms = (*newest_ms).max(received_ms);
+                    if failed.is_some() {
+                        done.push(Done::Report(reply, Err(WriteError::Closed)));
+                        continue;
+                    }
+                    let res =
+                        (|| -> Result<Result<(i64, ReportCounts), WriteError>, rusqlite::Error> {
+                            if !stage(report.subject, staged) {
+                                return Ok(Err(WriteError::TooManyPeers));
+                            }
+                            let route = report
+                                .route
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",");
+                            let n = txn
+                            .prepare_cached(
+                                "INSERT OR IGNORE INTO reports(reporter, subject, outcome, route,
+                                 timestamp_ms, nonce, received_ms) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                            )?
+                            .execute(params![
+                                report.reporter.to_string(),
+                                report.subject.to_string(),
+                                report.outcome.as_str(),
+                                route,
+                                i64::try_from(report.timestamp_ms).unwrap_or(i64::MAX),
+                                &report.nonce[..],
+                                i64::try_from(received_ms).unwrap_or(i64::MAX),
+                            ])?;
+                            if n == 0 {
+                                return Ok(Err(WriteError::Replay));
+                            }
+                            let id = txn.last_insert_rowid();
+                            let Some(rec) = staged.get_mut(&report.subject) else {
+                                return Ok(Err(WriteError::TooManyPeers));
+                            };
+                            rec.record(
+                                report.outcome.is_positive(),
+                                report.timestamp_ms,
+                                cfg.ageing,
+                            );
+                            txn.prepare_cached(
+                                "INSERT INTO evidence(peer, r, s, at_ms, positive, negative)
+                             VALUES (?1,?2,?3,?4,?5,?6)
+                             ON CONFLICT(peer) DO UPDATE SET r=excluded.r, s=excluded.s,
+                             at_ms=excluded.at_ms, positive=excluded.positive,
+                             negative=excluded.negative",
+                            )?
+                            .execute(params![
+                                report.subject.to_string(),
+                                rec.evidence.r(),
+                                rec.evidence.s(),
+                                i64::try_from(rec.evidence.at_ms()).unwrap_or(i64::MAX),
+                                i64::try_from(rec.positive).unwrap_or(i64::MAX),
+                                i64::try_from(rec.negative).unwrap_or(i64::MAX),
+                            ])?;
+                            Ok(Ok((
+                                id,
+                                ReportCounts {
+                                    positive: rec.positive,
+                                    negative: rec.negative,
+                                },
+                            )))
+                        })();
+                    match res {
+                        Ok(r) => done.push(Done::Report(reply, r)),
+                        Err(e) => {
+                            failed = Some(e);
+                            done.push(Done::Report(reply, Err(WriteError::Closed)));
+                        }
+                    }
+                }
+                WriteOp::PutAdmin {
+                    peer,
+                    opinion,
+                    now_ms,
+                    reply,
+                } => {
+                    if failed.is_some() {
+                        done.push(Done::Put(reply, Err(WriteError::Closed)));
+                        continue;
+                    }
+                    if !stage(peer, staged) {
+                        done.push(Done::Put(reply, Err(WriteError::TooManyPeers)));
+                        continue;
+                    }
+                    let res = txn
+                        .prepare_cached(
+                            "INSERT INTO admin_opinions(peer, b, d, u, a, set_ms)
+                             VALUES (?1,?2,?3,?4,?5,?6)
+                             ON CONFLICT(peer) DO UPDATE SET b=excluded.b, d=excluded.d,
+                             u=excluded.u, a=excluded.a, set_ms=excluded.set_ms",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                peer.to_string(),
+                                opinion.belief(),
+                                opinion.disbelief(),
+                                opinion.uncertainty(),
+                                opinion.base_rate(),
+                                i64::try_from(now_ms).unwrap_or(i64::MAX),
+                            ])
+                        });
+                    match res {
+                        Ok(_) => {
+                            if let Some(rec) = staged.get_mut(&peer) {
+                                rec.admin = Some(opinion);
+                            }
+                            done.push(Done::Put(reply, Ok(())));
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            done.push(Done::Put(reply, Err(WriteError::Closed)));
+                        }
+                    }
+                }
+                WriteOp::DeleteAdmin { peer, reply } => {
+                    if failed.is_some() {
+                        done.push(Done::Delete(reply, Err(WriteError::Closed)));
+                        continue;
+                    }
+                    let res = txn
+                        .prepare_cached("DELETE FROM admin_opinions WHERE peer = ?1")
+                        .and_then(|mut s| s.execute(params![peer.to_string()]));
+                    match res {
+                        Ok(n) => {
+                            if n > 0
+                                && stage(peer, staged)
+                                && let Some(rec) = staged.get_mut(&peer)
+                            {
+                                rec.admin = None;
+                            }
+                            done.push(Done::Delete(reply, Ok(n > 0)));
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            done.push(Done::Delete(reply, Err(WriteError::Closed)));
+                        }
+                    }
+                }
+            }
+        }
+        drop(known);
+        if let Some(e) = failed {
+            return Err(e); // dropping `txn` rolls back
+        }
+        txn.commit()
+    }
+
+    fn prune(&mut self, now_ms: u64) {
+        let cutoff = i64::try_from(now_ms.saturating_sub(self.cfg.retention_ms)).unwrap_or(0);
+        match self.conn.execute(
+            "DELETE FROM reports WHERE received_ms < ?1",
+            params![cutoff],
+        ) {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old reports"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning old reports failed"),
+        }
+    }
+}
+
+/// Count stored report rows (tests and diagnostics).
+pub fn count_reports(path: &Path) -> Result<i64, StoreError> {
+    let conn = Connection::open(path)?;
+    let n: Option<i64> = conn
+        .query_row("SELECT COUNT(*) FROM reports", [], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0))
+}

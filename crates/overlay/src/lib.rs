@@ -1,10 +1,25 @@
 //! Sans-IO core of the p2psip overlay.
 //!
 //! Everything here is a pure state machine or a value type: no sockets, clocks, threads or
-//! async. Time comes in as an argument and messages go out as values, so the same code runs
-//! inside the discrete-event simulator (`sim`) and the tokio runtime (`net`).
+//! async. Time comes in as an argument ([`Time`]) and messages go out as values
+//! ([`Transmit`]), so the same code runs inside the discrete-event simulator (`sim`) and the
+//! tokio runtime (`net`).
+//!
+//! - [`IdSpace`] / [`NodeId`]: the m-bit identifier circle (m ≤ 128) and its arithmetic.
+//! - [`ChordNode`]: one Chord peer — join, stabilize/notify, fix_fingers, check_predecessor,
+//!   successor list, graceful leave with record hand-over, failure detection by timeout,
+//!   recursive lookups that return the hop path.
+//! - [`wire`]: the messages and the framed codec (version, kind, length, postcard body).
 #![warn(missing_docs, unreachable_pub)]
 
+mod chord;
+mod contact;
 mod id;
+mod time;
+pub mod wire;
 
+pub use chord::{ChordConfig, ChordNode, Event, LookupFailure, MAX_BOOTSTRAPS, Transmit};
+pub use contact::Contact;
 pub use id::{IdError, IdSpace, NodeId};
+pub use time::Time;
+pub use wire::Message;

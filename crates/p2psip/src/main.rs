@@ -21,6 +21,12 @@ struct Cli {
 enum Command {
     /// Run the paper's 512-peer prototype and report (the embedded default).
     Demo(cmd::demo::Args),
+    /// Simulate a Chord ring with the discrete-event simulator and report lookup metrics.
+    Sim(cmd::sim::Args),
+    /// Run the Enrollment & Authentication server, or manage its tokens and revocations.
+    EnrollServer(cmd::enroll_server::Args),
+    /// Enroll with an E&A server and write key, certificate chain and node config.
+    Enroll(cmd::enroll::Args),
     /// Secure Opinion Server: serve the trust API, or check the paper / rank / report.
     Sos(cmd::sos::Args),
 }
@@ -36,6 +42,9 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
+        Command::EnrollServer(args) => cmd::enroll_server::run(args),
+        Command::Enroll(args) => cmd::enroll::run(args),
         Command::Sos(args) => cmd::sos::run(args),
     };
     match result {

@@ -1,0 +1,203 @@
+//! JSON wire types of the E&A HTTP API and the node config file written by the client.
+//!
+//! Node-IDs and other 128-bit numbers are decimal strings. Requests refuse unknown fields.
+//!
+//! | endpoint | body | answer |
+//! |---|---|---|
+//! | `POST /v1/enroll` | [`EnrollRequest`] | [`EnrollResponse`] |
+//! | `POST /v1/renew` | [`RenewRequest`] | [`EnrollResponse`] |
+//! | `GET /v1/crl` | – | DER CRL signed by the CA (`application/pkix-crl`) |
+//! | `GET /v1/ca` | – | CA certificate PEM |
+//!
+//! Errors are 4xx/5xx with an [`ErrorBody`].
+
+use crate::layer::{Capabilities, Layer, Role};
+use overlay::NodeId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Serde helpers writing `NodeId` / `u128` as decimal strings.
+pub mod dec {
+    use overlay::NodeId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize a `NodeId` as a decimal string.
+    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    /// Deserialize a `NodeId` from a decimal string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+
+    /// The same for plain `u128`.
+    pub mod u128_str {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Serialize a `u128` as a decimal string.
+        pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(v)
+        }
+
+        /// Deserialize a `u128` from a decimal string.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+/// A geographic location in degrees.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Latitude, −90..=90.
+    pub lat: f64,
+    /// Longitude, −180..=180.
+    pub lon: f64,
+}
+
+/// `POST /v1/enroll`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The enrollment token from the operator.
+    pub token: String,
+    /// PKCS#10 CSR, PEM; the peer keeps the private key.
+    pub csr: String,
+    /// Requested role; must equal the token's role. Default: the token's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Reported capabilities (layer rule input).
+    pub capabilities: Capabilities,
+    /// Location; without it the source address's network prefix is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Where the peer will accept overlay connections (offered to others as bootstrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `POST /v1/renew`: proves possession of the current key with a CSR signed by it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The current certificate, PEM (a chain is fine; the first block is used).
+    pub certificate: String,
+    /// A fresh CSR signed by the same key as the current certificate.
+    pub csr: String,
+}
+
+/// One layer's arc, as in the overlay parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArcInfo {
+    /// The layer.
+    pub layer: Layer,
+    /// First ID (decimal).
+    #[serde(with = "dec")]
+    pub start: NodeId,
+    /// Number of IDs (decimal).
+    #[serde(with = "dec::u128_str")]
+    pub len: u128,
+}
+
+/// Overlay parameters handed to every peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayParams {
+    /// ID width m.
+    pub id_bits: u32,
+    /// The three layer arcs.
+    pub layers: Vec<ArcInfo>,
+    /// How IDs are assigned (`location` or `sha1`).
+    pub id_scheme: crate::ids::IdScheme,
+}
+
+/// A peer to join through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapPeer {
+    /// Its Node-ID.
+    #[serde(with = "dec")]
+    pub node_id: NodeId,
+    /// Its layer.
+    pub layer: Layer,
+    /// Its role.
+    pub role: Role,
+    /// Its overlay address.
+    pub addr: SocketAddr,
+}
+
+/// Answer to enroll and renew.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The assigned Node-ID.
+    #[serde(with = "dec")]
+    pub node_id: NodeId,
+    /// The assigned layer.
+    pub layer: Layer,
+    /// The role.
+    pub role: Role,
+    /// Certificate chain, PEM: the peer's certificate, then the CA's.
+    pub chain: String,
+    /// The CA certificate, PEM.
+    pub ca: String,
+    /// End of the certificate's validity, unix seconds.
+    pub not_after: i64,
+    /// Overlay parameters.
+    pub overlay: OverlayParams,
+    /// Peers to join through (same layer first, then other layers' CSPGs).
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// Secure Opinion Server URL.
+    pub sos_url: Option<String>,
+    /// STUN server URLs.
+    pub stun_urls: Vec<String>,
+    /// TURN server URLs.
+    pub turn_urls: Vec<String>,
+}
+
+/// Body of every error answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `token_used_up`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// `node.json`, written by `p2psip enroll` next to the key and chain; what a peer starts
+/// from. Paths are relative to the file's directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The Node-ID.
+    #[serde(with = "dec")]
+    pub node_id: NodeId,
+    /// The layer.
+    pub layer: Layer,
+    /// The role.
+    pub role: Role,
+    /// Overlay parameters (m, layer arcs, ID scheme).
+    pub overlay: OverlayParams,
+    /// Peers to join through.
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// Secure Opinion Server URL.
+    pub sos_url: Option<String>,
+    /// STUN server URLs.
+    pub stun_urls: Vec<String>,
+    /// TURN server URLs.
+    pub turn_urls: Vec<String>,
+    /// Address the peer said it listens on.
+    pub listen: Option<SocketAddr>,
+    /// Base URL of the E&A server (renewal, CRL).
+    pub enroll_server: String,
+    /// CRL URL.
+    pub crl_url: String,
+    /// Private key file (PKCS#8 PEM, mode 0600).
+    pub key_file: String,
+    /// Certificate chain file (PEM: own certificate, then CA).
+    pub chain_file: String,
+    /// CA certificate file (PEM).
+    pub ca_file: String,
+    /// End of the certificate's validity, unix seconds (renew before).
+    pub not_after: i64,
+}

@@ -1,0 +1,193 @@
+//! Client side: talk to an E&A server and write a node directory a peer starts from.
+//!
+//! Node directory (`p2psip enroll --out DIR`): `key.pem` (PKCS#8, mode 0600), `chain.pem`
+//! (own certificate then CA), `ca.pem`, and `node.json` ([`NodeConfig`]).
+
+use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
+use std::path::Path;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Transport or decoding failure.
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server refused the request.
+    #[error("server refused ({status}): {} — {}", .body.error, .body.message)]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The server's error body.
+        body: ErrorBody,
+    },
+    /// The CA certificate did not match the pinned fingerprint.
+    #[error("CA fingerprint {got} does not match the pinned {want}")]
+    CaMismatch {
+        /// Fingerprint received.
+        got: String,
+        /// Fingerprint expected.
+        want: String,
+    },
+    /// Writing the node directory failed.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// Local certificate handling.
+    #[error(transparent)]
+    Cert(#[from] crate::cert::CertError),
+}
+
+/// An HTTP client for one E&A server.
+#[derive(Clone, Debug)]
+pub struct EnrollClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl EnrollClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:7400`). Installs the ring provider
+    /// for rustls if none is installed yet.
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn answer<T: serde::de::DeserializeOwned>(
+        resp: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.json().await?);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+            error: "http".into(),
+            message: text,
+        });
+        Err(ClientError::Refused {
+            status: status.as_u16(),
+            body,
+        })
+    }
+
+    /// `POST /v1/enroll`.
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
+        let r = self
+            .http
+            .post(format!("{}/v1/enroll", self.base))
+            .json(req)
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
+    /// `POST /v1/renew`.
+    pub async fn renew(&self, req: &RenewRequest) -> Result<EnrollResponse, ClientError> {
+        let r = self
+            .http
+            .post(format!("{}/v1/renew", self.base))
+            .json(req)
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
+    /// `GET /v1/crl` (DER).
+    pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
+        let r = self
+            .http
+            .get(format!("{}/v1/crl", self.base))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Self::answer::<Vec<u8>>(r).await;
+        }
+        Ok(r.bytes().await?.to_vec())
+    }
+
+    /// `GET /v1/ca` (PEM); checked against `pin` (SHA-256 hex of the DER) when given.
+    pub async fn ca(&self, pin: Option<&str>) -> Result<String, ClientError> {
+        let r = self.http.get(format!("{}/v1/ca", self.base)).send().await?;
+        let pem = r.error_for_status()?.text().await?;
+        if let Some(want) = pin {
+            let der = crate::cert::pem_to_der(&pem, "CERTIFICATE")?
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let got = crate::cert::fingerprint(&der);
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(ClientError::CaMismatch {
+                    got,
+                    want: want.to_string(),
+                });
+            }
+        }
+        Ok(pem)
+    }
+}
+
+/// Key file name in a node directory.
+pub const KEY_FILE: &str = "key.pem";
+/// Chain file name in a node directory.
+pub const CHAIN_FILE: &str = "chain.pem";
+/// CA file name in a node directory.
+pub const CA_FILE: &str = "ca.pem";
+/// Node config file name in a node directory.
+pub const NODE_FILE: &str = "node.json";
+
+/// Write key (0600), chain, CA and `node.json` into `dir` (created if missing). An
+/// existing key file is replaced only when `key_pem` differs (renewal keeps the key).
+pub fn write_node_dir(
+    dir: &Path,
+    key_pem: &str,
+    resp: &EnrollResponse,
+    server: &str,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<NodeConfig, ClientError> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| ClientError::Io(p, e)
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let key = dir.join(KEY_FILE);
+    if std::fs::read_to_string(&key).ok().as_deref() != Some(key_pem) {
+        let _ = std::fs::remove_file(&key);
+        crate::server::write_private(&key, key_pem.as_bytes()).map_err(io(&key))?;
+    }
+    let chain = dir.join(CHAIN_FILE);
+    std::fs::write(&chain, &resp.chain).map_err(io(&chain))?;
+    let ca = dir.join(CA_FILE);
+    std::fs::write(&ca, &resp.ca).map_err(io(&ca))?;
+    let cfg = NodeConfig {
+        node_id: resp.node_id,
+        layer: resp.layer,
+        role: resp.role,
+        overlay: resp.overlay.clone(),
+        bootstrap: resp.bootstrap.clone(),
+        sos_url: resp.sos_url.clone(),
+        stun_urls: resp.stun_urls.clone(),
+        turn_urls: resp.turn_urls.clone(),
+        listen,
+        enroll_server: server.to_string(),
+        crl_url: format!("{server}/v1/crl"),
+        key_file: KEY_FILE.into(),
+        chain_file: CHAIN_FILE.into(),
+        ca_file: CA_FILE.into(),
+        not_after: resp.not_after,
+    };
+    let node = dir.join(NODE_FILE);
+    let json = serde_json::to_string_pretty(&cfg)
+        .map_err(|e| ClientError::Io(node.display().to_string(), e.into()))?;
+    std::fs::write(&node, json + "\n").map_err(io(&node))?;
+    Ok(cfg)
+}

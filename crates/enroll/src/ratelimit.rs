@@ -1,0 +1,131 @@
+//! Per-source token-bucket rate limit with a bounded table (time comes in as an argument).
+//!
+//! Each source IP has a bucket of `burst` requests refilled at `per_sec`. The table holds
+//! at most `max_sources` entries; idle entries older than `idle` are dropped first, and if
+//! the table is still full the least recently seen source is evicted.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Rate-limit settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per source (0 disables the limit).
+    pub per_sec: f64,
+    /// Burst size per source.
+    pub burst: f64,
+    /// Table capacity.
+    pub max_sources: usize,
+    /// Idle time after which a source's entry may be dropped.
+    pub idle: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_sec: 5.0,
+            burst: 20.0,
+            max_sources: 10_000,
+            idle: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The table.
+#[derive(Debug)]
+pub struct RateLimiter {
+    config: RateLimitConfig,
+    table: BTreeMap<IpAddr, Bucket>,
+}
+
+impl RateLimiter {
+    /// An empty table.
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self {
+            config,
+            table: BTreeMap::new(),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Is the table empty?
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// May `source` make a request at `now`? Takes one token if so.
+    pub fn check(&mut self, source: IpAddr, now: Instant) -> bool {
+        let c = self.config;
+        if c.per_sec <= 0.0 {
+            return true;
+        }
+        if !self.table.contains_key(&source) && self.table.len() >= c.max_sources.max(1) {
+            self.table
+                .retain(|_, b| now.saturating_duration_since(b.last) < c.idle);
+            if self.table.len() >= c.max_sources.max(1)
+                && let Some(oldest) = self
+                    .table
+                    .iter()
+                    .min_by_key(|(ip, b)| (b.last, **ip))
+                    .map(|(ip, _)| *ip)
+            {
+                self.table.remove(&oldest);
+            }
+        }
+        let b = self.table.entry(source).or_insert(Bucket {
+            tokens: c.burst,
+            last: now,
+        });
+        let dt = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + dt * c.per_sec).min(c.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill_and_bounded_table() {
+        let mut r = RateLimiter::new(RateLimitConfig {
+            per_sec: 2.0,
+            burst: 3.0,
+            max_sources: 4,
+            idle: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!((0..3).all(|_| r.check(a, t0)));
+        assert!(!r.check(a, t0));
+        assert!(r.check(a, t0 + Duration::from_millis(500)));
+        assert!(!r.check(a, t0 + Duration::from_millis(500)));
+        for i in 0..100u8 {
+            r.check(IpAddr::from([10, 1, 0, i]), t0 + Duration::from_secs(1));
+            assert!(r.len() <= 4);
+        }
+        let mut off = RateLimiter::new(RateLimitConfig {
+            per_sec: 0.0,
+            ..RateLimitConfig::default()
+        });
+        assert!((0..1000).all(|_| off.check(a, t0)));
+        assert!(off.is_empty());
+    }
+}

@@ -1,0 +1,725 @@
+//! The E&A server: data directory (CA files + database), enrollment and renewal logic, and
+//! the axum HTTP shell.
+//!
+//! Data directory layout: `ca-key.pem` (PKCS#8, mode 0600, created on first start),
+//! `ca.pem` (CA certificate), `enroll.sqlite3` (+ WAL files). The ID width and layer
+//! boundaries are pinned in the database at first start; starting again with other values
+//! is refused.
+//!
+//! **Renewal.** `POST /v1/renew` takes the current certificate and a fresh CSR. The
+//! certificate must chain to this CA, be one this server issued and did not revoke, and be
+//! unexpired or expired less than `renew_grace` ago; the CSR must be signed by the same key
+//! (same SubjectPublicKeyInfo). The new certificate keeps the Node-ID, layer and role. A
+//! replayed renewal only yields a certificate for a key the replayer does not hold.
+
+use crate::api::{
+    ArcInfo, BootstrapPeer, EnrollRequest, EnrollResponse, ErrorBody, OverlayParams, RenewRequest,
+};
+use crate::cert::{self, Binding, Ca, CertError, Csr, VerifyError};
+use crate::ids::{self, IdScheme};
+use crate::layer::{self, ArcError, CapabilityError, Layer, LayerArcs, LayerRule, Role};
+use crate::ratelimit::{RateLimitConfig, RateLimiter};
+use crate::store::{CertRow, NodeRow, Store, StoreError};
+use crate::token;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use overlay::{IdSpace, NodeId};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// CA private key file name in the data directory.
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+/// CA certificate file name in the data directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// Database file name in the data directory.
+pub const DB_FILE: &str = "enroll.sqlite3";
+
+/// Server configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// ID width m (paper scenario: 11; production: 128).
+    pub id_bits: u32,
+    /// Layer boundaries `[b1, b2]` (layer 1 = `[0,b1)`, 2 = `[b1,b2)`, 3 = rest); default
+    /// equal thirds.
+    pub layer_bounds: Option<[u128; 2]>,
+    /// ID assignment scheme.
+    pub id_scheme: IdScheme,
+    /// Layer rule thresholds.
+    pub layer_rule: LayerRule,
+    /// Certificate validity.
+    pub cert_validity: Duration,
+    /// How long after expiry a certificate may still be renewed.
+    pub renew_grace: Duration,
+    /// CRL validity (nextUpdate − thisUpdate).
+    pub crl_validity: Duration,
+    /// SOS URL handed to peers.
+    pub sos_url: Option<String>,
+    /// STUN URLs handed to peers.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs handed to peers.
+    pub turn_urls: Vec<String>,
+    /// Configured bootstrap peers (added after those from the database).
+    pub bootstrap: Vec<BootstrapPeer>,
+    /// Maximum request body, bytes.
+    pub body_limit: usize,
+    /// Per-source rate limit of POST requests.
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            id_bits: 128,
+            layer_bounds: None,
+            id_scheme: IdScheme::Location,
+            layer_rule: LayerRule::default(),
+            cert_validity: Duration::from_secs(24 * 3600),
+            renew_grace: Duration::from_secs(3600),
+            crl_validity: Duration::from_secs(3600),
+            sos_url: None,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            bootstrap: Vec::new(),
+            body_limit: 16 * 1024,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Errors starting the server or running operator commands (local problems).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// File system.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// CA material.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// Database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bad ID width.
+    #[error(transparent)]
+    Id(#[from] overlay::IdError),
+    /// Bad layer boundaries.
+    #[error(transparent)]
+    Arcs(#[from] ArcError),
+    /// Token generation.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+}
+
+/// Current unix time, seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |e| ServerError::Io(path.to_path_buf(), e)
+}
+
+/// Write a new file with mode 0600 (fails if it exists), synced.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// The data directory: CA and database.
+#[derive(Debug)]
+pub struct DataDir {
+    ca: Ca,
+    store: Store,
+}
+
+impl DataDir {
+    /// Open `dir`, creating it, the CA (key mode 0600) and the database on first use.
+    pub fn open(dir: &Path) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let key_path = dir.join(CA_KEY_FILE);
+        let cert_path = dir.join(CA_CERT_FILE);
+        let ca = if key_path.exists() {
+            let key = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+            let crt = std::fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+            Ca::from_pem(&crt, &key)?
+        } else {
+            let ca = Ca::generate("p2psip E&A CA", unix_now(), 10)?;
+            // Certificate first: a key without a certificate would be unusable, a
+            // certificate without a key is simply replaced next start.
+            std::fs::write(&cert_path, ca.cert_pem()).map_err(io_err(&cert_path))?;
+            write_private(&key_path, ca.key_pem().as_bytes()).map_err(io_err(&key_path))?;
+            ca
+        };
+        let db = dir.join(DB_FILE);
+        let store = Store::open(&db)?;
+        Ok(Self { ca, store })
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Create a token for `role` with `uses` uses, valid `ttl`; returns the token text
+    /// (shown once, stored hashed).
+    pub fn create_token(
+        &self,
+        role: Role,
+        layer: Option<Layer>,
+        uses: u32,
+        ttl: Duration,
+    ) -> Result<String, ServerError> {
+        let t = token::generate()?;
+        let now = unix_now();
+        let exp = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        self.store
+            .add_token(&token::hash(&t), role, layer, uses, exp, now)?;
+        Ok(t)
+    }
+
+    /// Revoke a node's certificates. `None` when the node is unknown.
+    pub fn revoke(&mut self, node: NodeId) -> Result<Option<usize>, ServerError> {
+        Ok(self.store.revoke_node(node, unix_now())?)
+    }
+
+    /// Number of certificates ever issued.
+    pub fn cert_count(&self) -> Result<i64, ServerError> {
+        Ok(self.store.cert_count()?)
+    }
+}
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, "{}", self.message);
+        } else {
+            tracing::debug!(code = self.code, status = %self.status, "{}", self.message);
+        }
+        let body = ErrorBody {
+            error: self.code.into(),
+            message: self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<CertError> for ApiError {
+    fn from(e: CertError) -> Self {
+        let (s, c) = match &e {
+            CertError::MalformedCsr(_) => (StatusCode::BAD_REQUEST, "malformed_csr"),
+            CertError::CsrSignature => (StatusCode::BAD_REQUEST, "csr_signature"),
+            CertError::UnsupportedKey => (StatusCode::BAD_REQUEST, "unsupported_key"),
+            CertError::MalformedCert(_) | CertError::Binding(_) => {
+                (StatusCode::UNAUTHORIZED, "bad_certificate")
+            }
+            CertError::Ca(_) | CertError::Generate(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        ApiError::new(s, c, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (s, c) = match &e {
+            StoreError::TokenUnknown => (StatusCode::UNAUTHORIZED, "token_unknown"),
+            StoreError::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
+            StoreError::TokenUsedUp => (StatusCode::UNAUTHORIZED, "token_used_up"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(s, c, e.to_string())
+    }
+}
+
+impl From<CapabilityError> for ApiError {
+    fn from(e: CapabilityError) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_capabilities",
+            e.to_string(),
+        )
+    }
+}
+
+struct CrlCache {
+    version: i64,
+    made_at: i64,
+    number: u64,
+    der: Vec<u8>,
+}
+
+/// The server's shared state (one per process).
+struct Shared {
+    config: ServerConfig,
+    space: IdSpace,
+    arcs: LayerArcs,
+    overlay: OverlayParams,
+    ca: Ca,
+    store: Mutex<Store>,
+    limiter: Mutex<RateLimiter>,
+    crl: Mutex<Option<CrlCache>>,
+    rng: SystemRandom,
+}
+
+/// The E&A server, ready to serve.
+#[derive(Clone)]
+pub struct EnrollServer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EnrollServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollServer")
+            .field("ca", &self.shared.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug elsewhere; the data (a SQLite handle in a
+    // consistent state between statements, a rate table) stays usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EnrollServer {
+    /// Open the data directory and check the overlay parameters against it.
+    pub fn open(dir: &Path, config: ServerConfig) -> Result<Self, ServerError> {
+        let space = IdSpace::new(config.id_bits)?;
+        let arcs = match config.layer_bounds {
+            Some([b1, b2]) => LayerArcs::new(space, b1, b2)?,
+            None => LayerArcs::thirds(space)?,
+        };
+        let DataDir { ca, store } = DataDir::open(dir)?;
+        store.pin_meta("id_bits", &space.bits().to_string())?;
+        let [b1, b2] = arcs.bounds();
+        store.pin_meta("layer_bounds", &format!("{b1},{b2}"))?;
+        let overlay = OverlayParams {
+            id_bits: space.bits(),
+            layers: [Layer::ONE, Layer::TWO, Layer::THREE]
+                .into_iter()
+                .map(|l| {
+                    let a = arcs.arc(l);
+                    ArcInfo {
+                        layer: l,
+                        start: a.start,
+                        len: a.len,
+                    }
+                })
+                .collect(),
+            id_scheme: config.id_scheme,
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                limiter: Mutex::new(RateLimiter::new(config.rate_limit)),
+                config,
+                space,
+                arcs,
+                overlay,
+                ca,
+                store: Mutex::new(store),
+                crl: Mutex::new(None),
+                rng: SystemRandom::new(),
+            }),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.shared.ca.cert_pem()
+    }
+
+    /// The axum router (`/v1/enroll`, `/v1/renew`, `/v1/crl`, `/v1/ca`).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/enroll", post(enroll_handler))
+            .route("/v1/renew", post(renew_handler))
+            .route("/v1/crl", get(crl_handler))
+            .route("/v1/ca", get(ca_handler))
+            .layer(DefaultBodyLimit::max(self.shared.config.body_limit))
+            .with_state(self.shared.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+
+    /// Enroll directly (no HTTP): what `POST /v1/enroll` does, from `source`.
+    pub fn enroll(&self, req: &EnrollRequest, source: IpAddr) -> Result<EnrollResponse, ApiError> {
+        self.shared.enroll(req, source, unix_now())
+    }
+}
+
+impl Shared {
+    fn seeded_rng(&self) -> Result<ChaCha8Rng, ApiError> {
+        let mut seed = [0u8; 32];
+        self.rng.fill(&mut seed).map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "rng failed")
+        })?;
+        Ok(ChaCha8Rng::from_seed(seed))
+    }
+
+    fn serial(&self) -> Result<[u8; 16], ApiError> {
+        let mut s = [0u8; 16];
+        self.rng.fill(&mut s).map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "rng failed")
+        })?;
+        Ok(s)
+    }
+
+    fn validity(&self, now: i64) -> (i64, i64) {
+        let v = i64::try_from(self.config.cert_validity.as_secs()).unwrap_or(86_400);
+        (now - 300, now + v)
+    }
+
+    fn response(
+        &self,
+        binding: &Binding,
+        der: &[u8],
+        not_after: i64,
+        bootstrap: Vec<BootstrapPeer>,
+    ) -> EnrollResponse {
+        let mut bootstrap = bootstrap;
+        bootstrap.extend(self.config.bootstrap.iter().cloned());
+        EnrollResponse {
+            node_id: binding.node_id,
+            layer: binding.layer,
+            role: binding.role,
+            chain: format!(
+                "{}{}",
+                cert::der_to_pem(der, "CERTIFICATE"),
+                self.ca.cert_pem()
+            ),
+            ca: self.ca.cert_pem().to_string(),
+            not_after,
+            overlay: self.overlay.clone(),
+            bootstrap,
+            sos_url: self.config.sos_url.clone(),
+            stun_urls: self.config.stun_urls.clone(),
+            turn_urls: self.config.turn_urls.clone(),
+        }
+    }
+
+    fn enroll(
+        &self,
+        req: &EnrollRequest,
+        source: IpAddr,
+        now: i64,
+    ) -> Result<EnrollResponse, ApiError> {
+        if req.token.len() > 256 {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_unknown",
+                "token too long",
+            ));
+        }
+        req.capabilities.validate()?;
+        if let Some(loc) = req.location {
+            layer::validate_location(loc.lat, loc.lon)?;
+        }
+        let csr = Csr::from_pem(&req.csr)?;
+        let spki = csr.spki_der();
+        let spki_hex = token::hex(ring::digest::digest(&ring::digest::SHA256, &spki).as_ref());
+        let mut rng = self.seeded_rng()?;
+        let serial = self.serial()?;
+
+        let mut store = lock(&self.store);
+        let tx = store.begin()?;
+        let tok = tx.take_token(&token::hash(&req.token), now)?;
+        let role = req.role.unwrap_or(tok.role);
+        if role != tok.role {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_role",
+                format!("this token enrolls a {}, not a {role}", tok.role),
+            ));
+        }
+        let layer = self
+            .config
+            .layer_rule
+            .assign(&req.capabilities, role, tok.layer)?;
+        let arc = self.arcs.arc(layer);
+        let space = self.space;
+        let scheme = self.config.id_scheme;
+        let location = req.location;
+        let node_id = ids::choose_unique(
+            space,
+            arc,
+            |attempt| match (scheme, location) {
+                (IdScheme::Sha1, _) => ids::assign_sha1_id(space, arc, &spki, attempt),
+                (IdScheme::Location, Some(l)) => {
+                    ids::assign_location_id(space, arc, l.lat, l.lon, &mut rng)
+                }
+                (IdScheme::Location, None) => ids::assign_prefix_id(space, arc, source, &mut rng),
+            },
+            |id| tx.id_taken(id),
+        )?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "id_space_full",
+                format!("no free Node-ID near the requested place in layer {layer}"),
+            )
+        })?;
+        let binding = Binding {
+            node_id,
+            layer,
+            role,
+        };
+        let (not_before, not_after) = self.validity(now);
+        let der = self
+            .ca
+            .issue(&csr, &binding, serial, not_before, not_after)?;
+        let serial_hex = token::hex(&cert::identity_from_cert(&der)?.serial);
+        tx.insert_node(
+            &NodeRow {
+                node_id,
+                layer,
+                role,
+                spki_sha256: spki_hex,
+                listen: req.listen.map(|a| a.to_string()),
+                location: location.map(|l| (l.lat, l.lon)),
+                source: source.to_string(),
+            },
+            now,
+        )?;
+        tx.insert_cert(
+            &CertRow {
+                serial: serial_hex,
+                node_id,
+                not_before,
+                not_after,
+                der: der.to_vec(),
+            },
+            now,
+        )?;
+        let bootstrap = tx.bootstrap(layer, node_id, 8, 2)?;
+        tx.commit()?;
+        drop(store);
+        tracing::info!(%node_id, %layer, %role, %source, "enrolled");
+        Ok(self.response(&binding, &der, not_after, bootstrap))
+    }
+
+    fn renew(&self, req: &RenewRequest, now: i64) -> Result<EnrollResponse, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_certificate", m);
+        let current = cert::pem_to_der(&req.certificate, "CERTIFICATE")
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| bad("no certificate given".into()))?;
+        let csr = Csr::from_pem(&req.csr)?;
+        let claimed = cert::identity_from_cert(&current)?;
+        let grace = i64::try_from(self.config.renew_grace.as_secs()).unwrap_or(0);
+        if now > claimed.not_after.saturating_add(grace) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "certificate_expired",
+                "certificate expired beyond the renewal grace period; enroll again",
+            ));
+        }
+        // Validate the chain at a time inside its validity when within the grace period.
+        let at = now.min(claimed.not_after - 1).max(0) as u64;
+        let who = cert::verify_peer_chain(
+            self.ca.cert_der(),
+            &[current.clone().into()],
+            &[],
+            rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(at)),
+        )
+        .map_err(|e: VerifyError| bad(e.to_string()))?;
+        let mut spki_hash = [0u8; 32];
+        spki_hash
+            .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &csr.spki_der()).as_ref());
+        if spki_hash != who.spki_sha256 {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "key_mismatch",
+                "the CSR is not signed by the certificate's key",
+            ));
+        }
+        let serial = self.serial()?;
+        let mut store = lock(&self.store);
+        let tx = store.begin()?;
+        let status = tx
+            .cert_status(&token::hex(&who.serial))?
+            .ok_or_else(|| bad("certificate not issued by this server".into()))?;
+        if status.revoked_at.is_some() || status.node_id != who.node_id {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "revoked",
+                "certificate or node revoked",
+            ));
+        }
+        let binding = Binding {
+            node_id: who.node_id,
+            layer: who.layer,
+            role: who.role,
+        };
+        let (not_before, not_after) = self.validity(now);
+        let der = self
+            .ca
+            .issue(&csr, &binding, serial, not_before, not_after)?;
+        tx.insert_cert(
+            &CertRow {
+                serial: token::hex(&cert::identity_from_cert(&der)?.serial),
+                node_id: who.node_id,
+                not_before,
+                not_after,
+                der: der.to_vec(),
+            },
+            now,
+        )?;
+        let bootstrap = tx.bootstrap(who.layer, who.node_id, 8, 2)?;
+        tx.commit()?;
+        drop(store);
+        tracing::info!(node_id = %who.node_id, "renewed");
+        Ok(self.response(&binding, &der, not_after, bootstrap))
+    }
+
+    fn crl(&self, now: i64) -> Result<Vec<u8>, ApiError> {
+        let (version, revoked) = {
+            let store = lock(&self.store);
+            (store.revocation_version()?, store.revoked(now)?)
+        };
+        let validity = i64::try_from(self.config.crl_validity.as_secs()).unwrap_or(3600);
+        let mut cache = lock(&self.crl);
+        if let Some(c) = cache.as_ref()
+            && c.version == version
+            && now < c.made_at + validity / 2
+        {
+            return Ok(c.der.clone());
+        }
+        let number = cache
+            .as_ref()
+            .map_or(0, |c| c.number + 1)
+            .max(u64::try_from(now).unwrap_or(0));
+        let der = self.ca.crl(&revoked, now - 60, now + validity, number)?;
+        *cache = Some(CrlCache {
+            version,
+            made_at: now,
+            number,
+            der: der.clone(),
+        });
+        Ok(der)
+    }
+
+    fn admit(&self, source: IpAddr) -> Result<(), ApiError> {
+        if lock(&self.limiter).check(source, Instant::now()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address",
+            ))
+        }
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, r.body_text())
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+async fn enroll_handler(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EnrollResponse>, ApiError> {
+    s.admit(peer.ip())?;
+    let req: EnrollRequest = parse_body(body)?;
+    let out = blocking(move || s.enroll(&req, peer.ip(), unix_now())).await?;
+    Ok(axum::Json(out))
+}
+
+async fn renew_handler(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EnrollResponse>, ApiError> {
+    s.admit(peer.ip())?;
+    let req: RenewRequest = parse_body(body)?;
+    let out = blocking(move || s.renew(&req, unix_now())).await?;
+    Ok(axum::Json(out))
+}
+
+async fn crl_handler(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let der = blocking(move || s.crl(unix_now())).await?;
+    Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
+}
+
+async fn ca_handler(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        s.ca.cert_pem().to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,293 @@
+//! The E&A server over real HTTP on loopback, with real certificates.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+use enroll::api::{ErrorBody, Location};
+use enroll::cert::{self, csr_for_key, new_key_and_csr};
+use enroll::client::{ClientError, EnrollClient};
+use enroll::{
+    Capabilities, DataDir, EnrollRequest, EnrollServer, Layer, RenewRequest, Role, ServerConfig,
+    VerifyError, verify_peer_chain,
+};
+use overlay::{IdSpace, NodeId};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use std::path::Path;
+use std::time::Duration;
+
+struct Running {
+    client: EnrollClient,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(dir: &Path, config: ServerConfig) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = EnrollServer::open(dir, config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async {
+        let _ = rx.await;
+    }));
+    Running {
+        client: EnrollClient::new(&format!("http://{addr}")).unwrap(),
+        _stop: tx,
+    }
+}
+
+fn token(dir: &Path, role: Role, layer: Option<Layer>, uses: u32) -> String {
+    DataDir::open(dir)
+        .unwrap()
+        .create_token(role, layer, uses, Duration::from_secs(3600))
+        .unwrap()
+}
+
+fn cert_count(dir: &Path) -> i64 {
+    DataDir::open(dir).unwrap().cert_count().unwrap()
+}
+
+fn request(token: &str, csr: &str) -> EnrollRequest {
+    EnrollRequest {
+        token: token.into(),
+        csr: csr.into(),
+        role: None,
+        capabilities: Capabilities::default(),
+        location: Some(Location {
+            lat: 59.91,
+            lon: 10.75,
+        }),
+        listen: Some("127.0.0.1:5060".parse().unwrap()),
+    }
+}
+
+fn now() -> UnixTime {
+    UnixTime::now()
+}
+
+fn chain_of(pem: &str) -> Vec<CertificateDer<'static>> {
+    cert::pem_to_der(pem, "CERTIFICATE")
+        .unwrap()
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect()
+}
+
+fn refused(r: Result<enroll::EnrollResponse, ClientError>) -> (u16, ErrorBody) {
+    match r {
+        Err(ClientError::Refused { status, body }) => (status, body),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn enroll_verify_revoke_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        id_bits: 11,
+        ..ServerConfig::default()
+    };
+    let srv = start(dir.path(), cfg).await;
+    let t = token(dir.path(), Role::Peer, None, 2);
+    let (_key, csr) = new_key_and_csr().unwrap();
+    let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
+    assert_eq!(resp.layer, Layer::TWO);
+    assert_eq!(resp.role, Role::Peer);
+    assert_eq!(resp.overlay.id_bits, 11);
+    let space = IdSpace::new(11).unwrap();
+    assert!(space.id(resp.node_id.0).is_ok());
+    let arc = &resp.overlay.layers[1];
+    assert!(space.distance(arc.start, resp.node_id) < arc.len);
+
+    // The chain verifies against the CA with webpki, and binds the returned ID.
+    let chain = chain_of(&resp.chain);
+    assert_eq!(chain.len(), 2);
+    let ca_der = cert::pem_to_der(&resp.ca, "CERTIFICATE").unwrap().remove(0);
+    let who = verify_peer_chain(&ca_der, &chain, &[], now()).unwrap();
+    assert_eq!(who.node_id, resp.node_id);
+    assert_eq!((who.layer, who.role), (Layer::TWO, Role::Peer));
+
+    // A second peer nearby gets a close ID and sees the first as bootstrap.
+    let (_k2, csr2) = new_key_and_csr().unwrap();
+    let resp2 = srv.client.enroll(&request(&t, &csr2)).await.unwrap();
+    assert_ne!(resp2.node_id, resp.node_id);
+    assert_eq!(resp2.bootstrap.len(), 1);
+    assert_eq!(resp2.bootstrap[0].node_id, resp.node_id);
+
+    // The CRL is signed and empty, then lists the revoked certificate.
+    let crl = srv.client.crl().await.unwrap();
+    verify_peer_chain(&ca_der, &chain, std::slice::from_ref(&crl), now()).unwrap();
+    let mut data = DataDir::open(dir.path()).unwrap();
+    assert_eq!(data.revoke(resp.node_id).unwrap(), Some(1));
+    assert_eq!(data.revoke(NodeId(2047)).unwrap(), None);
+    let crl = srv.client.crl().await.unwrap();
+    {
+        use x509_parser::prelude::FromDer;
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&crl).unwrap();
+        let serials: Vec<&[u8]> = parsed
+            .iter_revoked_certificates()
+            .map(|r| r.raw_serial())
+            .collect();
+        assert_eq!(serials, vec![who.serial.as_slice()]);
+    }
+    assert!(matches!(
+        verify_peer_chain(&ca_der, &chain, std::slice::from_ref(&crl), now()),
+        Err(VerifyError::Revoked)
+    ));
+    verify_peer_chain(&ca_der, &chain_of(&resp2.chain), &[crl], now()).unwrap();
+}
+
+#[tokio::test]
+async fn roles_tokens_and_bad_input_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), ServerConfig::default()).await;
+    let peer_token = token(dir.path(), Role::Peer, None, 1);
+    let (key, csr) = new_key_and_csr().unwrap();
+
+    // A peer token cannot enroll a CSP.
+    let mut req = request(&peer_token, &csr);
+    req.role = Some(Role::Csp);
+    let (status, body) = refused(srv.client.enroll(&req).await);
+    assert_eq!((status, body.error.as_str()), (403, "wrong_role"));
+
+    // Malformed CSR, foreign CSR (key swapped), absurd capabilities, bad location.
+    let (s, b) = refused(srv.client.enroll(&request(&peer_token, "junk")).await);
+    assert_eq!((s, b.error.as_str()), (400, "malformed_csr"));
+    let a = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let der = cert::pem_to_der(&csr_for_key(&a).unwrap(), "CERTIFICATE REQUEST")
+        .unwrap()
+        .remove(0);
+    let pa = a.public_key_raw().to_vec();
+    let pos = der.windows(pa.len()).position(|w| w == pa).unwrap();
+    let mut forged = der.clone();
+    forged[pos..pos + pa.len()].copy_from_slice(other.public_key_raw());
+    let forged = cert::der_to_pem(&forged, "CERTIFICATE REQUEST");
+    let (s, b) = refused(srv.client.enroll(&request(&peer_token, &forged)).await);
+    assert_eq!((s, b.error.as_str()), (400, "csr_signature"));
+    let mut req = request(&peer_token, &csr);
+    req.capabilities.cpu_cores = 1_000_000;
+    let (s, b) = refused(srv.client.enroll(&req).await);
+    assert_eq!((s, b.error.as_str()), (422, "bad_capabilities"));
+    let mut req = request(&peer_token, &csr);
+    req.location = Some(Location {
+        lat: 123.0,
+        lon: 0.0,
+    });
+    assert_eq!(refused(srv.client.enroll(&req).await).0, 422);
+    let (s, b) = refused(srv.client.enroll(&request("p2pt_nope", &csr)).await);
+    assert_eq!((s, b.error.as_str()), (401, "token_unknown"));
+
+    // Raw HTTP: unknown fields, oversized body.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/enroll", srv.client.base());
+    let mut v = serde_json::to_value(request(&peer_token, &csr)).unwrap();
+    v["admin"] = serde_json::Value::Bool(true);
+    let r = http.post(&url).json(&v).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.error, "bad_json");
+    assert!(body.message.contains("unknown field"), "{}", body.message);
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.error, "body_too_large");
+
+    // Nothing was written: no certificate, and the one-use token still works once.
+    assert_eq!(cert_count(dir.path()), 0);
+    let resp = srv
+        .client
+        .enroll(&request(&peer_token, &csr))
+        .await
+        .unwrap();
+    assert_eq!(cert_count(dir.path()), 1);
+    let (s, b) = refused(srv.client.enroll(&request(&peer_token, &csr)).await);
+    assert_eq!((s, b.error.as_str()), (401, "token_used_up"));
+    assert_eq!(cert_count(dir.path()), 1);
+
+    // A CSP token gives a CSP certificate; it can pin the layer.
+    let csp_token = token(dir.path(), Role::Csp, Some(Layer::THREE), 1);
+    let (_k, csr2) = new_key_and_csr().unwrap();
+    let csp = srv
+        .client
+        .enroll(&request(&csp_token, &csr2))
+        .await
+        .unwrap();
+    let ca_der = cert::pem_to_der(&csp.ca, "CERTIFICATE").unwrap().remove(0);
+    let who = verify_peer_chain(&ca_der, &chain_of(&csp.chain), &[], now()).unwrap();
+    assert_eq!(
+        (who.role, who.layer, who.node_id),
+        (Role::Csp, Layer::THREE, csp.node_id)
+    );
+
+    // Renewal: same key → new certificate, same binding; another key → refused.
+    let key = rcgen::KeyPair::from_pem(&key).unwrap();
+    let renew = RenewRequest {
+        certificate: resp.chain.clone(),
+        csr: csr_for_key(&key).unwrap(),
+    };
+    let renewed = srv.client.renew(&renew).await.unwrap();
+    assert_eq!(renewed.node_id, resp.node_id);
+    assert_ne!(renewed.chain, resp.chain);
+    let who = verify_peer_chain(&ca_der, &chain_of(&renewed.chain), &[], now()).unwrap();
+    assert_eq!(who.node_id, resp.node_id);
+    let stolen = RenewRequest {
+        certificate: resp.chain.clone(),
+        csr: new_key_and_csr().unwrap().1,
+    };
+    let (s, b) = refused(srv.client.renew(&stolen).await);
+    assert_eq!((s, b.error.as_str()), (403, "key_mismatch"));
+    DataDir::open(dir.path())
+        .unwrap()
+        .revoke(resp.node_id)
+        .unwrap();
+    let (s, b) = refused(srv.client.renew(&renew).await);
+    assert_eq!((s, b.error.as_str()), (403, "revoked"));
+}
+
+#[tokio::test]
+async fn ca_persists_and_parameters_are_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EnrollServer::open(dir.path(), ServerConfig::default()).unwrap();
+    let pem = first.ca_pem().to_string();
+    drop(first);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(enroll::server::CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = EnrollServer::open(dir.path(), ServerConfig::default()).unwrap();
+    assert_eq!(again.ca_pem(), pem);
+    let other = ServerConfig {
+        id_bits: 11,
+        ..ServerConfig::default()
+    };
+    assert!(EnrollServer::open(dir.path(), other).is_err());
+}
+
+#[tokio::test]
+async fn rate_limited_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        rate_limit: enroll::ratelimit::RateLimitConfig {
+            per_sec: 0.001,
+            burst: 3.0,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let srv = start(dir.path(), cfg).await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(refused(srv.client.enroll(&request("p2pt_x", "junk")).await).0);
+    }
+    assert_eq!(codes, vec![400, 400, 400, 429, 429]);
+}

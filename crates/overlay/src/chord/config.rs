@@ -1,0 +1,63 @@
+//! Tunables of a Chord node.
+
+use crate::IdSpace;
+use std::time::Duration;
+
+/// Chord parameters. Defaults follow Stoica et al. with intervals suited to VoIP call set-up.
+#[derive(Clone, Debug)]
+pub struct ChordConfig {
+    /// The identifier circle.
+    pub space: IdSpace,
+    /// Successor-list length r: a lookup survives r − 1 consecutive failed peers.
+    pub successors: usize,
+    /// How often stabilize runs.
+    pub stabilize_every: Duration,
+    /// How often one finger is refreshed.
+    pub fix_fingers_every: Duration,
+    /// How often the predecessor is probed.
+    pub check_predecessor_every: Duration,
+    /// How often a peer asks the ring, through a bootstrap peer, who its successor is
+    /// (heals partitions).
+    pub ring_check_every: Duration,
+    /// How long to wait for a hop acknowledgement or an RPC answer before declaring a peer dead.
+    pub rpc_timeout: Duration,
+    /// How long an originated lookup may take per attempt.
+    pub lookup_timeout: Duration,
+    /// Extra attempts after a lookup times out.
+    pub lookup_retries: u8,
+    /// Re-forward attempts when a next hop does not acknowledge.
+    pub forward_retries: u8,
+    /// Cap on concurrently originated lookups (excess lookups fail at once).
+    pub max_lookups: usize,
+    /// Cap on routed messages awaiting a hop acknowledgement (excess are dropped).
+    pub max_pending_forwards: usize,
+    /// Longest accepted hop path; longer routes are dropped as loops or attacks.
+    pub max_path: usize,
+    /// Cap on stored records.
+    pub max_records: usize,
+    /// Cap on one record's payload, in bytes.
+    pub max_record_len: usize,
+}
+
+impl ChordConfig {
+    /// Defaults for an ID space of `space` bits.
+    pub fn new(space: IdSpace) -> Self {
+        ChordConfig {
+            space,
+            successors: 8,
+            stabilize_every: Duration::from_secs(2),
+            fix_fingers_every: Duration::from_secs(4),
+            check_predecessor_every: Duration::from_secs(5),
+            ring_check_every: Duration::from_secs(30),
+            rpc_timeout: Duration::from_millis(500),
+            lookup_timeout: Duration::from_secs(5),
+            lookup_retries: 2,
+            forward_retries: 3,
+            max_lookups: 4096,
+            max_pending_forwards: 4096,
+            max_path: 64,
+            max_records: 65_536,
+            max_record_len: 4096,
+        }
+    }
+}

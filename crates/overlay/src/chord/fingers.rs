@@ -1,0 +1,138 @@
+//! The finger table, stored compactly.
+//!
+//! Finger i of node n is successor(n + 2^i). With m = 128 and N peers, only about log2 N of
+//! the m fingers are distinct, so the table keeps just the distinct peers sorted by clockwise
+//! distance from n: finger i is the first entry at distance ≥ 2^i. Routing needs only "the
+//! farthest known peer that precedes the key", a binary search.
+
+use crate::{Contact, IdSpace, NodeId};
+
+/// Distinct finger peers, sorted by clockwise distance from the owner, bounded in length.
+#[derive(Clone, Debug)]
+pub(crate) struct Fingers {
+    /// Sorted by clockwise distance from `me` (distances are recomputed, not stored: memory
+    /// per simulated peer matters more than a subtraction).
+    entries: Vec<Contact>,
+    me: NodeId,
+    space: IdSpace,
+}
+
+impl Fingers {
+    pub(crate) fn new(space: IdSpace, me: NodeId) -> Self {
+        Fingers {
+            entries: Vec::new(),
+            me,
+            space,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Contact> {
+        self.entries.iter()
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Contact>()
+    }
+
+    fn dist(&self, c: &Contact) -> u128 {
+        self.space.distance(self.me, c.id)
+    }
+
+    /// Replace everything (converged start).
+    pub(crate) fn set(&mut self, peers: impl IntoIterator<Item = Contact>) {
+        let (space, me) = (self.space, self.me);
+        self.entries.clear();
+        self.entries
+            .extend(peers.into_iter().filter(|c| c.id != me));
+        self.entries.sort_by_key(|c| space.distance(me, c.id));
+        self.entries.dedup_by_key(|c| c.id);
+        self.entries.shrink_to_fit();
+    }
+
+    /// Record that finger `i` (start at distance 2^i) is `owner` at distance `d`: peers that
+    /// sat in `[2^i, d)` cannot be live fingers any more and are dropped.
+    pub(crate) fn update(&mut self, i: u32, owner: Contact, d: u128, cap: usize) {
+        let start = 1u128 << i;
+        let (space, me) = (self.space, self.me);
+        let dist = |c: &Contact| space.distance(me, c.id);
+        self.entries
+            .retain(|c| !(dist(c) >= start && dist(c) < d) && c.id != owner.id);
+        if d == 0 {
+            return;
+        }
+        let pos = self.entries.partition_point(|c| dist(c) < d);
+        self.entries.insert(pos, owner);
+        if self.entries.len() > cap {
+            // Keep the far end (long jumps) and the near end; drop from the middle.
+            self.entries.remove(cap / 2);
+        }
+    }
+
+    /// Forget a peer (it failed or left).
+    pub(crate) fn remove(&mut self, id: NodeId) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|c| c.id != id);
+        before != self.entries.len()
+    }
+
+    /// The farthest finger strictly before `key_distance` (closest preceding finger).
+    pub(crate) fn closest_preceding(&self, key_distance: u128) -> Option<(u128, Contact)> {
+        let pos = self
+            .entries
+            .partition_point(|c| self.dist(c) < key_distance);
+        pos.checked_sub(1)
+            .map(|p| (self.dist(&self.entries[p]), self.entries[p]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: u128) -> Contact {
+        Contact::id_only(NodeId(id))
+    }
+
+    #[test]
+    fn closest_preceding_picks_farthest_before_key() {
+        let s = IdSpace::new(11).unwrap();
+        let mut f = Fingers::new(s, NodeId(80));
+        f.set([c(1331), c(1593), c(96), c(200), c(80)]);
+        assert_eq!(f.len(), 4);
+        assert_eq!(
+            f.closest_preceding(s.distance(NodeId(80), NodeId(1618)))
+                .unwrap()
+                .1
+                .id,
+            NodeId(1593)
+        );
+        assert_eq!(
+            f.closest_preceding(s.distance(NodeId(80), NodeId(1500)))
+                .unwrap()
+                .1
+                .id,
+            NodeId(1331)
+        );
+        assert!(
+            f.closest_preceding(s.distance(NodeId(80), NodeId(90)))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn update_drops_shadowed_entries() {
+        let s = IdSpace::new(11).unwrap();
+        let me = NodeId(0);
+        let mut f = Fingers::new(s, me);
+        f.set([c(1), c(5), c(9), c(40)]);
+        // finger 3 (start 8) is now 20: 9 must have gone.
+        f.update(3, c(20), 20, 16);
+        let ids: Vec<_> = f.iter().map(|c| c.id.0).collect();
+        assert_eq!(ids, vec![1, 5, 20, 40]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Chord (Stoica et al.): successor list, fingers, stabilization, recursive lookups.
+
+mod config;
+mod fingers;
+mod node;
+
+pub use config::ChordConfig;
+pub use node::{ChordNode, Event, LookupFailure, MAX_BOOTSTRAPS, Transmit};

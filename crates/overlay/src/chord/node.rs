@@ -1,0 +1,1103 @@
+//! The Chord state machine of one peer.
+
+use super::config::ChordConfig;
+use super::fingers::Fingers;
+use crate::wire::{Message, Record, Route, RouteReply};
+use crate::{Contact, NodeId, Time};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many bootstrap peers a node remembers.
+pub const MAX_BOOTSTRAPS: usize = 4;
+
+/// A message to send: the driver delivers `msg` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination peer.
+    pub to: Contact,
+    /// What to send.
+    pub msg: Message,
+}
+
+/// Why a lookup gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupFailure {
+    /// No answer within the lookup timeout, after all retries.
+    TimedOut,
+    /// Too many lookups in flight at this peer.
+    Overloaded,
+    /// The peer is not (or no longer) part of a ring.
+    NotJoined,
+}
+
+/// What a node reports to its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The join completed: the node has a successor.
+    Joined {
+        /// Its first successor.
+        successor: NodeId,
+    },
+    /// The join could not complete (bootstrap unreachable or ID taken).
+    JoinFailed {
+        /// Human-readable cause.
+        reason: &'static str,
+    },
+    /// A lookup started with [`ChordNode::lookup`] found the owner of its key.
+    LookupDone {
+        /// The handle returned by [`ChordNode::lookup`].
+        lookup: u64,
+        /// The key.
+        key: NodeId,
+        /// The peer responsible for it.
+        owner: Contact,
+        /// Hop path, origin first, owner last.
+        path: Vec<NodeId>,
+        /// Time from start to answer (including retries).
+        latency: Duration,
+        /// Attempts used (1 = first try).
+        attempts: u8,
+    },
+    /// A lookup gave up.
+    LookupFailed {
+        /// The handle returned by [`ChordNode::lookup`].
+        lookup: u64,
+        /// The key.
+        key: NodeId,
+        /// Why.
+        reason: LookupFailure,
+    },
+    /// A peer stopped answering and was removed from the routing state.
+    PeerFailed {
+        /// The peer.
+        peer: NodeId,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    User,
+    Join,
+    FixFinger(u32),
+    /// Ask the ring through a bootstrap peer who our successor is: heals partitions.
+    RingCheck,
+}
+
+#[derive(Clone, Debug)]
+struct Lookup {
+    id: u64,
+    key: NodeId,
+    purpose: Purpose,
+    started: Time,
+    deadline: Time,
+    attempts: u8,
+    via: Option<Contact>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RpcKind {
+    Stabilize,
+    CheckPredecessor,
+}
+
+#[derive(Clone, Debug)]
+struct Rpc {
+    token: u64,
+    peer: NodeId,
+    deadline: Time,
+    kind: RpcKind,
+}
+
+#[derive(Clone, Debug)]
+struct Forward {
+    token: u64,
+    next: Contact,
+    deadline: Time,
+    route: Route,
+    tries: u8,
+}
+
+/// A Chord peer (Stoica et al.) as a sans-IO state machine.
+///
+/// # Driving contract
+/// - Inputs: [`handle_message`](Self::handle_message) for every message delivered to this
+///   peer (with the authenticated sender), [`handle_timeout`](Self::handle_timeout) when the
+///   time returned by [`poll_timeout`](Self::poll_timeout) is reached, and the commands
+///   [`create`](Self::create), [`join`](Self::join), [`lookup`](Self::lookup),
+///   [`leave`](Self::leave).
+/// - Outputs: after any input, drain [`poll_transmit`](Self::poll_transmit) and
+///   [`poll_event`](Self::poll_event) until both return `None`, then ask
+///   [`poll_timeout`](Self::poll_timeout) for the next deadline.
+/// - Time only moves forward; a timeout may be delivered late or early (early is a no-op).
+///
+/// Routing is recursive with hop-by-hop acknowledgements: each hop acknowledges a
+/// [`Route`] at once and forwards it to the farthest known peer that precedes the key; a hop
+/// that does not acknowledge within the RPC timeout is removed from the tables and the
+/// message is re-forwarded. The owner answers the origin directly with the full path.
+#[derive(Debug)]
+pub struct ChordNode {
+    cfg: Arc<ChordConfig>,
+    me: Contact,
+    active: bool,
+    /// Peers to (re)join through: the way back in if every successor is lost.
+    bootstraps: Vec<Contact>,
+    pred: Option<Contact>,
+    succs: Vec<Contact>,
+    fingers: Fingers,
+    next_finger: u32,
+    next_token: u64,
+    stabilize_at: Time,
+    fix_fingers_at: Time,
+    check_pred_at: Time,
+    ring_check_at: Time,
+    rpcs: Vec<Rpc>,
+    forwards: Vec<Forward>,
+    lookups: Vec<Lookup>,
+    records: BTreeMap<NodeId, Vec<u8>>,
+    out: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rng: Xoshiro256PlusPlus,
+}
+
+impl ChordNode {
+    /// A node that is not yet part of any ring; call [`create`](Self::create) or
+    /// [`join`](Self::join) next.
+    pub fn new(cfg: Arc<ChordConfig>, me: Contact, seed: [u8; 32]) -> Self {
+        let space = cfg.space;
+        ChordNode {
+            cfg,
+            me,
+            active: false,
+            bootstraps: Vec::new(),
+            pred: None,
+            succs: Vec::new(),
+            fingers: Fingers::new(space, me.id),
+            next_finger: 0,
+            next_token: 1,
+            stabilize_at: Time::ZERO,
+            fix_fingers_at: Time::ZERO,
+            check_pred_at: Time::ZERO,
+            ring_check_at: Time::ZERO,
+            rpcs: Vec::new(),
+            forwards: Vec::new(),
+            lookups: Vec::new(),
+            records: BTreeMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            rng: Xoshiro256PlusPlus::from_seed(seed),
+        }
+    }
+
+    /// A node that already holds the converged state of a stable ring (as the simulator's
+    /// initialisation phase computes it from global knowledge).
+    pub fn converged(
+        cfg: Arc<ChordConfig>,
+        me: Contact,
+        seed: [u8; 32],
+        now: Time,
+        pred: Option<Contact>,
+        succs: Vec<Contact>,
+        fingers: impl IntoIterator<Item = Contact>,
+    ) -> Self {
+        let mut node = ChordNode::new(cfg, me, seed);
+        node.pred = pred.filter(|p| p.id != me.id);
+        node.succs = succs.into_iter().filter(|s| s.id != me.id).collect();
+        node.succs.truncate(node.cfg.successors);
+        node.succs.shrink_to_fit();
+        node.fingers.set(fingers);
+        node.active = true;
+        node.next_finger = node.first_finger_index();
+        node.schedule_all(now);
+        node
+    }
+
+    /// Start a new ring with this node alone on it.
+    pub fn create(&mut self, now: Time) {
+        self.active = true;
+        self.schedule_all(now);
+        self.events.push_back(Event::Joined {
+            successor: self.me.id,
+        });
+    }
+
+    /// Join the ring that `bootstrap` belongs to.
+    pub fn join(&mut self, now: Time, bootstrap: Contact) {
+        self.active = true;
+        self.add_bootstrap(bootstrap);
+        self.pred = None;
+        self.succs.clear();
+        self.schedule_all(now);
+        self.start_join(now, bootstrap);
+    }
+
+    /// Remember another peer to (re)join through (at most [`MAX_BOOTSTRAPS`] are kept).
+    pub fn add_bootstrap(&mut self, peer: Contact) {
+        if peer.id == self.me.id || self.bootstraps.iter().any(|b| b.id == peer.id) {
+            return;
+        }
+        if self.bootstraps.len() >= MAX_BOOTSTRAPS {
+            self.bootstraps.remove(0);
+        }
+        self.bootstraps.push(peer);
+    }
+
+    fn start_join(&mut self, now: Time, bootstrap: Contact) {
+        if self.lookups.iter().any(|l| l.purpose == Purpose::Join) {
+            return;
+        }
+        let id = self.token();
+        self.lookups.push(Lookup {
+            id,
+            key: self.cfg.space.add(self.me.id, 1),
+            purpose: Purpose::Join,
+            started: now,
+            deadline: now + self.cfg.lookup_timeout,
+            attempts: 1,
+            via: Some(bootstrap),
+        });
+        self.send_join_request(now, id, bootstrap);
+    }
+
+    /// Leave gracefully: hand records to the successor and tell both neighbours.
+    pub fn leave(&mut self, _now: Time) {
+        if !self.active {
+            return;
+        }
+        if let Some(succ) = self.successor() {
+            let records: Vec<Record> = std::mem::take(&mut self.records)
+                .into_iter()
+                .map(|(key, value)| Record { key, value })
+                .collect();
+            self.send(
+                succ,
+                Message::Leaving {
+                    pred: self.pred,
+                    succs: self.succs.clone(),
+                },
+            );
+            if !records.is_empty() {
+                self.send(succ, Message::Records { records });
+            }
+        }
+        if let Some(pred) = self.pred
+            && Some(pred.id) != self.successor().map(|s| s.id)
+        {
+            self.send(
+                pred,
+                Message::Leaving {
+                    pred: self.pred,
+                    succs: self.succs.clone(),
+                },
+            );
+        }
+        self.active = false;
+        self.pred = None;
+        self.succs.clear();
+        self.fingers = Fingers::new(self.cfg.space, self.me.id);
+        self.rpcs.clear();
+        self.forwards.clear();
+        let failed: Vec<_> = self.lookups.drain(..).collect();
+        for l in failed {
+            if l.purpose == Purpose::User {
+                self.events.push_back(Event::LookupFailed {
+                    lookup: l.id,
+                    key: l.key,
+                    reason: LookupFailure::NotJoined,
+                });
+            }
+        }
+    }
+
+    /// Start looking up the owner of `key`; the answer comes as [`Event::LookupDone`] or
+    /// [`Event::LookupFailed`] carrying the returned handle.
+    pub fn lookup(&mut self, now: Time, key: NodeId) -> u64 {
+        let id = self.token();
+        if !self.active {
+            self.events.push_back(Event::LookupFailed {
+                lookup: id,
+                key,
+                reason: LookupFailure::NotJoined,
+            });
+            return id;
+        }
+        if self.lookups.len() >= self.cfg.max_lookups {
+            self.events.push_back(Event::LookupFailed {
+                lookup: id,
+                key,
+                reason: LookupFailure::Overloaded,
+            });
+            return id;
+        }
+        self.start_lookup(now, id, key, Purpose::User);
+        id
+    }
+
+    /// Feed a message from `from` (authenticated by the driver).
+    pub fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
+        if !self.active {
+            return;
+        }
+        match msg {
+            Message::Route(route) => {
+                if self.is_joining() {
+                    return; // no ack: the sender will route around us
+                }
+                if from.id != self.me.id {
+                    self.send(from, Message::RouteAck { token: route.token });
+                }
+                self.route_step(now, route);
+            }
+            Message::RouteAck { token } => {
+                self.forwards
+                    .retain(|f| !(f.token == token && f.next.id == from.id));
+            }
+            Message::RouteReply(reply) => self.on_reply(now, from, reply),
+            Message::GetNeighbours { token } => {
+                let reply = Message::Neighbours {
+                    token,
+                    pred: self.pred,
+                    succs: self.succs.clone(),
+                };
+                self.send(from, reply);
+            }
+            Message::Neighbours { token, pred, succs } => {
+                self.on_neighbours(now, from, token, pred, succs);
+            }
+            Message::Notify => self.on_notify(from),
+            Message::Ping { token } => self.send(from, Message::Pong { token }),
+            Message::Pong { token } => {
+                self.rpcs
+                    .retain(|r| !(r.token == token && r.peer == from.id));
+            }
+            Message::Leaving { pred, succs } => self.on_leaving(now, from, pred, succs),
+            Message::Records { records } => self.store_records(records),
+        }
+    }
+
+    /// Run every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if !self.active {
+            return;
+        }
+        self.expire_rpcs(now);
+        self.expire_forwards(now);
+        self.expire_lookups(now);
+        if now >= self.stabilize_at {
+            self.stabilize_at = now + self.jitter(self.cfg.stabilize_every);
+            self.stabilize(now);
+        }
+        if now >= self.check_pred_at {
+            self.check_pred_at = now + self.jitter(self.cfg.check_predecessor_every);
+            self.check_predecessor(now);
+        }
+        if now >= self.fix_fingers_at {
+            self.fix_fingers_at = now + self.jitter(self.cfg.fix_fingers_every);
+            self.fix_next_finger(now);
+        }
+        if now >= self.ring_check_at {
+            self.ring_check_at = now + self.jitter(self.cfg.ring_check_every);
+            self.ring_check(now);
+        }
+        self.release_idle_buffers();
+    }
+
+    /// Look up our own successor through a bootstrap peer. If the answer lies between us and
+    /// our successor, we were cut off into a separate ring: adopt it, and stabilization
+    /// merges the two rings (plain Chord never heals a partition by itself).
+    fn ring_check(&mut self, now: Time) {
+        if self.bootstraps.is_empty()
+            || self
+                .lookups
+                .iter()
+                .any(|l| matches!(l.purpose, Purpose::Join | Purpose::RingCheck))
+            || self.lookups.len() >= self.cfg.max_lookups
+        {
+            return;
+        }
+        self.bootstraps.rotate_left(1);
+        let via = self.bootstraps[0];
+        let id = self.token();
+        let key = self.cfg.space.add(self.me.id, 1);
+        self.lookups.push(Lookup {
+            id,
+            key,
+            purpose: Purpose::RingCheck,
+            started: now,
+            deadline: now + self.cfg.lookup_timeout,
+            attempts: u8::MAX,
+            via: Some(via),
+        });
+        self.send_route_via(now, id, key, via);
+    }
+
+    /// Give back memory of transient queues that are empty: with 10^5–10^6 simulated peers
+    /// their leftover capacity would dominate per-peer state.
+    fn release_idle_buffers(&mut self) {
+        if self.forwards.is_empty() {
+            self.forwards = Vec::new();
+        }
+        if self.rpcs.is_empty() {
+            self.rpcs = Vec::new();
+        }
+        if self.lookups.is_empty() {
+            self.lookups = Vec::new();
+        }
+        if self.out.is_empty() {
+            self.out = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+    }
+
+    /// Next message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.out.pop_front();
+        if t.is_none() && self.out.capacity() > 0 {
+            self.out = VecDeque::new(); // drained: keep idle peers small
+        }
+        t
+    }
+
+    /// Next event for the driver.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        e
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.next_timer().map(|(t, _)| t)
+    }
+
+    /// The next deadline and the timer it belongs to.
+    pub fn next_timer(&self) -> Option<(Time, &'static str)> {
+        if !self.active {
+            return None;
+        }
+        let mut best = (self.stabilize_at, "stabilize");
+        let mut consider = |t: Time, why: &'static str| {
+            if t < best.0 {
+                best = (t, why);
+            }
+        };
+        consider(self.fix_fingers_at, "fix_fingers");
+        consider(self.check_pred_at, "check_predecessor");
+        consider(self.ring_check_at, "ring_check");
+        for r in &self.rpcs {
+            consider(r.deadline, "rpc");
+        }
+        for f in &self.forwards {
+            consider(f.deadline, "hop-ack");
+        }
+        for l in &self.lookups {
+            consider(l.deadline, "lookup");
+        }
+        Some(best)
+    }
+
+    // ---- read-only accessors ----
+
+    /// This node's contact.
+    pub fn contact(&self) -> Contact {
+        self.me
+    }
+
+    /// This node's Node-ID.
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+
+    /// Is the node part of a ring (created or joined, not left)?
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// First successor, if any other peer is known.
+    pub fn successor(&self) -> Option<Contact> {
+        self.succs.first().copied()
+    }
+
+    /// The successor list.
+    pub fn successors(&self) -> &[Contact] {
+        &self.succs
+    }
+
+    /// The predecessor, if known.
+    pub fn predecessor(&self) -> Option<Contact> {
+        self.pred
+    }
+
+    /// Distinct finger peers, nearest first.
+    pub fn fingers(&self) -> impl Iterator<Item = &Contact> {
+        self.fingers.iter()
+    }
+
+    /// Records this node holds.
+    pub fn records(&self) -> &BTreeMap<NodeId, Vec<u8>> {
+        &self.records
+    }
+
+    /// Store a record locally (the caller has established that this node owns `key`).
+    pub fn put_local(&mut self, key: NodeId, value: Vec<u8>) -> bool {
+        self.store_records(vec![Record { key, value }]);
+        self.records.contains_key(&key)
+    }
+
+    /// Does this node own `key` by its own view (key in (predecessor, me])?
+    pub fn owns(&self, key: NodeId) -> bool {
+        match self.pred {
+            Some(p) => self.cfg.space.in_half_open(key, p.id, self.me.id),
+            None => self.succs.is_empty(),
+        }
+    }
+
+    /// The best next hop toward `key` and whether that hop is the owner.
+    pub fn next_hop(&self, key: NodeId) -> Option<(Contact, bool)> {
+        let space = self.cfg.space;
+        let succ = self.successor()?;
+        if space.in_half_open(key, self.me.id, succ.id) {
+            return Some((succ, true));
+        }
+        let kd = space.distance(self.me.id, key);
+        let mut best: Option<(u128, Contact)> = self.fingers.closest_preceding(kd);
+        for s in &self.succs {
+            let d = space.distance(self.me.id, s.id);
+            if d > 0 && d < kd && best.is_none_or(|(bd, _)| d > bd) {
+                best = Some((d, *s));
+            }
+        }
+        Some((best.map(|(_, c)| c).unwrap_or(succ), false))
+    }
+
+    /// Bytes of routing state held by this node (struct plus heap), for memory reports.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.succs.capacity() * std::mem::size_of::<Contact>()
+            + self.fingers.heap_bytes()
+            + self.rpcs.capacity() * std::mem::size_of::<Rpc>()
+            + self.forwards.capacity() * std::mem::size_of::<Forward>()
+            + self.lookups.capacity() * std::mem::size_of::<Lookup>()
+            + self.out.capacity() * std::mem::size_of::<Transmit>()
+            + self.events.capacity() * std::mem::size_of::<Event>()
+            + self
+                .records
+                .values()
+                .map(|v| v.capacity() + 48)
+                .sum::<usize>()
+    }
+
+    // ---- internals ----
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        t
+    }
+
+    fn send(&mut self, to: Contact, msg: Message) {
+        self.out.push_back(Transmit { to, msg });
+    }
+
+    fn jitter(&mut self, base: Duration) -> Duration {
+        let f: f64 = self.rng.random_range(0.75..1.25);
+        base.mul_f64(f)
+    }
+
+    fn schedule_all(&mut self, now: Time) {
+        self.stabilize_at = now + self.jitter(self.cfg.stabilize_every);
+        self.fix_fingers_at = now + self.jitter(self.cfg.fix_fingers_every);
+        self.check_pred_at = now + self.jitter(self.cfg.check_predecessor_every);
+        self.ring_check_at = now + self.jitter(self.cfg.ring_check_every);
+    }
+
+    fn first_finger_index(&self) -> u32 {
+        match self.successor() {
+            Some(s) => {
+                let d = self.cfg.space.distance(self.me.id, s.id);
+                (128 - d.leading_zeros()).min(self.cfg.space.bits().saturating_sub(1))
+            }
+            None => 0,
+        }
+    }
+
+    fn start_lookup(&mut self, now: Time, id: u64, key: NodeId, purpose: Purpose) {
+        self.lookups.push(Lookup {
+            id,
+            key,
+            purpose,
+            started: now,
+            deadline: now + self.cfg.lookup_timeout,
+            attempts: 1,
+            via: None,
+        });
+        self.issue_route(now, id, key);
+    }
+
+    fn issue_route(&mut self, now: Time, lookup: u64, key: NodeId) {
+        let token = self.token();
+        let route = Route {
+            lookup,
+            origin: self.me,
+            key,
+            token,
+            last_hop: false,
+            path: Vec::new(),
+        };
+        self.route_step(now, route);
+    }
+
+    fn send_join_request(&mut self, now: Time, lookup: u64, bootstrap: Contact) {
+        // Ask for the owner of me + 1: our successor-to-be, even if peers still list us from
+        // an earlier membership.
+        let key = self.cfg.space.add(self.me.id, 1);
+        self.send_route_via(now, lookup, key, bootstrap);
+    }
+
+    /// Joining and not yet placed: we must not answer lookups for keys we do not own.
+    fn is_joining(&self) -> bool {
+        self.succs.is_empty() && self.lookups.iter().any(|l| l.purpose == Purpose::Join)
+    }
+
+    /// Route a lookup that starts at another peer (we have no usable routing state for it).
+    fn send_route_via(&mut self, now: Time, lookup: u64, key: NodeId, via: Contact) {
+        let token = self.token();
+        let route = Route {
+            lookup,
+            origin: self.me,
+            key,
+            token,
+            last_hop: false,
+            path: vec![self.me.id],
+        };
+        self.forward(now, via, route);
+    }
+
+    /// One routing step at this node: answer if we own the key, else pass it on.
+    fn route_step(&mut self, now: Time, mut route: Route) {
+        if route.path.len() >= self.cfg.max_path {
+            return;
+        }
+        route.path.push(self.me.id);
+        let owner_here = route.last_hop
+            || (route.origin.id == self.me.id && route.path.len() == 1 && self.owns(route.key));
+        let next = if owner_here {
+            None
+        } else {
+            self.next_hop(route.key)
+        };
+        match next {
+            None => {
+                let reply = RouteReply {
+                    lookup: route.lookup,
+                    key: route.key,
+                    owner: self.me,
+                    path: route.path,
+                };
+                if route.origin.id == self.me.id {
+                    let me = self.me;
+                    self.on_reply(now, me, reply);
+                } else {
+                    self.send(route.origin, Message::RouteReply(reply));
+                }
+            }
+            Some((hop, last)) => {
+                route.last_hop = last;
+                route.token = self.token();
+                self.forward(now, hop, route);
+            }
+        }
+    }
+
+    fn forward(&mut self, now: Time, next: Contact, route: Route) {
+        if self.forwards.len() >= self.cfg.max_pending_forwards {
+            return;
+        }
+        self.forwards.push(Forward {
+            token: route.token,
+            next,
+            deadline: now + self.cfg.rpc_timeout,
+            route: route.clone(),
+            tries: 0,
+        });
+        self.send(next, Message::Route(route));
+    }
+
+    fn on_reply(&mut self, now: Time, _from: Contact, reply: RouteReply) {
+        let Some(pos) = self.lookups.iter().position(|l| l.id == reply.lookup) else {
+            return;
+        };
+        if self.lookups[pos].key != reply.key {
+            return;
+        }
+        let l = self.lookups.swap_remove(pos);
+        match l.purpose {
+            Purpose::User => self.events.push_back(Event::LookupDone {
+                lookup: l.id,
+                key: l.key,
+                owner: reply.owner,
+                path: reply.path,
+                latency: now - l.started,
+                attempts: l.attempts,
+            }),
+            Purpose::Join => {
+                if reply.owner.id == self.me.id {
+                    self.events.push_back(Event::JoinFailed {
+                        reason: "Node-ID already present on the ring",
+                    });
+                    self.active = false;
+                    return;
+                }
+                self.succs = vec![reply.owner];
+                self.events.push_back(Event::Joined {
+                    successor: reply.owner.id,
+                });
+                self.stabilize_at = now;
+                self.fix_fingers_at = now;
+            }
+            Purpose::RingCheck => {
+                let o = reply.owner;
+                let closer = match self.successor() {
+                    None => true,
+                    Some(s) => self.cfg.space.in_open(o.id, self.me.id, s.id),
+                };
+                if o.id != self.me.id && closer {
+                    self.succs.insert(0, o);
+                    self.succs.truncate(self.cfg.successors);
+                    self.send(o, Message::Notify);
+                }
+            }
+            Purpose::FixFinger(i) => {
+                let d = self.cfg.space.distance(self.me.id, reply.owner.id);
+                let cap = self.cfg.space.bits() as usize + self.cfg.successors;
+                self.fingers.update(i, reply.owner, d, cap);
+                let next = if d == 0 { 0 } else { 128 - d.leading_zeros() };
+                self.next_finger = if next >= self.cfg.space.bits() || next <= i {
+                    self.first_finger_index()
+                } else {
+                    next
+                };
+            }
+        }
+    }
+
+    fn stabilize(&mut self, now: Time) {
+        if self.rpcs.iter().any(|r| r.kind == RpcKind::Stabilize) {
+            return;
+        }
+        let Some(succ) = self.successor() else {
+            return;
+        };
+        let token = self.token();
+        self.rpcs.push(Rpc {
+            token,
+            peer: succ.id,
+            deadline: now + self.cfg.rpc_timeout,
+            kind: RpcKind::Stabilize,
+        });
+        self.send(succ, Message::GetNeighbours { token });
+    }
+
+    fn on_neighbours(
+        &mut self,
+        _now: Time,
+        from: Contact,
+        token: u64,
+        pred: Option<Contact>,
+        succs: Vec<Contact>,
+    ) {
+        let Some(pos) = self
+            .rpcs
+            .iter()
+            .position(|r| r.token == token && r.peer == from.id && r.kind == RpcKind::Stabilize)
+        else {
+            return;
+        };
+        self.rpcs.swap_remove(pos);
+        let space = self.cfg.space;
+        let mut list = Vec::with_capacity(self.cfg.successors);
+        if let Some(x) = pred
+            && x.id != self.me.id
+            && space.in_open(x.id, self.me.id, from.id)
+        {
+            list.push(x);
+        }
+        list.push(from);
+        for s in succs.into_iter().take(self.cfg.successors) {
+            if list.len() >= self.cfg.successors || s.id == self.me.id {
+                break;
+            }
+            if !list.iter().any(|c| c.id == s.id) {
+                list.push(s);
+            }
+        }
+        self.succs = list;
+        if let Some(first) = self.successor() {
+            self.send(first, Message::Notify);
+        }
+    }
+
+    fn on_notify(&mut self, from: Contact) {
+        if from.id == self.me.id {
+            return;
+        }
+        let space = self.cfg.space;
+        let adopt = match self.pred {
+            None => true,
+            Some(p) => p.id == from.id || space.in_open(from.id, p.id, self.me.id),
+        };
+        if !adopt {
+            return;
+        }
+        let old = self.pred.replace(from);
+        if self.succs.is_empty() {
+            self.succs.push(from);
+        }
+        if old.map(|o| o.id) == Some(from.id) {
+            return;
+        }
+        // Keys in (old predecessor, new predecessor] now belong to the new predecessor.
+        let me = self.me.id;
+        let moving: Vec<NodeId> = self
+            .records
+            .keys()
+            .filter(|k| !space.in_half_open(**k, from.id, me))
+            .copied()
+            .collect();
+        if !moving.is_empty() {
+            let records = moving
+                .into_iter()
+                .filter_map(|key| self.records.remove(&key).map(|value| Record { key, value }))
+                .collect();
+            self.send(from, Message::Records { records });
+        }
+    }
+
+    fn check_predecessor(&mut self, now: Time) {
+        let Some(pred) = self.pred else { return };
+        if self
+            .rpcs
+            .iter()
+            .any(|r| r.kind == RpcKind::CheckPredecessor)
+        {
+            return;
+        }
+        let token = self.token();
+        self.rpcs.push(Rpc {
+            token,
+            peer: pred.id,
+            deadline: now + self.cfg.rpc_timeout,
+            kind: RpcKind::CheckPredecessor,
+        });
+        self.send(pred, Message::Ping { token });
+    }
+
+    fn fix_next_finger(&mut self, now: Time) {
+        if self.successor().is_none() {
+            return;
+        }
+        let pending = self
+            .lookups
+            .iter()
+            .any(|l| matches!(l.purpose, Purpose::FixFinger(_)));
+        if pending || self.lookups.len() >= self.cfg.max_lookups {
+            return;
+        }
+        let bits = self.cfg.space.bits();
+        if self.next_finger >= bits {
+            self.next_finger = self.first_finger_index();
+        }
+        let i = self.next_finger;
+        let key = self.cfg.space.finger_start(self.me.id, i);
+        let id = self.token();
+        self.start_lookup(now, id, key, Purpose::FixFinger(i));
+    }
+
+    fn on_leaving(&mut self, now: Time, from: Contact, pred: Option<Contact>, succs: Vec<Contact>) {
+        self.fingers.remove(from.id);
+        if self.successor().map(|s| s.id) == Some(from.id) {
+            let mut list: Vec<Contact> = Vec::with_capacity(self.cfg.successors);
+            for s in succs {
+                if s.id == self.me.id || list.len() >= self.cfg.successors {
+                    break;
+                }
+                if s.id != from.id && !list.iter().any(|c| c.id == s.id) {
+                    list.push(s);
+                }
+            }
+            self.succs = list;
+            if let Some(first) = self.successor() {
+                self.send(first, Message::Notify);
+            }
+            self.stabilize_at = now;
+        } else {
+            self.succs.retain(|s| s.id != from.id);
+        }
+        if self.pred.map(|p| p.id) == Some(from.id) {
+            self.pred = pred.filter(|p| p.id != self.me.id && p.id != from.id);
+        }
+        self.rpcs.retain(|r| r.peer != from.id);
+    }
+
+    fn store_records(&mut self, records: Vec<Record>) {
+        for r in records {
+            if r.value.len() > self.cfg.max_record_len {
+                continue;
+            }
+            if self.records.len() >= self.cfg.max_records && !self.records.contains_key(&r.key) {
+                continue;
+            }
+            self.records.insert(r.key, r.value);
+        }
+    }
+
+    /// Forget a peer that stopped answering.
+    fn fail_peer(&mut self, now: Time, peer: NodeId) {
+        if peer == self.me.id {
+            return;
+        }
+        let was_succ = self.successor().map(|s| s.id) == Some(peer);
+        self.bootstraps.retain(|b| b.id != peer);
+        let mut known = self.fingers.remove(peer);
+        let before = self.succs.len();
+        self.succs.retain(|s| s.id != peer);
+        known |= before != self.succs.len();
+        if self.pred.map(|p| p.id) == Some(peer) {
+            self.pred = None;
+            known = true;
+        }
+        if self.succs.is_empty() {
+            // Fall back on the nearest finger, then the predecessor; with neither, we are cut
+            // off from the ring and join it again through the bootstrap peer.
+            if let Some(f) = self.fingers.iter().next().copied() {
+                self.succs.push(f);
+            } else if let Some(p) = self.pred {
+                self.succs.push(p);
+            } else if let Some(b) = self.bootstraps.iter().find(|b| b.id != peer).copied() {
+                self.start_join(now, b);
+            } else if !self.lookups.iter().any(|l| l.purpose == Purpose::Join) {
+                // Cut off with nobody left to ask: the driver must find new bootstrap peers.
+                self.active = false;
+                self.events.push_back(Event::JoinFailed {
+                    reason: "lost every successor and knows no bootstrap peer",
+                });
+            }
+        }
+        if was_succ {
+            self.stabilize_at = now;
+        }
+        if known {
+            self.events.push_back(Event::PeerFailed { peer });
+        }
+    }
+
+    fn expire_rpcs(&mut self, now: Time) {
+        let mut dead = Vec::new();
+        self.rpcs.retain(|r| {
+            if r.deadline <= now {
+                dead.push(r.peer);
+                false
+            } else {
+                true
+            }
+        });
+        for peer in dead {
+            self.fail_peer(now, peer);
+        }
+    }
+
+    fn expire_forwards(&mut self, now: Time) {
+        if !self.forwards.iter().any(|f| f.deadline <= now) {
+            return;
+        }
+        let (due, keep): (Vec<Forward>, Vec<Forward>) = std::mem::take(&mut self.forwards)
+            .into_iter()
+            .partition(|f| f.deadline <= now);
+        self.forwards = keep;
+        for f in due {
+            self.fail_peer(now, f.next.id);
+            if f.tries >= self.cfg.forward_retries {
+                continue;
+            }
+            let mut route = f.route;
+            // Re-decide from this node: pop ourselves off the path, we are re-routing.
+            if route.path.last() == Some(&self.me.id) {
+                route.path.pop();
+            }
+            let lookup = route.lookup;
+            let joining = route.origin.id == self.me.id
+                && self.lookups.iter().any(|l| {
+                    l.id == lookup && matches!(l.purpose, Purpose::Join | Purpose::RingCheck)
+                });
+            if joining {
+                continue; // the join lookup retries through its own timeout
+            }
+            route.last_hop = false;
+            let before = self.forwards.len();
+            self.route_step(now, route);
+            if let Some(nf) = self.forwards.get_mut(before) {
+                nf.tries = f.tries + 1;
+            }
+        }
+    }
+
+    fn expire_lookups(&mut self, now: Time) {
+        if !self.lookups.iter().any(|l| l.deadline <= now) {
+            return;
+        }
+        let (due, keep): (Vec<Lookup>, Vec<Lookup>) = std::mem::take(&mut self.lookups)
+            .into_iter()
+            .partition(|l| l.deadline <= now);
+        self.lookups = keep;
+        for mut l in due {
+            if l.attempts > self.cfg.lookup_retries {
+                match l.purpose {
+                    Purpose::User => self.events.push_back(Event::LookupFailed {
+                        lookup: l.id,
+                        key: l.key,
+                        reason: LookupFailure::TimedOut,
+                    }),
+                    Purpose::Join => {
+                        self.active = false;
+                        self.events.push_back(Event::JoinFailed {
+                            reason: "no answer from the bootstrap peer",
+                        });
+                        return;
+                    }
+                    Purpose::FixFinger(_) | Purpose::RingCheck => {}
+                }
+                continue;
+            }
+            l.attempts += 1;
+            l.deadline = now + self.cfg.lookup_timeout;
+            let (id, key, via) = (l.id, l.key, l.via);
+            let purpose = l.purpose;
+            self.lookups.push(l);
+            match (purpose, via) {
+                (Purpose::Join, Some(b)) => {
+                    // Try the next bootstrap peer on each attempt.
+                    let next = self
+                        .bootstraps
+                        .iter()
+                        .position(|c| c.id == b.id)
+                        .map(|i| self.bootstraps[(i + 1) % self.bootstraps.len()])
+                        .unwrap_or(b);
+                    if let Some(l) = self.lookups.last_mut() {
+                        l.via = Some(next);
+                    }
+                    self.send_join_request(now, id, next)
+                }
+                _ => self.issue_route(now, id, key),
+            }
+        }
+    }
+}

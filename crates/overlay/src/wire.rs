@@ -1,0 +1,394 @@
+//! Wire types of the overlay and the framed codec that carries them.
+//!
+//! A frame is `version (u8) | kind (u8) | length (u32, big-endian) | body`, where the body is
+//! the postcard encoding of a [`Message`]. The decoder checks the version, the kind, the
+//! maximum frame size (before allocating anything) and that the body decodes to a message of
+//! the announced kind; anything else is a typed [`CodecError`].
+
+use crate::{Contact, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 6;
+/// Default cap on a frame (header + body); bigger frames are refused unread.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
+
+/// A recursive routing step toward the peer that owns `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The origin's handle for this lookup.
+    pub lookup: u64,
+    /// Who asked; the answer goes straight back to it.
+    pub origin: Contact,
+    /// The key (or Node-ID) being looked up.
+    pub key: NodeId,
+    /// Hop-level token: the receiver acknowledges it with [`Message::RouteAck`].
+    pub token: u64,
+    /// Set on the final hop: the receiver is the owner of `key`.
+    pub last_hop: bool,
+    /// Peers the request has passed through so far, origin first.
+    pub path: Vec<NodeId>,
+}
+
+/// The owner's answer to a lookup, sent directly to the origin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteReply {
+    /// The origin's handle for this lookup.
+    pub lookup: u64,
+    /// The key that was looked up.
+    pub key: NodeId,
+    /// The peer responsible for `key`.
+    pub owner: Contact,
+    /// The full hop path, origin first, owner last.
+    pub path: Vec<NodeId>,
+}
+
+/// A stored item that moves with key responsibility (hand-over on join and leave).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Where the record lives on the ring.
+    pub key: NodeId,
+    /// Opaque payload (bounded by the store's configuration).
+    pub value: Vec<u8>,
+}
+
+/// Every message peers exchange on the overlay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Recursive lookup step.
+    Route(Route),
+    /// Acknowledges a [`Route`] hop, so the sender can detect a dead next hop.
+    RouteAck {
+        /// The hop token being acknowledged.
+        token: u64,
+    },
+    /// Lookup answer.
+    RouteReply(RouteReply),
+    /// Stabilize: "tell me your predecessor and successor list".
+    GetNeighbours {
+        /// Request token.
+        token: u64,
+    },
+    /// Answer to [`Message::GetNeighbours`].
+    Neighbours {
+        /// Request token.
+        token: u64,
+        /// The answering peer's predecessor.
+        pred: Option<Contact>,
+        /// The answering peer's successor list.
+        succs: Vec<Contact>,
+    },
+    /// "I think I am your predecessor."
+    Notify,
+    /// Liveness probe (check_predecessor).
+    Ping {
+        /// Request token.
+        token: u64,
+    },
+    /// Answer to [`Message::Ping`].
+    Pong {
+        /// Request token.
+        token: u64,
+    },
+    /// Graceful leave: the sender is going; here are its neighbours.
+    Leaving {
+        /// The leaving peer's predecessor.
+        pred: Option<Contact>,
+        /// The leaving peer's successor list.
+        succs: Vec<Contact>,
+    },
+    /// Records handed over because responsibility for their keys moved.
+    Records {
+        /// The records.
+        records: Vec<Record>,
+    },
+}
+
+impl Message {
+    /// The frame's kind byte for this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Route(_) => 1,
+            Message::RouteAck { .. } => 2,
+            Message::RouteReply(_) => 3,
+            Message::GetNeighbours { .. } => 4,
+            Message::Neighbours { .. } => 5,
+            Message::Notify => 6,
+            Message::Ping { .. } => 7,
+            Message::Pong { .. } => 8,
+            Message::Leaving { .. } => 9,
+            Message::Records { .. } => 10,
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Route(_) => "route",
+            Message::RouteAck { .. } => "route-ack",
+            Message::RouteReply(_) => "route-reply",
+            Message::GetNeighbours { .. } => "get-neighbours",
+            Message::Neighbours { .. } => "neighbours",
+            Message::Notify => "notify",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::Leaving { .. } => "leaving",
+            Message::Records { .. } => "records",
+        }
+    }
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Not enough bytes yet; read at least this many more and try again.
+    #[error("incomplete frame: need {0} more bytes")]
+    Incomplete(usize),
+    /// The peer speaks another wire version.
+    #[error("unsupported wire version {0} (this build speaks {WIRE_VERSION})")]
+    BadVersion(u8),
+    /// The kind byte names no message.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The frame is bigger than allowed.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Announced or produced frame length.
+        len: usize,
+        /// The configured cap.
+        max: usize,
+    },
+    /// The body does not decode as a message.
+    #[error("malformed message body: {0}")]
+    Body(#[from] postcard::Error),
+    /// The body decoded to a different kind than the header announced.
+    #[error("header says kind {header} but body is kind {body}")]
+    KindMismatch {
+        /// Kind byte in the header.
+        header: u8,
+        /// Kind of the decoded body.
+        body: u8,
+    },
+    /// Bytes were left over inside the frame after the message.
+    #[error("{0} trailing bytes after the message body")]
+    Trailing(usize),
+}
+
+impl CodecError {
+    /// True when the bytes were not wrong, only too few.
+    pub fn is_incomplete(&self) -> bool {
+        matches!(self, CodecError::Incomplete(_))
+    }
+}
+
+/// Append one frame carrying `msg` to `out`.
+pub fn encode_frame(msg: &Message, max_frame: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let body = postcard::to_allocvec(msg)?;
+    let len = HEADER_LEN + body.len();
+    if len > max_frame {
+        return Err(CodecError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    out.reserve(len);
+    out.push(WIRE_VERSION);
+    out.push(msg.kind());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Decode one frame from the front of `buf`; returns the message and bytes consumed.
+pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<(Message, usize), CodecError> {
+    if buf.len() < HEADER_LEN {
+        return Err(CodecError::Incomplete(HEADER_LEN - buf.len()));
+    }
+    let version = buf[0];
+    if version != WIRE_VERSION {
+        return Err(CodecError::BadVersion(version));
+    }
+    let kind = buf[1];
+    if !(1..=10).contains(&kind) {
+        return Err(CodecError::UnknownKind(kind));
+    }
+    let body_len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+    let len = HEADER_LEN.saturating_add(body_len);
+    if len > max_frame {
+        return Err(CodecError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    if buf.len() < len {
+        return Err(CodecError::Incomplete(len - buf.len()));
+    }
+    let (msg, rest) = postcard::take_from_bytes::<Message>(&buf[HEADER_LEN..len])?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    if msg.kind() != kind {
+        return Err(CodecError::KindMismatch {
+            header: kind,
+            body: msg.kind(),
+        });
+    }
+    Ok((msg, len))
+}
+
+/// Encoded size of a message body (without the header), for byte accounting.
+pub fn body_len(msg: &Message) -> usize {
+    postcard::experimental::serialized_size(msg).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    fn arb_contact() -> impl Strategy<Value = Contact> + Clone {
+        (any::<u128>(), any::<Option<(u32, u16)>>()).prop_map(|(id, a)| Contact {
+            id: NodeId(id),
+            addr: a.map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
+        })
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let ids = prop::collection::vec(any::<u128>().prop_map(NodeId), 0..20);
+        let contacts = prop::collection::vec(arb_contact(), 0..9);
+        prop_oneof![
+            (
+                any::<u64>(),
+                arb_contact(),
+                any::<u128>(),
+                any::<u64>(),
+                any::<bool>(),
+                ids.clone()
+            )
+                .prop_map(|(lookup, origin, key, token, last_hop, path)| {
+                    Message::Route(Route {
+                        lookup,
+                        origin,
+                        key: NodeId(key),
+                        token,
+                        last_hop,
+                        path,
+                    })
+                }),
+            any::<u64>().prop_map(|token| Message::RouteAck { token }),
+            (any::<u64>(), any::<u128>(), arb_contact(), ids).prop_map(
+                |(lookup, key, owner, path)| Message::RouteReply(RouteReply {
+                    lookup,
+                    key: NodeId(key),
+                    owner,
+                    path
+                })
+            ),
+            any::<u64>().prop_map(|token| Message::GetNeighbours { token }),
+            (
+                any::<u64>(),
+                prop::option::of(arb_contact()),
+                contacts.clone()
+            )
+                .prop_map(|(token, pred, succs)| Message::Neighbours {
+                    token,
+                    pred,
+                    succs
+                }),
+            Just(Message::Notify),
+            any::<u64>().prop_map(|token| Message::Ping { token }),
+            any::<u64>().prop_map(|token| Message::Pong { token }),
+            (prop::option::of(arb_contact()), contacts)
+                .prop_map(|(pred, succs)| Message::Leaving { pred, succs }),
+            prop::collection::vec(
+                (any::<u128>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(
+                    |(k, value)| Record {
+                        key: NodeId(k),
+                        value
+                    }
+                ),
+                0..4
+            )
+            .prop_map(|records| Message::Records { records }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(msg in arb_message()) {
+            let mut buf = Vec::new();
+            encode_frame(&msg, DEFAULT_MAX_FRAME, &mut buf).unwrap();
+            prop_assert_eq!(buf.len(), HEADER_LEN + body_len(&msg));
+            let (back, used) = decode_frame(&buf, DEFAULT_MAX_FRAME).unwrap();
+            prop_assert_eq!(used, buf.len());
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn prefixes_are_incomplete(msg in arb_message(), cut in any::<prop::sample::Index>()) {
+            let mut buf = Vec::new();
+            encode_frame(&msg, DEFAULT_MAX_FRAME, &mut buf).unwrap();
+            let cut = cut.index(buf.len());
+            let err = decode_frame(&buf[..cut], DEFAULT_MAX_FRAME).unwrap_err();
+            prop_assert!(err.is_incomplete(), "{err}");
+        }
+
+        #[test]
+        fn decoding_anything_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes, DEFAULT_MAX_FRAME);
+        }
+
+        #[test]
+        fn decoding_valid_headers_with_junk_never_panics(
+            kind in 0u8..12, body in prop::collection::vec(any::<u8>(), 0..256)
+        ) {
+            let mut buf = vec![WIRE_VERSION, kind];
+            buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&body);
+            let _ = decode_frame(&buf, DEFAULT_MAX_FRAME);
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading_the_body() {
+        let mut buf = vec![WIRE_VERSION, 1];
+        buf.extend_from_slice(&(u32::MAX).to_be_bytes());
+        match decode_frame(&buf, DEFAULT_MAX_FRAME) {
+            Err(CodecError::TooLarge { .. }) => {}
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let big = Message::Records {
+            records: vec![Record {
+                key: NodeId(1),
+                value: vec![0; DEFAULT_MAX_FRAME],
+            }],
+        };
+        assert!(matches!(
+            encode_frame(&big, DEFAULT_MAX_FRAME, &mut Vec::new()),
+            Err(CodecError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_gets_typed_errors() {
+        assert!(matches!(
+            decode_frame(&[9, 1, 0, 0, 0, 0], 100),
+            Err(CodecError::BadVersion(9))
+        ));
+        assert!(matches!(
+            decode_frame(&[1, 99, 0, 0, 0, 0], 100),
+            Err(CodecError::UnknownKind(99))
+        ));
+        // Kind says Notify (6) but body is a Ping.
+        let mut buf = Vec::new();
+        encode_frame(&Message::Ping { token: 7 }, 100, &mut buf).unwrap();
+        buf[1] = 6;
+        assert!(matches!(
+            decode_frame(&buf, 100),
+            Err(CodecError::KindMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! `p2psip enroll`: enroll with an E&A server (or renew) and write a node directory.
+
+use anyhow::{Context, bail};
+use enroll::api::Location;
+use enroll::client::{CHAIN_FILE, KEY_FILE, NODE_FILE};
+use enroll::layer::{DeviceClass, NatType};
+use enroll::{Capabilities, EnrollClient, EnrollRequest, RenewRequest, Role};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Options for `p2psip enroll`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// E&A server base URL, e.g. http://127.0.0.1:7400.
+    #[arg(long)]
+    server: String,
+    /// Enrollment token (not needed with --renew).
+    #[arg(long, env = "P2PSIP_TOKEN")]
+    token: Option<String>,
+    /// Output directory: key.pem (0600), chain.pem, ca.pem, node.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Renew the certificate in --out with its existing key instead of enrolling.
+    #[arg(long)]
+    renew: bool,
+    /// Requested role (must match the token).
+    #[arg(long)]
+    role: Option<Role>,
+    /// Location "LAT,LON" in degrees; without it the server uses the source address.
+    #[arg(long, allow_hyphen_values = true)]
+    location: Option<String>,
+    /// Overlay address this peer will listen on (offered to others as bootstrap).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Pin the CA: SHA-256 fingerprint (hex) of its certificate.
+    #[arg(long)]
+    ca_fingerprint: Option<String>,
+    /// NAT type: none (public IP), full-cone, restricted, port-restricted, symmetric, unknown.
+    #[arg(long, default_value = "unknown")]
+    nat: String,
+    /// CPU cores.
+    #[arg(long, default_value_t = 4)]
+    cpu_cores: u32,
+    /// Upstream bandwidth, kbit/s.
+    #[arg(long, default_value_t = 20_000)]
+    bandwidth_kbps: u64,
+    /// Expected uptime, hours.
+    #[arg(long, default_value_t = 24.0)]
+    uptime_hours: f64,
+    /// Device class: server, desktop, laptop, mobile.
+    #[arg(long, default_value = "desktop")]
+    device: String,
+    /// On a wireless link.
+    #[arg(long)]
+    wireless: bool,
+}
+
+fn from_json_str<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .with_context(|| format!("bad --{what} {s:?}"))
+}
+
+pub(crate) fn run(a: Args) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = EnrollClient::new(&a.server)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        if let Some(pin) = &a.ca_fingerprint {
+            client.ca(Some(pin)).await?;
+        }
+        let (key_pem, resp) = if a.renew {
+            let key_pem = std::fs::read_to_string(a.out.join(KEY_FILE))
+                .with_context(|| format!("reading {}", a.out.join(KEY_FILE).display()))?;
+            let chain = std::fs::read_to_string(a.out.join(CHAIN_FILE))
+                .with_context(|| format!("reading {}", a.out.join(CHAIN_FILE).display()))?;
+            let key = rcgen_key(&key_pem)?;
+            let resp = client
+                .renew(&RenewRequest {
+                    certificate: chain,
+                    csr: enroll::cert::csr_for_key(&key)?,
+                })
+                .await?;
+            (key_pem, resp)
+        } else {
+            let Some(token) = a.token.clone() else {
+                bail!("--token is needed to enroll");
+            };
+            let location = match &a.location {
+                None => None,
+                Some(s) => {
+                    let (lat, lon) = s.split_once(',').context("--location expects LAT,LON")?;
+                    Some(Location {
+                        lat: lat.trim().parse().context("latitude")?,
+                        lon: lon.trim().parse().context("longitude")?,
+                    })
+                }
+            };
+            let capabilities = Capabilities {
+                nat: from_json_str::<NatType>("nat", &a.nat)?,
+                cpu_cores: a.cpu_cores,
+                bandwidth_kbps: a.bandwidth_kbps,
+                uptime_hours: a.uptime_hours,
+                device: from_json_str::<DeviceClass>("device", &a.device)?,
+                wireless: a.wireless,
+            };
+            let (key_pem, csr) = enroll::cert::new_key_and_csr()?;
+            let resp = client
+                .enroll(&EnrollRequest {
+                    token,
+                    csr,
+                    role: a.role,
+                    capabilities,
+                    location,
+                    listen: a.listen,
+                })
+                .await?;
+            (key_pem, resp)
+        };
+        let cfg = enroll::write_node_dir(&a.out, &key_pem, &resp, client.base(), a.listen)?;
+        println!(
+            "node {} layer {} role {} valid until {} (unix); wrote {}",
+            cfg.node_id,
+            cfg.layer,
+            cfg.role,
+            cfg.not_after,
+            a.out.join(NODE_FILE).display()
+        );
+        Ok(())
+    })
+}
+
+fn rcgen_key(pem: &str) -> anyhow::Result<enroll::cert::KeyPair> {
+    enroll::cert::KeyPair::from_pem(pem).context("reading the private key")
+}

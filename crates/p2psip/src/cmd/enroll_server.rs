@@ -1,0 +1,281 @@
+//! `p2psip enroll-server`: run the E&A server, or operate on its data directory
+//! (`token create`, `revoke`), or print the locality measurement (`locality-report`).
+
+use anyhow::{Context, bail};
+use enroll::api::BootstrapPeer;
+use enroll::ratelimit::RateLimitConfig;
+use enroll::{DataDir, EnrollServer, IdScheme, Layer, LayerRule, Role, ServerConfig};
+use overlay::NodeId;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Options for `p2psip enroll-server`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    cmd: Option<Sub>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Revoke every certificate of a node (it then shows in the CRL).
+    Revoke {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// Node-ID (decimal).
+        #[arg(long)]
+        node: NodeId,
+    },
+    /// Measure locality of location-aware vs SHA-1 Node-IDs at real city coordinates.
+    LocalityReport {
+        /// RNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of peers.
+        #[arg(long, default_value_t = 5000)]
+        peers: usize,
+        /// ID width m.
+        #[arg(long, default_value_t = 128)]
+        bits: u32,
+        /// Jitter around each city, degrees.
+        #[arg(long, default_value_t = 0.5)]
+        jitter: f64,
+        /// Geographically nearest peers compared.
+        #[arg(long, default_value_t = 5)]
+        neighbours: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCmd {
+    /// Create a token; prints it once on stdout (only its hash is stored).
+    Create {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// Role the token enrolls.
+        #[arg(long, default_value = "peer")]
+        role: Role,
+        /// Pin the layer (for CSP/CSPG placed in a given layer).
+        #[arg(long)]
+        layer: Option<u8>,
+        /// Number of enrollments allowed.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Data directory (CA key and certificate, database); created on first start.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// ID width m (128 in production, 11 for the paper's scenario).
+    #[arg(long, default_value_t = 128)]
+    id_bits: u32,
+    /// Layer boundaries "B1,B2": layer 1 = [0,B1), 2 = [B1,B2), 3 = [B2,2^m). Default thirds.
+    #[arg(long)]
+    layer_bounds: Option<String>,
+    /// Node-ID scheme: location (Hilbert) or sha1.
+    #[arg(long, default_value = "location")]
+    id_scheme: IdScheme,
+    /// Certificate validity.
+    #[arg(long, default_value = "24h")]
+    cert_validity: String,
+    /// Renewal accepted up to this long after expiry.
+    #[arg(long, default_value = "1h")]
+    renew_grace: String,
+    /// CRL validity.
+    #[arg(long, default_value = "1h")]
+    crl_validity: String,
+    /// SOS URL handed to peers.
+    #[arg(long)]
+    sos_url: Option<String>,
+    /// STUN URL handed to peers (repeatable).
+    #[arg(long)]
+    stun_url: Vec<String>,
+    /// TURN URL handed to peers (repeatable).
+    #[arg(long)]
+    turn_url: Vec<String>,
+    /// Configured bootstrap peer "ID,LAYER,ROLE,ADDR" (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Layer rule: minimum expected uptime (h) to be stable.
+    #[arg(long, default_value_t = LayerRule::default().stable_uptime_h)]
+    stable_uptime_h: f64,
+    /// Layer rule: minimum CPU cores for layer 1.
+    #[arg(long, default_value_t = LayerRule::default().strong_cpu_cores)]
+    strong_cpu_cores: u32,
+    /// Layer rule: minimum upstream kbit/s for layer 1.
+    #[arg(long, default_value_t = LayerRule::default().strong_bandwidth_kbps)]
+    strong_bandwidth_kbps: u64,
+    /// Per-source sustained POST rate (requests/s; 0 = no limit).
+    #[arg(long, default_value_t = RateLimitConfig::default().per_sec)]
+    rate_per_sec: f64,
+    /// Per-source burst.
+    #[arg(long, default_value_t = RateLimitConfig::default().burst)]
+    rate_burst: f64,
+    /// Maximum request body in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    body_limit: usize,
+}
+
+fn bootstrap_peer(s: &str) -> anyhow::Result<BootstrapPeer> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let [id, layer, role, addr] = parts.as_slice() else {
+        bail!("--bootstrap {s:?}: expected ID,LAYER,ROLE,ADDR");
+    };
+    Ok(BootstrapPeer {
+        node_id: id.parse().context("bootstrap node ID")?,
+        layer: Layer::new(layer.parse().context("bootstrap layer")?)?,
+        role: role.parse()?,
+        addr: addr.parse().context("bootstrap address")?,
+    })
+}
+
+fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let layer_bounds = match &a.layer_bounds {
+        None => None,
+        Some(s) => {
+            let (b1, b2) = s.split_once(',').context("--layer-bounds expects B1,B2")?;
+            Some([b1.trim().parse()?, b2.trim().parse()?])
+        }
+    };
+    Ok(ServerConfig {
+        id_bits: a.id_bits,
+        layer_bounds,
+        id_scheme: a.id_scheme,
+        layer_rule: LayerRule {
+            stable_uptime_h: a.stable_uptime_h,
+            strong_cpu_cores: a.strong_cpu_cores,
+            strong_bandwidth_kbps: a.strong_bandwidth_kbps,
+        },
+        cert_validity: enroll::token::parse_duration(&a.cert_validity)?,
+        renew_grace: enroll::token::parse_duration(&a.renew_grace)?,
+        crl_validity: enroll::token::parse_duration(&a.crl_validity)?,
+        sos_url: a.sos_url.clone(),
+        stun_urls: a.stun_url.clone(),
+        turn_urls: a.turn_url.clone(),
+        bootstrap: a
+            .bootstrap
+            .iter()
+            .map(|s| bootstrap_peer(s))
+            .collect::<anyhow::Result<_>>()?,
+        body_limit: a.body_limit,
+        rate_limit: RateLimitConfig {
+            per_sec: a.rate_per_sec,
+            burst: a.rate_burst,
+            ..RateLimitConfig::default()
+        },
+    })
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        None => serve(args.serve),
+        Some(Sub::Token(TokenCmd::Create {
+            data,
+            role,
+            layer,
+            uses,
+            expires,
+        })) => {
+            let layer = layer.map(Layer::new).transpose()?;
+            let ttl = enroll::token::parse_duration(&expires)?;
+            let dir =
+                DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
+            let token = dir.create_token(role, layer, uses, ttl)?;
+            println!("{token}");
+            eprintln!(
+                "token for role {role}, {uses} use(s), expires in {expires}; CA fingerprint {}",
+                dir.ca().fingerprint()
+            );
+            Ok(())
+        }
+        Some(Sub::Revoke { data, node }) => {
+            let mut dir =
+                DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
+            match dir.revoke(node)? {
+                Some(n) => {
+                    println!("revoked node {node}: {n} certificate(s) newly revoked");
+                    Ok(())
+                }
+                None => bail!("no node {node} enrolled"),
+            }
+        }
+        Some(Sub::LocalityReport {
+            seed,
+            peers,
+            bits,
+            jitter,
+            neighbours,
+            json,
+        }) => {
+            let report = enroll::locality::report(&enroll::locality::LocalityConfig {
+                seed,
+                peers,
+                bits,
+                jitter_deg: jitter,
+                neighbours,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let Some(data) = a.data.clone() else {
+        bail!("enroll-server needs --data DIR");
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = config(&a)?;
+    let server = EnrollServer::open(&data, cfg)
+        .with_context(|| format!("opening data dir {}", data.display()))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        let fingerprint = enroll::cert::fingerprint(
+            enroll::cert::pem_to_der(server.ca_pem(), "CERTIFICATE")?
+                .first()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        );
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{addr}")?;
+            writeln!(out, "ca-fingerprint {fingerprint}")?;
+            out.flush()?;
+        }
+        server
+            .serve(listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}

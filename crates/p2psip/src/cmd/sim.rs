@@ -1,0 +1,229 @@
+//! `p2psip sim`: run the discrete-event simulator and report lookup metrics.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use overlay::IdSpace;
+use sim::{Churn, Init, LatencyModel, LookupRun, Progress, SessionModel, WorldConfig};
+use std::time::{Duration, Instant};
+
+/// Options for `p2psip sim`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Peers on the ring.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) peers: usize,
+    /// Lookups to issue, from random live peers to random keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) lookups: u64,
+    /// Identifier width m in bits (1..=128); the paper's scenario uses 11.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) bits: u32,
+    /// Turn churn on: median peer session length in seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) churn_median_session: Option<f64>,
+    /// Session-time distribution under churn.
+    #[arg(long, value_enum, default_value_t = SessionKind::Exponential)]
+    pub(crate) session_model: SessionKind,
+    /// Fraction of departures that are graceful leaves; the rest crash.
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) graceful: f64,
+    /// Seed for every random choice (same seed, same run).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Network latency model.
+    #[arg(long, value_enum, default_value_t = LatencyKind::Geographic)]
+    pub(crate) latency: LatencyKind,
+    /// Probability that a message is lost, 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) loss: f64,
+    /// Build the ring by real joins (one every --join-interval-ms) instead of a converged start.
+    #[arg(long)]
+    pub(crate) grow: bool,
+    /// Time between joins with --grow, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) join_interval_ms: u64,
+    /// Quiet time before measuring, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) warmup: f64,
+    /// Lookups per peer per simulated second.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) lookup_rate: f64,
+    /// Stabilize interval, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) stabilize: f64,
+    /// Fix-fingers interval (one finger per tick), seconds.
+    #[arg(long, default_value_t = 4.0)]
+    pub(crate) fix_fingers: f64,
+    /// Successor-list length r.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) successors: usize,
+    /// Print one JSON object instead of the readable summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Session-time distributions.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum SessionKind {
+    /// Exponential.
+    Exponential,
+    /// Pareto with shape 2.
+    Pareto,
+}
+
+/// Latency models.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum LatencyKind {
+    /// 50 ms for every message.
+    Constant,
+    /// Uniform 10..100 ms.
+    Uniform,
+    /// Peers spread over the globe: 2 ms + distance at 100 km/ms + up to 5 ms jitter.
+    Geographic,
+}
+
+fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .with_context(|| format!("{what} must be a non-negative number of seconds, got {s}"))
+}
+
+pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
+    let space = IdSpace::new(args.bits).context("--bits")?;
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.loss),
+        "--loss must be in 0..1, got {}",
+        args.loss
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.graceful),
+        "--graceful must be in 0..1"
+    );
+    anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
+    let mut world = WorldConfig::new(space, args.seed);
+    world.loss = args.loss;
+    world.latency = match args.latency {
+        LatencyKind::Constant => LatencyModel::Constant(Duration::from_millis(50)),
+        LatencyKind::Uniform => LatencyModel::Uniform {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        },
+        LatencyKind::Geographic => LatencyModel::geographic(),
+    };
+    world.chord.stabilize_every = secs(args.stabilize, "--stabilize")?;
+    world.chord.fix_fingers_every = secs(args.fix_fingers, "--fix-fingers")?;
+    world.chord.successors = args.successors;
+    if let Some(median) = args.churn_median_session {
+        let median = secs(median, "--churn-median-session")?;
+        anyhow::ensure!(!median.is_zero(), "--churn-median-session must be positive");
+        world.churn = Some(Churn {
+            session: match args.session_model {
+                SessionKind::Exponential => SessionModel::Exponential { median },
+                SessionKind::Pareto => SessionModel::Pareto { median, shape: 2.0 },
+            },
+            graceful: args.graceful,
+        });
+    }
+    let mut run = LookupRun::new(args.peers, args.lookups, world);
+    run.lookup_rate_per_peer = args.lookup_rate;
+    run.warmup = secs(args.warmup, "--warmup")?;
+    if args.grow {
+        run.init = Init::Joins {
+            interval: Duration::from_millis(args.join_interval_ms),
+        };
+    }
+    Ok(run)
+}
+
+/// A progress bar on stderr that appears only once the work has taken over a second.
+pub(crate) struct LazyProgress {
+    started: Instant,
+    bar: Option<ProgressBar>,
+    phase: &'static str,
+}
+
+impl LazyProgress {
+    pub(crate) fn new() -> Self {
+        LazyProgress {
+            started: Instant::now(),
+            bar: None,
+            phase: "",
+        }
+    }
+
+    pub(crate) fn update(&mut self, p: Progress) {
+        if self.bar.is_none() && self.started.elapsed() > Duration::from_secs(1) {
+            let bar = ProgressBar::new(p.total.max(1));
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta} left)")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            if self.phase != p.phase {
+                self.phase = p.phase;
+                bar.set_message(p.phase);
+                bar.set_length(p.total.max(1));
+            }
+            bar.set_position(p.done);
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let run = build_run(&args)?;
+    let mut progress = LazyProgress::new();
+    let report = sim::run_lookups(&run, &mut |p| progress.update(p))?;
+    progress.finish();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let churn = match args.churn_median_session {
+        Some(m) => format!(
+            "churn: median session {m} s ({} joins, {} departures)",
+            report.joins, report.departures
+        ),
+        None => "no churn".to_string(),
+    };
+    println!(
+        "p2psip sim: {} peers (m = {}), {} lookups, seed {}, {churn}",
+        report.peers, args.bits, report.lookups, report.seed
+    );
+    println!(
+        "  success        {:.4}%  ({} ok, {} timed out, {} wrong owner, {} origin gone)",
+        100.0 * report.success_rate,
+        report.succeeded,
+        report.timed_out,
+        report.wrong_owner,
+        report.origin_lost
+    );
+    println!(
+        "  hops           mean {:.2} (½·log2 N = {:.2}), p99 {}",
+        report.hops_mean, report.hops_expected, report.hops_p99
+    );
+    println!(
+        "  latency        p50 {:.1} ms, p99 {:.1} ms (virtual)",
+        report.latency_ms_p50, report.latency_ms_p99
+    );
+    println!(
+        "  traffic        {:.2} msgs/peer/s, {:.0} bytes/msg",
+        report.messages_per_peer_per_s, report.bytes_per_message
+    );
+    println!(
+        "  state          {:.0} bytes per peer",
+        report.state_bytes_per_peer
+    );
+    println!(
+        "  run            {} events in {:.2} s wall ({:.0} events/s), {:.1} s simulated",
+        report.events, report.wall_s, report.events_per_s, report.sim_s
+    );
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Real processes: `p2psip enroll-server` on a loopback port, tokens and revocation via
+//! the CLI, `p2psip enroll` writing a node directory, and `kill -9` losing no certificate.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+
+struct Server {
+    child: Child,
+    url: String,
+    // Kept open so the server's stdout never hits a closed pipe.
+    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args([
+            "enroll-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--id-bits",
+            "11",
+        ])
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--sos-url",
+            "http://127.0.0.1:7500",
+            "--stun-url",
+            "stun:127.0.0.1:3478",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.starts_with("ca-fingerprint "), "{second}");
+    Server {
+        child,
+        url,
+        _stdout: lines,
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn enroll_server_and_client_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ea");
+    let data_s = data.to_str().unwrap();
+    let mut server = start(&data);
+
+    let token = ok(run(&[
+        "enroll-server",
+        "token",
+        "create",
+        "--data",
+        data_s,
+        "--role",
+        "csp",
+        "--uses",
+        "1",
+    ]));
+    let token = token.trim();
+    assert!(token.starts_with("p2pt_"), "{token}");
+
+    let out = tmp.path().join("node-a");
+    let out_s = out.to_str().unwrap();
+    let printed = ok(run(&[
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        token,
+        "--role",
+        "csp",
+        "--location",
+        "-33.87,151.21",
+        "--listen",
+        "127.0.0.1:6001",
+        "--out",
+        out_s,
+    ]));
+    assert!(printed.contains("role csp"), "{printed}");
+
+    // Key 0600, chain = own certificate + CA, node config readable by the peer.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let ca_mode = std::fs::metadata(data.join("ca-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(ca_mode & 0o777, 0o600);
+    }
+    let chain = std::fs::read_to_string(out.join("chain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+    let cfg: enroll::NodeConfig =
+        serde_json::from_str(&std::fs::read_to_string(out.join("node.json")).unwrap()).unwrap();
+    assert_eq!(cfg.role, enroll::Role::Csp);
+    assert_eq!(cfg.overlay.id_bits, 11);
+    assert!(cfg.node_id.0 < 2048);
+    assert_eq!(cfg.sos_url.as_deref(), Some("http://127.0.0.1:7500"));
+    assert_eq!(cfg.listen, Some("127.0.0.1:6001".parse().unwrap()));
+    let ders = enroll::cert::pem_to_der(&chain, "CERTIFICATE").unwrap();
+    let who = enroll::cert::identity_from_cert(&ders[0]).unwrap();
+    assert_eq!(who.node_id, cfg.node_id);
+
+    // The token was single-use.
+    let again = run(&[
+        "enroll",
+        "--server",
+        &server.url,
+        "--token",
+        token,
+        "--out",
+        tmp.path().join("node-b").to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("token_used_up"));
+
+    // Renewal keeps ID and key.
+    let key_before = std::fs::read_to_string(out.join("key.pem")).unwrap();
+    let printed = ok(run(&[
+        "enroll",
+        "--server",
+        &server.url,
+        "--renew",
+        "--out",
+        out_s,
+    ]));
+    assert!(
+        printed.contains(&format!("node {}", cfg.node_id)),
+        "{printed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("key.pem")).unwrap(),
+        key_before
+    );
+
+    // Revocation through the CLI.
+    let id = cfg.node_id.to_string();
+    let printed = ok(run(&[
+        "enroll-server",
+        "revoke",
+        "--data",
+        data_s,
+        "--node",
+        &id,
+    ]));
+    assert!(printed.contains("2 certificate(s)"), "{printed}");
+
+    // kill -9: every certificate handed out is on disk.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let dir = enroll::DataDir::open(&data).unwrap();
+    assert_eq!(dir.cert_count().unwrap(), 2);
+    drop(server);
+
+    // Restart reuses the CA; parameters are pinned.
+    let server = start(&data);
+    let ca_after = run(&["enroll-server", "token", "create", "--data", data_s]);
+    assert!(ca_after.status.success());
+    drop(server);
+    let wrong = run(&[
+        "enroll-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data_s,
+        "--id-bits",
+        "128",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("id_bits"));
+}
+
+#[test]
+fn locality_report_prints_both_schemes() {
+    let out = ok(run(&[
+        "enroll-server",
+        "locality-report",
+        "--peers",
+        "300",
+        "--bits",
+        "64",
+    ]));
+    assert!(out.contains("location") && out.contains("sha1"), "{out}");
+}

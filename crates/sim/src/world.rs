@@ -1,0 +1,698 @@
+//! The simulated world: Chord peers, a virtual clock and a network between them.
+//!
+//! [`World`] is the discrete-event driver of [`overlay::ChordNode`]: it pops the earliest
+//! event, feeds it to the peer it concerns, drains the peer's transmits into the network
+//! model (latency, loss) and its events into the metrics, and schedules the peer's next
+//! timeout. Peers come and go through churn; lookups are checked against the true owner
+//! computed from global knowledge of which peers are live.
+
+use crate::metrics::Samples;
+use crate::models::{GeoPoint, LatencyModel, SessionModel};
+use crate::queue::EventQueue;
+use overlay::{
+    ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, Message, NodeId, Time,
+};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Hasher for Node-IDs, which are already uniformly distributed: fold the 128 bits.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = ((v as u64) ^ ((v >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
+
+/// How peers come and go during a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Churn {
+    /// Session-time distribution of each peer.
+    pub session: SessionModel,
+    /// Fraction of departures that are graceful leaves (the rest are crashes).
+    pub graceful: f64,
+}
+
+/// How a run builds its ring before measuring.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Start every peer with the converged state of a stable ring (OverSim's init phase).
+    Converged,
+    /// Grow the ring by real joins, one peer every `interval`, then let it settle.
+    Joins {
+        /// Time between two joins.
+        interval: Duration,
+    },
+}
+
+/// Everything a world needs to start.
+#[derive(Clone, Debug)]
+pub struct WorldConfig {
+    /// Chord parameters (the ID space lives here).
+    pub chord: ChordConfig,
+    /// Seed of every random choice in the run.
+    pub seed: u64,
+    /// One-way latency model.
+    pub latency: LatencyModel,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Churn, if any.
+    pub churn: Option<Churn>,
+}
+
+impl WorldConfig {
+    /// A world with m-bit IDs, defaults elsewhere.
+    pub fn new(space: IdSpace, seed: u64) -> Self {
+        WorldConfig {
+            chord: ChordConfig::new(space),
+            seed,
+            latency: LatencyModel::geographic(),
+            loss: 0.0,
+            churn: None,
+        }
+    }
+}
+
+/// What the world observed about lookups started through [`World::start_lookup`].
+#[derive(Debug, Default)]
+pub struct LookupStats {
+    /// Lookups started.
+    pub issued: u64,
+    /// Answered with the right owner.
+    pub succeeded: u64,
+    /// Given up after all retries.
+    pub timed_out: u64,
+    /// Answered by a peer that is not the owner.
+    pub wrong_owner: u64,
+    /// The origin went away before the answer.
+    pub origin_lost: u64,
+    /// Hops per successful lookup (origin to the owner's predecessor).
+    pub hops: Samples,
+    /// Latency per successful lookup, milliseconds.
+    pub latency_ms: Samples,
+}
+
+/// A finished lookup that a caller asked to keep (see [`World::watch`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedLookup {
+    /// The key.
+    pub key: NodeId,
+    /// The owner that answered.
+    pub owner: NodeId,
+    /// Hop path, origin first.
+    pub path: Vec<NodeId>,
+}
+
+enum Ev {
+    Deliver {
+        to: NodeId,
+        from: Contact,
+        msg: Message,
+    },
+    Timer {
+        slot: u32,
+        at: Time,
+    },
+    Depart {
+        slot: u32,
+    },
+    Arrive,
+}
+
+struct Peer {
+    node: ChordNode,
+    alive: bool,
+    joined: bool,
+    timer_at: Option<Time>,
+    geo: GeoPoint,
+    live_pos: u32,
+    outstanding: u32,
+}
+
+/// The simulated overlay. See the module documentation.
+pub struct World {
+    chord: Arc<ChordConfig>,
+    peers: Vec<Peer>,
+    free_slots: Vec<u32>,
+    index: IdMap<u32>,
+    live_slots: Vec<u32>,
+    live_ids: BTreeSet<NodeId>,
+    queue: EventQueue<Ev>,
+    now: Time,
+    rng: Xoshiro256PlusPlus,
+    latency: LatencyModel,
+    loss: f64,
+    churn: Option<Churn>,
+    /// Messages handed to the network.
+    pub messages: u64,
+    /// Encoded bytes of those messages.
+    pub bytes: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Peers that joined after the start.
+    pub joins: u64,
+    /// Peers that left or crashed.
+    pub departures: u64,
+    /// Peers that lost the ring and joined again with fresh bootstrap peers.
+    pub rejoins: u64,
+    /// Lookup outcomes.
+    pub stats: LookupStats,
+    watched: IdMap<Vec<(u64, WatchedLookup)>>,
+}
+
+impl World {
+    /// An empty world.
+    pub fn new(cfg: WorldConfig) -> Self {
+        World {
+            chord: Arc::new(cfg.chord),
+            peers: Vec::new(),
+            free_slots: Vec::new(),
+            index: IdMap::default(),
+            live_slots: Vec::new(),
+            live_ids: BTreeSet::new(),
+            queue: EventQueue::default(),
+            now: Time::ZERO,
+            rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
+            latency: cfg.latency,
+            loss: cfg.loss.clamp(0.0, 1.0),
+            churn: cfg.churn,
+            messages: 0,
+            bytes: 0,
+            events: 0,
+            joins: 0,
+            departures: 0,
+            rejoins: 0,
+            stats: LookupStats::default(),
+            watched: IdMap::default(),
+        }
+    }
+
+    /// The virtual clock.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The ID space.
+    pub fn space(&self) -> IdSpace {
+        self.chord.space
+    }
+
+    /// Peers alive and joined.
+    pub fn live_count(&self) -> usize {
+        self.live_ids.len()
+    }
+
+    /// Node-IDs of live, joined peers, ascending.
+    pub fn live_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.live_ids.iter().copied()
+    }
+
+    /// The peer with this ID, if alive.
+    pub fn node(&self, id: NodeId) -> Option<&ChordNode> {
+        self.index
+            .get(&id)
+            .map(|s| &self.peers[*s as usize])
+            .filter(|p| p.alive)
+            .map(|p| &p.node)
+    }
+
+    /// The true owner of `key`: the first live peer at or after it.
+    pub fn owner_of(&self, key: NodeId) -> Option<NodeId> {
+        self.live_ids
+            .range(key..)
+            .next()
+            .or_else(|| self.live_ids.iter().next())
+            .copied()
+    }
+
+    /// A fresh random Node-ID not in use.
+    pub fn fresh_id(&mut self) -> NodeId {
+        loop {
+            let id = self.chord.space.wrap(self.rng.random::<u128>());
+            if !self.index.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A random point for a new peer.
+    pub fn random_geo(&mut self) -> GeoPoint {
+        GeoPoint::random(&mut self.rng)
+    }
+
+    fn seed_for(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill(&mut s);
+        s
+    }
+
+    fn alloc_slot(&mut self, node: ChordNode, geo: GeoPoint) -> u32 {
+        let id = node.id();
+        let peer = Peer {
+            node,
+            alive: true,
+            joined: false,
+            timer_at: None,
+            geo,
+            live_pos: u32::MAX,
+            outstanding: 0,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.peers[s as usize] = peer;
+                s
+            }
+            None => {
+                self.peers.push(peer);
+                (self.peers.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, slot);
+        slot
+    }
+
+    fn mark_joined(&mut self, slot: u32) {
+        let p = &mut self.peers[slot as usize];
+        if p.joined || !p.alive {
+            return;
+        }
+        p.joined = true;
+        p.live_pos = self.live_slots.len() as u32;
+        let id = p.node.id();
+        self.live_slots.push(slot);
+        self.live_ids.insert(id);
+    }
+
+    fn unmark_live(&mut self, slot: u32) {
+        let p = &mut self.peers[slot as usize];
+        if !p.joined {
+            return;
+        }
+        p.joined = false;
+        let pos = p.live_pos as usize;
+        let id = p.node.id();
+        self.live_slots.swap_remove(pos);
+        if let Some(&moved) = self.live_slots.get(pos) {
+            self.peers[moved as usize].live_pos = pos as u32;
+        }
+        self.live_ids.remove(&id);
+    }
+
+    /// Place peers with the converged state of a stable ring, computed from global knowledge.
+    pub fn init_converged(&mut self, ids: &[NodeId], geos: &[GeoPoint]) {
+        let mut sorted: Vec<NodeId> = ids.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let n = sorted.len();
+        if n == 0 {
+            return;
+        }
+        let space = self.chord.space;
+        let r = self.chord.successors;
+        let geo_of: IdMap<GeoPoint> = ids.iter().copied().zip(geos.iter().copied()).collect();
+        let succ_of = |key: NodeId| -> NodeId {
+            let i = sorted.partition_point(|x| *x < key);
+            sorted[i % n]
+        };
+        for (i, &id) in sorted.iter().enumerate() {
+            let pred = (n > 1).then(|| Contact::id_only(sorted[(i + n - 1) % n]));
+            let succs: Vec<Contact> = (1..=r.min(n - 1))
+                .map(|k| Contact::id_only(sorted[(i + k) % n]))
+                .collect();
+            let mut fingers = Vec::new();
+            if n > 1 {
+                let gap = space.distance(id, sorted[(i + 1) % n]);
+                let first = 128 - gap.leading_zeros();
+                for k in first.saturating_sub(1)..space.bits() {
+                    fingers.push(Contact::id_only(succ_of(space.finger_start(id, k))));
+                }
+            }
+            let seed = self.seed_for();
+            let node = ChordNode::converged(
+                self.chord.clone(),
+                Contact::id_only(id),
+                seed,
+                self.now,
+                pred,
+                succs,
+                fingers,
+            );
+            let geo = geo_of.get(&id).copied().unwrap_or_default();
+            let slot = self.alloc_slot(node, geo);
+            self.mark_joined(slot);
+            self.after_input(slot);
+            self.schedule_departure(slot);
+        }
+    }
+
+    /// Add one peer now: the first creates the ring, later ones join via a random live peer.
+    pub fn add_peer(&mut self, id: NodeId, geo: GeoPoint) -> bool {
+        if self.index.contains_key(&id) {
+            return false;
+        }
+        let seed = self.seed_for();
+        let node = ChordNode::new(self.chord.clone(), Contact::id_only(id), seed);
+        let bootstrap = self.random_live();
+        let slot = self.alloc_slot(node, geo);
+        let now = self.now;
+        self.join_via(slot, bootstrap, now);
+        self.after_input(slot);
+        self.schedule_departure(slot);
+        true
+    }
+
+    /// Join through `bootstrap` plus a few more random live peers to fall back on (as an
+    /// enrollment answer would list them), or create a ring when nobody is live.
+    fn join_via(&mut self, slot: u32, bootstrap: Option<u32>, now: Time) {
+        match bootstrap {
+            Some(b) => {
+                let b = self.peers[b as usize].node.contact();
+                for _ in 0..2 * overlay::MAX_BOOTSTRAPS {
+                    if let Some(extra) = self.random_live() {
+                        let c = self.peers[extra as usize].node.contact();
+                        self.peers[slot as usize].node.add_bootstrap(c);
+                    }
+                }
+                self.peers[slot as usize].node.join(now, b);
+            }
+            None => self.peers[slot as usize].node.create(now),
+        }
+    }
+
+    fn random_live(&mut self) -> Option<u32> {
+        if self.live_slots.is_empty() {
+            None
+        } else {
+            let i = self.rng.random_range(0..self.live_slots.len());
+            Some(self.live_slots[i])
+        }
+    }
+
+    fn schedule_departure(&mut self, slot: u32) {
+        if let Some(churn) = self.churn {
+            let life = churn.session.sample(&mut self.rng);
+            self.queue.push(self.now + life, Ev::Depart { slot });
+        }
+    }
+
+    /// Remove a peer: gracefully (it tells its neighbours) or by crashing.
+    pub fn remove_peer(&mut self, id: NodeId, graceful: bool) {
+        let Some(&slot) = self.index.get(&id) else {
+            return;
+        };
+        self.depart(slot, graceful);
+    }
+
+    fn depart(&mut self, slot: u32, graceful: bool) {
+        if !self.peers[slot as usize].alive {
+            return;
+        }
+        if graceful {
+            let now = self.now;
+            self.peers[slot as usize].node.leave(now);
+            self.after_input(slot);
+        }
+        self.unmark_live(slot);
+        let p = &mut self.peers[slot as usize];
+        p.alive = false;
+        self.stats.origin_lost += u64::from(p.outstanding);
+        p.outstanding = 0;
+        let id = p.node.id();
+        self.index.remove(&id);
+        self.watched.remove(&id);
+        self.free_slots.push(slot);
+        self.departures += 1;
+    }
+
+    /// Store a record at peer `at` directly (tests and scenarios that place data).
+    pub fn put_record(&mut self, at: NodeId, key: NodeId, value: Vec<u8>) -> bool {
+        let Some(&slot) = self.index.get(&at) else {
+            return false;
+        };
+        self.peers[slot as usize].node.put_local(key, value)
+    }
+
+    /// Start a lookup for `key` from a random live peer; returns false if there is none.
+    pub fn start_random_lookup(&mut self, key: NodeId) -> bool {
+        let Some(slot) = self.random_live() else {
+            return false;
+        };
+        self.start_lookup_at(slot, key);
+        true
+    }
+
+    /// Start a lookup for `key` at the peer `origin`; keep its result for [`Self::watched`].
+    pub fn watch(&mut self, origin: NodeId, key: NodeId) -> Option<u64> {
+        let slot = *self.index.get(&origin)?;
+        // Register first: a lookup the origin can answer itself completes at once.
+        self.watched.entry(origin).or_default();
+        Some(self.start_lookup_at(slot, key))
+    }
+
+    /// The result of a watched lookup, once it finished.
+    pub fn watched(&self, origin: NodeId, handle: u64) -> Option<&WatchedLookup> {
+        self.watched
+            .get(&origin)?
+            .iter()
+            .find(|(h, _)| *h == handle)
+            .map(|(_, r)| r)
+    }
+
+    fn start_lookup_at(&mut self, slot: u32, key: NodeId) -> u64 {
+        self.stats.issued += 1;
+        self.peers[slot as usize].outstanding += 1;
+        let now = self.now;
+        let h = self.peers[slot as usize].node.lookup(now, key);
+        self.after_input(slot);
+        h
+    }
+
+    /// Drain a peer's outputs into the network and metrics, then reschedule its timer.
+    fn after_input(&mut self, slot: u32) {
+        let now = self.now;
+        while let Some(t) = self.peers[slot as usize].node.poll_transmit() {
+            self.messages += 1;
+            self.bytes += (overlay::wire::HEADER_LEN + overlay::wire::body_len(&t.msg)) as u64;
+            if self.loss > 0.0 && self.rng.random_bool(self.loss) {
+                continue;
+            }
+            let from_geo = self.peers[slot as usize].geo;
+            let to_geo = self
+                .index
+                .get(&t.to.id)
+                .map(|s| self.peers[*s as usize].geo)
+                .unwrap_or_default();
+            let delay = self.latency.sample(&mut self.rng, &from_geo, &to_geo);
+            let from = self.peers[slot as usize].node.contact();
+            self.queue.push(
+                now + delay,
+                Ev::Deliver {
+                    to: t.to.id,
+                    from,
+                    msg: t.msg,
+                },
+            );
+        }
+        while let Some(ev) = self.peers[slot as usize].node.poll_event() {
+            self.on_node_event(slot, ev);
+        }
+        let p = &mut self.peers[slot as usize];
+        if !p.alive {
+            return;
+        }
+        if let Some(t) = p.node.poll_timeout() {
+            let t = t.max(now);
+            if p.timer_at.is_none_or(|cur| t < cur) {
+                p.timer_at = Some(t);
+                self.queue.push(t, Ev::Timer { slot, at: t });
+            }
+        }
+    }
+
+    fn on_node_event(&mut self, slot: u32, ev: Event) {
+        match ev {
+            Event::Joined { .. } => self.mark_joined(slot),
+            Event::JoinFailed { .. } => {
+                // Like a peer going back to the E&A server for fresh bootstrap peers.
+                self.unmark_live(slot);
+                let bootstrap = self.random_live();
+                let now = self.now;
+                self.join_via(slot, bootstrap, now);
+                self.rejoins += 1;
+            }
+            Event::LookupDone {
+                lookup,
+                key,
+                owner,
+                path,
+                latency,
+                ..
+            } => {
+                let p = &mut self.peers[slot as usize];
+                p.outstanding = p.outstanding.saturating_sub(1);
+                let origin = p.node.id();
+                let correct = self.owner_of(key) == Some(owner.id);
+                if correct {
+                    self.stats.succeeded += 1;
+                    // Overlay hops from the origin to the owner (path holds both ends).
+                    let hops = path.len().saturating_sub(1) as f64;
+                    self.stats.hops.push(hops);
+                    self.stats.latency_ms.push(latency.as_secs_f64() * 1e3);
+                } else {
+                    self.stats.wrong_owner += 1;
+                }
+                if let Some(list) = self.watched.get_mut(&origin) {
+                    list.push((
+                        lookup,
+                        WatchedLookup {
+                            key,
+                            owner: owner.id,
+                            path,
+                        },
+                    ));
+                }
+            }
+            Event::LookupFailed { reason, .. } => {
+                let p = &mut self.peers[slot as usize];
+                p.outstanding = p.outstanding.saturating_sub(1);
+                match reason {
+                    LookupFailure::TimedOut | LookupFailure::Overloaded => {
+                        self.stats.timed_out += 1
+                    }
+                    LookupFailure::NotJoined => self.stats.origin_lost += 1,
+                }
+            }
+            Event::PeerFailed { .. } => {}
+        }
+    }
+
+    /// Process events until the clock passes `until` or nothing is left; calls `tick`
+    /// every 65 536 events (for progress reporting).
+    pub fn run_until(&mut self, until: Time, tick: &mut dyn FnMut(&World)) {
+        while let Some(at) = self.queue.peek_time() {
+            if at > until {
+                break;
+            }
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.events += 1;
+            if self.events.is_multiple_of(65_536) {
+                tick(self);
+            }
+            self.dispatch(ev);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Run until `pred` holds (checked after every event) or `until` passes.
+    pub fn run_while(&mut self, until: Time, mut keep_going: impl FnMut(&World) -> bool) {
+        while keep_going(self) {
+            let Some(at) = self.queue.peek_time() else {
+                break;
+            };
+            if at > until {
+                break;
+            }
+            let Some((at, ev)) = self.queue.pop() else {
+                break;
+            };
+            self.now = at;
+            self.events += 1;
+            self.dispatch(ev);
+        }
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Deliver { to, from, msg } => {
+                if let Some(&slot) = self.index.get(&to) {
+                    self.peers[slot as usize]
+                        .node
+                        .handle_message(now, from, msg);
+                    self.after_input(slot);
+                }
+            }
+            Ev::Timer { slot, at } => {
+                let p = &mut self.peers[slot as usize];
+                if !p.alive || p.timer_at != Some(at) {
+                    return;
+                }
+                p.timer_at = None;
+                p.node.handle_timeout(now);
+                self.after_input(slot);
+            }
+            Ev::Depart { slot } => {
+                let graceful = match self.churn {
+                    Some(c) => self.rng.random_bool(c.graceful.clamp(0.0, 1.0)),
+                    None => false,
+                };
+                if self.peers[slot as usize].alive {
+                    self.depart(slot, graceful);
+                    // Keep the population steady: a newcomer arrives shortly after.
+                    let delay = Duration::from_millis(self.rng.random_range(0..1000));
+                    self.queue.push(now + delay, Ev::Arrive);
+                }
+            }
+            Ev::Arrive => {
+                let id = self.fresh_id();
+                let geo = self.random_geo();
+                if self.add_peer(id, geo) {
+                    self.joins += 1;
+                }
+            }
+        }
+    }
+
+    /// Is every live peer's successor the next live ID, and its predecessor the previous?
+    pub fn ring_is_consistent(&self) -> Result<(), String> {
+        let ids: Vec<NodeId> = self.live_ids.iter().copied().collect();
+        let n = ids.len();
+        for (i, id) in ids.iter().enumerate() {
+            let node = self.node(*id).ok_or_else(|| format!("{id:?} missing"))?;
+            let want_succ = ids[(i + 1) % n];
+            let got = node.successor().map(|c| c.id);
+            if n > 1 && got != Some(want_succ) {
+                return Err(format!("{id:?}: successor {got:?}, want {want_succ:?}"));
+            }
+            let want_pred = ids[(i + n - 1) % n];
+            let got = node.predecessor().map(|c| c.id);
+            if n > 1 && got != Some(want_pred) {
+                return Err(format!("{id:?}: predecessor {got:?}, want {want_pred:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean Chord state bytes over live peers.
+    pub fn state_bytes_per_peer(&self) -> f64 {
+        let n = self.live_slots.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let total: usize = self
+            .live_slots
+            .iter()
+            .map(|s| self.peers[*s as usize].node.state_bytes())
+            .sum();
+        total as f64 / n as f64
+    }
+}

@@ -1,19 +1,38 @@
-//! The event queue: a binary heap ordered by (virtual time, insertion sequence).
+//! The event queue: a calendar queue ordered by (virtual time, insertion sequence).
 //!
 //! The sequence number breaks ties in insertion order, so equal-time events run in a fixed
 //! order and a seeded run is reproducible bit for bit.
+//!
+//! Almost every event lands within a few seconds of the clock (message latencies, protocol
+//! timers), so events are filed into one-millisecond buckets on a wheel covering
+//! [`HORIZON_BUCKETS`] milliseconds; only the bucket being drained is sorted. Events beyond
+//! the wheel wait in a binary heap and move onto the wheel as the clock approaches. The
+//! events themselves stay put in a slab; buckets and heap hold 24-byte keys. With 10^5 peers
+//! this is several times faster than one binary heap of all pending events.
 
 use overlay::Time;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// Bucket width in microseconds.
+const BUCKET_US: u64 = 1000;
+/// Buckets on the wheel (16.384 s of virtual time).
+pub(crate) const HORIZON_BUCKETS: usize = 16_384;
+
+type Key = (Time, u64, u32);
+
 /// A min-queue of timed events with deterministic tie-breaking.
-///
-/// The heap orders only small keys `(time, seq, slot)`; the events themselves (overlay
-/// messages are a few hundred bytes) sit still in a slab, so sifting the heap moves 32 bytes
-/// per step instead of whole messages.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    /// `wheel[i]` holds keys whose bucket number ≡ i (mod HORIZON_BUCKETS) within the window.
+    wheel: Vec<Vec<Key>>,
+    /// Bucket number (time / BUCKET_US) of the bucket being drained.
+    cur: u64,
+    /// Is `wheel[cur]` sorted (descending, so the earliest is last)?
+    cur_sorted: bool,
+    /// Keys on the wheel.
+    on_wheel: usize,
+    /// Keys beyond the wheel's window.
+    far: BinaryHeap<Reverse<Key>>,
     slab: Vec<Option<E>>,
     free: Vec<u32>,
     seq: u64,
@@ -22,7 +41,11 @@ pub struct EventQueue<E> {
 impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         EventQueue {
-            heap: BinaryHeap::new(),
+            wheel: (0..HORIZON_BUCKETS).map(|_| Vec::new()).collect(),
+            cur: 0,
+            cur_sorted: true,
+            on_wheel: 0,
+            far: BinaryHeap::new(),
             slab: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -31,7 +54,7 @@ impl<E> Default for EventQueue<E> {
 }
 
 impl<E> EventQueue<E> {
-    /// Schedule `event` at `at`.
+    /// Schedule `event` at `at` (times before the current bucket are filed into it).
     pub fn push(&mut self, at: Time, event: E) {
         self.seq += 1;
         let slot = match self.free.pop() {
@@ -44,30 +67,99 @@ impl<E> EventQueue<E> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((at, self.seq, slot)));
+        self.file((at, self.seq, slot));
+    }
+
+    fn file(&mut self, key: Key) {
+        let bucket = (key.0.as_micros() / BUCKET_US).max(self.cur);
+        if bucket >= self.cur + HORIZON_BUCKETS as u64 {
+            self.far.push(Reverse(key));
+            return;
+        }
+        let idx = (bucket % HORIZON_BUCKETS as u64) as usize;
+        let b = &mut self.wheel[idx];
+        if bucket == self.cur && self.cur_sorted {
+            // Keep the drained bucket sorted descending: insert in place.
+            let pos = b.partition_point(|k| (k.0, k.1) > (key.0, key.1));
+            b.insert(pos, key);
+        } else {
+            b.push(key);
+        }
+        self.on_wheel += 1;
+    }
+
+    /// Move to the bucket holding the earliest key; false if the queue is empty.
+    fn settle(&mut self) -> bool {
+        loop {
+            let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
+            if !self.wheel[idx].is_empty() {
+                if !self.cur_sorted {
+                    self.wheel[idx].sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                    self.cur_sorted = true;
+                }
+                return true;
+            }
+            if self.on_wheel == 0 {
+                // Jump straight to the first far event's bucket.
+                let Some(Reverse(first)) = self.far.peek() else {
+                    return false;
+                };
+                self.cur = self.cur.max(first.0.as_micros() / BUCKET_US);
+            } else {
+                self.cur += 1;
+            }
+            self.cur_sorted = false;
+            // Pull far events that are now within the window onto the wheel.
+            let window_end = self.cur + HORIZON_BUCKETS as u64;
+            while let Some(Reverse(k)) = self.far.peek() {
+                if k.0.as_micros() / BUCKET_US >= window_end {
+                    break;
+                }
+                let Some(Reverse(k)) = self.far.pop() else {
+                    break;
+                };
+                let idx =
+                    ((k.0.as_micros() / BUCKET_US).max(self.cur) % HORIZON_BUCKETS as u64) as usize;
+                self.wheel[idx].push(k);
+                self.on_wheel += 1;
+            }
+        }
     }
 
     /// Take the earliest event.
     pub fn pop(&mut self) -> Option<(Time, E)> {
-        let Reverse((at, _, slot)) = self.heap.pop()?;
+        if !self.settle() {
+            return None;
+        }
+        let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
+        let (at, _, slot) = self.wheel[idx].pop()?;
+        self.on_wheel -= 1;
+        if self.wheel[idx].is_empty() && self.wheel[idx].capacity() > 64 {
+            // A drained bucket is not needed for another 16 s: give its memory back.
+            self.wheel[idx] = Vec::new();
+        }
         let event = self.slab.get_mut(slot as usize)?.take()?;
         self.free.push(slot);
         Some((at, event))
     }
 
     /// Time of the earliest event.
-    pub fn peek_time(&self) -> Option<Time> {
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    pub fn peek_time(&mut self) -> Option<Time> {
+        if !self.settle() {
+            return None;
+        }
+        let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
+        self.wheel[idx].last().map(|k| k.0)
     }
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.on_wheel + self.far.len()
     }
 
     /// No events waiting.
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len() == 0
     }
 }
 
@@ -85,5 +177,36 @@ mod tests {
         assert_eq!(q.pop(), Some((Time(5), "b")));
         assert_eq!(q.pop(), Some((Time(5), "c")));
         assert_eq!(q.pop(), None);
+    }
+
+    proptest::proptest! {
+        /// The calendar queue pops exactly what a sorted list of (time, sequence) would,
+        /// also when pushes interleave with pops and reach beyond the wheel.
+        #[test]
+        fn matches_a_sorted_reference(ops in proptest::collection::vec((0u64..40_000_000, proptest::bool::ANY), 1..400)) {
+            let mut q = EventQueue::default();
+            let mut reference: Vec<(Time, u64)> = Vec::new();
+            let mut now = Time(0);
+            let mut n = 0u64;
+            for (dt, pop) in ops {
+                if pop {
+                    reference.sort();
+                    let want = if reference.is_empty() { None } else { Some(reference.remove(0)) };
+                    let got = q.pop();
+                    proptest::prop_assert_eq!(got, want);
+                    if let Some((t, _)) = want { now = t; }
+                } else {
+                    n += 1;
+                    let at = Time(now.0 + dt);
+                    q.push(at, n);
+                    reference.push((at, n));
+                }
+            }
+            reference.sort();
+            for want in reference {
+                proptest::prop_assert_eq!(q.pop(), Some(want));
+            }
+            proptest::prop_assert!(q.pop().is_none());
+        }
     }
 }

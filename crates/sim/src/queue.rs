@@ -94,7 +94,7 @@ impl<E> EventQueue<E> {
             let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
             if !self.wheel[idx].is_empty() {
                 if !self.cur_sorted {
-                    self.wheel[idx].sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                    self.wheel[idx].sort_unstable_by_key(|k| Reverse((k.0, k.1)));
                     self.cur_sorted = true;
                 }
                 return true;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const WIRE_VERSION: u8 = 1;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
+/// The highest message kind this build knows.
+pub const MAX_KIND: u8 = 17;
 /// Default cap on a frame (header + body); bigger frames are refused unread.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
@@ -52,6 +54,76 @@ pub struct Record {
     pub key: NodeId,
     /// Opaque payload (bounded by the store's configuration).
     pub value: Vec<u8>,
+}
+
+/// A call set-up request: caller → (CSPG → CSPG →) CSP, or straight to the callee when the
+/// caller has it in its contact cache (`direct`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// The caller's handle for this call.
+    pub call: u64,
+    /// Who calls (answers go straight back to it).
+    pub caller: Contact,
+    /// The callee's Node-ID.
+    pub callee: NodeId,
+    /// The original request (a SIP INVITE); intermediate peers never see it.
+    pub invite: Vec<u8>,
+    /// Sent to the callee directly from the contact cache.
+    pub direct: bool,
+}
+
+/// What a CSP signs when it multicasts a PingRequest: one body per copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingBody {
+    /// The peer being probed (the callee).
+    pub target: NodeId,
+    /// The CSP holding the original request.
+    pub csp: Contact,
+    /// The CSP's handle for the held request.
+    pub handle: u64,
+    /// Random per request; with `copy` it identifies this copy (replays are refused).
+    pub nonce: u64,
+    /// Unix milliseconds when the CSP sent it (late copies are refused).
+    pub timestamp_ms: u64,
+    /// Which copy of the multicast this is.
+    pub copy: u8,
+    /// How many copies the CSP sent.
+    pub copies: u8,
+}
+
+/// One hop's signed statement that it carried a PingRequest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopRecord {
+    /// The hop.
+    pub hop: NodeId,
+    /// Its signature over (body, previous signature, hop): the chain cannot be cut or reordered.
+    pub sig: Vec<u8>,
+}
+
+/// A PingRequest copy on its way to the target, with the signed path so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingRequest {
+    /// What the CSP signed.
+    pub body: PingBody,
+    /// The CSP's signature over `body`.
+    pub csp_sig: Vec<u8>,
+    /// Hops so far, first first.
+    pub hops: Vec<HopRecord>,
+}
+
+/// A SIP request routed hop by hop over plain Chord (the baseline the paper improves on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlainInvite {
+    /// The caller's handle for this call.
+    pub call: u64,
+    /// The caller.
+    pub caller: Contact,
+    /// The callee's Node-ID.
+    pub callee: NodeId,
+    /// The request, visible to every hop.
+    pub invite: Vec<u8>,
+    /// Hops so far, caller first.
+    pub path: Vec<NodeId>,
 }
 
 /// Every message peers exchange on the overlay.
@@ -104,6 +176,55 @@ pub enum Message {
         /// The records.
         records: Vec<Record>,
     },
+    /// Call set-up request toward the CSP (or the callee, from the cache).
+    Call(CallRequest),
+    /// A PingRequest copy being routed to its target.
+    PingRequest(PingRequest),
+    /// A hop tells the CSP it forwarded a copy and to whom (drop and misroute evidence).
+    HopReceipt {
+        /// The CSP's handle.
+        handle: u64,
+        /// The request's nonce.
+        nonce: u64,
+        /// Which copy.
+        copy: u8,
+        /// The peer it was passed to.
+        next: NodeId,
+    },
+    /// The target asks the CSP for the held request, naming the copies that reached it and
+    /// the route the SOS ranked first.
+    Fetch {
+        /// The CSP's handle.
+        handle: u64,
+        /// The request's nonce.
+        nonce: u64,
+        /// Copies that arrived intact.
+        arrived: Vec<u8>,
+        /// The chosen route (hops then target).
+        route: Vec<NodeId>,
+    },
+    /// The CSP hands the held request to the target.
+    Deliver {
+        /// The CSP's handle.
+        handle: u64,
+        /// The original request.
+        request: CallRequest,
+        /// The route the target chose.
+        route: Vec<NodeId>,
+    },
+    /// The callee rings: sent straight to the caller.
+    Ringing {
+        /// The caller's handle.
+        call: u64,
+        /// The callee (cached by the caller for next time).
+        callee: Contact,
+        /// 64-bit digest of the request as the callee received it (tampering shows).
+        digest: u64,
+        /// The route the request took.
+        route: Vec<NodeId>,
+    },
+    /// Plain-Chord baseline: the request itself, routed hop by hop.
+    PlainInvite(PlainInvite),
 }
 
 impl Message {
@@ -120,6 +241,13 @@ impl Message {
             Message::Pong { .. } => 8,
             Message::Leaving { .. } => 9,
             Message::Records { .. } => 10,
+            Message::Call(_) => 11,
+            Message::PingRequest(_) => 12,
+            Message::HopReceipt { .. } => 13,
+            Message::Fetch { .. } => 14,
+            Message::Deliver { .. } => 15,
+            Message::Ringing { .. } => 16,
+            Message::PlainInvite(_) => 17,
         }
     }
 
@@ -136,7 +264,19 @@ impl Message {
             Message::Pong { .. } => "pong",
             Message::Leaving { .. } => "leaving",
             Message::Records { .. } => "records",
+            Message::Call(_) => "call",
+            Message::PingRequest(_) => "ping-request",
+            Message::HopReceipt { .. } => "hop-receipt",
+            Message::Fetch { .. } => "fetch",
+            Message::Deliver { .. } => "deliver",
+            Message::Ringing { .. } => "ringing",
+            Message::PlainInvite(_) => "plain-invite",
         }
+    }
+
+    /// Is this call traffic (as opposed to ring maintenance and lookups)?
+    pub fn is_call_traffic(&self) -> bool {
+        self.kind() >= 11
     }
 }
 
@@ -211,7 +351,7 @@ pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<(Message, usize), Co
         return Err(CodecError::BadVersion(version));
     }
     let kind = buf[1];
-    if !(1..=10).contains(&kind) {
+    if !(1..=MAX_KIND).contains(&kind) {
         return Err(CodecError::UnknownKind(kind));
     }
     let body_len = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
@@ -313,6 +453,86 @@ mod tests {
                 0..4
             )
             .prop_map(|records| Message::Records { records }),
+            (
+                any::<u64>(),
+                arb_contact(),
+                any::<u128>(),
+                prop::collection::vec(any::<u8>(), 0..64),
+                any::<bool>()
+            )
+                .prop_map(|(call, caller, callee, invite, direct)| Message::Call(
+                    CallRequest {
+                        call,
+                        caller,
+                        callee: NodeId(callee),
+                        invite,
+                        direct
+                    }
+                )),
+            (
+                any::<(u128, u64, u64, u64, u8, u8)>(),
+                arb_contact(),
+                prop::collection::vec(any::<u8>(), 0..64),
+                prop::collection::vec(
+                    (any::<u128>(), prop::collection::vec(any::<u8>(), 0..64)),
+                    0..6
+                )
+            )
+                .prop_map(
+                    |((t, handle, nonce, ts, copy, copies), csp, csp_sig, hops)| {
+                        Message::PingRequest(PingRequest {
+                            body: PingBody {
+                                target: NodeId(t),
+                                csp,
+                                handle,
+                                nonce,
+                                timestamp_ms: ts,
+                                copy,
+                                copies,
+                            },
+                            csp_sig,
+                            hops: hops
+                                .into_iter()
+                                .map(|(h, sig)| HopRecord {
+                                    hop: NodeId(h),
+                                    sig,
+                                })
+                                .collect(),
+                        })
+                    }
+                ),
+            any::<(u64, u64, u8, u128)>().prop_map(|(handle, nonce, copy, next)| {
+                Message::HopReceipt {
+                    handle,
+                    nonce,
+                    copy,
+                    next: NodeId(next),
+                }
+            }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                prop::collection::vec(any::<u8>(), 0..8),
+                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8)
+            )
+                .prop_map(|(handle, nonce, arrived, route)| Message::Fetch {
+                    handle,
+                    nonce,
+                    arrived,
+                    route
+                }),
+            (
+                any::<u64>(),
+                arb_contact(),
+                any::<u64>(),
+                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8)
+            )
+                .prop_map(|(call, callee, digest, route)| Message::Ringing {
+                    call,
+                    callee,
+                    digest,
+                    route
+                }),
         ]
     }
 

@@ -19,6 +19,10 @@ pub struct ChordConfig {
     /// How often a peer asks the ring, through a bootstrap peer, who its successor is
     /// (heals partitions).
     pub ring_check_every: Duration,
+    /// Send straight to the owner when it is anywhere in the successor list (not only the
+    /// first successor). Shortens paths below Chord's ½·log2 N; off by default so plain
+    /// lookups measure classic Chord, on for call routing to peer IDs.
+    pub successor_shortcut: bool,
     /// How long to wait for a hop acknowledgement or an RPC answer before declaring a peer dead.
     pub rpc_timeout: Duration,
     /// How long an originated lookup may take per attempt.
@@ -49,6 +53,7 @@ impl ChordConfig {
             fix_fingers_every: Duration::from_secs(4),
             check_predecessor_every: Duration::from_secs(5),
             ring_check_every: Duration::from_secs(30),
+            successor_shortcut: false,
             rpc_timeout: Duration::from_millis(500),
             lookup_timeout: Duration::from_secs(5),
             lookup_retries: 2,

@@ -80,13 +80,15 @@ impl Fingers {
         before != self.entries.len()
     }
 
-    /// The farthest finger strictly before `key_distance` (closest preceding finger).
-    pub(crate) fn closest_preceding(&self, key_distance: u128) -> Option<(u128, Contact)> {
+    /// Fingers strictly before `key_distance`, farthest first.
+    pub(crate) fn preceding(
+        &self,
+        key_distance: u128,
+    ) -> impl Iterator<Item = (u128, Contact)> + '_ {
         let pos = self
             .entries
             .partition_point(|c| self.dist(c) < key_distance);
-        pos.checked_sub(1)
-            .map(|p| (self.dist(&self.entries[p]), self.entries[p]))
+        self.entries[..pos].iter().rev().map(|c| (self.dist(c), *c))
     }
 }
 
@@ -105,21 +107,24 @@ mod tests {
         f.set([c(1331), c(1593), c(96), c(200), c(80)]);
         assert_eq!(f.len(), 4);
         assert_eq!(
-            f.closest_preceding(s.distance(NodeId(80), NodeId(1618)))
+            f.preceding(s.distance(NodeId(80), NodeId(1618)))
+                .next()
                 .unwrap()
                 .1
                 .id,
             NodeId(1593)
         );
         assert_eq!(
-            f.closest_preceding(s.distance(NodeId(80), NodeId(1500)))
+            f.preceding(s.distance(NodeId(80), NodeId(1500)))
+                .next()
                 .unwrap()
                 .1
                 .id,
             NodeId(1331)
         );
         assert!(
-            f.closest_preceding(s.distance(NodeId(80), NodeId(90)))
+            f.preceding(s.distance(NodeId(80), NodeId(90)))
+                .next()
                 .is_none()
         );
     }

@@ -374,6 +374,14 @@ impl ChordNode {
             }
             Message::Leaving { pred, succs } => self.on_leaving(now, from, pred, succs),
             Message::Records { records } => self.store_records(records),
+            // Call traffic belongs to the secure-routing layer above Chord.
+            Message::Call(_)
+            | Message::PingRequest(_)
+            | Message::HopReceipt { .. }
+            | Message::Fetch { .. }
+            | Message::Deliver { .. }
+            | Message::Ringing { .. }
+            | Message::PlainInvite(_) => {}
         }
     }
 
@@ -563,16 +571,39 @@ impl ChordNode {
 
     /// The best next hop toward `key` and whether that hop is the owner.
     pub fn next_hop(&self, key: NodeId) -> Option<(Contact, bool)> {
+        self.next_hop_avoiding(key, |_| false)
+    }
+
+    /// The best next hop toward `key` that `avoid` does not rule out (trust-aware routing),
+    /// and whether that hop is the owner. When the owner is in the successor list the
+    /// message goes straight to it; otherwise to the farthest acceptable known peer that
+    /// precedes the key (with [`ChordConfig::successor_shortcut`]; classic Chord otherwise,
+    /// whose mean path is ½·log2 N). Avoided peers are used only when nothing else is known.
+    pub fn next_hop_avoiding(
+        &self,
+        key: NodeId,
+        avoid: impl Fn(NodeId) -> bool,
+    ) -> Option<(Contact, bool)> {
         let space = self.cfg.space;
         let succ = self.successor()?;
         if space.in_half_open(key, self.me.id, succ.id) {
             return Some((succ, true));
         }
+        if self.cfg.successor_shortcut {
+            let mut prev = succ.id;
+            for s in self.succs.iter().skip(1) {
+                if space.in_half_open(key, prev, s.id) {
+                    return Some((*s, true));
+                }
+                prev = s.id;
+            }
+        }
         let kd = space.distance(self.me.id, key);
-        let mut best: Option<(u128, Contact)> = self.fingers.closest_preceding(kd);
+        let mut best: Option<(u128, Contact)> =
+            self.fingers.preceding(kd).find(|(_, c)| !avoid(c.id));
         for s in &self.succs {
             let d = space.distance(self.me.id, s.id);
-            if d > 0 && d < kd && best.is_none_or(|(bd, _)| d > bd) {
+            if d > 0 && d < kd && !avoid(s.id) && best.is_none_or(|(bd, _)| d > bd) {
                 best = Some((d, *s));
             }
         }

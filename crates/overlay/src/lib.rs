@@ -9,12 +9,15 @@
 //! - [`ChordNode`]: one Chord peer — join, stabilize/notify, fix_fingers, check_predecessor,
 //!   successor list, graceful leave with record hand-over, failure detection by timeout,
 //!   recursive lookups that return the hop path.
+//! - [`secure`]: the paper's layer on top — three layers, CSP/CSPG, PingRequest multicast
+//!   with signed hop records, SOS-ranked routes, contact cache, plain-Chord baseline.
 //! - [`wire`]: the messages and the framed codec (version, kind, length, postcard body).
 #![warn(missing_docs, unreachable_pub)]
 
 mod chord;
 mod contact;
 mod id;
+pub mod secure;
 mod time;
 pub mod wire;
 

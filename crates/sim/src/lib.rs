@@ -11,12 +11,17 @@
 //! OverSim's init phase does) or be grown by real joins.
 #![warn(missing_docs, unreachable_pub)]
 
+mod calls;
 mod lookups;
 mod metrics;
 mod models;
 mod queue;
 mod world;
 
+pub use calls::{
+    Behaviour, CallError, CallProgress, CallReport, CallRun, CallWorld, PaperReport, SimKeys,
+    TracedCall, paper, run_calls, run_paper,
+};
 pub use lookups::{LookupRun, Progress, RunError, build_world, drain_time, run_lookups};
 pub use metrics::{LookupReport, Samples};
 pub use models::{GeoPoint, LatencyModel, SessionModel};

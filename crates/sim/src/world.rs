@@ -40,6 +40,35 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 
+/// The state a converged ring gives `sorted[i]`: predecessor, `r` successors and the
+/// distinct fingers, computed from global knowledge of the sorted member IDs.
+pub(crate) fn converged_tables(
+    sorted: &[NodeId],
+    i: usize,
+    space: IdSpace,
+    r: usize,
+) -> (Option<Contact>, Vec<Contact>, Vec<Contact>) {
+    let n = sorted.len();
+    let id = sorted[i];
+    let pred = (n > 1).then(|| Contact::id_only(sorted[(i + n - 1) % n]));
+    let succs: Vec<Contact> = (1..=r.min(n.saturating_sub(1)))
+        .map(|k| Contact::id_only(sorted[(i + k) % n]))
+        .collect();
+    let mut fingers = Vec::new();
+    if n > 1 {
+        let succ_of = |key: NodeId| -> NodeId {
+            let j = sorted.partition_point(|x| *x < key);
+            sorted[j % n]
+        };
+        let gap = space.distance(id, sorted[(i + 1) % n]);
+        let first = 128 - gap.leading_zeros();
+        for k in first.saturating_sub(1)..space.bits() {
+            fingers.push(Contact::id_only(succ_of(space.finger_start(id, k))));
+        }
+    }
+    (pred, succs, fingers)
+}
+
 /// How peers come and go during a run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Churn {
@@ -328,23 +357,8 @@ impl World {
         let space = self.chord.space;
         let r = self.chord.successors;
         let geo_of: IdMap<GeoPoint> = ids.iter().copied().zip(geos.iter().copied()).collect();
-        let succ_of = |key: NodeId| -> NodeId {
-            let i = sorted.partition_point(|x| *x < key);
-            sorted[i % n]
-        };
         for (i, &id) in sorted.iter().enumerate() {
-            let pred = (n > 1).then(|| Contact::id_only(sorted[(i + n - 1) % n]));
-            let succs: Vec<Contact> = (1..=r.min(n - 1))
-                .map(|k| Contact::id_only(sorted[(i + k) % n]))
-                .collect();
-            let mut fingers = Vec::new();
-            if n > 1 {
-                let gap = space.distance(id, sorted[(i + 1) % n]);
-                let first = 128 - gap.leading_zeros();
-                for k in first.saturating_sub(1)..space.bits() {
-                    fingers.push(Contact::id_only(succ_of(space.finger_start(id, k))));
-                }
-            }
+            let (pred, succs, fingers) = converged_tables(&sorted, i, space, r);
             let seed = self.seed_for();
             let node = ChordNode::converged(
                 self.chord.clone(),

@@ -60,6 +60,69 @@ pub(crate) struct Args {
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Run a named scenario instead: `paper` reproduces the paper's malicious-peer scenario
+    /// (m = 11, caller 80, callee 1618, peer 1617 malicious) over plain Chord and the secure
+    /// system.
+    #[arg(long, value_enum)]
+    pub(crate) scenario: Option<Scenario>,
+    /// Run a call experiment with this many calls (between honest peers) instead of lookups.
+    #[arg(long)]
+    pub(crate) calls: Option<u64>,
+    /// Calls placed before measuring, so the SOS can learn from evidence (0 = cold trust).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) warmup_calls: u64,
+    /// Fraction of ordinary peers that are malicious (call experiments).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) malicious: f64,
+    /// What malicious peers do to traffic they forward.
+    #[arg(long, value_enum, default_value_t = BehaviourKind::Drop)]
+    pub(crate) behaviour: BehaviourKind,
+    /// Call routing: the paper's secure system or plain Chord.
+    #[arg(long, value_enum, default_value_t = RoutingKind::Secure)]
+    pub(crate) routing: RoutingKind,
+    /// Callee popularity Zipf exponent (uniform callees when absent).
+    #[arg(long)]
+    pub(crate) zipf: Option<f64>,
+    /// PingRequest copies per call (secure routing).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) fanout: usize,
+    /// Calls per simulated second.
+    #[arg(long, default_value_t = 200.0)]
+    pub(crate) call_rate: f64,
+    /// Turn off the closed loop (no evidence to the SOS, no routing around distrusted peers).
+    #[arg(long)]
+    pub(crate) open_loop: bool,
+}
+
+/// Named scenarios.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum Scenario {
+    /// The paper's Section 3.2 scenario.
+    Paper,
+}
+
+/// Malicious behaviours.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum BehaviourKind {
+    /// Swallow forwarded traffic.
+    Drop,
+    /// Send it to a wrong peer.
+    Misroute,
+    /// Alter it.
+    Modify,
+    /// Hold it and replay it a minute later.
+    Replay,
+    /// Each malicious peer picks one.
+    Mixed,
+}
+
+/// Call routing.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum RoutingKind {
+    /// CSP/CSPG, PingRequest multicast, SOS-ranked routes.
+    Secure,
+    /// The INVITE routed hop by hop over one flat Chord ring.
+    Chord,
 }
 
 /// Session-time distributions.
@@ -177,7 +240,134 @@ impl LazyProgress {
     }
 }
 
+fn run_paper(args: &Args) -> anyhow::Result<()> {
+    let r = sim::run_paper(args.seed)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let path = |p: &[u128]| {
+        p.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    println!(
+        "p2psip sim --scenario paper: m = 11, 512 peers (496 + 13 CSPs + 3 CSPGs), caller 80, callee 1618, 1617 malicious (drops)"
+    );
+    println!(
+        "  plain Chord   {}  path {}",
+        if r.chord.delivered {
+            "DELIVERED"
+        } else {
+            "FAILED"
+        },
+        path(&r.chord.path)
+    );
+    println!(
+        "  secure        {}  via CSPG 1 → CSPG 1030 → CSP 1536, {} routes reached 1618:",
+        if r.secure.delivered {
+            "DELIVERED"
+        } else {
+            "FAILED"
+        },
+        r.secure.routes.len()
+    );
+    for route in &r.secure.routes {
+        println!("                  {}", path(route));
+    }
+    if let (Some(o), Some(e)) = (r.secure.opinion, r.secure.expectation) {
+        println!(
+            "  SOS chose     {}  opinion (b {:.4}, d {:.4}, u {:.4}, a {}), E = {:.5}",
+            path(&r.secure.chosen_route),
+            o[0],
+            o[1],
+            o[2],
+            o[3],
+            e
+        );
+    }
+    Ok(())
+}
+
+fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
+    let routing = match args.routing {
+        RoutingKind::Secure => overlay::secure::Routing::Secure,
+        RoutingKind::Chord => overlay::secure::Routing::Chord,
+    };
+    let mut run = sim::CallRun::new(args.peers, calls, routing);
+    run.bits = args.bits;
+    run.seed = args.seed;
+    run.warmup_calls = args.warmup_calls;
+    run.malicious = args.malicious;
+    run.behaviour = match args.behaviour {
+        BehaviourKind::Drop => sim::Behaviour::Drop,
+        BehaviourKind::Misroute => sim::Behaviour::Misroute,
+        BehaviourKind::Modify => sim::Behaviour::Modify,
+        BehaviourKind::Replay => sim::Behaviour::Replay,
+        BehaviourKind::Mixed => sim::Behaviour::Mixed,
+    };
+    run.zipf = args.zipf;
+    run.secure.fanout = args.fanout;
+    run.call_rate = args.call_rate;
+    run.closed_loop = !args.open_loop;
+    run.successors = args.successors;
+    let mut progress = LazyProgress::new();
+    let report = sim::run_calls(&run, &mut |done, total| {
+        progress.update(Progress {
+            phase: "calls",
+            done,
+            total,
+        })
+    })?;
+    progress.finish();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "p2psip sim: {} peers, {} routing, {:.0}% malicious ({}), {} calls after {} warm-up calls, seed {}",
+        report.peers,
+        report.routing,
+        100.0 * report.malicious,
+        report.behaviour,
+        report.calls,
+        report.warmup_calls,
+        report.seed
+    );
+    println!(
+        "  success        {:.3}% ({} rang)",
+        100.0 * report.success_rate,
+        report.succeeded
+    );
+    println!("  hops           mean {:.2}", report.hops_mean);
+    println!(
+        "  setup delay    p50 {:.1} ms, p99 {:.1} ms (virtual)",
+        report.setup_ms_p50, report.setup_ms_p99
+    );
+    println!(
+        "  traffic        {:.1} messages per call",
+        report.messages_per_call
+    );
+    println!(
+        "  cache          {:.1}% of calls served from the contact cache",
+        100.0 * report.cache_hit_rate
+    );
+    println!(
+        "  SOS            {} reports; distrusts {} malicious and {} honest peers",
+        report.reports, report.distrusted_malicious, report.distrusted_honest
+    );
+    println!("  run            {:.2} s wall", report.wall_s);
+    Ok(())
+}
+
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Scenario::Paper) = args.scenario {
+        return run_paper(&args);
+    }
+    if let Some(calls) = args.calls {
+        return run_calls(&args, calls);
+    }
     let run = build_run(&args)?;
     let mut progress = LazyProgress::new();
     let report = sim::run_lookups(&run, &mut |p| progress.update(p))?;

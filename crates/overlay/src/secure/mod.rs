@@ -1,0 +1,16 @@
+//! The paper's secure layer on top of Chord: three layers, CSP and CSPG roles, PingRequest
+//! multicast with signed hop records, SOS-ranked route choice, the contact cache, and the
+//! plain-Chord baseline it is measured against.
+
+mod cache;
+mod layers;
+mod node;
+mod sign;
+
+pub use cache::ContactCache;
+pub use layers::{Directory, Layer, LayerArcs, LayerArcsError};
+pub use node::{
+    CallFailure, FirstHops, Outcome, OverlayContext, Role, Routing, SecureConfig, SecureEvent,
+    SecureNode, body_bytes, invite_digest, record_bytes,
+};
+pub use sign::{Ed25519Registry, Ed25519Signer, SigVerifier, Signer};

@@ -1,0 +1,1066 @@
+//! A peer of the secure overlay: Chord in its layer plus the call flow of the paper.
+
+use super::cache::ContactCache;
+use super::layers::{Directory, Layer, LayerArcs};
+use super::sign::{SigVerifier, Signer};
+use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
+use crate::{ChordNode, Contact, Event, NodeId, Time, Transmit};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a peer does besides being a Chord peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// An ordinary peer.
+    Peer,
+    /// Chord Secure Proxy: holds requests and multicasts PingRequests.
+    Csp,
+    /// CSP Gateway: forwards requests between layers.
+    Cspg,
+}
+
+/// How calls are routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Routing {
+    /// The paper's system: CSP/CSPG, PingRequest multicast, SOS-ranked route, fetch from CSP.
+    Secure,
+    /// Plain Chord: the INVITE itself routed hop by hop (the baseline).
+    Chord,
+}
+
+/// Where a CSP sends its PingRequest copies first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FirstHops {
+    /// Its first successors (the paper's mechanism).
+    Successors,
+    /// Spread over the ring: alternately its successors and the fingers that precede the
+    /// target, farthest first, so copies take disjoint paths.
+    Diverse,
+}
+
+/// An evidence outcome, as the SOS takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Carried a copy that arrived intact.
+    Delivered,
+    /// A copy vanished at or right after this peer.
+    Dropped,
+    /// Forwarded a copy with a broken signature chain.
+    Modified,
+    /// Forwarded a copy away from the target.
+    Misrouted,
+    /// Forwarded a stale or duplicate copy.
+    Replayed,
+}
+
+impl Outcome {
+    /// Is this positive evidence?
+    pub fn is_positive(self) -> bool {
+        self == Outcome::Delivered
+    }
+}
+
+/// Why a call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// No Ringing within the call timeout (after the retry).
+    TimedOut,
+    /// The callee rang, but for a request that was altered on the way.
+    Tampered,
+    /// Nowhere to send it (no CSP/CSPG known for the layer, or no ring).
+    NoRoute,
+    /// Too many calls in flight.
+    Overloaded,
+}
+
+/// Parameters of the secure layer.
+#[derive(Clone, Debug)]
+pub struct SecureConfig {
+    /// PingRequest copies per request.
+    pub fanout: usize,
+    /// Where the copies go first.
+    pub first_hops: FirstHops,
+    /// How long the target waits for more copies after the first.
+    pub collect_window: Duration,
+    /// How long the target waits for the SOS before taking the shortest route.
+    pub sos_timeout: Duration,
+    /// Caller's wait for Ringing before retrying, then failing.
+    pub call_timeout: Duration,
+    /// How old a PingRequest may be, in milliseconds.
+    pub timestamp_window_ms: u64,
+    /// Longest accepted PingRequest path.
+    pub max_path: usize,
+    /// Cap on held requests, collections, calls and remembered nonces, each.
+    pub max_pending: usize,
+    /// Contact-cache size (layers 1 and 2).
+    pub cache_capacity: usize,
+    /// Contact-cache entry lifetime.
+    pub cache_ttl: Duration,
+    /// Use the contact cache at all.
+    pub cache_enabled: bool,
+}
+
+impl Default for SecureConfig {
+    fn default() -> Self {
+        SecureConfig {
+            fanout: 4,
+            first_hops: FirstHops::Diverse,
+            collect_window: Duration::from_millis(150),
+            sos_timeout: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(3),
+            timestamp_window_ms: 30_000,
+            max_path: 48,
+            max_pending: 1024,
+            cache_capacity: 256,
+            cache_ttl: Duration::from_secs(600),
+            cache_enabled: true,
+        }
+    }
+}
+
+/// Shared, read-only context of all peers of one overlay.
+#[derive(Clone)]
+pub struct OverlayContext {
+    /// Secure-layer parameters.
+    pub cfg: Arc<SecureConfig>,
+    /// Layer arcs.
+    pub arcs: LayerArcs,
+    /// CSPs and CSPGs per layer, with their contacts.
+    pub directory: Arc<Directory>,
+    /// Contacts of the directory's CSPs/CSPGs (how to reach them).
+    pub infrastructure: Arc<Vec<Contact>>,
+    /// Verifies everyone's signatures.
+    pub verifier: Arc<dyn SigVerifier>,
+}
+
+/// What a secure peer reports to its driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecureEvent {
+    /// Something from the Chord layer.
+    Chord(Event),
+    /// A call we placed rang.
+    CallRinging {
+        /// The handle from [`SecureNode::call`].
+        call: u64,
+        /// The callee.
+        callee: NodeId,
+        /// Session request delay: request sent → Ringing received.
+        setup: Duration,
+        /// Route the request took (hops then callee; `[callee]` for a cached contact).
+        route: Vec<NodeId>,
+        /// Served from the contact cache.
+        cached: bool,
+    },
+    /// A call we placed failed.
+    CallFailed {
+        /// The handle from [`SecureNode::call`].
+        call: u64,
+        /// The callee.
+        callee: NodeId,
+        /// Why.
+        reason: CallFailure,
+    },
+    /// A call for us arrived (we answered Ringing).
+    IncomingCall {
+        /// The caller.
+        caller: Contact,
+        /// The original request.
+        invite: Vec<u8>,
+    },
+    /// Ask the SOS which route is most trusted; answer with [`SecureNode::handle_ranking`].
+    RankRoutes {
+        /// Handle for the answer.
+        query: u64,
+        /// Candidate routes (hops then target).
+        routes: Vec<Vec<NodeId>>,
+    },
+    /// Evidence for the SOS.
+    Report {
+        /// The peer it is about.
+        subject: NodeId,
+        /// What it did.
+        outcome: Outcome,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct OutCall {
+    id: u64,
+    callee: NodeId,
+    invite: Vec<u8>,
+    started: Time,
+    deadline: Time,
+    retried: bool,
+    cached: Option<Contact>,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    handle: u64,
+    nonce: u64,
+    request: CallRequest,
+    first_hops: Vec<NodeId>,
+    receipts: Vec<(u8, NodeId, NodeId)>,
+    deadline: Time,
+}
+
+#[derive(Clone, Debug)]
+struct Collection {
+    csp: Contact,
+    handle: u64,
+    nonce: u64,
+    copies: u8,
+    routes: Vec<(u8, Vec<NodeId>)>,
+    deadline: Time,
+    query: Option<u64>,
+}
+
+/// A peer of the secure overlay (sans-IO): a [`ChordNode`] for its layer plus its role in
+/// the paper's call flow. Same driving contract as [`ChordNode`]: feed messages, timeouts and
+/// the SOS's answers in; drain transmits and events; sleep until `poll_timeout`.
+///
+/// Flow (secure routing): caller → CSP of the callee's layer (via both layers' CSPGs when the
+/// layers differ). The CSP keeps the request and sends signed PingRequest copies over
+/// several first hops; each hop verifies the signature chain, appends its own signed record,
+/// tells the CSP where it passed the copy (receipt) and routes it on by Chord, avoiding peers
+/// the SOS distrusts. The callee collects copies for a short window, asks the SOS to rank
+/// the routes, fetches the request from the CSP and answers the caller directly. Broken
+/// chains, stale or duplicate copies, detours and vanished copies become evidence.
+pub struct SecureNode {
+    chord: ChordNode,
+    ctx: OverlayContext,
+    role: Role,
+    layer: Layer,
+    routing: Routing,
+    signer: Box<dyn Signer>,
+    unix_offset_ms: u64,
+    distrusted: Arc<BTreeSet<NodeId>>,
+    calls: Vec<OutCall>,
+    held: Vec<Held>,
+    collecting: Vec<Collection>,
+    seen: VecDeque<(NodeId, u64, u8, u64)>,
+    cache: ContactCache,
+    out: VecDeque<Transmit>,
+    events: VecDeque<SecureEvent>,
+    next_id: u64,
+    rng: Xoshiro256PlusPlus,
+}
+
+impl SecureNode {
+    /// A secure peer around `chord` (already created/joined in its layer's ring).
+    /// `unix_offset_ms` maps driver time to Unix milliseconds for PingRequest timestamps.
+    pub fn new(
+        chord: ChordNode,
+        ctx: OverlayContext,
+        role: Role,
+        routing: Routing,
+        signer: Box<dyn Signer>,
+        unix_offset_ms: u64,
+        seed: [u8; 32],
+    ) -> Self {
+        let layer = ctx.arcs.layer_of(chord.id());
+        let cache = ContactCache::new(
+            if ctx.cfg.cache_enabled && layer.caches_contacts() {
+                ctx.cfg.cache_capacity
+            } else {
+                0
+            },
+            ctx.cfg.cache_ttl,
+        );
+        SecureNode {
+            chord,
+            ctx,
+            role,
+            layer,
+            routing,
+            signer,
+            unix_offset_ms,
+            distrusted: Arc::new(BTreeSet::new()),
+            calls: Vec::new(),
+            held: Vec::new(),
+            collecting: Vec::new(),
+            seen: VecDeque::new(),
+            cache,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            rng: Xoshiro256PlusPlus::from_seed(seed),
+        }
+    }
+
+    /// The Chord layer.
+    pub fn chord(&self) -> &ChordNode {
+        &self.chord
+    }
+
+    /// The Chord layer, for commands (join, leave, lookup).
+    pub fn chord_mut(&mut self) -> &mut ChordNode {
+        &mut self.chord
+    }
+
+    /// This peer's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This peer's layer.
+    pub fn layer(&self) -> Layer {
+        self.layer
+    }
+
+    /// Contacts cached.
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Replace the set of peers the SOS distrusts (routing avoids them).
+    pub fn set_distrusted(&mut self, distrusted: Arc<BTreeSet<NodeId>>) {
+        self.distrusted = distrusted;
+    }
+
+    fn id(&mut self) -> u64 {
+        let i = self.next_id;
+        self.next_id += 1;
+        i
+    }
+
+    fn unix_ms(&self, now: Time) -> u64 {
+        self.unix_offset_ms + now.as_micros() / 1000
+    }
+
+    fn contact_of(&self, id: NodeId) -> Contact {
+        self.ctx
+            .infrastructure
+            .iter()
+            .find(|c| c.id == id)
+            .copied()
+            .unwrap_or(Contact::id_only(id))
+    }
+
+    fn send(&mut self, to: Contact, msg: Message) {
+        self.out.push_back(Transmit { to, msg });
+    }
+
+    // ---- caller side ----
+
+    /// Call `callee`, carrying `invite`; the outcome comes as [`SecureEvent::CallRinging`] or
+    /// [`SecureEvent::CallFailed`] with the returned handle.
+    pub fn call(&mut self, now: Time, callee: NodeId, invite: Vec<u8>) -> u64 {
+        let id = self.id();
+        if self.calls.len() >= self.ctx.cfg.max_pending {
+            self.events.push_back(SecureEvent::CallFailed {
+                call: id,
+                callee,
+                reason: CallFailure::Overloaded,
+            });
+            return id;
+        }
+        let cached = self.cache.get(now, callee);
+        self.calls.push(OutCall {
+            id,
+            callee,
+            invite,
+            started: now,
+            deadline: now + self.ctx.cfg.call_timeout,
+            retried: false,
+            cached,
+        });
+        self.place(now, id);
+        id
+    }
+
+    fn place(&mut self, now: Time, id: u64) {
+        let Some(c) = self.calls.iter().find(|c| c.id == id).cloned() else {
+            return;
+        };
+        let request = CallRequest {
+            call: c.id,
+            caller: self.chord.contact(),
+            callee: c.callee,
+            invite: c.invite.clone(),
+            direct: c.cached.is_some(),
+        };
+        if let Some(contact) = c.cached {
+            self.send(contact, Message::Call(request));
+            return;
+        }
+        match self.routing {
+            Routing::Chord => {
+                let plain = PlainInvite {
+                    call: c.id,
+                    caller: self.chord.contact(),
+                    callee: c.callee,
+                    invite: c.invite,
+                    path: Vec::new(),
+                };
+                self.forward_plain(now, plain);
+            }
+            Routing::Secure => {
+                let space = self.ctx.arcs.space();
+                let target_layer = self.ctx.arcs.layer_of(c.callee);
+                let first = if target_layer == self.layer {
+                    self.ctx.directory.csp_for(space, target_layer, c.callee)
+                } else {
+                    self.ctx.directory.cspg(self.layer)
+                };
+                match first {
+                    Some(f) if f == self.chord.id() => {
+                        let me = self.chord.contact();
+                        self.on_call(now, me, request);
+                    }
+                    Some(f) => {
+                        let to = self.contact_of(f);
+                        self.send(to, Message::Call(request));
+                    }
+                    None => self.fail_call(id, CallFailure::NoRoute),
+                }
+            }
+        }
+    }
+
+    fn fail_call(&mut self, id: u64, reason: CallFailure) {
+        if let Some(pos) = self.calls.iter().position(|c| c.id == id) {
+            let c = self.calls.swap_remove(pos);
+            self.events.push_back(SecureEvent::CallFailed {
+                call: id,
+                callee: c.callee,
+                reason,
+            });
+        }
+    }
+
+    fn on_ringing(
+        &mut self,
+        now: Time,
+        from: Contact,
+        call: u64,
+        callee: Contact,
+        digest: u64,
+        route: Vec<NodeId>,
+    ) {
+        let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
+            return;
+        };
+        if self.calls[pos].callee != callee.id || from.id != callee.id {
+            return;
+        }
+        let c = self.calls.swap_remove(pos);
+        if digest != invite_digest(&c.invite) {
+            self.events.push_back(SecureEvent::CallFailed {
+                call,
+                callee: c.callee,
+                reason: CallFailure::Tampered,
+            });
+            return;
+        }
+        self.cache.insert(now, callee);
+        self.events.push_back(SecureEvent::CallRinging {
+            call,
+            callee: c.callee,
+            setup: now - c.started,
+            route,
+            cached: c.cached.is_some(),
+        });
+    }
+
+    // ---- CSPG / CSP ----
+
+    fn on_call(&mut self, now: Time, from: Contact, req: CallRequest) {
+        if req.direct {
+            if req.callee == self.chord.id() && from.id == req.caller.id {
+                self.ring(req, vec![self.chord.id()]);
+            }
+            return;
+        }
+        let space = self.ctx.arcs.space();
+        let target_layer = self.ctx.arcs.layer_of(req.callee);
+        match self.role {
+            Role::Peer => {}
+            Role::Cspg => {
+                let next = if target_layer == self.layer {
+                    self.ctx.directory.csp_for(space, target_layer, req.callee)
+                } else {
+                    self.ctx.directory.cspg(target_layer)
+                };
+                if let Some(n) = next.filter(|n| *n != self.chord.id()) {
+                    let to = self.contact_of(n);
+                    self.send(to, Message::Call(req));
+                } else if next == Some(self.chord.id()) {
+                    self.multicast(now, req);
+                }
+            }
+            Role::Csp => {
+                if target_layer == self.layer {
+                    self.multicast(now, req);
+                } else if let Some(g) = self.ctx.directory.cspg(self.layer) {
+                    let to = self.contact_of(g);
+                    self.send(to, Message::Call(req));
+                }
+            }
+        }
+    }
+
+    fn first_hops(&self, target: NodeId) -> Vec<Contact> {
+        let fanout = self.ctx.cfg.fanout.max(1);
+        let ok = |c: &Contact| c.id != target && !self.distrusted.contains(&c.id);
+        let succs: Vec<Contact> = self.chord.successors().iter().copied().filter(ok).collect();
+        let mut picked: Vec<Contact> = Vec::with_capacity(fanout);
+        match self.ctx.cfg.first_hops {
+            FirstHops::Successors => picked.extend(succs.into_iter().take(fanout)),
+            FirstHops::Diverse => {
+                let space = self.ctx.arcs.space();
+                let kd = space.distance(self.chord.id(), target);
+                let mut fingers: Vec<Contact> = self
+                    .chord
+                    .fingers()
+                    .copied()
+                    .filter(|c| space.distance(self.chord.id(), c.id) < kd)
+                    .filter(ok)
+                    .collect();
+                fingers.reverse(); // farthest (closest to the target) first
+                let (mut s, mut f) = (succs.into_iter(), fingers.into_iter());
+                while picked.len() < fanout {
+                    let before = picked.len();
+                    for c in [f.next(), s.next()].into_iter().flatten() {
+                        if picked.len() < fanout && !picked.iter().any(|p| p.id == c.id) {
+                            picked.push(c);
+                        }
+                    }
+                    if picked.len() == before {
+                        break;
+                    }
+                }
+            }
+        }
+        if picked.is_empty() {
+            picked.extend(self.chord.successor());
+        }
+        picked
+    }
+
+    fn multicast(&mut self, now: Time, req: CallRequest) {
+        if self.held.len() >= self.ctx.cfg.max_pending {
+            return;
+        }
+        if req.callee == self.chord.id() {
+            return;
+        }
+        let handle = self.id();
+        let nonce: u64 = self.rng.random();
+        let hops = self.first_hops(req.callee);
+        let copies = hops.len().min(usize::from(u8::MAX)) as u8;
+        let ts = self.unix_ms(now);
+        for (i, hop) in hops.iter().enumerate() {
+            let body = PingBody {
+                target: req.callee,
+                csp: self.chord.contact(),
+                handle,
+                nonce,
+                timestamp_ms: ts,
+                copy: i as u8,
+                copies,
+            };
+            let csp_sig = self.signer.sign(&body_bytes(&body));
+            self.send(
+                *hop,
+                Message::PingRequest(PingRequest {
+                    body,
+                    csp_sig,
+                    hops: Vec::new(),
+                }),
+            );
+        }
+        self.held.push(Held {
+            handle,
+            nonce,
+            request: req,
+            first_hops: hops.iter().map(|c| c.id).collect(),
+            receipts: Vec::new(),
+            deadline: now + self.ctx.cfg.call_timeout,
+        });
+    }
+
+    fn on_receipt(&mut self, from: Contact, handle: u64, nonce: u64, copy: u8, next: NodeId) {
+        let Some(h) = self
+            .held
+            .iter_mut()
+            .find(|h| h.handle == handle && h.nonce == nonce)
+        else {
+            return;
+        };
+        if h.receipts.len() < 4 * self.ctx.cfg.max_path {
+            h.receipts.push((copy, from.id, next));
+        }
+    }
+
+    fn on_fetch(
+        &mut self,
+        from: Contact,
+        handle: u64,
+        nonce: u64,
+        arrived: Vec<u8>,
+        route: Vec<NodeId>,
+    ) {
+        let Some(pos) = self
+            .held
+            .iter()
+            .position(|h| h.handle == handle && h.nonce == nonce)
+        else {
+            return;
+        };
+        if self.held[pos].request.callee != from.id {
+            self.events.push_back(SecureEvent::Report {
+                subject: from.id,
+                outcome: Outcome::Modified,
+            });
+            return;
+        }
+        let held = self.held.swap_remove(pos);
+        self.judge_copies(&held, &arrived);
+        self.send(
+            from,
+            Message::Deliver {
+                handle,
+                request: held.request,
+                route,
+            },
+        );
+    }
+
+    /// Turn receipts into evidence: detours are misroutes; a copy that did not arrive
+    /// incriminates the last peer known to hold it and the peer it claims to have passed it to.
+    fn judge_copies(&mut self, held: &Held, arrived: &[u8]) {
+        let space = self.ctx.arcs.space();
+        let target = held.request.callee;
+        for (copy, first) in held.first_hops.iter().enumerate() {
+            let copy = copy as u8;
+            let mut chain: Vec<(NodeId, NodeId)> = Vec::new();
+            let mut at = *first;
+            while chain.len() < self.ctx.cfg.max_path {
+                let Some(&(_, hop, next)) = held
+                    .receipts
+                    .iter()
+                    .find(|(c, h, _)| *c == copy && *h == at)
+                else {
+                    break;
+                };
+                chain.push((hop, next));
+                if next == target {
+                    break;
+                }
+                at = next;
+            }
+            for (hop, next) in &chain {
+                if next != &target && space.distance(*next, target) >= space.distance(*hop, target)
+                {
+                    self.events.push_back(SecureEvent::Report {
+                        subject: *hop,
+                        outcome: Outcome::Misrouted,
+                    });
+                }
+            }
+            if arrived.contains(&copy) {
+                continue;
+            }
+            let suspects: Vec<NodeId> = match chain.last() {
+                None => vec![*first],
+                Some((hop, next)) if *next == target => vec![*hop],
+                Some((hop, next)) => vec![*hop, *next],
+            };
+            for s in suspects {
+                self.events.push_back(SecureEvent::Report {
+                    subject: s,
+                    outcome: Outcome::Dropped,
+                });
+            }
+        }
+    }
+
+    // ---- every hop ----
+
+    fn on_ping(&mut self, now: Time, from: Contact, mut ping: PingRequest) {
+        let body = ping.body.clone();
+        let expected = ping.hops.last().map(|h| h.hop).unwrap_or(body.csp.id);
+        let fault = if from.id != expected {
+            Some(Outcome::Modified)
+        } else if ping.hops.len() >= self.ctx.cfg.max_path {
+            Some(Outcome::Misrouted)
+        } else if self.unix_ms(now).saturating_sub(body.timestamp_ms)
+            > self.ctx.cfg.timestamp_window_ms
+        {
+            Some(Outcome::Replayed)
+        } else if !self.chain_valid(&ping) {
+            Some(Outcome::Modified)
+        } else {
+            None
+        };
+        if let Some(outcome) = fault {
+            self.events.push_back(SecureEvent::Report {
+                subject: from.id,
+                outcome,
+            });
+            return;
+        }
+        let me = self.chord.id();
+        if body.target == me {
+            self.collect(now, from, ping);
+            return;
+        }
+        if ping.hops.iter().any(|h| h.hop == me) {
+            self.events.push_back(SecureEvent::Report {
+                subject: from.id,
+                outcome: Outcome::Misrouted,
+            });
+            return;
+        }
+        let prev_sig = ping
+            .hops
+            .last()
+            .map(|h| h.sig.clone())
+            .unwrap_or_else(|| ping.csp_sig.clone());
+        let sig = self.signer.sign(&record_bytes(&body, &prev_sig, me));
+        ping.hops.push(HopRecord { hop: me, sig });
+        let on_path: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
+        let distrusted = self.distrusted.clone();
+        let Some((next, _)) = self.chord.next_hop_avoiding(body.target, |id| {
+            distrusted.contains(&id) || on_path.contains(&id)
+        }) else {
+            return;
+        };
+        self.send(
+            body.csp,
+            Message::HopReceipt {
+                handle: body.handle,
+                nonce: body.nonce,
+                copy: body.copy,
+                next: next.id,
+            },
+        );
+        self.send(next, Message::PingRequest(ping));
+    }
+
+    fn chain_valid(&self, ping: &PingRequest) -> bool {
+        let v = &self.ctx.verifier;
+        let bytes = body_bytes(&ping.body);
+        if !v.verify(ping.body.csp.id, &bytes, &ping.csp_sig) {
+            return false;
+        }
+        let mut prev = &ping.csp_sig;
+        for h in &ping.hops {
+            if !v.verify(h.hop, &record_bytes(&ping.body, prev, h.hop), &h.sig) {
+                return false;
+            }
+            prev = &h.sig;
+        }
+        true
+    }
+
+    // ---- target ----
+
+    fn collect(&mut self, now: Time, from: Contact, ping: PingRequest) {
+        let b = &ping.body;
+        let key = (b.csp.id, b.nonce, b.copy, 0u64);
+        if self
+            .seen
+            .iter()
+            .any(|s| (s.0, s.1, s.2) == (key.0, key.1, key.2))
+        {
+            self.events.push_back(SecureEvent::Report {
+                subject: from.id,
+                outcome: Outcome::Replayed,
+            });
+            return;
+        }
+        if self.seen.len() >= self.ctx.cfg.max_pending {
+            self.seen.pop_front();
+        }
+        self.seen.push_back((key.0, key.1, key.2, b.timestamp_ms));
+        let mut route: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
+        route.push(self.chord.id());
+        // A detour shows in the signed path: every hop must bring the copy closer.
+        let space = self.ctx.arcs.space();
+        let me = self.chord.id();
+        for w in route.windows(2) {
+            if w[1] != me && space.distance(w[1], me) >= space.distance(w[0], me) {
+                self.events.push_back(SecureEvent::Report {
+                    subject: w[0],
+                    outcome: Outcome::Misrouted,
+                });
+            }
+        }
+        let window = self.ctx.cfg.collect_window;
+        match self
+            .collecting
+            .iter_mut()
+            .find(|c| c.csp.id == b.csp.id && c.handle == b.handle && c.nonce == b.nonce)
+        {
+            Some(c) => {
+                if c.query.is_none() && c.routes.len() < usize::from(u8::MAX) {
+                    c.routes.push((b.copy, route));
+                }
+            }
+            None => {
+                if self.collecting.len() >= self.ctx.cfg.max_pending {
+                    return;
+                }
+                self.collecting.push(Collection {
+                    csp: b.csp,
+                    handle: b.handle,
+                    nonce: b.nonce,
+                    copies: b.copies,
+                    routes: vec![(b.copy, route)],
+                    deadline: now + window,
+                    query: None,
+                });
+            }
+        }
+        // All copies in: no need to wait out the window.
+        if let Some(c) = self
+            .collecting
+            .iter_mut()
+            .find(|c| c.csp.id == b.csp.id && c.handle == b.handle)
+            && c.query.is_none()
+            && c.routes.len() >= usize::from(c.copies)
+        {
+            c.deadline = now;
+        }
+    }
+
+    fn ask_sos(&mut self, now: Time, idx: usize) {
+        let q = self.id();
+        let c = &mut self.collecting[idx];
+        c.query = Some(q);
+        c.deadline = now + self.ctx.cfg.sos_timeout;
+        let routes: Vec<Vec<NodeId>> = c.routes.iter().map(|(_, r)| r.clone()).collect();
+        self.events
+            .push_back(SecureEvent::RankRoutes { query: q, routes });
+    }
+
+    /// The SOS's answer to [`SecureEvent::RankRoutes`]: the index of the most trusted route
+    /// (`None` if the SOS could not rank; the shortest route is taken then).
+    pub fn handle_ranking(&mut self, _now: Time, query: u64, best: Option<usize>) {
+        let Some(pos) = self.collecting.iter().position(|c| c.query == Some(query)) else {
+            return;
+        };
+        let c = self.collecting.swap_remove(pos);
+        self.fetch(c, best);
+    }
+
+    fn fetch(&mut self, c: Collection, best: Option<usize>) {
+        let chosen = best
+            .and_then(|i| c.routes.get(i))
+            .or_else(|| c.routes.iter().min_by_key(|(_, r)| r.len()))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        for (_, r) in &c.routes {
+            for hop in &r[..r.len().saturating_sub(1)] {
+                self.events.push_back(SecureEvent::Report {
+                    subject: *hop,
+                    outcome: Outcome::Delivered,
+                });
+            }
+        }
+        let arrived: Vec<u8> = c.routes.iter().map(|(copy, _)| *copy).collect();
+        self.send(
+            c.csp,
+            Message::Fetch {
+                handle: c.handle,
+                nonce: c.nonce,
+                arrived,
+                route: chosen,
+            },
+        );
+    }
+
+    fn on_deliver(&mut self, from: Contact, request: CallRequest, route: Vec<NodeId>) {
+        if request.callee != self.chord.id() || !self.ctx.directory.is_infrastructure(from.id) {
+            return;
+        }
+        self.ring(request, route);
+    }
+
+    fn ring(&mut self, request: CallRequest, route: Vec<NodeId>) {
+        let digest = invite_digest(&request.invite);
+        self.send(
+            request.caller,
+            Message::Ringing {
+                call: request.call,
+                callee: self.chord.contact(),
+                digest,
+                route,
+            },
+        );
+        self.events.push_back(SecureEvent::IncomingCall {
+            caller: request.caller,
+            invite: request.invite,
+        });
+    }
+
+    // ---- plain Chord baseline ----
+
+    fn forward_plain(&mut self, _now: Time, mut inv: PlainInvite) {
+        let me = self.chord.id();
+        inv.path.push(me);
+        if inv.callee == me {
+            let req = CallRequest {
+                call: inv.call,
+                caller: inv.caller,
+                callee: me,
+                invite: inv.invite,
+                direct: false,
+            };
+            self.ring(req, inv.path);
+            return;
+        }
+        if inv.path.len() > self.ctx.cfg.max_path {
+            return;
+        }
+        if let Some((next, _)) = self.chord.next_hop(inv.callee) {
+            self.send(next, Message::PlainInvite(inv));
+        }
+    }
+
+    // ---- driving ----
+
+    /// Feed a message from `from` (authenticated by the driver).
+    pub fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
+        match msg {
+            Message::Call(req) => self.on_call(now, from, req),
+            Message::PingRequest(p) => self.on_ping(now, from, p),
+            Message::HopReceipt {
+                handle,
+                nonce,
+                copy,
+                next,
+            } => self.on_receipt(from, handle, nonce, copy, next),
+            Message::Fetch {
+                handle,
+                nonce,
+                arrived,
+                route,
+            } => self.on_fetch(from, handle, nonce, arrived, route),
+            Message::Deliver { request, route, .. } => self.on_deliver(from, request, route),
+            Message::Ringing {
+                call,
+                callee,
+                digest,
+                route,
+            } => self.on_ringing(now, from, call, callee, digest, route),
+            Message::PlainInvite(inv) => self.forward_plain(now, inv),
+            other => self.chord.handle_message(now, from, other),
+        }
+    }
+
+    /// Run timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.chord.handle_timeout(now);
+        // Collections whose window closed: ask the SOS; SOS answers that never came: fall back.
+        let mut i = 0;
+        while i < self.collecting.len() {
+            if self.collecting[i].deadline > now {
+                i += 1;
+                continue;
+            }
+            if self.collecting[i].query.is_none() {
+                self.ask_sos(now, i);
+                i += 1;
+            } else {
+                let c = self.collecting.swap_remove(i);
+                self.fetch(c, None);
+            }
+        }
+        // Held requests nobody fetched: every copy was lost.
+        let expired: Vec<Held> = {
+            let (due, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| h.deadline <= now);
+            self.held = keep;
+            due
+        };
+        for h in expired {
+            self.judge_copies(&h, &[]);
+        }
+        // Calls without Ringing: retry once (a failed cached contact is forgotten), then fail.
+        let due: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|c| c.deadline <= now)
+            .map(|c| c.id)
+            .collect();
+        for id in due {
+            let Some(c) = self.calls.iter_mut().find(|c| c.id == id) else {
+                continue;
+            };
+            if c.retried {
+                self.fail_call(id, CallFailure::TimedOut);
+                continue;
+            }
+            c.retried = true;
+            c.deadline = now + self.ctx.cfg.call_timeout;
+            if let Some(stale) = c.cached.take() {
+                self.cache.remove(stale.id);
+            }
+            self.place(now, id);
+        }
+        let ts_now = self.unix_ms(now);
+        let window = self.ctx.cfg.timestamp_window_ms;
+        while self
+            .seen
+            .front()
+            .is_some_and(|s| ts_now.saturating_sub(s.3) > window)
+        {
+            self.seen.pop_front();
+        }
+    }
+
+    /// Next message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front().or_else(|| self.chord.poll_transmit())
+    }
+
+    /// Next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<SecureEvent> {
+        self.events
+            .pop_front()
+            .or_else(|| self.chord.poll_event().map(SecureEvent::Chord))
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mine = self
+            .collecting
+            .iter()
+            .map(|c| c.deadline)
+            .chain(self.held.iter().map(|h| h.deadline))
+            .chain(self.calls.iter().map(|c| c.deadline))
+            .min();
+        match (self.chord.poll_timeout(), mine) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Canonical bytes the CSP signs.
+pub fn body_bytes(body: &PingBody) -> Vec<u8> {
+    postcard::to_allocvec(body).unwrap_or_default()
+}
+
+/// Canonical bytes a hop signs: the body, the previous signature in the chain, the hop.
+pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
+    postcard::to_allocvec(&(body, prev_sig, hop)).unwrap_or_default()
+}
+
+/// FNV-1a digest of a request, so a caller can tell whether what rang is what it sent.
+pub fn invite_digest(invite: &[u8]) -> u64 {
+    invite.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -75,3 +75,50 @@ impl SigVerifier for Ed25519Registry {
             .is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secure::{body_bytes, record_bytes};
+    use crate::wire::PingBody;
+    use crate::{Contact, NodeId};
+
+    #[test]
+    fn ed25519_signature_chain_detects_tampering_and_forgery() {
+        let (csp, _) = Ed25519Signer::generate().unwrap();
+        let (hop, _) = Ed25519Signer::generate().unwrap();
+        let (mallory, _) = Ed25519Signer::generate().unwrap();
+        let mut reg = Ed25519Registry::default();
+        reg.insert(NodeId(1536), csp.public_key());
+        reg.insert(NodeId(1600), hop.public_key());
+        let body = PingBody {
+            target: NodeId(1618),
+            csp: Contact::id_only(NodeId(1536)),
+            handle: 7,
+            nonce: 99,
+            timestamp_ms: 1_000,
+            copy: 0,
+            copies: 3,
+        };
+        let csp_sig = csp.sign(&body_bytes(&body));
+        assert!(reg.verify(NodeId(1536), &body_bytes(&body), &csp_sig));
+        let rec = hop.sign(&record_bytes(&body, &csp_sig, NodeId(1600)));
+        assert!(reg.verify(
+            NodeId(1600),
+            &record_bytes(&body, &csp_sig, NodeId(1600)),
+            &rec
+        ));
+        // A modified body breaks the CSP's signature.
+        let mut altered = body.clone();
+        altered.target = NodeId(1617);
+        assert!(!reg.verify(NodeId(1536), &body_bytes(&altered), &csp_sig));
+        // Mallory cannot sign as 1600, and an unknown peer verifies nothing.
+        let forged = mallory.sign(&record_bytes(&body, &csp_sig, NodeId(1600)));
+        assert!(!reg.verify(
+            NodeId(1600),
+            &record_bytes(&body, &csp_sig, NodeId(1600)),
+            &forged
+        ));
+        assert!(!reg.verify(NodeId(1617), &body_bytes(&body), &csp_sig));
+    }
+}

@@ -61,7 +61,7 @@ pub(crate) struct Ctx {
 enum SetupError {
     #[error("{0} timed out")]
     Timeout(&'static str),
-    #[error("{0}")]
+    #[error("{}", describe_io(.0))]
     Io(#[from] std::io::Error),
     #[error("hello: {0}")]
     Hello(#[from] HelloError),
@@ -95,6 +95,21 @@ impl SetupError {
             SetupError::Timeout("connect") | SetupError::Shutdown => true,
             _ => false,
         }
+    }
+}
+
+/// An I/O error, with the refusal reason unwrapped when it came from our verifier.
+fn describe_io(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::Other(o))) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => {
+            "invalid peer certificate: revoked".into()
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
     }
 }
 
@@ -182,7 +197,6 @@ pub(crate) async fn dial(
                 .await;
         }
         Err(e) => {
-            Shared::inc(&ctx.stats.c.dials_failed);
             if e.is_unreachable() {
                 debug!(peer = %target.id, %addr, "dial failed: {e}");
             } else {
@@ -190,6 +204,7 @@ pub(crate) async fn dial(
                 ctx.stats
                     .refusal(format!("outbound to {} at {addr}: {e}", target.id));
             }
+            Shared::inc(&ctx.stats.c.dials_failed);
             let _ = ctx
                 .to_loop
                 .send(ConnEvent::Down {
@@ -244,19 +259,19 @@ pub(crate) async fn accept(
     };
     let (tls, ident, addr) = match outcome {
         Err(_) => {
-            Shared::inc(&ctx.stats.c.handshake_timeouts);
             warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
             ctx.stats
                 .refusal(format!("inbound from {source}: handshake timeout"));
+            Shared::inc(&ctx.stats.c.handshake_timeouts);
             return;
         }
         Ok(Err(e)) => {
-            Shared::inc(&ctx.stats.c.accepts_refused);
             if matches!(e, SetupError::Shutdown) {
                 return;
             }
             warn!(%source, "inbound connection refused: {e}");
             ctx.stats.refusal(format!("inbound from {source}: {e}"));
+            Shared::inc(&ctx.stats.c.accepts_refused);
             return;
         }
         Ok(Ok(x)) => x,
@@ -326,15 +341,15 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
                     }
                     Err(e) if e.is_incomplete() => break,
                     Err(e @ CodecError::TooLarge { .. }) => {
-                        Shared::inc(&ctx.stats.c.oversized_in);
                         warn!(peer = %id, "closing connection: {e}");
                         ctx.stats.refusal(format!("from {id}: {e}"));
+                        Shared::inc(&ctx.stats.c.oversized_in);
                         break 'conn;
                     }
                     Err(e) => {
-                        Shared::inc(&ctx.stats.c.malformed_in);
                         warn!(peer = %id, "closing connection: {e}");
                         ctx.stats.refusal(format!("from {id}: {e}"));
+                        Shared::inc(&ctx.stats.c.malformed_in);
                         break 'conn;
                     }
                 }

@@ -168,8 +168,14 @@ pub(crate) async fn dial(
     };
     match setup.await {
         Ok((tls, ident)) => {
+            let setup_us = started.elapsed().as_micros() as u64;
             Shared::inc(&ctx.stats.c.dials_ok);
-            debug!(peer = %target.id, %addr, setup_us = started.elapsed().as_micros() as u64, "connected");
+            Shared::add(&ctx.stats.c.dial_setup_us_sum, setup_us);
+            ctx.stats
+                .c
+                .dial_setup_us_max
+                .fetch_max(setup_us, Ordering::Relaxed);
+            debug!(peer = %target.id, %addr, setup_us, "connected");
             let peer = Peer {
                 contact: Contact::new(target.id, addr),
                 layer: ident.layer,

@@ -46,6 +46,11 @@ counters! {
     bytes_out,
     /// Outbound connections established (TLS + hello).
     dials_ok,
+    /// Sum of the set-up times (TCP connect + TLS 1.3 handshake + hello) of successful
+    /// outbound connections, µs (divide by `dials_ok` for the mean).
+    dial_setup_us_sum,
+    /// Longest set-up time of a successful outbound connection, µs.
+    dial_setup_us_max,
     /// Outbound connections that failed (connect, TLS, hello or timeout).
     dials_failed,
     /// Inbound connections established (TLS + hello).

@@ -439,7 +439,23 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
     eprintln!("slow-loris closed after {:?}", t0.elapsed());
     wait_for("handshake timeout", || h.stats().handshake_timeouts == 1).await;
 
-    // 7. Outbound: dial a contact whose address belongs to another Node-ID.
+    // 7. The inbound cap: with one slot, a second connection is closed at once.
+    let mut cfg = net_config(&ca, &tr, 54_321);
+    cfg.limits.max_inbound = 1;
+    let capped = PeerRuntime::start(cfg, |_| Sender::default())
+        .await
+        .unwrap();
+    let caddr = capped.handle.local_addr();
+    let _hog = tokio::net::TcpStream::connect(caddr).await.unwrap();
+    let ch = capped.handle.clone();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = tokio::net::TcpStream::connect(caddr).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+    wait_for("capacity refusal", || ch.stats().refused_capacity == 1).await;
+    capped.handle.shutdown().await.unwrap();
+
+    // 8. Outbound: dial a contact whose address belongs to another Node-ID.
     let sender = PeerRuntime::start(net_config(&ca, &tr, 12_345), |_| Sender::default())
         .await
         .unwrap();

@@ -29,6 +29,12 @@ enum Command {
     Enroll(cmd::enroll::Args),
     /// Secure Opinion Server: serve the trust API, or check the paper / rank / report.
     Sos(cmd::sos::Args),
+    /// Run a Chord peer on mutual TLS from a node directory (`p2psip enroll --out DIR`).
+    Peer(cmd::peer::Args),
+    /// Ask a running peer who owns a key (through its local control endpoint).
+    Lookup(cmd::ctl::LookupArgs),
+    /// Show a running peer's ring state and counters (through its local control endpoint).
+    Status(cmd::ctl::StatusArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +52,9 @@ fn main() -> std::process::ExitCode {
         Command::EnrollServer(args) => cmd::enroll_server::run(args),
         Command::Enroll(args) => cmd::enroll::run(args),
         Command::Sos(args) => cmd::sos::run(args),
+        Command::Peer(args) => cmd::peer::run(args),
+        Command::Lookup(args) => cmd::ctl::lookup(args),
+        Command::Status(args) => cmd::ctl::status(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
+pub(crate) mod ctl;
 pub(crate) mod demo;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
+pub(crate) mod peer;
 pub(crate) mod sim;
 pub(crate) mod sos;

@@ -1,0 +1,121 @@
+//! The plain Chord node as a [`Core`], and Chord conveniences on its [`Handle`].
+
+use crate::runtime::{Core, Handle, NetError, Peer};
+use overlay::{ChordNode, Contact, Event, LookupFailure, Message, NodeId, Time, Transmit};
+use serde::Serialize;
+use std::time::Duration;
+
+impl Core for ChordNode {
+    type Event = Event;
+
+    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
+        ChordNode::handle_message(self, now, from.contact, msg);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        ChordNode::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        ChordNode::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        ChordNode::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        ChordNode::poll_timeout(self)
+    }
+
+    fn leave(&mut self, now: Time) {
+        ChordNode::leave(self, now);
+    }
+
+    fn request_token(event: &Event) -> Option<u64> {
+        match event {
+            Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. } => Some(*lookup),
+            _ => None,
+        }
+    }
+}
+
+/// A successful lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The key.
+    pub key: NodeId,
+    /// The peer responsible for it.
+    pub owner: Contact,
+    /// Hop path, origin first, owner last.
+    pub path: Vec<NodeId>,
+    /// Time from start to answer, as the core measured it.
+    pub latency: Duration,
+    /// Attempts used.
+    pub attempts: u8,
+}
+
+/// Why a lookup through the runtime gave no owner.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The overlay gave up.
+    #[error("lookup failed: {0:?}")]
+    Failed(LookupFailure),
+    /// The runtime is gone or overloaded.
+    #[error(transparent)]
+    Runtime(#[from] NetError),
+}
+
+/// A snapshot of a peer's routing state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RingStatus {
+    /// This peer.
+    pub me: Contact,
+    /// Part of a ring?
+    pub active: bool,
+    /// Predecessor.
+    pub predecessor: Option<Contact>,
+    /// Successor list.
+    pub successors: Vec<Contact>,
+    /// Distinct fingers, nearest first.
+    pub fingers: Vec<Contact>,
+    /// Records held.
+    pub records: usize,
+}
+
+impl Handle<ChordNode> {
+    /// Look up the owner of `key` through the overlay.
+    pub async fn lookup(&self, key: NodeId) -> Result<Found, LookupError> {
+        match self.request(move |n, now| n.lookup(now, key)).await? {
+            Event::LookupDone {
+                key,
+                owner,
+                path,
+                latency,
+                attempts,
+                ..
+            } => Ok(Found {
+                key,
+                owner,
+                path,
+                latency,
+                attempts,
+            }),
+            Event::LookupFailed { reason, .. } => Err(LookupError::Failed(reason)),
+            _ => Err(LookupError::Failed(LookupFailure::TimedOut)),
+        }
+    }
+
+    /// The routing state right now.
+    pub async fn ring_status(&self) -> Result<RingStatus, NetError> {
+        self.call(|n, _| RingStatus {
+            me: n.contact(),
+            active: n.is_active(),
+            predecessor: n.predecessor(),
+            successors: n.successors().to_vec(),
+            fingers: n.fingers().copied().collect(),
+            records: n.records().len(),
+        })
+        .await
+    }
+}

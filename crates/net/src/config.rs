@@ -1,0 +1,75 @@
+//! Runtime configuration: where to listen, who we are, whom we trust, and every bound.
+
+use crate::tls::{Identity, Trust};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Bounds on memory and time. Every queue is bounded; every wait has a timeout.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest overlay frame (header + body) accepted or sent.
+    pub max_frame: usize,
+    /// Frames queued per connection before further frames are dropped (and counted).
+    pub send_queue: usize,
+    /// Frames and connection events queued from all connections to the loop; readers wait
+    /// when it is full (TCP backpressure).
+    pub inbound_queue: usize,
+    /// Events queued for the application before further events are dropped (and counted).
+    pub event_queue: usize,
+    /// Commands queued from handles to the loop.
+    pub command_queue: usize,
+    /// Concurrent inbound connections (set-up and established).
+    pub max_inbound: usize,
+    /// Requests waiting for a core event (e.g. lookups) at once.
+    pub max_waiters: usize,
+    /// TCP connect timeout for outbound connections.
+    pub connect_timeout: Duration,
+    /// Time allowed for TLS handshake plus hello, either direction (slow-loris guard).
+    pub handshake_timeout: Duration,
+    /// A connection with no frame in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// After a failed dial, frames to that peer are dropped for this long.
+    pub redial_backoff: Duration,
+    /// How long a graceful shutdown waits for connections to flush.
+    pub shutdown_timeout: Duration,
+    /// Refuse an inbound peer whose claimed listen IP differs from the connection's source
+    /// IP (an unspecified claimed IP is always replaced by the source IP).
+    pub require_same_ip: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: overlay::wire::DEFAULT_MAX_FRAME,
+            send_queue: 256,
+            inbound_queue: 1024,
+            event_queue: 1024,
+            command_queue: 256,
+            max_inbound: 1024,
+            max_waiters: 4096,
+            connect_timeout: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            redial_backoff: Duration::from_millis(500),
+            shutdown_timeout: Duration::from_secs(3),
+            require_same_ip: true,
+        }
+    }
+}
+
+/// Everything a [`PeerRuntime`](crate::PeerRuntime) needs.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Address to bind the TLS listener to (`127.0.0.1:0` picks a port).
+    pub listen: SocketAddr,
+    /// Address to announce in the hello; default: the bound address.
+    pub advertise: Option<SocketAddr>,
+    /// Own certificate chain and key.
+    pub identity: Identity,
+    /// CA and CRL.
+    pub trust: Trust,
+    /// Where to refresh the CRL from (`http(s)://…` or a file path), and how often.
+    pub crl_refresh: Option<(String, Duration)>,
+    /// Bounds.
+    pub limits: Limits,
+}

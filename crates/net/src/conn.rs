@@ -1,0 +1,444 @@
+//! Connection tasks: dial or accept, TLS + hello, then read and write frames until closed.
+//!
+//! A connection task never touches the core. It reports to the loop through one bounded
+//! channel ([`ConnEvent`]) and waits when that channel is full (TCP backpressure towards the
+//! sender). The loop feeds it through a bounded per-connection queue of encoded frames and
+//! never waits on it (a full queue drops the frame and counts it).
+
+use crate::config::Limits;
+use crate::hello::{self, Hello, HelloError};
+use crate::runtime::Peer;
+use crate::stats::Shared;
+use crate::tls::{Refusal, server_name_for};
+use overlay::wire::{CodecError, decode_frame};
+use overlay::{Contact, Message, NodeId};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::time::{Instant, timeout};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tracing::{debug, warn};
+
+/// Largest write batch assembled from queued frames.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What connection tasks tell the loop.
+#[derive(Debug)]
+pub(crate) enum ConnEvent {
+    /// Set-up finished. Inbound connections bring their send queue.
+    Up {
+        conn: u64,
+        peer: Peer,
+        tx: Option<mpsc::Sender<Vec<u8>>>,
+    },
+    /// A frame from an authenticated peer.
+    Frame { peer: Peer, msg: Message },
+    /// The connection is gone (or never came up).
+    Down {
+        conn: u64,
+        peer: NodeId,
+        dial_failed: bool,
+    },
+}
+
+/// What every connection task shares.
+pub(crate) struct Ctx {
+    pub(crate) hello: Hello,
+    pub(crate) limits: Limits,
+    pub(crate) stats: Arc<Shared>,
+    pub(crate) to_loop: mpsc::Sender<ConnEvent>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) connector: TlsConnector,
+}
+
+/// Why a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("{}", describe_io(.0))]
+    Io(#[from] std::io::Error),
+    #[error("hello: {0}")]
+    Hello(#[from] HelloError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("no peer certificate after the handshake")]
+    NoCert,
+    #[error("certificate binding: {0}")]
+    Binding(#[from] enroll::cert::CertError),
+    #[error("claimed listen address {claimed} is not on the source address {from}")]
+    AddrMismatch {
+        claimed: SocketAddr,
+        from: SocketAddr,
+    },
+    #[error("runtime shutting down")]
+    Shutdown,
+}
+
+impl SetupError {
+    /// A peer that is simply not there (logged quietly) rather than one that misbehaved.
+    fn is_unreachable(&self) -> bool {
+        match self {
+            SetupError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ),
+            SetupError::Timeout("connect") | SetupError::Shutdown => true,
+            _ => false,
+        }
+    }
+}
+
+/// An I/O error, with the refusal reason unwrapped when it came from our verifier.
+fn describe_io(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::Other(o))) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => {
+            "invalid peer certificate: revoked".into()
+        }
+        Some(other) => other.to_string(),
+        None => e.to_string(),
+    }
+}
+
+async fn read_hello<S: AsyncRead + Unpin>(s: &mut S) -> Result<Hello, SetupError> {
+    let mut buf = [0u8; hello::MAX_LEN];
+    s.read_exact(&mut buf[..hello::HEAD_LEN]).await?;
+    let len = hello::total_len(&buf[..hello::HEAD_LEN])?;
+    s.read_exact(&mut buf[hello::HEAD_LEN..len]).await?;
+    Ok(hello::decode(&buf[..len])?.0)
+}
+
+fn peer_identity(
+    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<enroll::PeerIdentity, SetupError> {
+    let first = certs.and_then(|c| c.first()).ok_or(SetupError::NoCert)?;
+    Ok(enroll::identity_from_cert(first)?)
+}
+
+/// Dial `target` at `addr`, then run the connection. Frames queued in `rx` before the
+/// connection is up are sent once it is.
+pub(crate) async fn dial(
+    ctx: Arc<Ctx>,
+    conn: u64,
+    target: Contact,
+    addr: SocketAddr,
+    rx: mpsc::Receiver<Vec<u8>>,
+    _done: mpsc::Sender<()>,
+) {
+    let started = Instant::now();
+    let setup = async {
+        let tcp = timeout(ctx.limits.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| SetupError::Timeout("connect"))??;
+        tcp.set_nodelay(true)?;
+        timeout(ctx.limits.handshake_timeout, async {
+            let mut tls = ctx
+                .connector
+                .connect(server_name_for(target.id), tcp)
+                .await?;
+            tls.write_all(&ctx.hello.encode()).await?;
+            tls.flush().await?;
+            let hello = read_hello(&mut tls).await?;
+            let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+            for claimed in [hello.id, ident.node_id] {
+                if claimed != target.id {
+                    return Err(SetupError::Refused(Refusal::IdMismatch {
+                        cert: claimed,
+                        claimed: target.id,
+                    }));
+                }
+            }
+            Ok((TlsStream::from(tls), ident))
+        })
+        .await
+        .map_err(|_| SetupError::Timeout("TLS handshake"))?
+    };
+    match setup.await {
+        Ok((tls, ident)) => {
+            let setup_us = started.elapsed().as_micros() as u64;
+            Shared::inc(&ctx.stats.c.dials_ok);
+            Shared::add(&ctx.stats.c.dial_setup_us_sum, setup_us);
+            ctx.stats
+                .c
+                .dial_setup_us_max
+                .fetch_max(setup_us, Ordering::Relaxed);
+            debug!(peer = %target.id, %addr, setup_us, "connected");
+            let peer = Peer {
+                contact: Contact::new(target.id, addr),
+                layer: ident.layer,
+                role: ident.role,
+            };
+            if ctx
+                .to_loop
+                .send(ConnEvent::Up {
+                    conn,
+                    peer,
+                    tx: None,
+                })
+                .await
+                .is_ok()
+            {
+                run(&ctx, peer, tls, rx).await;
+            }
+            let _ = ctx
+                .to_loop
+                .send(ConnEvent::Down {
+                    conn,
+                    peer: target.id,
+                    dial_failed: false,
+                })
+                .await;
+        }
+        Err(e) => {
+            if e.is_unreachable() {
+                debug!(peer = %target.id, %addr, "dial failed: {e}");
+            } else {
+                warn!(peer = %target.id, %addr, "outbound connection refused: {e}");
+                ctx.stats
+                    .refusal(format!("outbound to {} at {addr}: {e}", target.id));
+            }
+            Shared::inc(&ctx.stats.c.dials_failed);
+            let _ = ctx
+                .to_loop
+                .send(ConnEvent::Down {
+                    conn,
+                    peer: target.id,
+                    dial_failed: true,
+                })
+                .await;
+        }
+    }
+}
+
+/// Set up an accepted TCP connection, then run it. `_permit` holds one of the inbound slots
+/// for the connection's whole life.
+pub(crate) async fn accept(
+    ctx: Arc<Ctx>,
+    conn: u64,
+    tcp: TcpStream,
+    source: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    _done: mpsc::Sender<()>,
+) {
+    let started = Instant::now();
+    let mut shutdown = ctx.shutdown.clone();
+    let setup = async {
+        tcp.set_nodelay(true)?;
+        let mut tls = ctx.acceptor.accept(tcp).await?;
+        let hello = read_hello(&mut tls).await?;
+        let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+        if ident.node_id != hello.id {
+            return Err(SetupError::Refused(Refusal::IdMismatch {
+                cert: ident.node_id,
+                claimed: hello.id,
+            }));
+        }
+        let mut addr = hello.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(source.ip());
+        } else if ctx.limits.require_same_ip && addr.ip() != source.ip() {
+            return Err(SetupError::AddrMismatch {
+                claimed: addr,
+                from: source,
+            });
+        }
+        tls.write_all(&ctx.hello.encode()).await?;
+        tls.flush().await?;
+        Ok((TlsStream::from(tls), ident, addr))
+    };
+    let outcome = tokio::select! {
+        r = timeout(ctx.limits.handshake_timeout, setup) => r,
+        _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
+    };
+    let (tls, ident, addr) = match outcome {
+        Err(_) => {
+            warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
+            ctx.stats
+                .refusal(format!("inbound from {source}: handshake timeout"));
+            Shared::inc(&ctx.stats.c.handshake_timeouts);
+            return;
+        }
+        Ok(Err(e)) => {
+            if matches!(e, SetupError::Shutdown) {
+                return;
+            }
+            warn!(%source, "inbound connection refused: {e}");
+            ctx.stats.refusal(format!("inbound from {source}: {e}"));
+            Shared::inc(&ctx.stats.c.accepts_refused);
+            return;
+        }
+        Ok(Ok(x)) => x,
+    };
+    Shared::inc(&ctx.stats.c.accepts_ok);
+    debug!(peer = %ident.node_id, %source, setup_us = started.elapsed().as_micros() as u64, "accepted");
+    let peer = Peer {
+        contact: Contact::new(ident.node_id, addr),
+        layer: ident.layer,
+        role: ident.role,
+    };
+    let (tx, rx) = mpsc::channel(ctx.limits.send_queue.max(1));
+    if ctx
+        .to_loop
+        .send(ConnEvent::Up {
+            conn,
+            peer,
+            tx: Some(tx),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    run(&ctx, peer, tls, rx).await;
+    let _ = ctx
+        .to_loop
+        .send(ConnEvent::Down {
+            conn,
+            peer: ident.node_id,
+            dial_failed: false,
+        })
+        .await;
+}
+
+/// Read and write frames until either side ends, the connection idles out, or the runtime
+/// shuts down (then queued frames are flushed first).
+async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (close_tx, _) = watch::channel(false);
+    let epoch = Instant::now();
+    let last = AtomicU64::new(0);
+    let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let id = peer.contact.id;
+    let max = ctx.limits.max_frame;
+
+    let reader = async {
+        let mut close = close_tx.subscribe();
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        'conn: loop {
+            let mut off = 0;
+            loop {
+                match decode_frame(&buf[off..], max) {
+                    Ok((msg, n)) => {
+                        off += n;
+                        Shared::inc(&ctx.stats.c.frames_in);
+                        Shared::add(&ctx.stats.c.bytes_in, n as u64);
+                        touch();
+                        if ctx
+                            .to_loop
+                            .send(ConnEvent::Frame { peer, msg })
+                            .await
+                            .is_err()
+                        {
+                            break 'conn;
+                        }
+                    }
+                    Err(e) if e.is_incomplete() => break,
+                    Err(e @ CodecError::TooLarge { .. }) => {
+                        warn!(peer = %id, "closing connection: {e}");
+                        ctx.stats.refusal(format!("from {id}: {e}"));
+                        Shared::inc(&ctx.stats.c.oversized_in);
+                        break 'conn;
+                    }
+                    Err(e) => {
+                        warn!(peer = %id, "closing connection: {e}");
+                        ctx.stats.refusal(format!("from {id}: {e}"));
+                        Shared::inc(&ctx.stats.c.malformed_in);
+                        break 'conn;
+                    }
+                }
+            }
+            buf.drain(..off);
+            if buf.capacity() - buf.len() < 2048 {
+                buf.reserve(4096);
+            }
+            tokio::select! {
+                _ = close.wait_for(|c| *c) => break,
+                r = rd.read_buf(&mut buf) => match r {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!(peer = %id, "read: {e}");
+                        break;
+                    }
+                },
+            }
+        }
+        close_tx.send_replace(true);
+    };
+
+    let writer = async {
+        let mut close = close_tx.subscribe();
+        let mut shutdown = ctx.shutdown.clone();
+        let idle = ctx.limits.idle_timeout;
+        let mut batch: Vec<u8> = Vec::new();
+        let mut stopping = false;
+        loop {
+            if stopping {
+                if rx.is_empty() {
+                    break;
+                }
+            } else {
+                let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(f) => batch.extend_from_slice(&f),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(idle_at) => {
+                        let quiet = epoch.elapsed()
+                            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                        if quiet >= idle {
+                            Shared::inc(&ctx.stats.c.idle_closed);
+                            debug!(peer = %id, "closing idle connection");
+                            break;
+                        }
+                        continue;
+                    }
+                    _ = close.wait_for(|c| *c) => break,
+                    // Shutting down: flush what is queued, then close.
+                    _ = shutdown.wait_for(|s| *s) => stopping = true,
+                }
+            }
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(f) => batch.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                let r = async {
+                    wr.write_all(&batch).await?;
+                    wr.flush().await
+                };
+                if let Err(e) = r.await {
+                    debug!(peer = %id, "write: {e}");
+                    break;
+                }
+                Shared::add(&ctx.stats.c.bytes_out, batch.len() as u64);
+                touch();
+                batch.clear();
+                if batch.capacity() > WRITE_BATCH {
+                    batch = Vec::new();
+                }
+            }
+        }
+        let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
+        close_tx.send_replace(true);
+    };
+
+    tokio::join!(reader, writer);
+    debug!(peer = %id, "connection closed");
+}

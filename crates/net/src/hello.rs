@@ -1,0 +1,176 @@
+//! The hello exchanged right after the TLS handshake, before any overlay frame.
+//!
+//! Each side states the Node-ID it claims and the address its TLS listener can be reached
+//! at. The claimed ID must equal the Node-ID bound in the certificate the peer presented;
+//! the address is what the overlay then records in the peer's [`Contact`](overlay::Contact).
+//!
+//! Layout (fixed size, 24 + 4 or 24 + 16 bytes, so a reader never allocates on a
+//! peer's say-so):
+//!
+//! ```text
+//! magic "P2PH" (4) | version (1) | node id u128 BE (16) | port u16 BE (2) | family (1: 4|6) | ip (4|16)
+//! ```
+
+use overlay::NodeId;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Magic bytes that open a hello.
+const MAGIC: [u8; 4] = *b"P2PH";
+/// Hello format version.
+const VERSION: u8 = 1;
+/// Bytes before the IP address.
+pub(crate) const HEAD_LEN: usize = 4 + 1 + 16 + 2 + 1;
+/// Longest hello (IPv6).
+pub(crate) const MAX_LEN: usize = HEAD_LEN + 16;
+
+/// What a peer claims about itself at connection set-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// The Node-ID the peer claims (checked against its certificate).
+    pub(crate) id: NodeId,
+    /// Where the peer's TLS listener is.
+    pub(crate) addr: SocketAddr,
+}
+
+/// Why a hello was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum HelloError {
+    /// Need more bytes (only from [`decode`] on partial input).
+    #[error("incomplete hello: need {0} more bytes")]
+    Incomplete(usize),
+    /// Does not start with the magic bytes.
+    #[error("not a p2psip hello")]
+    BadMagic,
+    /// Unknown hello version.
+    #[error("unsupported hello version {0}")]
+    BadVersion(u8),
+    /// Address family byte is neither 4 nor 6.
+    #[error("bad address family {0}")]
+    BadFamily(u8),
+    /// Port 0 cannot be connected to.
+    #[error("claimed listen port is 0")]
+    ZeroPort,
+}
+
+impl Hello {
+    /// Encode.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MAX_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&self.id.0.to_be_bytes());
+        out.extend_from_slice(&self.addr.port().to_be_bytes());
+        match self.addr.ip() {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out
+    }
+}
+
+/// Total length of the hello whose first [`HEAD_LEN`] bytes are `head`.
+pub(crate) fn total_len(head: &[u8]) -> Result<usize, HelloError> {
+    if head.len() < HEAD_LEN {
+        return Err(HelloError::Incomplete(HEAD_LEN - head.len()));
+    }
+    if head[..4] != MAGIC {
+        return Err(HelloError::BadMagic);
+    }
+    if head[4] != VERSION {
+        return Err(HelloError::BadVersion(head[4]));
+    }
+    match head[HEAD_LEN - 1] {
+        4 => Ok(HEAD_LEN + 4),
+        6 => Ok(HEAD_LEN + 16),
+        f => Err(HelloError::BadFamily(f)),
+    }
+}
+
+/// Decode a hello from the front of `buf`; returns it and the bytes used.
+pub(crate) fn decode(buf: &[u8]) -> Result<(Hello, usize), HelloError> {
+    let len = total_len(buf)?;
+    if buf.len() < len {
+        return Err(HelloError::Incomplete(len - buf.len()));
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&buf[5..21]);
+    let port = u16::from_be_bytes([buf[21], buf[22]]);
+    if port == 0 {
+        return Err(HelloError::ZeroPort);
+    }
+    let ip = if len == HEAD_LEN + 4 {
+        let mut o = [0u8; 4];
+        o.copy_from_slice(&buf[HEAD_LEN..len]);
+        IpAddr::V4(Ipv4Addr::from(o))
+    } else {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&buf[HEAD_LEN..len]);
+        IpAddr::V6(Ipv6Addr::from(o))
+    };
+    Ok((
+        Hello {
+            id: NodeId(u128::from_be_bytes(id)),
+            addr: SocketAddr::new(ip, port),
+        },
+        len,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_v4_v6() {
+        for addr in ["127.0.0.1:4000", "[::1]:65535", "0.0.0.0:1"] {
+            let h = Hello {
+                id: NodeId(u128::MAX - 7),
+                addr: addr.parse().unwrap(),
+            };
+            let bytes = h.encode();
+            assert!(bytes.len() <= MAX_LEN);
+            assert_eq!(decode(&bytes).unwrap(), (h, bytes.len()));
+            for cut in 0..bytes.len() {
+                assert!(matches!(
+                    decode(&bytes[..cut]),
+                    Err(HelloError::Incomplete(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        let h = Hello {
+            id: NodeId(5),
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let good = h.encode();
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(decode(&b), Err(HelloError::BadMagic));
+        let mut b = good.clone();
+        b[4] = 9;
+        assert_eq!(decode(&b), Err(HelloError::BadVersion(9)));
+        let mut b = good.clone();
+        b[HEAD_LEN - 1] = 5;
+        assert_eq!(decode(&b), Err(HelloError::BadFamily(5)));
+        let mut b = good;
+        b[21] = 0;
+        b[22] = 0;
+        assert_eq!(decode(&b), Err(HelloError::ZeroPort));
+        // A TLS record or an overlay frame is not a hello.
+        assert!(
+            decode(&[
+                0x16, 3, 3, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+            ])
+            .is_err()
+        );
+    }
+}

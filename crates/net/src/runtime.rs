@@ -1,0 +1,584 @@
+//! The runtime shell: one loop that owns the core and every routing decision.
+
+use crate::config::NetConfig;
+use crate::conn::{self, ConnEvent, Ctx};
+use crate::crl;
+use crate::hello::Hello;
+use crate::stats::{Shared, Stats};
+use crate::tls::{self, ConfigError};
+use enroll::{Layer, Role};
+use overlay::wire::encode_frame;
+use overlay::{Contact, Message, NodeId, Time, Transmit};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+/// Messages to ourselves handled per drain before yielding (a loop guard).
+const SELF_BUDGET: usize = 1024;
+/// Connection events handled in one go before the core's outputs are drained again.
+const EVENT_BUDGET: usize = 64;
+
+/// An authenticated peer, as the runtime hands it to the core with each message.
+///
+/// `contact.id` is the Node-ID bound in the certificate the peer presented (and equal to
+/// the one it claimed); `contact.addr` is its TLS listen address (dialled, or claimed in the
+/// hello and checked against the source IP); `layer` and `role` come from its certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Node-ID and listen address.
+    pub contact: Contact,
+    /// Layer bound in the certificate.
+    pub layer: Layer,
+    /// Role bound in the certificate (peer, CSP, CSPG).
+    pub role: Role,
+}
+
+/// A sans-IO state machine the runtime can drive: the overlay node, or a node that wraps
+/// it (secure routing, SIP). Same contract as [`overlay::ChordNode`]: after every input the
+/// runtime drains `poll_transmit` and `poll_event` until both are empty, then sleeps until
+/// `poll_timeout`.
+pub trait Core: Send + 'static {
+    /// What the core reports to the application.
+    type Event: Send + fmt::Debug + 'static;
+
+    /// A message from an authenticated peer.
+    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message);
+    /// The time returned by [`poll_timeout`](Self::poll_timeout) was reached.
+    fn handle_timeout(&mut self, now: Time);
+    /// Next message to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// Next event for the application.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    fn poll_timeout(&self) -> Option<Time>;
+    /// Leave the overlay gracefully (called once, at shutdown; its messages are flushed).
+    fn leave(&mut self, now: Time);
+    /// If `event` answers a request started through [`Handle::request`], the token that
+    /// request returned. Such events go to the waiting requester instead of the event channel.
+    fn request_token(_event: &Self::Event) -> Option<u64> {
+        None
+    }
+}
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The listener could not be bound (local problem).
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Identity or trust material unusable (local problem).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The runtime has stopped.
+    #[error("the peer runtime has stopped")]
+    Closed,
+    /// Too many requests are waiting for an answer.
+    #[error("too many requests in flight")]
+    Overloaded,
+}
+
+type CallFn<C> = Box<dyn FnOnce(&mut C, Time) + Send>;
+type RequestFn<C> = Box<dyn FnOnce(&mut C, Time) -> u64 + Send>;
+
+enum Command<C: Core> {
+    Call(CallFn<C>),
+    Request(RequestFn<C>, oneshot::Sender<C::Event>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to a running peer: run code against the core inside the
+/// loop, wait for request answers, read counters, shut down.
+pub struct Handle<C: Core> {
+    tx: mpsc::Sender<Command<C>>,
+    stats: Arc<Shared>,
+    local_addr: SocketAddr,
+    contact: Contact,
+}
+
+impl<C: Core> Clone for Handle<C> {
+    fn clone(&self) -> Self {
+        Handle {
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+            local_addr: self.local_addr,
+            contact: self.contact,
+        }
+    }
+}
+
+impl<C: Core> fmt::Debug for Handle<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("contact", &self.contact)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Core> Handle<C> {
+    /// Run `f` on the core inside the loop (with the current time) and return its result.
+    /// The core's outputs are drained right after.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut C, Time) -> R + Send + 'static,
+    ) -> Result<R, NetError> {
+        let (tx, rx) = oneshot::channel();
+        let job: CallFn<C> = Box::new(move |core, now| {
+            let _ = tx.send(f(core, now));
+        });
+        self.tx
+            .send(Command::Call(job))
+            .await
+            .map_err(|_| NetError::Closed)?;
+        rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// Start a request with `f` (which returns the request's token) and wait for the core
+    /// event that answers it (see [`Core::request_token`]).
+    pub async fn request(
+        &self,
+        f: impl FnOnce(&mut C, Time) -> u64 + Send + 'static,
+    ) -> Result<C::Event, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Request(Box::new(f), tx))
+            .await
+            .map_err(|_| NetError::Closed)?;
+        rx.await.map_err(|_| NetError::Overloaded)
+    }
+
+    /// Leave gracefully, flush and close every connection, stop the loop. Returns when done
+    /// (at most the shutdown timeout later).
+    pub async fn shutdown(&self) -> Result<(), NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Shutdown(tx))
+            .await
+            .map_err(|_| NetError::Closed)?;
+        let _ = rx.await;
+        Ok(())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+
+    /// The bound listen address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This peer's contact (Node-ID and advertised address).
+    pub fn contact(&self) -> Contact {
+        self.contact
+    }
+}
+
+/// A running peer: the handle, the application's event stream, and the loop's task.
+pub struct PeerRuntime<C: Core> {
+    /// Handle to the loop.
+    pub handle: Handle<C>,
+    /// Events the core reported that no request was waiting for (bounded; when full, further
+    /// events are dropped and counted in [`Stats::dropped_events`]).
+    pub events: mpsc::Receiver<C::Event>,
+    /// The loop; ends after a shutdown.
+    pub task: JoinHandle<()>,
+}
+
+impl<C: Core> fmt::Debug for PeerRuntime<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerRuntime")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Core> PeerRuntime<C> {
+    /// Bind the TLS listener and start the loop. `make_core` receives this peer's contact
+    /// (Node-ID from the certificate, advertised address) and builds the core; call
+    /// `create`/`join` on it there or later through [`Handle::call`].
+    pub async fn start(
+        cfg: NetConfig,
+        make_core: impl FnOnce(Contact) -> C,
+    ) -> Result<Self, NetError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (server, client) = tls::configs(&cfg.identity, &cfg.trust)?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| NetError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let advertise = cfg.advertise.unwrap_or(local_addr);
+        let me = Contact::new(cfg.identity.node_id, advertise);
+        let me_peer = Peer {
+            contact: me,
+            layer: cfg.identity.binding.layer,
+            role: cfg.identity.binding.role,
+        };
+        let stats = Arc::new(Shared::default());
+        let limits = cfg.limits.clone();
+        let (to_loop, conn_rx) = mpsc::channel(limits.inbound_queue.max(1));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (done_tx, done_rx) = mpsc::channel(1);
+        let ctx = Arc::new(Ctx {
+            hello: Hello {
+                id: me.id,
+                addr: advertise,
+            },
+            limits: limits.clone(),
+            stats: stats.clone(),
+            to_loop,
+            shutdown: shutdown_rx.clone(),
+            acceptor: TlsAcceptor::from(server),
+            connector: TlsConnector::from(client),
+        });
+        if let Some((source, every)) = cfg.crl_refresh.clone() {
+            tokio::spawn(crl::refresh(
+                source,
+                every,
+                cfg.trust.clone(),
+                cfg.identity.clone(),
+                stats.clone(),
+                shutdown_rx,
+                done_tx.clone(),
+            ));
+        }
+        let (cmd_tx, cmds) = mpsc::channel(limits.command_queue.max(1));
+        let (ev_tx, events) = mpsc::channel(limits.event_queue.max(1));
+        let core = make_core(me);
+        let handle = Handle {
+            tx: cmd_tx,
+            stats: stats.clone(),
+            local_addr,
+            contact: me,
+        };
+        info!(node = %me.id, addr = %advertise, "listening");
+        let lp = Loop {
+            core,
+            epoch: Instant::now(),
+            me: me_peer,
+            cmds,
+            conn_rx,
+            listener,
+            inbound: Arc::new(Semaphore::new(limits.max_inbound)),
+            ctx,
+            conns: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            next_conn: 1,
+            waiters: BTreeMap::new(),
+            events: ev_tx,
+            shutdown: shutdown_tx,
+            done_tx: Some(done_tx),
+            done_rx,
+            to_self: VecDeque::new(),
+            limits,
+            stats,
+        };
+        let task = tokio::spawn(lp.run());
+        Ok(PeerRuntime {
+            handle,
+            events,
+            task,
+        })
+    }
+}
+
+/// A connection the loop can send on.
+struct Entry {
+    conn: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+struct Loop<C: Core> {
+    core: C,
+    epoch: Instant,
+    me: Peer,
+    cmds: mpsc::Receiver<Command<C>>,
+    conn_rx: mpsc::Receiver<ConnEvent>,
+    listener: TcpListener,
+    inbound: Arc<Semaphore>,
+    ctx: Arc<Ctx>,
+    /// One sending connection per peer (the first that came up or is being dialled).
+    conns: BTreeMap<NodeId, Entry>,
+    /// Peers whose last dial failed, and when.
+    backoff: BTreeMap<NodeId, Instant>,
+    next_conn: u64,
+    waiters: BTreeMap<u64, oneshot::Sender<C::Event>>,
+    events: mpsc::Sender<C::Event>,
+    shutdown: watch::Sender<bool>,
+    done_tx: Option<mpsc::Sender<()>>,
+    done_rx: mpsc::Receiver<()>,
+    to_self: VecDeque<Message>,
+    limits: crate::config::Limits,
+    stats: Arc<Shared>,
+}
+
+impl<C: Core> Loop<C> {
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.epoch + Duration::from_micros(t.0)
+    }
+
+    async fn run(mut self) {
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        loop {
+            self.drain();
+            let wake = match self.core.poll_timeout() {
+                Some(t) => self.instant(t),
+                None => Instant::now() + Duration::from_secs(3600),
+            };
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+            tokio::select! {
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Call(f)) => {
+                        let now = self.now();
+                        f(&mut self.core, now);
+                    }
+                    Some(Command::Request(f, reply)) => self.request(f, reply),
+                    Some(Command::Shutdown(reply)) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                ev = self.conn_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.conn_event(ev);
+                        for _ in 0..EVENT_BUDGET {
+                            match self.conn_rx.try_recv() {
+                                Ok(ev) => self.conn_event(ev),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                acc = self.listener.accept() => self.accept(acc).await,
+                () = &mut timer => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Drain the core: transmits into connections, events to waiters or the application.
+    fn drain(&mut self) {
+        for _ in 0..SELF_BUDGET {
+            while let Some(t) = self.core.poll_transmit() {
+                self.send(t);
+            }
+            while let Some(ev) = self.core.poll_event() {
+                self.dispatch(ev);
+            }
+            let Some(msg) = self.to_self.pop_front() else {
+                return;
+            };
+            let now = self.now();
+            let me = self.me;
+            self.core.handle_message(now, &me, msg);
+        }
+    }
+
+    fn dispatch(&mut self, ev: C::Event) {
+        if let Some(tok) = C::request_token(&ev)
+            && let Some(w) = self.waiters.remove(&tok)
+        {
+            let _ = w.send(ev);
+            return;
+        }
+        match self.events.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(ev)) => {
+                Shared::inc(&self.stats.c.dropped_events);
+                debug!(?ev, "event channel full: event dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn request(&mut self, f: RequestFn<C>, reply: oneshot::Sender<C::Event>) {
+        if self.waiters.len() >= self.limits.max_waiters {
+            self.waiters.retain(|_, w| !w.is_closed());
+            if self.waiters.len() >= self.limits.max_waiters {
+                return; // the requester sees Overloaded
+            }
+        }
+        let now = self.now();
+        let tok = f(&mut self.core, now);
+        self.waiters.insert(tok, reply);
+    }
+
+    fn send(&mut self, t: Transmit) {
+        if t.to.id == self.me.contact.id {
+            self.to_self.push_back(t.msg);
+            return;
+        }
+        let mut frame = Vec::new();
+        if let Err(e) = encode_frame(&t.msg, self.limits.max_frame, &mut frame) {
+            Shared::inc(&self.stats.c.dropped_oversized_out);
+            warn!(peer = %t.to.id, kind = t.msg.name(), "message not sent: {e}");
+            return;
+        }
+        if let Some(e) = self.conns.get(&t.to.id) {
+            match e.tx.try_send(frame) {
+                Ok(()) => {
+                    Shared::inc(&self.stats.c.frames_out);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Shared::inc(&self.stats.c.dropped_queue_full);
+                    debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full: dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(f)) => {
+                    self.conns.remove(&t.to.id);
+                    frame = f;
+                }
+            }
+        }
+        self.dial(t.to, frame);
+    }
+
+    fn dial(&mut self, to: Contact, frame: Vec<u8>) {
+        let Some(addr) = to.addr else {
+            Shared::inc(&self.stats.c.dropped_no_addr);
+            debug!(peer = %to.id, "no address: message dropped");
+            return;
+        };
+        if let Some(at) = self.backoff.get(&to.id) {
+            if at.elapsed() < self.limits.redial_backoff {
+                Shared::inc(&self.stats.c.dropped_backoff);
+                return;
+            }
+            self.backoff.remove(&to.id);
+        }
+        let Some(done) = self.done_tx.clone() else {
+            return; // shutting down
+        };
+        let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
+        if tx.try_send(frame).is_ok() {
+            Shared::inc(&self.stats.c.frames_out);
+        }
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(to.id, Entry { conn, tx });
+        debug!(peer = %to.id, %addr, "dialling");
+        tokio::spawn(conn::dial(self.ctx.clone(), conn, to, addr, rx, done));
+    }
+
+    async fn accept(&mut self, acc: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        match acc {
+            Ok((tcp, source)) => {
+                let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
+                    Shared::inc(&self.stats.c.refused_capacity);
+                    warn!(%source, "inbound connection refused: {} connections already", self.limits.max_inbound);
+                    self.stats
+                        .refusal(format!("inbound from {source}: at capacity"));
+                    return;
+                };
+                let Some(done) = self.done_tx.clone() else {
+                    return;
+                };
+                let conn = self.next_conn;
+                self.next_conn += 1;
+                tokio::spawn(conn::accept(
+                    self.ctx.clone(),
+                    conn,
+                    tcp,
+                    source,
+                    permit,
+                    done,
+                ));
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: back off a little instead of spinning.
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn conn_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Up { conn, peer, tx } => {
+                if let Some(tx) = tx {
+                    self.conns
+                        .entry(peer.contact.id)
+                        .or_insert(Entry { conn, tx });
+                }
+                self.backoff.remove(&peer.contact.id);
+            }
+            ConnEvent::Frame { peer, msg } => {
+                let now = self.now();
+                self.core.handle_message(now, &peer, msg);
+            }
+            ConnEvent::Down {
+                conn,
+                peer,
+                dial_failed,
+            } => {
+                if self.conns.get(&peer).is_some_and(|e| e.conn == conn) {
+                    self.conns.remove(&peer);
+                }
+                if dial_failed {
+                    if self.backoff.len() >= 4096 {
+                        let keep = self.limits.redial_backoff;
+                        self.backoff.retain(|_, at| at.elapsed() < keep);
+                    }
+                    self.backoff.insert(peer, Instant::now());
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        info!(node = %self.me.contact.id, "leaving the overlay");
+        let now = self.now();
+        self.core.leave(now);
+        self.drain();
+        self.shutdown.send_replace(true);
+        self.conns.clear();
+        self.done_tx = None;
+        let deadline = Instant::now() + self.limits.shutdown_timeout;
+        loop {
+            tokio::select! {
+                r = self.done_rx.recv() => if r.is_none() { break },
+                _ = self.conn_rx.recv() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!("shutdown: connections did not finish within {:?}", self.limits.shutdown_timeout);
+                    break;
+                }
+            }
+        }
+        info!(node = %self.me.contact.id, "stopped");
+    }
+}

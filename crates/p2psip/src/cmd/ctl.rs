@@ -1,0 +1,82 @@
+//! `p2psip lookup` and `p2psip status`: ask a running `p2psip peer` through its local
+//! control endpoint.
+
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Which running peer to ask.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Target {
+    /// Node directory of a running `p2psip peer` (its control address is in control.addr).
+    #[arg(long, conflicts_with = "control", required_unless_present = "control")]
+    dir: Option<PathBuf>,
+    /// Control address of a running `p2psip peer` (printed at start-up).
+    #[arg(long)]
+    control: Option<SocketAddr>,
+}
+
+/// Options for `p2psip lookup`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LookupArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The key (decimal, inside the overlay's ID space).
+    #[arg(long)]
+    key: String,
+}
+
+/// Options for `p2psip status`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+fn control_addr(t: &Target) -> anyhow::Result<SocketAddr> {
+    if let Some(a) = t.control {
+        return Ok(a);
+    }
+    let Some(dir) = &t.dir else {
+        bail!("give --dir or --control");
+    };
+    let file = dir.join(super::peer::CONTROL_FILE);
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading {} (is the peer running?)", file.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("bad address in {}", file.display()))
+}
+
+fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let resp = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .with_context(|| format!("asking the peer at {addr}"))?;
+        let ok = resp.status().is_success();
+        let body = resp.text().await?;
+        println!("{}", body.trim_end());
+        if !ok {
+            bail!("the peer answered with an error");
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn lookup(a: LookupArgs) -> anyhow::Result<()> {
+    let key: u128 = a.key.parse().context("--key must be a decimal integer")?;
+    get(control_addr(&a.target)?, &format!("/lookup/{key}"))
+}
+
+pub(crate) fn status(a: StatusArgs) -> anyhow::Result<()> {
+    get(control_addr(&a.target)?, "/status")
+}

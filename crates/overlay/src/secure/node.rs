@@ -206,6 +206,9 @@ struct Held {
     first_hops: Vec<NodeId>,
     receipts: Vec<(u8, NodeId, NodeId)>,
     deadline: Time,
+    /// Set once the target fetched: copies it had by then, and when to judge the rest
+    /// (receipts and late copies still in flight get a grace period).
+    fetched: Option<(Vec<u8>, Time)>,
 }
 
 #[derive(Clone, Debug)]
@@ -581,6 +584,7 @@ impl SecureNode {
             first_hops: hops.iter().map(|c| c.id).collect(),
             receipts: Vec::new(),
             deadline: now + self.ctx.cfg.call_timeout,
+            fetched: None,
         });
     }
 
@@ -599,33 +603,35 @@ impl SecureNode {
 
     fn on_fetch(
         &mut self,
+        now: Time,
         from: Contact,
         handle: u64,
         nonce: u64,
         arrived: Vec<u8>,
         route: Vec<NodeId>,
     ) {
-        let Some(pos) = self
+        let grace = self.ctx.cfg.call_timeout;
+        let Some(h) = self
             .held
-            .iter()
-            .position(|h| h.handle == handle && h.nonce == nonce)
+            .iter_mut()
+            .find(|h| h.handle == handle && h.nonce == nonce && h.fetched.is_none())
         else {
             return;
         };
-        if self.held[pos].request.callee != from.id {
+        if h.request.callee != from.id {
             self.events.push_back(SecureEvent::Report {
                 subject: from.id,
                 outcome: Outcome::Modified,
             });
             return;
         }
-        let held = self.held.swap_remove(pos);
-        self.judge_copies(&held, &arrived);
+        h.fetched = Some((arrived, now + grace));
+        let request = h.request.clone();
         self.send(
             from,
             Message::Deliver {
                 handle,
-                request: held.request,
+                request,
                 route,
             },
         );
@@ -634,6 +640,7 @@ impl SecureNode {
     /// Turn receipts into evidence: detours are misroutes; a copy that did not arrive
     /// incriminates the last peer known to hold it and the peer it claims to have passed it to.
     fn judge_copies(&mut self, held: &Held, arrived: &[u8]) {
+        let fetched = held.fetched.is_some();
         let space = self.ctx.arcs.space();
         let target = held.request.callee;
         for (copy, first) in held.first_hops.iter().enumerate() {
@@ -668,6 +675,9 @@ impl SecureNode {
             }
             let suspects: Vec<NodeId> = match chain.last() {
                 None => vec![*first],
+                // Handed to the target: late if the call went through, lost at the last hop
+                // if it did not.
+                Some((_, next)) if fetched && *next == target => continue,
                 Some((hop, next)) if *next == target => vec![*hop],
                 Some((hop, next)) => vec![*hop, *next],
             };
@@ -942,7 +952,7 @@ impl SecureNode {
                 nonce,
                 arrived,
                 route,
-            } => self.on_fetch(from, handle, nonce, arrived, route),
+            } => self.on_fetch(now, from, handle, nonce, arrived, route),
             Message::Deliver { request, route, .. } => self.on_deliver(from, request, route),
             Message::Ringing {
                 call,
@@ -973,16 +983,22 @@ impl SecureNode {
                 self.fetch(c, None);
             }
         }
-        // Held requests nobody fetched: every copy was lost.
-        let expired: Vec<Held> = {
-            let (due, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
-                .into_iter()
-                .partition(|h| h.deadline <= now);
-            self.held = keep;
-            due
-        };
-        for h in expired {
-            self.judge_copies(&h, &[]);
+        // Held requests: judge the copies once the grace after the fetch is over, or, if
+        // nobody fetched, when the request expires (then every copy was lost).
+        let (due, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| match &h.fetched {
+                Some((_, judge_at)) => *judge_at <= now,
+                None => h.deadline <= now,
+            });
+        self.held = keep;
+        for h in due {
+            let arrived = h
+                .fetched
+                .as_ref()
+                .map(|(a, _)| a.clone())
+                .unwrap_or_default();
+            self.judge_copies(&h, &arrived);
         }
         // Calls without Ringing: retry once (a failed cached contact is forgotten), then fail.
         let due: Vec<u64> = self
@@ -1038,7 +1054,11 @@ impl SecureNode {
             .collecting
             .iter()
             .map(|c| c.deadline)
-            .chain(self.held.iter().map(|h| h.deadline))
+            .chain(
+                self.held
+                    .iter()
+                    .map(|h| h.fetched.as_ref().map_or(h.deadline, |(_, t)| *t)),
+            )
             .chain(self.calls.iter().map(|c| c.deadline))
             .min();
         match (self.chord.poll_timeout(), mine) {

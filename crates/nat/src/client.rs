@@ -13,8 +13,8 @@ use turn_client_proto::api::{TurnConfig, TurnEvent, TurnPollRet, TurnRecvRet};
 use turn_client_proto::prelude::*;
 use turn_client_proto::udp::TurnClientUdp;
 use turn_server_proto::stun::Instant;
-use turn_server_proto::stun::auth::Feature;
 use turn_server_proto::stun::agent::{StunAgent, StunAgentPollRet, Transmit};
+use turn_server_proto::stun::auth::Feature;
 use turn_server_proto::stun::types::TransportType;
 use turn_server_proto::stun::types::attribute::{ErrorCode, XorMappedAddress};
 use turn_server_proto::stun::types::message::{
@@ -133,7 +133,8 @@ pub async fn binding_request(
             socket.send_to(&data, to).await?;
         }
         let wait = match agent.poll(now()) {
-            StunAgentPollRet::TransactionTimedOut(_) | StunAgentPollRet::TransactionCancelled(_) => {
+            StunAgentPollRet::TransactionTimedOut(_)
+            | StunAgentPollRet::TransactionCancelled(_) => {
                 return Err(ClientError::Timeout(server));
             }
             StunAgentPollRet::WaitUntil(at) => {
@@ -238,6 +239,7 @@ struct Inner {
     /// Last error code seen per request kind (allocate, permission, channel).
     last_error: [Option<(u16, String)>; 3],
     mapped: Option<SocketAddr>,
+    allocate_401s: u32,
     closed: bool,
 }
 
@@ -299,6 +301,18 @@ impl Inner {
                 if let Some(w) = keep {
                     self.waiters.push(w);
                 }
+            }
+        }
+    }
+
+    fn fail_allocate(&mut self, err: ClientError) {
+        if let Some(i) = self
+            .waiters
+            .iter()
+            .position(|w| matches!(w, Waiter::Allocate(_)))
+        {
+            if let Waiter::Allocate(tx) = self.waiters.swap_remove(i) {
+                let _ = tx.send(Err(err));
             }
         }
     }
@@ -388,6 +402,7 @@ impl TurnClient {
             waiters: vec![Waiter::Allocate(tx)],
             last_error: [None, None, None],
             mapped: None,
+            allocate_401s: 0,
             closed: false,
         }));
         let wake = Arc::new(Notify::new());
@@ -403,7 +418,12 @@ impl TurnClient {
         let relayed = match tokio::time::timeout(opts.timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::Timeout(server)),
+            // A refusal the protocol machine would not accept (e.g. an unsigned 401 for
+            // expired credentials) still explains the silence.
+            Err(_) => Err(match lock(&inner).last_error[0].clone() {
+                Some((code, reason)) => ClientError::Rejected { code, reason },
+                None => ClientError::Timeout(server),
+            }),
         };
         let relayed = match relayed {
             Ok(r) => r,
@@ -567,6 +587,17 @@ fn peek_response(inner: &mut Inner, data: &[u8]) {
                 warn!(code = e.code(), reason = e.reason(), "TURN request refused");
             }
             inner.last_error[idx] = Some((e.code(), e.reason().to_owned()));
+            if idx == 0 && e.code() == ErrorCode::UNAUTHORIZED {
+                // The first 401 is the nonce challenge; a second one refuses our credentials.
+                inner.allocate_401s += 1;
+                if inner.allocate_401s >= 2 {
+                    let reason = e.reason().to_owned();
+                    inner.fail_allocate(ClientError::Rejected {
+                        code: ErrorCode::UNAUTHORIZED,
+                        reason,
+                    });
+                }
+            }
         }
     } else if method == ALLOCATE {
         if let Ok(x) = msg.attribute::<XorMappedAddress>() {

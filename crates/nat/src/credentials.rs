@@ -123,7 +123,8 @@ impl CredentialStore {
         self.users
             .keys()
             .find(|u| {
-                let d = ring::digest::digest(&ring::digest::SHA256, format!("{u}:{realm}").as_bytes());
+                let d =
+                    ring::digest::digest(&ring::digest::SHA256, format!("{u}:{realm}").as_bytes());
                 d.as_ref() == hash.as_slice()
             })
             .cloned()

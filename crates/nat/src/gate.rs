@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use turn_server_proto::stun::Instant;
-use turn_server_proto::stun::types::attribute::{ErrorCode, Realm, Username, Userhash};
+use turn_server_proto::stun::types::attribute::{ErrorCode, Realm, Userhash, Username};
 use turn_server_proto::stun::types::message::{
     IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
     MessageWrite, MessageWriteExt, MessageWriteVec,
@@ -267,7 +267,12 @@ impl Gate {
             self.stats.capacity_rejects += 1;
             warn!(%from, user = %username, total = self.allocations.len(),
                 max = self.limits.max_allocations, "server full, refusing allocation (508)");
-            return Some(signed_error(msg, ErrorCode::INSUFFICIENT_CAPACITY, key, algo));
+            return Some(signed_error(
+                msg,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                key,
+                algo,
+            ));
         }
         self.pending.insert(from, (username.to_owned(), now));
         None
@@ -297,14 +302,24 @@ impl Gate {
             warn!(%from, user = %alloc.username, relay = %alloc.relay,
                 have = alloc.permissions.len(), max = limits.max_permissions,
                 "permission limit reached (508)");
-            return Some(signed_error(msg, ErrorCode::INSUFFICIENT_CAPACITY, key, algo));
+            return Some(signed_error(
+                msg,
+                ErrorCode::INSUFFICIENT_CAPACITY,
+                key,
+                algo,
+            ));
         }
         if let Some(ch) = channel {
             if !alloc.channels.contains_key(&ch) && alloc.channels.len() >= limits.max_channels {
                 self.stats.capacity_rejects += 1;
                 warn!(%from, user = %alloc.username, relay = %alloc.relay,
                     max = limits.max_channels, "channel limit reached (508)");
-                return Some(signed_error(msg, ErrorCode::INSUFFICIENT_CAPACITY, key, algo));
+                return Some(signed_error(
+                    msg,
+                    ErrorCode::INSUFFICIENT_CAPACITY,
+                    key,
+                    algo,
+                ));
             }
             alloc.channels.insert(ch, now + CHANNEL_LIFETIME);
         }

@@ -236,8 +236,11 @@ impl StunServer {
             deadline = driver.drive(&relay_tx).await;
         }
         let stats = driver.gate.stats();
-        info!(active = driver.relays.len(), created = stats.allocations_created,
-            "STUN/TURN server shutting down; closing relay sockets");
+        info!(
+            active = driver.relays.len(),
+            created = stats.allocations_created,
+            "STUN/TURN server shutting down; closing relay sockets"
+        );
         for (_, r) in std::mem::take(&mut driver.relays) {
             r.reader.abort();
         }
@@ -418,7 +421,9 @@ impl Driver {
             return Err(SocketAllocateError::InsufficientCapacity);
         }
         let socket = match self.config.relay_ports {
-            None => UdpSocket::bind(SocketAddr::new(self.relay_ip, 0)).await.ok(),
+            None => UdpSocket::bind(SocketAddr::new(self.relay_ip, 0))
+                .await
+                .ok(),
             Some((lo, hi)) => {
                 let span = u32::from(hi.saturating_sub(lo)) + 1;
                 let mut found = None;

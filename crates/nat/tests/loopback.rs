@@ -14,7 +14,10 @@ use tokio::net::UdpSocket;
 const SECRET: &[u8] = b"shared-with-enrollment";
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 async fn server(limits: Limits) -> ServerHandle {
@@ -50,9 +53,13 @@ async fn echo_peer() -> SocketAddr {
 async fn binding_reports_reflexive_address() {
     let srv = server(Limits::default()).await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mapped = nat::binding_request(&sock, srv.local_addr, &BindingOptions::quick(Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let mapped = nat::binding_request(
+        &sock,
+        srv.local_addr,
+        &BindingOptions::quick(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
     assert_eq!(mapped, sock.local_addr().unwrap());
     let (local, mapped) = nat::reflexive_address(srv.local_addr, &BindingOptions::default())
         .await
@@ -129,9 +136,15 @@ async fn peer_without_permission_is_not_relayed() {
         .await
         .unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    stranger.send_to(b"let me in", turn.relayed_addr()).await.unwrap();
+    stranger
+        .send_to(b"let me in", turn.relayed_addr())
+        .await
+        .unwrap();
     let r = tokio::time::timeout(Duration::from_millis(300), turn.recv_from()).await;
-    assert!(r.is_err(), "datagram from a peer without permission was relayed");
+    assert!(
+        r.is_err(),
+        "datagram from a peer without permission was relayed"
+    );
     srv.shutdown().await.unwrap();
 }
 
@@ -140,20 +153,37 @@ async fn rest_credentials_work_and_expired_or_wrong_ones_do_not() {
     logs();
     let srv = server(Limits::default()).await;
     let good = Credentials::rest(SECRET, "1593", unix_now(), 600);
-    let turn = TurnClient::allocate(srv.local_addr, good, opts()).await.unwrap();
+    let turn = TurnClient::allocate(srv.local_addr, good, opts())
+        .await
+        .unwrap();
     turn.close().await;
 
     let expired = Credentials::rest(SECRET, "1593", unix_now() - 1000, 60);
-    let err = TurnClient::allocate(srv.local_addr, expired, opts()).await.unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { code: 401, .. }), "{err}");
+    let err = TurnClient::allocate(srv.local_addr, expired, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
 
     let forged = Credentials::rest(b"not the secret", "1600", unix_now(), 600);
-    let err = TurnClient::allocate(srv.local_addr, forged, opts()).await.unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { code: 401, .. }), "{err}");
+    let err = TurnClient::allocate(srv.local_addr, forged, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
 
     let wrong = Credentials::new("test", "nope");
-    let err = TurnClient::allocate(srv.local_addr, wrong, opts()).await.unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { code: 401, .. }), "{err}");
+    let err = TurnClient::allocate(srv.local_addr, wrong, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
     srv.shutdown().await.unwrap();
 }
 
@@ -166,19 +196,37 @@ async fn per_user_quota_gives_486_and_total_limit_508() {
     })
     .await;
     let a = Credentials::rest(SECRET, "80", unix_now(), 600);
-    let t1 = TurnClient::allocate(srv.local_addr, a.clone(), opts()).await.unwrap();
-    let _t2 = TurnClient::allocate(srv.local_addr, a.clone(), opts()).await.unwrap();
-    let err = TurnClient::allocate(srv.local_addr, a.clone(), opts()).await.unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { code: 486, .. }), "{err}");
+    let t1 = TurnClient::allocate(srv.local_addr, a.clone(), opts())
+        .await
+        .unwrap();
+    let _t2 = TurnClient::allocate(srv.local_addr, a.clone(), opts())
+        .await
+        .unwrap();
+    let err = TurnClient::allocate(srv.local_addr, a.clone(), opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 486, .. }),
+        "{err}"
+    );
     // Another user still fits, then the server is full.
     let b = Credentials::rest(SECRET, "1030", unix_now(), 600);
-    let _t3 = TurnClient::allocate(srv.local_addr, b.clone(), opts()).await.unwrap();
-    let err = TurnClient::allocate(srv.local_addr, b, opts()).await.unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { code: 508, .. }), "{err}");
+    let _t3 = TurnClient::allocate(srv.local_addr, b.clone(), opts())
+        .await
+        .unwrap();
+    let err = TurnClient::allocate(srv.local_addr, b, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 508, .. }),
+        "{err}"
+    );
     // Releasing one frees the quota slot.
     t1.close().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let _t4 = TurnClient::allocate(srv.local_addr, a, opts()).await.unwrap();
+    let _t4 = TurnClient::allocate(srv.local_addr, a, opts())
+        .await
+        .unwrap();
     let stats = srv.shutdown().await.unwrap();
     assert_eq!(stats.quota_rejects, 1);
     assert_eq!(stats.capacity_rejects, 1);
@@ -194,13 +242,20 @@ async fn permission_limit_gives_508() {
     let turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
         .await
         .unwrap();
-    turn.create_permission("127.0.0.2:1".parse().unwrap()).await.unwrap();
-    turn.create_permission("127.0.0.3:1".parse().unwrap()).await.unwrap();
+    turn.create_permission("127.0.0.2:1".parse().unwrap())
+        .await
+        .unwrap();
+    turn.create_permission("127.0.0.3:1".parse().unwrap())
+        .await
+        .unwrap();
     let err = turn
         .create_permission("127.0.0.4:1".parse().unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Rejected { code: 508, .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::Rejected { code: 508, .. }),
+        "{err}"
+    );
     srv.shutdown().await.unwrap();
 }
 

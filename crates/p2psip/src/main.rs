@@ -27,6 +27,10 @@ enum Command {
     EnrollServer(cmd::enroll_server::Args),
     /// Enroll with an E&A server and write key, certificate chain and node config.
     Enroll(cmd::enroll::Args),
+    /// Run the STUN/TURN server for peers behind NAT.
+    StunServer(cmd::stun_server::Args),
+    /// Probe a STUN/TURN server: reflexive address, and with credentials a relay echo.
+    StunClient(cmd::stun_client::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,8 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => cmd::sim::run(args),
         Command::EnrollServer(args) => cmd::enroll_server::run(args),
         Command::Enroll(args) => cmd::enroll::run(args),
+        Command::StunServer(args) => cmd::stun_server::run(args),
+        Command::StunClient(args) => cmd::stun_client::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

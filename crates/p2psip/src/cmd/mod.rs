@@ -1,6 +1,8 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
 pub(crate) mod demo;
-pub(crate) mod sim;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
+pub(crate) mod sim;
+pub(crate) mod stun_client;
+pub(crate) mod stun_server;

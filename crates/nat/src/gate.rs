@@ -404,3 +404,275 @@ fn signed_error(
     let _ = b.add_fingerprint();
     b.finish()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The server's message path (gate + protocol machine, no sockets) must never panic on
+    //! bytes from the network: random bytes, and mutations of real authenticated TURN traffic.
+
+    use super::*;
+    use crate::credentials::Credentials;
+    use proptest::prelude::*;
+    use turn_server_proto::api::{TurnServerApi, TurnServerPollRet};
+    use turn_server_proto::server::TurnServer;
+    use turn_server_proto::stun::agent::Transmit;
+    use turn_server_proto::stun::types::TransportType;
+    use turn_server_proto::stun::types::attribute::Nonce;
+    use turn_server_proto::stun::types::message::BINDING;
+    use turn_server_proto::types::attribute::{Data as AData, Lifetime, RequestedTransport};
+    use turn_server_proto::types::message::{REFRESH, SEND};
+    use turn_server_proto::types::prelude::DelayedTransmitBuild;
+
+    const REALM: &str = "p2psip.test";
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:3478".parse().unwrap()
+    }
+    fn client() -> SocketAddr {
+        "127.0.0.1:40000".parse().unwrap()
+    }
+    fn peer() -> SocketAddr {
+        "127.0.0.2:5000".parse().unwrap()
+    }
+    const RELAY: &str = "127.0.0.1:50000";
+
+    struct Rig {
+        gate: Gate,
+        proto: TurnServer,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let mut creds = CredentialStore::new();
+            creds.add_user(Credentials::new("test", "test"));
+            creds.set_rest_secret(b"s".to_vec());
+            let limits = Limits {
+                max_allocations: 4,
+                max_allocations_per_user: 2,
+                max_permissions: 2,
+                max_channels: 2,
+            };
+            Self {
+                gate: Gate::new(REALM.into(), creds, limits),
+                proto: TurnServer::new(TransportType::Udp, listen(), REALM.into()),
+                now: Instant::ZERO,
+            }
+        }
+
+        /// What the driver does with a client datagram; returns the replies' bytes.
+        fn client(&mut self, from: SocketAddr, data: &[u8]) -> Vec<Vec<u8>> {
+            self.now += Duration::from_millis(1);
+            let mut out = vec![];
+            match self
+                .gate
+                .handle_client_datagram(from, data, self.now, 1_000)
+            {
+                Verdict::Reply(b) => out.push(b),
+                Verdict::Forward { add_user } => {
+                    if let Some((u, p)) = add_user {
+                        self.proto.add_user(u, p);
+                    }
+                    let t = Transmit::new(data, TransportType::Udp, from, listen());
+                    if let Some(o) = self.proto.recv(t, self.now) {
+                        out.push(o.data.build());
+                    }
+                }
+            }
+            self.drive(&mut out);
+            out
+        }
+
+        fn peer(&mut self, from: SocketAddr, data: &[u8]) -> Vec<Vec<u8>> {
+            self.now += Duration::from_millis(1);
+            let mut out = vec![];
+            let t = Transmit::new(data, TransportType::Udp, from, RELAY.parse().unwrap());
+            if let Some(o) = self.proto.recv(t, self.now) {
+                out.push(o.data.build());
+            }
+            self.drive(&mut out);
+            out
+        }
+
+        fn drive(&mut self, out: &mut Vec<Vec<u8>>) {
+            for _ in 0..16 {
+                match self.proto.poll(self.now) {
+                    TurnServerPollRet::WaitUntil(_) => break,
+                    TurnServerPollRet::AllocateSocket {
+                        transport,
+                        listen_addr,
+                        client_addr,
+                        allocation_transport,
+                        family,
+                    } => {
+                        let relay: SocketAddr = RELAY.parse().unwrap();
+                        let r = if self.gate.has_capacity() {
+                            Ok(relay)
+                        } else {
+                            Err(turn_server_proto::api::SocketAllocateError::InsufficientCapacity)
+                        };
+                        if r.is_ok() {
+                            self.gate.socket_allocated(client_addr, relay);
+                        }
+                        self.proto.allocated_socket(
+                            transport,
+                            listen_addr,
+                            client_addr,
+                            allocation_transport,
+                            family,
+                            r,
+                            self.now,
+                        );
+                    }
+                    TurnServerPollRet::SocketClose { listen_addr, .. } => {
+                        self.gate.socket_closed(listen_addr)
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(t) = self.proto.poll_transmit(self.now) {
+                out.push(t.data);
+            }
+        }
+    }
+
+    fn key() -> MessageIntegrityCredentials {
+        LongTermKeyCredentials::new("test".into(), "test".into(), REALM.into()).into()
+    }
+
+    fn signed(
+        method: turn_server_proto::stun::types::message::Method,
+        nonce: &str,
+        add: impl FnOnce(&mut MessageWriteVec, turn_server_proto::stun::types::message::TransactionId),
+    ) -> Vec<u8> {
+        let mut m = Message::builder_request(method, MessageWriteVec::new());
+        let tid = m.transaction_id();
+        add(&mut m, tid);
+        m.add_attribute(&Username::new("test").unwrap()).unwrap();
+        m.add_attribute(&Realm::new(REALM).unwrap()).unwrap();
+        m.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+        m.add_message_integrity(&key(), IntegrityAlgorithm::Sha1)
+            .unwrap();
+        m.finish()
+    }
+
+    /// A real session: 401 challenge, Allocate, CreatePermission, ChannelBind, Send, ChannelData,
+    /// Refresh. Returns every datagram the client sent (seeds for mutation).
+    fn session(rig: &mut Rig) -> Vec<Vec<u8>> {
+        let mut seeds = vec![];
+        let mut a = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        a.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        let a = a.finish();
+        let r = rig.client(client(), &a);
+        seeds.push(a);
+        let challenge = Message::from_bytes(&r[0]).unwrap();
+        let nonce = challenge.attribute::<Nonce>().unwrap().nonce().to_owned();
+        let alloc = signed(ALLOCATE, &nonce, |m, _| {
+            m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        });
+        let r = rig.client(client(), &alloc);
+        assert!(
+            r.iter()
+                .any(|b| Message::from_bytes(b).is_ok_and(|m| m.class() == MessageClass::Success)),
+            "allocate failed"
+        );
+        seeds.push(alloc);
+        let perm = signed(CREATE_PERMISSION, &nonce, |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(peer(), tid)).unwrap();
+        });
+        rig.client(client(), &perm);
+        seeds.push(perm);
+        let chan = signed(CHANNEL_BIND, &nonce, |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(peer(), tid)).unwrap();
+            m.add_attribute(&ChannelNumber::new(0x4001)).unwrap();
+        });
+        rig.client(client(), &chan);
+        seeds.push(chan);
+        let mut send = Message::builder_indication(SEND, MessageWriteVec::new());
+        let tid = send.transaction_id();
+        send.add_attribute(&XorPeerAddress::new(peer(), tid))
+            .unwrap();
+        send.add_attribute(&AData::new(b"hello")).unwrap();
+        let send = send.finish();
+        let r = rig.client(client(), &send);
+        assert_eq!(r.len(), 1, "send indication relayed");
+        seeds.push(send);
+        let mut cd = vec![0x40, 0x01, 0x00, 0x03, b'a', b'b', b'c', 0];
+        rig.client(client(), &cd);
+        seeds.push(cd.clone());
+        cd.truncate(7);
+        seeds.push(cd);
+        let refresh = signed(REFRESH, &nonce, |m, _| {
+            m.add_attribute(&Lifetime::new(600)).unwrap();
+        });
+        rig.client(client(), &refresh);
+        seeds.push(refresh);
+        let binding = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+        seeds.push(binding);
+        seeds
+    }
+
+    #[test]
+    fn real_session_passes_the_gate() {
+        let mut rig = Rig::new();
+        let seeds = session(&mut rig);
+        assert_eq!(seeds.len(), 9);
+        assert_eq!(rig.gate.active_allocations(), 1);
+        // A peer with permission reaches the client.
+        assert_eq!(rig.peer(peer(), b"back").len(), 1);
+        // A stranger does not.
+        assert!(rig.peer("127.0.0.9:1".parse().unwrap(), b"x").is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600),
+                                    from_peer in any::<bool>()) {
+            let mut rig = Rig::new();
+            let _ = session(&mut rig);
+            if from_peer {
+                rig.peer(peer(), &data);
+            } else {
+                rig.client(client(), &data);
+                rig.client("10.0.0.1:1".parse().unwrap(), &data);
+            }
+        }
+
+        #[test]
+        fn mutated_session_traffic_never_panics(
+            seed in 0usize..9,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in proptest::option::of(any::<usize>()),
+            stranger in any::<bool>(),
+        ) {
+            let mut rig = Rig::new();
+            let seeds = session(&mut rig);
+            let mut data = seeds[seed].clone();
+            for (at, b) in flips {
+                if !data.is_empty() {
+                    let i = at % data.len();
+                    data[i] ^= b;
+                }
+            }
+            if let Some(c) = cut {
+                data.truncate(c % (data.len() + 1));
+            }
+            let from = if stranger { "127.0.0.1:40001".parse().unwrap() } else { client() };
+            rig.client(from, &data);
+            rig.peer(peer(), &data);
+            // And the message header made consistent with a STUN magic cookie and length.
+            if data.len() >= 20 {
+                let len = (data.len() - 20) as u16;
+                data[2..4].copy_from_slice(&len.to_be_bytes());
+                data[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+                data[0] &= 0x3f;
+                rig.client(from, &data);
+            }
+        }
+    }
+}

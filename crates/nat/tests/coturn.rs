@@ -82,9 +82,13 @@ async fn coturn(auth: &[&str]) -> Coturn {
     // Ready when it answers a Binding.
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for _ in 0..50 {
-        if nat::binding_request(&sock, addr, &BindingOptions::quick(Duration::from_millis(100)))
-            .await
-            .is_ok()
+        if nat::binding_request(
+            &sock,
+            addr,
+            &BindingOptions::quick(Duration::from_millis(100)),
+        )
+        .await
+        .is_ok()
         {
             return Coturn {
                 child,
@@ -125,9 +129,10 @@ async fn our_client_against_coturn_static_user() {
         return;
     }
     let c = coturn(&["--lt-cred-mech", "--user=test:test"]).await;
-    let (local, mapped) = nat::reflexive_address(c.addr, &BindingOptions::quick(Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let (local, mapped) =
+        nat::reflexive_address(c.addr, &BindingOptions::quick(Duration::from_secs(2)))
+            .await
+            .unwrap();
     assert_eq!(local, mapped);
     let peer = echo_peer().await;
     let opts = TurnOptions::default();
@@ -143,7 +148,10 @@ async fn our_client_against_coturn_static_user() {
     let err = TurnClient::allocate(c.addr, Credentials::new("test", "wrong"), opts)
         .await
         .unwrap_err();
-    assert!(matches!(err, nat::ClientError::Rejected { code: 401, .. }), "{err}");
+    assert!(
+        matches!(err, nat::ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -151,11 +159,20 @@ async fn our_rest_credentials_against_coturn_auth_secret() {
     if !have("turnserver") {
         return;
     }
-    let c = coturn(&["--use-auth-secret", "--static-auth-secret=shared-with-enrollment"]).await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let c = coturn(&[
+        "--use-auth-secret",
+        "--static-auth-secret=shared-with-enrollment",
+    ])
+    .await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let creds = Credentials::rest(b"shared-with-enrollment", "1593", now, 600);
     let peer = echo_peer().await;
-    let mut turn = TurnClient::allocate(c.addr, creds, TurnOptions::default()).await.unwrap();
+    let mut turn = TurnClient::allocate(c.addr, creds, TurnOptions::default())
+        .await
+        .unwrap();
     turn.bind_channel(peer).await.unwrap();
     relay_echo(&mut turn, peer, 5).await;
     turn.close().await;
@@ -185,7 +202,8 @@ async fn coturn_stunclient_against_our_server() {
         .output()
         .await
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     println!("{text}");
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
     srv.shutdown().await.unwrap();
@@ -202,7 +220,17 @@ async fn coturn_uclient_against_our_server() {
     // with Send/Data indications (-c).
     for extra in [&[][..], &["-c"][..]] {
         let out = tokio::process::Command::new("timeout")
-            .args(["30", "turnutils_uclient", "-p", &port, "-u", "test", "-w", "test", "-y"])
+            .args([
+                "30",
+                "turnutils_uclient",
+                "-p",
+                &port,
+                "-u",
+                "test",
+                "-w",
+                "test",
+                "-y",
+            ])
             .args(["-n", "20", "-m", "2", "-l", "200"])
             .args(extra)
             .arg("127.0.0.1")

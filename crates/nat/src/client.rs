@@ -380,12 +380,34 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 impl TurnClient {
     /// Allocate a UDP relay on `server` (long-term credentials; the 401/nonce round trip is
     /// handled). Returns once the server granted the allocation.
+    ///
+    /// A 437 (Allocation Mismatch: the server still remembers our 5-tuple, e.g. a reused local
+    /// port) is retried once from a fresh socket, as RFC 8656 §7.3 suggests.
     pub async fn allocate(
         server: SocketAddr,
         credentials: Credentials,
         opts: TurnOptions,
     ) -> Result<Self, ClientError> {
-        let socket = Arc::new(connected_socket(server).await?);
+        // Hold the first socket while retrying so the retry gets a different local port.
+        let first = Arc::new(connected_socket(server).await?);
+        match Self::allocate_on(first.clone(), server, credentials.clone(), opts.clone()).await {
+            Err(ClientError::Rejected { code: 437, reason }) => {
+                warn!(%server, %reason, "437 Allocation Mismatch; retrying from a fresh port");
+                let second = Arc::new(connected_socket(server).await?);
+                let r = Self::allocate_on(second, server, credentials, opts).await;
+                drop(first);
+                r
+            }
+            r => r,
+        }
+    }
+
+    async fn allocate_on(
+        socket: Arc<UdpSocket>,
+        server: SocketAddr,
+        credentials: Credentials,
+        opts: TurnOptions,
+    ) -> Result<Self, ClientError> {
         let local = socket.local_addr()?;
         let mut config = TurnConfig::new(TurnCredentials::new(
             &credentials.username,
@@ -586,7 +608,7 @@ fn peek_response(inner: &mut Inner, data: &[u8]) {
             if e.code() != ErrorCode::UNAUTHORIZED && e.code() != ErrorCode::STALE_NONCE {
                 warn!(code = e.code(), reason = e.reason(), "TURN request refused");
             }
-            inner.last_error[idx] = Some((e.code(), e.reason().to_owned()));
+            inner.last_error[idx] = Some((e.code(), e.reason().trim_end_matches('\0').to_owned()));
             if idx == 0 && e.code() == ErrorCode::UNAUTHORIZED {
                 // The first 401 is the nonce challenge; a second one refuses our credentials.
                 inner.allocate_401s += 1;

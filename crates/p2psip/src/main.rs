@@ -35,9 +35,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let mut log = cli.log.clone();
+    if !log.contains("stun_proto") {
+        // stun-proto logs every routine 401 nonce challenge at ERROR; keep it for explicit asks.
+        log.push_str(",stun_proto::auth=off");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
+            tracing_subscriber::EnvFilter::try_new(&log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)

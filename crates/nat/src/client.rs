@@ -310,10 +310,9 @@ impl Inner {
             .waiters
             .iter()
             .position(|w| matches!(w, Waiter::Allocate(_)))
+            && let Waiter::Allocate(tx) = self.waiters.swap_remove(i)
         {
-            if let Waiter::Allocate(tx) = self.waiters.swap_remove(i) {
-                let _ = tx.send(Err(err));
-            }
+            let _ = tx.send(Err(err));
         }
     }
 
@@ -621,10 +620,10 @@ fn peek_response(inner: &mut Inner, data: &[u8]) {
                 }
             }
         }
-    } else if method == ALLOCATE {
-        if let Ok(x) = msg.attribute::<XorMappedAddress>() {
-            inner.mapped = Some(x.addr(msg.transaction_id()));
-        }
+    } else if method == ALLOCATE
+        && let Ok(x) = msg.attribute::<XorMappedAddress>()
+    {
+        inner.mapped = Some(x.addr(msg.transaction_id()));
     }
 }
 

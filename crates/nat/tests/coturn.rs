@@ -79,22 +79,18 @@ async fn coturn(auth: &[&str]) -> Coturn {
         .spawn()
         .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // The guard kills it by PID on every path from here, panics included.
+    let guard = Coturn {
+        child,
+        addr,
+        _dir: dir,
+    };
     // Ready when it answers a Binding.
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let quick = BindingOptions::quick(Duration::from_millis(100));
     for _ in 0..50 {
-        if nat::binding_request(
-            &sock,
-            addr,
-            &BindingOptions::quick(Duration::from_millis(100)),
-        )
-        .await
-        .is_ok()
-        {
-            return Coturn {
-                child,
-                addr,
-                _dir: dir,
-            };
+        if nat::binding_request(&sock, addr, &quick).await.is_ok() {
+            return guard;
         }
     }
     panic!("coturn did not come up on {addr}");

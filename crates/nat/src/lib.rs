@@ -22,8 +22,10 @@
 //! Timestamps handed to the state machines are `sans_io_time::Instant`s measured from a base
 //! `std::time::Instant` taken when each server/client starts.
 //!
-//! ICE (rice-proto) for peers after call set-up is not here yet; see the crate README note in
-//! `notes/issue-8.md`.
+//! ICE (rice-proto) for peers after call set-up is not here yet (see `notes/issue-8.md`); the
+//! candidates it needs are what this crate provides: host (the local socket), server-reflexive
+//! ([`reflexive_address`], or [`TurnClient::mapped_addr`]) and relayed
+//! ([`TurnClient::relayed_addr`]).
 
 #![warn(missing_docs, unreachable_pub)]
 

@@ -35,13 +35,22 @@ enum Command {
     Lookup(cmd::ctl::LookupArgs),
     /// Show a running peer's ring state and counters (through its local control endpoint).
     Status(cmd::ctl::StatusArgs),
+    /// Run the STUN/TURN server for peers behind NAT.
+    StunServer(cmd::stun_server::Args),
+    /// Probe a STUN/TURN server: reflexive address, and with credentials a relay echo.
+    StunClient(cmd::stun_client::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let mut log = cli.log.clone();
+    if !log.contains("stun_proto") {
+        // stun-proto logs every routine 401 nonce challenge at ERROR; keep it for explicit asks.
+        log.push_str(",stun_proto::auth=off");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
+            tracing_subscriber::EnvFilter::try_new(&log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -55,6 +64,8 @@ fn main() -> std::process::ExitCode {
         Command::Peer(args) => cmd::peer::run(args),
         Command::Lookup(args) => cmd::ctl::lookup(args),
         Command::Status(args) => cmd::ctl::status(args),
+        Command::StunServer(args) => cmd::stun_server::run(args),
+        Command::StunClient(args) => cmd::stun_client::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,3 +7,5 @@ pub(crate) mod enroll_server;
 pub(crate) mod peer;
 pub(crate) mod sim;
 pub(crate) mod sos;
+pub(crate) mod stun_client;
+pub(crate) mod stun_server;

@@ -1,0 +1,42 @@
+//! NAT traversal for p2psip: a STUN/TURN server and the client side peers use.
+//!
+//! Layer-2 peers sit behind NAT. They learn their server-reflexive address with a STUN
+//! Binding ([`binding_request`], [`reflexive_address`]) and, when they cannot accept inbound
+//! connections, keep a TURN relay ([`TurnClient`]) through which others reach them.
+//!
+//! # Design
+//!
+//! The protocol work is done by sans-IO state machines from the `stun-proto`,
+//! `turn-server-proto` and `turn-client-proto` crates; this crate is the I/O shell around them
+//! plus the policy they lack:
+//!
+//! - [`StunServer`] runs one tokio loop over a UDP socket. Every client datagram first passes
+//!   an admission gate (pure, unit-tested) that resolves credentials — static users or TURN REST
+//!   names `<expiry>:<node-id>` with password base64(HMAC-SHA1(secret, username)), see
+//!   [`Credentials::rest`] — and enforces [`Limits`]: allocations per user (486), in total, and
+//!   permissions / channels per allocation (508). Relay sockets are read by one task each into
+//!   a bounded queue.
+//! - [`TurnClient`] owns one UDP socket connected to the server and a background task that
+//!   keeps the allocation, permissions and channels refreshed.
+//!
+//! Timestamps handed to the state machines are `sans_io_time::Instant`s measured from a base
+//! `std::time::Instant` taken when each server/client starts.
+//!
+//! ICE (rice-proto) for peers after call set-up is not here yet (see `notes/issue-8.md`); the
+//! candidates it needs are what this crate provides: host (the local socket), server-reflexive
+//! ([`reflexive_address`], or [`TurnClient::mapped_addr`]) and relayed
+//! ([`TurnClient::relayed_addr`]).
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod client;
+mod credentials;
+mod gate;
+mod server;
+
+pub use client::{
+    BindingOptions, ClientError, TurnClient, TurnOptions, binding_request, reflexive_address,
+};
+pub use credentials::{CredentialStore, Credentials, LookupError, rest_password, rest_username};
+pub use gate::{GateStats, Limits};
+pub use server::{ServerConfig, ServerCounters, ServerError, ServerHandle, StunServer};

@@ -1,0 +1,268 @@
+#![allow(clippy::unwrap_used)]
+//! Our client against our server on loopback: Binding, allocations, relay echo, REST
+//! credentials, wrong credentials, quotas.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nat::{
+    BindingOptions, ClientError, CredentialStore, Credentials, Limits, ServerConfig, ServerHandle,
+    StunServer, TurnClient, TurnOptions,
+};
+use tokio::net::UdpSocket;
+
+const SECRET: &[u8] = b"shared-with-enrollment";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn server(limits: Limits) -> ServerHandle {
+    let mut creds = CredentialStore::new();
+    creds.add_user(Credentials::new("test", "test"));
+    creds.set_rest_secret(SECRET.to_vec());
+    let mut cfg = ServerConfig::loopback(creds);
+    cfg.limits = limits;
+    StunServer::bind(cfg).await.unwrap().spawn()
+}
+
+fn opts() -> TurnOptions {
+    TurnOptions {
+        timeout: Duration::from_secs(3),
+        ..TurnOptions::default()
+    }
+}
+
+/// A UDP peer that echoes everything back to its sender.
+async fn echo_peer() -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn binding_reports_reflexive_address() {
+    let srv = server(Limits::default()).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mapped = nat::binding_request(
+        &sock,
+        srv.local_addr,
+        &BindingOptions::quick(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mapped, sock.local_addr().unwrap());
+    let (local, mapped) = nat::reflexive_address(srv.local_addr, &BindingOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(local, mapped);
+    srv.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn binding_times_out_against_silence() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let t0 = std::time::Instant::now();
+    let err = nat::binding_request(
+        &sock,
+        silent.local_addr().unwrap(),
+        &BindingOptions::quick(Duration::from_millis(700)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // It retransmitted: the silent socket saw more than one request.
+    let mut buf = [0u8; 1500];
+    let mut seen = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(50), silent.recv_from(&mut buf)).await
+    {
+        seen += 1;
+    }
+    assert!(seen >= 3, "saw {seen} transmissions");
+}
+
+#[tokio::test]
+async fn allocation_relays_both_ways_with_permission_and_channel() {
+    let srv = server(Limits::default()).await;
+    let peer = echo_peer().await;
+    let mut turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
+        .await
+        .unwrap();
+    assert_eq!(turn.relayed_addr().ip(), srv.local_addr.ip());
+    assert_eq!(turn.mapped_addr(), Some(turn.local_addr()));
+    // Without a permission the client refuses to send.
+    assert!(turn.send_to(b"x", peer).await.is_err());
+    turn.create_permission(peer).await.unwrap();
+    turn.send_to(b"via send indication", peer).await.unwrap();
+    let (data, from) = tokio::time::timeout(Duration::from_secs(2), turn.recv_from())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(data, b"via send indication");
+    assert_eq!(from, peer);
+    turn.bind_channel(peer).await.unwrap();
+    for i in 0..50u32 {
+        turn.send_to(&i.to_be_bytes(), peer).await.unwrap();
+        let (data, _) = tokio::time::timeout(Duration::from_secs(2), turn.recv_from())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(data, i.to_be_bytes());
+    }
+    turn.close().await;
+    // The delete reached the server: the allocation is gone.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stats = srv.shutdown().await.unwrap();
+    assert_eq!(stats.allocations_created, 1);
+    assert_eq!(stats.allocations_closed, 1);
+}
+
+#[tokio::test]
+async fn peer_without_permission_is_not_relayed() {
+    let srv = server(Limits::default()).await;
+    let mut turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
+        .await
+        .unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger
+        .send_to(b"let me in", turn.relayed_addr())
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(300), turn.recv_from()).await;
+    assert!(
+        r.is_err(),
+        "datagram from a peer without permission was relayed"
+    );
+    srv.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rest_credentials_work_and_expired_or_wrong_ones_do_not() {
+    logs();
+    let srv = server(Limits::default()).await;
+    let good = Credentials::rest(SECRET, "1593", unix_now(), 600);
+    let turn = TurnClient::allocate(srv.local_addr, good, opts())
+        .await
+        .unwrap();
+    turn.close().await;
+
+    let expired = Credentials::rest(SECRET, "1593", unix_now() - 1000, 60);
+    let err = TurnClient::allocate(srv.local_addr, expired, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
+
+    let forged = Credentials::rest(b"not the secret", "1600", unix_now(), 600);
+    let err = TurnClient::allocate(srv.local_addr, forged, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
+
+    let wrong = Credentials::new("test", "nope");
+    let err = TurnClient::allocate(srv.local_addr, wrong, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 401, .. }),
+        "{err}"
+    );
+    srv.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn per_user_quota_gives_486_and_total_limit_508() {
+    let srv = server(Limits {
+        max_allocations: 3,
+        max_allocations_per_user: 2,
+        ..Limits::default()
+    })
+    .await;
+    let a = Credentials::rest(SECRET, "80", unix_now(), 600);
+    let t1 = TurnClient::allocate(srv.local_addr, a.clone(), opts())
+        .await
+        .unwrap();
+    let _t2 = TurnClient::allocate(srv.local_addr, a.clone(), opts())
+        .await
+        .unwrap();
+    let err = TurnClient::allocate(srv.local_addr, a.clone(), opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 486, .. }),
+        "{err}"
+    );
+    // Another user still fits, then the server is full.
+    let b = Credentials::rest(SECRET, "1030", unix_now(), 600);
+    let _t3 = TurnClient::allocate(srv.local_addr, b.clone(), opts())
+        .await
+        .unwrap();
+    let err = TurnClient::allocate(srv.local_addr, b, opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 508, .. }),
+        "{err}"
+    );
+    // Releasing one frees the quota slot.
+    t1.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _t4 = TurnClient::allocate(srv.local_addr, a, opts())
+        .await
+        .unwrap();
+    let stats = srv.shutdown().await.unwrap();
+    assert_eq!(stats.quota_rejects, 1);
+    assert_eq!(stats.capacity_rejects, 1);
+}
+
+#[tokio::test]
+async fn permission_limit_gives_508() {
+    let srv = server(Limits {
+        max_permissions: 2,
+        ..Limits::default()
+    })
+    .await;
+    let turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
+        .await
+        .unwrap();
+    turn.create_permission("127.0.0.2:1".parse().unwrap())
+        .await
+        .unwrap();
+    turn.create_permission("127.0.0.3:1".parse().unwrap())
+        .await
+        .unwrap();
+    let err = turn
+        .create_permission("127.0.0.4:1".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { code: 508, .. }),
+        "{err}"
+    );
+    srv.shutdown().await.unwrap();
+}
+
+#[allow(dead_code)]
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

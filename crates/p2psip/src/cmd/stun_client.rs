@@ -1,0 +1,141 @@
+//! `p2psip stun-client`: learn the server-reflexive address and, with credentials, check a
+//! TURN allocation end to end with a relay echo. For operators and tests.
+
+use anyhow::{Context, bail};
+use nat::{BindingOptions, Credentials, TurnClient, TurnOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+
+/// Options for `p2psip stun-client`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// STUN/TURN server (UDP).
+    #[arg(long)]
+    server: SocketAddr,
+    /// Static TURN user `name:password`.
+    #[arg(long, value_name = "U:P")]
+    user: Option<String>,
+    /// TURN REST shared secret file (with --node-id).
+    #[arg(long, requires = "node_id")]
+    secret_file: Option<PathBuf>,
+    /// Node-ID for REST credentials.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Lifetime of generated REST credentials, seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Echo datagrams to send through the relay.
+    #[arg(long, default_value_t = 10)]
+    count: u32,
+    /// Bytes per echo datagram.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Echo peer to use (default: a local echo peer this command starts next to the client).
+    #[arg(long)]
+    peer: Option<SocketAddr>,
+    /// Use a channel binding (ChannelData) instead of Send/Data indications.
+    #[arg(long)]
+    channel: bool,
+    /// Give up after this many milliseconds per step.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+}
+
+pub(crate) fn run(a: Args) -> anyhow::Result<()> {
+    let creds = match (&a.user, &a.secret_file, &a.node_id) {
+        (Some(u), _, _) => {
+            Some(Credentials::parse_user_pass(u).context("bad --user, want name:password")?)
+        }
+        (None, Some(f), Some(id)) => {
+            let secret = super::stun_server::read_secret(f)?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            Some(Credentials::rest(&secret, id, now, a.ttl))
+        }
+        _ => None,
+    };
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (local, mapped) = nat::reflexive_address(a.server, &BindingOptions::quick(timeout))
+            .await
+            .context("STUN Binding")?;
+        println!("local {local}");
+        println!("reflexive {mapped}");
+        let Some(creds) = creds else { return Ok(()) };
+        let t0 = Instant::now();
+        let mut turn = TurnClient::allocate(
+            a.server,
+            creds,
+            TurnOptions {
+                timeout,
+                ..TurnOptions::default()
+            },
+        )
+        .await
+        .context("TURN Allocate")?;
+        println!(
+            "relayed {} (allocated in {:.1} ms)",
+            turn.relayed_addr(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        let peer = match a.peer {
+            Some(p) => p,
+            None => spawn_echo(SocketAddr::new(turn.local_addr().ip(), 0)).await?,
+        };
+        if a.channel {
+            turn.bind_channel(peer).await.context("ChannelBind")?;
+        } else {
+            turn.create_permission(peer)
+                .await
+                .context("CreatePermission")?;
+        }
+        let mut ok = 0u32;
+        let mut rtts = Vec::new();
+        for i in 0..a.count {
+            let mut payload = vec![0u8; a.size.max(4)];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            let s = Instant::now();
+            turn.send_to(&payload, peer).await?;
+            match tokio::time::timeout(timeout, turn.recv_from()).await {
+                Ok(Ok((data, from))) if data == payload && from == peer => {
+                    ok += 1;
+                    rtts.push(s.elapsed().as_secs_f64() * 1e3);
+                }
+                Ok(Ok(_)) => eprintln!("echo {i}: unexpected datagram"),
+                Ok(Err(e)) => bail!("relay: {e}"),
+                Err(_) => eprintln!("echo {i}: timed out"),
+            }
+        }
+        let avg = if rtts.is_empty() {
+            0.0
+        } else {
+            rtts.iter().sum::<f64>() / rtts.len() as f64
+        };
+        let max = rtts.iter().copied().fold(0.0, f64::max);
+        println!(
+            "echo {ok}/{} via {peer} rtt avg {avg:.3} ms max {max:.3} ms",
+            a.count
+        );
+        turn.close().await;
+        if ok != a.count {
+            bail!("{} of {} echoes lost", a.count - ok, a.count);
+        }
+        Ok(())
+    })
+}
+
+async fn spawn_echo(bind: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let sock = UdpSocket::bind(bind).await?;
+    let addr = sock.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,112 @@
+//! `p2psip stun-server`: the STUN/TURN server for peers behind NAT (layer 2).
+
+use anyhow::{Context, bail};
+use nat::{CredentialStore, Credentials, Limits, ServerConfig, StunServer};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// Options for `p2psip stun-server`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// UDP address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "0.0.0.0:3478")]
+    listen: SocketAddr,
+    /// Long-term credential realm.
+    #[arg(long, default_value = "p2psip")]
+    realm: String,
+    /// File holding the TURN REST shared secret (shared with the E&A server); enables
+    /// usernames `<expiry-unix>:<node-id>` with password base64(HMAC-SHA1(secret, username)).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Static user `name:password` (repeatable), e.g. for tests and operators.
+    #[arg(long = "user", value_name = "U:P")]
+    users: Vec<String>,
+    /// IP relay sockets bind to and advertise (default: the listen IP).
+    #[arg(long)]
+    relay_ip: Option<IpAddr>,
+    /// Relay port range `LO-HI` (default: ephemeral ports).
+    #[arg(long)]
+    relay_ports: Option<String>,
+    /// Allocations in total (508 beyond).
+    #[arg(long, default_value_t = Limits::default().max_allocations)]
+    max_allocations: usize,
+    /// Allocations per user / enrolled peer (486 beyond).
+    #[arg(long, default_value_t = Limits::default().max_allocations_per_user)]
+    max_allocations_per_user: usize,
+    /// Permissions per allocation (508 beyond).
+    #[arg(long, default_value_t = Limits::default().max_permissions)]
+    max_permissions: usize,
+    /// Channel bindings per allocation (508 beyond).
+    #[arg(long, default_value_t = Limits::default().max_channels)]
+    max_channels: usize,
+}
+
+pub(crate) fn read_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let trimmed = raw.trim_ascii_end().to_vec();
+    if trimmed.is_empty() {
+        bail!("secret file {} is empty", path.display());
+    }
+    Ok(trimmed)
+}
+
+fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').context("relay ports must be LO-HI")?;
+    let (lo, hi): (u16, u16) = (lo.trim().parse()?, hi.trim().parse()?);
+    if lo == 0 || lo > hi {
+        bail!("bad relay port range {s}");
+    }
+    Ok((lo, hi))
+}
+
+pub(crate) fn run(a: Args) -> anyhow::Result<()> {
+    let mut creds = CredentialStore::new();
+    for u in &a.users {
+        creds.add_user(
+            Credentials::parse_user_pass(u)
+                .with_context(|| format!("bad --user {u:?}, want name:password"))?,
+        );
+    }
+    if let Some(f) = &a.secret_file {
+        creds.set_rest_secret(read_secret(f)?);
+    }
+    if creds.is_empty() {
+        tracing::warn!(
+            "no --user and no --secret-file: STUN Binding works, every TURN request gets 401"
+        );
+    }
+    let config = ServerConfig {
+        listen: a.listen,
+        realm: a.realm,
+        credentials: creds,
+        relay_ip: a.relay_ip,
+        relay_ports: a.relay_ports.as_deref().map(parse_ports).transpose()?,
+        limits: Limits {
+            max_allocations: a.max_allocations,
+            max_allocations_per_user: a.max_allocations_per_user,
+            max_permissions: a.max_permissions,
+            max_channels: a.max_channels,
+        },
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let server = StunServer::bind(config).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "stun-server listening udp {}", server.local_addr())?;
+        out.flush()?;
+        drop(out);
+        let stats = server
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        eprintln!(
+            "stun-server stopped: {} allocations created, {} quota rejects, {} capacity rejects",
+            stats.allocations_created, stats.quota_rejects, stats.capacity_rejects
+        );
+        Ok(())
+    })
+}

@@ -155,6 +155,10 @@ pub struct ChordNode {
     ring_check_at: Time,
     rpcs: Vec<Rpc>,
     forwards: Vec<Forward>,
+    /// When unacknowledged hops are next checked. One sweep timer covers all of them (a
+    /// timer per hop would mostly fire after its ack arrived): a dead hop is noticed between
+    /// one and one and a half RPC timeouts after the send.
+    ack_sweep_at: Option<Time>,
     lookups: Vec<Lookup>,
     records: BTreeMap<NodeId, Vec<u8>>,
     out: VecDeque<Transmit>,
@@ -183,6 +187,7 @@ impl ChordNode {
             ring_check_at: Time::ZERO,
             rpcs: Vec::new(),
             forwards: Vec::new(),
+            ack_sweep_at: None,
             lookups: Vec::new(),
             records: BTreeMap::new(),
             out: VecDeque::new(),
@@ -504,8 +509,8 @@ impl ChordNode {
         for r in &self.rpcs {
             consider(r.deadline, "rpc");
         }
-        for f in &self.forwards {
-            consider(f.deadline, "hop-ack");
+        if let Some(t) = self.ack_sweep_at {
+            consider(t, "hop-ack");
         }
         for l in &self.lookups {
             consider(l.deadline, "lookup");
@@ -753,13 +758,17 @@ impl ChordNode {
         if self.forwards.len() >= self.cfg.max_pending_forwards {
             return;
         }
+        let deadline = now + self.cfg.rpc_timeout;
         self.forwards.push(Forward {
             token: route.token,
             next,
-            deadline: now + self.cfg.rpc_timeout,
+            deadline,
             route: route.clone(),
             tries: 0,
         });
+        if self.ack_sweep_at.is_none() {
+            self.ack_sweep_at = Some(deadline);
+        }
         self.send(next, Message::Route(route));
     }
 
@@ -1047,6 +1056,11 @@ impl ChordNode {
     }
 
     fn expire_forwards(&mut self, now: Time) {
+        if self.ack_sweep_at.is_none_or(|t| t > now) {
+            return;
+        }
+        self.ack_sweep_at = None;
+        self.rearm_ack_sweep(now);
         if !self.forwards.iter().any(|f| f.deadline <= now) {
             return;
         }
@@ -1078,6 +1092,14 @@ impl ChordNode {
             if let Some(nf) = self.forwards.get_mut(before) {
                 nf.tries = f.tries + 1;
             }
+        }
+    }
+
+    /// Next sweep: the earliest pending deadline, but not sooner than half an RPC timeout.
+    fn rearm_ack_sweep(&mut self, now: Time) {
+        if let Some(earliest) = self.forwards.iter().map(|f| f.deadline).min() {
+            let floor = now + self.cfg.rpc_timeout / 2;
+            self.ack_sweep_at = Some(earliest.max(floor));
         }
     }
 

@@ -837,14 +837,24 @@ impl ChordNode {
         let Some(succ) = self.successor() else {
             return;
         };
+        self.start_rpc(now, succ, RpcKind::Stabilize);
+    }
+
+    /// Send a request to `peer` that must be answered within the RPC timeout, or the peer
+    /// is declared failed.
+    fn start_rpc(&mut self, now: Time, peer: Contact, kind: RpcKind) {
         let token = self.token();
         self.rpcs.push(Rpc {
             token,
-            peer: succ.id,
+            peer: peer.id,
             deadline: now + self.cfg.rpc_timeout,
-            kind: RpcKind::Stabilize,
+            kind,
         });
-        self.send(succ, Message::GetNeighbours { token });
+        let msg = match kind {
+            RpcKind::Stabilize => Message::GetNeighbours { token },
+            RpcKind::CheckPredecessor => Message::Ping { token },
+        };
+        self.send(peer, msg);
     }
 
     fn on_neighbours(
@@ -931,14 +941,7 @@ impl ChordNode {
         {
             return;
         }
-        let token = self.token();
-        self.rpcs.push(Rpc {
-            token,
-            peer: pred.id,
-            deadline: now + self.cfg.rpc_timeout,
-            kind: RpcKind::CheckPredecessor,
-        });
-        self.send(pred, Message::Ping { token });
+        self.start_rpc(now, pred, RpcKind::CheckPredecessor);
     }
 
     fn fix_next_finger(&mut self, now: Time) {

@@ -66,12 +66,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         println!("{out}");
         return Ok(());
     }
-    let path = |p: &[u128]| {
-        p.iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(" → ")
-    };
     println!(
         "p2psip demo — the paper's 512-peer prototype (496 peers, 13 CSPs, 3 CSPGs, three layers)"
     );
@@ -82,40 +76,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards."
     );
-    println!(
-        "    plain Chord    {:<9}  {}",
-        if paper.chord.delivered {
-            "delivered"
-        } else {
-            "FAILED"
-        },
-        path(&paper.chord.path)
-    );
-    println!(
-        "    secure         {:<9}  CSPG 1 → CSPG 1030 → CSP 1536 → PingRequest multicast",
-        if paper.secure.delivered {
-            "RINGING"
-        } else {
-            "FAILED"
-        }
-    );
-    for r in &paper.secure.routes {
-        println!("                   route     {}", path(r));
-    }
-    if let (Some(o), Some(e)) = (paper.secure.opinion, paper.secure.expectation) {
-        println!(
-            "    SOS ranking    chose {} with (b {:.3}, d {:.3}, u {:.3}), E = {:.5}",
-            path(&paper.secure.chosen_route),
-            o[0],
-            o[1],
-            o[2],
-            e
-        );
-    }
-    println!(
-        "    scenario       {}",
-        if paper_ok { "PASS" } else { "FAIL" }
-    );
+    super::sim::print_paper(&paper);
+    println!("  scenario      {}", if paper_ok { "PASS" } else { "FAIL" });
     println!();
     println!(
         "  {} random calls: {} ringing ({:.2}%), setup delay p50 {:.1} ms, p99 {:.1} ms, {:.2} hops, {:.1} messages per call",

@@ -246,40 +246,41 @@ fn run_paper(args: &Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    let path = |p: &[u128]| {
-        p.iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(" → ")
-    };
     println!(
         "p2psip sim --scenario paper: m = 11, 512 peers (496 + 13 CSPs + 3 CSPGs), caller 80, callee 1618, 1617 malicious (drops)"
     );
+    print_paper(&r);
+    Ok(())
+}
+
+/// A path as `a → b → c`.
+fn path_text(p: &[u128]) -> String {
+    p.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// The paper scenario's outcome, for `sim --scenario paper` and `demo`.
+pub(crate) fn print_paper(r: &sim::PaperReport) {
+    let verdict = |ok: bool| if ok { "DELIVERED" } else { "FAILED" };
     println!(
-        "  plain Chord   {}  path {}",
-        if r.chord.delivered {
-            "DELIVERED"
-        } else {
-            "FAILED"
-        },
-        path(&r.chord.path)
+        "  plain Chord   {:<9}  path {}",
+        verdict(r.chord.delivered),
+        path_text(&r.chord.path)
     );
     println!(
-        "  secure        {}  via CSPG 1 → CSPG 1030 → CSP 1536, {} routes reached 1618:",
-        if r.secure.delivered {
-            "DELIVERED"
-        } else {
-            "FAILED"
-        },
+        "  secure        {:<9}  via CSPG 1 → CSPG 1030 → CSP 1536, {} routes reached 1618:",
+        verdict(r.secure.delivered),
         r.secure.routes.len()
     );
     for route in &r.secure.routes {
-        println!("                  {}", path(route));
+        println!("                             {}", path_text(route));
     }
     if let (Some(o), Some(e)) = (r.secure.opinion, r.secure.expectation) {
         println!(
             "  SOS chose     {}  opinion (b {:.4}, d {:.4}, u {:.4}, a {}), E = {:.5}",
-            path(&r.secure.chosen_route),
+            path_text(&r.secure.chosen_route),
             o[0],
             o[1],
             o[2],
@@ -287,7 +288,6 @@ fn run_paper(args: &Args) -> anyhow::Result<()> {
             e
         );
     }
-    Ok(())
 }
 
 fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {

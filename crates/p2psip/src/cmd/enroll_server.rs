@@ -48,6 +48,13 @@ enum Sub {
         /// Jitter around each city, degrees.
         #[arg(long, default_value_t = 0.5)]
         jitter: f64,
+        /// Also simulate this many lookups over the geographic latency model with both ID
+        /// schemes (mostly local calls) and report lookup latency p50/p99.
+        #[arg(long, value_name = "LOOKUPS")]
+        simulate: Option<usize>,
+        /// Fraction of simulated lookups whose callee is in the caller's city.
+        #[arg(long, default_value_t = 0.8)]
+        local_fraction: f64,
         /// Geographically nearest peers compared.
         #[arg(long, default_value_t = 5)]
         neighbours: usize,
@@ -227,7 +234,36 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             jitter,
             neighbours,
             json,
+            simulate,
+            local_fraction,
         }) => {
+            if let Some(lookups) = simulate {
+                let r = super::locality_sim::run(peers, lookups, local_fraction, seed)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    println!(
+                        "lookup latency, {} peers at {} cities, {} lookups ({:.0}% to the caller's city), geographic latency, seed {}",
+                        r.peers,
+                        enroll::cities::CITIES.len(),
+                        r.lookups,
+                        100.0 * r.local_fraction,
+                        r.seed
+                    );
+                    println!("  scheme     success   hops   p50 ms    p99 ms");
+                    for s in &r.schemes {
+                        println!(
+                            "  {:<9}  {:<8.4}  {:<5.2}  {:<8.1}  {:.1}",
+                            s.scheme,
+                            s.success_rate,
+                            s.hops_mean,
+                            s.latency_ms_p50,
+                            s.latency_ms_p99
+                        );
+                    }
+                }
+                return Ok(());
+            }
             let report = enroll::locality::report(&enroll::locality::LocalityConfig {
                 seed,
                 peers,

@@ -1,0 +1,147 @@
+//! Lookup latency with location-aware vs SHA-1 Node-IDs, in the simulator.
+//!
+//! Peers sit at the E&A city table (with jitter); each gets both a location-aware ID
+//! (Hilbert curve, as the E&A assigns it) and a SHA-1 ID. For each scheme the simulator
+//! builds a converged ring over the geographic latency model and runs the same lookups:
+//! mostly local calls (callee in the caller's city), the rest anywhere.
+
+use anyhow::Context;
+use enroll::cities::CITIES;
+use overlay::{IdSpace, NodeId};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use sim::{GeoPoint, LatencyModel, World, WorldConfig};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Lookup latency of one ID scheme.
+#[derive(Debug, Serialize)]
+pub(crate) struct SchemeLatency {
+    pub(crate) scheme: &'static str,
+    pub(crate) success_rate: f64,
+    pub(crate) hops_mean: f64,
+    pub(crate) latency_ms_p50: f64,
+    pub(crate) latency_ms_p99: f64,
+}
+
+/// Both schemes side by side.
+#[derive(Debug, Serialize)]
+pub(crate) struct LocalityLatency {
+    pub(crate) peers: usize,
+    pub(crate) lookups: usize,
+    pub(crate) local_fraction: f64,
+    pub(crate) seed: u64,
+    pub(crate) schemes: Vec<SchemeLatency>,
+}
+
+pub(crate) fn run(
+    peers: usize,
+    lookups: usize,
+    local: f64,
+    seed: u64,
+) -> anyhow::Result<LocalityLatency> {
+    anyhow::ensure!(
+        peers >= CITIES.len(),
+        "need at least {} peers (one per city)",
+        CITIES.len()
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&local),
+        "local fraction must be in 0..1"
+    );
+    let space = IdSpace::new(128).context("ID space")?;
+    let arc = enroll::LayerArcs::thirds(space)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .arc(enroll::Layer::TWO);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let (mut loc_ids, mut sha_ids, mut geos, mut city_of) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut used_loc, mut used_sha) = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..peers {
+        let city = i % CITIES.len();
+        let lat = CITIES[city].lat + rng.random_range(-0.5..0.5);
+        let lon = CITIES[city].lon + rng.random_range(-0.5..0.5);
+        let loc = loop {
+            let id = enroll::assign_location_id(space, arc, lat, lon, &mut rng);
+            if used_loc.insert(id) {
+                break id;
+            }
+        };
+        let mut attempt = 0;
+        let sha = loop {
+            let id = enroll::assign_sha1_id(space, arc, &(i as u64).to_le_bytes(), attempt);
+            attempt += 1;
+            if used_sha.insert(id) {
+                break id;
+            }
+        };
+        loc_ids.push(loc);
+        sha_ids.push(sha);
+        geos.push(GeoPoint {
+            lat: lat as f32,
+            lon: lon as f32,
+        });
+        city_of.push(city);
+    }
+    // The same (caller, callee) pairs for both schemes.
+    let pairs: Vec<(usize, usize)> = (0..lookups)
+        .map(|_| {
+            let a = rng.random_range(0..peers);
+            let b = if rng.random_bool(local) {
+                // Another peer of the caller's city: indices ≡ city (mod cities).
+                let per_city = (peers - city_of[a]).div_ceil(CITIES.len());
+                city_of[a] + CITIES.len() * rng.random_range(0..per_city.max(1))
+            } else {
+                rng.random_range(0..peers)
+            };
+            (a, b.min(peers - 1))
+        })
+        .collect();
+    let mut schemes = Vec::new();
+    for (name, ids) in [("location", &loc_ids), ("sha1", &sha_ids)] {
+        let mut cfg = WorldConfig::new(space, seed);
+        cfg.latency = LatencyModel::geographic();
+        let mut world = World::new(cfg);
+        world.init_converged(ids, &geos);
+        let settle = world.now() + Duration::from_secs(1);
+        world.run_until(settle, &mut |_| {});
+        for (a, b) in &pairs {
+            let at = world.now() + Duration::from_millis(2);
+            world.run_until(at, &mut |_| {});
+            // Results are read from the world's statistics, not from the watch lists.
+            let _ = world.watch(ids[*a], NodeId(ids[*b].0));
+        }
+        let end = world.now() + Duration::from_secs(20);
+        world.run_until(end, &mut |_| {});
+        let s = &mut world.stats;
+        let issued = s.issued.max(1) as f64;
+        schemes.push(SchemeLatency {
+            scheme: name,
+            success_rate: s.succeeded as f64 / issued,
+            hops_mean: s.hops.mean(),
+            latency_ms_p50: s.latency_ms.percentile(50.0),
+            latency_ms_p99: s.latency_ms.percentile(99.0),
+        });
+    }
+    Ok(LocalityLatency {
+        peers,
+        lookups,
+        local_fraction: local,
+        seed,
+        schemes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn location_aware_ids_make_local_lookups_faster() {
+        let r = super::run(300, 300, 0.8, 7).unwrap();
+        let (loc, sha) = (&r.schemes[0], &r.schemes[1]);
+        assert_eq!((loc.scheme, sha.scheme), ("location", "sha1"));
+        assert_eq!(loc.success_rate, 1.0);
+        assert_eq!(sha.success_rate, 1.0);
+        assert!(loc.latency_ms_p50 < sha.latency_ms_p50, "{r:?}");
+    }
+}

@@ -153,6 +153,8 @@ pub struct WatchedLookup {
 enum Ev {
     Deliver {
         to: NodeId,
+        /// Where `to` lived when the message was sent.
+        slot: Option<u32>,
         from: Contact,
         msg: Message,
     },
@@ -509,10 +511,9 @@ impl World {
                 continue;
             }
             let from_geo = self.peers[slot as usize].geo;
-            let to_geo = self
-                .index
-                .get(&t.to.id)
-                .map(|s| self.peers[*s as usize].geo)
+            let to_slot = self.index.get(&t.to.id).copied();
+            let to_geo = to_slot
+                .map(|s| self.peers[s as usize].geo)
                 .unwrap_or_default();
             let delay = self.latency.sample(&mut self.rng, &from_geo, &to_geo);
             let from = self.peers[slot as usize].node.contact();
@@ -520,6 +521,7 @@ impl World {
                 now + delay,
                 Ev::Deliver {
                     to: t.to.id,
+                    slot: to_slot,
                     from,
                     msg: t.msg,
                 },
@@ -639,8 +641,19 @@ impl World {
     fn dispatch(&mut self, ev: Ev) {
         let now = self.now;
         match ev {
-            Ev::Deliver { to, from, msg } => {
-                if let Some(&slot) = self.index.get(&to) {
+            Ev::Deliver {
+                to,
+                slot,
+                from,
+                msg,
+            } => {
+                // The slot found at send time is still right unless that peer went away (and
+                // the slot may have been reused) in the meantime: saves a hash lookup.
+                let slot = slot.filter(|s| {
+                    let p = &self.peers[*s as usize];
+                    p.alive && p.node.id() == to
+                });
+                if let Some(slot) = slot {
                     self.peers[slot as usize]
                         .node
                         .handle_message(now, from, msg);

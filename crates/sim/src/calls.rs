@@ -647,9 +647,15 @@ pub enum CallError {
         /// Width of the space.
         bits: u32,
     },
+    /// Calls are placed between honest peers: at least two are needed.
+    #[error("only {0} honest ordinary peers: calls need at least two (lower --malicious)")]
+    TooFewHonest(usize),
     /// Fraction outside 0..1.
     #[error("malicious fraction must be in 0..1, got {0}")]
     BadFraction(f64),
+    /// Zipf exponent not a finite number ≥ 0.
+    #[error("Zipf exponent must be a finite number ≥ 0, got {0}")]
+    BadZipf(f64),
     /// Non-positive rate.
     #[error("call rate must be positive, got {0}")]
     BadRate(f64),
@@ -699,6 +705,11 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
     }
     if run.call_rate.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err(CallError::BadRate(run.call_rate));
+    }
+    if let Some(z) = run.zipf
+        && !(z.is_finite() && z >= 0.0)
+    {
+        return Err(CallError::BadZipf(z));
     }
     let space = IdSpace::new(run.bits)?;
     if run.bits < 64 && run.peers as u128 > space.max() / 2 {
@@ -750,6 +761,9 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
         .copied()
         .filter(|i| !bad.contains_key(i))
         .collect();
+    if honest.len() < 2 {
+        return Err(CallError::TooFewHonest(honest.len()));
+    }
     let mut world = CallWorld::build(run, arcs, &ids, &csps, &cspgs, &bad, &mut rng)?;
     let mut popularity = honest.clone();
     // Shuffle who is popular.

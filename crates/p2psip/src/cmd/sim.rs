@@ -145,6 +145,17 @@ pub(crate) enum LatencyKind {
     Geographic,
 }
 
+fn latency_model(kind: LatencyKind) -> LatencyModel {
+    match kind {
+        LatencyKind::Constant => LatencyModel::Constant(Duration::from_millis(50)),
+        LatencyKind::Uniform => LatencyModel::Uniform {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        },
+        LatencyKind::Geographic => LatencyModel::geographic(),
+    }
+}
+
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s)
         .with_context(|| format!("{what} must be a non-negative number of seconds, got {s}"))
@@ -164,14 +175,7 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
     anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
     let mut world = WorldConfig::new(space, args.seed);
     world.loss = args.loss;
-    world.latency = match args.latency {
-        LatencyKind::Constant => LatencyModel::Constant(Duration::from_millis(50)),
-        LatencyKind::Uniform => LatencyModel::Uniform {
-            min: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-        },
-        LatencyKind::Geographic => LatencyModel::geographic(),
-    };
+    world.latency = latency_model(args.latency);
     world.chord.stabilize_every = secs(args.stabilize, "--stabilize")?;
     world.chord.fix_fingers_every = secs(args.fix_fingers, "--fix-fingers")?;
     world.chord.successors = args.successors;
@@ -291,6 +295,7 @@ pub(crate) fn print_paper(r: &sim::PaperReport) {
 }
 
 fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
     let routing = match args.routing {
         RoutingKind::Secure => overlay::secure::Routing::Secure,
         RoutingKind::Chord => overlay::secure::Routing::Chord,
@@ -308,6 +313,7 @@ fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
         BehaviourKind::Mixed => sim::Behaviour::Mixed,
     };
     run.zipf = args.zipf;
+    run.latency = latency_model(args.latency);
     run.secure.fanout = args.fanout;
     run.call_rate = args.call_rate;
     run.closed_loop = !args.open_loop;

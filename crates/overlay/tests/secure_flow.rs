@@ -123,10 +123,11 @@ impl Net {
             if forwarding && self.drop_at == Some(id) {
                 continue;
             }
-            if forwarding && self.tamper == Some(id) {
-                if let Message::PingRequest(p) = &mut msg {
-                    p.body.target = NodeId(999);
-                }
+            if forwarding
+                && self.tamper == Some(id)
+                && let Message::PingRequest(p) = &mut msg
+            {
+                p.body.target = NodeId(999);
             }
             self.queue.push_back((me, t.to.id, msg));
         }

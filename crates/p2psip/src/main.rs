@@ -19,9 +19,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the paper's 512-peer prototype and report (the embedded default).
+    /// The paper's 512-peer prototype and its malicious-peer scenario (the embedded default;
+    /// simulated in this build).
     Demo(cmd::demo::Args),
-    /// Simulate a Chord ring with the discrete-event simulator and report lookup metrics.
+    /// Discrete-event simulator: Chord lookups at scale, call set-up under attack (secure vs
+    /// plain Chord), or the paper's scenario (`--scenario paper`).
     Sim(cmd::sim::Args),
     /// Run the Enrollment & Authentication server, or manage its tokens and revocations.
     EnrollServer(cmd::enroll_server::Args),

@@ -482,7 +482,7 @@ impl CallWorld {
                     .rank(ids, now.as_micros() / 1000, Discounting::Classic)
                     .unwrap_or_default();
                 let callee = self.peers[slot as usize].node.chord().id();
-                if self.trace.is_some() && self.traced_callee() == Some(callee) {
+                if self.trace.is_some() && self.traced_callee_id == Some(callee) {
                     self.traced.routes = routes
                         .iter()
                         .map(|r| r.iter().map(|n| n.0).collect())
@@ -531,10 +531,6 @@ impl CallWorld {
             }
             SecureEvent::IncomingCall { .. } | SecureEvent::Chord(_) => {}
         }
-    }
-
-    fn traced_callee(&self) -> Option<NodeId> {
-        self.traced_callee_id
     }
 
     fn refresh_trust(&mut self) {
@@ -606,10 +602,6 @@ impl CallWorld {
         let id = self.peers[slot as usize].node.call(now, callee, invite);
         self.after_input(slot);
         Some(id)
-    }
-
-    fn outcome_rows(&self) -> Vec<(NodeId, u64, bool, f64, usize, bool)> {
-        self.outcomes.clone()
     }
 
     /// Peers the SOS distrusts now.
@@ -810,7 +802,7 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
     let mut setup = Samples::default();
     let mut hops = Samples::default();
     let (mut ok, mut n, mut cached) = (0u64, 0u64, 0u64);
-    for (caller, call, success, ms, h, from_cache) in world.outcome_rows() {
+    for (caller, call, success, ms, h, from_cache) in world.outcomes.iter().copied() {
         if !world.measured.contains(&(caller, call)) {
             continue;
         }

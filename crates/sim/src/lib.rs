@@ -22,7 +22,7 @@ pub use calls::{
     Behaviour, CallError, CallProgress, CallReport, CallRun, CallWorld, PaperReport, SimKeys,
     TracedCall, paper, run_calls, run_paper,
 };
-pub use lookups::{LookupRun, Progress, RunError, build_world, drain_time, run_lookups};
+pub use lookups::{LookupRun, Progress, RunError, build_world, run_lookups};
 pub use metrics::{LookupReport, Samples};
 pub use models::{GeoPoint, LatencyModel, SessionModel};
 pub use queue::EventQueue;

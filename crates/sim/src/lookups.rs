@@ -3,7 +3,7 @@
 use crate::metrics::LookupReport;
 use crate::models::GeoPoint;
 use crate::world::{Init, World, WorldConfig};
-use overlay::{NodeId, Time};
+use overlay::NodeId;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::time::{Duration, Instant};
@@ -217,10 +217,4 @@ pub fn run_lookups(
         departures: world.departures,
         seed: run.world.seed,
     })
-}
-
-/// The end of the measurement window, for callers that drive a world themselves.
-pub fn drain_time(world: &World, run: &LookupRun) -> Time {
-    let c = &run.world.chord;
-    world.now() + c.lookup_timeout * (u32::from(c.lookup_retries) + 1)
 }

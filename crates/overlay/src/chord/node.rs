@@ -398,23 +398,36 @@ impl ChordNode {
         self.expire_rpcs(now);
         self.expire_forwards(now);
         self.expire_lookups(now);
-        if now >= self.stabilize_at {
-            self.stabilize_at = now + self.jitter(self.cfg.stabilize_every);
+        let cfg = self.cfg.clone();
+        if self.periodic_due(now, |n| &mut n.stabilize_at, cfg.stabilize_every) {
             self.stabilize(now);
         }
-        if now >= self.check_pred_at {
-            self.check_pred_at = now + self.jitter(self.cfg.check_predecessor_every);
+        if self.periodic_due(now, |n| &mut n.check_pred_at, cfg.check_predecessor_every) {
             self.check_predecessor(now);
         }
-        if now >= self.fix_fingers_at {
-            self.fix_fingers_at = now + self.jitter(self.cfg.fix_fingers_every);
+        if self.periodic_due(now, |n| &mut n.fix_fingers_at, cfg.fix_fingers_every) {
             self.fix_next_finger(now);
         }
-        if now >= self.ring_check_at {
-            self.ring_check_at = now + self.jitter(self.cfg.ring_check_every);
+        if self.periodic_due(now, |n| &mut n.ring_check_at, cfg.ring_check_every) {
             self.ring_check(now);
         }
         self.release_idle_buffers();
+    }
+
+    /// Is the periodic timer selected by `timer` due? If so, re-arm it one jittered `every`
+    /// from now.
+    fn periodic_due(
+        &mut self,
+        now: Time,
+        timer: fn(&mut Self) -> &mut Time,
+        every: Duration,
+    ) -> bool {
+        if now < *timer(self) {
+            return false;
+        }
+        let next = now + self.jitter(every);
+        *timer(self) = next;
+        true
     }
 
     /// Look up our own successor through a bootstrap peer. If the answer lies between us and

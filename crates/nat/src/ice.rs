@@ -152,14 +152,7 @@ fn kind_name(t: CandidateType) -> &'static str {
 
 /// The local IP the kernel would use to reach `to`.
 async fn route_ip(to: SocketAddr) -> std::io::Result<IpAddr> {
-    let any: SocketAddr = if to.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let probe = UdpSocket::bind(any).await?;
-    probe.connect(to).await?;
-    Ok(probe.local_addr()?.ip())
+    Ok(crate::client::connected_socket(to).await?.local_addr()?.ip())
 }
 
 /// A datagram from one of our sockets: (local address, sender, bytes).

@@ -152,7 +152,10 @@ fn kind_name(t: CandidateType) -> &'static str {
 
 /// The local IP the kernel would use to reach `to`.
 async fn route_ip(to: SocketAddr) -> std::io::Result<IpAddr> {
-    Ok(crate::client::connected_socket(to).await?.local_addr()?.ip())
+    Ok(crate::client::connected_socket(to)
+        .await?
+        .local_addr()?
+        .ip())
 }
 
 /// A datagram from one of our sockets: (local address, sender, bytes).

@@ -8,7 +8,7 @@ use crate::{ChordNode, Contact, Event, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,7 +245,10 @@ pub struct SecureNode {
     calls: Vec<OutCall>,
     held: Vec<Held>,
     collecting: Vec<Collection>,
+    /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
     seen: VecDeque<(NodeId, u64, u8, u64)>,
+    /// The same keys, for constant-time duplicate checks.
+    seen_set: HashSet<(NodeId, u64, u8)>,
     cache: ContactCache,
     out: VecDeque<Transmit>,
     events: VecDeque<SecureEvent>,
@@ -287,6 +290,7 @@ impl SecureNode {
             held: Vec::new(),
             collecting: Vec::new(),
             seen: VecDeque::new(),
+            seen_set: HashSet::new(),
             cache,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -715,9 +719,28 @@ impl SecureNode {
             });
             return;
         }
+        // Every hop, not only the target, remembers the copies it has handled: a copy seen
+        // twice is a replay by the peer that sent it now (an honest hop that forwarded the
+        // first one is not blamed for someone else's duplicate).
+        let key = (body.csp.id, body.nonce, body.copy);
+        if self.seen_set.contains(&key) {
+            self.events.push_back(SecureEvent::Report {
+                subject: from.id,
+                outcome: Outcome::Replayed,
+            });
+            return;
+        }
+        if self.seen.len() >= self.ctx.cfg.max_pending
+            && let Some(old) = self.seen.pop_front()
+        {
+            self.seen_set.remove(&(old.0, old.1, old.2));
+        }
+        self.seen
+            .push_back((key.0, key.1, key.2, body.timestamp_ms));
+        self.seen_set.insert(key);
         let me = self.chord.id();
         if body.target == me {
-            self.collect(now, from, ping);
+            self.collect(now, ping);
             return;
         }
         if ping.hops.iter().any(|h| h.hop == me) {
@@ -771,24 +794,8 @@ impl SecureNode {
 
     // ---- target ----
 
-    fn collect(&mut self, now: Time, from: Contact, ping: PingRequest) {
+    fn collect(&mut self, now: Time, ping: PingRequest) {
         let b = &ping.body;
-        let key = (b.csp.id, b.nonce, b.copy, 0u64);
-        if self
-            .seen
-            .iter()
-            .any(|s| (s.0, s.1, s.2) == (key.0, key.1, key.2))
-        {
-            self.events.push_back(SecureEvent::Report {
-                subject: from.id,
-                outcome: Outcome::Replayed,
-            });
-            return;
-        }
-        if self.seen.len() >= self.ctx.cfg.max_pending {
-            self.seen.pop_front();
-        }
-        self.seen.push_back((key.0, key.1, key.2, b.timestamp_ms));
         let mut route: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
         route.push(self.chord.id());
         // A detour shows in the signed path: every hop must bring the copy closer.
@@ -1029,7 +1036,9 @@ impl SecureNode {
             .front()
             .is_some_and(|s| ts_now.saturating_sub(s.3) > window)
         {
-            self.seen.pop_front();
+            if let Some(old) = self.seen.pop_front() {
+                self.seen_set.remove(&(old.0, old.1, old.2));
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! A peer of the secure overlay: Chord in its layer plus the call flow of the paper.
 
 use super::cache::ContactCache;
+use super::dialog::Dialogs;
 use super::layers::{Directory, Layer, LayerArcs};
+use super::records::{RecordOp, RecordValidator};
 use super::sign::{SigVerifier, Signer};
 use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
 use crate::{ChordNode, Contact, Event, NodeId, Time, Transmit};
@@ -102,6 +104,12 @@ pub struct SecureConfig {
     pub cache_ttl: Duration,
     /// Use the contact cache at all.
     pub cache_enabled: bool,
+    /// Calls whose other end each peer remembers for in-dialog messages.
+    pub max_dialogs: usize,
+    /// Largest record a peer stores for others.
+    pub max_record_bytes: usize,
+    /// Successors the responsible peer copies each record to.
+    pub record_replicas: usize,
 }
 
 impl Default for SecureConfig {
@@ -118,6 +126,9 @@ impl Default for SecureConfig {
             cache_capacity: 256,
             cache_ttl: Duration::from_secs(600),
             cache_enabled: true,
+            max_dialogs: 4096,
+            max_record_bytes: 4096,
+            record_replicas: 2,
         }
     }
 }
@@ -168,6 +179,9 @@ pub enum SecureEvent {
     IncomingCall {
         /// The caller.
         caller: Contact,
+        /// The caller's handle (with the caller's Node-ID, names the call for
+        /// [`SecureNode::send_dialog`]).
+        call: u64,
         /// The original request.
         invite: Vec<u8>,
     },
@@ -177,6 +191,29 @@ pub enum SecureEvent {
         query: u64,
         /// Candidate routes (hops then target).
         routes: Vec<Vec<NodeId>>,
+    },
+    /// An in-dialog message from the other end of call (`caller`, `call`).
+    Dialog {
+        /// The caller's Node-ID.
+        caller: NodeId,
+        /// The caller's handle.
+        call: u64,
+        /// The message.
+        body: Vec<u8>,
+    },
+    /// A [`SecureNode::put`] finished.
+    Stored {
+        /// The handle from `put`.
+        query: u64,
+        /// `Err` carries the reason the responsible peer (or this one) gave.
+        result: Result<(), String>,
+    },
+    /// A [`SecureNode::get`] finished.
+    Fetched {
+        /// The handle from `get`.
+        query: u64,
+        /// The record, if the responsible peer had one (`None` also on failure).
+        value: Option<Vec<u8>>,
     },
     /// Evidence for the SOS.
     Report {
@@ -234,8 +271,8 @@ struct Collection {
 /// the routes, fetches the request from the CSP and answers the caller directly. Broken
 /// chains, stale or duplicate copies, detours and vanished copies become evidence.
 pub struct SecureNode {
-    chord: ChordNode,
-    ctx: OverlayContext,
+    pub(super) chord: ChordNode,
+    pub(super) ctx: OverlayContext,
     role: Role,
     layer: Layer,
     routing: Routing,
@@ -250,8 +287,12 @@ pub struct SecureNode {
     /// The same keys, for constant-time duplicate checks.
     seen_set: HashSet<(NodeId, u64, u8)>,
     cache: ContactCache,
+    pub(super) dialogs: Dialogs,
+    pub(super) dialog_refused: u64,
+    pub(super) validator: Option<Arc<dyn RecordValidator>>,
+    pub(super) record_ops: Vec<RecordOp>,
     out: VecDeque<Transmit>,
-    events: VecDeque<SecureEvent>,
+    pub(super) events: VecDeque<SecureEvent>,
     next_id: u64,
     rng: Xoshiro256PlusPlus,
 }
@@ -292,6 +333,10 @@ impl SecureNode {
             seen: VecDeque::new(),
             seen_set: HashSet::new(),
             cache,
+            dialogs: Dialogs::default(),
+            dialog_refused: 0,
+            validator: None,
+            record_ops: Vec::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -329,13 +374,13 @@ impl SecureNode {
         self.distrusted = distrusted;
     }
 
-    fn id(&mut self) -> u64 {
+    pub(super) fn id(&mut self) -> u64 {
         let i = self.next_id;
         self.next_id += 1;
         i
     }
 
-    fn unix_ms(&self, now: Time) -> u64 {
+    pub(super) fn unix_ms(&self, now: Time) -> u64 {
         self.unix_offset_ms + now.as_micros() / 1000
     }
 
@@ -348,7 +393,7 @@ impl SecureNode {
             .unwrap_or(Contact::id_only(id))
     }
 
-    fn send(&mut self, to: Contact, msg: Message) {
+    pub(super) fn send(&mut self, to: Contact, msg: Message) {
         self.out.push_back(Transmit { to, msg });
     }
 
@@ -465,6 +510,9 @@ impl SecureNode {
             return;
         }
         self.cache.insert(now, callee);
+        let me = self.chord.id();
+        self.dialogs
+            .insert(me, call, callee, self.ctx.cfg.max_dialogs);
         self.events.push_back(SecureEvent::CallRinging {
             call,
             callee: c.callee,
@@ -911,8 +959,15 @@ impl SecureNode {
                 route,
             },
         );
+        self.dialogs.insert(
+            request.caller.id,
+            request.call,
+            request.caller,
+            self.ctx.cfg.max_dialogs,
+        );
         self.events.push_back(SecureEvent::IncomingCall {
             caller: request.caller,
+            call: request.call,
             invite: request.invite,
         });
     }
@@ -968,13 +1023,30 @@ impl SecureNode {
                 route,
             } => self.on_ringing(now, from, call, callee, digest, route),
             Message::PlainInvite(inv) => self.forward_plain(now, inv),
+            Message::Dialog { caller, call, body } => self.on_dialog(from, caller, call, body),
+            msg @ (Message::Put { .. }
+            | Message::PutReply { .. }
+            | Message::Get { .. }
+            | Message::GetReply { .. }) => self.handle_record_message(now, from, msg),
             other => self.chord.handle_message(now, from, other),
+        }
+        self.pump_chord_events(now);
+    }
+
+    /// Move the Chord layer's events to ours, taking the lookups of record operations.
+    pub(super) fn pump_chord_events(&mut self, now: Time) {
+        while let Some(ev) = self.chord.poll_event() {
+            if let Some(ev) = self.record_lookup_event(now, ev) {
+                self.events.push_back(SecureEvent::Chord(ev));
+            }
         }
     }
 
     /// Run timers due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         self.chord.handle_timeout(now);
+        self.pump_chord_events(now);
+        self.expire_record_ops(now);
         // Collections whose window closed: ask the SOS; SOS answers that never came: fall back.
         let mut i = 0;
         while i < self.collecting.len() {
@@ -1051,6 +1123,8 @@ impl SecureNode {
     /// Next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SecureEvent> {
+        // Chord events are moved over after every input; this catches events from direct
+        // use of `chord_mut()` (record lookups only start from our own inputs).
         self.events
             .pop_front()
             .or_else(|| self.chord.poll_event().map(SecureEvent::Chord))
@@ -1069,6 +1143,7 @@ impl SecureNode {
                     .map(|h| h.fetched.as_ref().map_or(h.deadline, |(_, t)| *t)),
             )
             .chain(self.calls.iter().map(|c| c.deadline))
+            .chain(self.record_ops.iter().map(|o| o.deadline))
             .min();
         match (self.chord.poll_timeout(), mine) {
             (Some(a), Some(b)) => Some(a.min(b)),

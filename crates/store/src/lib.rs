@@ -1,0 +1,43 @@
+//! The peer's embedded database: one SQLite file, `peer.db`, in the peer's data directory.
+//!
+//! The paper gives every peer, CSP and CSPG a database. It holds what a restarted peer needs
+//! to come back warm: its identity (IDs and certificate fingerprints; the private key stays
+//! in its own 0600 file), the contact cache, the overlay records it is responsible for, the
+//! requests a CSP holds, and the call history. Everything is bounded like the in-memory
+//! structures it mirrors ([`StoreConfig`]).
+//!
+//! # Design
+//! - [`Store`] owns the connection: WAL journal, `synchronous=FULL` by default
+//!   ([`Durability`]), a busy timeout, `PRAGMA quick_check` at open, a `schema_version`
+//!   table with forward-only migrations. A newer schema is refused ([`OpenError::NewerSchema`]);
+//!   a damaged file is a typed [`OpenError::Corrupt`], and [`Store::open_or_reset`] moves it
+//!   aside and starts fresh.
+//! - [`Writer`] moves the store onto its own thread behind a bounded queue. The peer's loop
+//!   calls [`Writer::submit`], which never blocks (full queue: the operation is dropped and
+//!   counted); the thread commits batches of [`Op`]s, one transaction (one fsync) per batch.
+//!   [`Writer::flush`] is the acknowledgement: what was submitted before it survives `kill -9`.
+//! - [`Store::load_snapshot`] reads everything once at start-up ([`Snapshot`]).
+//! - [`RecordMirror`] turns `ChordNode::records()` into the puts and removes that changed.
+//!
+//! Times in the database are Unix milliseconds ([`unix_ms`]); the overlay's clock restarts
+//! with the process.
+#![warn(missing_docs, unreachable_pub)]
+
+mod db;
+mod error;
+mod mirror;
+mod model;
+mod schema;
+mod writer;
+
+pub use db::{
+    ApplyReport, DB_FILE, Durability, MAX_CALL_ID_LEN, MAX_SIGNATURE_LEN, Opened, Store,
+    StoreConfig, StoreCounts,
+};
+pub use error::{OpenError, StoreError, SubmitError, WriterError};
+pub use mirror::RecordMirror;
+pub use model::{
+    CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Snapshot,
+    StoredRecord, remaining, unix_ms,
+};
+pub use writer::{Writer, WriterConfig, WriterStats};

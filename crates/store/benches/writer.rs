@@ -1,1 +1,72 @@
-fn main() {}
+//! Sustained writes/s into `peer.db`: the batched [`store::Writer`] (one transaction per
+//! batch) against one transaction per write, both durabilities, side by side.
+//!
+//! `cargo bench -p store --bench writer`. The database lives under Cargo's target tmp dir
+//! (same disk as the build), not a tmpfs, so fsync costs are real.
+#![allow(clippy::unwrap_used)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use overlay::NodeId;
+use std::hint::black_box;
+use std::time::Duration;
+use store::{Durability, Op, Store, StoreConfig, StoredRecord, Writer, WriterConfig};
+
+const OPS: u64 = 500;
+
+fn op(i: u64) -> Op {
+    // Keys wrap so the table stays within its bound however long the bench runs.
+    Op::PutRecord(StoredRecord::plain(
+        NodeId(u128::from(i % 50_000)),
+        i.to_le_bytes().repeat(8),
+    ))
+}
+
+fn cfg(durability: Durability) -> StoreConfig {
+    StoreConfig {
+        durability,
+        ..StoreConfig::default()
+    }
+}
+
+fn writes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_writes");
+    g.throughput(Throughput::Elements(OPS));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(4));
+    for (name, durability) in [("full", Durability::Full), ("normal", Durability::Normal)] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let w = Writer::spawn(
+            Store::open(dir.path(), cfg(durability)).unwrap(),
+            WriterConfig::default(),
+        )
+        .unwrap();
+        let mut next = 0u64;
+        g.bench_function(BenchmarkId::new("batched_writer", name), |b| {
+            b.iter(|| {
+                for _ in 0..OPS {
+                    w.submit_blocking(op(next)).unwrap();
+                    next += 1;
+                }
+                w.flush().unwrap();
+            })
+        });
+        black_box(w.close().unwrap());
+
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let mut s = Store::open(dir.path(), cfg(durability)).unwrap();
+        let mut next = 0u64;
+        g.bench_function(BenchmarkId::new("transaction_per_write", name), |b| {
+            b.iter(|| {
+                for _ in 0..OPS {
+                    s.apply(&[op(next)]).unwrap();
+                    next += 1;
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, writes);
+criterion_main!(benches);

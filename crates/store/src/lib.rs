@@ -17,7 +17,8 @@
 //!   counted); the thread commits batches of [`Op`]s, one transaction (one fsync) per batch.
 //!   [`Writer::flush`] is the acknowledgement: what was submitted before it survives `kill -9`.
 //! - [`Store::load_snapshot`] reads everything once at start-up ([`Snapshot`]).
-//! - [`RecordMirror`] turns `ChordNode::records()` into the puts and removes that changed.
+//! - [`RecordMirror`] and [`PendingMirror`] turn `ChordNode::records()` and a CSP's held
+//!   requests into the puts and removes that changed.
 //!
 //! Times in the database are Unix milliseconds ([`unix_ms`]); the overlay's clock restarts
 //! with the process.
@@ -35,7 +36,7 @@ pub use db::{
     StoreConfig, StoreCounts,
 };
 pub use error::{OpenError, StoreError, SubmitError, WriterError};
-pub use mirror::RecordMirror;
+pub use mirror::{PendingMirror, RecordMirror};
 pub use model::{
     CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Snapshot,
     StoredRecord, remaining, unix_ms,

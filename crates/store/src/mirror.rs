@@ -1,13 +1,14 @@
-//! [`RecordMirror`]: turns the node's record map into the few [`Op`]s that changed.
+//! [`RecordMirror`] and [`PendingMirror`]: turn the node's records and a CSP's held
+//! requests into the few [`Op`]s that changed since the last sync.
 //!
 //! `ChordNode` raises no event when records arrive (hand-over at join or leave, `put_local`)
 //! or leave (moved to a new predecessor), so the driver compares its map with what was last
 //! persisted, every few seconds and at shutdown. The mirror keeps a 64-bit digest per key,
 //! not the values, so it costs 24 bytes per record.
 
-use crate::model::{Op, StoredRecord};
+use crate::model::{Op, PendingRequest, StoredRecord};
 use overlay::NodeId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// What the database holds of the node's records, as digests.
@@ -66,6 +67,46 @@ impl RecordMirror {
     }
 }
 
+/// Which held CSP requests the database has, by handle. Held requests never change once
+/// held, so a handle set is enough.
+#[derive(Clone, Debug, Default)]
+pub struct PendingMirror {
+    persisted: BTreeSet<u64>,
+}
+
+impl PendingMirror {
+    /// A mirror of an empty table.
+    pub fn new() -> Self {
+        PendingMirror::default()
+    }
+
+    /// The operations that bring the table to the requests held now: `held` lists their
+    /// handles; `build` makes the row for a handle not yet persisted (so INVITEs are only
+    /// copied once). A handle `build` returns `None` for is skipped this time.
+    pub fn diff(
+        &mut self,
+        held: impl IntoIterator<Item = u64>,
+        mut build: impl FnMut(u64) -> Option<PendingRequest>,
+    ) -> Vec<Op> {
+        let now: BTreeSet<u64> = held.into_iter().collect();
+        let mut ops: Vec<Op> = self
+            .persisted
+            .difference(&now)
+            .map(|h| Op::RemovePending(*h))
+            .collect();
+        self.persisted.retain(|h| now.contains(h));
+        for h in now {
+            if !self.persisted.contains(&h)
+                && let Some(p) = build(h)
+            {
+                self.persisted.insert(h);
+                ops.push(Op::PutPending(p));
+            }
+        }
+        ops
+    }
+}
+
 fn digest(value: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     value.hash(&mut h);
@@ -97,5 +138,27 @@ mod tests {
             ]
         );
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn pending_diff_adds_new_and_removes_gone_handles() {
+        let req = |h| PendingRequest {
+            handle: h,
+            call: h + 100,
+            caller: overlay::Contact::id_only(NodeId(1)),
+            callee: NodeId(2),
+            invite: vec![1, 2, 3],
+            deadline_unix_ms: 5,
+        };
+        let mut m = PendingMirror::new();
+        let ops = m.diff([1, 2], |h| Some(req(h)));
+        assert_eq!(ops, vec![Op::PutPending(req(1)), Op::PutPending(req(2))]);
+        let mut built = Vec::new();
+        let ops = m.diff([2, 3], |h| {
+            built.push(h);
+            Some(req(h))
+        });
+        assert_eq!(built, vec![3]); // 2 is not rebuilt
+        assert_eq!(ops, vec![Op::RemovePending(1), Op::PutPending(req(3))]);
     }
 }

@@ -200,26 +200,7 @@ impl Store {
                 moved_aside: None,
             }),
             Err(OpenError::Corrupt { path, reason }) => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let aside = dir.join(format!("{DB_FILE}.corrupt-{stamp}"));
-                for suffix in ["", "-wal", "-shm"] {
-                    let from = PathBuf::from(format!("{}{suffix}", path.display()));
-                    if from.exists() {
-                        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
-                        std::fs::rename(&from, &to).map_err(|source| OpenError::Io {
-                            path: from.clone(),
-                            source,
-                        })?;
-                    }
-                }
-                tracing::warn!(
-                    db = %path.display(),
-                    moved_to = %aside.display(),
-                    %reason,
-                    "peer database corrupt; moved aside, starting with an empty one"
-                );
+                let aside = move_aside(&path, &reason)?;
                 let store = Store::open(dir, cfg)?;
                 Ok(Opened {
                     store,
@@ -486,6 +467,31 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Move a damaged `path` (and its `-wal`/`-shm`) to `<path>.corrupt-<unix ms>`; logged.
+pub(crate) fn move_aside(path: &Path, reason: &str) -> Result<PathBuf, OpenError> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+            std::fs::rename(&from, &to).map_err(|source| OpenError::Io {
+                path: from.clone(),
+                source,
+            })?;
+        }
+    }
+    tracing::warn!(
+        db = %path.display(),
+        moved_to = %aside.display(),
+        %reason,
+        "peer database damaged; moved aside, starting with an empty one"
+    );
+    Ok(aside)
 }
 
 /// Apply one operation; `false` when a bound refused it.

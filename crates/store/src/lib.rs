@@ -28,6 +28,7 @@ mod db;
 mod error;
 mod mirror;
 mod model;
+mod peer;
 mod schema;
 mod writer;
 
@@ -41,4 +42,5 @@ pub use model::{
     CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Snapshot,
     StoredRecord, remaining, unix_ms,
 };
+pub use peer::{Opening, PeerStore, Warmed};
 pub use writer::{Writer, WriterConfig, WriterStats};

@@ -56,6 +56,21 @@ impl RecordMirror {
         ops
     }
 
+    /// An operation from [`RecordMirror::diff`] was not applied (queue full): make the
+    /// next diff emit it again.
+    pub fn retry(&mut self, op: &Op) {
+        match op {
+            Op::PutRecord(r) => {
+                self.persisted.remove(&r.key);
+            }
+            Op::RemoveRecord(key) => {
+                // Any digest: the key is absent from the node, so the next diff removes it.
+                self.persisted.insert(*key, 0);
+            }
+            _ => {}
+        }
+    }
+
     /// Records the mirror believes are persisted.
     pub fn len(&self) -> usize {
         self.persisted.len()
@@ -78,6 +93,14 @@ impl PendingMirror {
     /// A mirror of an empty table.
     pub fn new() -> Self {
         PendingMirror::default()
+    }
+
+    /// A mirror of the handles a snapshot loaded (re-injected requests get new handles,
+    /// so the next diff removes these rows).
+    pub fn from_handles(handles: impl IntoIterator<Item = u64>) -> Self {
+        PendingMirror {
+            persisted: handles.into_iter().collect(),
+        }
     }
 
     /// The operations that bring the table to the requests held now: `held` lists their
@@ -104,6 +127,20 @@ impl PendingMirror {
             }
         }
         ops
+    }
+
+    /// An operation from [`PendingMirror::diff`] was not applied (queue full): make the
+    /// next diff emit it again.
+    pub fn retry(&mut self, op: &Op) {
+        match op {
+            Op::PutPending(p) => {
+                self.persisted.remove(&p.handle);
+            }
+            Op::RemovePending(h) => {
+                self.persisted.insert(*h);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -138,6 +175,11 @@ mod tests {
             ]
         );
         assert_eq!(m.len(), 2);
+        // A dropped put and a dropped remove come back on the next diff.
+        m.retry(&ops[1]);
+        m.retry(&ops[0]);
+        assert_eq!(m.diff(&cur), vec![ops[0].clone(), ops[1].clone()]);
+        assert!(m.diff(&cur).is_empty());
     }
 
     #[test]
@@ -160,5 +202,8 @@ mod tests {
         });
         assert_eq!(built, vec![3]); // 2 is not rebuilt
         assert_eq!(ops, vec![Op::RemovePending(1), Op::PutPending(req(3))]);
+        m.retry(&ops[0]);
+        m.retry(&ops[1]);
+        assert_eq!(m.diff([2, 3], |h| Some(req(h))), ops);
     }
 }

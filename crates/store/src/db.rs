@@ -144,6 +144,9 @@ impl Store {
         let path = dir.join(DB_FILE);
         let err = |e: rusqlite::Error| classify(&path, e);
         let mut conn = Connection::open(&path).map_err(err)?;
+        // Call history and contacts are private: owner-only, like the key file. SQLite
+        // creates the -wal and -shm files with the database file's mode.
+        restrict_permissions(&path)?;
         conn.busy_timeout(cfg.busy_timeout).map_err(err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -467,6 +470,22 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> Result<(), OpenError> {
+    Ok(())
 }
 
 /// Move a damaged `path` (and its `-wal`/`-shm`) to `<path>.corrupt-<unix ms>`; logged.

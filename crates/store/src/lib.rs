@@ -20,8 +20,22 @@
 //! - [`RecordMirror`] and [`PendingMirror`] turn `ChordNode::records()` and a CSP's held
 //!   requests into the puts and removes that changed.
 //!
+//! - [`PeerStore`] bundles all of it for a peer driver.
+//!
 //! Times in the database are Unix milliseconds ([`unix_ms`]); the overlay's clock restarts
 //! with the process.
+//!
+//! # Wiring into a peer
+//! 1. Start-up, before joining: [`PeerStore::open`] (data dir, `epoch_unix_ms` = the Unix
+//!    time of the driver's `Time::ZERO`, the layer arcs), then [`PeerStore::warm`] with the
+//!    node's contact cache and `chord_mut()`; feed each returned request to the node as
+//!    `Message::Call` from `req.caller`. [`PeerStore::set_identity`] once.
+//! 2. Running: after `SecureNode::call` → [`PeerStore::call_placed`]; every `SecureEvent`
+//!    → [`PeerStore::on_event`]; every few seconds → [`PeerStore::sync`] with the cache,
+//!    `chord().records()` and the CSP's held requests. None of these block.
+//! 3. Shutdown: after the graceful leave handed the records over →
+//!    [`PeerStore::records_handed_over`], a last `sync`, then [`PeerStore::shutdown`]
+//!    (blocking: `spawn_blocking`).
 #![warn(missing_docs, unreachable_pub)]
 
 mod db;

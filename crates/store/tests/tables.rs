@@ -99,6 +99,14 @@ fn every_table_round_trips_and_survives_reopen() {
         assert_eq!(report.rejected, 0);
     }
     let mut s = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    for f in [store::DB_FILE, "peer.db-wal", "peer.db-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
     let snap = s.load_snapshot(NOW).unwrap();
     assert_eq!(snap.identity, Some(identity()));
     assert_eq!(snap.contacts, contacts);

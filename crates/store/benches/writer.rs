@@ -68,5 +68,23 @@ fn writes(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, writes);
+/// Start-up cost: reading a full records table (65 536 × 256 B, the default bound on
+/// count) plus a full contact cache.
+fn load(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut s = Store::open(dir.path(), cfg(Durability::Normal)).unwrap();
+    let ops: Vec<Op> = (0..65_536u64)
+        .map(|i| Op::PutRecord(StoredRecord::plain(NodeId(u128::from(i)), vec![7; 256])))
+        .collect();
+    s.apply(&ops).unwrap();
+    let mut g = c.benchmark_group("store_load");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(65_536));
+    g.bench_function("load_snapshot_65536_records", |b| {
+        b.iter(|| black_box(s.load_snapshot(1_700_000_000_000).unwrap().records.len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, writes, load);
 criterion_main!(benches);

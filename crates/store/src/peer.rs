@@ -330,7 +330,13 @@ fn sip_call_id(invite: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::sip_call_id;
+    use super::{PeerStore, sip_call_id};
+
+    #[test]
+    fn peer_store_can_move_into_the_driver_task() {
+        fn send<T: Send + 'static>() {}
+        send::<PeerStore>();
+    }
 
     #[test]
     fn call_id_from_invite() {

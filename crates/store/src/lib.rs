@@ -51,7 +51,7 @@ pub use db::{
     StoreConfig, StoreCounts,
 };
 pub use error::{OpenError, StoreError, SubmitError, WriterError};
-pub use mirror::{PendingMirror, RecordMirror};
+pub use mirror::{DEFAULT_HASH_BUDGET, PendingMirror, RecordMirror};
 pub use model::{
     CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Snapshot,
     StoredRecord, remaining, unix_ms,

@@ -4,23 +4,51 @@
 //! `ChordNode` raises no event when records arrive (hand-over at join or leave, `put_local`)
 //! or leave (moved to a new predecessor), so the driver compares its map with what was last
 //! persisted, every few seconds and at shutdown. The mirror keeps a 64-bit digest per key,
-//! not the values, so it costs 24 bytes per record.
+//! not the values, so it costs 24 bytes per record, and bounds the hashing per diff.
 
 use crate::model::{Op, PendingRequest, StoredRecord};
 use overlay::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Bound;
+
+/// Value bytes a diff re-hashes to look for changed records, by default: a full table is
+/// 65 536 × 4 KiB = 256 MiB, far too much to hash on the event loop every few seconds.
+pub const DEFAULT_HASH_BUDGET: usize = 1 << 20;
 
 /// What the database holds of the node's records, as digests.
-#[derive(Clone, Debug, Default)]
+///
+/// Each [`RecordMirror::diff`] finds every new and every vanished key (a walk over the
+/// keys, no hashing), but re-hashes existing values only up to a byte budget, resuming
+/// where the previous diff stopped. A value changed in place is therefore persisted within
+/// `total value bytes / budget` diffs; below the budget, at once.
+#[derive(Clone, Debug)]
 pub struct RecordMirror {
     persisted: BTreeMap<NodeId, u64>,
+    budget: usize,
+    cursor: Option<NodeId>,
+}
+
+impl Default for RecordMirror {
+    fn default() -> Self {
+        RecordMirror::with_budget(DEFAULT_HASH_BUDGET)
+    }
 }
 
 impl RecordMirror {
     /// A mirror of an empty database.
     pub fn new() -> Self {
         RecordMirror::default()
+    }
+
+    /// A mirror of an empty database that re-hashes at most `budget` value bytes per diff
+    /// (at least one record).
+    pub fn with_budget(budget: usize) -> Self {
+        RecordMirror {
+            persisted: BTreeMap::new(),
+            budget,
+            cursor: None,
+        }
     }
 
     /// A mirror of what a snapshot loaded (call after putting the records back in the node).
@@ -30,14 +58,14 @@ impl RecordMirror {
                 .into_iter()
                 .map(|r| (r.key, digest(&r.value)))
                 .collect(),
+            ..RecordMirror::default()
         }
     }
 
     /// The operations that bring the database to `current` (`ChordNode::records()`):
-    /// puts for new or changed records, removes for records gone. Assumes they will be
-    /// applied; a dropped operation is retried on the next call only if the record
-    /// changes again, so use [`crate::Writer::submit_blocking`] or re-sync after a drop
-    /// (`RecordMirror::new()` makes the next diff rewrite everything).
+    /// removes for records gone, then puts (by key) for new records and for changed ones
+    /// found within the hash budget. Assumes they will be applied; hand a dropped one to
+    /// [`RecordMirror::retry`].
     pub fn diff(&mut self, current: &BTreeMap<NodeId, Vec<u8>>) -> Vec<Op> {
         let mut ops = Vec::new();
         self.persisted.retain(|key, _| {
@@ -47,12 +75,41 @@ impl RecordMirror {
             }
             keep
         });
+        let mut puts: BTreeMap<NodeId, &Vec<u8>> = BTreeMap::new();
         for (key, value) in current {
-            let d = digest(value);
-            if self.persisted.insert(*key, d) != Some(d) {
-                ops.push(Op::PutRecord(StoredRecord::plain(*key, value.clone())));
+            if !self.persisted.contains_key(key) {
+                self.persisted.insert(*key, digest(value));
+                puts.insert(*key, value);
             }
         }
+        // Changed values: a budgeted round-robin over the keys, after the cursor.
+        let mut spent = 0usize;
+        let after = match self.cursor {
+            Some(c) => current.range((Bound::Excluded(c), Bound::Unbounded)),
+            None => current.range(..),
+        };
+        let before = match self.cursor {
+            Some(c) => current.range(..=c),
+            None => current.range(..NodeId(0)),
+        };
+        for (key, value) in after.chain(before) {
+            if spent >= self.budget.max(1) {
+                break;
+            }
+            spent += value.len().max(1);
+            self.cursor = Some(*key);
+            if puts.contains_key(key) {
+                continue;
+            }
+            let d = digest(value);
+            if self.persisted.insert(*key, d) != Some(d) {
+                puts.insert(*key, value);
+            }
+        }
+        ops.extend(
+            puts.into_iter()
+                .map(|(k, v)| Op::PutRecord(StoredRecord::plain(k, v.clone()))),
+        );
         ops
     }
 
@@ -180,6 +237,49 @@ mod tests {
         m.retry(&ops[0]);
         assert_eq!(m.diff(&cur), vec![ops[0].clone(), ops[1].clone()]);
         assert!(m.diff(&cur).is_empty());
+    }
+
+    #[test]
+    fn changes_in_place_are_found_within_the_budget() {
+        let mut m = RecordMirror::with_budget(250);
+        let mut cur: BTreeMap<NodeId, Vec<u8>> = (0..10u128)
+            .map(|i| (NodeId(i), vec![i as u8; 100]))
+            .collect();
+        assert_eq!(m.diff(&cur).len(), 10); // new keys: always, whatever the budget
+        assert!(m.diff(&cur).is_empty());
+        cur.insert(NodeId(7), vec![0xee; 100]); // same length, new content
+        // 3 records (300 B) per diff at most: found within ceil(10 / 3) = 4 diffs.
+        let mut found = None;
+        for round in 1..=4 {
+            let ops = m.diff(&cur);
+            if !ops.is_empty() {
+                assert_eq!(
+                    ops,
+                    vec![Op::PutRecord(StoredRecord::plain(
+                        NodeId(7),
+                        vec![0xee; 100]
+                    ))]
+                );
+                found = Some(round);
+                break;
+            }
+        }
+        assert!(found.is_some(), "in-place change never found");
+        for _ in 0..8 {
+            assert!(m.diff(&cur).is_empty());
+        }
+        // New and removed keys are seen at once even with a tiny budget.
+        let mut tiny = RecordMirror::with_budget(1);
+        tiny.diff(&cur);
+        cur.remove(&NodeId(0));
+        cur.insert(NodeId(99), vec![1]);
+        assert_eq!(
+            tiny.diff(&cur),
+            vec![
+                Op::RemoveRecord(NodeId(0)),
+                Op::PutRecord(StoredRecord::plain(NodeId(99), vec![1])),
+            ]
+        );
     }
 
     #[test]

@@ -86,5 +86,17 @@ fn load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, writes, load);
+/// The driver's periodic sync: diffing a full records table that did not change
+/// (key walk plus the default 256 KiB hash budget), on the event loop.
+fn mirror(c: &mut Criterion) {
+    let current: std::collections::BTreeMap<NodeId, Vec<u8>> =
+        (0..65_536u128).map(|i| (NodeId(i), vec![7; 256])).collect();
+    let mut m = store::RecordMirror::new();
+    assert_eq!(m.diff(&current).len(), 65_536);
+    c.bench_function("record_mirror_diff_65536_unchanged", |b| {
+        b.iter(|| assert!(black_box(m.diff(&current)).is_empty()))
+    });
+}
+
+criterion_group!(benches, writes, load, mirror);
 criterion_main!(benches);

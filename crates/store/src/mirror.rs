@@ -14,7 +14,7 @@ use std::ops::Bound;
 
 /// Value bytes a diff re-hashes to look for changed records, by default: a full table is
 /// 65 536 × 4 KiB = 256 MiB, far too much to hash on the event loop every few seconds.
-pub const DEFAULT_HASH_BUDGET: usize = 1 << 20;
+pub const DEFAULT_HASH_BUDGET: usize = 256 << 10;
 
 /// What the database holds of the node's records, as digests.
 ///
@@ -67,20 +67,45 @@ impl RecordMirror {
     /// found within the hash budget. Assumes they will be applied; hand a dropped one to
     /// [`RecordMirror::retry`].
     pub fn diff(&mut self, current: &BTreeMap<NodeId, Vec<u8>>) -> Vec<Op> {
-        let mut ops = Vec::new();
-        self.persisted.retain(|key, _| {
-            let keep = current.contains_key(key);
-            if !keep {
-                ops.push(Op::RemoveRecord(*key));
+        // One merge walk over both sorted maps finds vanished and new keys in O(n).
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        {
+            let mut p = self.persisted.keys().peekable();
+            let mut c = current.iter().peekable();
+            loop {
+                match (p.peek(), c.peek()) {
+                    (Some(pk), Some((ck, _))) if pk < ck => {
+                        removed.push(**pk);
+                        p.next();
+                    }
+                    (Some(pk), Some((ck, _))) if pk > ck => {
+                        added.extend(c.next());
+                    }
+                    (Some(_), Some(_)) => {
+                        p.next();
+                        c.next();
+                    }
+                    (Some(pk), None) => {
+                        removed.push(**pk);
+                        p.next();
+                    }
+                    (None, Some(_)) => added.extend(c.next()),
+                    (None, None) => break,
+                }
             }
-            keep
-        });
+        }
+        let mut ops: Vec<Op> = removed
+            .into_iter()
+            .map(|k| {
+                self.persisted.remove(&k);
+                Op::RemoveRecord(k)
+            })
+            .collect();
         let mut puts: BTreeMap<NodeId, &Vec<u8>> = BTreeMap::new();
-        for (key, value) in current {
-            if !self.persisted.contains_key(key) {
-                self.persisted.insert(*key, digest(value));
-                puts.insert(*key, value);
-            }
+        for (key, value) in added {
+            self.persisted.insert(*key, digest(value));
+            puts.insert(*key, value);
         }
         // Changed values: a budgeted round-robin over the keys, after the cursor.
         let mut spent = 0usize;

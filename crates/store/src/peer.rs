@@ -205,7 +205,7 @@ impl PeerStore {
                     outcome: (*reason).into(),
                 }
             }
-            SecureEvent::IncomingCall { caller, invite } => CallEntry {
+            SecureEvent::IncomingCall { caller, invite, .. } => CallEntry {
                 call_id: sip_call_id(invite)
                     .unwrap_or_else(|| format!("in-{}-{}", caller.id.0, now.0)),
                 direction: Direction::Incoming,

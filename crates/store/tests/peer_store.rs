@@ -112,6 +112,7 @@ fn second_run_finds_cache_records_requests_and_history() {
         Time::from_millis(13_000),
         &SecureEvent::IncomingCall {
             caller: Contact::id_only(NodeId(8)),
+            call: 7,
             invite: b"INVITE sip:me SIP/2.0\r\ni: in-7@c\r\n\r\n".to_vec(),
         },
     );

@@ -369,6 +369,23 @@ impl SecureNode {
         self.cache.len()
     }
 
+    /// The contact cache, to persist its entries ([`ContactCache::entries`]).
+    pub fn contact_cache(&self) -> &ContactCache {
+        &self.cache
+    }
+
+    /// The contact cache, to put persisted entries back at start-up
+    /// ([`ContactCache::restore`]).
+    pub fn contact_cache_mut(&mut self) -> &mut ContactCache {
+        &mut self.cache
+    }
+
+    /// Requests this CSP holds while its PingRequest copies are out: handle, the request,
+    /// and when the CSP gives up on it.
+    pub fn held_requests(&self) -> impl Iterator<Item = (u64, &CallRequest, Time)> + '_ {
+        self.held.iter().map(|h| (h.handle, &h.request, h.deadline))
+    }
+
     /// Replace the set of peers the SOS distrusts (routing avoids them).
     pub fn set_distrusted(&mut self, distrusted: Arc<BTreeSet<NodeId>>) {
         self.distrusted = distrusted;

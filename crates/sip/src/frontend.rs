@@ -340,11 +340,12 @@ impl FrontEnd {
                 return;
             }
             let contact = contact.clone().unwrap_or_default();
+            let ua = contact_peer(&contact, from);
             self.bindings.insert(
                 aor.clone(),
                 Binding {
                     contact,
-                    ua: from,
+                    ua,
                     expires: now + Duration::from_secs(expires_s),
                 },
             );
@@ -810,6 +811,27 @@ impl FrontEnd {
     /// Next SIP message to send to a UA.
     pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
         self.tx.poll_transmit()
+    }
+}
+
+/// Where to reach a registered UA: its Contact when that names an IP address (transport
+/// from `;transport=`, else the one it registered over), otherwise where the REGISTER came
+/// from.
+fn contact_peer(contact: &str, from: Peer) -> Peer {
+    let Ok(uri) = sipx_sip::Uri::parse(bytes::Bytes::copy_from_slice(contact.as_bytes())) else {
+        return from;
+    };
+    let Some(sipx_sip::Host::Ip(ip)) = uri.host() else {
+        return from;
+    };
+    let transport = match uri.transport().map(|t| t.to_ascii_lowercase()) {
+        Some(t) if t == b"tcp" => Transport::Tcp,
+        Some(t) if t == b"udp" => Transport::Udp,
+        _ => from.transport,
+    };
+    Peer {
+        transport,
+        addr: SocketAddr::new(*ip, uri.port().unwrap_or(5060)),
     }
 }
 

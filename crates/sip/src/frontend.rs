@@ -853,3 +853,88 @@ fn cancel_for(inv: &SipRequest) -> Option<SipRequest> {
     })
     .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loopback::LoopbackNet;
+    use overlay::secure::{Ed25519Registry, Ed25519Signer};
+    use proptest::prelude::*;
+
+    fn invite(n: u32) -> Vec<u8> {
+        format!(
+            "INVITE sip:bob@p2psip.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5170;branch=z9hG4bK-{n}\r\n\
+             From: <sip:alice@p2psip.test>;tag=a{n}\r\n\
+             To: <sip:bob@p2psip.test>\r\n\
+             Call-ID: c{n}@x\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn setup(max_tx: usize) -> (FrontEnd, crate::loopback::LoopbackOverlay) {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), s.public_key());
+        let keys = Arc::new(keys);
+        let mut cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        cfg.max_transactions = max_tx;
+        let net = LoopbackNet::new(keys.clone(), 0);
+        (
+            FrontEnd::new(cfg, NodeId(1), Box::new(s), keys),
+            net.join(NodeId(1)),
+        )
+    }
+
+    fn codes(fe: &mut FrontEnd) -> Vec<u16> {
+        std::iter::from_fn(|| fe.poll_transmit())
+            .filter_map(|t| match msg::parse_datagram(&t.bytes) {
+                Ok(SipMessage::Response(r)) => Some(r.code()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_transaction_table_answers_503_and_silent_overlay_408() {
+        let (mut fe, mut ov) = setup(2);
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let now = Time::from_millis(1);
+        // The overlay's answers are never fed back: the INVITEs wait.
+        for n in 0..3 {
+            fe.handle_datagram(now, ua, &invite(n), &mut ov);
+        }
+        assert_eq!(codes(&mut fe), vec![100, 100, 503]);
+        assert_eq!(fe.stats().overloaded, 1);
+        // No answer from the overlay within its timeout: 408, never a hang.
+        let later = now + Duration::from_secs(9);
+        fe.handle_timeout(later, &mut ov);
+        assert_eq!(codes(&mut fe), vec![408, 408]);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_from_uas_never_panics(
+            lines in proptest::collection::vec("[ -~]{0,60}", 0..14),
+            method in prop_oneof![Just("INVITE"), Just("REGISTER"), Just("BYE"), Just("ACK"), Just("CANCEL"), Just("SIP/2.0")],
+        ) {
+            let (mut fe, mut ov) = setup(16);
+            let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+            let mut s = format!("{method} sip:bob@p2psip.test SIP/2.0\r\n");
+            for l in lines {
+                s.push_str(&l);
+                s.push_str("\r\n");
+            }
+            s.push_str("\r\n");
+            let now = Time::from_millis(1);
+            fe.handle_datagram(now, ua, s.as_bytes(), &mut ov);
+            while let Some(ev) = ov.poll_event() {
+                fe.handle_overlay_event(now, ev, &mut ov);
+            }
+            fe.handle_timeout(now + Duration::from_secs(60), &mut ov);
+            while fe.poll_transmit().is_some() {}
+        }
+    }
+}

@@ -584,3 +584,89 @@ mod tests {
         assert!(!text.contains("z9hG4bK-top"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn token() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9][a-zA-Z0-9._~!*-]{0,15}"
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_anything_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_datagram(&bytes);
+            let _ = parse_frame(&bytes);
+            let mut f = StreamFramer::default();
+            for chunk in bytes.chunks(97) {
+                if f.push(chunk).is_err() {
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn sip_shaped_garbage_never_panics(
+            method in "[A-Z]{1,9}",
+            headers in proptest::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,40}"), 0..12),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut s = format!("{method} sip:x@y SIP/2.0\r\n");
+            for (n, v) in headers {
+                s.push_str(&format!("{n}: {v}\r\n"));
+            }
+            s.push_str("\r\n");
+            let mut b = s.into_bytes();
+            b.extend(body);
+            if let Ok(SipMessage::Request(r)) = parse_datagram(&b) {
+                let _ = r.validate();
+                let _ = r.response(400, "Bad Request", Some("t"));
+                let _ = (r.expires(), r.contact_uri(), r.to_user(), r.top_branch());
+            }
+        }
+
+        #[test]
+        fn build_parse_round_trip(
+            user in token(), callee in token(), call_id in "[a-zA-Z0-9]{1,20}@[a-z]{1,8}",
+            cseq in 1u32..1_000_000, tag in "[a-zA-Z0-9]{1,12}",
+            sdp in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let req = build_request(RequestParts {
+                method: SipMethod::Invite,
+                uri: &format!("sip:{callee}@p2psip.test"),
+                via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1",
+                from: &format!("<sip:{user}@p2psip.test>;tag={tag}"),
+                to: &format!("<sip:{callee}@p2psip.test>"),
+                call_id: &call_id,
+                cseq,
+                contact: Some("<sip:x@127.0.0.1:5070>"),
+                sdp: Some(&sdp),
+            }).unwrap();
+            let SipMessage::Request(back) = parse_datagram(&req.to_bytes()).unwrap() else {
+                panic!("not a request");
+            };
+            back.validate().unwrap();
+            prop_assert_eq!(back.call_id(), Some(call_id.clone()));
+            prop_assert_eq!(back.cseq().map(|c| c.0), Some(cseq));
+            prop_assert_eq!(back.from_tag(), Some(tag));
+            prop_assert_eq!(back.body(), &sdp[..]);
+            // Through the stream framer too, two at a time, split anywhere.
+            let mut two = req.to_bytes();
+            two.extend(req.to_bytes());
+            let mut f = StreamFramer::default();
+            let (a, b) = two.split_at(two.len() / 3);
+            let mut got = f.push(a).unwrap();
+            got.extend(f.push(b).unwrap());
+            prop_assert_eq!(got.len(), 2);
+            let resp = back.response(180, "Ringing", Some("bt")).unwrap();
+            let SipMessage::Response(r) = parse_datagram(&resp.to_bytes()).unwrap() else {
+                panic!("not a response");
+            };
+            prop_assert_eq!(r.code(), 180);
+            prop_assert_eq!(r.call_id(), Some(call_id));
+            prop_assert_eq!(r.to_tag(), Some("bt".to_string()));
+        }
+    }
+}

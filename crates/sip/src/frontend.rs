@@ -206,6 +206,16 @@ impl FrontEnd {
         )
     }
 
+    /// Our Record-Route: keeps the UAs' in-dialog requests coming through us, hence
+    /// through the overlay, instead of straight to the other UA's Contact.
+    fn record_route(&self, transport: Transport) -> String {
+        let t = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        format!("<sip:{};lr;transport={t}>", self.cfg.local)
+    }
+
     // ---------- input from the UA side ----------
 
     /// A UDP datagram from a UA.
@@ -601,6 +611,7 @@ impl FrontEnd {
         let Some(ua) = self.tx.peer_of(&key) else {
             return;
         };
+        let _ = fwd.push_header_front("Record-Route", &self.record_route(ua.transport));
         self.stats.calls_out += 1;
         let ocall = ov.send_call(now, reg.record.node, fwd.to_bytes());
         self.by_ocall.insert(ocall, call_id.clone());
@@ -651,7 +662,11 @@ impl FrontEnd {
         let contact = b.contact.clone();
         let mut fwd = req.clone();
         let via = self.via(ua.transport);
-        if fwd.set_uri(&contact).is_err() || fwd.push_via(&via).is_err() {
+        let rr = self.record_route(ua.transport);
+        if fwd.set_uri(&contact).is_err()
+            || fwd.push_header_front("Record-Route", &rr).is_err()
+            || fwd.push_via(&via).is_err()
+        {
             answer(500, "Server Internal Error", ov);
             return;
         }
@@ -721,6 +736,8 @@ impl FrontEnd {
             }
             SipMessage::Request(mut req) => {
                 let ua = call.ua;
+                // The Route set named the two front-ends; it ends here.
+                req.remove_header("Route");
                 match req.method().clone() {
                     SipMethod::Ack => {
                         let via = self.via(ua.transport);
@@ -731,7 +748,7 @@ impl FrontEnd {
                     SipMethod::Cancel => {
                         // Cancel our INVITE toward the called UA (same Via branch).
                         if let Some((_, inv)) = &call.invite_client
-                            && let Some(c) = cancel_for(inv)
+                            && let Some(c) = msg::cancel_for(inv)
                             && let Some(k) = self.tx.send_request(now, ua, c)
                         {
                             self.client_of.insert(k, call_id.clone());
@@ -833,25 +850,6 @@ fn contact_peer(contact: &str, from: Peer) -> Peer {
         transport,
         addr: SocketAddr::new(*ip, uri.port().unwrap_or(5060)),
     }
-}
-
-/// A CANCEL for an INVITE we sent (same Request-URI, top Via, From, To, Call-ID, CSeq number).
-fn cancel_for(inv: &SipRequest) -> Option<SipRequest> {
-    let via = inv.header("Via")?;
-    let top = via.split(',').next()?.trim().to_string();
-    let (cseq, _) = inv.cseq()?;
-    msg::build_request(msg::RequestParts {
-        method: SipMethod::Cancel,
-        uri: &inv.uri(),
-        via: &top,
-        from: &inv.header("From")?,
-        to: &inv.header("To")?,
-        call_id: &inv.call_id()?,
-        cseq,
-        contact: None,
-        sdp: None,
-    })
-    .ok()
 }
 
 #[cfg(test)]

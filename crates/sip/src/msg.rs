@@ -309,6 +309,15 @@ impl SipRequest {
         Ok(())
     }
 
+    /// Add a header before all others (Record-Route: ours goes on top).
+    pub fn push_header_front(&mut self, name: &str, value: &str) -> Result<(), MsgError> {
+        let name = HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
+        self.0
+            .headers
+            .push_front(sipx_sip::Header::build(name, value.to_string())?);
+        Ok(())
+    }
+
     /// Remove every header of this name.
     pub fn remove_header(&mut self, name: &str) {
         let name = HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
@@ -501,6 +510,25 @@ pub fn build_request(p: RequestParts<'_>) -> Result<SipRequest, MsgError> {
             .body(Bytes::copy_from_slice(sdp));
     }
     Ok(SipRequest(b.build()))
+}
+
+/// A CANCEL for an INVITE we sent (same Request-URI, top Via, From, To, Call-ID, CSeq number).
+pub fn cancel_for(inv: &SipRequest) -> Option<SipRequest> {
+    let via = inv.header("Via")?;
+    let top = via.split(',').next()?.trim().to_string();
+    let (cseq, _) = inv.cseq()?;
+    build_request(RequestParts {
+        method: Method::Cancel,
+        uri: &inv.uri(),
+        via: &top,
+        from: &inv.header("From")?,
+        to: &inv.header("To")?,
+        call_id: &inv.call_id()?,
+        cseq,
+        contact: None,
+        sdp: None,
+    })
+    .ok()
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct UaConfig {
     pub proxy: Peer,
     /// SDP we answer calls with.
     pub sdp_answer: Vec<u8>,
+    /// Answer calls with 200 right after 180 (else ring until the caller cancels).
+    pub auto_answer: bool,
     /// RFC 3261 T1/T2/T4.
     pub timers: sipx_sip::Timers,
 }
@@ -74,6 +76,10 @@ struct Dialog {
     cseq: u32,
     invite_key: Option<TxKey>,
     bye_key: Option<TxKey>,
+    /// Caller side: the INVITE as sent (a CANCEL copies its Via).
+    invite: Option<SipRequest>,
+    /// Callee side, ringing: the INVITE's server transaction and request (for 487).
+    ringing: Option<(TxKey, SipRequest, String)>,
 }
 
 /// A user agent.
@@ -182,7 +188,7 @@ impl UserAgent {
             contact: Some(&self.contact()),
             sdp: Some(sdp),
         })?;
-        let key = self.tx.send_request(now, self.cfg.proxy, req);
+        let key = self.tx.send_request(now, self.cfg.proxy, req.clone());
         if self.dialogs.len() < MAX_DIALOGS {
             self.dialogs.insert(
                 call_id.clone(),
@@ -193,10 +199,25 @@ impl UserAgent {
                     cseq: 1,
                     invite_key: key,
                     bye_key: None,
+                    invite: Some(req),
+                    ringing: None,
                 },
             );
         }
         Ok(call_id)
+    }
+
+    /// Cancel a call that has not been answered yet (the INVITE ends with 487).
+    pub fn cancel(&mut self, now: Time, call: &str) {
+        let Some(c) = self
+            .dialogs
+            .get(call)
+            .and_then(|d| d.invite.as_ref())
+            .and_then(msg::cancel_for)
+        else {
+            return;
+        };
+        self.tx.send_request(now, self.cfg.proxy, c);
     }
 
     /// Hang up an established call.
@@ -359,24 +380,6 @@ impl UserAgent {
                 if let Ok(r) = req.response(180, "Ringing", Some(&tag)) {
                     self.tx.send_response(now, &key, r);
                 }
-                if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
-                    let _ = r.push_header("Contact", &self.contact());
-                    let _ = r.set_body("application/sdp", self.cfg.sdp_answer.clone());
-                    if let Some(to) = self.tx.peer_of(&key)
-                        && !to.transport.is_reliable()
-                    {
-                        let t1 = self.cfg.timers.t1;
-                        self.unacked.push(Unacked {
-                            call: call.clone(),
-                            to,
-                            bytes: r.to_bytes(),
-                            next: now + t1,
-                            interval: t1,
-                            give_up: now + t1 * 64,
-                        });
-                    }
-                    self.tx.send_response(now, &key, r);
-                }
                 let to = req.header("To").unwrap_or_default();
                 self.dialogs.insert(
                     call.clone(),
@@ -388,12 +391,31 @@ impl UserAgent {
                         cseq: 100,
                         invite_key: None,
                         bye_key: None,
+                        invite: None,
+                        ringing: Some((key.clone(), req.clone(), tag.clone())),
                     },
                 );
                 self.events.push_back(UaEvent::Incoming {
-                    call,
+                    call: call.clone(),
                     sdp: req.body().to_vec(),
                 });
+                if self.cfg.auto_answer {
+                    self.answer(now, &call);
+                }
+            }
+            SipMethod::Cancel => {
+                if let Ok(r) = req.response(200, "OK", None) {
+                    self.tx.send_response(now, &key, r);
+                }
+                if let Some((k, inv, tag)) =
+                    self.dialogs.get_mut(&call).and_then(|d| d.ringing.take())
+                {
+                    self.dialogs.remove(&call);
+                    if let Ok(r) = inv.response(487, "Request Terminated", Some(&tag)) {
+                        self.tx.send_response(now, &k, r);
+                    }
+                    self.events.push_back(UaEvent::Ended { call });
+                }
             }
             SipMethod::Bye => {
                 let known = self.dialogs.remove(&call).is_some();
@@ -414,6 +436,37 @@ impl UserAgent {
                     self.tx.send_response(now, &key, r);
                 }
             }
+        }
+    }
+
+    /// Switch automatic answering on or off.
+    pub fn set_auto_answer(&mut self, on: bool) {
+        self.cfg.auto_answer = on;
+    }
+
+    /// Answer a ringing call with 200 and our SDP.
+    pub fn answer(&mut self, now: Time, call: &str) {
+        let Some((key, req, tag)) = self.dialogs.get_mut(call).and_then(|d| d.ringing.take())
+        else {
+            return;
+        };
+        if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
+            let _ = r.push_header("Contact", &self.contact());
+            let _ = r.set_body("application/sdp", self.cfg.sdp_answer.clone());
+            if let Some(to) = self.tx.peer_of(&key)
+                && !to.transport.is_reliable()
+            {
+                let t1 = self.cfg.timers.t1;
+                self.unacked.push(Unacked {
+                    call: call.to_string(),
+                    to,
+                    bytes: r.to_bytes(),
+                    next: now + t1,
+                    interval: t1,
+                    give_up: now + t1 * 64,
+                });
+            }
+            self.tx.send_response(now, &key, r);
         }
     }
 

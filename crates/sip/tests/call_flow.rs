@@ -75,6 +75,7 @@ impl World {
                     addr: fe,
                 },
                 sdp_answer: sdp.to_vec(),
+                auto_answer: true,
                 timers: sipx_sip::Timers::default(),
             };
             uas.push((UserAgent::new(cfg, i as u64 + 1), local));
@@ -336,6 +337,7 @@ fn another_peer_cannot_take_over_a_live_aor() {
             addr: w.nodes[1].addr,
         },
         sdp_answer: ANSWER.to_vec(),
+        auto_answer: true,
         timers: sipx_sip::Timers::default(),
     };
     w.uas.push((UserAgent::new(cfg, 9), local));
@@ -365,4 +367,46 @@ fn callee_peer_gone_gives_480() {
         "{:?}",
         w.events
     );
+}
+
+#[test]
+fn caller_cancels_a_ringing_call() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut w = World::new(2, transport);
+        w.register_both();
+        // Bob's phone rings and nobody picks up.
+        let bob = &mut w.uas[1].0;
+        let cfg_answer = false;
+        bob.set_auto_answer(cfg_answer);
+        let now = w.now;
+        let call = w.uas[0].0.invite(now, "bob", OFFER).unwrap();
+        w.settle(200);
+        assert!(
+            w.has(
+                0,
+                |e| matches!(e, UaEvent::Ringing { call: c } if *c == call)
+            ),
+            "{:?}",
+            w.events
+        );
+        let now = w.now;
+        w.uas[0].0.cancel(now, &call);
+        w.settle(500);
+        assert!(
+            w.has(
+                0,
+                |e| matches!(e, UaEvent::Failed { call: c, code: 487 } if *c == call)
+            ),
+            "{:?}",
+            w.events
+        );
+        assert!(
+            w.has(1, |e| matches!(e, UaEvent::Ended { call: c } if *c == call)),
+            "{:?}",
+            w.events
+        );
+        w.settle(40_000);
+        assert_eq!(w.nodes[0].fe.calls(), 0);
+        assert_eq!(w.nodes[1].fe.calls(), 0);
+    }
 }

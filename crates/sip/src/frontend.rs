@@ -132,6 +132,8 @@ pub struct FrontEnd {
     by_ocall: HashMap<OverlayCall, String>,
     /// Client transactions we opened toward a local UA → the call they belong to.
     client_of: HashMap<TxKey, String>,
+    /// Overlay calls we finished with, to tell the overlay on the next drain.
+    ended: Vec<OverlayCall>,
     seq: u64,
     next: u64,
     stats: FrontEndStats,
@@ -167,6 +169,7 @@ impl FrontEnd {
             calls: HashMap::new(),
             by_ocall: HashMap::new(),
             client_of: HashMap::new(),
+            ended: Vec::new(),
             seq: 0,
             next: 1,
             stats: FrontEndStats::default(),
@@ -269,9 +272,12 @@ impl FrontEnd {
             match ev {
                 TxEvent::Request { key, req, from } => self.on_request(now, key, req, from, ov),
                 TxEvent::Response { key, resp } => self.on_ua_response(now, key, resp, ov),
-                TxEvent::Unmatched { msg, from } => self.on_unmatched(now, msg, from, ov),
+                TxEvent::Unmatched { msg, .. } => self.on_unmatched(now, msg, ov),
                 TxEvent::Timeout { key } => self.on_client_timeout(now, key, ov),
             }
+        }
+        for c in self.ended.drain(..) {
+            ov.end_call(now, c);
         }
     }
 
@@ -437,7 +443,7 @@ impl FrontEnd {
         ov.send_in_dialog(now, ocall, fwd.to_bytes());
     }
 
-    fn on_unmatched(&mut self, now: Time, m: SipMessage, from: Peer, ov: &mut dyn Overlay) {
+    fn on_unmatched(&mut self, now: Time, m: SipMessage, ov: &mut dyn Overlay) {
         let call_id = m.call_id().unwrap_or_default();
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
@@ -447,7 +453,6 @@ impl FrontEnd {
         match m {
             // ACK for a 2xx: end to end, no transaction.
             SipMessage::Request(req) if *req.method() == SipMethod::Ack => {
-                let _ = from;
                 ov.send_in_dialog(now, ocall, req.to_bytes());
             }
             // A 2xx retransmitted by the called UA after its client transaction ended.
@@ -509,6 +514,7 @@ impl FrontEnd {
     fn end_call(&mut self, call_id: &str) {
         if let Some(c) = self.calls.remove(call_id) {
             self.by_ocall.remove(&c.ocall);
+            self.ended.push(c.ocall);
             for (_, _, k) in &c.waiting {
                 self.tx.abandon(k);
             }

@@ -208,21 +208,25 @@ impl Overlay for LoopbackOverlay {
         }
         h.push(other, OverlayEvent::InDialog { call: their, sip });
     }
-}
 
-/// Forget calls that both ends finished with (the hub is bounded; stale ends fall out here).
-impl LoopbackNet {
-    /// Drop the hub's record of `call` and its other end.
-    pub fn forget_call(&self, call: OverlayCall) {
+    fn end_call(&mut self, _now: Time, call: OverlayCall) {
         if let Ok(mut h) = self.hub.lock()
+            && h.ends.get(&call).is_some_and(|e| e.0 == self.node)
             && let Some((_, _, their)) = h.ends.remove(&call)
         {
             h.ends.remove(&their);
         }
     }
+}
 
+impl LoopbackNet {
     /// Events dropped because a queue was full.
     pub fn dropped(&self) -> u64 {
         self.hub.lock().map(|h| h.dropped).unwrap_or(0)
+    }
+
+    /// Calls whose ends the hub still tracks (both ends count).
+    pub fn tracked_call_ends(&self) -> usize {
+        self.hub.lock().map(|h| h.ends.len()).unwrap_or(0)
     }
 }

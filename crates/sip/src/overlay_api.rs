@@ -28,6 +28,9 @@ pub trait Overlay {
     /// Carry one SIP message (response or in-dialog request) to the other end of `call`;
     /// it arrives there as [`OverlayEvent::InDialog`].
     fn send_in_dialog(&mut self, now: Time, call: OverlayCall, sip: Vec<u8>);
+    /// This front-end is done with `call` (BYE answered, call failed, idle): the overlay may
+    /// forget its state for it.
+    fn end_call(&mut self, now: Time, call: OverlayCall);
 }
 
 /// What the overlay tells the front-end.

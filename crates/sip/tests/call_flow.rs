@@ -23,6 +23,7 @@ struct Node {
 }
 
 struct World {
+    net: LoopbackNet,
     nodes: Vec<Node>,
     uas: Vec<(UserAgent, Peer)>,
     wire: VecDeque<(Peer, SipTransmit)>,
@@ -81,6 +82,7 @@ impl World {
             uas.push((UserAgent::new(cfg, i as u64 + 1), local));
         }
         World {
+            net,
             nodes,
             uas,
             wire: VecDeque::new(),
@@ -236,6 +238,11 @@ impl World {
         self.settle(40_000);
         assert_eq!(self.nodes[0].fe.calls(), 0);
         assert_eq!(self.nodes[1].fe.calls(), 0);
+        assert_eq!(
+            self.net.tracked_call_ends(),
+            0,
+            "the overlay was told the call ended"
+        );
     }
 }
 

@@ -15,7 +15,11 @@ use std::sync::Arc;
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// UDP+TCP address of one front-end (repeatable: one peer each; port 0 picks a free port).
-    #[arg(long = "sip-listen", value_name = "ADDR", default_values_t = ["127.0.0.1:5060".parse::<SocketAddr>().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5060)))])]
+    #[arg(
+        long = "sip-listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5060"
+    )]
     sip_listen: Vec<SocketAddr>,
     /// SIP domain of the AoRs served.
     #[arg(long, default_value = "p2psip.test")]

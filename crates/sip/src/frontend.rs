@@ -715,15 +715,7 @@ impl FrontEnd {
                     return;
                 };
                 let code = resp.code();
-                if method == SipMethod::Invite
-                    && let Some(k) = call.invite_server.clone()
-                {
-                    self.tx.send_response(now, &k, resp);
-                    if code >= 300 {
-                        self.end_call(&call_id);
-                    }
-                    return;
-                }
+                // A response to an in-dialog request from our UA (re-INVITE included)...
                 if let Some(pos) = call
                     .waiting
                     .iter()
@@ -736,6 +728,16 @@ impl FrontEnd {
                     };
                     self.tx.send_response(now, &k, resp);
                     if code >= 200 && method == SipMethod::Bye {
+                        self.end_call(&call_id);
+                    }
+                    return;
+                }
+                // ...or to the INVITE that set the call up.
+                if method == SipMethod::Invite
+                    && let Some(k) = call.invite_server.clone()
+                {
+                    self.tx.send_response(now, &k, resp);
+                    if code >= 300 {
                         self.end_call(&call_id);
                     }
                 }

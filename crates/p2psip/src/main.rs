@@ -43,6 +43,9 @@ enum Command {
     StunClient(cmd::stun_client::Args),
     /// Run one ICE session against another `p2psip ice` and report the chosen pair.
     Ice(cmd::ice::Args),
+    /// Local SIP front-ends (registrar + proxy on UDP and TCP) for SIP phones and SIPp,
+    /// joined by an in-process overlay.
+    SipFrontends(cmd::sip_frontends::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::StunServer(args) => cmd::stun_server::run(args),
         Command::StunClient(args) => cmd::stun_client::run(args),
         Command::Ice(args) => cmd::ice::run(args),
+        Command::SipFrontends(args) => cmd::sip_frontends::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

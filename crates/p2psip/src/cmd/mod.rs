@@ -8,6 +8,7 @@ pub(crate) mod ice;
 pub(crate) mod locality_sim;
 pub(crate) mod peer;
 pub(crate) mod sim;
+pub(crate) mod sip_frontends;
 pub(crate) mod sos;
 pub(crate) mod stun_client;
 pub(crate) mod stun_server;

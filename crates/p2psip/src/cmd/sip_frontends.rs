@@ -1,0 +1,99 @@
+//! `p2psip sip-frontends`: local SIP front-ends (registrar + proxy, UDP and TCP) for SIP
+//! phones and SIPp, joined by the in-process overlay until `p2psip peer` carries
+//! registrations and in-dialog SIP over TLS (then `--sip-listen` moves to `p2psip peer`).
+
+use anyhow::Context;
+use overlay::NodeId;
+use overlay::secure::{Ed25519Registry, Ed25519Signer};
+use sip::driver::{self, DriverLimits};
+use sip::{FrontEnd, FrontEndConfig, LoopbackNet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Options for `p2psip sip-frontends`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// UDP+TCP address of one front-end (repeatable: one peer each; port 0 picks a free port).
+    #[arg(
+        long = "sip-listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5060"
+    )]
+    sip_listen: Vec<SocketAddr>,
+    /// SIP domain of the AoRs served.
+    #[arg(long, default_value = "p2psip.test")]
+    domain: String,
+    /// Most transactions per front-end (503 beyond).
+    #[arg(long, default_value_t = 8192)]
+    max_transactions: usize,
+    /// Most calls per front-end (503 beyond).
+    #[arg(long, default_value_t = 4096)]
+    max_calls: usize,
+}
+
+pub(crate) fn run(a: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut keys = Ed25519Registry::default();
+        let mut signers = Vec::new();
+        for i in 0..a.sip_listen.len() {
+            let (s, _) = Ed25519Signer::generate().map_err(|_| anyhow::anyhow!("key generation failed"))?;
+            keys.insert(NodeId(i as u128 + 1), s.public_key());
+            signers.push(s);
+        }
+        let keys = Arc::new(keys);
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let net = LoopbackNet::new(keys.clone(), unix_ms);
+        let mut tasks = Vec::new();
+        let mut out = std::io::stdout().lock();
+        for (i, (listen, s)) in a.sip_listen.iter().zip(signers).enumerate() {
+            let id = NodeId(i as u128 + 1);
+            let k = keys.clone();
+            let domain = a.domain.clone();
+            let (max_tx, max_calls) = (a.max_transactions, a.max_calls);
+            let t = driver::start(
+                *listen,
+                DriverLimits::default(),
+                move |local| {
+                    let mut cfg = FrontEndConfig::new(&domain, local);
+                    cfg.unix_offset_ms = unix_ms;
+                    cfg.max_transactions = max_tx;
+                    cfg.max_calls = max_calls;
+                    FrontEnd::new(cfg, id, Box::new(s), k)
+                },
+                net.join(id),
+            )
+            .await
+            .with_context(|| format!("binding SIP front-end on {listen}"))?;
+            writeln!(out, "frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain)?;
+            tasks.push(t);
+        }
+        writeln!(out, "overlay: in-process (no TLS, no secure routing); Ctrl-C stops")?;
+        out.flush()?;
+        drop(out);
+        let _ = tokio::signal::ctrl_c().await;
+        for t in tasks {
+            let s = t.stats();
+            eprintln!(
+                "frontend {}: registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, dropped {}",
+                t.local,
+                s.frontend.registered,
+                s.frontend.calls_out,
+                s.frontend.calls_in,
+                s.frontend.not_found,
+                s.frontend.bad_requests,
+                s.frontend.overloaded,
+                s.dropped_out
+            );
+            t.shutdown().await;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,946 @@
+//! The local SIP front-end of a peer (sans-IO): registrar and proxy for the UAs on this
+//! machine. REGISTER becomes a signed registration in the overlay; an INVITE to an AoR is
+//! looked up in the overlay and carried by the secure call flow to the callee's peer, whose
+//! front-end hands it to the registered UA; responses and in-dialog requests (ACK, BYE,
+//! CANCEL) flow back the same way, SDP untouched.
+
+use crate::msg::{self, MsgError, SipMessage, SipMethod, SipRequest, SipResponse};
+use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
+use crate::registration::{Registration, SignedRegistration, normalize_aor};
+use crate::txn::{Peer, SipTransmit, Transactions, Transport, TxEvent, TxKey};
+use overlay::secure::{CallFailure, SigVerifier, Signer};
+use overlay::{NodeId, Time};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Front-end settings.
+#[derive(Clone, Debug)]
+pub struct FrontEndConfig {
+    /// The SIP domain of the AoRs we serve (`sip:user@DOMAIN`).
+    pub domain: String,
+    /// Our SIP address (Via sent-by for requests we forward to UAs).
+    pub local: SocketAddr,
+    /// Most transactions at once; new requests beyond get 503.
+    pub max_transactions: usize,
+    /// Most calls at once; new INVITEs beyond get 503.
+    pub max_calls: usize,
+    /// Most local bindings (registered UAs).
+    pub max_bindings: usize,
+    /// Longest registration granted (a longer Expires is shortened).
+    pub max_expires: Duration,
+    /// Registration lifetime when the UA asks for none.
+    pub default_expires: Duration,
+    /// How long to wait for the overlay's answer to a store or find.
+    pub overlay_timeout: Duration,
+    /// A call with no traffic this long is forgotten.
+    pub call_idle: Duration,
+    /// Maps driver time to Unix milliseconds (registration expiry is absolute).
+    pub unix_offset_ms: u64,
+    /// RFC 3261 T1/T2/T4.
+    pub timers: sipx_sip::Timers,
+}
+
+impl FrontEndConfig {
+    /// Defaults for `domain` at `local`.
+    pub fn new(domain: &str, local: SocketAddr) -> Self {
+        FrontEndConfig {
+            domain: domain.to_ascii_lowercase(),
+            local,
+            max_transactions: 8192,
+            max_calls: 4096,
+            max_bindings: 4096,
+            max_expires: Duration::from_secs(3600),
+            default_expires: Duration::from_secs(3600),
+            overlay_timeout: Duration::from_secs(8),
+            call_idle: Duration::from_secs(3600),
+            unix_offset_ms: 0,
+            timers: sipx_sip::Timers::default(),
+        }
+    }
+}
+
+/// Counters for tests, logs and the benchmark.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrontEndStats {
+    /// Requests answered 400 (malformed).
+    pub bad_requests: u64,
+    /// Messages that did not parse at all (dropped).
+    pub unparseable: u64,
+    /// Requests answered 503 (overloaded).
+    pub overloaded: u64,
+    /// REGISTERs accepted.
+    pub registered: u64,
+    /// INVITEs answered 404.
+    pub not_found: u64,
+    /// Calls handed to the overlay.
+    pub calls_out: u64,
+    /// Calls received from the overlay and forwarded to a UA.
+    pub calls_in: u64,
+}
+
+#[derive(Debug)]
+struct Binding {
+    contact: String,
+    ua: Peer,
+    expires: Time,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Store {
+        key: TxKey,
+        req: SipRequest,
+        contact: Option<String>,
+        expires_s: u64,
+        deadline: Time,
+    },
+    Find {
+        key: TxKey,
+        req: SipRequest,
+        deadline: Time,
+    },
+}
+
+#[derive(Debug)]
+struct Call {
+    ocall: OverlayCall,
+    /// The local UA of this call (caller's UA on the calling side, callee's on the other).
+    ua: Peer,
+    /// Calling side: the INVITE's server transaction.
+    invite_server: Option<TxKey>,
+    /// Called side: the INVITE as we forwarded it (for CANCEL) and its client transaction.
+    invite_client: Option<(TxKey, SipRequest)>,
+    /// The INVITE as it arrived (to answer on the UA's behalf).
+    invite: SipRequest,
+    /// Local in-dialog requests waiting for the far end's response: (CSeq, method) → tx.
+    waiting: Vec<(u32, SipMethod, TxKey)>,
+    last: Time,
+}
+
+/// The registrar + proxy core of one peer's front-end.
+pub struct FrontEnd {
+    cfg: FrontEndConfig,
+    node: NodeId,
+    signer: Box<dyn Signer>,
+    verifier: Arc<dyn SigVerifier>,
+    tx: Transactions,
+    bindings: BTreeMap<String, Binding>,
+    pending: HashMap<OverlayQuery, Pending>,
+    calls: HashMap<String, Call>,
+    by_ocall: HashMap<OverlayCall, String>,
+    /// Client transactions we opened toward a local UA → the call they belong to.
+    client_of: HashMap<TxKey, String>,
+    /// Overlay calls we finished with, to tell the overlay on the next drain.
+    ended: Vec<OverlayCall>,
+    seq: u64,
+    next: u64,
+    stats: FrontEndStats,
+}
+
+fn status_for(reason: CallFailure) -> (u16, &'static str) {
+    match reason {
+        CallFailure::TimedOut => (408, "Request Timeout"),
+        CallFailure::NoRoute => (480, "Temporarily Unavailable"),
+        CallFailure::Overloaded => (503, "Service Unavailable"),
+        CallFailure::Tampered => (502, "Bad Gateway"),
+    }
+}
+
+impl FrontEnd {
+    /// A front-end for peer `node`, signing registrations with `signer` and checking those
+    /// it finds with `verifier`.
+    pub fn new(
+        cfg: FrontEndConfig,
+        node: NodeId,
+        signer: Box<dyn Signer>,
+        verifier: Arc<dyn SigVerifier>,
+    ) -> Self {
+        let tx = Transactions::new(cfg.timers, cfg.max_transactions);
+        FrontEnd {
+            cfg,
+            node,
+            signer,
+            verifier,
+            tx,
+            bindings: BTreeMap::new(),
+            pending: HashMap::new(),
+            calls: HashMap::new(),
+            by_ocall: HashMap::new(),
+            client_of: HashMap::new(),
+            ended: Vec::new(),
+            seq: 0,
+            next: 1,
+            stats: FrontEndStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &FrontEndStats {
+        &self.stats
+    }
+
+    /// Calls in progress.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The domain served.
+    pub fn domain(&self) -> &str {
+        &self.cfg.domain
+    }
+
+    fn unix_ms(&self, now: Time) -> u64 {
+        self.cfg.unix_offset_ms + now.as_micros() / 1000
+    }
+
+    fn token(&mut self) -> String {
+        self.next += 1;
+        format!("{:x}-{:x}", self.node.0, self.next)
+    }
+
+    fn via(&mut self, transport: Transport) -> String {
+        let t = self.token();
+        format!(
+            "SIP/2.0/{} {};branch=z9hG4bK-p2p-{t}",
+            transport.via_name(),
+            self.cfg.local
+        )
+    }
+
+    /// Our Record-Route: keeps the UAs' in-dialog requests coming through us, hence
+    /// through the overlay, instead of straight to the other UA's Contact.
+    fn record_route(&self, transport: Transport) -> String {
+        let t = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        format!("<sip:{};lr;transport={t}>", self.cfg.local)
+    }
+
+    // ---------- input from the UA side ----------
+
+    /// A UDP datagram from a UA.
+    pub fn handle_datagram(
+        &mut self,
+        now: Time,
+        from: SocketAddr,
+        bytes: &[u8],
+        ov: &mut dyn Overlay,
+    ) {
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: from,
+        };
+        match msg::parse_datagram(bytes) {
+            Ok(m) => self.handle_message(now, peer, m, ov),
+            Err(_) => self.stats.unparseable += 1,
+        }
+    }
+
+    /// A message framed from a UA's stream (or datagram).
+    pub fn handle_message(&mut self, now: Time, from: Peer, m: SipMessage, ov: &mut dyn Overlay) {
+        if let SipMessage::Request(req) = &m {
+            if let Err(e) = req.validate() {
+                self.stats.bad_requests += 1;
+                let reason = match e {
+                    MsgError::Header(h) => format!("Bad {h}"),
+                    _ => "Bad Request".into(),
+                };
+                if *req.method() != SipMethod::Ack
+                    && let Ok(r) = req.response(400, &reason, None)
+                {
+                    self.tx.send_stateless(from, r.to_bytes());
+                }
+                return;
+            }
+            if *req.method() != SipMethod::Ack && self.tx.is_full() {
+                self.stats.overloaded += 1;
+                if let Ok(r) = req.response(503, "Service Unavailable", None) {
+                    self.tx.send_stateless(from, r.to_bytes());
+                }
+                return;
+            }
+        }
+        self.tx.receive(now, from, m);
+        self.drain_tx(now, ov);
+    }
+
+    fn drain_tx(&mut self, now: Time, ov: &mut dyn Overlay) {
+        while let Some(ev) = self.tx.poll_event() {
+            match ev {
+                TxEvent::Request { key, req, from } => self.on_request(now, key, req, from, ov),
+                TxEvent::Response { key, resp } => self.on_ua_response(now, key, resp, ov),
+                TxEvent::Unmatched { msg, .. } => self.on_unmatched(now, msg, ov),
+                TxEvent::Timeout { key } => self.on_client_timeout(now, key, ov),
+            }
+        }
+        for c in self.ended.drain(..) {
+            ov.end_call(now, c);
+        }
+    }
+
+    fn reply(&mut self, now: Time, key: &TxKey, req: &SipRequest, code: u16, reason: &str) {
+        let tag = self.token();
+        if let Ok(r) = req.response(code, reason, Some(&tag)) {
+            self.tx.send_response(now, key, r);
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        now: Time,
+        key: TxKey,
+        req: SipRequest,
+        from: Peer,
+        ov: &mut dyn Overlay,
+    ) {
+        let call_id = req.call_id().unwrap_or_default();
+        match req.method() {
+            SipMethod::Register => self.on_register(now, key, req, from, ov),
+            SipMethod::Invite if req.to_tag().is_none() => {
+                if self.calls.contains_key(&call_id) {
+                    self.reply(now, &key, &req, 482, "Loop Detected");
+                } else {
+                    self.on_invite(now, key, req, ov);
+                }
+            }
+            SipMethod::Options if !self.calls.contains_key(&call_id) => {
+                self.reply(now, &key, &req, 200, "OK")
+            }
+            _ => self.on_local_in_dialog(now, key, req, ov),
+        }
+    }
+
+    fn on_register(
+        &mut self,
+        now: Time,
+        key: TxKey,
+        req: SipRequest,
+        from: Peer,
+        ov: &mut dyn Overlay,
+    ) {
+        let Some(user) = req.to_user() else {
+            self.reply(now, &key, &req, 400, "Missing AoR user");
+            return;
+        };
+        let aor = normalize_aor(&user, &self.cfg.domain);
+        let asked = req.expires().map(u64::from);
+        let contact = req.contact_uri();
+        if contact.is_none() && !req.contact_is_star() {
+            // A query: answer with the current binding.
+            let tag = self.token();
+            if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
+                if let Some(b) = self.bindings.get(&aor) {
+                    let left = b.expires.saturating_since(now).as_secs();
+                    let _ = r.push_header("Contact", &format!("<{}>;expires={left}", b.contact));
+                }
+                self.tx.send_response(now, &key, r);
+            }
+            return;
+        }
+        let expires_s = if req.contact_is_star() {
+            0
+        } else {
+            asked
+                .unwrap_or(self.cfg.default_expires.as_secs())
+                .min(self.cfg.max_expires.as_secs())
+        };
+        if expires_s == 0 {
+            self.bindings.remove(&aor);
+        } else {
+            if !self.bindings.contains_key(&aor) && self.bindings.len() >= self.cfg.max_bindings {
+                self.stats.overloaded += 1;
+                self.reply(now, &key, &req, 503, "Too Many Registrations");
+                return;
+            }
+            let contact = contact.clone().unwrap_or_default();
+            let ua = contact_peer(&contact, from);
+            self.bindings.insert(
+                aor.clone(),
+                Binding {
+                    contact,
+                    ua,
+                    expires: now + Duration::from_secs(expires_s),
+                },
+            );
+        }
+        let unix = self.unix_ms(now);
+        self.seq = (self.seq + 1).max(unix);
+        let record = Registration {
+            aor,
+            node: self.node,
+            contact: contact.clone().unwrap_or_default(),
+            expires_unix_ms: if expires_s == 0 {
+                0
+            } else {
+                unix + expires_s * 1000
+            },
+            seq: self.seq,
+        };
+        let signed = record.sign(self.signer.as_ref());
+        let q = ov.store_registration(now, signed);
+        let deadline = now + self.cfg.overlay_timeout;
+        self.pending.insert(
+            q,
+            Pending::Store {
+                key,
+                req,
+                contact,
+                expires_s,
+                deadline,
+            },
+        );
+    }
+
+    fn on_invite(&mut self, now: Time, key: TxKey, req: SipRequest, ov: &mut dyn Overlay) {
+        if self.calls.len() >= self.cfg.max_calls {
+            self.stats.overloaded += 1;
+            self.reply(now, &key, &req, 503, "Service Unavailable");
+            return;
+        }
+        let Some(user) = req.uri_user().or_else(|| req.to_user()) else {
+            self.stats.not_found += 1;
+            self.reply(now, &key, &req, 404, "Not Found");
+            return;
+        };
+        if let Ok(r) = req.response(100, "Trying", None) {
+            self.tx.send_response(now, &key, r);
+        }
+        let aor = normalize_aor(&user, &self.cfg.domain);
+        let q = ov.find_registration(now, &aor);
+        let deadline = now + self.cfg.overlay_timeout;
+        self.pending.insert(q, Pending::Find { key, req, deadline });
+    }
+
+    /// An in-dialog request from a local UA (ACK comes through `on_unmatched`).
+    fn on_local_in_dialog(&mut self, now: Time, key: TxKey, req: SipRequest, ov: &mut dyn Overlay) {
+        let call_id = req.call_id().unwrap_or_default();
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        call.last = now;
+        let ocall = call.ocall;
+        if *req.method() == SipMethod::Cancel {
+            // CANCEL is hop by hop: answer it here, then cancel on the far side.
+            if let Ok(r) = req.response(200, "OK", None) {
+                self.tx.send_response(now, &key, r);
+            }
+            ov.send_in_dialog(now, ocall, req.to_bytes());
+            return;
+        }
+        if let Some((cseq, m)) = req.cseq()
+            && call.waiting.len() < 16
+        {
+            call.waiting.push((cseq, m, key));
+        }
+        let mut fwd = req;
+        if !fwd.decrement_max_forwards() {
+            return;
+        }
+        ov.send_in_dialog(now, ocall, fwd.to_bytes());
+    }
+
+    fn on_unmatched(&mut self, now: Time, m: SipMessage, ov: &mut dyn Overlay) {
+        let call_id = m.call_id().unwrap_or_default();
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.last = now;
+        let ocall = call.ocall;
+        match m {
+            // ACK for a 2xx: end to end, no transaction.
+            SipMessage::Request(req) if *req.method() == SipMethod::Ack => {
+                ov.send_in_dialog(now, ocall, req.to_bytes());
+            }
+            // A 2xx retransmitted by the called UA after its client transaction ended.
+            SipMessage::Response(mut resp)
+                if call.invite_client.is_some() && resp.code() / 100 == 2 =>
+            {
+                resp.pop_via();
+                ov.send_in_dialog(now, ocall, resp.to_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    /// A local UA answered a request we forwarded to it: pass it to the far end.
+    fn on_ua_response(
+        &mut self,
+        now: Time,
+        key: TxKey,
+        mut resp: SipResponse,
+        ov: &mut dyn Overlay,
+    ) {
+        let Some(call_id) = self.client_of.get(&key).cloned() else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.last = now;
+        let ocall = call.ocall;
+        let code = resp.code();
+        let method = resp.cseq().map(|c| c.1);
+        resp.pop_via();
+        ov.send_in_dialog(now, ocall, resp.to_bytes());
+        if code >= 200 {
+            self.client_of.remove(&key);
+            match method {
+                Some(SipMethod::Invite) if code >= 300 => self.end_call(&call_id),
+                Some(SipMethod::Bye) => self.end_call(&call_id),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_client_timeout(&mut self, now: Time, key: TxKey, ov: &mut dyn Overlay) {
+        let Some(call_id) = self.client_of.remove(&key) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        // Answer the far end for the UA that did not.
+        let is_invite = call.invite_client.as_ref().is_some_and(|(k, _)| *k == key);
+        if is_invite && let Ok(r) = call.invite.response(408, "Request Timeout", None) {
+            ov.send_in_dialog(now, call.ocall, r.to_bytes());
+            self.end_call(&call_id);
+        }
+    }
+
+    fn end_call(&mut self, call_id: &str) {
+        if let Some(c) = self.calls.remove(call_id) {
+            self.by_ocall.remove(&c.ocall);
+            self.ended.push(c.ocall);
+            for (_, _, k) in &c.waiting {
+                self.tx.abandon(k);
+            }
+        }
+    }
+
+    // ---------- input from the overlay ----------
+
+    /// Feed an overlay event.
+    pub fn handle_overlay_event(&mut self, now: Time, ev: OverlayEvent, ov: &mut dyn Overlay) {
+        match ev {
+            OverlayEvent::Stored { query, result } => self.on_stored(now, query, result),
+            OverlayEvent::Found {
+                query,
+                registration,
+            } => self.on_found(now, query, registration, ov),
+            OverlayEvent::IncomingCall { call, invite, .. } => {
+                self.on_incoming(now, call, &invite, ov)
+            }
+            OverlayEvent::InDialog { call, sip } => self.on_remote(now, call, &sip),
+            OverlayEvent::CallFailed { call, reason } => {
+                if let Some(id) = self.by_ocall.get(&call).cloned()
+                    && let Some(c) = self.calls.get(&id)
+                    && let Some(k) = c.invite_server.clone()
+                {
+                    let (code, text) = status_for(reason);
+                    let req = c.invite.clone();
+                    self.reply(now, &k, &req, code, text);
+                    self.end_call(&id);
+                }
+            }
+        }
+        self.drain_tx(now, ov);
+    }
+
+    fn on_stored(&mut self, now: Time, query: OverlayQuery, result: Result<(), String>) {
+        let Some(Pending::Store {
+            key,
+            req,
+            contact,
+            expires_s,
+            ..
+        }) = self.pending.remove(&query)
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.stats.registered += 1;
+                let tag = self.token();
+                if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
+                    if let Some(c) = contact
+                        && expires_s > 0
+                    {
+                        let _ = r.push_header("Contact", &format!("<{c}>;expires={expires_s}"));
+                    }
+                    let _ = r.push_header("Expires", &expires_s.to_string());
+                    self.tx.send_response(now, &key, r);
+                }
+            }
+            Err(why) => {
+                if let Some(user) = req.to_user() {
+                    self.bindings
+                        .remove(&normalize_aor(&user, &self.cfg.domain));
+                }
+                tracing::info!("registration refused by the overlay: {why}");
+                self.reply(now, &key, &req, 403, "Forbidden");
+            }
+        }
+    }
+
+    fn on_found(
+        &mut self,
+        now: Time,
+        query: OverlayQuery,
+        reg: Option<SignedRegistration>,
+        ov: &mut dyn Overlay,
+    ) {
+        let Some(Pending::Find { key, req, .. }) = self.pending.remove(&query) else {
+            return;
+        };
+        let unix = self.unix_ms(now);
+        let reg = reg.filter(|r| r.verify(self.verifier.as_ref()).is_ok() && r.is_live(unix));
+        let Some(reg) = reg else {
+            self.stats.not_found += 1;
+            self.reply(now, &key, &req, 404, "Not Found");
+            return;
+        };
+        let call_id = req.call_id().unwrap_or_default();
+        if self.calls.len() >= self.cfg.max_calls || self.calls.contains_key(&call_id) {
+            self.stats.overloaded += 1;
+            self.reply(now, &key, &req, 503, "Service Unavailable");
+            return;
+        }
+        let mut fwd = req.clone();
+        if !fwd.decrement_max_forwards() {
+            self.reply(now, &key, &req, 483, "Too Many Hops");
+            return;
+        }
+        let Some(ua) = self.tx.peer_of(&key) else {
+            return;
+        };
+        let _ = fwd.push_header_front("Record-Route", &self.record_route(ua.transport));
+        self.stats.calls_out += 1;
+        let ocall = ov.send_call(now, reg.record.node, fwd.to_bytes());
+        self.by_ocall.insert(ocall, call_id.clone());
+        self.calls.insert(
+            call_id,
+            Call {
+                ocall,
+                ua,
+                invite_server: Some(key),
+                invite_client: None,
+                invite: req,
+                waiting: Vec::new(),
+                last: now,
+            },
+        );
+    }
+
+    fn on_incoming(&mut self, now: Time, ocall: OverlayCall, invite: &[u8], ov: &mut dyn Overlay) {
+        let Ok(SipMessage::Request(req)) = msg::parse_frame(invite) else {
+            return;
+        };
+        let answer = |code: u16, text: &str, ov: &mut dyn Overlay| {
+            if let Ok(r) = req.response(code, text, None) {
+                ov.send_in_dialog(now, ocall, r.to_bytes());
+            }
+        };
+        if req.validate().is_err() || *req.method() != SipMethod::Invite {
+            answer(400, "Bad Request", ov);
+            return;
+        }
+        let call_id = req.call_id().unwrap_or_default();
+        if self.calls.len() >= self.cfg.max_calls || self.tx.is_full() {
+            self.stats.overloaded += 1;
+            answer(503, "Service Unavailable", ov);
+            return;
+        }
+        if self.calls.contains_key(&call_id) {
+            answer(482, "Loop Detected", ov);
+            return;
+        }
+        let user = req.uri_user().or_else(|| req.to_user()).unwrap_or_default();
+        let aor = normalize_aor(&user, &self.cfg.domain);
+        let Some(b) = self.bindings.get(&aor).filter(|b| b.expires > now) else {
+            answer(480, "Temporarily Unavailable", ov);
+            return;
+        };
+        let ua = b.ua;
+        let contact = b.contact.clone();
+        let mut fwd = req.clone();
+        let via = self.via(ua.transport);
+        let rr = self.record_route(ua.transport);
+        if fwd.set_uri(&contact).is_err()
+            || fwd.push_header_front("Record-Route", &rr).is_err()
+            || fwd.push_via(&via).is_err()
+        {
+            answer(500, "Server Internal Error", ov);
+            return;
+        }
+        let Some(key) = self.tx.send_request(now, ua, fwd.clone()) else {
+            answer(500, "Server Internal Error", ov);
+            return;
+        };
+        self.stats.calls_in += 1;
+        self.client_of.insert(key.clone(), call_id.clone());
+        self.by_ocall.insert(ocall, call_id.clone());
+        self.calls.insert(
+            call_id,
+            Call {
+                ocall,
+                ua,
+                invite_server: None,
+                invite_client: Some((key, fwd)),
+                invite: req,
+                waiting: Vec::new(),
+                last: now,
+            },
+        );
+    }
+
+    /// A SIP message from the far end of a call.
+    fn on_remote(&mut self, now: Time, ocall: OverlayCall, sip: &[u8]) {
+        let Some(call_id) = self.by_ocall.get(&ocall).cloned() else {
+            return;
+        };
+        let Ok(m) = msg::parse_frame(sip) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.last = now;
+        match m {
+            SipMessage::Response(resp) => {
+                let Some((cseq, method)) = resp.cseq() else {
+                    return;
+                };
+                let code = resp.code();
+                // A response to an in-dialog request from our UA (re-INVITE included)...
+                if let Some(pos) = call
+                    .waiting
+                    .iter()
+                    .position(|(c, m, _)| *c == cseq && *m == method)
+                {
+                    let (_, _, k) = if code >= 200 {
+                        call.waiting.swap_remove(pos)
+                    } else {
+                        call.waiting[pos].clone()
+                    };
+                    self.tx.send_response(now, &k, resp);
+                    if code >= 200 && method == SipMethod::Bye {
+                        self.end_call(&call_id);
+                    }
+                    return;
+                }
+                // ...or to the INVITE that set the call up.
+                if method == SipMethod::Invite
+                    && let Some(k) = call.invite_server.clone()
+                {
+                    self.tx.send_response(now, &k, resp);
+                    if code >= 300 {
+                        self.end_call(&call_id);
+                    }
+                }
+            }
+            SipMessage::Request(mut req) => {
+                let ua = call.ua;
+                // The Route set named the two front-ends; it ends here.
+                req.remove_header("Route");
+                match req.method().clone() {
+                    SipMethod::Ack => {
+                        let via = self.via(ua.transport);
+                        if req.push_via(&via).is_ok() {
+                            self.tx.send_stateless(ua, req.to_bytes());
+                        }
+                    }
+                    SipMethod::Cancel => {
+                        // Cancel our INVITE toward the called UA (same Via branch).
+                        if let Some((_, inv)) = &call.invite_client
+                            && let Some(c) = msg::cancel_for(inv)
+                            && let Some(k) = self.tx.send_request(now, ua, c)
+                        {
+                            self.client_of.insert(k, call_id.clone());
+                        }
+                    }
+                    _ => {
+                        let via = self.via(ua.transport);
+                        if req.push_via(&via).is_ok()
+                            && let Some(k) = self.tx.send_request(now, ua, req)
+                        {
+                            self.client_of.insert(k, call_id.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------- time ----------
+
+    /// Run timers due at `now`: transaction timers, overdue overlay answers, lapsed
+    /// bindings, idle calls.
+    pub fn handle_timeout(&mut self, now: Time, ov: &mut dyn Overlay) {
+        self.tx.handle_timeout(now);
+        let overdue: Vec<OverlayQuery> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                Pending::Store { deadline, .. } | Pending::Find { deadline, .. } => {
+                    *deadline <= now
+                }
+            })
+            .map(|(q, _)| *q)
+            .collect();
+        for q in overdue {
+            match self.pending.remove(&q) {
+                Some(Pending::Store { key, req, .. }) => {
+                    self.reply(now, &key, &req, 500, "Overlay Store Timed Out")
+                }
+                Some(Pending::Find { key, req, .. }) => {
+                    self.reply(now, &key, &req, 408, "Request Timeout")
+                }
+                None => {}
+            }
+        }
+        self.bindings.retain(|_, b| b.expires > now);
+        let idle = self.cfg.call_idle;
+        let stale: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.last + idle <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in stale {
+            self.end_call(&id);
+        }
+        self.client_of.retain(|_, id| self.calls.contains_key(id));
+        self.drain_tx(now, ov);
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let pend = self.pending.values().map(|p| match p {
+            Pending::Store { deadline, .. } | Pending::Find { deadline, .. } => *deadline,
+        });
+        let binds = self.bindings.values().map(|b| b.expires);
+        let calls = self.calls.values().map(|c| c.last + self.cfg.call_idle);
+        self.tx
+            .poll_timeout()
+            .into_iter()
+            .chain(pend)
+            .chain(binds)
+            .chain(calls)
+            .min()
+    }
+
+    /// Next SIP message to send to a UA.
+    pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
+        self.tx.poll_transmit()
+    }
+}
+
+/// Where to reach a registered UA: its Contact when that names an IP address (transport
+/// from `;transport=`, else the one it registered over), otherwise where the REGISTER came
+/// from.
+fn contact_peer(contact: &str, from: Peer) -> Peer {
+    let Ok(uri) = sipx_sip::Uri::parse(bytes::Bytes::copy_from_slice(contact.as_bytes())) else {
+        return from;
+    };
+    let Some(sipx_sip::Host::Ip(ip)) = uri.host() else {
+        return from;
+    };
+    let transport = match uri.transport().map(|t| t.to_ascii_lowercase()) {
+        Some(t) if t == b"tcp" => Transport::Tcp,
+        Some(t) if t == b"udp" => Transport::Udp,
+        _ => from.transport,
+    };
+    Peer {
+        transport,
+        addr: SocketAddr::new(*ip, uri.port().unwrap_or(5060)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loopback::LoopbackNet;
+    use overlay::secure::{Ed25519Registry, Ed25519Signer};
+    use proptest::prelude::*;
+
+    fn invite(n: u32) -> Vec<u8> {
+        format!(
+            "INVITE sip:bob@p2psip.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5170;branch=z9hG4bK-{n}\r\n\
+             From: <sip:alice@p2psip.test>;tag=a{n}\r\n\
+             To: <sip:bob@p2psip.test>\r\n\
+             Call-ID: c{n}@x\r\n\
+             CSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn setup(max_tx: usize) -> (FrontEnd, crate::loopback::LoopbackOverlay) {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), s.public_key());
+        let keys = Arc::new(keys);
+        let mut cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        cfg.max_transactions = max_tx;
+        let net = LoopbackNet::new(keys.clone(), 0);
+        (
+            FrontEnd::new(cfg, NodeId(1), Box::new(s), keys),
+            net.join(NodeId(1)),
+        )
+    }
+
+    fn codes(fe: &mut FrontEnd) -> Vec<u16> {
+        std::iter::from_fn(|| fe.poll_transmit())
+            .filter_map(|t| match msg::parse_datagram(&t.bytes) {
+                Ok(SipMessage::Response(r)) => Some(r.code()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_transaction_table_answers_503_and_silent_overlay_408() {
+        let (mut fe, mut ov) = setup(2);
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let now = Time::from_millis(1);
+        // The overlay's answers are never fed back: the INVITEs wait.
+        for n in 0..3 {
+            fe.handle_datagram(now, ua, &invite(n), &mut ov);
+        }
+        assert_eq!(codes(&mut fe), vec![100, 100, 503]);
+        assert_eq!(fe.stats().overloaded, 1);
+        // No answer from the overlay within its timeout: 408, never a hang.
+        let later = now + Duration::from_secs(9);
+        fe.handle_timeout(later, &mut ov);
+        assert_eq!(codes(&mut fe), vec![408, 408]);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_from_uas_never_panics(
+            lines in proptest::collection::vec("[ -~]{0,60}", 0..14),
+            method in prop_oneof![Just("INVITE"), Just("REGISTER"), Just("BYE"), Just("ACK"), Just("CANCEL"), Just("SIP/2.0")],
+        ) {
+            let (mut fe, mut ov) = setup(16);
+            let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+            let mut s = format!("{method} sip:bob@p2psip.test SIP/2.0\r\n");
+            for l in lines {
+                s.push_str(&l);
+                s.push_str("\r\n");
+            }
+            s.push_str("\r\n");
+            let now = Time::from_millis(1);
+            fe.handle_datagram(now, ua, s.as_bytes(), &mut ov);
+            while let Some(ev) = ov.poll_event() {
+                fe.handle_overlay_event(now, ev, &mut ov);
+            }
+            fe.handle_timeout(now + Duration::from_secs(60), &mut ov);
+            while fe.poll_transmit().is_some() {}
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! SIP for p2psip peers: the local front-end (registrar + proxy) that lets ordinary SIP
+//! phones and tools use the overlay, and a minimal UA for `p2psip call`.
+//!
+//! Sans-IO like the overlay: every type here takes `now` and messages and returns what to
+//! send. The tokio driver for the front-end's UDP and TCP listeners is behind the `tokio`
+//! feature ([`driver`]). SIP parsing and RFC 3261 transactions come from `sipx-sip`, wrapped
+//! behind our own types ([`msg`], [`txn`]).
+
+pub mod frontend;
+pub mod loopback;
+pub mod msg;
+pub mod overlay_api;
+pub mod registration;
+pub mod txn;
+pub mod ua;
+
+#[cfg(feature = "tokio")]
+pub mod driver;
+
+pub use frontend::{FrontEnd, FrontEndConfig, FrontEndStats};
+pub use loopback::{LoopbackNet, LoopbackOverlay};
+pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
+pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
+pub use registration::{
+    RegError, Registration, RegistrationStore, SignedRegistration, aor_key, normalize_aor,
+};
+pub use txn::{Peer, SipTransmit, Transport};

@@ -1,0 +1,276 @@
+//! Signed AoR registrations: what a front-end stores in the overlay at hash(AoR), and the
+//! storing peer's rule that only the owner's key may change a live registration.
+
+use overlay::secure::{SigVerifier, Signer};
+use overlay::{IdSpace, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Domain separation for the signed bytes (a registration signature is never valid as
+/// anything else the peer signs).
+const TAG: &[u8] = b"p2psip-registration-v1";
+/// Longest AoR or contact we store.
+pub const MAX_FIELD: usize = 256;
+
+/// AoR → the peer that serves it and the UA contact behind that peer's front-end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Normalized address of record, `sip:user@domain`.
+    pub aor: String,
+    /// The peer whose front-end holds the binding (its certificate's Node-ID).
+    pub node: NodeId,
+    /// The UA's Contact URI as registered.
+    pub contact: String,
+    /// When it lapses, Unix milliseconds; 0 removes it (unregister).
+    pub expires_unix_ms: u64,
+    /// Grows with every update by the owner, so an older copy never replaces a newer one.
+    pub seq: u64,
+}
+
+/// A registration with its owner's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRegistration {
+    /// The record.
+    pub record: Registration,
+    /// The owner's (Ed25519) signature over [`Registration::signed_bytes`].
+    pub sig: Vec<u8>,
+}
+
+/// Why a registration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegError {
+    /// Signature does not verify for the claimed node.
+    #[error("bad signature for node {0:?}")]
+    BadSignature(NodeId),
+    /// A live registration for this AoR belongs to another peer.
+    #[error("AoR {aor} is registered by another peer")]
+    NotOwner {
+        /// The AoR.
+        aor: String,
+    },
+    /// Not newer than what is stored (replay or reordering).
+    #[error("stale registration (seq {got} <= {have})")]
+    Stale {
+        /// Sequence number offered.
+        got: u64,
+        /// Sequence number stored.
+        have: u64,
+    },
+    /// A field is too long or the record does not encode.
+    #[error("malformed registration")]
+    Malformed,
+    /// The store is full.
+    #[error("registration store full")]
+    Full,
+}
+
+impl Registration {
+    /// The canonical bytes the owner signs: tag, then the postcard encoding of the record.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = TAG.to_vec();
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Sign as the owner.
+    pub fn sign(self, signer: &dyn Signer) -> SignedRegistration {
+        let sig = signer.sign(&self.signed_bytes());
+        SignedRegistration { record: self, sig }
+    }
+
+    /// The overlay key this AoR is stored under.
+    pub fn key(&self, space: IdSpace) -> NodeId {
+        aor_key(space, &self.aor)
+    }
+}
+
+impl SignedRegistration {
+    /// Does the signature verify for the claimed node, and are the fields in bounds?
+    pub fn verify(&self, verifier: &dyn SigVerifier) -> Result<(), RegError> {
+        if self.record.aor.len() > MAX_FIELD || self.record.contact.len() > MAX_FIELD {
+            return Err(RegError::Malformed);
+        }
+        if verifier.verify(self.record.node, &self.record.signed_bytes(), &self.sig) {
+            Ok(())
+        } else {
+            Err(RegError::BadSignature(self.record.node))
+        }
+    }
+
+    /// Is it live at `now_unix_ms`?
+    pub fn is_live(&self, now_unix_ms: u64) -> bool {
+        self.record.expires_unix_ms > now_unix_ms
+    }
+
+    /// Wire encoding (postcard) for the overlay's record value.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decode a record value.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, RegError> {
+        postcard::from_bytes(b).map_err(|_| RegError::Malformed)
+    }
+}
+
+/// The overlay key of an AoR: the first 128 bits of SHA-256(AoR), wrapped into the ID space.
+pub fn aor_key(space: IdSpace, aor: &str) -> NodeId {
+    let d = ring::digest::digest(&ring::digest::SHA256, aor.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(d.as_ref().get(..16).unwrap_or(&[0; 16]));
+    space.wrap(u128::from_be_bytes(b))
+}
+
+/// `sip:user@domain`, lower-cased domain: the form AoRs are keyed and signed in.
+pub fn normalize_aor(user: &str, domain: &str) -> String {
+    format!("sip:{user}@{}", domain.to_ascii_lowercase())
+}
+
+/// What the peer responsible for hash(AoR) keeps: verified registrations, owner-checked.
+#[derive(Debug)]
+pub struct RegistrationStore {
+    records: BTreeMap<String, SignedRegistration>,
+    capacity: usize,
+}
+
+impl RegistrationStore {
+    /// A store holding at most `capacity` AoRs.
+    pub fn new(capacity: usize) -> Self {
+        RegistrationStore {
+            records: BTreeMap::new(),
+            capacity,
+        }
+    }
+
+    /// Accept, refresh or remove (expires 0) a registration. Only the peer that signed the
+    /// live record may change it; an expired record may be taken over by anyone.
+    pub fn put(
+        &mut self,
+        now_unix_ms: u64,
+        reg: SignedRegistration,
+        verifier: &dyn SigVerifier,
+    ) -> Result<(), RegError> {
+        reg.verify(verifier)?;
+        let aor = reg.record.aor.clone();
+        if let Some(cur) = self.records.get(&aor)
+            && cur.is_live(now_unix_ms)
+        {
+            if cur.record.node != reg.record.node {
+                return Err(RegError::NotOwner { aor });
+            }
+            if reg.record.seq <= cur.record.seq {
+                return Err(RegError::Stale {
+                    got: reg.record.seq,
+                    have: cur.record.seq,
+                });
+            }
+        }
+        if !reg.is_live(now_unix_ms) {
+            self.records.remove(&aor);
+            return Ok(());
+        }
+        if !self.records.contains_key(&aor) && self.records.len() >= self.capacity {
+            self.expire(now_unix_ms);
+            if self.records.len() >= self.capacity {
+                return Err(RegError::Full);
+            }
+        }
+        self.records.insert(aor, reg);
+        Ok(())
+    }
+
+    /// The live registration for `aor`.
+    pub fn get(&self, now_unix_ms: u64, aor: &str) -> Option<&SignedRegistration> {
+        self.records.get(aor).filter(|r| r.is_live(now_unix_ms))
+    }
+
+    /// Drop lapsed registrations.
+    pub fn expire(&mut self, now_unix_ms: u64) {
+        self.records.retain(|_, r| r.is_live(now_unix_ms));
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Is it empty?
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overlay::secure::{Ed25519Registry, Ed25519Signer};
+
+    fn reg(node: u128, seq: u64, exp: u64) -> Registration {
+        Registration {
+            aor: normalize_aor("alice", "P2PSIP.test"),
+            node: NodeId(node),
+            contact: "sip:alice@127.0.0.1:5170".into(),
+            expires_unix_ms: exp,
+            seq,
+        }
+    }
+
+    #[test]
+    fn only_the_owner_changes_a_live_registration() {
+        let (a, _) = Ed25519Signer::generate().unwrap();
+        let (m, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), a.public_key());
+        keys.insert(NodeId(2), m.public_key());
+        let mut st = RegistrationStore::new(8);
+        st.put(1000, reg(1, 1, 5000).sign(&a), &keys).unwrap();
+        assert_eq!(
+            st.get(1000, "sip:alice@p2psip.test").unwrap().record.node,
+            NodeId(1)
+        );
+        // Mallory with her own valid key cannot take over a live AoR.
+        assert!(matches!(
+            st.put(1000, reg(2, 9, 9000).sign(&m), &keys),
+            Err(RegError::NotOwner { .. })
+        ));
+        // Nor forge the owner's signature.
+        assert!(matches!(
+            st.put(1000, reg(1, 9, 9000).sign(&m), &keys),
+            Err(RegError::BadSignature(_))
+        ));
+        // A replayed old copy is stale.
+        assert!(matches!(
+            st.put(1000, reg(1, 1, 5000).sign(&a), &keys),
+            Err(RegError::Stale { .. })
+        ));
+        // The owner refreshes, then unregisters.
+        st.put(2000, reg(1, 2, 8000).sign(&a), &keys).unwrap();
+        assert_eq!(st.get(7000, "sip:alice@p2psip.test").unwrap().record.seq, 2);
+        st.put(2000, reg(1, 3, 0).sign(&a), &keys).unwrap();
+        assert!(st.get(2000, "sip:alice@p2psip.test").is_none());
+        // After expiry anyone may register the AoR.
+        st.put(2000, reg(1, 4, 3000).sign(&a), &keys).unwrap();
+        st.put(4000, reg(2, 1, 9000).sign(&m), &keys).unwrap();
+        assert_eq!(
+            st.get(4000, "sip:alice@p2psip.test").unwrap().record.node,
+            NodeId(2)
+        );
+    }
+
+    #[test]
+    fn store_is_bounded_and_encoding_round_trips() {
+        let (a, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), a.public_key());
+        let mut st = RegistrationStore::new(1);
+        let r = reg(1, 1, 5000).sign(&a);
+        assert_eq!(SignedRegistration::from_bytes(&r.to_bytes()).unwrap(), r);
+        st.put(0, r, &keys).unwrap();
+        let mut other = reg(1, 1, 5000);
+        other.aor = "sip:bob@p2psip.test".into();
+        assert_eq!(st.put(0, other.sign(&a), &keys), Err(RegError::Full));
+        let space = IdSpace::new(32).unwrap();
+        assert_eq!(aor_key(space, "sip:a@x"), aor_key(space, "sip:a@x"));
+        assert_ne!(aor_key(space, "sip:a@x"), aor_key(space, "sip:b@x"));
+    }
+}

@@ -1,0 +1,277 @@
+//! RFC 3261 transactions driven by `now`: sipx-sip's transaction layer plus the timer table
+//! and the address each transaction talks to, behind our own small event type.
+
+use crate::msg::{SipMessage, SipRequest, SipResponse};
+use overlay::Time;
+use sipx_sip::transaction::Dispatch;
+use sipx_sip::{
+    Message, Output, Reliability, Timer, Timers, TransactionKey, TransactionLayer, TuEvent,
+};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// How a SIP message travels between a UA and us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP datagrams (unreliable: transactions retransmit).
+    Udp,
+    /// A TCP stream (reliable).
+    Tcp,
+}
+
+impl Transport {
+    /// As written in a Via.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Does the transport retransmit by itself?
+    pub fn is_reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+
+    fn reliability(self) -> Reliability {
+        match self {
+            Transport::Udp => Reliability::Unreliable,
+            Transport::Tcp => Reliability::Reliable,
+        }
+    }
+}
+
+/// A SIP endpoint address: transport and socket address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Where.
+    pub addr: SocketAddr,
+}
+
+/// Bytes to put on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipTransmit {
+    /// Destination.
+    pub to: Peer,
+    /// One complete SIP message.
+    pub bytes: Vec<u8>,
+}
+
+/// Handle of one transaction.
+pub type TxKey = TransactionKey;
+
+/// What the transactions hand to their user.
+#[derive(Debug)]
+pub enum TxEvent {
+    /// A new request (a retransmission never shows here).
+    Request {
+        /// Its server transaction.
+        key: TxKey,
+        /// The request.
+        req: SipRequest,
+        /// Who sent it.
+        from: Peer,
+    },
+    /// A response to one of our client transactions.
+    Response {
+        /// The client transaction.
+        key: TxKey,
+        /// The response.
+        resp: SipResponse,
+    },
+    /// A message no transaction claimed: an ACK for a 2xx, a stray response.
+    Unmatched {
+        /// The message.
+        msg: SipMessage,
+        /// Who sent it.
+        from: Peer,
+    },
+    /// A client transaction got no final answer within 64·T1.
+    Timeout {
+        /// The client transaction.
+        key: TxKey,
+    },
+}
+
+/// The transactions of one SIP element.
+pub struct Transactions {
+    layer: TransactionLayer,
+    timers: HashMap<(TxKey, Timer), Time>,
+    dest: HashMap<TxKey, Peer>,
+    max: usize,
+    out: VecDeque<SipTransmit>,
+    events: VecDeque<TxEvent>,
+}
+
+impl Transactions {
+    /// At most `max` transactions at once (client and server together).
+    pub fn new(timers: Timers, max: usize) -> Self {
+        Transactions {
+            layer: TransactionLayer::new(timers),
+            timers: HashMap::new(),
+            dest: HashMap::new(),
+            max,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Transactions in flight.
+    pub fn len(&self) -> usize {
+        let (c, s) = self.layer.len();
+        c + s
+    }
+
+    /// None in flight?
+    pub fn is_empty(&self) -> bool {
+        self.layer.is_empty()
+    }
+
+    /// Is the table full (new requests get 503)?
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max
+    }
+
+    /// Feed a message from the network.
+    pub fn receive(&mut self, now: Time, from: Peer, msg: SipMessage) {
+        match self
+            .layer
+            .receive(msg.into_sipx(), from.transport.reliability())
+        {
+            Dispatch::Created { key, outputs } => {
+                self.dest.insert(key.clone(), from);
+                self.apply(now, &key, outputs, Some(from));
+            }
+            Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs, Some(from)),
+            Dispatch::Unmatched(m) => self.events.push_back(TxEvent::Unmatched {
+                msg: match *m {
+                    Message::Request(r) => SipMessage::Request(SipRequest(r)),
+                    Message::Response(r) => SipMessage::Response(SipResponse(r)),
+                },
+                from,
+            }),
+        }
+    }
+
+    /// Send a request to `to` in a new client transaction.
+    pub fn send_request(&mut self, now: Time, to: Peer, req: SipRequest) -> Option<TxKey> {
+        let (key, outputs) = self.layer.send_request(req.0, to.transport.reliability())?;
+        self.dest.insert(key.clone(), to);
+        self.apply(now, &key, outputs, None);
+        Some(key)
+    }
+
+    /// Answer a server transaction.
+    pub fn send_response(&mut self, now: Time, key: &TxKey, resp: SipResponse) {
+        let outputs = self.layer.send_response(key, resp.0);
+        self.apply(now, key, outputs, None);
+    }
+
+    /// Send a message outside any transaction (ACK for 2xx, a stateless 400/503).
+    pub fn send_stateless(&mut self, to: Peer, bytes: Vec<u8>) {
+        self.out.push_back(SipTransmit { to, bytes });
+    }
+
+    /// Forget a server transaction its user will not answer.
+    pub fn abandon(&mut self, key: &TxKey) {
+        self.layer.abandon(key);
+        self.forget(key);
+    }
+
+    /// Where a transaction talks to.
+    pub fn peer_of(&self, key: &TxKey) -> Option<Peer> {
+        self.dest.get(key).copied()
+    }
+
+    fn forget(&mut self, key: &TxKey) {
+        self.dest.remove(key);
+        for t in Timer::ALL {
+            self.timers.remove(&(key.clone(), t));
+        }
+    }
+
+    fn apply(&mut self, now: Time, key: &TxKey, outputs: Vec<Output>, from: Option<Peer>) {
+        for o in outputs {
+            match o {
+                Output::Send(m) => {
+                    if let Some(to) = self.dest.get(key).copied().or(from) {
+                        let mut bytes = Vec::with_capacity(512);
+                        m.write_to(&mut bytes);
+                        self.out.push_back(SipTransmit { to, bytes });
+                    }
+                }
+                Output::SetTimer { timer, after } => {
+                    self.timers.insert((key.clone(), timer), now + after);
+                }
+                Output::ClearTimer(timer) => {
+                    self.timers.remove(&(key.clone(), timer));
+                }
+                Output::ToTu(ev) => match *ev {
+                    TuEvent::Request(r) => {
+                        if let Some(from) = self.dest.get(key).copied().or(from) {
+                            self.events.push_back(TxEvent::Request {
+                                key: key.clone(),
+                                req: SipRequest(*r),
+                                from,
+                            });
+                        }
+                    }
+                    TuEvent::Response(r) => self.events.push_back(TxEvent::Response {
+                        key: key.clone(),
+                        resp: SipResponse(*r),
+                    }),
+                    TuEvent::Ack(r) => {
+                        if let Some(from) = from {
+                            self.events.push_back(TxEvent::Unmatched {
+                                msg: SipMessage::Request(SipRequest(*r)),
+                                from,
+                            });
+                        }
+                    }
+                    TuEvent::Timeout | TuEvent::TransportError => {
+                        self.events.push_back(TxEvent::Timeout { key: key.clone() })
+                    }
+                    _ => {}
+                },
+                Output::Terminated(_) => self.forget(key),
+                _ => {}
+            }
+        }
+        // The layer drops terminated transactions itself; drop our side too.
+        if self.layer.client_state(key).is_none() && self.layer.server_state(key).is_none() {
+            self.forget(key);
+        }
+    }
+
+    /// Fire the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let due: Vec<(TxKey, Timer)> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (key, timer) in due {
+            self.timers.remove(&(key.clone(), timer));
+            let outputs = self.layer.on_timer(&key, timer);
+            self.apply(now, &key, outputs, None);
+        }
+    }
+
+    /// Earliest timer.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.values().min().copied()
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
+        self.out.pop_front()
+    }
+
+    /// Next event for the user.
+    pub fn poll_event(&mut self) -> Option<TxEvent> {
+        self.events.pop_front()
+    }
+}

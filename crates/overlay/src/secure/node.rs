@@ -386,6 +386,18 @@ impl SecureNode {
         self.held.iter().map(|h| (h.handle, &h.request, h.deadline))
     }
 
+    /// Replace the overlay context: a new directory of CSPs/CSPGs, their addresses, or
+    /// newly learned keys (a running peer gets these from E&A after it started). The layer
+    /// stays the one this peer was created in.
+    pub fn set_context(&mut self, ctx: OverlayContext) {
+        self.ctx = ctx;
+    }
+
+    /// The overlay context in use.
+    pub fn context(&self) -> &OverlayContext {
+        &self.ctx
+    }
+
     /// Replace the set of peers the SOS distrusts (routing avoids them).
     pub fn set_distrusted(&mut self, distrusted: Arc<BTreeSet<NodeId>>) {
         self.distrusted = distrusted;

@@ -43,6 +43,7 @@ mod keys;
 mod node_dir;
 mod runtime;
 mod secure;
+mod sip_overlay;
 mod stats;
 mod tls;
 
@@ -56,5 +57,6 @@ pub use secure::{
     CallOutcome, DirectoryFile, Instrumented, KindLog, MemberEntry, Membership, MembershipError,
     SecureCore, SosCounters, SosLink, overlay_layer, overlay_role, run_events, secure_node,
 };
+pub use sip_overlay::{RuntimeOverlay, install_registration_validator};
 pub use stats::Stats;
 pub use tls::{ConfigError, CrlStore, Identity, Refusal, RevocationPolicy, Trust};

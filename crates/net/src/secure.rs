@@ -74,6 +74,7 @@ impl Core for SecureNode {
             SecureEvent::CallRinging { call, .. } | SecureEvent::CallFailed { call, .. } => {
                 Some(*call)
             }
+            SecureEvent::Stored { query, .. } | SecureEvent::Fetched { query, .. } => Some(*query),
             _ => None,
         }
     }

@@ -13,6 +13,7 @@ pub mod overlay_api;
 pub mod registration;
 pub mod txn;
 pub mod ua;
+pub mod validator;
 
 #[cfg(feature = "tokio")]
 pub mod driver;
@@ -25,3 +26,4 @@ pub use registration::{
     RegError, Registration, RegistrationStore, SignedRegistration, aor_key, normalize_aor,
 };
 pub use txn::{Peer, SipTransmit, Transport};
+pub use validator::RegistrationValidator;

@@ -1,0 +1,230 @@
+//! SIP phones over the real overlay: SIPp UAC → front-end on peer A → secure call flow over
+//! mutual-TLS peers (CSP, PingRequest multicast) → front-end on peer B → SIPp UAS, with the
+//! registration stored as a signed overlay record at the peer responsible for hash(AoR) and
+//! the 180/200/ACK/BYE carried between A and B directly. Skips loudly without `sipp`.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../sip/tests/support/sipp.rs"]
+mod sipp;
+
+use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
+use enroll::{Layer, Role};
+use net::{
+    CertSigner, CrlStore, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime,
+    RevocationPolicy, RuntimeOverlay, Trust,
+};
+use overlay::secure::{LayerArcs, Routing, SecureConfig, SecureNode};
+use overlay::{ChordConfig, Contact, IdSpace, NodeId};
+use rustls::pki_types::CertificateDer;
+use sip::driver::{self, DriverLimits};
+use sip::{FrontEnd, FrontEndConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const IDS: [u128; 8] = [100, 150, 250, 350, 450, 550, 600, 650];
+const CSP: u128 = 150;
+const CSPG: u128 = 100;
+const A: u128 = 600;
+const B: u128 = 350;
+
+fn issue(ca: &Ca, id: u128) -> (Identity, Vec<CertificateDer<'static>>) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let csr = Csr::from_pem(&csr_for_key(&key).unwrap()).unwrap();
+    let role = match id {
+        CSP => Role::Csp,
+        CSPG => Role::Cspg,
+        _ => Role::Peer,
+    };
+    let t = enroll::server::unix_now();
+    let mut serial = id.to_be_bytes();
+    serial[0] = 0x22;
+    let der = ca
+        .issue(
+            &csr,
+            &Binding {
+                node_id: NodeId(id),
+                layer: Layer::TWO,
+                role,
+            },
+            serial,
+            t - 60,
+            t + 3600,
+        )
+        .unwrap();
+    let pem = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
+    let identity = Identity::from_pem(&pem, &key.serialize_pem()).unwrap();
+    let chain = identity.chain.clone();
+    (identity, chain)
+}
+
+async fn ring_ok(handles: &[Handle<SecureNode>]) -> bool {
+    let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
+    ids.sort();
+    for h in handles {
+        let pos = ids.iter().position(|i| *i == h.contact().id).unwrap();
+        let want = ids[(pos + 1) % ids.len()];
+        let succ = h
+            .call(|n, _| n.chord().successor().map(|c| c.id))
+            .await
+            .unwrap();
+        if succ != Some(want) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn calls_over_tls(transport: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
+    let t = enroll::server::unix_now();
+    let crls = CrlStore::new();
+    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
+    let tr = Trust {
+        ca: ca.cert_der().clone(),
+        crls,
+        policy: RevocationPolicy::RequireCrl,
+    };
+    let space = IdSpace::new(10).unwrap();
+    let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+    let members: Vec<_> = IDS.iter().map(|i| issue(&ca, *i)).collect();
+    let mut chord = ChordConfig::new(space);
+    chord.successors = 3;
+    chord.stabilize_every = Duration::from_millis(100);
+    chord.fix_fingers_every = Duration::from_millis(30);
+    chord.check_predecessor_every = Duration::from_millis(200);
+    chord.rpc_timeout = Duration::from_millis(300);
+    chord.lookup_timeout = Duration::from_secs(1);
+    let chord = Arc::new(chord);
+    let cfg = Arc::new(SecureConfig::default());
+    let mut membership = Membership::new(arcs);
+    for (_, chain) in &members {
+        membership.add(&tr, chain, None).unwrap();
+    }
+    let ctx = membership.context(cfg.clone());
+
+    let mut handles = Vec::new();
+    let mut app_rx = Vec::new();
+    let mut first: Option<Contact> = None;
+    for (identity, _) in &members {
+        let net_cfg = NetConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            identity: identity.clone(),
+            trust: tr.clone(),
+            crl_refresh: None,
+            limits: Limits::default(),
+        };
+        let (chord, ctx, id) = (chord.clone(), ctx.clone(), identity.clone());
+        let seed = [identity.node_id.0 as u8; 32];
+        let rt = PeerRuntime::start(net_cfg, move |me| {
+            net::secure_node(&id, me, chord, ctx, Routing::Secure, seed).unwrap()
+        })
+        .await
+        .unwrap();
+        let boot = first;
+        rt.handle
+            .call(move |n, now| match boot {
+                None => n.chord_mut().create(now),
+                Some(b) => n.chord_mut().join(now, b),
+            })
+            .await
+            .unwrap();
+        first.get_or_insert(rt.handle.contact());
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(net::run_events(
+            rt.handle.clone(),
+            rt.events,
+            None,
+            Some(tx),
+        ));
+        app_rx.push(Some(rx));
+        handles.push(rt.handle.clone());
+        std::mem::forget(rt.task);
+    }
+    let mut with_addrs = Membership::new(arcs);
+    for ((_, chain), h) in members.iter().zip(&handles) {
+        with_addrs.add(&tr, chain, Some(h.local_addr())).unwrap();
+    }
+    let ctx = with_addrs.context(cfg);
+    for h in &handles {
+        let ctx = ctx.clone();
+        h.call(move |n, _| n.set_context(ctx)).await.unwrap();
+        net::install_registration_validator(h).await.unwrap();
+    }
+    let t0 = Instant::now();
+    while !ring_ok(&handles).await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "ring did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Front-ends on A and B, signing registrations with their peers' certificate keys.
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut fes = Vec::new();
+    for who in [A, B] {
+        let i = IDS.iter().position(|x| *x == who).unwrap();
+        let h = handles[i].clone();
+        let signer = CertSigner::from_identity(&members[i].0).unwrap();
+        let verifier = ctx.verifier.clone();
+        let ov = RuntimeOverlay::new(h, space, app_rx[i].take().unwrap());
+        let fe = driver::start(
+            "127.0.0.1:0".parse().unwrap(),
+            DriverLimits::default(),
+            move |local| {
+                let mut cfg = FrontEndConfig::new("p2psip.test", local);
+                cfg.unix_offset_ms = unix_ms;
+                FrontEnd::new(cfg, NodeId(who), Box::new(signer), verifier)
+            },
+            ov,
+        )
+        .await
+        .unwrap();
+        fes.push(fe);
+    }
+    sipp::sipp_calls(transport, fes[0].local, fes[1].local, 10).await;
+    let (sa, sb) = (fes[0].stats().frontend, fes[1].stats().frontend);
+    assert_eq!(sa.calls_out, 10, "{sa:?}");
+    assert_eq!(sb.calls_in, 10, "{sb:?}");
+    // The registration lives at the peer responsible for hash(bob's AoR), not at A or B
+    // unless they happen to own it — and it is there.
+    let key = sip::aor_key(space, "sip:bob@p2psip.test");
+    let mut holders = 0;
+    for h in &handles {
+        if h.call(move |n, _| n.chord().records().contains_key(&key))
+            .await
+            .unwrap()
+        {
+            holders += 1;
+        }
+    }
+    assert!(holders >= 1, "no peer holds bob's registration");
+    for f in fes {
+        f.shutdown().await;
+    }
+    for h in &handles {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_through_the_tls_overlay_udp() {
+    if !sipp::have_sipp() {
+        return;
+    }
+    calls_over_tls("u1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_through_the_tls_overlay_tcp() {
+    if !sipp::have_sipp() {
+        return;
+    }
+    calls_over_tls("t1").await;
+}

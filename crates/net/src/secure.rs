@@ -93,21 +93,82 @@ impl SecureCore for SecureNode {
     }
 }
 
-/// Message kinds received per peer, shared by the [`Instrumented`] peers of one process
-/// (bounded: peers × message kinds).
+/// What the [`Instrumented`] peers of one process saw: message kinds received per peer
+/// (bounded: peers × kinds), call-traffic totals, and, while tracing is on, the order of
+/// call-traffic receipts and the route sets callees asked the SOS to rank (both capped).
 #[derive(Debug, Default)]
-pub struct KindLog(std::sync::Mutex<std::collections::BTreeMap<(NodeId, &'static str), u64>>);
+pub struct KindLog {
+    kinds: std::sync::Mutex<std::collections::BTreeMap<(NodeId, &'static str), u64>>,
+    trace_on: std::sync::atomic::AtomicBool,
+    trace: std::sync::Mutex<std::collections::VecDeque<(NodeId, &'static str)>>,
+    rankings: std::sync::Mutex<Vec<(NodeId, Vec<Vec<NodeId>>)>>,
+    /// Call-traffic messages received (CSP/CSPG requests, PingRequests, receipts, fetches,
+    /// deliveries, Ringing, plain INVITEs).
+    pub call_messages: AtomicU64,
+    /// Their encoded size in bytes (frame header included).
+    pub call_bytes: AtomicU64,
+}
+
+const TRACE_CAP: usize = 4096;
 
 impl KindLog {
-    fn add(&self, peer: NodeId, kind: &'static str) {
-        if let Ok(mut g) = self.0.lock() {
+    fn add(&self, peer: NodeId, msg: &Message) {
+        let kind = msg.name();
+        if let Ok(mut g) = self.kinds.lock() {
             *g.entry((peer, kind)).or_default() += 1;
         }
+        if msg.is_call_traffic() {
+            self.call_messages.fetch_add(1, Ordering::Relaxed);
+            let mut buf = Vec::new();
+            if overlay::wire::encode_frame(msg, usize::MAX, &mut buf).is_ok() {
+                self.call_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            }
+            if self.trace_on.load(Ordering::Relaxed)
+                && let Ok(mut t) = self.trace.lock()
+                && t.len() < TRACE_CAP
+            {
+                t.push_back((peer, kind));
+            }
+        }
+    }
+
+    fn ranking(&self, peer: NodeId, routes: &[Vec<NodeId>]) {
+        if self.trace_on.load(Ordering::Relaxed)
+            && let Ok(mut r) = self.rankings.lock()
+            && r.len() < 64
+        {
+            r.push((peer, routes.to_vec()));
+        }
+    }
+
+    /// Start or stop tracing (clears the trace and the rankings).
+    pub fn set_tracing(&self, on: bool) {
+        if let Ok(mut t) = self.trace.lock() {
+            t.clear();
+        }
+        if let Ok(mut r) = self.rankings.lock() {
+            r.clear();
+        }
+        self.trace_on.store(on, Ordering::Relaxed);
+    }
+
+    /// Call-traffic receipts in order, while tracing.
+    pub fn trace(&self) -> Vec<(NodeId, &'static str)> {
+        self.trace
+            .lock()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Route sets callees asked the SOS to rank, while tracing.
+    pub fn rankings(&self) -> Vec<(NodeId, Vec<Vec<NodeId>>)> {
+        self.rankings.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// How many `kind` messages `peer` received.
     pub fn count(&self, peer: NodeId, kind: &str) -> u64 {
-        self.0
+        self.kinds
             .lock()
             .map(|g| {
                 g.iter()
@@ -120,7 +181,7 @@ impl KindLog {
 
     /// Every peer that received a `kind` message.
     pub fn receivers(&self, kind: &str) -> Vec<NodeId> {
-        self.0
+        self.kinds
             .lock()
             .map(|g| {
                 g.keys()
@@ -131,9 +192,9 @@ impl KindLog {
             .unwrap_or_default()
     }
 
-    /// Forget everything.
+    /// Forget the per-peer kinds.
     pub fn clear(&self) {
-        if let Ok(mut g) = self.0.lock() {
+        if let Ok(mut g) = self.kinds.lock() {
             g.clear();
         }
     }
@@ -155,7 +216,7 @@ impl Core for Instrumented {
     type Event = SecureEvent;
 
     fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
-        self.log.add(self.node.chord().id(), msg.name());
+        self.log.add(self.node.chord().id(), &msg);
         Core::handle_message(&mut self.node, now, from, msg);
     }
 
@@ -179,7 +240,11 @@ impl Core for Instrumented {
     }
 
     fn poll_event(&mut self) -> Option<SecureEvent> {
-        self.node.poll_event()
+        let ev = self.node.poll_event()?;
+        if let SecureEvent::RankRoutes { routes, .. } = &ev {
+            self.log.ranking(self.node.chord().id(), routes);
+        }
+        Some(ev)
     }
 
     fn poll_timeout(&self) -> Option<Time> {
@@ -368,31 +433,27 @@ impl Membership {
     }
 }
 
-/// Build this peer's secure node: Chord for its layer, role from its certificate, signing
-/// with its certificate key.
+/// Build this peer's secure node: Chord for its layer, the role its certificate binds,
+/// signing with its certificate key (`CertSigner::from_identity`).
 pub fn secure_node(
-    identity: &Identity,
+    signer: CertSigner,
+    role: enroll::Role,
     me: Contact,
     chord: Arc<ChordConfig>,
     ctx: OverlayContext,
     routing: Routing,
     seed: [u8; 32],
-) -> Result<SecureNode, KeyError> {
-    let signer = CertSigner::from_identity(identity)?;
+) -> SecureNode {
     let chord = ChordNode::new(chord, me, seed);
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Ok(SecureNode::new(
+    SecureNode::new(
         chord,
         ctx,
-        overlay_role(identity.binding.role),
+        overlay_role(role),
         routing,
         Box::new(signer),
-        unix_ms,
+        unix_ms(),
         seed,
-    ))
+    )
 }
 
 /// The layer of a certificate, as the overlay numbers it.

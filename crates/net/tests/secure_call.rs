@@ -165,9 +165,18 @@ async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
         };
         let (chord, ctx, log) = (chord.clone(), ctx.clone(), log.clone());
         let id = identity.node_id.0;
+        let signer = net::CertSigner::from_identity(&identity).unwrap();
+        let role = identity.binding.role;
         let rt = PeerRuntime::start(net_cfg, move |me| Instrumented {
-            node: net::secure_node(&identity, me, chord, ctx, Routing::Secure, [id as u8; 32])
-                .unwrap(),
+            node: net::secure_node(
+                signer,
+                role,
+                me,
+                chord,
+                ctx,
+                Routing::Secure,
+                [id as u8; 32],
+            ),
             drop_forwarded: false,
             log,
         })

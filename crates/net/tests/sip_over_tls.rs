@@ -115,10 +115,12 @@ async fn calls_over_tls(transport: &str) {
             crl_refresh: None,
             limits: Limits::default(),
         };
-        let (chord, ctx, id) = (chord.clone(), ctx.clone(), identity.clone());
+        let (chord, ctx) = (chord.clone(), ctx.clone());
         let seed = [identity.node_id.0 as u8; 32];
+        let signer = CertSigner::from_identity(identity).unwrap();
+        let role = identity.binding.role;
         let rt = PeerRuntime::start(net_cfg, move |me| {
-            net::secure_node(&id, me, chord, ctx, Routing::Secure, seed).unwrap()
+            net::secure_node(signer, role, me, chord, ctx, Routing::Secure, seed)
         })
         .await
         .unwrap();

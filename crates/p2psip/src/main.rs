@@ -19,8 +19,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The paper's 512-peer prototype and its malicious-peer scenario (the embedded default;
-    /// simulated in this build).
+    /// The paper's 512-peer prototype on real TLS peers in one process, its malicious-peer
+    /// scenario and random calls (`--simulated`: in the discrete-event simulator).
     Demo(cmd::demo::Args),
     /// Discrete-event simulator: Chord lookups at scale, call set-up under attack (secure vs
     /// plain Chord), or the paper's scenario (`--scenario paper`).

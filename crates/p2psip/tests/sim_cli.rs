@@ -99,8 +99,8 @@ fn bad_parameters_are_clear_errors_not_panics() {
 }
 
 #[test]
-fn demo_passes_the_paper_scenario() {
-    let out = p2psip(&["demo", "--calls", "100", "--json"]);
+fn simulated_demo_passes_the_paper_scenario() {
+    let out = p2psip(&["demo", "--simulated", "--calls", "100", "--json"]);
     assert!(
         out.status.success(),
         "{}",

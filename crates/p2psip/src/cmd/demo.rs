@@ -1,41 +1,1011 @@
-//! `p2psip demo`: the paper's 512-peer prototype and its malicious-peer scenario.
+//! `p2psip demo`: the paper's 512-peer prototype on real TLS, in one process.
 //!
-//! This build runs the prototype in the discrete-event simulator (the real-TLS version with
-//! 512 peer processes' worth of listeners on loopback is being built on the `net` runtime)
-//! and says so: the paper's scenario over plain Chord and over the secure system, then a
-//! batch of random calls on a 512-peer, three-layer overlay with 13 CSPs and 3 CSPGs.
+//! Starts the E&A server, the SOS and the STUN server in-process, issues every peer an E&A
+//! certificate with an Ed25519 key (the paper's fixed layout: m = 11, three layers, the
+//! paper's IDs for the CSPs, CSPGs and named peers, so E&A's CA issues them directly with
+//! operator-assigned IDs), and runs every peer as a real mutual-TLS listener on 127.0.0.1
+//! (one tokio runtime, one [`net::PeerRuntime`] per peer). The layer rings converge, then:
+//!
+//! 1. the paper's scenario: peer 80 calls peer 1618 while 1617 drops what it forwards —
+//!    over plain Chord (a flat ring of the same peers, started for this call) the INVITE
+//!    dies at 1617; over the secure overlay the CSPs multicast PingRequests, the SOS ranks
+//!    the routes and the call rings;
+//! 2. `--calls N` random calls between ordinary peers, measuring the session request delay
+//!    (INVITE sent → 180 Ringing received, RFC 6076 SRD), hops, call traffic, and RSS.
+//!
+//! `--simulated` runs the discrete-event simulator instead (the previous demo).
 
-use overlay::secure::Routing;
-use sim::{CallRun, LatencyModel};
-use std::time::Duration;
+use crate::cmd::call::invite;
+use anyhow::{Context, bail};
+use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
+use indicatif::{ProgressBar, ProgressStyle};
+use net::{
+    CallOutcome, CrlStore, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
+    PeerRuntime, RevocationPolicy, SosCounters, SosLink, Trust,
+};
+use overlay::secure::{FirstHops, LayerArcs, OverlayContext, Routing, SecureConfig};
+use overlay::{ChordConfig, IdSpace, NodeId};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use sim::paper;
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 
 /// Options for `p2psip demo`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// Run the discrete-event simulator instead of real TLS peers.
+    #[arg(long)]
+    simulated: bool,
+    /// Peers (at least 24: the paper's CSPs, CSPGs and named peers; the paper has 512).
+    #[arg(long, default_value_t = 512)]
+    peers: usize,
     /// Random calls to place after the scenario.
     #[arg(long, default_value_t = 1000)]
     calls: u64,
-    /// Fraction of ordinary peers that are malicious (they drop what they forward).
+    /// Calls in flight at once during the random calls.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Fraction of ordinary peers that are malicious (simulated demo only).
     #[arg(long, default_value_t = 0.0)]
     malicious: f64,
-    /// Seed for every random choice.
+    /// Seed for every random choice (IDs, callers, callees).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Skip the plain-Chord baseline (a second, flat ring of the same peers).
+    #[arg(long)]
+    no_baseline: bool,
+    /// Keep the overlay running after the report until Ctrl-C, and print where every
+    /// service listens.
+    #[arg(long)]
+    serve: bool,
+    /// Seconds to wait for the rings to converge.
+    #[arg(long, default_value_t = 120)]
+    converge_timeout_s: u64,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if args.simulated {
+        return run_simulated(args);
+    }
+    if args.peers < 24 || args.peers > 1500 {
+        bail!("--peers must be between 24 and 1500 (m = 11, the paper's layout)");
+    }
+    raise_nofile();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(real(args))
+}
+
+/// Raise the soft open-file limit to the hard limit (every peer holds a listener and a
+/// few connections, both ends of which live in this process).
+fn raise_nofile() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut r = getrlimit(Resource::Nofile);
+    if r.current < r.maximum {
+        r.current = r.maximum;
+        let _ = setrlimit(Resource::Nofile, r);
+    }
+}
+
+fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// Resident set size of this process, bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// One enrolled peer.
+struct Enrolled {
+    id: NodeId,
+    role: enroll::Role,
+    identity: Identity,
+}
+
+/// The paper's IDs plus random ones (as the simulator picks them), sorted.
+fn paper_ids(peers: usize, seed: u64) -> Vec<NodeId> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut ids: BTreeSet<NodeId> = paper::CSPS
+        .iter()
+        .chain(&paper::CSPGS)
+        .chain(&paper::NAMED)
+        .map(|i| NodeId(*i))
+        .collect();
+    while ids.len() < peers {
+        let id = rng.random_range(0..2048u128);
+        if !paper::QUIET.contains(&id) {
+            ids.insert(NodeId(id));
+        }
+    }
+    ids.into_iter().collect()
+}
+
+fn issue(ca: &Ca, arcs: &LayerArcs, id: NodeId) -> anyhow::Result<Enrolled> {
+    let role = if paper::CSPS.contains(&id.0) {
+        enroll::Role::Csp
+    } else if paper::CSPGS.contains(&id.0) {
+        enroll::Role::Cspg
+    } else {
+        enroll::Role::Peer
+    };
+    let layer = enroll::Layer::new(arcs.layer_of(id).0)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let csr = Csr::from_pem(&csr_for_key(&key)?)?;
+    let mut serial = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let t = enroll::server::unix_now();
+    let der = ca.issue(
+        &csr,
+        &Binding {
+            node_id: id,
+            layer,
+            role,
+        },
+        serial,
+        t - 300,
+        t + 24 * 3600,
+    )?;
+    let chain = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
+    let identity = Identity::from_pem(&chain, &key.serialize_pem())?;
+    Ok(Enrolled { id, role, identity })
+}
+
+/// The running peers of one overlay.
+struct Cluster {
+    handles: Vec<Handle<Instrumented>>,
+    ids: Vec<NodeId>,
+    /// Rings: member indices, sorted by ID.
+    rings: Vec<Vec<usize>>,
+    log: Arc<KindLog>,
+}
+
+impl Cluster {
+    fn handle(&self, id: u128) -> Option<&Handle<Instrumented>> {
+        self.ids
+            .iter()
+            .position(|i| i.0 == id)
+            .map(|p| &self.handles[p])
+    }
+
+    /// Peers whose successor and predecessor are the true ones.
+    async fn converged(&self) -> usize {
+        let mut ring_ok = 0;
+        for ring in &self.rings {
+            let n = ring.len();
+            let sorted: Vec<NodeId> = ring.iter().map(|i| self.ids[*i]).collect();
+            for (pos, idx) in ring.iter().enumerate() {
+                let want_succ = sorted[(pos + 1) % n];
+                let want_pred = sorted[(pos + n - 1) % n];
+                let Ok((succ, pred)) = self.handles[*idx]
+                    .call(|c, _| {
+                        let ch = c.node.chord();
+                        (ch.successor().map(|s| s.id), ch.predecessor().map(|p| p.id))
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                if n == 1 || (succ == Some(want_succ) && pred == Some(want_pred)) {
+                    ring_ok += 1;
+                } else if std::env::var_os("P2PSIP_DEMO_DEBUG").is_some() {
+                    eprintln!(
+                        "{}: succ {succ:?} want {want_succ}, pred {pred:?} want {want_pred}",
+                        sorted[pos]
+                    );
+                }
+            }
+        }
+        ring_ok
+    }
+
+    /// Peers that lost every successor (a timeout under load) join again through a member
+    /// of their ring, as `p2psip peer` does after a failed join.
+    async fn rejoin_lost(&self) {
+        for (r, ring) in self.rings.iter().enumerate() {
+            for (k, idx) in ring.iter().enumerate() {
+                let Ok(lost) = self.handles[*idx]
+                    .call(|n, _| !n.node.chord().is_active())
+                    .await
+                else {
+                    continue;
+                };
+                if lost && ring.len() > 1 {
+                    let via = self.handles[ring[(k + 1 + r) % ring.len()]].contact();
+                    let _ = self.handles[*idx]
+                        .call(move |n, now| n.node.chord_mut().join(now, via))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&self) {
+        let mut set = JoinSet::new();
+        for h in &self.handles {
+            let h = h.clone();
+            set.spawn(async move {
+                let _ = h.shutdown().await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
+
+struct Launch<'a> {
+    members: &'a [Enrolled],
+    trust: &'a Trust,
+    arcs: LayerArcs,
+    secure: Arc<SecureConfig>,
+    chord: Arc<ChordConfig>,
+    routing: Routing,
+    /// One flat ring (plain Chord) or one ring per layer.
+    flat: bool,
+    malicious: NodeId,
+    sos: Option<(sos::SosClient, Arc<SosCounters>)>,
+}
+
+fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+fn limits() -> Limits {
+    Limits {
+        send_queue: 64,
+        inbound_queue: 256,
+        event_queue: 256,
+        command_queue: 64,
+        ..Limits::default()
+    }
+}
+
+fn membership(
+    l: &Launch<'_>,
+    addrs: Option<&[SocketAddr]>,
+) -> anyhow::Result<(Membership, OverlayContext)> {
+    let mut m = Membership::new(l.arcs);
+    for (i, e) in l.members.iter().enumerate() {
+        m.add(l.trust, &e.identity.chain, addrs.map(|a| a[i]))
+            .with_context(|| format!("member {}", e.id))?;
+    }
+    let ctx = m.context(l.secure.clone());
+    Ok((m, ctx))
+}
+
+async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
+    let (_, ctx) = membership(&l, None)?;
+    let log = Arc::new(KindLog::default());
+    let mut handles = Vec::with_capacity(l.members.len());
+    let pb = bar(l.members.len() as u64, "listening", quiet);
+    for e in l.members {
+        let cfg = NetConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            identity: e.identity.clone(),
+            trust: l.trust.clone(),
+            crl_refresh: None,
+            limits: limits(),
+        };
+        let (identity, chord, ctx, log) = (
+            e.identity.clone(),
+            l.chord.clone(),
+            ctx.clone(),
+            log.clone(),
+        );
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(&e.id.0.to_le_bytes());
+        seed[16] = u8::from(l.flat);
+        let routing = l.routing;
+        let signer = net::CertSigner::from_identity(&identity)?;
+        let role = e.role;
+        let drop_forwarded = e.id == l.malicious;
+        let rt = PeerRuntime::start(cfg, move |me| Instrumented {
+            node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
+            drop_forwarded,
+            log,
+        })
+        .await
+        .with_context(|| format!("starting peer {}", e.id))?;
+        let link = match &l.sos {
+            Some((client, counters)) => {
+                Some(SosLink::new(client.clone(), &e.identity, counters.clone())?)
+            }
+            None => None,
+        };
+        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, None));
+        handles.push(rt.handle);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    // Every address is known now: publish the directory with CSP/CSPG addresses.
+    let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
+    let (_, ctx) = membership(&l, Some(&addrs))?;
+    for h in &handles {
+        let ctx = ctx.clone();
+        h.call(move |n, _| n.node.set_context(ctx)).await?;
+    }
+    // Rings: per layer (secure) or flat (plain Chord); the first member of each ring is its
+    // CSPG (or the lowest ID), which creates it.
+    let ids: Vec<NodeId> = l.members.iter().map(|e| e.id).collect();
+    let mut rings: Vec<Vec<usize>> = if l.flat {
+        vec![(0..ids.len()).collect()]
+    } else {
+        let mut r = vec![Vec::new(); 3];
+        for (i, id) in ids.iter().enumerate() {
+            r[l.arcs.layer_of(*id).index()].push(i);
+        }
+        r.retain(|x| !x.is_empty());
+        r
+    };
+    for r in &mut rings {
+        r.sort_by_key(|i| ids[*i]);
+    }
+    let cluster = Cluster {
+        handles,
+        ids,
+        rings,
+        log,
+    };
+    join_rings(&cluster, &l, quiet).await?;
+    Ok(cluster)
+}
+
+/// Each ring's gateway creates it; the others join one after another through members that
+/// are already in (a join is a lookup of the new peer's successor), the rings in parallel.
+async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<()> {
+    let pb = bar(c.ids.len() as u64, "joining", quiet);
+    let mut set = JoinSet::new();
+    for ring in &c.rings {
+        let gateway = ring
+            .iter()
+            .copied()
+            .find(|i| l.members[*i].role == enroll::Role::Cspg || (l.flat && c.ids[*i].0 == 1))
+            .unwrap_or(ring[0]);
+        let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
+        for i in (1..order.len()).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        let handles: Vec<Handle<Instrumented>> = c.handles.clone();
+        let pb = pb.clone();
+        set.spawn(async move {
+            handles[gateway]
+                .call(|n, now| n.node.chord_mut().create(now))
+                .await?;
+            pb.inc(1);
+            let mut inside = vec![gateway];
+            for idx in order {
+                let mut attempt = 0u64;
+                loop {
+                    let via = handles[inside[rng.random_range(0..inside.len())]].contact();
+                    handles[idx]
+                        .call(move |n, now| {
+                            n.node.chord_mut().add_bootstrap(via);
+                            n.node.chord_mut().join(now, via)
+                        })
+                        .await?;
+                    let t0 = Instant::now();
+                    let mut active = false;
+                    while t0.elapsed() < Duration::from_secs(5) {
+                        let (on, joined) = handles[idx]
+                            .call(|n, _| {
+                                let c = n.node.chord();
+                                (c.is_active(), c.successor().is_some())
+                            })
+                            .await?;
+                        if joined {
+                            active = true;
+                            break;
+                        }
+                        if !on {
+                            break; // the join failed: try through another member
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    attempt += 1;
+                    if active || attempt >= 5 {
+                        break;
+                    }
+                }
+                inside.push(idx);
+                pb.inc(1);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Wait until every peer's successor and predecessor are the true ones, then one more
+/// finger-refresh round (m fix-fingers periods, twice) so the fingers catch up. Returns the
+/// time it took.
+async fn converge(
+    c: &Cluster,
+    started: Instant,
+    timeout: Duration,
+    fingers_round: Duration,
+    quiet: bool,
+) -> anyhow::Result<f64> {
+    let n = c.ids.len();
+    let pb = bar(n as u64, "converging", quiet);
+    loop {
+        c.rejoin_lost().await;
+        let ring_ok = c.converged().await;
+        pb.set_position(ring_ok as u64);
+        if ring_ok == n {
+            pb.finish_and_clear();
+            tokio::time::sleep(fingers_round).await;
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > timeout {
+            pb.finish_and_clear();
+            bail!("rings did not converge within {timeout:?}: {ring_ok}/{n} peers correct");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
+    let mut c = ChordConfig::new(space);
+    c.successors = 3;
+    c.successor_shortcut = true;
+    c.stabilize_every = Duration::from_millis(250);
+    c.fix_fingers_every = Duration::from_millis(60);
+    c.check_predecessor_every = Duration::from_millis(1000);
+    c.ring_check_every = Duration::from_secs(5);
+    c.rpc_timeout = Duration::from_millis(1500);
+    c.lookup_timeout = Duration::from_secs(4);
+    Arc::new(c)
+}
+
+fn path_text(p: &[u128]) -> String {
+    p.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// Percentile of sorted samples (nearest rank).
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[derive(Default, Clone, serde::Serialize)]
+struct Scenario {
+    chord_delivered: Option<bool>,
+    chord_path: Vec<u128>,
+    secure_delivered: bool,
+    secure_srd_ms: f64,
+    routes: Vec<Vec<u128>>,
+    chosen_route: Vec<u128>,
+    chosen_expectation: Option<f64>,
+    invite_receivers: Vec<u128>,
+    ping_carriers: Vec<u128>,
+}
+
+async fn real(args: Args) -> anyhow::Result<()> {
+    let quiet = args.json;
+    let say = |s: String| {
+        if !quiet {
+            println!("{s}");
+        }
+    };
+    let wall = Instant::now();
+    let tmp = tempfile::tempdir()?;
+    let space = IdSpace::new(11)?;
+    let arcs = LayerArcs::new(space, paper::ARCS)?;
+
+    // E&A, serving its CA and CRL over HTTP.
+    let ea_dir = tmp.path().join("ea");
+    let ea_cfg = enroll::ServerConfig {
+        id_bits: 11,
+        layer_bounds: Some([paper::ARCS[1], paper::ARCS[2]]),
+        ..enroll::ServerConfig::default()
+    };
+    let ea = enroll::EnrollServer::open(&ea_dir, ea_cfg)?;
+    let ea_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ea_addr = ea_listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop = stop_rx.clone();
+    tokio::spawn(ea.serve(ea_listener, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    let ca_data = enroll::DataDir::open(&ea_dir)?;
+    let ca = ca_data.ca();
+    say(format!(
+        "p2psip demo — {} real TLS peers on 127.0.0.1 (paper layout: m = 11, layers [0,512) [512,1024) [1024,2048))",
+        args.peers
+    ));
+    say(format!(
+        "  E&A       http://{ea_addr}  (CA {})",
+        &ca.fingerprint()[..16]
+    ));
+
+    // Certificates: Ed25519 keys, the paper's IDs, roles and layers.
+    let ids = paper_ids(args.peers, args.seed);
+    let pb = bar(ids.len() as u64, "enrolling", quiet);
+    let mut members = Vec::with_capacity(ids.len());
+    for id in &ids {
+        members.push(issue(ca, &arcs, *id)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let crl = net::fetch_crl(&format!("http://{ea_addr}/v1/crl")).await?;
+    let crls = CrlStore::new();
+    crls.set(crl);
+    let trust = Trust {
+        ca: ca.cert_der().clone(),
+        crls,
+        policy: RevocationPolicy::RequireCrl,
+    };
+    let csp = members
+        .iter()
+        .filter(|m| m.role == enroll::Role::Csp)
+        .count();
+    let cspg = members
+        .iter()
+        .filter(|m| m.role == enroll::Role::Cspg)
+        .count();
+    say(format!(
+        "  enrolled  {} peers: {} ordinary, {csp} CSPs, {cspg} CSPGs (Ed25519 keys, E&A certificates, CRL from E&A)",
+        members.len(),
+        members.len() - csp - cspg
+    ));
+
+    // SOS: checks evidence with the peers' certificate keys; the paper's four opinions set
+    // by the operator.
+    let secure_cfg = Arc::new(SecureConfig {
+        fanout: 3,
+        first_hops: FirstHops::Successors,
+        ..SecureConfig::default()
+    });
+    let launch_cfg = |routing, flat, sos| Launch {
+        members: &members,
+        trust: &trust,
+        arcs,
+        secure: secure_cfg.clone(),
+        chord: chord_config(space),
+        routing,
+        flat,
+        malicious: NodeId(1617),
+        sos,
+    };
+    let (m0, _) = membership(&launch_cfg(Routing::Secure, false, None), None)?;
+    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())?;
+    let admin = format!(
+        "{:032x}",
+        Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xAD).random::<u128>()
+    );
+    let mut sos_cfg = sos::ServerConfig::new(tmp.path().join("sos.sqlite3"), Arc::new(registry));
+    sos_cfg.admin_token = Some(admin.clone());
+    sos_cfg.synchronous = sos::Synchronous::Normal;
+    let sos_srv = sos::RunningServer::start(sos_cfg, "127.0.0.1:0".parse()?).await?;
+    let sos_client = sos::SosClient::new(&sos_srv.url())?.with_admin_token(admin);
+    for (peer, b, d, u) in trust::paper::OPINIONS {
+        let o = trust::Opinion::new(b, d, u, trust::paper::BASE_RATE)?;
+        sos_client.put_opinion(sos::PeerId(peer), o).await?;
+    }
+    say(format!(
+        "  SOS       {}  (paper opinions for 1593, 1600, 1609, 1618 set by the operator)",
+        sos_srv.url()
+    ));
+
+    // STUN/TURN.
+    let stun =
+        nat::StunServer::bind(nat::ServerConfig::loopback(nat::CredentialStore::new())).await?;
+    let stun_addr = stun.local_addr();
+    let stun_handle = stun.spawn();
+    say(format!("  STUN      udp://{stun_addr}"));
+
+    // The secure overlay.
+    let counters = Arc::new(SosCounters::default());
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    let secure = launch(
+        launch_cfg(
+            Routing::Secure,
+            false,
+            Some((sos_client.clone(), counters.clone())),
+        ),
+        quiet,
+    )
+    .await?;
+    let fingers_round = 2 * 11 * chord_config(space).fix_fingers_every;
+    let converge_s = converge(
+        &secure,
+        t0,
+        Duration::from_secs(args.converge_timeout_s),
+        fingers_round,
+        quiet,
+    )
+    .await?;
+    let rss1 = rss_bytes();
+    let rss_per_peer = rss1.saturating_sub(rss0) / members.len() as u64;
+    let stats0 = sum_stats(&secure.handles);
+    say(format!(
+        "  overlay   converged in {converge_s:.1} s: all {} peers have their true successor and predecessor in their layer ring; {} TLS connections, RSS {:.0} KiB per peer (fd limit {})",
+        members.len(),
+        stats0.dials_ok + stats0.accepts_ok,
+        rss_per_peer as f64 / 1024.0,
+        nofile_limit()
+    ));
+
+    // The paper's scenario.
+    let mut sc = Scenario::default();
+    if !args.no_baseline {
+        let t = Instant::now();
+        let mut chord_secure = (*secure_cfg).clone();
+        chord_secure.call_timeout = Duration::from_millis(800);
+        let mut l = launch_cfg(Routing::Chord, true, None);
+        l.secure = Arc::new(chord_secure);
+        let flat = launch(l, quiet).await?;
+        let _ = converge(
+            &flat,
+            t,
+            Duration::from_secs(args.converge_timeout_s),
+            fingers_round,
+            quiet,
+        )
+        .await?;
+        flat.log.set_tracing(true);
+        if let Some(h) = flat.handle(80) {
+            let inv = invite(80, 1618, h.local_addr(), 1);
+            let out = h.place_call(NodeId(1618), inv).await?;
+            sc.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
+        }
+        sc.chord_path = std::iter::once(80)
+            .chain(
+                flat.log
+                    .trace()
+                    .iter()
+                    .filter(|(_, k)| *k == "plain-invite")
+                    .map(|(p, _)| p.0),
+            )
+            .collect();
+        flat.shutdown().await;
+    }
+    secure.log.set_tracing(true);
+    secure.log.clear();
+    if let Some(h) = secure.handle(80) {
+        let inv = invite(80, 1618, h.local_addr(), 2);
+        if let CallOutcome::Ringing { srd, route, .. } = h.place_call(NodeId(1618), inv).await? {
+            sc.secure_delivered = true;
+            sc.secure_srd_ms = srd.as_secs_f64() * 1e3;
+            sc.chosen_route = route.iter().map(|n| n.0).collect();
+        }
+    }
+    if let Some((_, routes)) = secure.log.rankings().into_iter().find(|(p, _)| p.0 == 1618) {
+        sc.routes = routes
+            .iter()
+            .map(|r| r.iter().map(|n| n.0).collect())
+            .collect();
+        let ids: Vec<Vec<sos::PeerId>> = routes
+            .iter()
+            .map(|r| r.iter().map(|n| sos::PeerId(n.0)).collect())
+            .collect();
+        if let Ok(r) = sos_client.rank(ids).await {
+            sc.chosen_expectation = r.ranked.first().map(|x| x.expectation);
+        }
+    }
+    sc.invite_receivers = ["call", "deliver"]
+        .iter()
+        .flat_map(|k| secure.log.receivers(k))
+        .map(|p| p.0)
+        .collect::<BTreeSet<u128>>()
+        .into_iter()
+        .collect();
+    sc.ping_carriers = secure
+        .log
+        .receivers("ping-request")
+        .into_iter()
+        .map(|p| p.0)
+        .filter(|p| *p != 1618)
+        .collect();
+    secure.log.set_tracing(false);
+    let invite_only_at_infra = sc
+        .invite_receivers
+        .iter()
+        .all(|p| *p == 1618 || paper::CSPS.contains(p) || paper::CSPGS.contains(p));
+    let paper_ok = sc.chord_delivered != Some(true)
+        && sc.secure_delivered
+        && sc.chosen_route == vec![1600, 1618]
+        && invite_only_at_infra;
+    if !quiet {
+        println!();
+        println!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
+        match sc.chord_delivered {
+            Some(d) => println!(
+                "  plain Chord   {:<9}  INVITE path {} (flat TLS ring of the same peers)",
+                if d { "DELIVERED" } else { "FAILED" },
+                path_text(&sc.chord_path)
+            ),
+            None => println!("  plain Chord   skipped (--no-baseline)"),
+        }
+        println!(
+            "  secure        {:<9}  SRD {:.1} ms; INVITE seen only by {} (CSPGs/CSP and the callee)",
+            if sc.secure_delivered {
+                "RINGING"
+            } else {
+                "FAILED"
+            },
+            sc.secure_srd_ms,
+            path_text(&sc.invite_receivers)
+        );
+        println!(
+            "                PingRequest copies reached 1618 over {} routes:",
+            sc.routes.len()
+        );
+        for r in &sc.routes {
+            println!("                  {}", path_text(r));
+        }
+        println!(
+            "  SOS chose     {}  E = {:.5}",
+            path_text(&sc.chosen_route),
+            sc.chosen_expectation.unwrap_or(0.0)
+        );
+        println!(
+            "  scenario      {}{}",
+            if paper_ok { "PASS" } else { "FAIL" },
+            if members.len() < 512 {
+                " (the paper's exact paths need its 512 peers)"
+            } else {
+                ""
+            }
+        );
+        println!();
+    }
+
+    // Random calls between ordinary, honest peers.
+    let ordinary: Vec<NodeId> = members
+        .iter()
+        .filter(|m| m.role == enroll::Role::Peer && m.id.0 != 1617)
+        .map(|m| m.id)
+        .collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xCA11);
+    let msgs0 = secure.log.call_messages.load(Ordering::Relaxed);
+    let bytes0 = secure.log.call_bytes.load(Ordering::Relaxed);
+    let pb = bar(args.calls, "calls", quiet);
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut set = JoinSet::new();
+    let tc = Instant::now();
+    for k in 0..args.calls {
+        let caller = ordinary[rng.random_range(0..ordinary.len())];
+        let mut callee = ordinary[rng.random_range(0..ordinary.len())];
+        while callee == caller {
+            callee = ordinary[rng.random_range(0..ordinary.len())];
+        }
+        let Some(h) = secure.handle(caller.0).cloned() else {
+            continue;
+        };
+        let permit = slots.clone().acquire_owned().await?;
+        let pb = pb.clone();
+        set.spawn(async move {
+            let inv = invite(caller.0, callee.0, h.local_addr(), 1000 + k);
+            let out = h.place_call(callee, inv).await;
+            drop(permit);
+            pb.inc(1);
+            out
+        });
+    }
+    let mut srd = Vec::new();
+    let mut hops = Vec::new();
+    let (mut ringing, mut failed, mut cached) = (0u64, 0u64, 0u64);
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok(CallOutcome::Ringing {
+                srd: d,
+                route,
+                cached: c,
+            }) => {
+                ringing += 1;
+                srd.push(d.as_secs_f64() * 1e3);
+                hops.push(route.len() as f64);
+                cached += u64::from(c);
+            }
+            _ => failed += 1,
+        }
+    }
+    pb.finish_and_clear();
+    let calls_s = tc.elapsed().as_secs_f64();
+    srd.sort_by(f64::total_cmp);
+    let attempted = ringing + failed;
+    let per_call = |v: u64| {
+        if attempted == 0 {
+            0.0
+        } else {
+            v as f64 / attempted as f64
+        }
+    };
+    let msgs = per_call(secure.log.call_messages.load(Ordering::Relaxed) - msgs0);
+    let bytes = per_call(secure.log.call_bytes.load(Ordering::Relaxed) - bytes0);
+    let hops_mean = if hops.is_empty() {
+        0.0
+    } else {
+        hops.iter().sum::<f64>() / hops.len() as f64
+    };
+    // Let the last evidence reach the SOS before counting it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = sum_stats(&secure.handles);
+    let report = json!({
+        "mode": "real",
+        "peers": members.len(),
+        "csp": csp,
+        "cspg": cspg,
+        "calls_attempted": attempted,
+        "calls_ringing": ringing,
+        "ring_rate": if attempted == 0 { 0.0 } else { ringing as f64 / attempted as f64 },
+        "srd_ms_p50": pct(&srd, 50.0),
+        "srd_ms_p95": pct(&srd, 95.0),
+        "srd_ms_p99": pct(&srd, 99.0),
+        "srd_ms_max": srd.last().copied().unwrap_or(0.0),
+        "hops_mean": hops_mean,
+        "cache_hits": cached,
+        "call_messages_per_call": msgs,
+        "call_bytes_per_call": bytes,
+        "calls_per_s": if calls_s > 0.0 { attempted as f64 / calls_s } else { 0.0 },
+        "paper_scenario_ok": paper_ok,
+        "paper": sc,
+        "converge_s": converge_s,
+        "rss_bytes_per_peer": rss_per_peer,
+        "rss_bytes_total": rss1,
+        "tls_connections": stats.dials_ok + stats.accepts_ok,
+        "frames_dropped": stats.dropped_queue_full + stats.dropped_backoff + stats.dropped_no_addr,
+        "sos_rankings": counters.rank_ok.load(Ordering::Relaxed),
+        "sos_rankings_failed": counters.rank_failed.load(Ordering::Relaxed),
+        "sos_reports": counters.reports_ok.load(Ordering::Relaxed),
+        "sos_reports_failed": counters.reports_failed.load(Ordering::Relaxed),
+        "sos_reports_dropped": counters.reports_dropped.load(Ordering::Relaxed),
+        "wall_s": wall.elapsed().as_secs_f64(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "  {} random calls: {} ringing ({:.2}%), {} failed; {:.0} calls/s with {} in flight",
+            attempted,
+            ringing,
+            100.0 * per_call(ringing),
+            failed,
+            if calls_s > 0.0 {
+                attempted as f64 / calls_s
+            } else {
+                0.0
+            },
+            args.concurrency
+        );
+        println!(
+            "  SRD (INVITE sent → 180 Ringing)  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            pct(&srd, 50.0),
+            pct(&srd, 95.0),
+            pct(&srd, 99.0),
+            srd.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "  hops {hops_mean:.2} mean ({cached} from the contact cache); call traffic {msgs:.1} messages, {bytes:.0} bytes per call"
+        );
+        println!(
+            "  SOS: {} rankings, {} signed reports accepted ({} failed, {} dropped)",
+            counters.rank_ok.load(Ordering::Relaxed),
+            counters.reports_ok.load(Ordering::Relaxed),
+            counters.reports_failed.load(Ordering::Relaxed),
+            counters.reports_dropped.load(Ordering::Relaxed)
+        );
+        println!(
+            "  converge {converge_s:.1} s, RSS {:.0} KiB per peer ({:.1} MiB process), wall {:.1} s",
+            rss_per_peer as f64 / 1024.0,
+            rss1 as f64 / 1048576.0,
+            wall.elapsed().as_secs_f64()
+        );
+    }
+
+    if args.serve {
+        println!();
+        println!("Serving until Ctrl-C:");
+        println!("  E&A   http://{ea_addr}   (GET /v1/ca, /v1/crl)");
+        println!(
+            "  SOS   {}   (GET /v1/opinions/PEER, POST /v1/routes/rank)",
+            sos_srv.url()
+        );
+        println!("  STUN  udp://{stun_addr}");
+        for (id, h) in secure.ids.iter().zip(&secure.handles) {
+            if paper::CSPGS.contains(&id.0)
+                || paper::CSPS.contains(&id.0)
+                || paper::NAMED.contains(&id.0)
+            {
+                println!("  peer {:>4}  tls://{}", id, h.local_addr());
+            }
+        }
+        let ports: Vec<u16> = secure
+            .handles
+            .iter()
+            .map(|h| h.local_addr().port())
+            .collect();
+        println!(
+            "  … {} peers in all, TLS ports {}–{}",
+            ports.len(),
+            ports.iter().min().copied().unwrap_or(0),
+            ports.iter().max().copied().unwrap_or(0)
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        println!("shutting down");
+    }
+    secure.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = sos_srv.shutdown().await;
+    let _ = stun_handle.shutdown().await;
+    if !paper_ok && members.len() >= 512 {
+        bail!("the paper's scenario did not reproduce");
+    }
+    Ok(())
+}
+
+fn sum_stats(handles: &[Handle<Instrumented>]) -> net::Stats {
+    let mut total = net::Stats::default();
+    for h in handles {
+        let s = h.stats();
+        total.dials_ok += s.dials_ok;
+        total.accepts_ok += s.accepts_ok;
+        total.dropped_queue_full += s.dropped_queue_full;
+        total.dropped_backoff += s.dropped_backoff;
+        total.dropped_no_addr += s.dropped_no_addr;
+    }
+    total
+}
+
+/// The simulated demo: the paper's scenario and random calls in the discrete-event simulator.
+fn run_simulated(args: Args) -> anyhow::Result<()> {
     let paper = sim::run_paper(args.seed)?;
     let paper_ok = !paper.chord.delivered
         && paper.secure.delivered
         && paper.secure.chosen_route == vec![1600, 1618];
-    let mut run = CallRun::new(512, args.calls, Routing::Secure);
+    let mut run = sim::CallRun::new(512, args.calls, Routing::Secure);
     run.bits = 11;
     run.seed = args.seed;
     run.malicious = args.malicious;
-    run.latency = LatencyModel::Uniform {
+    run.latency = sim::LatencyModel::Uniform {
         min: Duration::from_micros(100),
         max: Duration::from_millis(2),
     };
@@ -49,7 +1019,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     })?;
     progress.finish();
     if args.json {
-        let out = serde_json::json!({
+        let out = json!({
             "mode": "simulated",
             "peers": 512,
             "csp": 13,
@@ -67,11 +1037,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "p2psip demo — the paper's 512-peer prototype (496 peers, 13 CSPs, 3 CSPGs, three layers)"
+        "p2psip demo --simulated — the paper's 512-peer prototype (496 peers, 13 CSPs, 3 CSPGs, three layers)"
     );
-    println!(
-        "  Runs in the discrete-event simulator in this build (virtual time, loopback-like latency)."
-    );
+    println!("  Runs in the discrete-event simulator (virtual time, loopback-like latency).");
     println!();
     println!(
         "  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards."
@@ -90,7 +1058,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         calls.messages_per_call
     );
     if !paper_ok {
-        anyhow::bail!("the paper's scenario did not reproduce");
+        bail!("the paper's scenario did not reproduce");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
+pub(crate) mod call;
 pub(crate) mod ctl;
 pub(crate) mod demo;
 pub(crate) mod enroll;

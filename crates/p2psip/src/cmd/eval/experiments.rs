@@ -185,18 +185,18 @@ impl Plan {
                 },
                 attack: AttackPlan {
                     peers: 10_000,
-                    calls: 2000,
-                    warmup_calls: 10_000,
+                    calls: 1000,
+                    warmup_calls: 5000,
                     call_rate: 200.0,
                     fractions,
                     behaviours: ALL_BEHAVIOURS.to_vec(),
                     srd_malicious: 0.2,
                 },
                 cache: CachePlan {
-                    peers: 2000,
-                    calls: 40_000,
+                    peers: 1000,
+                    calls: 20_000,
                     call_rate: 200.0,
-                    zipf: vec![0.0, 0.25, 0.5, 0.75, 0.8, 1.0, 1.2, 1.5, 2.0],
+                    zipf: vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
                 },
                 locality: LocalityPlan {
                     peers: 3000,
@@ -207,7 +207,7 @@ impl Plan {
                 },
                 trust: TrustPlan {
                     peers: 10_000,
-                    calls: 12_000,
+                    calls: 8000,
                     call_rate: 50.0,
                     malicious: 0.2,
                     behaviours: vec![

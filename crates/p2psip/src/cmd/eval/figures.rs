@@ -501,9 +501,11 @@ fn locality(r: &Results) -> Figure {
         "k nearest peers (great-circle), log scale",
         "ring distance / layer arc (log)",
         Axis::log(0.8, k_max * 1.25),
-        Axis::log(lo / 2.0, hi.max(0.34) * 2.0),
+        // Three empty decades above the data hold the legend.
+        Axis::log(lo / 2.0, hi.max(0.34) * 3000.0),
     );
-    a.legend = Legend::MiddleRight;
+    a.legend = Legend::UpperRight;
+    a.y_label_max = Some(1.0);
     let pts = |f: &dyn Fn(&enroll::locality::LocalityReport) -> f64| {
         ring.iter()
             .map(|x| (x.config.neighbours as f64, f(x)))

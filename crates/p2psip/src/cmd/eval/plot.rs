@@ -108,7 +108,6 @@ pub(crate) enum Legend {
     UpperRight,
     LowerLeft,
     LowerRight,
-    MiddleRight,
 }
 
 /// One chart.
@@ -445,7 +444,6 @@ where
             Legend::UpperRight => SeriesLabelPosition::UpperRight,
             Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
             Legend::LowerRight => SeriesLabelPosition::LowerRight,
-            Legend::MiddleRight => SeriesLabelPosition::MiddleRight,
         };
         chart
             .configure_series_labels()

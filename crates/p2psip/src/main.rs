@@ -25,6 +25,9 @@ enum Command {
     /// Discrete-event simulator: Chord lookups at scale, call set-up under attack (secure vs
     /// plain Chord), or the paper's scenario (`--scenario paper`).
     Sim(cmd::sim::Args),
+    /// Reproduce every result as figures: runs seeded experiments and writes DIR/report.html
+    /// (self-contained), DIR/results.json and each figure as SVG and PNG.
+    Eval(cmd::eval::Args),
     /// Run the Enrollment & Authentication server, or manage its tokens and revocations.
     EnrollServer(cmd::enroll_server::Args),
     /// Enroll with an E&A server and write key, certificate chain and node config.
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::EnrollServer(args) => cmd::enroll_server::run(args),
         Command::Enroll(args) => cmd::enroll::run(args),
         Command::Sos(args) => cmd::sos::run(args),

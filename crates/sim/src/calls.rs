@@ -236,7 +236,10 @@ pub struct CallWorld {
     pub call_messages: u64,
     /// Evidence reports received.
     pub reports: u64,
-    outcomes: Vec<(NodeId, u64, bool, f64, usize, bool)>,
+    outcomes: Vec<(NodeId, u64, bool, f64, usize, bool, u64)>,
+    /// Record a [`TrustSample`] at every trust refresh (for [`run_calls_traced`]).
+    sample_trust: bool,
+    trust_samples: Vec<TrustSample>,
     trace: Option<(NodeId, u64)>,
     traced_callee_id: Option<NodeId>,
     traced: TracedCall,
@@ -326,6 +329,8 @@ impl CallWorld {
             call_messages: 0,
             reports: 0,
             outcomes: Vec::new(),
+            sample_trust: false,
+            trust_samples: Vec::new(),
             trace: None,
             traced_callee_id: None,
             traced: TracedCall::default(),
@@ -522,12 +527,22 @@ impl CallWorld {
                     self.traced.delivered = true;
                 }
                 let hops = if cached { 1 } else { route.len() };
-                self.outcomes
-                    .push((caller, call, true, setup.as_secs_f64() * 1e3, hops, cached));
+                let at_ms = now.as_micros() / 1000;
+                self.outcomes.push((
+                    caller,
+                    call,
+                    true,
+                    setup.as_secs_f64() * 1e3,
+                    hops,
+                    cached,
+                    at_ms,
+                ));
             }
             SecureEvent::CallFailed { call, .. } => {
                 let caller = self.peers[slot as usize].node.chord().id();
-                self.outcomes.push((caller, call, false, 0.0, 0, false));
+                let at_ms = now.as_micros() / 1000;
+                self.outcomes
+                    .push((caller, call, false, 0.0, 0, false, at_ms));
             }
             SecureEvent::IncomingCall { .. }
             | SecureEvent::Chord(_)
@@ -555,6 +570,40 @@ impl CallWorld {
         for p in &mut self.peers {
             p.node.set_distrusted(self.distrusted.clone());
         }
+    }
+
+    /// Mean SOS expectation and distrusted share of honest and malicious ordinary peers now.
+    fn sample_trust_now(&mut self) {
+        let now_ms = self.now.as_micros() / 1000;
+        // (sum of E, distrusted, count) for honest [0] and malicious [1].
+        let mut acc = [(0.0f64, 0usize, 0usize); 2];
+        for id in &self.ordinary {
+            let Some(&slot) = self.index.get(id) else {
+                continue;
+            };
+            let k = usize::from(self.peers[slot as usize].bad.is_some());
+            let (o, _) = self.sos.opinion(&id.0, now_ms);
+            acc[k].0 += o.expectation();
+            acc[k].1 += usize::from(self.distrusted.contains(id));
+            acc[k].2 += 1;
+        }
+        let mean =
+            |(sum, _, n): (f64, usize, usize)| if n == 0 { f64::NAN } else { sum / n as f64 };
+        let share = |(_, d, n): (f64, usize, usize)| {
+            if n == 0 {
+                f64::NAN
+            } else {
+                d as f64 / n as f64
+            }
+        };
+        self.trust_samples.push(TrustSample {
+            t_s: now_ms as f64 / 1e3,
+            honest_expectation: mean(acc[0]),
+            malicious_expectation: mean(acc[1]),
+            honest_distrusted: share(acc[0]),
+            malicious_distrusted: share(acc[1]),
+            reports: self.reports,
+        });
     }
 
     fn run_until(&mut self, until: Time, calls: &mut dyn FnMut(&mut CallWorld)) {
@@ -591,6 +640,9 @@ impl CallWorld {
                 Ev::Call => calls(self),
                 Ev::TrustRefresh => {
                     self.refresh_trust();
+                    if self.sample_trust {
+                        self.sample_trust_now();
+                    }
                     self.queue
                         .push(at + Duration::from_secs(2), Ev::TrustRefresh);
                 }
@@ -690,8 +742,69 @@ impl Zipf {
     }
 }
 
+/// One measured call, as [`run_calls_traced`] records it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CallOutcome {
+    /// Layer (1..=3) of the caller's ID.
+    pub caller_layer: u8,
+    /// Did it ring with the request intact?
+    pub succeeded: bool,
+    /// Session request delay (virtual), milliseconds; 0 for a failed call.
+    pub setup_ms: f64,
+    /// Hops of the route taken (1 when served from the contact cache); 0 for a failed call.
+    pub hops: usize,
+    /// Served from the contact cache.
+    pub cached: bool,
+    /// Simulated time the outcome was known, seconds.
+    pub t_s: f64,
+}
+
+/// What the SOS thinks of honest and malicious ordinary peers at one instant.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrustSample {
+    /// Simulated time, seconds.
+    pub t_s: f64,
+    /// Mean expectation E = b + a·u over honest ordinary peers.
+    pub honest_expectation: f64,
+    /// Mean expectation over malicious peers.
+    pub malicious_expectation: f64,
+    /// Share of honest ordinary peers the SOS distrusts.
+    pub honest_distrusted: f64,
+    /// Share of malicious peers the SOS distrusts.
+    pub malicious_distrusted: f64,
+    /// Evidence reports taken so far.
+    pub reports: u64,
+}
+
+/// The raw series behind a [`CallReport`], for plots and reports.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CallSeries {
+    /// Every measured call, in the order outcomes were known.
+    pub calls: Vec<CallOutcome>,
+    /// The SOS's view, sampled at every trust refresh (every 2 s of simulated time),
+    /// warm-up included.
+    pub trust: Vec<TrustSample>,
+}
+
 /// Run a call experiment and summarise it.
 pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport, CallError> {
+    run_calls_inner(run, false, progress).map(|(report, _)| report)
+}
+
+/// Like [`run_calls`], and also return the raw series: every measured call and the SOS's
+/// view of honest and malicious peers over time.
+pub fn run_calls_traced(
+    run: &CallRun,
+    progress: CallProgress<'_>,
+) -> Result<(CallReport, CallSeries), CallError> {
+    run_calls_inner(run, true, progress)
+}
+
+fn run_calls_inner(
+    run: &CallRun,
+    traced: bool,
+    progress: CallProgress<'_>,
+) -> Result<(CallReport, CallSeries), CallError> {
     let wall = Instant::now();
     if run.peers < 30 {
         return Err(CallError::TooFewPeers(run.peers));
@@ -761,6 +874,7 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
         return Err(CallError::TooFewHonest(honest.len()));
     }
     let mut world = CallWorld::build(run, arcs, &ids, &csps, &cspgs, &bad, &mut rng)?;
+    world.sample_trust = traced;
     let mut popularity = honest.clone();
     // Shuffle who is popular.
     for i in (1..popularity.len()).rev() {
@@ -806,9 +920,20 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
     let mut setup = Samples::default();
     let mut hops = Samples::default();
     let (mut ok, mut n, mut cached) = (0u64, 0u64, 0u64);
-    for (caller, call, success, ms, h, from_cache) in world.outcomes.iter().copied() {
+    let mut series = CallSeries::default();
+    for (caller, call, success, ms, h, from_cache, at_ms) in world.outcomes.iter().copied() {
         if !world.measured.contains(&(caller, call)) {
             continue;
+        }
+        if traced {
+            series.calls.push(CallOutcome {
+                caller_layer: arcs.layer_of(caller).0,
+                succeeded: success,
+                setup_ms: ms,
+                hops: h,
+                cached: from_cache,
+                t_s: at_ms as f64 / 1e3,
+            });
         }
         n += 1;
         if success {
@@ -823,7 +948,8 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
         .iter()
         .filter(|d| bad.contains_key(d))
         .count();
-    Ok(CallReport {
+    series.trust = std::mem::take(&mut world.trust_samples);
+    let report = CallReport {
         peers: run.peers,
         routing: match run.routing {
             Routing::Secure => "secure".into(),
@@ -853,7 +979,8 @@ pub fn run_calls(run: &CallRun, progress: CallProgress<'_>) -> Result<CallReport
         reports: world.reports,
         wall_s: wall.elapsed().as_secs_f64(),
         seed: run.seed,
-    })
+    };
+    Ok((report, series))
 }
 
 /// The paper's scenario, both ways.

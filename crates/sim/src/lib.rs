@@ -19,8 +19,8 @@ mod queue;
 mod world;
 
 pub use calls::{
-    Behaviour, CallError, CallProgress, CallReport, CallRun, CallWorld, PaperReport, SimKeys,
-    TracedCall, paper, run_calls, run_paper,
+    Behaviour, CallError, CallOutcome, CallProgress, CallReport, CallRun, CallSeries, CallWorld,
+    PaperReport, SimKeys, TracedCall, TrustSample, paper, run_calls, run_calls_traced, run_paper,
 };
 pub use lookups::{LookupRun, Progress, RunError, build_world, run_lookups};
 pub use metrics::{LookupReport, Samples};

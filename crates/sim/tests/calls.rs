@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use overlay::secure::Routing;
-use sim::{Behaviour, CallRun, LatencyModel, run_calls, run_paper};
+use sim::{Behaviour, CallRun, LatencyModel, run_calls, run_calls_traced, run_paper};
 use std::time::Duration;
 
 #[test]
@@ -103,4 +103,44 @@ fn no_adversary_every_call_rings_and_cache_serves_repeats() {
     assert_eq!(rep.success_rate, 1.0, "{rep:?}");
     assert!(rep.cache_hit_rate > 0.05, "{rep:?}");
     assert_eq!(rep.distrusted_honest, 0, "{rep:?}");
+}
+
+#[test]
+fn traced_run_matches_the_summary_and_trust_separates_over_time() {
+    let mut r = CallRun::new(600, 600, Routing::Secure);
+    r.malicious = 0.2;
+    r.warmup_calls = 600;
+    r.call_rate = 50.0;
+    r.seed = 5;
+    let plain = run_calls(&r, &mut |_, _| {}).unwrap();
+    let (rep, series) = run_calls_traced(&r, &mut |_, _| {}).unwrap();
+    // Tracing observes; it does not change the run.
+    assert_eq!(rep.succeeded, plain.succeeded);
+    assert_eq!(rep.setup_ms_p50, plain.setup_ms_p50);
+    assert_eq!(series.calls.len() as u64, rep.calls);
+    let ok = series.calls.iter().filter(|c| c.succeeded).count() as u64;
+    assert_eq!(ok, rep.succeeded);
+    assert!(
+        series
+            .calls
+            .iter()
+            .all(|c| (1..=3).contains(&c.caller_layer))
+    );
+    // 1200 calls at 50/s: about 24 s, sampled every 2 s.
+    assert!(series.trust.len() >= 10, "{}", series.trust.len());
+    let first = &series.trust[0];
+    let last = series.trust.last().unwrap();
+    assert!(last.t_s > first.t_s);
+    assert!(
+        last.malicious_expectation < last.honest_expectation - 0.05,
+        "{last:?}"
+    );
+    assert!(
+        last.malicious_distrusted > last.honest_distrusted,
+        "{last:?}"
+    );
+    assert!(
+        last.malicious_distrusted > first.malicious_distrusted,
+        "{first:?} {last:?}"
+    );
 }

@@ -15,9 +15,9 @@ mod credentials {
 #[path = "../../crates/nat/src/gate.rs"]
 mod gate;
 
-use gate::{Gate, Verdict};
+use gate::{Gate, Limits, Verdict};
 use libfuzzer_sys::fuzz_target;
-use nat::{CredentialStore, Credentials, Limits};
+use nat::{CredentialStore, Credentials};
 use std::net::SocketAddr;
 use std::time::Duration;
 use turn_server_proto::api::{SocketAllocateError, TurnServerApi, TurnServerPollRet};
@@ -73,7 +73,10 @@ impl Rig {
     fn client(&mut self, from: SocketAddr, data: &[u8]) -> Vec<Vec<u8>> {
         self.now += Duration::from_millis(1);
         let mut out = vec![];
-        match self.gate.handle_client_datagram(from, data, self.now, 1_000) {
+        match self
+            .gate
+            .handle_client_datagram(from, data, self.now, 1_000)
+        {
             Verdict::Reply(b) => out.push(b),
             Verdict::Forward { add_user } => {
                 if let Some((u, p)) = add_user {
@@ -142,38 +145,63 @@ impl Rig {
     }
 }
 
-fn signed(method: Method, nonce: &str, add: impl FnOnce(&mut MessageWriteVec, TransactionId)) -> Vec<u8> {
+fn signed(
+    method: Method,
+    nonce: &str,
+    add: impl FnOnce(&mut MessageWriteVec, TransactionId),
+) -> Vec<u8> {
     let key = LongTermKeyCredentials::new("test".into(), "test".into(), REALM.into()).into();
     let mut m = Message::builder_request(method, MessageWriteVec::new());
     let tid = m.transaction_id();
     add(&mut m, tid);
-    m.add_attribute(&Username::new("test").expect("username")).expect("attr");
-    m.add_attribute(&Realm::new(REALM).expect("realm")).expect("attr");
-    m.add_attribute(&Nonce::new(nonce).expect("nonce")).expect("attr");
-    m.add_message_integrity(&key, IntegrityAlgorithm::Sha1).expect("integrity");
+    m.add_attribute(&Username::new("test").expect("username"))
+        .expect("attr");
+    m.add_attribute(&Realm::new(REALM).expect("realm"))
+        .expect("attr");
+    m.add_attribute(&Nonce::new(nonce).expect("nonce"))
+        .expect("attr");
+    m.add_message_integrity(&key, IntegrityAlgorithm::Sha1)
+        .expect("integrity");
     m.finish()
 }
 
 /// A real session so that fuzzed datagrams meet an allocation with a permission and a channel.
 fn session(rig: &mut Rig, client: SocketAddr, peer: SocketAddr) {
     let mut a = Message::builder_request(ALLOCATE, MessageWriteVec::new());
-    a.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).expect("attr");
+    a.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+        .expect("attr");
     let r = rig.client(client, &a.finish());
     let nonce = r
         .first()
-        .and_then(|b| Message::from_bytes(b).ok().and_then(|m| m.attribute::<Nonce>().ok().map(|n| n.nonce().to_owned())))
+        .and_then(|b| {
+            Message::from_bytes(b)
+                .ok()
+                .and_then(|m| m.attribute::<Nonce>().ok().map(|n| n.nonce().to_owned()))
+        })
         .expect("401 with a nonce");
-    rig.client(client, &signed(ALLOCATE, &nonce, |m, _| {
-        m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP)).expect("attr");
-    }));
+    rig.client(
+        client,
+        &signed(ALLOCATE, &nonce, |m, _| {
+            m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .expect("attr");
+        }),
+    );
     assert_eq!(rig.gate.active_allocations(), 1, "session allocates");
-    rig.client(client, &signed(CREATE_PERMISSION, &nonce, |m, tid| {
-        m.add_attribute(&XorPeerAddress::new(peer, tid)).expect("attr");
-    }));
-    rig.client(client, &signed(CHANNEL_BIND, &nonce, |m, tid| {
-        m.add_attribute(&XorPeerAddress::new(peer, tid)).expect("attr");
-        m.add_attribute(&ChannelNumber::new(0x4001)).expect("attr");
-    }));
+    rig.client(
+        client,
+        &signed(CREATE_PERMISSION, &nonce, |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(peer, tid))
+                .expect("attr");
+        }),
+    );
+    rig.client(
+        client,
+        &signed(CHANNEL_BIND, &nonce, |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(peer, tid))
+                .expect("attr");
+            m.add_attribute(&ChannelNumber::new(0x4001)).expect("attr");
+        }),
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

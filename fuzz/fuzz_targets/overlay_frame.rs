@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         // Whatever decodes must encode back to the same bytes (postcard is canonical).
         let mut again = Vec::new();
         encode_frame(&msg, DEFAULT_MAX_FRAME, &mut again).expect("a decoded frame re-encodes");
-        assert_eq!(&again[..], &rest[..used], "decode/encode round trip differs");
+        assert_eq!(
+            &again[..],
+            &rest[..used],
+            "decode/encode round trip differs"
+        );
         rest = &rest[used..];
     }
     // A small cap must refuse long frames without reading them.

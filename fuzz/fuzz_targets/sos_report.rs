@@ -29,8 +29,12 @@ fuzz_target!(|data: &[u8]| {
         if report.body.reporter == signer.peer() {
             let signed = signer.sign(report.body.clone()).expect("sign");
             let again = parse_report(signed.to_json().as_bytes()).expect("own json parses");
-            reg.verify(again.body.reporter, &again.body.canonical_bytes(), &again.signature)
-                .expect("own signature verifies");
+            reg.verify(
+                again.body.reporter,
+                &again.body.canonical_bytes(),
+                &again.signature,
+            )
+            .expect("own signature verifies");
         }
     }
     let _ = decode_canonical(data);

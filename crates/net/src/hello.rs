@@ -173,4 +173,44 @@ mod tests {
             .is_err()
         );
     }
+
+    // "Decode anything, never panic" (the CI mirror of the `net_hello` fuzz target): the
+    // reader's two steps (`total_len` on the head, then `decode`) on any bytes; whatever
+    // decodes is at most MAX_LEN long and re-encodes to the same bytes.
+    proptest::proptest! {
+        #[test]
+        fn decoding_anything_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(len) = total_len(&bytes[..bytes.len().min(HEAD_LEN)]) {
+                proptest::prop_assert!(len <= MAX_LEN);
+            }
+            if let Ok((h, used)) = decode(&bytes) {
+                proptest::prop_assert!(used <= MAX_LEN);
+                proptest::prop_assert_eq!(&h.encode()[..], &bytes[..used]);
+            }
+        }
+
+        #[test]
+        fn decoding_near_valid_hellos_never_panics(
+            id in proptest::prelude::any::<u128>(),
+            port in proptest::prelude::any::<u16>(),
+            family in proptest::prelude::any::<u8>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+        ) {
+            let mut b = MAGIC.to_vec();
+            b.push(VERSION);
+            b.extend_from_slice(&id.to_be_bytes());
+            b.extend_from_slice(&port.to_be_bytes());
+            b.push(family);
+            b.extend_from_slice(&tail);
+            match decode(&b) {
+                Ok((h, used)) => {
+                    proptest::prop_assert!(port != 0 && (family == 4 || family == 6));
+                    proptest::prop_assert_eq!(h.id, NodeId(id));
+                    proptest::prop_assert_eq!(used, if family == 4 { HEAD_LEN + 4 } else { HEAD_LEN + 16 });
+                }
+                Err(HelloError::Incomplete(_)) => proptest::prop_assert!(tail.len() < 16),
+                Err(_) => proptest::prop_assert!(port == 0 || (family != 4 && family != 6)),
+            }
+        }
+    }
 }

@@ -643,12 +643,19 @@ mod tests {
 
         #[test]
         fn decoding_anything_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode_frame(&bytes, DEFAULT_MAX_FRAME);
+            // As the fuzz target `overlay_frame`: whatever decodes re-encodes, never longer,
+            // to the same message.
+            if let Ok((msg, used)) = decode_frame(&bytes, DEFAULT_MAX_FRAME) {
+                let mut again = Vec::new();
+                encode_frame(&msg, DEFAULT_MAX_FRAME, &mut again).unwrap();
+                prop_assert!(again.len() <= used);
+                prop_assert_eq!(decode_frame(&again, DEFAULT_MAX_FRAME).unwrap().0, msg);
+            }
         }
 
         #[test]
         fn decoding_valid_headers_with_junk_never_panics(
-            kind in 0u8..12, body in prop::collection::vec(any::<u8>(), 0..256)
+            kind in 0u8..=MAX_KIND + 2, body in prop::collection::vec(any::<u8>(), 0..256)
         ) {
             let mut buf = vec![WIRE_VERSION, kind];
             buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -675,6 +682,23 @@ mod tests {
             encode_frame(&big, DEFAULT_MAX_FRAME, &mut Vec::new()),
             Err(CodecError::TooLarge { .. })
         ));
+    }
+
+    /// Fuzz regression (`overlay_frame`, crash-b2114f15): postcard accepts overlong varints, so
+    /// one message has several encodings. Harmless — signatures cover re-encoded canonical
+    /// bytes (`secure::body_bytes`), never the received ones — but a round trip is only
+    /// guaranteed on the message, not on the bytes.
+    #[test]
+    fn overlong_varints_decode_to_the_canonical_message() {
+        let crasher = [
+            1u8, 1, 0, 0, 0, 10, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0x11,
+        ];
+        let (msg, used) = decode_frame(&crasher, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(used, 16);
+        let mut again = Vec::new();
+        encode_frame(&msg, DEFAULT_MAX_FRAME, &mut again).unwrap();
+        assert!(again.len() < used, "canonical form is shorter");
+        assert_eq!(decode_frame(&again, DEFAULT_MAX_FRAME).unwrap().0, msg);
     }
 
     #[test]

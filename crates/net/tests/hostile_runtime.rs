@@ -1,0 +1,753 @@
+//! Hostile peers against the real runtime: real TLS 1.3 on 127.0.0.1, certificates from the
+//! enroll crate's CA. Complements `tls_ring.rs` (other CA, self-signed, revoked, Node-ID
+//! mismatch in the hello, 1 MiB frame header, raw-TCP slow-loris, a cap of one, outbound ID
+//! mismatch) with: an expired certificate, set-ups that stall after the TLS handshake (no
+//! hello, half a hello, a hello without its address), garbage instead of a hello, garbage
+//! after the hello, a frame header whose body never comes, a frame flood from an enrolled
+//! peer, and a connection flood beyond the inbound cap.
+//!
+//! Every case states its expected outcome (refused / closed / counted) and each test ends by
+//! checking that the runtime still serves a legitimate peer: the ring holds and lookups end
+//! at the true owner.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
+use enroll::{Layer, Role};
+use net::{Handle, Identity, Limits, NetConfig, PeerRuntime, RevocationPolicy, Trust};
+use overlay::wire::{Route, WIRE_VERSION, encode_frame};
+use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+const BITS: u32 = 16;
+
+fn now_unix() -> i64 {
+    enroll::server::unix_now()
+}
+
+fn init_logs() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("net=error")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+struct Issued {
+    chain_pem: String,
+    key_pem: String,
+}
+
+fn issue_at(ca: &Ca, id: u128, serial: u8, not_before: i64, not_after: i64) -> Issued {
+    let (key_pem, csr) = new_key_and_csr().unwrap();
+    let csr = Csr::from_pem(&csr).unwrap();
+    let der = ca
+        .issue(
+            &csr,
+            &Binding {
+                node_id: NodeId(id),
+                layer: Layer::ONE,
+                role: Role::Peer,
+            },
+            [serial; 16],
+            not_before,
+            not_after,
+        )
+        .unwrap();
+    Issued {
+        chain_pem: der_to_pem(&der, "CERTIFICATE") + ca.cert_pem(),
+        key_pem,
+    }
+}
+
+fn issue(ca: &Ca, id: u128, serial: u8) -> Issued {
+    let t = now_unix();
+    issue_at(ca, id, serial, t - 60, t + 3600)
+}
+
+fn trust(ca: &Ca) -> Trust {
+    let t = now_unix();
+    let crls = net::CrlStore::new();
+    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
+    Trust {
+        ca: ca.cert_der().clone(),
+        crls,
+        policy: RevocationPolicy::RequireCrl,
+    }
+}
+
+fn chord_config() -> Arc<ChordConfig> {
+    let mut c = ChordConfig::new(IdSpace::new(BITS).unwrap());
+    c.stabilize_every = Duration::from_millis(100);
+    c.fix_fingers_every = Duration::from_millis(50);
+    c.check_predecessor_every = Duration::from_millis(200);
+    c.ring_check_every = Duration::from_secs(1);
+    c.rpc_timeout = Duration::from_millis(300);
+    c.lookup_timeout = Duration::from_secs(2);
+    Arc::new(c)
+}
+
+fn limits() -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_millis(400),
+        connect_timeout: Duration::from_millis(500),
+        redial_backoff: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+fn net_config(ca: &Ca, tr: &Trust, id: u128, limits: Limits) -> NetConfig {
+    let is = issue(ca, id, (id % 250) as u8 + 1);
+    NetConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        identity: Identity::from_pem(&is.chain_pem, &is.key_pem).unwrap(),
+        trust: tr.clone(),
+        crl_refresh: None,
+        limits,
+    }
+}
+
+async fn start_chord(
+    ca: &Ca,
+    tr: &Trust,
+    id: u128,
+    bootstrap: Option<Contact>,
+    limits: Limits,
+) -> PeerRuntime<ChordNode> {
+    let cfg = chord_config();
+    let rt = PeerRuntime::start(net_config(ca, tr, id, limits), move |me| {
+        ChordNode::new(cfg, me, [id as u8; 32])
+    })
+    .await
+    .unwrap();
+    rt.handle
+        .call(move |n, now| match bootstrap {
+            None => n.create(now),
+            Some(b) => n.join(now, b),
+        })
+        .await
+        .unwrap();
+    rt
+}
+
+fn owner_of(ids: &[u128], key: u128) -> u128 {
+    let mut s = ids.to_vec();
+    s.sort();
+    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
+}
+
+async fn converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> bool {
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    for h in handles {
+        let st = h.ring_status().await.unwrap();
+        let i = sorted.iter().position(|&x| x == st.me.id.0).unwrap();
+        let succ = sorted[(i + 1) % sorted.len()];
+        let pred = sorted[(i + sorted.len() - 1) % sorted.len()];
+        if st.successors.first().map(|c| c.id.0) != Some(succ)
+            || st.predecessor.map(|c| c.id.0) != Some(pred)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_converged(handles: &[Handle<ChordNode>], ids: &[u128]) {
+    let t0 = Instant::now();
+    while !converged(handles, ids).await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "ring did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lookups from every handle for pseudo-random keys; all must end at the true owner.
+async fn check_lookups(handles: &[Handle<ChordNode>], ids: &[u128], per_peer: u32, seed: u64) {
+    let mut x: u64 = seed | 1;
+    for h in handles {
+        for _ in 0..per_peer {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = u128::from(x) % (1u128 << BITS);
+            let found = h.lookup(NodeId(key)).await.unwrap();
+            assert_eq!(found.owner.id.0, owner_of(ids, key), "key {key}");
+        }
+    }
+}
+
+/// A two-peer ring (IDs 1000 and 30000), converged.
+async fn ring(ca: &Ca, tr: &Trust) -> (Vec<PeerRuntime<ChordNode>>, Vec<u128>) {
+    let ids = vec![1_000u128, 30_000];
+    let a = start_chord(ca, tr, ids[0], None, limits()).await;
+    let b = start_chord(ca, tr, ids[1], Some(a.handle.contact()), limits()).await;
+    let handles = vec![a.handle.clone(), b.handle.clone()];
+    wait_converged(&handles, &ids).await;
+    (vec![a, b], ids)
+}
+
+/// The runtime still serves a legitimate peer: a fresh enrolled peer joins through `boot`,
+/// the ring (old peers plus the newcomer) converges and lookups from everyone are correct.
+async fn still_serves(ca: &Ca, tr: &Trust, peers: &[PeerRuntime<ChordNode>], ids: &[u128]) {
+    let newcomer_id = 50_000u128;
+    let boot = peers[0].handle.contact();
+    let n = start_chord(ca, tr, newcomer_id, Some(boot), limits()).await;
+    let mut handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
+    handles.push(n.handle.clone());
+    let mut all = ids.to_vec();
+    all.push(newcomer_id);
+    wait_converged(&handles, &all).await;
+    check_lookups(&handles, &all, 10, 0x5eed).await;
+    n.handle.shutdown().await.unwrap();
+}
+
+/// A client verifier that accepts any server: the rogue does not care who it talks to.
+#[derive(Debug)]
+struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// TLS 1.3 to `to` as the holder of `is`; `Err` if the handshake is refused.
+async fn tls_connect(to: SocketAddr, is: &Issued) -> std::io::Result<TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(is.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(is.key_pem.as_bytes()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(
+            provider.signature_verification_algorithms,
+        )))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = TcpStream::connect(to).await?;
+    let name = ServerName::try_from("rogue.invalid").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+fn hello_bytes(id: u128, addr: SocketAddr) -> Vec<u8> {
+    let mut b = b"P2PH\x01".to_vec();
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&addr.port().to_be_bytes());
+    b.push(4);
+    if let std::net::IpAddr::V4(ip) = addr.ip() {
+        b.extend_from_slice(&ip.octets());
+    }
+    b
+}
+
+/// Read until the peer closes; returns how long that took, or `None` if still open after
+/// `within`. (In TLS 1.3 the server's certificate refusal arrives as an alert on first read.)
+async fn closed_within<S: AsyncReadExt + Unpin>(s: &mut S, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn frame(msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(msg, overlay::wire::DEFAULT_MAX_FRAME, &mut out).unwrap();
+    out
+}
+
+/// Set-up attacks: each is refused or closed at the handshake timeout, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_bad_setups_are_refused_and_counted() {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    let (peers, ids) = ring(&ca, &tr).await;
+    let h = peers[0].handle.clone();
+    let addr = h.local_addr();
+    let base = h.stats();
+    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
+
+    // 1. An expired certificate (valid signature, right CA): refused by the verifier.
+    //    Expected: handshake refused, accepts_refused +1, reason names the expiry.
+    let t = now_unix();
+    let expired = issue_at(&ca, 11, 11, t - 7200, t - 3600);
+    match tls_connect(addr, &expired).await {
+        Err(_) => {}
+        Ok(mut s) => {
+            let _ = s.write_all(&hello_bytes(11, me)).await;
+            assert!(
+                closed_within(&mut s, Duration::from_secs(2))
+                    .await
+                    .is_some(),
+                "expired certificate was not refused"
+            );
+        }
+    }
+    wait_for("expired refusal", || {
+        h.stats().accepts_refused == base.accepts_refused + 1
+    })
+    .await;
+    let why = h.stats().recent_refusals.join("; ");
+    assert!(why.to_lowercase().contains("expired"), "{why}");
+    eprintln!("expired: {}", h.stats().recent_refusals.last().unwrap());
+
+    // 2. TLS completes with a valid certificate but no hello is ever sent.
+    //    Expected: closed after the 400 ms set-up timeout, handshake_timeouts +1.
+    let valid = issue(&ca, 12, 12);
+    let mut s = tls_connect(addr, &valid).await.unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("silent peer after TLS was not closed");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    eprintln!("TLS but no hello: closed after {took:?}");
+
+    // 3. Half a hello (magic and version only).
+    let mut s = tls_connect(addr, &valid).await.unwrap();
+    s.write_all(&hello_bytes(12, me)[..5]).await.unwrap();
+    s.flush().await.unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("half hello was not closed");
+    eprintln!("half a hello: closed after {took:?}");
+
+    // 4. The hello head (announcing IPv4) without the address bytes.
+    let mut s = tls_connect(addr, &valid).await.unwrap();
+    let hb = hello_bytes(12, me);
+    s.write_all(&hb[..hb.len() - 4]).await.unwrap();
+    s.flush().await.unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("hello without address was not closed");
+    eprintln!("hello head without address: closed after {took:?}");
+    wait_for("three set-up timeouts", || {
+        h.stats().handshake_timeouts == base.handshake_timeouts + 3
+    })
+    .await;
+
+    // 5. Garbage where the hello belongs (a TLS record inside TLS, 64 bytes).
+    //    Expected: refused at once (bad magic), accepts_refused +1.
+    let mut s = tls_connect(addr, &valid).await.unwrap();
+    let mut junk = vec![0x16, 3, 3, 0, 59];
+    junk.resize(64, 0xAB);
+    s.write_all(&junk).await.unwrap();
+    s.flush().await.unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(3))
+        .await
+        .expect("garbage hello was not refused");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    wait_for("garbage hello refusal", || {
+        h.stats().accepts_refused == base.accepts_refused + 2
+    })
+    .await;
+    eprintln!(
+        "garbage hello: {}",
+        h.stats().recent_refusals.last().unwrap()
+    );
+
+    // 6. Raw garbage instead of a TLS ClientHello.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&[0xFFu8; 512]).await.unwrap();
+    assert!(
+        closed_within(&mut tcp, Duration::from_secs(3))
+            .await
+            .is_some(),
+        "raw garbage was not closed"
+    );
+
+    let s = h.stats();
+    assert_eq!(
+        s.accepts_ok, base.accepts_ok,
+        "no hostile set-up got in: {s:?}"
+    );
+    still_serves(&ca, &tr, &peers, &ids).await;
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
+}
+
+/// After a good set-up: garbage frames close the connection (malformed_in), a frame header
+/// whose body never comes is closed by the idle timeout (idle_closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_half_frames_after_the_hello_are_closed() {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    let (peers, ids) = ring(&ca, &tr).await;
+    let h = peers[0].handle.clone();
+    let addr = h.local_addr();
+    let base = h.stats();
+    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let valid = issue(&ca, 21, 21);
+
+    // Garbage of several shapes after a valid hello. Expected: closed, malformed_in +1 each.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bad version", vec![0xEE; 64]),
+        ("unknown kind", {
+            let mut b = vec![WIRE_VERSION, 200, 0, 0, 0, 4];
+            b.extend_from_slice(&[1, 2, 3, 4]);
+            b
+        }),
+        ("body not postcard", {
+            let mut b = vec![WIRE_VERSION, 1, 0, 0, 0, 8];
+            b.extend_from_slice(&[0xFF; 8]);
+            b
+        }),
+        ("kind mismatch", {
+            let mut b = frame(&Message::Ping { token: 5 });
+            b[1] = 8; // header claims another kind
+            b
+        }),
+        ("trailing bytes in the frame", {
+            let mut b = frame(&Message::Ping { token: 5 });
+            b[5] += 3;
+            b.extend_from_slice(&[0, 0, 0]);
+            b
+        }),
+    ];
+    for (i, (name, bytes)) in cases.iter().enumerate() {
+        let mut s = tls_connect(addr, &valid).await.unwrap();
+        s.write_all(&hello_bytes(21, me)).await.unwrap();
+        // One valid frame first: the connection is fully up.
+        s.write_all(&frame(&Message::Ping { token: 1 }))
+            .await
+            .unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.flush().await.unwrap();
+        assert!(
+            closed_within(&mut s, Duration::from_secs(3))
+                .await
+                .is_some(),
+            "{name}: connection left open"
+        );
+        wait_for(name, || {
+            h.stats().malformed_in == base.malformed_in + i as u64 + 1
+        })
+        .await;
+        eprintln!("{name}: {}", h.stats().recent_refusals.last().unwrap());
+    }
+
+    // A frame header announcing 1000 bytes, then 10 bytes, then silence.
+    // Expected: closed by the 1 s idle timeout, idle_closed counted; the buffer is bounded
+    // by max_frame.
+    let mut s = tls_connect(addr, &valid).await.unwrap();
+    s.write_all(&hello_bytes(21, me)).await.unwrap();
+    let mut half = vec![WIRE_VERSION, 10, 0, 0, 3, 232];
+    half.extend_from_slice(&[0; 10]);
+    s.write_all(&half).await.unwrap();
+    s.flush().await.unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("half frame held the connection open");
+    eprintln!("frame header without body: closed after {took:?}");
+    assert!(h.stats().idle_closed > base.idle_closed);
+
+    still_serves(&ca, &tr, &peers, &ids).await;
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
+}
+
+/// An enrolled peer floods valid frames (Ping, GetNeighbours, Route) as fast as TCP takes
+/// them and never reads the answers. Expected: answers beyond the 256-frame send queue are
+/// dropped and counted (dropped_queue_full), the reader is slowed by backpressure, RSS stays
+/// bounded, and the other peer's lookups keep succeeding during the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_absorbed_and_other_lookups_succeed() {
+    frame_flood(false).await;
+}
+
+/// The same flood with Route requests mixed in (a third of the frames): the flooded peer
+/// forwards them to the other peer, which answers the flooder's claimed address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reason: bug in net (or the Chord core under net): during a flood of Route frames \
+            from one enrolled peer, a lookup by the *other* peer hangs for over 10 s (lookup \
+            timeout 2 s), and the flooder's writes stall; see the issue-9 report"]
+async fn a_route_flood_is_absorbed_and_other_lookups_succeed() {
+    frame_flood(true).await;
+}
+
+async fn frame_flood(routes: bool) {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    let (peers, ids) = ring(&ca, &tr).await;
+    let h = peers[0].handle.clone();
+    let addr = h.local_addr();
+    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let flooder = issue(&ca, 31, 31);
+    let rss0 = rss_kib();
+
+    let mut s = tls_connect(addr, &flooder).await.unwrap();
+    s.write_all(&hello_bytes(31, me)).await.unwrap();
+    let origin = Contact::new(NodeId(31), me);
+    let mut batch = Vec::new();
+    for i in 0..300u64 {
+        let m = match i % 3 {
+            0 => Message::Ping { token: i },
+            _ if !routes => Message::GetNeighbours { token: i },
+            1 => Message::GetNeighbours { token: i },
+            _ => Message::Route(Route {
+                lookup: i,
+                origin,
+                key: NodeId(u128::from(i * 211) % (1 << BITS)),
+                token: i,
+                last_hop: false,
+                path: vec![NodeId(31)],
+            }),
+        };
+        batch.extend_from_slice(&frame(&m));
+    }
+    let frames_per_batch = 300u64;
+    let flood = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let mut stalled = false;
+        while t0.elapsed() < Duration::from_secs(4) {
+            match tokio::time::timeout(Duration::from_secs(2), s.write_all(&batch)).await {
+                Ok(Ok(())) => sent += frames_per_batch,
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    // The victim stopped reading for 2 s: backpressure reached the flooder.
+                    stalled = true;
+                    break;
+                }
+            }
+        }
+        (sent, stalled, s)
+    });
+
+    // Meanwhile the other peer keeps looking up keys, some owned by the flooded peer.
+    let b = peers[1].handle.clone();
+    let t0 = Instant::now();
+    let mut lookups = 0;
+    let mut max_latency = Duration::ZERO;
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    while t0.elapsed() < Duration::from_secs(3) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let key = u128::from(x) % (1u128 << BITS);
+        let l0 = Instant::now();
+        let found = tokio::time::timeout(Duration::from_secs(10), b.lookup(NodeId(key)))
+            .await
+            .expect("a lookup by the other peer hung during the flood")
+            .unwrap();
+        max_latency = max_latency.max(l0.elapsed());
+        assert_eq!(found.owner.id.0, owner_of(&ids, key), "key {key}");
+        lookups += 1;
+    }
+    let (sent, stalled, s) = tokio::time::timeout(Duration::from_secs(10), flood)
+        .await
+        .expect("flooder hung")
+        .unwrap();
+    drop(s);
+    let st = h.stats();
+    let rss1 = rss_kib();
+    eprintln!(
+        "flood: {sent} frames written by the flooder (stalled by backpressure: {stalled}), {} frames in at the victim, {} dropped (queue full); \
+         {lookups} lookups by the other peer during the flood, max latency {max_latency:?}; \
+         RSS {rss0} -> {rss1} KiB",
+        st.frames_in, st.dropped_queue_full
+    );
+    assert!(sent >= 10_000, "flood too small to mean anything: {sent}");
+    assert!(lookups >= 5, "the other peer starved: {lookups} lookups");
+    assert!(
+        st.dropped_queue_full > 0,
+        "answers to a non-reading flooder should be dropped: {st:?}"
+    );
+    assert!(
+        rss1.saturating_sub(rss0) < 64 * 1024,
+        "RSS grew by {} KiB",
+        rss1 - rss0
+    );
+    still_serves(&ca, &tr, &peers, &ids).await;
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
+}
+
+/// 200 TCP connections at a peer whose inbound cap is 16. Expected: 16 hold set-up slots
+/// until the set-up timeout, the rest are closed at once and counted (refused_capacity);
+/// once the flood stops the slots are free again and a legitimate peer joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    let capped = Limits {
+        max_inbound: 16,
+        ..limits()
+    };
+    let ids = vec![1_000u128, 30_000];
+    let a = start_chord(&ca, &tr, ids[0], None, capped).await;
+    let b = start_chord(&ca, &tr, ids[1], Some(a.handle.contact()), limits()).await;
+    let handles = vec![a.handle.clone(), b.handle.clone()];
+    wait_converged(&handles, &ids).await;
+    let h = a.handle.clone();
+    let addr = h.local_addr();
+    let base = h.stats();
+    let rss0 = rss_kib();
+
+    let mut hogs = Vec::new();
+    for _ in 0..200 {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            hogs.push(s);
+        }
+    }
+    wait_for("capacity refusals", || {
+        h.stats().refused_capacity >= base.refused_capacity + 150
+    })
+    .await;
+    let st = h.stats();
+    eprintln!(
+        "connection flood: {} connected, {} refused at capacity, RSS {rss0} -> {} KiB",
+        hogs.len(),
+        st.refused_capacity - base.refused_capacity,
+        rss_kib()
+    );
+    // The ring keeps working over the existing connection meanwhile.
+    check_lookups(&handles, &ids, 5, 0x77).await;
+    drop(hogs);
+    // Slots held by unfinished set-ups are freed by the set-up timeout.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let peers = vec![a, b];
+    still_serves(&ca, &tr, &peers, &ids).await;
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
+}
+
+/// While an attacker keeps every inbound slot busy with connections that never finish TLS
+/// (re-opening each one as the set-up timeout closes it), a legitimate enrolled peer should
+/// still be able to connect. It cannot: the cap is global, not per source, so a single host
+/// with `max_inbound` sockets locks all newcomers out of this peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reason: bug in net: the inbound cap is global (no per-source share), so a slow-loris \
+            holding max_inbound set-up slots locks legitimate newcomers out; fix in net/src/runtime.rs"]
+async fn a_legitimate_peer_gets_in_while_the_cap_is_held_by_slow_loris() {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    let capped = Limits {
+        max_inbound: 16,
+        ..limits()
+    };
+    let a = start_chord(&ca, &tr, 1_000, None, capped).await;
+    let addr = a.handle.local_addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // Keep 32 connections open at all times; replace those the peer closes.
+    let attacker = tokio::spawn(async move {
+        let mut open: Vec<TcpStream> = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            // A socket the peer closed reads 0; one still held open would block.
+            open.retain(|s| {
+                let mut b = [0u8; 1];
+                matches!(s.try_read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            });
+            while open.len() < 32 {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => open.push(s),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = start_chord(&ca, &tr, 30_000, Some(a.handle.contact()), limits()).await;
+    let handles = vec![a.handle.clone(), b.handle.clone()];
+    let t0 = Instant::now();
+    let mut joined = false;
+    while t0.elapsed() < Duration::from_secs(5) {
+        if converged(&handles, &[1_000, 30_000]).await {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    attacker.await.unwrap();
+    assert!(
+        joined,
+        "a legitimate peer could not join while a slow-loris held the inbound cap; stats {:?}",
+        a.handle.stats()
+    );
+    a.handle.shutdown().await.unwrap();
+    b.handle.shutdown().await.unwrap();
+}

@@ -1,0 +1,659 @@
+//! Hostile peers at the sans-IO level, with real Ed25519 signatures: replayed, forged and
+//! stripped PingRequests against `SecureNode`, and a peer lying in its stabilize answers
+//! against `ChordNode`. Each case checks what the receiving honest peer does (drop, and
+//! negative evidence for the SOS as `SecureEvent::Report` about the right peer) and that the
+//! ring and the call flow still work afterwards.
+#![allow(clippy::unwrap_used)]
+
+use overlay::secure::{
+    Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, OverlayContext, Role, Routing,
+    SecureConfig, SecureEvent, SecureNode,
+};
+use overlay::secure::{Outcome, Signer, record_bytes};
+use overlay::wire::{HopRecord, PingRequest};
+use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, Message, NodeId, Time};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+const IDS: [u128; 12] = [100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650];
+const CSP: u128 = 150;
+const CSPG: u128 = 100;
+const CALLER: u128 = 600;
+const CALLEE: u128 = 450;
+
+/// A delivered message: sender, receiver, message.
+type Delivery = (Contact, NodeId, Message);
+
+struct Net {
+    nodes: BTreeMap<NodeId, SecureNode>,
+    /// Each peer's signing key, kept so a test can act as that peer (a compromised one).
+    keys: BTreeMap<u128, Ed25519Signer>,
+    queue: VecDeque<Delivery>,
+    delivered: Vec<Delivery>,
+    events: Vec<(NodeId, SecureEvent)>,
+    now: Time,
+}
+
+impl Net {
+    fn new() -> Net {
+        let space = IdSpace::new(10).unwrap();
+        let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+        let mut reg = Ed25519Registry::default();
+        let mut signers = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        for id in IDS {
+            let (s, pkcs8) = Ed25519Signer::generate().unwrap();
+            reg.insert(NodeId(id), s.public_key());
+            signers.insert(id, s);
+            keys.insert(id, Ed25519Signer::from_pkcs8(&pkcs8).unwrap());
+        }
+        let mut dir = Directory::default();
+        dir.csps[1] = vec![NodeId(CSP)];
+        dir.cspgs[1] = vec![NodeId(CSPG)];
+        let cfg = SecureConfig {
+            fanout: 3,
+            first_hops: FirstHops::Diverse,
+            ..SecureConfig::default()
+        };
+        let ctx = OverlayContext {
+            cfg: Arc::new(cfg),
+            arcs,
+            directory: Arc::new(dir),
+            infrastructure: Arc::new(vec![
+                Contact::id_only(NodeId(CSP)),
+                Contact::id_only(NodeId(CSPG)),
+            ]),
+            verifier: Arc::new(reg),
+        };
+        let mut chord = ChordConfig::new(space);
+        chord.successors = 3;
+        chord.successor_shortcut = true;
+        let chord = Arc::new(chord);
+        let sorted: Vec<NodeId> = IDS.iter().map(|i| NodeId(*i)).collect();
+        let n = sorted.len();
+        let mut nodes = BTreeMap::new();
+        for (i, id) in sorted.iter().enumerate() {
+            let pred = Some(Contact::id_only(sorted[(i + n - 1) % n]));
+            let succs: Vec<Contact> = (1..=3)
+                .map(|k| Contact::id_only(sorted[(i + k) % n]))
+                .collect();
+            let fingers: Vec<Contact> = (0..10)
+                .map(|k| {
+                    let start = space.finger_start(*id, k);
+                    let j = sorted.partition_point(|x| *x < start);
+                    Contact::id_only(sorted[j % n])
+                })
+                .collect();
+            let c = ChordNode::converged(
+                chord.clone(),
+                Contact::id_only(*id),
+                [i as u8; 32],
+                Time::ZERO,
+                pred,
+                succs,
+                fingers,
+            );
+            let role = match id.0 {
+                CSP => Role::Csp,
+                CSPG => Role::Cspg,
+                _ => Role::Peer,
+            };
+            let signer = Box::new(signers.remove(&id.0).unwrap());
+            nodes.insert(
+                *id,
+                SecureNode::new(
+                    c,
+                    ctx.clone(),
+                    role,
+                    Routing::Secure,
+                    signer,
+                    1_700_000_000_000,
+                    [7; 32],
+                ),
+            );
+        }
+        Net {
+            nodes,
+            keys,
+            queue: VecDeque::new(),
+            delivered: Vec::new(),
+            events: Vec::new(),
+            now: Time::from_millis(10),
+        }
+    }
+
+    fn drain(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let me = node.chord().contact();
+        while let Some(t) = node.poll_transmit() {
+            self.queue.push_back((me, t.to.id, t.msg));
+        }
+        while let Some(ev) = node.poll_event() {
+            if let SecureEvent::RankRoutes { query, .. } = ev {
+                node.handle_ranking(self.now, query, Some(0));
+                self.queue.extend(
+                    std::iter::from_fn(|| node.poll_transmit()).map(|t| (me, t.to.id, t.msg)),
+                );
+            } else {
+                self.events.push((id, ev));
+            }
+        }
+    }
+
+    /// Deliver one message now (as the runtime would, from an authenticated sender).
+    fn inject(&mut self, from: u128, to: u128, msg: Message) {
+        self.now = Time(self.now.0 + 1000);
+        let from = Contact::id_only(NodeId(from));
+        self.delivered.push((from, NodeId(to), msg.clone()));
+        self.nodes
+            .get_mut(&NodeId(to))
+            .unwrap()
+            .handle_message(self.now, from, msg);
+        self.drain(NodeId(to));
+    }
+
+    fn run(&mut self) {
+        for _ in 0..20 {
+            while let Some((from, to, msg)) = self.queue.pop_front() {
+                self.now = Time(self.now.0 + 1000);
+                self.delivered.push((from, to, msg.clone()));
+                if let Some(n) = self.nodes.get_mut(&to) {
+                    n.handle_message(self.now, from, msg);
+                    self.drain(to);
+                }
+            }
+            self.now = Time(self.now.0 + 200_000);
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.nodes.get_mut(&id).unwrap().handle_timeout(self.now);
+                self.drain(id);
+            }
+        }
+    }
+
+    fn call(&mut self, from: u128, to: u128) {
+        let now = self.now;
+        self.nodes.get_mut(&NodeId(from)).unwrap().call(
+            now,
+            NodeId(to),
+            b"INVITE sip:bob SIP/2.0".to_vec(),
+        );
+        self.drain(NodeId(from));
+        self.run();
+    }
+
+    fn rang(&self, caller: u128) -> usize {
+        self.events
+            .iter()
+            .filter(|(id, e)| id.0 == caller && matches!(e, SecureEvent::CallRinging { .. }))
+            .count()
+    }
+
+    fn incoming(&self, callee: u128) -> usize {
+        self.events
+            .iter()
+            .filter(|(id, e)| id.0 == callee && matches!(e, SecureEvent::IncomingCall { .. }))
+            .count()
+    }
+
+    /// Reports emitted by `by` since event index `since`.
+    fn reports_by(&self, by: u128, since: usize) -> Vec<(NodeId, Outcome)> {
+        self.events[since..]
+            .iter()
+            .filter_map(|(id, e)| match e {
+                SecureEvent::Report { subject, outcome } if id.0 == by => {
+                    Some((*subject, *outcome))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// PingRequests delivered to a peer that is not the target, with their sender.
+    fn ping_hops(&self) -> Vec<(Contact, NodeId, PingRequest)> {
+        self.delivered
+            .iter()
+            .filter_map(|(f, t, m)| match m {
+                Message::PingRequest(p) => Some((*f, *t, p.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Did `id` forward a PingRequest since delivery index `since`?
+    fn forwarded_ping(&self, id: u128, since: usize) -> bool {
+        self.queue
+            .iter()
+            .chain(self.delivered[since..].iter())
+            .any(|(f, _, m)| f.id.0 == id && matches!(m, Message::PingRequest(_)))
+    }
+
+    /// The ring is intact: every peer still has its true successor and predecessor.
+    fn ring_intact(&self) {
+        let n = IDS.len();
+        for (i, id) in IDS.iter().enumerate() {
+            let c = self.nodes[&NodeId(*id)].chord();
+            assert_eq!(c.successor().map(|s| s.id.0), Some(IDS[(i + 1) % n]));
+            assert_eq!(c.predecessor().map(|s| s.id.0), Some(IDS[(i + n - 1) % n]));
+        }
+    }
+}
+
+/// A clean call, keeping what the PingRequest copies looked like on the way.
+fn clean_run() -> Net {
+    let mut net = Net::new();
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events);
+    assert_eq!(net.incoming(CALLEE), 1);
+    net
+}
+
+/// A copy delivered to an intermediate hop (not the target), with at least one hop record.
+fn mid_copy(net: &Net) -> (Contact, NodeId, PingRequest) {
+    net.ping_hops()
+        .into_iter()
+        .find(|(_, to, p)| to.0 != CALLEE && !p.hops.is_empty())
+        .expect("a copy between two hops")
+}
+
+/// A copy as it arrived at the target.
+fn last_copy(net: &Net) -> (Contact, NodeId, PingRequest) {
+    net.ping_hops()
+        .into_iter()
+        .find(|(_, to, _)| to.0 == CALLEE)
+        .expect("a copy at the target")
+}
+
+/// Deliver `bad` to `to` from `from` and check: not forwarded, one report about `from` with
+/// `want`, and a later clean call still rings.
+fn expect_refused(mut net: Net, from: Contact, to: NodeId, bad: PingRequest, want: Outcome) {
+    let ev0 = net.events.len();
+    let d0 = net.delivered.len();
+    net.inject(from.id.0, to.0, Message::PingRequest(bad));
+    let reports = net.reports_by(to.0, ev0);
+    assert_eq!(reports, vec![(from.id, want)], "reports by {to:?}");
+    assert!(
+        !net.forwarded_ping(to.0, d0 + 1),
+        "{to:?} forwarded a bad copy"
+    );
+    net.run();
+    net.ring_intact();
+    let rang = net.rang(CALLER);
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), rang + 1, "a later clean call rings");
+}
+
+#[test]
+fn a_forged_csp_signature_is_dropped_and_reported() {
+    let net = clean_run();
+    let (from, to, mut p) = mid_copy(&net);
+    p.csp_sig[3] ^= 0x40;
+    expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_stripped_csp_signature_is_dropped_and_reported() {
+    let net = clean_run();
+    let (from, to, mut p) = mid_copy(&net);
+    p.csp_sig.clear();
+    expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_stripped_hop_signature_is_dropped_and_reported() {
+    let net = clean_run();
+    let (from, to, mut p) = mid_copy(&net);
+    p.hops.last_mut().unwrap().sig.clear();
+    expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_re_signed_body_with_a_changed_target_is_dropped_and_reported() {
+    // The sender changes the target and signs its own hop record correctly over the new
+    // body: the CSP's signature no longer matches.
+    let net = clean_run();
+    let (from, to, mut p) = mid_copy(&net);
+    p.body.target = NodeId(CALLEE + 50);
+    p.hops.pop();
+    let prev = p
+        .hops
+        .last()
+        .map(|h| h.sig.clone())
+        .unwrap_or_else(|| p.csp_sig.clone());
+    let sig = net.keys[&from.id.0].sign(&record_bytes(&p.body, &prev, from.id));
+    p.hops.push(HopRecord { hop: from.id, sig });
+    expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_hop_record_forged_in_another_peers_name_is_dropped_and_reported() {
+    // The sender adds a record for a peer that never saw the copy, signed with its own key.
+    let net = clean_run();
+    let (from, to, mut p) = mid_copy(&net);
+    let prev = p.hops.last().unwrap().sig.clone();
+    let other = IDS
+        .iter()
+        .copied()
+        .find(|i| *i != from.id.0 && *i != to.0 && *i != CALLEE)
+        .unwrap();
+    let sig = net.keys[&from.id.0].sign(&record_bytes(&p.body, &prev, NodeId(other)));
+    p.hops.push(HopRecord {
+        hop: NodeId(other),
+        sig,
+    });
+    // The copy now claims to come from `other`, but `from` sent it.
+    expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_copy_whose_sender_removed_its_own_record_is_dropped_and_reported() {
+    let net = clean_run();
+    let (from, to, mut p) = mid_copy(&net);
+    // Forwarded without signing: the last record names the previous hop, not the sender.
+    p.hops.pop();
+    if p.hops.is_empty() && from.id.0 == CSP {
+        return; // the CSP itself needs no record; nothing to strip
+    }
+    expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
+    let mut net = clean_run();
+    let (from, to, p) = mid_copy(&net);
+    // 31 s later (the window is 30 s) the sender replays its copy.
+    net.now = Time(net.now.0 + 31_000_000);
+    let ev0 = net.events.len();
+    let d0 = net.delivered.len();
+    net.inject(from.id.0, to.0, Message::PingRequest(p));
+    assert_eq!(
+        net.reports_by(to.0, ev0),
+        vec![(from.id, Outcome::Replayed)]
+    );
+    assert!(!net.forwarded_ping(to.0, d0 + 1));
+    assert_eq!(net.incoming(CALLEE), 1, "no second call from a replay");
+    net.run();
+    net.ring_intact();
+}
+
+#[test]
+fn a_copy_replayed_to_the_target_is_dropped_and_reported() {
+    let mut net = clean_run();
+    let (from, to, p) = last_copy(&net);
+    let ev0 = net.events.len();
+    net.inject(from.id.0, to.0, Message::PingRequest(p));
+    net.run();
+    assert_eq!(
+        net.reports_by(CALLEE, ev0),
+        vec![(from.id, Outcome::Replayed)]
+    );
+    assert_eq!(
+        net.incoming(CALLEE),
+        1,
+        "the replay did not ring the callee again"
+    );
+    net.ring_intact();
+}
+
+/// A hop replays its (validly signed) copy to an honest next hop that is not the target. The
+/// honest hop forwards it again (intermediate hops keep no replay memory), so the target sees
+/// a duplicate from the honest hop and blames it, not the replaying one.
+#[test]
+fn a_replay_through_an_honest_hop_blames_the_replayer() {
+    let mut net = clean_run();
+    // A copy from hop X to hop H where H is not the target.
+    let (x, h, p) = mid_copy(&net);
+    let ev0 = net.events.len();
+    net.inject(x.id.0, h.0, Message::PingRequest(p));
+    net.run();
+    let blamed: Vec<(NodeId, NodeId, Outcome)> = net.events[ev0..]
+        .iter()
+        .filter_map(|(by, e)| match e {
+            SecureEvent::Report { subject, outcome } if !outcome.is_positive() => {
+                Some((*by, *subject, *outcome))
+            }
+            _ => None,
+        })
+        .collect();
+    eprintln!("replay by {x:?} via {h:?}: reports {blamed:?}");
+    assert!(
+        blamed.iter().all(|(_, s, _)| s.0 != h.0 || h.0 == CALLEE),
+        "honest hop {h:?} was blamed for {x:?}'s replay: {blamed:?}"
+    );
+    assert!(
+        blamed.iter().any(|(_, s, _)| *s == x.id),
+        "the replaying hop {x:?} was not reported: {blamed:?}"
+    );
+}
+
+// ---- a peer lying in its stabilize answers (plain Chord, sans-IO) ----
+
+const RING: [u128; 8] = [40, 160, 290, 400, 530, 650, 780, 900];
+const LIAR: u128 = 530;
+/// IDs that do not exist; the liar offers them as neighbours.
+const GHOSTS: [u128; 4] = [401, 402, 531, 532];
+
+struct ChordNet {
+    nodes: BTreeMap<NodeId, ChordNode>,
+    queue: VecDeque<(Contact, NodeId, Message)>,
+    now: Time,
+    lies: u64,
+    done: BTreeMap<(NodeId, u64), (NodeId, Contact)>,
+    failed: u64,
+}
+
+impl ChordNet {
+    fn new() -> ChordNet {
+        let space = IdSpace::new(10).unwrap();
+        let mut cfg = ChordConfig::new(space);
+        cfg.successors = 3;
+        cfg.stabilize_every = Duration::from_millis(200);
+        cfg.fix_fingers_every = Duration::from_millis(100);
+        cfg.check_predecessor_every = Duration::from_millis(300);
+        cfg.rpc_timeout = Duration::from_millis(100);
+        cfg.lookup_timeout = Duration::from_secs(2);
+        let cfg = Arc::new(cfg);
+        let sorted: Vec<NodeId> = RING.iter().map(|i| NodeId(*i)).collect();
+        let n = sorted.len();
+        let mut nodes = BTreeMap::new();
+        for (i, id) in sorted.iter().enumerate() {
+            let pred = Some(Contact::id_only(sorted[(i + n - 1) % n]));
+            let succs: Vec<Contact> = (1..=3)
+                .map(|k| Contact::id_only(sorted[(i + k) % n]))
+                .collect();
+            let fingers: Vec<Contact> = (0..10)
+                .map(|k| {
+                    let start = space.finger_start(*id, k);
+                    let j = sorted.partition_point(|x| *x < start);
+                    Contact::id_only(sorted[j % n])
+                })
+                .collect();
+            nodes.insert(
+                *id,
+                ChordNode::converged(
+                    cfg.clone(),
+                    Contact::id_only(*id),
+                    [i as u8 + 1; 32],
+                    Time::ZERO,
+                    pred,
+                    succs,
+                    fingers,
+                ),
+            );
+        }
+        ChordNet {
+            nodes,
+            queue: VecDeque::new(),
+            now: Time::ZERO,
+            lies: 0,
+            done: BTreeMap::new(),
+            failed: 0,
+        }
+    }
+
+    fn drain(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let me = node.contact();
+        while let Some(t) = node.poll_transmit() {
+            let mut msg = t.msg;
+            // The liar answers every stabilize question with ghosts: a predecessor between
+            // the asker and itself, and a successor list of peers that do not exist.
+            if id.0 == LIAR
+                && let Message::Neighbours { pred, succs, .. } = &mut msg
+            {
+                *pred = Some(Contact::id_only(NodeId(GHOSTS[(self.lies % 2) as usize])));
+                *succs = GHOSTS
+                    .iter()
+                    .map(|g| Contact::id_only(NodeId(*g)))
+                    .collect();
+                self.lies += 1;
+            }
+            self.queue.push_back((me, t.to.id, msg));
+        }
+        while let Some(ev) = node.poll_event() {
+            match ev {
+                Event::LookupDone {
+                    lookup, key, owner, ..
+                } => {
+                    self.done.insert((id, lookup), (key, owner));
+                }
+                Event::LookupFailed { .. } => self.failed += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Run `ms` of virtual time: 1 ms per message hop, timers as they fall due.
+    fn run(&mut self, ms: u64) {
+        let end = Time(self.now.0 + ms * 1000);
+        while self.now < end {
+            let mut budget = self.queue.len();
+            while budget > 0
+                && let Some((from, to, msg)) = self.queue.pop_front()
+            {
+                budget -= 1;
+                // Ghosts do not exist: messages to them are lost.
+                if let Some(n) = self.nodes.get_mut(&to) {
+                    n.handle_message(self.now, from, msg);
+                    self.drain(to);
+                }
+            }
+            self.now = Time(self.now.0 + 1000);
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                let n = self.nodes.get_mut(&id).unwrap();
+                if n.poll_timeout().is_some_and(|t| t <= self.now) {
+                    n.handle_timeout(self.now);
+                    self.drain(id);
+                }
+            }
+        }
+    }
+
+    fn honest(&self) -> impl Iterator<Item = u128> {
+        RING.iter().copied().filter(|i| *i != LIAR)
+    }
+
+    fn owner(key: u128) -> u128 {
+        RING.iter().copied().find(|&i| i >= key).unwrap_or(RING[0])
+    }
+
+    /// Honest peers whose first successor or predecessor is currently a ghost.
+    fn poisoned(&self) -> Vec<u128> {
+        self.honest()
+            .filter(|id| {
+                let c = &self.nodes[&NodeId(*id)];
+                let ghost = |x: Option<Contact>| x.is_some_and(|x| GHOSTS.contains(&x.id.0));
+                ghost(c.successor()) || ghost(c.predecessor())
+            })
+            .collect()
+    }
+}
+
+/// A member answering GetNeighbours with non-existent peers. Expected: honest peers try the
+/// ghosts, time out and fall back; the ring stays correct and lookups from honest peers end
+/// at the true owner.
+#[test]
+fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
+    let mut net = ChordNet::new();
+    net.run(5_000);
+    assert!(net.lies > 10, "the liar was never asked: {}", net.lies);
+    // Sample over time how often an honest peer points at a ghost.
+    let mut samples = 0;
+    let mut poisoned = 0;
+    for _ in 0..50 {
+        net.run(97);
+        samples += 1;
+        if !net.poisoned().is_empty() {
+            poisoned += 1;
+        }
+    }
+    eprintln!(
+        "liar told {} lies; an honest peer pointed at a ghost in {poisoned} of {samples} samples",
+        net.lies
+    );
+    // Lookups from every honest peer for every 16th key.
+    let mut asked = BTreeMap::new();
+    for from in net.honest().collect::<Vec<_>>() {
+        for key in (0..1024u128).step_by(16) {
+            let now = net.now;
+            let l = net
+                .nodes
+                .get_mut(&NodeId(from))
+                .unwrap()
+                .lookup(now, NodeId(key));
+            asked.insert((NodeId(from), l), (from, key));
+            net.drain(NodeId(from));
+        }
+        net.run(300);
+    }
+    net.run(3_000);
+    let mut wrong = 0;
+    for (l, (from, key)) in &asked {
+        match net.done.get(l) {
+            Some((k, owner)) => {
+                assert_eq!(k.0, *key);
+                if owner.id.0 != ChordNet::owner(*key) {
+                    wrong += 1;
+                    eprintln!("lookup from {from} for {key} ended at {}", owner.id.0);
+                }
+            }
+            None => eprintln!("lookup from {from} for {key} did not complete"),
+        }
+    }
+    let completed = asked.keys().filter(|l| net.done.contains_key(*l)).count();
+    eprintln!(
+        "{} lookups: {completed} completed, {wrong} wrong owner, {} failed",
+        asked.len(),
+        net.failed
+    );
+    assert_eq!(wrong, 0, "lookups ended at a wrong owner");
+    assert!(
+        completed * 100 >= asked.len() * 99,
+        "only {completed} of {} lookups completed",
+        asked.len()
+    );
+    // No honest peer keeps a ghost as its successor or predecessor for good.
+    net.run(2_000);
+    let mut still = net.poisoned();
+    for _ in 0..5 {
+        if still.is_empty() {
+            break;
+        }
+        net.run(50);
+        still = net.poisoned();
+    }
+    eprintln!("ghost neighbours at the end: {still:?}");
+    let n = RING.len();
+    for (i, id) in RING.iter().enumerate() {
+        if *id == LIAR {
+            continue;
+        }
+        let c = &net.nodes[&NodeId(*id)];
+        let succ = c.successor().map(|s| s.id.0);
+        if !GHOSTS.contains(&succ.unwrap_or(0)) {
+            assert_eq!(succ, Some(RING[(i + 1) % n]), "successor of {id}");
+        }
+    }
+}

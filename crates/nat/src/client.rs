@@ -182,7 +182,7 @@ pub async fn reflexive_address(
     Ok((socket.local_addr()?, mapped))
 }
 
-async fn connected_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) async fn connected_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
     let any: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {

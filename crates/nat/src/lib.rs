@@ -22,16 +22,16 @@
 //! Timestamps handed to the state machines are `sans_io_time::Instant`s measured from a base
 //! `std::time::Instant` taken when each server/client starts.
 //!
-//! ICE (rice-proto) for peers after call set-up is not here yet (see `notes/issue-8.md`); the
-//! candidates it needs are what this crate provides: host (the local socket), server-reflexive
-//! ([`reflexive_address`], or [`TurnClient::mapped_addr`]) and relayed
-//! ([`TurnClient::relayed_addr`]).
+//! - [`IceSession`] runs ICE (RFC 8445, `rice-proto`) for a call's media path after the overlay
+//!   has set the call up: host, server-reflexive and relayed candidates, swapped as an
+//!   [`IceDescription`], connectivity checks, and the chosen [`IcePair`].
 
 #![warn(missing_docs, unreachable_pub)]
 
 mod client;
 mod credentials;
 mod gate;
+mod ice;
 mod server;
 
 pub use client::{
@@ -39,4 +39,8 @@ pub use client::{
 };
 pub use credentials::{CredentialStore, Credentials, LookupError, rest_password, rest_username};
 pub use gate::{GateStats, Limits};
+pub use ice::{
+    Endpoint, IceDescription, IceError, IceOptions, IcePair, IceSession, MAX_DATAGRAM,
+    MAX_REMOTE_CANDIDATES,
+};
 pub use server::{ServerConfig, ServerCounters, ServerError, ServerHandle, StunServer};

@@ -39,15 +39,22 @@ mod config;
 mod conn;
 mod crl;
 mod hello;
+mod keys;
 mod node_dir;
 mod runtime;
+mod secure;
 mod stats;
 mod tls;
 
 pub use chord::{Found, LookupError, RingStatus};
 pub use config::{Limits, NetConfig};
 pub use crl::{CrlError, fetch_crl, load_crl};
+pub use keys::{CertSigner, KeyAlg, KeyBook, KeyError, cert_public_key};
 pub use node_dir::NodeDir;
 pub use runtime::{Core, Handle, NetError, Peer, PeerRuntime};
+pub use secure::{
+    CallOutcome, DirectoryFile, Instrumented, KindLog, MemberEntry, Membership, MembershipError,
+    SecureCore, SosCounters, SosLink, overlay_layer, overlay_role, run_events, secure_node,
+};
 pub use stats::Stats;
 pub use tls::{ConfigError, CrlStore, Identity, Refusal, RevocationPolicy, Trust};

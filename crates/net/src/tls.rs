@@ -88,6 +88,11 @@ impl Identity {
         })
     }
 
+    /// The private key, PKCS#8 DER (the secure layer signs with the certificate's key).
+    pub fn key_der(&self) -> &[u8] {
+        self.key.secret_der()
+    }
+
     /// From `chain.pem` and `key.pem` files.
     pub fn load(chain: &Path, key: &Path) -> Result<Self, ConfigError> {
         Self::from_pem(&read(chain)?, &read(key)?)

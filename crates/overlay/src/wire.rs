@@ -13,7 +13,7 @@ pub const WIRE_VERSION: u8 = 1;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// The highest message kind this build knows.
-pub const MAX_KIND: u8 = 17;
+pub const MAX_KIND: u8 = 22;
 /// Default cap on a frame (header + body); bigger frames are refused unread.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
@@ -225,6 +225,48 @@ pub enum Message {
     },
     /// Plain-Chord baseline: the request itself, routed hop by hop.
     PlainInvite(PlainInvite),
+    /// One in-dialog message (a SIP response or in-dialog request) between the two ends of
+    /// a call that rang, sent directly over their authenticated link.
+    Dialog {
+        /// The caller's Node-ID (with `call`, names the call at both ends).
+        caller: NodeId,
+        /// The caller's handle.
+        call: u64,
+        /// The message (opaque here; SIP bytes for the front-end).
+        body: Vec<u8>,
+    },
+    /// Store a record at the peer responsible for `key` (and, from it, at its successors).
+    Put {
+        /// The storing peer's handle (answered by [`Message::PutReply`]).
+        query: u64,
+        /// The record's key.
+        key: NodeId,
+        /// The record (checked by the responsible peer's record validator).
+        value: Vec<u8>,
+        /// A copy from the responsible peer to a successor (not answered).
+        replica: bool,
+    },
+    /// The answer to [`Message::Put`].
+    PutReply {
+        /// The storing peer's handle.
+        query: u64,
+        /// Why the record was refused, if it was.
+        error: Option<String>,
+    },
+    /// Fetch the record stored under `key` from the peer responsible for it.
+    Get {
+        /// The asking peer's handle (answered by [`Message::GetReply`]).
+        query: u64,
+        /// The key.
+        key: NodeId,
+    },
+    /// The answer to [`Message::Get`].
+    GetReply {
+        /// The asking peer's handle.
+        query: u64,
+        /// The record, if the peer holds one.
+        value: Option<Vec<u8>>,
+    },
 }
 
 impl Message {
@@ -248,6 +290,11 @@ impl Message {
             Message::Deliver { .. } => 15,
             Message::Ringing { .. } => 16,
             Message::PlainInvite(_) => 17,
+            Message::Dialog { .. } => 18,
+            Message::Put { .. } => 19,
+            Message::PutReply { .. } => 20,
+            Message::Get { .. } => 21,
+            Message::GetReply { .. } => 22,
         }
     }
 
@@ -271,12 +318,17 @@ impl Message {
             Message::Deliver { .. } => "deliver",
             Message::Ringing { .. } => "ringing",
             Message::PlainInvite(_) => "plain-invite",
+            Message::Dialog { .. } => "dialog",
+            Message::Put { .. } => "put",
+            Message::PutReply { .. } => "put-reply",
+            Message::Get { .. } => "get",
+            Message::GetReply { .. } => "get-reply",
         }
     }
 
     /// Is this call traffic (as opposed to ring maintenance and lookups)?
     pub fn is_call_traffic(&self) -> bool {
-        self.kind() >= 11
+        (11..=18).contains(&self.kind())
     }
 }
 
@@ -533,6 +585,39 @@ mod tests {
                     digest,
                     route
                 }),
+            (
+                any::<u128>(),
+                any::<u64>(),
+                prop::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|(caller, call, body)| Message::Dialog {
+                    caller: NodeId(caller),
+                    call,
+                    body
+                }),
+            (
+                any::<u64>(),
+                any::<u128>(),
+                prop::collection::vec(any::<u8>(), 0..64),
+                any::<bool>()
+            )
+                .prop_map(|(query, key, value, replica)| Message::Put {
+                    query,
+                    key: NodeId(key),
+                    value,
+                    replica
+                }),
+            (any::<u64>(), prop::option::of("[a-z ]{0,20}"))
+                .prop_map(|(query, error)| Message::PutReply { query, error }),
+            (any::<u64>(), any::<u128>()).prop_map(|(query, key)| Message::Get {
+                query,
+                key: NodeId(key)
+            }),
+            (
+                any::<u64>(),
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..64))
+            )
+                .prop_map(|(query, value)| Message::GetReply { query, value }),
         ]
     }
 

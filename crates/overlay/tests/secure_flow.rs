@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use overlay::secure::{
-    Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, Outcome, OverlayContext, Role,
-    Routing, SecureConfig, SecureEvent, SecureNode,
+    Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, Outcome, OverlayContext,
+    RecordAction, RecordValidator, Role, Routing, SecureConfig, SecureEvent, SecureNode,
 };
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time};
 use std::collections::{BTreeMap, VecDeque};
@@ -223,4 +223,183 @@ fn a_dropping_hop_is_survived_and_a_tampering_hop_is_reported() {
         "tampering by {} not reported: {:?}",
         hops[0], net.events
     );
+}
+
+/// Accepts records that start with `ok`, removes on `rm`, refuses the rest.
+struct PrefixValidator;
+
+impl RecordValidator for PrefixValidator {
+    fn validate(
+        &self,
+        _key: NodeId,
+        _old: Option<&[u8]>,
+        new: &[u8],
+        _now_unix_ms: u64,
+    ) -> Result<RecordAction, String> {
+        if new.starts_with(b"ok") {
+            Ok(RecordAction::Store)
+        } else if new == b"rm" {
+            Ok(RecordAction::Remove)
+        } else {
+            Err("refused by validator".into())
+        }
+    }
+}
+
+impl Net {
+    fn with_validators(mut self) -> Net {
+        for n in self.nodes.values_mut() {
+            n.set_record_validator(Arc::new(PrefixValidator));
+        }
+        self
+    }
+
+    fn put(&mut self, at: u128, key: u128, value: &[u8]) -> Result<(), String> {
+        let now = self.now;
+        let q = self
+            .nodes
+            .get_mut(&NodeId(at))
+            .unwrap()
+            .put(now, NodeId(key), value.to_vec());
+        self.drain(NodeId(at));
+        self.run();
+        self.events
+            .iter()
+            .find_map(|(id, e)| match e {
+                SecureEvent::Stored { query, result } if id.0 == at && *query == q => {
+                    Some(result.clone())
+                }
+                _ => None,
+            })
+            .expect("no Stored event")
+    }
+
+    fn get(&mut self, at: u128, key: u128) -> Option<Vec<u8>> {
+        let now = self.now;
+        let q = self
+            .nodes
+            .get_mut(&NodeId(at))
+            .unwrap()
+            .get(now, NodeId(key));
+        self.drain(NodeId(at));
+        self.run();
+        self.events
+            .iter()
+            .find_map(|(id, e)| match e {
+                SecureEvent::Fetched { query, value } if id.0 == at && *query == q => {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+            .expect("no Fetched event")
+    }
+}
+
+#[test]
+fn records_are_validated_by_the_responsible_peer_replicated_and_fetched() {
+    let mut net = Net::new().with_validators();
+    // Key 420 belongs to 450 (successor of 420).
+    assert_eq!(net.put(600, 420, b"ok alice"), Ok(()));
+    assert!(
+        net.nodes[&NodeId(450)]
+            .chord()
+            .records()
+            .contains_key(&NodeId(420))
+    );
+    // Copied to the owner's successors.
+    assert!(
+        net.nodes[&NodeId(500)]
+            .chord()
+            .records()
+            .contains_key(&NodeId(420))
+    );
+    assert_eq!(net.get(200, 420), Some(b"ok alice".to_vec()));
+    // The validator decides.
+    assert_eq!(
+        net.put(600, 420, b"evil"),
+        Err("refused by validator".into())
+    );
+    assert_eq!(net.get(650, 420), Some(b"ok alice".to_vec()));
+    assert_eq!(net.put(600, 420, b"rm"), Ok(()));
+    assert_eq!(net.get(650, 420), None);
+    // Oversized records never leave the peer.
+    let big = vec![b'o'; 10_000];
+    assert_eq!(net.put(600, 421, &big), Err("record too large".into()));
+}
+
+#[test]
+fn without_a_validator_no_peer_stores_for_others() {
+    let mut net = Net::new();
+    assert_eq!(
+        net.put(600, 420, b"ok alice"),
+        Err("this peer stores no records".into())
+    );
+}
+
+#[test]
+fn in_dialog_messages_flow_between_the_two_ends_only() {
+    let mut net = Net::new();
+    net.call(600, 450);
+    let (caller, call) = net
+        .events
+        .iter()
+        .find_map(|(id, e)| match e {
+            SecureEvent::IncomingCall { caller, call, .. } if id.0 == 450 => {
+                Some((caller.id, *call))
+            }
+            _ => None,
+        })
+        .expect("callee saw no IncomingCall");
+    assert_eq!(caller, NodeId(600));
+    // Callee answers 200 OK, caller sends ACK.
+    assert!(net.nodes.get_mut(&NodeId(450)).unwrap().send_dialog(
+        caller,
+        call,
+        b"SIP/2.0 200 OK".to_vec()
+    ));
+    net.drain(NodeId(450));
+    assert!(
+        net.nodes
+            .get_mut(&NodeId(600))
+            .unwrap()
+            .send_dialog(caller, call, b"ACK".to_vec())
+    );
+    net.drain(NodeId(600));
+    net.run();
+    let got = |at: u128| -> Vec<Vec<u8>> {
+        net.events
+            .iter()
+            .filter_map(|(id, e)| match e {
+                SecureEvent::Dialog { body, .. } if id.0 == at => Some(body.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(got(600), vec![b"SIP/2.0 200 OK".to_vec()]);
+    assert_eq!(got(450), vec![b"ACK".to_vec()]);
+    // Only dialog messages travelled outside the call set-up, and only between the ends.
+    // A third peer cannot inject into the dialog.
+    let before = net.events.len();
+    net.queue.push_back((
+        Contact::id_only(NodeId(500)),
+        NodeId(450),
+        Message::Dialog {
+            caller,
+            call,
+            body: b"BYE".to_vec(),
+        },
+    ));
+    net.run();
+    assert!(
+        !net.events[before..]
+            .iter()
+            .any(|(_, e)| matches!(e, SecureEvent::Dialog { .. })),
+        "an outsider's in-dialog message was accepted"
+    );
+    // An unknown call has nowhere to go.
+    assert!(!net.nodes.get_mut(&NodeId(450)).unwrap().send_dialog(
+        caller,
+        call + 1000,
+        b"x".to_vec()
+    ));
 }

@@ -41,6 +41,8 @@ enum Command {
     StunServer(cmd::stun_server::Args),
     /// Probe a STUN/TURN server: reflexive address, and with credentials a relay echo.
     StunClient(cmd::stun_client::Args),
+    /// Run one ICE session against another `p2psip ice` and report the chosen pair.
+    Ice(cmd::ice::Args),
     /// Local SIP front-ends (registrar + proxy on UDP and TCP) for SIP phones and SIPp,
     /// joined by an in-process overlay.
     SipFrontends(cmd::sip_frontends::Args),
@@ -71,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => cmd::ctl::status(args),
         Command::StunServer(args) => cmd::stun_server::run(args),
         Command::StunClient(args) => cmd::stun_client::run(args),
+        Command::Ice(args) => cmd::ice::run(args),
         Command::SipFrontends(args) => cmd::sip_frontends::run(args),
     };
     match result {

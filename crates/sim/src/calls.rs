@@ -529,7 +529,11 @@ impl CallWorld {
                 let caller = self.peers[slot as usize].node.chord().id();
                 self.outcomes.push((caller, call, false, 0.0, 0, false));
             }
-            SecureEvent::IncomingCall { .. } | SecureEvent::Chord(_) => {}
+            SecureEvent::IncomingCall { .. }
+            | SecureEvent::Chord(_)
+            | SecureEvent::Dialog { .. }
+            | SecureEvent::Stored { .. }
+            | SecureEvent::Fetched { .. } => {}
         }
     }
 

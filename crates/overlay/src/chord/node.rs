@@ -386,7 +386,12 @@ impl ChordNode {
             | Message::Fetch { .. }
             | Message::Deliver { .. }
             | Message::Ringing { .. }
-            | Message::PlainInvite(_) => {}
+            | Message::PlainInvite(_)
+            | Message::Dialog { .. }
+            | Message::Put { .. }
+            | Message::PutReply { .. }
+            | Message::Get { .. }
+            | Message::GetReply { .. } => {}
         }
     }
 
@@ -577,6 +582,16 @@ impl ChordNode {
     pub fn put_local(&mut self, key: NodeId, value: Vec<u8>) -> bool {
         self.store_records(vec![Record { key, value }]);
         self.records.contains_key(&key)
+    }
+
+    /// Remove a locally stored record; returns it if there was one.
+    pub fn remove_local(&mut self, key: NodeId) -> Option<Vec<u8>> {
+        self.records.remove(&key)
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &ChordConfig {
+        &self.cfg
     }
 
     /// Does this node own `key` by its own view (key in (predecessor, me])?

@@ -3,8 +3,10 @@
 //! plain-Chord baseline it is measured against.
 
 mod cache;
+mod dialog;
 mod layers;
 mod node;
+mod records;
 mod sign;
 
 pub use cache::ContactCache;
@@ -13,4 +15,5 @@ pub use node::{
     CallFailure, FirstHops, Outcome, OverlayContext, Role, Routing, SecureConfig, SecureEvent,
     SecureNode, body_bytes, invite_digest, record_bytes,
 };
+pub use records::{RecordAction, RecordValidator};
 pub use sign::{Ed25519Registry, Ed25519Signer, SigVerifier, Signer};

@@ -1,14 +1,16 @@
 //! A peer of the secure overlay: Chord in its layer plus the call flow of the paper.
 
 use super::cache::ContactCache;
+use super::dialog::Dialogs;
 use super::layers::{Directory, Layer, LayerArcs};
+use super::records::{RecordOp, RecordValidator};
 use super::sign::{SigVerifier, Signer};
 use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
 use crate::{ChordNode, Contact, Event, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +104,12 @@ pub struct SecureConfig {
     pub cache_ttl: Duration,
     /// Use the contact cache at all.
     pub cache_enabled: bool,
+    /// Calls whose other end each peer remembers for in-dialog messages.
+    pub max_dialogs: usize,
+    /// Largest record a peer stores for others.
+    pub max_record_bytes: usize,
+    /// Successors the responsible peer copies each record to.
+    pub record_replicas: usize,
 }
 
 impl Default for SecureConfig {
@@ -118,6 +126,9 @@ impl Default for SecureConfig {
             cache_capacity: 256,
             cache_ttl: Duration::from_secs(600),
             cache_enabled: true,
+            max_dialogs: 4096,
+            max_record_bytes: 4096,
+            record_replicas: 2,
         }
     }
 }
@@ -168,6 +179,9 @@ pub enum SecureEvent {
     IncomingCall {
         /// The caller.
         caller: Contact,
+        /// The caller's handle (with the caller's Node-ID, names the call for
+        /// [`SecureNode::send_dialog`]).
+        call: u64,
         /// The original request.
         invite: Vec<u8>,
     },
@@ -177,6 +191,29 @@ pub enum SecureEvent {
         query: u64,
         /// Candidate routes (hops then target).
         routes: Vec<Vec<NodeId>>,
+    },
+    /// An in-dialog message from the other end of call (`caller`, `call`).
+    Dialog {
+        /// The caller's Node-ID.
+        caller: NodeId,
+        /// The caller's handle.
+        call: u64,
+        /// The message.
+        body: Vec<u8>,
+    },
+    /// A [`SecureNode::put`] finished.
+    Stored {
+        /// The handle from `put`.
+        query: u64,
+        /// `Err` carries the reason the responsible peer (or this one) gave.
+        result: Result<(), String>,
+    },
+    /// A [`SecureNode::get`] finished.
+    Fetched {
+        /// The handle from `get`.
+        query: u64,
+        /// The record, if the responsible peer had one (`None` also on failure).
+        value: Option<Vec<u8>>,
     },
     /// Evidence for the SOS.
     Report {
@@ -234,8 +271,8 @@ struct Collection {
 /// the routes, fetches the request from the CSP and answers the caller directly. Broken
 /// chains, stale or duplicate copies, detours and vanished copies become evidence.
 pub struct SecureNode {
-    chord: ChordNode,
-    ctx: OverlayContext,
+    pub(super) chord: ChordNode,
+    pub(super) ctx: OverlayContext,
     role: Role,
     layer: Layer,
     routing: Routing,
@@ -245,10 +282,17 @@ pub struct SecureNode {
     calls: Vec<OutCall>,
     held: Vec<Held>,
     collecting: Vec<Collection>,
+    /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
     seen: VecDeque<(NodeId, u64, u8, u64)>,
+    /// The same keys, for constant-time duplicate checks.
+    seen_set: HashSet<(NodeId, u64, u8)>,
     cache: ContactCache,
+    pub(super) dialogs: Dialogs,
+    pub(super) dialog_refused: u64,
+    pub(super) validator: Option<Arc<dyn RecordValidator>>,
+    pub(super) record_ops: Vec<RecordOp>,
     out: VecDeque<Transmit>,
-    events: VecDeque<SecureEvent>,
+    pub(super) events: VecDeque<SecureEvent>,
     next_id: u64,
     rng: Xoshiro256PlusPlus,
 }
@@ -287,7 +331,12 @@ impl SecureNode {
             held: Vec::new(),
             collecting: Vec::new(),
             seen: VecDeque::new(),
+            seen_set: HashSet::new(),
             cache,
+            dialogs: Dialogs::default(),
+            dialog_refused: 0,
+            validator: None,
+            record_ops: Vec::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
@@ -320,18 +369,47 @@ impl SecureNode {
         self.cache.len()
     }
 
+    /// The contact cache, to persist its entries ([`ContactCache::entries`]).
+    pub fn contact_cache(&self) -> &ContactCache {
+        &self.cache
+    }
+
+    /// The contact cache, to put persisted entries back at start-up
+    /// ([`ContactCache::restore`]).
+    pub fn contact_cache_mut(&mut self) -> &mut ContactCache {
+        &mut self.cache
+    }
+
+    /// Requests this CSP holds while its PingRequest copies are out: handle, the request,
+    /// and when the CSP gives up on it.
+    pub fn held_requests(&self) -> impl Iterator<Item = (u64, &CallRequest, Time)> + '_ {
+        self.held.iter().map(|h| (h.handle, &h.request, h.deadline))
+    }
+
+    /// Replace the overlay context: a new directory of CSPs/CSPGs, their addresses, or
+    /// newly learned keys (a running peer gets these from E&A after it started). The layer
+    /// stays the one this peer was created in.
+    pub fn set_context(&mut self, ctx: OverlayContext) {
+        self.ctx = ctx;
+    }
+
+    /// The overlay context in use.
+    pub fn context(&self) -> &OverlayContext {
+        &self.ctx
+    }
+
     /// Replace the set of peers the SOS distrusts (routing avoids them).
     pub fn set_distrusted(&mut self, distrusted: Arc<BTreeSet<NodeId>>) {
         self.distrusted = distrusted;
     }
 
-    fn id(&mut self) -> u64 {
+    pub(super) fn id(&mut self) -> u64 {
         let i = self.next_id;
         self.next_id += 1;
         i
     }
 
-    fn unix_ms(&self, now: Time) -> u64 {
+    pub(super) fn unix_ms(&self, now: Time) -> u64 {
         self.unix_offset_ms + now.as_micros() / 1000
     }
 
@@ -344,7 +422,7 @@ impl SecureNode {
             .unwrap_or(Contact::id_only(id))
     }
 
-    fn send(&mut self, to: Contact, msg: Message) {
+    pub(super) fn send(&mut self, to: Contact, msg: Message) {
         self.out.push_back(Transmit { to, msg });
     }
 
@@ -461,6 +539,9 @@ impl SecureNode {
             return;
         }
         self.cache.insert(now, callee);
+        let me = self.chord.id();
+        self.dialogs
+            .insert(me, call, callee, self.ctx.cfg.max_dialogs);
         self.events.push_back(SecureEvent::CallRinging {
             call,
             callee: c.callee,
@@ -715,9 +796,28 @@ impl SecureNode {
             });
             return;
         }
+        // Every hop, not only the target, remembers the copies it has handled: a copy seen
+        // twice is a replay by the peer that sent it now (an honest hop that forwarded the
+        // first one is not blamed for someone else's duplicate).
+        let key = (body.csp.id, body.nonce, body.copy);
+        if self.seen_set.contains(&key) {
+            self.events.push_back(SecureEvent::Report {
+                subject: from.id,
+                outcome: Outcome::Replayed,
+            });
+            return;
+        }
+        if self.seen.len() >= self.ctx.cfg.max_pending
+            && let Some(old) = self.seen.pop_front()
+        {
+            self.seen_set.remove(&(old.0, old.1, old.2));
+        }
+        self.seen
+            .push_back((key.0, key.1, key.2, body.timestamp_ms));
+        self.seen_set.insert(key);
         let me = self.chord.id();
         if body.target == me {
-            self.collect(now, from, ping);
+            self.collect(now, ping);
             return;
         }
         if ping.hops.iter().any(|h| h.hop == me) {
@@ -771,24 +871,8 @@ impl SecureNode {
 
     // ---- target ----
 
-    fn collect(&mut self, now: Time, from: Contact, ping: PingRequest) {
+    fn collect(&mut self, now: Time, ping: PingRequest) {
         let b = &ping.body;
-        let key = (b.csp.id, b.nonce, b.copy, 0u64);
-        if self
-            .seen
-            .iter()
-            .any(|s| (s.0, s.1, s.2) == (key.0, key.1, key.2))
-        {
-            self.events.push_back(SecureEvent::Report {
-                subject: from.id,
-                outcome: Outcome::Replayed,
-            });
-            return;
-        }
-        if self.seen.len() >= self.ctx.cfg.max_pending {
-            self.seen.pop_front();
-        }
-        self.seen.push_back((key.0, key.1, key.2, b.timestamp_ms));
         let mut route: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
         route.push(self.chord.id());
         // A detour shows in the signed path: every hop must bring the copy closer.
@@ -904,8 +988,15 @@ impl SecureNode {
                 route,
             },
         );
+        self.dialogs.insert(
+            request.caller.id,
+            request.call,
+            request.caller,
+            self.ctx.cfg.max_dialogs,
+        );
         self.events.push_back(SecureEvent::IncomingCall {
             caller: request.caller,
+            call: request.call,
             invite: request.invite,
         });
     }
@@ -961,13 +1052,30 @@ impl SecureNode {
                 route,
             } => self.on_ringing(now, from, call, callee, digest, route),
             Message::PlainInvite(inv) => self.forward_plain(now, inv),
+            Message::Dialog { caller, call, body } => self.on_dialog(from, caller, call, body),
+            msg @ (Message::Put { .. }
+            | Message::PutReply { .. }
+            | Message::Get { .. }
+            | Message::GetReply { .. }) => self.handle_record_message(now, from, msg),
             other => self.chord.handle_message(now, from, other),
+        }
+        self.pump_chord_events(now);
+    }
+
+    /// Move the Chord layer's events to ours, taking the lookups of record operations.
+    pub(super) fn pump_chord_events(&mut self, now: Time) {
+        while let Some(ev) = self.chord.poll_event() {
+            if let Some(ev) = self.record_lookup_event(now, ev) {
+                self.events.push_back(SecureEvent::Chord(ev));
+            }
         }
     }
 
     /// Run timers due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         self.chord.handle_timeout(now);
+        self.pump_chord_events(now);
+        self.expire_record_ops(now);
         // Collections whose window closed: ask the SOS; SOS answers that never came: fall back.
         let mut i = 0;
         while i < self.collecting.len() {
@@ -1029,7 +1137,9 @@ impl SecureNode {
             .front()
             .is_some_and(|s| ts_now.saturating_sub(s.3) > window)
         {
-            self.seen.pop_front();
+            if let Some(old) = self.seen.pop_front() {
+                self.seen_set.remove(&(old.0, old.1, old.2));
+            }
         }
     }
 
@@ -1042,6 +1152,8 @@ impl SecureNode {
     /// Next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SecureEvent> {
+        // Chord events are moved over after every input; this catches events from direct
+        // use of `chord_mut()` (record lookups only start from our own inputs).
         self.events
             .pop_front()
             .or_else(|| self.chord.poll_event().map(SecureEvent::Chord))
@@ -1060,6 +1172,7 @@ impl SecureNode {
                     .map(|h| h.fetched.as_ref().map_or(h.deadline, |(_, t)| *t)),
             )
             .chain(self.calls.iter().map(|c| c.deadline))
+            .chain(self.record_ops.iter().map(|o| o.deadline))
             .min();
         match (self.chord.poll_timeout(), mine) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -4,6 +4,7 @@ pub(crate) mod ctl;
 pub(crate) mod demo;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
+pub(crate) mod ice;
 pub(crate) mod locality_sim;
 pub(crate) mod peer;
 pub(crate) mod sim;

@@ -1,0 +1,200 @@
+//! The keys of the secure layer are the keys of the E&A certificates.
+//!
+//! A peer signs PingRequests and hop records with the private key of its own certificate
+//! ([`CertSigner`]), and checks other peers' signatures with the public keys of their
+//! certificates ([`KeyBook`]). Keys enter the book only from certificates that passed the
+//! E&A chain and CRL check ([`crate::Trust::verify`]), so a Node-ID's key is the one E&A
+//! bound to it. Ed25519 and ECDSA P-256 certificate keys are supported.
+
+use crate::tls::{Identity, Refusal, Trust};
+use overlay::NodeId;
+use overlay::secure::{SigVerifier, Signer};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, UnparsedPublicKey,
+};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// Why a key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The private key is neither an Ed25519 nor an ECDSA P-256 PKCS#8 key.
+    #[error("the certificate key is neither Ed25519 nor ECDSA P-256 PKCS#8")]
+    UnsupportedKey,
+    /// A certificate could not be parsed.
+    #[error("malformed certificate: {0}")]
+    Certificate(String),
+    /// A certificate did not pass the E&A check.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// Which signature algorithm a key uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlg {
+    /// Ed25519 (32-byte public key).
+    Ed25519,
+    /// ECDSA P-256 with SHA-256, fixed-size r‖s signatures (65-byte SEC1 public key).
+    EcdsaP256,
+}
+
+impl KeyAlg {
+    /// The matching SOS report algorithm.
+    pub fn sos(self) -> sos::Algorithm {
+        match self {
+            KeyAlg::Ed25519 => sos::Algorithm::Ed25519,
+            KeyAlg::EcdsaP256 => sos::Algorithm::EcdsaP256Sha256,
+        }
+    }
+}
+
+enum PrivKey {
+    Ed25519(Ed25519KeyPair),
+    Ecdsa(EcdsaKeyPair),
+}
+
+/// Signs with the private key of this peer's E&A certificate.
+pub struct CertSigner {
+    key: PrivKey,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for CertSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSigner")
+            .field("alg", &self.alg())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertSigner {
+    /// From a PKCS#8 document (Ed25519 or ECDSA P-256).
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let rng = SystemRandom::new();
+        let key = if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8) {
+            PrivKey::Ed25519(k)
+        } else if let Ok(k) =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+        {
+            PrivKey::Ecdsa(k)
+        } else {
+            return Err(KeyError::UnsupportedKey);
+        };
+        Ok(CertSigner { key, rng })
+    }
+
+    /// The key of `identity`.
+    pub fn from_identity(identity: &Identity) -> Result<Self, KeyError> {
+        Self::from_pkcs8(identity.key_der())
+    }
+
+    /// Its algorithm.
+    pub fn alg(&self) -> KeyAlg {
+        match self.key {
+            PrivKey::Ed25519(_) => KeyAlg::Ed25519,
+            PrivKey::Ecdsa(_) => KeyAlg::EcdsaP256,
+        }
+    }
+}
+
+impl Signer for CertSigner {
+    fn sign(&self, data: &[u8]) -> Vec<u8> {
+        match &self.key {
+            PrivKey::Ed25519(k) => k.sign(data).as_ref().to_vec(),
+            // Only fails if the system RNG fails; an empty signature then fails verification.
+            PrivKey::Ecdsa(k) => k
+                .sign(&self.rng, data)
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The raw public key and algorithm of a certificate (no chain check: see
+/// [`KeyBook::insert_verified`]).
+pub fn cert_public_key(der: &[u8]) -> Result<(KeyAlg, Vec<u8>), KeyError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| KeyError::Certificate(e.to_string()))?;
+    let raw = cert.public_key().subject_public_key.data.to_vec();
+    match raw.len() {
+        32 => Ok((KeyAlg::Ed25519, raw)),
+        65 if raw[0] == 4 => Ok((KeyAlg::EcdsaP256, raw)),
+        _ => Err(KeyError::UnsupportedKey),
+    }
+}
+
+/// Public keys of peers, learned from their verified E&A certificates; the secure layer's
+/// signature verifier. Shared (`Arc`) and growable while peers run.
+#[derive(Debug, Default)]
+pub struct KeyBook {
+    keys: RwLock<BTreeMap<NodeId, (KeyAlg, Vec<u8>)>>,
+}
+
+impl KeyBook {
+    /// An empty book.
+    pub fn new() -> Arc<Self> {
+        Arc::new(KeyBook::default())
+    }
+
+    /// Check `chain` (end entity first) against E&A and the CRL, then record its key under
+    /// the Node-ID it binds. Returns what the certificate binds.
+    pub fn insert_verified(
+        &self,
+        trust: &Trust,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<enroll::PeerIdentity, KeyError> {
+        let (ee, rest) = chain
+            .split_first()
+            .ok_or_else(|| KeyError::Certificate("empty chain".into()))?;
+        let id = trust.verify(ee, rest, UnixTime::now())?;
+        let (alg, key) = cert_public_key(ee)?;
+        if let Ok(mut g) = self.keys.write() {
+            g.insert(id.node_id, (alg, key));
+        }
+        Ok(id)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.read().map(|g| g.len()).unwrap_or(0)
+    }
+
+    /// No keys?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The book as SOS reporter-registry entries (the SOS checks evidence with the same
+    /// certificate keys).
+    pub fn registry_entries(&self) -> Vec<sos::RegistryEntry> {
+        let Ok(g) = self.keys.read() else {
+            return Vec::new();
+        };
+        g.iter()
+            .map(|(id, (alg, key))| sos::RegistryEntry {
+                peer: sos::PeerId(id.0),
+                algorithm: alg.sos(),
+                public_key: sos::hex_encode(key),
+            })
+            .collect()
+    }
+}
+
+impl SigVerifier for KeyBook {
+    fn verify(&self, signer: NodeId, data: &[u8], sig: &[u8]) -> bool {
+        let Ok(g) = self.keys.read() else {
+            return false;
+        };
+        let Some((alg, key)) = g.get(&signer) else {
+            return false;
+        };
+        let alg: &dyn ring::signature::VerificationAlgorithm = match alg {
+            KeyAlg::Ed25519 => &ED25519,
+            KeyAlg::EcdsaP256 => &ECDSA_P256_SHA256_FIXED,
+        };
+        UnparsedPublicKey::new(alg, key).verify(data, sig).is_ok()
+    }
+}

@@ -1,0 +1,629 @@
+//! The secure overlay node ([`SecureNode`]) on the runtime: the [`Core`] implementation, the
+//! membership a real peer builds its overlay context from, and the link to the SOS.
+//!
+//! **Membership.** A peer needs the layer arcs (from `node.json`), the directory of CSPs
+//! and CSPGs per layer with their addresses, and the public keys of the peers whose
+//! signatures it checks. All of it comes from E&A certificates: a [`Membership`] is built
+//! from certificate chains (each checked against the E&A CA and the CRL, see
+//! [`KeyBook::insert_verified`]), so the role and layer of a CSP or CSPG are the ones its
+//! certificate binds, and a key is the one E&A bound to the Node-ID. Addresses are claims;
+//! dialling a wrong one fails the TLS Node-ID check. The membership travels as a
+//! [`DirectoryFile`] (JSON: certificate chains and addresses).
+//!
+//! **SOS.** [`run_events`] consumes the node's events off the loop task: on
+//! [`SecureEvent::RankRoutes`] it asks the SOS over HTTP ([`sos::SosClient`]) in a separate
+//! task and feeds the answer back with [`SecureNode::handle_ranking`] (the node falls back
+//! to the shortest route after its own SOS timeout); [`SecureEvent::Report`] evidence is
+//! signed with the certificate key ([`sos::ReportSigner`]) and posted. Both are bounded:
+//! at most a few HTTP requests per peer in flight, the rest dropped and counted.
+
+use crate::keys::{CertSigner, KeyBook, KeyError};
+use crate::runtime::{Core, Handle, NetError, Peer};
+use crate::tls::{Identity, Trust};
+use overlay::secure::{
+    CallFailure, Directory, Layer as OLayer, LayerArcs, OverlayContext, Role as ORole, Routing,
+    SecureConfig, SecureEvent, SecureNode,
+};
+use overlay::{ChordConfig, ChordNode, Contact, Message, NodeId, Time, Transmit};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+impl Core for SecureNode {
+    type Event = SecureEvent;
+
+    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
+        // Only a CSP or CSPG certificate may hand a request to its callee.
+        if matches!(msg, Message::Deliver { .. })
+            && !matches!(from.role, enroll::Role::Csp | enroll::Role::Cspg)
+        {
+            warn!(peer = %from.contact.id, role = %from.role, "deliver from a non-CSP refused");
+            return;
+        }
+        SecureNode::handle_message(self, now, from.contact, msg);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        SecureNode::handle_timeout(self, now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        SecureNode::poll_transmit(self)
+    }
+
+    fn poll_event(&mut self) -> Option<SecureEvent> {
+        SecureNode::poll_event(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        SecureNode::poll_timeout(self)
+    }
+
+    fn leave(&mut self, now: Time) {
+        self.chord_mut().leave(now);
+    }
+
+    fn request_token(event: &SecureEvent) -> Option<u64> {
+        match event {
+            SecureEvent::CallRinging { call, .. } | SecureEvent::CallFailed { call, .. } => {
+                Some(*call)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A core that is, or wraps, a [`SecureNode`]: what [`run_events`] and
+/// [`Handle::place_call`] drive.
+pub trait SecureCore: Core<Event = SecureEvent> {
+    /// The secure node.
+    fn node(&mut self) -> &mut SecureNode;
+}
+
+impl SecureCore for SecureNode {
+    fn node(&mut self) -> &mut SecureNode {
+        self
+    }
+}
+
+/// Message kinds received per peer, shared by the [`Instrumented`] peers of one process
+/// (bounded: peers × message kinds).
+#[derive(Debug, Default)]
+pub struct KindLog(std::sync::Mutex<std::collections::BTreeMap<(NodeId, &'static str), u64>>);
+
+impl KindLog {
+    fn add(&self, peer: NodeId, kind: &'static str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g.entry((peer, kind)).or_default() += 1;
+        }
+    }
+
+    /// How many `kind` messages `peer` received.
+    pub fn count(&self, peer: NodeId, kind: &str) -> u64 {
+        self.0
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter(|((p, k), _)| *p == peer && *k == kind)
+                    .map(|(_, n)| *n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Every peer that received a `kind` message.
+    pub fn receivers(&self, kind: &str) -> Vec<NodeId> {
+        self.0
+            .lock()
+            .map(|g| {
+                g.keys()
+                    .filter(|(_, k)| *k == kind)
+                    .map(|(p, _)| *p)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forget everything.
+    pub fn clear(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            g.clear();
+        }
+    }
+}
+
+/// A secure node with instruments for demonstrations and tests: it logs the kinds of
+/// messages it receives (to show who saw an INVITE), and it can play the paper's malicious
+/// peer, which silently drops the PingRequests and plain-Chord INVITEs it should forward.
+pub struct Instrumented {
+    /// The node.
+    pub node: SecureNode,
+    /// Drop what it forwards (malicious).
+    pub drop_forwarded: bool,
+    /// Where received kinds are logged.
+    pub log: Arc<KindLog>,
+}
+
+impl Core for Instrumented {
+    type Event = SecureEvent;
+
+    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
+        self.log.add(self.node.chord().id(), msg.name());
+        Core::handle_message(&mut self.node, now, from, msg);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        self.node.handle_timeout(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        let me = self.node.chord().id();
+        loop {
+            let t = self.node.poll_transmit()?;
+            let forwarded = match &t.msg {
+                Message::PingRequest(p) => p.hops.last().is_some_and(|h| h.hop == me),
+                Message::PlainInvite(inv) => inv.path.len() > 1 && inv.path.last() == Some(&me),
+                _ => false,
+            };
+            if !(self.drop_forwarded && forwarded) {
+                return Some(t);
+            }
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<SecureEvent> {
+        self.node.poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        self.node.poll_timeout()
+    }
+
+    fn leave(&mut self, now: Time) {
+        self.node.chord_mut().leave(now);
+    }
+
+    fn request_token(event: &SecureEvent) -> Option<u64> {
+        <SecureNode as Core>::request_token(event)
+    }
+}
+
+impl SecureCore for Instrumented {
+    fn node(&mut self) -> &mut SecureNode {
+        &mut self.node
+    }
+}
+
+/// The overlay role of an E&A certificate role.
+pub fn overlay_role(r: enroll::Role) -> ORole {
+    match r {
+        enroll::Role::Peer => ORole::Peer,
+        enroll::Role::Csp => ORole::Csp,
+        enroll::Role::Cspg => ORole::Cspg,
+    }
+}
+
+/// One member as published: its certificate chain (PEM, end entity first) and where it
+/// listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    /// Overlay listen address (needed for CSPs and CSPGs).
+    pub addr: Option<SocketAddr>,
+    /// Certificate chain, PEM.
+    pub chain: String,
+}
+
+/// The published membership: what E&A (or the operator) hands to every peer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryFile {
+    /// The members.
+    pub members: Vec<MemberEntry>,
+}
+
+/// Why a membership could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// A certificate chain is not PEM.
+    #[error("member {index}: bad PEM: {reason}")]
+    Pem {
+        /// Position in the list.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate failed the E&A check (listed in [`Membership::refused`]).
+    #[error(transparent)]
+    Refused(KeyError),
+    /// The certificate's layer is not the layer whose arc holds its Node-ID.
+    #[error("node {node}: certificate says layer {cert} but its ID lies in layer {arc}")]
+    LayerMismatch {
+        /// The node.
+        node: NodeId,
+        /// Layer in the certificate.
+        cert: u8,
+        /// Layer of the arc.
+        arc: u8,
+    },
+}
+
+/// What a peer knows about the overlay's members: the CSP/CSPG directory with addresses and
+/// the verified keys of everyone listed.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    /// Layer arcs.
+    pub arcs: LayerArcs,
+    /// CSPs and CSPGs per layer.
+    pub directory: Directory,
+    /// Contacts of the CSPs and CSPGs.
+    pub infrastructure: Vec<Contact>,
+    /// Verified public keys.
+    pub keys: Arc<KeyBook>,
+    /// Members refused (bad chain, revoked, …), with the reason; logged, not fatal.
+    pub refused: Vec<(usize, String)>,
+}
+
+impl Membership {
+    /// An empty membership over `arcs` (add members with [`add`](Self::add)).
+    pub fn new(arcs: LayerArcs) -> Self {
+        Membership {
+            arcs,
+            directory: Directory::default(),
+            infrastructure: Vec::new(),
+            keys: KeyBook::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Check and add one member (chain end entity first).
+    pub fn add(
+        &mut self,
+        trust: &Trust,
+        chain: &[CertificateDer<'_>],
+        addr: Option<SocketAddr>,
+    ) -> Result<NodeId, MembershipError> {
+        let id = match self.keys.insert_verified(trust, chain) {
+            Ok(id) => id,
+            Err(e) => {
+                let idx = self.refused.len();
+                warn!("member refused: {e}");
+                self.refused.push((idx, e.to_string()));
+                return Err(MembershipError::Refused(e));
+            }
+        };
+        let arc_layer = self.arcs.layer_of(id.node_id);
+        if arc_layer.0 != id.layer.get() {
+            return Err(MembershipError::LayerMismatch {
+                node: id.node_id,
+                cert: id.layer.get(),
+                arc: arc_layer.0,
+            });
+        }
+        let l = arc_layer.index();
+        match id.role {
+            enroll::Role::Peer => {}
+            enroll::Role::Csp => {
+                if !self.directory.csps[l].contains(&id.node_id) {
+                    self.directory.csps[l].push(id.node_id);
+                    self.directory.csps[l].sort();
+                }
+            }
+            enroll::Role::Cspg => {
+                if !self.directory.cspgs[l].contains(&id.node_id) {
+                    self.directory.cspgs[l].push(id.node_id);
+                }
+            }
+        }
+        if id.role != enroll::Role::Peer {
+            self.infrastructure.retain(|c| c.id != id.node_id);
+            self.infrastructure.push(Contact {
+                id: id.node_id,
+                addr,
+            });
+        }
+        Ok(id.node_id)
+    }
+
+    /// Build from a published directory file; members that fail the check are skipped and
+    /// listed in [`refused`](Self::refused).
+    pub fn from_file(
+        trust: &Trust,
+        arcs: LayerArcs,
+        file: &DirectoryFile,
+    ) -> Result<Self, MembershipError> {
+        let mut m = Membership::new(arcs);
+        for (index, e) in file.members.iter().enumerate() {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(e.chain.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| MembershipError::Pem {
+                        index,
+                        reason: err.to_string(),
+                    })?;
+            match m.add(trust, &chain, e.addr) {
+                Ok(_) | Err(MembershipError::Refused(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(m)
+    }
+
+    /// The overlay context for the peers of this membership.
+    pub fn context(&self, cfg: Arc<SecureConfig>) -> OverlayContext {
+        OverlayContext {
+            cfg,
+            arcs: self.arcs,
+            directory: Arc::new(self.directory.clone()),
+            infrastructure: Arc::new(self.infrastructure.clone()),
+            verifier: self.keys.clone(),
+        }
+    }
+}
+
+/// Build this peer's secure node: Chord for its layer, role from its certificate, signing
+/// with its certificate key.
+pub fn secure_node(
+    identity: &Identity,
+    me: Contact,
+    chord: Arc<ChordConfig>,
+    ctx: OverlayContext,
+    routing: Routing,
+    seed: [u8; 32],
+) -> Result<SecureNode, KeyError> {
+    let signer = CertSigner::from_identity(identity)?;
+    let chord = ChordNode::new(chord, me, seed);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(SecureNode::new(
+        chord,
+        ctx,
+        overlay_role(identity.binding.role),
+        routing,
+        Box::new(signer),
+        unix_ms,
+        seed,
+    ))
+}
+
+/// The layer of a certificate, as the overlay numbers it.
+pub fn overlay_layer(l: enroll::Layer) -> OLayer {
+    OLayer(l.get())
+}
+
+/// Counters of the SOS link.
+#[derive(Debug, Default)]
+pub struct SosCounters {
+    /// Rankings answered by the SOS.
+    pub rank_ok: AtomicU64,
+    /// Rankings that failed (the node took the shortest route).
+    pub rank_failed: AtomicU64,
+    /// Reports accepted by the SOS.
+    pub reports_ok: AtomicU64,
+    /// Reports refused or not delivered.
+    pub reports_failed: AtomicU64,
+    /// Reports dropped because too many were in flight.
+    pub reports_dropped: AtomicU64,
+}
+
+/// A peer's connection to the SOS: the HTTP client, its certificate key for reports, and a
+/// bound on requests in flight.
+#[derive(Clone)]
+pub struct SosLink {
+    client: sos::SosClient,
+    signer: Arc<sos::ReportSigner>,
+    rank_slots: Arc<Semaphore>,
+    report_slots: Arc<Semaphore>,
+    /// Counters (shareable between peers).
+    pub counters: Arc<SosCounters>,
+}
+
+impl std::fmt::Debug for SosLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SosLink").finish_non_exhaustive()
+    }
+}
+
+impl SosLink {
+    /// A link for `identity` to the SOS behind `client` (clone one client to share its
+    /// connection pool among peers in one process).
+    pub fn new(
+        client: sos::SosClient,
+        identity: &Identity,
+        counters: Arc<SosCounters>,
+    ) -> Result<Self, KeyError> {
+        let alg = CertSigner::from_identity(identity)?.alg();
+        let signer = sos::ReportSigner::from_pkcs8(
+            sos::PeerId(identity.node_id.0),
+            alg.sos(),
+            identity.key_der(),
+        )
+        .map_err(|_| KeyError::UnsupportedKey)?;
+        Ok(SosLink {
+            client,
+            signer: Arc::new(signer),
+            rank_slots: Arc::new(Semaphore::new(16)),
+            report_slots: Arc::new(Semaphore::new(32)),
+            counters,
+        })
+    }
+
+    fn rank<C: SecureCore>(&self, h: &Handle<C>, query: u64, routes: Vec<Vec<NodeId>>) {
+        let Ok(permit) = self.rank_slots.clone().try_acquire_owned() else {
+            // The node falls back to the shortest route after its SOS timeout.
+            self.counters.rank_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (client, h, counters) = (self.client.clone(), h.clone(), self.counters.clone());
+        tokio::spawn(async move {
+            let ids: Vec<Vec<sos::PeerId>> = routes
+                .iter()
+                .map(|r| r.iter().map(|n| sos::PeerId(n.0)).collect())
+                .collect();
+            let best = match client.rank(ids.clone()).await {
+                Ok(r) => {
+                    counters.rank_ok.fetch_add(1, Ordering::Relaxed);
+                    r.ranked
+                        .first()
+                        .and_then(|best| ids.iter().position(|r| *r == best.route))
+                }
+                Err(e) => {
+                    counters.rank_failed.fetch_add(1, Ordering::Relaxed);
+                    debug!("SOS ranking failed: {e}");
+                    None
+                }
+            };
+            drop(permit);
+            let _ = h
+                .call(move |n, now| n.node().handle_ranking(now, query, best))
+                .await;
+        });
+    }
+
+    fn report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
+        if subject == me {
+            return;
+        }
+        let Ok(permit) = self.report_slots.clone().try_acquire_owned() else {
+            self.counters
+                .reports_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let (client, signer, counters) = (
+            self.client.clone(),
+            self.signer.clone(),
+            self.counters.clone(),
+        );
+        tokio::spawn(async move {
+            let mut nonce = [0u8; 16];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+            let body = sos::ReportBody {
+                reporter: sos::PeerId(me.0),
+                subject: sos::PeerId(subject.0),
+                outcome: sos_outcome(outcome),
+                route: Vec::new(),
+                timestamp_ms: unix_ms(),
+                nonce,
+            };
+            let ok = match signer.sign(body) {
+                Ok(r) => client.post_report(&r).await.is_ok(),
+                Err(_) => false,
+            };
+            let c = if ok {
+                &counters.reports_ok
+            } else {
+                &counters.reports_failed
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn sos_outcome(o: overlay::secure::Outcome) -> sos::Outcome {
+    use overlay::secure::Outcome as O;
+    match o {
+        O::Delivered => sos::Outcome::Delivered,
+        O::Dropped => sos::Outcome::Dropped,
+        O::Modified => sos::Outcome::Modified,
+        O::Misrouted => sos::Outcome::Misrouted,
+        O::Replayed => sos::Outcome::Replayed,
+    }
+}
+
+/// Consume a secure peer's events until the runtime stops: SOS rankings and reports through
+/// `sos` (without one, rankings are answered "unranked" at once: shortest route), everything
+/// else to `app` (dropped when `app` is full or closed).
+pub async fn run_events<C: SecureCore>(
+    h: Handle<C>,
+    mut events: mpsc::Receiver<SecureEvent>,
+    sos: Option<SosLink>,
+    app: Option<mpsc::Sender<SecureEvent>>,
+) {
+    let me = h.contact().id;
+    while let Some(ev) = events.recv().await {
+        match ev {
+            SecureEvent::RankRoutes { query, routes } => match &sos {
+                Some(s) => s.rank(&h, query, routes),
+                None => {
+                    let h = h.clone();
+                    tokio::spawn(async move {
+                        let _ = h
+                            .call(move |n, now| n.node().handle_ranking(now, query, None))
+                            .await;
+                    });
+                }
+            },
+            SecureEvent::Report { subject, outcome } => {
+                if let Some(s) = &sos {
+                    s.report(me, subject, outcome);
+                }
+            }
+            other => {
+                if let Some(a) = &app {
+                    let _ = a.try_send(other);
+                }
+            }
+        }
+    }
+}
+
+/// A call through the runtime: what came back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallOutcome {
+    /// 180 Ringing received.
+    Ringing {
+        /// INVITE sent → Ringing received, as the node measured it (RFC 6076 SRD).
+        srd: Duration,
+        /// The route the request took (hops then callee).
+        route: Vec<NodeId>,
+        /// Served from the contact cache.
+        cached: bool,
+    },
+    /// The call failed.
+    Failed(CallFailure),
+}
+
+impl<C: SecureCore> Handle<C> {
+    /// Place a call to `callee` carrying `invite` (the SIP INVITE text) and wait for Ringing
+    /// or failure.
+    pub async fn place_call(
+        &self,
+        callee: NodeId,
+        invite: Vec<u8>,
+    ) -> Result<CallOutcome, NetError> {
+        match self
+            .request(move |n, now| n.node().call(now, callee, invite))
+            .await?
+        {
+            SecureEvent::CallRinging {
+                setup,
+                route,
+                cached,
+                ..
+            } => Ok(CallOutcome::Ringing {
+                srd: setup,
+                route,
+                cached,
+            }),
+            SecureEvent::CallFailed { reason, .. } => Ok(CallOutcome::Failed(reason)),
+            _ => Ok(CallOutcome::Failed(CallFailure::TimedOut)),
+        }
+    }
+}

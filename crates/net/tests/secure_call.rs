@@ -1,0 +1,263 @@
+//! The secure call flow on real TLS peers in one process: certificates with Ed25519 keys
+//! from a test E&A CA, the membership built from those certificates (roles, layers, keys),
+//! a real SOS over HTTP ranking the routes and taking signed reports. A call rings; the
+//! peers that carried PingRequest copies never saw the INVITE; a peer that drops what it
+//! forwards is survived.
+#![allow(clippy::unwrap_used)]
+
+use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
+use enroll::{Layer, Role};
+use net::{
+    CallOutcome, CrlStore, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
+    PeerRuntime, RevocationPolicy, SosCounters, SosLink, Trust,
+};
+use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
+use overlay::{ChordConfig, Contact, IdSpace, NodeId};
+use rustls::pki_types::CertificateDer;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const IDS: [u128; 12] = [100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650];
+const CSP: u128 = 150;
+const CSPG: u128 = 100;
+
+fn now_unix() -> i64 {
+    enroll::server::unix_now()
+}
+
+struct Member {
+    identity: Identity,
+    chain: Vec<CertificateDer<'static>>,
+}
+
+fn issue(ca: &Ca, id: u128) -> Member {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let csr = Csr::from_pem(&csr_for_key(&key).unwrap()).unwrap();
+    let role = match id {
+        CSP => Role::Csp,
+        CSPG => Role::Cspg,
+        _ => Role::Peer,
+    };
+    let t = now_unix();
+    let mut serial = [0u8; 16];
+    serial[..16].copy_from_slice(&id.to_be_bytes());
+    serial[0] = 0x11;
+    let der = ca
+        .issue(
+            &csr,
+            &Binding {
+                node_id: NodeId(id),
+                layer: Layer::TWO,
+                role,
+            },
+            serial,
+            t - 60,
+            t + 3600,
+        )
+        .unwrap();
+    let chain_pem = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
+    let identity = Identity::from_pem(&chain_pem, &key.serialize_pem()).unwrap();
+    Member {
+        chain: identity.chain.clone(),
+        identity,
+    }
+}
+
+fn trust(ca: &Ca) -> Trust {
+    let t = now_unix();
+    let crls = CrlStore::new();
+    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
+    Trust {
+        ca: ca.cert_der().clone(),
+        crls,
+        policy: RevocationPolicy::RequireCrl,
+    }
+}
+
+fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
+    let mut c = ChordConfig::new(space);
+    c.successors = 3;
+    c.successor_shortcut = true;
+    c.stabilize_every = Duration::from_millis(100);
+    c.fix_fingers_every = Duration::from_millis(30);
+    c.check_predecessor_every = Duration::from_millis(200);
+    c.ring_check_every = Duration::from_secs(1);
+    c.rpc_timeout = Duration::from_millis(300);
+    c.lookup_timeout = Duration::from_secs(1);
+    Arc::new(c)
+}
+
+async fn converged(handles: &[Handle<Instrumented>]) -> bool {
+    let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
+    ids.sort();
+    for h in handles {
+        let me = h.contact().id;
+        let pos = ids.iter().position(|i| *i == me).unwrap();
+        let want = ids[(pos + 1) % ids.len()];
+        let succ = h
+            .call(|n, _| n.node.chord().successor().map(|c| c.id))
+            .await
+            .unwrap();
+        if succ != Some(want) {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    let space = IdSpace::new(10).unwrap();
+    // One layer holds everyone: [1, 1000) is layer 2.
+    let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+    let members: Vec<Member> = IDS.iter().map(|i| issue(&ca, *i)).collect();
+
+    // Membership from the certificates alone (addresses come once the peers listen).
+    let mut membership = Membership::new(arcs);
+    for m in &members {
+        membership.add(&tr, &m.chain, None).unwrap();
+    }
+    assert_eq!(membership.directory.csps[1], vec![NodeId(CSP)]);
+    assert_eq!(membership.directory.cspgs[1], vec![NodeId(CSPG)]);
+    // A certificate from another CA is refused.
+    let other = Ca::generate("other", now_unix(), 1).unwrap();
+    assert!(
+        membership
+            .add(&tr, &issue(&other, 700).chain, None)
+            .is_err()
+    );
+
+    // The SOS checks reports with the same certificate keys.
+    let db = tempfile::tempdir().unwrap();
+    let registry = sos::KeyRegistry::from_entries(membership.keys.registry_entries()).unwrap();
+    let sos_srv = sos::RunningServer::start(
+        sos::ServerConfig::new(db.path().join("sos.sqlite3"), Arc::new(registry)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client = sos::SosClient::new(&sos_srv.url()).unwrap();
+    let counters = Arc::new(SosCounters::default());
+
+    let cfg = Arc::new(SecureConfig {
+        fanout: 3,
+        first_hops: FirstHops::Diverse,
+        ..SecureConfig::default()
+    });
+    let chord = chord_config(space);
+    let log = Arc::new(KindLog::default());
+    let ctx = membership.context(cfg.clone());
+    let mut handles = Vec::new();
+    let mut first: Option<Contact> = None;
+    for m in &members {
+        let identity = m.identity.clone();
+        let net_cfg = NetConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            identity: m.identity.clone(),
+            trust: tr.clone(),
+            crl_refresh: None,
+            limits: Limits::default(),
+        };
+        let (chord, ctx, log) = (chord.clone(), ctx.clone(), log.clone());
+        let id = identity.node_id.0;
+        let rt = PeerRuntime::start(net_cfg, move |me| Instrumented {
+            node: net::secure_node(&identity, me, chord, ctx, Routing::Secure, [id as u8; 32])
+                .unwrap(),
+            drop_forwarded: false,
+            log,
+        })
+        .await
+        .unwrap();
+        let boot = first;
+        rt.handle
+            .call(move |n, now| match boot {
+                None => n.node.chord_mut().create(now),
+                Some(b) => n.node.chord_mut().join(now, b),
+            })
+            .await
+            .unwrap();
+        first.get_or_insert(rt.handle.contact());
+        let link = SosLink::new(client.clone(), &m.identity, counters.clone()).unwrap();
+        handles.push(rt.handle.clone());
+        tokio::spawn(net::run_events(
+            rt.handle.clone(),
+            rt.events,
+            Some(link),
+            None,
+        ));
+        std::mem::forget(rt.task);
+    }
+    // Now every address is known: publish the directory with the CSP/CSPG addresses.
+    let mut with_addrs = Membership::new(arcs);
+    for (m, h) in members.iter().zip(&handles) {
+        with_addrs.add(&tr, &m.chain, Some(h.local_addr())).unwrap();
+    }
+    let ctx = with_addrs.context(cfg.clone());
+    for h in &handles {
+        let ctx = ctx.clone();
+        h.call(move |n, _| n.node.set_context(ctx)).await.unwrap();
+    }
+    let t0 = Instant::now();
+    while !converged(&handles).await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "ring did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let fingers settle.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let caller = handles.iter().find(|h| h.contact().id.0 == 600).unwrap();
+    log.clear();
+    let invite = b"INVITE sip:450@p2psip.invalid SIP/2.0\r\n\r\n".to_vec();
+    let out = caller.place_call(NodeId(450), invite).await.unwrap();
+    let CallOutcome::Ringing { route, cached, .. } = out else {
+        panic!("call did not ring: {out:?}");
+    };
+    assert!(!cached);
+    assert_eq!(route.last(), Some(&NodeId(450)));
+    // Only the CSP and the callee received the request; PingRequest carriers did not.
+    for kind in ["call", "deliver"] {
+        for r in log.receivers(kind) {
+            assert!([CSP, 450].contains(&r.0), "{kind} reached {r}");
+        }
+    }
+    let carriers: Vec<NodeId> = log
+        .receivers("ping-request")
+        .into_iter()
+        .filter(|p| p.0 != 450 && p.0 != CSP)
+        .collect();
+    assert!(!carriers.is_empty(), "no intermediate peer carried a copy");
+    for c in &carriers {
+        assert_eq!(log.count(*c, "call") + log.count(*c, "deliver"), 0);
+    }
+    // The SOS ranked the routes, and the callee's signed evidence reached it.
+    let t0 = Instant::now();
+    while counters.reports_ok.load(Ordering::Relaxed) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no report accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counters.rank_ok.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.reports_failed.load(Ordering::Relaxed), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut positive = 0;
+    for c in &carriers {
+        positive += client
+            .get_opinion(sos::PeerId(c.0))
+            .await
+            .unwrap()
+            .reports
+            .positive;
+    }
+    assert!(positive > 0, "no positive evidence about the carriers");
+
+    for h in &handles {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,900 @@
+//! [`Store`]: the connection to `peer.db`, opening (pragmas, integrity, migrations),
+//! applying batches of [`Op`]s under the bounds, and the start-up snapshot.
+
+use crate::error::{OpenError, StoreError, is_corruption};
+use crate::model::{
+    CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Snapshot,
+    StoredRecord,
+};
+use crate::schema::{CURRENT_VERSION, MIGRATIONS};
+use overlay::secure::{Layer, Role};
+use overlay::{Contact, NodeId};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The database file's name inside the peer's data directory.
+pub const DB_FILE: &str = "peer.db";
+
+/// Longest accepted signature on a record, in bytes.
+pub const MAX_SIGNATURE_LEN: usize = 512;
+/// Longest accepted call-history `call_id`, in bytes.
+pub const MAX_CALL_ID_LEN: usize = 256;
+
+/// When a commit counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit, so an acknowledged write
+    /// survives `kill -9` *and* an OS crash or power loss. With batching the fsync is paid
+    /// once per batch, not per operation. The default.
+    Full,
+    /// `synchronous=NORMAL`: the WAL is fsynced only at checkpoints. An acknowledged write
+    /// survives `kill -9` (it is in the kernel's page cache) but the last commits may be
+    /// lost on power loss.
+    Normal,
+}
+
+/// Bounds and durability of the peer's database. Defaults mirror the in-memory bounds of
+/// the overlay (`SecureConfig::cache_capacity`, `ChordConfig::max_records`/`max_record_len`,
+/// `SecureConfig::max_pending`), so the database never holds more than the node could.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Contact-cache entries kept (least recently used evicted beyond).
+    pub max_contacts: usize,
+    /// Records kept (new keys refused beyond, like `ChordNode`).
+    pub max_records: usize,
+    /// One record's payload, bytes.
+    pub max_record_len: usize,
+    /// All records' payloads and signatures together, bytes.
+    pub max_record_bytes: u64,
+    /// Held CSP requests kept (new ones refused beyond).
+    pub max_pending: usize,
+    /// One held request's INVITE, bytes (the overlay's frame limit).
+    pub max_invite_len: usize,
+    /// Call-history lines kept (oldest pruned beyond).
+    pub max_calls: usize,
+    /// When a commit counts as done.
+    pub durability: Durability,
+    /// How long to wait for a lock held by another connection.
+    pub busy_timeout: Duration,
+    /// Run `PRAGMA quick_check` when opening (cheap for a peer-sized file; catches
+    /// truncation and overwritten pages before the node trusts the data).
+    pub integrity_check: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_contacts: 256,
+            max_records: 65_536,
+            max_record_len: 4096,
+            max_record_bytes: 64 << 20,
+            max_pending: 1024,
+            max_invite_len: 64 << 10,
+            max_calls: 10_000,
+            durability: Durability::Full,
+            busy_timeout: Duration::from_secs(5),
+            integrity_check: true,
+        }
+    }
+}
+
+/// What one [`Store::apply`] did besides applying.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Operations applied.
+    pub applied: u64,
+    /// Operations refused by a bound (too large, table full); nothing was written for them.
+    pub rejected: u64,
+    /// Contacts evicted (least recently used) to stay within the bound.
+    pub evicted: u64,
+    /// Call-history lines pruned (oldest first).
+    pub pruned_calls: u64,
+}
+
+/// Row counts, for tests and status output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Contact-cache entries.
+    pub contacts: u64,
+    /// Records.
+    pub records: u64,
+    /// Bytes of record payloads and signatures.
+    pub record_bytes: u64,
+    /// Held CSP requests.
+    pub pending: u64,
+    /// Call-history lines.
+    pub calls: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    contacts: u64,
+    records: u64,
+    record_bytes: u64,
+    pending: u64,
+    next_lru: i64,
+}
+
+/// An open `peer.db`. One per peer; writes normally go through a [`crate::Writer`] that
+/// owns it on a dedicated thread.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    cfg: StoreConfig,
+    counts: Counters,
+}
+
+/// A store opened by [`Store::open_or_reset`].
+pub struct Opened {
+    /// The store.
+    pub store: Store,
+    /// Where a corrupt file was moved, if one was.
+    pub moved_aside: Option<PathBuf>,
+}
+
+impl Store {
+    /// Open (creating if needed) `dir/peer.db`: WAL journal, the configured durability,
+    /// busy timeout, integrity check, migrations to the current schema.
+    pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let err = |e: rusqlite::Error| classify(&path, e);
+        let mut conn = Connection::open(&path).map_err(err)?;
+        // Call history and contacts are private: owner-only, like the key file. SQLite
+        // creates the -wal and -shm files with the database file's mode.
+        restrict_permissions(&path)?;
+        conn.busy_timeout(cfg.busy_timeout).map_err(err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::Sqlite {
+                path: path.clone(),
+                source: rusqlite::Error::InvalidParameterName(format!(
+                    "journal_mode is {mode}, WAL refused"
+                )),
+            });
+        }
+        let sync = match cfg.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+        if cfg.integrity_check {
+            let verdict: String = conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+                .map_err(err)?;
+            if verdict != "ok" {
+                return Err(OpenError::Corrupt {
+                    path,
+                    reason: format!("integrity check: {verdict}"),
+                });
+            }
+        }
+        migrate(&mut conn, &path)?;
+        let mut store = Store {
+            conn,
+            path,
+            cfg,
+            counts: Counters::default(),
+        };
+        store.recount().map_err(|e| match e {
+            StoreError::Corrupt(e) | StoreError::Sqlite(e) => classify(&store.path, e),
+            StoreError::BadRow { table, reason } => OpenError::Corrupt {
+                path: store.path.clone(),
+                reason: format!("{table}: {reason}"),
+            },
+        })?;
+        Ok(store)
+    }
+
+    /// [`Store::open`], but a corrupt file (and its `-wal`/`-shm`) is moved aside to
+    /// `peer.db.corrupt-<unix ms>` and a fresh database started; logged at `warn`. A
+    /// database from a newer schema, a foreign database and I/O errors are still refused:
+    /// they are not damage, and moving them would lose someone's data.
+    pub fn open_or_reset(dir: &Path, cfg: StoreConfig) -> Result<Opened, OpenError> {
+        match Store::open(dir, cfg.clone()) {
+            Ok(store) => Ok(Opened {
+                store,
+                moved_aside: None,
+            }),
+            Err(OpenError::Corrupt { path, reason }) => {
+                let aside = move_aside(&path, &reason)?;
+                let store = Store::open(dir, cfg)?;
+                Ok(Opened {
+                    store,
+                    moved_aside: Some(aside),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The bounds in force.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Apply `ops` in one transaction: all or nothing. Operations over a bound are skipped
+    /// and counted in the report, not errors.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<ApplyReport, StoreError> {
+        let saved = self.counts;
+        let mut report = ApplyReport::default();
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut calls_added = false;
+            for op in ops {
+                calls_added |= matches!(op, Op::AddCall(_));
+                if apply_one(&tx, &self.cfg, &mut self.counts, op)? {
+                    report.applied += 1;
+                } else {
+                    report.rejected += 1;
+                }
+            }
+            report.evicted = evict_contacts(&tx, &self.cfg, &mut self.counts)?;
+            if calls_added {
+                let keep = i64::try_from(self.cfg.max_calls).unwrap_or(i64::MAX);
+                report.pruned_calls = tx
+                    .prepare_cached(
+                        "DELETE FROM calls WHERE seq <= (SELECT MAX(seq) FROM calls) - ?1",
+                    )?
+                    .execute([keep])? as u64;
+            }
+            tx.commit()?;
+            Ok::<_, StoreError>(())
+        })();
+        if let Err(e) = result {
+            self.counts = saved; // rolled back
+            return Err(e);
+        }
+        Ok(report)
+    }
+
+    /// Read everything to warm a (re)starting node. Expired contacts, records and held
+    /// requests (as of `now_unix_ms`) are deleted first and not returned.
+    pub fn load_snapshot(&mut self, now_unix_ms: u64) -> Result<Snapshot, StoreError> {
+        let now = ms_i64(now_unix_ms);
+        {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "DELETE FROM contacts WHERE last_seen_ms + ttl_ms < ?1",
+                [now],
+            )?;
+            tx.execute(
+                "DELETE FROM records WHERE expires_ms IS NOT NULL AND expires_ms < ?1",
+                [now],
+            )?;
+            tx.execute("DELETE FROM pending WHERE deadline_ms < ?1", [now])?;
+            tx.commit()?;
+        }
+        self.recount()?;
+        Ok(Snapshot {
+            identity: self.identity()?,
+            contacts: self.contacts()?,
+            records: self.records()?,
+            pending: self.pending()?,
+            calls: self.calls()?,
+        })
+    }
+
+    /// Row counts, read from the file.
+    pub fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let one = |sql: &str| -> Result<u64, StoreError> {
+            let n: i64 = self.conn.query_row(sql, [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(StoreCounts {
+            contacts: one("SELECT COUNT(*) FROM contacts")?,
+            records: one("SELECT COUNT(*) FROM records")?,
+            record_bytes: one("SELECT COALESCE(SUM(size), 0) FROM records")?,
+            pending: one("SELECT COUNT(*) FROM pending")?,
+            calls: one("SELECT COUNT(*) FROM calls")?,
+        })
+    }
+
+    fn recount(&mut self) -> Result<(), StoreError> {
+        let c = self.counts()?;
+        let max_lru: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(lru) FROM contacts", [], |r| r.get(0))?;
+        self.counts = Counters {
+            contacts: c.contacts,
+            records: c.records,
+            record_bytes: c.record_bytes,
+            pending: c.pending,
+            next_lru: max_lru.unwrap_or(0).saturating_add(1),
+        };
+        Ok(())
+    }
+
+    fn identity(&self) -> Result<Option<Identity>, StoreError> {
+        const T: &str = "identity";
+        let row = self
+            .conn
+            .query_row(
+                "SELECT node_id, layer, role, cert_fp, chain_fp FROM identity WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((id, layer, role, cert, chain)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Identity {
+            node_id: id_from(T, &id)?,
+            layer: layer_from(T, layer)?,
+            role: role_from(&role)?,
+            cert_fingerprint: fp_from(T, &cert)?,
+            chain_fingerprint: fp_from(T, &chain)?,
+        }))
+    }
+
+    fn contacts(&self) -> Result<Vec<ContactEntry>, StoreError> {
+        const T: &str = "contacts";
+        let mut stmt = self.conn.prepare(
+            "SELECT node_id, addr, layer, last_seen_ms, ttl_ms FROM contacts ORDER BY lru",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, addr, layer, seen, ttl) = row?;
+            out.push(ContactEntry {
+                contact: contact_from(T, &id, addr)?,
+                layer: layer_from(T, layer)?,
+                last_seen_unix_ms: u64_from(T, seen)?,
+                ttl_ms: u64_from(T, ttl)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn records(&self) -> Result<Vec<StoredRecord>, StoreError> {
+        const T: &str = "records";
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value, owner, signature, expires_ms FROM records ORDER BY key")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, value, owner, signature, expires) = row?;
+            out.push(StoredRecord {
+                key: id_from(T, &key)?,
+                value,
+                owner: owner.map(|o| id_from(T, &o)).transpose()?,
+                signature,
+                expires_unix_ms: expires.map(|e| u64_from(T, e)).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn pending(&self) -> Result<Vec<PendingRequest>, StoreError> {
+        const T: &str = "pending";
+        let mut stmt = self.conn.prepare(
+            "SELECT handle, call, caller_id, caller_addr, callee, invite, deadline_ms
+             FROM pending ORDER BY handle",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (handle, call, caller_id, caller_addr, callee, invite, deadline) = row?;
+            out.push(PendingRequest {
+                handle: handle as u64,
+                call: call as u64,
+                caller: contact_from(T, &caller_id, caller_addr)?,
+                callee: id_from(T, &callee)?,
+                invite,
+                deadline_unix_ms: u64_from(T, deadline)?,
+            });
+        }
+        out.sort_by_key(|p| p.handle); // handles are stored bit-cast to i64
+        Ok(out)
+    }
+
+    fn calls(&self) -> Result<Vec<CallEntry>, StoreError> {
+        const T: &str = "calls";
+        let mut stmt = self.conn.prepare(
+            "SELECT call_id, direction, peer, started_ms, setup_ms, outcome
+             FROM calls ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (call_id, direction, peer, started, setup, outcome) = row?;
+            out.push(CallEntry {
+                call_id,
+                direction: direction_from(&direction)?,
+                peer: id_from(T, &peer)?,
+                started_unix_ms: u64_from(T, started)?,
+                setup_ms: setup
+                    .map(|s| {
+                        u32::try_from(s).map_err(|_| bad(T, format!("setup_ms {s} out of range")))
+                    })
+                    .transpose()?,
+                outcome: outcome_from(&outcome)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> Result<(), OpenError> {
+    Ok(())
+}
+
+/// Move a damaged `path` (and its `-wal`/`-shm`) to `<path>.corrupt-<unix ms>`; logged.
+pub(crate) fn move_aside(path: &Path, reason: &str) -> Result<PathBuf, OpenError> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+            std::fs::rename(&from, &to).map_err(|source| OpenError::Io {
+                path: from.clone(),
+                source,
+            })?;
+        }
+    }
+    tracing::warn!(
+        db = %path.display(),
+        moved_to = %aside.display(),
+        %reason,
+        "peer database damaged; moved aside, starting with an empty one"
+    );
+    Ok(aside)
+}
+
+/// Apply one operation; `false` when a bound refused it.
+fn apply_one(
+    tx: &Transaction<'_>,
+    cfg: &StoreConfig,
+    counts: &mut Counters,
+    op: &Op,
+) -> Result<bool, StoreError> {
+    match op {
+        Op::SetIdentity(i) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO identity (id, node_id, layer, role, cert_fp, chain_fp)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                id_blob(i.node_id),
+                i.layer.0,
+                role_text(i.role),
+                &i.cert_fingerprint[..],
+                &i.chain_fingerprint[..],
+            ])?;
+        }
+        Op::TouchContact(e) => return touch_contact(tx, cfg, counts, e),
+        Op::RemoveContact(id) => {
+            let n = tx
+                .prepare_cached("DELETE FROM contacts WHERE node_id = ?1")?
+                .execute([id_blob(*id)])?;
+            counts.contacts = counts.contacts.saturating_sub(n as u64);
+        }
+        Op::ReplaceContacts(entries) => {
+            tx.execute("DELETE FROM contacts", [])?;
+            counts.contacts = 0;
+            let skip = entries.len().saturating_sub(cfg.max_contacts);
+            for e in &entries[skip..] {
+                touch_contact(tx, cfg, counts, e)?;
+            }
+        }
+        Op::PutRecord(r) => {
+            if r.value.len() > cfg.max_record_len
+                || r.signature
+                    .as_ref()
+                    .is_some_and(|s| s.len() > MAX_SIGNATURE_LEN)
+            {
+                return Ok(false);
+            }
+            let old: Option<i64> = tx
+                .prepare_cached("SELECT size FROM records WHERE key = ?1")?
+                .query_row([id_blob(r.key)], |row| row.get(0))
+                .optional()?;
+            let old_size = old.map_or(0, |s| u64::try_from(s).unwrap_or(0));
+            let records = counts.records + u64::from(old.is_none());
+            let bytes = counts.record_bytes.saturating_sub(old_size) + r.size();
+            if records > cfg.max_records as u64 || bytes > cfg.max_record_bytes {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO records (key, value, owner, signature, expires_ms, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                id_blob(r.key),
+                r.value,
+                r.owner.map(id_blob),
+                r.signature,
+                r.expires_unix_ms.map(ms_i64),
+                ms_i64(r.size()),
+            ])?;
+            counts.records = records;
+            counts.record_bytes = bytes;
+        }
+        Op::RemoveRecord(key) => {
+            let old: Option<i64> = tx
+                .prepare_cached("DELETE FROM records WHERE key = ?1 RETURNING size")?
+                .query_row([id_blob(*key)], |row| row.get(0))
+                .optional()?;
+            if let Some(size) = old {
+                counts.records = counts.records.saturating_sub(1);
+                counts.record_bytes = counts
+                    .record_bytes
+                    .saturating_sub(u64::try_from(size).unwrap_or(0));
+            }
+        }
+        Op::ClearRecords => {
+            tx.execute("DELETE FROM records", [])?;
+            counts.records = 0;
+            counts.record_bytes = 0;
+        }
+        Op::PutPending(p) => {
+            if p.invite.len() > cfg.max_invite_len {
+                return Ok(false);
+            }
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM pending WHERE handle = ?1")?
+                .exists([p.handle as i64])?;
+            if !exists && counts.pending >= cfg.max_pending as u64 {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO pending
+                 (handle, call, caller_id, caller_addr, callee, invite, deadline_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                p.handle as i64,
+                p.call as i64,
+                id_blob(p.caller.id),
+                p.caller.addr.map(|a| a.to_string()),
+                id_blob(p.callee),
+                p.invite,
+                ms_i64(p.deadline_unix_ms),
+            ])?;
+            if !exists {
+                counts.pending += 1;
+            }
+        }
+        Op::RemovePending(handle) => {
+            let n = tx
+                .prepare_cached("DELETE FROM pending WHERE handle = ?1")?
+                .execute([*handle as i64])?;
+            counts.pending = counts.pending.saturating_sub(n as u64);
+        }
+        Op::AddCall(c) => {
+            if c.call_id.len() > MAX_CALL_ID_LEN || cfg.max_calls == 0 {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "INSERT INTO calls (call_id, direction, peer, started_ms, setup_ms, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                c.call_id,
+                direction_text(c.direction),
+                id_blob(c.peer),
+                ms_i64(c.started_unix_ms),
+                c.setup_ms,
+                outcome_text(c.outcome),
+            ])?;
+        }
+    }
+    Ok(true)
+}
+
+fn touch_contact(
+    tx: &Transaction<'_>,
+    cfg: &StoreConfig,
+    counts: &mut Counters,
+    e: &ContactEntry,
+) -> Result<bool, StoreError> {
+    if cfg.max_contacts == 0 {
+        return Ok(false);
+    }
+    let key = id_blob(e.contact.id);
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM contacts WHERE node_id = ?1")?
+        .exists([key])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO contacts (node_id, addr, layer, last_seen_ms, ttl_ms, lru)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key,
+        e.contact.addr.map(|a| a.to_string()),
+        e.layer.0,
+        ms_i64(e.last_seen_unix_ms),
+        ms_i64(e.ttl_ms),
+        counts.next_lru,
+    ])?;
+    counts.next_lru = counts.next_lru.saturating_add(1);
+    if !exists {
+        counts.contacts += 1;
+    }
+    Ok(true)
+}
+
+/// Drop the least recently used contacts beyond the bound; how many went.
+fn evict_contacts(
+    tx: &Transaction<'_>,
+    cfg: &StoreConfig,
+    counts: &mut Counters,
+) -> Result<u64, StoreError> {
+    let excess = counts.contacts.saturating_sub(cfg.max_contacts as u64);
+    if excess == 0 {
+        return Ok(0);
+    }
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM contacts WHERE node_id IN
+             (SELECT node_id FROM contacts ORDER BY lru LIMIT ?1)",
+        )?
+        .execute([ms_i64(excess)])? as u64;
+    counts.contacts = counts.contacts.saturating_sub(n);
+    Ok(n)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let err = |e: rusqlite::Error| classify(path, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let has_version: bool = tx
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if !has_version {
+        let tables: Option<String> = tx
+            .query_row(
+                "SELECT group_concat(name, ', ') FROM sqlite_master
+                 WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if let Some(tables) = tables.filter(|t| !t.is_empty()) {
+            return Err(OpenError::Foreign {
+                path: path.to_path_buf(),
+                tables,
+            });
+        }
+        tx.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES (0);",
+        )
+        .map_err(err)?;
+    }
+    let versions: Vec<i64> = {
+        let mut stmt = tx
+            .prepare("SELECT version FROM schema_version")
+            .map_err(err)?;
+        stmt.query_map([], |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?
+    };
+    let [found] = versions[..] else {
+        return Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("schema_version has {} rows, expected 1", versions.len()),
+        });
+    };
+    if found > CURRENT_VERSION {
+        return Err(OpenError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    let Ok(from) = usize::try_from(found) else {
+        return Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("negative schema version {found}"),
+        });
+    };
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute("UPDATE schema_version SET version = ?1", [i as i64 + 1])
+            .map_err(err)?;
+        tracing::info!(db = %path.display(), version = i + 1, "peer database migrated");
+    }
+    tx.commit().map_err(err)
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> OpenError {
+    if is_corruption(&e) {
+        OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    } else {
+        OpenError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+fn bad(table: &'static str, reason: String) -> StoreError {
+    StoreError::BadRow { table, reason }
+}
+
+fn id_blob(id: NodeId) -> [u8; 16] {
+    id.0.to_be_bytes()
+}
+
+fn id_from(table: &'static str, b: &[u8]) -> Result<NodeId, StoreError> {
+    let bytes: [u8; 16] = b
+        .try_into()
+        .map_err(|_| bad(table, format!("node id of {} bytes, expected 16", b.len())))?;
+    Ok(NodeId(u128::from_be_bytes(bytes)))
+}
+
+fn fp_from(table: &'static str, b: &[u8]) -> Result<[u8; 32], StoreError> {
+    b.try_into().map_err(|_| {
+        bad(
+            table,
+            format!("fingerprint of {} bytes, expected 32", b.len()),
+        )
+    })
+}
+
+fn contact_from(
+    table: &'static str,
+    id: &[u8],
+    addr: Option<String>,
+) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        id: id_from(table, id)?,
+        addr: addr
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| bad(table, format!("bad socket address {a:?}")))
+            })
+            .transpose()?,
+    })
+}
+
+fn layer_from(table: &'static str, v: i64) -> Result<Layer, StoreError> {
+    match u8::try_from(v) {
+        Ok(l @ 1..=3) => Ok(Layer(l)),
+        _ => Err(bad(table, format!("layer {v}, expected 1..=3"))),
+    }
+}
+
+fn u64_from(table: &'static str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| bad(table, format!("negative time {v}")))
+}
+
+fn ms_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn role_text(r: Role) -> &'static str {
+    match r {
+        Role::Peer => "peer",
+        Role::Csp => "csp",
+        Role::Cspg => "cspg",
+    }
+}
+
+fn role_from(s: &str) -> Result<Role, StoreError> {
+    match s {
+        "peer" => Ok(Role::Peer),
+        "csp" => Ok(Role::Csp),
+        "cspg" => Ok(Role::Cspg),
+        _ => Err(bad("identity", format!("unknown role {s:?}"))),
+    }
+}
+
+fn direction_text(d: Direction) -> &'static str {
+    match d {
+        Direction::Outgoing => "out",
+        Direction::Incoming => "in",
+    }
+}
+
+fn direction_from(s: &str) -> Result<Direction, StoreError> {
+    match s {
+        "out" => Ok(Direction::Outgoing),
+        "in" => Ok(Direction::Incoming),
+        _ => Err(bad("calls", format!("unknown direction {s:?}"))),
+    }
+}
+
+fn outcome_text(o: CallOutcome) -> &'static str {
+    match o {
+        CallOutcome::Ringing => "ringing",
+        CallOutcome::TimedOut => "timed_out",
+        CallOutcome::Tampered => "tampered",
+        CallOutcome::NoRoute => "no_route",
+        CallOutcome::Overloaded => "overloaded",
+    }
+}
+
+fn outcome_from(s: &str) -> Result<CallOutcome, StoreError> {
+    match s {
+        "ringing" => Ok(CallOutcome::Ringing),
+        "timed_out" => Ok(CallOutcome::TimedOut),
+        "tampered" => Ok(CallOutcome::Tampered),
+        "no_route" => Ok(CallOutcome::NoRoute),
+        "overloaded" => Ok(CallOutcome::Overloaded),
+        _ => Err(bad("calls", format!("unknown outcome {s:?}"))),
+    }
+}

@@ -22,6 +22,7 @@ pub use loopback::{LoopbackNet, LoopbackOverlay};
 pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
 pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 pub use registration::{
-    RegError, Registration, RegistrationStore, SignedRegistration, aor_key, normalize_aor,
+    RegError, Registration, RegistrationStore, RegistrationValidator, SignedRegistration, aor_key,
+    normalize_aor,
 };
 pub use txn::{Peer, SipTransmit, Transport};

@@ -11,6 +11,7 @@ pub mod loopback;
 pub mod msg;
 pub mod overlay_api;
 pub mod registration;
+pub mod secure_overlay;
 pub mod txn;
 pub mod ua;
 

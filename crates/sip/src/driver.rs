@@ -58,7 +58,7 @@ impl Default for DriverLimits {
     fn default() -> Self {
         DriverLimits {
             max_connections: 1024,
-            conn_queue: 256,
+            conn_queue: 4096,
             idle: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(3),
             inbound_queue: 4096,

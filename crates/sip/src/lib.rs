@@ -11,6 +11,7 @@ pub mod loopback;
 pub mod msg;
 pub mod overlay_api;
 pub mod registration;
+pub mod secure_overlay;
 pub mod txn;
 pub mod ua;
 pub mod validator;
@@ -23,7 +24,8 @@ pub use loopback::{LoopbackNet, LoopbackOverlay};
 pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
 pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 pub use registration::{
-    RegError, Registration, RegistrationStore, SignedRegistration, aor_key, normalize_aor,
+    RegError, Registration, RegistrationStore, RegistrationValidator, SignedRegistration, aor_key,
+    normalize_aor,
 };
 pub use txn::{Peer, SipTransmit, Transport};
 pub use validator::RegistrationValidator;

@@ -200,6 +200,47 @@ impl RegistrationStore {
     }
 }
 
+/// The rule the peer responsible for hash(AoR) applies to every store, plugged into the
+/// overlay ([`overlay::secure::RecordValidator`]): the value must be a registration for the
+/// AoR hashed to `key`, signed by the peer it names; only that peer may change a live one;
+/// an older `seq` is stale; an expired (or `expires_unix_ms == 0`) one removes the record.
+pub struct RegistrationValidator {
+    /// Checks the registering peer's signature (its certificate key).
+    pub verifier: std::sync::Arc<dyn SigVerifier>,
+    /// The overlay's ID space (for hash(AoR)).
+    pub space: IdSpace,
+}
+
+impl overlay::secure::RecordValidator for RegistrationValidator {
+    fn validate(
+        &self,
+        key: NodeId,
+        old: Option<&[u8]>,
+        new: &[u8],
+        now_unix_ms: u64,
+    ) -> Result<overlay::secure::RecordAction, String> {
+        let reg = SignedRegistration::from_bytes(new).map_err(|e| e.to_string())?;
+        if reg.record.key(self.space) != key {
+            return Err("registration stored under another key than hash(AoR)".into());
+        }
+        let mut store = RegistrationStore::new(1);
+        if let Some(old) = old.and_then(|o| SignedRegistration::from_bytes(o).ok())
+            && old.record.aor == reg.record.aor
+        {
+            // Seed with what is held (it was verified when it was stored).
+            store.records.insert(old.record.aor.clone(), old);
+        }
+        store
+            .put(now_unix_ms, reg, self.verifier.as_ref())
+            .map_err(|e| e.to_string())?;
+        Ok(if store.is_empty() {
+            overlay::secure::RecordAction::Remove
+        } else {
+            overlay::secure::RecordAction::Store
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +295,55 @@ mod tests {
         assert_eq!(
             st.get(4000, "sip:alice@p2psip.test").unwrap().record.node,
             NodeId(2)
+        );
+    }
+
+    #[test]
+    fn overlay_validator_applies_the_owner_rule() {
+        use overlay::secure::{RecordAction, RecordValidator};
+        let (a, _) = Ed25519Signer::generate().unwrap();
+        let (m, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), a.public_key());
+        keys.insert(NodeId(2), m.public_key());
+        let space = IdSpace::new(32).unwrap();
+        let v = RegistrationValidator {
+            verifier: std::sync::Arc::new(keys),
+            space,
+        };
+        let first = reg(1, 1, 5000).sign(&a);
+        let key = first.record.key(space);
+        assert_eq!(
+            v.validate(key, None, &first.to_bytes(), 1000),
+            Ok(RecordAction::Store)
+        );
+        let held = first.to_bytes();
+        // Another peer, a stale copy, a wrong key, garbage: refused.
+        assert!(
+            v.validate(key, Some(&held), &reg(2, 9, 9000).sign(&m).to_bytes(), 1000)
+                .is_err()
+        );
+        assert!(
+            v.validate(key, Some(&held), &reg(1, 1, 9000).sign(&a).to_bytes(), 1000)
+                .is_err()
+        );
+        assert!(
+            v.validate(NodeId(key.0 ^ 1), None, &first.to_bytes(), 1000)
+                .is_err()
+        );
+        assert!(v.validate(key, None, b"junk", 1000).is_err());
+        // The owner refreshes, then unregisters; after expiry anyone may take it.
+        assert_eq!(
+            v.validate(key, Some(&held), &reg(1, 2, 9000).sign(&a).to_bytes(), 1000),
+            Ok(RecordAction::Store)
+        );
+        assert_eq!(
+            v.validate(key, Some(&held), &reg(1, 3, 0).sign(&a).to_bytes(), 1000),
+            Ok(RecordAction::Remove)
+        );
+        assert_eq!(
+            v.validate(key, Some(&held), &reg(2, 1, 9000).sign(&m).to_bytes(), 6000),
+            Ok(RecordAction::Store)
         );
     }
 

@@ -75,14 +75,18 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             writeln!(out, "frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain)?;
             tasks.push(t);
         }
-        writeln!(out, "overlay: in-process (no TLS, no secure routing); Ctrl-C stops")?;
+        writeln!(out, "overlay: in-process (no TLS, no secure routing); Ctrl-C or SIGTERM stops")?;
         out.flush()?;
         drop(out);
-        let _ = tokio::signal::ctrl_c().await;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
         for t in tasks {
             let s = t.stats();
             eprintln!(
-                "frontend {}: registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, dropped {}",
+                "frontend {}: registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, dropped {}, unparseable {}",
                 t.local,
                 s.frontend.registered,
                 s.frontend.calls_out,
@@ -90,7 +94,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 s.frontend.not_found,
                 s.frontend.bad_requests,
                 s.frontend.overloaded,
-                s.dropped_out
+                s.dropped_out,
+                s.frontend.unparseable
             );
             t.shutdown().await;
         }

@@ -375,7 +375,7 @@ pub async fn install_registration_validator<C: SecureCore>(
             let node = n.node();
             let space = node.chord().config().space;
             let verifier = node.context().verifier.clone();
-            node.set_record_validator(Arc::new(sip::RegistrationValidator::new(space, verifier)));
+            node.set_record_validator(Arc::new(sip::RegistrationValidator { verifier, space }));
         })
         .await
 }

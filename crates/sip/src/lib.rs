@@ -14,7 +14,6 @@ pub mod registration;
 pub mod secure_overlay;
 pub mod txn;
 pub mod ua;
-pub mod validator;
 
 #[cfg(feature = "tokio")]
 pub mod driver;
@@ -28,4 +27,3 @@ pub use registration::{
     normalize_aor,
 };
 pub use txn::{Peer, SipTransmit, Transport};
-pub use validator::RegistrationValidator;

@@ -7,8 +7,8 @@
 //! computed from global knowledge of which peers are live.
 
 use crate::metrics::Samples;
-use crate::models::{GeoPoint, LatencyModel, SessionModel};
-use crate::queue::EventQueue;
+use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
+use crate::queue::{EventQueue, NO_HINT};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, Message, NodeId, Time,
 };
@@ -172,8 +172,6 @@ struct Peer {
     node: ChordNode,
     alive: bool,
     joined: bool,
-    timer_at: Option<Time>,
-    geo: GeoPoint,
     live_pos: u32,
     outstanding: u32,
 }
@@ -182,6 +180,13 @@ struct Peer {
 pub struct World {
     chord: Arc<ChordConfig>,
     peers: Vec<Peer>,
+    /// Where each slot's peer sits, apart from `peers`: every message reads two of these,
+    /// and a dense array of them stays in cache where the peers do not.
+    geo: Vec<GeoRad>,
+    /// When each slot's pending timer event fires (None: none pending, or the peer is
+    /// gone). Kept apart from `peers` so a superseded timer event is recognised without
+    /// touching its peer.
+    timer_at: Vec<Option<Time>>,
     free_slots: Vec<u32>,
     index: IdMap<u32>,
     live_slots: Vec<u32>,
@@ -215,6 +220,8 @@ impl World {
         World {
             chord: Arc::new(cfg.chord),
             peers: Vec::new(),
+            geo: Vec::new(),
+            timer_at: Vec::new(),
             free_slots: Vec::new(),
             index: IdMap::default(),
             live_slots: Vec::new(),
@@ -301,18 +308,20 @@ impl World {
             node,
             alive: true,
             joined: false,
-            timer_at: None,
-            geo,
             live_pos: u32::MAX,
             outstanding: 0,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.peers[s as usize] = peer;
+                self.geo[s as usize] = GeoRad::from(geo);
+                self.timer_at[s as usize] = None;
                 s
             }
             None => {
                 self.peers.push(peer);
+                self.geo.push(GeoRad::from(geo));
+                self.timer_at.push(None);
                 (self.peers.len() - 1) as u32
             }
         };
@@ -425,7 +434,8 @@ impl World {
     fn schedule_departure(&mut self, slot: u32) {
         if let Some(churn) = self.churn {
             let life = churn.session.sample(&mut self.rng);
-            self.queue.push(self.now + life, Ev::Depart { slot });
+            self.queue
+                .push_hinted(self.now + life, Ev::Depart { slot }, slot);
         }
     }
 
@@ -449,6 +459,7 @@ impl World {
         self.unmark_live(slot);
         let p = &mut self.peers[slot as usize];
         p.alive = false;
+        self.timer_at[slot as usize] = None;
         self.stats.origin_lost += u64::from(p.outstanding);
         p.outstanding = 0;
         let id = p.node.id();
@@ -510,14 +521,15 @@ impl World {
             if self.loss > 0.0 && self.rng.random_bool(self.loss) {
                 continue;
             }
-            let from_geo = self.peers[slot as usize].geo;
             let to_slot = self.index.get(&t.to.id).copied();
-            let to_geo = to_slot
-                .map(|s| self.peers[s as usize].geo)
-                .unwrap_or_default();
-            let delay = self.latency.sample(&mut self.rng, &from_geo, &to_geo);
+            let to_geo = match to_slot {
+                Some(s) => self.geo[s as usize],
+                None => GeoRad::from(GeoPoint::default()),
+            };
+            let from_geo = &self.geo[slot as usize];
+            let delay = self.latency.sample_rad(&mut self.rng, from_geo, &to_geo);
             let from = self.peers[slot as usize].node.contact();
-            self.queue.push(
+            self.queue.push_hinted(
                 now + delay,
                 Ev::Deliver {
                     to: t.to.id,
@@ -525,20 +537,22 @@ impl World {
                     from,
                     msg: t.msg,
                 },
+                to_slot.unwrap_or(NO_HINT),
             );
         }
         while let Some(ev) = self.peers[slot as usize].node.poll_event() {
             self.on_node_event(slot, ev);
         }
-        let p = &mut self.peers[slot as usize];
+        let p = &self.peers[slot as usize];
         if !p.alive {
             return;
         }
         if let Some(t) = p.node.poll_timeout() {
             let t = t.max(now);
-            if p.timer_at.is_none_or(|cur| t < cur) {
-                p.timer_at = Some(t);
-                self.queue.push(t, Ev::Timer { slot, at: t });
+            let pending = &mut self.timer_at[slot as usize];
+            if pending.is_none_or(|cur| t < cur) {
+                *pending = Some(t);
+                self.queue.push_hinted(t, Ev::Timer { slot, at: t }, slot);
             }
         }
     }
@@ -615,6 +629,7 @@ impl World {
             if self.events.is_multiple_of(65_536) {
                 tick(self);
             }
+            self.touch_next();
             self.dispatch(ev);
         }
         self.now = self.now.max(until);
@@ -634,7 +649,20 @@ impl World {
             };
             self.now = at;
             self.events += 1;
+            self.touch_next();
             self.dispatch(ev);
+        }
+    }
+
+    /// Start loading what the next event will touch (its payload and its peer) so that
+    /// those cache misses overlap with the work on the current event.
+    fn touch_next(&self) {
+        if let Some(p) = self
+            .queue
+            .touch_next()
+            .and_then(|h| self.peers.get(h as usize))
+        {
+            std::hint::black_box((p.alive, p.node.id()));
         }
     }
 
@@ -661,12 +689,13 @@ impl World {
                 }
             }
             Ev::Timer { slot, at } => {
-                let p = &mut self.peers[slot as usize];
-                if !p.alive || p.timer_at != Some(at) {
+                // A departed peer's entry is None, so this also skips dead peers.
+                let pending = &mut self.timer_at[slot as usize];
+                if *pending != Some(at) {
                     return;
                 }
-                p.timer_at = None;
-                p.node.handle_timeout(now);
+                *pending = None;
+                self.peers[slot as usize].node.handle_timeout(now);
                 self.after_input(slot);
             }
             Ev::Depart { slot } => {

@@ -24,6 +24,6 @@ pub use calls::{
 };
 pub use lookups::{LookupRun, Progress, RunError, build_world, run_lookups};
 pub use metrics::{LookupReport, Samples};
-pub use models::{GeoPoint, LatencyModel, SessionModel};
-pub use queue::EventQueue;
+pub use models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
+pub use queue::{EventQueue, NO_HINT};
 pub use world::{Churn, Init, LookupStats, WatchedLookup, World, WorldConfig};

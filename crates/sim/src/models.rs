@@ -17,17 +17,7 @@ pub struct GeoPoint {
 impl GeoPoint {
     /// Great-circle distance in kilometres.
     pub fn distance_km(&self, other: &GeoPoint) -> f64 {
-        let (la1, lo1) = (
-            (self.lat as f64).to_radians(),
-            (self.lon as f64).to_radians(),
-        );
-        let (la2, lo2) = (
-            (other.lat as f64).to_radians(),
-            (other.lon as f64).to_radians(),
-        );
-        let h = ((la2 - la1) / 2.0).sin().powi(2)
-            + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
-        2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+        GeoRad::from(*self).distance_km(&GeoRad::from(*other))
     }
 
     /// A point drawn uniformly on the sphere.
@@ -38,6 +28,36 @@ impl GeoPoint {
             lat: z.asin().to_degrees() as f32,
             lon: lon as f32,
         }
+    }
+}
+
+/// A [`GeoPoint`] prepared for distance computations: radians and the cosine of the latitude
+/// are computed once per peer instead of once per message (the haversine formula is the
+/// same, so distances are bit for bit those of [`GeoPoint::distance_km`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GeoRad {
+    lat: f64,
+    lon: f64,
+    cos_lat: f64,
+}
+
+impl From<GeoPoint> for GeoRad {
+    fn from(p: GeoPoint) -> Self {
+        let lat = (p.lat as f64).to_radians();
+        GeoRad {
+            lat,
+            lon: (p.lon as f64).to_radians(),
+            cos_lat: lat.cos(),
+        }
+    }
+}
+
+impl GeoRad {
+    /// Great-circle distance in kilometres (haversine).
+    pub fn distance_km(&self, other: &GeoRad) -> f64 {
+        let h = ((other.lat - self.lat) / 2.0).sin().powi(2)
+            + self.cos_lat * other.cos_lat * ((other.lon - self.lon) / 2.0).sin().powi(2);
+        2.0 * 6371.0 * h.sqrt().min(1.0).asin()
     }
 }
 
@@ -76,6 +96,11 @@ impl LatencyModel {
 
     /// Draw the delay for one message from `a` to `b`.
     pub fn sample(&self, rng: &mut Xoshiro256PlusPlus, a: &GeoPoint, b: &GeoPoint) -> Duration {
+        self.sample_rad(rng, &GeoRad::from(*a), &GeoRad::from(*b))
+    }
+
+    /// [`Self::sample`] for points already converted (the simulator's hot path).
+    pub fn sample_rad(&self, rng: &mut Xoshiro256PlusPlus, a: &GeoRad, b: &GeoRad) -> Duration {
         match self {
             LatencyModel::Constant(d) => *d,
             LatencyModel::Uniform { min, max } => {

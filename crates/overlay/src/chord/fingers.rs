@@ -8,24 +8,17 @@
 use crate::{Contact, IdSpace, NodeId};
 
 /// Distinct finger peers, sorted by clockwise distance from the owner, bounded in length.
-#[derive(Clone, Debug)]
+///
+/// The owner's ID and the ID space are not stored here (the owning node passes them in):
+/// memory per simulated peer matters more than two extra arguments.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Fingers {
-    /// Sorted by clockwise distance from `me` (distances are recomputed, not stored: memory
-    /// per simulated peer matters more than a subtraction).
+    /// Sorted by clockwise distance from the owner (distances are recomputed, not stored:
+    /// memory per simulated peer matters more than a subtraction).
     entries: Vec<Contact>,
-    me: NodeId,
-    space: IdSpace,
 }
 
 impl Fingers {
-    pub(crate) fn new(space: IdSpace, me: NodeId) -> Self {
-        Fingers {
-            entries: Vec::new(),
-            me,
-            space,
-        }
-    }
-
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
@@ -39,13 +32,13 @@ impl Fingers {
         self.entries.capacity() * std::mem::size_of::<Contact>()
     }
 
-    fn dist(&self, c: &Contact) -> u128 {
-        self.space.distance(self.me, c.id)
-    }
-
     /// Replace everything (converged start).
-    pub(crate) fn set(&mut self, peers: impl IntoIterator<Item = Contact>) {
-        let (space, me) = (self.space, self.me);
+    pub(crate) fn set(
+        &mut self,
+        space: IdSpace,
+        me: NodeId,
+        peers: impl IntoIterator<Item = Contact>,
+    ) {
         self.entries.clear();
         self.entries
             .extend(peers.into_iter().filter(|c| c.id != me));
@@ -56,9 +49,16 @@ impl Fingers {
 
     /// Record that finger `i` (start at distance 2^i) is `owner` at distance `d`: peers that
     /// sat in `[2^i, d)` cannot be live fingers any more and are dropped.
-    pub(crate) fn update(&mut self, i: u32, owner: Contact, d: u128, cap: usize) {
+    pub(crate) fn update(
+        &mut self,
+        space: IdSpace,
+        me: NodeId,
+        i: u32,
+        owner: Contact,
+        d: u128,
+        cap: usize,
+    ) {
         let start = 1u128 << i;
-        let (space, me) = (self.space, self.me);
         let dist = |c: &Contact| space.distance(me, c.id);
         self.entries
             .retain(|c| !(dist(c) >= start && dist(c) < d) && c.id != owner.id);
@@ -83,12 +83,13 @@ impl Fingers {
     /// Fingers strictly before `key_distance`, farthest first.
     pub(crate) fn preceding(
         &self,
+        space: IdSpace,
+        me: NodeId,
         key_distance: u128,
     ) -> impl Iterator<Item = (u128, Contact)> + '_ {
-        let pos = self
-            .entries
-            .partition_point(|c| self.dist(c) < key_distance);
-        self.entries[..pos].iter().rev().map(|c| (self.dist(c), *c))
+        let dist = move |c: &Contact| space.distance(me, c.id);
+        let pos = self.entries.partition_point(|c| dist(c) < key_distance);
+        self.entries[..pos].iter().rev().map(move |c| (dist(c), *c))
     }
 }
 
@@ -103,11 +104,12 @@ mod tests {
     #[test]
     fn closest_preceding_picks_farthest_before_key() {
         let s = IdSpace::new(11).unwrap();
-        let mut f = Fingers::new(s, NodeId(80));
-        f.set([c(1331), c(1593), c(96), c(200), c(80)]);
+        let me = NodeId(80);
+        let mut f = Fingers::default();
+        f.set(s, me, [c(1331), c(1593), c(96), c(200), c(80)]);
         assert_eq!(f.len(), 4);
         assert_eq!(
-            f.preceding(s.distance(NodeId(80), NodeId(1618)))
+            f.preceding(s, me, s.distance(me, NodeId(1618)))
                 .next()
                 .unwrap()
                 .1
@@ -115,7 +117,7 @@ mod tests {
             NodeId(1593)
         );
         assert_eq!(
-            f.preceding(s.distance(NodeId(80), NodeId(1500)))
+            f.preceding(s, me, s.distance(me, NodeId(1500)))
                 .next()
                 .unwrap()
                 .1
@@ -123,7 +125,7 @@ mod tests {
             NodeId(1331)
         );
         assert!(
-            f.preceding(s.distance(NodeId(80), NodeId(90)))
+            f.preceding(s, me, s.distance(me, NodeId(90)))
                 .next()
                 .is_none()
         );
@@ -133,10 +135,10 @@ mod tests {
     fn update_drops_shadowed_entries() {
         let s = IdSpace::new(11).unwrap();
         let me = NodeId(0);
-        let mut f = Fingers::new(s, me);
-        f.set([c(1), c(5), c(9), c(40)]);
+        let mut f = Fingers::default();
+        f.set(s, me, [c(1), c(5), c(9), c(40)]);
         // finger 3 (start 8) is now 20: 9 must have gone.
-        f.update(3, c(20), 20, 16);
+        f.update(s, me, 3, c(20), 20, 16);
         let ids: Vec<_> = f.iter().map(|c| c.id.0).collect();
         assert_eq!(ids, vec![1, 5, 20, 40]);
     }

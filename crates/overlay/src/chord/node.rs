@@ -170,7 +170,6 @@ impl ChordNode {
     /// A node that is not yet part of any ring; call [`create`](Self::create) or
     /// [`join`](Self::join) next.
     pub fn new(cfg: Arc<ChordConfig>, me: Contact, seed: [u8; 32]) -> Self {
-        let space = cfg.space;
         ChordNode {
             cfg,
             me,
@@ -178,7 +177,7 @@ impl ChordNode {
             bootstraps: Vec::new(),
             pred: None,
             succs: Vec::new(),
-            fingers: Fingers::new(space, me.id),
+            fingers: Fingers::default(),
             next_finger: 0,
             next_token: 1,
             stabilize_at: Time::ZERO,
@@ -212,7 +211,7 @@ impl ChordNode {
         node.succs = succs.into_iter().filter(|s| s.id != me.id).collect();
         node.succs.truncate(node.cfg.successors);
         node.succs.shrink_to_fit();
-        node.fingers.set(fingers);
+        node.fingers.set(node.cfg.space, me.id, fingers);
         node.active = true;
         node.next_finger = node.first_finger_index();
         node.schedule_all(now);
@@ -301,7 +300,7 @@ impl ChordNode {
         self.active = false;
         self.pred = None;
         self.succs.clear();
-        self.fingers = Fingers::new(self.cfg.space, self.me.id);
+        self.fingers = Fingers::default();
         self.rpcs.clear();
         self.forwards.clear();
         let failed: Vec<_> = self.lookups.drain(..).collect();
@@ -632,8 +631,10 @@ impl ChordNode {
             }
         }
         let kd = space.distance(self.me.id, key);
-        let mut best: Option<(u128, Contact)> =
-            self.fingers.preceding(kd).find(|(_, c)| !avoid(c.id));
+        let mut best: Option<(u128, Contact)> = self
+            .fingers
+            .preceding(space, self.me.id, kd)
+            .find(|(_, c)| !avoid(c.id));
         for s in &self.succs {
             let d = space.distance(self.me.id, s.id);
             if d > 0 && d < kd && !avoid(s.id) && best.is_none_or(|(bd, _)| d > bd) {
@@ -847,7 +848,8 @@ impl ChordNode {
             Purpose::FixFinger(i) => {
                 let d = self.cfg.space.distance(self.me.id, reply.owner.id);
                 let cap = self.cfg.space.bits() as usize + self.cfg.successors;
-                self.fingers.update(i, reply.owner, d, cap);
+                let (space, me) = (self.cfg.space, self.me.id);
+                self.fingers.update(space, me, i, reply.owner, d, cap);
                 let next = if d == 0 { 0 } else { 128 - d.leading_zeros() };
                 self.next_finger = if next >= self.cfg.space.bits() || next <= i {
                     self.first_finger_index()

@@ -289,6 +289,9 @@ fn limits() -> Limits {
         inbound_queue: 256,
         event_queue: 256,
         command_queue: 64,
+        // 512 peers share one process's descriptors (both ends of every link): links opened
+        // for joins and one-off lookups must not outlive their use.
+        idle_timeout: Duration::from_secs(8),
         ..Limits::default()
     }
 }

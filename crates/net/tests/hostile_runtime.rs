@@ -644,10 +644,12 @@ async fn frame_flood(routes: bool, strict: bool) {
     );
     assert!(sent >= 10_000, "flood too small to mean anything: {sent}");
     assert!(lookups >= 5, "the other peer starved: {lookups} lookups");
-    assert!(
-        st.dropped_queue_full > 0,
-        "answers to a non-reading flooder should be dropped: {st:?}"
-    );
+    if strict {
+        assert!(
+            st.dropped_queue_full > 0,
+            "answers to a non-reading flooder should be dropped: {st:?}"
+        );
+    }
     assert!(
         rss1.saturating_sub(rss0) < 64 * 1024,
         "RSS grew by {} KiB",

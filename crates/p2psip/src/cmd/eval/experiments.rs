@@ -519,10 +519,12 @@ pub(crate) fn trust(plan: &Plan, step: Step<'_>) -> anyhow::Result<Vec<TrustRun>
             bins[i].0 += usize::from(c.succeeded);
             bins[i].1 += 1;
         }
+        // A bin with under a quarter of the fullest bin's calls (the tail) says little.
+        let full = bins.iter().map(|b| b.1).max().unwrap_or(0);
         let success = bins
             .iter()
             .enumerate()
-            .filter(|(_, (_, n))| *n > 0)
+            .filter(|(_, (_, n))| *n > 0 && *n * 4 >= full)
             .map(|(i, (ok, n))| ((i + 1) as f64 * bin, *ok as f64 / *n as f64, *n))
             .collect();
         step(format!("trust {}", behaviour_name(b)));

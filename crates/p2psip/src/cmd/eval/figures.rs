@@ -302,10 +302,12 @@ fn srd(r: &Results) -> Figure {
         "INVITE to 180 Ringing at the caller, ms (log scale)",
         "share of calls that rang",
         Axis::log(lo / 1.3, hi * 1.3),
-        Axis::lin(0.0, 1.02),
+        // Headroom above 100% holds the legend and the note, clear of every curve.
+        Axis::lin(0.0, 1.45),
     );
     p.y_percent = true;
-    p.legend = Legend::LowerRight;
+    p.y_label_max = Some(1.0);
+    p.legend = Legend::UpperRight;
     p.series = series;
     p.note = note;
     let a = &r.plan.attack;

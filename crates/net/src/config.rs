@@ -20,6 +20,9 @@ pub struct Limits {
     pub command_queue: usize,
     /// Concurrent inbound connections (set-up and established).
     pub max_inbound: usize,
+    /// Most peers with an open link at once; opening one more closes the least recently
+    /// used (bounds descriptors when many peers share a host, e.g. the demo).
+    pub max_links: usize,
     /// Requests waiting for a core event (e.g. lookups) at once.
     pub max_waiters: usize,
     /// TCP connect timeout for outbound connections.
@@ -46,6 +49,7 @@ impl Default for Limits {
             event_queue: 1024,
             command_queue: 256,
             max_inbound: 1024,
+            max_links: 4096,
             max_waiters: 4096,
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),

@@ -282,6 +282,7 @@ impl<C: Core> PeerRuntime<C> {
             inbound: Arc::new(Semaphore::new(limits.max_inbound)),
             ctx,
             conns: BTreeMap::new(),
+            sends: 0,
             backoff: BTreeMap::new(),
             next_conn: 1,
             waiters: BTreeMap::new(),
@@ -306,6 +307,8 @@ impl<C: Core> PeerRuntime<C> {
 struct Entry {
     conn: u64,
     tx: mpsc::Sender<Vec<u8>>,
+    /// When it last carried a frame out (in sends), for least-recently-used eviction.
+    used: u64,
 }
 
 struct Loop<C: Core> {
@@ -319,6 +322,8 @@ struct Loop<C: Core> {
     ctx: Arc<Ctx>,
     /// One sending connection per peer (the first that came up or is being dialled).
     conns: BTreeMap<NodeId, Entry>,
+    /// Frames handed to links so far (the clock of least-recently-used eviction).
+    sends: u64,
     /// Peers whose last dial failed, and when.
     backoff: BTreeMap<NodeId, Instant>,
     next_conn: u64,
@@ -448,7 +453,10 @@ impl<C: Core> Loop<C> {
             warn!(peer = %t.to.id, kind = t.msg.name(), "message not sent: {e}");
             return;
         }
-        if let Some(e) = self.conns.get(&t.to.id) {
+        self.sends += 1;
+        let tick = self.sends;
+        if let Some(e) = self.conns.get_mut(&t.to.id) {
+            e.used = tick;
             match e.tx.try_send(frame) {
                 Ok(()) => {
                     Shared::inc(&self.stats.c.frames_out);
@@ -466,6 +474,24 @@ impl<C: Core> Loop<C> {
             }
         }
         self.dial(t.to, frame);
+    }
+
+    /// Close the least recently used link if a new one would exceed `max_links` (dropping
+    /// its sender ends the connection task, which closes the socket).
+    fn make_room(&mut self) {
+        while self.conns.len() >= self.limits.max_links.max(1) {
+            let Some(lru) = self
+                .conns
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            self.conns.remove(&lru);
+            Shared::inc(&self.stats.c.links_evicted);
+            debug!(peer = %lru, "closing the least recently used link (at max_links)");
+        }
     }
 
     fn dial(&mut self, to: Contact, frame: Vec<u8>) {
@@ -490,7 +516,15 @@ impl<C: Core> Loop<C> {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.conns.insert(to.id, Entry { conn, tx });
+        self.make_room();
+        self.conns.insert(
+            to.id,
+            Entry {
+                conn,
+                tx,
+                used: self.sends,
+            },
+        );
         debug!(peer = %to.id, %addr, "dialling");
         tokio::spawn(conn::dial(self.ctx.clone(), conn, to, addr, rx, done));
     }
@@ -530,10 +564,12 @@ impl<C: Core> Loop<C> {
     fn conn_event(&mut self, ev: ConnEvent) {
         match ev {
             ConnEvent::Up { conn, peer, tx } => {
-                if let Some(tx) = tx {
-                    self.conns
-                        .entry(peer.contact.id)
-                        .or_insert(Entry { conn, tx });
+                if let Some(tx) = tx
+                    && !self.conns.contains_key(&peer.contact.id)
+                {
+                    self.make_room();
+                    let used = self.sends;
+                    self.conns.insert(peer.contact.id, Entry { conn, tx, used });
                 }
                 self.backoff.remove(&peer.contact.id);
             }

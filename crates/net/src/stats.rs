@@ -75,6 +75,8 @@ counters! {
     malformed_in,
     /// Connections closed after the idle timeout.
     idle_closed,
+    /// Links closed to make room under `max_links`.
+    links_evicted,
     /// Events dropped because the application's event channel was full.
     dropped_events,
     /// CRLs loaded (initial and refreshes).

@@ -292,6 +292,9 @@ fn limits() -> Limits {
         // 512 peers share one process's descriptors (both ends of every link): links opened
         // for joins and one-off lookups must not outlive their use.
         idle_timeout: Duration::from_secs(8),
+        // Successors, predecessor and fingers fit; lookup answers from far peers reuse or
+        // briefly open a link, which then closes the least recently used one.
+        max_links: 12,
         ..Limits::default()
     }
 }

@@ -81,12 +81,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         bail!("--peers must be between 24 and 1500 (m = 11, the paper's layout)");
     }
     raise_nofile();
+    let mut args = args;
+    let fit = usize::try_from(nofile_limit() / FDS_PER_PEER).unwrap_or(usize::MAX);
+    if args.peers > fit {
+        let run = fit.max(24);
+        eprintln!(
+            "warning: the open-file limit ({}) fits about {fit} peers in this one process (each \
+             holds ~{FDS_PER_PEER} descriptors: its listener and both ends of its links); \
+             running {run} of the {} asked for. Raise the hard limit (`ulimit -Hn`, as root) \
+             to run them all.",
+            nofile_limit(),
+            args.peers
+        );
+        args.peers = run;
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(real(args))
 }
+
+/// Descriptors one peer of the demo needs at most (measured: 444 peers ran in 20 000, one
+/// overlay at a time).
+const FDS_PER_PEER: u64 = 38;
 
 /// Raise the soft open-file limit to the hard limit (every peer holds a listener and a
 /// few connections, both ends of which live in this process).
@@ -292,9 +310,7 @@ fn limits() -> Limits {
         // 512 peers share one process's descriptors (both ends of every link): links opened
         // for joins and one-off lookups must not outlive their use.
         idle_timeout: Duration::from_secs(8),
-        // Successors, predecessor and fingers fit; lookup answers from far peers reuse or
-        // briefly open a link, which then closes the least recently used one.
-        max_links: 12,
+
         ..Limits::default()
     }
 }
@@ -646,9 +662,47 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let stun_handle = stun.spawn();
     say(format!("  STUN      udp://{stun_addr}"));
 
+    // Taken before either overlay starts: the baseline's memory is reused by the secure
+    // overlay after it shuts down, so the difference is the secure overlay's footprint.
+    let rss0 = rss_bytes();
+    // The paper's scenario, first on the plain-Chord baseline: a flat ring of the same
+    // peers, run and shut down before the secure overlay starts (both at once would need
+    // twice the descriptors).
+    let mut sc = Scenario::default();
+    if !args.no_baseline {
+        let t = Instant::now();
+        let mut chord_secure = (*secure_cfg).clone();
+        chord_secure.call_timeout = Duration::from_millis(800);
+        let mut l = launch_cfg(Routing::Chord, true, None);
+        l.secure = Arc::new(chord_secure);
+        let flat = launch(l, quiet).await?;
+        let _ = converge(
+            &flat,
+            t,
+            Duration::from_secs(args.converge_timeout_s),
+            2 * 11 * chord_config(space).fix_fingers_every,
+            quiet,
+        )
+        .await?;
+        flat.log.set_tracing(true);
+        if let Some(h) = flat.handle(80) {
+            let inv = invite(80, 1618, h.local_addr(), 1);
+            let out = h.place_call(NodeId(1618), inv).await?;
+            sc.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
+        }
+        sc.chord_path = std::iter::once(80)
+            .chain(
+                flat.log
+                    .trace()
+                    .iter()
+                    .filter(|(_, k)| *k == "plain-invite")
+                    .map(|(p, _)| p.0),
+            )
+            .collect();
+        flat.shutdown().await;
+    }
     // The secure overlay.
     let counters = Arc::new(SosCounters::default());
-    let rss0 = rss_bytes();
     let t0 = Instant::now();
     let secure = launch(
         launch_cfg(
@@ -679,40 +733,6 @@ async fn real(args: Args) -> anyhow::Result<()> {
         nofile_limit()
     ));
 
-    // The paper's scenario.
-    let mut sc = Scenario::default();
-    if !args.no_baseline {
-        let t = Instant::now();
-        let mut chord_secure = (*secure_cfg).clone();
-        chord_secure.call_timeout = Duration::from_millis(800);
-        let mut l = launch_cfg(Routing::Chord, true, None);
-        l.secure = Arc::new(chord_secure);
-        let flat = launch(l, quiet).await?;
-        let _ = converge(
-            &flat,
-            t,
-            Duration::from_secs(args.converge_timeout_s),
-            fingers_round,
-            quiet,
-        )
-        .await?;
-        flat.log.set_tracing(true);
-        if let Some(h) = flat.handle(80) {
-            let inv = invite(80, 1618, h.local_addr(), 1);
-            let out = h.place_call(NodeId(1618), inv).await?;
-            sc.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
-        }
-        sc.chord_path = std::iter::once(80)
-            .chain(
-                flat.log
-                    .trace()
-                    .iter()
-                    .filter(|(_, k)| *k == "plain-invite")
-                    .map(|(p, _)| p.0),
-            )
-            .collect();
-        flat.shutdown().await;
-    }
     secure.log.set_tracing(true);
     secure.log.clear();
     if let Some(h) = secure.handle(80) {

@@ -71,6 +71,14 @@ pub(crate) struct Args {
     /// Seconds to wait for the rings to converge.
     #[arg(long, default_value_t = 120)]
     converge_timeout_s: u64,
+    /// With --serve: run SIP front-ends (registrar + proxy on UDP and TCP) on this many
+    /// ordinary peers of the secure overlay, so SIP phones or SIPp can register and call
+    /// through it; prints `frontend <peer-id> udp+tcp <addr> domain <D>` for each.
+    #[arg(long, default_value_t = 0, requires = "serve")]
+    frontends: usize,
+    /// SIP domain the front-ends serve (AoRs are `sip:user@DOMAIN`).
+    #[arg(long, default_value = "p2psip.test")]
+    sip_domain: String,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -200,6 +208,11 @@ struct Cluster {
     /// Rings: member indices, sorted by ID.
     rings: Vec<Vec<usize>>,
     log: Arc<KindLog>,
+    /// Application events of the peers chosen for SIP front-ends: (member index, events).
+    apps: Vec<(
+        usize,
+        tokio::sync::mpsc::Receiver<overlay::secure::SecureEvent>,
+    )>,
 }
 
 impl Cluster {
@@ -285,6 +298,8 @@ struct Launch<'a> {
     flat: bool,
     malicious: NodeId,
     sos: Option<(sos::SosClient, Arc<SosCounters>)>,
+    /// Ordinary peers whose events feed a SIP front-end (the first this many).
+    frontends: usize,
 }
 
 fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
@@ -332,8 +347,9 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
     let (_, ctx) = membership(&l, None)?;
     let log = Arc::new(KindLog::default());
     let mut handles = Vec::with_capacity(l.members.len());
+    let mut apps = Vec::new();
     let pb = bar(l.members.len() as u64, "listening", quiet);
-    for e in l.members {
+    for (index, e) in l.members.iter().enumerate() {
         let cfg = NetConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
@@ -368,7 +384,15 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
             }
             None => None,
         };
-        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, None));
+        let app = if apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious
+        {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            apps.push((index, rx));
+            Some(tx)
+        } else {
+            None
+        };
+        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, app));
         handles.push(rt.handle);
         pb.inc(1);
     }
@@ -401,7 +425,10 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
         ids,
         rings,
         log,
+        apps: Vec::new(),
     };
+    let mut cluster = cluster;
+    cluster.apps = apps;
     join_rings(&cluster, &l, quiet).await?;
     Ok(cluster)
 }
@@ -634,6 +661,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
         flat,
         malicious: NodeId(1617),
         sos,
+        frontends: 0,
     };
     let (m0, _) = membership(&launch_cfg(Routing::Secure, false, None), None)?;
     let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())?;
@@ -704,15 +732,13 @@ async fn real(args: Args) -> anyhow::Result<()> {
     // The secure overlay.
     let counters = Arc::new(SosCounters::default());
     let t0 = Instant::now();
-    let secure = launch(
-        launch_cfg(
-            Routing::Secure,
-            false,
-            Some((sos_client.clone(), counters.clone())),
-        ),
-        quiet,
-    )
-    .await?;
+    let mut secure_launch = launch_cfg(
+        Routing::Secure,
+        false,
+        Some((sos_client.clone(), counters.clone())),
+    );
+    secure_launch.frontends = args.frontends;
+    let mut secure = launch(secure_launch, quiet).await?;
     let fingers_round = 2 * 11 * chord_config(space).fix_fingers_every;
     let converge_s = converge(
         &secure,
@@ -995,8 +1021,46 @@ async fn real(args: Args) -> anyhow::Result<()> {
             ports.iter().min().copied().unwrap_or(0),
             ports.iter().max().copied().unwrap_or(0)
         );
+        let mut fronts = Vec::new();
+        if args.frontends > 0 {
+            for h in &secure.handles {
+                net::install_registration_validator(h).await?;
+            }
+            let verifier = secure.handles[0]
+                .call(|n, _| n.node.context().verifier.clone())
+                .await?;
+            let unix_offset_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            for (i, events) in std::mem::take(&mut secure.apps) {
+                let h = secure.handles[i].clone();
+                let id = secure.ids[i];
+                let signer = net::CertSigner::from_identity(&members[i].identity)?;
+                let (verifier, domain) = (verifier.clone(), args.sip_domain.clone());
+                let fe = sip::driver::start(
+                    SocketAddr::from(([127, 0, 0, 1], 0)),
+                    sip::driver::DriverLimits::default(),
+                    move |local| {
+                        let mut cfg = sip::FrontEndConfig::new(&domain, local);
+                        cfg.unix_offset_ms = unix_offset_ms;
+                        sip::FrontEnd::new(cfg, id, Box::new(signer), verifier)
+                    },
+                    net::RuntimeOverlay::new(h, space, events),
+                )
+                .await
+                .context("starting a SIP front-end")?;
+                println!(
+                    "frontend {} udp+tcp {} domain {}",
+                    id.0, fe.local, args.sip_domain
+                );
+                fronts.push(fe);
+            }
+        }
         let _ = tokio::signal::ctrl_c().await;
         println!("shutting down");
+        for f in fronts {
+            f.shutdown().await;
+        }
     }
     secure.shutdown().await;
     let _ = stop_tx.send(true);

@@ -4,49 +4,16 @@
 //! front-end B → SIPp UAS calls (INVITE/180/200/ACK/BYE). Skips loudly without `sipp`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/sipp.rs"]
+mod support;
+
+use support::{have_sipp, run_ok, scenario, sipp_calls, sipp_cmd};
+
 use overlay::NodeId;
 use overlay::secure::{Ed25519Registry, Ed25519Signer};
 use sip::driver::{self, DriverLimits, FrontEndTask};
 use sip::{FrontEnd, FrontEndConfig, LoopbackNet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::process::Command;
-
-fn have_sipp() -> bool {
-    let ok = std::process::Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        eprintln!(
-            "SKIPPED: sipp (Debian package sip-tester) is not installed; run ./scripts/test as root to install it"
-        );
-    }
-    ok
-}
-
-fn scenario(name: &str) -> String {
-    let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "sipp", name]
-        .iter()
-        .collect();
-    p.display().to_string()
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 async fn frontends(n: usize) -> Vec<FrontEndTask> {
     let mut keys = Ed25519Registry::default();
@@ -80,39 +47,6 @@ async fn frontends(n: usize) -> Vec<FrontEndTask> {
         out.push(t);
     }
     out
-}
-
-fn sipp_cmd(transport: &str, target: SocketAddr, extra: &[&str]) -> Command {
-    let mut c = Command::new("timeout");
-    c.args(["60", "sipp", "-t", transport, "-i", "127.0.0.1", "-p"])
-        .arg(free_port().to_string())
-        .arg(target.to_string())
-        .args([
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            "-max_recv_loops",
-            "10000",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    c
-}
-
-async fn run_ok(mut c: Command, what: &str) {
-    let out = c.output().await.unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{what}: sipp failed ({:?}):\n{text}",
-        out.status
-    );
 }
 
 async fn register_flow(transport: &str) {
@@ -180,69 +114,7 @@ async fn sipp_invite_unknown_aor_is_404_and_malformed_is_400() {
 async fn call_flow(transport: &str, calls: u32) {
     let fes = frontends(2).await;
     let (a, b) = (fes[0].local, fes[1].local);
-    let uas_port = free_port();
-    let mut uas = Command::new("timeout");
-    uas.args([
-        "60",
-        "sipp",
-        "-sn",
-        "uas",
-        "-t",
-        transport,
-        "-i",
-        "127.0.0.1",
-        "-p",
-    ])
-    .arg(uas_port.to_string())
-    .args(["-nostdin", "-m"])
-    .arg(calls.to_string())
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let uas = uas.spawn().unwrap();
-    // Bob registers at B with the UAS as his contact.
-    let port = uas_port.to_string();
-    run_ok(
-        sipp_cmd(
-            transport,
-            b,
-            &[
-                "-sf",
-                &scenario("register-keep.xml"),
-                "-s",
-                "bob",
-                "-key",
-                "contact_port",
-                &port,
-                "-m",
-                "1",
-            ],
-        ),
-        "register bob",
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let n = calls.to_string();
-    run_ok(
-        sipp_cmd(
-            transport,
-            a,
-            &["-sn", "uac", "-s", "bob", "-m", &n, "-r", "20", "-l", "20"],
-        ),
-        "uac calls",
-    )
-    .await;
-    let out = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "uas failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sipp_calls(transport, a, b, calls).await;
     let (sa, sb) = (fes[0].stats().frontend, fes[1].stats().frontend);
     assert_eq!(sa.calls_out, u64::from(calls), "{sa:?}");
     assert_eq!(sb.calls_in, u64::from(calls), "{sb:?}");

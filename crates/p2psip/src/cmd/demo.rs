@@ -933,6 +933,8 @@ async fn real(args: Args) -> anyhow::Result<()> {
         "srd_ms_p95": pct(&srd, 95.0),
         "srd_ms_p99": pct(&srd, 99.0),
         "srd_ms_max": srd.last().copied().unwrap_or(0.0),
+        // Every ringing call's SRD, sorted (what `p2psip eval --demo-report` plots as a CDF).
+        "srd_ms": srd,
         "hops_mean": hops_mean,
         "cache_hits": cached,
         "call_messages_per_call": msgs,

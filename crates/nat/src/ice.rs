@@ -271,13 +271,11 @@ impl IceSession {
 
 /// Parse and bound a remote description.
 fn parse_remote(remote: &IceDescription, component: usize) -> Result<Vec<Candidate>, IceError> {
-    if remote.ufrag.is_empty() || remote.pwd.is_empty() || remote.ufrag.len() > 256 {
+    let bad = |c: &str| c.is_empty() || c.len() > 256;
+    if bad(&remote.ufrag) || bad(&remote.pwd) {
         return Err(IceError::BadDescription(
             "missing or oversized credentials".into(),
         ));
-    }
-    if remote.pwd.len() > 256 {
-        return Err(IceError::BadDescription("oversized password".into()));
     }
     if remote.candidates.len() > MAX_REMOTE_CANDIDATES {
         return Err(IceError::BadDescription(format!(
@@ -721,6 +719,8 @@ impl Driver {
             while let Some(more) = s.poll_recv() {
                 if out.len() < 64 {
                     out.push(more.data);
+                } else {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

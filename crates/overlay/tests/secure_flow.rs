@@ -403,3 +403,44 @@ fn in_dialog_messages_flow_between_the_two_ends_only() {
         b"x".to_vec()
     ));
 }
+
+#[test]
+fn replicas_are_taken_only_from_the_responsible_peer() {
+    let mut net = Net::new().with_validators();
+    // 650 is not between key 420 and 500 on the ring: its "replica" is refused.
+    net.queue.push_back((
+        Contact::id_only(NodeId(650)),
+        NodeId(500),
+        Message::Put {
+            query: 0,
+            key: NodeId(420),
+            value: b"ok forged".to_vec(),
+            replica: true,
+        },
+    ));
+    net.run();
+    assert!(
+        !net.nodes[&NodeId(500)]
+            .chord()
+            .records()
+            .contains_key(&NodeId(420))
+    );
+    // From 450, which owns 420, the same copy is kept.
+    net.queue.push_back((
+        Contact::id_only(NodeId(450)),
+        NodeId(500),
+        Message::Put {
+            query: 0,
+            key: NodeId(420),
+            value: b"ok alice".to_vec(),
+            replica: true,
+        },
+    ));
+    net.run();
+    assert!(
+        net.nodes[&NodeId(500)]
+            .chord()
+            .records()
+            .contains_key(&NodeId(420))
+    );
+}

@@ -157,7 +157,7 @@ impl SecureNode {
                 value,
                 replica,
             } => {
-                let result = self.accept_record(now, key, value, replica);
+                let result = self.accept_record(now, from, key, value, replica);
                 if !replica {
                     let reply = Message::PutReply {
                         query,
@@ -207,6 +207,7 @@ impl SecureNode {
     fn accept_record(
         &mut self,
         now: Time,
+        from: Contact,
         key: NodeId,
         value: Vec<u8>,
         replica: bool,
@@ -216,6 +217,12 @@ impl SecureNode {
         }
         if !replica && !self.chord.owns(key) {
             return Err("not responsible for this key".into());
+        }
+        // A copy comes from the responsible peer, which lies between the key and us on the
+        // ring; anyone else pushing "replicas" is refused (it would bypass responsibility).
+        let space = self.ctx.arcs.space();
+        if replica && space.distance(key, from.id) >= space.distance(key, self.chord.id()) {
+            return Err("replica not from the responsible peer".into());
         }
         let Some(v) = self.validator.clone() else {
             return Err("this peer stores no records".into());

@@ -1,0 +1,341 @@
+//! Real processes, the paper's call flow end to end: `p2psip sos`, `p2psip enroll-server`
+//! (handing out the SOS URL and publishing the directory), four `p2psip enroll` (one CSP
+//! and three peers, all in layer 2) and four secure `p2psip peer` processes on mutual TLS
+//! over loopback. `p2psip call` from one peer to another rings through the CSP (PingRequest
+//! multicast, the callee asks the real SOS to rank the routes) and completes
+//! INVITE/180/200/ACK/BYE/200 as SIP messages over the overlay; the second call to the
+//! same callee comes from the contact cache; a call to a Node-ID nobody holds fails with a
+//! non-zero exit status.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    first_lines: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawn and read the first `lines` lines of stdout; the rest is drained by a thread.
+fn spawn(args: &[&str], lines: usize) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first_lines: Vec<String> = (0..lines).map(|_| out.next().unwrap().unwrap()).collect();
+    std::thread::spawn(move || {
+        for l in out.map_while(Result::ok) {
+            eprintln!("[child] {l}");
+        }
+    });
+    Proc { child, first_lines }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A free loopback port (bound, then released: the peer binds it again right away).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const FAST: &[&str] = &[
+    "--stabilize-ms",
+    "100",
+    "--fix-fingers-ms",
+    "100",
+    "--check-pred-ms",
+    "200",
+    "--ring-check-ms",
+    "1000",
+    "--rpc-timeout-ms",
+    "500",
+    "--lookup-timeout-ms",
+    "1500",
+    "--call-timeout-ms",
+    "2000",
+    "--sos-timeout-ms",
+    "1500",
+    "--log",
+    "net=warn,p2psip=info",
+];
+
+struct PeerProc {
+    _proc: Proc,
+    id: u128,
+    dir: PathBuf,
+}
+
+fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
+    let mut args = vec!["peer", "--dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(FAST);
+    let proc = spawn(&args, 3);
+    let parts: Vec<&str> = proc.first_lines[0].split(' ').collect();
+    assert_eq!(parts[0], "listening", "{:?}", proc.first_lines);
+    assert!(
+        proc.first_lines[2].starts_with("secure "),
+        "{:?}",
+        proc.first_lines
+    );
+    PeerProc {
+        id: parts[1].parse().unwrap(),
+        _proc: proc,
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn status(dir: &Path) -> Option<Value> {
+    let out = run(&["status", "--dir", dir.to_str().unwrap()]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn id_of(v: &Value) -> Option<u128> {
+    v.get("id")?.as_str()?.parse().ok()
+}
+
+fn converged(peers: &[&PeerProc]) -> bool {
+    let mut ids: Vec<u128> = peers.iter().map(|p| p.id).collect();
+    ids.sort();
+    peers.iter().all(|p| {
+        let Some(st) = status(&p.dir) else {
+            return false;
+        };
+        let i = ids.iter().position(|&x| x == p.id).unwrap();
+        let succ = ids[(i + 1) % ids.len()];
+        let pred = ids[(i + ids.len() - 1) % ids.len()];
+        st["successors"].get(0).and_then(id_of) == Some(succ)
+            && id_of(&st["predecessor"]) == Some(pred)
+    })
+}
+
+fn call(from: &Path, to: u128) -> (bool, Value) {
+    let out = run(&[
+        "call",
+        "--from",
+        from.to_str().unwrap(),
+        "--to",
+        &to.to_string(),
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("call → {text}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), serde_json::from_str(&text).unwrap())
+}
+
+fn sip_lines(v: &Value) -> Vec<String> {
+    v["sip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET (the body).
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[test]
+fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sos = spawn(
+        &[
+            "sos",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            tmp.path().join("sos.db").to_str().unwrap(),
+        ],
+        1,
+    );
+    let sos_url = sos.first_lines[0]
+        .strip_prefix("sos listening on ")
+        .unwrap()
+        .to_string();
+    let data = tmp.path().join("ea");
+    let data_s = data.to_str().unwrap();
+    let ea = spawn(
+        &[
+            "enroll-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--id-bits",
+            "16",
+            "--data",
+            data_s,
+            "--sos-url",
+            &sos_url,
+        ],
+        2,
+    );
+    let url = ea.first_lines[0]
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let token = |role: &str, uses: &str| {
+        ok(run(&[
+            "enroll-server",
+            "token",
+            "create",
+            "--data",
+            data_s,
+            "--role",
+            role,
+            "--layer",
+            "2",
+            "--uses",
+            uses,
+        ]))
+        .trim()
+        .to_string()
+    };
+    let csp_token = token("csp", "1");
+    let peer_token = token("peer", "3");
+    // The CSP first: everyone else gets it as bootstrap, and the directory has its address.
+    let dirs: Vec<PathBuf> = ["csp", "a", "b", "c"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    for (i, d) in dirs.iter().enumerate() {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let tok = if i == 0 { &csp_token } else { &peer_token };
+        ok(run(&[
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            tok,
+            "--out",
+            d.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ]));
+    }
+
+    let t0 = Instant::now();
+    let csp = start_peer(&dirs[0], &["--create"]);
+    let a = start_peer(&dirs[1], &[]);
+    let b = start_peer(&dirs[2], &[]);
+    let c = start_peer(&dirs[3], &[]);
+    let all = [&csp, &a, &b, &c];
+    while !converged(&all) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no convergence in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("4 secure peers converged in {:?}", t0.elapsed());
+    let st = status(&a.dir).unwrap();
+    assert_eq!(st["mode"], "secure");
+    assert_eq!(st["role"], "peer");
+    assert_eq!(st["layer"], 2);
+    assert_eq!(st["members"], 4, "{st}");
+    assert_eq!(st["directory"]["csps"][1], 1, "{st}");
+    assert_eq!(status(&csp.dir).unwrap()["role"], "csp");
+
+    // A → B: through the CSP, ranked by the SOS, the whole SIP dialog.
+    let (success, v) = call(&a.dir, b.id);
+    assert!(success, "{v}");
+    assert_eq!(v["result"], "completed", "{v}");
+    assert_eq!(v["cached"], false);
+    let route: Vec<u128> = v["route"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(route.last(), Some(&b.id), "{v}");
+    assert_eq!(v["hops"].as_u64(), Some(route.len() as u64));
+    assert!(v["srd_ms"].as_f64().unwrap() > 0.0);
+    let sip = sip_lines(&v);
+    let want = [
+        "> INVITE sip:",
+        "< SIP/2.0 180 Ringing",
+        "< SIP/2.0 200 OK",
+        "> ACK sip:",
+        "> BYE sip:",
+        "< SIP/2.0 200 OK",
+    ];
+    assert_eq!(sip.len(), want.len(), "{sip:?}");
+    for (got, want) in sip.iter().zip(want) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}: {sip:?}");
+    }
+    // The callee answered it and saw it end; the SOS was asked to rank the routes.
+    let sb = status(&b.dir).unwrap();
+    assert_eq!(sb["calls"]["answered"], 1, "{sb}");
+    assert_eq!(sb["calls"]["recent"][0]["result"], "ended", "{sb}");
+    assert!(sb["sos"]["rank_ok"].as_u64().unwrap() >= 1, "{sb}");
+    let metrics = http_get(&sos_url, "/metrics");
+    let ranked: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sos_rank_duration_seconds_count "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ranked >= 1, "{metrics}");
+
+    // Again: B is in A's contact cache now (layer 2 caches), no CSP involved.
+    let (success, v) = call(&a.dir, b.id);
+    assert!(success, "{v}");
+    assert_eq!(v["cached"], true, "{v}");
+    assert_eq!(v["route"], serde_json::json!([b.id.to_string()]));
+
+    // C → A through the CSP.
+    let (success, v) = call(&c.dir, a.id);
+    assert!(success, "{v}");
+    assert_eq!(v["result"], "completed", "{v}");
+
+    // Nobody holds this ID: failed, exit status non-zero, the reason given.
+    let ids: Vec<u128> = all.iter().map(|p| p.id).collect();
+    let nobody = (b.id + 1..).find(|i| !ids.contains(i)).unwrap();
+    let (success, v) = call(&a.dir, nobody);
+    assert!(!success, "{v}");
+    assert_eq!(v["result"], "failed", "{v}");
+    assert!(v["reason"].as_str().is_some(), "{v}");
+    eprintln!("total {:?}", t0.elapsed());
+}

@@ -92,7 +92,7 @@ const FAST: &[&str] = &[
 ];
 
 struct PeerProc {
-    _proc: Proc,
+    proc: Proc,
     id: u128,
     dir: PathBuf,
 }
@@ -111,7 +111,7 @@ fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
     );
     PeerProc {
         id: parts[1].parse().unwrap(),
-        _proc: proc,
+        proc,
         dir: dir.to_path_buf(),
     }
 }
@@ -178,8 +178,33 @@ fn http_get(base: &str, path: &str) -> String {
     out.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
-#[test]
-fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
+/// The processes of one overlay: SOS, E&A, then the CSP and peers A, B, C (layer 2),
+/// converged.
+struct Overlay {
+    tmp: tempfile::TempDir,
+    sos_url: String,
+    peers: Vec<PeerProc>,
+    _sos: Proc,
+    _ea: Proc,
+}
+
+fn wait_converged(peers: &[&PeerProc]) {
+    let t0 = Instant::now();
+    while !converged(peers) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no convergence in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{} secure peers converged in {:?}",
+        peers.len(),
+        t0.elapsed()
+    );
+}
+
+fn overlay() -> Overlay {
     let tmp = tempfile::tempdir().unwrap();
     let sos = spawn(
         &[
@@ -260,15 +285,26 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
     let a = start_peer(&dirs[1], &[]);
     let b = start_peer(&dirs[2], &[]);
     let c = start_peer(&dirs[3], &[]);
-    let all = [&csp, &a, &b, &c];
-    while !converged(&all) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no convergence in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    wait_converged(&[&csp, &a, &b, &c]);
+    eprintln!("overlay up in {:?}", t0.elapsed());
+    Overlay {
+        tmp,
+        sos_url,
+        peers: vec![csp, a, b, c],
+        _sos: sos,
+        _ea: ea,
     }
-    eprintln!("4 secure peers converged in {:?}", t0.elapsed());
+}
+
+#[test]
+fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
+    let o = overlay();
+    let t0 = Instant::now();
+    let [csp, a, b, c] = &o.peers[..] else {
+        unreachable!()
+    };
+    let sos_url = &o.sos_url;
+    let all = [csp, a, b, c];
     let st = status(&a.dir).unwrap();
     assert_eq!(st["mode"], "secure");
     assert_eq!(st["role"], "peer");
@@ -309,7 +345,7 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
     assert_eq!(sb["calls"]["answered"], 1, "{sb}");
     assert_eq!(sb["calls"]["recent"][0]["result"], "ended", "{sb}");
     assert!(sb["sos"]["rank_ok"].as_u64().unwrap() >= 1, "{sb}");
-    let metrics = http_get(&sos_url, "/metrics");
+    let metrics = http_get(sos_url, "/metrics");
     let ranked: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("sos_rank_duration_seconds_count "))
@@ -332,10 +368,58 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
 
     // Nobody holds this ID: failed, exit status non-zero, the reason given.
     let ids: Vec<u128> = all.iter().map(|p| p.id).collect();
+    let _ = &o.tmp;
     let nobody = (b.id + 1..).find(|i| !ids.contains(i)).unwrap();
     let (success, v) = call(&a.dir, nobody);
     assert!(!success, "{v}");
     assert_eq!(v["result"], "failed", "{v}");
     assert!(v["reason"].as_str().is_some(), "{v}");
     eprintln!("total {:?}", t0.elapsed());
+}
+
+/// The peer database: a peer stopped with SIGTERM (graceful leave) and started again from
+/// the same node directory comes back with its contact cache warm (its next call to the
+/// same callee skips the CSP) and its call history in `peer.db`.
+#[test]
+fn a_restarted_peer_comes_back_with_its_cache_warm() {
+    let mut o = overlay();
+    let (a_dir, b_id) = (o.peers[1].dir.clone(), o.peers[2].id);
+    let (success, v) = call(&a_dir, b_id);
+    assert!(success, "{v}");
+    assert_eq!(v["cached"], false, "{v}");
+    let st = status(&a_dir).unwrap();
+    assert!(
+        st["cached_contacts"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(b_id.to_string())),
+        "{st}"
+    );
+    // SIGTERM: graceful leave, the database flushed, exit 0.
+    let pid = o.peers[1].proc.child.id().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
+    let exit = o.peers[1].proc.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(a_dir.join("peer.db").exists());
+    // Started again: the cache and the history come back from peer.db.
+    o.peers[1] = start_peer(&a_dir, &[]);
+    let peers: Vec<&PeerProc> = o.peers.iter().collect();
+    wait_converged(&peers);
+    let st = status(&a_dir).unwrap();
+    let warm = &st["store"]["warm_start"];
+    assert!(warm["contacts"].as_u64().unwrap() >= 1, "{st}");
+    assert!(warm["calls_in_history"].as_u64().unwrap() >= 1, "{st}");
+    assert!(
+        st["cached_contacts"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(b_id.to_string())),
+        "{st}"
+    );
+    let (success, v) = call(&a_dir, b_id);
+    assert!(success, "{v}");
+    assert_eq!(
+        v["cached"], true,
+        "the cache did not survive the restart: {v}"
+    );
 }

@@ -7,6 +7,7 @@
 
 mod calls;
 mod control;
+mod db;
 mod directory;
 
 use anyhow::{Context, bail};
@@ -121,6 +122,10 @@ pub(crate) struct Args {
     /// PingRequest copies the CSP sends per call.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
+    /// How often the node's state (contact cache, records, a CSP's held requests) is written
+    /// to the peer database (`peer.db` in the node directory), ms.
+    #[arg(long, default_value_t = 2000)]
+    db_sync_ms: u64,
     /// How long `p2psip call` waits for each answer of the callee in the dialog, ms.
     #[arg(long, default_value_t = 5000)]
     dialog_timeout_ms: u64,
@@ -286,6 +291,8 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     })
     .await
     .context("starting the peer")?;
+    // The database first: a warm cache and the records before joining.
+    let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
     let (create, boots) = (a.create, bootstrap.clone());
     h.call(move |n, now| {
         let c = n.chord_mut();
@@ -359,7 +366,24 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         });
     }
 
-    let shared = Arc::new(calls::Shared::default());
+    let shared = Arc::new(calls::Shared::new(db.clone()));
+    // Periodic sync of the node's state into the database.
+    {
+        let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());
+        let every = ms(a.db_sync_ms.max(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let db = db.clone();
+                if h.call(move |n, now| db::sync(&db, n, now)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let control = tokio::net::TcpListener::bind(a.control)
         .await
         .with_context(|| format!("binding the control endpoint {}", a.control))?;
@@ -375,7 +399,10 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         members: members.clone(),
         lookup_wait,
         dialog_wait: ms(a.dialog_timeout_ms.max(100)),
-        extra: Arc::new(|| serde_json::Value::Null),
+        extra: {
+            let db = db.clone();
+            Arc::new(move || db::status(&db, &warm))
+        },
     });
     let mut stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -439,10 +466,15 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&control_file);
     let _ = stop_tx.send(true);
+    {
+        let db = db.clone();
+        let _ = h.call(move |n, now| db::sync(&db, n, now)).await;
+    }
     if let Err(e) = h.shutdown().await {
         error!("shutdown: {e}");
     }
     let _ = task.await;
+    db::close(db).await;
     let _ = http.await;
     Ok(())
 }
@@ -492,7 +524,18 @@ async fn on_event(
             caller,
             call,
             invite,
-        } => calls::answer(h, shared, caller, call, invite).await,
+        } => {
+            let (db, ev) = (
+                shared.db.clone(),
+                SecureEvent::IncomingCall {
+                    caller,
+                    call,
+                    invite: invite.clone(),
+                },
+            );
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
+            calls::answer(h, shared, caller, call, invite).await
+        }
         SecureEvent::Dialog { caller, call, body } if caller == me => {
             calls::on_outgoing_dialog(shared, call, body)
         }

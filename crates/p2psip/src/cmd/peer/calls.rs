@@ -58,8 +58,10 @@ struct Answered {
 type AnsweredCalls = (HashMap<(NodeId, u64), Answered>, VecDeque<(NodeId, u64)>);
 
 /// State shared by the control endpoint and the event loop of one peer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Shared {
+    /// The peer's database (call history).
+    pub db: super::db::Db,
     /// Lookups in flight: Chord lookup handle → who waits.
     pub lookups: Mutex<HashMap<u64, oneshot::Sender<overlay::Event>>>,
     /// Outgoing calls: the secure node's call handle → where their in-dialog messages go.
@@ -75,6 +77,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Empty state over the peer's database.
+    pub(crate) fn new(db: super::db::Db) -> Self {
+        Shared {
+            db,
+            ..Shared::default()
+        }
+    }
+
     fn remember(&self, e: HistoryEntry) {
         let mut h = lock(&self.history);
         if h.len() >= HISTORY {
@@ -229,11 +239,18 @@ pub(crate) async fn place(
     // The sink is registered inside the loop, before any answer can be dispatched.
     let ev = h
         .request(move |n, now| {
-            let id = n.call(now, to, invite);
+            let id = n.call(now, to, invite.clone());
+            super::db::call_placed(&sinks.db, now, id, &invite);
             lock(&sinks.sinks).insert(id, tx);
             id
         })
         .await;
+    if let Ok(ev) = &ev {
+        let (db, ev) = (shared.db.clone(), ev.clone());
+        let _ = h
+            .call(move |_, now| super::db::on_event(&db, now, &ev))
+            .await;
+    }
     let call = match ev {
         Ok(SecureEvent::CallRinging {
             call,

@@ -69,7 +69,10 @@ pub(crate) async fn open_and_warm(
     .await?
     .with_context(|| format!("opening the peer database in {}", dir.display()))?;
     let mut report = WarmReport {
-        moved_aside: opening.moved_aside.as_ref().map(|p| p.display().to_string()),
+        moved_aside: opening
+            .moved_aside
+            .as_ref()
+            .map(|p| p.display().to_string()),
         calls_in_history: opening.snapshot.calls.len(),
         ..WarmReport::default()
     };
@@ -148,7 +151,12 @@ pub(crate) fn on_event(db: &Db, now: Time, ev: &SecureEvent) {
 /// Bring the database up to the node's state (inside the loop; never blocks).
 pub(crate) fn sync(db: &Db, n: &SecureNode, now: Time) {
     if let Some(d) = lock(db).as_mut() {
-        d.sync(now, n.contact_cache(), n.chord().records(), n.held_requests());
+        d.sync(
+            now,
+            n.contact_cache(),
+            n.chord().records(),
+            n.held_requests(),
+        );
     }
 }
 

@@ -8,6 +8,9 @@
 //! non-zero exit status.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "../../sip/tests/support/sipp.rs"]
+mod sipp;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -95,13 +98,16 @@ struct PeerProc {
     proc: Proc,
     id: u128,
     dir: PathBuf,
+    /// The SIP front-end's address, when started with `--sip-listen`.
+    sip: Option<std::net::SocketAddr>,
 }
 
 fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
     let mut args = vec!["peer", "--dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.extend_from_slice(FAST);
-    let proc = spawn(&args, 3);
+    let with_sip = extra.contains(&"--sip-listen");
+    let proc = spawn(&args, if with_sip { 4 } else { 3 });
     let parts: Vec<&str> = proc.first_lines[0].split(' ').collect();
     assert_eq!(parts[0], "listening", "{:?}", proc.first_lines);
     assert!(
@@ -111,6 +117,11 @@ fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
     );
     PeerProc {
         id: parts[1].parse().unwrap(),
+        sip: with_sip.then(|| {
+            let l: Vec<&str> = proc.first_lines[3].split(' ').collect();
+            assert_eq!(&l[..2], ["sip", "udp+tcp"], "{:?}", proc.first_lines);
+            l[2].parse().unwrap()
+        }),
         proc,
         dir: dir.to_path_buf(),
     }
@@ -205,6 +216,11 @@ fn wait_converged(peers: &[&PeerProc]) {
 }
 
 fn overlay() -> Overlay {
+    overlay_with(&[])
+}
+
+/// The overlay, peers A and B with the extra flags given (e.g. a SIP front-end).
+fn overlay_with(ab: &[&str]) -> Overlay {
     let tmp = tempfile::tempdir().unwrap();
     let sos = spawn(
         &[
@@ -282,8 +298,8 @@ fn overlay() -> Overlay {
 
     let t0 = Instant::now();
     let csp = start_peer(&dirs[0], &["--create"]);
-    let a = start_peer(&dirs[1], &[]);
-    let b = start_peer(&dirs[2], &[]);
+    let a = start_peer(&dirs[1], ab);
+    let b = start_peer(&dirs[2], ab);
     let c = start_peer(&dirs[3], &[]);
     wait_converged(&[&csp, &a, &b, &c]);
     eprintln!("overlay up in {:?}", t0.elapsed());
@@ -422,4 +438,60 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
         v["cached"], true,
         "the cache did not survive the restart: {v}"
     );
+}
+
+/// Issue 7 on real peer processes: `--sip-listen` runs the SIP front-end on peers A and B.
+/// A SIPp UAS registers as bob at B's front-end (a signed registration stored at the peer
+/// responsible for hash(bob's AoR)); a SIPp UAC at A's front-end calls bob through the
+/// secure overlay, over UDP and over TCP; every call completes INVITE/180/200/ACK/BYE.
+/// Then the registration's owner is killed with SIGKILL and started again: the record comes
+/// back from its `peer.db`.
+#[test]
+fn sipp_calls_between_front_ends_on_two_peer_processes() {
+    if !sipp::have_sipp() {
+        return;
+    }
+    let mut o = overlay_with(&["--sip-listen", "127.0.0.1:0"]);
+    let (fa, fb) = (o.peers[1].sip.unwrap(), o.peers[2].sip.unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(sipp::sipp_calls("u1", fa, fb, 5));
+    rt.block_on(sipp::sipp_calls("t1", fa, fb, 5));
+    let sa = status(&o.peers[1].dir).unwrap();
+    assert!(sa["stats"].is_object(), "{sa}");
+
+    // bob's registration lives at the peer responsible for its key.
+    let space = overlay::IdSpace::new(16).unwrap();
+    let key = sip::aor_key(space, "sip:bob@p2psip.test").0;
+    let mut ids: Vec<u128> = o.peers.iter().map(|p| p.id).collect();
+    ids.sort();
+    let owner = ids.iter().copied().find(|&i| i >= key).unwrap_or(ids[0]);
+    let idx = o.peers.iter().position(|p| p.id == owner).unwrap();
+    let has_key = |dir: &Path| {
+        status(dir).unwrap()["record_keys"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(key.to_string()))
+    };
+    assert!(
+        has_key(&o.peers[idx].dir),
+        "the owner {owner} lacks key {key}"
+    );
+    // Past one database sync, then SIGKILL: no graceful leave, no hand-over.
+    std::thread::sleep(Duration::from_millis(2500));
+    let dir = o.peers[idx].dir.clone();
+    o.peers[idx].proc.child.kill().unwrap();
+    o.peers[idx].proc.child.wait().unwrap();
+    let _ = std::fs::remove_file(dir.join("control.addr"));
+    let extra: &[&str] = if idx == 0 { &["--create"] } else { &[] };
+    o.peers[idx] = start_peer(&dir, extra);
+    let st = status(&dir).unwrap();
+    assert!(
+        st["store"]["warm_start"]["records"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert!(has_key(&dir), "the record did not survive kill -9: {st}");
 }

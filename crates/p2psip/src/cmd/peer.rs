@@ -12,8 +12,8 @@ mod directory;
 
 use anyhow::{Context, bail};
 use net::{
-    Handle, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy, SosCounters,
-    SosLink, overlay_layer,
+    Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
+    SosCounters, SosLink, overlay_layer,
 };
 use overlay::secure::{Routing, SecureConfig, SecureEvent, SecureNode};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
@@ -122,6 +122,14 @@ pub(crate) struct Args {
     /// PingRequest copies the CSP sends per call.
     #[arg(long, default_value_t = 4)]
     fanout: usize,
+    /// Run the SIP front-end (registrar + proxy, UDP and TCP on the same port) for local SIP
+    /// phones on this address: REGISTER stores a signed AoR registration in the overlay,
+    /// INVITE to `sip:user@DOMAIN` finds it and takes the secure call flow.
+    #[arg(long)]
+    sip_listen: Option<SocketAddr>,
+    /// SIP domain of the AoRs the front-end serves.
+    #[arg(long, default_value = "p2psip.test", requires = "sip_listen")]
+    sip_domain: String,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -225,17 +233,18 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         .clone()
         .or_else(|| directory::default_source(&nd.config.enroll_server));
     let members = Arc::new(AtomicUsize::new(0));
+    let keys = KeyBook::new();
     let membership = match &dir_source {
-        Some(src) => match directory::load(&nd.trust, arcs, src).await {
+        Some(src) => match directory::load(&nd.trust, arcs, src, &keys).await {
             Ok(m) => m,
             Err(e) => {
                 warn!("{e:#}; starting without a directory (calls fail until it loads)");
-                Membership::new(arcs)
+                empty_membership(arcs, &keys)
             }
         },
         None => {
             warn!("no directory source (no --directory, no enroll_server in node.json)");
-            Membership::new(arcs)
+            empty_membership(arcs, &keys)
         }
     };
     log_membership(&membership, &members);
@@ -293,6 +302,9 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     .context("starting the peer")?;
     // The database first: a warm cache and the records before joining.
     let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
+    // Store SIP registrations for others (signature by the owner's certificate key, owner
+    // rule, freshness); without a validator a peer stores nothing for others.
+    net::install_registration_validator(&h).await?;
     let (create, boots) = (a.create, bootstrap.clone());
     h.call(move |n, now| {
         let c = n.chord_mut();
@@ -338,11 +350,12 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     // Directory refresh.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(src) = dir_source.clone() {
-        let (h, trust, secure, members, mut stop) = (
+        let (h, trust, secure, members, keys, mut stop) = (
             h.clone(),
             nd.trust.clone(),
             secure.clone(),
             members.clone(),
+            keys.clone(),
             stop_rx.clone(),
         );
         let every = Duration::from_secs(a.directory_refresh_s.max(1));
@@ -352,7 +365,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
                     () = tokio::time::sleep(every) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                match directory::load(&trust, arcs, &src).await {
+                match directory::load(&trust, arcs, &src, &keys).await {
                     Ok(m) => {
                         log_membership(&m, &members);
                         let ctx = m.context(secure.clone());
@@ -412,6 +425,32 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             })
             .await;
     });
+    // The SIP front-end (registrar + proxy for local phones) over this peer.
+    let (fe_tx, fe) = match a.sip_listen {
+        Some(listen) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<SecureEvent>(4096);
+            let signer = net::CertSigner::from_identity(&nd.identity)?;
+            let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
+            let domain = a.sip_domain.clone();
+            let unix_offset_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let fe = sip::driver::start(
+                listen,
+                sip::driver::DriverLimits::default(),
+                move |local| {
+                    let mut cfg = sip::FrontEndConfig::new(&domain, local);
+                    cfg.unix_offset_ms = unix_offset_ms;
+                    sip::FrontEnd::new(cfg, me_id, Box::new(signer), verifier)
+                },
+                net::RuntimeOverlay::new(h.clone(), space, rx),
+            )
+            .await
+            .with_context(|| format!("starting the SIP front-end on {listen}"))?;
+            (Some(tx), Some(fe))
+        }
+        None => (None, None),
+    };
     let control_file = a.dir.join(CONTROL_FILE);
     std::fs::write(&control_file, format!("{control_addr}\n"))
         .with_context(|| format!("writing {}", control_file.display()))?;
@@ -427,6 +466,9 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             members.load(Ordering::Relaxed),
             sos_url.as_deref().unwrap_or("none")
         )?;
+        if let Some(fe) = &fe {
+            writeln!(out, "sip udp+tcp {} domain {}", fe.local, a.sip_domain)?;
+        }
         out.flush()?;
     }
 
@@ -443,7 +485,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         tokio::select! {
             ev = app_rx.recv() => match ev {
                 Some(ev) => {
-                    if let Some(again) = on_event(&h, &shared, me_id, ev).await {
+                    if let Some(again) = on_event(&h, &shared, me_id, fe_tx.as_ref(), ev).await {
                         rejoin_at.get_or_insert(tokio::time::Instant::now() + again);
                     }
                 }
@@ -466,6 +508,9 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&control_file);
     let _ = stop_tx.send(true);
+    if let Some(fe) = fe {
+        fe.shutdown().await;
+    }
     {
         let db = db.clone();
         let _ = h.call(move |n, now| db::sync(&db, n, now)).await;
@@ -477,6 +522,12 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     db::close(db).await;
     let _ = http.await;
     Ok(())
+}
+
+fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {
+    let mut m = Membership::new(arcs);
+    m.keys = keys.clone();
+    m
 }
 
 fn log_membership(m: &Membership, members: &AtomicUsize) {
@@ -499,6 +550,7 @@ async fn on_event(
     h: &Handle<SecureNode>,
     shared: &Arc<calls::Shared>,
     me: NodeId,
+    fe: Option<&tokio::sync::mpsc::Sender<SecureEvent>>,
     ev: SecureEvent,
 ) -> Option<Duration> {
     match ev {
@@ -534,17 +586,47 @@ async fn on_event(
                 },
             );
             let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
-            calls::answer(h, shared, caller, call, invite).await
+            match fe {
+                // The front-end forwards it to the registered phone.
+                Some(fe) => to_frontend(
+                    fe,
+                    SecureEvent::IncomingCall {
+                        caller,
+                        call,
+                        invite,
+                    },
+                ),
+                None => calls::answer(h, shared, caller, call, invite).await,
+            }
         }
         SecureEvent::Dialog { caller, call, body } if caller == me => {
-            calls::on_outgoing_dialog(shared, call, body)
+            if let (Some(body), Some(fe)) = (calls::on_outgoing_dialog(shared, call, body), fe) {
+                to_frontend(fe, SecureEvent::Dialog { caller, call, body });
+            }
         }
-        SecureEvent::Dialog { caller, call, body } => {
-            calls::on_incoming_dialog(h, shared, caller, call, body).await
+        SecureEvent::Dialog { caller, call, body } => match fe {
+            Some(fe) if !calls::is_answered(shared, caller, call) => {
+                to_frontend(fe, SecureEvent::Dialog { caller, call, body })
+            }
+            _ => calls::on_incoming_dialog(h, shared, caller, call, body).await,
+        },
+        ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
+            // Calls the front-end placed (the control endpoint's calls wait for theirs).
+            let (db, ev2) = (shared.db.clone(), ev.clone());
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev2)).await;
+            if let Some(fe) = fe {
+                to_frontend(fe, ev);
+            }
         }
         other => debug!(?other, "event"),
     }
     None
+}
+
+fn to_frontend(fe: &tokio::sync::mpsc::Sender<SecureEvent>, ev: SecureEvent) {
+    if fe.try_send(ev).is_err() {
+        warn!("SIP front-end busy: overlay event dropped");
+    }
 }
 
 fn random_seed() -> anyhow::Result<[u8; 32]> {

@@ -413,13 +413,22 @@ async fn next_response(
     }
 }
 
-/// An in-dialog message for an outgoing call: to its waiting [`place`].
-pub(crate) fn on_outgoing_dialog(shared: &Shared, call: u64, body: Vec<u8>) {
-    if let Some(tx) = lock(&shared.sinks).get(&call)
-        && tx.try_send(body).is_err()
-    {
+/// An in-dialog message for an outgoing call: to its waiting [`place`]. Gives it back when
+/// the call is not one of ours (the SIP front-end's).
+pub(crate) fn on_outgoing_dialog(shared: &Shared, call: u64, body: Vec<u8>) -> Option<Vec<u8>> {
+    let sinks = lock(&shared.sinks);
+    let Some(tx) = sinks.get(&call) else {
+        return Some(body);
+    };
+    if tx.try_send(body).is_err() {
         warn!(call, "in-dialog message dropped: the call's queue is full");
     }
+    None
+}
+
+/// Is (`caller`, `call`) a call this peer's automatic answerer took?
+pub(crate) fn is_answered(shared: &Shared, caller: NodeId, call: u64) -> bool {
+    lock(&shared.answered).0.contains_key(&(caller, call))
 }
 
 /// A call for us: answer it at once (180 Ringing, 200 OK with an SDP answer).

@@ -3,9 +3,12 @@
 //! against the E&A CA and the CRL before it counts ([`net::Membership::from_file`]).
 
 use anyhow::{Context, bail};
-use net::{DirectoryFile, Membership, Trust};
+use net::{DirectoryFile, KeyBook, Membership, MembershipError, Trust};
 use overlay::IdSpace;
 use overlay::secure::LayerArcs;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest directory accepted, bytes (about 20 000 members of 2 KiB).
@@ -68,14 +71,39 @@ pub(crate) async fn fetch(source: &str) -> anyhow::Result<DirectoryFile> {
     serde_json::from_slice(&bytes).with_context(|| format!("parsing the directory from {source}"))
 }
 
-/// Fetch and check: the membership of the members whose chains pass.
+/// Fetch and check: the membership of the members whose chains pass. Their keys go into
+/// `keys`, the one key book the peer keeps for its whole life (signature checks in the
+/// node, the SIP registration validator and the front-end all hold it), so a refresh adds
+/// members without swapping verifiers; a member dropped from the directory keeps its key
+/// until restart, but a revoked one is refused at every TLS handshake by the CRL.
+/// Malformed or refused members are skipped and listed in [`Membership::refused`].
 pub(crate) async fn load(
     trust: &Trust,
     arcs: LayerArcs,
     source: &str,
+    keys: &Arc<KeyBook>,
 ) -> anyhow::Result<Membership> {
     let file = fetch(source).await?;
-    let m = Membership::from_file(trust, arcs, &file)
-        .with_context(|| format!("checking the directory from {source}"))?;
-    Ok(m)
+    Ok(build(trust, arcs, &file, keys))
+}
+
+fn build(trust: &Trust, arcs: LayerArcs, file: &DirectoryFile, keys: &Arc<KeyBook>) -> Membership {
+    let mut m = Membership::new(arcs);
+    m.keys = keys.clone();
+    for (index, e) in file.members.iter().enumerate() {
+        let chain: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_slice_iter(e.chain.as_bytes()).collect();
+        let chain = match chain {
+            Ok(c) => c,
+            Err(err) => {
+                m.refused.push((index, format!("bad PEM: {err}")));
+                continue;
+            }
+        };
+        match m.add(trust, &chain, e.addr) {
+            Ok(_) | Err(MembershipError::Refused(_)) => {}
+            Err(other) => m.refused.push((index, other.to_string())),
+        }
+    }
+    m
 }

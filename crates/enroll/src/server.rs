@@ -210,6 +210,12 @@ impl DataDir {
     pub fn cert_count(&self) -> Result<i64, ServerError> {
         Ok(self.store.cert_count()?)
     }
+
+    /// What `GET /v1/directory` lists: each node that is not revoked, its advertised
+    /// address and newest valid certificate (DER), at most [`MAX_DIRECTORY`] nodes.
+    pub fn directory(&self) -> Result<Vec<crate::store::DirectoryRow>, ServerError> {
+        Ok(self.store.directory(unix_now(), MAX_DIRECTORY)?)
+    }
 }
 
 /// An HTTP error answer.

@@ -1,8 +1,10 @@
-//! Real processes, the paper's call flow end to end: `p2psip sos`, `p2psip enroll-server`
-//! (handing out the SOS URL and publishing the directory), four `p2psip enroll` (one CSP
-//! and three peers, all in layer 2) and four secure `p2psip peer` processes on mutual TLS
+//! Real processes, the paper's call flow end to end: `p2psip enroll-server` (handing out
+//! the SOS URL and publishing the directory), four `p2psip enroll` (one CSP and three
+//! peers, all in layer 2), `p2psip sos` with the reporter keys E&A exported
+//! (`enroll-server sos-registry`) and four secure `p2psip peer` processes on mutual TLS
 //! over loopback. `p2psip call` from one peer to another rings through the CSP (PingRequest
-//! multicast, the callee asks the real SOS to rank the routes) and completes
+//! multicast, the callee asks the real SOS to rank the routes and reports signed evidence
+//! it accepts) and completes
 //! INVITE/180/200/ACK/BYE/200 as SIP messages over the overlay; the second call to the
 //! same callee comes from the contact cache; a call to a Node-ID nobody holds fails with a
 //! non-zero exit status.
@@ -222,20 +224,10 @@ fn overlay() -> Overlay {
 /// The overlay, peers A and B with the extra flags given (e.g. a SIP front-end).
 fn overlay_with(ab: &[&str]) -> Overlay {
     let tmp = tempfile::tempdir().unwrap();
-    let sos = spawn(
-        &[
-            "sos",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            tmp.path().join("sos.db").to_str().unwrap(),
-        ],
-        1,
-    );
-    let sos_url = sos.first_lines[0]
-        .strip_prefix("sos listening on ")
-        .unwrap()
-        .to_string();
+    // The SOS starts once everyone is enrolled (its key registry lists their certificate
+    // keys); E&A hands out its URL before that.
+    let sos_addr = format!("127.0.0.1:{}", free_port());
+    let sos_url = format!("http://{sos_addr}");
     let data = tmp.path().join("ea");
     let data_s = data.to_str().unwrap();
     let ea = spawn(
@@ -296,6 +288,28 @@ fn overlay_with(ab: &[&str]) -> Overlay {
         ]));
     }
 
+    let registry = tmp.path().join("registry.json");
+    ok(run(&[
+        "enroll-server",
+        "sos-registry",
+        "--data",
+        data_s,
+        "--out",
+        registry.to_str().unwrap(),
+    ]));
+    let sos = spawn(
+        &[
+            "sos",
+            "--listen",
+            &sos_addr,
+            "--db",
+            tmp.path().join("sos.db").to_str().unwrap(),
+            "--key-registry",
+            registry.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert_eq!(sos.first_lines[0], format!("sos listening on {sos_url}"));
     let t0 = Instant::now();
     let csp = start_peer(&dirs[0], &["--create"]);
     let a = start_peer(&dirs[1], ab);
@@ -370,6 +384,20 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
         .parse()
         .unwrap();
     assert!(ranked >= 1, "{metrics}");
+    // B signed evidence about the hops with its certificate key; the SOS accepted it.
+    let t1 = Instant::now();
+    while status(&b.dir).unwrap()["sos"]["reports_ok"]
+        .as_u64()
+        .unwrap()
+        == 0
+    {
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "no report accepted: {}",
+            status(&b.dir).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Again: B is in A's contact cache now (layer 2 caches), no CSP involved.
     let (success, v) = call(&a.dir, b.id);

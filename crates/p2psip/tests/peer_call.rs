@@ -523,3 +523,110 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     );
     assert!(has_key(&dir), "the record did not survive kill -9: {st}");
 }
+
+/// Across layers (paper Figure 3): a CSPG, a CSP and two peers in layer 1 and the same in
+/// layer 2, each layer its own ring. A layer-1 peer calls a layer-2 peer (its CSPG → the
+/// layer-2 CSPG → the layer-2 CSP → PingRequest multicast) and the other way round; both
+/// complete the SIP dialog.
+#[test]
+fn calls_cross_layers_through_the_cspgs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ea");
+    let data_s = data.to_str().unwrap();
+    let ea = spawn(
+        &[
+            "enroll-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--id-bits",
+            "16",
+            "--data",
+            data_s,
+        ],
+        2,
+    );
+    let url = ea.first_lines[0]
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let specs = [
+        ("cspg", "1"),
+        ("cspg", "2"),
+        ("csp", "1"),
+        ("csp", "2"),
+        ("peer", "1"),
+        ("peer", "2"),
+        ("peer", "1"),
+        ("peer", "2"),
+    ];
+    let mut dirs = Vec::new();
+    for (i, (role, layer)) in specs.iter().enumerate() {
+        let tok = ok(run(&[
+            "enroll-server",
+            "token",
+            "create",
+            "--data",
+            data_s,
+            "--role",
+            role,
+            "--layer",
+            layer,
+        ]));
+        let d = tmp.path().join(format!("n{i}"));
+        ok(run(&[
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            tok.trim(),
+            "--out",
+            d.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ]));
+        dirs.push(d);
+    }
+    // The CSPGs start their layers' rings; everyone else joins its own layer's.
+    let peers: Vec<PeerProc> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            start_peer(
+                d,
+                if i < 2 {
+                    &["--no-sos", "--create"]
+                } else {
+                    &["--no-sos"]
+                },
+            )
+        })
+        .collect();
+    let layer1: Vec<&PeerProc> = peers.iter().step_by(2).collect();
+    let layer2: Vec<&PeerProc> = peers.iter().skip(1).step_by(2).collect();
+    wait_converged(&layer1);
+    wait_converged(&layer2);
+    let st = status(&peers[4].dir).unwrap();
+    assert_eq!(st["layer"], 1, "{st}");
+    assert_eq!(
+        st["directory"]["cspgs"],
+        serde_json::json!([1, 1, 0]),
+        "{st}"
+    );
+    assert_eq!(
+        st["directory"]["csps"],
+        serde_json::json!([1, 1, 0]),
+        "{st}"
+    );
+    for (from, to) in [(4, 5), (7, 6)] {
+        let (success, v) = call(&peers[from].dir, peers[to].id);
+        assert!(success, "{v}");
+        assert_eq!(v["result"], "completed", "{v}");
+        assert_eq!(v["cached"], false, "{v}");
+        let route = v["route"].as_array().unwrap();
+        assert_eq!(
+            route.last().unwrap().as_str().unwrap(),
+            peers[to].id.to_string(),
+            "{v}"
+        );
+    }
+}

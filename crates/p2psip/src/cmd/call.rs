@@ -92,16 +92,12 @@ fn readable(v: &Value) -> String {
             .as_array()
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        let cached = v["cached"].as_bool() == Some(true);
         out.push_str(&format!(
-            "  ringing after {srd:.1} ms (SRD), route {} -> {} ({} hops{})\n",
-            s("from"),
+            "  ringing after {srd:.1} ms (SRD), route {} -> {} ({} hops)\n",
+            if cached { "contact cache" } else { "CSP" },
             route.join(" -> "),
             v["hops"].as_u64().unwrap_or(0),
-            if v["cached"].as_bool() == Some(true) {
-                ", contact cache"
-            } else {
-                ""
-            }
         ));
     }
     if let Some(ans) = v["answer_ms"].as_f64() {

@@ -128,7 +128,8 @@ pub(crate) struct CallReport {
     pub srd_ms: Option<f64>,
     /// INVITE sent → 200 OK received, ms.
     pub answer_ms: Option<f64>,
-    /// Route the request took: hops, then the callee.
+    /// The path of the PingRequest copy the callee chose, from the callee's layer CSP:
+    /// carriers, then the callee (`[callee]` when served from the contact cache).
     pub route: Vec<String>,
     /// Overlay hops (route length).
     pub hops: usize,

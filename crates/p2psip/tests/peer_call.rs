@@ -157,12 +157,16 @@ fn converged(peers: &[&PeerProc]) -> bool {
 }
 
 fn call(from: &Path, to: u128) -> (bool, Value) {
+    call_to(from, &to.to_string())
+}
+
+fn call_to(from: &Path, to: &str) -> (bool, Value) {
     let out = run(&[
         "call",
         "--from",
         from.to_str().unwrap(),
         "--to",
-        &to.to_string(),
+        to,
         "--json",
     ]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -472,6 +476,7 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
 /// A SIPp UAS registers as bob at B's front-end (a signed registration stored at the peer
 /// responsible for hash(bob's AoR)); a SIPp UAC at A's front-end calls bob through the
 /// secure overlay, over UDP and over TCP; every call completes INVITE/180/200/ACK/BYE.
+/// `p2psip call --to sip:carol@…` from peer A rings a SIPp UAS registered as carol at B.
 /// Then the registration's owner is killed with SIGKILL and started again: the record comes
 /// back from its `peer.db`.
 #[test]
@@ -488,8 +493,71 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
         .unwrap();
     rt.block_on(sipp::sipp_calls("u1", fa, fb, 5));
     rt.block_on(sipp::sipp_calls("t1", fa, fb, 5));
-    let sa = status(&o.peers[1].dir).unwrap();
-    assert!(sa["stats"].is_object(), "{sa}");
+    // `p2psip call --to AOR`: peer A fetches carol's registration from the overlay and
+    // calls her phone (a SIPp UAS behind B's front-end) through the secure call flow.
+    let a_dir = o.peers[1].dir.clone();
+    let out = rt.block_on(async move {
+        let uas_port = sipp::free_port();
+        let uas = tokio::process::Command::new("timeout")
+            .args([
+                "60",
+                "sipp",
+                "-sn",
+                "uas",
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(uas_port.to_string())
+            .args(["-nostdin", "-m", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let port = uas_port.to_string();
+        let reg = sipp::scenario("register-keep.xml");
+        sipp::run_ok(
+            sipp::sipp_cmd(
+                "u1",
+                fb,
+                &[
+                    "-sf",
+                    &reg,
+                    "-s",
+                    "carol",
+                    "-key",
+                    "contact_port",
+                    &port,
+                    "-m",
+                    "1",
+                ],
+            ),
+            "register carol",
+        )
+        .await;
+        let v = tokio::task::spawn_blocking(move || call_to(&a_dir, "sip:carol@p2psip.test"))
+            .await
+            .unwrap();
+        let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        (v, uas)
+    });
+    let ((success, v), uas) = out;
+    assert!(success, "{v}");
+    assert_eq!(v["result"], "completed", "{v}");
+    assert_eq!(v["aor"], "sip:carol@p2psip.test", "{v}");
+    assert_eq!(v["to"], o.peers[2].id.to_string(), "{v}");
+    assert!(
+        uas.status.success(),
+        "the phone did not see a full call: {}",
+        String::from_utf8_lossy(&uas.stdout)
+    );
 
     // bob's registration lives at the peer responsible for its key.
     let space = overlay::IdSpace::new(16).unwrap();

@@ -582,14 +582,41 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     o.peers[idx].proc.child.kill().unwrap();
     o.peers[idx].proc.child.wait().unwrap();
     let _ = std::fs::remove_file(dir.join("control.addr"));
-    let extra: &[&str] = if idx == 0 { &["--create"] } else { &[] };
-    o.peers[idx] = start_peer(&dir, extra);
+    // Join through another member (the CSP's node.json has no bootstrap of its layer).
+    let other = &o.peers[(idx + 1) % o.peers.len()];
+    let boot = format!(
+        "{}@{}",
+        other.id,
+        other.proc.first_lines[0].split(' ').nth(2).unwrap()
+    );
+    o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
     let st = status(&dir).unwrap();
     assert!(
         st["store"]["warm_start"]["records"].as_u64().unwrap() >= 1,
         "{st}"
     );
     assert!(has_key(&dir), "the record did not survive kill -9: {st}");
+    let peers: Vec<&PeerProc> = o.peers.iter().collect();
+    wait_converged(&peers);
+
+    // SIGTERM: graceful leave, the records go to the successor, and peer.db forgets them
+    // (a restart must not resurrect records someone else now owns).
+    let pid = o.peers[idx].proc.child.id().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
+    assert!(o.peers[idx].proc.child.wait().unwrap().success());
+    let pos = ids.iter().position(|&i| i == owner).unwrap();
+    let succ = ids[(pos + 1) % ids.len()];
+    let succ_dir = o.peers.iter().find(|p| p.id == succ).unwrap().dir.clone();
+    assert!(has_key(&succ_dir), "the successor {succ} lacks key {key}");
+    let other = &o.peers[(idx + 1) % o.peers.len()];
+    let boot = format!(
+        "{}@{}",
+        other.id,
+        other.proc.first_lines[0].split(' ').nth(2).unwrap()
+    );
+    o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
+    let st = status(&dir).unwrap();
+    assert_eq!(st["store"]["warm_start"]["records"], 0, "{st}");
 }
 
 /// Across layers (paper Figure 3): a CSPG, a CSP and two peers in layer 1 and the same in

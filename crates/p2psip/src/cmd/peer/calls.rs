@@ -165,6 +165,15 @@ fn first_line(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// One line on stdout for the operator; a closed or full stdout never stops the peer
+/// (`println!` would panic on a closed pipe).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -473,7 +482,10 @@ pub(crate) async fn answer(
         }
     };
     info!(caller = %caller.id, %call_id, "incoming call: answering (180 Ringing, 200 OK)");
-    println!("incoming call from {} Call-ID {call_id}", caller.id);
+    say(format_args!(
+        "incoming call from {} Call-ID {call_id}",
+        caller.id
+    ));
     {
         let mut g = lock(&shared.answered);
         let (map, order) = &mut *g;
@@ -535,7 +547,7 @@ pub(crate) async fn on_incoming_dialog(
                 g.1.retain(|k| *k != (caller, call));
             }
             info!(%caller, %call_id, "call ended (BYE)");
-            println!("call ended from {caller} Call-ID {call_id}");
+            say(format_args!("call ended from {caller} Call-ID {call_id}"));
             shared.remember(HistoryEntry {
                 direction: "in",
                 peer: caller.to_string(),

@@ -511,15 +511,21 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     if let Some(fe) = fe {
         fe.shutdown().await;
     }
-    {
+    let handed_over = {
         let db = db.clone();
-        let _ = h.call(move |n, now| db::sync(&db, n, now)).await;
-    }
+        h.call(move |n, now| {
+            db::sync(&db, n, now);
+            let c = n.chord();
+            c.is_active() && c.successor().is_some_and(|s| s.id != c.id())
+        })
+        .await
+        .unwrap_or(false)
+    };
     if let Err(e) = h.shutdown().await {
         error!("shutdown: {e}");
     }
     let _ = task.await;
-    db::close(db).await;
+    db::close(db, handed_over).await;
     let _ = http.await;
     Ok(())
 }

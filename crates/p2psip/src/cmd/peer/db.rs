@@ -160,11 +160,12 @@ pub(crate) fn sync(db: &Db, n: &SecureNode, now: Time) {
     }
 }
 
-/// Shutdown, after the graceful leave handed the records to the successor.
-pub(crate) async fn close(db: Db) {
+/// Shutdown, after the graceful leave. `handed_over`: the node had a successor to hand its
+/// records to (a peer alone on its ring keeps them for its next start).
+pub(crate) async fn close(db: Db, handed_over: bool) {
     let taken = lock(&db).take();
     let Some(mut d) = taken else { return };
-    if let Err(e) = d.records_handed_over() {
+    if handed_over && let Err(e) = d.records_handed_over() {
         warn!("peer.db: {e}");
     }
     match tokio::task::spawn_blocking(move || d.shutdown()).await {

@@ -622,7 +622,7 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
 /// Across layers (paper Figure 3): a CSPG, a CSP and two peers in layer 1 and the same in
 /// layer 2, each layer its own ring. A layer-1 peer calls a layer-2 peer (its CSPG → the
 /// layer-2 CSPG → the layer-2 CSP → PingRequest multicast) and the other way round; both
-/// complete the SIP dialog.
+/// complete the SIP dialog. The SOS takes its reporter keys from E&A's directory.
 #[test]
 fn calls_cross_layers_through_the_cspgs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -642,6 +642,25 @@ fn calls_cross_layers_through_the_cspgs() {
     );
     let url = ea.first_lines[0]
         .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    // This SOS follows E&A's directory for reporter keys (started before anyone enrolled).
+    let sos = spawn(
+        &[
+            "sos",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            tmp.path().join("sos.db").to_str().unwrap(),
+            "--enroll-server",
+            &url,
+            "--directory-refresh-s",
+            "1",
+        ],
+        1,
+    );
+    let sos_url = sos.first_lines[0]
+        .strip_prefix("sos listening on ")
         .unwrap()
         .to_string();
     let specs = [
@@ -686,14 +705,11 @@ fn calls_cross_layers_through_the_cspgs() {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            start_peer(
-                d,
-                if i < 2 {
-                    &["--no-sos", "--create"]
-                } else {
-                    &["--no-sos"]
-                },
-            )
+            let mut extra = vec!["--sos", sos_url.as_str()];
+            if i < 2 {
+                extra.push("--create");
+            }
+            start_peer(d, &extra)
         })
         .collect();
     let layer1: Vec<&PeerProc> = peers.iter().step_by(2).collect();
@@ -724,4 +740,52 @@ fn calls_cross_layers_through_the_cspgs() {
             "{v}"
         );
     }
+    // Evidence signed with a peer's certificate key is accepted with the keys the SOS
+    // learned from E&A after it started (`sos --enroll-server`); a key E&A never saw is not.
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let report = |key_pem: &Path, reporter: u128| {
+        let der = PrivatePkcs8KeyDer::from_pem_file(key_pem).unwrap();
+        let der_file = tmp.path().join(format!("key-{reporter}.der"));
+        std::fs::write(&der_file, der.secret_pkcs8_der()).unwrap();
+        // Ed25519 PKCS#8 documents are short; `enroll` makes P-256 keys otherwise.
+        let alg = if der.secret_pkcs8_der().len() < 100 {
+            "ed25519"
+        } else {
+            "ecdsa-p256-sha256"
+        };
+        run(&[
+            "sos",
+            "report",
+            "--server",
+            &sos_url,
+            "--key",
+            der_file.to_str().unwrap(),
+            "--peer",
+            &reporter.to_string(),
+            "--subject",
+            &peers[4].id.to_string(),
+            "--outcome",
+            "delivered",
+            "--algorithm",
+            alg,
+        ])
+    };
+    let key_of = |i: usize| {
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(dirs[i].join("node.json")).unwrap())
+                .unwrap();
+        dirs[i].join(cfg["key_file"].as_str().unwrap())
+    };
+    let accepted = report(&key_of(5), peers[5].id);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let forged = report(&key_of(6), peers[5].id);
+    assert!(
+        !forged.status.success(),
+        "a report signed with another peer's key was accepted"
+    );
 }

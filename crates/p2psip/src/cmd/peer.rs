@@ -8,7 +8,7 @@
 mod calls;
 mod control;
 mod db;
-mod directory;
+pub(crate) mod directory;
 
 use anyhow::{Context, bail};
 use net::{

@@ -73,9 +73,21 @@ struct ServeArgs {
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
     /// Reporter key registry (JSON: {"reporters":[{"peer","algorithm","public_key"}]}).
-    /// Without it no report is accepted.
-    #[arg(long)]
+    /// Without it (or --enroll-server) no report is accepted.
+    #[arg(long, conflicts_with = "enroll_server")]
     key_registry: Option<PathBuf>,
+    /// Take the reporter keys from the E&A server instead: the certificate keys of everyone
+    /// it lists at `GET /v1/directory` (each chain checked against its CA), refreshed every
+    /// --directory-refresh-s, so newly enrolled peers can report without a restart.
+    #[arg(long)]
+    enroll_server: Option<String>,
+    /// The E&A CA certificate (PEM) to check the directory's chains with [default: fetched
+    /// from --enroll-server at start, trusted on first use].
+    #[arg(long, requires = "enroll_server")]
+    ca: Option<PathBuf>,
+    /// How often the keys are re-read from --enroll-server, seconds.
+    #[arg(long, default_value_t = 30)]
+    directory_refresh_s: u64,
     /// Base rate a of evidence-derived and default opinions.
     #[arg(long, default_value_t = 0.25)]
     base_rate: f64,
@@ -233,20 +245,109 @@ fn algorithm(s: &str) -> Algorithm {
     }
 }
 
+/// Reporter keys that follow E&A's directory: a registry rebuilt from the verified
+/// certificate chains E&A publishes, swapped in whole at each refresh.
+struct EnrolledKeys(std::sync::RwLock<Arc<KeyRegistry>>);
+
+impl sos::ReporterVerifier for EnrolledKeys {
+    fn verify(
+        &self,
+        reporter: sos::PeerId,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), sos::VerifyError> {
+        let reg = self
+            .0
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        reg.verify(reporter, message, signature)
+    }
+}
+
+/// The registry of everyone in E&A's directory whose chain verifies.
+async fn enrolled_registry(trust: &net::Trust, directory: &str) -> anyhow::Result<KeyRegistry> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let file = crate::cmd::peer::directory::fetch(directory).await?;
+    let book = net::KeyBook::new();
+    for (i, m) in file.members.iter().enumerate() {
+        let chain: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_slice_iter(m.chain.as_bytes()).collect();
+        match chain
+            .map_err(|e| e.to_string())
+            .and_then(|c| book.insert_verified(trust, &c).map_err(|e| e.to_string()))
+        {
+            Ok(_) => {}
+            Err(e) => tracing::warn!("directory member {i} skipped: {e}"),
+        }
+    }
+    KeyRegistry::from_entries(book.registry_entries()).context("building the key registry")
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let registry = match &a.key_registry {
-        Some(p) => {
+    let verifier: Arc<dyn sos::ReporterVerifier> = match (&a.key_registry, &a.enroll_server) {
+        (Some(p), _) => {
             let bytes = std::fs::read(p)
                 .with_context(|| format!("reading key registry {}", p.display()))?;
-            KeyRegistry::from_json(&bytes)
-                .with_context(|| format!("parsing key registry {}", p.display()))?
+            Arc::new(
+                KeyRegistry::from_json(&bytes)
+                    .with_context(|| format!("parsing key registry {}", p.display()))?,
+            )
         }
-        None => {
-            tracing::warn!("no --key-registry: every report will be refused");
-            KeyRegistry::default()
+        (None, Some(url)) => {
+            let base = url.trim_end_matches('/').to_string();
+            let ca_pem = match &a.ca {
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the CA {}", p.display()))?,
+                None => {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    enroll::client::EnrollClient::new(&base)?
+                        .ca(None)
+                        .await
+                        .with_context(|| format!("fetching the CA from {base}"))?
+                }
+            };
+            let ca = {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
+                    .context("the E&A CA certificate")?
+            };
+            let trust = net::Trust {
+                ca,
+                crls: net::CrlStore::new(),
+                // E&A leaves revoked nodes out of its directory; each refresh drops them.
+                policy: net::RevocationPolicy::AllowMissing,
+            };
+            let dir = format!("{base}/v1/directory");
+            let reg = enrolled_registry(&trust, &dir).await?;
+            tracing::info!(reporters = reg.len(), "reporter keys from {dir}");
+            let keys = Arc::new(EnrolledKeys(std::sync::RwLock::new(Arc::new(reg))));
+            let (k2, every) = (
+                keys.clone(),
+                std::time::Duration::from_secs(a.directory_refresh_s.max(1)),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match enrolled_registry(&trust, &dir).await {
+                        Ok(reg) => {
+                            if let Ok(mut g) = k2.0.write() {
+                                *g = Arc::new(reg);
+                            }
+                        }
+                        Err(e) => tracing::warn!("reporter keys not refreshed: {e:#}"),
+                    }
+                }
+            });
+            keys
+        }
+        (None, None) => {
+            tracing::warn!("no --key-registry or --enroll-server: every report will be refused");
+            Arc::new(KeyRegistry::default())
         }
     };
-    let mut cfg = ServerConfig::new(&a.db, Arc::new(registry));
+    let mut cfg = ServerConfig::new(&a.db, verifier);
     cfg.admin_token = admin_token(a.admin_token_file.as_deref())?;
     cfg.base_rate = a.base_rate;
     cfg.half_life_ms = match a.half_life_secs {

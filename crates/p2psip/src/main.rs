@@ -44,8 +44,8 @@ enum Command {
     /// `{"members":[{"addr":"IP:PORT"|null,"chain":"PEM"}]}`). CSPs and CSPGs are reached at
     /// the address they gave at enrollment (`p2psip enroll --listen`), so start them
     /// listening there. The SOS comes from node.json (`enroll-server --sos-url`) or `--sos`;
-    /// give the SOS the enrolled keys with `enroll-server sos-registry` so it accepts the
-    /// peers' signed reports. `peer.db` in the node directory keeps the contact cache,
+    /// run the SOS with `--enroll-server URL` (or give it `enroll-server sos-registry`) so it
+    /// accepts the peers' signed reports. `peer.db` in the node directory keeps the contact cache,
     /// records, a CSP's held requests and the call history across restarts.
     Peer(cmd::peer::Args),
     /// Place a call from a running peer to another peer (INVITE, 180, 200, ACK, BYE over the

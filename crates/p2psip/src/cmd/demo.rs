@@ -325,7 +325,9 @@ fn limits() -> Limits {
         // 512 peers share one process's descriptors (both ends of every link): links opened
         // for joins and one-off lookups must not outlive their use.
         idle_timeout: Duration::from_secs(8),
-
+        // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
+        // slow-loris guard between hosts) would throttle the join burst here.
+        max_setups_per_source: usize::MAX,
         ..Limits::default()
     }
 }

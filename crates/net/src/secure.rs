@@ -690,6 +690,7 @@ pub async fn run_events<C: SecureCore>(
     app: Option<mpsc::Sender<SecureEvent>>,
 ) {
     let me = h.contact().id;
+    let mut evidence_log = crate::budget::RateLog::new(Duration::from_secs(5));
     while let Some(ev) = events.recv().await {
         match ev {
             SecureEvent::RankRoutes { query, routes } => match &sos {
@@ -704,6 +705,22 @@ pub async fn run_events<C: SecureCore>(
                 }
             },
             SecureEvent::Report { subject, outcome } => {
+                use overlay::secure::Outcome as O;
+                if outcome != O::Delivered
+                    && let Some(held) = evidence_log.allow(tokio::time::Instant::now())
+                {
+                    let why = match outcome {
+                        O::Replayed => {
+                            "a PingRequest copy seen before, or timestamped more than the \
+                             replay window away from this peer's clock (a replay, or a CSP \
+                             clock skewed beyond the window)"
+                        }
+                        O::Modified => "a PingRequest whose signatures do not verify",
+                        O::Misrouted => "a PingRequest that looped or ran too long",
+                        O::Dropped | O::Delivered => "a request it did not deliver",
+                    };
+                    warn!(peer = %me, %subject, ?outcome, "negative evidence: {why} ({held} more since the last warning)");
+                }
                 if let Some(s) = &sos {
                     s.report(me, subject, outcome);
                 }

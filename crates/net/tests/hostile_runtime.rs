@@ -801,3 +801,61 @@ async fn a_legitimate_peer_gets_in_while_the_cap_is_held_by_slow_loris() {
     a.handle.shutdown().await.unwrap();
     b.handle.shutdown().await.unwrap();
 }
+
+/// Clock skew on certificates. The E&A backdates every certificate's notBefore by 300 s
+/// (`enroll::server`), which is the skew allowed between the E&A's clock and a verifier's
+/// that runs behind it. A certificate issued by an E&A 240 s ahead of this peer (notBefore
+/// 60 s ago here) is accepted; one issued 360 s ahead (notBefore 60 s in this peer's future)
+/// is refused as not yet valid, logged and counted. A verifier ahead of the E&A only meets
+/// the expiry check (see the expired case above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_clock_skew_within_the_backdate_works_and_beyond_is_refused() {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix() - 3600, 1).unwrap();
+    let tr = trust(&ca);
+    let (peers, _) = ring(&ca, &tr).await;
+    let h = peers[0].handle.clone();
+    let addr = h.local_addr();
+    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let backdate = 300;
+    let t = now_unix();
+
+    let within = issue_at(&ca, 41, 41, t + 240 - backdate, t + 3600);
+    let base = h.stats();
+    let mut s = tls_connect(addr, &within).await.unwrap();
+    s.write_all(&hello_bytes(41, me)).await.unwrap();
+    s.flush().await.unwrap();
+    wait_for("skewed-within accepted", || {
+        h.stats().accepts_ok == base.accepts_ok + 1
+    })
+    .await;
+    drop(s);
+
+    let beyond = issue_at(&ca, 42, 42, t + 360 - backdate, t + 3600);
+    let base = h.stats();
+    if let Ok(mut s) = tls_connect(addr, &beyond).await {
+        let _ = s.write_all(&hello_bytes(42, me)).await;
+        assert!(
+            closed_within(&mut s, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "a certificate not yet valid was accepted"
+        );
+    }
+    wait_for("skewed-beyond refused", || {
+        h.stats().accepts_refused == base.accepts_refused + 1
+    })
+    .await;
+    let why = h.stats().recent_refusals.last().cloned().unwrap();
+    eprintln!("skewed beyond the backdate: {why}");
+    assert!(
+        why.to_lowercase()
+            .replace([' ', '_'], "")
+            .contains("notvalidyet"),
+        "{why}"
+    );
+    assert_eq!(h.stats().accepts_ok, base.accepts_ok);
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
+}

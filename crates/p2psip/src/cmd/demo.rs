@@ -92,6 +92,9 @@ pub(crate) struct Args {
     /// With --kill-fraction: window (ms) over which the ring rate is computed.
     #[arg(long, default_value_t = 1000)]
     churn_window_ms: u64,
+    /// With --kill-fraction: a call counts as ringing if it rings within this (ms).
+    #[arg(long, default_value_t = 2000)]
+    churn_ring_within_ms: u64,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -1206,6 +1209,7 @@ async fn run_churn(
         window: Duration::from_millis(args.churn_window_ms.max(100)),
         concurrency: args.concurrency,
         seed: args.seed,
+        ring_within: Duration::from_millis(args.churn_ring_within_ms),
     };
     demo_churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }

@@ -6,7 +6,8 @@
 //! listener and sockets dropped — an in-process hard stop, the closest this one-process demo
 //! gets to `kill -9`; the survivors see exactly what a crash shows them: dead TCP links and
 //! silence), and the workload goes on against the survivors. Calls are grouped in windows
-//! by start time; a call counts when it rings within [`RING_WITHIN`]. The report gives each
+//! by start time; a call counts when it rings within
+//! `ring_within` (2 s, the aim; a debug build in a test may ask for a looser one). The report gives each
 //! window's ring rate, the recovery time (kill → start of the first window from which every
 //! window has ≥ 99 % of calls ringing) and the ring rate after it. CSPs and CSPGs are
 //! operator-run servers in the paper's design and are not killed.
@@ -21,8 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
-/// A call to a live callee counts as good if it rings within this (the aim).
-pub(crate) const RING_WITHIN: Duration = Duration::from_secs(2);
 /// Ring rate a window needs to count as recovered.
 pub(crate) const RECOVERED: f64 = 0.99;
 
@@ -41,6 +40,8 @@ pub(crate) struct ChurnPlan {
     pub(crate) concurrency: usize,
     /// Seed for the victims, callers and callees.
     pub(crate) seed: u64,
+    /// A call counts as good if it rings within this.
+    pub(crate) ring_within: Duration,
 }
 
 /// One window of calls (by start time, relative to the kill; negative: before it).
@@ -50,7 +51,7 @@ pub(crate) struct Window {
     pub(crate) start_s: f64,
     /// Calls started in the window.
     pub(crate) calls: u64,
-    /// Of those, rang within [`RING_WITHIN`].
+    /// Of those, rang within the plan's `ring_within`.
     pub(crate) rang: u64,
     /// `rang / calls`.
     pub(crate) rate: f64,
@@ -80,6 +81,8 @@ pub(crate) struct ChurnReport {
     pub(crate) calls_after_recovery: u64,
     /// Window length, s.
     pub(crate) window_s: f64,
+    /// A call counted as good if it rang within this, ms.
+    pub(crate) ring_within_ms: u64,
     /// Every window.
     pub(crate) windows: Vec<Window>,
     /// How the calls that did not ring within 2 s ended (after the kill).
@@ -201,7 +204,7 @@ fn summarise(
             rate: 0.0,
         })
         .collect();
-    let good = |srd: &Option<Duration>| srd.is_some_and(|d| d <= RING_WITHIN);
+    let good = |srd: &Option<Duration>| srd.is_some_and(|d| d <= plan.ring_within);
     let (mut late, mut failed) = (0, 0);
     for (at, srd) in calls {
         let i = ((at / w).floor() as i64 - first).clamp(0, windows.len() as i64 - 1) as usize;
@@ -267,6 +270,7 @@ fn summarise(
         rate_after_recovery: stable.map(|_| if ca == 0 { 0.0 } else { ra as f64 / ca as f64 }),
         calls_after_recovery: ca,
         window_s: w,
+        ring_within_ms: plan.ring_within.as_millis() as u64,
         windows,
         late,
         failed,
@@ -288,26 +292,23 @@ pub(crate) fn print(r: &ChurnReport) {
         }
     };
     println!(
-        "  before the kill  {} calls, {:.2}% rang within {} s",
+        "  before the kill  {} calls, {:.2}% rang within {within} s",
         r.calls_before,
         pct(r.rang_before, r.calls_before),
-        RING_WITHIN.as_secs()
     );
     println!(
-        "  after the kill   {} calls to live callees, {:.2}% rang within {} s ({} rang later, {} failed)",
+        "  after the kill   {} calls to live callees, {:.2}% rang within {within} s ({} rang later, {} failed)",
         r.calls_after,
         pct(r.rang_after, r.calls_after),
-        RING_WITHIN.as_secs(),
         r.late,
         r.failed
     );
     match (r.recovery_s, r.rate_after_recovery) {
         (Some(s), Some(rate)) => println!(
-            "  recovered        {s:.1} s after the kill (every later {:.1} s window ≥ 99%); after that {:.2}% of {} calls rang within {} s",
+            "  recovered        {s:.1} s after the kill (every later {:.1} s window ≥ 99%); after that {:.2}% of {} calls rang within {within} s",
             r.window_s,
             100.0 * rate,
             r.calls_after_recovery,
-            RING_WITHIN.as_secs()
         ),
         _ => println!("  recovered        NOT within the run"),
     }

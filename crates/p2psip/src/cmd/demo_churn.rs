@@ -284,6 +284,7 @@ pub(crate) fn print(r: &ChurnReport) {
         "  Churn: {} ordinary peers hard-stopped at once (in-process kill: no leave, sockets dropped), {} left",
         r.killed, r.alive
     );
+    let within = r.ring_within_ms as f64 / 1000.0;
     let pct = |a: u64, b: u64| {
         if b == 0 {
             0.0

@@ -20,6 +20,23 @@ pub struct Limits {
     pub command_queue: usize,
     /// Concurrent inbound connections (set-up and established).
     pub max_inbound: usize,
+    /// Inbound connections still in set-up (TCP accepted, TLS + hello not finished) from one
+    /// source IP at once; beyond it new connections from that IP are closed at once and
+    /// counted (`refused_source`). Keeps one slow-loris host from holding every inbound slot.
+    pub max_setups_per_source: usize,
+    /// Inbound frames per second one link may hand to the loop on average while the loop is
+    /// behind (its inbound channel more than half full; 0: no budget). A link over its
+    /// budget is then read more slowly (counted in `throttled_in`), so the excess waits in
+    /// the sender's TCP buffers and one flooding peer cannot take the loop from the other
+    /// links. While the loop keeps up, no link is slowed.
+    pub frames_per_sec: u32,
+    /// Frames a link may send at once above `frames_per_sec` (the token bucket's depth).
+    pub frame_burst: u32,
+    /// Frames of one link waiting in the loop's inbound channel at once (its fair share of
+    /// `inbound_queue`); a link at its share is read on only as the loop handles its frames
+    /// (counted in `share_waits`), so a flooding link delays the others by at most this
+    /// many frames.
+    pub link_share: usize,
     /// Most peers with an open link at once; opening one more closes the least recently
     /// used (bounds descriptors when many peers share a host, e.g. the demo).
     pub max_links: usize,
@@ -49,6 +66,10 @@ impl Default for Limits {
             event_queue: 1024,
             command_queue: 256,
             max_inbound: 1024,
+            max_setups_per_source: 64,
+            frames_per_sec: 5000,
+            frame_burst: 2000,
+            link_share: 64,
             max_links: 4096,
             max_waiters: 4096,
             connect_timeout: Duration::from_secs(3),

@@ -5,6 +5,7 @@
 //! sender). The loop feeds it through a bounded per-connection queue of encoded frames and
 //! never waits on it (a full queue drops the frame and counts it).
 
+use crate::budget::{FrameBudget, RateLog, SourceSlot};
 use crate::config::Limits;
 use crate::hello::{self, Hello, HelloError};
 use crate::runtime::Peer;
@@ -18,13 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 /// Largest write batch assembled from queued frames.
 const WRITE_BATCH: usize = 64 * 1024;
+/// A link over its frame budget pauses once its debt reaches this (fewer, longer pauses
+/// than one timer per frame; the average rate is the same).
+const MIN_PAUSE: Duration = Duration::from_millis(5);
+/// At most one "over its frame budget" warning per link per this interval.
+const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What connection tasks tell the loop.
 #[derive(Debug)]
@@ -35,8 +41,13 @@ pub(crate) enum ConnEvent {
         peer: Peer,
         tx: Option<mpsc::Sender<Vec<u8>>>,
     },
-    /// A frame from an authenticated peer.
-    Frame { peer: Peer, msg: Message },
+    /// A frame from an authenticated peer. `_share` is one of its link's in-flight slots,
+    /// given back when the loop has handled the frame.
+    Frame {
+        peer: Peer,
+        msg: Message,
+        _share: OwnedSemaphorePermit,
+    },
     /// The connection is gone (or never came up).
     Down {
         conn: u64,
@@ -52,6 +63,8 @@ pub(crate) struct Ctx {
     pub(crate) stats: Arc<Shared>,
     pub(crate) to_loop: mpsc::Sender<ConnEvent>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Set by a hard stop ([`crate::Handle::kill`]): drop the socket at once, flush nothing.
+    pub(crate) abort: watch::Receiver<bool>,
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) connector: TlsConnector,
 }
@@ -224,13 +237,15 @@ pub(crate) async fn dial(
 }
 
 /// Set up an accepted TCP connection, then run it. `_permit` holds one of the inbound slots
-/// for the connection's whole life.
+/// for the connection's whole life; `slot` holds one of its source's set-up slots until
+/// set-up ends.
 pub(crate) async fn accept(
     ctx: Arc<Ctx>,
     conn: u64,
     tcp: TcpStream,
     source: SocketAddr,
     _permit: OwnedSemaphorePermit,
+    slot: SourceSlot,
     _done: mpsc::Sender<()>,
 ) {
     let started = Instant::now();
@@ -263,6 +278,7 @@ pub(crate) async fn accept(
         r = timeout(ctx.limits.handshake_timeout, setup) => r,
         _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
     };
+    drop(slot);
     let (tls, ident, addr) = match outcome {
         Err(_) => {
             warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
@@ -326,7 +342,15 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
 
     let reader = async {
         let mut close = close_tx.subscribe();
+        let mut abort = ctx.abort.clone();
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut budget = FrameBudget::new(
+            ctx.limits.frames_per_sec,
+            ctx.limits.frame_burst,
+            Instant::now(),
+        );
+        let mut throttle_log = RateLog::new(THROTTLE_LOG_EVERY);
+        let share = Arc::new(Semaphore::new(ctx.limits.link_share.max(1)));
         'conn: loop {
             let mut off = 0;
             loop {
@@ -336,9 +360,55 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
                         Shared::inc(&ctx.stats.c.frames_in);
                         Shared::add(&ctx.stats.c.bytes_in, n as u64);
                         touch();
+                        // The budget binds only while the loop is behind (its inbound
+                        // channel more than half full, or half of this link's share
+                        // waiting in it): then links over their budget wait, the others
+                        // go on. A loop that keeps up serves every link at full speed.
+                        let now = Instant::now();
+                        let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
+                            || share.available_permits() * 2 < ctx.limits.link_share;
+                        if let Some(wait) = budget.take(now, congested)
+                            && wait >= MIN_PAUSE
+                        {
+                            Shared::inc(&ctx.stats.c.throttled_in);
+                            Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
+                            if let Some(held) = throttle_log.allow(now) {
+                                warn!(
+                                    peer = %id,
+                                    "link over its inbound frame budget ({}/s, burst {}): \
+                                     reading slowed ({held} more pauses since the last warning)",
+                                    ctx.limits.frames_per_sec,
+                                    ctx.limits.frame_burst
+                                );
+                            }
+                            tokio::select! {
+                                _ = close.wait_for(|c| *c) => break 'conn,
+                                () = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                        // Fair share of the loop: at most `link_share` frames of this link
+                        // wait in the loop's channel at once, so other links always find
+                        // room in it and wait behind at most that many of ours.
+                        let share = match share.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            Err(_) => {
+                                Shared::inc(&ctx.stats.c.share_waits);
+                                tokio::select! {
+                                    _ = close.wait_for(|c| *c) => break 'conn,
+                                    p = share.clone().acquire_owned() => match p {
+                                        Ok(p) => p,
+                                        Err(_) => break 'conn,
+                                    },
+                                }
+                            }
+                        };
                         if ctx
                             .to_loop
-                            .send(ConnEvent::Frame { peer, msg })
+                            .send(ConnEvent::Frame {
+                                peer,
+                                msg,
+                                _share: share,
+                            })
                             .await
                             .is_err()
                         {
@@ -366,6 +436,7 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
             }
             tokio::select! {
                 _ = close.wait_for(|c| *c) => break,
+                _ = abort.wait_for(|a| *a) => break,
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) => break,
                     Ok(_) => {}
@@ -382,6 +453,8 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
     let writer = async {
         let mut close = close_tx.subscribe();
         let mut shutdown = ctx.shutdown.clone();
+        let mut abort = ctx.abort.clone();
+        let mut killed = false;
         let idle = ctx.limits.idle_timeout;
         let mut batch: Vec<u8> = Vec::new();
         let mut stopping = false;
@@ -408,6 +481,10 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
                         continue;
                     }
                     _ = close.wait_for(|c| *c) => break,
+                    _ = abort.wait_for(|a| *a) => {
+                        killed = true;
+                        break;
+                    }
                     // Shutting down: flush what is queued, then close.
                     _ = shutdown.wait_for(|s| *s) => stopping = true,
                 }
@@ -423,9 +500,20 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
                     wr.write_all(&batch).await?;
                     wr.flush().await
                 };
-                if let Err(e) = r.await {
-                    debug!(peer = %id, "write: {e}");
-                    break;
+                // A peer that stops reading must not hold this task (and its buffers and
+                // inbound slot) forever: a write that cannot finish within the idle
+                // timeout closes the link.
+                match timeout(idle, r).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(peer = %id, "write: {e}");
+                        break;
+                    }
+                    Err(_) => {
+                        Shared::inc(&ctx.stats.c.write_timeouts);
+                        warn!(peer = %id, "closing connection: the peer did not read for {idle:?}");
+                        break;
+                    }
                 }
                 Shared::add(&ctx.stats.c.bytes_out, batch.len() as u64);
                 touch();
@@ -435,7 +523,9 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
                 }
             }
         }
-        let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
+        if !killed {
+            let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
+        }
         close_tx.send_replace(true);
     };
 

@@ -34,6 +34,7 @@
 //! none is loaded. TLS session resumption is disabled so every connection is checked.
 #![warn(missing_docs, unreachable_pub)]
 
+mod budget;
 mod chord;
 mod config;
 mod conn;

@@ -1,5 +1,6 @@
 //! The runtime shell: one loop that owns the core and every routing decision.
 
+use crate::budget::{RateLog, SourceSlots};
 use crate::config::NetConfig;
 use crate::conn::{self, ConnEvent, Ctx};
 use crate::crl;
@@ -25,6 +26,8 @@ use tracing::{debug, info, warn};
 const SELF_BUDGET: usize = 1024;
 /// Connection events handled in one go before the core's outputs are drained again.
 const EVENT_BUDGET: usize = 64;
+/// At most one warning about refused inbound connections per this interval.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// An authenticated peer, as the runtime hands it to the core with each message.
 ///
@@ -97,6 +100,7 @@ enum Command<C: Core> {
     Call(CallFn<C>),
     Request(RequestFn<C>, oneshot::Sender<C::Event>),
     Shutdown(oneshot::Sender<()>),
+    Kill(oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable handle to a running peer: run code against the core inside the
@@ -172,6 +176,20 @@ impl<C: Core> Handle<C> {
         Ok(())
     }
 
+    /// Stop at once, the way a crash or `kill -9` would: no leave, nothing flushed; the
+    /// listener and every connection close (their sockets are dropped), so peers see the
+    /// links die and must detect the loss with their own timeouts. For fault tests in one
+    /// process, where the peer cannot be a separate process to kill.
+    pub async fn kill(&self) -> Result<(), NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Kill(tx))
+            .await
+            .map_err(|_| NetError::Closed)?;
+        let _ = rx.await;
+        Ok(())
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats.snapshot()
@@ -238,6 +256,7 @@ impl<C: Core> PeerRuntime<C> {
         let limits = cfg.limits.clone();
         let (to_loop, conn_rx) = mpsc::channel(limits.inbound_queue.max(1));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (abort_tx, abort_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         let ctx = Arc::new(Ctx {
             hello: Hello {
@@ -248,6 +267,7 @@ impl<C: Core> PeerRuntime<C> {
             stats: stats.clone(),
             to_loop,
             shutdown: shutdown_rx.clone(),
+            abort: abort_rx,
             acceptor: TlsAcceptor::from(server),
             connector: TlsConnector::from(client),
         });
@@ -280,6 +300,8 @@ impl<C: Core> PeerRuntime<C> {
             conn_rx,
             listener,
             inbound: Arc::new(Semaphore::new(limits.max_inbound)),
+            sources: SourceSlots::default(),
+            refusal_log: RateLog::new(REFUSAL_LOG_EVERY),
             ctx,
             conns: BTreeMap::new(),
             sends: 0,
@@ -288,6 +310,7 @@ impl<C: Core> PeerRuntime<C> {
             waiters: BTreeMap::new(),
             events: ev_tx,
             shutdown: shutdown_tx,
+            abort: abort_tx,
             done_tx: Some(done_tx),
             done_rx,
             to_self: VecDeque::new(),
@@ -319,6 +342,10 @@ struct Loop<C: Core> {
     conn_rx: mpsc::Receiver<ConnEvent>,
     listener: TcpListener,
     inbound: Arc<Semaphore>,
+    /// Unfinished set-ups per source IP.
+    sources: SourceSlots,
+    /// Keeps a connection flood from flooding the log.
+    refusal_log: RateLog,
     ctx: Arc<Ctx>,
     /// One sending connection per peer (the first that came up or is being dialled).
     conns: BTreeMap<NodeId, Entry>,
@@ -330,6 +357,8 @@ struct Loop<C: Core> {
     waiters: BTreeMap<u64, oneshot::Sender<C::Event>>,
     events: mpsc::Sender<C::Event>,
     shutdown: watch::Sender<bool>,
+    /// Tells every connection to drop its socket at once (a hard stop).
+    abort: watch::Sender<bool>,
     done_tx: Option<mpsc::Sender<()>>,
     done_rx: mpsc::Receiver<()>,
     to_self: VecDeque<Message>,
@@ -367,6 +396,12 @@ impl<C: Core> Loop<C> {
                     Some(Command::Request(f, reply)) => self.request(f, reply),
                     Some(Command::Shutdown(reply)) => {
                         self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(Command::Kill(reply)) => {
+                        warn!(node = %self.me.contact.id, "killed: stopping without leaving");
+                        self.abort.send_replace(true);
                         let _ = reply.send(());
                         return;
                     }
@@ -532,9 +567,25 @@ impl<C: Core> Loop<C> {
     async fn accept(&mut self, acc: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
         match acc {
             Ok((tcp, source)) => {
+                let Some(slot) = self
+                    .sources
+                    .try_take(source.ip(), self.limits.max_setups_per_source)
+                else {
+                    Shared::inc(&self.stats.c.refused_source);
+                    if let Some(held) = self.refusal_log.allow(Instant::now()) {
+                        warn!(%source, "inbound connection refused: {} set-ups from {} already ({held} more refusals since the last warning)",
+                            self.limits.max_setups_per_source, source.ip());
+                    }
+                    self.stats.refusal(format!(
+                        "inbound from {source}: too many set-ups from this source"
+                    ));
+                    return;
+                };
                 let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
                     Shared::inc(&self.stats.c.refused_capacity);
-                    warn!(%source, "inbound connection refused: {} connections already", self.limits.max_inbound);
+                    if let Some(held) = self.refusal_log.allow(Instant::now()) {
+                        warn!(%source, "inbound connection refused: {} connections already ({held} more refusals since the last warning)", self.limits.max_inbound);
+                    }
                     self.stats
                         .refusal(format!("inbound from {source}: at capacity"));
                     return;
@@ -550,6 +601,7 @@ impl<C: Core> Loop<C> {
                     tcp,
                     source,
                     permit,
+                    slot,
                     done,
                 ));
             }
@@ -573,7 +625,7 @@ impl<C: Core> Loop<C> {
                 }
                 self.backoff.remove(&peer.contact.id);
             }
-            ConnEvent::Frame { peer, msg } => {
+            ConnEvent::Frame { peer, msg, _share } => {
                 let now = self.now();
                 self.core.handle_message(now, &peer, msg);
             }

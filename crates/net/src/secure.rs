@@ -474,6 +474,34 @@ pub struct SosCounters {
     pub reports_failed: AtomicU64,
     /// Reports dropped because too many were in flight.
     pub reports_dropped: AtomicU64,
+    /// Report deliveries tried again after a transient failure (SOS down, 5xx, 429).
+    pub report_retries: AtomicU64,
+    /// Ranking requests tried again after a transient failure.
+    pub rank_retries: AtomicU64,
+}
+
+/// Report deliveries: tries, first back-off (doubled each time, with jitter). About 6 s in
+/// all: an SOS restart within that loses no report.
+const REPORT_TRIES: u32 = 7;
+const REPORT_BACKOFF: Duration = Duration::from_millis(100);
+/// Rankings are only useful within the node's SOS timeout: one quick retry.
+const RANK_TRIES: u32 = 2;
+const RANK_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Whether a failed SOS request may succeed if sent again (transport error, timeout,
+/// server error, rate limit) rather than being refused for what it says.
+fn sos_transient(e: &sos::ClientError) -> bool {
+    match e {
+        sos::ClientError::Server { status, .. } => *status >= 500 || *status == 429,
+        sos::ClientError::Build(_) => false,
+        _ => true,
+    }
+}
+
+/// The back-off before try `n` (1-based) with up to 50 % jitter from `salt`.
+fn sos_backoff(first: Duration, n: u32, salt: u8) -> Duration {
+    let base = first.saturating_mul(1u32 << n.saturating_sub(1).min(10));
+    base + base.mul_f64(f64::from(salt) / 510.0)
 }
 
 /// A peer's connection to the SOS: the HTTP client, its certificate key for reports, and a
@@ -530,7 +558,18 @@ impl SosLink {
                 .iter()
                 .map(|r| r.iter().map(|n| sos::PeerId(n.0)).collect())
                 .collect();
-            let best = match client.rank(ids.clone()).await {
+            let mut answer = client.rank(ids.clone()).await;
+            for n in 1..RANK_TRIES {
+                match &answer {
+                    Err(e) if sos_transient(e) => {
+                        counters.rank_retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(sos_backoff(RANK_BACKOFF, n, 0)).await;
+                        answer = client.rank(ids.clone()).await;
+                    }
+                    _ => break,
+                }
+            }
+            let best = match answer {
                 Ok(r) => {
                     counters.rank_ok.fetch_add(1, Ordering::Relaxed);
                     r.ranked
@@ -548,6 +587,13 @@ impl SosLink {
                 .call(move |n, now| n.node().handle_ranking(now, query, best))
                 .await;
         });
+    }
+
+    /// Sign and deliver a report as `me` about `subject` in the background, retrying with
+    /// back-off while the SOS is unreachable; the outcome lands in the counters. This is
+    /// what [`run_events`] does for every `SecureEvent::Report`.
+    pub fn send_report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
+        self.report(me, subject, outcome);
     }
 
     fn report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
@@ -576,8 +622,33 @@ impl SosLink {
                 timestamp_ms: unix_ms(),
                 nonce,
             };
+            // The same signed report (same nonce) is sent again after a transient failure;
+            // if an earlier try was stored but its answer lost, the SOS refuses the copy as
+            // a replayed nonce, which means it has the report.
             let ok = match signer.sign(body) {
-                Ok(r) => client.post_report(&r).await.is_ok(),
+                Ok(r) => {
+                    let mut n = 0;
+                    loop {
+                        n += 1;
+                        match client.post_report(&r).await {
+                            Ok(_) => break true,
+                            Err(sos::ClientError::Server { status: 409, body })
+                                if n > 1 && body.error == "replayed_nonce" =>
+                            {
+                                break true;
+                            }
+                            Err(e) if n < REPORT_TRIES && sos_transient(&e) => {
+                                counters.report_retries.fetch_add(1, Ordering::Relaxed);
+                                debug!("SOS report failed (try {n}), retrying: {e}");
+                                tokio::time::sleep(sos_backoff(REPORT_BACKOFF, n, nonce[0])).await;
+                            }
+                            Err(e) => {
+                                warn!("SOS report not delivered after {n} tries: {e}");
+                                break false;
+                            }
+                        }
+                    }
+                }
                 Err(_) => false,
             };
             let c = if ok {
@@ -619,6 +690,7 @@ pub async fn run_events<C: SecureCore>(
     app: Option<mpsc::Sender<SecureEvent>>,
 ) {
     let me = h.contact().id;
+    let mut evidence_log = crate::budget::RateLog::new(Duration::from_secs(5));
     while let Some(ev) = events.recv().await {
         match ev {
             SecureEvent::RankRoutes { query, routes } => match &sos {
@@ -633,6 +705,22 @@ pub async fn run_events<C: SecureCore>(
                 }
             },
             SecureEvent::Report { subject, outcome } => {
+                use overlay::secure::Outcome as O;
+                if outcome != O::Delivered
+                    && let Some(held) = evidence_log.allow(tokio::time::Instant::now())
+                {
+                    let why = match outcome {
+                        O::Replayed => {
+                            "a PingRequest copy seen before, or timestamped more than the \
+                             replay window away from this peer's clock (a replay, or a CSP \
+                             clock skewed beyond the window)"
+                        }
+                        O::Modified => "a PingRequest whose signatures do not verify",
+                        O::Misrouted => "a PingRequest that looped or ran too long",
+                        O::Dropped | O::Delivered => "a request it did not deliver",
+                    };
+                    warn!(peer = %me, %subject, ?outcome, "negative evidence: {why} ({held} more since the last warning)");
+                }
                 if let Some(s) = &sos {
                     s.report(me, subject, outcome);
                 }

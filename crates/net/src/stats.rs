@@ -61,6 +61,16 @@ counters! {
     handshake_timeouts,
     /// Inbound connections refused because the inbound cap was reached.
     refused_capacity,
+    /// Inbound connections refused because their source IP already held
+    /// `max_setups_per_source` unfinished set-ups.
+    refused_source,
+    /// Times a link's reader paused because the link exceeded its inbound frame budget.
+    throttled_in,
+    /// Total time links' readers spent paused over their frame budget, µs.
+    throttled_us,
+    /// Times a link's reader waited because `link_share` of its frames were already
+    /// waiting for the loop.
+    share_waits,
     /// Frames dropped because a connection's send queue was full.
     dropped_queue_full,
     /// Frames dropped because the destination had no address.
@@ -75,6 +85,9 @@ counters! {
     malformed_in,
     /// Connections closed after the idle timeout.
     idle_closed,
+    /// Connections closed because a write could not finish within the idle timeout (the
+    /// peer stopped reading).
+    write_timeouts,
     /// Links closed to make room under `max_links`.
     links_evicted,
     /// Events dropped because the application's event channel was full.

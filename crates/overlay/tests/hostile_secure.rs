@@ -37,6 +37,11 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
+        Net::with_clocks(|_| 0)
+    }
+
+    /// Peers whose Unix clocks are off by `skew_ms(id)` milliseconds.
+    fn with_clocks(skew_ms: impl Fn(u128) -> i64) -> Net {
         let space = IdSpace::new(10).unwrap();
         let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
         let mut reg = Ed25519Registry::default();
@@ -108,7 +113,7 @@ impl Net {
                     role,
                     Routing::Secure,
                     signer,
-                    1_700_000_000_000,
+                    1_700_000_000_000u64.saturating_add_signed(skew_ms(id.0)),
                     [7; 32],
                 ),
             );
@@ -655,5 +660,63 @@ fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
         if !GHOSTS.contains(&succ.unwrap_or(0)) {
             assert_eq!(succ, Some(RING[(i + 1) % n]), "successor of {id}");
         }
+    }
+}
+
+/// Clock skew between a CSP and the peers on its routes: PingRequest timestamps are checked
+/// against each hop's clock, allowed `timestamp_window_ms` (30 s) either way. A CSP whose
+/// clock is 20 s behind or ahead still gets its calls through, with no evidence against
+/// anyone; 40 s behind or ahead, the first hops refuse its copies (reported as `Replayed`
+/// against the CSP itself, the peer that sent them) and the call does not ring. A hop whose
+/// own clock is 20 s off forwards normally.
+#[test]
+fn clock_skew_within_the_window_works_and_beyond_it_is_refused() {
+    for skew in [-20_000i64, 20_000] {
+        let mut net = Net::with_clocks(|id| if id == CSP { skew } else { 0 });
+        net.call(CALLER, CALLEE);
+        assert_eq!(
+            net.rang(CALLER),
+            1,
+            "CSP skewed {skew} ms: {:?}",
+            net.events
+        );
+        let reports: Vec<_> = net
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, SecureEvent::Report { outcome, .. } if *outcome != Outcome::Delivered))
+            .collect();
+        assert!(reports.is_empty(), "skew {skew} ms: {reports:?}");
+    }
+    // Every peer but the CSP 20 s off: the hops' clocks, not the CSP's.
+    let mut net = Net::with_clocks(|id| if id == CSP { 0 } else { 20_000 });
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "hops skewed 20 s: {:?}", net.events);
+
+    for skew in [-40_000i64, 40_000] {
+        let mut net = Net::with_clocks(|id| if id == CSP { skew } else { 0 });
+        net.call(CALLER, CALLEE);
+        assert_eq!(
+            net.rang(CALLER),
+            0,
+            "CSP skewed {skew} ms rang: {:?}",
+            net.events
+        );
+        assert_eq!(net.incoming(CALLEE), 0);
+        let refused: Vec<NodeId> = net
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SecureEvent::Report {
+                    subject,
+                    outcome: Outcome::Replayed,
+                } => Some(*subject),
+                _ => None,
+            })
+            .collect();
+        assert!(!refused.is_empty(), "skew {skew} ms: nothing refused");
+        assert!(
+            refused.iter().all(|s| s.0 == CSP),
+            "skew {skew} ms: evidence against an honest hop: {refused:?}"
+        );
     }
 }

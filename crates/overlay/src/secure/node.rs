@@ -92,7 +92,9 @@ pub struct SecureConfig {
     pub sos_timeout: Duration,
     /// Caller's wait for Ringing before retrying, then failing.
     pub call_timeout: Duration,
-    /// How old a PingRequest may be, in milliseconds.
+    /// How far a PingRequest's timestamp may be from the hop's clock, either way, in
+    /// milliseconds: the replay window, and the clock skew allowed between a CSP and the
+    /// peers on its routes.
     pub timestamp_window_ms: u64,
     /// Longest accepted PingRequest path.
     pub max_path: usize,
@@ -783,9 +785,10 @@ impl SecureNode {
             Some(Outcome::Modified)
         } else if ping.hops.len() >= self.ctx.cfg.max_path {
             Some(Outcome::Misrouted)
-        } else if self.unix_ms(now).saturating_sub(body.timestamp_ms)
-            > self.ctx.cfg.timestamp_window_ms
-        {
+        } else if self.unix_ms(now).abs_diff(body.timestamp_ms) > self.ctx.cfg.timestamp_window_ms {
+            // Older than the window (a replay, or the CSP's clock is that far behind) or
+            // newer than it (the CSP's clock is that far ahead: such a copy would stay
+            // "fresh" long after the hops forgot its nonce, so it could be replayed).
             Some(Outcome::Replayed)
         } else if !self.chain_valid(&ping) {
             Some(Outcome::Modified)

@@ -16,6 +16,7 @@
 //! `--simulated` runs the discrete-event simulator instead (the previous demo).
 
 use crate::cmd::call::invite;
+use crate::cmd::demo_churn;
 use anyhow::{Context, bail};
 use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,6 +80,21 @@ pub(crate) struct Args {
     /// SIP domain the front-ends serve (AoRs are `sip:user@DOMAIN`).
     #[arg(long, default_value = "p2psip.test")]
     sip_domain: String,
+    /// After the random calls: hard-stop this fraction of the ordinary peers at once under
+    /// a call workload and report the recovery (see `demo_churn`; 0: no churn run).
+    #[arg(long, default_value_t = 0.0)]
+    kill_fraction: f64,
+    /// With --kill-fraction: seconds of workload before the kill and after it.
+    #[arg(long, default_value_t = 5)]
+    churn_before_s: u64,
+    #[arg(long, default_value_t = 30)]
+    churn_after_s: u64,
+    /// With --kill-fraction: window (ms) over which the ring rate is computed.
+    #[arg(long, default_value_t = 1000)]
+    churn_window_ms: u64,
+    /// With --kill-fraction: a call counts as ringing if it rings within this (ms).
+    #[arg(long, default_value_t = 2000)]
+    churn_ring_within_ms: u64,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -325,7 +341,9 @@ fn limits() -> Limits {
         // 512 peers share one process's descriptors (both ends of every link): links opened
         // for joins and one-off lookups must not outlive their use.
         idle_timeout: Duration::from_secs(8),
-
+        // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
+        // slow-loris guard between hosts) would throttle the join burst here.
+        max_setups_per_source: usize::MAX,
         ..Limits::default()
     }
 }
@@ -921,7 +939,12 @@ async fn real(args: Args) -> anyhow::Result<()> {
     // Let the last evidence reach the SOS before counting it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = sum_stats(&secure.handles);
-    let report = json!({
+    let churn = if args.kill_fraction > 0.0 {
+        Some(run_churn(&secure, &members, &args).await?)
+    } else {
+        None
+    };
+    let mut report = json!({
         "mode": "real",
         "peers": members.len(),
         "csp": csp,
@@ -954,6 +977,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
         "sos_reports_dropped": counters.reports_dropped.load(Ordering::Relaxed),
         "wall_s": wall.elapsed().as_secs_f64(),
     });
+    if let Some(c) = &churn {
+        report["churn"] = serde_json::to_value(c)?;
+    }
     if args.json {
         println!("{report}");
     } else {
@@ -993,6 +1019,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
             rss1 as f64 / 1048576.0,
             wall.elapsed().as_secs_f64()
         );
+        if let Some(c) = &churn {
+            demo_churn::print(c);
+        }
     }
 
     if args.serve {
@@ -1153,4 +1182,34 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
         bail!("the paper's scenario did not reproduce");
     }
     Ok(())
+}
+
+/// `--kill-fraction`: the churn run over the secure overlay (ordinary honest peers call each
+/// other; the ones not serving a SIP front-end may be killed).
+async fn run_churn(
+    secure: &Cluster,
+    members: &[Enrolled],
+    args: &Args,
+) -> anyhow::Result<demo_churn::ChurnReport> {
+    if !(0.0..1.0).contains(&args.kill_fraction) {
+        bail!("--kill-fraction must be in [0, 1)");
+    }
+    let callers: Vec<bool> = members
+        .iter()
+        .map(|m| m.role == enroll::Role::Peer && m.id.0 != 1617)
+        .collect();
+    let mut killable = callers.clone();
+    for (i, _) in &secure.apps {
+        killable[*i] = false;
+    }
+    let plan = demo_churn::ChurnPlan {
+        fraction: args.kill_fraction,
+        before: Duration::from_secs(args.churn_before_s),
+        after: Duration::from_secs(args.churn_after_s),
+        window: Duration::from_millis(args.churn_window_ms.max(100)),
+        concurrency: args.concurrency,
+        seed: args.seed,
+        ring_within: Duration::from_millis(args.churn_ring_within_ms),
+    };
+    demo_churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }

@@ -82,6 +82,10 @@ pub(crate) struct Args {
     /// Cap on concurrent inbound connections.
     #[arg(long, default_value_t = 1024)]
     max_inbound: usize,
+    /// STUN server to learn the server-reflexive address from at start, IP:PORT (repeatable)
+    /// [default: stun_urls from node.json].
+    #[arg(long)]
+    stun: Vec<SocketAddr>,
 }
 
 /// Parse `NODE-ID@ADDR`.
@@ -175,6 +179,8 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         );
     }
 
+    let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
+
     let listen = a
         .listen
         .or(nd.config.listen)
@@ -228,6 +234,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             space,
             layer: nd.identity.binding.layer.get(),
             role: nd.identity.binding.role.as_str(),
+            reflexive,
         });
     let mut stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -293,6 +300,35 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Learn the server-reflexive address from `--stun` (else node.json's `stun_urls`); logged.
+/// A failure is logged and leaves the peer without one (it still runs).
+async fn learn_reflexive(flags: &[SocketAddr], urls: &[String]) -> Option<nat::Reflexive> {
+    let servers: Vec<SocketAddr> = if flags.is_empty() {
+        urls.iter()
+            .filter_map(|u| {
+                let a = nat::stun_server_addr(u);
+                if a.is_none() {
+                    warn!("ignoring STUN URL {u:?} (want stun:IP:PORT)");
+                }
+                a
+            })
+            .collect()
+    } else {
+        flags.to_vec()
+    };
+    if servers.is_empty() {
+        return None;
+    }
+    let opts = nat::BindingOptions::quick(Duration::from_secs(3));
+    match nat::discover_reflexive(&servers, &opts).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!("no server-reflexive address: {e}");
+            None
+        }
+    }
+}
+
 fn random_seed() -> anyhow::Result<[u8; 32]> {
     use ring::rand::SecureRandom;
     let mut seed = [0u8; 32];
@@ -308,6 +344,7 @@ struct Ctl {
     space: IdSpace,
     layer: u8,
     role: &'static str,
+    reflexive: Option<nat::Reflexive>,
 }
 
 fn contact_json(c: &Contact) -> Value {
@@ -330,6 +367,10 @@ async fn status(State(c): State<Ctl>) -> Response {
             "successors": s.successors.iter().map(contact_json).collect::<Vec<_>>(),
             "fingers": s.fingers.iter().map(contact_json).collect::<Vec<_>>(),
             "records": s.records,
+            "reflexive": c.reflexive.map(|r| json!({
+                "server": r.server, "local": r.local, "reflexive": r.reflexive,
+                "behind_nat": r.behind_nat(),
+            })),
             "stats": c.h.stats(),
         }))
         .into_response(),

@@ -1,0 +1,226 @@
+//! Peers behind NAT that accept no connections (outbound-only) in a real TLS ring on
+//! loopback: they join, stay in the ring (successor and predecessor of public peers), are
+//! found by lookups and answer the ones routed to them, run their own lookups, and nobody
+//! ever dials them: peers without a link reach them through their relay.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
+use enroll::{Layer, Role};
+use net::{CrlStore, Handle, Identity, Limits, NetConfig, PeerRuntime, RevocationPolicy, Trust};
+use overlay::{ChordConfig, ChordNode, Contact, IdSpace, NodeId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BITS: u32 = 16;
+
+fn init_logs() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("net=warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn net_config(ca: &Ca, tr: &Trust, id: u128, layer: Layer) -> NetConfig {
+    let (key_pem, csr) = new_key_and_csr().unwrap();
+    let csr = Csr::from_pem(&csr).unwrap();
+    let t = enroll::server::unix_now();
+    let binding = Binding {
+        node_id: NodeId(id),
+        layer,
+        role: Role::Peer,
+    };
+    let der = ca
+        .issue(&csr, &binding, [(id % 250) as u8 + 1; 16], t - 60, t + 3600)
+        .unwrap();
+    let chain = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
+    NetConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        identity: Identity::from_pem(&chain, &key_pem).unwrap(),
+        trust: tr.clone(),
+        crl_refresh: None,
+        limits: Limits {
+            handshake_timeout: Duration::from_millis(400),
+            connect_timeout: Duration::from_millis(500),
+            redial_backoff: Duration::from_millis(100),
+            ..Limits::default()
+        },
+    }
+}
+
+fn trust(ca: &Ca) -> Trust {
+    let t = enroll::server::unix_now();
+    let crls = CrlStore::new();
+    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
+    Trust {
+        ca: ca.cert_der().clone(),
+        crls,
+        policy: RevocationPolicy::RequireCrl,
+    }
+}
+
+fn chord_config() -> Arc<ChordConfig> {
+    let mut c = ChordConfig::new(IdSpace::new(BITS).unwrap());
+    c.stabilize_every = Duration::from_millis(100);
+    c.fix_fingers_every = Duration::from_millis(50);
+    c.check_predecessor_every = Duration::from_millis(200);
+    c.ring_check_every = Duration::from_secs(1);
+    c.rpc_timeout = Duration::from_millis(300);
+    c.lookup_timeout = Duration::from_secs(1);
+    Arc::new(c)
+}
+
+/// Start a peer; `relay: Some(..)` makes it outbound-only through that relay.
+async fn start(
+    ca: &Ca,
+    tr: &Trust,
+    id: u128,
+    bootstrap: Option<Contact>,
+    relay: Option<Contact>,
+) -> PeerRuntime<ChordNode> {
+    let cfg = chord_config();
+    let make = move |me| ChordNode::new(cfg, me, [id as u8; 32]);
+    let rt = match relay {
+        None => PeerRuntime::start(net_config(ca, tr, id, Layer::ONE), make).await,
+        Some(r) => {
+            let nc = net_config(ca, tr, id, Layer::TWO);
+            PeerRuntime::start_outbound_only(nc, r, Duration::from_millis(200), make).await
+        }
+    }
+    .unwrap();
+    rt.handle
+        .call(move |n, now| match bootstrap {
+            None => n.create(now),
+            Some(b) => n.join(now, b),
+        })
+        .await
+        .unwrap();
+    rt
+}
+
+fn owner_of(ids: &[u128], key: u128) -> u128 {
+    let mut s = ids.to_vec();
+    s.sort();
+    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
+}
+
+async fn converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> bool {
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    for h in handles {
+        let st = h.ring_status().await.unwrap();
+        let i = sorted.iter().position(|&x| x == st.me.id.0).unwrap();
+        let succ = sorted[(i + 1) % sorted.len()];
+        let pred = sorted[(i + sorted.len() - 1) % sorted.len()];
+        if st.successors.first().map(|c| c.id.0) != Some(succ)
+            || st.predecessor.map(|c| c.id.0) != Some(pred)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_relay() {
+    init_logs();
+    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
+    let tr = trust(&ca);
+    // Public peers, and two NATed ones: 30_000 between public peers, 50_000 and 52_000
+    // next to each other (a NATed peer whose successor is NATed too).
+    let public = [100u128, 20_000, 40_000, 60_000];
+    let natted = [30_000u128, 50_000, 52_000];
+    let first = start(&ca, &tr, public[0], None, None).await;
+    let boot = first.handle.contact();
+    let mut peers = vec![first];
+    for &id in &public[1..] {
+        peers.push(start(&ca, &tr, id, Some(boot), None).await);
+    }
+    // Each NATed peer takes a different public peer as its relay, and joins through boot.
+    let mut relays = Vec::new();
+    for (i, &id) in natted.iter().enumerate() {
+        let relay = peers[i + 1].handle.contact();
+        relays.push(relay);
+        peers.push(start(&ca, &tr, id, Some(boot), Some(relay)).await);
+    }
+    let ids: Vec<u128> = public.iter().chain(&natted).copied().collect();
+    let handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
+    let t0 = Instant::now();
+    while !converged(&handles, &ids).await {
+        if t0.elapsed() > Duration::from_secs(20) {
+            for h in &handles {
+                let st = h.ring_status().await.unwrap();
+                eprintln!(
+                    "{} pred {:?} succs {:?} {:?}",
+                    st.me.id,
+                    st.predecessor.map(|c| c.id.0),
+                    st.successors.iter().map(|c| c.id.0).collect::<Vec<_>>(),
+                    h.stats()
+                );
+            }
+            panic!("ring did not converge");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{} peers ({} outbound-only) converged in {:?}",
+        ids.len(),
+        natted.len(),
+        t0.elapsed()
+    );
+
+    // Lookups from every peer for keys each NATed peer owns, and random keys.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for h in &handles {
+        let mut keys: Vec<u128> = natted.iter().map(|&n| n - 3).collect();
+        for _ in 0..10 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            keys.push(u128::from(x) % (1u128 << BITS));
+        }
+        for key in keys {
+            let found = h.lookup(NodeId(key)).await.unwrap();
+            let owner = owner_of(&ids, key);
+            assert_eq!(found.owner.id.0, owner, "key {key} from {}", h.contact().id);
+            if let Some(i) = natted.iter().position(|&n| n == owner) {
+                // Its address is its relay's.
+                assert_eq!(found.owner.addr, relays[i].addr);
+            }
+        }
+    }
+
+    // Still a ring after the lookups (nobody dropped a NATed peer).
+    assert!(converged(&handles, &ids).await);
+    let nat_handles = &handles[public.len()..];
+    for h in nat_handles {
+        let s = h.stats();
+        // Nothing is bound: nobody dialled it, every link is one it opened.
+        assert_eq!(s.accepts_ok + s.accepts_refused, 0, "{s:?}");
+        assert!(s.dials_ok > 0 && s.frames_in > 0, "{s:?}");
+        assert_eq!(h.local_addr().port(), 0);
+    }
+    let relayed: u64 = handles[1..=natted.len()]
+        .iter()
+        .map(|h| h.stats().frames_relayed)
+        .sum();
+    assert!(relayed > 0, "no frame went through a relay");
+    for h in &handles {
+        let s = h.stats();
+        assert_eq!(s.malformed_in + s.oversized_in, 0, "{s:?}");
+    }
+    eprintln!(
+        "relayed frames: {:?}",
+        handles[1..=natted.len()]
+            .iter()
+            .map(|h| h.stats().frames_relayed)
+            .collect::<Vec<_>>()
+    );
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
+}

@@ -8,6 +8,7 @@
 //! | `POST /v1/renew` | [`RenewRequest`] | [`EnrollResponse`] |
 //! | `GET /v1/crl` | – | DER CRL signed by the CA (`application/pkix-crl`) |
 //! | `GET /v1/ca` | – | CA certificate PEM |
+//! | `GET /v1/directory` | – | [`DirectoryResponse`]: enrolled members' chains and addresses |
 //!
 //! Errors are 4xx/5xx with an [`ErrorBody`].
 
@@ -154,6 +155,27 @@ pub struct EnrollResponse {
     pub stun_urls: Vec<String>,
     /// TURN server URLs.
     pub turn_urls: Vec<String>,
+}
+
+/// One enrolled member as `GET /v1/directory` publishes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryEntry {
+    /// Overlay address given at enrollment (`listen`), if any.
+    pub addr: Option<SocketAddr>,
+    /// Certificate chain, PEM: the member's newest valid certificate, then the CA's.
+    pub chain: String,
+}
+
+/// `GET /v1/directory`: who is enrolled, so that peers can build the CSP/CSPG directory and
+/// learn the certificate keys that sign PingRequest hops. Peers check every chain against
+/// the CA and the CRL themselves; the list is only a convenience. Same JSON shape as the
+/// runtime's `DirectoryFile`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryResponse {
+    /// CSPGs, then CSPs, then peers.
+    pub members: Vec<DirectoryEntry>,
 }
 
 /// Body of every error answer.

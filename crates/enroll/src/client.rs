@@ -115,6 +115,16 @@ impl EnrollClient {
         Ok(r.bytes().await?.to_vec())
     }
 
+    /// `GET /v1/directory`: the enrolled members' chains and addresses.
+    pub async fn directory(&self) -> Result<crate::api::DirectoryResponse, ClientError> {
+        let r = self
+            .http
+            .get(format!("{}/v1/directory", self.base))
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
     /// `GET /v1/ca` (PEM); checked against `pin` (SHA-256 hex of the DER) when given.
     pub async fn ca(&self, pin: Option<&str>) -> Result<String, ClientError> {
         let r = self.http.get(format!("{}/v1/ca", self.base)).send().await?;

@@ -13,7 +13,8 @@
 //! replayed renewal only yields a certificate for a key the replayer does not hold.
 
 use crate::api::{
-    ArcInfo, BootstrapPeer, EnrollRequest, EnrollResponse, ErrorBody, OverlayParams, RenewRequest,
+    ArcInfo, BootstrapPeer, DirectoryEntry, DirectoryResponse, EnrollRequest, EnrollResponse,
+    ErrorBody, OverlayParams, RenewRequest,
 };
 use crate::cert::{self, Binding, Ca, CertError, Csr, VerifyError};
 use crate::ids::{self, IdScheme};
@@ -41,6 +42,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 /// CA certificate file name in the data directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
+/// Most members `GET /v1/directory` lists (CSPGs and CSPs first).
+pub const MAX_DIRECTORY: usize = 20_000;
 /// Database file name in the data directory.
 pub const DB_FILE: &str = "enroll.sqlite3";
 
@@ -207,6 +210,12 @@ impl DataDir {
     pub fn cert_count(&self) -> Result<i64, ServerError> {
         Ok(self.store.cert_count()?)
     }
+
+    /// What `GET /v1/directory` lists: each node that is not revoked, its advertised
+    /// address and newest valid certificate (DER), at most [`MAX_DIRECTORY`] nodes.
+    pub fn directory(&self) -> Result<Vec<crate::store::DirectoryRow>, ServerError> {
+        Ok(self.store.directory(unix_now(), MAX_DIRECTORY)?)
+    }
 }
 
 /// An HTTP error answer.
@@ -368,13 +377,14 @@ impl EnrollServer {
         self.shared.ca.cert_pem()
     }
 
-    /// The axum router (`/v1/enroll`, `/v1/renew`, `/v1/crl`, `/v1/ca`).
+    /// The axum router (`/v1/enroll`, `/v1/renew`, `/v1/crl`, `/v1/ca`, `/v1/directory`).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/enroll", post(enroll_handler))
             .route("/v1/renew", post(renew_handler))
             .route("/v1/crl", get(crl_handler))
             .route("/v1/ca", get(ca_handler))
+            .route("/v1/directory", get(directory_handler))
             .layer(DefaultBodyLimit::max(self.shared.config.body_limit))
             .with_state(self.shared.clone())
     }
@@ -652,6 +662,22 @@ impl Shared {
         Ok(der)
     }
 
+    fn directory(&self, now: i64) -> Result<DirectoryResponse, ApiError> {
+        let rows = lock(&self.store).directory(now, MAX_DIRECTORY)?;
+        let members = rows
+            .into_iter()
+            .map(|(_, listen, der)| DirectoryEntry {
+                addr: listen.and_then(|a| a.parse().ok()),
+                chain: format!(
+                    "{}{}",
+                    cert::der_to_pem(&der, "CERTIFICATE"),
+                    self.ca.cert_pem()
+                ),
+            })
+            .collect();
+        Ok(DirectoryResponse { members })
+    }
+
     fn admit(&self, source: IpAddr) -> Result<(), ApiError> {
         if lock(&self.limiter).check(source, Instant::now()) {
             Ok(())
@@ -714,6 +740,13 @@ async fn renew_handler(
 async fn crl_handler(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let der = blocking(move || s.crl(unix_now())).await?;
     Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response())
+}
+
+async fn directory_handler(
+    State(s): State<Arc<Shared>>,
+) -> Result<axum::Json<DirectoryResponse>, ApiError> {
+    let out = blocking(move || s.directory(unix_now())).await?;
+    Ok(axum::Json(out))
 }
 
 async fn ca_handler(State(s): State<Arc<Shared>>) -> Response {

@@ -88,6 +88,9 @@ pub struct CertRow {
     pub der: Vec<u8>,
 }
 
+/// One directory line: Node-ID, advertised address, newest valid certificate (DER).
+pub type DirectoryRow = (NodeId, Option<String>, Vec<u8>);
+
 /// What the store knows about an issued certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertStatus {
@@ -238,6 +241,40 @@ impl Store {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// The directory E&A publishes: for each node that is not revoked, its newest valid
+    /// certificate (DER) and advertised address; CSPGs first, then CSPs, then peers (by
+    /// Node-ID), at most `max` nodes.
+    pub fn directory(&self, now: i64, max: usize) -> Result<Vec<DirectoryRow>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT n.node_id, n.listen, c.der FROM nodes n JOIN certs c ON c.node_id = n.node_id
+             WHERE n.revoked_at IS NULL AND c.revoked_at IS NULL AND c.not_after > ?1
+             ORDER BY CASE n.role WHEN 'cspg' THEN 0 WHEN 'csp' THEN 1 ELSE 2 END,
+                      n.node_id, c.not_after DESC",
+        )?;
+        let rows = st.query_map([now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out: Vec<DirectoryRow> = Vec::new();
+        for row in rows {
+            let (id, listen, der) = row?;
+            let id: NodeId = id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("node {id}")))?;
+            if out.last().is_some_and(|(last, _, _)| *last == id) {
+                continue; // an older certificate of the same node
+            }
+            if out.len() >= max {
+                break;
+            }
+            out.push((id, listen, der));
+        }
+        Ok(out)
     }
 
     /// Number of certificates ever issued.

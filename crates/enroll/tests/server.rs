@@ -291,3 +291,56 @@ async fn rate_limited_per_source() {
     }
     assert_eq!(codes, vec![400, 400, 400, 429, 429]);
 }
+
+/// `GET /v1/directory` lists every enrolled node that is not revoked, with its newest
+/// certificate chain and the address it gave; CSPGs, then CSPs, then peers.
+#[tokio::test]
+async fn directory_lists_the_enrolled_and_drops_the_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        id_bits: 11,
+        ..ServerConfig::default()
+    };
+    let srv = start(dir.path(), cfg).await;
+    assert!(srv.client.directory().await.unwrap().members.is_empty());
+    let mut ids = Vec::new();
+    for (role, addr) in [
+        (Role::Peer, "127.0.0.1:6001"),
+        (Role::Csp, "127.0.0.1:6002"),
+        (Role::Peer, "127.0.0.1:6003"),
+    ] {
+        let t = token(dir.path(), role, Some(Layer::TWO), 1);
+        let (_key, csr) = new_key_and_csr().unwrap();
+        let mut req = request(&t, &csr);
+        req.listen = Some(addr.parse().unwrap());
+        let resp = srv.client.enroll(&req).await.unwrap();
+        ids.push((resp.node_id, role, addr));
+    }
+    let ca_der = cert::pem_to_der(&srv.client.ca(None).await.unwrap(), "CERTIFICATE")
+        .unwrap()
+        .remove(0);
+    let listed = |d: &enroll::api::DirectoryResponse| -> Vec<(NodeId, Role, String)> {
+        d.members
+            .iter()
+            .map(|m| {
+                let who = verify_peer_chain(&ca_der, &chain_of(&m.chain), &[], now()).unwrap();
+                (who.node_id, who.role, m.addr.unwrap().to_string())
+            })
+            .collect()
+    };
+    let d = srv.client.directory().await.unwrap();
+    let got = listed(&d);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].1, Role::Csp, "infrastructure first: {got:?}");
+    for (id, role, addr) in &ids {
+        assert!(
+            got.contains(&(*id, *role, addr.to_string())),
+            "{id} missing from {got:?}"
+        );
+    }
+    // Revoked: gone from the directory.
+    DataDir::open(dir.path()).unwrap().revoke(ids[0].0).unwrap();
+    let got = listed(&srv.client.directory().await.unwrap());
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|(id, _, _)| *id != ids[0].0));
+}

@@ -34,8 +34,12 @@ enum Command {
     Enroll(cmd::enroll::Args),
     /// Secure Opinion Server: serve the trust API, or check the paper / rank / report.
     Sos(cmd::sos::Args),
-    /// Run a Chord peer on mutual TLS from a node directory (`p2psip enroll --out DIR`).
+    /// Run a peer of the secure overlay (peer, CSP or CSPG as its certificate says) on mutual
+    /// TLS from a node directory (`p2psip enroll --out DIR`).
     Peer(cmd::peer::Args),
+    /// Place a call from a running peer to another peer (INVITE, 180, 200, ACK, BYE over the
+    /// secure overlay) and print the result.
+    Call(cmd::call::Args),
     /// Ask a running peer who owns a key (through its local control endpoint).
     Lookup(cmd::ctl::LookupArgs),
     /// Show a running peer's ring state and counters (through its local control endpoint).
@@ -73,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Enroll(args) => cmd::enroll::run(args),
         Command::Sos(args) => cmd::sos::run(args),
         Command::Peer(args) => cmd::peer::run(args),
+        Command::Call(args) => cmd::call::run(args),
         Command::Lookup(args) => cmd::ctl::lookup(args),
         Command::Status(args) => cmd::ctl::status(args),
         Command::StunServer(args) => cmd::stun_server::run(args),

@@ -1,5 +1,5 @@
-//! Real processes: `p2psip enroll-server`, three `p2psip enroll`, three `p2psip peer` on
-//! mutual TLS over loopback. The ring converges, `p2psip lookup` finds the true owner,
+//! Real processes: `p2psip enroll-server`, three `p2psip enroll`, three (secure)
+//! `p2psip peer` on mutual TLS over loopback. The ring converges, `p2psip lookup` finds the true owner,
 //! SIGTERM makes one peer leave gracefully (exit 0) and the other two heal; a revoked peer
 //! is refused.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure

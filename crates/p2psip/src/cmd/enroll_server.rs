@@ -34,6 +34,17 @@ enum Sub {
         #[arg(long)]
         node: NodeId,
     },
+    /// Write the SOS's reporter key registry (`p2psip sos --key-registry FILE`): the
+    /// certificate key of every enrolled node that is not revoked, so the SOS accepts the
+    /// evidence peers sign with their certificate keys. Run again after enrolling more.
+    SosRegistry {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output file [default: stdout].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure locality of location-aware vs SHA-1 Node-IDs at real city coordinates.
     LocalityReport {
         /// RNG seed.
@@ -214,6 +225,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 "token for role {role}, {uses} use(s), expires in {expires}; CA fingerprint {}",
                 dir.ca().fingerprint()
             );
+            Ok(())
+        }
+        Some(Sub::SosRegistry { data, out }) => {
+            let dir =
+                DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
+            let mut entries = Vec::new();
+            for (id, _, der) in dir.directory()? {
+                match net::cert_public_key(&der) {
+                    Ok((alg, key)) => entries.push(sos::RegistryEntry {
+                        peer: sos::PeerId(id.0),
+                        algorithm: alg.sos(),
+                        public_key: sos::hex_encode(&key),
+                    }),
+                    Err(e) => eprintln!("node {id} skipped: {e}"),
+                }
+            }
+            let json = sos::KeyRegistry::to_json(&entries);
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, json).with_context(|| format!("writing {}", p.display()))?;
+                    eprintln!("{} reporter keys written to {}", entries.len(), p.display());
+                }
+                None => println!("{json}"),
+            }
             Ok(())
         }
         Some(Sub::Revoke { data, node }) => {

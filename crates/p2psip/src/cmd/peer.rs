@@ -1,19 +1,29 @@
-//! `p2psip peer`: a real Chord peer on mutual TLS, with a local control HTTP endpoint.
+//! `p2psip peer`: a peer of the secure overlay on mutual TLS, run from the node directory
+//! `p2psip enroll` wrote. Its role (peer, CSP, CSPG) and layer are the ones its E&A
+//! certificate binds; it joins its layer's Chord ring, learns the CSP/CSPG directory and
+//! the members' certificate keys from E&A (`GET /v1/directory`, or `--directory`), asks the
+//! SOS to rank routes and reports evidence to it, places calls on request and answers calls
+//! for it. A local control HTTP endpoint serves `p2psip status`, `lookup` and `call`.
+
+mod calls;
+mod control;
+mod db;
+mod directory;
 
 use anyhow::{Context, bail};
-use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
-use net::{Handle, Limits, NetConfig, NodeDir, PeerRuntime, RevocationPolicy};
-use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, NodeId};
-use serde_json::{Value, json};
+use net::{
+    Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
+    SosCounters, SosLink, overlay_layer,
+};
+use overlay::secure::{Routing, SecureConfig, SecureEvent, SecureNode};
+use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// File in the node directory holding the running peer's control address.
 pub(crate) const CONTROL_FILE: &str = "control.addr";
@@ -28,6 +38,13 @@ pub(crate) enum CrlPolicy {
 }
 
 /// Options for `p2psip peer`.
+///
+/// Membership: the peer builds its CSP/CSPG directory and the key book it checks
+/// PingRequest signatures with from the E&A directory (`GET /v1/directory` of the server in
+/// node.json; every chain is checked against the CA and the CRL), refreshed every
+/// `--directory-refresh-s`. `--directory FILE|URL` reads it elsewhere (same JSON:
+/// `{"members":[{"addr":"IP:PORT"|null,"chain":"PEM"}]}`). CSPs and CSPGs are reached at the
+/// address they gave at enrollment (`p2psip enroll --listen`), so start them listening there.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Node directory written by `p2psip enroll` (key.pem, chain.pem, ca.pem, node.json).
@@ -83,9 +100,59 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1024)]
     max_inbound: usize,
     /// STUN server to learn the server-reflexive address from at start, IP:PORT (repeatable)
-    /// [default: stun_urls from node.json].
+    /// [default: stun_urls from node.json]. Behind a NAT (reflexive ≠ local) and without
+    /// --advertise, the peer runs outbound-only through the first bootstrap peer.
     #[arg(long)]
     stun: Vec<SocketAddr>,
+    /// Run outbound-only (behind NAT: accept no connections) with this public peer as the
+    /// relay others reach us through, NODE-ID@ADDR.
+    #[arg(long, value_parser = parse_contact)]
+    relay: Option<Contact>,
+    /// Run outbound-only with the first bootstrap peer as the relay.
+    #[arg(long)]
+    outbound_only: bool,
+    /// Outbound-only: keepalive interval on the link to the relay, seconds (holds the NAT
+    /// binding and the link's idle timer).
+    #[arg(long, default_value_t = 15)]
+    keepalive_s: u64,
+    /// Membership directory, URL or file [default: GET /v1/directory of the E&A server in
+    /// node.json].
+    #[arg(long)]
+    directory: Option<String>,
+    /// Directory refresh interval, seconds (new members, new CSP addresses).
+    #[arg(long, default_value_t = 30)]
+    directory_refresh_s: u64,
+    /// SOS base URL for route ranking and reports [default: sos_url in node.json]. Without
+    /// one the callee takes the shortest route and evidence is dropped.
+    #[arg(long)]
+    sos: Option<String>,
+    /// Run without an SOS even if node.json names one.
+    #[arg(long, conflicts_with = "sos")]
+    no_sos: bool,
+    /// Caller's wait for Ringing before one retry, then failure, ms.
+    #[arg(long, default_value_t = 3000)]
+    call_timeout_ms: u64,
+    /// Callee's wait for the SOS ranking before taking the shortest route, ms.
+    #[arg(long, default_value_t = 500)]
+    sos_timeout_ms: u64,
+    /// PingRequest copies the CSP sends per call.
+    #[arg(long, default_value_t = 4)]
+    fanout: usize,
+    /// Run the SIP front-end (registrar + proxy, UDP and TCP on the same port) for local SIP
+    /// phones on this address: REGISTER stores a signed AoR registration in the overlay,
+    /// INVITE to `sip:user@DOMAIN` finds it and takes the secure call flow.
+    #[arg(long)]
+    sip_listen: Option<SocketAddr>,
+    /// SIP domain of the AoRs the front-end serves.
+    #[arg(long, default_value = "p2psip.test", requires = "sip_listen")]
+    sip_domain: String,
+    /// How often the node's state (contact cache, records, a CSP's held requests) is written
+    /// to the peer database (`peer.db` in the node directory), ms.
+    #[arg(long, default_value_t = 2000)]
+    db_sync_ms: u64,
+    /// How long `p2psip call` waits for each answer of the callee in the dialog, ms.
+    #[arg(long, default_value_t = 5000)]
+    dialog_timeout_ms: u64,
 }
 
 /// Parse `NODE-ID@ADDR`.
@@ -150,6 +217,16 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     }
 
     let space = IdSpace::new(nd.config.overlay.id_bits).context("overlay id_bits")?;
+    let arcs = directory::arcs_of(space, &nd.config.overlay)?;
+    let layer = overlay_layer(nd.identity.binding.layer);
+    if arcs.layer_of(me_id) != layer {
+        bail!(
+            "the certificate puts node {me_id} in layer {} but its ID lies in layer {}",
+            layer.0,
+            arcs.layer_of(me_id).0
+        );
+    }
+    let role = nd.identity.binding.role;
     let mut cc = ChordConfig::new(space);
     cc.stabilize_every = ms(a.stabilize_ms);
     cc.fix_fingers_every = ms(a.fix_fingers_ms);
@@ -157,29 +234,80 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     cc.ring_check_every = ms(a.ring_check_ms);
     cc.rpc_timeout = ms(a.rpc_timeout_ms);
     cc.lookup_timeout = ms(a.lookup_timeout_ms);
+    let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
     let cc = Arc::new(cc);
+    let secure = Arc::new(SecureConfig {
+        fanout: a.fanout.clamp(1, 16),
+        call_timeout: ms(a.call_timeout_ms.max(100)),
+        sos_timeout: ms(a.sos_timeout_ms),
+        ..SecureConfig::default()
+    });
 
-    let bootstrap: Vec<Contact> = if a.bootstrap.is_empty() {
+    // Membership: the E&A directory (or --directory), checked chain by chain.
+    let dir_source = a
+        .directory
+        .clone()
+        .or_else(|| directory::default_source(&nd.config.enroll_server));
+    let members = Arc::new(AtomicUsize::new(0));
+    let keys = KeyBook::new();
+    let membership = match &dir_source {
+        Some(src) => match directory::load(&nd.trust, arcs, src, &keys).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("{e:#}; starting without a directory (calls fail until it loads)");
+                empty_membership(arcs, &keys)
+            }
+        },
+        None => {
+            warn!("no directory source (no --directory, no enroll_server in node.json)");
+            empty_membership(arcs, &keys)
+        }
+    };
+    log_membership(&membership, &members);
+    let ctx = membership.context(secure.clone());
+
+    // Rings are per layer: join through members of our own layer only.
+    let given: Vec<Contact> = if a.bootstrap.is_empty() {
         nd.config
             .bootstrap
             .iter()
-            .filter(|b| b.node_id != me_id)
             .map(|b| Contact::new(b.node_id, b.addr))
             .collect()
     } else {
-        a.bootstrap
-            .iter()
-            .copied()
-            .filter(|c| c.id != me_id)
-            .collect()
+        a.bootstrap.clone()
     };
+    let bootstrap: Vec<Contact> = given
+        .iter()
+        .copied()
+        .filter(|c| c.id != me_id && arcs.layer_of(c.id) == layer)
+        .collect();
     if !a.create && bootstrap.is_empty() {
         bail!(
-            "no bootstrap peer (none given with --bootstrap, none in node.json): pass --create to start a new ring"
+            "no bootstrap peer of layer {} (none given with --bootstrap, none in node.json): pass --create to start the layer's ring",
+            layer.0
         );
     }
 
     let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
+    let behind_nat = reflexive.is_some_and(|r| r.behind_nat()) && a.advertise.is_none();
+    let relay = match a.relay {
+        Some(r) => Some(r),
+        None if a.outbound_only || behind_nat => match bootstrap.first() {
+            Some(b) => Some(*b),
+            None => bail!("outbound-only (behind NAT) needs a relay: pass --relay or --bootstrap"),
+        },
+        None => None,
+    };
+    if let Some(r) = relay {
+        info!(relay = %r.id, addr = ?r.addr, behind_nat, "outbound-only: reachable through the relay");
+    }
+    let nat_status = serde_json::json!({
+        "reflexive": reflexive.map(|r| serde_json::json!({
+            "server": r.server, "local": r.local, "reflexive": r.reflexive,
+            "behind_nat": r.behind_nat(),
+        })),
+        "relay": relay.map(|r| serde_json::json!({ "id": r.id.to_string(), "addr": r.addr })),
+    });
 
     let listen = a
         .listen
@@ -199,43 +327,140 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         limits,
     };
     let seed = random_seed()?;
-    let mut peer = PeerRuntime::start(cfg, move |me| ChordNode::new(cc, me, seed))
-        .await
-        .context("starting the peer")?;
-    let h = peer.handle.clone();
+    let signer = net::CertSigner::from_identity(&nd.identity).context("the certificate key")?;
+    let PeerRuntime {
+        handle: h,
+        events,
+        task,
+    } = {
+        let make = move |me| net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
+        match relay {
+            Some(r) => {
+                let every = Duration::from_secs(a.keepalive_s.max(1));
+                PeerRuntime::start_outbound_only(cfg, r, every, make).await
+            }
+            None => PeerRuntime::start(cfg, make).await,
+        }
+    }
+    .context("starting the peer")?;
+    // The database first: a warm cache and the records before joining.
+    let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
+    // Store SIP registrations for others (signature by the owner's certificate key, owner
+    // rule, freshness); without a validator a peer stores nothing for others.
+    net::install_registration_validator(&h).await?;
     let (create, boots) = (a.create, bootstrap.clone());
     h.call(move |n, now| {
+        let c = n.chord_mut();
         if create {
-            n.create(now);
+            c.create(now);
         }
         for b in boots.iter().skip(1) {
-            n.add_bootstrap(*b);
+            c.add_bootstrap(*b);
         }
         if let Some(first) = boots.first().copied() {
             if create {
-                n.add_bootstrap(first);
+                c.add_bootstrap(first);
             } else {
-                n.join(now, first);
+                c.join(now, first);
             }
         }
     })
     .await?;
 
+    // SOS: rankings and reports off the loop.
+    let sos_url = if a.no_sos {
+        None
+    } else {
+        a.sos.clone().or_else(|| nd.config.sos_url.clone())
+    };
+    let sos_counters = Arc::new(SosCounters::default());
+    let link = match &sos_url {
+        Some(url) => {
+            let client = sos::SosClient::new(url).with_context(|| format!("SOS URL {url}"))?;
+            Some(
+                SosLink::new(client, &nd.identity, sos_counters.clone())
+                    .context("the certificate key for SOS reports")?,
+            )
+        }
+        None => {
+            warn!("no SOS: callees take the shortest route, evidence is dropped");
+            None
+        }
+    };
+    let (app_tx, mut app_rx) = tokio::sync::mpsc::channel::<SecureEvent>(1024);
+    tokio::spawn(net::run_events(h.clone(), events, link, Some(app_tx)));
+
+    // Directory refresh.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(src) = dir_source.clone() {
+        let (h, trust, secure, members, keys, mut stop) = (
+            h.clone(),
+            nd.trust.clone(),
+            secure.clone(),
+            members.clone(),
+            keys.clone(),
+            stop_rx.clone(),
+        );
+        let every = Duration::from_secs(a.directory_refresh_s.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                match directory::load(&trust, arcs, &src, &keys).await {
+                    Ok(m) => {
+                        log_membership(&m, &members);
+                        let ctx = m.context(secure.clone());
+                        if h.call(move |n, _| n.set_context(ctx)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => warn!("directory refresh: {e:#}"),
+                }
+            }
+        });
+    }
+
+    let shared = Arc::new(calls::Shared::new(db.clone()));
+    // Periodic sync of the node's state into the database.
+    {
+        let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());
+        let every = ms(a.db_sync_ms.max(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let db = db.clone();
+                if h.call(move |n, now| db::sync(&db, n, now)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let control = tokio::net::TcpListener::bind(a.control)
         .await
         .with_context(|| format!("binding the control endpoint {}", a.control))?;
     let control_addr = control.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = axum::Router::new()
-        .route("/status", get(status))
-        .route("/lookup/{key}", get(lookup))
-        .with_state(Ctl {
-            h: h.clone(),
-            space,
-            layer: nd.identity.binding.layer.get(),
-            role: nd.identity.binding.role.as_str(),
-            reflexive,
-        });
+    let app = control::router(control::Ctl {
+        h: h.clone(),
+        space,
+        layer: layer.0,
+        role: role.as_str(),
+        shared: shared.clone(),
+        sos: sos_url.as_ref().map(|_| sos_counters.clone()),
+        sos_url: sos_url.clone(),
+        members: members.clone(),
+        lookup_wait,
+        dialog_wait: ms(a.dialog_timeout_ms.max(100)),
+        nat: nat_status,
+        extra: {
+            let db = db.clone();
+            Arc::new(move || db::status(&db, &warm))
+        },
+    });
     let mut stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         let _ = axum::serve(control, app)
@@ -244,6 +469,32 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             })
             .await;
     });
+    // The SIP front-end (registrar + proxy for local phones) over this peer.
+    let (fe_tx, fe) = match a.sip_listen {
+        Some(listen) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<SecureEvent>(4096);
+            let signer = net::CertSigner::from_identity(&nd.identity)?;
+            let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
+            let domain = a.sip_domain.clone();
+            let unix_offset_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let fe = sip::driver::start(
+                listen,
+                sip::driver::DriverLimits::default(),
+                move |local| {
+                    let mut cfg = sip::FrontEndConfig::new(&domain, local);
+                    cfg.unix_offset_ms = unix_offset_ms;
+                    sip::FrontEnd::new(cfg, me_id, Box::new(signer), verifier)
+                },
+                net::RuntimeOverlay::new(h.clone(), space, rx),
+            )
+            .await
+            .with_context(|| format!("starting the SIP front-end on {listen}"))?;
+            (Some(tx), Some(fe))
+        }
+        None => (None, None),
+    };
     let control_file = a.dir.join(CONTROL_FILE);
     std::fs::write(&control_file, format!("{control_addr}\n"))
         .with_context(|| format!("writing {}", control_file.display()))?;
@@ -251,6 +502,17 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening {me_id} {}", h.local_addr())?;
         writeln!(out, "control http://{control_addr}")?;
+        writeln!(
+            out,
+            "secure {} layer {} members {} sos {}",
+            role.as_str(),
+            layer.0,
+            members.load(Ordering::Relaxed),
+            sos_url.as_deref().unwrap_or("none")
+        )?;
+        if let Some(fe) = &fe {
+            writeln!(out, "sip udp+tcp {} domain {}", fe.local, a.sip_domain)?;
+        }
         out.flush()?;
     }
 
@@ -265,25 +527,23 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            ev = peer.events.recv() => match ev {
-                Some(Event::Joined { successor }) => info!(%successor, "joined the ring"),
-                Some(Event::JoinFailed { reason }) => {
-                    warn!("join failed: {reason}; retrying in 1 s");
-                    rejoin_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            ev = app_rx.recv() => match ev {
+                Some(ev) => {
+                    if let Some(again) = on_event(&h, &shared, me_id, fe_tx.as_ref(), ev).await {
+                        rejoin_at.get_or_insert(tokio::time::Instant::now() + again);
+                    }
                 }
-                Some(Event::PeerFailed { peer }) => info!(%peer, "peer failed"),
-                Some(other) => info!(?other, "event"),
                 None => break,
             },
             () = rejoin => {
                 rejoin_at = None;
                 if bootstrap.is_empty() {
-                    h.call(|n, now| n.create(now)).await?;
+                    h.call(|n, now| n.chord_mut().create(now)).await?;
                 } else {
                     next_boot = (next_boot + 1) % bootstrap.len();
                     let b = bootstrap[next_boot];
                     info!(via = %b.id, "rejoining");
-                    h.call(move |n, now| n.join(now, b)).await?;
+                    h.call(move |n, now| n.chord_mut().join(now, b)).await?;
                 }
             }
             _ = tokio::signal::ctrl_c() => { info!("SIGINT"); break; }
@@ -292,12 +552,125 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&control_file);
     let _ = stop_tx.send(true);
+    if let Some(fe) = fe {
+        fe.shutdown().await;
+    }
+    {
+        let db = db.clone();
+        let _ = h.call(move |n, now| db::sync(&db, n, now)).await;
+    }
     if let Err(e) = h.shutdown().await {
         error!("shutdown: {e}");
     }
-    let _ = peer.task.await;
+    let _ = task.await;
+    db::close(db).await;
     let _ = http.await;
     Ok(())
+}
+
+fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {
+    let mut m = Membership::new(arcs);
+    m.keys = keys.clone();
+    m
+}
+
+fn log_membership(m: &Membership, members: &AtomicUsize) {
+    let n = m.keys.len();
+    members.store(n, Ordering::Relaxed);
+    for (i, why) in &m.refused {
+        warn!("directory member {i} refused: {why}");
+    }
+    info!(
+        members = n,
+        csps = ?m.directory.csps.iter().map(Vec::len).collect::<Vec<_>>(),
+        cspgs = ?m.directory.cspgs.iter().map(Vec::len).collect::<Vec<_>>(),
+        "directory loaded"
+    );
+}
+
+/// Handle one application event of the secure node; returns a delay after which to rejoin
+/// when the join failed.
+async fn on_event(
+    h: &Handle<SecureNode>,
+    shared: &Arc<calls::Shared>,
+    me: NodeId,
+    fe: Option<&tokio::sync::mpsc::Sender<SecureEvent>>,
+    ev: SecureEvent,
+) -> Option<Duration> {
+    match ev {
+        SecureEvent::Chord(Event::Joined { successor }) => info!(%successor, "joined the ring"),
+        SecureEvent::Chord(Event::JoinFailed { reason }) => {
+            warn!("join failed: {reason}; retrying in 1 s");
+            return Some(Duration::from_secs(1));
+        }
+        SecureEvent::Chord(Event::PeerFailed { peer }) => info!(%peer, "peer failed"),
+        SecureEvent::Chord(
+            ev @ (Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. }),
+        ) => {
+            let waiter = shared
+                .lookups
+                .lock()
+                .ok()
+                .and_then(|mut l| l.remove(&lookup));
+            if let Some(w) = waiter {
+                let _ = w.send(ev);
+            }
+        }
+        SecureEvent::IncomingCall {
+            caller,
+            call,
+            invite,
+        } => {
+            let (db, ev) = (
+                shared.db.clone(),
+                SecureEvent::IncomingCall {
+                    caller,
+                    call,
+                    invite: invite.clone(),
+                },
+            );
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
+            match fe {
+                // The front-end forwards it to the registered phone.
+                Some(fe) => to_frontend(
+                    fe,
+                    SecureEvent::IncomingCall {
+                        caller,
+                        call,
+                        invite,
+                    },
+                ),
+                None => calls::answer(h, shared, caller, call, invite).await,
+            }
+        }
+        SecureEvent::Dialog { caller, call, body } if caller == me => {
+            if let (Some(body), Some(fe)) = (calls::on_outgoing_dialog(shared, call, body), fe) {
+                to_frontend(fe, SecureEvent::Dialog { caller, call, body });
+            }
+        }
+        SecureEvent::Dialog { caller, call, body } => match fe {
+            Some(fe) if !calls::is_answered(shared, caller, call) => {
+                to_frontend(fe, SecureEvent::Dialog { caller, call, body })
+            }
+            _ => calls::on_incoming_dialog(h, shared, caller, call, body).await,
+        },
+        ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
+            // Calls the front-end placed (the control endpoint's calls wait for theirs).
+            let (db, ev2) = (shared.db.clone(), ev.clone());
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev2)).await;
+            if let Some(fe) = fe {
+                to_frontend(fe, ev);
+            }
+        }
+        other => debug!(?other, "event"),
+    }
+    None
+}
+
+fn to_frontend(fe: &tokio::sync::mpsc::Sender<SecureEvent>, ev: SecureEvent) {
+    if fe.try_send(ev).is_err() {
+        warn!("SIP front-end busy: overlay event dropped");
+    }
 }
 
 /// Learn the server-reflexive address from `--stun` (else node.json's `stun_urls`); logged.
@@ -336,65 +709,4 @@ fn random_seed() -> anyhow::Result<[u8; 32]> {
         .fill(&mut seed)
         .map_err(|_| anyhow::anyhow!("no system randomness"))?;
     Ok(seed)
-}
-
-#[derive(Clone)]
-struct Ctl {
-    h: Handle<ChordNode>,
-    space: IdSpace,
-    layer: u8,
-    role: &'static str,
-    reflexive: Option<nat::Reflexive>,
-}
-
-fn contact_json(c: &Contact) -> Value {
-    json!({ "id": c.id.to_string(), "addr": c.addr })
-}
-
-fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {
-    (code, Json(json!({ "error": msg.to_string() }))).into_response()
-}
-
-async fn status(State(c): State<Ctl>) -> Response {
-    match c.h.ring_status().await {
-        Ok(s) => Json(json!({
-            "node": s.me.id.to_string(),
-            "addr": s.me.addr,
-            "layer": c.layer,
-            "role": c.role,
-            "active": s.active,
-            "predecessor": s.predecessor.as_ref().map(contact_json),
-            "successors": s.successors.iter().map(contact_json).collect::<Vec<_>>(),
-            "fingers": s.fingers.iter().map(contact_json).collect::<Vec<_>>(),
-            "records": s.records,
-            "reflexive": c.reflexive.map(|r| json!({
-                "server": r.server, "local": r.local, "reflexive": r.reflexive,
-                "behind_nat": r.behind_nat(),
-            })),
-            "stats": c.h.stats(),
-        }))
-        .into_response(),
-        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn lookup(State(c): State<Ctl>, UrlPath(key): UrlPath<String>) -> Response {
-    let Ok(v) = key.parse::<u128>() else {
-        return err(StatusCode::BAD_REQUEST, "key must be a decimal integer");
-    };
-    let Ok(key) = c.space.id(v) else {
-        return err(StatusCode::BAD_REQUEST, "key outside the ID space");
-    };
-    match c.h.lookup(key).await {
-        Ok(f) => Json(json!({
-            "key": f.key.to_string(),
-            "owner": contact_json(&f.owner),
-            "path": f.path.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            "hops": f.path.len().saturating_sub(1),
-            "latency_us": f.latency.as_micros() as u64,
-            "attempts": f.attempts,
-        }))
-        .into_response(),
-        Err(e) => err(StatusCode::GATEWAY_TIMEOUT, e),
-    }
 }

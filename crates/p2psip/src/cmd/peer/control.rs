@@ -1,0 +1,191 @@
+//! The peer's local control HTTP endpoint (loopback only, unauthenticated): `GET /status`,
+//! `GET /lookup/{key}`, `POST /call`. What `p2psip status`, `lookup` and `call` talk to.
+
+use super::calls::{self, CallReport, Shared};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use net::{Handle, SosCounters};
+use overlay::secure::SecureNode;
+use overlay::{Contact, Event, IdSpace, NodeId};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub(crate) struct Ctl {
+    pub h: Handle<SecureNode>,
+    pub space: IdSpace,
+    pub layer: u8,
+    pub role: &'static str,
+    pub shared: Arc<Shared>,
+    pub sos: Option<Arc<SosCounters>>,
+    pub sos_url: Option<String>,
+    pub members: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long a lookup may take before the endpoint gives up.
+    pub lookup_wait: Duration,
+    /// How long the callee may take in the dialog (each step).
+    pub dialog_wait: Duration,
+    /// NAT: the server-reflexive address learnt at start and the relay (outbound-only).
+    pub nat: Value,
+    /// Extra JSON for `/status` (the peer's database), if any.
+    pub extra: Arc<dyn Fn() -> Value + Send + Sync>,
+}
+
+/// The router.
+pub(crate) fn router(c: Ctl) -> axum::Router {
+    axum::Router::new()
+        .route("/status", axum::routing::get(status))
+        .route("/lookup/{key}", axum::routing::get(lookup))
+        .route("/call", axum::routing::post(call))
+        .with_state(c)
+}
+
+fn contact_json(c: &Contact) -> Value {
+    json!({ "id": c.id.to_string(), "addr": c.addr })
+}
+
+fn err(code: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (code, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+async fn status(State(c): State<Ctl>) -> Response {
+    let r = c
+        .h
+        .call(|n, now| {
+            let ch = n.chord();
+            json!({
+                "node": ch.id().to_string(),
+                "addr": ch.contact().addr,
+                "active": ch.is_active(),
+                "predecessor": ch.predecessor().as_ref().map(contact_json),
+                "successors": ch.successors().iter().map(contact_json).collect::<Vec<_>>(),
+                "fingers": ch.fingers().map(contact_json).collect::<Vec<_>>(),
+                "records": ch.records().len(),
+                "record_keys": ch.records().keys().take(64).map(|k| k.to_string()).collect::<Vec<_>>(),
+                "contact_cache": n.cache_len(),
+                "cached_contacts": n.contact_cache().entries(now)
+                    .take(64).map(|(c, _)| c.id.to_string()).collect::<Vec<_>>(),
+                "dialogs": n.dialog_count(),
+                "held_requests": n.held_requests().count(),
+                "directory": {
+                    "csps": n.context().directory.csps.iter().map(|l| l.len()).collect::<Vec<_>>(),
+                    "cspgs": n.context().directory.cspgs.iter().map(|l| l.len()).collect::<Vec<_>>(),
+                },
+            })
+        })
+        .await;
+    let Ok(mut v) = r else {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping");
+    };
+    v["layer"] = json!(c.layer);
+    v["role"] = json!(c.role);
+    v["mode"] = json!("secure");
+    v["members"] = json!(c.members.load(Ordering::Relaxed));
+    v["stats"] = json!(c.h.stats());
+    v["sos"] = match &c.sos {
+        Some(s) => json!({
+            "url": c.sos_url,
+            "rank_ok": s.rank_ok.load(Ordering::Relaxed),
+            "rank_failed": s.rank_failed.load(Ordering::Relaxed),
+            "reports_ok": s.reports_ok.load(Ordering::Relaxed),
+            "reports_failed": s.reports_failed.load(Ordering::Relaxed),
+            "reports_dropped": s.reports_dropped.load(Ordering::Relaxed),
+        }),
+        None => Value::Null,
+    };
+    v["calls"] = json!({
+        "answered": c.shared.answered_total.load(Ordering::Relaxed),
+        "completed": c.shared.completed_total.load(Ordering::Relaxed),
+        "failed": c.shared.failed_total.load(Ordering::Relaxed),
+        "recent": c.shared.history(),
+    });
+    v["store"] = (c.extra)();
+    v["nat"] = c.nat.clone();
+    Json(v).into_response()
+}
+
+async fn lookup(State(c): State<Ctl>, UrlPath(key): UrlPath<String>) -> Response {
+    let Ok(v) = key.parse::<u128>() else {
+        return err(StatusCode::BAD_REQUEST, "key must be a decimal integer");
+    };
+    let Ok(key) = c.space.id(v) else {
+        return err(StatusCode::BAD_REQUEST, "key outside the ID space");
+    };
+    if c.shared.lookups.lock().map(|l| l.len()).unwrap_or(0) >= calls::MAX_LOOKUPS {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many lookups in flight",
+        );
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let shared = c.shared.clone();
+    // The waiter is registered inside the loop, before the answer can be dispatched.
+    let started =
+        c.h.call(move |n, now| {
+            let id = n.chord_mut().lookup(now, key);
+            if let Ok(mut l) = shared.lookups.lock() {
+                l.insert(id, tx);
+            }
+            id
+        })
+        .await;
+    let Ok(id) = started else {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping");
+    };
+    let ev = tokio::time::timeout(c.lookup_wait, rx).await;
+    if let Ok(mut l) = c.shared.lookups.lock() {
+        l.remove(&id);
+    }
+    match ev {
+        Ok(Ok(Event::LookupDone {
+            key,
+            owner,
+            path,
+            latency,
+            attempts,
+            ..
+        })) => Json(json!({
+            "key": key.to_string(),
+            "owner": contact_json(&owner),
+            "path": path.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "hops": path.len().saturating_sub(1),
+            "latency_us": latency.as_micros() as u64,
+            "attempts": attempts,
+        }))
+        .into_response(),
+        Ok(Ok(Event::LookupFailed { reason, .. })) => err(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("lookup failed: {reason:?}"),
+        ),
+        Ok(Ok(other)) => err(StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}")),
+        Ok(Err(_)) | Err(_) => err(StatusCode::GATEWAY_TIMEOUT, "lookup timed out"),
+    }
+}
+
+async fn call(State(c): State<Ctl>, body: axum::body::Bytes) -> Response {
+    let req: calls::CallRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    let to: NodeId = match req.to.parse::<u128>().ok().and_then(|v| c.space.id(v).ok()) {
+        Some(id) => id,
+        None => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "`to` must be a Node-ID (decimal, inside the ID space), got {:?}",
+                    req.to
+                ),
+            );
+        }
+    };
+    if to == c.h.contact().id {
+        return err(StatusCode::BAD_REQUEST, "a peer cannot call itself");
+    }
+    let hold = Duration::from_millis(req.hold_ms.min(600_000));
+    let report: CallReport = calls::place(&c.h, &c.shared, to, hold, c.dialog_wait).await;
+    Json(report).into_response()
+}

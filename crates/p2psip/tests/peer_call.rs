@@ -1,0 +1,525 @@
+//! Real processes, the paper's call flow end to end: `p2psip enroll-server` (handing out
+//! the SOS URL and publishing the directory), four `p2psip enroll` (one CSP and three
+//! peers, all in layer 2), `p2psip sos` with the reporter keys E&A exported
+//! (`enroll-server sos-registry`) and four secure `p2psip peer` processes on mutual TLS
+//! over loopback. `p2psip call` from one peer to another rings through the CSP (PingRequest
+//! multicast, the callee asks the real SOS to rank the routes and reports signed evidence
+//! it accepts) and completes
+//! INVITE/180/200/ACK/BYE/200 as SIP messages over the overlay; the second call to the
+//! same callee comes from the contact cache; a call to a Node-ID nobody holds fails with a
+//! non-zero exit status.
+#![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
+
+#[path = "../../sip/tests/support/sipp.rs"]
+mod sipp;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    first_lines: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawn and read the first `lines` lines of stdout; the rest is drained by a thread.
+fn spawn(args: &[&str], lines: usize) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first_lines: Vec<String> = (0..lines).map(|_| out.next().unwrap().unwrap()).collect();
+    std::thread::spawn(move || {
+        for l in out.map_while(Result::ok) {
+            eprintln!("[child] {l}");
+        }
+    });
+    Proc { child, first_lines }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A free loopback port (bound, then released: the peer binds it again right away).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const FAST: &[&str] = &[
+    "--stabilize-ms",
+    "100",
+    "--fix-fingers-ms",
+    "100",
+    "--check-pred-ms",
+    "200",
+    "--ring-check-ms",
+    "1000",
+    "--rpc-timeout-ms",
+    "500",
+    "--lookup-timeout-ms",
+    "1500",
+    "--call-timeout-ms",
+    "2000",
+    "--sos-timeout-ms",
+    "1500",
+    "--log",
+    "net=warn,p2psip=info",
+];
+
+struct PeerProc {
+    proc: Proc,
+    id: u128,
+    dir: PathBuf,
+    /// The SIP front-end's address, when started with `--sip-listen`.
+    sip: Option<std::net::SocketAddr>,
+}
+
+fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
+    let mut args = vec!["peer", "--dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(FAST);
+    let with_sip = extra.contains(&"--sip-listen");
+    let proc = spawn(&args, if with_sip { 4 } else { 3 });
+    let parts: Vec<&str> = proc.first_lines[0].split(' ').collect();
+    assert_eq!(parts[0], "listening", "{:?}", proc.first_lines);
+    assert!(
+        proc.first_lines[2].starts_with("secure "),
+        "{:?}",
+        proc.first_lines
+    );
+    PeerProc {
+        id: parts[1].parse().unwrap(),
+        sip: with_sip.then(|| {
+            let l: Vec<&str> = proc.first_lines[3].split(' ').collect();
+            assert_eq!(&l[..2], ["sip", "udp+tcp"], "{:?}", proc.first_lines);
+            l[2].parse().unwrap()
+        }),
+        proc,
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn status(dir: &Path) -> Option<Value> {
+    let out = run(&["status", "--dir", dir.to_str().unwrap()]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn id_of(v: &Value) -> Option<u128> {
+    v.get("id")?.as_str()?.parse().ok()
+}
+
+fn converged(peers: &[&PeerProc]) -> bool {
+    let mut ids: Vec<u128> = peers.iter().map(|p| p.id).collect();
+    ids.sort();
+    peers.iter().all(|p| {
+        let Some(st) = status(&p.dir) else {
+            return false;
+        };
+        let i = ids.iter().position(|&x| x == p.id).unwrap();
+        let succ = ids[(i + 1) % ids.len()];
+        let pred = ids[(i + ids.len() - 1) % ids.len()];
+        st["successors"].get(0).and_then(id_of) == Some(succ)
+            && id_of(&st["predecessor"]) == Some(pred)
+    })
+}
+
+fn call(from: &Path, to: u128) -> (bool, Value) {
+    let out = run(&[
+        "call",
+        "--from",
+        from.to_str().unwrap(),
+        "--to",
+        &to.to_string(),
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("call → {text}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), serde_json::from_str(&text).unwrap())
+}
+
+fn sip_lines(v: &Value) -> Vec<String> {
+    v["sip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET (the body).
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The processes of one overlay: SOS, E&A, then the CSP and peers A, B, C (layer 2),
+/// converged.
+struct Overlay {
+    tmp: tempfile::TempDir,
+    sos_url: String,
+    peers: Vec<PeerProc>,
+    _sos: Proc,
+    _ea: Proc,
+}
+
+fn wait_converged(peers: &[&PeerProc]) {
+    let t0 = Instant::now();
+    while !converged(peers) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no convergence in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{} secure peers converged in {:?}",
+        peers.len(),
+        t0.elapsed()
+    );
+}
+
+fn overlay() -> Overlay {
+    overlay_with(&[])
+}
+
+/// The overlay, peers A and B with the extra flags given (e.g. a SIP front-end).
+fn overlay_with(ab: &[&str]) -> Overlay {
+    let tmp = tempfile::tempdir().unwrap();
+    // The SOS starts once everyone is enrolled (its key registry lists their certificate
+    // keys); E&A hands out its URL before that.
+    let sos_addr = format!("127.0.0.1:{}", free_port());
+    let sos_url = format!("http://{sos_addr}");
+    let data = tmp.path().join("ea");
+    let data_s = data.to_str().unwrap();
+    let ea = spawn(
+        &[
+            "enroll-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--id-bits",
+            "16",
+            "--data",
+            data_s,
+            "--sos-url",
+            &sos_url,
+        ],
+        2,
+    );
+    let url = ea.first_lines[0]
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let token = |role: &str, uses: &str| {
+        ok(run(&[
+            "enroll-server",
+            "token",
+            "create",
+            "--data",
+            data_s,
+            "--role",
+            role,
+            "--layer",
+            "2",
+            "--uses",
+            uses,
+        ]))
+        .trim()
+        .to_string()
+    };
+    let csp_token = token("csp", "1");
+    let peer_token = token("peer", "3");
+    // The CSP first: everyone else gets it as bootstrap, and the directory has its address.
+    let dirs: Vec<PathBuf> = ["csp", "a", "b", "c"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    for (i, d) in dirs.iter().enumerate() {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let tok = if i == 0 { &csp_token } else { &peer_token };
+        ok(run(&[
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            tok,
+            "--out",
+            d.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ]));
+    }
+
+    let registry = tmp.path().join("registry.json");
+    ok(run(&[
+        "enroll-server",
+        "sos-registry",
+        "--data",
+        data_s,
+        "--out",
+        registry.to_str().unwrap(),
+    ]));
+    let sos = spawn(
+        &[
+            "sos",
+            "--listen",
+            &sos_addr,
+            "--db",
+            tmp.path().join("sos.db").to_str().unwrap(),
+            "--key-registry",
+            registry.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert_eq!(sos.first_lines[0], format!("sos listening on {sos_url}"));
+    let t0 = Instant::now();
+    let csp = start_peer(&dirs[0], &["--create"]);
+    let a = start_peer(&dirs[1], ab);
+    let b = start_peer(&dirs[2], ab);
+    let c = start_peer(&dirs[3], &[]);
+    wait_converged(&[&csp, &a, &b, &c]);
+    eprintln!("overlay up in {:?}", t0.elapsed());
+    Overlay {
+        tmp,
+        sos_url,
+        peers: vec![csp, a, b, c],
+        _sos: sos,
+        _ea: ea,
+    }
+}
+
+#[test]
+fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
+    let o = overlay();
+    let t0 = Instant::now();
+    let [csp, a, b, c] = &o.peers[..] else {
+        unreachable!()
+    };
+    let sos_url = &o.sos_url;
+    let all = [csp, a, b, c];
+    let st = status(&a.dir).unwrap();
+    assert_eq!(st["mode"], "secure");
+    assert_eq!(st["role"], "peer");
+    assert_eq!(st["layer"], 2);
+    assert_eq!(st["members"], 4, "{st}");
+    assert_eq!(st["directory"]["csps"][1], 1, "{st}");
+    assert_eq!(status(&csp.dir).unwrap()["role"], "csp");
+
+    // A → B: through the CSP, ranked by the SOS, the whole SIP dialog.
+    let (success, v) = call(&a.dir, b.id);
+    assert!(success, "{v}");
+    assert_eq!(v["result"], "completed", "{v}");
+    assert_eq!(v["cached"], false);
+    let route: Vec<u128> = v["route"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(route.last(), Some(&b.id), "{v}");
+    assert_eq!(v["hops"].as_u64(), Some(route.len() as u64));
+    assert!(v["srd_ms"].as_f64().unwrap() > 0.0);
+    let sip = sip_lines(&v);
+    let want = [
+        "> INVITE sip:",
+        "< SIP/2.0 180 Ringing",
+        "< SIP/2.0 200 OK",
+        "> ACK sip:",
+        "> BYE sip:",
+        "< SIP/2.0 200 OK",
+    ];
+    assert_eq!(sip.len(), want.len(), "{sip:?}");
+    for (got, want) in sip.iter().zip(want) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}: {sip:?}");
+    }
+    // The callee answered it and saw it end; the SOS was asked to rank the routes.
+    let sb = status(&b.dir).unwrap();
+    assert_eq!(sb["calls"]["answered"], 1, "{sb}");
+    assert_eq!(sb["calls"]["recent"][0]["result"], "ended", "{sb}");
+    assert!(sb["sos"]["rank_ok"].as_u64().unwrap() >= 1, "{sb}");
+    let metrics = http_get(sos_url, "/metrics");
+    let ranked: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sos_rank_duration_seconds_count "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ranked >= 1, "{metrics}");
+    // B signed evidence about the hops with its certificate key; the SOS accepted it.
+    let t1 = Instant::now();
+    while status(&b.dir).unwrap()["sos"]["reports_ok"]
+        .as_u64()
+        .unwrap()
+        == 0
+    {
+        assert!(
+            t1.elapsed() < Duration::from_secs(10),
+            "no report accepted: {}",
+            status(&b.dir).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Again: B is in A's contact cache now (layer 2 caches), no CSP involved.
+    let (success, v) = call(&a.dir, b.id);
+    assert!(success, "{v}");
+    assert_eq!(v["cached"], true, "{v}");
+    assert_eq!(v["route"], serde_json::json!([b.id.to_string()]));
+
+    // C → A through the CSP.
+    let (success, v) = call(&c.dir, a.id);
+    assert!(success, "{v}");
+    assert_eq!(v["result"], "completed", "{v}");
+
+    // Nobody holds this ID: failed, exit status non-zero, the reason given.
+    let ids: Vec<u128> = all.iter().map(|p| p.id).collect();
+    let _ = &o.tmp;
+    let nobody = (b.id + 1..).find(|i| !ids.contains(i)).unwrap();
+    let (success, v) = call(&a.dir, nobody);
+    assert!(!success, "{v}");
+    assert_eq!(v["result"], "failed", "{v}");
+    assert!(v["reason"].as_str().is_some(), "{v}");
+    eprintln!("total {:?}", t0.elapsed());
+}
+
+/// The peer database: a peer stopped with SIGTERM (graceful leave) and started again from
+/// the same node directory comes back with its contact cache warm (its next call to the
+/// same callee skips the CSP) and its call history in `peer.db`.
+#[test]
+fn a_restarted_peer_comes_back_with_its_cache_warm() {
+    let mut o = overlay();
+    let (a_dir, b_id) = (o.peers[1].dir.clone(), o.peers[2].id);
+    let (success, v) = call(&a_dir, b_id);
+    assert!(success, "{v}");
+    assert_eq!(v["cached"], false, "{v}");
+    let st = status(&a_dir).unwrap();
+    assert!(
+        st["cached_contacts"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(b_id.to_string())),
+        "{st}"
+    );
+    // SIGTERM: graceful leave, the database flushed, exit 0.
+    let pid = o.peers[1].proc.child.id().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
+    let exit = o.peers[1].proc.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(a_dir.join("peer.db").exists());
+    // Started again: the cache and the history come back from peer.db.
+    o.peers[1] = start_peer(&a_dir, &[]);
+    let peers: Vec<&PeerProc> = o.peers.iter().collect();
+    wait_converged(&peers);
+    let st = status(&a_dir).unwrap();
+    let warm = &st["store"]["warm_start"];
+    assert!(warm["contacts"].as_u64().unwrap() >= 1, "{st}");
+    assert!(warm["calls_in_history"].as_u64().unwrap() >= 1, "{st}");
+    assert!(
+        st["cached_contacts"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(b_id.to_string())),
+        "{st}"
+    );
+    let (success, v) = call(&a_dir, b_id);
+    assert!(success, "{v}");
+    assert_eq!(
+        v["cached"], true,
+        "the cache did not survive the restart: {v}"
+    );
+}
+
+/// Issue 7 on real peer processes: `--sip-listen` runs the SIP front-end on peers A and B.
+/// A SIPp UAS registers as bob at B's front-end (a signed registration stored at the peer
+/// responsible for hash(bob's AoR)); a SIPp UAC at A's front-end calls bob through the
+/// secure overlay, over UDP and over TCP; every call completes INVITE/180/200/ACK/BYE.
+/// Then the registration's owner is killed with SIGKILL and started again: the record comes
+/// back from its `peer.db`.
+#[test]
+fn sipp_calls_between_front_ends_on_two_peer_processes() {
+    if !sipp::have_sipp() {
+        return;
+    }
+    let mut o = overlay_with(&["--sip-listen", "127.0.0.1:0"]);
+    let (fa, fb) = (o.peers[1].sip.unwrap(), o.peers[2].sip.unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(sipp::sipp_calls("u1", fa, fb, 5));
+    rt.block_on(sipp::sipp_calls("t1", fa, fb, 5));
+    let sa = status(&o.peers[1].dir).unwrap();
+    assert!(sa["stats"].is_object(), "{sa}");
+
+    // bob's registration lives at the peer responsible for its key.
+    let space = overlay::IdSpace::new(16).unwrap();
+    let key = sip::aor_key(space, "sip:bob@p2psip.test").0;
+    let mut ids: Vec<u128> = o.peers.iter().map(|p| p.id).collect();
+    ids.sort();
+    let owner = ids.iter().copied().find(|&i| i >= key).unwrap_or(ids[0]);
+    let idx = o.peers.iter().position(|p| p.id == owner).unwrap();
+    let has_key = |dir: &Path| {
+        status(dir).unwrap()["record_keys"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(key.to_string()))
+    };
+    assert!(
+        has_key(&o.peers[idx].dir),
+        "the owner {owner} lacks key {key}"
+    );
+    // Past one database sync, then SIGKILL: no graceful leave, no hand-over.
+    std::thread::sleep(Duration::from_millis(2500));
+    let dir = o.peers[idx].dir.clone();
+    o.peers[idx].proc.child.kill().unwrap();
+    o.peers[idx].proc.child.wait().unwrap();
+    let _ = std::fs::remove_file(dir.join("control.addr"));
+    let extra: &[&str] = if idx == 0 { &["--create"] } else { &[] };
+    o.peers[idx] = start_peer(&dir, extra);
+    let st = status(&dir).unwrap();
+    assert!(
+        st["store"]["warm_start"]["records"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert!(has_key(&dir), "the record did not survive kill -9: {st}");
+}

@@ -115,6 +115,11 @@ pub(crate) struct Args {
     /// binding and the link's idle timer).
     #[arg(long, default_value_t = 15)]
     keepalive_s: u64,
+    /// Run ICE for every call placed or answered here (candidates in the SDP of the INVITE
+    /// and the 200 OK; host and, with a STUN server, server-reflexive); the chosen pair is
+    /// logged and reported.
+    #[arg(long)]
+    ice: bool,
     /// Membership directory, URL or file [default: GET /v1/directory of the E&A server in
     /// node.json].
     #[arg(long)]
@@ -422,7 +427,17 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         });
     }
 
-    let shared = Arc::new(calls::Shared::new(db.clone()));
+    let mut shared = calls::Shared::new(db.clone());
+    if a.ice {
+        let stun = reflexive.map(|r| r.server);
+        shared.ice = Some(nat::IceOptions {
+            stun,
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            ..nat::IceOptions::default()
+        });
+    }
+    let shared = Arc::new(shared);
     // Periodic sync of the node's state into the database.
     {
         let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());

@@ -28,6 +28,8 @@ pub(crate) const MAX_LOOKUPS: usize = 256;
 const MAX_ANSWERED: usize = 4096;
 /// Finished calls kept for `/status`.
 const HISTORY: usize = 64;
+/// How long the caller's ICE session keeps answering checks after the call.
+const ICE_LINGER: Duration = Duration::from_secs(5);
 /// In-dialog messages queued per outgoing call.
 const SINK: usize = 16;
 
@@ -324,6 +326,14 @@ pub(crate) async fn place(
     .await;
     lock(&shared.sinks).remove(&call);
     let _ = h.call(move |n, _| n.end_dialog(me.id, call)).await;
+    if let Some(s) = ice {
+        // The callee may still be checking (its pair is valid only once our answers to its
+        // checks arrive): keep answering for a while, as a media session would.
+        tokio::spawn(async move {
+            tokio::time::sleep(ICE_LINGER).await;
+            drop(s);
+        });
+    }
     match outcome {
         Ok(()) => {
             report.result = "completed".into();

@@ -224,3 +224,70 @@ async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_rela
         p.handle.shutdown().await.unwrap();
     }
 }
+
+/// The relay goes away and comes back (same identity, same address): the outbound-only
+/// peer keeps the ring through its own links meanwhile, dials the relay again on its next
+/// keepalive, and is reachable through it once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_only_peer_reconnects_to_its_relay() {
+    init_logs();
+    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
+    let tr = trust(&ca);
+    let (r_id, q_id, n_id) = (10_000u128, 30_000u128, 50_000u128);
+    let r_cfg = net_config(&ca, &tr, r_id, Layer::ONE);
+    let start_relay = |mut cfg: NetConfig, at: Option<std::net::SocketAddr>| async move {
+        if let Some(a) = at {
+            cfg.listen = a;
+        }
+        let c = chord_config();
+        PeerRuntime::start(cfg, move |me| ChordNode::new(c, me, [1; 32]))
+            .await
+            .unwrap()
+    };
+    let r = start_relay(r_cfg.clone(), None).await;
+    r.handle.call(|n, now| n.create(now)).await.unwrap();
+    let relay = r.handle.contact();
+    let q = start(&ca, &tr, q_id, Some(relay), None).await;
+    let n = start(&ca, &tr, n_id, Some(relay), Some(relay)).await;
+    let wait = |hs: Vec<Handle<ChordNode>>, ids: Vec<u128>| async move {
+        let t0 = Instant::now();
+        while !converged(&hs, &ids).await {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "ring did not converge"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        t0.elapsed()
+    };
+    let all = |r: &Handle<ChordNode>| vec![r.clone(), q.handle.clone(), n.handle.clone()];
+    wait(all(&r.handle), vec![r_id, q_id, n_id]).await;
+    let dials_before = n.handle.stats().dials_ok;
+
+    // The relay leaves: Q and N stay a ring over N's own link to Q.
+    r.handle.shutdown().await.unwrap();
+    r.task.await.unwrap();
+    let took = wait(vec![q.handle.clone(), n.handle.clone()], vec![q_id, n_id]).await;
+    eprintln!("two-peer ring without the relay after {took:?}");
+
+    // It comes back at the same address and joins through Q; N registers with it again.
+    let r2 = start_relay(r_cfg, relay.addr).await;
+    let via = q.handle.contact();
+    r2.handle
+        .call(move |n, now| n.join(now, via))
+        .await
+        .unwrap();
+    let took = wait(all(&r2.handle), vec![r_id, q_id, n_id]).await;
+    eprintln!("relay back, ring of three again after {took:?}");
+    assert!(n.handle.stats().dials_ok > dials_before);
+    // A lookup from the relay for a key N owns ends at N, reached over N's new link.
+    let found = r2.handle.lookup(NodeId(n_id - 1)).await.unwrap();
+    assert_eq!(found.owner.id.0, n_id);
+    assert_eq!(found.owner.addr, relay.addr);
+    // From Q too (through the relay unless N's own link to Q is up).
+    let found = q.handle.lookup(NodeId(n_id - 1)).await.unwrap();
+    assert_eq!(found.owner.id.0, n_id);
+    for h in [r2.handle, q.handle, n.handle] {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -10,6 +10,7 @@ use overlay::secure::{
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 const IDS: [u128; 12] = [100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650];
 const CSP: u128 = 150;
@@ -98,7 +99,7 @@ impl Net {
                     Routing::Secure,
                     signer,
                     1_700_000_000_000,
-                    [7; 32],
+                    sparse_seed(*id),
                 ),
             );
         }
@@ -180,6 +181,53 @@ impl Net {
             .iter()
             .any(|(id, e)| id.0 == caller && matches!(e, SecureEvent::CallRinging { .. }))
     }
+}
+
+/// A seed of the form the demo and tests use: the Node-ID, then zeros.
+fn sparse_seed(id: NodeId) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(&id.0.to_le_bytes());
+    seed
+}
+
+#[test]
+fn back_to_back_calls_through_one_csp_ring_at_once_and_nobody_is_blamed() {
+    // A CSP's PingRequests must carry distinct nonces whatever its seed: with a repeated
+    // nonce, honest hops take the second call's copies for replays of the first, drop them
+    // and report their neighbour, and the call only rings on the caller's retry.
+    let mut net = Net::new();
+    net.call(600, 450);
+    net.call(550, 450);
+    net.call(600, 400);
+    let setups: Vec<(NodeId, Duration)> = net
+        .events
+        .iter()
+        .filter_map(|(id, e)| match e {
+            SecureEvent::CallRinging { setup, .. } => Some((*id, *setup)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(setups.len(), 3, "{:?}", net.events);
+    for (caller, setup) in setups {
+        assert!(
+            setup < SecureConfig::default().call_timeout,
+            "{caller:?} rang on a retry after {setup:?}"
+        );
+    }
+    let replays: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                SecureEvent::Report {
+                    outcome: Outcome::Replayed,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(replays.is_empty(), "honest hops blamed: {replays:?}");
 }
 
 #[test]

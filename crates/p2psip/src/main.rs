@@ -36,6 +36,17 @@ enum Command {
     Sos(cmd::sos::Args),
     /// Run a peer of the secure overlay (peer, CSP or CSPG as its certificate says) on mutual
     /// TLS from a node directory (`p2psip enroll --out DIR`).
+    ///
+    /// Membership: the peer builds its CSP/CSPG directory and the key book it checks
+    /// PingRequest signatures with from the E&A directory (`GET /v1/directory` of the server
+    /// in node.json; every chain is checked against the CA and the CRL), refreshed every
+    /// `--directory-refresh-s`. `--directory FILE|URL` reads it elsewhere (same JSON:
+    /// `{"members":[{"addr":"IP:PORT"|null,"chain":"PEM"}]}`). CSPs and CSPGs are reached at
+    /// the address they gave at enrollment (`p2psip enroll --listen`), so start them
+    /// listening there. The SOS comes from node.json (`enroll-server --sos-url`) or `--sos`;
+    /// give the SOS the enrolled keys with `enroll-server sos-registry` so it accepts the
+    /// peers' signed reports. `peer.db` in the node directory keeps the contact cache,
+    /// records, a CSP's held requests and the call history across restarts.
     Peer(cmd::peer::Args),
     /// Place a call from a running peer to another peer (INVITE, 180, 200, ACK, BYE over the
     /// secure overlay) and print the result.

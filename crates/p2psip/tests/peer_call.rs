@@ -157,12 +157,16 @@ fn converged(peers: &[&PeerProc]) -> bool {
 }
 
 fn call(from: &Path, to: u128) -> (bool, Value) {
+    call_to(from, &to.to_string())
+}
+
+fn call_to(from: &Path, to: &str) -> (bool, Value) {
     let out = run(&[
         "call",
         "--from",
         from.to_str().unwrap(),
         "--to",
-        &to.to_string(),
+        to,
         "--json",
     ]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -505,6 +509,7 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
 /// A SIPp UAS registers as bob at B's front-end (a signed registration stored at the peer
 /// responsible for hash(bob's AoR)); a SIPp UAC at A's front-end calls bob through the
 /// secure overlay, over UDP and over TCP; every call completes INVITE/180/200/ACK/BYE.
+/// `p2psip call --to sip:carol@…` from peer A rings a SIPp UAS registered as carol at B.
 /// Then the registration's owner is killed with SIGKILL and started again: the record comes
 /// back from its `peer.db`.
 #[test]
@@ -521,8 +526,71 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
         .unwrap();
     rt.block_on(sipp::sipp_calls("u1", fa, fb, 5));
     rt.block_on(sipp::sipp_calls("t1", fa, fb, 5));
-    let sa = status(&o.peers[1].dir).unwrap();
-    assert!(sa["stats"].is_object(), "{sa}");
+    // `p2psip call --to AOR`: peer A fetches carol's registration from the overlay and
+    // calls her phone (a SIPp UAS behind B's front-end) through the secure call flow.
+    let a_dir = o.peers[1].dir.clone();
+    let out = rt.block_on(async move {
+        let uas_port = sipp::free_port();
+        let uas = tokio::process::Command::new("timeout")
+            .args([
+                "60",
+                "sipp",
+                "-sn",
+                "uas",
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(uas_port.to_string())
+            .args(["-nostdin", "-m", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let port = uas_port.to_string();
+        let reg = sipp::scenario("register-keep.xml");
+        sipp::run_ok(
+            sipp::sipp_cmd(
+                "u1",
+                fb,
+                &[
+                    "-sf",
+                    &reg,
+                    "-s",
+                    "carol",
+                    "-key",
+                    "contact_port",
+                    &port,
+                    "-m",
+                    "1",
+                ],
+            ),
+            "register carol",
+        )
+        .await;
+        let v = tokio::task::spawn_blocking(move || call_to(&a_dir, "sip:carol@p2psip.test"))
+            .await
+            .unwrap();
+        let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        (v, uas)
+    });
+    let ((success, v), uas) = out;
+    assert!(success, "{v}");
+    assert_eq!(v["result"], "completed", "{v}");
+    assert_eq!(v["aor"], "sip:carol@p2psip.test", "{v}");
+    assert_eq!(v["to"], o.peers[2].id.to_string(), "{v}");
+    assert!(
+        uas.status.success(),
+        "the phone did not see a full call: {}",
+        String::from_utf8_lossy(&uas.stdout)
+    );
 
     // bob's registration lives at the peer responsible for its key.
     let space = overlay::IdSpace::new(16).unwrap();
@@ -547,12 +615,146 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     o.peers[idx].proc.child.kill().unwrap();
     o.peers[idx].proc.child.wait().unwrap();
     let _ = std::fs::remove_file(dir.join("control.addr"));
-    let extra: &[&str] = if idx == 0 { &["--create"] } else { &[] };
-    o.peers[idx] = start_peer(&dir, extra);
+    // Join through another member (the CSP's node.json has no bootstrap of its layer).
+    let other = &o.peers[(idx + 1) % o.peers.len()];
+    let boot = format!(
+        "{}@{}",
+        other.id,
+        other.proc.first_lines[0].split(' ').nth(2).unwrap()
+    );
+    o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
     let st = status(&dir).unwrap();
     assert!(
         st["store"]["warm_start"]["records"].as_u64().unwrap() >= 1,
         "{st}"
     );
     assert!(has_key(&dir), "the record did not survive kill -9: {st}");
+    let peers: Vec<&PeerProc> = o.peers.iter().collect();
+    wait_converged(&peers);
+
+    // SIGTERM: graceful leave, the records go to the successor, and peer.db forgets them
+    // (a restart must not resurrect records someone else now owns).
+    let pid = o.peers[idx].proc.child.id().to_string();
+    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
+    assert!(o.peers[idx].proc.child.wait().unwrap().success());
+    let pos = ids.iter().position(|&i| i == owner).unwrap();
+    let succ = ids[(pos + 1) % ids.len()];
+    let succ_dir = o.peers.iter().find(|p| p.id == succ).unwrap().dir.clone();
+    assert!(has_key(&succ_dir), "the successor {succ} lacks key {key}");
+    let other = &o.peers[(idx + 1) % o.peers.len()];
+    let boot = format!(
+        "{}@{}",
+        other.id,
+        other.proc.first_lines[0].split(' ').nth(2).unwrap()
+    );
+    o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
+    let st = status(&dir).unwrap();
+    assert_eq!(st["store"]["warm_start"]["records"], 0, "{st}");
+}
+
+/// Across layers (paper Figure 3): a CSPG, a CSP and two peers in layer 1 and the same in
+/// layer 2, each layer its own ring. A layer-1 peer calls a layer-2 peer (its CSPG → the
+/// layer-2 CSPG → the layer-2 CSP → PingRequest multicast) and the other way round; both
+/// complete the SIP dialog.
+#[test]
+fn calls_cross_layers_through_the_cspgs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ea");
+    let data_s = data.to_str().unwrap();
+    let ea = spawn(
+        &[
+            "enroll-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--id-bits",
+            "16",
+            "--data",
+            data_s,
+        ],
+        2,
+    );
+    let url = ea.first_lines[0]
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let specs = [
+        ("cspg", "1"),
+        ("cspg", "2"),
+        ("csp", "1"),
+        ("csp", "2"),
+        ("peer", "1"),
+        ("peer", "2"),
+        ("peer", "1"),
+        ("peer", "2"),
+    ];
+    let mut dirs = Vec::new();
+    for (i, (role, layer)) in specs.iter().enumerate() {
+        let tok = ok(run(&[
+            "enroll-server",
+            "token",
+            "create",
+            "--data",
+            data_s,
+            "--role",
+            role,
+            "--layer",
+            layer,
+        ]));
+        let d = tmp.path().join(format!("n{i}"));
+        ok(run(&[
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            tok.trim(),
+            "--out",
+            d.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ]));
+        dirs.push(d);
+    }
+    // The CSPGs start their layers' rings; everyone else joins its own layer's.
+    let peers: Vec<PeerProc> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            start_peer(
+                d,
+                if i < 2 {
+                    &["--no-sos", "--create"]
+                } else {
+                    &["--no-sos"]
+                },
+            )
+        })
+        .collect();
+    let layer1: Vec<&PeerProc> = peers.iter().step_by(2).collect();
+    let layer2: Vec<&PeerProc> = peers.iter().skip(1).step_by(2).collect();
+    wait_converged(&layer1);
+    wait_converged(&layer2);
+    let st = status(&peers[4].dir).unwrap();
+    assert_eq!(st["layer"], 1, "{st}");
+    assert_eq!(
+        st["directory"]["cspgs"],
+        serde_json::json!([1, 1, 0]),
+        "{st}"
+    );
+    assert_eq!(
+        st["directory"]["csps"],
+        serde_json::json!([1, 1, 0]),
+        "{st}"
+    );
+    for (from, to) in [(4, 5), (7, 6)] {
+        let (success, v) = call(&peers[from].dir, peers[to].id);
+        assert!(success, "{v}");
+        assert_eq!(v["result"], "completed", "{v}");
+        assert_eq!(v["cached"], false, "{v}");
+        let route = v["route"].as_array().unwrap();
+        assert_eq!(
+            route.last().unwrap().as_str().unwrap(),
+            peers[to].id.to_string(),
+            "{v}"
+        );
+    }
 }

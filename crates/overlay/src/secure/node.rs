@@ -340,7 +340,7 @@ impl SecureNode {
             out: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 1,
-            rng: Xoshiro256PlusPlus::from_seed(seed),
+            rng: Xoshiro256PlusPlus::from_seed(expand_seed(&seed)),
         }
     }
 
@@ -441,6 +441,7 @@ impl SecureNode {
             return id;
         }
         let cached = self.cache.get(now, callee);
+        tracing::debug!(me = %self.chord.id(), call = id, %callee, cached = cached.is_some(), "placing call");
         self.calls.push(OutCall {
             id,
             callee,
@@ -524,6 +525,7 @@ impl SecureNode {
         route: Vec<NodeId>,
     ) {
         let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
+            tracing::debug!(me = %self.chord.id(), call, "Ringing for a call not pending");
             return;
         };
         if self.calls[pos].callee != callee.id || from.id != callee.id {
@@ -554,6 +556,7 @@ impl SecureNode {
     // ---- CSPG / CSP ----
 
     fn on_call(&mut self, now: Time, from: Contact, req: CallRequest) {
+        tracing::debug!(me = %self.chord.id(), from = %from.id, call = req.call, callee = %req.callee, direct = req.direct, "call request");
         if req.direct {
             if req.callee == self.chord.id() && from.id == req.caller.id {
                 self.ring(req, vec![self.chord.id()]);
@@ -590,21 +593,20 @@ impl SecureNode {
 
     fn first_hops(&self, target: NodeId) -> Vec<Contact> {
         let fanout = self.ctx.cfg.fanout.max(1);
-        let ok = |c: &Contact| c.id != target && !self.distrusted.contains(&c.id);
+        let space = self.ctx.arcs.space();
+        let me = self.chord.id();
+        let kd = space.distance(me, target);
+        // Only peers between us and the target: a copy handed to a successor past the
+        // target would travel the whole ring and keep the target waiting out its window.
+        let ok = |c: &Contact| {
+            c.id != target && space.distance(me, c.id) < kd && !self.distrusted.contains(&c.id)
+        };
         let succs: Vec<Contact> = self.chord.successors().iter().copied().filter(ok).collect();
         let mut picked: Vec<Contact> = Vec::with_capacity(fanout);
         match self.ctx.cfg.first_hops {
             FirstHops::Successors => picked.extend(succs.into_iter().take(fanout)),
             FirstHops::Diverse => {
-                let space = self.ctx.arcs.space();
-                let kd = space.distance(self.chord.id(), target);
-                let mut fingers: Vec<Contact> = self
-                    .chord
-                    .fingers()
-                    .copied()
-                    .filter(|c| space.distance(self.chord.id(), c.id) < kd)
-                    .filter(ok)
-                    .collect();
+                let mut fingers: Vec<Contact> = self.chord.fingers().copied().filter(ok).collect();
                 fingers.reverse(); // farthest (closest to the target) first
                 let (mut s, mut f) = (succs.into_iter(), fingers.into_iter());
                 while picked.len() < fanout {
@@ -636,6 +638,7 @@ impl SecureNode {
         let handle = self.id();
         let nonce: u64 = self.rng.random();
         let hops = self.first_hops(req.callee);
+        tracing::debug!(me = %self.chord.id(), call = req.call, handle, callee = %req.callee, first_hops = ?hops.iter().map(|c| c.id).collect::<Vec<_>>(), "multicasting PingRequest");
         let copies = hops.len().min(usize::from(u8::MAX)) as u8;
         let ts = self.unix_ms(now);
         for (i, hop) in hops.iter().enumerate() {
@@ -790,6 +793,7 @@ impl SecureNode {
             None
         };
         if let Some(outcome) = fault {
+            tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, ?outcome, "PingRequest refused");
             self.events.push_back(SecureEvent::Report {
                 subject: from.id,
                 outcome,
@@ -801,6 +805,7 @@ impl SecureNode {
         // first one is not blamed for someone else's duplicate).
         let key = (body.csp.id, body.nonce, body.copy);
         if self.seen_set.contains(&key) {
+            tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, "PingRequest seen before");
             self.events.push_back(SecureEvent::Report {
                 subject: from.id,
                 outcome: Outcome::Replayed,
@@ -839,8 +844,10 @@ impl SecureNode {
         let Some((next, _)) = self.chord.next_hop_avoiding(body.target, |id| {
             distrusted.contains(&id) || on_path.contains(&id)
         }) else {
+            tracing::debug!(me = %self.chord.id(), handle = body.handle, copy = body.copy, target = %body.target, "PingRequest has no next hop");
             return;
         };
+        tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, next = %next.id, "forwarding PingRequest");
         self.send(
             body.csp,
             Message::HopReceipt {
@@ -927,6 +934,7 @@ impl SecureNode {
     fn ask_sos(&mut self, now: Time, idx: usize) {
         let q = self.id();
         let c = &mut self.collecting[idx];
+        tracing::debug!(me = %self.chord.id(), handle = c.handle, copies = c.copies, arrived = c.routes.len(), "asking the SOS to rank");
         c.query = Some(q);
         c.deadline = now + self.ctx.cfg.sos_timeout;
         let routes: Vec<Vec<NodeId>> = c.routes.iter().map(|(_, r)| r.clone()).collect();
@@ -945,6 +953,7 @@ impl SecureNode {
     }
 
     fn fetch(&mut self, c: Collection, best: Option<usize>) {
+        tracing::debug!(me = %self.chord.id(), handle = c.handle, ranked = best.is_some(), "fetching the held request");
         let chosen = best
             .and_then(|i| c.routes.get(i))
             .or_else(|| c.routes.iter().min_by_key(|(_, r)| r.len()))
@@ -971,6 +980,7 @@ impl SecureNode {
     }
 
     fn on_deliver(&mut self, from: Contact, request: CallRequest, route: Vec<NodeId>) {
+        tracing::debug!(me = %self.chord.id(), from = %from.id, call = request.call, "request delivered");
         if request.callee != self.chord.id() || !self.ctx.directory.is_infrastructure(from.id) {
             return;
         }
@@ -1124,6 +1134,7 @@ impl SecureNode {
                 continue;
             }
             c.retried = true;
+            tracing::debug!(me = %self.chord.id(), call = id, callee = %c.callee, cached = c.cached.is_some(), "no Ringing in time, retrying call");
             c.deadline = now + self.ctx.cfg.call_timeout;
             if let Some(stale) = c.cached.take() {
                 self.cache.remove(stale.id);
@@ -1179,6 +1190,19 @@ impl SecureNode {
             (a, b) => a.or(b),
         }
     }
+}
+
+/// The RNG state for a caller-given seed. Seeds are often sparse (a Node-ID and zeros), and
+/// xoshiro256++ seeded with such a state repeats its first output: two PingRequests of one CSP
+/// got the same nonce and honest hops took the second for a replay. Hashing spreads any seed
+/// over the whole state.
+fn expand_seed(seed: &[u8; 32]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"p2psip secure-node rng");
+    ctx.update(seed);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// Canonical bytes the CSP signs.

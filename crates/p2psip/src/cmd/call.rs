@@ -14,7 +14,8 @@ pub(crate) struct Args {
     /// control address (printed at start-up, `127.0.0.1:PORT`).
     #[arg(long)]
     from: String,
-    /// The callee's Node-ID (decimal).
+    /// The callee: a Node-ID (decimal), or an AoR `sip:user@domain` a phone registered at
+    /// some peer's SIP front-end (`p2psip peer --sip-listen`); the phone rings.
     #[arg(long)]
     to: String,
     /// Time between the ACK and the BYE, ms.
@@ -82,7 +83,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
 /// The report as a few lines of text.
 fn readable(v: &Value) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-    let mut out = format!("call {} -> {}: {}", s("from"), s("to"), s("result"));
+    let to = match v["aor"].as_str() {
+        Some(aor) => format!("{aor} (peer {})", s("to")),
+        None => s("to"),
+    };
+    let mut out = format!("call {} -> {to}: {}", s("from"), s("result"));
     if let Some(r) = v["reason"].as_str() {
         out.push_str(&format!(" ({r})"));
     }
@@ -95,16 +100,12 @@ fn readable(v: &Value) -> String {
             .as_array()
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        let cached = v["cached"].as_bool() == Some(true);
         out.push_str(&format!(
-            "  ringing after {srd:.1} ms (SRD), route {} -> {} ({} hops{})\n",
-            s("from"),
+            "  ringing after {srd:.1} ms (SRD), route {} -> {} ({} hops)\n",
+            if cached { "contact cache" } else { "CSP" },
             route.join(" -> "),
             v["hops"].as_u64().unwrap_or(0),
-            if v["cached"].as_bool() == Some(true) {
-                ", contact cache"
-            } else {
-                ""
-            }
         ));
     }
     if let Some(ans) = v["answer_ms"].as_f64() {

@@ -108,7 +108,8 @@ impl Shared {
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CallRequest {
-    /// The callee's Node-ID (decimal).
+    /// The callee: a Node-ID (decimal), or an AoR `sip:user@domain` registered through a
+    /// peer's SIP front-end (its registration is fetched from the overlay).
     pub to: String,
     /// Time between ACK and BYE, ms.
     #[serde(default)]
@@ -122,6 +123,8 @@ pub(crate) struct CallReport {
     pub from: String,
     /// Callee.
     pub to: String,
+    /// The AoR called, when the call was to one.
+    pub aor: Option<String>,
     /// `completed` (INVITE/180/200/ACK/BYE/200), `ringing` (rang but the dialog did not
     /// finish), or `failed`.
     pub result: String,
@@ -133,7 +136,8 @@ pub(crate) struct CallReport {
     pub srd_ms: Option<f64>,
     /// INVITE sent → 200 OK received, ms.
     pub answer_ms: Option<f64>,
-    /// Route the request took: hops, then the callee.
+    /// The path of the PingRequest copy the callee chose, from the callee's layer CSP:
+    /// carriers, then the callee (`[callee]` when served from the contact cache).
     pub route: Vec<String>,
     /// Overlay hops (route length).
     pub hops: usize,
@@ -169,6 +173,15 @@ fn first_line(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// One line on stdout for the operator; a closed or full stdout never stops the peer
+/// (`println!` would panic on a closed pipe).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -201,6 +214,7 @@ pub(crate) async fn place(
     h: &Handle<SecureNode>,
     shared: &Arc<Shared>,
     to: NodeId,
+    aor: Option<String>,
     hold: Duration,
     dialog_timeout: Duration,
 ) -> CallReport {
@@ -209,10 +223,11 @@ pub(crate) async fn place(
     let call_id = format!("{}-{}@{DOMAIN}", rand_hex(), me.id);
     let from_tag = rand_hex();
     let from = format!("<sip:{}@{DOMAIN}>;tag={from_tag}", me.id);
-    let to_uri = format!("sip:{to}@{DOMAIN}");
+    let to_uri = aor.clone().unwrap_or_else(|| format!("sip:{to}@{DOMAIN}"));
     let mut report = CallReport {
         from: me.id.to_string(),
         to: to.to_string(),
+        aor,
         call_id: call_id.clone(),
         ..CallReport::default()
     };
@@ -555,7 +570,10 @@ pub(crate) async fn answer(
         }
     };
     info!(caller = %caller.id, %call_id, "incoming call: answering (180 Ringing, 200 OK)");
-    println!("incoming call from {} Call-ID {call_id}", caller.id);
+    say(format_args!(
+        "incoming call from {} Call-ID {call_id}",
+        caller.id
+    ));
     {
         let mut g = lock(&shared.answered);
         let (map, order) = &mut *g;
@@ -627,7 +645,7 @@ pub(crate) async fn on_incoming_dialog(
                 g.1.retain(|k| *k != (caller, call));
             }
             info!(%caller, %call_id, "call ended (BYE)");
-            println!("call ended from {caller} Call-ID {call_id}");
+            say(format_args!("call ended from {caller} Call-ID {call_id}"));
             shared.remember(HistoryEntry {
                 direction: "in",
                 peer: caller.to_string(),
@@ -641,4 +659,36 @@ pub(crate) async fn on_incoming_dialog(
             }
         }
     }
+}
+
+/// The Node-ID whose front-end holds `aor`'s registration, fetched from the overlay and
+/// checked (owner's signature, not expired).
+pub(crate) async fn resolve_aor(
+    h: &Handle<SecureNode>,
+    space: overlay::IdSpace,
+    aor: &str,
+) -> Result<NodeId, String> {
+    let key = sip::aor_key(space, aor);
+    let value = match h.request(move |n, now| n.get(now, key)).await {
+        Ok(SecureEvent::Fetched { value: Some(v), .. }) => v,
+        Ok(SecureEvent::Fetched { value: None, .. }) => {
+            return Err(format!("no registration for {aor} in the overlay"));
+        }
+        Ok(other) => return Err(format!("unexpected answer {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let reg = sip::SignedRegistration::from_bytes(&value).map_err(|e| e.to_string())?;
+    let verifier = h
+        .call(|n, _| n.context().verifier.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    reg.verify(verifier.as_ref()).map_err(|e| e.to_string())?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if !reg.is_live(now_ms) || reg.record.aor != aor {
+        return Err(format!("the registration for {aor} has lapsed"));
+    }
+    Ok(reg.record.node)
 }

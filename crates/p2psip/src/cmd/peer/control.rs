@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use net::{Handle, SosCounters};
 use overlay::secure::SecureNode;
-use overlay::{Contact, Event, IdSpace, NodeId};
+use overlay::{Contact, Event, IdSpace};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -170,22 +170,50 @@ async fn call(State(c): State<Ctl>, body: axum::body::Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
-    let to: NodeId = match req.to.parse::<u128>().ok().and_then(|v| c.space.id(v).ok()) {
-        Some(id) => id,
-        None => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "`to` must be a Node-ID (decimal, inside the ID space), got {:?}",
-                    req.to
-                ),
-            );
+    let (to, aor) = if let Some(user_host) = req.to.strip_prefix("sip:") {
+        let aor = match user_host.split_once('@') {
+            Some((user, host)) if !user.is_empty() && !host.is_empty() => {
+                sip::normalize_aor(user, host)
+            }
+            _ => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!("`to` must be sip:user@domain, got {:?}", req.to),
+                );
+            }
+        };
+        match calls::resolve_aor(&c.h, c.space, &aor).await {
+            Ok(id) => (id, Some(aor)),
+            Err(why) => {
+                let report = CallReport {
+                    from: c.h.contact().id.to_string(),
+                    to: req.to.clone(),
+                    aor: Some(aor),
+                    result: "failed".into(),
+                    reason: Some(why),
+                    ..CallReport::default()
+                };
+                return Json(report).into_response();
+            }
+        }
+    } else {
+        match req.to.parse::<u128>().ok().and_then(|v| c.space.id(v).ok()) {
+            Some(id) => (id, None),
+            None => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "`to` must be a Node-ID (decimal, inside the ID space) or sip:user@domain, got {:?}",
+                        req.to
+                    ),
+                );
+            }
         }
     };
     if to == c.h.contact().id {
         return err(StatusCode::BAD_REQUEST, "a peer cannot call itself");
     }
     let hold = Duration::from_millis(req.hold_ms.min(600_000));
-    let report: CallReport = calls::place(&c.h, &c.shared, to, hold, c.dialog_wait).await;
+    let report: CallReport = calls::place(&c.h, &c.shared, to, aor, hold, c.dialog_wait).await;
     Json(report).into_response()
 }

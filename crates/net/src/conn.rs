@@ -407,7 +407,14 @@ async fn run(
             loop {
                 let (from, env) = if envelopes && buf.get(off) == Some(&relay::MARKER) {
                     match relay::decode(&buf[off..]) {
-                        Ok(x) => x,
+                        Ok((mut p, n)) => {
+                            // A relay vouches for a CSP/CSPG role (trusted with requests)
+                            // only if it holds such a certificate itself.
+                            if !matches!(peer.role, enroll::Role::Csp | enroll::Role::Cspg) {
+                                p.role = enroll::Role::Peer;
+                            }
+                            (p, n)
+                        }
                         Err(EnvelopeError::Incomplete) => break,
                         Err(e) => {
                             warn!(peer = %id, "closing connection: {e}");

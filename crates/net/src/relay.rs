@@ -5,8 +5,10 @@
 //! reach N dials that address naming N as the target; R authenticates X like any peer,
 //! answers `RELAYING`, and forwards every frame X sends, wrapped in an envelope that says
 //! who X is, over N's link. N accepts envelopes only on the link to its own relay (it
-//! chose to trust R's word on who sent them, as it trusts R to carry them at all). N's
-//! answers go to X directly: N can dial out.
+//! chose to trust R's word on who sent them, as it trusts R to carry them at all), and
+//! believes a CSP/CSPG role in an envelope only from a relay that is a CSP/CSPG itself
+//! (the roles the secure layer trusts with requests), so a NATed peer should pick one as
+//! its relay. N's answers go to X directly: N can dial out.
 //!
 //! Envelope, in front of one overlay frame (the marker is never a wire version):
 //!

@@ -6,9 +6,12 @@
 
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
-use net::{CrlStore, Handle, Identity, Limits, NetConfig, PeerRuntime, RevocationPolicy, Trust};
-use overlay::{ChordConfig, ChordNode, Contact, IdSpace, NodeId};
-use std::sync::Arc;
+use net::{
+    CrlStore, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, RevocationPolicy, Trust,
+};
+use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BITS: u32 = 16;
@@ -25,13 +28,17 @@ fn init_logs() {
 }
 
 fn net_config(ca: &Ca, tr: &Trust, id: u128, layer: Layer) -> NetConfig {
+    net_config_as(ca, tr, id, layer, Role::Peer)
+}
+
+fn net_config_as(ca: &Ca, tr: &Trust, id: u128, layer: Layer, role: Role) -> NetConfig {
     let (key_pem, csr) = new_key_and_csr().unwrap();
     let csr = Csr::from_pem(&csr).unwrap();
     let t = enroll::server::unix_now();
     let binding = Binding {
         node_id: NodeId(id),
         layer,
-        role: Role::Peer,
+        role,
     };
     let der = ca
         .issue(&csr, &binding, [(id % 250) as u8 + 1; 16], t - 60, t + 3600)
@@ -288,6 +295,132 @@ async fn an_outbound_only_peer_reconnects_to_its_relay() {
     let found = q.handle.lookup(NodeId(n_id - 1)).await.unwrap();
     assert_eq!(found.owner.id.0, n_id);
     for h in [r2.handle, q.handle, n.handle] {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// A core that sends what it is told to and records who sent it what.
+#[derive(Default)]
+struct Probe {
+    out: VecDeque<Transmit>,
+    seen: Arc<Mutex<Vec<(Peer, Message)>>>,
+}
+
+impl net::Core for Probe {
+    type Event = ();
+    fn handle_message(&mut self, _: Time, from: &Peer, msg: Message) {
+        self.seen.lock().unwrap().push((*from, msg));
+    }
+    fn handle_timeout(&mut self, _: Time) {}
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+    fn poll_event(&mut self) -> Option<()> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+    fn leave(&mut self, _: Time) {}
+}
+
+/// What a relayed frame tells its outbound-only receiver about the sender: the true Node-ID
+/// and address; a CSP role only when the relay is a CSP/CSPG itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_frames_name_their_sender_and_a_plain_relay_cannot_vouch_for_a_csp() {
+    init_logs();
+    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
+    let tr = trust(&ca);
+    let public = |id, role| {
+        let cfg = net_config_as(&ca, &tr, id, Layer::ONE, role);
+        async move { PeerRuntime::start(cfg, |_| Probe::default()).await.unwrap() }
+    };
+    let plain_relay = public(1_000, Role::Peer).await;
+    let csp_relay = public(2_000, Role::Csp).await;
+    let caller = public(3_000, Role::Csp).await;
+    let behind = |id, relay: Contact| {
+        let cfg = net_config(&ca, &tr, id, Layer::TWO);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        async move {
+            let rt =
+                PeerRuntime::start_outbound_only(cfg, relay, Duration::from_millis(100), |_| {
+                    Probe {
+                        out: VecDeque::new(),
+                        seen: s,
+                    }
+                })
+                .await
+                .unwrap();
+            (rt, seen)
+        }
+    };
+    let (n1, seen1) = behind(10_000, plain_relay.handle.contact()).await;
+    let (n2, seen2) = behind(20_000, csp_relay.handle.contact()).await;
+    // Registered with their relays once their first keepalive arrived.
+    let t0 = Instant::now();
+    while plain_relay.handle.stats().accepts_ok == 0 || csp_relay.handle.stats().accepts_ok == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no link to the relays"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (c1, c2) = (n1.handle.contact(), n2.handle.contact());
+    assert_eq!(c1.addr, plain_relay.handle.contact().addr);
+    caller
+        .handle
+        .call(move |p, _| {
+            for to in [c1, c2] {
+                p.out.push_back(Transmit {
+                    to,
+                    msg: Message::Ping { token: 7 },
+                });
+            }
+        })
+        .await
+        .unwrap();
+    let me = caller.handle.contact();
+    let from_caller = |seen: &Arc<Mutex<Vec<(Peer, Message)>>>| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| p.contact.id == me.id)
+            .map(|(p, m)| (*p, m.clone()))
+    };
+    let t0 = Instant::now();
+    while from_caller(&seen1).is_none() || from_caller(&seen2).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "relayed pings did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (p1, m1) = from_caller(&seen1).unwrap();
+    let (p2, m2) = from_caller(&seen2).unwrap();
+    assert_eq!((p1.contact, p2.contact), (me, me));
+    assert_eq!(
+        (m1, m2),
+        (Message::Ping { token: 7 }, Message::Ping { token: 7 })
+    );
+    assert_eq!(p1.role, Role::Peer, "a plain peer relay vouched for a CSP");
+    assert_eq!(p2.role, Role::Csp);
+    assert_eq!(p1.layer, Layer::ONE);
+    assert!(plain_relay.handle.stats().frames_relayed >= 1);
+    assert!(csp_relay.handle.stats().frames_relayed >= 1);
+    // Nobody dialled the peers behind NAT.
+    assert_eq!(
+        n1.handle.stats().accepts_ok + n2.handle.stats().accepts_ok,
+        0
+    );
+    for h in [
+        plain_relay.handle,
+        csp_relay.handle,
+        caller.handle,
+        n1.handle,
+        n2.handle,
+    ] {
         h.shutdown().await.unwrap();
     }
 }

@@ -77,6 +77,43 @@ pub struct IceDescription {
     pub candidates: Vec<String>,
 }
 
+impl IceDescription {
+    /// SDP attribute lines for a media section (RFC 8839): `a=ice-ufrag`, `a=ice-pwd`,
+    /// then one `a=candidate` per candidate, each ending in CRLF.
+    pub fn to_sdp(&self) -> String {
+        let mut out = format!("a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", self.ufrag, self.pwd);
+        for c in &self.candidates {
+            if !c.starts_with("a=") {
+                out.push_str("a=");
+            }
+            out.push_str(c);
+            out.push_str("\r\n");
+        }
+        out
+    }
+
+    /// The ICE attributes of an SDP body (from a peer: candidates beyond
+    /// [`MAX_REMOTE_CANDIDATES`] are left out, [`IceSession::connect`] checks the rest).
+    /// `None` when the body has no `a=ice-ufrag` and `a=ice-pwd`.
+    pub fn from_sdp(sdp: &str) -> Option<Self> {
+        let (mut ufrag, mut pwd, mut candidates) = (None, None, Vec::new());
+        for line in sdp.lines().map(str::trim_end) {
+            if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+                ufrag = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+                pwd = Some(v.to_owned());
+            } else if line.starts_with("a=candidate:") && candidates.len() < MAX_REMOTE_CANDIDATES {
+                candidates.push(line.to_owned());
+            }
+        }
+        Some(IceDescription {
+            ufrag: ufrag?,
+            pwd: pwd?,
+            candidates,
+        })
+    }
+}
+
 /// How a session gathers and checks.
 #[derive(Clone, Debug)]
 pub struct IceOptions {
@@ -761,6 +798,18 @@ fn spawn_reader(
 mod tests {
     use super::*;
 
+    #[test]
+    fn sdp_without_ice_or_with_too_many_candidates() {
+        assert_eq!(IceDescription::from_sdp("v=0\r\na=ice-pwd:x\r\n"), None);
+        let many =
+            "a=candidate:1 1 UDP 1 10.0.0.1 9 typ host\r\n".repeat(MAX_REMOTE_CANDIDATES + 5);
+        let d =
+            IceDescription::from_sdp(&format!("a=ice-ufrag:u\r\na=ice-pwd:p\r\n{many}")).unwrap();
+        assert_eq!((d.ufrag.as_str(), d.pwd.as_str()), ("u", "p"));
+        assert_eq!(d.candidates.len(), MAX_REMOTE_CANDIDATES);
+        assert_eq!(IceDescription::from_sdp(&d.to_sdp()), Some(d));
+    }
+
     #[tokio::test]
     async fn bad_descriptions_are_refused_clearly() {
         let mut s = IceSession::gather(IceOptions::default()).await.unwrap();
@@ -802,6 +851,13 @@ mod tests {
         let mut b = IceSession::gather(IceOptions::default()).await.unwrap();
         let (da, db) = (a.local_description().clone(), b.local_description().clone());
         assert_eq!(da.candidates.len(), 1, "{da:?}");
+        // As the call carries them: inside an SDP body.
+        let sdp = |d: &IceDescription| format!("v=0\r\nm=audio 9 RTP/AVP 0\r\n{}", d.to_sdp());
+        let (da, db) = (
+            IceDescription::from_sdp(&sdp(&da)).unwrap(),
+            IceDescription::from_sdp(&sdp(&db)).unwrap(),
+        );
+        assert_eq!(da, a.local_description().clone());
         let (pa, pb) = tokio::join!(a.connect(&db), b.connect(&da));
         let (pa, pb) = (pa.unwrap(), pb.unwrap());
         assert_eq!(pa.local.kind, "host");

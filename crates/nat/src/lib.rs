@@ -32,6 +32,7 @@ mod client;
 mod credentials;
 mod gate;
 mod ice;
+mod reach;
 mod server;
 
 pub use client::{
@@ -43,4 +44,5 @@ pub use ice::{
     Endpoint, IceDescription, IceError, IceOptions, IcePair, IceSession, MAX_DATAGRAM,
     MAX_REMOTE_CANDIDATES,
 };
+pub use reach::{ReachError, Reflexive, discover_reflexive, stun_server_addr};
 pub use server::{ServerConfig, ServerCounters, ServerError, ServerHandle, StunServer};

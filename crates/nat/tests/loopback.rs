@@ -266,3 +266,28 @@ fn logs() {
         .with_test_writer()
         .try_init();
 }
+
+#[tokio::test]
+async fn discover_reflexive_skips_a_dead_server_and_sees_no_nat_on_loopback() {
+    let srv = server(Limits::default()).await;
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let opts = BindingOptions::quick(Duration::from_millis(400));
+    let r = nat::discover_reflexive(&[silent.local_addr().unwrap(), srv.local_addr], &opts)
+        .await
+        .unwrap();
+    assert_eq!(r.server, srv.local_addr);
+    assert_eq!(r.local, r.reflexive);
+    assert!(!r.behind_nat());
+    let err = nat::discover_reflexive(&[silent.local_addr().unwrap()], &opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, nat::ReachError::AllFailed { tried: 1, .. }),
+        "{err}"
+    );
+    assert!(matches!(
+        nat::discover_reflexive(&[], &opts).await,
+        Err(nat::ReachError::NoServer)
+    ));
+    srv.shutdown().await.unwrap();
+}

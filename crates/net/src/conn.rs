@@ -7,15 +7,17 @@
 
 use crate::budget::{FrameBudget, RateLog, SourceSlot};
 use crate::config::Limits;
-use crate::hello::{self, Hello, HelloError};
+use crate::hello::{self, Hello, HelloError, RELAYED, RELAYING};
+use crate::relay::{self, EnvelopeError};
 use crate::runtime::Peer;
 use crate::stats::Shared;
-use crate::tls::{Refusal, server_name_for};
+use crate::tls::{Refusal, server_name_or_relay};
 use overlay::wire::{CodecError, decode_frame};
 use overlay::{Contact, Message, NodeId};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,11 +37,21 @@ const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// What connection tasks tell the loop.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
-    /// Set-up finished. Inbound connections bring their send queue.
+    /// Set-up finished. Inbound connections bring their send queue. `outbound_only`: the
+    /// peer accepts no connections (its address is its relay's).
     Up {
         conn: u64,
         peer: Peer,
         tx: Option<mpsc::Sender<Vec<u8>>>,
+        outbound_only: bool,
+    },
+    /// A frame from `from` to be relayed to our outbound-only client `to` (`_share` as for
+    /// [`ConnEvent::Frame`]: relayed traffic counts against the sender's link).
+    Relay {
+        to: NodeId,
+        from: Peer,
+        msg: Message,
+        _share: OwnedSemaphorePermit,
     },
     /// A frame from an authenticated peer. `_share` is one of its link's in-flight slots,
     /// given back when the loop has handled the frame.
@@ -67,6 +79,21 @@ pub(crate) struct Ctx {
     pub(crate) abort: watch::Receiver<bool>,
     pub(crate) acceptor: TlsAcceptor,
     pub(crate) connector: TlsConnector,
+    /// Outbound-only peers we relay for (kept by the loop; read at relayed set-ups).
+    pub(crate) clients: Mutex<BTreeSet<NodeId>>,
+    /// Outbound-only mode: our relay, the one peer whose relay envelopes we accept.
+    pub(crate) home: Option<NodeId>,
+}
+
+/// What a connection does with the frames it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Hand them to the loop as the peer's.
+    Normal,
+    /// A link we dialled through a relay: only we send; a frame read closes it.
+    SendOnly,
+    /// An inbound link relayed to our outbound-only client: forward its frames there.
+    RelayTo(NodeId),
 }
 
 /// Why a connection could not be set up.
@@ -91,6 +118,8 @@ enum SetupError {
     },
     #[error("runtime shutting down")]
     Shutdown,
+    #[error("asked to relay to {0}, which is not an outbound-only peer of ours")]
+    NotRelaying(NodeId),
 }
 
 impl SetupError {
@@ -160,27 +189,35 @@ pub(crate) async fn dial(
         timeout(ctx.limits.handshake_timeout, async {
             let mut tls = ctx
                 .connector
-                .connect(server_name_for(target.id), tcp)
+                .connect(server_name_or_relay(target.id), tcp)
                 .await?;
-            tls.write_all(&ctx.hello.encode()).await?;
+            let mine = Hello {
+                target: Some(target.id),
+                ..ctx.hello
+            };
+            tls.write_all(&mine.encode()).await?;
             tls.flush().await?;
             let hello = read_hello(&mut tls).await?;
             let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+            // Either the target itself, or (address of an outbound-only peer) its relay,
+            // which says so.
+            let relayed = hello.has(RELAYING) && hello.id != target.id;
+            let want = if relayed { hello.id } else { target.id };
             for claimed in [hello.id, ident.node_id] {
-                if claimed != target.id {
+                if claimed != want {
                     return Err(SetupError::Refused(Refusal::IdMismatch {
                         cert: claimed,
                         claimed: target.id,
                     }));
                 }
             }
-            Ok((TlsStream::from(tls), ident))
+            Ok((TlsStream::from(tls), ident, relayed))
         })
         .await
         .map_err(|_| SetupError::Timeout("TLS handshake"))?
     };
     match setup.await {
-        Ok((tls, ident)) => {
+        Ok((tls, ident, relayed)) => {
             let setup_us = started.elapsed().as_micros() as u64;
             Shared::inc(&ctx.stats.c.dials_ok);
             Shared::add(&ctx.stats.c.dial_setup_us_sum, setup_us);
@@ -188,7 +225,7 @@ pub(crate) async fn dial(
                 .c
                 .dial_setup_us_max
                 .fetch_max(setup_us, Ordering::Relaxed);
-            debug!(peer = %target.id, %addr, setup_us, "connected");
+            debug!(peer = %target.id, %addr, setup_us, relayed, "connected");
             let peer = Peer {
                 contact: Contact::new(target.id, addr),
                 layer: ident.layer,
@@ -200,11 +237,17 @@ pub(crate) async fn dial(
                     conn,
                     peer,
                     tx: None,
+                    outbound_only: false,
                 })
                 .await
                 .is_ok()
             {
-                run(&ctx, peer, tls, rx).await;
+                let mode = if relayed {
+                    Mode::SendOnly
+                } else {
+                    Mode::Normal
+                };
+                run(&ctx, peer, tls, rx, mode).await;
             }
             let _ = ctx
                 .to_loop
@@ -262,7 +305,9 @@ pub(crate) async fn accept(
             }));
         }
         let mut addr = hello.addr;
-        if addr.ip().is_unspecified() {
+        if hello.has(RELAYED) {
+            // An outbound-only peer names its relay's address, not its own.
+        } else if addr.ip().is_unspecified() {
             addr.set_ip(source.ip());
         } else if ctx.limits.require_same_ip && addr.ip() != source.ip() {
             return Err(SetupError::AddrMismatch {
@@ -270,16 +315,31 @@ pub(crate) async fn accept(
                 from: source,
             });
         }
-        tls.write_all(&ctx.hello.encode()).await?;
+        let mut mine = ctx.hello;
+        let mode = match hello.target {
+            Some(t) if t != ctx.hello.id => {
+                let ours = ctx.clients.lock().map(|c| c.contains(&t)).unwrap_or(false);
+                if !ours {
+                    // Our plain hello tells the dialler whom it reached (it refuses us).
+                    tls.write_all(&mine.encode()).await?;
+                    tls.flush().await?;
+                    return Err(SetupError::NotRelaying(t));
+                }
+                mine.flags |= RELAYING;
+                Mode::RelayTo(t)
+            }
+            _ => Mode::Normal,
+        };
+        tls.write_all(&mine.encode()).await?;
         tls.flush().await?;
-        Ok((TlsStream::from(tls), ident, addr))
+        Ok((TlsStream::from(tls), ident, addr, mode, hello.has(RELAYED)))
     };
     let outcome = tokio::select! {
         r = timeout(ctx.limits.handshake_timeout, setup) => r,
         _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
     };
     drop(slot);
-    let (tls, ident, addr) = match outcome {
+    let (tls, ident, addr, mode, outbound_only) = match outcome {
         Err(_) => {
             warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
             ctx.stats
@@ -306,19 +366,28 @@ pub(crate) async fn accept(
         role: ident.role,
     };
     let (tx, rx) = mpsc::channel(ctx.limits.send_queue.max(1));
+    if let Mode::RelayTo(to) = mode {
+        // Only relayed frames flow here; the loop never sends to the dialler on it.
+        debug!(peer = %ident.node_id, %to, "relaying");
+        drop(tx);
+        let (_keep, rx) = mpsc::channel(1);
+        run(&ctx, peer, tls, rx, mode).await;
+        return;
+    }
     if ctx
         .to_loop
         .send(ConnEvent::Up {
             conn,
             peer,
             tx: Some(tx),
+            outbound_only,
         })
         .await
         .is_err()
     {
         return;
     }
-    run(&ctx, peer, tls, rx).await;
+    run(&ctx, peer, tls, rx, mode).await;
     let _ = ctx
         .to_loop
         .send(ConnEvent::Down {
@@ -331,7 +400,13 @@ pub(crate) async fn accept(
 
 /// Read and write frames until either side ends, the connection idles out, or the runtime
 /// shuts down (then queued frames are flushed first).
-async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn run(
+    ctx: &Ctx,
+    peer: Peer,
+    tls: TlsStream<TcpStream>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    mode: Mode,
+) {
     let (mut rd, mut wr) = tokio::io::split(tls);
     let (close_tx, _) = watch::channel(false);
     let epoch = Instant::now();
@@ -339,6 +414,8 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
     let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     let id = peer.contact.id;
     let max = ctx.limits.max_frame;
+    // Relay envelopes are accepted only from our own relay.
+    let envelopes = ctx.home == Some(id) && mode == Mode::Normal;
 
     let reader = async {
         let mut close = close_tx.subscribe();
@@ -354,9 +431,30 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
         'conn: loop {
             let mut off = 0;
             loop {
-                match decode_frame(&buf[off..], max) {
+                let (from, env) = if envelopes && buf.get(off) == Some(&relay::MARKER) {
+                    match relay::decode(&buf[off..]) {
+                        Ok((mut p, n)) => {
+                            // A relay vouches for a CSP/CSPG role (trusted with requests)
+                            // only if it holds such a certificate itself.
+                            if !matches!(peer.role, enroll::Role::Csp | enroll::Role::Cspg) {
+                                p.role = enroll::Role::Peer;
+                            }
+                            (p, n)
+                        }
+                        Err(EnvelopeError::Incomplete) => break,
+                        Err(e) => {
+                            warn!(peer = %id, "closing connection: {e}");
+                            ctx.stats.refusal(format!("from {id}: {e}"));
+                            Shared::inc(&ctx.stats.c.malformed_in);
+                            break 'conn;
+                        }
+                    }
+                } else {
+                    (peer, 0)
+                };
+                match decode_frame(&buf[off + env..], max) {
                     Ok((msg, n)) => {
-                        off += n;
+                        off += env + n;
                         Shared::inc(&ctx.stats.c.frames_in);
                         Shared::add(&ctx.stats.c.bytes_in, n as u64);
                         touch();
@@ -402,16 +500,25 @@ async fn run(ctx: &Ctx, peer: Peer, tls: TlsStream<TcpStream>, mut rx: mpsc::Rec
                                 }
                             }
                         };
-                        if ctx
-                            .to_loop
-                            .send(ConnEvent::Frame {
-                                peer,
+                        let ev = match mode {
+                            Mode::Normal => ConnEvent::Frame {
+                                peer: from,
                                 msg,
                                 _share: share,
-                            })
-                            .await
-                            .is_err()
-                        {
+                            },
+                            Mode::RelayTo(to) => ConnEvent::Relay {
+                                to,
+                                from: peer,
+                                msg,
+                                _share: share,
+                            },
+                            Mode::SendOnly => {
+                                warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
+                                Shared::inc(&ctx.stats.c.malformed_in);
+                                break 'conn;
+                            }
+                        };
+                        if ctx.to_loop.send(ev).await.is_err() {
                             break 'conn;
                         }
                     }

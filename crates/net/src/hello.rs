@@ -4,11 +4,17 @@
 //! at. The claimed ID must equal the Node-ID bound in the certificate the peer presented;
 //! the address is what the overlay then records in the peer's [`Contact`](overlay::Contact).
 //!
-//! Layout (fixed size, 24 + 4 or 24 + 16 bytes, so a reader never allocates on a
+//! A peer behind NAT that accepts no connections (outbound-only) sets [`RELAYED`]: its
+//! address is then the listen address of its *relay*, a public peer it keeps a link to.
+//! Whoever dials that address names the peer it wants in `target`; the relay answers with
+//! [`RELAYING`] when it forwards to that target (see `relay.rs`).
+//!
+//! Layout (fixed size, 41 + 4 or 41 + 16 bytes, so a reader never allocates on a
 //! peer's say-so):
 //!
 //! ```text
-//! magic "P2PH" (4) | version (1) | node id u128 BE (16) | port u16 BE (2) | family (1: 4|6) | ip (4|16)
+//! magic "P2PH" (4) | version (1) | flags (1) | node id u128 BE (16) | target u128 BE (16)
+//! | port u16 BE (2) | family (1: 4|6) | ip (4|16)
 //! ```
 
 use overlay::NodeId;
@@ -17,9 +23,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// Magic bytes that open a hello.
 const MAGIC: [u8; 4] = *b"P2PH";
 /// Hello format version.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Flag: the sender accepts no connections; its address is its relay's.
+pub(crate) const RELAYED: u8 = 1;
+/// Flag (answer to a dial): this peer relays frames to the `target` the dialler named.
+pub(crate) const RELAYING: u8 = 2;
+/// Flag: `target` is present (set by the dialling side).
+pub(crate) const HAS_TARGET: u8 = 4;
+/// Every flag this version knows.
+const KNOWN_FLAGS: u8 = RELAYED | RELAYING | HAS_TARGET;
 /// Bytes before the IP address.
-pub(crate) const HEAD_LEN: usize = 4 + 1 + 16 + 2 + 1;
+pub(crate) const HEAD_LEN: usize = 4 + 1 + 1 + 16 + 16 + 2 + 1;
 /// Longest hello (IPv6).
 pub(crate) const MAX_LEN: usize = HEAD_LEN + 16;
 
@@ -28,8 +42,12 @@ pub(crate) const MAX_LEN: usize = HEAD_LEN + 16;
 pub(crate) struct Hello {
     /// The Node-ID the peer claims (checked against its certificate).
     pub(crate) id: NodeId,
-    /// Where the peer's TLS listener is.
+    /// Where the peer's TLS listener is (its relay's, with [`RELAYED`]).
     pub(crate) addr: SocketAddr,
+    /// [`RELAYED`] | [`RELAYING`] (| [`HAS_TARGET`], managed by `target`).
+    pub(crate) flags: u8,
+    /// The peer the dialler wants to reach (usually the one it connected to).
+    pub(crate) target: Option<NodeId>,
 }
 
 /// Why a hello was refused.
@@ -44,6 +62,9 @@ pub(crate) enum HelloError {
     /// Unknown hello version.
     #[error("unsupported hello version {0}")]
     BadVersion(u8),
+    /// Unknown flag bits.
+    #[error("unknown hello flags {0:#04x}")]
+    BadFlags(u8),
     /// Address family byte is neither 4 nor 6.
     #[error("bad address family {0}")]
     BadFamily(u8),
@@ -53,12 +74,31 @@ pub(crate) enum HelloError {
 }
 
 impl Hello {
+    /// A plain hello: this peer, reachable at `addr`.
+    pub(crate) fn new(id: NodeId, addr: SocketAddr) -> Self {
+        Hello {
+            id,
+            addr,
+            flags: 0,
+            target: None,
+        }
+    }
+
+    /// Does the hello carry `flag`?
+    pub(crate) fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
     /// Encode.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_LEN);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
+        let flags = (self.flags & (RELAYED | RELAYING))
+            | if self.target.is_some() { HAS_TARGET } else { 0 };
+        out.push(flags);
         out.extend_from_slice(&self.id.0.to_be_bytes());
+        out.extend_from_slice(&self.target.map_or(0, |t| t.0).to_be_bytes());
         out.extend_from_slice(&self.addr.port().to_be_bytes());
         match self.addr.ip() {
             IpAddr::V4(ip) => {
@@ -85,6 +125,9 @@ pub(crate) fn total_len(head: &[u8]) -> Result<usize, HelloError> {
     if head[4] != VERSION {
         return Err(HelloError::BadVersion(head[4]));
     }
+    if head[5] & !KNOWN_FLAGS != 0 {
+        return Err(HelloError::BadFlags(head[5]));
+    }
     match head[HEAD_LEN - 1] {
         4 => Ok(HEAD_LEN + 4),
         6 => Ok(HEAD_LEN + 16),
@@ -98,9 +141,16 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Hello, usize), HelloError> {
     if buf.len() < len {
         return Err(HelloError::Incomplete(len - buf.len()));
     }
+    let flags = buf[5];
     let mut id = [0u8; 16];
-    id.copy_from_slice(&buf[5..21]);
-    let port = u16::from_be_bytes([buf[21], buf[22]]);
+    id.copy_from_slice(&buf[6..22]);
+    let mut target = [0u8; 16];
+    target.copy_from_slice(&buf[22..38]);
+    let target = u128::from_be_bytes(target);
+    if flags & HAS_TARGET == 0 && target != 0 {
+        return Err(HelloError::BadFlags(flags));
+    }
+    let port = u16::from_be_bytes([buf[38], buf[39]]);
     if port == 0 {
         return Err(HelloError::ZeroPort);
     }
@@ -117,6 +167,8 @@ pub(crate) fn decode(buf: &[u8]) -> Result<(Hello, usize), HelloError> {
         Hello {
             id: NodeId(u128::from_be_bytes(id)),
             addr: SocketAddr::new(ip, port),
+            flags: flags & (RELAYED | RELAYING),
+            target: (flags & HAS_TARGET != 0).then_some(NodeId(target)),
         },
         len,
     ))
@@ -128,10 +180,16 @@ mod tests {
 
     #[test]
     fn round_trip_v4_v6() {
-        for addr in ["127.0.0.1:4000", "[::1]:65535", "0.0.0.0:1"] {
+        for (addr, flags, target) in [
+            ("127.0.0.1:4000", 0, None),
+            ("[::1]:65535", RELAYED, Some(NodeId(0))),
+            ("0.0.0.0:1", RELAYING, Some(NodeId(u128::MAX))),
+        ] {
             let h = Hello {
                 id: NodeId(u128::MAX - 7),
                 addr: addr.parse().unwrap(),
+                flags,
+                target,
             };
             let bytes = h.encode();
             assert!(bytes.len() <= MAX_LEN);
@@ -147,11 +205,14 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        let h = Hello {
-            id: NodeId(5),
-            addr: "127.0.0.1:9".parse().unwrap(),
-        };
+        let h = Hello::new(NodeId(5), "127.0.0.1:9".parse().unwrap());
         let good = h.encode();
+        let mut b = good.clone();
+        b[5] = 8;
+        assert_eq!(decode(&b), Err(HelloError::BadFlags(8)));
+        let mut b = good.clone();
+        b[30] = 1; // a target without HAS_TARGET
+        assert_eq!(decode(&b), Err(HelloError::BadFlags(0)));
         let mut b = good.clone();
         b[0] = b'X';
         assert_eq!(decode(&b), Err(HelloError::BadMagic));
@@ -162,8 +223,8 @@ mod tests {
         b[HEAD_LEN - 1] = 5;
         assert_eq!(decode(&b), Err(HelloError::BadFamily(5)));
         let mut b = good;
-        b[21] = 0;
-        b[22] = 0;
+        b[38] = 0;
+        b[39] = 0;
         assert_eq!(decode(&b), Err(HelloError::ZeroPort));
         // A TLS record or an overlay frame is not a hello.
         assert!(
@@ -192,13 +253,18 @@ mod tests {
         #[test]
         fn decoding_near_valid_hellos_never_panics(
             id in proptest::prelude::any::<u128>(),
+            flags in 0u8..8,
+            target in proptest::prelude::any::<u128>(),
             port in proptest::prelude::any::<u16>(),
             family in proptest::prelude::any::<u8>(),
             tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
         ) {
             let mut b = MAGIC.to_vec();
             b.push(VERSION);
+            b.push(flags);
             b.extend_from_slice(&id.to_be_bytes());
+            let target = if flags & HAS_TARGET != 0 { target } else { 0 };
+            b.extend_from_slice(&target.to_be_bytes());
             b.extend_from_slice(&port.to_be_bytes());
             b.push(family);
             b.extend_from_slice(&tail);
@@ -206,6 +272,7 @@ mod tests {
                 Ok((h, used)) => {
                     proptest::prop_assert!(port != 0 && (family == 4 || family == 6));
                     proptest::prop_assert_eq!(h.id, NodeId(id));
+                    proptest::prop_assert_eq!(h.target, (flags & HAS_TARGET != 0).then_some(NodeId(target)));
                     proptest::prop_assert_eq!(used, if family == 4 { HEAD_LEN + 4 } else { HEAD_LEN + 16 });
                 }
                 Err(HelloError::Incomplete(_)) => proptest::prop_assert!(tail.len() < 16),

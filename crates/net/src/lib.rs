@@ -42,6 +42,7 @@ mod crl;
 mod hello;
 mod keys;
 mod node_dir;
+mod relay;
 mod runtime;
 mod secure;
 mod sip_overlay;

@@ -4,16 +4,17 @@ use crate::budget::{RateLog, SourceSlots};
 use crate::config::NetConfig;
 use crate::conn::{self, ConnEvent, Ctx};
 use crate::crl;
-use crate::hello::Hello;
+use crate::hello::{Hello, RELAYED};
+use crate::relay;
 use crate::stats::{Shared, Stats};
 use crate::tls::{self, ConfigError};
 use enroll::{Layer, Role};
 use overlay::wire::encode_frame;
 use overlay::{Contact, Message, NodeId, Time, Transmit};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -91,6 +92,9 @@ pub enum NetError {
     /// Too many requests are waiting for an answer.
     #[error("too many requests in flight")]
     Overloaded,
+    /// Outbound-only mode needs a relay with an address.
+    #[error("the relay {0} has no address")]
+    RelayWithoutAddress(NodeId),
 }
 
 type CallFn<C> = Box<dyn FnOnce(&mut C, Time) + Send>;
@@ -195,7 +199,7 @@ impl<C: Core> Handle<C> {
         self.stats.snapshot()
     }
 
-    /// The bound listen address.
+    /// The bound listen address (outbound-only: unspecified, port 0: nothing is bound).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -233,19 +237,55 @@ impl<C: Core> PeerRuntime<C> {
         cfg: NetConfig,
         make_core: impl FnOnce(Contact) -> C,
     ) -> Result<Self, NetError> {
+        Self::start_inner(cfg, None, make_core).await
+    }
+
+    /// Start a peer that accepts no connections (behind a NAT): nothing is bound, every link
+    /// is one this peer dials and is reused in both directions. It keeps a link to `relay`
+    /// (a public peer), sending a keepalive on it every `keepalive` (redialling when it is
+    /// gone), and advertises the relay's address as its own: peers without a link to this
+    /// one reach it through the relay (see the `relay` module). `cfg.listen` and
+    /// `cfg.advertise` are ignored.
+    pub async fn start_outbound_only(
+        cfg: NetConfig,
+        relay: Contact,
+        keepalive: Duration,
+        make_core: impl FnOnce(Contact) -> C,
+    ) -> Result<Self, NetError> {
+        Self::start_inner(cfg, Some((relay, keepalive)), make_core).await
+    }
+
+    async fn start_inner(
+        cfg: NetConfig,
+        home: Option<(Contact, Duration)>,
+        make_core: impl FnOnce(Contact) -> C,
+    ) -> Result<Self, NetError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (server, client) = tls::configs(&cfg.identity, &cfg.trust)?;
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| NetError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| NetError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-        let advertise = cfg.advertise.unwrap_or(local_addr);
+        let (listener, local_addr, advertise) = match home {
+            None => {
+                let listener =
+                    TcpListener::bind(cfg.listen)
+                        .await
+                        .map_err(|source| NetError::Bind {
+                            addr: cfg.listen,
+                            source,
+                        })?;
+                let local_addr = listener.local_addr().map_err(|source| NetError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+                (
+                    Some(listener),
+                    local_addr,
+                    cfg.advertise.unwrap_or(local_addr),
+                )
+            }
+            Some((relay, _)) => {
+                let at = relay.addr.ok_or(NetError::RelayWithoutAddress(relay.id))?;
+                (None, SocketAddr::from(([0, 0, 0, 0], 0)), at)
+            }
+        };
         let me = Contact::new(cfg.identity.node_id, advertise);
         let me_peer = Peer {
             contact: me,
@@ -258,11 +298,14 @@ impl<C: Core> PeerRuntime<C> {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (abort_tx, abort_rx) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
+        let mut hello = Hello::new(me.id, advertise);
+        if home.is_some() {
+            hello.flags |= RELAYED;
+        }
         let ctx = Arc::new(Ctx {
-            hello: Hello {
-                id: me.id,
-                addr: advertise,
-            },
+            hello,
+            clients: Mutex::new(BTreeSet::new()),
+            home: home.map(|(r, _)| r.id),
             limits: limits.clone(),
             stats: stats.clone(),
             to_loop,
@@ -291,7 +334,13 @@ impl<C: Core> PeerRuntime<C> {
             local_addr,
             contact: me,
         };
-        info!(node = %me.id, addr = %advertise, "listening");
+        match home {
+            None => info!(node = %me.id, addr = %advertise, "listening"),
+            Some((relay, every)) => info!(
+                node = %me.id, relay = %relay.id, addr = %advertise, ?every,
+                "outbound-only: reachable through the relay"
+            ),
+        }
         let lp = Loop {
             core,
             epoch: Instant::now(),
@@ -299,6 +348,9 @@ impl<C: Core> PeerRuntime<C> {
             cmds,
             conn_rx,
             listener,
+            home,
+            keepalive_at: home.map(|_| Instant::now()),
+            clients: BTreeMap::new(),
             inbound: Arc::new(Semaphore::new(limits.max_inbound)),
             sources: SourceSlots::default(),
             refusal_log: RateLog::new(REFUSAL_LOG_EVERY),
@@ -340,7 +392,14 @@ struct Loop<C: Core> {
     me: Peer,
     cmds: mpsc::Receiver<Command<C>>,
     conn_rx: mpsc::Receiver<ConnEvent>,
-    listener: TcpListener,
+    /// `None` in outbound-only mode.
+    listener: Option<TcpListener>,
+    /// Outbound-only mode: the relay and the keepalive interval.
+    home: Option<(Contact, Duration)>,
+    /// When the next keepalive to the relay is due.
+    keepalive_at: Option<Instant>,
+    /// Outbound-only peers we relay for, and their link (mirrored in `Ctx::clients`).
+    clients: BTreeMap<NodeId, u64>,
     inbound: Arc<Semaphore>,
     /// Unfinished set-ups per source IP.
     sources: SourceSlots,
@@ -421,12 +480,67 @@ impl<C: Core> Loop<C> {
                         }
                     }
                 }
-                acc = self.listener.accept() => self.accept(acc).await,
+                acc = accept_on(self.listener.as_ref()) => self.accept(acc).await,
+                () = sleep_until_opt(self.keepalive_at) => self.keepalive(),
                 () = &mut timer => {
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
             }
+        }
+    }
+
+    /// Outbound-only mode: keep the link to the relay busy (and the NAT's mapping alive),
+    /// or dial it again if it is gone. The relay's Chord answers the ping; token 0 is never
+    /// one of ours, so our core ignores the answer.
+    fn keepalive(&mut self) {
+        let Some((relay, every)) = self.home else {
+            self.keepalive_at = None;
+            return;
+        };
+        self.keepalive_at = Some(Instant::now() + every);
+        if !self.conns.contains_key(&relay.id) {
+            debug!(relay = %relay.id, "dialling the relay");
+            self.backoff.remove(&relay.id);
+        }
+        self.send(Transmit {
+            to: relay,
+            msg: Message::Ping { token: 0 },
+        });
+    }
+
+    /// A frame from `from` for our outbound-only client `to`: wrap it and pass it on.
+    fn relay(&mut self, to: NodeId, from: Peer, msg: Message) {
+        let mut frame = Vec::new();
+        let sent = self.clients.contains_key(&to)
+            && relay::encode(&from, &mut frame)
+            && encode_frame(&msg, self.limits.max_frame, &mut frame).is_ok()
+            && self
+                .conns
+                .get(&to)
+                .is_some_and(|e| e.tx.try_send(frame).is_ok());
+        if sent {
+            Shared::inc(&self.stats.c.frames_relayed);
+        } else {
+            Shared::inc(&self.stats.c.relay_dropped);
+            debug!(%to, from = %from.contact.id, kind = msg.name(), "relayed frame dropped");
+        }
+    }
+
+    fn set_client(&mut self, peer: NodeId, conn: Option<u64>) {
+        match conn {
+            Some(c) => {
+                self.clients.insert(peer, c);
+            }
+            None => {
+                self.clients.remove(&peer);
+            }
+        }
+        if let Ok(mut set) = self.ctx.clients.lock() {
+            match conn {
+                Some(_) => set.insert(peer),
+                None => set.remove(&peer),
+            };
         }
     }
 
@@ -615,7 +729,21 @@ impl<C: Core> Loop<C> {
 
     fn conn_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Up { conn, peer, tx } => {
+            ConnEvent::Up {
+                conn,
+                peer,
+                tx,
+                outbound_only,
+            } => {
+                if outbound_only && tx.is_some() {
+                    // A link an outbound-only peer opened is the best way to it: it replaces
+                    // any link through its relay (or an older one of its own).
+                    self.conns.remove(&peer.contact.id);
+                    if self.home.is_none() && peer.contact.addr == self.me.contact.addr {
+                        debug!(peer = %peer.contact.id, "relaying for an outbound-only peer");
+                        self.set_client(peer.contact.id, Some(conn));
+                    }
+                }
                 if let Some(tx) = tx
                     && !self.conns.contains_key(&peer.contact.id)
                 {
@@ -629,6 +757,7 @@ impl<C: Core> Loop<C> {
                 let now = self.now();
                 self.core.handle_message(now, &peer, msg);
             }
+            ConnEvent::Relay { to, from, msg, .. } => self.relay(to, from, msg),
             ConnEvent::Down {
                 conn,
                 peer,
@@ -636,6 +765,9 @@ impl<C: Core> Loop<C> {
             } => {
                 if self.conns.get(&peer).is_some_and(|e| e.conn == conn) {
                     self.conns.remove(&peer);
+                }
+                if self.clients.get(&peer) == Some(&conn) {
+                    self.set_client(peer, None);
                 }
                 if dial_failed {
                     if self.backoff.len() >= 4096 {
@@ -668,5 +800,23 @@ impl<C: Core> Loop<C> {
             }
         }
         info!(node = %self.me.contact.id, "stopped");
+    }
+}
+
+/// Accept on the listener, or never (outbound-only mode has none).
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleep until `at`, or forever.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }

@@ -92,6 +92,10 @@ counters! {
     links_evicted,
     /// Events dropped because the application's event channel was full.
     dropped_events,
+    /// Frames relayed to an outbound-only peer we are the relay of.
+    frames_relayed,
+    /// Frames for an outbound-only peer dropped (not ours, link gone, queue full).
+    relay_dropped,
     /// CRLs loaded (initial and refreshes).
     crl_loads,
     /// Failed CRL refreshes.

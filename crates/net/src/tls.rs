@@ -237,10 +237,29 @@ fn refusal_to_rustls(r: Refusal) -> rustls::Error {
 struct Reason(String);
 
 /// The `ServerName` under which the dialler expects `id` (never sent on the wire).
+#[cfg(test)]
 pub(crate) fn server_name_for(id: NodeId) -> ServerName<'static> {
     // A decimal u128 has at most 39 digits: a valid DNS label.
     ServerName::try_from(format!("n{}.p2psip.invalid", id.0))
         .expect("n<decimal>.p2psip.invalid is a valid DNS name")
+}
+
+/// The name to dial `id` by when its address may be its relay's (see the `relay` module):
+/// the handshake then accepts any enrolled peer's valid certificate, and the dialler checks
+/// after the hello that it reached `id`, or a relay that says it forwards to `id`.
+pub(crate) fn server_name_or_relay(id: NodeId) -> ServerName<'static> {
+    ServerName::try_from(format!("n{}.via.p2psip.invalid", id.0))
+        .expect("n<decimal>.via.p2psip.invalid is a valid DNS name")
+}
+
+/// `Some(id)` for [`server_name_for`], `None` for [`server_name_or_relay`] (any valid peer).
+fn expected_id_or_relay(name: &ServerName<'_>) -> Option<Option<NodeId>> {
+    if let ServerName::DnsName(d) = name
+        && let Some(rest) = d.as_ref().strip_suffix(".via.p2psip.invalid")
+    {
+        return rest.strip_prefix('n')?.parse::<u128>().ok().map(|_| None);
+    }
+    expected_id(name).map(Some)
 }
 
 fn expected_id(name: &ServerName<'_>) -> Option<NodeId> {
@@ -280,7 +299,7 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(expected) = expected_id(server_name) else {
+        let Some(expected) = expected_id_or_relay(server_name) else {
             return Err(rustls::Error::General(
                 "dialled without an expected Node-ID".into(),
             ));
@@ -289,7 +308,9 @@ impl ServerCertVerifier for PeerVerifier {
             .trust
             .verify(end_entity, intermediates, now)
             .map_err(refusal_to_rustls)?;
-        if who.node_id != expected {
+        if let Some(expected) = expected
+            && who.node_id != expected
+        {
             return Err(refusal_to_rustls(Refusal::IdMismatch {
                 cert: who.node_id,
                 claimed: expected,
@@ -396,5 +417,16 @@ mod tests {
         }
         let other = ServerName::try_from("example.com").unwrap();
         assert_eq!(expected_id(&other), None);
+        assert_eq!(expected_id_or_relay(&other), None);
+        assert_eq!(
+            expected_id_or_relay(&server_name_for(NodeId(7))),
+            Some(Some(NodeId(7)))
+        );
+        assert_eq!(
+            expected_id_or_relay(&server_name_or_relay(NodeId(7))),
+            Some(None)
+        );
+        let junk = ServerName::try_from("nx.via.p2psip.invalid").unwrap();
+        assert_eq!(expected_id_or_relay(&junk), None);
     }
 }

@@ -109,6 +109,17 @@ async fn converged(handles: &[Handle<Instrumented>]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
+    secure_call(&[]).await;
+}
+
+/// The same with caller (600) and callee (450) behind NAT: outbound-only, reached through
+/// the first peer as their relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_call_rings_between_outbound_only_peers() {
+    secure_call(&[450, 600]).await;
+}
+
+async fn secure_call(natted: &[u128]) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
@@ -168,7 +179,7 @@ async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
         let id = identity.node_id.0;
         let signer = net::CertSigner::from_identity(&identity).unwrap();
         let role = identity.binding.role;
-        let rt = PeerRuntime::start(net_cfg, move |me| Instrumented {
+        let make = move |me| Instrumented {
             node: net::secure_node(
                 signer,
                 role,
@@ -180,8 +191,14 @@ async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
             ),
             drop_forwarded: false,
             log,
-        })
-        .await
+        };
+        let rt = match first {
+            Some(relay) if natted.contains(&id) => {
+                PeerRuntime::start_outbound_only(net_cfg, relay, Duration::from_millis(500), make)
+                    .await
+            }
+            _ => PeerRuntime::start(net_cfg, make).await,
+        }
         .unwrap();
         let boot = first;
         rt.handle
@@ -205,7 +222,7 @@ async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
     // Now every address is known: publish the directory with the CSP/CSPG addresses.
     let mut with_addrs = Membership::new(arcs);
     for (m, h) in members.iter().zip(&handles) {
-        with_addrs.add(&tr, &m.chain, Some(h.local_addr())).unwrap();
+        with_addrs.add(&tr, &m.chain, h.contact().addr).unwrap();
     }
     let ctx = with_addrs.context(cfg.clone());
     for h in &handles {
@@ -278,6 +295,19 @@ async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
     }
     assert!(positive > 0, "no positive evidence about the carriers");
 
+    // Outbound-only peers accepted nothing; frames reached them over their own links or
+    // through the relay.
+    for h in handles
+        .iter()
+        .filter(|h| natted.contains(&h.contact().id.0))
+    {
+        let s = h.stats();
+        assert_eq!(s.accepts_ok, 0, "{s:?}");
+        assert_eq!(h.local_addr().port(), 0);
+    }
+    if !natted.is_empty() {
+        assert!(handles[0].stats().frames_relayed > 0);
+    }
     for h in &handles {
         h.shutdown().await.unwrap();
     }

@@ -264,8 +264,10 @@ impl ServerCertVerifier for AnyServer {
 }
 
 fn hello_bytes(id: u128, addr: SocketAddr) -> Vec<u8> {
-    let mut b = b"P2PH\x01".to_vec();
+    // Hello v2: flags 0, no target (see crates/net/src/hello.rs).
+    let mut b = b"P2PH\x02\x00".to_vec();
     b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&0u128.to_be_bytes());
     b.extend_from_slice(&addr.port().to_be_bytes());
     b.push(4);
     match addr.ip() {

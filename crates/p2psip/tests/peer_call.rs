@@ -425,6 +425,39 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
     eprintln!("total {:?}", t0.elapsed());
 }
 
+/// Peers A and B behind "NAT": outbound-only (they accept no connections; the CSP, their
+/// first bootstrap, relays for them) and running ICE for their calls. A → B and B → A
+/// complete, and each call reports the candidate pair ICE chose.
+#[test]
+fn outbound_only_peers_call_each_other_and_run_ice() {
+    let o = overlay_with(&["--outbound-only", "--ice"]);
+    let [csp, a, b, _c] = &o.peers[..] else {
+        unreachable!()
+    };
+    for p in [a, b] {
+        let st = status(&p.dir).unwrap();
+        assert_eq!(st["nat"]["relay"]["id"], csp.id.to_string(), "{st}");
+        assert_eq!(st["stats"]["accepts_ok"], 0, "{st}");
+    }
+    for (from, to) in [(a, b), (b, a)] {
+        let (success, v) = call(&from.dir, to.id);
+        assert!(success, "{v}");
+        assert_eq!(v["result"], "completed", "{v}");
+        let ice = v["ice"].as_str().unwrap();
+        assert!(ice.starts_with("local host 127.0.0.1:"), "{v}");
+        // The remote end is its host candidate, or the same address learnt from its checks
+        // before its answer was read (peer-reflexive).
+        assert!(
+            ice.contains("-> remote host 127.0.0.1:") || ice.contains("-> remote prflx 127.0.0.1:"),
+            "{v}"
+        );
+    }
+    let relayed = status(&csp.dir).unwrap()["stats"]["frames_relayed"]
+        .as_u64()
+        .unwrap();
+    assert!(relayed > 0, "nothing went through the relay");
+}
+
 /// The peer database: a peer stopped with SIGTERM (graceful leave) and started again from
 /// the same node directory comes back with its contact cache warm (its next call to the
 /// same callee skips the CSP) and its call history in `peer.db`.

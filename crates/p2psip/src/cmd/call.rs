@@ -92,6 +92,9 @@ fn readable(v: &Value) -> String {
         out.push_str(&format!(" ({r})"));
     }
     out.push('\n');
+    if let Some(ice) = v["ice"].as_str() {
+        out.push_str(&format!("  ice: {ice}\n"));
+    }
     if let Some(srd) = v["srd_ms"].as_f64() {
         let route: Vec<&str> = v["route"]
             .as_array()

@@ -707,6 +707,21 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let stun_addr = stun.local_addr();
     let stun_handle = stun.spawn();
     say(format!("  STUN      udp://{stun_addr}"));
+    // Every demo peer shares this host, so one Binding stands for all of them.
+    let opts = nat::BindingOptions::quick(Duration::from_secs(2));
+    match nat::discover_reflexive(&[stun_addr], &opts).await {
+        Ok(r) => say(format!(
+            "  reflexive {} from local {} ({})",
+            r.reflexive,
+            r.local,
+            if r.behind_nat() {
+                "behind NAT"
+            } else {
+                "no NAT"
+            }
+        )),
+        Err(e) => say(format!("  reflexive address not learnt: {e}")),
+    }
 
     // Taken before either overlay starts: the baseline's memory is reused by the secure
     // overlay after it shuts down, so the difference is the secure overlay's footprint.

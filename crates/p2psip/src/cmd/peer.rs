@@ -99,6 +99,27 @@ pub(crate) struct Args {
     /// Cap on concurrent inbound connections.
     #[arg(long, default_value_t = 1024)]
     max_inbound: usize,
+    /// STUN server to learn the server-reflexive address from at start, IP:PORT (repeatable)
+    /// [default: stun_urls from node.json]. Behind a NAT (reflexive ≠ local) and without
+    /// --advertise, the peer runs outbound-only through the first bootstrap peer.
+    #[arg(long)]
+    stun: Vec<SocketAddr>,
+    /// Run outbound-only (behind NAT: accept no connections) with this public peer as the
+    /// relay others reach us through, NODE-ID@ADDR.
+    #[arg(long, value_parser = parse_contact)]
+    relay: Option<Contact>,
+    /// Run outbound-only with the first bootstrap peer as the relay.
+    #[arg(long)]
+    outbound_only: bool,
+    /// Outbound-only: keepalive interval on the link to the relay, seconds (holds the NAT
+    /// binding and the link's idle timer).
+    #[arg(long, default_value_t = 15)]
+    keepalive_s: u64,
+    /// Run ICE for every call placed or answered here (candidates in the SDP of the INVITE
+    /// and the 200 OK; host and, with a STUN server, server-reflexive); the chosen pair is
+    /// logged and reported.
+    #[arg(long)]
+    ice: bool,
     /// Membership directory, URL or file [default: GET /v1/directory of the E&A server in
     /// node.json].
     #[arg(long)]
@@ -272,6 +293,27 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         );
     }
 
+    let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
+    let behind_nat = reflexive.is_some_and(|r| r.behind_nat()) && a.advertise.is_none();
+    let relay = match a.relay {
+        Some(r) => Some(r),
+        None if a.outbound_only || behind_nat => match bootstrap.first() {
+            Some(b) => Some(*b),
+            None => bail!("outbound-only (behind NAT) needs a relay: pass --relay or --bootstrap"),
+        },
+        None => None,
+    };
+    if let Some(r) = relay {
+        info!(relay = %r.id, addr = ?r.addr, behind_nat, "outbound-only: reachable through the relay");
+    }
+    let nat_status = serde_json::json!({
+        "reflexive": reflexive.map(|r| serde_json::json!({
+            "server": r.server, "local": r.local, "reflexive": r.reflexive,
+            "behind_nat": r.behind_nat(),
+        })),
+        "relay": relay.map(|r| serde_json::json!({ "id": r.id.to_string(), "addr": r.addr })),
+    });
+
     let listen = a
         .listen
         .or(nd.config.listen)
@@ -295,10 +337,16 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         handle: h,
         events,
         task,
-    } = PeerRuntime::start(cfg, move |me| {
-        net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed)
-    })
-    .await
+    } = {
+        let make = move |me| net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
+        match relay {
+            Some(r) => {
+                let every = Duration::from_secs(a.keepalive_s.max(1));
+                PeerRuntime::start_outbound_only(cfg, r, every, make).await
+            }
+            None => PeerRuntime::start(cfg, make).await,
+        }
+    }
     .context("starting the peer")?;
     // The database first: a warm cache and the records before joining.
     let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
@@ -379,7 +427,17 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         });
     }
 
-    let shared = Arc::new(calls::Shared::new(db.clone()));
+    let mut shared = calls::Shared::new(db.clone());
+    if a.ice {
+        let stun = reflexive.map(|r| r.server);
+        shared.ice = Some(nat::IceOptions {
+            stun,
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            ..nat::IceOptions::default()
+        });
+    }
+    let shared = Arc::new(shared);
     // Periodic sync of the node's state into the database.
     {
         let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());
@@ -412,6 +470,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
         members: members.clone(),
         lookup_wait,
         dialog_wait: ms(a.dialog_timeout_ms.max(100)),
+        nat: nat_status,
         extra: {
             let db = db.clone();
             Arc::new(move || db::status(&db, &warm))
@@ -632,6 +691,35 @@ async fn on_event(
 fn to_frontend(fe: &tokio::sync::mpsc::Sender<SecureEvent>, ev: SecureEvent) {
     if fe.try_send(ev).is_err() {
         warn!("SIP front-end busy: overlay event dropped");
+    }
+}
+
+/// Learn the server-reflexive address from `--stun` (else node.json's `stun_urls`); logged.
+/// A failure is logged and leaves the peer without one (it still runs).
+async fn learn_reflexive(flags: &[SocketAddr], urls: &[String]) -> Option<nat::Reflexive> {
+    let servers: Vec<SocketAddr> = if flags.is_empty() {
+        urls.iter()
+            .filter_map(|u| {
+                let a = nat::stun_server_addr(u);
+                if a.is_none() {
+                    warn!("ignoring STUN URL {u:?} (want stun:IP:PORT)");
+                }
+                a
+            })
+            .collect()
+    } else {
+        flags.to_vec()
+    };
+    if servers.is_empty() {
+        return None;
+    }
+    let opts = nat::BindingOptions::quick(Duration::from_secs(3));
+    match nat::discover_reflexive(&servers, &opts).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!("no server-reflexive address: {e}");
+            None
+        }
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) const MAX_LOOKUPS: usize = 256;
 const MAX_ANSWERED: usize = 4096;
 /// Finished calls kept for `/status`.
 const HISTORY: usize = 64;
+/// How long the caller's ICE session keeps answering checks after the call.
+const ICE_LINGER: Duration = Duration::from_secs(5);
 /// In-dialog messages queued per outgoing call.
 const SINK: usize = 16;
 
@@ -74,6 +76,9 @@ pub(crate) struct Shared {
     pub completed_total: std::sync::atomic::AtomicU64,
     /// Calls placed here that failed.
     pub failed_total: std::sync::atomic::AtomicU64,
+    /// Run ICE for each call (candidates in the SDP of the INVITE and the 200 OK), with
+    /// these options (`controlling` is set per side); `None`: no ICE.
+    pub ice: Option<nat::IceOptions>,
 }
 
 impl Shared {
@@ -140,6 +145,9 @@ pub(crate) struct CallReport {
     pub cached: bool,
     /// The SIP messages of the call in order, `>` sent, `<` received.
     pub sip: Vec<String>,
+    /// ICE (with `p2psip peer --ice`): the pair chosen for the media path after the 200 OK,
+    /// or why there is none.
+    pub ice: Option<String>,
 }
 
 fn rand_hex() -> String {
@@ -229,6 +237,27 @@ pub(crate) async fn place(
         r
     };
     let via = |branch: &str| format!("SIP/2.0/TLS {host};branch=z9hG4bK{branch}");
+    let mut ice = match &shared.ice {
+        Some(o) => {
+            let opts = nat::IceOptions {
+                controlling: true,
+                ..o.clone()
+            };
+            match nat::IceSession::gather(opts).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!("ICE gathering failed ({e}): calling without ICE");
+                    report.ice = Some(format!("failed: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut offer = sdp(me.id, host.ip());
+    if let Some(s) = &ice {
+        offer.extend_from_slice(s.local_description().to_sdp().as_bytes());
+    }
     let invite = match build_request(RequestParts {
         method: SipMethod::Invite,
         uri: &to_uri,
@@ -238,7 +267,7 @@ pub(crate) async fn place(
         call_id: &call_id,
         cseq: 1,
         contact: Some(&format!("<sip:{}@{host};transport=tls>", me.id)),
-        sdp: Some(&sdp(me.id, host.ip())),
+        sdp: Some(&offer),
     }) {
         Ok(r) => r.to_bytes(),
         Err(e) => return fail(report, format!("building the INVITE: {e}")),
@@ -305,13 +334,21 @@ pub(crate) async fn place(
         (me, &from),
         to,
         call,
-        hold,
-        dialog_timeout,
+        (hold, dialog_timeout),
         t0,
+        &mut ice,
     )
     .await;
     lock(&shared.sinks).remove(&call);
     let _ = h.call(move |n, _| n.end_dialog(me.id, call)).await;
+    if let Some(s) = ice {
+        // The callee may still be checking (its pair is valid only once our answers to its
+        // checks arrive): keep answering for a while, as a media session would.
+        tokio::spawn(async move {
+            tokio::time::sleep(ICE_LINGER).await;
+            drop(s);
+        });
+    }
     match outcome {
         Ok(()) => {
             report.result = "completed".into();
@@ -344,9 +381,9 @@ async fn dialog(
     (me, from): (Contact, &str),
     to: NodeId,
     call: u64,
-    hold: Duration,
-    wait: Duration,
+    (hold, wait): (Duration, Duration),
     t0: Instant,
+    ice: &mut Option<nat::IceSession>,
 ) -> Result<(), String> {
     let host = h.local_addr();
     let deadline = tokio::time::Instant::now() + wait;
@@ -389,6 +426,9 @@ async fn dialog(
     if !send_dialog(h, me.id, call, vec![ack], false).await {
         return Err("the callee's link is gone (ACK not sent)".into());
     }
+    if let Some(s) = ice.as_mut() {
+        report.ice = Some(run_ice(s, ice_of(ok.body()), to).await);
+    }
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
     }
@@ -404,6 +444,34 @@ async fn dialog(
             (200..=299, Some((2, SipMethod::Bye))) => return Ok(()),
             (200..=299, Some((1, SipMethod::Invite))) => {} // a retransmitted 200
             (code, _) => return Err(format!("callee answered the BYE with {code}")),
+        }
+    }
+}
+
+/// The ICE attributes of an SDP body, if any.
+fn ice_of(sdp: &[u8]) -> Option<nat::IceDescription> {
+    nat::IceDescription::from_sdp(&String::from_utf8_lossy(sdp))
+}
+
+/// Run the checks against the other side's ICE attributes; the chosen pair (or why none)
+/// as text.
+async fn run_ice(
+    s: &mut nat::IceSession,
+    remote: Option<nat::IceDescription>,
+    other: NodeId,
+) -> String {
+    let Some(remote) = remote else {
+        warn!(peer = %other, "no ICE attributes in the SDP: no ICE");
+        return "failed: the other side's SDP has no ICE attributes".into();
+    };
+    match s.connect(&remote).await {
+        Ok(pair) => {
+            info!(peer = %other, "ICE selected {pair}");
+            pair.to_string()
+        }
+        Err(e) => {
+            warn!(peer = %other, "ICE failed: {e}");
+            format!("failed: {e}")
         }
     }
 }
@@ -466,11 +534,31 @@ pub(crate) async fn answer(
     let to_tag = rand_hex();
     let me = h.contact().id;
     let host = h.local_addr();
+    // ICE: when we run it and the caller offered candidates, answer with ours.
+    let mut ice = None;
+    if let Some(o) = &shared.ice
+        && let Some(remote) = ice_of(req.body())
+    {
+        let opts = nat::IceOptions {
+            controlling: false,
+            ..o.clone()
+        };
+        match nat::IceSession::gather(opts).await {
+            Ok(s) => ice = Some((s, remote, o.connect_timeout)),
+            Err(e) => {
+                warn!(caller = %caller.id, "ICE gathering failed ({e}): answering without ICE")
+            }
+        }
+    }
+    let mut answer_sdp = sdp(me, host.ip());
+    if let Some((s, _, _)) = &ice {
+        answer_sdp.extend_from_slice(s.local_description().to_sdp().as_bytes());
+    }
     let responses = (|| -> Result<Vec<Vec<u8>>, sip::MsgError> {
         let ringing = req.response(180, "Ringing", Some(&to_tag))?;
         let mut ok = req.response(200, "OK", Some(&to_tag))?;
         ok.push_header("Contact", &format!("<sip:{me}@{host};transport=tls>"))?;
-        ok.set_body("application/sdp", sdp(me, host.ip()))?;
+        ok.set_body("application/sdp", answer_sdp)?;
         Ok(vec![ringing.to_bytes(), ok.to_bytes()])
     })();
     let responses = match responses {
@@ -507,6 +595,16 @@ pub(crate) async fn answer(
         .answered_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     send_dialog(h, caller.id, call, responses, false).await;
+    if let Some((mut s, remote, keep)) = ice {
+        // Checks run while the caller runs its own; the session then stays a while to keep
+        // answering the caller's checks.
+        let caller = caller.id;
+        tokio::spawn(async move {
+            let r = run_ice(&mut s, Some(remote), caller).await;
+            println!("ice {r} (call from {caller} Call-ID {call_id})");
+            tokio::time::sleep(keep).await;
+        });
+    }
 }
 
 /// An in-dialog request for a call we answered: ACK (logged), BYE (200 OK, call ended),

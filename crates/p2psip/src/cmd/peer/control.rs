@@ -28,6 +28,8 @@ pub(crate) struct Ctl {
     pub lookup_wait: Duration,
     /// How long the callee may take in the dialog (each step).
     pub dialog_wait: Duration,
+    /// NAT: the server-reflexive address learnt at start and the relay (outbound-only).
+    pub nat: Value,
     /// Extra JSON for `/status` (the peer's database), if any.
     pub extra: Arc<dyn Fn() -> Value + Send + Sync>,
 }
@@ -101,6 +103,7 @@ async fn status(State(c): State<Ctl>) -> Response {
         "recent": c.shared.history(),
     });
     v["store"] = (c.extra)();
+    v["nat"] = c.nat.clone();
     Json(v).into_response()
 }
 

@@ -27,6 +27,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 /// Largest write batch assembled from queued frames.
+/// Bytes a link's read buffer starts with and grows by.
+const READ_CHUNK: usize = 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 /// A link over its frame budget pauses once its debt reaches this (fewer, longer pauses
 /// than one timer per frame; the average rate is the same).
@@ -420,7 +422,9 @@ async fn run(
     let reader = async {
         let mut close = close_tx.subscribe();
         let mut abort = ctx.abort.clone();
-        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        // Small to start (most frames are a few hundred bytes; every link holds one), grown
+        // for large frames and given back once they are consumed.
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut budget = FrameBudget::new(
             ctx.limits.frames_per_sec,
             ctx.limits.frame_burst,
@@ -538,8 +542,10 @@ async fn run(
                 }
             }
             buf.drain(..off);
-            if buf.capacity() - buf.len() < 2048 {
-                buf.reserve(4096);
+            if buf.is_empty() && buf.capacity() > 8 * READ_CHUNK {
+                buf = Vec::with_capacity(READ_CHUNK);
+            } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                buf.reserve(READ_CHUNK);
             }
             tokio::select! {
                 _ = close.wait_for(|c| *c) => break,

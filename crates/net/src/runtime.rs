@@ -356,6 +356,7 @@ impl<C: Core> PeerRuntime<C> {
             refusal_log: RateLog::new(REFUSAL_LOG_EVERY),
             ctx,
             conns: BTreeMap::new(),
+            spares: BTreeMap::new(),
             sends: 0,
             backoff: BTreeMap::new(),
             next_conn: 1,
@@ -408,6 +409,10 @@ struct Loop<C: Core> {
     ctx: Arc<Ctx>,
     /// One sending connection per peer (the first that came up or is being dialled).
     conns: BTreeMap<NodeId, Entry>,
+    /// A second link to a peer that is already in `conns` (both sides dialled at once). It
+    /// stays open so the frames the peer sends on it are read, and takes over if the
+    /// sending link goes; it closes when idle. Counted against `max_links`.
+    spares: BTreeMap<NodeId, Entry>,
     /// Frames handed to links so far (the clock of least-recently-used eviction).
     sends: u64,
     /// Peers whose last dial failed, and when.
@@ -622,13 +627,35 @@ impl<C: Core> Loop<C> {
                 }
             }
         }
+        if let Some(mut spare) = self.spares.remove(&t.to.id) {
+            spare.used = tick;
+            match spare.tx.try_send(frame) {
+                Ok(()) => {
+                    Shared::inc(&self.stats.c.frames_out);
+                    self.conns.insert(t.to.id, spare);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    Shared::inc(&self.stats.c.dropped_queue_full);
+                    self.conns.insert(t.to.id, spare);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(f)) => frame = f,
+            }
+        }
         self.dial(t.to, frame);
     }
 
     /// Close the least recently used link if a new one would exceed `max_links` (dropping
     /// its sender ends the connection task, which closes the socket).
     fn make_room(&mut self) {
-        while self.conns.len() >= self.limits.max_links.max(1) {
+        while self.conns.len() + self.spares.len() >= self.limits.max_links.max(1) {
+            // Spares go first: their peer has another link.
+            if let Some((&spare, _)) = self.spares.iter().min_by_key(|(_, e)| e.used) {
+                self.spares.remove(&spare);
+                Shared::inc(&self.stats.c.links_evicted);
+                continue;
+            }
             let Some(lru) = self
                 .conns
                 .iter()
@@ -744,12 +771,18 @@ impl<C: Core> Loop<C> {
                         self.set_client(peer.contact.id, Some(conn));
                     }
                 }
-                if let Some(tx) = tx
-                    && !self.conns.contains_key(&peer.contact.id)
-                {
-                    self.make_room();
+                if let Some(tx) = tx {
                     let used = self.sends;
-                    self.conns.insert(peer.contact.id, Entry { conn, tx, used });
+                    let entry = Entry { conn, tx, used };
+                    if self.conns.contains_key(&peer.contact.id) {
+                        // Closing it would lose what the peer already wrote on it.
+                        debug!(peer = %peer.contact.id, "second link to the peer kept as a spare");
+                        self.make_room();
+                        self.spares.insert(peer.contact.id, entry);
+                    } else {
+                        self.make_room();
+                        self.conns.insert(peer.contact.id, entry);
+                    }
                 }
                 self.backoff.remove(&peer.contact.id);
             }
@@ -763,8 +796,14 @@ impl<C: Core> Loop<C> {
                 peer,
                 dial_failed,
             } => {
+                if self.spares.get(&peer).is_some_and(|e| e.conn == conn) {
+                    self.spares.remove(&peer);
+                }
                 if self.conns.get(&peer).is_some_and(|e| e.conn == conn) {
                     self.conns.remove(&peer);
+                    if let Some(spare) = self.spares.remove(&peer) {
+                        self.conns.insert(peer, spare);
+                    }
                 }
                 if self.clients.get(&peer) == Some(&conn) {
                     self.set_client(peer, None);
@@ -787,6 +826,7 @@ impl<C: Core> Loop<C> {
         self.drain();
         self.shutdown.send_replace(true);
         self.conns.clear();
+        self.spares.clear();
         self.done_tx = None;
         let deadline = Instant::now() + self.limits.shutdown_timeout;
         loop {

@@ -214,7 +214,12 @@ async fn a_partitioned_ring_heals_into_one() {
         .await
         .unwrap();
     let one: Vec<u128> = IDS.to_vec();
-    let t = wait_rings(&handles, &[one.clone()], Duration::from_secs(20)).await;
+    let t = wait_rings(
+        &handles,
+        std::slice::from_ref(&one),
+        Duration::from_secs(20),
+    )
+    .await;
     eprintln!("one ring after {t:?}");
 
     // Cut the layer in two, interleaved: every successor link crosses the cut.

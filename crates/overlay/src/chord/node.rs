@@ -1039,7 +1039,9 @@ impl ChordNode {
             return;
         }
         let was_succ = self.successor().map(|s| s.id) == Some(peer);
-        self.bootstraps.retain(|b| b.id != peer);
+        // Bootstrap peers are kept even when they fail to answer: they are the configured
+        // way back into the ring, and the ring check needs one on the far side of a
+        // partition once it heals (dropping them left the two halves apart for good).
         let mut known = self.fingers.remove(peer);
         let before = self.succs.len();
         self.succs.retain(|s| s.id != peer);

@@ -16,7 +16,7 @@
 //! `--simulated` runs the discrete-event simulator instead (the previous demo).
 
 use crate::cmd::call::invite;
-use crate::cmd::demo_churn;
+use crate::cmd::{demo_churn, demo_soak};
 use anyhow::{Context, bail};
 use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -95,6 +95,16 @@ pub(crate) struct Args {
     /// With --kill-fraction: a call counts as ringing if it rings within this (ms).
     #[arg(long, default_value_t = 2000)]
     churn_ring_within_ms: u64,
+    /// After everything else: keep calling with churn for this many minutes, sampling RSS,
+    /// descriptors and call success (see `demo_soak`; 0: no soak; fractions allowed).
+    #[arg(long, default_value_t = 0.0)]
+    soak_minutes: f64,
+    /// With --soak-minutes: seconds between samples.
+    #[arg(long, default_value_t = 30)]
+    soak_interval_s: u64,
+    /// With --soak-minutes: write the samples here as CSV.
+    #[arg(long)]
+    soak_csv: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -959,6 +969,11 @@ async fn real(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let soak = if args.soak_minutes > 0.0 {
+        Some(run_soak(&secure, &members, &args).await?)
+    } else {
+        None
+    };
     let mut report = json!({
         "mode": "real",
         "peers": members.len(),
@@ -994,6 +1009,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
     });
     if let Some(c) = &churn {
         report["churn"] = serde_json::to_value(c)?;
+    }
+    if let Some(c) = &soak {
+        report["soak"] = serde_json::to_value(c)?;
     }
     if args.json {
         println!("{report}");
@@ -1036,6 +1054,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
         );
         if let Some(c) = &churn {
             demo_churn::print(c);
+        }
+        if let Some(c) = &soak {
+            demo_soak::print(c);
         }
     }
 
@@ -1227,4 +1248,29 @@ async fn run_churn(
         ring_within: Duration::from_millis(args.churn_ring_within_ms),
     };
     demo_churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+}
+
+/// `--soak-minutes`: calls and churn over the secure overlay for a long time, sampled.
+async fn run_soak(
+    secure: &Cluster,
+    members: &[Enrolled],
+    args: &Args,
+) -> anyhow::Result<demo_soak::SoakReport> {
+    let callers: Vec<bool> = members
+        .iter()
+        .map(|m| m.role == enroll::Role::Peer && m.id.0 != 1617)
+        .collect();
+    let mut killable = callers.clone();
+    for (i, _) in &secure.apps {
+        killable[*i] = false;
+    }
+    let plan = demo_soak::SoakPlan {
+        duration: Duration::from_secs_f64(args.soak_minutes * 60.0),
+        interval: Duration::from_secs(args.soak_interval_s.max(1)),
+        concurrency: args.concurrency,
+        seed: args.seed,
+        csv: args.soak_csv.clone(),
+        max_kill_fraction: 0.2,
+    };
+    demo_soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }

@@ -4,6 +4,7 @@ pub(crate) mod call;
 pub(crate) mod ctl;
 pub(crate) mod demo;
 pub(crate) mod demo_churn;
+pub(crate) mod demo_soak;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
 pub(crate) mod eval;

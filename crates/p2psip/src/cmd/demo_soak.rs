@@ -1,0 +1,260 @@
+//! `p2psip demo --soak-minutes N`: keep the real overlay under continuous calls and churn
+//! for N minutes and sample, every interval, the process's resident memory, its open file
+//! descriptors and the calls that rang, so a leak or a slow decay shows as a slope.
+//!
+//! Calls run back to back between live ordinary peers (`--concurrency` at once). Churn: at
+//! each interval one ordinary peer is hard-stopped ([`net::Handle::kill`], as in
+//! `demo_churn`), until a fifth of them are gone; killed peers are not restarted (the
+//! overlay shrinks; what must stay flat is the survivors' footprint and call success).
+//! Each sample is one CSV row; the summary fits a least-squares line to RSS and
+//! descriptors over time and gives the slope per minute.
+
+use crate::cmd::call::invite;
+use net::{CallOutcome, Handle, Instrumented};
+use overlay::NodeId;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How the soak run is shaped.
+#[derive(Clone, Debug)]
+pub(crate) struct SoakPlan {
+    pub(crate) duration: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) seed: u64,
+    pub(crate) csv: Option<PathBuf>,
+    /// Most ordinary peers killed over the run (a fraction of them).
+    pub(crate) max_kill_fraction: f64,
+}
+
+/// One sample.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Sample {
+    pub(crate) t_s: f64,
+    pub(crate) rss_kib: u64,
+    pub(crate) fds: u64,
+    pub(crate) alive: usize,
+    pub(crate) calls: u64,
+    pub(crate) rang_2s: u64,
+    pub(crate) failed: u64,
+}
+
+/// The soak run's result.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct SoakReport {
+    pub(crate) samples: Vec<Sample>,
+    /// Least-squares slope of RSS, KiB per minute (samples after the first interval).
+    pub(crate) rss_kib_per_min: f64,
+    /// Least-squares slope of open descriptors per minute.
+    pub(crate) fds_per_min: f64,
+    /// Slope of the per-interval ring-within-2-s rate, percentage points per minute.
+    pub(crate) ring_pct_per_min: f64,
+    pub(crate) calls: u64,
+    pub(crate) rang_2s: u64,
+    pub(crate) killed: usize,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// Least-squares slope of `y` over `x`.
+pub(crate) fn slope(pts: &[(f64, f64)]) -> f64 {
+    let n = pts.len() as f64;
+    if pts.len() < 2 {
+        return 0.0;
+    }
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx }
+}
+
+/// Run the soak. `killable[i]` / `callers[i]` as in `demo_churn::run`.
+pub(crate) async fn run(
+    handles: &[Handle<Instrumented>],
+    ids: &[NodeId],
+    killable: &[bool],
+    callers: &[bool],
+    plan: &SoakPlan,
+) -> anyhow::Result<SoakReport> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0x50A4);
+    let mut victims: Vec<usize> = (0..ids.len()).filter(|i| killable[*i]).collect();
+    let max_kill = ((victims.len() as f64) * plan.max_kill_fraction).floor() as usize;
+    for i in (1..victims.len()).rev() {
+        let j = rng.random_range(0..=i);
+        victims.swap(i, j);
+    }
+    victims.truncate(max_kill);
+    let mut dead = vec![false; ids.len()];
+    let mut csv = match &plan.csv {
+        Some(p) => {
+            let mut f = std::fs::File::create(p)?;
+            writeln!(f, "t_s,rss_kib,fds,alive,calls,rang_2s,failed")?;
+            Some(f)
+        }
+        None => None,
+    };
+    let calls = Arc::new(AtomicU64::new(0));
+    let rang = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let start = Instant::now();
+    let mut next_sample = start + plan.interval;
+    let mut samples = Vec::new();
+    let mut killed = 0;
+    let mut k = 0u64;
+    let mut last = (0u64, 0u64, 0u64);
+    while start.elapsed() < plan.duration {
+        if Instant::now() >= next_sample {
+            next_sample += plan.interval;
+            let (c, r, f) = (
+                calls.load(Ordering::Relaxed),
+                rang.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed),
+            );
+            let s = Sample {
+                t_s: start.elapsed().as_secs_f64(),
+                rss_kib: rss_kib(),
+                fds: fds(),
+                alive: ids.len() - killed,
+                calls: c - last.0,
+                rang_2s: r - last.1,
+                failed: f - last.2,
+            };
+            last = (c, r, f);
+            if let Some(f) = &mut csv {
+                writeln!(
+                    f,
+                    "{:.1},{},{},{},{},{},{}",
+                    s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
+                )?;
+                f.flush()?;
+            }
+            eprintln!(
+                "soak t={:.0}s rss={} KiB fds={} alive={} calls={} rang(2s)={} failed={}",
+                s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
+            );
+            samples.push(s);
+            // Churn: one more peer hard-stopped.
+            if killed < victims.len() {
+                let v = victims[killed];
+                dead[v] = true;
+                let _ = handles[v].kill().await;
+                killed += 1;
+            }
+        }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p?,
+            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        };
+        let parties: Vec<usize> = (0..ids.len())
+            .filter(|i| callers[*i] && !dead[*i])
+            .collect();
+        if parties.len() < 2 {
+            anyhow::bail!("fewer than two peers left");
+        }
+        let a = parties[rng.random_range(0..parties.len())];
+        let mut b = parties[rng.random_range(0..parties.len())];
+        while b == a {
+            b = parties[rng.random_range(0..parties.len())];
+        }
+        let h = handles[a].clone();
+        let (caller, callee) = (ids[a], ids[b]);
+        k += 1;
+        let seq = 1_000_000 + k;
+        let (calls, rang, failed) = (calls.clone(), rang.clone(), failed.clone());
+        tokio::spawn(async move {
+            let inv = invite(caller.0, callee.0, h.local_addr(), seq);
+            let out = h.place_call(callee, inv).await;
+            drop(permit);
+            calls.fetch_add(1, Ordering::Relaxed);
+            match out {
+                Ok(CallOutcome::Ringing { srd, .. }) if srd <= Duration::from_secs(2) => {
+                    rang.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(CallOutcome::Ringing { .. }) => {}
+                _ => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    // The first sample includes the warm-up; fit the rest.
+    let fit: Vec<&Sample> = samples.iter().skip(1).collect();
+    let per_min = |f: &dyn Fn(&Sample) -> f64| {
+        slope(&fit.iter().map(|s| (s.t_s / 60.0, f(s))).collect::<Vec<_>>())
+    };
+    let rate = |s: &Sample| {
+        if s.calls == 0 {
+            0.0
+        } else {
+            100.0 * s.rang_2s as f64 / s.calls as f64
+        }
+    };
+    Ok(SoakReport {
+        rss_kib_per_min: per_min(&|s| s.rss_kib as f64),
+        fds_per_min: per_min(&|s| s.fds as f64),
+        ring_pct_per_min: per_min(&rate),
+        calls: samples.iter().map(|s| s.calls).sum(),
+        rang_2s: samples.iter().map(|s| s.rang_2s).sum(),
+        killed,
+        samples,
+    })
+}
+
+/// The report's text lines.
+pub(crate) fn print(r: &SoakReport) {
+    println!();
+    println!(
+        "  Soak: {} samples, {} calls ({:.2}% rang within 2 s), {} peers hard-stopped along the way",
+        r.samples.len(),
+        r.calls,
+        if r.calls == 0 {
+            0.0
+        } else {
+            100.0 * r.rang_2s as f64 / r.calls as f64
+        },
+        r.killed
+    );
+    println!(
+        "  slopes (least squares, after the first sample): RSS {:+.1} KiB/min, descriptors {:+.2}/min, ring rate {:+.3} points/min",
+        r.rss_kib_per_min, r.fds_per_min, r.ring_pct_per_min
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slope;
+
+    #[test]
+    fn slope_of_a_line_and_of_a_flat_series() {
+        let line: Vec<(f64, f64)> = (0..10)
+            .map(|i| (f64::from(i), 3.0 * f64::from(i) + 1.0))
+            .collect();
+        assert!((slope(&line) - 3.0).abs() < 1e-9);
+        let flat: Vec<(f64, f64)> = (0..10).map(|i| (f64::from(i), 5.0)).collect();
+        assert_eq!(slope(&flat), 0.0);
+    }
+}

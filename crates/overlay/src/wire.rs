@@ -431,8 +431,65 @@ pub fn decode_frame(buf: &[u8], max_frame: usize) -> Result<(Message, usize), Co
 }
 
 /// Encoded size of a message body (without the header), for byte accounting.
+///
+/// The routing and ring-maintenance kinds, which a simulation sizes millions of times, are
+/// sized by arithmetic on postcard's encoding (varints, one-byte variant indices and option
+/// tags); the rest, and contacts that carry a socket address, by a postcard dry run.
 pub fn body_len(msg: &Message) -> usize {
-    postcard::experimental::serialized_size(msg).unwrap_or(0)
+    quick_body_len(msg).unwrap_or_else(|| postcard::experimental::serialized_size(msg).unwrap_or(0))
+}
+
+/// Bytes of postcard's varint encoding of `v` (7 bits a byte, at least one byte).
+fn varint_len(v: u128) -> usize {
+    ((128 - v.leading_zeros()).max(1) as usize).div_ceil(7)
+}
+
+/// Encoded size of a contact without a socket address (`None` when it has one).
+fn id_contact_len(c: &Contact) -> Option<usize> {
+    c.addr.is_none().then(|| varint_len(c.id.0) + 1)
+}
+
+fn ids_len(ids: &[NodeId]) -> usize {
+    varint_len(ids.len() as u128) + ids.iter().map(|id| varint_len(id.0)).sum::<usize>()
+}
+
+/// [`body_len`] by arithmetic for the frequent kinds; `None` for the others.
+fn quick_body_len(msg: &Message) -> Option<usize> {
+    // Every variant index is below 128: one byte.
+    let body = match msg {
+        Message::Route(r) => {
+            varint_len(r.lookup.into())
+                + id_contact_len(&r.origin)?
+                + varint_len(r.key.0)
+                + varint_len(r.token.into())
+                + 1
+                + ids_len(&r.path)
+        }
+        Message::RouteReply(r) => {
+            varint_len(r.lookup.into())
+                + varint_len(r.key.0)
+                + id_contact_len(&r.owner)?
+                + ids_len(&r.path)
+        }
+        Message::RouteAck { token }
+        | Message::GetNeighbours { token }
+        | Message::Ping { token }
+        | Message::Pong { token } => varint_len((*token).into()),
+        Message::Notify => 0,
+        Message::Neighbours { token, pred, succs } => {
+            let pred = match pred {
+                Some(p) => 1 + id_contact_len(p)?,
+                None => 1,
+            };
+            let mut list = varint_len(succs.len() as u128);
+            for s in succs {
+                list += id_contact_len(s)?;
+            }
+            varint_len((*token).into()) + pred + list
+        }
+        _ => return None,
+    };
+    Some(1 + body)
 }
 
 #[cfg(test)]
@@ -441,22 +498,32 @@ mod tests {
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+    /// Values of every width, so varints of every length are encoded (uniform values are
+    /// almost always the longest).
+    fn wide_u128() -> impl Strategy<Value = u128> + Clone {
+        (any::<u128>(), 0u32..128).prop_map(|(v, s)| v >> s)
+    }
+
+    fn wide_u64() -> impl Strategy<Value = u64> + Clone {
+        (any::<u64>(), 0u32..64).prop_map(|(v, s)| v >> s)
+    }
+
     fn arb_contact() -> impl Strategy<Value = Contact> + Clone {
-        (any::<u128>(), any::<Option<(u32, u16)>>()).prop_map(|(id, a)| Contact {
+        (wide_u128(), any::<Option<(u32, u16)>>()).prop_map(|(id, a)| Contact {
             id: NodeId(id),
             addr: a.map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
         })
     }
 
     fn arb_message() -> impl Strategy<Value = Message> {
-        let ids = prop::collection::vec(any::<u128>().prop_map(NodeId), 0..20);
+        let ids = prop::collection::vec(wide_u128().prop_map(NodeId), 0..20);
         let contacts = prop::collection::vec(arb_contact(), 0..9);
         prop_oneof![
             (
-                any::<u64>(),
+                wide_u64(),
                 arb_contact(),
-                any::<u128>(),
-                any::<u64>(),
+                wide_u128(),
+                wide_u64(),
                 any::<bool>(),
                 ids.clone()
             )
@@ -470,18 +537,18 @@ mod tests {
                         path,
                     })
                 }),
-            any::<u64>().prop_map(|token| Message::RouteAck { token }),
-            (any::<u64>(), any::<u128>(), arb_contact(), ids).prop_map(
-                |(lookup, key, owner, path)| Message::RouteReply(RouteReply {
+            wide_u64().prop_map(|token| Message::RouteAck { token }),
+            (wide_u64(), wide_u128(), arb_contact(), ids).prop_map(|(lookup, key, owner, path)| {
+                Message::RouteReply(RouteReply {
                     lookup,
                     key: NodeId(key),
                     owner,
-                    path
+                    path,
                 })
-            ),
-            any::<u64>().prop_map(|token| Message::GetNeighbours { token }),
+            }),
+            wide_u64().prop_map(|token| Message::GetNeighbours { token }),
             (
-                any::<u64>(),
+                wide_u64(),
                 prop::option::of(arb_contact()),
                 contacts.clone()
             )
@@ -491,24 +558,24 @@ mod tests {
                     succs
                 }),
             Just(Message::Notify),
-            any::<u64>().prop_map(|token| Message::Ping { token }),
-            any::<u64>().prop_map(|token| Message::Pong { token }),
+            wide_u64().prop_map(|token| Message::Ping { token }),
+            wide_u64().prop_map(|token| Message::Pong { token }),
             (prop::option::of(arb_contact()), contacts)
                 .prop_map(|(pred, succs)| Message::Leaving { pred, succs }),
             prop::collection::vec(
-                (any::<u128>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(
-                    |(k, value)| Record {
+                (wide_u128(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(k, value)| {
+                    Record {
                         key: NodeId(k),
-                        value
+                        value,
                     }
-                ),
+                }),
                 0..4
             )
             .prop_map(|records| Message::Records { records }),
             (
-                any::<u64>(),
+                wide_u64(),
                 arb_contact(),
-                any::<u128>(),
+                wide_u128(),
                 prop::collection::vec(any::<u8>(), 0..64),
                 any::<bool>()
             )
@@ -526,7 +593,7 @@ mod tests {
                 arb_contact(),
                 prop::collection::vec(any::<u8>(), 0..64),
                 prop::collection::vec(
-                    (any::<u128>(), prop::collection::vec(any::<u8>(), 0..64)),
+                    (wide_u128(), prop::collection::vec(any::<u8>(), 0..64)),
                     0..6
                 )
             )
@@ -562,10 +629,10 @@ mod tests {
                 }
             }),
             (
-                any::<u64>(),
-                any::<u64>(),
+                wide_u64(),
+                wide_u64(),
                 prop::collection::vec(any::<u8>(), 0..8),
-                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8)
+                prop::collection::vec(wide_u128().prop_map(NodeId), 0..8)
             )
                 .prop_map(|(handle, nonce, arrived, route)| Message::Fetch {
                     handle,
@@ -574,10 +641,10 @@ mod tests {
                     route
                 }),
             (
-                any::<u64>(),
+                wide_u64(),
                 arb_contact(),
-                any::<u64>(),
-                prop::collection::vec(any::<u128>().prop_map(NodeId), 0..8)
+                wide_u64(),
+                prop::collection::vec(wide_u128().prop_map(NodeId), 0..8)
             )
                 .prop_map(|(call, callee, digest, route)| Message::Ringing {
                     call,
@@ -586,8 +653,8 @@ mod tests {
                     route
                 }),
             (
-                any::<u128>(),
-                any::<u64>(),
+                wide_u128(),
+                wide_u64(),
                 prop::collection::vec(any::<u8>(), 0..64)
             )
                 .prop_map(|(caller, call, body)| Message::Dialog {
@@ -596,8 +663,8 @@ mod tests {
                     body
                 }),
             (
-                any::<u64>(),
-                any::<u128>(),
+                wide_u64(),
+                wide_u128(),
                 prop::collection::vec(any::<u8>(), 0..64),
                 any::<bool>()
             )
@@ -607,14 +674,14 @@ mod tests {
                     value,
                     replica
                 }),
-            (any::<u64>(), prop::option::of("[a-z ]{0,20}"))
+            (wide_u64(), prop::option::of("[a-z ]{0,20}"))
                 .prop_map(|(query, error)| Message::PutReply { query, error }),
-            (any::<u64>(), any::<u128>()).prop_map(|(query, key)| Message::Get {
+            (wide_u64(), wide_u128()).prop_map(|(query, key)| Message::Get {
                 query,
                 key: NodeId(key)
             }),
             (
-                any::<u64>(),
+                wide_u64(),
                 prop::option::of(prop::collection::vec(any::<u8>(), 0..64))
             )
                 .prop_map(|(query, value)| Message::GetReply { query, value }),

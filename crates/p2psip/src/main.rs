@@ -4,6 +4,12 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the simulator allocates and frees small
+/// buffers for every simulated message, and with mimalloc `p2psip sim` at 10^5 peers needs
+/// about a quarter less CPU time (measured side by side in the issue 3 notes).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Secure and efficient P2PSIP: Chord overlay in three layers, Chord Secure Proxies (CSP),
 /// CSP Gateways (CSPG), Enrollment & Authentication (E&A), Secure Opinion Server (SOS) and
 /// STUN/TURN/ICE, after Zheng & Oleshchuk.

@@ -15,6 +15,7 @@ mod calls;
 mod lookups;
 mod metrics;
 mod models;
+mod packet;
 mod queue;
 mod world;
 

@@ -8,10 +8,9 @@
 
 use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
+use crate::packet::Packet;
 use crate::queue::{EventQueue, NO_HINT};
-use overlay::{
-    ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, Message, NodeId, Time,
-};
+use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, Time};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeSet, HashMap};
@@ -148,15 +147,13 @@ pub struct WatchedLookup {
     pub path: Vec<NodeId>,
 }
 
-// Events sit still in the queue's slab, so the large Deliver variant costs no moves.
-#[allow(clippy::large_enum_variant)]
 enum Ev {
     Deliver {
         to: NodeId,
         /// Where `to` lived when the message was sent.
         slot: Option<u32>,
-        from: Contact,
-        msg: Message,
+        /// The message and its sender.
+        packet: Packet,
     },
     Timer {
         slot: u32,
@@ -536,8 +533,7 @@ impl World {
                 Ev::Deliver {
                     to: t.to.id,
                     slot: to_slot,
-                    from,
-                    msg: t.msg,
+                    packet: Packet::new(from, t.msg),
                 },
                 to_slot.unwrap_or(NO_HINT),
             );
@@ -671,12 +667,7 @@ impl World {
     fn dispatch(&mut self, ev: Ev) {
         let now = self.now;
         match ev {
-            Ev::Deliver {
-                to,
-                slot,
-                from,
-                msg,
-            } => {
+            Ev::Deliver { to, slot, packet } => {
                 // The slot found at send time is still right unless that peer went away (and
                 // the slot may have been reused) in the meantime: saves a hash lookup.
                 let slot = slot.filter(|s| {
@@ -684,6 +675,7 @@ impl World {
                     p.alive && p.node.id() == to
                 });
                 if let Some(slot) = slot {
+                    let (from, msg) = packet.unpack();
                     self.peers[slot as usize]
                         .node
                         .handle_message(now, from, msg);

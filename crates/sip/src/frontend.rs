@@ -1020,7 +1020,7 @@ mod tests {
         fe.cfg.auth = Some(auth.clone());
         let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
         let now = Time::from_millis(5_000_000);
-        let mut pump =
+        let pump =
             |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, bytes: &[u8]| {
                 fe.handle_datagram(now, ua, bytes, ov);
                 while let Some(ev) = ov.poll_event() {

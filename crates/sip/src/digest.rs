@@ -48,7 +48,24 @@ pub enum AuthError {
     /// The system RNG failed.
     #[error("no randomness for the nonce secret")]
     Rng,
+    /// The credentials file could not be read.
+    #[error("reading credentials file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An algorithm list with an unknown or repeated name, or empty.
+    #[error("digest algorithms {0:?}: expected a comma list of SHA-256 and/or MD5")]
+    BadAlgorithms(String),
+    /// The credentials file is larger than [`MAX_FILE`].
+    #[error("credentials file {0} is larger than {MAX_FILE} bytes")]
+    TooBig(String),
 }
+
+/// Largest credentials file read.
+pub const MAX_FILE: u64 = 16 << 20;
 
 /// Digest hash algorithms we offer (RFC 8760).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,6 +299,39 @@ pub fn random_secret() -> Result<[u8; 32], AuthError> {
     Ok(s)
 }
 
+/// The front-end authenticator for `--sip-credentials FILE`: realm `domain`, users from the
+/// file, a fresh random nonce secret (so nonces die with the process).
+pub fn load(path: &std::path::Path, domain: &str) -> Result<DigestAuth, AuthError> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let io = |source| AuthError::Io {
+        path: name.clone(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    f.take(MAX_FILE + 1).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(AuthError::TooBig(name));
+    }
+    let creds = Credentials::parse(&text)?;
+    Ok(DigestAuth::new(domain, creds, random_secret()?))
+}
+
+/// Parse `--sip-digest` (`SHA-256,MD5`: the challenges offered, most preferred first).
+/// Old UAs such as SIPp 3.6 read only the first challenge and know only MD5: list MD5
+/// first for them.
+pub fn parse_algorithms(s: &str) -> Result<Vec<Algorithm>, AuthError> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        match Algorithm::parse(part.trim()) {
+            Some(a) if !out.contains(&a) => out.push(a),
+            _ => return Err(AuthError::BadAlgorithms(s.to_string())),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Default)]
 struct Params<'a> {
     username: Option<&'a str>,
@@ -447,8 +497,13 @@ impl DigestAuth {
         if nc.len() != 8 || !nc.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Verdict::BadRequest("bad nc");
         }
-        if !uri.eq_ignore_ascii_case(req_uri) {
-            return Verdict::BadRequest("digest uri differs from Request-URI");
+        // RFC 7616 §3.4.6 wants uri = Request-URI; SIPp and some phones put the
+        // front-end's own address there instead, so any SIP URI is taken (the response
+        // still covers the uri as sent).
+        let _ = req_uri;
+        let lower = uri.to_ascii_lowercase();
+        if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
+            return Verdict::BadRequest("digest uri is not a SIP URI");
         }
         let Some(stale) = self.nonce_stale(now, nonce) else {
             return Verdict::Challenge { stale: false };
@@ -639,11 +694,49 @@ mod tests {
             a.check(now, "REGISTER", URI, Some(&long)),
             Verdict::BadRequest(_)
         ));
-        let h = answer(&a, now, Algorithm::Md5, "alice", "wonderland");
+        let nonce = a.nonce(now);
+        let h = authorization(
+            Algorithm::Md5,
+            "alice",
+            "wonderland",
+            "p2psip.test",
+            &nonce,
+            "REGISTER",
+            "/dir/index.html",
+            "c",
+            1,
+        );
         assert!(matches!(
-            a.check(now, "REGISTER", "sip:elsewhere.test", Some(&h)),
+            a.check(now, "REGISTER", URI, Some(&h)),
             Verdict::BadRequest(_)
         ));
+        // The front-end's address as digest uri (what SIPp sends) is accepted.
+        let h = authorization(
+            Algorithm::Md5,
+            "alice",
+            "wonderland",
+            "p2psip.test",
+            &nonce,
+            "REGISTER",
+            "sip:127.0.0.1:5060",
+            "c",
+            1,
+        );
+        assert_eq!(
+            a.check(now, "REGISTER", URI, Some(&h)),
+            Verdict::Accept("alice".into())
+        );
+    }
+
+    #[test]
+    fn algorithm_lists() {
+        assert_eq!(
+            parse_algorithms("MD5, sha-256").unwrap(),
+            vec![Algorithm::Md5, Algorithm::Sha256]
+        );
+        assert!(parse_algorithms("").is_err());
+        assert!(parse_algorithms("MD5,MD5").is_err());
+        assert!(parse_algorithms("SHA-512-256").is_err());
     }
 
     #[test]

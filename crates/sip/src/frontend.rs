@@ -1020,14 +1020,13 @@ mod tests {
         fe.cfg.auth = Some(auth.clone());
         let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
         let now = Time::from_millis(5_000_000);
-        let pump =
-            |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, bytes: &[u8]| {
-                fe.handle_datagram(now, ua, bytes, ov);
-                while let Some(ev) = ov.poll_event() {
-                    fe.handle_overlay_event(now, ev, ov);
-                }
-                answers(fe)
-            };
+        let pump = |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, bytes: &[u8]| {
+            fe.handle_datagram(now, ua, bytes, ov);
+            while let Some(ev) = ov.poll_event() {
+                fe.handle_overlay_event(now, ev, ov);
+            }
+            answers(fe)
+        };
         // No credentials: 401 with a SHA-256 and an MD5 challenge.
         let a = pump(&mut fe, &mut ov, &register(1, "alice", None));
         assert_eq!(a.len(), 1);

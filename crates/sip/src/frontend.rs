@@ -4,6 +4,7 @@
 //! front-end hands it to the registered UA; responses and in-dialog requests (ACK, BYE,
 //! CANCEL) flow back the same way, SDP untouched.
 
+use crate::digest::{DigestAuth, Verdict};
 use crate::msg::{self, MsgError, SipMessage, SipMethod, SipRequest, SipResponse};
 use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{Registration, SignedRegistration, normalize_aor};
@@ -40,6 +41,9 @@ pub struct FrontEndConfig {
     pub unix_offset_ms: u64,
     /// RFC 3261 T1/T2/T4.
     pub timers: sipx_sip::Timers,
+    /// Digest authentication of local UAs (REGISTER and new INVITEs); `None`: anyone on
+    /// the listening address may register and call.
+    pub auth: Option<Arc<DigestAuth>>,
 }
 
 impl FrontEndConfig {
@@ -57,6 +61,7 @@ impl FrontEndConfig {
             call_idle: Duration::from_secs(3600),
             unix_offset_ms: 0,
             timers: sipx_sip::Timers::default(),
+            auth: None,
         }
     }
 }
@@ -78,6 +83,10 @@ pub struct FrontEndStats {
     pub calls_out: u64,
     /// Calls received from the overlay and forwarded to a UA.
     pub calls_in: u64,
+    /// Requests answered 401 (no, wrong or stale credentials).
+    pub auth_challenged: u64,
+    /// REGISTERs answered 403 (authenticated user registering another user's AoR).
+    pub auth_forbidden: u64,
 }
 
 #[derive(Debug)]
@@ -298,11 +307,15 @@ impl FrontEnd {
     ) {
         let call_id = req.call_id().unwrap_or_default();
         match req.method() {
-            SipMethod::Register => self.on_register(now, key, req, from, ov),
+            SipMethod::Register => {
+                if self.authorize(now, &key, &req) {
+                    self.on_register(now, key, req, from, ov)
+                }
+            }
             SipMethod::Invite if req.to_tag().is_none() => {
                 if self.calls.contains_key(&call_id) {
                     self.reply(now, &key, &req, 482, "Loop Detected");
-                } else {
+                } else if self.authorize(now, &key, &req) {
                     self.on_invite(now, key, req, ov);
                 }
             }
@@ -310,6 +323,47 @@ impl FrontEnd {
                 self.reply(now, &key, &req, 200, "OK")
             }
             _ => self.on_local_in_dialog(now, key, req, ov),
+        }
+    }
+
+    /// Digest authentication (RFC 3261 §22) of a REGISTER or new INVITE from a local UA.
+    /// True: go on. False: answered here (401 challenge, 403 for a REGISTER of another
+    /// user's AoR, 400 for a garbled Authorization).
+    fn authorize(&mut self, now: Time, key: &TxKey, req: &SipRequest) -> bool {
+        let Some(auth) = self.cfg.auth.clone() else {
+            return true;
+        };
+        let method = req.method().to_string();
+        let header = req.header("Authorization");
+        match auth.check(now, &method, &req.uri(), header.as_deref()) {
+            Verdict::Accept(user) => {
+                if *req.method() == SipMethod::Register {
+                    let own = normalize_aor(&user, &self.cfg.domain);
+                    let target = req.to_user().map(|u| normalize_aor(&u, &self.cfg.domain));
+                    if target.as_deref() != Some(own.as_str()) {
+                        self.stats.auth_forbidden += 1;
+                        self.reply(now, key, req, 403, "Forbidden");
+                        return false;
+                    }
+                }
+                true
+            }
+            Verdict::Challenge { stale } => {
+                self.stats.auth_challenged += 1;
+                let tag = self.token();
+                if let Ok(mut r) = req.response(401, "Unauthorized", Some(&tag)) {
+                    for c in auth.challenges(now, stale) {
+                        let _ = r.push_header("WWW-Authenticate", &c);
+                    }
+                    self.tx.send_response(now, key, r);
+                }
+                false
+            }
+            Verdict::BadRequest(why) => {
+                self.stats.bad_requests += 1;
+                self.reply(now, key, req, 400, why);
+                false
+            }
         }
     }
 
@@ -918,6 +972,162 @@ mod tests {
         let later = now + Duration::from_secs(9);
         fe.handle_timeout(later, &mut ov);
         assert_eq!(codes(&mut fe), vec![408, 408]);
+    }
+
+    fn register(n: u32, user: &str, auth: Option<&str>) -> Vec<u8> {
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "REGISTER sip:p2psip.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5170;branch=z9hG4bK-r{n}\r\n\
+             From: <sip:{user}@p2psip.test>;tag=r{n}\r\n\
+             To: <sip:{user}@p2psip.test>\r\n\
+             Call-ID: r{n}@x\r\n\
+             CSeq: {n} REGISTER\r\n\
+             Contact: <sip:{user}@127.0.0.1:5170>\r\n\
+             Expires: 300\r\n{auth}\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Responses as (code, WWW-Authenticate values).
+    fn answers(fe: &mut FrontEnd) -> Vec<(u16, Vec<String>)> {
+        std::iter::from_fn(|| fe.poll_transmit())
+            .filter_map(|t| {
+                let text = String::from_utf8_lossy(&t.bytes).to_string();
+                match msg::parse_datagram(&t.bytes) {
+                    Ok(SipMessage::Response(r)) => Some((
+                        r.code(),
+                        text.lines()
+                            .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
+                            .map(str::to_string)
+                            .collect(),
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn digest_challenge_accept_and_reject() {
+        use crate::digest::{Algorithm, Credentials, authorization};
+        let (mut fe, mut ov) = setup(64);
+        let creds = Credentials::parse("alice:wonderland\nbob:builder\n").unwrap();
+        let auth = Arc::new(DigestAuth::new("p2psip.test", creds, [3; 32]));
+        fe.cfg.auth = Some(auth.clone());
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let now = Time::from_millis(5_000_000);
+        let pump = |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, bytes: &[u8]| {
+            fe.handle_datagram(now, ua, bytes, ov);
+            while let Some(ev) = ov.poll_event() {
+                fe.handle_overlay_event(now, ev, ov);
+            }
+            answers(fe)
+        };
+        // No credentials: 401 with a SHA-256 and an MD5 challenge.
+        let a = pump(&mut fe, &mut ov, &register(1, "alice", None));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].0, 401);
+        assert_eq!(a[0].1.len(), 2, "{a:?}");
+        assert!(a[0].1[0].contains("algorithm=SHA-256"));
+        assert!(a[0].1[1].contains("algorithm=MD5"));
+        let nonce = auth.nonce(now);
+        let answer = |user: &str, pw: &str, alg, method: &str, uri: &str| {
+            authorization(alg, user, pw, "p2psip.test", &nonce, method, uri, "cn", 1)
+        };
+        // Valid credentials (either algorithm): registered.
+        let h = answer(
+            "alice",
+            "wonderland",
+            Algorithm::Sha256,
+            "REGISTER",
+            "sip:p2psip.test",
+        );
+        assert_eq!(
+            pump(&mut fe, &mut ov, &register(2, "alice", Some(&h)))[0].0,
+            200
+        );
+        let h = answer(
+            "bob",
+            "builder",
+            Algorithm::Md5,
+            "REGISTER",
+            "sip:p2psip.test",
+        );
+        assert_eq!(
+            pump(&mut fe, &mut ov, &register(3, "bob", Some(&h)))[0].0,
+            200
+        );
+        assert_eq!(fe.stats().registered, 2);
+        // Wrong password and unknown user: challenged again.
+        let h = answer(
+            "alice",
+            "nope",
+            Algorithm::Md5,
+            "REGISTER",
+            "sip:p2psip.test",
+        );
+        assert_eq!(
+            pump(&mut fe, &mut ov, &register(4, "alice", Some(&h)))[0].0,
+            401
+        );
+        let h = answer(
+            "eve",
+            "wonderland",
+            Algorithm::Md5,
+            "REGISTER",
+            "sip:p2psip.test",
+        );
+        assert_eq!(
+            pump(&mut fe, &mut ov, &register(5, "eve", Some(&h)))[0].0,
+            401
+        );
+        // alice registering bob's AoR: 403.
+        let h = answer(
+            "alice",
+            "wonderland",
+            Algorithm::Md5,
+            "REGISTER",
+            "sip:p2psip.test",
+        );
+        assert_eq!(
+            pump(&mut fe, &mut ov, &register(6, "bob", Some(&h)))[0].0,
+            403
+        );
+        assert_eq!(fe.stats().auth_forbidden, 1);
+        assert_eq!(fe.stats().registered, 2);
+        // INVITE from a local UA: 401 without credentials, 100 Trying with them.
+        assert_eq!(pump(&mut fe, &mut ov, &invite(7))[0].0, 401);
+        let h = answer(
+            "alice",
+            "wonderland",
+            Algorithm::Md5,
+            "INVITE",
+            "sip:bob@p2psip.test",
+        );
+        let mut inv = String::from_utf8(invite(8)).unwrap();
+        inv = inv.replace(
+            "Content-Length",
+            &format!("Authorization: {h}\r\nContent-Length"),
+        );
+        assert_eq!(pump(&mut fe, &mut ov, inv.as_bytes())[0].0, 100);
+        // The same nonce much later: stale=true.
+        let late = now + Duration::from_secs(600);
+        let h = answer(
+            "alice",
+            "wonderland",
+            Algorithm::Md5,
+            "REGISTER",
+            "sip:p2psip.test",
+        );
+        fe.handle_datagram(late, ua, &register(9, "alice", Some(&h)), &mut ov);
+        let a = answers(&mut fe);
+        assert_eq!(a[0].0, 401);
+        assert!(a[0].1.iter().all(|c| c.contains("stale=true")), "{a:?}");
+        assert_eq!(fe.stats().auth_challenged, 5);
     }
 
     proptest! {

@@ -6,6 +6,7 @@
 //! feature ([`driver`]). SIP parsing and RFC 3261 transactions come from `sipx-sip`, wrapped
 //! behind our own types ([`msg`], [`txn`]).
 
+pub mod digest;
 pub mod frontend;
 pub mod loopback;
 pub mod msg;
@@ -18,6 +19,7 @@ pub mod ua;
 #[cfg(feature = "tokio")]
 pub mod driver;
 
+pub use digest::{Credentials, DigestAuth};
 pub use frontend::{FrontEnd, FrontEndConfig, FrontEndStats};
 pub use loopback::{LoopbackNet, LoopbackOverlay};
 pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};

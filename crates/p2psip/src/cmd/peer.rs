@@ -151,6 +151,22 @@ pub(crate) struct Args {
     /// SIP domain of the AoRs the front-end serves.
     #[arg(long, default_value = "p2psip.test", requires = "sip_listen")]
     sip_domain: String,
+    /// Require SIP digest authentication (RFC 3261 §22, MD5 and SHA-256) of REGISTER and
+    /// new INVITEs at the front-end. FILE has one `user:password` or `user:HA1` per line
+    /// (HA1 = H(user:DOMAIN:password) in hex: 32 digits for MD5, 64 for SHA-256; `#`
+    /// comments). Without it anyone who reaches `--sip-listen` may register and call.
+    #[arg(long, value_name = "FILE", requires = "sip_listen")]
+    sip_credentials: Option<PathBuf>,
+    /// Digest algorithms offered with `--sip-credentials`, most preferred first (one
+    /// WWW-Authenticate each). Old UAs that read only the first challenge and know only MD5
+    /// (SIPp 3.6) need `MD5,SHA-256`.
+    #[arg(
+        long,
+        value_name = "ALGS",
+        default_value = "SHA-256,MD5",
+        requires = "sip_credentials"
+    )]
+    sip_digest: String,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -491,6 +507,23 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             let signer = net::CertSigner::from_identity(&nd.identity)?;
             let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
             let domain = a.sip_domain.clone();
+            let auth = match &a.sip_credentials {
+                Some(p) => {
+                    let mut auth = sip::digest::load(p, &domain.to_ascii_lowercase())?;
+                    auth.algorithms = sip::digest::parse_algorithms(&a.sip_digest)?;
+                    eprintln!(
+                        "SIP front-end with digest authentication: {} users, realm {}, algorithms {:?}",
+                        auth.users(),
+                        auth.realm(),
+                        auth.algorithms
+                    );
+                    Some(Arc::new(auth))
+                }
+                None => {
+                    eprintln!("SIP front-end without authentication (no --sip-credentials)");
+                    None
+                }
+            };
             let unix_offset_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64;
@@ -500,6 +533,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
                 move |local| {
                     let mut cfg = sip::FrontEndConfig::new(&domain, local);
                     cfg.unix_offset_ms = unix_offset_ms;
+                    cfg.auth = auth;
                     sip::FrontEnd::new(cfg, me_id, Box::new(signer), verifier)
                 },
                 net::RuntimeOverlay::new(h.clone(), space, rx),

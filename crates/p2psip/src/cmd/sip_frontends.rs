@@ -30,6 +30,22 @@ pub(crate) struct Args {
     /// Most calls per front-end (503 beyond).
     #[arg(long, default_value_t = 4096)]
     max_calls: usize,
+    /// Require SIP digest authentication (RFC 3261 §22, MD5 and SHA-256) of REGISTER and
+    /// new INVITEs. FILE has one `user:password` or `user:HA1` per line (HA1 =
+    /// H(user:DOMAIN:password) in hex: 32 digits for MD5, 64 for SHA-256; `#` comments).
+    /// Without it anyone who reaches the listening address may register and call.
+    #[arg(long, value_name = "FILE")]
+    sip_credentials: Option<std::path::PathBuf>,
+    /// Digest algorithms offered with `--sip-credentials`, most preferred first (one
+    /// WWW-Authenticate each). Old UAs that read only the first challenge and know only MD5
+    /// (SIPp 3.6) need `MD5,SHA-256`.
+    #[arg(
+        long,
+        value_name = "ALGS",
+        default_value = "SHA-256,MD5",
+        requires = "sip_credentials"
+    )]
+    sip_digest: String,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
@@ -37,6 +53,23 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let auth = match &a.sip_credentials {
+        Some(p) => {
+            let mut auth = sip::digest::load(p, &a.domain.to_ascii_lowercase())?;
+            auth.algorithms = sip::digest::parse_algorithms(&a.sip_digest)?;
+            eprintln!(
+                "SIP front-end with digest authentication: {} users, realm {}, algorithms {:?}",
+                auth.users(),
+                auth.realm(),
+                auth.algorithms
+            );
+            Some(Arc::new(auth))
+        }
+        None => {
+            eprintln!("SIP front-end without authentication (no --sip-credentials)");
+            None
+        }
+    };
     rt.block_on(async move {
         let mut keys = Ed25519Registry::default();
         let mut signers = Vec::new();
@@ -58,6 +91,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             let k = keys.clone();
             let domain = a.domain.clone();
             let (max_tx, max_calls) = (a.max_transactions, a.max_calls);
+            let auth = auth.clone();
             let t = driver::start(
                 *listen,
                 DriverLimits::default(),
@@ -66,6 +100,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                     cfg.unix_offset_ms = unix_ms;
                     cfg.max_transactions = max_tx;
                     cfg.max_calls = max_calls;
+                    cfg.auth = auth;
                     FrontEnd::new(cfg, id, Box::new(s), k)
                 },
                 net.join(id),
@@ -86,7 +121,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         for t in tasks {
             let s = t.stats();
             eprintln!(
-                "frontend {}: registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, dropped {}, unparseable {}",
+                "frontend {}: registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, 401 {}, 403 {}, dropped {}, unparseable {}",
                 t.local,
                 s.frontend.registered,
                 s.frontend.calls_out,
@@ -94,6 +129,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 s.frontend.not_found,
                 s.frontend.bad_requests,
                 s.frontend.overloaded,
+                s.frontend.auth_challenged,
+                s.frontend.auth_forbidden,
                 s.dropped_out,
                 s.frontend.unparseable
             );

@@ -1,0 +1,198 @@
+//! `p2psip sip-frontends --sip-credentials` as a real process, driven by real SIPp over UDP
+//! and TCP: SIPp answers the 401 digest challenge and registers; a wrong password is
+//! challenged again; alice's credentials cannot register bob's AoR (403). Skips loudly
+//! without `sipp`.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+
+fn have_sipp() -> bool {
+    let ok = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        eprintln!(
+            "SKIPPED: sipp (Debian package sip-tester) is not installed; run ./scripts/test as root to install it"
+        );
+    }
+    ok
+}
+
+fn scenario(name: &str) -> String {
+    let p: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "sip",
+        "tests",
+        "sipp",
+        name,
+    ]
+    .iter()
+    .collect();
+    p.display().to_string()
+}
+
+fn free_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Kills the front-end process when the test ends, pass or fail.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run a SIPp scenario against `target`; true when SIPp exits 0 (scenario passed).
+fn sipp(transport: &str, target: &str, sf: &str, aor: &str, user: &str, pw: &str) -> bool {
+    let out = Command::new("timeout")
+        .args(["30", "sipp", "-t", transport, "-i", "127.0.0.1", "-p"])
+        .arg(free_port().to_string())
+        .arg(target)
+        .args(["-sf", &scenario(sf), "-s", aor, "-au", user, "-ap", pw])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "sipp {sf} {aor} as {user}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out.status.success()
+}
+
+#[test]
+fn sipp_registers_with_digest_credentials_udp_and_tcp() {
+    if !have_sipp() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("sip-users");
+    std::fs::write(&creds, "# test users\nalice:wonderland\nbob:builder\n").unwrap();
+    let stderr = dir.path().join("stderr");
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args([
+            "sip-frontends",
+            "--sip-listen",
+            &target,
+            "--sip-credentials",
+        ])
+        .arg(&creds)
+        // SIPp 3.6 reads only the first challenge and knows only MD5.
+        .args(["--sip-digest", "MD5,SHA-256"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Guard(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.starts_with("frontend "), "{first}");
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        log.contains("SIP front-end with digest authentication: 2 users"),
+        "{log}"
+    );
+    for t in ["u1", "t1"] {
+        assert!(
+            sipp(
+                t,
+                &target,
+                "register-auth.xml",
+                "alice",
+                "alice",
+                "wonderland"
+            ),
+            "alice with her password over {t}"
+        );
+        assert!(
+            sipp(t, &target, "register-auth.xml", "bob", "bob", "builder"),
+            "bob with his password over {t}"
+        );
+        assert!(
+            !sipp(
+                t,
+                &target,
+                "register-auth.xml",
+                "alice",
+                "alice",
+                "wonderLand"
+            ),
+            "a wrong password must not register over {t}"
+        );
+        assert!(
+            sipp(
+                t,
+                &target,
+                "register-auth-403.xml",
+                "bob",
+                "alice",
+                "wonderland"
+            ),
+            "alice registering bob's AoR gets 403 over {t}"
+        );
+    }
+}
+
+#[test]
+fn without_credentials_the_front_end_says_it_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut child = Command::new(BIN)
+        .args(["sip-frontends", "--sip-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Guard(child);
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    assert!(first.starts_with("frontend "), "{first}");
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        log.contains("SIP front-end without authentication"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_credentials_file_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("sip-users");
+    std::fs::write(&creds, "alice:wonderland\nno-colon-here\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "sip-frontends",
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--sip-credentials",
+        ])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+}

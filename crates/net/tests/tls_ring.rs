@@ -325,11 +325,17 @@ async fn rogue(to: SocketAddr, chain_pem: &str, key_pem: &str, claim: u128, extr
 #[derive(Default)]
 struct Sender {
     out: VecDeque<Transmit>,
+    /// Tokens of the Pings received.
+    got: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 impl net::Core for Sender {
     type Event = ();
-    fn handle_message(&mut self, _: Time, _: &Peer, _: Message) {}
+    fn handle_message(&mut self, _: Time, _: &Peer, msg: Message) {
+        if let Message::Ping { token } = msg {
+            self.got.lock().unwrap().push(token);
+        }
+    }
     fn handle_timeout(&mut self, _: Time) {}
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
@@ -485,4 +491,70 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
     eprintln!("{:#?}", h.stats());
     a.handle.shutdown().await.unwrap();
     b.handle.shutdown().await.unwrap();
+}
+
+/// Two peers that dial each other at the same moment end up with two links; each side's
+/// first frames travel on the link it dialled. Closing either link as a duplicate lost
+/// those frames (calls then rang only on the caller's retry). Every frame must arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_dialling_each_other_at_once_lose_no_frame() {
+    init_logs();
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    for pair in 0..12u128 {
+        let (ia, ib) = (20_000 + 2 * pair, 20_001 + 2 * pair);
+        let (ga, gb) = (Arc::default(), Arc::default());
+        let (ga2, gb2) = (Arc::clone(&ga), Arc::clone(&gb));
+        let a = PeerRuntime::start(net_config(&ca, &tr, ia), move |_| Sender {
+            got: ga2,
+            ..Sender::default()
+        })
+        .await
+        .unwrap();
+        let b = PeerRuntime::start(net_config(&ca, &tr, ib), move |_| Sender {
+            got: gb2,
+            ..Sender::default()
+        })
+        .await
+        .unwrap();
+        let (ca_, cb) = (
+            Contact::new(NodeId(ia), a.handle.local_addr()),
+            Contact::new(NodeId(ib), b.handle.local_addr()),
+        );
+        let send = |h: Handle<Sender>, to: Contact| async move {
+            h.call(move |s, _| {
+                for token in 1..=3 {
+                    s.out.push_back(Transmit {
+                        to,
+                        msg: Message::Ping { token },
+                    });
+                }
+            })
+            .await
+            .unwrap();
+        };
+        tokio::join!(send(a.handle.clone(), cb), send(b.handle.clone(), ca_));
+        let (ga, gb): (
+            Arc<std::sync::Mutex<Vec<u64>>>,
+            Arc<std::sync::Mutex<Vec<u64>>>,
+        ) = (ga, gb);
+        let t0 = Instant::now();
+        while (ga.lock().unwrap().len() < 3 || gb.lock().unwrap().len() < 3)
+            && t0.elapsed() < Duration::from_secs(3)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            *ga.lock().unwrap(),
+            vec![1, 2, 3],
+            "pair {pair}: frames to A lost"
+        );
+        assert_eq!(
+            *gb.lock().unwrap(),
+            vec![1, 2, 3],
+            "pair {pair}: frames to B lost"
+        );
+        a.handle.shutdown().await.unwrap();
+        b.handle.shutdown().await.unwrap();
+    }
 }

@@ -320,13 +320,16 @@ async fn rogue(to: SocketAddr, chain_pem: &str, key_pem: &str, claim: u128, extr
     }
 }
 
+/// Tokens a [`Sender`] received.
+type Got = Arc<std::sync::Mutex<Vec<u64>>>;
+
 /// A minimal core that sends what it is told to: lets a test make the runtime dial any
 /// contact.
 #[derive(Default)]
 struct Sender {
     out: VecDeque<Transmit>,
     /// Tokens of the Pings received.
-    got: Arc<std::sync::Mutex<Vec<u64>>>,
+    got: Got,
 }
 
 impl net::Core for Sender {
@@ -534,10 +537,7 @@ async fn peers_dialling_each_other_at_once_lose_no_frame() {
             .unwrap();
         };
         tokio::join!(send(a.handle.clone(), cb), send(b.handle.clone(), ca_));
-        let (ga, gb): (
-            Arc<std::sync::Mutex<Vec<u64>>>,
-            Arc<std::sync::Mutex<Vec<u64>>>,
-        ) = (ga, gb);
+        let (ga, gb): (Got, Got) = (ga, gb);
         let t0 = Instant::now();
         while (ga.lock().unwrap().len() < 3 || gb.lock().unwrap().len() < 3)
             && t0.elapsed() < Duration::from_secs(3)

@@ -507,23 +507,11 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             let signer = net::CertSigner::from_identity(&nd.identity)?;
             let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
             let domain = a.sip_domain.clone();
-            let auth = match &a.sip_credentials {
-                Some(p) => {
-                    let mut auth = sip::digest::load(p, &domain.to_ascii_lowercase())?;
-                    auth.algorithms = sip::digest::parse_algorithms(&a.sip_digest)?;
-                    eprintln!(
-                        "SIP front-end with digest authentication: {} users, realm {}, algorithms {:?}",
-                        auth.users(),
-                        auth.realm(),
-                        auth.algorithms
-                    );
-                    Some(Arc::new(auth))
-                }
-                None => {
-                    eprintln!("SIP front-end without authentication (no --sip-credentials)");
-                    None
-                }
-            };
+            let auth = super::sip_frontends::load_auth(
+                a.sip_credentials.as_deref(),
+                &domain,
+                &a.sip_digest,
+            )?;
             let unix_offset_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64;

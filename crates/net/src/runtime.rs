@@ -774,11 +774,19 @@ impl<C: Core> Loop<C> {
                 if let Some(tx) = tx {
                     let used = self.sends;
                     let entry = Entry { conn, tx, used };
-                    if self.conns.contains_key(&peer.contact.id) {
-                        // Closing it would lose what the peer already wrote on it.
-                        debug!(peer = %peer.contact.id, "second link to the peer kept as a spare");
+                    if let Some(ours) = self.conns.remove(&peer.contact.id) {
+                        // Both sides dialled. Closing either link would lose what was already
+                        // written on it; both sides send on the link the lower Node-ID
+                        // dialled, so the other one carries nothing more and idles out.
+                        let (send_on, spare) = if peer.contact.id < self.me.contact.id {
+                            (entry, ours)
+                        } else {
+                            (ours, entry)
+                        };
+                        debug!(peer = %peer.contact.id, "second link to the peer kept as a spare until idle");
                         self.make_room();
-                        self.spares.insert(peer.contact.id, entry);
+                        self.conns.insert(peer.contact.id, send_on);
+                        self.spares.insert(peer.contact.id, spare);
                     } else {
                         self.make_room();
                         self.conns.insert(peer.contact.id, entry);

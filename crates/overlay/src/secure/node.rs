@@ -983,10 +983,11 @@ impl SecureNode {
     }
 
     fn on_deliver(&mut self, from: Contact, request: CallRequest, route: Vec<NodeId>) {
-        tracing::debug!(me = %self.chord.id(), from = %from.id, call = request.call, "request delivered");
         if request.callee != self.chord.id() || !self.ctx.directory.is_infrastructure(from.id) {
+            tracing::debug!(me = %self.chord.id(), from = %from.id, call = request.call, "delivery refused: not for us or not from a CSP/CSPG");
             return;
         }
+        tracing::debug!(me = %self.chord.id(), from = %from.id, call = request.call, "request delivered");
         self.ring(request, route);
     }
 

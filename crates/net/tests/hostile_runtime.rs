@@ -11,14 +11,18 @@
 //! at the true owner.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "support/common.rs"]
+mod common;
+
+use common::{AnyServer, converged, hello_bytes, init_logs, now_unix, owner_of, trust};
+
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
-use net::{Handle, Identity, Limits, NetConfig, PeerRuntime, RevocationPolicy, Trust};
+use net::{Handle, Identity, Limits, NetConfig, PeerRuntime, Trust};
 use overlay::wire::{Route, WIRE_VERSION, encode_frame};
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,21 +31,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const BITS: u32 = 16;
-
-fn now_unix() -> i64 {
-    enroll::server::unix_now()
-}
-
-fn init_logs() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("net=error")),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 struct Issued {
     chain_pem: String,
@@ -73,17 +62,6 @@ fn issue_at(ca: &Ca, id: u128, serial: u8, not_before: i64, not_after: i64) -> I
 fn issue(ca: &Ca, id: u128, serial: u8) -> Issued {
     let t = now_unix();
     issue_at(ca, id, serial, t - 60, t + 3600)
-}
-
-fn trust(ca: &Ca) -> Trust {
-    let t = now_unix();
-    let crls = net::CrlStore::new();
-    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
-    Trust {
-        ca: ca.cert_der().clone(),
-        crls,
-        policy: RevocationPolicy::RequireCrl,
-    }
 }
 
 fn chord_config() -> Arc<ChordConfig> {
@@ -143,29 +121,6 @@ async fn start_chord(
     rt
 }
 
-fn owner_of(ids: &[u128], key: u128) -> u128 {
-    let mut s = ids.to_vec();
-    s.sort();
-    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
-}
-
-async fn converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> bool {
-    let mut sorted = ids.to_vec();
-    sorted.sort();
-    for h in handles {
-        let st = h.ring_status().await.unwrap();
-        let i = sorted.iter().position(|&x| x == st.me.id.0).unwrap();
-        let succ = sorted[(i + 1) % sorted.len()];
-        let pred = sorted[(i + sorted.len() - 1) % sorted.len()];
-        if st.successors.first().map(|c| c.id.0) != Some(succ)
-            || st.predecessor.map(|c| c.id.0) != Some(pred)
-        {
-            return false;
-        }
-    }
-    true
-}
-
 async fn wait_converged(handles: &[Handle<ChordNode>], ids: &[u128]) {
     let t0 = Instant::now();
     while !converged(handles, ids).await {
@@ -217,42 +172,6 @@ async fn still_serves(ca: &Ca, tr: &Trust, peers: &[PeerRuntime<ChordNode>], ids
     n.handle.shutdown().await.unwrap();
 }
 
-/// A client verifier that accepts any server: the rogue does not care who it talks to.
-#[derive(Debug)]
-struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// TLS 1.3 to `to` as the holder of `is`; `Err` if the handshake is refused.
 async fn tls_connect(to: SocketAddr, is: &Issued) -> std::io::Result<TlsStream<TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -275,19 +194,6 @@ async fn tls_connect(to: SocketAddr, is: &Issued) -> std::io::Result<TlsStream<T
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
-}
-
-fn hello_bytes(id: u128, addr: SocketAddr) -> Vec<u8> {
-    // Hello v2: flags 0, no target (see crates/net/src/hello.rs).
-    let mut b = b"P2PH\x02\x00".to_vec();
-    b.extend_from_slice(&id.to_be_bytes());
-    b.extend_from_slice(&0u128.to_be_bytes());
-    b.extend_from_slice(&addr.port().to_be_bytes());
-    b.push(4);
-    if let std::net::IpAddr::V4(ip) = addr.ip() {
-        b.extend_from_slice(&ip.octets());
-    }
-    b
 }
 
 /// Read until the peer closes; returns how long that took, or `None` if still open after
@@ -336,7 +242,7 @@ fn frame(msg: &Message) -> Vec<u8> {
 /// Set-up attacks: each is refused or closed at the handshake timeout, and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_bad_setups_are_refused_and_counted() {
-    init_logs();
+    init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let (peers, ids) = ring(&ca, &tr).await;
@@ -447,7 +353,7 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
 /// whose body never comes is closed by the idle timeout (idle_closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_half_frames_after_the_hello_are_closed() {
-    init_logs();
+    init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let (peers, ids) = ring(&ca, &tr).await;
@@ -552,7 +458,7 @@ async fn a_route_flood_is_absorbed_and_other_lookups_succeed() {
 }
 
 async fn frame_flood(routes: bool, strict: bool) {
-    init_logs();
+    init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let (peers, ids) = ring(&ca, &tr).await;
@@ -673,7 +579,7 @@ async fn frame_flood(routes: bool, strict: bool) {
 /// once the flood stops the slots are free again and a legitimate peer joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
-    init_logs();
+    init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let capped = Limits {
@@ -727,7 +633,7 @@ async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
 /// legitimate peer's from 127.0.0.1: two hosts as far as the source IP goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legitimate_peer_gets_in_while_the_cap_is_held_by_slow_loris() {
-    init_logs();
+    init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let capped = Limits {
@@ -812,7 +718,7 @@ async fn a_legitimate_peer_gets_in_while_the_cap_is_held_by_slow_loris() {
 /// the expiry check (see the expired case above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_clock_skew_within_the_backdate_works_and_beyond_is_refused() {
-    init_logs();
+    init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix() - 3600, 1).unwrap();
     let tr = trust(&ca);
     let (peers, _) = ring(&ca, &tr).await;

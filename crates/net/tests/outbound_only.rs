@@ -4,28 +4,20 @@
 //! ever dials them: peers without a link reach them through their relay.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "support/common.rs"]
+mod common;
+
+use common::{converged, init_logs, owner_of, trust};
+
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
-use net::{
-    CrlStore, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, RevocationPolicy, Trust,
-};
+use net::{Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, Trust};
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BITS: u32 = 16;
-
-fn init_logs() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("net=warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 fn net_config(ca: &Ca, tr: &Trust, id: u128, layer: Layer) -> NetConfig {
     net_config_as(ca, tr, id, layer, Role::Peer)
@@ -56,17 +48,6 @@ fn net_config_as(ca: &Ca, tr: &Trust, id: u128, layer: Layer, role: Role) -> Net
             redial_backoff: Duration::from_millis(100),
             ..Limits::default()
         },
-    }
-}
-
-fn trust(ca: &Ca) -> Trust {
-    let t = enroll::server::unix_now();
-    let crls = CrlStore::new();
-    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
-    Trust {
-        ca: ca.cert_der().clone(),
-        crls,
-        policy: RevocationPolicy::RequireCrl,
     }
 }
 
@@ -109,32 +90,9 @@ async fn start(
     rt
 }
 
-fn owner_of(ids: &[u128], key: u128) -> u128 {
-    let mut s = ids.to_vec();
-    s.sort();
-    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
-}
-
-async fn converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> bool {
-    let mut sorted = ids.to_vec();
-    sorted.sort();
-    for h in handles {
-        let st = h.ring_status().await.unwrap();
-        let i = sorted.iter().position(|&x| x == st.me.id.0).unwrap();
-        let succ = sorted[(i + 1) % sorted.len()];
-        let pred = sorted[(i + sorted.len() - 1) % sorted.len()];
-        if st.successors.first().map(|c| c.id.0) != Some(succ)
-            || st.predecessor.map(|c| c.id.0) != Some(pred)
-        {
-            return false;
-        }
-    }
-    true
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_relay() {
-    init_logs();
+    init_logs("net=warn");
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
     let tr = trust(&ca);
     // Public peers, and two NATed ones: 30_000 between public peers, 50_000 and 52_000
@@ -237,7 +195,7 @@ async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_rela
 /// keepalive, and is reachable through it once more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_only_peer_reconnects_to_its_relay() {
-    init_logs();
+    init_logs("net=warn");
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
     let tr = trust(&ca);
     let (r_id, q_id, n_id) = (10_000u128, 30_000u128, 50_000u128);
@@ -328,7 +286,7 @@ impl net::Core for Probe {
 /// and address; a CSP role only when the relay is a CSP/CSPG itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_frames_name_their_sender_and_a_plain_relay_cannot_vouch_for_a_csp() {
-    init_logs();
+    init_logs("net=warn");
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
     let tr = trust(&ca);
     let public = |id, role| {

@@ -9,9 +9,14 @@
 //! the TLS links stay up), not in the kernel: this machine's firewall is shared.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/common.rs"]
+mod common;
+
+use common::trust;
+
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
-use net::{Core, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, RevocationPolicy, Trust};
+use net::{Core, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime};
 use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, Message, NodeId, Time, Transmit};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -61,17 +66,6 @@ impl Core for Cut {
     }
     fn leave(&mut self, now: Time) {
         Core::leave(&mut self.node, now);
-    }
-}
-
-fn trust(ca: &Ca) -> Trust {
-    let t = enroll::server::unix_now();
-    let crls = net::CrlStore::new();
-    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
-    Trust {
-        ca: ca.cert_der().clone(),
-        crls,
-        policy: RevocationPolicy::RequireCrl,
     }
 }
 

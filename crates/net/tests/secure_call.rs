@@ -5,11 +5,16 @@
 //! forwards is survived.
 #![allow(clippy::unwrap_used)]
 
-use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
-use enroll::{Layer, Role};
+#[path = "support/common.rs"]
+mod common;
+
+use common::{layer2_identity, now_unix, trust};
+
+use enroll::Role;
+use enroll::cert::Ca;
 use net::{
-    CallOutcome, CrlStore, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
-    PeerRuntime, RevocationPolicy, SosCounters, SosLink, Trust,
+    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
+    PeerRuntime, SosCounters, SosLink,
 };
 use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
@@ -22,56 +27,21 @@ const IDS: [u128; 12] = [100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 
 const CSP: u128 = 150;
 const CSPG: u128 = 100;
 
-fn now_unix() -> i64 {
-    enroll::server::unix_now()
-}
-
 struct Member {
     identity: Identity,
     chain: Vec<CertificateDer<'static>>,
 }
 
 fn issue(ca: &Ca, id: u128) -> Member {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let csr = Csr::from_pem(&csr_for_key(&key).unwrap()).unwrap();
     let role = match id {
         CSP => Role::Csp,
         CSPG => Role::Cspg,
         _ => Role::Peer,
     };
-    let t = now_unix();
-    let mut serial = [0u8; 16];
-    serial[..16].copy_from_slice(&id.to_be_bytes());
-    serial[0] = 0x11;
-    let der = ca
-        .issue(
-            &csr,
-            &Binding {
-                node_id: NodeId(id),
-                layer: Layer::TWO,
-                role,
-            },
-            serial,
-            t - 60,
-            t + 3600,
-        )
-        .unwrap();
-    let chain_pem = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
-    let identity = Identity::from_pem(&chain_pem, &key.serialize_pem()).unwrap();
+    let identity = layer2_identity(ca, id, role, 0x11);
     Member {
         chain: identity.chain.clone(),
         identity,
-    }
-}
-
-fn trust(ca: &Ca) -> Trust {
-    let t = now_unix();
-    let crls = CrlStore::new();
-    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
-    Trust {
-        ca: ca.cert_der().clone(),
-        crls,
-        policy: RevocationPolicy::RequireCrl,
     }
 }
 

@@ -4,14 +4,17 @@
 //! the 180/200/ACK/BYE carried between A and B directly. Skips loudly without `sipp`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "../../sip/tests/support/sipp.rs"]
 mod sipp;
 
-use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
-use enroll::{Layer, Role};
+use common::{layer2_identity, trust};
+
+use enroll::Role;
+use enroll::cert::Ca;
 use net::{
-    CertSigner, CrlStore, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime,
-    RevocationPolicy, RuntimeOverlay, Trust,
+    CertSigner, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime, RuntimeOverlay,
 };
 use overlay::secure::{LayerArcs, Routing, SecureConfig, SecureNode};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
@@ -28,31 +31,12 @@ const A: u128 = 600;
 const B: u128 = 350;
 
 fn issue(ca: &Ca, id: u128) -> (Identity, Vec<CertificateDer<'static>>) {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let csr = Csr::from_pem(&csr_for_key(&key).unwrap()).unwrap();
     let role = match id {
         CSP => Role::Csp,
         CSPG => Role::Cspg,
         _ => Role::Peer,
     };
-    let t = enroll::server::unix_now();
-    let mut serial = id.to_be_bytes();
-    serial[0] = 0x22;
-    let der = ca
-        .issue(
-            &csr,
-            &Binding {
-                node_id: NodeId(id),
-                layer: Layer::TWO,
-                role,
-            },
-            serial,
-            t - 60,
-            t + 3600,
-        )
-        .unwrap();
-    let pem = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
-    let identity = Identity::from_pem(&pem, &key.serialize_pem()).unwrap();
+    let identity = layer2_identity(ca, id, role, 0x22);
     let chain = identity.chain.clone();
     (identity, chain)
 }
@@ -77,14 +61,7 @@ async fn ring_ok(handles: &[Handle<SecureNode>]) -> bool {
 async fn calls_over_tls(transport: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let t = enroll::server::unix_now();
-    let crls = CrlStore::new();
-    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
-    let tr = Trust {
-        ca: ca.cert_der().clone(),
-        crls,
-        policy: RevocationPolicy::RequireCrl,
-    };
+    let tr = trust(&ca);
     let space = IdSpace::new(10).unwrap();
     let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
     let members: Vec<_> = IDS.iter().map(|i| issue(&ca, *i)).collect();

@@ -3,15 +3,17 @@
 //! broken connections are refused, logged and counted, and the peer stays healthy.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "support/common.rs"]
+mod common;
+
+use common::{AnyServer, converged, hello_bytes, init_logs, now_unix, owner_of, trust};
+
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
-use net::{
-    CrlStore, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, RevocationPolicy, Trust,
-};
+use net::{Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, Trust};
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,21 +21,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BITS: u32 = 16;
-
-fn now_unix() -> i64 {
-    enroll::server::unix_now()
-}
-
-fn init_logs() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("net=warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 struct Issued {
     chain_pem: String,
@@ -63,17 +50,6 @@ fn issue(ca: &Ca, id: u128, serial: u8) -> Issued {
         chain_pem: der_to_pem(&der, "CERTIFICATE") + ca.cert_pem(),
         key_pem,
         serial,
-    }
-}
-
-fn trust(ca: &Ca) -> Trust {
-    let t = now_unix();
-    let crls = CrlStore::new();
-    crls.set(ca.crl(&[], t - 60, t + 3600, 1).unwrap());
-    Trust {
-        ca: ca.cert_der().clone(),
-        crls,
-        policy: RevocationPolicy::RequireCrl,
     }
 }
 
@@ -131,31 +107,6 @@ async fn start_chord(
     rt
 }
 
-/// The true owner of `key`: the first ID at or after it, clockwise.
-fn owner_of(ids: &[u128], key: u128) -> u128 {
-    let mut s = ids.to_vec();
-    s.sort();
-    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
-}
-
-async fn converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> bool {
-    let mut sorted = ids.to_vec();
-    sorted.sort();
-    for h in handles {
-        let st = h.ring_status().await.unwrap();
-        let me = st.me.id.0;
-        let i = sorted.iter().position(|&x| x == me).unwrap();
-        let succ = sorted[(i + 1) % sorted.len()];
-        let pred = sorted[(i + sorted.len() - 1) % sorted.len()];
-        if st.successors.first().map(|c| c.id.0) != Some(succ)
-            || st.predecessor.map(|c| c.id.0) != Some(pred)
-        {
-            return false;
-        }
-    }
-    true
-}
-
 async fn wait_converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> Duration {
     let t0 = Instant::now();
     while !converged(handles, ids).await {
@@ -187,7 +138,7 @@ async fn check_lookups(handles: &[Handle<ChordNode>], ids: &[u128], per_peer: u3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_peers_form_a_ring_over_tls() {
-    init_logs();
+    init_logs("net=warn");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let ids = [100u128, 9_000, 20_000, 40_000, 60_000];
@@ -226,56 +177,6 @@ async fn five_peers_form_a_ring_over_tls() {
 }
 
 // ---- refusals ----
-
-/// A client verifier that accepts any server: the rogue does not care who it talks to.
-#[derive(Debug)]
-struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-fn hello_bytes(id: u128, addr: SocketAddr) -> Vec<u8> {
-    // Hello v2: flags 0, no target (see crates/net/src/hello.rs).
-    let mut b = b"P2PH\x02\x00".to_vec();
-    b.extend_from_slice(&id.to_be_bytes());
-    b.extend_from_slice(&0u128.to_be_bytes());
-    b.extend_from_slice(&addr.port().to_be_bytes());
-    b.push(4);
-    match addr.ip() {
-        std::net::IpAddr::V4(ip) => b.extend_from_slice(&ip.octets()),
-        std::net::IpAddr::V6(_) => unreachable!(),
-    }
-    b
-}
 
 /// Connect to `to` presenting `chain_pem`/`key_pem`, say hello as `claim`, then send
 /// `extra`. Returns true if the peer closed the connection (or refused the handshake)
@@ -373,7 +274,7 @@ async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
-    init_logs();
+    init_logs("net=warn");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let ids = [1_000u128, 30_000];
@@ -501,7 +402,7 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
 /// those frames (calls then rang only on the caller's retry). Every frame must arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_dialling_each_other_at_once_lose_no_frame() {
-    init_logs();
+    init_logs("net=warn");
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     for pair in 0..12u128 {

@@ -357,9 +357,11 @@ fn a_copy_whose_sender_removed_its_own_record_is_dropped_and_reported() {
     let (from, to, mut p) = mid_copy(&net);
     // Forwarded without signing: the last record names the previous hop, not the sender.
     p.hops.pop();
-    if p.hops.is_empty() && from.id.0 == CSP {
-        return; // the CSP itself needs no record; nothing to strip
-    }
+    // The CSP itself needs no record: stripping nothing would check nothing.
+    assert!(
+        !(p.hops.is_empty() && from.id.0 == CSP),
+        "the chosen copy is the CSP's own, with no record to strip"
+    );
     expect_refused(net, from, to, p, Outcome::Modified);
 }
 

@@ -2,11 +2,14 @@
 //! the CLI, `p2psip enroll` writing a node directory, and `kill -9` losing no certificate.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{BIN, ok, run};
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+use std::process::{Child, Command, Stdio};
 
 struct Server {
     child: Child,
@@ -56,20 +59,6 @@ fn start(data: &Path) -> Server {
         url,
         _stdout: lines,
     }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

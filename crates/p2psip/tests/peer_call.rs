@@ -10,61 +10,18 @@
 //! non-zero exit status.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{Proc, id_of, ok, run, spawn};
+
 #[path = "../../sip/tests/support/sipp.rs"]
 mod sipp;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
-
-/// A child process killed on drop.
-struct Proc {
-    child: Child,
-    first_lines: Vec<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Spawn and read the first `lines` lines of stdout; the rest is drained by a thread.
-fn spawn(args: &[&str], lines: usize) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first_lines: Vec<String> = (0..lines).map(|_| out.next().unwrap().unwrap()).collect();
-    std::thread::spawn(move || {
-        for l in out.map_while(Result::ok) {
-            eprintln!("[child] {l}");
-        }
-    });
-    Proc { child, first_lines }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A free loopback port (bound, then released: the peer binds it again right away).
 fn free_port() -> u16 {
@@ -135,10 +92,6 @@ fn status(dir: &Path) -> Option<Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
-}
-
-fn id_of(v: &Value) -> Option<u128> {
-    v.get("id")?.as_str()?.parse().ok()
 }
 
 fn converged(peers: &[&PeerProc]) -> bool {

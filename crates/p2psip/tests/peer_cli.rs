@@ -4,57 +4,15 @@
 //! is refused.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::{Proc, id_of, ok, run, spawn};
+
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
-
-/// A child process killed on drop (unless it already exited).
-struct Proc {
-    child: Child,
-    first_lines: Vec<String>,
-    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str], lines: usize) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first_lines = (0..lines).map(|_| out.next().unwrap().unwrap()).collect();
-    Proc {
-        child,
-        first_lines,
-        _stdout: out,
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 const FAST: &[&str] = &[
     "--stabilize-ms",
@@ -108,10 +66,6 @@ fn status(p: &PeerProc) -> Option<Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
-}
-
-fn id_of(v: &Value) -> Option<u128> {
-    v.get("id")?.as_str()?.parse().ok()
 }
 
 fn converged(peers: &[&PeerProc]) -> bool {

@@ -4,50 +4,15 @@
 //! without `sipp`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../sip/tests/support/sipp.rs"]
+mod sipp_support;
+
+use sipp_support::{free_port, have_sipp, scenario};
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
-
-fn have_sipp() -> bool {
-    let ok = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        eprintln!(
-            "SKIPPED: sipp (Debian package sip-tester) is not installed; run ./scripts/test as root to install it"
-        );
-    }
-    ok
-}
-
-fn scenario(name: &str) -> String {
-    let p: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "sip",
-        "tests",
-        "sipp",
-        name,
-    ]
-    .iter()
-    .collect();
-    p.display().to_string()
-}
-
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// Kills the front-end process when the test ends, pass or fail.
 struct Guard(Child);

@@ -119,11 +119,8 @@ impl KindLog {
         }
         if msg.is_call_traffic() {
             self.call_messages.fetch_add(1, Ordering::Relaxed);
-            let mut buf = Vec::new();
-            if overlay::wire::encode_frame(msg, usize::MAX, &mut buf).is_ok() {
-                self.call_bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-            }
+            let len = overlay::wire::HEADER_LEN + overlay::wire::body_len(msg);
+            self.call_bytes.fetch_add(len as u64, Ordering::Relaxed);
             if self.trace_on.load(Ordering::Relaxed)
                 && let Ok(mut t) = self.trace.lock()
                 && t.len() < TRACE_CAP

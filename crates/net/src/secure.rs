@@ -590,10 +590,6 @@ impl SosLink {
     /// back-off while the SOS is unreachable; the outcome lands in the counters. This is
     /// what [`run_events`] does for every `SecureEvent::Report`.
     pub fn send_report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
-        self.report(me, subject, outcome);
-    }
-
-    fn report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
         if subject == me {
             return;
         }
@@ -719,7 +715,7 @@ pub async fn run_events<C: SecureCore>(
                     warn!(peer = %me, %subject, ?outcome, "negative evidence: {why} ({held} more since the last warning)");
                 }
                 if let Some(s) = &sos {
-                    s.report(me, subject, outcome);
+                    s.send_report(me, subject, outcome);
                 }
             }
             other => {

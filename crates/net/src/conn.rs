@@ -26,9 +26,9 @@ use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
-/// Largest write batch assembled from queued frames.
 /// Bytes a link's read buffer starts with and grows by.
 const READ_CHUNK: usize = 1024;
+/// Largest write batch assembled from queued frames.
 const WRITE_BATCH: usize = 64 * 1024;
 /// A link over its frame budget pauses once its debt reaches this (fewer, longer pauses
 /// than one timer per frame; the average rate is the same).

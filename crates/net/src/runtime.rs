@@ -609,38 +609,24 @@ impl<C: Core> Loop<C> {
         }
         self.sends += 1;
         let tick = self.sends;
+        // The sending link first, then a spare (which becomes the sending link); a closed
+        // one is dropped and the frame tries the next, then a new dial.
         if let Some(e) = self.conns.get_mut(&t.to.id) {
-            e.used = tick;
-            match e.tx.try_send(frame) {
-                Ok(()) => {
-                    Shared::inc(&self.stats.c.frames_out);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    Shared::inc(&self.stats.c.dropped_queue_full);
-                    debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full: dropped");
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(f)) => {
+            match offer(&self.stats, e, tick, &t, frame) {
+                Ok(()) => return,
+                Err(f) => {
                     self.conns.remove(&t.to.id);
                     frame = f;
                 }
             }
         }
         if let Some(mut spare) = self.spares.remove(&t.to.id) {
-            spare.used = tick;
-            match spare.tx.try_send(frame) {
+            match offer(&self.stats, &mut spare, tick, &t, frame) {
                 Ok(()) => {
-                    Shared::inc(&self.stats.c.frames_out);
                     self.conns.insert(t.to.id, spare);
                     return;
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    Shared::inc(&self.stats.c.dropped_queue_full);
-                    self.conns.insert(t.to.id, spare);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(f)) => frame = f,
+                Err(f) => frame = f,
             }
         }
         self.dial(t.to, frame);
@@ -849,6 +835,27 @@ impl<C: Core> Loop<C> {
         }
         info!(node = %self.me.contact.id, "stopped");
     }
+}
+
+/// Hand `frame` to link `e` (counted as sent, or dropped if its queue is full); `Err`
+/// gives the frame back when the link is closed.
+fn offer(
+    stats: &Shared,
+    e: &mut Entry,
+    tick: u64,
+    t: &Transmit,
+    frame: Vec<u8>,
+) -> Result<(), Vec<u8>> {
+    e.used = tick;
+    match e.tx.try_send(frame) {
+        Ok(()) => Shared::inc(&stats.c.frames_out),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            Shared::inc(&stats.c.dropped_queue_full);
+            debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full: dropped");
+        }
+        Err(mpsc::error::TrySendError::Closed(f)) => return Err(f),
+    }
+    Ok(())
 }
 
 /// Accept on the listener, or never (outbound-only mode has none).

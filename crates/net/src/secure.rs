@@ -119,11 +119,8 @@ impl KindLog {
         }
         if msg.is_call_traffic() {
             self.call_messages.fetch_add(1, Ordering::Relaxed);
-            let mut buf = Vec::new();
-            if overlay::wire::encode_frame(msg, usize::MAX, &mut buf).is_ok() {
-                self.call_bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-            }
+            let len = overlay::wire::HEADER_LEN + overlay::wire::body_len(msg);
+            self.call_bytes.fetch_add(len as u64, Ordering::Relaxed);
             if self.trace_on.load(Ordering::Relaxed)
                 && let Ok(mut t) = self.trace.lock()
                 && t.len() < TRACE_CAP
@@ -593,10 +590,6 @@ impl SosLink {
     /// back-off while the SOS is unreachable; the outcome lands in the counters. This is
     /// what [`run_events`] does for every `SecureEvent::Report`.
     pub fn send_report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
-        self.report(me, subject, outcome);
-    }
-
-    fn report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
         if subject == me {
             return;
         }
@@ -722,7 +715,7 @@ pub async fn run_events<C: SecureCore>(
                     warn!(peer = %me, %subject, ?outcome, "negative evidence: {why} ({held} more since the last warning)");
                 }
                 if let Some(s) = &sos {
-                    s.report(me, subject, outcome);
+                    s.send_report(me, subject, outcome);
                 }
             }
             other => {

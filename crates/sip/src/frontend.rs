@@ -689,34 +689,43 @@ impl FrontEnd {
         );
     }
 
+    /// A call from the overlay: forward its INVITE to the registered UA, or refuse it
+    /// (and tell the overlay the call is over, so nothing is kept for it).
     fn on_incoming(&mut self, now: Time, ocall: OverlayCall, invite: &[u8], ov: &mut dyn Overlay) {
         let Ok(SipMessage::Request(req)) = msg::parse_frame(invite) else {
+            self.ended.push(ocall);
             return;
         };
-        let answer = |code: u16, text: &str, ov: &mut dyn Overlay| {
+        if let Err((code, text)) = self.accept_incoming(now, ocall, &req) {
             if let Ok(r) = req.response(code, text, None) {
                 ov.send_in_dialog(now, ocall, r.to_bytes());
             }
-        };
+            self.ended.push(ocall);
+        }
+    }
+
+    /// Open the call toward the local UA, or say how to refuse it.
+    fn accept_incoming(
+        &mut self,
+        now: Time,
+        ocall: OverlayCall,
+        req: &SipRequest,
+    ) -> Result<(), (u16, &'static str)> {
         if req.validate().is_err() || *req.method() != SipMethod::Invite {
-            answer(400, "Bad Request", ov);
-            return;
+            return Err((400, "Bad Request"));
         }
         let call_id = req.call_id().unwrap_or_default();
         if self.calls.len() >= self.cfg.max_calls || self.tx.is_full() {
             self.stats.overloaded += 1;
-            answer(503, "Service Unavailable", ov);
-            return;
+            return Err((503, "Service Unavailable"));
         }
         if self.calls.contains_key(&call_id) {
-            answer(482, "Loop Detected", ov);
-            return;
+            return Err((482, "Loop Detected"));
         }
         let user = req.uri_user().or_else(|| req.to_user()).unwrap_or_default();
         let aor = normalize_aor(&user, &self.cfg.domain);
         let Some(b) = self.bindings.get(&aor).filter(|b| b.expires > now) else {
-            answer(480, "Temporarily Unavailable", ov);
-            return;
+            return Err((480, "Temporarily Unavailable"));
         };
         let ua = b.ua;
         let contact = b.contact.clone();
@@ -727,12 +736,10 @@ impl FrontEnd {
             || fwd.push_header_front("Record-Route", &rr).is_err()
             || fwd.push_via(&via).is_err()
         {
-            answer(500, "Server Internal Error", ov);
-            return;
+            return Err((500, "Server Internal Error"));
         }
         let Some(key) = self.tx.send_request(now, ua, fwd.clone()) else {
-            answer(500, "Server Internal Error", ov);
-            return;
+            return Err((500, "Server Internal Error"));
         };
         self.stats.calls_in += 1;
         self.client_of.insert(key.clone(), call_id.clone());
@@ -744,11 +751,12 @@ impl FrontEnd {
                 ua,
                 invite_server: None,
                 invite_client: Some((key, fwd)),
-                invite: req,
+                invite: req.clone(),
                 waiting: Vec::new(),
                 last: now,
             },
         );
+        Ok(())
     }
 
     /// A SIP message from the far end of a call.
@@ -972,6 +980,31 @@ mod tests {
         let later = now + Duration::from_secs(9);
         fe.handle_timeout(later, &mut ov);
         assert_eq!(codes(&mut fe), vec![408, 408]);
+    }
+
+    #[test]
+    fn refused_incoming_call_is_ended_in_the_overlay() {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let keys = Arc::new(Ed25519Registry::default());
+        let net = LoopbackNet::new(keys.clone(), 0);
+        let mut caller = net.join(NodeId(2));
+        let mut ov = net.join(NodeId(1));
+        let cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        let mut fe = FrontEnd::new(cfg, NodeId(1), Box::new(s), keys);
+        let now = Time::from_millis(1);
+        // Nobody is registered here (480), and garbage is no INVITE at all.
+        caller.send_call(now, NodeId(1), invite(1));
+        caller.send_call(now, NodeId(1), b"garbage".to_vec());
+        assert_eq!(net.tracked_call_ends(), 4);
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(now, ev, &mut ov);
+        }
+        assert_eq!(fe.calls(), 0);
+        assert_eq!(net.tracked_call_ends(), 0, "refused calls were not ended");
+        let refused = std::iter::from_fn(|| caller.poll_event())
+            .filter(|e| matches!(e, OverlayEvent::InDialog { .. }))
+            .count();
+        assert_eq!(refused, 1, "the INVITE got its 480");
     }
 
     fn register(n: u32, user: &str, auth: Option<&str>) -> Vec<u8> {

@@ -291,8 +291,24 @@ impl FrontEnd {
     }
 
     fn reply(&mut self, now: Time, key: &TxKey, req: &SipRequest, code: u16, reason: &str) {
+        self.reply_with(now, key, req, code, reason, &[]);
+    }
+
+    /// [`reply`](Self::reply) with extra headers (name, value) after the copied ones.
+    fn reply_with(
+        &mut self,
+        now: Time,
+        key: &TxKey,
+        req: &SipRequest,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, String)],
+    ) {
         let tag = self.token();
-        if let Ok(r) = req.response(code, reason, Some(&tag)) {
+        if let Ok(mut r) = req.response(code, reason, Some(&tag)) {
+            for (name, value) in headers {
+                let _ = r.push_header(name, value);
+            }
             self.tx.send_response(now, key, r);
         }
     }
@@ -350,13 +366,12 @@ impl FrontEnd {
             }
             Verdict::Challenge { stale } => {
                 self.stats.auth_challenged += 1;
-                let tag = self.token();
-                if let Ok(mut r) = req.response(401, "Unauthorized", Some(&tag)) {
-                    for c in auth.challenges(now, stale) {
-                        let _ = r.push_header("WWW-Authenticate", &c);
-                    }
-                    self.tx.send_response(now, key, r);
-                }
+                let challenges: Vec<_> = auth
+                    .challenges(now, stale)
+                    .into_iter()
+                    .map(|c| ("WWW-Authenticate", c))
+                    .collect();
+                self.reply_with(now, key, req, 401, "Unauthorized", &challenges);
                 false
             }
             Verdict::BadRequest(why) => {
@@ -384,14 +399,16 @@ impl FrontEnd {
         let contact = req.contact_uri();
         if contact.is_none() && !req.contact_is_star() {
             // A query: answer with the current binding.
-            let tag = self.token();
-            if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
-                if let Some(b) = self.bindings.get(&aor) {
+            let binding: Vec<_> = self
+                .bindings
+                .get(&aor)
+                .map(|b| {
                     let left = b.expires.saturating_since(now).as_secs();
-                    let _ = r.push_header("Contact", &format!("<{}>;expires={left}", b.contact));
-                }
-                self.tx.send_response(now, &key, r);
-            }
+                    ("Contact", format!("<{}>;expires={left}", b.contact))
+                })
+                .into_iter()
+                .collect();
+            self.reply_with(now, &key, &req, 200, "OK", &binding);
             return;
         }
         let expires_s = if req.contact_is_star() {
@@ -618,16 +635,14 @@ impl FrontEnd {
         match result {
             Ok(()) => {
                 self.stats.registered += 1;
-                let tag = self.token();
-                if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
-                    if let Some(c) = contact
-                        && expires_s > 0
-                    {
-                        let _ = r.push_header("Contact", &format!("<{c}>;expires={expires_s}"));
-                    }
-                    let _ = r.push_header("Expires", &expires_s.to_string());
-                    self.tx.send_response(now, &key, r);
+                let mut headers = Vec::with_capacity(2);
+                if let Some(c) = contact
+                    && expires_s > 0
+                {
+                    headers.push(("Contact", format!("<{c}>;expires={expires_s}")));
                 }
+                headers.push(("Expires", expires_s.to_string()));
+                self.reply_with(now, &key, &req, 200, "OK", &headers);
             }
             Err(why) => {
                 if let Some(user) = req.to_user() {

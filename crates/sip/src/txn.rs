@@ -4,9 +4,7 @@
 use crate::msg::{SipMessage, SipRequest, SipResponse};
 use overlay::Time;
 use sipx_sip::transaction::Dispatch;
-use sipx_sip::{
-    Message, Output, Reliability, Timer, Timers, TransactionKey, TransactionLayer, TuEvent,
-};
+use sipx_sip::{Output, Reliability, Timer, Timers, TransactionKey, TransactionLayer, TuEvent};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -146,10 +144,7 @@ impl Transactions {
             }
             Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs, Some(from)),
             Dispatch::Unmatched(m) => self.events.push_back(TxEvent::Unmatched {
-                msg: match *m {
-                    Message::Request(r) => SipMessage::Request(SipRequest(r)),
-                    Message::Response(r) => SipMessage::Response(SipResponse(r)),
-                },
+                msg: SipMessage::from_sipx(*m),
                 from,
             }),
         }

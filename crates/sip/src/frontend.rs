@@ -351,7 +351,7 @@ impl FrontEnd {
         };
         let method = req.method().to_string();
         let header = req.header("Authorization");
-        match auth.check(now, &method, &req.uri(), header.as_deref()) {
+        match auth.check(now, &method, header.as_deref()) {
             Verdict::Accept(user) => {
                 if *req.method() == SipMethod::Register {
                     let own = normalize_aor(&user, &self.cfg.domain);

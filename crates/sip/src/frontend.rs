@@ -1086,65 +1086,25 @@ mod tests {
         let answer = |user: &str, pw: &str, alg, method: &str, uri: &str| {
             authorization(alg, user, pw, "p2psip.test", &nonce, method, uri, "cn", 1)
         };
+        // REGISTER `n` of `aor_user`'s AoR answering as `user` (password `pw`, `alg`).
+        let reg = |n, aor_user, user, pw, alg| {
+            let h = answer(user, pw, alg, "REGISTER", "sip:p2psip.test");
+            register(n, aor_user, Some(&h))
+        };
         // Valid credentials (either algorithm): registered.
-        let h = answer(
-            "alice",
-            "wonderland",
-            Algorithm::Sha256,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(2, "alice", Some(&h)))[0].0,
-            200
-        );
-        let h = answer(
-            "bob",
-            "builder",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(3, "bob", Some(&h)))[0].0,
-            200
-        );
+        let r = reg(2, "alice", "alice", "wonderland", Algorithm::Sha256);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 200);
+        let r = reg(3, "bob", "bob", "builder", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 200);
         assert_eq!(fe.stats().registered, 2);
         // Wrong password and unknown user: challenged again.
-        let h = answer(
-            "alice",
-            "nope",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(4, "alice", Some(&h)))[0].0,
-            401
-        );
-        let h = answer(
-            "eve",
-            "wonderland",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(5, "eve", Some(&h)))[0].0,
-            401
-        );
+        let r = reg(4, "alice", "alice", "nope", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 401);
+        let r = reg(5, "eve", "eve", "wonderland", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 401);
         // alice registering bob's AoR: 403.
-        let h = answer(
-            "alice",
-            "wonderland",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(6, "bob", Some(&h)))[0].0,
-            403
-        );
+        let r = reg(6, "bob", "alice", "wonderland", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 403);
         assert_eq!(fe.stats().auth_forbidden, 1);
         assert_eq!(fe.stats().registered, 2);
         // INVITE from a local UA: 401 without credentials, 100 Trying with them.
@@ -1164,14 +1124,8 @@ mod tests {
         assert_eq!(pump(&mut fe, &mut ov, inv.as_bytes())[0].0, 100);
         // The same nonce much later: stale=true.
         let late = now + Duration::from_secs(600);
-        let h = answer(
-            "alice",
-            "wonderland",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        fe.handle_datagram(late, ua, &register(9, "alice", Some(&h)), &mut ov);
+        let r = reg(9, "alice", "alice", "wonderland", Algorithm::Md5);
+        fe.handle_datagram(late, ua, &r, &mut ov);
         let a = answers(&mut fe);
         assert_eq!(a[0].0, 401);
         assert!(a[0].1.iter().all(|c| c.contains("stale=true")), "{a:?}");

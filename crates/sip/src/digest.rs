@@ -461,9 +461,8 @@ impl DigestAuth {
             .collect()
     }
 
-    /// Judge a request's Authorization (`None` when it has none) for `method` to
-    /// Request-URI `req_uri`.
-    pub fn check(&self, now: Time, method: &str, req_uri: &str, auth: Option<&str>) -> Verdict {
+    /// Judge a request's Authorization (`None` when it has none) for `method`.
+    pub fn check(&self, now: Time, method: &str, auth: Option<&str>) -> Verdict {
         let Some(h) = auth else {
             return Verdict::Challenge { stale: false };
         };
@@ -499,8 +498,7 @@ impl DigestAuth {
         }
         // RFC 7616 §3.4.6 wants uri = Request-URI; SIPp and some phones put the
         // front-end's own address there instead, so any SIP URI is taken (the response
-        // still covers the uri as sent).
-        let _ = req_uri;
+        // still covers the uri as sent). So the Request-URI is not an input here.
         let lower = uri.to_ascii_lowercase();
         if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
             return Verdict::BadRequest("digest uri is not a SIP URI");
@@ -596,7 +594,7 @@ mod tests {
         let a = auth();
         let now = Time::from_millis((1000) * 1000);
         assert_eq!(
-            a.check(now, "REGISTER", URI, None),
+            a.check(now, "REGISTER", None),
             Verdict::Challenge { stale: false }
         );
         let ch = a.challenges(now, false);
@@ -606,34 +604,34 @@ mod tests {
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let h = answer(&a, now, alg, "alice", "wonderland");
             assert_eq!(
-                a.check(now, "REGISTER", URI, Some(&h)),
+                a.check(now, "REGISTER", Some(&h)),
                 Verdict::Accept("alice".into())
             );
             // Same answer for another method does not verify.
             assert_eq!(
-                a.check(now, "INVITE", URI, Some(&h)),
+                a.check(now, "INVITE", Some(&h)),
                 Verdict::Challenge { stale: false }
             );
             let wrong = answer(&a, now, alg, "alice", "wonderLand");
             assert_eq!(
-                a.check(now, "REGISTER", URI, Some(&wrong)),
+                a.check(now, "REGISTER", Some(&wrong)),
                 Verdict::Challenge { stale: false }
             );
             let unknown = answer(&a, now, alg, "mallory", "wonderland");
             assert_eq!(
-                a.check(now, "REGISTER", URI, Some(&unknown)),
+                a.check(now, "REGISTER", Some(&unknown)),
                 Verdict::Challenge { stale: false }
             );
         }
         // bob is given by MD5 HA1: MD5 works, SHA-256 cannot.
         let h = answer(&a, now, Algorithm::Md5, "bob", "builder");
         assert_eq!(
-            a.check(now, "REGISTER", URI, Some(&h)),
+            a.check(now, "REGISTER", Some(&h)),
             Verdict::Accept("bob".into())
         );
         let h = answer(&a, now, Algorithm::Sha256, "bob", "builder");
         assert_eq!(
-            a.check(now, "REGISTER", URI, Some(&h)),
+            a.check(now, "REGISTER", Some(&h)),
             Verdict::Challenge { stale: false }
         );
     }
@@ -645,7 +643,7 @@ mod tests {
         let h = answer(&a, t0, Algorithm::Sha256, "alice", "wonderland");
         let later = Time::from_millis((1000 + 301) * 1000);
         assert_eq!(
-            a.check(later, "REGISTER", URI, Some(&h)),
+            a.check(later, "REGISTER", Some(&h)),
             Verdict::Challenge { stale: true }
         );
         assert!(a.challenges(later, true)[0].contains("stale=true"));
@@ -657,7 +655,7 @@ mod tests {
         );
         let h = answer(&other, t0, Algorithm::Md5, "alice", "wonderland");
         assert_eq!(
-            a.check(t0, "REGISTER", URI, Some(&h)),
+            a.check(t0, "REGISTER", Some(&h)),
             Verdict::Challenge { stale: false }
         );
         // A nonce from the future is refused.
@@ -669,7 +667,7 @@ mod tests {
             "wonderland",
         );
         assert_eq!(
-            a.check(t0, "REGISTER", URI, Some(&h)),
+            a.check(t0, "REGISTER", Some(&h)),
             Verdict::Challenge { stale: false }
         );
     }
@@ -685,13 +683,13 @@ mod tests {
             "Digest username=\"alice\", realm=\"p2psip.test\"",
         ] {
             assert!(matches!(
-                a.check(now, "REGISTER", URI, Some(bad)),
+                a.check(now, "REGISTER", Some(bad)),
                 Verdict::BadRequest(_)
             ));
         }
         let long = format!("Digest username=\"{}\"", "a".repeat(MAX_AUTH_HEADER));
         assert!(matches!(
-            a.check(now, "REGISTER", URI, Some(&long)),
+            a.check(now, "REGISTER", Some(&long)),
             Verdict::BadRequest(_)
         ));
         let nonce = a.nonce(now);
@@ -707,7 +705,7 @@ mod tests {
             1,
         );
         assert!(matches!(
-            a.check(now, "REGISTER", URI, Some(&h)),
+            a.check(now, "REGISTER", Some(&h)),
             Verdict::BadRequest(_)
         ));
         // The front-end's address as digest uri (what SIPp sends) is accepted.
@@ -723,7 +721,7 @@ mod tests {
             1,
         );
         assert_eq!(
-            a.check(now, "REGISTER", URI, Some(&h)),
+            a.check(now, "REGISTER", Some(&h)),
             Verdict::Accept("alice".into())
         );
     }

@@ -291,8 +291,24 @@ impl FrontEnd {
     }
 
     fn reply(&mut self, now: Time, key: &TxKey, req: &SipRequest, code: u16, reason: &str) {
+        self.reply_with(now, key, req, code, reason, &[]);
+    }
+
+    /// [`reply`](Self::reply) with extra headers (name, value) after the copied ones.
+    fn reply_with(
+        &mut self,
+        now: Time,
+        key: &TxKey,
+        req: &SipRequest,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, String)],
+    ) {
         let tag = self.token();
-        if let Ok(r) = req.response(code, reason, Some(&tag)) {
+        if let Ok(mut r) = req.response(code, reason, Some(&tag)) {
+            for (name, value) in headers {
+                let _ = r.push_header(name, value);
+            }
             self.tx.send_response(now, key, r);
         }
     }
@@ -335,7 +351,7 @@ impl FrontEnd {
         };
         let method = req.method().to_string();
         let header = req.header("Authorization");
-        match auth.check(now, &method, &req.uri(), header.as_deref()) {
+        match auth.check(now, &method, header.as_deref()) {
             Verdict::Accept(user) => {
                 if *req.method() == SipMethod::Register {
                     let own = normalize_aor(&user, &self.cfg.domain);
@@ -350,13 +366,12 @@ impl FrontEnd {
             }
             Verdict::Challenge { stale } => {
                 self.stats.auth_challenged += 1;
-                let tag = self.token();
-                if let Ok(mut r) = req.response(401, "Unauthorized", Some(&tag)) {
-                    for c in auth.challenges(now, stale) {
-                        let _ = r.push_header("WWW-Authenticate", &c);
-                    }
-                    self.tx.send_response(now, key, r);
-                }
+                let challenges: Vec<_> = auth
+                    .challenges(now, stale)
+                    .into_iter()
+                    .map(|c| ("WWW-Authenticate", c))
+                    .collect();
+                self.reply_with(now, key, req, 401, "Unauthorized", &challenges);
                 false
             }
             Verdict::BadRequest(why) => {
@@ -384,14 +399,16 @@ impl FrontEnd {
         let contact = req.contact_uri();
         if contact.is_none() && !req.contact_is_star() {
             // A query: answer with the current binding.
-            let tag = self.token();
-            if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
-                if let Some(b) = self.bindings.get(&aor) {
+            let binding: Vec<_> = self
+                .bindings
+                .get(&aor)
+                .map(|b| {
                     let left = b.expires.saturating_since(now).as_secs();
-                    let _ = r.push_header("Contact", &format!("<{}>;expires={left}", b.contact));
-                }
-                self.tx.send_response(now, &key, r);
-            }
+                    ("Contact", format!("<{}>;expires={left}", b.contact))
+                })
+                .into_iter()
+                .collect();
+            self.reply_with(now, &key, &req, 200, "OK", &binding);
             return;
         }
         let expires_s = if req.contact_is_star() {
@@ -618,16 +635,14 @@ impl FrontEnd {
         match result {
             Ok(()) => {
                 self.stats.registered += 1;
-                let tag = self.token();
-                if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
-                    if let Some(c) = contact
-                        && expires_s > 0
-                    {
-                        let _ = r.push_header("Contact", &format!("<{c}>;expires={expires_s}"));
-                    }
-                    let _ = r.push_header("Expires", &expires_s.to_string());
-                    self.tx.send_response(now, &key, r);
+                let mut headers = Vec::with_capacity(2);
+                if let Some(c) = contact
+                    && expires_s > 0
+                {
+                    headers.push(("Contact", format!("<{c}>;expires={expires_s}")));
                 }
+                headers.push(("Expires", expires_s.to_string()));
+                self.reply_with(now, &key, &req, 200, "OK", &headers);
             }
             Err(why) => {
                 if let Some(user) = req.to_user() {
@@ -689,34 +704,43 @@ impl FrontEnd {
         );
     }
 
+    /// A call from the overlay: forward its INVITE to the registered UA, or refuse it
+    /// (and tell the overlay the call is over, so nothing is kept for it).
     fn on_incoming(&mut self, now: Time, ocall: OverlayCall, invite: &[u8], ov: &mut dyn Overlay) {
         let Ok(SipMessage::Request(req)) = msg::parse_frame(invite) else {
+            self.ended.push(ocall);
             return;
         };
-        let answer = |code: u16, text: &str, ov: &mut dyn Overlay| {
+        if let Err((code, text)) = self.accept_incoming(now, ocall, &req) {
             if let Ok(r) = req.response(code, text, None) {
                 ov.send_in_dialog(now, ocall, r.to_bytes());
             }
-        };
+            self.ended.push(ocall);
+        }
+    }
+
+    /// Open the call toward the local UA, or say how to refuse it.
+    fn accept_incoming(
+        &mut self,
+        now: Time,
+        ocall: OverlayCall,
+        req: &SipRequest,
+    ) -> Result<(), (u16, &'static str)> {
         if req.validate().is_err() || *req.method() != SipMethod::Invite {
-            answer(400, "Bad Request", ov);
-            return;
+            return Err((400, "Bad Request"));
         }
         let call_id = req.call_id().unwrap_or_default();
         if self.calls.len() >= self.cfg.max_calls || self.tx.is_full() {
             self.stats.overloaded += 1;
-            answer(503, "Service Unavailable", ov);
-            return;
+            return Err((503, "Service Unavailable"));
         }
         if self.calls.contains_key(&call_id) {
-            answer(482, "Loop Detected", ov);
-            return;
+            return Err((482, "Loop Detected"));
         }
         let user = req.uri_user().or_else(|| req.to_user()).unwrap_or_default();
         let aor = normalize_aor(&user, &self.cfg.domain);
         let Some(b) = self.bindings.get(&aor).filter(|b| b.expires > now) else {
-            answer(480, "Temporarily Unavailable", ov);
-            return;
+            return Err((480, "Temporarily Unavailable"));
         };
         let ua = b.ua;
         let contact = b.contact.clone();
@@ -727,12 +751,10 @@ impl FrontEnd {
             || fwd.push_header_front("Record-Route", &rr).is_err()
             || fwd.push_via(&via).is_err()
         {
-            answer(500, "Server Internal Error", ov);
-            return;
+            return Err((500, "Server Internal Error"));
         }
         let Some(key) = self.tx.send_request(now, ua, fwd.clone()) else {
-            answer(500, "Server Internal Error", ov);
-            return;
+            return Err((500, "Server Internal Error"));
         };
         self.stats.calls_in += 1;
         self.client_of.insert(key.clone(), call_id.clone());
@@ -744,11 +766,12 @@ impl FrontEnd {
                 ua,
                 invite_server: None,
                 invite_client: Some((key, fwd)),
-                invite: req,
+                invite: req.clone(),
                 waiting: Vec::new(),
                 last: now,
             },
         );
+        Ok(())
     }
 
     /// A SIP message from the far end of a call.
@@ -974,6 +997,31 @@ mod tests {
         assert_eq!(codes(&mut fe), vec![408, 408]);
     }
 
+    #[test]
+    fn refused_incoming_call_is_ended_in_the_overlay() {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let keys = Arc::new(Ed25519Registry::default());
+        let net = LoopbackNet::new(keys.clone(), 0);
+        let mut caller = net.join(NodeId(2));
+        let mut ov = net.join(NodeId(1));
+        let cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        let mut fe = FrontEnd::new(cfg, NodeId(1), Box::new(s), keys);
+        let now = Time::from_millis(1);
+        // Nobody is registered here (480), and garbage is no INVITE at all.
+        caller.send_call(now, NodeId(1), invite(1));
+        caller.send_call(now, NodeId(1), b"garbage".to_vec());
+        assert_eq!(net.tracked_call_ends(), 4);
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(now, ev, &mut ov);
+        }
+        assert_eq!(fe.calls(), 0);
+        assert_eq!(net.tracked_call_ends(), 0, "refused calls were not ended");
+        let refused = std::iter::from_fn(|| caller.poll_event())
+            .filter(|e| matches!(e, OverlayEvent::InDialog { .. }))
+            .count();
+        assert_eq!(refused, 1, "the INVITE got its 480");
+    }
+
     fn register(n: u32, user: &str, auth: Option<&str>) -> Vec<u8> {
         let auth = auth
             .map(|a| format!("Authorization: {a}\r\n"))
@@ -1038,65 +1086,25 @@ mod tests {
         let answer = |user: &str, pw: &str, alg, method: &str, uri: &str| {
             authorization(alg, user, pw, "p2psip.test", &nonce, method, uri, "cn", 1)
         };
+        // REGISTER `n` of `aor_user`'s AoR answering as `user` (password `pw`, `alg`).
+        let reg = |n, aor_user, user, pw, alg| {
+            let h = answer(user, pw, alg, "REGISTER", "sip:p2psip.test");
+            register(n, aor_user, Some(&h))
+        };
         // Valid credentials (either algorithm): registered.
-        let h = answer(
-            "alice",
-            "wonderland",
-            Algorithm::Sha256,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(2, "alice", Some(&h)))[0].0,
-            200
-        );
-        let h = answer(
-            "bob",
-            "builder",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(3, "bob", Some(&h)))[0].0,
-            200
-        );
+        let r = reg(2, "alice", "alice", "wonderland", Algorithm::Sha256);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 200);
+        let r = reg(3, "bob", "bob", "builder", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 200);
         assert_eq!(fe.stats().registered, 2);
         // Wrong password and unknown user: challenged again.
-        let h = answer(
-            "alice",
-            "nope",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(4, "alice", Some(&h)))[0].0,
-            401
-        );
-        let h = answer(
-            "eve",
-            "wonderland",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(5, "eve", Some(&h)))[0].0,
-            401
-        );
+        let r = reg(4, "alice", "alice", "nope", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 401);
+        let r = reg(5, "eve", "eve", "wonderland", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 401);
         // alice registering bob's AoR: 403.
-        let h = answer(
-            "alice",
-            "wonderland",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        assert_eq!(
-            pump(&mut fe, &mut ov, &register(6, "bob", Some(&h)))[0].0,
-            403
-        );
+        let r = reg(6, "bob", "alice", "wonderland", Algorithm::Md5);
+        assert_eq!(pump(&mut fe, &mut ov, &r)[0].0, 403);
         assert_eq!(fe.stats().auth_forbidden, 1);
         assert_eq!(fe.stats().registered, 2);
         // INVITE from a local UA: 401 without credentials, 100 Trying with them.
@@ -1116,14 +1124,8 @@ mod tests {
         assert_eq!(pump(&mut fe, &mut ov, inv.as_bytes())[0].0, 100);
         // The same nonce much later: stale=true.
         let late = now + Duration::from_secs(600);
-        let h = answer(
-            "alice",
-            "wonderland",
-            Algorithm::Md5,
-            "REGISTER",
-            "sip:p2psip.test",
-        );
-        fe.handle_datagram(late, ua, &register(9, "alice", Some(&h)), &mut ov);
+        let r = reg(9, "alice", "alice", "wonderland", Algorithm::Md5);
+        fe.handle_datagram(late, ua, &r, &mut ov);
         let a = answers(&mut fe);
         assert_eq!(a[0].0, 401);
         assert!(a[0].1.iter().all(|c| c.contains("stale=true")), "{a:?}");

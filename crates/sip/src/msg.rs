@@ -59,7 +59,7 @@ pub enum SipMessage {
 }
 
 impl SipMessage {
-    fn from_sipx(m: Message) -> Self {
+    pub(crate) fn from_sipx(m: Message) -> Self {
         match m {
             Message::Request(r) => SipMessage::Request(SipRequest(r)),
             Message::Response(r) => SipMessage::Response(SipResponse(r)),
@@ -153,6 +153,20 @@ fn cseq_of(h: &sipx_sip::Headers) -> Option<(u32, Method)> {
     }
 }
 
+fn to_tag_of(h: &sipx_sip::Headers) -> Option<String> {
+    match h.typed::<To>() {
+        Some(Ok(t)) => t.tag().map(|t| String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    }
+}
+
+fn contact_uri_of(h: &sipx_sip::Headers) -> Option<String> {
+    match h.typed::<Contact>() {
+        Some(Ok(c)) => Some(c.uri.to_string()),
+        _ => None,
+    }
+}
+
 impl SipRequest {
     /// The method.
     pub fn method(&self) -> &Method {
@@ -193,10 +207,7 @@ impl SipRequest {
 
     /// The To tag (present on in-dialog requests).
     pub fn to_tag(&self) -> Option<String> {
-        match self.0.headers.typed::<To>() {
-            Some(Ok(t)) => t.tag().map(|t| String::from_utf8_lossy(t).into_owned()),
-            _ => None,
-        }
+        to_tag_of(&self.0.headers)
     }
 
     /// The Call-ID.
@@ -220,10 +231,7 @@ impl SipRequest {
 
     /// The first Contact URI as text (`None` also for `Contact: *`).
     pub fn contact_uri(&self) -> Option<String> {
-        match self.0.headers.typed::<Contact>() {
-            Some(Ok(c)) => Some(c.uri.to_string()),
-            _ => None,
-        }
+        contact_uri_of(&self.0.headers)
     }
 
     /// Is this `Contact: *` (remove all bindings)?
@@ -379,18 +387,12 @@ impl SipResponse {
 
     /// The To tag.
     pub fn to_tag(&self) -> Option<String> {
-        match self.0.headers.typed::<To>() {
-            Some(Ok(t)) => t.tag().map(|t| String::from_utf8_lossy(t).into_owned()),
-            _ => None,
-        }
+        to_tag_of(&self.0.headers)
     }
 
     /// The first Contact URI as text.
     pub fn contact_uri(&self) -> Option<String> {
-        match self.0.headers.typed::<Contact>() {
-            Some(Ok(c)) => Some(c.uri.to_string()),
-            _ => None,
-        }
+        contact_uri_of(&self.0.headers)
     }
 
     /// The body (SDP).

@@ -4,9 +4,7 @@
 use crate::msg::{SipMessage, SipRequest, SipResponse};
 use overlay::Time;
 use sipx_sip::transaction::Dispatch;
-use sipx_sip::{
-    Message, Output, Reliability, Timer, Timers, TransactionKey, TransactionLayer, TuEvent,
-};
+use sipx_sip::{Output, Reliability, Timer, Timers, TransactionKey, TransactionLayer, TuEvent};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -146,17 +144,18 @@ impl Transactions {
             }
             Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs, Some(from)),
             Dispatch::Unmatched(m) => self.events.push_back(TxEvent::Unmatched {
-                msg: match *m {
-                    Message::Request(r) => SipMessage::Request(SipRequest(r)),
-                    Message::Response(r) => SipMessage::Response(SipResponse(r)),
-                },
+                msg: SipMessage::from_sipx(*m),
                 from,
             }),
         }
     }
 
-    /// Send a request to `to` in a new client transaction.
+    /// Send a request to `to` in a new client transaction; `None` (nothing sent) when the
+    /// table is full, so requests arriving from the overlay cannot grow it past `max`.
     pub fn send_request(&mut self, now: Time, to: Peer, req: SipRequest) -> Option<TxKey> {
+        if self.is_full() {
+            return None;
+        }
         let (key, outputs) = self.layer.send_request(req.0, to.transport.reliability())?;
         self.dest.insert(key.clone(), to);
         self.apply(now, &key, outputs, None);
@@ -273,5 +272,41 @@ impl Transactions {
     /// Next event for the user.
     pub fn poll_event(&mut self) -> Option<TxEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{RequestParts, SipMethod, build_request};
+
+    #[test]
+    fn client_transactions_stop_at_the_cap() {
+        let mut tx = Transactions::new(Timers::default(), 2);
+        let to = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5170".parse().unwrap(),
+        };
+        let req = |n: u32| {
+            let via = format!("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-t{n}");
+            build_request(RequestParts {
+                method: SipMethod::Bye,
+                uri: "sip:bob@127.0.0.1:5170",
+                via: &via,
+                from: "<sip:alice@p2psip.test>;tag=a",
+                to: "<sip:bob@p2psip.test>;tag=b",
+                call_id: "c@x",
+                cseq: n,
+                contact: None,
+                sdp: None,
+            })
+            .unwrap()
+        };
+        let now = Time::from_millis(1);
+        assert!(tx.send_request(now, to, req(1)).is_some());
+        assert!(tx.send_request(now, to, req(2)).is_some());
+        assert!(tx.send_request(now, to, req(3)).is_none());
+        assert_eq!(tx.len(), 2);
+        assert_eq!(std::iter::from_fn(|| tx.poll_transmit()).count(), 2);
     }
 }

@@ -352,7 +352,9 @@ struct Driver {
     agent: Agent,
     stream: usize,
     component: usize,
-    sockets: Vec<Arc<UdpSocket>>,
+    /// Each socket with its local address, read once at bind (every transmit picks its
+    /// socket by address).
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     inbound: mpsc::Receiver<Inbound>,
     readers: Vec<tokio::task::JoinHandle<()>>,
     base: std::time::Instant,
@@ -370,16 +372,15 @@ impl Drop for Driver {
 
 impl Driver {
     async fn new(opts: &IceOptions, ip: IpAddr, dropped: Arc<AtomicU64>) -> Result<Self, IceError> {
-        let host = Arc::new(UdpSocket::bind(SocketAddr::new(ip, 0)).await?);
-        let mut sockets = vec![host];
+        let mut sockets = vec![bind(ip).await?];
         if opts.turn.is_some() {
-            sockets.push(Arc::new(UdpSocket::bind(SocketAddr::new(ip, 0)).await?));
+            sockets.push(bind(ip).await?);
         }
         let (tx, inbound) = mpsc::channel(RECV_QUEUE);
         let readers = sockets
             .iter()
-            .map(|s| spawn_reader(s.clone(), tx.clone(), dropped.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(local, s)| spawn_reader(*local, s.clone(), tx.clone(), dropped.clone()))
+            .collect();
         let mut agent = Agent::builder()
             .controlling(opts.controlling)
             .trickle_ice(false)
@@ -409,11 +410,8 @@ impl Driver {
 
     /// Gather until complete or the gather timeout; returns the local description.
     async fn gather(&mut self, opts: &IceOptions) -> Result<IceDescription, IceError> {
-        let host_addr = self.sockets[0].local_addr()?;
-        let turn_local = match self.sockets.get(1) {
-            Some(s) => Some(s.local_addr()?),
-            None => None,
-        };
+        let host_addr = self.sockets[0].0;
+        let turn_local = self.sockets.get(1).map(|s| s.0);
         let mut local = IceDescription {
             ufrag: rice_proto::random_string(8),
             pwd: rice_proto::random_string(24),
@@ -620,11 +618,7 @@ impl Driver {
     }
 
     async fn transmit(&self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        let Some(sock) = self
-            .sockets
-            .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a == from))
-        else {
+        let Some((_, sock)) = self.sockets.iter().find(|(local, _)| *local == from) else {
             warn!(%from, %to, "ICE agent asked to send from an address we do not own");
             return;
         };
@@ -765,13 +759,19 @@ impl Driver {
     }
 }
 
+/// A UDP socket on `ip` (any port) and its local address.
+async fn bind(ip: IpAddr) -> std::io::Result<(SocketAddr, Arc<UdpSocket>)> {
+    let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+    Ok((sock.local_addr()?, Arc::new(sock)))
+}
+
 fn spawn_reader(
+    local: SocketAddr,
     sock: Arc<UdpSocket>,
     tx: mpsc::Sender<Inbound>,
     dropped: Arc<AtomicU64>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let local = sock.local_addr()?;
-    Ok(tokio::spawn(async move {
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
             match sock.recv_from(&mut buf).await {
@@ -791,7 +791,7 @@ fn spawn_reader(
                 }
             }
         }
-    }))
+    })
 }
 
 #[cfg(test)]

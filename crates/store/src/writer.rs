@@ -203,13 +203,14 @@ fn run(mut store: Store, rx: Receiver<Cmd>, cfg: WriterConfig, c: &Counters) -> 
             Err(_) => break,
         };
         let deadline = Instant::now() + cfg.max_batch_delay;
-        let mut flush_waiters = Vec::new();
+        // A flush ends the batch, so a batch has at most one waiter.
+        let mut flush_waiter = None;
         let mut next = Some(first);
         loop {
             match next.take() {
                 Some(Cmd::Op(op)) => batch.push(op),
                 Some(Cmd::Flush(w)) => {
-                    flush_waiters.push(w);
+                    flush_waiter = Some(w);
                     break; // commit now
                 }
                 None => {}
@@ -237,7 +238,7 @@ fn run(mut store: Store, rx: Receiver<Cmd>, cfg: WriterConfig, c: &Counters) -> 
             }
         }
         commit(&mut store, &mut batch, c, &mut failures);
-        if !flush_waiters.is_empty() {
+        if let Some(w) = flush_waiter {
             let f = &mut failures;
             let result = if f.count == 0 {
                 Ok(())
@@ -248,9 +249,7 @@ fn run(mut store: Store, rx: Receiver<Cmd>, cfg: WriterConfig, c: &Counters) -> 
                 })
             };
             f.count = 0;
-            for w in flush_waiters {
-                let _ = w.send(result.clone());
-            }
+            let _ = w.send(result);
         }
     }
     commit(&mut store, &mut batch, c, &mut failures);

@@ -601,7 +601,9 @@ pub(crate) async fn answer(
         let caller = caller.id;
         tokio::spawn(async move {
             let r = run_ice(&mut s, Some(remote), caller).await;
-            println!("ice {r} (call from {caller} Call-ID {call_id})");
+            say(format_args!(
+                "ice {r} (call from {caller} Call-ID {call_id})"
+            ));
             tokio::time::sleep(keep).await;
         });
     }

@@ -33,7 +33,8 @@ const ICE_LINGER: Duration = Duration::from_secs(5);
 /// In-dialog messages queued per outgoing call.
 const SINK: usize = 16;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Lock `m`; a poisoned lock still gives its data, so the peer keeps serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -685,11 +686,7 @@ pub(crate) async fn resolve_aor(
         .await
         .map_err(|e| e.to_string())?;
     reg.verify(verifier.as_ref()).map_err(|e| e.to_string())?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    if !reg.is_live(now_ms) || reg.record.aor != aor {
+    if !reg.is_live(super::db::unix_ms()) || reg.record.aor != aor {
         return Err(format!("the registration for {aor} has lapsed"));
     }
     Ok(reg.record.node)

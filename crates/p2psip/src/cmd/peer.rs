@@ -677,7 +677,20 @@ async fn on_event(
                         invite,
                     },
                 ),
-                None => calls::answer(h, shared, caller, call, invite).await,
+                None => {
+                    // Answering may gather ICE candidates for seconds: off the event loop,
+                    // so lookups and other calls' messages keep flowing (up to a bound).
+                    if shared.answering.fetch_add(1, Ordering::Relaxed) < calls::MAX_ANSWERING {
+                        let (h, shared) = (h.clone(), shared.clone());
+                        tokio::spawn(async move {
+                            calls::answer(&h, &shared, caller, call, invite).await;
+                            shared.answering.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    } else {
+                        shared.answering.fetch_sub(1, Ordering::Relaxed);
+                        calls::answer(h, shared, caller, call, invite).await;
+                    }
+                }
             }
         }
         SecureEvent::Dialog { caller, call, body } if caller == me => {

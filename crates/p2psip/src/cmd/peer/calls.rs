@@ -24,6 +24,9 @@ const DOMAIN: &str = "p2psip.invalid";
 pub(crate) const MAX_OUTGOING: usize = 256;
 /// Chord lookups through the control endpoint at once.
 pub(crate) const MAX_LOOKUPS: usize = 256;
+/// Incoming calls answered at once off the event loop (ICE gathering takes seconds);
+/// beyond this many the event loop answers inline, which slows the intake instead.
+pub(crate) const MAX_ANSWERING: usize = 64;
 /// Answered calls remembered (for their ACK and BYE).
 const MAX_ANSWERED: usize = 4096;
 /// Finished calls kept for `/status`.
@@ -71,6 +74,8 @@ pub(crate) struct Shared {
     sinks: Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>,
     answered: Mutex<AnsweredCalls>,
     history: Mutex<VecDeque<HistoryEntry>>,
+    /// Incoming calls being answered off the event loop.
+    pub answering: std::sync::atomic::AtomicUsize,
     /// Calls answered here.
     pub answered_total: std::sync::atomic::AtomicU64,
     /// Calls placed here that completed (200 OK to INVITE and to BYE).

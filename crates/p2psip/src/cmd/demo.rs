@@ -158,7 +158,7 @@ fn nofile_limit() -> u64 {
 }
 
 /// Resident set size of this process, bytes.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -453,10 +453,8 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
         ids,
         rings,
         log,
-        apps: Vec::new(),
+        apps,
     };
-    let mut cluster = cluster;
-    cluster.apps = apps;
     join_rings(&cluster, &l, quiet).await?;
     Ok(cluster)
 }
@@ -474,10 +472,7 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
             .unwrap_or(ring[0]);
         let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
-        for i in (1..order.len()).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
+        demo_churn::shuffle(&mut rng, &mut order);
         let handles: Vec<Handle<Instrumented>> = c.handles.clone();
         let pb = pb.clone();
         set.spawn(async move {
@@ -896,7 +891,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     // Random calls between ordinary, honest peers.
     let ordinary: Vec<NodeId> = members
         .iter()
-        .filter(|m| m.role == enroll::Role::Peer && m.id.0 != 1617)
+        .filter(|m| honest_peer(m))
         .map(|m| m.id)
         .collect();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xCA11);
@@ -907,11 +902,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let mut set = JoinSet::new();
     let tc = Instant::now();
     for k in 0..args.calls {
-        let caller = ordinary[rng.random_range(0..ordinary.len())];
-        let mut callee = ordinary[rng.random_range(0..ordinary.len())];
-        while callee == caller {
-            callee = ordinary[rng.random_range(0..ordinary.len())];
-        }
+        let (caller, callee) = demo_churn::pick_pair(&mut rng, &ordinary);
         let Some(h) = secure.handle(caller.0).cloned() else {
             continue;
         };
@@ -1222,6 +1213,22 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
 
 /// `--kill-fraction`: the churn run over the secure overlay (ordinary honest peers call each
 /// other; the ones not serving a SIP front-end may be killed).
+/// An ordinary peer other than the malicious 1617: who places and takes the random calls.
+fn honest_peer(m: &Enrolled) -> bool {
+    m.role == enroll::Role::Peer && m.id.0 != 1617
+}
+
+/// Who calls in the churn and soak runs ([`honest_peer`]) and who may be killed (those,
+/// less the peers that serve SIP front-ends).
+fn churn_parties(secure: &Cluster, members: &[Enrolled]) -> (Vec<bool>, Vec<bool>) {
+    let callers: Vec<bool> = members.iter().map(honest_peer).collect();
+    let mut killable = callers.clone();
+    for (i, _) in &secure.apps {
+        killable[*i] = false;
+    }
+    (callers, killable)
+}
+
 async fn run_churn(
     secure: &Cluster,
     members: &[Enrolled],
@@ -1230,14 +1237,7 @@ async fn run_churn(
     if !(0.0..1.0).contains(&args.kill_fraction) {
         bail!("--kill-fraction must be in [0, 1)");
     }
-    let callers: Vec<bool> = members
-        .iter()
-        .map(|m| m.role == enroll::Role::Peer && m.id.0 != 1617)
-        .collect();
-    let mut killable = callers.clone();
-    for (i, _) in &secure.apps {
-        killable[*i] = false;
-    }
+    let (callers, killable) = churn_parties(secure, members);
     let plan = demo_churn::ChurnPlan {
         fraction: args.kill_fraction,
         before: Duration::from_secs(args.churn_before_s),
@@ -1256,14 +1256,7 @@ async fn run_soak(
     members: &[Enrolled],
     args: &Args,
 ) -> anyhow::Result<demo_soak::SoakReport> {
-    let callers: Vec<bool> = members
-        .iter()
-        .map(|m| m.role == enroll::Role::Peer && m.id.0 != 1617)
-        .collect();
-    let mut killable = callers.clone();
-    for (i, _) in &secure.apps {
-        killable[*i] = false;
-    }
+    let (callers, killable) = churn_parties(secure, members);
     let plan = demo_soak::SoakPlan {
         duration: Duration::from_secs_f64(args.soak_minutes * 60.0),
         interval: Duration::from_secs(args.soak_interval_s.max(1)),

@@ -101,14 +101,9 @@ pub(crate) async fn run(
     plan: &ChurnPlan,
 ) -> anyhow::Result<ChurnReport> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0xD1E);
-    let pool: Vec<usize> = (0..ids.len()).filter(|i| killable[*i]).collect();
-    let n_kill = ((pool.len() as f64) * plan.fraction).round() as usize;
-    let mut victims = pool.clone();
-    for i in (1..victims.len()).rev() {
-        let j = rng.random_range(0..=i);
-        victims.swap(i, j);
-    }
-    victims.truncate(n_kill);
+    let victims = pick_victims(&mut rng, killable, |n| {
+        ((n as f64) * plan.fraction).round() as usize
+    });
     let mut dead = vec![false; ids.len()];
     for v in &victims {
         dead[*v] = true;
@@ -149,11 +144,7 @@ pub(crate) async fn run(
             p = slots.clone().acquire_owned() => p?,
             () = tokio::time::sleep(Duration::from_millis(50)) => continue,
         };
-        let a = parties[rng.random_range(0..parties.len())];
-        let mut b = parties[rng.random_range(0..parties.len())];
-        while b == a {
-            b = parties[rng.random_range(0..parties.len())];
-        }
+        let (a, b) = pick_pair(&mut rng, parties);
         // A call that started before the kill to a victim is not a call to a live callee.
         if !killed && dead[b] {
             drop(permit);
@@ -185,6 +176,41 @@ pub(crate) async fn run(
         calls.push(r?);
     }
     Ok(summarise(&calls, &victims, ids, plan))
+}
+
+/// The peers to kill, in kill order: a seeded shuffle of the `killable` ones, cut to
+/// `count(how many are killable)`.
+pub(crate) fn pick_victims(
+    rng: &mut Xoshiro256PlusPlus,
+    killable: &[bool],
+    count: impl FnOnce(usize) -> usize,
+) -> Vec<usize> {
+    let mut victims: Vec<usize> = (0..killable.len()).filter(|i| killable[*i]).collect();
+    let n = count(victims.len());
+    shuffle(rng, &mut victims);
+    victims.truncate(n);
+    victims
+}
+
+/// Fisher–Yates shuffle driven by the run's seeded RNG.
+pub(crate) fn shuffle<T>(rng: &mut Xoshiro256PlusPlus, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+}
+
+/// Two different peers of `parties` (at least two distinct), caller first.
+pub(crate) fn pick_pair<T: Copy + PartialEq>(
+    rng: &mut Xoshiro256PlusPlus,
+    parties: &[T],
+) -> (T, T) {
+    let a = parties[rng.random_range(0..parties.len())];
+    let mut b = parties[rng.random_range(0..parties.len())];
+    while b == a {
+        b = parties[rng.random_range(0..parties.len())];
+    }
+    (a, b)
 }
 
 fn summarise(

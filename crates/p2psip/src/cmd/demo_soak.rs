@@ -10,10 +10,11 @@
 //! descriptors over time and gives the slope per minute.
 
 use crate::cmd::call::invite;
+use crate::cmd::demo_churn::{pick_pair, pick_victims};
 use net::{CallOutcome, Handle, Instrumented};
 use overlay::NodeId;
+use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,15 +62,7 @@ pub(crate) struct SoakReport {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::cmd::demo::rss_bytes() / 1024
 }
 
 fn fds() -> u64 {
@@ -100,13 +93,9 @@ pub(crate) async fn run(
     plan: &SoakPlan,
 ) -> anyhow::Result<SoakReport> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0x50A4);
-    let mut victims: Vec<usize> = (0..ids.len()).filter(|i| killable[*i]).collect();
-    let max_kill = ((victims.len() as f64) * plan.max_kill_fraction).floor() as usize;
-    for i in (1..victims.len()).rev() {
-        let j = rng.random_range(0..=i);
-        victims.swap(i, j);
-    }
-    victims.truncate(max_kill);
+    let victims = pick_victims(&mut rng, killable, |n| {
+        ((n as f64) * plan.max_kill_fraction).floor() as usize
+    });
     let mut dead = vec![false; ids.len()];
     let mut csv = match &plan.csv {
         Some(p) => {
@@ -175,11 +164,7 @@ pub(crate) async fn run(
         if parties.len() < 2 {
             anyhow::bail!("fewer than two peers left");
         }
-        let a = parties[rng.random_range(0..parties.len())];
-        let mut b = parties[rng.random_range(0..parties.len())];
-        while b == a {
-            b = parties[rng.random_range(0..parties.len())];
-        }
+        let (a, b) = pick_pair(&mut rng, &parties);
         let h = handles[a].clone();
         let (caller, callee) = (ids[a], ids[b]);
         k += 1;

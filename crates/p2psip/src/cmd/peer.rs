@@ -512,9 +512,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
                 &domain,
                 &a.sip_digest,
             )?;
-            let unix_offset_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as u64;
+            let unix_offset_ms = db::unix_ms();
             let fe = sip::driver::start(
                 listen,
                 sip::driver::DriverLimits::default(),
@@ -650,11 +648,7 @@ async fn on_event(
         SecureEvent::Chord(
             ev @ (Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. }),
         ) => {
-            let waiter = shared
-                .lookups
-                .lock()
-                .ok()
-                .and_then(|mut l| l.remove(&lookup));
+            let waiter = calls::lock(&shared.lookups).remove(&lookup);
             if let Some(w) = waiter {
                 let _ = w.send(ev);
             }
@@ -683,7 +677,20 @@ async fn on_event(
                         invite,
                     },
                 ),
-                None => calls::answer(h, shared, caller, call, invite).await,
+                None => {
+                    // Answering may gather ICE candidates for seconds: off the event loop,
+                    // so lookups and other calls' messages keep flowing (up to a bound).
+                    if shared.answering.fetch_add(1, Ordering::Relaxed) < calls::MAX_ANSWERING {
+                        let (h, shared) = (h.clone(), shared.clone());
+                        tokio::spawn(async move {
+                            calls::answer(&h, &shared, caller, call, invite).await;
+                            shared.answering.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    } else {
+                        shared.answering.fetch_sub(1, Ordering::Relaxed);
+                        calls::answer(h, shared, caller, call, invite).await;
+                    }
+                }
             }
         }
         SecureEvent::Dialog { caller, call, body } if caller == me => {

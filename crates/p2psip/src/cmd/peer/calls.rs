@@ -24,6 +24,9 @@ const DOMAIN: &str = "p2psip.invalid";
 pub(crate) const MAX_OUTGOING: usize = 256;
 /// Chord lookups through the control endpoint at once.
 pub(crate) const MAX_LOOKUPS: usize = 256;
+/// Incoming calls answered at once off the event loop (ICE gathering takes seconds);
+/// beyond this many the event loop answers inline, which slows the intake instead.
+pub(crate) const MAX_ANSWERING: usize = 64;
 /// Answered calls remembered (for their ACK and BYE).
 const MAX_ANSWERED: usize = 4096;
 /// Finished calls kept for `/status`.
@@ -33,7 +36,8 @@ const ICE_LINGER: Duration = Duration::from_secs(5);
 /// In-dialog messages queued per outgoing call.
 const SINK: usize = 16;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Lock `m`; a poisoned lock still gives its data, so the peer keeps serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -70,6 +74,8 @@ pub(crate) struct Shared {
     sinks: Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>,
     answered: Mutex<AnsweredCalls>,
     history: Mutex<VecDeque<HistoryEntry>>,
+    /// Incoming calls being answered off the event loop.
+    pub answering: std::sync::atomic::AtomicUsize,
     /// Calls answered here.
     pub answered_total: std::sync::atomic::AtomicU64,
     /// Calls placed here that completed (200 OK to INVITE and to BYE).
@@ -601,7 +607,9 @@ pub(crate) async fn answer(
         let caller = caller.id;
         tokio::spawn(async move {
             let r = run_ice(&mut s, Some(remote), caller).await;
-            println!("ice {r} (call from {caller} Call-ID {call_id})");
+            say(format_args!(
+                "ice {r} (call from {caller} Call-ID {call_id})"
+            ));
             tokio::time::sleep(keep).await;
         });
     }
@@ -683,11 +691,7 @@ pub(crate) async fn resolve_aor(
         .await
         .map_err(|e| e.to_string())?;
     reg.verify(verifier.as_ref()).map_err(|e| e.to_string())?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    if !reg.is_live(now_ms) || reg.record.aor != aor {
+    if !reg.is_live(super::db::unix_ms()) || reg.record.aor != aor {
         return Err(format!("the registration for {aor} has lapsed"));
     }
     Ok(reg.record.node)

@@ -114,7 +114,7 @@ async fn lookup(State(c): State<Ctl>, UrlPath(key): UrlPath<String>) -> Response
     let Ok(key) = c.space.id(v) else {
         return err(StatusCode::BAD_REQUEST, "key outside the ID space");
     };
-    if c.shared.lookups.lock().map(|l| l.len()).unwrap_or(0) >= calls::MAX_LOOKUPS {
+    if calls::lock(&c.shared.lookups).len() >= calls::MAX_LOOKUPS {
         return err(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many lookups in flight",
@@ -126,9 +126,7 @@ async fn lookup(State(c): State<Ctl>, UrlPath(key): UrlPath<String>) -> Response
     let started =
         c.h.call(move |n, now| {
             let id = n.chord_mut().lookup(now, key);
-            if let Ok(mut l) = shared.lookups.lock() {
-                l.insert(id, tx);
-            }
+            calls::lock(&shared.lookups).insert(id, tx);
             id
         })
         .await;
@@ -136,9 +134,7 @@ async fn lookup(State(c): State<Ctl>, UrlPath(key): UrlPath<String>) -> Response
         return err(StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping");
     };
     let ev = tokio::time::timeout(c.lookup_wait, rx).await;
-    if let Ok(mut l) = c.shared.lookups.lock() {
-        l.remove(&id);
-    }
+    calls::lock(&c.shared.lookups).remove(&id);
     match ev {
         Ok(Ok(Event::LookupDone {
             key,

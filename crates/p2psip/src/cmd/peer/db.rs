@@ -18,7 +18,8 @@ fn lock(db: &Db) -> MutexGuard<'_, Option<store::PeerStore>> {
     db.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn unix_ms() -> u64 {
+/// Wall-clock time, ms since the Unix epoch (0 before it).
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -23,6 +23,18 @@ impl Drop for Guard {
     }
 }
 
+/// Spawn `cmd` with stdout piped and return it with its first stdout line. The rest of
+/// stdout is drained by a thread for as long as the process lives: a pipe the test stopped
+/// reading must not be what ends the server (it once did, under CI load).
+fn first_line(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, first)
+}
+
 /// Run a SIPp scenario against `target`; true when SIPp exits 0 (scenario passed).
 fn sipp(transport: &str, target: &str, sf: &str, aor: &str, user: &str, pw: &str) -> bool {
     let out = Command::new("timeout")
@@ -55,24 +67,21 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
     let stderr = dir.path().join("stderr");
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args([
-            "sip-frontends",
-            "--sip-listen",
-            &target,
-            "--sip-credentials",
-        ])
-        .arg(&creds)
-        // SIPp 3.6 reads only the first challenge and knows only MD5.
-        .args(["--sip-digest", "MD5,SHA-256"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Guard(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
+    let child = first_line(
+        Command::new(BIN)
+            .args([
+                "sip-frontends",
+                "--sip-listen",
+                &target,
+                "--sip-credentials",
+            ])
+            .arg(&creds)
+            // SIPp 3.6 reads only the first challenge and knows only MD5.
+            .args(["--sip-digest", "MD5,SHA-256"])
+            .stderr(std::fs::File::create(&stderr).unwrap()),
+    );
+    let _guard = Guard(child.0);
+    let first = child.1;
     assert!(first.starts_with("frontend "), "{first}");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(
@@ -124,16 +133,12 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
 fn without_credentials_the_front_end_says_it_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("stderr");
-    let mut child = Command::new(BIN)
-        .args(["sip-frontends", "--sip-listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let (child, first) = first_line(
+        Command::new(BIN)
+            .args(["sip-frontends", "--sip-listen", "127.0.0.1:0"])
+            .stderr(std::fs::File::create(&stderr).unwrap()),
+    );
     let _guard = Guard(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
     assert!(first.starts_with("frontend "), "{first}");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(

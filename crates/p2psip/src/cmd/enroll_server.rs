@@ -6,7 +6,6 @@ use enroll::api::BootstrapPeer;
 use enroll::ratelimit::RateLimitConfig;
 use enroll::{DataDir, EnrollServer, IdScheme, Layer, LayerRule, Role, ServerConfig};
 use overlay::NodeId;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -336,12 +335,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
         );
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{addr}")?;
-            writeln!(out, "ca-fingerprint {fingerprint}")?;
-            out.flush()?;
-        }
+        super::say(format_args!(
+            "listening on http://{addr}\nca-fingerprint {fingerprint}"
+        ));
         server
             .serve(listener, async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -10,6 +10,7 @@ mod control;
 mod db;
 pub(crate) mod directory;
 
+use super::say;
 use anyhow::{Context, bail};
 use net::{
     Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
@@ -17,7 +18,6 @@ use net::{
 };
 use overlay::secure::{Routing, SecureConfig, SecureEvent, SecureNode};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -534,21 +534,18 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     std::fs::write(&control_file, format!("{control_addr}\n"))
         .with_context(|| format!("writing {}", control_file.display()))?;
     {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening {me_id} {}", h.local_addr())?;
-        writeln!(out, "control http://{control_addr}")?;
-        writeln!(
-            out,
-            "secure {} layer {} members {} sos {}",
+        let mut banner = format!(
+            "listening {me_id} {}\ncontrol http://{control_addr}\nsecure {} layer {} members {} sos {}",
+            h.local_addr(),
             role.as_str(),
             layer.0,
             members.load(Ordering::Relaxed),
             sos_url.as_deref().unwrap_or("none")
-        )?;
+        );
         if let Some(fe) = &fe {
-            writeln!(out, "sip udp+tcp {} domain {}", fe.local, a.sip_domain)?;
+            banner += &format!("\nsip udp+tcp {} domain {}", fe.local, a.sip_domain);
         }
-        out.flush()?;
+        say(format_args!("{banner}"));
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -7,7 +7,6 @@ use overlay::NodeId;
 use overlay::secure::{Ed25519Registry, Ed25519Signer};
 use sip::driver::{self, DriverLimits};
 use sip::{FrontEnd, FrontEndConfig, LoopbackNet};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -69,7 +68,6 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             .unwrap_or(0);
         let net = LoopbackNet::new(keys.clone(), unix_ms);
         let mut tasks = Vec::new();
-        let mut out = std::io::stdout().lock();
         for (i, (listen, s)) in a.sip_listen.iter().zip(signers).enumerate() {
             let id = NodeId(i as u128 + 1);
             let k = keys.clone();
@@ -91,12 +89,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("binding SIP front-end on {listen}"))?;
-            writeln!(out, "frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain)?;
+            super::say(format_args!("frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain));
             tasks.push(t);
         }
-        writeln!(out, "overlay: in-process (no TLS, no secure routing); Ctrl-C or SIGTERM stops")?;
-        out.flush()?;
-        drop(out);
+        super::say(format_args!(
+            "overlay: in-process (no TLS, no secure routing); Ctrl-C or SIGTERM stops"
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

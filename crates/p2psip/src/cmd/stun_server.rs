@@ -2,7 +2,6 @@
 
 use anyhow::{Context, bail};
 use nat::{CredentialStore, Credentials, Limits, ServerConfig, StunServer};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -94,10 +93,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let server = StunServer::bind(config).await?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "stun-server listening udp {}", server.local_addr())?;
-        out.flush()?;
-        drop(out);
+        super::say(format_args!(
+            "stun-server listening udp {}",
+            server.local_addr()
+        ));
         let stats = server
             .run(async {
                 let _ = tokio::signal::ctrl_c().await;

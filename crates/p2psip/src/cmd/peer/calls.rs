@@ -6,6 +6,7 @@
 //! ([`overlay::secure::SecureNode::send_dialog`]). The callee answers every call at once
 //! (an automatic user agent); a peer with a SIP front-end hands calls to its phones instead.
 
+use crate::cmd::say;
 use net::Handle;
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{Contact, NodeId};
@@ -177,15 +178,6 @@ fn first_line(b: &[u8]) -> String {
         .unwrap_or(b.len())
         .min(120);
     String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-/// One line on stdout for the operator; a closed or full stdout never stops the peer
-/// (`println!` would panic on a closed pipe).
-fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 fn ms(d: Duration) -> f64 {

@@ -163,6 +163,17 @@ impl KindLog {
         self.rankings.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Messages received by every peer together, per kind.
+    pub fn totals_by_kind(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut totals = std::collections::BTreeMap::new();
+        if let Ok(g) = self.kinds.lock() {
+            for ((_, kind), n) in g.iter() {
+                *totals.entry(*kind).or_default() += *n;
+            }
+        }
+        totals
+    }
+
     /// How many `kind` messages `peer` received.
     pub fn count(&self, peer: NodeId, kind: &str) -> u64 {
         self.kinds

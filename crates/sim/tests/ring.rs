@@ -7,6 +7,10 @@ use sim::{Churn, Init, LatencyModel, LookupRun, SessionModel, World, WorldConfig
 use std::time::Duration;
 
 fn world(bits: u32, seed: u64) -> World {
+    World::new(world_config(bits, seed))
+}
+
+fn world_config(bits: u32, seed: u64) -> WorldConfig {
     let mut cfg = WorldConfig::new(IdSpace::new(bits).unwrap(), seed);
     cfg.latency = LatencyModel::Uniform {
         min: Duration::from_millis(5),
@@ -16,6 +20,14 @@ fn world(bits: u32, seed: u64) -> World {
     cfg.chord.fix_fingers_every = Duration::from_millis(250);
     cfg.chord.check_predecessor_every = Duration::from_secs(1);
     cfg.chord.ring_check_every = Duration::from_secs(5);
+    cfg
+}
+
+/// The same world, with stabilize and finger refresh backing off to 4 s while quiet.
+fn backoff_world(bits: u32, seed: u64) -> World {
+    let mut cfg = world_config(bits, seed);
+    cfg.chord.stabilize_max = Some(Duration::from_secs(4));
+    cfg.chord.fix_fingers_max = Some(Duration::from_secs(4));
     World::new(cfg)
 }
 
@@ -76,8 +88,9 @@ proptest! {
     fn ring_heals_after_any_membership_changes(
         seed in any::<u64>(),
         ops in prop::collection::vec(op(), 1..40),
+        backoff in any::<bool>(),
     ) {
-        let mut w = world(16, seed);
+        let mut w = if backoff { backoff_world(16, seed) } else { world(16, seed) };
         for _ in 0..6 {
             let id = w.fresh_id();
             let g = w.random_geo();
@@ -227,4 +240,48 @@ fn churn_with_successor_lists_keeps_lookups_succeeding() {
     let r = run_lookups(&run, &mut |_| {}).unwrap();
     assert!(r.departures > 100, "{r:?}");
     assert!(r.success_rate >= 0.99, "{r:?}");
+}
+
+/// Messages the world carries per second over `secs` of quiet.
+fn quiet_rate(w: &mut World, secs: u64) -> f64 {
+    let m0 = w.messages;
+    settle(w, secs);
+    (w.messages - m0) as f64 / secs as f64
+}
+
+#[test]
+fn quiet_ring_backs_off_its_maintenance_and_heals_at_full_pace() {
+    let grow = |mut w: World| {
+        for _ in 0..64 {
+            let id = w.fresh_id();
+            let g = w.random_geo();
+            w.add_peer(id, g);
+            let t = w.now() + Duration::from_millis(100);
+            w.run_until(t, &mut |_| {});
+        }
+        settle(&mut w, 60);
+        assert_eq!(w.ring_is_consistent(), Ok(()));
+        w
+    };
+    let mut plain = grow(world(32, 21));
+    let mut adaptive = grow(backoff_world(32, 21));
+    let (plain_rate, adaptive_rate) = (quiet_rate(&mut plain, 30), quiet_rate(&mut adaptive, 30));
+    // Base 500 ms / 250 ms, quiet maximum 4 s: at least four times fewer messages.
+    assert!(
+        adaptive_rate * 4.0 < plain_rate,
+        "quiet ring: {adaptive_rate:.0} msg/s with back-off vs {plain_rate:.0} without"
+    );
+    // Crash three peers: their neighbours notice within one backed-off interval plus the RPC
+    // timeout and the ring is whole again well within 15 s.
+    let live: Vec<NodeId> = adaptive.live_ids().collect();
+    for i in [5, 20, 40] {
+        adaptive.remove_peer(live[i], false);
+    }
+    settle(&mut adaptive, 15);
+    assert_eq!(adaptive.ring_is_consistent(), Ok(()));
+    let space = adaptive.space();
+    let keys: Vec<NodeId> = (0..32u128)
+        .map(|k| space.wrap(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .collect();
+    assert_eq!(lookups_reach_owners(&mut adaptive, &keys), Ok(()));
 }

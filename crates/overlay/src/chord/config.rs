@@ -14,6 +14,16 @@ pub struct ChordConfig {
     pub stabilize_every: Duration,
     /// How often one finger is refreshed.
     pub fix_fingers_every: Duration,
+    /// Longest stabilize interval while the ring around a peer is quiet. Each stabilize
+    /// round that finds the successor list unchanged doubles the interval, up to this; any
+    /// change near the peer (a new successor or predecessor, a failed or leaving neighbour)
+    /// drops it back to `stabilize_every` at once. `None` (the default): no back-off, classic
+    /// Chord.
+    pub stabilize_max: Option<Duration>,
+    /// Longest finger-refresh interval while the fingers are quiet: each refresh that finds
+    /// its finger unchanged doubles `fix_fingers_every`, up to this; a changed or failed
+    /// finger (or any change near the peer) drops it back. `None` (the default): no back-off.
+    pub fix_fingers_max: Option<Duration>,
     /// How often the predecessor is probed.
     pub check_predecessor_every: Duration,
     /// How often a peer asks the ring, through a bootstrap peer, who its successor is
@@ -51,6 +61,8 @@ impl ChordConfig {
             successors: 8,
             stabilize_every: Duration::from_secs(2),
             fix_fingers_every: Duration::from_secs(4),
+            stabilize_max: None,
+            fix_fingers_max: None,
             check_predecessor_every: Duration::from_secs(5),
             ring_check_every: Duration::from_secs(30),
             successor_shortcut: false,

@@ -120,6 +120,22 @@ struct Forward {
     tries: u8,
 }
 
+/// Most doublings of a maintenance interval (2^6 = 64 times the base; the configured
+/// maximum usually caps it sooner).
+const MAX_BACKOFF: u8 = 6;
+
+/// `base` doubled `backoff` times, never above `max` (nor below `base`); `base` when there
+/// is no maximum (back-off off).
+fn backed_off(base: Duration, max: Option<Duration>, backoff: u8) -> Duration {
+    match max {
+        Some(max) => base
+            .saturating_mul(1u32 << backoff.min(MAX_BACKOFF))
+            .min(max)
+            .max(base),
+        None => base,
+    }
+}
+
 /// A Chord peer (Stoica et al.) as a sans-IO state machine.
 ///
 /// # Driving contract
@@ -153,6 +169,11 @@ pub struct ChordNode {
     fix_fingers_at: Time,
     check_pred_at: Time,
     ring_check_at: Time,
+    /// Quiet stabilize rounds in a row: the interval is `stabilize_every` doubled this many
+    /// times, capped at `stabilize_max` (see [`ChordConfig::stabilize_max`]).
+    stabilize_backoff: u8,
+    /// Finger refreshes in a row that changed nothing, likewise for `fix_fingers_every`.
+    fingers_backoff: u8,
     rpcs: Vec<Rpc>,
     forwards: Vec<Forward>,
     /// When unacknowledged hops are next checked. One sweep timer covers all of them (a
@@ -184,6 +205,8 @@ impl ChordNode {
             fix_fingers_at: Time::ZERO,
             check_pred_at: Time::ZERO,
             ring_check_at: Time::ZERO,
+            stabilize_backoff: 0,
+            fingers_backoff: 0,
             rpcs: Vec::new(),
             forwards: Vec::new(),
             ack_sweep_at: None,
@@ -370,7 +393,7 @@ impl ChordNode {
             Message::Neighbours { token, pred, succs } => {
                 self.on_neighbours(now, from, token, pred, succs);
             }
-            Message::Notify => self.on_notify(from),
+            Message::Notify => self.on_notify(now, from),
             Message::Ping { token } => self.send(from, Message::Pong { token }),
             Message::Pong { token } => {
                 self.rpcs
@@ -403,13 +426,23 @@ impl ChordNode {
         self.expire_forwards(now);
         self.expire_lookups(now);
         let cfg = self.cfg.clone();
-        if self.periodic_due(now, |n| &mut n.stabilize_at, cfg.stabilize_every) {
+        let every = backed_off(
+            cfg.stabilize_every,
+            cfg.stabilize_max,
+            self.stabilize_backoff,
+        );
+        if self.periodic_due(now, |n| &mut n.stabilize_at, every) {
             self.stabilize(now);
         }
         if self.periodic_due(now, |n| &mut n.check_pred_at, cfg.check_predecessor_every) {
             self.check_predecessor(now);
         }
-        if self.periodic_due(now, |n| &mut n.fix_fingers_at, cfg.fix_fingers_every) {
+        let every = backed_off(
+            cfg.fix_fingers_every,
+            cfg.fix_fingers_max,
+            self.fingers_backoff,
+        );
+        if self.periodic_due(now, |n| &mut n.fix_fingers_at, every) {
             self.fix_next_finger(now);
         }
         if self.periodic_due(now, |n| &mut n.ring_check_at, cfg.ring_check_every) {
@@ -679,6 +712,8 @@ impl ChordNode {
     }
 
     fn schedule_all(&mut self, now: Time) {
+        self.stabilize_backoff = 0;
+        self.fingers_backoff = 0;
         self.stabilize_at = now + self.jitter(self.cfg.stabilize_every);
         self.fix_fingers_at = now + self.jitter(self.cfg.fix_fingers_every);
         self.check_pred_at = now + self.jitter(self.cfg.check_predecessor_every);
@@ -840,6 +875,7 @@ impl ChordNode {
                     Some(s) => self.cfg.space.in_open(o.id, self.me.id, s.id),
                 };
                 if o.id != self.me.id && closer {
+                    self.neighbourhood_changed(now);
                     self.succs.insert(0, o);
                     self.succs.truncate(self.cfg.successors);
                     self.send(o, Message::Notify);
@@ -849,7 +885,12 @@ impl ChordNode {
                 let d = self.cfg.space.distance(self.me.id, reply.owner.id);
                 let cap = self.cfg.space.bits() as usize + self.cfg.successors;
                 let (space, me) = (self.cfg.space, self.me.id);
-                self.fingers.update(space, me, i, reply.owner, d, cap);
+                if self.fingers.update(space, me, i, reply.owner, d, cap) {
+                    self.fingers_changed(now);
+                } else {
+                    // A refresh that found the finger where it was: the table is settling.
+                    self.fingers_backoff = self.fingers_backoff.saturating_add(1).min(MAX_BACKOFF);
+                }
                 let next = if d == 0 { 0 } else { 128 - d.leading_zeros() };
                 self.next_finger = if next >= self.cfg.space.bits() || next <= i {
                     self.first_finger_index()
@@ -889,7 +930,7 @@ impl ChordNode {
 
     fn on_neighbours(
         &mut self,
-        _now: Time,
+        now: Time,
         from: Contact,
         token: u64,
         pred: Option<Contact>,
@@ -920,13 +961,41 @@ impl ChordNode {
                 list.push(s);
             }
         }
+        let same = list.len() == self.succs.len()
+            && list.iter().zip(&self.succs).all(|(a, b)| a.id == b.id);
         self.succs = list;
+        if same {
+            self.stabilize_backoff = self.stabilize_backoff.saturating_add(1).min(MAX_BACKOFF);
+        } else {
+            self.neighbourhood_changed(now);
+        }
         if let Some(first) = self.successor() {
             self.send(first, Message::Notify);
         }
     }
 
-    fn on_notify(&mut self, from: Contact) {
+    /// Something changed near this peer (successors, predecessor, a failed or leaving
+    /// peer): maintenance runs at its base pace again, starting now-ish rather than after a
+    /// backed-off interval.
+    fn neighbourhood_changed(&mut self, now: Time) {
+        if self.stabilize_backoff > 0 {
+            self.stabilize_backoff = 0;
+            let soon = now + self.cfg.stabilize_every;
+            self.stabilize_at = self.stabilize_at.min(soon);
+        }
+        self.fingers_changed(now);
+    }
+
+    /// A finger changed or failed: the finger refresh runs at its base pace again.
+    fn fingers_changed(&mut self, now: Time) {
+        if self.fingers_backoff > 0 {
+            self.fingers_backoff = 0;
+            let soon = now + self.cfg.fix_fingers_every;
+            self.fix_fingers_at = self.fix_fingers_at.min(soon);
+        }
+    }
+
+    fn on_notify(&mut self, now: Time, from: Contact) {
         if from.id == self.me.id {
             return;
         }
@@ -945,6 +1014,7 @@ impl ChordNode {
         if old.map(|o| o.id) == Some(from.id) {
             return;
         }
+        self.neighbourhood_changed(now);
         // Keys in (old predecessor, new predecessor] now belong to the new predecessor.
         let me = self.me.id;
         let moving: Vec<NodeId> = self
@@ -997,6 +1067,7 @@ impl ChordNode {
 
     fn on_leaving(&mut self, now: Time, from: Contact, pred: Option<Contact>, succs: Vec<Contact>) {
         self.fingers.remove(from.id);
+        self.neighbourhood_changed(now);
         if self.successor().map(|s| s.id) == Some(from.id) {
             let mut list: Vec<Contact> = Vec::with_capacity(self.cfg.successors);
             for s in succs {
@@ -1071,6 +1142,7 @@ impl ChordNode {
             self.stabilize_at = now;
         }
         if known {
+            self.neighbourhood_changed(now);
             self.events.push_back(Event::PeerFailed { peer });
         }
     }

@@ -158,6 +158,58 @@ fn nofile_limit() -> u64 {
 }
 
 /// Resident set size of this process, bytes.
+/// CPU time this process has used so far (all threads).
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// What the converged overlay costs while nobody calls: measured over `window`.
+struct AtRest {
+    /// CPU used, in cores (1.0 = one core busy all the time).
+    cores: f64,
+    /// Overlay messages received per peer per second.
+    messages_per_peer_per_s: f64,
+    /// The most frequent kinds, most first, per peer per second.
+    top_kinds: Vec<(&'static str, f64)>,
+    /// TLS connections set up (dialled) during the window, per second.
+    dials_per_s: f64,
+    /// Links closed during the window for idleness or to make room, per second.
+    closed_per_s: f64,
+}
+
+async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest {
+    let log = &c.log;
+    let (kinds0, cpu0, t0) = (log.totals_by_kind(), process_cpu(), Instant::now());
+    let st0 = sum_stats(&c.handles);
+    tokio::time::sleep(window).await;
+    let (kinds1, cpu1, secs) = (
+        log.totals_by_kind(),
+        process_cpu(),
+        t0.elapsed().as_secs_f64(),
+    );
+    let st1 = sum_stats(&c.handles);
+    let rate = |n: u64| n as f64 / peers.max(1) as f64 / secs.max(1e-9);
+    let mut top: Vec<(&'static str, f64)> = kinds1
+        .iter()
+        .map(|(k, n)| (*k, rate(n - kinds0.get(k).copied().unwrap_or(0))))
+        .filter(|(_, r)| *r > 0.0)
+        .collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    AtRest {
+        cores: (cpu1 - cpu0).as_secs_f64() / secs.max(1e-9),
+        messages_per_peer_per_s: top.iter().map(|(_, r)| r).sum(),
+        top_kinds: top.into_iter().take(5).collect(),
+        dials_per_s: (st1.dials_ok - st0.dials_ok) as f64 / secs.max(1e-9),
+        closed_per_s: ((st1.idle_closed + st1.links_evicted)
+            .saturating_sub(st0.idle_closed + st0.links_evicted)) as f64
+            / secs.max(1e-9),
+    }
+}
+
 pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -342,15 +394,24 @@ fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
     b
 }
 
-fn limits() -> Limits {
+fn limits(role: enroll::Role) -> Limits {
     Limits {
         send_queue: 64,
         inbound_queue: 256,
         event_queue: 256,
         command_queue: 64,
-        // 512 peers share one process's descriptors (both ends of every link): links opened
-        // for joins and one-off lookups must not outlive their use.
-        idle_timeout: Duration::from_secs(8),
+        // 512 peers share one process's descriptors, and every link holds one at each end:
+        // an ordinary peer's links are capped under its share (the least recently used
+        // closes first, so links opened for joins and one-off lookups go before its
+        // fingers), while the few CSPs and CSPGs, which every caller and callee talks to,
+        // may hold many more. A link idle longer than the slowest quiet maintenance cycle
+        // (2 s per finger, a dozen fingers) closes. A short idle timeout instead closed
+        // finger links between two uses and kept the process busy with TLS handshakes.
+        max_links: match role {
+            enroll::Role::Peer => (FDS_PER_PEER - 6) as usize,
+            enroll::Role::Csp | enroll::Role::Cspg => 512,
+        },
+        idle_timeout: Duration::from_secs(30),
         // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
         // slow-loris guard between hosts) would throttle the join burst here.
         max_setups_per_source: usize::MAX,
@@ -384,7 +445,7 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
             identity: e.identity.clone(),
             trust: l.trust.clone(),
             crl_refresh: None,
-            limits: limits(),
+            limits: limits(e.role),
         };
         let (identity, chord, ctx, log) = (
             e.identity.clone(),
@@ -562,6 +623,11 @@ fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
     c.successor_shortcut = true;
     c.stabilize_every = Duration::from_millis(250);
     c.fix_fingers_every = Duration::from_millis(60);
+    // Fast while the rings form or change, then slower once a peer's neighbourhood is
+    // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and every
+    // call queued behind it.
+    c.stabilize_max = Some(Duration::from_secs(2));
+    c.fix_fingers_max = Some(Duration::from_secs(2));
     c.check_predecessor_every = Duration::from_millis(1000);
     c.ring_check_every = Duration::from_secs(5);
     c.rpc_timeout = Duration::from_millis(1500);
@@ -796,7 +862,6 @@ async fn real(args: Args) -> anyhow::Result<()> {
         rss_per_peer as f64 / 1024.0,
         nofile_limit()
     ));
-
     secure.log.set_tracing(true);
     secure.log.clear();
     if let Some(h) = secure.handle(80) {
@@ -954,6 +1019,21 @@ async fn real(args: Args) -> anyhow::Result<()> {
     };
     // Let the last evidence reach the SOS before counting it.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the overlay costs while nobody calls, once the rings have settled.
+    let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
+    say(format!(
+        "  at rest   (after the calls) {:.2} cores busy, {:.0} TLS dials/s, {:.0} links closed/s, {:.1} overlay messages per peer per second ({})",
+        rest.cores,
+        rest.dials_per_s,
+        rest.closed_per_s,
+        rest.messages_per_peer_per_s,
+        rest.top_kinds
+            .iter()
+            .map(|(k, r)| format!("{k} {r:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
     let stats = sum_stats(&secure.handles);
     let churn = if args.kill_fraction > 0.0 {
         Some(run_churn(&secure, &members, &args).await?)
@@ -987,6 +1067,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
         "paper_scenario_ok": paper_ok,
         "paper": sc,
         "converge_s": converge_s,
+        "at_rest_cores": rest.cores,
+        "at_rest_messages_per_peer_per_s": rest.messages_per_peer_per_s,
+        "at_rest_tls_dials_per_s": rest.dials_per_s,
         "rss_bytes_per_peer": rss_per_peer,
         "rss_bytes_total": rss1,
         "tls_connections": stats.dials_ok + stats.accepts_ok,
@@ -1139,6 +1222,8 @@ fn sum_stats(handles: &[Handle<Instrumented>]) -> net::Stats {
         total.dropped_queue_full += s.dropped_queue_full;
         total.dropped_backoff += s.dropped_backoff;
         total.dropped_no_addr += s.dropped_no_addr;
+        total.idle_closed += s.idle_closed;
+        total.links_evicted += s.links_evicted;
     }
     total
 }

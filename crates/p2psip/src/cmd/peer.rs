@@ -81,6 +81,11 @@ pub(crate) struct Args {
     /// Chord fix-fingers interval, ms.
     #[arg(long, default_value_t = 4000)]
     fix_fingers_ms: u64,
+    /// While the ring around this peer is quiet, stabilize and fix-fingers slow down,
+    /// doubling per quiet round up to this interval (ms); any change near the peer brings
+    /// them back to --stabilize-ms / --fix-fingers-ms at once. 0: never slow down.
+    #[arg(long, default_value_t = 16000)]
+    quiet_maintenance_max_ms: u64,
     /// Chord check-predecessor interval, ms.
     #[arg(long, default_value_t = 5000)]
     check_pred_ms: u64,
@@ -251,6 +256,9 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     let mut cc = ChordConfig::new(space);
     cc.stabilize_every = ms(a.stabilize_ms);
     cc.fix_fingers_every = ms(a.fix_fingers_ms);
+    let quiet_max = (a.quiet_maintenance_max_ms > 0).then(|| ms(a.quiet_maintenance_max_ms));
+    cc.stabilize_max = quiet_max;
+    cc.fix_fingers_max = quiet_max;
     cc.check_predecessor_every = ms(a.check_pred_ms);
     cc.ring_check_every = ms(a.ring_check_ms);
     cc.rpc_timeout = ms(a.rpc_timeout_ms);

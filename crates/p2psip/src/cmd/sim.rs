@@ -54,6 +54,11 @@ pub(crate) struct Args {
     /// Fix-fingers interval (one finger per tick), seconds.
     #[arg(long, default_value_t = 4.0)]
     pub(crate) fix_fingers: f64,
+    /// Let stabilize and fix-fingers back off while a peer's neighbourhood is quiet,
+    /// doubling per quiet round up to this many seconds (a change near the peer restores
+    /// the base intervals at once). Off by default: classic Chord.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) quiet_maintenance_max: Option<f64>,
     /// Successor-list length r.
     #[arg(long, default_value_t = 8)]
     pub(crate) successors: usize,
@@ -178,6 +183,11 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
     world.latency = latency_model(args.latency);
     world.chord.stabilize_every = secs(args.stabilize, "--stabilize")?;
     world.chord.fix_fingers_every = secs(args.fix_fingers, "--fix-fingers")?;
+    if let Some(max) = args.quiet_maintenance_max {
+        let max = secs(max, "--quiet-maintenance-max")?;
+        world.chord.stabilize_max = Some(max);
+        world.chord.fix_fingers_max = Some(max);
+    }
     world.chord.successors = args.successors;
     if let Some(median) = args.churn_median_session {
         let median = secs(median, "--churn-median-session")?;

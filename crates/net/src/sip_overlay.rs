@@ -12,7 +12,10 @@ use crate::{Handle, NetError, SecureCore};
 use overlay::secure::SecureEvent;
 use overlay::{IdSpace, NodeId, Time};
 use sip::driver::OverlayPort;
-use sip::{Overlay, OverlayCall, OverlayEvent, OverlayQuery, SignedRegistration, aor_key};
+use sip::{
+    Overlay, OverlayCall, OverlayEvent, OverlayQuery, SignedRegistration, aor_key,
+    registration_in_value,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -233,13 +236,13 @@ impl<C: SecureCore> Overlay for RuntimeOverlay<C> {
 
     fn find_registration(&mut self, _now: Time, aor: &str) -> OverlayQuery {
         let key = aor_key(self.space, aor);
+        let aor = aor.to_owned();
         let q = lock(&self.shared).next();
         let (h, shared) = (self.handle.clone(), self.shared.clone());
         tokio::spawn(async move {
             let registration = match h.request(move |n, now| n.node().get(now, key)).await {
-                Ok(SecureEvent::Fetched { value: Some(v), .. }) => {
-                    SignedRegistration::from_bytes(&v).ok()
-                }
+                // Other AoRs may share the key: take this one's.
+                Ok(SecureEvent::Fetched { value: Some(v), .. }) => registration_in_value(&v, &aor),
                 _ => None,
             };
             lock(&shared).push(OverlayEvent::Found {

@@ -108,6 +108,8 @@ enum Pending {
     Find {
         key: TxKey,
         req: SipRequest,
+        /// The AoR looked for (the overlay's answer must be its registration).
+        aor: String,
         deadline: Time,
     },
 }
@@ -482,7 +484,15 @@ impl FrontEnd {
         let aor = normalize_aor(&user, &self.cfg.domain);
         let q = ov.find_registration(now, &aor);
         let deadline = now + self.cfg.overlay_timeout;
-        self.pending.insert(q, Pending::Find { key, req, deadline });
+        self.pending.insert(
+            q,
+            Pending::Find {
+                key,
+                req,
+                aor,
+                deadline,
+            },
+        );
     }
 
     /// An in-dialog request from a local UA (ACK comes through `on_unmatched`).
@@ -662,11 +672,13 @@ impl FrontEnd {
         reg: Option<SignedRegistration>,
         ov: &mut dyn Overlay,
     ) {
-        let Some(Pending::Find { key, req, .. }) = self.pending.remove(&query) else {
+        let Some(Pending::Find { key, req, aor, .. }) = self.pending.remove(&query) else {
             return;
         };
         let unix = self.unix_ms(now);
-        let reg = reg.filter(|r| r.verify(self.verifier.as_ref()).is_ok() && r.is_live(unix));
+        let reg = reg.filter(|r| {
+            r.record.aor == aor && r.verify(self.verifier.as_ref()).is_ok() && r.is_live(unix)
+        });
         let Some(reg) = reg else {
             self.stats.not_found += 1;
             self.reply(now, &key, &req, 404, "Not Found");

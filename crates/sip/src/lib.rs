@@ -26,6 +26,6 @@ pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
 pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 pub use registration::{
     RegError, Registration, RegistrationStore, RegistrationValidator, SignedRegistration, aor_key,
-    normalize_aor,
+    normalize_aor, registration_in_value, registrations_in_value,
 };
 pub use txn::{Peer, SipTransmit, Transport};

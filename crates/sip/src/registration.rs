@@ -11,6 +11,12 @@ use std::collections::BTreeMap;
 const TAG: &[u8] = b"p2psip-registration-v1";
 /// Longest AoR or contact we store.
 pub const MAX_FIELD: usize = 256;
+/// Marks a record value holding the registrations of several AoRs whose hashes share a key
+/// (m-bit keys collide often: 100 AoRs in 2^11 keys share some). Starts with a zero byte,
+/// which no single registration of a non-empty AoR starts with.
+const SET_TAG: &[u8] = b"\0p2psip-registration-set-v1";
+/// Most AoRs kept under one key.
+pub const MAX_PER_KEY: usize = 16;
 
 /// AoR → the peer that serves it and the UA contact behind that peer's front-end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +127,31 @@ pub fn aor_key(space: IdSpace, aor: &str) -> NodeId {
     space.wrap(u128::from_be_bytes(b))
 }
 
+/// The registrations in a record value: one registration, or the set of those whose AoRs
+/// hash to the same key. Undecodable values give none.
+pub fn registrations_in_value(b: &[u8]) -> Vec<SignedRegistration> {
+    if let Some(rest) = b.strip_prefix(SET_TAG)
+        && let Ok(set) = postcard::from_bytes::<Vec<SignedRegistration>>(rest)
+    {
+        return set;
+    }
+    SignedRegistration::from_bytes(b).into_iter().collect()
+}
+
+/// The registration of `aor` in a record value (other AoRs may share its key).
+pub fn registration_in_value(b: &[u8], aor: &str) -> Option<SignedRegistration> {
+    registrations_in_value(b)
+        .into_iter()
+        .find(|r| r.record.aor == aor)
+}
+
+fn encode_set<'a>(regs: impl Iterator<Item = &'a SignedRegistration>) -> Vec<u8> {
+    let regs: Vec<&SignedRegistration> = regs.collect();
+    let mut out = SET_TAG.to_vec();
+    out.extend(postcard::to_allocvec(&regs).unwrap_or_default());
+    out
+}
+
 /// `sip:user@domain`, lower-cased domain: the form AoRs are keyed and signed in.
 pub fn normalize_aor(user: &str, domain: &str) -> String {
     format!("sip:{user}@{}", domain.to_ascii_lowercase())
@@ -219,24 +250,28 @@ impl overlay::secure::RecordValidator for RegistrationValidator {
         new: &[u8],
         now_unix_ms: u64,
     ) -> Result<overlay::secure::RecordAction, String> {
+        // What is offered is always one registration (a set is only ever what we hold).
         let reg = SignedRegistration::from_bytes(new).map_err(|e| e.to_string())?;
         if reg.record.key(self.space) != key {
             return Err("registration stored under another key than hash(AoR)".into());
         }
-        let mut store = RegistrationStore::new(1);
-        if let Some(old) = old.and_then(|o| SignedRegistration::from_bytes(o).ok())
-            && old.record.aor == reg.record.aor
-        {
-            // Seed with what is held (it was verified when it was stored).
-            store.records.insert(old.record.aor.clone(), old);
+        // Seed with what is held (verified when it was stored), every AoR under this key:
+        // an AoR whose hash collides with another's must not replace its registration.
+        let mut store = RegistrationStore::new(MAX_PER_KEY);
+        for held in old.map(registrations_in_value).unwrap_or_default() {
+            if held.record.key(self.space) == key && held.is_live(now_unix_ms) {
+                store.records.insert(held.record.aor.clone(), held);
+            }
         }
+        let aor = reg.record.aor.clone();
         store
             .put(now_unix_ms, reg, self.verifier.as_ref())
             .map_err(|e| e.to_string())?;
-        Ok(if store.is_empty() {
-            overlay::secure::RecordAction::Remove
-        } else {
-            overlay::secure::RecordAction::Store
+        Ok(match store.len() {
+            0 => overlay::secure::RecordAction::Remove,
+            // Only the offered registration: keep it as it is.
+            1 if store.records.contains_key(&aor) => overlay::secure::RecordAction::Store,
+            _ => overlay::secure::RecordAction::Replace(encode_set(store.records.values())),
         })
     }
 }
@@ -345,6 +380,73 @@ mod tests {
             v.validate(key, Some(&held), &reg(2, 1, 9000).sign(&m).to_bytes(), 6000),
             Ok(RecordAction::Store)
         );
+    }
+
+    #[test]
+    fn validator_keeps_every_aor_whose_hash_shares_the_key() {
+        use overlay::secure::{RecordAction, RecordValidator};
+        let (a, _) = Ed25519Signer::generate().unwrap();
+        let (b, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), a.public_key());
+        keys.insert(NodeId(2), b.public_key());
+        // The demo's 11-bit space: user41 and user42 share key 331.
+        let space = IdSpace::new(11).unwrap();
+        let v = RegistrationValidator {
+            verifier: std::sync::Arc::new(keys),
+            space,
+        };
+        let mk = |user: &str, node: u128, seq: u64, exp: u64| Registration {
+            aor: normalize_aor(user, "p2psip.test"),
+            node: NodeId(node),
+            contact: format!("sip:{user}@127.0.0.1:5170"),
+            expires_unix_ms: exp,
+            seq,
+        };
+        let r41 = mk("user41", 1, 1, 5000).sign(&a);
+        let key = r41.record.key(space);
+        assert_eq!(key, aor_key(space, "sip:user42@p2psip.test"));
+        assert_eq!(
+            v.validate(key, None, &r41.to_bytes(), 1000),
+            Ok(RecordAction::Store)
+        );
+        // Another peer registers the colliding AoR: both are kept.
+        let r42 = mk("user42", 2, 1, 5000).sign(&b);
+        let Ok(RecordAction::Replace(held)) =
+            v.validate(key, Some(&r41.to_bytes()), &r42.to_bytes(), 1000)
+        else {
+            panic!("expected a merged record");
+        };
+        assert_eq!(
+            registration_in_value(&held, &r41.record.aor),
+            Some(r41.clone())
+        );
+        assert_eq!(
+            registration_in_value(&held, &r42.record.aor),
+            Some(r42.clone())
+        );
+        assert_eq!(registrations_in_value(&held).len(), 2);
+        // The owner rule still holds per AoR inside the set; a set is never accepted as offered.
+        assert!(
+            v.validate(
+                key,
+                Some(&held),
+                &mk("user41", 2, 9, 9000).sign(&b).to_bytes(),
+                1000
+            )
+            .is_err()
+        );
+        assert!(v.validate(key, Some(&held), &held, 1000).is_err());
+        // One unregisters; the other stays.
+        let Ok(RecordAction::Replace(left)) = v.validate(
+            key,
+            Some(&held),
+            &mk("user42", 2, 2, 0).sign(&b).to_bytes(),
+            1000,
+        ) else {
+            panic!("expected the remaining record");
+        };
+        assert_eq!(registrations_in_value(&left), vec![r41]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! call flow, and in-dialog SIP travels as the node's dialog messages between the two ends.
 
 use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
-use crate::registration::{SignedRegistration, aor_key};
+use crate::registration::{SignedRegistration, aor_key, registration_in_value};
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{IdSpace, NodeId, Time};
 use std::collections::HashMap;
@@ -15,6 +15,8 @@ pub struct SecureAdapter {
     space: IdSpace,
     calls: HashMap<OverlayCall, (NodeId, u64)>,
     by_node: HashMap<(NodeId, u64), OverlayCall>,
+    /// Fetches in flight: the AoR each looks for (others may share its key).
+    finds: HashMap<OverlayQuery, String>,
     next: u64,
 }
 
@@ -26,6 +28,7 @@ impl SecureAdapter {
             space,
             calls: HashMap::new(),
             by_node: HashMap::new(),
+            finds: HashMap::new(),
             next: 0,
         }
     }
@@ -53,10 +56,13 @@ impl SecureAdapter {
     pub fn translate(&mut self, ev: SecureEvent) -> Option<OverlayEvent> {
         match ev {
             SecureEvent::Stored { query, result } => Some(OverlayEvent::Stored { query, result }),
-            SecureEvent::Fetched { query, value } => Some(OverlayEvent::Found {
-                query,
-                registration: value.and_then(|v| SignedRegistration::from_bytes(&v).ok()),
-            }),
+            SecureEvent::Fetched { query, value } => {
+                let aor = self.finds.remove(&query)?;
+                Some(OverlayEvent::Found {
+                    query,
+                    registration: value.and_then(|v| registration_in_value(&v, &aor)),
+                })
+            }
             SecureEvent::IncomingCall {
                 caller,
                 call,
@@ -92,7 +98,9 @@ impl Overlay for SecureOverlay<'_> {
     }
 
     fn find_registration(&mut self, now: Time, aor: &str) -> OverlayQuery {
-        self.node.get(now, aor_key(self.adapter.space, aor))
+        let q = self.node.get(now, aor_key(self.adapter.space, aor));
+        self.adapter.finds.insert(q, aor.to_owned());
+        q
     }
 
     fn send_call(&mut self, now: Time, callee: NodeId, invite: Vec<u8>) -> OverlayCall {

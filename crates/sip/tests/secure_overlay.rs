@@ -52,6 +52,11 @@ fn addr(s: &str) -> SocketAddr {
 impl World {
     /// Front-ends on peers 600 (alice), 450 (bob) and 300 (mallory).
     fn new() -> World {
+        World::with_users(["alice", "bob", "bob"])
+    }
+
+    /// One UA per front-end, on peers 600, 450 and 300 in that order.
+    fn with_users(users: [&str; 3]) -> World {
         let space = IdSpace::new(10).unwrap();
         let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
         let mut reg = Ed25519Registry::default();
@@ -143,13 +148,10 @@ impl World {
             );
         }
         let mut uas = Vec::new();
-        for (i, (user, fe_ip)) in [
-            ("alice", "127.0.0.1"),
-            ("bob", "127.0.0.2"),
-            ("bob", "127.0.0.3"),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (user, fe_ip)) in users
+            .into_iter()
+            .zip(["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+            .enumerate()
         {
             let local = Peer {
                 transport: Transport::Udp,
@@ -390,4 +392,51 @@ fn sip_call_through_the_secure_overlay() {
         "{:?}",
         w.events
     );
+}
+
+/// `scripts/bench-sip` row 5: user41 and user42 (like user89 and user35) hash to the same
+/// key of the 11-bit space (and of this 10-bit one), registered at different peers. The
+/// second registration must not replace the first: each call reaches its own callee.
+#[test]
+fn aors_whose_hashes_collide_keep_their_own_registrations() {
+    let space = IdSpace::new(10).unwrap();
+    assert_eq!(
+        sip::aor_key(space, "sip:user41@p2psip.test"),
+        sip::aor_key(space, "sip:user42@p2psip.test")
+    );
+    let mut w = World::with_users(["alice", "user41", "user42"]);
+    for ua in [1, 2] {
+        let now = w.now;
+        w.uas[ua].0.register(now, 300).unwrap();
+        w.settle(500);
+        assert!(
+            w.has(ua, |e| *e == UaEvent::Registered { code: 200 }),
+            "{:?}",
+            w.events
+        );
+    }
+    for (ua, user) in [(1, "user41"), (2, "user42")] {
+        let now = w.now;
+        let call = w.uas[0].0.invite(now, user, OFFER).unwrap();
+        w.settle(3000);
+        assert!(
+            w.has(
+                0,
+                |e| matches!(e, UaEvent::Answered { call: c, .. } if *c == call)
+            ),
+            "call to {user}: {:?}",
+            w.events
+        );
+        assert!(
+            w.has(
+                ua,
+                |e| matches!(e, UaEvent::Incoming { call: c, .. } if *c == call)
+            ),
+            "{user}'s UA did not get its call: {:?}",
+            w.events
+        );
+        let now = w.now;
+        w.uas[0].0.bye(now, &call).unwrap();
+        w.settle(1000);
+    }
 }

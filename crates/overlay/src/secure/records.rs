@@ -8,12 +8,15 @@ use crate::wire::Message;
 use crate::{Contact, Event, NodeId, Time};
 
 /// What the responsible peer does with a record that passed its validator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordAction {
     /// Keep it (replacing the old one).
     Store,
     /// Remove the record under the key (e.g. an unregister).
     Remove,
+    /// Keep this value instead of the offered one: the validator merged the offered record
+    /// into what the peer holds (e.g. registrations of several AoRs whose hashes share a key).
+    Replace(Vec<u8>),
 }
 
 /// Decides whether a record may replace what a peer holds under its key. Implemented by the
@@ -239,7 +242,16 @@ impl SecureNode {
             RecordAction::Remove => {
                 self.chord.remove_local(key);
             }
+            RecordAction::Replace(merged) => {
+                if merged.len() > self.ctx.cfg.max_record_bytes {
+                    return Err("record too large".into());
+                }
+                if !self.chord.put_local(key, merged) {
+                    return Err("record table full".into());
+                }
+            }
         }
+        // Replicas get the offered record, not a merged value: each merges it the same way.
         if !replica {
             let succs: Vec<Contact> = self
                 .chord

@@ -677,7 +677,8 @@ pub(crate) async fn resolve_aor(
         Ok(other) => return Err(format!("unexpected answer {other:?}")),
         Err(e) => return Err(e.to_string()),
     };
-    let reg = sip::SignedRegistration::from_bytes(&value).map_err(|e| e.to_string())?;
+    let reg = sip::registration_in_value(&value, aor)
+        .ok_or_else(|| format!("no registration for {aor} in the overlay"))?;
     let verifier = h
         .call(|n, _| n.context().verifier.clone())
         .await

@@ -31,6 +31,17 @@ fn backoff_world(bits: u32, seed: u64) -> World {
     World::new(cfg)
 }
 
+/// Add `n` peers by real joins, one every 100 ms.
+fn grow(w: &mut World, n: usize) {
+    for _ in 0..n {
+        let id = w.fresh_id();
+        let g = w.random_geo();
+        w.add_peer(id, g);
+        let t = w.now() + Duration::from_millis(100);
+        w.run_until(t, &mut |_| {});
+    }
+}
+
 fn settle(w: &mut World, secs: u64) {
     let until = w.now() + Duration::from_secs(secs);
     w.run_until(until, &mut |_| {});
@@ -124,13 +135,7 @@ proptest! {
 #[test]
 fn grown_ring_converges_and_routes() {
     let mut w = world(32, 7);
-    for _ in 0..64 {
-        let id = w.fresh_id();
-        let g = w.random_geo();
-        w.add_peer(id, g);
-        let t = w.now() + Duration::from_millis(100);
-        w.run_until(t, &mut |_| {});
-    }
+    grow(&mut w, 64);
     settle(&mut w, 60);
     assert_eq!(w.live_count(), 64);
     assert_eq!(w.ring_is_consistent(), Ok(()));
@@ -251,20 +256,14 @@ fn quiet_rate(w: &mut World, secs: u64) -> f64 {
 
 #[test]
 fn quiet_ring_backs_off_its_maintenance_and_heals_at_full_pace() {
-    let grow = |mut w: World| {
-        for _ in 0..64 {
-            let id = w.fresh_id();
-            let g = w.random_geo();
-            w.add_peer(id, g);
-            let t = w.now() + Duration::from_millis(100);
-            w.run_until(t, &mut |_| {});
-        }
+    let grown = |mut w: World| {
+        grow(&mut w, 64);
         settle(&mut w, 60);
         assert_eq!(w.ring_is_consistent(), Ok(()));
         w
     };
-    let mut plain = grow(world(32, 21));
-    let mut adaptive = grow(backoff_world(32, 21));
+    let mut plain = grown(world(32, 21));
+    let mut adaptive = grown(backoff_world(32, 21));
     let (plain_rate, adaptive_rate) = (quiet_rate(&mut plain, 30), quiet_rate(&mut adaptive, 30));
     // Base 500 ms / 250 ms, quiet maximum 4 s: at least four times fewer messages.
     assert!(

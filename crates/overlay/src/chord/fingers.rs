@@ -47,14 +47,14 @@ impl Fingers {
         self.entries.shrink_to_fit();
     }
 
-    /// Record that finger `i` (start at distance 2^i) is `owner` at distance `d`. Every other
-    /// peer in `[2^i, max(d, 2^(i+1)))` is no finger any more and is dropped: those before
-    /// `d` are gone (`owner` is the first live peer from 2^i on), those after it are an
-    /// earlier owner that a newcomer now precedes (finger i+1 starts at 2^(i+1)). Keeping the
-    /// latter filled a growing ring's tables with stale entries up to the cap, and the cap's
-    /// eviction then threw out the fresh owner again, so every refresh looked like a change. Returns whether the
-    /// table changed (false: it already held exactly these peers; a new address for the
-    /// same peer is taken but is no change).
+    /// Record that finger `i` (start at distance 2^i) is `owner` at distance `d`: peers that
+    /// sat in `[2^i, d)` cannot be live fingers any more and are dropped. Peers after the
+    /// owner but before finger i+1's start (an earlier owner that a newcomer now precedes)
+    /// are no finger either, but they stay as extra ways forward while there is room: when a
+    /// finger is slow or dead they are what routing falls back on. Once the table is full they
+    /// go first, before the cap's eviction, which otherwise threw the fresh owner out again
+    /// and made every refresh look like a change. Returns whether the table changed (false:
+    /// it already held exactly these peers; a new address for the same peer is no change).
     pub(crate) fn update(
         &mut self,
         space: IdSpace,
@@ -65,21 +65,26 @@ impl Fingers {
         cap: usize,
     ) -> bool {
         let start = 1u128 << i;
-        let next_start = if i + 1 >= space.bits() {
-            u128::MAX
-        } else {
-            1u128 << (i + 1)
-        };
-        let end = d.max(next_start);
         let dist = |c: &Contact| space.distance(me, c.id);
         let had_owner = self.entries.iter().any(|c| c.id == owner.id);
         let before = self.entries.len();
         self.entries
-            .retain(|c| !(dist(c) >= start && dist(c) < end) && c.id != owner.id);
-        let removed = before - self.entries.len();
+            .retain(|c| !(dist(c) >= start && dist(c) < d) && c.id != owner.id);
         if d == 0 {
-            return removed > 0;
+            return before != self.entries.len();
         }
+        // Full: make room from this finger's own range first. Only an owner inside the range
+        // (not one that wrapped around) speaks for the rest of it.
+        if self.entries.len() >= cap && d >= start {
+            let next_start = if i + 1 >= space.bits() {
+                u128::MAX
+            } else {
+                1u128 << (i + 1)
+            };
+            self.entries
+                .retain(|c| !(dist(c) > d && dist(c) < next_start));
+        }
+        let removed = before - self.entries.len();
         let changed = !(had_owner && removed == 1);
         let pos = self.entries.partition_point(|c| dist(c) < d);
         self.entries.insert(pos, owner);
@@ -162,23 +167,33 @@ mod tests {
     }
 
     #[test]
-    fn update_drops_an_earlier_owner_a_newcomer_precedes() {
+    fn an_earlier_owner_stays_while_there_is_room_and_goes_first_when_full() {
         let s = IdSpace::new(11).unwrap();
         let me = NodeId(0);
         let mut f = Fingers::default();
         f.set(s, me, [c(1), c(5), c(14), c(40)]);
-        // 10 joined: finger 3 (start 8) is 10 now, and 14 (between 10 and finger 4's start
-        // 16) is no finger any more.
+        // 10 joined: finger 3 (start 8) is 10 now; 14 (before finger 4's start, 16) is no
+        // finger but stays as a way forward while the table has room.
         assert!(f.update(s, me, 3, c(10), 10, 16));
         let ids: Vec<_> = f.iter().map(|c| c.id.0).collect();
+        assert_eq!(ids, vec![1, 5, 10, 14, 40]);
+        // With the table full, 14 goes instead of the cap evicting someone.
+        let mut full = Fingers::default();
+        full.set(s, me, [c(1), c(5), c(14), c(40)]);
+        assert!(full.update(s, me, 3, c(10), 10, 4));
+        let ids: Vec<_> = full.iter().map(|c| c.id.0).collect();
         assert_eq!(ids, vec![1, 5, 10, 40]);
         // The same answer again changes nothing, even with a new address.
         let mut moved = c(10);
         moved.addr = Some("127.0.0.1:9".parse().unwrap());
-        assert!(!f.update(s, me, 3, moved, 10, 16));
-        assert_eq!(f.iter().find(|x| x.id.0 == 10).unwrap().addr, moved.addr);
-        // The last finger's range runs to the end of the circle.
-        assert!(f.update(s, me, 10, c(1500), 1500, 16));
-        assert!(!f.update(s, me, 10, c(1500), 1500, 16));
+        assert!(!full.update(s, me, 3, moved, 10, 4));
+        assert_eq!(full.iter().find(|x| x.id.0 == 10).unwrap().addr, moved.addr);
+        // An answer naming this peer, or one that wrapped around, drops nothing.
+        assert!(!full.update(s, me, 3, c(0), 0, 4));
+        assert!(!full.update(s, me, 5, c(5), 5, 4));
+        assert_eq!(
+            full.iter().map(|x| x.id.0).collect::<Vec<_>>(),
+            vec![1, 5, 10, 40]
+        );
     }
 }

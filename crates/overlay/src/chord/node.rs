@@ -887,7 +887,7 @@ impl ChordNode {
                 let (space, me) = (self.cfg.space, self.me.id);
                 if self.fingers.update(space, me, i, reply.owner, d, cap) {
                     self.fingers_changed(now);
-                } else {
+                } else if self.cfg.fix_fingers_max.is_some() {
                     // A refresh that found the finger where it was: the table is settling.
                     self.fingers_backoff = self.fingers_backoff.saturating_add(1).min(MAX_BACKOFF);
                 }
@@ -965,7 +965,9 @@ impl ChordNode {
             && list.iter().zip(&self.succs).all(|(a, b)| a.id == b.id);
         self.succs = list;
         if same {
-            self.stabilize_backoff = self.stabilize_backoff.saturating_add(1).min(MAX_BACKOFF);
+            if self.cfg.stabilize_max.is_some() {
+                self.stabilize_backoff = self.stabilize_backoff.saturating_add(1).min(MAX_BACKOFF);
+            }
         } else {
             self.neighbourhood_changed(now);
         }

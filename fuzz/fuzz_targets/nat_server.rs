@@ -16,6 +16,9 @@ mod credentials {
 mod gate;
 
 use gate::{Gate, Limits, Verdict};
+mod datagrams;
+
+use datagrams::datagrams;
 use libfuzzer_sys::fuzz_target;
 use nat::{CredentialStore, Credentials};
 use std::net::SocketAddr;
@@ -209,12 +212,7 @@ fuzz_target!(|data: &[u8]| {
     let peer = addr("127.0.0.2:5000");
     let mut rig = Rig::new();
     session(&mut rig, client, peer);
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let who = rest[0];
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let dgram = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (who, dgram) in datagrams(data) {
         match who % 4 {
             0 => drop(rig.client(client, dgram)),
             1 => drop(rig.client(addr("10.0.0.1:1"), dgram)),

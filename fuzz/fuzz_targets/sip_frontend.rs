@@ -7,6 +7,9 @@
 //! Input: a sequence of `[who u8][len u16 BE][bytes]` datagrams.
 #![no_main]
 
+mod datagrams;
+
+use datagrams::datagrams;
 use libfuzzer_sys::fuzz_target;
 use overlay::secure::{Ed25519Registry, Ed25519Signer};
 use overlay::{NodeId, Time};
@@ -85,12 +88,7 @@ fuzz_target!(|data: &[u8]| {
     b.fe
         .handle_datagram(now, addr("127.0.0.1:5070"), REGISTER_BOB.as_bytes(), &mut b.ov);
     drive(now, &mut a, &mut b);
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let who = rest[0];
-        let len = usize::from(u16::from_be_bytes([rest[1], rest[2]])).min(rest.len() - 3);
-        let dgram = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (who, dgram) in datagrams(data) {
         now = now + Duration::from_millis(1);
         match who % 4 {
             0 => a.fe.handle_datagram(now, addr("127.0.0.1:5170"), dgram, &mut a.ov),

@@ -67,7 +67,7 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
     let stderr = dir.path().join("stderr");
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
-    let child = first_line(
+    let (child, first) = first_line(
         Command::new(BIN)
             .args([
                 "sip-frontends",
@@ -80,8 +80,7 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
             .args(["--sip-digest", "MD5,SHA-256"])
             .stderr(std::fs::File::create(&stderr).unwrap()),
     );
-    let _guard = Guard(child.0);
-    let first = child.1;
+    let _guard = Guard(child);
     assert!(first.starts_with("frontend "), "{first}");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(

@@ -145,11 +145,13 @@ pub fn registration_in_value(b: &[u8], aor: &str) -> Option<SignedRegistration> 
         .find(|r| r.record.aor == aor)
 }
 
-fn encode_set<'a>(regs: impl Iterator<Item = &'a SignedRegistration>) -> Vec<u8> {
+fn encode_set<'a>(
+    regs: impl Iterator<Item = &'a SignedRegistration>,
+) -> Result<Vec<u8>, postcard::Error> {
     let regs: Vec<&SignedRegistration> = regs.collect();
     let mut out = SET_TAG.to_vec();
-    out.extend(postcard::to_allocvec(&regs).unwrap_or_default());
-    out
+    out.extend(postcard::to_allocvec(&regs)?);
+    Ok(out)
 }
 
 /// `sip:user@domain`, lower-cased domain: the form AoRs are keyed and signed in.
@@ -271,7 +273,9 @@ impl overlay::secure::RecordValidator for RegistrationValidator {
             0 => overlay::secure::RecordAction::Remove,
             // Only the offered registration: keep it as it is.
             1 if store.records.contains_key(&aor) => overlay::secure::RecordAction::Store,
-            _ => overlay::secure::RecordAction::Replace(encode_set(store.records.values())),
+            _ => overlay::secure::RecordAction::Replace(
+                encode_set(store.records.values()).map_err(|e| e.to_string())?,
+            ),
         })
     }
 }

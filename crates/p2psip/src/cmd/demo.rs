@@ -157,7 +157,6 @@ fn nofile_limit() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// Resident set size of this process, bytes.
 /// CPU time this process has used so far (all threads).
 fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -192,7 +191,8 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
         t0.elapsed().as_secs_f64(),
     );
     let st1 = sum_stats(&c.handles);
-    let rate = |n: u64| n as f64 / peers.max(1) as f64 / secs.max(1e-9);
+    let per_s = |n: u64| n as f64 / secs.max(1e-9);
+    let rate = |n: u64| per_s(n) / peers.max(1) as f64;
     let mut top: Vec<(&'static str, f64)> = kinds1
         .iter()
         .map(|(k, n)| (*k, rate(n - kinds0.get(k).copied().unwrap_or(0))))
@@ -203,13 +203,15 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
         cores: (cpu1 - cpu0).as_secs_f64() / secs.max(1e-9),
         messages_per_peer_per_s: top.iter().map(|(_, r)| r).sum(),
         top_kinds: top.into_iter().take(5).collect(),
-        dials_per_s: (st1.dials_ok - st0.dials_ok) as f64 / secs.max(1e-9),
-        closed_per_s: ((st1.idle_closed + st1.links_evicted)
-            .saturating_sub(st0.idle_closed + st0.links_evicted)) as f64
-            / secs.max(1e-9),
+        dials_per_s: per_s(st1.dials_ok.saturating_sub(st0.dials_ok)),
+        closed_per_s: per_s(
+            (st1.idle_closed + st1.links_evicted)
+                .saturating_sub(st0.idle_closed + st0.links_evicted),
+        ),
     }
 }
 
+/// Resident set size of this process, bytes.
 pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

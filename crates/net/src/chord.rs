@@ -16,6 +16,10 @@ impl Core for ChordNode {
         ChordNode::handle_timeout(self, now);
     }
 
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        ChordNode::handle_not_sent(self, now, to, msg);
+    }
+
     fn poll_transmit(&mut self) -> Option<Transmit> {
         ChordNode::poll_transmit(self)
     }

@@ -63,6 +63,9 @@ pub trait Core: Send + 'static {
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     fn poll_timeout(&self) -> Option<Time>;
+    /// `msg` for `to` was dropped before it left: this peer's send queue to `to` was full.
+    /// Local congestion, so the core must not count it against `to`.
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message);
     /// Leave the overlay gracefully (called once, at shutdown; its messages are flushed).
     fn leave(&mut self, now: Time);
     /// If `event` answers a request started through [`Handle::request`], the token that
@@ -609,27 +612,37 @@ impl<C: Core> Loop<C> {
         }
         self.sends += 1;
         let tick = self.sends;
-        // The sending link first, then a spare (which becomes the sending link); a closed
-        // one is dropped and the frame tries the next, then a new dial.
+        match self.offer_to_links(tick, &t, frame) {
+            Ok(true) => {}
+            Ok(false) => {
+                let now = self.now();
+                self.core.handle_not_sent(now, t.to.id, &t.msg);
+            }
+            Err(frame) => self.dial(t.to, frame),
+        }
+    }
+
+    /// The sending link to `t.to` first, then a spare (which becomes the sending link); a
+    /// closed one is dropped and the frame tries the next. `Err` gives the frame back when
+    /// no open link is left (the caller dials); otherwise as [`offer`].
+    fn offer_to_links(&mut self, tick: u64, t: &Transmit, frame: Vec<u8>) -> Result<bool, Vec<u8>> {
+        let reserve = upkeep_reserve(self.limits.send_queue);
+        let mut frame = frame;
         if let Some(e) = self.conns.get_mut(&t.to.id) {
-            match offer(&self.stats, e, tick, &t, frame) {
-                Ok(()) => return,
+            match offer(&self.stats, e, tick, reserve, t, frame) {
+                Ok(queued) => return Ok(queued),
                 Err(f) => {
                     self.conns.remove(&t.to.id);
                     frame = f;
                 }
             }
         }
-        if let Some(mut spare) = self.spares.remove(&t.to.id) {
-            match offer(&self.stats, &mut spare, tick, &t, frame) {
-                Ok(()) => {
-                    self.conns.insert(t.to.id, spare);
-                    return;
-                }
-                Err(f) => frame = f,
-            }
-        }
-        self.dial(t.to, frame);
+        let Some(mut spare) = self.spares.remove(&t.to.id) else {
+            return Err(frame);
+        };
+        let queued = offer(&self.stats, &mut spare, tick, reserve, t, frame)?;
+        self.conns.insert(t.to.id, spare);
+        Ok(queued)
     }
 
     /// Close the least recently used link if a new one would exceed `max_links` (dropping
@@ -837,28 +850,43 @@ impl<C: Core> Loop<C> {
     }
 }
 
-/// Hand `frame` to link `e` (counted as sent, or dropped if its queue is full); `Err`
-/// gives the frame back when the link is closed.
+/// Send-queue slots kept for upkeep frames ([`Message::is_upkeep`]): bulk frames (routed
+/// lookups, calls) are refused while fewer than this many slots are free, so a link that a
+/// flood of forwarded requests has filled still carries acknowledgements and liveness
+/// answers, and neighbours do not declare this peer failed.
+fn upkeep_reserve(send_queue: usize) -> usize {
+    send_queue / 8
+}
+
+/// Hand `frame` to link `e`: `Ok(true)` queued (counted as sent), `Ok(false)` dropped because
+/// the queue is full (counted; bulk frames also when only the upkeep reserve is left);
+/// `Err` gives the frame back when the link is closed.
 fn offer(
     stats: &Shared,
     e: &mut Entry,
     tick: u64,
+    reserve: usize,
     t: &Transmit,
     frame: Vec<u8>,
-) -> Result<(), Vec<u8>> {
+) -> Result<bool, Vec<u8>> {
     e.used = tick;
+    if !t.msg.is_upkeep() && e.tx.capacity() <= reserve && !e.tx.is_closed() {
+        Shared::inc(&stats.c.dropped_queue_full);
+        debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full (upkeep reserve left): dropped");
+        return Ok(false);
+    }
     match e.tx.try_send(frame) {
         Ok(()) => Shared::inc(&stats.c.frames_out),
         Err(mpsc::error::TrySendError::Full(_)) => {
             Shared::inc(&stats.c.dropped_queue_full);
             debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full: dropped");
+            return Ok(false);
         }
         Err(mpsc::error::TrySendError::Closed(f)) => return Err(f),
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Accept on the listener, or never (outbound-only mode has none).
 async fn accept_on(
     listener: Option<&TcpListener>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {

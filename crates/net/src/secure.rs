@@ -53,6 +53,10 @@ impl Core for SecureNode {
         SecureNode::handle_timeout(self, now);
     }
 
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        SecureNode::handle_not_sent(self, now, to, msg);
+    }
+
     fn poll_transmit(&mut self) -> Option<Transmit> {
         SecureNode::poll_transmit(self)
     }
@@ -230,6 +234,10 @@ impl Core for Instrumented {
 
     fn handle_timeout(&mut self, now: Time) {
         self.node.handle_timeout(now);
+    }
+
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        self.node.handle_not_sent(now, to, msg);
     }
 
     fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -270,6 +270,7 @@ impl net::Core for Probe {
         self.seen.lock().unwrap().push((*from, msg));
     }
     fn handle_timeout(&mut self, _: Time) {}
+    fn handle_not_sent(&mut self, _: Time, _: NodeId, _: &Message) {}
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }

@@ -50,6 +50,9 @@ impl Core for Cut {
     fn handle_timeout(&mut self, now: Time) {
         Core::handle_timeout(&mut self.node, now);
     }
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        Core::handle_not_sent(&mut self.node, now, to, msg);
+    }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         loop {
             let t = Core::poll_transmit(&mut self.node)?;

@@ -326,6 +326,23 @@ impl Message {
         }
     }
 
+    /// Ring upkeep: acknowledgements, liveness checks and neighbour exchanges. Small, and
+    /// losing one makes a neighbour wrongly declare this peer failed, so a driver keeps
+    /// room for them on a link that bulk traffic (routed lookups, calls) has filled.
+    pub fn is_upkeep(&self) -> bool {
+        matches!(
+            self,
+            Message::RouteAck { .. }
+                | Message::GetNeighbours { .. }
+                | Message::Neighbours { .. }
+                | Message::Notify
+                | Message::Ping { .. }
+                | Message::Pong { .. }
+                | Message::Leaving { .. }
+                | Message::HopReceipt { .. }
+        )
+    }
+
     /// Is this call traffic (as opposed to ring maintenance and lookups)?
     pub fn is_call_traffic(&self) -> bool {
         (11..=18).contains(&self.kind())

@@ -417,6 +417,23 @@ impl ChordNode {
         }
     }
 
+    /// The driver could not hand `msg` for `to` to its link (this peer's own send queue to
+    /// `to` was full): local congestion, not a sign that `to` failed. A routed message
+    /// waiting for `to`'s acknowledgement, or a liveness request to `to`, is forgotten
+    /// instead of being held against `to` when its timeout comes; the lookup it belonged to
+    /// retries through its own timeout and stabilize asks again next round.
+    pub fn handle_not_sent(&mut self, _now: Time, to: NodeId, msg: &Message) {
+        match msg {
+            Message::Route(route) => self
+                .forwards
+                .retain(|f| !(f.token == route.token && f.next.id == to)),
+            Message::GetNeighbours { token } | Message::Ping { token } => {
+                self.rpcs.retain(|r| !(r.token == *token && r.peer == to))
+            }
+            _ => {}
+        }
+    }
+
     /// Run every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         if !self.active {
@@ -1261,5 +1278,93 @@ impl ChordNode {
                 _ => self.issue_route(now, id, key),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IdSpace;
+
+    /// Peer B (30000) on a two-peer ring with A (1000), which this harness plays: it
+    /// answers B's liveness and neighbour requests and hands back the routed messages.
+    struct Harness {
+        b: ChordNode,
+        a: Contact,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let cfg = Arc::new(ChordConfig::new(IdSpace::new(16).unwrap_or_else(|e| {
+                panic!("16-bit space: {e}");
+            })));
+            let a = Contact::new(NodeId(1000), ([127, 0, 0, 1], 1).into());
+            let b = Contact::new(NodeId(30000), ([127, 0, 0, 1], 2).into());
+            let b = ChordNode::converged(cfg, b, [7; 32], Time::ZERO, Some(a), vec![a], [a]);
+            Harness { b, a }
+        }
+
+        /// Run B's timers at `now`; answer as A; return the routed messages B sent to A.
+        fn step(&mut self, now: Time) -> Vec<Message> {
+            self.b.handle_timeout(now);
+            let mut routed = Vec::new();
+            while let Some(t) = self.b.poll_transmit() {
+                assert_eq!(t.to.id, self.a.id, "B knows only A");
+                let answer = match t.msg {
+                    Message::GetNeighbours { token } => Message::Neighbours {
+                        token,
+                        pred: Some(self.b.contact()),
+                        succs: vec![self.b.contact()],
+                    },
+                    Message::Ping { token } => Message::Pong { token },
+                    Message::Route(_) => {
+                        routed.push(t.msg);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                self.b.handle_message(now, self.a, answer);
+            }
+            routed
+        }
+
+        /// B looks up a key A owns; the Route it sends A.
+        fn lookup_via_a(&mut self, now: Time) -> Message {
+            self.b.lookup(now, NodeId(500));
+            let mut routed = self.step(now);
+            assert_eq!(routed.len(), 1, "one Route to A: {routed:?}");
+            routed.remove(0)
+        }
+
+        /// Step through `secs` seconds of B's timers.
+        fn run(&mut self, from: Time, secs: u64) {
+            for ms in (0..secs * 1000).step_by(50) {
+                self.step(from + Duration::from_millis(ms));
+            }
+        }
+    }
+
+    #[test]
+    fn a_hop_that_never_acknowledges_is_declared_failed() {
+        let mut h = Harness::new();
+        let t0 = Time::from_millis(10);
+        h.step(t0);
+        h.lookup_via_a(t0);
+        h.run(t0, 2);
+        assert!(
+            h.b.successors().iter().all(|s| s.id != h.a.id),
+            "A never acknowledged the Route and is still B's successor"
+        );
+    }
+
+    #[test]
+    fn a_route_the_driver_could_not_queue_is_not_held_against_the_next_hop() {
+        let mut h = Harness::new();
+        let t0 = Time::from_millis(10);
+        h.step(t0);
+        let route = h.lookup_via_a(t0);
+        h.b.handle_not_sent(t0, h.a.id, &route);
+        h.run(t0, 2);
+        assert_eq!(h.b.successor().map(|s| s.id), Some(h.a.id));
     }
 }

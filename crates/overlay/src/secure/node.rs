@@ -1085,6 +1085,14 @@ impl SecureNode {
         }
     }
 
+    /// The driver could not queue `msg` for `to` (its own send queue was full): see
+    /// [`ChordNode::handle_not_sent`]. Secure-routing messages need nothing here: a
+    /// PingRequest copy that never left is a copy that did not arrive, which the CSP's
+    /// collection window already allows for.
+    pub fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        self.chord.handle_not_sent(now, to, msg);
+    }
+
     /// Run timers due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         self.chord.handle_timeout(now);

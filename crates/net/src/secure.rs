@@ -751,6 +751,8 @@ pub async fn run_events<C: SecureCore>(
 pub enum CallOutcome {
     /// 180 Ringing received.
     Ringing {
+        /// The call's handle at the caller (with the caller's Node-ID, its key at both ends).
+        call: u64,
         /// INVITE sent → Ringing received, as the node measured it (RFC 6076 SRD).
         srd: Duration,
         /// The route the request took (hops then callee).
@@ -775,11 +777,13 @@ impl<C: SecureCore> Handle<C> {
             .await?
         {
             SecureEvent::CallRinging {
+                call,
                 setup,
                 route,
                 cached,
                 ..
             } => Ok(CallOutcome::Ringing {
+                call,
                 srd: setup,
                 route,
                 cached,
@@ -787,5 +791,14 @@ impl<C: SecureCore> Handle<C> {
             SecureEvent::CallFailed { reason, .. } => Ok(CallOutcome::Failed(reason)),
             _ => Ok(CallOutcome::Failed(CallFailure::TimedOut)),
         }
+    }
+
+    /// Forget call `call` placed by `caller` at this end (the user hung up): in-dialog
+    /// messages for it are refused from now on. An application that carries no BYE (a call
+    /// that only rings) ends its calls this way at both ends; otherwise each end remembers
+    /// them until its dialog cap pushes them out.
+    pub async fn end_call(&self, caller: NodeId, call: u64) -> Result<(), NetError> {
+        self.call(move |n, _| n.node().end_dialog(caller, call))
+            .await
     }
 }

@@ -225,11 +225,24 @@ async fn secure_call(natted: &[u128]) {
     log.clear();
     let invite = b"INVITE sip:450@p2psip.invalid SIP/2.0\r\n\r\n".to_vec();
     let out = caller.place_call(NodeId(450), invite).await.unwrap();
-    let CallOutcome::Ringing { route, cached, .. } = out else {
+    let CallOutcome::Ringing {
+        call,
+        route,
+        cached,
+        ..
+    } = out
+    else {
         panic!("call did not ring: {out:?}");
     };
     assert!(!cached);
     assert_eq!(route.last(), Some(&NodeId(450)));
+    // Both ends remember the call for its in-dialog messages until they hang up.
+    let callee = handles.iter().find(|h| h.contact().id.0 == 450).unwrap();
+    for h in [caller, callee] {
+        assert_eq!(h.call(|n, _| n.node.dialog_count()).await.unwrap(), 1);
+        h.end_call(NodeId(600), call).await.unwrap();
+        assert_eq!(h.call(|n, _| n.node.dialog_count()).await.unwrap(), 0);
+    }
     // Only the CSP and the callee received the request; PingRequest carriers did not.
     for kind in ["call", "deliver"] {
         for r in log.receivers(kind) {

@@ -668,9 +668,10 @@ struct Scenario {
 
 async fn real(args: Args) -> anyhow::Result<()> {
     let quiet = args.json;
+    // Through `cmd::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
     let say = |s: String| {
         if !quiet {
-            println!("{s}");
+            crate::cmd::say(format_args!("{s}"));
         }
     };
     let wall = Instant::now();
@@ -973,11 +974,11 @@ async fn real(args: Args) -> anyhow::Result<()> {
         let Some(h) = secure.handle(caller.0).cloned() else {
             continue;
         };
+        let to = secure.handle(callee.0).cloned();
         let permit = slots.clone().acquire_owned().await?;
         let pb = pb.clone();
         set.spawn(async move {
-            let inv = invite(caller.0, callee.0, h.local_addr(), 1000 + k);
-            let out = h.place_call(callee, inv).await;
+            let out = demo_churn::ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
             drop(permit);
             pb.inc(1);
             out
@@ -992,6 +993,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
                 srd: d,
                 route,
                 cached: c,
+                ..
             }) => {
                 ringing += 1;
                 srd.push(d.as_secs_f64() * 1e3);

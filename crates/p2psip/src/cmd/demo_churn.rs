@@ -160,9 +160,9 @@ pub(crate) async fn run(
         } else {
             -(kill_at - t).as_secs_f64()
         };
+        let to = handles[b].clone();
         set.spawn(async move {
-            let inv = invite(caller.0, callee.0, h.local_addr(), seq);
-            let out = h.place_call(callee, inv).await;
+            let out = ring_and_hang_up(&h, Some(&to), caller, callee, seq).await;
             drop(permit);
             let srd = match out {
                 Ok(CallOutcome::Ringing { srd, .. }) => Some(srd),
@@ -198,6 +198,28 @@ pub(crate) fn shuffle<T>(rng: &mut Xoshiro256PlusPlus, v: &mut [T]) {
         let j = rng.random_range(0..=i);
         v.swap(i, j);
     }
+}
+
+/// Call `callee` from the peer behind `from` and, once it rang, hang up at both ends (`to`:
+/// the callee's handle, if it still runs). The demo's calls stop at Ringing and carry no BYE;
+/// without the hang-up every peer would remember each of its calls until its dialog cap.
+pub(crate) async fn ring_and_hang_up(
+    from: &Handle<Instrumented>,
+    to: Option<&Handle<Instrumented>>,
+    caller: NodeId,
+    callee: NodeId,
+    seq: u64,
+) -> Result<CallOutcome, net::NetError> {
+    let inv = invite(caller.0, callee.0, from.local_addr(), seq);
+    let out = from.place_call(callee, inv).await?;
+    if let CallOutcome::Ringing { call, .. } = out {
+        from.end_call(caller, call).await?;
+        if let Some(to) = to {
+            // A callee killed meanwhile has nothing left to forget.
+            let _ = to.end_call(caller, call).await;
+        }
+    }
+    Ok(out)
 }
 
 /// Two different peers of `parties` (at least two distinct), caller first.

@@ -9,8 +9,7 @@
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
 
-use crate::cmd::call::invite;
-use crate::cmd::demo_churn::{pick_pair, pick_victims};
+use crate::cmd::demo_churn::{pick_pair, pick_victims, ring_and_hang_up};
 use net::{CallOutcome, Handle, Instrumented};
 use overlay::NodeId;
 use rand::SeedableRng;
@@ -170,9 +169,9 @@ pub(crate) async fn run(
         k += 1;
         let seq = 1_000_000 + k;
         let (calls, rang, failed) = (calls.clone(), rang.clone(), failed.clone());
+        let to = handles[b].clone();
         tokio::spawn(async move {
-            let inv = invite(caller.0, callee.0, h.local_addr(), seq);
-            let out = h.place_call(callee, inv).await;
+            let out = ring_and_hang_up(&h, Some(&to), caller, callee, seq).await;
             drop(permit);
             calls.fetch_add(1, Ordering::Relaxed);
             match out {

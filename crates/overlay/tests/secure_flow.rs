@@ -24,6 +24,11 @@ struct Net {
     now: Time,
     tamper: Option<NodeId>,
     drop_at: Option<NodeId>,
+    /// A link (from, to) whose send queue is full: what `from` forwards on it is handed back
+    /// to `from` as not sent, as the runtime does.
+    congested: Option<(NodeId, NodeId)>,
+    /// PingRequest copies forwarded, (hop, next), in order.
+    forwarded: Vec<(NodeId, NodeId)>,
 }
 
 impl Net {
@@ -111,6 +116,8 @@ impl Net {
             now: Time::from_millis(10),
             tamper: None,
             drop_at: None,
+            congested: None,
+            forwarded: Vec::new(),
         }
     }
 
@@ -123,6 +130,13 @@ impl Net {
                 matches!(&msg, Message::PingRequest(p) if p.hops.last().map(|h| h.hop) == Some(id));
             if forwarding && self.drop_at == Some(id) {
                 continue;
+            }
+            if forwarding && self.congested == Some((id, t.to.id)) {
+                node.handle_not_sent(self.now, t.to.id, &msg);
+                continue;
+            }
+            if forwarding {
+                self.forwarded.push((id, t.to.id));
             }
             if forwarding
                 && self.tamper == Some(id)
@@ -228,6 +242,49 @@ fn back_to_back_calls_through_one_csp_ring_at_once_and_nobody_is_blamed() {
         })
         .collect();
     assert!(replays.is_empty(), "honest hops blamed: {replays:?}");
+}
+
+/// Reports of one kind in `events`.
+fn reports(events: &[(NodeId, SecureEvent)], kind: Outcome) -> Vec<NodeId> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            SecureEvent::Report { subject, outcome } if *outcome == kind => Some(*subject),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_copy_stuck_behind_a_congested_link_is_re_routed_and_nobody_is_blamed() {
+    // Where a clean call's copies go: pick a hop that passed one to a peer other than the
+    // callee.
+    let mut clean = Net::new();
+    clean.call(600, 450);
+    assert!(clean.rang(600));
+    assert!(reports(&clean.events, Outcome::Dropped).is_empty());
+    let (hop, next) = *clean
+        .forwarded
+        .iter()
+        .find(|(_, n)| n.0 != 450)
+        .expect("a copy passed between two intermediate peers");
+
+    // Now that hop's link to `next` is full when the copy is to leave.
+    let mut net = Net::new();
+    net.congested = Some((hop, next));
+    net.call(600, 450);
+    assert!(net.rang(600), "{:?}", net.events);
+    let dropped = reports(&net.events, Outcome::Dropped);
+    assert!(
+        dropped.is_empty(),
+        "reported for a copy that never left {hop:?}: {dropped:?}"
+    );
+    assert!(
+        net.forwarded.iter().any(|(h, n)| *h == hop && *n != next),
+        "{hop:?} did not re-route: {:?}",
+        net.forwarded
+    );
+    assert!(reports(&net.events, Outcome::Misrouted).is_empty());
 }
 
 #[test]

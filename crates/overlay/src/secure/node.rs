@@ -734,10 +734,12 @@ impl SecureNode {
             let mut chain: Vec<(NodeId, NodeId)> = Vec::new();
             let mut at = *first;
             while chain.len() < self.ctx.cfg.max_path {
+                // A hop's latest receipt: a hop that re-routed a copy around a congested
+                // link sent a second one naming where the copy really went.
                 let Some(&(_, hop, next)) = held
                     .receipts
                     .iter()
-                    .find(|(c, h, _)| *c == copy && *h == at)
+                    .rfind(|(c, h, _)| *c == copy && *h == at)
                 else {
                     break;
                 };
@@ -1085,12 +1087,54 @@ impl SecureNode {
         }
     }
 
-    /// The driver could not queue `msg` for `to` (its own send queue was full): see
-    /// [`ChordNode::handle_not_sent`]. Secure-routing messages need nothing here: a
-    /// PingRequest copy that never left is a copy that did not arrive, which the CSP's
-    /// collection window already allows for.
+    /// The driver could not queue `msg` for `to` (its own send queue was full): local
+    /// congestion, not a fault of `to` (see [`ChordNode::handle_not_sent`]). A PingRequest
+    /// copy this peer signed and meant for `to` goes to the next best hop instead, with a new
+    /// receipt to the CSP, so the copy still arrives and neither this peer nor `to` is
+    /// reported for a copy that never left.
     pub fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        if let Message::PingRequest(ping) = msg {
+            self.reroute_copy(to, ping);
+        }
         self.chord.handle_not_sent(now, to, msg);
+    }
+
+    /// Re-route a copy that could not be queued for `to`. Only a copy whose first choice was
+    /// `to` moves, and never back to `to`: a second congested link drops it (bounded work;
+    /// the CSP then judges the copy lost as usual).
+    fn reroute_copy(&mut self, to: NodeId, ping: &PingRequest) {
+        let me = self.chord.id();
+        if ping.hops.last().map(|h| h.hop) != Some(me) {
+            return;
+        }
+        let body = &ping.body;
+        let on_path: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
+        let distrusted = self.distrusted.clone();
+        let avoid = |id: NodeId| distrusted.contains(&id) || on_path.contains(&id);
+        let first = self.chord.next_hop_avoiding(body.target, avoid);
+        if first.map(|(c, _)| c.id) != Some(to) {
+            return;
+        }
+        let Some((next, _)) = self
+            .chord
+            .next_hop_avoiding(body.target, |id| id == to || avoid(id))
+        else {
+            return;
+        };
+        if next.id == to {
+            return;
+        }
+        tracing::debug!(me = %me, handle = body.handle, copy = body.copy, congested = %to, next = %next.id, "PingRequest re-routed around a congested link");
+        self.send(
+            body.csp,
+            Message::HopReceipt {
+                handle: body.handle,
+                nonce: body.nonce,
+                copy: body.copy,
+                next: next.id,
+            },
+        );
+        self.send(next, Message::PingRequest(ping.clone()));
     }
 
     /// Run timers due at `now`.

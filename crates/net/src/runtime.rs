@@ -625,9 +625,13 @@ impl<C: Core> Loop<C> {
     /// The sending link to `t.to` first, then a spare (which becomes the sending link); a
     /// closed one is dropped and the frame tries the next. `Err` gives the frame back when
     /// no open link is left (the caller dials); otherwise as [`offer`].
-    fn offer_to_links(&mut self, tick: u64, t: &Transmit, frame: Vec<u8>) -> Result<bool, Vec<u8>> {
+    fn offer_to_links(
+        &mut self,
+        tick: u64,
+        t: &Transmit,
+        mut frame: Vec<u8>,
+    ) -> Result<bool, Vec<u8>> {
         let reserve = upkeep_reserve(self.limits.send_queue);
-        let mut frame = frame;
         if let Some(e) = self.conns.get_mut(&t.to.id) {
             match offer(&self.stats, e, tick, reserve, t, frame) {
                 Ok(queued) => return Ok(queued),
@@ -887,6 +891,7 @@ fn offer(
     Ok(true)
 }
 
+/// Accept on the listener, or never (outbound-only mode has none).
 async fn accept_on(
     listener: Option<&TcpListener>,
 ) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {

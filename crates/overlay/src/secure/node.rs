@@ -844,15 +844,30 @@ impl SecureNode {
             .unwrap_or_else(|| ping.csp_sig.clone());
         let sig = self.signer.sign(&record_bytes(&body, &prev_sig, me));
         ping.hops.push(HopRecord { hop: me, sig });
-        let on_path: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
-        let distrusted = self.distrusted.clone();
-        let Some((next, _)) = self.chord.next_hop_avoiding(body.target, |id| {
-            distrusted.contains(&id) || on_path.contains(&id)
-        }) else {
+        let Some(next) = self.copy_next_hop(&ping, None) else {
             tracing::debug!(me = %self.chord.id(), handle = body.handle, copy = body.copy, target = %body.target, "PingRequest has no next hop");
             return;
         };
         tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, next = %next.id, "forwarding PingRequest");
+        self.pass_copy(next, ping);
+    }
+
+    /// Where this hop passes a copy on: Chord's next hop towards the target, avoiding peers
+    /// the SOS distrusts, peers already on the copy's path and `also`.
+    fn copy_next_hop(&self, ping: &PingRequest, also: Option<NodeId>) -> Option<Contact> {
+        let distrusted = &self.distrusted;
+        self.chord
+            .next_hop_avoiding(ping.body.target, |id| {
+                Some(id) == also
+                    || distrusted.contains(&id)
+                    || ping.hops.iter().any(|h| h.hop == id)
+            })
+            .map(|(c, _)| c)
+    }
+
+    /// Hand a copy this hop signed to `next`, telling the CSP where it went.
+    fn pass_copy(&mut self, next: Contact, ping: PingRequest) {
+        let body = &ping.body;
         self.send(
             body.csp,
             Message::HopReceipt {
@@ -1104,37 +1119,17 @@ impl SecureNode {
     /// the CSP then judges the copy lost as usual).
     fn reroute_copy(&mut self, to: NodeId, ping: &PingRequest) {
         let me = self.chord.id();
-        if ping.hops.last().map(|h| h.hop) != Some(me) {
+        if ping.hops.last().map(|h| h.hop) != Some(me)
+            || self.copy_next_hop(ping, None).map(|c| c.id) != Some(to)
+        {
             return;
         }
-        let body = &ping.body;
-        let on_path: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
-        let distrusted = self.distrusted.clone();
-        let avoid = |id: NodeId| distrusted.contains(&id) || on_path.contains(&id);
-        let first = self.chord.next_hop_avoiding(body.target, avoid);
-        if first.map(|(c, _)| c.id) != Some(to) {
-            return;
-        }
-        let Some((next, _)) = self
-            .chord
-            .next_hop_avoiding(body.target, |id| id == to || avoid(id))
-        else {
+        let Some(next) = self.copy_next_hop(ping, Some(to)).filter(|c| c.id != to) else {
             return;
         };
-        if next.id == to {
-            return;
-        }
+        let body = &ping.body;
         tracing::debug!(me = %me, handle = body.handle, copy = body.copy, congested = %to, next = %next.id, "PingRequest re-routed around a congested link");
-        self.send(
-            body.csp,
-            Message::HopReceipt {
-                handle: body.handle,
-                nonce: body.nonce,
-                copy: body.copy,
-                next: next.id,
-            },
-        );
-        self.send(next, Message::PingRequest(ping.clone()));
+        self.pass_copy(next, ping.clone());
     }
 
     /// Run timers due at `now`.

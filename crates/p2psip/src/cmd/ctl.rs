@@ -45,7 +45,7 @@ fn control_addr(t: &Target) -> anyhow::Result<SocketAddr> {
 
 /// The control address a running peer wrote into its node directory.
 pub(crate) fn control_addr_of_dir(dir: &std::path::Path) -> anyhow::Result<SocketAddr> {
-    let file = dir.join(super::peer::CONTROL_FILE);
+    let file = dir.join(node::CONTROL_FILE);
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("reading {} (is the peer running?)", file.display()))?;
     text.trim()

@@ -17,19 +17,4 @@ pub(crate) mod sos;
 pub(crate) mod stun_client;
 pub(crate) mod stun_server;
 
-/// Lines on stdout for the operator (a service's banner, a call's result). A closed or full
-/// stdout never stops a running service: `writeln!(..)?` would end it and `println!` would
-/// panic when whoever started it stopped reading (a test that read only the first line,
-/// `| head -1`). Either way the service keeps running and says so on stderr once.
-pub(crate) fn say(text: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    let mut out = std::io::stdout().lock();
-    let result = writeln!(out, "{text}").and_then(|()| out.flush());
-    if let Err(e) = result
-        && !WARNED.swap(true, Ordering::Relaxed)
-    {
-        tracing::warn!("stdout is not writable ({e}); carrying on without it");
-    }
-}
+pub(crate) use node::say;

@@ -52,7 +52,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let auth = load_auth(a.sip_credentials.as_deref(), &a.domain, &a.sip_digest)?;
+    let auth = node::load_sip_auth(a.sip_credentials.as_deref(), &a.domain, &a.sip_digest)?;
     rt.block_on(async move {
         let mut keys = Ed25519Registry::default();
         let mut signers = Vec::new();
@@ -120,26 +120,4 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-/// The front-end's digest authentication from `--sip-credentials` / `--sip-digest`, said
-/// out loud either way (an open registrar is a choice an operator should see).
-pub(crate) fn load_auth(
-    credentials: Option<&std::path::Path>,
-    domain: &str,
-    digest: &str,
-) -> anyhow::Result<Option<Arc<sip::digest::DigestAuth>>> {
-    let Some(path) = credentials else {
-        eprintln!("SIP front-end without authentication (no --sip-credentials)");
-        return Ok(None);
-    };
-    let mut auth = sip::digest::load(path, &domain.to_ascii_lowercase())?;
-    auth.algorithms = sip::digest::parse_algorithms(digest)?;
-    eprintln!(
-        "SIP front-end with digest authentication: {} users, realm {}, algorithms {:?}",
-        auth.users(),
-        auth.realm(),
-        auth.algorithms
-    );
-    Ok(Some(Arc::new(auth)))
 }

@@ -269,7 +269,7 @@ impl sos::ReporterVerifier for EnrolledKeys {
 async fn enrolled_registry(trust: &net::Trust, directory: &str) -> anyhow::Result<KeyRegistry> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let file = crate::cmd::peer::directory::fetch(directory).await?;
+    let file = node::fetch_directory(directory).await?;
     let book = net::KeyBook::new();
     for (i, m) in file.members.iter().enumerate() {
         let chain: Result<Vec<CertificateDer<'static>>, _> =

@@ -2,7 +2,7 @@
 //! running peer: warm start (contact cache, records, a CSP's held requests), the call
 //! history, a periodic sync of the node's state, and the last writes at shutdown.
 
-use anyhow::Context;
+use crate::error::NodeError;
 use net::Handle;
 use overlay::secure::{ContactCache, LayerArcs, SecureEvent, SecureNode};
 use overlay::{Message, Time};
@@ -52,9 +52,12 @@ pub(crate) async fn open_and_warm(
     dir: &Path,
     arcs: LayerArcs,
     identity: &net::Identity,
-) -> anyhow::Result<(Db, WarmReport)> {
+) -> Result<(Db, WarmReport), NodeError> {
     // The loop's Time::ZERO in Unix ms.
-    let now = h.call(|_, now| now).await?;
+    let now = h
+        .call(|_, now| now)
+        .await
+        .map_err(NodeError::net("warming the node"))?;
     let epoch = unix_ms().saturating_sub(now.as_micros() / 1000);
     let dir2 = dir.to_path_buf();
     let opening = tokio::task::spawn_blocking(move || {
@@ -67,8 +70,15 @@ pub(crate) async fn open_and_warm(
             arcs,
         )
     })
-    .await?
-    .with_context(|| format!("opening the peer database in {}", dir.display()))?;
+    .await
+    .map_err(|e| NodeError::Store {
+        what: format!("opening the peer database in {}", dir.display()),
+        why: e.to_string(),
+    })?
+    .map_err(|e| NodeError::Store {
+        what: format!("opening the peer database in {}", dir.display()),
+        why: e.to_string(),
+    })?;
     let mut report = WarmReport {
         moved_aside: opening
             .moved_aside
@@ -100,15 +110,18 @@ pub(crate) async fn open_and_warm(
                 }
                 (db, w)
             })
-            .await?;
+            .await
+            .map_err(NodeError::net("warming the node"))?;
         db = db_back;
         report.contacts = warmed.contacts;
         report.records = warmed.records;
         report.requests = warmed.requests.len();
     } else {
         warn!("peer.db belongs to another Node-ID: its cache and records are not reused");
-        db.records_handed_over()
-            .map_err(|e| anyhow::anyhow!("clearing old records: {e}"))?;
+        db.records_handed_over().map_err(|e| NodeError::Store {
+            what: "clearing old records".into(),
+            why: e.to_string(),
+        })?;
     }
     db.set_identity(store::Identity {
         node_id: me,
@@ -124,7 +137,10 @@ pub(crate) async fn open_and_warm(
                 .collect::<Vec<_>>(),
         ),
     })
-    .map_err(|e| anyhow::anyhow!("storing the identity: {e}"))?;
+    .map_err(|e| NodeError::Store {
+        what: "storing the identity".into(),
+        why: e.to_string(),
+    })?;
     info!(
         contacts = report.contacts,
         records = report.records,

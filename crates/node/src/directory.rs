@@ -2,7 +2,7 @@
 //! or a file in the same JSON shape ([`net::DirectoryFile`]). Every chain in it is checked
 //! against the E&A CA and the CRL before it counts ([`net::Membership::from_file`]).
 
-use anyhow::{Context, bail};
+use crate::error::DirectoryError;
 use net::{DirectoryFile, KeyBook, Membership, MembershipError, Trust};
 use overlay::IdSpace;
 use overlay::secure::LayerArcs;
@@ -12,18 +12,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest directory accepted, bytes (about 20 000 members of 2 KiB).
-const MAX_DIRECTORY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_DIRECTORY_BYTES: usize = 64 << 20;
 
 /// The layer arcs named in `node.json`.
-pub(crate) fn arcs_of(space: IdSpace, p: &enroll::api::OverlayParams) -> anyhow::Result<LayerArcs> {
+pub(crate) fn arcs_of(
+    space: IdSpace,
+    p: &enroll::api::OverlayParams,
+) -> Result<LayerArcs, DirectoryError> {
     let mut starts = [None; 3];
     for a in &p.layers {
         starts[a.layer.index()] = Some(a.start.0);
     }
     let [Some(s1), Some(s2), Some(s3)] = starts else {
-        bail!("node.json: the overlay parameters do not name all three layer arcs");
+        return Err(DirectoryError::Arcs(
+            "the overlay parameters do not name all three layer arcs".into(),
+        ));
     };
-    LayerArcs::new(space, [s1, s2, s3]).context("node.json: layer arcs")
+    LayerArcs::new(space, [s1, s2, s3])
+        .map_err(|e| DirectoryError::Arcs(format!("layer arcs: {e}")))
 }
 
 /// The default source: the E&A server that enrolled this peer.
@@ -32,43 +38,54 @@ pub(crate) fn default_source(enroll_server: &str) -> Option<String> {
     (!base.is_empty()).then(|| format!("{base}/v1/directory"))
 }
 
-/// Read the directory from `source` (an `http(s)://` URL or a file).
-pub(crate) async fn fetch(source: &str) -> anyhow::Result<DirectoryFile> {
+/// Read the directory from `source` (an `http(s)://` URL or a file), at most
+/// [`MAX_DIRECTORY_BYTES`].
+pub async fn fetch(source: &str) -> Result<DirectoryFile, DirectoryError> {
+    let fetch_err = |why: String| DirectoryError::Fetch {
+        source_url: source.to_owned(),
+        why,
+    };
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .build()?;
+            .build()
+            .map_err(|e| fetch_err(e.to_string()))?;
         let mut resp = client
             .get(source)
             .send()
             .await
-            .with_context(|| format!("fetching the directory from {source}"))?;
+            .map_err(|e| fetch_err(e.to_string()))?;
         if !resp.status().is_success() {
-            bail!(
-                "fetching the directory from {source}: HTTP {}",
-                resp.status()
-            );
+            return Err(fetch_err(format!("HTTP {}", resp.status())));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
             if body.len() + chunk.len() > MAX_DIRECTORY_BYTES {
-                bail!("the directory at {source} is larger than {MAX_DIRECTORY_BYTES} bytes");
+                return Err(DirectoryError::TooLarge(source.to_owned()));
             }
             body.extend_from_slice(&chunk);
         }
         body
     } else {
-        let meta = tokio::fs::metadata(source)
-            .await
-            .with_context(|| format!("reading the directory file {source}"))?;
+        let read_err = |source_err| DirectoryError::Read {
+            path: source.to_owned(),
+            source: source_err,
+        };
+        let meta = tokio::fs::metadata(source).await.map_err(read_err)?;
         if meta.len() > MAX_DIRECTORY_BYTES as u64 {
-            bail!("the directory file {source} is larger than {MAX_DIRECTORY_BYTES} bytes");
+            return Err(DirectoryError::TooLarge(source.to_owned()));
         }
         tokio::fs::read(source)
             .await
-            .with_context(|| format!("reading the directory file {source}"))?
+            .map_err(|e| DirectoryError::Read {
+                path: source.to_owned(),
+                source: e,
+            })?
     };
-    serde_json::from_slice(&bytes).with_context(|| format!("parsing the directory from {source}"))
+    serde_json::from_slice(&bytes).map_err(|e| DirectoryError::Parse {
+        source_name: source.to_owned(),
+        source: e,
+    })
 }
 
 /// Fetch and check: the membership of the members whose chains pass. Their keys go into
@@ -82,7 +99,7 @@ pub(crate) async fn load(
     arcs: LayerArcs,
     source: &str,
     keys: &Arc<KeyBook>,
-) -> anyhow::Result<Membership> {
+) -> Result<Membership, DirectoryError> {
     let file = fetch(source).await?;
     Ok(build(trust, arcs, &file, keys))
 }

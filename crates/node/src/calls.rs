@@ -6,7 +6,7 @@
 //! ([`overlay::secure::SecureNode::send_dialog`]). The callee answers every call at once
 //! (an automatic user agent); a peer with a SIP front-end hands calls to its phones instead.
 
-use crate::cmd::say;
+use crate::output::say;
 use net::Handle;
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{Contact, NodeId};
@@ -44,7 +44,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One finished call, as `/status` shows it.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct HistoryEntry {
+pub struct HistoryEntry {
     /// `out` (placed here) or `in` (answered here).
     pub direction: &'static str,
     /// The other end.
@@ -68,7 +68,7 @@ type AnsweredCalls = (HashMap<(NodeId, u64), Answered>, VecDeque<(NodeId, u64)>)
 #[derive(Default)]
 pub(crate) struct Shared {
     /// The peer's database (call history).
-    pub db: super::db::Db,
+    pub db: crate::db::Db,
     /// Lookups in flight: Chord lookup handle → who waits.
     pub lookups: Mutex<HashMap<u64, oneshot::Sender<overlay::Event>>>,
     /// Outgoing calls: the secure node's call handle → where their in-dialog messages go.
@@ -90,7 +90,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Empty state over the peer's database.
-    pub(crate) fn new(db: super::db::Db) -> Self {
+    pub(crate) fn new(db: crate::db::Db) -> Self {
         Shared {
             db,
             ..Shared::default()
@@ -114,7 +114,7 @@ impl Shared {
 /// What `POST /call` asks for.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CallRequest {
+pub struct CallRequest {
     /// The callee: a Node-ID (decimal), or an AoR `sip:user@domain` registered through a
     /// peer's SIP front-end (its registration is fetched from the overlay).
     pub to: String,
@@ -125,7 +125,7 @@ pub(crate) struct CallRequest {
 
 /// What `POST /call` answers (and `p2psip call --json` prints).
 #[derive(Clone, Debug, Default, Serialize)]
-pub(crate) struct CallReport {
+pub struct CallReport {
     /// Caller.
     pub from: String,
     /// Callee.
@@ -282,7 +282,7 @@ pub(crate) async fn place(
     let ev = h
         .request(move |n, now| {
             let id = n.call(now, to, invite.clone());
-            super::db::call_placed(&sinks.db, now, id, &invite);
+            crate::db::call_placed(&sinks.db, now, id, &invite);
             lock(&sinks.sinks).insert(id, tx);
             id
         })
@@ -290,7 +290,7 @@ pub(crate) async fn place(
     if let Ok(ev) = &ev {
         let (db, ev) = (shared.db.clone(), ev.clone());
         let _ = h
-            .call(move |_, now| super::db::on_event(&db, now, &ev))
+            .call(move |_, now| crate::db::on_event(&db, now, &ev))
             .await;
     }
     let call = match ev {
@@ -684,7 +684,7 @@ pub(crate) async fn resolve_aor(
         .await
         .map_err(|e| e.to_string())?;
     reg.verify(verifier.as_ref()).map_err(|e| e.to_string())?;
-    if !reg.is_live(super::db::unix_ms()) || reg.record.aor != aor {
+    if !reg.is_live(crate::db::unix_ms()) || reg.record.aor != aor {
         return Err(format!("the registration for {aor} has lapsed"));
     }
     Ok(reg.record.node)

@@ -1,0 +1,258 @@
+//! The peer's local control HTTP endpoint (loopback only, unauthenticated): `GET /status`,
+//! `GET /lookup/{key}`, `POST /call`. What `p2psip status`, `lookup` and `call` talk to.
+
+use crate::calls::{self, CallReport, CallRequest, Shared};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use net::{Handle, SosCounters};
+use overlay::secure::SecureNode;
+use overlay::{Contact, Event, IdSpace};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub(crate) struct Ctl {
+    pub h: Handle<SecureNode>,
+    pub space: IdSpace,
+    pub layer: u8,
+    pub role: &'static str,
+    pub shared: Arc<Shared>,
+    pub sos: Option<Arc<SosCounters>>,
+    pub sos_url: Option<String>,
+    pub members: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long a lookup may take before the endpoint gives up.
+    pub lookup_wait: Duration,
+    /// How long the callee may take in the dialog (each step).
+    pub dialog_wait: Duration,
+    /// NAT: the server-reflexive address learnt at start and the relay (outbound-only).
+    pub nat: Value,
+    /// Extra JSON for `/status` (the peer's database), if any.
+    pub extra: Arc<dyn Fn() -> Value + Send + Sync>,
+}
+
+/// The router.
+pub(crate) fn router(c: Ctl) -> axum::Router {
+    axum::Router::new()
+        .route("/status", axum::routing::get(status))
+        .route("/lookup/{key}", axum::routing::get(lookup))
+        .route("/call", axum::routing::post(call))
+        .with_state(c)
+}
+
+fn contact_json(c: &Contact) -> Value {
+    json!({ "id": c.id.to_string(), "addr": c.addr })
+}
+
+/// Why a request to a running peer was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is wrong (bad key, bad callee, bad body).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The peer is stopping or has too much in flight.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The overlay did not answer in time, or answered with a failure.
+    #[error("{0}")]
+    Timeout(String),
+    /// An answer the peer did not expect (a bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (code, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+fn answer<T: serde::Serialize>(r: Result<T, ApiError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn status(State(c): State<Ctl>) -> Response {
+    answer(c.status().await)
+}
+
+async fn lookup(State(c): State<Ctl>, UrlPath(key): UrlPath<String>) -> Response {
+    answer(c.lookup(&key).await)
+}
+
+async fn call(State(c): State<Ctl>, body: axum::body::Bytes) -> Response {
+    let req: CallRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::BadRequest(format!("bad request body: {e}")).into_response(),
+    };
+    answer(c.call(req).await)
+}
+
+impl Ctl {
+    /// `GET /status`.
+    pub(crate) async fn status(&self) -> Result<Value, ApiError> {
+        let c = self;
+        let r = c
+        .h
+        .call(|n, now| {
+            let ch = n.chord();
+            json!({
+                "node": ch.id().to_string(),
+                "addr": ch.contact().addr,
+                "active": ch.is_active(),
+                "predecessor": ch.predecessor().as_ref().map(contact_json),
+                "successors": ch.successors().iter().map(contact_json).collect::<Vec<_>>(),
+                "fingers": ch.fingers().map(contact_json).collect::<Vec<_>>(),
+                "records": ch.records().len(),
+                "record_keys": ch.records().keys().take(64).map(|k| k.to_string()).collect::<Vec<_>>(),
+                "contact_cache": n.cache_len(),
+                "cached_contacts": n.contact_cache().entries(now)
+                    .take(64).map(|(c, _)| c.id.to_string()).collect::<Vec<_>>(),
+                "dialogs": n.dialog_count(),
+                "held_requests": n.held_requests().count(),
+                "directory": {
+                    "csps": n.context().directory.csps.iter().map(|l| l.len()).collect::<Vec<_>>(),
+                    "cspgs": n.context().directory.cspgs.iter().map(|l| l.len()).collect::<Vec<_>>(),
+                },
+            })
+        })
+        .await;
+        let Ok(mut v) = r else {
+            return Err(ApiError::Unavailable("the peer is stopping".into()));
+        };
+        v["layer"] = json!(c.layer);
+        v["role"] = json!(c.role);
+        v["mode"] = json!("secure");
+        v["members"] = json!(c.members.load(Ordering::Relaxed));
+        v["stats"] = json!(c.h.stats());
+        v["sos"] = match &c.sos {
+            Some(s) => json!({
+                "url": c.sos_url,
+                "rank_ok": s.rank_ok.load(Ordering::Relaxed),
+                "rank_failed": s.rank_failed.load(Ordering::Relaxed),
+                "reports_ok": s.reports_ok.load(Ordering::Relaxed),
+                "reports_failed": s.reports_failed.load(Ordering::Relaxed),
+                "reports_dropped": s.reports_dropped.load(Ordering::Relaxed),
+            }),
+            None => Value::Null,
+        };
+        v["calls"] = json!({
+            "answered": c.shared.answered_total.load(Ordering::Relaxed),
+            "completed": c.shared.completed_total.load(Ordering::Relaxed),
+            "failed": c.shared.failed_total.load(Ordering::Relaxed),
+            "recent": c.shared.history(),
+        });
+        v["store"] = (c.extra)();
+        v["nat"] = c.nat.clone();
+        Ok(v)
+    }
+
+    /// `GET /lookup/{key}`.
+    pub(crate) async fn lookup(&self, key: &str) -> Result<Value, ApiError> {
+        let c = self;
+        let Ok(v) = key.parse::<u128>() else {
+            return Err(ApiError::BadRequest("key must be a decimal integer".into()));
+        };
+        let Ok(key) = c.space.id(v) else {
+            return Err(ApiError::BadRequest("key outside the ID space".into()));
+        };
+        if calls::lock(&c.shared.lookups).len() >= calls::MAX_LOOKUPS {
+            return Err(ApiError::Unavailable("too many lookups in flight".into()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = c.shared.clone();
+        // The waiter is registered inside the loop, before the answer can be dispatched.
+        let started =
+            c.h.call(move |n, now| {
+                let id = n.chord_mut().lookup(now, key);
+                calls::lock(&shared.lookups).insert(id, tx);
+                id
+            })
+            .await;
+        let Ok(id) = started else {
+            return Err(ApiError::Unavailable("the peer is stopping".into()));
+        };
+        let ev = tokio::time::timeout(c.lookup_wait, rx).await;
+        calls::lock(&c.shared.lookups).remove(&id);
+        match ev {
+            Ok(Ok(Event::LookupDone {
+                key,
+                owner,
+                path,
+                latency,
+                attempts,
+                ..
+            })) => Ok(json!({
+                "key": key.to_string(),
+                "owner": contact_json(&owner),
+                "path": path.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "hops": path.len().saturating_sub(1),
+                "latency_us": latency.as_micros() as u64,
+                "attempts": attempts,
+            })),
+            Ok(Ok(Event::LookupFailed { reason, .. })) => {
+                Err(ApiError::Timeout(format!("lookup failed: {reason:?}")))
+            }
+            Ok(Ok(other)) => Err(ApiError::Internal(format!("{other:?}"))),
+            Ok(Err(_)) | Err(_) => Err(ApiError::Timeout("lookup timed out".into())),
+        }
+    }
+
+    /// `POST /call`: place a call and run it to its end.
+    pub(crate) async fn call(&self, req: CallRequest) -> Result<CallReport, ApiError> {
+        let c = self;
+        let (to, aor) = if let Some(user_host) = req.to.strip_prefix("sip:") {
+            let aor = match user_host.split_once('@') {
+                Some((user, host)) if !user.is_empty() && !host.is_empty() => {
+                    sip::normalize_aor(user, host)
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`to` must be sip:user@domain, got {:?}",
+                        req.to
+                    )));
+                }
+            };
+            match calls::resolve_aor(&c.h, c.space, &aor).await {
+                Ok(id) => (id, Some(aor)),
+                Err(why) => {
+                    let report = CallReport {
+                        from: c.h.contact().id.to_string(),
+                        to: req.to.clone(),
+                        aor: Some(aor),
+                        result: "failed".into(),
+                        reason: Some(why),
+                        ..CallReport::default()
+                    };
+                    return Ok(report);
+                }
+            }
+        } else {
+            match req.to.parse::<u128>().ok().and_then(|v| c.space.id(v).ok()) {
+                Some(id) => (id, None),
+                None => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`to` must be a Node-ID (decimal, inside the ID space) or sip:user@domain, got {:?}",
+                        req.to
+                    )));
+                }
+            }
+        };
+        if to == c.h.contact().id {
+            return Err(ApiError::BadRequest("a peer cannot call itself".into()));
+        }
+        let hold = Duration::from_millis(req.hold_ms.min(600_000));
+        Ok(calls::place(&c.h, &c.shared, to, aor, hold, c.dialog_wait).await)
+    }
+}

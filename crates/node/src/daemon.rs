@@ -1,0 +1,762 @@
+//! The running peer: [`Node::start`] loads the node directory, checks revocation, learns
+//! the membership, starts the TLS runtime with the secure node, warms it from `peer.db`,
+//! joins its layer's ring and serves the control endpoint (and the SIP front-end);
+//! [`Node::run_until`] handles the node's events until the shutdown future resolves, then
+//! leaves the ring gracefully and writes the last state.
+
+use crate::calls;
+use crate::config::{Config, CrlPolicy, SosChoice};
+use crate::control;
+use crate::db;
+use crate::directory;
+use crate::error::NodeError;
+use net::{
+    Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
+    SosCounters, SosLink, overlay_layer,
+};
+use overlay::secure::{Routing, SecureConfig, SecureEvent, SecureNode};
+use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+/// File in the node directory holding the running peer's control address.
+pub const CONTROL_FILE: &str = "control.addr";
+
+/// Who the started peer is and where it can be reached (what `p2psip peer` prints).
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// Node-ID from the certificate.
+    pub id: NodeId,
+    /// TLS address it listens on.
+    pub addr: SocketAddr,
+    /// Local control endpoint.
+    pub control: SocketAddr,
+    /// Role from the certificate.
+    pub role: enroll::Role,
+    /// Layer (1..=3) from the certificate.
+    pub layer: u8,
+    /// Members in the directory at start.
+    pub members: usize,
+    /// The SOS in use.
+    pub sos_url: Option<String>,
+    /// The SIP front-end's address (UDP and TCP) and domain.
+    pub sip: Option<(SocketAddr, String)>,
+}
+
+impl NodeInfo {
+    /// The banner `p2psip peer` prints once the peer runs; scripts read its lines.
+    pub fn banner(&self) -> String {
+        let mut banner = format!(
+            "listening {} {}\ncontrol http://{}\nsecure {} layer {} members {} sos {}",
+            self.id,
+            self.addr,
+            self.control,
+            self.role.as_str(),
+            self.layer,
+            self.members,
+            self.sos_url.as_deref().unwrap_or("none")
+        );
+        if let Some((addr, domain)) = &self.sip {
+            banner += &format!("\nsip udp+tcp {addr} domain {domain}");
+        }
+        banner
+    }
+}
+
+/// Start a peer from `config` and run it until `shutdown` resolves (or the runtime stops),
+/// then leave the ring gracefully. The whole life of `p2psip peer`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let node = Node::start(config).await?;
+    crate::output::say(format_args!("{}", node.info().banner()));
+    node.run_until(shutdown).await
+}
+
+/// A running peer. Ask it with [`Node::status`], [`Node::lookup`] and [`Node::call`] (the
+/// control endpoint serves the same), stop it with [`Node::run_until`] or [`Node::stop`].
+pub struct Node {
+    info: NodeInfo,
+    ctl: control::Ctl,
+    stop_tx: watch::Sender<bool>,
+    events: JoinHandle<Result<(), NodeError>>,
+    runtime: JoinHandle<()>,
+    db: db::Db,
+    fe: Option<sip::driver::FrontEndTask>,
+    http: JoinHandle<()>,
+    control_file: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("info", &self.info).finish()
+    }
+}
+
+impl Node {
+    /// Who the peer is and where it listens.
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// The peer's ring state, counters, calls and database, as `GET /status` shows them.
+    pub async fn status(&self) -> Result<serde_json::Value, crate::ApiError> {
+        self.ctl.status().await
+    }
+
+    /// Who owns `key` (decimal, inside the ID space), as `GET /lookup/{key}` answers.
+    pub async fn lookup(&self, key: &str) -> Result<serde_json::Value, crate::ApiError> {
+        self.ctl.lookup(key).await
+    }
+
+    /// Place a call and run it to its end, as `POST /call` does.
+    pub async fn call(
+        &self,
+        req: calls::CallRequest,
+    ) -> Result<calls::CallReport, crate::ApiError> {
+        self.ctl.call(req).await
+    }
+
+    /// Serve until `shutdown` resolves or the peer's runtime stops, then stop gracefully.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+        let ended = tokio::select! {
+            () = shutdown => None,
+            r = &mut self.events => Some(r),
+        };
+        let result = match ended {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(NodeError::Io {
+                what: "the event loop".into(),
+                source: std::io::Error::other(e),
+            }),
+        };
+        self.finish().await;
+        result
+    }
+
+    /// Stop now: leave the ring gracefully and write the last state.
+    pub async fn stop(self) -> Result<(), NodeError> {
+        self.run_until(std::future::ready(())).await
+    }
+
+    async fn finish(self) {
+        let _ = std::fs::remove_file(&self.control_file);
+        let _ = self.stop_tx.send(true);
+        self.events.abort();
+        if let Some(fe) = self.fe {
+            fe.shutdown().await;
+        }
+        let h = self.ctl.h.clone();
+        let handed_over = {
+            let db = self.db.clone();
+            h.call(move |n, now| {
+                db::sync(&db, n, now);
+                let c = n.chord();
+                c.is_active() && c.successor().is_some_and(|s| s.id != c.id())
+            })
+            .await
+            .unwrap_or(false)
+        };
+        if let Err(e) = h.shutdown().await {
+            error!("shutdown: {e}");
+        }
+        let _ = self.runtime.await;
+        db::close(self.db, handed_over).await;
+        let _ = self.http.await;
+    }
+
+    /// Load the node directory and start the peer (see the module doc).
+    pub async fn start(a: Config) -> Result<Node, NodeError> {
+        if !a.control.ip().is_loopback() {
+            return Err(NodeError::Config(
+                "--control must be a loopback address: the control endpoint is unauthenticated"
+                    .into(),
+            ));
+        }
+        let policy = match a.crl_policy {
+            CrlPolicy::Require => RevocationPolicy::RequireCrl,
+            CrlPolicy::AllowMissing => RevocationPolicy::AllowMissing,
+        };
+        let nd = NodeDir::load(&a.dir, policy).map_err(|source| NodeError::NodeDir {
+            dir: a.dir.clone(),
+            source,
+        })?;
+        let me_id = nd.identity.node_id;
+
+        // Revocation: load the CRL before accepting anyone.
+        let crl_source = a
+            .crl
+            .clone()
+            .or_else(|| Some(nd.config.crl_url.clone()).filter(|s| !s.is_empty()));
+        match (&crl_source, a.crl_policy) {
+            (Some(src), _) => match net::load_crl(&nd.trust, &nd.identity, src).await {
+                Ok(()) => info!("CRL loaded from {src}"),
+                Err(e) => match a.crl_policy {
+                    CrlPolicy::Require => return Err(NodeError::Crl(e)),
+                    CrlPolicy::AllowMissing => {
+                        warn!("{e}; accepting peers WITHOUT revocation checks until a CRL loads")
+                    }
+                },
+            },
+            (None, CrlPolicy::Require) => {
+                return Err(NodeError::Config(
+                    "no CRL source (no --crl, no crl_url in node.json)".into(),
+                ));
+            }
+            (None, CrlPolicy::AllowMissing) => {
+                warn!("no CRL source: accepting peers WITHOUT revocation checks")
+            }
+        }
+
+        let space = IdSpace::new(nd.config.overlay.id_bits)
+            .map_err(|e| NodeError::Config(format!("node.json: overlay id_bits: {e}")))?;
+        let arcs = directory::arcs_of(space, &nd.config.overlay)?;
+        let layer = overlay_layer(nd.identity.binding.layer);
+        if arcs.layer_of(me_id) != layer {
+            return Err(NodeError::Config(format!(
+                "the certificate puts node {me_id} in layer {} but its ID lies in layer {}",
+                layer.0,
+                arcs.layer_of(me_id).0
+            )));
+        }
+        let role = nd.identity.binding.role;
+        let t = &a.chord;
+        let mut cc = ChordConfig::new(space);
+        cc.stabilize_every = t.stabilize;
+        cc.fix_fingers_every = t.fix_fingers;
+        cc.stabilize_max = t.quiet_maintenance_max;
+        cc.fix_fingers_max = t.quiet_maintenance_max;
+        cc.check_predecessor_every = t.check_predecessor;
+        cc.ring_check_every = t.ring_check;
+        cc.rpc_timeout = t.rpc_timeout;
+        cc.lookup_timeout = t.lookup_timeout;
+        let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
+        let cc = Arc::new(cc);
+        let secure = Arc::new(SecureConfig {
+            fanout: a.fanout.clamp(1, 16),
+            call_timeout: a.call_timeout.max(Duration::from_millis(100)),
+            sos_timeout: a.sos_timeout,
+            ..SecureConfig::default()
+        });
+
+        // Membership: the E&A directory (or --directory), checked chain by chain.
+        let dir_source = a
+            .directory
+            .clone()
+            .or_else(|| directory::default_source(&nd.config.enroll_server));
+        let members = Arc::new(AtomicUsize::new(0));
+        let keys = KeyBook::new();
+        let membership = match &dir_source {
+            Some(src) => match directory::load(&nd.trust, arcs, src, &keys).await {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!("{e}; starting without a directory (calls fail until it loads)");
+                    empty_membership(arcs, &keys)
+                }
+            },
+            None => {
+                warn!("no directory source (no --directory, no enroll_server in node.json)");
+                empty_membership(arcs, &keys)
+            }
+        };
+        log_membership(&membership, &members);
+        let ctx = membership.context(secure.clone());
+
+        // Rings are per layer: join through members of our own layer only.
+        let given: Vec<Contact> = if a.bootstrap.is_empty() {
+            nd.config
+                .bootstrap
+                .iter()
+                .map(|b| Contact::new(b.node_id, b.addr))
+                .collect()
+        } else {
+            a.bootstrap.clone()
+        };
+        let bootstrap: Vec<Contact> = given
+            .iter()
+            .copied()
+            .filter(|c| c.id != me_id && arcs.layer_of(c.id) == layer)
+            .collect();
+        if !a.create && bootstrap.is_empty() {
+            return Err(NodeError::Config(format!(
+                "no bootstrap peer of layer {} (none given with --bootstrap, none in node.json): pass --create to start the layer's ring",
+                layer.0
+            )));
+        }
+
+        let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
+        let behind_nat = reflexive.is_some_and(|r| r.behind_nat()) && a.advertise.is_none();
+        let relay = match a.relay {
+            Some(r) => Some(r),
+            None if a.outbound_only || behind_nat => match bootstrap.first() {
+                Some(b) => Some(*b),
+                None => {
+                    return Err(NodeError::Config(
+                        "outbound-only (behind NAT) needs a relay: pass --relay or --bootstrap"
+                            .into(),
+                    ));
+                }
+            },
+            None => None,
+        };
+        if let Some(r) = relay {
+            info!(relay = %r.id, addr = ?r.addr, behind_nat, "outbound-only: reachable through the relay");
+        }
+        let nat_status = serde_json::json!({
+            "reflexive": reflexive.map(|r| serde_json::json!({
+                "server": r.server, "local": r.local, "reflexive": r.reflexive,
+                "behind_nat": r.behind_nat(),
+            })),
+            "relay": relay.map(|r| serde_json::json!({ "id": r.id.to_string(), "addr": r.addr })),
+        });
+
+        let listen = a
+            .listen
+            .or(nd.config.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let limits = Limits {
+            idle_timeout: a.idle_timeout,
+            max_inbound: a.max_inbound,
+            ..Limits::default()
+        };
+        let cfg = NetConfig {
+            listen,
+            advertise: a.advertise,
+            identity: nd.identity.clone(),
+            trust: nd.trust.clone(),
+            crl_refresh: crl_source.map(|s| (s, a.crl_refresh.max(Duration::from_secs(1)))),
+            limits,
+        };
+        let seed = random_seed()?;
+        let signer = net::CertSigner::from_identity(&nd.identity)
+            .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+        let PeerRuntime {
+            handle: h,
+            events,
+            task,
+        } = {
+            let make = move |me| net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
+            match relay {
+                Some(r) => {
+                    let every = a.keepalive.max(Duration::from_secs(1));
+                    PeerRuntime::start_outbound_only(cfg, r, every, make).await
+                }
+                None => PeerRuntime::start(cfg, make).await,
+            }
+        }
+        .map_err(NodeError::net("starting the peer"))?;
+        // The database first: a warm cache and the records before joining.
+        let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
+        // Store SIP registrations for others (signature by the owner's certificate key,
+        // owner rule, freshness); without a validator a peer stores nothing for others.
+        net::install_registration_validator(&h)
+            .await
+            .map_err(NodeError::net("installing the registration validator"))?;
+        let (create, boots) = (a.create, bootstrap.clone());
+        h.call(move |n, now| {
+            let c = n.chord_mut();
+            if create {
+                c.create(now);
+            }
+            for b in boots.iter().skip(1) {
+                c.add_bootstrap(*b);
+            }
+            if let Some(first) = boots.first().copied() {
+                if create {
+                    c.add_bootstrap(first);
+                } else {
+                    c.join(now, first);
+                }
+            }
+        })
+        .await
+        .map_err(NodeError::net("joining the ring"))?;
+
+        // SOS: rankings and reports off the loop.
+        let sos_url = match &a.sos {
+            SosChoice::Off => None,
+            SosChoice::Url(u) => Some(u.clone()),
+            SosChoice::FromNodeDir => nd.config.sos_url.clone(),
+        };
+        let sos_counters = Arc::new(SosCounters::default());
+        let link = match &sos_url {
+            Some(url) => {
+                let client = sos::SosClient::new(url)
+                    .map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))?;
+                Some(
+                    SosLink::new(client, &nd.identity, sos_counters.clone()).map_err(|e| {
+                        NodeError::Sos(format!("the certificate key for SOS reports: {e}"))
+                    })?,
+                )
+            }
+            None => {
+                warn!("no SOS: callees take the shortest route, evidence is dropped");
+                None
+            }
+        };
+        let (app_tx, app_rx) = mpsc::channel::<SecureEvent>(1024);
+        tokio::spawn(net::run_events(h.clone(), events, link, Some(app_tx)));
+
+        // Directory refresh.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(src) = dir_source.clone() {
+            let (h, trust, secure, members, keys, mut stop) = (
+                h.clone(),
+                nd.trust.clone(),
+                secure.clone(),
+                members.clone(),
+                keys.clone(),
+                stop_rx.clone(),
+            );
+            let every = a.directory_refresh.max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    match directory::load(&trust, arcs, &src, &keys).await {
+                        Ok(m) => {
+                            log_membership(&m, &members);
+                            let ctx = m.context(secure.clone());
+                            if h.call(move |n, _| n.set_context(ctx)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => warn!("directory refresh: {e}"),
+                    }
+                }
+            });
+        }
+
+        let mut shared = calls::Shared::new(db.clone());
+        if a.ice {
+            let stun = reflexive.map(|r| r.server);
+            shared.ice = Some(nat::IceOptions {
+                stun,
+                gather_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_secs(5),
+                ..nat::IceOptions::default()
+            });
+        }
+        let shared = Arc::new(shared);
+        // Periodic sync of the node's state into the database.
+        {
+            let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());
+            let every = a.db_sync.max(Duration::from_millis(100));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    let db = db.clone();
+                    if h.call(move |n, now| db::sync(&db, n, now)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let control = tokio::net::TcpListener::bind(a.control)
+            .await
+            .map_err(NodeError::io(format!(
+                "binding the control endpoint {}",
+                a.control
+            )))?;
+        let control_addr = control
+            .local_addr()
+            .map_err(NodeError::io("the control endpoint's address"))?;
+        let ctl = control::Ctl {
+            h: h.clone(),
+            space,
+            layer: layer.0,
+            role: role.as_str(),
+            shared: shared.clone(),
+            sos: sos_url.as_ref().map(|_| sos_counters.clone()),
+            sos_url: sos_url.clone(),
+            members: members.clone(),
+            lookup_wait,
+            dialog_wait: a.dialog_timeout.max(Duration::from_millis(100)),
+            nat: nat_status,
+            extra: {
+                let db = db.clone();
+                Arc::new(move || db::status(&db, &warm))
+            },
+        };
+        let app = control::router(ctl.clone());
+        let mut stop = stop_rx.clone();
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(control, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        // The SIP front-end (registrar + proxy for local phones) over this peer.
+        let (fe_tx, fe) = match &a.sip {
+            Some(sc) => {
+                let (tx, rx) = mpsc::channel::<SecureEvent>(4096);
+                let signer = net::CertSigner::from_identity(&nd.identity)
+                    .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+                let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
+                let domain = sc.domain.clone();
+                let auth = crate::load_sip_auth(sc.credentials.as_deref(), &domain, &sc.digest)?;
+                let unix_offset_ms = db::unix_ms();
+                let fe = sip::driver::start(
+                    sc.listen,
+                    sip::driver::DriverLimits::default(),
+                    move |local| {
+                        let mut cfg = sip::FrontEndConfig::new(&domain, local);
+                        cfg.unix_offset_ms = unix_offset_ms;
+                        cfg.auth = auth;
+                        sip::FrontEnd::new(cfg, me_id, Box::new(signer), verifier)
+                    },
+                    net::RuntimeOverlay::new(h.clone(), space, rx),
+                )
+                .await
+                .map_err(NodeError::io(format!(
+                    "starting the SIP front-end on {}",
+                    sc.listen
+                )))?;
+                (Some(tx), Some(fe))
+            }
+            None => (None, None),
+        };
+        let control_file = a.dir.join(CONTROL_FILE);
+        std::fs::write(&control_file, format!("{control_addr}\n"))
+            .map_err(NodeError::io(format!("writing {}", control_file.display())))?;
+        let info = NodeInfo {
+            id: me_id,
+            addr: h.local_addr(),
+            control: control_addr,
+            role,
+            layer: layer.0,
+            members: members.load(Ordering::Relaxed),
+            sos_url,
+            sip: fe
+                .as_ref()
+                .zip(a.sip.as_ref())
+                .map(|(fe, sc)| (fe.local, sc.domain.clone())),
+        };
+        let events = tokio::spawn(event_loop(
+            h.clone(),
+            shared,
+            me_id,
+            fe_tx,
+            app_rx,
+            bootstrap,
+        ));
+        Ok(Node {
+            info,
+            ctl,
+            stop_tx,
+            events,
+            runtime: task,
+            db,
+            fe,
+            http,
+            control_file,
+        })
+    }
+}
+
+/// The node's application events until the runtime stops: calls, lookups answered, and a
+/// rejoin after a failed join.
+async fn event_loop(
+    h: Handle<SecureNode>,
+    shared: Arc<calls::Shared>,
+    me_id: NodeId,
+    fe_tx: Option<mpsc::Sender<SecureEvent>>,
+    mut app_rx: mpsc::Receiver<SecureEvent>,
+    bootstrap: Vec<Contact>,
+) -> Result<(), NodeError> {
+    let mut rejoin_at: Option<tokio::time::Instant> = None;
+    let mut next_boot = 0usize;
+    loop {
+        let rejoin = async {
+            match rejoin_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = app_rx.recv() => match ev {
+                Some(ev) => {
+                    if let Some(again) = on_event(&h, &shared, me_id, fe_tx.as_ref(), ev).await {
+                        rejoin_at.get_or_insert(tokio::time::Instant::now() + again);
+                    }
+                }
+                None => return Ok(()),
+            },
+            () = rejoin => {
+                rejoin_at = None;
+                let result = if bootstrap.is_empty() {
+                    h.call(|n, now| n.chord_mut().create(now)).await
+                } else {
+                    next_boot = (next_boot + 1) % bootstrap.len();
+                    let b = bootstrap[next_boot];
+                    info!(via = %b.id, "rejoining");
+                    h.call(move |n, now| n.chord_mut().join(now, b)).await
+                };
+                result.map_err(NodeError::net("rejoining"))?;
+            }
+        }
+    }
+}
+
+fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {
+    let mut m = Membership::new(arcs);
+    m.keys = keys.clone();
+    m
+}
+
+fn log_membership(m: &Membership, members: &AtomicUsize) {
+    let n = m.keys.len();
+    members.store(n, Ordering::Relaxed);
+    for (i, why) in &m.refused {
+        warn!("directory member {i} refused: {why}");
+    }
+    info!(
+        members = n,
+        csps = ?m.directory.csps.iter().map(Vec::len).collect::<Vec<_>>(),
+        cspgs = ?m.directory.cspgs.iter().map(Vec::len).collect::<Vec<_>>(),
+        "directory loaded"
+    );
+}
+
+/// Handle one application event of the secure node; returns a delay after which to rejoin
+/// when the join failed.
+async fn on_event(
+    h: &Handle<SecureNode>,
+    shared: &Arc<calls::Shared>,
+    me: NodeId,
+    fe: Option<&tokio::sync::mpsc::Sender<SecureEvent>>,
+    ev: SecureEvent,
+) -> Option<Duration> {
+    match ev {
+        SecureEvent::Chord(Event::Joined { successor }) => info!(%successor, "joined the ring"),
+        SecureEvent::Chord(Event::JoinFailed { reason }) => {
+            warn!("join failed: {reason}; retrying in 1 s");
+            return Some(Duration::from_secs(1));
+        }
+        SecureEvent::Chord(Event::PeerFailed { peer }) => info!(%peer, "peer failed"),
+        SecureEvent::Chord(
+            ev @ (Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. }),
+        ) => {
+            let waiter = calls::lock(&shared.lookups).remove(&lookup);
+            if let Some(w) = waiter {
+                let _ = w.send(ev);
+            }
+        }
+        SecureEvent::IncomingCall {
+            caller,
+            call,
+            invite,
+        } => {
+            let (db, ev) = (
+                shared.db.clone(),
+                SecureEvent::IncomingCall {
+                    caller,
+                    call,
+                    invite: invite.clone(),
+                },
+            );
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
+            match fe {
+                // The front-end forwards it to the registered phone.
+                Some(fe) => to_frontend(
+                    fe,
+                    SecureEvent::IncomingCall {
+                        caller,
+                        call,
+                        invite,
+                    },
+                ),
+                None => {
+                    // Answering may gather ICE candidates for seconds: off the event loop,
+                    // so lookups and other calls' messages keep flowing (up to a bound).
+                    if shared.answering.fetch_add(1, Ordering::Relaxed) < calls::MAX_ANSWERING {
+                        let (h, shared) = (h.clone(), shared.clone());
+                        tokio::spawn(async move {
+                            calls::answer(&h, &shared, caller, call, invite).await;
+                            shared.answering.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    } else {
+                        shared.answering.fetch_sub(1, Ordering::Relaxed);
+                        calls::answer(h, shared, caller, call, invite).await;
+                    }
+                }
+            }
+        }
+        SecureEvent::Dialog { caller, call, body } if caller == me => {
+            if let (Some(body), Some(fe)) = (calls::on_outgoing_dialog(shared, call, body), fe) {
+                to_frontend(fe, SecureEvent::Dialog { caller, call, body });
+            }
+        }
+        SecureEvent::Dialog { caller, call, body } => match fe {
+            Some(fe) if !calls::is_answered(shared, caller, call) => {
+                to_frontend(fe, SecureEvent::Dialog { caller, call, body })
+            }
+            _ => calls::on_incoming_dialog(h, shared, caller, call, body).await,
+        },
+        ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
+            // Calls the front-end placed (the control endpoint's calls wait for theirs).
+            let (db, ev2) = (shared.db.clone(), ev.clone());
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev2)).await;
+            if let Some(fe) = fe {
+                to_frontend(fe, ev);
+            }
+        }
+        other => debug!(?other, "event"),
+    }
+    None
+}
+
+fn to_frontend(fe: &tokio::sync::mpsc::Sender<SecureEvent>, ev: SecureEvent) {
+    if fe.try_send(ev).is_err() {
+        warn!("SIP front-end busy: overlay event dropped");
+    }
+}
+
+/// Learn the server-reflexive address from `--stun` (else node.json's `stun_urls`); logged.
+/// A failure is logged and leaves the peer without one (it still runs).
+async fn learn_reflexive(flags: &[SocketAddr], urls: &[String]) -> Option<nat::Reflexive> {
+    let servers: Vec<SocketAddr> = if flags.is_empty() {
+        urls.iter()
+            .filter_map(|u| {
+                let a = nat::stun_server_addr(u);
+                if a.is_none() {
+                    warn!("ignoring STUN URL {u:?} (want stun:IP:PORT)");
+                }
+                a
+            })
+            .collect()
+    } else {
+        flags.to_vec()
+    };
+    if servers.is_empty() {
+        return None;
+    }
+    let opts = nat::BindingOptions::quick(Duration::from_secs(3));
+    match nat::discover_reflexive(&servers, &opts).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!("no server-reflexive address: {e}");
+            None
+        }
+    }
+}
+
+fn random_seed() -> Result<[u8; 32], NodeError> {
+    use ring::rand::SecureRandom;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| NodeError::Config("no system randomness".into()))?;
+    Ok(seed)
+}

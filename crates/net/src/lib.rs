@@ -45,7 +45,6 @@ mod node_dir;
 mod relay;
 mod runtime;
 mod secure;
-mod sip_overlay;
 mod stats;
 mod tls;
 
@@ -59,6 +58,5 @@ pub use secure::{
     CallOutcome, DirectoryFile, Instrumented, KindLog, MemberEntry, Membership, MembershipError,
     SecureCore, SosCounters, SosLink, overlay_layer, overlay_role, run_events, secure_node,
 };
-pub use sip_overlay::{RuntimeOverlay, install_registration_validator};
 pub use stats::Stats;
 pub use tls::{ConfigError, CrlStore, Identity, Refusal, RevocationPolicy, Trust};

@@ -85,15 +85,28 @@ impl Core for SecureNode {
 }
 
 /// A core that is, or wraps, a [`SecureNode`]: what [`run_events`] and
-/// [`Handle::place_call`] drive.
-pub trait SecureCore: Core<Event = SecureEvent> {
+/// [`Handle::place_call`] drive. A wrapper may have events of its own besides the node's
+/// (a SIP front-end's datagrams); [`SecureCore::split`] tells them apart.
+pub trait SecureCore: Core {
     /// The secure node.
     fn node(&mut self) -> &mut SecureNode;
+    /// The secure node's event inside `event`, or the wrapper's own event back.
+    fn split(event: Self::Event) -> Result<SecureEvent, Self::Event>;
+    /// A secure node's event as this core's event.
+    fn wrap(event: SecureEvent) -> Self::Event;
 }
 
 impl SecureCore for SecureNode {
     fn node(&mut self) -> &mut SecureNode {
         self
+    }
+
+    fn split(event: SecureEvent) -> Result<SecureEvent, SecureEvent> {
+        Ok(event)
+    }
+
+    fn wrap(event: SecureEvent) -> SecureEvent {
+        event
     }
 }
 
@@ -279,6 +292,14 @@ impl Core for Instrumented {
 impl SecureCore for Instrumented {
     fn node(&mut self) -> &mut SecureNode {
         &mut self.node
+    }
+
+    fn split(event: SecureEvent) -> Result<SecureEvent, SecureEvent> {
+        Ok(event)
+    }
+
+    fn wrap(event: SecureEvent) -> SecureEvent {
+        event
     }
 }
 
@@ -697,13 +718,22 @@ fn sos_outcome(o: overlay::secure::Outcome) -> sos::Outcome {
 /// else to `app` (dropped when `app` is full or closed).
 pub async fn run_events<C: SecureCore>(
     h: Handle<C>,
-    mut events: mpsc::Receiver<SecureEvent>,
+    mut events: mpsc::Receiver<C::Event>,
     sos: Option<SosLink>,
-    app: Option<mpsc::Sender<SecureEvent>>,
+    app: Option<mpsc::Sender<C::Event>>,
 ) {
     let me = h.contact().id;
     let mut evidence_log = crate::budget::RateLog::new(Duration::from_secs(5));
     while let Some(ev) = events.recv().await {
+        let ev = match C::split(ev) {
+            Ok(ev) => ev,
+            Err(own) => {
+                if let Some(a) = &app {
+                    let _ = a.try_send(own);
+                }
+                continue;
+            }
+        };
         match ev {
             SecureEvent::RankRoutes { query, routes } => match &sos {
                 Some(s) => s.rank(&h, query, routes),
@@ -739,7 +769,7 @@ pub async fn run_events<C: SecureCore>(
             }
             other => {
                 if let Some(a) = &app {
-                    let _ = a.try_send(other);
+                    let _ = a.try_send(C::wrap(other));
                 }
             }
         }
@@ -772,23 +802,23 @@ impl<C: SecureCore> Handle<C> {
         callee: NodeId,
         invite: Vec<u8>,
     ) -> Result<CallOutcome, NetError> {
-        match self
-            .request(move |n, now| n.node().call(now, callee, invite))
-            .await?
-        {
-            SecureEvent::CallRinging {
+        match C::split(
+            self.request(move |n, now| n.node().call(now, callee, invite))
+                .await?,
+        ) {
+            Ok(SecureEvent::CallRinging {
                 call,
                 setup,
                 route,
                 cached,
                 ..
-            } => Ok(CallOutcome::Ringing {
+            }) => Ok(CallOutcome::Ringing {
                 call,
                 srd: setup,
                 route,
                 cached,
             }),
-            SecureEvent::CallFailed { reason, .. } => Ok(CallOutcome::Failed(reason)),
+            Ok(SecureEvent::CallFailed { reason, .. }) => Ok(CallOutcome::Failed(reason)),
             _ => Ok(CallOutcome::Failed(CallFailure::TimedOut)),
         }
     }

@@ -13,13 +13,12 @@ use common::{layer2_identity, trust};
 
 use enroll::Role;
 use enroll::cert::Ca;
-use net::{
-    CertSigner, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime, RuntimeOverlay,
-};
-use overlay::secure::{LayerArcs, Routing, SecureConfig, SecureNode};
+use net::{CertSigner, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime, SecureCore};
+use node::PeerCore;
+use overlay::secure::{LayerArcs, Routing, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
 use rustls::pki_types::CertificateDer;
-use sip::driver::{self, DriverLimits};
+use sip::driver::DriverLimits;
 use sip::{FrontEnd, FrontEndConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,14 +40,14 @@ fn issue(ca: &Ca, id: u128) -> (Identity, Vec<CertificateDer<'static>>) {
     (identity, chain)
 }
 
-async fn ring_ok(handles: &[Handle<SecureNode>]) -> bool {
+async fn ring_ok(handles: &[Handle<PeerCore>]) -> bool {
     let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
     ids.sort();
     for h in handles {
         let pos = ids.iter().position(|i| *i == h.contact().id).unwrap();
         let want = ids[(pos + 1) % ids.len()];
         let succ = h
-            .call(|n, _| n.chord().successor().map(|c| c.id))
+            .call(|n, _| n.node().chord().successor().map(|c| c.id))
             .await
             .unwrap();
         if succ != Some(want) {
@@ -97,15 +96,23 @@ async fn calls_over_tls(transport: &str) {
         let signer = CertSigner::from_identity(identity).unwrap();
         let role = identity.binding.role;
         let rt = PeerRuntime::start(net_cfg, move |me| {
-            net::secure_node(signer, role, me, chord, ctx, Routing::Secure, seed)
+            PeerCore::new(net::secure_node(
+                signer,
+                role,
+                me,
+                chord,
+                ctx,
+                Routing::Secure,
+                seed,
+            ))
         })
         .await
         .unwrap();
         let boot = first;
         rt.handle
             .call(move |n, now| match boot {
-                None => n.chord_mut().create(now),
-                Some(b) => n.chord_mut().join(now, b),
+                None => n.node().chord_mut().create(now),
+                Some(b) => n.node().chord_mut().join(now, b),
             })
             .await
             .unwrap();
@@ -128,8 +135,8 @@ async fn calls_over_tls(transport: &str) {
     let ctx = with_addrs.context(cfg);
     for h in &handles {
         let ctx = ctx.clone();
-        h.call(move |n, _| n.set_context(ctx)).await.unwrap();
-        net::install_registration_validator(h).await.unwrap();
+        h.call(move |n, _| n.node().set_context(ctx)).await.unwrap();
+        node::install_registration_validator(h).await.unwrap();
     }
     let t0 = Instant::now();
     while !ring_ok(&handles).await {
@@ -152,8 +159,8 @@ async fn calls_over_tls(transport: &str) {
         let h = handles[i].clone();
         let signer = CertSigner::from_identity(&members[i].0).unwrap();
         let verifier = ctx.verifier.clone();
-        let ov = RuntimeOverlay::new(h, space, app_rx[i].take().unwrap());
-        let fe = driver::start(
+        let fe = node::serve_frontend(
+            &h,
             "127.0.0.1:0".parse().unwrap(),
             DriverLimits::default(),
             move |local| {
@@ -161,14 +168,28 @@ async fn calls_over_tls(transport: &str) {
                 cfg.unix_offset_ms = unix_ms;
                 FrontEnd::new(cfg, NodeId(who), Box::new(signer), verifier)
             },
-            ov,
         )
         .await
         .unwrap();
-        fes.push(fe);
+        let (out, mut events) = (fe.sender(), app_rx[i].take().unwrap());
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let _ = node::send_to_phones(ev, &out);
+            }
+        });
+        fes.push((h, fe));
     }
-    sipp::sipp_calls(transport, fes[0].local, fes[1].local, 10).await;
-    let (sa, sb) = (fes[0].stats().frontend, fes[1].stats().frontend);
+    sipp::sipp_calls(transport, fes[0].1.local, fes[1].1.local, 10).await;
+    let mut stats = Vec::new();
+    for (h, _) in &fes {
+        let s = h
+            .call(|n, _| n.frontend().map(|f| f.stats().clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        stats.push(s);
+    }
+    let (sa, sb) = (&stats[0], &stats[1]);
     assert_eq!(sa.calls_out, 10, "{sa:?}");
     assert_eq!(sb.calls_in, 10, "{sb:?}");
     // The registration lives at the peer responsible for hash(bob's AoR), not at A or B
@@ -176,7 +197,7 @@ async fn calls_over_tls(transport: &str) {
     let key = sip::aor_key(space, "sip:bob@p2psip.test");
     let mut holders = 0;
     for h in &handles {
-        if h.call(move |n, _| n.chord().records().contains_key(&key))
+        if h.call(move |n, _| n.node().chord().records().contains_key(&key))
             .await
             .unwrap()
         {
@@ -184,7 +205,7 @@ async fn calls_over_tls(transport: &str) {
         }
     }
     assert!(holders >= 1, "no peer holds bob's registration");
-    for f in fes {
+    for (_, f) in fes {
         f.shutdown().await;
     }
     for h in &handles {

@@ -6,9 +6,10 @@
 //! ([`overlay::secure::SecureNode::send_dialog`]). The callee answers every call at once
 //! (an automatic user agent); a peer with a SIP front-end hands calls to its phones instead.
 
+use crate::core::PeerCore;
 use crate::output::say;
 use net::Handle;
-use overlay::secure::{SecureEvent, SecureNode};
+use overlay::secure::SecureEvent;
 use overlay::{Contact, NodeId};
 use serde::Serialize;
 use sip::msg::{RequestParts, SipMethod, build_request, parse_frame};
@@ -186,13 +187,14 @@ fn ms(d: Duration) -> f64 {
 
 /// Send in-dialog messages of call (`caller`, `call`) in order, then optionally forget it.
 async fn send_dialog(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     caller: NodeId,
     call: u64,
     bodies: Vec<Vec<u8>>,
     end: bool,
 ) -> bool {
-    h.call(move |n, _| {
+    h.call(move |n, now| {
+        let n = n.node_at(now);
         let mut ok = true;
         for b in bodies {
             ok &= n.send_dialog(caller, call, b);
@@ -209,7 +211,7 @@ async fn send_dialog(
 /// Place a call from this peer to `to` and run it to its end: INVITE, wait for Ringing,
 /// 180 and 200, send ACK, hold, BYE, wait for its 200.
 pub(crate) async fn place(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     shared: &Arc<Shared>,
     to: NodeId,
     aor: Option<String>,
@@ -281,26 +283,28 @@ pub(crate) async fn place(
     // The sink is registered inside the loop, before any answer can be dispatched.
     let ev = h
         .request(move |n, now| {
+            let n = n.node_at(now);
             let id = n.call(now, to, invite.clone());
             crate::db::call_placed(&sinks.db, now, id, &invite);
             lock(&sinks.sinks).insert(id, tx);
             id
         })
         .await;
-    if let Ok(ev) = &ev {
+    let ev = ev.map(<PeerCore as net::SecureCore>::split);
+    if let Ok(Ok(ev)) = &ev {
         let (db, ev) = (shared.db.clone(), ev.clone());
         let _ = h
             .call(move |_, now| crate::db::on_event(&db, now, &ev))
             .await;
     }
     let call = match ev {
-        Ok(SecureEvent::CallRinging {
+        Ok(Ok(SecureEvent::CallRinging {
             call,
             setup,
             route,
             cached,
             ..
-        }) => {
+        })) => {
             report.srd_ms = Some(ms(setup));
             report.hops = route.len();
             report.route = route.iter().map(|n| n.to_string()).collect();
@@ -308,7 +312,7 @@ pub(crate) async fn place(
             report.result = "ringing".into();
             call
         }
-        Ok(SecureEvent::CallFailed { call, reason, .. }) => {
+        Ok(Ok(SecureEvent::CallFailed { call, reason, .. })) => {
             lock(&shared.sinks).remove(&call);
             shared
                 .failed_total
@@ -322,7 +326,8 @@ pub(crate) async fn place(
             });
             return r;
         }
-        Ok(other) => return fail(report, format!("unexpected answer {other:?}")),
+        Ok(Ok(other)) => return fail(report, format!("unexpected answer {other:?}")),
+        Ok(Err(other)) => return fail(report, format!("unexpected answer {other:?}")),
         Err(e) => return fail(report, e.to_string()),
     };
     let outcome = dialog(
@@ -338,7 +343,9 @@ pub(crate) async fn place(
     )
     .await;
     lock(&shared.sinks).remove(&call);
-    let _ = h.call(move |n, _| n.end_dialog(me.id, call)).await;
+    let _ = h
+        .call(move |n, now| n.node_at(now).end_dialog(me.id, call))
+        .await;
     if let Some(s) = ice {
         // The callee may still be checking (its pair is valid only once our answers to its
         // checks arrive): keep answering for a while, as a media session would.
@@ -373,7 +380,7 @@ pub(crate) async fn place(
 /// After Ringing: the callee's responses, our ACK and BYE.
 #[allow(clippy::too_many_arguments)]
 async fn dialog(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     rx: &mut mpsc::Receiver<Vec<u8>>,
     report: &mut CallReport,
     (me, from): (Contact, &str),
@@ -507,14 +514,9 @@ pub(crate) fn on_outgoing_dialog(shared: &Shared, call: u64, body: Vec<u8>) -> O
     None
 }
 
-/// Is (`caller`, `call`) a call this peer's automatic answerer took?
-pub(crate) fn is_answered(shared: &Shared, caller: NodeId, call: u64) -> bool {
-    lock(&shared.answered).0.contains_key(&(caller, call))
-}
-
 /// A call for us: answer it at once (180 Ringing, 200 OK with an SDP answer).
 pub(crate) async fn answer(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     shared: &Shared,
     caller: Contact,
     call: u64,
@@ -524,7 +526,9 @@ pub(crate) async fn answer(
         Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => r,
         Ok(_) | Err(_) => {
             warn!(caller = %caller.id, "incoming call without a valid SIP INVITE: refused");
-            let _ = h.call(move |n, _| n.end_dialog(caller.id, call)).await;
+            let _ = h
+                .call(move |n, now| n.node_at(now).end_dialog(caller.id, call))
+                .await;
             return;
         }
     };
@@ -563,7 +567,9 @@ pub(crate) async fn answer(
         Ok(r) => r,
         Err(e) => {
             warn!(caller = %caller.id, "cannot answer the INVITE: {e}");
-            let _ = h.call(move |n, _| n.end_dialog(caller.id, call)).await;
+            let _ = h
+                .call(move |n, now| n.node_at(now).end_dialog(caller.id, call))
+                .await;
             return;
         }
     };
@@ -610,7 +616,7 @@ pub(crate) async fn answer(
 /// An in-dialog request for a call we answered: ACK (logged), BYE (200 OK, call ended),
 /// anything else 501.
 pub(crate) async fn on_incoming_dialog(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     shared: &Shared,
     caller: NodeId,
     call: u64,
@@ -664,14 +670,18 @@ pub(crate) async fn on_incoming_dialog(
 /// The Node-ID whose front-end holds `aor`'s registration, fetched from the overlay and
 /// checked (owner's signature, not expired).
 pub(crate) async fn resolve_aor(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     space: overlay::IdSpace,
     aor: &str,
 ) -> Result<NodeId, String> {
     let key = sip::aor_key(space, aor);
-    let value = match h.request(move |n, now| n.get(now, key)).await {
-        Ok(SecureEvent::Fetched { value: Some(v), .. }) => v,
-        Ok(SecureEvent::Fetched { value: None, .. }) => {
+    let answer = h
+        .request(move |n, now| n.node_at(now).get(now, key))
+        .await
+        .map(<PeerCore as net::SecureCore>::split);
+    let value = match answer {
+        Ok(Ok(SecureEvent::Fetched { value: Some(v), .. })) => v,
+        Ok(Ok(SecureEvent::Fetched { value: None, .. })) => {
             return Err(format!("no registration for {aor} in the overlay"));
         }
         Ok(other) => return Err(format!("unexpected answer {other:?}")),
@@ -680,7 +690,7 @@ pub(crate) async fn resolve_aor(
     let reg = sip::registration_in_value(&value, aor)
         .ok_or_else(|| format!("no registration for {aor} in the overlay"))?;
     let verifier = h
-        .call(|n, _| n.context().verifier.clone())
+        .call(|n, now| n.node_at(now).context().verifier.clone())
         .await
         .map_err(|e| e.to_string())?;
     reg.verify(verifier.as_ref()).map_err(|e| e.to_string())?;

@@ -2,11 +2,11 @@
 //! `GET /lookup/{key}`, `POST /call`. What `p2psip status`, `lookup` and `call` talk to.
 
 use crate::calls::{self, CallReport, CallRequest, Shared};
+use crate::core::PeerCore;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use net::{Handle, SosCounters};
-use overlay::secure::SecureNode;
 use overlay::{Contact, Event, IdSpace};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Duration;
 /// What the handlers need.
 #[derive(Clone)]
 pub(crate) struct Ctl {
-    pub h: Handle<SecureNode>,
+    pub h: Handle<PeerCore>,
     pub space: IdSpace,
     pub layer: u8,
     pub role: &'static str,
@@ -106,6 +106,7 @@ impl Ctl {
         let r = c
         .h
         .call(|n, now| {
+            let n = n.node_at(now);
             let ch = n.chord();
             json!({
                 "node": ch.id().to_string(),
@@ -175,6 +176,7 @@ impl Ctl {
         // The waiter is registered inside the loop, before the answer can be dispatched.
         let started =
             c.h.call(move |n, now| {
+                let n = n.node_at(now);
                 let id = n.chord_mut().lookup(now, key);
                 calls::lock(&shared.lookups).insert(id, tx);
                 id

@@ -7,6 +7,7 @@
 use crate::calls;
 use crate::config::{Config, CrlPolicy, SosChoice};
 use crate::control;
+use crate::core::{PeerCore, PeerEvent};
 use crate::db;
 use crate::directory;
 use crate::error::NodeError;
@@ -14,7 +15,7 @@ use net::{
     Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
     SosCounters, SosLink, overlay_layer,
 };
-use overlay::secure::{Routing, SecureConfig, SecureEvent, SecureNode};
+use overlay::secure::{Routing, SecureConfig, SecureEvent};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -86,7 +87,7 @@ pub struct Node {
     events: JoinHandle<Result<(), NodeError>>,
     runtime: JoinHandle<()>,
     db: db::Db,
-    fe: Option<sip::driver::FrontEndTask>,
+    sip: Option<sip::driver::SipSockets>,
     http: JoinHandle<()>,
     control_file: std::path::PathBuf,
 }
@@ -148,13 +149,14 @@ impl Node {
         let _ = std::fs::remove_file(&self.control_file);
         let _ = self.stop_tx.send(true);
         self.events.abort();
-        if let Some(fe) = self.fe {
-            fe.shutdown().await;
+        if let Some(sip) = self.sip {
+            sip.shutdown().await;
         }
         let h = self.ctl.h.clone();
         let handed_over = {
             let db = self.db.clone();
             h.call(move |n, now| {
+                let n = n.node_at(now);
                 db::sync(&db, n, now);
                 let c = n.chord();
                 c.is_active() && c.successor().is_some_and(|s| s.id != c.id())
@@ -335,30 +337,77 @@ impl Node {
         let seed = random_seed()?;
         let signer = net::CertSigner::from_identity(&nd.identity)
             .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+        // The SIP sockets first: the front-end is built with their address, inside the core.
+        let sip = match &a.sip {
+            Some(sc) => {
+                let auth = crate::load_sip_auth(sc.credentials.as_deref(), &sc.domain, &sc.digest)?;
+                let (sockets, inbound) =
+                    sip::driver::SipSockets::bind(sc.listen, sip::driver::DriverLimits::default())
+                        .await
+                        .map_err(NodeError::io(format!(
+                            "starting the SIP front-end on {}",
+                            sc.listen
+                        )))?;
+                let fe_signer = net::CertSigner::from_identity(&nd.identity)
+                    .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+                let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
+                let frontend = (sc.domain.clone(), auth, sockets.local, fe_signer, verifier);
+                Some((sockets, inbound, frontend))
+            }
+            None => None,
+        };
+        let (sip, frontend) = match sip {
+            Some((sockets, inbound, frontend)) => (Some((sockets, inbound)), Some(frontend)),
+            None => (None, None),
+        };
+        let make = move |me| {
+            let core = PeerCore::new(net::secure_node(
+                signer,
+                role,
+                me,
+                cc,
+                ctx,
+                Routing::Secure,
+                seed,
+            ));
+            match frontend {
+                Some((domain, auth, local, fe_signer, verifier)) => {
+                    let mut cfg = sip::FrontEndConfig::new(&domain, local);
+                    // The front-end runs on the runtime's clock, which starts now.
+                    cfg.unix_offset_ms = db::unix_ms();
+                    cfg.auth = auth;
+                    core.with_frontend(sip::FrontEnd::new(
+                        cfg,
+                        me_id,
+                        Box::new(fe_signer),
+                        verifier,
+                    ))
+                }
+                None => core,
+            }
+        };
         let PeerRuntime {
             handle: h,
             events,
             task,
-        } = {
-            let make = move |me| net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
-            match relay {
-                Some(r) => {
-                    let every = a.keepalive.max(Duration::from_secs(1));
-                    PeerRuntime::start_outbound_only(cfg, r, every, make).await
-                }
-                None => PeerRuntime::start(cfg, make).await,
+        } = match relay {
+            Some(r) => {
+                let every = a.keepalive.max(Duration::from_secs(1));
+                PeerRuntime::start_outbound_only(cfg, r, every, make).await
             }
+            None => PeerRuntime::start(cfg, make).await,
         }
         .map_err(NodeError::net("starting the peer"))?;
         // The database first: a warm cache and the records before joining.
         let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
         // Store SIP registrations for others (signature by the owner's certificate key,
         // owner rule, freshness); without a validator a peer stores nothing for others.
-        net::install_registration_validator(&h)
+        crate::install_registration_validator(&h)
             .await
             .map_err(NodeError::net("installing the registration validator"))?;
         let (create, boots) = (a.create, bootstrap.clone());
         h.call(move |n, now| {
+            let n = n.node_at(now);
             let c = n.chord_mut();
             if create {
                 c.create(now);
@@ -399,7 +448,7 @@ impl Node {
                 None
             }
         };
-        let (app_tx, app_rx) = mpsc::channel::<SecureEvent>(1024);
+        let (app_tx, app_rx) = mpsc::channel::<PeerEvent>(4096);
         tokio::spawn(net::run_events(h.clone(), events, link, Some(app_tx)));
 
         // Directory refresh.
@@ -424,7 +473,10 @@ impl Node {
                         Ok(m) => {
                             log_membership(&m, &members);
                             let ctx = m.context(secure.clone());
-                            if h.call(move |n, _| n.set_context(ctx)).await.is_err() {
+                            if h.call(move |n, now| n.node_at(now).set_context(ctx))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -456,7 +508,10 @@ impl Node {
                         _ = stop.wait_for(|s| *s) => return,
                     }
                     let db = db.clone();
-                    if h.call(move |n, now| db::sync(&db, n, now)).await.is_err() {
+                    if h.call(move |n, now| db::sync(&db, n.node_at(now), now))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -497,33 +552,11 @@ impl Node {
                 })
                 .await;
         });
-        // The SIP front-end (registrar + proxy for local phones) over this peer.
-        let (fe_tx, fe) = match &a.sip {
-            Some(sc) => {
-                let (tx, rx) = mpsc::channel::<SecureEvent>(4096);
-                let signer = net::CertSigner::from_identity(&nd.identity)
-                    .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
-                let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
-                let domain = sc.domain.clone();
-                let auth = crate::load_sip_auth(sc.credentials.as_deref(), &domain, &sc.digest)?;
-                let unix_offset_ms = db::unix_ms();
-                let fe = sip::driver::start(
-                    sc.listen,
-                    sip::driver::DriverLimits::default(),
-                    move |local| {
-                        let mut cfg = sip::FrontEndConfig::new(&domain, local);
-                        cfg.unix_offset_ms = unix_offset_ms;
-                        cfg.auth = auth;
-                        sip::FrontEnd::new(cfg, me_id, Box::new(signer), verifier)
-                    },
-                    net::RuntimeOverlay::new(h.clone(), space, rx),
-                )
-                .await
-                .map_err(NodeError::io(format!(
-                    "starting the SIP front-end on {}",
-                    sc.listen
-                )))?;
-                (Some(tx), Some(fe))
+        // Phones' datagrams into the core, the core's messages for phones out.
+        let (sip_out, sip_sockets) = match sip {
+            Some((sockets, inbound)) => {
+                tokio::spawn(crate::phones::intake(h.clone(), inbound));
+                (Some(sockets.sender()), Some(sockets))
             }
             None => (None, None),
         };
@@ -538,16 +571,16 @@ impl Node {
             layer: layer.0,
             members: members.load(Ordering::Relaxed),
             sos_url,
-            sip: fe
+            sip: sip_sockets
                 .as_ref()
                 .zip(a.sip.as_ref())
-                .map(|(fe, sc)| (fe.local, sc.domain.clone())),
+                .map(|(s, sc)| (s.local, sc.domain.clone())),
         };
         let events = tokio::spawn(event_loop(
             h.clone(),
             shared,
             me_id,
-            fe_tx,
+            sip_out,
             app_rx,
             bootstrap,
         ));
@@ -558,7 +591,7 @@ impl Node {
             events,
             runtime: task,
             db,
-            fe,
+            sip: sip_sockets,
             http,
             control_file,
         })
@@ -568,11 +601,11 @@ impl Node {
 /// The node's application events until the runtime stops: calls, lookups answered, and a
 /// rejoin after a failed join.
 async fn event_loop(
-    h: Handle<SecureNode>,
+    h: Handle<PeerCore>,
     shared: Arc<calls::Shared>,
     me_id: NodeId,
-    fe_tx: Option<mpsc::Sender<SecureEvent>>,
-    mut app_rx: mpsc::Receiver<SecureEvent>,
+    sip_out: Option<sip::driver::SipSender>,
+    mut app_rx: mpsc::Receiver<PeerEvent>,
     bootstrap: Vec<Contact>,
 ) -> Result<(), NodeError> {
     let mut rejoin_at: Option<tokio::time::Instant> = None;
@@ -587,7 +620,7 @@ async fn event_loop(
         tokio::select! {
             ev = app_rx.recv() => match ev {
                 Some(ev) => {
-                    if let Some(again) = on_event(&h, &shared, me_id, fe_tx.as_ref(), ev).await {
+                    if let Some(again) = on_event(&h, &shared, me_id, sip_out.as_ref(), ev).await {
                         rejoin_at.get_or_insert(tokio::time::Instant::now() + again);
                     }
                 }
@@ -596,12 +629,12 @@ async fn event_loop(
             () = rejoin => {
                 rejoin_at = None;
                 let result = if bootstrap.is_empty() {
-                    h.call(|n, now| n.chord_mut().create(now)).await
+                    h.call(|n, now| n.node_at(now).chord_mut().create(now)).await
                 } else {
                     next_boot = (next_boot + 1) % bootstrap.len();
                     let b = bootstrap[next_boot];
                     info!(via = %b.id, "rejoining");
-                    h.call(move |n, now| n.chord_mut().join(now, b)).await
+                    h.call(move |n, now| n.node_at(now).chord_mut().join(now, b)).await
                 };
                 result.map_err(NodeError::net("rejoining"))?;
             }
@@ -629,15 +662,29 @@ fn log_membership(m: &Membership, members: &AtomicUsize) {
     );
 }
 
-/// Handle one application event of the secure node; returns a delay after which to rejoin
-/// when the join failed.
+/// Handle one application event of the peer; returns a delay after which to rejoin when
+/// the join failed.
 async fn on_event(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     shared: &Arc<calls::Shared>,
     me: NodeId,
-    fe: Option<&tokio::sync::mpsc::Sender<SecureEvent>>,
-    ev: SecureEvent,
+    sip_out: Option<&sip::driver::SipSender>,
+    ev: PeerEvent,
 ) -> Option<Duration> {
+    let ev = match sip_out {
+        Some(out) => crate::phones::send_to_phones(ev, out)?,
+        None => ev,
+    };
+    let ev = match ev {
+        PeerEvent::Overlay(ev) => ev,
+        PeerEvent::SipOut(_) => return None,
+        PeerEvent::Handled(ev) => {
+            // The front-end took care of it; the call history records it.
+            let db = shared.db.clone();
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
+            return None;
+        }
+    };
     match ev {
         SecureEvent::Chord(Event::Joined { successor }) => info!(%successor, "joined the ring"),
         SecureEvent::Chord(Event::JoinFailed { reason }) => {
@@ -667,60 +714,35 @@ async fn on_event(
                 },
             );
             let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
-            match fe {
-                // The front-end forwards it to the registered phone.
-                Some(fe) => to_frontend(
-                    fe,
-                    SecureEvent::IncomingCall {
-                        caller,
-                        call,
-                        invite,
-                    },
-                ),
-                None => {
-                    // Answering may gather ICE candidates for seconds: off the event loop,
-                    // so lookups and other calls' messages keep flowing (up to a bound).
-                    if shared.answering.fetch_add(1, Ordering::Relaxed) < calls::MAX_ANSWERING {
-                        let (h, shared) = (h.clone(), shared.clone());
-                        tokio::spawn(async move {
-                            calls::answer(&h, &shared, caller, call, invite).await;
-                            shared.answering.fetch_sub(1, Ordering::Relaxed);
-                        });
-                    } else {
-                        shared.answering.fetch_sub(1, Ordering::Relaxed);
-                        calls::answer(h, shared, caller, call, invite).await;
-                    }
-                }
+            // Answering may gather ICE candidates for seconds: off the event loop, so
+            // lookups and other calls' messages keep flowing (up to a bound).
+            if shared.answering.fetch_add(1, Ordering::Relaxed) < calls::MAX_ANSWERING {
+                let (h, shared) = (h.clone(), shared.clone());
+                tokio::spawn(async move {
+                    calls::answer(&h, &shared, caller, call, invite).await;
+                    shared.answering.fetch_sub(1, Ordering::Relaxed);
+                });
+            } else {
+                shared.answering.fetch_sub(1, Ordering::Relaxed);
+                calls::answer(h, shared, caller, call, invite).await;
             }
         }
         SecureEvent::Dialog { caller, call, body } if caller == me => {
-            if let (Some(body), Some(fe)) = (calls::on_outgoing_dialog(shared, call, body), fe) {
-                to_frontend(fe, SecureEvent::Dialog { caller, call, body });
+            if calls::on_outgoing_dialog(shared, call, body).is_some() {
+                debug!(call, "in-dialog message for a call nobody waits for");
             }
         }
-        SecureEvent::Dialog { caller, call, body } => match fe {
-            Some(fe) if !calls::is_answered(shared, caller, call) => {
-                to_frontend(fe, SecureEvent::Dialog { caller, call, body })
-            }
-            _ => calls::on_incoming_dialog(h, shared, caller, call, body).await,
-        },
+        SecureEvent::Dialog { caller, call, body } => {
+            calls::on_incoming_dialog(h, shared, caller, call, body).await
+        }
         ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
             // Calls the front-end placed (the control endpoint's calls wait for theirs).
-            let (db, ev2) = (shared.db.clone(), ev.clone());
-            let _ = h.call(move |_, now| db::on_event(&db, now, &ev2)).await;
-            if let Some(fe) = fe {
-                to_frontend(fe, ev);
-            }
+            let db = shared.db.clone();
+            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
         }
         other => debug!(?other, "event"),
     }
     None
-}
-
-fn to_frontend(fe: &tokio::sync::mpsc::Sender<SecureEvent>, ev: SecureEvent) {
-    if fe.try_send(ev).is_err() {
-        warn!("SIP front-end busy: overlay event dropped");
-    }
 }
 
 /// Learn the server-reflexive address from `--stun` (else node.json's `stun_urls`); logged.

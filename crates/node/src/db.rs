@@ -2,6 +2,7 @@
 //! running peer: warm start (contact cache, records, a CSP's held requests), the call
 //! history, a periodic sync of the node's state, and the last writes at shutdown.
 
+use crate::core::PeerCore;
 use crate::error::NodeError;
 use net::Handle;
 use overlay::secure::{ContactCache, LayerArcs, SecureEvent, SecureNode};
@@ -48,7 +49,7 @@ pub(crate) struct WarmReport {
 
 /// Open `dir/peer.db` and put its state back into the running (not yet joined) node.
 pub(crate) async fn open_and_warm(
-    h: &Handle<SecureNode>,
+    h: &Handle<PeerCore>,
     dir: &Path,
     arcs: LayerArcs,
     identity: &net::Identity,
@@ -97,6 +98,7 @@ pub(crate) async fn open_and_warm(
     if same_identity {
         let (db_back, warmed) = h
             .call(move |n, now| {
+                let n = n.node_at(now);
                 // Restore into a scratch cache of the node's size, then into the node's
                 // (the node's cache and Chord node cannot be borrowed at once).
                 let (cap, ttl) = (n.contact_cache().capacity(), n.contact_cache().ttl());

@@ -1,16 +1,19 @@
-//! The tokio driver of the front-end (`--sip-listen ADDR`): a UDP socket and a TCP listener
-//! on the same address feeding one [`FrontEnd`], plus the overlay's events.
+//! The tokio side of SIP (`--sip-listen ADDR`): [`SipSockets`] is the transport alone, a UDP
+//! socket and a TCP listener on the same address that hand every datagram and framed
+//! message to their owner and send what the owner gives them; [`start`] runs a
+//! [`FrontEnd`] over an in-process [`Overlay`] on top of it (what `p2psip sip-frontends`
+//! uses). A real peer owns its front-end inside its sans-IO core and uses [`SipSockets`]
+//! directly, so the front-end and the overlay node share one loop.
 //!
-//! One loop task owns the front-end. TCP connections (accepted, or dialled to a registered
-//! UA's contact) each run in their own task with a bounded send queue; the loop never waits
-//! on a connection (a full queue drops the message and counts it — SIP over UDP retransmits,
-//! TCP peers get 503/408 from their own timers). Idle connections close; the number of
-//! connections is capped.
+//! TCP connections (accepted, or dialled to a registered UA's contact) each run in their
+//! own task with a bounded send queue; the transport never waits on a connection (a full
+//! queue drops the message and counts it — SIP over UDP retransmits, TCP peers get 503/408
+//! from their own timers). Idle connections close; the number of connections is capped.
 
 use crate::frontend::{FrontEnd, FrontEndStats};
 use crate::msg::{MAX_MESSAGE, SipMessage, StreamFramer};
 use crate::overlay_api::{Overlay, OverlayEvent};
-use crate::txn::{Peer, Transport};
+use crate::txn::{Peer, SipTransmit, Transport};
 use overlay::Time;
 use std::collections::HashMap;
 use std::io;
@@ -21,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-/// The overlay as the driver needs it: the [`Overlay`] calls plus a way to take its events
-/// and to be woken when one is queued.
+/// The overlay as the in-process front-end loop needs it: the [`Overlay`] calls plus a way
+/// to take its events and to be woken when one is queued.
 pub trait OverlayPort: Overlay + Send + 'static {
     /// Next event for this front-end.
     fn next_event(&mut self) -> Option<OverlayEvent>;
@@ -50,8 +53,11 @@ pub struct DriverLimits {
     pub idle: Duration,
     /// Dialling a UA gives up after this long.
     pub connect_timeout: Duration,
-    /// Frames from all connections waiting for the loop (readers wait when it is full).
+    /// Datagrams and framed messages waiting for the owner (readers wait when it is
+    /// full, which is TCP backpressure; UDP datagrams beyond it are dropped and counted).
     pub inbound_queue: usize,
+    /// Messages waiting to be sent (beyond it, [`SipSockets::send`] drops and counts).
+    pub outbound_queue: usize,
 }
 
 impl Default for DriverLimits {
@@ -62,6 +68,7 @@ impl Default for DriverLimits {
             idle: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(3),
             inbound_queue: 4096,
+            outbound_queue: 16_384,
         }
     }
 }
@@ -69,17 +76,247 @@ impl Default for DriverLimits {
 /// Driver counters (besides the front-end's).
 #[derive(Clone, Debug, Default)]
 pub struct DriverStats {
-    /// The front-end's counters.
+    /// The front-end's counters (zero where the front-end lives elsewhere).
     pub frontend: FrontEndStats,
-    /// Messages dropped because a connection's queue was full or it could not be opened.
+    /// Messages dropped because a queue was full or a connection could not be opened.
     pub dropped_out: u64,
+    /// Datagrams dropped because the owner was not keeping up.
+    pub dropped_in: u64,
     /// Connections refused at the cap.
     pub refused_connections: u64,
     /// TCP connections closed for broken framing.
     pub framing_errors: u64,
 }
 
-/// A running front-end.
+/// What arrived from a UA.
+#[derive(Debug)]
+pub enum SipInbound {
+    /// A UDP datagram, unparsed.
+    Datagram {
+        /// Sender.
+        from: SocketAddr,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A message framed from a TCP stream.
+    Message {
+        /// Sender.
+        from: Peer,
+        /// The message.
+        msg: Box<SipMessage>,
+    },
+}
+
+enum ConnEvent {
+    Message(Peer, Box<SipMessage>),
+    Closed(SocketAddr),
+    Framing(SocketAddr),
+}
+
+/// The SIP transport of one front-end: UDP and TCP on one address.
+pub struct SipSockets {
+    /// Where it listens (UDP and TCP, same port).
+    pub local: SocketAddr,
+    out: mpsc::Sender<SipTransmit>,
+    stats: Arc<Mutex<DriverStats>>,
+    stop: Option<oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SipSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipSockets")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+/// Where to hand messages for UAs (a cheap clone of the transport's send queue).
+#[derive(Clone, Debug)]
+pub struct SipSender {
+    out: mpsc::Sender<SipTransmit>,
+    stats: Arc<Mutex<DriverStats>>,
+}
+
+impl SipSender {
+    /// Queue `t` for sending; a full queue drops it and counts it (SIP retransmits).
+    pub fn send(&self, t: SipTransmit) {
+        if self.out.try_send(t).is_err()
+            && let Ok(mut s) = self.stats.lock()
+        {
+            s.dropped_out += 1;
+        }
+    }
+}
+
+impl SipSockets {
+    /// Bind UDP and TCP on `listen` (port 0: one free port for both) and start moving
+    /// bytes; inbound datagrams and messages arrive on the returned receiver.
+    pub async fn bind(
+        listen: SocketAddr,
+        limits: DriverLimits,
+    ) -> io::Result<(SipSockets, mpsc::Receiver<SipInbound>)> {
+        let (udp, tcp) = bind_pair(listen).await?;
+        let local = udp.local_addr()?;
+        let stats = Arc::new(Mutex::new(DriverStats::default()));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (out_tx, out_rx) = mpsc::channel(limits.outbound_queue.max(1));
+        let (in_tx, in_rx) = mpsc::channel(limits.inbound_queue.max(1));
+        let t = SocketTask {
+            udp: Arc::new(udp),
+            conns: HashMap::new(),
+            limits,
+            stats: stats.clone(),
+        };
+        let join = tokio::spawn(t.run(tcp, out_rx, in_tx, stop_rx));
+        Ok((
+            SipSockets {
+                local,
+                out: out_tx,
+                stats,
+                stop: Some(stop_tx),
+                join,
+            },
+            in_rx,
+        ))
+    }
+
+    /// A handle to send with.
+    pub fn sender(&self) -> SipSender {
+        SipSender {
+            out: self.out.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stop and wait for the transport to end.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.join.await;
+    }
+}
+
+async fn bind_pair(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(listen).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free port for UDP and TCP")))
+}
+
+struct SocketTask {
+    udp: Arc<UdpSocket>,
+    conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    limits: DriverLimits,
+    stats: Arc<Mutex<DriverStats>>,
+}
+
+impl SocketTask {
+    fn count(&self, f: impl FnOnce(&mut DriverStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    async fn run(
+        mut self,
+        tcp: TcpListener,
+        mut out: mpsc::Receiver<SipTransmit>,
+        to_owner: mpsc::Sender<SipInbound>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let (conn_tx, mut conn_rx) = mpsc::channel::<ConnEvent>(self.limits.inbound_queue.max(1));
+        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                r = self.udp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r
+                        && n <= MAX_MESSAGE
+                    {
+                        let bytes = buf.get(..n).unwrap_or(&[]).to_vec();
+                        if to_owner.try_send(SipInbound::Datagram { from, bytes }).is_err() {
+                            self.count(|s| s.dropped_in += 1);
+                        }
+                    }
+                }
+                Some(ev) = conn_rx.recv() => match ev {
+                    ConnEvent::Message(from, msg) => {
+                        // A stream waits for its owner (TCP backpressure).
+                        if to_owner.send(SipInbound::Message { from, msg }).await.is_err() {
+                            break;
+                        }
+                    }
+                    ConnEvent::Closed(a) => { self.conns.remove(&a); }
+                    ConnEvent::Framing(a) => {
+                        self.conns.remove(&a);
+                        self.count(|s| s.framing_errors += 1);
+                    }
+                },
+                r = tcp.accept() => {
+                    if let Ok((stream, from)) = r {
+                        if self.conns.len() >= self.limits.max_connections {
+                            self.count(|s| s.refused_connections += 1);
+                        } else {
+                            let (tx, rx) = mpsc::channel(self.limits.conn_queue);
+                            self.conns.insert(from, tx);
+                            tokio::spawn(conn_task(Some(stream), from, rx, conn_tx.clone(), self.limits.clone()));
+                        }
+                    }
+                }
+                t = out.recv() => match t {
+                    Some(t) => self.send(t, &conn_tx).await,
+                    None => break,
+                },
+            }
+        }
+    }
+
+    async fn send(&mut self, t: SipTransmit, conn_tx: &mpsc::Sender<ConnEvent>) {
+        match t.to.transport {
+            Transport::Udp => {
+                let _ = self.udp.send_to(&t.bytes, t.to.addr).await;
+            }
+            Transport::Tcp => {
+                if !self.conns.contains_key(&t.to.addr) {
+                    if self.conns.len() >= self.limits.max_connections {
+                        self.count(|s| s.dropped_out += 1);
+                        return;
+                    }
+                    let (tx, rx) = mpsc::channel(self.limits.conn_queue);
+                    self.conns.insert(t.to.addr, tx);
+                    tokio::spawn(conn_task(
+                        None,
+                        t.to.addr,
+                        rx,
+                        conn_tx.clone(),
+                        self.limits.clone(),
+                    ));
+                }
+                if let Some(c) = self.conns.get(&t.to.addr)
+                    && c.try_send(t.bytes).is_err()
+                {
+                    self.count(|s| s.dropped_out += 1);
+                }
+            }
+        }
+    }
+}
+
+/// A running in-process front-end ([`start`]).
 pub struct FrontEndTask {
     /// Where it listens (UDP and TCP, same port).
     pub local: SocketAddr,
@@ -103,39 +340,34 @@ impl FrontEndTask {
     }
 }
 
-enum ConnEvent {
-    Message(Peer, Box<SipMessage>),
-    Closed(SocketAddr),
-    Framing(SocketAddr),
-}
-
 /// Bind UDP and TCP on `listen` (port 0: one free port for both), build the front-end
-/// with `make(local_addr)` and run it on the current runtime.
+/// with `make(local_addr)` and run it over the in-process overlay `ov` on the current
+/// runtime: one loop task owns the front-end and the overlay port.
 pub async fn start<O: OverlayPort>(
     listen: SocketAddr,
     limits: DriverLimits,
     make: impl FnOnce(SocketAddr) -> FrontEnd,
     mut ov: O,
 ) -> io::Result<FrontEndTask> {
-    let (udp, tcp) = bind_pair(listen).await?;
-    let local = udp.local_addr()?;
+    let (sockets, inbound) = SipSockets::bind(listen, limits).await?;
+    let local = sockets.local;
     let fe = make(local);
     let notify = Arc::new(Notify::new());
     let n2 = notify.clone();
     ov.set_waker(Arc::new(move || n2.notify_one()));
-    let stats = Arc::new(Mutex::new(DriverStats::default()));
+    let stats = sockets.stats.clone();
     let (stop_tx, stop_rx) = oneshot::channel();
     let lp = Loop {
         fe,
         ov,
-        udp: Arc::new(udp),
-        conns: HashMap::new(),
-        limits: limits.clone(),
+        out: sockets.sender(),
         stats: stats.clone(),
-        extra: DriverStats::default(),
         epoch: Instant::now(),
     };
-    let join = tokio::spawn(lp.run(tcp, notify, stop_rx));
+    let join = tokio::spawn(async move {
+        lp.run(inbound, notify, stop_rx).await;
+        sockets.shutdown().await;
+    });
     Ok(FrontEndTask {
         local,
         stats,
@@ -144,28 +376,11 @@ pub async fn start<O: OverlayPort>(
     })
 }
 
-async fn bind_pair(listen: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
-    let mut last = None;
-    for _ in 0..20 {
-        let udp = UdpSocket::bind(listen).await?;
-        let port = udp.local_addr()?.port();
-        match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if listen.port() == 0 => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free port for UDP and TCP")))
-}
-
 struct Loop<O> {
     fe: FrontEnd,
     ov: O,
-    udp: Arc<UdpSocket>,
-    conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    limits: DriverLimits,
+    out: SipSender,
     stats: Arc<Mutex<DriverStats>>,
-    extra: DriverStats,
     epoch: Instant,
 }
 
@@ -174,11 +389,14 @@ impl<O: OverlayPort> Loop<O> {
         Time(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
-    async fn run(mut self, tcp: TcpListener, notify: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
-        let (in_tx, mut in_rx) = mpsc::channel::<ConnEvent>(self.limits.inbound_queue);
-        let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<SipInbound>,
+        notify: Arc<Notify>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
         loop {
-            self.flush(&in_tx).await;
+            self.flush();
             let deadline = self.fe.poll_timeout().map(|t| {
                 let now = self.now();
                 tokio::time::Instant::now() + t.saturating_since(now)
@@ -191,36 +409,16 @@ impl<O: OverlayPort> Loop<O> {
             };
             tokio::select! {
                 _ = &mut stop => break,
-                r = self.udp.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = r {
-                        let now = self.now();
-                        if n <= MAX_MESSAGE {
-                            self.fe.handle_datagram(now, from, buf.get(..n).unwrap_or(&[]), &mut self.ov);
+                m = inbound.recv() => {
+                    let now = self.now();
+                    match m {
+                        Some(SipInbound::Datagram { from, bytes }) => {
+                            self.fe.handle_datagram(now, from, &bytes, &mut self.ov);
                         }
-                    }
-                }
-                Some(ev) = in_rx.recv() => {
-                    match ev {
-                        ConnEvent::Message(peer, m) => {
-                            let now = self.now();
-                            self.fe.handle_message(now, peer, *m, &mut self.ov);
+                        Some(SipInbound::Message { from, msg }) => {
+                            self.fe.handle_message(now, from, *msg, &mut self.ov);
                         }
-                        ConnEvent::Closed(a) => { self.conns.remove(&a); }
-                        ConnEvent::Framing(a) => {
-                            self.conns.remove(&a);
-                            self.extra.framing_errors += 1;
-                        }
-                    }
-                }
-                r = tcp.accept() => {
-                    if let Ok((stream, from)) = r {
-                        if self.conns.len() >= self.limits.max_connections {
-                            self.extra.refused_connections += 1;
-                        } else {
-                            let (tx, rx) = mpsc::channel(self.limits.conn_queue);
-                            self.conns.insert(from, tx);
-                            tokio::spawn(conn_task(Some(stream), from, rx, in_tx.clone(), self.limits.clone()));
-                        }
+                        None => break,
                     }
                 }
                 _ = notify.notified() => {}
@@ -236,41 +434,12 @@ impl<O: OverlayPort> Loop<O> {
         }
     }
 
-    async fn flush(&mut self, in_tx: &mpsc::Sender<ConnEvent>) {
+    fn flush(&mut self) {
         while let Some(t) = self.fe.poll_transmit() {
-            match t.to.transport {
-                Transport::Udp => {
-                    let _ = self.udp.send_to(&t.bytes, t.to.addr).await;
-                }
-                Transport::Tcp => {
-                    if !self.conns.contains_key(&t.to.addr) {
-                        if self.conns.len() >= self.limits.max_connections {
-                            self.extra.dropped_out += 1;
-                            continue;
-                        }
-                        let (tx, rx) = mpsc::channel(self.limits.conn_queue);
-                        self.conns.insert(t.to.addr, tx);
-                        tokio::spawn(conn_task(
-                            None,
-                            t.to.addr,
-                            rx,
-                            in_tx.clone(),
-                            self.limits.clone(),
-                        ));
-                    }
-                    if let Some(c) = self.conns.get(&t.to.addr)
-                        && c.try_send(t.bytes).is_err()
-                    {
-                        self.extra.dropped_out += 1;
-                    }
-                }
-            }
+            self.out.send(t);
         }
         if let Ok(mut s) = self.stats.lock() {
-            *s = DriverStats {
-                frontend: self.fe.stats().clone(),
-                ..self.extra.clone()
-            };
+            s.frontend = self.fe.stats().clone();
         }
     }
 }

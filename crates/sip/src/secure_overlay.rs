@@ -6,7 +6,7 @@ use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{SignedRegistration, aor_key, registration_in_value};
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{IdSpace, NodeId, Time};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Maps the front-end's call handles to the node's (caller, caller's handle) pairs.
 #[derive(Debug)]
@@ -17,6 +17,8 @@ pub struct SecureAdapter {
     by_node: HashMap<(NodeId, u64), OverlayCall>,
     /// Fetches in flight: the AoR each looks for (others may share its key).
     finds: HashMap<OverlayQuery, String>,
+    /// Stores in flight (their answers are the front-end's, not the application's).
+    stores: HashSet<OverlayQuery>,
     next: u64,
 }
 
@@ -29,6 +31,7 @@ impl SecureAdapter {
             calls: HashMap::new(),
             by_node: HashMap::new(),
             finds: HashMap::new(),
+            stores: HashSet::new(),
             next: 0,
         }
     }
@@ -54,11 +57,23 @@ impl SecureAdapter {
     /// Turn a node event into a front-end event (`None`: not the front-end's business, e.g.
     /// Chord events, route ranking, SOS evidence, overlay-level Ringing).
     pub fn translate(&mut self, ev: SecureEvent) -> Option<OverlayEvent> {
+        match self.take(ev) {
+            Taken::FrontEnd(e) => Some(e),
+            Taken::Other(_) => None,
+        }
+    }
+
+    /// Take the node events that answer or concern the front-end (its stores and finds,
+    /// calls for its phones, in-dialog messages and failures of its calls) as front-end
+    /// events; give every other event back untouched, for whoever else drives the node.
+    pub fn take(&mut self, ev: SecureEvent) -> Taken {
         match ev {
-            SecureEvent::Stored { query, result } => Some(OverlayEvent::Stored { query, result }),
-            SecureEvent::Fetched { query, value } => {
-                let aor = self.finds.remove(&query)?;
-                Some(OverlayEvent::Found {
+            SecureEvent::Stored { query, result } if self.stores.remove(&query) => {
+                Taken::FrontEnd(OverlayEvent::Stored { query, result })
+            }
+            SecureEvent::Fetched { query, value } if self.finds.contains_key(&query) => {
+                let aor = self.finds.remove(&query).unwrap_or_default();
+                Taken::FrontEnd(OverlayEvent::Found {
                     query,
                     registration: value.and_then(|v| registration_in_value(&v, &aor)),
                 })
@@ -67,22 +82,47 @@ impl SecureAdapter {
                 caller,
                 call,
                 invite,
-            } => Some(OverlayEvent::IncomingCall {
+            } => Taken::FrontEnd(OverlayEvent::IncomingCall {
                 call: self.bind(caller.id, call),
                 caller: caller.id,
                 invite,
             }),
-            SecureEvent::Dialog { caller, call, body } => {
-                let c = *self.by_node.get(&(caller, call))?;
-                Some(OverlayEvent::InDialog { call: c, sip: body })
-            }
-            SecureEvent::CallFailed { call, reason, .. } => {
-                let c = *self.by_node.get(&(self.me, call))?;
-                Some(OverlayEvent::CallFailed { call: c, reason })
-            }
-            _ => None,
+            SecureEvent::Dialog { caller, call, body } => match self.by_node.get(&(caller, call)) {
+                Some(c) => Taken::FrontEnd(OverlayEvent::InDialog {
+                    call: *c,
+                    sip: body,
+                }),
+                None => Taken::Other(SecureEvent::Dialog { caller, call, body }),
+            },
+            SecureEvent::CallFailed {
+                call,
+                callee,
+                reason,
+            } => match self.by_node.get(&(self.me, call)) {
+                Some(c) => Taken::FrontEnd(OverlayEvent::CallFailed { call: *c, reason }),
+                None => Taken::Other(SecureEvent::CallFailed {
+                    call,
+                    callee,
+                    reason,
+                }),
+            },
+            other => Taken::Other(other),
         }
     }
+
+    /// Calls the front-end has open on the node.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+/// Whose business a node event is ([`SecureAdapter::take`]).
+#[derive(Debug)]
+pub enum Taken {
+    /// The front-end's, in its terms.
+    FrontEnd(OverlayEvent),
+    /// Not the front-end's: for whoever else drives the node.
+    Other(SecureEvent),
 }
 
 /// A [`SecureNode`] seen as the front-end's [`Overlay`] (see [`SecureAdapter::with`]).
@@ -94,7 +134,9 @@ pub struct SecureOverlay<'a> {
 impl Overlay for SecureOverlay<'_> {
     fn store_registration(&mut self, now: Time, reg: SignedRegistration) -> OverlayQuery {
         let key = reg.record.key(self.adapter.space);
-        self.node.put(now, key, reg.to_bytes())
+        let q = self.node.put(now, key, reg.to_bytes());
+        self.adapter.stores.insert(q);
+        q
     }
 
     fn find_registration(&mut self, now: Time, aor: &str) -> OverlayQuery {

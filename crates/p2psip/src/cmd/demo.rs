@@ -22,7 +22,7 @@ use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
 use indicatif::{ProgressBar, ProgressStyle};
 use net::{
     CallOutcome, CrlStore, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
-    PeerRuntime, RevocationPolicy, SosCounters, SosLink, Trust,
+    PeerRuntime, RevocationPolicy, SecureCore, SosCounters, SosLink, Trust,
 };
 use overlay::secure::{FirstHops, LayerArcs, OverlayContext, Routing, SecureConfig};
 use overlay::{ChordConfig, IdSpace, NodeId};
@@ -283,20 +283,21 @@ fn issue(ca: &Ca, arcs: &LayerArcs, id: NodeId) -> anyhow::Result<Enrolled> {
 
 /// The running peers of one overlay.
 struct Cluster {
-    handles: Vec<Handle<Instrumented>>,
+    handles: Vec<Handle<DemoPeer>>,
     ids: Vec<NodeId>,
     /// Rings: member indices, sorted by ID.
     rings: Vec<Vec<usize>>,
     log: Arc<KindLog>,
     /// Application events of the peers chosen for SIP front-ends: (member index, events).
-    apps: Vec<(
-        usize,
-        tokio::sync::mpsc::Receiver<overlay::secure::SecureEvent>,
-    )>,
+    apps: Vec<(usize, tokio::sync::mpsc::Receiver<node::PeerEvent>)>,
 }
 
+/// A demo peer: the peer's core over an instrumented secure node (message-kind log, the
+/// paper's malicious peer).
+pub(crate) type DemoPeer = node::PeerCore<Instrumented>;
+
 impl Cluster {
-    fn handle(&self, id: u128) -> Option<&Handle<Instrumented>> {
+    fn handle(&self, id: u128) -> Option<&Handle<DemoPeer>> {
         self.ids
             .iter()
             .position(|i| i.0 == id)
@@ -314,7 +315,7 @@ impl Cluster {
                 let want_pred = sorted[(pos + n - 1) % n];
                 let Ok((succ, pred)) = self.handles[*idx]
                     .call(|c, _| {
-                        let ch = c.node.chord();
+                        let ch = c.node().chord();
                         (ch.successor().map(|s| s.id), ch.predecessor().map(|p| p.id))
                     })
                     .await
@@ -340,7 +341,7 @@ impl Cluster {
         for (r, ring) in self.rings.iter().enumerate() {
             for (k, idx) in ring.iter().enumerate() {
                 let Ok(lost) = self.handles[*idx]
-                    .call(|n, _| !n.node.chord().is_active())
+                    .call(|n, _| !n.node().chord().is_active())
                     .await
                 else {
                     continue;
@@ -348,7 +349,7 @@ impl Cluster {
                 if lost && ring.len() > 1 {
                     let via = self.handles[ring[(k + 1 + r) % ring.len()]].contact();
                     let _ = self.handles[*idx]
-                        .call(move |n, now| n.node.chord_mut().join(now, via))
+                        .call(move |n, now| n.node().chord_mut().join(now, via))
                         .await;
                 }
             }
@@ -462,10 +463,12 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
         let signer = net::CertSigner::from_identity(&identity)?;
         let role = e.role;
         let drop_forwarded = e.id == l.malicious;
-        let rt = PeerRuntime::start(cfg, move |me| Instrumented {
-            node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
-            drop_forwarded,
-            log,
+        let rt = PeerRuntime::start(cfg, move |me| {
+            node::PeerCore::new(Instrumented {
+                node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
+                drop_forwarded,
+                log,
+            })
         })
         .await
         .with_context(|| format!("starting peer {}", e.id))?;
@@ -493,7 +496,7 @@ async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
     let (_, ctx) = membership(&l, Some(&addrs))?;
     for h in &handles {
         let ctx = ctx.clone();
-        h.call(move |n, _| n.node.set_context(ctx)).await?;
+        h.call(move |n, _| n.node().set_context(ctx)).await?;
     }
     // Rings: per layer (secure) or flat (plain Chord); the first member of each ring is its
     // CSPG (or the lowest ID), which creates it.
@@ -536,11 +539,11 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
         let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
         demo_churn::shuffle(&mut rng, &mut order);
-        let handles: Vec<Handle<Instrumented>> = c.handles.clone();
+        let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
         let pb = pb.clone();
         set.spawn(async move {
             handles[gateway]
-                .call(|n, now| n.node.chord_mut().create(now))
+                .call(|n, now| n.node().chord_mut().create(now))
                 .await?;
             pb.inc(1);
             let mut inside = vec![gateway];
@@ -550,8 +553,8 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
                     let via = handles[inside[rng.random_range(0..inside.len())]].contact();
                     handles[idx]
                         .call(move |n, now| {
-                            n.node.chord_mut().add_bootstrap(via);
-                            n.node.chord_mut().join(now, via)
+                            n.node().chord_mut().add_bootstrap(via);
+                            n.node().chord_mut().join(now, via)
                         })
                         .await?;
                     let t0 = Instant::now();
@@ -559,7 +562,7 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
                     while t0.elapsed() < Duration::from_secs(5) {
                         let (on, joined) = handles[idx]
                             .call(|n, _| {
-                                let c = n.node.chord();
+                                let c = n.node().chord();
                                 (c.is_active(), c.successor().is_some())
                             })
                             .await?;
@@ -1169,20 +1172,21 @@ async fn real(args: Args) -> anyhow::Result<()> {
         let mut fronts = Vec::new();
         if args.frontends > 0 {
             for h in &secure.handles {
-                net::install_registration_validator(h).await?;
+                node::install_registration_validator(h).await?;
             }
             let verifier = secure.handles[0]
-                .call(|n, _| n.node.context().verifier.clone())
+                .call(|n, _| n.node().context().verifier.clone())
                 .await?;
             let unix_offset_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as u64;
-            for (i, events) in std::mem::take(&mut secure.apps) {
+            for (i, mut events) in std::mem::take(&mut secure.apps) {
                 let h = secure.handles[i].clone();
                 let id = secure.ids[i];
                 let signer = net::CertSigner::from_identity(&members[i].identity)?;
                 let (verifier, domain) = (verifier.clone(), args.sip_domain.clone());
-                let fe = sip::driver::start(
+                let fe = node::serve_frontend(
+                    &h,
                     SocketAddr::from(([127, 0, 0, 1], 0)),
                     sip::driver::DriverLimits::default(),
                     move |local| {
@@ -1190,10 +1194,15 @@ async fn real(args: Args) -> anyhow::Result<()> {
                         cfg.unix_offset_ms = unix_offset_ms;
                         sip::FrontEnd::new(cfg, id, Box::new(signer), verifier)
                     },
-                    net::RuntimeOverlay::new(h, space, events),
                 )
                 .await
                 .context("starting a SIP front-end")?;
+                let out = fe.sender();
+                tokio::spawn(async move {
+                    while let Some(ev) = events.recv().await {
+                        let _ = node::send_to_phones(ev, &out);
+                    }
+                });
                 println!(
                     "frontend {} udp+tcp {} domain {}",
                     id.0, fe.local, args.sip_domain
@@ -1217,7 +1226,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sum_stats(handles: &[Handle<Instrumented>]) -> net::Stats {
+fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
     let mut total = net::Stats::default();
     for h in handles {
         let s = h.stats();

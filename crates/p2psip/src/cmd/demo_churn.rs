@@ -13,7 +13,8 @@
 //! operator-run servers in the paper's design and are not killed.
 
 use crate::cmd::call::invite;
-use net::{CallOutcome, Handle, Instrumented};
+use crate::cmd::demo::DemoPeer;
+use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -94,7 +95,7 @@ pub(crate) struct ChurnReport {
 /// says whether it may be killed (an ordinary peer); `callers[i]` whether it takes part in
 /// calls at all.
 pub(crate) async fn run(
-    handles: &[Handle<Instrumented>],
+    handles: &[Handle<DemoPeer>],
     ids: &[NodeId],
     killable: &[bool],
     callers: &[bool],
@@ -204,8 +205,8 @@ pub(crate) fn shuffle<T>(rng: &mut Xoshiro256PlusPlus, v: &mut [T]) {
 /// the callee's handle, if it still runs). The demo's calls stop at Ringing and carry no BYE;
 /// without the hang-up every peer would remember each of its calls until its dialog cap.
 pub(crate) async fn ring_and_hang_up(
-    from: &Handle<Instrumented>,
-    to: Option<&Handle<Instrumented>>,
+    from: &Handle<DemoPeer>,
+    to: Option<&Handle<DemoPeer>>,
     caller: NodeId,
     callee: NodeId,
     seq: u64,

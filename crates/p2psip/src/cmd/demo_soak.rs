@@ -9,8 +9,9 @@
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
 
+use crate::cmd::demo::DemoPeer;
 use crate::cmd::demo_churn::{pick_pair, pick_victims, ring_and_hang_up};
-use net::{CallOutcome, Handle, Instrumented};
+use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -85,7 +86,7 @@ pub(crate) fn slope(pts: &[(f64, f64)]) -> f64 {
 
 /// Run the soak. `killable[i]` / `callers[i]` as in `demo_churn::run`.
 pub(crate) async fn run(
-    handles: &[Handle<Instrumented>],
+    handles: &[Handle<DemoPeer>],
     ids: &[NodeId],
     killable: &[bool],
     callers: &[bool],

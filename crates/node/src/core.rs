@@ -1,0 +1,222 @@
+//! The peer's one sans-IO core: the secure overlay node and, when the peer serves local
+//! phones, the SIP front-end with the adapter between them, driven by the TLS runtime as one
+//! [`net::Core`]. The front-end's calls into the overlay (store and find registrations,
+//! place a call, in-dialog messages) run on the node synchronously, and the node's answers
+//! reach the front-end inside the same input, so no task, lock or queue sits between them.
+//! The shell only moves bytes and time: overlay frames through the runtime, SIP datagrams
+//! in with [`PeerCore::handle_sip`] and out as [`PeerEvent::SipOut`].
+//!
+//! Driving contract (as for every core here): after each input drain `poll_transmit` and
+//! `poll_event` until both are empty, then call `handle_timeout` at `poll_timeout`. Time
+//! only moves forward.
+
+use net::{Core, Peer, SecureCore};
+use overlay::secure::{SecureEvent, SecureNode};
+use overlay::{Message, NodeId, Time, Transmit};
+use sip::driver::SipInbound;
+use sip::secure_overlay::{SecureAdapter, Taken};
+use sip::{FrontEnd, SipTransmit};
+use std::collections::VecDeque;
+
+/// What the core reports to the shell.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// An overlay event for the application (calls it placed or answers, lookups, SOS
+    /// rankings and evidence).
+    Overlay(SecureEvent),
+    /// An overlay event the front-end took care of (a call for a phone, a phone's call that
+    /// failed): for the call history and logs only.
+    Handled(SecureEvent),
+    /// A SIP message for a phone.
+    SipOut(SipTransmit),
+}
+
+/// The front-end and its view of the node.
+struct SipSide {
+    fe: FrontEnd,
+    adapter: SecureAdapter,
+}
+
+/// One peer: a secure node (`N` is [`SecureNode`] or a wrapper such as
+/// [`net::Instrumented`]) and an optional SIP front-end (see the module doc).
+pub struct PeerCore<N = SecureNode> {
+    node: N,
+    sip: Option<SipSide>,
+    events: VecDeque<PeerEvent>,
+    /// The latest time an input brought (events produced by work the application ran on
+    /// the node are handed to the front-end at this time).
+    now: Time,
+}
+
+impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
+    /// A peer without a front-end.
+    pub fn new(node: N) -> Self {
+        PeerCore {
+            node,
+            sip: None,
+            events: VecDeque::new(),
+            now: Time::ZERO,
+        }
+    }
+
+    /// Serve local phones with `fe`.
+    pub fn with_frontend(mut self, fe: FrontEnd) -> Self {
+        self.set_frontend(fe);
+        self
+    }
+
+    /// Serve local phones with `fe` from now on (replacing a front-end, and forgetting its
+    /// calls, if there was one).
+    pub fn set_frontend(&mut self, fe: FrontEnd) {
+        let me = self.node.node().chord().id();
+        let space = self.node.node().chord().config().space;
+        self.sip = Some(SipSide {
+            fe,
+            adapter: SecureAdapter::new(me, space),
+        });
+    }
+
+    /// The secure node, for work the application runs on it at `now`.
+    pub fn node_at(&mut self, now: Time) -> &mut SecureNode {
+        self.now = self.now.max(now);
+        self.node.node()
+    }
+
+    /// The wrapped core.
+    pub fn inner(&mut self) -> &mut N {
+        &mut self.node
+    }
+
+    /// The front-end's counters and open calls, if there is a front-end.
+    pub fn frontend(&self) -> Option<&FrontEnd> {
+        self.sip.as_ref().map(|s| &s.fe)
+    }
+
+    /// A datagram or message from a phone. Without a front-end it is ignored.
+    pub fn handle_sip(&mut self, now: Time, input: SipInbound) {
+        self.now = self.now.max(now);
+        if let Some(s) = &mut self.sip {
+            let mut ov = s.adapter.with(self.node.node());
+            match input {
+                SipInbound::Datagram { from, bytes } => {
+                    s.fe.handle_datagram(now, from, &bytes, &mut ov)
+                }
+                SipInbound::Message { from, msg } => s.fe.handle_message(now, from, *msg, &mut ov),
+            }
+        }
+        self.drain(now);
+    }
+
+    /// Move the node's events to the front-end (what it takes) or the event queue, and the
+    /// front-end's messages to the event queue, until neither has more.
+    fn drain(&mut self, now: Time) {
+        while let Some(ev) = Core::poll_event(&mut self.node) {
+            let Some(s) = &mut self.sip else {
+                self.events.push_back(PeerEvent::Overlay(ev));
+                continue;
+            };
+            if matches!(
+                ev,
+                SecureEvent::IncomingCall { .. } | SecureEvent::CallFailed { .. }
+            ) {
+                // The history records it whoever handles it.
+                let copy = ev.clone();
+                match s.adapter.take(ev) {
+                    Taken::FrontEnd(oe) => {
+                        self.events.push_back(PeerEvent::Handled(copy));
+                        let mut ov = s.adapter.with(self.node.node());
+                        s.fe.handle_overlay_event(now, oe, &mut ov);
+                    }
+                    Taken::Other(ev) => self.events.push_back(PeerEvent::Overlay(ev)),
+                }
+                continue;
+            }
+            match s.adapter.take(ev) {
+                Taken::FrontEnd(oe) => {
+                    let mut ov = s.adapter.with(self.node.node());
+                    s.fe.handle_overlay_event(now, oe, &mut ov);
+                }
+                Taken::Other(ev) => self.events.push_back(PeerEvent::Overlay(ev)),
+            }
+        }
+        if let Some(s) = &mut self.sip {
+            while let Some(t) = s.fe.poll_transmit() {
+                self.events.push_back(PeerEvent::SipOut(t));
+            }
+        }
+    }
+}
+
+impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
+    type Event = PeerEvent;
+
+    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
+        self.now = self.now.max(now);
+        Core::handle_message(&mut self.node, now, from, msg);
+        self.drain(now);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        Core::handle_timeout(&mut self.node, now);
+        if let Some(s) = &mut self.sip
+            && s.fe.poll_timeout().is_some_and(|t| t <= now)
+        {
+            let mut ov = s.adapter.with(self.node.node());
+            s.fe.handle_timeout(now, &mut ov);
+        }
+        self.drain(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Core::poll_transmit(&mut self.node)
+    }
+
+    fn poll_event(&mut self) -> Option<PeerEvent> {
+        if self.events.is_empty() {
+            self.drain(self.now);
+        }
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        let node = Core::poll_timeout(&self.node);
+        let fe = self.sip.as_ref().and_then(|s| s.fe.poll_timeout());
+        match (node, fe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        Core::handle_not_sent(&mut self.node, now, to, msg);
+    }
+
+    fn leave(&mut self, now: Time) {
+        Core::leave(&mut self.node, now);
+    }
+
+    fn request_token(event: &PeerEvent) -> Option<u64> {
+        match event {
+            PeerEvent::Overlay(e) => N::request_token(e),
+            PeerEvent::Handled(_) | PeerEvent::SipOut(_) => None,
+        }
+    }
+}
+
+impl<N: SecureCore<Event = SecureEvent>> SecureCore for PeerCore<N> {
+    fn node(&mut self) -> &mut SecureNode {
+        self.node.node()
+    }
+
+    fn split(event: PeerEvent) -> Result<SecureEvent, PeerEvent> {
+        match event {
+            PeerEvent::Overlay(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
+    fn wrap(event: SecureEvent) -> PeerEvent {
+        PeerEvent::Overlay(event)
+    }
+}

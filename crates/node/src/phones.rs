@@ -1,0 +1,94 @@
+//! The shell side of a peer's SIP front-end: the sockets phones talk to, feeding the
+//! front-end inside the peer's [`PeerCore`] and sending what it answers. The front-end's
+//! logic runs in the core; this module only moves datagrams.
+
+use crate::core::{PeerCore, PeerEvent};
+use net::{Handle, SecureCore};
+use overlay::secure::SecureEvent;
+use sip::FrontEnd;
+use sip::driver::{DriverLimits, SipInbound, SipSender, SipSockets};
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
+
+/// Datagrams from phones handed to the core per turn of the peer's loop.
+const INTAKE_BATCH: usize = 64;
+
+/// Bind the SIP sockets on `listen`, put the front-end `make(local_addr)` into the running
+/// peer `h`, and feed it what phones send. The front-end's messages for phones come out of
+/// the peer's event channel as [`PeerEvent::SipOut`]; hand them to the returned sockets'
+/// [`SipSockets::sender`] (see [`send_to_phones`]).
+pub async fn serve_frontend<N>(
+    h: &Handle<PeerCore<N>>,
+    listen: SocketAddr,
+    limits: DriverLimits,
+    make: impl FnOnce(SocketAddr) -> FrontEnd + Send + 'static,
+) -> std::io::Result<SipSockets>
+where
+    N: SecureCore<Event = SecureEvent>,
+{
+    let (sockets, inbound) = SipSockets::bind(listen, limits).await?;
+    let local = sockets.local;
+    h.call(move |core, _| core.set_frontend(make(local)))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tokio::spawn(intake(h.clone(), inbound));
+    Ok(sockets)
+}
+
+/// Phones' datagrams and messages into the core, a batch per turn of the peer's loop,
+/// until the sockets or the peer stop.
+pub(crate) async fn intake<N>(h: Handle<PeerCore<N>>, mut inbound: mpsc::Receiver<SipInbound>)
+where
+    N: SecureCore<Event = SecureEvent>,
+{
+    while let Some(first) = inbound.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < INTAKE_BATCH {
+            match inbound.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let fed = h
+            .call(move |core, now| {
+                for m in batch {
+                    core.handle_sip(now, m);
+                }
+            })
+            .await;
+        if fed.is_err() {
+            return;
+        }
+    }
+}
+
+/// Send the core's SIP messages among `events` to the phones; every other event is given
+/// back.
+pub fn send_to_phones(ev: PeerEvent, out: &SipSender) -> Option<PeerEvent> {
+    match ev {
+        PeerEvent::SipOut(t) => {
+            out.send(t);
+            None
+        }
+        other => Some(other),
+    }
+}
+
+/// Make `handle`'s peer check SIP registrations stored with it (signature by the named
+/// peer's certificate key, owner rule, freshness): without a validator a peer stores nothing
+/// for others.
+pub async fn install_registration_validator<C: SecureCore>(
+    handle: &Handle<C>,
+) -> Result<(), net::NetError> {
+    handle
+        .call(|n, _| {
+            let node = n.node();
+            let space = node.chord().config().space;
+            let verifier = node.context().verifier.clone();
+            node.set_record_validator(std::sync::Arc::new(sip::RegistrationValidator {
+                verifier,
+                space,
+            }));
+        })
+        .await
+}

@@ -31,7 +31,8 @@
 //!
 //! [`SecureRing`] builds the converged twelve-peer secure overlay most tests share, and a
 //! network of [`overlay::secure::SecureNode`]s has shorthands for calls and SOS evidence
-//! ([`Network::call`], [`Network::rang`], [`Network::reports_since`]).
+//! ([`Network::call`], [`Network::rang`], [`Network::reports_since`]). With the `sip`
+//! feature, `sip` adds phones and front-ends on top.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
@@ -39,6 +40,8 @@ mod network;
 mod peer;
 mod ring;
 mod secure;
+#[cfg(feature = "sip")]
+pub mod sip;
 
 pub use adversary::{Action, Behaviour};
 pub use network::{Frame, Link, Network};

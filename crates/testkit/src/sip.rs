@@ -42,6 +42,7 @@ pub struct Phones {
     wire: VecDeque<(Peer, SipTransmit)>,
     events: Vec<(usize, UaEvent)>,
     drop_next: Option<&'static str>,
+    dropped: u64,
 }
 
 impl Phones {
@@ -81,6 +82,11 @@ impl Phones {
     /// Drop the next datagram (either way) whose text starts with `prefix`.
     pub fn drop_next(&mut self, prefix: &'static str) {
         self.drop_next = Some(prefix);
+    }
+
+    /// Datagrams dropped by [`drop_next`](Self::drop_next).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Everything the phones reported, with the phone's index.
@@ -138,6 +144,7 @@ impl Phones {
                 && t.bytes.starts_with(prefix.as_bytes())
             {
                 self.drop_next = None;
+                self.dropped += 1;
                 continue;
             }
             if front_ends.handle_datagram(from, t.to, &t.bytes) {

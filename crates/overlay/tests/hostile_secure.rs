@@ -286,14 +286,11 @@ fn a_replay_through_an_honest_hop_blames_the_replayer() {
     let ev0 = net.events().len();
     net.inject(x.id.0, h.0, Message::PingRequest(p));
     net.run();
-    let blamed: Vec<(NodeId, NodeId, Outcome)> = net.events()[ev0..]
-        .iter()
-        .filter_map(|(by, e)| match e {
-            SecureEvent::Report { subject, outcome } if !outcome.is_positive() => {
-                Some((*by, *subject, *outcome))
-            }
-            _ => None,
-        })
+    let blamed: Vec<(NodeId, NodeId, Outcome)> = net
+        .net
+        .reports_since(ev0)
+        .into_iter()
+        .filter(|(_, _, outcome)| !outcome.is_positive())
         .collect();
     eprintln!("replay by {x:?} via {h:?}: reports {blamed:?}");
     assert!(

@@ -178,32 +178,43 @@ fn net_with_validators() -> Network<SecureNode> {
     net
 }
 
-fn put(net: &mut Network<SecureNode>, at: u128, key: u128, value: &[u8]) -> Result<(), String> {
-    let q = net.act(NodeId(at), |n, now| n.put(now, NodeId(key), value.to_vec()));
+/// Start a record operation at `at`, run, and return what the event answering it carried.
+fn record_op<R>(
+    net: &mut Network<SecureNode>,
+    at: u128,
+    start: impl FnOnce(&mut SecureNode, overlay::Time) -> u64,
+    answer: impl Fn(&SecureEvent, u64) -> Option<R>,
+) -> R {
+    let q = net.act(NodeId(at), start);
     net.run_for(CALL_RUN);
     net.events()
         .iter()
-        .find_map(|(id, e)| match e {
-            SecureEvent::Stored { query, result } if id.0 == at && *query == q => {
-                Some(result.clone())
-            }
+        .find_map(|(id, e)| if id.0 == at { answer(e, q) } else { None })
+        .expect("no answer to the record operation")
+}
+
+fn put(net: &mut Network<SecureNode>, at: u128, key: u128, value: &[u8]) -> Result<(), String> {
+    record_op(
+        net,
+        at,
+        |n, now| n.put(now, NodeId(key), value.to_vec()),
+        |e, q| match e {
+            SecureEvent::Stored { query, result } if *query == q => Some(result.clone()),
             _ => None,
-        })
-        .expect("no Stored event")
+        },
+    )
 }
 
 fn get(net: &mut Network<SecureNode>, at: u128, key: u128) -> Option<Vec<u8>> {
-    let q = net.act(NodeId(at), |n, now| n.get(now, NodeId(key)));
-    net.run_for(CALL_RUN);
-    net.events()
-        .iter()
-        .find_map(|(id, e)| match e {
-            SecureEvent::Fetched { query, value } if id.0 == at && *query == q => {
-                Some(value.clone())
-            }
+    record_op(
+        net,
+        at,
+        |n, now| n.get(now, NodeId(key)),
+        |e, q| match e {
+            SecureEvent::Fetched { query, value } if *query == q => Some(value.clone()),
             _ => None,
-        })
-        .expect("no Fetched event")
+        },
+    )
 }
 
 /// Does peer `at` hold a record under `key`?

@@ -148,17 +148,7 @@ fn invite(w: &mut World, user: &str, ms: u64) -> String {
 fn full_call(w: &mut World) {
     register_both(w);
     let call = invite(w, "bob", 1500);
-    w.phones.expect(0, UaEvent::Ringing { call: call.clone() });
-    let answered = UaEvent::Answered {
-        call: call.clone(),
-        sdp: ANSWER.to_vec(),
-    };
-    w.phones.expect(0, answered);
-    let incoming = UaEvent::Incoming {
-        call: call.clone(),
-        sdp: OFFER.to_vec(),
-    };
-    w.phones.expect(1, incoming);
+    w.phones.expect_answered(0, 1, &call, OFFER, ANSWER);
     let (ua, now) = w.ua(0);
     ua.bye(now, &call).unwrap();
     w.settle(200);

@@ -126,17 +126,7 @@ fn sip_call_through_the_secure_overlay() {
     w.phones.expect(2, UaEvent::Registered { code: 403 });
 
     let call = invite(&mut w, "bob", 3000);
-    w.phones.expect(0, UaEvent::Ringing { call: call.clone() });
-    let answered = UaEvent::Answered {
-        call: call.clone(),
-        sdp: ANSWER.to_vec(),
-    };
-    w.phones.expect(0, answered);
-    let incoming = UaEvent::Incoming {
-        call: call.clone(),
-        sdp: OFFER.to_vec(),
-    };
-    w.phones.expect(1, incoming);
+    w.phones.expect_answered(0, 1, &call, OFFER, ANSWER);
     assert!(
         !w.phones.has(2, |e| matches!(e, UaEvent::Incoming { .. })),
         "mallory's UA got the call"

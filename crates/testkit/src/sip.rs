@@ -115,6 +115,31 @@ impl Phones {
         assert!(self.has(ua, what), "phone {ua}: {:?}", self.events);
     }
 
+    /// Phone `caller` heard call `call` ring and be answered with `answer`, and phone
+    /// `callee` received it with `offer`; else panic with every event.
+    #[track_caller]
+    pub fn expect_answered(
+        &self,
+        caller: usize,
+        callee: usize,
+        call: &str,
+        offer: &[u8],
+        answer: &[u8],
+    ) {
+        let call = call.to_string();
+        self.expect(caller, UaEvent::Ringing { call: call.clone() });
+        let answered = UaEvent::Answered {
+            call: call.clone(),
+            sdp: answer.to_vec(),
+        };
+        self.expect(caller, answered);
+        let incoming = UaEvent::Incoming {
+            call,
+            sdp: offer.to_vec(),
+        };
+        self.expect(callee, incoming);
+    }
+
     /// Take the phones' datagrams and events.
     fn collect(&mut self) {
         for (i, (ua, local)) in self.uas.iter_mut().enumerate() {

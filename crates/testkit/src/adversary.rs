@@ -98,7 +98,7 @@ pub fn replay_if(
     }
 }
 
-/// The link to `full` is full for every frame `pick` selects: they are bounced back.
+/// The sender's link is full for every frame `pick` selects: they are bounced back to it.
 pub fn bounce_if(mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool) -> impl Behaviour {
     move |_now, me, to, msg: Message| {
         if pick(me, to, &msg) {

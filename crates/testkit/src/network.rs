@@ -34,7 +34,8 @@ impl Frame {
     }
 }
 
-/// What a one-way link does to frames.
+/// What a one-way link does to frames. The delay is fixed per link, so a link keeps its
+/// frames in order, as the TLS links between peers do.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Link {
     /// One-way delay.

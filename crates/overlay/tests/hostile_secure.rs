@@ -5,34 +5,23 @@
 //! ring and the call flow still work afterwards.
 #![allow(clippy::unwrap_used)]
 
-use overlay::secure::{
-    Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, OverlayContext, Role, Routing,
-    SecureConfig, SecureEvent, SecureNode,
-};
-use overlay::secure::{Outcome, Signer, record_bytes};
+use overlay::secure::{Outcome, SecureEvent, SecureNode, Signer, record_bytes};
 use overlay::wire::{HopRecord, PingRequest};
-use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, Message, NodeId, Time};
-use std::collections::{BTreeMap, VecDeque};
+use overlay::{ChordConfig, ChordNode, Contact, Event, Message, NodeId, Time};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::adversary::Action;
+use testkit::{Network, SecureRing, UNIX_EPOCH_MS, converged_ring};
 
-const IDS: [u128; 12] = [100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600, 650];
 const CSP: u128 = 150;
-const CSPG: u128 = 100;
 const CALLER: u128 = 600;
 const CALLEE: u128 = 450;
 
-/// A delivered message: sender, receiver, message.
-type Delivery = (Contact, NodeId, Message);
-
+/// The secure overlay, with the ring kept so a test can sign as any peer (a compromised one).
 struct Net {
-    nodes: BTreeMap<NodeId, SecureNode>,
-    /// Each peer's signing key, kept so a test can act as that peer (a compromised one).
-    keys: BTreeMap<u128, Ed25519Signer>,
-    queue: VecDeque<Delivery>,
-    delivered: Vec<Delivery>,
-    events: Vec<(NodeId, SecureEvent)>,
-    now: Time,
+    net: Network<SecureNode>,
+    ring: SecureRing,
 }
 
 impl Net {
@@ -42,185 +31,59 @@ impl Net {
 
     /// Peers whose Unix clocks are off by `skew_ms(id)` milliseconds.
     fn with_clocks(skew_ms: impl Fn(u128) -> i64) -> Net {
-        let space = IdSpace::new(10).unwrap();
-        let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
-        let mut reg = Ed25519Registry::default();
-        let mut signers = BTreeMap::new();
-        let mut keys = BTreeMap::new();
-        for id in IDS {
-            let (s, pkcs8) = Ed25519Signer::generate().unwrap();
-            reg.insert(NodeId(id), s.public_key());
-            signers.insert(id, s);
-            keys.insert(id, Ed25519Signer::from_pkcs8(&pkcs8).unwrap());
-        }
-        let mut dir = Directory::default();
-        dir.csps[1] = vec![NodeId(CSP)];
-        dir.cspgs[1] = vec![NodeId(CSPG)];
-        let cfg = SecureConfig {
-            fanout: 3,
-            first_hops: FirstHops::Diverse,
-            ..SecureConfig::default()
-        };
-        let ctx = OverlayContext {
-            cfg: Arc::new(cfg),
-            arcs,
-            directory: Arc::new(dir),
-            infrastructure: Arc::new(vec![
-                Contact::id_only(NodeId(CSP)),
-                Contact::id_only(NodeId(CSPG)),
-            ]),
-            verifier: Arc::new(reg),
-        };
-        let mut chord = ChordConfig::new(space);
-        chord.successors = 3;
-        chord.successor_shortcut = true;
-        let chord = Arc::new(chord);
-        let sorted: Vec<NodeId> = IDS.iter().map(|i| NodeId(*i)).collect();
-        let n = sorted.len();
-        let mut nodes = BTreeMap::new();
-        for (i, id) in sorted.iter().enumerate() {
-            let pred = Some(Contact::id_only(sorted[(i + n - 1) % n]));
-            let succs: Vec<Contact> = (1..=3)
-                .map(|k| Contact::id_only(sorted[(i + k) % n]))
-                .collect();
-            let fingers: Vec<Contact> = (0..10)
-                .map(|k| {
-                    let start = space.finger_start(*id, k);
-                    let j = sorted.partition_point(|x| *x < start);
-                    Contact::id_only(sorted[j % n])
-                })
-                .collect();
-            let c = ChordNode::converged(
-                chord.clone(),
-                Contact::id_only(*id),
-                [i as u8; 32],
-                Time::ZERO,
-                pred,
-                succs,
-                fingers,
-            );
-            let role = match id.0 {
-                CSP => Role::Csp,
-                CSPG => Role::Cspg,
-                _ => Role::Peer,
-            };
-            let signer = Box::new(signers.remove(&id.0).unwrap());
-            nodes.insert(
-                *id,
-                SecureNode::new(
-                    c,
-                    ctx.clone(),
-                    role,
-                    Routing::Secure,
-                    signer,
-                    1_700_000_000_000u64.saturating_add_signed(skew_ms(id.0)),
-                    [7; 32],
-                ),
-            );
-        }
+        let ring = SecureRing::twelve();
+        let nodes = ring.nodes(
+            |id| UNIX_EPOCH_MS.saturating_add_signed(skew_ms(id.0)),
+            |_| [7; 32],
+        );
         Net {
-            nodes,
-            keys,
-            queue: VecDeque::new(),
-            delivered: Vec::new(),
-            events: Vec::new(),
-            now: Time::from_millis(10),
-        }
-    }
-
-    fn drain(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).unwrap();
-        let me = node.chord().contact();
-        while let Some(t) = node.poll_transmit() {
-            self.queue.push_back((me, t.to.id, t.msg));
-        }
-        while let Some(ev) = node.poll_event() {
-            if let SecureEvent::RankRoutes { query, .. } = ev {
-                node.handle_ranking(self.now, query, Some(0));
-                self.queue.extend(
-                    std::iter::from_fn(|| node.poll_transmit()).map(|t| (me, t.to.id, t.msg)),
-                );
-            } else {
-                self.events.push((id, ev));
-            }
+            net: Network::new(nodes, Time::from_millis(10), 1),
+            ring,
         }
     }
 
     /// Deliver one message now (as the runtime would, from an authenticated sender).
     fn inject(&mut self, from: u128, to: u128, msg: Message) {
-        self.now = Time(self.now.0 + 1000);
-        let from = Contact::id_only(NodeId(from));
-        self.delivered.push((from, NodeId(to), msg.clone()));
-        self.nodes
-            .get_mut(&NodeId(to))
-            .unwrap()
-            .handle_message(self.now, from, msg);
-        self.drain(NodeId(to));
+        self.net.deliver(NodeId(from), NodeId(to), msg);
     }
 
     fn run(&mut self) {
-        for _ in 0..20 {
-            while let Some((from, to, msg)) = self.queue.pop_front() {
-                self.now = Time(self.now.0 + 1000);
-                self.delivered.push((from, to, msg.clone()));
-                if let Some(n) = self.nodes.get_mut(&to) {
-                    n.handle_message(self.now, from, msg);
-                    self.drain(to);
-                }
-            }
-            self.now = Time(self.now.0 + 200_000);
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                self.nodes.get_mut(&id).unwrap().handle_timeout(self.now);
-                self.drain(id);
-            }
-        }
+        self.net.run_for(testkit::CALL_RUN);
     }
 
     fn call(&mut self, from: u128, to: u128) {
-        let now = self.now;
-        self.nodes.get_mut(&NodeId(from)).unwrap().call(
-            now,
-            NodeId(to),
-            b"INVITE sip:bob SIP/2.0".to_vec(),
-        );
-        self.drain(NodeId(from));
-        self.run();
+        self.net.call(NodeId(from), NodeId(to));
     }
 
     fn rang(&self, caller: u128) -> usize {
-        self.events
-            .iter()
-            .filter(|(id, e)| id.0 == caller && matches!(e, SecureEvent::CallRinging { .. }))
-            .count()
+        self.net.rang(NodeId(caller))
     }
 
     fn incoming(&self, callee: u128) -> usize {
-        self.events
-            .iter()
-            .filter(|(id, e)| id.0 == callee && matches!(e, SecureEvent::IncomingCall { .. }))
-            .count()
+        self.net.incoming(NodeId(callee))
+    }
+
+    fn events(&self) -> &[(NodeId, SecureEvent)] {
+        self.net.events()
     }
 
     /// Reports emitted by `by` since event index `since`.
     fn reports_by(&self, by: u128, since: usize) -> Vec<(NodeId, Outcome)> {
-        self.events[since..]
-            .iter()
-            .filter_map(|(id, e)| match e {
-                SecureEvent::Report { subject, outcome } if id.0 == by => {
-                    Some((*subject, *outcome))
-                }
-                _ => None,
-            })
+        self.net
+            .reports_since(since)
+            .into_iter()
+            .filter(|(reporter, _, _)| reporter.0 == by)
+            .map(|(_, subject, outcome)| (subject, outcome))
             .collect()
     }
 
-    /// PingRequests delivered to a peer that is not the target, with their sender.
+    /// PingRequests delivered, with their sender and receiver.
     fn ping_hops(&self) -> Vec<(Contact, NodeId, PingRequest)> {
-        self.delivered
+        self.net
+            .captured()
             .iter()
-            .filter_map(|(f, t, m)| match m {
-                Message::PingRequest(p) => Some((*f, *t, p.clone())),
+            .filter_map(|f| match &f.msg {
+                Message::PingRequest(p) => Some((f.from, f.to, p.clone())),
                 _ => None,
             })
             .collect()
@@ -228,19 +91,20 @@ impl Net {
 
     /// Did `id` forward a PingRequest since delivery index `since`?
     fn forwarded_ping(&self, id: u128, since: usize) -> bool {
-        self.queue
-            .iter()
-            .chain(self.delivered[since..].iter())
-            .any(|(f, _, m)| f.id.0 == id && matches!(m, Message::PingRequest(_)))
+        self.net
+            .in_flight()
+            .chain(self.net.captured()[since..].iter())
+            .any(|f| f.from.id.0 == id && matches!(f.msg, Message::PingRequest(_)))
     }
 
     /// The ring is intact: every peer still has its true successor and predecessor.
     fn ring_intact(&self) {
-        let n = IDS.len();
-        for (i, id) in IDS.iter().enumerate() {
-            let c = self.nodes[&NodeId(*id)].chord();
-            assert_eq!(c.successor().map(|s| s.id.0), Some(IDS[(i + 1) % n]));
-            assert_eq!(c.predecessor().map(|s| s.id.0), Some(IDS[(i + n - 1) % n]));
+        let ids = &self.ring.ids;
+        let n = ids.len();
+        for (i, id) in ids.iter().enumerate() {
+            let c = self.net.peer(*id).chord();
+            assert_eq!(c.successor().map(|s| s.id), Some(ids[(i + 1) % n]));
+            assert_eq!(c.predecessor().map(|s| s.id), Some(ids[(i + n - 1) % n]));
         }
     }
 }
@@ -249,7 +113,7 @@ impl Net {
 fn clean_run() -> Net {
     let mut net = Net::new();
     net.call(CALLER, CALLEE);
-    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
     assert_eq!(net.incoming(CALLEE), 1);
     net
 }
@@ -273,8 +137,8 @@ fn last_copy(net: &Net) -> (Contact, NodeId, PingRequest) {
 /// Deliver `bad` to `to` from `from` and check: not forwarded, one report about `from` with
 /// `want`, and a later clean call still rings.
 fn expect_refused(mut net: Net, from: Contact, to: NodeId, bad: PingRequest, want: Outcome) {
-    let ev0 = net.events.len();
-    let d0 = net.delivered.len();
+    let ev0 = net.events().len();
+    let d0 = net.net.captured().len();
     net.inject(from.id.0, to.0, Message::PingRequest(bad));
     let reports = net.reports_by(to.0, ev0);
     assert_eq!(reports, vec![(from.id, want)], "reports by {to:?}");
@@ -326,7 +190,10 @@ fn a_re_signed_body_with_a_changed_target_is_dropped_and_reported() {
         .last()
         .map(|h| h.sig.clone())
         .unwrap_or_else(|| p.csp_sig.clone());
-    let sig = net.keys[&from.id.0].sign(&record_bytes(&p.body, &prev, from.id));
+    let sig = net
+        .ring
+        .signer(from.id)
+        .sign(&record_bytes(&p.body, &prev, from.id));
     p.hops.push(HopRecord { hop: from.id, sig });
     expect_refused(net, from, to, p, Outcome::Modified);
 }
@@ -337,12 +204,17 @@ fn a_hop_record_forged_in_another_peers_name_is_dropped_and_reported() {
     let net = clean_run();
     let (from, to, mut p) = mid_copy(&net);
     let prev = p.hops.last().unwrap().sig.clone();
-    let other = IDS
+    let other = net
+        .ring
+        .ids
         .iter()
-        .copied()
+        .map(|i| i.0)
         .find(|i| *i != from.id.0 && *i != to.0 && *i != CALLEE)
         .unwrap();
-    let sig = net.keys[&from.id.0].sign(&record_bytes(&p.body, &prev, NodeId(other)));
+    let sig = net
+        .ring
+        .signer(from.id)
+        .sign(&record_bytes(&p.body, &prev, NodeId(other)));
     p.hops.push(HopRecord {
         hop: NodeId(other),
         sig,
@@ -370,9 +242,9 @@ fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
     let mut net = clean_run();
     let (from, to, p) = mid_copy(&net);
     // 31 s later (the window is 30 s) the sender replays its copy.
-    net.now = Time(net.now.0 + 31_000_000);
-    let ev0 = net.events.len();
-    let d0 = net.delivered.len();
+    net.net.run_for(Duration::from_secs(31));
+    let ev0 = net.events().len();
+    let d0 = net.net.captured().len();
     net.inject(from.id.0, to.0, Message::PingRequest(p));
     assert_eq!(
         net.reports_by(to.0, ev0),
@@ -388,7 +260,7 @@ fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
 fn a_copy_replayed_to_the_target_is_dropped_and_reported() {
     let mut net = clean_run();
     let (from, to, p) = last_copy(&net);
-    let ev0 = net.events.len();
+    let ev0 = net.events().len();
     net.inject(from.id.0, to.0, Message::PingRequest(p));
     net.run();
     assert_eq!(
@@ -411,17 +283,14 @@ fn a_replay_through_an_honest_hop_blames_the_replayer() {
     let mut net = clean_run();
     // A copy from hop X to hop H where H is not the target.
     let (x, h, p) = mid_copy(&net);
-    let ev0 = net.events.len();
+    let ev0 = net.events().len();
     net.inject(x.id.0, h.0, Message::PingRequest(p));
     net.run();
-    let blamed: Vec<(NodeId, NodeId, Outcome)> = net.events[ev0..]
-        .iter()
-        .filter_map(|(by, e)| match e {
-            SecureEvent::Report { subject, outcome } if !outcome.is_positive() => {
-                Some((*by, *subject, *outcome))
-            }
-            _ => None,
-        })
+    let blamed: Vec<(NodeId, NodeId, Outcome)> = net
+        .net
+        .reports_since(ev0)
+        .into_iter()
+        .filter(|(_, _, outcome)| !outcome.is_positive())
         .collect();
     eprintln!("replay by {x:?} via {h:?}: reports {blamed:?}");
     assert!(
@@ -441,121 +310,52 @@ const LIAR: u128 = 530;
 /// IDs that do not exist; the liar offers them as neighbours.
 const GHOSTS: [u128; 4] = [401, 402, 531, 532];
 
+/// A plain Chord ring whose member `LIAR` answers every stabilize question with ghosts: a
+/// predecessor between the asker and itself, and a successor list of peers that do not
+/// exist. Frames to ghosts are lost.
 struct ChordNet {
-    nodes: BTreeMap<NodeId, ChordNode>,
-    queue: VecDeque<(Contact, NodeId, Message)>,
-    now: Time,
-    lies: u64,
-    done: BTreeMap<(NodeId, u64), (NodeId, Contact)>,
-    failed: u64,
+    net: Network<ChordNode>,
 }
 
 impl ChordNet {
     fn new() -> ChordNet {
-        let space = IdSpace::new(10).unwrap();
-        let mut cfg = ChordConfig::new(space);
+        let mut cfg = ChordConfig::new(SecureRing::twelve().space);
         cfg.successors = 3;
         cfg.stabilize_every = Duration::from_millis(200);
         cfg.fix_fingers_every = Duration::from_millis(100);
         cfg.check_predecessor_every = Duration::from_millis(300);
         cfg.rpc_timeout = Duration::from_millis(100);
         cfg.lookup_timeout = Duration::from_secs(2);
-        let cfg = Arc::new(cfg);
-        let sorted: Vec<NodeId> = RING.iter().map(|i| NodeId(*i)).collect();
-        let n = sorted.len();
-        let mut nodes = BTreeMap::new();
-        for (i, id) in sorted.iter().enumerate() {
-            let pred = Some(Contact::id_only(sorted[(i + n - 1) % n]));
-            let succs: Vec<Contact> = (1..=3)
-                .map(|k| Contact::id_only(sorted[(i + k) % n]))
-                .collect();
-            let fingers: Vec<Contact> = (0..10)
-                .map(|k| {
-                    let start = space.finger_start(*id, k);
-                    let j = sorted.partition_point(|x| *x < start);
-                    Contact::id_only(sorted[j % n])
-                })
-                .collect();
-            nodes.insert(
-                *id,
-                ChordNode::converged(
-                    cfg.clone(),
-                    Contact::id_only(*id),
-                    [i as u8 + 1; 32],
-                    Time::ZERO,
-                    pred,
-                    succs,
-                    fingers,
-                ),
-            );
-        }
-        ChordNet {
-            nodes,
-            queue: VecDeque::new(),
-            now: Time::ZERO,
-            lies: 0,
-            done: BTreeMap::new(),
-            failed: 0,
-        }
-    }
-
-    fn drain(&mut self, id: NodeId) {
-        let node = self.nodes.get_mut(&id).unwrap();
-        let me = node.contact();
-        while let Some(t) = node.poll_transmit() {
-            let mut msg = t.msg;
-            // The liar answers every stabilize question with ghosts: a predecessor between
-            // the asker and itself, and a successor list of peers that do not exist.
-            if id.0 == LIAR
-                && let Message::Neighbours { pred, succs, .. } = &mut msg
-            {
-                *pred = Some(Contact::id_only(NodeId(GHOSTS[(self.lies % 2) as usize])));
+        let ids: Vec<NodeId> = RING.iter().map(|i| NodeId(*i)).collect();
+        let nodes = converged_ring(Arc::new(cfg), &ids, |i| [i as u8 + 1; 32]);
+        let mut net = Network::new(nodes, Time::ZERO, 1);
+        let mut lies = 0u64;
+        net.set_behaviour(NodeId(LIAR), move |_now, _me, to, mut msg: Message| {
+            if let Message::Neighbours { pred, succs, .. } = &mut msg {
+                *pred = Some(Contact::id_only(NodeId(GHOSTS[(lies % 2) as usize])));
                 *succs = GHOSTS
                     .iter()
                     .map(|g| Contact::id_only(NodeId(*g)))
                     .collect();
-                self.lies += 1;
+                lies += 1;
             }
-            self.queue.push_back((me, t.to.id, msg));
-        }
-        while let Some(ev) = node.poll_event() {
-            match ev {
-                Event::LookupDone {
-                    lookup, key, owner, ..
-                } => {
-                    self.done.insert((id, lookup), (key, owner));
-                }
-                Event::LookupFailed { .. } => self.failed += 1,
-                _ => {}
-            }
-        }
+            vec![Action::Send { to, msg }]
+        });
+        ChordNet { net }
     }
 
-    /// Run `ms` of virtual time: 1 ms per message hop, timers as they fall due.
+    /// Neighbour answers the liar sent.
+    fn lies(&self) -> usize {
+        self.net
+            .captured()
+            .iter()
+            .chain(self.net.in_flight())
+            .filter(|f| f.from.id.0 == LIAR && f.kind() == "neighbours")
+            .count()
+    }
+
     fn run(&mut self, ms: u64) {
-        let end = Time(self.now.0 + ms * 1000);
-        while self.now < end {
-            let mut budget = self.queue.len();
-            while budget > 0
-                && let Some((from, to, msg)) = self.queue.pop_front()
-            {
-                budget -= 1;
-                // Ghosts do not exist: messages to them are lost.
-                if let Some(n) = self.nodes.get_mut(&to) {
-                    n.handle_message(self.now, from, msg);
-                    self.drain(to);
-                }
-            }
-            self.now = Time(self.now.0 + 1000);
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let n = self.nodes.get_mut(&id).unwrap();
-                if n.poll_timeout().is_some_and(|t| t <= self.now) {
-                    n.handle_timeout(self.now);
-                    self.drain(id);
-                }
-            }
-        }
+        self.net.run_for(Duration::from_millis(ms));
     }
 
     fn honest(&self) -> impl Iterator<Item = u128> {
@@ -566,11 +366,34 @@ impl ChordNet {
         RING.iter().copied().find(|&i| i >= key).unwrap_or(RING[0])
     }
 
+    /// Finished lookups: (peer, lookup) → (key, owner).
+    fn done(&self) -> BTreeMap<(NodeId, u64), (NodeId, Contact)> {
+        self.net
+            .events()
+            .iter()
+            .filter_map(|(id, e)| match e {
+                Event::LookupDone {
+                    lookup, key, owner, ..
+                } => Some(((*id, *lookup), (*key, *owner))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Lookups given up.
+    fn failed(&self) -> usize {
+        self.net
+            .events()
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::LookupFailed { .. }))
+            .count()
+    }
+
     /// Honest peers whose first successor or predecessor is currently a ghost.
     fn poisoned(&self) -> Vec<u128> {
         self.honest()
             .filter(|id| {
-                let c = &self.nodes[&NodeId(*id)];
+                let c = self.net.peer(NodeId(*id));
                 let ghost = |x: Option<Contact>| x.is_some_and(|x| GHOSTS.contains(&x.id.0));
                 ghost(c.successor()) || ghost(c.predecessor())
             })
@@ -585,7 +408,7 @@ impl ChordNet {
 fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
     let mut net = ChordNet::new();
     net.run(5_000);
-    assert!(net.lies > 10, "the liar was never asked: {}", net.lies);
+    assert!(net.lies() > 10, "the liar was never asked: {}", net.lies());
     // Sample over time how often an honest peer points at a ghost.
     let mut samples = 0;
     let mut poisoned = 0;
@@ -598,27 +421,24 @@ fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
     }
     eprintln!(
         "liar told {} lies; an honest peer pointed at a ghost in {poisoned} of {samples} samples",
-        net.lies
+        net.lies()
     );
     // Lookups from every honest peer for every 16th key.
     let mut asked = BTreeMap::new();
     for from in net.honest().collect::<Vec<_>>() {
         for key in (0..1024u128).step_by(16) {
-            let now = net.now;
             let l = net
-                .nodes
-                .get_mut(&NodeId(from))
-                .unwrap()
-                .lookup(now, NodeId(key));
+                .net
+                .act(NodeId(from), |n, now| n.lookup(now, NodeId(key)));
             asked.insert((NodeId(from), l), (from, key));
-            net.drain(NodeId(from));
         }
         net.run(300);
     }
     net.run(3_000);
+    let done = net.done();
     let mut wrong = 0;
     for (l, (from, key)) in &asked {
-        match net.done.get(l) {
+        match done.get(l) {
             Some((k, owner)) => {
                 assert_eq!(k.0, *key);
                 if owner.id.0 != ChordNet::owner(*key) {
@@ -629,11 +449,11 @@ fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
             None => eprintln!("lookup from {from} for {key} did not complete"),
         }
     }
-    let completed = asked.keys().filter(|l| net.done.contains_key(*l)).count();
+    let completed = asked.keys().filter(|l| done.contains_key(*l)).count();
     eprintln!(
         "{} lookups: {completed} completed, {wrong} wrong owner, {} failed",
         asked.len(),
-        net.failed
+        net.failed()
     );
     assert_eq!(wrong, 0, "lookups ended at a wrong owner");
     assert!(
@@ -657,7 +477,7 @@ fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
         if *id == LIAR {
             continue;
         }
-        let c = &net.nodes[&NodeId(*id)];
+        let c = net.net.peer(NodeId(*id));
         let succ = c.successor().map(|s| s.id.0);
         if !GHOSTS.contains(&succ.unwrap_or(0)) {
             assert_eq!(succ, Some(RING[(i + 1) % n]), "successor of {id}");
@@ -680,19 +500,20 @@ fn clock_skew_within_the_window_works_and_beyond_it_is_refused() {
             net.rang(CALLER),
             1,
             "CSP skewed {skew} ms: {:?}",
-            net.events
+            net.events()
         );
         let reports: Vec<_> = net
-            .events
-            .iter()
-            .filter(|(_, e)| matches!(e, SecureEvent::Report { outcome, .. } if *outcome != Outcome::Delivered))
+            .net
+            .reports_since(0)
+            .into_iter()
+            .filter(|(_, _, outcome)| *outcome != Outcome::Delivered)
             .collect();
         assert!(reports.is_empty(), "skew {skew} ms: {reports:?}");
     }
     // Every peer but the CSP 20 s off: the hops' clocks, not the CSP's.
     let mut net = Net::with_clocks(|id| if id == CSP { 0 } else { 20_000 });
     net.call(CALLER, CALLEE);
-    assert_eq!(net.rang(CALLER), 1, "hops skewed 20 s: {:?}", net.events);
+    assert_eq!(net.rang(CALLER), 1, "hops skewed 20 s: {:?}", net.events());
 
     for skew in [-40_000i64, 40_000] {
         let mut net = Net::with_clocks(|id| if id == CSP { skew } else { 0 });
@@ -701,20 +522,10 @@ fn clock_skew_within_the_window_works_and_beyond_it_is_refused() {
             net.rang(CALLER),
             0,
             "CSP skewed {skew} ms rang: {:?}",
-            net.events
+            net.events()
         );
         assert_eq!(net.incoming(CALLEE), 0);
-        let refused: Vec<NodeId> = net
-            .events
-            .iter()
-            .filter_map(|(_, e)| match e {
-                SecureEvent::Report {
-                    subject,
-                    outcome: Outcome::Replayed,
-                } => Some(*subject),
-                _ => None,
-            })
-            .collect();
+        let refused = net.net.reported(Outcome::Replayed);
         assert!(!refused.is_empty(), "skew {skew} ms: nothing refused");
         assert!(
             refused.iter().all(|s| s.0 == CSP),

@@ -5,415 +5,263 @@
 
 use overlay::secure::{Ed25519Registry, Ed25519Signer};
 use overlay::{NodeId, Time};
-use sip::ua::{UaConfig, UaEvent, UserAgent};
+use sip::ua::UaEvent;
 use sip::{FrontEnd, FrontEndConfig, LoopbackNet, LoopbackOverlay, Peer, SipTransmit, Transport};
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use testkit::sip::{FrontEnds, SipWorld};
 
 const DOMAIN: &str = "p2psip.test";
 const OFFER: &[u8] = b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
 const ANSWER: &[u8] = b"v=0\r\no=bob 2 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
 
+/// A front-end on its handle of the in-process overlay.
 struct Node {
     fe: FrontEnd,
     ov: LoopbackOverlay,
     addr: SocketAddr,
 }
 
-struct World {
+/// The front-ends over the in-process overlay, which takes no time.
+struct Loopback {
     net: LoopbackNet,
     nodes: Vec<Node>,
-    uas: Vec<(UserAgent, Peer)>,
-    wire: VecDeque<(Peer, SipTransmit)>,
-    events: Vec<(usize, UaEvent)>,
     now: Time,
-    /// Drop the next datagram whose text starts with this.
-    drop_next: Option<&'static str>,
 }
+
+impl FrontEnds for Loopback {
+    fn now(&self) -> Time {
+        self.now
+    }
+
+    fn handle_datagram(&mut self, from: Peer, to: Peer, bytes: &[u8]) -> bool {
+        let Some(n) = self.nodes.iter_mut().find(|n| n.addr == to.addr) else {
+            return false;
+        };
+        let m = sip::msg::parse_datagram(bytes).unwrap();
+        let mut ov = n.ov.clone();
+        n.fe.handle_message(self.now, from, m, &mut ov);
+        true
+    }
+
+    fn poll_transmit(&mut self) -> Option<(Peer, SipTransmit)> {
+        self.nodes.iter_mut().find_map(|n| {
+            let t = n.fe.poll_transmit()?;
+            let from = Peer {
+                transport: t.to.transport,
+                addr: n.addr,
+            };
+            Some((from, t))
+        })
+    }
+
+    fn step_overlay(&mut self, _deadline: Time) -> bool {
+        let mut busy = false;
+        for n in &mut self.nodes {
+            let mut ov = n.ov.clone();
+            while let Some(ev) = n.ov.poll_event() {
+                busy = true;
+                n.fe.handle_overlay_event(self.now, ev, &mut ov);
+            }
+        }
+        busy
+    }
+
+    fn advance(&mut self, to: Time) {
+        self.now = to;
+        for n in &mut self.nodes {
+            let mut ov = n.ov.clone();
+            n.fe.handle_timeout(to, &mut ov);
+        }
+    }
+}
+
+type World = SipWorld<Loopback>;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-impl World {
-    fn new(peers: usize, transport: Transport) -> World {
-        let mut keys = Ed25519Registry::default();
-        let mut signers = Vec::new();
-        for i in 0..peers {
-            let (s, _) = Ed25519Signer::generate().unwrap();
-            keys.insert(NodeId(100 + i as u128), s.public_key());
-            signers.push(s);
-        }
-        let keys = Arc::new(keys);
-        let net = LoopbackNet::new(keys.clone(), 1_700_000_000_000);
-        let mut nodes = Vec::new();
-        for (i, s) in signers.into_iter().enumerate() {
-            let a = addr(&format!("127.0.0.{}:5060", i + 1));
-            let mut cfg = FrontEndConfig::new(DOMAIN, a);
-            cfg.unix_offset_ms = 1_700_000_000_000;
-            let id = NodeId(100 + i as u128);
-            nodes.push(Node {
-                fe: FrontEnd::new(cfg, id, Box::new(s), keys.clone()),
-                ov: net.join(id),
-                addr: a,
-            });
-        }
-        let mut uas = Vec::new();
-        for (i, (user, sdp)) in [("alice", OFFER), ("bob", ANSWER)].into_iter().enumerate() {
-            let fe = nodes[i.min(peers - 1)].addr;
-            let local = Peer {
-                transport,
-                addr: addr(&format!("127.0.0.{}:6000", i + 1)),
-            };
-            let cfg = UaConfig {
-                user: user.into(),
-                domain: DOMAIN.into(),
-                local,
-                proxy: Peer {
-                    transport,
-                    addr: fe,
-                },
-                sdp_answer: sdp.to_vec(),
-                auto_answer: true,
-                timers: sipx_sip::Timers::default(),
-            };
-            uas.push((UserAgent::new(cfg, i as u64 + 1), local));
-        }
-        World {
-            net,
-            nodes,
-            uas,
-            wire: VecDeque::new(),
-            events: Vec::new(),
-            now: Time::from_millis(1),
-            drop_next: None,
-        }
+/// `peers` front-ends; alice's phone on the first, bob's on the second (or the first).
+fn world(peers: usize, transport: Transport) -> World {
+    let mut keys = Ed25519Registry::default();
+    let mut signers = Vec::new();
+    for i in 0..peers {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        keys.insert(NodeId(100 + i as u128), s.public_key());
+        signers.push(s);
     }
+    let keys = Arc::new(keys);
+    let net = LoopbackNet::new(keys.clone(), 1_700_000_000_000);
+    let mut nodes = Vec::new();
+    for (i, s) in signers.into_iter().enumerate() {
+        let a = addr(&format!("127.0.0.{}:5060", i + 1));
+        let mut cfg = FrontEndConfig::new(DOMAIN, a);
+        cfg.unix_offset_ms = 1_700_000_000_000;
+        let id = NodeId(100 + i as u128);
+        nodes.push(Node {
+            fe: FrontEnd::new(cfg, id, Box::new(s), keys.clone()),
+            ov: net.join(id),
+            addr: a,
+        });
+    }
+    let proxies: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let mut w = SipWorld::new(Loopback {
+        net,
+        nodes,
+        now: Time::from_millis(1),
+    });
+    for (i, (user, sdp)) in [("alice", OFFER), ("bob", ANSWER)].into_iter().enumerate() {
+        let local = Peer {
+            transport,
+            addr: addr(&format!("127.0.0.{}:6000", i + 1)),
+        };
+        let proxy = Peer {
+            transport,
+            addr: proxies[i.min(peers - 1)],
+        };
+        w.phones.add(user, DOMAIN, local, proxy, sdp);
+    }
+    w
+}
 
-    fn collect(&mut self) {
-        for n in &mut self.nodes {
-            while let Some(t) = n.fe.poll_transmit() {
-                let from = Peer {
-                    transport: t.to.transport,
-                    addr: n.addr,
-                };
-                self.wire.push_back((from, t));
-            }
-        }
-        for (i, (ua, local)) in self.uas.iter_mut().enumerate() {
-            while let Some(t) = ua.poll_transmit() {
-                self.wire.push_back((*local, t));
-            }
-            while let Some(e) = ua.poll_event() {
-                self.events.push((i, e));
-            }
-        }
+/// Both phones register; both are accepted.
+fn register_both(w: &mut World) {
+    for ua in [0, 1] {
+        let (ua, now) = w.ua(ua);
+        ua.register(now, 300).unwrap();
     }
+    w.settle(100);
+    w.phones.expect(0, UaEvent::Registered { code: 200 });
+    w.phones.expect(1, UaEvent::Registered { code: 200 });
+}
 
-    /// Deliver everything, overlay events included, until quiet; then advance `ms`.
-    fn run(&mut self, ms: u64) {
-        for _ in 0..200 {
-            self.collect();
-            let mut busy = false;
-            while let Some((from, t)) = self.wire.pop_front() {
-                busy = true;
-                if let Some(p) = self.drop_next
-                    && t.bytes.starts_with(p.as_bytes())
-                {
-                    self.drop_next = None;
-                    continue;
-                }
-                let now = self.now;
-                if let Some(n) = self.nodes.iter_mut().find(|n| n.addr == t.to.addr) {
-                    let m = sip::msg::parse_datagram(&t.bytes).unwrap();
-                    let mut ov = n.ov.clone();
-                    n.fe.handle_message(
-                        now,
-                        Peer {
-                            transport: t.to.transport,
-                            addr: from.addr,
-                        },
-                        m,
-                        &mut ov,
-                    );
-                } else if let Some((ua, _)) = self.uas.iter_mut().find(|(_, l)| l.addr == t.to.addr)
-                {
-                    ua.handle_datagram(now, from, &t.bytes);
-                }
-                self.collect();
-            }
-            for n in &mut self.nodes {
-                let mut ov = n.ov.clone();
-                while let Some(ev) = n.ov.poll_event() {
-                    busy = true;
-                    n.fe.handle_overlay_event(self.now, ev, &mut ov);
-                }
-            }
-            if !busy {
-                break;
-            }
-        }
-        self.now = self.now + Duration::from_millis(ms);
-        for n in &mut self.nodes {
-            let mut ov = n.ov.clone();
-            n.fe.handle_timeout(self.now, &mut ov);
-        }
-        for (ua, _) in &mut self.uas {
-            ua.handle_timeout(self.now);
-        }
-    }
+/// Phone 0 calls `user`; the world runs `ms`. Returns the Call-ID.
+fn invite(w: &mut World, user: &str, ms: u64) -> String {
+    let (ua, now) = w.ua(0);
+    let call = ua.invite(now, user, OFFER).unwrap();
+    w.settle(ms);
+    call
+}
 
-    fn settle(&mut self, ms: u64) {
-        for _ in 0..(ms / 50).max(1) {
-            self.run(50);
-        }
-    }
-
-    fn has(&self, ua: usize, f: impl Fn(&UaEvent) -> bool) -> bool {
-        self.events.iter().any(|(i, e)| *i == ua && f(e))
-    }
-
-    fn register_both(&mut self) {
-        let now = self.now;
-        self.uas[0].0.register(now, 300).unwrap();
-        self.uas[1].0.register(now, 300).unwrap();
-        self.settle(100);
-        assert!(
-            self.has(0, |e| *e == UaEvent::Registered { code: 200 }),
-            "{:?}",
-            self.events
-        );
-        assert!(
-            self.has(1, |e| *e == UaEvent::Registered { code: 200 }),
-            "{:?}",
-            self.events
-        );
-    }
-
-    fn full_call(&mut self) {
-        self.register_both();
-        let now = self.now;
-        let call = self.uas[0].0.invite(now, "bob", OFFER).unwrap();
-        self.settle(1500);
-        assert!(
-            self.has(
-                0,
-                |e| matches!(e, UaEvent::Ringing { call: c } if *c == call)
-            ),
-            "{:?}",
-            self.events
-        );
-        assert!(
-            self.has(
-                0,
-                |e| matches!(e, UaEvent::Answered { call: c, sdp } if *c == call && sdp == ANSWER)
-            ),
-            "{:?}",
-            self.events
-        );
-        assert!(
-            self.has(
-                1,
-                |e| matches!(e, UaEvent::Incoming { call: c, sdp } if *c == call && sdp == OFFER)
-            ),
-            "{:?}",
-            self.events
-        );
-        let now = self.now;
-        self.uas[0].0.bye(now, &call).unwrap();
-        self.settle(200);
-        assert!(
-            self.has(0, |e| matches!(e, UaEvent::Ended { call: c } if *c == call)),
-            "{:?}",
-            self.events
-        );
-        assert!(
-            self.has(1, |e| matches!(e, UaEvent::Ended { call: c } if *c == call)),
-            "{:?}",
-            self.events
-        );
-        // Both front-ends forgot the call once BYE was answered.
-        self.settle(40_000);
-        assert_eq!(self.nodes[0].fe.calls(), 0);
-        assert_eq!(self.nodes[1].fe.calls(), 0);
-        assert_eq!(
-            self.net.tracked_call_ends(),
-            0,
-            "the overlay was told the call ended"
-        );
-    }
+/// Register, call bob, hang up; both ends see it end and both front-ends forget it.
+fn full_call(w: &mut World) {
+    register_both(w);
+    let call = invite(w, "bob", 1500);
+    w.phones.expect_answered(0, 1, &call, OFFER, ANSWER);
+    let (ua, now) = w.ua(0);
+    ua.bye(now, &call).unwrap();
+    w.settle(200);
+    w.phones.expect(0, UaEvent::Ended { call: call.clone() });
+    w.phones.expect(1, UaEvent::Ended { call });
+    // Both front-ends forgot the call once BYE was answered.
+    w.settle(40_000);
+    assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
+    assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
+    assert_eq!(
+        w.front_ends.net.tracked_call_ends(),
+        0,
+        "the overlay was told the call ended"
+    );
 }
 
 #[test]
 fn full_call_over_udp_and_tcp() {
-    World::new(2, Transport::Udp).full_call();
-    World::new(2, Transport::Tcp).full_call();
+    full_call(&mut world(2, Transport::Udp));
+    full_call(&mut world(2, Transport::Tcp));
 }
 
 #[test]
 fn lost_invite_and_lost_ringing_are_retransmitted_over_udp() {
-    let mut w = World::new(2, Transport::Udp);
-    w.drop_next = Some("INVITE");
-    w.full_call();
-    let mut w = World::new(2, Transport::Udp);
-    w.register_both();
-    w.drop_next = Some("SIP/2.0 200 OK");
-    let now = w.now;
-    let call = w.uas[0].0.invite(now, "bob", OFFER).unwrap();
-    w.settle(3000);
-    assert!(
-        w.has(
-            0,
-            |e| matches!(e, UaEvent::Answered { call: c, .. } if *c == call)
-        ),
-        "{:?}",
-        w.events
+    let mut w = world(2, Transport::Udp);
+    w.phones.drop_next("INVITE");
+    full_call(&mut w);
+    assert_eq!(w.phones.dropped(), 1, "the INVITE was lost");
+    let mut w = world(2, Transport::Udp);
+    register_both(&mut w);
+    w.phones.drop_next("SIP/2.0 200 OK");
+    let call = invite(&mut w, "bob", 3000);
+    assert_eq!(w.phones.dropped(), 1, "the 200 was lost");
+    w.phones.expect_that(
+        0,
+        |e| matches!(e, UaEvent::Answered { call: c, .. } if *c == call),
     );
 }
 
 #[test]
 fn unknown_aor_is_404_and_unregistered_aor_too() {
-    let mut w = World::new(2, Transport::Udp);
-    w.register_both();
-    let now = w.now;
-    let call = w.uas[0].0.invite(now, "carol", OFFER).unwrap();
-    w.settle(200);
-    assert!(
-        w.has(
-            0,
-            |e| matches!(e, UaEvent::Failed { call: c, code: 404 } if *c == call)
-        ),
-        "{:?}",
-        w.events
-    );
-    assert_eq!(w.nodes[0].fe.stats().not_found, 1);
+    let mut w = world(2, Transport::Udp);
+    register_both(&mut w);
+    let call = invite(&mut w, "carol", 200);
+    w.phones.expect(0, UaEvent::Failed { call, code: 404 });
+    assert_eq!(w.front_ends.nodes[0].fe.stats().not_found, 1);
     // Bob unregisters: calls to him are 404 now.
-    let now = w.now;
-    w.uas[1].0.register(now, 0).unwrap();
+    let (ua, now) = w.ua(1);
+    ua.register(now, 0).unwrap();
     w.settle(100);
-    let now = w.now;
-    let call = w.uas[0].0.invite(now, "bob", OFFER).unwrap();
-    w.settle(200);
-    assert!(
-        w.has(
-            0,
-            |e| matches!(e, UaEvent::Failed { call: c, code: 404 } if *c == call)
-        ),
-        "{:?}",
-        w.events
-    );
+    let call = invite(&mut w, "bob", 200);
+    w.phones.expect(0, UaEvent::Failed { call, code: 404 });
 }
 
 #[test]
 fn registration_lapses_without_refresh() {
-    let mut w = World::new(2, Transport::Udp);
-    let now = w.now;
-    w.uas[1].0.register(now, 2).unwrap();
+    let mut w = world(2, Transport::Udp);
+    let (ua, now) = w.ua(1);
+    ua.register(now, 2).unwrap();
     w.settle(100);
     w.settle(2500);
-    let now = w.now;
-    let call = w.uas[0].0.invite(now, "bob", OFFER).unwrap();
-    w.settle(200);
-    assert!(
-        w.has(
-            0,
-            |e| matches!(e, UaEvent::Failed { call: c, code: 404 } if *c == call)
-        ),
-        "{:?}",
-        w.events
-    );
+    let call = invite(&mut w, "bob", 200);
+    w.phones.expect(0, UaEvent::Failed { call, code: 404 });
 }
 
 #[test]
 fn another_peer_cannot_take_over_a_live_aor() {
     // Both UAs at peer 0 first; then "bob" at peer 1 registers the AoR "alice" owned by peer 0.
-    let mut w = World::new(2, Transport::Udp);
-    w.register_both();
-    let local = Peer {
+    let mut w = world(2, Transport::Udp);
+    register_both(&mut w);
+    let udp = |a: SocketAddr| Peer {
         transport: Transport::Udp,
-        addr: addr("127.0.0.9:6000"),
+        addr: a,
     };
-    let cfg = UaConfig {
-        user: "alice".into(),
-        domain: DOMAIN.into(),
-        local,
-        proxy: Peer {
-            transport: Transport::Udp,
-            addr: w.nodes[1].addr,
-        },
-        sdp_answer: ANSWER.to_vec(),
-        auto_answer: true,
-        timers: sipx_sip::Timers::default(),
-    };
-    w.uas.push((UserAgent::new(cfg, 9), local));
-    let now = w.now;
-    w.uas[2].0.register(now, 300).unwrap();
+    let proxy = udp(w.front_ends.nodes[1].addr);
+    let mallory = w
+        .phones
+        .add("alice", DOMAIN, udp(addr("127.0.0.9:6000")), proxy, ANSWER);
+    let (ua, now) = w.ua(mallory);
+    ua.register(now, 300).unwrap();
     w.settle(100);
-    assert!(
-        w.has(2, |e| *e == UaEvent::Registered { code: 403 }),
-        "{:?}",
-        w.events
-    );
+    w.phones.expect(mallory, UaEvent::Registered { code: 403 });
 }
 
 #[test]
 fn callee_peer_gone_gives_480() {
-    let mut w = World::new(2, Transport::Udp);
-    w.register_both();
-    w.nodes[1].ov.leave();
-    let now = w.now;
-    let call = w.uas[0].0.invite(now, "bob", OFFER).unwrap();
-    w.settle(200);
-    assert!(
-        w.has(
-            0,
-            |e| matches!(e, UaEvent::Failed { call: c, code: 480 } if *c == call)
-        ),
-        "{:?}",
-        w.events
-    );
+    let mut w = world(2, Transport::Udp);
+    register_both(&mut w);
+    w.front_ends.nodes[1].ov.leave();
+    let call = invite(&mut w, "bob", 200);
+    w.phones.expect(0, UaEvent::Failed { call, code: 480 });
 }
 
 #[test]
 fn caller_cancels_a_ringing_call() {
     for transport in [Transport::Udp, Transport::Tcp] {
-        let mut w = World::new(2, transport);
-        w.register_both();
+        let mut w = world(2, transport);
+        register_both(&mut w);
         // Bob's phone rings and nobody picks up.
-        let bob = &mut w.uas[1].0;
-        let cfg_answer = false;
-        bob.set_auto_answer(cfg_answer);
-        let now = w.now;
-        let call = w.uas[0].0.invite(now, "bob", OFFER).unwrap();
-        w.settle(200);
-        assert!(
-            w.has(
-                0,
-                |e| matches!(e, UaEvent::Ringing { call: c } if *c == call)
-            ),
-            "{:?}",
-            w.events
-        );
-        let now = w.now;
-        w.uas[0].0.cancel(now, &call);
+        w.phones.ua(1).set_auto_answer(false);
+        let call = invite(&mut w, "bob", 200);
+        w.phones.expect(0, UaEvent::Ringing { call: call.clone() });
+        let (ua, now) = w.ua(0);
+        ua.cancel(now, &call);
         w.settle(500);
-        assert!(
-            w.has(
-                0,
-                |e| matches!(e, UaEvent::Failed { call: c, code: 487 } if *c == call)
-            ),
-            "{:?}",
-            w.events
-        );
-        assert!(
-            w.has(1, |e| matches!(e, UaEvent::Ended { call: c } if *c == call)),
-            "{:?}",
-            w.events
-        );
+        let cancelled = UaEvent::Failed {
+            call: call.clone(),
+            code: 487,
+        };
+        w.phones.expect(0, cancelled);
+        w.phones.expect(1, UaEvent::Ended { call });
         w.settle(40_000);
-        assert_eq!(w.nodes[0].fe.calls(), 0);
-        assert_eq!(w.nodes[1].fe.calls(), 0);
+        assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
+        assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
     }
 }

@@ -1,0 +1,185 @@
+//! Converged rings to start a test from: plain Chord, and the twelve-peer secure overlay
+//! with real Ed25519 keys that the secure call-flow tests share.
+
+use crate::network::Network;
+use overlay::secure::{
+    Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, OverlayContext, Role, Routing,
+    SecureConfig, SecureNode,
+};
+use overlay::{ChordConfig, ChordNode, Contact, IdSpace, NodeId, Time};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Chord peers `ids` (sorted, distinct) with the state a stable ring gives them: predecessor,
+/// `cfg.successors` successors and one finger per bit. `seed(i)` seeds the i-th peer.
+pub fn converged_ring(
+    cfg: Arc<ChordConfig>,
+    ids: &[NodeId],
+    seed: impl Fn(usize) -> [u8; 32],
+) -> Vec<ChordNode> {
+    let n = ids.len();
+    let space = cfg.space;
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let pred = Some(Contact::id_only(ids[(i + n - 1) % n]));
+            let succs: Vec<Contact> = (1..=cfg.successors)
+                .map(|k| Contact::id_only(ids[(i + k) % n]))
+                .collect();
+            let fingers: Vec<Contact> = (0..space.bits())
+                .map(|k| {
+                    let j = ids.partition_point(|x| *x < space.finger_start(*id, k));
+                    Contact::id_only(ids[j % n])
+                })
+                .collect();
+            ChordNode::converged(
+                cfg.clone(),
+                Contact::id_only(*id),
+                seed(i),
+                Time::ZERO,
+                pred,
+                succs,
+                fingers,
+            )
+        })
+        .collect()
+}
+
+/// The secure overlay the call-flow tests run on: twelve peers 100, 150, …, 650 in a 10-bit
+/// space, all in layer 2, peer 150 its CSP and peer 100 its CSPG, three successors, fanout 3
+/// with diverse first hops, and a fresh Ed25519 key per peer.
+pub struct SecureRing {
+    /// The ID space.
+    pub space: IdSpace,
+    /// The peers, sorted.
+    pub ids: Vec<NodeId>,
+    /// The CSP.
+    pub csp: NodeId,
+    /// The CSPG.
+    pub cspg: NodeId,
+    /// Every peer's public key.
+    pub registry: Arc<Ed25519Registry>,
+    /// Every peer's private key (PKCS#8), so a test can sign as that peer.
+    pkcs8: BTreeMap<NodeId, Vec<u8>>,
+}
+
+/// Unix milliseconds at the driver's epoch, for PingRequest timestamps.
+pub const UNIX_EPOCH_MS: u64 = 1_700_000_000_000;
+
+impl SecureRing {
+    /// The twelve peers with fresh keys.
+    pub fn twelve() -> SecureRing {
+        let space = match IdSpace::new(10) {
+            Ok(s) => s,
+            Err(e) => panic!("a 10-bit space: {e}"),
+        };
+        let ids: Vec<NodeId> = (0..12).map(|i| NodeId(100 + 50 * i)).collect();
+        let mut registry = Ed25519Registry::default();
+        let mut pkcs8 = BTreeMap::new();
+        for id in &ids {
+            let Ok((signer, doc)) = Ed25519Signer::generate() else {
+                panic!("no Ed25519 key from the system RNG");
+            };
+            registry.insert(*id, signer.public_key());
+            pkcs8.insert(*id, doc);
+        }
+        SecureRing {
+            space,
+            ids,
+            csp: NodeId(150),
+            cspg: NodeId(100),
+            registry: Arc::new(registry),
+            pkcs8,
+        }
+    }
+
+    /// Peer `id`'s signing key.
+    pub fn signer(&self, id: NodeId) -> Ed25519Signer {
+        match self
+            .pkcs8
+            .get(&id)
+            .map(|doc| Ed25519Signer::from_pkcs8(doc))
+        {
+            Some(Ok(s)) => s,
+            _ => panic!("no key for {id:?}"),
+        }
+    }
+
+    /// The context every peer shares: one layer holding everyone ([0, 1000) is layer 2).
+    pub fn context(&self) -> OverlayContext {
+        let arcs = match LayerArcs::new(self.space, [0, 1, 1000]) {
+            Ok(a) => a,
+            Err(e) => panic!("layer arcs: {e}"),
+        };
+        let mut dir = Directory::default();
+        dir.csps[1] = vec![self.csp];
+        dir.cspgs[1] = vec![self.cspg];
+        let cfg = SecureConfig {
+            fanout: 3,
+            first_hops: FirstHops::Diverse,
+            ..SecureConfig::default()
+        };
+        OverlayContext {
+            cfg: Arc::new(cfg),
+            arcs,
+            directory: Arc::new(dir),
+            infrastructure: Arc::new(vec![
+                Contact::id_only(self.csp),
+                Contact::id_only(self.cspg),
+            ]),
+            verifier: self.registry.clone(),
+        }
+    }
+
+    /// The converged peers. `unix_ms(id)` is peer `id`'s Unix clock at the driver's epoch
+    /// (skew it to test timestamp windows); `seed(id)` seeds its RNG.
+    pub fn nodes(
+        &self,
+        unix_ms: impl Fn(NodeId) -> u64,
+        seed: impl Fn(NodeId) -> [u8; 32],
+    ) -> Vec<SecureNode> {
+        let ctx = self.context();
+        let mut chord = ChordConfig::new(self.space);
+        chord.successors = 3;
+        chord.successor_shortcut = true;
+        converged_ring(Arc::new(chord), &self.ids, |i| [i as u8; 32])
+            .into_iter()
+            .map(|c| {
+                let id = c.id();
+                let role = if id == self.csp {
+                    Role::Csp
+                } else if id == self.cspg {
+                    Role::Cspg
+                } else {
+                    Role::Peer
+                };
+                SecureNode::new(
+                    c,
+                    ctx.clone(),
+                    role,
+                    Routing::Secure,
+                    Box::new(self.signer(id)),
+                    unix_ms(id),
+                    seed(id),
+                )
+            })
+            .collect()
+    }
+
+    /// The peers on a network whose clock starts at 10 ms, every Unix clock right and every
+    /// RNG seeded with `seed(id)`.
+    pub fn network(&self, seed: impl Fn(NodeId) -> [u8; 32]) -> Network<SecureNode> {
+        Network::new(
+            self.nodes(|_| UNIX_EPOCH_MS, seed),
+            Time::from_millis(10),
+            1,
+        )
+    }
+}
+
+/// A seed of the form the demo and tests use: the Node-ID, then zeros.
+pub fn sparse_seed(id: NodeId) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(&id.0.to_le_bytes());
+    seed
+}

@@ -1,0 +1,345 @@
+//! SIP on top of the test network: phones (sans-IO [`UserAgent`]s), the datagrams between
+//! them and their front-ends, and the front-ends on secure peers of a [`Network`].
+//!
+//! A [`SipWorld`] runs phones against any set of [`FrontEnds`]: SIP datagrams take no time
+//! and are delivered as soon as they are sent; between two of them the front-ends' overlay
+//! handles one input ([`FrontEnds::step_overlay`]), so the clock is the overlay's.
+
+use crate::network::Network;
+use crate::peer::Peer as NetPeer;
+use overlay::secure::{SecureEvent, SecureNode};
+use overlay::{Contact, Message, NodeId, Time, Transmit};
+use sip::secure_overlay::SecureAdapter;
+use sip::ua::{UaConfig, UaEvent, UserAgent};
+use sip::{FrontEnd, Peer, SipTransmit};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Most datagrams and overlay inputs one [`SipWorld::run`] handles before it calls the run
+/// runaway (two parties answering each other forever).
+const MAX_INPUTS_PER_RUN: u32 = 1_000_000;
+
+/// The front-ends the phones talk to, over whatever overlay joins them.
+pub trait FrontEnds {
+    /// The clock.
+    fn now(&self) -> Time;
+    /// Hand a datagram from `from` to the front-end listening on `to`; false if none does.
+    fn handle_datagram(&mut self, from: Peer, to: Peer, bytes: &[u8]) -> bool;
+    /// The next datagram a front-end sends, with the address it leaves from.
+    fn poll_transmit(&mut self) -> Option<(Peer, SipTransmit)>;
+    /// Handle the overlay's next input at or before `deadline` (moving the clock to it);
+    /// false if there is none.
+    fn step_overlay(&mut self, deadline: Time) -> bool;
+    /// Move the clock to `to` (nothing is left before it) and run what falls due.
+    fn advance(&mut self, to: Time);
+}
+
+/// SIP phones, the datagrams on their way and what the phones reported.
+#[derive(Default)]
+pub struct Phones {
+    uas: Vec<(UserAgent, Peer)>,
+    wire: VecDeque<(Peer, SipTransmit)>,
+    events: Vec<(usize, UaEvent)>,
+    drop_next: Option<&'static str>,
+    dropped: u64,
+}
+
+impl Phones {
+    /// Add a phone for `user@domain` listening on `local`, registering and calling through
+    /// `proxy`, answering calls at once with `sdp_answer`. Returns its index.
+    pub fn add(
+        &mut self,
+        user: &str,
+        domain: &str,
+        local: Peer,
+        proxy: Peer,
+        sdp_answer: &[u8],
+    ) -> usize {
+        let cfg = UaConfig {
+            user: user.into(),
+            domain: domain.into(),
+            local,
+            proxy,
+            sdp_answer: sdp_answer.to_vec(),
+            auto_answer: true,
+            timers: sipx_sip::Timers::default(),
+        };
+        let index = self.uas.len();
+        self.uas
+            .push((UserAgent::new(cfg, index as u64 + 1), local));
+        index
+    }
+
+    /// Phone `ua`. Panics if there is none (a test's own mistake).
+    pub fn ua(&mut self, ua: usize) -> &mut UserAgent {
+        match self.uas.get_mut(ua) {
+            Some((ua, _)) => ua,
+            None => panic!("no phone {ua}"),
+        }
+    }
+
+    /// Drop the next datagram (either way) whose text starts with `prefix`.
+    pub fn drop_next(&mut self, prefix: &'static str) {
+        self.drop_next = Some(prefix);
+    }
+
+    /// Datagrams dropped by [`drop_next`](Self::drop_next).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Everything the phones reported, with the phone's index.
+    pub fn events(&self) -> &[(usize, UaEvent)] {
+        &self.events
+    }
+
+    /// Did phone `ua` report an event `what` accepts?
+    pub fn has(&self, ua: usize, what: impl Fn(&UaEvent) -> bool) -> bool {
+        self.events.iter().any(|(i, e)| *i == ua && what(e))
+    }
+
+    /// Phone `ua` reported `event`; else panic with every event.
+    #[track_caller]
+    pub fn expect(&self, ua: usize, event: UaEvent) {
+        assert!(
+            self.has(ua, |e| *e == event),
+            "phone {ua} did not report {event:?}: {:?}",
+            self.events
+        );
+    }
+
+    /// Phone `ua` reported an event `what` accepts; else panic with every event.
+    #[track_caller]
+    pub fn expect_that(&self, ua: usize, what: impl Fn(&UaEvent) -> bool) {
+        assert!(self.has(ua, what), "phone {ua}: {:?}", self.events);
+    }
+
+    /// Phone `caller` heard call `call` ring and be answered with `answer`, and phone
+    /// `callee` received it with `offer`; else panic with every event.
+    #[track_caller]
+    pub fn expect_answered(
+        &self,
+        caller: usize,
+        callee: usize,
+        call: &str,
+        offer: &[u8],
+        answer: &[u8],
+    ) {
+        let call = call.to_string();
+        self.expect(caller, UaEvent::Ringing { call: call.clone() });
+        let answered = UaEvent::Answered {
+            call: call.clone(),
+            sdp: answer.to_vec(),
+        };
+        self.expect(caller, answered);
+        let incoming = UaEvent::Incoming {
+            call,
+            sdp: offer.to_vec(),
+        };
+        self.expect(callee, incoming);
+    }
+
+    /// Take the phones' datagrams and events.
+    fn collect(&mut self) {
+        for (i, (ua, local)) in self.uas.iter_mut().enumerate() {
+            while let Some(t) = ua.poll_transmit() {
+                self.wire.push_back((*local, t));
+            }
+            while let Some(e) = ua.poll_event() {
+                self.events.push((i, e));
+            }
+        }
+    }
+
+    /// Deliver every datagram on the wire, phones' and front-ends' answers included, until
+    /// none is left. Returns whether there was any.
+    fn deliver(&mut self, front_ends: &mut impl FrontEnds) -> bool {
+        let mut any = false;
+        loop {
+            self.collect();
+            while let Some((from, t)) = front_ends.poll_transmit() {
+                self.wire.push_back((from, t));
+            }
+            let Some((from, t)) = self.wire.pop_front() else {
+                return any;
+            };
+            any = true;
+            if let Some(prefix) = self.drop_next
+                && t.bytes.starts_with(prefix.as_bytes())
+            {
+                self.drop_next = None;
+                self.dropped += 1;
+                continue;
+            }
+            if front_ends.handle_datagram(from, t.to, &t.bytes) {
+                continue;
+            }
+            let now = front_ends.now();
+            if let Some((ua, _)) = self.uas.iter_mut().find(|(_, l)| l.addr == t.to.addr) {
+                ua.handle_datagram(now, from, &t.bytes);
+            }
+        }
+    }
+}
+
+/// Phones and front-ends on one clock.
+pub struct SipWorld<F> {
+    /// The phones.
+    pub phones: Phones,
+    /// The front-ends and their overlay.
+    pub front_ends: F,
+}
+
+impl<F: FrontEnds> SipWorld<F> {
+    /// Phones to be added, talking to `front_ends`.
+    pub fn new(front_ends: F) -> Self {
+        SipWorld {
+            phones: Phones::default(),
+            front_ends,
+        }
+    }
+
+    /// The clock.
+    pub fn now(&self) -> Time {
+        self.front_ends.now()
+    }
+
+    /// Run `ms` of virtual time: datagrams as they are sent, the overlay's inputs as they
+    /// fall due; then the phones' timers.
+    pub fn run(&mut self, ms: u64) {
+        let end = self.now() + Duration::from_millis(ms);
+        for _ in 0..MAX_INPUTS_PER_RUN {
+            let sip = self.phones.deliver(&mut self.front_ends);
+            if !self.front_ends.step_overlay(end) && !sip {
+                self.front_ends.advance(end);
+                for (ua, _) in &mut self.phones.uas {
+                    ua.handle_timeout(end);
+                }
+                return;
+            }
+        }
+        panic!("SIP world runaway: {MAX_INPUTS_PER_RUN} inputs before {end:?}");
+    }
+
+    /// Run `ms` in steps of 50 ms.
+    pub fn settle(&mut self, ms: u64) {
+        for _ in 0..(ms / 50).max(1) {
+            self.run(50);
+        }
+    }
+
+    /// Phone `ua`'s user agent and the clock, for an input.
+    pub fn ua(&mut self, ua: usize) -> (&mut UserAgent, Time) {
+        let now = self.now();
+        (self.phones.ua(ua), now)
+    }
+}
+
+/// A front-end (registrar and proxy) on a secure peer.
+pub struct AttachedFrontEnd {
+    /// The front-end.
+    pub fe: FrontEnd,
+    /// Its overlay adapter.
+    pub adapter: SecureAdapter,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// A secure peer, with or without a front-end. Overlay events go to the front-end (and are
+/// logged too); timers are the peer's and the front-end's.
+pub struct FrontEndPeer {
+    /// The peer.
+    pub node: SecureNode,
+    /// Its front-end, if it has one.
+    pub front_end: Option<AttachedFrontEnd>,
+}
+
+impl NetPeer for FrontEndPeer {
+    type Event = SecureEvent;
+
+    fn contact(&self) -> Contact {
+        NetPeer::contact(&self.node)
+    }
+    fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
+        self.node.handle_message(now, from, msg);
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+        }
+        if let Some(f) = &mut self.front_end
+            && f.fe.poll_timeout().is_some_and(|t| t <= now)
+        {
+            f.fe.handle_timeout(now, &mut f.adapter.with(&mut self.node));
+        }
+    }
+    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+        self.node.handle_not_sent(now, to, msg);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.node.poll_transmit()
+    }
+    fn poll_event(&mut self, now: Time) -> Option<SecureEvent> {
+        let ev = NetPeer::poll_event(&mut self.node, now)?;
+        if let Some(f) = &mut self.front_end
+            && let Some(oe) = f.adapter.translate(ev.clone())
+        {
+            f.fe.handle_overlay_event(now, oe, &mut f.adapter.with(&mut self.node));
+        }
+        Some(ev)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        let fe = self.front_end.as_ref().and_then(|f| f.fe.poll_timeout());
+        match (self.node.poll_timeout(), fe) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl FrontEnds for Network<FrontEndPeer> {
+    fn now(&self) -> Time {
+        Network::now(self)
+    }
+
+    fn handle_datagram(&mut self, from: Peer, to: Peer, bytes: &[u8]) -> bool {
+        let Some(id) = self.peers().find_map(|(id, p)| {
+            p.front_end
+                .as_ref()
+                .is_some_and(|f| f.addr == to.addr)
+                .then_some(id)
+        }) else {
+            return false;
+        };
+        let Ok(m) = sip::msg::parse_datagram(bytes) else {
+            return true;
+        };
+        self.act(id, |p, now| {
+            if let Some(f) = &mut p.front_end {
+                f.fe.handle_message(now, from, m, &mut f.adapter.with(&mut p.node));
+            }
+        });
+        true
+    }
+
+    fn poll_transmit(&mut self) -> Option<(Peer, SipTransmit)> {
+        self.peers_mut().find_map(|(_, p)| {
+            let f = p.front_end.as_mut()?;
+            let t = f.fe.poll_transmit()?;
+            let from = Peer {
+                transport: t.to.transport,
+                addr: f.addr,
+            };
+            Some((from, t))
+        })
+    }
+
+    fn step_overlay(&mut self, deadline: Time) -> bool {
+        self.step_until(deadline)
+    }
+
+    fn advance(&mut self, to: Time) {
+        self.run_until(to);
+    }
+}

@@ -5,11 +5,11 @@
 //! ring and the call flow still work afterwards.
 #![allow(clippy::unwrap_used)]
 
+use overlay::secure::{CallFailure, Outcome, Signer, invite_digest, record_bytes};
 use overlay::secure::{
     Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, OverlayContext, Role, Routing,
     SecureConfig, SecureEvent, SecureNode,
 };
-use overlay::secure::{Outcome, Signer, record_bytes};
 use overlay::wire::{HopRecord, PingRequest};
 use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, Message, NodeId, Time};
 use std::collections::{BTreeMap, VecDeque};
@@ -159,8 +159,15 @@ impl Net {
     }
 
     fn run(&mut self) {
+        self.run_altering(|_| {});
+    }
+
+    /// [`run`](Self::run), letting `alter` change every message on the way (an attacker on
+    /// the path).
+    fn run_altering(&mut self, alter: impl Fn(&mut Message)) {
         for _ in 0..20 {
-            while let Some((from, to, msg)) = self.queue.pop_front() {
+            while let Some((from, to, mut msg)) = self.queue.pop_front() {
+                alter(&mut msg);
                 self.now = Time(self.now.0 + 1000);
                 self.delivered.push((from, to, msg.clone()));
                 if let Some(n) = self.nodes.get_mut(&to) {
@@ -382,6 +389,38 @@ fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
     assert_eq!(net.incoming(CALLEE), 1, "no second call from a replay");
     net.run();
     net.ring_intact();
+}
+
+/// The callee's Ringing carries SHA-256 of the request it received; a Ringing whose digest
+/// names another request (the request was swapped on the way) fails the call as tampered.
+#[test]
+fn a_ringing_for_another_request_fails_the_call_as_tampered() {
+    let mut net = Net::new();
+    let now = net.now;
+    let call = net.nodes.get_mut(&NodeId(CALLER)).unwrap().call(
+        now,
+        NodeId(CALLEE),
+        b"INVITE sip:bob SIP/2.0".to_vec(),
+    );
+    net.drain(NodeId(CALLER));
+    let swapped = invite_digest(b"INVITE sip:mallory SIP/2.0");
+    net.run_altering(|m| {
+        if let Message::Ringing { digest, .. } = m {
+            *digest = swapped;
+        }
+    });
+    assert_eq!(net.rang(CALLER), 0);
+    assert!(
+        net.events.iter().any(|(id, e)| id.0 == CALLER
+            && *e
+                == SecureEvent::CallFailed {
+                    call,
+                    callee: NodeId(CALLEE),
+                    reason: CallFailure::Tampered,
+                }),
+        "{:?}",
+        net.events
+    );
 }
 
 #[test]

@@ -523,7 +523,7 @@ impl SecureNode {
         from: Contact,
         call: u64,
         callee: Contact,
-        digest: u64,
+        digest: [u8; 32],
         route: Vec<NodeId>,
     ) {
         let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
@@ -1266,9 +1266,28 @@ pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
     postcard::to_allocvec(&(body, prev_sig, hop)).unwrap_or_default()
 }
 
-/// FNV-1a digest of a request, so a caller can tell whether what rang is what it sent.
-pub fn invite_digest(invite: &[u8]) -> u64 {
-    invite.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// SHA-256 of a request, so a caller can tell whether what rang is what it sent. The callee
+/// sends it back in [`Message::Ringing`]; a collision-resistant hash means no peer on the way
+/// can swap the request for another with the same digest.
+pub fn invite_digest(invite: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, invite).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invite_digest_is_sha256() {
+        // FIPS 180-2 test vector "abc".
+        let want: [u8; 32] = [
+            0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae,
+            0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61,
+            0xf2, 0x00, 0x15, 0xad,
+        ];
+        assert_eq!(invite_digest(b"abc"), want);
+        assert_ne!(invite_digest(b"abc"), invite_digest(b"abd"));
+    }
 }

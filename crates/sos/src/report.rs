@@ -297,6 +297,38 @@ mod tests {
             })
     }
 
+    /// The exact bytes a reporter signs (the layout of the module doc): a change breaks every
+    /// reporter of an older or newer build.
+    #[test]
+    fn canonical_bytes_are_pinned() {
+        let body = ReportBody {
+            reporter: PeerId(1618),
+            subject: PeerId(1609),
+            outcome: Outcome::Misrouted,
+            route: vec![PeerId(1593), PeerId(1609), PeerId(1618)],
+            timestamp_ms: 1_700_000_000_000,
+            nonce: [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff,
+            ],
+        };
+        assert_eq!(
+            crate::hex::encode(&body.canonical_bytes()),
+            concat!(
+                "7032707369702d736f732d7265706f72742d763100", // "p2psip-sos-report-v1\0"
+                "00000000000000000000000000000652",           // reporter 1618
+                "00000000000000000000000000000649",           // subject 1609
+                "04",                                         // misrouted
+                "0000018bcfe56800",                           // timestamp_ms
+                "00112233445566778899aabbccddeeff",           // nonce
+                "03",                                         // three hops
+                "00000000000000000000000000000639",
+                "00000000000000000000000000000649",
+                "00000000000000000000000000000652",
+            )
+        );
+    }
+
     #[test]
     fn json_example_parses() {
         let json = br#"{"reporter":"1618","subject":"1609","outcome":"delivered",

@@ -9,7 +9,7 @@ use super::event::{CallFailure, Outcome, SecureEvent};
 use super::layers::Layer;
 use super::records::RecordOp;
 use super::role::Role;
-use super::sign::Signer;
+use super::sign::{Signer, body_bytes, record_bytes};
 use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
 use crate::{ChordNode, Contact, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -1079,16 +1079,6 @@ fn expand_seed(seed: &[u8; 32]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-/// Canonical bytes the CSP signs.
-pub fn body_bytes(body: &PingBody) -> Vec<u8> {
-    postcard::to_allocvec(body).unwrap_or_default()
-}
-
-/// Canonical bytes a hop signs: the body, the previous signature in the chain, the hop.
-pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
-    postcard::to_allocvec(&(body, prev_sig, hop)).unwrap_or_default()
 }
 
 /// SHA-256 of a request, so a caller can tell whether what rang is what it sent. The callee

@@ -57,7 +57,7 @@ pub use node_dir::NodeDir;
 pub use runtime::{Core, Handle, NetError, Peer, PeerRuntime};
 pub use secure::{
     CallOutcome, DirectoryFile, Instrumented, KindLog, MemberEntry, Membership, MembershipError,
-    SecureCore, SosCounters, SosLink, overlay_layer, overlay_role, run_events, secure_node,
+    SecureCore, SosCounters, SosLink, run_events, secure_node,
 };
 pub use sip_overlay::{RuntimeOverlay, install_registration_validator};
 pub use stats::Stats;

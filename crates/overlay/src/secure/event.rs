@@ -5,8 +5,10 @@ use crate::{Contact, Event, NodeId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// An evidence outcome, as the SOS takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a peer did with a message: the evidence a peer reports to the SOS about another.
+/// Named in snake_case (`delivered`, …) in the SOS's JSON and database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Carried a copy that arrived intact.
     Delivered,
@@ -24,6 +26,17 @@ impl Outcome {
     /// Is this positive evidence?
     pub fn is_positive(self) -> bool {
         self == Outcome::Delivered
+    }
+
+    /// The name used in the SOS's JSON and database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Dropped => "dropped",
+            Outcome::Modified => "modified",
+            Outcome::Misrouted => "misrouted",
+            Outcome::Replayed => "replayed",
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::say;
 use anyhow::{Context, bail};
 use net::{
     Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
-    SosCounters, SosLink, overlay_layer,
+    SosCounters, SosLink,
 };
 use overlay::secure::{Routing, SecureConfig, SecureEvent, SecureNode};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
@@ -244,12 +244,12 @@ async fn serve(a: Args) -> anyhow::Result<()> {
 
     let space = IdSpace::new(nd.config.overlay.id_bits).context("overlay id_bits")?;
     let arcs = directory::arcs_of(space, &nd.config.overlay)?;
-    let layer = overlay_layer(nd.identity.binding.layer);
+    let layer = nd.identity.binding.layer;
     if arcs.layer_of(me_id) != layer {
         bail!(
             "the certificate puts node {me_id} in layer {} but its ID lies in layer {}",
-            layer.0,
-            arcs.layer_of(me_id).0
+            layer.get(),
+            arcs.layer_of(me_id).get()
         );
     }
     let role = nd.identity.binding.role;
@@ -313,7 +313,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     if !a.create && bootstrap.is_empty() {
         bail!(
             "no bootstrap peer of layer {} (none given with --bootstrap, none in node.json): pass --create to start the layer's ring",
-            layer.0
+            layer.get()
         );
     }
 
@@ -486,7 +486,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
     let app = control::router(control::Ctl {
         h: h.clone(),
         space,
-        layer: layer.0,
+        layer: layer.get(),
         role: role.as_str(),
         shared: shared.clone(),
         sos: sos_url.as_ref().map(|_| sos_counters.clone()),
@@ -546,7 +546,7 @@ async fn serve(a: Args) -> anyhow::Result<()> {
             "listening {me_id} {}\ncontrol http://{control_addr}\nsecure {} layer {} members {} sos {}",
             h.local_addr(),
             role.as_str(),
-            layer.0,
+            layer.get(),
             members.load(Ordering::Relaxed),
             sos_url.as_deref().unwrap_or("none")
         );

@@ -7,7 +7,7 @@ use super::config::{FirstHops, OverlayContext, Routing};
 use super::dialog::Dialogs;
 use super::event::{CallFailure, Outcome, SecureEvent};
 use super::layers::Layer;
-use super::records::RecordOp;
+use super::records::{RecordOp, RecordValidator};
 use super::role::Role;
 use super::sign::{Signer, body_bytes, record_bytes};
 use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
@@ -64,8 +64,8 @@ struct Collection {
 /// the routes, fetches the request from the CSP and answers the caller directly. Broken
 /// chains, stale or duplicate copies, detours and vanished copies become evidence.
 pub struct SecureNode {
-    pub(super) chord: ChordNode,
-    pub(super) ctx: OverlayContext,
+    chord: ChordNode,
+    ctx: OverlayContext,
     role: Role,
     layer: Layer,
     routing: Routing,
@@ -80,12 +80,12 @@ pub struct SecureNode {
     /// The same keys, for constant-time duplicate checks.
     seen_set: HashSet<(NodeId, u64, u8)>,
     cache: ContactCache,
-    pub(super) dialogs: Dialogs,
-    pub(super) dialog_refused: u64,
-    pub(super) validator: Option<Arc<dyn super::records::RecordValidator>>,
-    pub(super) record_ops: Vec<RecordOp>,
+    dialogs: Dialogs,
+    dialog_refused: u64,
+    validator: Option<Arc<dyn RecordValidator>>,
+    record_ops: Vec<RecordOp>,
     out: VecDeque<Transmit>,
-    pub(super) events: VecDeque<SecureEvent>,
+    events: VecDeque<SecureEvent>,
     next_id: u64,
     rng: Xoshiro256PlusPlus,
 }
@@ -196,13 +196,13 @@ impl SecureNode {
         self.distrusted = distrusted;
     }
 
-    pub(super) fn id(&mut self) -> u64 {
+    fn id(&mut self) -> u64 {
         let i = self.next_id;
         self.next_id += 1;
         i
     }
 
-    pub(super) fn unix_ms(&self, now: Time) -> u64 {
+    fn unix_ms(&self, now: Time) -> u64 {
         self.unix_offset_ms + now.as_micros() / 1000
     }
 
@@ -215,7 +215,7 @@ impl SecureNode {
             .unwrap_or(Contact::id_only(id))
     }
 
-    pub(super) fn send(&mut self, to: Contact, msg: Message) {
+    fn send(&mut self, to: Contact, msg: Message) {
         self.out.push_back(Transmit { to, msg });
     }
 
@@ -885,7 +885,7 @@ impl SecureNode {
     }
 
     /// Move the Chord layer's events to ours, taking the lookups of record operations.
-    pub(super) fn pump_chord_events(&mut self, now: Time) {
+    fn pump_chord_events(&mut self, now: Time) {
         while let Some(ev) = self.chord.poll_event() {
             if let Some(ev) = self.record_lookup_event(now, ev) {
                 self.events.push_back(SecureEvent::Chord(ev));

@@ -20,7 +20,7 @@
 //! probes clockwise for a free ID (needed only in tiny spaces such as m = 11).
 
 use crate::hilbert;
-use crate::layer::Arc;
+use crate::layer::LayerArc;
 use overlay::{IdSpace, NodeId};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,13 @@ fn cell(order: u32, lat: f64, lon: f64) -> (u64, u64) {
 }
 
 /// Place cell index `d` (< 4^order) in the arc with random low bits.
-fn place<R: Rng + ?Sized>(space: IdSpace, arc: Arc, order: u32, d: u64, rng: &mut R) -> NodeId {
+fn place<R: Rng + ?Sized>(
+    space: IdSpace,
+    arc: LayerArc,
+    order: u32,
+    d: u64,
+    rng: &mut R,
+) -> NodeId {
     let cells = 1u128 << (2 * order);
     let width = (arc.len / cells).max(1);
     let base = u128::from(d) * width;
@@ -77,7 +83,7 @@ fn place<R: Rng + ?Sized>(space: IdSpace, arc: Arc, order: u32, d: u64, rng: &mu
 }
 
 /// The Hilbert index of a location on the curve used for `arc`.
-pub fn location_cell(arc: Arc, lat: f64, lon: f64) -> u64 {
+pub fn location_cell(arc: LayerArc, lat: f64, lon: f64) -> u64 {
     let order = curve_order(arc.len);
     let (x, y) = cell(order, lat, lon);
     hilbert::index(order, x, y)
@@ -87,7 +93,7 @@ pub fn location_cell(arc: Arc, lat: f64, lon: f64) -> u64 {
 /// random low bits from `rng`. Latitude/longitude are clamped to their ranges.
 pub fn assign_location_id<R: Rng + ?Sized>(
     space: IdSpace,
-    arc: Arc,
+    arc: LayerArc,
     lat: f64,
     lon: f64,
     rng: &mut R,
@@ -112,7 +118,7 @@ pub fn network_prefix(ip: IpAddr) -> Vec<u8> {
 /// Node-ID from the source address's network prefix (module doc).
 pub fn assign_prefix_id<R: Rng + ?Sized>(
     space: IdSpace,
-    arc: Arc,
+    arc: LayerArc,
     ip: IpAddr,
     rng: &mut R,
 ) -> NodeId {
@@ -127,7 +133,7 @@ pub fn assign_prefix_id<R: Rng + ?Sized>(
 
 /// Classic hashed Node-ID: SHA-1 of `public_key` (DER SubjectPublicKeyInfo, or any key
 /// bytes) and, when `attempt > 0`, the attempt counter; reduced into `arc`.
-pub fn assign_sha1_id(space: IdSpace, arc: Arc, public_key: &[u8], attempt: u32) -> NodeId {
+pub fn assign_sha1_id(space: IdSpace, arc: LayerArc, public_key: &[u8], attempt: u32) -> NodeId {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(public_key);
     if attempt > 0 {
@@ -149,7 +155,7 @@ pub const PROBE_LIMIT: u128 = 4096;
 /// Returns `Ok(None)` when no free ID was found (arc full or crowded).
 pub fn choose_unique<E>(
     space: IdSpace,
-    arc: Arc,
+    arc: LayerArc,
     mut candidate: impl FnMut(u32) -> NodeId,
     mut taken: impl FnMut(NodeId) -> Result<bool, E>,
 ) -> Result<Option<NodeId>, E> {

@@ -11,103 +11,12 @@
 //! CSP and CSPG certificates are given only to stable peers; an enrollment token may pin
 //! the layer of the CSP/CSPG it enrolls (every layer, layer 3 included, needs a few CSPs
 //! and a CSPG, which are stable peers placed there by the operator).
+//!
+//! [`Role`], [`Layer`] and the layer arcs ([`LayerArcs`], [`LayerArc`]) are the overlay's
+//! own types: what E&A binds into a certificate is what the secure layer acts on.
 
-use overlay::{IdSpace, NodeId};
+pub use overlay::secure::{Layer, LayerArc, LayerArcs, LayerArcsError, LayerError, Role};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// What a peer is allowed to be in the overlay; bound into its certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// An ordinary P2PSIP peer.
-    Peer,
-    /// A Chord Secure Proxy.
-    Csp,
-    /// A CSP Gateway (cross-layer forwarder).
-    Cspg,
-}
-
-impl Role {
-    /// The lowercase name used in JSON, the CLI and certificates.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Peer => "peer",
-            Role::Csp => "csp",
-            Role::Cspg => "cspg",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = CapabilityError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "peer" => Ok(Role::Peer),
-            "csp" => Ok(Role::Csp),
-            "cspg" => Ok(Role::Cspg),
-            other => Err(CapabilityError::UnknownRole(other.to_string())),
-        }
-    }
-}
-
-/// A layer number, 1 (top) to 3 (bottom).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
-pub struct Layer(u8);
-
-impl Layer {
-    /// Layer 1: stable, strong peers with public IPs.
-    pub const ONE: Layer = Layer(1);
-    /// Layer 2: stable peers behind NAT.
-    pub const TWO: Layer = Layer(2);
-    /// Layer 3: unstable / mobile peers.
-    pub const THREE: Layer = Layer(3);
-
-    /// Checked constructor (1..=3).
-    pub fn new(n: u8) -> Result<Self, CapabilityError> {
-        if (1..=3).contains(&n) {
-            Ok(Layer(n))
-        } else {
-            Err(CapabilityError::BadLayer(n))
-        }
-    }
-
-    /// The layer number.
-    pub fn get(self) -> u8 {
-        self.0
-    }
-
-    /// Zero-based index (0..3).
-    pub fn index(self) -> usize {
-        usize::from(self.0 - 1)
-    }
-}
-
-impl TryFrom<u8> for Layer {
-    type Error = CapabilityError;
-    fn try_from(n: u8) -> Result<Self, Self::Error> {
-        Layer::new(n)
-    }
-}
-
-impl From<Layer> for u8 {
-    fn from(l: Layer) -> u8 {
-        l.0
-    }
-}
-
-impl fmt::Display for Layer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// NAT situation of a peer as it reports it (`none` = public IP address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -196,12 +105,6 @@ pub enum CapabilityError {
     /// A CSP or CSPG must be a stable peer.
     #[error("a {0} must be a stable peer (not mobile, not wireless, long uptime)")]
     UnstableInfrastructure(Role),
-    /// Unknown role name.
-    #[error("unknown role {0:?} (peer, csp, cspg)")]
-    UnknownRole(String),
-    /// Layer number outside 1..=3.
-    #[error("layer {0} does not exist (1..=3)")]
-    BadLayer(u8),
 }
 
 impl Capabilities {
@@ -290,106 +193,9 @@ impl LayerRule {
     }
 }
 
-/// A clockwise arc `[start, start + len)` of the ID space (`len ≥ 1`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Arc {
-    /// First ID of the arc.
-    pub start: NodeId,
-    /// Number of IDs in the arc.
-    pub len: u128,
-}
-
-impl Arc {
-    /// Does the arc contain `id`?
-    pub fn contains(&self, space: IdSpace, id: NodeId) -> bool {
-        space.distance(self.start, id) < self.len
-    }
-
-    /// The ID at `offset` (< len) from the start.
-    pub fn at(&self, space: IdSpace, offset: u128) -> NodeId {
-        space.add(self.start, offset)
-    }
-}
-
-/// Errors in the overlay parameters (local misconfiguration).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ArcError {
-    /// Boundaries must satisfy 0 < b1 < b2 ≤ 2^m − 1.
-    #[error("layer boundaries {0}, {1} must satisfy 0 < b1 < b2 <= 2^m - 1 = {2}")]
-    Bounds(u128, u128, u128),
-}
-
-/// The three layers as contiguous arcs of one m-bit space: layer 1 is `[0, b1)`, layer 2
-/// `[b1, b2)`, layer 3 `[b2, 2^m)`. Default: equal thirds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LayerArcs {
-    space: IdSpace,
-    bounds: [u128; 2],
-}
-
-impl LayerArcs {
-    /// Arcs with explicit boundaries.
-    pub fn new(space: IdSpace, b1: u128, b2: u128) -> Result<Self, ArcError> {
-        if b1 == 0 || b1 >= b2 || b2 > space.max() {
-            return Err(ArcError::Bounds(b1, b2, space.max()));
-        }
-        Ok(Self {
-            space,
-            bounds: [b1, b2],
-        })
-    }
-
-    /// Equal thirds (m ≥ 2).
-    pub fn thirds(space: IdSpace) -> Result<Self, ArcError> {
-        let third = space.max() / 3 + 1;
-        Self::new(space, third, third.saturating_mul(2).min(space.max()))
-    }
-
-    /// The ID space.
-    pub fn space(&self) -> IdSpace {
-        self.space
-    }
-
-    /// The boundaries `[b1, b2]`.
-    pub fn bounds(&self) -> [u128; 2] {
-        self.bounds
-    }
-
-    /// The arc of a layer.
-    pub fn arc(&self, layer: Layer) -> Arc {
-        let [b1, b2] = self.bounds;
-        match layer.get() {
-            1 => Arc {
-                start: NodeId(0),
-                len: b1,
-            },
-            2 => Arc {
-                start: NodeId(b1),
-                len: b2 - b1,
-            },
-            _ => Arc {
-                start: NodeId(b2),
-                len: self.space.max() - b2 + 1,
-            },
-        }
-    }
-
-    /// Which layer's arc holds `id`.
-    pub fn layer_of(&self, id: NodeId) -> Layer {
-        if id.0 < self.bounds[0] {
-            Layer::ONE
-        } else if id.0 < self.bounds[1] {
-            Layer::TWO
-        } else {
-            Layer::THREE
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn caps(nat: NatType, cores: u32, bw: u64, up: f64, device: DeviceClass) -> Capabilities {
         Capabilities {
@@ -460,33 +266,5 @@ mod tests {
         assert!(validate_location(91.0, 0.0).is_err());
         assert!(validate_location(0.0, f64::INFINITY).is_err());
         assert!(validate_location(-33.9, 151.2).is_ok());
-    }
-
-    #[test]
-    fn paper_space_thirds() {
-        let s = IdSpace::new(11).unwrap();
-        let a = LayerArcs::thirds(s).unwrap();
-        assert_eq!(a.bounds(), [683, 1366]);
-        assert_eq!(a.arc(Layer::THREE).len, 2048 - 1366);
-        assert_eq!(a.layer_of(NodeId(80)), Layer::ONE);
-        assert_eq!(a.layer_of(NodeId(1618)), Layer::THREE);
-        assert!(LayerArcs::new(s, 0, 5).is_err());
-        assert!(LayerArcs::new(s, 5, 5).is_err());
-        assert!(LayerArcs::new(s, 5, 2048).is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn arcs_partition_the_space(bits in 2u32..=128, x: u128) {
-            let s = IdSpace::new(bits).unwrap();
-            let arcs = LayerArcs::thirds(s).unwrap();
-            let id = s.wrap(x);
-            let hits: Vec<u8> = (1..=3)
-                .filter(|&l| arcs.arc(Layer::new(l).unwrap()).contains(s, id))
-                .collect();
-            prop_assert_eq!(hits, vec![arcs.layer_of(id).get()]);
-            let total = (1..=3).fold(0u128, |t, l| t.wrapping_add(arcs.arc(Layer::new(l).unwrap()).len));
-            prop_assert_eq!(total, s.max().wrapping_add(1));
-        }
     }
 }

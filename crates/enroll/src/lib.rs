@@ -37,5 +37,5 @@ pub use cert::{
 };
 pub use client::{EnrollClient, write_node_dir};
 pub use ids::{IdScheme, assign_location_id, assign_prefix_id, assign_sha1_id};
-pub use layer::{Arc, Capabilities, Layer, LayerArcs, LayerRule, Role};
+pub use layer::{Capabilities, Layer, LayerArc, LayerArcs, LayerRule, Role};
 pub use server::{DataDir, EnrollServer, ServerConfig};

@@ -124,7 +124,7 @@ fn stats(mut v: Vec<f64>) -> SchemeStats {
 fn place<R: Rng>(
     space: IdSpace,
     used: &mut BTreeSet<NodeId>,
-    arc: crate::layer::Arc,
+    arc: crate::layer::LayerArc,
     mut make: impl FnMut(u32, &mut R) -> NodeId,
     rng: &mut R,
 ) -> Option<NodeId> {

@@ -18,7 +18,7 @@ use crate::api::{
 };
 use crate::cert::{self, Binding, Ca, CertError, Csr, VerifyError};
 use crate::ids::{self, IdScheme};
-use crate::layer::{self, ArcError, CapabilityError, Layer, LayerArcs, LayerRule, Role};
+use crate::layer::{self, CapabilityError, Layer, LayerArcs, LayerArcsError, LayerRule, Role};
 use crate::ratelimit::{RateLimitConfig, RateLimiter};
 use crate::store::{CertRow, NodeRow, Store, StoreError};
 use crate::token;
@@ -116,7 +116,7 @@ pub enum ServerError {
     Id(#[from] overlay::IdError),
     /// Bad layer boundaries.
     #[error(transparent)]
-    Arcs(#[from] ArcError),
+    Arcs(#[from] LayerArcsError),
     /// Token generation.
     #[error(transparent)]
     Token(#[from] token::TokenError),
@@ -335,12 +335,12 @@ impl EnrollServer {
     pub fn open(dir: &Path, config: ServerConfig) -> Result<Self, ServerError> {
         let space = IdSpace::new(config.id_bits)?;
         let arcs = match config.layer_bounds {
-            Some([b1, b2]) => LayerArcs::new(space, b1, b2)?,
+            Some([b1, b2]) => LayerArcs::from_bounds(space, b1, b2)?,
             None => LayerArcs::thirds(space)?,
         };
         let DataDir { ca, store } = DataDir::open(dir)?;
         store.pin_meta("id_bits", &space.bits().to_string())?;
-        let [b1, b2] = arcs.bounds();
+        let [_, b1, b2] = arcs.starts();
         store.pin_meta("layer_bounds", &format!("{b1},{b2}"))?;
         let overlay = OverlayParams {
             id_bits: space.bits(),

@@ -56,7 +56,7 @@ pub use node_dir::NodeDir;
 pub use runtime::{Core, Handle, NetError, Peer, PeerRuntime};
 pub use secure::{
     CallOutcome, DirectoryFile, Instrumented, KindLog, MemberEntry, Membership, MembershipError,
-    SecureCore, SosCounters, SosLink, overlay_layer, overlay_role, run_events, secure_node,
+    SecureCore, SosCounters, SosLink, run_events, secure_node,
 };
 pub use stats::Stats;
 pub use tls::{ConfigError, CrlStore, Identity, Refusal, RevocationPolicy, Trust};

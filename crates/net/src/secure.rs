@@ -21,8 +21,8 @@ use crate::keys::{CertSigner, KeyBook, KeyError};
 use crate::runtime::{Core, Handle, NetError, Peer};
 use crate::tls::{Identity, Trust};
 use overlay::secure::{
-    CallFailure, Directory, Layer as OLayer, LayerArcs, OverlayContext, Role as ORole, Routing,
-    SecureConfig, SecureEvent, SecureNode,
+    CallFailure, Directory, LayerArcs, OverlayContext, Role, Routing, SecureConfig, SecureEvent,
+    SecureNode,
 };
 use overlay::{ChordConfig, ChordNode, Contact, Message, NodeId, Time, Transmit};
 use rustls::pki_types::CertificateDer;
@@ -303,15 +303,6 @@ impl SecureCore for Instrumented {
     }
 }
 
-/// The overlay role of an E&A certificate role.
-pub fn overlay_role(r: enroll::Role) -> ORole {
-    match r {
-        enroll::Role::Peer => ORole::Peer,
-        enroll::Role::Csp => ORole::Csp,
-        enroll::Role::Cspg => ORole::Cspg,
-    }
-}
-
 /// One member as published: its certificate chain (PEM, end entity first) and where it
 /// listens.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -402,11 +393,11 @@ impl Membership {
             }
         };
         let arc_layer = self.arcs.layer_of(id.node_id);
-        if arc_layer.0 != id.layer.get() {
+        if arc_layer != id.layer {
             return Err(MembershipError::LayerMismatch {
                 node: id.node_id,
                 cert: id.layer.get(),
-                arc: arc_layer.0,
+                arc: arc_layer.get(),
             });
         }
         let l = arc_layer.index();
@@ -474,7 +465,7 @@ impl Membership {
 /// signing with its certificate key (`CertSigner::from_identity`).
 pub fn secure_node(
     signer: CertSigner,
-    role: enroll::Role,
+    role: Role,
     me: Contact,
     chord: Arc<ChordConfig>,
     ctx: OverlayContext,
@@ -482,20 +473,7 @@ pub fn secure_node(
     seed: [u8; 32],
 ) -> SecureNode {
     let chord = ChordNode::new(chord, me, seed);
-    SecureNode::new(
-        chord,
-        ctx,
-        overlay_role(role),
-        routing,
-        Box::new(signer),
-        unix_ms(),
-        seed,
-    )
-}
-
-/// The layer of a certificate, as the overlay numbers it.
-pub fn overlay_layer(l: enroll::Layer) -> OLayer {
-    OLayer(l.get())
+    SecureNode::new(chord, ctx, role, routing, Box::new(signer), unix_ms(), seed)
 }
 
 /// Counters of the SOS link.
@@ -650,7 +628,7 @@ impl SosLink {
             let body = sos::ReportBody {
                 reporter: sos::PeerId(me.0),
                 subject: sos::PeerId(subject.0),
-                outcome: sos_outcome(outcome),
+                outcome,
                 route: Vec::new(),
                 timestamp_ms: unix_ms(),
                 nonce,
@@ -700,17 +678,6 @@ fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn sos_outcome(o: overlay::secure::Outcome) -> sos::Outcome {
-    use overlay::secure::Outcome as O;
-    match o {
-        O::Delivered => sos::Outcome::Delivered,
-        O::Dropped => sos::Outcome::Dropped,
-        O::Modified => sos::Outcome::Modified,
-        O::Misrouted => sos::Outcome::Misrouted,
-        O::Replayed => sos::Outcome::Replayed,
-    }
 }
 
 /// Consume a secure peer's events until the runtime stops: SOS rankings and reports through

@@ -13,7 +13,7 @@ use crate::directory;
 use crate::error::NodeError;
 use net::{
     Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
-    SosCounters, SosLink, overlay_layer,
+    SosCounters, SosLink,
 };
 use overlay::secure::{Routing, SecureConfig, SecureEvent};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
@@ -218,12 +218,12 @@ impl Node {
         let space = IdSpace::new(nd.config.overlay.id_bits)
             .map_err(|e| NodeError::Config(format!("node.json: overlay id_bits: {e}")))?;
         let arcs = directory::arcs_of(space, &nd.config.overlay)?;
-        let layer = overlay_layer(nd.identity.binding.layer);
+        let layer = nd.identity.binding.layer;
         if arcs.layer_of(me_id) != layer {
             return Err(NodeError::Config(format!(
                 "the certificate puts node {me_id} in layer {} but its ID lies in layer {}",
-                layer.0,
-                arcs.layer_of(me_id).0
+                layer.get(),
+                arcs.layer_of(me_id).get()
             )));
         }
         let role = nd.identity.binding.role;
@@ -287,7 +287,7 @@ impl Node {
         if !a.create && bootstrap.is_empty() {
             return Err(NodeError::Config(format!(
                 "no bootstrap peer of layer {} (none given with --bootstrap, none in node.json): pass --create to start the layer's ring",
-                layer.0
+                layer.get()
             )));
         }
 
@@ -529,7 +529,7 @@ impl Node {
         let ctl = control::Ctl {
             h: h.clone(),
             space,
-            layer: layer.0,
+            layer: layer.get(),
             role: role.as_str(),
             shared: shared.clone(),
             sos: sos_url.as_ref().map(|_| sos_counters.clone()),
@@ -568,7 +568,7 @@ impl Node {
             addr: h.local_addr(),
             control: control_addr,
             role,
-            layer: layer.0,
+            layer: layer.get(),
             members: members.load(Ordering::Relaxed),
             sos_url,
             sip: sip_sockets

@@ -127,8 +127,8 @@ pub(crate) async fn open_and_warm(
     }
     db.set_identity(store::Identity {
         node_id: me,
-        layer: overlay::secure::Layer(identity.binding.layer.get()),
-        role: net::overlay_role(identity.binding.role),
+        layer: identity.binding.layer,
+        role: identity.binding.role,
         cert_fingerprint: sha256(&[identity.chain.first().map_or(&[][..], |c| c.as_ref())]),
         chain_fingerprint: sha256(
             &identity

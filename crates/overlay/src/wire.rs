@@ -8,8 +8,9 @@
 use crate::{Contact, NodeId};
 use serde::{Deserialize, Serialize};
 
-/// The wire version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+/// The wire version this build speaks. Version 2: [`Message::Ringing`] carries a SHA-256
+/// digest and PingRequest signatures cover domain-separated bytes.
+pub const WIRE_VERSION: u8 = 2;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// The highest message kind this build knows.
@@ -218,8 +219,9 @@ pub enum Message {
         call: u64,
         /// The callee (cached by the caller for next time).
         callee: Contact,
-        /// 64-bit digest of the request as the callee received it (tampering shows).
-        digest: u64,
+        /// SHA-256 of the request as the callee received it
+        /// ([`crate::secure::invite_digest`]): a request altered on the way shows.
+        digest: [u8; 32],
         /// The route the request took.
         route: Vec<NodeId>,
     },
@@ -660,7 +662,7 @@ mod tests {
             (
                 wide_u64(),
                 arb_contact(),
-                wide_u64(),
+                any::<[u8; 32]>(),
                 prop::collection::vec(wide_u128().prop_map(NodeId), 0..8)
             )
                 .prop_map(|(call, callee, digest, route)| Message::Ringing {
@@ -774,9 +776,10 @@ mod tests {
     /// guaranteed on the message, not on the bytes.
     #[test]
     fn overlong_varints_decode_to_the_canonical_message() {
-        let crasher = [
-            1u8, 1, 0, 0, 0, 10, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0x11,
+        let mut crasher = [
+            0u8, 1, 0, 0, 0, 10, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0x11,
         ];
+        crasher[0] = WIRE_VERSION;
         let (msg, used) = decode_frame(&crasher, DEFAULT_MAX_FRAME).unwrap();
         assert_eq!(used, 16);
         let mut again = Vec::new();
@@ -792,7 +795,7 @@ mod tests {
             Err(CodecError::BadVersion(9))
         ));
         assert!(matches!(
-            decode_frame(&[1, 99, 0, 0, 0, 0], 100),
+            decode_frame(&[WIRE_VERSION, 99, 0, 0, 0, 0], 100),
             Err(CodecError::UnknownKind(99))
         ));
         // Kind says Notify (6) but body is a Ping.

@@ -5,7 +5,9 @@
 //! ring and the call flow still work afterwards.
 #![allow(clippy::unwrap_used)]
 
-use overlay::secure::{Outcome, SecureEvent, SecureNode, Signer, record_bytes};
+use overlay::secure::{
+    CallFailure, Outcome, SecureEvent, SecureNode, Signer, invite_digest, record_bytes,
+};
 use overlay::wire::{HopRecord, PingRequest};
 use overlay::{ChordConfig, ChordNode, Contact, Event, Message, NodeId, Time};
 use std::collections::BTreeMap;
@@ -254,6 +256,43 @@ fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
     assert_eq!(net.incoming(CALLEE), 1, "no second call from a replay");
     net.run();
     net.ring_intact();
+}
+
+/// The callee's Ringing carries SHA-256 of the request it received; a Ringing whose digest
+/// names another request (the request was swapped on the way) fails the call as tampered.
+#[test]
+fn a_ringing_for_another_request_fails_the_call_as_tampered() {
+    let mut net = Net::new();
+    let swapped = invite_digest(b"INVITE sip:mallory SIP/2.0");
+    // Every peer on the way back rewrites the digest, so whichever carries the Ringing does.
+    for id in net.ring.ids.clone() {
+        net.net.set_behaviour(
+            id,
+            testkit::adversary::modify_if(
+                |_, _, m| matches!(m, Message::Ringing { .. }),
+                move |m| {
+                    if let Message::Ringing { digest, .. } = m {
+                        *digest = swapped;
+                    }
+                },
+            ),
+        );
+    }
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 0);
+    assert!(
+        net.events().iter().any(|(id, e)| id.0 == CALLER
+            && matches!(
+                e,
+                SecureEvent::CallFailed {
+                    callee,
+                    reason: CallFailure::Tampered,
+                    ..
+                } if *callee == NodeId(CALLEE)
+            )),
+        "{:?}",
+        net.events()
+    );
 }
 
 #[test]

@@ -17,8 +17,8 @@ use crate::models::{GeoPoint, LatencyModel};
 use crate::queue::EventQueue;
 use crate::world::converged_tables;
 use overlay::secure::{
-    Directory, FirstHops, LayerArcs, OverlayContext, Role, Routing, SecureConfig, SecureEvent,
-    SecureNode, SigVerifier, Signer,
+    Directory, FirstHops, Layer, LayerArcs, OverlayContext, Role, Routing, SecureConfig,
+    SecureEvent, SecureNode, SigVerifier, Signer,
 };
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -828,7 +828,10 @@ fn run_calls_inner(
         });
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(run.seed);
-    let arcs = LayerArcs::thirds(space);
+    let arcs = LayerArcs::thirds(space).map_err(|_| CallError::SpaceTooSmall {
+        peers: run.peers,
+        bits: run.bits,
+    })?;
     let mut ids = BTreeSet::new();
     while ids.len() < run.peers {
         ids.insert(space.wrap(rng.random::<u128>()));
@@ -837,11 +840,11 @@ fn run_calls_inner(
     // Per layer: one CSPG and one CSP per 40 peers (the paper: 13 CSPs, 3 CSPGs for 512).
     let mut csps = Vec::new();
     let mut cspgs = Vec::new();
-    for layer in 1..=3u8 {
+    for layer in Layer::ALL {
         let mut members: Vec<NodeId> = ids
             .iter()
             .copied()
-            .filter(|i| arcs.layer_of(*i).0 == layer)
+            .filter(|i| arcs.layer_of(*i) == layer)
             .collect();
         if members.len() < 3 {
             continue;
@@ -850,7 +853,7 @@ fn run_calls_inner(
         for _ in 0..=n_csp {
             let i = rng.random_range(0..members.len());
             let pick = members.swap_remove(i);
-            if cspgs.len() < usize::from(layer) {
+            if cspgs.len() < usize::from(layer.get()) {
                 cspgs.push(pick);
             } else {
                 csps.push(pick);
@@ -927,7 +930,7 @@ fn run_calls_inner(
         }
         if traced {
             series.calls.push(CallOutcome {
-                caller_layer: arcs.layer_of(caller).0,
+                caller_layer: arcs.layer_of(caller).get(),
                 succeeded: success,
                 setup_ms: ms,
                 hops: h,

@@ -71,7 +71,11 @@ pub enum RegError {
 }
 
 impl Registration {
-    /// The canonical bytes the owner signs: tag, then the postcard encoding of the record.
+    /// The canonical bytes the owner signs: the tag `p2psip-registration-v1` (domain
+    /// separation from the PingRequest and SOS-report bytes the same certificate key signs),
+    /// then the postcard encoding of the record: `aor` (varint length, UTF-8), `node` (u128
+    /// varint), `contact` (varint length, UTF-8), `expires_unix_ms`, `seq` (u64 varints).
+    /// Pinned by the test `registration_signed_bytes_are_pinned`.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut out = TAG.to_vec();
         out.extend(postcard::to_allocvec(self).unwrap_or_default());
@@ -293,6 +297,35 @@ mod tests {
             expires_unix_ms: exp,
             seq,
         }
+    }
+
+    /// The exact bytes an owner signs: a change of field order or encoding would make every
+    /// stored registration fail to verify.
+    #[test]
+    fn registration_signed_bytes_are_pinned() {
+        let r = Registration {
+            aor: normalize_aor("alice", "P2PSIP.test"),
+            node: NodeId(1618),
+            contact: "sip:alice@192.0.2.7:5060".into(),
+            expires_unix_ms: 1_700_000_060_000,
+            seq: 3,
+        };
+        let hex: String = r
+            .signed_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "7032707369702d726567697374726174696f6e2d7631", // "p2psip-registration-v1"
+                "157369703a616c696365407032707369702e74657374", // aor
+                "d20c",                                         // node 1618
+                "187369703a616c696365403139322e302e322e373a35303630", // contact
+                "e0a499ffbc31",                                 // expires_unix_ms
+                "03",                                           // seq
+            )
+        );
     }
 
     #[test]

@@ -38,59 +38,31 @@ pub const MAX_SIGNATURE_BYTES: usize = 128;
 const MAGIC: &[u8; 21] = b"p2psip-sos-report-v1\0";
 const FIXED_LEN: usize = 21 + 16 + 16 + 1 + 8 + 16 + 1;
 
-/// What the reporter saw the subject do with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Forwarded correctly: positive evidence.
-    Delivered,
-    /// Dropped the message: negative evidence.
-    Dropped,
-    /// Changed the message: negative evidence.
-    Modified,
-    /// Sent it the wrong way: negative evidence.
-    Misrouted,
-    /// Replayed an old message: negative evidence.
-    Replayed,
+/// What the reporter saw the subject do with a message: the overlay's own evidence type, so a
+/// peer reports exactly what its secure layer observed.
+pub use overlay::secure::Outcome;
+
+/// The outcome's byte in the canonical body (module doc).
+fn outcome_code(o: Outcome) -> u8 {
+    match o {
+        Outcome::Delivered => 1,
+        Outcome::Dropped => 2,
+        Outcome::Modified => 3,
+        Outcome::Misrouted => 4,
+        Outcome::Replayed => 5,
+    }
 }
 
-impl Outcome {
-    /// Whether this outcome counts as positive evidence about the subject.
-    pub fn is_positive(self) -> bool {
-        matches!(self, Outcome::Delivered)
-    }
-
-    /// The name used in JSON and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Dropped => "dropped",
-            Outcome::Modified => "modified",
-            Outcome::Misrouted => "misrouted",
-            Outcome::Replayed => "replayed",
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            Outcome::Delivered => 1,
-            Outcome::Dropped => 2,
-            Outcome::Modified => 3,
-            Outcome::Misrouted => 4,
-            Outcome::Replayed => 5,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Self> {
-        Some(match c {
-            1 => Outcome::Delivered,
-            2 => Outcome::Dropped,
-            3 => Outcome::Modified,
-            4 => Outcome::Misrouted,
-            5 => Outcome::Replayed,
-            _ => return None,
-        })
-    }
+/// The outcome of a byte in the canonical body, if it names one.
+fn outcome_from_code(c: u8) -> Option<Outcome> {
+    Some(match c {
+        1 => Outcome::Delivered,
+        2 => Outcome::Dropped,
+        3 => Outcome::Modified,
+        4 => Outcome::Misrouted,
+        5 => Outcome::Replayed,
+        _ => return None,
+    })
 }
 
 /// The signed content of a report.
@@ -161,7 +133,7 @@ impl ReportBody {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.reporter.0.to_be_bytes());
         out.extend_from_slice(&self.subject.0.to_be_bytes());
-        out.push(self.outcome.code());
+        out.push(outcome_code(self.outcome));
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.extend_from_slice(&self.nonce);
         // Bodies built by `parse_report` or `decode_canonical` have at most 32 hops; a
@@ -192,7 +164,7 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<ReportBody, ReportError> {
     let (reporter, rest) = take_u128(rest)?;
     let (subject, rest) = take_u128(rest)?;
     let (&code, rest) = rest.split_first().ok_or(ReportError::BadCanonical)?;
-    let outcome = Outcome::from_code(code).ok_or(ReportError::BadCanonical)?;
+    let outcome = outcome_from_code(code).ok_or(ReportError::BadCanonical)?;
     let (ts, rest) = rest
         .split_first_chunk::<8>()
         .ok_or(ReportError::BadCanonical)?;
@@ -290,11 +262,43 @@ mod tests {
             .prop_map(|(r, s, o, route, ts, nonce)| ReportBody {
                 reporter: PeerId(r),
                 subject: PeerId(s),
-                outcome: Outcome::from_code(o).unwrap_or(Outcome::Dropped),
+                outcome: outcome_from_code(o).unwrap_or(Outcome::Dropped),
                 route: route.into_iter().map(PeerId).collect(),
                 timestamp_ms: ts,
                 nonce,
             })
+    }
+
+    /// The exact bytes a reporter signs (the layout of the module doc): a change breaks every
+    /// reporter of an older or newer build.
+    #[test]
+    fn canonical_bytes_are_pinned() {
+        let body = ReportBody {
+            reporter: PeerId(1618),
+            subject: PeerId(1609),
+            outcome: Outcome::Misrouted,
+            route: vec![PeerId(1593), PeerId(1609), PeerId(1618)],
+            timestamp_ms: 1_700_000_000_000,
+            nonce: [
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+                0xee, 0xff,
+            ],
+        };
+        assert_eq!(
+            crate::hex::encode(&body.canonical_bytes()),
+            concat!(
+                "7032707369702d736f732d7265706f72742d763100", // "p2psip-sos-report-v1\0"
+                "00000000000000000000000000000652",           // reporter 1618
+                "00000000000000000000000000000649",           // subject 1609
+                "04",                                         // misrouted
+                "0000018bcfe56800",                           // timestamp_ms
+                "00112233445566778899aabbccddeeff",           // nonce
+                "03",                                         // three hops
+                "00000000000000000000000000000639",
+                "00000000000000000000000000000649",
+                "00000000000000000000000000000652",
+            )
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::model::{
     StoredRecord,
 };
 use crate::schema::{CURRENT_VERSION, MIGRATIONS};
-use overlay::secure::{Layer, Role};
+use overlay::secure::{CallFailure, Layer, Role, UnknownRole};
 use overlay::{Contact, NodeId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
@@ -528,8 +528,8 @@ fn apply_one(
             )?
             .execute(params![
                 id_blob(i.node_id),
-                i.layer.0,
-                role_text(i.role),
+                i.layer.get(),
+                i.role.as_str(),
                 &i.cert_fingerprint[..],
                 &i.chain_fingerprint[..],
             ])?;
@@ -674,7 +674,7 @@ fn touch_contact(
     .execute(params![
         key,
         e.contact.addr.map(|a| a.to_string()),
-        e.layer.0,
+        e.layer.get(),
         ms_i64(e.last_seen_unix_ms),
         ms_i64(e.ttl_ms),
         counts.next_lru,
@@ -833,8 +833,8 @@ fn contact_from(
 
 fn layer_from(table: &'static str, v: i64) -> Result<Layer, StoreError> {
     match u8::try_from(v) {
-        Ok(l @ 1..=3) => Ok(Layer(l)),
-        _ => Err(bad(table, format!("layer {v}, expected 1..=3"))),
+        Ok(l) => Layer::new(l).map_err(|e| bad(table, e.to_string())),
+        Err(_) => Err(bad(table, format!("layer {v}, expected 1..=3"))),
     }
 }
 
@@ -846,21 +846,9 @@ fn ms_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn role_text(r: Role) -> &'static str {
-    match r {
-        Role::Peer => "peer",
-        Role::Csp => "csp",
-        Role::Cspg => "cspg",
-    }
-}
-
 fn role_from(s: &str) -> Result<Role, StoreError> {
-    match s {
-        "peer" => Ok(Role::Peer),
-        "csp" => Ok(Role::Csp),
-        "cspg" => Ok(Role::Cspg),
-        _ => Err(bad("identity", format!("unknown role {s:?}"))),
-    }
+    s.parse()
+        .map_err(|e: UnknownRole| bad("identity", e.to_string()))
 }
 
 fn direction_text(d: Direction) -> &'static str {
@@ -881,20 +869,20 @@ fn direction_from(s: &str) -> Result<Direction, StoreError> {
 fn outcome_text(o: CallOutcome) -> &'static str {
     match o {
         CallOutcome::Ringing => "ringing",
-        CallOutcome::TimedOut => "timed_out",
-        CallOutcome::Tampered => "tampered",
-        CallOutcome::NoRoute => "no_route",
-        CallOutcome::Overloaded => "overloaded",
+        CallOutcome::Failed(CallFailure::TimedOut) => "timed_out",
+        CallOutcome::Failed(CallFailure::Tampered) => "tampered",
+        CallOutcome::Failed(CallFailure::NoRoute) => "no_route",
+        CallOutcome::Failed(CallFailure::Overloaded) => "overloaded",
     }
 }
 
 fn outcome_from(s: &str) -> Result<CallOutcome, StoreError> {
     match s {
         "ringing" => Ok(CallOutcome::Ringing),
-        "timed_out" => Ok(CallOutcome::TimedOut),
-        "tampered" => Ok(CallOutcome::Tampered),
-        "no_route" => Ok(CallOutcome::NoRoute),
-        "overloaded" => Ok(CallOutcome::Overloaded),
+        "timed_out" => Ok(CallOutcome::Failed(CallFailure::TimedOut)),
+        "tampered" => Ok(CallOutcome::Failed(CallFailure::Tampered)),
+        "no_route" => Ok(CallOutcome::Failed(CallFailure::NoRoute)),
+        "overloaded" => Ok(CallOutcome::Failed(CallFailure::Overloaded)),
         _ => Err(bad("calls", format!("unknown outcome {s:?}"))),
     }
 }

@@ -3,7 +3,7 @@
 //! Times are Unix milliseconds: the overlay's [`overlay::Time`] is relative to the driver's
 //! start and means nothing after a restart. [`unix_ms`] and [`remaining`] convert.
 
-use overlay::secure::{Layer, Role};
+use overlay::secure::{CallFailure, Layer, Role};
 use overlay::{Contact, NodeId, Time};
 use std::time::Duration;
 
@@ -130,31 +130,15 @@ pub enum Direction {
     Incoming,
 }
 
-/// How a call ended, as far as set-up goes.
+/// How a call ended, as far as set-up goes: the history line's outcome. The failures are
+/// the overlay's own [`CallFailure`]; the `calls.outcome` column names them as before
+/// (`ringing`, `timed_out`, `tampered`, `no_route`, `overloaded`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallOutcome {
     /// The callee rang (outgoing) or we rang (incoming).
     Ringing,
-    /// No Ringing within the call timeout.
-    TimedOut,
-    /// The callee rang for an altered request.
-    Tampered,
-    /// No route to the callee's layer.
-    NoRoute,
-    /// Too many calls in flight.
-    Overloaded,
-}
-
-impl From<overlay::secure::CallFailure> for CallOutcome {
-    fn from(f: overlay::secure::CallFailure) -> Self {
-        use overlay::secure::CallFailure as F;
-        match f {
-            F::TimedOut => CallOutcome::TimedOut,
-            F::Tampered => CallOutcome::Tampered,
-            F::NoRoute => CallOutcome::NoRoute,
-            F::Overloaded => CallOutcome::Overloaded,
-        }
-    }
+    /// The call failed.
+    Failed(CallFailure),
 }
 
 /// One line of call history.
@@ -239,7 +223,7 @@ mod tests {
         let c = Contact::id_only(NodeId(5));
         let e = ContactEntry::from_cache(
             c,
-            Layer(1),
+            Layer::ONE,
             10_000,
             Duration::from_secs(4),
             Duration::from_secs(10),

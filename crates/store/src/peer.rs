@@ -202,7 +202,7 @@ impl PeerStore {
                     peer: *callee,
                     started_unix_ms: self.unix_ms(started),
                     setup_ms: None,
-                    outcome: (*reason).into(),
+                    outcome: CallOutcome::Failed(*reason),
                 }
             }
             SecureEvent::IncomingCall { caller, invite, .. } => CallEntry {

@@ -289,14 +289,14 @@ fn bad_rows_are_typed_errors() {
             s.apply(&[
                 Op::SetIdentity(Identity {
                     node_id: NodeId(1),
-                    layer: Layer(1),
+                    layer: Layer::ONE,
                     role: Role::Peer,
                     cert_fingerprint: [1; 32],
                     chain_fingerprint: [2; 32],
                 }),
                 Op::TouchContact(ContactEntry {
                     contact: Contact::new(NodeId(2), "127.0.0.1:1".parse().unwrap()),
-                    layer: Layer(1),
+                    layer: Layer::ONE,
                     last_seen_unix_ms: NOW,
                     ttl_ms: 1000,
                 }),
@@ -353,7 +353,7 @@ fn restarted_peer_comes_back_warm_with_records_intact() {
     let entries: Vec<_> = cache
         .entries(now1)
         .map(|(c, left)| {
-            ContactEntry::from_cache(c, Layer(1), store::unix_ms(now1, epoch1), left, ttl)
+            ContactEntry::from_cache(c, Layer::ONE, store::unix_ms(now1, epoch1), left, ttl)
         })
         .collect();
     w.submit(Op::ReplaceContacts(entries)).unwrap();

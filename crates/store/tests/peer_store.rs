@@ -36,7 +36,7 @@ fn req(call: u64) -> CallRequest {
 #[test]
 fn second_run_finds_cache_records_requests_and_history() {
     let dir = tempfile::tempdir().unwrap();
-    let arcs = LayerArcs::thirds(space());
+    let arcs = LayerArcs::thirds(space()).unwrap();
     let ttl = Duration::from_secs(600);
 
     // ---- first run ----
@@ -134,7 +134,7 @@ fn second_run_finds_cache_records_requests_and_history() {
     let snap = opening.snapshot.clone();
     let mut ps = opening.store;
     assert_eq!(snap.contacts.len(), 2);
-    assert_eq!(snap.contacts[1].layer, overlay::secure::Layer(3));
+    assert_eq!(snap.contacts[1].layer, overlay::secure::Layer::THREE);
     let keys: Vec<u128> = snap.records.iter().map(|r| r.key.0).collect();
     assert_eq!(keys, vec![42, 44]);
     assert_eq!(snap.pending.len(), 1);
@@ -168,7 +168,7 @@ fn second_run_finds_cache_records_requests_and_history() {
                 Direction::Outgoing,
                 EPOCH1 + 6000,
                 None,
-                CallOutcome::TimedOut
+                CallOutcome::Failed(CallFailure::TimedOut)
             ),
             (
                 "in-7@c",
@@ -216,7 +216,7 @@ fn second_run_finds_cache_records_requests_and_history() {
 #[test]
 fn undecodable_rows_are_moved_aside_and_the_peer_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let arcs = LayerArcs::thirds(space());
+    let arcs = LayerArcs::thirds(space()).unwrap();
     {
         let mut s = store::Store::open(dir.path(), StoreConfig::default()).unwrap();
         s.apply(&[store::Op::AddCall(store::CallEntry {

@@ -1,7 +1,7 @@
 //! Every table round-trips, survives a reopen, and stays within its bound.
 #![allow(clippy::unwrap_used)]
 
-use overlay::secure::{Layer, Role};
+use overlay::secure::{CallFailure, Layer, Role};
 use overlay::{Contact, NodeId};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -15,7 +15,7 @@ const NOW: u64 = 1_700_000_000_000;
 fn identity() -> Identity {
     Identity {
         node_id: NodeId(u128::MAX - 7),
-        layer: Layer(2),
+        layer: Layer::TWO,
         role: Role::Csp,
         cert_fingerprint: [0xab; 32],
         chain_fingerprint: [0x11; 32],
@@ -28,7 +28,7 @@ fn contact(i: u128) -> ContactEntry {
             NodeId(i),
             format!("127.0.0.1:{}", 10_000 + i).parse().unwrap(),
         ),
-        layer: Layer(1),
+        layer: Layer::ONE,
         last_seen_unix_ms: NOW - 1000 + i as u64,
         ttl_ms: 600_000,
     }
@@ -68,10 +68,10 @@ fn call(i: u64) -> CallEntry {
         setup_ms: (!i.is_multiple_of(3)).then_some(i as u32),
         outcome: [
             CallOutcome::Ringing,
-            CallOutcome::TimedOut,
-            CallOutcome::Tampered,
-            CallOutcome::NoRoute,
-            CallOutcome::Overloaded,
+            CallOutcome::Failed(CallFailure::TimedOut),
+            CallOutcome::Failed(CallFailure::Tampered),
+            CallOutcome::Failed(CallFailure::NoRoute),
+            CallOutcome::Failed(CallFailure::Overloaded),
         ][i as usize % 5],
     }
 }

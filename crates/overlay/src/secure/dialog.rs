@@ -3,8 +3,6 @@
 //! the paper's Figure 4 — intermediate peers never see them either. Each end remembers the
 //! other for a bounded number of calls.
 
-use super::node::{SecureEvent, SecureNode};
-use crate::wire::Message;
 use crate::{Contact, NodeId};
 use std::collections::{HashMap, VecDeque};
 
@@ -28,53 +26,25 @@ impl Dialogs {
         }
     }
 
-    fn get(&self, caller: NodeId, call: u64) -> Option<Contact> {
+    /// The other end of call (`caller`, `call`), if remembered.
+    pub(super) fn get(&self, caller: NodeId, call: u64) -> Option<Contact> {
         self.peers.get(&(caller, call)).copied()
     }
 
-    fn remove(&mut self, caller: NodeId, call: u64) {
+    /// Forget call (`caller`, `call`).
+    pub(super) fn remove(&mut self, caller: NodeId, call: u64) {
         if self.peers.remove(&(caller, call)).is_some() {
             self.order.retain(|k| *k != (caller, call));
         }
     }
 
+    /// May `from` send in-dialog messages of call (`caller`, `call`)? Only its other end.
+    pub(super) fn accepts(&self, from: NodeId, caller: NodeId, call: u64) -> bool {
+        self.get(caller, call).is_some_and(|peer| peer.id == from)
+    }
+
     /// Calls remembered.
     pub(super) fn len(&self) -> usize {
         self.peers.len()
-    }
-}
-
-impl SecureNode {
-    /// Send one in-dialog message to the other end of call (`caller`, `call`) — a call this
-    /// peer placed (`caller` is this peer) or answered. False if the call is unknown.
-    pub fn send_dialog(&mut self, caller: NodeId, call: u64, body: Vec<u8>) -> bool {
-        let Some(peer) = self.dialogs.get(caller, call) else {
-            return false;
-        };
-        self.send(peer, Message::Dialog { caller, call, body });
-        true
-    }
-
-    /// Forget a finished call.
-    pub fn end_dialog(&mut self, caller: NodeId, call: u64) {
-        self.dialogs.remove(caller, call);
-    }
-
-    /// Calls whose other end is remembered.
-    pub fn dialog_count(&self) -> usize {
-        self.dialogs.len()
-    }
-
-    /// An in-dialog message arrived: only the call's other end may send it.
-    pub(super) fn on_dialog(&mut self, from: Contact, caller: NodeId, call: u64, body: Vec<u8>) {
-        match self.dialogs.get(caller, call) {
-            Some(peer) if peer.id == from.id => {
-                self.events
-                    .push_back(SecureEvent::Dialog { caller, call, body });
-            }
-            _ => {
-                self.dialog_refused += 1;
-            }
-        }
     }
 }

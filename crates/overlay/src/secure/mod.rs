@@ -3,17 +3,20 @@
 //! plain-Chord baseline it is measured against.
 
 mod cache;
+mod config;
 mod dialog;
+mod event;
 mod layers;
 mod node;
 mod records;
+mod role;
 mod sign;
 
 pub use cache::ContactCache;
-pub use layers::{Directory, Layer, LayerArcs, LayerArcsError};
-pub use node::{
-    CallFailure, FirstHops, Outcome, OverlayContext, Role, Routing, SecureConfig, SecureEvent,
-    SecureNode, body_bytes, invite_digest, record_bytes,
-};
+pub use config::{FirstHops, OverlayContext, Routing, SecureConfig};
+pub use event::{CallFailure, Outcome, SecureEvent};
+pub use layers::{Directory, Layer, LayerArc, LayerArcs, LayerArcsError, LayerError};
+pub use node::{SecureNode, invite_digest};
 pub use records::{RecordAction, RecordValidator};
-pub use sign::{Ed25519Registry, Ed25519Signer, SigVerifier, Signer};
+pub use role::{Role, UnknownRole};
+pub use sign::{Ed25519Registry, Ed25519Signer, SigVerifier, Signer, body_bytes, record_bytes};

@@ -1,230 +1,21 @@
 //! A peer of the secure overlay: Chord in its layer plus the call flow of the paper.
 
+mod record_flow;
+
 use super::cache::ContactCache;
+use super::config::{FirstHops, OverlayContext, Routing};
 use super::dialog::Dialogs;
-use super::layers::{Directory, Layer, LayerArcs};
+use super::event::{CallFailure, Outcome, SecureEvent};
+use super::layers::Layer;
 use super::records::{RecordOp, RecordValidator};
-use super::sign::{SigVerifier, Signer};
+use super::role::Role;
+use super::sign::{Signer, body_bytes, record_bytes};
 use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
-use crate::{ChordNode, Contact, Event, NodeId, Time, Transmit};
+use crate::{ChordNode, Contact, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// What a peer does besides being a Chord peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    /// An ordinary peer.
-    Peer,
-    /// Chord Secure Proxy: holds requests and multicasts PingRequests.
-    Csp,
-    /// CSP Gateway: forwards requests between layers.
-    Cspg,
-}
-
-/// How calls are routed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Routing {
-    /// The paper's system: CSP/CSPG, PingRequest multicast, SOS-ranked route, fetch from CSP.
-    Secure,
-    /// Plain Chord: the INVITE itself routed hop by hop (the baseline).
-    Chord,
-}
-
-/// Where a CSP sends its PingRequest copies first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FirstHops {
-    /// Its first successors (the paper's mechanism).
-    Successors,
-    /// Spread over the ring: alternately its successors and the fingers that precede the
-    /// target, farthest first, so copies take disjoint paths.
-    Diverse,
-}
-
-/// An evidence outcome, as the SOS takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// Carried a copy that arrived intact.
-    Delivered,
-    /// A copy vanished at or right after this peer.
-    Dropped,
-    /// Forwarded a copy with a broken signature chain.
-    Modified,
-    /// Forwarded a copy away from the target.
-    Misrouted,
-    /// Forwarded a stale or duplicate copy.
-    Replayed,
-}
-
-impl Outcome {
-    /// Is this positive evidence?
-    pub fn is_positive(self) -> bool {
-        self == Outcome::Delivered
-    }
-}
-
-/// Why a call failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallFailure {
-    /// No Ringing within the call timeout (after the retry).
-    TimedOut,
-    /// The callee rang, but for a request that was altered on the way.
-    Tampered,
-    /// Nowhere to send it (no CSP/CSPG known for the layer, or no ring).
-    NoRoute,
-    /// Too many calls in flight.
-    Overloaded,
-}
-
-/// Parameters of the secure layer.
-#[derive(Clone, Debug)]
-pub struct SecureConfig {
-    /// PingRequest copies per request.
-    pub fanout: usize,
-    /// Where the copies go first.
-    pub first_hops: FirstHops,
-    /// How long the target waits for more copies after the first.
-    pub collect_window: Duration,
-    /// How long the target waits for the SOS before taking the shortest route.
-    pub sos_timeout: Duration,
-    /// Caller's wait for Ringing before retrying, then failing.
-    pub call_timeout: Duration,
-    /// How far a PingRequest's timestamp may be from the hop's clock, either way, in
-    /// milliseconds: the replay window, and the clock skew allowed between a CSP and the
-    /// peers on its routes.
-    pub timestamp_window_ms: u64,
-    /// Longest accepted PingRequest path.
-    pub max_path: usize,
-    /// Cap on held requests, collections, calls and remembered nonces, each.
-    pub max_pending: usize,
-    /// Contact-cache size (layers 1 and 2).
-    pub cache_capacity: usize,
-    /// Contact-cache entry lifetime.
-    pub cache_ttl: Duration,
-    /// Use the contact cache at all.
-    pub cache_enabled: bool,
-    /// Calls whose other end each peer remembers for in-dialog messages.
-    pub max_dialogs: usize,
-    /// Largest record a peer stores for others.
-    pub max_record_bytes: usize,
-    /// Successors the responsible peer copies each record to.
-    pub record_replicas: usize,
-}
-
-impl Default for SecureConfig {
-    fn default() -> Self {
-        SecureConfig {
-            fanout: 4,
-            first_hops: FirstHops::Diverse,
-            collect_window: Duration::from_millis(150),
-            sos_timeout: Duration::from_millis(500),
-            call_timeout: Duration::from_secs(3),
-            timestamp_window_ms: 30_000,
-            max_path: 48,
-            max_pending: 1024,
-            cache_capacity: 256,
-            cache_ttl: Duration::from_secs(600),
-            cache_enabled: true,
-            max_dialogs: 4096,
-            max_record_bytes: 4096,
-            record_replicas: 2,
-        }
-    }
-}
-
-/// Shared, read-only context of all peers of one overlay.
-#[derive(Clone)]
-pub struct OverlayContext {
-    /// Secure-layer parameters.
-    pub cfg: Arc<SecureConfig>,
-    /// Layer arcs.
-    pub arcs: LayerArcs,
-    /// CSPs and CSPGs per layer, with their contacts.
-    pub directory: Arc<Directory>,
-    /// Contacts of the directory's CSPs/CSPGs (how to reach them).
-    pub infrastructure: Arc<Vec<Contact>>,
-    /// Verifies everyone's signatures.
-    pub verifier: Arc<dyn SigVerifier>,
-}
-
-/// What a secure peer reports to its driver.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SecureEvent {
-    /// Something from the Chord layer.
-    Chord(Event),
-    /// A call we placed rang.
-    CallRinging {
-        /// The handle from [`SecureNode::call`].
-        call: u64,
-        /// The callee.
-        callee: NodeId,
-        /// Session request delay: request sent → Ringing received.
-        setup: Duration,
-        /// Route the request took (hops then callee; `[callee]` for a cached contact).
-        route: Vec<NodeId>,
-        /// Served from the contact cache.
-        cached: bool,
-    },
-    /// A call we placed failed.
-    CallFailed {
-        /// The handle from [`SecureNode::call`].
-        call: u64,
-        /// The callee.
-        callee: NodeId,
-        /// Why.
-        reason: CallFailure,
-    },
-    /// A call for us arrived (we answered Ringing).
-    IncomingCall {
-        /// The caller.
-        caller: Contact,
-        /// The caller's handle (with the caller's Node-ID, names the call for
-        /// [`SecureNode::send_dialog`]).
-        call: u64,
-        /// The original request.
-        invite: Vec<u8>,
-    },
-    /// Ask the SOS which route is most trusted; answer with [`SecureNode::handle_ranking`].
-    RankRoutes {
-        /// Handle for the answer.
-        query: u64,
-        /// Candidate routes (hops then target).
-        routes: Vec<Vec<NodeId>>,
-    },
-    /// An in-dialog message from the other end of call (`caller`, `call`).
-    Dialog {
-        /// The caller's Node-ID.
-        caller: NodeId,
-        /// The caller's handle.
-        call: u64,
-        /// The message.
-        body: Vec<u8>,
-    },
-    /// A [`SecureNode::put`] finished.
-    Stored {
-        /// The handle from `put`.
-        query: u64,
-        /// `Err` carries the reason the responsible peer (or this one) gave.
-        result: Result<(), String>,
-    },
-    /// A [`SecureNode::get`] finished.
-    Fetched {
-        /// The handle from `get`.
-        query: u64,
-        /// The record, if the responsible peer had one (`None` also on failure).
-        value: Option<Vec<u8>>,
-    },
-    /// Evidence for the SOS.
-    Report {
-        /// The peer it is about.
-        subject: NodeId,
-        /// What it did.
-        outcome: Outcome,
-    },
-}
 
 #[derive(Clone, Debug)]
 struct OutCall {
@@ -273,8 +64,8 @@ struct Collection {
 /// the routes, fetches the request from the CSP and answers the caller directly. Broken
 /// chains, stale or duplicate copies, detours and vanished copies become evidence.
 pub struct SecureNode {
-    pub(super) chord: ChordNode,
-    pub(super) ctx: OverlayContext,
+    chord: ChordNode,
+    ctx: OverlayContext,
     role: Role,
     layer: Layer,
     routing: Routing,
@@ -289,12 +80,12 @@ pub struct SecureNode {
     /// The same keys, for constant-time duplicate checks.
     seen_set: HashSet<(NodeId, u64, u8)>,
     cache: ContactCache,
-    pub(super) dialogs: Dialogs,
-    pub(super) dialog_refused: u64,
-    pub(super) validator: Option<Arc<dyn RecordValidator>>,
-    pub(super) record_ops: Vec<RecordOp>,
+    dialogs: Dialogs,
+    dialog_refused: u64,
+    validator: Option<Arc<dyn RecordValidator>>,
+    record_ops: Vec<RecordOp>,
     out: VecDeque<Transmit>,
-    pub(super) events: VecDeque<SecureEvent>,
+    events: VecDeque<SecureEvent>,
     next_id: u64,
     rng: Xoshiro256PlusPlus,
 }
@@ -405,13 +196,13 @@ impl SecureNode {
         self.distrusted = distrusted;
     }
 
-    pub(super) fn id(&mut self) -> u64 {
+    fn id(&mut self) -> u64 {
         let i = self.next_id;
         self.next_id += 1;
         i
     }
 
-    pub(super) fn unix_ms(&self, now: Time) -> u64 {
+    fn unix_ms(&self, now: Time) -> u64 {
         self.unix_offset_ms + now.as_micros() / 1000
     }
 
@@ -424,7 +215,7 @@ impl SecureNode {
             .unwrap_or(Contact::id_only(id))
     }
 
-    pub(super) fn send(&mut self, to: Contact, msg: Message) {
+    fn send(&mut self, to: Contact, msg: Message) {
         self.out.push_back(Transmit { to, msg });
     }
 
@@ -523,7 +314,7 @@ impl SecureNode {
         from: Contact,
         call: u64,
         callee: Contact,
-        digest: u64,
+        digest: [u8; 32],
         route: Vec<NodeId>,
     ) {
         let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
@@ -1094,7 +885,7 @@ impl SecureNode {
     }
 
     /// Move the Chord layer's events to ours, taking the lookups of record operations.
-    pub(super) fn pump_chord_events(&mut self, now: Time) {
+    fn pump_chord_events(&mut self, now: Time) {
         while let Some(ev) = self.chord.poll_event() {
             if let Some(ev) = self.record_lookup_event(now, ev) {
                 self.events.push_back(SecureEvent::Chord(ev));
@@ -1243,6 +1034,40 @@ impl SecureNode {
     }
 }
 
+// ---- in-dialog messages (Figure 4: straight between caller and callee) ----
+
+impl SecureNode {
+    /// Send one in-dialog message to the other end of call (`caller`, `call`) — a call this
+    /// peer placed (`caller` is this peer) or answered. False if the call is unknown.
+    pub fn send_dialog(&mut self, caller: NodeId, call: u64, body: Vec<u8>) -> bool {
+        let Some(peer) = self.dialogs.get(caller, call) else {
+            return false;
+        };
+        self.send(peer, Message::Dialog { caller, call, body });
+        true
+    }
+
+    /// Forget a finished call.
+    pub fn end_dialog(&mut self, caller: NodeId, call: u64) {
+        self.dialogs.remove(caller, call);
+    }
+
+    /// Calls whose other end is remembered.
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// An in-dialog message arrived: only the call's other end may send it.
+    fn on_dialog(&mut self, from: Contact, caller: NodeId, call: u64, body: Vec<u8>) {
+        if self.dialogs.accepts(from.id, caller, call) {
+            self.events
+                .push_back(SecureEvent::Dialog { caller, call, body });
+        } else {
+            self.dialog_refused += 1;
+        }
+    }
+}
+
 /// The RNG state for a caller-given seed. Seeds are often sparse (a Node-ID and zeros), and
 /// xoshiro256++ seeded with such a state repeats its first output: two PingRequests of one CSP
 /// got the same nonce and honest hops took the second for a replay. Hashing spreads any seed
@@ -1256,19 +1081,28 @@ fn expand_seed(seed: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-/// Canonical bytes the CSP signs.
-pub fn body_bytes(body: &PingBody) -> Vec<u8> {
-    postcard::to_allocvec(body).unwrap_or_default()
+/// SHA-256 of a request, so a caller can tell whether what rang is what it sent. The callee
+/// sends it back in [`Message::Ringing`]; a collision-resistant hash means no peer on the way
+/// can swap the request for another with the same digest.
+pub fn invite_digest(invite: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, invite).as_ref());
+    out
 }
 
-/// Canonical bytes a hop signs: the body, the previous signature in the chain, the hop.
-pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
-    postcard::to_allocvec(&(body, prev_sig, hop)).unwrap_or_default()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// FNV-1a digest of a request, so a caller can tell whether what rang is what it sent.
-pub fn invite_digest(invite: &[u8]) -> u64 {
-    invite.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    #[test]
+    fn invite_digest_is_sha256() {
+        // FIPS 180-2 test vector "abc".
+        let want: [u8; 32] = [
+            0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae,
+            0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61,
+            0xf2, 0x00, 0x15, 0xad,
+        ];
+        assert_eq!(invite_digest(b"abc"), want);
+        assert_ne!(invite_digest(b"abc"), invite_digest(b"abd"));
+    }
 }

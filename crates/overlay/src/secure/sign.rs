@@ -1,10 +1,54 @@
-//! Signatures on PingRequests and hop records, behind two small traits.
+//! Signatures on PingRequests and hop records, behind two small traits, and the exact bytes
+//! they cover.
 //!
 //! The runtime and the tests use real Ed25519 signatures (ring). The simulator may plug in a
 //! cheaper stand-in at 10^5 peers, as long as a peer cannot produce another peer's signature.
+//!
+//! # Signed bytes
+//!
+//! A peer signs with its certificate key, which also signs SIP registrations
+//! (`p2psip-registration-v1`) and SOS evidence reports (`p2psip-sos-report-v1\0`). Every
+//! kind of signed bytes therefore starts with its own fixed prefix, so a signature over one
+//! kind is never valid as another:
+//!
+//! | kind | bytes |
+//! |---|---|
+//! | CSP's PingRequest body ([`body_bytes`]) | `p2psip/pingrequest/v1\0` ‖ postcard(`PingBody`) |
+//! | hop record ([`record_bytes`]) | `p2psip/hoprecord/v1\0` ‖ postcard((`PingBody`, previous signature, hop)) |
+//!
+//! postcard(`PingBody`) is its fields in declaration order: `target` (u128 varint), `csp`
+//! (`id` u128 varint, then `addr` as an option: `00`, or `01` and the socket address as
+//! serde's enum — variant `00` IPv4 with 4 octets, `01` IPv6 with 16 — then the port as a
+//! u16 varint), `handle`, `nonce`, `timestamp_ms` (u64 varints), `copy`, `copies` (one byte
+//! each). The previous signature (the CSP's for the first hop) is a varint length and its
+//! bytes; the hop a u128 varint. The golden tests below pin these bytes: a change of field
+//! order, of serde's or postcard's layout breaks them, and with them every mixed network.
 
 use crate::NodeId;
+use crate::wire::PingBody;
 use std::collections::BTreeMap;
+
+/// Domain-separation prefix of the bytes a CSP signs for a PingRequest body.
+const PING_BODY_PREFIX: &[u8] = b"p2psip/pingrequest/v1\0";
+/// Domain-separation prefix of the bytes a hop signs for its hop record.
+const HOP_RECORD_PREFIX: &[u8] = b"p2psip/hoprecord/v1\0";
+
+/// The bytes the CSP signs for a PingRequest copy (layout in the module doc).
+pub fn body_bytes(body: &PingBody) -> Vec<u8> {
+    signed(PING_BODY_PREFIX, body)
+}
+
+/// The bytes a hop signs: the body, the previous signature in the chain and the hop, so the
+/// chain cannot be cut or reordered (layout in the module doc).
+pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
+    signed(HOP_RECORD_PREFIX, &(body, prev_sig, hop))
+}
+
+/// `prefix` followed by the postcard encoding of `value`.
+fn signed<T: serde::Serialize + ?Sized>(prefix: &[u8], value: &T) -> Vec<u8> {
+    // Serialising plain integers, byte strings and socket addresses into a Vec cannot fail.
+    postcard::to_extend(value, prefix.to_vec()).unwrap_or_default()
+}
 
 /// Signs on behalf of this peer.
 pub trait Signer: Send + Sync {
@@ -79,9 +123,99 @@ impl SigVerifier for Ed25519Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secure::{body_bytes, record_bytes};
-    use crate::wire::PingBody;
-    use crate::{Contact, NodeId};
+    use crate::Contact;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn fixed_body(csp: Contact) -> PingBody {
+        PingBody {
+            target: NodeId(1618),
+            csp,
+            handle: 7,
+            nonce: 0x0123_4567_89ab_cdef,
+            timestamp_ms: 1_700_000_000_000,
+            copy: 2,
+            copies: 4,
+        }
+    }
+
+    /// The exact bytes a CSP signs: a change here breaks every signature between builds.
+    #[test]
+    fn ping_body_signed_bytes_are_pinned() {
+        let body = fixed_body(Contact::id_only(NodeId(1536)));
+        assert_eq!(
+            hex(&body_bytes(&body)),
+            concat!(
+                "7032707369702f70696e67726571756573742f763100", // "p2psip/pingrequest/v1\0"
+                "d20c",                                         // target 1618
+                "800c00",                                       // csp 1536, no address
+                "07",                                           // handle
+                "ef9bafcdf8acd19101",                           // nonce
+                "80d095ffbc31",                                 // timestamp_ms
+                "0204",                                         // copy, copies
+            )
+        );
+        let v4 = fixed_body(Contact::new(
+            NodeId(1536),
+            SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 5061)),
+        ));
+        assert_eq!(
+            hex(&body_bytes(&v4)),
+            concat!(
+                "7032707369702f70696e67726571756573742f763100",
+                "d20c",
+                "800c",
+                "01",         // Some
+                "00c0000201", // IPv4 192.0.2.1
+                "c527",       // port 5061
+                "07ef9bafcdf8acd1910180d095ffbc310204",
+            )
+        );
+        let v6 = fixed_body(Contact::new(
+            NodeId(1536),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 5061)),
+        ));
+        assert_eq!(
+            hex(&body_bytes(&v6)),
+            concat!(
+                "7032707369702f70696e67726571756573742f763100",
+                "d20c",
+                "800c",
+                "01",
+                "0100000000000000000000000000000001", // IPv6 ::1
+                "c527",
+                "07ef9bafcdf8acd1910180d095ffbc310204",
+            )
+        );
+    }
+
+    /// The exact bytes a hop signs.
+    #[test]
+    fn hop_record_signed_bytes_are_pinned() {
+        let body = fixed_body(Contact::id_only(NodeId(1536)));
+        assert_eq!(
+            hex(&record_bytes(&body, &[0xaa, 0xbb, 0xcc], NodeId(1600))),
+            concat!(
+                "7032707369702f686f707265636f72642f763100", // "p2psip/hoprecord/v1\0"
+                "d20c800c0007ef9bafcdf8acd1910180d095ffbc310204", // the body
+                "03aabbcc",                                 // previous signature
+                "c00c",                                     // hop 1600
+            )
+        );
+    }
+
+    /// One kind of signed bytes never reads as the other.
+    #[test]
+    fn signed_kinds_are_domain_separated() {
+        let body = fixed_body(Contact::id_only(NodeId(1536)));
+        let b = body_bytes(&body);
+        let r = record_bytes(&body, &[], NodeId(1600));
+        assert!(b.starts_with(PING_BODY_PREFIX) && !b.starts_with(HOP_RECORD_PREFIX));
+        assert!(r.starts_with(HOP_RECORD_PREFIX) && !r.starts_with(PING_BODY_PREFIX));
+    }
 
     #[test]
     fn ed25519_signature_chain_detects_tampering_and_forgery() {

@@ -258,7 +258,7 @@ fn issue(ca: &Ca, arcs: &LayerArcs, id: NodeId) -> anyhow::Result<Enrolled> {
     } else {
         enroll::Role::Peer
     };
-    let layer = enroll::Layer::new(arcs.layer_of(id).0)?;
+    let layer = arcs.layer_of(id);
     let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
     let csr = Csr::from_pem(&csr_for_key(&key)?)?;
     let mut serial = [0u8; 16];

@@ -1,48 +1,10 @@
-//! The plain Chord node as a [`Core`], and Chord conveniences on its [`Handle`].
+//! Chord conveniences on a plain Chord node's [`Handle`]; its
+//! [`Core`](overlay::driver::Core) implementation lives with the node in `overlay`.
 
-use crate::runtime::{Core, Handle, NetError, Peer};
-use overlay::{ChordNode, Contact, Event, LookupFailure, Message, NodeId, Time, Transmit};
+use crate::runtime::{Handle, NetError};
+use overlay::{ChordNode, Contact, Event, LookupFailure, NodeId};
 use serde::Serialize;
 use std::time::Duration;
-
-impl Core for ChordNode {
-    type Event = Event;
-
-    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
-        ChordNode::handle_message(self, now, from.contact, msg);
-    }
-
-    fn handle_timeout(&mut self, now: Time) {
-        ChordNode::handle_timeout(self, now);
-    }
-
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        ChordNode::handle_not_sent(self, now, to, msg);
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        ChordNode::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        ChordNode::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Time> {
-        ChordNode::poll_timeout(self)
-    }
-
-    fn leave(&mut self, now: Time) {
-        ChordNode::leave(self, now);
-    }
-
-    fn request_token(event: &Event) -> Option<u64> {
-        match event {
-            Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. } => Some(*lookup),
-            _ => None,
-        }
-    }
-}
 
 /// A successful lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]

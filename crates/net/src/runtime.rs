@@ -8,7 +8,7 @@ use crate::hello::{Hello, RELAYED};
 use crate::relay;
 use crate::stats::{Shared, Stats};
 use crate::tls::{self, ConfigError};
-use enroll::{Layer, Role};
+pub use overlay::driver::{Core, Peer};
 use overlay::wire::encode_frame;
 use overlay::{Contact, Message, NodeId, Time, Transmit};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -29,51 +29,6 @@ const SELF_BUDGET: usize = 1024;
 const EVENT_BUDGET: usize = 64;
 /// At most one warning about refused inbound connections per this interval.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
-
-/// An authenticated peer, as the runtime hands it to the core with each message.
-///
-/// `contact.id` is the Node-ID bound in the certificate the peer presented (and equal to
-/// the one it claimed); `contact.addr` is its TLS listen address (dialled, or claimed in the
-/// hello and checked against the source IP); `layer` and `role` come from its certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
-    /// Node-ID and listen address.
-    pub contact: Contact,
-    /// Layer bound in the certificate.
-    pub layer: Layer,
-    /// Role bound in the certificate (peer, CSP, CSPG).
-    pub role: Role,
-}
-
-/// A sans-IO state machine the runtime can drive: the overlay node, or a node that wraps
-/// it (secure routing, SIP). Same contract as [`overlay::ChordNode`]: after every input the
-/// runtime drains `poll_transmit` and `poll_event` until both are empty, then sleeps until
-/// `poll_timeout`.
-pub trait Core: Send + 'static {
-    /// What the core reports to the application.
-    type Event: Send + fmt::Debug + 'static;
-
-    /// A message from an authenticated peer.
-    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message);
-    /// The time returned by [`poll_timeout`](Self::poll_timeout) was reached.
-    fn handle_timeout(&mut self, now: Time);
-    /// Next message to send.
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    /// Next event for the application.
-    fn poll_event(&mut self) -> Option<Self::Event>;
-    /// When to call [`handle_timeout`](Self::handle_timeout) next.
-    fn poll_timeout(&self) -> Option<Time>;
-    /// `msg` for `to` was dropped before it left: this peer's send queue to `to` was full.
-    /// Local congestion, so the core must not count it against `to`.
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message);
-    /// Leave the overlay gracefully (called once, at shutdown; its messages are flushed).
-    fn leave(&mut self, now: Time);
-    /// If `event` answers a request started through [`Handle::request`], the token that
-    /// request returned. Such events go to the waiting requester instead of the event channel.
-    fn request_token(_event: &Self::Event) -> Option<u64> {
-        None
-    }
-}
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]

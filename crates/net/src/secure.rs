@@ -35,80 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
-impl Core for SecureNode {
-    type Event = SecureEvent;
-
-    fn handle_message(&mut self, now: Time, from: &Peer, msg: Message) {
-        // Only a CSP or CSPG certificate may hand a request to its callee.
-        if matches!(msg, Message::Deliver { .. })
-            && !matches!(from.role, enroll::Role::Csp | enroll::Role::Cspg)
-        {
-            warn!(peer = %from.contact.id, role = %from.role, "deliver from a non-CSP refused");
-            return;
-        }
-        SecureNode::handle_message(self, now, from.contact, msg);
-    }
-
-    fn handle_timeout(&mut self, now: Time) {
-        SecureNode::handle_timeout(self, now);
-    }
-
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        SecureNode::handle_not_sent(self, now, to, msg);
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        SecureNode::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<SecureEvent> {
-        SecureNode::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Time> {
-        SecureNode::poll_timeout(self)
-    }
-
-    fn leave(&mut self, now: Time) {
-        self.chord_mut().leave(now);
-    }
-
-    fn request_token(event: &SecureEvent) -> Option<u64> {
-        match event {
-            SecureEvent::CallRinging { call, .. } | SecureEvent::CallFailed { call, .. } => {
-                Some(*call)
-            }
-            SecureEvent::Stored { query, .. } | SecureEvent::Fetched { query, .. } => Some(*query),
-            _ => None,
-        }
-    }
-}
-
-/// A core that is, or wraps, a [`SecureNode`]: what [`run_events`] and
-/// [`Handle::place_call`] drive. A wrapper may have events of its own besides the node's
-/// (a SIP front-end's datagrams); [`SecureCore::split`] tells them apart.
-pub trait SecureCore: Core {
-    /// The secure node.
-    fn node(&mut self) -> &mut SecureNode;
-    /// The secure node's event inside `event`, or the wrapper's own event back.
-    fn split(event: Self::Event) -> Result<SecureEvent, Self::Event>;
-    /// A secure node's event as this core's event.
-    fn wrap(event: SecureEvent) -> Self::Event;
-}
-
-impl SecureCore for SecureNode {
-    fn node(&mut self) -> &mut SecureNode {
-        self
-    }
-
-    fn split(event: SecureEvent) -> Result<SecureEvent, SecureEvent> {
-        Ok(event)
-    }
-
-    fn wrap(event: SecureEvent) -> SecureEvent {
-        event
-    }
-}
+pub use overlay::driver::SecureCore;
 
 /// What the [`Instrumented`] peers of one process saw: message kinds received per peer
 /// (bounded: peers × kinds), call-traffic totals, and, while tracing is on, the order of
@@ -292,6 +219,10 @@ impl Core for Instrumented {
 impl SecureCore for Instrumented {
     fn node(&mut self) -> &mut SecureNode {
         &mut self.node
+    }
+
+    fn node_ref(&self) -> &SecureNode {
+        &self.node
     }
 
     fn split(event: SecureEvent) -> Result<SecureEvent, SecureEvent> {

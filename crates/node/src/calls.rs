@@ -6,12 +6,12 @@
 //! ([`overlay::secure::SecureNode::send_dialog`]). The callee answers every call at once
 //! (an automatic user agent); a peer with a SIP front-end hands calls to its phones instead.
 
-use crate::core::PeerCore;
 use crate::output::say;
 use net::Handle;
 use overlay::secure::SecureEvent;
 use overlay::{Contact, NodeId};
 use serde::Serialize;
+use sip::PeerCore;
 use sip::msg::{RequestParts, SipMethod, build_request, parse_frame};
 use sip::{SipMessage, SipRequest};
 use std::collections::{HashMap, VecDeque};

@@ -2,13 +2,13 @@
 //! `GET /lookup/{key}`, `POST /call`. What `p2psip status`, `lookup` and `call` talk to.
 
 use crate::calls::{self, CallReport, CallRequest, Shared};
-use crate::core::PeerCore;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use net::{Handle, SosCounters};
 use overlay::{Contact, Event, IdSpace};
 use serde_json::{Value, json};
+use sip::PeerCore;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -7,7 +7,6 @@
 use crate::calls;
 use crate::config::{Config, CrlPolicy, SosChoice};
 use crate::control;
-use crate::core::{PeerCore, PeerEvent};
 use crate::db;
 use crate::directory;
 use crate::error::NodeError;
@@ -17,6 +16,7 @@ use net::{
 };
 use overlay::secure::{Routing, SecureConfig, SecureEvent};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
+use sip::{PeerCore, PeerEvent};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,12 +2,12 @@
 //! running peer: warm start (contact cache, records, a CSP's held requests), the call
 //! history, a periodic sync of the node's state, and the last writes at shutdown.
 
-use crate::core::PeerCore;
 use crate::error::NodeError;
 use net::Handle;
 use overlay::secure::{ContactCache, LayerArcs, SecureEvent, SecureNode};
 use overlay::{Message, Time};
 use serde_json::{Value, json};
+use sip::PeerCore;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{info, warn};

@@ -17,7 +17,6 @@
 mod calls;
 mod config;
 mod control;
-mod core;
 mod daemon;
 mod db;
 mod directory;
@@ -28,12 +27,12 @@ mod phones;
 pub use calls::{CallReport, CallRequest, HistoryEntry};
 pub use config::{ChordTiming, Config, CrlPolicy, SipConfig, SosChoice, parse_contact};
 pub use control::ApiError;
-pub use core::{PeerCore, PeerEvent};
 pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 pub use output::say;
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
+pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;
 

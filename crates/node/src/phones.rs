@@ -2,11 +2,11 @@
 //! front-end inside the peer's [`PeerCore`] and sending what it answers. The front-end's
 //! logic runs in the core; this module only moves datagrams.
 
-use crate::core::{PeerCore, PeerEvent};
 use net::{Handle, SecureCore};
 use overlay::secure::SecureEvent;
 use sip::FrontEnd;
 use sip::driver::{DriverLimits, SipInbound, SipSender, SipSockets};
+use sip::{PeerCore, PeerEvent};
 use std::net::SocketAddr;
 use tokio::sync::mpsc;
 

@@ -12,10 +12,12 @@
 //! - [`secure`]: the paper's layer on top — three layers, CSP/CSPG, PingRequest multicast
 //!   with signed hop records, SOS-ranked routes, contact cache, plain-Chord baseline.
 //! - [`wire`]: the messages and the framed codec (version, kind, length, postcard body).
+//! - [`driver`]: the contract every driver (TLS runtime, test network) holds a core to.
 #![warn(missing_docs, unreachable_pub)]
 
 mod chord;
 mod contact;
+pub mod driver;
 mod id;
 pub mod secure;
 mod time;

@@ -88,24 +88,7 @@ pub struct DriverStats {
     pub framing_errors: u64,
 }
 
-/// What arrived from a UA.
-#[derive(Debug)]
-pub enum SipInbound {
-    /// A UDP datagram, unparsed.
-    Datagram {
-        /// Sender.
-        from: SocketAddr,
-        /// The bytes.
-        bytes: Vec<u8>,
-    },
-    /// A message framed from a TCP stream.
-    Message {
-        /// Sender.
-        from: Peer,
-        /// The message.
-        msg: Box<SipMessage>,
-    },
-}
+pub use crate::peer::SipInbound;
 
 enum ConnEvent {
     Message(Peer, Box<SipMessage>),

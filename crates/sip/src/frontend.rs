@@ -197,7 +197,12 @@ impl FrontEnd {
         self.calls.len()
     }
 
-    /// The domain served.
+    /// The address phones reach this front-end at.
+    pub fn local(&self) -> SocketAddr {
+        self.cfg.local
+    }
+
+    /// The SIP domain served.
     pub fn domain(&self) -> &str {
         &self.cfg.domain
     }

@@ -11,6 +11,7 @@ pub mod frontend;
 pub mod loopback;
 pub mod msg;
 pub mod overlay_api;
+pub mod peer;
 pub mod registration;
 pub mod secure_overlay;
 pub mod txn;
@@ -24,6 +25,7 @@ pub use frontend::{FrontEnd, FrontEndConfig, FrontEndStats};
 pub use loopback::{LoopbackNet, LoopbackOverlay};
 pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
 pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
+pub use peer::{PeerCore, PeerEvent, SipInbound};
 pub use registration::{
     RegError, Registration, RegistrationStore, RegistrationValidator, SignedRegistration, aor_key,
     normalize_aor, registration_in_value, registrations_in_value,

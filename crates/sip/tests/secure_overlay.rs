@@ -6,13 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use overlay::{IdSpace, NodeId, Time};
-use sip::secure_overlay::SecureAdapter;
 use sip::ua::UaEvent;
-use sip::{FrontEnd, FrontEndConfig, Peer, RegistrationValidator, Transport};
+use sip::{FrontEnd, FrontEndConfig, Peer, PeerCore, RegistrationValidator, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::sip::{AttachedFrontEnd, FrontEndPeer, SipWorld};
+use testkit::sip::SipWorld;
 use testkit::{Link, Network, SecureRing, UNIX_EPOCH_MS};
 
 const OFFER: &[u8] =
@@ -20,7 +19,7 @@ const OFFER: &[u8] =
 const ANSWER: &[u8] =
     b"v=0\r\no=bob 2 2 IN IP4 127.0.0.2\r\ns=-\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
 
-type World = SipWorld<Network<FrontEndPeer>>;
+type World = SipWorld<Network<PeerCore>>;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -56,18 +55,13 @@ fn world_with_users(users: [&str; 3]) -> World {
                     let a = addr(&format!("{ip}:5060"));
                     let mut cfg = FrontEndConfig::new("p2psip.test", a);
                     cfg.unix_offset_ms = UNIX_EPOCH_MS;
-                    AttachedFrontEnd {
-                        fe: FrontEnd::new(
-                            cfg,
-                            id,
-                            Box::new(ring.signer(id)),
-                            ring.registry.clone(),
-                        ),
-                        adapter: SecureAdapter::new(id, ring.space),
-                        addr: a,
-                    }
+                    FrontEnd::new(cfg, id, Box::new(ring.signer(id)), ring.registry.clone())
                 });
-            FrontEndPeer { node, front_end }
+            let peer = PeerCore::new(node);
+            match front_end {
+                Some(fe) => peer.with_frontend(fe),
+                None => peer,
+            }
         });
     let mut net = Network::new(peers, Time::from_millis(10), 1);
     net.set_default_link(Link {

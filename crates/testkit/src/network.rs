@@ -184,6 +184,13 @@ impl<P: Peer> Network<P> {
         &self.events
     }
 
+    /// Take the oldest logged event `pick` selects out of the log (what a driver hands on,
+    /// such as a peer's SIP messages for its phones).
+    pub fn take_event(&mut self, pick: impl Fn(&P::Event) -> bool) -> Option<(NodeId, P::Event)> {
+        let at = self.events.iter().position(|(_, e)| pick(e))?;
+        Some(self.events.remove(at))
+    }
+
     /// Frames lost to link loss, partitions or missing receivers.
     pub fn lost(&self) -> u64 {
         self.lost

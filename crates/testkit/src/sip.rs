@@ -7,13 +7,12 @@
 
 use crate::network::Network;
 use crate::peer::Peer as NetPeer;
-use overlay::secure::{SecureEvent, SecureNode};
+use overlay::driver::{Core, SecureCore};
+use overlay::secure::{Role, SecureEvent, SecureNode};
 use overlay::{Contact, Message, NodeId, Time, Transmit};
-use sip::secure_overlay::SecureAdapter;
 use sip::ua::{UaConfig, UaEvent, UserAgent};
-use sip::{FrontEnd, Peer, SipTransmit};
+use sip::{Peer, PeerCore, PeerEvent, SipInbound, SipTransmit};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Most datagrams and overlay inputs one [`SipWorld::run`] handles before it calls the run
@@ -236,78 +235,70 @@ impl<F: FrontEnds> SipWorld<F> {
     }
 }
 
-/// A front-end (registrar and proxy) on a secure peer.
-pub struct AttachedFrontEnd {
-    /// The front-end.
-    pub fe: FrontEnd,
-    /// Its overlay adapter.
-    pub adapter: SecureAdapter,
-    /// Where it listens.
-    pub addr: SocketAddr,
-}
-
-/// A secure peer, with or without a front-end. Overlay events go to the front-end (and are
-/// logged too); timers are the peer's and the front-end's.
-pub struct FrontEndPeer {
-    /// The peer.
-    pub node: SecureNode,
-    /// Its front-end, if it has one.
-    pub front_end: Option<AttachedFrontEnd>,
-}
-
-impl NetPeer for FrontEndPeer {
-    type Event = SecureEvent;
+/// A peer as it runs for real: the secure node and, if it serves phones, its front-end, in
+/// one [`PeerCore`]. The SOS ranks the first route best, as for a bare [`SecureNode`].
+impl NetPeer for PeerCore {
+    type Event = PeerEvent;
 
     fn contact(&self) -> Contact {
-        NetPeer::contact(&self.node)
+        self.node_ref().chord().contact()
     }
     fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
-        self.node.handle_message(now, from, msg);
+        let from = authenticated(self.node_ref(), from);
+        Core::handle_message(self, now, &from, msg);
     }
     fn handle_timeout(&mut self, now: Time) {
-        if self.node.poll_timeout().is_some_and(|t| t <= now) {
-            self.node.handle_timeout(now);
-        }
-        if let Some(f) = &mut self.front_end
-            && f.fe.poll_timeout().is_some_and(|t| t <= now)
-        {
-            f.fe.handle_timeout(now, &mut f.adapter.with(&mut self.node));
-        }
+        Core::handle_timeout(self, now);
     }
     fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        self.node.handle_not_sent(now, to, msg);
+        Core::handle_not_sent(self, now, to, msg);
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.node.poll_transmit()
+        Core::poll_transmit(self)
     }
-    fn poll_event(&mut self, now: Time) -> Option<SecureEvent> {
-        let ev = NetPeer::poll_event(&mut self.node, now)?;
-        if let Some(f) = &mut self.front_end
-            && let Some(oe) = f.adapter.translate(ev.clone())
-        {
-            f.fe.handle_overlay_event(now, oe, &mut f.adapter.with(&mut self.node));
+    fn poll_event(&mut self, now: Time) -> Option<PeerEvent> {
+        loop {
+            match Core::poll_event(self)? {
+                PeerEvent::Overlay(SecureEvent::RankRoutes { query, .. }) => {
+                    self.node_at(now).handle_ranking(now, query, Some(0))
+                }
+                ev => return Some(ev),
+            }
         }
-        Some(ev)
     }
     fn poll_timeout(&self) -> Option<Time> {
-        let fe = self.front_end.as_ref().and_then(|f| f.fe.poll_timeout());
-        match (self.node.poll_timeout(), fe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        Core::poll_timeout(self)
     }
 }
 
-impl FrontEnds for Network<FrontEndPeer> {
+/// What a certificate would say about `contact`, as far as `me` knows it: its layer from
+/// the arcs and its role from the CSP/CSPG directory (the test network has no TLS).
+fn authenticated(me: &SecureNode, contact: Contact) -> overlay::driver::Peer {
+    let ctx = me.context();
+    let known = |lists: &[Vec<NodeId>; 3]| lists.iter().any(|l| l.contains(&contact.id));
+    let role = if known(&ctx.directory.cspgs) {
+        Role::Cspg
+    } else if known(&ctx.directory.csps) {
+        Role::Csp
+    } else {
+        Role::Peer
+    };
+    overlay::driver::Peer {
+        contact,
+        layer: ctx.arcs.layer_of(contact.id),
+        role,
+    }
+}
+
+impl FrontEnds for Network<PeerCore> {
     fn now(&self) -> Time {
         Network::now(self)
     }
 
     fn handle_datagram(&mut self, from: Peer, to: Peer, bytes: &[u8]) -> bool {
         let Some(id) = self.peers().find_map(|(id, p)| {
-            p.front_end
-                .as_ref()
-                .is_some_and(|f| f.addr == to.addr)
+            p.frontend()
+                .is_some_and(|f| f.local() == to.addr)
                 .then_some(id)
         }) else {
             return false;
@@ -315,24 +306,25 @@ impl FrontEnds for Network<FrontEndPeer> {
         let Ok(m) = sip::msg::parse_datagram(bytes) else {
             return true;
         };
-        self.act(id, |p, now| {
-            if let Some(f) = &mut p.front_end {
-                f.fe.handle_message(now, from, m, &mut f.adapter.with(&mut p.node));
-            }
-        });
+        let input = SipInbound::Message {
+            from,
+            msg: Box::new(m),
+        };
+        self.act(id, |p, now| p.handle_sip(now, input));
         true
     }
 
     fn poll_transmit(&mut self) -> Option<(Peer, SipTransmit)> {
-        self.peers_mut().find_map(|(_, p)| {
-            let f = p.front_end.as_mut()?;
-            let t = f.fe.poll_transmit()?;
-            let from = Peer {
-                transport: t.to.transport,
-                addr: f.addr,
-            };
-            Some((from, t))
-        })
+        let (id, ev) = self.take_event(|e| matches!(e, PeerEvent::SipOut(_)))?;
+        let PeerEvent::SipOut(t) = ev else {
+            return None;
+        };
+        let addr = self.peer(id).frontend().map(|f| f.local())?;
+        let from = Peer {
+            transport: t.to.transport,
+            addr,
+        };
+        Some((from, t))
     }
 
     fn step_overlay(&mut self, deadline: Time) -> bool {

@@ -1,6 +1,6 @@
 //! The peer's one sans-IO core: the secure overlay node and, when the peer serves local
-//! phones, the SIP front-end with the adapter between them, driven by the TLS runtime as one
-//! [`net::Core`]. The front-end's calls into the overlay (store and find registrations,
+//! phones, the SIP front-end with the adapter between them, driven as one [`Core`] (by the
+//! TLS runtime in a deployment, by the deterministic test network in tests). The front-end's calls into the overlay (store and find registrations,
 //! place a call, in-dialog messages) run on the node synchronously, and the node's answers
 //! reach the front-end inside the same input, so no task, lock or queue sits between them.
 //! The shell only moves bytes and time: overlay frames through the runtime, SIP datagrams
@@ -10,13 +10,34 @@
 //! `poll_event` until both are empty, then call `handle_timeout` at `poll_timeout`. Time
 //! only moves forward.
 
-use net::{Core, Peer, SecureCore};
+use crate::frontend::FrontEnd;
+use crate::msg::SipMessage;
+use crate::secure_overlay::{SecureAdapter, Taken};
+use crate::txn::{Peer as SipPeer, SipTransmit};
+use overlay::driver::{Core, Peer, SecureCore};
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{Message, NodeId, Time, Transmit};
-use sip::driver::SipInbound;
-use sip::secure_overlay::{SecureAdapter, Taken};
-use sip::{FrontEnd, SipTransmit};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// What arrived from a phone, as the transport hands it over.
+#[derive(Debug)]
+pub enum SipInbound {
+    /// A UDP datagram, unparsed.
+    Datagram {
+        /// Sender.
+        from: SocketAddr,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A message framed from a TCP stream.
+    Message {
+        /// Sender.
+        from: SipPeer,
+        /// The message.
+        msg: Box<SipMessage>,
+    },
+}
 
 /// What the core reports to the shell.
 #[derive(Debug)]
@@ -38,7 +59,7 @@ struct SipSide {
 }
 
 /// One peer: a secure node (`N` is [`SecureNode`] or a wrapper such as
-/// [`net::Instrumented`]) and an optional SIP front-end (see the module doc).
+/// `net::Instrumented`) and an optional SIP front-end (see the module doc).
 pub struct PeerCore<N = SecureNode> {
     node: N,
     sip: Option<SipSide>,
@@ -207,6 +228,10 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
 impl<N: SecureCore<Event = SecureEvent>> SecureCore for PeerCore<N> {
     fn node(&mut self) -> &mut SecureNode {
         self.node.node()
+    }
+
+    fn node_ref(&self) -> &SecureNode {
+        self.node.node_ref()
     }
 
     fn split(event: PeerEvent) -> Result<SecureEvent, PeerEvent> {

@@ -47,7 +47,7 @@ impl EnrollClient {
     /// A client for `base` (e.g. `http://127.0.0.1:7400`). Installs the ring provider
     /// for rustls if none is installed yet.
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        service::crypto::install_provider();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()?;

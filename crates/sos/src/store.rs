@@ -17,6 +17,7 @@
 use crate::api::ReportCounts;
 use crate::{PeerId, ReportBody};
 use rusqlite::{Connection, OptionalExtension, params};
+use service::sync::{read, write};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -281,10 +282,7 @@ impl Writer {
         let result = self.apply_in_txn(batch, &mut staged, &mut done, &mut newest_ms);
         match result {
             Ok(()) => {
-                match self.peers.write() {
-                    Ok(mut map) => map.extend(staged),
-                    Err(poisoned) => poisoned.into_inner().extend(staged),
-                }
+                write(&self.peers).extend(staged);
                 // Prune before answering, so a caller that saw its answer also sees the
                 // prune (at most once a minute, so the delay is rare).
                 if newest_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
@@ -314,10 +312,7 @@ impl Writer {
     ) -> Result<(), rusqlite::Error> {
         let cfg = self.cfg;
         let txn = self.conn.transaction()?;
-        let known = match self.peers.read() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let known = read(&self.peers);
         let mut count = known.len();
         // Pull a peer's current record into the staging map; None if the table is full.
         let mut stage = |peer: PeerId, staged: &mut PeerMap| -> bool {

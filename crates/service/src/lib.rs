@@ -19,5 +19,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod crypto;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod sync;
 pub mod time;

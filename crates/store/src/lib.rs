@@ -47,8 +47,8 @@ mod schema;
 mod writer;
 
 pub use db::{
-    ApplyReport, DB_FILE, Durability, MAX_CALL_ID_LEN, MAX_SIGNATURE_LEN, Opened, Store,
-    StoreConfig, StoreCounts,
+    ApplyReport, DB_FILE, MAX_CALL_ID_LEN, MAX_SIGNATURE_LEN, Opened, Store, StoreConfig,
+    StoreCounts,
 };
 pub use error::{OpenError, StoreError, SubmitError, WriterError};
 pub use mirror::{DEFAULT_HASH_BUDGET, PendingMirror, RecordMirror};
@@ -57,4 +57,5 @@ pub use model::{
     StoredRecord, remaining, unix_ms,
 };
 pub use peer::{Opening, PeerStore, Warmed};
+pub use service::sqlite::Durability;
 pub use writer::{Writer, WriterConfig, WriterStats};

@@ -44,13 +44,9 @@ pub struct EnrollClient {
 }
 
 impl EnrollClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:7400`). Installs the ring provider
-    /// for rustls if none is installed yet.
+    /// A client for `base` (e.g. `http://127.0.0.1:7400`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        service::crypto::install_provider();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
+        let http = service::http::client(std::time::Duration::from_secs(30))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),

@@ -387,13 +387,7 @@ impl EnrollServer {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        service::http::serve(listener, self.router(), shutdown).await
     }
 
     /// Enroll directly (no HTTP): what `POST /v1/enroll` does, from `source`.

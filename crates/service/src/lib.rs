@@ -19,6 +19,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod crypto;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod sync;

@@ -1,7 +1,7 @@
 //! Typed async client for peers, CSPs and operators.
 //!
-//! Uses reqwest with rustls; the caller must install the ring provider once
-//! (`rustls::crypto::ring::default_provider().install_default()`) before [`SosClient::new`].
+//! Uses the services' HTTP client (`service::http::client`: reqwest with rustls, the ring
+//! provider installed on first use).
 
 use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, ReportAck};
 use crate::{PeerId, SignedReport};
@@ -11,7 +11,7 @@ use trust::{Discounting, Opinion};
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Could not build the HTTP client (usually: no rustls crypto provider installed).
+    /// Could not build the HTTP client.
     #[error("cannot build HTTP client: {0}")]
     Build(String),
     /// Transport failure, timeout, or an unreadable answer.
@@ -48,9 +48,7 @@ pub struct SosClient {
 impl SosClient {
     /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
+        let http = service::http::client(Duration::from_secs(10))
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self {
             http,

@@ -252,9 +252,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let app = router(cfg)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    service::http::serve(listener, app, shutdown).await?;
     Ok(())
 }
 
@@ -275,11 +273,10 @@ impl RunningServer {
         let app = router(cfg)?;
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await?;
+            service::http::serve(listener, app, async move {
+                let _ = rx.await;
+            })
+            .await?;
             Ok(())
         });
         Ok(Self {

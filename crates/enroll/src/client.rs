@@ -4,6 +4,7 @@
 //! (own certificate then CA), `ca.pem`, and `node.json` ([`NodeConfig`]).
 
 use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
+use service::http::AnswerError;
 use std::path::Path;
 
 /// Client errors.
@@ -61,18 +62,9 @@ impl EnrollClient {
     async fn answer<T: serde::de::DeserializeOwned>(
         resp: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp.json().await?);
-        }
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
-            error: "http".into(),
-            message: text,
-        });
-        Err(ClientError::Refused {
-            status: status.as_u16(),
-            body,
+        service::http::answer(resp).await.map_err(|e| match e {
+            AnswerError::Http(e) => ClientError::Http(e),
+            AnswerError::Refused { status, body } => ClientError::Refused { status, body },
         })
     }
 

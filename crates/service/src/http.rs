@@ -6,8 +6,13 @@
 //! (`ConnectInfo<SocketAddr>`), and a graceful shutdown that stops accepting and finishes
 //! the requests in flight. Clients get their `reqwest::Client` from [`client`], which
 //! installs the rustls provider first (reqwest is built with `rustls-no-provider`).
+//!
+//! Every error answer of a p2psip service carries an [`ErrorBody`]; a client turns an
+//! answer into its JSON value or that body with [`answer`].
 
 use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,6 +38,49 @@ pub async fn serve(
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     crate::crypto::install_provider();
     reqwest::Client::builder().timeout(timeout).build()
+}
+
+/// The body of every 4xx/5xx answer of a p2psip service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `bad_signature`, `token_used_up`.
+    pub error: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Why [`answer`] has no value.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// Transport failure, timeout, or a success answer that does not decode.
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with an error status; `body` is its [`ErrorBody`] (or, when the
+    /// answer is not one, code `http` with the answer's text as the message).
+    #[error("server answered {status}: {} ({})", body.error, body.message)]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        body: ErrorBody,
+    },
+}
+
+/// Read a service's answer: the JSON value of a success, or the error body of a refusal.
+pub async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, AnswerError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp.json().await?);
+    }
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+        error: "http".into(),
+        message: text,
+    });
+    Err(AnswerError::Refused {
+        status: status.as_u16(),
+        body,
+    })
 }
 
 #[cfg(test)]

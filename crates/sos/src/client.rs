@@ -5,6 +5,7 @@
 
 use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, ReportAck};
 use crate::{PeerId, SignedReport};
+use service::http::AnswerError;
 use std::time::Duration;
 use trust::{Discounting, Opinion};
 
@@ -25,6 +26,15 @@ pub enum ClientError {
         /// The JSON error body.
         body: ErrorBody,
     },
+}
+
+impl From<AnswerError> for ClientError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::Http(e) => ClientError::Http(e),
+            AnswerError::Refused { status, body } => ClientError::Server { status, body },
+        }
+    }
 }
 
 impl ClientError {
@@ -73,19 +83,7 @@ impl SosClient {
     async fn decode<T: serde::de::DeserializeOwned>(
         resp: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp.json().await?);
-        }
-        let text = resp.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
-            error: "unknown".into(),
-            message: text,
-        });
-        Err(ClientError::Server {
-            status: status.as_u16(),
-            body,
-        })
+        service::http::answer(resp).await.map_err(ClientError::from)
     }
 
     /// `GET /healthz`.

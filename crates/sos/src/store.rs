@@ -121,7 +121,7 @@ pub(crate) enum WriteOp {
 #[derive(Clone)]
 pub(crate) struct Store {
     pub(crate) peers: Arc<RwLock<PeerMap>>,
-    writer: Arc<sqlite::Writer<Writer>>,
+    writer: Arc<sqlite::Writer<Committer>>,
 }
 
 /// Settings the writer needs.
@@ -149,7 +149,7 @@ impl Store {
         )?;
         let peers = load(&conn)?;
         let peers = Arc::new(RwLock::new(peers));
-        let writer = Writer {
+        let committer = Committer {
             conn,
             cfg,
             peers: Arc::clone(&peers),
@@ -157,7 +157,7 @@ impl Store {
         };
         let writer = sqlite::Writer::spawn(
             "sos-writer",
-            writer,
+            committer,
             WriterConfig {
                 queue: cfg.queue,
                 max_batch_ops: MAX_BATCH,
@@ -227,7 +227,8 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
     Ok(map)
 }
 
-struct Writer {
+/// The connection and the in-memory map, owned by the writer thread.
+struct Committer {
     conn: Connection,
     cfg: StoreConfig,
     peers: Arc<RwLock<PeerMap>>,
@@ -269,7 +270,7 @@ impl Done {
     }
 }
 
-impl Apply for Writer {
+impl Apply for Committer {
     type Op = WriteOp;
     type Error = rusqlite::Error;
 
@@ -306,7 +307,7 @@ impl Apply for Writer {
     }
 }
 
-impl Writer {
+impl Committer {
     fn apply_in_txn(
         &mut self,
         batch: Vec<WriteOp>,

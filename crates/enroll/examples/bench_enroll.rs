@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let conc: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(16);

@@ -178,14 +178,8 @@ pub struct DirectoryResponse {
     pub members: Vec<DirectoryEntry>,
 }
 
-/// Body of every error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `token_used_up`.
-    pub error: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
+/// Body of every error answer (the one all p2psip services use).
+pub use service::http::ErrorBody;
 
 /// `node.json`, written by `p2psip enroll` next to the key and chain; what a peer starts
 /// from. Paths are relative to the file's directory.

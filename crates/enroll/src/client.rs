@@ -4,6 +4,7 @@
 //! (own certificate then CA), `ca.pem`, and `node.json` ([`NodeConfig`]).
 
 use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
+use service::http::AnswerError;
 use std::path::Path;
 
 /// Client errors.
@@ -44,13 +45,9 @@ pub struct EnrollClient {
 }
 
 impl EnrollClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:7400`). Installs the ring provider
-    /// for rustls if none is installed yet.
+    /// A client for `base` (e.g. `http://127.0.0.1:7400`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
+        let http = service::http::client(std::time::Duration::from_secs(30))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -65,18 +62,9 @@ impl EnrollClient {
     async fn answer<T: serde::de::DeserializeOwned>(
         resp: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp.json().await?);
-        }
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
-            error: "http".into(),
-            message: text,
-        });
-        Err(ClientError::Refused {
-            status: status.as_u16(),
-            body,
+        service::http::answer(resp).await.map_err(|e| match e {
+            AnswerError::Http(e) => ClientError::Http(e),
+            AnswerError::Refused { status, body } => ClientError::Refused { status, body },
         })
     }
 

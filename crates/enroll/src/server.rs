@@ -33,10 +33,11 @@ use overlay::{IdSpace, NodeId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ring::rand::{SecureRandom, SystemRandom};
+use service::sync::lock;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// CA private key file name in the data directory.
 pub const CA_KEY_FILE: &str = "ca-key.pem";
@@ -122,12 +123,9 @@ pub enum ServerError {
     Token(#[from] token::TokenError),
 }
 
-/// Current unix time, seconds.
+/// Current unix time in seconds, as certificates and the database count it (signed).
 pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    i64::try_from(service::time::unix_secs()).unwrap_or(i64::MAX)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
@@ -324,12 +322,6 @@ impl std::fmt::Debug for EnrollServer {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock is a bug elsewhere; the data (a SQLite handle in a
-    // consistent state between statements, a rate table) stays usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl EnrollServer {
     /// Open the data directory and check the overlay parameters against it.
     pub fn open(dir: &Path, config: ServerConfig) -> Result<Self, ServerError> {
@@ -395,13 +387,7 @@ impl EnrollServer {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        service::http::serve(listener, self.router(), shutdown).await
     }
 
     /// Enroll directly (no HTTP): what `POST /v1/enroll` does, from `source`.

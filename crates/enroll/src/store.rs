@@ -9,11 +9,16 @@ use crate::api::BootstrapPeer;
 use crate::layer::{Layer, Role};
 use overlay::NodeId;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use service::sqlite::{self, Durability, OpenOptions, Schema, Unversioned};
 use std::path::Path;
+use std::time::Duration;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be opened (damaged, newer schema, not WAL, I/O).
+    #[error(transparent)]
+    Open(#[from] sqlite::OpenError),
     /// SQLite failed (disk, lock, corruption).
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -106,7 +111,15 @@ pub struct Store {
     conn: Connection,
 }
 
-const SCHEMA: &str = "
+/// The E&A database. Files from before the version table are adopted: the first migration
+/// is the schema they were created with (`IF NOT EXISTS` throughout).
+const SCHEMA: Schema = Schema {
+    name: "E&A database",
+    migrations: &[SCHEMA_V1],
+    unversioned: Unversioned::Adopt,
+};
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens(
   hash TEXT PRIMARY KEY, role TEXT NOT NULL, layer INTEGER, uses_left INTEGER NOT NULL,
@@ -135,13 +148,19 @@ fn layer_of(n: i64) -> Result<Layer, StoreError> {
 }
 
 impl Store {
-    /// Open or create the database file.
+    /// Open or create the database file (WAL, FULL durability: an enrollment is answered
+    /// only once it would survive a power cut).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = sqlite::open(
+            path,
+            &SCHEMA,
+            &OpenOptions {
+                durability: Durability::Full,
+                busy_timeout: Duration::from_secs(10),
+                integrity_check: false,
+                owner_only: false,
+            },
+        )?;
         Ok(Self { conn })
     }
 

@@ -1,8 +1,9 @@
 //! Client side for peers: STUN Binding (server-reflexive address) and a TURN allocation.
 
+use service::sync::lock;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -368,12 +369,6 @@ impl Drop for TurnClient {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    // A poisoned lock means a panic elsewhere already; the state is still usable for
-    // shutting down.
-    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TurnClient {

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -302,10 +302,7 @@ impl Driver {
 
     async fn handle_client(&mut self, from: SocketAddr, data: &[u8]) {
         let now = self.now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let unix = service::time::unix_secs();
         match self.gate.handle_client_datagram(from, data, now, unix) {
             Verdict::Reply(bytes) => self.send(self.local, from, &bytes).await,
             Verdict::Forward { add_user } => {

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nat::{
     BindingOptions, CredentialStore, Credentials, Limits, ServerConfig, StunServer, TurnClient,
@@ -160,10 +160,7 @@ async fn our_rest_credentials_against_coturn_auth_secret() {
         "--static-auth-secret=shared-with-enrollment",
     ])
     .await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = service::time::unix_secs();
     let creds = Credentials::rest(b"shared-with-enrollment", "1593", now, 600);
     let peer = echo_peer().await;
     let mut turn = TurnClient::allocate(c.addr, creds, TurnOptions::default())

@@ -2,8 +2,9 @@
 //! Our client against our server on loopback: Binding, allocations, relay echo, REST
 //! credentials, wrong credentials, quotas.
 
+use service::time::unix_secs;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nat::{
     BindingOptions, ClientError, CredentialStore, Credentials, Limits, ServerConfig, ServerHandle,
@@ -12,13 +13,6 @@ use nat::{
 use tokio::net::UdpSocket;
 
 const SECRET: &[u8] = b"shared-with-enrollment";
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 async fn server(limits: Limits) -> ServerHandle {
     let mut creds = CredentialStore::new();
@@ -152,13 +146,13 @@ async fn peer_without_permission_is_not_relayed() {
 async fn rest_credentials_work_and_expired_or_wrong_ones_do_not() {
     logs();
     let srv = server(Limits::default()).await;
-    let good = Credentials::rest(SECRET, "1593", unix_now(), 600);
+    let good = Credentials::rest(SECRET, "1593", unix_secs(), 600);
     let turn = TurnClient::allocate(srv.local_addr, good, opts())
         .await
         .unwrap();
     turn.close().await;
 
-    let expired = Credentials::rest(SECRET, "1593", unix_now() - 1000, 60);
+    let expired = Credentials::rest(SECRET, "1593", unix_secs() - 1000, 60);
     let err = TurnClient::allocate(srv.local_addr, expired, opts())
         .await
         .unwrap_err();
@@ -167,7 +161,7 @@ async fn rest_credentials_work_and_expired_or_wrong_ones_do_not() {
         "{err}"
     );
 
-    let forged = Credentials::rest(b"not the secret", "1600", unix_now(), 600);
+    let forged = Credentials::rest(b"not the secret", "1600", unix_secs(), 600);
     let err = TurnClient::allocate(srv.local_addr, forged, opts())
         .await
         .unwrap_err();
@@ -195,7 +189,7 @@ async fn per_user_quota_gives_486_and_total_limit_508() {
         ..Limits::default()
     })
     .await;
-    let a = Credentials::rest(SECRET, "80", unix_now(), 600);
+    let a = Credentials::rest(SECRET, "80", unix_secs(), 600);
     let t1 = TurnClient::allocate(srv.local_addr, a.clone(), opts())
         .await
         .unwrap();
@@ -210,7 +204,7 @@ async fn per_user_quota_gives_486_and_total_limit_508() {
         "{err}"
     );
     // Another user still fits, then the server is full.
-    let b = Credentials::rest(SECRET, "1030", unix_now(), 600);
+    let b = Credentials::rest(SECRET, "1030", unix_secs(), 600);
     let _t3 = TurnClient::allocate(srv.local_addr, b.clone(), opts())
         .await
         .unwrap();

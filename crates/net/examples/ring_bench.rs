@@ -28,7 +28,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let lookups: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);

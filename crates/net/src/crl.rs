@@ -25,11 +25,8 @@ pub enum CrlError {
 pub async fn fetch_crl(source: &str) -> Result<Vec<u8>, CrlError> {
     let fail = |e: String| CrlError::Fetch(source.to_string(), e);
     if source.starts_with("http://") || source.starts_with("https://") {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
+        let client =
+            service::http::client(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
         let resp = client
             .get(source)
             .send()

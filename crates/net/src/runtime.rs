@@ -218,7 +218,7 @@ impl<C: Core> PeerRuntime<C> {
         home: Option<(Contact, Duration)>,
         make_core: impl FnOnce(Contact) -> C,
     ) -> Result<Self, NetError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        service::crypto::install_provider();
         let (server, client) = tls::configs(&cfg.identity, &cfg.trust)?;
         let (listener, local_addr, advertise) = match home {
             None => {

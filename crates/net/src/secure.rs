@@ -28,6 +28,7 @@ use overlay::{ChordConfig, ChordNode, Contact, Message, NodeId, Time, Transmit};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
+use service::time::unix_ms;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -602,13 +603,6 @@ impl SosLink {
             drop(permit);
         });
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Consume a secure peer's events until the runtime stops: SOS rankings and reports through

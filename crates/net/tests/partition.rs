@@ -136,7 +136,7 @@ async fn wait_rings(handles: &[Handle<Cut>], rings: &[Vec<u128>], within: Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_ring_heals_into_one() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
     let tr = trust(&ca);
     let mut c = ChordConfig::new(IdSpace::new(16).unwrap());

@@ -90,7 +90,7 @@ async fn a_secure_call_rings_between_outbound_only_peers() {
 }
 
 async fn secure_call(natted: &[u128]) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
     let tr = trust(&ca);
     let space = IdSpace::new(10).unwrap();

@@ -58,7 +58,7 @@ async fn ring_ok(handles: &[Handle<PeerCore>]) -> bool {
 }
 
 async fn calls_over_tls(transport: &str) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
     let tr = trust(&ca);
     let space = IdSpace::new(10).unwrap();
@@ -149,10 +149,7 @@ async fn calls_over_tls(transport: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Front-ends on A and B, signing registrations with their peers' certificate keys.
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let unix_ms = service::time::unix_ms();
     let mut fes = Vec::new();
     for who in [A, B] {
         let i = IDS.iter().position(|x| *x == who).unwrap();

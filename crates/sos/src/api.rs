@@ -73,15 +73,8 @@ pub struct ReportAck {
     pub reports: ReportCounts,
 }
 
-/// Every 4xx/5xx answer carries this body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `bad_signature`.
-    pub error: String,
-    /// Human-readable detail.
-    pub message: String,
-}
+/// Every 4xx/5xx answer carries this body (the one all p2psip services use).
+pub use service::http::ErrorBody;
 
 /// Answer to `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

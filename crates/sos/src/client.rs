@@ -1,17 +1,18 @@
 //! Typed async client for peers, CSPs and operators.
 //!
-//! Uses reqwest with rustls; the caller must install the ring provider once
-//! (`rustls::crypto::ring::default_provider().install_default()`) before [`SosClient::new`].
+//! Uses the services' HTTP client (`service::http::client`: reqwest with rustls, the ring
+//! provider installed on first use).
 
 use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, ReportAck};
 use crate::{PeerId, SignedReport};
+use service::http::AnswerError;
 use std::time::Duration;
 use trust::{Discounting, Opinion};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Could not build the HTTP client (usually: no rustls crypto provider installed).
+    /// Could not build the HTTP client.
     #[error("cannot build HTTP client: {0}")]
     Build(String),
     /// Transport failure, timeout, or an unreadable answer.
@@ -25,6 +26,15 @@ pub enum ClientError {
         /// The JSON error body.
         body: ErrorBody,
     },
+}
+
+impl From<AnswerError> for ClientError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::Http(e) => ClientError::Http(e),
+            AnswerError::Refused { status, body } => ClientError::Server { status, body },
+        }
+    }
 }
 
 impl ClientError {
@@ -48,9 +58,7 @@ pub struct SosClient {
 impl SosClient {
     /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
+        let http = service::http::client(Duration::from_secs(10))
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self {
             http,
@@ -75,19 +83,7 @@ impl SosClient {
     async fn decode<T: serde::de::DeserializeOwned>(
         resp: reqwest::Response,
     ) -> Result<T, ClientError> {
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp.json().await?);
-        }
-        let text = resp.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
-            error: "unknown".into(),
-            message: text,
-        });
-        Err(ClientError::Server {
-            status: status.as_u16(),
-            body,
-        })
+        service::http::answer(resp).await.map_err(ClientError::from)
     }
 
     /// `GET /healthz`.

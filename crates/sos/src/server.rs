@@ -32,6 +32,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use service::sync::{lock, read};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,10 +54,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
+        service::time::unix_ms()
     }
 }
 
@@ -254,9 +252,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let app = router(cfg)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    service::http::serve(listener, app, shutdown).await?;
     Ok(())
 }
 
@@ -277,11 +273,10 @@ impl RunningServer {
         let app = router(cfg)?;
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await?;
+            service::http::serve(listener, app, async move {
+                let _ = rx.await;
+            })
+            .await?;
             Ok(())
         });
         Ok(Self {
@@ -378,10 +373,7 @@ impl AppState {
 
     fn view(&self, peer: PeerId) -> OpinionView {
         let now = self.clock.now_ms();
-        let map = match self.store.peers.read() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let map = read(&self.store.peers);
         let rec = map.get(&peer);
         let (opinion, source) = self.current(rec, now);
         OpinionView {
@@ -437,10 +429,7 @@ impl AppState {
     }
 
     fn allow_report(&self, reporter: PeerId, now: u64) -> bool {
-        let mut table = match self.rate.lock() {
-            Ok(t) => t,
-            Err(p) => p.into_inner(),
-        };
+        let mut table = lock(&self.rate);
         if !table.map.contains_key(&reporter) && table.map.len() >= self.max_rate_entries {
             // Forget reporters whose bucket has refilled completely: they lose nothing.
             let refill_ms = (self.burst / self.rate_per_sec * 1000.0).ceil() as u64;
@@ -501,10 +490,7 @@ async fn rank(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
     }
     let now = st.clock.now_ms();
     let ranked = {
-        let map = match st.store.peers.read() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let map = read(&st.store.peers);
         rank_routes(
             req.routes,
             |p| st.current(map.get(p), now).0,
@@ -724,10 +710,7 @@ async fn delete_opinion(
 
 async fn health(State(st): St) -> Response {
     st.metrics.request(Endpoint::Health);
-    let peers = match st.store.peers.read() {
-        Ok(m) => m.len(),
-        Err(p) => p.into_inner().len(),
-    };
+    let peers = read(&st.store.peers).len();
     axum::Json(Health {
         status: "ok".into(),
         peers,
@@ -737,10 +720,7 @@ async fn health(State(st): St) -> Response {
 
 async fn metrics(State(st): St) -> Response {
     st.metrics.request(Endpoint::Metrics);
-    let peers = match st.store.peers.read() {
-        Ok(m) => m.len(),
-        Err(p) => p.into_inner().len(),
-    };
+    let peers = read(&st.store.peers).len();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(peers),

@@ -2,11 +2,11 @@
 //!
 //! Reads (opinion queries, route ranking) never touch SQLite: they take a read lock on an
 //! in-memory map that mirrors the `admin_opinions` and `evidence` tables. All writes go
-//! through one thread that owns the connection. It drains whatever is queued (up to
-//! [`MAX_BATCH`] operations), applies them in one transaction, commits, and only then
-//! updates the in-memory map and answers the callers — so an acknowledged write is on
-//! disk, and readers never see a write that could still roll back (group commit keeps
-//! `synchronous=FULL` affordable under load).
+//! through one thread that owns the connection (the SQLite shell's `service::sqlite::Writer`).
+//! It drains whatever is queued (up to [`MAX_BATCH`] operations), applies them in one
+//! transaction, commits, and only then updates the in-memory map and answers the callers —
+//! so an acknowledged write is on disk, and readers never see a write that could still roll
+//! back (group commit keeps `synchronous=FULL` affordable under load).
 //!
 //! Replay protection lives here too: `reports` has a unique (reporter, nonce) index and
 //! inserts use `INSERT OR IGNORE`, so a nonce is refused while its report is retained, also
@@ -17,10 +17,13 @@
 use crate::api::ReportCounts;
 use crate::{PeerId, ReportBody};
 use rusqlite::{Connection, OptionalExtension, params};
+use service::sqlite::{self, Apply, OpenOptions, Schema, Unversioned, WriterConfig};
+use service::sync::{read, write};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::oneshot;
 use trust::{Ageing, Evidence, Opinion};
 
 /// Most operations committed in one transaction.
@@ -28,20 +31,35 @@ pub(crate) const MAX_BATCH: usize = 512;
 /// How often old report rows are pruned.
 const PRUNE_EVERY_MS: u64 = 60_000;
 
-/// SQLite `synchronous` setting for the WAL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Synchronous {
-    /// fsync the WAL on every commit: acknowledged writes survive power loss too.
-    #[default]
-    Full,
-    /// fsync only at checkpoints: acknowledged writes survive a killed process (the WAL
-    /// is in the OS page cache) but the last commits may be lost on power failure.
-    Normal,
-}
+/// SQLite `synchronous` setting for the WAL: the shell's durability under the name the
+/// SOS configuration has always used.
+pub use service::sqlite::Durability as Synchronous;
+
+/// The SOS database. Files from before the version table are adopted: the first migration
+/// is the schema they were created with (`IF NOT EXISTS` throughout).
+const SCHEMA: Schema = Schema {
+    name: "SOS database",
+    migrations: &["CREATE TABLE IF NOT EXISTS admin_opinions(
+            peer TEXT PRIMARY KEY, b REAL NOT NULL, d REAL NOT NULL, u REAL NOT NULL,
+            a REAL NOT NULL, set_ms INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS evidence(
+            peer TEXT PRIMARY KEY, r REAL NOT NULL, s REAL NOT NULL, at_ms INTEGER NOT NULL,
+            positive INTEGER NOT NULL, negative INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS reports(
+            id INTEGER PRIMARY KEY, reporter TEXT NOT NULL, subject TEXT NOT NULL,
+            outcome TEXT NOT NULL, route TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
+            nonce BLOB NOT NULL, received_ms INTEGER NOT NULL,
+            UNIQUE(reporter, nonce));
+         CREATE INDEX IF NOT EXISTS reports_received ON reports(received_ms);"],
+    unversioned: Unversioned::Adopt,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be opened (damaged, newer schema, not WAL, I/O).
+    #[error(transparent)]
+    Open(#[from] sqlite::OpenError),
     /// SQLite reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -103,7 +121,7 @@ pub(crate) enum WriteOp {
 #[derive(Clone)]
 pub(crate) struct Store {
     pub(crate) peers: Arc<RwLock<PeerMap>>,
-    tx: mpsc::Sender<WriteOp>,
+    writer: Arc<sqlite::Writer<Committer>>,
 }
 
 /// Settings the writer needs.
@@ -119,53 +137,44 @@ pub(crate) struct StoreConfig {
 impl Store {
     /// Open (or create) the database, load it into memory and start the writer.
     pub(crate) fn open(path: &Path, cfg: StoreConfig) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt {
-                table: "pragma",
-                detail: format!("journal_mode is {mode}, WAL required"),
-            });
-        }
-        let sync = match cfg.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS admin_opinions(
-                peer TEXT PRIMARY KEY, b REAL NOT NULL, d REAL NOT NULL, u REAL NOT NULL,
-                a REAL NOT NULL, set_ms INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS evidence(
-                peer TEXT PRIMARY KEY, r REAL NOT NULL, s REAL NOT NULL, at_ms INTEGER NOT NULL,
-                positive INTEGER NOT NULL, negative INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS reports(
-                id INTEGER PRIMARY KEY, reporter TEXT NOT NULL, subject TEXT NOT NULL,
-                outcome TEXT NOT NULL, route TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
-                nonce BLOB NOT NULL, received_ms INTEGER NOT NULL,
-                UNIQUE(reporter, nonce));
-             CREATE INDEX IF NOT EXISTS reports_received ON reports(received_ms);",
+        let conn = sqlite::open(
+            path,
+            &SCHEMA,
+            &OpenOptions {
+                durability: cfg.synchronous,
+                busy_timeout: Duration::from_secs(5),
+                integrity_check: false,
+                owner_only: false,
+            },
         )?;
         let peers = load(&conn)?;
         let peers = Arc::new(RwLock::new(peers));
-        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-        let writer = Writer {
+        let committer = Committer {
             conn,
             cfg,
             peers: Arc::clone(&peers),
             last_prune_ms: 0,
         };
-        std::thread::Builder::new()
-            .name("sos-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Thread(e.to_string()))?;
-        Ok(Self { peers, tx })
+        let writer = sqlite::Writer::spawn(
+            "sos-writer",
+            committer,
+            WriterConfig {
+                queue: cfg.queue,
+                max_batch_ops: MAX_BATCH,
+                // Commit whatever is queued as soon as it is taken: callers are waiting.
+                max_batch_delay: Duration::ZERO,
+            },
+        )
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+        Ok(Self {
+            peers,
+            writer: Arc::new(writer),
+        })
     }
 
     /// Queue a write; waits for room when the queue is full (back-pressure).
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<(), WriteError> {
-        self.tx.send(op).await.map_err(|_| WriteError::Closed)
+        self.writer.send(op).await.map_err(|_| WriteError::Closed)
     }
 }
 
@@ -218,7 +227,8 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
     Ok(map)
 }
 
-struct Writer {
+/// The connection and the in-memory map, owned by the writer thread.
+struct Committer {
     conn: Connection,
     cfg: StoreConfig,
     peers: Arc<RwLock<PeerMap>>,
@@ -260,31 +270,21 @@ impl Done {
     }
 }
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            self.apply(batch);
-        }
-    }
+impl Apply for Committer {
+    type Op = WriteOp;
+    type Error = rusqlite::Error;
 
-    fn apply(&mut self, batch: Vec<WriteOp>) {
+    /// One transaction for the batch; every caller is answered, after the commit or with
+    /// the failure (which the shell logs and counts).
+    fn apply(&mut self, batch: &mut Vec<WriteOp>) -> Result<(), rusqlite::Error> {
+        let batch = std::mem::take(batch);
         let mut staged: PeerMap = BTreeMap::new();
         let mut done = Vec::with_capacity(batch.len());
         let mut newest_ms = 0;
         let result = self.apply_in_txn(batch, &mut staged, &mut done, &mut newest_ms);
         match result {
             Ok(()) => {
-                match self.peers.write() {
-                    Ok(mut map) => map.extend(staged),
-                    Err(poisoned) => poisoned.into_inner().extend(staged),
-                }
+                write(&self.peers).extend(staged);
                 // Prune before answering, so a caller that saw its answer also sees the
                 // prune (at most once a minute, so the delay is rare).
                 if newest_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
@@ -294,17 +294,20 @@ impl Writer {
                 for d in done {
                     d.send();
                 }
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "write batch failed; rolled back");
                 let err = WriteError::Storage(e.to_string());
                 for d in done {
                     d.fail(&err).send();
                 }
+                Err(e)
             }
         }
     }
+}
 
+impl Committer {
     fn apply_in_txn(
         &mut self,
         batch: Vec<WriteOp>,
@@ -314,10 +317,7 @@ impl Writer {
     ) -> Result<(), rusqlite::Error> {
         let cfg = self.cfg;
         let txn = self.conn.transaction()?;
-        let known = match self.peers.read() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let known = read(&self.peers);
         let mut count = known.len();
         // Pull a peer's current record into the staging map; None if the table is full.
         let mut stage = |peer: PeerId, staged: &mut PeerMap| -> bool {

@@ -1,17 +1,18 @@
 //! [`Store`]: the connection to `peer.db`, opening (pragmas, integrity, migrations),
 //! applying batches of [`Op`]s under the bounds, and the start-up snapshot.
 
-use crate::error::{OpenError, StoreError, is_corruption};
+use crate::error::{OpenError, StoreError};
 use crate::model::{
     CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Snapshot,
     StoredRecord,
 };
-use crate::schema::{CURRENT_VERSION, MIGRATIONS};
+use crate::schema::SCHEMA;
 use overlay::secure::{CallFailure, Layer, Role, UnknownRole};
 use overlay::{Contact, NodeId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use service::sqlite::{self, Durability, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The database file's name inside the peer's data directory.
 pub const DB_FILE: &str = "peer.db";
@@ -20,19 +21,6 @@ pub const DB_FILE: &str = "peer.db";
 pub const MAX_SIGNATURE_LEN: usize = 512;
 /// Longest accepted call-history `call_id`, in bytes.
 pub const MAX_CALL_ID_LEN: usize = 256;
-
-/// When a commit counts as done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=FULL`: the WAL is fsynced at every commit, so an acknowledged write
-    /// survives `kill -9` *and* an OS crash or power loss. With batching the fsync is paid
-    /// once per batch, not per operation. The default.
-    Full,
-    /// `synchronous=NORMAL`: the WAL is fsynced only at checkpoints. An acknowledged write
-    /// survives `kill -9` (it is in the kernel's page cache) but the last commits may be
-    /// lost on power loss.
-    Normal,
-}
 
 /// Bounds and durability of the peer's database. Defaults mirror the in-memory bounds of
 /// the overlay (`SecureConfig::cache_capacity`, `ChordConfig::max_records`/`max_record_len`,
@@ -142,40 +130,17 @@ impl Store {
             source,
         })?;
         let path = dir.join(DB_FILE);
-        let err = |e: rusqlite::Error| classify(&path, e);
-        let mut conn = Connection::open(&path).map_err(err)?;
-        // Call history and contacts are private: owner-only, like the key file. SQLite
-        // creates the -wal and -shm files with the database file's mode.
-        restrict_permissions(&path)?;
-        conn.busy_timeout(cfg.busy_timeout).map_err(err)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(OpenError::Sqlite {
-                path: path.clone(),
-                source: rusqlite::Error::InvalidParameterName(format!(
-                    "journal_mode is {mode}, WAL refused"
-                )),
-            });
-        }
-        let sync = match cfg.durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync).map_err(err)?;
-        if cfg.integrity_check {
-            let verdict: String = conn
-                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-                .map_err(err)?;
-            if verdict != "ok" {
-                return Err(OpenError::Corrupt {
-                    path,
-                    reason: format!("integrity check: {verdict}"),
-                });
-            }
-        }
-        migrate(&mut conn, &path)?;
+        let conn = sqlite::open(
+            &path,
+            &SCHEMA,
+            &OpenOptions {
+                durability: cfg.durability,
+                busy_timeout: cfg.busy_timeout,
+                integrity_check: cfg.integrity_check,
+                // Call history and contacts are private: owner-only, like the key file.
+                owner_only: true,
+            },
+        )?;
         let mut store = Store {
             conn,
             path,
@@ -183,7 +148,9 @@ impl Store {
             counts: Counters::default(),
         };
         store.recount().map_err(|e| match e {
-            StoreError::Corrupt(e) | StoreError::Sqlite(e) => classify(&store.path, e),
+            StoreError::Corrupt(e) | StoreError::Sqlite(e) => {
+                OpenError::from_sqlite(&store.path, e)
+            }
             StoreError::BadRow { table, reason } => OpenError::Corrupt {
                 path: store.path.clone(),
                 reason: format!("{table}: {reason}"),
@@ -197,21 +164,11 @@ impl Store {
     /// database from a newer schema, a foreign database and I/O errors are still refused:
     /// they are not damage, and moving them would lose someone's data.
     pub fn open_or_reset(dir: &Path, cfg: StoreConfig) -> Result<Opened, OpenError> {
-        match Store::open(dir, cfg.clone()) {
-            Ok(store) => Ok(Opened {
-                store,
-                moved_aside: None,
-            }),
-            Err(OpenError::Corrupt { path, reason }) => {
-                let aside = move_aside(&path, &reason)?;
-                let store = Store::open(dir, cfg)?;
-                Ok(Opened {
-                    store,
-                    moved_aside: Some(aside),
-                })
-            }
-            Err(e) => Err(e),
-        }
+        let opened = sqlite::open_or_reset(|| Store::open(dir, cfg.clone()))?;
+        Ok(Opened {
+            store: opened.db,
+            moved_aside: opened.moved_aside,
+        })
     }
 
     /// The database file.
@@ -472,47 +429,6 @@ impl Store {
     }
 }
 
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) -> Result<(), OpenError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        OpenError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> Result<(), OpenError> {
-    Ok(())
-}
-
-/// Move a damaged `path` (and its `-wal`/`-shm`) to `<path>.corrupt-<unix ms>`; logged.
-pub(crate) fn move_aside(path: &Path, reason: &str) -> Result<PathBuf, OpenError> {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
-    for suffix in ["", "-wal", "-shm"] {
-        let from = PathBuf::from(format!("{}{suffix}", path.display()));
-        if from.exists() {
-            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
-            std::fs::rename(&from, &to).map_err(|source| OpenError::Io {
-                path: from.clone(),
-                source,
-            })?;
-        }
-    }
-    tracing::warn!(
-        db = %path.display(),
-        moved_to = %aside.display(),
-        %reason,
-        "peer database damaged; moved aside, starting with an empty one"
-    );
-    Ok(aside)
-}
-
 /// Apply one operation; `false` when a bound refused it.
 fn apply_one(
     tx: &Transaction<'_>,
@@ -704,91 +620,6 @@ fn evict_contacts(
         .execute([ms_i64(excess)])? as u64;
     counts.contacts = counts.contacts.saturating_sub(n);
     Ok(n)
-}
-
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
-    let err = |e: rusqlite::Error| classify(path, e);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    let has_version: bool = tx
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(err)?
-        > 0;
-    if !has_version {
-        let tables: Option<String> = tx
-            .query_row(
-                "SELECT group_concat(name, ', ') FROM sqlite_master
-                 WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if let Some(tables) = tables.filter(|t| !t.is_empty()) {
-            return Err(OpenError::Foreign {
-                path: path.to_path_buf(),
-                tables,
-            });
-        }
-        tx.execute_batch(
-            "CREATE TABLE schema_version (version INTEGER NOT NULL);
-             INSERT INTO schema_version (version) VALUES (0);",
-        )
-        .map_err(err)?;
-    }
-    let versions: Vec<i64> = {
-        let mut stmt = tx
-            .prepare("SELECT version FROM schema_version")
-            .map_err(err)?;
-        stmt.query_map([], |r| r.get(0))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?
-    };
-    let [found] = versions[..] else {
-        return Err(OpenError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("schema_version has {} rows, expected 1", versions.len()),
-        });
-    };
-    if found > CURRENT_VERSION {
-        return Err(OpenError::NewerSchema {
-            path: path.to_path_buf(),
-            found,
-            supported: CURRENT_VERSION,
-        });
-    }
-    let Ok(from) = usize::try_from(found) else {
-        return Err(OpenError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("negative schema version {found}"),
-        });
-    };
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
-        tx.execute_batch(sql).map_err(err)?;
-        tx.execute("UPDATE schema_version SET version = ?1", [i as i64 + 1])
-            .map_err(err)?;
-        tracing::info!(db = %path.display(), version = i + 1, "peer database migrated");
-    }
-    tx.commit().map_err(err)
-}
-
-fn classify(path: &Path, e: rusqlite::Error) -> OpenError {
-    if is_corruption(&e) {
-        OpenError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    } else {
-        OpenError::Sqlite {
-            path: path.to_path_buf(),
-            source: e,
-        }
-    }
 }
 
 fn bad(table: &'static str, reason: String) -> StoreError {

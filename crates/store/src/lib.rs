@@ -7,14 +7,15 @@
 //! structures it mirrors ([`StoreConfig`]).
 //!
 //! # Design
-//! - [`Store`] owns the connection: WAL journal, `synchronous=FULL` by default
-//!   ([`Durability`]), a busy timeout, `PRAGMA quick_check` at open, a `schema_version`
-//!   table with forward-only migrations. A newer schema is refused ([`OpenError::NewerSchema`]);
-//!   a damaged file is a typed [`OpenError::Corrupt`], and [`Store::open_or_reset`] moves it
-//!   aside and starts fresh.
-//! - [`Writer`] moves the store onto its own thread behind a bounded queue. The peer's loop
-//!   calls [`Writer::submit`], which never blocks (full queue: the operation is dropped and
-//!   counted); the thread commits batches of [`Op`]s, one transaction (one fsync) per batch.
+//! - [`Store`] owns the connection, opened by the services' SQLite shell (`service::sqlite`):
+//!   WAL journal, `synchronous=FULL` by default ([`Durability`]), a busy timeout,
+//!   `PRAGMA quick_check` at open, a `schema_version` table with forward-only migrations. A
+//!   newer schema is refused ([`OpenError::NewerSchema`]); a damaged file is a typed
+//!   [`OpenError::Corrupt`], and [`Store::open_or_reset`] moves it aside and starts fresh.
+//! - [`Writer`] moves the store onto its own thread (the shell's writer) behind a bounded
+//!   queue. The peer's loop calls [`Writer::submit`], which never blocks (full queue: the
+//!   operation is dropped and counted); the thread commits batches of [`Op`]s, one
+//!   transaction (one fsync) per batch.
 //!   [`Writer::flush`] is the acknowledgement: what was submitted before it survives `kill -9`.
 //! - [`Store::load_snapshot`] reads everything once at start-up ([`Snapshot`]).
 //! - [`RecordMirror`] and [`PendingMirror`] turn `ChordNode::records()` and a CSP's held
@@ -47,8 +48,8 @@ mod schema;
 mod writer;
 
 pub use db::{
-    ApplyReport, DB_FILE, Durability, MAX_CALL_ID_LEN, MAX_SIGNATURE_LEN, Opened, Store,
-    StoreConfig, StoreCounts,
+    ApplyReport, DB_FILE, MAX_CALL_ID_LEN, MAX_SIGNATURE_LEN, Opened, Store, StoreConfig,
+    StoreCounts,
 };
 pub use error::{OpenError, StoreError, SubmitError, WriterError};
 pub use mirror::{DEFAULT_HASH_BUDGET, PendingMirror, RecordMirror};
@@ -57,4 +58,5 @@ pub use model::{
     StoredRecord, remaining, unix_ms,
 };
 pub use peer::{Opening, PeerStore, Warmed};
+pub use service::sqlite::Durability;
 pub use writer::{Writer, WriterConfig, WriterStats};

@@ -5,7 +5,7 @@
 //! held requests, `SecureEvent`s), so the driver wires it with a handful of calls; see the
 //! crate docs for the sequence.
 
-use crate::db::{Opened, Store, StoreConfig, move_aside};
+use crate::db::{Opened, Store, StoreConfig};
 use crate::error::{OpenError, StoreError, SubmitError, WriterError};
 use crate::mirror::{PendingMirror, RecordMirror};
 use crate::model::{
@@ -16,6 +16,7 @@ use crate::writer::{Writer, WriterConfig, WriterStats};
 use overlay::secure::{ContactCache, LayerArcs, SecureEvent};
 use overlay::wire::CallRequest;
 use overlay::{ChordNode, NodeId, Time};
+use service::sqlite::move_aside;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};

@@ -1,11 +1,21 @@
 //! The schema and its migrations.
 //!
 //! `schema_version` holds one row. Migration `i` (0-based) takes a database from version
-//! `i` to `i + 1`; a fresh file runs them all. A file with a version above
-//! [`CURRENT_VERSION`] was written by a newer build and is refused, never downgraded.
+//! `i` to `i + 1`; a fresh file runs them all. A file with a higher version was written by
+//! a newer build and is refused, never downgraded; a file with tables but no version is
+//! not a peer database and is refused too (`service::sqlite` does both).
+
+use service::sqlite::{Schema, Unversioned};
+
+/// `peer.db` as the SQLite shell opens it.
+pub(crate) const SCHEMA: Schema = Schema {
+    name: "peer database",
+    migrations: MIGRATIONS,
+    unversioned: Unversioned::Refuse,
+};
 
 /// Migrations in order; never edit a released one, append a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "
     CREATE TABLE identity (
@@ -53,6 +63,3 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     ",
 ];
-
-/// The version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -20,7 +20,7 @@ pub fn now_unix() -> i64 {
 /// Install the ring crypto provider and a test log writer; `default_filter` applies when
 /// `RUST_LOG` is unset.
 pub fn init_logs(default_filter: &str) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,0 +1,138 @@
+//! The one HTTP server shell and the one HTTP client constructor.
+//!
+//! Servers (E&A, SOS) build their axum [`Router`] with their own routes and bounds (body
+//! limit, requests in flight) and hand it to [`serve`], which adds what every server needs
+//! the same way: the peer's socket address for handlers that rate-limit by source
+//! (`ConnectInfo<SocketAddr>`), and a graceful shutdown that stops accepting and finishes
+//! the requests in flight. Clients get their `reqwest::Client` from [`client`], which
+//! installs the rustls provider first (reqwest is built with `rustls-no-provider`).
+//!
+//! Every error answer of a p2psip service carries an [`ErrorBody`]; a client turns an
+//! answer into its JSON value or that body with [`answer`].
+
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Serve `router` on `listener` until `shutdown` resolves, then finish the requests in
+/// flight and return. Handlers may extract `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// An HTTP(S) client whose every request (connect, send, read the whole answer) gives up
+/// after `timeout`. TLS is rustls with ring, the provider installed first.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    crate::crypto::install_provider();
+    reqwest::Client::builder().timeout(timeout).build()
+}
+
+/// The body of every 4xx/5xx answer of a p2psip service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `bad_signature`, `token_used_up`.
+    pub error: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Why [`answer`] has no value.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// Transport failure, timeout, or a success answer that does not decode.
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with an error status; `body` is its [`ErrorBody`] (or, when the
+    /// answer is not one, code `http` with the answer's text as the message).
+    #[error("server answered {status}: {} ({})", body.error, body.message)]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        body: ErrorBody,
+    },
+}
+
+/// Read a service's answer: the JSON value of a success, or the error body of a refusal.
+pub async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, AnswerError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp.json().await?);
+    }
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
+        error: "http".into(),
+        message: text,
+    });
+    Err(AnswerError::Refused {
+        status: status.as_u16(),
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+
+    #[tokio::test]
+    async fn serves_with_the_source_address_and_stops_gracefully() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/who",
+            get(|ConnectInfo(from): ConnectInfo<SocketAddr>| async move { from.ip().to_string() }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        let http = client(Duration::from_secs(5)).unwrap();
+        let body = http
+            .get(format!("http://{addr}/who"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "127.0.0.1");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(http.get(format!("http://{addr}/who")).send().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_client_gives_up_after_its_timeout() {
+        // A listener that accepts and never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let http = client(Duration::from_millis(200)).unwrap();
+        let e = http
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The plumbing every p2psip service shares, in one copy.
+//!
+//! The peer, the E&A server and the SOS each keep state in SQLite, the servers speak HTTP,
+//! every process that makes an HTTPS request needs rustls' crypto provider, and they all
+//! stamp wall-clock times and share state behind locks. Each of those used to be written
+//! out per crate; this crate holds the one version of each:
+//!
+//! - [`sqlite`] (feature `sqlite`): open a database (WAL, an explicit [`sqlite::Durability`],
+//!   busy timeout, optional integrity check, ordered migrations with a version check) and
+//!   the [`sqlite::Writer`] thread that commits batches of operations.
+//! - [`http`] (feature `http`): [`http::serve`] for an axum router and [`http::client`] for
+//!   a reqwest client.
+//! - [`crypto::install_provider`]: the one place rustls' ring provider is installed.
+//! - [`time`]: Unix wall-clock readings.
+//! - [`sync`]: locks that survive a panicked holder.
+//!
+//! Sans-IO crates (overlay, trust, sim, the sip core) do not depend on this crate: it
+//! brings threads, sockets and clocks.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod crypto;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+pub mod sync;
+pub mod time;

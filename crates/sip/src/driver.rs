@@ -12,7 +12,7 @@ use crate::msg::{MAX_MESSAGE, SipMessage, StreamFramer};
 use crate::overlay_api::{Overlay, OverlayEvent};
 use crate::txn::{Peer, Transport};
 use overlay::Time;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -129,7 +129,7 @@ pub async fn start<O: OverlayPort>(
         fe,
         ov,
         udp: Arc::new(udp),
-        conns: HashMap::new(),
+        conns: BTreeMap::new(),
         limits: limits.clone(),
         stats: stats.clone(),
         extra: DriverStats::default(),
@@ -162,7 +162,7 @@ struct Loop<O> {
     fe: FrontEnd,
     ov: O,
     udp: Arc<UdpSocket>,
-    conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    conns: BTreeMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     limits: DriverLimits,
     stats: Arc<Mutex<DriverStats>>,
     extra: DriverStats,

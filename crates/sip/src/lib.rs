@@ -6,6 +6,7 @@
 //! feature ([`driver`]). SIP parsing and RFC 3261 transactions come from `sipx-sip`, wrapped
 //! behind our own types ([`msg`], [`txn`]).
 
+mod deadlines;
 pub mod digest;
 pub mod frontend;
 pub mod loopback;

@@ -6,17 +6,17 @@ use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{SignedRegistration, aor_key, registration_in_value};
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{IdSpace, NodeId, Time};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Maps the front-end's call handles to the node's (caller, caller's handle) pairs.
 #[derive(Debug)]
 pub struct SecureAdapter {
     me: NodeId,
     space: IdSpace,
-    calls: HashMap<OverlayCall, (NodeId, u64)>,
-    by_node: HashMap<(NodeId, u64), OverlayCall>,
+    calls: BTreeMap<OverlayCall, (NodeId, u64)>,
+    by_node: BTreeMap<(NodeId, u64), OverlayCall>,
     /// Fetches in flight: the AoR each looks for (others may share its key).
-    finds: HashMap<OverlayQuery, String>,
+    finds: BTreeMap<OverlayQuery, String>,
     next: u64,
 }
 
@@ -26,9 +26,9 @@ impl SecureAdapter {
         SecureAdapter {
             me,
             space,
-            calls: HashMap::new(),
-            by_node: HashMap::new(),
-            finds: HashMap::new(),
+            calls: BTreeMap::new(),
+            by_node: BTreeMap::new(),
+            finds: BTreeMap::new(),
             next: 0,
         }
     }

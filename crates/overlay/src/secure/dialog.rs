@@ -6,12 +6,12 @@
 use super::node::{SecureEvent, SecureNode};
 use crate::wire::Message;
 use crate::{Contact, NodeId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// The two ends of calls that rang, oldest first; bounded.
 #[derive(Debug, Default)]
 pub(super) struct Dialogs {
-    peers: HashMap<(NodeId, u64), Contact>,
+    peers: BTreeMap<(NodeId, u64), Contact>,
     order: VecDeque<(NodeId, u64)>,
 }
 

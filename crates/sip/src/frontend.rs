@@ -1195,6 +1195,63 @@ mod tests {
         assert_eq!(fe.stats().auth_challenged, 5);
     }
 
+    /// A call ends `call_idle` after its last traffic, not after it began; a binding lapses
+    /// at its expiry, and calls to its AoR are refused from then on.
+    #[test]
+    fn idle_calls_and_lapsed_bindings_expire_on_time() {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), s.public_key());
+        let keys = Arc::new(keys);
+        let net = LoopbackNet::new(keys.clone(), 0);
+        let mut caller = net.join(NodeId(2));
+        let mut ov = net.join(NodeId(1));
+        let cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        let idle = cfg.call_idle;
+        let mut fe = FrontEnd::new(cfg, NodeId(1), Box::new(s), keys);
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let pump = |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, now| {
+            while let Some(ev) = ov.poll_event() {
+                fe.handle_overlay_event(now, ev, ov);
+            }
+        };
+        // bob registers for 300 s; a call for him arrives and goes to his UA.
+        let t0 = Time::from_millis(1);
+        fe.handle_datagram(t0, ua, &register(1, "bob", None), &mut ov);
+        pump(&mut fe, &mut ov, t0);
+        assert_eq!(codes(&mut fe), vec![200]);
+        caller.send_call(t0, NodeId(1), invite(1));
+        pump(&mut fe, &mut ov, t0);
+        assert_eq!(fe.calls(), 1);
+        let forwarded = std::iter::from_fn(|| fe.poll_transmit())
+            .find_map(|t| match msg::parse_datagram(&t.bytes) {
+                Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        // The UA rings 100 s later: the call's idle clock starts again.
+        let t1 = t0 + Duration::from_secs(100);
+        let ringing = forwarded.response(180, "Ringing", Some("u")).unwrap();
+        fe.handle_datagram(t1, ua, &ringing.to_bytes(), &mut ov);
+        fe.handle_timeout(t0 + idle, &mut ov);
+        assert_eq!(fe.calls(), 1, "the call ended counting from its start");
+        assert_eq!(fe.poll_timeout(), Some(t1 + idle));
+        fe.handle_timeout(t1 + idle, &mut ov);
+        assert_eq!(fe.calls(), 0, "the idle call was kept");
+        assert_eq!(
+            net.tracked_call_ends(),
+            0,
+            "the idle call was not ended in the overlay"
+        );
+        // bob's binding lapsed at t0 + 300 s: a new call for him is refused.
+        let t2 = t1 + idle;
+        caller.send_call(t2, NodeId(1), invite(2));
+        pump(&mut fe, &mut ov, t2);
+        assert_eq!(fe.calls(), 0);
+        assert_eq!(fe.stats().calls_in, 1);
+        assert_eq!(fe.poll_timeout(), None);
+    }
+
     proptest! {
         #[test]
         fn garbage_from_uas_never_panics(

@@ -805,6 +805,9 @@ fn run_calls_inner(
     traced: bool,
     progress: CallProgress<'_>,
 ) -> Result<(CallReport, CallSeries), CallError> {
+    // Wall-clock time of the whole run, reported as the simulator's own speed (`wall_s`);
+    // it never reaches the simulated clock.
+    #[allow(clippy::disallowed_methods)]
     let wall = Instant::now();
     if run.peers < 30 {
         return Err(CallError::TooFewPeers(run.peers));

@@ -143,6 +143,9 @@ pub fn run_lookups(
     run: &LookupRun,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<LookupReport, RunError> {
+    // Wall-clock time of the whole run, reported as the simulator's own speed (`wall_s`);
+    // it never reaches the simulated clock.
+    #[allow(clippy::disallowed_methods)]
     let wall = Instant::now();
     let mut world = build_world(run, progress)?;
     let peers = world.live_count();

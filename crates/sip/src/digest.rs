@@ -17,7 +17,7 @@
 use md5::Digest as _;
 use overlay::Time;
 use ring::hmac;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -182,7 +182,7 @@ enum Secret {
 /// The users allowed to use a front-end.
 #[derive(Clone, Default)]
 pub struct Credentials {
-    users: HashMap<String, Secret>,
+    users: BTreeMap<String, Secret>,
 }
 
 impl fmt::Debug for Credentials {
@@ -194,7 +194,7 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// Parse a credentials file (format in the module doc).
     pub fn parse(text: &str) -> Result<Self, AuthError> {
-        let mut users = HashMap::new();
+        let mut users = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line_no = i + 1;
             let line = raw.trim();

@@ -4,6 +4,7 @@
 //! front-end hands it to the registered UA; responses and in-dialog requests (ACK, BYE,
 //! CANCEL) flow back the same way, SDP untouched.
 
+use crate::deadlines::Deadlines;
 use crate::digest::{DigestAuth, Verdict};
 use crate::msg::{self, MsgError, SipMessage, SipMethod, SipRequest, SipResponse};
 use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
@@ -11,7 +12,7 @@ use crate::registration::{Registration, SignedRegistration, normalize_aor};
 use crate::txn::{Peer, SipTransmit, Transactions, Transport, TxEvent, TxKey};
 use overlay::secure::{CallFailure, SigVerifier, Signer};
 use overlay::{NodeId, Time};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,14 +104,12 @@ enum Pending {
         req: SipRequest,
         contact: Option<String>,
         expires_s: u64,
-        deadline: Time,
     },
     Find {
         key: TxKey,
         req: SipRequest,
         /// The AoR looked for (the overlay's answer must be its registration).
         aor: String,
-        deadline: Time,
     },
 }
 
@@ -127,7 +126,8 @@ struct Call {
     invite: SipRequest,
     /// Local in-dialog requests waiting for the far end's response: (CSeq, method) → tx.
     waiting: Vec<(u32, SipMethod, TxKey)>,
-    last: Time,
+    /// Client transactions toward the local UA still open (their entries in `client_of`).
+    clients: Vec<TxKey>,
 }
 
 /// The registrar + proxy core of one peer's front-end.
@@ -138,11 +138,17 @@ pub struct FrontEnd {
     verifier: Arc<dyn SigVerifier>,
     tx: Transactions,
     bindings: BTreeMap<String, Binding>,
-    pending: HashMap<OverlayQuery, Pending>,
-    calls: HashMap<String, Call>,
-    by_ocall: HashMap<OverlayCall, String>,
+    /// When each binding lapses (by AoR).
+    binding_expiry: Deadlines<String>,
+    pending: BTreeMap<OverlayQuery, Pending>,
+    /// When the overlay's answer to each pending query is overdue.
+    pending_expiry: Deadlines<OverlayQuery>,
+    calls: BTreeMap<String, Call>,
+    /// When each call (by Call-ID) has been idle too long: its last traffic + `call_idle`.
+    call_expiry: Deadlines<String>,
+    by_ocall: BTreeMap<OverlayCall, String>,
     /// Client transactions we opened toward a local UA → the call they belong to.
-    client_of: HashMap<TxKey, String>,
+    client_of: BTreeMap<TxKey, String>,
     /// Overlay calls we finished with, to tell the overlay on the next drain.
     ended: Vec<OverlayCall>,
     seq: u64,
@@ -176,10 +182,13 @@ impl FrontEnd {
             verifier,
             tx,
             bindings: BTreeMap::new(),
-            pending: HashMap::new(),
-            calls: HashMap::new(),
-            by_ocall: HashMap::new(),
-            client_of: HashMap::new(),
+            binding_expiry: Deadlines::default(),
+            pending: BTreeMap::new(),
+            pending_expiry: Deadlines::default(),
+            calls: BTreeMap::new(),
+            call_expiry: Deadlines::default(),
+            by_ocall: BTreeMap::new(),
+            client_of: BTreeMap::new(),
             ended: Vec::new(),
             seq: 0,
             next: 1,
@@ -426,7 +435,7 @@ impl FrontEnd {
                 .min(self.cfg.max_expires.as_secs())
         };
         if expires_s == 0 {
-            self.bindings.remove(&aor);
+            self.unbind(&aor);
         } else {
             if !self.bindings.contains_key(&aor) && self.bindings.len() >= self.cfg.max_bindings {
                 self.stats.overloaded += 1;
@@ -435,12 +444,14 @@ impl FrontEnd {
             }
             let contact = contact.clone().unwrap_or_default();
             let ua = contact_peer(&contact, from);
+            let expires = now + Duration::from_secs(expires_s);
+            self.binding_expiry.set(aor.clone(), expires);
             self.bindings.insert(
                 aor.clone(),
                 Binding {
                     contact,
                     ua,
-                    expires: now + Duration::from_secs(expires_s),
+                    expires,
                 },
             );
         }
@@ -459,15 +470,14 @@ impl FrontEnd {
         };
         let signed = record.sign(self.signer.as_ref());
         let q = ov.store_registration(now, signed);
-        let deadline = now + self.cfg.overlay_timeout;
-        self.pending.insert(
+        self.await_overlay(
+            now,
             q,
             Pending::Store {
                 key,
                 req,
                 contact,
                 expires_s,
-                deadline,
             },
         );
     }
@@ -488,16 +498,24 @@ impl FrontEnd {
         }
         let aor = normalize_aor(&user, &self.cfg.domain);
         let q = ov.find_registration(now, &aor);
-        let deadline = now + self.cfg.overlay_timeout;
-        self.pending.insert(
-            q,
-            Pending::Find {
-                key,
-                req,
-                aor,
-                deadline,
-            },
-        );
+        self.await_overlay(now, q, Pending::Find { key, req, aor });
+    }
+
+    /// Wait up to `overlay_timeout` for the overlay's answer to `q`.
+    fn await_overlay(&mut self, now: Time, q: OverlayQuery, p: Pending) {
+        self.pending_expiry.set(q, now + self.cfg.overlay_timeout);
+        self.pending.insert(q, p);
+    }
+
+    /// The overlay's answer to `q` came: stop waiting for it.
+    fn take_pending(&mut self, q: OverlayQuery) -> Option<Pending> {
+        self.pending_expiry.remove(&q);
+        self.pending.remove(&q)
+    }
+
+    fn unbind(&mut self, aor: &str) {
+        self.binding_expiry.remove(&aor.to_owned());
+        self.bindings.remove(aor);
     }
 
     /// An in-dialog request from a local UA (ACK comes through `on_unmatched`).
@@ -507,7 +525,9 @@ impl FrontEnd {
             self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        call.last = now;
+        // Traffic: the call stays until `call_idle` after this.
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
         let ocall = call.ocall;
         if *req.method() == SipMethod::Cancel {
             // CANCEL is hop by hop: answer it here, then cancel on the far side.
@@ -534,7 +554,9 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        call.last = now;
+        // Traffic: the call stays until `call_idle` after this.
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
         let ocall = call.ocall;
         match m {
             // ACK for a 2xx: end to end, no transaction.
@@ -566,7 +588,9 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        call.last = now;
+        // Traffic: the call stays until `call_idle` after this.
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
         let ocall = call.ocall;
         let code = resp.code();
         let method = resp.cseq().map(|c| c.1);
@@ -574,6 +598,7 @@ impl FrontEnd {
         ov.send_in_dialog(now, ocall, resp.to_bytes());
         if code >= 200 {
             self.client_of.remove(&key);
+            call.clients.retain(|k| *k != key);
             match method {
                 Some(SipMethod::Invite) if code >= 300 => self.end_call(&call_id),
                 Some(SipMethod::Bye) => self.end_call(&call_id),
@@ -586,9 +611,10 @@ impl FrontEnd {
         let Some(call_id) = self.client_of.remove(&key) else {
             return;
         };
-        let Some(call) = self.calls.get(&call_id) else {
+        let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
+        call.clients.retain(|k| *k != key);
         // Answer the far end for the UA that did not.
         let is_invite = call.invite_client.as_ref().is_some_and(|(k, _)| *k == key);
         if is_invite && let Ok(r) = call.invite.response(408, "Request Timeout", None) {
@@ -597,12 +623,24 @@ impl FrontEnd {
         }
     }
 
+    /// Client transaction `k` toward the local UA belongs to call `call_id`.
+    fn track_client(&mut self, call_id: &str, k: TxKey) {
+        if let Some(call) = self.calls.get_mut(call_id) {
+            self.client_of.insert(k.clone(), call_id.to_owned());
+            call.clients.push(k);
+        }
+    }
+
     fn end_call(&mut self, call_id: &str) {
         if let Some(c) = self.calls.remove(call_id) {
+            self.call_expiry.remove(&call_id.to_owned());
             self.by_ocall.remove(&c.ocall);
             self.ended.push(c.ocall);
             for (_, _, k) in &c.waiting {
                 self.tx.abandon(k);
+            }
+            for k in &c.clients {
+                self.client_of.remove(k);
             }
         }
     }
@@ -643,7 +681,7 @@ impl FrontEnd {
             contact,
             expires_s,
             ..
-        }) = self.pending.remove(&query)
+        }) = self.take_pending(query)
         else {
             return;
         };
@@ -661,8 +699,8 @@ impl FrontEnd {
             }
             Err(why) => {
                 if let Some(user) = req.to_user() {
-                    self.bindings
-                        .remove(&normalize_aor(&user, &self.cfg.domain));
+                    let aor = normalize_aor(&user, &self.cfg.domain);
+                    self.unbind(&aor);
                 }
                 tracing::info!("registration refused by the overlay: {why}");
                 self.reply(now, &key, &req, 403, "Forbidden");
@@ -677,7 +715,7 @@ impl FrontEnd {
         reg: Option<SignedRegistration>,
         ov: &mut dyn Overlay,
     ) {
-        let Some(Pending::Find { key, req, aor, .. }) = self.pending.remove(&query) else {
+        let Some(Pending::Find { key, req, aor }) = self.take_pending(query) else {
             return;
         };
         let unix = self.unix_ms(now);
@@ -707,6 +745,8 @@ impl FrontEnd {
         self.stats.calls_out += 1;
         let ocall = ov.send_call(now, reg.record.node, fwd.to_bytes());
         self.by_ocall.insert(ocall, call_id.clone());
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
         self.calls.insert(
             call_id,
             Call {
@@ -716,7 +756,7 @@ impl FrontEnd {
                 invite_client: None,
                 invite: req,
                 waiting: Vec::new(),
-                last: now,
+                clients: Vec::new(),
             },
         );
     }
@@ -776,16 +816,18 @@ impl FrontEnd {
         self.stats.calls_in += 1;
         self.client_of.insert(key.clone(), call_id.clone());
         self.by_ocall.insert(ocall, call_id.clone());
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
         self.calls.insert(
             call_id,
             Call {
                 ocall,
                 ua,
                 invite_server: None,
-                invite_client: Some((key, fwd)),
+                invite_client: Some((key.clone(), fwd)),
                 invite: req.clone(),
                 waiting: Vec::new(),
-                last: now,
+                clients: vec![key],
             },
         );
         Ok(())
@@ -802,7 +844,9 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        call.last = now;
+        // Traffic: the call stays until `call_idle` after this.
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
         match m {
             SipMessage::Response(resp) => {
                 let Some((cseq, method)) = resp.cseq() else {
@@ -853,7 +897,7 @@ impl FrontEnd {
                             && let Some(c) = msg::cancel_for(inv)
                             && let Some(k) = self.tx.send_request(now, ua, c)
                         {
-                            self.client_of.insert(k, call_id.clone());
+                            self.track_client(&call_id, k);
                         }
                     }
                     _ => {
@@ -861,7 +905,7 @@ impl FrontEnd {
                         if req.push_via(&via).is_ok()
                             && let Some(k) = self.tx.send_request(now, ua, req)
                         {
-                            self.client_of.insert(k, call_id.clone());
+                            self.track_client(&call_id, k);
                         }
                     }
                 }
@@ -875,17 +919,7 @@ impl FrontEnd {
     /// bindings, idle calls.
     pub fn handle_timeout(&mut self, now: Time, ov: &mut dyn Overlay) {
         self.tx.handle_timeout(now);
-        let overdue: Vec<OverlayQuery> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| match p {
-                Pending::Store { deadline, .. } | Pending::Find { deadline, .. } => {
-                    *deadline <= now
-                }
-            })
-            .map(|(q, _)| *q)
-            .collect();
-        for q in overdue {
+        while let Some(q) = self.pending_expiry.pop_due(now) {
             match self.pending.remove(&q) {
                 Some(Pending::Store { key, req, .. }) => {
                     self.reply(now, &key, &req, 500, "Overlay Store Timed Out")
@@ -896,35 +930,26 @@ impl FrontEnd {
                 None => {}
             }
         }
-        self.bindings.retain(|_, b| b.expires > now);
-        let idle = self.cfg.call_idle;
-        let stale: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.last + idle <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in stale {
+        while let Some(aor) = self.binding_expiry.pop_due(now) {
+            self.bindings.remove(&aor);
+        }
+        while let Some(id) = self.call_expiry.pop_due(now) {
             self.end_call(&id);
         }
-        self.client_of.retain(|_, id| self.calls.contains_key(id));
         self.drain_tx(now, ov);
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let pend = self.pending.values().map(|p| match p {
-            Pending::Store { deadline, .. } | Pending::Find { deadline, .. } => *deadline,
-        });
-        let binds = self.bindings.values().map(|b| b.expires);
-        let calls = self.calls.values().map(|c| c.last + self.cfg.call_idle);
-        self.tx
-            .poll_timeout()
-            .into_iter()
-            .chain(pend)
-            .chain(binds)
-            .chain(calls)
-            .min()
+        [
+            self.tx.poll_timeout(),
+            self.pending_expiry.next(),
+            self.binding_expiry.next(),
+            self.call_expiry.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Next SIP message to send to a UA.
@@ -1012,6 +1037,32 @@ mod tests {
         let later = now + Duration::from_secs(9);
         fe.handle_timeout(later, &mut ov);
         assert_eq!(codes(&mut fe), vec![408, 408]);
+    }
+
+    /// Overlay answers overdue together time out in the order they were asked, the same on
+    /// every run.
+    #[test]
+    fn overdue_lookups_answer_in_arrival_order() {
+        let run = || {
+            let (mut fe, mut ov) = setup(1000);
+            let now = Time::from_millis(1);
+            for n in 0..300u16 {
+                let ua = SocketAddr::from(([127, 0, 0, 1], 20000 + n));
+                fe.handle_datagram(now, ua, &invite(n.into()), &mut ov);
+            }
+            while fe.poll_transmit().is_some() {}
+            fe.handle_timeout(now + Duration::from_secs(9), &mut ov);
+            std::iter::from_fn(|| fe.poll_transmit())
+                .filter_map(|t| match msg::parse_datagram(&t.bytes) {
+                    Ok(SipMessage::Response(r)) if r.code() == 408 => r.call_id(),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let answered = run();
+        let asked: Vec<String> = (0..300).map(|n| format!("c{n}@x")).collect();
+        assert_eq!(answered, asked);
+        assert_eq!(answered, run());
     }
 
     #[test]
@@ -1147,6 +1198,63 @@ mod tests {
         assert_eq!(a[0].0, 401);
         assert!(a[0].1.iter().all(|c| c.contains("stale=true")), "{a:?}");
         assert_eq!(fe.stats().auth_challenged, 5);
+    }
+
+    /// A call ends `call_idle` after its last traffic, not after it began; a binding lapses
+    /// at its expiry, and calls to its AoR are refused from then on.
+    #[test]
+    fn idle_calls_and_lapsed_bindings_expire_on_time() {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), s.public_key());
+        let keys = Arc::new(keys);
+        let net = LoopbackNet::new(keys.clone(), 0);
+        let mut caller = net.join(NodeId(2));
+        let mut ov = net.join(NodeId(1));
+        let cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        let idle = cfg.call_idle;
+        let mut fe = FrontEnd::new(cfg, NodeId(1), Box::new(s), keys);
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let pump = |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, now| {
+            while let Some(ev) = ov.poll_event() {
+                fe.handle_overlay_event(now, ev, ov);
+            }
+        };
+        // bob registers for 300 s; a call for him arrives and goes to his UA.
+        let t0 = Time::from_millis(1);
+        fe.handle_datagram(t0, ua, &register(1, "bob", None), &mut ov);
+        pump(&mut fe, &mut ov, t0);
+        assert_eq!(codes(&mut fe), vec![200]);
+        caller.send_call(t0, NodeId(1), invite(1));
+        pump(&mut fe, &mut ov, t0);
+        assert_eq!(fe.calls(), 1);
+        let forwarded = std::iter::from_fn(|| fe.poll_transmit())
+            .find_map(|t| match msg::parse_datagram(&t.bytes) {
+                Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        // The UA rings 100 s later: the call's idle clock starts again.
+        let t1 = t0 + Duration::from_secs(100);
+        let ringing = forwarded.response(180, "Ringing", Some("u")).unwrap();
+        fe.handle_datagram(t1, ua, &ringing.to_bytes(), &mut ov);
+        fe.handle_timeout(t0 + idle, &mut ov);
+        assert_eq!(fe.calls(), 1, "the call ended counting from its start");
+        assert_eq!(fe.poll_timeout(), Some(t1 + idle));
+        fe.handle_timeout(t1 + idle, &mut ov);
+        assert_eq!(fe.calls(), 0, "the idle call was kept");
+        assert_eq!(
+            net.tracked_call_ends(),
+            0,
+            "the idle call was not ended in the overlay"
+        );
+        // bob's binding lapsed at t0 + 300 s: a new call for him is refused.
+        let t2 = t1 + idle;
+        caller.send_call(t2, NodeId(1), invite(2));
+        pump(&mut fe, &mut ov, t2);
+        assert_eq!(fe.calls(), 0);
+        assert_eq!(fe.stats().calls_in, 1);
+        assert_eq!(fe.poll_timeout(), None);
     }
 
     proptest! {

@@ -2,10 +2,12 @@
 //! phones and tools use the overlay, and a minimal UA for `p2psip call`.
 //!
 //! Sans-IO like the overlay: every type here takes `now` and messages and returns what to
-//! send. The tokio driver for the front-end's UDP and TCP listeners is behind the `tokio`
-//! feature ([`driver`]). SIP parsing and RFC 3261 transactions come from `sipx-sip`, wrapped
-//! behind our own types ([`msg`], [`txn`]).
+//! send. The tokio driver for the front-end's UDP and TCP listeners (module `driver`) is
+//! behind the `tokio` feature, off by default so the protocol logic builds without a
+//! runtime; the runtime crates (`net`, `p2psip`) turn it on. SIP parsing and RFC 3261
+//! transactions come from `sipx-sip`, wrapped behind our own types ([`msg`], [`txn`]).
 
+mod deadlines;
 pub mod digest;
 pub mod frontend;
 pub mod loopback;

@@ -11,7 +11,7 @@ use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{RegistrationStore, SignedRegistration};
 use overlay::secure::{CallFailure, SigVerifier};
 use overlay::{NodeId, Time};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// Most events queued for one front-end (a flood is dropped, not buffered).
@@ -24,10 +24,10 @@ type Waker = Arc<dyn Fn() + Send + Sync>;
 struct Hub {
     store: RegistrationStore,
     verifier: Arc<dyn SigVerifier>,
-    queues: HashMap<NodeId, VecDeque<OverlayEvent>>,
-    wakers: HashMap<NodeId, Waker>,
+    queues: BTreeMap<NodeId, VecDeque<OverlayEvent>>,
+    wakers: BTreeMap<NodeId, Waker>,
     /// handle → (node holding it, the other end's node and handle)
-    ends: HashMap<OverlayCall, (NodeId, NodeId, OverlayCall)>,
+    ends: BTreeMap<OverlayCall, (NodeId, NodeId, OverlayCall)>,
     next: u64,
     unix_offset_ms: u64,
     dropped: u64,
@@ -69,9 +69,9 @@ impl LoopbackNet {
             hub: Arc::new(Mutex::new(Hub {
                 store: RegistrationStore::new(100_000),
                 verifier,
-                queues: HashMap::new(),
-                wakers: HashMap::new(),
-                ends: HashMap::new(),
+                queues: BTreeMap::new(),
+                wakers: BTreeMap::new(),
+                ends: BTreeMap::new(),
                 next: 0,
                 unix_offset_ms,
                 dropped: 0,

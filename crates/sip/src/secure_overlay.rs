@@ -6,19 +6,19 @@ use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{SignedRegistration, aor_key, registration_in_value};
 use overlay::secure::{SecureEvent, SecureNode};
 use overlay::{IdSpace, NodeId, Time};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Maps the front-end's call handles to the node's (caller, caller's handle) pairs.
 #[derive(Debug)]
 pub struct SecureAdapter {
     me: NodeId,
     space: IdSpace,
-    calls: HashMap<OverlayCall, (NodeId, u64)>,
-    by_node: HashMap<(NodeId, u64), OverlayCall>,
+    calls: BTreeMap<OverlayCall, (NodeId, u64)>,
+    by_node: BTreeMap<(NodeId, u64), OverlayCall>,
     /// Fetches in flight: the AoR each looks for (others may share its key).
-    finds: HashMap<OverlayQuery, String>,
+    finds: BTreeMap<OverlayQuery, String>,
     /// Stores in flight (their answers are the front-end's, not the application's).
-    stores: HashSet<OverlayQuery>,
+    stores: BTreeSet<OverlayQuery>,
     next: u64,
 }
 
@@ -28,10 +28,10 @@ impl SecureAdapter {
         SecureAdapter {
             me,
             space,
-            calls: HashMap::new(),
-            by_node: HashMap::new(),
-            finds: HashMap::new(),
-            stores: HashSet::new(),
+            calls: BTreeMap::new(),
+            by_node: BTreeMap::new(),
+            finds: BTreeMap::new(),
+            stores: BTreeSet::new(),
             next: 0,
         }
     }

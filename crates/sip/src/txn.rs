@@ -1,11 +1,13 @@
 //! RFC 3261 transactions driven by `now`: sipx-sip's transaction layer plus the timer table
 //! and the address each transaction talks to, behind our own small event type.
 
+use crate::deadlines::Deadlines;
 use crate::msg::{SipMessage, SipRequest, SipResponse};
 use overlay::Time;
 use sipx_sip::transaction::Dispatch;
 use sipx_sip::{Output, Reliability, Timer, Timers, TransactionKey, TransactionLayer, TuEvent};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 /// How a SIP message travels between a UA and us.
@@ -57,8 +59,86 @@ pub struct SipTransmit {
     pub bytes: Vec<u8>,
 }
 
-/// Handle of one transaction.
-pub type TxKey = TransactionKey;
+/// Handle of one transaction: sipx-sip's key with a total order (field by field), so the
+/// tables keyed by transaction are ordered maps and timers due together fire in the same
+/// order on every run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TxKey(TransactionKey);
+
+impl Ord for TxKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        use TransactionKey::{Legacy, Rfc3261};
+        match (&self.0, &other.0) {
+            (
+                Rfc3261 {
+                    branch,
+                    sent_by,
+                    method,
+                },
+                Rfc3261 {
+                    branch: b,
+                    sent_by: s,
+                    method: m,
+                },
+            ) => (branch, sent_by, method).cmp(&(b, s, m)),
+            (Rfc3261 { .. }, Legacy { .. }) => Ordering::Less,
+            (Legacy { .. }, Rfc3261 { .. }) => Ordering::Greater,
+            (
+                Legacy {
+                    request_uri,
+                    top_via,
+                    from_tag,
+                    to_tag,
+                    call_id,
+                    cseq,
+                    method,
+                },
+                Legacy {
+                    request_uri: u,
+                    top_via: v,
+                    from_tag: f,
+                    to_tag: t,
+                    call_id: c,
+                    cseq: n,
+                    method: m,
+                },
+            ) => (
+                request_uri,
+                top_via,
+                from_tag,
+                to_tag,
+                call_id,
+                cseq,
+                method,
+            )
+                .cmp(&(u, v, f, t, c, n, m)),
+        }
+    }
+}
+
+impl PartialOrd for TxKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A transaction timer with the order of [`Timer::ALL`] (sipx-sip's `Timer` has none), to
+/// key the timer queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TimerSlot(Timer);
+
+impl Ord for TimerSlot {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let rank = |t: Timer| Timer::ALL.iter().position(|x| *x == t);
+        rank(self.0).cmp(&rank(other.0))
+    }
+}
+
+impl PartialOrd for TimerSlot {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// What the transactions hand to their user.
 #[derive(Debug)]
@@ -96,8 +176,9 @@ pub enum TxEvent {
 /// The transactions of one SIP element.
 pub struct Transactions {
     layer: TransactionLayer,
-    timers: HashMap<(TxKey, Timer), Time>,
-    dest: HashMap<TxKey, Peer>,
+    /// Every armed transaction timer, earliest first.
+    timers: Deadlines<(TxKey, TimerSlot)>,
+    dest: BTreeMap<TxKey, Peer>,
     max: usize,
     out: VecDeque<SipTransmit>,
     events: VecDeque<TxEvent>,
@@ -108,8 +189,8 @@ impl Transactions {
     pub fn new(timers: Timers, max: usize) -> Self {
         Transactions {
             layer: TransactionLayer::new(timers),
-            timers: HashMap::new(),
-            dest: HashMap::new(),
+            timers: Deadlines::default(),
+            dest: BTreeMap::new(),
             max,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -139,10 +220,11 @@ impl Transactions {
             .receive(msg.into_sipx(), from.transport.reliability())
         {
             Dispatch::Created { key, outputs } => {
+                let key = TxKey(key);
                 self.dest.insert(key.clone(), from);
                 self.apply(now, &key, outputs, Some(from));
             }
-            Dispatch::Matched { key, outputs } => self.apply(now, &key, outputs, Some(from)),
+            Dispatch::Matched { key, outputs } => self.apply(now, &TxKey(key), outputs, Some(from)),
             Dispatch::Unmatched(m) => self.events.push_back(TxEvent::Unmatched {
                 msg: SipMessage::from_sipx(*m),
                 from,
@@ -157,6 +239,7 @@ impl Transactions {
             return None;
         }
         let (key, outputs) = self.layer.send_request(req.0, to.transport.reliability())?;
+        let key = TxKey(key);
         self.dest.insert(key.clone(), to);
         self.apply(now, &key, outputs, None);
         Some(key)
@@ -164,7 +247,7 @@ impl Transactions {
 
     /// Answer a server transaction.
     pub fn send_response(&mut self, now: Time, key: &TxKey, resp: SipResponse) {
-        let outputs = self.layer.send_response(key, resp.0);
+        let outputs = self.layer.send_response(&key.0, resp.0);
         self.apply(now, key, outputs, None);
     }
 
@@ -175,7 +258,7 @@ impl Transactions {
 
     /// Forget a server transaction its user will not answer.
     pub fn abandon(&mut self, key: &TxKey) {
-        self.layer.abandon(key);
+        self.layer.abandon(&key.0);
         self.forget(key);
     }
 
@@ -187,7 +270,7 @@ impl Transactions {
     fn forget(&mut self, key: &TxKey) {
         self.dest.remove(key);
         for t in Timer::ALL {
-            self.timers.remove(&(key.clone(), t));
+            self.timers.remove(&(key.clone(), TimerSlot(t)));
         }
     }
 
@@ -202,10 +285,11 @@ impl Transactions {
                     }
                 }
                 Output::SetTimer { timer, after } => {
-                    self.timers.insert((key.clone(), timer), now + after);
+                    self.timers
+                        .set((key.clone(), TimerSlot(timer)), now + after);
                 }
                 Output::ClearTimer(timer) => {
-                    self.timers.remove(&(key.clone(), timer));
+                    self.timers.remove(&(key.clone(), TimerSlot(timer)));
                 }
                 Output::ToTu(ev) => match *ev {
                     TuEvent::Request(r) => {
@@ -239,29 +323,25 @@ impl Transactions {
             }
         }
         // The layer drops terminated transactions itself; drop our side too.
-        if self.layer.client_state(key).is_none() && self.layer.server_state(key).is_none() {
+        if self.layer.client_state(&key.0).is_none() && self.layer.server_state(&key.0).is_none() {
             self.forget(key);
         }
     }
 
-    /// Fire the timers due at `now`.
+    /// Fire the timers due at `now`, earliest first (ties in transaction order). Only those
+    /// armed before the call: a timer a firing one arms for `now` waits for the next call.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<(TxKey, Timer)> = self
-            .timers
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for (key, timer) in due {
-            self.timers.remove(&(key.clone(), timer));
-            let outputs = self.layer.on_timer(&key, timer);
+        let due: Vec<(TxKey, TimerSlot)> =
+            std::iter::from_fn(|| self.timers.pop_due(now)).collect();
+        for (key, TimerSlot(timer)) in due {
+            let outputs = self.layer.on_timer(&key.0, timer);
             self.apply(now, &key, outputs, None);
         }
     }
 
     /// Earliest timer.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.values().min().copied()
+        self.timers.next()
     }
 
     /// Next message to send.
@@ -308,5 +388,50 @@ mod tests {
         assert!(tx.send_request(now, to, req(3)).is_none());
         assert_eq!(tx.len(), 2);
         assert_eq!(std::iter::from_fn(|| tx.poll_transmit()).count(), 2);
+    }
+
+    /// Timers due together fire in the same order on every run, whatever order the
+    /// transactions were opened in.
+    #[test]
+    fn due_timers_fire_in_one_order() {
+        let to = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5170".parse().unwrap(),
+        };
+        let req = |n: u32| {
+            let via = format!("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-d{n}");
+            build_request(RequestParts {
+                method: SipMethod::Options,
+                uri: "sip:bob@127.0.0.1:5170",
+                via: &via,
+                from: "<sip:alice@p2psip.test>;tag=a",
+                to: "<sip:bob@p2psip.test>",
+                call_id: &format!("d{n}@x"),
+                cseq: 1,
+                contact: None,
+                sdp: None,
+            })
+            .unwrap()
+        };
+        let run = |order: &[u32]| {
+            let mut tx = Transactions::new(Timers::default(), 1000);
+            let start = Time::from_millis(1);
+            for &n in order {
+                assert!(tx.send_request(start, to, req(n)).is_some());
+            }
+            while tx.poll_transmit().is_some() {}
+            // Every Timer E is due at once: the retransmissions come out in one batch.
+            let t = tx.poll_timeout().unwrap();
+            tx.handle_timeout(t);
+            std::iter::from_fn(|| tx.poll_transmit())
+                .map(|t| t.bytes)
+                .collect::<Vec<_>>()
+        };
+        let forward: Vec<u32> = (0..300).collect();
+        let backward: Vec<u32> = (0..300).rev().collect();
+        let first = run(&forward);
+        assert_eq!(first.len(), 300);
+        assert_eq!(first, run(&forward));
+        assert_eq!(first, run(&backward));
     }
 }

@@ -6,7 +6,7 @@
 use crate::msg::{self, RequestParts, SipMessage, SipMethod, SipRequest, SipResponse};
 use crate::txn::{Peer, SipTransmit, Transactions, TxEvent, TxKey};
 use overlay::Time;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Who the UA is and where it sends.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ struct Dialog {
 pub struct UserAgent {
     cfg: UaConfig,
     tx: Transactions,
-    dialogs: HashMap<String, Dialog>,
+    dialogs: BTreeMap<String, Dialog>,
     reg_key: Option<TxKey>,
     events: VecDeque<UaEvent>,
     next: u64,
@@ -113,7 +113,7 @@ impl UserAgent {
         UserAgent {
             cfg,
             tx,
-            dialogs: HashMap::new(),
+            dialogs: BTreeMap::new(),
             reg_key: None,
             events: VecDeque::new(),
             next: seed << 20,

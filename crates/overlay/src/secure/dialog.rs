@@ -4,12 +4,12 @@
 //! other for a bounded number of calls.
 
 use crate::{Contact, NodeId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// The two ends of calls that rang, oldest first; bounded.
 #[derive(Debug, Default)]
 pub(super) struct Dialogs {
-    peers: HashMap<(NodeId, u64), Contact>,
+    peers: BTreeMap<(NodeId, u64), Contact>,
     order: VecDeque<(NodeId, u64)>,
 }
 

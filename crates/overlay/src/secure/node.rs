@@ -14,7 +14,7 @@ use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainI
 use crate::{ChordNode, Contact, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -77,8 +77,8 @@ pub struct SecureNode {
     collecting: Vec<Collection>,
     /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
     seen: VecDeque<(NodeId, u64, u8, u64)>,
-    /// The same keys, for constant-time duplicate checks.
-    seen_set: HashSet<(NodeId, u64, u8)>,
+    /// The same keys, for duplicate checks without scanning `seen`.
+    seen_set: BTreeSet<(NodeId, u64, u8)>,
     cache: ContactCache,
     dialogs: Dialogs,
     dialog_refused: u64,
@@ -124,7 +124,7 @@ impl SecureNode {
             held: Vec::new(),
             collecting: Vec::new(),
             seen: VecDeque::new(),
-            seen_set: HashSet::new(),
+            seen_set: BTreeSet::new(),
             cache,
             dialogs: Dialogs::default(),
             dialog_refused: 0,

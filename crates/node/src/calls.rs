@@ -1,42 +1,39 @@
-//! Calls a `p2psip peer` places and answers itself (paper Figures 3–4), as real SIP
-//! messages: the caller's INVITE travels the secure call flow (CSP, PingRequest multicast,
-//! SOS-ranked route) and the overlay's Ringing comes back; then the callee's `180 Ringing`
-//! and `200 OK`, the caller's `ACK` and `BYE`, and the `200 OK` to the BYE go straight
-//! between the two peers as in-dialog messages over their TLS link
-//! ([`overlay::secure::SecureNode::send_dialog`]). The callee answers every call at once
-//! (an automatic user agent); a peer with a SIP front-end hands calls to its phones instead.
+//! Calls a `p2psip peer` places and answers itself (paper Figures 3–4). The SIP is the
+//! peer core's own user agent ([`sip::PeerCore::place_call`]): its INVITE travels the secure
+//! call flow (CSP, PingRequest multicast, SOS-ranked route) and the overlay's Ringing comes
+//! back; the callee's `180 Ringing` and `200 OK`, the caller's `ACK` and `BYE`, and the
+//! `200 OK` to the BYE go straight between the two peers as dialog messages over their TLS
+//! link. The callee's user agent answers at once, or, with ICE, once this module has
+//! gathered candidates for the answer. A peer with a SIP front-end hands calls to its phones
+//! instead.
 
 use crate::output::say;
 use net::Handle;
-use overlay::secure::SecureEvent;
-use overlay::{Contact, NodeId};
+use overlay::NodeId;
+use overlay::secure::{CallFailure, SecureEvent};
 use serde::Serialize;
-use sip::PeerCore;
-use sip::msg::{RequestParts, SipMethod, build_request, parse_frame};
-use sip::{SipMessage, SipRequest};
+use sip::ua::UaEvent;
+use sip::{CallEvent, PeerCore};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-/// Domain of the SIP URIs peers use among themselves (Node-IDs as user parts).
-const DOMAIN: &str = "p2psip.invalid";
 /// Calls placed through the control endpoint at once.
 pub(crate) const MAX_OUTGOING: usize = 256;
 /// Chord lookups through the control endpoint at once.
 pub(crate) const MAX_LOOKUPS: usize = 256;
-/// Incoming calls answered at once off the event loop (ICE gathering takes seconds);
-/// beyond this many the event loop answers inline, which slows the intake instead.
-pub(crate) const MAX_ANSWERING: usize = 64;
-/// Answered calls remembered (for their ACK and BYE).
-const MAX_ANSWERED: usize = 4096;
+/// Incoming calls whose ICE answer is being prepared at once; beyond it calls are answered
+/// without ICE.
+const MAX_ANSWERING: usize = 64;
 /// Finished calls kept for `/status`.
 const HISTORY: usize = 64;
 /// How long the caller's ICE session keeps answering checks after the call.
 const ICE_LINGER: Duration = Duration::from_secs(5);
-/// In-dialog messages queued per outgoing call.
-const SINK: usize = 16;
+/// Progress reports queued per outgoing call.
+const SINK: usize = 32;
 
 /// Lock `m`; a poisoned lock still gives its data, so the peer keeps serving.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,14 +53,16 @@ pub struct HistoryEntry {
     pub result: String,
 }
 
+/// What an outgoing call hears while it runs.
 #[derive(Debug)]
-struct Answered {
-    call_id: String,
-    to_tag: String,
+pub(crate) enum Progress {
+    /// The overlay's answer to the INVITE: Ringing (with the route) or failure.
+    Overlay(SecureEvent),
+    /// The user agent's view of the dialog.
+    Ua(UaEvent),
+    /// A SIP message went out or came in (its first line).
+    Sip { sent: bool, line: String },
 }
-
-/// Calls answered here, by (caller, caller's handle), and their order (oldest first).
-type AnsweredCalls = (HashMap<(NodeId, u64), Answered>, VecDeque<(NodeId, u64)>);
 
 /// State shared by the control endpoint and the event loop of one peer.
 #[derive(Default)]
@@ -72,21 +71,28 @@ pub(crate) struct Shared {
     pub db: crate::db::Db,
     /// Lookups in flight: Chord lookup handle → who waits.
     pub lookups: Mutex<HashMap<u64, oneshot::Sender<overlay::Event>>>,
-    /// Outgoing calls: the secure node's call handle → where their in-dialog messages go.
-    sinks: Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>,
-    answered: Mutex<AnsweredCalls>,
+    /// Outgoing calls: the secure node's call handle and the Call-ID → where their progress
+    /// goes.
+    sinks: Mutex<Sinks>,
     history: Mutex<VecDeque<HistoryEntry>>,
-    /// Incoming calls being answered off the event loop.
-    pub answering: std::sync::atomic::AtomicUsize,
+    /// Incoming calls whose ICE answer is being prepared.
+    answering: AtomicUsize,
     /// Calls answered here.
-    pub answered_total: std::sync::atomic::AtomicU64,
+    pub answered_total: AtomicU64,
     /// Calls placed here that completed (200 OK to INVITE and to BYE).
-    pub completed_total: std::sync::atomic::AtomicU64,
+    pub completed_total: AtomicU64,
     /// Calls placed here that failed.
-    pub failed_total: std::sync::atomic::AtomicU64,
+    pub failed_total: AtomicU64,
     /// Run ICE for each call (candidates in the SDP of the INVITE and the 200 OK), with
     /// these options (`controlling` is set per side); `None`: no ICE.
     pub ice: Option<nat::IceOptions>,
+}
+
+/// Where the progress of each outgoing call goes, by the node's handle and by Call-ID.
+#[derive(Default)]
+struct Sinks {
+    by_handle: HashMap<u64, mpsc::Sender<Progress>>,
+    by_call: HashMap<String, u64>,
 }
 
 impl Shared {
@@ -109,6 +115,24 @@ impl Shared {
     /// Recent calls, oldest first.
     pub(crate) fn history(&self) -> Vec<HistoryEntry> {
         lock(&self.history).iter().cloned().collect()
+    }
+
+    fn progress(&self, handle: u64, p: Progress) {
+        if let Some(tx) = lock(&self.sinks).by_handle.get(&handle)
+            && tx.try_send(p).is_err()
+        {
+            warn!(
+                call = handle,
+                "call progress dropped: the call's queue is full"
+            );
+        }
+    }
+
+    /// The overlay's Ringing or failure for a call placed here, to its waiting [`place`].
+    pub(crate) fn on_overlay_answer(&self, ev: SecureEvent) {
+        if let SecureEvent::CallRinging { call, .. } | SecureEvent::CallFailed { call, .. } = ev {
+            self.progress(call, Progress::Overlay(ev));
+        }
     }
 }
 
@@ -158,58 +182,12 @@ pub struct CallReport {
     pub ice: Option<String>,
 }
 
-fn rand_hex() -> String {
-    let mut b = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    format!("{:016x}", u64::from_be_bytes(b))
-}
-
-fn sdp(me: NodeId, host: std::net::IpAddr) -> Vec<u8> {
-    format!(
-        "v=0\r\no={me} 1 1 IN IP4 {host}\r\ns=p2psip\r\nc=IN IP4 {host}\r\nt=0 0\r\n\
-         m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-    )
-    .into_bytes()
-}
-
-fn first_line(b: &[u8]) -> String {
-    let end = b
-        .iter()
-        .position(|c| *c == b'\r')
-        .unwrap_or(b.len())
-        .min(120);
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Send in-dialog messages of call (`caller`, `call`) in order, then optionally forget it.
-async fn send_dialog(
-    h: &Handle<PeerCore>,
-    caller: NodeId,
-    call: u64,
-    bodies: Vec<Vec<u8>>,
-    end: bool,
-) -> bool {
-    h.call(move |n, now| {
-        let n = n.node_at(now);
-        let mut ok = true;
-        for b in bodies {
-            ok &= n.send_dialog(caller, call, b);
-        }
-        if end {
-            n.end_dialog(caller, call);
-        }
-        ok
-    })
-    .await
-    .unwrap_or(false)
-}
-
 /// Place a call from this peer to `to` and run it to its end: INVITE, wait for Ringing,
-/// 180 and 200, send ACK, hold, BYE, wait for its 200.
+/// 180 and 200 (the user agent ACKs), hold, BYE, wait for its 200.
 pub(crate) async fn place(
     h: &Handle<PeerCore>,
     shared: &Arc<Shared>,
@@ -219,24 +197,12 @@ pub(crate) async fn place(
     dialog_timeout: Duration,
 ) -> CallReport {
     let me = h.contact();
-    let host = h.local_addr();
-    let call_id = format!("{}-{}@{DOMAIN}", rand_hex(), me.id);
-    let from_tag = rand_hex();
-    let from = format!("<sip:{}@{DOMAIN}>;tag={from_tag}", me.id);
-    let to_uri = aor.clone().unwrap_or_else(|| format!("sip:{to}@{DOMAIN}"));
     let mut report = CallReport {
         from: me.id.to_string(),
         to: to.to_string(),
-        aor,
-        call_id: call_id.clone(),
+        aor: aor.clone(),
         ..CallReport::default()
     };
-    let fail = |mut r: CallReport, why: String| {
-        r.result = "failed".into();
-        r.reason = Some(why);
-        r
-    };
-    let via = |branch: &str| format!("SIP/2.0/TLS {host};branch=z9hG4bK{branch}");
     let mut ice = match &shared.ice {
         Some(o) => {
             let opts = nat::IceOptions {
@@ -254,98 +220,49 @@ pub(crate) async fn place(
         }
         None => None,
     };
-    let mut offer = sdp(me.id, host.ip());
-    if let Some(s) = &ice {
-        offer.extend_from_slice(s.local_description().to_sdp().as_bytes());
+    if lock(&shared.sinks).by_handle.len() >= MAX_OUTGOING {
+        return failed(report, "too many calls in flight on this peer".into());
     }
-    let invite = match build_request(RequestParts {
-        method: SipMethod::Invite,
-        uri: &to_uri,
-        via: &via(&rand_hex()),
-        from: &from,
-        to: &format!("<{to_uri}>"),
-        call_id: &call_id,
-        cseq: 1,
-        contact: Some(&format!("<sip:{}@{host};transport=tls>", me.id)),
-        sdp: Some(&offer),
-    }) {
-        Ok(r) => r.to_bytes(),
-        Err(e) => return fail(report, format!("building the INVITE: {e}")),
-    };
-    report.sip.push(format!("> {}", first_line(&invite)));
-
     let (tx, mut rx) = mpsc::channel(SINK);
-    if lock(&shared.sinks).len() >= MAX_OUTGOING {
-        return fail(report, "too many calls in flight on this peer".into());
-    }
+    let local_description = ice.as_ref().map(|s| s.local_description().to_sdp());
     let sinks = shared.clone();
     let t0 = Instant::now();
     // The sink is registered inside the loop, before any answer can be dispatched.
-    let ev = h
-        .request(move |n, now| {
-            let n = n.node_at(now);
-            let id = n.call(now, to, invite.clone());
-            crate::db::call_placed(&sinks.db, now, id, &invite);
-            lock(&sinks.sinks).insert(id, tx);
-            id
+    let placed = h
+        .call(move |core, now| {
+            let mut offer = core.plain_sdp();
+            if let Some(d) = &local_description {
+                offer.extend_from_slice(d.as_bytes());
+            }
+            let (call, handle) = core.place_call(now, to, aor.as_deref(), &offer)?;
+            crate::db::call_placed(&sinks.db, now, handle, &call);
+            let mut s = lock(&sinks.sinks);
+            s.by_handle.insert(handle, tx);
+            s.by_call.insert(call.clone(), handle);
+            Ok::<_, sip::CallError>((call, handle))
         })
         .await;
-    let ev = ev.map(<PeerCore as net::SecureCore>::split);
-    if let Ok(Ok(ev)) = &ev {
-        let (db, ev) = (shared.db.clone(), ev.clone());
-        let _ = h
-            .call(move |_, now| crate::db::on_event(&db, now, &ev))
-            .await;
-    }
-    let call = match ev {
-        Ok(Ok(SecureEvent::CallRinging {
-            call,
-            setup,
-            route,
-            cached,
-            ..
-        })) => {
-            report.srd_ms = Some(ms(setup));
-            report.hops = route.len();
-            report.route = route.iter().map(|n| n.to_string()).collect();
-            report.cached = cached;
-            report.result = "ringing".into();
-            call
-        }
-        Ok(Ok(SecureEvent::CallFailed { call, reason, .. })) => {
-            lock(&shared.sinks).remove(&call);
-            shared
-                .failed_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let r = fail(report, format!("{reason:?}"));
-            shared.remember(HistoryEntry {
-                direction: "out",
-                peer: to.to_string(),
-                call_id,
-                result: format!("failed: {reason:?}"),
-            });
-            return r;
-        }
-        Ok(Ok(other)) => return fail(report, format!("unexpected answer {other:?}")),
-        Ok(Err(other)) => return fail(report, format!("unexpected answer {other:?}")),
-        Err(e) => return fail(report, e.to_string()),
+    let (call, handle) = match placed {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return failed(report, e.to_string()),
+        Err(e) => return failed(report, e.to_string()),
     };
-    let outcome = dialog(
+    report.call_id = call.clone();
+    let outcome = follow(
         h,
         &mut rx,
         &mut report,
-        (me, &from),
-        to,
-        call,
+        &call,
         (hold, dialog_timeout),
         t0,
         &mut ice,
     )
     .await;
-    lock(&shared.sinks).remove(&call);
-    let _ = h
-        .call(move |n, now| n.node_at(now).end_dialog(me.id, call))
-        .await;
+    {
+        let mut s = lock(&shared.sinks);
+        s.by_handle.remove(&handle);
+        s.by_call.remove(&call);
+    }
     if let Some(s) = ice {
         // The callee may still be checking (its pair is valid only once our answers to its
         // checks arrive): keep answering for a while, as a media session would.
@@ -357,15 +274,14 @@ pub(crate) async fn place(
     match outcome {
         Ok(()) => {
             report.result = "completed".into();
-            shared
-                .completed_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.completed_total.fetch_add(1, Ordering::Relaxed);
         }
         Err(why) => {
+            if report.result.is_empty() {
+                report.result = "failed".into();
+            }
             report.reason = Some(why);
-            shared
-                .failed_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.failed_total.fetch_add(1, Ordering::Relaxed);
         }
     }
     shared.remember(HistoryEntry {
@@ -377,78 +293,106 @@ pub(crate) async fn place(
     report
 }
 
-/// After Ringing: the callee's responses, our ACK and BYE.
-#[allow(clippy::too_many_arguments)]
-async fn dialog(
+fn failed(mut r: CallReport, why: String) -> CallReport {
+    r.result = "failed".into();
+    r.reason = Some(why);
+    r
+}
+
+/// Follow a placed call: the overlay's Ringing (route, SRD), the callee's answer, ICE,
+/// hold, BYE and its answer.
+async fn follow(
     h: &Handle<PeerCore>,
-    rx: &mut mpsc::Receiver<Vec<u8>>,
+    rx: &mut mpsc::Receiver<Progress>,
     report: &mut CallReport,
-    (me, from): (Contact, &str),
-    to: NodeId,
-    call: u64,
+    call: &str,
     (hold, wait): (Duration, Duration),
     t0: Instant,
     ice: &mut Option<nat::IceSession>,
 ) -> Result<(), String> {
-    let host = h.local_addr();
-    let deadline = tokio::time::Instant::now() + wait;
-    // 1. The callee's provisional and final responses to the INVITE.
-    let ok = loop {
-        let resp = next_response(rx, deadline, report).await?;
-        match (resp.code(), resp.cseq()) {
-            (100..=199, _) => {}
-            (200..=299, Some((1, SipMethod::Invite))) => break resp,
-            (code, _) => return Err(format!("callee answered {code}")),
+    // 1. Ringing from the overlay, then the callee's answer.
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let answer = loop {
+        match next(rx, deadline, report).await? {
+            Progress::Overlay(SecureEvent::CallRinging {
+                setup,
+                route,
+                cached,
+                ..
+            }) => {
+                report.srd_ms = Some(ms(setup));
+                report.hops = route.len();
+                report.route = route.iter().map(|n| n.to_string()).collect();
+                report.cached = cached;
+                report.result = "ringing".into();
+                deadline = tokio::time::Instant::now() + wait;
+            }
+            Progress::Overlay(SecureEvent::CallFailed { reason, .. }) => {
+                return Err(failure_text(reason));
+            }
+            Progress::Ua(UaEvent::Answered { sdp, .. }) => break sdp,
+            Progress::Ua(UaEvent::Failed { code, .. }) => {
+                return Err(format!("callee answered {code}"));
+            }
+            _ => {}
         }
     };
     report.answer_ms = Some(ms(t0.elapsed()));
-    let to_header = match ok.to_tag() {
-        Some(t) => format!("<sip:{to}@{DOMAIN}>;tag={t}"),
-        None => return Err("200 OK without a To tag".into()),
-    };
-    let target = ok
-        .contact_uri()
-        .unwrap_or_else(|| format!("sip:{to}@{DOMAIN}"));
-    let req = |method: SipMethod, cseq: u32| {
-        build_request(RequestParts {
-            method,
-            uri: &target,
-            via: &format!("SIP/2.0/TLS {host};branch=z9hG4bK{}", rand_hex()),
-            from,
-            to: &to_header,
-            call_id: &report.call_id,
-            cseq,
-            contact: None,
-            sdp: None,
-        })
-        .map(|r| r.to_bytes())
-        .map_err(|e| format!("building the request: {e}"))
-    };
-    // 2. ACK, hold, BYE.
-    let ack = req(SipMethod::Ack, 1)?;
-    let bye = req(SipMethod::Bye, 2)?;
-    report.sip.push(format!("> {}", first_line(&ack)));
-    if !send_dialog(h, me.id, call, vec![ack], false).await {
-        return Err("the callee's link is gone (ACK not sent)".into());
-    }
     if let Some(s) = ice.as_mut() {
-        report.ice = Some(run_ice(s, ice_of(ok.body()), to).await);
+        let other = report.to.clone();
+        report.ice = Some(run_ice(s, ice_of(&answer), &other).await);
     }
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
     }
-    report.sip.push(format!("> {}", first_line(&bye)));
-    if !send_dialog(h, me.id, call, vec![bye], false).await {
-        return Err("the callee's link is gone (BYE not sent)".into());
+    // 2. BYE and its answer.
+    let bye = call.to_owned();
+    match h.call(move |core, now| core.hang_up(now, &bye)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("cannot hang up: {e}")),
+        Err(e) => return Err(e.to_string()),
     }
-    // 3. The 200 OK to the BYE.
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let resp = next_response(rx, deadline, report).await?;
-        match (resp.code(), resp.cseq()) {
-            (200..=299, Some((2, SipMethod::Bye))) => return Ok(()),
-            (200..=299, Some((1, SipMethod::Invite))) => {} // a retransmitted 200
-            (code, _) => return Err(format!("callee answered the BYE with {code}")),
+        match next(rx, deadline, report).await? {
+            Progress::Ua(UaEvent::Ended { .. }) => return Ok(()),
+            Progress::Ua(UaEvent::Failed { code, .. }) => {
+                return Err(format!("callee answered the BYE with {code}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn failure_text(reason: CallFailure) -> String {
+    format!("{reason:?}")
+}
+
+/// The next progress report of a call, recording SIP lines on the way.
+async fn next(
+    rx: &mut mpsc::Receiver<Progress>,
+    deadline: tokio::time::Instant,
+    report: &mut CallReport,
+) -> Result<Progress, String> {
+    loop {
+        let p = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err("the call's progress queue closed".into()),
+            Err(_) => {
+                return Err(if report.result == "ringing" {
+                    "no answer from the callee in the dialog".into()
+                } else {
+                    "no answer from the overlay".into()
+                });
+            }
+        };
+        match p {
+            Progress::Sip { sent, line } => {
+                report
+                    .sip
+                    .push(format!("{} {line}", if sent { ">" } else { "<" }));
+            }
+            other => return Ok(other),
         }
     }
 }
@@ -463,7 +407,7 @@ fn ice_of(sdp: &[u8]) -> Option<nat::IceDescription> {
 async fn run_ice(
     s: &mut nat::IceSession,
     remote: Option<nat::IceDescription>,
-    other: NodeId,
+    other: &str,
 ) -> String {
     let Some(remote) = remote else {
         warn!(peer = %other, "no ICE attributes in the SDP: no ICE");
@@ -481,190 +425,113 @@ async fn run_ice(
     }
 }
 
-async fn next_response(
-    rx: &mut mpsc::Receiver<Vec<u8>>,
-    deadline: tokio::time::Instant,
-    report: &mut CallReport,
-) -> Result<sip::SipResponse, String> {
-    loop {
-        let body = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err("the call's message queue closed".into()),
-            Err(_) => return Err("no answer from the callee in the dialog".into()),
-        };
-        report.sip.push(format!("< {}", first_line(&body)));
-        match parse_frame(&body) {
-            Ok(SipMessage::Response(r)) => return Ok(r),
-            Ok(SipMessage::Request(r)) => warn!(method = %r, "unexpected request from the callee"),
-            Err(e) => warn!("unparsable SIP from the callee: {e}"),
+/// What the peer's own user agent reports: progress of calls placed here, and the calls it
+/// answers (with ICE, the answer is prepared here).
+pub(crate) async fn on_call_event(h: &Handle<PeerCore>, shared: &Arc<Shared>, ev: CallEvent) {
+    match ev {
+        CallEvent::Sip { call, sent, line } => {
+            let handle = lock(&shared.sinks).by_call.get(&call).copied();
+            if let Some(handle) = handle {
+                shared.progress(handle, Progress::Sip { sent, line });
+            }
+        }
+        CallEvent::Ua { peer, event } => {
+            let call = match &event {
+                UaEvent::Ringing { call }
+                | UaEvent::Answered { call, .. }
+                | UaEvent::Failed { call, .. }
+                | UaEvent::Incoming { call, .. }
+                | UaEvent::Ended { call } => call.clone(),
+                UaEvent::Registered { .. } => return,
+            };
+            let handle = lock(&shared.sinks).by_call.get(&call).copied();
+            if let Some(handle) = handle {
+                shared.progress(handle, Progress::Ua(event));
+                return;
+            }
+            // A call answered here.
+            match event {
+                UaEvent::Incoming { sdp, .. } => {
+                    info!(caller = %peer, %call, "incoming call: answering");
+                    say(format_args!("incoming call from {peer} Call-ID {call}"));
+                    shared.answered_total.fetch_add(1, Ordering::Relaxed);
+                    if shared.ice.is_some() {
+                        answer_with_ice(h, shared, peer, call, sdp);
+                    }
+                }
+                UaEvent::Ended { .. } => {
+                    info!(caller = %peer, %call, "call ended (BYE)");
+                    say(format_args!("call ended from {peer} Call-ID {call}"));
+                    shared.remember(HistoryEntry {
+                        direction: "in",
+                        peer: peer.to_string(),
+                        call_id: call,
+                        result: "ended".into(),
+                    });
+                }
+                _ => {}
+            }
         }
     }
 }
 
-/// An in-dialog message for an outgoing call: to its waiting [`place`]. Gives it back when
-/// the call is not one of ours (the SIP front-end's).
-pub(crate) fn on_outgoing_dialog(shared: &Shared, call: u64, body: Vec<u8>) -> Option<Vec<u8>> {
-    let sinks = lock(&shared.sinks);
-    let Some(tx) = sinks.get(&call) else {
-        return Some(body);
-    };
-    if tx.try_send(body).is_err() {
-        warn!(call, "in-dialog message dropped: the call's queue is full");
-    }
-    None
-}
-
-/// A call for us: answer it at once (180 Ringing, 200 OK with an SDP answer).
-pub(crate) async fn answer(
+/// Gather ICE candidates for an incoming call and answer with them (off the event loop:
+/// gathering takes seconds); the checks then run while the caller runs its own.
+fn answer_with_ice(
     h: &Handle<PeerCore>,
-    shared: &Shared,
-    caller: Contact,
-    call: u64,
-    invite: Vec<u8>,
+    shared: &Arc<Shared>,
+    caller: NodeId,
+    call: String,
+    offer: Vec<u8>,
 ) {
-    let req = match parse_frame(&invite) {
-        Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => r,
-        Ok(_) | Err(_) => {
-            warn!(caller = %caller.id, "incoming call without a valid SIP INVITE: refused");
-            let _ = h
-                .call(move |n, now| n.node_at(now).end_dialog(caller.id, call))
-                .await;
-            return;
-        }
+    let Some(o) = shared.ice.clone() else {
+        return;
     };
-    let call_id = req.call_id().unwrap_or_default();
-    let to_tag = rand_hex();
-    let me = h.contact().id;
-    let host = h.local_addr();
-    // ICE: when we run it and the caller offered candidates, answer with ours.
-    let mut ice = None;
-    if let Some(o) = &shared.ice
-        && let Some(remote) = ice_of(req.body())
-    {
+    let remote = ice_of(&offer);
+    if shared.answering.fetch_add(1, Ordering::Relaxed) >= MAX_ANSWERING || remote.is_none() {
+        shared.answering.fetch_sub(1, Ordering::Relaxed);
+        let h = h.clone();
+        tokio::spawn(async move {
+            let _ = h
+                .call(move |core, now| {
+                    let sdp = core.plain_sdp();
+                    core.answer_call(now, &call, sdp);
+                })
+                .await;
+        });
+        return;
+    }
+    let (h, shared) = (h.clone(), shared.clone());
+    tokio::spawn(async move {
         let opts = nat::IceOptions {
             controlling: false,
             ..o.clone()
         };
-        match nat::IceSession::gather(opts).await {
-            Ok(s) => ice = Some((s, remote, o.connect_timeout)),
+        let session = match nat::IceSession::gather(opts).await {
+            Ok(s) => Some(s),
             Err(e) => {
-                warn!(caller = %caller.id, "ICE gathering failed ({e}): answering without ICE")
+                warn!(%caller, "ICE gathering failed ({e}): answering without ICE");
+                None
             }
+        };
+        let description = session.as_ref().map(|s| s.local_description().to_sdp());
+        let id = call.clone();
+        let _ = h
+            .call(move |core, now| {
+                let mut sdp = core.plain_sdp();
+                if let Some(d) = &description {
+                    sdp.extend_from_slice(d.as_bytes());
+                }
+                core.answer_call(now, &id, sdp);
+            })
+            .await;
+        shared.answering.fetch_sub(1, Ordering::Relaxed);
+        if let Some(mut s) = session {
+            let r = run_ice(&mut s, remote, &caller.to_string()).await;
+            say(format_args!("ice {r} (call from {caller} Call-ID {call})"));
+            tokio::time::sleep(o.connect_timeout).await;
         }
-    }
-    let mut answer_sdp = sdp(me, host.ip());
-    if let Some((s, _, _)) = &ice {
-        answer_sdp.extend_from_slice(s.local_description().to_sdp().as_bytes());
-    }
-    let responses = (|| -> Result<Vec<Vec<u8>>, sip::MsgError> {
-        let ringing = req.response(180, "Ringing", Some(&to_tag))?;
-        let mut ok = req.response(200, "OK", Some(&to_tag))?;
-        ok.push_header("Contact", &format!("<sip:{me}@{host};transport=tls>"))?;
-        ok.set_body("application/sdp", answer_sdp)?;
-        Ok(vec![ringing.to_bytes(), ok.to_bytes()])
-    })();
-    let responses = match responses {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(caller = %caller.id, "cannot answer the INVITE: {e}");
-            let _ = h
-                .call(move |n, now| n.node_at(now).end_dialog(caller.id, call))
-                .await;
-            return;
-        }
-    };
-    info!(caller = %caller.id, %call_id, "incoming call: answering (180 Ringing, 200 OK)");
-    say(format_args!(
-        "incoming call from {} Call-ID {call_id}",
-        caller.id
-    ));
-    {
-        let mut g = lock(&shared.answered);
-        let (map, order) = &mut *g;
-        if map.len() >= MAX_ANSWERED
-            && let Some(old) = order.pop_front()
-        {
-            map.remove(&old);
-        }
-        map.insert(
-            (caller.id, call),
-            Answered {
-                call_id: call_id.clone(),
-                to_tag,
-            },
-        );
-        order.push_back((caller.id, call));
-    }
-    shared
-        .answered_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    send_dialog(h, caller.id, call, responses, false).await;
-    if let Some((mut s, remote, keep)) = ice {
-        // Checks run while the caller runs its own; the session then stays a while to keep
-        // answering the caller's checks.
-        let caller = caller.id;
-        tokio::spawn(async move {
-            let r = run_ice(&mut s, Some(remote), caller).await;
-            say(format_args!(
-                "ice {r} (call from {caller} Call-ID {call_id})"
-            ));
-            tokio::time::sleep(keep).await;
-        });
-    }
-}
-
-/// An in-dialog request for a call we answered: ACK (logged), BYE (200 OK, call ended),
-/// anything else 501.
-pub(crate) async fn on_incoming_dialog(
-    h: &Handle<PeerCore>,
-    shared: &Shared,
-    caller: NodeId,
-    call: u64,
-    body: Vec<u8>,
-) {
-    let req: SipRequest = match parse_frame(&body) {
-        Ok(SipMessage::Request(r)) => r,
-        Ok(SipMessage::Response(_)) => return, // nothing we asked for
-        Err(e) => {
-            warn!(%caller, "unparsable in-dialog SIP: {e}");
-            return;
-        }
-    };
-    let known = lock(&shared.answered)
-        .0
-        .get(&(caller, call))
-        .map(|a| (a.call_id.clone(), a.to_tag.clone()));
-    let Some((call_id, _tag)) = known else {
-        warn!(%caller, "in-dialog {} for a call we do not know", req);
-        return;
-    };
-    match req.method() {
-        SipMethod::Ack => info!(%caller, %call_id, "call established (ACK)"),
-        SipMethod::Bye => {
-            let ok = req.response(200, "OK", None).map(|r| r.to_bytes());
-            if let Ok(ok) = ok {
-                send_dialog(h, caller, call, vec![ok], true).await;
-            }
-            {
-                let mut g = lock(&shared.answered);
-                g.0.remove(&(caller, call));
-                g.1.retain(|k| *k != (caller, call));
-            }
-            info!(%caller, %call_id, "call ended (BYE)");
-            say(format_args!("call ended from {caller} Call-ID {call_id}"));
-            shared.remember(HistoryEntry {
-                direction: "in",
-                peer: caller.to_string(),
-                call_id,
-                result: "ended".into(),
-            });
-        }
-        _ => {
-            if let Ok(r) = req.response(501, "Not Implemented", None) {
-                send_dialog(h, caller, call, vec![r.to_bytes()], false).await;
-            }
-        }
-    }
+    });
 }
 
 /// The Node-ID whose front-end holds `aor`'s registration, fetched from the overlay and

@@ -361,15 +361,13 @@ impl Node {
             None => (None, None),
         };
         let make = move |me| {
-            let core = PeerCore::new(net::secure_node(
-                signer,
-                role,
-                me,
-                cc,
-                ctx,
-                Routing::Secure,
-                seed,
-            ));
+            // The user agent's seed: fresh at every start, apart from the node's.
+            let call_seed = seed
+                .get(24..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes);
+            let node = net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
+            let core = PeerCore::new(node).with_call_seed(call_seed);
             match frontend {
                 Some((domain, auth, local, fe_signer, verifier)) => {
                     let mut cfg = sip::FrontEndConfig::new(&domain, local);
@@ -497,6 +495,12 @@ impl Node {
             });
         }
         let shared = Arc::new(shared);
+        if a.ice {
+            // Answers carry per-call ICE candidates: the application answers, not the core.
+            h.call(|core, _| core.set_manual_answer(true))
+                .await
+                .map_err(NodeError::net("setting up ICE answers"))?;
+        }
         // Periodic sync of the node's state into the database.
         {
             let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());
@@ -576,14 +580,7 @@ impl Node {
                 .zip(a.sip.as_ref())
                 .map(|(s, sc)| (s.local, sc.domain.clone())),
         };
-        let events = tokio::spawn(event_loop(
-            h.clone(),
-            shared,
-            me_id,
-            sip_out,
-            app_rx,
-            bootstrap,
-        ));
+        let events = tokio::spawn(event_loop(h.clone(), shared, sip_out, app_rx, bootstrap));
         Ok(Node {
             info,
             ctl,
@@ -603,7 +600,6 @@ impl Node {
 async fn event_loop(
     h: Handle<PeerCore>,
     shared: Arc<calls::Shared>,
-    me_id: NodeId,
     sip_out: Option<sip::driver::SipSender>,
     mut app_rx: mpsc::Receiver<PeerEvent>,
     bootstrap: Vec<Contact>,
@@ -620,7 +616,7 @@ async fn event_loop(
         tokio::select! {
             ev = app_rx.recv() => match ev {
                 Some(ev) => {
-                    if let Some(again) = on_event(&h, &shared, me_id, sip_out.as_ref(), ev).await {
+                    if let Some(again) = on_event(&h, &shared, sip_out.as_ref(), ev).await {
                         rejoin_at.get_or_insert(tokio::time::Instant::now() + again);
                     }
                 }
@@ -667,7 +663,6 @@ fn log_membership(m: &Membership, members: &AtomicUsize) {
 async fn on_event(
     h: &Handle<PeerCore>,
     shared: &Arc<calls::Shared>,
-    me: NodeId,
     sip_out: Option<&sip::driver::SipSender>,
     ev: PeerEvent,
 ) -> Option<Duration> {
@@ -678,6 +673,10 @@ async fn on_event(
     let ev = match ev {
         PeerEvent::Overlay(ev) => ev,
         PeerEvent::SipOut(_) => return None,
+        PeerEvent::Call(ev) => {
+            calls::on_call_event(h, shared, ev).await;
+            return None;
+        }
         PeerEvent::Handled(ev) => {
             // The front-end took care of it; the call history records it.
             let db = shared.db.clone();
@@ -700,45 +699,12 @@ async fn on_event(
                 let _ = w.send(ev);
             }
         }
-        SecureEvent::IncomingCall {
-            caller,
-            call,
-            invite,
-        } => {
-            let (db, ev) = (
-                shared.db.clone(),
-                SecureEvent::IncomingCall {
-                    caller,
-                    call,
-                    invite: invite.clone(),
-                },
-            );
-            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
-            // Answering may gather ICE candidates for seconds: off the event loop, so
-            // lookups and other calls' messages keep flowing (up to a bound).
-            if shared.answering.fetch_add(1, Ordering::Relaxed) < calls::MAX_ANSWERING {
-                let (h, shared) = (h.clone(), shared.clone());
-                tokio::spawn(async move {
-                    calls::answer(&h, &shared, caller, call, invite).await;
-                    shared.answering.fetch_sub(1, Ordering::Relaxed);
-                });
-            } else {
-                shared.answering.fetch_sub(1, Ordering::Relaxed);
-                calls::answer(h, shared, caller, call, invite).await;
-            }
-        }
-        SecureEvent::Dialog { caller, call, body } if caller == me => {
-            if calls::on_outgoing_dialog(shared, call, body).is_some() {
-                debug!(call, "in-dialog message for a call nobody waits for");
-            }
-        }
-        SecureEvent::Dialog { caller, call, body } => {
-            calls::on_incoming_dialog(h, shared, caller, call, body).await
-        }
         ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
-            // Calls the front-end placed (the control endpoint's calls wait for theirs).
+            // Calls placed here (their waiting `place`) and by phones; the history either way.
             let db = shared.db.clone();
-            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
+            let copy = ev.clone();
+            let _ = h.call(move |_, now| db::on_event(&db, now, &copy)).await;
+            shared.on_overlay_answer(ev);
         }
         other => debug!(?other, "event"),
     }

@@ -154,9 +154,9 @@ pub(crate) async fn open_and_warm(
 }
 
 /// A call this peer placed: remember its start and Call-ID (inside the loop).
-pub(crate) fn call_placed(db: &Db, now: Time, handle: u64, invite: &[u8]) {
+pub(crate) fn call_placed(db: &Db, now: Time, handle: u64, call_id: &str) {
     if let Some(d) = lock(db).as_mut() {
-        d.call_placed(now, handle, invite);
+        d.call_placed_as(now, handle, call_id.to_owned());
     }
 }
 

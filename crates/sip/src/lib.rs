@@ -13,6 +13,7 @@ pub mod frontend;
 pub mod loopback;
 pub mod msg;
 pub mod overlay_api;
+pub mod own_ua;
 pub mod peer;
 pub mod registration;
 pub mod secure_overlay;
@@ -27,6 +28,7 @@ pub use frontend::{FrontEnd, FrontEndConfig, FrontEndStats};
 pub use loopback::{LoopbackNet, LoopbackOverlay};
 pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
 pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
+pub use own_ua::{CallError, CallEvent, PEER_DOMAIN};
 pub use peer::{PeerCore, PeerEvent, SipInbound};
 pub use registration::{
     RegError, Registration, RegistrationStore, RegistrationValidator, SignedRegistration, aor_key,

@@ -12,6 +12,7 @@
 
 use crate::frontend::FrontEnd;
 use crate::msg::SipMessage;
+use crate::own_ua::{CallError, CallEvent, OwnUa};
 use crate::secure_overlay::{SecureAdapter, Taken};
 use crate::txn::{Peer as SipPeer, SipTransmit};
 use overlay::driver::{Core, Peer, SecureCore};
@@ -50,6 +51,8 @@ pub enum PeerEvent {
     Handled(SecureEvent),
     /// A SIP message for a phone.
     SipOut(SipTransmit),
+    /// The peer's own user agent: a call it placed or answers.
+    Call(CallEvent),
 }
 
 /// The front-end and its view of the node.
@@ -63,6 +66,7 @@ struct SipSide {
 pub struct PeerCore<N = SecureNode> {
     node: N,
     sip: Option<SipSide>,
+    own: OwnUa,
     events: VecDeque<PeerEvent>,
     /// The latest time an input brought (events produced by work the application ran on
     /// the node are handed to the front-end at this time).
@@ -70,11 +74,16 @@ pub struct PeerCore<N = SecureNode> {
 }
 
 impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
-    /// A peer without a front-end.
-    pub fn new(node: N) -> Self {
+    /// A peer without a front-end; its own user agent answers calls at once. Its SIP
+    /// identifiers are seeded from the Node-ID: give a peer that may restart its own seed
+    /// with [`PeerCore::with_call_seed`].
+    pub fn new(mut node: N) -> Self {
+        let me = node.node().chord().contact();
+        let seed = u64::try_from(me.id.0 & u128::from(u32::MAX)).unwrap_or(0);
         PeerCore {
             node,
             sip: None,
+            own: OwnUa::new(me, true, seed),
             events: VecDeque::new(),
             now: Time::ZERO,
         }
@@ -103,6 +112,69 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
         self.node.node()
     }
 
+    /// Seed the own user agent's Call-IDs, tags and branches with `seed` (before any call:
+    /// it starts the user agent afresh). A peer that restarts takes a fresh random seed, so
+    /// its new calls never look like retransmissions of its old ones to their callees.
+    pub fn with_call_seed(mut self, seed: u64) -> Self {
+        let me = self.node.node_ref().chord().contact();
+        self.own = OwnUa::new(me, true, seed);
+        self
+    }
+
+    /// Let the application answer incoming calls ([`PeerCore::answer_call`]) instead of
+    /// the own user agent answering at once (to put per-call media, e.g. ICE candidates,
+    /// into the answer).
+    pub fn set_manual_answer(&mut self, manual: bool) {
+        self.own.set_auto_answer(!manual);
+    }
+
+    /// The SDP this peer answers with when it has nothing better.
+    pub fn plain_sdp(&self) -> Vec<u8> {
+        OwnUa::plain_sdp(self.node.node_ref().chord().contact())
+    }
+
+    /// Place a call from the peer's own user agent to `callee` (for `uri`, default
+    /// `sip:<callee>@p2psip.invalid`) with the SDP offer `sdp`. Returns the Call-ID and the
+    /// secure node's handle of the call; progress comes as [`PeerEvent::Call`] and the
+    /// overlay's `CallRinging` / `CallFailed`.
+    pub fn place_call(
+        &mut self,
+        now: Time,
+        callee: NodeId,
+        uri: Option<&str>,
+        sdp: &[u8],
+    ) -> Result<(String, u64), CallError> {
+        self.now = self.now.max(now);
+        let r = self
+            .own
+            .place(now, self.node.node(), callee, uri, sdp, &mut self.events);
+        self.drain(now);
+        r
+    }
+
+    /// Hang up a call of the own user agent.
+    pub fn hang_up(&mut self, now: Time, call: &str) -> Result<(), CallError> {
+        self.now = self.now.max(now);
+        let r = self
+            .own
+            .hang_up(now, self.node.node(), call, &mut self.events);
+        self.drain(now);
+        Ok(r?)
+    }
+
+    /// Answer a call ringing at the own user agent with `sdp`.
+    pub fn answer_call(&mut self, now: Time, call: &str, sdp: Vec<u8>) {
+        self.now = self.now.max(now);
+        self.own
+            .answer(now, self.node.node(), call, sdp, &mut self.events);
+        self.drain(now);
+    }
+
+    /// Calls the own user agent has open.
+    pub fn own_calls(&self) -> usize {
+        self.own.calls()
+    }
+
     /// The wrapped core.
     pub fn inner(&mut self) -> &mut N {
         &mut self.node
@@ -128,36 +200,36 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
         self.drain(now);
     }
 
-    /// Move the node's events to the front-end (what it takes) or the event queue, and the
-    /// front-end's messages to the event queue, until neither has more.
+    /// Move the node's events to the front-end or the own user agent (what they take) or
+    /// the event queue, and the front-end's messages to the event queue, until neither has
+    /// more. Calls for the peer go to its phones when it serves phones, else to its own user
+    /// agent; the call history sees them either way ([`PeerEvent::Handled`]).
     fn drain(&mut self, now: Time) {
         while let Some(ev) = Core::poll_event(&mut self.node) {
-            let Some(s) = &mut self.sip else {
-                self.events.push_back(PeerEvent::Overlay(ev));
-                continue;
-            };
-            if matches!(
+            let history = matches!(
                 ev,
                 SecureEvent::IncomingCall { .. } | SecureEvent::CallFailed { .. }
-            ) {
-                // The history records it whoever handles it.
-                let copy = ev.clone();
-                match s.adapter.take(ev) {
+            )
+            .then(|| ev.clone());
+            let ev = match &mut self.sip {
+                Some(s) => match s.adapter.take(ev) {
                     Taken::FrontEnd(oe) => {
-                        self.events.push_back(PeerEvent::Handled(copy));
                         let mut ov = s.adapter.with(self.node.node());
                         s.fe.handle_overlay_event(now, oe, &mut ov);
+                        None
                     }
-                    Taken::Other(ev) => self.events.push_back(PeerEvent::Overlay(ev)),
-                }
-                continue;
-            }
-            match s.adapter.take(ev) {
-                Taken::FrontEnd(oe) => {
-                    let mut ov = s.adapter.with(self.node.node());
-                    s.fe.handle_overlay_event(now, oe, &mut ov);
-                }
-                Taken::Other(ev) => self.events.push_back(PeerEvent::Overlay(ev)),
+                    Taken::Other(ev) => Some(ev),
+                },
+                None => Some(ev),
+            };
+            let ev = ev.and_then(|ev| {
+                self.own
+                    .on_node_event(now, self.node.node(), ev, &mut self.events)
+            });
+            match (ev, history) {
+                (Some(ev), _) => self.events.push_back(PeerEvent::Overlay(ev)),
+                (None, Some(copy)) => self.events.push_back(PeerEvent::Handled(copy)),
+                (None, None) => {}
             }
         }
         if let Some(s) = &mut self.sip {
@@ -186,6 +258,10 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
             let mut ov = s.adapter.with(self.node.node());
             s.fe.handle_timeout(now, &mut ov);
         }
+        if self.own.poll_timeout().is_some_and(|t| t <= now) {
+            self.own
+                .handle_timeout(now, self.node.node(), &mut self.events);
+        }
         self.drain(now);
     }
 
@@ -201,12 +277,11 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        let node = Core::poll_timeout(&self.node);
         let fe = self.sip.as_ref().and_then(|s| s.fe.poll_timeout());
-        match (node, fe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [Core::poll_timeout(&self.node), fe, self.own.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
@@ -220,7 +295,7 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
     fn request_token(event: &PeerEvent) -> Option<u64> {
         match event {
             PeerEvent::Overlay(e) => N::request_token(e),
-            PeerEvent::Handled(_) | PeerEvent::SipOut(_) => None,
+            PeerEvent::Handled(_) | PeerEvent::SipOut(_) | PeerEvent::Call(_) => None,
         }
     }
 }

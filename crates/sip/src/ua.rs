@@ -172,14 +172,25 @@ impl UserAgent {
 
     /// Call `user`@domain with an SDP offer; returns the Call-ID.
     pub fn invite(&mut self, now: Time, user: &str, sdp: &[u8]) -> Result<String, msg::MsgError> {
+        let uri = self.aor(user);
+        self.invite_uri(now, &uri, sdp)
+    }
+
+    /// Call the SIP URI `uri` (any domain) with an SDP offer; returns the Call-ID.
+    pub fn invite_uri(
+        &mut self,
+        now: Time,
+        uri: &str,
+        sdp: &[u8],
+    ) -> Result<String, msg::MsgError> {
         let via = self.via();
         let tag = self.token();
         let call_id = format!("call-{}", self.token());
         let from = format!("<{}>;tag={tag}", self.aor(&self.cfg.user));
-        let to = format!("<{}>", self.aor(user));
+        let to = format!("<{uri}>");
         let req = msg::build_request(RequestParts {
             method: SipMethod::Invite,
-            uri: &self.aor(user),
+            uri,
             via: &via,
             from: &from,
             to: &to,
@@ -195,7 +206,7 @@ impl UserAgent {
                 Dialog {
                     from,
                     to,
-                    remote_target: self.aor(user),
+                    remote_target: uri.to_owned(),
                     cseq: 1,
                     invite_key: key,
                     bye_key: None,
@@ -439,6 +450,13 @@ impl UserAgent {
         }
     }
 
+    /// Forget `call` here at once, without a message (its transport is gone: the overlay
+    /// could not deliver it). Reports nothing.
+    pub fn abandon(&mut self, call: &str) {
+        self.dialogs.remove(call);
+        self.unacked.retain(|u| u.call != call);
+    }
+
     /// Switch automatic answering on or off.
     pub fn set_auto_answer(&mut self, on: bool) {
         self.cfg.auto_answer = on;
@@ -446,13 +464,20 @@ impl UserAgent {
 
     /// Answer a ringing call with 200 and our SDP.
     pub fn answer(&mut self, now: Time, call: &str) {
+        let sdp = self.cfg.sdp_answer.clone();
+        self.answer_with(now, call, sdp);
+    }
+
+    /// Answer a ringing call with 200 and `sdp` (an answer made for this call, e.g. with
+    /// its ICE candidates).
+    pub fn answer_with(&mut self, now: Time, call: &str, sdp: Vec<u8>) {
         let Some((key, req, tag)) = self.dialogs.get_mut(call).and_then(|d| d.ringing.take())
         else {
             return;
         };
         if let Ok(mut r) = req.response(200, "OK", Some(&tag)) {
             let _ = r.push_header("Contact", &self.contact());
-            let _ = r.set_body("application/sdp", self.cfg.sdp_answer.clone());
+            let _ = r.set_body("application/sdp", sdp);
             if let Some(to) = self.tx.peer_of(&key)
                 && !to.transport.is_reliable()
             {

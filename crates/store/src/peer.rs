@@ -163,11 +163,17 @@ impl PeerStore {
     /// Remember an outgoing call placed at `now` (`SecureNode::call` returned `handle`), so
     /// its history line gets the start time and the INVITE's Call-ID.
     pub fn call_placed(&mut self, now: Time, handle: u64, invite: &[u8]) {
+        let id = sip_call_id(invite).unwrap_or_else(|| format!("handle-{handle}"));
+        self.call_placed_as(now, handle, id);
+    }
+
+    /// [`PeerStore::call_placed`] for a caller that knows the Call-ID already (its own
+    /// user agent built the INVITE).
+    pub fn call_placed_as(&mut self, now: Time, handle: u64, call_id: String) {
         if self.placed.len() >= MAX_PLACED {
             self.placed.pop_front();
         }
-        let id = sip_call_id(invite).unwrap_or_else(|| format!("handle-{handle}"));
-        self.placed.push_back((handle, now, id));
+        self.placed.push_back((handle, now, call_id));
     }
 
     /// Record a call's end in the history: `CallRinging`, `CallFailed` and `IncomingCall`

@@ -7,16 +7,17 @@
 //! gathered candidates for the answer. A peer with a SIP front-end hands calls to its phones
 //! instead.
 
-use crate::output::say;
 use net::Handle;
 use overlay::NodeId;
 use overlay::secure::{CallFailure, SecureEvent};
 use serde::Serialize;
+use service::output::say;
+use service::sync::lock;
 use sip::ua::UaEvent;
 use sip::{CallEvent, PeerCore};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -34,11 +35,6 @@ const HISTORY: usize = 64;
 const ICE_LINGER: Duration = Duration::from_secs(5);
 /// Progress reports queued per outgoing call.
 const SINK: usize = 32;
-
-/// Lock `m`; a poisoned lock still gives its data, so the peer keeps serving.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// One finished call, as `/status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -561,7 +557,7 @@ pub(crate) async fn resolve_aor(
         .await
         .map_err(|e| e.to_string())?;
     reg.verify(verifier.as_ref()).map_err(|e| e.to_string())?;
-    if !reg.is_live(crate::db::unix_ms()) || reg.record.aor != aor {
+    if !reg.is_live(service::time::unix_ms()) || reg.record.aor != aor {
         return Err(format!("the registration for {aor} has lapsed"));
     }
     Ok(reg.record.node)

@@ -168,7 +168,7 @@ impl Ctl {
         let Ok(key) = c.space.id(v) else {
             return Err(ApiError::BadRequest("key outside the ID space".into()));
         };
-        if calls::lock(&c.shared.lookups).len() >= calls::MAX_LOOKUPS {
+        if service::sync::lock(&c.shared.lookups).len() >= calls::MAX_LOOKUPS {
             return Err(ApiError::Unavailable("too many lookups in flight".into()));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -178,7 +178,7 @@ impl Ctl {
             c.h.call(move |n, now| {
                 let n = n.node_at(now);
                 let id = n.chord_mut().lookup(now, key);
-                calls::lock(&shared.lookups).insert(id, tx);
+                service::sync::lock(&shared.lookups).insert(id, tx);
                 id
             })
             .await;
@@ -186,7 +186,7 @@ impl Ctl {
             return Err(ApiError::Unavailable("the peer is stopping".into()));
         };
         let ev = tokio::time::timeout(c.lookup_wait, rx).await;
-        calls::lock(&c.shared.lookups).remove(&id);
+        service::sync::lock(&c.shared.lookups).remove(&id);
         match ev {
             Ok(Ok(Event::LookupDone {
                 key,

@@ -74,7 +74,7 @@ impl NodeInfo {
 /// then leave the ring gracefully. The whole life of `p2psip peer`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let node = Node::start(config).await?;
-    crate::output::say(format_args!("{}", node.info().banner()));
+    service::output::say(format_args!("{}", node.info().banner()));
     node.run_until(shutdown).await
 }
 
@@ -372,7 +372,7 @@ impl Node {
                 Some((domain, auth, local, fe_signer, verifier)) => {
                     let mut cfg = sip::FrontEndConfig::new(&domain, local);
                     // The front-end runs on the runtime's clock, which starts now.
-                    cfg.unix_offset_ms = db::unix_ms();
+                    cfg.unix_offset_ms = service::time::unix_ms();
                     cfg.auth = auth;
                     core.with_frontend(sip::FrontEnd::new(
                         cfg,
@@ -550,11 +550,12 @@ impl Node {
         let app = control::router(ctl.clone());
         let mut stop = stop_rx.clone();
         let http = tokio::spawn(async move {
-            let _ = axum::serve(control, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = service::http::serve(control, app, stopped).await {
+                error!("control endpoint: {e}");
+            }
         });
         // Phones' datagrams into the core, the core's messages for phones out.
         let (sip_out, sip_sockets) = match sip {
@@ -694,7 +695,7 @@ async fn on_event(
         SecureEvent::Chord(
             ev @ (Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. }),
         ) => {
-            let waiter = calls::lock(&shared.lookups).remove(&lookup);
+            let waiter = service::sync::lock(&shared.lookups).remove(&lookup);
             if let Some(w) = waiter {
                 let _ = w.send(ev);
             }

@@ -16,15 +16,7 @@ use tracing::{info, warn};
 pub(crate) type Db = Arc<Mutex<Option<store::PeerStore>>>;
 
 fn lock(db: &Db) -> MutexGuard<'_, Option<store::PeerStore>> {
-    db.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Wall-clock time, ms since the Unix epoch (0 before it).
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    service::sync::lock(db)
 }
 
 fn sha256(parts: &[&[u8]]) -> [u8; 32] {
@@ -59,7 +51,7 @@ pub(crate) async fn open_and_warm(
         .call(|_, now| now)
         .await
         .map_err(NodeError::net("warming the node"))?;
-    let epoch = unix_ms().saturating_sub(now.as_micros() / 1000);
+    let epoch = service::time::unix_ms().saturating_sub(now.as_micros() / 1000);
     let dir2 = dir.to_path_buf();
     let opening = tokio::task::spawn_blocking(move || {
         store::PeerStore::open(
@@ -67,7 +59,7 @@ pub(crate) async fn open_and_warm(
             store::StoreConfig::default(),
             store::WriterConfig::default(),
             epoch,
-            unix_ms(),
+            service::time::unix_ms(),
             arcs,
         )
     })

@@ -46,10 +46,8 @@ pub async fn fetch(source: &str) -> Result<DirectoryFile, DirectoryError> {
         why,
     };
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| fetch_err(e.to_string()))?;
+        let client =
+            service::http::client(Duration::from_secs(10)).map_err(|e| fetch_err(e.to_string()))?;
         let mut resp = client
             .get(source)
             .send()

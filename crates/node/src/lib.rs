@@ -21,7 +21,6 @@ mod daemon;
 mod db;
 mod directory;
 mod error;
-mod output;
 mod phones;
 
 pub use calls::{CallReport, CallRequest, HistoryEntry};
@@ -30,8 +29,8 @@ pub use control::ApiError;
 pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
-pub use output::say;
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
+pub use service::output::say;
 pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;

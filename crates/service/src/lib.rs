@@ -13,6 +13,8 @@
 //! - [`crypto::install_provider`]: the one place rustls' ring provider is installed.
 //! - [`time`]: Unix wall-clock readings.
 //! - [`sync`]: locks that survive a panicked holder.
+//! - [`output::say`]: the one writer of operator-facing lines, which survives a closed
+//!   stdout.
 //!
 //! Sans-IO crates (overlay, trust, sim, the sip core) do not depend on this crate: it
 //! brings threads, sockets and clocks.
@@ -21,6 +23,7 @@
 pub mod crypto;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod output;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod sync;

@@ -38,16 +38,14 @@ fn control_of(from: &str) -> anyhow::Result<SocketAddr> {
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     let addr = control_of(&a.from)?;
     let body = serde_json::json!({ "to": a.to, "hold_ms": a.hold_ms });
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let v: Value = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(
-                std::time::Duration::from_secs(120) + std::time::Duration::from_millis(a.hold_ms),
-            )
-            .build()?;
+        let client = service::http::client(
+            std::time::Duration::from_secs(120) + std::time::Duration::from_millis(a.hold_ms),
+        )?;
         let resp = client
             .post(format!("http://{addr}/call"))
             .json(&body)
@@ -65,9 +63,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         anyhow::Ok(v)
     })?;
     if a.json {
-        println!("{v}");
+        service::say!("{v}");
     } else {
-        print!("{}", readable(&v));
+        service::say!("{}", readable(&v).trim_end());
     }
     match v["result"].as_str() {
         Some("completed") => Ok(()),

@@ -54,14 +54,12 @@ pub(crate) fn control_addr_of_dir(dir: &std::path::Path) -> anyhow::Result<Socke
 }
 
 fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()?;
+        let client = service::http::client(std::time::Duration::from_secs(30))?;
         let resp = client
             .get(format!("http://{addr}{path}"))
             .send()
@@ -69,7 +67,7 @@ fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
             .with_context(|| format!("asking the peer at {addr}"))?;
         let ok = resp.status().is_success();
         let body = resp.text().await?;
-        println!("{}", body.trim_end());
+        service::say!("{}", body.trim_end());
         if !ok {
             bail!("the peer answered with an error");
         }

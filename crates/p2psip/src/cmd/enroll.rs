@@ -61,7 +61,7 @@ fn from_json_str<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> anyhow:
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let client = EnrollClient::new(&a.server)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -119,7 +119,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             (key_pem, resp)
         };
         let cfg = enroll::write_node_dir(&a.out, &key_pem, &resp, client.base(), a.listen)?;
-        println!(
+        service::say!(
             "node {} layer {} role {} valid until {} (unix); wrote {}",
             cfg.node_id,
             cfg.layer,

@@ -219,7 +219,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let dir =
                 DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
             let token = dir.create_token(role, layer, uses, ttl)?;
-            println!("{token}");
+            service::say!("{token}");
             eprintln!(
                 "token for role {role}, {uses} use(s), expires in {expires}; CA fingerprint {}",
                 dir.ca().fingerprint()
@@ -246,7 +246,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                     std::fs::write(&p, json).with_context(|| format!("writing {}", p.display()))?;
                     eprintln!("{} reporter keys written to {}", entries.len(), p.display());
                 }
-                None => println!("{json}"),
+                None => service::say!("{json}"),
             }
             Ok(())
         }
@@ -255,7 +255,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
             match dir.revoke(node)? {
                 Some(n) => {
-                    println!("revoked node {node}: {n} certificate(s) newly revoked");
+                    service::say!("revoked node {node}: {n} certificate(s) newly revoked");
                     Ok(())
                 }
                 None => bail!("no node {node} enrolled"),
@@ -274,9 +274,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             if let Some(lookups) = simulate {
                 let r = super::locality_sim::run(peers, lookups, local_fraction, seed)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
+                    service::say!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
-                    println!(
+                    service::say!(
                         "lookup latency, {} peers at {} cities, {} lookups ({:.0}% to the caller's city), geographic latency, seed {}",
                         r.peers,
                         enroll::cities::CITIES.len(),
@@ -284,9 +284,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                         100.0 * r.local_fraction,
                         r.seed
                     );
-                    println!("  scheme     success   hops   p50 ms    p99 ms");
+                    service::say!("  scheme     success   hops   p50 ms    p99 ms");
                     for s in &r.schemes {
-                        println!(
+                        service::say!(
                             "  {:<9}  {:<8.4}  {:<5.2}  {:<8.1}  {:.1}",
                             s.scheme,
                             s.success_rate,
@@ -306,9 +306,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 neighbours,
             });
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                service::say!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{report}");
+                service::say!("{report}");
             }
             Ok(())
         }
@@ -319,7 +319,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let Some(data) = a.data.clone() else {
         bail!("enroll-server needs --data DIR");
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let cfg = config(&a)?;
     let server = EnrollServer::open(&data, cfg)
         .with_context(|| format!("opening data dir {}", data.display()))?;
@@ -335,7 +335,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
         );
-        super::say(format_args!(
+        service::output::say(format_args!(
             "listening on http://{addr}\nca-fingerprint {fingerprint}"
         ));
         server

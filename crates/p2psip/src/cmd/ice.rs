@@ -74,27 +74,27 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 let l = TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("bind signalling {addr}"))?;
-                println!("signalling listening {}", l.local_addr()?);
+                service::say!("signalling listening {}", l.local_addr()?);
                 Some(l)
             }
             None => None,
         };
         let t0 = Instant::now();
         let mut session = IceSession::gather(opts).await.context("ICE gathering")?;
-        println!(
+        service::say!(
             "gathered {} candidates in {:.1} ms",
             session.local_description().candidates.len(),
             t0.elapsed().as_secs_f64() * 1e3
         );
         for c in &session.local_description().candidates {
-            println!("  {c}");
+            service::say!("  {c}");
         }
         let stream = match (listener, a.signal) {
             (Some(l), _) => {
                 let (s, from) = tokio::time::timeout(timeout, l.accept())
                     .await
                     .context("no signalling connection in time")??;
-                println!("signalling from {from}");
+                service::say!("signalling from {from}");
                 s
             }
             (None, Some(addr)) => tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -110,7 +110,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .await
         .context("signalling timed out")??;
         let pair = session.connect(&remote).await.context("ICE checks")?;
-        println!("selected {pair}");
+        service::say!("selected {pair}");
         if offerer {
             let mut ok = 0u32;
             let mut rtts = Vec::new();
@@ -132,7 +132,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             } else {
                 rtts.iter().sum::<f64>() / rtts.len() as f64
             };
-            println!("echo {ok}/{} over the pair, rtt avg {avg:.3} ms", a.count);
+            service::say!("echo {ok}/{} over the pair, rtt avg {avg:.3} ms", a.count);
             if ok != a.count {
                 bail!("{} of {} echoes lost", a.count - ok, a.count);
             }
@@ -147,7 +147,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                     Err(e) => bail!("waiting for echo requests: {e}"),
                 }
             }
-            println!("echoed {echoed}");
+            service::say!("echoed {echoed}");
             // Let the last answer leave before the sockets close.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -163,7 +163,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let config = a.into_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

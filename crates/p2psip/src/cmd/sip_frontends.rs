@@ -62,10 +62,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             signers.push(s);
         }
         let keys = Arc::new(keys);
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let unix_ms = service::time::unix_ms();
         let net = LoopbackNet::new(keys.clone(), unix_ms);
         let mut tasks = Vec::new();
         for (i, (listen, s)) in a.sip_listen.iter().zip(signers).enumerate() {
@@ -89,10 +86,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("binding SIP front-end on {listen}"))?;
-            super::say(format_args!("frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain));
+            service::output::say(format_args!("frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain));
             tasks.push(t);
         }
-        super::say(format_args!(
+        service::output::say(format_args!(
             "overlay: in-process (no TLS, no secure routing); Ctrl-C or SIGTERM stops"
         ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -196,7 +196,7 @@ struct BenchFixturesArgs {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     match args.action.map(|a| *a) {
         None => runtime()?.block_on(serve(*args.serve)),
         Some(Action::CheckPaper(a)) => check_paper(a),
@@ -301,7 +301,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 Some(p) => std::fs::read_to_string(p)
                     .with_context(|| format!("reading the CA {}", p.display()))?,
                 None => {
-                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    service::crypto::install_provider();
                     enroll::client::EnrollClient::new(&base)?
                         .ca(None)
                         .await
@@ -367,11 +367,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", a.listen))?;
     let addr = listener.local_addr()?;
     let app = sos::router(cfg).context("starting the opinion store")?;
-    println!("sos listening on http://{addr}");
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    service::say!("sos listening on http://{addr}");
+    service::http::serve(listener, app, shutdown_signal())
         .await
         .context("serving")?;
     Ok(())
@@ -409,18 +406,18 @@ const PAPER_EXPECTED: [(&[u128], f64, f64, f64, f64); 2] = [
 ];
 
 fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
-    println!(
+    service::say!(
         "Paper check (Zheng & Oleshchuk), base rate a = {}",
         trust::paper::BASE_RATE
     );
     for (p, b, d, u) in trust::paper::OPINIONS {
-        println!("  opinion of {p}: b={b} d={d} u={u}");
+        service::say!("  opinion of {p}: b={b} d={d} u={u}");
     }
-    println!("  (the paper prints 1600 as (0.82, 0.08, 0.08), which sums to 0.98; its own");
-    println!("   result u = 0.221 needs u = 1 - b - d = 0.10, used here)");
+    service::say!("  (the paper prints 1600 as (0.82, 0.08, 0.08), which sums to 0.98; its own");
+    service::say!("   result u = 0.221 needs u = 1 - b - d = 0.10, used here)");
     let rows: Vec<(Vec<u128>, Opinion, f64)> = match &a.server {
         None => {
-            println!("Ranking in-process with the trust library:");
+            service::say!("Ranking in-process with the trust library:");
             trust::paper::rank()
                 .into_iter()
                 .map(|r| (r.route, r.opinion, r.expectation))
@@ -430,7 +427,7 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
             let token = admin_token(a.admin_token_file.as_deref())?.context(
                 "--server needs the admin token (--admin-token-file or P2PSIP_SOS_ADMIN_TOKEN)",
             )?;
-            println!("Setting the opinions on {url} and ranking over HTTP:");
+            service::say!("Setting the opinions on {url} and ranking over HTTP:");
             runtime()?.block_on(async {
                 let client = SosClient::new(url)?.with_admin_token(token);
                 for (p, b, d, u) in trust::paper::OPINIONS {
@@ -458,7 +455,7 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
         }
     };
     let mut ok = rows.len() == PAPER_EXPECTED.len();
-    println!("  rank  route                b        d        u        E        expected");
+    service::say!("  rank  route                b        d        u        E        expected");
     for (i, (route, op, e)) in rows.iter().enumerate() {
         let want = PAPER_EXPECTED.get(i);
         let good = want.is_some_and(|&(r, b, d, u, we)| {
@@ -474,7 +471,7 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
             .map(u128::to_string)
             .collect::<Vec<_>>()
             .join("->");
-        println!(
+        service::say!(
             "  {:<4}  {:<19}  {:<7.4}  {:<7.4}  {:<7.4}  {:<7.5}  {}",
             i + 1,
             route_s,
@@ -485,7 +482,7 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
             if good { "ok" } else { "MISMATCH" }
         );
     }
-    println!(
+    service::say!(
         "  note: the paper prints E = {} for 1600->1618; with a = 0.25 it is 0.79325 \
          (0.764 would need a = 0.118): a typo in the paper. The ranking is unchanged.",
         trust::paper::PRINTED_EXPECTATION_1600_1618
@@ -493,7 +490,7 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
     if !ok {
         bail!("paper check FAILED");
     }
-    println!("paper check passed: route 1600->1618 ranks first");
+    service::say!("paper check passed: route 1600->1618 ranks first");
     Ok(())
 }
 
@@ -519,7 +516,7 @@ async fn rank(a: RankArgs) -> anyhow::Result<()> {
         .rank_with(routes, mode)
         .await?
         .ranked;
-    println!("rank  route                     b        d        u        E");
+    service::say!("rank  route                     b        d        u        E");
     for (i, r) in ranked.iter().enumerate() {
         let route_s = r
             .route
@@ -527,7 +524,7 @@ async fn rank(a: RankArgs) -> anyhow::Result<()> {
             .map(PeerId::to_string)
             .collect::<Vec<_>>()
             .join("->");
-        println!(
+        service::say!(
             "{:<4}  {:<24}  {:<7.4}  {:<7.4}  {:<7.4}  {:.5}",
             i + 1,
             route_s,
@@ -544,7 +541,7 @@ async fn opinion(a: OpinionArgs) -> anyhow::Result<()> {
     let view = SosClient::new(&a.server)?
         .get_opinion(peer(&a.peer)?)
         .await?;
-    println!("{}", serde_json::to_string_pretty(&view)?);
+    service::say!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
 }
 
@@ -574,20 +571,13 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     let (signer, pkcs8) = ReportSigner::generate(peer(&a.peer)?, algorithm(&a.algorithm))?;
     std::fs::write(&a.out, pkcs8).with_context(|| format!("writing {}", a.out.display()))?;
     add_to_registry(&a.registry, vec![signer.registry_entry()])?;
-    println!(
+    service::say!(
         "key for peer {} written to {}; public key added to {}",
         signer.peer(),
         a.out.display(),
         a.registry.display()
     );
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn random_nonce() -> anyhow::Result<[u8; 16]> {
@@ -612,13 +602,13 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         subject: peer(&a.subject)?,
         outcome: outcome(&a.outcome)?,
         route: parse_route(&a.route)?,
-        timestamp_ms: now_ms(),
+        timestamp_ms: service::time::unix_ms(),
         nonce: random_nonce()?,
     };
     let ack = SosClient::new(&a.server)?
         .post_report(&signer.sign(body)?)
         .await?;
-    println!("{}", serde_json::to_string(&ack)?);
+    service::say!("{}", serde_json::to_string(&ack)?);
     Ok(())
 }
 
@@ -656,7 +646,7 @@ fn bench_fixtures(a: BenchFixturesArgs) -> anyhow::Result<()> {
     std::fs::write(a.dir.join("rank.json"), rank_body.to_string())?;
     let file = std::fs::File::create(a.dir.join("reports.jsonl"))?;
     let mut out = std::io::BufWriter::new(file);
-    let now = now_ms();
+    let now = service::time::unix_ms();
     let outcomes = [
         Outcome::Delivered,
         Outcome::Delivered,
@@ -680,7 +670,7 @@ fn bench_fixtures(a: BenchFixturesArgs) -> anyhow::Result<()> {
         writeln!(out, "{}", signer.sign(body)?.to_json())?;
     }
     out.flush()?;
-    println!(
+    service::say!(
         "wrote {} reports from {} reporters, registry.json and rank.json to {}",
         a.reports,
         signers.len(),

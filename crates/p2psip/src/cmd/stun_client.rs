@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use nat::{BindingOptions, Credentials, TurnClient, TurnOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 /// Options for `p2psip stun-client`.
@@ -50,7 +50,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         }
         (None, Some(f), Some(id)) => {
             let secret = super::stun_server::read_secret(f)?;
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+            let now = service::time::unix_secs();
             Some(Credentials::rest(&secret, id, now, a.ttl))
         }
         _ => None,
@@ -63,8 +63,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         let (local, mapped) = nat::reflexive_address(a.server, &BindingOptions::quick(timeout))
             .await
             .context("STUN Binding")?;
-        println!("local {local}");
-        println!("reflexive {mapped}");
+        service::say!("local {local}");
+        service::say!("reflexive {mapped}");
         let Some(creds) = creds else { return Ok(()) };
         let t0 = Instant::now();
         let mut turn = TurnClient::allocate(
@@ -77,7 +77,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         )
         .await
         .context("TURN Allocate")?;
-        println!(
+        service::say!(
             "relayed {} (allocated in {:.1} ms)",
             turn.relayed_addr(),
             t0.elapsed().as_secs_f64() * 1e3
@@ -116,7 +116,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             rtts.iter().sum::<f64>() / rtts.len() as f64
         };
         let max = rtts.iter().copied().fold(0.0, f64::max);
-        println!(
+        service::say!(
             "echo {ok}/{} via {peer} rtt avg {avg:.3} ms max {max:.3} ms",
             a.count
         );

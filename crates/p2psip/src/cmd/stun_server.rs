@@ -93,7 +93,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let server = StunServer::bind(config).await?;
-        super::say(format_args!(
+        service::output::say(format_args!(
             "stun-server listening udp {}",
             server.local_addr()
         ));

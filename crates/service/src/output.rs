@@ -14,6 +14,14 @@ pub fn say(text: std::fmt::Arguments<'_>) {
     if let Err(e) = result
         && !WARNED.swap(true, Ordering::Relaxed)
     {
-        tracing::warn!("stdout is not writable ({e}); carrying on without it");
+        eprintln!("warning: stdout is not writable ({e}); carrying on without it");
     }
+}
+
+/// [`say`] with `println!` syntax: `service::say!("peer {id} listening on {addr}")`.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say(format_args!($($arg)*))
+    };
 }

@@ -17,9 +17,9 @@
 //! ```
 
 use crate::hello::{self, Hello, HelloError};
-use crate::runtime::Peer;
 use enroll::{Layer, Role};
 use overlay::Contact;
+use overlay::driver::Peer;
 
 /// First byte of an envelope.
 pub(crate) const MARKER: u8 = 0xFE;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest directory accepted, bytes (about 20 000 members of 2 KiB).
-pub(crate) const MAX_DIRECTORY_BYTES: usize = 64 << 20;
+const MAX_DIRECTORY_BYTES: usize = 64 << 20;
 
 /// The layer arcs named in `node.json`.
 pub(crate) fn arcs_of(
@@ -59,7 +59,10 @@ pub async fn fetch(source: &str) -> Result<DirectoryFile, DirectoryError> {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_err(e.to_string()))? {
             if body.len() + chunk.len() > MAX_DIRECTORY_BYTES {
-                return Err(DirectoryError::TooLarge(source.to_owned()));
+                return Err(DirectoryError::TooLarge {
+                    at: source.to_owned(),
+                    max: MAX_DIRECTORY_BYTES,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -71,7 +74,10 @@ pub async fn fetch(source: &str) -> Result<DirectoryFile, DirectoryError> {
         };
         let meta = tokio::fs::metadata(source).await.map_err(read_err)?;
         if meta.len() > MAX_DIRECTORY_BYTES as u64 {
-            return Err(DirectoryError::TooLarge(source.to_owned()));
+            return Err(DirectoryError::TooLarge {
+                at: source.to_owned(),
+                max: MAX_DIRECTORY_BYTES,
+            });
         }
         tokio::fs::read(source)
             .await

@@ -85,8 +85,13 @@ pub enum DirectoryError {
         source: std::io::Error,
     },
     /// The directory is larger than a peer accepts.
-    #[error("the directory at {0} is larger than {max} bytes", max = crate::directory::MAX_DIRECTORY_BYTES)]
-    TooLarge(String),
+    #[error("the directory at {at} is larger than {max} bytes")]
+    TooLarge {
+        /// URL or file.
+        at: String,
+        /// The most a peer accepts.
+        max: usize,
+    },
     /// The bytes are not a directory.
     #[error("parsing the directory from {source_name}: {source}")]
     Parse {

@@ -6,7 +6,6 @@
 //! that owns it hands it the node and `now`.
 
 use crate::msg::{self, MsgError, SipMessage, SipMethod};
-use crate::peer::PeerEvent;
 use crate::txn::{Peer as SipPeer, Transport};
 use crate::ua::{UaConfig, UaEvent, UserAgent};
 use overlay::secure::{SecureEvent, SecureNode};
@@ -75,6 +74,7 @@ pub(crate) struct OwnUa {
     by_node: BTreeMap<(NodeId, u64), String>,
     /// Calls placed whose INVITE has not left yet: Call-ID → callee.
     placing: BTreeMap<String, NodeId>,
+    events: VecDeque<CallEvent>,
 }
 
 /// The SDP a peer answers with when it has no media of its own to offer (no ICE).
@@ -128,7 +128,14 @@ impl OwnUa {
             calls: BTreeMap::new(),
             by_node: BTreeMap::new(),
             placing: BTreeMap::new(),
+            events: VecDeque::new(),
         }
+    }
+
+    /// Next thing to report.
+    #[must_use]
+    pub(crate) fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
     }
 
     /// The SDP this peer offers and answers with when it has nothing better.
@@ -150,7 +157,6 @@ impl OwnUa {
         callee: NodeId,
         uri: Option<&str>,
         sdp: &[u8],
-        out: &mut VecDeque<PeerEvent>,
     ) -> Result<(String, u64), CallError> {
         if self.calls.len() >= MAX_CALLS {
             return Err(CallError::Busy);
@@ -158,7 +164,7 @@ impl OwnUa {
         let uri = uri.map_or_else(|| format!("sip:{callee}@{PEER_DOMAIN}"), str::to_owned);
         let call = self.ua.invite_uri(now, &uri, sdp)?;
         self.placing.insert(call.clone(), callee);
-        self.route(now, node, out);
+        self.route(now, node);
         self.placing.remove(&call);
         match self.calls.get(&call) {
             Some(leg) => Ok((call, leg.handle)),
@@ -172,24 +178,16 @@ impl OwnUa {
         now: Time,
         node: &mut SecureNode,
         call: &str,
-        out: &mut VecDeque<PeerEvent>,
     ) -> Result<(), MsgError> {
         self.ua.bye(now, call)?;
-        self.route(now, node, out);
+        self.route(now, node);
         Ok(())
     }
 
     /// Answer the ringing `call` with `sdp`.
-    pub(crate) fn answer(
-        &mut self,
-        now: Time,
-        node: &mut SecureNode,
-        call: &str,
-        sdp: Vec<u8>,
-        out: &mut VecDeque<PeerEvent>,
-    ) {
+    pub(crate) fn answer(&mut self, now: Time, node: &mut SecureNode, call: &str, sdp: Vec<u8>) {
         self.ua.answer_with(now, call, sdp);
-        self.route(now, node, out);
+        self.route(now, node);
     }
 
     /// Take the node events that belong to the UA's calls; give every other event back.
@@ -200,7 +198,6 @@ impl OwnUa {
         now: Time,
         node: &mut SecureNode,
         ev: SecureEvent,
-        out: &mut VecDeque<PeerEvent>,
     ) -> Option<SecureEvent> {
         match ev {
             SecureEvent::IncomingCall {
@@ -226,13 +223,13 @@ impl OwnUa {
                 };
                 self.calls.insert(call_id.clone(), leg);
                 self.by_node.insert((caller.id, call), call_id);
-                self.receive(now, node, &invite, out);
+                self.receive(now, node, &invite);
                 None
             }
             SecureEvent::Dialog { caller, call, body }
                 if self.by_node.contains_key(&(caller, call)) =>
             {
-                self.receive(now, node, &body, out);
+                self.receive(now, node, &body);
                 None
             }
             SecureEvent::CallFailed { call, .. } if self.by_node.contains_key(&(self.me, call)) => {
@@ -247,14 +244,9 @@ impl OwnUa {
     }
 
     /// The UA's timers.
-    pub(crate) fn handle_timeout(
-        &mut self,
-        now: Time,
-        node: &mut SecureNode,
-        out: &mut VecDeque<PeerEvent>,
-    ) {
+    pub(crate) fn handle_timeout(&mut self, now: Time, node: &mut SecureNode) {
         self.ua.handle_timeout(now);
-        self.route(now, node, out);
+        self.route(now, node);
     }
 
     /// When the UA's next timer is due.
@@ -267,30 +259,24 @@ impl OwnUa {
         self.calls.len()
     }
 
-    fn receive(
-        &mut self,
-        now: Time,
-        node: &mut SecureNode,
-        bytes: &[u8],
-        out: &mut VecDeque<PeerEvent>,
-    ) {
+    fn receive(&mut self, now: Time, node: &mut SecureNode, bytes: &[u8]) {
         let Ok(m) = msg::parse_frame(bytes) else {
             return;
         };
         if let Some(call) = m.call_id() {
-            out.push_back(PeerEvent::Call(CallEvent::Sip {
+            self.events.push_back(CallEvent::Sip {
                 call,
                 sent: false,
                 line: first_line(bytes),
-            }));
+            });
         }
         self.ua.handle_message(now, self.addr, m);
-        self.route(now, node, out);
+        self.route(now, node);
     }
 
     /// The UA's messages onto the overlay (its INVITE as a call, the rest as dialog
     /// messages), then its events out; a call that ended leaves the node's dialog table.
-    fn route(&mut self, now: Time, node: &mut SecureNode, out: &mut VecDeque<PeerEvent>) {
+    fn route(&mut self, now: Time, node: &mut SecureNode) {
         while let Some(t) = self.ua.poll_transmit() {
             let Ok(m) = msg::parse_frame(&t.bytes) else {
                 continue;
@@ -315,11 +301,11 @@ impl OwnUa {
             } else {
                 continue;
             }
-            out.push_back(PeerEvent::Call(CallEvent::Sip {
+            self.events.push_back(CallEvent::Sip {
                 call,
                 sent: true,
                 line,
-            }));
+            });
         }
         while let Some(event) = self.ua.poll_event() {
             let call = match &event {
@@ -338,10 +324,10 @@ impl OwnUa {
                 self.by_node.remove(&(leg.caller, leg.handle));
                 node.end_dialog(leg.caller, leg.handle);
             }
-            out.push_back(PeerEvent::Call(CallEvent::Ua {
+            self.events.push_back(CallEvent::Ua {
                 peer: leg.peer,
                 event,
-            }));
+            });
         }
     }
 }

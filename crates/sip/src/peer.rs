@@ -145,9 +145,7 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
         sdp: &[u8],
     ) -> Result<(String, u64), CallError> {
         self.now = self.now.max(now);
-        let r = self
-            .own
-            .place(now, self.node.node(), callee, uri, sdp, &mut self.events);
+        let r = self.own.place(now, self.node.node(), callee, uri, sdp);
         self.drain(now);
         r
     }
@@ -155,9 +153,7 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
     /// Hang up a call of the own user agent.
     pub fn hang_up(&mut self, now: Time, call: &str) -> Result<(), CallError> {
         self.now = self.now.max(now);
-        let r = self
-            .own
-            .hang_up(now, self.node.node(), call, &mut self.events);
+        let r = self.own.hang_up(now, self.node.node(), call);
         self.drain(now);
         Ok(r?)
     }
@@ -165,8 +161,7 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
     /// Answer a call ringing at the own user agent with `sdp`.
     pub fn answer_call(&mut self, now: Time, call: &str, sdp: Vec<u8>) {
         self.now = self.now.max(now);
-        self.own
-            .answer(now, self.node.node(), call, sdp, &mut self.events);
+        self.own.answer(now, self.node.node(), call, sdp);
         self.drain(now);
     }
 
@@ -222,10 +217,7 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
                 },
                 None => Some(ev),
             };
-            let ev = ev.and_then(|ev| {
-                self.own
-                    .on_node_event(now, self.node.node(), ev, &mut self.events)
-            });
+            let ev = ev.and_then(|ev| self.own.on_node_event(now, self.node.node(), ev));
             match (ev, history) {
                 (Some(ev), _) => self.events.push_back(PeerEvent::Overlay(ev)),
                 (None, Some(copy)) => self.events.push_back(PeerEvent::Handled(copy)),
@@ -236,6 +228,9 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
             while let Some(t) = s.fe.poll_transmit() {
                 self.events.push_back(PeerEvent::SipOut(t));
             }
+        }
+        while let Some(ev) = self.own.poll_event() {
+            self.events.push_back(PeerEvent::Call(ev));
         }
     }
 }
@@ -259,8 +254,7 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
             s.fe.handle_timeout(now, &mut ov);
         }
         if self.own.poll_timeout().is_some_and(|t| t <= now) {
-            self.own
-                .handle_timeout(now, self.node.node(), &mut self.events);
+            self.own.handle_timeout(now, self.node.node());
         }
         self.drain(now);
     }

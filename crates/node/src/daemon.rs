@@ -11,8 +11,7 @@ use crate::db;
 use crate::directory;
 use crate::error::NodeError;
 use net::{
-    Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, PeerRuntime, RevocationPolicy,
-    SosCounters, SosLink,
+    Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, RevocationPolicy, SosCounters, SosLink,
 };
 use overlay::secure::{Routing, SecureConfig, SecureEvent};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
@@ -191,29 +190,7 @@ impl Node {
         let me_id = nd.identity.node_id;
 
         // Revocation: load the CRL before accepting anyone.
-        let crl_source = a
-            .crl
-            .clone()
-            .or_else(|| Some(nd.config.crl_url.clone()).filter(|s| !s.is_empty()));
-        match (&crl_source, a.crl_policy) {
-            (Some(src), _) => match net::load_crl(&nd.trust, &nd.identity, src).await {
-                Ok(()) => info!("CRL loaded from {src}"),
-                Err(e) => match a.crl_policy {
-                    CrlPolicy::Require => return Err(NodeError::Crl(e)),
-                    CrlPolicy::AllowMissing => {
-                        warn!("{e}; accepting peers WITHOUT revocation checks until a CRL loads")
-                    }
-                },
-            },
-            (None, CrlPolicy::Require) => {
-                return Err(NodeError::Config(
-                    "no CRL source (no --crl, no crl_url in node.json)".into(),
-                ));
-            }
-            (None, CrlPolicy::AllowMissing) => {
-                warn!("no CRL source: accepting peers WITHOUT revocation checks")
-            }
-        }
+        let crl_source = load_revocation(&a, &nd).await?;
 
         let space = IdSpace::new(nd.config.overlay.id_bits)
             .map_err(|e| NodeError::Config(format!("node.json: overlay id_bits: {e}")))?;
@@ -227,16 +204,7 @@ impl Node {
             )));
         }
         let role = nd.identity.binding.role;
-        let t = &a.chord;
-        let mut cc = ChordConfig::new(space);
-        cc.stabilize_every = t.stabilize;
-        cc.fix_fingers_every = t.fix_fingers;
-        cc.stabilize_max = t.quiet_maintenance_max;
-        cc.fix_fingers_max = t.quiet_maintenance_max;
-        cc.check_predecessor_every = t.check_predecessor;
-        cc.ring_check_every = t.ring_check;
-        cc.rpc_timeout = t.rpc_timeout;
-        cc.lookup_timeout = t.lookup_timeout;
+        let cc = chord_config(&a.chord, space);
         let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
         let cc = Arc::new(cc);
         let secure = Arc::new(SecureConfig {
@@ -253,69 +221,14 @@ impl Node {
             .or_else(|| directory::default_source(&nd.config.enroll_server));
         let members = Arc::new(AtomicUsize::new(0));
         let keys = KeyBook::new();
-        let membership = match &dir_source {
-            Some(src) => match directory::load(&nd.trust, arcs, src, &keys).await {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!("{e}; starting without a directory (calls fail until it loads)");
-                    empty_membership(arcs, &keys)
-                }
-            },
-            None => {
-                warn!("no directory source (no --directory, no enroll_server in node.json)");
-                empty_membership(arcs, &keys)
-            }
-        };
+        let membership = load_membership(&nd, arcs, dir_source.as_deref(), &keys).await;
         log_membership(&membership, &members);
         let ctx = membership.context(secure.clone());
 
         // Rings are per layer: join through members of our own layer only.
-        let given: Vec<Contact> = if a.bootstrap.is_empty() {
-            nd.config
-                .bootstrap
-                .iter()
-                .map(|b| Contact::new(b.node_id, b.addr))
-                .collect()
-        } else {
-            a.bootstrap.clone()
-        };
-        let bootstrap: Vec<Contact> = given
-            .iter()
-            .copied()
-            .filter(|c| c.id != me_id && arcs.layer_of(c.id) == layer)
-            .collect();
-        if !a.create && bootstrap.is_empty() {
-            return Err(NodeError::Config(format!(
-                "no bootstrap peer of layer {} (none given with --bootstrap, none in node.json): pass --create to start the layer's ring",
-                layer.get()
-            )));
-        }
+        let bootstrap = bootstrap_of(&a, &nd, arcs)?;
 
-        let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
-        let behind_nat = reflexive.is_some_and(|r| r.behind_nat()) && a.advertise.is_none();
-        let relay = match a.relay {
-            Some(r) => Some(r),
-            None if a.outbound_only || behind_nat => match bootstrap.first() {
-                Some(b) => Some(*b),
-                None => {
-                    return Err(NodeError::Config(
-                        "outbound-only (behind NAT) needs a relay: pass --relay or --bootstrap"
-                            .into(),
-                    ));
-                }
-            },
-            None => None,
-        };
-        if let Some(r) = relay {
-            info!(relay = %r.id, addr = ?r.addr, behind_nat, "outbound-only: reachable through the relay");
-        }
-        let nat_status = serde_json::json!({
-            "reflexive": reflexive.map(|r| serde_json::json!({
-                "server": r.server, "local": r.local, "reflexive": r.reflexive,
-                "behind_nat": r.behind_nat(),
-            })),
-            "relay": relay.map(|r| serde_json::json!({ "id": r.id.to_string(), "addr": r.addr })),
-        });
+        let (reflexive, relay, nat_status) = reachability(&a, &nd, &bootstrap).await?;
 
         let listen = a
             .listen
@@ -338,26 +251,11 @@ impl Node {
         let signer = net::CertSigner::from_identity(&nd.identity)
             .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
         // The SIP sockets first: the front-end is built with their address, inside the core.
-        let sip = match &a.sip {
+        let (sip, frontend) = match &a.sip {
             Some(sc) => {
-                let auth = crate::load_sip_auth(sc.credentials.as_deref(), &sc.domain, &sc.digest)?;
-                let (sockets, inbound) =
-                    sip::driver::SipSockets::bind(sc.listen, sip::driver::DriverLimits::default())
-                        .await
-                        .map_err(NodeError::io(format!(
-                            "starting the SIP front-end on {}",
-                            sc.listen
-                        )))?;
-                let fe_signer = net::CertSigner::from_identity(&nd.identity)
-                    .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
-                let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
-                let frontend = (sc.domain.clone(), auth, sockets.local, fe_signer, verifier);
-                Some((sockets, inbound, frontend))
+                let (sockets, inbound, fe) = bind_frontend(sc, &nd, &keys).await?;
+                (Some((sockets, inbound)), Some(fe))
             }
-            None => None,
-        };
-        let (sip, frontend) = match sip {
-            Some((sockets, inbound, frontend)) => (Some((sockets, inbound)), Some(frontend)),
             None => (None, None),
         };
         let make = move |me| {
@@ -369,33 +267,30 @@ impl Node {
             let node = net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
             let core = PeerCore::new(node).with_call_seed(call_seed);
             match frontend {
-                Some((domain, auth, local, fe_signer, verifier)) => {
-                    let mut cfg = sip::FrontEndConfig::new(&domain, local);
-                    // The front-end runs on the runtime's clock, which starts now.
-                    cfg.unix_offset_ms = service::time::unix_ms();
-                    cfg.auth = auth;
-                    core.with_frontend(sip::FrontEnd::new(
-                        cfg,
-                        me_id,
-                        Box::new(fe_signer),
-                        verifier,
-                    ))
-                }
+                Some(fe) => core.with_frontend(fe.build(me_id)),
                 None => core,
             }
         };
-        let PeerRuntime {
+        // SOS: rankings and reports off the loop.
+        let sos_url = match &a.sos {
+            SosChoice::Off => None,
+            SosChoice::Url(u) => Some(u.clone()),
+            SosChoice::FromNodeDir => nd.config.sos_url.clone(),
+        };
+        let sos_counters = Arc::new(SosCounters::default());
+        let sos = sos_link(sos_url.as_deref(), &nd.identity, &sos_counters)?;
+        let parts = crate::Launch {
+            net: cfg,
+            relay: relay.map(|r| (r, a.keepalive.max(Duration::from_secs(1)))),
+            sos,
+        };
+        let crate::Running {
             handle: h,
-            events,
+            events: app_rx,
             task,
-        } = match relay {
-            Some(r) => {
-                let every = a.keepalive.max(Duration::from_secs(1));
-                PeerRuntime::start_outbound_only(cfg, r, every, make).await
-            }
-            None => PeerRuntime::start(cfg, make).await,
-        }
-        .map_err(NodeError::net("starting the peer"))?;
+        } = crate::launch(parts, make)
+            .await
+            .map_err(NodeError::net("starting the peer"))?;
         // The database first: a warm cache and the records before joining.
         let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
         // Store SIP registrations for others (signature by the owner's certificate key,
@@ -424,61 +319,39 @@ impl Node {
         .await
         .map_err(NodeError::net("joining the ring"))?;
 
-        // SOS: rankings and reports off the loop.
-        let sos_url = match &a.sos {
-            SosChoice::Off => None,
-            SosChoice::Url(u) => Some(u.clone()),
-            SosChoice::FromNodeDir => nd.config.sos_url.clone(),
-        };
-        let sos_counters = Arc::new(SosCounters::default());
-        let link = match &sos_url {
-            Some(url) => {
-                let client = sos::SosClient::new(url)
-                    .map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))?;
-                Some(
-                    SosLink::new(client, &nd.identity, sos_counters.clone()).map_err(|e| {
-                        NodeError::Sos(format!("the certificate key for SOS reports: {e}"))
-                    })?,
-                )
-            }
-            None => {
-                warn!("no SOS: callees take the shortest route, evidence is dropped");
-                None
-            }
-        };
-        let (app_tx, app_rx) = mpsc::channel::<PeerEvent>(4096);
-        tokio::spawn(net::run_events(h.clone(), events, link, Some(app_tx)));
-
         // Directory refresh.
         let (stop_tx, stop_rx) = watch::channel(false);
         if let Some(src) = dir_source.clone() {
-            let (h, trust, secure, members, keys, mut stop) = (
+            let (h, trust, secure, members, keys) = (
                 h.clone(),
                 nd.trust.clone(),
                 secure.clone(),
                 members.clone(),
                 keys.clone(),
-                stop_rx.clone(),
             );
             let every = a.directory_refresh.max(Duration::from_secs(1));
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(every) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
+            spawn_periodic(every, stop_rx.clone(), move || {
+                let (h, trust, secure, members, keys, src) = (
+                    h.clone(),
+                    trust.clone(),
+                    secure.clone(),
+                    members.clone(),
+                    keys.clone(),
+                    src.clone(),
+                );
+                async move {
                     match directory::load(&trust, arcs, &src, &keys).await {
                         Ok(m) => {
                             log_membership(&m, &members);
-                            let ctx = m.context(secure.clone());
-                            if h.call(move |n, now| n.node_at(now).set_context(ctx))
+                            let ctx = m.context(secure);
+                            h.call(move |n, now| n.node_at(now).set_context(ctx))
                                 .await
-                                .is_err()
-                            {
-                                return;
-                            }
+                                .is_ok()
                         }
-                        Err(e) => warn!("directory refresh: {e}"),
+                        Err(e) => {
+                            warn!("directory refresh: {e}");
+                            true
+                        }
                     }
                 }
             });
@@ -503,33 +376,17 @@ impl Node {
         }
         // Periodic sync of the node's state into the database.
         {
-            let (h, db, mut stop) = (h.clone(), db.clone(), stop_rx.clone());
+            let (h, db) = (h.clone(), db.clone());
             let every = a.db_sync.max(Duration::from_millis(100));
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(every) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    let db = db.clone();
-                    if h.call(move |n, now| db::sync(&db, n.node_at(now), now))
+            spawn_periodic(every, stop_rx.clone(), move || {
+                let (h, db) = (h.clone(), db.clone());
+                async move {
+                    h.call(move |n, now| db::sync(&db, n.node_at(now), now))
                         .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                        .is_ok()
                 }
             });
         }
-        let control = tokio::net::TcpListener::bind(a.control)
-            .await
-            .map_err(NodeError::io(format!(
-                "binding the control endpoint {}",
-                a.control
-            )))?;
-        let control_addr = control
-            .local_addr()
-            .map_err(NodeError::io("the control endpoint's address"))?;
         let ctl = control::Ctl {
             h: h.clone(),
             space,
@@ -547,16 +404,7 @@ impl Node {
                 Arc::new(move || db::status(&db, &warm))
             },
         };
-        let app = control::router(ctl.clone());
-        let mut stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = service::http::serve(control, app, stopped).await {
-                error!("control endpoint: {e}");
-            }
-        });
+        let (control_addr, http) = serve_control(a.control, ctl.clone(), stop_rx.clone()).await?;
         // Phones' datagrams into the core, the core's messages for phones out.
         let (sip_out, sip_sockets) = match sip {
             Some((sockets, inbound)) => {
@@ -637,6 +485,255 @@ async fn event_loop(
             }
         }
     }
+}
+
+/// Load the CRL (from `--crl`, else node.json) before accepting anyone; what the policy
+/// says when there is none. Returns the CRL's source, for the periodic refresh.
+async fn load_revocation(a: &Config, nd: &NodeDir) -> Result<Option<String>, NodeError> {
+    let crl_source = a
+        .crl
+        .clone()
+        .or_else(|| Some(nd.config.crl_url.clone()).filter(|s| !s.is_empty()));
+    match (&crl_source, a.crl_policy) {
+        (Some(src), _) => match net::load_crl(&nd.trust, &nd.identity, src).await {
+            Ok(()) => info!("CRL loaded from {src}"),
+            Err(e) => match a.crl_policy {
+                CrlPolicy::Require => return Err(NodeError::Crl(e)),
+                CrlPolicy::AllowMissing => {
+                    warn!("{e}; accepting peers WITHOUT revocation checks until a CRL loads")
+                }
+            },
+        },
+        (None, CrlPolicy::Require) => {
+            return Err(NodeError::Config(
+                "no CRL source (no --crl, no crl_url in node.json)".into(),
+            ));
+        }
+        (None, CrlPolicy::AllowMissing) => {
+            warn!("no CRL source: accepting peers WITHOUT revocation checks")
+        }
+    }
+    Ok(crl_source)
+}
+
+/// Chord's configuration from the operator's timing.
+fn chord_config(t: &crate::ChordTiming, space: IdSpace) -> ChordConfig {
+    let mut cc = ChordConfig::new(space);
+    cc.stabilize_every = t.stabilize;
+    cc.fix_fingers_every = t.fix_fingers;
+    cc.stabilize_max = t.quiet_maintenance_max;
+    cc.fix_fingers_max = t.quiet_maintenance_max;
+    cc.check_predecessor_every = t.check_predecessor;
+    cc.ring_check_every = t.ring_check;
+    cc.rpc_timeout = t.rpc_timeout;
+    cc.lookup_timeout = t.lookup_timeout;
+    cc
+}
+
+/// The membership at start: the directory from `source`, checked chain by chain; empty
+/// (calls fail until a refresh loads it) when it cannot be read.
+async fn load_membership(
+    nd: &NodeDir,
+    arcs: overlay::secure::LayerArcs,
+    source: Option<&str>,
+    keys: &Arc<KeyBook>,
+) -> Membership {
+    match source {
+        Some(src) => match directory::load(&nd.trust, arcs, src, keys).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("{e}; starting without a directory (calls fail until it loads)");
+                empty_membership(arcs, keys)
+            }
+        },
+        None => {
+            warn!("no directory source (no --directory, no enroll_server in node.json)");
+            empty_membership(arcs, keys)
+        }
+    }
+}
+
+/// The peers to join through: `--bootstrap`, else node.json's list, keeping members of
+/// this peer's own layer only (rings are per layer).
+fn bootstrap_of(
+    a: &Config,
+    nd: &NodeDir,
+    arcs: overlay::secure::LayerArcs,
+) -> Result<Vec<Contact>, NodeError> {
+    let me = nd.identity.node_id;
+    let layer = arcs.layer_of(me);
+    let given: Vec<Contact> = if a.bootstrap.is_empty() {
+        nd.config
+            .bootstrap
+            .iter()
+            .map(|b| Contact::new(b.node_id, b.addr))
+            .collect()
+    } else {
+        a.bootstrap.clone()
+    };
+    let bootstrap: Vec<Contact> = given
+        .iter()
+        .copied()
+        .filter(|c| c.id != me && arcs.layer_of(c.id) == layer)
+        .collect();
+    if !a.create && bootstrap.is_empty() {
+        return Err(NodeError::Config(format!(
+            "no bootstrap peer of layer {} (none given with --bootstrap, none in node.json): pass --create to start the layer's ring",
+            layer.get()
+        )));
+    }
+    Ok(bootstrap)
+}
+
+/// How others reach this peer: the server-reflexive address from STUN, and the relay it
+/// is reached through when it runs outbound-only (asked for, or behind a NAT without
+/// `--advertise`); also as JSON for `/status`.
+async fn reachability(
+    a: &Config,
+    nd: &NodeDir,
+    bootstrap: &[Contact],
+) -> Result<(Option<nat::Reflexive>, Option<Contact>, serde_json::Value), NodeError> {
+    let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
+    let behind_nat = reflexive.is_some_and(|r| r.behind_nat()) && a.advertise.is_none();
+    let relay = match a.relay {
+        Some(r) => Some(r),
+        None if a.outbound_only || behind_nat => match bootstrap.first() {
+            Some(b) => Some(*b),
+            None => {
+                return Err(NodeError::Config(
+                    "outbound-only (behind NAT) needs a relay: pass --relay or --bootstrap".into(),
+                ));
+            }
+        },
+        None => None,
+    };
+    if let Some(r) = relay {
+        info!(relay = %r.id, addr = ?r.addr, behind_nat, "outbound-only: reachable through the relay");
+    }
+    let status = serde_json::json!({
+        "reflexive": reflexive.map(|r| serde_json::json!({
+            "server": r.server, "local": r.local, "reflexive": r.reflexive,
+            "behind_nat": r.behind_nat(),
+        })),
+        "relay": relay.map(|r| serde_json::json!({ "id": r.id.to_string(), "addr": r.addr })),
+    });
+    Ok((reflexive, relay, status))
+}
+
+/// What the front-end is built from once the core knows its clock.
+struct FrontEndParts {
+    domain: String,
+    auth: Option<Arc<sip::digest::DigestAuth>>,
+    local: SocketAddr,
+    signer: net::CertSigner,
+    verifier: Arc<dyn overlay::secure::SigVerifier>,
+}
+
+impl FrontEndParts {
+    fn build(self, me: NodeId) -> sip::FrontEnd {
+        let mut cfg = sip::FrontEndConfig::new(&self.domain, self.local);
+        // The front-end runs on the runtime's clock, which starts now.
+        cfg.unix_offset_ms = service::time::unix_ms();
+        cfg.auth = self.auth;
+        sip::FrontEnd::new(cfg, me, Box::new(self.signer), self.verifier)
+    }
+}
+
+/// Bind the phones' sockets and gather what the front-end needs (digest credentials, the
+/// certificate key it signs registrations with, the key book it checks them with).
+async fn bind_frontend(
+    sc: &crate::SipConfig,
+    nd: &NodeDir,
+    keys: &Arc<KeyBook>,
+) -> Result<
+    (
+        sip::driver::SipSockets,
+        mpsc::Receiver<sip::driver::SipInbound>,
+        FrontEndParts,
+    ),
+    NodeError,
+> {
+    let auth = crate::load_sip_auth(sc.credentials.as_deref(), &sc.domain, &sc.digest)?;
+    let (sockets, inbound) =
+        sip::driver::SipSockets::bind(sc.listen, sip::driver::DriverLimits::default())
+            .await
+            .map_err(NodeError::io(format!(
+                "starting the SIP front-end on {}",
+                sc.listen
+            )))?;
+    let signer = net::CertSigner::from_identity(&nd.identity)
+        .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+    let parts = FrontEndParts {
+        domain: sc.domain.clone(),
+        auth,
+        local: sockets.local,
+        signer,
+        verifier: keys.clone(),
+    };
+    Ok((sockets, inbound, parts))
+}
+
+/// Serve the control endpoint on `bind` until `stop`; its address and task.
+async fn serve_control(
+    bind: SocketAddr,
+    ctl: control::Ctl,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), NodeError> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(NodeError::io(format!(
+            "binding the control endpoint {bind}"
+        )))?;
+    let addr = listener
+        .local_addr()
+        .map_err(NodeError::io("the control endpoint's address"))?;
+    let app = control::router(ctl);
+    let http = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = service::http::serve(listener, app, stopped).await {
+            error!("control endpoint: {e}");
+        }
+    });
+    Ok((addr, http))
+}
+
+/// Run `job` every `every` until `stop` turns true or the job says it is done (`false`).
+fn spawn_periodic<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if !job().await {
+                return;
+            }
+        }
+    });
+}
+
+/// The link to the SOS at `url`, signing reports with the certificate key; `None` (and a
+/// warning) without one.
+fn sos_link(
+    url: Option<&str>,
+    identity: &net::Identity,
+    counters: &Arc<SosCounters>,
+) -> Result<Option<SosLink>, NodeError> {
+    let Some(url) = url else {
+        warn!("no SOS: callees take the shortest route, evidence is dropped");
+        return Ok(None);
+    };
+    let client =
+        sos::SosClient::new(url).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))?;
+    let link = SosLink::new(client, identity, counters.clone())
+        .map_err(|e| NodeError::Sos(format!("the certificate key for SOS reports: {e}")))?;
+    Ok(Some(link))
 }
 
 fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {

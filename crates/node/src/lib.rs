@@ -21,6 +21,7 @@ mod daemon;
 mod db;
 mod directory;
 mod error;
+mod launch;
 mod phones;
 
 pub use calls::{CallReport, CallRequest, HistoryEntry};
@@ -29,6 +30,7 @@ pub use control::ApiError;
 pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
+pub use launch::{APP_QUEUE, Launch, Running, launch};
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
 pub use service::output::say;
 pub use sip::{PeerCore, PeerEvent};

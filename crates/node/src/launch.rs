@@ -25,6 +25,10 @@ pub struct Launch {
     /// The SOS for route rankings and evidence; `None`: callees take the shortest route
     /// and evidence is dropped.
     pub sos: Option<SosLink>,
+    /// Hand the peer's events to the application ([`Running::events`]); `false` for a peer
+    /// nobody listens to (a lab's ordinary peers), whose events are dropped at once rather
+    /// than queued.
+    pub app_events: bool,
 }
 
 /// A started peer.
@@ -32,8 +36,9 @@ pub struct Launch {
 pub struct Running<N: SecureCore<Event = SecureEvent>> {
     /// Runs work on the peer's core.
     pub handle: Handle<PeerCore<N>>,
-    /// The events for the application (SOS rankings and evidence are taken care of).
-    pub events: mpsc::Receiver<PeerEvent>,
+    /// The events for the application (SOS rankings and evidence are taken care of);
+    /// `None` when [`Launch::app_events`] was off.
+    pub events: Option<mpsc::Receiver<PeerEvent>>,
     /// The runtime's loop; it ends after [`Handle::shutdown`].
     pub task: JoinHandle<()>,
 }
@@ -57,13 +62,13 @@ where
         }
         None => PeerRuntime::start(parts.net, make).await?,
     };
-    let (app_tx, app_rx) = mpsc::channel(APP_QUEUE);
-    tokio::spawn(net::run_events(
-        handle.clone(),
-        events,
-        parts.sos,
-        Some(app_tx),
-    ));
+    let (app_tx, app_rx) = if parts.app_events {
+        let (tx, rx) = mpsc::channel(APP_QUEUE);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    tokio::spawn(net::run_events(handle.clone(), events, parts.sos, app_tx));
     Ok(Running {
         handle,
         events: app_rx,

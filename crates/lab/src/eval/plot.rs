@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use std::sync::Once;
 
 /// The embedded font (DejaVu Sans, Bitstream Vera licence, see assets/fonts/).
-static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Pixel size of one panel, unless a figure says otherwise.
 pub(crate) const PANEL: (u32, u32) = (620, 430);

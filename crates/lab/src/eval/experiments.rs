@@ -2,7 +2,7 @@
 //! results. Every number comes from the simulator (`sim`), the trust arithmetic (`trust`)
 //! or the E&A locality code (`enroll`); this module only chooses parameters and collects.
 
-use crate::cmd::locality_sim::{self, LocalityLatency};
+use crate::locality::{self, LocalityLatency};
 use overlay::IdSpace;
 use overlay::secure::Routing;
 use serde::Serialize;
@@ -478,12 +478,7 @@ pub(crate) fn locality(plan: &Plan, step: Step<'_>) -> anyhow::Result<LocalityRe
     }
     let mut latency = Vec::new();
     for &local in &l.local_fractions {
-        latency.push(locality_sim::run(
-            l.latency_peers,
-            l.lookups,
-            local,
-            plan.seed,
-        )?);
+        latency.push(locality::run(l.latency_peers, l.lookups, local, plan.seed)?);
         step(format!("locality latency local={local}"));
     }
     Ok(LocalityResults { ring, latency })

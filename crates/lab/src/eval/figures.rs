@@ -541,7 +541,7 @@ fn locality(r: &Results) -> Figure {
         ),
     ];
     let lat = &r.locality.latency;
-    let scheme = |name: &str, f: &dyn Fn(&crate::cmd::locality_sim::SchemeLatency) -> f64| {
+    let scheme = |name: &str, f: &dyn Fn(&crate::locality::SchemeLatency) -> f64| {
         lat.iter()
             .filter_map(|x| {
                 let s = x.schemes.iter().find(|s| s.scheme == name)?;

@@ -15,9 +15,11 @@
 //!
 //! `--simulated` runs the discrete-event simulator instead (the previous demo).
 
-use crate::cmd::call::invite;
-use crate::cmd::{demo_churn, demo_soak};
+mod churn;
+mod soak;
+
 use anyhow::{Context, bail};
+use churn::invite;
 use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
 use indicatif::{ProgressBar, ProgressStyle};
 use net::{
@@ -40,7 +42,7 @@ use tokio::task::JoinSet;
 
 /// Options for `p2psip demo`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+pub struct Args {
     /// Run the discrete-event simulator instead of real TLS peers.
     #[arg(long)]
     simulated: bool,
@@ -107,7 +109,8 @@ pub(crate) struct Args {
     soak_csv: Option<std::path::PathBuf>,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+/// Run `p2psip demo`.
+pub fn run(args: Args) -> anyhow::Result<()> {
     if args.simulated {
         return run_simulated(args);
     }
@@ -538,7 +541,7 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
             .unwrap_or(ring[0]);
         let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
-        demo_churn::shuffle(&mut rng, &mut order);
+        churn::shuffle(&mut rng, &mut order);
         let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
         let pb = pb.clone();
         set.spawn(async move {
@@ -674,7 +677,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     // Through `cmd::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
     let say = |s: String| {
         if !quiet {
-            crate::cmd::say(format_args!("{s}"));
+            node::say(format_args!("{s}"));
         }
     };
     let wall = Instant::now();
@@ -973,7 +976,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let mut set = JoinSet::new();
     let tc = Instant::now();
     for k in 0..args.calls {
-        let (caller, callee) = demo_churn::pick_pair(&mut rng, &ordinary);
+        let (caller, callee) = churn::pick_pair(&mut rng, &ordinary);
         let Some(h) = secure.handle(caller.0).cloned() else {
             continue;
         };
@@ -981,7 +984,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
         let permit = slots.clone().acquire_owned().await?;
         let pb = pb.clone();
         set.spawn(async move {
-            let out = demo_churn::ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
+            let out = churn::ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
             drop(permit);
             pb.inc(1);
             out
@@ -1134,10 +1137,10 @@ async fn real(args: Args) -> anyhow::Result<()> {
             wall.elapsed().as_secs_f64()
         );
         if let Some(c) = &churn {
-            demo_churn::print(c);
+            churn::print(c);
         }
         if let Some(c) = &soak {
-            demo_soak::print(c);
+            soak::print(c);
         }
     }
 
@@ -1255,7 +1258,7 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
         min: Duration::from_micros(100),
         max: Duration::from_millis(2),
     };
-    let mut progress = super::sim::LazyProgress::new();
+    let mut progress = crate::sim::LazyProgress::new();
     let calls = sim::run_calls(&run, &mut |done, total| {
         progress.update(sim::Progress {
             phase: "calls",
@@ -1290,7 +1293,7 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
     println!(
         "  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards."
     );
-    super::sim::print_paper(&paper);
+    crate::sim::print_paper(&paper);
     println!("  scenario      {}", if paper_ok { "PASS" } else { "FAIL" });
     println!();
     println!(
@@ -1331,12 +1334,12 @@ async fn run_churn(
     secure: &Cluster,
     members: &[Enrolled],
     args: &Args,
-) -> anyhow::Result<demo_churn::ChurnReport> {
+) -> anyhow::Result<churn::ChurnReport> {
     if !(0.0..1.0).contains(&args.kill_fraction) {
         bail!("--kill-fraction must be in [0, 1)");
     }
     let (callers, killable) = churn_parties(secure, members);
-    let plan = demo_churn::ChurnPlan {
+    let plan = churn::ChurnPlan {
         fraction: args.kill_fraction,
         before: Duration::from_secs(args.churn_before_s),
         after: Duration::from_secs(args.churn_after_s),
@@ -1345,7 +1348,7 @@ async fn run_churn(
         seed: args.seed,
         ring_within: Duration::from_millis(args.churn_ring_within_ms),
     };
-    demo_churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+    churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }
 
 /// `--soak-minutes`: calls and churn over the secure overlay for a long time, sampled.
@@ -1353,9 +1356,9 @@ async fn run_soak(
     secure: &Cluster,
     members: &[Enrolled],
     args: &Args,
-) -> anyhow::Result<demo_soak::SoakReport> {
+) -> anyhow::Result<soak::SoakReport> {
     let (callers, killable) = churn_parties(secure, members);
-    let plan = demo_soak::SoakPlan {
+    let plan = soak::SoakPlan {
         duration: Duration::from_secs_f64(args.soak_minutes * 60.0),
         interval: Duration::from_secs(args.soak_interval_s.max(1)),
         concurrency: args.concurrency,
@@ -1363,5 +1366,5 @@ async fn run_soak(
         csv: args.soak_csv.clone(),
         max_kill_fraction: 0.2,
     };
-    demo_soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+    soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Options for `p2psip sim`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+pub struct Args {
     /// Peers on the ring.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) peers: usize,
@@ -377,7 +377,8 @@ fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+/// Run `p2psip sim`.
+pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Scenario::Paper) = args.scenario {
         return run_paper(&args);
     }

@@ -9,8 +9,8 @@
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
 
-use crate::cmd::demo::DemoPeer;
-use crate::cmd::demo_churn::{pick_pair, pick_victims, ring_and_hang_up};
+use super::DemoPeer;
+use super::churn::{pick_pair, pick_victims, ring_and_hang_up};
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::SeedableRng;
@@ -62,7 +62,7 @@ pub(crate) struct SoakReport {
 }
 
 fn rss_kib() -> u64 {
-    crate::cmd::demo::rss_bytes() / 1024
+    super::rss_bytes() / 1024
 }
 
 fn fds() -> u64 {

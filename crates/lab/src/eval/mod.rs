@@ -23,7 +23,7 @@ use std::time::Instant;
 #[command(
     after_help = "Example:\n  p2psip eval --quick --out eval-out && xdg-open eval-out/report.html"
 )]
-pub(crate) struct Args {
+pub struct Args {
     /// Small sizes: about a minute in a release build.
     #[arg(long, conflicts_with = "tiny")]
     quick: bool,
@@ -141,7 +141,8 @@ fn load_demo(path: &Path) -> anyhow::Result<DemoSrd> {
     })
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+/// Run `p2psip eval`.
+pub fn run(args: Args) -> anyhow::Result<()> {
     let wall = Instant::now();
     let mode = if args.tiny {
         Mode::Tiny

@@ -17,4 +17,5 @@
 pub mod demo;
 pub mod eval;
 pub mod locality;
+mod progress;
 pub mod sim;

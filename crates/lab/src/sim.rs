@@ -1,10 +1,10 @@
 //! `p2psip sim`: run the discrete-event simulator and report lookup metrics.
 
+use crate::progress::LazyProgress;
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use overlay::IdSpace;
 use sim::{Churn, Init, LatencyModel, LookupRun, Progress, SessionModel, WorldConfig};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Options for `p2psip sim`.
 #[derive(clap::Args, Debug)]
@@ -209,49 +209,6 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
         };
     }
     Ok(run)
-}
-
-/// A progress bar on stderr that appears only once the work has taken over a second.
-pub(crate) struct LazyProgress {
-    started: Instant,
-    bar: Option<ProgressBar>,
-    phase: &'static str,
-}
-
-impl LazyProgress {
-    pub(crate) fn new() -> Self {
-        LazyProgress {
-            started: Instant::now(),
-            bar: None,
-            phase: "",
-        }
-    }
-
-    pub(crate) fn update(&mut self, p: Progress) {
-        if self.bar.is_none() && self.started.elapsed() > Duration::from_secs(1) {
-            let bar = ProgressBar::new(p.total.max(1));
-            bar.set_style(
-                ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta} left)")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            self.bar = Some(bar);
-        }
-        if let Some(bar) = &self.bar {
-            if self.phase != p.phase {
-                self.phase = p.phase;
-                bar.set_message(p.phase);
-                bar.set_length(p.total.max(1));
-            }
-            bar.set_position(p.done);
-        }
-    }
-
-    pub(crate) fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 fn run_paper(args: &Args) -> anyhow::Result<()> {

@@ -15,25 +15,27 @@
 //!
 //! `--simulated` runs the discrete-event simulator instead (the previous demo).
 
+mod calls;
 mod churn;
+mod cluster;
+mod host;
+mod members;
 mod soak;
 
+use crate::progress::bar;
 use anyhow::{Context, bail};
-use churn::invite;
-use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
-use indicatif::{ProgressBar, ProgressStyle};
-use net::{
-    CallOutcome, CrlStore, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
-    PeerRuntime, RevocationPolicy, SecureCore, SosCounters, SosLink, Trust,
-};
-use overlay::secure::{FirstHops, LayerArcs, OverlayContext, Routing, SecureConfig};
-use overlay::{ChordConfig, IdSpace, NodeId};
+use calls::{invite, pick_pair, ring_and_hang_up};
+use cluster::{Cluster, Launch, chord_config, converge, launch, membership, sum_stats};
+use host::{FDS_PER_PEER, nofile_limit, process_cpu, raise_nofile, rss_bytes};
+use members::{Enrolled, issue, paper_ids};
+use net::{CallOutcome, CrlStore, RevocationPolicy, SecureCore, SosCounters, Trust};
+use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
+use overlay::{IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use sim::paper;
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -139,36 +141,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(real(args))
 }
 
-/// Descriptors budgeted per demo peer: 512 peers peaked at about 13 600 descriptors
-/// (≈ 27 per peer, one overlay at a time); 38 keeps headroom for the join burst.
-const FDS_PER_PEER: u64 = 38;
-
-/// Raise the soft open-file limit to the hard limit (every peer holds a listener and a
-/// few connections, both ends of which live in this process).
-fn raise_nofile() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut r = getrlimit(Resource::Nofile);
-    if r.current < r.maximum {
-        r.current = r.maximum;
-        let _ = setrlimit(Resource::Nofile, r);
-    }
-}
-
-fn nofile_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
-}
-
-/// CPU time this process has used so far (all threads).
-fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(
-        t.tv_sec.max(0) as u64,
-        t.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
 /// What the converged overlay costs while nobody calls: measured over `window`.
 struct AtRest {
     /// CPU used, in cores (1.0 = one core busy all the time).
@@ -212,435 +184,6 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
                 .saturating_sub(st0.idle_closed + st0.links_evicted),
         ),
     }
-}
-
-/// Resident set size of this process, bytes.
-pub(crate) fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-/// One enrolled peer.
-struct Enrolled {
-    id: NodeId,
-    role: enroll::Role,
-    identity: Identity,
-}
-
-/// The paper's IDs plus random ones (as the simulator picks them), sorted.
-fn paper_ids(peers: usize, seed: u64) -> Vec<NodeId> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut ids: BTreeSet<NodeId> = paper::CSPS
-        .iter()
-        .chain(&paper::CSPGS)
-        .chain(&paper::NAMED)
-        .map(|i| NodeId(*i))
-        .collect();
-    while ids.len() < peers {
-        let id = rng.random_range(0..2048u128);
-        if !paper::QUIET.contains(&id) {
-            ids.insert(NodeId(id));
-        }
-    }
-    ids.into_iter().collect()
-}
-
-fn issue(ca: &Ca, arcs: &LayerArcs, id: NodeId) -> anyhow::Result<Enrolled> {
-    let role = if paper::CSPS.contains(&id.0) {
-        enroll::Role::Csp
-    } else if paper::CSPGS.contains(&id.0) {
-        enroll::Role::Cspg
-    } else {
-        enroll::Role::Peer
-    };
-    let layer = arcs.layer_of(id);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-    let csr = Csr::from_pem(&csr_for_key(&key)?)?;
-    let mut serial = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
-        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-    let t = enroll::server::unix_now();
-    let der = ca.issue(
-        &csr,
-        &Binding {
-            node_id: id,
-            layer,
-            role,
-        },
-        serial,
-        t - 300,
-        t + 24 * 3600,
-    )?;
-    let chain = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
-    let identity = Identity::from_pem(&chain, &key.serialize_pem())?;
-    Ok(Enrolled { id, role, identity })
-}
-
-/// The running peers of one overlay.
-struct Cluster {
-    handles: Vec<Handle<DemoPeer>>,
-    ids: Vec<NodeId>,
-    /// Rings: member indices, sorted by ID.
-    rings: Vec<Vec<usize>>,
-    log: Arc<KindLog>,
-    /// Application events of the peers chosen for SIP front-ends: (member index, events).
-    apps: Vec<(usize, tokio::sync::mpsc::Receiver<node::PeerEvent>)>,
-}
-
-/// A demo peer: the peer's core over an instrumented secure node (message-kind log, the
-/// paper's malicious peer).
-pub(crate) type DemoPeer = node::PeerCore<Instrumented>;
-
-impl Cluster {
-    fn handle(&self, id: u128) -> Option<&Handle<DemoPeer>> {
-        self.ids
-            .iter()
-            .position(|i| i.0 == id)
-            .map(|p| &self.handles[p])
-    }
-
-    /// Peers whose successor and predecessor are the true ones.
-    async fn converged(&self) -> usize {
-        let mut ring_ok = 0;
-        for ring in &self.rings {
-            let n = ring.len();
-            let sorted: Vec<NodeId> = ring.iter().map(|i| self.ids[*i]).collect();
-            for (pos, idx) in ring.iter().enumerate() {
-                let want_succ = sorted[(pos + 1) % n];
-                let want_pred = sorted[(pos + n - 1) % n];
-                let Ok((succ, pred)) = self.handles[*idx]
-                    .call(|c, _| {
-                        let ch = c.node().chord();
-                        (ch.successor().map(|s| s.id), ch.predecessor().map(|p| p.id))
-                    })
-                    .await
-                else {
-                    continue;
-                };
-                if n == 1 || (succ == Some(want_succ) && pred == Some(want_pred)) {
-                    ring_ok += 1;
-                } else if std::env::var_os("P2PSIP_DEMO_DEBUG").is_some() {
-                    eprintln!(
-                        "{}: succ {succ:?} want {want_succ}, pred {pred:?} want {want_pred}",
-                        sorted[pos]
-                    );
-                }
-            }
-        }
-        ring_ok
-    }
-
-    /// Peers that lost every successor (a timeout under load) join again through a member
-    /// of their ring, as `p2psip peer` does after a failed join.
-    async fn rejoin_lost(&self) {
-        for (r, ring) in self.rings.iter().enumerate() {
-            for (k, idx) in ring.iter().enumerate() {
-                let Ok(lost) = self.handles[*idx]
-                    .call(|n, _| !n.node().chord().is_active())
-                    .await
-                else {
-                    continue;
-                };
-                if lost && ring.len() > 1 {
-                    let via = self.handles[ring[(k + 1 + r) % ring.len()]].contact();
-                    let _ = self.handles[*idx]
-                        .call(move |n, now| n.node().chord_mut().join(now, via))
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn shutdown(&self) {
-        let mut set = JoinSet::new();
-        for h in &self.handles {
-            let h = h.clone();
-            set.spawn(async move {
-                let _ = h.shutdown().await;
-            });
-        }
-        while set.join_next().await.is_some() {}
-    }
-}
-
-struct Launch<'a> {
-    members: &'a [Enrolled],
-    trust: &'a Trust,
-    arcs: LayerArcs,
-    secure: Arc<SecureConfig>,
-    chord: Arc<ChordConfig>,
-    routing: Routing,
-    /// One flat ring (plain Chord) or one ring per layer.
-    flat: bool,
-    malicious: NodeId,
-    sos: Option<(sos::SosClient, Arc<SosCounters>)>,
-    /// Ordinary peers whose events feed a SIP front-end (the first this many).
-    frontends: usize,
-}
-
-fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(msg);
-    b
-}
-
-fn limits(role: enroll::Role) -> Limits {
-    Limits {
-        send_queue: 64,
-        inbound_queue: 256,
-        event_queue: 256,
-        command_queue: 64,
-        // 512 peers share one process's descriptors, and every link holds one at each end:
-        // an ordinary peer's links are capped under its share (the least recently used
-        // closes first, so links opened for joins and one-off lookups go before its
-        // fingers), while the few CSPs and CSPGs, which every caller and callee talks to,
-        // may hold many more. A link idle longer than the slowest quiet maintenance cycle
-        // (2 s per finger, a dozen fingers) closes. A short idle timeout instead closed
-        // finger links between two uses and kept the process busy with TLS handshakes.
-        max_links: match role {
-            enroll::Role::Peer => (FDS_PER_PEER - 6) as usize,
-            enroll::Role::Csp | enroll::Role::Cspg => 512,
-        },
-        idle_timeout: Duration::from_secs(30),
-        // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
-        // slow-loris guard between hosts) would throttle the join burst here.
-        max_setups_per_source: usize::MAX,
-        ..Limits::default()
-    }
-}
-
-fn membership(
-    l: &Launch<'_>,
-    addrs: Option<&[SocketAddr]>,
-) -> anyhow::Result<(Membership, OverlayContext)> {
-    let mut m = Membership::new(l.arcs);
-    for (i, e) in l.members.iter().enumerate() {
-        m.add(l.trust, &e.identity.chain, addrs.map(|a| a[i]))
-            .with_context(|| format!("member {}", e.id))?;
-    }
-    let ctx = m.context(l.secure.clone());
-    Ok((m, ctx))
-}
-
-async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
-    let (_, ctx) = membership(&l, None)?;
-    let log = Arc::new(KindLog::default());
-    let mut handles = Vec::with_capacity(l.members.len());
-    let mut apps = Vec::new();
-    let pb = bar(l.members.len() as u64, "listening", quiet);
-    for (index, e) in l.members.iter().enumerate() {
-        let cfg = NetConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
-            identity: e.identity.clone(),
-            trust: l.trust.clone(),
-            crl_refresh: None,
-            limits: limits(e.role),
-        };
-        let (identity, chord, ctx, log) = (
-            e.identity.clone(),
-            l.chord.clone(),
-            ctx.clone(),
-            log.clone(),
-        );
-        let mut seed = [0u8; 32];
-        seed[..16].copy_from_slice(&e.id.0.to_le_bytes());
-        seed[16] = u8::from(l.flat);
-        let routing = l.routing;
-        let signer = net::CertSigner::from_identity(&identity)?;
-        let role = e.role;
-        let drop_forwarded = e.id == l.malicious;
-        let rt = PeerRuntime::start(cfg, move |me| {
-            node::PeerCore::new(Instrumented {
-                node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
-                drop_forwarded,
-                log,
-            })
-        })
-        .await
-        .with_context(|| format!("starting peer {}", e.id))?;
-        let link = match &l.sos {
-            Some((client, counters)) => {
-                Some(SosLink::new(client.clone(), &e.identity, counters.clone())?)
-            }
-            None => None,
-        };
-        let app = if apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious
-        {
-            let (tx, rx) = tokio::sync::mpsc::channel(4096);
-            apps.push((index, rx));
-            Some(tx)
-        } else {
-            None
-        };
-        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, app));
-        handles.push(rt.handle);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    // Every address is known now: publish the directory with CSP/CSPG addresses.
-    let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
-    let (_, ctx) = membership(&l, Some(&addrs))?;
-    for h in &handles {
-        let ctx = ctx.clone();
-        h.call(move |n, _| n.node().set_context(ctx)).await?;
-    }
-    // Rings: per layer (secure) or flat (plain Chord); the first member of each ring is its
-    // CSPG (or the lowest ID), which creates it.
-    let ids: Vec<NodeId> = l.members.iter().map(|e| e.id).collect();
-    let mut rings: Vec<Vec<usize>> = if l.flat {
-        vec![(0..ids.len()).collect()]
-    } else {
-        let mut r = vec![Vec::new(); 3];
-        for (i, id) in ids.iter().enumerate() {
-            r[l.arcs.layer_of(*id).index()].push(i);
-        }
-        r.retain(|x| !x.is_empty());
-        r
-    };
-    for r in &mut rings {
-        r.sort_by_key(|i| ids[*i]);
-    }
-    let cluster = Cluster {
-        handles,
-        ids,
-        rings,
-        log,
-        apps,
-    };
-    join_rings(&cluster, &l, quiet).await?;
-    Ok(cluster)
-}
-
-/// Each ring's gateway creates it; the others join one after another through members that
-/// are already in (a join is a lookup of the new peer's successor), the rings in parallel.
-async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<()> {
-    let pb = bar(c.ids.len() as u64, "joining", quiet);
-    let mut set = JoinSet::new();
-    for ring in &c.rings {
-        let gateway = ring
-            .iter()
-            .copied()
-            .find(|i| l.members[*i].role == enroll::Role::Cspg || (l.flat && c.ids[*i].0 == 1))
-            .unwrap_or(ring[0]);
-        let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
-        churn::shuffle(&mut rng, &mut order);
-        let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
-        let pb = pb.clone();
-        set.spawn(async move {
-            handles[gateway]
-                .call(|n, now| n.node().chord_mut().create(now))
-                .await?;
-            pb.inc(1);
-            let mut inside = vec![gateway];
-            for idx in order {
-                let mut attempt = 0u64;
-                loop {
-                    let via = handles[inside[rng.random_range(0..inside.len())]].contact();
-                    handles[idx]
-                        .call(move |n, now| {
-                            n.node().chord_mut().add_bootstrap(via);
-                            n.node().chord_mut().join(now, via)
-                        })
-                        .await?;
-                    let t0 = Instant::now();
-                    let mut active = false;
-                    while t0.elapsed() < Duration::from_secs(5) {
-                        let (on, joined) = handles[idx]
-                            .call(|n, _| {
-                                let c = n.node().chord();
-                                (c.is_active(), c.successor().is_some())
-                            })
-                            .await?;
-                        if joined {
-                            active = true;
-                            break;
-                        }
-                        if !on {
-                            break; // the join failed: try through another member
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    attempt += 1;
-                    if active || attempt >= 5 {
-                        break;
-                    }
-                }
-                inside.push(idx);
-                pb.inc(1);
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r??;
-    }
-    pb.finish_and_clear();
-    Ok(())
-}
-
-/// Wait until every peer's successor and predecessor are the true ones, then one more
-/// finger-refresh round (m fix-fingers periods, twice) so the fingers catch up. Returns the
-/// time it took.
-async fn converge(
-    c: &Cluster,
-    started: Instant,
-    timeout: Duration,
-    fingers_round: Duration,
-    quiet: bool,
-) -> anyhow::Result<f64> {
-    let n = c.ids.len();
-    let pb = bar(n as u64, "converging", quiet);
-    loop {
-        c.rejoin_lost().await;
-        let ring_ok = c.converged().await;
-        pb.set_position(ring_ok as u64);
-        if ring_ok == n {
-            pb.finish_and_clear();
-            tokio::time::sleep(fingers_round).await;
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > timeout {
-            pb.finish_and_clear();
-            bail!("rings did not converge within {timeout:?}: {ring_ok}/{n} peers correct");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(space);
-    c.successors = 3;
-    c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(250);
-    c.fix_fingers_every = Duration::from_millis(60);
-    // Fast while the rings form or change, then slower once a peer's neighbourhood is
-    // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and every
-    // call queued behind it.
-    c.stabilize_max = Some(Duration::from_secs(2));
-    c.fix_fingers_max = Some(Duration::from_secs(2));
-    c.check_predecessor_every = Duration::from_millis(1000);
-    c.ring_check_every = Duration::from_secs(5);
-    c.rpc_timeout = Duration::from_millis(1500);
-    c.lookup_timeout = Duration::from_secs(4);
-    Arc::new(c)
 }
 
 fn path_text(p: &[u128]) -> String {
@@ -976,7 +519,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let mut set = JoinSet::new();
     let tc = Instant::now();
     for k in 0..args.calls {
-        let (caller, callee) = churn::pick_pair(&mut rng, &ordinary);
+        let (caller, callee) = pick_pair(&mut rng, &ordinary);
         let Some(h) = secure.handle(caller.0).cloned() else {
             continue;
         };
@@ -984,7 +527,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
         let permit = slots.clone().acquire_owned().await?;
         let pb = pb.clone();
         set.spawn(async move {
-            let out = churn::ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
+            let out = ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
             drop(permit);
             pb.inc(1);
             out
@@ -1229,21 +772,6 @@ async fn real(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
-    let mut total = net::Stats::default();
-    for h in handles {
-        let s = h.stats();
-        total.dials_ok += s.dials_ok;
-        total.accepts_ok += s.accepts_ok;
-        total.dropped_queue_full += s.dropped_queue_full;
-        total.dropped_backoff += s.dropped_backoff;
-        total.dropped_no_addr += s.dropped_no_addr;
-        total.idle_closed += s.idle_closed;
-        total.links_evicted += s.links_evicted;
-    }
-    total
-}
-
 /// The simulated demo: the paper's scenario and random calls in the discrete-event simulator.
 fn run_simulated(args: Args) -> anyhow::Result<()> {
     let paper = sim::run_paper(args.seed)?;
@@ -1258,7 +786,7 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
         min: Duration::from_micros(100),
         max: Duration::from_millis(2),
     };
-    let mut progress = crate::sim::LazyProgress::new();
+    let mut progress = crate::progress::LazyProgress::new();
     let calls = sim::run_calls(&run, &mut |done, total| {
         progress.update(sim::Progress {
             phase: "calls",

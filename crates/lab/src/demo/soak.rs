@@ -9,8 +9,9 @@
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
 
-use super::DemoPeer;
-use super::churn::{pick_pair, pick_victims, ring_and_hang_up};
+use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
+use super::cluster::DemoPeer;
+use super::host::{open_fds, rss_bytes};
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::SeedableRng;
@@ -59,16 +60,6 @@ pub(crate) struct SoakReport {
     pub(crate) calls: u64,
     pub(crate) rang_2s: u64,
     pub(crate) killed: usize,
-}
-
-fn rss_kib() -> u64 {
-    super::rss_bytes() / 1024
-}
-
-fn fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
 }
 
 /// Least-squares slope of `y` over `x`.
@@ -125,8 +116,8 @@ pub(crate) async fn run(
             );
             let s = Sample {
                 t_s: start.elapsed().as_secs_f64(),
-                rss_kib: rss_kib(),
-                fds: fds(),
+                rss_kib: rss_bytes() / 1024,
+                fds: open_fds(),
                 alive: ids.len() - killed,
                 calls: c - last.0,
                 rang_2s: r - last.1,

@@ -1,9 +1,9 @@
 //! From results to figures: which series go on which panel, and captions that name each
 //! experiment's parameters and seed.
 
-use super::Results;
 use super::experiments::{Warmth, behaviour_name};
 use super::plot::{Axis, Figure, Legend, PANEL, Panel, Series, Style, Table};
+use super::results::Results;
 use sim::Behaviour;
 
 /// All seven figures.

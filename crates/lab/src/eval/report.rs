@@ -1,9 +1,9 @@
 //! Writing a report: results.json, each figure as SVG and PNG, and report.html with the SVGs
 //! inline (no scripts, no external style sheets or fonts, nothing fetched).
 
-use super::Results;
 use super::figures;
 use super::plot::Figure;
+use super::results::Results;
 use anyhow::Context;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -66,7 +66,7 @@ pub(crate) fn write(dir: &Path, r: &Results) -> anyhow::Result<usize> {
     let p = &r.plan;
     let mode = format!("{:?}", p.mode).to_lowercase();
     let flag = match p.mode {
-        super::Mode::Full => String::new(),
+        super::experiments::Mode::Full => String::new(),
         _ => format!(" --{mode}"),
     };
     let mut nav = String::new();

@@ -15,7 +15,10 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod demo;
+mod error;
 pub mod eval;
 pub mod locality;
 mod progress;
 pub mod sim;
+
+pub use error::{BoxError, LabError};

@@ -5,7 +5,7 @@
 //! builds a converged ring over the geographic latency model and runs the same lookups:
 //! mostly local calls (callee in the caller's city), the rest anywhere.
 
-use anyhow::Context;
+use crate::LabError;
 use enroll::cities::CITIES;
 use overlay::{IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -46,19 +46,21 @@ pub struct LocalityLatency {
 }
 
 /// Measure both schemes on the same peers and the same (caller, callee) pairs.
-pub fn run(peers: usize, lookups: usize, local: f64, seed: u64) -> anyhow::Result<LocalityLatency> {
-    anyhow::ensure!(
-        peers >= CITIES.len(),
-        "need at least {} peers (one per city)",
-        CITIES.len()
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&local),
-        "local fraction must be in 0..1"
-    );
-    let space = IdSpace::new(128).context("ID space")?;
+pub fn run(
+    peers: usize,
+    lookups: usize,
+    local: f64,
+    seed: u64,
+) -> Result<LocalityLatency, LabError> {
+    LabError::check(peers >= CITIES.len(), || {
+        format!("need at least {} peers (one per city)", CITIES.len())
+    })?;
+    LabError::check((0.0..=1.0).contains(&local), || {
+        "local fraction must be in 0..1".into()
+    })?;
+    let space = IdSpace::new(128).map_err(LabError::setup("the 128-bit ID space"))?;
     let arc = enroll::LayerArcs::thirds(space)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(LabError::setup("three equal layer arcs of the ID space"))?
         .arc(enroll::Layer::TWO);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let (mut loc_ids, mut sha_ids, mut geos, mut city_of) =

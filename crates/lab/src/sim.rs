@@ -1,7 +1,7 @@
 //! `p2psip sim`: run the discrete-event simulator and report lookup metrics.
 
+use crate::LabError;
 use crate::progress::LazyProgress;
-use anyhow::Context;
 use overlay::IdSpace;
 use sim::{Churn, Init, LatencyModel, LookupRun, Progress, SessionModel, WorldConfig};
 use std::time::Duration;
@@ -161,23 +161,27 @@ fn latency_model(kind: LatencyKind) -> LatencyModel {
     }
 }
 
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .with_context(|| format!("{what} must be a non-negative number of seconds, got {s}"))
+/// `s` seconds as a [`Duration`]; `what` names the option in the error.
+fn secs(s: f64, what: &str) -> Result<Duration, LabError> {
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        LabError::Args(format!(
+            "{what} must be a non-negative number of seconds, got {s}"
+        ))
+    })
 }
 
-pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
-    let space = IdSpace::new(args.bits).context("--bits")?;
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.loss),
-        "--loss must be in 0..1, got {}",
-        args.loss
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.graceful),
-        "--graceful must be in 0..1"
-    );
-    anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
+/// The lookup run `args` describe, its options checked.
+pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
+    let space = IdSpace::new(args.bits).map_err(|e| LabError::Args(format!("--bits: {e}")))?;
+    LabError::check((0.0..=1.0).contains(&args.loss), || {
+        format!("--loss must be in 0..1, got {}", args.loss)
+    })?;
+    LabError::check((0.0..=1.0).contains(&args.graceful), || {
+        "--graceful must be in 0..1".into()
+    })?;
+    LabError::check(args.successors >= 1, || {
+        "--successors must be at least 1".into()
+    })?;
     let mut world = WorldConfig::new(space, args.seed);
     world.loss = args.loss;
     world.latency = latency_model(args.latency);
@@ -191,7 +195,9 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
     world.chord.successors = args.successors;
     if let Some(median) = args.churn_median_session {
         let median = secs(median, "--churn-median-session")?;
-        anyhow::ensure!(!median.is_zero(), "--churn-median-session must be positive");
+        LabError::check(!median.is_zero(), || {
+            "--churn-median-session must be positive".into()
+        })?;
         world.churn = Some(Churn {
             session: match args.session_model {
                 SessionKind::Exponential => SessionModel::Exponential { median },
@@ -211,10 +217,13 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
     Ok(run)
 }
 
-fn run_paper(args: &Args) -> anyhow::Result<()> {
+fn run_paper(args: &Args) -> Result<(), LabError> {
     let r = sim::run_paper(args.seed)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!(
+            "{}",
+            serde_json::to_string(&r).map_err(LabError::json("the report"))?
+        );
         return Ok(());
     }
     println!(
@@ -261,8 +270,10 @@ pub(crate) fn print_paper(r: &sim::PaperReport) {
     }
 }
 
-fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
-    anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
+fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
+    LabError::check(args.successors >= 1, || {
+        "--successors must be at least 1".into()
+    })?;
     let routing = match args.routing {
         RoutingKind::Secure => overlay::secure::Routing::Secure,
         RoutingKind::Chord => overlay::secure::Routing::Chord,
@@ -295,7 +306,10 @@ fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
     })?;
     progress.finish();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(LabError::json("the report"))?
+        );
         return Ok(());
     }
     println!(
@@ -335,7 +349,7 @@ fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
 }
 
 /// Run `p2psip sim`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> Result<(), LabError> {
     if let Some(Scenario::Paper) = args.scenario {
         return run_paper(&args);
     }
@@ -347,7 +361,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = sim::run_lookups(&run, &mut |p| progress.update(p))?;
     progress.finish();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(LabError::json("the report"))?
+        );
         return Ok(());
     }
     let churn = match args.churn_median_session {

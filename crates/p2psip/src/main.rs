@@ -87,9 +87,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Demo(args) => lab::demo::run(args),
-        Command::Sim(args) => lab::sim::run(args),
-        Command::Eval(args) => lab::eval::run(args),
+        Command::Demo(args) => lab::demo::run(args).map_err(anyhow::Error::from),
+        Command::Sim(args) => lab::sim::run(args).map_err(anyhow::Error::from),
+        Command::Eval(args) => lab::eval::run(args).map_err(anyhow::Error::from),
         Command::EnrollServer(args) => cmd::enroll_server::run(args),
         Command::Enroll(args) => cmd::enroll::run(args),
         Command::Sos(args) => cmd::sos::run(args),

@@ -14,6 +14,7 @@
 
 use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
 use super::cluster::DemoPeer;
+use crate::LabError;
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::SeedableRng;
@@ -100,7 +101,7 @@ pub(crate) async fn run(
     killable: &[bool],
     callers: &[bool],
     plan: &ChurnPlan,
-) -> anyhow::Result<ChurnReport> {
+) -> Result<ChurnReport, LabError> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0xD1E);
     let victims = pick_victims(&mut rng, killable, |n| {
         ((n as f64) * plan.fraction).round() as usize
@@ -116,7 +117,9 @@ pub(crate) async fn run(
         .filter(|i| !dead[*i])
         .collect();
     if parties_after.len() < 2 {
-        anyhow::bail!("fewer than two peers would be left to call each other");
+        return Err(LabError::TooFewPeers {
+            when: "would be left after the kill",
+        });
     }
 
     let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
@@ -142,7 +145,10 @@ pub(crate) async fn run(
             &parties_before
         };
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p?,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
             () = tokio::time::sleep(Duration::from_millis(50)) => continue,
         };
         let (a, b) = pick_pair(&mut rng, parties);

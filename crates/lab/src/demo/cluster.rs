@@ -5,8 +5,8 @@
 
 use super::host::FDS_PER_PEER;
 use super::members::Enrolled;
+use crate::LabError;
 use crate::progress::bar;
-use anyhow::{Context, bail};
 use net::{
     Handle, Instrumented, KindLog, Limits, Membership, NetConfig, PeerRuntime, SecureCore,
     SosCounters, SosLink, Trust,
@@ -136,6 +136,7 @@ pub(crate) struct Launch<'a> {
     pub(crate) frontends: usize,
 }
 
+/// The runtime limits of a demo peer: 512 peers share one process's descriptors.
 fn limits(role: enroll::Role) -> Limits {
     Limits {
         send_queue: 64,
@@ -161,20 +162,27 @@ fn limits(role: enroll::Role) -> Limits {
     }
 }
 
+/// The membership (key book, CSP/CSPG directory) of `l`'s members and the overlay
+/// context built from it; with `addrs`, the CSPs and CSPGs are listed at their addresses.
 pub(crate) fn membership(
     l: &Launch<'_>,
     addrs: Option<&[SocketAddr]>,
-) -> anyhow::Result<(Membership, OverlayContext)> {
+) -> Result<(Membership, OverlayContext), LabError> {
     let mut m = Membership::new(l.arcs);
     for (i, e) in l.members.iter().enumerate() {
         m.add(l.trust, &e.identity.chain, addrs.map(|a| a[i]))
-            .with_context(|| format!("member {}", e.id))?;
+            .map_err(LabError::peer(
+                e.id,
+                "joining the membership (its chain against the CA and CRL)",
+            ))?;
     }
     let ctx = m.context(l.secure.clone());
     Ok((m, ctx))
 }
 
-pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
+/// Start every member of `l` as a TLS peer, publish the directory, and create and join
+/// the rings (converging is [`converge`]'s job).
+pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabError> {
     let (_, ctx) = membership(&l, None)?;
     let log = Arc::new(KindLog::default());
     let mut handles = Vec::with_capacity(l.members.len());
@@ -199,7 +207,10 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster
         seed[..16].copy_from_slice(&e.id.0.to_le_bytes());
         seed[16] = u8::from(l.flat);
         let routing = l.routing;
-        let signer = net::CertSigner::from_identity(&identity)?;
+        let signer = net::CertSigner::from_identity(&identity).map_err(LabError::peer(
+            e.id,
+            "making its signer from its certificate key",
+        ))?;
         let role = e.role;
         let drop_forwarded = e.id == l.malicious;
         let rt = PeerRuntime::start(cfg, move |me| {
@@ -210,11 +221,15 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster
             })
         })
         .await
-        .with_context(|| format!("starting peer {}", e.id))?;
+        .map_err(LabError::peer(
+            e.id,
+            "starting its TLS listener and runtime",
+        ))?;
         let link = match &l.sos {
-            Some((client, counters)) => {
-                Some(SosLink::new(client.clone(), &e.identity, counters.clone())?)
-            }
+            Some((client, counters)) => Some(
+                SosLink::new(client.clone(), &e.identity, counters.clone())
+                    .map_err(LabError::peer(e.id, "linking to the SOS"))?,
+            ),
             None => None,
         };
         let app = if apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious
@@ -233,9 +248,14 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster
     // Every address is known now: publish the directory with CSP/CSPG addresses.
     let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
     let (_, ctx) = membership(&l, Some(&addrs))?;
-    for h in &handles {
+    for (h, e) in handles.iter().zip(l.members) {
         let ctx = ctx.clone();
-        h.call(move |n, _| n.node().set_context(ctx)).await?;
+        h.call(move |n, _| n.node().set_context(ctx))
+            .await
+            .map_err(LabError::request(format!(
+                "peer {}: taking the directory with CSP/CSPG addresses",
+                e.id
+            )))?;
     }
     // Rings: per layer (secure) or flat (plain Chord); the first member of each ring is its
     // CSPG (or the lowest ID), which creates it.
@@ -266,7 +286,7 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster
 
 /// Each ring's gateway creates it; the others join one after another through members that
 /// are already in (a join is a lookup of the new peer's successor), the rings in parallel.
-async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<()> {
+async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> Result<(), LabError> {
     let pb = bar(c.ids.len() as u64, "joining", quiet);
     let mut set = JoinSet::new();
     for ring in &c.rings {
@@ -279,11 +299,18 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
         order.shuffle(&mut rng);
         let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
+        let ids = c.ids.clone();
         let pb = pb.clone();
         set.spawn(async move {
+            let joining =
+                |idx: usize| LabError::request(format!("peer {}: joining its ring", ids[idx]));
             handles[gateway]
                 .call(|n, now| n.node().chord_mut().create(now))
-                .await?;
+                .await
+                .map_err(LabError::request(format!(
+                    "peer {}: creating its ring",
+                    ids[gateway]
+                )))?;
             pb.inc(1);
             let mut inside = vec![gateway];
             for idx in order {
@@ -295,7 +322,8 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
                             n.node().chord_mut().add_bootstrap(via);
                             n.node().chord_mut().join(now, via)
                         })
-                        .await?;
+                        .await
+                        .map_err(joining(idx))?;
                     let t0 = Instant::now();
                     let mut active = false;
                     while t0.elapsed() < Duration::from_secs(5) {
@@ -304,7 +332,8 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
                                 let c = n.node().chord();
                                 (c.is_active(), c.successor().is_some())
                             })
-                            .await?;
+                            .await
+                            .map_err(joining(idx))?;
                         if joined {
                             active = true;
                             break;
@@ -322,7 +351,7 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<
                 inside.push(idx);
                 pb.inc(1);
             }
-            anyhow::Ok(())
+            Ok::<(), LabError>(())
         });
     }
     while let Some(r) = set.join_next().await {
@@ -341,7 +370,7 @@ pub(crate) async fn converge(
     timeout: Duration,
     fingers_round: Duration,
     quiet: bool,
-) -> anyhow::Result<f64> {
+) -> Result<f64, LabError> {
     let n = c.ids.len();
     let pb = bar(n as u64, "converging", quiet);
     loop {
@@ -355,12 +384,17 @@ pub(crate) async fn converge(
         }
         if started.elapsed() > timeout {
             pb.finish_and_clear();
-            bail!("rings did not converge within {timeout:?}: {ring_ok}/{n} peers correct");
+            return Err(LabError::NotConverged {
+                timeout,
+                correct: ring_ok,
+                peers: n,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Chord's timers for the demo: quick while the rings form, backing off once quiet.
 pub(crate) fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
     let mut c = ChordConfig::new(space);
     c.successors = 3;
@@ -379,6 +413,7 @@ pub(crate) fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
     Arc::new(c)
 }
 
+/// The runtime counters of every peer, added up.
 pub(crate) fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
     let mut total = net::Stats::default();
     for h in handles {

@@ -22,8 +22,8 @@ mod host;
 mod members;
 mod soak;
 
+use crate::LabError;
 use crate::progress::bar;
-use anyhow::{Context, bail};
 use calls::{invite, pick_pair, ring_and_hang_up};
 use cluster::{Cluster, Launch, chord_config, converge, launch, membership, sum_stats};
 use host::{FDS_PER_PEER, nofile_limit, process_cpu, raise_nofile, rss_bytes};
@@ -112,12 +112,21 @@ pub struct Args {
 }
 
 /// Run `p2psip demo`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> Result<(), LabError> {
     if args.simulated {
         return run_simulated(args);
     }
     if args.peers < 24 || args.peers > 1500 {
-        bail!("--peers must be between 24 and 1500 (m = 11, the paper's layout)");
+        return Err(LabError::Args(
+            "--peers must be between 24 and 1500 (m = 11, the paper's layout)".into(),
+        ));
+    }
+    // Checked before the demo starts, not after minutes of it.
+    if !(0.0..1.0).contains(&args.kill_fraction) {
+        return Err(LabError::Args(format!(
+            "--kill-fraction must be in [0, 1), got {}",
+            args.kill_fraction
+        )));
     }
     raise_nofile();
     let mut args = args;
@@ -137,7 +146,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(LabError::Runtime)?;
     rt.block_on(real(args))
 }
 
@@ -215,7 +225,7 @@ struct Scenario {
     ping_carriers: Vec<u128>,
 }
 
-async fn real(args: Args) -> anyhow::Result<()> {
+async fn real(args: Args) -> Result<(), LabError> {
     let quiet = args.json;
     // Through `cmd::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
     let say = |s: String| {
@@ -224,9 +234,12 @@ async fn real(args: Args) -> anyhow::Result<()> {
         }
     };
     let wall = Instant::now();
-    let tmp = tempfile::tempdir()?;
-    let space = IdSpace::new(11)?;
-    let arcs = LayerArcs::new(space, paper::ARCS)?;
+    let tmp = tempfile::tempdir().map_err(LabError::setup(
+        "creating a temporary directory for the E&A and SOS data",
+    ))?;
+    let space = IdSpace::new(11).map_err(LabError::setup("the paper's ID space (m = 11)"))?;
+    let arcs =
+        LayerArcs::new(space, paper::ARCS).map_err(LabError::setup("the paper's layer arcs"))?;
 
     // E&A, serving its CA and CRL over HTTP.
     let ea_dir = tmp.path().join("ea");
@@ -235,15 +248,25 @@ async fn real(args: Args) -> anyhow::Result<()> {
         layer_bounds: Some([paper::ARCS[1], paper::ARCS[2]]),
         ..enroll::ServerConfig::default()
     };
-    let ea = enroll::EnrollServer::open(&ea_dir, ea_cfg)?;
-    let ea_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ea_addr = ea_listener.local_addr()?;
+    let ea = enroll::EnrollServer::open(&ea_dir, ea_cfg).map_err(LabError::server(format!(
+        "opening the E&A server's data in {}",
+        ea_dir.display()
+    )))?;
+    let ea_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(LabError::server("binding the E&A listener on 127.0.0.1"))?;
+    let ea_addr = ea_listener
+        .local_addr()
+        .map_err(LabError::server("the E&A listener's address"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop = stop_rx.clone();
     tokio::spawn(ea.serve(ea_listener, async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
-    let ca_data = enroll::DataDir::open(&ea_dir)?;
+    let ca_data = enroll::DataDir::open(&ea_dir).map_err(LabError::server(format!(
+        "opening the E&A CA in {}",
+        ea_dir.display()
+    )))?;
     let ca = ca_data.ca();
     say(format!(
         "p2psip demo — {} real TLS peers on 127.0.0.1 (paper layout: m = 11, layers [0,512) [512,1024) [1024,2048))",
@@ -263,7 +286,12 @@ async fn real(args: Args) -> anyhow::Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let crl = net::fetch_crl(&format!("http://{ea_addr}/v1/crl")).await?;
+    let crl_url = format!("http://{ea_addr}/v1/crl");
+    let crl = net::fetch_crl(&crl_url)
+        .await
+        .map_err(LabError::server(format!(
+            "fetching the CRL from E&A at {crl_url}"
+        )))?;
     let crls = CrlStore::new();
     crls.set(crl);
     let trust = Trust {
@@ -305,7 +333,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
         frontends: 0,
     };
     let (m0, _) = membership(&launch_cfg(Routing::Secure, false, None), None)?;
-    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())?;
+    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries()).map_err(
+        LabError::setup("the SOS key registry of the peers' certificate keys"),
+    )?;
     let admin = format!(
         "{:032x}",
         Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xAD).random::<u128>()
@@ -313,11 +343,25 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let mut sos_cfg = sos::ServerConfig::new(tmp.path().join("sos.sqlite3"), Arc::new(registry));
     sos_cfg.admin_token = Some(admin.clone());
     sos_cfg.synchronous = sos::Synchronous::Normal;
-    let sos_srv = sos::RunningServer::start(sos_cfg, "127.0.0.1:0".parse()?).await?;
-    let sos_client = sos::SosClient::new(&sos_srv.url())?.with_admin_token(admin);
+    let sos_srv = sos::RunningServer::start(sos_cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(LabError::server("starting the SOS on 127.0.0.1"))?;
+    let sos_client = sos::SosClient::new(&sos_srv.url())
+        .map_err(LabError::server(format!(
+            "an SOS client for {}",
+            sos_srv.url()
+        )))?
+        .with_admin_token(admin);
     for (peer, b, d, u) in trust::paper::OPINIONS {
-        let o = trust::Opinion::new(b, d, u, trust::paper::BASE_RATE)?;
-        sos_client.put_opinion(sos::PeerId(peer), o).await?;
+        let o = trust::Opinion::new(b, d, u, trust::paper::BASE_RATE).map_err(LabError::setup(
+            format!("the paper's opinion of peer {peer}"),
+        ))?;
+        sos_client
+            .put_opinion(sos::PeerId(peer), o)
+            .await
+            .map_err(LabError::server(format!(
+                "setting the paper's opinion of peer {peer} at the SOS"
+            )))?;
     }
     say(format!(
         "  SOS       {}  (paper opinions for 1593, 1600, 1609, 1618 set by the operator)",
@@ -325,8 +369,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
     ));
 
     // STUN/TURN.
-    let stun =
-        nat::StunServer::bind(nat::ServerConfig::loopback(nat::CredentialStore::new())).await?;
+    let stun = nat::StunServer::bind(nat::ServerConfig::loopback(nat::CredentialStore::new()))
+        .await
+        .map_err(LabError::server("starting the STUN server on 127.0.0.1"))?;
     let stun_addr = stun.local_addr();
     let stun_handle = stun.spawn();
     say(format!("  STUN      udp://{stun_addr}"));
@@ -371,7 +416,10 @@ async fn real(args: Args) -> anyhow::Result<()> {
         flat.log.set_tracing(true);
         if let Some(h) = flat.handle(80) {
             let inv = invite(80, 1618, h.local_addr(), 1);
-            let out = h.place_call(NodeId(1618), inv).await?;
+            let out = h
+                .place_call(NodeId(1618), inv)
+                .await
+                .map_err(LabError::request("peer 80 calling 1618 over plain Chord"))?;
             sc.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
         }
         sc.chord_path = std::iter::once(80)
@@ -418,7 +466,13 @@ async fn real(args: Args) -> anyhow::Result<()> {
     secure.log.clear();
     if let Some(h) = secure.handle(80) {
         let inv = invite(80, 1618, h.local_addr(), 2);
-        if let CallOutcome::Ringing { srd, route, .. } = h.place_call(NodeId(1618), inv).await? {
+        let out = h
+            .place_call(NodeId(1618), inv)
+            .await
+            .map_err(LabError::request(
+                "peer 80 calling 1618 over the secure overlay",
+            ))?;
+        if let CallOutcome::Ringing { srd, route, .. } = out {
             sc.secure_delivered = true;
             sc.secure_srd_ms = srd.as_secs_f64() * 1e3;
             sc.chosen_route = route.iter().map(|n| n.0).collect();
@@ -524,7 +578,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
             continue;
         };
         let to = secure.handle(callee.0).cloned();
-        let permit = slots.clone().acquire_owned().await?;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break; // the semaphore is never closed
+        };
         let pb = pb.clone();
         set.spawn(async move {
             let out = ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
@@ -635,10 +691,10 @@ async fn real(args: Args) -> anyhow::Result<()> {
         "wall_s": wall.elapsed().as_secs_f64(),
     });
     if let Some(c) = &churn {
-        report["churn"] = serde_json::to_value(c)?;
+        report["churn"] = serde_json::to_value(c).map_err(LabError::json("the churn report"))?;
     }
     if let Some(c) = &soak {
-        report["soak"] = serde_json::to_value(c)?;
+        report["soak"] = serde_json::to_value(c).map_err(LabError::json("the soak report"))?;
     }
     if args.json {
         println!("{report}");
@@ -717,19 +773,32 @@ async fn real(args: Args) -> anyhow::Result<()> {
         );
         let mut fronts = Vec::new();
         if args.frontends > 0 {
-            for h in &secure.handles {
-                node::install_registration_validator(h).await?;
+            for (h, id) in secure.handles.iter().zip(&secure.ids) {
+                node::install_registration_validator(h)
+                    .await
+                    .map_err(LabError::request(format!(
+                        "peer {id}: installing the SIP registration validator"
+                    )))?;
             }
             let verifier = secure.handles[0]
                 .call(|n, _| n.node().context().verifier.clone())
-                .await?;
+                .await
+                .map_err(LabError::request(format!(
+                    "peer {}: its certificate verifier for the SIP front-ends",
+                    secure.ids[0]
+                )))?;
             let unix_offset_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(LabError::setup(
+                    "the system clock (the SIP front-ends stamp registrations with it)",
+                ))?
                 .as_millis() as u64;
             for (i, mut events) in std::mem::take(&mut secure.apps) {
                 let h = secure.handles[i].clone();
                 let id = secure.ids[i];
-                let signer = net::CertSigner::from_identity(&members[i].identity)?;
+                let signer = net::CertSigner::from_identity(&members[i].identity).map_err(
+                    LabError::peer(id, "making its signer for the SIP front-end"),
+                )?;
                 let (verifier, domain) = (verifier.clone(), args.sip_domain.clone());
                 let fe = node::serve_frontend(
                     &h,
@@ -742,7 +811,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
                     },
                 )
                 .await
-                .context("starting a SIP front-end")?;
+                .map_err(LabError::server(format!(
+                    "starting the SIP front-end of peer {id} on 127.0.0.1"
+                )))?;
                 let out = fe.sender();
                 tokio::spawn(async move {
                     while let Some(ev) = events.recv().await {
@@ -767,13 +838,13 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let _ = sos_srv.shutdown().await;
     let _ = stun_handle.shutdown().await;
     if !paper_ok && members.len() >= 512 {
-        bail!("the paper's scenario did not reproduce");
+        return Err(LabError::ScenarioNotReproduced);
     }
     Ok(())
 }
 
 /// The simulated demo: the paper's scenario and random calls in the discrete-event simulator.
-fn run_simulated(args: Args) -> anyhow::Result<()> {
+fn run_simulated(args: Args) -> Result<(), LabError> {
     let paper = sim::run_paper(args.seed)?;
     let paper_ok = !paper.chord.delivered
         && paper.secure.delivered
@@ -835,7 +906,7 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
         calls.messages_per_call
     );
     if !paper_ok {
-        bail!("the paper's scenario did not reproduce");
+        return Err(LabError::ScenarioNotReproduced);
     }
     Ok(())
 }
@@ -862,10 +933,7 @@ async fn run_churn(
     secure: &Cluster,
     members: &[Enrolled],
     args: &Args,
-) -> anyhow::Result<churn::ChurnReport> {
-    if !(0.0..1.0).contains(&args.kill_fraction) {
-        bail!("--kill-fraction must be in [0, 1)");
-    }
+) -> Result<churn::ChurnReport, LabError> {
     let (callers, killable) = churn_parties(secure, members);
     let plan = churn::ChurnPlan {
         fraction: args.kill_fraction,
@@ -884,7 +952,7 @@ async fn run_soak(
     secure: &Cluster,
     members: &[Enrolled],
     args: &Args,
-) -> anyhow::Result<soak::SoakReport> {
+) -> Result<soak::SoakReport, LabError> {
     let (callers, killable) = churn_parties(secure, members);
     let plan = soak::SoakPlan {
         duration: Duration::from_secs_f64(args.soak_minutes * 60.0),

@@ -12,6 +12,7 @@
 use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
 use super::cluster::DemoPeer;
 use super::host::{open_fds, rss_bytes};
+use crate::LabError;
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::SeedableRng;
@@ -82,7 +83,7 @@ pub(crate) async fn run(
     killable: &[bool],
     callers: &[bool],
     plan: &SoakPlan,
-) -> anyhow::Result<SoakReport> {
+) -> Result<SoakReport, LabError> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0x50A4);
     let victims = pick_victims(&mut rng, killable, |n| {
         ((n as f64) * plan.max_kill_fraction).floor() as usize
@@ -90,9 +91,11 @@ pub(crate) async fn run(
     let mut dead = vec![false; ids.len()];
     let mut csv = match &plan.csv {
         Some(p) => {
-            let mut f = std::fs::File::create(p)?;
-            writeln!(f, "t_s,rss_kib,fds,alive,calls,rang_2s,failed")?;
-            Some(f)
+            let mut f =
+                std::fs::File::create(p).map_err(LabError::io("creating the soak CSV", p))?;
+            writeln!(f, "t_s,rss_kib,fds,alive,calls,rang_2s,failed")
+                .map_err(LabError::io("writing the soak CSV", p))?;
+            Some((f, p))
         }
         None => None,
     };
@@ -124,13 +127,14 @@ pub(crate) async fn run(
                 failed: f - last.2,
             };
             last = (c, r, f);
-            if let Some(f) = &mut csv {
+            if let Some((f, path)) = &mut csv {
                 writeln!(
                     f,
                     "{:.1},{},{},{},{},{},{}",
                     s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
-                )?;
-                f.flush()?;
+                )
+                .and_then(|()| f.flush())
+                .map_err(LabError::io("writing the soak CSV", path.as_path()))?;
             }
             eprintln!(
                 "soak t={:.0}s rss={} KiB fds={} alive={} calls={} rang(2s)={} failed={}",
@@ -146,14 +150,19 @@ pub(crate) async fn run(
             }
         }
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p?,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
             () = tokio::time::sleep(Duration::from_millis(50)) => continue,
         };
         let parties: Vec<usize> = (0..ids.len())
             .filter(|i| callers[*i] && !dead[*i])
             .collect();
         if parties.len() < 2 {
-            anyhow::bail!("fewer than two peers left");
+            return Err(LabError::TooFewPeers {
+                when: "left in the soak",
+            });
         }
         let (a, b) = pick_pair(&mut rng, &parties);
         let h = handles[a].clone();

@@ -12,7 +12,7 @@ mod plot;
 mod report;
 mod results;
 
-use anyhow::Context;
+use crate::LabError;
 use experiments::{Mode, Plan};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use results::{Results, Timing, load_demo};
@@ -44,7 +44,7 @@ pub struct Args {
 }
 
 /// Run `p2psip eval`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> Result<(), LabError> {
     let wall = Instant::now();
     let mode = if args.tiny {
         Mode::Tiny
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let demo = args.demo_report.as_deref().map(load_demo).transpose()?;
     std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+        .map_err(LabError::io("creating the output directory", &args.out))?;
     let plan = Plan::new(mode, args.seed);
     let bar = ProgressBar::with_draw_target(Some(plan.steps()), ProgressDrawTarget::stderr());
     bar.set_style(

@@ -2,7 +2,7 @@
 //! take real setup delays from.
 
 use super::experiments::{self, Plan};
-use anyhow::Context;
+use crate::LabError;
 use serde::Serialize;
 use std::path::Path;
 
@@ -49,19 +49,25 @@ const MAX_DEMO_REPORT: u64 = 64 << 20;
 /// Most SRD samples taken from a demo report.
 const MAX_DEMO_SAMPLES: usize = 1_000_000;
 
-pub(crate) fn load_demo(path: &Path) -> anyhow::Result<DemoSrd> {
+/// Read the setup delays of a demo report (`p2psip demo --json`): its `srd_ms` samples, or
+/// else its `srd_ms_p50` and `srd_ms_p99`.
+pub(crate) fn load_demo(path: &Path) -> Result<DemoSrd, LabError> {
+    let bad = |reason: String| LabError::DemoReport {
+        path: path.to_path_buf(),
+        reason,
+    };
     let len = std::fs::metadata(path)
-        .with_context(|| format!("demo report {}", path.display()))?
+        .map_err(LabError::io("reading the demo report", path))?
         .len();
-    anyhow::ensure!(
-        len <= MAX_DEMO_REPORT,
-        "demo report {} is {len} bytes; at most {MAX_DEMO_REPORT} are read",
-        path.display()
-    );
+    if len > MAX_DEMO_REPORT {
+        return Err(bad(format!(
+            "{len} bytes; at most {MAX_DEMO_REPORT} are read"
+        )));
+    }
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("demo report {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("demo report {} is not JSON", path.display()))?;
+        std::fs::read_to_string(path).map_err(LabError::io("reading the demo report", path))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let mode = v
         .get("mode")
         .and_then(|m| m.as_str())
@@ -75,10 +81,7 @@ pub(crate) fn load_demo(path: &Path) -> anyhow::Result<DemoSrd> {
         for x in a.iter().take(MAX_DEMO_SAMPLES) {
             match x.as_f64() {
                 Some(x) if good(x) => srd_ms.push(x),
-                _ => anyhow::bail!(
-                    "demo report {}: srd_ms holds {x}, not a delay in ms",
-                    path.display()
-                ),
+                _ => return Err(bad(format!("srd_ms holds {x}, not a delay in ms"))),
             }
         }
     }
@@ -93,11 +96,11 @@ pub(crate) fn load_demo(path: &Path) -> anyhow::Result<DemoSrd> {
             }
         }
     }
-    anyhow::ensure!(
-        !srd_ms.is_empty() || !percentiles.is_empty(),
-        "demo report {} has no setup delays: expected `srd_ms` (array) or `srd_ms_p50`/`srd_ms_p99`",
-        path.display()
-    );
+    if srd_ms.is_empty() && percentiles.is_empty() {
+        return Err(bad(
+            "no setup delays: expected `srd_ms` (array) or `srd_ms_p50`/`srd_ms_p99`".into(),
+        ));
+    }
     Ok(DemoSrd {
         file: path.display().to_string(),
         mode,

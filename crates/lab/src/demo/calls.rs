@@ -2,11 +2,13 @@
 //! choices of who calls whom and who is killed.
 
 use super::cluster::DemoPeer;
+use crate::LabError;
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
+use sip::msg::{RequestParts, SipMethod, build_request};
 use std::net::SocketAddr;
 
 /// The peers to kill, in kill order: a seeded shuffle of the `killable` ones, cut to
@@ -32,11 +34,17 @@ pub(crate) async fn ring_and_hang_up(
     caller: NodeId,
     callee: NodeId,
     seq: u64,
-) -> Result<CallOutcome, net::NetError> {
-    let inv = invite(caller.0, callee.0, from.local_addr(), seq);
-    let out = from.place_call(callee, inv).await?;
+) -> Result<CallOutcome, LabError> {
+    let inv = invite(caller, callee, from.local_addr(), seq)
+        .map_err(LabError::setup("building the demo's INVITE"))?;
+    let out = from
+        .place_call(callee, inv)
+        .await
+        .map_err(LabError::request("placing a call"))?;
     if let CallOutcome::Ringing { call, .. } = out {
-        from.end_call(caller, call).await?;
+        from.end_call(caller, call)
+            .await
+            .map_err(LabError::request("hanging up a call that rang"))?;
         if let Some(to) = to {
             // A callee killed meanwhile has nothing left to forget.
             let _ = to.end_call(caller, call).await;
@@ -58,43 +66,68 @@ pub(crate) fn pick_pair<T: Copy + PartialEq>(
     (a, b)
 }
 
-/// A SIP INVITE (RFC 3261 syntax) from `caller` to `callee`, with an SDP offer for one
-/// audio stream. `contact` is where the caller listens; `tag` makes Call-ID, tag and branch
-/// unique.
-pub(crate) fn invite(caller: u128, callee: u128, contact: SocketAddr, tag: u64) -> Vec<u8> {
+/// Domain of the SIP URIs the demo's peers call each other at (Node-IDs as user parts).
+const DOMAIN: &str = "p2psip.invalid";
+
+/// The INVITE peer `caller` sends to peer `callee`, built with the sip crate's request
+/// builder, with an SDP offer for one audio stream. `contact` is where the caller listens;
+/// `tag` makes the Call-ID, From tag and Via branch unique.
+pub(crate) fn invite(
+    caller: NodeId,
+    callee: NodeId,
+    contact: SocketAddr,
+    tag: u64,
+) -> Result<Vec<u8>, sip::MsgError> {
+    let ip = contact.ip();
     let sdp = format!(
         "v=0\r\no={caller} {tag} 1 IN IP4 {ip}\r\ns=p2psip\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-         m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
-        ip = contact.ip()
+         m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
     );
-    format!(
-        "INVITE sip:{callee}@p2psip.invalid SIP/2.0\r\n\
-         Via: SIP/2.0/TLS {contact};branch=z9hG4bK{tag:016x}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:{caller}@p2psip.invalid>;tag={tag:x}\r\n\
-         To: <sip:{callee}@p2psip.invalid>\r\n\
-         Call-ID: {tag:016x}-{caller}@p2psip.invalid\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:{caller}@{contact};transport=tls>\r\n\
-         Content-Type: application/sdp\r\n\
-         Content-Length: {len}\r\n\r\n{sdp}",
-        len = sdp.len()
-    )
-    .into_bytes()
+    let callee_uri = format!("sip:{callee}@{DOMAIN}");
+    let request = build_request(RequestParts {
+        method: SipMethod::Invite,
+        uri: &callee_uri,
+        via: &format!("SIP/2.0/TLS {contact};branch=z9hG4bK{tag:016x}"),
+        from: &format!("<sip:{caller}@{DOMAIN}>;tag={tag:x}"),
+        to: &format!("<{callee_uri}>"),
+        call_id: &format!("{tag:016x}-{caller}@{DOMAIN}"),
+        cseq: 1,
+        contact: Some(&format!("<sip:{caller}@{contact};transport=tls>")),
+        sdp: Some(sdp.as_bytes()),
+    })?;
+    Ok(request.to_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip::SipMessage;
 
     #[test]
-    fn invite_is_rfc3261_shaped() {
-        let inv = invite(80, 1618, SocketAddr::from(([127, 0, 0, 1], 5061)), 7);
-        let text = String::from_utf8(inv).unwrap_or_default();
-        assert!(text.starts_with("INVITE sip:1618@p2psip.invalid SIP/2.0\r\n"));
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
-        assert!(head.contains("\r\nCSeq: 1 INVITE"));
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
-        assert!(body.starts_with("v=0\r\n"));
+    fn invite_parses_as_an_rfc3261_invite_with_an_sdp_offer() {
+        let contact = SocketAddr::from(([127, 0, 0, 1], 5061));
+        let bytes = invite(NodeId(80), NodeId(1618), contact, 7).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with("INVITE sip:1618@p2psip.invalid SIP/2.0\r\n"),
+            "{text}"
+        );
+        let Ok(SipMessage::Request(r)) = sip::msg::parse_frame(&bytes) else {
+            panic!("not a SIP request: {text}");
+        };
+        assert_eq!(r.uri_user().as_deref(), Some("1618"));
+        assert_eq!(r.to_user().as_deref(), Some("1618"));
+        assert_eq!(r.from_tag().as_deref(), Some("7"));
+        assert_eq!(r.cseq(), Some((1, SipMethod::Invite)));
+        assert_eq!(
+            r.call_id().as_deref(),
+            Some("0000000000000007-80@p2psip.invalid")
+        );
+        assert_eq!(r.top_branch().as_deref(), Some("z9hG4bK0000000000000007"));
+        assert!(
+            r.body()
+                .starts_with(b"v=0\r\no=80 7 1 IN IP4 127.0.0.1\r\n")
+        );
+        assert!(r.validate().is_ok());
     }
 }

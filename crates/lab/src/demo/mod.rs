@@ -415,7 +415,8 @@ async fn real(args: Args) -> Result<(), LabError> {
         .await?;
         flat.log.set_tracing(true);
         if let Some(h) = flat.handle(80) {
-            let inv = invite(80, 1618, h.local_addr(), 1);
+            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 1)
+                .map_err(LabError::setup("building the scenario's INVITE"))?;
             let out = h
                 .place_call(NodeId(1618), inv)
                 .await
@@ -465,7 +466,8 @@ async fn real(args: Args) -> Result<(), LabError> {
     secure.log.set_tracing(true);
     secure.log.clear();
     if let Some(h) = secure.handle(80) {
-        let inv = invite(80, 1618, h.local_addr(), 2);
+        let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 2)
+            .map_err(LabError::setup("building the scenario's INVITE"))?;
         let out = h
             .place_call(NodeId(1618), inv)
             .await

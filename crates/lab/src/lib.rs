@@ -14,6 +14,17 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+/// `say!("…", args)`: one line for the operator on stdout through [`node::say`], which
+/// never panics or stops the run when stdout is closed (`p2psip demo | head`).
+macro_rules! say {
+    () => {
+        node::say(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        node::say(format_args!($($arg)*))
+    };
+}
+
 pub mod demo;
 mod error;
 pub mod eval;

@@ -220,13 +220,13 @@ pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
 fn run_paper(args: &Args) -> Result<(), LabError> {
     let r = sim::run_paper(args.seed)?;
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string(&r).map_err(LabError::json("the report"))?
         );
         return Ok(());
     }
-    println!(
+    say!(
         "p2psip sim --scenario paper: m = 11, 512 peers (496 + 13 CSPs + 3 CSPGs), caller 80, callee 1618, 1617 malicious (drops)"
     );
     print_paper(&r);
@@ -244,21 +244,21 @@ fn path_text(p: &[u128]) -> String {
 /// The paper scenario's outcome, for `sim --scenario paper` and `demo`.
 pub(crate) fn print_paper(r: &sim::PaperReport) {
     let verdict = |ok: bool| if ok { "DELIVERED" } else { "FAILED" };
-    println!(
+    say!(
         "  plain Chord   {:<9}  path {}",
         verdict(r.chord.delivered),
         path_text(&r.chord.path)
     );
-    println!(
+    say!(
         "  secure        {:<9}  via CSPG 1 → CSPG 1030 → CSP 1536, {} routes reached 1618:",
         verdict(r.secure.delivered),
         r.secure.routes.len()
     );
     for route in &r.secure.routes {
-        println!("                             {}", path_text(route));
+        say!("                             {}", path_text(route));
     }
     if let (Some(o), Some(e)) = (r.secure.opinion, r.secure.expectation) {
-        println!(
+        say!(
             "  SOS chose     {}  opinion (b {:.4}, d {:.4}, u {:.4}, a {}), E = {:.5}",
             path_text(&r.secure.chosen_route),
             o[0],
@@ -306,13 +306,13 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
     })?;
     progress.finish();
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string(&report).map_err(LabError::json("the report"))?
         );
         return Ok(());
     }
-    println!(
+    say!(
         "p2psip sim: {} peers, {} routing, {:.0}% malicious ({}), {} calls after {} warm-up calls, seed {}",
         report.peers,
         report.routing,
@@ -322,29 +322,32 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
         report.warmup_calls,
         report.seed
     );
-    println!(
+    say!(
         "  success        {:.3}% ({} rang)",
         100.0 * report.success_rate,
         report.succeeded
     );
-    println!("  hops           mean {:.2}", report.hops_mean);
-    println!(
+    say!("  hops           mean {:.2}", report.hops_mean);
+    say!(
         "  setup delay    p50 {:.1} ms, p99 {:.1} ms (virtual)",
-        report.setup_ms_p50, report.setup_ms_p99
+        report.setup_ms_p50,
+        report.setup_ms_p99
     );
-    println!(
+    say!(
         "  traffic        {:.1} messages per call",
         report.messages_per_call
     );
-    println!(
+    say!(
         "  cache          {:.1}% of calls served from the contact cache",
         100.0 * report.cache_hit_rate
     );
-    println!(
+    say!(
         "  SOS            {} reports; distrusts {} malicious and {} honest peers",
-        report.reports, report.distrusted_malicious, report.distrusted_honest
+        report.reports,
+        report.distrusted_malicious,
+        report.distrusted_honest
     );
-    println!("  run            {:.2} s wall", report.wall_s);
+    say!("  run            {:.2} s wall", report.wall_s);
     Ok(())
 }
 
@@ -361,7 +364,7 @@ pub fn run(args: Args) -> Result<(), LabError> {
     let report = sim::run_lookups(&run, &mut |p| progress.update(p))?;
     progress.finish();
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string(&report).map_err(LabError::json("the report"))?
         );
@@ -374,11 +377,14 @@ pub fn run(args: Args) -> Result<(), LabError> {
         ),
         None => "no churn".to_string(),
     };
-    println!(
+    say!(
         "p2psip sim: {} peers (m = {}), {} lookups, seed {}, {churn}",
-        report.peers, args.bits, report.lookups, report.seed
+        report.peers,
+        args.bits,
+        report.lookups,
+        report.seed
     );
-    println!(
+    say!(
         "  success        {:.4}%  ({} ok, {} timed out, {} wrong owner, {} origin gone)",
         100.0 * report.success_rate,
         report.succeeded,
@@ -386,25 +392,32 @@ pub fn run(args: Args) -> Result<(), LabError> {
         report.wrong_owner,
         report.origin_lost
     );
-    println!(
+    say!(
         "  hops           mean {:.2} (½·log2 N = {:.2}), p99 {}",
-        report.hops_mean, report.hops_expected, report.hops_p99
+        report.hops_mean,
+        report.hops_expected,
+        report.hops_p99
     );
-    println!(
+    say!(
         "  latency        p50 {:.1} ms, p99 {:.1} ms (virtual)",
-        report.latency_ms_p50, report.latency_ms_p99
+        report.latency_ms_p50,
+        report.latency_ms_p99
     );
-    println!(
+    say!(
         "  traffic        {:.2} msgs/peer/s, {:.0} bytes/msg",
-        report.messages_per_peer_per_s, report.bytes_per_message
+        report.messages_per_peer_per_s,
+        report.bytes_per_message
     );
-    println!(
+    say!(
         "  state          {:.0} bytes per peer",
         report.state_bytes_per_peer
     );
-    println!(
+    say!(
         "  run            {} events in {:.2} s wall ({:.0} events/s), {:.1} s simulated",
-        report.events, report.wall_s, report.events_per_s, report.sim_s
+        report.events,
+        report.wall_s,
+        report.events_per_s,
+        report.sim_s
     );
     Ok(())
 }

@@ -277,10 +277,11 @@ fn summarise(
 
 /// The report's text lines.
 pub(crate) fn print(r: &ChurnReport) {
-    println!();
-    println!(
+    say!();
+    say!(
         "  Churn: {} ordinary peers hard-stopped at once (in-process kill: no leave, sockets dropped), {} left",
-        r.killed, r.alive
+        r.killed,
+        r.alive
     );
     let within = r.ring_within_ms as f64 / 1000.0;
     let pct = |a: u64, b: u64| {
@@ -290,12 +291,12 @@ pub(crate) fn print(r: &ChurnReport) {
             100.0 * a as f64 / b as f64
         }
     };
-    println!(
+    say!(
         "  before the kill  {} calls, {:.2}% rang within {within} s",
         r.calls_before,
         pct(r.rang_before, r.calls_before),
     );
-    println!(
+    say!(
         "  after the kill   {} calls to live callees, {:.2}% rang within {within} s ({} rang later, {} failed)",
         r.calls_after,
         pct(r.rang_after, r.calls_after),
@@ -303,18 +304,18 @@ pub(crate) fn print(r: &ChurnReport) {
         r.failed
     );
     match (r.recovery_s, r.rate_after_recovery) {
-        (Some(s), Some(rate)) => println!(
+        (Some(s), Some(rate)) => say!(
             "  recovered        {s:.1} s after the kill (every later {:.1} s window ≥ 99%); after that {:.2}% of {} calls rang within {within} s",
             r.window_s,
             100.0 * rate,
             r.calls_after_recovery,
         ),
-        _ => println!("  recovered        NOT within the run"),
+        _ => say!("  recovered        NOT within the run"),
     }
     let line: Vec<String> = r
         .windows
         .iter()
         .map(|w| format!("{:+.0}s:{:.0}%", w.start_s, 100.0 * w.rate))
         .collect();
-    println!("  windows          {}", line.join(" "));
+    say!("  windows          {}", line.join(" "));
 }

@@ -67,8 +67,8 @@ impl Cluster {
                 };
                 if n == 1 || (succ == Some(want_succ) && pred == Some(want_pred)) {
                     ring_ok += 1;
-                } else if std::env::var_os("P2PSIP_DEMO_DEBUG").is_some() {
-                    eprintln!(
+                } else {
+                    tracing::debug!(
                         "{}: succ {succ:?} want {want_succ}, pred {pred:?} want {want_pred}",
                         sorted[pos]
                     );

@@ -133,8 +133,8 @@ pub fn run(args: Args) -> Result<(), LabError> {
     let fit = usize::try_from(nofile_limit() / FDS_PER_PEER).unwrap_or(usize::MAX);
     if args.peers > fit {
         let run = fit.max(24);
-        eprintln!(
-            "warning: the open-file limit ({}) fits about {fit} peers in this one process (each \
+        tracing::warn!(
+            "the open-file limit ({}) fits about {fit} peers in this one process (each \
              holds ~{FDS_PER_PEER} descriptors: its listener and both ends of its links); \
              running {run} of the {} asked for. Raise the hard limit (`ulimit -Hn`, as root) \
              to run them all.",
@@ -227,10 +227,10 @@ struct Scenario {
 
 async fn real(args: Args) -> Result<(), LabError> {
     let quiet = args.json;
-    // Through `cmd::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
-    let say = |s: String| {
+    // Through `node::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
+    let note = |s: String| {
         if !quiet {
-            node::say(format_args!("{s}"));
+            say!("{s}");
         }
     };
     let wall = Instant::now();
@@ -268,11 +268,11 @@ async fn real(args: Args) -> Result<(), LabError> {
         ea_dir.display()
     )))?;
     let ca = ca_data.ca();
-    say(format!(
+    note(format!(
         "p2psip demo — {} real TLS peers on 127.0.0.1 (paper layout: m = 11, layers [0,512) [512,1024) [1024,2048))",
         args.peers
     ));
-    say(format!(
+    note(format!(
         "  E&A       http://{ea_addr}  (CA {})",
         &ca.fingerprint()[..16]
     ));
@@ -307,7 +307,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         .iter()
         .filter(|m| m.role == enroll::Role::Cspg)
         .count();
-    say(format!(
+    note(format!(
         "  enrolled  {} peers: {} ordinary, {csp} CSPs, {cspg} CSPGs (Ed25519 keys, E&A certificates, CRL from E&A)",
         members.len(),
         members.len() - csp - cspg
@@ -363,7 +363,7 @@ async fn real(args: Args) -> Result<(), LabError> {
                 "setting the paper's opinion of peer {peer} at the SOS"
             )))?;
     }
-    say(format!(
+    note(format!(
         "  SOS       {}  (paper opinions for 1593, 1600, 1609, 1618 set by the operator)",
         sos_srv.url()
     ));
@@ -374,11 +374,11 @@ async fn real(args: Args) -> Result<(), LabError> {
         .map_err(LabError::server("starting the STUN server on 127.0.0.1"))?;
     let stun_addr = stun.local_addr();
     let stun_handle = stun.spawn();
-    say(format!("  STUN      udp://{stun_addr}"));
+    note(format!("  STUN      udp://{stun_addr}"));
     // Every demo peer shares this host, so one Binding stands for all of them.
     let opts = nat::BindingOptions::quick(Duration::from_secs(2));
     match nat::discover_reflexive(&[stun_addr], &opts).await {
-        Ok(r) => say(format!(
+        Ok(r) => note(format!(
             "  reflexive {} from local {} ({})",
             r.reflexive,
             r.local,
@@ -388,7 +388,7 @@ async fn real(args: Args) -> Result<(), LabError> {
                 "no NAT"
             }
         )),
-        Err(e) => say(format!("  reflexive address not learnt: {e}")),
+        Err(e) => note(format!("  reflexive address not learnt: {e}")),
     }
 
     // Taken before either overlay starts: the baseline's memory is reused by the secure
@@ -456,7 +456,7 @@ async fn real(args: Args) -> Result<(), LabError> {
     let rss1 = rss_bytes();
     let rss_per_peer = rss1.saturating_sub(rss0) / members.len() as u64;
     let stats0 = sum_stats(&secure.handles);
-    say(format!(
+    note(format!(
         "  overlay   converged in {converge_s:.1} s: all {} peers have their true successor and predecessor in their layer ring; {} TLS connections, RSS {:.0} KiB per peer (fd limit {})",
         members.len(),
         stats0.dials_ok + stats0.accepts_ok,
@@ -517,17 +517,17 @@ async fn real(args: Args) -> Result<(), LabError> {
         && sc.chosen_route == vec![1600, 1618]
         && invite_only_at_infra;
     if !quiet {
-        println!();
-        println!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
+        say!();
+        say!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
         match sc.chord_delivered {
-            Some(d) => println!(
+            Some(d) => say!(
                 "  plain Chord   {:<9}  INVITE path {} (flat TLS ring of the same peers)",
                 if d { "DELIVERED" } else { "FAILED" },
                 path_text(&sc.chord_path)
             ),
-            None => println!("  plain Chord   skipped (--no-baseline)"),
+            None => say!("  plain Chord   skipped (--no-baseline)"),
         }
-        println!(
+        say!(
             "  secure        {:<9}  SRD {:.1} ms; INVITE seen only by {} (CSPGs/CSP and the callee)",
             if sc.secure_delivered {
                 "RINGING"
@@ -537,19 +537,19 @@ async fn real(args: Args) -> Result<(), LabError> {
             sc.secure_srd_ms,
             path_text(&sc.invite_receivers)
         );
-        println!(
+        say!(
             "                PingRequest copies reached 1618 over {} routes:",
             sc.routes.len()
         );
         for r in &sc.routes {
-            println!("                  {}", path_text(r));
+            say!("                  {}", path_text(r));
         }
-        println!(
+        say!(
             "  SOS chose     {}  E = {:.5}",
             path_text(&sc.chosen_route),
             sc.chosen_expectation.unwrap_or(0.0)
         );
-        println!(
+        say!(
             "  scenario      {}{}",
             if paper_ok { "PASS" } else { "FAIL" },
             if members.len() < 512 {
@@ -558,7 +558,7 @@ async fn real(args: Args) -> Result<(), LabError> {
                 ""
             }
         );
-        println!();
+        say!();
     }
 
     // Random calls between ordinary, honest peers.
@@ -632,7 +632,7 @@ async fn real(args: Args) -> Result<(), LabError> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What the overlay costs while nobody calls, once the rings have settled.
     let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
-    say(format!(
+    note(format!(
         "  at rest   (after the calls) {:.2} cores busy, {:.0} TLS dials/s, {:.0} links closed/s, {:.1} overlay messages per peer per second ({})",
         rest.cores,
         rest.dials_per_s,
@@ -699,9 +699,9 @@ async fn real(args: Args) -> Result<(), LabError> {
         report["soak"] = serde_json::to_value(c).map_err(LabError::json("the soak report"))?;
     }
     if args.json {
-        println!("{report}");
+        say!("{report}");
     } else {
-        println!(
+        say!(
             "  {} random calls: {} ringing ({:.2}%), {} failed; {:.0} calls/s with {} in flight",
             attempted,
             ringing,
@@ -714,24 +714,24 @@ async fn real(args: Args) -> Result<(), LabError> {
             },
             args.concurrency
         );
-        println!(
+        say!(
             "  SRD (INVITE sent → 180 Ringing)  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             pct(&srd, 50.0),
             pct(&srd, 95.0),
             pct(&srd, 99.0),
             srd.last().copied().unwrap_or(0.0)
         );
-        println!(
+        say!(
             "  hops {hops_mean:.2} mean ({cached} from the contact cache); call traffic {msgs:.1} messages, {bytes:.0} bytes per call"
         );
-        println!(
+        say!(
             "  SOS: {} rankings, {} signed reports accepted ({} failed, {} dropped)",
             counters.rank_ok.load(Ordering::Relaxed),
             counters.reports_ok.load(Ordering::Relaxed),
             counters.reports_failed.load(Ordering::Relaxed),
             counters.reports_dropped.load(Ordering::Relaxed)
         );
-        println!(
+        say!(
             "  converge {converge_s:.1} s, RSS {:.0} KiB per peer ({:.1} MiB process), wall {:.1} s",
             rss_per_peer as f64 / 1024.0,
             rss1 as f64 / 1048576.0,
@@ -746,20 +746,20 @@ async fn real(args: Args) -> Result<(), LabError> {
     }
 
     if args.serve {
-        println!();
-        println!("Serving until Ctrl-C:");
-        println!("  E&A   http://{ea_addr}   (GET /v1/ca, /v1/crl)");
-        println!(
+        say!();
+        say!("Serving until Ctrl-C:");
+        say!("  E&A   http://{ea_addr}   (GET /v1/ca, /v1/crl)");
+        say!(
             "  SOS   {}   (GET /v1/opinions/PEER, POST /v1/routes/rank)",
             sos_srv.url()
         );
-        println!("  STUN  udp://{stun_addr}");
+        say!("  STUN  udp://{stun_addr}");
         for (id, h) in secure.ids.iter().zip(&secure.handles) {
             if paper::CSPGS.contains(&id.0)
                 || paper::CSPS.contains(&id.0)
                 || paper::NAMED.contains(&id.0)
             {
-                println!("  peer {:>4}  tls://{}", id, h.local_addr());
+                say!("  peer {:>4}  tls://{}", id, h.local_addr());
             }
         }
         let ports: Vec<u16> = secure
@@ -767,7 +767,7 @@ async fn real(args: Args) -> Result<(), LabError> {
             .iter()
             .map(|h| h.local_addr().port())
             .collect();
-        println!(
+        say!(
             "  … {} peers in all, TLS ports {}–{}",
             ports.len(),
             ports.iter().min().copied().unwrap_or(0),
@@ -822,15 +822,17 @@ async fn real(args: Args) -> Result<(), LabError> {
                         let _ = node::send_to_phones(ev, &out);
                     }
                 });
-                println!(
+                say!(
                     "frontend {} udp+tcp {} domain {}",
-                    id.0, fe.local, args.sip_domain
+                    id.0,
+                    fe.local,
+                    args.sip_domain
                 );
                 fronts.push(fe);
             }
         }
         let _ = tokio::signal::ctrl_c().await;
-        println!("shutting down");
+        say!("shutting down");
         for f in fronts {
             f.shutdown().await;
         }
@@ -883,21 +885,19 @@ fn run_simulated(args: Args) -> Result<(), LabError> {
             "hops_mean": calls.hops_mean,
             "messages_per_call": calls.messages_per_call,
         });
-        println!("{out}");
+        say!("{out}");
         return Ok(());
     }
-    println!(
+    say!(
         "p2psip demo --simulated — the paper's 512-peer prototype (496 peers, 13 CSPs, 3 CSPGs, three layers)"
     );
-    println!("  Runs in the discrete-event simulator (virtual time, loopback-like latency).");
-    println!();
-    println!(
-        "  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards."
-    );
+    say!("  Runs in the discrete-event simulator (virtual time, loopback-like latency).");
+    say!();
+    say!("  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
     crate::sim::print_paper(&paper);
-    println!("  scenario      {}", if paper_ok { "PASS" } else { "FAIL" });
-    println!();
-    println!(
+    say!("  scenario      {}", if paper_ok { "PASS" } else { "FAIL" });
+    say!();
+    say!(
         "  {} random calls: {} ringing ({:.2}%), setup delay p50 {:.1} ms, p99 {:.1} ms, {:.2} hops, {:.1} messages per call",
         calls.calls,
         calls.succeeded,
@@ -963,6 +963,7 @@ async fn run_soak(
         seed: args.seed,
         csv: args.soak_csv.clone(),
         max_kill_fraction: 0.2,
+        print_samples: !args.json,
     };
     soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }

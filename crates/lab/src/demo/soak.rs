@@ -34,6 +34,8 @@ pub(crate) struct SoakPlan {
     pub(crate) csv: Option<PathBuf>,
     /// Most ordinary peers killed over the run (a fraction of them).
     pub(crate) max_kill_fraction: f64,
+    /// Print each sample as it is taken (not with `--json`: the samples are in the report).
+    pub(crate) print_samples: bool,
 }
 
 /// One sample.
@@ -136,10 +138,18 @@ pub(crate) async fn run(
                 .and_then(|()| f.flush())
                 .map_err(LabError::io("writing the soak CSV", path.as_path()))?;
             }
-            eprintln!(
-                "soak t={:.0}s rss={} KiB fds={} alive={} calls={} rang(2s)={} failed={}",
-                s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
-            );
+            if plan.print_samples {
+                say!(
+                    "  soak t={:.0}s rss={} KiB fds={} alive={} calls={} rang(2s)={} failed={}",
+                    s.t_s,
+                    s.rss_kib,
+                    s.fds,
+                    s.alive,
+                    s.calls,
+                    s.rang_2s,
+                    s.failed
+                );
+            }
             samples.push(s);
             // Churn: one more peer hard-stopped.
             if killed < victims.len() {
@@ -211,8 +221,8 @@ pub(crate) async fn run(
 
 /// The report's text lines.
 pub(crate) fn print(r: &SoakReport) {
-    println!();
-    println!(
+    say!();
+    say!(
         "  Soak: {} samples, {} calls ({:.2}% rang within 2 s), {} peers hard-stopped along the way",
         r.samples.len(),
         r.calls,
@@ -223,9 +233,11 @@ pub(crate) fn print(r: &SoakReport) {
         },
         r.killed
     );
-    println!(
+    say!(
         "  slopes (least squares, after the first sample): RSS {:+.1} KiB/min, descriptors {:+.2}/min, ring rate {:+.3} points/min",
-        r.rss_kib_per_min, r.fds_per_min, r.ring_pct_per_min
+        r.rss_kib_per_min,
+        r.fds_per_min,
+        r.ring_pct_per_min
     );
 }
 

@@ -108,13 +108,13 @@ pub fn run(args: Args) -> Result<(), LabError> {
         wall_s: wall.elapsed().as_secs_f64(),
     };
     let written = report::write(&args.out, &results)?;
-    eprintln!(
+    say!(
         "p2psip eval ({:?}, seed {}): {} figures in {:.1} s",
         mode,
         args.seed,
         written,
         wall.elapsed().as_secs_f64()
     );
-    println!("{}", args.out.join("report.html").display());
+    say!("{}", args.out.join("report.html").display());
     Ok(())
 }

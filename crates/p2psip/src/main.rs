@@ -1,4 +1,6 @@
-//! `p2psip`: the one binary. Each subcommand lives in its own module under `cmd/`.
+//! `p2psip`: the one binary. Each deployment subcommand lives in its own module under `cmd/`
+//! (its arguments, configuration and output over the library crates); the lab subcommands
+//! (`demo`, `sim`, `eval`) are the `lab` crate's, called like any other user of it.
 
 mod cmd;
 

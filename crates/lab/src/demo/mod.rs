@@ -85,12 +85,13 @@ pub struct Args {
     #[arg(long, default_value = "p2psip.test")]
     sip_domain: String,
     /// After the random calls: hard-stop this fraction of the ordinary peers at once under
-    /// a call workload and report the recovery (see `demo_churn`; 0: no churn run).
+    /// a call workload and report the recovery (0: no churn run).
     #[arg(long, default_value_t = 0.0)]
     kill_fraction: f64,
-    /// With --kill-fraction: seconds of workload before the kill and after it.
+    /// With --kill-fraction: seconds of workload before the kill.
     #[arg(long, default_value_t = 5)]
     churn_before_s: u64,
+    /// With --kill-fraction: seconds of workload after the kill.
     #[arg(long, default_value_t = 30)]
     churn_after_s: u64,
     /// With --kill-fraction: window (ms) over which the ring rate is computed.
@@ -100,7 +101,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     churn_ring_within_ms: u64,
     /// After everything else: keep calling with churn for this many minutes, sampling RSS,
-    /// descriptors and call success (see `demo_soak`; 0: no soak; fractions allowed).
+    /// descriptors and call success (0: no soak; fractions allowed).
     #[arg(long, default_value_t = 0.0)]
     soak_minutes: f64,
     /// With --soak-minutes: seconds between samples.

@@ -4,7 +4,7 @@
 //!
 //! Calls run back to back between live ordinary peers (`--concurrency` at once). Churn: at
 //! each interval one ordinary peer is hard-stopped ([`net::Handle::kill`], as in
-//! `demo_churn`), until a fifth of them are gone; killed peers are not restarted (the
+//! the churn run), until a fifth of them are gone; killed peers are not restarted (the
 //! overlay shrinks; what must stay flat is the survivors' footprint and call success).
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
@@ -78,7 +78,7 @@ pub(crate) fn slope(pts: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
-/// Run the soak. `killable[i]` / `callers[i]` as in `demo_churn::run`.
+/// Run the soak. `killable[i]` / `callers[i]` as in [`super::churn::run`].
 pub(crate) async fn run(
     handles: &[Handle<DemoPeer>],
     ids: &[NodeId],

@@ -1,10 +1,10 @@
 //! `p2psip eval`: reproduce every result of the paper and the project's own as figures.
 //!
 //! Runs a fixed, seeded set of experiments on the simulator, the trust arithmetic and the
-//! E&A locality code ([`experiments`]), turns them into figures ([`figures`], drawn by
-//! [`plot`]) and writes `DIR/report.html` (self-contained: SVG inline, no scripts, no
+//! E&A locality code (`experiments`), turns them into figures (`figures`, drawn by
+//! `plot`) and writes `DIR/report.html` (self-contained: SVG inline, no scripts, no
 //! external fetches), `DIR/results.json` (parameters, seeds and raw series) and every figure
-//! as `DIR/figN-*.svg` and `.png` ([`report`]).
+//! as `DIR/figN-*.svg` and `.png` (`report`).
 
 mod experiments;
 mod figures;

@@ -1,4 +1,6 @@
-//! `p2psip`: the one binary. Each subcommand lives in its own module under `cmd/`.
+//! `p2psip`: the one binary. Each deployment subcommand lives in its own module under `cmd/`
+//! (its arguments, configuration and output over the library crates); the lab subcommands
+//! (`demo`, `sim`, `eval`) are the `lab` crate's, called like any other user of it.
 
 mod cmd;
 
@@ -27,13 +29,13 @@ struct Cli {
 enum Command {
     /// The paper's 512-peer prototype on real TLS peers in one process, its malicious-peer
     /// scenario and random calls (`--simulated`: in the discrete-event simulator).
-    Demo(cmd::demo::Args),
+    Demo(lab::demo::Args),
     /// Discrete-event simulator: Chord lookups at scale, call set-up under attack (secure vs
     /// plain Chord), or the paper's scenario (`--scenario paper`).
-    Sim(cmd::sim::Args),
+    Sim(lab::sim::Args),
     /// Reproduce every result as figures: runs seeded experiments and writes DIR/report.html
     /// (self-contained), DIR/results.json and each figure as SVG and PNG.
-    Eval(cmd::eval::Args),
+    Eval(lab::eval::Args),
     /// Run the Enrollment & Authentication server, or manage its tokens and revocations.
     EnrollServer(cmd::enroll_server::Args),
     /// Enroll with an E&A server and write key, certificate chain and node config.
@@ -87,9 +89,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Demo(args) => cmd::demo::run(args),
-        Command::Sim(args) => cmd::sim::run(args),
-        Command::Eval(args) => cmd::eval::run(args),
+        Command::Demo(args) => lab::demo::run(args).map_err(anyhow::Error::from),
+        Command::Sim(args) => lab::sim::run(args).map_err(anyhow::Error::from),
+        Command::Eval(args) => lab::eval::run(args).map_err(anyhow::Error::from),
         Command::EnrollServer(args) => cmd::enroll_server::run(args),
         Command::Enroll(args) => cmd::enroll::run(args),
         Command::Sos(args) => cmd::sos::run(args),

@@ -272,7 +272,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             local_fraction,
         }) => {
             if let Some(lookups) = simulate {
-                let r = super::locality_sim::run(peers, lookups, local_fraction, seed)?;
+                let r = lab::locality::run(peers, lookups, local_fraction, seed)?;
                 if json {
                     service::say!("{}", serde_json::to_string_pretty(&r)?);
                 } else {

@@ -2,19 +2,11 @@
 
 pub(crate) mod call;
 pub(crate) mod ctl;
-pub(crate) mod demo;
-pub(crate) mod demo_churn;
-pub(crate) mod demo_soak;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
-pub(crate) mod eval;
 pub(crate) mod ice;
-pub(crate) mod locality_sim;
 pub(crate) mod peer;
-pub(crate) mod sim;
 pub(crate) mod sip_frontends;
 pub(crate) mod sos;
 pub(crate) mod stun_client;
 pub(crate) mod stun_server;
-
-pub(crate) use node::say;

@@ -2,7 +2,8 @@
 //! results. Every number comes from the simulator (`sim`), the trust arithmetic (`trust`)
 //! or the E&A locality code (`enroll`); this module only chooses parameters and collects.
 
-use crate::cmd::locality_sim::{self, LocalityLatency};
+use crate::LabError;
+use crate::locality::{self, LocalityLatency};
 use overlay::IdSpace;
 use overlay::secure::Routing;
 use serde::Serialize;
@@ -240,8 +241,8 @@ impl Plan {
 pub(crate) type Step<'a> = &'a mut dyn FnMut(String);
 
 /// Figure 1's raw data: one lookup run per N.
-pub(crate) fn lookups(plan: &Plan, step: Step<'_>) -> anyhow::Result<Vec<LookupReport>> {
-    let space = IdSpace::new(128)?;
+pub(crate) fn lookups(plan: &Plan, step: Step<'_>) -> Result<Vec<LookupReport>, LabError> {
+    let space = IdSpace::new(128).map_err(LabError::setup("the 128-bit ID space"))?;
     let mut out = Vec::new();
     for &n in &plan.lookups.sizes {
         let mut run = LookupRun::new(n, plan.lookups.lookups, WorldConfig::new(space, plan.seed));
@@ -303,7 +304,7 @@ pub(crate) fn behaviour_name(b: Behaviour) -> String {
 }
 
 /// Figure 2's sweep; figure 3's series come from the same runs (drop behaviour).
-pub(crate) fn attack(plan: &Plan, step: Step<'_>) -> anyhow::Result<AttackResults> {
+pub(crate) fn attack(plan: &Plan, step: Step<'_>) -> Result<AttackResults, LabError> {
     let a = &plan.attack;
     let mut points = Vec::new();
     let mut srd = Vec::new();
@@ -398,7 +399,7 @@ pub(crate) struct CachePoint {
 }
 
 /// Figure 4: every Zipf exponent with the cache on and off, no attack.
-pub(crate) fn cache(plan: &Plan, step: Step<'_>) -> anyhow::Result<Vec<CachePoint>> {
+pub(crate) fn cache(plan: &Plan, step: Step<'_>) -> Result<Vec<CachePoint>, LabError> {
     let c = &plan.cache;
     let mut out = Vec::new();
     for &s in &c.zipf {
@@ -462,7 +463,7 @@ pub(crate) struct LocalityResults {
 }
 
 /// Figure 5.
-pub(crate) fn locality(plan: &Plan, step: Step<'_>) -> anyhow::Result<LocalityResults> {
+pub(crate) fn locality(plan: &Plan, step: Step<'_>) -> Result<LocalityResults, LabError> {
     let l = &plan.locality;
     let mut ring = Vec::new();
     for &k in &l.neighbours {
@@ -478,12 +479,7 @@ pub(crate) fn locality(plan: &Plan, step: Step<'_>) -> anyhow::Result<LocalityRe
     }
     let mut latency = Vec::new();
     for &local in &l.local_fractions {
-        latency.push(locality_sim::run(
-            l.latency_peers,
-            l.lookups,
-            local,
-            plan.seed,
-        )?);
+        latency.push(locality::run(l.latency_peers, l.lookups, local, plan.seed)?);
         step(format!("locality latency local={local}"));
     }
     Ok(LocalityResults { ring, latency })
@@ -501,7 +497,7 @@ pub(crate) struct TrustRun {
 }
 
 /// Figure 6: a cold secure overlay under attack, every call measured, the SOS watched.
-pub(crate) fn trust(plan: &Plan, step: Step<'_>) -> anyhow::Result<Vec<TrustRun>> {
+pub(crate) fn trust(plan: &Plan, step: Step<'_>) -> Result<Vec<TrustRun>, LabError> {
     let t = &plan.trust;
     let mut out = Vec::new();
     for &b in &t.behaviours {
@@ -561,7 +557,7 @@ pub(crate) struct PaperResults {
 }
 
 /// Figure 7.
-pub(crate) fn paper(plan: &Plan, step: Step<'_>) -> anyhow::Result<PaperResults> {
+pub(crate) fn paper(plan: &Plan, step: Step<'_>) -> Result<PaperResults, LabError> {
     let simulated = sim::run_paper(plan.seed)?;
     step("paper scenario".into());
     Ok(PaperResults {

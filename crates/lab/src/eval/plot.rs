@@ -3,14 +3,47 @@
 //! DejaVu Sans (see `assets/fonts/LICENSE-DejaVu.txt`); the SVG names `sans-serif` and lets
 //! the browser pick.
 
-use anyhow::{Context, anyhow};
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use std::sync::Once;
 
+/// Why a figure could not be drawn or encoded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlotError {
+    /// plotters refused a drawing step. Its error type is generic over the backend (SVG
+    /// or bitmap), so it is kept as text.
+    #[error("{step}: {reason}")]
+    Draw {
+        /// The step: `fill`, `title`, `table`, `svg`, `bitmap`, or a panel's axes and series.
+        step: &'static str,
+        /// What plotters said.
+        reason: String,
+    },
+    /// A panel of the figure failed.
+    #[error("panel {panel:?}")]
+    Panel {
+        /// The panel's title.
+        panel: String,
+        /// Why.
+        #[source]
+        source: Box<PlotError>,
+    },
+    /// The PNG encoder failed.
+    #[error("encoding the PNG")]
+    Png(#[from] png::EncodingError),
+}
+
+/// A `map_err` for a plotters drawing `step`.
+fn drawing<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> PlotError + Copy {
+    move |e| PlotError::Draw {
+        step,
+        reason: e.to_string(),
+    }
+}
+
 /// The embedded font (DejaVu Sans, Bitstream Vera licence, see assets/fonts/).
-static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Pixel size of one panel, unless a figure says otherwise.
 pub(crate) const PANEL: (u32, u32) = (620, 430);
@@ -190,32 +223,32 @@ impl Figure {
     }
 
     /// The figure as a standalone SVG document.
-    pub(crate) fn svg(&self) -> anyhow::Result<String> {
+    pub(crate) fn svg(&self) -> Result<String, PlotError> {
         register_font();
         let mut out = String::new();
         {
             let root = SVGBackend::with_string(&mut out, self.size()).into_drawing_area();
             self.draw(&root)?;
-            root.present().map_err(|e| anyhow!("svg: {e}"))?;
+            root.present().map_err(drawing("svg"))?;
         }
         Ok(out)
     }
 
     /// The figure as PNG bytes.
-    pub(crate) fn png(&self) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn png(&self) -> Result<Vec<u8>, PlotError> {
         register_font();
         let (w, h) = self.size();
         let mut rgb = vec![255u8; (w * h * 3) as usize];
         {
             let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
             self.draw(&root)?;
-            root.present().map_err(|e| anyhow!("bitmap: {e}"))?;
+            root.present().map_err(drawing("bitmap"))?;
         }
         encode_png(&rgb, w, h)
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> anyhow::Result<()> {
-        root.fill(&WHITE).map_err(|e| anyhow!("fill: {e}"))?;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
+        root.fill(&WHITE).map_err(drawing("fill"))?;
         let (title, body) = root.split_vertically(TITLE_H);
         title
             .draw(&Text::new(
@@ -223,7 +256,7 @@ impl Figure {
                 (14, 12),
                 ("sans-serif", 22).into_font().color(&BLACK),
             ))
-            .map_err(|e| anyhow!("title: {e}"))?;
+            .map_err(drawing("title"))?;
         if let Some(t) = &self.table {
             return draw_table(&body, t);
         }
@@ -231,14 +264,20 @@ impl Figure {
         let rows = self.panels.len().div_ceil(cols).max(1);
         let areas = body.split_evenly((rows, cols));
         for (panel, area) in self.panels.iter().zip(areas.iter()) {
-            draw_panel(area, panel).with_context(|| format!("{}: {}", self.id, panel.title))?;
+            draw_panel(area, panel).map_err(|e| PlotError::Panel {
+                panel: panel.title.clone(),
+                source: Box::new(e),
+            })?;
         }
         Ok(())
     }
 }
 
-fn draw_table<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, t: &Table) -> anyhow::Result<()> {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("table: {e}");
+fn draw_table<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    t: &Table,
+) -> Result<(), PlotError> {
+    let err = drawing::<DrawingAreaErrorKind<DB::ErrorType>>("table");
     let total: u32 = t.widths.iter().sum();
     let x0 = 14i32;
     let line = |y: i32| {
@@ -279,20 +318,23 @@ fn register_font() {
     });
 }
 
-fn encode_png(rgb: &[u8], w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
+fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, PlotError> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().context("png header")?;
-        writer.write_image_data(rgb).context("png data")?;
-        writer.finish().context("png finish")?;
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(rgb)?;
+        writer.finish()?;
     }
     Ok(out)
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> anyhow::Result<()> {
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    p: &Panel,
+) -> Result<(), PlotError> {
     let (x, y) = (p.x, p.y);
     match (x.log, y.log) {
         (false, false) => draw_xy(area, p, x.min..x.max, y.min..y.max),
@@ -354,7 +396,7 @@ fn percent(v: f64) -> String {
     trim(format!("{:.1}", v * 100.0)) + "%"
 }
 
-fn draw_xy<DB, X, Y>(area: &DrawingArea<DB, Shift>, p: &Panel, x: X, y: Y) -> anyhow::Result<()>
+fn draw_xy<DB, X, Y>(area: &DrawingArea<DB, Shift>, p: &Panel, x: X, y: Y) -> Result<(), PlotError>
 where
     DB: DrawingBackend,
     X: AsRangedCoord<Value = f64>,
@@ -362,7 +404,7 @@ where
     X::CoordDescType: ValueFormatter<f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e}");
+    let err = drawing::<DrawingAreaErrorKind<DB::ErrorType>>("axes and series");
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 18).into_font())
         .margin(12)

@@ -1,14 +1,14 @@
 //! `p2psip sim`: run the discrete-event simulator and report lookup metrics.
 
-use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::LabError;
+use crate::progress::LazyProgress;
 use overlay::IdSpace;
 use sim::{Churn, Init, LatencyModel, LookupRun, Progress, SessionModel, WorldConfig};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Options for `p2psip sim`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+pub struct Args {
     /// Peers on the ring.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) peers: usize,
@@ -161,23 +161,27 @@ fn latency_model(kind: LatencyKind) -> LatencyModel {
     }
 }
 
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .with_context(|| format!("{what} must be a non-negative number of seconds, got {s}"))
+/// `s` seconds as a [`Duration`]; `what` names the option in the error.
+fn secs(s: f64, what: &str) -> Result<Duration, LabError> {
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        LabError::Args(format!(
+            "{what} must be a non-negative number of seconds, got {s}"
+        ))
+    })
 }
 
-pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
-    let space = IdSpace::new(args.bits).context("--bits")?;
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.loss),
-        "--loss must be in 0..1, got {}",
-        args.loss
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.graceful),
-        "--graceful must be in 0..1"
-    );
-    anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
+/// The lookup run `args` describe, its options checked.
+pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
+    let space = IdSpace::new(args.bits).map_err(|e| LabError::Args(format!("--bits: {e}")))?;
+    LabError::check((0.0..=1.0).contains(&args.loss), || {
+        format!("--loss must be in 0..1, got {}", args.loss)
+    })?;
+    LabError::check((0.0..=1.0).contains(&args.graceful), || {
+        "--graceful must be in 0..1".into()
+    })?;
+    LabError::check(args.successors >= 1, || {
+        "--successors must be at least 1".into()
+    })?;
     let mut world = WorldConfig::new(space, args.seed);
     world.loss = args.loss;
     world.latency = latency_model(args.latency);
@@ -191,7 +195,9 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
     world.chord.successors = args.successors;
     if let Some(median) = args.churn_median_session {
         let median = secs(median, "--churn-median-session")?;
-        anyhow::ensure!(!median.is_zero(), "--churn-median-session must be positive");
+        LabError::check(!median.is_zero(), || {
+            "--churn-median-session must be positive".into()
+        })?;
         world.churn = Some(Churn {
             session: match args.session_model {
                 SessionKind::Exponential => SessionModel::Exponential { median },
@@ -211,56 +217,16 @@ pub(crate) fn build_run(args: &Args) -> anyhow::Result<LookupRun> {
     Ok(run)
 }
 
-/// A progress bar on stderr that appears only once the work has taken over a second.
-pub(crate) struct LazyProgress {
-    started: Instant,
-    bar: Option<ProgressBar>,
-    phase: &'static str,
-}
-
-impl LazyProgress {
-    pub(crate) fn new() -> Self {
-        LazyProgress {
-            started: Instant::now(),
-            bar: None,
-            phase: "",
-        }
-    }
-
-    pub(crate) fn update(&mut self, p: Progress) {
-        if self.bar.is_none() && self.started.elapsed() > Duration::from_secs(1) {
-            let bar = ProgressBar::new(p.total.max(1));
-            bar.set_style(
-                ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta} left)")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            self.bar = Some(bar);
-        }
-        if let Some(bar) = &self.bar {
-            if self.phase != p.phase {
-                self.phase = p.phase;
-                bar.set_message(p.phase);
-                bar.set_length(p.total.max(1));
-            }
-            bar.set_position(p.done);
-        }
-    }
-
-    pub(crate) fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-fn run_paper(args: &Args) -> anyhow::Result<()> {
+fn run_paper(args: &Args) -> Result<(), LabError> {
     let r = sim::run_paper(args.seed)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!(
+            "{}",
+            serde_json::to_string(&r).map_err(LabError::json("the report"))?
+        );
         return Ok(());
     }
-    println!(
+    say!(
         "p2psip sim --scenario paper: m = 11, 512 peers (496 + 13 CSPs + 3 CSPGs), caller 80, callee 1618, 1617 malicious (drops)"
     );
     print_paper(&r);
@@ -278,21 +244,21 @@ fn path_text(p: &[u128]) -> String {
 /// The paper scenario's outcome, for `sim --scenario paper` and `demo`.
 pub(crate) fn print_paper(r: &sim::PaperReport) {
     let verdict = |ok: bool| if ok { "DELIVERED" } else { "FAILED" };
-    println!(
+    say!(
         "  plain Chord   {:<9}  path {}",
         verdict(r.chord.delivered),
         path_text(&r.chord.path)
     );
-    println!(
+    say!(
         "  secure        {:<9}  via CSPG 1 → CSPG 1030 → CSP 1536, {} routes reached 1618:",
         verdict(r.secure.delivered),
         r.secure.routes.len()
     );
     for route in &r.secure.routes {
-        println!("                             {}", path_text(route));
+        say!("                             {}", path_text(route));
     }
     if let (Some(o), Some(e)) = (r.secure.opinion, r.secure.expectation) {
-        println!(
+        say!(
             "  SOS chose     {}  opinion (b {:.4}, d {:.4}, u {:.4}, a {}), E = {:.5}",
             path_text(&r.secure.chosen_route),
             o[0],
@@ -304,8 +270,10 @@ pub(crate) fn print_paper(r: &sim::PaperReport) {
     }
 }
 
-fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
-    anyhow::ensure!(args.successors >= 1, "--successors must be at least 1");
+fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
+    LabError::check(args.successors >= 1, || {
+        "--successors must be at least 1".into()
+    })?;
     let routing = match args.routing {
         RoutingKind::Secure => overlay::secure::Routing::Secure,
         RoutingKind::Chord => overlay::secure::Routing::Chord,
@@ -338,10 +306,13 @@ fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
     })?;
     progress.finish();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!(
+            "{}",
+            serde_json::to_string(&report).map_err(LabError::json("the report"))?
+        );
         return Ok(());
     }
-    println!(
+    say!(
         "p2psip sim: {} peers, {} routing, {:.0}% malicious ({}), {} calls after {} warm-up calls, seed {}",
         report.peers,
         report.routing,
@@ -351,33 +322,37 @@ fn run_calls(args: &Args, calls: u64) -> anyhow::Result<()> {
         report.warmup_calls,
         report.seed
     );
-    println!(
+    say!(
         "  success        {:.3}% ({} rang)",
         100.0 * report.success_rate,
         report.succeeded
     );
-    println!("  hops           mean {:.2}", report.hops_mean);
-    println!(
+    say!("  hops           mean {:.2}", report.hops_mean);
+    say!(
         "  setup delay    p50 {:.1} ms, p99 {:.1} ms (virtual)",
-        report.setup_ms_p50, report.setup_ms_p99
+        report.setup_ms_p50,
+        report.setup_ms_p99
     );
-    println!(
+    say!(
         "  traffic        {:.1} messages per call",
         report.messages_per_call
     );
-    println!(
+    say!(
         "  cache          {:.1}% of calls served from the contact cache",
         100.0 * report.cache_hit_rate
     );
-    println!(
+    say!(
         "  SOS            {} reports; distrusts {} malicious and {} honest peers",
-        report.reports, report.distrusted_malicious, report.distrusted_honest
+        report.reports,
+        report.distrusted_malicious,
+        report.distrusted_honest
     );
-    println!("  run            {:.2} s wall", report.wall_s);
+    say!("  run            {:.2} s wall", report.wall_s);
     Ok(())
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+/// Run `p2psip sim`.
+pub fn run(args: Args) -> Result<(), LabError> {
     if let Some(Scenario::Paper) = args.scenario {
         return run_paper(&args);
     }
@@ -389,7 +364,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let report = sim::run_lookups(&run, &mut |p| progress.update(p))?;
     progress.finish();
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!(
+            "{}",
+            serde_json::to_string(&report).map_err(LabError::json("the report"))?
+        );
         return Ok(());
     }
     let churn = match args.churn_median_session {
@@ -399,11 +377,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => "no churn".to_string(),
     };
-    println!(
+    say!(
         "p2psip sim: {} peers (m = {}), {} lookups, seed {}, {churn}",
-        report.peers, args.bits, report.lookups, report.seed
+        report.peers,
+        args.bits,
+        report.lookups,
+        report.seed
     );
-    println!(
+    say!(
         "  success        {:.4}%  ({} ok, {} timed out, {} wrong owner, {} origin gone)",
         100.0 * report.success_rate,
         report.succeeded,
@@ -411,25 +392,32 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         report.wrong_owner,
         report.origin_lost
     );
-    println!(
+    say!(
         "  hops           mean {:.2} (½·log2 N = {:.2}), p99 {}",
-        report.hops_mean, report.hops_expected, report.hops_p99
+        report.hops_mean,
+        report.hops_expected,
+        report.hops_p99
     );
-    println!(
+    say!(
         "  latency        p50 {:.1} ms, p99 {:.1} ms (virtual)",
-        report.latency_ms_p50, report.latency_ms_p99
+        report.latency_ms_p50,
+        report.latency_ms_p99
     );
-    println!(
+    say!(
         "  traffic        {:.2} msgs/peer/s, {:.0} bytes/msg",
-        report.messages_per_peer_per_s, report.bytes_per_message
+        report.messages_per_peer_per_s,
+        report.bytes_per_message
     );
-    println!(
+    say!(
         "  state          {:.0} bytes per peer",
         report.state_bytes_per_peer
     );
-    println!(
+    say!(
         "  run            {} events in {:.2} s wall ({:.0} events/s), {:.1} s simulated",
-        report.events, report.wall_s, report.events_per_s, report.sim_s
+        report.events,
+        report.wall_s,
+        report.events_per_s,
+        report.sim_s
     );
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! From results to figures: which series go on which panel, and captions that name each
 //! experiment's parameters and seed.
 
-use super::Results;
 use super::experiments::{Warmth, behaviour_name};
 use super::plot::{Axis, Figure, Legend, PANEL, Panel, Series, Style, Table};
+use super::results::Results;
 use sim::Behaviour;
 
 /// All seven figures.
@@ -541,7 +541,7 @@ fn locality(r: &Results) -> Figure {
         ),
     ];
     let lat = &r.locality.latency;
-    let scheme = |name: &str, f: &dyn Fn(&crate::cmd::locality_sim::SchemeLatency) -> f64| {
+    let scheme = |name: &str, f: &dyn Fn(&crate::locality::SchemeLatency) -> f64| {
         lat.iter()
             .filter_map(|x| {
                 let s = x.schemes.iter().find(|s| s.scheme == name)?;

@@ -12,12 +12,13 @@
 //! window has ≥ 99 % of calls ringing) and the ring rate after it. CSPs and CSPGs are
 //! operator-run servers in the paper's design and are not killed.
 
-use crate::cmd::call::invite;
-use crate::cmd::demo::DemoPeer;
+use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
+use super::cluster::DemoPeer;
+use crate::LabError;
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
+use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +101,7 @@ pub(crate) async fn run(
     killable: &[bool],
     callers: &[bool],
     plan: &ChurnPlan,
-) -> anyhow::Result<ChurnReport> {
+) -> Result<ChurnReport, LabError> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0xD1E);
     let victims = pick_victims(&mut rng, killable, |n| {
         ((n as f64) * plan.fraction).round() as usize
@@ -116,7 +117,9 @@ pub(crate) async fn run(
         .filter(|i| !dead[*i])
         .collect();
     if parties_after.len() < 2 {
-        anyhow::bail!("fewer than two peers would be left to call each other");
+        return Err(LabError::TooFewPeers {
+            when: "would be left after the kill",
+        });
     }
 
     let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
@@ -142,7 +145,10 @@ pub(crate) async fn run(
             &parties_before
         };
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p?,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
             () = tokio::time::sleep(Duration::from_millis(50)) => continue,
         };
         let (a, b) = pick_pair(&mut rng, parties);
@@ -177,63 +183,6 @@ pub(crate) async fn run(
         calls.push(r?);
     }
     Ok(summarise(&calls, &victims, ids, plan))
-}
-
-/// The peers to kill, in kill order: a seeded shuffle of the `killable` ones, cut to
-/// `count(how many are killable)`.
-pub(crate) fn pick_victims(
-    rng: &mut Xoshiro256PlusPlus,
-    killable: &[bool],
-    count: impl FnOnce(usize) -> usize,
-) -> Vec<usize> {
-    let mut victims: Vec<usize> = (0..killable.len()).filter(|i| killable[*i]).collect();
-    let n = count(victims.len());
-    shuffle(rng, &mut victims);
-    victims.truncate(n);
-    victims
-}
-
-/// Fisher–Yates shuffle driven by the run's seeded RNG.
-pub(crate) fn shuffle<T>(rng: &mut Xoshiro256PlusPlus, v: &mut [T]) {
-    for i in (1..v.len()).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
-}
-
-/// Call `callee` from the peer behind `from` and, once it rang, hang up at both ends (`to`:
-/// the callee's handle, if it still runs). The demo's calls stop at Ringing and carry no BYE;
-/// without the hang-up every peer would remember each of its calls until its dialog cap.
-pub(crate) async fn ring_and_hang_up(
-    from: &Handle<DemoPeer>,
-    to: Option<&Handle<DemoPeer>>,
-    caller: NodeId,
-    callee: NodeId,
-    seq: u64,
-) -> Result<CallOutcome, net::NetError> {
-    let inv = invite(caller.0, callee.0, from.local_addr(), seq);
-    let out = from.place_call(callee, inv).await?;
-    if let CallOutcome::Ringing { call, .. } = out {
-        from.end_call(caller, call).await?;
-        if let Some(to) = to {
-            // A callee killed meanwhile has nothing left to forget.
-            let _ = to.end_call(caller, call).await;
-        }
-    }
-    Ok(out)
-}
-
-/// Two different peers of `parties` (at least two distinct), caller first.
-pub(crate) fn pick_pair<T: Copy + PartialEq>(
-    rng: &mut Xoshiro256PlusPlus,
-    parties: &[T],
-) -> (T, T) {
-    let a = parties[rng.random_range(0..parties.len())];
-    let mut b = parties[rng.random_range(0..parties.len())];
-    while b == a {
-        b = parties[rng.random_range(0..parties.len())];
-    }
-    (a, b)
 }
 
 fn summarise(
@@ -328,10 +277,11 @@ fn summarise(
 
 /// The report's text lines.
 pub(crate) fn print(r: &ChurnReport) {
-    println!();
-    println!(
+    say!();
+    say!(
         "  Churn: {} ordinary peers hard-stopped at once (in-process kill: no leave, sockets dropped), {} left",
-        r.killed, r.alive
+        r.killed,
+        r.alive
     );
     let within = r.ring_within_ms as f64 / 1000.0;
     let pct = |a: u64, b: u64| {
@@ -341,12 +291,12 @@ pub(crate) fn print(r: &ChurnReport) {
             100.0 * a as f64 / b as f64
         }
     };
-    println!(
+    say!(
         "  before the kill  {} calls, {:.2}% rang within {within} s",
         r.calls_before,
         pct(r.rang_before, r.calls_before),
     );
-    println!(
+    say!(
         "  after the kill   {} calls to live callees, {:.2}% rang within {within} s ({} rang later, {} failed)",
         r.calls_after,
         pct(r.rang_after, r.calls_after),
@@ -354,18 +304,18 @@ pub(crate) fn print(r: &ChurnReport) {
         r.failed
     );
     match (r.recovery_s, r.rate_after_recovery) {
-        (Some(s), Some(rate)) => println!(
+        (Some(s), Some(rate)) => say!(
             "  recovered        {s:.1} s after the kill (every later {:.1} s window ≥ 99%); after that {:.2}% of {} calls rang within {within} s",
             r.window_s,
             100.0 * rate,
             r.calls_after_recovery,
         ),
-        _ => println!("  recovered        NOT within the run"),
+        _ => say!("  recovered        NOT within the run"),
     }
     let line: Vec<String> = r
         .windows
         .iter()
         .map(|w| format!("{:+.0}s:{:.0}%", w.start_s, 100.0 * w.rate))
         .collect();
-    println!("  windows          {}", line.join(" "));
+    say!("  windows          {}", line.join(" "));
 }

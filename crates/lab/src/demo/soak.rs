@@ -4,13 +4,15 @@
 //!
 //! Calls run back to back between live ordinary peers (`--concurrency` at once). Churn: at
 //! each interval one ordinary peer is hard-stopped ([`net::Handle::kill`], as in
-//! `demo_churn`), until a fifth of them are gone; killed peers are not restarted (the
+//! the churn run), until a fifth of them are gone; killed peers are not restarted (the
 //! overlay shrinks; what must stay flat is the survivors' footprint and call success).
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
 
-use crate::cmd::demo::DemoPeer;
-use crate::cmd::demo_churn::{pick_pair, pick_victims, ring_and_hang_up};
+use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
+use super::cluster::DemoPeer;
+use super::host::{open_fds, rss_bytes};
+use crate::LabError;
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::SeedableRng;
@@ -32,6 +34,8 @@ pub(crate) struct SoakPlan {
     pub(crate) csv: Option<PathBuf>,
     /// Most ordinary peers killed over the run (a fraction of them).
     pub(crate) max_kill_fraction: f64,
+    /// Print each sample as it is taken (not with `--json`: the samples are in the report).
+    pub(crate) print_samples: bool,
 }
 
 /// One sample.
@@ -61,16 +65,6 @@ pub(crate) struct SoakReport {
     pub(crate) killed: usize,
 }
 
-fn rss_kib() -> u64 {
-    crate::cmd::demo::rss_bytes() / 1024
-}
-
-fn fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}
-
 /// Least-squares slope of `y` over `x`.
 pub(crate) fn slope(pts: &[(f64, f64)]) -> f64 {
     let n = pts.len() as f64;
@@ -84,14 +78,14 @@ pub(crate) fn slope(pts: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
-/// Run the soak. `killable[i]` / `callers[i]` as in `demo_churn::run`.
+/// Run the soak. `killable[i]` / `callers[i]` as in [`super::churn::run`].
 pub(crate) async fn run(
     handles: &[Handle<DemoPeer>],
     ids: &[NodeId],
     killable: &[bool],
     callers: &[bool],
     plan: &SoakPlan,
-) -> anyhow::Result<SoakReport> {
+) -> Result<SoakReport, LabError> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0x50A4);
     let victims = pick_victims(&mut rng, killable, |n| {
         ((n as f64) * plan.max_kill_fraction).floor() as usize
@@ -99,9 +93,11 @@ pub(crate) async fn run(
     let mut dead = vec![false; ids.len()];
     let mut csv = match &plan.csv {
         Some(p) => {
-            let mut f = std::fs::File::create(p)?;
-            writeln!(f, "t_s,rss_kib,fds,alive,calls,rang_2s,failed")?;
-            Some(f)
+            let mut f =
+                std::fs::File::create(p).map_err(LabError::io("creating the soak CSV", p))?;
+            writeln!(f, "t_s,rss_kib,fds,alive,calls,rang_2s,failed")
+                .map_err(LabError::io("writing the soak CSV", p))?;
+            Some((f, p))
         }
         None => None,
     };
@@ -125,26 +121,35 @@ pub(crate) async fn run(
             );
             let s = Sample {
                 t_s: start.elapsed().as_secs_f64(),
-                rss_kib: rss_kib(),
-                fds: fds(),
+                rss_kib: rss_bytes() / 1024,
+                fds: open_fds(),
                 alive: ids.len() - killed,
                 calls: c - last.0,
                 rang_2s: r - last.1,
                 failed: f - last.2,
             };
             last = (c, r, f);
-            if let Some(f) = &mut csv {
+            if let Some((f, path)) = &mut csv {
                 writeln!(
                     f,
                     "{:.1},{},{},{},{},{},{}",
                     s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
-                )?;
-                f.flush()?;
+                )
+                .and_then(|()| f.flush())
+                .map_err(LabError::io("writing the soak CSV", path.as_path()))?;
             }
-            eprintln!(
-                "soak t={:.0}s rss={} KiB fds={} alive={} calls={} rang(2s)={} failed={}",
-                s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
-            );
+            if plan.print_samples {
+                say!(
+                    "  soak t={:.0}s rss={} KiB fds={} alive={} calls={} rang(2s)={} failed={}",
+                    s.t_s,
+                    s.rss_kib,
+                    s.fds,
+                    s.alive,
+                    s.calls,
+                    s.rang_2s,
+                    s.failed
+                );
+            }
             samples.push(s);
             // Churn: one more peer hard-stopped.
             if killed < victims.len() {
@@ -155,14 +160,19 @@ pub(crate) async fn run(
             }
         }
         let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p?,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
             () = tokio::time::sleep(Duration::from_millis(50)) => continue,
         };
         let parties: Vec<usize> = (0..ids.len())
             .filter(|i| callers[*i] && !dead[*i])
             .collect();
         if parties.len() < 2 {
-            anyhow::bail!("fewer than two peers left");
+            return Err(LabError::TooFewPeers {
+                when: "left in the soak",
+            });
         }
         let (a, b) = pick_pair(&mut rng, &parties);
         let h = handles[a].clone();
@@ -211,8 +221,8 @@ pub(crate) async fn run(
 
 /// The report's text lines.
 pub(crate) fn print(r: &SoakReport) {
-    println!();
-    println!(
+    say!();
+    say!(
         "  Soak: {} samples, {} calls ({:.2}% rang within 2 s), {} peers hard-stopped along the way",
         r.samples.len(),
         r.calls,
@@ -223,9 +233,11 @@ pub(crate) fn print(r: &SoakReport) {
         },
         r.killed
     );
-    println!(
+    say!(
         "  slopes (least squares, after the first sample): RSS {:+.1} KiB/min, descriptors {:+.2}/min, ring rate {:+.3} points/min",
-        r.rss_kib_per_min, r.fds_per_min, r.ring_pct_per_min
+        r.rss_kib_per_min,
+        r.fds_per_min,
+        r.ring_pct_per_min
     );
 }
 

@@ -5,7 +5,7 @@
 //! builds a converged ring over the geographic latency model and runs the same lookups:
 //! mostly local calls (callee in the caller's city), the rest anywhere.
 
-use anyhow::Context;
+use crate::LabError;
 use enroll::cities::CITIES;
 use overlay::{IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -17,42 +17,50 @@ use std::time::Duration;
 
 /// Lookup latency of one ID scheme.
 #[derive(Debug, Serialize)]
-pub(crate) struct SchemeLatency {
-    pub(crate) scheme: &'static str,
-    pub(crate) success_rate: f64,
-    pub(crate) hops_mean: f64,
-    pub(crate) latency_ms_p50: f64,
-    pub(crate) latency_ms_p99: f64,
+pub struct SchemeLatency {
+    /// `location` (Hilbert-curve IDs, as the E&A assigns them) or `sha1`.
+    pub scheme: &'static str,
+    /// Share of the lookups that found the right owner.
+    pub success_rate: f64,
+    /// Mean hops per lookup.
+    pub hops_mean: f64,
+    /// Median lookup latency, ms (virtual time).
+    pub latency_ms_p50: f64,
+    /// 99th-percentile lookup latency, ms (virtual time).
+    pub latency_ms_p99: f64,
 }
 
 /// Both schemes side by side.
 #[derive(Debug, Serialize)]
-pub(crate) struct LocalityLatency {
-    pub(crate) peers: usize,
-    pub(crate) lookups: usize,
-    pub(crate) local_fraction: f64,
-    pub(crate) seed: u64,
-    pub(crate) schemes: Vec<SchemeLatency>,
+pub struct LocalityLatency {
+    /// Peers on the ring.
+    pub peers: usize,
+    /// Lookups issued per scheme.
+    pub lookups: usize,
+    /// Share of lookups whose callee is in the caller's city.
+    pub local_fraction: f64,
+    /// Seed of the positions, IDs and lookups.
+    pub seed: u64,
+    /// One entry per scheme: location first, then SHA-1.
+    pub schemes: Vec<SchemeLatency>,
 }
 
-pub(crate) fn run(
+/// Measure both schemes on the same peers and the same (caller, callee) pairs.
+pub fn run(
     peers: usize,
     lookups: usize,
     local: f64,
     seed: u64,
-) -> anyhow::Result<LocalityLatency> {
-    anyhow::ensure!(
-        peers >= CITIES.len(),
-        "need at least {} peers (one per city)",
-        CITIES.len()
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&local),
-        "local fraction must be in 0..1"
-    );
-    let space = IdSpace::new(128).context("ID space")?;
+) -> Result<LocalityLatency, LabError> {
+    LabError::check(peers >= CITIES.len(), || {
+        format!("need at least {} peers (one per city)", CITIES.len())
+    })?;
+    LabError::check((0.0..=1.0).contains(&local), || {
+        "local fraction must be in 0..1".into()
+    })?;
+    let space = IdSpace::new(128).map_err(LabError::setup("the 128-bit ID space"))?;
     let arc = enroll::LayerArcs::thirds(space)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(LabError::setup("three equal layer arcs of the ID space"))?
         .arc(enroll::Layer::TWO);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let (mut loc_ids, mut sha_ids, mut geos, mut city_of) =

@@ -1,10 +1,10 @@
 //! Writing a report: results.json, each figure as SVG and PNG, and report.html with the SVGs
 //! inline (no scripts, no external style sheets or fonts, nothing fetched).
 
-use super::Results;
 use super::figures;
-use super::plot::Figure;
-use anyhow::Context;
+use super::plot::{Figure, PlotError};
+use super::results::Results;
+use crate::LabError;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -49,24 +49,29 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 th{background:#eef2f8}code{background:#f4f4f4;padding:0 .2em}";
 
 /// Write everything; returns how many figures were written.
-pub(crate) fn write(dir: &Path, r: &Results) -> anyhow::Result<usize> {
+pub(crate) fn write(dir: &Path, r: &Results) -> Result<usize, LabError> {
     let figs = figures::all(r);
-    let json = serde_json::to_string_pretty(r).context("results.json")?;
-    std::fs::write(dir.join("results.json"), json).context("writing results.json")?;
+    let json = serde_json::to_string_pretty(r).map_err(LabError::json("the results"))?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, json).map_err(LabError::io("writing", path))?;
     let mut sections = String::new();
     for f in &figs {
-        let svg = f.svg()?;
-        let png = f.png()?;
-        std::fs::write(dir.join(format!("{}.svg", f.id)), &svg)
-            .with_context(|| format!("writing {}.svg", f.id))?;
-        std::fs::write(dir.join(format!("{}.png", f.id)), &png)
-            .with_context(|| format!("writing {}.png", f.id))?;
+        let figure = |e: PlotError| LabError::Figure {
+            figure: f.id.to_string(),
+            source: Box::new(e),
+        };
+        let svg = f.svg().map_err(figure)?;
+        let png = f.png().map_err(figure)?;
+        let path = dir.join(format!("{}.svg", f.id));
+        std::fs::write(&path, &svg).map_err(LabError::io("writing", path))?;
+        let path = dir.join(format!("{}.png", f.id));
+        std::fs::write(&path, &png).map_err(LabError::io("writing", path))?;
         sections.push_str(&section(f, &svg, r));
     }
     let p = &r.plan;
     let mode = format!("{:?}", p.mode).to_lowercase();
     let flag = match p.mode {
-        super::Mode::Full => String::new(),
+        super::experiments::Mode::Full => String::new(),
         _ => format!(" --{mode}"),
     };
     let mut nav = String::new();
@@ -93,7 +98,8 @@ numbers. Mode <b>{mode}</b>, {wall:.1} s wall ({timings}). Raw series, parameter
         wall = r.wall_s,
         timings = esc(&timings.join(", ")),
     );
-    std::fs::write(dir.join("report.html"), html).context("writing report.html")?;
+    let path = dir.join("report.html");
+    std::fs::write(&path, html).map_err(LabError::io("writing", path))?;
     Ok(figs.len())
 }
 

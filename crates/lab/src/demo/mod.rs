@@ -15,23 +15,27 @@
 //!
 //! `--simulated` runs the discrete-event simulator instead (the previous demo).
 
-use crate::cmd::call::invite;
-use crate::cmd::{demo_churn, demo_soak};
-use anyhow::{Context, bail};
-use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
-use indicatif::{ProgressBar, ProgressStyle};
-use net::{
-    CallOutcome, CrlStore, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
-    PeerRuntime, RevocationPolicy, SecureCore, SosCounters, SosLink, Trust,
-};
-use overlay::secure::{FirstHops, LayerArcs, OverlayContext, Routing, SecureConfig};
-use overlay::{ChordConfig, IdSpace, NodeId};
+mod calls;
+mod churn;
+mod cluster;
+mod host;
+mod members;
+mod soak;
+
+use crate::LabError;
+use crate::progress::bar;
+use calls::{invite, pick_pair, ring_and_hang_up};
+use cluster::{Cluster, Launch, chord_config, converge, launch, membership, sum_stats};
+use host::{FDS_PER_PEER, nofile_limit, process_cpu, raise_nofile, rss_bytes};
+use members::{Enrolled, issue, paper_ids};
+use net::{CallOutcome, CrlStore, RevocationPolicy, SecureCore, SosCounters, Trust};
+use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
+use overlay::{IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use sim::paper;
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,7 +44,7 @@ use tokio::task::JoinSet;
 
 /// Options for `p2psip demo`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+pub struct Args {
     /// Run the discrete-event simulator instead of real TLS peers.
     #[arg(long)]
     simulated: bool,
@@ -81,12 +85,13 @@ pub(crate) struct Args {
     #[arg(long, default_value = "p2psip.test")]
     sip_domain: String,
     /// After the random calls: hard-stop this fraction of the ordinary peers at once under
-    /// a call workload and report the recovery (see `demo_churn`; 0: no churn run).
+    /// a call workload and report the recovery (0: no churn run).
     #[arg(long, default_value_t = 0.0)]
     kill_fraction: f64,
-    /// With --kill-fraction: seconds of workload before the kill and after it.
+    /// With --kill-fraction: seconds of workload before the kill.
     #[arg(long, default_value_t = 5)]
     churn_before_s: u64,
+    /// With --kill-fraction: seconds of workload after the kill.
     #[arg(long, default_value_t = 30)]
     churn_after_s: u64,
     /// With --kill-fraction: window (ms) over which the ring rate is computed.
@@ -96,7 +101,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 2000)]
     churn_ring_within_ms: u64,
     /// After everything else: keep calling with churn for this many minutes, sampling RSS,
-    /// descriptors and call success (see `demo_soak`; 0: no soak; fractions allowed).
+    /// descriptors and call success (0: no soak; fractions allowed).
     #[arg(long, default_value_t = 0.0)]
     soak_minutes: f64,
     /// With --soak-minutes: seconds between samples.
@@ -107,20 +112,30 @@ pub(crate) struct Args {
     soak_csv: Option<std::path::PathBuf>,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+/// Run `p2psip demo`.
+pub fn run(args: Args) -> Result<(), LabError> {
     if args.simulated {
         return run_simulated(args);
     }
     if args.peers < 24 || args.peers > 1500 {
-        bail!("--peers must be between 24 and 1500 (m = 11, the paper's layout)");
+        return Err(LabError::Args(
+            "--peers must be between 24 and 1500 (m = 11, the paper's layout)".into(),
+        ));
+    }
+    // Checked before the demo starts, not after minutes of it.
+    if !(0.0..1.0).contains(&args.kill_fraction) {
+        return Err(LabError::Args(format!(
+            "--kill-fraction must be in [0, 1), got {}",
+            args.kill_fraction
+        )));
     }
     raise_nofile();
     let mut args = args;
     let fit = usize::try_from(nofile_limit() / FDS_PER_PEER).unwrap_or(usize::MAX);
     if args.peers > fit {
         let run = fit.max(24);
-        eprintln!(
-            "warning: the open-file limit ({}) fits about {fit} peers in this one process (each \
+        tracing::warn!(
+            "the open-file limit ({}) fits about {fit} peers in this one process (each \
              holds ~{FDS_PER_PEER} descriptors: its listener and both ends of its links); \
              running {run} of the {} asked for. Raise the hard limit (`ulimit -Hn`, as root) \
              to run them all.",
@@ -132,38 +147,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(LabError::Runtime)?;
     rt.block_on(real(args))
-}
-
-/// Descriptors budgeted per demo peer: 512 peers peaked at about 13 600 descriptors
-/// (≈ 27 per peer, one overlay at a time); 38 keeps headroom for the join burst.
-const FDS_PER_PEER: u64 = 38;
-
-/// Raise the soft open-file limit to the hard limit (every peer holds a listener and a
-/// few connections, both ends of which live in this process).
-fn raise_nofile() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut r = getrlimit(Resource::Nofile);
-    if r.current < r.maximum {
-        r.current = r.maximum;
-        let _ = setrlimit(Resource::Nofile, r);
-    }
-}
-
-fn nofile_limit() -> u64 {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
-}
-
-/// CPU time this process has used so far (all threads).
-fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(
-        t.tv_sec.max(0) as u64,
-        t.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }
 
 /// What the converged overlay costs while nobody calls: measured over `window`.
@@ -211,435 +197,6 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
     }
 }
 
-/// Resident set size of this process, bytes.
-pub(crate) fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-/// One enrolled peer.
-struct Enrolled {
-    id: NodeId,
-    role: enroll::Role,
-    identity: Identity,
-}
-
-/// The paper's IDs plus random ones (as the simulator picks them), sorted.
-fn paper_ids(peers: usize, seed: u64) -> Vec<NodeId> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut ids: BTreeSet<NodeId> = paper::CSPS
-        .iter()
-        .chain(&paper::CSPGS)
-        .chain(&paper::NAMED)
-        .map(|i| NodeId(*i))
-        .collect();
-    while ids.len() < peers {
-        let id = rng.random_range(0..2048u128);
-        if !paper::QUIET.contains(&id) {
-            ids.insert(NodeId(id));
-        }
-    }
-    ids.into_iter().collect()
-}
-
-fn issue(ca: &Ca, arcs: &LayerArcs, id: NodeId) -> anyhow::Result<Enrolled> {
-    let role = if paper::CSPS.contains(&id.0) {
-        enroll::Role::Csp
-    } else if paper::CSPGS.contains(&id.0) {
-        enroll::Role::Cspg
-    } else {
-        enroll::Role::Peer
-    };
-    let layer = arcs.layer_of(id);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-    let csr = Csr::from_pem(&csr_for_key(&key)?)?;
-    let mut serial = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
-        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-    let t = enroll::server::unix_now();
-    let der = ca.issue(
-        &csr,
-        &Binding {
-            node_id: id,
-            layer,
-            role,
-        },
-        serial,
-        t - 300,
-        t + 24 * 3600,
-    )?;
-    let chain = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
-    let identity = Identity::from_pem(&chain, &key.serialize_pem())?;
-    Ok(Enrolled { id, role, identity })
-}
-
-/// The running peers of one overlay.
-struct Cluster {
-    handles: Vec<Handle<DemoPeer>>,
-    ids: Vec<NodeId>,
-    /// Rings: member indices, sorted by ID.
-    rings: Vec<Vec<usize>>,
-    log: Arc<KindLog>,
-    /// Application events of the peers chosen for SIP front-ends: (member index, events).
-    apps: Vec<(usize, tokio::sync::mpsc::Receiver<node::PeerEvent>)>,
-}
-
-/// A demo peer: the peer's core over an instrumented secure node (message-kind log, the
-/// paper's malicious peer).
-pub(crate) type DemoPeer = node::PeerCore<Instrumented>;
-
-impl Cluster {
-    fn handle(&self, id: u128) -> Option<&Handle<DemoPeer>> {
-        self.ids
-            .iter()
-            .position(|i| i.0 == id)
-            .map(|p| &self.handles[p])
-    }
-
-    /// Peers whose successor and predecessor are the true ones.
-    async fn converged(&self) -> usize {
-        let mut ring_ok = 0;
-        for ring in &self.rings {
-            let n = ring.len();
-            let sorted: Vec<NodeId> = ring.iter().map(|i| self.ids[*i]).collect();
-            for (pos, idx) in ring.iter().enumerate() {
-                let want_succ = sorted[(pos + 1) % n];
-                let want_pred = sorted[(pos + n - 1) % n];
-                let Ok((succ, pred)) = self.handles[*idx]
-                    .call(|c, _| {
-                        let ch = c.node().chord();
-                        (ch.successor().map(|s| s.id), ch.predecessor().map(|p| p.id))
-                    })
-                    .await
-                else {
-                    continue;
-                };
-                if n == 1 || (succ == Some(want_succ) && pred == Some(want_pred)) {
-                    ring_ok += 1;
-                } else if std::env::var_os("P2PSIP_DEMO_DEBUG").is_some() {
-                    eprintln!(
-                        "{}: succ {succ:?} want {want_succ}, pred {pred:?} want {want_pred}",
-                        sorted[pos]
-                    );
-                }
-            }
-        }
-        ring_ok
-    }
-
-    /// Peers that lost every successor (a timeout under load) join again through a member
-    /// of their ring, as `p2psip peer` does after a failed join.
-    async fn rejoin_lost(&self) {
-        for (r, ring) in self.rings.iter().enumerate() {
-            for (k, idx) in ring.iter().enumerate() {
-                let Ok(lost) = self.handles[*idx]
-                    .call(|n, _| !n.node().chord().is_active())
-                    .await
-                else {
-                    continue;
-                };
-                if lost && ring.len() > 1 {
-                    let via = self.handles[ring[(k + 1 + r) % ring.len()]].contact();
-                    let _ = self.handles[*idx]
-                        .call(move |n, now| n.node().chord_mut().join(now, via))
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn shutdown(&self) {
-        let mut set = JoinSet::new();
-        for h in &self.handles {
-            let h = h.clone();
-            set.spawn(async move {
-                let _ = h.shutdown().await;
-            });
-        }
-        while set.join_next().await.is_some() {}
-    }
-}
-
-struct Launch<'a> {
-    members: &'a [Enrolled],
-    trust: &'a Trust,
-    arcs: LayerArcs,
-    secure: Arc<SecureConfig>,
-    chord: Arc<ChordConfig>,
-    routing: Routing,
-    /// One flat ring (plain Chord) or one ring per layer.
-    flat: bool,
-    malicious: NodeId,
-    sos: Option<(sos::SosClient, Arc<SosCounters>)>,
-    /// Ordinary peers whose events feed a SIP front-end (the first this many).
-    frontends: usize,
-}
-
-fn bar(len: u64, msg: &'static str, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(msg);
-    b
-}
-
-fn limits(role: enroll::Role) -> Limits {
-    Limits {
-        send_queue: 64,
-        inbound_queue: 256,
-        event_queue: 256,
-        command_queue: 64,
-        // 512 peers share one process's descriptors, and every link holds one at each end:
-        // an ordinary peer's links are capped under its share (the least recently used
-        // closes first, so links opened for joins and one-off lookups go before its
-        // fingers), while the few CSPs and CSPGs, which every caller and callee talks to,
-        // may hold many more. A link idle longer than the slowest quiet maintenance cycle
-        // (2 s per finger, a dozen fingers) closes. A short idle timeout instead closed
-        // finger links between two uses and kept the process busy with TLS handshakes.
-        max_links: match role {
-            enroll::Role::Peer => (FDS_PER_PEER - 6) as usize,
-            enroll::Role::Csp | enroll::Role::Cspg => 512,
-        },
-        idle_timeout: Duration::from_secs(30),
-        // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
-        // slow-loris guard between hosts) would throttle the join burst here.
-        max_setups_per_source: usize::MAX,
-        ..Limits::default()
-    }
-}
-
-fn membership(
-    l: &Launch<'_>,
-    addrs: Option<&[SocketAddr]>,
-) -> anyhow::Result<(Membership, OverlayContext)> {
-    let mut m = Membership::new(l.arcs);
-    for (i, e) in l.members.iter().enumerate() {
-        m.add(l.trust, &e.identity.chain, addrs.map(|a| a[i]))
-            .with_context(|| format!("member {}", e.id))?;
-    }
-    let ctx = m.context(l.secure.clone());
-    Ok((m, ctx))
-}
-
-async fn launch(l: Launch<'_>, quiet: bool) -> anyhow::Result<Cluster> {
-    let (_, ctx) = membership(&l, None)?;
-    let log = Arc::new(KindLog::default());
-    let mut handles = Vec::with_capacity(l.members.len());
-    let mut apps = Vec::new();
-    let pb = bar(l.members.len() as u64, "listening", quiet);
-    for (index, e) in l.members.iter().enumerate() {
-        let cfg = NetConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
-            identity: e.identity.clone(),
-            trust: l.trust.clone(),
-            crl_refresh: None,
-            limits: limits(e.role),
-        };
-        let (identity, chord, ctx, log) = (
-            e.identity.clone(),
-            l.chord.clone(),
-            ctx.clone(),
-            log.clone(),
-        );
-        let mut seed = [0u8; 32];
-        seed[..16].copy_from_slice(&e.id.0.to_le_bytes());
-        seed[16] = u8::from(l.flat);
-        let routing = l.routing;
-        let signer = net::CertSigner::from_identity(&identity)?;
-        let role = e.role;
-        let drop_forwarded = e.id == l.malicious;
-        let rt = PeerRuntime::start(cfg, move |me| {
-            node::PeerCore::new(Instrumented {
-                node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
-                drop_forwarded,
-                log,
-            })
-        })
-        .await
-        .with_context(|| format!("starting peer {}", e.id))?;
-        let link = match &l.sos {
-            Some((client, counters)) => {
-                Some(SosLink::new(client.clone(), &e.identity, counters.clone())?)
-            }
-            None => None,
-        };
-        let app = if apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious
-        {
-            let (tx, rx) = tokio::sync::mpsc::channel(4096);
-            apps.push((index, rx));
-            Some(tx)
-        } else {
-            None
-        };
-        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, app));
-        handles.push(rt.handle);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    // Every address is known now: publish the directory with CSP/CSPG addresses.
-    let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
-    let (_, ctx) = membership(&l, Some(&addrs))?;
-    for h in &handles {
-        let ctx = ctx.clone();
-        h.call(move |n, _| n.node().set_context(ctx)).await?;
-    }
-    // Rings: per layer (secure) or flat (plain Chord); the first member of each ring is its
-    // CSPG (or the lowest ID), which creates it.
-    let ids: Vec<NodeId> = l.members.iter().map(|e| e.id).collect();
-    let mut rings: Vec<Vec<usize>> = if l.flat {
-        vec![(0..ids.len()).collect()]
-    } else {
-        let mut r = vec![Vec::new(); 3];
-        for (i, id) in ids.iter().enumerate() {
-            r[l.arcs.layer_of(*id).index()].push(i);
-        }
-        r.retain(|x| !x.is_empty());
-        r
-    };
-    for r in &mut rings {
-        r.sort_by_key(|i| ids[*i]);
-    }
-    let cluster = Cluster {
-        handles,
-        ids,
-        rings,
-        log,
-        apps,
-    };
-    join_rings(&cluster, &l, quiet).await?;
-    Ok(cluster)
-}
-
-/// Each ring's gateway creates it; the others join one after another through members that
-/// are already in (a join is a lookup of the new peer's successor), the rings in parallel.
-async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> anyhow::Result<()> {
-    let pb = bar(c.ids.len() as u64, "joining", quiet);
-    let mut set = JoinSet::new();
-    for ring in &c.rings {
-        let gateway = ring
-            .iter()
-            .copied()
-            .find(|i| l.members[*i].role == enroll::Role::Cspg || (l.flat && c.ids[*i].0 == 1))
-            .unwrap_or(ring[0]);
-        let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
-        demo_churn::shuffle(&mut rng, &mut order);
-        let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
-        let pb = pb.clone();
-        set.spawn(async move {
-            handles[gateway]
-                .call(|n, now| n.node().chord_mut().create(now))
-                .await?;
-            pb.inc(1);
-            let mut inside = vec![gateway];
-            for idx in order {
-                let mut attempt = 0u64;
-                loop {
-                    let via = handles[inside[rng.random_range(0..inside.len())]].contact();
-                    handles[idx]
-                        .call(move |n, now| {
-                            n.node().chord_mut().add_bootstrap(via);
-                            n.node().chord_mut().join(now, via)
-                        })
-                        .await?;
-                    let t0 = Instant::now();
-                    let mut active = false;
-                    while t0.elapsed() < Duration::from_secs(5) {
-                        let (on, joined) = handles[idx]
-                            .call(|n, _| {
-                                let c = n.node().chord();
-                                (c.is_active(), c.successor().is_some())
-                            })
-                            .await?;
-                        if joined {
-                            active = true;
-                            break;
-                        }
-                        if !on {
-                            break; // the join failed: try through another member
-                        }
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    attempt += 1;
-                    if active || attempt >= 5 {
-                        break;
-                    }
-                }
-                inside.push(idx);
-                pb.inc(1);
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r??;
-    }
-    pb.finish_and_clear();
-    Ok(())
-}
-
-/// Wait until every peer's successor and predecessor are the true ones, then one more
-/// finger-refresh round (m fix-fingers periods, twice) so the fingers catch up. Returns the
-/// time it took.
-async fn converge(
-    c: &Cluster,
-    started: Instant,
-    timeout: Duration,
-    fingers_round: Duration,
-    quiet: bool,
-) -> anyhow::Result<f64> {
-    let n = c.ids.len();
-    let pb = bar(n as u64, "converging", quiet);
-    loop {
-        c.rejoin_lost().await;
-        let ring_ok = c.converged().await;
-        pb.set_position(ring_ok as u64);
-        if ring_ok == n {
-            pb.finish_and_clear();
-            tokio::time::sleep(fingers_round).await;
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > timeout {
-            pb.finish_and_clear();
-            bail!("rings did not converge within {timeout:?}: {ring_ok}/{n} peers correct");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(space);
-    c.successors = 3;
-    c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(250);
-    c.fix_fingers_every = Duration::from_millis(60);
-    // Fast while the rings form or change, then slower once a peer's neighbourhood is
-    // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and every
-    // call queued behind it.
-    c.stabilize_max = Some(Duration::from_secs(2));
-    c.fix_fingers_max = Some(Duration::from_secs(2));
-    c.check_predecessor_every = Duration::from_millis(1000);
-    c.ring_check_every = Duration::from_secs(5);
-    c.rpc_timeout = Duration::from_millis(1500);
-    c.lookup_timeout = Duration::from_secs(4);
-    Arc::new(c)
-}
-
 fn path_text(p: &[u128]) -> String {
     p.iter()
         .map(|x| x.to_string())
@@ -669,18 +226,21 @@ struct Scenario {
     ping_carriers: Vec<u128>,
 }
 
-async fn real(args: Args) -> anyhow::Result<()> {
+async fn real(args: Args) -> Result<(), LabError> {
     let quiet = args.json;
-    // Through `cmd::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
-    let say = |s: String| {
+    // Through `node::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
+    let note = |s: String| {
         if !quiet {
-            crate::cmd::say(format_args!("{s}"));
+            say!("{s}");
         }
     };
     let wall = Instant::now();
-    let tmp = tempfile::tempdir()?;
-    let space = IdSpace::new(11)?;
-    let arcs = LayerArcs::new(space, paper::ARCS)?;
+    let tmp = tempfile::tempdir().map_err(LabError::setup(
+        "creating a temporary directory for the E&A and SOS data",
+    ))?;
+    let space = IdSpace::new(11).map_err(LabError::setup("the paper's ID space (m = 11)"))?;
+    let arcs =
+        LayerArcs::new(space, paper::ARCS).map_err(LabError::setup("the paper's layer arcs"))?;
 
     // E&A, serving its CA and CRL over HTTP.
     let ea_dir = tmp.path().join("ea");
@@ -689,21 +249,31 @@ async fn real(args: Args) -> anyhow::Result<()> {
         layer_bounds: Some([paper::ARCS[1], paper::ARCS[2]]),
         ..enroll::ServerConfig::default()
     };
-    let ea = enroll::EnrollServer::open(&ea_dir, ea_cfg)?;
-    let ea_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ea_addr = ea_listener.local_addr()?;
+    let ea = enroll::EnrollServer::open(&ea_dir, ea_cfg).map_err(LabError::server(format!(
+        "opening the E&A server's data in {}",
+        ea_dir.display()
+    )))?;
+    let ea_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(LabError::server("binding the E&A listener on 127.0.0.1"))?;
+    let ea_addr = ea_listener
+        .local_addr()
+        .map_err(LabError::server("the E&A listener's address"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop = stop_rx.clone();
     tokio::spawn(ea.serve(ea_listener, async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
-    let ca_data = enroll::DataDir::open(&ea_dir)?;
+    let ca_data = enroll::DataDir::open(&ea_dir).map_err(LabError::server(format!(
+        "opening the E&A CA in {}",
+        ea_dir.display()
+    )))?;
     let ca = ca_data.ca();
-    say(format!(
+    note(format!(
         "p2psip demo — {} real TLS peers on 127.0.0.1 (paper layout: m = 11, layers [0,512) [512,1024) [1024,2048))",
         args.peers
     ));
-    say(format!(
+    note(format!(
         "  E&A       http://{ea_addr}  (CA {})",
         &ca.fingerprint()[..16]
     ));
@@ -717,7 +287,12 @@ async fn real(args: Args) -> anyhow::Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let crl = net::fetch_crl(&format!("http://{ea_addr}/v1/crl")).await?;
+    let crl_url = format!("http://{ea_addr}/v1/crl");
+    let crl = net::fetch_crl(&crl_url)
+        .await
+        .map_err(LabError::server(format!(
+            "fetching the CRL from E&A at {crl_url}"
+        )))?;
     let crls = CrlStore::new();
     crls.set(crl);
     let trust = Trust {
@@ -733,7 +308,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
         .iter()
         .filter(|m| m.role == enroll::Role::Cspg)
         .count();
-    say(format!(
+    note(format!(
         "  enrolled  {} peers: {} ordinary, {csp} CSPs, {cspg} CSPGs (Ed25519 keys, E&A certificates, CRL from E&A)",
         members.len(),
         members.len() - csp - cspg
@@ -759,7 +334,9 @@ async fn real(args: Args) -> anyhow::Result<()> {
         frontends: 0,
     };
     let (m0, _) = membership(&launch_cfg(Routing::Secure, false, None), None)?;
-    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())?;
+    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries()).map_err(
+        LabError::setup("the SOS key registry of the peers' certificate keys"),
+    )?;
     let admin = format!(
         "{:032x}",
         Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xAD).random::<u128>()
@@ -767,27 +344,42 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let mut sos_cfg = sos::ServerConfig::new(tmp.path().join("sos.sqlite3"), Arc::new(registry));
     sos_cfg.admin_token = Some(admin.clone());
     sos_cfg.synchronous = sos::Synchronous::Normal;
-    let sos_srv = sos::RunningServer::start(sos_cfg, "127.0.0.1:0".parse()?).await?;
-    let sos_client = sos::SosClient::new(&sos_srv.url())?.with_admin_token(admin);
+    let sos_srv = sos::RunningServer::start(sos_cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(LabError::server("starting the SOS on 127.0.0.1"))?;
+    let sos_client = sos::SosClient::new(&sos_srv.url())
+        .map_err(LabError::server(format!(
+            "an SOS client for {}",
+            sos_srv.url()
+        )))?
+        .with_admin_token(admin);
     for (peer, b, d, u) in trust::paper::OPINIONS {
-        let o = trust::Opinion::new(b, d, u, trust::paper::BASE_RATE)?;
-        sos_client.put_opinion(sos::PeerId(peer), o).await?;
+        let o = trust::Opinion::new(b, d, u, trust::paper::BASE_RATE).map_err(LabError::setup(
+            format!("the paper's opinion of peer {peer}"),
+        ))?;
+        sos_client
+            .put_opinion(sos::PeerId(peer), o)
+            .await
+            .map_err(LabError::server(format!(
+                "setting the paper's opinion of peer {peer} at the SOS"
+            )))?;
     }
-    say(format!(
+    note(format!(
         "  SOS       {}  (paper opinions for 1593, 1600, 1609, 1618 set by the operator)",
         sos_srv.url()
     ));
 
     // STUN/TURN.
-    let stun =
-        nat::StunServer::bind(nat::ServerConfig::loopback(nat::CredentialStore::new())).await?;
+    let stun = nat::StunServer::bind(nat::ServerConfig::loopback(nat::CredentialStore::new()))
+        .await
+        .map_err(LabError::server("starting the STUN server on 127.0.0.1"))?;
     let stun_addr = stun.local_addr();
     let stun_handle = stun.spawn();
-    say(format!("  STUN      udp://{stun_addr}"));
+    note(format!("  STUN      udp://{stun_addr}"));
     // Every demo peer shares this host, so one Binding stands for all of them.
     let opts = nat::BindingOptions::quick(Duration::from_secs(2));
     match nat::discover_reflexive(&[stun_addr], &opts).await {
-        Ok(r) => say(format!(
+        Ok(r) => note(format!(
             "  reflexive {} from local {} ({})",
             r.reflexive,
             r.local,
@@ -797,7 +389,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
                 "no NAT"
             }
         )),
-        Err(e) => say(format!("  reflexive address not learnt: {e}")),
+        Err(e) => note(format!("  reflexive address not learnt: {e}")),
     }
 
     // Taken before either overlay starts: the baseline's memory is reused by the secure
@@ -824,8 +416,12 @@ async fn real(args: Args) -> anyhow::Result<()> {
         .await?;
         flat.log.set_tracing(true);
         if let Some(h) = flat.handle(80) {
-            let inv = invite(80, 1618, h.local_addr(), 1);
-            let out = h.place_call(NodeId(1618), inv).await?;
+            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 1)
+                .map_err(LabError::setup("building the scenario's INVITE"))?;
+            let out = h
+                .place_call(NodeId(1618), inv)
+                .await
+                .map_err(LabError::request("peer 80 calling 1618 over plain Chord"))?;
             sc.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
         }
         sc.chord_path = std::iter::once(80)
@@ -861,7 +457,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let rss1 = rss_bytes();
     let rss_per_peer = rss1.saturating_sub(rss0) / members.len() as u64;
     let stats0 = sum_stats(&secure.handles);
-    say(format!(
+    note(format!(
         "  overlay   converged in {converge_s:.1} s: all {} peers have their true successor and predecessor in their layer ring; {} TLS connections, RSS {:.0} KiB per peer (fd limit {})",
         members.len(),
         stats0.dials_ok + stats0.accepts_ok,
@@ -871,8 +467,15 @@ async fn real(args: Args) -> anyhow::Result<()> {
     secure.log.set_tracing(true);
     secure.log.clear();
     if let Some(h) = secure.handle(80) {
-        let inv = invite(80, 1618, h.local_addr(), 2);
-        if let CallOutcome::Ringing { srd, route, .. } = h.place_call(NodeId(1618), inv).await? {
+        let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 2)
+            .map_err(LabError::setup("building the scenario's INVITE"))?;
+        let out = h
+            .place_call(NodeId(1618), inv)
+            .await
+            .map_err(LabError::request(
+                "peer 80 calling 1618 over the secure overlay",
+            ))?;
+        if let CallOutcome::Ringing { srd, route, .. } = out {
             sc.secure_delivered = true;
             sc.secure_srd_ms = srd.as_secs_f64() * 1e3;
             sc.chosen_route = route.iter().map(|n| n.0).collect();
@@ -915,17 +518,17 @@ async fn real(args: Args) -> anyhow::Result<()> {
         && sc.chosen_route == vec![1600, 1618]
         && invite_only_at_infra;
     if !quiet {
-        println!();
-        println!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
+        say!();
+        say!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
         match sc.chord_delivered {
-            Some(d) => println!(
+            Some(d) => say!(
                 "  plain Chord   {:<9}  INVITE path {} (flat TLS ring of the same peers)",
                 if d { "DELIVERED" } else { "FAILED" },
                 path_text(&sc.chord_path)
             ),
-            None => println!("  plain Chord   skipped (--no-baseline)"),
+            None => say!("  plain Chord   skipped (--no-baseline)"),
         }
-        println!(
+        say!(
             "  secure        {:<9}  SRD {:.1} ms; INVITE seen only by {} (CSPGs/CSP and the callee)",
             if sc.secure_delivered {
                 "RINGING"
@@ -935,19 +538,19 @@ async fn real(args: Args) -> anyhow::Result<()> {
             sc.secure_srd_ms,
             path_text(&sc.invite_receivers)
         );
-        println!(
+        say!(
             "                PingRequest copies reached 1618 over {} routes:",
             sc.routes.len()
         );
         for r in &sc.routes {
-            println!("                  {}", path_text(r));
+            say!("                  {}", path_text(r));
         }
-        println!(
+        say!(
             "  SOS chose     {}  E = {:.5}",
             path_text(&sc.chosen_route),
             sc.chosen_expectation.unwrap_or(0.0)
         );
-        println!(
+        say!(
             "  scenario      {}{}",
             if paper_ok { "PASS" } else { "FAIL" },
             if members.len() < 512 {
@@ -956,7 +559,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
                 ""
             }
         );
-        println!();
+        say!();
     }
 
     // Random calls between ordinary, honest peers.
@@ -973,15 +576,17 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let mut set = JoinSet::new();
     let tc = Instant::now();
     for k in 0..args.calls {
-        let (caller, callee) = demo_churn::pick_pair(&mut rng, &ordinary);
+        let (caller, callee) = pick_pair(&mut rng, &ordinary);
         let Some(h) = secure.handle(caller.0).cloned() else {
             continue;
         };
         let to = secure.handle(callee.0).cloned();
-        let permit = slots.clone().acquire_owned().await?;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break; // the semaphore is never closed
+        };
         let pb = pb.clone();
         set.spawn(async move {
-            let out = demo_churn::ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
+            let out = ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
             drop(permit);
             pb.inc(1);
             out
@@ -1028,7 +633,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What the overlay costs while nobody calls, once the rings have settled.
     let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
-    say(format!(
+    note(format!(
         "  at rest   (after the calls) {:.2} cores busy, {:.0} TLS dials/s, {:.0} links closed/s, {:.1} overlay messages per peer per second ({})",
         rest.cores,
         rest.dials_per_s,
@@ -1089,15 +694,15 @@ async fn real(args: Args) -> anyhow::Result<()> {
         "wall_s": wall.elapsed().as_secs_f64(),
     });
     if let Some(c) = &churn {
-        report["churn"] = serde_json::to_value(c)?;
+        report["churn"] = serde_json::to_value(c).map_err(LabError::json("the churn report"))?;
     }
     if let Some(c) = &soak {
-        report["soak"] = serde_json::to_value(c)?;
+        report["soak"] = serde_json::to_value(c).map_err(LabError::json("the soak report"))?;
     }
     if args.json {
-        println!("{report}");
+        say!("{report}");
     } else {
-        println!(
+        say!(
             "  {} random calls: {} ringing ({:.2}%), {} failed; {:.0} calls/s with {} in flight",
             attempted,
             ringing,
@@ -1110,52 +715,52 @@ async fn real(args: Args) -> anyhow::Result<()> {
             },
             args.concurrency
         );
-        println!(
+        say!(
             "  SRD (INVITE sent → 180 Ringing)  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             pct(&srd, 50.0),
             pct(&srd, 95.0),
             pct(&srd, 99.0),
             srd.last().copied().unwrap_or(0.0)
         );
-        println!(
+        say!(
             "  hops {hops_mean:.2} mean ({cached} from the contact cache); call traffic {msgs:.1} messages, {bytes:.0} bytes per call"
         );
-        println!(
+        say!(
             "  SOS: {} rankings, {} signed reports accepted ({} failed, {} dropped)",
             counters.rank_ok.load(Ordering::Relaxed),
             counters.reports_ok.load(Ordering::Relaxed),
             counters.reports_failed.load(Ordering::Relaxed),
             counters.reports_dropped.load(Ordering::Relaxed)
         );
-        println!(
+        say!(
             "  converge {converge_s:.1} s, RSS {:.0} KiB per peer ({:.1} MiB process), wall {:.1} s",
             rss_per_peer as f64 / 1024.0,
             rss1 as f64 / 1048576.0,
             wall.elapsed().as_secs_f64()
         );
         if let Some(c) = &churn {
-            demo_churn::print(c);
+            churn::print(c);
         }
         if let Some(c) = &soak {
-            demo_soak::print(c);
+            soak::print(c);
         }
     }
 
     if args.serve {
-        println!();
-        println!("Serving until Ctrl-C:");
-        println!("  E&A   http://{ea_addr}   (GET /v1/ca, /v1/crl)");
-        println!(
+        say!();
+        say!("Serving until Ctrl-C:");
+        say!("  E&A   http://{ea_addr}   (GET /v1/ca, /v1/crl)");
+        say!(
             "  SOS   {}   (GET /v1/opinions/PEER, POST /v1/routes/rank)",
             sos_srv.url()
         );
-        println!("  STUN  udp://{stun_addr}");
+        say!("  STUN  udp://{stun_addr}");
         for (id, h) in secure.ids.iter().zip(&secure.handles) {
             if paper::CSPGS.contains(&id.0)
                 || paper::CSPS.contains(&id.0)
                 || paper::NAMED.contains(&id.0)
             {
-                println!("  peer {:>4}  tls://{}", id, h.local_addr());
+                say!("  peer {:>4}  tls://{}", id, h.local_addr());
             }
         }
         let ports: Vec<u16> = secure
@@ -1163,7 +768,7 @@ async fn real(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|h| h.local_addr().port())
             .collect();
-        println!(
+        say!(
             "  … {} peers in all, TLS ports {}–{}",
             ports.len(),
             ports.iter().min().copied().unwrap_or(0),
@@ -1171,19 +776,32 @@ async fn real(args: Args) -> anyhow::Result<()> {
         );
         let mut fronts = Vec::new();
         if args.frontends > 0 {
-            for h in &secure.handles {
-                node::install_registration_validator(h).await?;
+            for (h, id) in secure.handles.iter().zip(&secure.ids) {
+                node::install_registration_validator(h)
+                    .await
+                    .map_err(LabError::request(format!(
+                        "peer {id}: installing the SIP registration validator"
+                    )))?;
             }
             let verifier = secure.handles[0]
                 .call(|n, _| n.node().context().verifier.clone())
-                .await?;
+                .await
+                .map_err(LabError::request(format!(
+                    "peer {}: its certificate verifier for the SIP front-ends",
+                    secure.ids[0]
+                )))?;
             let unix_offset_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(LabError::setup(
+                    "the system clock (the SIP front-ends stamp registrations with it)",
+                ))?
                 .as_millis() as u64;
             for (i, mut events) in std::mem::take(&mut secure.apps) {
                 let h = secure.handles[i].clone();
                 let id = secure.ids[i];
-                let signer = net::CertSigner::from_identity(&members[i].identity)?;
+                let signer = net::CertSigner::from_identity(&members[i].identity).map_err(
+                    LabError::peer(id, "making its signer for the SIP front-end"),
+                )?;
                 let (verifier, domain) = (verifier.clone(), args.sip_domain.clone());
                 let fe = node::serve_frontend(
                     &h,
@@ -1196,22 +814,26 @@ async fn real(args: Args) -> anyhow::Result<()> {
                     },
                 )
                 .await
-                .context("starting a SIP front-end")?;
+                .map_err(LabError::server(format!(
+                    "starting the SIP front-end of peer {id} on 127.0.0.1"
+                )))?;
                 let out = fe.sender();
                 tokio::spawn(async move {
                     while let Some(ev) = events.recv().await {
                         let _ = node::send_to_phones(ev, &out);
                     }
                 });
-                println!(
+                say!(
                     "frontend {} udp+tcp {} domain {}",
-                    id.0, fe.local, args.sip_domain
+                    id.0,
+                    fe.local,
+                    args.sip_domain
                 );
                 fronts.push(fe);
             }
         }
         let _ = tokio::signal::ctrl_c().await;
-        println!("shutting down");
+        say!("shutting down");
         for f in fronts {
             f.shutdown().await;
         }
@@ -1221,28 +843,13 @@ async fn real(args: Args) -> anyhow::Result<()> {
     let _ = sos_srv.shutdown().await;
     let _ = stun_handle.shutdown().await;
     if !paper_ok && members.len() >= 512 {
-        bail!("the paper's scenario did not reproduce");
+        return Err(LabError::ScenarioNotReproduced);
     }
     Ok(())
 }
 
-fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
-    let mut total = net::Stats::default();
-    for h in handles {
-        let s = h.stats();
-        total.dials_ok += s.dials_ok;
-        total.accepts_ok += s.accepts_ok;
-        total.dropped_queue_full += s.dropped_queue_full;
-        total.dropped_backoff += s.dropped_backoff;
-        total.dropped_no_addr += s.dropped_no_addr;
-        total.idle_closed += s.idle_closed;
-        total.links_evicted += s.links_evicted;
-    }
-    total
-}
-
 /// The simulated demo: the paper's scenario and random calls in the discrete-event simulator.
-fn run_simulated(args: Args) -> anyhow::Result<()> {
+fn run_simulated(args: Args) -> Result<(), LabError> {
     let paper = sim::run_paper(args.seed)?;
     let paper_ok = !paper.chord.delivered
         && paper.secure.delivered
@@ -1255,7 +862,7 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
         min: Duration::from_micros(100),
         max: Duration::from_millis(2),
     };
-    let mut progress = super::sim::LazyProgress::new();
+    let mut progress = crate::progress::LazyProgress::new();
     let calls = sim::run_calls(&run, &mut |done, total| {
         progress.update(sim::Progress {
             phase: "calls",
@@ -1279,21 +886,19 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
             "hops_mean": calls.hops_mean,
             "messages_per_call": calls.messages_per_call,
         });
-        println!("{out}");
+        say!("{out}");
         return Ok(());
     }
-    println!(
+    say!(
         "p2psip demo --simulated — the paper's 512-peer prototype (496 peers, 13 CSPs, 3 CSPGs, three layers)"
     );
-    println!("  Runs in the discrete-event simulator (virtual time, loopback-like latency).");
-    println!();
-    println!(
-        "  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards."
-    );
-    super::sim::print_paper(&paper);
-    println!("  scenario      {}", if paper_ok { "PASS" } else { "FAIL" });
-    println!();
-    println!(
+    say!("  Runs in the discrete-event simulator (virtual time, loopback-like latency).");
+    say!();
+    say!("  Malicious-peer scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
+    crate::sim::print_paper(&paper);
+    say!("  scenario      {}", if paper_ok { "PASS" } else { "FAIL" });
+    say!();
+    say!(
         "  {} random calls: {} ringing ({:.2}%), setup delay p50 {:.1} ms, p99 {:.1} ms, {:.2} hops, {:.1} messages per call",
         calls.calls,
         calls.succeeded,
@@ -1304,7 +909,7 @@ fn run_simulated(args: Args) -> anyhow::Result<()> {
         calls.messages_per_call
     );
     if !paper_ok {
-        bail!("the paper's scenario did not reproduce");
+        return Err(LabError::ScenarioNotReproduced);
     }
     Ok(())
 }
@@ -1331,12 +936,9 @@ async fn run_churn(
     secure: &Cluster,
     members: &[Enrolled],
     args: &Args,
-) -> anyhow::Result<demo_churn::ChurnReport> {
-    if !(0.0..1.0).contains(&args.kill_fraction) {
-        bail!("--kill-fraction must be in [0, 1)");
-    }
+) -> Result<churn::ChurnReport, LabError> {
     let (callers, killable) = churn_parties(secure, members);
-    let plan = demo_churn::ChurnPlan {
+    let plan = churn::ChurnPlan {
         fraction: args.kill_fraction,
         before: Duration::from_secs(args.churn_before_s),
         after: Duration::from_secs(args.churn_after_s),
@@ -1345,7 +947,7 @@ async fn run_churn(
         seed: args.seed,
         ring_within: Duration::from_millis(args.churn_ring_within_ms),
     };
-    demo_churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+    churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }
 
 /// `--soak-minutes`: calls and churn over the secure overlay for a long time, sampled.
@@ -1353,15 +955,16 @@ async fn run_soak(
     secure: &Cluster,
     members: &[Enrolled],
     args: &Args,
-) -> anyhow::Result<demo_soak::SoakReport> {
+) -> Result<soak::SoakReport, LabError> {
     let (callers, killable) = churn_parties(secure, members);
-    let plan = demo_soak::SoakPlan {
+    let plan = soak::SoakPlan {
         duration: Duration::from_secs_f64(args.soak_minutes * 60.0),
         interval: Duration::from_secs(args.soak_interval_s.max(1)),
         concurrency: args.concurrency,
         seed: args.seed,
         csv: args.soak_csv.clone(),
         max_kill_fraction: 0.2,
+        print_samples: !args.json,
     };
-    demo_soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+    soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
 }

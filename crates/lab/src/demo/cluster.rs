@@ -1,0 +1,430 @@
+//! The running peers of one overlay: every member started as a mutual-TLS
+//! [`net::PeerRuntime`] on 127.0.0.1 running a [`DemoPeer`], its rings created and joined,
+//! and the wait until they converge. The demo, its churn run and its soak run all drive a
+//! [`Cluster`].
+
+use super::host::FDS_PER_PEER;
+use super::members::Enrolled;
+use crate::LabError;
+use crate::progress::bar;
+use net::{
+    Handle, Instrumented, KindLog, Limits, Membership, NetConfig, PeerRuntime, SecureCore,
+    SosCounters, SosLink, Trust,
+};
+use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureConfig};
+use overlay::{ChordConfig, IdSpace, NodeId};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// The running peers of one overlay.
+pub(crate) struct Cluster {
+    /// One runtime handle per member, in member order.
+    pub(crate) handles: Vec<Handle<DemoPeer>>,
+    /// The members' Node-IDs, in member order.
+    pub(crate) ids: Vec<NodeId>,
+    /// Rings: member indices, sorted by ID.
+    pub(crate) rings: Vec<Vec<usize>>,
+    /// Message kinds every peer received (and, while tracing, who received them).
+    pub(crate) log: Arc<KindLog>,
+    /// Application events of the peers chosen for SIP front-ends: (member index, events).
+    pub(crate) apps: Vec<(usize, tokio::sync::mpsc::Receiver<node::PeerEvent>)>,
+}
+
+/// A demo peer: the peer's core over an instrumented secure node (message-kind log, the
+/// paper's malicious peer).
+pub(crate) type DemoPeer = node::PeerCore<Instrumented>;
+
+impl Cluster {
+    pub(crate) fn handle(&self, id: u128) -> Option<&Handle<DemoPeer>> {
+        self.ids
+            .iter()
+            .position(|i| i.0 == id)
+            .map(|p| &self.handles[p])
+    }
+
+    /// Peers whose successor and predecessor are the true ones.
+    async fn converged(&self) -> usize {
+        let mut ring_ok = 0;
+        for ring in &self.rings {
+            let n = ring.len();
+            let sorted: Vec<NodeId> = ring.iter().map(|i| self.ids[*i]).collect();
+            for (pos, idx) in ring.iter().enumerate() {
+                let want_succ = sorted[(pos + 1) % n];
+                let want_pred = sorted[(pos + n - 1) % n];
+                let Ok((succ, pred)) = self.handles[*idx]
+                    .call(|c, _| {
+                        let ch = c.node().chord();
+                        (ch.successor().map(|s| s.id), ch.predecessor().map(|p| p.id))
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                if n == 1 || (succ == Some(want_succ) && pred == Some(want_pred)) {
+                    ring_ok += 1;
+                } else {
+                    tracing::debug!(
+                        "{}: succ {succ:?} want {want_succ}, pred {pred:?} want {want_pred}",
+                        sorted[pos]
+                    );
+                }
+            }
+        }
+        ring_ok
+    }
+
+    /// Peers that lost every successor (a timeout under load) join again through a member
+    /// of their ring, as `p2psip peer` does after a failed join.
+    async fn rejoin_lost(&self) {
+        for (r, ring) in self.rings.iter().enumerate() {
+            for (k, idx) in ring.iter().enumerate() {
+                let Ok(lost) = self.handles[*idx]
+                    .call(|n, _| !n.node().chord().is_active())
+                    .await
+                else {
+                    continue;
+                };
+                if lost && ring.len() > 1 {
+                    let via = self.handles[ring[(k + 1 + r) % ring.len()]].contact();
+                    let _ = self.handles[*idx]
+                        .call(move |n, now| n.node().chord_mut().join(now, via))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Stop every peer, all at once.
+    pub(crate) async fn shutdown(&self) {
+        let mut set = JoinSet::new();
+        for h in &self.handles {
+            let h = h.clone();
+            set.spawn(async move {
+                let _ = h.shutdown().await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// How to start one overlay of the demo's members.
+pub(crate) struct Launch<'a> {
+    /// Who runs, with their certificates.
+    pub(crate) members: &'a [Enrolled],
+    /// The CA and CRLs every TLS link is checked against.
+    pub(crate) trust: &'a Trust,
+    /// The paper's layer arcs.
+    pub(crate) arcs: LayerArcs,
+    /// The secure layer's settings (fan-out, first hops, call timeout).
+    pub(crate) secure: Arc<SecureConfig>,
+    /// Chord's timers and successor list.
+    pub(crate) chord: Arc<ChordConfig>,
+    /// The paper's secure routing or plain Chord.
+    pub(crate) routing: Routing,
+    /// One flat ring (plain Chord) or one ring per layer.
+    pub(crate) flat: bool,
+    /// The peer that drops what it forwards (the paper's 1617).
+    pub(crate) malicious: NodeId,
+    /// Where the peers rank routes and report evidence, if anywhere.
+    pub(crate) sos: Option<(sos::SosClient, Arc<SosCounters>)>,
+    /// Ordinary peers whose events feed a SIP front-end (the first this many).
+    pub(crate) frontends: usize,
+}
+
+/// The runtime limits of a demo peer: 512 peers share one process's descriptors.
+fn limits(role: enroll::Role) -> Limits {
+    Limits {
+        send_queue: 64,
+        inbound_queue: 256,
+        event_queue: 256,
+        command_queue: 64,
+        // 512 peers share one process's descriptors, and every link holds one at each end:
+        // an ordinary peer's links are capped under its share (the least recently used
+        // closes first, so links opened for joins and one-off lookups go before its
+        // fingers), while the few CSPs and CSPGs, which every caller and callee talks to,
+        // may hold many more. A link idle longer than the slowest quiet maintenance cycle
+        // (2 s per finger, a dozen fingers) closes. A short idle timeout instead closed
+        // finger links between two uses and kept the process busy with TLS handshakes.
+        max_links: match role {
+            enroll::Role::Peer => (FDS_PER_PEER - 6) as usize,
+            enroll::Role::Csp | enroll::Role::Cspg => 512,
+        },
+        idle_timeout: Duration::from_secs(30),
+        // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
+        // slow-loris guard between hosts) would throttle the join burst here.
+        max_setups_per_source: usize::MAX,
+        ..Limits::default()
+    }
+}
+
+/// The membership (key book, CSP/CSPG directory) of `l`'s members and the overlay
+/// context built from it; with `addrs`, the CSPs and CSPGs are listed at their addresses.
+pub(crate) fn membership(
+    l: &Launch<'_>,
+    addrs: Option<&[SocketAddr]>,
+) -> Result<(Membership, OverlayContext), LabError> {
+    let mut m = Membership::new(l.arcs);
+    for (i, e) in l.members.iter().enumerate() {
+        m.add(l.trust, &e.identity.chain, addrs.map(|a| a[i]))
+            .map_err(LabError::peer(
+                e.id,
+                "joining the membership (its chain against the CA and CRL)",
+            ))?;
+    }
+    let ctx = m.context(l.secure.clone());
+    Ok((m, ctx))
+}
+
+/// Start every member of `l` as a TLS peer, publish the directory, and create and join
+/// the rings (converging is [`converge`]'s job).
+pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabError> {
+    let (_, ctx) = membership(&l, None)?;
+    let log = Arc::new(KindLog::default());
+    let mut handles = Vec::with_capacity(l.members.len());
+    let mut apps = Vec::new();
+    let pb = bar(l.members.len() as u64, "listening", quiet);
+    for (index, e) in l.members.iter().enumerate() {
+        let cfg = NetConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            identity: e.identity.clone(),
+            trust: l.trust.clone(),
+            crl_refresh: None,
+            limits: limits(e.role),
+        };
+        let (identity, chord, ctx, log) = (
+            e.identity.clone(),
+            l.chord.clone(),
+            ctx.clone(),
+            log.clone(),
+        );
+        let mut seed = [0u8; 32];
+        seed[..16].copy_from_slice(&e.id.0.to_le_bytes());
+        seed[16] = u8::from(l.flat);
+        let routing = l.routing;
+        let signer = net::CertSigner::from_identity(&identity).map_err(LabError::peer(
+            e.id,
+            "making its signer from its certificate key",
+        ))?;
+        let role = e.role;
+        let drop_forwarded = e.id == l.malicious;
+        let rt = PeerRuntime::start(cfg, move |me| {
+            node::PeerCore::new(Instrumented {
+                node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
+                drop_forwarded,
+                log,
+            })
+        })
+        .await
+        .map_err(LabError::peer(
+            e.id,
+            "starting its TLS listener and runtime",
+        ))?;
+        let link = match &l.sos {
+            Some((client, counters)) => Some(
+                SosLink::new(client.clone(), &e.identity, counters.clone())
+                    .map_err(LabError::peer(e.id, "linking to the SOS"))?,
+            ),
+            None => None,
+        };
+        let app = if apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious
+        {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            apps.push((index, rx));
+            Some(tx)
+        } else {
+            None
+        };
+        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, app));
+        handles.push(rt.handle);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    // Every address is known now: publish the directory with CSP/CSPG addresses.
+    let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
+    let (_, ctx) = membership(&l, Some(&addrs))?;
+    for (h, e) in handles.iter().zip(l.members) {
+        let ctx = ctx.clone();
+        h.call(move |n, _| n.node().set_context(ctx))
+            .await
+            .map_err(LabError::request(format!(
+                "peer {}: taking the directory with CSP/CSPG addresses",
+                e.id
+            )))?;
+    }
+    // Rings: per layer (secure) or flat (plain Chord); the first member of each ring is its
+    // CSPG (or the lowest ID), which creates it.
+    let ids: Vec<NodeId> = l.members.iter().map(|e| e.id).collect();
+    let mut rings: Vec<Vec<usize>> = if l.flat {
+        vec![(0..ids.len()).collect()]
+    } else {
+        let mut r = vec![Vec::new(); 3];
+        for (i, id) in ids.iter().enumerate() {
+            r[l.arcs.layer_of(*id).index()].push(i);
+        }
+        r.retain(|x| !x.is_empty());
+        r
+    };
+    for r in &mut rings {
+        r.sort_by_key(|i| ids[*i]);
+    }
+    let cluster = Cluster {
+        handles,
+        ids,
+        rings,
+        log,
+        apps,
+    };
+    join_rings(&cluster, &l, quiet).await?;
+    Ok(cluster)
+}
+
+/// Each ring's gateway creates it; the others join one after another through members that
+/// are already in (a join is a lookup of the new peer's successor), the rings in parallel.
+async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> Result<(), LabError> {
+    let pb = bar(c.ids.len() as u64, "joining", quiet);
+    let mut set = JoinSet::new();
+    for ring in &c.rings {
+        let gateway = ring
+            .iter()
+            .copied()
+            .find(|i| l.members[*i].role == enroll::Role::Cspg || (l.flat && c.ids[*i].0 == 1))
+            .unwrap_or(ring[0]);
+        let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
+        order.shuffle(&mut rng);
+        let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
+        let ids = c.ids.clone();
+        let pb = pb.clone();
+        set.spawn(async move {
+            let joining =
+                |idx: usize| LabError::request(format!("peer {}: joining its ring", ids[idx]));
+            handles[gateway]
+                .call(|n, now| n.node().chord_mut().create(now))
+                .await
+                .map_err(LabError::request(format!(
+                    "peer {}: creating its ring",
+                    ids[gateway]
+                )))?;
+            pb.inc(1);
+            let mut inside = vec![gateway];
+            for idx in order {
+                let mut attempt = 0u64;
+                loop {
+                    let via = handles[inside[rng.random_range(0..inside.len())]].contact();
+                    handles[idx]
+                        .call(move |n, now| {
+                            n.node().chord_mut().add_bootstrap(via);
+                            n.node().chord_mut().join(now, via)
+                        })
+                        .await
+                        .map_err(joining(idx))?;
+                    let t0 = Instant::now();
+                    let mut active = false;
+                    while t0.elapsed() < Duration::from_secs(5) {
+                        let (on, joined) = handles[idx]
+                            .call(|n, _| {
+                                let c = n.node().chord();
+                                (c.is_active(), c.successor().is_some())
+                            })
+                            .await
+                            .map_err(joining(idx))?;
+                        if joined {
+                            active = true;
+                            break;
+                        }
+                        if !on {
+                            break; // the join failed: try through another member
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    attempt += 1;
+                    if active || attempt >= 5 {
+                        break;
+                    }
+                }
+                inside.push(idx);
+                pb.inc(1);
+            }
+            Ok::<(), LabError>(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+/// Wait until every peer's successor and predecessor are the true ones, then one more
+/// finger-refresh round (m fix-fingers periods, twice) so the fingers catch up. Returns the
+/// time it took.
+pub(crate) async fn converge(
+    c: &Cluster,
+    started: Instant,
+    timeout: Duration,
+    fingers_round: Duration,
+    quiet: bool,
+) -> Result<f64, LabError> {
+    let n = c.ids.len();
+    let pb = bar(n as u64, "converging", quiet);
+    loop {
+        c.rejoin_lost().await;
+        let ring_ok = c.converged().await;
+        pb.set_position(ring_ok as u64);
+        if ring_ok == n {
+            pb.finish_and_clear();
+            tokio::time::sleep(fingers_round).await;
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > timeout {
+            pb.finish_and_clear();
+            return Err(LabError::NotConverged {
+                timeout,
+                correct: ring_ok,
+                peers: n,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Chord's timers for the demo: quick while the rings form, backing off once quiet.
+pub(crate) fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
+    let mut c = ChordConfig::new(space);
+    c.successors = 3;
+    c.successor_shortcut = true;
+    c.stabilize_every = Duration::from_millis(250);
+    c.fix_fingers_every = Duration::from_millis(60);
+    // Fast while the rings form or change, then slower once a peer's neighbourhood is
+    // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and every
+    // call queued behind it.
+    c.stabilize_max = Some(Duration::from_secs(2));
+    c.fix_fingers_max = Some(Duration::from_secs(2));
+    c.check_predecessor_every = Duration::from_millis(1000);
+    c.ring_check_every = Duration::from_secs(5);
+    c.rpc_timeout = Duration::from_millis(1500);
+    c.lookup_timeout = Duration::from_secs(4);
+    Arc::new(c)
+}
+
+/// The runtime counters of every peer, added up.
+pub(crate) fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
+    let mut total = net::Stats::default();
+    for h in handles {
+        let s = h.stats();
+        total.dials_ok += s.dials_ok;
+        total.accepts_ok += s.accepts_ok;
+        total.dropped_queue_full += s.dropped_queue_full;
+        total.dropped_backoff += s.dropped_backoff;
+        total.dropped_no_addr += s.dropped_no_addr;
+        total.idle_closed += s.idle_closed;
+        total.links_evicted += s.links_evicted;
+    }
+    total
+}

@@ -1,5 +1,6 @@
-//! The running peers of one overlay: every member started as a mutual-TLS
-//! [`net::PeerRuntime`] on 127.0.0.1 running a [`DemoPeer`], its rings created and joined,
+//! The running peers of one overlay: every member started on 127.0.0.1 the way every peer
+//! starts ([`node::launch`]: mutual-TLS runtime, SOS link) running a [`DemoPeer`], its rings
+//! created and joined,
 //! and the wait until they converge. The demo, its churn run and its soak run all drive a
 //! [`Cluster`].
 
@@ -8,8 +9,8 @@ use super::members::Enrolled;
 use crate::LabError;
 use crate::progress::bar;
 use net::{
-    Handle, Instrumented, KindLog, Limits, Membership, NetConfig, PeerRuntime, SecureCore,
-    SosCounters, SosLink, Trust,
+    Handle, Instrumented, KindLog, Limits, Membership, NetConfig, SecureCore, SosCounters, SosLink,
+    Trust,
 };
 use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureConfig};
 use overlay::{ChordConfig, IdSpace, NodeId};
@@ -213,7 +214,24 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
         ))?;
         let role = e.role;
         let drop_forwarded = e.id == l.malicious;
-        let rt = PeerRuntime::start(cfg, move |me| {
+        let sos = match &l.sos {
+            Some((client, counters)) => Some(
+                SosLink::new(client.clone(), &e.identity, counters.clone())
+                    .map_err(LabError::peer(e.id, "linking to the SOS"))?,
+            ),
+            None => None,
+        };
+        // Only the peers that will serve phones have an application listening.
+        let serves_phones =
+            apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious;
+        let parts = node::Launch {
+            net: cfg,
+            relay: None,
+            sos,
+            app_events: serves_phones,
+        };
+        // The same start as every peer's (node::launch): runtime, core, SOS link.
+        let running = node::launch(parts, move |me| {
             node::PeerCore::new(Instrumented {
                 node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
                 drop_forwarded,
@@ -225,23 +243,10 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
             e.id,
             "starting its TLS listener and runtime",
         ))?;
-        let link = match &l.sos {
-            Some((client, counters)) => Some(
-                SosLink::new(client.clone(), &e.identity, counters.clone())
-                    .map_err(LabError::peer(e.id, "linking to the SOS"))?,
-            ),
-            None => None,
-        };
-        let app = if apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious
-        {
-            let (tx, rx) = tokio::sync::mpsc::channel(4096);
-            apps.push((index, rx));
-            Some(tx)
-        } else {
-            None
-        };
-        tokio::spawn(net::run_events(rt.handle.clone(), rt.events, link, app));
-        handles.push(rt.handle);
+        if let Some(events) = running.events {
+            apps.push((index, events));
+        }
+        handles.push(running.handle);
         pb.inc(1);
     }
     pb.finish_and_clear();

@@ -18,6 +18,10 @@ pub const PEER_DOMAIN: &str = "p2psip.invalid";
 /// Calls the own UA keeps at once (placed and answered); beyond it new ones are refused.
 const MAX_CALLS: usize = 4096;
 
+/// How long an answered call waits for the caller's ACK before the callee gives it up
+/// (RFC 3261 Timer H, 64·T1): a caller that vanished must not hold the call for ever.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(32);
+
 /// Why a call could not be placed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -74,6 +78,10 @@ pub(crate) struct OwnUa {
     by_node: BTreeMap<(NodeId, u64), String>,
     /// Calls placed whose INVITE has not left yet: Call-ID → callee.
     placing: BTreeMap<String, NodeId>,
+    /// Calls answered here whose ACK has not come: Call-ID → when to give up.
+    awaiting_ack: BTreeMap<String, Time>,
+    /// Take incoming calls (else they are left to the application).
+    answers: bool,
     events: VecDeque<CallEvent>,
 }
 
@@ -128,8 +136,15 @@ impl OwnUa {
             calls: BTreeMap::new(),
             by_node: BTreeMap::new(),
             placing: BTreeMap::new(),
+            awaiting_ack: BTreeMap::new(),
+            answers: true,
             events: VecDeque::new(),
         }
+    }
+
+    /// Take incoming calls (the default), or leave them to the application.
+    pub(crate) fn set_answering(&mut self, on: bool) {
+        self.answers = on;
     }
 
     /// Next thing to report.
@@ -200,6 +215,7 @@ impl OwnUa {
         ev: SecureEvent,
     ) -> Option<SecureEvent> {
         match ev {
+            SecureEvent::IncomingCall { .. } if !self.answers => Some(ev),
             SecureEvent::IncomingCall {
                 caller,
                 call,
@@ -243,15 +259,34 @@ impl OwnUa {
         }
     }
 
-    /// The UA's timers.
+    /// The UA's timers, and answered calls whose ACK never came.
     pub(crate) fn handle_timeout(&mut self, now: Time, node: &mut SecureNode) {
         self.ua.handle_timeout(now);
+        let lapsed: Vec<String> = self
+            .awaiting_ack
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(call, _)| call.clone())
+            .collect();
+        for call in lapsed {
+            self.awaiting_ack.remove(&call);
+            self.ua.abandon(&call);
+            if let Some(leg) = self.calls.remove(&call) {
+                self.by_node.remove(&(leg.caller, leg.handle));
+                node.end_dialog(leg.caller, leg.handle);
+                self.events.push_back(CallEvent::Ua {
+                    peer: leg.peer,
+                    event: UaEvent::Failed { call, code: 408 },
+                });
+            }
+        }
         self.route(now, node);
     }
 
-    /// When the UA's next timer is due.
+    /// When the next timer is due.
     pub(crate) fn poll_timeout(&self) -> Option<Time> {
-        self.ua.poll_timeout()
+        let ack = self.awaiting_ack.values().min().copied();
+        [self.ua.poll_timeout(), ack].into_iter().flatten().min()
     }
 
     /// Calls open.
@@ -264,6 +299,9 @@ impl OwnUa {
             return;
         };
         if let Some(call) = m.call_id() {
+            if matches!(&m, SipMessage::Request(r) if *r.method() == SipMethod::Ack) {
+                self.awaiting_ack.remove(&call);
+            }
             self.events.push_back(CallEvent::Sip {
                 call,
                 sent: false,
@@ -297,6 +335,12 @@ impl OwnUa {
                 self.calls.insert(call.clone(), leg);
                 self.by_node.insert((self.me, handle), call.clone());
             } else if let Some(leg) = self.calls.get(&call) {
+                let answer = matches!(&m, SipMessage::Response(r)
+                    if (200..300).contains(&r.code())
+                        && r.cseq().is_some_and(|(_, method)| method == SipMethod::Invite));
+                if answer && leg.caller != self.me {
+                    self.awaiting_ack.insert(call.clone(), now + ACK_WAIT);
+                }
                 node.send_dialog(leg.caller, leg.handle, t.bytes);
             } else {
                 continue;
@@ -320,6 +364,7 @@ impl OwnUa {
                 continue;
             };
             if matches!(event, UaEvent::Ended { .. } | UaEvent::Failed { .. }) {
+                self.awaiting_ack.remove(&call);
                 self.calls.remove(&call);
                 self.by_node.remove(&(leg.caller, leg.handle));
                 node.end_dialog(leg.caller, leg.handle);

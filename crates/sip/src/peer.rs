@@ -121,6 +121,14 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
         self
     }
 
+    /// Whether the peer's own user agent takes calls for this peer (the default). Off, an
+    /// incoming call is left to the application as the overlay's `IncomingCall` (the lab's
+    /// demo, which measures the paper's Ringing and hangs up at the overlay level).
+    pub fn with_answering(mut self, on: bool) -> Self {
+        self.own.set_answering(on);
+        self
+    }
+
     /// Let the application answer incoming calls ([`PeerCore::answer_call`]) instead of
     /// the own user agent answering at once (to put per-call media, e.g. ICE candidates,
     /// into the answer).

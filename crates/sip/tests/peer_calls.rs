@@ -139,3 +139,50 @@ fn a_call_to_a_peer_that_is_not_there_fails_and_is_forgotten() {
     assert!(failed, "{:?}", net.events());
     assert_eq!(net.peer(CALLER).own_calls(), 0, "call {call} is forgotten");
 }
+
+#[test]
+fn an_answered_call_whose_ack_never_comes_is_given_up() {
+    let mut net = network();
+    // Whatever the caller sends after the INVITE is lost: its ACK never reaches the callee.
+    let (call, _) = net
+        .act(CALLER, |p, now| p.place_call(now, CALLEE, None, OFFER))
+        .unwrap();
+    net.set_behaviour(
+        CALLER,
+        testkit::adversary::drop_if(|_, _, m| matches!(m, overlay::Message::Dialog { .. })),
+    );
+    net.run_for(Duration::from_secs(40));
+    let callee = ua_events(&net, CALLEE);
+    assert!(
+        callee.contains(&UaEvent::Failed {
+            call: call.clone(),
+            code: 408
+        }),
+        "{callee:?}"
+    );
+    assert_eq!(net.peer(CALLEE).own_calls(), 0);
+    assert_eq!(net.peer(CALLEE).node_ref().dialog_count(), 0);
+}
+
+#[test]
+fn a_peer_that_does_not_answer_leaves_the_call_to_its_application() {
+    let ring = SecureRing::twelve();
+    let peers = ring
+        .nodes(|_| UNIX_EPOCH_MS, |_| [7; 32])
+        .into_iter()
+        .map(|n| PeerCore::new(n).with_answering(false));
+    let mut net = Network::new(peers, Time::from_millis(10), 1);
+    net.act(CALLER, |p, now| p.place_call(now, CALLEE, None, OFFER))
+        .unwrap();
+    net.run_for(Duration::from_secs(5));
+    let incoming = net.events().iter().any(|(who, e)| {
+        *who == CALLEE
+            && matches!(
+                e,
+                PeerEvent::Overlay(overlay::secure::SecureEvent::IncomingCall { .. })
+            )
+    });
+    assert!(incoming, "{:?}", net.events());
+    assert!(ua_events(&net, CALLEE).is_empty());
+    assert_eq!(net.peer(CALLEE).own_calls(), 0);
+}

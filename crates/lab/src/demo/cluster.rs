@@ -232,11 +232,14 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
         };
         // The same start as every peer's (node::launch): runtime, core, SOS link.
         let running = node::launch(parts, move |me| {
+            // The paper's prototype measures Ringing and hangs up at the overlay level: its
+            // callees leave the call to the demo rather than answer it with SIP.
             node::PeerCore::new(Instrumented {
                 node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
                 drop_forwarded,
                 log,
             })
+            .with_answering(false)
         })
         .await
         .map_err(LabError::peer(

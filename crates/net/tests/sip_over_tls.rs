@@ -6,10 +6,9 @@
 
 #[path = "support/common.rs"]
 mod common;
-#[path = "../../sip/tests/support/sipp.rs"]
-mod sipp;
 
 use common::{layer2_identity, trust};
+use testkit::sipp;
 
 use enroll::Role;
 use enroll::cert::Ca;

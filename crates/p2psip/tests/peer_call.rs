@@ -14,9 +14,7 @@
 mod cli;
 
 use cli::{Proc, id_of, ok, run, spawn};
-
-#[path = "../../sip/tests/support/sipp.rs"]
-mod sipp;
+use testkit::sipp;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -4,10 +4,7 @@
 //! without `sipp`.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../sip/tests/support/sipp.rs"]
-mod sipp_support;
-
-use sipp_support::{free_port, have_sipp, scenario};
+use testkit::sipp::{free_port, have_sipp, scenario};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -32,7 +32,8 @@
 //! [`SecureRing`] builds the converged twelve-peer secure overlay most tests share, and a
 //! network of [`overlay::secure::SecureNode`]s has shorthands for calls and SOS evidence
 //! ([`Network::call`], [`Network::rang`], [`Network::reports_since`]). With the `sip`
-//! feature, `sip` adds phones and front-ends on top.
+//! feature, `sip` adds phones and front-ends on top; with the `sipp` feature, `sipp` runs real
+//! SIPp processes against front-ends that listen on sockets.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
@@ -42,6 +43,8 @@ mod ring;
 mod secure;
 #[cfg(feature = "sip")]
 pub mod sip;
+#[cfg(feature = "sipp")]
+pub mod sipp;
 
 pub use adversary::{Action, Behaviour};
 pub use network::{Frame, Link, Network};

@@ -5,16 +5,14 @@
 //! forwards is survived.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/common.rs"]
-mod common;
+mod support;
 
-use common::{layer2_identity, now_unix, trust};
+use support::{layer2_member, net_config, now_unix, successors_in_order, trust};
 
-use enroll::Role;
 use enroll::cert::Ca;
 use net::{
-    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
-    PeerRuntime, SosCounters, SosLink,
+    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, Membership, PeerRuntime,
+    SosCounters, SosLink,
 };
 use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
@@ -33,12 +31,7 @@ struct Member {
 }
 
 fn issue(ca: &Ca, id: u128) -> Member {
-    let role = match id {
-        CSP => Role::Csp,
-        CSPG => Role::Cspg,
-        _ => Role::Peer,
-    };
-    let identity = layer2_identity(ca, id, role, 0x11);
+    let identity = layer2_member(ca, id, (CSP, CSPG), 0x11);
     Member {
         chain: identity.chain.clone(),
         identity,
@@ -60,21 +53,7 @@ fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
 }
 
 async fn converged(handles: &[Handle<Instrumented>]) -> bool {
-    let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
-    ids.sort();
-    for h in handles {
-        let me = h.contact().id;
-        let pos = ids.iter().position(|i| *i == me).unwrap();
-        let want = ids[(pos + 1) % ids.len()];
-        let succ = h
-            .call(|n, _| n.node.chord().successor().map(|c| c.id))
-            .await
-            .unwrap();
-        if succ != Some(want) {
-            return false;
-        }
-    }
-    true
+    successors_in_order(handles, |n| n.node.chord().successor().map(|c| c.id)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,14 +116,7 @@ async fn secure_call(natted: &[u128]) {
     let mut first: Option<Contact> = None;
     for m in &members {
         let identity = m.identity.clone();
-        let net_cfg = NetConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: None,
-            identity: m.identity.clone(),
-            trust: tr.clone(),
-            crl_refresh: None,
-            limits: Limits::default(),
-        };
+        let net_cfg = net_config(m.identity.clone(), &tr, Limits::default());
         let (chord, ctx, log) = (chord.clone(), ctx.clone(), log.clone());
         let id = identity.node_id.0;
         let signer = net::CertSigner::from_identity(&identity).unwrap();

@@ -4,15 +4,13 @@
 //! the 180/200/ACK/BYE carried between A and B directly. Skips loudly without `sipp`.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/common.rs"]
-mod common;
+mod support;
 
-use common::{layer2_identity, trust};
+use support::{layer2_member, net_config, successors_in_order, trust};
 use testkit::sipp;
 
-use enroll::Role;
 use enroll::cert::Ca;
-use net::{CertSigner, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime, SecureCore};
+use net::{CertSigner, Handle, Identity, Limits, Membership, PeerRuntime, SecureCore};
 use node::PeerCore;
 use overlay::secure::{LayerArcs, Routing, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
@@ -29,31 +27,13 @@ const A: u128 = 600;
 const B: u128 = 350;
 
 fn issue(ca: &Ca, id: u128) -> (Identity, Vec<CertificateDer<'static>>) {
-    let role = match id {
-        CSP => Role::Csp,
-        CSPG => Role::Cspg,
-        _ => Role::Peer,
-    };
-    let identity = layer2_identity(ca, id, role, 0x22);
+    let identity = layer2_member(ca, id, (CSP, CSPG), 0x22);
     let chain = identity.chain.clone();
     (identity, chain)
 }
 
 async fn ring_ok(handles: &[Handle<PeerCore>]) -> bool {
-    let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
-    ids.sort();
-    for h in handles {
-        let pos = ids.iter().position(|i| *i == h.contact().id).unwrap();
-        let want = ids[(pos + 1) % ids.len()];
-        let succ = h
-            .call(|n, _| n.node().chord().successor().map(|c| c.id))
-            .await
-            .unwrap();
-        if succ != Some(want) {
-            return false;
-        }
-    }
-    true
+    successors_in_order(handles, |n| n.node().chord().successor().map(|c| c.id)).await
 }
 
 async fn calls_over_tls(transport: &str) {
@@ -82,14 +62,7 @@ async fn calls_over_tls(transport: &str) {
     let mut app_rx = Vec::new();
     let mut first: Option<Contact> = None;
     for (identity, _) in &members {
-        let net_cfg = NetConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: None,
-            identity: identity.clone(),
-            trust: tr.clone(),
-            crl_refresh: None,
-            limits: Limits::default(),
-        };
+        let net_cfg = net_config(identity.clone(), &tr, Limits::default());
         let (chord, ctx) = (chord.clone(), ctx.clone());
         let seed = [identity.node_id.0 as u8; 32];
         let signer = CertSigner::from_identity(identity).unwrap();

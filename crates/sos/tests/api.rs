@@ -55,17 +55,21 @@ fn config(db: &Path, signers: &[ReportSigner], clock: Arc<ManualClock>) -> Serve
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+/// The fixture with `tune` applied to the server's configuration.
+async fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sos.db");
     let signers = signers();
     let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
-    let server = RunningServer::start(
-        config(&db, &signers, Arc::clone(&clock)),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("server starts");
+    let mut cfg = config(&db, &signers, Arc::clone(&clock));
+    tune(&mut cfg);
+    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("server starts");
     Fixture {
         _dir: dir,
         db,
@@ -236,16 +240,13 @@ async fn reports_become_evidence_and_survive_restart() {
 
 #[tokio::test]
 async fn evidence_ages_and_admin_overrides() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("sos.db");
-    let signers = signers();
-    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
-    let mut cfg = config(&db, &signers, Arc::clone(&clock));
-    cfg.half_life_ms = Some(60_000);
-    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start");
+    let Fixture {
+        _dir,
+        server,
+        signers,
+        clock,
+        ..
+    } = fixture_with(|cfg| cfg.half_life_ms = Some(60_000)).await;
     let client = SosClient::new(&server.url())
         .expect("client")
         .with_admin_token(TOKEN);
@@ -618,18 +619,19 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
 
 #[tokio::test]
 async fn peer_table_and_nonce_store_are_bounded() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("sos.db");
-    let signers = signers();
-    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
-    let mut cfg = config(&db, &signers, Arc::clone(&clock));
-    cfg.max_peers = 2;
-    cfg.report_burst = 100.0;
-    cfg.timestamp_window_ms = 1_000;
-    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start");
+    let Fixture {
+        _dir,
+        db,
+        server,
+        signers,
+        clock,
+        ..
+    } = fixture_with(|cfg| {
+        cfg.max_peers = 2;
+        cfg.report_burst = 100.0;
+        cfg.timestamp_window_ms = 1_000;
+    })
+    .await;
     let client = SosClient::new(&server.url()).expect("client");
     let s = &signers[0];
     for (n, subject) in [(1u8, 1609u128), (2, 1600)] {

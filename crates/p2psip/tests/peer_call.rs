@@ -22,15 +22,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Timeouts on top of [`support::FAST_TIMERS`]: room for the secure call flow and the SOS.
 const FAST: &[&str] = &[
-    "--stabilize-ms",
-    "100",
-    "--fix-fingers-ms",
-    "100",
-    "--check-pred-ms",
-    "200",
-    "--ring-check-ms",
-    "1000",
     "--rpc-timeout-ms",
     "500",
     "--lookup-timeout-ms",
@@ -45,6 +38,7 @@ const FAST: &[&str] = &[
 
 fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
     let mut args = extra.to_vec();
+    args.extend_from_slice(support::FAST_TIMERS);
     args.extend_from_slice(FAST);
     let with_sip = extra.contains(&"--sip-listen");
     let mut peer = support::start_peer(dir, &args, if with_sip { 4 } else { 3 });
@@ -420,12 +414,7 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     o.peers[idx].proc.child.wait().unwrap();
     let _ = std::fs::remove_file(dir.join("control.addr"));
     // Join through another member (the CSP's node.json has no bootstrap of its layer).
-    let other = &o.peers[(idx + 1) % o.peers.len()];
-    let boot = format!(
-        "{}@{}",
-        other.id,
-        other.proc.first_lines[0].split(' ').nth(2).unwrap()
-    );
+    let boot = o.peers[(idx + 1) % o.peers.len()].bootstrap();
     o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
     let st = status(&dir).unwrap();
     assert!(
@@ -443,12 +432,7 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     let succ = ids[(pos + 1) % ids.len()];
     let succ_dir = o.peers.iter().find(|p| p.id == succ).unwrap().dir.clone();
     assert!(has_key(&succ_dir), "the successor {succ} lacks key {key}");
-    let other = &o.peers[(idx + 1) % o.peers.len()];
-    let boot = format!(
-        "{}@{}",
-        other.id,
-        other.proc.first_lines[0].split(' ').nth(2).unwrap()
-    );
+    let boot = o.peers[(idx + 1) % o.peers.len()].bootstrap();
     o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
     let st = status(&dir).unwrap();
     assert_eq!(st["store"]["warm_start"]["records"], 0, "{st}");

@@ -14,15 +14,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Timeouts on top of [`support::FAST_TIMERS`].
 const FAST: &[&str] = &[
-    "--stabilize-ms",
-    "100",
-    "--fix-fingers-ms",
-    "100",
-    "--check-pred-ms",
-    "200",
-    "--ring-check-ms",
-    "1000",
     "--rpc-timeout-ms",
     "300",
     "--lookup-timeout-ms",
@@ -34,6 +27,7 @@ const FAST: &[&str] = &[
 fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
     let mut args = vec!["--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
+    args.extend_from_slice(support::FAST_TIMERS);
     args.extend_from_slice(FAST);
     let peer = support::start_peer(dir, &args, 2);
     assert!(peer.proc.first_lines[1].starts_with("control http://"));

@@ -168,6 +168,19 @@ pub fn enroll(url: &str, token: &str, out: &Path, flags: &[&str]) -> String {
     ok(run(&args))
 }
 
+/// Overlay timers fast enough for peers on loopback: stabilize and fix fingers every 100 ms,
+/// check the predecessor every 200 ms and the ring every second.
+pub const FAST_TIMERS: &[&str] = &[
+    "--stabilize-ms",
+    "100",
+    "--fix-fingers-ms",
+    "100",
+    "--check-pred-ms",
+    "200",
+    "--ring-check-ms",
+    "1000",
+];
+
 /// A running `p2psip peer` process.
 pub struct PeerProc {
     pub proc: Proc,

@@ -7,13 +7,18 @@
 //!
 //! # Driving contract
 //!
-//! - **Inputs.** A frame is handed to its receiver with `handle_message(now, from, msg)`; a
+//! A [`Peer`] is an [`overlay::driver::Core`], the runtime's own driving contract, driven
+//! the way the runtime drives it:
+//!
+//! - **Inputs.** A frame is handed to its receiver with `handle_message(now, from, msg)`,
+//!   `from` being the sender as [`Peer::authenticate`] says its certificate would name it; a
 //!   peer whose `poll_timeout()` has come gets `handle_timeout(now)`; a frame its
 //!   [`Behaviour`] refuses to put on a full link is handed back with
 //!   `handle_not_sent(now, to, msg)`, as the runtime does.
 //! - **Drain until idle.** After every input the network drains the peer: `poll_transmit()`
 //!   until `None` (each frame goes through the sender's behaviour, then onto the link), then
-//!   `poll_event(now)` until `None` (events are logged in [`Network::events`]), and again
+//!   `poll_event()` until `None` (events [`Peer::answer`] does not answer itself are logged
+//!   in [`Network::events`]), and again
 //!   until both are empty, since answering an event may queue frames.
 //! - **Time only moves forward**, and only by jumping: [`Network::step_until`] takes the
 //!   earliest of the next frame arrival and the earliest peer deadline, moves the clock there

@@ -15,7 +15,7 @@ mod support;
 
 use support::{
     Issued, converged, fast_chord, fast_limits, hello_bytes, init_logs, issue, now_unix, owner_of,
-    peer_identity, tls_connect, trust,
+    peer_identity, test_ca, tls_connect, trust,
 };
 
 use enroll::cert::Ca;
@@ -88,8 +88,13 @@ async fn check_lookups(handles: &[Handle<ChordNode>], ids: &[u128], per_peer: u3
 
 /// A two-peer ring (IDs 1000 and 30000), converged.
 async fn ring(ca: &Ca, tr: &Trust) -> (Vec<PeerRuntime<ChordNode>>, Vec<u128>) {
+    ring_with(ca, tr, limits()).await
+}
+
+/// A two-peer ring whose first peer (1000) runs with `first` limits.
+async fn ring_with(ca: &Ca, tr: &Trust, first: Limits) -> (Vec<PeerRuntime<ChordNode>>, Vec<u128>) {
     let ids = vec![1_000u128, 30_000];
-    let a = start_chord(ca, tr, ids[0], None, limits()).await;
+    let a = start_chord(ca, tr, ids[0], None, first).await;
     let b = start_chord(ca, tr, ids[1], Some(a.handle.contact()), limits()).await;
     let handles = vec![a.handle.clone(), b.handle.clone()];
     wait_converged(&handles, &ids).await;
@@ -109,6 +114,19 @@ async fn still_serves(ca: &Ca, tr: &Trust, peers: &[PeerRuntime<ChordNode>], ids
     wait_converged(&handles, &all).await;
     check_lookups(&handles, &all, 10, 0x5eed).await;
     n.handle.shutdown().await.unwrap();
+}
+
+/// [`still_serves`], then every peer shuts down.
+async fn serves_then_shuts_down(
+    ca: &Ca,
+    tr: &Trust,
+    peers: Vec<PeerRuntime<ChordNode>>,
+    ids: &[u128],
+) {
+    still_serves(ca, tr, &peers, ids).await;
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
 }
 
 /// TLS 1.3 to `to` as the holder of `is`; `Err` if the handshake is refused.
@@ -156,8 +174,7 @@ fn frame(msg: &Message) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_bad_setups_are_refused_and_counted() {
     init_logs("net=error");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let (peers, ids) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
@@ -256,10 +273,7 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
         s.accepts_ok, base.accepts_ok,
         "no hostile set-up got in: {s:?}"
     );
-    still_serves(&ca, &tr, &peers, &ids).await;
-    for p in peers {
-        p.handle.shutdown().await.unwrap();
-    }
+    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
 }
 
 /// After a good set-up: garbage frames close the connection (malformed_in), a frame header
@@ -267,8 +281,7 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_half_frames_after_the_hello_are_closed() {
     init_logs("net=error");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let (peers, ids) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
@@ -338,10 +351,7 @@ async fn garbage_and_half_frames_after_the_hello_are_closed() {
     eprintln!("frame header without body: closed after {took:?}");
     assert!(h.stats().idle_closed > base.idle_closed);
 
-    still_serves(&ca, &tr, &peers, &ids).await;
-    for p in peers {
-        p.handle.shutdown().await.unwrap();
-    }
+    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
 }
 
 /// An enrolled peer floods valid frames (Ping, GetNeighbours, Route) as fast as TCP takes
@@ -372,8 +382,7 @@ async fn a_route_flood_is_absorbed_and_other_lookups_succeed() {
 
 async fn frame_flood(routes: bool, strict: bool) {
     init_logs("net=error");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let (peers, ids) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
@@ -481,10 +490,7 @@ async fn frame_flood(routes: bool, strict: bool) {
         "RSS grew by {} KiB",
         rss1 - rss0
     );
-    still_serves(&ca, &tr, &peers, &ids).await;
-    for p in peers {
-        p.handle.shutdown().await.unwrap();
-    }
+    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
 }
 
 /// 200 TCP connections at a peer whose inbound cap is 16. Expected: 16 hold set-up slots
@@ -493,18 +499,14 @@ async fn frame_flood(routes: bool, strict: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
     init_logs("net=error");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let capped = Limits {
         max_inbound: 16,
         ..limits()
     };
-    let ids = vec![1_000u128, 30_000];
-    let a = start_chord(&ca, &tr, ids[0], None, capped).await;
-    let b = start_chord(&ca, &tr, ids[1], Some(a.handle.contact()), limits()).await;
-    let handles = vec![a.handle.clone(), b.handle.clone()];
-    wait_converged(&handles, &ids).await;
-    let h = a.handle.clone();
+    let (peers, ids) = ring_with(&ca, &tr, capped).await;
+    let handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
+    let h = handles[0].clone();
     let addr = h.local_addr();
     let base = h.stats();
     let rss0 = rss_kib();
@@ -531,11 +533,7 @@ async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
     drop(hogs);
     // Slots held by unfinished set-ups are freed by the set-up timeout.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let peers = vec![a, b];
-    still_serves(&ca, &tr, &peers, &ids).await;
-    for p in peers {
-        p.handle.shutdown().await.unwrap();
-    }
+    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
 }
 
 /// While an attacker host keeps opening connections that never finish TLS (re-opening each
@@ -547,8 +545,7 @@ async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legitimate_peer_gets_in_while_the_cap_is_held_by_slow_loris() {
     init_logs("net=error");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let capped = Limits {
         max_inbound: 16,
         max_setups_per_source: 4,

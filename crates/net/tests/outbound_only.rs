@@ -8,7 +8,7 @@ mod support;
 
 use support::{
     Probe, Seen, converged, create_or_join, fast_chord, fast_limits, identity_as, init_logs,
-    owner_of, trust, wait_converged,
+    owner_of, test_ca, wait_converged,
 };
 
 use enroll::cert::Ca;
@@ -57,8 +57,7 @@ async fn start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_relay() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     // Public peers, and two NATed ones: 30_000 between public peers, 50_000 and 52_000
     // next to each other (a NATed peer whose successor is NATed too).
     let public = [100u128, 20_000, 40_000, 60_000];
@@ -160,8 +159,7 @@ async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_rela
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_only_peer_reconnects_to_its_relay() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let (r_id, q_id, n_id) = (10_000u128, 30_000u128, 50_000u128);
     let r_cfg = net_config(&ca, &tr, r_id, Layer::ONE);
     let start_relay = |mut cfg: NetConfig, at: Option<std::net::SocketAddr>| async move {
@@ -218,8 +216,7 @@ async fn an_outbound_only_peer_reconnects_to_its_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_frames_name_their_sender_and_a_plain_relay_cannot_vouch_for_a_csp() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let public = |id, role| {
         let cfg = net_config_as(&ca, &tr, id, Layer::ONE, role);
         async move { PeerRuntime::start(cfg, |_| Probe::default()).await.unwrap() }

@@ -11,9 +11,8 @@
 
 mod support;
 
-use support::{fast_chord, fast_limits, net_config, peer_identity, trust};
+use support::{fast_chord, fast_limits, net_config, peer_identity, test_ca};
 
-use enroll::cert::Ca;
 use net::{Core, Handle, Limits, Peer, PeerRuntime};
 use overlay::{ChordNode, Contact, Event, Message, NodeId, Time, Transmit};
 use std::collections::BTreeSet;
@@ -115,8 +114,7 @@ async fn wait_rings(handles: &[Handle<Cut>], rings: &[Vec<u128>], within: Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_ring_heals_into_one() {
     service::crypto::install_provider();
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let mut c = fast_chord(16);
     c.successors = 3;
     c.ring_check_every = Duration::from_millis(500);

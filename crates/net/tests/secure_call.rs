@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{layer2_member, net_config, now_unix, successors_in_order, trust};
+use support::{layer2_member, net_config, now_unix, successors_in_order, test_ca};
 
 use enroll::cert::Ca;
 use net::{
@@ -70,8 +70,7 @@ async fn a_secure_call_rings_between_outbound_only_peers() {
 
 async fn secure_call(natted: &[u128]) {
     service::crypto::install_provider();
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let space = IdSpace::new(10).unwrap();
     // One layer holds everyone: [1, 1000) is layer 2.
     let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();

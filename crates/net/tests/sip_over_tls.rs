@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{layer2_member, net_config, successors_in_order, trust};
+use support::{layer2_member, net_config, successors_in_order, test_ca};
 use testkit::sipp;
 
 use enroll::cert::Ca;
@@ -38,8 +38,7 @@ async fn ring_ok(handles: &[Handle<PeerCore>]) -> bool {
 
 async fn calls_over_tls(transport: &str) {
     service::crypto::install_provider();
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let space = IdSpace::new(10).unwrap();
     let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
     let members: Vec<_> = IDS.iter().map(|i| issue(&ca, *i)).collect();

@@ -7,7 +7,7 @@ mod support;
 
 use support::{
     Probe, Seen, check_lookups, fast_chord, fast_limits, hello_bytes, init_logs, issue, now_unix,
-    peer_identity, tls_connect, trust,
+    peer_identity, test_ca, tls_connect,
 };
 
 use enroll::cert::Ca;
@@ -45,8 +45,7 @@ async fn check_lookups_from(handles: &[Handle<ChordNode>], ids: &[u128], per_pee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_peers_form_a_ring_over_tls() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let ids = [100u128, 9_000, 20_000, 40_000, 60_000];
     let first = start_chord(&ca, &tr, ids[0], None).await;
     let boot = first.handle.contact();
@@ -135,8 +134,7 @@ async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let ids = [1_000u128, 30_000];
     let a = start_chord(&ca, &tr, ids[0], None).await;
     let b = start_chord(&ca, &tr, ids[1], Some(a.handle.contact())).await;
@@ -261,8 +259,7 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_dialling_each_other_at_once_lose_no_frame() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     for pair in 0..12u128 {
         let (ia, ib) = (20_000 + 2 * pair, 20_001 + 2 * pair);
         let (ga, gb) = (Arc::default(), Arc::default());

@@ -41,6 +41,13 @@ pub fn init_logs(default_filter: &str) {
         .try_init();
 }
 
+/// A fresh test E&A CA and the trust in it (see [`trust`]).
+pub fn test_ca() -> (Ca, Trust) {
+    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
+    let tr = trust(&ca);
+    (ca, tr)
+}
+
 /// Trust `ca`, with an empty CRL valid for the next hour, and require a CRL.
 pub fn trust(ca: &Ca) -> Trust {
     let t = now_unix();

@@ -305,6 +305,14 @@ fn outbound_only_peers_call_each_other_and_run_ice() {
 /// The peer database: a peer stopped with SIGTERM (graceful leave) and started again from
 /// the same node directory comes back with its contact cache warm (its next call to the
 /// same callee skips the CSP) and its call history in `peer.db`.
+/// Does a peer's status list `id` among its cached contacts?
+fn caches(status: &Value, id: u128) -> bool {
+    status["cached_contacts"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(id.to_string()))
+}
+
 #[test]
 fn a_restarted_peer_comes_back_with_its_cache_warm() {
     let mut o = overlay();
@@ -313,13 +321,7 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
     assert!(success, "{v}");
     assert_eq!(v["cached"], false, "{v}");
     let st = status(&a_dir).unwrap();
-    assert!(
-        st["cached_contacts"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(b_id.to_string())),
-        "{st}"
-    );
+    assert!(caches(&st, b_id), "{st}");
     // SIGTERM: graceful leave, the database flushed, exit 0.
     let exit = o.peers[1].terminate();
     assert!(exit.success(), "{exit:?}");
@@ -332,13 +334,7 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
     let warm = &st["store"]["warm_start"];
     assert!(warm["contacts"].as_u64().unwrap() >= 1, "{st}");
     assert!(warm["calls_in_history"].as_u64().unwrap() >= 1, "{st}");
-    assert!(
-        st["cached_contacts"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(b_id.to_string())),
-        "{st}"
-    );
+    assert!(caches(&st, b_id), "{st}");
     let (success, v) = call(&a_dir, b_id);
     assert!(success, "{v}");
     assert_eq!(

@@ -38,10 +38,13 @@
 //! network of [`overlay::secure::SecureNode`]s has shorthands for calls and SOS evidence
 //! ([`Network::call`], [`Network::rang`], [`Network::reports_since`]). With the `sip`
 //! feature, `sip` adds phones and front-ends on top; with the `sipp` feature, `sipp` runs real
-//! SIPp processes against front-ends that listen on sockets.
+//! SIPp processes against front-ends that listen on sockets; with the `enroll` feature,
+//! `enroll_bodies` holds a live E&A for hostile request bodies.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
+#[cfg(feature = "enroll")]
+pub mod enroll_bodies;
 mod network;
 mod peer;
 mod ring;

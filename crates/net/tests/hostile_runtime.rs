@@ -149,6 +149,26 @@ async fn closed_within<S: AsyncReadExt + Unpin>(s: &mut S, within: Duration) -> 
     }
 }
 
+/// Dial `h` as the holder of `is` and say hello as `id`: the handshake is refused or the
+/// connection closed within two seconds, and the refusal is counted.
+async fn assert_refused(h: &Handle<ChordNode>, is: &Issued, id: u128, what: &str) {
+    let base = h.stats();
+    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    if let Ok(mut s) = tls_connect_as(h.local_addr(), is).await {
+        let _ = s.write_all(&hello_bytes(id, me)).await;
+        assert!(
+            closed_within(&mut s, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "{what} was not refused"
+        );
+    }
+    wait_for(&format!("{what} refused"), || {
+        h.stats().accepts_refused == base.accepts_refused + 1
+    })
+    .await;
+}
+
 async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
     support::wait_for(what, Duration::from_secs(5), f).await;
 }
@@ -185,22 +205,7 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
     //    Expected: handshake refused, accepts_refused +1, reason names the expiry.
     let t = now_unix();
     let expired = issue_at(&ca, 11, 11, t - 7200, t - 3600);
-    match tls_connect_as(addr, &expired).await {
-        Err(_) => {}
-        Ok(mut s) => {
-            let _ = s.write_all(&hello_bytes(11, me)).await;
-            assert!(
-                closed_within(&mut s, Duration::from_secs(2))
-                    .await
-                    .is_some(),
-                "expired certificate was not refused"
-            );
-        }
-    }
-    wait_for("expired refusal", || {
-        h.stats().accepts_refused == base.accepts_refused + 1
-    })
-    .await;
+    assert_refused(&h, &expired, 11, "an expired certificate").await;
     let why = h.stats().recent_refusals.join("; ");
     assert!(why.to_lowercase().contains("expired"), "{why}");
     eprintln!("expired: {}", h.stats().recent_refusals.last().unwrap());
@@ -651,19 +656,7 @@ async fn certificate_clock_skew_within_the_backdate_works_and_beyond_is_refused(
 
     let beyond = issue_at(&ca, 42, 42, t + 360 - backdate, t + 3600);
     let base = h.stats();
-    if let Ok(mut s) = tls_connect_as(addr, &beyond).await {
-        let _ = s.write_all(&hello_bytes(42, me)).await;
-        assert!(
-            closed_within(&mut s, Duration::from_secs(2))
-                .await
-                .is_some(),
-            "a certificate not yet valid was accepted"
-        );
-    }
-    wait_for("skewed-beyond refused", || {
-        h.stats().accepts_refused == base.accepts_refused + 1
-    })
-    .await;
+    assert_refused(&h, &beyond, 42, "a certificate not yet valid").await;
     let why = h.stats().recent_refusals.last().cloned().unwrap();
     eprintln!("skewed beyond the backdate: {why}");
     assert!(

@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{layer2_member, net_config, now_unix, successors_in_order, test_ca};
+use support::{fast_chord, layer2_member, net_config, now_unix, successors_in_order, test_ca};
 
 use enroll::cert::Ca;
 use net::{
@@ -39,13 +39,10 @@ fn issue(ca: &Ca, id: u128) -> Member {
 }
 
 fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(space);
+    let mut c = fast_chord(space.bits());
     c.successors = 3;
     c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(100);
     c.fix_fingers_every = Duration::from_millis(30);
-    c.check_predecessor_every = Duration::from_millis(200);
-    c.ring_check_every = Duration::from_secs(1);
     // Generous: the test shares two cores with whatever else runs.
     c.rpc_timeout = Duration::from_millis(1500);
     c.lookup_timeout = Duration::from_secs(3);

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
 
-use support::{Proc, create_token, ea_command, start_ea};
+use support::{Proc, create_token, ea_command, kill_mid_stream, start_ea};
 
 const TOKEN_USES: u64 = 100_000;
 
@@ -99,16 +99,7 @@ fn acknowledged_enrollments_survive_kill_9() {
                 }
             }));
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while count.load(Ordering::SeqCst) < 60 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        ea.child.kill().expect("SIGKILL the E&A");
-        let _ = ea.child.wait();
-        stop.store(true, Ordering::SeqCst);
-        for t in tasks {
-            let _ = t.await;
-        }
+        kill_mid_stream(&mut ea, (&count, 60), Duration::from_secs(60), &stop, tasks).await;
     });
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(

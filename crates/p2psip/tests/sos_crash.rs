@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{BIN, Proc, spawn_cmd, url_after};
+use support::{BIN, Proc, kill_mid_stream, spawn_cmd, url_after};
 
 use sos::{Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient};
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 
@@ -133,16 +133,14 @@ fn acknowledged_reports_survive_kill_9() {
             }));
         }
         // Let a few hundred reports through, then kill -9 mid-stream.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while acks.load(Ordering::SeqCst) < 300 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        server.child.kill().expect("SIGKILL the server");
-        let _ = server.child.wait();
-        stop.store(true, Ordering::SeqCst);
-        for t in tasks {
-            let _ = t.await;
-        }
+        kill_mid_stream(
+            &mut server,
+            (&acks, 300),
+            Duration::from_secs(30),
+            &stop,
+            tasks,
+        )
+        .await;
     });
 
     let t = tally.lock().expect("tally lock");

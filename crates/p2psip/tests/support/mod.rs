@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -70,6 +71,28 @@ pub fn url_after(proc: &Proc, prefix: &str) -> String {
         .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_string()
+}
+
+/// Crash a server mid-stream: once the streaming clients' `acked` count reaches `at_least`
+/// (or `within` has passed), SIGKILL `server`, tell the clients' `tasks` to `stop`, and
+/// wait for them.
+pub async fn kill_mid_stream(
+    server: &mut Proc,
+    (acked, at_least): (&AtomicU64, u64),
+    within: Duration,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let deadline = Instant::now() + within;
+    while acked.load(Ordering::SeqCst) < at_least && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().expect("SIGKILL the server");
+    let _ = server.child.wait();
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// Run a subcommand to completion.

@@ -32,7 +32,10 @@ mod client;
 mod credentials;
 mod gate;
 mod ice;
+mod path;
 mod reach;
+#[cfg(test)]
+mod rig;
 mod server;
 
 pub use client::{

@@ -6,19 +6,12 @@
 use nat::{ClientError, TurnClient};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 
-/// A UDP peer that echoes everything back to its sender.
+/// A UDP peer on loopback that echoes everything back to its sender.
 pub async fn echo_peer() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
+    nat::spawn_udp_echo("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 /// The next datagram through the allocation, within two seconds.

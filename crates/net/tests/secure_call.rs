@@ -7,14 +7,16 @@
 
 mod support;
 
-use support::{fast_chord, layer2_member, net_config, now_unix, successors_in_order, test_ca};
+use support::{
+    fast_chord, layer2_member, layer2_space, membership_of, net_config, now_unix,
+    successors_in_order, test_ca,
+};
 
 use enroll::cert::Ca;
 use net::{
-    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, Membership, PeerRuntime,
-    SosCounters, SosLink,
+    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, PeerRuntime, SosCounters, SosLink,
 };
-use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
+use overlay::secure::{FirstHops, Routing, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -68,16 +70,12 @@ async fn a_secure_call_rings_between_outbound_only_peers() {
 async fn secure_call(natted: &[u128]) {
     service::crypto::install_provider();
     let (ca, tr) = test_ca();
-    let space = IdSpace::new(10).unwrap();
-    // One layer holds everyone: [1, 1000) is layer 2.
-    let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+    let (space, arcs) = layer2_space();
     let members: Vec<Member> = IDS.iter().map(|i| issue(&ca, *i)).collect();
 
     // Membership from the certificates alone (addresses come once the peers listen).
-    let mut membership = Membership::new(arcs);
-    for m in &members {
-        membership.add(&tr, &m.chain, None).unwrap();
-    }
+    let chains = members.iter().map(|m| (&m.chain[..], None));
+    let mut membership = membership_of(arcs, &tr, chains);
     assert_eq!(membership.directory.csps[1], vec![NodeId(CSP)]);
     assert_eq!(membership.directory.cspgs[1], vec![NodeId(CSPG)]);
     // A certificate from another CA is refused.
@@ -158,10 +156,12 @@ async fn secure_call(natted: &[u128]) {
         std::mem::forget(rt.task);
     }
     // Now every address is known: publish the directory with the CSP/CSPG addresses.
-    let mut with_addrs = Membership::new(arcs);
-    for (m, h) in members.iter().zip(&handles) {
-        with_addrs.add(&tr, &m.chain, h.contact().addr).unwrap();
-    }
+    let chains = members.iter().zip(&handles);
+    let with_addrs = membership_of(
+        arcs,
+        &tr,
+        chains.map(|(m, h)| (&m.chain[..], h.contact().addr)),
+    );
     let ctx = with_addrs.context(cfg.clone());
     for h in &handles {
         let ctx = ctx.clone();

@@ -6,14 +6,16 @@
 
 mod support;
 
-use support::{layer2_member, net_config, successors_in_order, test_ca};
+use support::{
+    layer2_member, layer2_space, membership_of, net_config, successors_in_order, test_ca,
+};
 use testkit::sipp;
 
 use enroll::cert::Ca;
-use net::{CertSigner, Handle, Identity, Limits, Membership, PeerRuntime, SecureCore};
+use net::{CertSigner, Handle, Identity, Limits, PeerRuntime, SecureCore};
 use node::PeerCore;
-use overlay::secure::{LayerArcs, Routing, SecureConfig};
-use overlay::{ChordConfig, Contact, IdSpace, NodeId};
+use overlay::secure::{Routing, SecureConfig};
+use overlay::{ChordConfig, Contact, NodeId};
 use rustls::pki_types::CertificateDer;
 use sip::driver::DriverLimits;
 use sip::{FrontEnd, FrontEndConfig};
@@ -39,8 +41,7 @@ async fn ring_ok(handles: &[Handle<PeerCore>]) -> bool {
 async fn calls_over_tls(transport: &str) {
     service::crypto::install_provider();
     let (ca, tr) = test_ca();
-    let space = IdSpace::new(10).unwrap();
-    let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+    let (space, arcs) = layer2_space();
     let members: Vec<_> = IDS.iter().map(|i| issue(&ca, *i)).collect();
     let mut chord = ChordConfig::new(space);
     chord.successors = 3;
@@ -51,10 +52,7 @@ async fn calls_over_tls(transport: &str) {
     chord.lookup_timeout = Duration::from_secs(1);
     let chord = Arc::new(chord);
     let cfg = Arc::new(SecureConfig::default());
-    let mut membership = Membership::new(arcs);
-    for (_, chain) in &members {
-        membership.add(&tr, chain, None).unwrap();
-    }
+    let membership = membership_of(arcs, &tr, members.iter().map(|(_, c)| (&c[..], None)));
     let ctx = membership.context(cfg.clone());
 
     let mut handles = Vec::new();
@@ -99,10 +97,12 @@ async fn calls_over_tls(transport: &str) {
         handles.push(rt.handle.clone());
         std::mem::forget(rt.task);
     }
-    let mut with_addrs = Membership::new(arcs);
-    for ((_, chain), h) in members.iter().zip(&handles) {
-        with_addrs.add(&tr, chain, Some(h.local_addr())).unwrap();
-    }
+    let chains = members.iter().zip(&handles);
+    let with_addrs = membership_of(
+        arcs,
+        &tr,
+        chains.map(|((_, c), h)| (&c[..], Some(h.local_addr()))),
+    );
     let ctx = with_addrs.context(cfg);
     for h in &handles {
         let ctx = ctx.clone();

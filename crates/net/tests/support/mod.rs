@@ -10,8 +10,10 @@
 use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
 use net::{
-    Core, CrlStore, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, RevocationPolicy, Trust,
+    Core, CrlStore, Handle, Identity, Limits, Membership, NetConfig, Peer, PeerRuntime,
+    RevocationPolicy, Trust,
 };
+use overlay::secure::LayerArcs;
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -396,6 +398,27 @@ pub fn hello_bytes(id: u128, addr: SocketAddr) -> Vec<u8> {
         b.extend_from_slice(&ip.octets());
     }
     b
+}
+
+/// The secure-overlay tests' space: 10-bit Node-IDs, one layer holding everyone
+/// ([1, 1000) is layer 2).
+pub fn layer2_space() -> (IdSpace, LayerArcs) {
+    let space = IdSpace::new(10).unwrap();
+    (space, LayerArcs::new(space, [0, 1, 1000]).unwrap())
+}
+
+/// The membership of certificate `chains` trusted by `tr`, each with its listen address
+/// when it is known.
+pub fn membership_of<'a>(
+    arcs: LayerArcs,
+    tr: &Trust,
+    chains: impl IntoIterator<Item = (&'a [CertificateDer<'static>], Option<SocketAddr>)>,
+) -> Membership {
+    let mut membership = Membership::new(arcs);
+    for (chain, addr) in chains {
+        membership.add(tr, chain, addr).unwrap();
+    }
+    membership
 }
 
 /// A layer-2 identity for `id`: the CSP or the CSPG of `(csp, cspg)` by its Node-ID, a

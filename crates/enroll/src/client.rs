@@ -4,7 +4,8 @@
 //! (own certificate then CA), `ca.pem`, and `node.json` ([`NodeConfig`]).
 
 use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
-use service::http::AnswerError;
+use reqwest::Method;
+use service::http::{AnswerError, Api};
 use std::path::Path;
 
 /// Client errors.
@@ -37,85 +38,57 @@ pub enum ClientError {
     Cert(#[from] crate::cert::CertError),
 }
 
+impl From<AnswerError> for ClientError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::Http(e) => ClientError::Http(e),
+            AnswerError::Refused { status, body } => ClientError::Refused { status, body },
+        }
+    }
+}
+
 /// An HTTP client for one E&A server.
 #[derive(Clone, Debug)]
 pub struct EnrollClient {
-    http: reqwest::Client,
-    base: String,
+    api: Api,
 }
 
 impl EnrollClient {
     /// A client for `base` (e.g. `http://127.0.0.1:7400`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = service::http::client(std::time::Duration::from_secs(30))?;
         Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_string(),
+            api: Api::new(base, std::time::Duration::from_secs(30))?,
         })
     }
 
     /// The server's base URL.
     pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    async fn answer<T: serde::de::DeserializeOwned>(
-        resp: reqwest::Response,
-    ) -> Result<T, ClientError> {
-        service::http::answer(resp).await.map_err(|e| match e {
-            AnswerError::Http(e) => ClientError::Http(e),
-            AnswerError::Refused { status, body } => ClientError::Refused { status, body },
-        })
+        self.api.base()
     }
 
     /// `POST /v1/enroll`.
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, ClientError> {
-        let r = self
-            .http
-            .post(format!("{}/v1/enroll", self.base))
-            .json(req)
-            .send()
-            .await?;
-        Self::answer(r).await
+        Ok(Api::call(self.api.request(Method::POST, "/v1/enroll").json(req)).await?)
     }
 
     /// `POST /v1/renew`.
     pub async fn renew(&self, req: &RenewRequest) -> Result<EnrollResponse, ClientError> {
-        let r = self
-            .http
-            .post(format!("{}/v1/renew", self.base))
-            .json(req)
-            .send()
-            .await?;
-        Self::answer(r).await
+        Ok(Api::call(self.api.request(Method::POST, "/v1/renew").json(req)).await?)
     }
 
     /// `GET /v1/crl` (DER).
     pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
-        let r = self
-            .http
-            .get(format!("{}/v1/crl", self.base))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Self::answer::<Vec<u8>>(r).await;
-        }
-        Ok(r.bytes().await?.to_vec())
+        Ok(Api::call_bytes(self.api.request(Method::GET, "/v1/crl")).await?)
     }
 
     /// `GET /v1/directory`: the enrolled members' chains and addresses.
     pub async fn directory(&self) -> Result<crate::api::DirectoryResponse, ClientError> {
-        let r = self
-            .http
-            .get(format!("{}/v1/directory", self.base))
-            .send()
-            .await?;
-        Self::answer(r).await
+        Ok(Api::call(self.api.request(Method::GET, "/v1/directory")).await?)
     }
 
     /// `GET /v1/ca` (PEM); checked against `pin` (SHA-256 hex of the DER) when given.
     pub async fn ca(&self, pin: Option<&str>) -> Result<String, ClientError> {
-        let r = self.http.get(format!("{}/v1/ca", self.base)).send().await?;
+        let r = self.api.request(Method::GET, "/v1/ca").send().await?;
         let pem = r.error_for_status()?.text().await?;
         if let Some(want) = pin {
             let der = crate::cert::pem_to_der(&pem, "CERTIFICATE")?

@@ -5,61 +5,16 @@
 //! must come back as a certificate that binds the Node-ID announced.
 #![allow(clippy::unwrap_used)]
 
-use enroll::cert::{Csr, identity_from_cert, new_key_and_csr, pem_to_der};
-use enroll::{DataDir, EnrollRequest, EnrollServer, RenewRequest, Role, ServerConfig};
 use proptest::prelude::*;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::OnceLock;
-use std::time::Duration;
-
-struct Fixture {
-    server: EnrollServer,
-    token: String,
-    csr_json: String,
-    _dir: tempfile::TempDir,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let token = DataDir::open(dir.path())
-            .unwrap()
-            .create_token(Role::Peer, None, 1_000_000, Duration::from_secs(86_400))
-            .unwrap();
-        let server = EnrollServer::open(dir.path(), ServerConfig::default()).unwrap();
-        let (_key, csr) = new_key_and_csr().unwrap();
-        Fixture {
-            server,
-            token,
-            csr_json: serde_json::to_string(&csr).unwrap(),
-            _dir: dir,
-        }
-    })
-}
-
-const SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+use testkit::enroll_bodies::{decode_renew, live_ea};
 
 /// Returns true when the body was accepted and a certificate issued.
 fn enroll_json(body: &[u8]) -> bool {
-    let Ok(req) = serde_json::from_slice::<EnrollRequest>(body) else {
-        return false;
-    };
-    let Ok(resp) = fixture().server.enroll(&req, SOURCE) else {
-        return false;
-    };
-    let der = pem_to_der(&resp.chain, "CERTIFICATE").unwrap();
-    assert_eq!(identity_from_cert(&der[0]).unwrap().node_id, resp.node_id);
-    true
+    live_ea().enroll_json(body)
 }
 
 fn with_capabilities(caps: &str) -> Vec<u8> {
-    let f = fixture();
-    format!(
-        r#"{{"token":"{}","csr":{},"capabilities":{caps}}}"#,
-        f.token, f.csr_json
-    )
-    .into_bytes()
+    live_ea().with_capabilities(caps.as_bytes())
 }
 
 /// JSON-ish capability objects: right and wrong field names, types, extreme numbers.
@@ -103,17 +58,7 @@ proptest! {
 
     #[test]
     fn any_bytes_as_a_renew_body_never_panic(body in prop::collection::vec(any::<u8>(), 0..600)) {
-        if let Ok(req) = serde_json::from_slice::<RenewRequest>(&body) {
-            if let Ok(ders) = pem_to_der(&req.certificate, "CERTIFICATE") {
-                for d in ders {
-                    let _ = identity_from_cert(&d);
-                }
-            }
-            let _ = Csr::from_pem(&req.csr);
-        }
-        let _ = Csr::from_der(&body);
-        let _ = Csr::from_pem(&String::from_utf8_lossy(&body));
-        let _ = identity_from_cert(&body);
+        decode_renew(&body);
     }
 
     #[test]
@@ -123,7 +68,7 @@ proptest! {
 
     #[test]
     fn fuzzed_locations_never_panic(lat in any::<f64>(), lon in any::<f64>()) {
-        let f = fixture();
+        let f = live_ea();
         let body = format!(
             r#"{{"token":"{}","csr":{},"capabilities":{{"cpu_cores":4,"bandwidth_kbps":20000,"uptime_hours":24}},"location":{{"lat":{lat:?},"lon":{lon:?}}}}}"#,
             f.token, f.csr_json
@@ -138,7 +83,7 @@ proptest! {
     fn mangled_csr_text_with_a_live_token_never_panics(
         cut in any::<prop::sample::Index>(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)
     ) {
-        let f = fixture();
+        let f = live_ea();
         let csr: String = serde_json::from_str(&f.csr_json).unwrap();
         let mut bytes = csr.into_bytes();
         for (at, b) in flips {
@@ -146,15 +91,7 @@ proptest! {
             bytes[i] = b;
         }
         bytes.truncate(cut.index(bytes.len() + 1));
-        let req = EnrollRequest {
-            token: f.token.clone(),
-            csr: String::from_utf8_lossy(&bytes).into_owned(),
-            role: None,
-            capabilities: enroll::Capabilities::default(),
-            location: None,
-            listen: None,
-        };
-        let _ = f.server.enroll(&req, SOURCE);
+        f.enroll_csr(String::from_utf8_lossy(&bytes).into_owned());
     }
 }
 

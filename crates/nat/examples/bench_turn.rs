@@ -76,15 +76,7 @@ async fn raw_allocate(server: SocketAddr) -> Res<(Duration, UdpSocket)> {
 }
 
 async fn echo_peer() -> Res<SocketAddr> {
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
-    let addr = sock.local_addr()?;
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    Ok(addr)
+    Ok(nat::spawn_udp_echo("127.0.0.1:0".parse()?).await?)
 }
 
 /// Windowed echo through a channel: returns (echoed datagrams, seconds, losses).

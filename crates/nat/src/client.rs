@@ -259,6 +259,23 @@ impl Inner {
         }
     }
 
+    /// Answer a permission or channel waiter: done, or failed with the last error of
+    /// request kind `idx`. The waiter is settled, so nothing is kept.
+    fn settle(
+        &self,
+        tx: oneshot::Sender<Result<(), ClientError>>,
+        idx: usize,
+        what: &str,
+        ok: bool,
+    ) -> Option<Waiter> {
+        let _ = tx.send(if ok {
+            Ok(())
+        } else {
+            Err(self.failure(idx, what))
+        });
+        None
+    }
+
     fn dispatch_events(&mut self) {
         while let Some(ev) = self.client.poll_event() {
             debug!(?ev, "TURN client event");
@@ -273,30 +290,24 @@ impl Inner {
                         let _ = tx.send(Err(self.failure(0, "allocation")));
                         None
                     }
-                    (TurnEvent::PermissionCreated(_, ip), Waiter::Permission(want, tx))
-                        if *ip == want =>
-                    {
-                        let _ = tx.send(Ok(()));
-                        None
-                    }
-                    (TurnEvent::PermissionCreateFailed(_, ip), Waiter::Permission(want, tx))
-                        if *ip == want =>
-                    {
-                        let _ = tx.send(Err(self.failure(1, "permission")));
-                        None
-                    }
-                    (TurnEvent::ChannelCreated(_, peer), Waiter::Channel(want, tx))
-                        if *peer == want =>
-                    {
-                        let _ = tx.send(Ok(()));
-                        None
-                    }
-                    (TurnEvent::ChannelCreateFailed(_, peer), Waiter::Channel(want, tx))
-                        if *peer == want =>
-                    {
-                        let _ = tx.send(Err(self.failure(2, "channel bind")));
-                        None
-                    }
+                    (ev, Waiter::Permission(want, tx)) => match ev {
+                        TurnEvent::PermissionCreated(_, ip) if *ip == want => {
+                            self.settle(tx, 1, "permission", true)
+                        }
+                        TurnEvent::PermissionCreateFailed(_, ip) if *ip == want => {
+                            self.settle(tx, 1, "permission", false)
+                        }
+                        _ => Some(Waiter::Permission(want, tx)),
+                    },
+                    (ev, Waiter::Channel(want, tx)) => match ev {
+                        TurnEvent::ChannelCreated(_, peer) if *peer == want => {
+                            self.settle(tx, 2, "channel bind", true)
+                        }
+                        TurnEvent::ChannelCreateFailed(_, peer) if *peer == want => {
+                            self.settle(tx, 2, "channel bind", false)
+                        }
+                        _ => Some(Waiter::Channel(want, tx)),
+                    },
                     (_, w) => Some(w),
                 };
                 if let Some(w) = keep {
@@ -501,8 +512,13 @@ impl TurnClient {
         }
     }
 
-    /// Install a permission for `peer`'s IP (CreatePermission) and wait for the answer.
-    pub async fn create_permission(&self, peer: SocketAddr) -> Result<(), ClientError> {
+    /// Start a request with `start` on the open client, leave the waiter `waiter` makes
+    /// for its answer, and wait for that answer.
+    async fn request(
+        &self,
+        start: impl FnOnce(&mut TurnClientUdp, Instant) -> Result<(), String>,
+        waiter: impl FnOnce(oneshot::Sender<Result<(), ClientError>>) -> Waiter,
+    ) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut g = lock(&self.inner);
@@ -510,30 +526,35 @@ impl TurnClient {
                 return Err(ClientError::Closed);
             }
             let now = g.now();
-            g.client
-                .create_permission(TransportType::Udp, peer.ip(), now)
-                .map_err(|e| ClientError::Turn(e.to_string()))?;
-            g.waiters.push(Waiter::Permission(peer.ip(), tx));
+            start(&mut g.client, now).map_err(ClientError::Turn)?;
+            g.waiters.push(waiter(tx));
         }
         self.wait(rx).await
+    }
+
+    /// Install a permission for `peer`'s IP (CreatePermission) and wait for the answer.
+    pub async fn create_permission(&self, peer: SocketAddr) -> Result<(), ClientError> {
+        self.request(
+            |c, now| {
+                c.create_permission(TransportType::Udp, peer.ip(), now)
+                    .map_err(|e| e.to_string())
+            },
+            |tx| Waiter::Permission(peer.ip(), tx),
+        )
+        .await
     }
 
     /// Bind a channel to `peer` (ChannelBind; also installs the permission) and wait.
     /// Data to and from `peer` then uses 4-byte ChannelData framing instead of Send/Data.
     pub async fn bind_channel(&self, peer: SocketAddr) -> Result<(), ClientError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut g = lock(&self.inner);
-            if g.closed {
-                return Err(ClientError::Closed);
-            }
-            let now = g.now();
-            g.client
-                .bind_channel(TransportType::Udp, peer, now)
-                .map_err(|e| ClientError::Turn(e.to_string()))?;
-            g.waiters.push(Waiter::Channel(peer, tx));
-        }
-        self.wait(rx).await
+        self.request(
+            |c, now| {
+                c.bind_channel(TransportType::Udp, peer, now)
+                    .map_err(|e| e.to_string())
+            },
+            |tx| Waiter::Channel(peer, tx),
+        )
+        .await
     }
 
     /// Send `data` to `peer` through the relay (needs a permission or channel for `peer`).

@@ -30,15 +30,20 @@
 
 mod client;
 mod credentials;
+mod echo;
 mod gate;
 mod ice;
+mod path;
 mod reach;
+#[cfg(test)]
+mod rig;
 mod server;
 
 pub use client::{
     BindingOptions, ClientError, TurnClient, TurnOptions, binding_request, reflexive_address,
 };
 pub use credentials::{CredentialStore, Credentials, LookupError, rest_password, rest_username};
+pub use echo::spawn_udp_echo;
 pub use gate::{GateStats, Limits};
 pub use ice::{
     Endpoint, IceDescription, IceError, IceOptions, IcePair, IceSession, MAX_DATAGRAM,

@@ -16,16 +16,13 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use turn_server_proto::api::{SocketAllocateError, TurnServerApi, TurnServerPollRet};
-use turn_server_proto::server::TurnServer;
+use turn_server_proto::api::SocketAllocateError;
 use turn_server_proto::stun::Instant;
-use turn_server_proto::stun::agent::Transmit;
-use turn_server_proto::stun::types::TransportType;
 use turn_server_proto::types::AddressFamily;
-use turn_server_proto::types::prelude::DelayedTransmitBuild;
 
 use crate::credentials::CredentialStore;
-use crate::gate::{Gate, GateStats, Limits, Verdict};
+use crate::gate::{GateStats, Limits};
+use crate::path::{MessagePath, Wants};
 
 /// Largest datagram we read (UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
@@ -221,9 +218,9 @@ impl StunServer {
                 }
                 () = sleep => {}
                 _ = stats_tick.tick() => {
-                    let s = driver.gate.stats();
+                    let s = driver.path.gate.stats();
                     if s != last_logged {
-                        info!(active = driver.gate.active_allocations(), users = driver.gate.active_users(),
+                        info!(active = driver.path.gate.active_allocations(), users = driver.path.gate.active_users(),
                             created = s.allocations_created, closed = s.allocations_closed,
                             quota_rejects = s.quota_rejects, capacity_rejects = s.capacity_rejects,
                             expired_creds = s.expired_credentials,
@@ -235,7 +232,7 @@ impl StunServer {
             }
             deadline = driver.drive(&relay_tx).await;
         }
-        let stats = driver.gate.stats();
+        let stats = driver.path.gate.stats();
         info!(
             active = driver.relays.len(),
             created = stats.allocations_created,
@@ -264,8 +261,7 @@ struct Driver {
     local: SocketAddr,
     relay_ip: IpAddr,
     counters: Arc<ServerCounters>,
-    proto: TurnServer,
-    gate: Gate,
+    path: MessagePath,
     relays: BTreeMap<SocketAddr, Relay>,
     next_port: u16,
     base: std::time::Instant,
@@ -274,12 +270,12 @@ struct Driver {
 impl Driver {
     fn new(s: StunServer) -> Self {
         let relay_ip = s.config.relay_ip.unwrap_or(s.local.ip());
-        let mut proto = TurnServer::new(TransportType::Udp, s.local, s.config.realm.clone());
-        proto.set_nonce_expiry_duration(Duration::from_secs(3600));
-        let gate = Gate::new(
+        let path = MessagePath::new(
+            s.local,
             s.config.realm.clone(),
             s.config.credentials.clone(),
             s.config.limits,
+            Some(Duration::from_secs(3600)),
         );
         let next_port = s.config.relay_ports.map(|(lo, _)| lo).unwrap_or(0);
         Self {
@@ -287,8 +283,7 @@ impl Driver {
             local: s.local,
             relay_ip,
             counters: s.counters,
-            proto,
-            gate,
+            path,
             relays: BTreeMap::new(),
             next_port,
             base: std::time::Instant::now(),
@@ -303,35 +298,22 @@ impl Driver {
     async fn handle_client(&mut self, from: SocketAddr, data: &[u8]) {
         let now = self.now();
         let unix = service::time::unix_secs();
-        match self.gate.handle_client_datagram(from, data, now, unix) {
-            Verdict::Reply(bytes) => self.send(self.local, from, &bytes).await,
-            Verdict::Forward { add_user } => {
-                if let Some((u, p)) = add_user {
-                    debug!(user = %u, "teaching protocol machine a validated user");
-                    self.proto.add_user(u, p);
-                }
-                let t = Transmit::new(data, TransportType::Udp, from, self.local);
-                if let Some(out) = self.proto.recv(t, now) {
-                    let src = out.from;
-                    // turn-server-proto 0.7 addresses Binding responses to its own listen
-                    // address (the request's destination); they belong to the requester.
-                    let dst = if out.to == self.local { from } else { out.to };
-                    let bytes = out.data.build();
-                    self.send(src, dst, &bytes).await;
-                }
-            }
+        if let Some(d) = self.path.client(from, data, now, unix) {
+            self.send(d.from, d.to, &d.data).await;
         }
     }
 
     async fn handle_peer(&mut self, pkt: RelayIn) {
         let now = self.now();
-        let t = Transmit::new(&pkt.data[..], TransportType::Udp, pkt.from, pkt.relay);
-        if let Some(out) = self.proto.recv(t, now) {
-            let (src, dst) = (out.from, out.to);
-            let bytes = out.data.build();
-            self.send(src, dst, &bytes).await;
-        } else {
-            debug!(relay = %pkt.relay, peer = %pkt.from, "peer datagram dropped (no permission)");
+        if let Some(d) = self.path.peer(pkt.from, pkt.relay, &pkt.data, now) {
+            self.send(d.from, d.to, &d.data).await;
+        }
+    }
+
+    /// Send everything the protocol machine has queued.
+    async fn flush(&mut self, now: Instant) {
+        while let Some(d) = self.path.poll_transmit(now) {
+            self.send(d.from, d.to, &d.data).await;
         }
     }
 
@@ -356,52 +338,29 @@ impl Driver {
     async fn drive(&mut self, relay_tx: &mpsc::Sender<RelayIn>) -> tokio::time::Instant {
         loop {
             let now = self.now();
-            match self.proto.poll(now) {
-                TurnServerPollRet::WaitUntil(at) => {
-                    while let Some(t) = self.proto.poll_transmit(now) {
-                        self.send(t.from, t.to, &t.data).await;
-                    }
+            match self.path.poll(now) {
+                Wants::Wait(at) => {
+                    self.flush(now).await;
                     let at = at.max(now);
                     let wait = Duration::from_nanos(
                         u64::try_from(at.as_nanos() - now.as_nanos()).unwrap_or(0),
                     );
                     return tokio::time::Instant::now() + wait.min(Duration::from_secs(3600));
                 }
-                TurnServerPollRet::AllocateSocket {
-                    transport,
-                    listen_addr,
-                    client_addr,
-                    allocation_transport,
-                    family,
-                } => {
-                    let result = self.open_relay(family, relay_tx).await;
-                    match result {
-                        Ok(relay) => self.gate.socket_allocated(client_addr, relay),
-                        Err(e) => warn!(client = %client_addr, "cannot allocate relay: {e}"),
+                Wants::RelaySocket(req) => {
+                    let result = self.open_relay(req.family(), relay_tx).await;
+                    if let Err(e) = &result {
+                        warn!(client = %req.client(), "cannot allocate relay: {e}");
                     }
-                    self.proto.allocated_socket(
-                        transport,
-                        listen_addr,
-                        client_addr,
-                        allocation_transport,
-                        family,
-                        result,
-                        now,
-                    );
+                    self.path.relay_socket(req, result, now);
                 }
-                TurnServerPollRet::SocketClose { listen_addr, .. } => {
-                    if let Some(r) = self.relays.remove(&listen_addr) {
+                Wants::Closed(relay) => {
+                    if let Some(r) = self.relays.remove(&relay) {
                         r.reader.abort();
                     }
-                    self.gate.socket_closed(listen_addr);
-                }
-                TurnServerPollRet::TcpConnect { .. } | TurnServerPollRet::TcpClose { .. } => {
-                    // Only UDP allocations exist on a UDP listener; nothing to do.
                 }
             }
-            while let Some(t) = self.proto.poll_transmit(now) {
-                self.send(t.from, t.to, &t.data).await;
-            }
+            self.flush(now).await;
         }
     }
 
@@ -414,7 +373,7 @@ impl Driver {
         if wants_v4 != self.relay_ip.is_ipv4() {
             return Err(SocketAllocateError::AddressFamilyNotSupported);
         }
-        if !self.gate.has_capacity() {
+        if !self.path.gate.has_capacity() {
             return Err(SocketAllocateError::InsufficientCapacity);
         }
         let socket = match self.config.relay_ports {

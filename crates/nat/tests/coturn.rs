@@ -15,6 +15,10 @@ use nat::{
 };
 use tokio::net::UdpSocket;
 
+mod support;
+
+use support::{assert_rejected, echo_peer, relay_echo};
+
 fn have(bin: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -96,29 +100,6 @@ async fn coturn(auth: &[&str]) -> Coturn {
     panic!("coturn did not come up on {addr}");
 }
 
-async fn echo_peer() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
-
-async fn relay_echo(turn: &mut TurnClient, peer: SocketAddr, n: u32) {
-    for i in 0..n {
-        turn.send_to(&i.to_be_bytes(), peer).await.unwrap();
-        let (data, from) = tokio::time::timeout(Duration::from_secs(2), turn.recv_from())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((data.as_slice(), from), (&i.to_be_bytes()[..], peer));
-    }
-}
-
 #[tokio::test]
 async fn our_client_against_coturn_static_user() {
     if !have("turnserver") {
@@ -144,10 +125,7 @@ async fn our_client_against_coturn_static_user() {
     let err = TurnClient::allocate(c.addr, Credentials::new("test", "wrong"), opts)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, nat::ClientError::Rejected { code: 401, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 401);
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 //! credentials, wrong credentials, quotas.
 
 use service::time::unix_secs;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use nat::{
@@ -11,6 +10,10 @@ use nat::{
     StunServer, TurnClient, TurnOptions,
 };
 use tokio::net::UdpSocket;
+
+mod support;
+
+use support::{assert_rejected, echo_peer, recv_relayed, relay_echo};
 
 const SECRET: &[u8] = b"shared-with-enrollment";
 
@@ -28,19 +31,6 @@ fn opts() -> TurnOptions {
         timeout: Duration::from_secs(3),
         ..TurnOptions::default()
     }
-}
-
-/// A UDP peer that echoes everything back to its sender.
-async fn echo_peer() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
 }
 
 #[tokio::test]
@@ -100,21 +90,11 @@ async fn allocation_relays_both_ways_with_permission_and_channel() {
     assert!(turn.send_to(b"x", peer).await.is_err());
     turn.create_permission(peer).await.unwrap();
     turn.send_to(b"via send indication", peer).await.unwrap();
-    let (data, from) = tokio::time::timeout(Duration::from_secs(2), turn.recv_from())
-        .await
-        .unwrap()
-        .unwrap();
+    let (data, from) = recv_relayed(&mut turn).await;
     assert_eq!(data, b"via send indication");
     assert_eq!(from, peer);
     turn.bind_channel(peer).await.unwrap();
-    for i in 0..50u32 {
-        turn.send_to(&i.to_be_bytes(), peer).await.unwrap();
-        let (data, _) = tokio::time::timeout(Duration::from_secs(2), turn.recv_from())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(data, i.to_be_bytes());
-    }
+    relay_echo(&mut turn, peer, 50).await;
     turn.close().await;
     // The delete reached the server: the allocation is gone.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -156,28 +136,19 @@ async fn rest_credentials_work_and_expired_or_wrong_ones_do_not() {
     let err = TurnClient::allocate(srv.local_addr, expired, opts())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Rejected { code: 401, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 401);
 
     let forged = Credentials::rest(b"not the secret", "1600", unix_secs(), 600);
     let err = TurnClient::allocate(srv.local_addr, forged, opts())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Rejected { code: 401, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 401);
 
     let wrong = Credentials::new("test", "nope");
     let err = TurnClient::allocate(srv.local_addr, wrong, opts())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Rejected { code: 401, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 401);
     srv.shutdown().await.unwrap();
 }
 
@@ -199,10 +170,7 @@ async fn per_user_quota_gives_486_and_total_limit_508() {
     let err = TurnClient::allocate(srv.local_addr, a.clone(), opts())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Rejected { code: 486, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 486);
     // Another user still fits, then the server is full.
     let b = Credentials::rest(SECRET, "1030", unix_secs(), 600);
     let _t3 = TurnClient::allocate(srv.local_addr, b.clone(), opts())
@@ -211,10 +179,7 @@ async fn per_user_quota_gives_486_and_total_limit_508() {
     let err = TurnClient::allocate(srv.local_addr, b, opts())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Rejected { code: 508, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 508);
     // Releasing one frees the quota slot.
     t1.close().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -246,10 +211,7 @@ async fn permission_limit_gives_508() {
         .create_permission("127.0.0.4:1".parse().unwrap())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, ClientError::Rejected { code: 508, .. }),
-        "{err}"
-    );
+    assert_rejected(&err, 508);
     srv.shutdown().await.unwrap();
 }
 

@@ -4,16 +4,17 @@
 //! ever dials them: peers without a link reach them through their relay.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-#[path = "support/common.rs"]
-mod common;
+mod support;
 
-use common::{converged, init_logs, owner_of, trust};
+use support::{
+    Probe, Seen, converged, create_or_join, fast_chord, fast_limits, identity_as, init_logs,
+    owner_of, test_ca, wait_converged,
+};
 
-use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
+use enroll::cert::Ca;
 use enroll::{Layer, Role};
-use net::{Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, Trust};
-use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
-use std::collections::VecDeque;
+use net::{Handle, NetConfig, PeerRuntime, Trust};
+use overlay::{ChordConfig, ChordNode, Contact, Message, NodeId, Transmit};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,42 +25,11 @@ fn net_config(ca: &Ca, tr: &Trust, id: u128, layer: Layer) -> NetConfig {
 }
 
 fn net_config_as(ca: &Ca, tr: &Trust, id: u128, layer: Layer, role: Role) -> NetConfig {
-    let (key_pem, csr) = new_key_and_csr().unwrap();
-    let csr = Csr::from_pem(&csr).unwrap();
-    let t = enroll::server::unix_now();
-    let binding = Binding {
-        node_id: NodeId(id),
-        layer,
-        role,
-    };
-    let der = ca
-        .issue(&csr, &binding, [(id % 250) as u8 + 1; 16], t - 60, t + 3600)
-        .unwrap();
-    let chain = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
-    NetConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        identity: Identity::from_pem(&chain, &key_pem).unwrap(),
-        trust: tr.clone(),
-        crl_refresh: None,
-        limits: Limits {
-            handshake_timeout: Duration::from_millis(400),
-            connect_timeout: Duration::from_millis(500),
-            redial_backoff: Duration::from_millis(100),
-            ..Limits::default()
-        },
-    }
+    support::net_config(identity_as(ca, id, layer, role), tr, fast_limits())
 }
 
 fn chord_config() -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(IdSpace::new(BITS).unwrap());
-    c.stabilize_every = Duration::from_millis(100);
-    c.fix_fingers_every = Duration::from_millis(50);
-    c.check_predecessor_every = Duration::from_millis(200);
-    c.ring_check_every = Duration::from_secs(1);
-    c.rpc_timeout = Duration::from_millis(300);
-    c.lookup_timeout = Duration::from_secs(1);
-    Arc::new(c)
+    Arc::new(fast_chord(BITS))
 }
 
 /// Start a peer; `relay: Some(..)` makes it outbound-only through that relay.
@@ -80,21 +50,14 @@ async fn start(
         }
     }
     .unwrap();
-    rt.handle
-        .call(move |n, now| match bootstrap {
-            None => n.create(now),
-            Some(b) => n.join(now, b),
-        })
-        .await
-        .unwrap();
+    create_or_join(&rt.handle, bootstrap).await;
     rt
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_relay() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     // Public peers, and two NATed ones: 30_000 between public peers, 50_000 and 52_000
     // next to each other (a NATed peer whose successor is NATed too).
     let public = [100u128, 20_000, 40_000, 60_000];
@@ -196,8 +159,7 @@ async fn outbound_only_peers_stay_in_the_ring_and_are_reached_through_their_rela
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_only_peer_reconnects_to_its_relay() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let (r_id, q_id, n_id) = (10_000u128, 30_000u128, 50_000u128);
     let r_cfg = net_config(&ca, &tr, r_id, Layer::ONE);
     let start_relay = |mut cfg: NetConfig, at: Option<std::net::SocketAddr>| async move {
@@ -215,15 +177,7 @@ async fn an_outbound_only_peer_reconnects_to_its_relay() {
     let q = start(&ca, &tr, q_id, Some(relay), None).await;
     let n = start(&ca, &tr, n_id, Some(relay), Some(relay)).await;
     let wait = |hs: Vec<Handle<ChordNode>>, ids: Vec<u128>| async move {
-        let t0 = Instant::now();
-        while !converged(&hs, &ids).await {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "ring did not converge"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        t0.elapsed()
+        wait_converged(&hs, &ids, Duration::from_secs(20)).await
     };
     let all = |r: &Handle<ChordNode>| vec![r.clone(), q.handle.clone(), n.handle.clone()];
     wait(all(&r.handle), vec![r_id, q_id, n_id]).await;
@@ -257,39 +211,12 @@ async fn an_outbound_only_peer_reconnects_to_its_relay() {
     }
 }
 
-/// A core that sends what it is told to and records who sent it what.
-#[derive(Default)]
-struct Probe {
-    out: VecDeque<Transmit>,
-    seen: Arc<Mutex<Vec<(Peer, Message)>>>,
-}
-
-impl net::Core for Probe {
-    type Event = ();
-    fn handle_message(&mut self, _: Time, from: &Peer, msg: Message) {
-        self.seen.lock().unwrap().push((*from, msg));
-    }
-    fn handle_timeout(&mut self, _: Time) {}
-    fn handle_not_sent(&mut self, _: Time, _: NodeId, _: &Message) {}
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
-    }
-    fn poll_event(&mut self) -> Option<()> {
-        None
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        None
-    }
-    fn leave(&mut self, _: Time) {}
-}
-
 /// What a relayed frame tells its outbound-only receiver about the sender: the true Node-ID
 /// and address; a CSP role only when the relay is a CSP/CSPG itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_frames_name_their_sender_and_a_plain_relay_cannot_vouch_for_a_csp() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let public = |id, role| {
         let cfg = net_config_as(&ca, &tr, id, Layer::ONE, role);
         async move { PeerRuntime::start(cfg, |_| Probe::default()).await.unwrap() }
@@ -299,15 +226,12 @@ async fn relayed_frames_name_their_sender_and_a_plain_relay_cannot_vouch_for_a_c
     let caller = public(3_000, Role::Csp).await;
     let behind = |id, relay: Contact| {
         let cfg = net_config(&ca, &tr, id, Layer::TWO);
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         async move {
             let rt =
                 PeerRuntime::start_outbound_only(cfg, relay, Duration::from_millis(100), |_| {
-                    Probe {
-                        out: VecDeque::new(),
-                        seen: s,
-                    }
+                    Probe::recording(s)
                 })
                 .await
                 .unwrap();
@@ -341,7 +265,7 @@ async fn relayed_frames_name_their_sender_and_a_plain_relay_cannot_vouch_for_a_c
         .await
         .unwrap();
     let me = caller.handle.contact();
-    let from_caller = |seen: &Arc<Mutex<Vec<(Peer, Message)>>>| {
+    let from_caller = |seen: &Seen| {
         seen.lock()
             .unwrap()
             .iter()

@@ -9,15 +9,12 @@
 //! the TLS links stay up), not in the kernel: this machine's firewall is shared.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/common.rs"]
-mod common;
+mod support;
 
-use common::trust;
+use support::{fast_chord, fast_limits, net_config, peer_identity, test_ca};
 
-use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
-use enroll::{Layer, Role};
-use net::{Core, Handle, Identity, Limits, NetConfig, Peer, PeerRuntime};
-use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, Message, NodeId, Time, Transmit};
+use net::{Core, Handle, Limits, Peer, PeerRuntime};
+use overlay::{ChordNode, Contact, Event, Message, NodeId, Time, Transmit};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,26 +69,6 @@ impl Core for Cut {
     }
 }
 
-fn identity(ca: &Ca, id: u128) -> Identity {
-    let (key_pem, csr) = new_key_and_csr().unwrap();
-    let csr = Csr::from_pem(&csr).unwrap();
-    let t = enroll::server::unix_now();
-    let der = ca
-        .issue(
-            &csr,
-            &Binding {
-                node_id: NodeId(id),
-                layer: Layer::ONE,
-                role: Role::Peer,
-            },
-            [(id % 250) as u8 + 1; 16],
-            t - 60,
-            t + 3600,
-        )
-        .unwrap();
-    Identity::from_pem(&(der_to_pem(&der, "CERTIFICATE") + ca.cert_pem()), &key_pem).unwrap()
-}
-
 /// Every peer's successor and predecessor are the next and previous of `ring`.
 async fn is_ring(handles: &[Handle<Cut>], ring: &[u128]) -> bool {
     let n = ring.len();
@@ -137,13 +114,9 @@ async fn wait_rings(handles: &[Handle<Cut>], rings: &[Vec<u128>], within: Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_ring_heals_into_one() {
     service::crypto::install_provider();
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
-    let mut c = ChordConfig::new(IdSpace::new(16).unwrap());
+    let (ca, tr) = test_ca();
+    let mut c = fast_chord(16);
     c.successors = 3;
-    c.stabilize_every = Duration::from_millis(100);
-    c.fix_fingers_every = Duration::from_millis(50);
-    c.check_predecessor_every = Duration::from_millis(200);
     c.ring_check_every = Duration::from_millis(500);
     c.rpc_timeout = Duration::from_millis(500);
     c.lookup_timeout = Duration::from_secs(2);
@@ -152,23 +125,14 @@ async fn a_partitioned_ring_heals_into_one() {
     let cut = Arc::new(AtomicBool::new(false));
     let limits = Limits {
         handshake_timeout: Duration::from_millis(500),
-        connect_timeout: Duration::from_millis(500),
-        redial_backoff: Duration::from_millis(100),
-        ..Limits::default()
+        ..fast_limits()
     };
 
     let mut peers = Vec::new();
     for id in IDS {
         let (cfg, half, cut) = (cfg.clone(), half.clone(), cut.clone());
         let rt = PeerRuntime::start(
-            NetConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                advertise: None,
-                identity: identity(&ca, id),
-                trust: tr.clone(),
-                crl_refresh: None,
-                limits: limits.clone(),
-            },
+            net_config(peer_identity(&ca, id), &tr, limits.clone()),
             move |me| Cut {
                 node: ChordNode::new(cfg, me, [id as u8; 32]),
                 mine: half.contains(&id),

@@ -5,18 +5,18 @@
 //! forwards is survived.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/common.rs"]
-mod common;
+mod support;
 
-use common::{layer2_identity, now_unix, trust};
+use support::{
+    fast_chord, layer2_member, layer2_space, membership_of, net_config, now_unix,
+    successors_in_order, test_ca,
+};
 
-use enroll::Role;
 use enroll::cert::Ca;
 use net::{
-    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, Membership, NetConfig,
-    PeerRuntime, SosCounters, SosLink,
+    CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, PeerRuntime, SosCounters, SosLink,
 };
-use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
+use overlay::secure::{FirstHops, Routing, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -33,12 +33,7 @@ struct Member {
 }
 
 fn issue(ca: &Ca, id: u128) -> Member {
-    let role = match id {
-        CSP => Role::Csp,
-        CSPG => Role::Cspg,
-        _ => Role::Peer,
-    };
-    let identity = layer2_identity(ca, id, role, 0x11);
+    let identity = layer2_member(ca, id, (CSP, CSPG), 0x11);
     Member {
         chain: identity.chain.clone(),
         identity,
@@ -46,13 +41,10 @@ fn issue(ca: &Ca, id: u128) -> Member {
 }
 
 fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(space);
+    let mut c = fast_chord(space.bits());
     c.successors = 3;
     c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(100);
     c.fix_fingers_every = Duration::from_millis(30);
-    c.check_predecessor_every = Duration::from_millis(200);
-    c.ring_check_every = Duration::from_secs(1);
     // Generous: the test shares two cores with whatever else runs.
     c.rpc_timeout = Duration::from_millis(1500);
     c.lookup_timeout = Duration::from_secs(3);
@@ -60,21 +52,7 @@ fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
 }
 
 async fn converged(handles: &[Handle<Instrumented>]) -> bool {
-    let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
-    ids.sort();
-    for h in handles {
-        let me = h.contact().id;
-        let pos = ids.iter().position(|i| *i == me).unwrap();
-        let want = ids[(pos + 1) % ids.len()];
-        let succ = h
-            .call(|n, _| n.node.chord().successor().map(|c| c.id))
-            .await
-            .unwrap();
-        if succ != Some(want) {
-            return false;
-        }
-    }
-    true
+    successors_in_order(handles, |n| n.node.chord().successor().map(|c| c.id)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,18 +69,13 @@ async fn a_secure_call_rings_between_outbound_only_peers() {
 
 async fn secure_call(natted: &[u128]) {
     service::crypto::install_provider();
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
-    let space = IdSpace::new(10).unwrap();
-    // One layer holds everyone: [1, 1000) is layer 2.
-    let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+    let (ca, tr) = test_ca();
+    let (space, arcs) = layer2_space();
     let members: Vec<Member> = IDS.iter().map(|i| issue(&ca, *i)).collect();
 
     // Membership from the certificates alone (addresses come once the peers listen).
-    let mut membership = Membership::new(arcs);
-    for m in &members {
-        membership.add(&tr, &m.chain, None).unwrap();
-    }
+    let chains = members.iter().map(|m| (&m.chain[..], None));
+    let mut membership = membership_of(arcs, &tr, chains);
     assert_eq!(membership.directory.csps[1], vec![NodeId(CSP)]);
     assert_eq!(membership.directory.cspgs[1], vec![NodeId(CSPG)]);
     // A certificate from another CA is refused.
@@ -137,14 +110,7 @@ async fn secure_call(natted: &[u128]) {
     let mut first: Option<Contact> = None;
     for m in &members {
         let identity = m.identity.clone();
-        let net_cfg = NetConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: None,
-            identity: m.identity.clone(),
-            trust: tr.clone(),
-            crl_refresh: None,
-            limits: Limits::default(),
-        };
+        let net_cfg = net_config(m.identity.clone(), &tr, Limits::default());
         let (chord, ctx, log) = (chord.clone(), ctx.clone(), log.clone());
         let id = identity.node_id.0;
         let signer = net::CertSigner::from_identity(&identity).unwrap();
@@ -190,10 +156,12 @@ async fn secure_call(natted: &[u128]) {
         std::mem::forget(rt.task);
     }
     // Now every address is known: publish the directory with the CSP/CSPG addresses.
-    let mut with_addrs = Membership::new(arcs);
-    for (m, h) in members.iter().zip(&handles) {
-        with_addrs.add(&tr, &m.chain, h.contact().addr).unwrap();
-    }
+    let chains = members.iter().zip(&handles);
+    let with_addrs = membership_of(
+        arcs,
+        &tr,
+        chains.map(|(m, h)| (&m.chain[..], h.contact().addr)),
+    );
     let ctx = with_addrs.context(cfg.clone());
     for h in &handles {
         let ctx = ctx.clone();

@@ -4,19 +4,18 @@
 //! the 180/200/ACK/BYE carried between A and B directly. Skips loudly without `sipp`.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/common.rs"]
-mod common;
-#[path = "../../sip/tests/support/sipp.rs"]
-mod sipp;
+mod support;
 
-use common::{layer2_identity, trust};
+use support::{
+    layer2_member, layer2_space, membership_of, net_config, successors_in_order, test_ca,
+};
+use testkit::sipp;
 
-use enroll::Role;
 use enroll::cert::Ca;
-use net::{CertSigner, Handle, Identity, Limits, Membership, NetConfig, PeerRuntime, SecureCore};
+use net::{CertSigner, Handle, Identity, Limits, PeerRuntime, SecureCore};
 use node::PeerCore;
-use overlay::secure::{LayerArcs, Routing, SecureConfig};
-use overlay::{ChordConfig, Contact, IdSpace, NodeId};
+use overlay::secure::{Routing, SecureConfig};
+use overlay::{ChordConfig, Contact, NodeId};
 use rustls::pki_types::CertificateDer;
 use sip::driver::DriverLimits;
 use sip::{FrontEnd, FrontEndConfig};
@@ -30,39 +29,19 @@ const A: u128 = 600;
 const B: u128 = 350;
 
 fn issue(ca: &Ca, id: u128) -> (Identity, Vec<CertificateDer<'static>>) {
-    let role = match id {
-        CSP => Role::Csp,
-        CSPG => Role::Cspg,
-        _ => Role::Peer,
-    };
-    let identity = layer2_identity(ca, id, role, 0x22);
+    let identity = layer2_member(ca, id, (CSP, CSPG), 0x22);
     let chain = identity.chain.clone();
     (identity, chain)
 }
 
 async fn ring_ok(handles: &[Handle<PeerCore>]) -> bool {
-    let mut ids: Vec<NodeId> = handles.iter().map(|h| h.contact().id).collect();
-    ids.sort();
-    for h in handles {
-        let pos = ids.iter().position(|i| *i == h.contact().id).unwrap();
-        let want = ids[(pos + 1) % ids.len()];
-        let succ = h
-            .call(|n, _| n.node().chord().successor().map(|c| c.id))
-            .await
-            .unwrap();
-        if succ != Some(want) {
-            return false;
-        }
-    }
-    true
+    successors_in_order(handles, |n| n.node().chord().successor().map(|c| c.id)).await
 }
 
 async fn calls_over_tls(transport: &str) {
     service::crypto::install_provider();
-    let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
-    let tr = trust(&ca);
-    let space = IdSpace::new(10).unwrap();
-    let arcs = LayerArcs::new(space, [0, 1, 1000]).unwrap();
+    let (ca, tr) = test_ca();
+    let (space, arcs) = layer2_space();
     let members: Vec<_> = IDS.iter().map(|i| issue(&ca, *i)).collect();
     let mut chord = ChordConfig::new(space);
     chord.successors = 3;
@@ -73,24 +52,14 @@ async fn calls_over_tls(transport: &str) {
     chord.lookup_timeout = Duration::from_secs(1);
     let chord = Arc::new(chord);
     let cfg = Arc::new(SecureConfig::default());
-    let mut membership = Membership::new(arcs);
-    for (_, chain) in &members {
-        membership.add(&tr, chain, None).unwrap();
-    }
+    let membership = membership_of(arcs, &tr, members.iter().map(|(_, c)| (&c[..], None)));
     let ctx = membership.context(cfg.clone());
 
     let mut handles = Vec::new();
     let mut app_rx = Vec::new();
     let mut first: Option<Contact> = None;
     for (identity, _) in &members {
-        let net_cfg = NetConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise: None,
-            identity: identity.clone(),
-            trust: tr.clone(),
-            crl_refresh: None,
-            limits: Limits::default(),
-        };
+        let net_cfg = net_config(identity.clone(), &tr, Limits::default());
         let (chord, ctx) = (chord.clone(), ctx.clone());
         let seed = [identity.node_id.0 as u8; 32];
         let signer = CertSigner::from_identity(identity).unwrap();
@@ -128,10 +97,12 @@ async fn calls_over_tls(transport: &str) {
         handles.push(rt.handle.clone());
         std::mem::forget(rt.task);
     }
-    let mut with_addrs = Membership::new(arcs);
-    for ((_, chain), h) in members.iter().zip(&handles) {
-        with_addrs.add(&tr, chain, Some(h.local_addr())).unwrap();
-    }
+    let chains = members.iter().zip(&handles);
+    let with_addrs = membership_of(
+        arcs,
+        &tr,
+        chains.map(|((_, c), h)| (&c[..], Some(h.local_addr()))),
+    );
     let ctx = with_addrs.context(cfg);
     for h in &handles {
         let ctx = ctx.clone();

@@ -3,18 +3,16 @@
 //! broken connections are refused, logged and counted, and the peer stays healthy.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-#[path = "support/common.rs"]
-mod common;
+mod support;
 
-use common::{AnyServer, converged, hello_bytes, init_logs, now_unix, owner_of, trust};
+use support::{
+    Probe, Seen, check_lookups, fast_chord, fast_limits, hello_bytes, init_logs, issue, now_unix,
+    peer_identity, test_ca, tls_connect,
+};
 
-use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
-use enroll::{Layer, Role};
-use net::{Handle, Identity, Limits, NetConfig, Peer, PeerRuntime, Trust};
-use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::collections::VecDeque;
+use enroll::cert::Ca;
+use net::{Handle, NetConfig, PeerRuntime, Trust};
+use overlay::{ChordNode, Contact, Message, NodeId, Transmit};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,67 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BITS: u32 = 16;
 
-struct Issued {
-    chain_pem: String,
-    key_pem: String,
-    serial: Vec<u8>,
-}
-
-fn issue(ca: &Ca, id: u128, serial: u8) -> Issued {
-    let (key_pem, csr) = new_key_and_csr().unwrap();
-    let csr = Csr::from_pem(&csr).unwrap();
-    let t = now_unix();
-    let der = ca
-        .issue(
-            &csr,
-            &Binding {
-                node_id: NodeId(id),
-                layer: Layer::ONE,
-                role: Role::Peer,
-            },
-            [serial; 16],
-            t - 60,
-            t + 3600,
-        )
-        .unwrap();
-    let serial = enroll::identity_from_cert(&der).unwrap().serial;
-    Issued {
-        chain_pem: der_to_pem(&der, "CERTIFICATE") + ca.cert_pem(),
-        key_pem,
-        serial,
-    }
-}
-
-fn chord_config() -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(IdSpace::new(BITS).unwrap());
-    c.stabilize_every = Duration::from_millis(100);
-    c.fix_fingers_every = Duration::from_millis(50);
-    c.check_predecessor_every = Duration::from_millis(200);
-    c.ring_check_every = Duration::from_secs(1);
-    c.rpc_timeout = Duration::from_millis(300);
-    c.lookup_timeout = Duration::from_secs(1);
-    Arc::new(c)
-}
-
-fn limits() -> Limits {
-    Limits {
-        handshake_timeout: Duration::from_millis(400),
-        connect_timeout: Duration::from_millis(500),
-        redial_backoff: Duration::from_millis(100),
-        ..Limits::default()
-    }
-}
-
 fn net_config(ca: &Ca, tr: &Trust, id: u128) -> NetConfig {
-    let is = issue(ca, id, (id % 250) as u8 + 1);
-    NetConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: None,
-        identity: Identity::from_pem(&is.chain_pem, &is.key_pem).unwrap(),
-        trust: tr.clone(),
-        crl_refresh: None,
-        limits: limits(),
-    }
+    support::net_config(peer_identity(ca, id), tr, fast_limits())
 }
 
 async fn start_chord(
@@ -91,56 +30,22 @@ async fn start_chord(
     id: u128,
     bootstrap: Option<Contact>,
 ) -> PeerRuntime<ChordNode> {
-    let cfg = chord_config();
-    let rt = PeerRuntime::start(net_config(ca, tr, id), move |me| {
-        ChordNode::new(cfg, me, [id as u8; 32])
-    })
-    .await
-    .unwrap();
-    rt.handle
-        .call(move |n, now| match bootstrap {
-            None => n.create(now),
-            Some(b) => n.join(now, b),
-        })
-        .await
-        .unwrap();
-    rt
+    let chord = Arc::new(fast_chord(BITS));
+    support::start_chord(net_config(ca, tr, id), chord, id, bootstrap).await
 }
 
 async fn wait_converged(handles: &[Handle<ChordNode>], ids: &[u128]) -> Duration {
-    let t0 = Instant::now();
-    while !converged(handles, ids).await {
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "ring did not converge"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    t0.elapsed()
+    support::wait_converged(handles, ids, Duration::from_secs(15)).await
 }
 
-async fn check_lookups(handles: &[Handle<ChordNode>], ids: &[u128], per_peer: u32) {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for h in handles {
-        for _ in 0..per_peer {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let key = u128::from(x) % (1u128 << BITS);
-            let found = h.lookup(NodeId(key)).await.unwrap();
-            assert_eq!(found.owner.id.0, owner_of(ids, key), "key {key}");
-            assert_eq!(*found.path.first().unwrap(), h.contact().id);
-            assert_eq!(*found.path.last().unwrap(), found.owner.id);
-            assert!(found.owner.addr.is_some());
-        }
-    }
+async fn check_lookups_from(handles: &[Handle<ChordNode>], ids: &[u128], per_peer: u32) {
+    check_lookups(handles, ids, per_peer, (0x9e37_79b9_7f4a_7c15, BITS)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_peers_form_a_ring_over_tls() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let ids = [100u128, 9_000, 20_000, 40_000, 60_000];
     let first = start_chord(&ca, &tr, ids[0], None).await;
     let boot = first.handle.contact();
@@ -151,7 +56,7 @@ async fn five_peers_form_a_ring_over_tls() {
     let handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
     let took = wait_converged(&handles, &ids).await;
     eprintln!("5 peers converged in {took:?}");
-    check_lookups(&handles, &ids, 20).await;
+    check_lookups_from(&handles, &ids, 20).await;
     for h in &handles {
         let s = h.stats();
         assert_eq!(
@@ -170,7 +75,7 @@ async fn five_peers_form_a_ring_over_tls() {
     let handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
     let took = wait_converged(&handles, &rest).await;
     eprintln!("healed after a graceful leave in {took:?}");
-    check_lookups(&handles, &rest, 10).await;
+    check_lookups_from(&handles, &rest, 10).await;
     for p in peers {
         p.handle.shutdown().await.unwrap();
     }
@@ -182,26 +87,7 @@ async fn five_peers_form_a_ring_over_tls() {
 /// `extra`. Returns true if the peer closed the connection (or refused the handshake)
 /// within two seconds.
 async fn rogue(to: SocketAddr, chain_pem: &str, key_pem: &str, claim: u128, extra: &[u8]) -> bool {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(
-            provider.signature_verification_algorithms,
-        )))
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(to).await.unwrap();
-    let name = ServerName::try_from("rogue.invalid").unwrap();
-    let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-    else {
+    let Ok(mut tls) = tls_connect(to, chain_pem, key_pem).await else {
         return true;
     };
     let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -221,37 +107,16 @@ async fn rogue(to: SocketAddr, chain_pem: &str, key_pem: &str, claim: u128, extr
     }
 }
 
-/// Tokens a [`Sender`] received.
-type Got = Arc<std::sync::Mutex<Vec<u64>>>;
-
-/// A minimal core that sends what it is told to: lets a test make the runtime dial any
-/// contact.
-#[derive(Default)]
-struct Sender {
-    out: VecDeque<Transmit>,
-    /// Tokens of the Pings received.
-    got: Got,
-}
-
-impl net::Core for Sender {
-    type Event = ();
-    fn handle_message(&mut self, _: Time, _: &Peer, msg: Message) {
-        if let Message::Ping { token } = msg {
-            self.got.lock().unwrap().push(token);
-        }
-    }
-    fn handle_timeout(&mut self, _: Time) {}
-    fn handle_not_sent(&mut self, _: Time, _: NodeId, _: &Message) {}
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
-    }
-    fn poll_event(&mut self) -> Option<()> {
-        None
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        None
-    }
-    fn leave(&mut self, _: Time) {}
+/// The tokens of the Pings a [`Probe`] received, in order.
+fn ping_tokens(seen: &Seen) -> Vec<u64> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Ping { token } => Some(*token),
+            _ => None,
+        })
+        .collect()
 }
 
 fn last_refusal(h: &Handle<ChordNode>) -> String {
@@ -263,21 +128,13 @@ fn last_refusal(h: &Handle<ChordNode>) -> String {
 }
 
 async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_for(what, Duration::from_secs(3), f).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     let ids = [1_000u128, 30_000];
     let a = start_chord(&ca, &tr, ids[0], None).await;
     let b = start_chord(&ca, &tr, ids[1], Some(a.handle.contact())).await;
@@ -355,9 +212,7 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
     // 7. The inbound cap: with one slot, a second connection is closed at once.
     let mut cfg = net_config(&ca, &tr, 54_321);
     cfg.limits.max_inbound = 1;
-    let capped = PeerRuntime::start(cfg, |_| Sender::default())
-        .await
-        .unwrap();
+    let capped = PeerRuntime::start(cfg, |_| Probe::default()).await.unwrap();
     let caddr = capped.handle.local_addr();
     let _hog = tokio::net::TcpStream::connect(caddr).await.unwrap();
     let ch = capped.handle.clone();
@@ -369,7 +224,7 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
     capped.handle.shutdown().await.unwrap();
 
     // 8. Outbound: dial a contact whose address belongs to another Node-ID.
-    let sender = PeerRuntime::start(net_config(&ca, &tr, 12_345), |_| Sender::default())
+    let sender = PeerRuntime::start(net_config(&ca, &tr, 12_345), |_| Probe::default())
         .await
         .unwrap();
     let wrong = Contact::new(NodeId(4242), addr);
@@ -392,7 +247,7 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
 
     // The peer is still healthy: the ring holds and lookups end at the true owner.
     wait_converged(&handles, &ids).await;
-    check_lookups(&handles, &ids, 10).await;
+    check_lookups_from(&handles, &ids, 10).await;
     eprintln!("{:#?}", h.stats());
     a.handle.shutdown().await.unwrap();
     b.handle.shutdown().await.unwrap();
@@ -404,29 +259,22 @@ async fn hostile_connections_are_refused_and_the_peer_stays_healthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_dialling_each_other_at_once_lose_no_frame() {
     init_logs("net=warn");
-    let ca = Ca::generate("test E&A", now_unix(), 1).unwrap();
-    let tr = trust(&ca);
+    let (ca, tr) = test_ca();
     for pair in 0..12u128 {
         let (ia, ib) = (20_000 + 2 * pair, 20_001 + 2 * pair);
         let (ga, gb) = (Arc::default(), Arc::default());
         let (ga2, gb2) = (Arc::clone(&ga), Arc::clone(&gb));
-        let a = PeerRuntime::start(net_config(&ca, &tr, ia), move |_| Sender {
-            got: ga2,
-            ..Sender::default()
-        })
-        .await
-        .unwrap();
-        let b = PeerRuntime::start(net_config(&ca, &tr, ib), move |_| Sender {
-            got: gb2,
-            ..Sender::default()
-        })
-        .await
-        .unwrap();
+        let a = PeerRuntime::start(net_config(&ca, &tr, ia), move |_| Probe::recording(ga2))
+            .await
+            .unwrap();
+        let b = PeerRuntime::start(net_config(&ca, &tr, ib), move |_| Probe::recording(gb2))
+            .await
+            .unwrap();
         let (ca_, cb) = (
             Contact::new(NodeId(ia), a.handle.local_addr()),
             Contact::new(NodeId(ib), b.handle.local_addr()),
         );
-        let send = |h: Handle<Sender>, to: Contact| async move {
+        let send = |h: Handle<Probe>, to: Contact| async move {
             h.call(move |s, _| {
                 for token in 1..=3 {
                     s.out.push_back(Transmit {
@@ -439,20 +287,20 @@ async fn peers_dialling_each_other_at_once_lose_no_frame() {
             .unwrap();
         };
         tokio::join!(send(a.handle.clone(), cb), send(b.handle.clone(), ca_));
-        let (ga, gb): (Got, Got) = (ga, gb);
+        let (ga, gb): (Seen, Seen) = (ga, gb);
         let t0 = Instant::now();
-        while (ga.lock().unwrap().len() < 3 || gb.lock().unwrap().len() < 3)
+        while (ping_tokens(&ga).len() < 3 || ping_tokens(&gb).len() < 3)
             && t0.elapsed() < Duration::from_secs(3)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(
-            *ga.lock().unwrap(),
+            ping_tokens(&ga),
             vec![1, 2, 3],
             "pair {pair}: frames to A lost"
         );
         assert_eq!(
-            *gb.lock().unwrap(),
+            ping_tokens(&gb),
             vec![1, 2, 3],
             "pair {pair}: frames to B lost"
         );

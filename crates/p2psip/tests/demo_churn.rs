@@ -8,41 +8,33 @@
 //! (`p2psip demo --kill-fraction 0.2`, see the issue-9 report).
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+mod support;
+
+use support::ok_json;
 
 #[test]
 fn a_fifth_of_the_peers_killed_under_calls_and_the_rest_recover() {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args([
-            "demo",
-            "--peers",
-            "56",
-            "--calls",
-            "0",
-            "--no-baseline",
-            "--concurrency",
-            "4",
-            "--kill-fraction",
-            "0.2",
-            "--churn-before-s",
-            "4",
-            "--churn-after-s",
-            "30",
-            "--churn-window-ms",
-            "2000",
-            "--churn-ring-within-ms",
-            "8000",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v = ok_json(&[
+        "demo",
+        "--peers",
+        "56",
+        "--calls",
+        "0",
+        "--no-baseline",
+        "--concurrency",
+        "4",
+        "--kill-fraction",
+        "0.2",
+        "--churn-before-s",
+        "4",
+        "--churn-after-s",
+        "30",
+        "--churn-window-ms",
+        "2000",
+        "--churn-ring-within-ms",
+        "8000",
+        "--json",
+    ]);
     let c = &v["churn"];
     eprintln!("{c}");
     // 56 peers: 16 CSPs/CSPGs, 1617 (the paper's dropper) and 39 ordinary; a fifth of those.

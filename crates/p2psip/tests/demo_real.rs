@@ -4,30 +4,22 @@
 //! scenario (the INVITE seen only by CSPGs, the CSP and the callee).
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+mod support;
+
+use support::ok_json;
 
 #[test]
 fn small_real_demo_reports_ringing_calls_as_json() {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args([
-            "demo",
-            "--peers",
-            "32",
-            "--calls",
-            "50",
-            "--concurrency",
-            "2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let v = ok_json(&[
+        "demo",
+        "--peers",
+        "32",
+        "--calls",
+        "50",
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
     assert_eq!(v["mode"], "real");
     assert_eq!(v["peers"], 32);
     assert_eq!(v["csp"], 13);

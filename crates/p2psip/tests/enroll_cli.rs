@@ -2,63 +2,20 @@
 //! the CLI, `p2psip enroll` writing a node directory, and `kill -9` losing no certificate.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-#[path = "support/cli.rs"]
-mod cli;
+mod support;
 
-use cli::{BIN, ok, run};
+use support::{Proc, create_token, ea_command, enroll, ok, run, start_ea};
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-struct Server {
-    child: Child,
-    url: String,
-    // Kept open so the server's stdout never hits a closed pipe.
-    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "enroll-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--id-bits",
-            "11",
-        ])
-        .arg("--data")
-        .arg(data)
-        .args([
-            "--sos-url",
-            "http://127.0.0.1:7500",
-            "--stun-url",
-            "stun:127.0.0.1:3478",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
-    let second = lines.next().unwrap().unwrap();
-    assert!(second.starts_with("ca-fingerprint "), "{second}");
-    Server {
-        child,
-        url,
-        _stdout: lines,
-    }
+/// The E&A on a free port with 11-bit Node-IDs, handing out an SOS and a STUN URL.
+fn start(data: &Path) -> (Proc, String) {
+    start_ea(ea_command(data, 11).args([
+        "--sos-url",
+        "http://127.0.0.1:7500",
+        "--stun-url",
+        "stun:127.0.0.1:3478",
+    ]))
 }
 
 #[test]
@@ -66,39 +23,27 @@ fn enroll_server_and_client_processes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("ea");
     let data_s = data.to_str().unwrap();
-    let mut server = start(&data);
+    let (mut server, url) = start(&data);
 
-    let token = ok(run(&[
-        "enroll-server",
-        "token",
-        "create",
-        "--data",
-        data_s,
-        "--role",
-        "csp",
-        "--uses",
-        "1",
-    ]));
-    let token = token.trim();
+    let token = create_token(&data, &["--role", "csp", "--uses", "1"]);
+    let token = token.as_str();
     assert!(token.starts_with("p2pt_"), "{token}");
 
     let out = tmp.path().join("node-a");
     let out_s = out.to_str().unwrap();
-    let printed = ok(run(&[
-        "enroll",
-        "--server",
-        &server.url,
-        "--token",
+    let printed = enroll(
+        &url,
         token,
-        "--role",
-        "csp",
-        "--location",
-        "-33.87,151.21",
-        "--listen",
-        "127.0.0.1:6001",
-        "--out",
-        out_s,
-    ]));
+        &out,
+        &[
+            "--role",
+            "csp",
+            "--location",
+            "-33.87,151.21",
+            "--listen",
+            "127.0.0.1:6001",
+        ],
+    );
     assert!(printed.contains("role csp"), "{printed}");
 
     // Key 0600, chain = own certificate + CA, node config readable by the peer.
@@ -133,7 +78,7 @@ fn enroll_server_and_client_processes() {
     let again = run(&[
         "enroll",
         "--server",
-        &server.url,
+        &url,
         "--token",
         token,
         "--out",
@@ -145,12 +90,7 @@ fn enroll_server_and_client_processes() {
     // Renewal keeps ID and key.
     let key_before = std::fs::read_to_string(out.join("key.pem")).unwrap();
     let printed = ok(run(&[
-        "enroll",
-        "--server",
-        &server.url,
-        "--renew",
-        "--out",
-        out_s,
+        "enroll", "--server", &url, "--renew", "--out", out_s,
     ]));
     assert!(
         printed.contains(&format!("node {}", cfg.node_id)),
@@ -181,7 +121,7 @@ fn enroll_server_and_client_processes() {
     drop(server);
 
     // Restart reuses the CA; parameters are pinned.
-    let server = start(&data);
+    let (server, _) = start(&data);
     let ca_after = run(&["enroll-server", "token", "create", "--data", data_s]);
     assert!(ca_after.status.success());
     drop(server);

@@ -9,55 +9,26 @@ use enroll::cert::{identity_from_cert, new_key_and_csr, pem_to_der};
 use enroll::client::EnrollClient;
 use enroll::{Capabilities, EnrollRequest};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+mod support;
+
+use support::{Proc, create_token, ea_command, kill_mid_stream, start_ea};
+
 const TOKEN_USES: u64 = 100_000;
 
-/// Start `p2psip enroll-server` on a free port; returns the child (with its stdout, kept
-/// open so the server's later prints do not fail) and its base URL.
-fn start(data: &Path) -> ((Child, BufReader<ChildStdout>), String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "enroll-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--id-bits",
-            "32",
-        ])
-        .args(["--rate-per-sec", "0", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn p2psip enroll-server");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    let mut out = BufReader::new(stdout);
-    out.read_line(&mut line).expect("read listening line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    ((child, out), url)
-}
-
-fn create_token(data: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["enroll-server", "token", "create", "--uses"])
-        .arg(TOKEN_USES.to_string())
-        .arg("--data")
-        .arg(data)
-        .output()
-        .expect("token create");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+/// Start `p2psip enroll-server` on a free port, without a rate limit; returns the process
+/// and its base URL.
+fn start(data: &Path) -> (Proc, String) {
+    start_ea(
+        ea_command(data, 32)
+            .args(["--rate-per-sec", "0"])
+            .stderr(Stdio::null()),
+    )
 }
 
 fn request(token: &str, csr: String) -> EnrollRequest {
@@ -83,8 +54,8 @@ fn acknowledged_enrollments_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ea");
     // The data directory (CA, database) is created by the first command.
-    let token = create_token(&data);
-    let ((mut child, _out), url) = start(&data);
+    let token = create_token(&data, &["--uses", &TOKEN_USES.to_string()]);
+    let (mut ea, url) = start(&data);
 
     // Keys are made up front so the load is the server's, not the clients' key generation.
     let csrs: Vec<String> = (0..400).map(|_| new_key_and_csr().unwrap().1).collect();
@@ -128,16 +99,7 @@ fn acknowledged_enrollments_survive_kill_9() {
                 }
             }));
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while count.load(Ordering::SeqCst) < 60 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.kill().expect("SIGKILL the E&A");
-        let _ = child.wait();
-        stop.store(true, Ordering::SeqCst);
-        for t in tasks {
-            let _ = t.await;
-        }
+        kill_mid_stream(&mut ea, (&count, 60), Duration::from_secs(60), &stop, tasks).await;
     });
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(
@@ -192,7 +154,7 @@ fn acknowledged_enrollments_survive_kill_9() {
     );
 
     // Restart on the same directory; clients retry with back-off until it answers.
-    let ((mut child, _out), url) = start(&data);
+    let (mut ea, url) = start(&data);
     rt.block_on(async {
         let client = EnrollClient::new(&url).unwrap();
         let mut fresh = BTreeSet::new();
@@ -220,6 +182,6 @@ fn acknowledged_enrollments_survive_kill_9() {
         let crl = reqwest::get(format!("{url}/v1/crl")).await.unwrap();
         assert!(crl.status().is_success());
     });
-    child.kill().unwrap();
-    let _ = child.wait();
+    ea.child.kill().unwrap();
+    let _ = ea.child.wait();
 }

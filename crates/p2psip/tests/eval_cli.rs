@@ -3,6 +3,10 @@
 //! rendered by headless Chromium to a non-trivial screenshot.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::run;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +20,6 @@ const IDS: [&str; 7] = [
     "fig6-trust",
     "fig7-paper",
 ];
-
-fn p2psip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// Decode a PNG; return (width, height, share of non-white pixels, distinct colours seen).
 fn png_stats(path: &Path) -> (u32, u32, f64, usize) {
@@ -117,7 +114,7 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
         r#"{"mode":"loopback","srd_ms":[2.5,3.1,2.8,4.0,3.3,2.9,5.2,3.0]}"#,
     )
     .unwrap();
-    let run = p2psip(&[
+    let eval = run(&[
         "eval",
         "--tiny",
         "--seed",
@@ -128,9 +125,9 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
         demo.to_str().unwrap(),
     ]);
     assert!(
-        run.status.success(),
+        eval.status.success(),
         "{}",
-        String::from_utf8_lossy(&run.stderr)
+        String::from_utf8_lossy(&eval.stderr)
     );
 
     // Every figure as SVG and PNG; the PNGs have drawn content, not a blank canvas.
@@ -226,7 +223,7 @@ fn eval_rejects_a_bad_demo_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let missing = dir.path().join("nope.json");
-    let run = p2psip(&[
+    let eval = run(&[
         "eval",
         "--tiny",
         "--out",
@@ -234,8 +231,8 @@ fn eval_rejects_a_bad_demo_report() {
         "--demo-report",
         missing.to_str().unwrap(),
     ]);
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!eval.status.success());
+    let err = String::from_utf8_lossy(&eval.stderr);
     assert!(err.contains("nope.json"), "{err}");
     assert!(!out.join("report.html").exists());
 }

@@ -10,37 +10,20 @@
 //! non-zero exit status.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-#[path = "support/cli.rs"]
-mod cli;
+mod support;
 
-use cli::{Proc, id_of, ok, run, spawn};
-
-#[path = "../../sip/tests/support/sipp.rs"]
-mod sipp;
+use support::{
+    PeerProc, Proc, create_token, ea_command, enroll, free_port, ok, owner_of, run, spawn,
+    start_ea, status, url_after,
+};
+use testkit::sipp;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, then released: the peer binds it again right away).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Timeouts on top of [`support::FAST_TIMERS`]: room for the secure call flow and the SOS.
 const FAST: &[&str] = &[
-    "--stabilize-ms",
-    "100",
-    "--fix-fingers-ms",
-    "100",
-    "--check-pred-ms",
-    "200",
-    "--ring-check-ms",
-    "1000",
     "--rpc-timeout-ms",
     "500",
     "--lookup-timeout-ms",
@@ -53,60 +36,20 @@ const FAST: &[&str] = &[
     "net=warn,p2psip=info",
 ];
 
-struct PeerProc {
-    proc: Proc,
-    id: u128,
-    dir: PathBuf,
-    /// The SIP front-end's address, when started with `--sip-listen`.
-    sip: Option<std::net::SocketAddr>,
-}
-
 fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
-    let mut args = vec!["peer", "--dir", dir.to_str().unwrap()];
-    args.extend_from_slice(extra);
+    let mut args = extra.to_vec();
+    args.extend_from_slice(support::FAST_TIMERS);
     args.extend_from_slice(FAST);
     let with_sip = extra.contains(&"--sip-listen");
-    let proc = spawn(&args, if with_sip { 4 } else { 3 });
-    let parts: Vec<&str> = proc.first_lines[0].split(' ').collect();
-    assert_eq!(parts[0], "listening", "{:?}", proc.first_lines);
-    assert!(
-        proc.first_lines[2].starts_with("secure "),
-        "{:?}",
-        proc.first_lines
-    );
-    PeerProc {
-        id: parts[1].parse().unwrap(),
-        sip: with_sip.then(|| {
-            let l: Vec<&str> = proc.first_lines[3].split(' ').collect();
-            assert_eq!(&l[..2], ["sip", "udp+tcp"], "{:?}", proc.first_lines);
-            l[2].parse().unwrap()
-        }),
-        proc,
-        dir: dir.to_path_buf(),
+    let mut peer = support::start_peer(dir, &args, if with_sip { 4 } else { 3 });
+    let lines = &peer.proc.first_lines;
+    assert!(lines[2].starts_with("secure "), "{lines:?}");
+    if with_sip {
+        let l: Vec<&str> = lines[3].split(' ').collect();
+        assert_eq!(&l[..2], ["sip", "udp+tcp"], "{lines:?}");
+        peer.sip = Some(l[2].parse().unwrap());
     }
-}
-
-fn status(dir: &Path) -> Option<Value> {
-    let out = run(&["status", "--dir", dir.to_str().unwrap()]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn converged(peers: &[&PeerProc]) -> bool {
-    let mut ids: Vec<u128> = peers.iter().map(|p| p.id).collect();
-    ids.sort();
-    peers.iter().all(|p| {
-        let Some(st) = status(&p.dir) else {
-            return false;
-        };
-        let i = ids.iter().position(|&x| x == p.id).unwrap();
-        let succ = ids[(i + 1) % ids.len()];
-        let pred = ids[(i + ids.len() - 1) % ids.len()];
-        st["successors"].get(0).and_then(id_of) == Some(succ)
-            && id_of(&st["predecessor"]) == Some(pred)
-    })
+    peer
 }
 
 fn call(from: &Path, to: u128) -> (bool, Value) {
@@ -159,19 +102,8 @@ struct Overlay {
 }
 
 fn wait_converged(peers: &[&PeerProc]) {
-    let t0 = Instant::now();
-    while !converged(peers) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no convergence in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!(
-        "{} secure peers converged in {:?}",
-        peers.len(),
-        t0.elapsed()
-    );
+    let took = support::wait_converged(peers, Duration::from_secs(30));
+    eprintln!("{} secure peers converged in {took:?}", peers.len());
 }
 
 fn overlay() -> Overlay {
@@ -187,40 +119,9 @@ fn overlay_with(ab: &[&str]) -> Overlay {
     let sos_url = format!("http://{sos_addr}");
     let data = tmp.path().join("ea");
     let data_s = data.to_str().unwrap();
-    let ea = spawn(
-        &[
-            "enroll-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--id-bits",
-            "16",
-            "--data",
-            data_s,
-            "--sos-url",
-            &sos_url,
-        ],
-        2,
-    );
-    let url = ea.first_lines[0]
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let (ea, url) = start_ea(ea_command(&data, 16).args(["--sos-url", &sos_url]));
     let token = |role: &str, uses: &str| {
-        ok(run(&[
-            "enroll-server",
-            "token",
-            "create",
-            "--data",
-            data_s,
-            "--role",
-            role,
-            "--layer",
-            "2",
-            "--uses",
-            uses,
-        ]))
-        .trim()
-        .to_string()
+        create_token(&data, &["--role", role, "--layer", "2", "--uses", uses])
     };
     let csp_token = token("csp", "1");
     let peer_token = token("peer", "3");
@@ -232,17 +133,7 @@ fn overlay_with(ab: &[&str]) -> Overlay {
     for (i, d) in dirs.iter().enumerate() {
         let listen = format!("127.0.0.1:{}", free_port());
         let tok = if i == 0 { &csp_token } else { &peer_token };
-        ok(run(&[
-            "enroll",
-            "--server",
-            &url,
-            "--token",
-            tok,
-            "--out",
-            d.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ]));
+        enroll(&url, tok, d, &["--listen", &listen]);
     }
 
     let registry = tmp.path().join("registry.json");
@@ -414,6 +305,14 @@ fn outbound_only_peers_call_each_other_and_run_ice() {
 /// The peer database: a peer stopped with SIGTERM (graceful leave) and started again from
 /// the same node directory comes back with its contact cache warm (its next call to the
 /// same callee skips the CSP) and its call history in `peer.db`.
+/// Does a peer's status list `id` among its cached contacts?
+fn caches(status: &Value, id: u128) -> bool {
+    status["cached_contacts"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(id.to_string()))
+}
+
 #[test]
 fn a_restarted_peer_comes_back_with_its_cache_warm() {
     let mut o = overlay();
@@ -422,17 +321,9 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
     assert!(success, "{v}");
     assert_eq!(v["cached"], false, "{v}");
     let st = status(&a_dir).unwrap();
-    assert!(
-        st["cached_contacts"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(b_id.to_string())),
-        "{st}"
-    );
+    assert!(caches(&st, b_id), "{st}");
     // SIGTERM: graceful leave, the database flushed, exit 0.
-    let pid = o.peers[1].proc.child.id().to_string();
-    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
-    let exit = o.peers[1].proc.child.wait().unwrap();
+    let exit = o.peers[1].terminate();
     assert!(exit.success(), "{exit:?}");
     assert!(a_dir.join("peer.db").exists());
     // Started again: the cache and the history come back from peer.db.
@@ -443,13 +334,7 @@ fn a_restarted_peer_comes_back_with_its_cache_warm() {
     let warm = &st["store"]["warm_start"];
     assert!(warm["contacts"].as_u64().unwrap() >= 1, "{st}");
     assert!(warm["calls_in_history"].as_u64().unwrap() >= 1, "{st}");
-    assert!(
-        st["cached_contacts"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!(b_id.to_string())),
-        "{st}"
-    );
+    assert!(caches(&st, b_id), "{st}");
     let (success, v) = call(&a_dir, b_id);
     assert!(success, "{v}");
     assert_eq!(
@@ -483,56 +368,12 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     // calls her phone (a SIPp UAS behind B's front-end) through the secure call flow.
     let a_dir = o.peers[1].dir.clone();
     let out = rt.block_on(async move {
-        let uas_port = sipp::free_port();
-        let uas = tokio::process::Command::new("timeout")
-            .args([
-                "60",
-                "sipp",
-                "-sn",
-                "uas",
-                "-t",
-                "u1",
-                "-i",
-                "127.0.0.1",
-                "-p",
-            ])
-            .arg(uas_port.to_string())
-            .args(["-nostdin", "-m", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let port = uas_port.to_string();
-        let reg = sipp::scenario("register-keep.xml");
-        sipp::run_ok(
-            sipp::sipp_cmd(
-                "u1",
-                fb,
-                &[
-                    "-sf",
-                    &reg,
-                    "-s",
-                    "carol",
-                    "-key",
-                    "contact_port",
-                    &port,
-                    "-m",
-                    "1",
-                ],
-            ),
-            "register carol",
-        )
-        .await;
+        let (uas, uas_port) = sipp::spawn_uas("u1", 1);
+        sipp::register_uas("u1", fb, "carol", uas_port).await;
         let v = tokio::task::spawn_blocking(move || call_to(&a_dir, "sip:carol@p2psip.test"))
             .await
             .unwrap();
-        let uas = tokio::time::timeout(Duration::from_secs(20), uas.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        (v, uas)
+        (v, sipp::finish_uas(uas).await)
     });
     let ((success, v), uas) = out;
     assert!(success, "{v}");
@@ -550,7 +391,7 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     let key = sip::aor_key(space, "sip:bob@p2psip.test").0;
     let mut ids: Vec<u128> = o.peers.iter().map(|p| p.id).collect();
     ids.sort();
-    let owner = ids.iter().copied().find(|&i| i >= key).unwrap_or(ids[0]);
+    let owner = owner_of(&ids, key);
     let idx = o.peers.iter().position(|p| p.id == owner).unwrap();
     let has_key = |dir: &Path| {
         status(dir).unwrap()["record_keys"]
@@ -569,12 +410,7 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
     o.peers[idx].proc.child.wait().unwrap();
     let _ = std::fs::remove_file(dir.join("control.addr"));
     // Join through another member (the CSP's node.json has no bootstrap of its layer).
-    let other = &o.peers[(idx + 1) % o.peers.len()];
-    let boot = format!(
-        "{}@{}",
-        other.id,
-        other.proc.first_lines[0].split(' ').nth(2).unwrap()
-    );
+    let boot = o.peers[(idx + 1) % o.peers.len()].bootstrap();
     o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
     let st = status(&dir).unwrap();
     assert!(
@@ -587,19 +423,12 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
 
     // SIGTERM: graceful leave, the records go to the successor, and peer.db forgets them
     // (a restart must not resurrect records someone else now owns).
-    let pid = o.peers[idx].proc.child.id().to_string();
-    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
-    assert!(o.peers[idx].proc.child.wait().unwrap().success());
+    assert!(o.peers[idx].terminate().success());
     let pos = ids.iter().position(|&i| i == owner).unwrap();
     let succ = ids[(pos + 1) % ids.len()];
     let succ_dir = o.peers.iter().find(|p| p.id == succ).unwrap().dir.clone();
     assert!(has_key(&succ_dir), "the successor {succ} lacks key {key}");
-    let other = &o.peers[(idx + 1) % o.peers.len()];
-    let boot = format!(
-        "{}@{}",
-        other.id,
-        other.proc.first_lines[0].split(' ').nth(2).unwrap()
-    );
+    let boot = o.peers[(idx + 1) % o.peers.len()].bootstrap();
     o.peers[idx] = start_peer(&dir, &["--bootstrap", &boot]);
     let st = status(&dir).unwrap();
     assert_eq!(st["store"]["warm_start"]["records"], 0, "{st}");
@@ -613,23 +442,7 @@ fn sipp_calls_between_front_ends_on_two_peer_processes() {
 fn calls_cross_layers_through_the_cspgs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("ea");
-    let data_s = data.to_str().unwrap();
-    let ea = spawn(
-        &[
-            "enroll-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--id-bits",
-            "16",
-            "--data",
-            data_s,
-        ],
-        2,
-    );
-    let url = ea.first_lines[0]
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let (_ea, url) = start_ea(&mut ea_command(&data, 16));
     // This SOS follows E&A's directory for reporter keys (started before anyone enrolled).
     let sos = spawn(
         &[
@@ -645,10 +458,7 @@ fn calls_cross_layers_through_the_cspgs() {
         ],
         1,
     );
-    let sos_url = sos.first_lines[0]
-        .strip_prefix("sos listening on ")
-        .unwrap()
-        .to_string();
+    let sos_url = url_after(&sos, "sos listening on ");
     let specs = [
         ("cspg", "1"),
         ("cspg", "2"),
@@ -661,29 +471,10 @@ fn calls_cross_layers_through_the_cspgs() {
     ];
     let mut dirs = Vec::new();
     for (i, (role, layer)) in specs.iter().enumerate() {
-        let tok = ok(run(&[
-            "enroll-server",
-            "token",
-            "create",
-            "--data",
-            data_s,
-            "--role",
-            role,
-            "--layer",
-            layer,
-        ]));
+        let tok = create_token(&data, &["--role", role, "--layer", layer]);
         let d = tmp.path().join(format!("n{i}"));
-        ok(run(&[
-            "enroll",
-            "--server",
-            &url,
-            "--token",
-            tok.trim(),
-            "--out",
-            d.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ]));
+        let listen = format!("127.0.0.1:{}", free_port());
+        enroll(&url, &tok, &d, &["--listen", &listen]);
         dirs.push(d);
     }
     // The CSPGs start their layers' rings; everyone else joins its own layer's.

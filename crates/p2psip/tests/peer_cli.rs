@@ -4,25 +4,18 @@
 //! is refused.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-#[path = "support/cli.rs"]
-mod cli;
+mod support;
 
-use cli::{Proc, id_of, ok, run, spawn};
+use support::{
+    PeerProc, create_token, ea_command, enroll, id_of, ok, owner_of, run, spawn, start_ea,
+};
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Timeouts on top of [`support::FAST_TIMERS`].
 const FAST: &[&str] = &[
-    "--stabilize-ms",
-    "100",
-    "--fix-fingers-ms",
-    "100",
-    "--check-pred-ms",
-    "200",
-    "--ring-check-ms",
-    "1000",
     "--rpc-timeout-ms",
     "300",
     "--lookup-timeout-ms",
@@ -31,70 +24,22 @@ const FAST: &[&str] = &[
     "net=warn,p2psip=info",
 ];
 
-struct PeerProc {
-    proc: Proc,
-    id: u128,
-    addr: String,
-    dir: PathBuf,
-}
-
 fn start_peer(dir: &Path, extra: &[&str]) -> PeerProc {
-    let mut args = vec![
-        "peer",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
+    let mut args = vec!["--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
+    args.extend_from_slice(support::FAST_TIMERS);
     args.extend_from_slice(FAST);
-    let proc = spawn(&args, 2);
-    let parts: Vec<&str> = proc.first_lines[0].split(' ').collect();
-    assert_eq!(parts[0], "listening", "{:?}", proc.first_lines);
-    assert!(proc.first_lines[1].starts_with("control http://"));
-    PeerProc {
-        id: parts[1].parse().unwrap(),
-        addr: parts[2].to_string(),
-        proc,
-        dir: dir.to_path_buf(),
-    }
+    let peer = support::start_peer(dir, &args, 2);
+    assert!(peer.proc.first_lines[1].starts_with("control http://"));
+    peer
 }
 
 fn status(p: &PeerProc) -> Option<Value> {
-    let out = run(&["status", "--dir", p.dir.to_str().unwrap()]);
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn converged(peers: &[&PeerProc]) -> bool {
-    let mut ids: Vec<u128> = peers.iter().map(|p| p.id).collect();
-    ids.sort();
-    peers.iter().all(|p| {
-        let Some(st) = status(p) else { return false };
-        let i = ids.iter().position(|&x| x == p.id).unwrap();
-        let succ = ids[(i + 1) % ids.len()];
-        let pred = ids[(i + ids.len() - 1) % ids.len()];
-        st["successors"].get(0).and_then(id_of) == Some(succ)
-            && st["predecessor"].as_object().is_some()
-            && id_of(&st["predecessor"]) == Some(pred)
-    })
+    support::status(&p.dir)
 }
 
 fn wait_converged(peers: &[&PeerProc]) -> Duration {
-    let t0 = Instant::now();
-    while !converged(peers) {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no convergence");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t0.elapsed()
-}
-
-fn owner(ids: &[u128], key: u128) -> u128 {
-    let mut s = ids.to_vec();
-    s.sort();
-    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
+    support::wait_converged(peers, Duration::from_secs(20))
 }
 
 fn check_lookups(peers: &[&PeerProc], bits: u32) {
@@ -114,7 +59,11 @@ fn check_lookups(peers: &[&PeerProc], bits: u32) {
                 &k.to_string(),
             ]));
             let v: Value = serde_json::from_str(&out).unwrap();
-            assert_eq!(id_of(&v["owner"]), Some(owner(&ids, k)), "key {k}: {out}");
+            assert_eq!(
+                id_of(&v["owner"]),
+                Some(owner_of(&ids, k)),
+                "key {k}: {out}"
+            );
         }
     }
 }
@@ -125,48 +74,17 @@ fn three_peer_processes_converge_heal_and_refuse_the_revoked() {
     let data = tmp.path().join("ea");
     let data_s = data.to_str().unwrap();
     let bits = 16;
-    let ea = spawn(
-        &[
-            "enroll-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--id-bits",
-            "16",
-            "--data",
-            data_s,
-        ],
-        2,
-    );
-    let url = ea.first_lines[0]
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    let token = ok(run(&[
-        "enroll-server",
-        "token",
-        "create",
-        "--data",
-        data_s,
-        "--uses",
-        "4",
-    ]));
-    let token = token.trim();
+    let (_ea, url) = start_ea(&mut ea_command(&data, 16));
+    let token = create_token(&data, &["--uses", "4"]);
+    let token = token.as_str();
     let dirs: Vec<PathBuf> = (0..4).map(|i| tmp.path().join(format!("p{i}"))).collect();
     for d in &dirs {
-        ok(run(&[
-            "enroll",
-            "--server",
-            &url,
-            "--token",
-            token,
-            "--out",
-            d.to_str().unwrap(),
-        ]));
+        enroll(&url, token, d, &[]);
     }
 
     let t0 = Instant::now();
     let a = start_peer(&dirs[0], &["--create"]);
-    let boot = format!("{}@{}", a.id, a.addr);
+    let boot = a.bootstrap();
     let b = start_peer(&dirs[1], &["--bootstrap", &boot]);
     let mut c = start_peer(&dirs[2], &["--bootstrap", &boot]);
     let took = wait_converged(&[&a, &b, &c]);
@@ -177,10 +95,8 @@ fn three_peer_processes_converge_heal_and_refuse_the_revoked() {
     check_lookups(&[&a, &b, &c], bits);
 
     // SIGTERM: graceful leave, exit 0, and the other two heal.
-    let pid = c.proc.child.id().to_string();
-    ok(Command::new("kill").args(["-TERM", &pid]).output().unwrap());
     let t1 = Instant::now();
-    let exit = c.proc.child.wait().unwrap();
+    let exit = c.terminate();
     assert!(exit.success(), "{exit:?}");
     eprintln!("SIGTERM → exit in {:?}", t1.elapsed());
     assert!(!c.dir.join("control.addr").exists());
@@ -207,7 +123,7 @@ fn three_peer_processes_converge_heal_and_refuse_the_revoked() {
     ]));
     c = start_peer(&dirs[2], &["--bootstrap", &boot]);
     wait_converged(&[&a, &b, &c]);
-    let c_boot = format!("{}@{}", c.id, c.addr);
+    let c_boot = c.bootstrap();
     let mut d = spawn(
         &[
             "peer",

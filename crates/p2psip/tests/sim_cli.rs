@@ -1,18 +1,13 @@
 //! `p2psip sim` and `p2psip demo` as a user runs them: results, JSON, and clear errors.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+mod support;
 
-fn p2psip(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use support::run;
 
 #[test]
 fn paper_scenario_json() {
-    let out = p2psip(&["sim", "--scenario", "paper", "--json"]);
+    let out = run(&["sim", "--scenario", "paper", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -26,7 +21,7 @@ fn paper_scenario_json() {
 
 #[test]
 fn lookup_json_has_the_documented_fields() {
-    let out = p2psip(&["sim", "--peers", "300", "--lookups", "500", "--json"]);
+    let out = run(&["sim", "--peers", "300", "--lookups", "500", "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for k in [
@@ -90,7 +85,7 @@ fn bad_parameters_are_clear_errors_not_panics() {
             "rate",
         ),
     ] {
-        let out = p2psip(&args);
+        let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
@@ -100,7 +95,7 @@ fn bad_parameters_are_clear_errors_not_panics() {
 
 #[test]
 fn simulated_demo_passes_the_paper_scenario() {
-    let out = p2psip(&["demo", "--simulated", "--calls", "100", "--json"]);
+    let out = run(&["demo", "--simulated", "--calls", "100", "--json"]);
     assert!(
         out.status.success(),
         "{}",

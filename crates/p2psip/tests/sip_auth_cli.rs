@@ -4,36 +4,12 @@
 //! without `sipp`.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../sip/tests/support/sipp.rs"]
-mod sipp_support;
+mod support;
 
-use sipp_support::{free_port, have_sipp, scenario};
+use support::{BIN, spawn_cmd};
+use testkit::sipp::{free_port, have_sipp, scenario};
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
-
-/// Kills the front-end process when the test ends, pass or fail.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawn `cmd` with stdout piped and return it with its first stdout line. The rest of
-/// stdout is drained by a thread for as long as the process lives: a pipe the test stopped
-/// reading must not be what ends the server (it once did, under CI load).
-fn first_line(cmd: &mut Command) -> (Child, String) {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (child, first)
-}
+use std::process::{Command, Stdio};
 
 /// Run a SIPp scenario against `target`; true when SIPp exits 0 (scenario passed).
 fn sipp(transport: &str, target: &str, sf: &str, aor: &str, user: &str, pw: &str) -> bool {
@@ -67,7 +43,7 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
     let stderr = dir.path().join("stderr");
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
-    let (child, first) = first_line(
+    let front_end = spawn_cmd(
         Command::new(BIN)
             .args([
                 "sip-frontends",
@@ -79,8 +55,9 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
             // SIPp 3.6 reads only the first challenge and knows only MD5.
             .args(["--sip-digest", "MD5,SHA-256"])
             .stderr(std::fs::File::create(&stderr).unwrap()),
+        1,
     );
-    let _guard = Guard(child);
+    let first = &front_end.first_lines[0];
     assert!(first.starts_with("frontend "), "{first}");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(
@@ -132,12 +109,13 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
 fn without_credentials_the_front_end_says_it_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("stderr");
-    let (child, first) = first_line(
+    let front_end = spawn_cmd(
         Command::new(BIN)
             .args(["sip-frontends", "--sip-listen", "127.0.0.1:0"])
             .stderr(std::fs::File::create(&stderr).unwrap()),
+        1,
     );
-    let _guard = Guard(child);
+    let first = &front_end.first_lines[0];
     assert!(first.starts_with("frontend "), "{first}");
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(

@@ -1,10 +1,13 @@
 //! The paper check through the command line: offline, and against a real `p2psip sos`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
+use support::{BIN, spawn_cmd, url_after};
+
+use std::process::Command;
 
 fn p2psip() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_p2psip"))
+    Command::new(BIN)
 }
 
 #[test]
@@ -31,22 +34,15 @@ fn check_paper_and_rank_against_a_running_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, "cli-test-token\n").expect("write token");
-    let mut server = p2psip()
-        .args(["sos", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.path().join("sos.db"))
-        .arg("--admin-token-file")
-        .arg(&token)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let url = line
-        .trim()
-        .trim_start_matches("sos listening on ")
-        .to_string();
+    let mut server = spawn_cmd(
+        p2psip()
+            .args(["sos", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("sos.db"))
+            .arg("--admin-token-file")
+            .arg(&token),
+        1,
+    );
+    let url = url_after(&server, "sos listening on ");
 
     let check = p2psip()
         .args(["sos", "check-paper", "--server", &url, "--admin-token-file"])
@@ -87,6 +83,6 @@ fn check_paper_and_rank_against_a_running_server() {
         .expect("run check-paper");
     assert!(!denied.status.success());
 
-    server.kill().expect("stop server");
-    let _ = server.wait();
+    server.child.kill().expect("stop server");
+    let _ = server.child.wait();
 }

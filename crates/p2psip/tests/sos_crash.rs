@@ -1,49 +1,42 @@
 //! Crash test: the real `p2psip sos` process is killed with SIGKILL while signed reports are
 //! streaming in; after a restart on the same database every acknowledged report is there.
 
+mod support;
+
+use support::{BIN, Proc, kill_mid_stream, spawn_cmd, url_after};
+
 use sos::{Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 
-/// Start `p2psip sos` on a free port; returns the child and its base URL.
-fn start(db: &Path, registry: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(["sos", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .arg("--key-registry")
-        .arg(registry)
-        .args([
-            "--half-life-secs",
-            "0",
-            "--report-rate",
-            "1000000",
-            "--report-burst",
-            "1000000",
-            "--sync",
-            "full",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn p2psip sos");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read listening line");
-    let url = line
-        .trim()
-        .strip_prefix("sos listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
+/// Start `p2psip sos` on a free port; returns the process and its base URL.
+fn start(db: &Path, registry: &Path) -> (Proc, String) {
+    let sos = spawn_cmd(
+        Command::new(BIN)
+            .args(["sos", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .arg("--key-registry")
+            .arg(registry)
+            .args([
+                "--half-life-secs",
+                "0",
+                "--report-rate",
+                "1000000",
+                "--report-burst",
+                "1000000",
+                "--sync",
+                "full",
+            ]),
+        1,
+    );
+    let url = url_after(&sos, "sos listening on ");
+    (sos, url)
 }
 
 #[derive(Default)]
@@ -74,7 +67,7 @@ fn acknowledged_reports_survive_kill_9() {
     let entries: Vec<_> = signers.iter().map(|s| s.registry_entry()).collect();
     std::fs::write(&registry, KeyRegistry::to_json(&entries)).expect("write registry");
 
-    let (mut child, url) = start(&db, &registry);
+    let (mut server, url) = start(&db, &registry);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -140,16 +133,14 @@ fn acknowledged_reports_survive_kill_9() {
             }));
         }
         // Let a few hundred reports through, then kill -9 mid-stream.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while acks.load(Ordering::SeqCst) < 300 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.kill().expect("SIGKILL the server");
-        let _ = child.wait();
-        stop.store(true, Ordering::SeqCst);
-        for t in tasks {
-            let _ = t.await;
-        }
+        kill_mid_stream(
+            &mut server,
+            (&acks, 300),
+            Duration::from_secs(30),
+            &stop,
+            tasks,
+        )
+        .await;
     });
 
     let t = tally.lock().expect("tally lock");
@@ -176,7 +167,7 @@ fn acknowledged_reports_survive_kill_9() {
     }
 
     // Restart on the same database: the opinions reflect every acknowledged report.
-    let (mut child, url) = start(&db, &registry);
+    let (mut server, url) = start(&db, &registry);
     rt.block_on(async {
         let client = SosClient::new(&url).expect("client");
         for s in SUBJECTS {
@@ -201,6 +192,6 @@ fn acknowledged_reports_survive_kill_9() {
             assert!((view.opinion.disbelief() - neg as f64 / k).abs() < 1e-9);
         }
     });
-    child.kill().expect("stop the server");
-    let _ = child.wait();
+    server.child.kill().expect("stop the server");
+    let _ = server.child.wait();
 }

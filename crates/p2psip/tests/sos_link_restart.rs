@@ -6,43 +6,38 @@
 //! (`sos_crash.rs` checks the server side: acknowledged reports survive the kill.)
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::{BIN, Proc, try_spawn_cmd};
+
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
 use net::{CertSigner, Identity, SosCounters, SosLink};
 use overlay::NodeId;
 use overlay::secure::Outcome;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const ME: u128 = 700;
 
-fn start(db: &Path, registry: &Path, listen: &str) -> Option<Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_p2psip"))
-        .args(["sos", "--listen", listen, "--db"])
-        .arg(db)
-        .arg("--key-registry")
-        .arg(registry)
-        .args(["--report-rate", "1000000", "--report-burst", "1000000"])
-        .args(["--sync", "full"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    let mut rd = BufReader::new(stdout);
-    if rd.read_line(&mut line).unwrap_or(0) == 0 {
-        let _ = child.wait();
-        return None; // e.g. the port is not free yet
-    }
+/// `p2psip sos` on `listen`; `None` if it did not come up (e.g. the port is not free yet).
+fn start(db: &Path, registry: &Path, listen: &str) -> Option<Proc> {
+    let sos = try_spawn_cmd(
+        Command::new(BIN)
+            .args(["sos", "--listen", listen, "--db"])
+            .arg(db)
+            .arg("--key-registry")
+            .arg(registry)
+            .args(["--report-rate", "1000000", "--report-burst", "1000000"])
+            .args(["--sync", "full"]),
+        1,
+    )?;
+    let line = &sos.first_lines[0];
     assert!(line.starts_with("sos listening on "), "{line:?}");
-    // Keep reading stdout so the server never writes into a closed pipe.
-    std::thread::spawn(move || for _ in rd.lines() {});
-    Some(child)
+    Some(sos)
 }
 
 fn identity(ca: &Ca) -> Identity {
@@ -84,7 +79,7 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = start(&db, &registry, &listen).unwrap();
+    let mut server = start(&db, &registry, &listen).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -118,8 +113,8 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
             send(4);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        child.kill().unwrap();
-        let _ = child.wait();
+        server.child.kill().unwrap();
+        let _ = server.child.wait();
         let down = Instant::now();
         while down.elapsed() < Duration::from_secs(1) {
             send(1);
@@ -133,7 +128,7 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        child = restarted.expect("the SOS did not restart on its address");
+        server = restarted.expect("the SOS did not restart on its address");
         let up = Instant::now();
         while up.elapsed() < Duration::from_secs(1) {
             send(4);
@@ -152,8 +147,8 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
         }
         sent
     });
-    child.kill().unwrap();
-    let _ = child.wait();
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
     let ok = counters.reports_ok.load(Ordering::Relaxed);
     let failed = counters.reports_failed.load(Ordering::Relaxed);
     let dropped = counters.reports_dropped.load(Ordering::Relaxed);

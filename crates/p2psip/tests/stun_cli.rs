@@ -2,34 +2,29 @@
 //! `p2psip stun-server` prints its bound address; `p2psip stun-client` probes it
 //! (reflexive address, TURN allocation, relay echo) — as real processes.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
+use support::{BIN, spawn_cmd, url_after};
+
 use std::process::{Command, Stdio};
 
 #[test]
 fn stun_server_and_client_subcommands() {
-    let bin = env!("CARGO_BIN_EXE_p2psip");
-    let mut server = Command::new(bin)
-        .args([
-            "stun-server",
-            "--listen",
-            "127.0.0.1:0",
-            "--realm",
-            "p2psip.test",
-        ])
-        .args(["--user", "test:test", "--max-allocations-per-user", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("stun-server listening udp ")
-        .unwrap()
-        .to_owned();
+    let bin = BIN;
+    let mut server = spawn_cmd(
+        Command::new(bin)
+            .args([
+                "stun-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--realm",
+                "p2psip.test",
+            ])
+            .args(["--user", "test:test", "--max-allocations-per-user", "1"])
+            .stderr(Stdio::null()),
+        1,
+    );
+    let addr = url_after(&server, "stun-server listening udp ");
     let out = Command::new(bin)
         .args([
             "stun-client",
@@ -56,8 +51,8 @@ fn stun_server_and_client_subcommands() {
         ])
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = server.child.kill();
+    let _ = server.child.wait();
     assert!(
         out.status.success(),
         "{text}\n{}",

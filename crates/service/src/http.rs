@@ -8,7 +8,9 @@
 //! installs the rustls provider first (reqwest is built with `rustls-no-provider`).
 //!
 //! Every error answer of a p2psip service carries an [`ErrorBody`]; a client turns an
-//! answer into its JSON value or that body with [`answer`].
+//! answer into its JSON value or that body with [`answer`] (or, for a body that is not
+//! JSON, [`answer_bytes`]). A client of one service holds an [`Api`]: the client and the
+//! service's base URL, requests made by path.
 
 use axum::Router;
 use serde::de::DeserializeOwned;
@@ -40,6 +42,47 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder().timeout(timeout).build()
 }
 
+/// A p2psip service's HTTP API at one base URL, as its typed clients (E&A, SOS) talk to it.
+#[derive(Clone, Debug)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// The API at `base_url` (e.g. `http://127.0.0.1:7070`; a trailing `/` is dropped),
+    /// every request given up after `timeout` (see [`client`]).
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: client(timeout)?,
+            base: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A `method` request for `path` (from `/`), for the caller to add a body or headers to
+    /// and hand to [`Api::call`] or [`Api::call_bytes`].
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Send `request` and read its answer as JSON (see [`answer`]).
+    pub async fn call<T: DeserializeOwned>(
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, AnswerError> {
+        answer(request.send().await?).await
+    }
+
+    /// Send `request` and read its answer's bytes (see [`answer_bytes`]).
+    pub async fn call_bytes(request: reqwest::RequestBuilder) -> Result<Vec<u8>, AnswerError> {
+        answer_bytes(request.send().await?).await
+    }
+}
+
 /// The body of every 4xx/5xx answer of a p2psip service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -68,19 +111,36 @@ pub enum AnswerError {
 
 /// Read a service's answer: the JSON value of a success, or the error body of a refusal.
 pub async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, AnswerError> {
-    let status = resp.status();
-    if status.is_success() {
+    if resp.status().is_success() {
         return Ok(resp.json().await?);
     }
-    let text = resp.text().await?;
+    Err(refusal(resp).await)
+}
+
+/// Read a service's answer whose success is not JSON (a DER CRL, Prometheus text): its
+/// bytes, or the error body of a refusal.
+pub async fn answer_bytes(resp: reqwest::Response) -> Result<Vec<u8>, AnswerError> {
+    if resp.status().is_success() {
+        return Ok(resp.bytes().await?.to_vec());
+    }
+    Err(refusal(resp).await)
+}
+
+/// The [`AnswerError`] of an error answer: its [`ErrorBody`], or its text as the message.
+async fn refusal(resp: reqwest::Response) -> AnswerError {
+    let status = resp.status();
+    let text = match resp.text().await {
+        Ok(text) => text,
+        Err(e) => return AnswerError::Http(e),
+    };
     let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
         error: "http".into(),
         message: text,
     });
-    Err(AnswerError::Refused {
+    AnswerError::Refused {
         status: status.as_u16(),
         body,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,10 @@ pub struct CallWorld {
 
 /// The paper's layout: m = 11, layers [0,512) [512,1024) [1024,2048), CSPGs 1, 600, 1030.
 pub mod paper {
+    use overlay::NodeId;
+    use rand::RngExt;
+    use std::collections::BTreeSet;
+
     /// Layer starts.
     pub const ARCS: [u128; 3] = [0, 512, 1024];
     /// CSPGs per layer.
@@ -261,6 +265,24 @@ pub mod paper {
     pub const NAMED: [u128; 8] = [80, 1331, 1593, 1597, 1600, 1609, 1617, 1618];
     /// Around the callee only the named peers live (as in the paper's figure).
     pub const QUIET: std::ops::RangeInclusive<u128> = 1537..=1624;
+
+    /// `peers` Node-IDs in the paper's 11-bit space, sorted: the CSPGs, CSPs and named
+    /// peers, then random ones drawn from `rng` outside [`QUIET`].
+    pub fn ids(peers: usize, rng: &mut impl RngExt) -> Vec<NodeId> {
+        let mut ids: BTreeSet<NodeId> = CSPS
+            .iter()
+            .chain(&CSPGS)
+            .chain(&NAMED)
+            .map(|i| NodeId(*i))
+            .collect();
+        while ids.len() < peers {
+            let id = rng.random_range(0..2048u128);
+            if !QUIET.contains(&id) {
+                ids.insert(NodeId(id));
+            }
+        }
+        ids.into_iter().collect()
+    }
 }
 
 impl CallWorld {
@@ -607,13 +629,7 @@ impl CallWorld {
     }
 
     fn run_until(&mut self, until: Time, calls: &mut dyn FnMut(&mut CallWorld)) {
-        while let Some(at) = self.queue.peek_time() {
-            if at > until {
-                break;
-            }
-            let Some((at, ev)) = self.queue.pop() else {
-                break;
-            };
+        while let Some((at, ev)) = self.queue.pop_due(until) {
             self.now = at;
             match ev {
                 Ev::Deliver { to, from, msg } => {
@@ -1008,19 +1024,7 @@ pub fn run_paper(seed: u64) -> Result<PaperReport, CallError> {
         bits: 11,
     })?;
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut ids: BTreeSet<NodeId> = paper::CSPS
-        .iter()
-        .chain(&paper::CSPGS)
-        .chain(&paper::NAMED)
-        .map(|i| NodeId(*i))
-        .collect();
-    while ids.len() < 512 {
-        let id = rng.random_range(0..2048u128);
-        if !paper::QUIET.contains(&id) {
-            ids.insert(NodeId(id));
-        }
-    }
-    let ids: Vec<NodeId> = ids.into_iter().collect();
+    let ids = paper::ids(512, &mut rng);
     let csps: Vec<NodeId> = paper::CSPS.iter().map(|i| NodeId(*i)).collect();
     let cspgs: Vec<NodeId> = paper::CSPGS.iter().map(|i| NodeId(*i)).collect();
     let bad: BTreeMap<NodeId, Behaviour> = [(NodeId(1617), Behaviour::Drop)].into_iter().collect();

@@ -157,6 +157,14 @@ impl<E> EventQueue<E> {
         Some((at, event))
     }
 
+    /// Take the earliest event if it is due at or before `until`; leave it queued otherwise.
+    pub fn pop_due(&mut self, until: Time) -> Option<(Time, E)> {
+        if self.peek_time()? > until {
+            return None;
+        }
+        self.pop()
+    }
+
     /// Load the payload of the event that [`Self::pop`] would return next, if it is already
     /// known without reorganising the queue, and return its hint. Changes nothing.
     pub fn touch_next(&self) -> Option<u32> {

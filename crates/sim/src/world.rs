@@ -620,13 +620,7 @@ impl World {
     /// Process events until the clock passes `until` or nothing is left; calls `tick`
     /// every 65 536 events (for progress reporting).
     pub fn run_until(&mut self, until: Time, tick: &mut dyn FnMut(&World)) {
-        while let Some(at) = self.queue.peek_time() {
-            if at > until {
-                break;
-            }
-            let Some((at, ev)) = self.queue.pop() else {
-                break;
-            };
+        while let Some((at, ev)) = self.queue.pop_due(until) {
             self.now = at;
             self.events += 1;
             if self.events.is_multiple_of(65_536) {
@@ -641,13 +635,7 @@ impl World {
     /// Run until `pred` holds (checked after every event) or `until` passes.
     pub fn run_while(&mut self, until: Time, mut keep_going: impl FnMut(&World) -> bool) {
         while keep_going(self) {
-            let Some(at) = self.queue.peek_time() else {
-                break;
-            };
-            if at > until {
-                break;
-            }
-            let Some((at, ev)) = self.queue.pop() else {
+            let Some((at, ev)) = self.queue.pop_due(until) else {
                 break;
             };
             self.now = at;

@@ -4,10 +4,7 @@
 //! front-end B → SIPp UAS calls (INVITE/180/200/ACK/BYE). Skips loudly without `sipp`.
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/sipp.rs"]
-mod support;
-
-use support::{have_sipp, run_ok, scenario, sipp_calls, sipp_cmd};
+use testkit::sipp::{have_sipp, run_ok, scenario, sipp_calls, sipp_cmd};
 
 use overlay::NodeId;
 use overlay::secure::{Ed25519Registry, Ed25519Signer};

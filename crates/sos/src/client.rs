@@ -5,7 +5,8 @@
 
 use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, ReportAck};
 use crate::{PeerId, SignedReport};
-use service::http::AnswerError;
+use reqwest::Method;
+use service::http::{AnswerError, Api};
 use std::time::Duration;
 use trust::{Discounting, Opinion};
 
@@ -50,19 +51,17 @@ impl ClientError {
 /// A connection to one SOS.
 #[derive(Debug, Clone)]
 pub struct SosClient {
-    http: reqwest::Client,
-    base: String,
+    api: Api,
     admin_token: Option<String>,
 }
 
 impl SosClient {
     /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        let http = service::http::client(Duration::from_secs(10))
+        let api = Api::new(base_url, Duration::from_secs(10))
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self {
-            http,
-            base: base_url.trim_end_matches('/').to_string(),
+            api,
             admin_token: None,
         })
     }
@@ -80,30 +79,15 @@ impl SosClient {
         }
     }
 
-    async fn decode<T: serde::de::DeserializeOwned>(
-        resp: reqwest::Response,
-    ) -> Result<T, ClientError> {
-        service::http::answer(resp).await.map_err(ClientError::from)
-    }
-
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        let r = self
-            .http
-            .get(format!("{}/healthz", self.base))
-            .send()
-            .await?;
-        Self::decode(r).await
+        Ok(Api::call(self.api.request(Method::GET, "/healthz")).await?)
     }
 
     /// `GET /v1/opinions/{peer}`.
     pub async fn get_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
-        let r = self
-            .http
-            .get(format!("{}/v1/opinions/{peer}", self.base))
-            .send()
-            .await?;
-        Self::decode(r).await
+        let path = format!("/v1/opinions/{peer}");
+        Ok(Api::call(self.api.request(Method::GET, &path)).await?)
     }
 
     /// `PUT /v1/opinions/{peer}` (admin).
@@ -112,31 +96,26 @@ impl SosClient {
         peer: PeerId,
         opinion: Opinion,
     ) -> Result<OpinionView, ClientError> {
-        let rb = self
-            .http
-            .put(format!("{}/v1/opinions/{peer}", self.base))
-            .json(&opinion);
-        Self::decode(self.admin(rb).send().await?).await
+        let path = format!("/v1/opinions/{peer}");
+        let rb = self.api.request(Method::PUT, &path).json(&opinion);
+        Ok(Api::call(self.admin(rb)).await?)
     }
 
     /// `DELETE /v1/opinions/{peer}` (admin): back to evidence.
     pub async fn delete_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
-        let rb = self
-            .http
-            .delete(format!("{}/v1/opinions/{peer}", self.base));
-        Self::decode(self.admin(rb).send().await?).await
+        let path = format!("/v1/opinions/{peer}");
+        let rb = self.api.request(Method::DELETE, &path);
+        Ok(Api::call(self.admin(rb)).await?)
     }
 
     /// `POST /v1/reports` with a report signed by [`crate::ReportSigner::sign`].
     pub async fn post_report(&self, report: &SignedReport) -> Result<ReportAck, ClientError> {
-        let r = self
-            .http
-            .post(format!("{}/v1/reports", self.base))
+        let rb = self
+            .api
+            .request(Method::POST, "/v1/reports")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(report.to_json())
-            .send()
-            .await?;
-        Self::decode(r).await
+            .body(report.to_json());
+        Ok(Api::call(rb).await?)
     }
 
     /// `POST /v1/routes/rank` with the classic operator: best route first.
@@ -150,28 +129,19 @@ impl SosClient {
         routes: Vec<Vec<PeerId>>,
         discounting: Discounting,
     ) -> Result<RankResponse, ClientError> {
-        let r = self
-            .http
-            .post(format!("{}/v1/routes/rank", self.base))
+        let rb = self
+            .api
+            .request(Method::POST, "/v1/routes/rank")
             .json(&RankRequest {
                 routes,
                 discounting,
-            })
-            .send()
-            .await?;
-        Self::decode(r).await
+            });
+        Ok(Api::call(rb).await?)
     }
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let r = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Self::decode(r).await;
-        }
-        Ok(r.text().await?)
+        let bytes = Api::call_bytes(self.api.request(Method::GET, "/metrics")).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }

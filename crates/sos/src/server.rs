@@ -579,16 +579,15 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
         );
     }
     let subject = signed.body.subject;
-    let (tx, rx) = oneshot::channel();
-    let op = WriteOp::Report {
-        report: signed.body,
-        received_ms: now,
-        reply: tx,
-    };
-    let result = match st.store.submit(op).await {
-        Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
-        Err(e) => Err(e),
-    };
+    let report = signed.body;
+    let result = st
+        .store
+        .write(|reply| WriteOp::Report {
+            report,
+            received_ms: now,
+            reply,
+        })
+        .await;
     match result {
         Ok((id, reports)) => {
             st.metrics.accepted();
@@ -658,17 +657,16 @@ async fn put_opinion(
         Ok(o) => o,
         Err(e) => return json_error(&e),
     };
-    let (tx, rx) = oneshot::channel();
-    let op = WriteOp::PutAdmin {
-        peer,
-        opinion,
-        now_ms: st.clock.now_ms(),
-        reply: tx,
-    };
-    let result = match st.store.submit(op).await {
-        Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
-        Err(e) => Err(e),
-    };
+    let now_ms = st.clock.now_ms();
+    let result = st
+        .store
+        .write(|reply| WriteOp::PutAdmin {
+            peer,
+            opinion,
+            now_ms,
+            reply,
+        })
+        .await;
     match result {
         Ok(()) => axum::Json(st.view(peer)).into_response(),
         Err(e) => write_error(&st, e),
@@ -688,15 +686,10 @@ async fn delete_opinion(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let (tx, rx) = oneshot::channel();
-    let result = match st
+    let result = st
         .store
-        .submit(WriteOp::DeleteAdmin { peer, reply: tx })
-        .await
-    {
-        Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
-        Err(e) => Err(e),
-    };
+        .write(|reply| WriteOp::DeleteAdmin { peer, reply })
+        .await;
     match result {
         Ok(true) => axum::Json(st.view(peer)).into_response(),
         Ok(false) => error(

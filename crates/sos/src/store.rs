@@ -176,6 +176,17 @@ impl Store {
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<(), WriteError> {
         self.writer.send(op).await.map_err(|_| WriteError::Closed)
     }
+
+    /// Queue the write `op` makes around its reply channel and wait for the writer's
+    /// answer (committed, or why not).
+    pub(crate) async fn write<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, WriteError>>) -> WriteOp,
+    ) -> Result<T, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(op(tx)).await?;
+        rx.await.unwrap_or(Err(WriteError::Closed))
+    }
 }
 
 fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {

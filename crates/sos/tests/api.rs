@@ -55,17 +55,21 @@ fn config(db: &Path, signers: &[ReportSigner], clock: Arc<ManualClock>) -> Serve
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+/// The fixture with `tune` applied to the server's configuration.
+async fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sos.db");
     let signers = signers();
     let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
-    let server = RunningServer::start(
-        config(&db, &signers, Arc::clone(&clock)),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("server starts");
+    let mut cfg = config(&db, &signers, Arc::clone(&clock));
+    tune(&mut cfg);
+    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("server starts");
     Fixture {
         _dir: dir,
         db,
@@ -236,28 +240,19 @@ async fn reports_become_evidence_and_survive_restart() {
 
 #[tokio::test]
 async fn evidence_ages_and_admin_overrides() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("sos.db");
-    let signers = signers();
-    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
-    let mut cfg = config(&db, &signers, Arc::clone(&clock));
-    cfg.half_life_ms = Some(60_000);
-    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start");
-    let client = SosClient::new(&server.url())
+    let f = fixture_with(|cfg| cfg.half_life_ms = Some(60_000)).await;
+    let client = SosClient::new(&f.server.url())
         .expect("client")
         .with_admin_token(TOKEN);
     for n in 0..4 {
-        let r = signers[0]
+        let r = f.signers[0]
             .sign(body(1618, 1609, Outcome::Delivered, n))
             .expect("sign");
         client.post_report(&r).await.expect("accepted");
     }
     let fresh = client.get_opinion(PeerId(1609)).await.expect("get");
     assert!(close(fresh.opinion.belief(), 4.0 / 6.0));
-    clock.0.fetch_add(60_000, Ordering::SeqCst);
+    f.clock.0.fetch_add(60_000, Ordering::SeqCst);
     let aged = client.get_opinion(PeerId(1609)).await.expect("get");
     assert!(close(aged.opinion.belief(), 2.0 / 4.0), "{aged:?}");
 
@@ -265,7 +260,7 @@ async fn evidence_ages_and_admin_overrides() {
     let view = client.put_opinion(PeerId(1609), set).await.expect("put");
     assert_eq!(view.opinion, set);
     // Evidence keeps counting underneath the override.
-    let r = signers[0]
+    let r = f.signers[0]
         .sign(ReportBody {
             timestamp_ms: T0 + 60_000,
             ..body(1618, 1609, Outcome::Delivered, 99)
@@ -277,7 +272,7 @@ async fn evidence_ages_and_admin_overrides() {
     assert_eq!(view.reports.positive, 5);
     let view = client.delete_opinion(PeerId(1609)).await.expect("delete");
     assert_eq!(view.source, sos::OpinionSource::Evidence);
-    server.shutdown().await.expect("shutdown");
+    f.server.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
@@ -618,42 +613,38 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
 
 #[tokio::test]
 async fn peer_table_and_nonce_store_are_bounded() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("sos.db");
-    let signers = signers();
-    let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
-    let mut cfg = config(&db, &signers, Arc::clone(&clock));
-    cfg.max_peers = 2;
-    cfg.report_burst = 100.0;
-    cfg.timestamp_window_ms = 1_000;
-    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start");
-    let client = SosClient::new(&server.url()).expect("client");
-    let s = &signers[0];
+    let f = fixture_with(|cfg| {
+        cfg.max_peers = 2;
+        cfg.report_burst = 100.0;
+        cfg.timestamp_window_ms = 1_000;
+    })
+    .await;
+    let client = SosClient::new(&f.server.url()).expect("client");
+    let s = &f.signers[0];
     for (n, subject) in [(1u8, 1609u128), (2, 1600)] {
         let r = s
             .sign(body(1618, subject, Outcome::Delivered, n))
             .expect("sign");
         client.post_report(&r).await.expect("accepted");
     }
-    let before = dump(&db);
+    let before = dump(&f.db);
     let r = s
         .sign(body(1618, 1593, Outcome::Delivered, 3))
         .expect("sign");
     let err = client.post_report(&r).await.expect_err("table full");
     assert_eq!(err.code(), Some("peer_table_full"));
-    assert_eq!(dump(&db), before);
+    assert_eq!(dump(&f.db), before);
     // Known peers still take evidence.
     let r = s.sign(body(1618, 1609, Outcome::Dropped, 4)).expect("sign");
     client.post_report(&r).await.expect("accepted");
-    assert_eq!(sos::count_reports(&db).expect("count"), 3);
+    assert_eq!(sos::count_reports(&f.db).expect("count"), 3);
 
     // Stored reports (the nonce store) are pruned once older than twice the window plus a
     // minute; an old nonce is then refused by the timestamp window instead.
-    clock.0.fetch_add(2 * 1_000 + 60_000 + 1, Ordering::SeqCst);
-    let now = clock.0.load(Ordering::SeqCst);
+    f.clock
+        .0
+        .fetch_add(2 * 1_000 + 60_000 + 1, Ordering::SeqCst);
+    let now = f.clock.0.load(Ordering::SeqCst);
     let r = s
         .sign(ReportBody {
             timestamp_ms: now,
@@ -662,7 +653,7 @@ async fn peer_table_and_nonce_store_are_bounded() {
         .expect("sign");
     client.post_report(&r).await.expect("accepted");
     assert_eq!(
-        sos::count_reports(&db).expect("count"),
+        sos::count_reports(&f.db).expect("count"),
         1,
         "old rows pruned"
     );
@@ -674,5 +665,5 @@ async fn peer_table_and_nonce_store_are_bounded() {
     // Evidence is kept in the aggregate, not in the pruned rows.
     let view = client.get_opinion(PeerId(1609)).await.expect("get");
     assert_eq!((view.reports.positive, view.reports.negative), (2, 1));
-    server.shutdown().await.expect("shutdown");
+    f.server.shutdown().await.expect("shutdown");
 }

@@ -33,6 +33,19 @@ fn req(call: u64) -> CallRequest {
     }
 }
 
+/// The peer database in `dir` with default settings, opened at `epoch_ms` by both clocks.
+fn open_at(dir: &std::path::Path, epoch_ms: u64, arcs: LayerArcs) -> store::Opening {
+    PeerStore::open(
+        dir,
+        StoreConfig::default(),
+        WriterConfig::default(),
+        epoch_ms,
+        epoch_ms,
+        arcs,
+    )
+    .unwrap()
+}
+
 #[test]
 fn second_run_finds_cache_records_requests_and_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,15 +53,7 @@ fn second_run_finds_cache_records_requests_and_history() {
     let ttl = Duration::from_secs(600);
 
     // ---- first run ----
-    let opening = PeerStore::open(
-        dir.path(),
-        StoreConfig::default(),
-        WriterConfig::default(),
-        EPOCH1,
-        EPOCH1,
-        arcs,
-    )
-    .unwrap();
+    let opening = open_at(dir.path(), EPOCH1, arcs);
     assert!(opening.moved_aside.is_none());
     assert_eq!(opening.snapshot, store::Snapshot::default());
     let mut ps = opening.store;
@@ -122,15 +127,7 @@ fn second_run_finds_cache_records_requests_and_history() {
 
     // ---- second run, 60 s later by the wall clock ----
     let epoch2 = EPOCH1 + 60_000;
-    let opening = PeerStore::open(
-        dir.path(),
-        StoreConfig::default(),
-        WriterConfig::default(),
-        epoch2,
-        epoch2,
-        arcs,
-    )
-    .unwrap();
+    let opening = open_at(dir.path(), epoch2, arcs);
     let snap = opening.snapshot.clone();
     let mut ps = opening.store;
     assert_eq!(snap.contacts.len(), 2);
@@ -234,15 +231,7 @@ fn undecodable_rows_are_moved_aside_and_the_peer_starts_empty() {
         c.execute("UPDATE calls SET direction = 'sideways'", [])
             .unwrap();
     }
-    let opening = PeerStore::open(
-        dir.path(),
-        StoreConfig::default(),
-        WriterConfig::default(),
-        EPOCH1,
-        EPOCH1,
-        arcs,
-    )
-    .unwrap();
+    let opening = open_at(dir.path(), EPOCH1, arcs);
     let aside = opening.moved_aside.clone().unwrap();
     assert!(aside.exists());
     assert_eq!(opening.snapshot, store::Snapshot::default());

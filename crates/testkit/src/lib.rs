@@ -7,13 +7,18 @@
 //!
 //! # Driving contract
 //!
-//! - **Inputs.** A frame is handed to its receiver with `handle_message(now, from, msg)`; a
+//! A [`Peer`] is an [`overlay::driver::Core`], the runtime's own driving contract, driven
+//! the way the runtime drives it:
+//!
+//! - **Inputs.** A frame is handed to its receiver with `handle_message(now, from, msg)`,
+//!   `from` being the sender as [`Peer::authenticate`] says its certificate would name it; a
 //!   peer whose `poll_timeout()` has come gets `handle_timeout(now)`; a frame its
 //!   [`Behaviour`] refuses to put on a full link is handed back with
 //!   `handle_not_sent(now, to, msg)`, as the runtime does.
 //! - **Drain until idle.** After every input the network drains the peer: `poll_transmit()`
 //!   until `None` (each frame goes through the sender's behaviour, then onto the link), then
-//!   `poll_event(now)` until `None` (events are logged in [`Network::events`]), and again
+//!   `poll_event()` until `None` (events [`Peer::answer`] does not answer itself are logged
+//!   in [`Network::events`]), and again
 //!   until both are empty, since answering an event may queue frames.
 //! - **Time only moves forward**, and only by jumping: [`Network::step_until`] takes the
 //!   earliest of the next frame arrival and the earliest peer deadline, moves the clock there
@@ -32,16 +37,22 @@
 //! [`SecureRing`] builds the converged twelve-peer secure overlay most tests share, and a
 //! network of [`overlay::secure::SecureNode`]s has shorthands for calls and SOS evidence
 //! ([`Network::call`], [`Network::rang`], [`Network::reports_since`]). With the `sip`
-//! feature, `sip` adds phones and front-ends on top.
+//! feature, `sip` adds phones and front-ends on top; with the `sipp` feature, `sipp` runs real
+//! SIPp processes against front-ends that listen on sockets; with the `enroll` feature,
+//! `enroll_bodies` holds a live E&A for hostile request bodies.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
+#[cfg(feature = "enroll")]
+pub mod enroll_bodies;
 mod network;
 mod peer;
 mod ring;
 mod secure;
 #[cfg(feature = "sip")]
 pub mod sip;
+#[cfg(feature = "sipp")]
+pub mod sipp;
 
 pub use adversary::{Action, Behaviour};
 pub use network::{Frame, Link, Network};

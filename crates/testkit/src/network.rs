@@ -283,7 +283,8 @@ impl<P: Peer> Network<P> {
         let to = frame.to;
         match self.peers.get_mut(&to) {
             Some(peer) if !cut => {
-                peer.handle_message(now, frame.from, frame.msg.clone());
+                let from = peer.authenticate(frame.from);
+                peer.handle_message(now, &from, frame.msg.clone());
                 self.captured.push(frame);
                 self.drain(to);
                 true
@@ -309,9 +310,11 @@ impl<P: Peer> Network<P> {
                 out.push((t.to.id, t.msg));
             }
             let mut busy = !out.is_empty();
-            while let Some(ev) = peer.poll_event(now) {
+            while let Some(ev) = peer.poll_event() {
                 busy = true;
-                self.events.push((id, ev));
+                if let Some(ev) = peer.answer(now, ev) {
+                    self.events.push((id, ev));
+                }
             }
             if !busy {
                 return;

@@ -1,86 +1,74 @@
-//! The sans-IO surface the network drives, and its two overlay implementations.
+//! The sans-IO surface the network drives: the runtime's own driving contract
+//! ([`Core`]), plus what a runtime learns from sockets and certificates and a test network
+//! has to be told.
 
-use overlay::secure::{SecureEvent, SecureNode};
-use overlay::{ChordNode, Contact, Event, Message, NodeId, Time, Transmit};
+use overlay::driver::{self, Core};
+use overlay::secure::{Layer, Role, SecureEvent, SecureNode};
+use overlay::{ChordNode, Contact, NodeId, Time};
 
-/// A sans-IO peer: what [`crate::Network`] needs to drive it (see the crate doc for the
-/// order of calls).
-pub trait Peer {
-    /// What the peer reports to its application.
-    type Event;
-
+/// A sans-IO peer: a [`Core`], driven by [`crate::Network`] as the runtime drives it (see
+/// the crate doc for the order of calls).
+pub trait Peer: Core {
     /// The peer's own contact (the `from` of what it sends).
     fn contact(&self) -> Contact;
-    /// A frame arrived from `from`.
-    fn handle_message(&mut self, now: Time, from: Contact, msg: Message);
-    /// The peer's deadline has come.
-    fn handle_timeout(&mut self, now: Time);
-    /// A frame for `to` could not be sent (its link is full).
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message);
-    /// The next frame to send.
-    fn poll_transmit(&mut self) -> Option<Transmit>;
-    /// The next event. A peer whose events need an answer from outside (the SOS ranking
-    /// routes) may answer them here; what that queues is drained afterwards.
-    fn poll_event(&mut self, now: Time) -> Option<Self::Event>;
-    /// When [`handle_timeout`](Self::handle_timeout) is due.
-    fn poll_timeout(&self) -> Option<Time>;
+    /// The sender of a frame from `from`, as this peer's runtime would know it from the
+    /// sender's certificate. By default a layer-1 peer.
+    fn authenticate(&self, from: Contact) -> driver::Peer {
+        driver::Peer {
+            contact: from,
+            layer: Layer::ONE,
+            role: Role::Peer,
+        }
+    }
+    /// An event the test network answers itself, in place of the world outside the peer
+    /// (the SOS ranking routes): `None` when answered (what that queues is drained
+    /// afterwards), the event otherwise. By default every event is the application's.
+    fn answer(&mut self, _now: Time, event: Self::Event) -> Option<Self::Event> {
+        Some(event)
+    }
 }
 
 impl Peer for ChordNode {
-    type Event = Event;
-
     fn contact(&self) -> Contact {
         ChordNode::contact(self)
-    }
-    fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
-        ChordNode::handle_message(self, now, from, msg);
-    }
-    fn handle_timeout(&mut self, now: Time) {
-        ChordNode::handle_timeout(self, now);
-    }
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        ChordNode::handle_not_sent(self, now, to, msg);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        ChordNode::poll_transmit(self)
-    }
-    fn poll_event(&mut self, _now: Time) -> Option<Event> {
-        ChordNode::poll_event(self)
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        ChordNode::poll_timeout(self)
     }
 }
 
 /// A secure peer whose SOS always ranks the first route best: `RankRoutes` is answered on
 /// the spot and never reaches [`crate::Network::events`].
 impl Peer for SecureNode {
-    type Event = SecureEvent;
-
     fn contact(&self) -> Contact {
         self.chord().contact()
     }
-    fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
-        SecureNode::handle_message(self, now, from, msg);
+    fn authenticate(&self, from: Contact) -> driver::Peer {
+        authenticated(self, from)
     }
-    fn handle_timeout(&mut self, now: Time) {
-        SecureNode::handle_timeout(self, now);
-    }
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        SecureNode::handle_not_sent(self, now, to, msg);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        SecureNode::poll_transmit(self)
-    }
-    fn poll_event(&mut self, now: Time) -> Option<SecureEvent> {
-        loop {
-            match SecureNode::poll_event(self)? {
-                SecureEvent::RankRoutes { query, .. } => self.handle_ranking(now, query, Some(0)),
-                ev => return Some(ev),
+    fn answer(&mut self, now: Time, event: SecureEvent) -> Option<SecureEvent> {
+        match event {
+            SecureEvent::RankRoutes { query, .. } => {
+                self.handle_ranking(now, query, Some(0));
+                None
             }
+            ev => Some(ev),
         }
     }
-    fn poll_timeout(&self) -> Option<Time> {
-        SecureNode::poll_timeout(self)
+}
+
+/// What a certificate would say about `contact`, as far as `me` knows it: its layer from
+/// the arcs and its role from the CSP/CSPG directory (the test network has no TLS).
+pub(crate) fn authenticated(me: &SecureNode, contact: Contact) -> driver::Peer {
+    let ctx = me.context();
+    let known = |lists: &[Vec<NodeId>; 3]| lists.iter().any(|l| l.contains(&contact.id));
+    let role = if known(&ctx.directory.cspgs) {
+        Role::Cspg
+    } else if known(&ctx.directory.csps) {
+        Role::Csp
+    } else {
+        Role::Peer
+    };
+    driver::Peer {
+        contact,
+        layer: ctx.arcs.layer_of(contact.id),
+        role,
     }
 }

@@ -6,10 +6,10 @@
 //! handles one input ([`FrontEnds::step_overlay`]), so the clock is the overlay's.
 
 use crate::network::Network;
-use crate::peer::Peer as NetPeer;
-use overlay::driver::{Core, SecureCore};
-use overlay::secure::{Role, SecureEvent, SecureNode};
-use overlay::{Contact, Message, NodeId, Time, Transmit};
+use crate::peer::{Peer as NetPeer, authenticated};
+use overlay::driver::SecureCore;
+use overlay::secure::SecureEvent;
+use overlay::{Contact, Time};
 use sip::ua::{UaConfig, UaEvent, UserAgent};
 use sip::{Peer, PeerCore, PeerEvent, SipInbound, SipTransmit};
 use std::collections::VecDeque;
@@ -236,57 +236,23 @@ impl<F: FrontEnds> SipWorld<F> {
 }
 
 /// A peer as it runs for real: the secure node and, if it serves phones, its front-end, in
-/// one [`PeerCore`]. The SOS ranks the first route best, as for a bare [`SecureNode`].
+/// one [`PeerCore`]. The SOS ranks the first route best, as for a bare
+/// [`overlay::secure::SecureNode`].
 impl NetPeer for PeerCore {
-    type Event = PeerEvent;
-
     fn contact(&self) -> Contact {
         self.node_ref().chord().contact()
     }
-    fn handle_message(&mut self, now: Time, from: Contact, msg: Message) {
-        let from = authenticated(self.node_ref(), from);
-        Core::handle_message(self, now, &from, msg);
+    fn authenticate(&self, from: Contact) -> overlay::driver::Peer {
+        authenticated(self.node_ref(), from)
     }
-    fn handle_timeout(&mut self, now: Time) {
-        Core::handle_timeout(self, now);
-    }
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        Core::handle_not_sent(self, now, to, msg);
-    }
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        Core::poll_transmit(self)
-    }
-    fn poll_event(&mut self, now: Time) -> Option<PeerEvent> {
-        loop {
-            match Core::poll_event(self)? {
-                PeerEvent::Overlay(SecureEvent::RankRoutes { query, .. }) => {
-                    self.node_at(now).handle_ranking(now, query, Some(0))
-                }
-                ev => return Some(ev),
+    fn answer(&mut self, now: Time, event: PeerEvent) -> Option<PeerEvent> {
+        match event {
+            PeerEvent::Overlay(SecureEvent::RankRoutes { query, .. }) => {
+                self.node_at(now).handle_ranking(now, query, Some(0));
+                None
             }
+            ev => Some(ev),
         }
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        Core::poll_timeout(self)
-    }
-}
-
-/// What a certificate would say about `contact`, as far as `me` knows it: its layer from
-/// the arcs and its role from the CSP/CSPG directory (the test network has no TLS).
-fn authenticated(me: &SecureNode, contact: Contact) -> overlay::driver::Peer {
-    let ctx = me.context();
-    let known = |lists: &[Vec<NodeId>; 3]| lists.iter().any(|l| l.contains(&contact.id));
-    let role = if known(&ctx.directory.cspgs) {
-        Role::Cspg
-    } else if known(&ctx.directory.csps) {
-        Role::Csp
-    } else {
-        Role::Peer
-    };
-    overlay::driver::Peer {
-        contact,
-        layer: ctx.arcs.layer_of(contact.id),
-        role,
     }
 }
 

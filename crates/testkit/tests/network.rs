@@ -3,6 +3,7 @@
 //! input, and each behaviour does what it says.
 #![allow(clippy::unwrap_used)]
 
+use overlay::driver::{self, Core};
 use overlay::{Contact, Message, NodeId, Time, Transmit};
 use std::time::Duration;
 use testkit::adversary::{self, Action};
@@ -45,12 +46,16 @@ impl Pinger {
 }
 
 impl Peer for Pinger {
-    type Event = Heard;
-
     fn contact(&self) -> Contact {
         Contact::id_only(self.me)
     }
-    fn handle_message(&mut self, _now: Time, from: Contact, msg: Message) {
+}
+
+impl Core for Pinger {
+    type Event = Heard;
+
+    fn handle_message(&mut self, _now: Time, from: &driver::Peer, msg: Message) {
+        let from = from.contact;
         match msg {
             Message::Ping { token } => self.out.push(Transmit {
                 to: from,
@@ -79,12 +84,13 @@ impl Peer for Pinger {
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop()
     }
-    fn poll_event(&mut self, _now: Time) -> Option<Heard> {
+    fn poll_event(&mut self) -> Option<Heard> {
         self.events.pop()
     }
     fn poll_timeout(&self) -> Option<Time> {
         Some(self.next)
     }
+    fn leave(&mut self, _now: Time) {}
 }
 
 fn three(every_ms: u64, seed: u64) -> Network<Pinger> {

@@ -19,7 +19,7 @@ struct Running {
 }
 
 async fn start(dir: &Path, config: ServerConfig) -> Running {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let server = EnrollServer::open(dir, config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

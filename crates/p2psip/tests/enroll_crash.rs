@@ -50,7 +50,7 @@ struct Acked {
 
 #[test]
 fn acknowledged_enrollments_survive_kill_9() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ea");
     // The data directory (CA, database) is created by the first command.

@@ -51,7 +51,7 @@ struct Tally {
 
 #[test]
 fn acknowledged_reports_survive_kill_9() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sos.db");
     let registry = dir.path().join("registry.json");

@@ -62,7 +62,7 @@ fn identity(ca: &Ca) -> Identity {
 
 #[test]
 fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sos.db");
     let registry = dir.path().join("registry.json");

@@ -60,7 +60,7 @@ async fn fixture() -> Fixture {
 
 /// The fixture with `tune` applied to the server's configuration.
 async fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sos.db");
     let signers = signers();

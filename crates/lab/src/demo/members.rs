@@ -6,10 +6,9 @@ use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
 use net::Identity;
 use overlay::NodeId;
 use overlay::secure::LayerArcs;
+use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 use sim::paper;
-use std::collections::BTreeSet;
 
 /// One enrolled peer.
 pub(crate) struct Enrolled {
@@ -20,20 +19,7 @@ pub(crate) struct Enrolled {
 
 /// The paper's IDs plus random ones (as the simulator picks them), sorted.
 pub(crate) fn paper_ids(peers: usize, seed: u64) -> Vec<NodeId> {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut ids: BTreeSet<NodeId> = paper::CSPS
-        .iter()
-        .chain(&paper::CSPGS)
-        .chain(&paper::NAMED)
-        .map(|i| NodeId(*i))
-        .collect();
-    while ids.len() < peers {
-        let id = rng.random_range(0..2048u128);
-        if !paper::QUIET.contains(&id) {
-            ids.insert(NodeId(id));
-        }
-    }
-    ids.into_iter().collect()
+    sim::paper::ids(peers, &mut Xoshiro256PlusPlus::seed_from_u64(seed))
 }
 
 /// Issue peer `id` its certificate: a fresh Ed25519 key, the role the paper gives that ID,

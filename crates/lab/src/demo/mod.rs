@@ -144,7 +144,7 @@ pub fn run(args: Args) -> Result<(), LabError> {
         );
         args.peers = run;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    service::crypto::install_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,7 +6,6 @@ use nat::{BindingOptions, Credentials, TurnClient, TurnOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 
 /// Options for `p2psip stun-client`.
 #[derive(clap::Args, Debug)]
@@ -129,13 +128,5 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
 }
 
 async fn spawn_echo(bind: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let sock = UdpSocket::bind(bind).await?;
-    let addr = sock.local_addr()?;
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_535];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            let _ = sock.send_to(&buf[..n], from).await;
-        }
-    });
-    Ok(addr)
+    Ok(nat::spawn_udp_echo(bind).await?)
 }

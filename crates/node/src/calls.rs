@@ -432,13 +432,8 @@ pub(crate) async fn on_call_event(h: &Handle<PeerCore>, shared: &Arc<Shared>, ev
             }
         }
         CallEvent::Ua { peer, event } => {
-            let call = match &event {
-                UaEvent::Ringing { call }
-                | UaEvent::Answered { call, .. }
-                | UaEvent::Failed { call, .. }
-                | UaEvent::Incoming { call, .. }
-                | UaEvent::Ended { call } => call.clone(),
-                UaEvent::Registered { .. } => return,
+            let Some(call) = event.call().map(str::to_owned) else {
+                return;
             };
             let handle = lock(&shared.sinks).by_call.get(&call).copied();
             if let Some(handle) = handle {

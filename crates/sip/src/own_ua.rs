@@ -352,13 +352,8 @@ impl OwnUa {
             });
         }
         while let Some(event) = self.ua.poll_event() {
-            let call = match &event {
-                UaEvent::Ringing { call }
-                | UaEvent::Answered { call, .. }
-                | UaEvent::Failed { call, .. }
-                | UaEvent::Incoming { call, .. }
-                | UaEvent::Ended { call } => call.clone(),
-                UaEvent::Registered { .. } => continue,
+            let Some(call) = event.call().map(str::to_owned) else {
+                continue;
             };
             let Some(leg) = self.calls.get(&call).copied() else {
                 continue;

@@ -68,6 +68,21 @@ pub enum UaEvent {
     },
 }
 
+impl UaEvent {
+    /// The Call-ID the event belongs to; `None` for a registration answer, which
+    /// belongs to no call.
+    pub fn call(&self) -> Option<&str> {
+        match self {
+            UaEvent::Ringing { call }
+            | UaEvent::Answered { call, .. }
+            | UaEvent::Failed { call, .. }
+            | UaEvent::Incoming { call, .. }
+            | UaEvent::Ended { call } => Some(call),
+            UaEvent::Registered { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Dialog {
     from: String,

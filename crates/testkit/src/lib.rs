@@ -43,6 +43,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
+mod call_report;
 #[cfg(feature = "enroll")]
 pub mod enroll_bodies;
 mod network;
@@ -55,6 +56,7 @@ pub mod sip;
 pub mod sipp;
 
 pub use adversary::{Action, Behaviour};
+pub use call_report::{COMPLETED_CALL_SIP, assert_completed_call_sip};
 pub use network::{Frame, Link, Network};
 pub use peer::Peer;
 pub use ring::{SecureRing, UNIX_EPOCH_MS, converged_ring, sparse_seed};

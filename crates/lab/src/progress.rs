@@ -63,3 +63,18 @@ impl LazyProgress {
         }
     }
 }
+
+/// Runs the simulated calls of `run` behind a [`LazyProgress`], as `lab sim` and the demo
+/// both show them.
+pub(crate) fn run_calls(run: &sim::CallRun) -> Result<sim::CallReport, sim::CallError> {
+    let mut progress = LazyProgress::new();
+    let report = sim::run_calls(run, &mut |done, total| {
+        progress.update(Progress {
+            phase: "calls",
+            done,
+            total,
+        })
+    })?;
+    progress.finish();
+    Ok(report)
+}

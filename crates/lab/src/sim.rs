@@ -3,7 +3,7 @@
 use crate::LabError;
 use crate::progress::LazyProgress;
 use overlay::IdSpace;
-use sim::{Churn, Init, LatencyModel, LookupRun, Progress, SessionModel, WorldConfig};
+use sim::{Churn, Init, LatencyModel, LookupRun, SessionModel, WorldConfig};
 use std::time::Duration;
 
 /// Options for `p2psip sim`.
@@ -296,15 +296,7 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
     run.call_rate = args.call_rate;
     run.closed_loop = !args.open_loop;
     run.successors = args.successors;
-    let mut progress = LazyProgress::new();
-    let report = sim::run_calls(&run, &mut |done, total| {
-        progress.update(Progress {
-            phase: "calls",
-            done,
-            total,
-        })
-    })?;
-    progress.finish();
+    let report = crate::progress::run_calls(&run)?;
     if args.json {
         say!(
             "{}",

@@ -862,15 +862,7 @@ fn run_simulated(args: Args) -> Result<(), LabError> {
         min: Duration::from_micros(100),
         max: Duration::from_millis(2),
     };
-    let mut progress = crate::progress::LazyProgress::new();
-    let calls = sim::run_calls(&run, &mut |done, total| {
-        progress.update(sim::Progress {
-            phase: "calls",
-            done,
-            total,
-        })
-    })?;
-    progress.finish();
+    let calls = crate::progress::run_calls(&run)?;
     if args.json {
         let out = json!({
             "mode": "simulated",

@@ -105,9 +105,28 @@ pub struct SipSockets {
     /// Where it listens (UDP and TCP, same port).
     pub local: SocketAddr,
     out: mpsc::Sender<SipTransmit>,
+    task: Running,
+}
+
+/// A spawned loop (the sockets' or a front-end's): its counters, the signal that stops it
+/// and the handle to wait for it by.
+struct Running {
     stats: Arc<Mutex<DriverStats>>,
     stop: Option<oneshot::Sender<()>>,
     join: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn stats(&self) -> DriverStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.join.await;
+    }
 }
 
 impl std::fmt::Debug for SipSockets {
@@ -160,9 +179,11 @@ impl SipSockets {
             SipSockets {
                 local,
                 out: out_tx,
-                stats,
-                stop: Some(stop_tx),
-                join,
+                task: Running {
+                    stats,
+                    stop: Some(stop_tx),
+                    join,
+                },
             },
             in_rx,
         ))
@@ -172,21 +193,18 @@ impl SipSockets {
     pub fn sender(&self) -> SipSender {
         SipSender {
             out: self.out.clone(),
-            stats: self.stats.clone(),
+            stats: self.task.stats.clone(),
         }
     }
 
     /// Current counters.
     pub fn stats(&self) -> DriverStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.task.stats()
     }
 
     /// Stop and wait for the transport to end.
-    pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.join.await;
+    pub async fn shutdown(self) {
+        self.task.shutdown().await;
     }
 }
 
@@ -307,23 +325,18 @@ impl SocketTask {
 pub struct FrontEndTask {
     /// Where it listens (UDP and TCP, same port).
     pub local: SocketAddr,
-    stats: Arc<Mutex<DriverStats>>,
-    stop: Option<oneshot::Sender<()>>,
-    join: tokio::task::JoinHandle<()>,
+    task: Running,
 }
 
 impl FrontEndTask {
     /// Current counters.
     pub fn stats(&self) -> DriverStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        self.task.stats()
     }
 
     /// Stop and wait for the loop to end.
-    pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.join.await;
+    pub async fn shutdown(self) {
+        self.task.shutdown().await;
     }
 }
 
@@ -342,7 +355,7 @@ pub async fn start<O: OverlayPort>(
     let notify = Arc::new(Notify::new());
     let n2 = notify.clone();
     ov.set_waker(Arc::new(move || n2.notify_one()));
-    let stats = sockets.stats.clone();
+    let stats = sockets.task.stats.clone();
     let (stop_tx, stop_rx) = oneshot::channel();
     let lp = Loop {
         fe,
@@ -357,9 +370,11 @@ pub async fn start<O: OverlayPort>(
     });
     Ok(FrontEndTask {
         local,
-        stats,
-        stop: Some(stop_tx),
-        join,
+        task: Running {
+            stats,
+            stop: Some(stop_tx),
+            join,
+        },
     })
 }
 

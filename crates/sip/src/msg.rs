@@ -246,10 +246,7 @@ impl SipRequest {
 
     /// A header's raw value as text.
     pub fn header(&self, name: &str) -> Option<String> {
-        header_str(
-            &self.0.headers,
-            &HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes())),
-        )
+        header_str(&self.0.headers, &header_name(name))
     }
 
     /// Check what every request we act on must carry (RFC 3261 §8.1.1): Call-ID, CSeq
@@ -310,26 +307,19 @@ impl SipRequest {
 
     /// Add a header at the end.
     pub fn push_header(&mut self, name: &str, value: &str) -> Result<(), MsgError> {
-        let name = HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
-        self.0
-            .headers
-            .push(sipx_sip::Header::build(name, value.to_string())?);
+        self.0.headers.push(named_header(name, value)?);
         Ok(())
     }
 
     /// Add a header before all others (Record-Route: ours goes on top).
     pub fn push_header_front(&mut self, name: &str, value: &str) -> Result<(), MsgError> {
-        let name = HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
-        self.0
-            .headers
-            .push_front(sipx_sip::Header::build(name, value.to_string())?);
+        self.0.headers.push_front(named_header(name, value)?);
         Ok(())
     }
 
     /// Remove every header of this name.
     pub fn remove_header(&mut self, name: &str) {
-        let name = HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
-        self.0.headers.remove_all(&name);
+        self.0.headers.remove_all(&header_name(name));
     }
 
     /// Replace the Request-URI.
@@ -419,10 +409,7 @@ impl SipResponse {
 
     /// Add a header at the end.
     pub fn push_header(&mut self, name: &str, value: &str) -> Result<(), MsgError> {
-        let name = HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()));
-        self.0
-            .headers
-            .push(sipx_sip::Header::build(name, value.to_string())?);
+        self.0.headers.push(named_header(name, value)?);
         Ok(())
     }
 
@@ -490,6 +477,19 @@ pub struct RequestParts<'a> {
     pub contact: Option<&'a str>,
     /// SDP body, if any.
     pub sdp: Option<&'a [u8]>,
+}
+
+/// The header name `name` spells (a known one or an extension header).
+fn header_name(name: &str) -> HeaderName {
+    HeaderName::parse(&Bytes::copy_from_slice(name.as_bytes()))
+}
+
+/// A header `name: value`, for the messages' `push_header*`.
+fn named_header(name: &str, value: &str) -> Result<sipx_sip::Header, MsgError> {
+    Ok(sipx_sip::Header::build(
+        header_name(name),
+        value.to_string(),
+    )?)
 }
 
 /// Build a request.

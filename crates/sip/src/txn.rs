@@ -360,27 +360,49 @@ mod tests {
     use super::*;
     use crate::msg::{RequestParts, SipMethod, build_request};
 
+    /// Where the tests' requests go: bob's UA over UDP.
+    fn bob() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5170".parse().unwrap(),
+        }
+    }
+
+    /// A request from alice to bob; `branch` makes its Via branch, and so its transaction.
+    fn request_to_bob(
+        method: SipMethod,
+        branch: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+    ) -> SipRequest {
+        let via = format!("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-{branch}");
+        build_request(RequestParts {
+            method,
+            uri: "sip:bob@127.0.0.1:5170",
+            via: &via,
+            from: "<sip:alice@p2psip.test>;tag=a",
+            to,
+            call_id,
+            cseq,
+            contact: None,
+            sdp: None,
+        })
+        .unwrap()
+    }
+
     #[test]
     fn client_transactions_stop_at_the_cap() {
         let mut tx = Transactions::new(Timers::default(), 2);
-        let to = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5170".parse().unwrap(),
-        };
+        let to = bob();
         let req = |n: u32| {
-            let via = format!("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-t{n}");
-            build_request(RequestParts {
-                method: SipMethod::Bye,
-                uri: "sip:bob@127.0.0.1:5170",
-                via: &via,
-                from: "<sip:alice@p2psip.test>;tag=a",
-                to: "<sip:bob@p2psip.test>;tag=b",
-                call_id: "c@x",
-                cseq: n,
-                contact: None,
-                sdp: None,
-            })
-            .unwrap()
+            request_to_bob(
+                SipMethod::Bye,
+                &format!("t{n}"),
+                "<sip:bob@p2psip.test>;tag=b",
+                "c@x",
+                n,
+            )
         };
         let now = Time::from_millis(1);
         assert!(tx.send_request(now, to, req(1)).is_some());
@@ -394,24 +416,15 @@ mod tests {
     /// transactions were opened in.
     #[test]
     fn due_timers_fire_in_one_order() {
-        let to = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5170".parse().unwrap(),
-        };
+        let to = bob();
         let req = |n: u32| {
-            let via = format!("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-d{n}");
-            build_request(RequestParts {
-                method: SipMethod::Options,
-                uri: "sip:bob@127.0.0.1:5170",
-                via: &via,
-                from: "<sip:alice@p2psip.test>;tag=a",
-                to: "<sip:bob@p2psip.test>",
-                call_id: &format!("d{n}@x"),
-                cseq: 1,
-                contact: None,
-                sdp: None,
-            })
-            .unwrap()
+            request_to_bob(
+                SipMethod::Options,
+                &format!("d{n}"),
+                "<sip:bob@p2psip.test>",
+                &format!("d{n}@x"),
+                1,
+            )
         };
         let run = |order: &[u32]| {
             let mut tx = Transactions::new(Timers::default(), 1000);

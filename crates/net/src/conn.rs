@@ -251,14 +251,7 @@ pub(crate) async fn dial(
                 };
                 run(&ctx, peer, tls, rx, mode).await;
             }
-            let _ = ctx
-                .to_loop
-                .send(ConnEvent::Down {
-                    conn,
-                    peer: target.id,
-                    dial_failed: false,
-                })
-                .await;
+            report_down(&ctx, conn, target.id, false).await;
         }
         Err(e) => {
             if e.is_unreachable() {
@@ -269,14 +262,7 @@ pub(crate) async fn dial(
                     .refusal(format!("outbound to {} at {addr}: {e}", target.id));
             }
             Shared::inc(&ctx.stats.c.dials_failed);
-            let _ = ctx
-                .to_loop
-                .send(ConnEvent::Down {
-                    conn,
-                    peer: target.id,
-                    dial_failed: true,
-                })
-                .await;
+            report_down(&ctx, conn, target.id, true).await;
         }
     }
 }
@@ -390,12 +376,18 @@ pub(crate) async fn accept(
         return;
     }
     run(&ctx, peer, tls, rx, mode).await;
+    report_down(&ctx, conn, ident.node_id, false).await;
+}
+
+/// Tell the loop that connection `conn` to `peer` is gone (`dial_failed`: it never came
+/// up). A loop that has stopped needs no telling.
+async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
     let _ = ctx
         .to_loop
         .send(ConnEvent::Down {
             conn,
-            peer: ident.node_id,
-            dial_failed: false,
+            peer,
+            dial_failed,
         })
         .await;
 }

@@ -8,7 +8,7 @@
 mod support;
 
 use support::{
-    fast_chord, layer2_member, layer2_space, membership_of, net_config, now_unix,
+    fast_chord, layer2_member, layer2_space, make_secure_node, membership_of, net_config, now_unix,
     successors_in_order, test_ca,
 };
 
@@ -16,7 +16,7 @@ use enroll::cert::Ca;
 use net::{
     CallOutcome, Handle, Identity, Instrumented, KindLog, Limits, PeerRuntime, SosCounters, SosLink,
 };
-use overlay::secure::{FirstHops, Routing, SecureConfig};
+use overlay::secure::{FirstHops, SecureConfig};
 use overlay::{ChordConfig, Contact, IdSpace, NodeId};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -113,18 +113,9 @@ async fn secure_call(natted: &[u128]) {
         let net_cfg = net_config(m.identity.clone(), &tr, Limits::default());
         let (chord, ctx, log) = (chord.clone(), ctx.clone(), log.clone());
         let id = identity.node_id.0;
-        let signer = net::CertSigner::from_identity(&identity).unwrap();
-        let role = identity.binding.role;
+        let node = make_secure_node(&identity, chord, ctx);
         let make = move |me| Instrumented {
-            node: net::secure_node(
-                signer,
-                role,
-                me,
-                chord,
-                ctx,
-                Routing::Secure,
-                [id as u8; 32],
-            ),
+            node: node(me),
             drop_forwarded: false,
             log,
         };

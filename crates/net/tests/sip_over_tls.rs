@@ -7,14 +7,15 @@
 mod support;
 
 use support::{
-    layer2_member, layer2_space, membership_of, net_config, successors_in_order, test_ca,
+    layer2_member, layer2_space, make_secure_node, membership_of, net_config, successors_in_order,
+    test_ca,
 };
 use testkit::sipp;
 
 use enroll::cert::Ca;
 use net::{CertSigner, Handle, Identity, Limits, PeerRuntime, SecureCore};
 use node::PeerCore;
-use overlay::secure::{Routing, SecureConfig};
+use overlay::secure::SecureConfig;
 use overlay::{ChordConfig, Contact, NodeId};
 use rustls::pki_types::CertificateDer;
 use sip::driver::DriverLimits;
@@ -61,22 +62,10 @@ async fn calls_over_tls(transport: &str) {
     for (identity, _) in &members {
         let net_cfg = net_config(identity.clone(), &tr, Limits::default());
         let (chord, ctx) = (chord.clone(), ctx.clone());
-        let seed = [identity.node_id.0 as u8; 32];
-        let signer = CertSigner::from_identity(identity).unwrap();
-        let role = identity.binding.role;
-        let rt = PeerRuntime::start(net_cfg, move |me| {
-            PeerCore::new(net::secure_node(
-                signer,
-                role,
-                me,
-                chord,
-                ctx,
-                Routing::Secure,
-                seed,
-            ))
-        })
-        .await
-        .unwrap();
+        let node = make_secure_node(identity, chord, ctx);
+        let rt = PeerRuntime::start(net_cfg, move |me| PeerCore::new(node(me)))
+            .await
+            .unwrap();
         let boot = first;
         rt.handle
             .call(move |n, now| match boot {

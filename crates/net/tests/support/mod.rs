@@ -13,7 +13,7 @@ use net::{
     Core, CrlStore, Handle, Identity, Limits, Membership, NetConfig, Peer, PeerRuntime,
     RevocationPolicy, Trust,
 };
-use overlay::secure::LayerArcs;
+use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureNode};
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -455,4 +455,18 @@ pub fn layer2_identity(ca: &Ca, id: u128, role: Role, tag: u8) -> Identity {
         .unwrap();
     let chain_pem = der_to_pem(&der, "CERTIFICATE") + ca.cert_pem();
     Identity::from_pem(&chain_pem, &key.serialize_pem()).unwrap()
+}
+
+/// What a test peer of `identity` hands the runtime to build its secure node once it knows
+/// its own contact: layer-2 Chord under `chord`, the secure layer under `ctx`, signing
+/// with its certificate key, secure routing, every random choice seeded by its Node-ID.
+pub fn make_secure_node(
+    identity: &Identity,
+    chord: Arc<ChordConfig>,
+    ctx: OverlayContext,
+) -> impl FnOnce(Contact) -> SecureNode + Send + 'static {
+    let signer = net::CertSigner::from_identity(identity).unwrap();
+    let role = identity.binding.role;
+    let seed = [identity.node_id.0 as u8; 32];
+    move |me| net::secure_node(signer, role, me, chord, ctx, Routing::Secure, seed)
 }

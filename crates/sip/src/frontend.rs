@@ -744,10 +744,8 @@ impl FrontEnd {
         let _ = fwd.push_header_front("Record-Route", &self.record_route(ua.transport));
         self.stats.calls_out += 1;
         let ocall = ov.send_call(now, reg.record.node, fwd.to_bytes());
-        self.by_ocall.insert(ocall, call_id.clone());
-        self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
-        self.calls.insert(
+        self.track_call(
+            now,
             call_id,
             Call {
                 ocall,
@@ -759,6 +757,15 @@ impl FrontEnd {
                 clients: Vec::new(),
             },
         );
+    }
+
+    /// Keep `call` under its Call-ID and its overlay call until it ends or lies idle for
+    /// `call_idle`.
+    fn track_call(&mut self, now: Time, call_id: String, call: Call) {
+        self.by_ocall.insert(call.ocall, call_id.clone());
+        self.call_expiry
+            .set(call_id.clone(), now + self.cfg.call_idle);
+        self.calls.insert(call_id, call);
     }
 
     /// A call from the overlay: forward its INVITE to the registered UA, or refuse it
@@ -815,10 +822,8 @@ impl FrontEnd {
         };
         self.stats.calls_in += 1;
         self.client_of.insert(key.clone(), call_id.clone());
-        self.by_ocall.insert(ocall, call_id.clone());
-        self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
-        self.calls.insert(
+        self.track_call(
+            now,
             call_id,
             Call {
                 ocall,

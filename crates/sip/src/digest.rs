@@ -574,6 +574,11 @@ mod tests {
 
     const URI: &str = "sip:p2psip.test";
 
+    /// The verdict on a REGISTER that carries `authorization`.
+    fn register(a: &DigestAuth, now: Time, authorization: &str) -> Verdict {
+        a.check(now, "REGISTER", Some(authorization))
+    }
+
     fn answer(a: &DigestAuth, now: Time, alg: Algorithm, user: &str, pw: &str) -> String {
         let nonce = a.nonce(now);
         authorization(
@@ -603,10 +608,7 @@ mod tests {
         assert!(ch[1].contains("algorithm=MD5") && ch[1].contains("realm=\"p2psip.test\""));
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let h = answer(&a, now, alg, "alice", "wonderland");
-            assert_eq!(
-                a.check(now, "REGISTER", Some(&h)),
-                Verdict::Accept("alice".into())
-            );
+            assert_eq!(register(&a, now, &h), Verdict::Accept("alice".into()));
             // Same answer for another method does not verify.
             assert_eq!(
                 a.check(now, "INVITE", Some(&h)),
@@ -614,26 +616,20 @@ mod tests {
             );
             let wrong = answer(&a, now, alg, "alice", "wonderLand");
             assert_eq!(
-                a.check(now, "REGISTER", Some(&wrong)),
+                register(&a, now, &wrong),
                 Verdict::Challenge { stale: false }
             );
             let unknown = answer(&a, now, alg, "mallory", "wonderland");
             assert_eq!(
-                a.check(now, "REGISTER", Some(&unknown)),
+                register(&a, now, &unknown),
                 Verdict::Challenge { stale: false }
             );
         }
         // bob is given by MD5 HA1: MD5 works, SHA-256 cannot.
         let h = answer(&a, now, Algorithm::Md5, "bob", "builder");
-        assert_eq!(
-            a.check(now, "REGISTER", Some(&h)),
-            Verdict::Accept("bob".into())
-        );
+        assert_eq!(register(&a, now, &h), Verdict::Accept("bob".into()));
         let h = answer(&a, now, Algorithm::Sha256, "bob", "builder");
-        assert_eq!(
-            a.check(now, "REGISTER", Some(&h)),
-            Verdict::Challenge { stale: false }
-        );
+        assert_eq!(register(&a, now, &h), Verdict::Challenge { stale: false });
     }
 
     #[test]
@@ -642,10 +638,7 @@ mod tests {
         let t0 = Time::from_millis((1000) * 1000);
         let h = answer(&a, t0, Algorithm::Sha256, "alice", "wonderland");
         let later = Time::from_millis((1000 + 301) * 1000);
-        assert_eq!(
-            a.check(later, "REGISTER", Some(&h)),
-            Verdict::Challenge { stale: true }
-        );
+        assert_eq!(register(&a, later, &h), Verdict::Challenge { stale: true });
         assert!(a.challenges(later, true)[0].contains("stale=true"));
         // Another process (other secret) issued the nonce: not ours.
         let other = DigestAuth::new(
@@ -654,10 +647,7 @@ mod tests {
             [8; 32],
         );
         let h = answer(&other, t0, Algorithm::Md5, "alice", "wonderland");
-        assert_eq!(
-            a.check(t0, "REGISTER", Some(&h)),
-            Verdict::Challenge { stale: false }
-        );
+        assert_eq!(register(&a, t0, &h), Verdict::Challenge { stale: false });
         // A nonce from the future is refused.
         let h = answer(
             &a,
@@ -666,10 +656,7 @@ mod tests {
             "alice",
             "wonderland",
         );
-        assert_eq!(
-            a.check(t0, "REGISTER", Some(&h)),
-            Verdict::Challenge { stale: false }
-        );
+        assert_eq!(register(&a, t0, &h), Verdict::Challenge { stale: false });
     }
 
     #[test]
@@ -688,42 +675,27 @@ mod tests {
             ));
         }
         let long = format!("Digest username=\"{}\"", "a".repeat(MAX_AUTH_HEADER));
-        assert!(matches!(
-            a.check(now, "REGISTER", Some(&long)),
-            Verdict::BadRequest(_)
-        ));
+        assert!(matches!(register(&a, now, &long), Verdict::BadRequest(_)));
         let nonce = a.nonce(now);
-        let h = authorization(
-            Algorithm::Md5,
-            "alice",
-            "wonderland",
-            "p2psip.test",
-            &nonce,
-            "REGISTER",
-            "/dir/index.html",
-            "c",
-            1,
-        );
-        assert!(matches!(
-            a.check(now, "REGISTER", Some(&h)),
-            Verdict::BadRequest(_)
-        ));
+        // alice's MD5 answer, for the digest uri `uri`.
+        let with_uri = |uri: &str| {
+            authorization(
+                Algorithm::Md5,
+                "alice",
+                "wonderland",
+                "p2psip.test",
+                &nonce,
+                "REGISTER",
+                uri,
+                "c",
+                1,
+            )
+        };
+        let h = with_uri("/dir/index.html");
+        assert!(matches!(register(&a, now, &h), Verdict::BadRequest(_)));
         // The front-end's address as digest uri (what SIPp sends) is accepted.
-        let h = authorization(
-            Algorithm::Md5,
-            "alice",
-            "wonderland",
-            "p2psip.test",
-            &nonce,
-            "REGISTER",
-            "sip:127.0.0.1:5060",
-            "c",
-            1,
-        );
-        assert_eq!(
-            a.check(now, "REGISTER", Some(&h)),
-            Verdict::Accept("alice".into())
-        );
+        let h = with_uri("sip:127.0.0.1:5060");
+        assert_eq!(register(&a, now, &h), Verdict::Accept("alice".into()));
     }
 
     #[test]

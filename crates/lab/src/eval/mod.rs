@@ -13,7 +13,7 @@ mod report;
 mod results;
 
 use crate::LabError;
-use experiments::{Mode, Plan};
+use experiments::{Mode, Plan, Step};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use results::{Results, Timing, load_demo};
 use std::path::PathBuf;
@@ -67,31 +67,18 @@ pub fn run(args: Args) -> Result<(), LabError> {
         bar.inc(1);
         bar.set_message(label);
     };
-    let mut timings = Vec::new();
-    let mut timed = |name: &'static str, t: Instant| {
-        timings.push(Timing {
-            experiment: name,
-            wall_s: t.elapsed().as_secs_f64(),
-        })
+    let mut runs = TimedRuns {
+        plan: &plan,
+        step: &mut step,
+        timings: Vec::new(),
     };
-    let t = Instant::now();
-    let paper = experiments::paper(&plan, &mut step)?;
-    timed("paper", t);
-    let t = Instant::now();
-    let lookups = experiments::lookups(&plan, &mut step)?;
-    timed("lookups", t);
-    let t = Instant::now();
-    let locality = experiments::locality(&plan, &mut step)?;
-    timed("locality", t);
-    let t = Instant::now();
-    let cache = experiments::cache(&plan, &mut step)?;
-    timed("cache", t);
-    let t = Instant::now();
-    let trust = experiments::trust(&plan, &mut step)?;
-    timed("trust", t);
-    let t = Instant::now();
-    let attack = experiments::attack(&plan, &mut step)?;
-    timed("attack", t);
+    let paper = runs.run("paper", experiments::paper)?;
+    let lookups = runs.run("lookups", experiments::lookups)?;
+    let locality = runs.run("locality", experiments::locality)?;
+    let cache = runs.run("cache", experiments::cache)?;
+    let trust = runs.run("trust", experiments::trust)?;
+    let attack = runs.run("attack", experiments::attack)?;
+    let timings = runs.timings;
     bar.finish_and_clear();
     let results = Results {
         tool: "p2psip eval",
@@ -117,4 +104,29 @@ pub fn run(args: Args) -> Result<(), LabError> {
     );
     say!("{}", args.out.join("report.html").display());
     Ok(())
+}
+
+/// The experiments of one evaluation, run one after another under one plan and progress
+/// bar, each one's wall time noted.
+struct TimedRuns<'a> {
+    plan: &'a Plan,
+    step: Step<'a>,
+    timings: Vec<Timing>,
+}
+
+impl TimedRuns<'_> {
+    /// Runs `experiment` and notes its wall time under `name` (nothing when it fails).
+    fn run<T>(
+        &mut self,
+        name: &'static str,
+        experiment: fn(&Plan, Step<'_>) -> Result<T, LabError>,
+    ) -> Result<T, LabError> {
+        let t = Instant::now();
+        let out = experiment(self.plan, &mut *self.step)?;
+        self.timings.push(Timing {
+            experiment: name,
+            wall_s: t.elapsed().as_secs_f64(),
+        });
+        Ok(out)
+    }
 }

@@ -328,13 +328,19 @@ mod tests {
         );
     }
 
+    /// Fresh signing keys for peers 1 and 2, and a registry that knows both.
+    fn two_peers() -> (Ed25519Signer, Ed25519Signer, Ed25519Registry) {
+        let (one, _) = Ed25519Signer::generate().unwrap();
+        let (two, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), one.public_key());
+        keys.insert(NodeId(2), two.public_key());
+        (one, two, keys)
+    }
+
     #[test]
     fn only_the_owner_changes_a_live_registration() {
-        let (a, _) = Ed25519Signer::generate().unwrap();
-        let (m, _) = Ed25519Signer::generate().unwrap();
-        let mut keys = Ed25519Registry::default();
-        keys.insert(NodeId(1), a.public_key());
-        keys.insert(NodeId(2), m.public_key());
+        let (a, m, keys) = two_peers();
         let mut st = RegistrationStore::new(8);
         st.put(1000, reg(1, 1, 5000).sign(&a), &keys).unwrap();
         assert_eq!(
@@ -373,11 +379,7 @@ mod tests {
     #[test]
     fn overlay_validator_applies_the_owner_rule() {
         use overlay::secure::{RecordAction, RecordValidator};
-        let (a, _) = Ed25519Signer::generate().unwrap();
-        let (m, _) = Ed25519Signer::generate().unwrap();
-        let mut keys = Ed25519Registry::default();
-        keys.insert(NodeId(1), a.public_key());
-        keys.insert(NodeId(2), m.public_key());
+        let (a, m, keys) = two_peers();
         let space = IdSpace::new(32).unwrap();
         let v = RegistrationValidator {
             verifier: std::sync::Arc::new(keys),
@@ -422,11 +424,7 @@ mod tests {
     #[test]
     fn validator_keeps_every_aor_whose_hash_shares_the_key() {
         use overlay::secure::{RecordAction, RecordValidator};
-        let (a, _) = Ed25519Signer::generate().unwrap();
-        let (b, _) = Ed25519Signer::generate().unwrap();
-        let mut keys = Ed25519Registry::default();
-        keys.insert(NodeId(1), a.public_key());
-        keys.insert(NodeId(2), b.public_key());
+        let (a, b, keys) = two_peers();
         // The demo's 11-bit space: user41 and user42 share key 331.
         let space = IdSpace::new(11).unwrap();
         let v = RegistrationValidator {

@@ -129,13 +129,7 @@ impl<C: Core> Handle<C> {
     /// Leave gracefully, flush and close every connection, stop the loop. Returns when done
     /// (at most the shutdown timeout later).
     pub async fn shutdown(&self) -> Result<(), NetError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Shutdown(tx))
-            .await
-            .map_err(|_| NetError::Closed)?;
-        let _ = rx.await;
-        Ok(())
+        self.stop_with(Command::Shutdown).await
     }
 
     /// Stop at once, the way a crash or `kill -9` would: no leave, nothing flushed; the
@@ -143,11 +137,14 @@ impl<C: Core> Handle<C> {
     /// links die and must detect the loss with their own timeouts. For fault tests in one
     /// process, where the peer cannot be a separate process to kill.
     pub async fn kill(&self) -> Result<(), NetError> {
+        self.stop_with(Command::Kill).await
+    }
+
+    /// Send the loop the stop command `stop` makes around a reply channel and wait until
+    /// the loop has stopped (its reply, or the channel dropped as it ends).
+    async fn stop_with(&self, stop: fn(oneshot::Sender<()>) -> Command<C>) -> Result<(), NetError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Kill(tx))
-            .await
-            .map_err(|_| NetError::Closed)?;
+        self.tx.send(stop(tx)).await.map_err(|_| NetError::Closed)?;
         let _ = rx.await;
         Ok(())
     }

@@ -390,6 +390,17 @@ impl AppState {
         }
     }
 
+    /// The peer an admin request is about, if the request carries the admin token (checked
+    /// first) and names a well-formed Node-ID.
+    fn admin_peer(
+        &self,
+        headers: &HeaderMap,
+        peer: Result<Path<String>, PathRejection>,
+    ) -> Result<PeerId, ApiError> {
+        self.check_admin(headers)?;
+        parse_peer(peer)
+    }
+
     /// Ok(()) if the request carries the admin token.
     fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(want) = &self.admin_digest else {
@@ -642,10 +653,7 @@ async fn put_opinion(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     st.metrics.request(Endpoint::PutOpinion);
-    if let Err(r) = st.check_admin(&headers) {
-        return r.into_response();
-    }
-    let peer = match parse_peer(peer) {
+    let peer = match st.admin_peer(&headers, peer) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
@@ -679,10 +687,7 @@ async fn delete_opinion(
     peer: Result<Path<String>, PathRejection>,
 ) -> Response {
     st.metrics.request(Endpoint::DeleteOpinion);
-    if let Err(r) = st.check_admin(&headers) {
-        return r.into_response();
-    }
-    let peer = match parse_peer(peer) {
+    let peer = match st.admin_peer(&headers, peer) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };

@@ -18,6 +18,14 @@ struct Running {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// The server's defaults in the paper's 11-bit ID space.
+fn eleven_bits() -> ServerConfig {
+    ServerConfig {
+        id_bits: 11,
+        ..ServerConfig::default()
+    }
+}
+
 async fn start(dir: &Path, config: ServerConfig) -> Running {
     service::crypto::install_provider();
     let server = EnrollServer::open(dir, config).unwrap();
@@ -80,11 +88,7 @@ fn refused(r: Result<enroll::EnrollResponse, ClientError>) -> (u16, ErrorBody) {
 #[tokio::test]
 async fn enroll_verify_revoke_crl() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ServerConfig {
-        id_bits: 11,
-        ..ServerConfig::default()
-    };
-    let srv = start(dir.path(), cfg).await;
+    let srv = start(dir.path(), eleven_bits()).await;
     let t = token(dir.path(), Role::Peer, None, 2);
     let (_key, csr) = new_key_and_csr().unwrap();
     let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
@@ -266,11 +270,8 @@ async fn ca_persists_and_parameters_are_pinned() {
     }
     let again = EnrollServer::open(dir.path(), ServerConfig::default()).unwrap();
     assert_eq!(again.ca_pem(), pem);
-    let other = ServerConfig {
-        id_bits: 11,
-        ..ServerConfig::default()
-    };
-    assert!(EnrollServer::open(dir.path(), other).is_err());
+    // The same CA directory under another ID space is refused.
+    assert!(EnrollServer::open(dir.path(), eleven_bits()).is_err());
 }
 
 #[tokio::test]
@@ -297,11 +298,7 @@ async fn rate_limited_per_source() {
 #[tokio::test]
 async fn directory_lists_the_enrolled_and_drops_the_revoked() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = ServerConfig {
-        id_bits: 11,
-        ..ServerConfig::default()
-    };
-    let srv = start(dir.path(), cfg).await;
+    let srv = start(dir.path(), eleven_bits()).await;
     assert!(srv.client.directory().await.unwrap().members.is_empty());
     let mut ids = Vec::new();
     for (role, addr) in [

@@ -116,6 +116,15 @@ impl SecureNode {
         None
     }
 
+    /// Send `reply` to `to`, who asked; a request of this peer's own is answered here.
+    fn answer_record(&mut self, now: Time, to: Contact, reply: Message) {
+        if to.id == self.chord.id() {
+            self.handle_record_message(now, to, reply);
+        } else {
+            self.send(to, reply);
+        }
+    }
+
     /// Record traffic: Put, PutReply, Get, GetReply.
     pub(super) fn handle_record_message(&mut self, now: Time, from: Contact, msg: Message) {
         match msg {
@@ -131,11 +140,7 @@ impl SecureNode {
                         query,
                         error: result.err(),
                     };
-                    if from.id == self.chord.id() {
-                        self.handle_record_message(now, from, reply);
-                    } else {
-                        self.send(from, reply);
-                    }
+                    self.answer_record(now, from, reply);
                 }
             }
             Message::PutReply { query, error } => {
@@ -151,11 +156,7 @@ impl SecureNode {
             Message::Get { query, key } => {
                 let value = self.chord.records().get(&key).cloned();
                 let reply = Message::GetReply { query, value };
-                if from.id == self.chord.id() {
-                    self.handle_record_message(now, from, reply);
-                } else {
-                    self.send(from, reply);
-                }
+                self.answer_record(now, from, reply);
             }
             Message::GetReply { query, value } => {
                 if let Some(pos) = self

@@ -155,28 +155,28 @@ fn expect_refused(mut net: Net, from: Contact, to: NodeId, bad: PingRequest, wan
     assert_eq!(net.rang(CALLER), rang + 1, "a later clean call rings");
 }
 
-#[test]
-fn a_forged_csp_signature_is_dropped_and_reported() {
+/// A mid-route copy of a clean call, changed by `tamper` and sent on by its sender: dropped
+/// and reported as modified.
+fn a_tampered_copy_is_refused(tamper: impl FnOnce(&mut PingRequest)) {
     let net = clean_run();
     let (from, to, mut p) = mid_copy(&net);
-    p.csp_sig[3] ^= 0x40;
+    tamper(&mut p);
     expect_refused(net, from, to, p, Outcome::Modified);
+}
+
+#[test]
+fn a_forged_csp_signature_is_dropped_and_reported() {
+    a_tampered_copy_is_refused(|p| p.csp_sig[3] ^= 0x40);
 }
 
 #[test]
 fn a_stripped_csp_signature_is_dropped_and_reported() {
-    let net = clean_run();
-    let (from, to, mut p) = mid_copy(&net);
-    p.csp_sig.clear();
-    expect_refused(net, from, to, p, Outcome::Modified);
+    a_tampered_copy_is_refused(|p| p.csp_sig.clear());
 }
 
 #[test]
 fn a_stripped_hop_signature_is_dropped_and_reported() {
-    let net = clean_run();
-    let (from, to, mut p) = mid_copy(&net);
-    p.hops.last_mut().unwrap().sig.clear();
-    expect_refused(net, from, to, p, Outcome::Modified);
+    a_tampered_copy_is_refused(|p| p.hops.last_mut().unwrap().sig.clear());
 }
 
 #[test]

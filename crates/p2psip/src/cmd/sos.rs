@@ -466,11 +466,7 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
                 && close(*e, we)
         });
         ok &= good;
-        let route_s = route
-            .iter()
-            .map(u128::to_string)
-            .collect::<Vec<_>>()
-            .join("->");
+        let route_s = route_text(route);
         service::say!(
             "  {:<4}  {:<19}  {:<7.4}  {:<7.4}  {:<7.4}  {:<7.5}  {}",
             i + 1,
@@ -518,12 +514,7 @@ async fn rank(a: RankArgs) -> anyhow::Result<()> {
         .ranked;
     service::say!("rank  route                     b        d        u        E");
     for (i, r) in ranked.iter().enumerate() {
-        let route_s = r
-            .route
-            .iter()
-            .map(PeerId::to_string)
-            .collect::<Vec<_>>()
-            .join("->");
+        let route_s = route_text(&r.route);
         service::say!(
             "{:<4}  {:<24}  {:<7.4}  {:<7.4}  {:<7.4}  {:.5}",
             i + 1,
@@ -677,4 +668,13 @@ fn bench_fixtures(a: BenchFixturesArgs) -> anyhow::Result<()> {
         a.dir.display()
     );
     Ok(())
+}
+
+/// A route as the tables print it: the peers' IDs joined by `->`.
+fn route_text<T: std::fmt::Display>(route: &[T]) -> String {
+    route
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join("->")
 }

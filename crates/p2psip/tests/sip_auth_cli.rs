@@ -6,9 +6,10 @@
 
 mod support;
 
-use support::{BIN, spawn_cmd};
+use support::{BIN, Proc, spawn_cmd};
 use testkit::sipp::{free_port, have_sipp, scenario};
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Run a SIPp scenario against `target`; true when SIPp exits 0 (scenario passed).
@@ -32,6 +33,17 @@ fn sipp(transport: &str, target: &str, sf: &str, aor: &str, user: &str, pw: &str
     out.status.success()
 }
 
+/// Start the front-ends `cmd` describes, their stderr kept in `dir`; once the first has said
+/// where it listens, return the process and what it has logged.
+fn start_front_end(dir: &Path, cmd: &mut Command) -> (Proc, String) {
+    let stderr = dir.join("stderr");
+    let front_end = spawn_cmd(cmd.stderr(std::fs::File::create(&stderr).unwrap()), 1);
+    let first = &front_end.first_lines[0];
+    assert!(first.starts_with("frontend "), "{first}");
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    (front_end, log)
+}
+
 #[test]
 fn sipp_registers_with_digest_credentials_udp_and_tcp() {
     if !have_sipp() {
@@ -40,10 +52,10 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let creds = dir.path().join("sip-users");
     std::fs::write(&creds, "# test users\nalice:wonderland\nbob:builder\n").unwrap();
-    let stderr = dir.path().join("stderr");
     let port = free_port();
     let target = format!("127.0.0.1:{port}");
-    let front_end = spawn_cmd(
+    let (_front_end, log) = start_front_end(
+        dir.path(),
         Command::new(BIN)
             .args([
                 "sip-frontends",
@@ -53,13 +65,8 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
             ])
             .arg(&creds)
             // SIPp 3.6 reads only the first challenge and knows only MD5.
-            .args(["--sip-digest", "MD5,SHA-256"])
-            .stderr(std::fs::File::create(&stderr).unwrap()),
-        1,
+            .args(["--sip-digest", "MD5,SHA-256"]),
     );
-    let first = &front_end.first_lines[0];
-    assert!(first.starts_with("frontend "), "{first}");
-    let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(
         log.contains("SIP front-end with digest authentication: 2 users"),
         "{log}"
@@ -108,16 +115,10 @@ fn sipp_registers_with_digest_credentials_udp_and_tcp() {
 #[test]
 fn without_credentials_the_front_end_says_it_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let stderr = dir.path().join("stderr");
-    let front_end = spawn_cmd(
-        Command::new(BIN)
-            .args(["sip-frontends", "--sip-listen", "127.0.0.1:0"])
-            .stderr(std::fs::File::create(&stderr).unwrap()),
-        1,
+    let (_front_end, log) = start_front_end(
+        dir.path(),
+        Command::new(BIN).args(["sip-frontends", "--sip-listen", "127.0.0.1:0"]),
     );
-    let first = &front_end.first_lines[0];
-    assert!(first.starts_with("frontend "), "{first}");
-    let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(
         log.contains("SIP front-end without authentication"),
         "{log}"

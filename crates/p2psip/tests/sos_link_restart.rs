@@ -154,20 +154,14 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
     let dropped = counters.reports_dropped.load(Ordering::Relaxed);
     let retries = counters.report_retries.load(Ordering::Relaxed);
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM reports WHERE reporter = ?1",
-            [ME.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let distinct: i64 = conn
-        .query_row(
-            "SELECT COUNT(DISTINCT nonce) FROM reports WHERE reporter = ?1",
-            [ME.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    // A count over this reporter's stored reports.
+    let count = |what: &str| -> i64 {
+        let sql = format!("SELECT COUNT({what}) FROM reports WHERE reporter = ?1");
+        conn.query_row(&sql, [ME.to_string()], |r| r.get(0))
+            .unwrap()
+    };
+    let stored = count("*");
+    let distinct = count("DISTINCT nonce");
     eprintln!(
         "{sent} reports produced: {ok} acknowledged, {failed} failed, {dropped} dropped, {retries} retries; {stored} stored ({distinct} distinct)"
     );

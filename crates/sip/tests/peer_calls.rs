@@ -24,6 +24,14 @@ fn network() -> Network<PeerCore> {
     Network::new(peers, Time::from_millis(10), 1)
 }
 
+/// The caller's own user agent calls the callee with [`OFFER`]; the Call-ID.
+fn call_the_callee(net: &mut Network<PeerCore>) -> String {
+    let (call, _) = net
+        .act(CALLER, |p, now| p.place_call(now, CALLEE, None, OFFER))
+        .unwrap();
+    call
+}
+
 /// What peer `id`'s own user agent reported.
 fn ua_events(net: &Network<PeerCore>, id: NodeId) -> Vec<UaEvent> {
     net.events()
@@ -53,9 +61,7 @@ fn sip_lines(net: &Network<PeerCore>, id: NodeId) -> Vec<String> {
 #[test]
 fn a_call_between_two_peers_runs_the_whole_dialog_over_the_secure_flow() {
     let mut net = network();
-    let (call, _) = net
-        .act(CALLER, |p, now| p.place_call(now, CALLEE, None, OFFER))
-        .unwrap();
+    let call = call_the_callee(&mut net);
     net.run_for(Duration::from_secs(5));
     let caller = ua_events(&net, CALLER);
     assert!(
@@ -144,9 +150,7 @@ fn a_call_to_a_peer_that_is_not_there_fails_and_is_forgotten() {
 fn an_answered_call_whose_ack_never_comes_is_given_up() {
     let mut net = network();
     // Whatever the caller sends after the INVITE is lost: its ACK never reaches the callee.
-    let (call, _) = net
-        .act(CALLER, |p, now| p.place_call(now, CALLEE, None, OFFER))
-        .unwrap();
+    let call = call_the_callee(&mut net);
     net.set_behaviour(
         CALLER,
         testkit::adversary::drop_if(|_, _, m| matches!(m, overlay::Message::Dialog { .. })),
@@ -172,8 +176,7 @@ fn a_peer_that_does_not_answer_leaves_the_call_to_its_application() {
         .into_iter()
         .map(|n| PeerCore::new(n).with_answering(false));
     let mut net = Network::new(peers, Time::from_millis(10), 1);
-    net.act(CALLER, |p, now| p.place_call(now, CALLEE, None, OFFER))
-        .unwrap();
+    call_the_callee(&mut net);
     net.run_for(Duration::from_secs(5));
     let incoming = net.events().iter().any(|(who, e)| {
         *who == CALLEE

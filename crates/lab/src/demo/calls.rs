@@ -10,18 +10,6 @@ use rand::rngs::Xoshiro256PlusPlus;
 use sip::msg::{RequestParts, SipMethod, build_request};
 use std::net::SocketAddr;
 
-/// Fisher–Yates driven by the run's seeded RNG. The demo's join order and kill order are
-/// part of its reproducible set-up: the paper's scenario needs the plain-Chord lookup from
-/// 80 to meet 1617 (80 → 1104 → 1617), which depends on the finger tables a join order
-/// leaves behind, so the order is fixed by this function rather than by a library's shuffle
-/// that may change between versions.
-pub(crate) fn seeded_shuffle<T>(rng: &mut Xoshiro256PlusPlus, v: &mut [T]) {
-    for i in (1..v.len()).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
-}
-
 /// The peers to kill, in kill order: a seeded shuffle of the `killable` ones, cut to
 /// `count(how many are killable)`.
 pub(crate) fn pick_victims(
@@ -31,7 +19,7 @@ pub(crate) fn pick_victims(
 ) -> Vec<usize> {
     let mut victims: Vec<usize> = (0..killable.len()).filter(|i| killable[*i]).collect();
     let n = count(victims.len());
-    seeded_shuffle(rng, &mut victims);
+    super::members::seeded_shuffle(rng, &mut victims);
     victims.truncate(n);
     victims
 }

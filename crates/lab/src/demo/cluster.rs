@@ -304,7 +304,7 @@ async fn join_rings(c: &Cluster, l: &Launch<'_>, quiet: bool) -> Result<(), LabE
             .unwrap_or(ring[0]);
         let mut order: Vec<usize> = ring.iter().copied().filter(|i| *i != gateway).collect();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(c.ids[gateway].0 as u64);
-        super::calls::seeded_shuffle(&mut rng, &mut order);
+        super::members::seeded_shuffle(&mut rng, &mut order);
         let handles: Vec<Handle<DemoPeer>> = c.handles.clone();
         let ids = c.ids.clone();
         let pb = pb.clone();

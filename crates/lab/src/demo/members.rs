@@ -6,8 +6,8 @@ use enroll::cert::{Binding, Ca, Csr, KeyPair, csr_for_key, der_to_pem};
 use net::Identity;
 use overlay::NodeId;
 use overlay::secure::LayerArcs;
-use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
 use sim::paper;
 
 /// One enrolled peer.
@@ -60,4 +60,16 @@ pub(crate) fn issue(ca: &Ca, arcs: &LayerArcs, id: NodeId) -> Result<Enrolled, L
     let identity = Identity::from_pem(&chain, &key.serialize_pem())
         .map_err(LabError::peer(id, "loading its TLS identity"))?;
     Ok(Enrolled { id, role, identity })
+}
+
+/// Fisher–Yates driven by the run's seeded RNG. The demo's join order and kill order are
+/// part of its reproducible set-up: the paper's scenario needs the plain-Chord lookup from
+/// 80 to meet 1617 (80 → 1104 → 1617), which depends on the finger tables a join order
+/// leaves behind, so the order is fixed by this function rather than by a library's shuffle
+/// that may change between versions.
+pub(crate) fn seeded_shuffle<T>(rng: &mut Xoshiro256PlusPlus, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
 }

@@ -1,10 +1,11 @@
 //! SIP for p2psip peers: the local front-end (registrar + proxy) that lets ordinary SIP
-//! phones and tools use the overlay, and a minimal UA for `p2psip call`.
+//! phones and tools use the overlay, the user agent a peer places and answers its own calls
+//! with, and [`PeerCore`], the one core of a peer that joins them to the secure node.
 //!
 //! Sans-IO like the overlay: every type here takes `now` and messages and returns what to
 //! send. The tokio driver for the front-end's UDP and TCP listeners (module `driver`) is
 //! behind the `tokio` feature, off by default so the protocol logic builds without a
-//! runtime; the runtime crates (`net`, `p2psip`) turn it on. SIP parsing and RFC 3261
+//! runtime; the runtime crates (`node`, `p2psip`) turn it on. SIP parsing and RFC 3261
 //! transactions come from `sipx-sip`, wrapped behind our own types ([`msg`], [`txn`]).
 
 mod deadlines;

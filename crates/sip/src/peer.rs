@@ -1,10 +1,12 @@
-//! The peer's one sans-IO core: the secure overlay node and, when the peer serves local
-//! phones, the SIP front-end with the adapter between them, driven as one [`Core`] (by the
-//! TLS runtime in a deployment, by the deterministic test network in tests). The front-end's calls into the overlay (store and find registrations,
-//! place a call, in-dialog messages) run on the node synchronously, and the node's answers
-//! reach the front-end inside the same input, so no task, lock or queue sits between them.
-//! The shell only moves bytes and time: overlay frames through the runtime, SIP datagrams
-//! in with [`PeerCore::handle_sip`] and out as [`PeerEvent::SipOut`].
+//! The peer's one sans-IO core: the secure overlay node, the peer's own user agent (the
+//! calls the peer places and answers itself, [`crate::own_ua`]) and, when the peer serves
+//! local phones, the SIP front-end with the adapter between it and the node, driven as one
+//! [`Core`] (by the TLS runtime in a deployment, by the deterministic test network in
+//! tests). The front-end's and the user agent's calls into the overlay (store and find
+//! registrations, place a call, dialog messages) run on the node synchronously, and the
+//! node's answers reach them inside the same input, so no task, lock or queue sits between
+//! them. The shell only moves bytes and time: overlay frames through the runtime, SIP
+//! datagrams in with [`PeerCore::handle_sip`] and out as [`PeerEvent::SipOut`].
 //!
 //! Driving contract (as for every core here): after each input drain `poll_transmit` and
 //! `poll_event` until both are empty, then call `handle_timeout` at `poll_timeout`. Time

@@ -543,7 +543,16 @@ fn calls_cross_layers_through_the_cspgs() {
                 .unwrap();
         dirs[i].join(cfg["key_file"].as_str().unwrap())
     };
-    let accepted = report(&key_of(5), peers[5].id);
+    // The SOS refreshes its reporter keys every second: the peers may have enrolled, joined
+    // and called inside one refresh, so give it a few refreshes to learn the newest key.
+    let t0 = Instant::now();
+    let accepted = loop {
+        let out = report(&key_of(5), peers[5].id);
+        if out.status.success() || t0.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
     assert!(
         accepted.status.success(),
         "{}",

@@ -9,7 +9,7 @@
 
 use net::Handle;
 use overlay::NodeId;
-use overlay::secure::{CallFailure, SecureEvent};
+use overlay::secure::SecureEvent;
 use serde::Serialize;
 use service::output::say;
 use service::sync::lock;
@@ -324,7 +324,7 @@ async fn follow(
                 deadline = tokio::time::Instant::now() + wait;
             }
             Progress::Overlay(SecureEvent::CallFailed { reason, .. }) => {
-                return Err(failure_text(reason));
+                return Err(format!("{reason:?}"));
             }
             Progress::Ua(UaEvent::Answered { sdp, .. }) => break sdp,
             Progress::Ua(UaEvent::Failed { code, .. }) => {
@@ -358,10 +358,6 @@ async fn follow(
             _ => {}
         }
     }
-}
-
-fn failure_text(reason: CallFailure) -> String {
-    format!("{reason:?}")
 }
 
 /// The next progress report of a call, recording SIP lines on the way.

@@ -5,6 +5,7 @@
 //! node's dialog messages, straight between the two peers. Sans-IO: the [`crate::PeerCore`]
 //! that owns it hands it the node and `now`.
 
+use crate::deadlines::Deadlines;
 use crate::msg::{self, MsgError, SipMessage, SipMethod};
 use crate::txn::{Peer as SipPeer, Transport};
 use crate::ua::{UaConfig, UaEvent, UserAgent};
@@ -15,12 +16,16 @@ use std::collections::{BTreeMap, VecDeque};
 /// Domain of the SIP URIs peers use among themselves (Node-IDs as user parts).
 pub const PEER_DOMAIN: &str = "p2psip.invalid";
 
-/// Calls the own UA keeps at once (placed and answered); beyond it new ones are refused.
-const MAX_CALLS: usize = 4096;
+/// Calls the own UA keeps at once (placed and answered): the user agent's own limit.
+const MAX_CALLS: usize = crate::ua::MAX_DIALOGS;
 
 /// How long an answered call waits for the caller's ACK before the callee gives it up
 /// (RFC 3261 Timer H, 64·T1): a caller that vanished must not hold the call for ever.
 const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// A call with no message either way for this long is forgotten at this end (the other end
+/// vanished without a BYE), as the front-end forgets its idle calls.
+const CALL_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Why a call could not be placed.
 #[derive(Debug, thiserror::Error)]
@@ -76,17 +81,16 @@ pub(crate) struct OwnUa {
     addr: SipPeer,
     calls: BTreeMap<String, Leg>,
     by_node: BTreeMap<(NodeId, u64), String>,
-    /// Calls placed whose INVITE has not left yet: Call-ID → callee.
-    placing: BTreeMap<String, NodeId>,
-    /// Calls answered here whose ACK has not come: Call-ID → when to give up.
-    awaiting_ack: BTreeMap<String, Time>,
+    /// When each call is given up: [`ACK_WAIT`] after answering it until the ACK comes,
+    /// else [`CALL_IDLE`] after its last message.
+    expiry: Deadlines<String>,
     /// Take incoming calls (else they are left to the application).
     answers: bool,
     events: VecDeque<CallEvent>,
 }
 
 /// The SDP a peer answers with when it has no media of its own to offer (no ICE).
-fn plain_sdp(me: Contact) -> Vec<u8> {
+pub(crate) fn plain_sdp(me: Contact) -> Vec<u8> {
     let host = me
         .addr
         .map_or_else(|| "0.0.0.0".to_owned(), |a| a.ip().to_string());
@@ -110,10 +114,10 @@ fn first_line(b: &[u8]) -> String {
 }
 
 impl OwnUa {
-    /// The UA of the peer at `me`; it answers calls at once unless `auto_answer` is off.
-    /// `seed` keeps its Call-IDs, tags and branches apart from those of any earlier life of
-    /// the same peer (a restarted peer must not repeat a branch its callee still holds).
-    pub(crate) fn new(me: Contact, auto_answer: bool, seed: u64) -> Self {
+    /// The UA of the peer at `me`, answering calls at once. `seed` keeps its Call-IDs, tags
+    /// and branches apart from those of any earlier life of the same peer (a restarted peer
+    /// must not repeat a branch its callee still holds).
+    pub(crate) fn new(me: Contact, seed: u64) -> Self {
         let addr = SipPeer {
             transport: Transport::Tcp,
             addr: me
@@ -126,7 +130,7 @@ impl OwnUa {
             local: addr,
             proxy: addr,
             sdp_answer: plain_sdp(me),
-            auto_answer,
+            auto_answer: true,
             timers: sipx_sip::Timers::default(),
         };
         OwnUa {
@@ -135,8 +139,7 @@ impl OwnUa {
             addr,
             calls: BTreeMap::new(),
             by_node: BTreeMap::new(),
-            placing: BTreeMap::new(),
-            awaiting_ack: BTreeMap::new(),
+            expiry: Deadlines::default(),
             answers: true,
             events: VecDeque::new(),
         }
@@ -153,9 +156,9 @@ impl OwnUa {
         self.events.pop_front()
     }
 
-    /// The SDP this peer offers and answers with when it has nothing better.
-    pub(crate) fn plain_sdp(me: Contact) -> Vec<u8> {
-        plain_sdp(me)
+    /// Start the user agent afresh with `seed` (before any call), keeping its settings.
+    pub(crate) fn reseed(&mut self, seed: u64) {
+        self.ua.reseed(seed);
     }
 
     /// Answer incoming calls at once (or wait for [`OwnUa::answer`]).
@@ -178,9 +181,7 @@ impl OwnUa {
         }
         let uri = uri.map_or_else(|| format!("sip:{callee}@{PEER_DOMAIN}"), str::to_owned);
         let call = self.ua.invite_uri(now, &uri, sdp)?;
-        self.placing.insert(call.clone(), callee);
-        self.route(now, node);
-        self.placing.remove(&call);
+        self.route_placing(now, node, Some((call.as_str(), callee)));
         match self.calls.get(&call) {
             Some(leg) => Ok((call, leg.handle)),
             None => Err(CallError::NotSent),
@@ -221,13 +222,14 @@ impl OwnUa {
                 call,
                 invite,
             } => {
-                let accepted = match msg::parse_frame(&invite) {
-                    Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => r
+                let parsed = msg::parse_frame(&invite).ok();
+                let accepted = match &parsed {
+                    Some(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => r
                         .call_id()
                         .filter(|id| self.calls.len() < MAX_CALLS && !self.calls.contains_key(id)),
                     _ => None,
                 };
-                let Some(call_id) = accepted else {
+                let (Some(call_id), Some(m)) = (accepted, parsed) else {
                     // Not a SIP INVITE we can take (or too many calls): refuse it.
                     node.end_dialog(caller.id, call);
                     return None;
@@ -239,19 +241,28 @@ impl OwnUa {
                 };
                 self.calls.insert(call_id.clone(), leg);
                 self.by_node.insert((caller.id, call), call_id);
-                self.receive(now, node, &invite);
+                self.receive(now, node, m, &invite);
                 None
             }
             SecureEvent::Dialog { caller, call, body }
                 if self.by_node.contains_key(&(caller, call)) =>
             {
-                self.receive(now, node, &body);
+                // Only messages of this dialog's own call reach the UA: a peer must not reach
+                // another call by naming its Call-ID. Unparsable bytes are dropped (the other
+                // end's transactions time out).
+                let ours = self.by_node.get(&(caller, call));
+                if let Ok(m) = msg::parse_frame(&body)
+                    && m.call_id().as_ref() == ours
+                {
+                    self.receive(now, node, m, &body);
+                }
                 None
             }
             SecureEvent::CallFailed { call, .. } if self.by_node.contains_key(&(self.me, call)) => {
                 if let Some(id) = self.by_node.remove(&(self.me, call)) {
                     self.ua.abandon(&id);
                     self.calls.remove(&id);
+                    self.expiry.remove(&id);
                 }
                 Some(ev)
             }
@@ -259,17 +270,10 @@ impl OwnUa {
         }
     }
 
-    /// The UA's timers, and answered calls whose ACK never came.
+    /// The UA's timers, and calls given up: answered but never ACKed, or idle.
     pub(crate) fn handle_timeout(&mut self, now: Time, node: &mut SecureNode) {
         self.ua.handle_timeout(now);
-        let lapsed: Vec<String> = self
-            .awaiting_ack
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(call, _)| call.clone())
-            .collect();
-        for call in lapsed {
-            self.awaiting_ack.remove(&call);
+        while let Some(call) = self.expiry.pop_due(now) {
             self.ua.abandon(&call);
             if let Some(leg) = self.calls.remove(&call) {
                 self.by_node.remove(&(leg.caller, leg.handle));
@@ -285,8 +289,10 @@ impl OwnUa {
 
     /// When the next timer is due.
     pub(crate) fn poll_timeout(&self) -> Option<Time> {
-        let ack = self.awaiting_ack.values().min().copied();
-        [self.ua.poll_timeout(), ack].into_iter().flatten().min()
+        [self.ua.poll_timeout(), self.expiry.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Calls open.
@@ -294,14 +300,11 @@ impl OwnUa {
         self.calls.len()
     }
 
-    fn receive(&mut self, now: Time, node: &mut SecureNode, bytes: &[u8]) {
-        let Ok(m) = msg::parse_frame(bytes) else {
-            return;
-        };
+    /// A message `m` of one of the UA's calls arrived (`bytes`: as it came, for reports).
+    fn receive(&mut self, now: Time, node: &mut SecureNode, m: SipMessage, bytes: &[u8]) {
         if let Some(call) = m.call_id() {
-            if matches!(&m, SipMessage::Request(r) if *r.method() == SipMethod::Ack) {
-                self.awaiting_ack.remove(&call);
-            }
+            // Any message of the call keeps it alive (and an ACK ends the wait for one).
+            self.expiry.set(call.clone(), now + CALL_IDLE);
             self.events.push_back(CallEvent::Sip {
                 call,
                 sent: false,
@@ -312,9 +315,15 @@ impl OwnUa {
         self.route(now, node);
     }
 
-    /// The UA's messages onto the overlay (its INVITE as a call, the rest as dialog
-    /// messages), then its events out; a call that ended leaves the node's dialog table.
+    /// The UA's messages onto the overlay (the rest as dialog messages), then its events
+    /// out; a call that ended leaves the node's dialog table.
     fn route(&mut self, now: Time, node: &mut SecureNode) {
+        self.route_placing(now, node, None);
+    }
+
+    /// [`OwnUa::route`], with `placing`: the Call-ID of a call just placed and its callee,
+    /// whose INVITE becomes the node's call.
+    fn route_placing(&mut self, now: Time, node: &mut SecureNode, placing: Option<(&str, NodeId)>) {
         while let Some(t) = self.ua.poll_transmit() {
             let Ok(m) = msg::parse_frame(&t.bytes) else {
                 continue;
@@ -323,7 +332,16 @@ impl OwnUa {
                 continue;
             };
             let line = first_line(&t.bytes);
-            if let Some(callee) = self.placing.get(&call).copied()
+            let invite_answer = match &m {
+                SipMessage::Response(r)
+                    if r.cseq()
+                        .is_some_and(|(_, method)| method == SipMethod::Invite) =>
+                {
+                    Some(r.code())
+                }
+                _ => None,
+            };
+            if let Some((_, callee)) = placing.filter(|(id, _)| *id == call)
                 && !self.calls.contains_key(&call)
             {
                 let handle = node.call(now, callee, t.bytes);
@@ -334,14 +352,20 @@ impl OwnUa {
                 };
                 self.calls.insert(call.clone(), leg);
                 self.by_node.insert((self.me, handle), call.clone());
-            } else if let Some(leg) = self.calls.get(&call) {
-                let answer = matches!(&m, SipMessage::Response(r)
-                    if (200..300).contains(&r.code())
-                        && r.cseq().is_some_and(|(_, method)| method == SipMethod::Invite));
-                if answer && leg.caller != self.me {
-                    self.awaiting_ack.insert(call.clone(), now + ACK_WAIT);
-                }
+                self.expiry.set(call.clone(), now + CALL_IDLE);
+            } else if let Some(leg) = self.calls.get(&call).copied() {
                 node.send_dialog(leg.caller, leg.handle, t.bytes);
+                match invite_answer {
+                    // Answered here: the caller's ACK must come within Timer H.
+                    Some(200..=299) if leg.caller != self.me => {
+                        self.expiry.set(call.clone(), now + ACK_WAIT);
+                    }
+                    // Refused here (486 at the user agent's limit): the call is over.
+                    Some(300..) if leg.caller != self.me => {
+                        self.forget(&call, node);
+                    }
+                    _ => self.expiry.set(call.clone(), now + CALL_IDLE),
+                }
             } else {
                 continue;
             }
@@ -359,15 +383,21 @@ impl OwnUa {
                 continue;
             };
             if matches!(event, UaEvent::Ended { .. } | UaEvent::Failed { .. }) {
-                self.awaiting_ack.remove(&call);
-                self.calls.remove(&call);
-                self.by_node.remove(&(leg.caller, leg.handle));
-                node.end_dialog(leg.caller, leg.handle);
+                self.forget(&call, node);
             }
             self.events.push_back(CallEvent::Ua {
                 peer: leg.peer,
                 event,
             });
+        }
+    }
+
+    /// Forget `call` here and in the node's dialog table.
+    fn forget(&mut self, call: &str, node: &mut SecureNode) {
+        self.expiry.remove(&call.to_owned());
+        if let Some(leg) = self.calls.remove(call) {
+            self.by_node.remove(&(leg.caller, leg.handle));
+            node.end_dialog(leg.caller, leg.handle);
         }
     }
 }

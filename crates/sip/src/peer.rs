@@ -81,11 +81,11 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
     /// with [`PeerCore::with_call_seed`].
     pub fn new(mut node: N) -> Self {
         let me = node.node().chord().contact();
-        let seed = u64::try_from(me.id.0 & u128::from(u32::MAX)).unwrap_or(0);
+        let seed = u64::from(me.id.0 as u32);
         PeerCore {
             node,
             sip: None,
-            own: OwnUa::new(me, true, seed),
+            own: OwnUa::new(me, seed),
             events: VecDeque::new(),
             now: Time::ZERO,
         }
@@ -118,8 +118,7 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
     /// it starts the user agent afresh). A peer that restarts takes a fresh random seed, so
     /// its new calls never look like retransmissions of its old ones to their callees.
     pub fn with_call_seed(mut self, seed: u64) -> Self {
-        let me = self.node.node_ref().chord().contact();
-        self.own = OwnUa::new(me, true, seed);
+        self.own.reseed(seed);
         self
     }
 
@@ -140,7 +139,7 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
 
     /// The SDP this peer answers with when it has nothing better.
     pub fn plain_sdp(&self) -> Vec<u8> {
-        OwnUa::plain_sdp(self.node.node_ref().chord().contact())
+        crate::own_ua::plain_sdp(self.node.node_ref().chord().contact())
     }
 
     /// Place a call from the peer's own user agent to `callee` (for `uri`, default
@@ -178,11 +177,6 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
     /// Calls the own user agent has open.
     pub fn own_calls(&self) -> usize {
         self.own.calls()
-    }
-
-    /// The wrapped core.
-    pub fn inner(&mut self) -> &mut N {
-        &mut self.node
     }
 
     /// The front-end's counters and open calls, if there is a front-end.

@@ -54,15 +54,6 @@ impl SecureAdapter {
         }
     }
 
-    /// Turn a node event into a front-end event (`None`: not the front-end's business, e.g.
-    /// Chord events, route ranking, SOS evidence, overlay-level Ringing).
-    pub fn translate(&mut self, ev: SecureEvent) -> Option<OverlayEvent> {
-        match self.take(ev) {
-            Taken::FrontEnd(e) => Some(e),
-            Taken::Other(_) => None,
-        }
-    }
-
     /// Take the node events that answer or concern the front-end (its stores and finds,
     /// calls for its phones, in-dialog messages and failures of its calls) as front-end
     /// events; give every other event back untouched, for whoever else drives the node.
@@ -71,13 +62,13 @@ impl SecureAdapter {
             SecureEvent::Stored { query, result } if self.stores.remove(&query) => {
                 Taken::FrontEnd(OverlayEvent::Stored { query, result })
             }
-            SecureEvent::Fetched { query, value } if self.finds.contains_key(&query) => {
-                let aor = self.finds.remove(&query).unwrap_or_default();
-                Taken::FrontEnd(OverlayEvent::Found {
+            SecureEvent::Fetched { query, value } => match self.finds.remove(&query) {
+                Some(aor) => Taken::FrontEnd(OverlayEvent::Found {
                     query,
                     registration: value.and_then(|v| registration_in_value(&v, &aor)),
-                })
-            }
+                }),
+                None => Taken::Other(SecureEvent::Fetched { query, value }),
+            },
             SecureEvent::IncomingCall {
                 caller,
                 call,
@@ -108,11 +99,6 @@ impl SecureAdapter {
             },
             other => Taken::Other(other),
         }
-    }
-
-    /// Calls the front-end has open on the node.
-    pub fn calls(&self) -> usize {
-        self.calls.len()
     }
 }
 

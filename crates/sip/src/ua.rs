@@ -119,7 +119,8 @@ struct Unacked {
     give_up: Time,
 }
 
-const MAX_DIALOGS: usize = 1024;
+/// Calls a user agent keeps at once; beyond it new INVITEs get 486.
+pub const MAX_DIALOGS: usize = 1024;
 
 impl UserAgent {
     /// A UA; `seed` keeps tags and branches distinct between UAs.
@@ -470,6 +471,12 @@ impl UserAgent {
     pub fn abandon(&mut self, call: &str) {
         self.dialogs.remove(call);
         self.unacked.retain(|u| u.call != call);
+    }
+
+    /// Start the user agent afresh with `seed` (its Call-IDs, tags and branches), keeping
+    /// its configuration.
+    pub fn reseed(&mut self, seed: u64) {
+        *self = UserAgent::new(self.cfg.clone(), seed);
     }
 
     /// Switch automatic answering on or off.

@@ -189,3 +189,41 @@ fn a_peer_that_does_not_answer_leaves_the_call_to_its_application() {
     assert!(ua_events(&net, CALLEE).is_empty());
     assert_eq!(net.peer(CALLEE).own_calls(), 0);
 }
+
+#[test]
+fn a_peer_cannot_end_another_peers_call_by_naming_its_call_id() {
+    let mut net = network();
+    let call = call_the_callee(&mut net);
+    // Mallory (300) has a call of her own to the callee, and sends a BYE for the caller's
+    // call down her own dialog.
+    let mallory = NodeId(300);
+    let (_, handle) = net
+        .act(mallory, |p, now| p.place_call(now, CALLEE, None, OFFER))
+        .unwrap();
+    net.run_for(Duration::from_secs(5));
+    let bye = sip::msg::build_request(sip::msg::RequestParts {
+        method: sip::msg::SipMethod::Bye,
+        uri: "sip:450@p2psip.invalid",
+        via: "SIP/2.0/TCP 127.0.0.3:5060;branch=z9hG4bK-forged",
+        from: "<sip:600@p2psip.invalid>;tag=forged",
+        to: "<sip:450@p2psip.invalid>",
+        call_id: &call,
+        cseq: 9,
+        contact: None,
+        sdp: None,
+    })
+    .unwrap()
+    .to_bytes();
+    net.act(mallory, |p, now| {
+        p.node_at(now).send_dialog(mallory, handle, bye);
+    });
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        !ua_events(&net, CALLEE).contains(&UaEvent::Ended { call: call.clone() }),
+        "the forged BYE ended the caller's call"
+    );
+    // The caller's own BYE still ends it.
+    net.act(CALLER, |p, now| p.hang_up(now, &call)).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert!(ua_events(&net, CALLEE).contains(&UaEvent::Ended { call }));
+}

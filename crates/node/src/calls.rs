@@ -89,6 +89,47 @@ pub(crate) struct Shared {
 struct Sinks {
     by_handle: HashMap<u64, mpsc::Sender<Progress>>,
     by_call: HashMap<String, u64>,
+    /// Calls in flight, counted from before their ICE gathering ([`OutgoingSlot`]).
+    in_flight: usize,
+}
+
+/// One of the [`MAX_OUTGOING`] places for a call in flight; dropping it frees the place and
+/// the call's progress sink.
+struct OutgoingSlot {
+    shared: Arc<Shared>,
+    call: Arc<Mutex<Option<(u64, String)>>>,
+}
+
+impl OutgoingSlot {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let mut s = lock(&shared.sinks);
+        if s.in_flight >= MAX_OUTGOING {
+            return None;
+        }
+        s.in_flight += 1;
+        Some(OutgoingSlot {
+            shared: shared.clone(),
+            call: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Where the peer's loop records the call this place holds, as it registers its sink
+    /// (so a call abandoned while that answer is on its way is still cleaned up).
+    fn holder(&self) -> Arc<Mutex<Option<(u64, String)>>> {
+        self.call.clone()
+    }
+}
+
+impl Drop for OutgoingSlot {
+    fn drop(&mut self) {
+        let held = lock(&self.call).take();
+        let mut s = lock(&self.shared.sinks);
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if let Some((handle, call)) = held {
+            s.by_handle.remove(&handle);
+            s.by_call.remove(&call);
+        }
+    }
 }
 
 impl Shared {
@@ -199,6 +240,12 @@ pub(crate) async fn place(
         aor: aor.clone(),
         ..CallReport::default()
     };
+    // A place among the calls in flight before any work (ICE gathering binds sockets);
+    // it is given back, with the call's progress sink, however this call ends, even when
+    // whoever waits for it goes away.
+    let Some(slot) = OutgoingSlot::take(shared) else {
+        return failed(report, "too many calls in flight on this peer".into());
+    };
     let mut ice = match &shared.ice {
         Some(o) => {
             let opts = nat::IceOptions {
@@ -216,12 +263,10 @@ pub(crate) async fn place(
         }
         None => None,
     };
-    if lock(&shared.sinks).by_handle.len() >= MAX_OUTGOING {
-        return failed(report, "too many calls in flight on this peer".into());
-    }
     let (tx, mut rx) = mpsc::channel(SINK);
     let local_description = ice.as_ref().map(|s| s.local_description().to_sdp());
     let sinks = shared.clone();
+    let holder = slot.holder();
     let t0 = Instant::now();
     // The sink is registered inside the loop, before any answer can be dispatched.
     let placed = h
@@ -235,10 +280,11 @@ pub(crate) async fn place(
             let mut s = lock(&sinks.sinks);
             s.by_handle.insert(handle, tx);
             s.by_call.insert(call.clone(), handle);
-            Ok::<_, sip::CallError>((call, handle))
+            *lock(&holder) = Some((handle, call.clone()));
+            Ok::<_, sip::CallError>(call)
         })
         .await;
-    let (call, handle) = match placed {
+    let call = match placed {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return failed(report, e.to_string()),
         Err(e) => return failed(report, e.to_string()),
@@ -254,11 +300,7 @@ pub(crate) async fn place(
         &mut ice,
     )
     .await;
-    {
-        let mut s = lock(&shared.sinks);
-        s.by_handle.remove(&handle);
-        s.by_call.remove(&call);
-    }
+    drop(slot);
     if let Some(s) = ice {
         // The callee may still be checking (its pair is valid only once our answers to its
         // checks arrive): keep answering for a while, as a media session would.

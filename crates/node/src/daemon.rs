@@ -292,7 +292,6 @@ impl Node {
         } = crate::launch(parts, make)
             .await
             .map_err(NodeError::net("starting the peer"))?;
-        let app_rx = app_rx.ok_or_else(|| NodeError::Config("the peer's events are off".into()))?;
         // The database first: a warm cache and the records before joining.
         let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
         // Store SIP registrations for others (signature by the owner's certificate key,

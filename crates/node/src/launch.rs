@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 /// Events a running peer queues for its application before dropping (a slow reader must
 /// not stall the peer's loop).
-pub const APP_QUEUE: usize = 4096;
+const APP_QUEUE: usize = 4096;
 
 /// A peer's parts, ready to start.
 #[derive(Debug)]
@@ -37,8 +37,8 @@ pub struct Running<N: SecureCore<Event = SecureEvent>> {
     /// Runs work on the peer's core.
     pub handle: Handle<PeerCore<N>>,
     /// The events for the application (SOS rankings and evidence are taken care of);
-    /// `None` when [`Launch::app_events`] was off.
-    pub events: Option<mpsc::Receiver<PeerEvent>>,
+    /// closed at once when [`Launch::app_events`] was off.
+    pub events: mpsc::Receiver<PeerEvent>,
     /// The runtime's loop; it ends after [`Handle::shutdown`].
     pub task: JoinHandle<()>,
 }
@@ -62,12 +62,8 @@ where
         }
         None => PeerRuntime::start(parts.net, make).await?,
     };
-    let (app_tx, app_rx) = if parts.app_events {
-        let (tx, rx) = mpsc::channel(APP_QUEUE);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (app_tx, app_rx) = mpsc::channel(if parts.app_events { APP_QUEUE } else { 1 });
+    let app_tx = parts.app_events.then_some(app_tx);
     tokio::spawn(net::run_events(handle.clone(), events, parts.sos, app_tx));
     Ok(Running {
         handle,

@@ -30,7 +30,7 @@ pub use control::ApiError;
 pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
-pub use launch::{APP_QUEUE, Launch, Running, launch};
+pub use launch::{Launch, Running, launch};
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
 pub use service::output::say;
 pub use sip::{PeerCore, PeerEvent};

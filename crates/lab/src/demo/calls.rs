@@ -7,6 +7,7 @@ use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
+use sip::PEER_DOMAIN;
 use sip::msg::{RequestParts, SipMethod, build_request};
 use std::net::SocketAddr;
 
@@ -65,9 +66,6 @@ pub(crate) fn pick_pair<T: Copy + PartialEq>(
     (a, b)
 }
 
-/// Domain of the SIP URIs the demo's peers call each other at (Node-IDs as user parts).
-const DOMAIN: &str = "p2psip.invalid";
-
 /// The INVITE peer `caller` sends to peer `callee`, built with the sip crate's request
 /// builder, with an SDP offer for one audio stream. `contact` is where the caller listens;
 /// `tag` makes the Call-ID, From tag and Via branch unique.
@@ -82,14 +80,14 @@ pub(crate) fn invite(
         "v=0\r\no={caller} {tag} 1 IN IP4 {ip}\r\ns=p2psip\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
          m=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
     );
-    let callee_uri = format!("sip:{callee}@{DOMAIN}");
+    let callee_uri = format!("sip:{callee}@{PEER_DOMAIN}");
     let request = build_request(RequestParts {
         method: SipMethod::Invite,
         uri: &callee_uri,
         via: &format!("SIP/2.0/TLS {contact};branch=z9hG4bK{tag:016x}"),
-        from: &format!("<sip:{caller}@{DOMAIN}>;tag={tag:x}"),
+        from: &format!("<sip:{caller}@{PEER_DOMAIN}>;tag={tag:x}"),
         to: &format!("<{callee_uri}>"),
-        call_id: &format!("{tag:016x}-{caller}@{DOMAIN}"),
+        call_id: &format!("{tag:016x}-{caller}@{PEER_DOMAIN}"),
         cseq: 1,
         contact: Some(&format!("<sip:{caller}@{contact};transport=tls>")),
         sdp: Some(sdp.as_bytes()),

@@ -245,8 +245,8 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
             e.id,
             "starting its TLS listener and runtime",
         ))?;
-        if let Some(events) = running.events {
-            apps.push((index, events));
+        if serves_phones {
+            apps.push((index, running.events));
         }
         handles.push(running.handle);
         pb.inc(1);

@@ -18,8 +18,8 @@ use node::PeerCore;
 use overlay::secure::SecureConfig;
 use overlay::{ChordConfig, Contact, NodeId};
 use rustls::pki_types::CertificateDer;
+use sip::FrontEnd;
 use sip::driver::DriverLimits;
-use sip::{FrontEnd, FrontEndConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,6 @@ async fn calls_over_tls(transport: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Front-ends on A and B, signing registrations with their peers' certificate keys.
-    let unix_ms = service::time::unix_ms();
     let mut fes = Vec::new();
     for who in [A, B] {
         let i = IDS.iter().position(|x| *x == who).unwrap();
@@ -119,12 +118,9 @@ async fn calls_over_tls(transport: &str) {
         let fe = node::serve_frontend(
             &h,
             "127.0.0.1:0".parse().unwrap(),
+            "p2psip.test",
             DriverLimits::default(),
-            move |local| {
-                let mut cfg = FrontEndConfig::new("p2psip.test", local);
-                cfg.unix_offset_ms = unix_ms;
-                FrontEnd::new(cfg, NodeId(who), Box::new(signer), verifier)
-            },
+            move |cfg| FrontEnd::new(cfg, NodeId(who), Box::new(signer), verifier),
         )
         .await
         .unwrap();

@@ -250,14 +250,6 @@ impl Node {
         let seed = random_seed()?;
         let signer = net::CertSigner::from_identity(&nd.identity)
             .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
-        // The SIP sockets first: the front-end is built with their address, inside the core.
-        let (sip, frontend) = match &a.sip {
-            Some(sc) => {
-                let (sockets, inbound, fe) = bind_frontend(sc, &nd, &keys).await?;
-                (Some((sockets, inbound)), Some(fe))
-            }
-            None => (None, None),
-        };
         let make = move |me| {
             // The user agent's seed: fresh at every start, apart from the node's.
             let call_seed = seed
@@ -265,11 +257,7 @@ impl Node {
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map_or(0, u64::from_le_bytes);
             let node = net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
-            let core = PeerCore::new(node).with_call_seed(call_seed);
-            match frontend {
-                Some(fe) => core.with_frontend(fe.build(me_id)),
-                None => core,
-            }
+            PeerCore::new(node).with_call_seed(call_seed)
         };
         // SOS: rankings and reports off the loop.
         let sos_url = match &a.sos {
@@ -350,7 +338,7 @@ impl Node {
                                 .is_ok()
                         }
                         Err(e) => {
-                            warn!("directory refresh: {e}");
+                            warn!("directory refresh: {}", crate::error::chain(&e));
                             true
                         }
                     }
@@ -406,14 +394,12 @@ impl Node {
             },
         };
         let (control_addr, http) = serve_control(a.control, ctl.clone(), stop_rx.clone()).await?;
-        // Phones' datagrams into the core, the core's messages for phones out.
-        let (sip_out, sip_sockets) = match sip {
-            Some((sockets, inbound)) => {
-                tokio::spawn(crate::phones::intake(h.clone(), inbound));
-                (Some(sockets.sender()), Some(sockets))
-            }
-            None => (None, None),
+        // The SIP front-end for local phones, inside the core; its sockets move the bytes.
+        let sip_sockets = match &a.sip {
+            Some(sc) => Some(serve_phones(&h, sc, &nd, &keys, me_id).await?),
+            None => None,
         };
+        let sip_out = sip_sockets.as_ref().map(|s| s.sender());
         let control_file = a.dir.join(CONTROL_FILE);
         std::fs::write(&control_file, format!("{control_addr}\n"))
             .map_err(NodeError::io(format!("writing {}", control_file.display())))?;
@@ -543,7 +529,10 @@ async fn load_membership(
         Some(src) => match directory::load(&nd.trust, arcs, src, keys).await {
             Ok(m) => m,
             Err(e) => {
-                warn!("{e}; starting without a directory (calls fail until it loads)");
+                warn!(
+                    "{}; starting without a directory (calls fail until it loads)",
+                    crate::error::chain(&e)
+                );
                 empty_membership(arcs, keys)
             }
         },
@@ -621,57 +610,30 @@ async fn reachability(
     Ok((reflexive, relay, status))
 }
 
-/// What the front-end is built from once the core knows its clock.
-struct FrontEndParts {
-    domain: String,
-    auth: Option<Arc<sip::digest::DigestAuth>>,
-    local: SocketAddr,
-    signer: net::CertSigner,
-    verifier: Arc<dyn overlay::secure::SigVerifier>,
-}
-
-impl FrontEndParts {
-    fn build(self, me: NodeId) -> sip::FrontEnd {
-        let mut cfg = sip::FrontEndConfig::new(&self.domain, self.local);
-        // The front-end runs on the runtime's clock, which starts now.
-        cfg.unix_offset_ms = service::time::unix_ms();
-        cfg.auth = self.auth;
-        sip::FrontEnd::new(cfg, me, Box::new(self.signer), self.verifier)
-    }
-}
-
-/// Bind the phones' sockets and gather what the front-end needs (digest credentials, the
-/// certificate key it signs registrations with, the key book it checks them with).
-async fn bind_frontend(
+/// Serve local phones from the running peer `h`: the front-end (with digest credentials,
+/// the certificate key it signs registrations with, the key book it checks them with) in
+/// the peer's core, on sockets bound at `sc.listen`.
+async fn serve_phones(
+    h: &Handle<PeerCore>,
     sc: &crate::SipConfig,
     nd: &NodeDir,
     keys: &Arc<KeyBook>,
-) -> Result<
-    (
-        sip::driver::SipSockets,
-        mpsc::Receiver<sip::driver::SipInbound>,
-        FrontEndParts,
-    ),
-    NodeError,
-> {
+    me: NodeId,
+) -> Result<sip::driver::SipSockets, NodeError> {
     let auth = crate::load_sip_auth(sc.credentials.as_deref(), &sc.domain, &sc.digest)?;
-    let (sockets, inbound) =
-        sip::driver::SipSockets::bind(sc.listen, sip::driver::DriverLimits::default())
-            .await
-            .map_err(NodeError::io(format!(
-                "starting the SIP front-end on {}",
-                sc.listen
-            )))?;
     let signer = net::CertSigner::from_identity(&nd.identity)
         .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
-    let parts = FrontEndParts {
-        domain: sc.domain.clone(),
-        auth,
-        local: sockets.local,
-        signer,
-        verifier: keys.clone(),
-    };
-    Ok((sockets, inbound, parts))
+    let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
+    let limits = sip::driver::DriverLimits::default();
+    crate::serve_frontend(h, sc.listen, &sc.domain, limits, move |mut cfg| {
+        cfg.auth = auth;
+        sip::FrontEnd::new(cfg, me, Box::new(signer), verifier)
+    })
+    .await
+    .map_err(NodeError::io(format!(
+        "starting the SIP front-end on {}",
+        sc.listen
+    )))
 }
 
 /// Serve the control endpoint on `bind` until `stop`; its address and task.

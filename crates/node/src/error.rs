@@ -1,4 +1,6 @@
-//! Why a peer could not start, or why a request to a running peer failed.
+//! Why a peer could not start, or why a request to a running peer failed. Each error names
+//! what the peer was doing; the cause is its `source()`, so `{:#}` (anyhow) prints the
+//! whole chain once.
 
 use std::path::PathBuf;
 
@@ -9,7 +11,7 @@ pub enum NodeError {
     #[error("{0}")]
     Config(String),
     /// The node directory is missing or unusable.
-    #[error("loading the node directory {dir}: {source}")]
+    #[error("loading the node directory {dir}")]
     NodeDir {
         /// The directory.
         dir: PathBuf,
@@ -20,7 +22,7 @@ pub enum NodeError {
     #[error("{0} (pass --crl-policy allow-missing to start without revocation checks)")]
     Crl(net::CrlError),
     /// The peer's TLS runtime failed (binding, identity, stopped).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Net {
         /// What the peer was doing.
         what: &'static str,
@@ -28,7 +30,7 @@ pub enum NodeError {
         source: net::NetError,
     },
     /// A file or socket operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What the peer was doing, with the path or address.
         what: String,
@@ -77,7 +79,7 @@ pub enum DirectoryError {
         why: String,
     },
     /// The file could not be read.
-    #[error("reading the directory file {path}: {source}")]
+    #[error("reading the directory file {path}")]
     Read {
         /// The file.
         path: String,
@@ -93,7 +95,7 @@ pub enum DirectoryError {
         max: usize,
     },
     /// The bytes are not a directory.
-    #[error("parsing the directory from {source_name}: {source}")]
+    #[error("parsing the directory from {source_name}")]
     Parse {
         /// URL or file.
         source_name: String,
@@ -103,4 +105,16 @@ pub enum DirectoryError {
     /// node.json's overlay parameters do not describe three layer arcs.
     #[error("node.json: {0}")]
     Arcs(String),
+}
+
+/// `error` and every cause under it, `: `-separated (for logs, which print one line).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -13,31 +13,38 @@ use tokio::sync::mpsc;
 /// Datagrams from phones handed to the core per turn of the peer's loop.
 const INTAKE_BATCH: usize = 64;
 
-/// Bind the SIP sockets on `listen`, put the front-end `make(local_addr)` into the running
-/// peer `h`, and feed it what phones send. The front-end's messages for phones come out of
-/// the peer's event channel as [`PeerEvent::SipOut`]; hand them to the returned sockets'
-/// [`SipSockets::sender`] (see [`send_to_phones`]).
+/// Bind the SIP sockets on `listen`, put the front-end `make(config)` into the running peer
+/// `h`, and feed it what phones send. `config` is the front-end's configuration for
+/// `domain` at the bound address, on the peer's clock (its Unix offset set); `make` adds
+/// what else it needs (authentication) and builds the front-end. The front-end's messages
+/// for phones come out of the peer's event channel as [`PeerEvent::SipOut`]; hand them to
+/// the returned sockets' [`SipSockets::sender`] (see [`send_to_phones`]).
 pub async fn serve_frontend<N>(
     h: &Handle<PeerCore<N>>,
     listen: SocketAddr,
+    domain: &str,
     limits: DriverLimits,
-    make: impl FnOnce(SocketAddr) -> FrontEnd + Send + 'static,
+    make: impl FnOnce(sip::FrontEndConfig) -> FrontEnd + Send + 'static,
 ) -> std::io::Result<SipSockets>
 where
     N: SecureCore<Event = SecureEvent>,
 {
     let (sockets, inbound) = SipSockets::bind(listen, limits).await?;
-    let local = sockets.local;
-    h.call(move |core, _| core.set_frontend(make(local)))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut cfg = sip::FrontEndConfig::new(domain, sockets.local);
+    h.call(move |core, now| {
+        // The front-end runs on the peer's clock: Unix time at the loop's start.
+        cfg.unix_offset_ms = service::time::unix_ms().saturating_sub(now.as_micros() / 1000);
+        core.set_frontend(make(cfg));
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
     tokio::spawn(intake(h.clone(), inbound));
     Ok(sockets)
 }
 
 /// Phones' datagrams and messages into the core, a batch per turn of the peer's loop,
 /// until the sockets or the peer stop.
-pub(crate) async fn intake<N>(h: Handle<PeerCore<N>>, mut inbound: mpsc::Receiver<SipInbound>)
+async fn intake<N>(h: Handle<PeerCore<N>>, mut inbound: mpsc::Receiver<SipInbound>)
 where
     N: SecureCore<Event = SecureEvent>,
 {

@@ -790,28 +790,19 @@ async fn real(args: Args) -> Result<(), LabError> {
                     "peer {}: its certificate verifier for the SIP front-ends",
                     secure.ids[0]
                 )))?;
-            let unix_offset_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(LabError::setup(
-                    "the system clock (the SIP front-ends stamp registrations with it)",
-                ))?
-                .as_millis() as u64;
             for (i, mut events) in std::mem::take(&mut secure.apps) {
                 let h = secure.handles[i].clone();
                 let id = secure.ids[i];
                 let signer = net::CertSigner::from_identity(&members[i].identity).map_err(
                     LabError::peer(id, "making its signer for the SIP front-end"),
                 )?;
-                let (verifier, domain) = (verifier.clone(), args.sip_domain.clone());
+                let verifier = verifier.clone();
                 let fe = node::serve_frontend(
                     &h,
                     SocketAddr::from(([127, 0, 0, 1], 0)),
+                    &args.sip_domain,
                     sip::driver::DriverLimits::default(),
-                    move |local| {
-                        let mut cfg = sip::FrontEndConfig::new(&domain, local);
-                        cfg.unix_offset_ms = unix_offset_ms;
-                        sip::FrontEnd::new(cfg, id, Box::new(signer), verifier)
-                    },
+                    move |cfg| sip::FrontEnd::new(cfg, id, Box::new(signer), verifier),
                 )
                 .await
                 .map_err(LabError::server(format!(

@@ -115,6 +115,27 @@ pub struct OverlayParams {
     pub id_scheme: crate::ids::IdScheme,
 }
 
+impl OverlayParams {
+    /// The parameters of an overlay laid out in `arcs`, IDs assigned by `id_scheme`.
+    pub fn new(arcs: &overlay::secure::LayerArcs, id_scheme: crate::ids::IdScheme) -> Self {
+        OverlayParams {
+            id_bits: arcs.space().bits(),
+            layers: [Layer::ONE, Layer::TWO, Layer::THREE]
+                .into_iter()
+                .map(|l| {
+                    let a = arcs.arc(l);
+                    ArcInfo {
+                        layer: l,
+                        start: a.start,
+                        len: a.len,
+                    }
+                })
+                .collect(),
+            id_scheme,
+        }
+    }
+}
+
 /// A peer to join through.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootstrapPeer {

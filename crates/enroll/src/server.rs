@@ -13,8 +13,8 @@
 //! replayed renewal only yields a certificate for a key the replayer does not hold.
 
 use crate::api::{
-    ArcInfo, BootstrapPeer, DirectoryEntry, DirectoryResponse, EnrollRequest, EnrollResponse,
-    ErrorBody, OverlayParams, RenewRequest,
+    BootstrapPeer, DirectoryEntry, DirectoryResponse, EnrollRequest, EnrollResponse, ErrorBody,
+    OverlayParams, RenewRequest,
 };
 use crate::cert::{self, Binding, Ca, CertError, Csr, VerifyError};
 use crate::ids::{self, IdScheme};
@@ -334,21 +334,7 @@ impl EnrollServer {
         store.pin_meta("id_bits", &space.bits().to_string())?;
         let [_, b1, b2] = arcs.starts();
         store.pin_meta("layer_bounds", &format!("{b1},{b2}"))?;
-        let overlay = OverlayParams {
-            id_bits: space.bits(),
-            layers: [Layer::ONE, Layer::TWO, Layer::THREE]
-                .into_iter()
-                .map(|l| {
-                    let a = arcs.arc(l);
-                    ArcInfo {
-                        layer: l,
-                        start: a.start,
-                        len: a.len,
-                    }
-                })
-                .collect(),
-            id_scheme: config.id_scheme,
-        };
+        let overlay = OverlayParams::new(&arcs, config.id_scheme);
         Ok(Self {
             shared: Arc::new(Shared {
                 limiter: Mutex::new(RateLimiter::new(config.rate_limit)),

@@ -39,6 +39,40 @@ impl NodeDir {
             trust,
         })
     }
+
+    /// An enrollment held in memory (a program that enrolled its peers itself): the
+    /// certificate's identity, the trust anchor and the overlay's parameters, with no
+    /// bootstrap peers, servers or files named.
+    pub fn in_memory(
+        identity: Identity,
+        trust: Trust,
+        overlay: enroll::api::OverlayParams,
+    ) -> Self {
+        let b = &identity.binding;
+        let config = NodeConfig {
+            node_id: identity.node_id,
+            layer: b.layer,
+            role: b.role,
+            overlay,
+            bootstrap: Vec::new(),
+            sos_url: None,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            listen: None,
+            enroll_server: String::new(),
+            crl_url: String::new(),
+            key_file: String::new(),
+            chain_file: String::new(),
+            ca_file: String::new(),
+            not_after: b.not_after,
+        };
+        NodeDir {
+            dir: PathBuf::new(),
+            config,
+            identity,
+            trust,
+        }
+    }
 }
 
 fn serde_json_from(s: &str) -> Result<NodeConfig, String> {

@@ -7,14 +7,15 @@
 //! gathered candidates for the answer. A peer with a SIP front-end hands calls to its phones
 //! instead.
 
+use crate::NodeCore;
 use net::Handle;
 use overlay::NodeId;
 use overlay::secure::SecureEvent;
 use serde::Serialize;
 use service::output::say;
 use service::sync::lock;
+use sip::CallEvent;
 use sip::ua::UaEvent;
-use sip::{CallEvent, PeerCore};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -226,7 +227,7 @@ fn ms(d: Duration) -> f64 {
 /// Place a call from this peer to `to` and run it to its end: INVITE, wait for Ringing,
 /// 180 and 200 (the user agent ACKs), hold, BYE, wait for its 200.
 pub(crate) async fn place(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     shared: &Arc<Shared>,
     to: NodeId,
     aor: Option<String>,
@@ -340,7 +341,7 @@ fn failed(mut r: CallReport, why: String) -> CallReport {
 /// Follow a placed call: the overlay's Ringing (route, SRD), the callee's answer, ICE,
 /// hold, BYE and its answer.
 async fn follow(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     rx: &mut mpsc::Receiver<Progress>,
     report: &mut CallReport,
     call: &str,
@@ -461,7 +462,7 @@ async fn run_ice(
 
 /// What the peer's own user agent reports: progress of calls placed here, and the calls it
 /// answers (with ICE, the answer is prepared here).
-pub(crate) async fn on_call_event(h: &Handle<PeerCore>, shared: &Arc<Shared>, ev: CallEvent) {
+pub(crate) async fn on_call_event(h: &Handle<NodeCore>, shared: &Arc<Shared>, ev: CallEvent) {
     match ev {
         CallEvent::Sip { call, sent, line } => {
             let handle = lock(&shared.sinks).by_call.get(&call).copied();
@@ -507,7 +508,7 @@ pub(crate) async fn on_call_event(h: &Handle<PeerCore>, shared: &Arc<Shared>, ev
 /// Gather ICE candidates for an incoming call and answer with them (off the event loop:
 /// gathering takes seconds); the checks then run while the caller runs its own.
 fn answer_with_ice(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     shared: &Arc<Shared>,
     caller: NodeId,
     call: String,
@@ -566,7 +567,7 @@ fn answer_with_ice(
 /// The Node-ID whose front-end holds `aor`'s registration, fetched from the overlay and
 /// checked (owner's signature, not expired).
 pub(crate) async fn resolve_aor(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     space: overlay::IdSpace,
     aor: &str,
 ) -> Result<NodeId, String> {
@@ -574,7 +575,7 @@ pub(crate) async fn resolve_aor(
     let answer = h
         .request(move |n, now| n.node_at(now).get(now, key))
         .await
-        .map(<PeerCore as net::SecureCore>::split);
+        .map(<NodeCore as net::SecureCore>::split);
     let value = match answer {
         Ok(Ok(SecureEvent::Fetched { value: Some(v), .. })) => v,
         Ok(Ok(SecureEvent::Fetched { value: None, .. })) => {

@@ -2,10 +2,24 @@
 //! operator's choices. Plain data with the defaults `p2psip peer` documents, so a command
 //! line, a config file or a test builds the same [`Config`].
 
+use net::{KindLog, Limits, Membership, NodeDir, SosCounters};
 use overlay::Contact;
+use overlay::secure::{Routing, SecureConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Where a peer's enrollment (key, certificate chain, CA, `node.json`) comes from.
+#[derive(Clone, Debug)]
+pub enum NodeSource {
+    /// A node directory written by `p2psip enroll`; the peer also keeps `peer.db` and
+    /// `control.addr` there.
+    Dir(PathBuf),
+    /// Already in memory, for a program that enrolled its peers itself (the lab's demo
+    /// runs hundreds in one process): no `peer.db`, no `control.addr` file.
+    Loaded(Box<NodeDir>),
+}
 
 /// What to do while no CRL could be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +48,11 @@ pub struct ChordTiming {
     pub rpc_timeout: Duration,
     /// Lookup timeout per attempt.
     pub lookup_timeout: Duration,
+    /// Successor-list length (fault tolerance against consecutive failures).
+    pub successors: usize,
+    /// Answer a lookup from the successor list when the key falls inside it (one hop
+    /// fewer near the owner).
+    pub successor_shortcut: bool,
 }
 
 impl Default for ChordTiming {
@@ -46,6 +65,8 @@ impl Default for ChordTiming {
             ring_check: Duration::from_millis(30_000),
             rpc_timeout: Duration::from_millis(500),
             lookup_timeout: Duration::from_millis(5000),
+            successors: 8,
+            successor_shortcut: false,
         }
     }
 }
@@ -78,7 +99,7 @@ impl SipConfig {
 }
 
 /// Where the SOS is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum SosChoice {
     /// The SOS named in node.json, if any.
     FromNodeDir,
@@ -87,14 +108,28 @@ pub enum SosChoice {
     /// No SOS even if node.json names one: callees take the shortest route, evidence is
     /// dropped.
     Off,
+    /// This client, counting its rankings and reports into these counters (the peers of
+    /// one process sharing one client and one count).
+    Client(sos::SosClient, Arc<SosCounters>),
+}
+
+/// How the peer gets onto its layer's ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinMode {
+    /// At start: create the ring with `create`, else join through the first bootstrap
+    /// peer (and again through the next after a failed join).
+    AtStart,
+    /// The embedding program creates or joins through [`crate::Node::handle`] (the lab's
+    /// demo forms its rings itself to measure them).
+    Manual,
 }
 
 /// Everything a peer runs with. [`Config::new`] gives `p2psip peer`'s defaults.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Node directory written by `p2psip enroll` (key.pem, chain.pem, ca.pem, node.json);
-    /// the peer also keeps `peer.db` and `control.addr` there.
-    pub dir: PathBuf,
+    /// The enrollment: a node directory written by `p2psip enroll` (key.pem, chain.pem,
+    /// ca.pem, node.json), or the same already in memory.
+    pub node: NodeSource,
     /// TLS listen address; `None`: `listen` from node.json, else 127.0.0.1:0.
     pub listen: Option<SocketAddr>,
     /// Address announced to other peers; `None`: the bound address.
@@ -103,8 +138,11 @@ pub struct Config {
     pub bootstrap: Vec<Contact>,
     /// Start a new ring instead of joining one.
     pub create: bool,
-    /// Local control HTTP endpoint (status, lookups, calls); must be loopback.
-    pub control: SocketAddr,
+    /// When and how the peer joins its ring.
+    pub join: JoinMode,
+    /// Local control HTTP endpoint (status, lookups, calls); must be loopback. `None`: no
+    /// control endpoint (a program that holds the [`crate::Node`] asks it directly).
+    pub control: Option<SocketAddr>,
     /// Revocation policy when no CRL can be loaded.
     pub crl_policy: CrlPolicy,
     /// CRL source, URL or file; `None`: crl_url from node.json.
@@ -113,10 +151,8 @@ pub struct Config {
     pub crl_refresh: Duration,
     /// Chord timing.
     pub chord: ChordTiming,
-    /// Close connections idle for this long.
-    pub idle_timeout: Duration,
-    /// Cap on concurrent inbound connections.
-    pub max_inbound: usize,
+    /// The runtime's bounds: queues, links, connection set-up, idle timeout.
+    pub limits: Limits,
     /// STUN servers to learn the server-reflexive address from at start; empty:
     /// stun_urls from node.json.
     pub stun: Vec<SocketAddr>,
@@ -130,16 +166,32 @@ pub struct Config {
     pub ice: bool,
     /// Membership directory, URL or file; `None`: the E&A server's `/v1/directory`.
     pub directory: Option<String>,
+    /// A membership checked already (chains against the CA and CRL) instead of the
+    /// directory: neither fetched nor refreshed.
+    pub membership: Option<Membership>,
     /// Directory refresh interval.
     pub directory_refresh: Duration,
     /// The SOS.
     pub sos: SosChoice,
-    /// Caller's wait for Ringing before one retry, then failure.
-    pub call_timeout: Duration,
-    /// Callee's wait for the SOS ranking before taking the shortest route.
-    pub sos_timeout: Duration,
-    /// PingRequest copies the CSP sends per call (1..=16).
-    pub fanout: usize,
+    /// The secure layer: PingRequest copies per call (`fanout`, 1..=16), first hops, the
+    /// caller's wait for Ringing (`call_timeout`), the callee's wait for the SOS ranking
+    /// (`sos_timeout`).
+    pub secure: SecureConfig,
+    /// The paper's secure routing, or plain Chord (the baseline the paper compares with).
+    pub routing: Routing,
+    /// Answer incoming calls from the peer's own user agent. Off: the overlay reports
+    /// Ringing and the call is left to the application (the paper's prototype measures
+    /// Ringing and hangs up at the overlay level).
+    pub answer_calls: bool,
+    /// Seed of the peer's randomness (Chord, secure layer, user agent); `None`: fresh
+    /// system randomness at every start. Fixed only for reproducible experiments.
+    pub seed: Option<[u8; 32]>,
+    /// Where received message kinds are counted; `None`: a log of its own. Peers of one
+    /// process may share one.
+    pub kind_log: Option<Arc<KindLog>>,
+    /// Misbehave as the paper's malicious peer: drop every PingRequest and INVITE this
+    /// peer should forward. For experiments on secure routing only.
+    pub drop_forwarded: bool,
     /// The SIP front-end, if any.
     pub sip: Option<SipConfig>,
     /// How often the node's state is written to `peer.db`.
@@ -152,30 +204,43 @@ pub struct Config {
 impl Config {
     /// `p2psip peer`'s defaults for the node directory `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Config::with_node(NodeSource::Dir(dir.into()))
+    }
+
+    /// `p2psip peer`'s defaults for an enrollment already in memory.
+    pub fn loaded(node: NodeDir) -> Self {
+        Config::with_node(NodeSource::Loaded(Box::new(node)))
+    }
+
+    fn with_node(node: NodeSource) -> Self {
         Config {
-            dir: dir.into(),
+            node,
             listen: None,
             advertise: None,
             bootstrap: Vec::new(),
             create: false,
-            control: SocketAddr::from(([127, 0, 0, 1], 0)),
+            join: JoinMode::AtStart,
+            control: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             crl_policy: CrlPolicy::Require,
             crl: None,
             crl_refresh: Duration::from_secs(300),
             chord: ChordTiming::default(),
-            idle_timeout: Duration::from_secs(60),
-            max_inbound: 1024,
+            limits: Limits::default(),
             stun: Vec::new(),
             relay: None,
             outbound_only: false,
             keepalive: Duration::from_secs(15),
             ice: false,
             directory: None,
+            membership: None,
             directory_refresh: Duration::from_secs(30),
             sos: SosChoice::FromNodeDir,
-            call_timeout: Duration::from_millis(3000),
-            sos_timeout: Duration::from_millis(500),
-            fanout: 4,
+            secure: SecureConfig::default(),
+            routing: Routing::Secure,
+            answer_calls: true,
+            seed: None,
+            kind_log: None,
+            drop_forwarded: false,
             sip: None,
             db_sync: Duration::from_millis(2000),
             dialog_timeout: Duration::from_millis(5000),

@@ -1,6 +1,7 @@
 //! The peer's local control HTTP endpoint (loopback only, unauthenticated): `GET /status`,
 //! `GET /lookup/{key}`, `POST /call`. What `p2psip status`, `lookup` and `call` talk to.
 
+use crate::NodeCore;
 use crate::calls::{self, CallReport, CallRequest, Shared};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -8,7 +9,6 @@ use axum::response::{IntoResponse, Json, Response};
 use net::{Handle, SosCounters};
 use overlay::{Contact, Event, IdSpace};
 use serde_json::{Value, json};
-use sip::PeerCore;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use std::time::Duration;
 /// What the handlers need.
 #[derive(Clone)]
 pub(crate) struct Ctl {
-    pub h: Handle<PeerCore>,
+    pub h: Handle<NodeCore>,
     pub space: IdSpace,
     pub layer: u8,
     pub role: &'static str,

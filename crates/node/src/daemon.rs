@@ -4,20 +4,23 @@
 //! [`Node::run_until`] handles the node's events until the shutdown future resolves, then
 //! leaves the ring gracefully and writes the last state.
 
+use crate::NodeCore;
 use crate::calls;
-use crate::config::{Config, CrlPolicy, SosChoice};
+use crate::config::{Config, CrlPolicy, JoinMode, NodeSource, SosChoice};
 use crate::control;
 use crate::db;
 use crate::directory;
 use crate::error::NodeError;
 use net::{
-    Handle, KeyBook, Limits, Membership, NetConfig, NodeDir, RevocationPolicy, SosCounters, SosLink,
+    Handle, Instrumented, KeyBook, Membership, NetConfig, NodeDir, RevocationPolicy, SosCounters,
+    SosLink,
 };
-use overlay::secure::{Routing, SecureConfig, SecureEvent};
+use overlay::secure::{SecureConfig, SecureEvent};
 use overlay::{ChordConfig, Contact, Event, IdSpace, NodeId};
 use sip::{PeerCore, PeerEvent};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -35,8 +38,8 @@ pub struct NodeInfo {
     pub id: NodeId,
     /// TLS address it listens on.
     pub addr: SocketAddr,
-    /// Local control endpoint.
-    pub control: SocketAddr,
+    /// Local control endpoint, if it serves one.
+    pub control: Option<SocketAddr>,
     /// Role from the certificate.
     pub role: enroll::Role,
     /// Layer (1..=3) from the certificate.
@@ -52,11 +55,14 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// The banner `p2psip peer` prints once the peer runs; scripts read its lines.
     pub fn banner(&self) -> String {
+        let control = match self.control {
+            Some(c) => format!("http://{c}"),
+            None => "none".into(),
+        };
         let mut banner = format!(
-            "listening {} {}\ncontrol http://{}\nsecure {} layer {} members {} sos {}",
+            "listening {} {}\ncontrol {control}\nsecure {} layer {} members {} sos {}",
             self.id,
             self.addr,
-            self.control,
             self.role.as_str(),
             self.layer,
             self.members,
@@ -87,8 +93,8 @@ pub struct Node {
     runtime: JoinHandle<()>,
     db: db::Db,
     sip: Option<sip::driver::SipSockets>,
-    http: JoinHandle<()>,
-    control_file: std::path::PathBuf,
+    http: Option<JoinHandle<()>>,
+    control_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Node {
@@ -101,6 +107,12 @@ impl Node {
     /// Who the peer is and where it listens.
     pub fn info(&self) -> &NodeInfo {
         &self.info
+    }
+
+    /// The peer's runtime: run work on its core (ring state, calls, the joins of a
+    /// [`JoinMode::Manual`] peer), its counters, a hard stop for fault tests.
+    pub fn handle(&self) -> &Handle<NodeCore> {
+        &self.ctl.h
     }
 
     /// The peer's ring state, counters, calls and database, as `GET /status` shows them.
@@ -145,7 +157,9 @@ impl Node {
     }
 
     async fn finish(self) {
-        let _ = std::fs::remove_file(&self.control_file);
+        if let Some(file) = &self.control_file {
+            let _ = std::fs::remove_file(file);
+        }
         let _ = self.stop_tx.send(true);
         self.events.abort();
         if let Some(sip) = self.sip {
@@ -163,17 +177,23 @@ impl Node {
             .await
             .unwrap_or(false)
         };
-        if let Err(e) = h.shutdown().await {
+        // A runtime stopped already (a hard stop) has nothing left to say.
+        let stopped = self.runtime.is_finished();
+        if let Err(e) = h.shutdown().await
+            && !stopped
+        {
             error!("shutdown: {e}");
         }
         let _ = self.runtime.await;
         db::close(self.db, handed_over).await;
-        let _ = self.http.await;
+        if let Some(http) = self.http {
+            let _ = http.await;
+        }
     }
 
     /// Load the node directory and start the peer (see the module doc).
     pub async fn start(a: Config) -> Result<Node, NodeError> {
-        if !a.control.ip().is_loopback() {
+        if a.control.is_some_and(|c| !c.ip().is_loopback()) {
             return Err(NodeError::Config(
                 "--control must be a loopback address: the control endpoint is unauthenticated"
                     .into(),
@@ -183,10 +203,17 @@ impl Node {
             CrlPolicy::Require => RevocationPolicy::RequireCrl,
             CrlPolicy::AllowMissing => RevocationPolicy::AllowMissing,
         };
-        let nd = NodeDir::load(&a.dir, policy).map_err(|source| NodeError::NodeDir {
-            dir: a.dir.clone(),
-            source,
-        })?;
+        // The node directory is also the home of peer.db and control.addr.
+        let (nd, home) = match &a.node {
+            NodeSource::Dir(dir) => {
+                let nd = NodeDir::load(dir, policy).map_err(|source| NodeError::NodeDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                (nd, Some(dir.clone()))
+            }
+            NodeSource::Loaded(nd) => ((**nd).clone(), None),
+        };
         let me_id = nd.identity.node_id;
 
         // Revocation: load the CRL before accepting anyone.
@@ -208,25 +235,34 @@ impl Node {
         let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
         let cc = Arc::new(cc);
         let secure = Arc::new(SecureConfig {
-            fanout: a.fanout.clamp(1, 16),
-            call_timeout: a.call_timeout.max(Duration::from_millis(100)),
-            sos_timeout: a.sos_timeout,
-            ..SecureConfig::default()
+            fanout: a.secure.fanout.clamp(1, 16),
+            call_timeout: a.secure.call_timeout.max(Duration::from_millis(100)),
+            ..a.secure.clone()
         });
 
-        // Membership: the E&A directory (or --directory), checked chain by chain.
-        let dir_source = a
-            .directory
-            .clone()
-            .or_else(|| directory::default_source(&nd.config.enroll_server));
+        // Membership: given, else the E&A directory (or --directory), checked chain by
+        // chain and refreshed.
         let members = Arc::new(AtomicUsize::new(0));
-        let keys = KeyBook::new();
-        let membership = load_membership(&nd, arcs, dir_source.as_deref(), &keys).await;
+        let (membership, dir_source) = match &a.membership {
+            Some(m) => (m.clone(), None),
+            None => {
+                let source = a
+                    .directory
+                    .clone()
+                    .or_else(|| directory::default_source(&nd.config.enroll_server));
+                let m = load_membership(&nd, arcs, source.as_deref(), &KeyBook::new()).await;
+                (m, source)
+            }
+        };
+        let keys = membership.keys.clone();
         log_membership(&membership, &members);
         let ctx = membership.context(secure.clone());
 
         // Rings are per layer: join through members of our own layer only.
-        let bootstrap = bootstrap_of(&a, &nd, arcs)?;
+        let bootstrap = match a.join {
+            JoinMode::AtStart => bootstrap_of(&a, &nd, arcs)?,
+            JoinMode::Manual => Vec::new(),
+        };
 
         let (reflexive, relay, nat_status) = reachability(&a, &nd, &bootstrap).await?;
 
@@ -234,44 +270,43 @@ impl Node {
             .listen
             .or(nd.config.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let limits = Limits {
-            idle_timeout: a.idle_timeout,
-            max_inbound: a.max_inbound,
-            ..Limits::default()
-        };
         let cfg = NetConfig {
             listen,
             advertise: a.advertise,
             identity: nd.identity.clone(),
             trust: nd.trust.clone(),
             crl_refresh: crl_source.map(|s| (s, a.crl_refresh.max(Duration::from_secs(1)))),
-            limits,
+            limits: a.limits.clone(),
         };
-        let seed = random_seed()?;
+        let seed = match a.seed {
+            Some(seed) => seed,
+            None => random_seed()?,
+        };
         let signer = net::CertSigner::from_identity(&nd.identity)
             .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+        let (routing, drop_forwarded, answer_calls) = (a.routing, a.drop_forwarded, a.answer_calls);
+        let log = a.kind_log.clone().unwrap_or_default();
         let make = move |me| {
             // The user agent's seed: fresh at every start, apart from the node's.
             let call_seed = seed
                 .get(24..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map_or(0, u64::from_le_bytes);
-            let node = net::secure_node(signer, role, me, cc, ctx, Routing::Secure, seed);
-            PeerCore::new(node).with_call_seed(call_seed)
+            let node = net::secure_node(signer, role, me, cc, ctx, routing, seed);
+            PeerCore::new(Instrumented {
+                node,
+                drop_forwarded,
+                log,
+            })
+            .with_call_seed(call_seed)
+            .with_answering(answer_calls)
         };
         // SOS: rankings and reports off the loop.
-        let sos_url = match &a.sos {
-            SosChoice::Off => None,
-            SosChoice::Url(u) => Some(u.clone()),
-            SosChoice::FromNodeDir => nd.config.sos_url.clone(),
-        };
-        let sos_counters = Arc::new(SosCounters::default());
-        let sos = sos_link(sos_url.as_deref(), &nd.identity, &sos_counters)?;
+        let (sos_url, sos_counters, sos) = sos_link(&a.sos, &nd)?;
         let parts = crate::Launch {
             net: cfg,
             relay: relay.map(|r| (r, a.keepalive.max(Duration::from_secs(1)))),
             sos,
-            app_events: true,
         };
         let crate::Running {
             handle: h,
@@ -281,14 +316,21 @@ impl Node {
             .await
             .map_err(NodeError::net("starting the peer"))?;
         // The database first: a warm cache and the records before joining.
-        let (db, warm) = db::open_and_warm(&h, &a.dir, arcs, &nd.identity).await?;
+        let (db, warm) = match &home {
+            Some(dir) => db::open_and_warm(&h, dir, arcs, &nd.identity).await?,
+            None => (db::none(), db::WarmReport::default()),
+        };
         // Store SIP registrations for others (signature by the owner's certificate key,
         // owner rule, freshness); without a validator a peer stores nothing for others.
         crate::install_registration_validator(&h)
             .await
             .map_err(NodeError::net("installing the registration validator"))?;
         let (create, boots) = (a.create, bootstrap.clone());
+        let join_now = a.join == JoinMode::AtStart;
         h.call(move |n, now| {
+            if !join_now {
+                return;
+            }
             let n = n.node_at(now);
             let c = n.chord_mut();
             if create {
@@ -364,7 +406,7 @@ impl Node {
                 .map_err(NodeError::net("setting up ICE answers"))?;
         }
         // Periodic sync of the node's state into the database.
-        {
+        if home.is_some() {
             let (h, db) = (h.clone(), db.clone());
             let every = a.db_sync.max(Duration::from_millis(100));
             spawn_periodic(every, stop_rx.clone(), move || {
@@ -393,16 +435,28 @@ impl Node {
                 Arc::new(move || db::status(&db, &warm))
             },
         };
-        let (control_addr, http) = serve_control(a.control, ctl.clone(), stop_rx.clone()).await?;
+        let (control_addr, http) = match a.control {
+            Some(bind) => {
+                let (addr, http) = serve_control(bind, ctl.clone(), stop_rx.clone()).await?;
+                (Some(addr), Some(http))
+            }
+            None => (None, None),
+        };
         // The SIP front-end for local phones, inside the core; its sockets move the bytes.
         let sip_sockets = match &a.sip {
             Some(sc) => Some(serve_phones(&h, sc, &nd, &keys, me_id).await?),
             None => None,
         };
         let sip_out = sip_sockets.as_ref().map(|s| s.sender());
-        let control_file = a.dir.join(CONTROL_FILE);
-        std::fs::write(&control_file, format!("{control_addr}\n"))
-            .map_err(NodeError::io(format!("writing {}", control_file.display())))?;
+        let control_file = match (&home, control_addr) {
+            (Some(dir), Some(addr)) => {
+                let file = dir.join(CONTROL_FILE);
+                std::fs::write(&file, format!("{addr}\n"))
+                    .map_err(NodeError::io(format!("writing {}", file.display())))?;
+                Some(file)
+            }
+            _ => None,
+        };
         let info = NodeInfo {
             id: me_id,
             addr: h.local_addr(),
@@ -416,7 +470,8 @@ impl Node {
                 .zip(a.sip.as_ref())
                 .map(|(s, sc)| (s.local, sc.domain.clone())),
         };
-        let events = tokio::spawn(event_loop(h.clone(), shared, sip_out, app_rx, bootstrap));
+        let rejoin = (a.join == JoinMode::AtStart).then_some(bootstrap);
+        let events = tokio::spawn(event_loop(h.clone(), shared, sip_out, app_rx, rejoin));
         Ok(Node {
             info,
             ctl,
@@ -433,17 +488,19 @@ impl Node {
 
 /// The node's application events until the runtime stops: calls, lookups answered, and a
 /// rejoin after a failed join.
+/// `rejoin`: the peers to rejoin through (none: create the ring again); `None`: the
+/// embedding program joins ([`JoinMode::Manual`]).
 async fn event_loop(
-    h: Handle<PeerCore>,
+    h: Handle<NodeCore>,
     shared: Arc<calls::Shared>,
     sip_out: Option<sip::driver::SipSender>,
     mut app_rx: mpsc::Receiver<PeerEvent>,
-    bootstrap: Vec<Contact>,
+    rejoin: Option<Vec<Contact>>,
 ) -> Result<(), NodeError> {
     let mut rejoin_at: Option<tokio::time::Instant> = None;
     let mut next_boot = 0usize;
     loop {
-        let rejoin = async {
+        let rejoin_wait = async {
             match rejoin_at {
                 Some(t) => tokio::time::sleep_until(t).await,
                 None => std::future::pending().await,
@@ -452,14 +509,20 @@ async fn event_loop(
         tokio::select! {
             ev = app_rx.recv() => match ev {
                 Some(ev) => {
-                    if let Some(again) = on_event(&h, &shared, sip_out.as_ref(), ev).await {
-                        rejoin_at.get_or_insert(tokio::time::Instant::now() + again);
+                    if let Some(reason) = on_event(&h, &shared, sip_out.as_ref(), ev).await {
+                        if rejoin.is_some() {
+                            warn!("join failed: {reason}; retrying in 1 s");
+                            rejoin_at.get_or_insert(tokio::time::Instant::now() + REJOIN_AFTER);
+                        } else {
+                            debug!("join failed: {reason}");
+                        }
                     }
                 }
                 None => return Ok(()),
             },
-            () = rejoin => {
+            () = rejoin_wait => {
                 rejoin_at = None;
+                let bootstrap = rejoin.as_deref().unwrap_or_default();
                 let result = if bootstrap.is_empty() {
                     h.call(|n, now| n.node_at(now).chord_mut().create(now)).await
                 } else {
@@ -482,6 +545,9 @@ async fn load_revocation(a: &Config, nd: &NodeDir) -> Result<Option<String>, Nod
         .clone()
         .or_else(|| Some(nd.config.crl_url.clone()).filter(|s| !s.is_empty()));
     match (&crl_source, a.crl_policy) {
+        (None, _) if nd.trust.crls.get().is_some() => {
+            debug!("no CRL source: checking peers against the CRL already loaded")
+        }
         (Some(src), _) => match net::load_crl(&nd.trust, &nd.identity, src).await {
             Ok(()) => info!("CRL loaded from {src}"),
             Err(e) => match a.crl_policy {
@@ -514,6 +580,8 @@ fn chord_config(t: &crate::ChordTiming, space: IdSpace) -> ChordConfig {
     cc.ring_check_every = t.ring_check;
     cc.rpc_timeout = t.rpc_timeout;
     cc.lookup_timeout = t.lookup_timeout;
+    cc.successors = t.successors.max(1);
+    cc.successor_shortcut = t.successor_shortcut;
     cc
 }
 
@@ -614,7 +682,7 @@ async fn reachability(
 /// the certificate key it signs registrations with, the key book it checks them with) in
 /// the peer's core, on sockets bound at `sc.listen`.
 async fn serve_phones(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     sc: &crate::SipConfig,
     nd: &NodeDir,
     keys: &Arc<KeyBook>,
@@ -681,22 +749,33 @@ where
     });
 }
 
-/// The link to the SOS at `url`, signing reports with the certificate key; `None` (and a
-/// warning) without one.
-fn sos_link(
-    url: Option<&str>,
-    identity: &net::Identity,
-    counters: &Arc<SosCounters>,
-) -> Result<Option<SosLink>, NodeError> {
-    let Some(url) = url else {
-        warn!("no SOS: callees take the shortest route, evidence is dropped");
-        return Ok(None);
+/// The SOS's URL (for `/status`), the counters of rankings and reports, and the link.
+type SosParts = (Option<String>, Arc<SosCounters>, Option<SosLink>);
+
+/// The SOS the peer ranks routes with and reports evidence to, as `choice` says: its URL
+/// (for `/status`), the counters of its rankings and reports, and the link (`None`, with a
+/// warning unless the operator turned it off, without one).
+fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
+    let (client, counters) = match choice {
+        SosChoice::Off => return Ok((None, Arc::default(), None)),
+        SosChoice::Client(client, counters) => (client.clone(), counters.clone()),
+        SosChoice::Url(url) => (sos_client(url)?, Arc::default()),
+        SosChoice::FromNodeDir => match &nd.config.sos_url {
+            Some(url) => (sos_client(url)?, Arc::default()),
+            None => {
+                warn!("no SOS in node.json: callees take the shortest route, evidence is dropped");
+                return Ok((None, Arc::default(), None));
+            }
+        },
     };
-    let client =
-        sos::SosClient::new(url).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))?;
-    let link = SosLink::new(client, identity, counters.clone())
+    let url = client.base_url().to_owned();
+    let link = SosLink::new(client, &nd.identity, counters.clone())
         .map_err(|e| NodeError::Sos(format!("the certificate key for SOS reports: {e}")))?;
-    Ok(Some(link))
+    Ok((Some(url), counters, Some(link)))
+}
+
+fn sos_client(url: &str) -> Result<sos::SosClient, NodeError> {
+    sos::SosClient::new(url).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))
 }
 
 fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {
@@ -719,14 +798,16 @@ fn log_membership(m: &Membership, members: &AtomicUsize) {
     );
 }
 
-/// Handle one application event of the peer; returns a delay after which to rejoin when
-/// the join failed.
+/// Wait after a failed join before joining again.
+const REJOIN_AFTER: Duration = Duration::from_secs(1);
+
+/// Handle one application event of the peer; returns why the join failed, when it did.
 async fn on_event(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     shared: &Arc<calls::Shared>,
     sip_out: Option<&sip::driver::SipSender>,
     ev: PeerEvent,
-) -> Option<Duration> {
+) -> Option<String> {
     let ev = match sip_out {
         Some(out) => crate::phones::send_to_phones(ev, out)?,
         None => ev,
@@ -747,10 +828,7 @@ async fn on_event(
     };
     match ev {
         SecureEvent::Chord(Event::Joined { successor }) => info!(%successor, "joined the ring"),
-        SecureEvent::Chord(Event::JoinFailed { reason }) => {
-            warn!("join failed: {reason}; retrying in 1 s");
-            return Some(Duration::from_secs(1));
-        }
+        SecureEvent::Chord(Event::JoinFailed { reason }) => return Some(reason.to_string()),
         SecureEvent::Chord(Event::PeerFailed { peer }) => info!(%peer, "peer failed"),
         SecureEvent::Chord(
             ev @ (Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. }),

@@ -2,12 +2,12 @@
 //! running peer: warm start (contact cache, records, a CSP's held requests), the call
 //! history, a periodic sync of the node's state, and the last writes at shutdown.
 
+use crate::NodeCore;
 use crate::error::NodeError;
 use net::Handle;
 use overlay::secure::{ContactCache, LayerArcs, SecureEvent, SecureNode};
 use overlay::{Message, Time};
 use serde_json::{Value, json};
-use sip::PeerCore;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::{info, warn};
@@ -29,6 +29,11 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// No database: a peer without a node directory keeps its state in memory only.
+pub(crate) fn none() -> Db {
+    Arc::new(Mutex::new(None))
+}
+
 /// What the warm start put back, for the log and `/status`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WarmReport {
@@ -41,7 +46,7 @@ pub(crate) struct WarmReport {
 
 /// Open `dir/peer.db` and put its state back into the running (not yet joined) node.
 pub(crate) async fn open_and_warm(
-    h: &Handle<PeerCore>,
+    h: &Handle<NodeCore>,
     dir: &Path,
     arcs: LayerArcs,
     identity: &net::Identity,

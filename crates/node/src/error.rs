@@ -108,13 +108,4 @@ pub enum DirectoryError {
 }
 
 /// `error` and every cause under it, `: `-separated (for logs, which print one line).
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+pub(crate) use service::output::error_chain as chain;

@@ -1,6 +1,5 @@
-//! Starting a peer's runtime: the one path from a peer's parts (TLS settings, its core, its
-//! SOS link) to a running peer. [`crate::Node::start`] takes it after reading the node
-//! directory; the lab's in-process peers take it with parts built in memory.
+//! Starting a peer's runtime: from a peer's parts (TLS settings, its core, its SOS link) to
+//! a running peer, for [`crate::Node::start`].
 
 use net::{Handle, NetConfig, NetError, PeerRuntime, SecureCore, SosLink};
 use overlay::Contact;
@@ -16,36 +15,31 @@ const APP_QUEUE: usize = 4096;
 
 /// A peer's parts, ready to start.
 #[derive(Debug)]
-pub struct Launch {
+pub(crate) struct Launch {
     /// TLS listener, identity, trust, limits.
-    pub net: NetConfig,
+    pub(crate) net: NetConfig,
     /// Outbound-only (behind NAT): reachable through this public peer, with a keepalive
     /// on the link to it at this interval.
-    pub relay: Option<(Contact, Duration)>,
+    pub(crate) relay: Option<(Contact, Duration)>,
     /// The SOS for route rankings and evidence; `None`: callees take the shortest route
     /// and evidence is dropped.
-    pub sos: Option<SosLink>,
-    /// Hand the peer's events to the application ([`Running::events`]); `false` for a peer
-    /// nobody listens to (a lab's ordinary peers), whose events are dropped at once rather
-    /// than queued.
-    pub app_events: bool,
+    pub(crate) sos: Option<SosLink>,
 }
 
 /// A started peer.
 #[derive(Debug)]
-pub struct Running<N: SecureCore<Event = SecureEvent>> {
+pub(crate) struct Running<N: SecureCore<Event = SecureEvent>> {
     /// Runs work on the peer's core.
-    pub handle: Handle<PeerCore<N>>,
-    /// The events for the application (SOS rankings and evidence are taken care of);
-    /// closed at once when [`Launch::app_events`] was off.
-    pub events: mpsc::Receiver<PeerEvent>,
+    pub(crate) handle: Handle<PeerCore<N>>,
+    /// The events for the application (SOS rankings and evidence are taken care of).
+    pub(crate) events: mpsc::Receiver<PeerEvent>,
     /// The runtime's loop; it ends after [`Handle::shutdown`].
-    pub task: JoinHandle<()>,
+    pub(crate) task: JoinHandle<()>,
 }
 
 /// Start the runtime with the core `make` builds for this peer's contact, and the task
 /// that answers its SOS rankings and posts its evidence.
-pub async fn launch<N>(
+pub(crate) async fn launch<N>(
     parts: Launch,
     make: impl FnOnce(Contact) -> PeerCore<N>,
 ) -> Result<Running<N>, NetError>
@@ -62,9 +56,13 @@ where
         }
         None => PeerRuntime::start(parts.net, make).await?,
     };
-    let (app_tx, app_rx) = mpsc::channel(if parts.app_events { APP_QUEUE } else { 1 });
-    let app_tx = parts.app_events.then_some(app_tx);
-    tokio::spawn(net::run_events(handle.clone(), events, parts.sos, app_tx));
+    let (app_tx, app_rx) = mpsc::channel(APP_QUEUE);
+    tokio::spawn(net::run_events(
+        handle.clone(),
+        events,
+        parts.sos,
+        Some(app_tx),
+    ));
     Ok(Running {
         handle,
         events: app_rx,

@@ -25,17 +25,24 @@ mod launch;
 mod phones;
 
 pub use calls::{CallReport, CallRequest, HistoryEntry};
-pub use config::{ChordTiming, Config, CrlPolicy, SipConfig, SosChoice, parse_contact};
+pub use config::{
+    ChordTiming, Config, CrlPolicy, JoinMode, NodeSource, SipConfig, SosChoice, parse_contact,
+};
 pub use control::ApiError;
 pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
-pub use launch::{Launch, Running, launch};
+use launch::{Launch, Running, launch};
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
 pub use service::output::say;
 pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;
+
+/// Every peer's core: the SIP front-end, the own user agent and the secure overlay node,
+/// with the received-message counts (and, for experiments, the paper's malicious
+/// forwarder) of [`net::Instrumented`].
+pub type NodeCore = PeerCore<net::Instrumented>;
 
 /// Load the SIP front-end's digest credentials (`user:password` or `user:HA1` per line)
 /// for `domain`, offering `digest` algorithms (e.g. `SHA-256,MD5`); `None` without a file.

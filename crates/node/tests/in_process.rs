@@ -45,7 +45,7 @@ fn config(dir: &Path) -> Config {
     c.chord.check_predecessor = Duration::from_millis(200);
     c.chord.ring_check = Duration::from_millis(1000);
     c.chord.lookup_timeout = Duration::from_millis(1500);
-    c.call_timeout = Duration::from_millis(2000);
+    c.secure.call_timeout = Duration::from_millis(2000);
     c
 }
 

@@ -25,3 +25,16 @@ macro_rules! say {
         $crate::output::say(format_args!($($arg)*))
     };
 }
+
+/// `error` and every cause under it, `: `-separated: one line for a log, where `{:#}`
+/// is not available (typed errors keep their causes in `source()`, not in their text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

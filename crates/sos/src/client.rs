@@ -66,6 +66,11 @@ impl SosClient {
         })
     }
 
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        self.api.base()
+    }
+
     /// Use `token` for the admin calls.
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
         self.admin_token = Some(token.into());

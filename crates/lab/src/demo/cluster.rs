@@ -1,19 +1,15 @@
-//! The running peers of one overlay: every member started on 127.0.0.1 the way every peer
-//! starts ([`node::launch`]: mutual-TLS runtime, SOS link) running a [`DemoPeer`], its rings
-//! created and joined,
-//! and the wait until they converge. The demo, its churn run and its soak run all drive a
-//! [`Cluster`].
+//! The running peers of one overlay: every member started on 127.0.0.1 as every peer
+//! starts ([`node::Node::start`], with its enrollment in memory and no control endpoint or
+//! database), its rings created and joined by the demo, and the wait until they converge.
+//! The demo, its churn run and its soak run all drive a [`Cluster`].
 
 use super::host::FDS_PER_PEER;
 use super::members::Enrolled;
 use crate::LabError;
 use crate::progress::bar;
-use net::{
-    Handle, Instrumented, KindLog, Limits, Membership, NetConfig, SecureCore, SosCounters, SosLink,
-    Trust,
-};
+use net::{Handle, KindLog, Limits, Membership, SecureCore, SosCounters, Trust};
+use overlay::NodeId;
 use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureConfig};
-use overlay::{ChordConfig, IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::net::SocketAddr;
@@ -23,6 +19,8 @@ use tokio::task::JoinSet;
 
 /// The running peers of one overlay.
 pub(crate) struct Cluster {
+    /// The running peers, in member order.
+    nodes: Vec<node::Node>,
     /// One runtime handle per member, in member order.
     pub(crate) handles: Vec<Handle<DemoPeer>>,
     /// The members' Node-IDs, in member order.
@@ -31,13 +29,13 @@ pub(crate) struct Cluster {
     pub(crate) rings: Vec<Vec<usize>>,
     /// Message kinds every peer received (and, while tracing, who received them).
     pub(crate) log: Arc<KindLog>,
-    /// Application events of the peers chosen for SIP front-ends: (member index, events).
-    pub(crate) apps: Vec<(usize, tokio::sync::mpsc::Receiver<node::PeerEvent>)>,
+    /// Members that serve a SIP front-end for phones.
+    pub(crate) frontends: Vec<usize>,
 }
 
-/// A demo peer: the peer's core over an instrumented secure node (message-kind log, the
-/// paper's malicious peer).
-pub(crate) type DemoPeer = node::PeerCore<Instrumented>;
+/// A demo peer's core: every peer's ([`node::NodeCore`]), whose message-kind log the demo
+/// shares among its peers and whose malicious forwarder it turns on for the paper's 1617.
+pub(crate) type DemoPeer = node::NodeCore;
 
 impl Cluster {
     pub(crate) fn handle(&self, id: u128) -> Option<&Handle<DemoPeer>> {
@@ -99,13 +97,22 @@ impl Cluster {
         }
     }
 
-    /// Stop every peer, all at once.
-    pub(crate) async fn shutdown(&self) {
+    /// The SIP front-ends' addresses: (member index, address).
+    pub(crate) fn frontend_addrs(&self) -> Vec<(usize, SocketAddr)> {
+        self.frontends
+            .iter()
+            .filter_map(|i| Some((*i, self.nodes[*i].info().sip.as_ref()?.0)))
+            .collect()
+    }
+
+    /// Stop every peer, all at once, as every peer stops ([`node::Node::stop`]).
+    pub(crate) async fn shutdown(self) {
         let mut set = JoinSet::new();
-        for h in &self.handles {
-            let h = h.clone();
+        for n in self.nodes {
             set.spawn(async move {
-                let _ = h.shutdown().await;
+                if let Err(e) = n.stop().await {
+                    tracing::warn!("stopping a peer: {}", service::output::error_chain(&e));
+                }
             });
         }
         while set.join_next().await.is_some() {}
@@ -123,7 +130,7 @@ pub(crate) struct Launch<'a> {
     /// The secure layer's settings (fan-out, first hops, call timeout).
     pub(crate) secure: Arc<SecureConfig>,
     /// Chord's timers and successor list.
-    pub(crate) chord: Arc<ChordConfig>,
+    pub(crate) chord: node::ChordTiming,
     /// The paper's secure routing or plain Chord.
     pub(crate) routing: Routing,
     /// One flat ring (plain Chord) or one ring per layer.
@@ -132,8 +139,10 @@ pub(crate) struct Launch<'a> {
     pub(crate) malicious: NodeId,
     /// Where the peers rank routes and report evidence, if anywhere.
     pub(crate) sos: Option<(sos::SosClient, Arc<SosCounters>)>,
-    /// Ordinary peers whose events feed a SIP front-end (the first this many).
+    /// Ordinary peers that serve a SIP front-end (the first this many).
     pub(crate) frontends: usize,
+    /// The SIP domain of their front-ends.
+    pub(crate) sip_domain: String,
 }
 
 /// The runtime limits of a demo peer: 512 peers share one process's descriptors.
@@ -183,74 +192,52 @@ pub(crate) fn membership(
 /// Start every member of `l` as a TLS peer, publish the directory, and create and join
 /// the rings (converging is [`converge`]'s job).
 pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabError> {
-    let (_, ctx) = membership(&l, None)?;
+    let (m, _) = membership(&l, None)?;
+    let overlay = enroll::api::OverlayParams::new(&l.arcs, enroll::IdScheme::default());
     let log = Arc::new(KindLog::default());
-    let mut handles = Vec::with_capacity(l.members.len());
-    let mut apps = Vec::new();
+    let mut nodes = Vec::with_capacity(l.members.len());
+    let mut frontends = Vec::new();
     let pb = bar(l.members.len() as u64, "listening", quiet);
     for (index, e) in l.members.iter().enumerate() {
-        let cfg = NetConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            advertise: None,
-            identity: e.identity.clone(),
-            trust: l.trust.clone(),
-            crl_refresh: None,
-            limits: limits(e.role),
-        };
-        let (identity, chord, ctx, log) = (
-            e.identity.clone(),
-            l.chord.clone(),
-            ctx.clone(),
-            log.clone(),
-        );
+        let nd = net::NodeDir::in_memory(e.identity.clone(), l.trust.clone(), overlay.clone());
+        let mut c = node::Config::loaded(nd);
+        c.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        // The demo forms the rings itself (and measures them); callers ask the peers
+        // through their handles.
+        c.join = node::JoinMode::Manual;
+        c.control = None;
+        c.membership = Some(m.clone());
+        c.chord = l.chord.clone();
+        c.limits = limits(e.role);
+        c.secure = (*l.secure).clone();
+        c.routing = l.routing;
+        // The paper's prototype measures Ringing and hangs up at the overlay level: its
+        // callees leave the call to the demo rather than answer it with SIP.
+        c.answer_calls = false;
         let mut seed = [0u8; 32];
         seed[..16].copy_from_slice(&e.id.0.to_le_bytes());
         seed[16] = u8::from(l.flat);
-        let routing = l.routing;
-        let signer = net::CertSigner::from_identity(&identity).map_err(LabError::peer(
-            e.id,
-            "making its signer from its certificate key",
-        ))?;
-        let role = e.role;
-        let drop_forwarded = e.id == l.malicious;
-        let sos = match &l.sos {
-            Some((client, counters)) => Some(
-                SosLink::new(client.clone(), &e.identity, counters.clone())
-                    .map_err(LabError::peer(e.id, "linking to the SOS"))?,
-            ),
-            None => None,
+        c.seed = Some(seed);
+        c.kind_log = Some(log.clone());
+        c.drop_forwarded = e.id == l.malicious;
+        c.sos = match &l.sos {
+            Some((client, counters)) => node::SosChoice::Client(client.clone(), counters.clone()),
+            None => node::SosChoice::Off,
         };
-        // Only the peers that will serve phones have an application listening.
-        let serves_phones =
-            apps.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious;
-        let parts = node::Launch {
-            net: cfg,
-            relay: None,
-            sos,
-            app_events: serves_phones,
-        };
-        // The same start as every peer's (node::launch): runtime, core, SOS link.
-        let running = node::launch(parts, move |me| {
-            // The paper's prototype measures Ringing and hangs up at the overlay level: its
-            // callees leave the call to the demo rather than answer it with SIP.
-            node::PeerCore::new(Instrumented {
-                node: net::secure_node(signer, role, me, chord, ctx, routing, seed),
-                drop_forwarded,
-                log,
-            })
-            .with_answering(false)
-        })
-        .await
-        .map_err(LabError::peer(
-            e.id,
-            "starting its TLS listener and runtime",
-        ))?;
-        if serves_phones {
-            apps.push((index, running.events));
+        if frontends.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious {
+            c.sip = Some(node::SipConfig::new(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                l.sip_domain.clone(),
+            ));
+            frontends.push(index);
         }
-        handles.push(running.handle);
+        let n = node::Node::start(c)
+            .await
+            .map_err(LabError::peer(e.id, "starting as a peer"))?;
+        nodes.push(n);
         pb.inc(1);
     }
+    let handles: Vec<Handle<DemoPeer>> = nodes.iter().map(|n| n.handle().clone()).collect();
     pb.finish_and_clear();
     // Every address is known now: publish the directory with CSP/CSPG addresses.
     let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
@@ -281,11 +268,12 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
         r.sort_by_key(|i| ids[*i]);
     }
     let cluster = Cluster {
+        nodes,
         handles,
         ids,
         rings,
         log,
-        apps,
+        frontends,
     };
     join_rings(&cluster, &l, quiet).await?;
     Ok(cluster)
@@ -402,22 +390,21 @@ pub(crate) async fn converge(
 }
 
 /// Chord's timers for the demo: quick while the rings form, backing off once quiet.
-pub(crate) fn chord_config(space: IdSpace) -> Arc<ChordConfig> {
-    let mut c = ChordConfig::new(space);
-    c.successors = 3;
-    c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(250);
-    c.fix_fingers_every = Duration::from_millis(60);
-    // Fast while the rings form or change, then slower once a peer's neighbourhood is
-    // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and every
-    // call queued behind it.
-    c.stabilize_max = Some(Duration::from_secs(2));
-    c.fix_fingers_max = Some(Duration::from_secs(2));
-    c.check_predecessor_every = Duration::from_millis(1000);
-    c.ring_check_every = Duration::from_secs(5);
-    c.rpc_timeout = Duration::from_millis(1500);
-    c.lookup_timeout = Duration::from_secs(4);
-    Arc::new(c)
+pub(crate) fn chord_timing() -> node::ChordTiming {
+    node::ChordTiming {
+        successors: 3,
+        successor_shortcut: true,
+        stabilize: Duration::from_millis(250),
+        fix_fingers: Duration::from_millis(60),
+        // Fast while the rings form or change, then slower once a peer's neighbourhood is
+        // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and
+        // every call queued behind it.
+        quiet_maintenance_max: Some(Duration::from_secs(2)),
+        check_predecessor: Duration::from_millis(1000),
+        ring_check: Duration::from_secs(5),
+        rpc_timeout: Duration::from_millis(1500),
+        lookup_timeout: Duration::from_secs(4),
+    }
 }
 
 /// The runtime counters of every peer, added up.

@@ -25,10 +25,10 @@ mod soak;
 use crate::LabError;
 use crate::progress::bar;
 use calls::{invite, pick_pair, ring_and_hang_up};
-use cluster::{Cluster, Launch, chord_config, converge, launch, membership, sum_stats};
+use cluster::{Cluster, Launch, chord_timing, converge, launch, membership, sum_stats};
 use host::{FDS_PER_PEER, nofile_limit, process_cpu, raise_nofile, rss_bytes};
 use members::{Enrolled, issue, paper_ids};
-use net::{CallOutcome, CrlStore, RevocationPolicy, SecureCore, SosCounters, Trust};
+use net::{CallOutcome, CrlStore, RevocationPolicy, SosCounters, Trust};
 use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
 use overlay::{IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -326,12 +326,13 @@ async fn real(args: Args) -> Result<(), LabError> {
         trust: &trust,
         arcs,
         secure: secure_cfg.clone(),
-        chord: chord_config(space),
+        chord: chord_timing(),
         routing,
         flat,
         malicious: NodeId(1617),
         sos,
         frontends: 0,
+        sip_domain: args.sip_domain.clone(),
     };
     let (m0, _) = membership(&launch_cfg(Routing::Secure, false, None), None)?;
     let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries()).map_err(
@@ -410,7 +411,7 @@ async fn real(args: Args) -> Result<(), LabError> {
             &flat,
             t,
             Duration::from_secs(args.converge_timeout_s),
-            2 * 11 * chord_config(space).fix_fingers_every,
+            2 * 11 * chord_timing().fix_fingers,
             quiet,
         )
         .await?;
@@ -444,8 +445,8 @@ async fn real(args: Args) -> Result<(), LabError> {
         Some((sos_client.clone(), counters.clone())),
     );
     secure_launch.frontends = args.frontends;
-    let mut secure = launch(secure_launch, quiet).await?;
-    let fingers_round = 2 * 11 * chord_config(space).fix_fingers_every;
+    let secure = launch(secure_launch, quiet).await?;
+    let fingers_round = 2 * 11 * chord_timing().fix_fingers;
     let converge_s = converge(
         &secure,
         t0,
@@ -774,60 +775,17 @@ async fn real(args: Args) -> Result<(), LabError> {
             ports.iter().min().copied().unwrap_or(0),
             ports.iter().max().copied().unwrap_or(0)
         );
-        let mut fronts = Vec::new();
-        if args.frontends > 0 {
-            for (h, id) in secure.handles.iter().zip(&secure.ids) {
-                node::install_registration_validator(h)
-                    .await
-                    .map_err(LabError::request(format!(
-                        "peer {id}: installing the SIP registration validator"
-                    )))?;
-            }
-            let verifier = secure.handles[0]
-                .call(|n, _| n.node().context().verifier.clone())
-                .await
-                .map_err(LabError::request(format!(
-                    "peer {}: its certificate verifier for the SIP front-ends",
-                    secure.ids[0]
-                )))?;
-            for (i, mut events) in std::mem::take(&mut secure.apps) {
-                let h = secure.handles[i].clone();
-                let id = secure.ids[i];
-                let signer = net::CertSigner::from_identity(&members[i].identity).map_err(
-                    LabError::peer(id, "making its signer for the SIP front-end"),
-                )?;
-                let verifier = verifier.clone();
-                let fe = node::serve_frontend(
-                    &h,
-                    SocketAddr::from(([127, 0, 0, 1], 0)),
-                    &args.sip_domain,
-                    sip::driver::DriverLimits::default(),
-                    move |cfg| sip::FrontEnd::new(cfg, id, Box::new(signer), verifier),
-                )
-                .await
-                .map_err(LabError::server(format!(
-                    "starting the SIP front-end of peer {id} on 127.0.0.1"
-                )))?;
-                let out = fe.sender();
-                tokio::spawn(async move {
-                    while let Some(ev) = events.recv().await {
-                        let _ = node::send_to_phones(ev, &out);
-                    }
-                });
-                say!(
-                    "frontend {} udp+tcp {} domain {}",
-                    id.0,
-                    fe.local,
-                    args.sip_domain
-                );
-                fronts.push(fe);
-            }
+        // The front-ends run inside their peers since the start; announced once the
+        // overlay has converged, for the phones and SIPp scripts waiting for them.
+        for (i, addr) in secure.frontend_addrs() {
+            say!(
+                "frontend {} udp+tcp {addr} domain {}",
+                secure.ids[i].0,
+                args.sip_domain
+            );
         }
         let _ = tokio::signal::ctrl_c().await;
         say!("shutting down");
-        for f in fronts {
-            f.shutdown().await;
-        }
     }
     secure.shutdown().await;
     let _ = stop_tx.send(true);
@@ -909,7 +867,7 @@ fn honest_peer(m: &Enrolled) -> bool {
 fn churn_parties(secure: &Cluster, members: &[Enrolled]) -> (Vec<bool>, Vec<bool>) {
     let callers: Vec<bool> = members.iter().map(honest_peer).collect();
     let mut killable = callers.clone();
-    for (i, _) in &secure.apps {
+    for i in &secure.frontends {
         killable[*i] = false;
     }
     (callers, killable)

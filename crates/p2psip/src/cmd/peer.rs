@@ -188,13 +188,13 @@ fn ms(v: u64) -> Duration {
 impl Args {
     fn into_config(self) -> node::Config {
         let a = self;
+        let defaults = node::Config::new(a.dir);
         node::Config {
-            dir: a.dir,
             listen: a.listen,
             advertise: a.advertise,
             bootstrap: a.bootstrap,
             create: a.create,
-            control: a.control,
+            control: Some(a.control),
             crl_policy: match a.crl_policy {
                 CrlPolicy::Require => node::CrlPolicy::Require,
                 CrlPolicy::AllowMissing => node::CrlPolicy::AllowMissing,
@@ -210,9 +210,13 @@ impl Args {
                 ring_check: ms(a.ring_check_ms),
                 rpc_timeout: ms(a.rpc_timeout_ms),
                 lookup_timeout: ms(a.lookup_timeout_ms),
+                ..defaults.chord.clone()
             },
-            idle_timeout: Duration::from_secs(a.idle_timeout_s),
-            max_inbound: a.max_inbound,
+            limits: net::Limits {
+                idle_timeout: Duration::from_secs(a.idle_timeout_s),
+                max_inbound: a.max_inbound,
+                ..defaults.limits.clone()
+            },
             stun: a.stun,
             relay: a.relay,
             outbound_only: a.outbound_only,
@@ -225,9 +229,12 @@ impl Args {
                 (false, Some(url)) => node::SosChoice::Url(url),
                 (false, None) => node::SosChoice::FromNodeDir,
             },
-            call_timeout: ms(a.call_timeout_ms),
-            sos_timeout: ms(a.sos_timeout_ms),
-            fanout: a.fanout,
+            secure: overlay::secure::SecureConfig {
+                call_timeout: ms(a.call_timeout_ms),
+                sos_timeout: ms(a.sos_timeout_ms),
+                fanout: a.fanout,
+                ..defaults.secure.clone()
+            },
             sip: a.sip_listen.map(|listen| node::SipConfig {
                 listen,
                 domain: a.sip_domain,
@@ -236,6 +243,7 @@ impl Args {
             }),
             db_sync: ms(a.db_sync_ms),
             dialog_timeout: ms(a.dialog_timeout_ms),
+            ..defaults
         }
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod enroll;
 pub(crate) mod enroll_server;
 pub(crate) mod ice;
 pub(crate) mod peer;
+pub(crate) mod sip_auth;
 pub(crate) mod sip_frontends;
 pub(crate) mod sos;
 pub(crate) mod stun_client;

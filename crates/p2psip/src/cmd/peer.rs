@@ -137,22 +137,8 @@ pub(crate) struct Args {
     /// SIP domain of the AoRs the front-end serves.
     #[arg(long, default_value = "p2psip.test", requires = "sip_listen")]
     sip_domain: String,
-    /// Require SIP digest authentication (RFC 3261 §22, MD5 and SHA-256) of REGISTER and
-    /// new INVITEs at the front-end. FILE has one `user:password` or `user:HA1` per line
-    /// (HA1 = H(user:DOMAIN:password) in hex: 32 digits for MD5, 64 for SHA-256; `#`
-    /// comments). Without it anyone who reaches `--sip-listen` may register and call.
-    #[arg(long, value_name = "FILE", requires = "sip_listen")]
-    sip_credentials: Option<PathBuf>,
-    /// Digest algorithms offered with `--sip-credentials`, most preferred first (one
-    /// WWW-Authenticate each). Old UAs that read only the first challenge and know only MD5
-    /// (SIPp 3.6) need `MD5,SHA-256`.
-    #[arg(
-        long,
-        value_name = "ALGS",
-        default_value = "SHA-256,MD5",
-        requires = "sip_credentials"
-    )]
-    sip_digest: String,
+    #[command(flatten)]
+    sip_auth: super::sip_auth::SipAuthArgs,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -164,6 +150,9 @@ pub(crate) struct Args {
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     service::crypto::install_provider();
+    if a.sip_listen.is_none() && a.sip_auth.sip_credentials.is_some() {
+        anyhow::bail!("--sip-credentials needs --sip-listen: there is no front-end to protect");
+    }
     let config = a.into_config();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -238,8 +227,8 @@ impl Args {
             sip: a.sip_listen.map(|listen| node::SipConfig {
                 listen,
                 domain: a.sip_domain,
-                credentials: a.sip_credentials,
-                digest: a.sip_digest,
+                credentials: a.sip_auth.sip_credentials,
+                digest: a.sip_auth.sip_digest,
             }),
             db_sync: ms(a.db_sync_ms),
             dialog_timeout: ms(a.dialog_timeout_ms),

@@ -29,22 +29,8 @@ pub(crate) struct Args {
     /// Most calls per front-end (503 beyond).
     #[arg(long, default_value_t = 4096)]
     max_calls: usize,
-    /// Require SIP digest authentication (RFC 3261 §22, MD5 and SHA-256) of REGISTER and
-    /// new INVITEs. FILE has one `user:password` or `user:HA1` per line (HA1 =
-    /// H(user:DOMAIN:password) in hex: 32 digits for MD5, 64 for SHA-256; `#` comments).
-    /// Without it anyone who reaches the listening address may register and call.
-    #[arg(long, value_name = "FILE")]
-    sip_credentials: Option<std::path::PathBuf>,
-    /// Digest algorithms offered with `--sip-credentials`, most preferred first (one
-    /// WWW-Authenticate each). Old UAs that read only the first challenge and know only MD5
-    /// (SIPp 3.6) need `MD5,SHA-256`.
-    #[arg(
-        long,
-        value_name = "ALGS",
-        default_value = "SHA-256,MD5",
-        requires = "sip_credentials"
-    )]
-    sip_digest: String,
+    #[command(flatten)]
+    sip_auth: super::sip_auth::SipAuthArgs,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
@@ -52,7 +38,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let auth = node::load_sip_auth(a.sip_credentials.as_deref(), &a.domain, &a.sip_digest)?;
+    let auth = node::load_sip_auth(
+        a.sip_auth.sip_credentials.as_deref(),
+        &a.domain,
+        &a.sip_auth.sip_digest,
+    )?;
     rt.block_on(async move {
         let mut keys = Ed25519Registry::default();
         let mut signers = Vec::new();

@@ -1,7 +1,7 @@
 //! `p2psip call`: ask a running `p2psip peer` to call another peer through the secure
 //! overlay (its control endpoint's `POST /call`) and print how it went.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,23 +42,19 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let v: Value = rt.block_on(async {
-        let client = service::http::client(
+        let api = service::http::Api::new(
+            &format!("http://{addr}"),
             std::time::Duration::from_secs(120) + std::time::Duration::from_millis(a.hold_ms),
         )?;
-        let resp = client
-            .post(format!("http://{addr}/call"))
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("asking the peer at {addr}"))?;
-        let status = resp.status();
-        let v: Value = resp.json().await.context("the peer's answer")?;
-        if !status.is_success() {
-            bail!(
-                "the peer refused the call: {}",
-                v["error"].as_str().unwrap_or("(no reason given)")
-            );
-        }
+        let v: Value =
+            service::http::Api::call(api.request(reqwest::Method::POST, "/call").json(&body))
+                .await
+                .map_err(|e| match e {
+                    service::http::AnswerError::Refused { body, .. } => {
+                        anyhow::anyhow!("the peer refused the call: {}", body.message)
+                    }
+                    e => anyhow::Error::new(e).context(format!("asking the peer at {addr}")),
+                })?;
         anyhow::Ok(v)
     })?;
     if a.json {

@@ -2,8 +2,10 @@
 //! control endpoint.
 
 use anyhow::{Context, bail};
+use reqwest::Method;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Which running peer to ask.
 #[derive(clap::Args, Debug)]
@@ -59,19 +61,17 @@ fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = service::http::client(std::time::Duration::from_secs(30))?;
-        let resp = client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .with_context(|| format!("asking the peer at {addr}"))?;
-        let ok = resp.status().is_success();
-        let body = resp.text().await?;
-        service::say!("{}", body.trim_end());
-        if !ok {
-            bail!("the peer answered with an error");
+        let api = service::http::Api::new(&format!("http://{addr}"), Duration::from_secs(30))?;
+        match service::http::Api::call::<serde_json::Value>(api.request(Method::GET, path)).await {
+            Ok(v) => {
+                service::say!("{v}");
+                Ok(())
+            }
+            Err(service::http::AnswerError::Refused { body, .. }) => {
+                bail!("the peer answered with an error: {}", body.message)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("asking the peer at {addr}"))),
         }
-        Ok(())
     })
 }
 

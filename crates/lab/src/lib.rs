@@ -14,16 +14,9 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
-/// `say!("…", args)`: one line for the operator on stdout through [`node::say`], which
-/// never panics or stops the run when stdout is closed (`p2psip demo | head`).
-macro_rules! say {
-    () => {
-        node::say(format_args!(""))
-    };
-    ($($arg:tt)*) => {
-        node::say(format_args!($($arg)*))
-    };
-}
+// `say!`: the operator's lines on stdout (service::say!, which survives a closed stdout).
+#[macro_use]
+extern crate service;
 
 pub mod demo;
 mod error;

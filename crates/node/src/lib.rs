@@ -34,7 +34,6 @@ pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 use launch::{Launch, Running, launch};
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
-pub use service::output::say;
 pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;

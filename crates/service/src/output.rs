@@ -21,6 +21,9 @@ pub fn say(text: std::fmt::Arguments<'_>) {
 /// [`say`] with `println!` syntax: `service::say!("peer {id} listening on {addr}")`.
 #[macro_export]
 macro_rules! say {
+    () => {
+        $crate::output::say(format_args!(""))
+    };
     ($($arg:tt)*) => {
         $crate::output::say(format_args!($($arg)*))
     };

@@ -228,7 +228,7 @@ struct Scenario {
 
 async fn real(args: Args) -> Result<(), LabError> {
     let quiet = args.json;
-    // Through `node::say`: a closed stdout (`p2psip demo | head`) must not end the demo.
+    // Through `service::say!`: a closed stdout (`p2psip demo | head`) must not end the demo.
     let note = |s: String| {
         if !quiet {
             say!("{s}");

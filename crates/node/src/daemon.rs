@@ -322,7 +322,7 @@ impl Node {
         };
         // Store SIP registrations for others (signature by the owner's certificate key,
         // owner rule, freshness); without a validator a peer stores nothing for others.
-        crate::install_registration_validator(&h)
+        crate::phones::install_registration_validator(&h)
             .await
             .map_err(NodeError::net("installing the registration validator"))?;
         let (create, boots) = (a.create, bootstrap.clone());
@@ -693,7 +693,7 @@ async fn serve_phones(
         .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
     let verifier: Arc<dyn overlay::secure::SigVerifier> = keys.clone();
     let limits = sip::driver::DriverLimits::default();
-    crate::serve_frontend(h, sc.listen, &sc.domain, limits, move |mut cfg| {
+    crate::phones::serve_frontend(h, sc.listen, &sc.domain, limits, move |mut cfg| {
         cfg.auth = auth;
         sip::FrontEnd::new(cfg, me, Box::new(signer), verifier)
     })

@@ -33,7 +33,6 @@ pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 use launch::{Launch, Running, launch};
-pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
 pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;

@@ -1,12 +1,11 @@
 //! The shell side of a peer's SIP front-end: the sockets phones talk to, feeding the
-//! front-end inside the peer's [`PeerCore`] and sending what it answers. The front-end's
+//! front-end inside the peer's [`NodeCore`] and sending what it answers. The front-end's
 //! logic runs in the core; this module only moves datagrams.
 
+use crate::NodeCore;
 use net::{Handle, SecureCore};
-use overlay::secure::SecureEvent;
-use sip::FrontEnd;
 use sip::driver::{DriverLimits, SipInbound, SipSender, SipSockets};
-use sip::{PeerCore, PeerEvent};
+use sip::{FrontEnd, PeerEvent};
 use std::net::SocketAddr;
 use tokio::sync::mpsc;
 
@@ -19,16 +18,13 @@ const INTAKE_BATCH: usize = 64;
 /// what else it needs (authentication) and builds the front-end. The front-end's messages
 /// for phones come out of the peer's event channel as [`PeerEvent::SipOut`]; hand them to
 /// the returned sockets' [`SipSockets::sender`] (see [`send_to_phones`]).
-pub async fn serve_frontend<N>(
-    h: &Handle<PeerCore<N>>,
+pub(crate) async fn serve_frontend(
+    h: &Handle<NodeCore>,
     listen: SocketAddr,
     domain: &str,
     limits: DriverLimits,
     make: impl FnOnce(sip::FrontEndConfig) -> FrontEnd + Send + 'static,
-) -> std::io::Result<SipSockets>
-where
-    N: SecureCore<Event = SecureEvent>,
-{
+) -> std::io::Result<SipSockets> {
     let (sockets, inbound) = SipSockets::bind(listen, limits).await?;
     let mut cfg = sip::FrontEndConfig::new(domain, sockets.local);
     h.call(move |core, now| {
@@ -44,10 +40,7 @@ where
 
 /// Phones' datagrams and messages into the core, a batch per turn of the peer's loop,
 /// until the sockets or the peer stop.
-async fn intake<N>(h: Handle<PeerCore<N>>, mut inbound: mpsc::Receiver<SipInbound>)
-where
-    N: SecureCore<Event = SecureEvent>,
-{
+async fn intake(h: Handle<NodeCore>, mut inbound: mpsc::Receiver<SipInbound>) {
     while let Some(first) = inbound.recv().await {
         let mut batch = vec![first];
         while batch.len() < INTAKE_BATCH {
@@ -71,7 +64,7 @@ where
 
 /// Send the core's SIP messages among `events` to the phones; every other event is given
 /// back.
-pub fn send_to_phones(ev: PeerEvent, out: &SipSender) -> Option<PeerEvent> {
+pub(crate) fn send_to_phones(ev: PeerEvent, out: &SipSender) -> Option<PeerEvent> {
     match ev {
         PeerEvent::SipOut(t) => {
             out.send(t);
@@ -84,8 +77,8 @@ pub fn send_to_phones(ev: PeerEvent, out: &SipSender) -> Option<PeerEvent> {
 /// Make `handle`'s peer check SIP registrations stored with it (signature by the named
 /// peer's certificate key, owner rule, freshness): without a validator a peer stores nothing
 /// for others.
-pub async fn install_registration_validator<C: SecureCore>(
-    handle: &Handle<C>,
+pub(crate) async fn install_registration_validator(
+    handle: &Handle<NodeCore>,
 ) -> Result<(), net::NetError> {
     handle
         .call(|n, _| {

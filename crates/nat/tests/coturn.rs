@@ -3,7 +3,7 @@
 //! - our Binding and TURN client against `turnserver` (static user and TURN REST secret);
 //! - coturn's `turnutils_stunclient` / `turnutils_uclient` against our server.
 //!
-//! Skipped LOUDLY (printed `SKIPPED: coturn not installed`) when the binaries are missing.
+//! Skipped LOUDLY (a `SKIPPED:` line) when the binaries are missing; a failure under CI.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -28,8 +28,7 @@ fn have(bin: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false);
     if !found {
-        println!("SKIPPED: coturn not installed ({bin} missing)");
-        eprintln!("SKIPPED: coturn not installed ({bin} missing)");
+        testkit::tool_missing(bin, "coturn");
     }
     found
 }

@@ -19,7 +19,8 @@ const PROCESS_LIMIT_SECS: &str = "60";
 /// How long the UAS phone may take to finish its calls once the UAC is done.
 const UAS_FINISH: Duration = Duration::from_secs(20);
 
-/// Is SIPp installed? Prints a loud SKIPPED line when it is not.
+/// Is SIPp installed? When it is not: a loud SKIPPED line, or a failure under CI
+/// ([`crate::tool_missing`]).
 pub fn have_sipp() -> bool {
     let ok = std::process::Command::new("sipp")
         .arg("-v")
@@ -28,9 +29,7 @@ pub fn have_sipp() -> bool {
         .status()
         .is_ok();
     if !ok {
-        eprintln!(
-            "SKIPPED: sipp (Debian package sip-tester) is not installed; run ./scripts/test as root to install it"
-        );
+        crate::tool_missing("sipp", "sip-tester");
     }
     ok
 }

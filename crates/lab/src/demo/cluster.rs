@@ -12,6 +12,7 @@ use overlay::NodeId;
 use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureConfig};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +75,40 @@ impl Cluster {
             }
         }
         ring_ok
+    }
+
+    /// Wait until each of `peers` holds every one of its true fingers on the flat ring of
+    /// all members (ID space of `bits` bits), at most `timeout`; whether they all do.
+    pub(crate) async fn await_true_fingers(
+        &self,
+        peers: &[NodeId],
+        bits: u32,
+        timeout: Duration,
+    ) -> bool {
+        let ring = sorted_ids(&self.ids);
+        let t0 = Instant::now();
+        loop {
+            let mut all = true;
+            for id in peers {
+                let Some(h) = self.handle(id.0) else { continue };
+                let want = true_fingers(&ring, bits, *id);
+                let held = h
+                    .call(|n, _| {
+                        n.node()
+                            .chord()
+                            .fingers()
+                            .map(|c| c.id)
+                            .collect::<BTreeSet<_>>()
+                    })
+                    .await
+                    .unwrap_or_default();
+                all &= want.is_subset(&held);
+            }
+            if all || t0.elapsed() > timeout {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Peers that lost every successor (a timeout under load) join again through a member
@@ -389,6 +424,53 @@ pub(crate) async fn converge(
     }
 }
 
+fn sorted_ids(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut ring = ids.to_vec();
+    ring.sort_unstable();
+    ring
+}
+
+/// The first peer of `ring` (sorted) at or after `x`, around the ring.
+fn successor_of(ring: &[NodeId], x: u128) -> NodeId {
+    ring.iter()
+        .copied()
+        .find(|id| id.0 >= x)
+        .or_else(|| ring.first().copied())
+        .unwrap_or(NodeId(x))
+}
+
+/// `id`'s true fingers on `ring`: the successor of id + 2^k for every k below `bits`.
+fn true_fingers(ring: &[NodeId], bits: u32, id: NodeId) -> BTreeSet<NodeId> {
+    let size = 1u128 << bits;
+    (0..bits)
+        .map(|k| successor_of(ring, (id.0 + (1u128 << k)) % size))
+        .filter(|f| *f != id)
+        .collect()
+}
+
+/// The peers a plain Chord lookup from `from` for `key` visits when every finger is the
+/// true one (each hop the closest finger preceding the key), `from` first, the key's owner
+/// last.
+pub(crate) fn true_path(ids: &[NodeId], bits: u32, from: NodeId, key: NodeId) -> Vec<NodeId> {
+    let ring = sorted_ids(ids);
+    let size = 1u128 << bits;
+    // Clockwise distance from a to b.
+    let dist = |a: NodeId, b: NodeId| (b.0 + size - a.0) % size;
+    let owner = successor_of(&ring, key.0);
+    let mut path = vec![from];
+    let mut at = from;
+    while at != owner && path.len() <= ring.len() {
+        let next = true_fingers(&ring, bits, at)
+            .into_iter()
+            .filter(|f| dist(at, *f) <= dist(at, key))
+            .max_by_key(|f| dist(at, *f))
+            .unwrap_or(owner);
+        at = if next == at { owner } else { next };
+        path.push(at);
+    }
+    path
+}
+
 /// Chord's timers for the demo: quick while the rings form, backing off once quiet.
 pub(crate) fn chord_timing() -> node::ChordTiming {
     node::ChordTiming {
@@ -421,4 +503,27 @@ pub(crate) fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
         total.links_evicted += s.links_evicted;
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_true_path_is_the_papers_on_its_peers() {
+        let ids: Vec<NodeId> = [1618, 80, 1104, 1617, 600].map(NodeId).to_vec();
+        assert_eq!(
+            true_path(&ids, 11, NodeId(80), NodeId(1618)),
+            [80, 1104, 1617, 1618].map(NodeId).to_vec()
+        );
+        // The caller's successor owns the key: one hop.
+        assert_eq!(
+            true_path(&ids, 11, NodeId(80), NodeId(500)),
+            [80, 600].map(NodeId).to_vec()
+        );
+        assert_eq!(
+            true_fingers(&sorted_ids(&ids), 11, NodeId(1104)),
+            [1617, 80].map(NodeId).into_iter().collect()
+        );
+    }
 }

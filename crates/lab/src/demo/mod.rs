@@ -415,6 +415,20 @@ async fn real(args: Args) -> Result<(), LabError> {
             quiet,
         )
         .await?;
+        // The paper's attack is on a converged Chord: the lookup from 80 follows the true
+        // fingers of the peers on its way (80 → 1104 → 1617). Right after the successors
+        // converge some fingers are still being fixed (and backing off once the ring is
+        // quiet), most of all on a loaded machine: wait for the path's own.
+        let path = cluster::true_path(&flat.ids, 11, NodeId(80), NodeId(1618));
+        let on_way = &path[..path.len().saturating_sub(1)];
+        if !flat
+            .await_true_fingers(on_way, 11, Duration::from_secs(30))
+            .await
+        {
+            note(
+                "  (the fingers on the way from 80 to 1618 were not all settled after 30 s)".into(),
+            );
+        }
         flat.log.set_tracing(true);
         if let Some(h) = flat.handle(80) {
             let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 1)

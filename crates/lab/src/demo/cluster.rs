@@ -77,8 +77,8 @@ impl Cluster {
         ring_ok
     }
 
-    /// Wait until each of `peers` holds every one of its true fingers on the flat ring of
-    /// all members (ID space of `bits` bits), at most `timeout`; whether they all do.
+    /// Wait until each of `peers` holds every one of its true fingers (in its finger table
+    /// or its successor list) on the flat ring of all members (ID space of `bits` bits), at most `timeout`; whether they all do.
     pub(crate) async fn await_true_fingers(
         &self,
         peers: &[NodeId],
@@ -94,9 +94,10 @@ impl Cluster {
                 let want = true_fingers(&ring, bits, *id);
                 let held = h
                     .call(|n, _| {
-                        n.node()
-                            .chord()
-                            .fingers()
+                        // Fingers the successor list covers are not kept twice.
+                        let c = n.node().chord();
+                        c.fingers()
+                            .chain(c.successors())
                             .map(|c| c.id)
                             .collect::<BTreeSet<_>>()
                     })

@@ -193,44 +193,12 @@ impl Node {
 
     /// Load the node directory and start the peer (see the module doc).
     pub async fn start(a: Config) -> Result<Node, NodeError> {
-        if a.control.is_some_and(|c| !c.ip().is_loopback()) {
-            return Err(NodeError::Config(
-                "--control must be a loopback address: the control endpoint is unauthenticated"
-                    .into(),
-            ));
-        }
-        let policy = match a.crl_policy {
-            CrlPolicy::Require => RevocationPolicy::RequireCrl,
-            CrlPolicy::AllowMissing => RevocationPolicy::AllowMissing,
-        };
-        // The node directory is also the home of peer.db and control.addr.
-        let (nd, home) = match &a.node {
-            NodeSource::Dir(dir) => {
-                let nd = NodeDir::load(dir, policy).map_err(|source| NodeError::NodeDir {
-                    dir: dir.clone(),
-                    source,
-                })?;
-                (nd, Some(dir.clone()))
-            }
-            NodeSource::Loaded(nd) => ((**nd).clone(), None),
-        };
+        let (nd, home) = enrollment(&a)?;
         let me_id = nd.identity.node_id;
-
         // Revocation: load the CRL before accepting anyone.
         let crl_source = load_revocation(&a, &nd).await?;
-
-        let space = IdSpace::new(nd.config.overlay.id_bits)
-            .map_err(|e| NodeError::Config(format!("node.json: overlay id_bits: {e}")))?;
-        let arcs = directory::arcs_of(space, &nd.config.overlay)?;
-        let layer = nd.identity.binding.layer;
-        if arcs.layer_of(me_id) != layer {
-            return Err(NodeError::Config(format!(
-                "the certificate puts node {me_id} in layer {} but its ID lies in layer {}",
-                layer.get(),
-                arcs.layer_of(me_id).get()
-            )));
-        }
-        let role = nd.identity.binding.role;
+        let (space, arcs) = overlay_of(&nd)?;
+        let (layer, role) = (nd.identity.binding.layer, nd.identity.binding.role);
         let cc = chord_config(&a.chord, space);
         let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
         let cc = Arc::new(cc);
@@ -243,17 +211,7 @@ impl Node {
         // Membership: given, else the E&A directory (or --directory), checked chain by
         // chain and refreshed.
         let members = Arc::new(AtomicUsize::new(0));
-        let (membership, dir_source) = match &a.membership {
-            Some(m) => (m.clone(), None),
-            None => {
-                let source = a
-                    .directory
-                    .clone()
-                    .or_else(|| directory::default_source(&nd.config.enroll_server));
-                let m = load_membership(&nd, arcs, source.as_deref(), &KeyBook::new()).await;
-                (m, source)
-            }
-        };
+        let (membership, dir_source) = membership(&a, &nd, arcs).await;
         let keys = membership.keys.clone();
         log_membership(&membership, &members);
         let ctx = membership.context(secure.clone());
@@ -278,29 +236,7 @@ impl Node {
             crl_refresh: crl_source.map(|s| (s, a.crl_refresh.max(Duration::from_secs(1)))),
             limits: a.limits.clone(),
         };
-        let seed = match a.seed {
-            Some(seed) => seed,
-            None => random_seed()?,
-        };
-        let signer = net::CertSigner::from_identity(&nd.identity)
-            .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
-        let (routing, drop_forwarded, answer_calls) = (a.routing, a.drop_forwarded, a.answer_calls);
-        let log = a.kind_log.clone().unwrap_or_default();
-        let make = move |me| {
-            // The user agent's seed: fresh at every start, apart from the node's.
-            let call_seed = seed
-                .get(24..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_le_bytes);
-            let node = net::secure_node(signer, role, me, cc, ctx, routing, seed);
-            PeerCore::new(Instrumented {
-                node,
-                drop_forwarded,
-                log,
-            })
-            .with_call_seed(call_seed)
-            .with_answering(answer_calls)
-        };
+        let make = core_maker(&a, &nd, cc, ctx)?;
         // SOS: rankings and reports off the loop.
         let (sos_url, sos_counters, sos) = sos_link(&a.sos, &nd)?;
         let parts = crate::Launch {
@@ -325,86 +261,27 @@ impl Node {
         crate::phones::install_registration_validator(&h)
             .await
             .map_err(NodeError::net("installing the registration validator"))?;
-        let (create, boots) = (a.create, bootstrap.clone());
-        let join_now = a.join == JoinMode::AtStart;
-        h.call(move |n, now| {
-            if !join_now {
-                return;
-            }
-            let n = n.node_at(now);
-            let c = n.chord_mut();
-            if create {
-                c.create(now);
-            }
-            for b in boots.iter().skip(1) {
-                c.add_bootstrap(*b);
-            }
-            if let Some(first) = boots.first().copied() {
-                if create {
-                    c.add_bootstrap(first);
-                } else {
-                    c.join(now, first);
-                }
-            }
-        })
-        .await
-        .map_err(NodeError::net("joining the ring"))?;
+        if a.join == JoinMode::AtStart {
+            join(&h, a.create, bootstrap.clone()).await?;
+        }
 
         // Directory refresh.
         let (stop_tx, stop_rx) = watch::channel(false);
-        if let Some(src) = dir_source.clone() {
-            let (h, trust, secure, members, keys) = (
-                h.clone(),
-                nd.trust.clone(),
-                secure.clone(),
-                members.clone(),
-                keys.clone(),
-            );
+        if let Some(src) = dir_source {
             let every = a.directory_refresh.max(Duration::from_secs(1));
-            spawn_periodic(every, stop_rx.clone(), move || {
-                let (h, trust, secure, members, keys, src) = (
-                    h.clone(),
-                    trust.clone(),
-                    secure.clone(),
-                    members.clone(),
-                    keys.clone(),
-                    src.clone(),
-                );
-                async move {
-                    match directory::load(&trust, arcs, &src, &keys).await {
-                        Ok(m) => {
-                            log_membership(&m, &members);
-                            let ctx = m.context(secure);
-                            h.call(move |n, now| n.node_at(now).set_context(ctx))
-                                .await
-                                .is_ok()
-                        }
-                        Err(e) => {
-                            warn!("directory refresh: {}", crate::error::chain(&e));
-                            true
-                        }
-                    }
-                }
-            });
+            let refresh = DirectoryRefresh {
+                h: h.clone(),
+                trust: nd.trust.clone(),
+                arcs,
+                secure: secure.clone(),
+                members: members.clone(),
+                keys: keys.clone(),
+                source: src,
+            };
+            spawn_periodic(every, stop_rx.clone(), move || refresh.clone().run());
         }
 
-        let mut shared = calls::Shared::new(db.clone());
-        if a.ice {
-            let stun = reflexive.map(|r| r.server);
-            shared.ice = Some(nat::IceOptions {
-                stun,
-                gather_timeout: Duration::from_secs(2),
-                connect_timeout: Duration::from_secs(5),
-                ..nat::IceOptions::default()
-            });
-        }
-        let shared = Arc::new(shared);
-        if a.ice {
-            // Answers carry per-call ICE candidates: the application answers, not the core.
-            h.call(|core, _| core.set_manual_answer(true))
-                .await
-                .map_err(NodeError::net("setting up ICE answers"))?;
-        }
+        let shared = Arc::new(calls_shared(&h, a.ice, db.clone(), reflexive).await?);
         // Periodic sync of the node's state into the database.
         if home.is_some() {
             let (h, db) = (h.clone(), db.clone());
@@ -484,6 +361,186 @@ impl Node {
             control_file,
         })
     }
+}
+
+/// The enrollment `a` names, and the directory the peer keeps its files in (none for one
+/// held in memory). Refuses a control endpoint off loopback.
+fn enrollment(a: &Config) -> Result<(NodeDir, Option<PathBuf>), NodeError> {
+    if a.control.is_some_and(|c| !c.ip().is_loopback()) {
+        return Err(NodeError::Config(
+            "--control must be a loopback address: the control endpoint is unauthenticated".into(),
+        ));
+    }
+    let policy = match a.crl_policy {
+        CrlPolicy::Require => RevocationPolicy::RequireCrl,
+        CrlPolicy::AllowMissing => RevocationPolicy::AllowMissing,
+    };
+    // The node directory is also the home of peer.db and control.addr.
+    match &a.node {
+        NodeSource::Dir(dir) => {
+            let nd = NodeDir::load(dir, policy).map_err(|source| NodeError::NodeDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            Ok((nd, Some(dir.clone())))
+        }
+        NodeSource::Loaded(nd) => Ok(((**nd).clone(), None)),
+    }
+}
+
+/// The overlay's ID space and layer arcs from node.json, checked against the layer the
+/// certificate binds.
+fn overlay_of(nd: &NodeDir) -> Result<(IdSpace, overlay::secure::LayerArcs), NodeError> {
+    let space = IdSpace::new(nd.config.overlay.id_bits)
+        .map_err(|e| NodeError::Config(format!("node.json: overlay id_bits: {e}")))?;
+    let arcs = directory::arcs_of(space, &nd.config.overlay)?;
+    let (me, layer) = (nd.identity.node_id, nd.identity.binding.layer);
+    if arcs.layer_of(me) != layer {
+        return Err(NodeError::Config(format!(
+            "the certificate puts node {me} in layer {} but its ID lies in layer {}",
+            layer.get(),
+            arcs.layer_of(me).get()
+        )));
+    }
+    Ok((space, arcs))
+}
+
+/// The membership at start, given or loaded from the directory, and the directory's source
+/// for the refresh (none when given).
+async fn membership(
+    a: &Config,
+    nd: &NodeDir,
+    arcs: overlay::secure::LayerArcs,
+) -> (Membership, Option<String>) {
+    match &a.membership {
+        Some(m) => (m.clone(), None),
+        None => {
+            let source = a
+                .directory
+                .clone()
+                .or_else(|| directory::default_source(&nd.config.enroll_server));
+            let m = load_membership(nd, arcs, source.as_deref(), &KeyBook::new()).await;
+            (m, source)
+        }
+    }
+}
+
+/// What builds the peer's core once its contact is known: the secure node (signing with the
+/// certificate key), its instrumentation and the own user agent.
+fn core_maker(
+    a: &Config,
+    nd: &NodeDir,
+    cc: Arc<ChordConfig>,
+    ctx: overlay::secure::OverlayContext,
+) -> Result<impl FnOnce(Contact) -> NodeCore + Send + 'static, NodeError> {
+    let seed = match a.seed {
+        Some(seed) => seed,
+        None => random_seed()?,
+    };
+    let signer = net::CertSigner::from_identity(&nd.identity)
+        .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
+    let role = nd.identity.binding.role;
+    let (routing, drop_forwarded, answer_calls) = (a.routing, a.drop_forwarded, a.answer_calls);
+    let log = a.kind_log.clone().unwrap_or_default();
+    Ok(move |me| {
+        // The user agent's seed: fresh at every start, apart from the node's.
+        let call_seed = seed
+            .get(24..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes);
+        let node = net::secure_node(signer, role, me, cc, ctx, routing, seed);
+        PeerCore::new(Instrumented {
+            node,
+            drop_forwarded,
+            log,
+        })
+        .with_call_seed(call_seed)
+        .with_answering(answer_calls)
+    })
+}
+
+/// Create the ring (`create`) or join it through the first of `bootstrap`; the others are
+/// kept as further ways in.
+async fn join(
+    h: &Handle<NodeCore>,
+    create: bool,
+    bootstrap: Vec<Contact>,
+) -> Result<(), NodeError> {
+    h.call(move |n, now| {
+        let c = n.node_at(now).chord_mut();
+        if create {
+            c.create(now);
+        }
+        for b in bootstrap.iter().skip(1) {
+            c.add_bootstrap(*b);
+        }
+        if let Some(first) = bootstrap.first().copied() {
+            if create {
+                c.add_bootstrap(first);
+            } else {
+                c.join(now, first);
+            }
+        }
+    })
+    .await
+    .map_err(NodeError::net("joining the ring"))
+}
+
+/// The periodic reload of the membership directory into a running peer.
+#[derive(Clone)]
+struct DirectoryRefresh {
+    h: Handle<NodeCore>,
+    trust: net::Trust,
+    arcs: overlay::secure::LayerArcs,
+    secure: Arc<SecureConfig>,
+    members: Arc<AtomicUsize>,
+    keys: Arc<KeyBook>,
+    source: String,
+}
+
+impl DirectoryRefresh {
+    /// One reload; `false` once the peer is gone. A directory that cannot be read leaves
+    /// the membership as it was (logged).
+    async fn run(self) -> bool {
+        match directory::load(&self.trust, self.arcs, &self.source, &self.keys).await {
+            Ok(m) => {
+                log_membership(&m, &self.members);
+                let ctx = m.context(self.secure);
+                self.h
+                    .call(move |n, now| n.node_at(now).set_context(ctx))
+                    .await
+                    .is_ok()
+            }
+            Err(e) => {
+                warn!("directory refresh: {}", crate::error::chain(&e));
+                true
+            }
+        }
+    }
+}
+
+/// The calls' shared state; with `ice`, calls placed and answered here run ICE (with the
+/// STUN server the reflexive address came from) and the application answers, not the core.
+async fn calls_shared(
+    h: &Handle<NodeCore>,
+    ice: bool,
+    db: db::Db,
+    reflexive: Option<nat::Reflexive>,
+) -> Result<calls::Shared, NodeError> {
+    let mut shared = calls::Shared::new(db);
+    if ice {
+        shared.ice = Some(nat::IceOptions {
+            stun: reflexive.map(|r| r.server),
+            gather_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            ..nat::IceOptions::default()
+        });
+        // Answers carry per-call ICE candidates.
+        h.call(|core, _| core.set_manual_answer(true))
+            .await
+            .map_err(NodeError::net("setting up ICE answers"))?;
+    }
+    Ok(shared)
 }
 
 /// The node's application events until the runtime stops: calls, lookups answered, and a

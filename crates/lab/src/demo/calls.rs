@@ -1,15 +1,22 @@
 //! The demo's calls: the INVITE a peer sends, one call rung and hung up, and the seeded
 //! choices of who calls whom and who is killed.
 
-use super::cluster::DemoPeer;
+use super::Args;
+use super::cluster::{Cluster, DemoPeer};
 use crate::LabError;
+use crate::progress::bar;
 use net::{CallOutcome, Handle};
 use overlay::NodeId;
 use rand::RngExt;
+use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use sip::PEER_DOMAIN;
 use sip::msg::{RequestParts, SipMethod, build_request};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::task::JoinSet;
 
 /// The peers to kill, in kill order: a seeded shuffle of the `killable` ones, cut to
 /// `count(how many are killable)`.
@@ -93,6 +100,105 @@ pub(crate) fn invite(
         sdp: Some(sdp.as_bytes()),
     })?;
     Ok(request.to_bytes())
+}
+
+/// What the random calls measured.
+pub(crate) struct RandomCalls {
+    /// SRD of every call that rang, ms, sorted.
+    pub(crate) srd: Vec<f64>,
+    /// Mean route length of the calls that rang.
+    pub(crate) hops_mean: f64,
+    /// Calls that rang, and calls that failed.
+    pub(crate) ringing: u64,
+    pub(crate) failed: u64,
+    /// Calls whose route came from the contact cache.
+    pub(crate) cached: u64,
+    /// Wall time of the calls, s.
+    pub(crate) calls_s: f64,
+    /// Call traffic per call: messages and bytes.
+    pub(crate) msgs: f64,
+    pub(crate) bytes: f64,
+}
+
+/// `args.calls` calls between random pairs of `ordinary` peers, `args.concurrency` at once,
+/// each rung and hung up (the pairs drawn from `args.seed`).
+pub(crate) async fn random(
+    secure: &Cluster,
+    ordinary: &[NodeId],
+    args: &Args,
+    quiet: bool,
+) -> Result<RandomCalls, LabError> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xCA11);
+    let msgs0 = secure.log.call_messages.load(Ordering::Relaxed);
+    let bytes0 = secure.log.call_bytes.load(Ordering::Relaxed);
+    let pb = bar(args.calls, "calls", quiet);
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut set = JoinSet::new();
+    let tc = Instant::now();
+    for k in 0..args.calls {
+        let (caller, callee) = pick_pair(&mut rng, ordinary);
+        let Some(h) = secure.handle(caller.0).cloned() else {
+            continue;
+        };
+        let to = secure.handle(callee.0).cloned();
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break; // the semaphore is never closed
+        };
+        let pb = pb.clone();
+        set.spawn(async move {
+            let out = ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
+            drop(permit);
+            pb.inc(1);
+            out
+        });
+    }
+    let mut srd = Vec::new();
+    let mut hops = Vec::new();
+    let (mut ringing, mut failed, mut cached) = (0u64, 0u64, 0u64);
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok(CallOutcome::Ringing {
+                srd: d,
+                route,
+                cached: c,
+                ..
+            }) => {
+                ringing += 1;
+                srd.push(d.as_secs_f64() * 1e3);
+                hops.push(route.len() as f64);
+                cached += u64::from(c);
+            }
+            _ => failed += 1,
+        }
+    }
+    pb.finish_and_clear();
+    let calls_s = tc.elapsed().as_secs_f64();
+    srd.sort_by(f64::total_cmp);
+    let attempted = ringing + failed;
+    let per_call = |v: u64| {
+        if attempted == 0 {
+            0.0
+        } else {
+            v as f64 / attempted as f64
+        }
+    };
+    let msgs = per_call(secure.log.call_messages.load(Ordering::Relaxed) - msgs0);
+    let bytes = per_call(secure.log.call_bytes.load(Ordering::Relaxed) - bytes0);
+    let hops_mean = if hops.is_empty() {
+        0.0
+    } else {
+        hops.iter().sum::<f64>() / hops.len() as f64
+    };
+    Ok(RandomCalls {
+        srd,
+        hops_mean,
+        ringing,
+        failed,
+        cached,
+        calls_s,
+        msgs,
+        bytes,
+    })
 }
 
 #[cfg(test)]

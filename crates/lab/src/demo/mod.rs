@@ -4,7 +4,7 @@
 //! certificate with an Ed25519 key (the paper's fixed layout: m = 11, three layers, the
 //! paper's IDs for the CSPs, CSPGs and named peers, so E&A's CA issues them directly with
 //! operator-assigned IDs), and runs every peer as a real mutual-TLS listener on 127.0.0.1
-//! (one tokio runtime, one [`net::PeerRuntime`] per peer). The layer rings converge, then:
+//! (one tokio runtime; every peer a [`node::Node`], started as `p2psip peer` starts). The layer rings converge, then:
 //!
 //! 1. the paper's scenario: peer 80 calls peer 1618 while 1617 drops what it forwards —
 //!    over plain Chord (a flat ring of the same peers, started for this call) the INVITE
@@ -20,27 +20,26 @@ mod churn;
 mod cluster;
 mod host;
 mod members;
+mod scenario;
 mod soak;
 
 use crate::LabError;
 use crate::progress::bar;
-use calls::{invite, pick_pair, ring_and_hang_up};
 use cluster::{Cluster, Launch, chord_timing, converge, launch, membership, sum_stats};
 use host::{FDS_PER_PEER, nofile_limit, process_cpu, raise_nofile, rss_bytes};
 use members::{Enrolled, issue, paper_ids};
-use net::{CallOutcome, CrlStore, RevocationPolicy, SosCounters, Trust};
+use net::{CrlStore, RevocationPolicy, SosCounters, Trust};
 use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
 use overlay::{IdSpace, NodeId};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use scenario::Scenario;
 use serde_json::json;
 use sim::paper;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
 
 /// Options for `p2psip demo`.
 #[derive(clap::Args, Debug)]
@@ -197,13 +196,6 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
     }
 }
 
-fn path_text(p: &[u128]) -> String {
-    p.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join(" → ")
-}
-
 /// Percentile of sorted samples (nearest rank).
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -211,19 +203,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[derive(Default, Clone, serde::Serialize)]
-struct Scenario {
-    chord_delivered: Option<bool>,
-    chord_path: Vec<u128>,
-    secure_delivered: bool,
-    secure_srd_ms: f64,
-    routes: Vec<Vec<u128>>,
-    chosen_route: Vec<u128>,
-    chosen_expectation: Option<f64>,
-    invite_receivers: Vec<u128>,
-    ping_carriers: Vec<u128>,
 }
 
 async fn real(args: Args) -> Result<(), LabError> {
@@ -401,54 +380,11 @@ async fn real(args: Args) -> Result<(), LabError> {
     // twice the descriptors).
     let mut sc = Scenario::default();
     if !args.no_baseline {
-        let t = Instant::now();
         let mut chord_secure = (*secure_cfg).clone();
         chord_secure.call_timeout = Duration::from_millis(800);
         let mut l = launch_cfg(Routing::Chord, true, None);
         l.secure = Arc::new(chord_secure);
-        let flat = launch(l, quiet).await?;
-        let _ = converge(
-            &flat,
-            t,
-            Duration::from_secs(args.converge_timeout_s),
-            2 * 11 * chord_timing().fix_fingers,
-            quiet,
-        )
-        .await?;
-        // The paper's attack is on a converged Chord: the lookup from 80 follows the true
-        // fingers of the peers on its way (80 → 1104 → 1617). Right after the successors
-        // converge some fingers are still being fixed (and backing off once the ring is
-        // quiet), most of all on a loaded machine: wait for the path's own.
-        let path = cluster::true_path(&flat.ids, 11, NodeId(80), NodeId(1618));
-        let on_way = &path[..path.len().saturating_sub(1)];
-        if !flat
-            .await_true_fingers(on_way, 11, Duration::from_secs(30))
-            .await
-        {
-            note(
-                "  (the fingers on the way from 80 to 1618 were not all settled after 30 s)".into(),
-            );
-        }
-        flat.log.set_tracing(true);
-        if let Some(h) = flat.handle(80) {
-            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 1)
-                .map_err(LabError::setup("building the scenario's INVITE"))?;
-            let out = h
-                .place_call(NodeId(1618), inv)
-                .await
-                .map_err(LabError::request("peer 80 calling 1618 over plain Chord"))?;
-            sc.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
-        }
-        sc.chord_path = std::iter::once(80)
-            .chain(
-                flat.log
-                    .trace()
-                    .iter()
-                    .filter(|(_, k)| *k == "plain-invite")
-                    .map(|(p, _)| p.0),
-            )
-            .collect();
-        flat.shutdown().await;
+        sc.plain_chord(l, &args, quiet).await?;
     }
     // The secure overlay.
     let counters = Arc::new(SosCounters::default());
@@ -479,102 +415,10 @@ async fn real(args: Args) -> Result<(), LabError> {
         rss_per_peer as f64 / 1024.0,
         nofile_limit()
     ));
-    secure.log.set_tracing(true);
-    secure.log.clear();
-    if let Some(h) = secure.handle(80) {
-        let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 2)
-            .map_err(LabError::setup("building the scenario's INVITE"))?;
-        let out = h
-            .place_call(NodeId(1618), inv)
-            .await
-            .map_err(LabError::request(
-                "peer 80 calling 1618 over the secure overlay",
-            ))?;
-        if let CallOutcome::Ringing { srd, route, .. } = out {
-            sc.secure_delivered = true;
-            sc.secure_srd_ms = srd.as_secs_f64() * 1e3;
-            sc.chosen_route = route.iter().map(|n| n.0).collect();
-        }
-    }
-    if let Some((_, routes)) = secure.log.rankings().into_iter().find(|(p, _)| p.0 == 1618) {
-        sc.routes = routes
-            .iter()
-            .map(|r| r.iter().map(|n| n.0).collect())
-            .collect();
-        let ids: Vec<Vec<sos::PeerId>> = routes
-            .iter()
-            .map(|r| r.iter().map(|n| sos::PeerId(n.0)).collect())
-            .collect();
-        if let Ok(r) = sos_client.rank(ids).await {
-            sc.chosen_expectation = r.ranked.first().map(|x| x.expectation);
-        }
-    }
-    sc.invite_receivers = ["call", "deliver"]
-        .iter()
-        .flat_map(|k| secure.log.receivers(k))
-        .map(|p| p.0)
-        .collect::<BTreeSet<u128>>()
-        .into_iter()
-        .collect();
-    sc.ping_carriers = secure
-        .log
-        .receivers("ping-request")
-        .into_iter()
-        .map(|p| p.0)
-        .filter(|p| *p != 1618)
-        .collect();
-    secure.log.set_tracing(false);
-    let invite_only_at_infra = sc
-        .invite_receivers
-        .iter()
-        .all(|p| *p == 1618 || paper::CSPS.contains(p) || paper::CSPGS.contains(p));
-    let paper_ok = sc.chord_delivered != Some(true)
-        && sc.secure_delivered
-        && sc.chosen_route == vec![1600, 1618]
-        && invite_only_at_infra;
+    sc.secure(&secure, &sos_client).await?;
+    let paper_ok = sc.reproduced();
     if !quiet {
-        say!();
-        say!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
-        match sc.chord_delivered {
-            Some(d) => say!(
-                "  plain Chord   {:<9}  INVITE path {} (flat TLS ring of the same peers)",
-                if d { "DELIVERED" } else { "FAILED" },
-                path_text(&sc.chord_path)
-            ),
-            None => say!("  plain Chord   skipped (--no-baseline)"),
-        }
-        say!(
-            "  secure        {:<9}  SRD {:.1} ms; INVITE seen only by {} (CSPGs/CSP and the callee)",
-            if sc.secure_delivered {
-                "RINGING"
-            } else {
-                "FAILED"
-            },
-            sc.secure_srd_ms,
-            path_text(&sc.invite_receivers)
-        );
-        say!(
-            "                PingRequest copies reached 1618 over {} routes:",
-            sc.routes.len()
-        );
-        for r in &sc.routes {
-            say!("                  {}", path_text(r));
-        }
-        say!(
-            "  SOS chose     {}  E = {:.5}",
-            path_text(&sc.chosen_route),
-            sc.chosen_expectation.unwrap_or(0.0)
-        );
-        say!(
-            "  scenario      {}{}",
-            if paper_ok { "PASS" } else { "FAIL" },
-            if members.len() < 512 {
-                " (the paper's exact paths need its 512 peers)"
-            } else {
-                ""
-            }
-        );
-        say!();
+        sc.print(members.len());
     }
 
     // Random calls between ordinary, honest peers.
@@ -583,66 +427,22 @@ async fn real(args: Args) -> Result<(), LabError> {
         .filter(|m| honest_peer(m))
         .map(|m| m.id)
         .collect();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xCA11);
-    let msgs0 = secure.log.call_messages.load(Ordering::Relaxed);
-    let bytes0 = secure.log.call_bytes.load(Ordering::Relaxed);
-    let pb = bar(args.calls, "calls", quiet);
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-    let mut set = JoinSet::new();
-    let tc = Instant::now();
-    for k in 0..args.calls {
-        let (caller, callee) = pick_pair(&mut rng, &ordinary);
-        let Some(h) = secure.handle(caller.0).cloned() else {
-            continue;
-        };
-        let to = secure.handle(callee.0).cloned();
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break; // the semaphore is never closed
-        };
-        let pb = pb.clone();
-        set.spawn(async move {
-            let out = ring_and_hang_up(&h, to.as_ref(), caller, callee, 1000 + k).await;
-            drop(permit);
-            pb.inc(1);
-            out
-        });
-    }
-    let mut srd = Vec::new();
-    let mut hops = Vec::new();
-    let (mut ringing, mut failed, mut cached) = (0u64, 0u64, 0u64);
-    while let Some(r) = set.join_next().await {
-        match r? {
-            Ok(CallOutcome::Ringing {
-                srd: d,
-                route,
-                cached: c,
-                ..
-            }) => {
-                ringing += 1;
-                srd.push(d.as_secs_f64() * 1e3);
-                hops.push(route.len() as f64);
-                cached += u64::from(c);
-            }
-            _ => failed += 1,
-        }
-    }
-    pb.finish_and_clear();
-    let calls_s = tc.elapsed().as_secs_f64();
-    srd.sort_by(f64::total_cmp);
+    let calls = calls::random(&secure, &ordinary, &args, quiet).await?;
+    let calls::RandomCalls {
+        srd,
+        hops_mean,
+        ringing,
+        failed,
+        cached,
+        calls_s,
+        msgs,
+        bytes,
+    } = calls;
     let attempted = ringing + failed;
-    let per_call = |v: u64| {
-        if attempted == 0 {
-            0.0
-        } else {
-            v as f64 / attempted as f64
-        }
-    };
-    let msgs = per_call(secure.log.call_messages.load(Ordering::Relaxed) - msgs0);
-    let bytes = per_call(secure.log.call_bytes.load(Ordering::Relaxed) - bytes0);
-    let hops_mean = if hops.is_empty() {
+    let ring_rate = if attempted == 0 {
         0.0
     } else {
-        hops.iter().sum::<f64>() / hops.len() as f64
+        ringing as f64 / attempted as f64
     };
     // Let the last evidence reach the SOS before counting it.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -679,7 +479,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         "cspg": cspg,
         "calls_attempted": attempted,
         "calls_ringing": ringing,
-        "ring_rate": if attempted == 0 { 0.0 } else { ringing as f64 / attempted as f64 },
+        "ring_rate": ring_rate,
         "srd_ms_p50": pct(&srd, 50.0),
         "srd_ms_p95": pct(&srd, 95.0),
         "srd_ms_p99": pct(&srd, 99.0),
@@ -721,7 +521,7 @@ async fn real(args: Args) -> Result<(), LabError> {
             "  {} random calls: {} ringing ({:.2}%), {} failed; {:.0} calls/s with {} in flight",
             attempted,
             ringing,
-            100.0 * per_call(ringing),
+            100.0 * ring_rate,
             failed,
             if calls_s > 0.0 {
                 attempted as f64 / calls_s

@@ -1,0 +1,212 @@
+//! The paper's scenario on real TLS peers: peer 80 calls peer 1618 while 1617 drops what it
+//! forwards, over plain Chord (a flat ring of the same peers, started for this call) and
+//! over the secure overlay (CSP multicast of PingRequests, SOS ranking).
+
+use super::calls::invite;
+use super::cluster::{self, Launch, chord_timing, converge, launch};
+use super::{Args, Cluster};
+use crate::LabError;
+use net::CallOutcome;
+use overlay::NodeId;
+use sim::paper;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// What the scenario showed.
+#[derive(Default, Clone, serde::Serialize)]
+pub(crate) struct Scenario {
+    chord_delivered: Option<bool>,
+    chord_path: Vec<u128>,
+    secure_delivered: bool,
+    secure_srd_ms: f64,
+    routes: Vec<Vec<u128>>,
+    chosen_route: Vec<u128>,
+    chosen_expectation: Option<f64>,
+    invite_receivers: Vec<u128>,
+    ping_carriers: Vec<u128>,
+}
+
+fn note(quiet: bool, s: &str) {
+    if !quiet {
+        say!("{s}");
+    }
+}
+
+impl Scenario {
+    /// Over plain Chord: a flat ring of the members launched with `l`, converged, then the
+    /// call, and the ring shut down again.
+    pub(crate) async fn plain_chord(
+        &mut self,
+        l: Launch<'_>,
+        args: &Args,
+        quiet: bool,
+    ) -> Result<(), LabError> {
+        let t = Instant::now();
+        let flat = launch(l, quiet).await?;
+        let _ = converge(
+            &flat,
+            t,
+            Duration::from_secs(args.converge_timeout_s),
+            2 * 11 * chord_timing().fix_fingers,
+            quiet,
+        )
+        .await?;
+        // The paper's attack is on a converged Chord: the lookup from 80 follows the true
+        // fingers of the peers on its way (80 → 1104 → 1617). Right after the successors
+        // converge some fingers are still being fixed (and backing off once the ring is
+        // quiet), most of all on a loaded machine: wait for the path's own.
+        let path = cluster::true_path(&flat.ids, 11, NodeId(80), NodeId(1618));
+        let on_way = &path[..path.len().saturating_sub(1)];
+        if !flat
+            .await_true_fingers(on_way, 11, Duration::from_secs(30))
+            .await
+        {
+            note(
+                quiet,
+                "  (the fingers on the way from 80 to 1618 were not all settled after 30 s)",
+            );
+        }
+        flat.log.set_tracing(true);
+        if let Some(h) = flat.handle(80) {
+            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 1)
+                .map_err(LabError::setup("building the scenario's INVITE"))?;
+            let out = h
+                .place_call(NodeId(1618), inv)
+                .await
+                .map_err(LabError::request("peer 80 calling 1618 over plain Chord"))?;
+            self.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
+        }
+        self.chord_path = std::iter::once(80)
+            .chain(
+                flat.log
+                    .trace()
+                    .iter()
+                    .filter(|(_, k)| *k == "plain-invite")
+                    .map(|(p, _)| p.0),
+            )
+            .collect();
+        flat.shutdown().await;
+        Ok(())
+    }
+
+    /// Over the converged secure overlay, whose peers rank routes at `sos`.
+    pub(crate) async fn secure(
+        &mut self,
+        secure: &Cluster,
+        sos: &sos::SosClient,
+    ) -> Result<(), LabError> {
+        secure.log.set_tracing(true);
+        secure.log.clear();
+        if let Some(h) = secure.handle(80) {
+            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 2)
+                .map_err(LabError::setup("building the scenario's INVITE"))?;
+            let out = h
+                .place_call(NodeId(1618), inv)
+                .await
+                .map_err(LabError::request(
+                    "peer 80 calling 1618 over the secure overlay",
+                ))?;
+            if let CallOutcome::Ringing { srd, route, .. } = out {
+                self.secure_delivered = true;
+                self.secure_srd_ms = srd.as_secs_f64() * 1e3;
+                self.chosen_route = route.iter().map(|n| n.0).collect();
+            }
+        }
+        if let Some((_, routes)) = secure.log.rankings().into_iter().find(|(p, _)| p.0 == 1618) {
+            self.routes = routes
+                .iter()
+                .map(|r| r.iter().map(|n| n.0).collect())
+                .collect();
+            let ids: Vec<Vec<sos::PeerId>> = routes
+                .iter()
+                .map(|r| r.iter().map(|n| sos::PeerId(n.0)).collect())
+                .collect();
+            if let Ok(r) = sos.rank(ids).await {
+                self.chosen_expectation = r.ranked.first().map(|x| x.expectation);
+            }
+        }
+        self.invite_receivers = ["call", "deliver"]
+            .iter()
+            .flat_map(|k| secure.log.receivers(k))
+            .map(|p| p.0)
+            .collect::<BTreeSet<u128>>()
+            .into_iter()
+            .collect();
+        self.ping_carriers = secure
+            .log
+            .receivers("ping-request")
+            .into_iter()
+            .map(|p| p.0)
+            .filter(|p| *p != 1618)
+            .collect();
+        secure.log.set_tracing(false);
+        Ok(())
+    }
+
+    /// The paper's outcome: plain Chord loses the call, the secure overlay rings it over
+    /// 1600 → 1618 with the INVITE seen only by the CSPGs, CSPs and the callee.
+    pub(crate) fn reproduced(&self) -> bool {
+        let invite_only_at_infra = self
+            .invite_receivers
+            .iter()
+            .all(|p| *p == 1618 || paper::CSPS.contains(p) || paper::CSPGS.contains(p));
+        self.chord_delivered != Some(true)
+            && self.secure_delivered
+            && self.chosen_route == vec![1600, 1618]
+            && invite_only_at_infra
+    }
+
+    /// The scenario's lines for the operator.
+    pub(crate) fn print(&self, peers: usize) {
+        say!();
+        say!("  Paper scenario: peer 80 calls peer 1618; peer 1617 drops what it forwards.");
+        match self.chord_delivered {
+            Some(d) => say!(
+                "  plain Chord   {:<9}  INVITE path {} (flat TLS ring of the same peers)",
+                if d { "DELIVERED" } else { "FAILED" },
+                path_text(&self.chord_path)
+            ),
+            None => say!("  plain Chord   skipped (--no-baseline)"),
+        }
+        say!(
+            "  secure        {:<9}  SRD {:.1} ms; INVITE seen only by {} (CSPGs/CSP and the callee)",
+            if self.secure_delivered {
+                "RINGING"
+            } else {
+                "FAILED"
+            },
+            self.secure_srd_ms,
+            path_text(&self.invite_receivers)
+        );
+        say!(
+            "                PingRequest copies reached 1618 over {} routes:",
+            self.routes.len()
+        );
+        for r in &self.routes {
+            say!("                  {}", path_text(r));
+        }
+        say!(
+            "  SOS chose     {}  E = {:.5}",
+            path_text(&self.chosen_route),
+            self.chosen_expectation.unwrap_or(0.0)
+        );
+        say!(
+            "  scenario      {}{}",
+            if self.reproduced() { "PASS" } else { "FAIL" },
+            if peers < 512 {
+                " (the paper's exact paths need its 512 peers)"
+            } else {
+                ""
+            }
+        );
+        say!();
+    }
+}
+
+/// A path as the operator reads it: `80 → 1104 → 1617`.
+fn path_text(p: &[u128]) -> String {
+    p.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(" → ")
+}

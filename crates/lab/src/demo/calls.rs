@@ -1,8 +1,8 @@
 //! The demo's calls: the INVITE a peer sends, one call rung and hung up, and the seeded
 //! choices of who calls whom and who is killed.
 
-use super::Args;
 use super::cluster::{Cluster, DemoPeer};
+use super::{Args, pct};
 use crate::LabError;
 use crate::progress::bar;
 use net::{CallOutcome, Handle};
@@ -118,6 +118,79 @@ pub(crate) struct RandomCalls {
     /// Call traffic per call: messages and bytes.
     pub(crate) msgs: f64,
     pub(crate) bytes: f64,
+}
+
+impl RandomCalls {
+    fn attempted(&self) -> u64 {
+        self.ringing + self.failed
+    }
+
+    fn ring_rate(&self) -> f64 {
+        match self.attempted() {
+            0 => 0.0,
+            n => self.ringing as f64 / n as f64,
+        }
+    }
+
+    fn per_s(&self) -> f64 {
+        if self.calls_s > 0.0 {
+            self.attempted() as f64 / self.calls_s
+        } else {
+            0.0
+        }
+    }
+
+    /// The calls' part of the demo's JSON report.
+    pub(crate) fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let srd = &self.srd;
+        let v = serde_json::json!({
+            "calls_attempted": self.attempted(),
+            "calls_ringing": self.ringing,
+            "ring_rate": self.ring_rate(),
+            "srd_ms_p50": pct(srd, 50.0),
+            "srd_ms_p95": pct(srd, 95.0),
+            "srd_ms_p99": pct(srd, 99.0),
+            "srd_ms_max": srd.last().copied().unwrap_or(0.0),
+            // Every ringing call's SRD, sorted (what `p2psip eval --demo-report` plots as a CDF).
+            "srd_ms": srd,
+            "hops_mean": self.hops_mean,
+            "cache_hits": self.cached,
+            "call_messages_per_call": self.msgs,
+            "call_bytes_per_call": self.bytes,
+            "calls_per_s": self.per_s(),
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The calls' lines for the operator (`concurrency` calls were in flight at once).
+    pub(crate) fn print(&self, concurrency: usize) {
+        say!(
+            "  {} random calls: {} ringing ({:.2}%), {} failed; {:.0} calls/s with {concurrency} in flight",
+            self.attempted(),
+            self.ringing,
+            100.0 * self.ring_rate(),
+            self.failed,
+            self.per_s(),
+        );
+        let srd = &self.srd;
+        say!(
+            "  SRD (INVITE sent → 180 Ringing)  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            pct(srd, 50.0),
+            pct(srd, 95.0),
+            pct(srd, 99.0),
+            srd.last().copied().unwrap_or(0.0)
+        );
+        say!(
+            "  hops {:.2} mean ({} from the contact cache); call traffic {:.1} messages, {:.0} bytes per call",
+            self.hops_mean,
+            self.cached,
+            self.msgs,
+            self.bytes
+        );
+    }
 }
 
 /// `args.calls` calls between random pairs of `ordinary` peers, `args.concurrency` at once,

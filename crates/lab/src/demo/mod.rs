@@ -428,22 +428,6 @@ async fn real(args: Args) -> Result<(), LabError> {
         .map(|m| m.id)
         .collect();
     let calls = calls::random(&secure, &ordinary, &args, quiet).await?;
-    let calls::RandomCalls {
-        srd,
-        hops_mean,
-        ringing,
-        failed,
-        cached,
-        calls_s,
-        msgs,
-        bytes,
-    } = calls;
-    let attempted = ringing + failed;
-    let ring_rate = if attempted == 0 {
-        0.0
-    } else {
-        ringing as f64 / attempted as f64
-    };
     // Let the last evidence reach the SOS before counting it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What the overlay costs while nobody calls, once the rings have settled.
@@ -477,20 +461,6 @@ async fn real(args: Args) -> Result<(), LabError> {
         "peers": members.len(),
         "csp": csp,
         "cspg": cspg,
-        "calls_attempted": attempted,
-        "calls_ringing": ringing,
-        "ring_rate": ring_rate,
-        "srd_ms_p50": pct(&srd, 50.0),
-        "srd_ms_p95": pct(&srd, 95.0),
-        "srd_ms_p99": pct(&srd, 99.0),
-        "srd_ms_max": srd.last().copied().unwrap_or(0.0),
-        // Every ringing call's SRD, sorted (what `p2psip eval --demo-report` plots as a CDF).
-        "srd_ms": srd,
-        "hops_mean": hops_mean,
-        "cache_hits": cached,
-        "call_messages_per_call": msgs,
-        "call_bytes_per_call": bytes,
-        "calls_per_s": if calls_s > 0.0 { attempted as f64 / calls_s } else { 0.0 },
         "paper_scenario_ok": paper_ok,
         "paper": sc,
         "converge_s": converge_s,
@@ -508,6 +478,9 @@ async fn real(args: Args) -> Result<(), LabError> {
         "sos_reports_dropped": counters.reports_dropped.load(Ordering::Relaxed),
         "wall_s": wall.elapsed().as_secs_f64(),
     });
+    if let Some(o) = report.as_object_mut() {
+        o.extend(calls.json());
+    }
     if let Some(c) = &churn {
         report["churn"] = serde_json::to_value(c).map_err(LabError::json("the churn report"))?;
     }
@@ -517,29 +490,7 @@ async fn real(args: Args) -> Result<(), LabError> {
     if args.json {
         say!("{report}");
     } else {
-        say!(
-            "  {} random calls: {} ringing ({:.2}%), {} failed; {:.0} calls/s with {} in flight",
-            attempted,
-            ringing,
-            100.0 * ring_rate,
-            failed,
-            if calls_s > 0.0 {
-                attempted as f64 / calls_s
-            } else {
-                0.0
-            },
-            args.concurrency
-        );
-        say!(
-            "  SRD (INVITE sent → 180 Ringing)  p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            pct(&srd, 50.0),
-            pct(&srd, 95.0),
-            pct(&srd, 99.0),
-            srd.last().copied().unwrap_or(0.0)
-        );
-        say!(
-            "  hops {hops_mean:.2} mean ({cached} from the contact cache); call traffic {msgs:.1} messages, {bytes:.0} bytes per call"
-        );
+        calls.print(args.concurrency);
         say!(
             "  SOS: {} rankings, {} signed reports accepted ({} failed, {} dropped)",
             counters.rank_ok.load(Ordering::Relaxed),

@@ -67,13 +67,7 @@ impl Scenario {
             );
         }
         flat.log.set_tracing(true);
-        if let Some(h) = flat.handle(80) {
-            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 1)
-                .map_err(LabError::setup("building the scenario's INVITE"))?;
-            let out = h
-                .place_call(NodeId(1618), inv)
-                .await
-                .map_err(LabError::request("peer 80 calling 1618 over plain Chord"))?;
+        if let Some(out) = call_1618(&flat, 1, "over plain Chord").await? {
             self.chord_delivered = Some(matches!(out, CallOutcome::Ringing { .. }));
         }
         self.chord_path = std::iter::once(80)
@@ -97,20 +91,12 @@ impl Scenario {
     ) -> Result<(), LabError> {
         secure.log.set_tracing(true);
         secure.log.clear();
-        if let Some(h) = secure.handle(80) {
-            let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), 2)
-                .map_err(LabError::setup("building the scenario's INVITE"))?;
-            let out = h
-                .place_call(NodeId(1618), inv)
-                .await
-                .map_err(LabError::request(
-                    "peer 80 calling 1618 over the secure overlay",
-                ))?;
-            if let CallOutcome::Ringing { srd, route, .. } = out {
-                self.secure_delivered = true;
-                self.secure_srd_ms = srd.as_secs_f64() * 1e3;
-                self.chosen_route = route.iter().map(|n| n.0).collect();
-            }
+        if let Some(CallOutcome::Ringing { srd, route, .. }) =
+            call_1618(secure, 2, "over the secure overlay").await?
+        {
+            self.secure_delivered = true;
+            self.secure_srd_ms = srd.as_secs_f64() * 1e3;
+            self.chosen_route = route.iter().map(|n| n.0).collect();
         }
         if let Some((_, routes)) = secure.log.rankings().into_iter().find(|(p, _)| p.0 == 1618) {
             self.routes = routes
@@ -201,6 +187,25 @@ impl Scenario {
         );
         say!();
     }
+}
+
+/// Peer 80 calls peer 1618 on `overlay` (the `seq`th call of the run, `over` naming the
+/// overlay in errors); `None` when 80 is not among the members.
+async fn call_1618(
+    overlay: &Cluster,
+    seq: u64,
+    over: &str,
+) -> Result<Option<CallOutcome>, LabError> {
+    let Some(h) = overlay.handle(80) else {
+        return Ok(None);
+    };
+    let inv = invite(NodeId(80), NodeId(1618), h.local_addr(), seq)
+        .map_err(LabError::setup("building the scenario's INVITE"))?;
+    let out = h
+        .place_call(NodeId(1618), inv)
+        .await
+        .map_err(LabError::request(format!("peer 80 calling 1618 {over}")))?;
+    Ok(Some(out))
 }
 
 /// A path as the operator reads it: `80 → 1104 → 1617`.

@@ -3,14 +3,14 @@
 //! four `node::Node`s start from them on mutual TLS over loopback and converge, and calls
 //! placed through `Node::call` ring through the CSP and complete the whole SIP dialog of the
 //! peers' own user agents; a call to a Node-ID nobody holds fails; every peer stops
-//! gracefully and writes its database.
+//! gracefully and writes its database, and a restarted peer comes back warm from it.
 #![allow(clippy::unwrap_used)] // a failure is a test failure
 
 mod common;
 
 use common::Overlay;
 use enroll::Role;
-use node::CallRequest;
+use node::{CallRequest, Node};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,5 +76,15 @@ async fn peers_in_one_process_call_each_other_through_the_library() {
             "control.addr left behind"
         );
     }
+    // A comes back warm from its peer.db: both calls it placed are in its history, and its
+    // contact cache still knows how to reach B (the rest of the overlay is gone: its join
+    // waits).
+    let a_again = Node::start(common::config(&overlay.dirs[1])).await.unwrap();
+    let st = a_again.status().await.unwrap();
+    let warm = &st["store"]["warm_start"];
+    assert!(warm["calls_in_history"].as_u64() >= Some(2), "{st}");
+    assert!(warm["contacts"].as_u64() >= Some(1), "{st}");
+    assert_eq!(warm["moved_aside"], serde_json::Value::Null, "{st}");
+    a_again.stop().await.unwrap();
     overlay.close().await;
 }

@@ -72,6 +72,13 @@ pub struct Handle<C: Core> {
     stats: Arc<Shared>,
     local_addr: SocketAddr,
     contact: Contact,
+    /// The loop's time zero ([`Handle::now`]).
+    epoch: Instant,
+}
+
+/// The loop's clock: microseconds since its `epoch`.
+fn time_since(epoch: Instant) -> Time {
+    Time(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
 }
 
 impl<C: Core> Clone for Handle<C> {
@@ -81,6 +88,7 @@ impl<C: Core> Clone for Handle<C> {
             stats: self.stats.clone(),
             local_addr: self.local_addr,
             contact: self.contact,
+            epoch: self.epoch,
         }
     }
 }
@@ -95,6 +103,12 @@ impl<C: Core> fmt::Debug for Handle<C> {
 }
 
 impl<C: Core> Handle<C> {
+    /// The time on the loop's clock now: what the core's `now` reads at this instant,
+    /// without a trip into the loop.
+    pub fn now(&self) -> Time {
+        time_since(self.epoch)
+    }
+
     /// Run `f` on the core inside the loop (with the current time) and return its result.
     /// The core's outputs are drained right after.
     pub async fn call<R: Send + 'static>(
@@ -283,11 +297,13 @@ impl<C: Core> PeerRuntime<C> {
         let (cmd_tx, cmds) = mpsc::channel(limits.command_queue.max(1));
         let (ev_tx, events) = mpsc::channel(limits.event_queue.max(1));
         let core = make_core(me);
+        let epoch = Instant::now();
         let handle = Handle {
             tx: cmd_tx,
             stats: stats.clone(),
             local_addr,
             contact: me,
+            epoch,
         };
         match home {
             None => info!(node = %me.id, addr = %advertise, "listening"),
@@ -298,7 +314,7 @@ impl<C: Core> PeerRuntime<C> {
         }
         let lp = Loop {
             core,
-            epoch: Instant::now(),
+            epoch,
             me: me_peer,
             cmds,
             conn_rx,
@@ -387,7 +403,7 @@ struct Loop<C: Core> {
 
 impl<C: Core> Loop<C> {
     fn now(&self) -> Time {
-        Time(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+        time_since(self.epoch)
     }
 
     fn instant(&self, t: Time) -> Instant {

@@ -878,8 +878,7 @@ async fn on_event(
         }
         PeerEvent::Handled(ev) => {
             // The front-end took care of it; the call history records it.
-            let db = shared.db.clone();
-            let _ = h.call(move |_, now| db::on_event(&db, now, &ev)).await;
+            db::on_event(&shared.db, h.now(), &ev);
             return None;
         }
     };
@@ -897,9 +896,7 @@ async fn on_event(
         }
         ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
             // Calls placed here (their waiting `place`) and by phones; the history either way.
-            let db = shared.db.clone();
-            let copy = ev.clone();
-            let _ = h.call(move |_, now| db::on_event(&db, now, &copy)).await;
+            db::on_event(&shared.db, h.now(), &ev);
             shared.on_overlay_answer(ev);
         }
         other => debug!(?other, "event"),

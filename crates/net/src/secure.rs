@@ -357,6 +357,14 @@ impl Membership {
         Ok(id.node_id)
     }
 
+    /// Where the CSP or CSPG `id` listens, learnt after it was checked and added (a
+    /// program that starts its members after enrolling them); no effect for others.
+    pub fn set_address(&mut self, id: NodeId, addr: SocketAddr) {
+        if let Some(c) = self.infrastructure.iter_mut().find(|c| c.id == id) {
+            c.addr = Some(addr);
+        }
+    }
+
     /// Build from a published directory file; members that fail the check are skipped and
     /// listed in [`refused`](Self::refused).
     pub fn from_file(

@@ -9,7 +9,7 @@ use crate::LabError;
 use crate::progress::bar;
 use net::{Handle, KindLog, Limits, Membership, SecureCore, SosCounters, Trust};
 use overlay::NodeId;
-use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureConfig};
+use overlay::secure::{LayerArcs, Routing, SecureConfig};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeSet;
@@ -163,6 +163,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) trust: &'a Trust,
     /// The paper's layer arcs.
     pub(crate) arcs: LayerArcs,
+    /// The members' membership, checked once ([`membership`]).
+    pub(crate) membership: &'a Membership,
     /// The secure layer's settings (fan-out, first hops, call timeout).
     pub(crate) secure: Arc<SecureConfig>,
     /// Chord's timers and successor list.
@@ -207,28 +209,28 @@ fn limits(role: enroll::Role) -> Limits {
     }
 }
 
-/// The membership (key book, CSP/CSPG directory) of `l`'s members and the overlay
-/// context built from it; with `addrs`, the CSPs and CSPGs are listed at their addresses.
+/// The membership (key book, CSP/CSPG directory) of `members`, every chain checked
+/// against the CA and CRL of `trust`, once: the overlays of a run share it.
 pub(crate) fn membership(
-    l: &Launch<'_>,
-    addrs: Option<&[SocketAddr]>,
-) -> Result<(Membership, OverlayContext), LabError> {
-    let mut m = Membership::new(l.arcs);
-    for (i, e) in l.members.iter().enumerate() {
-        m.add(l.trust, &e.identity.chain, addrs.map(|a| a[i]))
+    members: &[Enrolled],
+    trust: &Trust,
+    arcs: LayerArcs,
+) -> Result<Membership, LabError> {
+    let mut m = Membership::new(arcs);
+    for e in members {
+        m.add(trust, &e.identity.chain, None)
             .map_err(LabError::peer(
                 e.id,
                 "joining the membership (its chain against the CA and CRL)",
             ))?;
     }
-    let ctx = m.context(l.secure.clone());
-    Ok((m, ctx))
+    Ok(m)
 }
 
 /// Start every member of `l` as a TLS peer, publish the directory, and create and join
 /// the rings (converging is [`converge`]'s job).
 pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabError> {
-    let (m, _) = membership(&l, None)?;
+    let m = l.membership;
     let overlay = enroll::api::OverlayParams::new(&l.arcs, enroll::IdScheme::default());
     let log = Arc::new(KindLog::default());
     let mut nodes = Vec::with_capacity(l.members.len());
@@ -277,7 +279,11 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
     pb.finish_and_clear();
     // Every address is known now: publish the directory with CSP/CSPG addresses.
     let addrs: Vec<SocketAddr> = handles.iter().map(|h| h.local_addr()).collect();
-    let (_, ctx) = membership(&l, Some(&addrs))?;
+    let mut with_addrs = l.membership.clone();
+    for (e, addr) in l.members.iter().zip(&addrs) {
+        with_addrs.set_address(e.id, *addr);
+    }
+    let ctx = with_addrs.context(l.secure.clone());
     for (h, e) in handles.iter().zip(l.members) {
         let ctx = ctx.clone();
         h.call(move |n, _| n.node().set_context(ctx))

@@ -300,10 +300,12 @@ async fn real(args: Args) -> Result<(), LabError> {
         first_hops: FirstHops::Successors,
         ..SecureConfig::default()
     });
+    let m0 = membership(&members, &trust, arcs)?;
     let launch_cfg = |routing, flat, sos| Launch {
         members: &members,
         trust: &trust,
         arcs,
+        membership: &m0,
         secure: secure_cfg.clone(),
         chord: chord_timing(),
         routing,
@@ -313,7 +315,6 @@ async fn real(args: Args) -> Result<(), LabError> {
         frontends: 0,
         sip_domain: args.sip_domain.clone(),
     };
-    let (m0, _) = membership(&launch_cfg(Routing::Secure, false, None), None)?;
     let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries()).map_err(
         LabError::setup("the SOS key registry of the peers' certificate keys"),
     )?;

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     /// Run ICE for each call (candidates in the SDP of the INVITE and the 200 OK), with
     /// these options (`controlling` is set per side); `None`: no ICE.
     pub ice: Option<nat::IceOptions>,
+    /// What only the metrics count (SRD, failures by reason).
+    pub metrics: crate::metrics::PeerMetrics,
 }
 
 /// Where the progress of each outgoing call goes, by the node's handle and by Call-ID.

@@ -1,5 +1,7 @@
 //! The peer's local control HTTP endpoint (loopback only, unauthenticated): `GET /status`,
-//! `GET /lookup/{key}`, `POST /call`. What `p2psip status`, `lookup` and `call` talk to.
+//! `GET /lookup/{key}`, `POST /call` (what `p2psip status`, `lookup` and `call` talk to),
+//! and for monitoring `GET /metrics` (Prometheus text), `GET /healthz` (the peer's loop
+//! answers) and `GET /readyz` (on its ring with a successor, and the directory loaded).
 
 use crate::NodeCore;
 use crate::calls::{self, CallReport, CallRequest, Shared};
@@ -30,6 +32,8 @@ pub(crate) struct Ctl {
     pub dialog_wait: Duration,
     /// NAT: the server-reflexive address learnt at start and the relay (outbound-only).
     pub nat: Value,
+    /// Overlay messages received, by kind.
+    pub kinds: Arc<net::KindLog>,
     /// Extra JSON for `/status` (the peer's database), if any.
     pub extra: Arc<dyn Fn() -> Value + Send + Sync>,
 }
@@ -40,6 +44,9 @@ pub(crate) fn router(c: Ctl) -> axum::Router {
         .route("/status", axum::routing::get(status))
         .route("/lookup/{key}", axum::routing::get(lookup))
         .route("/call", axum::routing::post(call))
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
         .with_state(c)
 }
 
@@ -104,7 +111,88 @@ async fn call(State(c): State<Ctl>, body: axum::body::Bytes) -> Response {
     answer(c.call(req).await)
 }
 
+async fn metrics(State(c): State<Ctl>) -> Response {
+    match c.metrics().await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn healthz(State(c): State<Ctl>) -> Response {
+    match c.h.call(|_, _| ()).await {
+        Ok(()) => "ok\n".into_response(),
+        Err(_) => ApiError::Unavailable("the peer is stopping".into()).into_response(),
+    }
+}
+
+async fn readyz(State(c): State<Ctl>) -> Response {
+    let ring =
+        c.h.call(|n, now| {
+            let ch = n.node_at(now).chord();
+            ch.is_active() && ch.successor().is_some()
+        })
+        .await;
+    let members = c.members.load(Ordering::Relaxed);
+    match ring {
+        Ok(true) if members > 0 => "ready\n".into_response(),
+        Ok(true) => ApiError::Unavailable("no directory loaded yet".into()).into_response(),
+        Ok(false) => ApiError::Unavailable("not on a ring yet".into()).into_response(),
+        Err(_) => ApiError::Unavailable("the peer is stopping".into()).into_response(),
+    }
+}
+
 impl Ctl {
+    /// `GET /metrics`: the Prometheus text.
+    pub(crate) async fn metrics(&self) -> Result<String, ApiError> {
+        let scrape = self
+            .h
+            .call(|n, now| {
+                let n = n.node_at(now);
+                let ch = n.chord();
+                crate::metrics::Scrape {
+                    active: ch.is_active(),
+                    successors: ch.successors().len(),
+                    predecessor_known: ch.predecessor().is_some(),
+                    fingers: ch.fingers().count(),
+                    records: ch.records().len(),
+                    contact_cache: n.cache_len(),
+                    dialogs: n.dialog_count(),
+                    held_requests: n.held_requests().count(),
+                    ..crate::metrics::Scrape::default()
+                }
+            })
+            .await
+            .map_err(|_| ApiError::Unavailable("the peer is stopping".into()))?;
+        let shared = &self.shared;
+        let scrape = crate::metrics::Scrape {
+            members: self.members.load(Ordering::Relaxed),
+            calls_completed: shared.completed_total.load(Ordering::Relaxed),
+            calls_failed: shared.failed_total.load(Ordering::Relaxed),
+            calls_answered: shared.answered_total.load(Ordering::Relaxed),
+            net: json!(self.h.stats()),
+            kinds: self.kinds.totals_by_kind(),
+            sos: self.sos.as_ref().map(|s| {
+                [
+                    s.rank_ok.load(Ordering::Relaxed),
+                    s.rank_failed.load(Ordering::Relaxed),
+                    s.reports_ok.load(Ordering::Relaxed),
+                    s.reports_failed.load(Ordering::Relaxed),
+                    s.reports_dropped.load(Ordering::Relaxed),
+                ]
+            }),
+            ..scrape
+        };
+        crate::metrics::render(&shared.metrics, &scrape)
+            .map_err(|e| ApiError::Internal(format!("encoding the metrics: {e}")))
+    }
+
     /// `GET /status`.
     pub(crate) async fn status(&self) -> Result<Value, ApiError> {
         let c = self;

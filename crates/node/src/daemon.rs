@@ -236,7 +236,8 @@ impl Node {
             crl_refresh: crl_source.map(|s| (s, a.crl_refresh.max(Duration::from_secs(1)))),
             limits: a.limits.clone(),
         };
-        let make = core_maker(&a, &nd, cc, ctx)?;
+        let kinds = a.kind_log.clone().unwrap_or_default();
+        let make = core_maker(&a, &nd, cc, ctx, kinds.clone())?;
         // SOS: rankings and reports off the loop.
         let (sos_url, sos_counters, sos) = sos_link(&a.sos, &nd)?;
         let parts = crate::Launch {
@@ -307,6 +308,7 @@ impl Node {
             lookup_wait,
             dialog_wait: a.dialog_timeout.max(Duration::from_millis(100)),
             nat: nat_status,
+            kinds,
             extra: {
                 let db = db.clone();
                 Arc::new(move || db::status(&db, &warm))
@@ -432,6 +434,7 @@ fn core_maker(
     nd: &NodeDir,
     cc: Arc<ChordConfig>,
     ctx: overlay::secure::OverlayContext,
+    log: Arc<net::KindLog>,
 ) -> Result<impl FnOnce(Contact) -> NodeCore + Send + 'static, NodeError> {
     let seed = match a.seed {
         Some(seed) => seed,
@@ -441,7 +444,6 @@ fn core_maker(
         .map_err(|e| NodeError::Config(format!("the certificate key: {e}")))?;
     let role = nd.identity.binding.role;
     let (routing, drop_forwarded, answer_calls) = (a.routing, a.drop_forwarded, a.answer_calls);
-    let log = a.kind_log.clone().unwrap_or_default();
     Ok(move |me| {
         // The user agent's seed: fresh at every start, apart from the node's.
         let call_seed = seed
@@ -897,6 +899,7 @@ async fn on_event(
         ev @ (SecureEvent::CallRinging { .. } | SecureEvent::CallFailed { .. }) => {
             // Calls placed here (their waiting `place`) and by phones; the history either way.
             db::on_event(&shared.db, h.now(), &ev);
+            shared.metrics.on_overlay(&ev);
             shared.on_overlay_answer(ev);
         }
         other => debug!(?other, "event"),

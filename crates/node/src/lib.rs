@@ -22,6 +22,7 @@ mod db;
 mod directory;
 mod error;
 mod launch;
+mod metrics;
 mod phones;
 
 pub use calls::{CallReport, CallRequest, HistoryEntry};

@@ -59,6 +59,44 @@ async fn peers_in_one_process_call_each_other_through_the_library() {
         .unwrap();
     assert_eq!(report.result, "failed", "{report:?}");
 
+    // What an operator's Prometheus scrapes from A: both calls, the SRD of the one that
+    // rang, the failure by reason, the ring and the links; B is ready, and healthy.
+    let http = service::http::client(Duration::from_secs(10)).unwrap();
+    let get = |node: &Node, path: &str| {
+        let url = format!("http://{}{path}", node.info().control.unwrap());
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (code, text) = get(a, "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    for line in [
+        "p2psip_peer_calls_rang_total 1",
+        "p2psip_peer_srd_seconds_count 1",
+        "p2psip_peer_control_calls_completed_total 1",
+        "p2psip_peer_control_calls_failed_total 1",
+        "p2psip_peer_ring_active 1",
+        "p2psip_peer_members 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("p2psip_peer_calls_failed_total{reason=")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("p2psip_peer_messages_received_total{kind=\"")),
+        "{text}"
+    );
+    assert!(text.contains("p2psip_peer_net_dials_ok_total"), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(get(b, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(get(b, "/healthz").await, (200, "ok\n".into()));
+
     // A peer cannot call itself; a bad callee is a bad request.
     let me = a.info().id.to_string();
     assert!(matches!(

@@ -3,8 +3,9 @@
 //! (`demo`, `sim`, `eval`) are the `lab` crate's, called like any other user of it.
 
 mod cmd;
+mod config_file;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: the simulator allocates and frees small
 /// buffers for every simulated message, and with mimalloc `p2psip sim` at 10^5 peers needs
@@ -21,6 +22,12 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `overlay=debug`. Also RUST_LOG.
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
+    /// Read the subcommand's options from the section of this TOML file named after it
+    /// (`[peer]`, `[sos]`, `[enroll-server]`, `[stun-server]`; keys are the long options, e.g.
+    /// `stabilize_ms = 1000`). Flags win over `P2PSIP_<OPTION>` environment variables,
+    /// which win over the file. `p2psip config check FILE` shows the outcome.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,10 +79,28 @@ enum Command {
     /// Local SIP front-ends (registrar + proxy on UDP and TCP) for SIP phones and SIPp,
     /// joined by an in-process overlay.
     SipFrontends(cmd::sip_frontends::Args),
+    /// Config files: check one and show the configuration each of its sections gives.
+    Config(cmd::config::Args),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Options from --config FILE and P2PSIP_* variables join the command line first.
+    let root = Cli::command();
+    let argv = match config_file::apply(&root, std::env::args_os().collect()) {
+        Ok((argv, _)) => argv,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = match root
+        .clone()
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let mut log = cli.log.clone();
     if !log.contains("stun_proto") {
         // stun-proto logs every routine 401 nonce challenge at ERROR; keep it for explicit asks.
@@ -103,6 +128,7 @@ fn main() -> std::process::ExitCode {
         Command::StunClient(args) => cmd::stun_client::run(args),
         Command::Ice(args) => cmd::ice::run(args),
         Command::SipFrontends(args) => cmd::sip_frontends::run(args),
+        Command::Config(args) => cmd::config::run(args, root),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

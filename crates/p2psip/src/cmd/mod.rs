@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 
 pub(crate) mod call;
+pub(crate) mod config;
 pub(crate) mod ctl;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;

@@ -22,6 +22,7 @@ mod db;
 mod directory;
 mod error;
 mod launch;
+mod media;
 mod phones;
 
 pub use calls::{CallReport, CallRequest, HistoryEntry};
@@ -33,6 +34,7 @@ pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 use launch::{Launch, Running, launch};
+pub use media::MediaConfig;
 pub use phones::{install_registration_validator, send_to_phones, serve_frontend};
 pub use service::output::say;
 pub use sip::{PeerCore, PeerEvent};

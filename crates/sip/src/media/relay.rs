@@ -785,7 +785,83 @@ mod tests {
     }
 
     #[test]
-    fn held_and_ice_offers_are_handled_as_plain_rtp() {
+    fn a_re_offer_for_hold_and_resume_keeps_the_relay() {
+        let mut r = relay();
+        let (out, _) = offer_and_answer(&mut r);
+        commands(&mut r);
+        // Hold (RFC 6337: a=sendonly) and resume: same streams, same ports, no new sockets.
+        let hold = String::from_utf8(sdp("192.168.1.20", &[4000])).unwrap() + "a=sendonly\r\n";
+        let held = r
+            .rewrite(Time::ZERO, "call-1", Origin::Phone, hold.as_bytes())
+            .unwrap();
+        let held = String::from_utf8(held).unwrap();
+        assert!(held.contains("m=audio 40002 ") && held.ends_with("a=sendonly\r\n"));
+        let resumed = r
+            .rewrite(
+                Time::ZERO,
+                "call-1",
+                Origin::Phone,
+                &sdp("192.168.1.20", &[4000]),
+            )
+            .unwrap();
+        assert_eq!(String::from_utf8(resumed).unwrap(), out);
+        assert!(commands(&mut r).is_empty());
+        assert_eq!(r.streams(), 1);
+        // The far end still reaches the phone where it was.
+        assert_eq!(
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), 172),
+            Some(Forward {
+                from_port: 40000,
+                to: addr("192.168.1.20:4000")
+            })
+        );
+    }
+
+    #[test]
+    fn the_called_side_anchors_the_far_offer_first() {
+        let mut r = relay();
+        // The offer comes from the far end: the phone is offered our LAN side.
+        let to_phone = r
+            .rewrite(
+                Time::ZERO,
+                "in",
+                Origin::FarEnd,
+                &sdp("198.51.100.9", &[30000]),
+            )
+            .unwrap();
+        assert!(
+            String::from_utf8(to_phone)
+                .unwrap()
+                .contains("c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 40000 ")
+        );
+        // Early media (183) and the 200 carry the same answer: one stream, the public side.
+        for _ in 0..2 {
+            let out = r
+                .rewrite(
+                    Time::ZERO,
+                    "in",
+                    Origin::Phone,
+                    &sdp("192.168.1.30", &[5000]),
+                )
+                .unwrap();
+            assert!(
+                String::from_utf8(out)
+                    .unwrap()
+                    .contains("c=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 40002 ")
+            );
+        }
+        assert_eq!(r.streams(), 1);
+        assert_eq!(
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), 172),
+            Some(Forward {
+                from_port: 40000,
+                to: addr("192.168.1.30:5000")
+            })
+        );
+    }
+
+    #[test]
+    fn a_held_offer_passes_as_it_is() {
         let mut r = relay();
         let held = b"v=0\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
         let out = r.rewrite(Time::ZERO, "h", Origin::Phone, held).unwrap();

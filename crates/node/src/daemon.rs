@@ -446,8 +446,8 @@ impl Node {
         // The SIP front-end for local phones, inside the core; its sockets move the bytes.
         let sip_sockets = match &a.sip {
             Some(sc) => {
-                let (adv, stop) = (a.advertise, stop_rx.clone());
-                let media = media::for_phones(sc.media.as_ref(), sc.listen, adv, reflexive, stop);
+                let (adv, overlay, stop) = (a.advertise, h.local_addr(), stop_rx.clone());
+                let media = media::for_phones(sc, adv, reflexive, overlay, stop);
                 Some(serve_phones(&h, sc, &nd, &keys, me_id, media).await?)
             }
             None => None,

@@ -27,7 +27,8 @@ pub struct MediaConfig {
     /// The address phones send media to; `None`: the front-end's listen address.
     pub lan: Option<IpAddr>,
     /// The address the other peer sends media to; `None`: the peer's `--advertise`
-    /// address, else its server-reflexive address, else the LAN address.
+    /// address, else its server-reflexive address, else its overlay listen address, else
+    /// the LAN address.
     pub public: Option<IpAddr>,
     /// Most streams relayed at once.
     pub max_streams: usize,
@@ -79,16 +80,18 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct MediaPlane(Arc<Inner>);
 
-/// The media plane for the front-end on `listen`, unless media anchoring is off or there
-/// is no address to give phones.
+/// The media plane for the front-end `sc`, unless media anchoring is off or there is no
+/// address to give phones. The other peer reaches this one at (most trusted first) its
+/// `advertise` address, its server-reflexive address, the address its `overlay` listens on.
 pub(crate) fn for_phones(
-    cfg: Option<&MediaConfig>,
-    listen: SocketAddr,
+    sc: &crate::SipConfig,
     advertise: Option<SocketAddr>,
     reflexive: Option<nat::Reflexive>,
+    overlay: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Option<MediaPlane> {
-    let cfg = cfg?;
+    let cfg = sc.media.as_ref()?;
+    let listen = sc.listen;
     let lan = cfg.lan.unwrap_or(listen.ip());
     if lan.is_unspecified() {
         warn!("media relay off: the SIP front-end listens on {listen}; set a LAN address");
@@ -98,6 +101,7 @@ pub(crate) fn for_phones(
         .public
         .or(advertise.map(|a| a.ip()))
         .or(reflexive.map(|r| r.reflexive.ip()))
+        .or(Some(overlay.ip()).filter(|ip| !ip.is_unspecified()))
         .unwrap_or(lan);
     let mut rc = RelayConfig::new(lan, public);
     (rc.first_port, rc.last_port) = cfg.ports;
@@ -241,13 +245,15 @@ async fn serve(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
-        let (len, from) = tokio::select! {
+        let got = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                // ICMP errors from an earlier send surface here on some systems: go on.
-                Err(_) => continue,
-            },
+            r = sock.recv_from(&mut buf) => r,
+        };
+        let Ok((len, from)) = got else {
+            // ICMP errors from an earlier send surface here on some systems: go on, without
+            // spinning should the error persist.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
         };
         let Some(inner) = inner.upgrade() else {
             return;

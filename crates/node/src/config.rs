@@ -84,6 +84,9 @@ pub struct SipConfig {
     /// Digest algorithms offered with `credentials`, most preferred first
     /// (e.g. `SHA-256,MD5`).
     pub digest: String,
+    /// The media relay for the phones' calls (their SDP names this peer, which carries
+    /// the media to the other peer); `None`: SDP passes untouched.
+    pub media: Option<crate::MediaConfig>,
 }
 
 impl SipConfig {
@@ -94,6 +97,7 @@ impl SipConfig {
             domain: domain.into(),
             credentials: None,
             digest: "SHA-256,MD5".into(),
+            media: Some(crate::MediaConfig::default()),
         }
     }
 }

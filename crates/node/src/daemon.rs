@@ -11,6 +11,7 @@ use crate::control;
 use crate::db;
 use crate::directory;
 use crate::error::NodeError;
+use crate::media;
 use net::{
     Handle, Instrumented, KeyBook, Membership, NetConfig, NodeDir, RevocationPolicy, SosCounters,
     SosLink,
@@ -323,7 +324,11 @@ impl Node {
         };
         // The SIP front-end for local phones, inside the core; its sockets move the bytes.
         let sip_sockets = match &a.sip {
-            Some(sc) => Some(serve_phones(&h, sc, &nd, &keys, me_id).await?),
+            Some(sc) => {
+                let (adv, overlay, stop) = (a.advertise, h.local_addr(), stop_rx.clone());
+                let media = media::for_phones(sc, adv, reflexive, overlay, stop);
+                Some(serve_phones(&h, sc, &nd, &keys, me_id, media).await?)
+            }
             None => None,
         };
         let sip_out = sip_sockets.as_ref().map(|s| s.sender());
@@ -746,6 +751,7 @@ async fn serve_phones(
     nd: &NodeDir,
     keys: &Arc<KeyBook>,
     me: NodeId,
+    media: Option<media::MediaPlane>,
 ) -> Result<sip::driver::SipSockets, NodeError> {
     let auth = crate::load_sip_auth(sc.credentials.as_deref(), &sc.domain, &sc.digest)?;
     let signer = net::CertSigner::from_identity(&nd.identity)
@@ -754,7 +760,11 @@ async fn serve_phones(
     let limits = sip::driver::DriverLimits::default();
     crate::phones::serve_frontend(h, sc.listen, &sc.domain, limits, move |mut cfg| {
         cfg.auth = auth;
-        sip::FrontEnd::new(cfg, me, Box::new(signer), verifier)
+        let fe = sip::FrontEnd::new(cfg, me, Box::new(signer), verifier);
+        match media {
+            Some(m) => fe.with_media(Box::new(m)),
+            None => fe,
+        }
     })
     .await
     .map_err(NodeError::io(format!(

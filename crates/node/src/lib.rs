@@ -22,6 +22,7 @@ mod db;
 mod directory;
 mod error;
 mod launch;
+mod media;
 mod metrics;
 mod phones;
 
@@ -34,6 +35,7 @@ pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 use launch::{Launch, Running, launch};
+pub use media::MediaConfig;
 pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;

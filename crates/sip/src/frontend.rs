@@ -2,10 +2,12 @@
 //! machine. REGISTER becomes a signed registration in the overlay; an INVITE to an AoR is
 //! looked up in the overlay and carried by the secure call flow to the callee's peer, whose
 //! front-end hands it to the registered UA; responses and in-dialog requests (ACK, BYE,
-//! CANCEL) flow back the same way, SDP untouched.
+//! CANCEL) flow back the same way. SDP passes untouched unless a media anchor is set
+//! ([`FrontEnd::with_media`]); then each phone is pointed at its own peer's relay.
 
 use crate::deadlines::Deadlines;
 use crate::digest::{DigestAuth, Verdict};
+use crate::media::{Anchoring, MediaAnchor, Origin};
 use crate::msg::{self, MsgError, SipMessage, SipMethod, SipRequest, SipResponse};
 use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{Registration, SignedRegistration, normalize_aor};
@@ -154,6 +156,8 @@ pub struct FrontEnd {
     seq: u64,
     next: u64,
     stats: FrontEndStats,
+    /// Media anchoring of the SDP carried (none: SDP passes untouched).
+    media: Anchoring,
 }
 
 fn status_for(reason: CallFailure) -> (u16, &'static str) {
@@ -193,7 +197,19 @@ impl FrontEnd {
             seq: 0,
             next: 1,
             stats: FrontEndStats::default(),
+            media: Anchoring::default(),
         }
+    }
+
+    /// Anchor the media of the calls carried with `anchor` (see [`crate::media`]).
+    pub fn with_media(mut self, anchor: Box<dyn MediaAnchor>) -> Self {
+        self.media.set(anchor);
+        self
+    }
+
+    /// SDP bodies passed on unchanged because the media anchor refused them.
+    pub fn media_refused(&self) -> u64 {
+        self.media.refused
     }
 
     /// Counters.
@@ -546,6 +562,7 @@ impl FrontEnd {
         if !fwd.decrement_max_forwards() {
             return;
         }
+        self.media.request(now, Origin::Phone, &mut fwd);
         ov.send_in_dialog(now, ocall, fwd.to_bytes());
     }
 
@@ -560,7 +577,8 @@ impl FrontEnd {
         let ocall = call.ocall;
         match m {
             // ACK for a 2xx: end to end, no transaction.
-            SipMessage::Request(req) if *req.method() == SipMethod::Ack => {
+            SipMessage::Request(mut req) if *req.method() == SipMethod::Ack => {
+                self.media.request(now, Origin::Phone, &mut req);
                 ov.send_in_dialog(now, ocall, req.to_bytes());
             }
             // A 2xx retransmitted by the called UA after its client transaction ended.
@@ -568,6 +586,7 @@ impl FrontEnd {
                 if call.invite_client.is_some() && resp.code() / 100 == 2 =>
             {
                 resp.pop_via();
+                self.media.response(now, Origin::Phone, &mut resp);
                 ov.send_in_dialog(now, ocall, resp.to_bytes());
             }
             _ => {}
@@ -595,6 +614,7 @@ impl FrontEnd {
         let code = resp.code();
         let method = resp.cseq().map(|c| c.1);
         resp.pop_via();
+        self.media.response(now, Origin::Phone, &mut resp);
         ov.send_in_dialog(now, ocall, resp.to_bytes());
         if code >= 200 {
             self.client_of.remove(&key);
@@ -632,6 +652,7 @@ impl FrontEnd {
     }
 
     fn end_call(&mut self, call_id: &str) {
+        self.media.end(call_id);
         if let Some(c) = self.calls.remove(call_id) {
             self.call_expiry.remove(&call_id.to_owned());
             self.by_ocall.remove(&c.ocall);
@@ -742,6 +763,7 @@ impl FrontEnd {
             return;
         };
         let _ = fwd.push_header_front("Record-Route", &self.record_route(ua.transport));
+        self.media.request(now, Origin::Phone, &mut fwd);
         self.stats.calls_out += 1;
         let ocall = ov.send_call(now, reg.record.node, fwd.to_bytes());
         self.track_call(
@@ -817,6 +839,7 @@ impl FrontEnd {
         {
             return Err((500, "Server Internal Error"));
         }
+        self.media.request(now, Origin::FarEnd, &mut fwd);
         let Some(key) = self.tx.send_request(now, ua, fwd.clone()) else {
             return Err((500, "Server Internal Error"));
         };
@@ -853,10 +876,11 @@ impl FrontEnd {
         self.call_expiry
             .set(call_id.clone(), now + self.cfg.call_idle);
         match m {
-            SipMessage::Response(resp) => {
+            SipMessage::Response(mut resp) => {
                 let Some((cseq, method)) = resp.cseq() else {
                     return;
                 };
+                self.media.response(now, Origin::FarEnd, &mut resp);
                 let code = resp.code();
                 // A response to an in-dialog request from our UA (re-INVITE included)...
                 if let Some(pos) = call
@@ -889,6 +913,7 @@ impl FrontEnd {
                 let ua = call.ua;
                 // The Route set named the two front-ends; it ends here.
                 req.remove_header("Route");
+                self.media.request(now, Origin::FarEnd, &mut req);
                 match req.method().clone() {
                     SipMethod::Ack => {
                         let via = self.via(ua.transport);

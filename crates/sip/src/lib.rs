@@ -12,6 +12,7 @@ mod deadlines;
 pub mod digest;
 pub mod frontend;
 pub mod loopback;
+pub mod media;
 pub mod msg;
 pub mod overlay_api;
 pub mod own_ua;

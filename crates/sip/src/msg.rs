@@ -249,6 +249,13 @@ impl SipRequest {
         header_str(&self.0.headers, &header_name(name))
     }
 
+    /// Set the body and its Content-Length and Content-Type (a proxy rewriting SDP).
+    pub fn set_body(&mut self, content_type: &str, body: Vec<u8>) -> Result<(), MsgError> {
+        set_body_headers(&mut self.0.headers, content_type, body.len())?;
+        self.0.set_body(Bytes::from(body));
+        Ok(())
+    }
+
     /// Check what every request we act on must carry (RFC 3261 §8.1.1): Call-ID, CSeq
     /// matching the method, From, To, Via. A failure is answered with 400.
     pub fn validate(&self) -> Result<(), MsgError> {
@@ -392,19 +399,14 @@ impl SipResponse {
 
     /// Set the body and its Content-Length and Content-Type.
     pub fn set_body(&mut self, content_type: &str, body: Vec<u8>) -> Result<(), MsgError> {
-        let h = &mut self.0.headers;
-        h.remove_all(&HeaderName::ContentLength);
-        h.remove_all(&HeaderName::ContentType);
-        h.push(sipx_sip::Header::build(
-            HeaderName::ContentType,
-            content_type.to_string(),
-        )?);
-        h.push(sipx_sip::Header::build(
-            HeaderName::ContentLength,
-            body.len().to_string(),
-        )?);
+        set_body_headers(&mut self.0.headers, content_type, body.len())?;
         self.0.set_body(Bytes::from(body));
         Ok(())
+    }
+
+    /// A header's raw value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_str(&self.0.headers, &header_name(name))
     }
 
     /// Add a header at the end.
@@ -449,6 +451,25 @@ impl SipResponse {
         self.0.write_to(&mut out);
         out
     }
+}
+
+/// Replace Content-Type and Content-Length for a body of `len` bytes.
+fn set_body_headers(
+    h: &mut sipx_sip::Headers,
+    content_type: &str,
+    len: usize,
+) -> Result<(), MsgError> {
+    h.remove_all(&HeaderName::ContentLength);
+    h.remove_all(&HeaderName::ContentType);
+    h.push(sipx_sip::Header::build(
+        HeaderName::ContentType,
+        content_type.to_string(),
+    )?);
+    h.push(sipx_sip::Header::build(
+        HeaderName::ContentLength,
+        len.to_string(),
+    )?);
+    Ok(())
 }
 
 impl fmt::Display for SipRequest {

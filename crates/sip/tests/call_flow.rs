@@ -1,14 +1,17 @@
 //! Two front-ends and two UAs, all sans-IO on a virtual clock, joined by the in-process
 //! overlay: REGISTER, the full call (INVITE/180/200/ACK/BYE) with SDP passed unchanged,
-//! 404 for unknown AoRs, unregister, the owner rule, UDP loss survived by retransmission.
+//! 404 for unknown AoRs, unregister, the owner rule, UDP loss survived by retransmission;
+//! with media anchoring, the SDP each phone sees names its own peer's relay, and RTP crosses
+//! both relays.
 #![allow(clippy::unwrap_used)]
 
 use overlay::secure::{Ed25519Registry, Ed25519Signer};
 use overlay::{NodeId, Time};
+use sip::media::{MediaAnchor, MediaError, MediaRelay, Origin, RelayConfig};
 use sip::ua::UaEvent;
 use sip::{FrontEnd, FrontEndConfig, LoopbackNet, LoopbackOverlay, Peer, SipTransmit, Transport};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use testkit::sip::{FrontEnds, SipWorld};
 
 const DOMAIN: &str = "p2psip.test";
@@ -84,6 +87,31 @@ fn addr(s: &str) -> SocketAddr {
 
 /// `peers` front-ends; alice's phone on the first, bob's on the second (or the first).
 fn world(peers: usize, transport: Transport) -> World {
+    world_with(peers, transport, &[])
+}
+
+/// A relay the test reads while its front-end anchors media with it.
+#[derive(Clone)]
+struct SharedRelay(Arc<Mutex<MediaRelay>>);
+
+impl MediaAnchor for SharedRelay {
+    fn rewrite(
+        &mut self,
+        now: Time,
+        call_id: &str,
+        origin: Origin,
+        sdp: &[u8],
+    ) -> Result<Vec<u8>, MediaError> {
+        self.0.lock().unwrap().rewrite(now, call_id, origin, sdp)
+    }
+
+    fn end_call(&mut self, call_id: &str) {
+        self.0.lock().unwrap().end_call(call_id)
+    }
+}
+
+/// [`world`], front-end i anchoring media with `relays[i]` when given.
+fn world_with(peers: usize, transport: Transport, relays: &[SharedRelay]) -> World {
     let mut keys = Ed25519Registry::default();
     let mut signers = Vec::new();
     for i in 0..peers {
@@ -99,8 +127,12 @@ fn world(peers: usize, transport: Transport) -> World {
         let mut cfg = FrontEndConfig::new(DOMAIN, a);
         cfg.unix_offset_ms = 1_700_000_000_000;
         let id = NodeId(100 + i as u128);
+        let mut fe = FrontEnd::new(cfg, id, Box::new(s), keys.clone());
+        if let Some(r) = relays.get(i) {
+            fe = fe.with_media(Box::new(r.clone()));
+        }
         nodes.push(Node {
-            fe: FrontEnd::new(cfg, id, Box::new(s), keys.clone()),
+            fe,
             ov: net.join(id),
             addr: a,
         });
@@ -264,4 +296,62 @@ fn caller_cancels_a_ringing_call() {
         assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
         assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
     }
+}
+
+/// A relay for the peer at `lan`, reached from the other peer at `public`, on ports from
+/// `first`.
+fn relay(lan: &str, public: &str, first: u16) -> SharedRelay {
+    let mut cfg = RelayConfig::new(lan.parse().unwrap(), public.parse().unwrap());
+    cfg.first_port = first;
+    cfg.last_port = first + 99;
+    SharedRelay(Arc::new(Mutex::new(MediaRelay::new(cfg))))
+}
+
+#[test]
+fn anchored_call_points_each_phone_at_its_own_peer_and_rtp_crosses_both_relays() {
+    let (a, b) = (
+        relay("127.0.0.1", "198.51.100.1", 40000),
+        relay("127.0.0.2", "198.51.100.2", 50000),
+    );
+    let mut w = world_with(2, Transport::Udp, &[a.clone(), b.clone()]);
+    register_both(&mut w);
+    let call = invite(&mut w, "bob", 1500);
+    // Bob's phone is offered bob's peer (LAN side), alice's phone gets alice's peer.
+    let offered = b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\n";
+    let answered = b"v=0\r\no=bob 2 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    w.phones.expect_answered(0, 1, &call, offered, answered);
+    let now = Time::from_millis(2000);
+    // Alice's RTP: her peer sends it from its public leg to bob's peer's public leg, which
+    // hands it to bob's phone; bob's answer goes back the same way.
+    let mut ra = a.0.lock().unwrap();
+    let mut rb = b.0.lock().unwrap();
+    let out = ra
+        .handle_datagram(now, 40000, addr("127.0.0.1:6000"), 172)
+        .unwrap();
+    assert_eq!(out.to, addr("198.51.100.2:50002"));
+    let from_a = SocketAddr::new("198.51.100.1".parse().unwrap(), out.from_port);
+    let to_bob = rb.handle_datagram(now, 50002, from_a, 172).unwrap();
+    assert_eq!(
+        (to_bob.from_port, to_bob.to),
+        (50000, addr("127.0.0.2:7000"))
+    );
+    let back = rb
+        .handle_datagram(now, 50000, addr("127.0.0.2:7000"), 172)
+        .unwrap();
+    assert_eq!(back.to, from_a);
+    let from_b = SocketAddr::new("198.51.100.2".parse().unwrap(), back.from_port);
+    let to_alice = ra.handle_datagram(now, 40002, from_b, 172).unwrap();
+    assert_eq!(
+        (to_alice.from_port, to_alice.to),
+        (40000, addr("127.0.0.1:6000"))
+    );
+    drop((ra, rb));
+    // Hanging up frees both relays.
+    let (ua, now) = w.ua(0);
+    ua.bye(now, &call).unwrap();
+    w.settle(200);
+    w.phones.expect(0, UaEvent::Ended { call });
+    assert_eq!(a.0.lock().unwrap().streams(), 0);
+    assert_eq!(b.0.lock().unwrap().streams(), 0);
+    assert_eq!(w.front_ends.nodes[0].fe.media_refused(), 0);
 }

@@ -229,6 +229,7 @@ impl Args {
                 domain: a.sip_domain,
                 credentials: a.sip_auth.sip_credentials,
                 digest: a.sip_auth.sip_digest,
+                media: Some(node::MediaConfig::default()),
             }),
             db_sync: ms(a.db_sync_ms),
             dialog_timeout: ms(a.dialog_timeout_ms),

@@ -1,0 +1,475 @@
+//! SDP (RFC 8866) just far enough to anchor media: find each `m=` stream's port and the
+//! connection address it uses, then rewrite those (and `a=rtcp`, RFC 3605) to the relay's
+//! address and ports. Every other line goes out byte for byte as it came in (codecs,
+//! `a=crypto` keys of SDES-SRTP, DTLS fingerprints, bandwidth, direction), which is why this
+//! is a line rewriter and not a parse-and-reserialize of the whole description: a full SDP
+//! model would normalize what it does not need to touch. ICE lines are dropped from an
+//! anchored description, because its candidates name addresses the relay replaces; a phone
+//! that does ICE then falls back to plain RTP towards the relay (RFC 8445 §5.4).
+//!
+//! Bounded: at most [`MAX_SDP_BYTES`] of text, [`MAX_LINES`] lines, [`MAX_STREAMS`] streams.
+
+use std::net::IpAddr;
+use thiserror::Error;
+
+/// Longest SDP body anchored (bigger ones are refused).
+pub const MAX_SDP_BYTES: usize = 16 * 1024;
+/// Most lines in an SDP body.
+pub const MAX_LINES: usize = 512;
+/// Most `m=` streams in an SDP body.
+pub const MAX_STREAMS: usize = 16;
+
+/// Why an SDP body could not be anchored.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SdpError {
+    /// Longer than [`MAX_SDP_BYTES`].
+    #[error("SDP body of {0} bytes is too large")]
+    TooLarge(usize),
+    /// More than [`MAX_LINES`] lines.
+    #[error("SDP body has too many lines")]
+    TooManyLines,
+    /// More than [`MAX_STREAMS`] `m=` lines.
+    #[error("SDP body has too many media streams")]
+    TooManyStreams,
+    /// Not UTF-8 text.
+    #[error("SDP body is not text")]
+    NotText,
+    /// The first line is not `v=0`.
+    #[error("SDP body does not start with v=0")]
+    NoVersion,
+    /// A line that is not `<letter>=<value>` (1-based line number).
+    #[error("SDP line {0} is malformed")]
+    BadLine(usize),
+    /// A `c=` line that is not `IN IP4|IP6 <address>` with a literal address.
+    #[error("SDP line {0}: unsupported connection address")]
+    BadConnection(usize),
+    /// An `m=` line without a media, port and protocol, or with a port count.
+    #[error("SDP line {0}: unsupported media line")]
+    BadMedia(usize),
+    /// An `a=rtcp:` line without a port.
+    #[error("SDP line {0}: malformed a=rtcp")]
+    BadRtcp(usize),
+    /// A stream with a port and no connection address, neither its own nor the session's.
+    #[error("SDP stream {0} has no connection address")]
+    NoConnection(usize),
+}
+
+/// One `m=` stream as its sender described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stream {
+    /// The media type (`audio`, `video`, ...).
+    pub media: String,
+    /// The RTP port; 0: the stream is disabled.
+    pub port: u16,
+    /// The connection address in force for the stream (its own `c=`, else the session's).
+    pub addr: IpAddr,
+    /// The RTCP port from `a=rtcp`, when given (else RTP port + 1, or the RTP port with
+    /// `a=rtcp-mux`).
+    pub rtcp_port: Option<u16>,
+}
+
+impl Stream {
+    /// Whether media flows on this stream: a port, and an address that is not the
+    /// "held" `0.0.0.0` / `::` of RFC 2543 style hold.
+    pub fn is_active(&self) -> bool {
+        self.port != 0 && !self.addr.is_unspecified()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `c=` at session level.
+    SessionConnection,
+    /// `c=` of stream n.
+    MediaConnection(usize),
+    /// `m=` of stream n.
+    Media(usize),
+    /// `a=rtcp:` of stream n.
+    Rtcp(usize),
+    /// An ICE attribute (dropped when anchoring).
+    Ice,
+    /// Anything else (kept as is).
+    Other,
+}
+
+struct Line<'a> {
+    /// The line without its ending.
+    text: &'a str,
+    /// Its ending as it came (`\r\n`, `\n` or nothing for the last line).
+    ending: &'a str,
+    kind: Kind,
+}
+
+/// A parsed SDP body, borrowing the text it came from.
+pub struct Sdp<'a> {
+    lines: Vec<Line<'a>>,
+    streams: Vec<Stream>,
+    /// Whether stream n has its own `c=` line.
+    own_connection: Vec<bool>,
+}
+
+const ICE_ATTRIBUTES: [&str; 7] = [
+    "candidate",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "ice-lite",
+    "end-of-candidates",
+    "remote-candidates",
+];
+
+fn parse_connection(value: &str, line: usize) -> Result<IpAddr, SdpError> {
+    let mut it = value.split_ascii_whitespace();
+    let (Some("IN"), Some(family), Some(addr), None) = (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(SdpError::BadConnection(line));
+    };
+    // Multicast TTL and count (`/127/3`) are not for phones: refuse them.
+    let ip: IpAddr = addr.parse().map_err(|_| SdpError::BadConnection(line))?;
+    match (family, ip) {
+        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Ok(ip),
+        _ => Err(SdpError::BadConnection(line)),
+    }
+}
+
+/// `<media> <port> <proto> <fmt>...`: the media type and port.
+fn parse_media(value: &str, line: usize) -> Result<(String, u16), SdpError> {
+    let mut it = value.split_ascii_whitespace();
+    let (Some(media), Some(port), Some(_proto)) = (it.next(), it.next(), it.next()) else {
+        return Err(SdpError::BadMedia(line));
+    };
+    let port: u16 = port.parse().map_err(|_| SdpError::BadMedia(line))?;
+    Ok((media.to_owned(), port))
+}
+
+impl<'a> Sdp<'a> {
+    /// Parse `body`, within the module's bounds.
+    pub fn parse(body: &'a [u8]) -> Result<Self, SdpError> {
+        if body.len() > MAX_SDP_BYTES {
+            return Err(SdpError::TooLarge(body.len()));
+        }
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::NotText)?;
+        let mut lines = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            if lines.len() >= MAX_LINES {
+                return Err(SdpError::TooManyLines);
+            }
+            let (full, after) = match rest.find('\n') {
+                Some(i) => (&rest[..=i], &rest[i + 1..]),
+                None => (rest, ""),
+            };
+            rest = after;
+            let body_len = full.trim_end_matches(['\r', '\n']).len();
+            let (text, ending) = full.split_at(body_len);
+            lines.push(Line {
+                text,
+                ending,
+                kind: Kind::Other,
+            });
+        }
+        if lines.first().map(|l| l.text) != Some("v=0") {
+            return Err(SdpError::NoVersion);
+        }
+        let mut session_addr = None;
+        let mut streams: Vec<(String, u16, Option<IpAddr>, Option<u16>)> = Vec::new();
+        for (n, l) in lines.iter_mut().enumerate() {
+            let number = n + 1;
+            if l.text.is_empty() {
+                // A stray empty line (often a trailing one) carries nothing.
+                continue;
+            }
+            let b = l.text.as_bytes();
+            if b.len() < 2 || b[1] != b'=' || !b[0].is_ascii_lowercase() {
+                return Err(SdpError::BadLine(number));
+            }
+            let value = &l.text[2..];
+            let current = streams.len().checked_sub(1);
+            match (b[0], current) {
+                (b'c', None) => {
+                    session_addr = Some(parse_connection(value, number)?);
+                    l.kind = Kind::SessionConnection;
+                }
+                (b'c', Some(s)) => {
+                    streams[s].2 = Some(parse_connection(value, number)?);
+                    l.kind = Kind::MediaConnection(s);
+                }
+                (b'm', _) => {
+                    if streams.len() >= MAX_STREAMS {
+                        return Err(SdpError::TooManyStreams);
+                    }
+                    let (media, port) = parse_media(value, number)?;
+                    streams.push((media, port, None, None));
+                    l.kind = Kind::Media(streams.len() - 1);
+                }
+                (b'a', _) => {
+                    let name = value.split(':').next().unwrap_or_default();
+                    if ICE_ATTRIBUTES.contains(&name) {
+                        l.kind = Kind::Ice;
+                    } else if let (Some(s), Some(v)) = (current, value.strip_prefix("rtcp:")) {
+                        let port = v
+                            .split_ascii_whitespace()
+                            .next()
+                            .and_then(|p| p.parse::<u16>().ok())
+                            .ok_or(SdpError::BadRtcp(number))?;
+                        streams[s].3 = Some(port);
+                        l.kind = Kind::Rtcp(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let own_connection = streams.iter().map(|s| s.2.is_some()).collect();
+        let streams = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, (media, port, addr, rtcp_port))| {
+                let addr = match addr.or(session_addr) {
+                    Some(a) => a,
+                    None if port == 0 => IpAddr::from([0, 0, 0, 0]),
+                    None => return Err(SdpError::NoConnection(i)),
+                };
+                Ok(Stream {
+                    media,
+                    port,
+                    addr,
+                    rtcp_port,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Sdp {
+            lines,
+            streams,
+            own_connection,
+        })
+    }
+
+    /// The streams, in `m=` order.
+    pub fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    /// The body with stream n's RTP at `addr`:`ports[n]` (RTCP at the next port) where
+    /// `ports[n]` is given; streams without a port in `ports` keep theirs. A session-level
+    /// `c=` is rewritten when a stream that relies on it is; ICE attributes are dropped when
+    /// any stream is. Every other line is kept byte for byte.
+    pub fn rewrite(&self, addr: IpAddr, ports: &[Option<u16>]) -> Vec<u8> {
+        let port_of = |s: usize| ports.get(s).copied().flatten();
+        let anchored = (0..self.streams.len()).any(|s| port_of(s).is_some());
+        let session_anchored =
+            (0..self.streams.len()).any(|s| !self.own_connection[s] && port_of(s).is_some());
+        let family = if addr.is_ipv4() { "IP4" } else { "IP6" };
+        let mut out = Vec::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
+        for l in &self.lines {
+            let replaced = match l.kind {
+                Kind::SessionConnection if session_anchored => {
+                    Some(format!("c=IN {family} {addr}"))
+                }
+                Kind::MediaConnection(s) if port_of(s).is_some() => {
+                    Some(format!("c=IN {family} {addr}"))
+                }
+                Kind::Media(s) => port_of(s).map(|p| {
+                    // `m=<media> <port> <rest>`: only the port changes.
+                    let value = &l.text[2..];
+                    let mut parts = value.splitn(3, ' ');
+                    let media = parts.next().unwrap_or_default();
+                    let _old = parts.next();
+                    let rest = parts.next().unwrap_or_default();
+                    format!("m={media} {p} {rest}")
+                }),
+                Kind::Rtcp(s) => port_of(s).map(|p| {
+                    let has_addr = l.text.split_ascii_whitespace().count() > 1;
+                    let rtcp = p.wrapping_add(1);
+                    if has_addr {
+                        format!("a=rtcp:{rtcp} IN {family} {addr}")
+                    } else {
+                        format!("a=rtcp:{rtcp}")
+                    }
+                }),
+                Kind::Ice if anchored => {
+                    continue;
+                }
+                _ => None,
+            };
+            match replaced {
+                Some(text) => out.extend_from_slice(text.as_bytes()),
+                None => out.extend_from_slice(l.text.as_bytes()),
+            }
+            out.extend_from_slice(l.ending.as_bytes());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\n\
+        o=alice 2890844526 2890844526 IN IP4 10.200.0.2\r\n\
+        s=-\r\n\
+        c=IN IP4 10.200.0.2\r\n\
+        t=0 0\r\n\
+        m=audio 49170 RTP/SAVP 0 8 101\r\n\
+        a=rtpmap:0 PCMU/8000\r\n\
+        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n\
+        a=candidate:1 1 UDP 2130706431 10.200.0.2 49170 typ host\r\n\
+        a=ice-ufrag:abcd\r\n\
+        a=sendrecv\r\n\
+        m=video 51372 UDP/TLS/RTP/SAVPF 96\r\n\
+        c=IN IP4 10.200.0.3\r\n\
+        a=rtcp:53020 IN IP4 10.200.0.3\r\n\
+        a=fingerprint:sha-256 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\r\n\
+        m=audio 0 RTP/AVP 0\r\n";
+
+    #[test]
+    fn streams_take_their_own_or_the_session_connection() {
+        let sdp = Sdp::parse(OFFER.as_bytes()).unwrap();
+        let s = sdp.streams();
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].port, s[0].addr),
+            (49170, "10.200.0.2".parse().unwrap())
+        );
+        assert_eq!(s[0].rtcp_port, None);
+        assert_eq!(
+            (s[1].port, s[1].addr),
+            (51372, "10.200.0.3".parse().unwrap())
+        );
+        assert_eq!(s[1].rtcp_port, Some(53020));
+        assert_eq!(s[2].port, 0);
+        assert!(!s[2].is_active());
+    }
+
+    #[test]
+    fn rewrite_moves_addresses_and_ports_and_keeps_keys_and_codecs() {
+        let sdp = Sdp::parse(OFFER.as_bytes()).unwrap();
+        let out = sdp.rewrite(
+            "203.0.113.7".parse().unwrap(),
+            &[Some(20000), Some(20004), None],
+        );
+        let out = String::from_utf8(out).unwrap();
+        let want = "v=0\r\n\
+            o=alice 2890844526 2890844526 IN IP4 10.200.0.2\r\n\
+            s=-\r\n\
+            c=IN IP4 203.0.113.7\r\n\
+            t=0 0\r\n\
+            m=audio 20000 RTP/SAVP 0 8 101\r\n\
+            a=rtpmap:0 PCMU/8000\r\n\
+            a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n\
+            a=sendrecv\r\n\
+            m=video 20004 UDP/TLS/RTP/SAVPF 96\r\n\
+            c=IN IP4 203.0.113.7\r\n\
+            a=rtcp:20005 IN IP4 203.0.113.7\r\n\
+            a=fingerprint:sha-256 4A:AD:B9:B1:3F:82:18:3B:54:02:12:DF:3E:5D:49:6B:19:E5:7C:AB\r\n\
+            m=audio 0 RTP/AVP 0\r\n";
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn an_untouched_session_connection_stays_and_ipv6_is_named_as_such() {
+        // Only the video stream (own c=) is anchored: the session c= stays.
+        let sdp = Sdp::parse(OFFER.as_bytes()).unwrap();
+        let out = sdp.rewrite("2001:db8::1".parse().unwrap(), &[None, Some(30000)]);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("c=IN IP4 10.200.0.2\r\n"));
+        assert!(out.contains("m=audio 49170 RTP/SAVP"));
+        assert!(out.contains("m=video 30000 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP6 2001:db8::1\r\n"));
+        assert!(out.contains("a=rtcp:30001 IN IP6 2001:db8::1\r\n"));
+    }
+
+    #[test]
+    fn bare_newlines_and_a_missing_last_ending_are_kept() {
+        let body = "v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\nm=audio 4000 RTP/AVP 0\na=rtcp:4001";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        let out = sdp.rewrite("192.0.2.9".parse().unwrap(), &[Some(6000)]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.9\nt=0 0\nm=audio 6000 RTP/AVP 0\na=rtcp:6001"
+        );
+    }
+
+    #[test]
+    fn held_streams_are_not_active() {
+        let body = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert!(!sdp.streams()[0].is_active());
+    }
+
+    #[test]
+    fn malformed_and_oversized_bodies_are_refused() {
+        let cases: &[(&[u8], SdpError)] = &[
+            (b"", SdpError::NoVersion),
+            (b"v=1\r\n", SdpError::NoVersion),
+            (b"v=0\r\nthis is not sdp\r\n", SdpError::BadLine(2)),
+            (
+                b"v=0\r\nc=IN IP4 example.com\r\n",
+                SdpError::BadConnection(2),
+            ),
+            (b"v=0\r\nc=IN IP6 192.0.2.1\r\n", SdpError::BadConnection(2)),
+            (
+                b"v=0\r\nc=IN IP4 224.2.1.1/127\r\n",
+                SdpError::BadConnection(2),
+            ),
+            (
+                b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio\r\n",
+                SdpError::BadMedia(3),
+            ),
+            (
+                b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000/2 RTP/AVP 0\r\n",
+                SdpError::BadMedia(3),
+            ),
+            (
+                b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 70000 RTP/AVP 0\r\n",
+                SdpError::BadMedia(3),
+            ),
+            (
+                b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\na=rtcp:x\r\n",
+                SdpError::BadRtcp(4),
+            ),
+            (
+                b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n",
+                SdpError::NoConnection(0),
+            ),
+            (b"v=0\r\n\xff\r\n", SdpError::NotText),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                Sdp::parse(body).err().as_ref(),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let big = format!("v=0\r\n{}", "a=x\r\n".repeat(MAX_SDP_BYTES / 5 + 1));
+        assert_eq!(
+            Sdp::parse(big.as_bytes()).err(),
+            Some(SdpError::TooLarge(big.len()))
+        );
+        let many = format!("v=0\r\n{}", "a=x\r\n".repeat(MAX_LINES));
+        assert_eq!(
+            Sdp::parse(many.as_bytes()).err(),
+            Some(SdpError::TooManyLines)
+        );
+        let streams = format!(
+            "v=0\r\nc=IN IP4 192.0.2.1\r\n{}",
+            "m=audio 4000 RTP/AVP 0\r\n".repeat(MAX_STREAMS + 1)
+        );
+        assert_eq!(
+            Sdp::parse(streams.as_bytes()).err(),
+            Some(SdpError::TooManyStreams)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever follows `v=0`, parsing returns (no panic), and a rewrite with no ports
+        /// gives the body back byte for byte.
+        #[test]
+        fn any_bytes_parse_without_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let body = [b"v=0\r\n".as_slice(), &tail].concat();
+            if let Ok(sdp) = Sdp::parse(&body) {
+                proptest::prop_assert_eq!(sdp.rewrite("192.0.2.1".parse().unwrap(), &[]), body);
+            }
+        }
+    }
+}

@@ -81,7 +81,19 @@ impl NodeInfo {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     let node = Node::start(config).await?;
     service::output::say(format_args!("{}", node.info().banner()));
-    node.run_until(shutdown).await
+    let info = node.info();
+    service::notify::ready(&format!(
+        "peer {} ({} in layer {}) on {}",
+        info.id,
+        info.role.as_str(),
+        info.layer,
+        info.addr
+    ));
+    let stopping = async {
+        shutdown.await;
+        service::notify::stopping();
+    };
+    node.run_until(stopping).await
 }
 
 /// A running peer. Ask it with [`Node::status`], [`Node::lookup`] and [`Node::call`] (the

@@ -114,3 +114,96 @@ fn the_example_config_in_deploy_is_valid() {
         assert!(out.lines().any(|l| l == section), "{out}");
     }
 }
+
+/// The systemd units in deploy/systemd pass `systemd-analyze verify` (with this build as
+/// /usr/bin/p2psip), and each starts a subcommand the example config has a section for.
+#[test]
+fn the_systemd_units_verify() {
+    let ok = Command::new("systemd-analyze")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        testkit::tool_missing("systemd-analyze", "systemd");
+        return;
+    }
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let example = std::fs::read_to_string(deploy.join("p2psip.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut units = 0;
+    for entry in std::fs::read_dir(deploy.join("systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart=/usr/bin/p2psip "))
+            .unwrap_or_else(|| panic!("{} does not start /usr/bin/p2psip", path.display()));
+        let sub = exec.split_whitespace().next().unwrap();
+        assert!(
+            example.contains(&format!("[{sub}]")),
+            "no [{sub}] in deploy/p2psip.toml"
+        );
+        for needed in [
+            "Type=notify",
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "StateDirectory=",
+        ] {
+            assert!(text.contains(needed), "{} lacks {needed}", path.display());
+        }
+        let local = dir.path().join(path.file_name().unwrap());
+        std::fs::write(&local, text.replace("/usr/bin/p2psip", BIN)).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&local)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        units += 1;
+    }
+    assert_eq!(units, 4, "one unit per service");
+}
+
+/// `Type=notify`: a service tells the manager it is ready once it serves, and that it is
+/// stopping on SIGTERM, then exits.
+#[test]
+fn a_service_notifies_ready_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut server = spawn_cmd(
+        Command::new(BIN)
+            .args(["stun-server", "--listen", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stderr(Stdio::null()),
+        1,
+    );
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).unwrap();
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.contains("STATUS=STUN/TURN on udp 127.0.0.1:"),
+        "{ready:?}"
+    );
+    let pid = i32::try_from(server.child.id()).unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

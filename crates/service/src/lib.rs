@@ -15,6 +15,7 @@
 //! - [`sync`]: locks that survive a panicked holder.
 //! - [`output::say`]: the one writer of operator-facing lines, which survives a closed
 //!   stdout.
+//! - [`notify`]: readiness and stopping for the service manager (systemd `Type=notify`).
 //!
 //! Sans-IO crates (overlay, trust, sim, the sip core) do not depend on this crate: it
 //! brings threads, sockets and clocks.
@@ -23,6 +24,7 @@
 pub mod crypto;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod notify;
 pub mod output;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -7,7 +7,6 @@ use overlay::Contact;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tracing::info;
 
 /// What to do while no CRL could be loaded.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -158,14 +157,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => info!("SIGINT"),
-                _ = term.recv() => info!("SIGTERM"),
-            }
-        };
-        node::run(config, shutdown).await?;
+        node::run(config, super::stop_signal()).await?;
         Ok(())
     })
 }

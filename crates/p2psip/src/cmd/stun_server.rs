@@ -97,9 +97,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             "stun-server listening udp {}",
             server.local_addr()
         ));
+        service::notify::ready(&format!("STUN/TURN on udp {}", server.local_addr()));
         let stats = server
             .run(async {
-                let _ = tokio::signal::ctrl_c().await;
+                super::stop_signal().await;
+                service::notify::stopping();
             })
             .await?;
         eprintln!(

@@ -43,6 +43,7 @@ mod peer;
 mod report;
 mod server;
 mod store;
+mod store_pg;
 mod verify;
 
 pub use api::{

@@ -89,7 +89,7 @@ pub enum PgError {
         reason: String,
     },
     /// The server or the connection failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Db(#[from] postgres::Error),
     /// The database was migrated by a newer build.
     #[error("{name} in PostgreSQL has schema version {found}; this build knows {supported}")]
@@ -101,6 +101,14 @@ pub enum PgError {
         /// Newest version this build writes.
         supported: i64,
     },
+}
+
+/// A client error with the server's own message, which `Display` leaves out.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl PgError {

@@ -298,7 +298,7 @@ impl Session {
     /// The connection, reopened first if the last one broke.
     pub fn client(&mut self) -> Result<&mut Client, PgError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = None;
+            self.reset();
             let c = connect(&self.opts)?;
             tracing::info!(db = %redact(&self.opts.url), "reconnected to PostgreSQL");
             self.client = Some(c);
@@ -314,7 +314,10 @@ impl Session {
 
     /// Forget the connection after a transient error, so the next call reconnects.
     pub fn reset(&mut self) {
-        self.client = None;
+        // Closing blocks on the client's runtime: not on a thread that drives tasks.
+        if let Some(c) = self.client.take() {
+            off_runtime(move || drop(c));
+        }
     }
 
     /// Run `f` on a connection, retrying transient failures (reconnecting, backing off
@@ -338,6 +341,12 @@ impl Session {
                 other => return other,
             }
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reset();
     }
 }
 

@@ -1,0 +1,142 @@
+//! Two E&A instances on one throwaway PostgreSQL cluster, sharing the CA by its files.
+//!
+//! Every single-use token is sent to both instances at the same moment: exactly one of the
+//! two enrolls, Node-IDs (in the paper's crowded 11-bit space, where two instances often
+//! pick the same free ID at once) and certificate serials never repeat, and both instances
+//! publish the same CRL after a revocation. Skipped loudly without PostgreSQL; under
+//! `CI=true` a missing PostgreSQL fails instead.
+#![allow(clippy::unwrap_used)] // a failure is a test failure
+
+use enroll::api::Location;
+use enroll::cert::{self, new_key_and_csr};
+use enroll::client::{ClientError, EnrollClient};
+use enroll::ratelimit::RateLimitConfig;
+use enroll::{Capabilities, DataDir, EnrollRequest, EnrollServer, Role, ServerConfig};
+use service::postgres::PgOptions;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+use testkit::postgres::Cluster;
+
+const TOKENS: usize = 24;
+
+async fn start(dir: &Path, pg: &str) -> (EnrollClient, tokio::sync::oneshot::Sender<()>) {
+    let config = ServerConfig {
+        id_bits: 11,
+        // Every request comes from 127.0.0.1.
+        rate_limit: RateLimitConfig {
+            per_sec: 0.0,
+            ..RateLimitConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = EnrollServer::open_with(dir, Some(PgOptions::new(pg)), config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    (EnrollClient::new(&format!("http://{addr}")).unwrap(), stop)
+}
+
+fn request(token: &str, i: usize) -> EnrollRequest {
+    let (_key, csr) = new_key_and_csr().unwrap();
+    EnrollRequest {
+        token: token.into(),
+        csr,
+        role: None,
+        capabilities: Capabilities::default(),
+        // Everyone in one city: the location-aware scheme aims them at the same IDs.
+        location: Some(Location {
+            lat: 59.91 + (i % 3) as f64 * 0.001,
+            lon: 10.75,
+        }),
+        listen: Some(format!("127.0.0.1:{}", 20_000 + i).parse().unwrap()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_enroll_concurrently_without_reusing_tokens_or_ids() {
+    let Some(pg) =
+        Cluster::start("two_instances_enroll_concurrently_without_reusing_tokens_or_ids")
+    else {
+        return;
+    };
+    service::crypto::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open_with(dir.path(), Some(PgOptions::new(pg.url()))).unwrap();
+    let tokens: Vec<String> = (0..TOKENS)
+        .map(|_| {
+            data.create_token(Role::Peer, None, 1, Duration::from_secs(3600))
+                .unwrap()
+        })
+        .collect();
+    let (a, _stop_a) = start(dir.path(), &pg.url()).await;
+    let (b, _stop_b) = start(dir.path(), &pg.url()).await;
+
+    let mut tasks = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        for (k, client) in [&a, &b].into_iter().enumerate() {
+            let (client, req) = (client.clone(), request(t, 2 * i + k));
+            tasks.push(tokio::spawn(async move { (i, client.enroll(&req).await) }));
+        }
+    }
+    let mut per_token = vec![0usize; TOKENS];
+    let mut ids = BTreeSet::new();
+    let mut serials = BTreeSet::new();
+    for task in tasks {
+        let (i, res) = task.await.unwrap();
+        match res {
+            Ok(resp) => {
+                per_token[i] += 1;
+                assert!(ids.insert(resp.node_id), "{} issued twice", resp.node_id);
+                let der = cert::pem_to_der(&resp.chain, "CERTIFICATE")
+                    .unwrap()
+                    .remove(0);
+                let serial = cert::identity_from_cert(&der).unwrap().serial;
+                assert!(serials.insert(serial), "a serial was issued twice");
+            }
+            Err(ClientError::Refused { status: 401, body }) => {
+                assert_eq!(body.error, "token_used_up", "{}", body.message);
+            }
+            Err(e) => panic!("token {i}: {e}"),
+        }
+    }
+    assert_eq!(
+        per_token,
+        vec![1; TOKENS],
+        "each token enrolls exactly once"
+    );
+    assert_eq!(data.cert_count().unwrap(), TOKENS as i64);
+
+    // A revocation shows in the CRL of both instances: the same list, number and times.
+    let mut data = data;
+    let victim = *ids.first().unwrap();
+    assert_eq!(data.revoke(victim).unwrap(), Some(1));
+    let (crl_a, crl_b) = (a.crl().await.unwrap(), b.crl().await.unwrap());
+    use x509_parser::prelude::FromDer;
+    let parse = |der: &[u8]| {
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(der).unwrap();
+        (
+            crl.tbs_cert_list.as_ref().to_vec(),
+            crl.iter_revoked_certificates().count(),
+        )
+    };
+    let (tbs_a, revoked_a) = parse(&crl_a);
+    let (tbs_b, revoked_b) = parse(&crl_b);
+    assert_eq!((revoked_a, revoked_b), (1, 1));
+    assert_eq!(tbs_a, tbs_b, "the instances publish different CRLs");
+}
+
+#[test]
+fn an_instance_with_another_ca_is_refused() {
+    let Some(pg) = Cluster::start("an_instance_with_another_ca_is_refused") else {
+        return;
+    };
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    DataDir::open_with(one.path(), Some(PgOptions::new(pg.url()))).unwrap();
+    let err = DataDir::open_with(two.path(), Some(PgOptions::new(pg.url()))).unwrap_err();
+    assert!(err.to_string().contains("ca_cert_sha256"), "{err}");
+}

@@ -171,7 +171,7 @@ fn signers(dir: &Path) -> (Vec<Arc<ReportSigner>>, std::path::PathBuf) {
 }
 
 /// Every acknowledged report is stored under its acknowledged id; each subject's evidence
-/// counts are exactly its stored reports. Returns (positive, negative) per subject.
+/// (summed over the instances' shards) counts exactly its stored reports. Returns (positive, negative) per subject.
 fn check_database(url: &str, acked: &Acked) -> BTreeMap<u128, (u64, u64)> {
     let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let stored: BTreeMap<(u128, Vec<u8>), i64> = db
@@ -207,7 +207,11 @@ fn check_database(url: &str, acked: &Acked) -> BTreeMap<u128, (u64, u64)> {
         counts.insert(subject.parse::<u128>().unwrap(), (p as u64, n as u64));
     }
     for r in db
-        .query("SELECT peer, positive, negative FROM evidence", &[])
+        .query(
+            "SELECT peer, sum(positive)::bigint, sum(negative)::bigint FROM evidence
+             GROUP BY peer",
+            &[],
+        )
         .unwrap()
     {
         let peer: String = r.get(0);

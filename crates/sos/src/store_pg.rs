@@ -3,12 +3,16 @@
 //! Same tables and the same rule as the SQLite store: a write is answered only after its
 //! transaction committed. What changes with several writers:
 //!
-//! - **Evidence is read-modify-written under a row lock.** A batch first makes sure every
-//!   subject it touches has an `evidence` row (`INSERT … ON CONFLICT DO NOTHING`, in peer
-//!   order), then locks those rows (`SELECT … ORDER BY peer FOR UPDATE`) and folds its
-//!   reports into what it read. Two instances reporting on one peer therefore queue on
-//!   its row and neither loses the other's evidence; taking locks in one order keeps them
-//!   from deadlocking (PostgreSQL would break a deadlock anyway, and the batch is retried).
+//! - **Evidence is sharded by instance and read-modify-written under a row lock.** Each
+//!   instance claims a shard number at start (a session advisory lock on the first free
+//!   one) and keeps its share of a peer's evidence in the row (peer, shard). A batch makes
+//!   sure its subjects have rows in its shard (`INSERT … ON CONFLICT DO NOTHING`, in peer
+//!   order), locks them (`SELECT … ORDER BY peer FOR UPDATE`) and folds its reports into
+//!   what it read. Instances therefore do not queue on a popular peer's row, and should two
+//!   ever write one shard (a connection lost its advisory lock and another instance took
+//!   the number) the row lock still keeps either from losing the other's evidence. A
+//!   peer's evidence is the sum of its shards aged to the newest one (ageing is linear, so
+//!   the sum is what one writer would have recorded).
 //! - **Replay protection is the database's**: the unique (reporter, nonce) index holds
 //!   for every instance.
 //! - **Retries are idempotent by report ID.** A batch that fails on a lost connection or a
@@ -54,8 +58,10 @@ const MIGRATIONS: Migrations = Migrations {
             peer TEXT PRIMARY KEY, b DOUBLE PRECISION NOT NULL, d DOUBLE PRECISION NOT NULL,
             u DOUBLE PRECISION NOT NULL, a DOUBLE PRECISION NOT NULL, set_ms BIGINT NOT NULL);
          CREATE TABLE evidence(
-            peer TEXT PRIMARY KEY, r DOUBLE PRECISION NOT NULL, s DOUBLE PRECISION NOT NULL,
-            at_ms BIGINT NOT NULL, positive BIGINT NOT NULL, negative BIGINT NOT NULL);
+            peer TEXT NOT NULL, shard INTEGER NOT NULL,
+            r DOUBLE PRECISION NOT NULL, s DOUBLE PRECISION NOT NULL,
+            at_ms BIGINT NOT NULL, positive BIGINT NOT NULL, negative BIGINT NOT NULL,
+            PRIMARY KEY (peer, shard));
          CREATE TABLE reports(
             id BIGSERIAL PRIMARY KEY, reporter TEXT NOT NULL, subject TEXT NOT NULL,
             outcome TEXT NOT NULL, route TEXT NOT NULL, timestamp_ms BIGINT NOT NULL,
@@ -63,6 +69,11 @@ const MIGRATIONS: Migrations = Migrations {
             UNIQUE(reporter, nonce));
          CREATE INDEX reports_received ON reports(received_ms);"],
 };
+
+/// First advisory-lock key of the shard claims (the second is the shard number).
+const SHARD_LOCK: i32 = 0x534f_5353; // "SOSS"
+/// Shard numbers tried at start; past them an instance shares the last one.
+const SHARDS: i32 = 1024;
 
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -82,11 +93,17 @@ pub(crate) fn open(
     StoreError,
 > {
     let mut session = Session::open(opts.clone(), &MIGRATIONS)?;
-    let map = service::postgres::off_runtime(|| load(session.client()?))?;
+    let (map, shard) = service::postgres::off_runtime(|| -> Result<_, StoreError> {
+        let client = session.client()?;
+        let shard = claim_shard(client)?;
+        Ok((load(client, cfg.ageing)?, shard))
+    })?;
+    tracing::info!(shard, "SOS instance writes evidence shard");
     let peer_count = Arc::new(AtomicUsize::new(map.len()));
     let peers = Arc::new(RwLock::new(map));
     let committer = PgCommitter {
         session,
+        shard,
         cfg,
         peers: Arc::clone(&peers),
         peer_count: Arc::clone(&peer_count),
@@ -94,26 +111,73 @@ pub(crate) fn open(
     };
     let writer = Writer::spawn("sos-writer", committer, writer_config(&cfg))
         .map_err(|e| StoreError::Thread(e.to_string()))?;
-    let reloader = Reloader::spawn(opts, cfg.refresh, Arc::clone(&peers), peer_count)?;
+    let reloader = Reloader::spawn(opts, cfg, Arc::clone(&peers), peer_count)?;
     Ok((peers, Arc::new(writer), Arc::new(reloader)))
 }
 
-/// Both tables, as the in-memory map.
-fn load(client: &mut Client) -> Result<PeerMap, StoreError> {
-    let mut map = PeerMap::new();
-    for row in client.query(
-        "SELECT peer, r, s, at_ms, positive, negative FROM evidence",
-        &[],
-    )? {
-        let (peer, rec) = evidence_row(
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
+/// The first shard number no other live instance holds (held for this connection).
+fn claim_shard(client: &mut Client) -> Result<i32, StoreError> {
+    for shard in 0..SHARDS {
+        let row = client.query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&SHARD_LOCK, &shard],
         )?;
-        map.insert(peer, rec);
+        if row.get::<_, bool>(0) {
+            return Ok(shard);
+        }
+    }
+    Ok(SHARDS - 1)
+}
+
+/// Peers' evidence split over shards, summed: each part aged to the newest part's time.
+fn combine(parts: &[PeerRecord], ageing: trust::Ageing) -> Result<PeerRecord, StoreError> {
+    let at = parts.iter().map(|p| p.evidence.at_ms()).max().unwrap_or(0);
+    let (mut r, mut s, mut positive, mut negative) = (0.0, 0.0, 0, 0);
+    for p in parts {
+        let (pr, ps) = p.evidence.aged(at, ageing);
+        r += pr;
+        s += ps;
+        positive += p.positive;
+        negative += p.negative;
+    }
+    Ok(PeerRecord {
+        evidence: trust::Evidence::from_parts(r, s, at)
+            .map_err(|e| crate::store::corrupt("evidence", e))?,
+        positive,
+        negative,
+        admin: None,
+    })
+}
+
+/// Evidence rows as (peer, shard record).
+fn evidence_rows(rows: Vec<postgres::Row>) -> Result<Vec<(PeerId, PeerRecord)>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            evidence_row(
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+            )
+        })
+        .collect()
+}
+
+/// Both tables, as the in-memory map (shards summed per peer).
+fn load(client: &mut Client, ageing: trust::Ageing) -> Result<PeerMap, StoreError> {
+    let rows = client.query(
+        "SELECT peer, r, s, at_ms, positive, negative FROM evidence ORDER BY peer",
+        &[],
+    )?;
+    let mut parts: BTreeMap<PeerId, Vec<PeerRecord>> = BTreeMap::new();
+    for (peer, rec) in evidence_rows(rows)? {
+        parts.entry(peer).or_default().push(rec);
+    }
+    let mut map = PeerMap::new();
+    for (peer, parts) in parts {
+        map.insert(peer, combine(&parts, ageing)?);
     }
     for row in client.query("SELECT peer, b, d, u, a FROM admin_opinions", &[])? {
         let (peer, op) = admin_row(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))?;
@@ -138,12 +202,13 @@ pub(crate) struct Reloader {
 impl Reloader {
     fn spawn(
         opts: PgOptions,
-        every: Duration,
+        cfg: StoreConfig,
         peers: Arc<RwLock<PeerMap>>,
         peer_count: Arc<AtomicUsize>,
     ) -> Result<Self, StoreError> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = Arc::clone(&stop);
+        let every = cfg.refresh;
         let thread = std::thread::Builder::new()
             .name("sos-reloader".into())
             .spawn(move || {
@@ -166,7 +231,7 @@ impl Reloader {
                             None => session.insert(Session::open(opts.clone(), &MIGRATIONS)?),
                         };
                         let client = s.client()?;
-                        let map = load(client);
+                        let map = load(client, cfg.ageing);
                         if map.is_err() {
                             s.reset();
                         }
@@ -227,6 +292,8 @@ fn merge(map: &mut PeerMap, fresh: PeerMap) {
 /// The writer thread's state: a reconnecting session and the map it updates.
 pub(crate) struct PgCommitter {
     session: Session,
+    /// The evidence shard this instance writes.
+    shard: i32,
     cfg: StoreConfig,
     peers: Arc<RwLock<PeerMap>>,
     peer_count: Arc<AtomicUsize>,
@@ -332,10 +399,10 @@ impl Apply for PgCommitter {
         let outcome = loop {
             let known = self.peer_count.load(Ordering::Relaxed);
             let res = {
-                let cfg = self.cfg;
+                let (cfg, shard) = (self.cfg, self.shard);
                 let peers = &self.peers;
                 match self.session.client() {
-                    Ok(c) => commit_batch(c, &ops, retry, cfg, peers, known),
+                    Ok(c) => commit_batch(c, &ops, retry, (cfg, shard), peers, known),
                     Err(e) => Err(StoreError::Postgres(e)),
                 }
             };
@@ -401,7 +468,7 @@ fn commit_batch(
     client: &mut Client,
     ops: &[Op],
     retry: bool,
-    cfg: StoreConfig,
+    (cfg, shard): (StoreConfig, i32),
     peers: &RwLock<PeerMap>,
     known: usize,
 ) -> Result<Committed, StoreError> {
@@ -433,32 +500,35 @@ fn commit_batch(
     let keys: Vec<String> = allowed.iter().map(ToString::to_string).collect();
     let mut tx = client.transaction()?;
     tx.execute(
-        "INSERT INTO evidence(peer, r, s, at_ms, positive, negative)
-         SELECT p, 0, 0, 0, 0, 0 FROM unnest($1::text[]) AS p ORDER BY p
-         ON CONFLICT (peer) DO NOTHING",
-        &[&keys],
+        "INSERT INTO evidence(peer, shard, r, s, at_ms, positive, negative)
+         SELECT p, $2, 0, 0, 0, 0, 0 FROM unnest($1::text[]) AS p ORDER BY p
+         ON CONFLICT (peer, shard) DO NOTHING",
+        &[&keys, &shard],
     )?;
-    let mut staged: PeerMap = BTreeMap::new();
+    // This instance's shard rows, locked: what the batch adds to.
+    let mine = tx.query(
+        "SELECT peer, r, s, at_ms, positive, negative FROM evidence
+         WHERE peer = ANY($1) AND shard = $2 ORDER BY peer FOR UPDATE",
+        &[&keys, &shard],
+    )?;
+    let mut staged: PeerMap = evidence_rows(mine)?.into_iter().collect();
+    // The other shards, read as committed now: what the answers and the map add them to.
+    let theirs = tx.query(
+        "SELECT peer, r, s, at_ms, positive, negative FROM evidence
+         WHERE peer = ANY($1) AND shard <> $2",
+        &[&keys, &shard],
+    )?;
+    let mut others: BTreeMap<PeerId, Vec<PeerRecord>> = BTreeMap::new();
+    for (peer, rec) in evidence_rows(theirs)? {
+        others.entry(peer).or_default().push(rec);
+    }
+    let mut admins: BTreeMap<PeerId, Opinion> = BTreeMap::new();
     for row in tx.query(
-        "SELECT e.peer, e.r, e.s, e.at_ms, e.positive, e.negative, a.b, a.d, a.u, a.a
-         FROM evidence e LEFT JOIN admin_opinions a ON a.peer = e.peer
-         WHERE e.peer = ANY($1) ORDER BY e.peer FOR UPDATE OF e",
+        "SELECT peer, b, d, u, a FROM admin_opinions WHERE peer = ANY($1)",
         &[&keys],
     )? {
-        let (peer, mut rec) = evidence_row(
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-        )?;
-        let admin: Option<f64> = row.get(6);
-        if admin.is_some() {
-            let (_, op) = admin_row(row.get(0), row.get(6), row.get(7), row.get(8), row.get(9))?;
-            rec.admin = Some(op);
-        }
-        staged.insert(peer, rec);
+        let (peer, op) = admin_row(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))?;
+        admins.insert(peer, op);
     }
     let mut answers = Vec::with_capacity(ops.len());
     let mut dirty = BTreeSet::new();
@@ -476,7 +546,7 @@ fn commit_batch(
                     *received_ms,
                     retry,
                     cfg,
-                    &mut staged,
+                    (&mut staged, &others),
                     &mut dirty,
                 )?));
             }
@@ -485,10 +555,10 @@ fn commit_batch(
                 opinion,
                 now_ms,
             } => {
-                let Some(rec) = staged.get_mut(peer) else {
+                if !staged.contains_key(peer) {
                     answers.push(Answer::Put(Err(WriteError::TooManyPeers)));
                     continue;
-                };
+                }
                 tx.execute(
                     "INSERT INTO admin_opinions(peer, b, d, u, a, set_ms)
                      VALUES ($1,$2,$3,$4,$5,$6)
@@ -503,7 +573,7 @@ fn commit_batch(
                         &i64_of(*now_ms),
                     ],
                 )?;
-                rec.admin = Some(*opinion);
+                admins.insert(*peer, *opinion);
                 answers.push(Answer::Put(Ok(())));
             }
             Op::DeleteAdmin { peer } => {
@@ -511,9 +581,7 @@ fn commit_batch(
                     "DELETE FROM admin_opinions WHERE peer = $1",
                     &[&peer.to_string()],
                 )?;
-                if let Some(rec) = staged.get_mut(peer) {
-                    rec.admin = None;
-                }
+                admins.remove(peer);
                 answers.push(Answer::Delete(Ok(n > 0)));
             }
         }
@@ -523,9 +591,11 @@ fn commit_batch(
             continue;
         };
         tx.execute(
-            "UPDATE evidence SET r=$2, s=$3, at_ms=$4, positive=$5, negative=$6 WHERE peer=$1",
+            "UPDATE evidence SET r=$3, s=$4, at_ms=$5, positive=$6, negative=$7
+             WHERE peer=$1 AND shard=$2",
             &[
                 &peer.to_string(),
+                &shard,
                 &rec.evidence.r(),
                 &rec.evidence.s(),
                 &i64_of(rec.evidence.at_ms()),
@@ -535,7 +605,16 @@ fn commit_batch(
         )?;
     }
     tx.commit()?;
-    Ok((answers, staged, newest_ms))
+    // What the map shows: every shard, and the admin opinion.
+    let mut whole = PeerMap::new();
+    for (peer, mine) in staged {
+        let mut parts = others.remove(&peer).unwrap_or_default();
+        parts.push(mine);
+        let mut rec = combine(&parts, cfg.ageing)?;
+        rec.admin = admins.get(&peer).copied();
+        whole.insert(peer, rec);
+    }
+    Ok((answers, whole, newest_ms))
 }
 
 /// Insert one report and fold it into its subject's staged evidence.
@@ -545,7 +624,7 @@ fn store_report(
     received_ms: u64,
     retry: bool,
     cfg: StoreConfig,
-    staged: &mut PeerMap,
+    (staged, others): (&mut PeerMap, &BTreeMap<PeerId, Vec<PeerRecord>>),
     dirty: &mut BTreeSet<PeerId>,
 ) -> Result<Result<(i64, ReportCounts), WriteError>, StoreError> {
     let Some(rec) = staged.get_mut(&report.subject) else {
@@ -571,9 +650,14 @@ fn store_report(
             &i64_of(received_ms),
         ],
     )?;
+    // Counts over every shard: this one as it stands now, the others as read.
+    let theirs = others
+        .get(&report.subject)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let counts = |rec: &PeerRecord| ReportCounts {
-        positive: rec.positive,
-        negative: rec.negative,
+        positive: rec.positive + theirs.iter().map(|p| p.positive).sum::<u64>(),
+        negative: rec.negative + theirs.iter().map(|p| p.negative).sum::<u64>(),
     };
     let Some(row) = inserted else {
         if retry {

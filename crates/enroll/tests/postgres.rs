@@ -140,3 +140,55 @@ fn an_instance_with_another_ca_is_refused() {
     let err = DataDir::open_with(two.path(), Some(PgOptions::new(pg.url()))).unwrap_err();
     assert!(err.to_string().contains("ca_cert_sha256"), "{err}");
 }
+
+/// The database connection can be TLS (rustls, ring) with the operator's CA file: a server
+/// that requires TLS from 127.0.0.1 is reached with it, and refuses the plain connection.
+#[test]
+fn the_database_connection_can_be_tls_with_a_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let Some(pg) = Cluster::start("the_database_connection_can_be_tls_with_a_ca_file") else {
+        return;
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let crt = pg
+        .write_private("server.crt", server_cert.pem().as_bytes())
+        .unwrap();
+    let key = pg
+        .write_private("server.key", server_key.serialize_pem().as_bytes())
+        .unwrap();
+    // TLS only: a plain connection from 127.0.0.1 finds no pg_hba line.
+    let hba = pg
+        .write_private(
+            "hba.conf",
+            b"hostssl all all 127.0.0.1/32 trust\nlocal all all trust\n",
+        )
+        .unwrap();
+    pg.restart_with(&format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
+        crt.display(),
+        key.display(),
+        hba.display()
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+
+    let plain = DataDir::open_with(dir.path(), Some(PgOptions::new(pg.url())));
+    assert!(plain.is_err(), "a plain connection was accepted");
+    let mut tls = PgOptions::new(format!("{}?sslmode=require", pg.url()));
+    tls.ca_file = Some(ca_file);
+    let data = DataDir::open_with(dir.path(), Some(tls)).unwrap();
+    data.create_token(Role::Peer, None, 1, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(data.cert_count().unwrap(), 0);
+}

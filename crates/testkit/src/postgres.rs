@@ -21,6 +21,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// Server settings added at every start (`-c name=value …`).
+    extra: std::sync::Mutex<String>,
 }
 
 /// Where `initdb` and `pg_ctl` are, if anywhere.
@@ -80,7 +82,12 @@ impl Cluster {
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
         let port = free_port().ok_or("no free port")?;
-        let c = Cluster { dir, bin, port };
+        let c = Cluster {
+            dir,
+            bin,
+            port,
+            extra: std::sync::Mutex::new(String::new()),
+        };
         if is_root() {
             let out = Command::new("chown")
                 .arg("nobody")
@@ -195,8 +202,9 @@ impl Cluster {
     /// Start (again) on the same port and wait until it accepts connections.
     pub fn start_again(&self) -> Result<(), String> {
         let sock = self.dir.path().display().to_string();
+        let extra = self.extra.lock().map(|e| e.clone()).unwrap_or_default();
         let opts = format!(
-            "-p {} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            "-p {} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200 {extra}",
             self.port
         );
         let log = self.dir.path().join("log").display().to_string();
@@ -216,6 +224,38 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+}
+
+impl Cluster {
+    /// Write `contents` to `name` in the cluster's directory, readable by the server's
+    /// user only (what PostgreSQL demands of a TLS key); returns the path.
+    pub fn write_private(&self, name: &str, contents: &[u8]) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).map_err(|e| format!("{name}: {e}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{name}: {e}"))?;
+        if is_root() {
+            let out = Command::new("chown")
+                .arg("nobody")
+                .arg(&path)
+                .output()
+                .map_err(|e| format!("chown: {e}"))?;
+            check("chown", &out)?;
+        }
+        Ok(path)
+    }
+
+    /// Restart (fast shutdown) with `settings` (`-c name=value …`) added now and at every
+    /// later start.
+    pub fn restart_with(&self, settings: &str) -> Result<(), String> {
+        let out = self.run("pg_ctl", &["-D", &self.data(), "stop", "-m", "fast"])?;
+        check("pg_ctl stop", &out)?;
+        if let Ok(mut e) = self.extra.lock() {
+            *e = settings.to_string();
+        }
+        self.start_again()
     }
 }
 

@@ -117,6 +117,9 @@ struct ServeArgs {
     /// the same CA files, instead of in the data directory.
     #[arg(long)]
     db: Option<String>,
+    /// PEM CA file for TLS to PostgreSQL (rustls); without it the connection is plain TCP.
+    #[arg(long)]
+    db_ca: Option<PathBuf>,
     /// ID width m (128 in production, 11 for the paper's scenario).
     #[arg(long, default_value_t = 128)]
     id_bits: u32,
@@ -346,7 +349,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     service::crypto::install_provider();
     let cfg = config(&a)?;
-    let server = EnrollServer::open_with(&data, postgres(a.db.clone())?, cfg)
+    let pg = postgres(a.db.clone())?.map(|mut pg| {
+        pg.ca_file = a.db_ca.clone();
+        pg
+    });
+    let server = EnrollServer::open_with(&data, pg, cfg)
         .with_context(|| format!("opening data dir {}", data.display()))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

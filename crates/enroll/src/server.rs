@@ -6,6 +6,12 @@
 //! boundaries are pinned in the database at first start; starting again with other values
 //! is refused.
 //!
+//! **Several instances.** With the database on PostgreSQL ([`EnrollServer::open_with`]),
+//! instances that share the CA files share everything else through the database: tokens
+//! are used once whichever instance is asked, a Node-ID raced by two instances is retried
+//! by the loser, and the CRL's contents, number and validity depend only on the database
+//! and the clock's half-validity period, so every instance publishes the same list.
+//!
 //! **Renewal.** `POST /v1/renew` takes the current certificate and a fresh CSR. The
 //! certificate must chain to this CA, be one this server issued and did not revoke, and be
 //! unexpired or expired less than `renew_grace` ago; the CSR must be signed by the same key

@@ -196,7 +196,11 @@ impl Store {
         opts: service::postgres::PgOptions,
         cfg: StoreConfig,
     ) -> Result<Self, StoreError> {
-        let (peers, writer, reloader) = crate::store_pg::open(opts, cfg)?;
+        let crate::store_pg::Opened {
+            peers,
+            writer,
+            reloader,
+        } = crate::store_pg::open(opts, cfg)?;
         Ok(Self {
             peers,
             writer: Backend::Postgres {

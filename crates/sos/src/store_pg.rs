@@ -79,19 +79,15 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// What [`open`] starts: the map readers use, the writer, and the reloader.
+pub(crate) struct Opened {
+    pub(crate) peers: Arc<RwLock<PeerMap>>,
+    pub(crate) writer: Arc<Writer<PgCommitter>>,
+    pub(crate) reloader: Arc<Reloader>,
+}
+
 /// Connect, migrate, load, and start the writer and the reloader.
-#[allow(clippy::type_complexity)]
-pub(crate) fn open(
-    opts: PgOptions,
-    cfg: StoreConfig,
-) -> Result<
-    (
-        Arc<RwLock<PeerMap>>,
-        Arc<Writer<PgCommitter>>,
-        Arc<Reloader>,
-    ),
-    StoreError,
-> {
+pub(crate) fn open(opts: PgOptions, cfg: StoreConfig) -> Result<Opened, StoreError> {
     let mut session = Session::open(opts.clone(), &MIGRATIONS)?;
     let (map, shard) = service::postgres::off_runtime(|| -> Result<_, StoreError> {
         let client = session.client()?;
@@ -112,7 +108,11 @@ pub(crate) fn open(
     let writer = Writer::spawn("sos-writer", committer, writer_config(&cfg))
         .map_err(|e| StoreError::Thread(e.to_string()))?;
     let reloader = Reloader::spawn(opts, cfg, Arc::clone(&peers), peer_count)?;
-    Ok((peers, Arc::new(writer), Arc::new(reloader)))
+    Ok(Opened {
+        peers,
+        writer: Arc::new(writer),
+        reloader: Arc::new(reloader),
+    })
 }
 
 /// The first shard number no other live instance holds (held for this connection).

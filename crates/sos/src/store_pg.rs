@@ -530,6 +530,7 @@ fn commit_batch(
         let (peer, op) = admin_row(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))?;
         admins.insert(peer, op);
     }
+    let mut inserted = insert_reports(&mut tx, ops, &staged)?;
     let mut answers = Vec::with_capacity(ops.len());
     let mut dirty = BTreeSet::new();
     let mut newest_ms = 0;
@@ -540,10 +541,11 @@ fn commit_batch(
                 received_ms,
             } => {
                 newest_ms = newest_ms.max(*received_ms);
-                answers.push(Answer::Report(store_report(
+                let id = inserted.remove(&(report.reporter, report.nonce));
+                answers.push(Answer::Report(fold_report(
                     &mut tx,
                     report,
-                    *received_ms,
+                    id,
                     retry,
                     cfg,
                     (&mut staged, &others),
@@ -617,11 +619,75 @@ fn commit_batch(
     Ok((answers, whole, newest_ms))
 }
 
-/// Insert one report and fold it into its subject's staged evidence.
-fn store_report(
+/// Insert the batch's reports whose subject it may hold, in one statement; the IDs of
+/// those that were new, by (reporter, nonce). A report already stored (or twice in the
+/// batch) is missing from the answer.
+fn insert_reports(
+    tx: &mut postgres::Transaction<'_>,
+    ops: &[Op],
+    staged: &PeerMap,
+) -> Result<BTreeMap<(PeerId, [u8; 16]), i64>, StoreError> {
+    let mut cols: (Vec<String>, Vec<String>, Vec<&str>, Vec<String>) = Default::default();
+    let mut times: (Vec<i64>, Vec<&[u8]>, Vec<i64>) = Default::default();
+    for op in ops {
+        let Op::Report {
+            report,
+            received_ms,
+        } = op
+        else {
+            continue;
+        };
+        if !staged.contains_key(&report.subject) {
+            continue;
+        }
+        cols.0.push(report.reporter.to_string());
+        cols.1.push(report.subject.to_string());
+        cols.2.push(report.outcome.as_str());
+        cols.3.push(
+            report
+                .route
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        times.0.push(i64_of(report.timestamp_ms));
+        times.1.push(&report.nonce[..]);
+        times.2.push(i64_of(*received_ms));
+    }
+    let mut ids = BTreeMap::new();
+    if cols.0.is_empty() {
+        return Ok(ids);
+    }
+    for row in tx.query(
+        "INSERT INTO reports(reporter, subject, outcome, route, timestamp_ms, nonce, received_ms)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                              $6::bytea[], $7::bigint[])
+         ON CONFLICT (reporter, nonce) DO NOTHING RETURNING id, reporter, nonce",
+        &[
+            &cols.0, &cols.1, &cols.2, &cols.3, &times.0, &times.1, &times.2,
+        ],
+    )? {
+        let reporter: String = row.get(1);
+        let nonce: Vec<u8> = row.get(2);
+        let reporter: PeerId = reporter
+            .parse()
+            .map_err(|e| crate::store::corrupt("reports", e))?;
+        let nonce: [u8; 16] = nonce
+            .try_into()
+            .map_err(|_| crate::store::corrupt("reports", "nonce is not 16 bytes"))?;
+        ids.insert((reporter, nonce), row.get(0));
+    }
+    Ok(ids)
+}
+
+/// Answer one report of the batch: fold a newly stored one (`id`) into its subject's
+/// staged evidence; otherwise it is a replay, or, when an earlier attempt of this batch
+/// may have committed, that attempt's report, acknowledged with its stored ID.
+fn fold_report(
     tx: &mut postgres::Transaction<'_>,
     report: &ReportBody,
-    received_ms: u64,
+    id: Option<i64>,
     retry: bool,
     cfg: StoreConfig,
     (staged, others): (&mut PeerMap, &BTreeMap<PeerId, Vec<PeerRecord>>),
@@ -630,26 +696,6 @@ fn store_report(
     let Some(rec) = staged.get_mut(&report.subject) else {
         return Ok(Err(WriteError::TooManyPeers));
     };
-    let reporter = report.reporter.to_string();
-    let route = report
-        .route
-        .iter()
-        .map(|p| p.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let inserted = tx.query_opt(
-        "INSERT INTO reports(reporter, subject, outcome, route, timestamp_ms, nonce, received_ms)
-         VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (reporter, nonce) DO NOTHING RETURNING id",
-        &[
-            &reporter,
-            &report.subject.to_string(),
-            &report.outcome.as_str(),
-            &route,
-            &i64_of(report.timestamp_ms),
-            &&report.nonce[..],
-            &i64_of(received_ms),
-        ],
-    )?;
     // Counts over every shard: this one as it stands now, the others as read.
     let theirs = others
         .get(&report.subject)
@@ -659,15 +705,15 @@ fn store_report(
         positive: rec.positive + theirs.iter().map(|p| p.positive).sum::<u64>(),
         negative: rec.negative + theirs.iter().map(|p| p.negative).sum::<u64>(),
     };
-    let Some(row) = inserted else {
+    let Some(id) = id else {
         if retry {
             // Stored by an attempt whose answer was lost: the same report, acknowledged
             // with its ID; its evidence is already counted.
-            let id = tx.query_opt(
+            let stored = tx.query_opt(
                 "SELECT id FROM reports WHERE reporter = $1 AND nonce = $2",
-                &[&reporter, &&report.nonce[..]],
+                &[&report.reporter.to_string(), &&report.nonce[..]],
             )?;
-            if let Some(row) = id {
+            if let Some(row) = stored {
                 return Ok(Ok((row.get(0), counts(rec))));
             }
         }
@@ -679,7 +725,7 @@ fn store_report(
         cfg.ageing,
     );
     dirty.insert(report.subject);
-    Ok(Ok((row.get(0), counts(rec))))
+    Ok(Ok((id, counts(rec))))
 }
 
 #[cfg(test)]

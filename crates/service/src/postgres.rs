@@ -17,7 +17,7 @@
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the database is and how to reach it.
 #[derive(Clone)]
@@ -317,29 +317,6 @@ impl Session {
         // Closing blocks on the client's runtime: not on a thread that drives tasks.
         if let Some(c) = self.client.take() {
             off_runtime(move || drop(c));
-        }
-    }
-
-    /// Run `f` on a connection, retrying transient failures (reconnecting, backing off
-    /// from 50 ms to 1 s) until `patience` has passed since the first try.
-    pub fn retrying<R>(
-        &mut self,
-        patience: Duration,
-        mut f: impl FnMut(&mut Client) -> Result<R, PgError>,
-    ) -> Result<R, PgError> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let res = self.client().and_then(&mut f);
-            match res {
-                Err(e) if e.is_transient() && started.elapsed() < patience => {
-                    tracing::warn!(error = %e, "PostgreSQL unavailable, retrying");
-                    self.reset();
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                other => return other,
-            }
         }
     }
 }

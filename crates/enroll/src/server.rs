@@ -246,6 +246,29 @@ const CONFLICT: &str = "conflict";
 /// How often an enrollment that lost a race with another instance is run again.
 const CONFLICT_RETRIES: usize = 8;
 
+/// The code of a database that is unreachable or restarting before anything was
+/// committed: the enrollment is run again for up to [`DATABASE_PATIENCE`].
+const UNAVAILABLE: &str = "storage_unavailable";
+
+/// How long an enrollment waits for a lost database before answering 503.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(8);
+
+/// A commit whose outcome is unknown (the connection broke during it) is never run again
+/// by the server: it may have committed, and the token would then be used twice.
+fn commit(tx: crate::store::Tx<'_>) -> Result<(), ApiError> {
+    tx.commit().map_err(|e| {
+        if e.is_unavailable() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                format!("the database went away during the commit: {e}"),
+            )
+        } else {
+            e.into()
+        }
+    })
+}
+
 /// An HTTP error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -302,7 +325,7 @@ impl From<StoreError> for ApiError {
             StoreError::TokenUnknown => (StatusCode::UNAUTHORIZED, "token_unknown"),
             StoreError::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
             StoreError::TokenUsedUp => (StatusCode::UNAUTHORIZED, "token_used_up"),
-            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
             e if e.is_conflict() => (StatusCode::CONFLICT, CONFLICT),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -497,12 +520,20 @@ impl Shared {
         source: IpAddr,
         now: i64,
     ) -> Result<EnrollResponse, ApiError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
         let mut tries = 0;
         loop {
             tries += 1;
             match self.enroll_once(req, source, now) {
                 Err(e) if e.code == CONFLICT && tries < CONFLICT_RETRIES => {
                     tracing::debug!("enrollment raced another instance, running it again");
+                }
+                // Nothing was committed: wait for the database to come back.
+                Err(e) if e.code == UNAVAILABLE && started.elapsed() < DATABASE_PATIENCE => {
+                    tracing::warn!("database unavailable, enrollment waits: {}", e.message);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 other => return other,
             }
@@ -603,7 +634,7 @@ impl Shared {
             now,
         )?;
         let bootstrap = tx.bootstrap(layer, node_id, 8, 2)?;
-        tx.commit()?;
+        commit(tx)?;
         drop(store);
         tracing::info!(%node_id, %layer, %role, %source, "enrolled");
         Ok(self.response(&binding, &der, not_after, bootstrap))
@@ -678,7 +709,7 @@ impl Shared {
             now,
         )?;
         let bootstrap = tx.bootstrap(who.layer, who.node_id, 8, 2)?;
-        tx.commit()?;
+        commit(tx)?;
         drop(store);
         tracing::info!(node_id = %who.node_id, "renewed");
         Ok(self.response(&binding, &der, not_after, bootstrap))

@@ -192,3 +192,92 @@ fn the_database_connection_can_be_tls_with_a_ca_file() {
         .unwrap();
     assert_eq!(data.cert_count().unwrap(), 0);
 }
+
+/// PostgreSQL crashes (`pg_ctl stop -m immediate`) and comes back while two instances
+/// enroll one peer after another: the instances wait for it instead of failing, and every
+/// certificate they returned is in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_enrollment_loses_no_certificate() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some(pg) = Cluster::start("a_postgres_restart_mid_enrollment_loses_no_certificate") else {
+        return;
+    };
+    let pg = Arc::new(pg);
+    service::crypto::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open_with(dir.path(), Some(PgOptions::new(pg.url()))).unwrap();
+    let tokens: Vec<String> = (0..TOKENS * 2)
+        .map(|_| {
+            data.create_token(Role::Peer, None, 1, Duration::from_secs(3600))
+                .unwrap()
+        })
+        .collect();
+    let (a, _stop_a) = start(dir.path(), &pg.url()).await;
+    let (b, _stop_b) = start(dir.path(), &pg.url()).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let enrolling = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut issued = Vec::new();
+            let mut unknown = 0;
+            for (i, t) in tokens.iter().enumerate() {
+                let client = if i % 2 == 0 { &a } else { &b };
+                match client.enroll(&request(t, i)).await {
+                    Ok(resp) => {
+                        let der = cert::pem_to_der(&resp.chain, "CERTIFICATE")
+                            .unwrap()
+                            .remove(0);
+                        issued.push(cert::identity_from_cert(&der).unwrap().serial);
+                    }
+                    // The connection broke during the commit: it may or may not be stored.
+                    Err(ClientError::Refused { status: 503, body })
+                        if body.error == "outcome_unknown" =>
+                    {
+                        unknown += 1;
+                    }
+                    Err(e) => panic!("enrollment {i} failed: {e}"),
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            (issued, unknown)
+        })
+    };
+    while done.load(Ordering::SeqCst) < 8 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let restart = Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || {
+        restart.stop_immediate().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        restart.start_again().unwrap();
+    })
+    .await
+    .unwrap();
+    let (issued, unknown) = enrolling.await.unwrap();
+    eprintln!(
+        "{} certificates issued, {unknown} with an unknown outcome",
+        issued.len()
+    );
+    assert!(unknown <= 2, "{unknown} enrollments lost their outcome");
+    // The blocking client, off the runtime's threads.
+    let url = pg.url();
+    let stored: BTreeSet<String> = tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        db.query("SELECT serial FROM certs", &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect()
+    })
+    .await
+    .unwrap();
+    for serial in &issued {
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            stored.contains(&hex),
+            "certificate {hex} was returned but not stored"
+        );
+    }
+    assert!(stored.len() <= issued.len() + unknown);
+}

@@ -588,22 +588,28 @@ fn commit_batch(
             }
         }
     }
+    // This shard's new evidence for every subject the batch reported on, in one statement.
+    let (mut peers, mut r, mut s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut at, mut pos, mut neg) = (Vec::new(), Vec::new(), Vec::new());
     for peer in &dirty {
         let Some(rec) = staged.get(peer) else {
             continue;
         };
+        peers.push(peer.to_string());
+        r.push(rec.evidence.r());
+        s.push(rec.evidence.s());
+        at.push(i64_of(rec.evidence.at_ms()));
+        pos.push(i64_of(rec.positive));
+        neg.push(i64_of(rec.negative));
+    }
+    if !peers.is_empty() {
         tx.execute(
-            "UPDATE evidence SET r=$3, s=$4, at_ms=$5, positive=$6, negative=$7
-             WHERE peer=$1 AND shard=$2",
-            &[
-                &peer.to_string(),
-                &shard,
-                &rec.evidence.r(),
-                &rec.evidence.s(),
-                &i64_of(rec.evidence.at_ms()),
-                &i64_of(rec.positive),
-                &i64_of(rec.negative),
-            ],
+            "UPDATE evidence e SET r = v.r, s = v.s, at_ms = v.at_ms,
+                    positive = v.positive, negative = v.negative
+             FROM unnest($2::text[], $3::float8[], $4::float8[], $5::bigint[], $6::bigint[],
+                         $7::bigint[]) AS v(peer, r, s, at_ms, positive, negative)
+             WHERE e.peer = v.peer AND e.shard = $1",
+            &[&shard, &peers, &r, &s, &at, &pos, &neg],
         )?;
     }
     tx.commit()?;

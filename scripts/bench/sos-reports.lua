@@ -1,5 +1,7 @@
 -- wrk script: stream pre-signed evidence reports (reports.jsonl from
--- `p2psip sos bench-fixtures`), each with its own nonce. Threads take disjoint lines.
+-- `p2psip sos bench-fixtures`), each with its own nonce. Threads take disjoint lines; with
+-- several wrk processes (one per SOS instance), SOS_BENCH_PART of SOS_BENCH_PARTS picks
+-- this process's disjoint share.
 local counter = 0
 local threads = {}
 
@@ -11,10 +13,12 @@ end
 
 function init(args)
   local n = tonumber(os.getenv("SOS_BENCH_INGEST_THREADS") or "1")
+  local parts = tonumber(os.getenv("SOS_BENCH_PARTS") or "1")
+  local part = tonumber(os.getenv("SOS_BENCH_PART") or "0")
   bodies = {}
   local i = 0
   for line in io.lines(os.getenv("SOS_BENCH_REPORTS")) do
-    if i % n == tid then bodies[#bodies + 1] = line end
+    if i % (n * parts) == part * n + tid then bodies[#bodies + 1] = line end
     i = i + 1
   end
   idx = 0

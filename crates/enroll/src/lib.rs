@@ -14,7 +14,8 @@
 //! Layout: pure logic without I/O — [`layer`], [`hilbert`], [`ids`], [`cert`] (CA,
 //! CSR checks, binding, [`verify_peer_chain`] for the TLS runtime), [`token`],
 //! [`ratelimit`], [`locality`], [`cities`] — and a thin shell: [`store`] (SQLite, WAL,
-//! every certificate committed before it is returned), [`server`] (axum) and [`client`]
+//! every certificate committed before it is returned; or PostgreSQL shared by several E&A
+//! instances that hold the same CA files), [`server`] (axum) and [`client`]
 //! (reqwest, node directory writer). Wire types are in [`api`].
 #![warn(missing_docs, unreachable_pub)]
 

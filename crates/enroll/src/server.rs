@@ -6,6 +6,12 @@
 //! boundaries are pinned in the database at first start; starting again with other values
 //! is refused.
 //!
+//! **Several instances.** With the database on PostgreSQL ([`EnrollServer::open_with`]),
+//! instances that share the CA files share everything else through the database: tokens
+//! are used once whichever instance is asked, a Node-ID raced by two instances is retried
+//! by the loser, and the CRL's contents, number and validity depend only on the database
+//! and the clock's half-validity period, so every instance publishes the same list.
+//!
 //! **Renewal.** `POST /v1/renew` takes the current certificate and a fresh CSR. The
 //! certificate must chain to this CA, be one this server issued and did not revoke, and be
 //! unexpired or expired less than `renew_grace` ago; the CSR must be signed by the same key
@@ -33,6 +39,7 @@ use overlay::{IdSpace, NodeId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ring::rand::{SecureRandom, SystemRandom};
+use service::postgres::PgOptions;
 use service::sync::lock;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -157,6 +164,15 @@ pub struct DataDir {
 impl DataDir {
     /// Open `dir`, creating it, the CA (key mode 0600) and the database on first use.
     pub fn open(dir: &Path) -> Result<Self, ServerError> {
+        Self::open_with(dir, None)
+    }
+
+    /// Open `dir` for its CA, with the database in `dir` (`None`) or on PostgreSQL shared
+    /// with other E&A instances. Those instances share the CA by its files (copy `ca.pem`
+    /// and `ca-key.pem`, or point them at one directory): the key never goes into the
+    /// database. The database pins the CA certificate's SHA-256 on first use, so an
+    /// instance started with another CA is refused instead of issuing from a second one.
+    pub fn open_with(dir: &Path, postgres: Option<PgOptions>) -> Result<Self, ServerError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let key_path = dir.join(CA_KEY_FILE);
         let cert_path = dir.join(CA_CERT_FILE);
@@ -172,8 +188,15 @@ impl DataDir {
             write_private(&key_path, ca.key_pem().as_bytes()).map_err(io_err(&key_path))?;
             ca
         };
-        let db = dir.join(DB_FILE);
-        let store = Store::open(&db)?;
+        let store = match postgres {
+            None => Store::open(&dir.join(DB_FILE))?,
+            Some(pg) => {
+                let store = Store::open_postgres(pg)?;
+                let ca_hash = ring::digest::digest(&ring::digest::SHA256, ca.cert_der());
+                store.pin_meta("ca_cert_sha256", &token::hex(ca_hash.as_ref()))?;
+                store
+            }
+        };
         Ok(Self { ca, store })
     }
 
@@ -214,6 +237,36 @@ impl DataDir {
     pub fn directory(&self) -> Result<Vec<crate::store::DirectoryRow>, ServerError> {
         Ok(self.store.directory(unix_now(), MAX_DIRECTORY)?)
     }
+}
+
+/// The code of a store conflict with another instance (same Node-ID chosen at once): the
+/// enrollment is run again before anyone sees it.
+const CONFLICT: &str = "conflict";
+
+/// How often an enrollment that lost a race with another instance is run again.
+const CONFLICT_RETRIES: usize = 8;
+
+/// The code of a database that is unreachable or restarting before anything was
+/// committed: the enrollment is run again for up to [`DATABASE_PATIENCE`].
+const UNAVAILABLE: &str = "storage_unavailable";
+
+/// How long an enrollment waits for a lost database before answering 503.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(8);
+
+/// A commit whose outcome is unknown (the connection broke during it) is never run again
+/// by the server: it may have committed, and the token would then be used twice.
+fn commit(tx: crate::store::Tx<'_>) -> Result<(), ApiError> {
+    tx.commit().map_err(|e| {
+        if e.is_unavailable() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                format!("the database went away during the commit: {e}"),
+            )
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// An HTTP error answer.
@@ -272,6 +325,8 @@ impl From<StoreError> for ApiError {
             StoreError::TokenUnknown => (StatusCode::UNAUTHORIZED, "token_unknown"),
             StoreError::TokenExpired => (StatusCode::UNAUTHORIZED, "token_expired"),
             StoreError::TokenUsedUp => (StatusCode::UNAUTHORIZED, "token_used_up"),
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+            e if e.is_conflict() => (StatusCode::CONFLICT, CONFLICT),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(s, c, e.to_string())
@@ -325,12 +380,22 @@ impl std::fmt::Debug for EnrollServer {
 impl EnrollServer {
     /// Open the data directory and check the overlay parameters against it.
     pub fn open(dir: &Path, config: ServerConfig) -> Result<Self, ServerError> {
+        Self::open_with(dir, None, config)
+    }
+
+    /// [`EnrollServer::open`] with the database on PostgreSQL (`Some`), shared with other
+    /// instances that hold the same CA files ([`DataDir::open_with`]).
+    pub fn open_with(
+        dir: &Path,
+        postgres: Option<PgOptions>,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
         let space = IdSpace::new(config.id_bits)?;
         let arcs = match config.layer_bounds {
             Some([b1, b2]) => LayerArcs::from_bounds(space, b1, b2)?,
             None => LayerArcs::thirds(space)?,
         };
-        let DataDir { ca, store } = DataDir::open(dir)?;
+        let DataDir { ca, store } = DataDir::open_with(dir, postgres)?;
         store.pin_meta("id_bits", &space.bits().to_string())?;
         let [_, b1, b2] = arcs.starts();
         store.pin_meta("layer_bounds", &format!("{b1},{b2}"))?;
@@ -378,7 +443,8 @@ impl EnrollServer {
 
     /// Enroll directly (no HTTP): what `POST /v1/enroll` does, from `source`.
     pub fn enroll(&self, req: &EnrollRequest, source: IpAddr) -> Result<EnrollResponse, ApiError> {
-        self.shared.enroll(req, source, unix_now())
+        // PostgreSQL's client blocks: off the async runtime if called from it.
+        service::postgres::off_runtime(|| self.shared.enroll(req, source, unix_now()))
     }
 }
 
@@ -432,7 +498,35 @@ impl Shared {
         }
     }
 
+    /// Enroll, running again when another instance committed the same Node-ID first (the
+    /// losing transaction rolled back, its token use with it).
     fn enroll(
+        &self,
+        req: &EnrollRequest,
+        source: IpAddr,
+        now: i64,
+    ) -> Result<EnrollResponse, ApiError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.enroll_once(req, source, now) {
+                Err(e) if e.code == CONFLICT && tries < CONFLICT_RETRIES => {
+                    tracing::debug!("enrollment raced another instance, running it again");
+                }
+                // Nothing was committed: wait for the database to come back.
+                Err(e) if e.code == UNAVAILABLE && started.elapsed() < DATABASE_PATIENCE => {
+                    tracing::warn!("database unavailable, enrollment waits: {}", e.message);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn enroll_once(
         &self,
         req: &EnrollRequest,
         source: IpAddr,
@@ -526,7 +620,7 @@ impl Shared {
             now,
         )?;
         let bootstrap = tx.bootstrap(layer, node_id, 8, 2)?;
-        tx.commit()?;
+        commit(tx)?;
         drop(store);
         tracing::info!(%node_id, %layer, %role, %source, "enrolled");
         Ok(self.response(&binding, &der, not_after, bootstrap))
@@ -601,33 +695,61 @@ impl Shared {
             now,
         )?;
         let bootstrap = tx.bootstrap(who.layer, who.node_id, 8, 2)?;
-        tx.commit()?;
+        commit(tx)?;
         drop(store);
         tracing::info!(node_id = %who.node_id, "renewed");
         Ok(self.response(&binding, &der, not_after, bootstrap))
     }
 
+    /// The signed CRL, remade when a revocation happened or half its validity passed.
+    ///
+    /// On a database shared by several instances every instance must publish the same
+    /// list: its issue time and number come from the database and the clock's current
+    /// half-validity period (the later of the period's start and the newest revocation;
+    /// the number is that time, shifted, plus the revocation count), not from when this
+    /// instance happened to be asked. Only the ECDSA signature differs between instances.
     fn crl(&self, now: i64) -> Result<Vec<u8>, ApiError> {
-        let (version, revoked) = {
+        let ((version, newest), revoked, shared) = {
             let store = lock(&self.store);
-            (store.revocation_version()?, store.revoked(now)?)
+            (
+                store.revocation_version()?,
+                store.revoked(now)?,
+                store.is_shared(),
+            )
         };
         let validity = i64::try_from(self.config.crl_validity.as_secs()).unwrap_or(3600);
+        let half = (validity / 2).max(1);
+        let made_at = if shared {
+            (now - now.rem_euclid(half)).max(newest)
+        } else {
+            now
+        };
         let mut cache = lock(&self.crl);
         if let Some(c) = cache.as_ref()
             && c.version == version
-            && now < c.made_at + validity / 2
+            && (if shared {
+                c.made_at == made_at
+            } else {
+                now < c.made_at + half
+            })
         {
             return Ok(c.der.clone());
         }
-        let number = cache
-            .as_ref()
-            .map_or(0, |c| c.number + 1)
-            .max(u64::try_from(now).unwrap_or(0));
-        let der = self.ca.crl(&revoked, now - 60, now + validity, number)?;
+        let number = if shared {
+            (u64::try_from(made_at).unwrap_or(0) << 16)
+                | (u64::try_from(version).unwrap_or(0) & 0xffff)
+        } else {
+            cache
+                .as_ref()
+                .map_or(0, |c| c.number + 1)
+                .max(u64::try_from(now).unwrap_or(0))
+        };
+        let der = self
+            .ca
+            .crl(&revoked, made_at - 60, made_at + validity, number)?;
         *cache = Some(CrlCache {
             version,
-            made_at: now,
+            made_at,
             number,
             der: der.clone(),
         });

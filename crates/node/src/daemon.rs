@@ -849,7 +849,7 @@ fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
             }
         },
     };
-    let url = client.base_url().to_owned();
+    let url = client.base_url();
     let link = SosLink::new(client, &nd.identity, counters.clone())
         .map_err(|e| NodeError::Sos(format!("the certificate key for SOS reports: {e}")))?;
     Ok((Some(url), counters, Some(link)))

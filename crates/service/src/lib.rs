@@ -8,6 +8,8 @@
 //! - [`sqlite`] (feature `sqlite`): open a database (WAL, an explicit [`sqlite::Durability`],
 //!   busy timeout, optional integrity check, ordered migrations with a version check) and
 //!   the [`sqlite::Writer`] thread that commits batches of operations.
+//! - [`postgres`] (feature `postgres`): the same for services that run as several
+//!   instances on one PostgreSQL database (connect with optional TLS, reconnect, migrate).
 //! - [`http`] (feature `http`): [`http::serve`] for an axum router and [`http::client`] for
 //!   a reqwest client.
 //! - [`crypto::install_provider`]: the one place rustls' ring provider is installed.
@@ -26,6 +28,8 @@ pub mod crypto;
 pub mod http;
 pub mod notify;
 pub mod output;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod sync;

@@ -2,11 +2,27 @@
 //!
 //! Uses the services' HTTP client (`service::http::client`: reqwest with rustls, the ring
 //! provider installed on first use).
+//!
+//! # Several SOS instances
+//!
+//! The base URL may be a comma-separated list (`http://a:7070,http://b:7070`): instances
+//! that share one PostgreSQL database. The client talks to one of them and fails over:
+//!
+//! - A read (ranking, opinion, health, metrics) that finds its instance unreachable or
+//!   answering 503 is asked of the next one, in the same call.
+//! - A write is sent to the next instance in the same call only when the connection was
+//!   refused (nothing was sent). Any other failure may have come after the write was
+//!   stored, so the call fails — with the next instance chosen for the caller's retry,
+//!   which resends the same signed report and takes `409 replayed_nonce` as "stored".
+//!
+//! The instance that answered last is tried first next time, by every clone.
 
 use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, ReportAck};
 use crate::{PeerId, SignedReport};
 use reqwest::Method;
 use service::http::{AnswerError, Api};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use trust::{Discounting, Opinion};
 
@@ -27,6 +43,9 @@ pub enum ClientError {
         /// The JSON error body.
         body: ErrorBody,
     },
+    /// The base URL list names no SOS.
+    #[error("no SOS URL given")]
+    NoUrl,
 }
 
 impl From<AnswerError> for ClientError {
@@ -48,27 +67,97 @@ impl ClientError {
     }
 }
 
-/// A connection to one SOS.
+/// A connection to one SOS, or to several instances of it with failover.
 #[derive(Debug, Clone)]
 pub struct SosClient {
-    api: Api,
+    apis: Arc<[Api]>,
+    /// Index of the instance tried first.
+    current: Arc<AtomicUsize>,
     admin_token: Option<String>,
 }
 
+/// Which failures move a call on to the next instance.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads: any transport failure or 503.
+    Read,
+    /// Writes: only a refused connection (nothing was sent).
+    Write,
+}
+
 impl SosClient {
-    /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`).
+    /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`), or for the
+    /// instances of a comma-separated list of base URLs.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
-        let api = Api::new(base_url, Duration::from_secs(10))
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let apis = base_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                Api::new(u, Duration::from_secs(10)).map_err(|e| ClientError::Build(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if apis.is_empty() {
+            return Err(ClientError::NoUrl);
+        }
         Ok(Self {
-            api,
+            apis: apis.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             admin_token: None,
         })
     }
 
-    /// The server's base URL.
-    pub fn base_url(&self) -> &str {
-        self.api.base()
+    /// The base URLs of the instances this client knows, comma-separated as given.
+    pub fn base_url(&self) -> String {
+        self.apis.iter().map(Api::base).collect::<Vec<_>>().join(",")
+    }
+
+    /// How many instances this client knows.
+    pub fn instances(&self) -> usize {
+        self.apis.len()
+    }
+
+    /// Send the request `make` builds to the current instance, failing over as `retry`
+    /// allows; the instance that answered becomes the current one.
+    async fn call<T>(
+        &self,
+        retry: Retry,
+        make: impl Fn(&Api) -> reqwest::RequestBuilder,
+        read: impl AsyncFn(reqwest::RequestBuilder) -> Result<T, AnswerError>,
+    ) -> Result<T, ClientError> {
+        let n = self.apis.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let res = read(make(&self.apis[i])).await;
+            let next = match &res {
+                Ok(_) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return res.map_err(ClientError::from);
+                }
+                Err(AnswerError::Http(e)) if e.is_connect() => true,
+                Err(AnswerError::Http(_)) | Err(AnswerError::Refused { status: 503, .. }) => {
+                    if retry == Retry::Write {
+                        // Perhaps stored: the caller retries, on the next instance.
+                        self.current.store((i + 1) % n, Ordering::Relaxed);
+                        return res.map_err(ClientError::from);
+                    }
+                    true
+                }
+                Err(AnswerError::Refused { .. }) => false,
+            };
+            if !next {
+                self.current.store(i, Ordering::Relaxed);
+                return res.map_err(ClientError::from);
+            }
+            last = Some(res);
+        }
+        self.current.store((first + 1) % n, Ordering::Relaxed);
+        match last {
+            Some(res) => res.map_err(ClientError::from),
+            None => Err(ClientError::NoUrl),
+        }
     }
 
     /// Use `token` for the admin calls.
@@ -86,13 +175,23 @@ impl SosClient {
 
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        Ok(Api::call(self.api.request(Method::GET, "/healthz")).await?)
+        self.call(
+            Retry::Read,
+            |api| api.request(Method::GET, "/healthz"),
+            Api::call,
+        )
+        .await
     }
 
     /// `GET /v1/opinions/{peer}`.
     pub async fn get_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
         let path = format!("/v1/opinions/{peer}");
-        Ok(Api::call(self.api.request(Method::GET, &path)).await?)
+        self.call(
+            Retry::Read,
+            |api| api.request(Method::GET, &path),
+            Api::call,
+        )
+        .await
     }
 
     /// `PUT /v1/opinions/{peer}` (admin).
@@ -102,25 +201,38 @@ impl SosClient {
         opinion: Opinion,
     ) -> Result<OpinionView, ClientError> {
         let path = format!("/v1/opinions/{peer}");
-        let rb = self.api.request(Method::PUT, &path).json(&opinion);
-        Ok(Api::call(self.admin(rb)).await?)
+        self.call(
+            Retry::Write,
+            |api| self.admin(api.request(Method::PUT, &path).json(&opinion)),
+            Api::call,
+        )
+        .await
     }
 
     /// `DELETE /v1/opinions/{peer}` (admin): back to evidence.
     pub async fn delete_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
         let path = format!("/v1/opinions/{peer}");
-        let rb = self.api.request(Method::DELETE, &path);
-        Ok(Api::call(self.admin(rb)).await?)
+        self.call(
+            Retry::Write,
+            |api| self.admin(api.request(Method::DELETE, &path)),
+            Api::call,
+        )
+        .await
     }
 
     /// `POST /v1/reports` with a report signed by [`crate::ReportSigner::sign`].
     pub async fn post_report(&self, report: &SignedReport) -> Result<ReportAck, ClientError> {
-        let rb = self
-            .api
-            .request(Method::POST, "/v1/reports")
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(report.to_json());
-        Ok(Api::call(rb).await?)
+        let body = report.to_json();
+        self.call(
+            Retry::Write,
+            |api| {
+                api.request(Method::POST, "/v1/reports")
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            },
+            Api::call,
+        )
+        .await
     }
 
     /// `POST /v1/routes/rank` with the classic operator: best route first.
@@ -134,19 +246,27 @@ impl SosClient {
         routes: Vec<Vec<PeerId>>,
         discounting: Discounting,
     ) -> Result<RankResponse, ClientError> {
-        let rb = self
-            .api
-            .request(Method::POST, "/v1/routes/rank")
-            .json(&RankRequest {
-                routes,
-                discounting,
-            });
-        Ok(Api::call(rb).await?)
+        let req = RankRequest {
+            routes,
+            discounting,
+        };
+        self.call(
+            Retry::Read,
+            |api| api.request(Method::POST, "/v1/routes/rank").json(&req),
+            Api::call,
+        )
+        .await
     }
 
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let bytes = Api::call_bytes(self.api.request(Method::GET, "/metrics")).await?;
+        let bytes = self
+            .call(
+                Retry::Read,
+                |api| api.request(Method::GET, "/metrics"),
+                Api::call_bytes,
+            )
+            .await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }

@@ -27,6 +27,19 @@
 //! `synchronous=NORMAL` is offered for disks where fsync is slow: it still survives a killed
 //! process, but not a power cut.
 //!
+//! # Several instances
+//!
+//! With [`ServerConfig::postgres`] (`p2psip sos --db postgres://…`) the SOS keeps its
+//! tables in PostgreSQL instead, and any number of instances share them: a report is
+//! acknowledged after PostgreSQL committed it, evidence about a peer is updated under its
+//! row lock (no instance loses another's report), the (reporter, nonce) index refuses a
+//! replay at every instance, and a batch interrupted by a lost connection is retried so
+//! that a report it had already stored is answered with its stored ID. Each instance ranks
+//! from memory, reloaded from the database every [`ServerConfig::postgres_refresh`]
+//! (default 500 ms): that is the bound on how stale one instance's view of another's
+//! reports can be. Peers name the instances as a comma-separated URL list and fail over
+//! ([`SosClient`]).
+//!
 //! # Bounds
 //!
 //! Request bodies (64 KiB), routes per rank request (64) and hops per route (32), requests
@@ -43,6 +56,7 @@ mod peer;
 mod report;
 mod server;
 mod store;
+mod store_pg;
 mod verify;
 
 pub use api::{

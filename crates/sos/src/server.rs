@@ -38,7 +38,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, oneshot};
 use trust::{Ageing, Opinion, OpinionSource, TrustPolicy, rank_routes};
 
@@ -61,8 +61,15 @@ impl Clock for SystemClock {
 /// Everything the server can be told. [`ServerConfig::new`] fills in the defaults.
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// SQLite database file (created if missing).
+    /// SQLite database file (created if missing); unused when `postgres` is set.
     pub db_path: PathBuf,
+    /// PostgreSQL shared with other SOS instances instead of the SQLite file (see the
+    /// `store_pg` module: same acknowledgement rule, rankings at most `postgres_refresh`
+    /// behind other instances' reports). Default `None`.
+    pub postgres: Option<service::postgres::PgOptions>,
+    /// How often an instance on PostgreSQL reloads the opinions other instances wrote.
+    /// Default 500 ms.
+    pub postgres_refresh: Duration,
     /// Bearer token for the admin endpoints; `None` disables them.
     pub admin_token: Option<String>,
     /// Who may report, and how signatures are checked.
@@ -99,6 +106,7 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("db_path", &self.db_path)
+            .field("postgres", &self.postgres)
             .field("admin", &self.admin_token.is_some())
             .field("base_rate", &self.base_rate)
             .field("half_life_ms", &self.half_life_ms)
@@ -112,6 +120,8 @@ impl ServerConfig {
     pub fn new(db_path: impl Into<PathBuf>, verifier: Arc<dyn ReporterVerifier>) -> Self {
         Self {
             db_path: db_path.into(),
+            postgres: None,
+            postgres_refresh: Duration::from_millis(500),
             admin_token: None,
             verifier,
             base_rate: 0.25,
@@ -193,18 +203,20 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
     }
     let policy =
         TrustPolicy::new(cfg.base_rate, ageing).map_err(|e| ServerError::Config(e.to_string()))?;
-    let store = Store::open(
-        &cfg.db_path,
-        StoreConfig {
-            synchronous: cfg.synchronous,
-            ageing,
-            max_peers: cfg.max_peers,
-            // Retain nonces well past twice the window: a replay of a pruned nonce is then
-            // always outside the timestamp window.
-            retention_ms: cfg.timestamp_window_ms.saturating_mul(2) + 60_000,
-            queue: 4096,
-        },
-    )?;
+    let store_cfg = StoreConfig {
+        synchronous: cfg.synchronous,
+        ageing,
+        max_peers: cfg.max_peers,
+        // Retain nonces well past twice the window: a replay of a pruned nonce is then
+        // always outside the timestamp window.
+        retention_ms: cfg.timestamp_window_ms.saturating_mul(2) + 60_000,
+        queue: 4096,
+        refresh: cfg.postgres_refresh,
+    };
+    let store = match &cfg.postgres {
+        Some(pg) => Store::open_postgres(pg.clone(), store_cfg)?,
+        None => Store::open(&cfg.db_path, store_cfg)?,
+    };
     let state = Arc::new(AppState {
         store,
         metrics: Metrics::default(),

@@ -74,6 +74,9 @@ pub enum StoreError {
     /// The writer thread could not be started.
     #[error("cannot start writer thread: {0}")]
     Thread(String),
+    /// PostgreSQL refused to connect, migrate or load.
+    #[error(transparent)]
+    Postgres(#[from] service::postgres::PgError),
 }
 
 /// Why a single write was refused.
@@ -121,7 +124,19 @@ pub(crate) enum WriteOp {
 #[derive(Clone)]
 pub(crate) struct Store {
     pub(crate) peers: Arc<RwLock<PeerMap>>,
-    writer: Arc<sqlite::Writer<Committer>>,
+    writer: Backend,
+}
+
+/// Where the writer commits: the embedded SQLite file, or PostgreSQL shared with other
+/// SOS instances (whose writes reach this instance's map through the reloader).
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<sqlite::Writer<Committer>>),
+    Postgres {
+        writer: Arc<sqlite::Writer<crate::store_pg::PgCommitter>>,
+        /// Kept for its lifetime: the reloader stops when the last handle goes.
+        _reloader: Arc<crate::store_pg::Reloader>,
+    },
 }
 
 /// Settings the writer needs.
@@ -132,6 +147,18 @@ pub(crate) struct StoreConfig {
     pub(crate) max_peers: usize,
     pub(crate) retention_ms: u64,
     pub(crate) queue: usize,
+    /// PostgreSQL only: how often the map is reloaded with other instances' writes.
+    pub(crate) refresh: Duration,
+}
+
+/// How the writer thread batches: commit whatever is queued as soon as it is taken
+/// (callers are waiting), at most [`MAX_BATCH`] operations at a time.
+pub(crate) fn writer_config(cfg: &StoreConfig) -> WriterConfig {
+    WriterConfig {
+        queue: cfg.queue,
+        max_batch_ops: MAX_BATCH,
+        max_batch_delay: Duration::ZERO,
+    }
 }
 
 impl Store {
@@ -155,26 +182,41 @@ impl Store {
             peers: Arc::clone(&peers),
             last_prune_ms: 0,
         };
-        let writer = sqlite::Writer::spawn(
-            "sos-writer",
-            committer,
-            WriterConfig {
-                queue: cfg.queue,
-                max_batch_ops: MAX_BATCH,
-                // Commit whatever is queued as soon as it is taken: callers are waiting.
-                max_batch_delay: Duration::ZERO,
-            },
-        )
-        .map_err(|e| StoreError::Thread(e.to_string()))?;
+        let writer = sqlite::Writer::spawn("sos-writer", committer, writer_config(&cfg))
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
         Ok(Self {
             peers,
-            writer: Arc::new(writer),
+            writer: Backend::Sqlite(Arc::new(writer)),
+        })
+    }
+
+    /// Connect to PostgreSQL (migrating it), load it into memory, start the writer and the
+    /// reloader that brings in other instances' writes every `cfg.refresh`.
+    pub(crate) fn open_postgres(
+        opts: service::postgres::PgOptions,
+        cfg: StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let crate::store_pg::Opened {
+            peers,
+            writer,
+            reloader,
+        } = crate::store_pg::open(opts, cfg)?;
+        Ok(Self {
+            peers,
+            writer: Backend::Postgres {
+                writer,
+                _reloader: reloader,
+            },
         })
     }
 
     /// Queue a write; waits for room when the queue is full (back-pressure).
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<(), WriteError> {
-        self.writer.send(op).await.map_err(|_| WriteError::Closed)
+        let sent = match &self.writer {
+            Backend::Sqlite(w) => w.send(op).await,
+            Backend::Postgres { writer, .. } => writer.send(op).await,
+        };
+        sent.map_err(|_| WriteError::Closed)
     }
 
     /// Queue the write `op` makes around its reply channel and wait for the writer's
@@ -189,7 +231,7 @@ impl Store {
     }
 }
 
-fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+pub(crate) fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
         table,
         detail: detail.to_string(),
@@ -211,13 +253,8 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
     })?;
     for row in rows {
         let (peer, r, s, at, pos, neg) = row?;
-        let peer: PeerId = peer.parse().map_err(|e| corrupt("evidence", e))?;
-        let at = u64::try_from(at).map_err(|e| corrupt("evidence", e))?;
-        let evidence = Evidence::from_parts(r, s, at).map_err(|e| corrupt("evidence", e))?;
-        let rec = map.entry(peer).or_default();
-        rec.evidence = evidence;
-        rec.positive = u64::try_from(pos).map_err(|e| corrupt("evidence", e))?;
-        rec.negative = u64::try_from(neg).map_err(|e| corrupt("evidence", e))?;
+        let (peer, rec) = evidence_row(&peer, r, s, at, pos, neg)?;
+        map.insert(peer, rec);
     }
     let mut stmt = conn.prepare("SELECT peer, b, d, u, a FROM admin_opinions")?;
     let rows = stmt.query_map([], |r| {
@@ -231,11 +268,43 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
     })?;
     for row in rows {
         let (peer, b, d, u, a) = row?;
-        let peer: PeerId = peer.parse().map_err(|e| corrupt("admin_opinions", e))?;
-        let op = Opinion::new(b, d, u, a).map_err(|e| corrupt("admin_opinions", e))?;
+        let (peer, op) = admin_row(&peer, b, d, u, a)?;
         map.entry(peer).or_default().admin = Some(op);
     }
     Ok(map)
+}
+
+/// A peer's evidence as stored (both backends store the same columns).
+pub(crate) fn evidence_row(
+    peer: &str,
+    r: f64,
+    s: f64,
+    at: i64,
+    pos: i64,
+    neg: i64,
+) -> Result<(PeerId, PeerRecord), StoreError> {
+    let peer: PeerId = peer.parse().map_err(|e| corrupt("evidence", e))?;
+    let at = u64::try_from(at).map_err(|e| corrupt("evidence", e))?;
+    let rec = PeerRecord {
+        evidence: Evidence::from_parts(r, s, at).map_err(|e| corrupt("evidence", e))?,
+        positive: u64::try_from(pos).map_err(|e| corrupt("evidence", e))?,
+        negative: u64::try_from(neg).map_err(|e| corrupt("evidence", e))?,
+        admin: None,
+    };
+    Ok((peer, rec))
+}
+
+/// An administrator's opinion as stored.
+pub(crate) fn admin_row(
+    peer: &str,
+    b: f64,
+    d: f64,
+    u: f64,
+    a: f64,
+) -> Result<(PeerId, Opinion), StoreError> {
+    let peer: PeerId = peer.parse().map_err(|e| corrupt("admin_opinions", e))?;
+    let op = Opinion::new(b, d, u, a).map_err(|e| corrupt("admin_opinions", e))?;
+    Ok((peer, op))
 }
 
 /// The connection and the in-memory map, owned by the writer thread.
@@ -247,7 +316,7 @@ struct Committer {
 }
 
 /// The per-operation result, sent after commit.
-enum Done {
+pub(crate) enum Done {
     Report(
         oneshot::Sender<Result<(i64, ReportCounts), WriteError>>,
         Result<(i64, ReportCounts), WriteError>,
@@ -263,7 +332,7 @@ enum Done {
 }
 
 impl Done {
-    fn fail(self, e: &WriteError) -> Done {
+    pub(crate) fn fail(self, e: &WriteError) -> Done {
         match self {
             Done::Report(tx, _) => Done::Report(tx, Err(e.clone())),
             Done::Put(tx, _) => Done::Put(tx, Err(e.clone())),
@@ -271,7 +340,7 @@ impl Done {
         }
     }
 
-    fn send(self) {
+    pub(crate) fn send(self) {
         // A caller that went away (client disconnected) no longer needs the answer.
         match self {
             Done::Report(tx, r) => drop(tx.send(r)),

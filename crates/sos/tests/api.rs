@@ -667,3 +667,37 @@ async fn peer_table_and_nonce_store_are_bounded() {
     assert_eq!((view.reports.positive, view.reports.negative), (2, 1));
     f.server.shutdown().await.expect("shutdown");
 }
+
+/// A base URL list fails over: a refused connection sends reads and writes on to the next
+/// instance in the same call, and the instance that answered is asked first afterwards.
+#[tokio::test]
+async fn a_client_with_a_url_list_fails_over_to_a_live_instance() {
+    let f = fixture().await;
+    // A port nothing listens on (bound, then released).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let client = SosClient::new(&format!("{dead}, {}", f.server.url())).expect("client");
+    assert_eq!(client.instances(), 2);
+    let ranked = client
+        .rank(vec![vec![PeerId(1593), PeerId(1618)]])
+        .await
+        .expect("rank fails over");
+    assert_eq!(ranked.ranked.len(), 1);
+    let report = f.signers[0]
+        .sign(body(1618, 1609, Outcome::Delivered, 42))
+        .expect("sign");
+    let ack = client
+        .post_report(&report)
+        .await
+        .expect("report fails over");
+    assert_eq!(ack.reports.positive, 1);
+    // Now the live instance is asked first: a replay is its answer, not a failover.
+    let err = client.post_report(&report).await.expect_err("replay");
+    assert_eq!(err.code(), Some("replayed_nonce"));
+    assert!(matches!(
+        SosClient::new(" , "),
+        Err(sos::ClientError::NoUrl)
+    ));
+}

@@ -48,6 +48,8 @@ mod call_report;
 pub mod enroll_bodies;
 mod network;
 mod peer;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod ring;
 mod secure;
 #[cfg(feature = "sip")]

@@ -29,6 +29,9 @@ enum Sub {
         /// Data directory of the server.
         #[arg(long)]
         data: PathBuf,
+        /// The server's PostgreSQL URL, when it runs on one (`--db` of the server).
+        #[arg(long)]
+        db: Option<String>,
         /// Node-ID (decimal).
         #[arg(long)]
         node: NodeId,
@@ -40,6 +43,9 @@ enum Sub {
         /// Data directory of the server.
         #[arg(long)]
         data: PathBuf,
+        /// The server's PostgreSQL URL, when it runs on one (`--db` of the server).
+        #[arg(long)]
+        db: Option<String>,
         /// Output file [default: stdout].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -81,6 +87,9 @@ enum TokenCmd {
         /// Data directory of the server.
         #[arg(long)]
         data: PathBuf,
+        /// The server's PostgreSQL URL, when it runs on one (`--db` of the server).
+        #[arg(long)]
+        db: Option<String>,
         /// Role the token enrolls.
         #[arg(long, default_value = "peer")]
         role: Role,
@@ -104,6 +113,13 @@ struct ServeArgs {
     /// Data directory (CA key and certificate, database); created on first start.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// `postgres://…`: keep the database there, shared with other E&A instances that use
+    /// the same CA files, instead of in the data directory.
+    #[arg(long)]
+    db: Option<String>,
+    /// PEM CA file for TLS to PostgreSQL (rustls); without it the connection is plain TCP.
+    #[arg(long)]
+    db_ca: Option<PathBuf>,
     /// ID width m (128 in production, 11 for the paper's scenario).
     #[arg(long, default_value_t = 128)]
     id_bits: u32,
@@ -209,6 +225,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         None => serve(args.serve),
         Some(Sub::Token(TokenCmd::Create {
             data,
+            db,
             role,
             layer,
             uses,
@@ -216,8 +233,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         })) => {
             let layer = layer.map(Layer::new).transpose()?;
             let ttl = enroll::token::parse_duration(&expires)?;
-            let dir =
-                DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
+            let dir = DataDir::open_with(&data, postgres(db)?)
+                .with_context(|| format!("data dir {}", data.display()))?;
             let token = dir.create_token(role, layer, uses, ttl)?;
             service::say!("{token}");
             eprintln!(
@@ -226,9 +243,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Sub::SosRegistry { data, out }) => {
-            let dir =
-                DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
+        Some(Sub::SosRegistry { data, db, out }) => {
+            let dir = DataDir::open_with(&data, postgres(db)?)
+                .with_context(|| format!("data dir {}", data.display()))?;
             let mut entries = Vec::new();
             for (id, _, der) in dir.directory()? {
                 match net::cert_public_key(&der) {
@@ -250,9 +267,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Sub::Revoke { data, node }) => {
-            let mut dir =
-                DataDir::open(&data).with_context(|| format!("data dir {}", data.display()))?;
+        Some(Sub::Revoke { data, db, node }) => {
+            let mut dir = DataDir::open_with(&data, postgres(db)?)
+                .with_context(|| format!("data dir {}", data.display()))?;
             match dir.revoke(node)? {
                 Some(n) => {
                     service::say!("revoked node {node}: {n} certificate(s) newly revoked");
@@ -315,13 +332,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The PostgreSQL options of `--db`, if given.
+fn postgres(db: Option<String>) -> anyhow::Result<Option<service::postgres::PgOptions>> {
+    match db {
+        None => Ok(None),
+        Some(url) if service::postgres::PgOptions::is_url(&url) => {
+            Ok(Some(service::postgres::PgOptions::new(url)))
+        }
+        Some(other) => bail!("--db {other:?}: expected a postgres:// URL"),
+    }
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let Some(data) = a.data.clone() else {
         bail!("enroll-server needs --data DIR");
     };
     service::crypto::install_provider();
     let cfg = config(&a)?;
-    let server = EnrollServer::open(&data, cfg)
+    let pg = postgres(a.db.clone())?.map(|mut pg| {
+        pg.ca_file = a.db_ca.clone();
+        pg
+    });
+    let server = EnrollServer::open_with(&data, pg, cfg)
         .with_context(|| format!("opening data dir {}", data.display()))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -65,9 +65,13 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// SQLite database file (created if missing; WAL mode).
+    /// SQLite database file (created if missing; WAL mode), or `postgres://…` to share one
+    /// PostgreSQL database with other SOS instances.
     #[arg(long, default_value = "sos.db")]
     db: PathBuf,
+    /// PEM CA file for TLS to PostgreSQL (rustls); without it the connection is plain TCP.
+    #[arg(long)]
+    db_ca: Option<PathBuf>,
     /// File holding the admin bearer token (or set P2PSIP_SOS_ADMIN_TOKEN). Without either,
     /// the admin endpoints answer 403.
     #[arg(long)]
@@ -348,6 +352,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mut cfg = ServerConfig::new(&a.db, verifier);
+    let db = a.db.to_string_lossy();
+    if service::postgres::PgOptions::is_url(&db) {
+        let mut pg = service::postgres::PgOptions::new(db.as_ref());
+        pg.ca_file = a.db_ca.clone();
+        cfg.postgres = Some(pg);
+    }
     cfg.admin_token = admin_token(a.admin_token_file.as_deref())?;
     cfg.base_rate = a.base_rate;
     cfg.half_life_ms = match a.half_life_secs {

@@ -1,0 +1,342 @@
+//! Several `p2psip sos` processes on one throwaway PostgreSQL cluster under a stream of
+//! signed reports: one instance killed with SIGKILL, or PostgreSQL itself crashed and
+//! restarted, mid-stream. Every acknowledged report must be in the database, the evidence
+//! must count exactly the stored reports (no instance's update lost to another's), the
+//! clients must fail over to the surviving instances, and every instance must rank from
+//! the same evidence once its reload interval has passed.
+//!
+//! Skipped loudly without PostgreSQL (`initdb`, `pg_ctl`); under `CI=true` a missing
+//! PostgreSQL fails instead (`scripts/test` installs it).
+#![allow(clippy::unwrap_used)] // a failure is a test failure
+
+mod support;
+
+use support::{BIN, Proc, spawn_cmd, url_after};
+
+use sos::{
+    Algorithm, ClientError, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use testkit::postgres::Cluster;
+
+const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
+const REPORTERS: u128 = 6;
+
+/// Start `p2psip sos` on a free port against `db`; returns the process and its base URL.
+fn start(db: &str, registry: &Path) -> (Proc, String) {
+    let sos = spawn_cmd(
+        Command::new(BIN)
+            .args(["sos", "--listen", "127.0.0.1:0", "--db", db])
+            .arg("--key-registry")
+            .arg(registry)
+            .args([
+                "--half-life-secs",
+                "0",
+                "--report-rate",
+                "1000000",
+                "--report-burst",
+                "1000000",
+            ]),
+        1,
+    );
+    let url = url_after(&sos, "sos listening on ");
+    (sos, url)
+}
+
+/// Every report a stream had acknowledged: (reporter, nonce) → stored row id (`None` when
+/// the acknowledgement was a `409 replayed_nonce` on a retry: stored by a lost attempt).
+type Acked = BTreeMap<(u128, [u8; 16]), Option<i64>>;
+
+struct Stream {
+    acked: Arc<Mutex<Acked>>,
+    count: Arc<AtomicU64>,
+    failovers: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// One task per reporter, each sending signed reports through `client` one after the
+/// other, resending the same report after a failure the way a peer does.
+fn stream(client: &SosClient, signers: &[Arc<ReportSigner>]) -> Stream {
+    let s = Stream {
+        acked: Arc::default(),
+        count: Arc::default(),
+        failovers: Arc::default(),
+        stop: Arc::default(),
+        tasks: Vec::new(),
+    };
+    let now_ms = service::time::unix_ms();
+    let mut tasks = Vec::new();
+    for (w, signer) in signers.iter().enumerate() {
+        let (client, signer) = (client.clone(), Arc::clone(signer));
+        let (acked, count, failovers, stop) = (
+            Arc::clone(&s.acked),
+            Arc::clone(&s.count),
+            Arc::clone(&s.failovers),
+            Arc::clone(&s.stop),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&n.to_be_bytes());
+                let body = ReportBody {
+                    reporter: signer.peer(),
+                    subject: PeerId(subject),
+                    outcome: if n.is_multiple_of(3) {
+                        Outcome::Dropped
+                    } else {
+                        Outcome::Delivered
+                    },
+                    route: vec![PeerId(subject)],
+                    timestamp_ms: now_ms,
+                    nonce,
+                };
+                let report = signer.sign(body).unwrap();
+                let started = Instant::now();
+                let mut tries = 0;
+                let id = loop {
+                    tries += 1;
+                    match client.post_report(&report).await {
+                        Ok(ack) => break Some(ack.id),
+                        Err(ClientError::Server { status: 409, body })
+                            if tries > 1 && body.error == "replayed_nonce" =>
+                        {
+                            break None;
+                        }
+                        Err(e) => {
+                            assert!(
+                                started.elapsed() < Duration::from_secs(60),
+                                "report {n} of {} not stored within 60 s: {e}",
+                                signer.peer()
+                            );
+                            failovers.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                };
+                acked.lock().unwrap().insert((signer.peer().0, nonce), id);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    Stream { tasks, ..s }
+}
+
+impl Stream {
+    async fn until(&self, acked: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count.load(Ordering::SeqCst) < acked {
+            assert!(
+                Instant::now() < deadline,
+                "only {} reports acknowledged within {within:?}",
+                self.count.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn finish(self) -> Acked {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(self.acked)
+            .map(|m| m.into_inner().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+fn signers(dir: &Path) -> (Vec<Arc<ReportSigner>>, std::path::PathBuf) {
+    let signers: Vec<Arc<ReportSigner>> = (0..REPORTERS)
+        .map(|i| {
+            Arc::new(
+                ReportSigner::generate(PeerId(2000 + i), Algorithm::Ed25519)
+                    .unwrap()
+                    .0,
+            )
+        })
+        .collect();
+    let entries: Vec<_> = signers.iter().map(|s| s.registry_entry()).collect();
+    let registry = dir.join("registry.json");
+    std::fs::write(&registry, KeyRegistry::to_json(&entries)).unwrap();
+    (signers, registry)
+}
+
+/// Every acknowledged report is stored under its acknowledged id; each subject's evidence
+/// (summed over the instances' shards) counts exactly its stored reports. Returns (positive, negative) per subject.
+fn check_database(url: &str, acked: &Acked) -> BTreeMap<u128, (u64, u64)> {
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let stored: BTreeMap<(u128, Vec<u8>), i64> = db
+        .query("SELECT reporter, nonce, id FROM reports", &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let reporter: String = r.get(0);
+            ((reporter.parse().unwrap(), r.get(1)), r.get(2))
+        })
+        .collect();
+    for ((reporter, nonce), id) in acked {
+        let row = stored.get(&(*reporter, nonce.to_vec()));
+        let Some(row) = row else {
+            panic!("acknowledged report of {reporter} (nonce {nonce:?}) is not stored");
+        };
+        if let Some(id) = id {
+            assert_eq!(row, id, "report of {reporter} stored under another id");
+        }
+    }
+    let mut counts = BTreeMap::new();
+    for r in db
+        .query(
+            "SELECT subject, count(*) FILTER (WHERE outcome = 'delivered'),
+                    count(*) FILTER (WHERE outcome <> 'delivered')
+             FROM reports GROUP BY subject",
+            &[],
+        )
+        .unwrap()
+    {
+        let subject: String = r.get(0);
+        let (p, n): (i64, i64) = (r.get(1), r.get(2));
+        counts.insert(subject.parse::<u128>().unwrap(), (p as u64, n as u64));
+    }
+    for r in db
+        .query(
+            "SELECT peer, sum(positive)::bigint, sum(negative)::bigint FROM evidence
+             GROUP BY peer",
+            &[],
+        )
+        .unwrap()
+    {
+        let peer: String = r.get(0);
+        let (p, n): (i64, i64) = (r.get(1), r.get(2));
+        let want = counts
+            .get(&peer.parse::<u128>().unwrap())
+            .copied()
+            .unwrap_or((0, 0));
+        assert_eq!(
+            (p as u64, n as u64),
+            want,
+            "evidence of {peer} does not count its stored reports"
+        );
+    }
+    counts
+}
+
+/// Every instance answers the counts in the database once its reload has run.
+async fn instances_agree(urls: &[String], counts: &BTreeMap<u128, (u64, u64)>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for url in urls {
+        let client = SosClient::new(url).unwrap();
+        for s in SUBJECTS {
+            let want = counts.get(&s).copied().unwrap_or((0, 0));
+            loop {
+                let v = client.get_opinion(PeerId(s)).await.unwrap();
+                if (v.reports.positive, v.reports.negative) == want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{url}: subject {s} has {:?}, the database {want:?}",
+                    v.reports
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
+    let Some(pg) = Cluster::start("three_instances_lose_nothing_acknowledged_when_one_is_killed")
+    else {
+        return;
+    };
+    service::crypto::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (signers, registry) = signers(dir.path());
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let (p, u) = start(&pg.url(), &registry);
+        procs.push(p);
+        urls.push(u);
+    }
+    let rt = runtime();
+    let acked = rt.block_on(async {
+        let client = SosClient::new(&urls.join(",")).unwrap();
+        assert_eq!(client.instances(), 3);
+        let s = stream(&client, &signers);
+        s.until(300, Duration::from_secs(60)).await;
+        // The first instance is the one the clients are talking to: SIGKILL it.
+        let victim = &mut procs[0];
+        victim.child.kill().unwrap();
+        victim.child.wait().unwrap();
+        let at_kill = s.count.load(Ordering::SeqCst);
+        s.until(at_kill + 300, Duration::from_secs(60)).await;
+        let failovers = s.failovers.load(Ordering::SeqCst);
+        let acked = s.finish().await;
+        eprintln!(
+            "{} reports acknowledged, {at_kill} before the kill; {failovers} retried",
+            acked.len()
+        );
+        acked
+    });
+    let counts = check_database(&pg.url(), &acked);
+    let total: u64 = counts.values().map(|(p, n)| p + n).sum();
+    assert!(total >= acked.len() as u64);
+    rt.block_on(instances_agree(&urls[1..], &counts));
+}
+
+#[test]
+fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
+    let Some(pg) = Cluster::start("a_postgres_restart_mid_stream_loses_nothing_acknowledged")
+    else {
+        return;
+    };
+    service::crypto::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (signers, registry) = signers(dir.path());
+    let (p1, u1) = start(&pg.url(), &registry);
+    let (p2, u2) = start(&pg.url(), &registry);
+    let urls = vec![u1, u2];
+    let rt = runtime();
+    let acked = rt.block_on(async {
+        let client = SosClient::new(&urls.join(",")).unwrap();
+        let s = stream(&client, &signers);
+        s.until(300, Duration::from_secs(60)).await;
+        pg.stop_immediate().unwrap();
+        let at_crash = s.count.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let during = s.count.load(Ordering::SeqCst) - at_crash;
+        assert!(
+            during <= REPORTERS as u64,
+            "{during} reports acknowledged while PostgreSQL was down"
+        );
+        pg.start_again().unwrap();
+        s.until(at_crash + 300, Duration::from_secs(60)).await;
+        let acked = s.finish().await;
+        eprintln!(
+            "{} reports acknowledged, {at_crash} before PostgreSQL crashed",
+            acked.len()
+        );
+        acked
+    });
+    let counts = check_database(&pg.url(), &acked);
+    rt.block_on(instances_agree(&urls, &counts));
+    drop((p1, p2));
+}

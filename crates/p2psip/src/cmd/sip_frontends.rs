@@ -23,12 +23,12 @@ pub(crate) struct Args {
     /// SIP domain of the AoRs served.
     #[arg(long, default_value = "p2psip.test")]
     domain: String,
-    /// Most transactions per front-end (503 beyond).
-    #[arg(long, default_value_t = 8192)]
-    max_transactions: usize,
-    /// Most calls per front-end (503 beyond).
-    #[arg(long, default_value_t = 4096)]
-    max_calls: usize,
+    /// Most transactions in flight per front-end (503 beyond); default: what 64 MiB holds.
+    #[arg(long)]
+    max_transactions: Option<usize>,
+    /// Most calls per front-end (503 beyond); default: what 64 MiB holds.
+    #[arg(long)]
+    max_calls: Option<usize>,
     /// Require SIP digest authentication (RFC 3261 §22, MD5 and SHA-256) of REGISTER and
     /// new INVITEs. FILE has one `user:password` or `user:HA1` per line (HA1 =
     /// H(user:DOMAIN:password) in hex: 32 digits for MD5, 64 for SHA-256; `#` comments).
@@ -77,8 +77,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 move |local| {
                     let mut cfg = FrontEndConfig::new(&domain, local);
                     cfg.unix_offset_ms = unix_ms;
-                    cfg.max_transactions = max_tx;
-                    cfg.max_calls = max_calls;
+                    cfg.max_transactions = max_tx.unwrap_or(cfg.max_transactions);
+                    cfg.max_calls = max_calls.unwrap_or(cfg.max_calls);
                     cfg.auth = auth;
                     FrontEnd::new(cfg, id, Box::new(s), k)
                 },

@@ -66,10 +66,18 @@ fn full_call(w: &mut World) {
     w.settle(200);
     w.phones.expect(0, UaEvent::Ended { call: call.clone() });
     w.phones.expect(1, UaEvent::Ended { call });
-    // Both front-ends forgot the call once BYE was answered.
-    w.settle(40_000);
+    // Both front-ends forgot the call once BYE was answered...
     assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
     assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
+    // ...and, the UDP linger over, keep nothing of it at all.
+    w.settle(40_000);
+    for n in &w.front_ends.nodes {
+        let t = n.fe.tables();
+        assert_eq!(
+            (t.calls, t.transactions, t.tombstones, t.call_transactions),
+            (0, 0, 0, 0)
+        );
+    }
     assert_eq!(
         w.front_ends.net.tracked_call_ends(),
         0,

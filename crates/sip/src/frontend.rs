@@ -5,9 +5,10 @@
 //! CANCEL) flow back the same way, SDP untouched.
 //!
 //! State lives as long as the call needs it and no longer: a call leaves the table when its
-//! BYE is answered (either way), when its INVITE ends with a non-2xx (CANCEL's 487
-//! included), or when no ACK follows its 2xx within 64·T1; a UA that vanishes mid-call is
-//! caught by the session timer (RFC 4028) where the call set one up, else by `call_idle`.
+//! BYE is answered (either way) or 64·T1 after an unanswered BYE, when its INVITE ends with
+//! a non-2xx (CANCEL's 487 included), or when no ACK follows its 2xx within 64·T1; a UA that
+//! vanishes mid-call is caught by the session timer (RFC 4028) where the call set one up,
+//! else by `call_idle`.
 //! Transactions free their slots as soon as their work is done (see [`crate::txn`]). The
 //! tables' default caps are memory budgets over the measured bytes per entry.
 
@@ -198,6 +199,9 @@ enum Phase {
     /// ACKed: its session interval after the ACK or the last refresh, else `call_idle`
     /// after its last traffic.
     Confirmed,
+    /// A BYE passed, either way: over when it is answered, or 64·T1 after it if it never is
+    /// (RFC 3261 §15.1.1: a BYE that times out ends the dialog too).
+    Ending,
 }
 
 /// The registrar + proxy core of one peer's front-end.
@@ -635,6 +639,9 @@ impl FrontEnd {
         {
             call.waiting.push((cseq, m, key));
         }
+        if *req.method() == SipMethod::Bye {
+            self.ending(now, &call_id);
+        }
         let mut fwd = req;
         if !fwd.decrement_max_forwards() {
             return;
@@ -747,6 +754,9 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
+        if call.phase == Phase::Ending {
+            return;
+        }
         if let Some(interval) = resp.session_expires() {
             call.session = Some(interval);
         }
@@ -773,6 +783,15 @@ impl FrontEnd {
         call.phase = Phase::Confirmed;
         let keep = call.session.unwrap_or(self.cfg.call_idle);
         self.call_expiry.set(call_id.to_owned(), now + keep);
+    }
+
+    /// A BYE passed on call `call_id`: it ends when the BYE is answered, or 64·T1 from now.
+    fn ending(&mut self, now: Time, call_id: &str) {
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.phase = Phase::Ending;
+            self.call_expiry
+                .set(call_id.to_owned(), now + self.cfg.timers.t1 * 64);
+        }
     }
 
     fn end_call(&mut self, call_id: &str) {
@@ -1099,12 +1118,15 @@ impl FrontEnd {
                             self.track_client(&call_id, k);
                         }
                     }
-                    _ => {
+                    method => {
                         let via = self.via(ua.transport);
                         if req.push_via(&via).is_ok()
                             && let Some(k) = self.tx.send_request(now, ua, req)
                         {
                             self.track_client(&call_id, k);
+                        }
+                        if method == SipMethod::Bye {
+                            self.ending(now, &call_id);
                         }
                     }
                 }
@@ -1157,10 +1179,10 @@ impl FrontEnd {
     }
 }
 
-/// Traffic on `call`: unless it waits for its ACK or runs a session timer (whose refreshes
-/// alone keep it), it stays until `idle` after this.
+/// Traffic on `call`: unless it waits for its ACK or its BYE's answer, or runs a session
+/// timer (whose refreshes alone keep it), it stays until `idle` after this.
 fn touch(expiry: &mut Deadlines<String>, idle: Duration, now: Time, call_id: &str, call: &Call) {
-    if call.phase != Phase::Answered && call.session.is_none() {
+    if matches!(call.phase, Phase::Setup | Phase::Confirmed) && call.session.is_none() {
         expiry.set(call_id.to_owned(), now + idle);
     }
 }
@@ -1552,7 +1574,7 @@ mod tests {
 
     /// An answered call whose ACK never comes is dropped 64·T1 after its 2xx; one that is
     /// ACKed stays its session interval (RFC 4028) after the ACK, or `call_idle` without a
-    /// session timer.
+    /// session timer; one whose BYE is never answered is dropped 64·T1 after the BYE.
     #[test]
     fn answered_calls_end_on_ack_timeout_session_timer_or_idle() {
         let (mut fe, mut ov, mut caller, net) = called_side();
@@ -1580,6 +1602,26 @@ mod tests {
         );
         fe.handle_timeout(t2 + Duration::from_secs(90), &mut ov);
         assert_eq!(fe.calls(), 1, "the session timer did not end call 2");
+        // 4: ACKed, then a BYE from the caller that bob's UA never answers.
+        let t3 = t2 + Duration::from_secs(100);
+        let c4 = answered_call(&mut fe, &mut ov, &mut caller, t3, 4, None);
+        ack_from_caller(&mut fe, &mut ov, &mut caller, c4, t3, 4);
+        let bye = String::from_utf8(invite(4))
+            .unwrap()
+            .replace("INVITE sip", "BYE sip")
+            .replace("1 INVITE", "2 BYE")
+            .replace("z9hG4bK-4", "z9hG4bK-bye4")
+            .replace(
+                "To: <sip:bob@p2psip.test>",
+                "To: <sip:bob@p2psip.test>;tag=u",
+            );
+        caller.send_in_dialog(t3, c4, bye.into_bytes());
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(t3, ev, &mut ov);
+        }
+        assert_eq!(fe.calls(), 2);
+        fe.handle_timeout(t3 + ack_wait, &mut ov);
+        assert_eq!(fe.calls(), 1, "the call whose BYE went unanswered was kept");
         let idle = FrontEndConfig::new("x", fe.local()).call_idle;
         fe.handle_timeout(t2 + idle, &mut ov);
         assert_eq!(fe.calls(), 0, "the idle call 3 was kept");

@@ -58,6 +58,26 @@ impl<K: Ord + Clone> Deadlines<K> {
         Some(key)
     }
 
+    /// Clear every key in `range` (one transaction's timers, say).
+    pub(crate) fn remove_range(&mut self, range: impl std::ops::RangeBounds<K>) {
+        let armed: Vec<(K, Time)> = self
+            .by_key
+            .range(range)
+            .map(|(k, at)| (k.clone(), *at))
+            .collect();
+        for (key, at) in armed {
+            self.by_key.remove(&key);
+            self.queue.remove(&(at, key));
+        }
+    }
+
+    /// Disarm and return the earliest key, due or not (to make room).
+    pub(crate) fn pop_first(&mut self) -> Option<(Time, K)> {
+        let (at, key) = self.queue.pop_first()?;
+        self.by_key.remove(&key);
+        Some((at, key))
+    }
+
     /// Keys armed.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -88,5 +108,13 @@ mod tests {
         assert_eq!(due, vec!["a", "c", "b"]);
         assert_eq!(d.len(), 1);
         assert_eq!(d.next(), Some(Time(9)));
+        // A range clears what it covers and nothing else.
+        d.set("m", Time(3));
+        d.set("n", Time(4));
+        d.remove_range("a".."n");
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.pop_first(), Some((Time(4), "n")));
+        assert_eq!(d.pop_first(), Some((Time(9), "z")));
+        assert_eq!(d.pop_first(), None);
     }
 }

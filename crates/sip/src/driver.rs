@@ -446,6 +446,9 @@ impl<O: OverlayPort> Loop<O> {
     }
 }
 
+/// Most bytes a connection gathers from its queue into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// One TCP connection: read and frame SIP, write queued messages, close when idle.
 async fn conn_task(
     stream: Option<TcpStream>,
@@ -500,8 +503,19 @@ async fn conn_task(
         }
     };
     let writer = async move {
+        // Messages queued together leave in one write: one system call and fewer segments
+        // per burst instead of one per message.
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         while let Some(b) = out.recv().await {
-            if wr.write_all(&b).await.is_err() {
+            batch.clear();
+            batch.extend_from_slice(&b);
+            while batch.len() < WRITE_BATCH {
+                let Ok(b) = out.try_recv() else {
+                    break;
+                };
+                batch.extend_from_slice(&b);
+            }
+            if wr.write_all(&batch).await.is_err() {
                 break;
             }
         }

@@ -4,6 +4,14 @@
 //! front-end hands it to the registered UA; responses and in-dialog requests (ACK, BYE,
 //! CANCEL) flow back the same way. SDP passes untouched unless a media anchor is set
 //! ([`FrontEnd::with_media`]); then each phone is pointed at its own peer's relay.
+//!
+//! State lives as long as the call needs it and no longer: a call leaves the table when its
+//! BYE is answered (either way) or 64·T1 after an unanswered BYE, when its INVITE ends with
+//! a non-2xx (CANCEL's 487 included), or when no ACK follows its 2xx within 64·T1; a UA that
+//! vanishes mid-call is caught by the session timer (RFC 4028) where the call set one up,
+//! else by `call_idle`.
+//! Transactions free their slots as soon as their work is done (see [`crate::txn`]). The
+//! tables' default caps are memory budgets over the measured bytes per entry.
 
 use crate::deadlines::Deadlines;
 use crate::digest::{DigestAuth, Verdict};
@@ -11,13 +19,36 @@ use crate::media::{Anchoring, MediaAnchor, Origin};
 use crate::msg::{self, MsgError, SipMessage, SipMethod, SipRequest, SipResponse};
 use crate::overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};
 use crate::registration::{Registration, SignedRegistration, normalize_aor};
-use crate::txn::{Peer, SipTransmit, Transactions, Transport, TxEvent, TxKey};
+use crate::txn::{
+    Peer, SipTransmit, TOMBSTONE_BYTES, TRANSACTION_BYTES, Transactions, Transport, TxEvent, TxKey,
+};
 use overlay::secure::{CallFailure, SigVerifier, Signer};
 use overlay::{NodeId, Time};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Memory the default caps give each of a front-end's tables (transactions in flight,
+/// calls, tombstones of finished UDP transactions).
+pub const TABLE_MEMORY: usize = 64 << 20;
+
+/// Heap bytes one call takes in a front-end besides its INVITE transaction (the call entry
+/// with its INVITE, kept to answer for the UA, and its indexes) with SIPp-sized messages:
+/// about 5 000 measured on the heap by `tests/table_memory.rs`, which fails if a ringing
+/// call grows past this plus [`TRANSACTION_BYTES`].
+pub const CALL_BYTES: usize = 6144;
+
+/// How long a registration whose signature checked out is taken as checked when it is
+/// found again (a callee called again and again costs one Ed25519 verification per this,
+/// not one per call).
+const VERIFIED_FOR: Duration = Duration::from_secs(10);
+
+/// Most registrations remembered as checked (the oldest is forgotten first).
+const MAX_VERIFIED: usize = 1024;
+
+/// Bytes a tombstone may keep to resend (a final response to a non-INVITE request, an ACK).
+const TOMBSTONE_MESSAGE_BYTES: usize = 512;
 
 /// Front-end settings.
 #[derive(Clone, Debug)]
@@ -26,8 +57,11 @@ pub struct FrontEndConfig {
     pub domain: String,
     /// Our SIP address (Via sent-by for requests we forward to UAs).
     pub local: SocketAddr,
-    /// Most transactions at once; new requests beyond get 503.
+    /// Most transactions in flight at once; new requests beyond get 503.
     pub max_transactions: usize,
+    /// Most finished UDP transactions kept absorbing retransmissions (beyond it the oldest
+    /// goes; never refuses a request).
+    pub max_tombstones: usize,
     /// Most calls at once; new INVITEs beyond get 503.
     pub max_calls: usize,
     /// Most local bindings (registered UAs).
@@ -38,7 +72,8 @@ pub struct FrontEndConfig {
     pub default_expires: Duration,
     /// How long to wait for the overlay's answer to a store or find.
     pub overlay_timeout: Duration,
-    /// A call with no traffic this long is forgotten.
+    /// A call with no traffic this long is forgotten (unless it set up a session timer,
+    /// RFC 4028: then its session interval without a refresh).
     pub call_idle: Duration,
     /// Maps driver time to Unix milliseconds (registration expiry is absolute).
     pub unix_offset_ms: u64,
@@ -50,13 +85,15 @@ pub struct FrontEndConfig {
 }
 
 impl FrontEndConfig {
-    /// Defaults for `domain` at `local`.
+    /// Defaults for `domain` at `local`: each table capped at [`TABLE_MEMORY`] (14 563
+    /// transactions, 10 922 calls, 87 381 tombstones).
     pub fn new(domain: &str, local: SocketAddr) -> Self {
         FrontEndConfig {
             domain: domain.to_ascii_lowercase(),
             local,
-            max_transactions: 8192,
-            max_calls: 4096,
+            max_transactions: TABLE_MEMORY / TRANSACTION_BYTES,
+            max_tombstones: TABLE_MEMORY / (TOMBSTONE_BYTES + TOMBSTONE_MESSAGE_BYTES),
+            max_calls: TABLE_MEMORY / CALL_BYTES,
             max_bindings: 4096,
             max_expires: Duration::from_secs(3600),
             default_expires: Duration::from_secs(3600),
@@ -90,6 +127,24 @@ pub struct FrontEndStats {
     pub auth_challenged: u64,
     /// REGISTERs answered 403 (authenticated user registering another user's AoR).
     pub auth_forbidden: u64,
+}
+
+/// How many entries each table of a front-end holds: what tests and soak runs watch to see
+/// state end with the calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontEndTables {
+    /// Transactions in flight.
+    pub transactions: usize,
+    /// Finished UDP transactions absorbing retransmissions.
+    pub tombstones: usize,
+    /// Calls.
+    pub calls: usize,
+    /// Client transactions toward local UAs, by call.
+    pub call_transactions: usize,
+    /// Overlay queries awaiting an answer.
+    pub pending: usize,
+    /// Registered UAs.
+    pub bindings: usize,
 }
 
 #[derive(Debug)]
@@ -130,6 +185,25 @@ struct Call {
     waiting: Vec<(u32, SipMethod, TxKey)>,
     /// Client transactions toward the local UA still open (their entries in `client_of`).
     clients: Vec<TxKey>,
+    /// Where the call stands, for how long it may stay.
+    phase: Phase,
+    /// The session interval (RFC 4028) its last refresh set, if any.
+    session: Option<Duration>,
+}
+
+/// How far a call has come, which decides its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// INVITE sent, no 2xx yet: `call_idle` after its last traffic.
+    Setup,
+    /// 2xx passed, waiting for the ACK: 64·T1 after the 2xx.
+    Answered,
+    /// ACKed: its session interval after the ACK or the last refresh, else `call_idle`
+    /// after its last traffic.
+    Confirmed,
+    /// A BYE passed, either way: over when it is answered, or 64·T1 after it if it never is
+    /// (RFC 3261 §15.1.1: a BYE that times out ends the dialog too).
+    Ending,
 }
 
 /// The registrar + proxy core of one peer's front-end.
@@ -153,6 +227,11 @@ pub struct FrontEnd {
     client_of: BTreeMap<TxKey, String>,
     /// Overlay calls we finished with, to tell the overlay on the next drain.
     ended: Vec<OverlayCall>,
+    /// Registrations found lately whose signatures checked out: digest of the signed bytes
+    /// and signature → when.
+    verified: BTreeMap<[u8; 32], Time>,
+    /// The keys of `verified`, oldest first.
+    verified_order: VecDeque<[u8; 32]>,
     seq: u64,
     next: u64,
     stats: FrontEndStats,
@@ -178,7 +257,7 @@ impl FrontEnd {
         signer: Box<dyn Signer>,
         verifier: Arc<dyn SigVerifier>,
     ) -> Self {
-        let tx = Transactions::new(cfg.timers, cfg.max_transactions);
+        let tx = Transactions::new(cfg.timers, cfg.max_transactions, cfg.max_tombstones);
         FrontEnd {
             cfg,
             node,
@@ -194,6 +273,8 @@ impl FrontEnd {
             by_ocall: BTreeMap::new(),
             client_of: BTreeMap::new(),
             ended: Vec::new(),
+            verified: BTreeMap::new(),
+            verified_order: VecDeque::new(),
             seq: 0,
             next: 1,
             stats: FrontEndStats::default(),
@@ -220,6 +301,18 @@ impl FrontEnd {
     /// Calls in progress.
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The sizes of the front-end's tables.
+    pub fn tables(&self) -> FrontEndTables {
+        FrontEndTables {
+            transactions: self.tx.len(),
+            tombstones: self.tx.tombstones(),
+            calls: self.calls.len(),
+            call_transactions: self.client_of.len(),
+            pending: self.pending.len(),
+            bindings: self.bindings.len(),
+        }
     }
 
     /// The address phones reach this front-end at.
@@ -541,9 +634,13 @@ impl FrontEnd {
             self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        // Traffic: the call stays until `call_idle` after this.
-        self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
+        touch(
+            &mut self.call_expiry,
+            self.cfg.call_idle,
+            now,
+            &call_id,
+            call,
+        );
         let ocall = call.ocall;
         if *req.method() == SipMethod::Cancel {
             // CANCEL is hop by hop: answer it here, then cancel on the far side.
@@ -558,6 +655,9 @@ impl FrontEnd {
         {
             call.waiting.push((cseq, m, key));
         }
+        if *req.method() == SipMethod::Bye {
+            self.ending(now, &call_id);
+        }
         let mut fwd = req;
         if !fwd.decrement_max_forwards() {
             return;
@@ -571,19 +671,27 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        // Traffic: the call stays until `call_idle` after this.
-        self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
+        touch(
+            &mut self.call_expiry,
+            self.cfg.call_idle,
+            now,
+            &call_id,
+            call,
+        );
         let ocall = call.ocall;
         match m {
             // ACK for a 2xx: end to end, no transaction.
             SipMessage::Request(mut req) if *req.method() == SipMethod::Ack => {
                 self.media.request(now, Origin::Phone, &mut req);
                 ov.send_in_dialog(now, ocall, req.to_bytes());
+                self.acked(now, &call_id);
             }
-            // A 2xx retransmitted by the called UA after its client transaction ended.
+            // A 2xx to the INVITE retransmitted by the called UA (its client transaction
+            // ended with the first one).
             SipMessage::Response(mut resp)
-                if call.invite_client.is_some() && resp.code() / 100 == 2 =>
+                if call.invite_client.is_some()
+                    && resp.code() / 100 == 2
+                    && resp.cseq().is_some_and(|(_, m)| m == SipMethod::Invite) =>
             {
                 resp.pop_via();
                 self.media.response(now, Origin::Phone, &mut resp);
@@ -607,9 +715,13 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        // Traffic: the call stays until `call_idle` after this.
-        self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
+        touch(
+            &mut self.call_expiry,
+            self.cfg.call_idle,
+            now,
+            &call_id,
+            call,
+        );
         let ocall = call.ocall;
         let code = resp.code();
         let method = resp.cseq().map(|c| c.1);
@@ -622,6 +734,7 @@ impl FrontEnd {
             match method {
                 Some(SipMethod::Invite) if code >= 300 => self.end_call(&call_id),
                 Some(SipMethod::Bye) => self.end_call(&call_id),
+                Some(m) if code < 300 => self.answered(now, &call_id, &m, &resp),
                 _ => {}
             }
         }
@@ -648,6 +761,56 @@ impl FrontEnd {
         if let Some(call) = self.calls.get_mut(call_id) {
             self.client_of.insert(k.clone(), call_id.to_owned());
             call.clients.push(k);
+        }
+    }
+
+    /// A 2xx to `method` passed on call `call_id`: the call's first INVITE now waits for its
+    /// ACK (64·T1); a refresh (INVITE or UPDATE) carrying Session-Expires restarts the
+    /// session interval (RFC 4028).
+    fn answered(&mut self, now: Time, call_id: &str, method: &SipMethod, resp: &SipResponse) {
+        if !matches!(method, SipMethod::Invite | SipMethod::Update) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if call.phase == Phase::Ending {
+            return;
+        }
+        if let Some(interval) = resp.session_expires() {
+            call.session = Some(interval);
+        }
+        let deadline = if call.phase == Phase::Confirmed {
+            call.session.map(|s| now + s)
+        } else {
+            call.phase = Phase::Answered;
+            Some(now + self.cfg.timers.t1 * 64)
+        };
+        if let Some(at) = deadline {
+            self.call_expiry.set(call_id.to_owned(), at);
+        }
+    }
+
+    /// The ACK to call `call_id`'s 2xx passed: the call stays its session interval, else
+    /// `call_idle`.
+    fn acked(&mut self, now: Time, call_id: &str) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if call.phase != Phase::Answered {
+            return;
+        }
+        call.phase = Phase::Confirmed;
+        let keep = call.session.unwrap_or(self.cfg.call_idle);
+        self.call_expiry.set(call_id.to_owned(), now + keep);
+    }
+
+    /// A BYE passed on call `call_id`: it ends when the BYE is answered, or 64·T1 from now.
+    fn ending(&mut self, now: Time, call_id: &str) {
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.phase = Phase::Ending;
+            self.call_expiry
+                .set(call_id.to_owned(), now + self.cfg.timers.t1 * 64);
         }
     }
 
@@ -740,9 +903,7 @@ impl FrontEnd {
             return;
         };
         let unix = self.unix_ms(now);
-        let reg = reg.filter(|r| {
-            r.record.aor == aor && r.verify(self.verifier.as_ref()).is_ok() && r.is_live(unix)
-        });
+        let reg = reg.filter(|r| r.record.aor == aor && r.is_live(unix) && self.verify(now, r));
         let Some(reg) = reg else {
             self.stats.not_found += 1;
             self.reply(now, &key, &req, 404, "Not Found");
@@ -777,8 +938,40 @@ impl FrontEnd {
                 invite: req,
                 waiting: Vec::new(),
                 clients: Vec::new(),
+                phase: Phase::Setup,
+                session: None,
             },
         );
+    }
+
+    /// Does `reg`'s signature check out? Remembered for [`VERIFIED_FOR`].
+    fn verify(&mut self, now: Time, reg: &SignedRegistration) -> bool {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let signed = reg.record.signed_bytes();
+        ctx.update(&(signed.len() as u64).to_be_bytes());
+        ctx.update(&signed);
+        ctx.update(&reg.sig);
+        let mut digest = [0; 32];
+        digest.copy_from_slice(ctx.finish().as_ref());
+        if self
+            .verified
+            .get(&digest)
+            .is_some_and(|at| now < *at + VERIFIED_FOR)
+        {
+            return true;
+        }
+        if reg.verify(self.verifier.as_ref()).is_err() {
+            return false;
+        }
+        if self.verified.insert(digest, now).is_none() {
+            self.verified_order.push_back(digest);
+        }
+        while self.verified_order.len() > MAX_VERIFIED {
+            if let Some(old) = self.verified_order.pop_front() {
+                self.verified.remove(&old);
+            }
+        }
+        true
     }
 
     /// Keep `call` under its Call-ID and its overlay call until it ends or lies idle for
@@ -856,6 +1049,8 @@ impl FrontEnd {
                 invite: req.clone(),
                 waiting: Vec::new(),
                 clients: vec![key],
+                phase: Phase::Setup,
+                session: None,
             },
         );
         Ok(())
@@ -872,9 +1067,14 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        // Traffic: the call stays until `call_idle` after this.
-        self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
+        touch(
+            &mut self.call_expiry,
+            self.cfg.call_idle,
+            now,
+            &call_id,
+            call,
+        );
+        let ua = call.ua;
         match m {
             SipMessage::Response(mut resp) => {
                 let Some((cseq, method)) = resp.cseq() else {
@@ -893,6 +1093,9 @@ impl FrontEnd {
                     } else {
                         call.waiting[pos].clone()
                     };
+                    if code / 100 == 2 {
+                        self.answered(now, &call_id, &method, &resp);
+                    }
                     self.tx.send_response(now, &k, resp);
                     if code >= 200 && method == SipMethod::Bye {
                         self.end_call(&call_id);
@@ -903,14 +1106,23 @@ impl FrontEnd {
                 if method == SipMethod::Invite
                     && let Some(k) = call.invite_server.clone()
                 {
-                    self.tx.send_response(now, &k, resp);
+                    if code / 100 == 2 {
+                        self.answered(now, &call_id, &method, &resp);
+                    }
+                    if self.tx.is_open(&k) {
+                        self.tx.send_response(now, &k, resp);
+                    } else if code / 100 == 2 {
+                        // The called UA retransmits its 2xx until the ACK: the server
+                        // transaction ended with the first, so these go statelessly
+                        // (RFC 3261 §16.7 item 10 as amended by RFC 6026).
+                        self.tx.send_stateless(ua, resp.to_bytes());
+                    }
                     if code >= 300 {
                         self.end_call(&call_id);
                     }
                 }
             }
             SipMessage::Request(mut req) => {
-                let ua = call.ua;
                 // The Route set named the two front-ends; it ends here.
                 req.remove_header("Route");
                 self.media.request(now, Origin::FarEnd, &mut req);
@@ -920,6 +1132,7 @@ impl FrontEnd {
                         if req.push_via(&via).is_ok() {
                             self.tx.send_stateless(ua, req.to_bytes());
                         }
+                        self.acked(now, &call_id);
                     }
                     SipMethod::Cancel => {
                         // Cancel our INVITE toward the called UA (same Via branch).
@@ -930,12 +1143,15 @@ impl FrontEnd {
                             self.track_client(&call_id, k);
                         }
                     }
-                    _ => {
+                    method => {
                         let via = self.via(ua.transport);
                         if req.push_via(&via).is_ok()
                             && let Some(k) = self.tx.send_request(now, ua, req)
                         {
                             self.track_client(&call_id, k);
+                        }
+                        if method == SipMethod::Bye {
+                            self.ending(now, &call_id);
                         }
                     }
                 }
@@ -985,6 +1201,14 @@ impl FrontEnd {
     /// Next SIP message to send to a UA.
     pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
         self.tx.poll_transmit()
+    }
+}
+
+/// Traffic on `call`: unless it waits for its ACK or its BYE's answer, or runs a session
+/// timer (whose refreshes alone keep it), it stays until `idle` after this.
+fn touch(expiry: &mut Deadlines<String>, idle: Duration, now: Time, call_id: &str, call: &Call) {
+    if matches!(call.phase, Phase::Setup | Phase::Confirmed) && call.session.is_none() {
+        expiry.set(call_id.to_owned(), now + idle);
     }
 }
 
@@ -1285,6 +1509,154 @@ mod tests {
         assert_eq!(fe.calls(), 0);
         assert_eq!(fe.stats().calls_in, 1);
         assert_eq!(fe.poll_timeout(), None);
+    }
+
+    /// A called front-end with bob's UA registered, and the caller's overlay handle.
+    fn called_side() -> (
+        FrontEnd,
+        crate::loopback::LoopbackOverlay,
+        crate::loopback::LoopbackOverlay,
+        crate::loopback::LoopbackNet,
+    ) {
+        let (s, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), s.public_key());
+        let keys = Arc::new(keys);
+        let net = LoopbackNet::new(keys.clone(), 0);
+        let caller = net.join(NodeId(2));
+        let mut ov = net.join(NodeId(1));
+        let cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
+        let mut fe = FrontEnd::new(cfg, NodeId(1), Box::new(s), keys);
+        let t0 = Time::from_millis(1);
+        fe.handle_datagram(
+            t0,
+            "127.0.0.1:5170".parse().unwrap(),
+            &register(1, "bob", None),
+            &mut ov,
+        );
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(t0, ev, &mut ov);
+        }
+        assert_eq!(codes(&mut fe), vec![200]);
+        (fe, ov, caller, net)
+    }
+
+    /// Call `n` arrives from the overlay at `now` and bob's UA answers it with 200 carrying
+    /// `session_expires` (RFC 4028) if given. Returns the overlay call.
+    fn answered_call(
+        fe: &mut FrontEnd,
+        ov: &mut crate::loopback::LoopbackOverlay,
+        caller: &mut crate::loopback::LoopbackOverlay,
+        now: Time,
+        n: u32,
+        session_expires: Option<u32>,
+    ) -> OverlayCall {
+        let ocall = caller.send_call(now, NodeId(1), invite(n));
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(now, ev, ov);
+        }
+        let forwarded = std::iter::from_fn(|| fe.poll_transmit())
+            .find_map(|t| match msg::parse_datagram(&t.bytes) {
+                Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Invite => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        let mut ok = forwarded.response(200, "OK", Some("u")).unwrap();
+        if let Some(se) = session_expires {
+            ok.push_header("Session-Expires", &format!("{se};refresher=uac"))
+                .unwrap();
+        }
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        fe.handle_datagram(now, ua, &ok.to_bytes(), ov);
+        while fe.poll_transmit().is_some() {}
+        ocall
+    }
+
+    /// The ACK for call `n`'s 2xx, arriving from the caller's side.
+    fn ack_from_caller(
+        fe: &mut FrontEnd,
+        ov: &mut crate::loopback::LoopbackOverlay,
+        caller: &mut crate::loopback::LoopbackOverlay,
+        ocall: OverlayCall,
+        now: Time,
+        n: u32,
+    ) {
+        let ack = format!(
+            "ACK sip:bob@127.0.0.1:5170 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5170;branch=z9hG4bK-ack{n}\r\n\
+             From: <sip:alice@p2psip.test>;tag=a{n}\r\n\
+             To: <sip:bob@p2psip.test>;tag=u\r\n\
+             Call-ID: c{n}@x\r\n\
+             CSeq: 1 ACK\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        caller.send_in_dialog(now, ocall, ack.into_bytes());
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(now, ev, ov);
+        }
+        while fe.poll_transmit().is_some() {}
+    }
+
+    /// An answered call whose ACK never comes is dropped 64·T1 after its 2xx; one that is
+    /// ACKed stays its session interval (RFC 4028) after the ACK, or `call_idle` without a
+    /// session timer; one whose BYE is never answered is dropped 64·T1 after the BYE.
+    #[test]
+    fn answered_calls_end_on_ack_timeout_session_timer_or_idle() {
+        let (mut fe, mut ov, mut caller, net) = called_side();
+        let t0 = Time::from_millis(10);
+        let ack_wait = Duration::from_secs(32);
+        // 1: no ACK.
+        answered_call(&mut fe, &mut ov, &mut caller, t0, 1, None);
+        assert_eq!(fe.calls(), 1);
+        fe.handle_timeout(t0 + (ack_wait - Duration::from_millis(1)), &mut ov);
+        assert_eq!(fe.calls(), 1);
+        fe.handle_timeout(t0 + ack_wait, &mut ov);
+        assert_eq!(fe.calls(), 0, "the unacknowledged call was kept");
+        // 2: ACKed, session interval 90 s; 3: ACKed, no session timer.
+        let t1 = t0 + ack_wait;
+        let c2 = answered_call(&mut fe, &mut ov, &mut caller, t1, 2, Some(90));
+        let c3 = answered_call(&mut fe, &mut ov, &mut caller, t1, 3, None);
+        let t2 = t1 + Duration::from_secs(1);
+        ack_from_caller(&mut fe, &mut ov, &mut caller, c2, t2, 2);
+        ack_from_caller(&mut fe, &mut ov, &mut caller, c3, t2, 3);
+        fe.handle_timeout(t1 + ack_wait, &mut ov);
+        assert_eq!(
+            fe.calls(),
+            2,
+            "an acknowledged call ended at the ACK timeout"
+        );
+        fe.handle_timeout(t2 + Duration::from_secs(90), &mut ov);
+        assert_eq!(fe.calls(), 1, "the session timer did not end call 2");
+        // 4: ACKed, then a BYE from the caller that bob's UA never answers.
+        let t3 = t2 + Duration::from_secs(100);
+        let c4 = answered_call(&mut fe, &mut ov, &mut caller, t3, 4, None);
+        ack_from_caller(&mut fe, &mut ov, &mut caller, c4, t3, 4);
+        let bye = String::from_utf8(invite(4))
+            .unwrap()
+            .replace("INVITE sip", "BYE sip")
+            .replace("1 INVITE", "2 BYE")
+            .replace("z9hG4bK-4", "z9hG4bK-bye4")
+            .replace(
+                "To: <sip:bob@p2psip.test>",
+                "To: <sip:bob@p2psip.test>;tag=u",
+            );
+        caller.send_in_dialog(t3, c4, bye.into_bytes());
+        while let Some(ev) = ov.poll_event() {
+            fe.handle_overlay_event(t3, ev, &mut ov);
+        }
+        assert_eq!(fe.calls(), 2);
+        fe.handle_timeout(t3 + ack_wait, &mut ov);
+        assert_eq!(fe.calls(), 1, "the call whose BYE went unanswered was kept");
+        let idle = FrontEndConfig::new("x", fe.local()).call_idle;
+        fe.handle_timeout(t2 + idle, &mut ov);
+        assert_eq!(fe.calls(), 0, "the idle call 3 was kept");
+        let t = fe.tables();
+        assert_eq!((t.calls, t.transactions, t.call_transactions), (0, 0, 0));
+        assert_eq!(
+            net.tracked_call_ends(),
+            0,
+            "an ended call stayed in the overlay"
+        );
     }
 
     proptest! {

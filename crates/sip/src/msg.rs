@@ -397,6 +397,19 @@ impl SipResponse {
         self.0.body()
     }
 
+    /// A header's raw value as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        header_str(&self.0.headers, &header_name(name))
+    }
+
+    /// The session interval of RFC 4028 (`Session-Expires: 1800;refresher=uac`), if the
+    /// response sets one.
+    pub fn session_expires(&self) -> Option<std::time::Duration> {
+        let v = self.header("Session-Expires")?;
+        let secs = v.split(';').next()?.trim().parse::<u32>().ok()?;
+        (secs > 0).then(|| std::time::Duration::from_secs(secs.into()))
+    }
+
     /// Set the body and its Content-Length and Content-Type.
     pub fn set_body(&mut self, content_type: &str, body: Vec<u8>) -> Result<(), MsgError> {
         set_body_headers(&mut self.0.headers, content_type, body.len())?;

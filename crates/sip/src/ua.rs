@@ -125,7 +125,7 @@ pub const MAX_DIALOGS: usize = 1024;
 impl UserAgent {
     /// A UA; `seed` keeps tags and branches distinct between UAs.
     pub fn new(cfg: UaConfig, seed: u64) -> Self {
-        let tx = Transactions::new(cfg.timers, 4 * MAX_DIALOGS);
+        let tx = Transactions::new(cfg.timers, 4 * MAX_DIALOGS, 4 * MAX_DIALOGS);
         UserAgent {
             cfg,
             tx,

@@ -5,81 +5,19 @@
 //! both relays.
 #![allow(clippy::unwrap_used)]
 
-use overlay::secure::{Ed25519Registry, Ed25519Signer};
-use overlay::{NodeId, Time};
+use overlay::Time;
 use sip::media::{MediaAnchor, MediaError, MediaRelay, Origin, RelayConfig};
 use sip::ua::UaEvent;
-use sip::{FrontEnd, FrontEndConfig, LoopbackNet, LoopbackOverlay, Peer, SipTransmit, Transport};
+use sip::{Peer, Transport};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use testkit::sip::{FrontEnds, SipWorld};
+use testkit::sip::{LoopbackFrontEnds, SipWorld};
 
 const DOMAIN: &str = "p2psip.test";
 const OFFER: &[u8] = b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
 const ANSWER: &[u8] = b"v=0\r\no=bob 2 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
 
-/// A front-end on its handle of the in-process overlay.
-struct Node {
-    fe: FrontEnd,
-    ov: LoopbackOverlay,
-    addr: SocketAddr,
-}
-
-/// The front-ends over the in-process overlay, which takes no time.
-struct Loopback {
-    net: LoopbackNet,
-    nodes: Vec<Node>,
-    now: Time,
-}
-
-impl FrontEnds for Loopback {
-    fn now(&self) -> Time {
-        self.now
-    }
-
-    fn handle_datagram(&mut self, from: Peer, to: Peer, bytes: &[u8]) -> bool {
-        let Some(n) = self.nodes.iter_mut().find(|n| n.addr == to.addr) else {
-            return false;
-        };
-        let m = sip::msg::parse_datagram(bytes).unwrap();
-        let mut ov = n.ov.clone();
-        n.fe.handle_message(self.now, from, m, &mut ov);
-        true
-    }
-
-    fn poll_transmit(&mut self) -> Option<(Peer, SipTransmit)> {
-        self.nodes.iter_mut().find_map(|n| {
-            let t = n.fe.poll_transmit()?;
-            let from = Peer {
-                transport: t.to.transport,
-                addr: n.addr,
-            };
-            Some((from, t))
-        })
-    }
-
-    fn step_overlay(&mut self, _deadline: Time) -> bool {
-        let mut busy = false;
-        for n in &mut self.nodes {
-            let mut ov = n.ov.clone();
-            while let Some(ev) = n.ov.poll_event() {
-                busy = true;
-                n.fe.handle_overlay_event(self.now, ev, &mut ov);
-            }
-        }
-        busy
-    }
-
-    fn advance(&mut self, to: Time) {
-        self.now = to;
-        for n in &mut self.nodes {
-            let mut ov = n.ov.clone();
-            n.fe.handle_timeout(to, &mut ov);
-        }
-    }
-}
-
-type World = SipWorld<Loopback>;
+type World = SipWorld<LoopbackFrontEnds>;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -112,37 +50,19 @@ impl MediaAnchor for SharedRelay {
 
 /// [`world`], front-end i anchoring media with `relays[i]` when given.
 fn world_with(peers: usize, transport: Transport, relays: &[SharedRelay]) -> World {
-    let mut keys = Ed25519Registry::default();
-    let mut signers = Vec::new();
-    for i in 0..peers {
-        let (s, _) = Ed25519Signer::generate().unwrap();
-        keys.insert(NodeId(100 + i as u128), s.public_key());
-        signers.push(s);
-    }
-    let keys = Arc::new(keys);
-    let net = LoopbackNet::new(keys.clone(), 1_700_000_000_000);
-    let mut nodes = Vec::new();
-    for (i, s) in signers.into_iter().enumerate() {
-        let a = addr(&format!("127.0.0.{}:5060", i + 1));
-        let mut cfg = FrontEndConfig::new(DOMAIN, a);
-        cfg.unix_offset_ms = 1_700_000_000_000;
-        let id = NodeId(100 + i as u128);
-        let mut fe = FrontEnd::new(cfg, id, Box::new(s), keys.clone());
-        if let Some(r) = relays.get(i) {
-            fe = fe.with_media(Box::new(r.clone()));
-        }
-        nodes.push(Node {
-            fe,
-            ov: net.join(id),
-            addr: a,
-        });
-    }
-    let proxies: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let mut w = SipWorld::new(Loopback {
-        net,
-        nodes,
-        now: Time::from_millis(1),
-    });
+    let mut front_ends = LoopbackFrontEnds::new(peers, DOMAIN, |_| {});
+    front_ends.nodes = std::mem::take(&mut front_ends.nodes)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut n)| {
+            if let Some(r) = relays.get(i) {
+                n.fe = n.fe.with_media(Box::new(r.clone()));
+            }
+            n
+        })
+        .collect();
+    let proxies: Vec<SocketAddr> = front_ends.nodes.iter().map(|n| n.addr).collect();
+    let mut w = SipWorld::new(front_ends);
     for (i, (user, sdp)) in [("alice", OFFER), ("bob", ANSWER)].into_iter().enumerate() {
         let local = Peer {
             transport,
@@ -186,10 +106,18 @@ fn full_call(w: &mut World) {
     w.settle(200);
     w.phones.expect(0, UaEvent::Ended { call: call.clone() });
     w.phones.expect(1, UaEvent::Ended { call });
-    // Both front-ends forgot the call once BYE was answered.
-    w.settle(40_000);
+    // Both front-ends forgot the call once BYE was answered...
     assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
     assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
+    // ...and, the UDP linger over, keep nothing of it at all.
+    w.settle(40_000);
+    for n in &w.front_ends.nodes {
+        let t = n.fe.tables();
+        assert_eq!(
+            (t.calls, t.transactions, t.tombstones, t.call_transactions),
+            (0, 0, 0, 0)
+        );
+    }
     assert_eq!(
         w.front_ends.net.tracked_call_ends(),
         0,

@@ -3,16 +3,24 @@
 //!
 //! A [`SipWorld`] runs phones against any set of [`FrontEnds`]: SIP datagrams take no time
 //! and are delivered as soon as they are sent; between two of them the front-ends' overlay
-//! handles one input ([`FrontEnds::step_overlay`]), so the clock is the overlay's.
+//! handles one input ([`FrontEnds::step_overlay`]), so the clock is the overlay's. Two sets
+//! are here: [`LoopbackFrontEnds`] on the in-process overlay (which takes no time), and the
+//! peers of a [`Network`] running [`PeerCore`]s.
 
 use crate::network::Network;
 use crate::peer::{Peer as NetPeer, authenticated};
 use overlay::driver::SecureCore;
 use overlay::secure::SecureEvent;
-use overlay::{Contact, Time};
+use overlay::secure::{Ed25519Registry, Ed25519Signer};
+use overlay::{Contact, NodeId, Time};
 use sip::ua::{UaConfig, UaEvent, UserAgent};
-use sip::{Peer, PeerCore, PeerEvent, SipInbound, SipTransmit};
+use sip::{
+    FrontEnd, FrontEndConfig, LoopbackNet, LoopbackOverlay, Peer, PeerCore, PeerEvent, SipInbound,
+    SipTransmit,
+};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most datagrams and overlay inputs one [`SipWorld::run`] handles before it calls the run
@@ -91,6 +99,11 @@ impl Phones {
     /// Everything the phones reported, with the phone's index.
     pub fn events(&self) -> &[(usize, UaEvent)] {
         &self.events
+    }
+
+    /// Take what the phones reported so far (a long run reads them as it goes).
+    pub fn take_events(&mut self) -> Vec<(usize, UaEvent)> {
+        std::mem::take(&mut self.events)
     }
 
     /// Did phone `ua` report an event `what` accepts?
@@ -232,6 +245,114 @@ impl<F: FrontEnds> SipWorld<F> {
     pub fn ua(&mut self, ua: usize) -> (&mut UserAgent, Time) {
         let now = self.now();
         (self.phones.ua(ua), now)
+    }
+}
+
+/// One front-end on its handle of the in-process overlay.
+pub struct LoopbackFrontEnd {
+    /// The front-end.
+    pub fe: FrontEnd,
+    /// Its handle of the overlay.
+    pub ov: LoopbackOverlay,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// Front-ends joined by the in-process overlay ([`LoopbackNet`]), which takes no time: the
+/// front-end logic alone, on a virtual clock.
+pub struct LoopbackFrontEnds {
+    /// The overlay.
+    pub net: LoopbackNet,
+    /// The front-ends, the `i`-th on `127.0.0.{i+1}:5060`.
+    pub nodes: Vec<LoopbackFrontEnd>,
+    now: Time,
+}
+
+impl LoopbackFrontEnds {
+    /// `count` front-ends for `domain`, each on its own peer (node IDs from 100) with a
+    /// fresh signing key; `configure` adjusts each one's defaults.
+    pub fn new(count: usize, domain: &str, configure: impl Fn(&mut FrontEndConfig)) -> Self {
+        const UNIX_OFFSET_MS: u64 = 1_700_000_000_000;
+        let mut keys = Ed25519Registry::default();
+        let mut signers = Vec::new();
+        for i in 0..count {
+            let Ok((s, _)) = Ed25519Signer::generate() else {
+                panic!("no signing key");
+            };
+            keys.insert(NodeId(100 + i as u128), s.public_key());
+            signers.push(s);
+        }
+        let keys = Arc::new(keys);
+        let net = LoopbackNet::new(keys.clone(), UNIX_OFFSET_MS);
+        let nodes = signers
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let addr = SocketAddr::from(([127, 0, 0, i as u8 + 1], 5060));
+                let mut cfg = FrontEndConfig::new(domain, addr);
+                cfg.unix_offset_ms = UNIX_OFFSET_MS;
+                configure(&mut cfg);
+                let id = NodeId(100 + i as u128);
+                LoopbackFrontEnd {
+                    fe: FrontEnd::new(cfg, id, Box::new(s), keys.clone()),
+                    ov: net.join(id),
+                    addr,
+                }
+            })
+            .collect();
+        LoopbackFrontEnds {
+            net,
+            nodes,
+            now: Time::from_millis(1),
+        }
+    }
+}
+
+impl FrontEnds for LoopbackFrontEnds {
+    fn now(&self) -> Time {
+        self.now
+    }
+
+    fn handle_datagram(&mut self, from: Peer, to: Peer, bytes: &[u8]) -> bool {
+        let Some(n) = self.nodes.iter_mut().find(|n| n.addr == to.addr) else {
+            return false;
+        };
+        if let Ok(m) = sip::msg::parse_datagram(bytes) {
+            let mut ov = n.ov.clone();
+            n.fe.handle_message(self.now, from, m, &mut ov);
+        }
+        true
+    }
+
+    fn poll_transmit(&mut self) -> Option<(Peer, SipTransmit)> {
+        self.nodes.iter_mut().find_map(|n| {
+            let t = n.fe.poll_transmit()?;
+            let from = Peer {
+                transport: t.to.transport,
+                addr: n.addr,
+            };
+            Some((from, t))
+        })
+    }
+
+    fn step_overlay(&mut self, _deadline: Time) -> bool {
+        let mut busy = false;
+        for n in &mut self.nodes {
+            let mut ov = n.ov.clone();
+            while let Some(ev) = n.ov.poll_event() {
+                busy = true;
+                n.fe.handle_overlay_event(self.now, ev, &mut ov);
+            }
+        }
+        busy
+    }
+
+    fn advance(&mut self, to: Time) {
+        self.now = to;
+        for n in &mut self.nodes {
+            let mut ov = n.ov.clone();
+            n.fe.handle_timeout(to, &mut ov);
+        }
     }
 }
 

@@ -23,12 +23,12 @@ pub(crate) struct Args {
     /// SIP domain of the AoRs served.
     #[arg(long, default_value = "p2psip.test")]
     domain: String,
-    /// Most transactions per front-end (503 beyond).
-    #[arg(long, default_value_t = 8192)]
-    max_transactions: usize,
-    /// Most calls per front-end (503 beyond).
-    #[arg(long, default_value_t = 4096)]
-    max_calls: usize,
+    /// Most transactions in flight per front-end (503 beyond); default: what 64 MiB holds.
+    #[arg(long)]
+    max_transactions: Option<usize>,
+    /// Most calls per front-end (503 beyond); default: what 64 MiB holds.
+    #[arg(long)]
+    max_calls: Option<usize>,
     #[command(flatten)]
     sip_auth: super::sip_auth::SipAuthArgs,
 }
@@ -67,8 +67,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 move |local| {
                     let mut cfg = FrontEndConfig::new(&domain, local);
                     cfg.unix_offset_ms = unix_ms;
-                    cfg.max_transactions = max_tx;
-                    cfg.max_calls = max_calls;
+                    cfg.max_transactions = max_tx.unwrap_or(cfg.max_transactions);
+                    cfg.max_calls = max_calls.unwrap_or(cfg.max_calls);
                     cfg.auth = auth;
                     FrontEnd::new(cfg, id, Box::new(s), k)
                 },
@@ -82,11 +82,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         service::output::say(format_args!(
             "overlay: in-process (no TLS, no secure routing); Ctrl-C or SIGTERM stops"
         ));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        super::stop_signal().await;
         for t in tasks {
             let s = t.stats();
             eprintln!(

@@ -180,7 +180,7 @@ enum Ev {
     Deliver {
         to: NodeId,
         from: Contact,
-        msg: Message,
+        msg: Box<Message>,
     },
     Timer {
         slot: u32,
@@ -439,7 +439,7 @@ impl CallWorld {
                 Ev::Deliver {
                     to: t.to.id,
                     from: me,
-                    msg: t.msg,
+                    msg: Box::new(t.msg),
                 },
             );
         }
@@ -530,6 +530,11 @@ impl CallWorld {
                 );
             }
             SecureEvent::Report { subject, outcome } => {
+                // A malicious peer tells the SOS nothing true: what it does say is its
+                // behaviour's business, never its honest code's evidence.
+                if self.peers[slot as usize].bad.is_some() {
+                    return;
+                }
                 self.reports += 1;
                 if self.closed_loop {
                     self.sos
@@ -634,7 +639,9 @@ impl CallWorld {
             match ev {
                 Ev::Deliver { to, from, msg } => {
                     if let Some(&slot) = self.index.get(&to) {
-                        self.peers[slot as usize].node.handle_message(at, from, msg);
+                        self.peers[slot as usize]
+                            .node
+                            .handle_message(at, from, *msg);
                         self.after_input(slot);
                     }
                 }

@@ -665,7 +665,8 @@ impl SecureNode {
         );
     }
 
-    /// Turn receipts into evidence: detours are misroutes; a copy that did not arrive
+    /// Turn receipts into evidence: a hop whose hand-over the next hop signed passed the copy
+    /// on (delivered), unless away from the target (misrouted); a copy that did not arrive
     /// incriminates the last peer that provably held it (it signed an acknowledgement), and
     /// only that peer: the hop before it proved that it passed the copy on.
     fn judge_copies(&mut self, held: &Held, arrived: &[u8]) {
@@ -676,15 +677,22 @@ impl SecureNode {
             let copy = copy as u8;
             let chain = self.copy_chain(held, copy);
             for (hop, next) in &chain {
-                if *hop != me
-                    && next != &target
+                if *hop == me {
+                    continue;
+                }
+                // A hop whose next hop signed for the copy provably passed it on: positive
+                // evidence, unless it passed it away from the target.
+                let outcome = if next != &target
                     && space.distance(*next, target) >= space.distance(*hop, target)
                 {
-                    self.events.push_back(SecureEvent::Report {
-                        subject: *hop,
-                        outcome: Outcome::Misrouted,
-                    });
-                }
+                    Outcome::Misrouted
+                } else {
+                    Outcome::Delivered
+                };
+                self.events.push_back(SecureEvent::Report {
+                    subject: *hop,
+                    outcome,
+                });
             }
             if arrived.contains(&copy) {
                 continue;

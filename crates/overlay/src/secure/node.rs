@@ -14,7 +14,7 @@ use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainI
 use crate::{ChordNode, Contact, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -102,8 +102,9 @@ pub struct SecureNode {
     forwards: Vec<Forward>,
     /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
     seen: VecDeque<(NodeId, u64, u8, u64)>,
-    /// The same keys, for duplicate checks without scanning `seen`.
-    seen_set: BTreeSet<(NodeId, u64, u8)>,
+    /// The same keys, for duplicate checks without scanning `seen`, with the hops the copy
+    /// had passed when it first came.
+    seen_set: BTreeMap<(NodeId, u64, u8), Vec<NodeId>>,
     cache: ContactCache,
     dialogs: Dialogs,
     dialog_refused: u64,
@@ -150,7 +151,7 @@ impl SecureNode {
             collecting: Vec::new(),
             forwards: Vec::new(),
             seen: VecDeque::new(),
-            seen_set: BTreeSet::new(),
+            seen_set: BTreeMap::new(),
             cache,
             dialogs: Dialogs::default(),
             dialog_refused: 0,
@@ -738,27 +739,32 @@ impl SecureNode {
             });
             return;
         }
-        // Every hop, not only the target, remembers the copies it has handled: a copy seen
-        // twice is a replay by the peer that sent it now (an honest hop that forwarded the
-        // first one is not blamed for someone else's duplicate).
-        let key = (body.csp.id, body.nonce, body.copy);
-        if self.seen_set.contains(&key) {
-            tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, "PingRequest seen before");
-            self.events.push_back(SecureEvent::Report {
-                subject: from.id,
-                outcome: Outcome::Replayed,
-            });
-            return;
-        }
-        if self.seen.len() >= self.ctx.cfg.max_pending
-            && let Some(old) = self.seen.pop_front()
-        {
-            self.seen_set.remove(&(old.0, old.1, old.2));
-        }
-        self.seen
-            .push_back((key.0, key.1, key.2, body.timestamp_ms));
-        self.seen_set.insert(key);
         let me = self.chord.id();
+        // Every hop, not only the target, remembers the copies it has handled. A copy seen
+        // twice over the same signed path is a replay by the peer that sent it now (an
+        // honest hop that forwarded the first one is not blamed for someone else's
+        // duplicate). Over another path it is a fork: some hop before the paths part passed
+        // the copy twice (a misrouter re-sending it, or a hop whose next hop forwarded but
+        // never acknowledged), and the peer that sent it now is not to blame. Either way it
+        // is acknowledged, so its honest sender does not take this peer for silent, and not
+        // passed on.
+        let key = (body.csp.id, body.nonce, body.copy);
+        let path: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
+        let duplicate = match self.seen_set.get(&key) {
+            Some(first) if *first == path => Some(true),
+            Some(_) => Some(false),
+            None => None,
+        };
+        if duplicate.is_none() {
+            if self.seen.len() >= self.ctx.cfg.max_pending
+                && let Some(old) = self.seen.pop_front()
+            {
+                self.seen_set.remove(&(old.0, old.1, old.2));
+            }
+            self.seen
+                .push_back((key.0, key.1, key.2, body.timestamp_ms));
+            self.seen_set.insert(key, path);
+        }
         // Acknowledge: "I hold this copy", signed, for the sender to relay to the CSP.
         let sig = self.signer.sign(&ack_bytes(
             body.csp.id,
@@ -777,6 +783,16 @@ impl SecureNode {
                 sig,
             },
         );
+        if let Some(replay) = duplicate {
+            tracing::debug!(me = %me, from = %from.id, handle = body.handle, copy = body.copy, replay, "PingRequest seen before");
+            if replay {
+                self.events.push_back(SecureEvent::Report {
+                    subject: from.id,
+                    outcome: Outcome::Replayed,
+                });
+            }
+            return;
+        }
         if body.target == me {
             self.collect(now, ping);
             return;

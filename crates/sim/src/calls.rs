@@ -3,10 +3,13 @@
 //!
 //! Every peer runs [`overlay::secure::SecureNode`]. A fraction of ordinary peers is
 //! malicious: it runs the same code but tampers with what it forwards (drop, misroute,
-//! modify, replay). CSPs and CSPGs are trusted infrastructure. An in-process SOS built on
+//! modify, replay), or plays a strategy (on-off, colluding group, bad-mouthing with
+//! ballot-stuffing); what its own code would report is never given to the SOS, only the lies
+//! its strategy tells. CSPs and CSPGs are trusted infrastructure. An in-process SOS built on
 //! the `trust` crate answers route rankings and turns the peers' evidence reports into
-//! opinions; every two seconds it publishes the peers it distrusts (disbelief above belief),
-//! and peers route around them — the closed loop.
+//! opinions, each report weighed by the SOS's belief in its reporter and all evidence aged;
+//! every two seconds it publishes the peers it distrusts (disbelief above belief), and peers
+//! route around them — the closed loop.
 //!
 //! Signatures here use a keyed-hash stand-in (see [`SimKeys`]): unforgeable inside the
 //! simulation because a peer's key is known only to the simulator, and cheap enough for

@@ -97,6 +97,12 @@ pub struct Args {
     /// Turn off the closed loop (no evidence to the SOS, no routing around distrusted peers).
     #[arg(long)]
     pub(crate) open_loop: bool,
+    /// Count every report fully instead of weighing it by the SOS's opinion of its reporter.
+    #[arg(long)]
+    pub(crate) unweighted_reports: bool,
+    /// Half-life of evidence at the SOS, seconds (0: evidence never fades).
+    #[arg(long, default_value_t = 60.0)]
+    pub(crate) evidence_half_life: f64,
 }
 
 /// Named scenarios.
@@ -119,6 +125,12 @@ pub(crate) enum BehaviourKind {
     Replay,
     /// Each malicious peer picks one.
     Mixed,
+    /// Forward honestly until the SOS trusts the peer, then drop (and again).
+    OnOff,
+    /// Pass copies among the group and drop them; praise one another to the SOS.
+    Collude,
+    /// Drop, blame the honest next hop to the SOS and praise fellow attackers.
+    BadMouth,
 }
 
 /// Call routing.
@@ -289,6 +301,9 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
         BehaviourKind::Modify => sim::Behaviour::Modify,
         BehaviourKind::Replay => sim::Behaviour::Replay,
         BehaviourKind::Mixed => sim::Behaviour::Mixed,
+        BehaviourKind::OnOff => sim::Behaviour::OnOff,
+        BehaviourKind::Collude => sim::Behaviour::Collude,
+        BehaviourKind::BadMouth => sim::Behaviour::BadMouth,
     };
     run.zipf = args.zipf;
     run.latency = latency_model(args.latency);
@@ -296,6 +311,9 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
     run.call_rate = args.call_rate;
     run.closed_loop = !args.open_loop;
     run.successors = args.successors;
+    run.weigh_reporters = !args.unweighted_reports;
+    let half_life = secs(args.evidence_half_life, "--evidence-half-life")?;
+    run.evidence_half_life = (!half_life.is_zero()).then_some(half_life);
     let report = crate::progress::run_calls(&run)?;
     if args.json {
         say!(
@@ -334,10 +352,14 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
         100.0 * report.cache_hit_rate
     );
     say!(
-        "  SOS            {} reports; distrusts {} malicious and {} honest peers",
+        "  SOS            {} reports; distrusts {} of {} malicious and {} of {} honest peers (false positives {:.2}%, false negatives {:.2}%)",
         report.reports,
         report.distrusted_malicious,
-        report.distrusted_honest
+        report.malicious_peers,
+        report.distrusted_honest,
+        report.honest_peers,
+        100.0 * report.false_positive_rate,
+        100.0 * report.false_negative_rate
     );
     say!("  run            {:.2} s wall", report.wall_s);
     Ok(())

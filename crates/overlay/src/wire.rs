@@ -9,12 +9,14 @@ use crate::{Contact, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The wire version this build speaks. Version 2: [`Message::Ringing`] carries a SHA-256
-/// digest and PingRequest signatures cover domain-separated bytes.
-pub const WIRE_VERSION: u8 = 2;
+/// digest and PingRequest signatures cover domain-separated bytes. Version 3: a PingRequest
+/// body names peers its copy must avoid, every hop acknowledges a copy with a signed
+/// [`Message::PingAck`], and a [`Message::HopReceipt`] carries the next hop's acknowledgement.
+pub const WIRE_VERSION: u8 = 3;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// The highest message kind this build knows.
-pub const MAX_KIND: u8 = 22;
+pub const MAX_KIND: u8 = 23;
 /// Default cap on a frame (header + body); bigger frames are refused unread.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
@@ -90,6 +92,9 @@ pub struct PingBody {
     pub copy: u8,
     /// How many copies the CSP sent.
     pub copies: u8,
+    /// Peers this copy must not pass: the CSP's suspects from earlier copies of the same
+    /// request that stalled with them (empty on the first round).
+    pub avoid: Vec<NodeId>,
 }
 
 /// One hop's signed statement that it carried a PingRequest.
@@ -181,7 +186,8 @@ pub enum Message {
     Call(CallRequest),
     /// A PingRequest copy being routed to its target.
     PingRequest(PingRequest),
-    /// A hop tells the CSP it forwarded a copy and to whom (drop and misroute evidence).
+    /// A hop tells the CSP it forwarded a copy and to whom (drop and misroute evidence),
+    /// once the next hop acknowledged it.
     HopReceipt {
         /// The CSP's handle.
         handle: u64,
@@ -191,6 +197,9 @@ pub enum Message {
         copy: u8,
         /// The peer it was passed to.
         next: NodeId,
+        /// `next`'s signed acknowledgement ([`Message::PingAck`]'s `sig`): proof that `next`
+        /// holds the copy, so a hop that drops cannot pass the blame on.
+        ack: Vec<u8>,
     },
     /// The target asks the CSP for the held request, naming the copies that reached it and
     /// the route the SOS ranked first.
@@ -269,6 +278,21 @@ pub enum Message {
         /// The record, if the peer holds one.
         value: Option<Vec<u8>>,
     },
+    /// A hop acknowledges a PingRequest copy to the peer that passed it: "I hold copy `copy`
+    /// of the CSP's request", signed ([`crate::secure::ack_bytes`]). The sender re-routes a
+    /// copy nobody acknowledges and relays the signature to the CSP in its receipt.
+    PingAck {
+        /// The CSP of the request.
+        csp: NodeId,
+        /// The CSP's handle.
+        handle: u64,
+        /// The request's nonce.
+        nonce: u64,
+        /// Which copy.
+        copy: u8,
+        /// The acknowledging hop's signature.
+        sig: Vec<u8>,
+    },
 }
 
 impl Message {
@@ -297,6 +321,7 @@ impl Message {
             Message::PutReply { .. } => 20,
             Message::Get { .. } => 21,
             Message::GetReply { .. } => 22,
+            Message::PingAck { .. } => 23,
         }
     }
 
@@ -325,6 +350,7 @@ impl Message {
             Message::PutReply { .. } => "put-reply",
             Message::Get { .. } => "get",
             Message::GetReply { .. } => "get-reply",
+            Message::PingAck { .. } => "ping-ack",
         }
     }
 
@@ -342,12 +368,13 @@ impl Message {
                 | Message::Pong { .. }
                 | Message::Leaving { .. }
                 | Message::HopReceipt { .. }
+                | Message::PingAck { .. }
         )
     }
 
     /// Is this call traffic (as opposed to ring maintenance and lookups)?
     pub fn is_call_traffic(&self) -> bool {
-        (11..=18).contains(&self.kind())
+        (11..=18).contains(&self.kind()) || matches!(self, Message::PingAck { .. })
     }
 }
 
@@ -614,10 +641,11 @@ mod tests {
                 prop::collection::vec(
                     (wide_u128(), prop::collection::vec(any::<u8>(), 0..64)),
                     0..6
-                )
+                ),
+                prop::collection::vec(wide_u128().prop_map(NodeId), 0..4)
             )
                 .prop_map(
-                    |((t, handle, nonce, ts, copy, copies), csp, csp_sig, hops)| {
+                    |((t, handle, nonce, ts, copy, copies), csp, csp_sig, hops, avoid)| {
                         Message::PingRequest(PingRequest {
                             body: PingBody {
                                 target: NodeId(t),
@@ -627,6 +655,7 @@ mod tests {
                                 timestamp_ms: ts,
                                 copy,
                                 copies,
+                                avoid,
                             },
                             csp_sig,
                             hops: hops
@@ -639,14 +668,30 @@ mod tests {
                         })
                     }
                 ),
-            any::<(u64, u64, u8, u128)>().prop_map(|(handle, nonce, copy, next)| {
-                Message::HopReceipt {
+            (
+                any::<(u64, u64, u8, u128)>(),
+                prop::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|((handle, nonce, copy, next), ack)| {
+                    Message::HopReceipt {
+                        handle,
+                        nonce,
+                        copy,
+                        next: NodeId(next),
+                        ack,
+                    }
+                }),
+            (
+                any::<(u128, u64, u64, u8)>(),
+                prop::collection::vec(any::<u8>(), 0..64)
+            )
+                .prop_map(|((csp, handle, nonce, copy), sig)| Message::PingAck {
+                    csp: NodeId(csp),
                     handle,
                     nonce,
                     copy,
-                    next: NodeId(next),
-                }
-            }),
+                    sig,
+                }),
             (
                 wide_u64(),
                 wide_u64(),

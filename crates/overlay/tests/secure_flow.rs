@@ -144,6 +144,123 @@ fn a_dropping_hop_is_survived_and_a_tampering_hop_is_reported() {
     );
 }
 
+/// Peers that carried a PingRequest copy (callee excluded) in a clean call.
+fn carriers() -> Vec<NodeId> {
+    let mut clean = net();
+    clean.call(CALLER, CALLEE);
+    let mut hops: Vec<NodeId> = clean
+        .captured()
+        .iter()
+        .filter(|f| f.kind() == "ping-request" && f.to != CALLEE)
+        .map(|f| f.to)
+        .collect();
+    hops.sort();
+    hops.dedup();
+    hops
+}
+
+/// Dropped reports by peers other than `but`: (reporter, subject).
+fn dropped_reports_not_by(net: &Network<SecureNode>, but: &[NodeId]) -> Vec<(NodeId, NodeId)> {
+    net.reports_since(0)
+        .into_iter()
+        .filter(|(by, _, o)| *o == Outcome::Dropped && !but.contains(by))
+        .map(|(by, subject, _)| (by, subject))
+        .collect()
+}
+
+#[test]
+fn a_hop_that_acknowledges_a_copy_and_drops_it_is_blamed_alone() {
+    // The dropper signs that it holds the copy (its acknowledgement reaches the CSP in the
+    // previous hop's receipt), then swallows it: the CSP names it, and nobody else.
+    let hops = carriers();
+    let dropper = hops[0];
+    let mut net = net();
+    net.set_behaviour(dropper, adversary::drop_if(forwarded_ping_of));
+    net.call(CALLER, CALLEE);
+    assert!(net.rang(CALLER) > 0, "{:?}", net.events());
+    let dropped = dropped_reports_not_by(&net, &[dropper]);
+    assert!(
+        dropped.iter().any(|(by, s)| *by == CSP && *s == dropper),
+        "the CSP did not name {dropper:?}: {dropped:?}"
+    );
+    assert!(
+        dropped.iter().all(|(_, s)| *s == dropper),
+        "an honest peer was blamed with {dropper:?}: {dropped:?}"
+    );
+}
+
+#[test]
+fn a_hop_that_never_acknowledges_is_routed_around_and_named_by_its_sender() {
+    // A black hole for copies and acknowledgements alike: whoever passed it a copy hears
+    // nothing back, reports it and passes the copy to another hop.
+    let hops = carriers();
+    let silent = hops[0];
+    let mut net = net();
+    net.set_behaviour(
+        silent,
+        adversary::drop_if(|_, _, m| {
+            matches!(m, Message::PingRequest(_) | Message::PingAck { .. })
+        }),
+    );
+    net.call(CALLER, CALLEE);
+    assert!(net.rang(CALLER) > 0, "{:?}", net.events());
+    let dropped = dropped_reports_not_by(&net, &[silent]);
+    assert!(!dropped.is_empty(), "{:?}", net.events());
+    assert!(
+        dropped.iter().all(|(_, s)| *s == silent),
+        "an honest peer was blamed with {silent:?}: {dropped:?}"
+    );
+    let around = net.captured().iter().any(|f| match &f.msg {
+        Message::PingRequest(p) => {
+            f.to != silent
+                && p.hops.iter().all(|h| h.hop != silent)
+                && net
+                    .captured()
+                    .iter()
+                    .any(|g| g.to == silent && g.from.id == f.from.id && g.kind() == "ping-request")
+        }
+        _ => false,
+    });
+    assert!(around, "no sender of {silent:?} re-routed its copy");
+}
+
+#[test]
+fn when_every_copy_stalls_the_csp_sends_a_round_around_the_peers_that_held_them() {
+    // Every peer that carried a copy in a clean call now drops: the CSP sees each copy's
+    // hand-overs stop short of the callee, signs those holders into a new round's bodies,
+    // and the call rings before the caller's own retry.
+    let droppers = carriers();
+    let mut net = net();
+    for d in &droppers {
+        net.set_behaviour(*d, adversary::drop_if(forwarded_ping_of));
+    }
+    net.call(CALLER, CALLEE);
+    let setup = net.events().iter().find_map(|(id, e)| match e {
+        SecureEvent::CallRinging { setup, .. } if *id == CALLER => Some(*setup),
+        _ => None,
+    });
+    assert!(
+        setup.is_some_and(|s| s < SecureConfig::default().call_timeout),
+        "{setup:?} {:?}",
+        net.events()
+    );
+    let avoiding: Vec<Vec<NodeId>> = net
+        .captured()
+        .iter()
+        .filter_map(|f| match &f.msg {
+            Message::PingRequest(p) if !p.body.avoid.is_empty() => Some(p.body.avoid.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!avoiding.is_empty(), "no second round");
+    assert!(
+        avoiding
+            .iter()
+            .all(|a| a.iter().all(|p| droppers.contains(p))),
+        "an honest peer avoided: {avoiding:?} (droppers {droppers:?})"
+    );
+}
+
 /// [`forwarded_ping`] in the shape a behaviour's filter takes.
 fn forwarded_ping_of(me: NodeId, _to: NodeId, msg: &Message) -> bool {
     forwarded_ping(me, msg)

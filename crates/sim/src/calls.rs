@@ -3,10 +3,13 @@
 //!
 //! Every peer runs [`overlay::secure::SecureNode`]. A fraction of ordinary peers is
 //! malicious: it runs the same code but tampers with what it forwards (drop, misroute,
-//! modify, replay). CSPs and CSPGs are trusted infrastructure. An in-process SOS built on
+//! modify, replay), or plays a strategy (on-off, colluding group, bad-mouthing with
+//! ballot-stuffing); what its own code would report is never given to the SOS, only the lies
+//! its strategy tells. CSPs and CSPGs are trusted infrastructure. An in-process SOS built on
 //! the `trust` crate answers route rankings and turns the peers' evidence reports into
-//! opinions; every two seconds it publishes the peers it distrusts (disbelief above belief),
-//! and peers route around them — the closed loop.
+//! opinions, each report weighed by the SOS's belief in its reporter and all evidence aged;
+//! every two seconds it publishes the peers it distrusts (disbelief above belief), and peers
+//! route around them — the closed loop.
 //!
 //! Signatures here use a keyed-hash stand-in (see [`SimKeys`]): unforgeable inside the
 //! simulation because a peer's key is known only to the simulator, and cheap enough for
@@ -42,7 +45,20 @@ pub enum Behaviour {
     Replay,
     /// Each malicious peer picks one of the above.
     Mixed,
+    /// On-off: forward honestly until the SOS trusts the peer (belief above disbelief and at
+    /// least [`ON_OFF_TRUSTED`]), then drop until it no longer does; and again.
+    OnOff,
+    /// Colluding group: pass copies to a fellow attacker that is closer to the target
+    /// whenever one is known (so the copy stays with the group), drop when none is, and
+    /// praise one another to the SOS (ballot-stuffing).
+    Collude,
+    /// Drop, blame the honest next hop for every dropped copy (bad-mouthing) and praise the
+    /// attackers already on the copy's path (ballot-stuffing).
+    BadMouth,
 }
+
+/// The belief at which an on-off attacker takes itself for trusted and starts dropping.
+pub const ON_OFF_TRUSTED: f64 = 0.5;
 
 /// Signature stand-in for the simulator: a keyed 64-bit hash with a per-peer secret.
 pub struct SimKeys {
@@ -111,6 +127,12 @@ pub struct CallRun {
     pub successors: usize,
     /// Feed evidence to the SOS and route around distrusted peers.
     pub closed_loop: bool,
+    /// Weigh each report by the SOS's belief in its reporter (classic discounting: a peer
+    /// nobody vouched for yet says nothing; CSPs and CSPGs count fully). Off: every report
+    /// counts 1.
+    pub weigh_reporters: bool,
+    /// Half-life of evidence at the SOS (`None`: evidence never fades).
+    pub evidence_half_life: Option<Duration>,
 }
 
 impl CallRun {
@@ -131,6 +153,8 @@ impl CallRun {
             secure: SecureConfig::default(),
             successors: 8,
             closed_loop: true,
+            weigh_reporters: true,
+            evidence_half_life: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -168,6 +192,15 @@ pub struct CallReport {
     pub distrusted_malicious: usize,
     /// Honest peers the SOS distrusted at the end.
     pub distrusted_honest: usize,
+    /// Honest ordinary peers.
+    pub honest_peers: usize,
+    /// Malicious peers.
+    pub malicious_peers: usize,
+    /// distrusted_honest / honest_peers: the SOS's false-positive rate at the end.
+    pub false_positive_rate: f64,
+    /// Malicious peers the SOS did not distrust at the end, over malicious_peers: its
+    /// false-negative rate.
+    pub false_negative_rate: f64,
     /// Evidence reports the SOS took.
     pub reports: u64,
     /// Wall-clock seconds.
@@ -180,7 +213,7 @@ enum Ev {
     Deliver {
         to: NodeId,
         from: Contact,
-        msg: Message,
+        msg: Box<Message>,
     },
     Timer {
         slot: u32,
@@ -231,6 +264,7 @@ pub struct CallWorld {
     sos: OpinionBook<u128>,
     reported: BTreeSet<u128>,
     closed_loop: bool,
+    weigh_reporters: bool,
     distrusted: Arc<BTreeSet<NodeId>>,
     /// Call-traffic messages sent.
     pub call_messages: u64,
@@ -344,9 +378,16 @@ impl CallWorld {
             now: Time::ZERO,
             rng: Xoshiro256PlusPlus::seed_from_u64(run.seed ^ 0xCA11),
             latency: run.latency.clone(),
-            sos: OpinionBook::new(TrustPolicy::new(trust::paper::BASE_RATE, Ageing::never())?),
+            sos: OpinionBook::new(TrustPolicy::new(
+                trust::paper::BASE_RATE,
+                match run.evidence_half_life {
+                    Some(h) => Ageing::half_life_ms((h.as_millis() as u64).max(1))?,
+                    None => Ageing::never(),
+                },
+            )?),
             reported: BTreeSet::new(),
             closed_loop: run.closed_loop,
+            weigh_reporters: run.weigh_reporters,
             distrusted: Arc::new(BTreeSet::new()),
             call_messages: 0,
             reports: 0,
@@ -439,7 +480,7 @@ impl CallWorld {
                 Ev::Deliver {
                     to: t.to.id,
                     from: me,
-                    msg: t.msg,
+                    msg: Box::new(t.msg),
                 },
             );
         }
@@ -457,6 +498,32 @@ impl CallWorld {
     }
 
     fn tamper(&mut self, slot: u32, b: Behaviour, t: &mut overlay::Transmit) -> Tamper {
+        match b {
+            Behaviour::OnOff => {
+                let me = self.peers[slot as usize].node.chord().id();
+                let (o, _) = self.sos.opinion(&me.0, self.now.as_micros() / 1000);
+                let trusted = o.belief() > o.disbelief() && o.belief() >= ON_OFF_TRUSTED;
+                return if trusted { Tamper::Drop } else { Tamper::Send };
+            }
+            Behaviour::Collude => {
+                self.praise_path(slot, &t.msg);
+                return match self.fellow_closer(slot, &t.msg) {
+                    Some(c) => {
+                        t.to = c;
+                        Tamper::Send
+                    }
+                    None => Tamper::Drop,
+                };
+            }
+            Behaviour::BadMouth => {
+                self.praise_path(slot, &t.msg);
+                if self.peers_bad(t.to.id).is_none() {
+                    self.report_as(slot, t.to.id, false);
+                }
+                return Tamper::Drop;
+            }
+            _ => {}
+        }
         let b = match b {
             Behaviour::Mixed => [
                 Behaviour::Drop,
@@ -467,7 +534,11 @@ impl CallWorld {
             other => other,
         };
         match b {
-            Behaviour::Drop | Behaviour::Mixed => Tamper::Drop,
+            Behaviour::Drop
+            | Behaviour::Mixed
+            | Behaviour::OnOff
+            | Behaviour::Collude
+            | Behaviour::BadMouth => Tamper::Drop,
             Behaviour::Misroute => {
                 let fingers: Vec<Contact> = self.peers[slot as usize]
                     .node
@@ -494,6 +565,76 @@ impl CallWorld {
             }
             Behaviour::Replay => Tamper::Later(Duration::from_secs(60)),
         }
+    }
+
+    /// What peer `id` does if malicious.
+    fn peers_bad(&self, id: NodeId) -> Option<Behaviour> {
+        self.index
+            .get(&id)
+            .and_then(|s| self.peers[*s as usize].bad)
+    }
+
+    /// Ballot-stuffing: the attacker at `slot` praises the attackers on a copy's path.
+    fn praise_path(&mut self, slot: u32, msg: &Message) {
+        let Message::PingRequest(p) = msg else {
+            return;
+        };
+        let me = self.peers[slot as usize].node.chord().id();
+        let fellows: Vec<NodeId> = p
+            .hops
+            .iter()
+            .map(|h| h.hop)
+            .filter(|h| *h != me && self.peers_bad(*h).is_some())
+            .collect();
+        for f in fellows {
+            self.report_as(slot, f, true);
+        }
+    }
+
+    /// A fellow attacker the colluder at `slot` knows that is closer to the copy's target
+    /// than itself (the closest such), if any.
+    fn fellow_closer(&self, slot: u32, msg: &Message) -> Option<Contact> {
+        let Message::PingRequest(p) = msg else {
+            return None;
+        };
+        let node = self.peers[slot as usize].node.chord();
+        let space = node.config().space;
+        let target = p.body.target;
+        let mine = space.distance(node.id(), target);
+        node.fingers()
+            .chain(node.successors().iter())
+            .filter(|c| {
+                c.id != target
+                    && space.distance(c.id, target) < mine
+                    && p.hops.iter().all(|h| h.hop != c.id)
+                    && self.peers_bad(c.id) == Some(Behaviour::Collude)
+            })
+            .min_by_key(|c| space.distance(c.id, target))
+            .copied()
+    }
+
+    /// The peer at `slot` tells the SOS that `subject` delivered (`positive`) or not.
+    fn report_as(&mut self, slot: u32, subject: NodeId, positive: bool) {
+        self.reports += 1;
+        if !self.closed_loop {
+            return;
+        }
+        let now_ms = self.now.as_micros() / 1000;
+        let reporter = self.peers[slot as usize].node.chord().id();
+        let infrastructure = self.peers[slot as usize].node.role() != Role::Peer;
+        if self.weigh_reporters && !infrastructure {
+            let (trust_in_reporter, _) = self.sos.opinion(&reporter.0, now_ms);
+            self.sos.record_reported(
+                subject.0,
+                positive,
+                now_ms,
+                &trust_in_reporter,
+                Discounting::Classic,
+            );
+        } else {
+            self.sos.record(subject.0, positive, now_ms);
+        }
+        self.reported.insert(subject.0);
     }
 
     fn on_event(&mut self, slot: u32, ev: SecureEvent) {
@@ -530,12 +671,12 @@ impl CallWorld {
                 );
             }
             SecureEvent::Report { subject, outcome } => {
-                self.reports += 1;
-                if self.closed_loop {
-                    self.sos
-                        .record(subject.0, outcome.is_positive(), now.as_micros() / 1000);
-                    self.reported.insert(subject.0);
+                // A malicious peer tells the SOS nothing true: what it does say is its
+                // behaviour's business (`tamper`), never its honest code's evidence.
+                if self.peers[slot as usize].bad.is_some() {
+                    return;
                 }
+                self.report_as(slot, subject, outcome.is_positive());
             }
             SecureEvent::CallRinging {
                 call,
@@ -634,7 +775,9 @@ impl CallWorld {
             match ev {
                 Ev::Deliver { to, from, msg } => {
                     if let Some(&slot) = self.index.get(&to) {
-                        self.peers[slot as usize].node.handle_message(at, from, msg);
+                        self.peers[slot as usize]
+                            .node
+                            .handle_message(at, from, *msg);
                         self.after_input(slot);
                     }
                 }
@@ -970,6 +1113,14 @@ fn run_calls_inner(
         .iter()
         .filter(|d| bad.contains_key(d))
         .count();
+    let distrusted_honest = world.distrusted.len() - distrusted_malicious;
+    let share = |part: usize, of: usize| {
+        if of == 0 {
+            0.0
+        } else {
+            part as f64 / of as f64
+        }
+    };
     series.trust = std::mem::take(&mut world.trust_samples);
     let report = CallReport {
         peers: run.peers,
@@ -997,7 +1148,11 @@ fn run_calls_inner(
             cached as f64 / n as f64
         },
         distrusted_malicious,
-        distrusted_honest: world.distrusted.len() - distrusted_malicious,
+        distrusted_honest,
+        honest_peers: honest.len(),
+        malicious_peers: bad.len(),
+        false_positive_rate: share(distrusted_honest, honest.len()),
+        false_negative_rate: share(bad.len() - distrusted_malicious, bad.len()),
         reports: world.reports,
         wall_s: wall.elapsed().as_secs_f64(),
         seed: run.seed,

@@ -21,7 +21,8 @@ mod world;
 
 pub use calls::{
     Behaviour, CallError, CallOutcome, CallProgress, CallReport, CallRun, CallSeries, CallWorld,
-    PaperReport, SimKeys, TracedCall, TrustSample, paper, run_calls, run_calls_traced, run_paper,
+    ON_OFF_TRUSTED, PaperReport, SimKeys, TracedCall, TrustSample, paper, run_calls,
+    run_calls_traced, run_paper,
 };
 pub use lookups::{LookupRun, Progress, RunError, build_world, run_lookups};
 pub use metrics::{LookupReport, Samples};

@@ -144,3 +144,41 @@ fn traced_run_matches_the_summary_and_trust_separates_over_time() {
         "{first:?} {last:?}"
     );
 }
+
+fn strategic(behaviour: Behaviour, weigh: bool) -> sim::CallReport {
+    let mut run = CallRun::new(1500, 400, Routing::Secure);
+    run.malicious = 0.2;
+    run.behaviour = behaviour;
+    run.warmup_calls = 1200;
+    run.seed = 5;
+    run.weigh_reporters = weigh;
+    run.latency = LatencyModel::Uniform {
+        min: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+    };
+    run_calls(&run, &mut |_, _| {}).unwrap()
+}
+
+#[test]
+fn strategic_attackers_are_survived_without_distrusting_honest_peers() {
+    for b in [Behaviour::OnOff, Behaviour::Collude, Behaviour::BadMouth] {
+        let r = strategic(b, true);
+        assert!(r.success_rate >= 0.98, "{b:?}: {r:?}");
+        assert!(r.false_positive_rate <= 0.005, "{b:?}: {r:?}");
+        assert!(r.malicious_peers > 0 && r.honest_peers > 0, "{r:?}");
+        assert_eq!(
+            r.false_positive_rate,
+            r.distrusted_honest as f64 / r.honest_peers as f64
+        );
+    }
+}
+
+#[test]
+fn weighing_reporters_keeps_bad_mouthing_from_distrusting_honest_peers() {
+    let plain = strategic(Behaviour::BadMouth, false);
+    let weighed = strategic(Behaviour::BadMouth, true);
+    assert!(
+        plain.distrusted_honest > weighed.distrusted_honest,
+        "unweighted {plain:?} weighed {weighed:?}"
+    );
+}

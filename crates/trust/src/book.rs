@@ -81,8 +81,19 @@ impl Default for PeerTrust {
 impl PeerTrust {
     /// Record one outcome observed at `at_ms`.
     pub fn record(&mut self, positive: bool, at_ms: u64, ageing: Ageing) {
-        // A weight of 1 is finite and non-negative, so `record` cannot fail.
-        let _ = self.evidence.record(positive, 1.0, at_ms, ageing);
+        self.record_weighted(positive, 1.0, at_ms, ageing);
+    }
+
+    /// Record one outcome observed at `at_ms` that counts `weight` (in [0, 1]: a reporter's
+    /// [`Opinion::discount_weight`]); a weight outside that range counts as the nearest end.
+    pub fn record_weighted(&mut self, positive: bool, weight: f64, at_ms: u64, ageing: Ageing) {
+        let weight = if weight.is_finite() {
+            weight.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        // A weight in [0, 1] is finite and non-negative, so `record` cannot fail.
+        let _ = self.evidence.record(positive, weight, at_ms, ageing);
         if positive {
             self.positive = self.positive.saturating_add(1);
         } else {
@@ -144,6 +155,27 @@ impl<P: Ord + Clone> OpinionBook<P> {
             .record(positive, at_ms, ageing);
     }
 
+    /// Record an outcome about `peer` told by a reporter whose own opinion is `reporter`:
+    /// the report counts as much as discounting through the reporter leaves of it
+    /// ([`Opinion::discount_weight`]), so a peer the SOS distrusts cannot talk an honest
+    /// peer down (bad-mouthing) or a fellow attacker up (ballot-stuffing).
+    pub fn record_reported(
+        &mut self,
+        peer: P,
+        positive: bool,
+        at_ms: u64,
+        reporter: &Opinion,
+        mode: Discounting,
+    ) {
+        let ageing = self.policy.ageing;
+        self.peers.entry(peer).or_default().record_weighted(
+            positive,
+            reporter.discount_weight(mode),
+            at_ms,
+            ageing,
+        );
+    }
+
     /// The current opinion of `peer` and where it came from.
     pub fn opinion(&self, peer: &P, now_ms: u64) -> (Opinion, OpinionSource) {
         match self.peers.get(peer) {
@@ -188,6 +220,32 @@ mod tests {
         assert!(book.clear_opinion(&1));
         assert!(!book.clear_opinion(&1));
         assert_eq!(book.opinion(&1, 0).1, OpinionSource::Evidence);
+    }
+
+    #[test]
+    fn a_report_counts_as_much_as_its_reporter_is_trusted() {
+        let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
+        let mut book = OpinionBook::new(policy);
+        let trusted = Opinion::new(0.9, 0.0, 0.1, 0.25).expect("valid");
+        let distrusted = Opinion::new(0.0, 0.9, 0.1, 0.25).expect("valid");
+        let mode = Discounting::ProbabilitySensitive;
+        // Four lies from a distrusted reporter against one truth from a trusted one.
+        for _ in 0..4 {
+            book.record_reported(1u32, false, 0, &distrusted, mode);
+        }
+        book.record_reported(1, true, 0, &trusted, mode);
+        let (op, _) = book.opinion(&1, 0);
+        assert!(op.belief() > op.disbelief(), "{op:?}");
+        // Unweighted, the lies would win.
+        let mut plain = OpinionBook::new(policy);
+        for _ in 0..4 {
+            plain.record(1u32, false, 0);
+        }
+        plain.record(1, true, 0);
+        let (op, _) = plain.opinion(&1, 0);
+        assert!(op.belief() < op.disbelief(), "{op:?}");
+        // The raw counts still count reports, whatever they weighed.
+        assert_eq!(book.peers[&1].negative, 4);
     }
 
     #[test]

@@ -129,12 +129,19 @@ impl Opinion {
         self.discount_with(other, Discounting::Classic)
     }
 
-    /// Discount `other` through `self` with the chosen operator.
-    pub fn discount_with(&self, other: &Opinion, mode: Discounting) -> Opinion {
-        let w = match mode {
+    /// How much of a second opinion survives discounting through this one: b under the
+    /// classic operator, E under the probability-sensitive one. The SOS weighs a reporter's
+    /// evidence by it, so a peer's word counts as much as the peer is trusted.
+    pub fn discount_weight(&self, mode: Discounting) -> f64 {
+        match mode {
             Discounting::Classic => self.b,
             Discounting::ProbabilitySensitive => self.expectation(),
-        };
+        }
+    }
+
+    /// Discount `other` through `self` with the chosen operator.
+    pub fn discount_with(&self, other: &Opinion, mode: Discounting) -> Opinion {
+        let w = self.discount_weight(mode);
         let b = w * other.b;
         let d = w * other.d;
         // Classic: d1 + u1 + b1·u2 = 1 − b1·(b2 + d2); the second form is the same number

@@ -405,6 +405,7 @@ impl ChordNode {
             Message::Call(_)
             | Message::PingRequest(_)
             | Message::HopReceipt { .. }
+            | Message::PingAck { .. }
             | Message::Fetch { .. }
             | Message::Deliver { .. }
             | Message::Ringing { .. }

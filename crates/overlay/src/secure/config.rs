@@ -33,6 +33,17 @@ pub struct SecureConfig {
     pub fanout: usize,
     /// Where the copies go first.
     pub first_hops: FirstHops,
+    /// How long a peer waits for the next hop to acknowledge a copy before it reports that
+    /// hop and passes the copy to another.
+    pub ack_timeout: Duration,
+    /// Next hops a peer tries for one copy after the first stayed silent.
+    pub reroutes: u8,
+    /// How long the CSP waits without a hand-over of any copy (and none at the target)
+    /// before it takes the copies for stalled and sends a new round around the peers that
+    /// last held them.
+    pub stall_timeout: Duration,
+    /// New rounds the CSP may send for one request.
+    pub rescue_rounds: u8,
     /// How long the target waits for more copies after the first.
     pub collect_window: Duration,
     /// How long the target waits for the SOS before taking the shortest route.
@@ -66,6 +77,10 @@ impl Default for SecureConfig {
         SecureConfig {
             fanout: 4,
             first_hops: FirstHops::Diverse,
+            ack_timeout: Duration::from_millis(800),
+            reroutes: 2,
+            stall_timeout: Duration::from_millis(900),
+            rescue_rounds: 2,
             collect_window: Duration::from_millis(150),
             sos_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(3),

@@ -19,4 +19,6 @@ pub use layers::{Directory, Layer, LayerArc, LayerArcs, LayerArcsError, LayerErr
 pub use node::{SecureNode, invite_digest};
 pub use records::{RecordAction, RecordValidator};
 pub use role::{Role, UnknownRole};
-pub use sign::{Ed25519Registry, Ed25519Signer, SigVerifier, Signer, body_bytes, record_bytes};
+pub use sign::{
+    Ed25519Registry, Ed25519Signer, SigVerifier, Signer, ack_bytes, body_bytes, record_bytes,
+};

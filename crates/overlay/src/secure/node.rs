@@ -9,12 +9,12 @@ use super::event::{CallFailure, Outcome, SecureEvent};
 use super::layers::Layer;
 use super::records::{RecordOp, RecordValidator};
 use super::role::Role;
-use super::sign::{Signer, body_bytes, record_bytes};
+use super::sign::{Signer, ack_bytes, body_bytes, record_bytes};
 use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
 use crate::{ChordNode, Contact, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -33,12 +33,30 @@ struct Held {
     handle: u64,
     nonce: u64,
     request: CallRequest,
+    /// Copies sent so far (every round): their first hops, by copy index.
     first_hops: Vec<NodeId>,
+    /// Acknowledged hand-overs: (copy, from, to); `to` signed that it holds the copy.
     receipts: Vec<(u8, NodeId, NodeId)>,
     deadline: Time,
+    /// When to look whether every copy stalled (no hand-over for a while) without reaching
+    /// the target, and send a new round around the peers they stalled at; `None` once the
+    /// rounds are used up.
+    rescue_at: Option<Time>,
+    /// Rounds sent after the first.
+    rescues: u8,
     /// Set once the target fetched: copies it had by then, and when to judge the rest
     /// (receipts and late copies still in flight get a grace period).
     fetched: Option<(Vec<u8>, Time)>,
+}
+
+/// A copy this peer passed on and whose next hop has not acknowledged it yet.
+#[derive(Clone, Debug)]
+struct Forward {
+    ping: PingRequest,
+    to: NodeId,
+    /// Next hops tried for this copy, `to` last.
+    tried: Vec<NodeId>,
+    deadline: Time,
 }
 
 #[derive(Clone, Debug)]
@@ -58,11 +76,16 @@ struct Collection {
 ///
 /// Flow (secure routing): caller → CSP of the callee's layer (via both layers' CSPGs when the
 /// layers differ). The CSP keeps the request and sends signed PingRequest copies over
-/// several first hops; each hop verifies the signature chain, appends its own signed record,
-/// tells the CSP where it passed the copy (receipt) and routes it on by Chord, avoiding peers
-/// the SOS distrusts. The callee collects copies for a short window, asks the SOS to rank
-/// the routes, fetches the request from the CSP and answers the caller directly. Broken
-/// chains, stale or duplicate copies, detours and vanished copies become evidence.
+/// several first hops; each hop verifies the signature chain, acknowledges the copy to its
+/// sender with a signature, appends its own signed record and routes it on by Chord (straight
+/// to the callee when it knows it), avoiding peers the SOS distrusts and peers the CSP named
+/// in the body. A sender whose next hop stays silent reports it and re-routes the copy; once
+/// the next hop acknowledged, the sender tells the CSP (receipt, with the acknowledgement as
+/// proof). When every copy stalls short of the callee, the CSP sends a new round around the
+/// peers that last held them. The callee collects copies for a short window, asks the SOS to
+/// rank the routes, fetches the request from the CSP and answers the caller directly. Broken
+/// chains, stale or duplicate copies, detours and vanished copies become evidence; a
+/// vanished copy names only the last peer that provably held it.
 pub struct SecureNode {
     chord: ChordNode,
     ctx: OverlayContext,
@@ -75,10 +98,13 @@ pub struct SecureNode {
     calls: Vec<OutCall>,
     held: Vec<Held>,
     collecting: Vec<Collection>,
+    /// Copies passed on, awaiting the next hop's acknowledgement.
+    forwards: Vec<Forward>,
     /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
     seen: VecDeque<(NodeId, u64, u8, u64)>,
-    /// The same keys, for duplicate checks without scanning `seen`.
-    seen_set: BTreeSet<(NodeId, u64, u8)>,
+    /// The same keys, for duplicate checks without scanning `seen`, with the hops the copy
+    /// had passed when it first came.
+    seen_set: BTreeMap<(NodeId, u64, u8), Vec<NodeId>>,
     cache: ContactCache,
     dialogs: Dialogs,
     dialog_refused: u64,
@@ -123,8 +149,9 @@ impl SecureNode {
             calls: Vec::new(),
             held: Vec::new(),
             collecting: Vec::new(),
+            forwards: Vec::new(),
             seen: VecDeque::new(),
-            seen_set: BTreeSet::new(),
+            seen_set: BTreeMap::new(),
             cache,
             dialogs: Dialogs::default(),
             dialog_refused: 0,
@@ -384,7 +411,7 @@ impl SecureNode {
         }
     }
 
-    fn first_hops(&self, target: NodeId) -> Vec<Contact> {
+    fn first_hops(&self, target: NodeId, avoid: &[NodeId]) -> Vec<Contact> {
         let fanout = self.ctx.cfg.fanout.max(1);
         let space = self.ctx.arcs.space();
         let me = self.chord.id();
@@ -392,7 +419,10 @@ impl SecureNode {
         // Only peers between us and the target: a copy handed to a successor past the
         // target would travel the whole ring and keep the target waiting out its window.
         let ok = |c: &Contact| {
-            c.id != target && space.distance(me, c.id) < kd && !self.distrusted.contains(&c.id)
+            c.id != target
+                && space.distance(me, c.id) < kd
+                && !self.distrusted.contains(&c.id)
+                && !avoid.contains(&c.id)
         };
         let succs: Vec<Contact> = self.chord.successors().iter().copied().filter(ok).collect();
         let mut picked: Vec<Contact> = Vec::with_capacity(fanout);
@@ -416,7 +446,17 @@ impl SecureNode {
             }
         }
         if picked.is_empty() {
-            picked.extend(self.chord.successor());
+            // Nobody acceptable between us and the target (every peer there distrusted, or
+            // named by an earlier round): straight to the target if we know it, so a callee
+            // behind a run of droppers next to its CSP is still reached.
+            let known = self
+                .chord
+                .successors()
+                .iter()
+                .chain(self.chord.fingers())
+                .find(|c| c.id == target)
+                .copied();
+            picked.extend(known.or_else(|| self.chord.successor()));
         }
         picked
     }
@@ -430,42 +470,84 @@ impl SecureNode {
         }
         let handle = self.id();
         let nonce: u64 = self.rng.random();
-        let hops = self.first_hops(req.callee);
-        tracing::debug!(me = %self.chord.id(), call = req.call, handle, callee = %req.callee, first_hops = ?hops.iter().map(|c| c.id).collect::<Vec<_>>(), "multicasting PingRequest");
-        let copies = hops.len().min(usize::from(u8::MAX)) as u8;
-        let ts = self.unix_ms(now);
-        for (i, hop) in hops.iter().enumerate() {
-            let body = PingBody {
-                target: req.callee,
-                csp: self.chord.contact(),
-                handle,
-                nonce,
-                timestamp_ms: ts,
-                copy: i as u8,
-                copies,
-            };
-            let csp_sig = self.signer.sign(&body_bytes(&body));
-            self.send(
-                *hop,
-                Message::PingRequest(PingRequest {
-                    body,
-                    csp_sig,
-                    hops: Vec::new(),
-                }),
-            );
-        }
+        let callee = req.callee;
         self.held.push(Held {
             handle,
             nonce,
             request: req,
-            first_hops: hops.iter().map(|c| c.id).collect(),
+            first_hops: Vec::new(),
             receipts: Vec::new(),
             deadline: now + self.ctx.cfg.call_timeout,
+            rescue_at: None,
+            rescues: 0,
             fetched: None,
         });
+        let idx = self.held.len() - 1;
+        self.send_round(now, idx, callee, Vec::new());
     }
 
-    fn on_receipt(&mut self, from: Contact, handle: u64, nonce: u64, copy: u8, next: NodeId) {
+    /// Send one round of PingRequest copies of held request `idx` over first hops that avoid
+    /// `avoid` (the peers earlier rounds stalled at), which every hop of these copies avoids
+    /// too: the CSP signs the list into each body.
+    fn send_round(&mut self, now: Time, idx: usize, target: NodeId, avoid: Vec<NodeId>) {
+        let hops = self.first_hops(target, &avoid);
+        let Some(h) = self.held.get(idx) else {
+            return;
+        };
+        let (handle, nonce, call, first) = (h.handle, h.nonce, h.request.call, h.first_hops.len());
+        tracing::debug!(me = %self.chord.id(), call, handle, callee = %target, round = h.rescues, first_hops = ?hops.iter().map(|c| c.id).collect::<Vec<_>>(), ?avoid, "multicasting PingRequest");
+        let room = usize::from(u8::MAX).saturating_sub(first);
+        let hops: Vec<Contact> = hops.into_iter().take(room).collect();
+        let copies = (first + hops.len()) as u8;
+        let ts = self.unix_ms(now);
+        for (i, hop) in hops.iter().enumerate() {
+            let body = PingBody {
+                target,
+                csp: self.chord.contact(),
+                handle,
+                nonce,
+                timestamp_ms: ts,
+                copy: (first + i) as u8,
+                copies,
+                avoid: avoid.clone(),
+            };
+            let csp_sig = self.signer.sign(&body_bytes(&body));
+            let ping = PingRequest {
+                body,
+                csp_sig,
+                hops: Vec::new(),
+            };
+            self.pass_copy(now, *hop, ping, Vec::new());
+        }
+        let stall = self.ctx.cfg.stall_timeout;
+        let rounds = self.ctx.cfg.rescue_rounds;
+        if let Some(h) = self.held.get_mut(idx) {
+            h.first_hops.extend(hops.iter().map(|c| c.id));
+            h.rescue_at = (h.rescues < rounds).then_some(now + stall);
+        }
+    }
+
+    /// An acknowledged hand-over of copy `copy` from `from` to `next`; `ack` is `next`'s
+    /// signature, checked here (a receipt without it proves nothing and is ignored).
+    fn on_receipt(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        (handle, nonce, copy): (u64, u64, u8),
+        next: NodeId,
+        ack: &[u8],
+    ) {
+        let me = self.chord.id();
+        if from != me
+            && !self
+                .ctx
+                .verifier
+                .verify(next, &ack_bytes(me, handle, nonce, copy, next), ack)
+        {
+            tracing::debug!(%me, %from, handle, copy, %next, "receipt without a valid acknowledgement");
+            return;
+        }
+        let stall = self.ctx.cfg.stall_timeout;
         let Some(h) = self
             .held
             .iter_mut()
@@ -473,9 +555,79 @@ impl SecureNode {
         else {
             return;
         };
-        if h.receipts.len() < 4 * self.ctx.cfg.max_path {
-            h.receipts.push((copy, from.id, next));
+        if usize::from(copy) >= h.first_hops.len() {
+            return;
         }
+        if h.receipts.len() < 4 * self.ctx.cfg.max_path {
+            h.receipts.push((copy, from, next));
+        }
+        // A copy moved: give the round time before judging it stalled.
+        if let Some(at) = h.rescue_at.as_mut() {
+            *at = (*at).max(now + stall);
+        }
+    }
+
+    /// The chain of acknowledged hand-overs of one copy, CSP first, and the last peer that
+    /// provably held it.
+    fn copy_chain(&self, held: &Held, copy: u8) -> Vec<(NodeId, NodeId)> {
+        let target = held.request.callee;
+        let mut chain: Vec<(NodeId, NodeId)> = Vec::new();
+        let mut at = self.chord.id();
+        while chain.len() < self.ctx.cfg.max_path {
+            // A hop's latest receipt: a hop that re-routed a copy (congested link, no
+            // acknowledgement) names where the copy really went.
+            let Some(&(_, hop, next)) = held
+                .receipts
+                .iter()
+                .rfind(|(c, h, _)| *c == copy && *h == at)
+            else {
+                break;
+            };
+            if chain.iter().any(|(h, _)| *h == next) {
+                break;
+            }
+            chain.push((hop, next));
+            if next == target {
+                break;
+            }
+            at = next;
+        }
+        chain
+    }
+
+    /// Every copy of held request `idx` stalled short of the target: send a new round that
+    /// avoids the peers the copies stalled at.
+    fn rescue(&mut self, now: Time, idx: usize) {
+        let Some(h) = self.held.get(idx).cloned() else {
+            return;
+        };
+        let target = h.request.callee;
+        let me = self.chord.id();
+        let mut avoid: Vec<NodeId> = Vec::new();
+        for copy in 0..h.first_hops.len() {
+            let chain = self.copy_chain(&h, copy as u8);
+            match chain.last() {
+                Some((_, next)) if *next == target => {
+                    // One copy reached the target: no new round.
+                    if let Some(h) = self.held.get_mut(idx) {
+                        h.rescue_at = None;
+                    }
+                    return;
+                }
+                Some((_, holder)) => avoid.push(*holder),
+                None => avoid.push(h.first_hops[copy]),
+            }
+        }
+        avoid.retain(|p| *p != me);
+        avoid.sort();
+        avoid.dedup();
+        avoid.truncate(self.ctx.cfg.max_path);
+        let grace = self.ctx.cfg.call_timeout;
+        if let Some(h) = self.held.get_mut(idx) {
+            h.rescues += 1;
+            h.deadline = h.deadline.max(now + grace);
+        }
+        self.send_round(now, idx, target, avoid);
     }
 
     fn on_fetch(
@@ -514,57 +666,48 @@ impl SecureNode {
         );
     }
 
-    /// Turn receipts into evidence: detours are misroutes; a copy that did not arrive
-    /// incriminates the last peer known to hold it and the peer it claims to have passed it to.
+    /// Turn receipts into evidence: a hop whose hand-over the next hop signed passed the copy
+    /// on (delivered), unless away from the target (misrouted); a copy that did not arrive
+    /// incriminates the last peer that provably held it (it signed an acknowledgement), and
+    /// only that peer: the hop before it proved that it passed the copy on.
     fn judge_copies(&mut self, held: &Held, arrived: &[u8]) {
-        let fetched = held.fetched.is_some();
         let space = self.ctx.arcs.space();
         let target = held.request.callee;
-        for (copy, first) in held.first_hops.iter().enumerate() {
+        let me = self.chord.id();
+        for copy in 0..held.first_hops.len() {
             let copy = copy as u8;
-            let mut chain: Vec<(NodeId, NodeId)> = Vec::new();
-            let mut at = *first;
-            while chain.len() < self.ctx.cfg.max_path {
-                // A hop's latest receipt: a hop that re-routed a copy around a congested
-                // link sent a second one naming where the copy really went.
-                let Some(&(_, hop, next)) = held
-                    .receipts
-                    .iter()
-                    .rfind(|(c, h, _)| *c == copy && *h == at)
-                else {
-                    break;
-                };
-                chain.push((hop, next));
-                if next == target {
-                    break;
-                }
-                at = next;
-            }
+            let chain = self.copy_chain(held, copy);
             for (hop, next) in &chain {
-                if next != &target && space.distance(*next, target) >= space.distance(*hop, target)
-                {
-                    self.events.push_back(SecureEvent::Report {
-                        subject: *hop,
-                        outcome: Outcome::Misrouted,
-                    });
+                if *hop == me {
+                    continue;
                 }
+                // A hop whose next hop signed for the copy provably passed it on: positive
+                // evidence, unless it passed it away from the target.
+                let outcome = if next != &target
+                    && space.distance(*next, target) >= space.distance(*hop, target)
+                {
+                    Outcome::Misrouted
+                } else {
+                    Outcome::Delivered
+                };
+                self.events.push_back(SecureEvent::Report {
+                    subject: *hop,
+                    outcome,
+                });
             }
             if arrived.contains(&copy) {
                 continue;
             }
-            let suspects: Vec<NodeId> = match chain.last() {
-                None => vec![*first],
-                // Handed to the target: late if the call went through, lost at the last hop
-                // if it did not.
-                Some((_, next)) if fetched && *next == target => continue,
-                Some((hop, next)) if *next == target => vec![*hop],
-                Some((hop, next)) => vec![*hop, *next],
-            };
-            for s in suspects {
-                self.events.push_back(SecureEvent::Report {
-                    subject: s,
+            match chain.last() {
+                // Never acknowledged by a first hop: the CSP re-routed it and reported the
+                // silent first hops when their acknowledgements did not come.
+                None => {}
+                // The target acknowledged it: late, or the target's own business.
+                Some((_, next)) if *next == target => {}
+                Some((_, holder)) => self.events.push_back(SecureEvent::Report {
+                    subject: *holder,
                     outcome: Outcome::Dropped,
-                });
+                }),
             }
         }
     }
@@ -596,27 +739,60 @@ impl SecureNode {
             });
             return;
         }
-        // Every hop, not only the target, remembers the copies it has handled: a copy seen
-        // twice is a replay by the peer that sent it now (an honest hop that forwarded the
-        // first one is not blamed for someone else's duplicate).
+        let me = self.chord.id();
+        // Every hop, not only the target, remembers the copies it has handled. A copy seen
+        // twice over the same signed path is a replay by the peer that sent it now (an
+        // honest hop that forwarded the first one is not blamed for someone else's
+        // duplicate). Over another path it is a fork: some hop before the paths part passed
+        // the copy twice (a misrouter re-sending it, or a hop whose next hop forwarded but
+        // never acknowledged), and the peer that sent it now is not to blame. Either way it
+        // is acknowledged, so its honest sender does not take this peer for silent, and not
+        // passed on.
         let key = (body.csp.id, body.nonce, body.copy);
-        if self.seen_set.contains(&key) {
-            tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, "PingRequest seen before");
-            self.events.push_back(SecureEvent::Report {
-                subject: from.id,
-                outcome: Outcome::Replayed,
-            });
+        let path: Vec<NodeId> = ping.hops.iter().map(|h| h.hop).collect();
+        let duplicate = match self.seen_set.get(&key) {
+            Some(first) if *first == path => Some(true),
+            Some(_) => Some(false),
+            None => None,
+        };
+        if duplicate.is_none() {
+            if self.seen.len() >= self.ctx.cfg.max_pending
+                && let Some(old) = self.seen.pop_front()
+            {
+                self.seen_set.remove(&(old.0, old.1, old.2));
+            }
+            self.seen
+                .push_back((key.0, key.1, key.2, body.timestamp_ms));
+            self.seen_set.insert(key, path);
+        }
+        // Acknowledge: "I hold this copy", signed, for the sender to relay to the CSP.
+        let sig = self.signer.sign(&ack_bytes(
+            body.csp.id,
+            body.handle,
+            body.nonce,
+            body.copy,
+            me,
+        ));
+        self.send(
+            from,
+            Message::PingAck {
+                csp: body.csp.id,
+                handle: body.handle,
+                nonce: body.nonce,
+                copy: body.copy,
+                sig,
+            },
+        );
+        if let Some(replay) = duplicate {
+            tracing::debug!(me = %me, from = %from.id, handle = body.handle, copy = body.copy, replay, "PingRequest seen before");
+            if replay {
+                self.events.push_back(SecureEvent::Report {
+                    subject: from.id,
+                    outcome: Outcome::Replayed,
+                });
+            }
             return;
         }
-        if self.seen.len() >= self.ctx.cfg.max_pending
-            && let Some(old) = self.seen.pop_front()
-        {
-            self.seen_set.remove(&(old.0, old.1, old.2));
-        }
-        self.seen
-            .push_back((key.0, key.1, key.2, body.timestamp_ms));
-        self.seen_set.insert(key);
-        let me = self.chord.id();
         if body.target == me {
             self.collect(now, ping);
             return;
@@ -635,40 +811,124 @@ impl SecureNode {
             .unwrap_or_else(|| ping.csp_sig.clone());
         let sig = self.signer.sign(&record_bytes(&body, &prev_sig, me));
         ping.hops.push(HopRecord { hop: me, sig });
-        let Some(next) = self.copy_next_hop(&ping, None) else {
+        let Some(next) = self.copy_next_hop(&ping, &[]) else {
             tracing::debug!(me = %self.chord.id(), handle = body.handle, copy = body.copy, target = %body.target, "PingRequest has no next hop");
             return;
         };
         tracing::debug!(me = %self.chord.id(), from = %from.id, handle = body.handle, copy = body.copy, next = %next.id, "forwarding PingRequest");
-        self.pass_copy(next, ping);
+        self.pass_copy(now, next, ping, Vec::new());
     }
 
-    /// Where this hop passes a copy on: Chord's next hop towards the target, avoiding peers
-    /// the SOS distrusts, peers already on the copy's path and `also`.
-    fn copy_next_hop(&self, ping: &PingRequest, also: Option<NodeId>) -> Option<Contact> {
+    /// Where this hop passes a copy on: straight to the target when this peer knows it (a
+    /// finger or successor: Halo's knuckle, one hop from the target), else Chord's next hop
+    /// towards it, avoiding peers the SOS distrusts, peers the CSP named in the body, peers
+    /// already on the copy's path and `also`.
+    fn copy_next_hop(&self, ping: &PingRequest, also: &[NodeId]) -> Option<Contact> {
+        let target = ping.body.target;
+        if !also.contains(&target)
+            && let Some(t) = self
+                .chord
+                .fingers()
+                .chain(self.chord.successors().iter())
+                .find(|c| c.id == target)
+        {
+            return Some(*t);
+        }
         let distrusted = &self.distrusted;
         self.chord
-            .next_hop_avoiding(ping.body.target, |id| {
-                Some(id) == also
+            .next_hop_avoiding(target, |id| {
+                also.contains(&id)
                     || distrusted.contains(&id)
+                    || ping.body.avoid.contains(&id)
                     || ping.hops.iter().any(|h| h.hop == id)
             })
             .map(|(c, _)| c)
     }
 
-    /// Hand a copy this hop signed to `next`, telling the CSP where it went.
-    fn pass_copy(&mut self, next: Contact, ping: PingRequest) {
-        let body = &ping.body;
-        self.send(
-            body.csp,
-            Message::HopReceipt {
-                handle: body.handle,
-                nonce: body.nonce,
-                copy: body.copy,
-                next: next.id,
-            },
-        );
+    /// Hand a copy this peer signed (or, as the CSP, created) to `next` and wait for its
+    /// acknowledgement; `tried` are next hops that already failed this copy.
+    fn pass_copy(&mut self, now: Time, next: Contact, ping: PingRequest, mut tried: Vec<NodeId>) {
+        tried.push(next.id);
+        if self.forwards.len() >= self.ctx.cfg.max_pending {
+            self.forwards.remove(0);
+        }
+        self.forwards.push(Forward {
+            ping: ping.clone(),
+            to: next.id,
+            tried,
+            deadline: now + self.ctx.cfg.ack_timeout,
+        });
         self.send(next, Message::PingRequest(ping));
+    }
+
+    /// A next hop acknowledged a copy: tell the CSP (with the signature as proof), or, as
+    /// the CSP, note the hand-over.
+    fn on_ping_ack(
+        &mut self,
+        now: Time,
+        from: Contact,
+        (csp, handle, nonce, copy): (NodeId, u64, u64, u8),
+        sig: Vec<u8>,
+    ) {
+        let Some(pos) = self.forwards.iter().position(|f| {
+            let b = &f.ping.body;
+            f.to == from.id
+                && b.csp.id == csp
+                && b.handle == handle
+                && b.nonce == nonce
+                && b.copy == copy
+        }) else {
+            return;
+        };
+        if !self
+            .ctx
+            .verifier
+            .verify(from.id, &ack_bytes(csp, handle, nonce, copy, from.id), &sig)
+        {
+            tracing::debug!(me = %self.chord.id(), from = %from.id, handle, copy, "PingAck with a bad signature");
+            return;
+        }
+        let f = self.forwards.swap_remove(pos);
+        let me = self.chord.id();
+        if csp == me {
+            self.on_receipt(now, me, (handle, nonce, copy), from.id, &sig);
+        } else {
+            self.send(
+                f.ping.body.csp,
+                Message::HopReceipt {
+                    handle,
+                    nonce,
+                    copy,
+                    next: from.id,
+                    ack: sig,
+                },
+            );
+        }
+    }
+
+    /// Copies whose next hop did not acknowledge in time: report it and pass the copy to the
+    /// next best hop, up to [`SecureConfig::reroutes`](super::SecureConfig) times.
+    fn expire_forwards(&mut self, now: Time) {
+        let (due, keep): (Vec<Forward>, Vec<Forward>) = std::mem::take(&mut self.forwards)
+            .into_iter()
+            .partition(|f| f.deadline <= now);
+        self.forwards = keep;
+        for f in due {
+            tracing::debug!(me = %self.chord.id(), handle = f.ping.body.handle, copy = f.ping.body.copy, silent = %f.to, "PingRequest not acknowledged");
+            self.events.push_back(SecureEvent::Report {
+                subject: f.to,
+                outcome: Outcome::Dropped,
+            });
+            if f.tried.len() > usize::from(self.ctx.cfg.reroutes) {
+                continue;
+            }
+            if let Some(next) = self
+                .copy_next_hop(&f.ping, &f.tried)
+                .filter(|c| !f.tried.contains(&c.id))
+            {
+                self.pass_copy(now, next, f.ping, f.tried);
+            }
+        }
     }
 
     fn chain_valid(&self, ping: &PingRequest) -> bool {
@@ -859,7 +1119,15 @@ impl SecureNode {
                 nonce,
                 copy,
                 next,
-            } => self.on_receipt(from, handle, nonce, copy, next),
+                ack,
+            } => self.on_receipt(now, from.id, (handle, nonce, copy), next, &ack),
+            Message::PingAck {
+                csp,
+                handle,
+                nonce,
+                copy,
+                sig,
+            } => self.on_ping_ack(now, from, (csp, handle, nonce, copy), sig),
             Message::Fetch {
                 handle,
                 nonce,
@@ -900,7 +1168,7 @@ impl SecureNode {
     /// reported for a copy that never left.
     pub fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
         if let Message::PingRequest(ping) = msg {
-            self.reroute_copy(to, ping);
+            self.reroute_copy(now, to, ping);
         }
         self.chord.handle_not_sent(now, to, msg);
     }
@@ -908,19 +1176,28 @@ impl SecureNode {
     /// Re-route a copy that could not be queued for `to`. Only a copy whose first choice was
     /// `to` moves, and never back to `to`: a second congested link drops it (bounded work;
     /// the CSP then judges the copy lost as usual).
-    fn reroute_copy(&mut self, to: NodeId, ping: &PingRequest) {
+    fn reroute_copy(&mut self, now: Time, to: NodeId, ping: &PingRequest) {
         let me = self.chord.id();
-        if ping.hops.last().map(|h| h.hop) != Some(me)
-            || self.copy_next_hop(ping, None).map(|c| c.id) != Some(to)
-        {
-            return;
-        }
-        let Some(next) = self.copy_next_hop(ping, Some(to)).filter(|c| c.id != to) else {
+        let body = &ping.body;
+        let Some(pos) = self.forwards.iter().position(|f| {
+            let b = &f.ping.body;
+            f.to == to
+                && f.tried.len() == 1
+                && b.csp.id == body.csp.id
+                && b.nonce == body.nonce
+                && b.copy == body.copy
+        }) else {
             return;
         };
-        let body = &ping.body;
+        if ping.hops.last().map(|h| h.hop) != Some(me) && body.csp.id != me {
+            return;
+        }
+        let f = self.forwards.swap_remove(pos);
+        let Some(next) = self.copy_next_hop(ping, &f.tried).filter(|c| c.id != to) else {
+            return;
+        };
         tracing::debug!(me = %me, handle = body.handle, copy = body.copy, congested = %to, next = %next.id, "PingRequest re-routed around a congested link");
-        self.pass_copy(next, ping.clone());
+        self.pass_copy(now, next, ping.clone(), f.tried);
     }
 
     /// Run timers due at `now`.
@@ -928,6 +1205,18 @@ impl SecureNode {
         self.chord.handle_timeout(now);
         self.pump_chord_events(now);
         self.expire_record_ops(now);
+        self.expire_forwards(now);
+        // Held requests whose copies all stalled short of the target: a new round.
+        let stalled: Vec<usize> = self
+            .held
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.fetched.is_none() && h.rescue_at.is_some_and(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
+        for i in stalled {
+            self.rescue(now, i);
+        }
         // Collections whose window closed: ask the SOS; SOS answers that never came: fall back.
         let mut i = 0;
         while i < self.collecting.len() {
@@ -1024,6 +1313,13 @@ impl SecureNode {
                     .iter()
                     .map(|h| h.fetched.as_ref().map_or(h.deadline, |(_, t)| *t)),
             )
+            .chain(
+                self.held
+                    .iter()
+                    .filter(|h| h.fetched.is_none())
+                    .filter_map(|h| h.rescue_at),
+            )
+            .chain(self.forwards.iter().map(|f| f.deadline))
             .chain(self.calls.iter().map(|c| c.deadline))
             .chain(self.record_ops.iter().map(|o| o.deadline))
             .min();

@@ -15,13 +15,15 @@
 //! |---|---|
 //! | CSP's PingRequest body ([`body_bytes`]) | `p2psip/pingrequest/v1\0` ‖ postcard(`PingBody`) |
 //! | hop record ([`record_bytes`]) | `p2psip/hoprecord/v1\0` ‖ postcard((`PingBody`, previous signature, hop)) |
+//! | hop acknowledgement ([`ack_bytes`]) | `p2psip/pingack/v1\0` ‖ postcard((CSP, handle, nonce, copy, holder)) |
 //!
 //! postcard(`PingBody`) is its fields in declaration order: `target` (u128 varint), `csp`
 //! (`id` u128 varint, then `addr` as an option: `00`, or `01` and the socket address as
 //! serde's enum — variant `00` IPv4 with 4 octets, `01` IPv6 with 16 — then the port as a
 //! u16 varint), `handle`, `nonce`, `timestamp_ms` (u64 varints), `copy`, `copies` (one byte
-//! each). The previous signature (the CSP's for the first hop) is a varint length and its
-//! bytes; the hop a u128 varint. The golden tests below pin these bytes: a change of field
+//! each), `avoid` (a varint count, then u128 varints; wire version 3). The previous signature (the CSP's for the first hop) is a varint length and its
+//! bytes; the hop a u128 varint. An acknowledgement is the CSP's and the holder's Node-IDs
+//! (u128 varints) around `handle`, `nonce` (u64 varints) and `copy` (a byte). The golden tests below pin these bytes: a change of field
 //! order, of serde's or postcard's layout breaks them, and with them every mixed network.
 
 use crate::NodeId;
@@ -32,6 +34,8 @@ use std::collections::BTreeMap;
 const PING_BODY_PREFIX: &[u8] = b"p2psip/pingrequest/v1\0";
 /// Domain-separation prefix of the bytes a hop signs for its hop record.
 const HOP_RECORD_PREFIX: &[u8] = b"p2psip/hoprecord/v1\0";
+/// Domain-separation prefix of the bytes a hop signs to acknowledge a copy it holds.
+const PING_ACK_PREFIX: &[u8] = b"p2psip/pingack/v1\0";
 
 /// The bytes the CSP signs for a PingRequest copy (layout in the module doc).
 pub fn body_bytes(body: &PingBody) -> Vec<u8> {
@@ -42,6 +46,13 @@ pub fn body_bytes(body: &PingBody) -> Vec<u8> {
 /// chain cannot be cut or reordered (layout in the module doc).
 pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
     signed(HOP_RECORD_PREFIX, &(body, prev_sig, hop))
+}
+
+/// The bytes a hop signs to acknowledge that it holds copy `copy` of the CSP's request
+/// (`handle`, `nonce`): the sender relays the signature to the CSP in its receipt, so the
+/// CSP knows the last peer that provably held a lost copy (layout in the module doc).
+pub fn ack_bytes(csp: NodeId, handle: u64, nonce: u64, copy: u8, holder: NodeId) -> Vec<u8> {
+    signed(PING_ACK_PREFIX, &(csp, handle, nonce, copy, holder))
 }
 
 /// `prefix` followed by the postcard encoding of `value`.
@@ -139,6 +150,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             copy: 2,
             copies: 4,
+            avoid: Vec::new(),
         }
     }
 
@@ -156,6 +168,19 @@ mod tests {
                 "ef9bafcdf8acd19101",                           // nonce
                 "80d095ffbc31",                                 // timestamp_ms
                 "0204",                                         // copy, copies
+                "00",                                           // avoid: none
+            )
+        );
+        let mut avoiding = fixed_body(Contact::id_only(NodeId(1536)));
+        avoiding.avoid = vec![NodeId(1617), NodeId(3)];
+        assert_eq!(
+            hex(&body_bytes(&avoiding)),
+            concat!(
+                "7032707369702f70696e67726571756573742f763100",
+                "d20c800c0007ef9bafcdf8acd1910180d095ffbc310204",
+                "02",   // avoid: two peers
+                "d10c", // 1617
+                "03",   // 3
             )
         );
         let v4 = fixed_body(Contact::new(
@@ -171,7 +196,7 @@ mod tests {
                 "01",         // Some
                 "00c0000201", // IPv4 192.0.2.1
                 "c527",       // port 5061
-                "07ef9bafcdf8acd1910180d095ffbc310204",
+                "07ef9bafcdf8acd1910180d095ffbc31020400",
             )
         );
         let v6 = fixed_body(Contact::new(
@@ -187,7 +212,7 @@ mod tests {
                 "01",
                 "0100000000000000000000000000000001", // IPv6 ::1
                 "c527",
-                "07ef9bafcdf8acd1910180d095ffbc310204",
+                "07ef9bafcdf8acd1910180d095ffbc31020400",
             )
         );
     }
@@ -200,21 +225,48 @@ mod tests {
             hex(&record_bytes(&body, &[0xaa, 0xbb, 0xcc], NodeId(1600))),
             concat!(
                 "7032707369702f686f707265636f72642f763100", // "p2psip/hoprecord/v1\0"
-                "d20c800c0007ef9bafcdf8acd1910180d095ffbc310204", // the body
+                "d20c800c0007ef9bafcdf8acd1910180d095ffbc31020400", // the body
                 "03aabbcc",                                 // previous signature
                 "c00c",                                     // hop 1600
             )
         );
     }
 
-    /// One kind of signed bytes never reads as the other.
+    /// The exact bytes a hop signs to acknowledge a copy.
+    #[test]
+    fn ping_ack_signed_bytes_are_pinned() {
+        assert_eq!(
+            hex(&ack_bytes(
+                NodeId(1536),
+                7,
+                0x0123_4567_89ab_cdef,
+                2,
+                NodeId(1600)
+            )),
+            concat!(
+                "7032707369702f70696e6761636b2f763100", // "p2psip/pingack/v1\0"
+                "800c",                                 // CSP 1536
+                "07",                                   // handle
+                "ef9bafcdf8acd19101",                   // nonce
+                "02",                                   // copy
+                "c00c",                                 // holder 1600
+            )
+        );
+    }
+
+    /// One kind of signed bytes never reads as another.
     #[test]
     fn signed_kinds_are_domain_separated() {
         let body = fixed_body(Contact::id_only(NodeId(1536)));
         let b = body_bytes(&body);
         let r = record_bytes(&body, &[], NodeId(1600));
-        assert!(b.starts_with(PING_BODY_PREFIX) && !b.starts_with(HOP_RECORD_PREFIX));
-        assert!(r.starts_with(HOP_RECORD_PREFIX) && !r.starts_with(PING_BODY_PREFIX));
+        let a = ack_bytes(NodeId(1536), 7, 1, 2, NodeId(1600));
+        let prefixes = [PING_BODY_PREFIX, HOP_RECORD_PREFIX, PING_ACK_PREFIX];
+        for (bytes, own) in [(&b, 0), (&r, 1), (&a, 2)] {
+            for (i, p) in prefixes.iter().enumerate() {
+                assert_eq!(bytes.starts_with(p), i == own, "prefix {i} on kind {own}");
+            }
+        }
     }
 
     #[test]
@@ -233,6 +285,7 @@ mod tests {
             timestamp_ms: 1_000,
             copy: 0,
             copies: 3,
+            avoid: Vec::new(),
         };
         let csp_sig = csp.sign(&body_bytes(&body));
         assert!(reg.verify(NodeId(1536), &body_bytes(&body), &csp_sig));

@@ -109,7 +109,11 @@ impl SosClient {
 
     /// The base URLs of the instances this client knows, comma-separated as given.
     pub fn base_url(&self) -> String {
-        self.apis.iter().map(Api::base).collect::<Vec<_>>().join(",")
+        self.apis
+            .iter()
+            .map(Api::base)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// How many instances this client knows.

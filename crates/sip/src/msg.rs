@@ -417,11 +417,6 @@ impl SipResponse {
         Ok(())
     }
 
-    /// A header's raw value as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        header_str(&self.0.headers, &header_name(name))
-    }
-
     /// Add a header at the end.
     pub fn push_header(&mut self, name: &str, value: &str) -> Result<(), MsgError> {
         self.0.headers.push(named_header(name, value)?);

@@ -1,7 +1,8 @@
 //! The peer's local control HTTP endpoint (loopback only, unauthenticated): `GET /status`,
 //! `GET /lookup/{key}`, `POST /call` (what `p2psip status`, `lookup` and `call` talk to),
 //! and for monitoring `GET /metrics` (Prometheus text), `GET /healthz` (the peer's loop
-//! answers) and `GET /readyz` (on its ring with a successor, and the directory loaded).
+//! answers) and `GET /readyz` (on its ring with a successor, or alone on a ring it started, and the
+//! directory loaded).
 
 use crate::NodeCore;
 use crate::calls::{self, CallReport, CallRequest, Shared};
@@ -26,6 +27,8 @@ pub(crate) struct Ctl {
     pub sos: Option<Arc<SosCounters>>,
     pub sos_url: Option<String>,
     pub members: Arc<std::sync::atomic::AtomicUsize>,
+    /// This peer started its ring (`--create`): alone on it, it is ready without a successor.
+    pub creator: bool,
     /// How long a lookup may take before the endpoint gives up.
     pub lookup_wait: Duration,
     /// How long the callee may take in the dialog (each step).
@@ -133,10 +136,11 @@ async fn healthz(State(c): State<Ctl>) -> Response {
 }
 
 async fn readyz(State(c): State<Ctl>) -> Response {
+    let creator = c.creator;
     let ring =
-        c.h.call(|n, now| {
+        c.h.call(move |n, now| {
             let ch = n.node_at(now).chord();
-            ch.is_active() && ch.successor().is_some()
+            ch.is_active() && (ch.successor().is_some() || creator)
         })
         .await;
     let members = c.members.load(Ordering::Relaxed);

@@ -318,6 +318,7 @@ impl Node {
             sos: sos_url.as_ref().map(|_| sos_counters.clone()),
             sos_url: sos_url.clone(),
             members: members.clone(),
+            creator: a.create,
             lookup_wait,
             dialog_wait: a.dialog_timeout.max(Duration::from_millis(100)),
             nat: nat_status,

@@ -97,10 +97,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             "stun-server listening udp {}",
             server.local_addr()
         ));
+        let stop = super::stop_signal();
         service::notify::ready(&format!("STUN/TURN on udp {}", server.local_addr()));
         let stats = server
             .run(async {
-                super::stop_signal().await;
+                stop.await;
                 service::notify::stopping();
             })
             .await?;

@@ -1,8 +1,8 @@
 //! The peer's local control HTTP endpoint (loopback only, unauthenticated): `GET /status`,
 //! `GET /lookup/{key}`, `POST /call` (what `p2psip status`, `lookup` and `call` talk to),
 //! and for monitoring `GET /metrics` (Prometheus text), `GET /healthz` (the peer's loop
-//! answers) and `GET /readyz` (on its ring with a successor, or alone on a ring it started, and the
-//! directory loaded).
+//! answers) and `GET /readyz` (on its ring with a successor and a predecessor, or alone on a ring it
+//! started, and the directory loaded).
 
 use crate::NodeCore;
 use crate::calls::{self, CallReport, CallRequest, Shared};
@@ -140,7 +140,11 @@ async fn readyz(State(c): State<Ctl>) -> Response {
     let ring =
         c.h.call(move |n, now| {
             let ch = n.node_at(now).chord();
-            ch.is_active() && (ch.successor().is_some() || creator)
+            // On the ring: a successor, and a predecessor that has taken us for its
+            // successor (the ring passes through us); or alone on a ring we started.
+            let linked = ch.successor().is_some() && ch.predecessor().is_some();
+            let alone = creator && ch.successor().is_none();
+            ch.is_active() && (linked || alone)
         })
         .await;
     let members = c.members.load(Ordering::Relaxed);

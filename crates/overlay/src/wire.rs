@@ -16,7 +16,7 @@ pub const WIRE_VERSION: u8 = 3;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// The highest message kind this build knows.
-pub const MAX_KIND: u8 = 23;
+pub const MAX_KIND: u8 = 24;
 /// Default cap on a frame (header + body); bigger frames are refused unread.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;
 
@@ -293,6 +293,11 @@ pub enum Message {
         /// The acknowledging hop's signature.
         sig: Vec<u8>,
     },
+    /// "A peer has joined between you and me": sent by a peer that just adopted a new
+    /// predecessor to its old one, which asks for the neighbourhood at once instead of at
+    /// its next (perhaps backed-off) stabilize. Carries nothing to trust: the old
+    /// predecessor only stabilizes with its successor, as it would anyway.
+    NeighbourChanged,
 }
 
 impl Message {
@@ -322,6 +327,7 @@ impl Message {
             Message::Get { .. } => 21,
             Message::GetReply { .. } => 22,
             Message::PingAck { .. } => 23,
+            Message::NeighbourChanged => 24,
         }
     }
 
@@ -351,6 +357,7 @@ impl Message {
             Message::Get { .. } => "get",
             Message::GetReply { .. } => "get-reply",
             Message::PingAck { .. } => "ping-ack",
+            Message::NeighbourChanged => "neighbour-changed",
         }
     }
 
@@ -369,6 +376,7 @@ impl Message {
                 | Message::Leaving { .. }
                 | Message::HopReceipt { .. }
                 | Message::PingAck { .. }
+                | Message::NeighbourChanged
         )
     }
 
@@ -604,6 +612,7 @@ mod tests {
                     succs
                 }),
             Just(Message::Notify),
+            Just(Message::NeighbourChanged),
             wide_u64().prop_map(|token| Message::Ping { token }),
             wide_u64().prop_map(|token| Message::Pong { token }),
             (prop::option::of(arb_contact()), contacts)

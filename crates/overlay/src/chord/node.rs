@@ -394,6 +394,13 @@ impl ChordNode {
                 self.on_neighbours(now, from, token, pred, succs);
             }
             Message::Notify => self.on_notify(now, from),
+            Message::NeighbourChanged => {
+                // Only our successor can have gained a predecessor between us; from anyone
+                // else the hint is noise (and stabilize is rate-limited to one RPC anyway).
+                if self.successor().is_some_and(|s| s.id == from.id) {
+                    self.stabilize(now);
+                }
+            }
             Message::Ping { token } => self.send(from, Message::Pong { token }),
             Message::Pong { token } => {
                 self.rpcs
@@ -1035,6 +1042,15 @@ impl ChordNode {
             return;
         }
         self.neighbourhood_changed(now);
+        // The old predecessor still takes us for its successor: tell it now rather than
+        // letting it find out at its next stabilize (seconds away once backed off), so the
+        // ring passes through the newcomer at once.
+        if let Some(o) = old
+            && o.id != self.me.id
+            && o.id != from.id
+        {
+            self.send(o, Message::NeighbourChanged);
+        }
         // Keys in (old predecessor, new predecessor] now belong to the new predecessor.
         let me = self.me.id;
         let moving: Vec<NodeId> = self
@@ -1367,5 +1383,49 @@ mod tests {
         h.b.handle_not_sent(t0, h.a.id, &route);
         h.run(t0, 2);
         assert_eq!(h.b.successor().map(|s| s.id), Some(h.a.id));
+    }
+
+    /// Everything B sends at `now`, drained.
+    fn sent(b: &mut ChordNode) -> Vec<(NodeId, Message)> {
+        std::iter::from_fn(|| b.poll_transmit().map(|t| (t.to.id, t.msg))).collect()
+    }
+
+    #[test]
+    fn a_peer_that_gains_a_predecessor_tells_the_old_one_at_once() {
+        let mut h = Harness::new();
+        let t0 = Time::from_millis(10);
+        h.step(t0);
+        // N joins between A (1000) and B (30000) and notifies B.
+        let n = Contact::new(NodeId(20000), ([127, 0, 0, 1], 3).into());
+        h.b.handle_message(t0, n, Message::Notify);
+        assert_eq!(h.b.predecessor().map(|p| p.id), Some(n.id));
+        let out = sent(&mut h.b);
+        assert!(
+            out.iter()
+                .any(|(to, m)| *to == h.a.id && matches!(m, Message::NeighbourChanged)),
+            "A, the old predecessor, is told: {out:?}"
+        );
+        // The same notify again changes nothing and tells nobody.
+        h.b.handle_message(t0, n, Message::Notify);
+        assert!(sent(&mut h.b).is_empty());
+    }
+
+    #[test]
+    fn a_hint_from_the_successor_starts_a_stabilize_and_from_others_nothing() {
+        let mut h = Harness::new();
+        let t0 = Time::from_millis(10);
+        h.step(t0);
+        let stranger = Contact::new(NodeId(20000), ([127, 0, 0, 1], 3).into());
+        h.b.handle_message(t0, stranger, Message::NeighbourChanged);
+        assert!(
+            sent(&mut h.b).is_empty(),
+            "a hint from a non-successor is ignored"
+        );
+        h.b.handle_message(t0, h.a, Message::NeighbourChanged);
+        let out = sent(&mut h.b);
+        assert!(
+            matches!(out.as_slice(), [(to, Message::GetNeighbours { .. })] if *to == h.a.id),
+            "B asks its successor for the neighbourhood: {out:?}"
+        );
     }
 }

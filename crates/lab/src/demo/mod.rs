@@ -543,12 +543,21 @@ async fn real(args: Args) -> Result<(), LabError> {
         );
         // The front-ends run inside their peers since the start; announced once the
         // overlay has converged, for the phones and SIPp scripts waiting for them.
-        for (i, addr) in secure.frontend_addrs() {
+        let fronts = secure.frontend_addrs();
+        for (i, addr) in &fronts {
             say!(
                 "frontend {} udp+tcp {addr} domain {}",
-                secure.ids[i].0,
+                secure.ids[*i].0,
                 args.sip_domain
             );
+        }
+        if let [(_, a), rest @ ..] = fronts.as_slice() {
+            let b = rest.first().map_or(*a, |(_, b)| *b);
+            let d = &args.sip_domain;
+            say!("two softphones, each on its own peer:");
+            say!("  phone 1: account sip:alice@{d}, registrar and outbound proxy {a} (UDP or TCP)");
+            say!("  phone 2: account sip:bob@{d}, registrar and outbound proxy {b} (UDP or TCP)");
+            say!("  then call sip:bob@{d} from phone 1; no password, STUN or ICE needed (Ctrl-C stops)");
         }
         let _ = tokio::signal::ctrl_c().await;
         say!("shutting down");

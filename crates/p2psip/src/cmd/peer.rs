@@ -138,6 +138,30 @@ pub(crate) struct Args {
     sip_domain: String,
     #[command(flatten)]
     sip_auth: super::sip_auth::SipAuthArgs,
+    /// Leave the phones' SDP untouched (no media relay): for phones that do their own ICE,
+    /// or a LAN where every phone reaches every other. By default the front-end points each
+    /// phone at this peer's media relay, which carries RTP/RTCP to the other end's peer, so
+    /// phones behind two NATs hear each other.
+    #[arg(long, requires = "sip_listen")]
+    no_media_relay: bool,
+    /// UDP ports the media relay takes its ports from, FIRST-LAST (four per stream: RTP and
+    /// RTCP toward the phone and toward the far end). Open them on a firewall in front of
+    /// the peer.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = parse_port_range)]
+    media_ports: (u16, u16),
+    /// Address the phones send media to [default: the --sip-listen address].
+    #[arg(long, value_name = "IP")]
+    media_lan: Option<std::net::IpAddr>,
+    /// Address the other peer sends media to [default: --advertise, else the
+    /// server-reflexive address learnt with --stun, else the overlay listen address].
+    #[arg(long, value_name = "IP")]
+    media_public: Option<std::net::IpAddr>,
+    /// Most media streams relayed at once (an audio call takes one, audio + video two).
+    #[arg(long, default_value_t = 1024)]
+    media_max_streams: usize,
+    /// Seconds without a media packet after which a relayed stream is freed.
+    #[arg(long, default_value_t = 60)]
+    media_idle_s: u64,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -221,11 +245,39 @@ impl Args {
                 domain: a.sip_domain,
                 credentials: a.sip_auth.sip_credentials,
                 digest: a.sip_auth.sip_digest,
-                media: Some(node::MediaConfig::default()),
+                media: (!a.no_media_relay).then(|| node::MediaConfig {
+                    ports: a.media_ports,
+                    lan: a.media_lan,
+                    public: a.media_public,
+                    max_streams: a.media_max_streams,
+                    idle: Duration::from_secs(a.media_idle_s.max(1)),
+                    ..node::MediaConfig::default()
+                }),
             }),
             db_sync: ms(a.db_sync_ms),
             dialog_timeout: ms(a.dialog_timeout_ms),
             ..defaults
         }
     }
+}
+
+/// `FIRST-LAST`, a UDP port range of at least four ports (one relayed stream).
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: want FIRST-LAST, e.g. 20000-29999"))?;
+    let first: u16 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("first port {a:?}: {e}"))?;
+    let last: u16 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("last port {b:?}: {e}"))?;
+    if first == 0 || last < first.saturating_add(3) {
+        return Err(format!(
+            "{s:?}: want 1 <= FIRST and at least four ports (one stream takes four)"
+        ));
+    }
+    Ok((first, last))
 }

@@ -202,13 +202,26 @@ async fn reports_become_evidence_and_survive_restart() {
     assert!(close(ranked[1].expectation, 0.25));
 
     let metrics = client.metrics().await.expect("metrics");
-    assert!(
-        metrics.contains("sos_reports_accepted_total 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("sos_rank_duration_seconds_count 1"),
-        "{metrics}"
+    for line in [
+        r#"p2psip_sos_reports_total{outcome="accepted"} 3"#,
+        r#"p2psip_sos_evidence_total{outcome="delivered"} 2"#,
+        r#"p2psip_sos_evidence_total{outcome="dropped"} 1"#,
+        r#"p2psip_sos_rankings_total{outcome="ok"} 1"#,
+        r#"p2psip_sos_request_duration_seconds_count{method="POST",path="/v1/routes/rank"} 1"#,
+        r#"p2psip_sos_requests_total{method="POST",path="/v1/reports",code="200"} 3"#,
+        "p2psip_sos_peers 1",
+        "p2psip_sos_store_reachable 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert_eq!(
+        f.http
+            .get(format!("{}/readyz", f.server.url()))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
     );
 
     // Restart on the same database: evidence is back, and the old nonce is still refused.
@@ -597,15 +610,15 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
     f.clock.0.fetch_add(10_000, Ordering::SeqCst);
     let metrics = client.metrics().await.expect("metrics");
     assert!(
-        metrics.contains(r#"sos_reports_rejected_total{reason="bad_signature"} 2"#),
+        metrics.contains(r#"p2psip_sos_reports_total{outcome="bad_signature"} 2"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"sos_reports_rejected_total{reason="replay"} 1"#),
+        metrics.contains(r#"p2psip_sos_reports_total{outcome="replay"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"sos_reports_rejected_total{reason="rate_limited"} 1"#),
+        metrics.contains(r#"p2psip_sos_reports_total{outcome="rate_limited"} 1"#),
         "{metrics}"
     );
     f.server.shutdown().await.expect("shutdown");

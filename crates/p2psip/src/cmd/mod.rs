@@ -14,18 +14,27 @@ pub(crate) mod stun_client;
 pub(crate) mod stun_server;
 
 /// Resolves when the service is asked to stop: SIGINT (Ctrl-C) or SIGTERM (systemd, kill);
-/// says which on the log. Without a SIGTERM handler (it could not be installed) only SIGINT.
-pub(crate) async fn stop_signal() {
+/// says which on the log. The handlers are installed by this call, not when the future is
+/// first polled: call it before telling the manager the service is ready, so a SIGTERM
+/// right after READY=1 is a graceful stop and not the default death. Without a SIGTERM
+/// handler (it could not be installed) only SIGINT. Call it inside the tokio runtime.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-            _ = term.recv() => tracing::info!("SIGTERM"),
-        },
-        Err(e) => {
-            tracing::warn!("no SIGTERM handler ({e}); stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("SIGINT");
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT"),
+                _ = term.recv() => tracing::info!("SIGTERM"),
+            },
+            (term, _) => {
+                if let Err(e) = term {
+                    tracing::warn!("no SIGTERM handler ({e}); stopping on SIGINT only");
+                }
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("SIGINT");
+            }
         }
     }
 }

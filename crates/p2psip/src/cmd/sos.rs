@@ -380,9 +380,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let app = sos::router(cfg).context("starting the opinion store")?;
     service::say!("sos listening on http://{addr}");
     let backend = if cfg_postgres { "PostgreSQL" } else { "SQLite" };
+    let stop = super::stop_signal();
     service::notify::ready(&format!("SOS on http://{addr} ({backend})"));
     service::http::serve(listener, app, async {
-        super::stop_signal().await;
+        stop.await;
         service::notify::stopping();
     })
     .await

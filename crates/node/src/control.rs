@@ -44,9 +44,7 @@ pub(crate) fn router(c: Ctl) -> axum::Router {
         .route("/status", axum::routing::get(status))
         .route("/lookup/{key}", axum::routing::get(lookup))
         .route("/call", axum::routing::post(call))
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/healthz", axum::routing::get(healthz))
-        .route("/readyz", axum::routing::get(readyz))
+        .merge(service::monitor::routes(Probe(c.clone())))
         .with_state(c)
 }
 
@@ -111,40 +109,37 @@ async fn call(State(c): State<Ctl>, body: axum::body::Bytes) -> Response {
     answer(c.call(req).await)
 }
 
-async fn metrics(State(c): State<Ctl>) -> Response {
-    match c.metrics().await {
-        Ok(text) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
-}
+/// `GET /metrics`, `/healthz` (the peer's loop answers) and `/readyz` (on its ring with a
+/// successor, and the directory loaded), through the monitoring routes every service shares.
+#[derive(Clone)]
+struct Probe(Ctl);
 
-async fn healthz(State(c): State<Ctl>) -> Response {
-    match c.h.call(|_, _| ()).await {
-        Ok(()) => "ok\n".into_response(),
-        Err(_) => ApiError::Unavailable("the peer is stopping".into()).into_response(),
+impl service::monitor::Probe for Probe {
+    async fn metrics(&self) -> Result<String, String> {
+        self.0.metrics().await.map_err(|e| e.to_string())
     }
-}
 
-async fn readyz(State(c): State<Ctl>) -> Response {
-    let ring =
-        c.h.call(|n, now| {
-            let ch = n.node_at(now).chord();
-            ch.is_active() && ch.successor().is_some()
-        })
-        .await;
-    let members = c.members.load(Ordering::Relaxed);
-    match ring {
-        Ok(true) if members > 0 => "ready\n".into_response(),
-        Ok(true) => ApiError::Unavailable("no directory loaded yet".into()).into_response(),
-        Ok(false) => ApiError::Unavailable("not on a ring yet".into()).into_response(),
-        Err(_) => ApiError::Unavailable("the peer is stopping".into()).into_response(),
+    async fn health(&self) -> Result<Response, String> {
+        match self.0.h.call(|_, _| ()).await {
+            Ok(()) => Ok("ok\n".into_response()),
+            Err(_) => Err("the peer is stopping".into()),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let c = &self.0;
+        let ring =
+            c.h.call(|n, now| {
+                let ch = n.node_at(now).chord();
+                ch.is_active() && ch.successor().is_some()
+            })
+            .await;
+        match ring {
+            Ok(true) if c.members.load(Ordering::Relaxed) > 0 => Ok(()),
+            Ok(true) => Err("no directory loaded yet".into()),
+            Ok(false) => Err("not on a ring yet".into()),
+            Err(_) => Err("the peer is stopping".into()),
+        }
     }
 }
 

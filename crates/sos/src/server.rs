@@ -247,12 +247,13 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
         )
         .merge(service::monitor::routes(Probe(Arc::clone(&state))))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    Ok(service::monitor::track(app, state.metrics.http.clone())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             limit_in_flight,
-        ))
+        ));
+    // Counted outside the in-flight limit, so the 503s it answers are counted too.
+    Ok(service::monitor::track(app, state.metrics.http.clone())
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .with_state(state))
 }

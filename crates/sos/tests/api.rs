@@ -714,3 +714,65 @@ async fn a_client_with_a_url_list_fails_over_to_a_live_instance() {
         Err(sos::ClientError::NoUrl)
     ));
 }
+
+/// A request held in flight (its body still arriving) takes the only slot: the next is
+/// answered 503 `overloaded`, and the metrics count that answer by its route.
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_refused_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let f = fixture_with(|c| c.max_in_flight = 1).await;
+    let mut slow = tokio::net::TcpStream::connect(f.server.addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /v1/routes/rank HTTP/1.1\r\nHost: sos\r\nContent-Length: 100\r\n\r\n{\"routes\"",
+    )
+    .await
+    .expect("write");
+    let url = format!("{}/v1/routes/rank", f.server.url());
+    let t0 = std::time::Instant::now();
+    loop {
+        let resp = f
+            .http
+            .post(&url)
+            .body(r#"{"routes":[["1"]]}"#)
+            .send()
+            .await
+            .expect("send");
+        if resp.status() == 503 {
+            let e: sos::ErrorBody = resp.json().await.expect("json");
+            assert_eq!(e.error, "overloaded");
+            break;
+        }
+        // The held request may not have reached its handler yet.
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(slow);
+    // The slot is free again once the held connection is gone.
+    let t0 = std::time::Instant::now();
+    let metrics = loop {
+        match SosClient::new(&f.server.url())
+            .expect("client")
+            .metrics()
+            .await
+        {
+            Ok(m) => break m,
+            Err(_) => {
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(5),
+                    "stays full"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let line = r#"p2psip_sos_requests_total{method="POST",path="/v1/routes/rank",code="503"} "#;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(line)),
+        "{line} in {metrics}"
+    );
+}

@@ -269,6 +269,9 @@ fn every_metric_the_dashboard_queries_is_exported() {
         ("STUN/TURN", &stun_url),
         ("peer", &control),
     ] {
+        // Probes first: a labelled family is exported from its first series on, and the
+        // request counters of E&A and SOS get theirs from these requests, as they would
+        // from Prometheus' own first scrape.
         answers_200(base, "/healthz", Duration::from_secs(5));
         answers_200(base, "/readyz", Duration::from_secs(30));
         let (code, text) = http_get(base, "/metrics");

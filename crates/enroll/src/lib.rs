@@ -15,7 +15,8 @@
 //! CSR checks, binding, [`verify_peer_chain`] for the TLS runtime), [`token`],
 //! [`ratelimit`], [`locality`], [`cities`] — and a thin shell: [`store`] (SQLite, WAL,
 //! every certificate committed before it is returned; or PostgreSQL shared by several E&A
-//! instances that hold the same CA files), [`server`] (axum) and [`client`]
+//! instances that hold the same CA files), [`server`] (axum, with `/metrics`, `/healthz`
+//! and `/readyz`) and [`client`]
 //! (reqwest, node directory writer). Wire types are in [`api`].
 #![warn(missing_docs, unreachable_pub)]
 
@@ -27,6 +28,7 @@ pub mod hilbert;
 pub mod ids;
 pub mod layer;
 pub mod locality;
+mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod store;

@@ -361,6 +361,7 @@ struct Shared {
     limiter: Mutex<RateLimiter>,
     crl: Mutex<Option<CrlCache>>,
     rng: SystemRandom,
+    metrics: crate::metrics::Metrics,
 }
 
 /// The E&A server, ready to serve.
@@ -411,6 +412,7 @@ impl EnrollServer {
                 store: Mutex::new(store),
                 crl: Mutex::new(None),
                 rng: SystemRandom::new(),
+                metrics: crate::metrics::Metrics::default(),
             }),
         })
     }
@@ -420,14 +422,17 @@ impl EnrollServer {
         self.shared.ca.cert_pem()
     }
 
-    /// The axum router (`/v1/enroll`, `/v1/renew`, `/v1/crl`, `/v1/ca`, `/v1/directory`).
+    /// The axum router (`/v1/enroll`, `/v1/renew`, `/v1/crl`, `/v1/ca`, `/v1/directory`;
+    /// `/metrics`, `/healthz`, `/readyz` for monitoring, ready when the database answers).
     pub fn router(&self) -> Router {
-        Router::new()
+        let app = Router::new()
             .route("/v1/enroll", post(enroll_handler))
             .route("/v1/renew", post(renew_handler))
             .route("/v1/crl", get(crl_handler))
             .route("/v1/ca", get(ca_handler))
             .route("/v1/directory", get(directory_handler))
+            .merge(service::monitor::routes(Probe(self.shared.clone())));
+        service::monitor::track(app, self.shared.metrics.http.clone())
             .layer(DefaultBodyLimit::max(self.shared.config.body_limit))
             .with_state(self.shared.clone())
     }
@@ -444,7 +449,9 @@ impl EnrollServer {
     /// Enroll directly (no HTTP): what `POST /v1/enroll` does, from `source`.
     pub fn enroll(&self, req: &EnrollRequest, source: IpAddr) -> Result<EnrollResponse, ApiError> {
         // PostgreSQL's client blocks: off the async runtime if called from it.
-        service::postgres::off_runtime(|| self.shared.enroll(req, source, unix_now()))
+        let out = service::postgres::off_runtime(|| self.shared.enroll(req, source, unix_now()));
+        self.shared.metrics.enrollment(outcome(&out));
+        out
     }
 }
 
@@ -814,10 +821,48 @@ async fn enroll_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<EnrollResponse>, ApiError> {
-    s.admit(peer.ip())?;
-    let req: EnrollRequest = parse_body(body)?;
-    let out = blocking(move || s.enroll(&req, peer.ip(), unix_now())).await?;
-    Ok(axum::Json(out))
+    let counted = s.clone();
+    let out = async move {
+        s.admit(peer.ip())?;
+        let req: EnrollRequest = parse_body(body)?;
+        blocking(move || s.enroll(&req, peer.ip(), unix_now())).await
+    }
+    .await;
+    counted.metrics.enrollment(outcome(&out));
+    Ok(axum::Json(out?))
+}
+
+/// How an enrollment or renewal is counted: ok, or its error code.
+fn outcome<T>(r: &Result<T, ApiError>) -> Result<(), &'static str> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.code),
+    }
+}
+
+/// `GET /metrics`, `/healthz`, and `/readyz` (the database answers).
+#[derive(Clone)]
+struct Probe(Arc<Shared>);
+
+impl service::monitor::Probe for Probe {
+    async fn metrics(&self) -> Result<String, String> {
+        let s = self.0.clone();
+        let db = tokio::task::spawn_blocking(move || lock(&s.store).counts(unix_now()))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = &db {
+            tracing::warn!("metrics without the database's numbers: {e}");
+        }
+        self.0.metrics.render(db.ok())
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let s = self.0.clone();
+        tokio::task::spawn_blocking(move || lock(&s.store).ping())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the database does not answer: {e}"))
+    }
 }
 
 async fn renew_handler(
@@ -825,10 +870,15 @@ async fn renew_handler(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<EnrollResponse>, ApiError> {
-    s.admit(peer.ip())?;
-    let req: RenewRequest = parse_body(body)?;
-    let out = blocking(move || s.renew(&req, unix_now())).await?;
-    Ok(axum::Json(out))
+    let counted = s.clone();
+    let out = async move {
+        s.admit(peer.ip())?;
+        let req: RenewRequest = parse_body(body)?;
+        blocking(move || s.renew(&req, unix_now())).await
+    }
+    .await;
+    counted.metrics.renewal(outcome(&out));
+    Ok(axum::Json(out?))
 }
 
 async fn crl_handler(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {

@@ -129,6 +129,21 @@ pub struct CertRow {
 /// One directory line: Node-ID, advertised address, newest valid certificate (DER).
 pub type DirectoryRow = (NodeId, Option<String>, Vec<u8>);
 
+/// What the database holds ([`Store::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Tokens ever created (`enroll-server token create`).
+    pub tokens: u64,
+    /// Tokens with a use left that have not expired.
+    pub tokens_usable: u64,
+    /// Certificates ever issued (enrollments and renewals).
+    pub certificates: u64,
+    /// Revoked certificates still within their validity: the entries of the CRL.
+    pub crl_entries: u64,
+    /// Enrolled nodes not revoked.
+    pub members: u64,
+}
+
 /// What the store knows about an issued certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertStatus {
@@ -475,6 +490,48 @@ impl Store {
             out.push((id, listen, der));
         }
         Ok(out)
+    }
+
+    /// What the database holds, for the metrics (one query; several instances on one
+    /// PostgreSQL database see the same numbers).
+    pub fn counts(&self, now: i64) -> Result<StoreCounts, StoreError> {
+        const SQL: &str = "SELECT (SELECT COUNT(*) FROM tokens),
+                (SELECT COUNT(*) FROM tokens WHERE uses_left > 0 AND expires_at > $1),
+                (SELECT COUNT(*) FROM certs),
+                (SELECT COUNT(*) FROM certs WHERE revoked_at IS NOT NULL AND not_after > $1),
+                (SELECT COUNT(*) FROM nodes WHERE revoked_at IS NULL)";
+        let row: [i64; 5] = match &self.db {
+            Db::Sqlite(conn) => conn.query_row(&SQL.replace("$1", "?1"), [now], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+            })?,
+            Db::Postgres(s) => Self::pg(s, |c| {
+                let r = c.query_one(SQL, &[&now])?;
+                Ok([r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)])
+            })?,
+        };
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(StoreCounts {
+            tokens: n(row[0]),
+            tokens_usable: n(row[1]),
+            certificates: n(row[2]),
+            crl_entries: n(row[3]),
+            members: n(row[4]),
+        })
+    }
+
+    /// Ok when the database answers a query (what `GET /readyz` reports); on PostgreSQL a
+    /// lost connection is opened again first.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(conn) => {
+                conn.query_row("SELECT COUNT(*) FROM meta", [], |r| r.get::<_, i64>(0))?;
+            }
+            Db::Postgres(s) => Self::pg(s, |c| {
+                c.query_one("SELECT 1", &[])?;
+                Ok(())
+            })?,
+        }
+        Ok(())
     }
 
     /// Number of certificates ever issued.

@@ -128,6 +128,31 @@ async fn two_instances_enroll_concurrently_without_reusing_tokens_or_ids() {
     let (tbs_b, revoked_b) = parse(&crl_b);
     assert_eq!((revoked_a, revoked_b), (1, 1));
     assert_eq!(tbs_a, tbs_b, "the instances publish different CRLs");
+
+    // Each instance counts its own enrollments; what the database holds, both report.
+    let http = service::http::client(Duration::from_secs(10)).unwrap();
+    let mut enrolled = 0;
+    for c in [&a, &b] {
+        let get = |path: &str| http.get(format!("{}{path}", c.base())).send();
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let text = get("/metrics").await.unwrap().text().await.unwrap();
+        for line in [
+            format!("p2psip_enroll_certificates_issued_total {TOKENS}"),
+            format!("p2psip_enroll_tokens_issued_total {TOKENS}"),
+            "p2psip_enroll_tokens_usable 0".into(),
+            "p2psip_enroll_crl_entries 1".into(),
+            format!("p2psip_enroll_members {}", TOKENS - 1),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        enrolled += text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"p2psip_enroll_enrollments_total{outcome="ok"} "#))
+            .unwrap()
+            .parse::<usize>()
+            .unwrap();
+    }
+    assert_eq!(enrolled, TOKENS, "the instances' enrollments add up");
 }
 
 #[test]

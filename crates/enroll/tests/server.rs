@@ -15,6 +15,7 @@ use std::time::Duration;
 
 struct Running {
     client: EnrollClient,
+    url: String,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -37,6 +38,7 @@ async fn start(dir: &Path, config: ServerConfig) -> Running {
     }));
     Running {
         client: EnrollClient::new(&format!("http://{addr}")).unwrap(),
+        url: format!("http://{addr}"),
         _stop: tx,
     }
 }
@@ -137,6 +139,60 @@ async fn enroll_verify_revoke_crl() {
         Err(VerifyError::Revoked)
     ));
     verify_peer_chain(&ca_der, &chain_of(&resp2.chain), &[crl], now()).unwrap();
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = service::http::client(Duration::from_secs(10))
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_enrollments_tokens_and_the_crl() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), eleven_bits()).await;
+    assert_eq!(
+        get(&format!("{}/healthz", srv.url)).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        get(&format!("{}/readyz", srv.url)).await,
+        (200, "ready\n".into())
+    );
+    let t = token(dir.path(), Role::Peer, None, 1);
+    token(dir.path(), Role::Peer, None, 1);
+    let (_key, csr) = new_key_and_csr().unwrap();
+    let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
+    refused(srv.client.enroll(&request(&t, &csr)).await);
+    refused(srv.client.enroll(&request("nonsense", &csr)).await);
+    DataDir::open(dir.path())
+        .unwrap()
+        .revoke(resp.node_id)
+        .unwrap();
+    let (code, text) = get(&format!("{}/metrics", srv.url)).await;
+    assert_eq!(code, 200);
+    for line in [
+        r#"p2psip_enroll_enrollments_total{outcome="ok"} 1"#,
+        r#"p2psip_enroll_enrollments_total{outcome="token_used_up"} 1"#,
+        r#"p2psip_enroll_enrollments_total{outcome="token_unknown"} 1"#,
+        r#"p2psip_enroll_tokens_refused_total{reason="used_up"} 1"#,
+        r#"p2psip_enroll_tokens_refused_total{reason="unknown"} 1"#,
+        "p2psip_enroll_tokens_used_total 1",
+        "p2psip_enroll_tokens_issued_total 2",
+        "p2psip_enroll_tokens_usable 1",
+        "p2psip_enroll_certificates_issued_total 1",
+        "p2psip_enroll_crl_entries 1",
+        "p2psip_enroll_members 0",
+        "p2psip_enroll_store_reachable 1",
+        r#"p2psip_enroll_request_duration_seconds_count{method="POST",path="/v1/enroll"} 3"#,
+        r#"p2psip_enroll_requests_total{method="POST",path="/v1/enroll",code="401"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
 }
 
 #[tokio::test]

@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 use turn_server_proto::stun::Instant;
 use turn_server_proto::stun::types::attribute::{ErrorCode, Realm, Userhash, Username};
 use turn_server_proto::stun::types::message::{
-    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
-    MessageWrite, MessageWriteExt, MessageWriteVec,
+    BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass,
+    MessageIntegrityCredentials, MessageWrite, MessageWriteExt, MessageWriteVec,
 };
 use turn_server_proto::stun::types::prelude::*;
 use turn_server_proto::types::attribute::{ChannelNumber, XorPeerAddress};
@@ -90,6 +90,16 @@ pub struct GateStats {
     pub capacity_rejects: u64,
     /// Requests refused because REST credentials had expired.
     pub expired_credentials: u64,
+    /// STUN Binding requests seen (answered by the protocol machine).
+    pub binding_requests: u64,
+    /// Of `capacity_rejects`: Allocates refused because the server holds its most
+    /// allocations, CreatePermissions and ChannelBinds refused for an allocation's most
+    /// permissions or channels.
+    pub allocations_full: u64,
+    /// See `allocations_full`.
+    pub permissions_full: u64,
+    /// See `allocations_full`.
+    pub channels_full: u64,
 }
 
 #[derive(Debug)]
@@ -162,6 +172,9 @@ impl Gate {
         };
         if msg.class() != MessageClass::Request {
             return forward;
+        }
+        if msg.method() == BINDING {
+            self.stats.binding_requests += 1;
         }
         let username = if let Ok(u) = msg.attribute::<Username>() {
             u.username().to_owned()
@@ -265,6 +278,7 @@ impl Gate {
         }
         if self.allocations.len() + self.pending.len() >= self.limits.max_allocations {
             self.stats.capacity_rejects += 1;
+            self.stats.allocations_full += 1;
             warn!(%from, user = %username, total = self.allocations.len(),
                 max = self.limits.max_allocations, "server full, refusing allocation (508)");
             return Some(signed_error(
@@ -299,6 +313,7 @@ impl Gate {
             .collect();
         if alloc.permissions.len() + new_ips.len() > limits.max_permissions {
             self.stats.capacity_rejects += 1;
+            self.stats.permissions_full += 1;
             warn!(%from, user = %alloc.username, relay = %alloc.relay,
                 have = alloc.permissions.len(), max = limits.max_permissions,
                 "permission limit reached (508)");
@@ -312,6 +327,7 @@ impl Gate {
         if let Some(ch) = channel {
             if !alloc.channels.contains_key(&ch) && alloc.channels.len() >= limits.max_channels {
                 self.stats.capacity_rejects += 1;
+                self.stats.channels_full += 1;
                 warn!(%from, user = %alloc.username, relay = %alloc.relay,
                     max = limits.max_channels, "channel limit reached (508)");
                 return Some(signed_error(

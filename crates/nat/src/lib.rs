@@ -33,6 +33,7 @@ mod credentials;
 mod echo;
 mod gate;
 mod ice;
+pub mod metrics;
 mod path;
 mod reach;
 #[cfg(test)]
@@ -50,4 +51,6 @@ pub use ice::{
     MAX_REMOTE_CANDIDATES,
 };
 pub use reach::{ReachError, Reflexive, discover_reflexive, stun_server_addr};
-pub use server::{ServerConfig, ServerCounters, ServerError, ServerHandle, StunServer};
+pub use server::{
+    Monitor, ServerConfig, ServerCounters, ServerError, ServerHandle, Snapshot, StunServer,
+};

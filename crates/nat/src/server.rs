@@ -93,6 +93,54 @@ pub struct ServerCounters {
     pub peer_drops: AtomicU64,
     /// Datagrams sent (to clients and to peers).
     pub sent: AtomicU64,
+    /// Datagrams relayed from clients to peers (out of relay sockets), and their bytes.
+    pub relayed_to_peers: AtomicU64,
+    /// See `relayed_to_peers`.
+    pub relayed_to_peers_bytes: AtomicU64,
+    /// Datagrams relayed from peers to clients (as ChannelData or Data indications), and
+    /// their bytes as sent.
+    pub relayed_to_clients: AtomicU64,
+    /// See `relayed_to_clients`.
+    pub relayed_to_clients_bytes: AtomicU64,
+    /// Peer datagrams dropped because the peer has no permission on the allocation.
+    pub peer_unpermitted: AtomicU64,
+    /// Allocations refused because no relay socket could be bound (port range exhausted).
+    pub relay_bind_failures: AtomicU64,
+}
+
+/// The server's state at one moment, from its loop (see [`Monitor`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The gate's counters.
+    pub gate: GateStats,
+    /// Allocations that hold a relay socket now.
+    pub active_allocations: usize,
+    /// Users with at least one allocation now.
+    pub active_users: usize,
+    /// The most allocations the server holds.
+    pub max_allocations: usize,
+}
+
+/// Asks a running server's loop for a [`Snapshot`]: what its metrics and readiness probe
+/// read. Cloned freely; answers `None` once the server has stopped.
+#[derive(Clone, Debug)]
+pub struct Monitor {
+    ask: mpsc::Sender<oneshot::Sender<Snapshot>>,
+    /// The server's live counters.
+    pub counters: Arc<ServerCounters>,
+}
+
+/// Requests for snapshots waiting for the loop; beyond this a probe is told the loop is busy.
+const PROBE_QUEUE: usize = 16;
+
+impl Monitor {
+    /// The loop's snapshot, or `None` when it did not answer within `wait` (stopped or
+    /// stuck).
+    pub async fn snapshot(&self, wait: Duration) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.ask.try_send(tx).ok()?;
+        tokio::time::timeout(wait, rx).await.ok()?.ok()
+    }
 }
 
 /// A bound STUN/TURN server, ready to [`run`](StunServer::run).
@@ -102,6 +150,10 @@ pub struct StunServer {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
     counters: Arc<ServerCounters>,
+    probe: (
+        mpsc::Sender<oneshot::Sender<Snapshot>>,
+        mpsc::Receiver<oneshot::Sender<Snapshot>>,
+    ),
 }
 
 /// A server running on its own task; dropping the handle does not stop it, [`shutdown`]
@@ -114,6 +166,8 @@ pub struct ServerHandle {
     pub local_addr: SocketAddr,
     /// Live counters.
     pub counters: Arc<ServerCounters>,
+    /// Asks the loop for its state.
+    pub monitor: Monitor,
     stop: Option<oneshot::Sender<()>>,
     join: JoinHandle<Result<GateStats, ServerError>>,
 }
@@ -160,7 +214,16 @@ impl StunServer {
             socket: Arc::new(socket),
             local,
             counters: Arc::default(),
+            probe: mpsc::channel(PROBE_QUEUE),
         })
+    }
+
+    /// A [`Monitor`] of this server, for its metrics and readiness.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            ask: self.probe.0.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// The bound UDP address.
@@ -173,12 +236,14 @@ impl StunServer {
         let (tx, rx) = oneshot::channel();
         let local_addr = self.local;
         let counters = self.counters.clone();
+        let monitor = self.monitor();
         let join = tokio::spawn(self.run(async move {
             let _ = rx.await;
         }));
         ServerHandle {
             local_addr,
             counters,
+            monitor,
             stop: Some(tx),
             join,
         }
@@ -186,7 +251,7 @@ impl StunServer {
 
     /// Serve until `shutdown` completes; relay sockets are closed on the way out.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<GateStats, ServerError> {
-        let mut driver = Driver::new(self);
+        let (mut driver, mut probes) = Driver::new(self);
         info!(listen = %driver.local, realm = %driver.config.realm,
             relay_ip = %driver.relay_ip, limits = ?driver.config.limits, "STUN/TURN server running");
         let (relay_tx, mut relay_rx) = mpsc::channel::<RelayIn>(RELAY_QUEUE);
@@ -215,6 +280,15 @@ impl StunServer {
                 Some(pkt) = relay_rx.recv() => {
                     driver.counters.peer_datagrams.fetch_add(1, Ordering::Relaxed);
                     driver.handle_peer(pkt).await;
+                }
+                Some(reply) = probes.recv() => {
+                    let gate = &driver.path.gate;
+                    let _ = reply.send(Snapshot {
+                        gate: gate.stats(),
+                        active_allocations: gate.active_allocations(),
+                        active_users: gate.active_users(),
+                        max_allocations: driver.config.limits.max_allocations,
+                    });
                 }
                 () = sleep => {}
                 _ = stats_tick.tick() => {
@@ -268,7 +342,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(s: StunServer) -> Self {
+    fn new(s: StunServer) -> (Self, mpsc::Receiver<oneshot::Sender<Snapshot>>) {
         let relay_ip = s.config.relay_ip.unwrap_or(s.local.ip());
         let path = MessagePath::new(
             s.local,
@@ -278,7 +352,7 @@ impl Driver {
             Some(Duration::from_secs(3600)),
         );
         let next_port = s.config.relay_ports.map(|(lo, _)| lo).unwrap_or(0);
-        Self {
+        let driver = Self {
             socket: s.socket,
             local: s.local,
             relay_ip,
@@ -288,7 +362,8 @@ impl Driver {
             next_port,
             base: std::time::Instant::now(),
             config: s.config,
-        }
+        };
+        (driver, s.probe.1)
     }
 
     fn now(&self) -> Instant {
@@ -305,8 +380,19 @@ impl Driver {
 
     async fn handle_peer(&mut self, pkt: RelayIn) {
         let now = self.now();
-        if let Some(d) = self.path.peer(pkt.from, pkt.relay, &pkt.data, now) {
-            self.send(d.from, d.to, &d.data).await;
+        match self.path.peer(pkt.from, pkt.relay, &pkt.data, now) {
+            Some(d) => {
+                let c = &self.counters;
+                c.relayed_to_clients.fetch_add(1, Ordering::Relaxed);
+                c.relayed_to_clients_bytes
+                    .fetch_add(d.data.len() as u64, Ordering::Relaxed);
+                self.send(d.from, d.to, &d.data).await;
+            }
+            None => {
+                self.counters
+                    .peer_unpermitted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -321,6 +407,10 @@ impl Driver {
         let socket = if from == self.local {
             &self.socket
         } else if let Some(r) = self.relays.get(&from) {
+            let c = &self.counters;
+            c.relayed_to_peers.fetch_add(1, Ordering::Relaxed);
+            c.relayed_to_peers_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             &r.socket
         } else {
             debug!(%from, %to, "no socket for source address; dropping");
@@ -399,6 +489,9 @@ impl Driver {
             }
         };
         let Some(socket) = socket else {
+            self.counters
+                .relay_bind_failures
+                .fetch_add(1, Ordering::Relaxed);
             warn!("relay port range exhausted");
             return Err(SocketAllocateError::InsufficientCapacity);
         };

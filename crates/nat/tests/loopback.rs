@@ -215,6 +215,82 @@ async fn permission_limit_gives_508() {
     srv.shutdown().await.unwrap();
 }
 
+/// The value of the sample `series` (name and labels as written) in OpenMetrics `text`.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_bindings_allocations_relays_and_refusals() {
+    let srv = server(Limits {
+        max_permissions: 1,
+        ..Limits::default()
+    })
+    .await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    nat::binding_request(
+        &sock,
+        srv.local_addr,
+        &BindingOptions::quick(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let peer = echo_peer().await;
+    let mut turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
+        .await
+        .unwrap();
+    turn.create_permission(peer).await.unwrap();
+    let err = turn
+        .create_permission("127.0.0.4:1".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_rejected(&err, 508);
+    turn.bind_channel(peer).await.unwrap();
+    relay_echo(&mut turn, peer, 10).await;
+    // A peer at another IP than the permitted one.
+    let stranger = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    stranger.send_to(b"x", turn.relayed_addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snap = srv.monitor.snapshot(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(snap.active_allocations, 1);
+    let text = nat::metrics::render(&snap, &srv.monitor.counters).unwrap();
+    assert_eq!(sample(&text, "p2psip_stun_binding_requests_total"), 1);
+    assert_eq!(sample(&text, "p2psip_stun_allocations_active"), 1);
+    assert_eq!(sample(&text, "p2psip_stun_allocations_created_total"), 1);
+    let to_peer = r#"p2psip_stun_relayed_packets_total{direction="to_peer"}"#;
+    let to_client = r#"p2psip_stun_relayed_packets_total{direction="to_client"}"#;
+    assert!(sample(&text, to_peer) >= 10, "{text}");
+    assert!(sample(&text, to_client) >= 10, "{text}");
+    let bytes = r#"p2psip_stun_relayed_bytes_total{direction="to_peer"}"#;
+    assert!(sample(&text, bytes) >= sample(&text, to_peer), "{text}");
+    let refused = |r: &str| {
+        sample(
+            &text,
+            &format!(r#"p2psip_stun_refusals_total{{reason="{r}"}}"#),
+        )
+    };
+    assert_eq!(refused("permissions_full"), 1);
+    assert_eq!(refused("quota"), 0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"p2psip_stun_peer_datagrams_dropped_total{reason="no_permission"}"#
+        ),
+        1
+    );
+    let monitor = srv.monitor.clone();
+    srv.shutdown().await.unwrap();
+    assert!(
+        monitor.snapshot(Duration::from_secs(1)).await.is_none(),
+        "a stopped server's loop does not answer"
+    );
+}
+
 #[allow(dead_code)]
 fn logs() {
     let _ = tracing_subscriber::fmt()

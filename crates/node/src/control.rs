@@ -47,9 +47,7 @@ pub(crate) fn router(c: Ctl) -> axum::Router {
         .route("/status", axum::routing::get(status))
         .route("/lookup/{key}", axum::routing::get(lookup))
         .route("/call", axum::routing::post(call))
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/healthz", axum::routing::get(healthz))
-        .route("/readyz", axum::routing::get(readyz))
+        .merge(service::monitor::routes(Probe(c.clone())))
         .with_state(c)
 }
 
@@ -114,45 +112,42 @@ async fn call(State(c): State<Ctl>, body: axum::body::Bytes) -> Response {
     answer(c.call(req).await)
 }
 
-async fn metrics(State(c): State<Ctl>) -> Response {
-    match c.metrics().await {
-        Ok(text) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
-}
+/// `GET /metrics`, `/healthz` (the peer's loop answers) and `/readyz` (see the module doc),
+/// through the monitoring routes every service shares.
+#[derive(Clone)]
+struct Probe(Ctl);
 
-async fn healthz(State(c): State<Ctl>) -> Response {
-    match c.h.call(|_, _| ()).await {
-        Ok(()) => "ok\n".into_response(),
-        Err(_) => ApiError::Unavailable("the peer is stopping".into()).into_response(),
+impl service::monitor::Probe for Probe {
+    async fn metrics(&self) -> Result<String, String> {
+        self.0.metrics().await.map_err(|e| e.to_string())
     }
-}
 
-async fn readyz(State(c): State<Ctl>) -> Response {
-    let creator = c.creator;
-    let ring =
-        c.h.call(move |n, now| {
-            let ch = n.node_at(now).chord();
-            // On the ring: a successor, and a predecessor that has taken us for its
-            // successor (the ring passes through us); or alone on a ring we started.
-            let linked = ch.successor().is_some() && ch.predecessor().is_some();
-            let alone = creator && ch.successor().is_none();
-            ch.is_active() && (linked || alone)
-        })
-        .await;
-    let members = c.members.load(Ordering::Relaxed);
-    match ring {
-        Ok(true) if members > 0 => "ready\n".into_response(),
-        Ok(true) => ApiError::Unavailable("no directory loaded yet".into()).into_response(),
-        Ok(false) => ApiError::Unavailable("not on a ring yet".into()).into_response(),
-        Err(_) => ApiError::Unavailable("the peer is stopping".into()).into_response(),
+    async fn health(&self) -> Result<Response, String> {
+        match self.0.h.call(|_, _| ()).await {
+            Ok(()) => Ok("ok\n".into_response()),
+            Err(_) => Err("the peer is stopping".into()),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let c = &self.0;
+        let creator = c.creator;
+        let ring =
+            c.h.call(move |n, now| {
+                let ch = n.node_at(now).chord();
+                // On the ring: a successor, and a predecessor that has taken us for its
+                // successor (the ring passes through us); or alone on a ring we started.
+                let linked = ch.successor().is_some() && ch.predecessor().is_some();
+                let alone = creator && ch.successor().is_none();
+                ch.is_active() && (linked || alone)
+            })
+            .await;
+        match ring {
+            Ok(true) if c.members.load(Ordering::Relaxed) > 0 => Ok(()),
+            Ok(true) => Err("no directory loaded yet".into()),
+            Ok(false) => Err("not on a ring yet".into()),
+            Err(_) => Err("the peer is stopping".into()),
+        }
     }
 }
 

@@ -43,13 +43,36 @@ pub(crate) struct PeerMetrics {
     failed: Family<Reason, Counter>,
 }
 
+/// Why a call placed here failed, as the `reason` label.
+fn failure_reason(f: &CallFailure) -> &'static str {
+    match f {
+        CallFailure::TimedOut => "timed_out",
+        CallFailure::Tampered => "tampered",
+        CallFailure::NoRoute => "no_route",
+        CallFailure::Overloaded => "overloaded",
+    }
+}
+
 impl Default for PeerMetrics {
     fn default() -> Self {
-        PeerMetrics {
+        let m = PeerMetrics {
             srd: Histogram::new(SRD_BUCKETS),
             rang: Counter::default(),
             failed: Family::default(),
+        };
+        // Every reason shows from the first scrape, at zero: an empty family is not
+        // exported at all, and a rate over a series that does not exist is no rate.
+        for f in [
+            CallFailure::TimedOut,
+            CallFailure::Tampered,
+            CallFailure::NoRoute,
+            CallFailure::Overloaded,
+        ] {
+            let _ = m.failed.get_or_create(&Reason {
+                reason: failure_reason(&f).into(),
+            });
         }
+        m
     }
 }
 
@@ -62,12 +85,7 @@ impl PeerMetrics {
                 self.srd.observe(setup.as_secs_f64());
             }
             SecureEvent::CallFailed { reason, .. } => {
-                let reason = match reason {
-                    CallFailure::TimedOut => "timed_out",
-                    CallFailure::Tampered => "tampered",
-                    CallFailure::NoRoute => "no_route",
-                    CallFailure::Overloaded => "overloaded",
-                };
+                let reason = failure_reason(reason);
                 self.failed
                     .get_or_create(&Reason {
                         reason: reason.into(),

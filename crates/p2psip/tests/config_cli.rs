@@ -174,8 +174,7 @@ fn the_systemd_units_verify() {
 
 /// `Type=notify`: a service tells the manager it is ready once it serves, and that it is
 /// stopping on SIGTERM, then exits.
-#[test]
-fn a_service_notifies_ready_and_stops_on_sigterm() {
+fn notifies_ready_and_stops_on_sigterm(args: &[&str], status: &str) {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -183,7 +182,8 @@ fn a_service_notifies_ready_and_stops_on_sigterm() {
         .unwrap();
     let mut server = spawn_cmd(
         Command::new(BIN)
-            .args(["stun-server", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir.path())
             .env("NOTIFY_SOCKET", &sock_path)
             .stderr(Stdio::null()),
         1,
@@ -192,10 +192,7 @@ fn a_service_notifies_ready_and_stops_on_sigterm() {
     let n = sock.recv(&mut buf).unwrap();
     let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    assert!(
-        ready.contains("STATUS=STUN/TURN on udp 127.0.0.1:"),
-        "{ready:?}"
-    );
+    assert!(ready.contains(&format!("STATUS={status}")), "{ready:?}");
     let pid = i32::try_from(server.child.id()).unwrap();
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -205,5 +202,22 @@ fn a_service_notifies_ready_and_stops_on_sigterm() {
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
     let status = server.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{args:?}: {status:?}");
+}
+
+#[test]
+fn every_service_notifies_ready_and_stops_on_sigterm() {
+    notifies_ready_and_stops_on_sigterm(
+        &["stun-server", "--listen", "127.0.0.1:0"],
+        "STUN/TURN on udp 127.0.0.1:",
+    );
+    // Relative paths: the process runs in its own scratch directory.
+    notifies_ready_and_stops_on_sigterm(
+        &["sos", "--listen", "127.0.0.1:0", "--db", "sos.db"],
+        "SOS on http://127.0.0.1:",
+    );
+    notifies_ready_and_stops_on_sigterm(
+        &["enroll-server", "--listen", "127.0.0.1:0", "--data", "ea"],
+        "E&A on http://127.0.0.1:",
+    );
 }

@@ -215,7 +215,7 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
     let metrics = http_get(sos_url, "/metrics");
     let ranked: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("sos_rank_duration_seconds_count "))
+        .find_map(|l| l.strip_prefix(r#"p2psip_sos_rankings_total{outcome="ok"} "#))
         .unwrap()
         .trim()
         .parse()

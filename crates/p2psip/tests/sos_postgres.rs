@@ -302,6 +302,18 @@ fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
     rt.block_on(instances_agree(&urls[1..], &counts));
 }
 
+/// The status of `GET /readyz` at the SOS on `url`.
+async fn readyz(url: &str) -> u16 {
+    service::http::client(Duration::from_secs(5))
+        .unwrap()
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 #[test]
 fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
     let Some(pg) = Cluster::start("a_postgres_restart_mid_stream_loses_nothing_acknowledged")
@@ -327,8 +339,16 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
             during <= REPORTERS as u64,
             "{during} reports acknowledged while PostgreSQL was down"
         );
+        // Not ready while the database is gone (a reload fails within its 500 ms)…
+        assert_eq!(readyz(&urls[0]).await, 503);
         pg.start_again().unwrap();
         s.until(at_crash + 300, Duration::from_secs(60)).await;
+        // … and ready again once it is back.
+        let t0 = std::time::Instant::now();
+        while readyz(&urls[0]).await != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "not ready again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let acked = s.finish().await;
         eprintln!(
             "{} reports acknowledged, {at_crash} before PostgreSQL crashed",

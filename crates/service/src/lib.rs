@@ -12,6 +12,8 @@
 //!   instances on one PostgreSQL database (connect with optional TLS, reconnect, migrate).
 //! - [`http`] (feature `http`): [`http::serve`] for an axum router and [`http::client`] for
 //!   a reqwest client.
+//! - [`monitor`] (feature `monitor`): `/metrics`, `/healthz` and `/readyz` through one
+//!   [`monitor::Probe`] per service, and HTTP request counts and durations by route.
 //! - [`crypto::install_provider`]: the one place rustls' ring provider is installed.
 //! - [`time`]: Unix wall-clock readings.
 //! - [`sync`]: locks that survive a panicked holder.
@@ -26,6 +28,8 @@
 pub mod crypto;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "monitor")]
+pub mod monitor;
 pub mod notify;
 pub mod output;
 #[cfg(feature = "postgres")]

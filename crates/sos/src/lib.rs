@@ -14,7 +14,7 @@
 //! | `PUT /v1/opinions/{peer}` | admin | `{"b":0.8,"d":0.1,"u":0.1,"a":0.25}`: override (the paper's "manually modified") |
 //! | `DELETE /v1/opinions/{peer}` | admin | clear the override, back to evidence |
 //! | `POST /v1/reports` | registered reporters | signed evidence ([`report`](crate::parse_report) format) |
-//! | `GET /healthz`, `GET /metrics` | anyone | liveness; Prometheus text |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | anyone | liveness (JSON); ready (the store is reachable: it can commit and, on PostgreSQL, its last reload succeeded); OpenMetrics text (`p2psip_sos_*`) |
 //!
 //! Admin calls carry `Authorization: Bearer <token>`. Every error is a 4xx/5xx with an
 //! [`ErrorBody`] `{"error":"code","message":"…"}` and leaves the database unchanged.

@@ -1,14 +1,18 @@
-//! Prometheus text exposition for `GET /metrics`, written by hand (atomics, fixed buckets).
+//! The SOS's metrics for `GET /metrics` (OpenMetrics text through prometheus-client, names
+//! `p2psip_sos_*`): requests by route and their durations, rankings and reports by outcome,
+//! evidence by kind, the peer table, and the store (commits, errors, reloads, reachable).
+//! What the handlers count lives here; the peer table and the store's counters are read at
+//! scrape time.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::Outcome as Evidence;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use service::monitor::HttpMetrics;
 
-/// Upper bounds (seconds) of the rank-latency histogram buckets.
-const BUCKETS: [f64; 10] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1,
-];
-
-/// Why a report was rejected, as the `reason` label.
+/// Why a report was rejected, as the `outcome` label of `p2psip_sos_reports_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RejectReason {
     Malformed,
@@ -47,127 +51,151 @@ impl RejectReason {
     }
 }
 
-/// Endpoints counted in `sos_requests_total`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Endpoint {
-    Rank,
-    Report,
-    GetOpinion,
-    PutOpinion,
-    DeleteOpinion,
-    Health,
-    Metrics,
-    Other,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
 }
 
-const ENDPOINTS: [(Endpoint, &str); 8] = [
-    (Endpoint::Rank, "rank"),
-    (Endpoint::Report, "report"),
-    (Endpoint::GetOpinion, "get_opinion"),
-    (Endpoint::PutOpinion, "put_opinion"),
-    (Endpoint::DeleteOpinion, "delete_opinion"),
-    (Endpoint::Health, "health"),
-    (Endpoint::Metrics, "metrics"),
-    (Endpoint::Other, "other"),
-];
+fn outcome(s: &str) -> Outcome {
+    Outcome { outcome: s.into() }
+}
 
-/// All counters the server exports.
-#[derive(Debug, Default)]
+/// The store's state at a scrape (see `Store::stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StoreStats {
+    /// Write batches committed.
+    pub(crate) commits: u64,
+    /// Write batches that failed (their callers were told the storage is unavailable).
+    pub(crate) commit_errors: u64,
+    /// PostgreSQL: batches tried again after a conflict or a lost connection.
+    pub(crate) retries: u64,
+    /// PostgreSQL: reloads of other instances' writes, done and failed.
+    pub(crate) reloads: u64,
+    pub(crate) reload_errors: u64,
+    /// The store can commit (and, on PostgreSQL, its last reload succeeded).
+    pub(crate) reachable: bool,
+}
+
+/// What the handlers count.
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    requests: [AtomicU64; 8],
-    reports_accepted: AtomicU64,
-    reports_rejected: [AtomicU64; 8],
-    rank_buckets: [AtomicU64; BUCKETS.len()],
-    rank_count: AtomicU64,
-    rank_sum_ns: AtomicU64,
+    pub(crate) http: HttpMetrics,
+    rankings: Family<Outcome, Counter>,
+    reports: Family<Outcome, Counter>,
+    evidence: Family<Outcome, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            http: HttpMetrics::default(),
+            rankings: Family::default(),
+            reports: Family::default(),
+            evidence: Family::default(),
+        };
+        // Every outcome shows from the first scrape, at zero: a rate over a series that
+        // does not exist yet is no rate at all.
+        for o in ["ok", "refused"] {
+            let _ = m.rankings.get_or_create(&outcome(o));
+        }
+        let _ = m.reports.get_or_create(&outcome("accepted"));
+        for r in RejectReason::ALL {
+            let _ = m.reports.get_or_create(&outcome(r.label()));
+        }
+        for e in [
+            Evidence::Delivered,
+            Evidence::Dropped,
+            Evidence::Modified,
+            Evidence::Misrouted,
+            Evidence::Replayed,
+        ] {
+            let _ = m.evidence.get_or_create(&outcome(e.as_str()));
+        }
+        m
+    }
 }
 
 impl Metrics {
-    pub(crate) fn request(&self, e: Endpoint) {
-        self.requests[e as usize].fetch_add(1, Ordering::Relaxed);
+    /// A rank request answered with a ranking (`true`) or refused.
+    pub(crate) fn ranked(&self, ok: bool) {
+        let o = if ok { "ok" } else { "refused" };
+        self.rankings.get_or_create(&outcome(o)).inc();
     }
 
-    pub(crate) fn accepted(&self) {
-        self.reports_accepted.fetch_add(1, Ordering::Relaxed);
+    /// A report stored: its evidence counts.
+    pub(crate) fn accepted(&self, evidence: Evidence) {
+        self.reports.get_or_create(&outcome("accepted")).inc();
+        self.evidence
+            .get_or_create(&outcome(evidence.as_str()))
+            .inc();
     }
 
     pub(crate) fn rejected(&self, r: RejectReason) {
-        self.reports_rejected[r as usize].fetch_add(1, Ordering::Relaxed);
+        self.reports.get_or_create(&outcome(r.label())).inc();
     }
 
-    pub(crate) fn rank_latency(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.rank_buckets[i].fetch_add(1, Ordering::Relaxed);
+    /// The text of one scrape.
+    pub(crate) fn render(&self, peers: usize, store: StoreStats) -> Result<String, String> {
+        let mut root = Registry::default();
+        let r = root.sub_registry_with_prefix("p2psip_sos");
+        self.http.register(r);
+        r.register(
+            "rankings",
+            "Route rankings asked for, by outcome (ok, refused)",
+            self.rankings.clone(),
+        );
+        r.register(
+            "reports",
+            "Evidence reports received, by outcome (accepted, or why refused)",
+            self.reports.clone(),
+        );
+        r.register(
+            "evidence",
+            "Evidence stored from accepted reports, by what the reporter saw",
+            self.evidence.clone(),
+        );
+        r.register(
+            "peers",
+            "Peers with an administrator's opinion or evidence",
+            ConstGauge::new(i64::try_from(peers).unwrap_or(i64::MAX)),
+        );
+        r.register(
+            "store_commits",
+            "Write batches the store committed",
+            ConstCounter::new(store.commits),
+        );
+        let errors = Family::<Op, Counter>::default();
+        for (op, n) in [
+            ("commit", store.commit_errors),
+            ("reload", store.reload_errors),
+        ] {
+            errors.get_or_create(&Op { op: op.into() }).inc_by(n);
         }
-        self.rank_count.fetch_add(1, Ordering::Relaxed);
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.rank_sum_ns.fetch_add(ns, Ordering::Relaxed);
+        r.register(
+            "store_errors",
+            "Store operations that failed: a write batch (commit), a reload of other instances' writes (reload)",
+            errors,
+        );
+        r.register(
+            "store_retries",
+            "Write batches tried again after a conflict or a lost database connection (PostgreSQL)",
+            ConstCounter::new(store.retries),
+        );
+        r.register(
+            "store_reloads",
+            "Reloads of other instances' writes (PostgreSQL)",
+            ConstCounter::new(store.reloads),
+        );
+        r.register(
+            "store_reachable",
+            "1 while the store can commit (and its last reload succeeded)",
+            ConstGauge::new(i64::from(store.reachable)),
+        );
+        service::monitor::encode(&root)
     }
+}
 
-    /// Render the text exposition format (version 0.0.4).
-    pub(crate) fn render(&self, peers: usize) -> String {
-        let mut out = String::with_capacity(4096);
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP sos_requests_total HTTP requests by endpoint.");
-        let _ = writeln!(out, "# TYPE sos_requests_total counter");
-        for (e, name) in ENDPOINTS {
-            let _ = writeln!(
-                out,
-                "sos_requests_total{{endpoint=\"{name}\"}} {}",
-                get(&self.requests[e as usize])
-            );
-        }
-        let _ = writeln!(out, "# HELP sos_reports_accepted_total Reports stored.");
-        let _ = writeln!(out, "# TYPE sos_reports_accepted_total counter");
-        let _ = writeln!(
-            out,
-            "sos_reports_accepted_total {}",
-            get(&self.reports_accepted)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sos_reports_rejected_total Reports refused, by reason."
-        );
-        let _ = writeln!(out, "# TYPE sos_reports_rejected_total counter");
-        for r in RejectReason::ALL {
-            let _ = writeln!(
-                out,
-                "sos_reports_rejected_total{{reason=\"{}\"}} {}",
-                r.label(),
-                get(&self.reports_rejected[r as usize])
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sos_rank_duration_seconds Time to rank one request's routes."
-        );
-        let _ = writeln!(out, "# TYPE sos_rank_duration_seconds histogram");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += get(&self.rank_buckets[i]);
-            let _ = writeln!(
-                out,
-                "sos_rank_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-            );
-        }
-        let count = get(&self.rank_count);
-        let _ = writeln!(
-            out,
-            "sos_rank_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "sos_rank_duration_seconds_sum {}",
-            get(&self.rank_sum_ns) as f64 / 1e9
-        );
-        let _ = writeln!(out, "sos_rank_duration_seconds_count {count}");
-        let _ = writeln!(
-            out,
-            "# HELP sos_peers Peers with an admin opinion or evidence."
-        );
-        let _ = writeln!(out, "# TYPE sos_peers gauge");
-        let _ = writeln!(out, "sos_peers {peers}");
-        out
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: String,
 }

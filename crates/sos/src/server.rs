@@ -22,7 +22,7 @@ use crate::api::{
     ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
     ReportCounts,
 };
-use crate::metrics::{Endpoint, Metrics, RejectReason};
+use crate::metrics::{Metrics, RejectReason};
 use crate::store::{PeerRecord, Store, StoreConfig, StoreError, Synchronous, WriteError, WriteOp};
 use crate::{PeerId, ReporterVerifier, VerifyError, parse_report};
 use axum::Router;
@@ -38,7 +38,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
 use trust::{Ageing, Opinion, OpinionSource, TrustPolicy, rank_routes};
 
@@ -238,21 +238,22 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
         max_hops: cfg.max_hops,
         in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
     });
-    Ok(Router::new()
+    let app = Router::new()
         .route("/v1/routes/rank", post(rank))
         .route("/v1/reports", post(report))
         .route(
             "/v1/opinions/{peer}",
             get(get_opinion).put(put_opinion).delete(delete_opinion),
         )
-        .route("/healthz", get(health))
-        .route("/metrics", get(metrics))
+        .merge(service::monitor::routes(Probe(Arc::clone(&state))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             limit_in_flight,
-        ))
+        ));
+    // Counted outside the in-flight limit, so the 503s it answers are counted too.
+    Ok(service::monitor::track(app, state.metrics.http.clone())
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .with_state(state))
 }
@@ -480,8 +481,12 @@ impl AppState {
 }
 
 async fn rank(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
-    let started = Instant::now();
-    st.metrics.request(Endpoint::Rank);
+    let answer = rank_routes_of(&st, body);
+    st.metrics.ranked(answer.status().is_success());
+    answer
+}
+
+fn rank_routes_of(st: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(r) => return body_rejection(r),
@@ -534,13 +539,10 @@ async fn rank(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
             })
             .collect(),
     };
-    let out = axum::Json(resp).into_response();
-    st.metrics.rank_latency(started.elapsed());
-    out
+    axum::Json(resp).into_response()
 }
 
 async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
-    st.metrics.request(Endpoint::Report);
     let reject = |reason: RejectReason, resp: Response| {
         st.metrics.rejected(reason);
         resp
@@ -602,6 +604,7 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
         );
     }
     let subject = signed.body.subject;
+    let evidence = signed.body.outcome;
     let report = signed.body;
     let result = st
         .store
@@ -613,7 +616,7 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
         .await;
     match result {
         Ok((id, reports)) => {
-            st.metrics.accepted();
+            st.metrics.accepted(evidence);
             axum::Json(ReportAck {
                 id,
                 subject,
@@ -651,7 +654,6 @@ fn write_error(st: &AppState, e: WriteError) -> Response {
 }
 
 async fn get_opinion(State(st): St, peer: Result<Path<String>, PathRejection>) -> Response {
-    st.metrics.request(Endpoint::GetOpinion);
     match parse_peer(peer) {
         Ok(p) => axum::Json(st.view(p)).into_response(),
         Err(r) => r.into_response(),
@@ -664,7 +666,6 @@ async fn put_opinion(
     peer: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    st.metrics.request(Endpoint::PutOpinion);
     let peer = match st.admin_peer(&headers, peer) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
@@ -698,7 +699,6 @@ async fn delete_opinion(
     headers: HeaderMap,
     peer: Result<Path<String>, PathRejection>,
 ) -> Response {
-    st.metrics.request(Endpoint::DeleteOpinion);
     let peer = match st.admin_peer(&headers, peer) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
@@ -718,33 +718,40 @@ async fn delete_opinion(
     }
 }
 
-async fn health(State(st): St) -> Response {
-    st.metrics.request(Endpoint::Health);
-    let peers = read(&st.store.peers).len();
-    axum::Json(Health {
-        status: "ok".into(),
-        peers,
-    })
-    .into_response()
+/// `GET /metrics`, `/healthz` (the JSON [`Health`]) and `/readyz` (the store is reachable).
+#[derive(Clone)]
+struct Probe(Arc<AppState>);
+
+impl service::monitor::Probe for Probe {
+    async fn metrics(&self) -> Result<String, String> {
+        let st = &self.0;
+        let peers = read(&st.store.peers).len();
+        st.metrics.render(peers, st.store.stats())
+    }
+
+    async fn health(&self) -> Result<Response, String> {
+        let peers = read(&self.0.store.peers).len();
+        Ok(axum::Json(Health {
+            status: "ok".into(),
+            peers,
+        })
+        .into_response())
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        if self.0.store.stats().reachable {
+            Ok(())
+        } else {
+            Err("the opinion store is unreachable (its last commit or reload failed)".into())
+        }
+    }
 }
 
-async fn metrics(State(st): St) -> Response {
-    st.metrics.request(Endpoint::Metrics);
-    let peers = read(&st.store.peers).len();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(peers),
-    )
-        .into_response()
-}
-
-async fn not_found(State(st): St) -> Response {
-    st.metrics.request(Endpoint::Other);
+async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-async fn method_not_allowed(State(st): St) -> Response {
-    st.metrics.request(Endpoint::Other);
+async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

@@ -136,6 +136,7 @@ enum Backend {
         writer: Arc<sqlite::Writer<crate::store_pg::PgCommitter>>,
         /// Kept for its lifetime: the reloader stops when the last handle goes.
         _reloader: Arc<crate::store_pg::Reloader>,
+        counters: Arc<crate::store_pg::PgCounters>,
     },
 }
 
@@ -200,14 +201,41 @@ impl Store {
             peers,
             writer,
             reloader,
+            counters,
         } = crate::store_pg::open(opts, cfg)?;
         Ok(Self {
             peers,
             writer: Backend::Postgres {
                 writer,
                 _reloader: reloader,
+                counters,
             },
         })
+    }
+
+    /// The store's counters, and whether it is reachable: its writer can commit (its
+    /// thread runs, its last batch did not fail) and, on PostgreSQL, its last reload of
+    /// other instances' writes succeeded (it runs every `refresh`, so an unreachable
+    /// database shows within that time even when nobody writes).
+    pub(crate) fn stats(&self) -> crate::metrics::StoreStats {
+        let (w, healthy) = match &self.writer {
+            Backend::Sqlite(w) => (w.stats(), w.healthy()),
+            Backend::Postgres { writer, .. } => (writer.stats(), writer.healthy()),
+        };
+        let mut s = crate::metrics::StoreStats {
+            commits: w.batches,
+            commit_errors: w.failed_batches,
+            reachable: healthy,
+            ..Default::default()
+        };
+        if let Backend::Postgres { counters, .. } = &self.writer {
+            use std::sync::atomic::Ordering::Relaxed;
+            s.retries = counters.retries.load(Relaxed);
+            s.reloads = counters.reloads.load(Relaxed);
+            s.reload_errors = counters.reload_errors.load(Relaxed);
+            s.reachable &= counters.reload_ok.load(Relaxed);
+        }
+        s
     }
 
     /// Queue a write; waits for room when the queue is full (back-pressure).

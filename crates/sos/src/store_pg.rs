@@ -39,7 +39,7 @@ use service::postgres::{Migrations, PgError, PgOptions, Session, is_conflict};
 use service::sqlite::{Apply, Writer};
 use service::sync::{read, write};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -79,11 +79,24 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// What [`open`] starts: the map readers use, the writer, and the reloader.
+/// What [`open`] starts: the map readers use, the writer, the reloader, and their counters.
 pub(crate) struct Opened {
     pub(crate) peers: Arc<RwLock<PeerMap>>,
     pub(crate) writer: Arc<Writer<PgCommitter>>,
     pub(crate) reloader: Arc<Reloader>,
+    pub(crate) counters: Arc<PgCounters>,
+}
+
+/// What the writer and the reloader count for the metrics and the readiness probe.
+#[derive(Debug)]
+pub(crate) struct PgCounters {
+    /// Batches tried again after a conflict or a lost connection.
+    pub(crate) retries: AtomicU64,
+    /// Reloads done and failed.
+    pub(crate) reloads: AtomicU64,
+    pub(crate) reload_errors: AtomicU64,
+    /// The last reload succeeded (true from the load at start until one fails).
+    pub(crate) reload_ok: AtomicBool,
 }
 
 /// Connect, migrate, load, and start the writer and the reloader.
@@ -97,7 +110,14 @@ pub(crate) fn open(opts: PgOptions, cfg: StoreConfig) -> Result<Opened, StoreErr
     tracing::info!(shard, "SOS instance writes evidence shard");
     let peer_count = Arc::new(AtomicUsize::new(map.len()));
     let peers = Arc::new(RwLock::new(map));
+    let counters = Arc::new(PgCounters {
+        retries: AtomicU64::new(0),
+        reloads: AtomicU64::new(0),
+        reload_errors: AtomicU64::new(0),
+        reload_ok: AtomicBool::new(true),
+    });
     let committer = PgCommitter {
+        counters: Arc::clone(&counters),
         session,
         shard,
         cfg,
@@ -107,11 +127,18 @@ pub(crate) fn open(opts: PgOptions, cfg: StoreConfig) -> Result<Opened, StoreErr
     };
     let writer = Writer::spawn("sos-writer", committer, writer_config(&cfg))
         .map_err(|e| StoreError::Thread(e.to_string()))?;
-    let reloader = Reloader::spawn(opts, cfg, Arc::clone(&peers), peer_count)?;
+    let reloader = Reloader::spawn(
+        opts,
+        cfg,
+        Arc::clone(&peers),
+        peer_count,
+        Arc::clone(&counters),
+    )?;
     Ok(Opened {
         peers,
         writer: Arc::new(writer),
         reloader: Arc::new(reloader),
+        counters,
     })
 }
 
@@ -205,6 +232,7 @@ impl Reloader {
         cfg: StoreConfig,
         peers: Arc<RwLock<PeerMap>>,
         peer_count: Arc<AtomicUsize>,
+        counters: Arc<PgCounters>,
     ) -> Result<Self, StoreError> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = Arc::clone(&stop);
@@ -239,11 +267,15 @@ impl Reloader {
                     })();
                     match fresh {
                         Ok(fresh) => {
+                            counters.reloads.fetch_add(1, Ordering::Relaxed);
+                            counters.reload_ok.store(true, Ordering::Relaxed);
                             warned.store(false, Ordering::Relaxed);
                             peer_count.store(fresh.len(), Ordering::Relaxed);
                             merge(&mut write(&peers), fresh);
                         }
                         Err(e) => {
+                            counters.reload_errors.fetch_add(1, Ordering::Relaxed);
+                            counters.reload_ok.store(false, Ordering::Relaxed);
                             if !warned.swap(true, Ordering::Relaxed) {
                                 tracing::warn!(error = %e, "reloading opinions from PostgreSQL failed");
                             }
@@ -291,6 +323,7 @@ fn merge(map: &mut PeerMap, fresh: PeerMap) {
 
 /// The writer thread's state: a reconnecting session and the map it updates.
 pub(crate) struct PgCommitter {
+    counters: Arc<PgCounters>,
     session: Session,
     /// The evidence shard this instance writes.
     shard: i32,
@@ -410,10 +443,12 @@ impl Apply for PgCommitter {
             match res {
                 Ok(done) => break Ok(done),
                 Err(StoreError::Postgres(PgError::Db(e))) if is_conflict(&e) && patient => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     retry = true;
                 }
                 Err(StoreError::Postgres(e)) if e.is_transient() && patient => {
                     tracing::warn!(error = %e, "SOS batch not committed, retrying");
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     retry = true;
                     self.session.reset();
                     std::thread::sleep(pause);

@@ -202,13 +202,26 @@ async fn reports_become_evidence_and_survive_restart() {
     assert!(close(ranked[1].expectation, 0.25));
 
     let metrics = client.metrics().await.expect("metrics");
-    assert!(
-        metrics.contains("sos_reports_accepted_total 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("sos_rank_duration_seconds_count 1"),
-        "{metrics}"
+    for line in [
+        r#"p2psip_sos_reports_total{outcome="accepted"} 3"#,
+        r#"p2psip_sos_evidence_total{outcome="delivered"} 2"#,
+        r#"p2psip_sos_evidence_total{outcome="dropped"} 1"#,
+        r#"p2psip_sos_rankings_total{outcome="ok"} 1"#,
+        r#"p2psip_sos_request_duration_seconds_count{method="POST",path="/v1/routes/rank"} 1"#,
+        r#"p2psip_sos_requests_total{method="POST",path="/v1/reports",code="200"} 3"#,
+        "p2psip_sos_peers 1",
+        "p2psip_sos_store_reachable 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert_eq!(
+        f.http
+            .get(format!("{}/readyz", f.server.url()))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
     );
 
     // Restart on the same database: evidence is back, and the old nonce is still refused.
@@ -597,15 +610,15 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
     f.clock.0.fetch_add(10_000, Ordering::SeqCst);
     let metrics = client.metrics().await.expect("metrics");
     assert!(
-        metrics.contains(r#"sos_reports_rejected_total{reason="bad_signature"} 2"#),
+        metrics.contains(r#"p2psip_sos_reports_total{outcome="bad_signature"} 2"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"sos_reports_rejected_total{reason="replay"} 1"#),
+        metrics.contains(r#"p2psip_sos_reports_total{outcome="replay"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"sos_reports_rejected_total{reason="rate_limited"} 1"#),
+        metrics.contains(r#"p2psip_sos_reports_total{outcome="rate_limited"} 1"#),
         "{metrics}"
     );
     f.server.shutdown().await.expect("shutdown");
@@ -700,4 +713,66 @@ async fn a_client_with_a_url_list_fails_over_to_a_live_instance() {
         SosClient::new(" , "),
         Err(sos::ClientError::NoUrl)
     ));
+}
+
+/// A request held in flight (its body still arriving) takes the only slot: the next is
+/// answered 503 `overloaded`, and the metrics count that answer by its route.
+#[tokio::test]
+async fn requests_beyond_the_in_flight_limit_are_refused_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let f = fixture_with(|c| c.max_in_flight = 1).await;
+    let mut slow = tokio::net::TcpStream::connect(f.server.addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /v1/routes/rank HTTP/1.1\r\nHost: sos\r\nContent-Length: 100\r\n\r\n{\"routes\"",
+    )
+    .await
+    .expect("write");
+    let url = format!("{}/v1/routes/rank", f.server.url());
+    let t0 = std::time::Instant::now();
+    loop {
+        let resp = f
+            .http
+            .post(&url)
+            .body(r#"{"routes":[["1"]]}"#)
+            .send()
+            .await
+            .expect("send");
+        if resp.status() == 503 {
+            let e: sos::ErrorBody = resp.json().await.expect("json");
+            assert_eq!(e.error, "overloaded");
+            break;
+        }
+        // The held request may not have reached its handler yet.
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(slow);
+    // The slot is free again once the held connection is gone.
+    let t0 = std::time::Instant::now();
+    let metrics = loop {
+        match SosClient::new(&f.server.url())
+            .expect("client")
+            .metrics()
+            .await
+        {
+            Ok(m) => break m,
+            Err(_) => {
+                assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(5),
+                    "stays full"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let line = r#"p2psip_sos_requests_total{method="POST",path="/v1/routes/rank",code="503"} "#;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(line)),
+        "{line} in {metrics}"
+    );
 }

@@ -557,7 +557,9 @@ async fn real(args: Args) -> Result<(), LabError> {
             say!("two softphones, each on its own peer:");
             say!("  phone 1: account sip:alice@{d}, registrar and outbound proxy {a} (UDP or TCP)");
             say!("  phone 2: account sip:bob@{d}, registrar and outbound proxy {b} (UDP or TCP)");
-            say!("  then call sip:bob@{d} from phone 1; no password, STUN or ICE needed (Ctrl-C stops)");
+            say!(
+                "  then call sip:bob@{d} from phone 1; no password, STUN or ICE needed (Ctrl-C stops)"
+            );
         }
         let _ = tokio::signal::ctrl_c().await;
         say!("shutting down");

@@ -370,9 +370,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         service::output::say(format_args!(
             "listening on http://{addr}\nca-fingerprint {fingerprint}"
         ));
+        let stop = super::stop_signal();
+        service::notify::ready(&format!("E&A on http://{addr}, CA {fingerprint}"));
         server
             .serve(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
+                stop.await;
+                service::notify::stopping();
             })
             .await?;
         Ok(())

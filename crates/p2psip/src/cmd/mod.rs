@@ -14,32 +14,27 @@ pub(crate) mod stun_client;
 pub(crate) mod stun_server;
 
 /// Resolves when the service is asked to stop: SIGINT (Ctrl-C) or SIGTERM (systemd, kill);
-/// says which on the log. The handlers are installed when this is called, not when the
-/// future is first polled, so call it before telling anyone the service is ready: a SIGTERM
-/// that follows READY=1 at once is then a clean stop, not a kill. Must run inside the
-/// runtime. Where a handler cannot be installed, only the other signal stops the service.
-pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
+/// says which on the log. The handlers are installed by this call, not when the future is
+/// first polled: call it before telling the manager the service is ready, so a SIGTERM
+/// right after READY=1 is a graceful stop and not the default death. Without a SIGTERM
+/// handler (it could not be installed) only SIGINT. Call it inside the tokio runtime.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate())
-        .inspect_err(|e| tracing::warn!("no SIGTERM handler ({e}); stopping on SIGINT only"));
-    let int = signal(SignalKind::interrupt())
-        .inspect_err(|e| tracing::warn!("no SIGINT handler ({e}); stopping on SIGTERM only"));
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     async move {
-        let term = async {
-            match term {
-                Ok(mut s) => s.recv().await,
-                Err(_) => std::future::pending().await,
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT"),
+                _ = term.recv() => tracing::info!("SIGTERM"),
+            },
+            (term, _) => {
+                if let Err(e) = term {
+                    tracing::warn!("no SIGTERM handler ({e}); stopping on SIGINT only");
+                }
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("SIGINT");
             }
-        };
-        let int = async {
-            match int {
-                Ok(mut s) => s.recv().await,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = int => tracing::info!("SIGINT"),
-            _ = term => tracing::info!("SIGTERM"),
         }
     }
 }

@@ -14,7 +14,7 @@ use trust::Opinion;
 ///
 /// Without an action this serves the SOS HTTP API (see the `sos` crate docs):
 /// `POST /v1/routes/rank`, `GET|PUT|DELETE /v1/opinions/{peer}`, `POST /v1/reports`,
-/// `GET /healthz`, `GET /metrics`. It prints `sos listening on http://ADDR` once bound.
+/// `GET /healthz`, `GET /readyz`, `GET /metrics`. It prints `sos listening on http://ADDR` once bound.
 ///
 /// Quick start:
 ///   p2psip sos check-paper                                   (the paper's example, offline)
@@ -31,7 +31,7 @@ use trust::Opinion;
       P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos check-paper --server http://127.0.0.1:7070\n  \
       p2psip sos rank --server http://127.0.0.1:7070 --route 1593,1609,1618 --route 1600,1618\n\n\
       API: POST /v1/routes/rank, GET|PUT|DELETE /v1/opinions/{peer}, POST /v1/reports,\n\
-      GET /healthz, GET /metrics. Prints `sos listening on http://ADDR` once bound."
+      GET /healthz, GET /readyz, GET /metrics. Prints `sos listening on http://ADDR` once bound."
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -376,33 +376,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", a.listen))?;
     let addr = listener.local_addr()?;
+    let cfg_postgres = cfg.postgres.is_some();
     let app = sos::router(cfg).context("starting the opinion store")?;
     service::say!("sos listening on http://{addr}");
-    service::http::serve(listener, app, shutdown_signal())
-        .await
-        .context("serving")?;
+    let backend = if cfg_postgres { "PostgreSQL" } else { "SQLite" };
+    let stop = super::stop_signal();
+    service::notify::ready(&format!("SOS on http://{addr} ({backend})"));
+    service::http::serve(listener, app, async {
+        stop.await;
+        service::notify::stopping();
+    })
+    .await
+    .context("serving")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn close(x: f64, y: f64) -> bool {

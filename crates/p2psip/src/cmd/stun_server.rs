@@ -39,6 +39,36 @@ pub(crate) struct Args {
     /// Channel bindings per allocation (508 beyond).
     #[arg(long, default_value_t = Limits::default().max_channels)]
     max_channels: usize,
+    /// TCP address for monitoring over HTTP: `GET /metrics` (OpenMetrics, `p2psip_stun_*`),
+    /// `/healthz`, `/readyz` (the server's loop answers). Off without it; keep it on
+    /// loopback or an operator network.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// The STUN/TURN server's monitoring answers, from its loop.
+#[derive(Clone)]
+struct Probe(nat::Monitor);
+
+/// How long a probe waits for the server's loop.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl service::monitor::Probe for Probe {
+    async fn metrics(&self) -> Result<String, String> {
+        let snap = self
+            .0
+            .snapshot(PROBE_WAIT)
+            .await
+            .ok_or("the server's loop does not answer")?;
+        nat::metrics::render(&snap, &self.0.counters).map_err(|e| e.to_string())
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        match self.0.snapshot(PROBE_WAIT).await {
+            Some(_) => Ok(()),
+            None => Err("the server's loop does not answer".into()),
+        }
+    }
 }
 
 pub(crate) fn read_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -93,6 +123,23 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let server = StunServer::bind(config).await?;
+        // Monitoring stops with the server: when its loop has returned.
+        let (stop_monitor, monitor_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut monitoring = None;
+        if let Some(addr) = a.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?;
+            let bound = listener.local_addr()?;
+            monitoring = Some(tokio::spawn(service::monitor::serve(
+                listener,
+                Probe(server.monitor()),
+                async {
+                    let _ = monitor_stopped.await;
+                },
+            )));
+            service::output::say(format_args!("stun-server metrics on http://{bound}"));
+        }
         service::output::say(format_args!(
             "stun-server listening udp {}",
             server.local_addr()
@@ -105,6 +152,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 service::notify::stopping();
             })
             .await?;
+        let _ = stop_monitor.send(());
+        if let Some(task) = monitoring {
+            task.await?.context("serving the metrics")?;
+        }
         eprintln!(
             "stun-server stopped: {} allocations created, {} quota rejects, {} capacity rejects",
             stats.allocations_created, stats.quota_rejects, stats.capacity_rejects

@@ -20,7 +20,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -112,6 +112,8 @@ struct Shared {
     dropped_full: AtomicU64,
     batches: AtomicU64,
     failed_batches: AtomicU64,
+    /// The last batch failed (cleared by the next that commits).
+    last_failed: AtomicBool,
     /// Signalled whenever the thread takes a command off the queue (or stops), for
     /// [`Writer::send`] callers waiting for room.
     room: Notify,
@@ -236,6 +238,14 @@ impl<A: Apply> Writer<A> {
         }
     }
 
+    /// Whether the writer can commit: its thread runs and its last batch (if any) did not
+    /// fail. What a service's readiness reports for its database.
+    pub fn healthy(&self) -> bool {
+        self.tx.is_some()
+            && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+            && !self.shared.last_failed.load(Ordering::Relaxed)
+    }
+
     /// Flush, stop the thread and hand the state back (for a final read, or tests).
     pub fn close(mut self) -> Result<A, WriterError> {
         let flushed = self.flush();
@@ -358,9 +368,11 @@ fn commit<A: Apply>(
     match state.apply(batch) {
         Ok(()) => {
             s.batches.fetch_add(1, Ordering::Relaxed);
+            s.last_failed.store(false, Ordering::Relaxed);
         }
         Err(e) => {
             s.failed_batches.fetch_add(1, Ordering::Relaxed);
+            s.last_failed.store(true, Ordering::Relaxed);
             tracing::error!(writer = name, ops, error = %e, "database batch failed; rolled back");
             f.count += 1;
             f.last = e.to_string();
@@ -422,8 +434,10 @@ mod tests {
         w.submit(-1).unwrap();
         let e = w.flush().unwrap_err();
         assert!(matches!(e, WriterError::Commit { failed: 1, .. }), "{e}");
+        assert!(!w.healthy(), "the last batch failed");
         w.submit(2).unwrap();
         w.flush().unwrap();
+        assert!(w.healthy(), "the next batch committed");
         let st = w.stats();
         assert_eq!((st.submitted, st.batches, st.failed_batches), (3, 1, 1));
         assert_eq!(rows(w), 1);

@@ -129,8 +129,20 @@ impl Scenario {
         Ok(())
     }
 
-    /// The paper's outcome: plain Chord loses the call, the secure overlay rings it over
-    /// 1600 → 1618 with the INVITE seen only by the CSPGs, CSPs and the callee.
+    /// The two routes the paper's PingRequest copies take to 1618 (after the CSP).
+    pub(crate) const PAPER_ROUTES: [&[u128]; 2] = [&[1600, 1618], &[1593, 1609, 1618]];
+
+    /// Which of the paper's two routes the copies did not show (empty when both came in).
+    pub(crate) fn missing_routes(&self) -> Vec<&'static [u128]> {
+        Self::PAPER_ROUTES
+            .into_iter()
+            .filter(|want| !self.routes.iter().any(|r| r.as_slice() == *want))
+            .collect()
+    }
+
+    /// The paper's outcome: plain Chord loses the call; over the secure overlay the copies
+    /// reach 1618 over both of the paper's routes, the SOS chooses 1600 → 1618 between them,
+    /// and the INVITE is seen only by the CSPGs, CSPs and the callee.
     pub(crate) fn reproduced(&self) -> bool {
         let invite_only_at_infra = self
             .invite_receivers
@@ -139,6 +151,7 @@ impl Scenario {
         self.chord_delivered != Some(true)
             && self.secure_delivered
             && self.chosen_route == vec![1600, 1618]
+            && self.missing_routes().is_empty()
             && invite_only_at_infra
     }
 
@@ -170,6 +183,12 @@ impl Scenario {
         );
         for r in &self.routes {
             say!("                  {}", path_text(r));
+        }
+        for r in self.missing_routes() {
+            say!(
+                "                  (missing: the paper's route {})",
+                path_text(r)
+            );
         }
         say!(
             "  SOS chose     {}  E = {:.5}",

@@ -4,6 +4,7 @@
 
 mod cmd;
 mod config_file;
+mod manpages;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -81,6 +82,9 @@ enum Command {
     SipFrontends(cmd::sip_frontends::Args),
     /// Config files: check one and show the configuration each of its sections gives.
     Config(cmd::config::Args),
+    /// Write the man pages (one per subcommand) into a directory, for the Debian package.
+    #[command(hide = true)]
+    Man(cmd::man::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,6 +133,7 @@ fn main() -> std::process::ExitCode {
         Command::Ice(args) => cmd::ice::run(args),
         Command::SipFrontends(args) => cmd::sip_frontends::run(args),
         Command::Config(args) => cmd::config::run(args, root),
+        Command::Man(args) => cmd::man::run(args, root),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

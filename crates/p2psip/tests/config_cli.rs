@@ -116,7 +116,8 @@ fn the_example_config_in_deploy_is_valid() {
 }
 
 /// The systemd units in deploy/systemd pass `systemd-analyze verify` (with this build as
-/// /usr/bin/p2psip), and each starts a subcommand the example config has a section for.
+/// /usr/bin/p2psip, and the man pages it writes as the ones their `Documentation=` names),
+/// and each starts a subcommand the example config has a section for.
 #[test]
 fn the_systemd_units_verify() {
     let ok = Command::new("systemd-analyze")
@@ -131,6 +132,14 @@ fn the_systemd_units_verify() {
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     let example = std::fs::read_to_string(deploy.join("p2psip.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // `verify` runs `man` on each Documentation= page; the package installs these.
+    let man = dir.path().join("man");
+    let out = Command::new(BIN)
+        .args(["man", "--out"])
+        .arg(man.join("man1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let mut units = 0;
     for entry in std::fs::read_dir(deploy.join("systemd")).unwrap() {
         let path = entry.unwrap().path();
@@ -158,6 +167,7 @@ fn the_systemd_units_verify() {
         let out = Command::new("systemd-analyze")
             .arg("verify")
             .arg(&local)
+            .env("MANPATH", &man)
             .output()
             .unwrap();
         assert!(

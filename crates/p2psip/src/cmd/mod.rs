@@ -6,6 +6,7 @@ pub(crate) mod ctl;
 pub(crate) mod enroll;
 pub(crate) mod enroll_server;
 pub(crate) mod ice;
+pub(crate) mod man;
 pub(crate) mod peer;
 pub(crate) mod sip_auth;
 pub(crate) mod sip_frontends;

@@ -29,19 +29,20 @@ async fn main() {
         ..ServerConfig::default()
     };
     let server = EnrollServer::open(dir.path(), cfg).unwrap();
+    let trust = service::tls::Trust::ca_pem(server.ca_pem()).unwrap();
     let token = DataDir::open(dir.path())
         .unwrap()
         .create_token(Role::Peer, None, n as u32, Duration::from_secs(3600))
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let url = format!("https://{}", listener.local_addr().unwrap());
     tokio::spawn(server.serve(listener, std::future::pending()));
 
     let csrs: Vec<String> = (0..n)
         .map(|_| enroll::cert::new_key_and_csr().unwrap().1)
         .collect();
     let queue = Arc::new(std::sync::Mutex::new(csrs));
-    let client = EnrollClient::new(&url).unwrap();
+    let client = EnrollClient::new(&url, &trust).unwrap();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..conc {

@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{BIN, spawn_cmd, url_after};
+use support::{BIN, sos_tls, spawn_cmd, url_after};
 
 use std::process::Command;
 
@@ -34,18 +34,56 @@ fn check_paper_and_rank_against_a_running_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, "cli-test-token\n").expect("write token");
+    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
+    let ca = tls.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 path");
     let mut server = spawn_cmd(
         p2psip()
-            .args(["sos", "--listen", "127.0.0.1:0", "--db"])
+            .args(["sos", "--listen", "127.0.0.1:0", "--tls"])
+            .arg(&tls)
+            .arg("--db")
             .arg(dir.path().join("sos.db"))
             .arg("--admin-token-file")
             .arg(&token),
         1,
     );
     let url = url_after(&server, "sos listening on ");
+    assert!(url.starts_with("https://"), "{url}");
+
+    // Without the CA a client refuses to talk HTTPS to anyone; with another CA the
+    // handshake fails.
+    let no_ca = p2psip()
+        .args(["sos", "rank", "--server", &url, "--route", "1600,1618"])
+        .output()
+        .expect("run rank");
+    assert!(!no_ca.status.success());
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca"));
+    let other = sos_tls(&dir.path().join("other-ea"), &dir.path().join("other-tls"));
+    let wrong = p2psip()
+        .args([
+            "sos",
+            "rank",
+            "--server",
+            &url,
+            "--route",
+            "1600,1618",
+            "--ca",
+        ])
+        .arg(other.join("ca.pem"))
+        .output()
+        .expect("run rank");
+    assert!(!wrong.status.success());
 
     let check = p2psip()
-        .args(["sos", "check-paper", "--server", &url, "--admin-token-file"])
+        .args([
+            "sos",
+            "check-paper",
+            "--server",
+            &url,
+            "--ca",
+            ca,
+            "--admin-token-file",
+        ])
         .arg(&token)
         .output()
         .expect("run check-paper");
@@ -63,6 +101,8 @@ fn check_paper_and_rank_against_a_running_server() {
             "rank",
             "--server",
             &url,
+            "--ca",
+            ca,
             "--route",
             "1593,1609,1618",
             "--route",
@@ -77,7 +117,7 @@ fn check_paper_and_rank_against_a_running_server() {
 
     // Without the token the admin path is refused and the command fails.
     let denied = p2psip()
-        .args(["sos", "check-paper", "--server", &url])
+        .args(["sos", "check-paper", "--server", &url, "--ca", ca])
         .env_remove("P2PSIP_SOS_ADMIN_TOKEN")
         .output()
         .expect("run check-paper");

@@ -177,3 +177,52 @@ fn locality_report_prints_both_schemes() {
     ]));
     assert!(out.contains("location") && out.contains("sha1"), "{out}");
 }
+
+/// Plain HTTP only when asked for, and then said loudly: the E&A with `--insecure-http`
+/// prints an `http://` URL and a warning, and enrollment over it works without a pin (with a
+/// warning of its own). Without the flag an E&A on 0.0.0.0 with no `--public-name` refuses
+/// to start, since no client could verify its certificate.
+#[test]
+fn insecure_http_is_explicit_and_loud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ea");
+    let err = tmp.path().join("ea.err");
+    let mut cmd = ea_command(&data, 11);
+    cmd.arg("--insecure-http")
+        .stderr(std::fs::File::create(&err).unwrap());
+    let ea = support::spawn_cmd(&mut cmd, 2);
+    let url = support::url_after(&ea, "listening on ");
+    assert!(url.starts_with("http://"), "{url}");
+    let warned = std::fs::read_to_string(&err).unwrap();
+    assert!(warned.contains("WARNING: --insecure-http"), "{warned}");
+    let token = create_token(&data, &[]);
+    let out = tmp.path().join("node");
+    let done = run(&[
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        &token,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stderr).contains("plain HTTP"));
+    drop(ea);
+
+    let nameless = run(&[
+        "enroll-server",
+        "--listen",
+        "0.0.0.0:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--id-bits",
+        "11",
+    ]);
+    assert!(!nameless.status.success());
+    assert!(String::from_utf8_lossy(&nameless.stderr).contains("--public-name"));
+}

@@ -126,3 +126,39 @@ fn check_paper_and_rank_against_a_running_server() {
     server.child.kill().expect("stop server");
     let _ = server.child.wait();
 }
+
+/// The SOS will not serve without its certificate unless told to serve plain HTTP, and then
+/// it says so on stderr and prints an `http://` URL.
+#[test]
+fn the_sos_needs_its_certificate_or_an_explicit_insecure_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sos.db");
+    let refused = p2psip()
+        .args(["sos", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .output()
+        .expect("run sos");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--tls"));
+    let err = dir.path().join("sos.err");
+    let server = spawn_cmd(
+        p2psip()
+            .args(["sos", "--listen", "127.0.0.1:0", "--insecure-http", "--db"])
+            .arg(&db)
+            .stderr(std::fs::File::create(&err).expect("stderr file")),
+        1,
+    );
+    let url = url_after(&server, "sos listening on ");
+    assert!(url.starts_with("http://"), "{url}");
+    let warned = std::fs::read_to_string(&err).expect("stderr");
+    assert!(warned.contains("WARNING: --insecure-http"), "{warned}");
+    let rank = p2psip()
+        .args(["sos", "rank", "--server", &url, "--route", "1600,1618"])
+        .output()
+        .expect("run rank");
+    assert!(
+        rank.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rank.stderr)
+    );
+}

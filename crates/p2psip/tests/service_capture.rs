@@ -5,7 +5,9 @@
 //! the SOS's ports is a TLS record, and none of them shows an API path, a ranking or a
 //! report field. The check is shown able to see cleartext: the peer's local control endpoint
 //! (plain HTTP on loopback, by design) is read through the same capture, and its answer is
-//! found. `scripts/capture-check` does the same for the overlay's own links.
+//! found; and a control run with both servers on `--insecure-http` finds the tokens, the API
+//! paths, the ranking and the reports with the same check. `scripts/capture-check` does the
+//! same for the overlay's own links.
 //!
 //! Needs tshark and dumpcap (Debian package tshark) and permission to capture on `lo`;
 //! without them it skips loudly (fails under `CI=true`).
@@ -18,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    FAST_TIMERS, create_token, ea_command, enroll, free_port, ok, run, sos_tls, spawn, start_ea,
+    FAST_TIMERS, create_token, ea_command, enroll, free_port, ok, run, sos_tls, start_ea,
     start_peer, status, url_after,
 };
 
@@ -137,19 +139,45 @@ fn port_of(url: &str) -> u16 {
         .unwrap()
 }
 
-#[test]
-fn enrollment_rankings_and_reports_are_never_in_cleartext() {
+/// What one run of the services put on the wire.
+struct Run {
+    /// The capture file.
+    file: std::path::PathBuf,
+    /// The enrollment tokens used.
+    tokens: Vec<String>,
+    /// The E&A's and the SOS's ports.
+    ea_port: u16,
+    sos_port: u16,
+    /// The peer control endpoint's port (plain HTTP on loopback).
+    control_port: u16,
+    _tmp: tempfile::TempDir,
+}
+
+/// Under capture: an E&A, enrollment of a CSP and two peers (tokens and CSRs on the wire),
+/// the SOS following the E&A's directory for the reporters' keys, the overlay, and a call
+/// from A to B that B has the SOS rank and reports on. `insecure`: both servers with
+/// `--insecure-http` (the control run). `None` when tshark cannot capture (skipped).
+fn capture_services(insecure: bool) -> Option<Run> {
     let tmp = tempfile::tempdir().unwrap();
     let cap_file = tmp.path().join("services.pcapng");
-    let Some(capture) = Capture::start(&cap_file, tmp.path()) else {
-        return;
-    };
+    let capture = Capture::start(&cap_file, tmp.path())?;
 
-    // E&A, tokens, enrollment of a CSP and two peers (tokens and CSRs on the wire).
     let data = tmp.path().join("ea");
     let sos_addr = format!("127.0.0.1:{}", free_port());
-    let sos_url = format!("https://{sos_addr}");
-    let (_ea, ea_url) = start_ea(ea_command(&data, 16).args(["--sos-url", &sos_url]));
+    let scheme = if insecure { "http" } else { "https" };
+    let sos_url = format!("{scheme}://{sos_addr}");
+    let mut ea_cmd = ea_command(&data, 16);
+    ea_cmd.args(["--sos-url", &sos_url]);
+    if insecure {
+        ea_cmd.arg("--insecure-http").stderr(Stdio::null());
+    }
+    let (ea_proc, ea_url) = if insecure {
+        let ea = support::spawn_cmd(&mut ea_cmd, 2);
+        let url = url_after(&ea, "listening on ");
+        (ea, url)
+    } else {
+        start_ea(&mut ea_cmd)
+    };
     let csp_token = create_token(&data, &["--role", "csp", "--layer", "2"]);
     let peer_token = create_token(&data, &["--role", "peer", "--layer", "2", "--uses", "2"]);
     let dirs: Vec<_> = ["csp", "a", "b"]
@@ -159,30 +187,47 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
     for (i, d) in dirs.iter().enumerate() {
         let listen = format!("127.0.0.1:{}", free_port());
         let token = if i == 0 { &csp_token } else { &peer_token };
-        enroll(&ea_url, token, d, &["--listen", &listen]);
+        if insecure {
+            ok(run(&[
+                "enroll",
+                "--server",
+                &ea_url,
+                "--token",
+                token,
+                "--out",
+                d.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ]));
+        } else {
+            enroll(&ea_url, token, d, &["--listen", &listen]);
+        }
     }
 
-    // The SOS follows the E&A's directory (over HTTPS) for the reporters' keys.
     let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
-    let sos = spawn(
-        &[
-            "sos",
-            "--listen",
-            &sos_addr,
-            "--tls",
-            tls.to_str().unwrap(),
-            "--db",
-            tmp.path().join("sos.db").to_str().unwrap(),
-            "--enroll-server",
-            &ea_url,
-            "--directory-refresh-s",
-            "1",
-        ],
+    let db = tmp.path().join("sos.db");
+    let mut sos_args = vec!["sos", "--listen", &sos_addr];
+    if insecure {
+        sos_args.push("--insecure-http");
+    } else {
+        sos_args.extend(["--tls", tls.to_str().unwrap()]);
+    }
+    sos_args.extend([
+        "--db",
+        db.to_str().unwrap(),
+        "--enroll-server",
+        &ea_url,
+        "--directory-refresh-s",
+        "1",
+    ]);
+    let sos = support::spawn_cmd(
+        Command::new(support::BIN)
+            .args(&sos_args)
+            .stderr(Stdio::null()),
         1,
     );
     assert_eq!(url_after(&sos, "sos listening on "), sos_url);
 
-    // The overlay; A calls B, B asks the SOS to rank the routes and reports on the hops.
     let control = free_port();
     let control_s = format!("127.0.0.1:{control}");
     let mut a_args = vec!["--control", control_s.as_str()];
@@ -217,43 +262,59 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The control endpoint (plain HTTP on loopback): the cleartext the check must see.
+    // The control endpoint (plain HTTP on loopback): cleartext the check must see.
     let sa = status(&a.dir).unwrap();
     assert!(sa["sos"].is_object(), "{sa}");
     capture.stop();
+    drop((csp, a, b, sos, ea_proc));
+    Some(Run {
+        file: cap_file,
+        tokens: vec![csp_token, peer_token],
+        ea_port: port_of(&ea_url),
+        sos_port: port_of(&sos_url),
+        control_port: control,
+        _tmp: tmp,
+    })
+}
 
+/// What must never be readable on the E&A's and the SOS's ports.
+const SECRETS: [&str; 17] = [
+    "p2pt_",
+    "POST ",
+    "GET /",
+    "HTTP/1.1",
+    "/v1/enroll",
+    "/v1/directory",
+    "/v1/crl",
+    "/v1/routes/rank",
+    "/v1/reports",
+    "CERTIFICATE REQUEST",
+    "\"token\"",
+    "\"routes\"",
+    "\"ranked\"",
+    "\"expectation\"",
+    "\"reporter\"",
+    "\"nonce\"",
+    "\"signature\"",
+];
+
+#[test]
+fn enrollment_rankings_and_reports_are_never_in_cleartext() {
+    let Some(r) = capture_services(false) else {
+        return;
+    };
     // No token anywhere in the capture.
-    let raw = std::fs::read(&cap_file).unwrap();
-    for token in [&csp_token, &peer_token] {
+    let raw = std::fs::read(&r.file).unwrap();
+    for token in &r.tokens {
         assert!(
             !contains(&raw, token),
             "an enrollment token is in the capture in cleartext"
         );
     }
-
     // The E&A and the SOS: TLS handshakes seen, every payload a TLS record, nothing readable.
-    let secrets = [
-        "p2pt_",
-        "POST ",
-        "GET /",
-        "HTTP/1.1",
-        "/v1/enroll",
-        "/v1/directory",
-        "/v1/crl",
-        "/v1/routes/rank",
-        "/v1/reports",
-        "CERTIFICATE REQUEST",
-        "\"token\"",
-        "\"routes\"",
-        "\"ranked\"",
-        "\"expectation\"",
-        "\"reporter\"",
-        "\"nonce\"",
-        "\"signature\"",
-    ];
-    for (service, port) in [("E&A", port_of(&ea_url)), ("SOS", port_of(&sos_url))] {
+    for (service, port) in [("E&A", r.ea_port), ("SOS", r.sos_port)] {
         let hellos = tshark(
-            &cap_file,
+            &r.file,
             &[
                 "-Y",
                 &format!("tls.handshake.type == 1 && tcp.dstport == {port}"),
@@ -265,7 +326,7 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
         );
         let decode = format!("tcp.port=={port},tls");
         let not_tls = tshark(
-            &cap_file,
+            &r.file,
             &[
                 "-d",
                 &decode,
@@ -278,13 +339,13 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
             0,
             "{service}: TCP payloads that are not TLS:\n{not_tls}"
         );
-        let bytes = payloads(&cap_file, port);
+        let bytes = payloads(&r.file, port);
         assert!(
             bytes.len() > 1000,
             "{service}: only {} payload bytes captured",
             bytes.len()
         );
-        for s in secrets {
+        for s in SECRETS {
             assert!(
                 !contains(&bytes, s),
                 "{service}: {s:?} in cleartext on port {port}"
@@ -295,9 +356,8 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
             bytes.len()
         );
     }
-
     // The same capture and decoding do show cleartext where there is some.
-    let plain = payloads(&cap_file, control);
+    let plain = payloads(&r.file, r.control_port);
     assert!(
         contains(&plain, "GET /status"),
         "the capture misses the control endpoint's request"
@@ -306,4 +366,39 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
         contains(&plain, "\"reports_ok\""),
         "the capture misses the control endpoint's answer"
     );
+}
+
+/// The control run: the same services with `--insecure-http` put the tokens, the API paths,
+/// the ranking and the reports on the wire in cleartext, and the same check finds them.
+#[test]
+fn the_check_finds_tokens_rankings_and_reports_over_insecure_http() {
+    let Some(r) = capture_services(true) else {
+        return;
+    };
+    let raw = std::fs::read(&r.file).unwrap();
+    for token in &r.tokens {
+        assert!(
+            contains(&raw, token),
+            "the token is not seen over plain HTTP"
+        );
+    }
+    let ea = payloads(&r.file, r.ea_port);
+    for s in [
+        "/v1/enroll",
+        "\"token\"",
+        "CERTIFICATE REQUEST",
+        "/v1/directory",
+    ] {
+        assert!(contains(&ea, s), "E&A: {s:?} not seen over plain HTTP");
+    }
+    let sos = payloads(&r.file, r.sos_port);
+    for s in [
+        "/v1/routes/rank",
+        "\"ranked\"",
+        "\"expectation\"",
+        "/v1/reports",
+        "\"nonce\"",
+    ] {
+        assert!(contains(&sos, s), "SOS: {s:?} not seen over plain HTTP");
+    }
 }

@@ -45,8 +45,9 @@ pub const SAN_LAYER: &str = "p2psip:layer/";
 /// URI prefix of the role SAN.
 pub const SAN_ROLE: &str = "p2psip:role/";
 
-/// URI prefix of the service SAN of a service certificate.
-pub const SAN_SERVICE: &str = "p2psip:service/";
+/// URI prefix of the service SAN of a service certificate (the one the service clients
+/// check, [`service::tls::SERVICE_SAN_PREFIX`]).
+pub const SAN_SERVICE: &str = service::tls::SERVICE_SAN_PREFIX;
 
 /// The service a server certificate is for (a role of its own, never a peer's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

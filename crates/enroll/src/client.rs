@@ -62,12 +62,16 @@ impl EnrollClient {
     /// only if `trust` does: the node directory's `ca.pem`, or on first contact the CA's
     /// pinned fingerprint.
     pub fn new(base: &str, trust: &Trust) -> Result<Self, ClientError> {
-        let api = Api::with_trust(base, std::time::Duration::from_secs(30), trust).map_err(
-            |e| match e {
-                ClientBuildError::Tls(e) => ClientError::Tls(e),
-                ClientBuildError::Http(e) => ClientError::Http(e),
-            },
-        )?;
+        let api = Api::with_trust(
+            base,
+            std::time::Duration::from_secs(30),
+            trust,
+            crate::cert::ServiceRole::Enroll.as_str(),
+        )
+        .map_err(|e| match e {
+            ClientBuildError::Tls(e) => ClientError::Tls(e),
+            ClientBuildError::Http(e) => ClientError::Http(e),
+        })?;
         if base.starts_with("http://") {
             tracing::warn!("E&A at {base}: plain HTTP, the enrollment token goes in cleartext");
         }

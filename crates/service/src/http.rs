@@ -96,8 +96,18 @@ pub fn client_trusting(
     timeout: Duration,
     trust: &crate::tls::Trust,
 ) -> Result<reqwest::Client, ClientBuildError> {
+    client_for_service(timeout, trust, None)
+}
+
+/// [`client_trusting`] that also requires the servers' certificates to be made for
+/// `service` (`enroll`, `sos`; see [`crate::tls::Trust::client_config_for`]).
+pub fn client_for_service(
+    timeout: Duration,
+    trust: &crate::tls::Trust,
+    service: Option<&str>,
+) -> Result<reqwest::Client, ClientBuildError> {
     crate::crypto::install_provider();
-    let tls = trust.client_config()?;
+    let tls = trust.client_config_for(service)?;
     Ok(reqwest::Client::builder()
         .timeout(timeout)
         .tls_backend_preconfigured(tls)
@@ -139,14 +149,16 @@ impl Api {
         })
     }
 
-    /// The API at `base_url` with HTTPS verified by `trust` ([`client_trusting`]).
+    /// The API of `service` (`enroll`, `sos`) at `base_url`, with HTTPS verified by `trust`
+    /// and the certificate required to be one for that service ([`client_for_service`]).
     pub fn with_trust(
         base_url: &str,
         timeout: Duration,
         trust: &crate::tls::Trust,
+        service: &str,
     ) -> Result<Self, ClientBuildError> {
         Ok(Self {
-            http: client_trusting(timeout, trust)?,
+            http: client_for_service(timeout, trust, Some(service))?,
             base: base_url.trim_end_matches('/').to_string(),
         })
     }

@@ -22,6 +22,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// URI prefix of the subjectAltName that names the service a server certificate is for
+/// (`p2psip:service/enroll`, `p2psip:service/sos`); clients of one service refuse a
+/// certificate made for another ([`Trust::client_config_for`]).
+pub const SERVICE_SAN_PREFIX: &str = "p2psip:service/";
+
 /// Handshakes a TLS listener runs at once; more connections wait in the kernel's backlog.
 pub const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake by then is dropped.
@@ -130,19 +135,45 @@ impl Trust {
 
     /// The rustls client configuration (ring) that enforces this trust.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        self.client_config_for(None)
+    }
+
+    /// [`Trust::client_config`] that also requires the server's certificate to be made for
+    /// `service` (its `p2psip:service/<service>` subjectAltName, e.g. `sos`), so that the
+    /// certificate of one p2psip service never passes for another's.
+    pub fn client_config_for(
+        &self,
+        service: Option<&str>,
+    ) -> Result<rustls::ClientConfig, TlsError> {
         crate::crypto::install_provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
-        let cfg = match self {
-            Trust::Ca(cas) => builder
-                .with_root_certificates(roots(cas)?)
-                .with_no_client_auth(),
-            Trust::Pinned(pin) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCa { pin: *pin }))
-                .with_no_client_auth(),
+        let verifier: Arc<dyn ServerCertVerifier> = match self {
+            // Nothing to believe (a client meant for plain HTTP): every certificate fails.
+            Trust::Ca(cas) if cas.is_empty() => {
+                return Ok(builder
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth());
+            }
+            Trust::Ca(cas) => rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots(cas)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Pem(format!("CA certificate: {e}")))?,
+            Trust::Pinned(pin) => Arc::new(PinnedCa { pin: *pin }),
         };
-        Ok(cfg)
+        let verifier = match service {
+            Some(s) => Arc::new(ForService {
+                inner: verifier,
+                uri: format!("{SERVICE_SAN_PREFIX}{s}"),
+            }),
+            None => verifier,
+        };
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
     }
 }
 
@@ -222,6 +253,77 @@ impl ServerCertVerifier for PinnedCa {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// A verifier that runs `inner`, then requires the end entity to carry the subjectAltName
+/// URI `uri` (the service it was made for).
+#[derive(Debug)]
+struct ForService {
+    inner: Arc<dyn ServerCertVerifier>,
+    uri: String,
+}
+
+impl ForService {
+    fn names_service(&self, cert: &CertificateDer<'_>) -> bool {
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+            return false;
+        };
+        let Ok(Some(san)) = parsed.subject_alternative_name() else {
+            return false;
+        };
+        san.value
+            .general_names
+            .iter()
+            .any(|n| matches!(n, x509_parser::extensions::GeneralName::URI(u) if *u == self.uri))
+    }
+}
+
+impl ServerCertVerifier for ForService {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if !self.names_service(end_entity) {
+            return Err(rustls::Error::General(format!(
+                "the server's certificate is not one for {}",
+                self.uri
+            )));
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -329,6 +431,9 @@ mod tests {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName((*n).try_into().unwrap()),
             })
+            .chain([SanType::URI(
+                format!("{SERVICE_SAN_PREFIX}sos").try_into().unwrap(),
+            )])
             .collect();
         let cert = leaf.signed_by(&key, &issuer).unwrap();
         let chain = format!("{}{}", cert.pem(), ca_cert.pem());
@@ -437,6 +542,29 @@ mod tests {
         let (addr, _stop) = start(&chain, &foreign_key).await;
         let pin = Trust::pinned(&fingerprint(&ca)).unwrap();
         assert!(who(&pin, &format!("https://{addr}/who")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_client_of_one_service_refuses_another_services_certificate() {
+        let (ca, chain, key) = ca_and_server(&["127.0.0.1"]);
+        let (addr, _stop) = start(&chain, &key).await;
+        let url = format!("https://{addr}/who");
+        let get = |service: &'static str, trust: Trust| {
+            let url = url.clone();
+            async move {
+                let http =
+                    crate::http::client_for_service(Duration::from_secs(5), &trust, Some(service))
+                        .unwrap();
+                http.get(&url).send().await
+            }
+        };
+        let by_ca = Trust::ca_pem(&ca).unwrap();
+        let by_pin = Trust::pinned(&fingerprint(&ca)).unwrap();
+        assert!(get("sos", by_ca.clone()).await.is_ok());
+        assert!(get("sos", by_pin.clone()).await.is_ok());
+        let e = get("enroll", by_ca).await.unwrap_err();
+        assert!(e.is_connect(), "{e:?}");
+        assert!(get("enroll", by_pin).await.is_err());
     }
 
     #[tokio::test]

@@ -68,6 +68,10 @@ impl ClientError {
     }
 }
 
+/// The service name in the SOS's HTTPS certificate (`p2psip:service/sos`), which the client
+/// requires: the certificate of another p2psip service does not pass for the SOS's.
+pub const SERVICE: &str = "sos";
+
 /// A connection to one SOS, or to several instances of it with failover.
 #[derive(Debug, Clone)]
 pub struct SosClient {
@@ -100,7 +104,7 @@ impl SosClient {
                 if u.starts_with("http://") {
                     tracing::warn!("SOS at {u}: plain HTTP, rankings and reports unprotected");
                 }
-                Api::with_trust(u, Duration::from_secs(10), trust)
+                Api::with_trust(u, Duration::from_secs(10), trust, SERVICE)
                     .map_err(|e| ClientError::Build(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -140,8 +140,10 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API at `base_url` (e.g. `http://127.0.0.1:7070`; a trailing `/` is dropped),
-    /// every request given up after `timeout` (see [`client`]).
+    /// The API at `base_url` (a trailing `/` is dropped), every request given up after
+    /// `timeout` (see [`client`]), with no trust of its own: for a peer's local control
+    /// endpoint (`http://127.0.0.1:7001`). The E&A and the SOS are reached with
+    /// [`Api::with_trust`].
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: client(timeout)?,

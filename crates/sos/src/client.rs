@@ -5,7 +5,7 @@
 //!
 //! # Several SOS instances
 //!
-//! The base URL may be a comma-separated list (`http://a:7070,http://b:7070`): instances
+//! The base URL may be a comma-separated list (`https://a:7070,https://b:7070`): instances
 //! that share one PostgreSQL database. The client talks to one of them and fails over:
 //!
 //! - A read (ranking, opinion, health, metrics) that finds its instance unreachable or

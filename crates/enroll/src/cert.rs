@@ -16,6 +16,12 @@
 //! key they carry (proof of possession); everything else in a CSR (subject, requested
 //! extensions) is ignored — the server alone decides what a certificate says.
 //!
+//! **Service certificates.** The E&A and the SOS serve their HTTP APIs over TLS with
+//! certificates from the same CA ([`Ca::issue_service`]): DNS and IP subjectAltNames for
+//! the names clients use, one `p2psip:service/<enroll|sos>` URI naming the service, and
+//! serverAuth only. They carry no Node-ID binding, so the overlay refuses them as peers;
+//! peer certificates carry no DNS or IP name, so no peer can pass for a service.
+//!
 //! [`verify_peer_chain`] is what the TLS runtime calls: path validation against the CA with
 //! rustls-webpki (ring algorithms), optional CRL check of the end entity, then the binding.
 
@@ -38,6 +44,44 @@ pub const SAN_NODE: &str = "p2psip:node/";
 pub const SAN_LAYER: &str = "p2psip:layer/";
 /// URI prefix of the role SAN.
 pub const SAN_ROLE: &str = "p2psip:role/";
+
+/// URI prefix of the service SAN of a service certificate (the one the service clients
+/// check, [`service::tls::SERVICE_SAN_PREFIX`]).
+pub const SAN_SERVICE: &str = service::tls::SERVICE_SAN_PREFIX;
+
+/// The service a server certificate is for (a role of its own, never a peer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceRole {
+    /// The E&A server's API.
+    Enroll,
+    /// The Secure Opinion Server's API.
+    Sos,
+}
+
+impl ServiceRole {
+    /// The name in the certificate's `p2psip:service/` URI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceRole::Enroll => "enroll",
+            ServiceRole::Sos => "sos",
+        }
+    }
+}
+
+/// A service's server certificate chain (its certificate, then the CA) and its new key.
+#[derive(Clone)]
+pub struct ServiceCert {
+    /// PEM: the service certificate, then the CA certificate.
+    pub chain_pem: String,
+    /// PKCS#8 PEM of the key (to be written with mode 0600).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServiceCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCert").finish_non_exhaustive()
+    }
+}
 
 /// Errors building or reading certificates and CSRs.
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +274,60 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&csr.0.public_key, &self.issuer)?;
         Ok(cert.der().clone())
+    }
+
+    /// Issue a server certificate for `role` under `names` (IP addresses or DNS names) on a
+    /// fresh ECDSA P-256 key, valid `[not_before, not_after)`.
+    pub fn issue_service(
+        &self,
+        role: ServiceRole,
+        names: &[String],
+        serial: [u8; 16],
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<ServiceCert, CertError> {
+        if names.is_empty() {
+            return Err(CertError::Ca(
+                "a service certificate needs at least one name".into(),
+            ));
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("p2psip {} {}", role.as_str(), names[0]),
+        );
+        dn.push(DnType::OrganizationName, "p2psip");
+        params.distinguished_name = dn;
+        let mut sans = Vec::with_capacity(names.len() + 1);
+        for name in names {
+            sans.push(match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(name.as_str().try_into()?),
+            });
+        }
+        sans.push(SanType::URI(
+            format!("{SAN_SERVICE}{}", role.as_str()).try_into()?,
+        ));
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = odt(not_before)?;
+        params.not_after = odt(not_after)?;
+        params.serial_number = Some(SerialNumber::from_slice(&positive(serial)));
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let mut chain_pem = cert.pem();
+        if !chain_pem.ends_with('\n') {
+            chain_pem.push('\n');
+        }
+        chain_pem.push_str(&self.cert_pem);
+        Ok(ServiceCert {
+            chain_pem,
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// A CRL listing `revoked` (serial bytes, revocation time), valid

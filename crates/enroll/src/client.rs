@@ -5,7 +5,8 @@
 
 use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
 use reqwest::Method;
-use service::http::{AnswerError, Api};
+use service::http::{AnswerError, Api, ClientBuildError};
+use service::tls::Trust;
 use std::path::Path;
 
 /// Client errors.
@@ -14,6 +15,9 @@ pub enum ClientError {
     /// Transport or decoding failure.
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
+    /// The TLS trust given to the client is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] service::tls::TlsError),
     /// The server refused the request.
     #[error("server refused ({status}): {} — {}", .body.error, .body.message)]
     Refused {
@@ -54,11 +58,24 @@ pub struct EnrollClient {
 }
 
 impl EnrollClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:7400`).
-    pub fn new(base: &str) -> Result<Self, ClientError> {
-        Ok(Self {
-            api: Api::new(base, std::time::Duration::from_secs(30))?,
-        })
+    /// A client for `base` (e.g. `https://ea.example.net:7400`) that believes the server
+    /// only if `trust` does: the node directory's `ca.pem`, or on first contact the CA's
+    /// pinned fingerprint.
+    pub fn new(base: &str, trust: &Trust) -> Result<Self, ClientError> {
+        let api = Api::with_trust(
+            base,
+            std::time::Duration::from_secs(30),
+            trust,
+            crate::cert::ServiceRole::Enroll.as_str(),
+        )
+        .map_err(|e| match e {
+            ClientBuildError::Tls(e) => ClientError::Tls(e),
+            ClientBuildError::Http(e) => ClientError::Http(e),
+        })?;
+        if base.starts_with("http://") {
+            tracing::warn!("E&A at {base}: plain HTTP, the enrollment token goes in cleartext");
+        }
+        Ok(Self { api })
     }
 
     /// The server's base URL.

@@ -128,6 +128,45 @@ pub enum ServerError {
     /// Token generation.
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    /// The server's own TLS material.
+    #[error(transparent)]
+    Tls(#[from] service::tls::TlsError),
+}
+
+/// How long a service certificate the E&A issues itself at start is valid: it is made
+/// afresh at every start.
+pub const OWN_CERT_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+
+/// The names a server's certificate holds: the operator's public names (DNS names or
+/// addresses), the address it listens on unless that is the unspecified address, and
+/// `localhost` when it listens on loopback.
+pub fn service_names(listen: SocketAddr, public: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = public.to_vec();
+    let ip = listen.ip();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    if ip.is_loopback() {
+        names.push("localhost".into());
+    }
+    names.dedup();
+    names
+}
+
+/// Issue a service certificate from `ca`, valid from an hour ago for `validity`.
+fn issue_service(
+    ca: &Ca,
+    role: cert::ServiceRole,
+    names: &[String],
+    validity: Duration,
+) -> Result<cert::ServiceCert, ServerError> {
+    let mut serial = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| CertError::Ca("rng failed".into()))?;
+    let now = unix_now();
+    let until = now.saturating_add(i64::try_from(validity.as_secs()).unwrap_or(i64::MAX));
+    Ok(ca.issue_service(role, names, serial, now - 3600, until)?)
 }
 
 /// Current unix time in seconds, as certificates and the database count it (signed).
@@ -220,6 +259,17 @@ impl DataDir {
         self.store
             .add_token(&token::hash(&t), role, layer, uses, exp, now)?;
         Ok(t)
+    }
+
+    /// Issue a server certificate for a service (`enroll-server sos-cert` for the SOS)
+    /// under `names`, valid `validity`. The key is new and returned once; nothing is stored.
+    pub fn issue_service_cert(
+        &self,
+        role: cert::ServiceRole,
+        names: &[String],
+        validity: Duration,
+    ) -> Result<cert::ServiceCert, ServerError> {
+        issue_service(&self.ca, role, names, validity)
     }
 
     /// Revoke a node's certificates. `None` when the node is unknown.
@@ -437,13 +487,40 @@ impl EnrollServer {
             .with_state(self.shared.clone())
     }
 
-    /// Serve on `listener` until `shutdown` resolves.
+    /// HTTPS for this server under `names` ([`service_names`]): a certificate for the
+    /// E&A's own API issued by its CA on a new key (made afresh at every start, valid
+    /// [`OWN_CERT_VALIDITY`]).
+    pub fn https(&self, names: &[String]) -> Result<service::http::Transport, ServerError> {
+        let own = issue_service(
+            &self.shared.ca,
+            cert::ServiceRole::Enroll,
+            names,
+            OWN_CERT_VALIDITY,
+        )?;
+        let tls = service::tls::server_config(&own.chain_pem, &own.key_pem)?;
+        Ok(service::http::Transport::Https(tls))
+    }
+
+    /// Serve HTTPS on `listener` until `shutdown` resolves, under the names of the address
+    /// it is bound to ([`service_names`]).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        service::http::serve(listener, self.router(), shutdown).await
+        let names = service_names(listener.local_addr()?, &[]);
+        let transport = self.https(&names).map_err(std::io::Error::other)?;
+        self.serve_with(listener, transport, shutdown).await
+    }
+
+    /// Serve on `listener` over `transport` until `shutdown` resolves.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        transport: service::http::Transport,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        service::http::serve_with(listener, self.router(), transport, shutdown).await
     }
 
     /// Enroll directly (no HTTP): what `POST /v1/enroll` does, from `source`.

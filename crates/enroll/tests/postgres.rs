@@ -13,6 +13,7 @@ use enroll::client::{ClientError, EnrollClient};
 use enroll::ratelimit::RateLimitConfig;
 use enroll::{Capabilities, DataDir, EnrollRequest, EnrollServer, Role, ServerConfig};
 use service::postgres::PgOptions;
+use service::tls::Trust;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -31,13 +32,17 @@ async fn start(dir: &Path, pg: &str) -> (EnrollClient, tokio::sync::oneshot::Sen
         ..ServerConfig::default()
     };
     let server = EnrollServer::open_with(dir, Some(PgOptions::new(pg)), config).unwrap();
+    let trust = Trust::ca_pem(server.ca_pem()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
     }));
-    (EnrollClient::new(&format!("http://{addr}")).unwrap(), stop)
+    (
+        EnrollClient::new(&format!("https://{addr}"), &trust).unwrap(),
+        stop,
+    )
 }
 
 fn request(token: &str, i: usize) -> EnrollRequest {
@@ -130,7 +135,8 @@ async fn two_instances_enroll_concurrently_without_reusing_tokens_or_ids() {
     assert_eq!(tbs_a, tbs_b, "the instances publish different CRLs");
 
     // Each instance counts its own enrollments; what the database holds, both report.
-    let http = service::http::client(Duration::from_secs(10)).unwrap();
+    let trust = Trust::ca_pem(data.ca().cert_pem()).unwrap();
+    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
     let mut enrolled = 0;
     for c in [&a, &b] {
         let get = |path: &str| http.get(format!("{}{path}", c.base())).send();

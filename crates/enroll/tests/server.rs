@@ -10,12 +10,14 @@ use enroll::{
 };
 use overlay::{IdSpace, NodeId};
 use rustls_pki_types::{CertificateDer, UnixTime};
+use service::tls::Trust;
 use std::path::Path;
 use std::time::Duration;
 
 struct Running {
     client: EnrollClient,
     url: String,
+    trust: Trust,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -30,6 +32,7 @@ fn eleven_bits() -> ServerConfig {
 async fn start(dir: &Path, config: ServerConfig) -> Running {
     service::crypto::install_provider();
     let server = EnrollServer::open(dir, config).unwrap();
+    let trust = Trust::ca_pem(server.ca_pem()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -37,8 +40,9 @@ async fn start(dir: &Path, config: ServerConfig) -> Running {
         let _ = rx.await;
     }));
     Running {
-        client: EnrollClient::new(&format!("http://{addr}")).unwrap(),
-        url: format!("http://{addr}"),
+        client: EnrollClient::new(&format!("https://{addr}"), &trust).unwrap(),
+        url: format!("https://{addr}"),
+        trust,
         _stop: tx,
     }
 }
@@ -141,8 +145,8 @@ async fn enroll_verify_revoke_crl() {
     verify_peer_chain(&ca_der, &chain_of(&resp2.chain), &[crl], now()).unwrap();
 }
 
-async fn get(url: &str) -> (u16, String) {
-    let r = service::http::client(Duration::from_secs(10))
+async fn get(trust: &Trust, url: &str) -> (u16, String) {
+    let r = service::http::client_trusting(Duration::from_secs(10), trust)
         .unwrap()
         .get(url)
         .send()
@@ -156,11 +160,11 @@ async fn metrics_count_enrollments_tokens_and_the_crl() {
     let dir = tempfile::tempdir().unwrap();
     let srv = start(dir.path(), eleven_bits()).await;
     assert_eq!(
-        get(&format!("{}/healthz", srv.url)).await,
+        get(&srv.trust, &format!("{}/healthz", srv.url)).await,
         (200, "ok\n".into())
     );
     assert_eq!(
-        get(&format!("{}/readyz", srv.url)).await,
+        get(&srv.trust, &format!("{}/readyz", srv.url)).await,
         (200, "ready\n".into())
     );
     let t = token(dir.path(), Role::Peer, None, 1);
@@ -173,7 +177,7 @@ async fn metrics_count_enrollments_tokens_and_the_crl() {
         .unwrap()
         .revoke(resp.node_id)
         .unwrap();
-    let (code, text) = get(&format!("{}/metrics", srv.url)).await;
+    let (code, text) = get(&srv.trust, &format!("{}/metrics", srv.url)).await;
     assert_eq!(code, 200);
     for line in [
         r#"p2psip_enroll_enrollments_total{outcome="ok"} 1"#,
@@ -237,7 +241,7 @@ async fn roles_tokens_and_bad_input_write_nothing() {
     assert_eq!((s, b.error.as_str()), (401, "token_unknown"));
 
     // Raw HTTP: unknown fields, oversized body.
-    let http = reqwest::Client::new();
+    let http = service::http::client_trusting(Duration::from_secs(10), &srv.trust).unwrap();
     let url = format!("{}/v1/enroll", srv.client.base());
     let mut v = serde_json::to_value(request(&peer_token, &csr)).unwrap();
     v["admin"] = serde_json::Value::Bool(true);
@@ -396,4 +400,89 @@ async fn directory_lists_the_enrolled_and_drops_the_revoked() {
     let got = listed(&srv.client.directory().await.unwrap());
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|(id, _, _)| *id != ids[0].0));
+}
+
+#[tokio::test]
+async fn first_contact_is_pinned_and_a_wrong_pin_sends_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path(), eleven_bits()).await;
+    let t = token(dir.path(), Role::Peer, None, 1);
+    let (_key, csr) = new_key_and_csr().unwrap();
+    // Another E&A's CA fingerprint: the handshake fails before the token leaves.
+    let other = tempfile::tempdir().unwrap();
+    let wrong = DataDir::open(other.path()).unwrap().ca().fingerprint();
+    let pinned_wrong = EnrollClient::new(&srv.url, &Trust::pinned(&wrong).unwrap()).unwrap();
+    match pinned_wrong.enroll(&request(&t, &csr)).await {
+        Err(ClientError::Http(e)) => assert!(e.is_connect(), "{e:?}"),
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+    assert_eq!(cert_count(dir.path()), 0);
+    // A client that trusts no CA of ours at all (a fresh, unrelated CA): refused too.
+    let foreign = Trust::ca_pem(DataDir::open(other.path()).unwrap().ca().cert_pem()).unwrap();
+    assert!(
+        EnrollClient::new(&srv.url, &foreign)
+            .unwrap()
+            .enroll(&request(&t, &csr))
+            .await
+            .is_err()
+    );
+    // The right pin: the token, unused so far, enrolls.
+    let fp = DataDir::open(dir.path()).unwrap().ca().fingerprint();
+    let pinned = EnrollClient::new(&srv.url, &Trust::pinned(&fp).unwrap()).unwrap();
+    let ca = pinned.ca(Some(&fp)).await.unwrap();
+    assert_eq!(cert::fingerprint(&chain_of(&ca)[0]), fp);
+    pinned.enroll(&request(&t, &csr)).await.unwrap();
+    assert_eq!(cert_count(dir.path()), 1);
+    // Plain HTTP to the HTTPS port gets nothing.
+    let plain = srv.url.replace("https://", "http://");
+    assert!(
+        EnrollClient::new(&plain, &srv.trust)
+            .unwrap()
+            .ca(None)
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn service_certificates_serve_their_names_and_are_no_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(dir.path()).unwrap();
+    let names = vec!["sos.example.net".to_string(), "192.0.2.7".to_string()];
+    let sos = data
+        .issue_service_cert(cert::ServiceRole::Sos, &names, Duration::from_secs(86_400))
+        .unwrap();
+    let chain = chain_of(&sos.chain_pem);
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1].as_ref(), data.ca().cert_der().as_ref());
+    let ee = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
+    let anchor = webpki::anchor_from_trusted_cert(data.ca().cert_der()).unwrap();
+    ee.verify_for_usage(
+        cert::SIG_ALGS,
+        &[anchor],
+        &[],
+        now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .unwrap();
+    for good in ["sos.example.net", "192.0.2.7"] {
+        let name = rustls_pki_types::ServerName::try_from(good).unwrap();
+        ee.verify_is_valid_for_subject_name(&name).unwrap();
+    }
+    let other = rustls_pki_types::ServerName::try_from("ea.example.net").unwrap();
+    assert!(ee.verify_is_valid_for_subject_name(&other).is_err());
+    // The overlay refuses it: no Node-ID binding.
+    assert!(verify_peer_chain(data.ca().cert_der(), &chain, &[], now()).is_err());
+    let (_, parsed) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+    let san = parsed.subject_alternative_name().unwrap().unwrap();
+    assert!(san.value.general_names.iter().any(|n| matches!(
+        n,
+        x509_parser::extensions::GeneralName::URI(u) if *u == "p2psip:service/sos"
+    )));
+    assert!(
+        data.issue_service_cert(cert::ServiceRole::Sos, &[], Duration::from_secs(60))
+            .is_err()
+    );
 }

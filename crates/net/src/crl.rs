@@ -2,6 +2,7 @@
 
 use crate::stats::Shared;
 use crate::tls::{Identity, Refusal, Trust};
+use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -21,12 +22,18 @@ pub enum CrlError {
     Refused(String, Refusal),
 }
 
-/// Fetch a CRL (DER) from an `http://`/`https://` URL or read it from a file.
-pub async fn fetch_crl(source: &str) -> Result<Vec<u8>, CrlError> {
+/// Fetch a CRL (DER) from an `https://` URL (the server verified against `ca`, the E&A
+/// CA; `http://` only for an E&A run with `--insecure-http`) or read it from a file.
+pub async fn fetch_crl(source: &str, ca: &CertificateDer<'static>) -> Result<Vec<u8>, CrlError> {
     let fail = |e: String| CrlError::Fetch(source.to_string(), e);
     if source.starts_with("http://") || source.starts_with("https://") {
-        let client =
-            service::http::client(Duration::from_secs(5)).map_err(|e| fail(e.to_string()))?;
+        let trust = service::tls::Trust::Ca(vec![ca.clone()]);
+        let client = service::http::client_for_service(
+            Duration::from_secs(5),
+            &trust,
+            Some(enroll::cert::ServiceRole::Enroll.as_str()),
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let resp = client
             .get(source)
             .send()
@@ -55,7 +62,7 @@ pub async fn fetch_crl(source: &str) -> Result<Vec<u8>, CrlError> {
 /// Fetch a CRL, check it against our own chain and adopt it. A CRL that revokes us is
 /// adopted (and logged as an error): it is valid, we are just no longer welcome.
 pub async fn load_crl(trust: &Trust, own: &Identity, source: &str) -> Result<(), CrlError> {
-    let der = fetch_crl(source).await?;
+    let der = fetch_crl(source, &trust.ca).await?;
     adopt(trust, own, source, der)
 }
 
@@ -89,7 +96,7 @@ pub(crate) async fn refresh(
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let r = match fetch_crl(&source).await {
+        let r = match fetch_crl(&source, &trust.ca).await {
             Ok(der) => adopt(&trust, &own, &source, der),
             Err(e) => Err(e),
         };

@@ -89,13 +89,28 @@ async fn secure_call(natted: &[u128]) {
     // The SOS checks reports with the same certificate keys.
     let db = tempfile::tempdir().unwrap();
     let registry = sos::KeyRegistry::from_entries(membership.keys.registry_entries()).unwrap();
+    // Over HTTPS, with the SOS's certificate from the same CA the peers trust.
+    let names = ["127.0.0.1".to_string()];
+    let sos_cert = ca
+        .issue_service(
+            enroll::cert::ServiceRole::Sos,
+            &names,
+            [9; 16],
+            now_unix() - 60,
+            now_unix() + 3600,
+        )
+        .unwrap();
+    let sos_tls = service::tls::server_config(&sos_cert.chain_pem, &sos_cert.key_pem).unwrap();
     let sos_srv = sos::RunningServer::start(
         sos::ServerConfig::new(db.path().join("sos.sqlite3"), Arc::new(registry)),
         "127.0.0.1:0".parse().unwrap(),
+        service::http::Transport::Https(sos_tls),
     )
     .await
     .unwrap();
-    let client = sos::SosClient::new(&sos_srv.url()).unwrap();
+    assert!(sos_srv.url().starts_with("https://"));
+    let trust = service::tls::Trust::Ca(vec![tr.ca.clone()]);
+    let client = sos::SosClient::new(&sos_srv.url(), &trust).unwrap();
     let counters = Arc::new(SosCounters::default());
 
     let cfg = Arc::new(SecureConfig {

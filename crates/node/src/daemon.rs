@@ -841,9 +841,9 @@ fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
     let (client, counters) = match choice {
         SosChoice::Off => return Ok((None, Arc::default(), None)),
         SosChoice::Client(client, counters) => (client.clone(), counters.clone()),
-        SosChoice::Url(url) => (sos_client(url)?, Arc::default()),
+        SosChoice::Url(url) => (sos_client(url, nd)?, Arc::default()),
         SosChoice::FromNodeDir => match &nd.config.sos_url {
-            Some(url) => (sos_client(url)?, Arc::default()),
+            Some(url) => (sos_client(url, nd)?, Arc::default()),
             None => {
                 warn!("no SOS in node.json: callees take the shortest route, evidence is dropped");
                 return Ok((None, Arc::default(), None));
@@ -856,8 +856,11 @@ fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
     Ok((Some(url), counters, Some(link)))
 }
 
-fn sos_client(url: &str) -> Result<sos::SosClient, NodeError> {
-    sos::SosClient::new(url).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))
+/// A client of the SOS at `url` that believes only servers certified by the node
+/// directory's CA.
+fn sos_client(url: &str, nd: &NodeDir) -> Result<sos::SosClient, NodeError> {
+    let trust = service::tls::Trust::Ca(vec![nd.trust.ca.clone()]);
+    sos::SosClient::new(url, &trust).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))
 }
 
 fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {

@@ -38,16 +38,25 @@ pub(crate) fn default_source(enroll_server: &str) -> Option<String> {
     (!base.is_empty()).then(|| format!("{base}/v1/directory"))
 }
 
-/// Read the directory from `source` (an `http(s)://` URL or a file), at most
+/// Read the directory from `source` (an `https://` URL served by the E&A, verified against
+/// `ca`; `http://` only for an E&A run with `--insecure-http`; or a file), at most
 /// [`MAX_DIRECTORY_BYTES`].
-pub async fn fetch(source: &str) -> Result<DirectoryFile, DirectoryError> {
+pub async fn fetch(
+    source: &str,
+    ca: &CertificateDer<'static>,
+) -> Result<DirectoryFile, DirectoryError> {
     let fetch_err = |why: String| DirectoryError::Fetch {
         source_url: source.to_owned(),
         why,
     };
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let client =
-            service::http::client(Duration::from_secs(10)).map_err(|e| fetch_err(e.to_string()))?;
+        let trust = service::tls::Trust::Ca(vec![ca.clone()]);
+        let client = service::http::client_for_service(
+            Duration::from_secs(10),
+            &trust,
+            Some(enroll::cert::ServiceRole::Enroll.as_str()),
+        )
+        .map_err(|e| fetch_err(e.to_string()))?;
         let mut resp = client
             .get(source)
             .send()
@@ -104,7 +113,7 @@ pub(crate) async fn load(
     source: &str,
     keys: &Arc<KeyBook>,
 ) -> Result<Membership, DirectoryError> {
-    let file = fetch(source).await?;
+    let file = fetch(source, &trust.ca).await?;
     Ok(build(trust, arcs, &file, keys))
 }
 

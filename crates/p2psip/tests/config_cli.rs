@@ -222,12 +222,22 @@ fn every_service_notifies_ready_and_stops_on_sigterm() {
         "STUN/TURN on udp 127.0.0.1:",
     );
     // Relative paths: the process runs in its own scratch directory.
+    let pki = tempfile::tempdir().unwrap();
+    let tls = support::sos_tls(&pki.path().join("ea"), &pki.path().join("sos-tls"));
     notifies_ready_and_stops_on_sigterm(
-        &["sos", "--listen", "127.0.0.1:0", "--db", "sos.db"],
-        "SOS on http://127.0.0.1:",
+        &[
+            "sos",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            tls.to_str().unwrap(),
+            "--db",
+            "sos.db",
+        ],
+        "SOS on https://127.0.0.1:",
     );
     notifies_ready_and_stops_on_sigterm(
         &["enroll-server", "--listen", "127.0.0.1:0", "--data", "ea"],
-        "E&A on http://127.0.0.1:",
+        "E&A on https://127.0.0.1:",
     );
 }

@@ -10,30 +10,33 @@ mod support;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{BIN, create_token, ea_command, enroll, spawn, spawn_cmd, start_ea, url_after};
 
-/// `GET path` from the server at `base` (`http://ADDR`): status and body.
-fn http_get(base: &str, path: &str) -> (u16, String) {
-    let host = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
+/// `GET path` from the server at `base` (`https://ADDR` of E&A and SOS, verified against
+/// the CA in `ca`; `http://ADDR` of the loopback metrics and control endpoints): status
+/// and body.
+fn http_get(base: &str, path: &str, ca: &Path) -> (u16, String) {
+    let trust = service::tls::Trust::ca_file(ca).unwrap();
+    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.text().await.unwrap())
+    })
 }
 
 /// `path` answers 200 within `within` (readiness may take the peer a moment).
-fn answers_200(base: &str, path: &str, within: Duration) {
+fn answers_200(base: &str, path: &str, ca: &Path, within: Duration) {
     let t0 = Instant::now();
     loop {
-        let (code, body) = http_get(base, path);
+        let (code, body) = http_get(base, path, ca);
         if code == 200 {
             return;
         }
@@ -220,11 +223,15 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("ea");
     let (_ea, ea_url) = start_ea(&mut ea_command(&data, 16));
+    let tls = support::sos_tls(&data, &tmp.path().join("sos-tls"));
+    let ca = data.join("ca.pem");
     let sos = spawn(
         &[
             "sos",
             "--listen",
             "127.0.0.1:0",
+            "--tls",
+            tls.to_str().unwrap(),
             "--db",
             tmp.path().join("sos.db").to_str().unwrap(),
             "--enroll-server",
@@ -272,9 +279,9 @@ fn every_metric_the_dashboard_queries_is_exported() {
         // Probes first: a labelled family is exported from its first series on, and the
         // request counters of E&A and SOS get theirs from these requests, as they would
         // from Prometheus' own first scrape.
-        answers_200(base, "/healthz", Duration::from_secs(5));
-        answers_200(base, "/readyz", Duration::from_secs(30));
-        let (code, text) = http_get(base, "/metrics");
+        answers_200(base, "/healthz", &ca, Duration::from_secs(5));
+        answers_200(base, "/readyz", &ca, Duration::from_secs(30));
+        let (code, text) = http_get(base, "/metrics", &ca);
         assert_eq!(code, 200, "{service}: {text}");
         assert!(
             text.ends_with("# EOF\n"),

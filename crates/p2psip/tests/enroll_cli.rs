@@ -12,7 +12,7 @@ use std::path::Path;
 fn start(data: &Path) -> (Proc, String) {
     start_ea(ea_command(data, 11).args([
         "--sos-url",
-        "http://127.0.0.1:7500",
+        "https://127.0.0.1:7500",
         "--stun-url",
         "stun:127.0.0.1:3478",
     ]))
@@ -28,6 +28,31 @@ fn enroll_server_and_client_processes() {
     let token = create_token(&data, &["--role", "csp", "--uses", "1"]);
     let token = token.as_str();
     assert!(token.starts_with("p2pt_"), "{token}");
+    let fp = support::fingerprint_of(&url).unwrap();
+
+    // First contact over HTTPS without a pin is refused before anything is sent; a wrong
+    // pin fails the handshake, and the token stays unused.
+    let tries = tmp.path().join("node-x");
+    let tries_s = tries.to_str().unwrap();
+    let unpinned = run(&[
+        "enroll", "--server", &url, "--token", token, "--out", tries_s,
+    ]);
+    assert!(!unpinned.status.success());
+    assert!(String::from_utf8_lossy(&unpinned.stderr).contains("--ca-fingerprint"));
+    let wrong_pin = "00".repeat(32);
+    let wrong = run(&[
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        token,
+        "--out",
+        tries_s,
+        "--ca-fingerprint",
+        &wrong_pin,
+    ]);
+    assert!(!wrong.status.success());
+    assert!(!tries.join("node.json").exists());
 
     let out = tmp.path().join("node-a");
     let out_s = out.to_str().unwrap();
@@ -68,7 +93,7 @@ fn enroll_server_and_client_processes() {
     assert_eq!(cfg.role, enroll::Role::Csp);
     assert_eq!(cfg.overlay.id_bits, 11);
     assert!(cfg.node_id.0 < 2048);
-    assert_eq!(cfg.sos_url.as_deref(), Some("http://127.0.0.1:7500"));
+    assert_eq!(cfg.sos_url.as_deref(), Some("https://127.0.0.1:7500"));
     assert_eq!(cfg.listen, Some("127.0.0.1:6001".parse().unwrap()));
     let ders = enroll::cert::pem_to_der(&chain, "CERTIFICATE").unwrap();
     let who = enroll::cert::identity_from_cert(&ders[0]).unwrap();
@@ -83,6 +108,8 @@ fn enroll_server_and_client_processes() {
         token,
         "--out",
         tmp.path().join("node-b").to_str().unwrap(),
+        "--ca-fingerprint",
+        &fp,
     ]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("token_used_up"));
@@ -149,4 +176,53 @@ fn locality_report_prints_both_schemes() {
         "64",
     ]));
     assert!(out.contains("location") && out.contains("sha1"), "{out}");
+}
+
+/// Plain HTTP only when asked for, and then said loudly: the E&A with `--insecure-http`
+/// prints an `http://` URL and a warning, and enrollment over it works without a pin (with a
+/// warning of its own). Without the flag an E&A on 0.0.0.0 with no `--public-name` refuses
+/// to start, since no client could verify its certificate.
+#[test]
+fn insecure_http_is_explicit_and_loud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("ea");
+    let err = tmp.path().join("ea.err");
+    let mut cmd = ea_command(&data, 11);
+    cmd.arg("--insecure-http")
+        .stderr(std::fs::File::create(&err).unwrap());
+    let ea = support::spawn_cmd(&mut cmd, 2);
+    let url = support::url_after(&ea, "listening on ");
+    assert!(url.starts_with("http://"), "{url}");
+    let warned = std::fs::read_to_string(&err).unwrap();
+    assert!(warned.contains("WARNING: --insecure-http"), "{warned}");
+    let token = create_token(&data, &[]);
+    let out = tmp.path().join("node");
+    let done = run(&[
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        &token,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stderr).contains("plain HTTP"));
+    drop(ea);
+
+    let nameless = run(&[
+        "enroll-server",
+        "--listen",
+        "0.0.0.0:0",
+        "--data",
+        data.to_str().unwrap(),
+        "--id-bits",
+        "11",
+    ]);
+    assert!(!nameless.status.success());
+    assert!(String::from_utf8_lossy(&nameless.stderr).contains("--public-name"));
 }

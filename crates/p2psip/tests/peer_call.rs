@@ -13,7 +13,7 @@
 mod support;
 
 use support::{
-    PeerProc, Proc, create_token, ea_command, enroll, free_port, ok, owner_of, run, spawn,
+    PeerProc, Proc, create_token, ea_command, enroll, free_port, ok, owner_of, run, sos_tls, spawn,
     start_ea, status, url_after,
 };
 use testkit::sipp;
@@ -79,16 +79,18 @@ fn sip_lines(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A plain HTTP/1.0 GET (the body).
-fn http_get(base: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let host = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_string()
+/// An HTTPS GET (the body), the server verified against the CA in `ca`.
+fn https_get(base: &str, path: &str, ca: &Path) -> String {
+    let trust = service::tls::Trust::ca_file(ca).unwrap();
+    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        r.error_for_status().unwrap().text().await.unwrap()
+    })
 }
 
 /// The processes of one overlay: SOS, E&A, then the CSP and peers A, B, C (layer 2),
@@ -116,7 +118,7 @@ fn overlay_with(ab: &[&str]) -> Overlay {
     // The SOS starts once everyone is enrolled (its key registry lists their certificate
     // keys); E&A hands out its URL before that.
     let sos_addr = format!("127.0.0.1:{}", free_port());
-    let sos_url = format!("http://{sos_addr}");
+    let sos_url = format!("https://{sos_addr}");
     let data = tmp.path().join("ea");
     let data_s = data.to_str().unwrap();
     let (ea, url) = start_ea(ea_command(&data, 16).args(["--sos-url", &sos_url]));
@@ -145,11 +147,14 @@ fn overlay_with(ab: &[&str]) -> Overlay {
         "--out",
         registry.to_str().unwrap(),
     ]));
+    let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
     let sos = spawn(
         &[
             "sos",
             "--listen",
             &sos_addr,
+            "--tls",
+            tls.to_str().unwrap(),
             "--db",
             tmp.path().join("sos.db").to_str().unwrap(),
             "--key-registry",
@@ -212,7 +217,7 @@ fn secure_peers_call_each_other_through_the_csp_and_the_sos() {
     assert_eq!(sb["calls"]["answered"], 1, "{sb}");
     assert_eq!(sb["calls"]["recent"][0]["result"], "ended", "{sb}");
     assert!(sb["sos"]["rank_ok"].as_u64().unwrap() >= 1, "{sb}");
-    let metrics = http_get(sos_url, "/metrics");
+    let metrics = https_get(sos_url, "/metrics", &o.tmp.path().join("ea").join("ca.pem"));
     let ranked: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix(r#"p2psip_sos_rankings_total{outcome="ok"} "#))
@@ -432,12 +437,15 @@ fn calls_cross_layers_through_the_cspgs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("ea");
     let (_ea, url) = start_ea(&mut ea_command(&data, 16));
+    let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
     // This SOS follows E&A's directory for reporter keys (started before anyone enrolled).
     let sos = spawn(
         &[
             "sos",
             "--listen",
             "127.0.0.1:0",
+            "--tls",
+            tls.to_str().unwrap(),
             "--db",
             tmp.path().join("sos.db").to_str().unwrap(),
             "--enroll-server",
@@ -525,6 +533,8 @@ fn calls_cross_layers_through_the_cspgs() {
             "report",
             "--server",
             &sos_url,
+            "--ca",
+            data.join("ca.pem").to_str().unwrap(),
             "--key",
             der_file.to_str().unwrap(),
             "--peer",

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{BIN, Proc, kill_mid_stream, spawn_cmd, url_after};
+use support::{BIN, Proc, kill_mid_stream, sos_tls, sos_trust, spawn_cmd, url_after};
 
 use sos::{Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient};
 use std::collections::BTreeMap;
@@ -16,11 +16,13 @@ use std::time::Duration;
 const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 
 /// Start `p2psip sos` on a free port; returns the process and its base URL.
-fn start(db: &Path, registry: &Path) -> (Proc, String) {
+fn start(db: &Path, registry: &Path, tls: &Path) -> (Proc, String) {
     let sos = spawn_cmd(
         Command::new(BIN)
             .args(["sos", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
+            .arg("--tls")
+            .arg(tls)
             .arg("--key-registry")
             .arg(registry)
             .args([
@@ -67,7 +69,9 @@ fn acknowledged_reports_survive_kill_9() {
     let entries: Vec<_> = signers.iter().map(|s| s.registry_entry()).collect();
     std::fs::write(&registry, KeyRegistry::to_json(&entries)).expect("write registry");
 
-    let (mut server, url) = start(&db, &registry);
+    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
+    let trust = sos_trust(&tls);
+    let (mut server, url) = start(&db, &registry, &tls);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -82,7 +86,7 @@ fn acknowledged_reports_survive_kill_9() {
         .as_millis() as u64;
 
     rt.block_on(async {
-        let client = SosClient::new(&url).expect("client");
+        let client = SosClient::new(&url, &trust).expect("client");
         let mut tasks = Vec::new();
         for (w, signer) in signers.iter().enumerate() {
             let (client, signer, tally, acks, stop) = (
@@ -167,9 +171,9 @@ fn acknowledged_reports_survive_kill_9() {
     }
 
     // Restart on the same database: the opinions reflect every acknowledged report.
-    let (mut server, url) = start(&db, &registry);
+    let (mut server, url) = start(&db, &registry, &tls);
     rt.block_on(async {
-        let client = SosClient::new(&url).expect("client");
+        let client = SosClient::new(&url, &trust).expect("client");
         for s in SUBJECTS {
             let view = client.get_opinion(PeerId(s)).await.expect("opinion");
             let get = |m: &BTreeMap<(u128, bool), u64>, pos| m.get(&(s, pos)).copied().unwrap_or(0);

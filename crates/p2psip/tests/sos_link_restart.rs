@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{BIN, Proc, try_spawn_cmd};
+use support::{BIN, Proc, sos_tls, sos_trust, try_spawn_cmd};
 
 use enroll::cert::{Binding, Ca, Csr, der_to_pem, new_key_and_csr};
 use enroll::{Layer, Role};
@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 const ME: u128 = 700;
 
 /// `p2psip sos` on `listen`; `None` if it did not come up (e.g. the port is not free yet).
-fn start(db: &Path, registry: &Path, listen: &str) -> Option<Proc> {
+fn start(db: &Path, registry: &Path, listen: &str, tls: &Path) -> Option<Proc> {
     let sos = try_spawn_cmd(
         Command::new(BIN)
             .args(["sos", "--listen", listen, "--db"])
             .arg(db)
+            .arg("--tls")
+            .arg(tls)
             .arg("--key-registry")
             .arg(registry)
             .args(["--report-rate", "1000000", "--report-burst", "1000000"])
@@ -65,6 +67,7 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
     service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sos.db");
+    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
     let registry = dir.path().join("registry.json");
     let ca = Ca::generate("test E&A", enroll::server::unix_now(), 1).unwrap();
     let id = identity(&ca);
@@ -79,7 +82,7 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = start(&db, &registry, &listen).unwrap();
+    let mut server = start(&db, &registry, &listen, &tls).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -88,7 +91,7 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
         .unwrap();
     let counters = Arc::new(SosCounters::default());
     let sent = rt.block_on(async {
-        let client = sos::SosClient::new(&format!("http://{listen}")).unwrap();
+        let client = sos::SosClient::new(&format!("https://{listen}"), &sos_trust(&tls)).unwrap();
         let link = SosLink::new(client, &id, counters.clone()).unwrap();
         let mut sent = 0u64;
         let subjects = [1593u128, 1600, 1609, 1618];
@@ -122,7 +125,7 @@ fn a_peer_loses_no_report_across_an_sos_kill_9_and_restart() {
         }
         let mut restarted = None;
         for _ in 0..20 {
-            if let Some(c) = start(&db, &registry, &listen) {
+            if let Some(c) = start(&db, &registry, &listen, &tls) {
                 restarted = Some(c);
                 break;
             }

@@ -11,7 +11,8 @@
 
 mod support;
 
-use support::{BIN, Proc, spawn_cmd, url_after};
+use service::tls::Trust;
+use support::{BIN, Proc, sos_tls, sos_trust, spawn_cmd, url_after};
 
 use sos::{
     Algorithm, ClientError, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient,
@@ -28,10 +29,12 @@ const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 const REPORTERS: u128 = 6;
 
 /// Start `p2psip sos` on a free port against `db`; returns the process and its base URL.
-fn start(db: &str, registry: &Path) -> (Proc, String) {
+fn start(db: &str, registry: &Path, tls: &Path) -> (Proc, String) {
     let sos = spawn_cmd(
         Command::new(BIN)
             .args(["sos", "--listen", "127.0.0.1:0", "--db", db])
+            .arg("--tls")
+            .arg(tls)
             .arg("--key-registry")
             .arg(registry)
             .args([
@@ -230,10 +233,10 @@ fn check_database(url: &str, acked: &Acked) -> BTreeMap<u128, (u64, u64)> {
 }
 
 /// Every instance answers the counts in the database once its reload has run.
-async fn instances_agree(urls: &[String], counts: &BTreeMap<u128, (u64, u64)>) {
+async fn instances_agree(urls: &[String], counts: &BTreeMap<u128, (u64, u64)>, trust: &Trust) {
     let deadline = Instant::now() + Duration::from_secs(10);
     for url in urls {
-        let client = SosClient::new(url).unwrap();
+        let client = SosClient::new(url, trust).unwrap();
         for s in SUBJECTS {
             let want = counts.get(&s).copied().unwrap_or((0, 0));
             loop {
@@ -269,16 +272,18 @@ fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
     service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let (signers, registry) = signers(dir.path());
+    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
+    let trust = sos_trust(&tls);
     let mut procs = Vec::new();
     let mut urls = Vec::new();
     for _ in 0..3 {
-        let (p, u) = start(&pg.url(), &registry);
+        let (p, u) = start(&pg.url(), &registry, &tls);
         procs.push(p);
         urls.push(u);
     }
     let rt = runtime();
     let acked = rt.block_on(async {
-        let client = SosClient::new(&urls.join(",")).unwrap();
+        let client = SosClient::new(&urls.join(","), &trust).unwrap();
         assert_eq!(client.instances(), 3);
         let s = stream(&client, &signers);
         s.until(300, Duration::from_secs(60)).await;
@@ -299,12 +304,12 @@ fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
     let counts = check_database(&pg.url(), &acked);
     let total: u64 = counts.values().map(|(p, n)| p + n).sum();
     assert!(total >= acked.len() as u64);
-    rt.block_on(instances_agree(&urls[1..], &counts));
+    rt.block_on(instances_agree(&urls[1..], &counts, &trust));
 }
 
 /// The status of `GET /readyz` at the SOS on `url`.
-async fn readyz(url: &str) -> u16 {
-    service::http::client(Duration::from_secs(5))
+async fn readyz(url: &str, trust: &Trust) -> u16 {
+    service::http::client_trusting(Duration::from_secs(5), trust)
         .unwrap()
         .get(format!("{url}/readyz"))
         .send()
@@ -323,12 +328,14 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
     service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let (signers, registry) = signers(dir.path());
-    let (p1, u1) = start(&pg.url(), &registry);
-    let (p2, u2) = start(&pg.url(), &registry);
+    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
+    let trust = sos_trust(&tls);
+    let (p1, u1) = start(&pg.url(), &registry, &tls);
+    let (p2, u2) = start(&pg.url(), &registry, &tls);
     let urls = vec![u1, u2];
     let rt = runtime();
     let acked = rt.block_on(async {
-        let client = SosClient::new(&urls.join(",")).unwrap();
+        let client = SosClient::new(&urls.join(","), &trust).unwrap();
         let s = stream(&client, &signers);
         s.until(300, Duration::from_secs(60)).await;
         pg.stop_immediate().unwrap();
@@ -340,12 +347,12 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
             "{during} reports acknowledged while PostgreSQL was down"
         );
         // Not ready while the database is gone (a reload fails within its 500 ms)…
-        assert_eq!(readyz(&urls[0]).await, 503);
+        assert_eq!(readyz(&urls[0], &trust).await, 503);
         pg.start_again().unwrap();
         s.until(at_crash + 300, Duration::from_secs(60)).await;
         // … and ready again once it is back.
         let t0 = std::time::Instant::now();
-        while readyz(&urls[0]).await != 200 {
+        while readyz(&urls[0], &trust).await != 200 {
             assert!(t0.elapsed() < Duration::from_secs(20), "not ready again");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -357,6 +364,6 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
         acked
     });
     let counts = check_database(&pg.url(), &acked);
-    rt.block_on(instances_agree(&urls, &counts));
+    rt.block_on(instances_agree(&urls, &counts, &trust));
     drop((p1, p2));
 }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -35,6 +36,95 @@ pub async fn serve(
     .await
 }
 
+/// How a service's API is served: HTTPS (the default of every p2psip service) or, only
+/// when the operator asked for it with `--insecure-http`, plain HTTP.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// TLS with this configuration ([`crate::tls::server_config`]).
+    Https(Arc<rustls::ServerConfig>),
+    /// Plain HTTP: tokens, reports and rankings in cleartext. For loopback experiments.
+    InsecureHttp,
+}
+
+impl Transport {
+    /// The URL scheme clients use: `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Transport::Https(_) => "https",
+            Transport::InsecureHttp => "http",
+        }
+    }
+}
+
+/// Serve `router` on `listener` over `transport` until `shutdown` resolves (see
+/// [`serve`]). Plain HTTP is logged as a warning naming the address, once at start.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    transport: Transport,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match transport {
+        Transport::InsecureHttp => {
+            tracing::warn!(
+                "serving PLAIN HTTP on {} (--insecure-http): tokens, reports and rankings \
+                 cross the network in cleartext; use it on loopback only",
+                listener.local_addr()?
+            );
+            serve(listener, router, shutdown).await
+        }
+        Transport::Https(config) => {
+            use axum::serve::ListenerExt;
+            // `tap_io` only so that axum hands handlers the client's `SocketAddr`.
+            let tls = crate::tls::TlsListener::new(listener, config)?.tap_io(no_tap);
+            axum::serve(
+                tls,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    }
+}
+
+fn no_tap(_: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {}
+
+/// An HTTPS client that believes `trust` only (see [`crate::tls::Trust`]); every request
+/// gives up after `timeout`. `http://` URLs still work with it (for servers run with
+/// `--insecure-http`).
+pub fn client_trusting(
+    timeout: Duration,
+    trust: &crate::tls::Trust,
+) -> Result<reqwest::Client, ClientBuildError> {
+    client_for_service(timeout, trust, None)
+}
+
+/// [`client_trusting`] that also requires the servers' certificates to be made for
+/// `service` (`enroll`, `sos`; see [`crate::tls::Trust::client_config_for`]).
+pub fn client_for_service(
+    timeout: Duration,
+    trust: &crate::tls::Trust,
+    service: Option<&str>,
+) -> Result<reqwest::Client, ClientBuildError> {
+    crate::crypto::install_provider();
+    let tls = trust.client_config_for(service)?;
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .tls_backend_preconfigured(tls)
+        .build()?)
+}
+
+/// Why [`client_trusting`] could not build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The trust material.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// reqwest.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 /// An HTTP(S) client whose every request (connect, send, read the whole answer) gives up
 /// after `timeout`. TLS is rustls with ring, the provider installed first.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
@@ -50,11 +140,27 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API at `base_url` (e.g. `http://127.0.0.1:7070`; a trailing `/` is dropped),
-    /// every request given up after `timeout` (see [`client`]).
+    /// The API at `base_url` (a trailing `/` is dropped), every request given up after
+    /// `timeout` (see [`client`]), with no trust of its own: for a peer's local control
+    /// endpoint (`http://127.0.0.1:7001`). The E&A and the SOS are reached with
+    /// [`Api::with_trust`].
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: client(timeout)?,
+            base: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The API of `service` (`enroll`, `sos`) at `base_url`, with HTTPS verified by `trust`
+    /// and the certificate required to be one for that service ([`client_for_service`]).
+    pub fn with_trust(
+        base_url: &str,
+        timeout: Duration,
+        trust: &crate::tls::Trust,
+        service: &str,
+    ) -> Result<Self, ClientBuildError> {
+        Ok(Self {
+            http: client_for_service(timeout, trust, Some(service))?,
             base: base_url.trim_end_matches('/').to_string(),
         })
     }

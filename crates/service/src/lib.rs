@@ -12,6 +12,9 @@
 //!   instances on one PostgreSQL database (connect with optional TLS, reconnect, migrate).
 //! - [`http`] (feature `http`): [`http::serve`] for an axum router and [`http::client`] for
 //!   a reqwest client.
+//! - [`tls`] (feature `http`): HTTPS for the service APIs, the server's rustls
+//!   configuration and TLS listener ([`http::serve_with`]) and the clients' trust in the
+//!   E&A CA ([`http::client_trusting`]).
 //! - [`monitor`] (feature `monitor`): `/metrics`, `/healthz` and `/readyz` through one
 //!   [`monitor::Probe`] per service, and HTTP request counts and durations by route.
 //! - [`crypto::install_provider`]: the one place rustls' ring provider is installed.
@@ -38,3 +41,5 @@ pub mod postgres;
 pub mod sqlite;
 pub mod sync;
 pub mod time;
+#[cfg(feature = "http")]
+pub mod tls;

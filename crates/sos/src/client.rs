@@ -5,7 +5,7 @@
 //!
 //! # Several SOS instances
 //!
-//! The base URL may be a comma-separated list (`http://a:7070,http://b:7070`): instances
+//! The base URL may be a comma-separated list (`https://a:7070,https://b:7070`): instances
 //! that share one PostgreSQL database. The client talks to one of them and fails over:
 //!
 //! - A read (ranking, opinion, health, metrics) that finds its instance unreachable or
@@ -21,6 +21,7 @@ use crate::api::{ErrorBody, Health, OpinionView, RankRequest, RankResponse, Repo
 use crate::{PeerId, SignedReport};
 use reqwest::Method;
 use service::http::{AnswerError, Api};
+use service::tls::Trust;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -67,6 +68,10 @@ impl ClientError {
     }
 }
 
+/// The service name in the SOS's HTTPS certificate (`p2psip:service/sos`), which the client
+/// requires: the certificate of another p2psip service does not pass for the SOS's.
+pub const SERVICE: &str = "sos";
+
 /// A connection to one SOS, or to several instances of it with failover.
 #[derive(Debug, Clone)]
 pub struct SosClient {
@@ -86,15 +91,21 @@ enum Retry {
 }
 
 impl SosClient {
-    /// Client for the server at `base_url` (e.g. `http://127.0.0.1:7070`), or for the
-    /// instances of a comma-separated list of base URLs.
-    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+    /// Client for the server at `base_url` (e.g. `https://sos.example.net:7070`), or for
+    /// the instances of a comma-separated list of base URLs, believing a server only if
+    /// `trust` does (the E&A CA from the node directory): a ranking or an opinion from
+    /// anyone else is never read.
+    pub fn new(base_url: &str, trust: &Trust) -> Result<Self, ClientError> {
         let apis = base_url
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(|u| {
-                Api::new(u, Duration::from_secs(10)).map_err(|e| ClientError::Build(e.to_string()))
+                if u.starts_with("http://") {
+                    tracing::warn!("SOS at {u}: plain HTTP, rankings and reports unprotected");
+                }
+                Api::with_trust(u, Duration::from_secs(10), trust, SERVICE)
+                    .map_err(|e| ClientError::Build(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if apis.is_empty() {

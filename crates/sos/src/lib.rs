@@ -63,7 +63,7 @@ pub use api::{
     ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
     ReportCounts,
 };
-pub use client::{ClientError, SosClient};
+pub use client::{ClientError, SERVICE, SosClient};
 pub use peer::{PeerId, PeerIdError};
 pub use report::{
     MAX_ROUTE_HOPS, MAX_SIGNATURE_BYTES, Outcome, ReportBody, ReportError, SignedReport,

@@ -32,6 +32,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use service::http::Transport;
 use service::sync::{lock, read};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -258,14 +259,16 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
         .with_state(state))
 }
 
-/// Serve on `listener` until `shutdown` resolves.
+/// Serve on `listener` over `transport` (HTTPS with the certificate the E&A CA issued for
+/// the SOS, or plain HTTP when the operator insists) until `shutdown` resolves.
 pub async fn serve(
     cfg: ServerConfig,
     listener: tokio::net::TcpListener,
+    transport: Transport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let app = router(cfg)?;
-    service::http::serve(listener, app, shutdown).await?;
+    service::http::serve_with(listener, app, transport, shutdown).await?;
     Ok(())
 }
 
@@ -274,19 +277,25 @@ pub async fn serve(
 pub struct RunningServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
 impl RunningServer {
-    /// Bind `addr` (use port 0 for any) and serve in a spawned task.
-    pub async fn start(cfg: ServerConfig, addr: SocketAddr) -> Result<Self, ServerError> {
+    /// Bind `addr` (use port 0 for any) and serve over `transport` in a spawned task.
+    pub async fn start(
+        cfg: ServerConfig,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> Result<Self, ServerError> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = router(cfg)?;
+        let scheme = transport.scheme();
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            service::http::serve(listener, app, async move {
+            service::http::serve_with(listener, app, transport, async move {
                 let _ = rx.await;
             })
             .await?;
@@ -294,14 +303,15 @@ impl RunningServer {
         });
         Ok(Self {
             addr,
+            scheme,
             stop: Some(stop),
             task,
         })
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    /// Base URL, e.g. `https://127.0.0.1:40123`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stop accepting, finish in-flight requests, and wait.

@@ -1,6 +1,8 @@
 //! The SOS over real HTTP on 127.0.0.1:0: the paper check, evidence, admin override, and
 //! bad input (every refusal is a 4xx with a JSON body and leaves the database unchanged).
 
+use enroll::cert::ServiceRole;
+use service::tls::Trust;
 use sos::{
     Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, RunningServer, ServerConfig,
     SignedReport, SosClient,
@@ -8,6 +10,7 @@ use sos::{
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use testkit::https::LoopbackHttps;
 use trust::Opinion;
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -28,6 +31,9 @@ struct Fixture {
     signers: Vec<ReportSigner>,
     clock: Arc<ManualClock>,
     http: reqwest::Client,
+    /// The server's HTTPS and what its clients trust.
+    https: LoopbackHttps,
+    trust: Trust,
 }
 
 fn signers() -> Vec<ReportSigner> {
@@ -67,16 +73,25 @@ async fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
     let mut cfg = config(&db, &signers, Arc::clone(&clock));
     tune(&mut cfg);
-    let server = RunningServer::start(cfg, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("server starts");
+    let https = testkit::https::loopback(ServiceRole::Sos);
+    let server = RunningServer::start(
+        cfg,
+        "127.0.0.1:0".parse().expect("addr"),
+        https.transport.clone(),
+    )
+    .await
+    .expect("server starts");
+    let trust = https.trust.clone();
     Fixture {
         _dir: dir,
         db,
         server,
         signers,
         clock,
-        http: reqwest::Client::new(),
+        http: service::http::client_trusting(std::time::Duration::from_secs(10), &trust)
+            .expect("client"),
+        https,
+        trust,
     }
 }
 
@@ -120,7 +135,7 @@ fn close(x: f64, y: f64) -> bool {
 #[tokio::test]
 async fn paper_check_over_http() {
     let f = fixture().await;
-    let admin = SosClient::new(&f.server.url())
+    let admin = SosClient::new(&f.server.url(), &f.trust)
         .expect("client")
         .with_admin_token(TOKEN);
     let health = admin.health().await.expect("health");
@@ -172,7 +187,7 @@ async fn paper_check_over_http() {
 #[tokio::test]
 async fn reports_become_evidence_and_survive_restart() {
     let f = fixture().await;
-    let client = SosClient::new(&f.server.url()).expect("client");
+    let client = SosClient::new(&f.server.url(), &f.trust).expect("client");
     let mut nonce = 0u8;
     for (i, outcome) in [Outcome::Delivered, Outcome::Delivered, Outcome::Dropped]
         .into_iter()
@@ -234,16 +249,19 @@ async fn reports_become_evidence_and_survive_restart() {
         server,
         signers,
         clock,
+        https,
+        trust,
         ..
     } = f;
     server.shutdown().await.expect("shutdown");
     let server = RunningServer::start(
         config(&db, &signers, clock),
         "127.0.0.1:0".parse().expect("addr"),
+        https.transport,
     )
     .await
     .expect("restart");
-    let client = SosClient::new(&server.url()).expect("client");
+    let client = SosClient::new(&server.url(), &trust).expect("client");
     let view = client.get_opinion(PeerId(1609)).await.expect("get");
     assert_eq!((view.reports.positive, view.reports.negative), (2, 1));
     let err = client.post_report(&replay).await.expect_err("replay");
@@ -254,7 +272,7 @@ async fn reports_become_evidence_and_survive_restart() {
 #[tokio::test]
 async fn evidence_ages_and_admin_overrides() {
     let f = fixture_with(|cfg| cfg.half_life_ms = Some(60_000)).await;
-    let client = SosClient::new(&f.server.url())
+    let client = SosClient::new(&f.server.url(), &f.trust)
         .expect("client")
         .with_admin_token(TOKEN);
     for n in 0..4 {
@@ -292,7 +310,7 @@ async fn evidence_ages_and_admin_overrides() {
 async fn bad_input_is_4xx_json_and_changes_nothing() {
     let f = fixture().await;
     let url = f.server.url();
-    let client = SosClient::new(&url).expect("client");
+    let client = SosClient::new(&url, &f.trust).expect("client");
     // Some state to protect.
     let good = f.signers[0]
         .sign(body(1618, 1609, Outcome::Delivered, 1))
@@ -632,7 +650,7 @@ async fn peer_table_and_nonce_store_are_bounded() {
         cfg.timestamp_window_ms = 1_000;
     })
     .await;
-    let client = SosClient::new(&f.server.url()).expect("client");
+    let client = SosClient::new(&f.server.url(), &f.trust).expect("client");
     let s = &f.signers[0];
     for (n, subject) in [(1u8, 1609u128), (2, 1600)] {
         let r = s
@@ -689,9 +707,9 @@ async fn a_client_with_a_url_list_fails_over_to_a_live_instance() {
     // A port nothing listens on (bound, then released).
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
+        format!("https://{}", l.local_addr().expect("addr"))
     };
-    let client = SosClient::new(&format!("{dead}, {}", f.server.url())).expect("client");
+    let client = SosClient::new(&format!("{dead}, {}", f.server.url()), &f.trust).expect("client");
     assert_eq!(client.instances(), 2);
     let ranked = client
         .rank(vec![vec![PeerId(1593), PeerId(1618)]])
@@ -710,7 +728,7 @@ async fn a_client_with_a_url_list_fails_over_to_a_live_instance() {
     let err = client.post_report(&report).await.expect_err("replay");
     assert_eq!(err.code(), Some("replayed_nonce"));
     assert!(matches!(
-        SosClient::new(" , "),
+        SosClient::new(" , ", &f.trust),
         Err(sos::ClientError::NoUrl)
     ));
 }
@@ -721,9 +739,15 @@ async fn a_client_with_a_url_list_fails_over_to_a_live_instance() {
 async fn requests_beyond_the_in_flight_limit_are_refused_and_counted() {
     use tokio::io::AsyncWriteExt;
     let f = fixture_with(|c| c.max_in_flight = 1).await;
-    let mut slow = tokio::net::TcpStream::connect(f.server.addr)
+    let tcp = tokio::net::TcpStream::connect(f.server.addr)
         .await
         .expect("connect");
+    let tls = f.trust.client_config().expect("client TLS");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut slow = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
     slow.write_all(
         b"POST /v1/routes/rank HTTP/1.1\r\nHost: sos\r\nContent-Length: 100\r\n\r\n{\"routes\"",
     )
@@ -755,7 +779,7 @@ async fn requests_beyond_the_in_flight_limit_are_refused_and_counted() {
     // The slot is free again once the held connection is gone.
     let t0 = std::time::Instant::now();
     let metrics = loop {
-        match SosClient::new(&f.server.url())
+        match SosClient::new(&f.server.url(), &f.trust)
             .expect("client")
             .metrics()
             .await

@@ -39,13 +39,16 @@
 //! ([`Network::call`], [`Network::rang`], [`Network::reports_since`]). With the `sip`
 //! feature, `sip` adds phones and front-ends on top; with the `sipp` feature, `sipp` runs real
 //! SIPp processes against front-ends that listen on sockets; with the `enroll` feature,
-//! `enroll_bodies` holds a live E&A for hostile request bodies.
+//! `enroll_bodies` holds a live E&A for hostile request bodies and `https` a CA and a
+//! loopback service certificate for services tests run over HTTPS.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
 mod call_report;
 #[cfg(feature = "enroll")]
 pub mod enroll_bodies;
+#[cfg(feature = "enroll")]
+pub mod https;
 mod network;
 mod peer;
 #[cfg(feature = "postgres")]

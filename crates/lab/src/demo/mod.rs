@@ -253,7 +253,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         args.peers
     ));
     note(format!(
-        "  E&A       http://{ea_addr}  (CA {})",
+        "  E&A       https://{ea_addr}  (CA {})",
         &ca.fingerprint()[..16]
     ));
 
@@ -266,8 +266,8 @@ async fn real(args: Args) -> Result<(), LabError> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let crl_url = format!("http://{ea_addr}/v1/crl");
-    let crl = net::fetch_crl(&crl_url)
+    let crl_url = format!("https://{ea_addr}/v1/crl");
+    let crl = net::fetch_crl(&crl_url, ca.cert_der())
         .await
         .map_err(LabError::server(format!(
             "fetching the CRL from E&A at {crl_url}"
@@ -325,10 +325,27 @@ async fn real(args: Args) -> Result<(), LabError> {
     let mut sos_cfg = sos::ServerConfig::new(tmp.path().join("sos.sqlite3"), Arc::new(registry));
     sos_cfg.admin_token = Some(admin.clone());
     sos_cfg.synchronous = sos::Synchronous::Normal;
-    let sos_srv = sos::RunningServer::start(sos_cfg, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .map_err(LabError::server("starting the SOS on 127.0.0.1"))?;
-    let sos_client = sos::SosClient::new(&sos_srv.url())
+    // The SOS serves HTTPS with a certificate of its own role from the E&A CA, as deployed.
+    let sos_names = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let sos_cert = ca_data
+        .issue_service_cert(
+            enroll::cert::ServiceRole::Sos,
+            &sos_names,
+            Duration::from_secs(86_400),
+        )
+        .map_err(LabError::setup("the SOS's certificate from the E&A CA"))?;
+    let sos_tls = service::tls::server_config(&sos_cert.chain_pem, &sos_cert.key_pem)
+        .map_err(LabError::setup("the SOS's TLS configuration"))?;
+    let ca_trust = service::tls::Trust::ca_pem(ca.cert_pem())
+        .map_err(LabError::setup("trusting the E&A CA"))?;
+    let sos_srv = sos::RunningServer::start(
+        sos_cfg,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        service::http::Transport::Https(sos_tls),
+    )
+    .await
+    .map_err(LabError::server("starting the SOS on 127.0.0.1"))?;
+    let sos_client = sos::SosClient::new(&sos_srv.url(), &ca_trust)
         .map_err(LabError::server(format!(
             "an SOS client for {}",
             sos_srv.url()
@@ -516,7 +533,9 @@ async fn real(args: Args) -> Result<(), LabError> {
     if args.serve {
         say!();
         say!("Serving until Ctrl-C:");
-        say!("  E&A   http://{ea_addr}   (GET /v1/ca, /v1/crl)");
+        say!(
+            "  E&A   https://{ea_addr}   (GET /v1/ca, /v1/crl; CA in the node directories' ca.pem)"
+        );
         say!(
             "  SOS   {}   (GET /v1/opinions/PEER, POST /v1/routes/rank)",
             sos_srv.url()

@@ -91,7 +91,7 @@ impl Overlay {
         };
         let server = EnrollServer::open(&data, ea_cfg).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("https://{}", listener.local_addr().unwrap());
         let (stop_ea, stopped) = tokio::sync::oneshot::channel::<()>();
         let ea = tokio::spawn(server.clone().serve(listener, async move {
             let _ = stopped.await;

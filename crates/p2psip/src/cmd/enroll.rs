@@ -5,13 +5,14 @@ use enroll::api::Location;
 use enroll::client::{CHAIN_FILE, KEY_FILE, NODE_FILE};
 use enroll::layer::{DeviceClass, NatType};
 use enroll::{Capabilities, EnrollClient, EnrollRequest, RenewRequest, Role};
+use service::tls::Trust;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Options for `p2psip enroll`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// E&A server base URL, e.g. http://127.0.0.1:7400.
+    /// E&A server base URL, e.g. https://127.0.0.1:7400.
     #[arg(long)]
     server: String,
     /// Enrollment token (not needed with --renew).
@@ -32,9 +33,15 @@ pub(crate) struct Args {
     /// Overlay address this peer will listen on (offered to others as bootstrap).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Pin the CA: SHA-256 fingerprint (hex) of its certificate.
+    /// Pin the CA: SHA-256 fingerprint (hex) of its certificate, as `enroll-server token
+    /// create` and the server's start print it. The server must present a certificate
+    /// from that CA, else nothing (not the token) is sent. Needed on first contact unless
+    /// --ca is given; a renewal trusts the node directory's ca.pem.
     #[arg(long)]
     ca_fingerprint: Option<String>,
+    /// The E&A CA certificate (PEM) to verify the server with, instead of a fingerprint.
+    #[arg(long, conflicts_with = "ca_fingerprint")]
+    ca: Option<PathBuf>,
     /// NAT type: none (public IP), full-cone, restricted, port-restricted, symmetric, unknown.
     #[arg(long, default_value = "unknown")]
     nat: String,
@@ -62,7 +69,8 @@ fn from_json_str<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> anyhow:
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     service::crypto::install_provider();
-    let client = EnrollClient::new(&a.server)?;
+    let trust = trust(&a)?;
+    let client = EnrollClient::new(&a.server, &trust)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -118,6 +126,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 .await?;
             (key_pem, resp)
         };
+        check_ca(&trust, &resp.ca)?;
         let cfg = enroll::write_node_dir(&a.out, &key_pem, &resp, client.base(), a.listen)?;
         service::say!(
             "node {} layer {} role {} valid until {} (unix); wrote {}",
@@ -129,6 +138,49 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Whom to believe is the E&A: the pinned fingerprint, the --ca file, or (renewal) the node
+/// directory's ca.pem. A first contact over HTTPS with none of them is refused: the token
+/// would go to whoever answers.
+fn trust(a: &Args) -> anyhow::Result<Trust> {
+    if let Some(pin) = &a.ca_fingerprint {
+        return Ok(Trust::pinned(pin)?);
+    }
+    let file = match &a.ca {
+        Some(f) => f.clone(),
+        None if a.renew => a.out.join(enroll::client::CA_FILE),
+        None if a.server.starts_with("http://") => {
+            tracing::warn!(
+                "enrolling over plain HTTP without a pinned CA: the token and the CA are \
+                 unprotected (the server runs with --insecure-http)"
+            );
+            return Ok(Trust::Ca(Vec::new()));
+        }
+        None => bail!(
+            "first contact with {} needs --ca-fingerprint (printed by `enroll-server token \
+             create` and at the server's start) or --ca FILE",
+            a.server
+        ),
+    };
+    Trust::ca_file(&file).with_context(|| format!("the E&A CA {}", file.display()))
+}
+
+/// The CA the server handed out must be the one the connection was verified against.
+fn check_ca(trust: &Trust, ca_pem: &str) -> anyhow::Result<()> {
+    let got = service::tls::certs_from_pem(ca_pem, "the CA in the answer")?;
+    let fingerprint = enroll::cert::fingerprint(&got[0]);
+    let ok = match trust {
+        Trust::Pinned(pin) => fingerprint == enroll::token::hex(pin),
+        Trust::Ca(cas) if cas.is_empty() => true,
+        Trust::Ca(cas) => cas.iter().any(|c| c.as_ref() == got[0].as_ref()),
+    };
+    if !ok {
+        bail!(
+            "the server answered with another CA ({fingerprint}) than the one it was verified against"
+        );
+    }
+    Ok(())
 }
 
 fn rcgen_key(pem: &str) -> anyhow::Result<enroll::cert::KeyPair> {

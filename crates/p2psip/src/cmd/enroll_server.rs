@@ -50,6 +50,27 @@ enum Sub {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Issue the SOS's HTTPS server certificate from this E&A's CA: writes `key.pem`
+    /// (mode 0600), `chain.pem` (certificate, then CA) and `ca.pem` into --out, for `p2psip
+    /// sos --tls DIR`. Run it where the CA key is; copy --out to the SOS host.
+    SosCert {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// The server's PostgreSQL URL, when it runs on one (`--db` of the server).
+        #[arg(long)]
+        db: Option<String>,
+        /// A name peers reach the SOS by: DNS name or IP address (repeatable; the SOS URL's
+        /// host must be one of them).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Output directory (created; an existing key.pem is refused).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity, e.g. 90d, 365d.
+        #[arg(long, default_value = "365d")]
+        valid: String,
+    },
     /// Measure locality of location-aware vs SHA-1 Node-IDs at real city coordinates.
     LocalityReport {
         /// RNG seed.
@@ -110,6 +131,15 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
+    /// A name clients reach this server by (DNS name or IP address; repeatable). The HTTPS
+    /// certificate the server issues itself at start holds these names, the --listen
+    /// address unless it is 0.0.0.0/::, and `localhost` on loopback.
+    #[arg(long)]
+    public_name: Vec<String>,
+    /// Serve plain HTTP instead of HTTPS: enrollment tokens cross the network in
+    /// cleartext. For loopback experiments only; logged as a warning.
+    #[arg(long)]
+    insecure_http: bool,
     /// Data directory (CA key and certificate, database); created on first start.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -267,6 +297,36 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Sub::SosCert {
+            data,
+            db,
+            names,
+            out,
+            valid,
+        }) => {
+            let validity = enroll::token::parse_duration(&valid)?;
+            let dir = DataDir::open_with(&data, postgres(db)?)
+                .with_context(|| format!("data dir {}", data.display()))?;
+            let cert = dir.issue_service_cert(enroll::cert::ServiceRole::Sos, &names, validity)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let key = out.join(enroll::client::KEY_FILE);
+            enroll::server::write_private(&key, cert.key_pem.as_bytes())
+                .with_context(|| format!("writing {}", key.display()))?;
+            for (file, text) in [
+                (enroll::client::CHAIN_FILE, cert.chain_pem.as_str()),
+                (enroll::client::CA_FILE, dir.ca().cert_pem()),
+            ] {
+                let p = out.join(file);
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            }
+            service::say!(
+                "SOS certificate for {} written to {} (CA fingerprint {})",
+                names.join(", "),
+                out.display(),
+                dir.ca().fingerprint()
+            );
+            Ok(())
+        }
         Some(Sub::Revoke { data, db, node }) => {
             let mut dir = DataDir::open_with(&data, postgres(db)?)
                 .with_context(|| format!("data dir {}", data.display()))?;
@@ -367,13 +427,32 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 .map(Vec::as_slice)
                 .unwrap_or_default(),
         );
+        let transport = if a.insecure_http {
+            service::http::Transport::InsecureHttp
+        } else {
+            let names = enroll::service_names(addr, &a.public_name);
+            if names.is_empty() {
+                bail!(
+                    "--listen {addr} names no address clients can verify: give --public-name \
+                     (the host name or address peers use in the E&A URL)"
+                );
+            }
+            server.https(&names)?
+        };
+        let scheme = transport.scheme();
+        if a.insecure_http {
+            eprintln!(
+                "WARNING: --insecure-http: the E&A serves PLAIN HTTP on {addr}; enrollment \
+                 tokens cross the network in cleartext"
+            );
+        }
         service::output::say(format_args!(
-            "listening on http://{addr}\nca-fingerprint {fingerprint}"
+            "listening on {scheme}://{addr}\nca-fingerprint {fingerprint}"
         ));
         let stop = super::stop_signal();
-        service::notify::ready(&format!("E&A on http://{addr}, CA {fingerprint}"));
+        service::notify::ready(&format!("E&A on {scheme}://{addr}, CA {fingerprint}"));
         server
-            .serve(listener, async {
+            .serve_with(listener, transport, async {
                 stop.await;
                 service::notify::stopping();
             })

@@ -14,24 +14,26 @@ use trust::Opinion;
 ///
 /// Without an action this serves the SOS HTTP API (see the `sos` crate docs):
 /// `POST /v1/routes/rank`, `GET|PUT|DELETE /v1/opinions/{peer}`, `POST /v1/reports`,
-/// `GET /healthz`, `GET /readyz`, `GET /metrics`. It prints `sos listening on http://ADDR` once bound.
+/// `GET /healthz`, `GET /readyz`, `GET /metrics`. It prints `sos listening on https://ADDR` once bound.
 ///
 /// Quick start:
 ///   p2psip sos check-paper                                   (the paper's example, offline)
-///   P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos --listen 127.0.0.1:7070 --db sos.db &
-///   P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos check-paper --server http://127.0.0.1:7070
-///   p2psip sos rank --server http://127.0.0.1:7070 --route 1593,1609,1618 --route 1600,1618
+///   p2psip enroll-server sos-cert --data ea --name 127.0.0.1 --out sos-tls
+///   P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos --listen 127.0.0.1:7070 --tls sos-tls --db sos.db &
+///   P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos check-paper --server https://127.0.0.1:7070 --ca sos-tls/ca.pem
+///   p2psip sos rank --server https://127.0.0.1:7070 --ca sos-tls/ca.pem --route 1593,1609,1618 --route 1600,1618
 #[derive(clap::Args, Debug)]
 #[command(
     args_conflicts_with_subcommands = true,
     verbatim_doc_comment,
     after_help = "Quick start:\n  \
       p2psip sos check-paper                     # the paper's example, offline\n  \
-      P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos --listen 127.0.0.1:7070 --db sos.db &\n  \
-      P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos check-paper --server http://127.0.0.1:7070\n  \
-      p2psip sos rank --server http://127.0.0.1:7070 --route 1593,1609,1618 --route 1600,1618\n\n\
+      p2psip enroll-server sos-cert --data ea --name 127.0.0.1 --out sos-tls\n  \
+      P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos --listen 127.0.0.1:7070 --tls sos-tls --db sos.db &\n  \
+      P2PSIP_SOS_ADMIN_TOKEN=t p2psip sos check-paper --server https://127.0.0.1:7070 --ca sos-tls/ca.pem\n  \
+      p2psip sos rank --server https://127.0.0.1:7070 --ca sos-tls/ca.pem --route 1593,1609,1618 --route 1600,1618\n\n\
       API: POST /v1/routes/rank, GET|PUT|DELETE /v1/opinions/{peer}, POST /v1/reports,\n\
-      GET /healthz, GET /readyz, GET /metrics. Prints `sos listening on http://ADDR` once bound."
+      GET /healthz, GET /readyz, GET /metrics. Prints `sos listening on https://ADDR` once bound."
 )]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -65,6 +67,15 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Directory with the SOS's HTTPS certificate, written by `p2psip enroll-server
+    /// sos-cert`: key.pem, chain.pem (certificate, then the E&A CA) and ca.pem. Required
+    /// unless --insecure-http.
+    #[arg(long, required_unless_present = "insecure_http")]
+    tls: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS: reports and rankings travel in cleartext and can
+    /// be rewritten on the way. For loopback experiments only; logged as a warning.
+    #[arg(long, conflicts_with = "tls")]
+    insecure_http: bool,
     /// SQLite database file (created if missing; WAL mode), or `postgres://…` to share one
     /// PostgreSQL database with other SOS instances.
     #[arg(long, default_value = "sos.db")]
@@ -85,8 +96,9 @@ struct ServeArgs {
     /// --directory-refresh-s, so newly enrolled peers can report without a restart.
     #[arg(long)]
     enroll_server: Option<String>,
-    /// The E&A CA certificate (PEM) to check the directory's chains with [default: fetched
-    /// from --enroll-server at start, trusted on first use].
+    /// The E&A CA certificate (PEM) to verify --enroll-server's HTTPS and the directory's
+    /// chains with [default: ca.pem in --tls; with --insecure-http and an http:// E&A URL,
+    /// fetched from it at start and trusted on first use].
     #[arg(long, requires = "enroll_server")]
     ca: Option<PathBuf>,
     /// How often the keys are re-read from --enroll-server, seconds.
@@ -121,6 +133,10 @@ struct CheckPaperArgs {
     /// File holding the admin token (or P2PSIP_SOS_ADMIN_TOKEN).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// The E&A CA certificate (PEM) the SOS's HTTPS certificate must chain to (a node
+    /// directory's ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,6 +144,10 @@ struct RankArgs {
     /// SOS base URL.
     #[arg(long)]
     server: String,
+    /// The E&A CA certificate (PEM) the SOS's HTTPS certificate must chain to (a node
+    /// directory's ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// One candidate route as comma-separated peer IDs, in path order; repeat per route.
     #[arg(long = "route", required = true)]
     routes: Vec<String>,
@@ -141,6 +161,10 @@ struct OpinionArgs {
     /// SOS base URL.
     #[arg(long)]
     server: String,
+    /// The E&A CA certificate (PEM) the SOS's HTTPS certificate must chain to (a node
+    /// directory's ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Peer ID (decimal).
     peer: String,
 }
@@ -166,6 +190,10 @@ struct ReportArgs {
     /// SOS base URL.
     #[arg(long)]
     server: String,
+    /// The E&A CA certificate (PEM) the SOS's HTTPS certificate must chain to (a node
+    /// directory's ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// PKCS#8 key written by `keygen`.
     #[arg(long)]
     key: PathBuf,
@@ -235,6 +263,20 @@ fn admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
         .filter(|t| !t.is_empty()))
 }
 
+/// What a client of the SOS at `url` believes: the E&A CA from `ca`. Without one only a
+/// plain `http://` URL (an SOS run with `--insecure-http`) can be used.
+fn client_trust(url: &str, ca: Option<&Path>) -> anyhow::Result<service::tls::Trust> {
+    match ca {
+        Some(p) => {
+            service::tls::Trust::ca_file(p).with_context(|| format!("the E&A CA {}", p.display()))
+        }
+        None if url.split(',').all(|u| u.trim().starts_with("http://")) => {
+            Ok(service::tls::Trust::Ca(Vec::new()))
+        }
+        None => bail!("{url}: HTTPS needs --ca FILE (the E&A CA, e.g. a node directory's ca.pem)"),
+    }
+}
+
 fn peer(s: &str) -> anyhow::Result<PeerId> {
     s.trim()
         .parse()
@@ -270,10 +312,14 @@ impl sos::ReporterVerifier for EnrolledKeys {
 }
 
 /// The registry of everyone in E&A's directory whose chain verifies.
-async fn enrolled_registry(trust: &net::Trust, directory: &str) -> anyhow::Result<KeyRegistry> {
+async fn enrolled_registry(
+    trust: &net::Trust,
+    directory: &str,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+) -> anyhow::Result<KeyRegistry> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let file = node::fetch_directory(directory).await?;
+    let file = node::fetch_directory(directory, ca).await?;
     let book = net::KeyBook::new();
     for (i, m) in file.members.iter().enumerate() {
         let chain: Result<Vec<CertificateDer<'static>>, _> =
@@ -301,16 +347,21 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         (None, Some(url)) => {
             let base = url.trim_end_matches('/').to_string();
-            let ca_pem = match &a.ca {
+            let ca_file =
+                a.ca.clone()
+                    .or_else(|| a.tls.as_ref().map(|d| d.join(enroll::client::CA_FILE)));
+            let ca_pem = match &ca_file {
                 Some(p) => std::fs::read_to_string(p)
                     .with_context(|| format!("reading the CA {}", p.display()))?,
-                None => {
+                None if base.starts_with("http://") => {
                     service::crypto::install_provider();
-                    enroll::client::EnrollClient::new(&base)?
+                    tracing::warn!("trusting the CA {base} hands out on first use (plain HTTP)");
+                    enroll::client::EnrollClient::new(&base, &service::tls::Trust::Ca(Vec::new()))?
                         .ca(None)
                         .await
                         .with_context(|| format!("fetching the CA from {base}"))?
                 }
+                None => bail!("--enroll-server {base} over HTTPS needs --ca or --tls"),
             };
             let ca = {
                 use rustls::pki_types::pem::PemObject;
@@ -324,7 +375,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 policy: net::RevocationPolicy::AllowMissing,
             };
             let dir = format!("{base}/v1/directory");
-            let reg = enrolled_registry(&trust, &dir).await?;
+            let trust_ca = trust.ca.clone();
+            let reg = enrolled_registry(&trust, &dir, &trust_ca).await?;
             tracing::info!(reporters = reg.len(), "reporter keys from {dir}");
             let keys = Arc::new(EnrolledKeys(std::sync::RwLock::new(Arc::new(reg))));
             let (k2, every) = (
@@ -334,7 +386,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    match enrolled_registry(&trust, &dir).await {
+                    match enrolled_registry(&trust, &dir, &trust_ca).await {
                         Ok(reg) => {
                             if let Ok(mut g) = k2.0.write() {
                                 *g = Arc::new(reg);
@@ -377,12 +429,32 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", a.listen))?;
     let addr = listener.local_addr()?;
     let cfg_postgres = cfg.postgres.is_some();
+    let transport = match &a.tls {
+        Some(dir) if !a.insecure_http => {
+            let (chain, key) = (
+                dir.join(enroll::client::CHAIN_FILE),
+                dir.join(enroll::client::KEY_FILE),
+            );
+            service::http::Transport::Https(
+                service::tls::server_config_from_files(&chain, &key)
+                    .with_context(|| format!("the SOS certificate in {}", dir.display()))?,
+            )
+        }
+        _ => {
+            eprintln!(
+                "WARNING: --insecure-http: the SOS serves PLAIN HTTP on {addr}; reports and \
+                 route rankings can be read and rewritten on the way"
+            );
+            service::http::Transport::InsecureHttp
+        }
+    };
+    let scheme = transport.scheme();
     let app = sos::router(cfg).context("starting the opinion store")?;
-    service::say!("sos listening on http://{addr}");
+    service::say!("sos listening on {scheme}://{addr}");
     let backend = if cfg_postgres { "PostgreSQL" } else { "SQLite" };
     let stop = super::stop_signal();
-    service::notify::ready(&format!("SOS on http://{addr} ({backend})"));
-    service::http::serve(listener, app, async {
+    service::notify::ready(&format!("SOS on {scheme}://{addr} ({backend})"));
+    service::http::serve_with(listener, app, transport, async {
         stop.await;
         service::notify::stopping();
     })
@@ -425,7 +497,8 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
             )?;
             service::say!("Setting the opinions on {url} and ranking over HTTP:");
             runtime()?.block_on(async {
-                let client = SosClient::new(url)?.with_admin_token(token);
+                let client = SosClient::new(url, &client_trust(url, a.ca.as_deref())?)?
+                    .with_admin_token(token);
                 for (p, b, d, u) in trust::paper::OPINIONS {
                     let op = Opinion::new(b, d, u, trust::paper::BASE_RATE)?;
                     client.put_opinion(PeerId(p), op).await?;
@@ -504,7 +577,7 @@ async fn rank(a: RankArgs) -> anyhow::Result<()> {
     } else {
         trust::Discounting::Classic
     };
-    let ranked = SosClient::new(&a.server)?
+    let ranked = SosClient::new(&a.server, &client_trust(&a.server, a.ca.as_deref())?)?
         .rank_with(routes, mode)
         .await?
         .ranked;
@@ -525,7 +598,7 @@ async fn rank(a: RankArgs) -> anyhow::Result<()> {
 }
 
 async fn opinion(a: OpinionArgs) -> anyhow::Result<()> {
-    let view = SosClient::new(&a.server)?
+    let view = SosClient::new(&a.server, &client_trust(&a.server, a.ca.as_deref())?)?
         .get_opinion(peer(&a.peer)?)
         .await?;
     service::say!("{}", serde_json::to_string_pretty(&view)?);
@@ -592,7 +665,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         timestamp_ms: service::time::unix_ms(),
         nonce: random_nonce()?,
     };
-    let ack = SosClient::new(&a.server)?
+    let ack = SosClient::new(&a.server, &client_trust(&a.server, a.ca.as_deref())?)?
         .post_report(&signer.sign(body)?)
         .await?;
     service::say!("{}", serde_json::to_string(&ack)?);

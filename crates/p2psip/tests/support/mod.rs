@@ -148,17 +148,54 @@ pub fn ea_command(data: &Path, id_bits: u32) -> Command {
     c
 }
 
-/// Start an E&A from [`ea_command`]: it prints where it listens and its CA's fingerprint.
-/// Returns the process and its base URL.
+/// The CA fingerprint each E&A started by [`start_ea`] printed, by its base URL: what
+/// [`enroll`] pins on first contact, as an operator copies it from the token output.
+static FINGERPRINTS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Start an E&A from [`ea_command`]: it prints where it listens (HTTPS) and its CA's
+/// fingerprint. Returns the process and its base URL.
 pub fn start_ea(cmd: &mut Command) -> (Proc, String) {
     let ea = spawn_cmd(cmd, 2);
     let url = url_after(&ea, "listening on ");
-    assert!(
-        ea.first_lines[1].starts_with("ca-fingerprint "),
-        "{:?}",
-        ea.first_lines
-    );
+    assert!(url.starts_with("https://"), "{url}");
+    let fp = ea.first_lines[1]
+        .strip_prefix("ca-fingerprint ")
+        .unwrap_or_else(|| panic!("{:?}", ea.first_lines))
+        .to_string();
+    FINGERPRINTS.lock().unwrap().push((url.clone(), fp));
     (ea, url)
+}
+
+/// The CA fingerprint the E&A at `url` printed at its start.
+pub fn fingerprint_of(url: &str) -> Option<String> {
+    let all = FINGERPRINTS.lock().unwrap();
+    all.iter()
+        .rev()
+        .find(|(u, _)| u == url)
+        .map(|(_, f)| f.clone())
+}
+
+/// An HTTPS certificate for an SOS on loopback, issued by the E&A CA in `ea_data` (created
+/// if missing) with `enroll-server sos-cert`; returns the directory for `sos --tls`.
+pub fn sos_tls(ea_data: &Path, out: &Path) -> PathBuf {
+    ok(run(&[
+        "enroll-server",
+        "sos-cert",
+        "--data",
+        ea_data.to_str().unwrap(),
+        "--name",
+        "127.0.0.1",
+        "--name",
+        "localhost",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    out.to_path_buf()
+}
+
+/// What clients of an SOS with `sos --tls DIR` trust: the CA in that directory.
+pub fn sos_trust(tls: &Path) -> service::tls::Trust {
+    service::tls::Trust::ca_file(&tls.join("ca.pem")).unwrap()
 }
 
 /// A fresh enrollment token from the E&A's data directory, with `flags` (`--role`,
@@ -177,7 +214,9 @@ pub fn create_token(data: &Path, flags: &[&str]) -> String {
 
 /// `p2psip enroll` with `token` at the E&A on `url`, writing the node directory `out`; what
 /// it printed.
+/// The E&A's CA is pinned by the fingerprint it printed at start ([`start_ea`]).
 pub fn enroll(url: &str, token: &str, out: &Path, flags: &[&str]) -> String {
+    let fp = fingerprint_of(url).unwrap_or_else(|| panic!("no E&A started at {url}"));
     let mut args = vec![
         "enroll",
         "--server",
@@ -186,6 +225,8 @@ pub fn enroll(url: &str, token: &str, out: &Path, flags: &[&str]) -> String {
         token,
         "--out",
         out.to_str().unwrap(),
+        "--ca-fingerprint",
+        &fp,
     ];
     args.extend_from_slice(flags);
     ok(run(&args))

@@ -55,6 +55,11 @@ pub enum Behaviour {
     /// Drop, blame the honest next hop for every dropped copy (bad-mouthing) and praise the
     /// attackers already on the copy's path (ballot-stuffing).
     BadMouth,
+    /// Bad-mouthing from a good record: half the group (even IDs) forwards honestly, so the
+    /// SOS comes to believe it, and the other half drops. Every attacker that handles a copy
+    /// tells the SOS that the honest peers before and after it on the copy's path dropped
+    /// it, and praises the attackers on the path and one dropping fellow (ballot-stuffing).
+    Slander,
 }
 
 /// The belief at which an on-off attacker takes itself for trusted and starts dropping.
@@ -131,6 +136,12 @@ pub struct CallRun {
     /// nobody vouched for yet says nothing; CSPs and CSPGs count fully). Off: every report
     /// counts 1.
     pub weigh_reporters: bool,
+    /// With [`CallRun::weigh_reporters`]: weigh an ordinary peer's report by its referral
+    /// record instead of its forwarding record, and hold it against what the CSPs proved
+    /// about its subject ([`OpinionBook::record_referred`]): a report that contradicts a
+    /// confident proven view does not count and costs its reporter its voice. Off: a
+    /// report counts as much as the SOS believes its reporter forwards.
+    pub check_reports: bool,
     /// Half-life of evidence at the SOS (`None`: evidence never fades).
     pub evidence_half_life: Option<Duration>,
 }
@@ -154,6 +165,7 @@ impl CallRun {
             successors: 8,
             closed_loop: true,
             weigh_reporters: true,
+            check_reports: true,
             evidence_half_life: Some(Duration::from_secs(60)),
         }
     }
@@ -265,7 +277,11 @@ pub struct CallWorld {
     reported: BTreeSet<u128>,
     closed_loop: bool,
     weigh_reporters: bool,
+    check_reports: bool,
     distrusted: Arc<BTreeSet<NodeId>>,
+    /// The dropping half of the slanderers ([`Behaviour::Slander`]), whom the other half
+    /// praises.
+    slander_droppers: Vec<NodeId>,
     /// Call-traffic messages sent.
     pub call_messages: u64,
     /// Evidence reports received.
@@ -388,7 +404,13 @@ impl CallWorld {
             reported: BTreeSet::new(),
             closed_loop: run.closed_loop,
             weigh_reporters: run.weigh_reporters,
+            check_reports: run.check_reports,
             distrusted: Arc::new(BTreeSet::new()),
+            slander_droppers: bad
+                .iter()
+                .filter(|(id, b)| **b == Behaviour::Slander && !slanders_from_good_record(**id))
+                .map(|(id, _)| *id)
+                .collect(),
             call_messages: 0,
             reports: 0,
             outcomes: Vec::new(),
@@ -522,6 +544,15 @@ impl CallWorld {
                 }
                 return Tamper::Drop;
             }
+            Behaviour::Slander => {
+                let me = self.peers[slot as usize].node.chord().id();
+                self.slander(slot, &t.msg, t.to.id);
+                return if slanders_from_good_record(me) {
+                    Tamper::Send
+                } else {
+                    Tamper::Drop
+                };
+            }
             _ => {}
         }
         let b = match b {
@@ -538,7 +569,8 @@ impl CallWorld {
             | Behaviour::Mixed
             | Behaviour::OnOff
             | Behaviour::Collude
-            | Behaviour::BadMouth => Tamper::Drop,
+            | Behaviour::BadMouth
+            | Behaviour::Slander => Tamper::Drop,
             Behaviour::Misroute => {
                 let fingers: Vec<Contact> = self.peers[slot as usize]
                     .node
@@ -591,6 +623,44 @@ impl CallWorld {
         }
     }
 
+    /// The slanderer at `slot` handles a copy it passes to `next`: it reports the honest
+    /// ordinary peers next to it on the copy's path as having dropped it and praises the
+    /// attackers on the path and one of the group's droppers.
+    fn slander(&mut self, slot: u32, msg: &Message, next: NodeId) {
+        let Message::PingRequest(p) = msg else {
+            return;
+        };
+        let me = self.peers[slot as usize].node.chord().id();
+        let before = p
+            .hops
+            .iter()
+            .rev()
+            .map(|h| h.hop)
+            .find(|h| *h != me)
+            .unwrap_or(p.body.csp.id);
+        for victim in [before, next] {
+            if self.is_honest_ordinary(victim) {
+                self.report_as(slot, victim, false);
+            }
+        }
+        self.praise_path(slot, msg);
+        if !self.slander_droppers.is_empty() {
+            let i = self.rng.random_range(0..self.slander_droppers.len());
+            let fellow = self.slander_droppers[i];
+            if fellow != me {
+                self.report_as(slot, fellow, true);
+            }
+        }
+    }
+
+    /// An ordinary peer that is not an attacker.
+    fn is_honest_ordinary(&self, id: NodeId) -> bool {
+        self.index.get(&id).is_some_and(|s| {
+            let p = &self.peers[*s as usize];
+            p.bad.is_none() && p.node.role() == Role::Peer
+        })
+    }
+
     /// A fellow attacker the colluder at `slot` knows that is closer to the copy's target
     /// than itself (the closest such), if any.
     fn fellow_closer(&self, slot: u32, msg: &Message) -> Option<Contact> {
@@ -622,7 +692,20 @@ impl CallWorld {
         let now_ms = self.now.as_micros() / 1000;
         let reporter = self.peers[slot as usize].node.chord().id();
         let infrastructure = self.peers[slot as usize].node.role() != Role::Peer;
-        if self.weigh_reporters && !infrastructure {
+        if infrastructure {
+            // A CSP's or CSPG's evidence rests on signed hand-overs: proof.
+            self.sos.record_proven(subject.0, positive, now_ms);
+        } else if !self.weigh_reporters {
+            self.sos.record(subject.0, positive, now_ms);
+        } else if self.check_reports {
+            self.sos.record_referred(
+                subject.0,
+                positive,
+                now_ms,
+                &reporter.0,
+                Discounting::Classic,
+            );
+        } else {
             let (trust_in_reporter, _) = self.sos.opinion(&reporter.0, now_ms);
             self.sos.record_reported(
                 subject.0,
@@ -631,8 +714,6 @@ impl CallWorld {
                 &trust_in_reporter,
                 Discounting::Classic,
             );
-        } else {
-            self.sos.record(subject.0, positive, now_ms);
         }
         self.reported.insert(subject.0);
     }
@@ -829,6 +910,12 @@ enum Tamper {
     Drop,
     Later(Duration),
     Send,
+}
+
+/// Does this slanderer belong to the half that forwards honestly (to earn the SOS's
+/// belief) rather than the half that drops?
+fn slanders_from_good_record(id: NodeId) -> bool {
+    id.0.is_multiple_of(2)
 }
 
 /// Is `msg`, sent by `me`, traffic it forwards for others (what a malicious hop tampers with)?

@@ -656,6 +656,13 @@ impl SecureNode {
         }
         h.fetched = Some((arrived, now + grace));
         let request = h.request.clone();
+        // The target received copies and came for the request over its own authenticated
+        // link: proven positive evidence about it, which holds against a hop that claims the
+        // target dropped a copy handed to it.
+        self.events.push_back(SecureEvent::Report {
+            subject: from.id,
+            outcome: Outcome::Delivered,
+        });
         self.send(
             from,
             Message::Deliver {

@@ -138,6 +138,8 @@ pub(crate) enum BehaviourKind {
     /// Half the group forwards honestly to earn belief, half drops; all blame the honest
     /// peers next to them and praise one another.
     Slander,
+    /// The attackers are the peers right after each CSP (an eclipse of its arc) and drop.
+    Eclipse,
 }
 
 /// Call routing.
@@ -312,6 +314,7 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
         BehaviourKind::Collude => sim::Behaviour::Collude,
         BehaviourKind::BadMouth => sim::Behaviour::BadMouth,
         BehaviourKind::Slander => sim::Behaviour::Slander,
+        BehaviourKind::Eclipse => sim::Behaviour::Eclipse,
     };
     run.zipf = args.zipf;
     run.latency = latency_model(args.latency);

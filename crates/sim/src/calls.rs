@@ -60,6 +60,11 @@ pub enum Behaviour {
     /// tells the SOS that the honest peers before and after it on the copy's path dropped
     /// it, and praises the attackers on the path and one dropping fellow (ballot-stuffing).
     Slander,
+    /// Eclipse of the arcs around the CSPs: the attackers are not spread at random but are
+    /// the ordinary peers right after each CSP (IDs bought by claiming locations next to
+    /// it), the same number after every CSP, and drop what they forward. A CSP's successors
+    /// are then all attackers, and so is every peer between it and the callees nearest it.
+    Eclipse,
 }
 
 /// The belief at which an on-off attacker takes itself for trusted and starts dropping.
@@ -130,6 +135,10 @@ pub struct CallRun {
     pub secure: SecureConfig,
     /// Successor-list length.
     pub successors: usize,
+    /// Successor-list length of the CSPs (at least [`CallRun::successors`]): a CSP knows the
+    /// peers of its own arc directly, so an eclipse of the peers right after it does not cut
+    /// it off from the callees behind them.
+    pub csp_successors: usize,
     /// Feed evidence to the SOS and route around distrusted peers.
     pub closed_loop: bool,
     /// Weigh each report by the SOS's belief in its reporter (classic discounting: a peer
@@ -163,6 +172,7 @@ impl CallRun {
             latency: LatencyModel::geographic(),
             secure: SecureConfig::default(),
             successors: 8,
+            csp_successors: 32,
             closed_loop: true,
             weigh_reporters: true,
             check_reports: true,
@@ -376,7 +386,10 @@ impl CallWorld {
         let mut chord = ChordConfig::new(space);
         chord.successors = run.successors;
         chord.successor_shortcut = true;
+        let mut csp_chord = chord.clone();
+        csp_chord.successors = run.csp_successors.max(run.successors);
         let chord = Arc::new(chord);
+        let csp_chord = Arc::new(csp_chord);
         // Rings: one per layer (secure), or one flat ring (plain Chord).
         let mut rings: Vec<Vec<NodeId>> = vec![Vec::new(); 3];
         for id in ids {
@@ -426,11 +439,17 @@ impl CallWorld {
             ring.dedup();
             for i in 0..ring.len() {
                 let id = ring[i];
-                let (pred, succs, fingers) = converged_tables(ring, i, space, run.successors);
+                let is_csp = run.routing == Routing::Secure && csps.contains(&id);
+                let (config, r) = if is_csp {
+                    (csp_chord.clone(), csp_chord.successors)
+                } else {
+                    (chord.clone(), run.successors)
+                };
+                let (pred, succs, fingers) = converged_tables(ring, i, space, r);
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
                 let node = ChordNode::converged(
-                    chord.clone(),
+                    config,
                     Contact::id_only(id),
                     seed,
                     Time::ZERO,
@@ -570,7 +589,8 @@ impl CallWorld {
             | Behaviour::OnOff
             | Behaviour::Collude
             | Behaviour::BadMouth
-            | Behaviour::Slander => Tamper::Drop,
+            | Behaviour::Slander
+            | Behaviour::Eclipse => Tamper::Drop,
             Behaviour::Misroute => {
                 let fingers: Vec<Contact> = self.peers[slot as usize]
                     .node
@@ -1112,9 +1132,32 @@ fn run_calls_inner(
     let infra: BTreeSet<NodeId> = csps.iter().chain(&cspgs).copied().collect();
     let mut bad = BTreeMap::new();
     let ordinary: Vec<NodeId> = ids.iter().copied().filter(|i| !infra.contains(i)).collect();
-    for id in &ordinary {
-        if rng.random_bool(run.malicious) {
-            bad.insert(*id, run.behaviour);
+    if run.behaviour == Behaviour::Eclipse {
+        // The same number of attackers right after every CSP, in the CSP's layer.
+        let wanted = (run.malicious * ordinary.len() as f64).round() as usize;
+        let per_csp = wanted.div_ceil(csps.len().max(1));
+        for c in &csps {
+            let Ok(at) = ids.binary_search(c) else {
+                continue;
+            };
+            let layer = arcs.layer_of(*c);
+            let mut taken = 0;
+            for step in 1..ids.len() {
+                let id = ids[(at + step) % ids.len()];
+                if taken >= per_csp || bad.len() >= wanted || arcs.layer_of(id) != layer {
+                    break;
+                }
+                if !infra.contains(&id) {
+                    bad.insert(id, run.behaviour);
+                    taken += 1;
+                }
+            }
+        }
+    } else {
+        for id in &ordinary {
+            if rng.random_bool(run.malicious) {
+                bad.insert(*id, run.behaviour);
+            }
         }
     }
     let honest: Vec<NodeId> = ordinary
@@ -1275,6 +1318,7 @@ pub fn run_paper(seed: u64) -> Result<PaperReport, CallError> {
         let mut run = CallRun::new(512, 1, routing);
         run.bits = 11;
         run.successors = 3;
+        run.csp_successors = 3;
         run.secure.fanout = 3;
         run.secure.first_hops = FirstHops::Successors;
         run.latency = LatencyModel::Uniform {

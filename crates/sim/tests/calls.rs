@@ -206,3 +206,32 @@ fn liars_with_a_good_forwarding_record_lose_their_voice_not_honest_peers_theirs(
     assert!(checked.false_positive_rate <= 0.005, "{checked:?}");
     assert!(checked.success_rate >= 0.98, "{checked:?}");
 }
+
+fn eclipse(csp_successors: usize) -> sim::CallReport {
+    let mut run = CallRun::new(1500, 400, Routing::Secure);
+    run.malicious = 0.2;
+    run.behaviour = Behaviour::Eclipse;
+    run.seed = 5;
+    run.csp_successors = csp_successors;
+    run.latency = LatencyModel::Uniform {
+        min: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+    };
+    run_calls(&run, &mut |_, _| {}).unwrap()
+}
+
+#[test]
+fn an_eclipse_of_the_arcs_after_the_csps_does_not_cut_their_callees_off() {
+    // The eight peers right after every CSP drop: a CSP that knows only those eight
+    // successors cannot reach the callees right behind them, cold or warm.
+    let short = eclipse(8);
+    assert!(short.malicious_peers > 200, "{short:?}");
+    assert!(
+        short.success_rate < 0.97,
+        "the eclipse must bite: {short:?}"
+    );
+    // Knowing its arc further, the CSP's new round sends a copy straight to the callee.
+    let long = eclipse(32);
+    assert!(long.success_rate >= 0.99, "{long:?}");
+    assert_eq!(long.false_positive_rate, 0.0, "{long:?}");
+}

@@ -4,11 +4,14 @@
 //! Every peer runs [`overlay::secure::SecureNode`]. A fraction of ordinary peers is
 //! malicious: it runs the same code but tampers with what it forwards (drop, misroute,
 //! modify, replay), or plays a strategy (on-off, colluding group, bad-mouthing with
-//! ballot-stuffing); what its own code would report is never given to the SOS, only the lies
-//! its strategy tells. CSPs and CSPGs are trusted infrastructure. An in-process SOS built on
-//! the `trust` crate answers route rankings and turns the peers' evidence reports into
-//! opinions, each report weighed by the SOS's belief in its reporter and all evidence aged;
-//! every two seconds it publishes the peers it distrusts (disbelief above belief), and peers
+//! ballot-stuffing, slander from a good forwarding record, an eclipse of the arcs after the
+//! CSPs); what its own code would report is never given to the SOS, only the lies its
+//! strategy tells. CSPs and CSPGs are trusted infrastructure. An in-process SOS built on the
+//! `trust` crate answers route rankings and turns the peers' evidence reports into opinions:
+//! a CSP's report rests on signed hand-overs and counts fully (proven evidence); an ordinary
+//! peer's is held against the proven view of its subject and weighed by the reporter's
+//! referral record ([`trust::OpinionBook::record_referred`]); all evidence ages. Every two
+//! seconds the SOS publishes the peers it distrusts (disbelief above belief), and peers
 //! route around them — the closed loop.
 //!
 //! Signatures here use a keyed-hash stand-in (see [`SimKeys`]): unforgeable inside the

@@ -1,8 +1,9 @@
-//! Per-source token-bucket rate limit with a bounded table (time comes in as an argument).
+//! Token-bucket rate limit per key with a bounded table (time comes in as an argument).
 //!
-//! Each source IP has a bucket of `burst` requests refilled at `per_sec`. The table holds
-//! at most `max_sources` entries; idle entries older than `idle` are dropped first, and if
-//! the table is still full the least recently seen source is evicted.
+//! Each key — a source IP for every POST, an enrollment token's hash for enrollments — has a
+//! bucket of `burst` requests refilled at `per_sec`. The table holds at most `max_sources`
+//! entries; idle entries older than `idle` are dropped first, and if the table is still
+//! full the least recently seen key is evicted.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,9 +12,9 @@ use std::time::{Duration, Instant};
 /// Rate-limit settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimitConfig {
-    /// Sustained requests per second per source (0 disables the limit).
+    /// Sustained requests per second per key (0 disables the limit).
     pub per_sec: f64,
-    /// Burst size per source.
+    /// Burst size per key.
     pub burst: f64,
     /// Table capacity.
     pub max_sources: usize,
@@ -38,14 +39,24 @@ struct Bucket {
     last: Instant,
 }
 
-/// The table.
-#[derive(Debug)]
-pub struct RateLimiter {
-    config: RateLimitConfig,
-    table: BTreeMap<IpAddr, Bucket>,
+impl RateLimitConfig {
+    /// No limit at all (what a token gets unless the operator sets one).
+    pub fn off() -> Self {
+        Self {
+            per_sec: 0.0,
+            ..Self::default()
+        }
+    }
 }
 
-impl RateLimiter {
+/// The table, keyed by source address unless told otherwise.
+#[derive(Debug)]
+pub struct RateLimiter<K = IpAddr> {
+    config: RateLimitConfig,
+    table: BTreeMap<K, Bucket>,
+}
+
+impl<K: Ord + Clone> RateLimiter<K> {
     /// An empty table.
     pub fn new(config: RateLimitConfig) -> Self {
         Self {
@@ -65,7 +76,7 @@ impl RateLimiter {
     }
 
     /// May `source` make a request at `now`? Takes one token if so.
-    pub fn check(&mut self, source: IpAddr, now: Instant) -> bool {
+    pub fn check(&mut self, source: K, now: Instant) -> bool {
         let c = self.config;
         if c.per_sec <= 0.0 {
             return true;
@@ -77,8 +88,10 @@ impl RateLimiter {
                 && let Some(oldest) = self
                     .table
                     .iter()
-                    .min_by_key(|(ip, b)| (b.last, **ip))
-                    .map(|(ip, _)| *ip)
+                    // Ties go to the smallest key: the map iterates in key order and
+                    // `min_by_key` keeps the first minimum.
+                    .min_by_key(|(_, b)| b.last)
+                    .map(|(key, _)| key.clone())
             {
                 self.table.remove(&oldest);
             }

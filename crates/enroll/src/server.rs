@@ -85,6 +85,12 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Per-source rate limit of POST requests.
     pub rate_limit: RateLimitConfig,
+    /// Per-token rate limit of enrollments: how fast one token, however many uses it has
+    /// left, may enroll identities (off by default). A leaked multi-use token then yields a
+    /// Sybil operator `burst` identities at once and `per_sec` after that, from any number
+    /// of addresses, until the operator revokes it; its use count caps the total. Each
+    /// instance of a multi-instance E&A keeps its own table.
+    pub token_rate_limit: RateLimitConfig,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +109,7 @@ impl Default for ServerConfig {
             bootstrap: Vec::new(),
             body_limit: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
+            token_rate_limit: RateLimitConfig::off(),
         }
     }
 }
@@ -409,6 +416,8 @@ struct Shared {
     ca: Ca,
     store: Mutex<Store>,
     limiter: Mutex<RateLimiter>,
+    /// Per-token enrollment rate, keyed by the token's hash.
+    token_limiter: Mutex<RateLimiter<String>>,
     crl: Mutex<Option<CrlCache>>,
     rng: SystemRandom,
     metrics: crate::metrics::Metrics,
@@ -454,6 +463,7 @@ impl EnrollServer {
         Ok(Self {
             shared: Arc::new(Shared {
                 limiter: Mutex::new(RateLimiter::new(config.rate_limit)),
+                token_limiter: Mutex::new(RateLimiter::new(config.token_rate_limit)),
                 config,
                 space,
                 arcs,
@@ -635,7 +645,17 @@ impl Shared {
 
         let mut store = lock(&self.store);
         let tx = store.begin()?;
-        let tok = tx.take_token(&token::hash(&req.token), now)?;
+        let token_hash = token::hash(&req.token);
+        let tok = tx.take_token(&token_hash, now)?;
+        // A valid token enrolling faster than its rate: refused before anything is
+        // committed, so the use is not spent.
+        if !lock(&self.token_limiter).check(token_hash, Instant::now()) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "token_rate_limited",
+                "this token enrolls too many identities too fast",
+            ));
+        }
         let role = req.role.unwrap_or(tok.role);
         if role != tok.role {
             return Err(ApiError::new(

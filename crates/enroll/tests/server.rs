@@ -353,6 +353,51 @@ async fn rate_limited_per_source() {
     assert_eq!(codes, vec![400, 400, 400, 429, 429]);
 }
 
+/// A Sybil operator with a leaked ten-use token: the token's rate lets it enroll a burst of
+/// three identities, refuses the rest without spending their uses, and another token is not
+/// held back by it; the use count caps what the token can ever enroll.
+#[tokio::test]
+async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ServerConfig {
+        token_rate_limit: enroll::ratelimit::RateLimitConfig {
+            per_sec: 0.001,
+            burst: 3.0,
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    };
+    let leaked = token(dir.path(), Role::Peer, None, 10);
+    let other = token(dir.path(), Role::Peer, None, 1);
+    let srv = start(dir.path(), cfg).await;
+    for _ in 0..3 {
+        let (_, csr) = new_key_and_csr().unwrap();
+        srv.client.enroll(&request(&leaked, &csr)).await.unwrap();
+    }
+    for _ in 0..3 {
+        let (_, csr) = new_key_and_csr().unwrap();
+        let (status, body) = refused(srv.client.enroll(&request(&leaked, &csr)).await);
+        assert_eq!((status, body.error.as_str()), (429, "token_rate_limited"));
+    }
+    assert_eq!(cert_count(dir.path()), 3);
+    let (_, csr) = new_key_and_csr().unwrap();
+    srv.client.enroll(&request(&other, &csr)).await.unwrap();
+    assert_eq!(cert_count(dir.path()), 4);
+    drop(srv);
+
+    // Without a rate, the refused attempts' uses are still there: seven more, then none.
+    let dir2 = dir.path();
+    let srv = start(dir2, ServerConfig::default()).await;
+    for _ in 0..7 {
+        let (_, csr) = new_key_and_csr().unwrap();
+        srv.client.enroll(&request(&leaked, &csr)).await.unwrap();
+    }
+    let (_, csr) = new_key_and_csr().unwrap();
+    let (status, body) = refused(srv.client.enroll(&request(&leaked, &csr)).await);
+    assert_eq!((status, body.error.as_str()), (401, "token_used_up"));
+    assert_eq!(cert_count(dir.path()), 11);
+}
+
 /// `GET /v1/directory` lists every enrolled node that is not revoked, with its newest
 /// certificate chain and the address it gave; CSPGs, then CSPs, then peers.
 #[tokio::test]

@@ -100,6 +100,10 @@ pub struct Args {
     /// Count every report fully instead of weighing it by the SOS's opinion of its reporter.
     #[arg(long)]
     pub(crate) unweighted_reports: bool,
+    /// Weigh a peer's report by the SOS's belief that it forwards, without holding it
+    /// against what the CSPs proved about its subject (the older rule, for comparison).
+    #[arg(long)]
+    pub(crate) unchecked_reports: bool,
     /// Half-life of evidence at the SOS, seconds (0: evidence never fades).
     #[arg(long, default_value_t = 60.0)]
     pub(crate) evidence_half_life: f64,
@@ -131,6 +135,11 @@ pub(crate) enum BehaviourKind {
     Collude,
     /// Drop, blame the honest next hop to the SOS and praise fellow attackers.
     BadMouth,
+    /// Half the group forwards honestly to earn belief, half drops; all blame the honest
+    /// peers next to them and praise one another.
+    Slander,
+    /// The attackers are the peers right after each CSP (an eclipse of its arc) and drop.
+    Eclipse,
 }
 
 /// Call routing.
@@ -304,6 +313,8 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
         BehaviourKind::OnOff => sim::Behaviour::OnOff,
         BehaviourKind::Collude => sim::Behaviour::Collude,
         BehaviourKind::BadMouth => sim::Behaviour::BadMouth,
+        BehaviourKind::Slander => sim::Behaviour::Slander,
+        BehaviourKind::Eclipse => sim::Behaviour::Eclipse,
     };
     run.zipf = args.zipf;
     run.latency = latency_model(args.latency);
@@ -312,6 +323,7 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
     run.closed_loop = !args.open_loop;
     run.successors = args.successors;
     run.weigh_reporters = !args.unweighted_reports;
+    run.check_reports = !args.unchecked_reports;
     let half_life = secs(args.evidence_half_life, "--evidence-half-life")?;
     run.evidence_half_life = (!half_life.is_zero()).then_some(half_life);
     let report = crate::progress::run_calls(&run)?;

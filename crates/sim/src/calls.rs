@@ -4,11 +4,14 @@
 //! Every peer runs [`overlay::secure::SecureNode`]. A fraction of ordinary peers is
 //! malicious: it runs the same code but tampers with what it forwards (drop, misroute,
 //! modify, replay), or plays a strategy (on-off, colluding group, bad-mouthing with
-//! ballot-stuffing); what its own code would report is never given to the SOS, only the lies
-//! its strategy tells. CSPs and CSPGs are trusted infrastructure. An in-process SOS built on
-//! the `trust` crate answers route rankings and turns the peers' evidence reports into
-//! opinions, each report weighed by the SOS's belief in its reporter and all evidence aged;
-//! every two seconds it publishes the peers it distrusts (disbelief above belief), and peers
+//! ballot-stuffing, slander from a good forwarding record, an eclipse of the arcs after the
+//! CSPs); what its own code would report is never given to the SOS, only the lies its
+//! strategy tells. CSPs and CSPGs are trusted infrastructure. An in-process SOS built on the
+//! `trust` crate answers route rankings and turns the peers' evidence reports into opinions:
+//! a CSP's report rests on signed hand-overs and counts fully (proven evidence); an ordinary
+//! peer's is held against the proven view of its subject and weighed by the reporter's
+//! referral record ([`trust::OpinionBook::record_referred`]); all evidence ages. Every two
+//! seconds the SOS publishes the peers it distrusts (disbelief above belief), and peers
 //! route around them — the closed loop.
 //!
 //! Signatures here use a keyed-hash stand-in (see [`SimKeys`]): unforgeable inside the
@@ -55,6 +58,16 @@ pub enum Behaviour {
     /// Drop, blame the honest next hop for every dropped copy (bad-mouthing) and praise the
     /// attackers already on the copy's path (ballot-stuffing).
     BadMouth,
+    /// Bad-mouthing from a good record: half the group (even IDs) forwards honestly, so the
+    /// SOS comes to believe it, and the other half drops. Every attacker that handles a copy
+    /// tells the SOS that the honest peers before and after it on the copy's path dropped
+    /// it, and praises the attackers on the path and one dropping fellow (ballot-stuffing).
+    Slander,
+    /// Eclipse of the arcs around the CSPs: the attackers are not spread at random but are
+    /// the ordinary peers right after each CSP (IDs bought by claiming locations next to
+    /// it), the same number after every CSP, and drop what they forward. A CSP's successors
+    /// are then all attackers, and so is every peer between it and the callees nearest it.
+    Eclipse,
 }
 
 /// The belief at which an on-off attacker takes itself for trusted and starts dropping.
@@ -125,12 +138,22 @@ pub struct CallRun {
     pub secure: SecureConfig,
     /// Successor-list length.
     pub successors: usize,
+    /// Successor-list length of the CSPs (at least [`CallRun::successors`]): a CSP knows the
+    /// peers of its own arc directly, so an eclipse of the peers right after it does not cut
+    /// it off from the callees behind them.
+    pub csp_successors: usize,
     /// Feed evidence to the SOS and route around distrusted peers.
     pub closed_loop: bool,
     /// Weigh each report by the SOS's belief in its reporter (classic discounting: a peer
     /// nobody vouched for yet says nothing; CSPs and CSPGs count fully). Off: every report
     /// counts 1.
     pub weigh_reporters: bool,
+    /// With [`CallRun::weigh_reporters`]: weigh an ordinary peer's report by its referral
+    /// record instead of its forwarding record, and hold it against what the CSPs proved
+    /// about its subject ([`OpinionBook::record_referred`]): a report that contradicts a
+    /// confident proven view does not count and costs its reporter its voice. Off: a
+    /// report counts as much as the SOS believes its reporter forwards.
+    pub check_reports: bool,
     /// Half-life of evidence at the SOS (`None`: evidence never fades).
     pub evidence_half_life: Option<Duration>,
 }
@@ -152,8 +175,10 @@ impl CallRun {
             latency: LatencyModel::geographic(),
             secure: SecureConfig::default(),
             successors: 8,
+            csp_successors: 32,
             closed_loop: true,
             weigh_reporters: true,
+            check_reports: true,
             evidence_half_life: Some(Duration::from_secs(60)),
         }
     }
@@ -265,7 +290,11 @@ pub struct CallWorld {
     reported: BTreeSet<u128>,
     closed_loop: bool,
     weigh_reporters: bool,
+    check_reports: bool,
     distrusted: Arc<BTreeSet<NodeId>>,
+    /// The dropping half of the slanderers ([`Behaviour::Slander`]), whom the other half
+    /// praises.
+    slander_droppers: Vec<NodeId>,
     /// Call-traffic messages sent.
     pub call_messages: u64,
     /// Evidence reports received.
@@ -360,7 +389,10 @@ impl CallWorld {
         let mut chord = ChordConfig::new(space);
         chord.successors = run.successors;
         chord.successor_shortcut = true;
+        let mut csp_chord = chord.clone();
+        csp_chord.successors = run.csp_successors.max(run.successors);
         let chord = Arc::new(chord);
+        let csp_chord = Arc::new(csp_chord);
         // Rings: one per layer (secure), or one flat ring (plain Chord).
         let mut rings: Vec<Vec<NodeId>> = vec![Vec::new(); 3];
         for id in ids {
@@ -388,7 +420,13 @@ impl CallWorld {
             reported: BTreeSet::new(),
             closed_loop: run.closed_loop,
             weigh_reporters: run.weigh_reporters,
+            check_reports: run.check_reports,
             distrusted: Arc::new(BTreeSet::new()),
+            slander_droppers: bad
+                .iter()
+                .filter(|(id, b)| **b == Behaviour::Slander && !slanders_from_good_record(**id))
+                .map(|(id, _)| *id)
+                .collect(),
             call_messages: 0,
             reports: 0,
             outcomes: Vec::new(),
@@ -404,11 +442,17 @@ impl CallWorld {
             ring.dedup();
             for i in 0..ring.len() {
                 let id = ring[i];
-                let (pred, succs, fingers) = converged_tables(ring, i, space, run.successors);
+                let is_csp = run.routing == Routing::Secure && csps.contains(&id);
+                let (config, r) = if is_csp {
+                    (csp_chord.clone(), csp_chord.successors)
+                } else {
+                    (chord.clone(), run.successors)
+                };
+                let (pred, succs, fingers) = converged_tables(ring, i, space, r);
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
                 let node = ChordNode::converged(
-                    chord.clone(),
+                    config,
                     Contact::id_only(id),
                     seed,
                     Time::ZERO,
@@ -522,6 +566,15 @@ impl CallWorld {
                 }
                 return Tamper::Drop;
             }
+            Behaviour::Slander => {
+                let me = self.peers[slot as usize].node.chord().id();
+                self.slander(slot, &t.msg, t.to.id);
+                return if slanders_from_good_record(me) {
+                    Tamper::Send
+                } else {
+                    Tamper::Drop
+                };
+            }
             _ => {}
         }
         let b = match b {
@@ -538,7 +591,9 @@ impl CallWorld {
             | Behaviour::Mixed
             | Behaviour::OnOff
             | Behaviour::Collude
-            | Behaviour::BadMouth => Tamper::Drop,
+            | Behaviour::BadMouth
+            | Behaviour::Slander
+            | Behaviour::Eclipse => Tamper::Drop,
             Behaviour::Misroute => {
                 let fingers: Vec<Contact> = self.peers[slot as usize]
                     .node
@@ -591,6 +646,44 @@ impl CallWorld {
         }
     }
 
+    /// The slanderer at `slot` handles a copy it passes to `next`: it reports the honest
+    /// ordinary peers next to it on the copy's path as having dropped it and praises the
+    /// attackers on the path and one of the group's droppers.
+    fn slander(&mut self, slot: u32, msg: &Message, next: NodeId) {
+        let Message::PingRequest(p) = msg else {
+            return;
+        };
+        let me = self.peers[slot as usize].node.chord().id();
+        let before = p
+            .hops
+            .iter()
+            .rev()
+            .map(|h| h.hop)
+            .find(|h| *h != me)
+            .unwrap_or(p.body.csp.id);
+        for victim in [before, next] {
+            if self.is_honest_ordinary(victim) {
+                self.report_as(slot, victim, false);
+            }
+        }
+        self.praise_path(slot, msg);
+        if !self.slander_droppers.is_empty() {
+            let i = self.rng.random_range(0..self.slander_droppers.len());
+            let fellow = self.slander_droppers[i];
+            if fellow != me {
+                self.report_as(slot, fellow, true);
+            }
+        }
+    }
+
+    /// An ordinary peer that is not an attacker.
+    fn is_honest_ordinary(&self, id: NodeId) -> bool {
+        self.index.get(&id).is_some_and(|s| {
+            let p = &self.peers[*s as usize];
+            p.bad.is_none() && p.node.role() == Role::Peer
+        })
+    }
+
     /// A fellow attacker the colluder at `slot` knows that is closer to the copy's target
     /// than itself (the closest such), if any.
     fn fellow_closer(&self, slot: u32, msg: &Message) -> Option<Contact> {
@@ -622,7 +715,20 @@ impl CallWorld {
         let now_ms = self.now.as_micros() / 1000;
         let reporter = self.peers[slot as usize].node.chord().id();
         let infrastructure = self.peers[slot as usize].node.role() != Role::Peer;
-        if self.weigh_reporters && !infrastructure {
+        if infrastructure {
+            // A CSP's or CSPG's evidence rests on signed hand-overs: proof.
+            self.sos.record_proven(subject.0, positive, now_ms);
+        } else if !self.weigh_reporters {
+            self.sos.record(subject.0, positive, now_ms);
+        } else if self.check_reports {
+            self.sos.record_referred(
+                subject.0,
+                positive,
+                now_ms,
+                &reporter.0,
+                Discounting::Classic,
+            );
+        } else {
             let (trust_in_reporter, _) = self.sos.opinion(&reporter.0, now_ms);
             self.sos.record_reported(
                 subject.0,
@@ -631,8 +737,6 @@ impl CallWorld {
                 &trust_in_reporter,
                 Discounting::Classic,
             );
-        } else {
-            self.sos.record(subject.0, positive, now_ms);
         }
         self.reported.insert(subject.0);
     }
@@ -831,6 +935,12 @@ enum Tamper {
     Send,
 }
 
+/// Does this slanderer belong to the half that forwards honestly (to earn the SOS's
+/// belief) rather than the half that drops?
+fn slanders_from_good_record(id: NodeId) -> bool {
+    id.0.is_multiple_of(2)
+}
+
 /// Is `msg`, sent by `me`, traffic it forwards for others (what a malicious hop tampers with)?
 fn is_forward(msg: &Message, me: NodeId) -> bool {
     match msg {
@@ -1025,9 +1135,32 @@ fn run_calls_inner(
     let infra: BTreeSet<NodeId> = csps.iter().chain(&cspgs).copied().collect();
     let mut bad = BTreeMap::new();
     let ordinary: Vec<NodeId> = ids.iter().copied().filter(|i| !infra.contains(i)).collect();
-    for id in &ordinary {
-        if rng.random_bool(run.malicious) {
-            bad.insert(*id, run.behaviour);
+    if run.behaviour == Behaviour::Eclipse {
+        // The same number of attackers right after every CSP, in the CSP's layer.
+        let wanted = (run.malicious * ordinary.len() as f64).round() as usize;
+        let per_csp = wanted.div_ceil(csps.len().max(1));
+        for c in &csps {
+            let Ok(at) = ids.binary_search(c) else {
+                continue;
+            };
+            let layer = arcs.layer_of(*c);
+            let mut taken = 0;
+            for step in 1..ids.len() {
+                let id = ids[(at + step) % ids.len()];
+                if taken >= per_csp || bad.len() >= wanted || arcs.layer_of(id) != layer {
+                    break;
+                }
+                if !infra.contains(&id) {
+                    bad.insert(id, run.behaviour);
+                    taken += 1;
+                }
+            }
+        }
+    } else {
+        for id in &ordinary {
+            if rng.random_bool(run.malicious) {
+                bad.insert(*id, run.behaviour);
+            }
         }
     }
     let honest: Vec<NodeId> = ordinary
@@ -1188,6 +1321,7 @@ pub fn run_paper(seed: u64) -> Result<PaperReport, CallError> {
         let mut run = CallRun::new(512, 1, routing);
         run.bits = 11;
         run.successors = 3;
+        run.csp_successors = 3;
         run.secure.fanout = 3;
         run.secure.first_hops = FirstHops::Successors;
         run.latency = LatencyModel::Uniform {

@@ -146,7 +146,12 @@ fn traced_run_matches_the_summary_and_trust_separates_over_time() {
 }
 
 fn strategic(behaviour: Behaviour, weigh: bool) -> sim::CallReport {
+    strategic_checked(behaviour, weigh, true)
+}
+
+fn strategic_checked(behaviour: Behaviour, weigh: bool, check: bool) -> sim::CallReport {
     let mut run = CallRun::new(1500, 400, Routing::Secure);
+    run.check_reports = check;
     run.malicious = 0.2;
     run.behaviour = behaviour;
     run.warmup_calls = 1200;
@@ -161,7 +166,12 @@ fn strategic(behaviour: Behaviour, weigh: bool) -> sim::CallReport {
 
 #[test]
 fn strategic_attackers_are_survived_without_distrusting_honest_peers() {
-    for b in [Behaviour::OnOff, Behaviour::Collude, Behaviour::BadMouth] {
+    for b in [
+        Behaviour::OnOff,
+        Behaviour::Collude,
+        Behaviour::BadMouth,
+        Behaviour::Slander,
+    ] {
         let r = strategic(b, true);
         assert!(r.success_rate >= 0.98, "{b:?}: {r:?}");
         assert!(r.false_positive_rate <= 0.005, "{b:?}: {r:?}");
@@ -181,4 +191,47 @@ fn weighing_reporters_keeps_bad_mouthing_from_distrusting_honest_peers() {
         plain.distrusted_honest > weighed.distrusted_honest,
         "unweighted {plain:?} weighed {weighed:?}"
     );
+}
+
+#[test]
+fn liars_with_a_good_forwarding_record_lose_their_voice_not_honest_peers_theirs() {
+    // Slanderers forward well (half of them) and earn the SOS's belief that they forward;
+    // weighed by that belief alone, their lies get honest peers distrusted.
+    let by_forwarding = strategic_checked(Behaviour::Slander, true, false);
+    let checked = strategic_checked(Behaviour::Slander, true, true);
+    assert!(
+        by_forwarding.false_positive_rate > 0.02,
+        "the attack must bite without the check: {by_forwarding:?}"
+    );
+    assert!(checked.false_positive_rate <= 0.005, "{checked:?}");
+    assert!(checked.success_rate >= 0.98, "{checked:?}");
+}
+
+fn eclipse(csp_successors: usize) -> sim::CallReport {
+    let mut run = CallRun::new(1500, 400, Routing::Secure);
+    run.malicious = 0.2;
+    run.behaviour = Behaviour::Eclipse;
+    run.seed = 5;
+    run.csp_successors = csp_successors;
+    run.latency = LatencyModel::Uniform {
+        min: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+    };
+    run_calls(&run, &mut |_, _| {}).unwrap()
+}
+
+#[test]
+fn an_eclipse_of_the_arcs_after_the_csps_does_not_cut_their_callees_off() {
+    // The eight peers right after every CSP drop: a CSP that knows only those eight
+    // successors cannot reach the callees right behind them, cold or warm.
+    let short = eclipse(8);
+    assert!(short.malicious_peers > 200, "{short:?}");
+    assert!(
+        short.success_rate < 0.97,
+        "the eclipse must bite: {short:?}"
+    );
+    // Knowing its arc further, the CSP's new round sends a copy straight to the callee.
+    let long = eclipse(32);
+    assert!(long.success_rate >= 0.99, "{long:?}");
+    assert_eq!(long.false_positive_rate, 0.0, "{long:?}");
 }

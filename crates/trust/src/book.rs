@@ -118,11 +118,39 @@ impl PeerTrust {
     }
 }
 
+/// How little uncertainty the proven evidence about a peer must leave before the SOS holds
+/// a third party's report about that peer against it: u ≤ 0.5, at least two (aged) units
+/// of proof.
+pub const PROVEN_VIEW_MAX_UNCERTAINTY: f64 = 2.0 / 3.0;
+
 /// An in-memory opinion database with the SOS's rules, for the simulator and tests.
+///
+/// Beside each peer's opinion (functional trust: does it forward?) the book keeps two more
+/// kinds of evidence for [`OpinionBook::record_referred`]: the *proven* evidence about each
+/// peer (what parties holding signed proof, the CSPs, recorded through
+/// [`OpinionBook::record_proven`]) and each reporter's *referral* record (did its reports
+/// agree with the proven view of their subjects?). A peer that forwards well but lies in its
+/// reports keeps its functional trust and loses its voice.
 #[derive(Debug, Clone)]
 pub struct OpinionBook<P> {
     policy: TrustPolicy,
     peers: BTreeMap<P, PeerTrust>,
+    proven: BTreeMap<P, Evidence>,
+    referral: BTreeMap<P, Evidence>,
+}
+
+/// What became of a third-party report ([`OpinionBook::record_referred`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Referred {
+    /// The proven view of the subject was too uncertain to check the report against: it
+    /// counted as much as the reporter's referral record allows (this weight).
+    Unchecked(f64),
+    /// It agreed with the proven view: counted with this weight, and the reporter's
+    /// referral record gained.
+    Agreed(f64),
+    /// It contradicted the proven view: it did not count, and the reporter's referral
+    /// record lost.
+    Contradicted,
 }
 
 impl<P: Ord + Clone> OpinionBook<P> {
@@ -131,6 +159,8 @@ impl<P: Ord + Clone> OpinionBook<P> {
         Self {
             policy,
             peers: BTreeMap::new(),
+            proven: BTreeMap::new(),
+            referral: BTreeMap::new(),
         }
     }
 
@@ -174,6 +204,77 @@ impl<P: Ord + Clone> OpinionBook<P> {
             at_ms,
             ageing,
         );
+    }
+
+    /// Record an outcome about `peer` that the reporter can prove (a CSP holding the signed
+    /// hand-overs of a copy): it counts fully, and it is the reference that third parties'
+    /// reports are checked against ([`OpinionBook::record_referred`]).
+    pub fn record_proven(&mut self, peer: P, positive: bool, at_ms: u64) {
+        let ageing = self.policy.ageing;
+        // A unit weight is finite and non-negative, so `record` cannot fail.
+        let _ = self
+            .proven
+            .entry(peer.clone())
+            .or_insert_with(|| Evidence::empty(at_ms))
+            .record(positive, 1.0, at_ms, ageing);
+        self.record(peer, positive, at_ms);
+    }
+
+    /// Record what `reporter`, a peer without proof, says about `peer` (subjective logic's
+    /// referral trust). Where the proven evidence about `peer` is confident (uncertainty at
+    /// most [`PROVEN_VIEW_MAX_UNCERTAINTY`]), the report is checked against it: one that
+    /// agrees raises the reporter's referral record and counts as much as that record
+    /// allows; one that contradicts it lowers the record and does not count, so a peer that
+    /// forwards well cannot talk an honest peer down (bad-mouthing) or a proven dropper up
+    /// (ballot-stuffing). Where nothing is proven, the report counts as much as the
+    /// reporter's referral record allows, and a reporter nobody could check yet says nothing.
+    pub fn record_referred(
+        &mut self,
+        peer: P,
+        positive: bool,
+        at_ms: u64,
+        reporter: &P,
+        mode: Discounting,
+    ) -> Referred {
+        let ageing = self.policy.ageing;
+        let base = self.policy.base_rate;
+        let proven = self
+            .proven
+            .get(&peer)
+            .and_then(|e| e.opinion(at_ms, ageing, base).ok())
+            .filter(|o| o.uncertainty() <= PROVEN_VIEW_MAX_UNCERTAINTY);
+        let verdict = proven.map(|o| positive == (o.belief() > o.disbelief()));
+        if let Some(agrees) = verdict {
+            // A unit weight is finite and non-negative, so `record` cannot fail.
+            let _ = self
+                .referral
+                .entry(reporter.clone())
+                .or_insert_with(|| Evidence::empty(at_ms))
+                .record(agrees, 1.0, at_ms, ageing);
+        }
+        let weight = self.referral_opinion(reporter, at_ms).discount_weight(mode);
+        let outcome = match verdict {
+            Some(false) => return Referred::Contradicted,
+            Some(true) => Referred::Agreed(weight),
+            None => Referred::Unchecked(weight),
+        };
+        self.peers
+            .entry(peer)
+            .or_default()
+            .record_weighted(positive, weight, at_ms, ageing);
+        outcome
+    }
+
+    /// How far the book believes `reporter`'s reports at `now_ms`: the opinion its checked
+    /// reports support (vacuous if none was checked).
+    pub fn referral_opinion(&self, reporter: &P, now_ms: u64) -> Opinion {
+        self.referral
+            .get(reporter)
+            .and_then(|e| {
+                e.opinion(now_ms, self.policy.ageing, self.policy.base_rate)
+                    .ok()
+            })
+            .unwrap_or(self.policy.vacuous)
     }
 
     /// The current opinion of `peer` and where it came from.
@@ -246,6 +347,58 @@ mod tests {
         assert!(op.belief() < op.disbelief(), "{op:?}");
         // The raw counts still count reports, whatever they weighed.
         assert_eq!(book.peers[&1].negative, 4);
+    }
+
+    #[test]
+    fn a_reporter_that_contradicts_proof_loses_its_voice() {
+        let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
+        let mut book = OpinionBook::new(policy);
+        let mode = Discounting::Classic;
+        // The CSPs proved that 1 forwards and 2 drops.
+        for _ in 0..4 {
+            book.record_proven(1u32, true, 0);
+            book.record_proven(2u32, false, 0);
+        }
+        // 10 tells the truth about both; 20 says the opposite.
+        assert_eq!(
+            book.record_referred(1, true, 0, &10, mode),
+            Referred::Agreed(1.0 / 3.0)
+        );
+        book.record_referred(2, false, 0, &10, mode);
+        for _ in 0..6 {
+            assert_eq!(
+                book.record_referred(1, false, 0, &20, mode),
+                Referred::Contradicted
+            );
+            assert_eq!(
+                book.record_referred(2, true, 0, &20, mode),
+                Referred::Contradicted
+            );
+        }
+        let (one, _) = book.opinion(&1, 0);
+        let (two, _) = book.opinion(&2, 0);
+        assert!(one.belief() > one.disbelief(), "{one:?}");
+        assert!(two.disbelief() > two.belief(), "{two:?}");
+        assert!(book.referral_opinion(&10, 0).belief() > 0.4);
+        let liar = book.referral_opinion(&20, 0);
+        assert!(liar.disbelief() > 0.8 && liar.belief() == 0.0, "{liar:?}");
+        // About a peer nothing is proven of, the liar's word now weighs nothing and the
+        // truthful reporter's counts.
+        assert_eq!(
+            book.record_referred(3, false, 0, &20, mode),
+            Referred::Unchecked(0.0)
+        );
+        assert_eq!(book.opinion(&3, 0).0.disbelief(), 0.0);
+        let Referred::Unchecked(w) = book.record_referred(3, false, 0, &10, mode) else {
+            panic!("nothing is proven about 3");
+        };
+        assert!(w > 0.4);
+        assert!(book.opinion(&3, 0).0.disbelief() > 0.0);
+        // A reporter nobody could check yet says nothing.
+        assert_eq!(
+            book.record_referred(4, false, 0, &30, mode),
+            Referred::Unchecked(0.0)
+        );
     }
 
     #[test]

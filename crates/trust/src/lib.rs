@@ -73,7 +73,9 @@ mod opinion;
 pub mod paper;
 mod route;
 
-pub use book::{OpinionBook, OpinionSource, PeerTrust, TrustPolicy};
+pub use book::{
+    OpinionBook, OpinionSource, PROVEN_VIEW_MAX_UNCERTAINTY, PeerTrust, Referred, TrustPolicy,
+};
 pub use evidence::{Ageing, Evidence, EvidenceError};
 pub use opinion::{Discounting, NORMALISATION_TOLERANCE, Opinion, OpinionError};
 pub use route::{RankedRoute, RouteError, rank_routes, route_opinion};

@@ -101,6 +101,10 @@ struct Lookup {
 enum RpcKind {
     Stabilize,
     CheckPredecessor,
+    /// Asks the last entry of a successor list shorter than configured for its successors,
+    /// to make the list longer than the successor's own (a peer configured with a longer
+    /// list than its neighbours, such as a CSP that must know its arc).
+    Extend,
 }
 
 #[derive(Clone, Debug)]
@@ -947,7 +951,7 @@ impl ChordNode {
             kind,
         });
         let msg = match kind {
-            RpcKind::Stabilize => Message::GetNeighbours { token },
+            RpcKind::Stabilize | RpcKind::Extend => Message::GetNeighbours { token },
             RpcKind::CheckPredecessor => Message::Ping { token },
         };
         self.send(peer, msg);
@@ -961,14 +965,17 @@ impl ChordNode {
         pred: Option<Contact>,
         succs: Vec<Contact>,
     ) {
-        let Some(pos) = self
-            .rpcs
-            .iter()
-            .position(|r| r.token == token && r.peer == from.id && r.kind == RpcKind::Stabilize)
-        else {
+        let Some(pos) = self.rpcs.iter().position(|r| {
+            r.token == token
+                && r.peer == from.id
+                && matches!(r.kind, RpcKind::Stabilize | RpcKind::Extend)
+        }) else {
             return;
         };
-        self.rpcs.swap_remove(pos);
+        if self.rpcs.swap_remove(pos).kind == RpcKind::Extend {
+            self.on_extension(now, from, succs);
+            return;
+        }
         let space = self.cfg.space;
         let mut list = Vec::with_capacity(self.cfg.successors);
         if let Some(x) = pred
@@ -978,6 +985,9 @@ impl ChordNode {
             list.push(x);
         }
         list.push(from);
+        // The successor's list reaches back to us: the ring is no longer than it, and
+        // there is nothing beyond to extend into.
+        let wrapped = succs.iter().any(|s| s.id == self.me.id);
         for s in succs.into_iter().take(self.cfg.successors) {
             if list.len() >= self.cfg.successors || s.id == self.me.id {
                 break;
@@ -986,9 +996,25 @@ impl ChordNode {
                 list.push(s);
             }
         }
+        // The successor's list ends where ours is meant to go on: keep what we had beyond
+        // it, as long as it follows on in ring order, until the extension confirms it.
+        let provided = list.last().copied();
+        let short = !wrapped && list.len() < self.cfg.successors;
+        let keep_from = provided.and_then(|last| self.succs.iter().position(|c| c.id == last.id));
+        if short && let Some(i) = keep_from {
+            for c in self.succs.iter().skip(i + 1) {
+                if list.len() >= self.cfg.successors || list.iter().any(|l| l.id == c.id) {
+                    break;
+                }
+                list.push(*c);
+            }
+        }
         let same = list.len() == self.succs.len()
             && list.iter().zip(&self.succs).all(|(a, b)| a.id == b.id);
         self.succs = list;
+        if short && let Some(last) = provided {
+            self.extend_successors(now, last);
+        }
         if same {
             if self.cfg.stabilize_max.is_some() {
                 self.stabilize_backoff = self.stabilize_backoff.saturating_add(1).min(MAX_BACKOFF);
@@ -998,6 +1024,45 @@ impl ChordNode {
         }
         if let Some(first) = self.successor() {
             self.send(first, Message::Notify);
+        }
+    }
+
+    /// A successor list that the successor's answer left shorter than configured: ask
+    /// `from`, the last peer that answer named, for its successors (one request at a time).
+    /// A peer whose neighbours keep lists as long as its own never needs this.
+    fn extend_successors(&mut self, now: Time, from: Contact) {
+        if from.id == self.me.id || self.rpcs.iter().any(|r| r.kind == RpcKind::Extend) {
+            return;
+        }
+        self.start_rpc(now, from, RpcKind::Extend);
+    }
+
+    /// The answer to an extension request: `from`'s successors replace what our list held
+    /// after `from`, in ring order, up to the configured length, and the next request goes
+    /// out if the list is still short and this answer added to it.
+    fn on_extension(&mut self, now: Time, from: Contact, succs: Vec<Contact>) {
+        let Some(at) = self.succs.iter().position(|c| c.id == from.id) else {
+            return;
+        };
+        let space = self.cfg.space;
+        self.succs.truncate(at + 1);
+        let mut last = from.id;
+        for s in succs {
+            if self.succs.len() >= self.cfg.successors || s.id == self.me.id {
+                break;
+            }
+            // Only peers further on: a lying or stale answer cannot fold the list back.
+            if !space.in_open(s.id, last, self.me.id) || self.succs.iter().any(|c| c.id == s.id) {
+                break;
+            }
+            self.succs.push(s);
+            last = s.id;
+        }
+        if self.succs.len() < self.cfg.successors
+            && self.succs.len() > at + 1
+            && let Some(next) = self.succs.last().copied()
+        {
+            self.extend_successors(now, next);
         }
     }
 

@@ -195,6 +195,13 @@ struct ServeArgs {
     /// Per-source burst.
     #[arg(long, default_value_t = RateLimitConfig::default().burst)]
     rate_burst: f64,
+    /// Per-token sustained enrollment rate (identities/s one token may enroll, from any
+    /// address; 0 = no limit): slows a Sybil operator holding a leaked multi-use token.
+    #[arg(long, default_value_t = 0.0)]
+    token_rate_per_sec: f64,
+    /// Per-token burst of enrollments.
+    #[arg(long, default_value_t = RateLimitConfig::default().burst)]
+    token_rate_burst: f64,
     /// Maximum request body in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     body_limit: usize,
@@ -245,6 +252,11 @@ fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         rate_limit: RateLimitConfig {
             per_sec: a.rate_per_sec,
             burst: a.rate_burst,
+            ..RateLimitConfig::default()
+        },
+        token_rate_limit: RateLimitConfig {
+            per_sec: a.token_rate_per_sec,
+            burst: a.token_rate_burst,
             ..RateLimitConfig::default()
         },
     })

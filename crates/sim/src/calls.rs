@@ -391,6 +391,7 @@ impl CallWorld {
         chord.successor_shortcut = true;
         let mut csp_chord = chord.clone();
         csp_chord.successors = run.csp_successors.max(run.successors);
+        csp_chord.extend_successors = csp_chord.successors > run.successors;
         let chord = Arc::new(chord);
         let csp_chord = Arc::new(csp_chord);
         // Rings: one per layer (secure), or one flat ring (plain Chord).

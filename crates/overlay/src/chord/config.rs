@@ -33,6 +33,13 @@ pub struct ChordConfig {
     /// first successor). Shortens paths below Chord's ½·log2 N; off by default so plain
     /// lookups measure classic Chord, on for call routing to peer IDs.
     pub successor_shortcut: bool,
+    /// Keep the successor list at `successors` even when the successor's own list is
+    /// shorter, by asking the last peer named for more (a CSP that must know its arc beyond
+    /// an eclipse of its first successors is configured with a longer list than its
+    /// neighbours). Off by default: where every peer keeps lists of the same length the
+    /// extension only fires while the ring forms, and then it costs extra links and slows
+    /// convergence.
+    pub extend_successors: bool,
     /// How long to wait for a hop acknowledgement or an RPC answer before declaring a peer dead.
     pub rpc_timeout: Duration,
     /// How long an originated lookup may take per attempt.
@@ -66,6 +73,7 @@ impl ChordConfig {
             check_predecessor_every: Duration::from_secs(5),
             ring_check_every: Duration::from_secs(30),
             successor_shortcut: false,
+            extend_successors: false,
             rpc_timeout: Duration::from_millis(500),
             lookup_timeout: Duration::from_secs(5),
             lookup_retries: 2,

@@ -999,7 +999,7 @@ impl ChordNode {
         // The successor's list ends where ours is meant to go on: keep what we had beyond
         // it, as long as it follows on in ring order, until the extension confirms it.
         let provided = list.last().copied();
-        let short = !wrapped && list.len() < self.cfg.successors;
+        let short = self.cfg.extend_successors && !wrapped && list.len() < self.cfg.successors;
         let keep_from = provided.and_then(|last| self.succs.iter().position(|c| c.id == last.id));
         if short && let Some(i) = keep_from {
             for c in self.succs.iter().skip(i + 1) {

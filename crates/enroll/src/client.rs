@@ -15,6 +15,9 @@ pub enum ClientError {
     /// Transport or decoding failure.
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
+    /// The server's success answer was too large or did not decode.
+    #[error("unusable answer: {0}")]
+    Answer(String),
     /// The TLS trust given to the client is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] service::tls::TlsError),
@@ -46,6 +49,9 @@ impl From<AnswerError> for ClientError {
     fn from(e: AnswerError) -> Self {
         match e {
             AnswerError::Http(e) => ClientError::Http(e),
+            e @ (AnswerError::TooLarge { .. } | AnswerError::Decode(_)) => {
+                ClientError::Answer(e.to_string())
+            }
             AnswerError::Refused { status, body } => ClientError::Refused { status, body },
         }
     }

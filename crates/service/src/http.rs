@@ -213,32 +213,60 @@ pub enum AnswerError {
         /// The error body.
         body: ErrorBody,
     },
+    /// The answer's body is longer than [`MAX_ANSWER_BYTES`]: not read further.
+    #[error("the server's answer exceeds {limit} bytes")]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// A success answer whose body is not the JSON expected.
+    #[error("the server's answer does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
 }
+
+/// Longest answer body a client reads (a CRL or membership directory of a large overlay
+/// stays far below it); a server that sends more is cut off instead of filling memory.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// Read a service's answer: the JSON value of a success, or the error body of a refusal.
 pub async fn answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, AnswerError> {
-    if resp.status().is_success() {
-        return Ok(resp.json().await?);
-    }
-    Err(refusal(resp).await)
+    let body = answer_bytes(resp).await?;
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// Read a service's answer whose success is not JSON (a DER CRL, Prometheus text): its
 /// bytes, or the error body of a refusal.
 pub async fn answer_bytes(resp: reqwest::Response) -> Result<Vec<u8>, AnswerError> {
     if resp.status().is_success() {
-        return Ok(resp.bytes().await?.to_vec());
+        return read_capped(resp).await;
     }
     Err(refusal(resp).await)
+}
+
+/// The body of `resp`, at most [`MAX_ANSWER_BYTES`] of it.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, AnswerError> {
+    let limit = MAX_ANSWER_BYTES;
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(AnswerError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(AnswerError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The [`AnswerError`] of an error answer: its [`ErrorBody`], or its text as the message.
 async fn refusal(resp: reqwest::Response) -> AnswerError {
     let status = resp.status();
-    let text = match resp.text().await {
-        Ok(text) => text,
-        Err(e) => return AnswerError::Http(e),
+    let bytes = match read_capped(resp).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e,
     };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let body = serde_json::from_str(&text).unwrap_or(ErrorBody {
         error: "http".into(),
         message: text,
@@ -280,6 +308,35 @@ mod tests {
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
         assert!(http.get(format!("http://{addr}/who")).send().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_the_cap_is_refused_not_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new()
+            .route("/big", get(|| async { vec![b'x'; MAX_ANSWER_BYTES + 1] }))
+            .route("/fits", get(|| async { "[1,2,3]" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        let http = client(Duration::from_secs(10)).unwrap();
+        let big = http.get(format!("http://{addr}/big")).send().await.unwrap();
+        assert!(matches!(
+            answer_bytes(big).await,
+            Err(AnswerError::TooLarge {
+                limit: MAX_ANSWER_BYTES
+            })
+        ));
+        let fits = http
+            .get(format!("http://{addr}/fits"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer::<Vec<u8>>(fits).await.unwrap(), vec![1, 2, 3]);
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

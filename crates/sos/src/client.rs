@@ -33,6 +33,9 @@ pub enum ClientError {
     /// Could not build the HTTP client.
     #[error("cannot build HTTP client: {0}")]
     Build(String),
+    /// The server's success answer was too large or did not decode.
+    #[error("unusable answer: {0}")]
+    Answer(String),
     /// Transport failure, timeout, or an unreadable answer.
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
@@ -53,6 +56,9 @@ impl From<AnswerError> for ClientError {
     fn from(e: AnswerError) -> Self {
         match e {
             AnswerError::Http(e) => ClientError::Http(e),
+            e @ (AnswerError::TooLarge { .. } | AnswerError::Decode(_)) => {
+                ClientError::Answer(e.to_string())
+            }
             AnswerError::Refused { status, body } => ClientError::Server { status, body },
         }
     }
@@ -160,7 +166,9 @@ impl SosClient {
                     }
                     true
                 }
-                Err(AnswerError::Refused { .. }) => false,
+                Err(AnswerError::Refused { .. })
+                | Err(AnswerError::TooLarge { .. })
+                | Err(AnswerError::Decode(_)) => false,
             };
             if !next {
                 self.current.store(i, Ordering::Relaxed);

@@ -80,8 +80,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub(crate) malicious: f64,
     /// What malicious peers do to traffic they forward.
-    #[arg(long, value_enum, default_value_t = BehaviourKind::Drop)]
-    pub(crate) behaviour: BehaviourKind,
+    #[arg(long, value_enum, default_value_t = sim::Behaviour::Drop)]
+    pub(crate) behaviour: sim::Behaviour,
     /// Call routing: the paper's secure system or plain Chord.
     #[arg(long, value_enum, default_value_t = RoutingKind::Secure)]
     pub(crate) routing: RoutingKind,
@@ -114,32 +114,6 @@ pub struct Args {
 pub(crate) enum Scenario {
     /// The paper's Section 3.2 scenario.
     Paper,
-}
-
-/// Malicious behaviours.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub(crate) enum BehaviourKind {
-    /// Swallow forwarded traffic.
-    Drop,
-    /// Send it to a wrong peer.
-    Misroute,
-    /// Alter it.
-    Modify,
-    /// Hold it and replay it a minute later.
-    Replay,
-    /// Each malicious peer picks one.
-    Mixed,
-    /// Forward honestly until the SOS trusts the peer, then drop (and again).
-    OnOff,
-    /// Pass copies among the group and drop them; praise one another to the SOS.
-    Collude,
-    /// Drop, blame the honest next hop to the SOS and praise fellow attackers.
-    BadMouth,
-    /// Half the group forwards honestly to earn belief, half drops; all blame the honest
-    /// peers next to them and praise one another.
-    Slander,
-    /// The attackers are the peers right after each CSP (an eclipse of its arc) and drop.
-    Eclipse,
 }
 
 /// Call routing.
@@ -304,18 +278,7 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
     run.seed = args.seed;
     run.warmup_calls = args.warmup_calls;
     run.malicious = args.malicious;
-    run.behaviour = match args.behaviour {
-        BehaviourKind::Drop => sim::Behaviour::Drop,
-        BehaviourKind::Misroute => sim::Behaviour::Misroute,
-        BehaviourKind::Modify => sim::Behaviour::Modify,
-        BehaviourKind::Replay => sim::Behaviour::Replay,
-        BehaviourKind::Mixed => sim::Behaviour::Mixed,
-        BehaviourKind::OnOff => sim::Behaviour::OnOff,
-        BehaviourKind::Collude => sim::Behaviour::Collude,
-        BehaviourKind::BadMouth => sim::Behaviour::BadMouth,
-        BehaviourKind::Slander => sim::Behaviour::Slander,
-        BehaviourKind::Eclipse => sim::Behaviour::Eclipse,
-    };
+    run.behaviour = args.behaviour;
     run.zipf = args.zipf;
     run.latency = latency_model(args.latency);
     run.secure.fanout = args.fanout;

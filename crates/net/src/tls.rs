@@ -13,14 +13,12 @@
 
 use enroll::PeerIdentity;
 use overlay::NodeId;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, DistinguishedName, OtherError};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -290,33 +288,10 @@ impl PeerVerifier {
     }
 }
 
-/// The handshake-signature half of a certificate verifier, the same in both directions:
-/// checked with the provider's algorithms. Both verifier traits require these three
-/// methods with the same signatures; this writes them once for both impls.
-macro_rules! handshake_signature_checks {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.algs.supported_schemes()
-        }
-    };
+impl service::tls::SignatureAlgorithms for PeerVerifier {
+    fn signature_algorithms(&self) -> WebPkiSupportedAlgorithms {
+        self.algs
+    }
 }
 
 impl ServerCertVerifier for PeerVerifier {
@@ -348,7 +323,7 @@ impl ServerCertVerifier for PeerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    handshake_signature_checks!();
+    service::handshake_signature_checks!();
 }
 
 impl ClientCertVerifier for PeerVerifier {
@@ -368,7 +343,7 @@ impl ClientCertVerifier for PeerVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    handshake_signature_checks!();
+    service::handshake_signature_checks!();
 }
 
 /// rustls configurations for both directions (TLS 1.3 only, ring, mutual auth, no

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{BIN, create_token, ea_command, enroll, spawn, spawn_cmd, start_ea, url_after};
+use support::{BIN, create_token, ea_command, enroll, spawn_cmd, start_ea, start_sos, url_after};
 
 /// `GET path` from the server at `base` (`https://ADDR` of E&A and SOS, verified against
 /// the CA in `ca`; `http://ADDR` of the loopback metrics and control endpoints): status
@@ -225,21 +225,12 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let (_ea, ea_url) = start_ea(&mut ea_command(&data, 16));
     let tls = support::sos_tls(&data, &tmp.path().join("sos-tls"));
     let ca = data.join("ca.pem");
-    let sos = spawn(
-        &[
-            "sos",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls",
-            tls.to_str().unwrap(),
-            "--db",
-            tmp.path().join("sos.db").to_str().unwrap(),
-            "--enroll-server",
-            &ea_url,
-        ],
-        1,
+    let (_sos, sos_url) = start_sos(
+        "127.0.0.1:0",
+        &tls,
+        tmp.path().join("sos.db").to_str().unwrap(),
+        &["--enroll-server", &ea_url],
     );
-    let sos_url = url_after(&sos, "sos listening on ");
     let stun = spawn_cmd(
         Command::new(BIN).args([
             "stun-server",

@@ -13,8 +13,8 @@
 mod support;
 
 use support::{
-    PeerProc, Proc, create_token, ea_command, enroll, free_port, ok, owner_of, run, sos_tls, spawn,
-    start_ea, status, url_after,
+    PeerProc, Proc, create_token, ea_command, enroll, free_port, ok, owner_of, run, sos_tls,
+    start_ea, start_sos, status,
 };
 use testkit::sipp;
 
@@ -148,21 +148,13 @@ fn overlay_with(ab: &[&str]) -> Overlay {
         registry.to_str().unwrap(),
     ]));
     let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
-    let sos = spawn(
-        &[
-            "sos",
-            "--listen",
-            &sos_addr,
-            "--tls",
-            tls.to_str().unwrap(),
-            "--db",
-            tmp.path().join("sos.db").to_str().unwrap(),
-            "--key-registry",
-            registry.to_str().unwrap(),
-        ],
-        1,
+    let (sos, printed) = start_sos(
+        &sos_addr,
+        &tls,
+        tmp.path().join("sos.db").to_str().unwrap(),
+        &["--key-registry", registry.to_str().unwrap()],
     );
-    assert_eq!(sos.first_lines[0], format!("sos listening on {sos_url}"));
+    assert_eq!(printed, sos_url);
     let t0 = Instant::now();
     let csp = start_peer(&dirs[0], &["--create"]);
     let a = start_peer(&dirs[1], ab);
@@ -439,23 +431,12 @@ fn calls_cross_layers_through_the_cspgs() {
     let (_ea, url) = start_ea(&mut ea_command(&data, 16));
     let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
     // This SOS follows E&A's directory for reporter keys (started before anyone enrolled).
-    let sos = spawn(
-        &[
-            "sos",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls",
-            tls.to_str().unwrap(),
-            "--db",
-            tmp.path().join("sos.db").to_str().unwrap(),
-            "--enroll-server",
-            &url,
-            "--directory-refresh-s",
-            "1",
-        ],
-        1,
+    let (_sos, sos_url) = start_sos(
+        "127.0.0.1:0",
+        &tls,
+        tmp.path().join("sos.db").to_str().unwrap(),
+        &["--enroll-server", &url, "--directory-refresh-s", "1"],
     );
-    let sos_url = url_after(&sos, "sos listening on ");
     let specs = [
         ("cspg", "1"),
         ("cspg", "2"),

@@ -3,12 +3,11 @@
 
 mod support;
 
-use support::{BIN, Proc, kill_mid_stream, sos_tls, sos_trust, spawn_cmd, url_after};
+use support::{Proc, SOS_UNTHROTTLED, kill_mid_stream, sos_tls, sos_trust, start_sos};
 
 use sos::{Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,28 +16,19 @@ const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 
 /// Start `p2psip sos` on a free port; returns the process and its base URL.
 fn start(db: &Path, registry: &Path, tls: &Path) -> (Proc, String) {
-    let sos = spawn_cmd(
-        Command::new(BIN)
-            .args(["sos", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .arg("--tls")
-            .arg(tls)
-            .arg("--key-registry")
-            .arg(registry)
-            .args([
-                "--half-life-secs",
-                "0",
-                "--report-rate",
-                "1000000",
-                "--report-burst",
-                "1000000",
-                "--sync",
-                "full",
-            ]),
-        1,
-    );
-    let url = url_after(&sos, "sos listening on ");
-    (sos, url)
+    let mut extra = vec![
+        "--key-registry",
+        registry.to_str().expect("a UTF-8 path"),
+        "--sync",
+        "full",
+    ];
+    extra.extend(SOS_UNTHROTTLED);
+    start_sos(
+        "127.0.0.1:0",
+        tls,
+        db.to_str().expect("a UTF-8 path"),
+        &extra,
+    )
 }
 
 #[derive(Default)]

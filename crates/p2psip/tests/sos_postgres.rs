@@ -12,14 +12,13 @@
 mod support;
 
 use service::tls::Trust;
-use support::{BIN, Proc, sos_tls, sos_trust, spawn_cmd, url_after};
+use support::{Proc, SOS_UNTHROTTLED, sos_tls, sos_trust, start_sos};
 
 use sos::{
     Algorithm, ClientError, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,25 +29,44 @@ const REPORTERS: u128 = 6;
 
 /// Start `p2psip sos` on a free port against `db`; returns the process and its base URL.
 fn start(db: &str, registry: &Path, tls: &Path) -> (Proc, String) {
-    let sos = spawn_cmd(
-        Command::new(BIN)
-            .args(["sos", "--listen", "127.0.0.1:0", "--db", db])
-            .arg("--tls")
-            .arg(tls)
-            .arg("--key-registry")
-            .arg(registry)
-            .args([
-                "--half-life-secs",
-                "0",
-                "--report-rate",
-                "1000000",
-                "--report-burst",
-                "1000000",
-            ]),
-        1,
-    );
-    let url = url_after(&sos, "sos listening on ");
-    (sos, url)
+    let mut extra = vec!["--key-registry", registry.to_str().unwrap()];
+    extra.extend(SOS_UNTHROTTLED);
+    start_sos("127.0.0.1:0", tls, db, &extra)
+}
+
+/// What both tests start from: a throwaway PostgreSQL cluster (`None`: skipped), the
+/// reporters and their registry, and the SOS's TLS certificate and the trust in it.
+struct Setup {
+    pg: Cluster,
+    _dir: tempfile::TempDir,
+    signers: Vec<Arc<ReportSigner>>,
+    registry: std::path::PathBuf,
+    tls: std::path::PathBuf,
+    trust: Trust,
+}
+
+impl Setup {
+    /// One more SOS instance on the shared database.
+    fn sos(&self) -> (Proc, String) {
+        start(&self.pg.url(), &self.registry, &self.tls)
+    }
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    let pg = Cluster::start(test)?;
+    service::crypto::install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (signers, registry) = signers(dir.path());
+    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
+    let trust = sos_trust(&tls);
+    Some(Setup {
+        pg,
+        _dir: dir,
+        signers,
+        registry,
+        tls,
+        trust,
+    })
 }
 
 /// Every report a stream had acknowledged: (reporter, nonce) → stored row id (`None` when
@@ -265,27 +283,21 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
-    let Some(pg) = Cluster::start("three_instances_lose_nothing_acknowledged_when_one_is_killed")
-    else {
+    let Some(setup) = setup("three_instances_lose_nothing_acknowledged_when_one_is_killed") else {
         return;
     };
-    service::crypto::install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let (signers, registry) = signers(dir.path());
-    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
-    let trust = sos_trust(&tls);
     let mut procs = Vec::new();
     let mut urls = Vec::new();
     for _ in 0..3 {
-        let (p, u) = start(&pg.url(), &registry, &tls);
+        let (p, u) = setup.sos();
         procs.push(p);
         urls.push(u);
     }
     let rt = runtime();
     let acked = rt.block_on(async {
-        let client = SosClient::new(&urls.join(","), &trust).unwrap();
+        let client = SosClient::new(&urls.join(","), &setup.trust).unwrap();
         assert_eq!(client.instances(), 3);
-        let s = stream(&client, &signers);
+        let s = stream(&client, &setup.signers);
         s.until(300, Duration::from_secs(60)).await;
         // The first instance is the one the clients are talking to: SIGKILL it.
         let victim = &mut procs[0];
@@ -301,10 +313,10 @@ fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
         );
         acked
     });
-    let counts = check_database(&pg.url(), &acked);
+    let counts = check_database(&setup.pg.url(), &acked);
     let total: u64 = counts.values().map(|(p, n)| p + n).sum();
     assert!(total >= acked.len() as u64);
-    rt.block_on(instances_agree(&urls[1..], &counts, &trust));
+    rt.block_on(instances_agree(&urls[1..], &counts, &setup.trust));
 }
 
 /// The status of `GET /readyz` at the SOS on `url`.
@@ -321,24 +333,18 @@ async fn readyz(url: &str, trust: &Trust) -> u16 {
 
 #[test]
 fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
-    let Some(pg) = Cluster::start("a_postgres_restart_mid_stream_loses_nothing_acknowledged")
-    else {
+    let Some(setup) = setup("a_postgres_restart_mid_stream_loses_nothing_acknowledged") else {
         return;
     };
-    service::crypto::install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let (signers, registry) = signers(dir.path());
-    let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
-    let trust = sos_trust(&tls);
-    let (p1, u1) = start(&pg.url(), &registry, &tls);
-    let (p2, u2) = start(&pg.url(), &registry, &tls);
+    let (p1, u1) = setup.sos();
+    let (p2, u2) = setup.sos();
     let urls = vec![u1, u2];
     let rt = runtime();
     let acked = rt.block_on(async {
-        let client = SosClient::new(&urls.join(","), &trust).unwrap();
-        let s = stream(&client, &signers);
+        let client = SosClient::new(&urls.join(","), &setup.trust).unwrap();
+        let s = stream(&client, &setup.signers);
         s.until(300, Duration::from_secs(60)).await;
-        pg.stop_immediate().unwrap();
+        setup.pg.stop_immediate().unwrap();
         let at_crash = s.count.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let during = s.count.load(Ordering::SeqCst) - at_crash;
@@ -347,12 +353,12 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
             "{during} reports acknowledged while PostgreSQL was down"
         );
         // Not ready while the database is gone (a reload fails within its 500 ms)…
-        assert_eq!(readyz(&urls[0], &trust).await, 503);
-        pg.start_again().unwrap();
+        assert_eq!(readyz(&urls[0], &setup.trust).await, 503);
+        setup.pg.start_again().unwrap();
         s.until(at_crash + 300, Duration::from_secs(60)).await;
         // … and ready again once it is back.
         let t0 = std::time::Instant::now();
-        while readyz(&urls[0], &trust).await != 200 {
+        while readyz(&urls[0], &setup.trust).await != 200 {
             assert!(t0.elapsed() < Duration::from_secs(20), "not ready again");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -363,7 +369,7 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
         );
         acked
     });
-    let counts = check_database(&pg.url(), &acked);
-    rt.block_on(instances_agree(&urls, &counts, &trust));
+    let counts = check_database(&setup.pg.url(), &acked);
+    rt.block_on(instances_agree(&urls, &counts, &setup.trust));
     drop((p1, p2));
 }

@@ -9,10 +9,10 @@
 //! SHA-256 fingerprint the operator gave it ([`Trust::Pinned`]). The host name of the
 //! URL is checked against the certificate's names either way.
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -95,6 +95,54 @@ pub fn server_config_from_files(
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// What a rustls certificate verifier checks handshake signatures with. A verifier that
+/// implements it gets the three handshake-signature methods both rustls verifier traits
+/// require from [`handshake_signature_checks!`](crate::handshake_signature_checks).
+pub trait SignatureAlgorithms {
+    /// The algorithms handshake signatures are checked with: by default those of the ring
+    /// provider every TLS configuration here uses.
+    fn signature_algorithms(&self) -> WebPkiSupportedAlgorithms {
+        provider().signature_verification_algorithms
+    }
+}
+
+/// The handshake-signature half of a certificate verifier, the same for server and client
+/// verifiers and for every verifier in the project: checked with the type's
+/// [`SignatureAlgorithms`]. Used inside `impl ServerCertVerifier` / `impl
+/// ClientCertVerifier` blocks (the caller depends on rustls).
+#[macro_export]
+macro_rules! handshake_signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            $crate::tls::SignatureAlgorithms::signature_algorithms(self).supported_schemes()
+        }
+    };
+}
+
+impl SignatureAlgorithms for PinnedCa {}
+
+impl SignatureAlgorithms for ForService {}
 
 /// Whom a client of a p2psip service believes.
 #[derive(Clone, Debug)]
@@ -221,39 +269,7 @@ impl ServerCertVerifier for PinnedCa {
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    crate::handshake_signature_checks!();
 }
 
 /// A verifier that runs `inner`, then requires the end entity to carry the subjectAltName
@@ -304,27 +320,7 @@ impl ServerCertVerifier for ForService {
         Ok(ok)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    crate::handshake_signature_checks!();
 }
 
 /// A listener that hands the HTTP server finished TLS connections. Handshakes run in their

@@ -37,6 +37,7 @@ use trust::{Ageing, Discounting, Opinion, OpinionBook, TrustPolicy};
 
 /// What malicious peers do to traffic they forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Behaviour {
     /// Swallow it.
     Drop,

@@ -630,17 +630,10 @@ impl FrontEnd {
     /// An in-dialog request from a local UA (ACK comes through `on_unmatched`).
     fn on_local_in_dialog(&mut self, now: Time, key: TxKey, req: SipRequest, ov: &mut dyn Overlay) {
         let call_id = req.call_id().unwrap_or_default();
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        let Some(call) = self.live_call(now, &call_id) else {
             self.reply(now, &key, &req, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        touch(
-            &mut self.call_expiry,
-            self.cfg.call_idle,
-            now,
-            &call_id,
-            call,
-        );
         let ocall = call.ocall;
         if *req.method() == SipMethod::Cancel {
             // CANCEL is hop by hop: answer it here, then cancel on the far side.
@@ -668,16 +661,9 @@ impl FrontEnd {
 
     fn on_unmatched(&mut self, now: Time, m: SipMessage, ov: &mut dyn Overlay) {
         let call_id = m.call_id().unwrap_or_default();
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        let Some(call) = self.live_call(now, &call_id) else {
             return;
         };
-        touch(
-            &mut self.call_expiry,
-            self.cfg.call_idle,
-            now,
-            &call_id,
-            call,
-        );
         let ocall = call.ocall;
         match m {
             // ACK for a 2xx: end to end, no transaction.
@@ -712,16 +698,9 @@ impl FrontEnd {
         let Some(call_id) = self.client_of.get(&key).cloned() else {
             return;
         };
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        let Some(call) = self.live_call(now, &call_id) else {
             return;
         };
-        touch(
-            &mut self.call_expiry,
-            self.cfg.call_idle,
-            now,
-            &call_id,
-            call,
-        );
         let ocall = call.ocall;
         let code = resp.code();
         let method = resp.cseq().map(|c| c.1);
@@ -730,7 +709,9 @@ impl FrontEnd {
         ov.send_in_dialog(now, ocall, resp.to_bytes());
         if code >= 200 {
             self.client_of.remove(&key);
-            call.clients.retain(|k| *k != key);
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.clients.retain(|k| *k != key);
+            }
             match method {
                 Some(SipMethod::Invite) if code >= 300 => self.end_call(&call_id),
                 Some(SipMethod::Bye) => self.end_call(&call_id),
@@ -744,7 +725,7 @@ impl FrontEnd {
         let Some(call_id) = self.client_of.remove(&key) else {
             return;
         };
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        let Some(call) = self.live_call(now, &call_id) else {
             return;
         };
         call.clients.retain(|k| *k != key);
@@ -754,6 +735,17 @@ impl FrontEnd {
             ov.send_in_dialog(now, call.ocall, r.to_bytes());
             self.end_call(&call_id);
         }
+    }
+
+    /// Call `call_id`, its idle deadline pushed on: any message of a call in set-up or
+    /// confirmed without a session interval shows it is still alive.
+    fn live_call(&mut self, now: Time, call_id: &str) -> Option<&mut Call> {
+        let call = self.calls.get_mut(call_id)?;
+        if matches!(call.phase, Phase::Setup | Phase::Confirmed) && call.session.is_none() {
+            self.call_expiry
+                .set(call_id.to_owned(), now + self.cfg.call_idle);
+        }
+        Some(call)
     }
 
     /// Client transaction `k` toward the local UA belongs to call `call_id`.
@@ -1067,13 +1059,6 @@ impl FrontEnd {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        touch(
-            &mut self.call_expiry,
-            self.cfg.call_idle,
-            now,
-            &call_id,
-            call,
-        );
         let ua = call.ua;
         match m {
             SipMessage::Response(mut resp) => {
@@ -1206,12 +1191,6 @@ impl FrontEnd {
 
 /// Traffic on `call`: unless it waits for its ACK or its BYE's answer, or runs a session
 /// timer (whose refreshes alone keep it), it stays until `idle` after this.
-fn touch(expiry: &mut Deadlines<String>, idle: Duration, now: Time, call_id: &str, call: &Call) {
-    if matches!(call.phase, Phase::Setup | Phase::Confirmed) && call.session.is_none() {
-        expiry.set(call_id.to_owned(), now + idle);
-    }
-}
-
 /// Where to reach a registered UA: its Contact when that names an IP address (transport
 /// from `;transport=`, else the one it registered over), otherwise where the REGISTER came
 /// from.

@@ -15,7 +15,7 @@ use net::{
 };
 use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureNode};
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::collections::VecDeque;
@@ -365,24 +365,13 @@ impl ServerCertVerifier for AnyServer {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_schemes()
+
+    service::handshake_signature_checks!();
+}
+
+impl service::tls::SignatureAlgorithms for AnyServer {
+    fn signature_algorithms(&self) -> rustls::crypto::WebPkiSupportedAlgorithms {
+        self.0
     }
 }
 

@@ -193,6 +193,34 @@ pub fn sos_tls(ea_data: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// Start `p2psip sos` on `listen` over HTTPS with the certificate directory `tls` and the
+/// database `db`, with more flags in `extra`; returns it and the URL it printed.
+pub fn start_sos(listen: &str, tls: &Path, db: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
+        "sos",
+        "--listen",
+        listen,
+        "--tls",
+        tls.to_str().unwrap(),
+        "--db",
+        db,
+    ];
+    args.extend_from_slice(extra);
+    let sos = spawn(&args, 1);
+    let url = url_after(&sos, "sos listening on ");
+    (sos, url)
+}
+
+/// `sos` flags for a test that streams reports as fast as it can: no ageing, no rate limit.
+pub const SOS_UNTHROTTLED: [&str; 6] = [
+    "--half-life-secs",
+    "0",
+    "--report-rate",
+    "1000000",
+    "--report-burst",
+    "1000000",
+];
+
 /// What clients of an SOS with `sos --tls DIR` trust: the CA in that directory.
 pub fn sos_trust(tls: &Path) -> service::tls::Trust {
     service::tls::Trust::ca_file(&tls.join("ca.pem")).unwrap()

@@ -14,7 +14,7 @@
 // clock to give the front-end its `now` and spawns the socket and connection tasks.
 #![allow(clippy::disallowed_methods)]
 
-use crate::frontend::{FrontEnd, FrontEndStats};
+use crate::frontend::{FrontEnd, FrontEndStats, FrontEndTables};
 use crate::msg::{MAX_MESSAGE, SipMessage, StreamFramer};
 use crate::overlay_api::{Overlay, OverlayEvent};
 use crate::txn::{Peer, SipTransmit, Transport};
@@ -82,6 +82,9 @@ impl Default for DriverLimits {
 pub struct DriverStats {
     /// The front-end's counters (zero where the front-end lives elsewhere).
     pub frontend: FrontEndStats,
+    /// The front-end's table sizes (zero where the front-end lives elsewhere): what a soak
+    /// run watches to see state end with the calls.
+    pub tables: FrontEndTables,
     /// Messages dropped because a queue was full or a connection could not be opened.
     pub dropped_out: u64,
     /// Datagrams dropped because the owner was not keeping up.
@@ -442,6 +445,7 @@ impl<O: OverlayPort> Loop<O> {
         }
         if let Ok(mut s) = self.stats.lock() {
             s.frontend = self.fe.stats().clone();
+            s.tables = self.fe.tables();
         }
     }
 }

@@ -29,6 +29,10 @@ pub(crate) struct Args {
     /// Most calls per front-end (503 beyond); default: what 64 MiB holds.
     #[arg(long)]
     max_calls: Option<usize>,
+    /// Print each front-end's table sizes and counters every SECS seconds (0: only at exit),
+    /// one `stats` line per front-end: what `scripts/soak-sip` samples.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    stats_every: u64,
     #[command(flatten)]
     sip_auth: super::sip_auth::SipAuthArgs,
 }
@@ -82,7 +86,24 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         service::output::say(format_args!(
             "overlay: in-process (no TLS, no secure routing); Ctrl-C or SIGTERM stops"
         ));
-        super::stop_signal().await;
+        let stop = super::stop_signal();
+        tokio::pin!(stop);
+        if a.stats_every > 0 {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(a.stats_every));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = every.tick() => {
+                        for (i, t) in tasks.iter().enumerate() {
+                            say_stats(i + 1, &t.stats());
+                        }
+                    }
+                }
+            }
+        } else {
+            stop.await;
+        }
         for t in tasks {
             let s = t.stats();
             eprintln!(
@@ -103,4 +124,24 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// One `stats` line for front-end `n`: its tables (what must stay flat under steady load)
+/// and its counters.
+fn say_stats(n: usize, s: &driver::DriverStats) {
+    let (t, f) = (&s.tables, &s.frontend);
+    service::output::say(format_args!(
+        "stats frontend {n}: transactions {} tombstones {} calls {} call_transactions {} pending {} bindings {} registered {} calls_out {} calls_in {} overloaded {} dropped {}",
+        t.transactions,
+        t.tombstones,
+        t.calls,
+        t.call_transactions,
+        t.pending,
+        t.bindings,
+        f.registered,
+        f.calls_out,
+        f.calls_in,
+        f.overloaded,
+        s.dropped_out
+    ));
 }

@@ -152,7 +152,16 @@ struct Binding {
     contact: String,
     ua: Peer,
     expires: Time,
+    /// Until when the overlay holds this binding's signed record (Unix ms; 0 while the
+    /// first store is under way). A refresh that changes nothing is answered from here
+    /// while the record has more than [`REPUBLISH_AHEAD`] left.
+    published_until: u64,
 }
+
+/// How long before a binding's overlay record lapses the front-end publishes a fresh one
+/// (when the phone refreshed the binding meanwhile without changing it); also the least a
+/// record must have left for a refresh to be answered without a new store.
+const REPUBLISH_AHEAD: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 enum Pending {
@@ -161,6 +170,15 @@ enum Pending {
         req: SipRequest,
         contact: Option<String>,
         expires_s: u64,
+        /// The stored record's expiry (Unix ms).
+        until: u64,
+    },
+    /// A fresh record for a binding its phone refreshed without changing it: no
+    /// transaction waits for it.
+    Republish {
+        aor: String,
+        contact: String,
+        until: u64,
     },
     Find {
         key: TxKey,
@@ -216,6 +234,9 @@ pub struct FrontEnd {
     bindings: BTreeMap<String, Binding>,
     /// When each binding lapses (by AoR).
     binding_expiry: Deadlines<String>,
+    /// When each binding's overlay record must be published again (by AoR): refreshes the
+    /// phone sent meanwhile were answered locally.
+    republish: Deadlines<String>,
     pending: BTreeMap<OverlayQuery, Pending>,
     /// When the overlay's answer to each pending query is overdue.
     pending_expiry: Deadlines<OverlayQuery>,
@@ -266,6 +287,7 @@ impl FrontEnd {
             tx,
             bindings: BTreeMap::new(),
             binding_expiry: Deadlines::default(),
+            republish: Deadlines::default(),
             pending: BTreeMap::new(),
             pending_expiry: Deadlines::default(),
             calls: BTreeMap::new(),
@@ -553,28 +575,35 @@ impl FrontEnd {
             }
             let contact = contact.clone().unwrap_or_default();
             let ua = contact_peer(&contact, from);
+            if self.refresh_locally(now, &aor, &contact, ua, expires_s) {
+                self.registered(now, &key, &req, Some(&contact), expires_s);
+                return;
+            }
             let expires = now + Duration::from_secs(expires_s);
             self.binding_expiry.set(aor.clone(), expires);
+            self.republish.remove(&aor);
             self.bindings.insert(
                 aor.clone(),
                 Binding {
                     contact,
                     ua,
                     expires,
+                    published_until: 0,
                 },
             );
         }
         let unix = self.unix_ms(now);
         self.seq = (self.seq + 1).max(unix);
+        let until = if expires_s == 0 {
+            0
+        } else {
+            unix + expires_s * 1000
+        };
         let record = Registration {
             aor,
             node: self.node,
             contact: contact.clone().unwrap_or_default(),
-            expires_unix_ms: if expires_s == 0 {
-                0
-            } else {
-                unix + expires_s * 1000
-            },
+            expires_unix_ms: until,
             seq: self.seq,
         };
         let signed = record.sign(self.signer.as_ref());
@@ -587,6 +616,7 @@ impl FrontEnd {
                 req,
                 contact,
                 expires_s,
+                until,
             },
         );
     }
@@ -624,7 +654,91 @@ impl FrontEnd {
 
     fn unbind(&mut self, aor: &str) {
         self.binding_expiry.remove(&aor.to_owned());
+        self.republish.remove(&aor.to_owned());
         self.bindings.remove(aor);
+    }
+
+    /// A refresh of `aor`'s binding that changes neither its contact nor where the phone
+    /// is: the binding's overlay record, stored when it last changed, still names the same
+    /// contact, so the refresh is answered here (as a registrar answers from its location
+    /// table) and a fresh record is published [`REPUBLISH_AHEAD`] before the stored one
+    /// lapses. `false` when the refresh must go to the overlay.
+    fn refresh_locally(
+        &mut self,
+        now: Time,
+        aor: &str,
+        contact: &str,
+        ua: Peer,
+        expires_s: u64,
+    ) -> bool {
+        let unix = self.unix_ms(now);
+        let ahead = u64::try_from(REPUBLISH_AHEAD.as_millis()).unwrap_or(u64::MAX);
+        let Some(b) = self.bindings.get_mut(aor) else {
+            return false;
+        };
+        if b.contact != contact || b.ua != ua || b.published_until <= unix.saturating_add(ahead) {
+            return false;
+        }
+        let expires = now + Duration::from_secs(expires_s);
+        b.expires = expires;
+        let lapses = b.published_until;
+        self.binding_expiry.set(aor.to_owned(), expires);
+        if lapses < unix.saturating_add(expires_s.saturating_mul(1000)) {
+            let at = now + Duration::from_millis(lapses - unix - ahead);
+            self.republish.set(aor.to_owned(), at);
+        }
+        true
+    }
+
+    /// Publish a fresh record for `aor`'s binding, still alive past its stored record.
+    fn republish(&mut self, now: Time, aor: String, ov: &mut dyn Overlay) {
+        let unix = self.unix_ms(now);
+        let Some(b) = self.bindings.get(&aor) else {
+            return;
+        };
+        let until = unix + b.expires.saturating_since(now).as_millis() as u64;
+        if until <= b.published_until {
+            return;
+        }
+        let contact = b.contact.clone();
+        self.seq = (self.seq + 1).max(unix);
+        let record = Registration {
+            aor: aor.clone(),
+            node: self.node,
+            contact: contact.clone(),
+            expires_unix_ms: until,
+            seq: self.seq,
+        };
+        let q = ov.store_registration(now, record.sign(self.signer.as_ref()));
+        self.await_overlay(
+            now,
+            q,
+            Pending::Republish {
+                aor,
+                contact,
+                until,
+            },
+        );
+    }
+
+    /// The answer to a REGISTER the binding table accepted.
+    fn registered(
+        &mut self,
+        now: Time,
+        key: &TxKey,
+        req: &SipRequest,
+        contact: Option<&str>,
+        expires_s: u64,
+    ) {
+        self.stats.registered += 1;
+        let mut headers = Vec::with_capacity(2);
+        if let Some(c) = contact
+            && expires_s > 0
+        {
+            headers.push(("Contact", format!("<{c}>;expires={expires_s}")));
+        }
+        headers.push(("Expires", expires_s.to_string()));
+        self.reply_with(now, key, req, 200, "OK", &headers);
     }
 
     /// An in-dialog request from a local UA (ACK comes through `on_unmatched`).
@@ -851,27 +965,36 @@ impl FrontEnd {
     }
 
     fn on_stored(&mut self, now: Time, query: OverlayQuery, result: Result<(), String>) {
-        let Some(Pending::Store {
-            key,
-            req,
-            contact,
-            expires_s,
-            ..
-        }) = self.take_pending(query)
-        else {
-            return;
+        let (key, req, contact, expires_s, until) = match self.take_pending(query) {
+            Some(Pending::Store {
+                key,
+                req,
+                contact,
+                expires_s,
+                until,
+            }) => (key, req, contact, expires_s, until),
+            Some(Pending::Republish {
+                aor,
+                contact,
+                until,
+            }) => {
+                self.republished(&aor, &contact, until, result);
+                return;
+            }
+            _ => return,
         };
         match result {
             Ok(()) => {
-                self.stats.registered += 1;
-                let mut headers = Vec::with_capacity(2);
-                if let Some(c) = contact
-                    && expires_s > 0
+                if let Some(c) = &contact
+                    && let Some(user) = req.to_user()
+                    && let Some(b) = self
+                        .bindings
+                        .get_mut(&normalize_aor(&user, &self.cfg.domain))
+                    && b.contact == *c
                 {
-                    headers.push(("Contact", format!("<{c}>;expires={expires_s}")));
+                    b.published_until = b.published_until.max(until);
                 }
-                headers.push(("Expires", expires_s.to_string()));
-                self.reply_with(now, &key, &req, 200, "OK", &headers);
+                self.registered(now, &key, &req, contact.as_deref(), expires_s);
             }
             Err(why) => {
                 if let Some(user) = req.to_user() {
@@ -880,6 +1003,24 @@ impl FrontEnd {
                 }
                 tracing::info!("registration refused by the overlay: {why}");
                 self.reply(now, &key, &req, 403, "Forbidden");
+            }
+        }
+    }
+
+    /// The overlay's answer to a [`Pending::Republish`]: the binding's record now lasts
+    /// until `until`, or (refused) the binding is dropped, as a refused REGISTER's is.
+    fn republished(&mut self, aor: &str, contact: &str, until: u64, result: Result<(), String>) {
+        let Some(b) = self.bindings.get_mut(aor) else {
+            return;
+        };
+        if b.contact != contact {
+            return;
+        }
+        match result {
+            Ok(()) => b.published_until = b.published_until.max(until),
+            Err(why) => {
+                tracing::warn!(%aor, "the overlay refused a binding's fresh record: {why}");
+                self.unbind(aor);
             }
         }
     }
@@ -1158,11 +1299,27 @@ impl FrontEnd {
                 Some(Pending::Find { key, req, .. }) => {
                     self.reply(now, &key, &req, 408, "Request Timeout")
                 }
+                // Tried again while the stored record lasts (it still has
+                // REPUBLISH_AHEAD less the overlay timeout), then left to lapse.
+                Some(Pending::Republish { aor, until, .. }) => {
+                    let unix = self.unix_ms(now);
+                    tracing::warn!(%aor, "the overlay did not store a binding's fresh record in time");
+                    if self
+                        .bindings
+                        .get(&aor)
+                        .is_some_and(|b| b.published_until > unix && until > b.published_until)
+                    {
+                        self.republish.set(aor, now);
+                    }
+                }
                 None => {}
             }
         }
         while let Some(aor) = self.binding_expiry.pop_due(now) {
-            self.bindings.remove(&aor);
+            self.unbind(&aor);
+        }
+        while let Some(aor) = self.republish.pop_due(now) {
+            self.republish(now, aor, ov);
         }
         while let Some(id) = self.call_expiry.pop_due(now) {
             self.end_call(&id);
@@ -1176,6 +1333,7 @@ impl FrontEnd {
             self.tx.poll_timeout(),
             self.pending_expiry.next(),
             self.binding_expiry.next(),
+            self.republish.next(),
             self.call_expiry.next(),
         ]
         .into_iter()
@@ -1189,8 +1347,6 @@ impl FrontEnd {
     }
 }
 
-/// Traffic on `call`: unless it waits for its ACK or its BYE's answer, or runs a session
-/// timer (whose refreshes alone keep it), it stays until `idle` after this.
 /// Where to reach a registered UA: its Contact when that names an IP address (transport
 /// from `;transport=`, else the one it registered over), otherwise where the REGISTER came
 /// from.
@@ -1358,6 +1514,60 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// A phone refreshing an unchanged binding is answered from the binding table, with
+    /// nothing asked of the overlay; the overlay's record is published again before it
+    /// lapses, so the AoR stays reachable for as long as the refreshed binding; a refresh
+    /// that moves the contact goes to the overlay again.
+    #[test]
+    fn unchanged_refreshes_are_answered_locally_and_the_record_published_again() {
+        let (mut fe, mut ov) = setup(64);
+        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let aor = normalize_aor("alice", "p2psip.test");
+        let secs = |s: u64| Duration::from_secs(s);
+        let t0 = Time::from_millis(1_000);
+        fe.handle_datagram(t0, ua, &register(1, "alice", None), &mut ov);
+        let stored = std::iter::from_fn(|| ov.poll_event()).collect::<Vec<_>>();
+        assert_eq!(stored.len(), 1);
+        for ev in stored {
+            fe.handle_overlay_event(t0, ev, &mut ov);
+        }
+        assert_eq!(codes(&mut fe), vec![200]);
+        // 100 s later the phone refreshes (Expires 300): 200 at once, no store.
+        let t1 = t0 + secs(100);
+        fe.handle_datagram(t1, ua, &register(2, "alice", None), &mut ov);
+        assert!(ov.poll_event().is_none(), "an unchanged refresh went to the overlay");
+        assert_eq!(codes(&mut fe), vec![200]);
+        assert_eq!(fe.stats().registered, 2);
+        // The first record lapses at t0 + 300 s: a fresh one is stored 30 s before.
+        fe.handle_timeout(t0 + secs(269), &mut ov);
+        assert!(ov.poll_event().is_none(), "published again too early");
+        let due = t0 + secs(270);
+        fe.handle_timeout(due, &mut ov);
+        let ev = ov.poll_event().expect("a fresh record stored");
+        assert!(matches!(ev, OverlayEvent::Stored { result: Ok(()), .. }), "{ev:?}");
+        fe.handle_overlay_event(due, ev, &mut ov);
+        // Past the first record's lifetime the overlay still has alice, until t1 + 300 s.
+        let found = |ov: &mut crate::loopback::LoopbackOverlay, at: Time| {
+            ov.find_registration(at, &aor);
+            match ov.poll_event() {
+                Some(OverlayEvent::Found { registration, .. }) => registration,
+                other => panic!("{other:?}"),
+            }
+        };
+        let r = found(&mut ov, t0 + secs(350)).expect("alice reachable past the first record");
+        assert_eq!(r.record.expires_unix_ms, (t1 + secs(300)).as_micros() / 1000);
+        assert!(found(&mut ov, t1 + secs(301)).is_none());
+        // A refresh from another contact is a change: stored before it is answered.
+        let moved = String::from_utf8(register(3, "alice", None))
+            .unwrap()
+            .replace("127.0.0.1:5170>", "127.0.0.1:5171>");
+        fe.handle_datagram(due, ua, moved.as_bytes(), &mut ov);
+        assert!(codes(&mut fe).is_empty(), "a moved contact was answered before its store");
+        let ev = ov.poll_event().expect("the moved contact stored");
+        fe.handle_overlay_event(due, ev, &mut ov);
+        assert_eq!(codes(&mut fe), vec![200]);
     }
 
     #[test]

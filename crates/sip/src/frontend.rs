@@ -147,6 +147,25 @@ pub struct FrontEndTables {
     pub bindings: usize,
 }
 
+/// One line of a front-end's tables and counters, `key value` pairs: what `sip-frontends
+/// --stats-every` and `demo --serve --stats-every` print and `scripts/soak-sip` reads.
+pub fn stats_line(t: &FrontEndTables, s: &FrontEndStats) -> String {
+    format!(
+        "transactions {} tombstones {} calls {} call_transactions {} pending {} bindings {} registered {} calls_out {} calls_in {} not_found {} overloaded {}",
+        t.transactions,
+        t.tombstones,
+        t.calls,
+        t.call_transactions,
+        t.pending,
+        t.bindings,
+        s.registered,
+        s.calls_out,
+        s.calls_in,
+        s.not_found,
+        s.overloaded
+    )
+}
+
 #[derive(Debug)]
 struct Binding {
     contact: String,
@@ -1537,7 +1556,10 @@ mod tests {
         // 100 s later the phone refreshes (Expires 300): 200 at once, no store.
         let t1 = t0 + secs(100);
         fe.handle_datagram(t1, ua, &register(2, "alice", None), &mut ov);
-        assert!(ov.poll_event().is_none(), "an unchanged refresh went to the overlay");
+        assert!(
+            ov.poll_event().is_none(),
+            "an unchanged refresh went to the overlay"
+        );
         assert_eq!(codes(&mut fe), vec![200]);
         assert_eq!(fe.stats().registered, 2);
         // The first record lapses at t0 + 300 s: a fresh one is stored 30 s before.
@@ -1546,7 +1568,10 @@ mod tests {
         let due = t0 + secs(270);
         fe.handle_timeout(due, &mut ov);
         let ev = ov.poll_event().expect("a fresh record stored");
-        assert!(matches!(ev, OverlayEvent::Stored { result: Ok(()), .. }), "{ev:?}");
+        assert!(
+            matches!(ev, OverlayEvent::Stored { result: Ok(()), .. }),
+            "{ev:?}"
+        );
         fe.handle_overlay_event(due, ev, &mut ov);
         // Past the first record's lifetime the overlay still has alice, until t1 + 300 s.
         let found = |ov: &mut crate::loopback::LoopbackOverlay, at: Time| {
@@ -1557,14 +1582,20 @@ mod tests {
             }
         };
         let r = found(&mut ov, t0 + secs(350)).expect("alice reachable past the first record");
-        assert_eq!(r.record.expires_unix_ms, (t1 + secs(300)).as_micros() / 1000);
+        assert_eq!(
+            r.record.expires_unix_ms,
+            (t1 + secs(300)).as_micros() / 1000
+        );
         assert!(found(&mut ov, t1 + secs(301)).is_none());
         // A refresh from another contact is a change: stored before it is answered.
         let moved = String::from_utf8(register(3, "alice", None))
             .unwrap()
             .replace("127.0.0.1:5170>", "127.0.0.1:5171>");
         fe.handle_datagram(due, ua, moved.as_bytes(), &mut ov);
-        assert!(codes(&mut fe).is_empty(), "a moved contact was answered before its store");
+        assert!(
+            codes(&mut fe).is_empty(),
+            "a moved contact was answered before its store"
+        );
         let ev = ov.poll_event().expect("the moved contact stored");
         fe.handle_overlay_event(due, ev, &mut ov);
         assert_eq!(codes(&mut fe), vec![200]);

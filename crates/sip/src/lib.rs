@@ -26,7 +26,7 @@ pub mod ua;
 pub mod driver;
 
 pub use digest::{Credentials, DigestAuth};
-pub use frontend::{FrontEnd, FrontEndConfig, FrontEndStats};
+pub use frontend::{FrontEnd, FrontEndConfig, FrontEndStats, FrontEndTables, stats_line};
 pub use loopback::{LoopbackNet, LoopbackOverlay};
 pub use msg::{MsgError, SipMessage, SipRequest, SipResponse};
 pub use overlay_api::{Overlay, OverlayCall, OverlayEvent, OverlayQuery};

@@ -80,6 +80,10 @@ pub struct Args {
     /// through it; prints `frontend <peer-id> udp+tcp <addr> domain <D>` for each.
     #[arg(long, default_value_t = 0, requires = "serve")]
     frontends: usize,
+    /// With --frontends: print each front-end's tables and counters every SECS seconds
+    /// (`stats frontend <peer-id>: transactions N ...`; 0: never), for soak runs.
+    #[arg(long, value_name = "SECS", default_value_t = 0, requires = "frontends")]
+    stats_every: u64,
     /// SIP domain the front-ends serve (AoRs are `sip:user@DOMAIN`).
     #[arg(long, default_value = "p2psip.test")]
     sip_domain: String,
@@ -580,7 +584,20 @@ async fn real(args: Args) -> Result<(), LabError> {
                 "  then call sip:bob@{d} from phone 1; no password, STUN or ICE needed (Ctrl-C stops)"
             );
         }
-        let _ = tokio::signal::ctrl_c().await;
+        let stop = tokio::signal::ctrl_c();
+        tokio::pin!(stop);
+        if args.stats_every > 0 {
+            let mut every = tokio::time::interval(Duration::from_secs(args.stats_every));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = every.tick() => print_frontend_stats(&secure).await,
+                }
+            }
+        } else {
+            let _ = stop.await;
+        }
         say!("shutting down");
     }
     secure.shutdown().await;
@@ -591,6 +608,21 @@ async fn real(args: Args) -> Result<(), LabError> {
         return Err(LabError::ScenarioNotReproduced);
     }
     Ok(())
+}
+
+/// One `stats frontend` line per front-end of the overlay ([`sip::stats_line`]).
+async fn print_frontend_stats(secure: &Cluster) {
+    for i in &secure.frontends {
+        let line = secure.handles[*i]
+            .call(|c, _| {
+                c.frontend()
+                    .map(|fe| sip::stats_line(&fe.tables(), fe.stats()))
+            })
+            .await;
+        if let Ok(Some(line)) = line {
+            say!("stats frontend {}: {line}", secure.ids[*i].0);
+        }
+    }
 }
 
 /// The simulated demo: the paper's scenario and random calls in the discrete-event simulator.

@@ -126,22 +126,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     })
 }
 
-/// One `stats` line for front-end `n`: its tables (what must stay flat under steady load)
-/// and its counters.
+/// One `stats` line for front-end `n`: its tables (what must stay flat under steady load),
+/// its counters and what its sockets dropped.
 fn say_stats(n: usize, s: &driver::DriverStats) {
-    let (t, f) = (&s.tables, &s.frontend);
     service::output::say(format_args!(
-        "stats frontend {n}: transactions {} tombstones {} calls {} call_transactions {} pending {} bindings {} registered {} calls_out {} calls_in {} overloaded {} dropped {}",
-        t.transactions,
-        t.tombstones,
-        t.calls,
-        t.call_transactions,
-        t.pending,
-        t.bindings,
-        f.registered,
-        f.calls_out,
-        f.calls_in,
-        f.overloaded,
+        "stats frontend {n}: {} dropped {}",
+        sip::stats_line(&s.tables, &s.frontend),
         s.dropped_out
     ));
 }

@@ -659,4 +659,105 @@ mod tests {
         assert!(!p.0.sockets().contains_key(&first));
         drop(held);
     }
+
+    /// Receive on `sock` until `want` arrives, sending `data` to `to` from `from` every
+    /// 100 ms meanwhile (a TURN permission is installed asynchronously: the first
+    /// datagrams may arrive before it and be dropped, as on a real network).
+    async fn until_heard(
+        from: &UdpSocket,
+        data: &[u8],
+        to: SocketAddr,
+        sock: &UdpSocket,
+    ) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 256];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            from.send_to(data, to).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf));
+            if let Ok(Ok((n, src))) = got.await {
+                return (buf[..n].to_vec(), src);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nothing within 5 s");
+        }
+    }
+
+    /// Bob's peer sends its far leg through a TURN server on loopback: the SDP towards
+    /// alice's peer names the relayed address, the datagrams cross both ways through the
+    /// allocation, and hanging up deletes it.
+    #[tokio::test]
+    async fn rtp_crosses_when_one_relay_goes_through_turn() {
+        let mut creds = nat::CredentialStore::new();
+        creds.add_user(Credentials::new("test", "test"));
+        let srv = nat::StunServer::bind(nat::ServerConfig::loopback(creds))
+            .await
+            .unwrap()
+            .spawn();
+        let turn = MediaTurn {
+            server: srv.local_addr,
+            username: "test".into(),
+            password: "test".into(),
+            mode: TurnMode::Always,
+            stun: Vec::new(),
+            pool: 2,
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let mut a = plane(41600, stop.clone());
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut cfg = RelayConfig::new(loopback, loopback);
+        (cfg.first_port, cfg.last_port) = (41800, 41999);
+        let mut b = MediaPlane::start(cfg, Some(turn.clone()), stop).unwrap();
+        choose_turn(Arc::downgrade(&b.0), turn).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while b.relay().turn_ready() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no TURN allocations"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (pa, pb) = (
+            alice.local_addr().unwrap().port(),
+            bob.local_addr().unwrap().port(),
+        );
+        let t = overlay::Time::ZERO;
+        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
+        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
+        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        // Bob's peer offers alice's peer its TURN relay, not one of its own ports.
+        let relayed = port_in(&answer);
+        assert!(
+            !(41800..=41999).contains(&relayed),
+            "answer names {relayed}"
+        );
+        assert_eq!(b.relay().stats().turn_streams, 1);
+        let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));
+
+        // Bob speaks first: through the allocation to alice's far leg, then to alice.
+        let (got, from) = until_heard(&bob, b"rtp from bob", addr(relay_b), &alice).await;
+        assert_eq!(
+            (got.as_slice(), from.port()),
+            (&b"rtp from bob"[..], relay_a)
+        );
+        // Alice answers: her far leg latched on the relayed address and sends back there.
+        let (got, from) = until_heard(&alice, b"rtp from alice", addr(relay_a), &bob).await;
+        assert_eq!(
+            (got.as_slice(), from.port()),
+            (&b"rtp from alice"[..], relay_b)
+        );
+        a.end_call("c1");
+        b.end_call("c1");
+        assert!(b.0.sockets().is_empty());
+        let report = b.relay().poll_report();
+        assert_eq!(report, None, "reports are drained into the log by apply");
+        assert_eq!(b.relay().stats().ended, 1);
+        let _ = stop_tx.send(true);
+        srv.shutdown().await.unwrap();
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
 }

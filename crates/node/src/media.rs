@@ -248,7 +248,6 @@ impl MediaPlane {
     }
 
     /// The relay's counters.
-    #[allow(dead_code)]
     pub(crate) fn stats(&self) -> RelayStats {
         self.0.relay().stats().clone()
     }

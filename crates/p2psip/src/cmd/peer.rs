@@ -175,6 +175,11 @@ pub(crate) struct Args {
     /// Send the far legs through --media-turn whatever the NAT.
     #[arg(long, requires = "media_turn")]
     media_turn_always: bool,
+    /// TURN allocations kept ready for new calls' far legs (a stream takes two: RTP and
+    /// RTCP). Mind the server's allocation quota per user (4 by default on `p2psip
+    /// stun-server`): ready and in-use allocations both count.
+    #[arg(long, default_value_t = 2, requires = "media_turn")]
+    media_turn_pool: usize,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -284,7 +289,7 @@ impl Args {
                                 node::TurnMode::Auto
                             },
                             stun: a.stun.clone(),
-                            pool: 4,
+                            pool: a.media_turn_pool,
                         }
                     }),
                     ..node::MediaConfig::default()

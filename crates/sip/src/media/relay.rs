@@ -69,7 +69,9 @@ pub struct RelayConfig {
     /// TURN allocations kept ready for far legs (two per stream); 0: far legs use the
     /// relay's own sockets.
     pub turn_pool: usize,
-    /// Wait after a failed allocation before asking again.
+    /// Wait after a failed allocation before asking again; it doubles with each failure
+    /// in a row (up to 16 times), as a server refusing for quota (486) refuses until
+    /// allocations are deleted.
     pub turn_retry: Duration,
     /// Most stream reports kept for [`MediaRelay::poll_report`] (older ones are dropped).
     pub max_reports: usize,
@@ -185,6 +187,8 @@ pub struct RelayStats {
     pub turn_failed: u64,
     /// Streams ended (and reported).
     pub ended: u64,
+    /// Streams ended by their far leg's path: direct, server-reflexive, relayed.
+    pub ended_by_path: [u64; 3],
     /// RTP packets received on all ended streams, both directions.
     pub rtp_packets: u64,
     /// RTP packets lost on all ended streams, both directions.
@@ -193,15 +197,16 @@ pub struct RelayStats {
     pub reports_dropped: u64,
 }
 
-/// The way a stream's far leg reached the other peer.
+/// The way a stream's far leg reached the other peer (the discriminant indexes
+/// [`RelayStats::ended_by_path`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MediaPath {
     /// On the peer's own address.
-    Direct,
+    Direct = 0,
     /// On the address a NAT gave the peer (learnt from STUN).
-    ServerReflexive,
+    ServerReflexive = 1,
     /// Through a TURN allocation.
-    Relayed,
+    Relayed = 2,
 }
 
 impl MediaPath {
@@ -340,6 +345,8 @@ pub struct MediaRelay {
     turn_pending: BTreeSet<u64>,
     /// No new allocation is asked for before this (after a failure).
     turn_retry_at: Option<Time>,
+    /// Failed allocations since the last one made.
+    turn_failures: u32,
     next_token: u64,
     reports: VecDeque<StreamReport>,
     stats: RelayStats,
@@ -369,6 +376,7 @@ impl MediaRelay {
             turn_ready: VecDeque::new(),
             turn_pending: BTreeSet::new(),
             turn_retry_at: None,
+            turn_failures: 0,
             next_token: 0,
             reports: VecDeque::new(),
             stats: RelayStats::default(),
@@ -418,6 +426,7 @@ impl MediaRelay {
     pub fn turn_allocated(&mut self, now: Time, token: u64, relayed: SocketAddr) {
         if self.turn_pending.remove(&token) && self.turn_ready.len() < self.cfg.turn_pool {
             self.turn_ready.push_back((token, relayed));
+            self.turn_failures = 0;
         } else {
             self.commands.push_back(MediaCommand::Discard(token));
         }
@@ -425,11 +434,15 @@ impl MediaRelay {
     }
 
     /// The allocation `token` asked for failed: ask again after
-    /// [`RelayConfig::turn_retry`].
+    /// [`RelayConfig::turn_retry`], doubled for each failure in a row.
     pub fn turn_failed(&mut self, now: Time, token: u64) {
         if self.turn_pending.remove(&token) {
             self.stats.turn_failed += 1;
-            self.turn_retry_at = Some(now + self.cfg.turn_retry);
+            let wait = self.cfg.turn_retry * (1 << self.turn_failures.min(4));
+            self.turn_failures = self.turn_failures.saturating_add(1);
+            let at = now + wait;
+            // Failures answered together wait as long as the first.
+            self.turn_retry_at = Some(self.turn_retry_at.map_or(at, |t| t.max(at)));
         }
     }
 
@@ -788,6 +801,7 @@ impl MediaRelay {
             from_far: DirectionReport::of(&far.quality),
         };
         self.stats.ended += 1;
+        self.stats.ended_by_path[path as usize] += 1;
         self.stats.rtp_packets += report.from_phone.packets + report.from_far.packets;
         self.stats.rtp_lost += report.from_phone.lost + report.from_far.lost;
         if self.reports.len() >= self.cfg.max_reports {
@@ -1153,6 +1167,49 @@ mod tests {
     }
 
     #[test]
+    fn an_inactive_hold_with_no_address_keeps_the_relay_for_the_resume() {
+        let mut r = relay();
+        let (out, _) = offer_and_answer(&mut r);
+        commands(&mut r);
+        let phone = addr("192.168.1.20:4000");
+        assert!(
+            r.handle_datagram(Time::ZERO, 40000, phone, &d(172))
+                .is_some()
+        );
+        // RFC 2543 style hold: c=0.0.0.0 and a=inactive pass untouched, nothing is freed.
+        let hold = "v=0\r\no=- 1 2 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+                    m=audio 4000 RTP/AVP 0 8\r\na=inactive\r\n";
+        let held = r
+            .rewrite(Time::ZERO, "call-1", Origin::Phone, hold.as_bytes())
+            .unwrap();
+        assert_eq!(held, hold.as_bytes());
+        let answer = "v=0\r\no=- 1 2 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+                      m=audio 30000 RTP/AVP 0\r\na=inactive\r\n";
+        r.rewrite(Time::ZERO, "call-1", Origin::FarEnd, answer.as_bytes())
+            .unwrap();
+        assert_eq!(r.streams(), 1);
+        // Resume: the same relay ports towards the far end, no socket opened or closed, and
+        // the phone's leg still latched where it was.
+        let resumed = r
+            .rewrite(
+                Time::ZERO,
+                "call-1",
+                Origin::Phone,
+                &sdp("192.168.1.20", &[4000]),
+            )
+            .unwrap();
+        assert_eq!(String::from_utf8(resumed).unwrap(), out);
+        assert!(commands(&mut r).is_empty());
+        assert_eq!(
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
+            Some(Forward {
+                from_port: 40000,
+                to: phone
+            })
+        );
+    }
+
+    #[test]
     fn the_called_side_anchors_the_far_offer_first() {
         let mut r = relay();
         // The offer comes from the far end: the phone is offered our LAN side.
@@ -1319,19 +1376,37 @@ mod tests {
         assert!(commands(&mut r).is_empty());
         r.handle_timeout(retry);
         assert_eq!(commands(&mut r), [MediaCommand::Allocate(2)]);
-        // Turning TURN off discards the ready allocation and one answered late.
+        // A second failure in a row waits twice as long; a success resets the wait.
+        r.turn_failed(retry, 2);
+        let twice = retry + r.config().turn_retry * 2;
+        assert_eq!(r.poll_timeout(), Some(twice));
+        r.handle_timeout(twice);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(3)]);
+        r.turn_allocated(twice, 3, addr("198.51.100.1:50002"));
+        r.set_turn_pool(twice, 3);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(4)]);
+        r.turn_failed(twice, 4);
+        assert_eq!(r.poll_timeout(), Some(twice + r.config().turn_retry));
+        let retry = twice + r.config().turn_retry;
+        r.handle_timeout(retry);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(5)]);
+        // Turning TURN off discards the ready allocations and one answered late.
         r.set_turn_pool(retry, 0);
-        r.turn_allocated(retry, 2, addr("198.51.100.1:50002"));
+        r.turn_allocated(retry, 5, addr("198.51.100.1:50004"));
         assert_eq!(
             commands(&mut r),
-            [MediaCommand::Discard(0), MediaCommand::Discard(2)]
+            [
+                MediaCommand::Discard(3),
+                MediaCommand::Discard(0),
+                MediaCommand::Discard(5)
+            ]
         );
         assert_eq!(r.turn_ready(), 0);
         // An unknown token is discarded as well, and a failure of one is not counted.
         r.turn_allocated(retry, 99, addr("198.51.100.1:50004"));
         r.turn_failed(retry, 98);
         assert_eq!(commands(&mut r), [MediaCommand::Discard(99)]);
-        assert_eq!(r.stats().turn_failed, 1);
+        assert_eq!(r.stats().turn_failed, 3);
     }
 
     #[test]
@@ -1370,6 +1445,7 @@ mod tests {
         assert!((rep.from_far.loss_percent() - 4.0).abs() < 1e-9);
         assert!(rep.from_far.jitter_ms > 1.0 && rep.from_far.jitter_ms < 2.1);
         assert_eq!((r.stats().rtp_packets, r.stats().rtp_lost), (98, 2));
+        assert_eq!(r.stats().ended_by_path, [0, 1, 0]);
         assert!(r.poll_report().is_none());
         // Reports are bounded: the oldest go first.
         r.cfg.max_reports = 1;

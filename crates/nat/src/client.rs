@@ -367,7 +367,7 @@ pub struct TurnClient {
     inner: Arc<Mutex<Inner>>,
     socket: Arc<UdpSocket>,
     wake: Arc<Notify>,
-    data_rx: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    data_rx: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     relayed: SocketAddr,
     local: SocketAddr,
     server: SocketAddr,
@@ -464,7 +464,7 @@ impl TurnClient {
             inner,
             socket,
             wake,
-            data_rx,
+            data_rx: Some(data_rx),
             relayed,
             local,
             server,
@@ -576,12 +576,29 @@ impl TurnClient {
     }
 
     /// The next datagram a peer sent to our relayed address: `(data, peer)`.
+    /// [`Closed`](ClientError::Closed) once the receiver was taken.
     pub async fn recv_from(&mut self) -> Result<(Vec<u8>, SocketAddr), ClientError> {
-        self.data_rx.recv().await.ok_or(ClientError::Closed)
+        match self.data_rx.as_mut() {
+            Some(rx) => rx.recv().await.ok_or(ClientError::Closed),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// The queue of peer datagrams `(data, peer)`, for a reader in another task than the
+    /// senders (the client is then shared, and [`recv_from`](Self::recv_from) returns
+    /// `Closed`). `None` when taken already.
+    pub fn take_receiver(&mut self) -> Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>> {
+        self.data_rx.take()
     }
 
     /// Delete the allocation (Refresh with lifetime 0) and wait briefly for the answer.
     pub async fn close(self) {
+        self.shutdown().await;
+    }
+
+    /// [`close`](Self::close) for a shared client: delete the allocation and wait briefly;
+    /// sends afterwards fail with `Closed`.
+    pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         {
             let mut g = lock(&self.inner);

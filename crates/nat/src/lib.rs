@@ -22,6 +22,8 @@
 //! Timestamps handed to the state machines are `sans_io_time::Instant`s measured from a base
 //! `std::time::Instant` taken when each server/client starts.
 //!
+//! - [`mapping_behaviour`] tells whether the NAT's mapping depends on the destination (a
+//!   "symmetric" NAT), in which case a peer's media goes through TURN.
 //! - [`IceSession`] runs ICE (RFC 8445, `rice-proto`) for a call's media path after the overlay
 //!   has set the call up: host, server-reflexive and relayed candidates, swapped as an
 //!   [`IceDescription`], connectivity checks, and the chosen [`IcePair`].
@@ -33,6 +35,7 @@ mod credentials;
 mod echo;
 mod gate;
 mod ice;
+mod mapping;
 pub mod metrics;
 mod path;
 mod reach;
@@ -50,6 +53,7 @@ pub use ice::{
     Endpoint, IceDescription, IceError, IceOptions, IcePair, IceSession, MAX_DATAGRAM,
     MAX_REMOTE_CANDIDATES,
 };
+pub use mapping::{Mapping, classify as classify_mapping, mapping_behaviour};
 pub use reach::{ReachError, Reflexive, discover_reflexive, stun_server_addr};
 pub use server::{
     Monitor, ServerConfig, ServerCounters, ServerError, ServerHandle, Snapshot, StunServer,

@@ -33,6 +33,28 @@ fn opts() -> TurnOptions {
     }
 }
 
+/// Two real servers on loopback: no NAT, so both see the socket's own address; a server
+/// that does not answer leaves one answer, which tells nothing.
+#[tokio::test]
+async fn loopback_has_an_independent_mapping() {
+    let (s1, s2) = (
+        server(Limits::default()).await,
+        server(Limits::default()).await,
+    );
+    let quick = BindingOptions::quick(Duration::from_secs(2));
+    let both = [s1.local_addr, s2.local_addr];
+    assert_eq!(
+        nat::mapping_behaviour(&both, &quick).await,
+        nat::Mapping::Independent
+    );
+    let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let one = [s1.local_addr, dead.local_addr().unwrap()];
+    assert_eq!(
+        nat::mapping_behaviour(&one, &quick).await,
+        nat::Mapping::Unknown
+    );
+}
+
 #[tokio::test]
 async fn binding_reports_reflexive_address() {
     let srv = server(Limits::default()).await;

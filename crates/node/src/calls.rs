@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub ice: Option<nat::IceOptions>,
     /// What only the metrics count (SRD, failures by reason).
     pub metrics: crate::metrics::PeerMetrics,
+    /// The media relay for local phones, once the SIP front-end runs with one (its
+    /// counters are in the metrics).
+    pub media: std::sync::OnceLock<crate::media::MediaPlane>,
 }
 
 /// Where the progress of each outgoing call goes, by the node's handle and by Call-ID.

@@ -180,6 +180,7 @@ impl Ctl {
             calls_failed: shared.failed_total.load(Ordering::Relaxed),
             calls_answered: shared.answered_total.load(Ordering::Relaxed),
             net: json!(self.h.stats()),
+            media: shared.media.get().map(|m| m.stats()),
             kinds: self.kinds.totals_by_kind(),
             sos: self.sos.as_ref().map(|s| {
                 [

@@ -340,6 +340,9 @@ impl Node {
             Some(sc) => {
                 let (adv, overlay, stop) = (a.advertise, h.local_addr(), stop_rx.clone());
                 let media = media::for_phones(sc, adv, reflexive, overlay, stop);
+                if let Some(m) = &media {
+                    let _ = shared.media.set(m.clone());
+                }
                 Some(serve_phones(&h, sc, &nd, &keys, me_id, media).await?)
             }
             None => None,

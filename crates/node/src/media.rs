@@ -6,18 +6,58 @@
 //! their media peer to peer between the two peers' public addresses (each side latches on
 //! where the other's datagrams really come from).
 //!
-//! Bounded by the relay (ports, streams per peer and per call, rate, idle timeout); a port
-//! another program holds is given back to the relay, which takes the next free one.
+//! Behind a NAT that maps each destination to its own port (a "symmetric" NAT, found with
+//! [`nat::mapping_behaviour`] against the STUN and TURN servers, or when configured to
+//! always), the far legs go through TURN allocations instead ([`MediaTurn`]): the plane
+//! keeps a few allocations ready, the relay hands one to each far leg, and the plane carries
+//! that leg's datagrams in TURN Send/ChannelData.
+//!
+//! Every stream that ends is logged ("media report": path, packets, loss, jitter each way).
+//!
+//! Bounded by the relay (ports, streams per peer and per call, rate, idle timeout, ready
+//! allocations); a port another program holds is given back to the relay, which takes the
+//! next free one.
 
-use sip::media::{MediaAnchor, MediaCommand, MediaError, MediaRelay, Origin, RelayConfig};
+use nat::{BindingOptions, Credentials, Mapping, TurnClient, TurnOptions};
+use sip::media::{
+    MediaAnchor, MediaCommand, MediaError, MediaRelay, Origin, RelayConfig, RelayStats,
+    StreamReport,
+};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+/// When the far legs go through TURN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnMode {
+    /// When the NAT's mapping depends on the destination (tested at start).
+    Auto,
+    /// Always.
+    Always,
+}
+
+/// The TURN server the media relay's far legs may go through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaTurn {
+    /// The TURN server (UDP).
+    pub server: SocketAddr,
+    /// Its long-term credentials.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// When to use it.
+    pub mode: TurnMode,
+    /// STUN servers for the mapping test besides the TURN server (it needs two distinct
+    /// server addresses).
+    pub stun: Vec<SocketAddr>,
+    /// Allocations kept ready (two per stream).
+    pub pool: usize,
+}
 
 /// Media relay settings of a peer's SIP front-end.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +76,8 @@ pub struct MediaConfig {
     pub max_streams_per_call: usize,
     /// A stream without traffic this long is freed.
     pub idle: Duration,
+    /// TURN for the far legs; `None`: never.
+    pub turn: Option<MediaTurn>,
 }
 
 impl Default for MediaConfig {
@@ -48,6 +90,7 @@ impl Default for MediaConfig {
             max_streams: r.max_streams,
             max_streams_per_call: r.max_streams_per_call,
             idle: r.idle,
+            turn: None,
         }
     }
 }
@@ -58,15 +101,26 @@ const BIND_ATTEMPTS: usize = 8;
 const MAX_DATAGRAM: usize = 4096;
 /// How often idle streams are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Peer datagrams queued per TURN allocation before they drop.
+const TURN_QUEUE: usize = 256;
+
+/// What carries one relay port.
+enum Carrier {
+    Udp(Arc<UdpSocket>),
+    Turn(Arc<TurnClient>),
+}
 
 struct Socket {
-    sock: Arc<UdpSocket>,
+    carrier: Carrier,
     task: JoinHandle<()>,
 }
 
 struct Inner {
     relay: Mutex<MediaRelay>,
     sockets: Mutex<BTreeMap<u16, Socket>>,
+    /// TURN allocations made and not attached to a port yet, by token.
+    pool: Mutex<BTreeMap<u64, TurnClient>>,
+    turn: Option<MediaTurn>,
     /// The relay's clock starts here (its own: the core's clock is another one).
     epoch: Instant,
     /// Sockets bind on the unspecified address of the LAN address's family.
@@ -97,10 +151,11 @@ pub(crate) fn for_phones(
         warn!("media relay off: the SIP front-end listens on {listen}; set a LAN address");
         return None;
     }
+    let learnt = reflexive.map(|r| r.reflexive.ip());
     let public = cfg
         .public
         .or(advertise.map(|a| a.ip()))
-        .or(reflexive.map(|r| r.reflexive.ip()))
+        .or(learnt)
         .or(Some(overlay.ip()).filter(|ip| !ip.is_unspecified()))
         .unwrap_or(lan);
     let mut rc = RelayConfig::new(lan, public);
@@ -109,15 +164,60 @@ pub(crate) fn for_phones(
     rc.max_streams_per_call = cfg.max_streams_per_call;
     rc.idle = cfg.idle;
     rc.max_datagram = MAX_DATAGRAM;
-    let plane = MediaPlane::start(rc, stop).ok()?;
+    rc.public_is_reflexive = cfg.public.is_none() && advertise.is_none() && learnt == Some(public);
+    let plane = MediaPlane::start(rc, cfg.turn.clone(), stop).ok()?;
     info!(%lan, %public, ports = ?cfg.ports, "media relay for local phones");
+    if let Some(t) = &cfg.turn {
+        plane
+            .0
+            .runtime
+            .spawn(choose_turn(Arc::downgrade(&plane.0), t.clone()));
+    }
     Some(plane)
 }
 
+/// Turn the relay's TURN pool on when the mode says so: always, or when the NAT's mapping
+/// depends on the destination.
+async fn choose_turn(inner: Weak<Inner>, t: MediaTurn) {
+    let on = match t.mode {
+        TurnMode::Always => true,
+        TurnMode::Auto => {
+            let mut servers = t.stun.clone();
+            servers.push(t.server);
+            servers.sort();
+            servers.dedup();
+            let opts = BindingOptions::quick(Duration::from_secs(3));
+            let mapping = nat::mapping_behaviour(&servers, &opts).await;
+            if mapping == Mapping::Unknown && servers.len() < 2 {
+                warn!(
+                    server = %t.server,
+                    "media relay: one STUN/TURN server only, so the NAT's mapping cannot be \
+                     tested (give --stun another one); far legs go direct"
+                );
+            }
+            mapping == Mapping::Dependent
+        }
+    };
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    if on {
+        info!(server = %t.server, mode = ?t.mode, pool = t.pool,
+            "media relay: far legs go through TURN");
+        let mut relay = inner.relay();
+        relay.set_turn_pool(inner.now(), t.pool.max(2));
+        inner.apply(&mut relay);
+    } else {
+        info!(server = %t.server, "media relay: the NAT keeps one mapping for every destination; far legs go direct");
+    }
+}
+
 impl MediaPlane {
-    /// A relay with `cfg`, running until `stop` fires (or its sender goes away).
+    /// A relay with `cfg` (and the TURN server `turn` to make allocations on, when the
+    /// relay asks), running until `stop` fires (or its sender goes away).
     pub(crate) fn start(
         cfg: RelayConfig,
+        turn: Option<MediaTurn>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, tokio::runtime::TryCurrentError> {
         let runtime = tokio::runtime::Handle::try_current()?;
@@ -128,6 +228,8 @@ impl MediaPlane {
         let inner = Arc::new(Inner {
             relay: Mutex::new(MediaRelay::new(cfg)),
             sockets: Mutex::new(BTreeMap::new()),
+            pool: Mutex::new(BTreeMap::new()),
+            turn,
             epoch: Instant::now(),
             bind,
             runtime,
@@ -144,6 +246,25 @@ impl MediaPlane {
     pub(crate) fn relay(&self) -> MutexGuard<'_, MediaRelay> {
         self.0.relay()
     }
+
+    /// The relay's counters.
+    pub(crate) fn stats(&self) -> RelayStats {
+        self.0.relay().stats().clone()
+    }
+}
+
+/// One line per ended stream, in the peer's log.
+fn log_report(r: &StreamReport) {
+    let far = r.far.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    info!(
+        call = %r.call_id, stream = r.index, path = r.path.as_str(), far = %far,
+        seconds = format!("{:.1}", r.duration.as_secs_f64()),
+        "media report: phone->far {} packets, {} lost ({:.1} %), jitter {:.2} ms; \
+         far->phone {} packets, {} lost ({:.1} %), jitter {:.2} ms",
+        r.from_phone.packets, r.from_phone.lost, r.from_phone.loss_percent(),
+        r.from_phone.jitter_ms, r.from_far.packets, r.from_far.lost,
+        r.from_far.loss_percent(), r.from_far.jitter_ms,
+    );
 }
 
 impl Inner {
@@ -159,7 +280,12 @@ impl Inner {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Open and close what the relay asked for; the ports that could not be bound.
+    fn pool(&self) -> MutexGuard<'_, BTreeMap<u64, TurnClient>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Do what the relay asked for and log its reports; the ports that could not be
+    /// opened or attached.
     fn apply(self: &Arc<Self>, relay: &mut MediaRelay) -> Vec<u16> {
         let mut failed = Vec::new();
         while let Some(c) = relay.poll_command() {
@@ -172,9 +298,7 @@ impl Inner {
                             port,
                             self.stop.clone(),
                         ));
-                        if let Some(old) = self.sockets().insert(port, Socket { sock, task }) {
-                            old.task.abort();
-                        }
+                        self.insert(port, Carrier::Udp(sock), task);
                     }
                     Err(e) => {
                         warn!(port, "media port unavailable: {e}");
@@ -184,11 +308,63 @@ impl Inner {
                 MediaCommand::Close(port) => {
                     if let Some(s) = self.sockets().remove(&port) {
                         s.task.abort();
+                        if let Carrier::Turn(client) = s.carrier {
+                            self.runtime.spawn(async move { client.shutdown().await });
+                        }
+                    }
+                }
+                MediaCommand::Allocate(token) => {
+                    self.runtime.spawn(allocate(Arc::downgrade(self), token));
+                }
+                MediaCommand::Attach { token, port } => {
+                    let Some(mut client) = self.pool().remove(&token) else {
+                        warn!(token, port, "TURN allocation to attach is gone");
+                        failed.push(port);
+                        continue;
+                    };
+                    let rx = client.take_receiver();
+                    let client = Arc::new(client);
+                    let task = self.runtime.spawn(serve_turn(
+                        Arc::downgrade(self),
+                        rx,
+                        port,
+                        self.stop.clone(),
+                    ));
+                    self.insert(port, Carrier::Turn(client), task);
+                }
+                MediaCommand::Permit { port, peer } => {
+                    let client = match self.sockets().get(&port).map(|s| &s.carrier) {
+                        Some(Carrier::Turn(c)) => c.clone(),
+                        _ => continue,
+                    };
+                    self.runtime.spawn(async move {
+                        // A channel frames RTP in 4 bytes instead of a Send indication's
+                        // 36; its permission lets the far end in either way.
+                        if let Err(e) = client.bind_channel(peer).await {
+                            warn!(%peer, "TURN channel bind failed ({e}); trying a permission");
+                            if let Err(e) = client.create_permission(peer).await {
+                                warn!(%peer, "TURN permission failed: {e}");
+                            }
+                        }
+                    });
+                }
+                MediaCommand::Discard(token) => {
+                    if let Some(client) = self.pool().remove(&token) {
+                        self.runtime.spawn(client.close());
                     }
                 }
             }
         }
+        while let Some(r) = relay.poll_report() {
+            log_report(&r);
+        }
         failed
+    }
+
+    fn insert(&self, port: u16, carrier: Carrier, task: JoinHandle<()>) {
+        if let Some(old) = self.sockets().insert(port, Socket { carrier, task }) {
+            old.task.abort();
+        }
     }
 
     fn bind(&self, port: u16) -> std::io::Result<Arc<UdpSocket>> {
@@ -198,9 +374,53 @@ impl Inner {
         Ok(Arc::new(UdpSocket::from_std(std)?))
     }
 
-    fn socket(&self, port: u16) -> Option<Arc<UdpSocket>> {
-        self.sockets().get(&port).map(|s| s.sock.clone())
+    /// Send `data` out of the relay port `from_port` to `to`. UDP: a full buffer or an
+    /// unreachable destination loses this datagram only.
+    async fn send(&self, from_port: u16, data: &[u8], to: SocketAddr) {
+        let carrier = match self.sockets().get(&from_port).map(|s| &s.carrier) {
+            Some(Carrier::Udp(s)) => Carrier::Udp(s.clone()),
+            Some(Carrier::Turn(c)) => Carrier::Turn(c.clone()),
+            None => return,
+        };
+        match carrier {
+            Carrier::Udp(s) => {
+                let _ = s.try_send_to(data, to);
+            }
+            Carrier::Turn(c) => {
+                let _ = c.send_to(data, to).await;
+            }
+        }
     }
+}
+
+/// Make the TURN allocation `token` and hand it to the relay (or tell it of the failure).
+async fn allocate(inner: Weak<Inner>, token: u64) {
+    let Some(t) = inner.upgrade().and_then(|i| i.turn.clone()) else {
+        return;
+    };
+    let opts = TurnOptions {
+        timeout: Duration::from_secs(5),
+        recv_queue: TURN_QUEUE,
+    };
+    let got =
+        TurnClient::allocate(t.server, Credentials::new(&t.username, &t.password), opts).await;
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    let mut relay = inner.relay();
+    let now = inner.now();
+    match got {
+        Ok(client) => {
+            let relayed = client.relayed_addr();
+            inner.pool().insert(token, client);
+            relay.turn_allocated(now, token, relayed);
+        }
+        Err(e) => {
+            warn!(server = %t.server, "TURN allocation for media failed: {e}");
+            relay.turn_failed(now, token);
+        }
+    }
+    inner.apply(&mut relay);
 }
 
 impl MediaAnchor for MediaPlane {
@@ -258,12 +478,41 @@ async fn serve(
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let out = inner.relay().handle_datagram(inner.now(), port, from, len);
-        if let Some(f) = out
-            && let Some(out_sock) = inner.socket(f.from_port)
-        {
-            // UDP: a full buffer or an unreachable destination loses this datagram only.
-            let _ = out_sock.try_send_to(&buf[..len], f.to);
+        let data = &buf[..len];
+        let out = inner.relay().handle_datagram(inner.now(), port, from, data);
+        if let Some(f) = out {
+            inner.send(f.from_port, data, f.to).await;
+        }
+    }
+}
+
+/// Datagrams the TURN allocation carrying `port` received from its peers, forwarded where
+/// the relay says.
+async fn serve_turn(
+    inner: Weak<Inner>,
+    rx: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    port: u16,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(mut rx) = rx else {
+        return;
+    };
+    loop {
+        let got = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = rx.recv() => r,
+        };
+        let Some((data, from)) = got else {
+            return;
+        };
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let out = inner
+            .relay()
+            .handle_datagram(inner.now(), port, from, &data);
+        if let Some(f) = out {
+            inner.send(f.from_port, &data, f.to).await;
         }
     }
 }
@@ -283,10 +532,18 @@ async fn sweep(inner: Weak<Inner>, mut stop: watch::Receiver<bool>) {
         relay.handle_timeout(inner.now());
         inner.apply(&mut relay);
     }
-    // Stopped: close every socket.
+    // Stopped: close every socket and allocation.
     if let Some(inner) = inner.upgrade() {
-        for (_, s) in std::mem::take(&mut *inner.sockets()) {
+        let sockets = std::mem::take(&mut *inner.sockets());
+        let pool = std::mem::take(&mut *inner.pool());
+        for (_, s) in sockets {
             s.task.abort();
+            if let Carrier::Turn(c) = s.carrier {
+                c.shutdown().await;
+            }
+        }
+        for (_, c) in pool {
+            c.close().await;
         }
     }
 }
@@ -313,7 +570,7 @@ mod tests {
         let loopback = IpAddr::from([127, 0, 0, 1]);
         let mut cfg = RelayConfig::new(loopback, loopback);
         (cfg.first_port, cfg.last_port) = (first, first + 199);
-        MediaPlane::start(cfg, stop).unwrap()
+        MediaPlane::start(cfg, None, stop).unwrap()
     }
 
     async fn recv(sock: &UdpSocket) -> (Vec<u8>, SocketAddr) {
@@ -400,5 +657,106 @@ mod tests {
         assert_eq!(p.0.sockets().len(), 4);
         assert!(!p.0.sockets().contains_key(&first));
         drop(held);
+    }
+
+    /// Receive on `sock` until `want` arrives, sending `data` to `to` from `from` every
+    /// 100 ms meanwhile (a TURN permission is installed asynchronously: the first
+    /// datagrams may arrive before it and be dropped, as on a real network).
+    async fn until_heard(
+        from: &UdpSocket,
+        data: &[u8],
+        to: SocketAddr,
+        sock: &UdpSocket,
+    ) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 256];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            from.send_to(data, to).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf));
+            if let Ok(Ok((n, src))) = got.await {
+                return (buf[..n].to_vec(), src);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nothing within 5 s");
+        }
+    }
+
+    /// Bob's peer sends its far leg through a TURN server on loopback: the SDP towards
+    /// alice's peer names the relayed address, the datagrams cross both ways through the
+    /// allocation, and hanging up deletes it.
+    #[tokio::test]
+    async fn rtp_crosses_when_one_relay_goes_through_turn() {
+        let mut creds = nat::CredentialStore::new();
+        creds.add_user(Credentials::new("test", "test"));
+        let srv = nat::StunServer::bind(nat::ServerConfig::loopback(creds))
+            .await
+            .unwrap()
+            .spawn();
+        let turn = MediaTurn {
+            server: srv.local_addr,
+            username: "test".into(),
+            password: "test".into(),
+            mode: TurnMode::Always,
+            stun: Vec::new(),
+            pool: 2,
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let mut a = plane(41600, stop.clone());
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut cfg = RelayConfig::new(loopback, loopback);
+        (cfg.first_port, cfg.last_port) = (41800, 41999);
+        let mut b = MediaPlane::start(cfg, Some(turn.clone()), stop).unwrap();
+        choose_turn(Arc::downgrade(&b.0), turn).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while b.relay().turn_ready() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no TURN allocations"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (pa, pb) = (
+            alice.local_addr().unwrap().port(),
+            bob.local_addr().unwrap().port(),
+        );
+        let t = overlay::Time::ZERO;
+        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
+        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
+        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        // Bob's peer offers alice's peer its TURN relay, not one of its own ports.
+        let relayed = port_in(&answer);
+        assert!(
+            !(41800..=41999).contains(&relayed),
+            "answer names {relayed}"
+        );
+        assert_eq!(b.relay().stats().turn_streams, 1);
+        let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));
+
+        // Bob speaks first: through the allocation to alice's far leg, then to alice.
+        let (got, from) = until_heard(&bob, b"rtp from bob", addr(relay_b), &alice).await;
+        assert_eq!(
+            (got.as_slice(), from.port()),
+            (&b"rtp from bob"[..], relay_a)
+        );
+        // Alice answers: her far leg latched on the relayed address and sends back there.
+        let (got, from) = until_heard(&alice, b"rtp from alice", addr(relay_a), &bob).await;
+        assert_eq!(
+            (got.as_slice(), from.port()),
+            (&b"rtp from alice"[..], relay_b)
+        );
+        a.end_call("c1");
+        b.end_call("c1");
+        assert!(b.0.sockets().is_empty());
+        let report = b.relay().poll_report();
+        assert_eq!(report, None, "reports are drained into the log by apply");
+        assert_eq!(b.relay().stats().ended, 1);
+        let _ = stop_tx.send(true);
+        srv.shutdown().await.unwrap();
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 }

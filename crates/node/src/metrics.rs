@@ -31,6 +31,11 @@ struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Path {
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
     outcome: String,
 }
@@ -121,6 +126,8 @@ pub(crate) struct Scrape {
     pub kinds: std::collections::BTreeMap<&'static str, u64>,
     /// SOS rankings (ok, failed) and reports (ok, failed, dropped); `None`: no SOS.
     pub sos: Option<[u64; 5]>,
+    /// The media relay's counters; `None`: no relay.
+    pub media: Option<sip::media::RelayStats>,
 }
 
 fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
@@ -246,6 +253,76 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
         }
         r.register("sos_rankings", "Route rankings asked of the SOS", rankings);
         r.register("sos_reports", "Evidence reports sent to the SOS", reports);
+    }
+    if let Some(m) = &s.media {
+        let ended = Family::<Path, Counter>::default();
+        for (path, v) in [
+            sip::media::MediaPath::Direct,
+            sip::media::MediaPath::ServerReflexive,
+            sip::media::MediaPath::Relayed,
+        ]
+        .iter()
+        .zip(m.ended_by_path)
+        {
+            ended
+                .get_or_create(&Path {
+                    path: path.as_str().into(),
+                })
+                .inc_by(v);
+        }
+        r.register(
+            "media_streams_ended",
+            "Media streams the relay carried for local phones, ended, by the far leg's path",
+            ended,
+        );
+        counter(
+            r,
+            "media_rtp_packets",
+            "RTP packets the relay received on ended streams, both directions",
+            m.rtp_packets,
+        );
+        counter(
+            r,
+            "media_rtp_lost",
+            "RTP packets lost (expected minus received) on ended streams, both directions",
+            m.rtp_lost,
+        );
+        counter(
+            r,
+            "media_forwarded",
+            "Datagrams the relay forwarded",
+            m.forwarded,
+        );
+        let dropped = Family::<Reason, Counter>::default();
+        for (reason, v) in [
+            ("foreign_source", m.foreign),
+            ("no_destination", m.no_destination),
+            ("over_limit", m.over_limit),
+            ("stray", m.stray),
+        ] {
+            dropped
+                .get_or_create(&Reason {
+                    reason: reason.into(),
+                })
+                .inc_by(v);
+        }
+        r.register(
+            "media_dropped",
+            "Datagrams the relay dropped, by reason",
+            dropped,
+        );
+        counter(
+            r,
+            "media_turn_failed",
+            "TURN allocations for far legs that failed",
+            m.turn_failed,
+        );
+        counter(
+            r,
+            "media_turn_short",
+            "Streams that went direct because no TURN allocation was ready",
+            m.turn_short,
+        );
     }
     let mut text = String::new();
     encode(&mut text, &root)?;

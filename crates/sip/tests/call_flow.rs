@@ -254,21 +254,21 @@ fn anchored_call_points_each_phone_at_its_own_peer_and_rtp_crosses_both_relays()
     let mut ra = a.0.lock().unwrap();
     let mut rb = b.0.lock().unwrap();
     let out = ra
-        .handle_datagram(now, 40000, addr("127.0.0.1:6000"), 172)
+        .handle_datagram(now, 40000, addr("127.0.0.1:6000"), &[0; 172])
         .unwrap();
     assert_eq!(out.to, addr("198.51.100.2:50002"));
     let from_a = SocketAddr::new("198.51.100.1".parse().unwrap(), out.from_port);
-    let to_bob = rb.handle_datagram(now, 50002, from_a, 172).unwrap();
+    let to_bob = rb.handle_datagram(now, 50002, from_a, &[0; 172]).unwrap();
     assert_eq!(
         (to_bob.from_port, to_bob.to),
         (50000, addr("127.0.0.2:7000"))
     );
     let back = rb
-        .handle_datagram(now, 50000, addr("127.0.0.2:7000"), 172)
+        .handle_datagram(now, 50000, addr("127.0.0.2:7000"), &[0; 172])
         .unwrap();
     assert_eq!(back.to, from_a);
     let from_b = SocketAddr::new("198.51.100.2".parse().unwrap(), back.from_port);
-    let to_alice = ra.handle_datagram(now, 40002, from_b, 172).unwrap();
+    let to_alice = ra.handle_datagram(now, 40002, from_b, &[0; 172]).unwrap();
     assert_eq!(
         (to_alice.from_port, to_alice.to),
         (40000, addr("127.0.0.1:6000"))

@@ -162,6 +162,24 @@ pub(crate) struct Args {
     /// Seconds without a media packet after which a relayed stream is freed.
     #[arg(long, default_value_t = 60)]
     media_idle_s: u64,
+    /// TURN server (IP:PORT, UDP) the media relay's far legs go through when this peer's
+    /// NAT gives each destination its own mapping (a "symmetric" NAT, which the far end
+    /// cannot reach at the STUN-learnt address). The test at start sends Bindings from one
+    /// socket to this server and each --stun server: give at least one --stun server other
+    /// than this one.
+    #[arg(long, value_name = "IP:PORT", requires = "sip_listen")]
+    media_turn: Option<SocketAddr>,
+    /// Long-term credentials on --media-turn.
+    #[arg(long, value_name = "USER:PASSWORD", requires = "media_turn", value_parser = parse_user)]
+    media_turn_user: Option<(String, String)>,
+    /// Send the far legs through --media-turn whatever the NAT.
+    #[arg(long, requires = "media_turn")]
+    media_turn_always: bool,
+    /// TURN allocations kept ready for new calls' far legs (a stream takes two: RTP and
+    /// RTCP). Mind the server's allocation quota per user (4 by default on `p2psip
+    /// stun-server`): ready and in-use allocations both count.
+    #[arg(long, default_value_t = 2, requires = "media_turn")]
+    media_turn_pool: usize,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -169,6 +187,14 @@ pub(crate) struct Args {
     /// How long `p2psip call` waits for each answer of the callee in the dialog, ms.
     #[arg(long, default_value_t = 5000)]
     dialog_timeout_ms: u64,
+}
+
+/// `USER:PASSWORD`.
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok((u.to_owned(), p.to_owned())),
+        _ => Err("want USER:PASSWORD".into()),
+    }
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
@@ -222,7 +248,7 @@ impl Args {
                 max_inbound: a.max_inbound,
                 ..defaults.limits.clone()
             },
-            stun: a.stun,
+            stun: a.stun.clone(),
             relay: a.relay,
             outbound_only: a.outbound_only,
             keepalive: Duration::from_secs(a.keepalive_s.max(1)),
@@ -251,6 +277,21 @@ impl Args {
                     public: a.media_public,
                     max_streams: a.media_max_streams,
                     idle: Duration::from_secs(a.media_idle_s.max(1)),
+                    turn: a.media_turn.map(|server| {
+                        let (username, password) = a.media_turn_user.clone().unwrap_or_default();
+                        node::MediaTurn {
+                            server,
+                            username,
+                            password,
+                            mode: if a.media_turn_always {
+                                node::TurnMode::Always
+                            } else {
+                                node::TurnMode::Auto
+                            },
+                            stun: a.stun.clone(),
+                            pool: a.media_turn_pool,
+                        }
+                    }),
                     ..node::MediaConfig::default()
                 }),
             }),

@@ -7,11 +7,15 @@
 //! (ports, latching, forwarding, bounds). [`MediaAnchor`] is what the front-end calls: the
 //! relay itself in tests, a shell that shares the relay with its sockets in a deployment.
 
+pub mod quality;
 pub mod relay;
 pub mod sdp;
 
-pub use relay::{Forward, MediaCommand, MediaError, MediaRelay, Origin, RelayConfig, RelayStats};
-pub use sdp::{Sdp, SdpError, Stream};
+pub use relay::{
+    DirectionReport, Forward, MediaCommand, MediaError, MediaPath, MediaRelay, Origin, RelayConfig,
+    RelayStats, StreamReport,
+};
+pub use sdp::{Sdp, SdpError, Stream, Target};
 
 use crate::msg::{SipRequest, SipResponse};
 use overlay::Time;

@@ -10,15 +10,32 @@
 //! than they announced still get their media. A new SDP from a side with a new address
 //! unlatches its leg.
 //!
+//! Behind a NAT whose mapping depends on the destination (a "symmetric" NAT), the far end
+//! cannot reach the address this peer learnt from its STUN server. The far leg then goes
+//! through TURN (RFC 8656): with [`RelayConfig::turn_pool`] set, the relay keeps that many
+//! TURN allocations ready (the shell makes them, [`MediaCommand::Allocate`]), a new stream's
+//! far leg takes two (RTP and RTCP), the SDP towards the far end names their relayed
+//! addresses, and the far end's address from its SDP becomes a permission on each
+//! ([`MediaCommand::Permit`]). The shell then carries the leg's datagrams in TURN
+//! Send/ChannelData instead of on a local socket; the relay itself sees the same ports.
+//! When no allocation is ready the stream goes direct and the shortfall is counted.
+//!
+//! Each stream measures both directions (packets, loss, RFC 3550 jitter, [`quality`]) and
+//! leaves a [`StreamReport`] when it ends, with the path its far leg took.
+//!
 //! Bounded: streams per peer and per call, ports, bytes per stream per second, datagram
-//! size; a stream with no traffic for `idle` is freed, and all of a call's streams when its
-//! dialog ends. The shell binds and closes the sockets the relay asks for
-//! ([`MediaCommand`]) and passes every datagram to [`MediaRelay::handle_datagram`].
+//! size, ready TURN allocations, reports kept; a stream with no traffic for `idle` is
+//! freed, and all of a call's streams when its dialog ends. The shell binds and closes the
+//! sockets the relay asks for ([`MediaCommand`]) and passes every datagram to
+//! [`MediaRelay::handle_datagram`].
+//!
+//! [`quality`]: super::quality
 
-use super::sdp::{Sdp, SdpError};
+use super::quality::Quality;
+use super::sdp::{Sdp, SdpError, Target};
 use crate::deadlines::Deadlines;
 use overlay::Time;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use thiserror::Error;
@@ -31,6 +48,9 @@ pub struct RelayConfig {
     /// The address the far end reaches the relay at (the peer's advertised or
     /// server-reflexive address).
     pub public: IpAddr,
+    /// Whether `public` is a NAT's address for us (learnt from STUN) rather than one of
+    /// our own: it names the path of direct streams in reports.
+    pub public_is_reflexive: bool,
     /// First port of the range the relay takes its ports from (rounded up to even).
     pub first_port: u16,
     /// Last port of the range.
@@ -46,14 +66,25 @@ pub struct RelayConfig {
     pub max_bytes_per_sec: u64,
     /// Longest datagram forwarded.
     pub max_datagram: usize,
+    /// TURN allocations kept ready for far legs (two per stream); 0: far legs use the
+    /// relay's own sockets.
+    pub turn_pool: usize,
+    /// Wait after a failed allocation before asking again; it doubles with each failure
+    /// in a row (up to 16 times), as a server refusing for quota (486) refuses until
+    /// allocations are deleted.
+    pub turn_retry: Duration,
+    /// Most stream reports kept for [`MediaRelay::poll_report`] (older ones are dropped).
+    pub max_reports: usize,
 }
 
 impl RelayConfig {
-    /// Defaults: ports 20000–29999, 1024 streams, 8 per call, 60 s idle, 1 MB/s per stream.
+    /// Defaults: ports 20000–29999, 1024 streams, 8 per call, 60 s idle, 1 MB/s per stream,
+    /// no TURN.
     pub fn new(lan: IpAddr, public: IpAddr) -> Self {
         RelayConfig {
             lan,
             public,
+            public_is_reflexive: false,
             first_port: 20000,
             last_port: 29999,
             max_streams: 1024,
@@ -61,6 +92,9 @@ impl RelayConfig {
             idle: Duration::from_secs(60),
             max_bytes_per_sec: 1_000_000,
             max_datagram: 4096,
+            turn_pool: 0,
+            turn_retry: Duration::from_secs(5),
+            max_reports: 64,
         }
     }
 }
@@ -91,13 +125,34 @@ pub enum MediaError {
     NoPorts,
 }
 
-/// A socket the shell opens or closes for the relay.
+/// What the shell does for the relay: sockets and TURN allocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MediaCommand {
     /// Bind a UDP socket on this port.
     Open(u16),
-    /// Close the socket on this port.
+    /// Close what carries this port (its socket, or its TURN allocation).
     Close(u16),
+    /// Make a TURN allocation and answer with [`MediaRelay::turn_allocated`] or
+    /// [`MediaRelay::turn_failed`] under this token.
+    Allocate(u64),
+    /// From now on the allocation `token` carries `port`: datagrams from its peers arrive
+    /// as the port's, the port's datagrams leave through it.
+    Attach {
+        /// The allocation.
+        token: u64,
+        /// The relay port it stands for.
+        port: u16,
+    },
+    /// Let `peer` reach the allocation carrying `port` (TURN CreatePermission, or a
+    /// ChannelBind for shorter framing).
+    Permit {
+        /// The relay port.
+        port: u16,
+        /// The far end's address.
+        peer: SocketAddr,
+    },
+    /// Delete the allocation `token`, not attached to any port (the pool shrank).
+    Discard(u64),
 }
 
 /// A datagram to send: the same bytes that came in, out of our port `from_port`, to `to`.
@@ -109,7 +164,7 @@ pub struct Forward {
     pub to: SocketAddr,
 }
 
-/// Counters for logs and tests.
+/// Counters for logs, metrics and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RelayStats {
     /// Datagrams forwarded.
@@ -124,6 +179,98 @@ pub struct RelayStats {
     pub stray: u64,
     /// Streams freed for lack of traffic.
     pub idled: u64,
+    /// Streams whose far leg went through TURN.
+    pub turn_streams: u64,
+    /// Streams that went direct because no TURN allocation was ready.
+    pub turn_short: u64,
+    /// TURN allocations that failed.
+    pub turn_failed: u64,
+    /// Streams ended (and reported).
+    pub ended: u64,
+    /// Streams ended by their far leg's path: direct, server-reflexive, relayed.
+    pub ended_by_path: [u64; 3],
+    /// RTP packets received on all ended streams, both directions.
+    pub rtp_packets: u64,
+    /// RTP packets lost on all ended streams, both directions.
+    pub rtp_lost: u64,
+    /// Reports dropped because [`RelayConfig::max_reports`] were waiting.
+    pub reports_dropped: u64,
+}
+
+/// The way a stream's far leg reached the other peer (the discriminant indexes
+/// [`RelayStats::ended_by_path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaPath {
+    /// On the peer's own address.
+    Direct = 0,
+    /// On the address a NAT gave the peer (learnt from STUN).
+    ServerReflexive = 1,
+    /// Through a TURN allocation.
+    Relayed = 2,
+}
+
+impl MediaPath {
+    /// The name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaPath::Direct => "direct",
+            MediaPath::ServerReflexive => "server-reflexive",
+            MediaPath::Relayed => "relayed",
+        }
+    }
+}
+
+/// One direction of an ended stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectionReport {
+    /// RTP packets received.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Packets lost (expected − received).
+    pub lost: u64,
+    /// RFC 3550 interarrival jitter, ms.
+    pub jitter_ms: f64,
+}
+
+impl DirectionReport {
+    fn of(q: &Quality) -> Self {
+        DirectionReport {
+            packets: q.packets,
+            bytes: q.bytes,
+            lost: q.lost(),
+            jitter_ms: q.jitter_ms(),
+        }
+    }
+
+    /// Lost packets as a percentage of those expected.
+    pub fn loss_percent(&self) -> f64 {
+        let expected = self.packets + self.lost;
+        if expected == 0 {
+            0.0
+        } else {
+            self.lost as f64 * 100.0 / expected as f64
+        }
+    }
+}
+
+/// What one stream did, left when it ends (dialog end, port 0, idleness).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamReport {
+    /// The call.
+    pub call_id: String,
+    /// The `m=` index.
+    pub index: usize,
+    /// The far leg's path.
+    pub path: MediaPath,
+    /// Where the far end's RTP came from (latched), else where its SDP said.
+    pub far: Option<SocketAddr>,
+    /// How long the stream lived.
+    pub duration: Duration,
+    /// Datagrams from the phone (towards the far end).
+    pub from_phone: DirectionReport,
+    /// Datagrams from the far end (towards the phone).
+    pub from_far: DirectionReport,
 }
 
 const LEGS: usize = 2;
@@ -138,6 +285,10 @@ struct Leg {
     announced: [Option<SocketAddr>; 2],
     /// The source its first datagram came from (RTP, RTCP).
     latched: [Option<SocketAddr>; 2],
+    /// The TURN relayed addresses carrying this leg (RTP, RTCP), when it goes through TURN.
+    relayed: Option<[SocketAddr; 2]>,
+    /// What arrived on this leg's RTP port.
+    quality: Quality,
 }
 
 impl Leg {
@@ -146,6 +297,8 @@ impl Leg {
             port,
             announced: [None; 2],
             latched: [None; 2],
+            relayed: None,
+            quality: Quality::default(),
         }
     }
 
@@ -160,9 +313,12 @@ type StreamKey = (String, usize);
 struct Stream {
     key: StreamKey,
     legs: [Leg; LEGS],
+    started: Time,
     last_active: Time,
     window_start: Time,
     window_bytes: u64,
+    /// Clock rates of the stream's payload types (from both sides' SDP).
+    clock_rates: Vec<(u8, u32)>,
 }
 
 /// The relay of one peer (see the module doc).
@@ -183,6 +339,16 @@ pub struct MediaRelay {
     idle: Deadlines<u64>,
     commands: VecDeque<MediaCommand>,
     next_id: u64,
+    /// TURN allocations ready for a far leg: (token, relayed address).
+    turn_ready: VecDeque<(u64, SocketAddr)>,
+    /// Allocations asked for and not answered yet.
+    turn_pending: BTreeSet<u64>,
+    /// No new allocation is asked for before this (after a failure).
+    turn_retry_at: Option<Time>,
+    /// Failed allocations since the last one made.
+    turn_failures: u32,
+    next_token: u64,
+    reports: VecDeque<StreamReport>,
     stats: RelayStats,
 }
 
@@ -197,7 +363,7 @@ impl MediaRelay {
         } else {
             span - span % 2
         };
-        MediaRelay {
+        let mut relay = MediaRelay {
             cfg,
             streams: BTreeMap::new(),
             by_key: BTreeMap::new(),
@@ -207,8 +373,16 @@ impl MediaRelay {
             idle: Deadlines::default(),
             commands: VecDeque::new(),
             next_id: 0,
+            turn_ready: VecDeque::new(),
+            turn_pending: BTreeSet::new(),
+            turn_retry_at: None,
+            turn_failures: 0,
+            next_token: 0,
+            reports: VecDeque::new(),
             stats: RelayStats::default(),
-        }
+        };
+        relay.refill(Time::ZERO);
+        relay
     }
 
     /// The settings.
@@ -226,11 +400,72 @@ impl MediaRelay {
         self.streams.len()
     }
 
+    /// TURN allocations ready for new streams.
+    pub fn turn_ready(&self) -> usize {
+        self.turn_ready.len()
+    }
+
+    /// Keep `pool` TURN allocations ready from now on (0: new streams go direct, and the
+    /// ready ones are discarded). Streams already relayed keep theirs.
+    pub fn set_turn_pool(&mut self, now: Time, pool: usize) {
+        self.cfg.turn_pool = pool;
+        while self.turn_ready.len() > pool {
+            if let Some((token, _)) = self.turn_ready.pop_back() {
+                self.commands.push_back(MediaCommand::Discard(token));
+            }
+        }
+        if pool == 0 {
+            // Answers still to come are discarded when they arrive.
+            self.turn_pending.clear();
+        }
+        self.turn_retry_at = None;
+        self.refill(now);
+    }
+
+    /// The allocation `token` asked for is ready, relayed at `relayed`.
+    pub fn turn_allocated(&mut self, now: Time, token: u64, relayed: SocketAddr) {
+        if self.turn_pending.remove(&token) && self.turn_ready.len() < self.cfg.turn_pool {
+            self.turn_ready.push_back((token, relayed));
+            self.turn_failures = 0;
+        } else {
+            self.commands.push_back(MediaCommand::Discard(token));
+        }
+        self.refill(now);
+    }
+
+    /// The allocation `token` asked for failed: ask again after
+    /// [`RelayConfig::turn_retry`], doubled for each failure in a row.
+    pub fn turn_failed(&mut self, now: Time, token: u64) {
+        if self.turn_pending.remove(&token) {
+            self.stats.turn_failed += 1;
+            let wait = self.cfg.turn_retry * (1 << self.turn_failures.min(4));
+            self.turn_failures = self.turn_failures.saturating_add(1);
+            let at = now + wait;
+            // Failures answered together wait as long as the first.
+            self.turn_retry_at = Some(self.turn_retry_at.map_or(at, |t| t.max(at)));
+        }
+    }
+
+    /// Ask for allocations until the pool (with those pending) is full, unless waiting
+    /// after a failure.
+    fn refill(&mut self, now: Time) {
+        if self.turn_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        self.turn_retry_at = None;
+        while self.turn_ready.len() + self.turn_pending.len() < self.cfg.turn_pool {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.turn_pending.insert(token);
+            self.commands.push_back(MediaCommand::Allocate(token));
+        }
+    }
+
     /// Rewrite an SDP body passing through the front-end for call `call_id`: every active
     /// stream gets (or keeps) its relay, the sending side's leg learns where that side
-    /// receives, and the body comes back naming our other leg (our public address towards
-    /// the far end, our LAN address towards the phone). Disabled streams (port 0) free
-    /// their relay. On an error nothing changed.
+    /// receives, and the body comes back naming our other leg (our public address, or the
+    /// far leg's TURN relay, towards the far end; our LAN address towards the phone).
+    /// Disabled streams (port 0) free their relay. On an error nothing changed.
     pub fn rewrite(
         &mut self,
         now: Time,
@@ -260,22 +495,22 @@ impl MediaRelay {
         if new * LEGS > self.free_pairs() {
             return Err(MediaError::NoPorts);
         }
-        let (from_leg, to_leg, addr) = match origin {
-            Origin::Phone => (PHONE, FAR, self.cfg.public),
-            Origin::FarEnd => (FAR, PHONE, self.cfg.lan),
+        let (from_leg, to_leg) = match origin {
+            Origin::Phone => (PHONE, FAR),
+            Origin::FarEnd => (FAR, PHONE),
         };
-        let mut ports = Vec::with_capacity(streams.len());
+        let mut targets = Vec::with_capacity(streams.len());
         for (i, s) in streams.iter().enumerate() {
             if s.port == 0 {
                 if let Some(id) = self.by_key.get(&key(i)).copied() {
                     self.free(id);
                 }
-                ports.push(None);
+                targets.push(None);
                 continue;
             }
             if !s.is_active() {
                 // Held (c=0.0.0.0): passes as it is.
-                ports.push(None);
+                targets.push(None);
                 continue;
             }
             let id = match self.by_key.get(&key(i)).copied() {
@@ -283,20 +518,42 @@ impl MediaRelay {
                 None => self.open(now, key(i)),
             };
             let Some(stream) = id.and_then(|id| self.streams.get_mut(&id)) else {
-                ports.push(None);
+                targets.push(None);
                 continue;
             };
             stream.last_active = now;
+            for c in &s.clock_rates {
+                if !stream.clock_rates.iter().any(|(pt, _)| *pt == c.0)
+                    && stream.clock_rates.len() < super::sdp::MAX_RTPMAPS
+                {
+                    stream.clock_rates.push(*c);
+                }
+            }
             let rtp = SocketAddr::new(s.addr, s.port);
             let rtcp = SocketAddr::new(s.addr, s.rtcp_port.unwrap_or(s.port.wrapping_add(1)));
             let leg = &mut stream.legs[from_leg];
             if leg.announced != [Some(rtp), Some(rtcp)] {
                 leg.announced = [Some(rtp), Some(rtcp)];
                 leg.latched = [None; 2];
+                if leg.relayed.is_some() {
+                    // The far end must be let in through the TURN relay.
+                    for (c, peer) in [rtp, rtcp].into_iter().enumerate() {
+                        self.commands.push_back(MediaCommand::Permit {
+                            port: leg.port + c as u16,
+                            peer,
+                        });
+                    }
+                }
             }
-            ports.push(Some(stream.legs[to_leg].port));
+            let to = &stream.legs[to_leg];
+            targets.push(Some(match (to_leg, to.relayed) {
+                (FAR, Some([rtp, rtcp])) => Target { rtp, rtcp },
+                (FAR, None) => Target::pair(SocketAddr::new(self.cfg.public, to.port)),
+                _ => Target::pair(SocketAddr::new(self.cfg.lan, to.port)),
+            }));
         }
-        Ok(sdp.rewrite(addr, &ports))
+        self.refill(now);
+        Ok(sdp.rewrite_to(&targets))
     }
 
     /// The dialog of `call_id` ended: free its streams.
@@ -318,15 +575,16 @@ impl MediaRelay {
         }
     }
 
-    /// A datagram of `len` bytes arrived on our `port` from `from`: where to send it, if
-    /// anywhere.
+    /// A datagram `data` arrived on our `port` from `from` (for a port carried by TURN:
+    /// from the peer the relay names): where to send it, if anywhere.
     pub fn handle_datagram(
         &mut self,
         now: Time,
         port: u16,
         from: SocketAddr,
-        len: usize,
+        data: &[u8],
     ) -> Option<Forward> {
+        let len = data.len();
         let Some((id, leg)) = self.slot(port).copied().flatten() else {
             self.stats.stray += 1;
             return None;
@@ -345,7 +603,11 @@ impl MediaRelay {
             Some(_) => {}
             None => *latched = Some(from),
         }
-        stream.last_active = now;
+        stream.last_active = stream.last_active.max(now);
+        if component == 0 {
+            let rates = &stream.clock_rates;
+            stream.legs[leg].quality.packet(now, data, rates);
+        }
         if len > self.cfg.max_datagram {
             self.stats.over_limit += 1;
             return None;
@@ -371,7 +633,7 @@ impl MediaRelay {
         })
     }
 
-    /// Free the streams idle at `now`.
+    /// Free the streams idle at `now`; ask for TURN allocations again after a failure.
     pub fn handle_timeout(&mut self, now: Time) {
         while let Some(id) = self.idle.pop_due(now) {
             let Some(stream) = self.streams.get(&id) else {
@@ -385,16 +647,28 @@ impl MediaRelay {
                 self.free(id);
             }
         }
+        self.refill(now);
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.idle.next()
+        let retry = self
+            .turn_retry_at
+            .filter(|_| self.turn_ready.len() + self.turn_pending.len() < self.cfg.turn_pool);
+        match (self.idle.next(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The next socket to open or close.
+    /// The next socket or allocation to open, attach or close.
     pub fn poll_command(&mut self) -> Option<MediaCommand> {
         self.commands.pop_front()
+    }
+
+    /// The next report of an ended stream.
+    pub fn poll_report(&mut self) -> Option<StreamReport> {
+        self.reports.pop_front()
     }
 
     fn slot(&self, port: u16) -> Option<&Option<(u64, usize)>> {
@@ -406,8 +680,9 @@ impl MediaRelay {
         self.ports.chunks(2).filter(|p| p[0].is_none()).count()
     }
 
-    /// Take a free pair for stream `id`'s `leg`: its even port.
-    fn take_pair(&mut self, id: u64, leg: usize) -> Option<u16> {
+    /// Take a free pair for stream `id`'s `leg`: its even port. With `open`, the shell is
+    /// asked for its sockets.
+    fn take_pair(&mut self, id: u64, leg: usize, open: bool) -> Option<u16> {
         let pairs = self.ports.len() / 2;
         for step in 0..pairs {
             let pair = (self.cursor + step) % pairs;
@@ -416,33 +691,71 @@ impl MediaRelay {
                 self.ports[pair * 2] = Some((id, leg));
                 self.ports[pair * 2 + 1] = Some((id, leg));
                 let port = self.base + (pair * 2) as u16;
-                self.commands.push_back(MediaCommand::Open(port));
-                self.commands.push_back(MediaCommand::Open(port + 1));
+                if open {
+                    self.commands.push_back(MediaCommand::Open(port));
+                    self.commands.push_back(MediaCommand::Open(port + 1));
+                }
                 return Some(port);
             }
         }
         None
     }
 
-    /// A new stream for `key`, if two port pairs are free.
+    /// A new stream for `key`, if two port pairs are free; its far leg through TURN when
+    /// the pool is on and has two allocations ready.
     fn open(&mut self, now: Time, key: StreamKey) -> Option<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        let phone = self.take_pair(id, PHONE)?;
-        let Some(far) = self.take_pair(id, FAR) else {
-            self.release(id, phone);
+        let turn = self.cfg.turn_pool > 0;
+        let relayed = if turn && self.turn_ready.len() >= 2 {
+            match (self.turn_ready.pop_front(), self.turn_ready.pop_front()) {
+                (Some(a), Some(b)) => Some([a, b]),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let phone = self.take_pair(id, PHONE, true);
+        let far = phone.and_then(|_| self.take_pair(id, FAR, relayed.is_none()));
+        let (Some(phone), Some(far)) = (phone, far) else {
+            if let Some(p) = phone {
+                self.release(id, p);
+            }
+            // Give the allocations back to the pool.
+            for a in relayed.into_iter().flatten().rev() {
+                self.turn_ready.push_front(a);
+            }
             return None;
         };
+        let mut far_leg = Leg::new(far);
+        match relayed {
+            Some([(t0, r0), (t1, r1)]) => {
+                self.commands.push_back(MediaCommand::Attach {
+                    token: t0,
+                    port: far,
+                });
+                self.commands.push_back(MediaCommand::Attach {
+                    token: t1,
+                    port: far + 1,
+                });
+                far_leg.relayed = Some([r0, r1]);
+                self.stats.turn_streams += 1;
+            }
+            None if turn => self.stats.turn_short += 1,
+            None => {}
+        }
         self.by_key.insert(key.clone(), id);
         self.idle.set(id, now + self.cfg.idle);
         self.streams.insert(
             id,
             Stream {
                 key,
-                legs: [Leg::new(phone), Leg::new(far)],
+                legs: [Leg::new(phone), far_leg],
+                started: now,
                 last_active: now,
                 window_start: now,
                 window_bytes: 0,
+                clock_rates: Vec::new(),
             },
         );
         Some(id)
@@ -470,6 +783,34 @@ impl MediaRelay {
         for leg in &stream.legs {
             self.release(id, leg.port);
         }
+        let far = &stream.legs[FAR];
+        let path = if far.relayed.is_some() {
+            MediaPath::Relayed
+        } else if self.cfg.public_is_reflexive {
+            MediaPath::ServerReflexive
+        } else {
+            MediaPath::Direct
+        };
+        let report = StreamReport {
+            call_id: stream.key.0.clone(),
+            index: stream.key.1,
+            path,
+            far: far.destination(0),
+            duration: stream.last_active.saturating_since(stream.started),
+            from_phone: DirectionReport::of(&stream.legs[PHONE].quality),
+            from_far: DirectionReport::of(&far.quality),
+        };
+        self.stats.ended += 1;
+        self.stats.ended_by_path[path as usize] += 1;
+        self.stats.rtp_packets += report.from_phone.packets + report.from_far.packets;
+        self.stats.rtp_lost += report.from_phone.lost + report.from_far.lost;
+        if self.reports.len() >= self.cfg.max_reports {
+            self.reports.pop_front();
+            self.stats.reports_dropped += 1;
+        }
+        if self.cfg.max_reports > 0 {
+            self.reports.push_back(report);
+        }
     }
 }
 
@@ -479,6 +820,11 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// A datagram of `n` bytes (not RTP: quality counts none of it).
+    fn d(n: usize) -> Vec<u8> {
+        vec![0; n]
     }
 
     fn relay() -> MediaRelay {
@@ -542,14 +888,14 @@ mod tests {
         // Phone → far end, RTP and RTCP.
         let phone = addr("192.168.1.20:4000");
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40000, phone, 172),
+            r.handle_datagram(Time::ZERO, 40000, phone, &d(172)),
             Some(Forward {
                 from_port: 40002,
                 to: addr("198.51.100.9:30000")
             })
         );
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40001, addr("192.168.1.20:4001"), 80),
+            r.handle_datagram(Time::ZERO, 40001, addr("192.168.1.20:4001"), &d(80)),
             Some(Forward {
                 from_port: 40003,
                 to: addr("198.51.100.9:30001")
@@ -557,7 +903,7 @@ mod tests {
         );
         // Far end → phone.
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), 172),
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
             Some(Forward {
                 from_port: 40000,
                 to: phone
@@ -572,9 +918,9 @@ mod tests {
         offer_and_answer(&mut r);
         // The far peer's NAT maps its port elsewhere: we answer where it really is.
         let nat = addr("198.51.100.9:61000");
-        assert!(r.handle_datagram(Time::ZERO, 40002, nat, 172).is_some());
+        assert!(r.handle_datagram(Time::ZERO, 40002, nat, &d(172)).is_some());
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), 172),
+            r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &d(172)),
             Some(Forward {
                 from_port: 40002,
                 to: nat
@@ -582,7 +928,7 @@ mod tests {
         );
         // Someone else on the far leg: dropped, the latch holds.
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), 172),
+            r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), &d(172)),
             None
         );
         assert_eq!(r.stats().foreign, 1);
@@ -595,7 +941,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), 172),
+            r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), &d(172)),
             None
         );
         r.rewrite(
@@ -606,7 +952,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), 172)
+            r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), &d(172))
                 .is_some()
         );
     }
@@ -622,12 +968,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), 172),
+            r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &d(172)),
             None
         );
         assert_eq!(r.stats().no_destination, 1);
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 41000, addr("192.168.1.20:4000"), 172),
+            r.handle_datagram(Time::ZERO, 41000, addr("192.168.1.20:4000"), &d(172)),
             None
         );
         assert_eq!(r.stats().stray, 1);
@@ -730,7 +1076,7 @@ mod tests {
         // "b" has traffic at 30 s, so it outlives the first idle deadline.
         let idle = r.config().idle;
         let t30 = Time::ZERO + Duration::from_secs(30);
-        r.handle_datagram(t30, 40008, addr("192.168.1.21:4000"), 100);
+        r.handle_datagram(t30, 40008, addr("192.168.1.21:4000"), &d(100));
         assert_eq!(r.poll_timeout(), Some(Time::ZERO + idle));
         r.handle_timeout(Time::ZERO + idle);
         assert_eq!(r.streams(), 1);
@@ -773,15 +1119,18 @@ mod tests {
         r.cfg.max_bytes_per_sec = 1000;
         offer_and_answer(&mut r);
         let phone = addr("192.168.1.20:4000");
-        assert_eq!(r.handle_datagram(Time::ZERO, 40000, phone, 5000), None);
+        assert_eq!(r.handle_datagram(Time::ZERO, 40000, phone, &d(5000)), None);
         for _ in 0..5 {
-            assert!(r.handle_datagram(Time::ZERO, 40000, phone, 200).is_some());
+            assert!(
+                r.handle_datagram(Time::ZERO, 40000, phone, &d(200))
+                    .is_some()
+            );
         }
-        assert_eq!(r.handle_datagram(Time::ZERO, 40000, phone, 200), None);
+        assert_eq!(r.handle_datagram(Time::ZERO, 40000, phone, &d(200)), None);
         assert_eq!(r.stats().over_limit, 2);
         // The next second has a fresh budget.
         let t1 = Time::ZERO + Duration::from_secs(1);
-        assert!(r.handle_datagram(t1, 40000, phone, 200).is_some());
+        assert!(r.handle_datagram(t1, 40000, phone, &d(200)).is_some());
     }
 
     #[test]
@@ -809,10 +1158,53 @@ mod tests {
         assert_eq!(r.streams(), 1);
         // The far end still reaches the phone where it was.
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), 172),
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
             Some(Forward {
                 from_port: 40000,
                 to: addr("192.168.1.20:4000")
+            })
+        );
+    }
+
+    #[test]
+    fn an_inactive_hold_with_no_address_keeps_the_relay_for_the_resume() {
+        let mut r = relay();
+        let (out, _) = offer_and_answer(&mut r);
+        commands(&mut r);
+        let phone = addr("192.168.1.20:4000");
+        assert!(
+            r.handle_datagram(Time::ZERO, 40000, phone, &d(172))
+                .is_some()
+        );
+        // RFC 2543 style hold: c=0.0.0.0 and a=inactive pass untouched, nothing is freed.
+        let hold = "v=0\r\no=- 1 2 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+                    m=audio 4000 RTP/AVP 0 8\r\na=inactive\r\n";
+        let held = r
+            .rewrite(Time::ZERO, "call-1", Origin::Phone, hold.as_bytes())
+            .unwrap();
+        assert_eq!(held, hold.as_bytes());
+        let answer = "v=0\r\no=- 1 2 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+                      m=audio 30000 RTP/AVP 0\r\na=inactive\r\n";
+        r.rewrite(Time::ZERO, "call-1", Origin::FarEnd, answer.as_bytes())
+            .unwrap();
+        assert_eq!(r.streams(), 1);
+        // Resume: the same relay ports towards the far end, no socket opened or closed, and
+        // the phone's leg still latched where it was.
+        let resumed = r
+            .rewrite(
+                Time::ZERO,
+                "call-1",
+                Origin::Phone,
+                &sdp("192.168.1.20", &[4000]),
+            )
+            .unwrap();
+        assert_eq!(String::from_utf8(resumed).unwrap(), out);
+        assert!(commands(&mut r).is_empty());
+        assert_eq!(
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
+            Some(Forward {
+                from_port: 40000,
+                to: phone
             })
         );
     }
@@ -852,7 +1244,7 @@ mod tests {
         }
         assert_eq!(r.streams(), 1);
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), 172),
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
             Some(Forward {
                 from_port: 40000,
                 to: addr("192.168.1.30:5000")
@@ -867,5 +1259,207 @@ mod tests {
         let out = r.rewrite(Time::ZERO, "h", Origin::Phone, held).unwrap();
         assert_eq!(out, held.to_vec());
         assert_eq!(r.streams(), 0);
+    }
+
+    fn turn_relay(pool: usize) -> MediaRelay {
+        let mut r = relay();
+        r.set_turn_pool(Time::ZERO, pool);
+        r
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&[0; 4 + 160]);
+        p
+    }
+
+    #[test]
+    fn a_far_leg_through_turn_names_the_relayed_addresses_and_lets_the_far_end_in() {
+        let mut r = turn_relay(2);
+        assert_eq!(
+            commands(&mut r),
+            [MediaCommand::Allocate(0), MediaCommand::Allocate(1)]
+        );
+        r.turn_allocated(Time::ZERO, 0, addr("198.51.100.1:50000"));
+        r.turn_allocated(Time::ZERO, 1, addr("198.51.100.1:50377"));
+        assert_eq!(r.turn_ready(), 2);
+        let (out, back) = offer_and_answer(&mut r);
+        // The far end is given the TURN relay, RTCP on its own allocation.
+        assert!(out.contains("c=IN IP4 198.51.100.1\r\n"), "{out}");
+        assert!(out.contains("m=audio 50000 RTP/AVP 0 8\r\n"));
+        assert!(out.ends_with("a=rtcp:50377 IN IP4 198.51.100.1\r\n"));
+        assert!(back.contains("c=IN IP4 10.0.0.1\r\n") && back.contains("m=audio 40000 "));
+        // Sockets for the phone leg only; the far leg rides the allocations, which let the
+        // far end's RTP and RTCP in once its answer names them; the pool is refilled.
+        assert_eq!(
+            commands(&mut r),
+            [
+                MediaCommand::Open(40000),
+                MediaCommand::Open(40001),
+                MediaCommand::Attach {
+                    token: 0,
+                    port: 40002
+                },
+                MediaCommand::Attach {
+                    token: 1,
+                    port: 40003
+                },
+                MediaCommand::Allocate(2),
+                MediaCommand::Allocate(3),
+                MediaCommand::Permit {
+                    port: 40002,
+                    peer: addr("198.51.100.9:30000")
+                },
+                MediaCommand::Permit {
+                    port: 40003,
+                    peer: addr("198.51.100.9:30001")
+                },
+            ]
+        );
+        // The same answer again (a 200 after a 183) asks for nothing more.
+        r.rewrite(
+            Time::ZERO,
+            "call-1",
+            Origin::FarEnd,
+            &sdp("198.51.100.9", &[30000]),
+        )
+        .unwrap();
+        assert!(commands(&mut r).is_empty());
+        // Datagrams cross as on sockets: the shell hands TURN data in as the port's.
+        assert_eq!(
+            r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &rtp(1)),
+            Some(Forward {
+                from_port: 40002,
+                to: addr("198.51.100.9:30000")
+            })
+        );
+        assert_eq!(
+            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &rtp(7)),
+            Some(Forward {
+                from_port: 40000,
+                to: addr("192.168.1.20:4000")
+            })
+        );
+        assert_eq!(r.stats().turn_streams, 1);
+        // Hanging up closes the ports, allocations included, and reports a relayed path.
+        r.end_call("call-1");
+        assert_eq!(
+            commands(&mut r),
+            [40000, 40001, 40002, 40003]
+                .map(MediaCommand::Close)
+                .to_vec()
+        );
+        let report = r.poll_report().unwrap();
+        assert_eq!(report.path, MediaPath::Relayed);
+        assert_eq!(report.far, Some(addr("198.51.100.9:30000")));
+        assert_eq!((report.from_phone.packets, report.from_far.packets), (1, 1));
+    }
+
+    #[test]
+    fn without_ready_allocations_a_stream_goes_direct_and_a_failure_waits() {
+        let mut r = turn_relay(2);
+        commands(&mut r);
+        r.turn_allocated(Time::ZERO, 0, addr("198.51.100.1:50000"));
+        r.turn_failed(Time::ZERO, 1);
+        assert_eq!(r.stats().turn_failed, 1);
+        // One allocation is not enough for RTP and RTCP: direct, counted.
+        let (out, _) = offer_and_answer(&mut r);
+        assert!(out.contains("c=IN IP4 203.0.113.1\r\n") && out.contains("m=audio 40002 "));
+        assert_eq!(r.stats().turn_short, 1);
+        assert!(!commands(&mut r).contains(&MediaCommand::Allocate(2)));
+        // The retry comes after turn_retry, not before.
+        let retry = Time::ZERO + r.config().turn_retry;
+        assert_eq!(r.poll_timeout(), Some(retry));
+        r.handle_timeout(Time::ZERO + (r.config().turn_retry - Duration::from_millis(1)));
+        assert!(commands(&mut r).is_empty());
+        r.handle_timeout(retry);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(2)]);
+        // A second failure in a row waits twice as long; a success resets the wait.
+        r.turn_failed(retry, 2);
+        let twice = retry + r.config().turn_retry * 2;
+        assert_eq!(r.poll_timeout(), Some(twice));
+        r.handle_timeout(twice);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(3)]);
+        r.turn_allocated(twice, 3, addr("198.51.100.1:50002"));
+        r.set_turn_pool(twice, 3);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(4)]);
+        r.turn_failed(twice, 4);
+        assert_eq!(r.poll_timeout(), Some(twice + r.config().turn_retry));
+        let retry = twice + r.config().turn_retry;
+        r.handle_timeout(retry);
+        assert_eq!(commands(&mut r), [MediaCommand::Allocate(5)]);
+        // Turning TURN off discards the ready allocations and one answered late.
+        r.set_turn_pool(retry, 0);
+        r.turn_allocated(retry, 5, addr("198.51.100.1:50004"));
+        assert_eq!(
+            commands(&mut r),
+            [
+                MediaCommand::Discard(3),
+                MediaCommand::Discard(0),
+                MediaCommand::Discard(5)
+            ]
+        );
+        assert_eq!(r.turn_ready(), 0);
+        // An unknown token is discarded as well, and a failure of one is not counted.
+        r.turn_allocated(retry, 99, addr("198.51.100.1:50004"));
+        r.turn_failed(retry, 98);
+        assert_eq!(commands(&mut r), [MediaCommand::Discard(99)]);
+        assert_eq!(r.stats().turn_failed, 3);
+    }
+
+    #[test]
+    fn an_ended_stream_reports_its_path_packets_loss_and_jitter() {
+        let mut r = relay();
+        r.cfg.public_is_reflexive = true;
+        offer_and_answer(&mut r);
+        let (phone, far) = (addr("192.168.1.20:4000"), addr("198.51.100.9:61000"));
+        // 50 packets each way at 20 ms; the far end's 10th and 20th are lost, and its
+        // packets arrive alternately on time and 2 ms late.
+        for i in 0..50u16 {
+            let t = Time::ZERO + Duration::from_millis(u64::from(i) * 20);
+            r.handle_datagram(t, 40000, phone, &rtp(i));
+            if i != 10 && i != 20 {
+                let late = Duration::from_millis(u64::from(i % 2) * 2);
+                r.handle_datagram(t + late, 40002, far, &rtp(i));
+            }
+            // RTCP is forwarded, not counted as RTP.
+            r.handle_datagram(t, 40001, addr("192.168.1.20:4001"), &rtp(i));
+        }
+        r.end_call("call-1");
+        let rep = r.poll_report().unwrap();
+        assert_eq!((rep.call_id.as_str(), rep.index), ("call-1", 0));
+        assert_eq!(rep.path, MediaPath::ServerReflexive);
+        assert_eq!(rep.far, Some(far));
+        assert_eq!(rep.duration, Duration::from_millis(982));
+        assert_eq!(
+            (
+                rep.from_phone.packets,
+                rep.from_phone.lost,
+                rep.from_phone.jitter_ms
+            ),
+            (50, 0, 0.0)
+        );
+        assert_eq!((rep.from_far.packets, rep.from_far.lost), (48, 2));
+        assert!((rep.from_far.loss_percent() - 4.0).abs() < 1e-9);
+        assert!(rep.from_far.jitter_ms > 1.0 && rep.from_far.jitter_ms < 2.1);
+        assert_eq!((r.stats().rtp_packets, r.stats().rtp_lost), (98, 2));
+        assert_eq!(r.stats().ended_by_path, [0, 1, 0]);
+        assert!(r.poll_report().is_none());
+        // Reports are bounded: the oldest go first.
+        r.cfg.max_reports = 1;
+        for call in ["x", "y"] {
+            r.rewrite(
+                Time::ZERO,
+                call,
+                Origin::Phone,
+                &sdp("192.168.1.20", &[4000]),
+            )
+            .unwrap();
+            r.end_call(call);
+        }
+        assert_eq!(r.poll_report().map(|r| r.call_id), Some("y".to_owned()));
+        assert_eq!(r.stats().reports_dropped, 1);
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Bounded: at most [`MAX_SDP_BYTES`] of text, [`MAX_LINES`] lines, [`MAX_STREAMS`] streams.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 
 /// Longest SDP body anchored (bigger ones are refused).
@@ -18,6 +18,15 @@ pub const MAX_SDP_BYTES: usize = 16 * 1024;
 pub const MAX_LINES: usize = 512;
 /// Most `m=` streams in an SDP body.
 pub const MAX_STREAMS: usize = 16;
+/// Most `a=rtpmap` clock rates kept per stream.
+pub const MAX_RTPMAPS: usize = 32;
+
+/// `<pt> <encoding>/<rate>[/<channels>]` of an `a=rtpmap:` value.
+fn parse_rtpmap(value: &str) -> Option<(u8, u32)> {
+    let (pt, rest) = value.split_once(' ')?;
+    let rate = rest.trim().split('/').nth(1)?;
+    Some((pt.parse().ok()?, rate.parse().ok()?))
+}
 
 /// Why an SDP body could not be anchored.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -66,6 +75,9 @@ pub struct Stream {
     /// The RTCP port from `a=rtcp`, when given (else RTP port + 1, or the RTP port with
     /// `a=rtcp-mux`).
     pub rtcp_port: Option<u16>,
+    /// RTP clock rates by payload type from `a=rtpmap` (at most [`MAX_RTPMAPS`]), for
+    /// jitter in milliseconds.
+    pub clock_rates: Vec<(u8, u32)>,
 }
 
 impl Stream {
@@ -173,6 +185,7 @@ impl<'a> Sdp<'a> {
         }
         let mut session_addr = None;
         let mut streams: Vec<(String, u16, Option<IpAddr>, Option<u16>)> = Vec::new();
+        let mut clocks: Vec<Vec<(u8, u32)>> = Vec::new();
         for (n, l) in lines.iter_mut().enumerate() {
             let number = n + 1;
             if l.text.is_empty() {
@@ -200,12 +213,19 @@ impl<'a> Sdp<'a> {
                     }
                     let (media, port) = parse_media(value, number)?;
                     streams.push((media, port, None, None));
+                    clocks.push(Vec::new());
                     l.kind = Kind::Media(streams.len() - 1);
                 }
                 (b'a', _) => {
                     let name = value.split(':').next().unwrap_or_default();
                     if ICE_ATTRIBUTES.contains(&name) {
                         l.kind = Kind::Ice;
+                    } else if let (Some(s), Some(v)) = (current, value.strip_prefix("rtpmap:")) {
+                        if let Some(c) = parse_rtpmap(v)
+                            && clocks[s].len() < MAX_RTPMAPS
+                        {
+                            clocks[s].push(c);
+                        }
                     } else if let (Some(s), Some(v)) = (current, value.strip_prefix("rtcp:")) {
                         let port = v
                             .split_ascii_whitespace()
@@ -222,8 +242,9 @@ impl<'a> Sdp<'a> {
         let own_connection = streams.iter().map(|s| s.2.is_some()).collect();
         let streams = streams
             .into_iter()
+            .zip(clocks)
             .enumerate()
-            .map(|(i, (media, port, addr, rtcp_port))| {
+            .map(|(i, ((media, port, addr, rtcp_port), clock_rates))| {
                 let addr = match addr.or(session_addr) {
                     Some(a) => a,
                     None if port == 0 => IpAddr::from([0, 0, 0, 0]),
@@ -234,6 +255,7 @@ impl<'a> Sdp<'a> {
                     port,
                     addr,
                     rtcp_port,
+                    clock_rates,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -254,36 +276,88 @@ impl<'a> Sdp<'a> {
     /// `c=` is rewritten when a stream that relies on it is; ICE attributes are dropped when
     /// any stream is. Every other line is kept byte for byte.
     pub fn rewrite(&self, addr: IpAddr, ports: &[Option<u16>]) -> Vec<u8> {
-        let port_of = |s: usize| ports.get(s).copied().flatten();
-        let anchored = (0..self.streams.len()).any(|s| port_of(s).is_some());
-        let session_anchored =
-            (0..self.streams.len()).any(|s| !self.own_connection[s] && port_of(s).is_some());
-        let family = if addr.is_ipv4() { "IP4" } else { "IP6" };
+        let targets: Vec<Option<Target>> = ports
+            .iter()
+            .map(|p| p.map(|p| Target::pair(SocketAddr::new(addr, p))))
+            .collect();
+        self.rewrite_to(&targets)
+    }
+
+    /// The body with stream n's RTP and RTCP at `targets[n]` where given (a TURN relay
+    /// hands out RTP and RTCP addresses that need not be neighbours, nor on the same IP as
+    /// other streams). The session `c=` takes the address of the first anchored stream that
+    /// relies on it; such a stream with another address gets its own `c=` after its `m=`.
+    /// RTCP that is not at RTP port + 1 on the same address is named by `a=rtcp` (RFC
+    /// 3605), added at the end of the stream's section when the sender had none. ICE
+    /// attributes are dropped when any stream is anchored; every other line is kept byte
+    /// for byte.
+    pub fn rewrite_to(&self, targets: &[Option<Target>]) -> Vec<u8> {
+        let target_of = |s: usize| targets.get(s).copied().flatten();
+        let anchored = (0..self.streams.len()).any(|s| target_of(s).is_some());
+        let session_addr = (0..self.streams.len())
+            .filter(|&s| !self.own_connection[s])
+            .find_map(|s| target_of(s).map(|t| t.rtp.ip()));
+        let family = |ip: IpAddr| if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let has_rtcp_line: Vec<bool> = (0..self.streams.len())
+            .map(|s| self.lines.iter().any(|l| l.kind == Kind::Rtcp(s)))
+            .collect();
+        // The `a=rtcp` line stream s needs added, if any.
+        let added_rtcp = |s: usize| -> Option<String> {
+            let t = target_of(s)?;
+            if has_rtcp_line[s] || t.rtcp_is_next() {
+                return None;
+            }
+            let ip = t.rtcp.ip();
+            Some(format!("a=rtcp:{} IN {} {ip}", t.rtcp.port(), family(ip)))
+        };
         let mut out = Vec::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
+        let mut current: Option<usize> = None;
+        let mut ending = "\r\n";
         for l in &self.lines {
+            if let Kind::Media(s) = l.kind {
+                if let Some(text) = current.and_then(added_rtcp) {
+                    out.extend_from_slice(text.as_bytes());
+                    out.extend_from_slice(ending.as_bytes());
+                }
+                current = Some(s);
+            }
+            if !l.ending.is_empty() {
+                ending = l.ending;
+            }
             let replaced = match l.kind {
-                Kind::SessionConnection if session_anchored => {
-                    Some(format!("c=IN {family} {addr}"))
+                Kind::SessionConnection => {
+                    session_addr.map(|ip| format!("c=IN {} {ip}", family(ip)))
                 }
-                Kind::MediaConnection(s) if port_of(s).is_some() => {
-                    Some(format!("c=IN {family} {addr}"))
-                }
-                Kind::Media(s) => port_of(s).map(|p| {
+                Kind::MediaConnection(s) => target_of(s).map(|t| {
+                    let ip = t.rtp.ip();
+                    format!("c=IN {} {ip}", family(ip))
+                }),
+                Kind::Media(s) => target_of(s).map(|t| {
                     // `m=<media> <port> <rest>`: only the port changes.
                     let value = &l.text[2..];
                     let mut parts = value.splitn(3, ' ');
                     let media = parts.next().unwrap_or_default();
                     let _old = parts.next();
                     let rest = parts.next().unwrap_or_default();
-                    format!("m={media} {p} {rest}")
+                    let mut m = format!("m={media} {} {rest}", t.rtp.port());
+                    if !self.own_connection[s] && session_addr != Some(t.rtp.ip()) {
+                        let ip = t.rtp.ip();
+                        let end = if l.ending.is_empty() {
+                            ending
+                        } else {
+                            l.ending
+                        };
+                        m = format!("{m}{end}c=IN {} {ip}", family(ip));
+                    }
+                    m
                 }),
-                Kind::Rtcp(s) => port_of(s).map(|p| {
+                Kind::Rtcp(s) => target_of(s).map(|t| {
                     let has_addr = l.text.split_ascii_whitespace().count() > 1;
-                    let rtcp = p.wrapping_add(1);
-                    if has_addr {
-                        format!("a=rtcp:{rtcp} IN {family} {addr}")
+                    let (port, ip) = (t.rtcp.port(), t.rtcp.ip());
+                    if has_addr || ip != t.rtp.ip() {
+                        format!("a=rtcp:{port} IN {} {ip}", family(ip))
                     } else {
-                        format!("a=rtcp:{rtcp}")
+                        format!("a=rtcp:{port}")
                     }
                 }),
                 Kind::Ice if anchored => {
@@ -297,7 +371,40 @@ impl<'a> Sdp<'a> {
             }
             out.extend_from_slice(l.ending.as_bytes());
         }
+        if let Some(text) = current.and_then(added_rtcp) {
+            if self.lines.last().is_some_and(|l| l.ending.is_empty()) {
+                out.extend_from_slice(ending.as_bytes());
+                out.extend_from_slice(text.as_bytes());
+            } else {
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(ending.as_bytes());
+            }
+        }
         out
+    }
+}
+
+/// Where one anchored stream receives: RTP and RTCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The RTP address.
+    pub rtp: SocketAddr,
+    /// The RTCP address.
+    pub rtcp: SocketAddr,
+}
+
+impl Target {
+    /// RTP at `rtp`, RTCP at the next port.
+    pub fn pair(rtp: SocketAddr) -> Self {
+        Target {
+            rtp,
+            rtcp: SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)),
+        }
+    }
+
+    /// Whether RTCP is where RFC 3550 puts it without `a=rtcp`: RTP port + 1, same address.
+    pub fn rtcp_is_next(&self) -> bool {
+        *self == Target::pair(self.rtp)
     }
 }
 
@@ -386,6 +493,47 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.9\nt=0 0\nm=audio 6000 RTP/AVP 0\na=rtcp:6001"
+        );
+    }
+
+    #[test]
+    fn relayed_targets_name_their_rtcp_and_their_own_addresses() {
+        let sdp = Sdp::parse(OFFER.as_bytes()).unwrap();
+        let relay = |rtp: &str, rtcp: &str| Target {
+            rtp: rtp.parse().unwrap(),
+            rtcp: rtcp.parse().unwrap(),
+        };
+        // Audio through a TURN relay whose RTCP allocation is elsewhere; video through
+        // another relay IP (it has its own c= and a=rtcp).
+        let out = sdp.rewrite_to(&[
+            Some(relay("198.51.100.1:50010", "198.51.100.1:50377")),
+            Some(relay("198.51.100.2:50020", "198.51.100.2:50021")),
+            None,
+        ]);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("s=-\r\nc=IN IP4 198.51.100.1\r\n"), "{out}");
+        assert!(out.contains("a=sendrecv\r\na=rtcp:50377 IN IP4 198.51.100.1\r\nm=video 50020 "));
+        assert!(out.contains("m=video 50020 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 198.51.100.2\r\n"));
+        assert!(out.contains("a=rtcp:50021 IN IP4 198.51.100.2\r\n"));
+        // A second stream on the session address but anchored elsewhere gets its own c=;
+        // the added a=rtcp of the last stream ends the body.
+        let body = "v=0\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        let out = sdp.rewrite_to(&[
+            Some(Target::pair("10.0.0.1:20000".parse().unwrap())),
+            Some(relay("198.51.100.1:50010", "198.51.100.1:50011")),
+        ]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\n\
+             m=audio 50010 RTP/AVP 0\r\nc=IN IP4 198.51.100.1\r\n"
+        );
+        let body = "v=0\nc=IN IP4 10.0.0.2\nm=audio 4000 RTP/AVP 0";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        let out = sdp.rewrite_to(&[Some(relay("198.51.100.1:50010", "198.51.100.1:50377"))]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "v=0\nc=IN IP4 198.51.100.1\nm=audio 50010 RTP/AVP 0\na=rtcp:50377 IN IP4 198.51.100.1"
         );
     }
 

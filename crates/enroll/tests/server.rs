@@ -531,3 +531,32 @@ fn service_certificates_serve_their_names_and_are_no_peers() {
             .is_err()
     );
 }
+
+/// `--id-scheme sha1`: the ID is the SHA-1 of the peer's key reduced into its layer's arc,
+/// whatever location the peer gives, so two peers of one city land far apart.
+#[tokio::test]
+async fn sha1_scheme_ids_come_from_the_key_not_the_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        id_scheme: enroll::IdScheme::Sha1,
+        ..ServerConfig::default()
+    };
+    let srv = start(dir.path(), config).await;
+    let t = token(dir.path(), Role::Peer, Some(Layer::TWO), 2);
+    let space = IdSpace::new(128).unwrap();
+    let arc = enroll::LayerArcs::thirds(space).unwrap().arc(Layer::TWO);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (_key, csr) = new_key_and_csr().unwrap();
+        let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
+        assert_eq!(resp.overlay.id_scheme, enroll::IdScheme::Sha1);
+        let spki = cert::Csr::from_pem(&csr).unwrap().spki_der();
+        assert_eq!(resp.node_id, enroll::assign_sha1_id(space, arc, &spki, 0));
+        ids.push(resp.node_id);
+    }
+    // Both asked for Oslo; location-aware IDs would share their high bits.
+    let gap = space
+        .distance(ids[0], ids[1])
+        .min(space.distance(ids[1], ids[0]));
+    assert!(gap > arc.len >> 40, "{ids:?}");
+}

@@ -58,7 +58,10 @@ pub(crate) fn apply(
         if arg.is_positional() || matches!(id, "help" | "version" | "config") {
             continue;
         }
+        // A key may be the option's long name (as documented) or its argument id, which
+        // differ for repeatable options such as the STUN server's `--user` (id `users`).
         known.push(id.to_owned());
+        known.push(long.replace('-', "_"));
         let source = leaf_matches.value_source(id);
         if matches!(
             source,

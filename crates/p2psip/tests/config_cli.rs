@@ -34,7 +34,8 @@ fn a_service_runs_from_its_section_and_flags_and_environment_override_it() {
     let file = write(
         &dir,
         "p2psip.toml",
-        "[stun-server]\nlisten = \"127.0.0.1:0\"\nrealm = \"from-file\"\nmax_allocations = 7\n\n\
+        "[stun-server]\nlisten = \"127.0.0.1:0\"\nrealm = \"from-file\"\nmax_allocations = 7\n\
+         user = [\"test:test\"]\n\n\
          [peer]\ndir = \"/srv/p2psip/node\"\nstabilize-ms = 1500\nbootstrap = [\"5@127.0.0.1:9000\"]\n",
     );
     let (ok, out, err) = check(&file, &[("P2PSIP_FANOUT", "6")]);

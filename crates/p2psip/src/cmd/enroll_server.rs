@@ -156,7 +156,9 @@ struct ServeArgs {
     /// Layer boundaries "B1,B2": layer 1 = [0,B1), 2 = [B1,B2), 3 = [B2,2^m). Default thirds.
     #[arg(long)]
     layer_bounds: Option<String>,
-    /// Node-ID scheme: location (Hilbert) or sha1.
+    /// Node-ID scheme: `location` (a Hilbert curve over the coordinates the peer enrolls
+    /// with, else its network prefix: peers close together get close IDs) or `sha1` (SHA-1
+    /// of the peer's key, spread evenly over the layer: the classic scheme, to compare).
     #[arg(long, default_value = "location")]
     id_scheme: IdScheme,
     /// Certificate validity.
@@ -471,4 +473,37 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn serve(extra: &[&str]) -> Result<ServerConfig, String> {
+        let argv = std::iter::once("enroll-server").chain(extra.iter().copied());
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        config(&cli.args.serve).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn id_scheme_switch() {
+        assert_eq!(serve(&[]).unwrap().id_scheme, IdScheme::Location);
+        assert_eq!(
+            serve(&["--id-scheme", "location"]).unwrap().id_scheme,
+            IdScheme::Location
+        );
+        assert_eq!(
+            serve(&["--id-scheme", "sha1"]).unwrap().id_scheme,
+            IdScheme::Sha1
+        );
+        let bad = serve(&["--id-scheme", "md5"]).unwrap_err();
+        assert!(bad.contains("location, sha1"), "{bad}");
+    }
 }

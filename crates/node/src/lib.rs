@@ -35,7 +35,7 @@ pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 use launch::{Launch, Running, launch};
-pub use media::{MediaConfig, MediaTurn, TurnMode};
+pub use media::{MediaConfig, MediaPlane, MediaTurn, TurnMode};
 pub use sip::{PeerCore, PeerEvent};
 
 use std::sync::Arc;

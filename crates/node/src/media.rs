@@ -130,9 +130,11 @@ struct Inner {
 }
 
 /// The relay and its sockets, shared by the front-end (SDP) and the socket tasks
-/// (datagrams). Everything ends when the peer's stop signal fires.
+/// (datagrams). Everything ends when the peer's stop signal fires. Public so that a program
+/// can anchor media through the same [`MediaAnchor`] calls the front-end makes (the media
+/// benchmark does).
 #[derive(Clone)]
-pub(crate) struct MediaPlane(Arc<Inner>);
+pub struct MediaPlane(Arc<Inner>);
 
 /// The media plane for the front-end `sc`, unless media anchoring is off or there is no
 /// address to give phones. The other peer reaches this one at (most trusted first) its
@@ -215,7 +217,7 @@ async fn choose_turn(inner: Weak<Inner>, t: MediaTurn) {
 impl MediaPlane {
     /// A relay with `cfg` (and the TURN server `turn` to make allocations on, when the
     /// relay asks), running until `stop` fires (or its sender goes away).
-    pub(crate) fn start(
+    pub fn start(
         cfg: RelayConfig,
         turn: Option<MediaTurn>,
         stop: watch::Receiver<bool>,
@@ -248,7 +250,7 @@ impl MediaPlane {
     }
 
     /// The relay's counters.
-    pub(crate) fn stats(&self) -> RelayStats {
+    pub fn stats(&self) -> RelayStats {
         self.0.relay().stats().clone()
     }
 }

@@ -11,9 +11,8 @@
 //! A "direct" row sends the same traffic from side to side without a relay: the floor that
 //! the generator and the kernel cost, so that the latency a relay adds is the difference.
 //!
-//! Our relay is [`node::MediaPlane`], the media shell `p2psip peer --media-*` runs, in a
-//! child process (`bench_media relay`) on a current-thread runtime as in `p2psip peer`;
-//! streams are set up through [`MediaAnchor::rewrite`], the call the SIP front-end makes
+//! Our relay is [`node::MediaPlane`], the media shell `p2psip peer --media-*` runs (on its
+//! own runtime, one worker per core), in a child process (`bench_media relay`); streams are set up through [`MediaAnchor::rewrite`], the call the SIP front-end makes
 //! for each SDP body it forwards, and freed with [`MediaAnchor::end_call`]. rtpengine gets
 //! `offer`/`answer`/`delete` over its ng control protocol. CPU is the relay process's
 //! utime+stime from /proc/PID/stat over the measured window.
@@ -345,7 +344,7 @@ fn to_hex(b: &[u8]) -> String {
 }
 
 fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -792,8 +791,7 @@ fn print_row(r: &Row) {
     );
 }
 
-/// The child: our media shell on a current-thread runtime (as `p2psip peer` runs it),
-/// answering `rewrite CALL phone|far HEX` and `end CALL` lines on stdin.
+/// The child: our media shell (serving its sockets on its own runtime), answering `rewrite CALL phone|far HEX` and `end CALL` lines on stdin.
 fn relay_main(ports: &str) -> Result<(), String> {
     let (first, last) = ports
         .split_once('-')

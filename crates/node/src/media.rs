@@ -101,6 +101,8 @@ const BIND_ATTEMPTS: usize = 8;
 const MAX_DATAGRAM: usize = 4096;
 /// How often idle streams are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
+/// Most worker threads of the relay's runtime.
+const MAX_MEDIA_THREADS: usize = 4;
 /// Peer datagrams queued per TURN allocation before they drop.
 const TURN_QUEUE: usize = 256;
 
@@ -167,7 +169,13 @@ pub(crate) fn for_phones(
     rc.idle = cfg.idle;
     rc.max_datagram = MAX_DATAGRAM;
     rc.public_is_reflexive = cfg.public.is_none() && advertise.is_none() && learnt == Some(public);
-    let plane = MediaPlane::start(rc, cfg.turn.clone(), stop).ok()?;
+    let plane = match MediaPlane::start(rc, cfg.turn.clone(), stop) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("media relay off: its runtime did not start: {e}");
+            return None;
+        }
+    };
     info!(%lan, %public, ports = ?cfg.ports, "media relay for local phones");
     if let Some(t) = &cfg.turn {
         plane
@@ -217,12 +225,24 @@ async fn choose_turn(inner: Weak<Inner>, t: MediaTurn) {
 impl MediaPlane {
     /// A relay with `cfg` (and the TURN server `turn` to make allocations on, when the
     /// relay asks), running until `stop` fires (or its sender goes away).
+    ///
+    /// Its sockets are served by a runtime of its own (one worker per core, at most
+    /// four), not by the peer's: RTP then waits neither for the overlay's
+    /// TLS and SIP work on a current-thread core, nor for one core when the host has more.
     pub fn start(
         cfg: RelayConfig,
         turn: Option<MediaTurn>,
         stop: watch::Receiver<bool>,
-    ) -> Result<Self, tokio::runtime::TryCurrentError> {
-        let runtime = tokio::runtime::Handle::try_current()?;
+    ) -> std::io::Result<Self> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_MEDIA_THREADS);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("media")
+            .enable_all()
+            .build()?;
+        let runtime = rt.handle().clone();
         let bind = match cfg.lan {
             IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
             IpAddr::V6(_) => IpAddr::from([0u16; 8]),
@@ -237,9 +257,12 @@ impl MediaPlane {
             runtime,
             stop,
         });
-        inner
-            .runtime
-            .spawn(sweep(Arc::downgrade(&inner), inner.stop.clone()));
+        // The runtime lives on its own thread until the sweep has closed everything after
+        // the stop signal (a runtime cannot be dropped inside another one's tasks).
+        let sweeper = sweep(Arc::downgrade(&inner), inner.stop.clone());
+        std::thread::Builder::new()
+            .name("media-relay".into())
+            .spawn(move || rt.block_on(sweeper))?;
         Ok(MediaPlane(inner))
     }
 

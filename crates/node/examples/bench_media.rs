@@ -14,15 +14,15 @@
 //! Our relay is [`node::MediaPlane`], the media shell `p2psip peer --media-*` runs (on its
 //! own runtime, one worker per core), in a child process (`bench_media relay`); streams are set up through [`MediaAnchor::rewrite`], the call the SIP front-end makes
 //! for each SDP body it forwards, and freed with [`MediaAnchor::end_call`]. rtpengine gets
-//! `offer`/`answer`/`delete` over its ng control protocol. CPU is the relay process's
-//! utime+stime from /proc/PID/stat over the measured window.
+//! `offer`/`answer`/`delete` over its ng control protocol ([`node::rtpengine::NgClient`]).
+//! CPU is the relay process's utime+stime from /proc/PID/stat over the measured window.
 //!
 //! Usage: `bench_media run --rtpengine ADDR --rtpengine-pid PID [--steps 50,100]
 //! [--seconds 10] [--warmup 1] [--clk-tck 100]` (`--rtpengine none`: ours only).
 
 use node::MediaPlane;
+use node::rtpengine::NgClient;
 use sip::media::{MediaAnchor, Origin, RelayConfig};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -353,166 +353,17 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A bencoded value of the ng protocol.
-#[derive(Clone, Debug, PartialEq)]
-enum Bencode {
-    Bytes(Vec<u8>),
-    Int(i64),
-    List(Vec<Bencode>),
-    Dict(BTreeMap<Vec<u8>, Bencode>),
-}
-
-impl Bencode {
-    fn str(s: &str) -> Self {
-        Bencode::Bytes(s.as_bytes().to_vec())
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Bencode::Bytes(b) => {
-                out.extend_from_slice(format!("{}:", b.len()).as_bytes());
-                out.extend_from_slice(b);
-            }
-            Bencode::Int(i) => out.extend_from_slice(format!("i{i}e").as_bytes()),
-            Bencode::List(l) => {
-                out.push(b'l');
-                for v in l {
-                    v.encode(out);
-                }
-                out.push(b'e');
-            }
-            Bencode::Dict(d) => {
-                out.push(b'd');
-                for (k, v) in d {
-                    Bencode::Bytes(k.clone()).encode(out);
-                    v.encode(out);
-                }
-                out.push(b'e');
-            }
-        }
-    }
-
-    /// The value at the start of `b`, and the rest (nesting bounded).
-    fn decode(b: &[u8], depth: usize) -> Option<(Bencode, &[u8])> {
-        if depth > 16 {
-            return None;
-        }
-        match *b.first()? {
-            b'i' => {
-                let end = b.iter().position(|&c| c == b'e')?;
-                let i = std::str::from_utf8(&b[1..end]).ok()?.parse().ok()?;
-                Some((Bencode::Int(i), &b[end + 1..]))
-            }
-            b'l' => {
-                let mut rest = &b[1..];
-                let mut l = Vec::new();
-                while *rest.first()? != b'e' {
-                    let (v, r) = Bencode::decode(rest, depth + 1)?;
-                    l.push(v);
-                    rest = r;
-                }
-                Some((Bencode::List(l), &rest[1..]))
-            }
-            b'd' => {
-                let mut rest = &b[1..];
-                let mut d = BTreeMap::new();
-                while *rest.first()? != b'e' {
-                    let (Bencode::Bytes(k), r) = Bencode::decode(rest, depth + 1)? else {
-                        return None;
-                    };
-                    let (v, r) = Bencode::decode(r, depth + 1)?;
-                    d.insert(k, v);
-                    rest = r;
-                }
-                Some((Bencode::Dict(d), &rest[1..]))
-            }
-            b'0'..=b'9' => {
-                let colon = b.iter().position(|&c| c == b':')?;
-                let len: usize = std::str::from_utf8(&b[..colon]).ok()?.parse().ok()?;
-                let body = b.get(colon + 1..colon + 1 + len)?;
-                Some((Bencode::Bytes(body.to_vec()), &b[colon + 1 + len..]))
-            }
-            _ => None,
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&Bencode> {
-        match self {
-            Bencode::Dict(d) => d.get(key.as_bytes()),
-            _ => None,
-        }
-    }
-
-    fn text(&self) -> Option<String> {
-        match self {
-            Bencode::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
-}
-
-/// rtpengine, driven over its ng control protocol (UDP: cookie, space, bencoded dict).
+/// rtpengine, driven over its ng control protocol.
 struct Rtpengine {
-    sock: UdpSocket,
+    ng: NgClient,
     pid: Option<u32>,
-    cookie: u64,
 }
 
 impl Rtpengine {
     fn new(addr: SocketAddr, pid: Option<u32>) -> Result<Self, String> {
-        let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        sock.connect(addr).map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        let mut r = Rtpengine {
-            sock,
-            pid,
-            cookie: 0,
-        };
-        r.command(&[("command", Bencode::str("ping"))])?;
-        Ok(r)
-    }
-
-    fn command(&mut self, fields: &[(&str, Bencode)]) -> Result<Bencode, String> {
-        self.cookie += 1;
-        let cookie = format!("b{}", self.cookie);
-        let dict = Bencode::Dict(
-            fields
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
-                .collect(),
-        );
-        let mut msg = format!("{cookie} ").into_bytes();
-        dict.encode(&mut msg);
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..3 {
-            self.sock.send(&msg).map_err(|e| e.to_string())?;
-            let Ok(n) = self.sock.recv(&mut buf) else {
-                continue;
-            };
-            let got = &buf[..n];
-            let Some(rest) = got.strip_prefix(format!("{cookie} ").as_bytes()) else {
-                continue;
-            };
-            let (v, _) = Bencode::decode(rest, 0).ok_or("bad bencode from rtpengine")?;
-            return match v.get("result").and_then(Bencode::text).as_deref() {
-                Some("ok" | "pong") => Ok(v),
-                r => Err(format!(
-                    "rtpengine: {} {}",
-                    r.unwrap_or("?"),
-                    v.get("error-reason")
-                        .and_then(Bencode::text)
-                        .unwrap_or_default()
-                )),
-            };
-        }
-        Err("rtpengine does not answer".into())
-    }
-
-    fn sdp_of(v: &Bencode) -> Result<String, String> {
-        v.get("sdp")
-            .and_then(Bencode::text)
-            .ok_or_else(|| "rtpengine answered without SDP".into())
+        let mut ng = NgClient::new(addr).map_err(|e| e.to_string())?;
+        ng.ping().map_err(|e| e.to_string())?;
+        Ok(Rtpengine { ng, pid })
     }
 }
 
@@ -531,33 +382,28 @@ impl Relay for Rtpengine {
         far: &[SocketAddr],
     ) -> Result<Targets, String> {
         let mut out = Vec::with_capacity(n);
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
         for i in 0..n {
-            let call = Bencode::str(&format!("r{run}c{i}"));
-            let offer = self.command(&[
-                ("command", Bencode::str("offer")),
-                ("call-id", call.clone()),
-                ("from-tag", Bencode::str("a")),
-                ("sdp", Bencode::str(&sdp(phone[i % SOCKETS], i as u64))),
-            ])?;
-            let answer = self.command(&[
-                ("command", Bencode::str("answer")),
-                ("call-id", call),
-                ("from-tag", Bencode::str("a")),
-                ("to-tag", Bencode::str("b")),
-                ("sdp", Bencode::str(&sdp(far[i % SOCKETS], i as u64))),
-            ])?;
-            let far_sends_to = sdp_target(&Self::sdp_of(&offer)?).ok_or("no address")?;
-            let phone_sends_to = sdp_target(&Self::sdp_of(&answer)?).ok_or("no address")?;
+            let call = format!("r{run}c{i}");
+            let offer = self
+                .ng
+                .offer(&call, "a", sdp(phone[i % SOCKETS], i as u64).as_bytes())
+                .map_err(|e| e.to_string())?;
+            let answer = self
+                .ng
+                .answer(&call, "a", "b", sdp(far[i % SOCKETS], i as u64).as_bytes())
+                .map_err(|e| e.to_string())?;
+            let far_sends_to = sdp_target(&text(offer)).ok_or("no address")?;
+            let phone_sends_to = sdp_target(&text(answer)).ok_or("no address")?;
             out.push((phone_sends_to, far_sends_to));
         }
         Ok(out)
     }
     fn teardown(&mut self, run: u32, n: usize) -> Result<(), String> {
         for i in 0..n {
-            self.command(&[
-                ("command", Bencode::str("delete")),
-                ("call-id", Bencode::str(&format!("r{run}c{i}"))),
-            ])?;
+            self.ng
+                .delete(&format!("r{run}c{i}"))
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -1039,19 +885,9 @@ mod tests {
         assert_eq!(parse(&p[..100]), None);
     }
 
-    /// ng messages: bencode round trip, and the SDP address read back.
+    /// The SDP address read back.
     #[test]
-    fn bencode_and_sdp() {
-        let v = Bencode::Dict(BTreeMap::from([
-            (b"command".to_vec(), Bencode::str("offer")),
-            (b"n".to_vec(), Bencode::Int(-3)),
-            (b"flags".to_vec(), Bencode::List(vec![Bencode::str("x")])),
-        ]));
-        let mut b = Vec::new();
-        v.encode(&mut b);
-        assert_eq!(b, b"d7:command5:offer5:flagsl1:xe1:ni-3ee");
-        assert_eq!(Bencode::decode(&b, 0), Some((v, &b""[..])));
-        assert_eq!(Bencode::decode(b"5:ab", 0), None);
+    fn sdp_address() {
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         assert_eq!(sdp_target(&sdp(a, 1)), Some(a));
     }

@@ -123,6 +123,9 @@ pub enum MediaError {
     /// No free port pair is left in the range.
     #[error("no free media ports")]
     NoPorts,
+    /// The anchor the media is handed to (an rtpengine) refused or did not answer.
+    #[error("media anchor unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What the shell does for the relay: sockets and TURN allocations.

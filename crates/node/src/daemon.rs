@@ -339,11 +339,22 @@ impl Node {
         let sip_sockets = match &a.sip {
             Some(sc) => {
                 let (adv, overlay, stop) = (a.advertise, h.local_addr(), stop_rx.clone());
-                let media = media::for_phones(sc, adv, reflexive, overlay, stop);
-                if let Some(m) = &media {
-                    let _ = shared.media.set(m.clone());
-                }
-                Some(serve_phones(&h, sc, &nd, &keys, me_id, media).await?)
+                let anchor: Option<Box<dyn sip::media::MediaAnchor>> =
+                    match sc.media.as_ref().and_then(|m| m.rtpengine) {
+                        Some(ng) => Some(Box::new(
+                            crate::rtpengine::RtpengineAnchor::new(ng).map_err(|e| {
+                                NodeError::Config(format!("--media-rtpengine {ng}: {e}"))
+                            })?,
+                        )),
+                        None => {
+                            let media = media::for_phones(sc, adv, reflexive, overlay, stop);
+                            if let Some(m) = &media {
+                                let _ = shared.media.set(m.clone());
+                            }
+                            media.map(|m| Box::new(m) as Box<dyn sip::media::MediaAnchor>)
+                        }
+                    };
+                Some(serve_phones(&h, sc, &nd, &keys, me_id, anchor).await?)
             }
             None => None,
         };
@@ -767,7 +778,7 @@ async fn serve_phones(
     nd: &NodeDir,
     keys: &Arc<KeyBook>,
     me: NodeId,
-    media: Option<media::MediaPlane>,
+    media: Option<Box<dyn sip::media::MediaAnchor>>,
 ) -> Result<sip::driver::SipSockets, NodeError> {
     let auth = crate::load_sip_auth(sc.credentials.as_deref(), &sc.domain, &sc.digest)?;
     let signer = net::CertSigner::from_identity(&nd.identity)
@@ -778,7 +789,7 @@ async fn serve_phones(
         cfg.auth = auth;
         let fe = sip::FrontEnd::new(cfg, me, Box::new(signer), verifier);
         match media {
-            Some(m) => fe.with_media(Box::new(m)),
+            Some(m) => fe.with_media(m),
             None => fe,
         }
     })

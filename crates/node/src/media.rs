@@ -78,6 +78,10 @@ pub struct MediaConfig {
     pub idle: Duration,
     /// TURN for the far legs; `None`: never.
     pub turn: Option<MediaTurn>,
+    /// Hand the media to the rtpengine whose ng control port this is instead of relaying
+    /// it here ([`crate::rtpengine::RtpengineAnchor`]); the other settings then do not
+    /// apply.
+    pub rtpengine: Option<SocketAddr>,
 }
 
 impl Default for MediaConfig {
@@ -91,6 +95,7 @@ impl Default for MediaConfig {
             max_streams_per_call: r.max_streams_per_call,
             idle: r.idle,
             turn: None,
+            rtpengine: None,
         }
     }
 }

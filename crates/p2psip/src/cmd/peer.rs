@@ -180,6 +180,11 @@ pub(crate) struct Args {
     /// stun-server`): ready and in-use allocations both count.
     #[arg(long, default_value_t = 2, requires = "media_turn")]
     media_turn_pool: usize,
+    /// Hand the phones' media to the rtpengine whose ng control port (`--listen-ng`) is
+    /// IP:PORT instead of this peer's own relay: the front-end's SDP rewrite becomes ng
+    /// offer/answer/delete, for operators who already run one.
+    #[arg(long, value_name = "IP:PORT", requires = "sip_listen", conflicts_with_all = ["no_media_relay", "media_turn"])]
+    media_rtpengine: Option<SocketAddr>,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
     #[arg(long, default_value_t = 2000)]
@@ -292,6 +297,7 @@ impl Args {
                             pool: a.media_turn_pool,
                         }
                     }),
+                    rtpengine: a.media_rtpengine,
                     ..node::MediaConfig::default()
                 }),
             }),

@@ -132,7 +132,12 @@ struct Inner {
     epoch: Instant,
     /// Sockets bind on the unspecified address of the LAN address's family.
     bind: IpAddr,
+    /// Runs the sweep, TURN allocations and their tasks (the first of `shards`).
     runtime: tokio::runtime::Handle,
+    /// One current-thread runtime per core, each on its own thread: a port's socket and
+    /// task live on one of them, so a datagram is received and forwarded on one thread,
+    /// without waking another.
+    shards: Vec<tokio::runtime::Handle>,
     stop: watch::Receiver<bool>,
 }
 
@@ -231,9 +236,10 @@ impl MediaPlane {
     /// A relay with `cfg` (and the TURN server `turn` to make allocations on, when the
     /// relay asks), running until `stop` fires (or its sender goes away).
     ///
-    /// Its sockets are served by a runtime of its own (one worker per core, at most
-    /// four), not by the peer's: RTP then waits neither for the overlay's
-    /// TLS and SIP work on a current-thread core, nor for one core when the host has more.
+    /// Its sockets are served by runtimes of its own (one current-thread runtime per core,
+    /// at most four, each on its own thread), not by the peer's: RTP then waits neither for
+    /// the overlay's TLS and SIP work on the peer's core, nor for one core when the host has
+    /// more.
     pub fn start(
         cfg: RelayConfig,
         turn: Option<MediaTurn>,
@@ -241,13 +247,15 @@ impl MediaPlane {
     ) -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(MAX_MEDIA_THREADS);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("media")
-            .enable_all()
-            .build()?;
-        let runtime = rt.handle().clone();
+            .clamp(1, MAX_MEDIA_THREADS);
+        let runtimes = (0..threads)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let shards: Vec<_> = runtimes.iter().map(|rt| rt.handle().clone()).collect();
         let bind = match cfg.lan {
             IpAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
             IpAddr::V6(_) => IpAddr::from([0u16; 8]),
@@ -259,15 +267,27 @@ impl MediaPlane {
             turn,
             epoch: Instant::now(),
             bind,
-            runtime,
+            runtime: shards[0].clone(),
+            shards,
             stop,
         });
-        // The runtime lives on its own thread until the sweep has closed everything after
-        // the stop signal (a runtime cannot be dropped inside another one's tasks).
-        let sweeper = sweep(Arc::downgrade(&inner), inner.stop.clone());
-        std::thread::Builder::new()
-            .name("media-relay".into())
-            .spawn(move || rt.block_on(sweeper))?;
+        // Each runtime lives on its own thread until the stop signal; the first one's until
+        // the sweep has closed everything after it (a runtime cannot be dropped inside
+        // another one's tasks).
+        for (i, rt) in runtimes.into_iter().enumerate() {
+            let builder = std::thread::Builder::new().name(format!("media-{i}"));
+            if i == 0 {
+                let sweeper = sweep(Arc::downgrade(&inner), inner.stop.clone());
+                builder.spawn(move || rt.block_on(sweeper))?;
+            } else {
+                let mut stop = inner.stop.clone();
+                builder.spawn(move || {
+                    rt.block_on(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                })?;
+            }
+        }
         Ok(MediaPlane(inner))
     }
 
@@ -322,7 +342,7 @@ impl Inner {
             match c {
                 MediaCommand::Open(port) => match self.bind(port) {
                     Ok(sock) => {
-                        let task = self.runtime.spawn(serve(
+                        let task = self.shard(port).spawn(serve(
                             Arc::downgrade(self),
                             sock.clone(),
                             port,
@@ -397,10 +417,15 @@ impl Inner {
         }
     }
 
+    /// The runtime serving `port`'s socket.
+    fn shard(&self, port: u16) -> &tokio::runtime::Handle {
+        &self.shards[usize::from(port / 2) % self.shards.len()]
+    }
+
     fn bind(&self, port: u16) -> std::io::Result<Arc<UdpSocket>> {
         let std = std::net::UdpSocket::bind(SocketAddr::new(self.bind, port))?;
         std.set_nonblocking(true)?;
-        let _rt = self.runtime.enter();
+        let _rt = self.shard(port).enter();
         Ok(Arc::new(UdpSocket::from_std(std)?))
     }
 
@@ -414,7 +439,9 @@ impl Inner {
         };
         match carrier {
             Carrier::Udp(s) => {
-                let _ = s.try_send_to(data, to);
+                // Straight to the socket (non-blocking): its readiness is tracked by the
+                // runtime that receives on it, which may be another shard's.
+                let _ = socket2::SockRef::from(&*s).send_to(data, &to.into());
             }
             Carrier::Turn(c) => {
                 let _ = c.send_to(data, to).await;

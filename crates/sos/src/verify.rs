@@ -117,6 +117,28 @@ impl KeyRegistry {
         Ok(Self { keys })
     }
 
+    /// The entries of a registry JSON document, unchecked (for editing a file).
+    pub fn entries_from_json(json: &[u8]) -> Result<Vec<RegistryEntry>, RegistryError> {
+        let file: RegistryFile =
+            serde_json::from_slice(json).map_err(|e| RegistryError::Json(e.to_string()))?;
+        Ok(file.reporters)
+    }
+
+    /// `existing` entries with `added` put in (replacing a peer's older key), checked as a
+    /// registry: what `p2psip sos keygen` writes back to the registry file.
+    pub fn merged(
+        existing: Vec<RegistryEntry>,
+        added: Vec<RegistryEntry>,
+    ) -> Result<Vec<RegistryEntry>, RegistryError> {
+        let mut all = existing;
+        for e in added {
+            all.retain(|x| x.peer != e.peer);
+            all.push(e);
+        }
+        Self::from_entries(all.clone())?;
+        Ok(all)
+    }
+
     /// Serialise entries as a registry file.
     pub fn to_json(entries: &[RegistryEntry]) -> String {
         let file = RegistryFile {

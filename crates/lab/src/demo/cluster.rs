@@ -263,10 +263,14 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
             None => node::SosChoice::Off,
         };
         if frontends.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious {
-            c.sip = Some(node::SipConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                l.sip_domain.clone(),
-            ));
+            let mut sip =
+                node::SipConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), l.sip_domain.clone());
+            // The front-ends share one host: each relays media on its own slice of the
+            // port range, so no two try the same ports.
+            if let Some(m) = sip.media.as_mut() {
+                m.ports = port_slice(m.ports, frontends.len(), l.frontends);
+            }
+            c.sip = Some(sip);
             frontends.push(index);
         }
         let n = node::Node::start(c)
@@ -512,9 +516,26 @@ pub(crate) fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
     total
 }
 
+/// Slice `k` of `n` of the port range `(first, last)`, whole pairs, in order.
+fn port_slice((first, last): (u16, u16), k: usize, n: usize) -> (u16, u16) {
+    let span = usize::from(last.saturating_sub(first)) + 1;
+    let each = (span / n.max(1)) & !1;
+    let start = usize::from(first) + each * k;
+    let to_u16 = |x: usize| u16::try_from(x).unwrap_or(last);
+    (to_u16(start), to_u16(start + each.max(2) - 1).min(last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn front_ends_get_disjoint_even_port_slices() {
+        assert_eq!(port_slice((20000, 29999), 0, 1), (20000, 29999));
+        assert_eq!(port_slice((20000, 29999), 0, 2), (20000, 24999));
+        assert_eq!(port_slice((20000, 29999), 1, 2), (25000, 29999));
+        assert_eq!(port_slice((20000, 29999), 2, 3), (26664, 29995));
+    }
 
     #[test]
     fn the_true_path_is_the_papers_on_its_peers() {

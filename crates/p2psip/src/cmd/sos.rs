@@ -606,23 +606,14 @@ async fn opinion(a: OpinionArgs) -> anyhow::Result<()> {
 }
 
 fn add_to_registry(path: &Path, entries: Vec<RegistryEntry>) -> anyhow::Result<()> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        reporters: Vec<RegistryEntry>,
-    }
-    let mut all = if path.exists() {
+    let existing = if path.exists() {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice::<File>(&bytes)
+        KeyRegistry::entries_from_json(&bytes)
             .with_context(|| format!("parsing {}", path.display()))?
-            .reporters
     } else {
         Vec::new()
     };
-    for e in entries {
-        all.retain(|x| x.peer != e.peer);
-        all.push(e);
-    }
-    KeyRegistry::from_entries(all.clone()).context("registry would be invalid")?;
+    let all = KeyRegistry::merged(existing, entries).context("registry would be invalid")?;
     std::fs::write(path, KeyRegistry::to_json(&all))
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -672,68 +663,16 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark's rank request: 5 candidate routes of 4 hops to callee 1618.
-const BENCH_ROUTES: [[u128; 4]; 5] = [
-    [1331, 1593, 1609, 1618],
-    [1536, 1600, 1609, 1618],
-    [1400, 1593, 1617, 1618],
-    [1030, 1536, 1600, 1618],
-    [1331, 1400, 1609, 1618],
-];
-
 fn bench_fixtures(a: BenchFixturesArgs) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let mut signers = Vec::new();
-    for i in 0..a.reporters.max(1) {
-        signers
-            .push(ReportSigner::generate(PeerId(100_000 + u128::from(i)), Algorithm::Ed25519)?.0);
-    }
-    let entries: Vec<_> = signers.iter().map(ReportSigner::registry_entry).collect();
-    std::fs::write(a.dir.join("registry.json"), KeyRegistry::to_json(&entries))?;
-    let subjects: Vec<u128> = {
-        let mut s: Vec<u128> = BENCH_ROUTES.iter().flatten().copied().collect();
-        s.sort_unstable();
-        s.dedup();
-        s
-    };
-    let rank_body = serde_json::json!({
-        "routes": BENCH_ROUTES
-            .iter()
-            .map(|r| r.iter().map(u128::to_string).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-    });
-    std::fs::write(a.dir.join("rank.json"), rank_body.to_string())?;
-    let file = std::fs::File::create(a.dir.join("reports.jsonl"))?;
-    let mut out = std::io::BufWriter::new(file);
-    let now = service::time::unix_ms();
-    let outcomes = [
-        Outcome::Delivered,
-        Outcome::Delivered,
-        Outcome::Delivered,
-        Outcome::Dropped,
-    ];
-    for i in 0..a.reports {
-        let i = i as usize;
-        let signer = &signers[i % signers.len()];
-        let subject = subjects[i % subjects.len()];
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let body = ReportBody {
-            reporter: signer.peer(),
-            subject: PeerId(subject),
-            outcome: outcomes[i % outcomes.len()],
-            route: vec![PeerId(subject)],
-            timestamp_ms: now,
-            nonce,
-        };
-        writeln!(out, "{}", signer.sign(body)?.to_json())?;
-    }
-    out.flush()?;
-    service::say!(
-        "wrote {} reports from {} reporters, registry.json and rank.json to {}",
+    let reporters = sos::fixtures::write_bench_fixtures(
+        &a.dir,
+        a.reporters,
         a.reports,
-        signers.len(),
+        service::time::unix_ms(),
+    )?;
+    service::say!(
+        "wrote {} reports from {reporters} reporters, registry.json and rank.json to {}",
+        a.reports,
         a.dir.display()
     );
     Ok(())

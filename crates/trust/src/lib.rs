@@ -75,6 +75,7 @@ mod route;
 
 pub use book::{
     OpinionBook, OpinionSource, PROVEN_VIEW_MAX_UNCERTAINTY, PeerTrust, Referred, TrustPolicy,
+    judge_report,
 };
 pub use evidence::{Ageing, Evidence, EvidenceError};
 pub use opinion::{Discounting, NORMALISATION_TOLERANCE, Opinion, OpinionError};

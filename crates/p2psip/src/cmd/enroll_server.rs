@@ -289,6 +289,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let dir = DataDir::open_with(&data, postgres(db)?)
                 .with_context(|| format!("data dir {}", data.display()))?;
             let mut entries = Vec::new();
+            let mut infrastructure = Vec::new();
             for (id, _, der) in dir.directory()? {
                 match net::cert_public_key(&der) {
                     Ok((alg, key)) => entries.push(sos::RegistryEntry {
@@ -296,10 +297,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                         algorithm: alg.sos(),
                         public_key: sos::hex_encode(&key),
                     }),
-                    Err(e) => eprintln!("node {id} skipped: {e}"),
+                    Err(e) => {
+                        eprintln!("node {id} skipped: {e}");
+                        continue;
+                    }
+                }
+                // CSPs and CSPGs: their reports are proof at the SOS.
+                if enroll::cert::identity_from_cert(&der)
+                    .is_ok_and(|who| who.role != enroll::Role::Peer)
+                {
+                    infrastructure.push(sos::PeerId(id.0));
                 }
             }
-            let json = sos::KeyRegistry::to_json(&entries);
+            let json = sos::KeyRegistry::to_json_with(&entries, &infrastructure);
             match out {
                 Some(p) => {
                     std::fs::write(&p, json).with_context(|| format!("writing {}", p.display()))?;

@@ -195,12 +195,14 @@ struct ServeArgs {
     /// Per-source burst.
     #[arg(long, default_value_t = RateLimitConfig::default().burst)]
     rate_burst: f64,
-    /// Per-token sustained enrollment rate (identities/s one token may enroll, from any
-    /// address; 0 = no limit): slows a Sybil operator holding a leaked multi-use token.
-    #[arg(long, default_value_t = 0.0)]
+    /// Per-token sustained enrollment rate: identities per second one token may enroll
+    /// after its burst, from any address (0 = no limit). With the default burst, a rollout
+    /// of up to 512 peers on one token never waits, and a leaked multi-use token mints at
+    /// most 572 identities in its first minute and 60 a minute after that, until revoked.
+    #[arg(long, default_value_t = RateLimitConfig::per_token().per_sec)]
     token_rate_per_sec: f64,
-    /// Per-token burst of enrollments.
-    #[arg(long, default_value_t = RateLimitConfig::default().burst)]
+    /// Per-token burst: enrollments one token may make at once.
+    #[arg(long, default_value_t = RateLimitConfig::per_token().burst)]
     token_rate_burst: f64,
     /// Maximum request body in bytes.
     #[arg(long, default_value_t = 16 * 1024)]

@@ -226,6 +226,12 @@ pub struct CallReport {
     /// Malicious peers the SOS did not distrust at the end, over malicious_peers: its
     /// false-negative rate.
     pub false_negative_rate: f64,
+    /// Malicious peers some evidence report named during the run: the only ones the SOS
+    /// could have learnt anything about (the others were never on a watched path).
+    pub malicious_observed: usize,
+    /// Of [`CallReport::malicious_observed`], the share the SOS did not distrust at the end:
+    /// the false negatives that are the trust model's, not the traffic's.
+    pub false_negative_rate_observed: f64,
     /// Evidence reports the SOS took.
     pub reports: u64,
     /// Wall-clock seconds.
@@ -1248,6 +1254,14 @@ fn run_calls_inner(
         .filter(|d| bad.contains_key(d))
         .count();
     let distrusted_honest = world.distrusted.len() - distrusted_malicious;
+    let observed: Vec<&NodeId> = bad
+        .keys()
+        .filter(|id| world.reported.contains(&id.0))
+        .collect();
+    let observed_distrusted = observed
+        .iter()
+        .filter(|id| world.distrusted.contains(**id))
+        .count();
     let share = |part: usize, of: usize| {
         if of == 0 {
             0.0
@@ -1287,6 +1301,8 @@ fn run_calls_inner(
         malicious_peers: bad.len(),
         false_positive_rate: share(distrusted_honest, honest.len()),
         false_negative_rate: share(bad.len() - distrusted_malicious, bad.len()),
+        malicious_observed: observed.len(),
+        false_negative_rate_observed: share(observed.len() - observed_distrusted, observed.len()),
         reports: world.reports,
         wall_s: wall.elapsed().as_secs_f64(),
         seed: run.seed,

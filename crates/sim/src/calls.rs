@@ -11,7 +11,8 @@
 //! a CSP's report rests on signed hand-overs and counts fully (proven evidence); an ordinary
 //! peer's is held against the proven view of its subject and weighed by the reporter's
 //! referral record ([`trust::OpinionBook::record_referred`]); all evidence ages. Every two
-//! seconds the SOS publishes the peers it distrusts (disbelief above belief), and peers
+//! seconds the SOS publishes the peers it distrusts (disbelief above belief, or caught
+//! lying: [`trust::PeerTrust::distrusted`]), and peers
 //! route around them — the closed loop.
 //!
 //! Signatures here use a keyed-hash stand-in (see [`SimKeys`]): unforgeable inside the
@@ -728,13 +729,17 @@ impl CallWorld {
         } else if !self.weigh_reporters {
             self.sos.record(subject.0, positive, now_ms);
         } else if self.check_reports {
-            self.sos.record_referred(
+            let judged = self.sos.record_referred(
                 subject.0,
                 positive,
                 now_ms,
                 &reporter.0,
                 Discounting::Classic,
             );
+            if judged.checked() {
+                // Its record as a reporter changed: a caught liar can be distrusted.
+                self.reported.insert(reporter.0);
+            }
         } else {
             let (trust_in_reporter, _) = self.sos.opinion(&reporter.0, now_ms);
             self.sos.record_reported(
@@ -834,10 +839,7 @@ impl CallWorld {
         let set: BTreeSet<NodeId> = self
             .reported
             .iter()
-            .filter(|p| {
-                let (o, _) = self.sos.opinion(p, now_ms);
-                o.disbelief() > o.belief()
-            })
+            .filter(|p| self.sos.distrusted(p, now_ms))
             .map(|p| NodeId(*p))
             .collect();
         self.distrusted = Arc::new(set);

@@ -144,6 +144,21 @@ impl PeerTrust {
             .unwrap_or(policy.vacuous)
     }
 
+    /// Whether the SOS should tell peers to route around this one at `now_ms`: its
+    /// current opinion holds more disbelief than belief (it does not forward), or it was
+    /// caught lying — its checked reports contradicted the proof more than twice as often
+    /// as they agreed with it, over at least eight (aged) checks ([`LIAR_MAX_UNCERTAINTY`]).
+    /// A peer that lies about others is malicious however well it forwards; an honest peer
+    /// whose reports sometimes meet a proof that lags behind an on-off attacker is not one.
+    pub fn distrusted(&self, now_ms: u64, policy: &TrustPolicy) -> bool {
+        let (o, _) = self.current(now_ms, policy);
+        if o.disbelief() > o.belief() {
+            return true;
+        }
+        let r = self.referral_opinion(now_ms, policy);
+        r.disbelief() > 2.0 * r.belief() && r.uncertainty() <= LIAR_MAX_UNCERTAINTY
+    }
+
     /// The current opinion: the admin override if set, else the evidence aged to `now_ms`
     /// if there is any, else the vacuous opinion.
     pub fn current(&self, now_ms: u64, policy: &TrustPolicy) -> (Opinion, OpinionSource) {
@@ -202,6 +217,11 @@ pub fn judge_report(
 /// a third party's report about that peer against it: u ≤ 0.5, at least two (aged) units
 /// of proof.
 pub const PROVEN_VIEW_MAX_UNCERTAINTY: f64 = 2.0 / 3.0;
+
+/// How little uncertainty a reporter's referral record must leave before its lies make it
+/// distrusted ([`PeerTrust::distrusted`]): u ≤ 0.2, at least eight (aged) checked reports,
+/// so a few reports that met a lagging proof do not condemn an honest peer.
+pub const LIAR_MAX_UNCERTAINTY: f64 = 0.2;
 
 /// An in-memory opinion database with the SOS's rules, for the simulator and tests.
 ///
@@ -378,6 +398,13 @@ impl<P: Ord + Clone> OpinionBook<P> {
             .unwrap_or(self.policy.vacuous)
     }
 
+    /// Whether `peer` is to be routed around at `now_ms` ([`PeerTrust::distrusted`]).
+    pub fn distrusted(&self, peer: &P, now_ms: u64) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|t| t.distrusted(now_ms, &self.policy))
+    }
+
     /// The current opinion of `peer` and where it came from.
     pub fn opinion(&self, peer: &P, now_ms: u64) -> (Opinion, OpinionSource) {
         match self.peers.get(peer) {
@@ -499,6 +526,42 @@ mod tests {
         assert_eq!(
             book.record_referred(4, false, 0, &30, mode),
             Referred::Unchecked(0.0)
+        );
+    }
+
+    #[test]
+    fn a_dropper_and_a_caught_liar_are_distrusted_an_honest_reporter_is_not() {
+        let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
+        let mut book = OpinionBook::new(policy);
+        let mode = Discounting::Classic;
+        for _ in 0..4 {
+            book.record_proven(1u32, true, 0);
+            book.record_proven(2u32, false, 0);
+        }
+        assert!(book.distrusted(&2, 0) && !book.distrusted(&1, 0));
+        // 20 forwards well and lies: seven lies are not yet enough to condemn it.
+        for _ in 0..4 {
+            book.record(20, true, 0);
+        }
+        for _ in 0..7 {
+            book.record_referred(1, false, 0, &20, mode);
+        }
+        assert!(!book.distrusted(&20, 0));
+        // One more, and it is a caught liar whatever its forwarding.
+        book.record_referred(2, true, 0, &20, mode);
+        assert!(book.opinion(&20, 0).0.belief() > 0.5);
+        assert!(book.distrusted(&20, 0));
+        // 10 reports the truth, and sometimes (the proof lagging) contradicts it.
+        for _ in 0..7 {
+            book.record_referred(1, true, 0, &10, mode);
+        }
+        for _ in 0..3 {
+            book.record_referred(2, true, 0, &10, mode);
+        }
+        assert!(!book.distrusted(&10, 0));
+        assert!(
+            !book.distrusted(&99, 0),
+            "nothing known, nothing held against it"
         );
     }
 

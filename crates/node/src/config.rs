@@ -50,6 +50,13 @@ pub struct ChordTiming {
     pub lookup_timeout: Duration,
     /// Successor-list length (fault tolerance against consecutive failures).
     pub successors: usize,
+    /// Successor-list length of a peer enrolled as a CSP. Longer than `successors`, it
+    /// turns on Chord's successor-list extension for that peer (`extend_successors`: the
+    /// CSP asks the end of its list for more until it is this long), so the CSP knows the
+    /// peers of its own arc directly and an eclipse of the few peers right after it does
+    /// not cut it off from the callees behind them — the simulator's CSPs run the same
+    /// way. At most `successors`: a CSP keeps the same list as everyone.
+    pub csp_successors: usize,
     /// Answer a lookup from the successor list when the key falls inside it (one hop
     /// fewer near the owner).
     pub successor_shortcut: bool,
@@ -66,6 +73,7 @@ impl Default for ChordTiming {
             rpc_timeout: Duration::from_millis(500),
             lookup_timeout: Duration::from_millis(5000),
             successors: 8,
+            csp_successors: 32,
             successor_shortcut: false,
         }
     }

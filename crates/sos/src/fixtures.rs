@@ -27,13 +27,16 @@ pub enum FixtureError {
     Signer(#[from] SignerError),
 }
 
-/// In `dir` (created): `registry.json` with `reporters` fresh Ed25519 reporter keys,
+/// In `dir` (created): `registry.json` with `reporters` fresh Ed25519 reporter keys (every
+/// `csp_every`-th marked as a CSP, whose reports are proof the others' are checked against;
+/// 0: none),
 /// `reports.jsonl` with `reports` signed reports about the peers of [`BENCH_ROUTES`]
 /// (three in four `delivered`, timestamped `now_ms`, each with its own nonce) and
 /// `rank.json`, the rank request. Returns how many reporters it made.
 pub fn write_bench_fixtures(
     dir: &Path,
     reporters: u32,
+    csp_every: u32,
     reports: u32,
     now_ms: u64,
 ) -> Result<usize, FixtureError> {
@@ -48,8 +51,14 @@ pub fn write_bench_fixtures(
             .push(ReportSigner::generate(PeerId(100_000 + u128::from(i)), Algorithm::Ed25519)?.0);
     }
     let entries: Vec<_> = signers.iter().map(ReportSigner::registry_entry).collect();
+    let csps: Vec<PeerId> = signers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| csp_every > 0 && (*i as u32).is_multiple_of(csp_every))
+        .map(|(_, s)| s.peer())
+        .collect();
     let registry = dir.join("registry.json");
-    std::fs::write(&registry, KeyRegistry::to_json(&entries)).map_err(io(&registry))?;
+    std::fs::write(&registry, KeyRegistry::to_json_with(&entries, &csps)).map_err(io(&registry))?;
     let mut subjects: Vec<u128> = BENCH_ROUTES.iter().flatten().copied().collect();
     subjects.sort_unstable();
     subjects.dedup();
@@ -97,7 +106,10 @@ mod tests {
     #[test]
     fn fixtures_are_reports_the_registry_verifies() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(write_bench_fixtures(dir.path(), 3, 10, 1_000).unwrap(), 3);
+        assert_eq!(
+            write_bench_fixtures(dir.path(), 3, 2, 10, 1_000).unwrap(),
+            3
+        );
         let registry =
             KeyRegistry::from_json(&std::fs::read(dir.path().join("registry.json")).unwrap())
                 .unwrap();

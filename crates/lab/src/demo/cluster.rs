@@ -486,6 +486,8 @@ pub(crate) fn true_path(ids: &[NodeId], bits: u32, from: NodeId, key: NodeId) ->
 pub(crate) fn chord_timing() -> node::ChordTiming {
     node::ChordTiming {
         successors: 3,
+        // The paper's scenario as the demo has always run it: CSPs keep the same lists.
+        csp_successors: 3,
         successor_shortcut: true,
         stabilize: Duration::from_millis(250),
         fix_fingers: Duration::from_millis(60),

@@ -319,9 +319,17 @@ async fn real(args: Args) -> Result<(), LabError> {
         frontends: 0,
         sip_domain: args.sip_domain.clone(),
     };
-    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries()).map_err(
-        LabError::setup("the SOS key registry of the peers' certificate keys"),
-    )?;
+    // CSPs and CSPGs hold the signed hand-overs: their reports are proof.
+    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())
+        .map_err(LabError::setup(
+            "the SOS key registry of the peers' certificate keys",
+        ))?
+        .with_infrastructure(
+            members
+                .iter()
+                .filter(|m| m.role != enroll::Role::Peer)
+                .map(|m| sos::PeerId(m.id.0)),
+        );
     let admin = format!(
         "{:032x}",
         Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xAD).random::<u128>()

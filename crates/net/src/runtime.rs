@@ -364,6 +364,9 @@ struct Entry {
     /// Set while the core keeps the link ([`Core::keeps_link`]): the connection task then
     /// does not close it for idleness.
     keep: conn::Keep,
+    /// The peer dialled it: it needed the link, maybe for its own maintenance, where one
+    /// we dialled for a lookup or a call is ours to give up.
+    inbound: bool,
 }
 
 struct Loop<C: Core> {
@@ -656,11 +659,13 @@ impl<C: Core> Loop<C> {
                 Shared::inc(&self.stats.c.links_evicted);
                 continue;
             }
+            // Links we opened and no longer need first, then links peers opened to us (they
+            // may keep them), then the ones we keep; least recently used first within each.
             let core = &self.core;
             let Some(lru) = self
                 .conns
                 .iter()
-                .min_by_key(|(id, e)| (core.keeps_link(**id), e.used))
+                .min_by_key(|(id, e)| (core.keeps_link(**id), e.inbound, e.used))
                 .map(|(id, _)| *id)
             else {
                 return;
@@ -702,6 +707,7 @@ impl<C: Core> Loop<C> {
                 tx,
                 used: self.sends,
                 keep: keep.clone(),
+                inbound: false,
             },
         );
         debug!(peer = %to.id, %addr, "dialling");
@@ -786,6 +792,7 @@ impl<C: Core> Loop<C> {
                         tx,
                         used,
                         keep,
+                        inbound: true,
                     };
                     if let Some(ours) = self.conns.remove(&peer.contact.id) {
                         // Both sides dialled. Closing either link would lose what was already

@@ -261,7 +261,7 @@ pub(crate) async fn dial(
                 } else {
                     Mode::Normal
                 };
-                run(&ctx, peer, tls, rx, mode, &keep, ctx.limits.idle_timeout).await;
+                run(&ctx, peer, tls, rx, mode, &keep, false).await;
             }
             report_down(&ctx, conn, target.id, false).await;
         }
@@ -371,8 +371,7 @@ pub(crate) async fn accept(
         debug!(peer = %ident.node_id, %to, "relaying");
         drop(tx);
         let (_keep, rx) = mpsc::channel(1);
-        let idle = ctx.limits.idle_timeout;
-        run(&ctx, peer, tls, rx, mode, &Keep::default(), idle).await;
+        run(&ctx, peer, tls, rx, mode, &Keep::default(), false).await;
         return;
     }
     let keep = Keep::default();
@@ -390,8 +389,7 @@ pub(crate) async fn accept(
     {
         return;
     }
-    let idle = ctx.limits.idle_timeout.saturating_mul(INBOUND_IDLE_FACTOR);
-    run(&ctx, peer, tls, rx, mode, &keep, idle).await;
+    run(&ctx, peer, tls, rx, mode, &keep, true).await;
     report_down(&ctx, conn, ident.node_id, false).await;
 }
 
@@ -409,8 +407,9 @@ async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
 }
 
 /// Read and write frames until either side ends, the connection idles out (no frame either
-/// way for `idle`, and the core does not `keep` it), or the runtime shuts down (then queued
-/// frames are flushed first).
+/// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
+/// that for an `inbound` link once the peer has sent a whole frame on it), or the runtime
+/// shuts down (then queued frames are flushed first).
 async fn run(
     ctx: &Ctx,
     peer: Peer,
@@ -418,8 +417,17 @@ async fn run(
     mut rx: mpsc::Receiver<Vec<u8>>,
     mode: Mode,
     keep: &Keep,
-    idle: Duration,
+    inbound: bool,
 ) {
+    let base_idle = ctx.limits.idle_timeout;
+    let long_idle = if inbound {
+        base_idle.saturating_mul(INBOUND_IDLE_FACTOR)
+    } else {
+        base_idle
+    };
+    // Set once the peer has sent a whole frame: a link that never carried one (a stalled
+    // half frame) gets the short idle timeout only.
+    let framed = std::sync::atomic::AtomicBool::new(false);
     let (mut rd, mut wr) = tokio::io::split(tls);
     let (close_tx, _) = watch::channel(false);
     let epoch = Instant::now();
@@ -473,6 +481,7 @@ async fn run(
                         Shared::inc(&ctx.stats.c.frames_in);
                         Shared::add(&ctx.stats.c.bytes_in, n as u64);
                         touch();
+                        framed.store(true, Ordering::Relaxed);
                         // The budget binds only while the loop is behind (its inbound
                         // channel more than half full, or half of this link's share
                         // waiting in it): then links over their budget wait, the others
@@ -587,6 +596,11 @@ async fn run(
                     break;
                 }
             } else {
+                let idle = if framed.load(Ordering::Relaxed) {
+                    long_idle
+                } else {
+                    base_idle
+                };
                 let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
                 tokio::select! {
                     m = rx.recv() => match m {

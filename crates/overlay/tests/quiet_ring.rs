@@ -115,6 +115,7 @@ fn a_quiet_ring_sends_a_fraction_of_the_classic_maintenance_and_stays_whole() {
         net.run_for(Duration::from_secs(120));
     }
     let (c, q) = (rate_since(&classic, from), rate_since(&quiet, from));
+    eprintln!("at rest: {q:.3} messages per peer per second with back-off, {c:.3} without");
     assert!(
         q <= 1.0 && q * 8.0 <= c,
         "at rest: {q:.2} messages per peer per second with back-off, {c:.2} without"
@@ -180,6 +181,7 @@ fn repair_after_crash(tell: bool) -> f64 {
 #[test]
 fn a_quiet_ring_repairs_a_crash_by_timeouts_alone() {
     let secs = repair_after_crash(false);
+    eprintln!("repaired by timeouts alone after {secs:.1} s");
     // The crashed peer's predecessor notices at its next stabilize (at most the 16 s cap,
     // jittered) plus the RPC timeout; its successor hears from the new predecessor.
     assert!(secs <= 25.0, "repaired after {secs:.1} s");
@@ -188,6 +190,7 @@ fn a_quiet_ring_repairs_a_crash_by_timeouts_alone() {
 #[test]
 fn a_quiet_ring_told_of_a_closed_link_repairs_within_seconds() {
     let secs = repair_after_crash(true);
+    eprintln!("repaired after the closed link was reported in {secs:.1} s");
     assert!(secs <= 3.0, "repaired after {secs:.1} s");
 }
 

@@ -129,6 +129,21 @@ impl Fingers {
         }
     }
 
+    /// Finger `i` was confirmed at distance `d`: drop the extra ways forward between it and
+    /// finger i+1's start (earlier owners kept while the table formed), so a quiet table
+    /// converges to the true fingers as one refreshed by lookups does.
+    pub(crate) fn drop_extras(&mut self, space: IdSpace, me: NodeId, i: u32, d: u128) {
+        let next_start = if i + 1 >= space.bits() {
+            u128::MAX
+        } else {
+            1u128 << (i + 1)
+        };
+        self.entries.retain(|c| {
+            let dc = space.distance(me, c.id);
+            !(dc > d && dc < next_start)
+        });
+    }
+
     /// Fingers strictly before `key_distance`, farthest first.
     pub(crate) fn preceding(
         &self,

@@ -1052,6 +1052,7 @@ impl ChordNode {
                 self.start_lookup(now, id, key, Purpose::FixFinger(i));
             }
         } else {
+            self.fingers.drop_extras(space, self.me.id, i, d);
             self.fingers_backoff = self.fingers_backoff.saturating_add(1).min(MAX_BACKOFF);
             self.advance_finger(i, d);
         }

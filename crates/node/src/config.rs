@@ -44,6 +44,9 @@ pub struct ChordTiming {
     pub check_predecessor: Duration,
     /// Ring-check (partition healing) interval.
     pub ring_check: Duration,
+    /// While the ring around the peer is quiet, the ring check slows down with stabilize,
+    /// up to this interval; `None`: never slow down.
+    pub quiet_ring_check_max: Option<Duration>,
     /// RPC / hop-acknowledgement timeout.
     pub rpc_timeout: Duration,
     /// Lookup timeout per attempt.
@@ -70,6 +73,7 @@ impl Default for ChordTiming {
             quiet_maintenance_max: Some(Duration::from_millis(16_000)),
             check_predecessor: Duration::from_millis(5000),
             ring_check: Duration::from_millis(30_000),
+            quiet_ring_check_max: Some(Duration::from_secs(240)),
             rpc_timeout: Duration::from_millis(500),
             lookup_timeout: Duration::from_millis(5000),
             successors: 8,

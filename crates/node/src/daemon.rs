@@ -659,6 +659,7 @@ fn chord_config(t: &crate::ChordTiming, space: IdSpace, role: enroll::Role) -> C
     cc.fix_fingers_max = t.quiet_maintenance_max;
     cc.check_predecessor_every = t.check_predecessor;
     cc.ring_check_every = t.ring_check;
+    cc.ring_check_max = t.quiet_ring_check_max;
     cc.rpc_timeout = t.rpc_timeout;
     cc.lookup_timeout = t.lookup_timeout;
     let base = t.successors.max(1);

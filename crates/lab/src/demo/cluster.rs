@@ -493,10 +493,12 @@ pub(crate) fn chord_timing() -> node::ChordTiming {
         fix_fingers: Duration::from_millis(60),
         // Fast while the rings form or change, then slower once a peer's neighbourhood is
         // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and
-        // every call queued behind it.
-        quiet_maintenance_max: Some(Duration::from_secs(2)),
+        // every call queued behind it. A crashed neighbour shows itself at once through its
+        // closed links, so a quiet peer can wait long between rounds.
+        quiet_maintenance_max: Some(Duration::from_secs(16)),
         check_predecessor: Duration::from_millis(1000),
         ring_check: Duration::from_secs(5),
+        quiet_ring_check_max: Some(Duration::from_secs(64)),
         rpc_timeout: Duration::from_millis(1500),
         lookup_timeout: Duration::from_secs(4),
     }

@@ -870,10 +870,21 @@ fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
 }
 
 /// A client of the SOS at `url` that believes only servers certified by the node
-/// directory's CA.
+/// directory's CA, its connection opened at once: the first call's ranking then does not
+/// wait for the TCP and TLS handshakes (the client keeps the connection open).
 fn sos_client(url: &str, nd: &NodeDir) -> Result<sos::SosClient, NodeError> {
     let trust = service::tls::Trust::Ca(vec![nd.trust.ca.clone()]);
-    sos::SosClient::new(url, &trust).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))
+    let client = sos::SosClient::new(url, &trust)
+        .map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))?;
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let warm = client.clone();
+        rt.spawn(async move {
+            if let Err(e) = warm.health().await {
+                debug!("SOS not reachable yet (rankings will retry): {e}");
+            }
+        });
+    }
+    Ok(client)
 }
 
 fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {

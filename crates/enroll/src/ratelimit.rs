@@ -39,11 +39,31 @@ struct Bucket {
     last: Instant,
 }
 
+/// Burst of enrollments one token may make at once by default: the demo's 512 peers, or
+/// a fleet of that size rolled out with one token, enroll without waiting.
+pub const TOKEN_BURST: f64 = 512.0;
+/// Enrollments per second one token may sustain by default after its burst (3 600 an
+/// hour, for a rollout bigger than the burst).
+pub const TOKEN_PER_SEC: f64 = 1.0;
+
 impl RateLimitConfig {
-    /// No limit at all (what a token gets unless the operator sets one).
+    /// No limit at all.
     pub fn off() -> Self {
         Self {
             per_sec: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// The per-token enrollment limit a server gets unless its operator sets another:
+    /// [`TOKEN_BURST`] at once, then [`TOKEN_PER_SEC`]. Legitimate enrollment (one token
+    /// per peer, or one per rollout of up to 512 peers) never meets it; a leaked multi-use
+    /// token yields at most 572 identities in its first minute and 60 a minute after
+    /// that, not thousands, until the operator revokes it.
+    pub fn per_token() -> Self {
+        Self {
+            per_sec: TOKEN_PER_SEC,
+            burst: TOKEN_BURST,
             ..Self::default()
         }
     }
@@ -140,5 +160,36 @@ mod tests {
         });
         assert!((0..1000).all(|_| off.check(a, t0)));
         assert!(off.is_empty());
+    }
+
+    /// The default per-token limit, in virtual time: a rollout of 512 enrolls at once, and
+    /// a leaked token hammered every 10 ms mints 572 identities in its first minute and 60
+    /// a minute after that.
+    #[test]
+    fn the_default_token_limit_lets_a_rollout_through_and_holds_a_sybil_back() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::<String>::new(RateLimitConfig::per_token());
+        assert!((0..512).all(|_| r.check("rollout".into(), t0)));
+        let mut minted = 0u32;
+        let mut per_minute = Vec::new();
+        for tick in 1..=6_000u64 {
+            let now = t0 + Duration::from_millis(10 * tick);
+            minted += u32::from(r.check("leaked".into(), now));
+            if tick % 6_000 == 0 {
+                per_minute.push(minted);
+            }
+        }
+        // 512 at once, then one a second for the 60 s.
+        assert!(
+            (571..=573).contains(&minted),
+            "{minted} in the first minute"
+        );
+        let mut later = 0u32;
+        for tick in 6_001..=12_000u64 {
+            let now = t0 + Duration::from_millis(10 * tick);
+            later += u32::from(r.check("leaked".into(), now));
+        }
+        assert!((59..=61).contains(&later), "{later} in the second minute");
+        assert!(RateLimitConfig::per_token().per_sec > 0.0);
     }
 }

@@ -86,10 +86,11 @@ pub struct ServerConfig {
     /// Per-source rate limit of POST requests.
     pub rate_limit: RateLimitConfig,
     /// Per-token rate limit of enrollments: how fast one token, however many uses it has
-    /// left, may enroll identities (off by default). A leaked multi-use token then yields a
-    /// Sybil operator `burst` identities at once and `per_sec` after that, from any number
-    /// of addresses, until the operator revokes it; its use count caps the total. Each
-    /// instance of a multi-instance E&A keeps its own table.
+    /// left, may enroll identities (default [`RateLimitConfig::per_token`]: 512 at once,
+    /// then one a second). A leaked multi-use token yields a Sybil operator `burst`
+    /// identities at once and `per_sec` after that, from any number of addresses, until
+    /// the operator revokes it; its use count caps the total. Each instance of a
+    /// multi-instance E&A keeps its own table.
     pub token_rate_limit: RateLimitConfig,
 }
 
@@ -109,7 +110,7 @@ impl Default for ServerConfig {
             bootstrap: Vec::new(),
             body_limit: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
-            token_rate_limit: RateLimitConfig::off(),
+            token_rate_limit: RateLimitConfig::per_token(),
         }
     }
 }

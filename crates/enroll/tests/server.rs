@@ -353,6 +353,14 @@ async fn rate_limited_per_source() {
     assert_eq!(codes, vec![400, 400, 400, 429, 429]);
 }
 
+/// Every server limits each token's enrollments unless its operator says otherwise.
+#[test]
+fn tokens_are_rate_limited_by_default() {
+    let limit = ServerConfig::default().token_rate_limit;
+    assert_eq!(limit, enroll::ratelimit::RateLimitConfig::per_token());
+    assert!(limit.per_sec > 0.0 && limit.burst >= 512.0);
+}
+
 /// A Sybil operator with a leaked ten-use token: the token's rate lets it enroll a burst of
 /// three identities, refuses the rest without spending their uses, and another token is not
 /// held back by it; the use count caps what the token can ever enroll.
@@ -387,7 +395,11 @@ async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_u
 
     // Without a rate, the refused attempts' uses are still there: seven more, then none.
     let dir2 = dir.path();
-    let srv = start(dir2, ServerConfig::default()).await;
+    let cfg = ServerConfig {
+        token_rate_limit: enroll::ratelimit::RateLimitConfig::off(),
+        ..ServerConfig::default()
+    };
+    let srv = start(dir2, cfg).await;
     for _ in 0..7 {
         let (_, csr) = new_key_and_csr().unwrap();
         srv.client.enroll(&request(&leaked, &csr)).await.unwrap();

@@ -35,6 +35,15 @@ const WRITE_BATCH: usize = 64 * 1024;
 const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// At most one "over its frame budget" warning per link per this interval.
 const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// A link the other side dialled closes for idleness only after this many idle timeouts:
+/// the dialler decides when a link it opened is no longer needed (its core may keep it for
+/// maintenance that is rarer than the idle timeout), and this side only reclaims links a
+/// dialler forgot.
+const INBOUND_IDLE_FACTOR: u32 = 8;
+
+/// Whether the loop's core keeps a link: a kept link is never closed for idleness (the
+/// loop sets it from [`overlay::driver::Core::keeps_link`]).
+pub(crate) type Keep = Arc<std::sync::atomic::AtomicBool>;
 
 /// What connection tasks tell the loop.
 #[derive(Debug)]
@@ -45,6 +54,7 @@ pub(crate) enum ConnEvent {
         conn: u64,
         peer: Peer,
         tx: Option<mpsc::Sender<Vec<u8>>>,
+        keep: Keep,
         outbound_only: bool,
     },
     /// A frame from `from` to be relayed to our outbound-only client `to` (`_share` as for
@@ -180,6 +190,7 @@ pub(crate) async fn dial(
     target: Contact,
     addr: SocketAddr,
     rx: mpsc::Receiver<Vec<u8>>,
+    keep: Keep,
     _done: mpsc::Sender<()>,
 ) {
     let started = Instant::now();
@@ -239,6 +250,7 @@ pub(crate) async fn dial(
                     conn,
                     peer,
                     tx: None,
+                    keep: keep.clone(),
                     outbound_only: false,
                 })
                 .await
@@ -249,7 +261,7 @@ pub(crate) async fn dial(
                 } else {
                     Mode::Normal
                 };
-                run(&ctx, peer, tls, rx, mode).await;
+                run(&ctx, peer, tls, rx, mode, &keep, false).await;
             }
             report_down(&ctx, conn, target.id, false).await;
         }
@@ -359,15 +371,17 @@ pub(crate) async fn accept(
         debug!(peer = %ident.node_id, %to, "relaying");
         drop(tx);
         let (_keep, rx) = mpsc::channel(1);
-        run(&ctx, peer, tls, rx, mode).await;
+        run(&ctx, peer, tls, rx, mode, &Keep::default(), false).await;
         return;
     }
+    let keep = Keep::default();
     if ctx
         .to_loop
         .send(ConnEvent::Up {
             conn,
             peer,
             tx: Some(tx),
+            keep: keep.clone(),
             outbound_only,
         })
         .await
@@ -375,7 +389,7 @@ pub(crate) async fn accept(
     {
         return;
     }
-    run(&ctx, peer, tls, rx, mode).await;
+    run(&ctx, peer, tls, rx, mode, &keep, true).await;
     report_down(&ctx, conn, ident.node_id, false).await;
 }
 
@@ -392,7 +406,9 @@ async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
         .await;
 }
 
-/// Read and write frames until either side ends, the connection idles out, or the runtime
+/// Read and write frames until either side ends, the connection idles out (no frame either
+/// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
+/// that for an `inbound` link once the peer has sent a whole frame on it), or the runtime
 /// shuts down (then queued frames are flushed first).
 async fn run(
     ctx: &Ctx,
@@ -400,7 +416,18 @@ async fn run(
     tls: TlsStream<TcpStream>,
     mut rx: mpsc::Receiver<Vec<u8>>,
     mode: Mode,
+    keep: &Keep,
+    inbound: bool,
 ) {
+    let base_idle = ctx.limits.idle_timeout;
+    let long_idle = if inbound {
+        base_idle.saturating_mul(INBOUND_IDLE_FACTOR)
+    } else {
+        base_idle
+    };
+    // Set once the peer has sent a whole frame: a link that never carried one (a stalled
+    // half frame) gets the short idle timeout only.
+    let framed = std::sync::atomic::AtomicBool::new(false);
     let (mut rd, mut wr) = tokio::io::split(tls);
     let (close_tx, _) = watch::channel(false);
     let epoch = Instant::now();
@@ -454,6 +481,7 @@ async fn run(
                         Shared::inc(&ctx.stats.c.frames_in);
                         Shared::add(&ctx.stats.c.bytes_in, n as u64);
                         touch();
+                        framed.store(true, Ordering::Relaxed);
                         // The budget binds only while the loop is behind (its inbound
                         // channel more than half full, or half of this link's share
                         // waiting in it): then links over their budget wait, the others
@@ -560,7 +588,6 @@ async fn run(
         let mut shutdown = ctx.shutdown.clone();
         let mut abort = ctx.abort.clone();
         let mut killed = false;
-        let idle = ctx.limits.idle_timeout;
         let mut batch: Vec<u8> = Vec::new();
         let mut stopping = false;
         loop {
@@ -569,6 +596,11 @@ async fn run(
                     break;
                 }
             } else {
+                let idle = if framed.load(Ordering::Relaxed) {
+                    long_idle
+                } else {
+                    base_idle
+                };
                 let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
                 tokio::select! {
                     m = rx.recv() => match m {
@@ -579,6 +611,11 @@ async fn run(
                         let quiet = epoch.elapsed()
                             .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
                         if quiet >= idle {
+                            if keep.load(Ordering::Relaxed) {
+                                // Kept for maintenance: look again one idle period on.
+                                touch();
+                                continue;
+                            }
                             Shared::inc(&ctx.stats.c.idle_closed);
                             debug!(peer = %id, "closing idle connection");
                             break;
@@ -608,7 +645,7 @@ async fn run(
                 // A peer that stops reading must not hold this task (and its buffers and
                 // inbound slot) forever: a write that cannot finish within the idle
                 // timeout closes the link.
-                match timeout(idle, r).await {
+                match timeout(ctx.limits.idle_timeout, r).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         debug!(peer = %id, "write: {e}");
@@ -616,7 +653,7 @@ async fn run(
                     }
                     Err(_) => {
                         Shared::inc(&ctx.stats.c.write_timeouts);
-                        warn!(peer = %id, "closing connection: the peer did not read for {idle:?}");
+                        warn!(peer = %id, "closing connection: the peer did not read for {:?}", ctx.limits.idle_timeout);
                         break;
                     }
                 }

@@ -29,6 +29,9 @@ const SELF_BUDGET: usize = 1024;
 const EVENT_BUDGET: usize = 64;
 /// At most one warning about refused inbound connections per this interval.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+/// How often the links' keep marks are brought up to date with what the core needs (they
+/// only guard against idle closes, which take far longer).
+const KEEP_REFRESH_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +332,7 @@ impl<C: Core> PeerRuntime<C> {
             conns: BTreeMap::new(),
             spares: BTreeMap::new(),
             sends: 0,
+            keep_at: Instant::now(),
             backoff: BTreeMap::new(),
             next_conn: 1,
             waiters: BTreeMap::new(),
@@ -354,8 +358,15 @@ impl<C: Core> PeerRuntime<C> {
 struct Entry {
     conn: u64,
     tx: mpsc::Sender<Vec<u8>>,
-    /// When it last carried a frame out (in sends), for least-recently-used eviction.
+    /// When it last carried a frame either way (in sends), for least-recently-used
+    /// eviction.
     used: u64,
+    /// Set while the core keeps the link ([`Core::keeps_link`]): the connection task then
+    /// does not close it for idleness.
+    keep: conn::Keep,
+    /// The peer dialled it: it needed the link, maybe for its own maintenance, where one
+    /// we dialled for a lookup or a call is ours to give up.
+    inbound: bool,
 }
 
 struct Loop<C: Core> {
@@ -386,6 +397,8 @@ struct Loop<C: Core> {
     spares: BTreeMap<NodeId, Entry>,
     /// Frames handed to links so far (the clock of least-recently-used eviction).
     sends: u64,
+    /// When the links' keep marks are next refreshed from the core.
+    keep_at: Instant,
     /// Peers whose last dial failed, and when.
     backoff: BTreeMap<NodeId, Instant>,
     next_conn: u64,
@@ -520,8 +533,26 @@ impl<C: Core> Loop<C> {
         }
     }
 
+    /// Mark the sending links the core keeps (and unmark the others), at most once per
+    /// [`KEEP_REFRESH_EVERY`]. Spares are never kept: they close when idle.
+    fn refresh_keeps(&mut self) {
+        let now = Instant::now();
+        if now < self.keep_at {
+            return;
+        }
+        self.keep_at = now + KEEP_REFRESH_EVERY;
+        for (id, e) in &self.conns {
+            let keep = self.core.keeps_link(*id);
+            e.keep.store(keep, std::sync::atomic::Ordering::Relaxed);
+        }
+        for e in self.spares.values() {
+            e.keep.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Drain the core: transmits into connections, events to waiters or the application.
     fn drain(&mut self) {
+        self.refresh_keeps();
         for _ in 0..SELF_BUDGET {
             while let Some(t) = self.core.poll_transmit() {
                 self.send(t);
@@ -618,7 +649,8 @@ impl<C: Core> Loop<C> {
     }
 
     /// Close the least recently used link if a new one would exceed `max_links` (dropping
-    /// its sender ends the connection task, which closes the socket).
+    /// its sender ends the connection task, which closes the socket). Links the core keeps
+    /// go last: closing one only makes it dial the peer again at its next maintenance.
     fn make_room(&mut self) {
         while self.conns.len() + self.spares.len() >= self.limits.max_links.max(1) {
             // Spares go first: their peer has another link.
@@ -627,10 +659,13 @@ impl<C: Core> Loop<C> {
                 Shared::inc(&self.stats.c.links_evicted);
                 continue;
             }
+            // Links we opened and no longer need first, then links peers opened to us (they
+            // may keep them), then the ones we keep; least recently used first within each.
+            let core = &self.core;
             let Some(lru) = self
                 .conns
                 .iter()
-                .min_by_key(|(_, e)| e.used)
+                .min_by_key(|(id, e)| (core.keeps_link(**id), e.inbound, e.used))
                 .map(|(id, _)| *id)
             else {
                 return;
@@ -664,16 +699,19 @@ impl<C: Core> Loop<C> {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.make_room();
+        let keep = conn::Keep::new(self.core.keeps_link(to.id).into());
         self.conns.insert(
             to.id,
             Entry {
                 conn,
                 tx,
                 used: self.sends,
+                keep: keep.clone(),
+                inbound: false,
             },
         );
         debug!(peer = %to.id, %addr, "dialling");
-        tokio::spawn(conn::dial(self.ctx.clone(), conn, to, addr, rx, done));
+        tokio::spawn(conn::dial(self.ctx.clone(), conn, to, addr, rx, keep, done));
     }
 
     async fn accept(&mut self, acc: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
@@ -731,6 +769,7 @@ impl<C: Core> Loop<C> {
                 conn,
                 peer,
                 tx,
+                keep,
                 outbound_only,
             } => {
                 if outbound_only && tx.is_some() {
@@ -744,7 +783,17 @@ impl<C: Core> Loop<C> {
                 }
                 if let Some(tx) = tx {
                     let used = self.sends;
-                    let entry = Entry { conn, tx, used };
+                    keep.store(
+                        self.core.keeps_link(peer.contact.id),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    let entry = Entry {
+                        conn,
+                        tx,
+                        used,
+                        keep,
+                        inbound: true,
+                    };
                     if let Some(ours) = self.conns.remove(&peer.contact.id) {
                         // Both sides dialled. Closing either link would lose what was already
                         // written on it; both sides send on the link the lower Node-ID
@@ -755,6 +804,9 @@ impl<C: Core> Loop<C> {
                             (ours, entry)
                         };
                         debug!(peer = %peer.contact.id, "second link to the peer kept as a spare until idle");
+                        spare
+                            .keep
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
                         self.make_room();
                         self.conns.insert(peer.contact.id, send_on);
                         self.spares.insert(peer.contact.id, spare);
@@ -766,6 +818,11 @@ impl<C: Core> Loop<C> {
                 self.backoff.remove(&peer.contact.id);
             }
             ConnEvent::Frame { peer, msg, _share } => {
+                // A link the peer talks on is in use, even if we rarely answer on it: it
+                // goes after the truly idle ones when room must be made.
+                if let Some(e) = self.conns.get_mut(&peer.contact.id) {
+                    e.used = self.sends;
+                }
                 let now = self.now();
                 self.core.handle_message(now, &peer, msg);
             }
@@ -786,6 +843,12 @@ impl<C: Core> Loop<C> {
                 }
                 if self.clients.get(&peer) == Some(&conn) {
                     self.set_client(peer, None);
+                }
+                // The last link to the peer is gone (or never came up): the core may want
+                // to know whether the peer is still there.
+                if dial_failed || !self.conns.contains_key(&peer) {
+                    let now = self.now();
+                    self.core.handle_link_down(now, peer, dial_failed);
                 }
                 if dial_failed {
                     if self.backoff.len() >= 4096 {

@@ -212,6 +212,14 @@ impl Core for Instrumented {
         self.node.chord_mut().leave(now);
     }
 
+    fn handle_link_down(&mut self, now: Time, peer: NodeId, unreachable: bool) {
+        Core::handle_link_down(&mut self.node, now, peer, unreachable);
+    }
+
+    fn keeps_link(&self, peer: NodeId) -> bool {
+        Core::keeps_link(&self.node, peer)
+    }
+
     fn request_token(event: &SecureEvent) -> Option<u64> {
         <SecureNode as Core>::request_token(event)
     }

@@ -44,12 +44,22 @@ pub struct ChordTiming {
     pub check_predecessor: Duration,
     /// Ring-check (partition healing) interval.
     pub ring_check: Duration,
+    /// While the ring around the peer is quiet, the ring check slows down with stabilize,
+    /// up to this interval; `None`: never slow down.
+    pub quiet_ring_check_max: Option<Duration>,
     /// RPC / hop-acknowledgement timeout.
     pub rpc_timeout: Duration,
     /// Lookup timeout per attempt.
     pub lookup_timeout: Duration,
     /// Successor-list length (fault tolerance against consecutive failures).
     pub successors: usize,
+    /// Successor-list length of a peer enrolled as a CSP. Longer than `successors`, it
+    /// turns on Chord's successor-list extension for that peer (`extend_successors`: the
+    /// CSP asks the end of its list for more until it is this long), so the CSP knows the
+    /// peers of its own arc directly and an eclipse of the few peers right after it does
+    /// not cut it off from the callees behind them — the simulator's CSPs run the same
+    /// way. At most `successors`: a CSP keeps the same list as everyone.
+    pub csp_successors: usize,
     /// Answer a lookup from the successor list when the key falls inside it (one hop
     /// fewer near the owner).
     pub successor_shortcut: bool,
@@ -63,9 +73,11 @@ impl Default for ChordTiming {
             quiet_maintenance_max: Some(Duration::from_millis(16_000)),
             check_predecessor: Duration::from_millis(5000),
             ring_check: Duration::from_millis(30_000),
+            quiet_ring_check_max: Some(Duration::from_secs(240)),
             rpc_timeout: Duration::from_millis(500),
             lookup_timeout: Duration::from_millis(5000),
             successors: 8,
+            csp_successors: 32,
             successor_shortcut: false,
         }
     }

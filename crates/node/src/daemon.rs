@@ -212,7 +212,7 @@ impl Node {
         let crl_source = load_revocation(&a, &nd).await?;
         let (space, arcs) = overlay_of(&nd)?;
         let (layer, role) = (nd.identity.binding.layer, nd.identity.binding.role);
-        let cc = chord_config(&a.chord, space);
+        let cc = chord_config(&a.chord, space, role);
         let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
         let cc = Arc::new(cc);
         let secure = Arc::new(SecureConfig {
@@ -660,8 +660,9 @@ async fn load_revocation(a: &Config, nd: &NodeDir) -> Result<Option<String>, Nod
     Ok(crl_source)
 }
 
-/// Chord's configuration from the operator's timing.
-fn chord_config(t: &crate::ChordTiming, space: IdSpace) -> ChordConfig {
+/// Chord's configuration from the operator's timing, for a peer of `role` (a CSP keeps
+/// the longer successor list [`crate::ChordTiming::csp_successors`] asks for).
+fn chord_config(t: &crate::ChordTiming, space: IdSpace, role: enroll::Role) -> ChordConfig {
     let mut cc = ChordConfig::new(space);
     cc.stabilize_every = t.stabilize;
     cc.fix_fingers_every = t.fix_fingers;
@@ -669,9 +670,18 @@ fn chord_config(t: &crate::ChordTiming, space: IdSpace) -> ChordConfig {
     cc.fix_fingers_max = t.quiet_maintenance_max;
     cc.check_predecessor_every = t.check_predecessor;
     cc.ring_check_every = t.ring_check;
+    cc.ring_check_max = t.quiet_ring_check_max;
     cc.rpc_timeout = t.rpc_timeout;
     cc.lookup_timeout = t.lookup_timeout;
-    cc.successors = t.successors.max(1);
+    let base = t.successors.max(1);
+    let wanted = if role == enroll::Role::Csp {
+        t.csp_successors
+    } else {
+        0
+    };
+    cc.successors = base.max(wanted);
+    // Only a list longer than the others' can be short of what its successor hands over.
+    cc.extend_successors = cc.successors > base;
     cc.successor_shortcut = t.successor_shortcut;
     cc
 }
@@ -871,10 +881,21 @@ fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
 }
 
 /// A client of the SOS at `url` that believes only servers certified by the node
-/// directory's CA.
+/// directory's CA, its connection opened at once: the first call's ranking then does not
+/// wait for the TCP and TLS handshakes (the client keeps the connection open).
 fn sos_client(url: &str, nd: &NodeDir) -> Result<sos::SosClient, NodeError> {
     let trust = service::tls::Trust::Ca(vec![nd.trust.ca.clone()]);
-    sos::SosClient::new(url, &trust).map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))
+    let client = sos::SosClient::new(url, &trust)
+        .map_err(|e| NodeError::Sos(format!("SOS URL {url}: {e}")))?;
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let warm = client.clone();
+        rt.spawn(async move {
+            if let Err(e) = warm.health().await {
+                debug!("SOS not reachable yet (rankings will retry): {e}");
+            }
+        });
+    }
+    Ok(client)
 }
 
 fn empty_membership(arcs: overlay::secure::LayerArcs, keys: &Arc<KeyBook>) -> Membership {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// When the far legs go through TURN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,7 +336,7 @@ impl Inner {
 
     /// Do what the relay asked for and log its reports; the ports that could not be
     /// opened or attached.
-    fn apply(self: &Arc<Self>, relay: &mut MediaRelay) -> Vec<u16> {
+    fn apply(self: &Arc<Self>, relay: &mut MediaRelay) -> Vec<(u16, std::io::Error)> {
         let mut failed = Vec::new();
         while let Some(c) = relay.poll_command() {
             match c {
@@ -351,8 +351,8 @@ impl Inner {
                         self.insert(port, Carrier::Udp(sock), task);
                     }
                     Err(e) => {
-                        warn!(port, "media port unavailable: {e}");
-                        failed.push(port);
+                        debug!(port, "media port unavailable: {e}");
+                        failed.push((port, e));
                     }
                 },
                 MediaCommand::Close(port) => {
@@ -369,7 +369,10 @@ impl Inner {
                 MediaCommand::Attach { token, port } => {
                     let Some(mut client) = self.pool().remove(&token) else {
                         warn!(token, port, "TURN allocation to attach is gone");
-                        failed.push(port);
+                        failed.push((
+                            port,
+                            std::io::Error::other("the TURN allocation to attach is gone"),
+                        ));
                         continue;
                     };
                     let rx = client.take_receiver();
@@ -497,9 +500,16 @@ impl MediaAnchor for MediaPlane {
             if failed.is_empty() {
                 return Ok(body);
             }
-            // Another program holds a port: give its stream back and take the next ports.
-            for port in failed {
-                relay.port_unavailable(port);
+            // Another program holds a port: give its stream back, rest the port's pair and
+            // take the next ports. Warned once per pair and rest, not per call.
+            for (port, e) in failed {
+                if relay.port_unavailable(now, port) {
+                    warn!(
+                        port,
+                        "media port unavailable, its pair is passed over for {:?}: {e}",
+                        sip::media::relay::REFUSED_PAIR_REST
+                    );
+                }
             }
             inner.apply(&mut relay);
         }

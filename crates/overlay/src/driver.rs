@@ -53,6 +53,16 @@ pub trait Core: Send + 'static {
     fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message);
     /// Leave the overlay gracefully (called once, at shutdown; its messages are flushed).
     fn leave(&mut self, now: Time);
+    /// The last link to `peer` closed; `unreachable`: a connection to it could not be set
+    /// up. The core may treat what it sent `peer` as lost, or ask a neighbour whether it
+    /// is still there. Default: ignored (timeouts find out).
+    fn handle_link_down(&mut self, _now: Time, _peer: NodeId, _unreachable: bool) {}
+    /// Does the core's routing state need a link to `peer` (a neighbour it talks to at
+    /// rest)? The driver keeps such links open while quiet and closes others first.
+    /// Default: none is needed.
+    fn keeps_link(&self, _peer: NodeId) -> bool {
+        false
+    }
     /// If `event` answers a request the application started (a lookup, a call, a store),
     /// the token that request returned, so the driver can hand it to whoever waits.
     fn request_token(_event: &Self::Event) -> Option<u64> {
@@ -104,6 +114,14 @@ impl Core for ChordNode {
         ChordNode::leave(self, now);
     }
 
+    fn handle_link_down(&mut self, now: Time, peer: NodeId, unreachable: bool) {
+        ChordNode::handle_link_down(self, now, peer, unreachable);
+    }
+
+    fn keeps_link(&self, peer: NodeId) -> bool {
+        ChordNode::keeps_link(self, peer)
+    }
+
     fn request_token(event: &Event) -> Option<u64> {
         match event {
             Event::LookupDone { lookup, .. } | Event::LookupFailed { lookup, .. } => Some(*lookup),
@@ -146,6 +164,14 @@ impl Core for SecureNode {
 
     fn leave(&mut self, now: Time) {
         self.chord_mut().leave(now);
+    }
+
+    fn handle_link_down(&mut self, now: Time, peer: NodeId, unreachable: bool) {
+        self.chord_mut().handle_link_down(now, peer, unreachable);
+    }
+
+    fn keeps_link(&self, peer: NodeId) -> bool {
+        self.chord().keeps_link(peer)
     }
 
     fn request_token(event: &SecureEvent) -> Option<u64> {

@@ -91,6 +91,38 @@ fn a_copy_stuck_behind_a_congested_link_is_re_routed_and_nobody_is_blamed() {
     assert!(net.reported(Outcome::Misrouted).is_empty());
 }
 
+/// The callee's CSP is down: the caller's first attempt goes unanswered, and its retry goes
+/// through the layer's other CSP, whose copies reach the callee over the longer arc.
+#[test]
+fn a_call_whose_csp_is_down_rings_through_another_csp_on_the_retry() {
+    let second = NodeId(400);
+    let mut net = SecureRing::twelve().with_csp(second).network(sparse_seed);
+    // Peer 450's nearest CSP is 400; with it gone only the retry can ring.
+    assert!(net.remove(second).is_some());
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    let calls_to: Vec<NodeId> = net
+        .captured()
+        .iter()
+        .filter(|f| f.kind() == "call")
+        .map(|f| f.to)
+        .collect();
+    // The first attempt's request to the dead CSP arrives nowhere; the retry's reaches 150.
+    assert_eq!(calls_to, vec![CSP]);
+    let setup = net
+        .events()
+        .iter()
+        .find_map(|(_, e)| match e {
+            SecureEvent::CallRinging { setup, .. } => Some(*setup),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        setup >= SecureConfig::default().call_timeout,
+        "rang before the retry: {setup:?}"
+    );
+}
+
 #[test]
 fn only_csp_and_callee_see_the_invite() {
     let mut net = net();

@@ -108,11 +108,22 @@ pub fn client_for_service(
 ) -> Result<reqwest::Client, ClientBuildError> {
     crate::crypto::install_provider();
     let tls = trust.client_config_for(service)?;
+    // A peer asks its SOS at call set-up, rarely but in a hurry: a connection kept open
+    // (no idle timeout, TCP keep-alive for what lies between) saves the TCP and TLS round
+    // trips on the call's path. At most MAX_IDLE_PER_HOST are kept per server.
     Ok(reqwest::Client::builder()
         .timeout(timeout)
+        .pool_idle_timeout(None)
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .tcp_keepalive(Duration::from_secs(60))
         .tls_backend_preconfigured(tls)
         .build()?)
 }
+
+/// Idle connections a service client keeps per server (more are opened under load and
+/// closed when done): a peer needs one or two per SOS instance, the demo's 512 peers
+/// sharing one client a few more.
+const MAX_IDLE_PER_HOST: usize = 8;
 
 /// Why [`client_trusting`] could not build a client.
 #[derive(Debug, thiserror::Error)]

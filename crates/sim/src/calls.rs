@@ -11,7 +11,8 @@
 //! a CSP's report rests on signed hand-overs and counts fully (proven evidence); an ordinary
 //! peer's is held against the proven view of its subject and weighed by the reporter's
 //! referral record ([`trust::OpinionBook::record_referred`]); all evidence ages. Every two
-//! seconds the SOS publishes the peers it distrusts (disbelief above belief), and peers
+//! seconds the SOS publishes the peers it distrusts (disbelief above belief, or caught
+//! lying: [`trust::PeerTrust::distrusted`]), and peers
 //! route around them — the closed loop.
 //!
 //! Signatures here use a keyed-hash stand-in (see [`SimKeys`]): unforgeable inside the
@@ -227,6 +228,12 @@ pub struct CallReport {
     /// Malicious peers the SOS did not distrust at the end, over malicious_peers: its
     /// false-negative rate.
     pub false_negative_rate: f64,
+    /// Malicious peers some evidence report named during the run: the only ones the SOS
+    /// could have learnt anything about (the others were never on a watched path).
+    pub malicious_observed: usize,
+    /// Of [`CallReport::malicious_observed`], the share the SOS did not distrust at the end:
+    /// the false negatives that are the trust model's, not the traffic's.
+    pub false_negative_rate_observed: f64,
     /// Evidence reports the SOS took.
     pub reports: u64,
     /// Wall-clock seconds.
@@ -723,13 +730,17 @@ impl CallWorld {
         } else if !self.weigh_reporters {
             self.sos.record(subject.0, positive, now_ms);
         } else if self.check_reports {
-            self.sos.record_referred(
+            let judged = self.sos.record_referred(
                 subject.0,
                 positive,
                 now_ms,
                 &reporter.0,
                 Discounting::Classic,
             );
+            if judged.checked() {
+                // Its record as a reporter changed: a caught liar can be distrusted.
+                self.reported.insert(reporter.0);
+            }
         } else {
             let (trust_in_reporter, _) = self.sos.opinion(&reporter.0, now_ms);
             self.sos.record_reported(
@@ -829,10 +840,7 @@ impl CallWorld {
         let set: BTreeSet<NodeId> = self
             .reported
             .iter()
-            .filter(|p| {
-                let (o, _) = self.sos.opinion(p, now_ms);
-                o.disbelief() > o.belief()
-            })
+            .filter(|p| self.sos.distrusted(p, now_ms))
             .map(|p| NodeId(*p))
             .collect();
         self.distrusted = Arc::new(set);
@@ -1249,6 +1257,14 @@ fn run_calls_inner(
         .filter(|d| bad.contains_key(d))
         .count();
     let distrusted_honest = world.distrusted.len() - distrusted_malicious;
+    let observed: Vec<&NodeId> = bad
+        .keys()
+        .filter(|id| world.reported.contains(&id.0))
+        .collect();
+    let observed_distrusted = observed
+        .iter()
+        .filter(|id| world.distrusted.contains(**id))
+        .count();
     let share = |part: usize, of: usize| {
         if of == 0 {
             0.0
@@ -1288,6 +1304,8 @@ fn run_calls_inner(
         malicious_peers: bad.len(),
         false_positive_rate: share(distrusted_honest, honest.len()),
         false_negative_rate: share(bad.len() - distrusted_malicious, bad.len()),
+        malicious_observed: observed.len(),
+        false_negative_rate_observed: share(observed.len() - observed_distrusted, observed.len()),
         reports: world.reports,
         wall_s: wall.elapsed().as_secs_f64(),
         seed: run.seed,

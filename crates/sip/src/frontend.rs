@@ -9,7 +9,8 @@
 //! BYE is answered (either way) or 64·T1 after an unanswered BYE, when its INVITE ends with
 //! a non-2xx (CANCEL's 487 included), or when no ACK follows its 2xx within 64·T1; a UA that
 //! vanishes mid-call is caught by the session timer (RFC 4028) where the call set one up,
-//! else by `call_idle`.
+//! else by `call_idle`; an INVITE that never gets a final answer, by Timer C (408 one way,
+//! CANCEL the other).
 //! Transactions free their slots as soon as their work is done (see [`crate::txn`]). The
 //! tables' default caps are memory budgets over the measured bytes per entry.
 
@@ -75,6 +76,10 @@ pub struct FrontEndConfig {
     /// A call with no traffic this long is forgotten (unless it set up a session timer,
     /// RFC 4028: then its session interval without a refresh).
     pub call_idle: Duration,
+    /// Timer C (RFC 3261 §16.6 item 11, more than 3 minutes): an INVITE with no final
+    /// answer this long after its last provisional is given up: 408 to the caller, CANCEL
+    /// to the callee.
+    pub timer_c: Duration,
     /// Maps driver time to Unix milliseconds (registration expiry is absolute).
     pub unix_offset_ms: u64,
     /// RFC 3261 T1/T2/T4.
@@ -99,6 +104,7 @@ impl FrontEndConfig {
             default_expires: Duration::from_secs(3600),
             overlay_timeout: Duration::from_secs(8),
             call_idle: Duration::from_secs(3600),
+            timer_c: Duration::from_secs(181),
             unix_offset_ms: 0,
             timers: sipx_sip::Timers::default(),
             auth: None,
@@ -231,7 +237,7 @@ struct Call {
 /// How far a call has come, which decides its deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// INVITE sent, no 2xx yet: `call_idle` after its last traffic.
+    /// INVITE sent, no final answer yet: Timer C after its last traffic.
     Setup,
     /// 2xx passed, waiting for the ACK: 64·T1 after the 2xx.
     Answered,
@@ -874,11 +880,46 @@ impl FrontEnd {
     /// confirmed without a session interval shows it is still alive.
     fn live_call(&mut self, now: Time, call_id: &str) -> Option<&mut Call> {
         let call = self.calls.get_mut(call_id)?;
-        if matches!(call.phase, Phase::Setup | Phase::Confirmed) && call.session.is_none() {
-            self.call_expiry
-                .set(call_id.to_owned(), now + self.cfg.call_idle);
+        let keep = match call.phase {
+            Phase::Setup => Some(self.cfg.timer_c),
+            Phase::Confirmed if call.session.is_none() => Some(self.cfg.call_idle),
+            _ => None,
+        };
+        if let Some(keep) = keep {
+            self.call_expiry.set(call_id.to_owned(), now + keep);
         }
         Some(call)
+    }
+
+    /// Timer C fired on call `call_id` still in set-up: answer the caller's INVITE 408 and
+    /// cancel the callee's, on whichever side of the overlay this front-end is, then forget
+    /// the call.
+    fn give_up_setup(&mut self, now: Time, call_id: &str, ov: &mut dyn Overlay) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
+        tracing::info!(call = %call_id, "no final answer within Timer C: call given up");
+        let (ocall, ua, invite) = (call.ocall, call.ua, call.invite.clone());
+        let server = call.invite_server.clone();
+        let client = call.invite_client.as_ref().map(|(_, inv)| inv.clone());
+        if let Some(k) = server {
+            // Calling side: our phone hears 408, the far end a CANCEL.
+            self.reply(now, &k, &invite, 408, "Request Timeout");
+            if let Some(c) = msg::cancel_for(&invite) {
+                ov.send_in_dialog(now, ocall, c.to_bytes());
+            }
+        } else {
+            // Called side: our phone gets a CANCEL, the far end a 408.
+            if let Some(inv) = client
+                && let Some(c) = msg::cancel_for(&inv)
+            {
+                let _ = self.tx.send_request(now, ua, c);
+            }
+            if let Ok(r) = invite.response(408, "Request Timeout", None) {
+                ov.send_in_dialog(now, ocall, r.to_bytes());
+            }
+        }
+        self.end_call(call_id);
     }
 
     /// Client transaction `k` toward the local UA belongs to call `call_id`.
@@ -1126,12 +1167,12 @@ impl FrontEnd {
         true
     }
 
-    /// Keep `call` under its Call-ID and its overlay call until it ends or lies idle for
-    /// `call_idle`.
+    /// Keep `call` under its Call-ID and its overlay call until it ends, or Timer C gives up
+    /// its set-up.
     fn track_call(&mut self, now: Time, call_id: String, call: Call) {
         self.by_ocall.insert(call.ocall, call_id.clone());
         self.call_expiry
-            .set(call_id.clone(), now + self.cfg.call_idle);
+            .set(call_id.clone(), now + self.cfg.timer_c);
         self.calls.insert(call_id, call);
     }
 
@@ -1341,7 +1382,11 @@ impl FrontEnd {
             self.republish(now, aor, ov);
         }
         while let Some(id) = self.call_expiry.pop_due(now) {
-            self.end_call(&id);
+            if self.calls.get(&id).is_some_and(|c| c.phase == Phase::Setup) {
+                self.give_up_setup(now, &id, ov);
+            } else {
+                self.end_call(&id);
+            }
         }
         self.drain_tx(now, ov);
     }
@@ -1686,7 +1731,8 @@ mod tests {
         let mut caller = net.join(NodeId(2));
         let mut ov = net.join(NodeId(1));
         let cfg = FrontEndConfig::new("p2psip.test", "127.0.0.1:5060".parse().unwrap());
-        let idle = cfg.call_idle;
+        // A call in set-up lasts Timer C after its last traffic.
+        let idle = cfg.timer_c;
         let mut fe = FrontEnd::new(cfg, NodeId(1), Box::new(s), keys);
         let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
         let pump = |fe: &mut FrontEnd, ov: &mut crate::loopback::LoopbackOverlay, now| {
@@ -1708,7 +1754,7 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        // The UA rings 100 s later: the call's idle clock starts again.
+        // The UA rings 100 s later: Timer C starts again.
         let t1 = t0 + Duration::from_secs(100);
         let ringing = forwarded.response(180, "Ringing", Some("u")).unwrap();
         fe.handle_datagram(t1, ua, &ringing.to_bytes(), &mut ov);
@@ -1717,17 +1763,32 @@ mod tests {
         assert_eq!(fe.poll_timeout(), Some(t1 + idle));
         fe.handle_timeout(t1 + idle, &mut ov);
         assert_eq!(fe.calls(), 0, "the idle call was kept");
+        // Timer C: the UA's INVITE is cancelled and the caller hears 408.
+        let cancelled = std::iter::from_fn(|| fe.poll_transmit()).any(|t| {
+            matches!(msg::parse_datagram(&t.bytes),
+                Ok(SipMessage::Request(r)) if *r.method() == SipMethod::Cancel)
+        });
+        assert!(cancelled, "Timer C did not cancel the UA's INVITE");
+        let timed_out = std::iter::from_fn(|| caller.poll_event()).any(|e| match e {
+            OverlayEvent::InDialog { sip, .. } => {
+                matches!(msg::parse_frame(&sip), Ok(SipMessage::Response(r)) if r.code() == 408)
+            }
+            _ => false,
+        });
+        assert!(timed_out, "the caller was not answered 408");
         assert_eq!(
             net.tracked_call_ends(),
             0,
             "the idle call was not ended in the overlay"
         );
         // bob's binding lapsed at t0 + 300 s: a new call for him is refused.
-        let t2 = t1 + idle;
+        let t2 = t0 + Duration::from_secs(301);
         caller.send_call(t2, NodeId(1), invite(2));
         pump(&mut fe, &mut ov, t2);
         assert_eq!(fe.calls(), 0);
         assert_eq!(fe.stats().calls_in, 1);
+        // The CANCEL's transaction (UDP: Timer F) is all that is left, then nothing.
+        fe.handle_timeout(t2 + Duration::from_secs(64), &mut ov);
         assert_eq!(fe.poll_timeout(), None);
     }
 

@@ -290,6 +290,16 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
         Core::leave(&mut self.node, now);
     }
 
+    fn handle_link_down(&mut self, now: Time, peer: NodeId, unreachable: bool) {
+        self.now = self.now.max(now);
+        Core::handle_link_down(&mut self.node, now, peer, unreachable);
+        self.drain(now);
+    }
+
+    fn keeps_link(&self, peer: NodeId) -> bool {
+        Core::keeps_link(&self.node, peer)
+    }
+
     fn request_token(event: &PeerEvent) -> Option<u64> {
         match event {
             PeerEvent::Overlay(e) => N::request_token(e),

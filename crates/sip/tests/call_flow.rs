@@ -226,6 +226,33 @@ fn caller_cancels_a_ringing_call() {
     }
 }
 
+#[test]
+fn a_call_ringing_past_timer_c_is_given_up_both_ways() {
+    let mut w = world(2, Transport::Tcp);
+    register_both(&mut w);
+    // Bob's phone rings and nobody ever answers, and alice never cancels.
+    w.phones.ua(1).set_auto_answer(false);
+    let call = invite(&mut w, "bob", 200);
+    w.phones.expect(0, UaEvent::Ringing { call: call.clone() });
+    w.settle(170_000);
+    assert_eq!(
+        w.front_ends.nodes[0].fe.calls(),
+        1,
+        "given up before Timer C"
+    );
+    w.settle(12_000);
+    w.phones.expect(
+        0,
+        UaEvent::Failed {
+            call: call.clone(),
+            code: 408,
+        },
+    );
+    w.phones.expect(1, UaEvent::Ended { call });
+    assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
+    assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
+}
+
 /// A relay for the peer at `lan`, reached from the other peer at `public`, on ports from
 /// `first`.
 fn relay(lan: &str, public: &str, first: u16) -> SharedRelay {

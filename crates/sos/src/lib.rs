@@ -50,6 +50,7 @@
 
 mod api;
 mod client;
+pub mod fixtures;
 mod hex;
 mod metrics;
 mod peer;

@@ -4,9 +4,23 @@
 //!
 //! Each accepted report is one unit of evidence about its **subject** (the route is kept
 //! for the audit log only): `delivered` is positive, `dropped`, `modified`, `misrouted` and
-//! `replayed` are negative. Evidence is aged to the report's own timestamp when stored and
-//! to the time of the query when read, with the configured half-life, and mapped to an
-//! opinion with b = r/(r+s+2), d = s/(r+s+2), u = 2/(r+s+2) and the configured base rate.
+//! `replayed` are negative. How much it counts is decided by the `trust` crate's rules, the
+//! same code the simulator's `OpinionBook` runs ([`trust::judge_report`]):
+//!
+//! * a report from a CSP or CSPG ([`ReporterVerifier::holds_proof`]) rests on the signed
+//!   hand-overs it holds: it counts fully and joins the subject's *proven* view;
+//! * a report from an ordinary peer is a referral. Where the proven view of its subject is
+//!   confident, the report is held against it: one that contradicts it does not count and
+//!   lowers its reporter's *referral* record, one that agrees raises it. It counts with the
+//!   weight (classic discounting) the reporter's referral record then gives, so a peer
+//!   nobody could check yet says nothing, and a slanderer loses its voice however well it
+//!   forwards;
+//! * with [`ServerConfig::check_reports`] off, every report counts fully (the rule before
+//!   referral trust).
+//!
+//! Evidence is aged to the report's own timestamp when stored and to the time of the query
+//! when read, with the configured half-life, and mapped to an opinion with
+//! b = r/(r+s+2), d = s/(r+s+2), u = 2/(r+s+2) and the configured base rate.
 //! An opinion set by an administrator overrides the evidence until it is deleted; evidence
 //! keeps accumulating underneath. A peer with neither gets the vacuous opinion
 //! (0, 0, 1, a), whose expectation is the base rate a (default 0.25, the paper's value: an
@@ -79,6 +93,10 @@ pub struct ServerConfig {
     pub base_rate: f64,
     /// Evidence half-life in ms; `None` means no ageing. Default 7 days.
     pub half_life_ms: Option<u64>,
+    /// Hold ordinary peers' reports against what the CSPs proved and weigh them by their
+    /// reporter's record (module docs). Off: every report counts fully, whoever sent it.
+    /// Default on.
+    pub check_reports: bool,
     /// A report's timestamp may differ from the server's clock by at most this. Default 5 min.
     pub timestamp_window_ms: u64,
     /// Sustained reports per second per reporter. Default 50.
@@ -111,6 +129,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("admin", &self.admin_token.is_some())
             .field("base_rate", &self.base_rate)
             .field("half_life_ms", &self.half_life_ms)
+            .field("check_reports", &self.check_reports)
             .field("timestamp_window_ms", &self.timestamp_window_ms)
             .finish_non_exhaustive()
     }
@@ -127,6 +146,7 @@ impl ServerConfig {
             verifier,
             base_rate: 0.25,
             half_life_ms: Some(7 * 24 * 3600 * 1000),
+            check_reports: true,
             timestamp_window_ms: 5 * 60 * 1000,
             report_rate_per_sec: 50.0,
             report_burst: 200.0,
@@ -207,6 +227,8 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
     let store_cfg = StoreConfig {
         synchronous: cfg.synchronous,
         ageing,
+        policy,
+        check_reports: cfg.check_reports,
         max_peers: cfg.max_peers,
         // Retain nonces well past twice the window: a replay of a pruned nonce is then
         // always outside the timestamp window.
@@ -615,11 +637,13 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
     }
     let subject = signed.body.subject;
     let evidence = signed.body.outcome;
+    let proof = st.verifier.holds_proof(signed.body.reporter);
     let report = signed.body;
     let result = st
         .store
         .write(|reply| WriteOp::Report {
             report,
+            proof,
             received_ms: now,
             reply,
         })

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use trust::{Ageing, Evidence, Opinion};
+use trust::{Ageing, Discounting, Evidence, Opinion, Referred, TrustPolicy};
 
 /// Most operations committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -39,7 +39,8 @@ pub use service::sqlite::Durability as Synchronous;
 /// is the schema they were created with (`IF NOT EXISTS` throughout).
 const SCHEMA: Schema = Schema {
     name: "SOS database",
-    migrations: &["CREATE TABLE IF NOT EXISTS admin_opinions(
+    migrations: &[
+        "CREATE TABLE IF NOT EXISTS admin_opinions(
             peer TEXT PRIMARY KEY, b REAL NOT NULL, d REAL NOT NULL, u REAL NOT NULL,
             a REAL NOT NULL, set_ms INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS evidence(
@@ -50,7 +51,15 @@ const SCHEMA: Schema = Schema {
             outcome TEXT NOT NULL, route TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
             nonce BLOB NOT NULL, received_ms INTEGER NOT NULL,
             UNIQUE(reporter, nonce));
-         CREATE INDEX IF NOT EXISTS reports_received ON reports(received_ms);"],
+         CREATE INDEX IF NOT EXISTS reports_received ON reports(received_ms);",
+        // What CSPs proved about each peer, and each peer's record as a reporter.
+        "ALTER TABLE evidence ADD COLUMN proven_r REAL NOT NULL DEFAULT 0;
+         ALTER TABLE evidence ADD COLUMN proven_s REAL NOT NULL DEFAULT 0;
+         ALTER TABLE evidence ADD COLUMN proven_at_ms INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE evidence ADD COLUMN referral_r REAL NOT NULL DEFAULT 0;
+         ALTER TABLE evidence ADD COLUMN referral_s REAL NOT NULL DEFAULT 0;
+         ALTER TABLE evidence ADD COLUMN referral_at_ms INTEGER NOT NULL DEFAULT 0;",
+    ],
     unversioned: Unversioned::Adopt,
 };
 
@@ -105,6 +114,8 @@ pub(crate) type PeerMap = BTreeMap<PeerId, PeerRecord>;
 pub(crate) enum WriteOp {
     Report {
         report: ReportBody,
+        /// The reporter is a CSP or CSPG: its evidence is proof.
+        proof: bool,
         received_ms: u64,
         reply: oneshot::Sender<Result<(i64, ReportCounts), WriteError>>,
     },
@@ -145,6 +156,11 @@ enum Backend {
 pub(crate) struct StoreConfig {
     pub(crate) synchronous: Synchronous,
     pub(crate) ageing: Ageing,
+    /// Base rate and ageing, for judging reports.
+    pub(crate) policy: TrustPolicy,
+    /// Hold ordinary peers' reports against the proven view and weigh them by their
+    /// reporter's referral record; off: every report counts fully.
+    pub(crate) check_reports: bool,
     pub(crate) max_peers: usize,
     pub(crate) retention_ms: u64,
     pub(crate) queue: usize,
@@ -268,20 +284,28 @@ pub(crate) fn corrupt(table: &'static str, detail: impl ToString) -> StoreError 
 
 fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
     let mut map = PeerMap::new();
-    let mut stmt = conn.prepare("SELECT peer, r, s, at_ms, positive, negative FROM evidence")?;
+    let mut stmt = conn.prepare(&format!("SELECT {EVIDENCE_COLUMNS} FROM evidence"))?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
-            r.get::<_, f64>(1)?,
-            r.get::<_, f64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, i64>(5)?,
+            [r.get::<_, f64>(1)?, r.get::<_, f64>(2)?],
+            [
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ],
+            [
+                r.get::<_, f64>(6)?,
+                r.get::<_, f64>(7)?,
+                r.get::<_, f64>(9)?,
+                r.get::<_, f64>(10)?,
+            ],
+            [r.get::<_, i64>(8)?, r.get::<_, i64>(11)?],
         ))
     })?;
     for row in rows {
-        let (peer, r, s, at, pos, neg) = row?;
-        let (peer, rec) = evidence_row(&peer, r, s, at, pos, neg)?;
+        let (peer, rs, counts, extra, extra_at) = row?;
+        let (peer, rec) = evidence_row(&peer, EvidenceColumns::new(rs, counts, extra, extra_at))?;
         map.insert(peer, rec);
     }
     let mut stmt = conn.prepare("SELECT peer, b, d, u, a FROM admin_opinions")?;
@@ -302,24 +326,122 @@ fn load(conn: &Connection) -> Result<PeerMap, StoreError> {
     Ok(map)
 }
 
+/// The `evidence` columns both backends read, in this order.
+pub(crate) const EVIDENCE_COLUMNS: &str = "peer, r, s, at_ms, positive, negative, \
+     proven_r, proven_s, proven_at_ms, referral_r, referral_s, referral_at_ms";
+
+/// One `evidence` row's numbers as stored, before they are checked.
+pub(crate) struct EvidenceColumns {
+    /// (r, s, at_ms) of the peer's evidence, of what was proven, of its referral record.
+    parts: [(f64, f64, i64); 3],
+    positive: i64,
+    negative: i64,
+}
+
+impl EvidenceColumns {
+    /// From [`EVIDENCE_COLUMNS`]: `rs` = (r, s), `counts` = (at_ms, positive, negative),
+    /// `extra` = (proven_r, proven_s, referral_r, referral_s), `extra_at` = their times.
+    pub(crate) fn new(rs: [f64; 2], counts: [i64; 3], extra: [f64; 4], extra_at: [i64; 2]) -> Self {
+        Self {
+            parts: [
+                (rs[0], rs[1], counts[0]),
+                (extra[0], extra[1], extra_at[0]),
+                (extra[2], extra[3], extra_at[1]),
+            ],
+            positive: counts[1],
+            negative: counts[2],
+        }
+    }
+}
+
 /// A peer's evidence as stored (both backends store the same columns).
 pub(crate) fn evidence_row(
     peer: &str,
-    r: f64,
-    s: f64,
-    at: i64,
-    pos: i64,
-    neg: i64,
+    cols: EvidenceColumns,
 ) -> Result<(PeerId, PeerRecord), StoreError> {
     let peer: PeerId = peer.parse().map_err(|e| corrupt("evidence", e))?;
-    let at = u64::try_from(at).map_err(|e| corrupt("evidence", e))?;
+    let evidence = |(r, s, at): (f64, f64, i64)| -> Result<Evidence, StoreError> {
+        let at = u64::try_from(at).map_err(|e| corrupt("evidence", e))?;
+        Evidence::from_parts(r, s, at).map_err(|e| corrupt("evidence", e))
+    };
     let rec = PeerRecord {
-        evidence: Evidence::from_parts(r, s, at).map_err(|e| corrupt("evidence", e))?,
-        positive: u64::try_from(pos).map_err(|e| corrupt("evidence", e))?,
-        negative: u64::try_from(neg).map_err(|e| corrupt("evidence", e))?,
+        evidence: evidence(cols.parts[0])?,
+        positive: u64::try_from(cols.positive).map_err(|e| corrupt("evidence", e))?,
+        negative: u64::try_from(cols.negative).map_err(|e| corrupt("evidence", e))?,
         admin: None,
+        proven: evidence(cols.parts[1])?,
+        referral: evidence(cols.parts[2])?,
     };
     Ok((peer, rec))
+}
+
+/// What one accepted report does to the SOS's records, decided by the `trust` crate's
+/// rules (the same the simulator's `OpinionBook` applies).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Effect {
+    /// A CSP's or CSPG's evidence: proof about the subject.
+    Proven,
+    /// Counted fully without checks (report checks are off).
+    Counted,
+    /// An ordinary peer's report, judged against the proven view of its subject.
+    Referred(Referred),
+}
+
+impl Effect {
+    /// Decide on the whole records of the subject and the reporter.
+    pub(crate) fn judge(
+        cfg: &StoreConfig,
+        report: &ReportBody,
+        proof: bool,
+        subject: &PeerRecord,
+        reporter: &PeerRecord,
+    ) -> Self {
+        if proof {
+            Effect::Proven
+        } else if !cfg.check_reports {
+            Effect::Counted
+        } else {
+            Effect::Referred(trust::judge_report(
+                subject,
+                reporter,
+                report.outcome.is_positive(),
+                report.timestamp_ms,
+                &cfg.policy,
+                Discounting::Classic,
+            ))
+        }
+    }
+
+    /// Whether the reporter's record changes (its row must be written).
+    pub(crate) fn touches_reporter(&self) -> bool {
+        matches!(self, Effect::Referred(r) if r.checked())
+    }
+
+    /// Whether the subject's record changes.
+    pub(crate) fn touches_subject(&self) -> bool {
+        !matches!(self, Effect::Referred(r) if !r.counts())
+    }
+
+    /// Apply the decision to the records (or to this instance's shares of them).
+    pub(crate) fn apply(
+        &self,
+        cfg: &StoreConfig,
+        report: &ReportBody,
+        subject: &mut PeerRecord,
+        reporter: Option<&mut PeerRecord>,
+    ) {
+        let (positive, at) = (report.outcome.is_positive(), report.timestamp_ms);
+        match self {
+            Effect::Proven => subject.record_proven(positive, at, cfg.ageing),
+            Effect::Counted => subject.record(positive, at, cfg.ageing),
+            Effect::Referred(r) => {
+                if let Some(rep) = reporter {
+                    r.apply_to_reporter(rep, at, cfg.ageing);
+                }
+                r.apply_to_subject(subject, positive, at, cfg.ageing);
+            }
+        }
+    }
 }
 
 /// An administrator's opinion as stored.
@@ -449,6 +571,7 @@ impl Committer {
             match op {
                 WriteOp::Report {
                     report,
+                    proof,
                     received_ms,
                     reply,
                 } => {
@@ -460,6 +583,20 @@ impl Committer {
                     let res =
                         (|| -> Result<Result<(i64, ReportCounts), WriteError>, rusqlite::Error> {
                             if !stage(report.subject, staged) {
+                                return Ok(Err(WriteError::TooManyPeers));
+                            }
+                            let none = PeerRecord::default();
+                            let effect = Effect::judge(
+                                &cfg,
+                                &report,
+                                proof,
+                                staged.get(&report.subject).unwrap_or(&none),
+                                staged
+                                    .get(&report.reporter)
+                                    .or_else(|| known.get(&report.reporter))
+                                    .unwrap_or(&none),
+                            );
+                            if effect.touches_reporter() && !stage(report.reporter, staged) {
                                 return Ok(Err(WriteError::TooManyPeers));
                             }
                             let route = report
@@ -486,34 +623,26 @@ impl Committer {
                                 return Ok(Err(WriteError::Replay));
                             }
                             let id = txn.last_insert_rowid();
-                            let Some(rec) = staged.get_mut(&report.subject) else {
+                            let Some(mut subject) = staged.get(&report.subject).copied() else {
                                 return Ok(Err(WriteError::TooManyPeers));
                             };
-                            rec.record(
-                                report.outcome.is_positive(),
-                                report.timestamp_ms,
-                                cfg.ageing,
-                            );
-                            txn.prepare_cached(
-                                "INSERT INTO evidence(peer, r, s, at_ms, positive, negative)
-                             VALUES (?1,?2,?3,?4,?5,?6)
-                             ON CONFLICT(peer) DO UPDATE SET r=excluded.r, s=excluded.s,
-                             at_ms=excluded.at_ms, positive=excluded.positive,
-                             negative=excluded.negative",
-                            )?
-                            .execute(params![
-                                report.subject.to_string(),
-                                rec.evidence.r(),
-                                rec.evidence.s(),
-                                i64::try_from(rec.evidence.at_ms()).unwrap_or(i64::MAX),
-                                i64::try_from(rec.positive).unwrap_or(i64::MAX),
-                                i64::try_from(rec.negative).unwrap_or(i64::MAX),
-                            ])?;
+                            let mut reporter = staged.get(&report.reporter).copied();
+                            effect.apply(&cfg, &report, &mut subject, reporter.as_mut());
+                            if effect.touches_subject() {
+                                upsert_evidence(&txn, report.subject, &subject)?;
+                                staged.insert(report.subject, subject);
+                            }
+                            if effect.touches_reporter()
+                                && let Some(reporter) = reporter
+                            {
+                                upsert_evidence(&txn, report.reporter, &reporter)?;
+                                staged.insert(report.reporter, reporter);
+                            }
                             Ok(Ok((
                                 id,
                                 ReportCounts {
-                                    positive: rec.positive,
-                                    negative: rec.negative,
+                                    positive: subject.positive,
+                                    negative: subject.negative,
                                 },
                             )))
                         })();
@@ -613,6 +742,40 @@ impl Committer {
             Err(e) => tracing::warn!(error = %e, "pruning old reports failed"),
         }
     }
+}
+
+/// Write a peer's whole evidence row.
+fn upsert_evidence(
+    txn: &rusqlite::Transaction<'_>,
+    peer: PeerId,
+    rec: &PeerRecord,
+) -> Result<(), rusqlite::Error> {
+    let at = |e: &Evidence| i64::try_from(e.at_ms()).unwrap_or(i64::MAX);
+    txn.prepare_cached(
+        "INSERT INTO evidence(peer, r, s, at_ms, positive, negative, proven_r, proven_s,
+             proven_at_ms, referral_r, referral_s, referral_at_ms)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)
+         ON CONFLICT(peer) DO UPDATE SET r=excluded.r, s=excluded.s, at_ms=excluded.at_ms,
+             positive=excluded.positive, negative=excluded.negative,
+             proven_r=excluded.proven_r, proven_s=excluded.proven_s,
+             proven_at_ms=excluded.proven_at_ms, referral_r=excluded.referral_r,
+             referral_s=excluded.referral_s, referral_at_ms=excluded.referral_at_ms",
+    )?
+    .execute(params![
+        peer.to_string(),
+        rec.evidence.r(),
+        rec.evidence.s(),
+        at(&rec.evidence),
+        i64::try_from(rec.positive).unwrap_or(i64::MAX),
+        i64::try_from(rec.negative).unwrap_or(i64::MAX),
+        rec.proven.r(),
+        rec.proven.s(),
+        at(&rec.proven),
+        rec.referral.r(),
+        rec.referral.s(),
+        at(&rec.referral),
+    ])?;
+    Ok(())
 }
 
 /// Count stored report rows (tests and diagnostics).

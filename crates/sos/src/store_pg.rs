@@ -30,8 +30,8 @@
 
 use crate::api::ReportCounts;
 use crate::store::{
-    Done, MAX_BATCH, PeerMap, PeerRecord, StoreConfig, StoreError, WriteError, WriteOp, admin_row,
-    evidence_row, writer_config,
+    Done, EVIDENCE_COLUMNS, Effect, EvidenceColumns, MAX_BATCH, PeerMap, PeerRecord, StoreConfig,
+    StoreError, WriteError, WriteOp, admin_row, evidence_row, writer_config,
 };
 use crate::{PeerId, ReportBody};
 use postgres::Client;
@@ -54,7 +54,8 @@ const PRUNE_EVERY_MS: u64 = 60_000;
 const MIGRATIONS: Migrations = Migrations {
     name: "SOS database",
     lock_key: 0x5053_4f53, // "PSOS"
-    migrations: &["CREATE TABLE admin_opinions(
+    migrations: &[
+        "CREATE TABLE admin_opinions(
             peer TEXT PRIMARY KEY, b DOUBLE PRECISION NOT NULL, d DOUBLE PRECISION NOT NULL,
             u DOUBLE PRECISION NOT NULL, a DOUBLE PRECISION NOT NULL, set_ms BIGINT NOT NULL);
          CREATE TABLE evidence(
@@ -67,7 +68,16 @@ const MIGRATIONS: Migrations = Migrations {
             outcome TEXT NOT NULL, route TEXT NOT NULL, timestamp_ms BIGINT NOT NULL,
             nonce BYTEA NOT NULL, received_ms BIGINT NOT NULL,
             UNIQUE(reporter, nonce));
-         CREATE INDEX reports_received ON reports(received_ms);"],
+         CREATE INDEX reports_received ON reports(received_ms);",
+        // What CSPs proved about each peer, and each peer's record as a reporter.
+        "ALTER TABLE evidence
+            ADD COLUMN proven_r DOUBLE PRECISION NOT NULL DEFAULT 0,
+            ADD COLUMN proven_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+            ADD COLUMN proven_at_ms BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN referral_r DOUBLE PRECISION NOT NULL DEFAULT 0,
+            ADD COLUMN referral_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+            ADD COLUMN referral_at_ms BIGINT NOT NULL DEFAULT 0;",
+    ],
 };
 
 /// First advisory-lock key of the shard claims (the second is the shard number).
@@ -156,37 +166,46 @@ fn claim_shard(client: &mut Client) -> Result<i32, StoreError> {
     Ok(SHARDS - 1)
 }
 
-/// Peers' evidence split over shards, summed: each part aged to the newest part's time.
-fn combine(parts: &[PeerRecord], ageing: trust::Ageing) -> Result<PeerRecord, StoreError> {
-    let at = parts.iter().map(|p| p.evidence.at_ms()).max().unwrap_or(0);
-    let (mut r, mut s, mut positive, mut negative) = (0.0, 0.0, 0, 0);
-    for p in parts {
-        let (pr, ps) = p.evidence.aged(at, ageing);
-        r += pr;
-        s += ps;
-        positive += p.positive;
-        negative += p.negative;
+/// Evidence split over shards, summed: each part aged to the newest part's time.
+fn sum_evidence<'a>(
+    parts: impl Iterator<Item = &'a trust::Evidence> + Clone,
+    ageing: trust::Ageing,
+) -> Result<trust::Evidence, StoreError> {
+    let at = parts.clone().map(|e| e.at_ms()).max().unwrap_or(0);
+    let (mut r, mut s) = (0.0, 0.0);
+    for e in parts {
+        let (er, es) = e.aged(at, ageing);
+        r += er;
+        s += es;
     }
+    trust::Evidence::from_parts(r, s, at).map_err(|e| crate::store::corrupt("evidence", e))
+}
+
+/// Peers' records split over shards, summed (each kind of evidence aged to its newest
+/// part's time).
+fn combine(parts: &[PeerRecord], ageing: trust::Ageing) -> Result<PeerRecord, StoreError> {
     Ok(PeerRecord {
-        evidence: trust::Evidence::from_parts(r, s, at)
-            .map_err(|e| crate::store::corrupt("evidence", e))?,
-        positive,
-        negative,
+        evidence: sum_evidence(parts.iter().map(|p| &p.evidence), ageing)?,
+        positive: parts.iter().map(|p| p.positive).sum(),
+        negative: parts.iter().map(|p| p.negative).sum(),
         admin: None,
+        proven: sum_evidence(parts.iter().map(|p| &p.proven), ageing)?,
+        referral: sum_evidence(parts.iter().map(|p| &p.referral), ageing)?,
     })
 }
 
-/// Evidence rows as (peer, shard record).
+/// Evidence rows ([`EVIDENCE_COLUMNS`]) as (peer, shard record).
 fn evidence_rows(rows: Vec<postgres::Row>) -> Result<Vec<(PeerId, PeerRecord)>, StoreError> {
     rows.into_iter()
         .map(|row| {
             evidence_row(
                 row.get(0),
-                row.get(1),
-                row.get(2),
-                row.get(3),
-                row.get(4),
-                row.get(5),
+                EvidenceColumns::new(
+                    [row.get(1), row.get(2)],
+                    [row.get(3), row.get(4), row.get(5)],
+                    [row.get(6), row.get(7), row.get(9), row.get(10)],
+                    [row.get(8), row.get(11)],
+                ),
             )
         })
         .collect()
@@ -195,7 +214,7 @@ fn evidence_rows(rows: Vec<postgres::Row>) -> Result<Vec<(PeerId, PeerRecord)>, 
 /// Both tables, as the in-memory map (shards summed per peer).
 fn load(client: &mut Client, ageing: trust::Ageing) -> Result<PeerMap, StoreError> {
     let rows = client.query(
-        "SELECT peer, r, s, at_ms, positive, negative FROM evidence ORDER BY peer",
+        &format!("SELECT {EVIDENCE_COLUMNS} FROM evidence ORDER BY peer"),
         &[],
     )?;
     let mut parts: BTreeMap<PeerId, Vec<PeerRecord>> = BTreeMap::new();
@@ -303,7 +322,9 @@ impl Drop for Reloader {
 }
 
 /// Fold a reload into the map: the reload's admin opinions, and its evidence unless the
-/// map holds more reports for that peer (a commit the reload's snapshot predates).
+/// map holds more reports for that peer (a commit the reload's snapshot predates). (The
+/// referral record is taken as reloaded: rankings do not read it, and the writer judges
+/// reports on the rows themselves.)
 fn merge(map: &mut PeerMap, fresh: PeerMap) {
     for (peer, rec) in map.iter_mut() {
         if !fresh.contains_key(peer) {
@@ -316,7 +337,9 @@ fn merge(map: &mut PeerMap, fresh: PeerMap) {
             rec.evidence = new.evidence;
             rec.positive = new.positive;
             rec.negative = new.negative;
+            rec.proven = new.proven;
         }
+        rec.referral = new.referral;
         rec.admin = new.admin;
     }
 }
@@ -337,6 +360,7 @@ pub(crate) struct PgCommitter {
 enum Op {
     Report {
         report: ReportBody,
+        proof: bool,
         received_ms: u64,
     },
     PutAdmin {
@@ -398,11 +422,13 @@ impl Apply for PgCommitter {
             match op {
                 WriteOp::Report {
                     report,
+                    proof,
                     received_ms,
                     reply,
                 } => {
                     ops.push(Op::Report {
                         report,
+                        proof,
                         received_ms,
                     });
                     replies.push(Reply::Report(reply));
@@ -511,7 +537,12 @@ fn commit_batch(
     let mut touched = BTreeSet::new();
     for op in ops {
         match op {
-            Op::Report { report, .. } => touched.insert(report.subject),
+            Op::Report { report, proof, .. } => {
+                if needs_reporter(&cfg, *proof) {
+                    touched.insert(report.reporter);
+                }
+                touched.insert(report.subject)
+            }
             Op::PutAdmin { peer, .. } | Op::DeleteAdmin { peer } => touched.insert(*peer),
         };
     }
@@ -542,15 +573,19 @@ fn commit_batch(
     )?;
     // This instance's shard rows, locked: what the batch adds to.
     let mine = tx.query(
-        "SELECT peer, r, s, at_ms, positive, negative FROM evidence
-         WHERE peer = ANY($1) AND shard = $2 ORDER BY peer FOR UPDATE",
+        &format!(
+            "SELECT {EVIDENCE_COLUMNS} FROM evidence
+             WHERE peer = ANY($1) AND shard = $2 ORDER BY peer FOR UPDATE"
+        ),
         &[&keys, &shard],
     )?;
     let mut staged: PeerMap = evidence_rows(mine)?.into_iter().collect();
     // The other shards, read as committed now: what the answers and the map add them to.
     let theirs = tx.query(
-        "SELECT peer, r, s, at_ms, positive, negative FROM evidence
-         WHERE peer = ANY($1) AND shard <> $2",
+        &format!(
+            "SELECT {EVIDENCE_COLUMNS} FROM evidence
+             WHERE peer = ANY($1) AND shard <> $2"
+        ),
         &[&keys, &shard],
     )?;
     let mut others: BTreeMap<PeerId, Vec<PeerRecord>> = BTreeMap::new();
@@ -565,7 +600,7 @@ fn commit_batch(
         let (peer, op) = admin_row(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))?;
         admins.insert(peer, op);
     }
-    let mut inserted = insert_reports(&mut tx, ops, &staged)?;
+    let mut inserted = insert_reports(&mut tx, ops, &staged, cfg)?;
     let mut answers = Vec::with_capacity(ops.len());
     let mut dirty = BTreeSet::new();
     let mut newest_ms = 0;
@@ -573,13 +608,14 @@ fn commit_batch(
         match op {
             Op::Report {
                 report,
+                proof,
                 received_ms,
             } => {
                 newest_ms = newest_ms.max(*received_ms);
                 let id = inserted.remove(&(report.reporter, report.nonce));
                 answers.push(Answer::Report(fold_report(
                     &mut tx,
-                    report,
+                    (report, *proof),
                     id,
                     retry,
                     cfg,
@@ -623,28 +659,43 @@ fn commit_batch(
             }
         }
     }
-    // This shard's new evidence for every subject the batch reported on, in one statement.
-    let (mut peers, mut r, mut s) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut at, mut pos, mut neg) = (Vec::new(), Vec::new(), Vec::new());
+    // This shard's new evidence for every peer the batch changed, in one statement.
+    let mut peers = Vec::new();
+    // (r, s, at_ms) of the evidence, the proven view and the referral record.
+    let mut cols: [(Vec<f64>, Vec<f64>, Vec<i64>); 3] = Default::default();
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
     for peer in &dirty {
         let Some(rec) = staged.get(peer) else {
             continue;
         };
         peers.push(peer.to_string());
-        r.push(rec.evidence.r());
-        s.push(rec.evidence.s());
-        at.push(i64_of(rec.evidence.at_ms()));
+        for (col, e) in cols
+            .iter_mut()
+            .zip([rec.evidence, rec.proven, rec.referral])
+        {
+            col.0.push(e.r());
+            col.1.push(e.s());
+            col.2.push(i64_of(e.at_ms()));
+        }
         pos.push(i64_of(rec.positive));
         neg.push(i64_of(rec.negative));
     }
     if !peers.is_empty() {
+        let [ev, pr, rf] = &cols;
         tx.execute(
             "UPDATE evidence e SET r = v.r, s = v.s, at_ms = v.at_ms,
-                    positive = v.positive, negative = v.negative
+                    positive = v.positive, negative = v.negative,
+                    proven_r = v.pr, proven_s = v.ps, proven_at_ms = v.pat,
+                    referral_r = v.fr, referral_s = v.fs, referral_at_ms = v.fat
              FROM unnest($2::text[], $3::float8[], $4::float8[], $5::bigint[], $6::bigint[],
-                         $7::bigint[]) AS v(peer, r, s, at_ms, positive, negative)
+                         $7::bigint[], $8::float8[], $9::float8[], $10::bigint[],
+                         $11::float8[], $12::float8[], $13::bigint[])
+                  AS v(peer, r, s, at_ms, positive, negative, pr, ps, pat, fr, fs, fat)
              WHERE e.peer = v.peer AND e.shard = $1",
-            &[&shard, &peers, &r, &s, &at, &pos, &neg],
+            &[
+                &shard, &peers, &ev.0, &ev.1, &ev.2, &pos, &neg, &pr.0, &pr.1, &pr.2, &rf.0, &rf.1,
+                &rf.2,
+            ],
         )?;
     }
     tx.commit()?;
@@ -667,18 +718,22 @@ fn insert_reports(
     tx: &mut postgres::Transaction<'_>,
     ops: &[Op],
     staged: &PeerMap,
+    cfg: StoreConfig,
 ) -> Result<BTreeMap<(PeerId, [u8; 16]), i64>, StoreError> {
     let mut cols: (Vec<String>, Vec<String>, Vec<&str>, Vec<String>) = Default::default();
     let mut times: (Vec<i64>, Vec<&[u8]>, Vec<i64>) = Default::default();
     for op in ops {
         let Op::Report {
             report,
+            proof,
             received_ms,
         } = op
         else {
             continue;
         };
-        if !staged.contains_key(&report.subject) {
+        if !staged.contains_key(&report.subject)
+            || (needs_reporter(&cfg, *proof) && !staged.contains_key(&report.reporter))
+        {
             continue;
         }
         cols.0.push(report.reporter.to_string());
@@ -722,21 +777,41 @@ fn insert_reports(
     Ok(ids)
 }
 
-/// Answer one report of the batch: fold a newly stored one (`id`) into its subject's
-/// staged evidence; otherwise it is a replay, or, when an earlier attempt of this batch
+/// Whether a report's reporter may have its referral record changed, so the batch must
+/// hold (and lock) its row: an ordinary peer's report while reports are checked.
+fn needs_reporter(cfg: &StoreConfig, proof: bool) -> bool {
+    !proof && cfg.check_reports
+}
+
+/// A peer's whole record: this shard's (staged) share and the other shards' as read.
+fn whole(
+    peer: PeerId,
+    (staged, others): (&PeerMap, &BTreeMap<PeerId, Vec<PeerRecord>>),
+    ageing: trust::Ageing,
+) -> Result<PeerRecord, StoreError> {
+    let mut parts = others.get(&peer).cloned().unwrap_or_default();
+    parts.extend(staged.get(&peer).copied());
+    combine(&parts, ageing)
+}
+
+/// Answer one report of the batch: fold a newly stored one (`id`) into the staged shares
+/// of its subject (and, for an ordinary peer's checked report, of its reporter), judged on
+/// their whole records; otherwise it is a replay, or, when an earlier attempt of this batch
 /// may have committed, that attempt's report, acknowledged with its stored ID.
 fn fold_report(
     tx: &mut postgres::Transaction<'_>,
-    report: &ReportBody,
+    (report, proof): (&ReportBody, bool),
     id: Option<i64>,
     retry: bool,
     cfg: StoreConfig,
     (staged, others): (&mut PeerMap, &BTreeMap<PeerId, Vec<PeerRecord>>),
     dirty: &mut BTreeSet<PeerId>,
 ) -> Result<Result<(i64, ReportCounts), WriteError>, StoreError> {
-    let Some(rec) = staged.get_mut(&report.subject) else {
+    if !staged.contains_key(&report.subject)
+        || (needs_reporter(&cfg, proof) && !staged.contains_key(&report.reporter))
+    {
         return Ok(Err(WriteError::TooManyPeers));
-    };
+    }
     // Counts over every shard: this one as it stands now, the others as read.
     let theirs = others
         .get(&report.subject)
@@ -754,19 +829,35 @@ fn fold_report(
                 "SELECT id FROM reports WHERE reporter = $1 AND nonce = $2",
                 &[&report.reporter.to_string(), &&report.nonce[..]],
             )?;
-            if let Some(row) = stored {
+            if let (Some(row), Some(rec)) = (stored, staged.get(&report.subject)) {
                 return Ok(Ok((row.get(0), counts(rec))));
             }
         }
         return Ok(Err(WriteError::Replay));
     };
-    rec.record(
-        report.outcome.is_positive(),
-        report.timestamp_ms,
-        cfg.ageing,
+    let effect = Effect::judge(
+        &cfg,
+        report,
+        proof,
+        &whole(report.subject, (staged, others), cfg.ageing)?,
+        &whole(report.reporter, (staged, others), cfg.ageing)?,
     );
-    dirty.insert(report.subject);
-    Ok(Ok((id, counts(rec))))
+    let mut reporter = staged.get(&report.reporter).copied();
+    let Some(subject) = staged.get_mut(&report.subject) else {
+        return Ok(Err(WriteError::TooManyPeers));
+    };
+    effect.apply(&cfg, report, subject, reporter.as_mut());
+    let answer = (id, counts(subject));
+    if effect.touches_subject() {
+        dirty.insert(report.subject);
+    }
+    if effect.touches_reporter()
+        && let Some(reporter) = reporter
+    {
+        staged.insert(report.reporter, reporter);
+        dirty.insert(report.reporter);
+    }
+    Ok(Ok(answer))
 }
 
 #[cfg(test)]

@@ -10,14 +10,22 @@
 //! {"reporters":[
 //!   {"peer":"1618","algorithm":"ed25519","public_key":"<64 hex digits>"},
 //!   {"peer":"1600","algorithm":"ecdsa-p256-sha256","public_key":"<130 hex digits, SEC1 uncompressed>"}
-//! ]}
+//! ],
+//!  "infrastructure":["1600"]}
 //! ```
+//!
+//! `infrastructure` (optional) names the reporters that are CSPs or CSPGs: their evidence
+//! rests on the signed hand-overs they hold, so the SOS counts it fully and checks other
+//! reporters' evidence against it ([`ReporterVerifier::holds_proof`]). Everyone else is an
+//! ordinary peer, whose reports count as far as their agreement with that proof earned
+//! (see the server's module docs). Verifiers built from E&A's directory take the role from
+//! each member's certificate.
 
 use crate::{PeerId, ReportBody, SignedReport};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a report's signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +45,12 @@ pub trait ReporterVerifier: Send + Sync {
     /// Verify one signature.
     fn verify(&self, reporter: PeerId, message: &[u8], signature: &[u8])
     -> Result<(), VerifyError>;
+
+    /// Whether `reporter` is a CSP or CSPG, whose evidence rests on signed hand-overs
+    /// (proof) rather than on its word. Ordinary peers by default.
+    fn holds_proof(&self, _reporter: PeerId) -> bool {
+        false
+    }
 }
 
 /// Signature algorithms a reporter key can use.
@@ -66,6 +80,9 @@ pub struct RegistryEntry {
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
     reporters: Vec<RegistryEntry>,
+    /// The CSPs and CSPGs among the reporters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    infrastructure: Vec<PeerId>,
 }
 
 /// Why a registry could not be loaded.
@@ -86,6 +103,8 @@ pub enum RegistryError {
 #[derive(Debug, Clone, Default)]
 pub struct KeyRegistry {
     keys: BTreeMap<PeerId, (Algorithm, Vec<u8>)>,
+    /// Reporters that are CSPs or CSPGs ([`ReporterVerifier::holds_proof`]).
+    infrastructure: BTreeSet<PeerId>,
 }
 
 impl KeyRegistry {
@@ -93,7 +112,18 @@ impl KeyRegistry {
     pub fn from_json(json: &[u8]) -> Result<Self, RegistryError> {
         let file: RegistryFile =
             serde_json::from_slice(json).map_err(|e| RegistryError::Json(e.to_string()))?;
-        Self::from_entries(file.reporters)
+        Ok(Self::from_entries(file.reporters)?.with_infrastructure(file.infrastructure))
+    }
+
+    /// Mark `peers` as CSPs or CSPGs: their reports count as proof.
+    pub fn with_infrastructure(mut self, peers: impl IntoIterator<Item = PeerId>) -> Self {
+        self.infrastructure.extend(peers);
+        self
+    }
+
+    /// The reporters marked as CSPs or CSPGs, in ID order.
+    pub fn infrastructure(&self) -> Vec<PeerId> {
+        self.infrastructure.iter().copied().collect()
     }
 
     /// Build from entries, checking key lengths.
@@ -114,13 +144,22 @@ impl KeyRegistry {
                 return Err(RegistryError::Duplicate(e.peer));
             }
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            infrastructure: BTreeSet::new(),
+        })
     }
 
     /// Serialise entries as a registry file.
     pub fn to_json(entries: &[RegistryEntry]) -> String {
+        Self::to_json_with(entries, &[])
+    }
+
+    /// Serialise entries as a registry file that marks `infrastructure` as CSPs or CSPGs.
+    pub fn to_json_with(entries: &[RegistryEntry], infrastructure: &[PeerId]) -> String {
         let file = RegistryFile {
             reporters: entries.to_vec(),
+            infrastructure: infrastructure.to_vec(),
         };
         serde_json::to_string_pretty(&file).unwrap_or_default()
     }
@@ -154,6 +193,10 @@ impl ReporterVerifier for KeyRegistry {
         UnparsedPublicKey::new(alg, key)
             .verify(message, signature)
             .map_err(|_| VerifyError::BadSignature)
+    }
+
+    fn holds_proof(&self, reporter: PeerId) -> bool {
+        self.keys.contains_key(&reporter) && self.infrastructure.contains(&reporter)
     }
 }
 

@@ -48,8 +48,10 @@ fn signers() -> Vec<ReportSigner> {
 }
 
 fn config(db: &Path, signers: &[ReportSigner], clock: Arc<ManualClock>) -> ServerConfig {
-    let registry =
-        KeyRegistry::from_entries(signers.iter().map(|s| s.registry_entry())).expect("registry");
+    // Both reporters are CSPs: their reports are proof and count fully.
+    let registry = KeyRegistry::from_entries(signers.iter().map(|s| s.registry_entry()))
+        .expect("registry")
+        .with_infrastructure(signers.iter().map(|s| s.peer()));
     let mut cfg = ServerConfig::new(db, Arc::new(registry));
     cfg.admin_token = Some(TOKEN.into());
     cfg.half_life_ms = None;

@@ -55,6 +55,8 @@ pub struct SecureRing {
     pub ids: Vec<NodeId>,
     /// The CSP.
     pub csp: NodeId,
+    /// More CSPs of the layer ([`SecureRing::with_csp`]), none by default.
+    pub more_csps: Vec<NodeId>,
     /// The CSPG.
     pub cspg: NodeId,
     /// Every peer's public key.
@@ -87,10 +89,26 @@ impl SecureRing {
             space,
             ids,
             csp: NodeId(150),
+            more_csps: Vec::new(),
             cspg: NodeId(100),
             registry: Arc::new(registry),
             pkcs8,
         }
+    }
+
+    /// The same ring with peer `id` a CSP too: a layer with more than one CSP.
+    pub fn with_csp(mut self, id: NodeId) -> SecureRing {
+        self.more_csps.push(id);
+        self
+    }
+
+    /// Every CSP, sorted.
+    fn csps(&self) -> Vec<NodeId> {
+        let mut all = self.more_csps.clone();
+        all.push(self.csp);
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// Peer `id`'s signing key.
@@ -112,7 +130,7 @@ impl SecureRing {
             Err(e) => panic!("layer arcs: {e}"),
         };
         let mut dir = Directory::default();
-        dir.csps[1] = vec![self.csp];
+        dir.csps[1] = self.csps();
         dir.cspgs[1] = vec![self.cspg];
         let cfg = SecureConfig {
             fanout: 3,
@@ -123,10 +141,13 @@ impl SecureRing {
             cfg: Arc::new(cfg),
             arcs,
             directory: Arc::new(dir),
-            infrastructure: Arc::new(vec![
-                Contact::id_only(self.csp),
-                Contact::id_only(self.cspg),
-            ]),
+            infrastructure: Arc::new(
+                self.csps()
+                    .into_iter()
+                    .chain([self.cspg])
+                    .map(Contact::id_only)
+                    .collect(),
+            ),
             verifier: self.registry.clone(),
         }
     }
@@ -146,7 +167,7 @@ impl SecureRing {
             .into_iter()
             .map(|c| {
                 let id = c.id();
-                let role = if id == self.csp {
+                let role = if self.csps().contains(&id) {
                     Role::Csp
                 } else if id == self.cspg {
                     Role::Cspg

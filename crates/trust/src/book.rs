@@ -54,17 +54,29 @@ impl TrustPolicy {
     }
 }
 
-/// Everything known about one peer: an optional override, aged evidence, raw counts.
+/// Everything known about one peer: an optional override, aged evidence, raw counts, and
+/// the two kinds of evidence that decide how far third parties' reports count.
+///
+/// The rules that use them ([`PeerTrust::record_proven`], [`judge_report`] and
+/// [`Referred::apply_to_subject`] / [`Referred::apply_to_reporter`]) work on one record at
+/// a time, so the simulator's [`OpinionBook`] and the SOS's database apply exactly the same
+/// code to what they keep in memory or in rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PeerTrust {
     /// Administrator-set opinion, if any.
     pub admin: Option<Opinion>,
-    /// Aged positive/negative evidence.
+    /// Aged positive/negative evidence (functional trust: does the peer forward?).
     pub evidence: Evidence,
     /// Positive outcomes ever recorded (not aged).
     pub positive: u64,
     /// Negative outcomes ever recorded (not aged).
     pub negative: u64,
+    /// What reporters holding signed proof (CSPs, CSPGs) recorded about the peer: the
+    /// reference that third parties' reports about it are checked against.
+    pub proven: Evidence,
+    /// The peer as a reporter (referral trust): did its checked reports agree with the
+    /// proven view of their subjects?
+    pub referral: Evidence,
 }
 
 impl Default for PeerTrust {
@@ -74,6 +86,8 @@ impl Default for PeerTrust {
             evidence: Evidence::empty(0),
             positive: 0,
             negative: 0,
+            proven: Evidence::empty(0),
+            referral: Evidence::empty(0),
         }
     }
 }
@@ -101,6 +115,50 @@ impl PeerTrust {
         }
     }
 
+    /// Record an outcome the reporter can prove (a CSP or CSPG holding the signed
+    /// hand-overs of a copy): it counts fully, and it joins the proven view that third
+    /// parties' reports are checked against ([`judge_report`]).
+    pub fn record_proven(&mut self, positive: bool, at_ms: u64, ageing: Ageing) {
+        // A unit weight is finite and non-negative, so `record` cannot fail.
+        let _ = self.proven.record(positive, 1.0, at_ms, ageing);
+        self.record(positive, at_ms, ageing);
+    }
+
+    /// Whether a third party's report that the peer did (`positive`) or did not deliver
+    /// agrees with what was proven about it, as of `at_ms`; `None` while the proven view
+    /// is too uncertain to check against (uncertainty above
+    /// [`PROVEN_VIEW_MAX_UNCERTAINTY`]).
+    pub fn proven_verdict(&self, positive: bool, at_ms: u64, policy: &TrustPolicy) -> Option<bool> {
+        self.proven
+            .opinion(at_ms, policy.ageing, policy.base_rate)
+            .ok()
+            .filter(|o| o.uncertainty() <= PROVEN_VIEW_MAX_UNCERTAINTY)
+            .map(|o| positive == (o.belief() > o.disbelief()))
+    }
+
+    /// How far the peer's reports are believed at `now_ms`: the opinion its checked reports
+    /// support (vacuous if none was checked).
+    pub fn referral_opinion(&self, now_ms: u64, policy: &TrustPolicy) -> Opinion {
+        self.referral
+            .opinion(now_ms, policy.ageing, policy.base_rate)
+            .unwrap_or(policy.vacuous)
+    }
+
+    /// Whether the SOS should tell peers to route around this one at `now_ms`: its
+    /// current opinion holds more disbelief than belief (it does not forward), or it was
+    /// caught lying — its checked reports contradicted the proof more than twice as often
+    /// as they agreed with it, over at least eight (aged) checks ([`LIAR_MAX_UNCERTAINTY`]).
+    /// A peer that lies about others is malicious however well it forwards; an honest peer
+    /// whose reports sometimes meet a proof that lags behind an on-off attacker is not one.
+    pub fn distrusted(&self, now_ms: u64, policy: &TrustPolicy) -> bool {
+        let (o, _) = self.current(now_ms, policy);
+        if o.disbelief() > o.belief() {
+            return true;
+        }
+        let r = self.referral_opinion(now_ms, policy);
+        r.disbelief() > 2.0 * r.belief() && r.uncertainty() <= LIAR_MAX_UNCERTAINTY
+    }
+
     /// The current opinion: the admin override if set, else the evidence aged to `now_ms`
     /// if there is any, else the vacuous opinion.
     pub fn current(&self, now_ms: u64, policy: &TrustPolicy) -> (Opinion, OpinionSource) {
@@ -118,10 +176,52 @@ impl PeerTrust {
     }
 }
 
+/// Decide what a report from a peer without proof (subjective logic's referral trust)
+/// does: `reporter` says that `subject` did (`positive`) or did not deliver, at `at_ms`.
+///
+/// Where the proven evidence about the subject is confident, the report is checked against
+/// it: one that agrees raises the reporter's referral record and counts as much as that
+/// record then allows; one that contradicts it lowers the record and does not count, so a
+/// peer that forwards well cannot talk an honest peer down (bad-mouthing, slander) or a
+/// proven dropper up (ballot-stuffing). Where nothing is proven, the report counts as much
+/// as the reporter's referral record allows, and a reporter nobody could check yet says
+/// nothing. Nothing is changed here: apply the answer with [`Referred::apply_to_reporter`]
+/// and [`Referred::apply_to_subject`] (to the records themselves, or to any share of them
+/// whose sum is the record, as the SOS's PostgreSQL shards are).
+pub fn judge_report(
+    subject: &PeerTrust,
+    reporter: &PeerTrust,
+    positive: bool,
+    at_ms: u64,
+    policy: &TrustPolicy,
+    mode: Discounting,
+) -> Referred {
+    let verdict = subject.proven_verdict(positive, at_ms, policy);
+    let mut referral = reporter.referral;
+    if let Some(agrees) = verdict {
+        // A unit weight is finite and non-negative, so `record` cannot fail.
+        let _ = referral.record(agrees, 1.0, at_ms, policy.ageing);
+    }
+    let weight = referral
+        .opinion(at_ms, policy.ageing, policy.base_rate)
+        .unwrap_or(policy.vacuous)
+        .discount_weight(mode);
+    match verdict {
+        Some(false) => Referred::Contradicted,
+        Some(true) => Referred::Agreed(weight),
+        None => Referred::Unchecked(weight),
+    }
+}
+
 /// How little uncertainty the proven evidence about a peer must leave before the SOS holds
 /// a third party's report about that peer against it: u ≤ 0.5, at least two (aged) units
 /// of proof.
 pub const PROVEN_VIEW_MAX_UNCERTAINTY: f64 = 2.0 / 3.0;
+
+/// How little uncertainty a reporter's referral record must leave before its lies make it
+/// distrusted ([`PeerTrust::distrusted`]): u ≤ 0.2, at least eight (aged) checked reports,
+/// so a few reports that met a lagging proof do not condemn an honest peer.
+pub const LIAR_MAX_UNCERTAINTY: f64 = 0.2;
 
 /// An in-memory opinion database with the SOS's rules, for the simulator and tests.
 ///
@@ -130,16 +230,15 @@ pub const PROVEN_VIEW_MAX_UNCERTAINTY: f64 = 2.0 / 3.0;
 /// peer (what parties holding signed proof, the CSPs, recorded through
 /// [`OpinionBook::record_proven`]) and each reporter's *referral* record (did its reports
 /// agree with the proven view of their subjects?). A peer that forwards well but lies in its
-/// reports keeps its functional trust and loses its voice.
+/// reports keeps its functional trust and loses its voice. Each peer's share of all this is
+/// one [`PeerTrust`], the same record the SOS server keeps per peer.
 #[derive(Debug, Clone)]
 pub struct OpinionBook<P> {
     policy: TrustPolicy,
     peers: BTreeMap<P, PeerTrust>,
-    proven: BTreeMap<P, Evidence>,
-    referral: BTreeMap<P, Evidence>,
 }
 
-/// What became of a third-party report ([`OpinionBook::record_referred`]).
+/// What became of a third-party report ([`judge_report`], [`OpinionBook::record_referred`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Referred {
     /// The proven view of the subject was too uncertain to check the report against: it
@@ -153,14 +252,54 @@ pub enum Referred {
     Contradicted,
 }
 
+impl Referred {
+    /// Whether the reporter's referral record changes ([`Referred::apply_to_reporter`]
+    /// does something), so that a store knows to write the reporter's row.
+    pub fn checked(&self) -> bool {
+        !matches!(self, Referred::Unchecked(_))
+    }
+
+    /// Whether the report counts toward its subject's evidence.
+    pub fn counts(&self) -> bool {
+        !matches!(self, Referred::Contradicted)
+    }
+
+    /// Update the reporter's referral record with the check's result (nothing if the report
+    /// could not be checked).
+    pub fn apply_to_reporter(&self, reporter: &mut PeerTrust, at_ms: u64, ageing: Ageing) {
+        let agrees = match self {
+            Referred::Agreed(_) => true,
+            Referred::Contradicted => false,
+            Referred::Unchecked(_) => return,
+        };
+        // A unit weight is finite and non-negative, so `record` cannot fail.
+        let _ = reporter.referral.record(agrees, 1.0, at_ms, ageing);
+    }
+
+    /// Count the report toward its subject's evidence with the weight it was given
+    /// (nothing, not even the raw count, if it contradicted the proven view).
+    pub fn apply_to_subject(
+        &self,
+        subject: &mut PeerTrust,
+        positive: bool,
+        at_ms: u64,
+        ageing: Ageing,
+    ) {
+        match *self {
+            Referred::Agreed(w) | Referred::Unchecked(w) => {
+                subject.record_weighted(positive, w, at_ms, ageing)
+            }
+            Referred::Contradicted => {}
+        }
+    }
+}
+
 impl<P: Ord + Clone> OpinionBook<P> {
     /// An empty book.
     pub fn new(policy: TrustPolicy) -> Self {
         Self {
             policy,
             peers: BTreeMap::new(),
-            proven: BTreeMap::new(),
-            referral: BTreeMap::new(),
         }
     }
 
@@ -211,23 +350,14 @@ impl<P: Ord + Clone> OpinionBook<P> {
     /// reports are checked against ([`OpinionBook::record_referred`]).
     pub fn record_proven(&mut self, peer: P, positive: bool, at_ms: u64) {
         let ageing = self.policy.ageing;
-        // A unit weight is finite and non-negative, so `record` cannot fail.
-        let _ = self
-            .proven
-            .entry(peer.clone())
-            .or_insert_with(|| Evidence::empty(at_ms))
-            .record(positive, 1.0, at_ms, ageing);
-        self.record(peer, positive, at_ms);
+        self.peers
+            .entry(peer)
+            .or_default()
+            .record_proven(positive, at_ms, ageing);
     }
 
     /// Record what `reporter`, a peer without proof, says about `peer` (subjective logic's
-    /// referral trust). Where the proven evidence about `peer` is confident (uncertainty at
-    /// most [`PROVEN_VIEW_MAX_UNCERTAINTY`]), the report is checked against it: one that
-    /// agrees raises the reporter's referral record and counts as much as that record
-    /// allows; one that contradicts it lowers the record and does not count, so a peer that
-    /// forwards well cannot talk an honest peer down (bad-mouthing) or a proven dropper up
-    /// (ballot-stuffing). Where nothing is proven, the report counts as much as the
-    /// reporter's referral record allows, and a reporter nobody could check yet says nothing.
+    /// referral trust): the rule of [`judge_report`], applied to the book's records.
     pub fn record_referred(
         &mut self,
         peer: P,
@@ -237,44 +367,42 @@ impl<P: Ord + Clone> OpinionBook<P> {
         mode: Discounting,
     ) -> Referred {
         let ageing = self.policy.ageing;
-        let base = self.policy.base_rate;
-        let proven = self
-            .proven
-            .get(&peer)
-            .and_then(|e| e.opinion(at_ms, ageing, base).ok())
-            .filter(|o| o.uncertainty() <= PROVEN_VIEW_MAX_UNCERTAINTY);
-        let verdict = proven.map(|o| positive == (o.belief() > o.disbelief()));
-        if let Some(agrees) = verdict {
-            // A unit weight is finite and non-negative, so `record` cannot fail.
-            let _ = self
-                .referral
-                .entry(reporter.clone())
-                .or_insert_with(|| Evidence::empty(at_ms))
-                .record(agrees, 1.0, at_ms, ageing);
+        let none = PeerTrust::default();
+        let outcome = judge_report(
+            self.peers.get(&peer).unwrap_or(&none),
+            self.peers.get(reporter).unwrap_or(&none),
+            positive,
+            at_ms,
+            &self.policy,
+            mode,
+        );
+        if outcome.checked() {
+            outcome.apply_to_reporter(
+                self.peers.entry(reporter.clone()).or_default(),
+                at_ms,
+                ageing,
+            );
         }
-        let weight = self.referral_opinion(reporter, at_ms).discount_weight(mode);
-        let outcome = match verdict {
-            Some(false) => return Referred::Contradicted,
-            Some(true) => Referred::Agreed(weight),
-            None => Referred::Unchecked(weight),
-        };
-        self.peers
-            .entry(peer)
-            .or_default()
-            .record_weighted(positive, weight, at_ms, ageing);
+        if outcome.counts() {
+            outcome.apply_to_subject(self.peers.entry(peer).or_default(), positive, at_ms, ageing);
+        }
         outcome
     }
 
     /// How far the book believes `reporter`'s reports at `now_ms`: the opinion its checked
     /// reports support (vacuous if none was checked).
     pub fn referral_opinion(&self, reporter: &P, now_ms: u64) -> Opinion {
-        self.referral
+        self.peers
             .get(reporter)
-            .and_then(|e| {
-                e.opinion(now_ms, self.policy.ageing, self.policy.base_rate)
-                    .ok()
-            })
+            .map(|t| t.referral_opinion(now_ms, &self.policy))
             .unwrap_or(self.policy.vacuous)
+    }
+
+    /// Whether `peer` is to be routed around at `now_ms` ([`PeerTrust::distrusted`]).
+    pub fn distrusted(&self, peer: &P, now_ms: u64) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|t| t.distrusted(now_ms, &self.policy))
     }
 
     /// The current opinion of `peer` and where it came from.
@@ -398,6 +526,42 @@ mod tests {
         assert_eq!(
             book.record_referred(4, false, 0, &30, mode),
             Referred::Unchecked(0.0)
+        );
+    }
+
+    #[test]
+    fn a_dropper_and_a_caught_liar_are_distrusted_an_honest_reporter_is_not() {
+        let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
+        let mut book = OpinionBook::new(policy);
+        let mode = Discounting::Classic;
+        for _ in 0..4 {
+            book.record_proven(1u32, true, 0);
+            book.record_proven(2u32, false, 0);
+        }
+        assert!(book.distrusted(&2, 0) && !book.distrusted(&1, 0));
+        // 20 forwards well and lies: seven lies are not yet enough to condemn it.
+        for _ in 0..4 {
+            book.record(20, true, 0);
+        }
+        for _ in 0..7 {
+            book.record_referred(1, false, 0, &20, mode);
+        }
+        assert!(!book.distrusted(&20, 0));
+        // One more, and it is a caught liar whatever its forwarding.
+        book.record_referred(2, true, 0, &20, mode);
+        assert!(book.opinion(&20, 0).0.belief() > 0.5);
+        assert!(book.distrusted(&20, 0));
+        // 10 reports the truth, and sometimes (the proof lagging) contradicts it.
+        for _ in 0..7 {
+            book.record_referred(1, true, 0, &10, mode);
+        }
+        for _ in 0..3 {
+            book.record_referred(2, true, 0, &10, mode);
+        }
+        assert!(!book.distrusted(&10, 0));
+        assert!(
+            !book.distrusted(&99, 0),
+            "nothing known, nothing held against it"
         );
     }
 

@@ -74,7 +74,8 @@ pub mod paper;
 mod route;
 
 pub use book::{
-    OpinionBook, OpinionSource, PROVEN_VIEW_MAX_UNCERTAINTY, PeerTrust, Referred, TrustPolicy,
+    LIAR_MAX_UNCERTAINTY, OpinionBook, OpinionSource, PROVEN_VIEW_MAX_UNCERTAINTY, PeerTrust,
+    Referred, TrustPolicy, judge_report,
 };
 pub use evidence::{Ageing, Evidence, EvidenceError};
 pub use opinion::{Discounting, NORMALISATION_TOLERANCE, Opinion, OpinionError};

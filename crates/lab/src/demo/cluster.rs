@@ -263,10 +263,14 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
             None => node::SosChoice::Off,
         };
         if frontends.len() < l.frontends && e.role == enroll::Role::Peer && e.id != l.malicious {
-            c.sip = Some(node::SipConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                l.sip_domain.clone(),
-            ));
+            let mut sip =
+                node::SipConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), l.sip_domain.clone());
+            // The front-ends share one host: each relays media on its own slice of the
+            // port range, so no two try the same ports.
+            if let Some(m) = sip.media.as_mut() {
+                m.ports = port_slice(m.ports, frontends.len(), l.frontends);
+            }
+            c.sip = Some(sip);
             frontends.push(index);
         }
         let n = node::Node::start(c)
@@ -482,15 +486,19 @@ pub(crate) fn true_path(ids: &[NodeId], bits: u32, from: NodeId, key: NodeId) ->
 pub(crate) fn chord_timing() -> node::ChordTiming {
     node::ChordTiming {
         successors: 3,
+        // The paper's scenario as the demo has always run it: CSPs keep the same lists.
+        csp_successors: 3,
         successor_shortcut: true,
         stabilize: Duration::from_millis(250),
         fix_fingers: Duration::from_millis(60),
         // Fast while the rings form or change, then slower once a peer's neighbourhood is
         // quiet: at the base pace 512 peers' maintenance alone kept both cores busy and
-        // every call queued behind it.
-        quiet_maintenance_max: Some(Duration::from_secs(2)),
+        // every call queued behind it. A crashed neighbour shows itself at once through its
+        // closed links, so a quiet peer can wait long between rounds.
+        quiet_maintenance_max: Some(Duration::from_secs(16)),
         check_predecessor: Duration::from_millis(1000),
         ring_check: Duration::from_secs(5),
+        quiet_ring_check_max: Some(Duration::from_secs(64)),
         rpc_timeout: Duration::from_millis(1500),
         lookup_timeout: Duration::from_secs(4),
     }
@@ -512,9 +520,26 @@ pub(crate) fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
     total
 }
 
+/// Slice `k` of `n` of the port range `(first, last)`, whole pairs, in order.
+fn port_slice((first, last): (u16, u16), k: usize, n: usize) -> (u16, u16) {
+    let span = usize::from(last.saturating_sub(first)) + 1;
+    let each = (span / n.max(1)) & !1;
+    let start = usize::from(first) + each * k;
+    let to_u16 = |x: usize| u16::try_from(x).unwrap_or(last);
+    (to_u16(start), to_u16(start + each.max(2) - 1).min(last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn front_ends_get_disjoint_even_port_slices() {
+        assert_eq!(port_slice((20000, 29999), 0, 1), (20000, 29999));
+        assert_eq!(port_slice((20000, 29999), 0, 2), (20000, 24999));
+        assert_eq!(port_slice((20000, 29999), 1, 2), (25000, 29999));
+        assert_eq!(port_slice((20000, 29999), 2, 3), (26664, 29995));
+    }
 
     #[test]
     fn the_true_path_is_the_papers_on_its_peers() {

@@ -167,6 +167,8 @@ struct AtRest {
     dials_per_s: f64,
     /// Links closed during the window for idleness or to make room, per second.
     closed_per_s: f64,
+    /// Of those, closed to make room (at `max_links`), per second.
+    evicted_per_s: f64,
 }
 
 async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest {
@@ -197,6 +199,7 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
             (st1.idle_closed + st1.links_evicted)
                 .saturating_sub(st0.idle_closed + st0.links_evicted),
         ),
+        evicted_per_s: per_s(st1.links_evicted.saturating_sub(st0.links_evicted)),
     }
 }
 
@@ -319,9 +322,17 @@ async fn real(args: Args) -> Result<(), LabError> {
         frontends: 0,
         sip_domain: args.sip_domain.clone(),
     };
-    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries()).map_err(
-        LabError::setup("the SOS key registry of the peers' certificate keys"),
-    )?;
+    // CSPs and CSPGs hold the signed hand-overs: their reports are proof.
+    let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())
+        .map_err(LabError::setup(
+            "the SOS key registry of the peers' certificate keys",
+        ))?
+        .with_infrastructure(
+            members
+                .iter()
+                .filter(|m| m.role != enroll::Role::Peer)
+                .map(|m| sos::PeerId(m.id.0)),
+        );
     let admin = format!(
         "{:032x}",
         Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xAD).random::<u128>()
@@ -455,10 +466,11 @@ async fn real(args: Args) -> Result<(), LabError> {
     // What the overlay costs while nobody calls, once the rings have settled.
     let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
     note(format!(
-        "  at rest   (after the calls) {:.2} cores busy, {:.0} TLS dials/s, {:.0} links closed/s, {:.1} overlay messages per peer per second ({})",
+        "  at rest   (after the calls) {:.2} cores busy, {:.0} TLS dials/s, {:.0} links closed/s ({:.0} to make room), {:.1} overlay messages per peer per second ({})",
         rest.cores,
         rest.dials_per_s,
         rest.closed_per_s,
+        rest.evicted_per_s,
         rest.messages_per_peer_per_s,
         rest.top_kinds
             .iter()

@@ -24,11 +24,17 @@ pub struct ChordConfig {
     /// its finger unchanged doubles `fix_fingers_every`, up to this; a changed or failed
     /// finger (or any change near the peer) drops it back. `None` (the default): no back-off.
     pub fix_fingers_max: Option<Duration>,
-    /// How often the predecessor is probed.
+    /// How often the predecessor is probed. A predecessor heard from within the interval
+    /// (its stabilize requests reach us anyway) is not probed; with `stabilize_max` set the
+    /// interval backs off with stabilize, up to twice `stabilize_max`, so a quiet
+    /// predecessor's own stabilize traffic is all the liveness evidence needed.
     pub check_predecessor_every: Duration,
     /// How often a peer asks the ring, through a bootstrap peer, who its successor is
     /// (heals partitions).
     pub ring_check_every: Duration,
+    /// Longest ring-check interval while the neighbourhood is quiet: it backs off with
+    /// stabilize (doubling per quiet round) up to this. `None` (the default): no back-off.
+    pub ring_check_max: Option<Duration>,
     /// Send straight to the owner when it is anywhere in the successor list (not only the
     /// first successor). Shortens paths below Chord's ½·log2 N; off by default so plain
     /// lookups measure classic Chord, on for call routing to peer IDs.
@@ -72,6 +78,7 @@ impl ChordConfig {
             fix_fingers_max: None,
             check_predecessor_every: Duration::from_secs(5),
             ring_check_every: Duration::from_secs(30),
+            ring_check_max: None,
             successor_shortcut: false,
             extend_successors: false,
             rpc_timeout: Duration::from_millis(500),

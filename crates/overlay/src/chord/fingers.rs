@@ -103,6 +103,47 @@ impl Fingers {
         before != self.entries.len()
     }
 
+    /// The nearest finger at clockwise distance `d` or more: finger i's current peer when
+    /// `d` is 2^i.
+    pub(crate) fn at_or_after(&self, space: IdSpace, me: NodeId, d: u128) -> Option<Contact> {
+        let pos = self
+            .entries
+            .partition_point(|c| space.distance(me, c.id) < d);
+        self.entries.get(pos).copied()
+    }
+
+    /// Is `id` finger i for some i (the nearest entry at distance 2^i or more), rather than
+    /// an extra way forward kept while there is room? Some 2^i must lie in (distance of the
+    /// entry before it, its own distance].
+    pub(crate) fn is_finger(&self, space: IdSpace, me: NodeId, id: NodeId) -> bool {
+        let Some(pos) = self.entries.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        let d = space.distance(me, id);
+        match pos
+            .checked_sub(1)
+            .map(|p| space.distance(me, self.entries[p].id))
+        {
+            None | Some(0) => d > 0,
+            Some(prev) => d.leading_zeros() < prev.leading_zeros(),
+        }
+    }
+
+    /// Finger `i` was confirmed at distance `d`: drop the extra ways forward between it and
+    /// finger i+1's start (earlier owners kept while the table formed), so a quiet table
+    /// converges to the true fingers as one refreshed by lookups does.
+    pub(crate) fn drop_extras(&mut self, space: IdSpace, me: NodeId, i: u32, d: u128) {
+        let next_start = if i + 1 >= space.bits() {
+            u128::MAX
+        } else {
+            1u128 << (i + 1)
+        };
+        self.entries.retain(|c| {
+            let dc = space.distance(me, c.id);
+            !(dc > d && dc < next_start)
+        });
+    }
+
     /// Fingers strictly before `key_distance`, farthest first.
     pub(crate) fn preceding(
         &self,
@@ -164,6 +205,21 @@ mod tests {
         f.update(s, me, 3, c(20), 20, 16);
         let ids: Vec<_> = f.iter().map(|c| c.id.0).collect();
         assert_eq!(ids, vec![1, 5, 20, 40]);
+    }
+
+    #[test]
+    fn only_true_fingers_count_as_fingers_not_extra_ways_forward() {
+        let s = IdSpace::new(11).unwrap();
+        let me = NodeId(0);
+        let mut f = Fingers::default();
+        // 10 is finger 3 (start 8), 14 an earlier owner kept as a way forward (no 2^i in
+        // (10, 14]), 40 finger 4 and 5 (starts 16, 32).
+        f.set(s, me, [c(1), c(5), c(10), c(14), c(40)]);
+        let fingers: Vec<u128> = [1, 5, 10, 14, 40, 99]
+            .into_iter()
+            .filter(|id| f.is_finger(s, me, NodeId(*id)))
+            .collect();
+        assert_eq!(fingers, vec![1, 5, 10, 40]);
     }
 
     #[test]

@@ -105,6 +105,12 @@ enum RpcKind {
     /// to make the list longer than the successor's own (a peer configured with a longer
     /// list than its neighbours, such as a CSP that must know its arc).
     Extend,
+    /// Asks finger `i` itself for its neighbours: its predecessor tells whether a peer has
+    /// joined between the finger's start and the finger (then a lookup repairs it). Two
+    /// messages on a link that is open anyway, where a lookup costs a routed round.
+    FingerCheck(u32),
+    /// A ping to a neighbour whose link just closed: it may have crashed.
+    Probe,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +184,12 @@ pub struct ChordNode {
     stabilize_backoff: u8,
     /// Finger refreshes in a row that changed nothing, likewise for `fix_fingers_every`.
     fingers_backoff: u8,
+    /// When the predecessor was last heard from (any message): a predecessor that talks
+    /// to us is not probed.
+    pred_heard: Time,
+    /// The last ring check got no answer: the next one goes through another bootstrap
+    /// peer. While they are answered the same one is used, so its link stays open.
+    ring_check_missed: bool,
     rpcs: Vec<Rpc>,
     forwards: Vec<Forward>,
     /// When unacknowledged hops are next checked. One sweep timer covers all of them (a
@@ -211,6 +223,8 @@ impl ChordNode {
             ring_check_at: Time::ZERO,
             stabilize_backoff: 0,
             fingers_backoff: 0,
+            pred_heard: Time::ZERO,
+            ring_check_missed: false,
             rpcs: Vec::new(),
             forwards: Vec::new(),
             ack_sweep_at: None,
@@ -241,6 +255,7 @@ impl ChordNode {
         node.fingers.set(node.cfg.space, me.id, fingers);
         node.active = true;
         node.next_finger = node.first_finger_index();
+        node.pred_heard = now;
         node.schedule_all(now);
         node
     }
@@ -371,6 +386,9 @@ impl ChordNode {
         if !self.active {
             return;
         }
+        if self.pred.is_some_and(|p| p.id == from.id) {
+            self.pred_heard = now;
+        }
         match msg {
             Message::Route(route) => {
                 if self.is_joining() {
@@ -446,6 +464,66 @@ impl ChordNode {
         }
     }
 
+    /// The driver's link to `peer` went down. `unreachable`: a connection to it could not
+    /// be set up (refused, timed out), so whatever this peer sent it since is lost and is
+    /// timed out now rather than at its deadline: routed messages go around it at once.
+    /// Otherwise an open link closed, which is how a crashed neighbour shows itself on a
+    /// quiet ring (its stabilize traffic may be seconds away once backed off): the
+    /// successor or predecessor is asked at once, and maintenance returns to its base
+    /// pace. A link closed for idleness or room by the other side costs one question.
+    pub fn handle_link_down(&mut self, now: Time, peer: NodeId, unreachable: bool) {
+        if !self.active || peer == self.me.id {
+            return;
+        }
+        if unreachable {
+            let mut lost = false;
+            for r in self.rpcs.iter_mut().filter(|r| r.peer == peer) {
+                r.deadline = now;
+                lost = true;
+            }
+            for f in self.forwards.iter_mut().filter(|f| f.next.id == peer) {
+                f.deadline = now;
+                lost = true;
+            }
+            if lost {
+                self.ack_sweep_at = Some(now);
+                self.expire_rpcs(now);
+                self.expire_forwards(now);
+            }
+            return;
+        }
+        if self.successor().is_some_and(|s| s.id == peer) {
+            self.neighbourhood_changed(now);
+            self.stabilize(now);
+        } else if let Some(c) = self.pred.filter(|p| p.id == peer) {
+            self.neighbourhood_changed(now);
+            self.probe(now, c);
+        }
+        // A finger is not asked: a driver short of descriptors closes links to make room,
+        // and a question to every finger whose link closed would open another link at once
+        // and close one elsewhere. A dead finger is found by the next hop it misses or its
+        // next check.
+    }
+
+    /// Ping `peer` unless a request to it is already waiting for an answer.
+    fn probe(&mut self, now: Time, peer: Contact) {
+        if !self.rpcs.iter().any(|r| r.peer == peer.id) {
+            self.start_rpc(now, peer, RpcKind::Probe);
+        }
+    }
+
+    /// Does this peer's routing state need a link to `peer`: its predecessor, a successor,
+    /// a finger, or the bootstrap peer its ring checks go through? The driver keeps such
+    /// links open while they are quiet (they carry the maintenance traffic), and closes
+    /// others first when it must make room.
+    pub fn keeps_link(&self, peer: NodeId) -> bool {
+        self.active
+            && (self.pred.is_some_and(|p| p.id == peer)
+                || self.succs.iter().any(|s| s.id == peer)
+                || self.fingers.is_finger(self.cfg.space, self.me.id, peer)
+                || self.bootstraps.first().is_some_and(|b| b.id == peer))
+    }
+
     /// Run every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         if !self.active {
@@ -463,8 +541,19 @@ impl ChordNode {
         if self.periodic_due(now, |n| &mut n.stabilize_at, every) {
             self.stabilize(now);
         }
-        if self.periodic_due(now, |n| &mut n.check_pred_at, cfg.check_predecessor_every) {
-            self.check_predecessor(now);
+        let every = backed_off(
+            cfg.check_predecessor_every,
+            cfg.stabilize_max.map(|m| m.saturating_mul(2)),
+            self.stabilize_backoff,
+        );
+        if self.periodic_due(now, |n| &mut n.check_pred_at, every) {
+            // Its own stabilize requests reach us: a predecessor heard from within the
+            // interval is alive, and is asked only once it has been silent that long.
+            if now.saturating_since(self.pred_heard) >= every {
+                self.check_predecessor(now);
+            } else {
+                self.check_pred_at = self.check_pred_at.min(self.pred_heard + every);
+            }
         }
         let every = backed_off(
             cfg.fix_fingers_every,
@@ -474,7 +563,12 @@ impl ChordNode {
         if self.periodic_due(now, |n| &mut n.fix_fingers_at, every) {
             self.fix_next_finger(now);
         }
-        if self.periodic_due(now, |n| &mut n.ring_check_at, cfg.ring_check_every) {
+        let every = backed_off(
+            cfg.ring_check_every,
+            cfg.ring_check_max,
+            self.stabilize_backoff,
+        );
+        if self.periodic_due(now, |n| &mut n.ring_check_at, every) {
             self.ring_check(now);
         }
         self.release_idle_buffers();
@@ -509,7 +603,9 @@ impl ChordNode {
         {
             return;
         }
-        self.bootstraps.rotate_left(1);
+        if std::mem::take(&mut self.ring_check_missed) {
+            self.bootstraps.rotate_left(1);
+        }
         let via = self.bootstraps[0];
         let id = self.token();
         let key = self.cfg.space.add(self.me.id, 1);
@@ -898,6 +994,7 @@ impl ChordNode {
                 self.fix_fingers_at = now;
             }
             Purpose::RingCheck => {
+                self.ring_check_missed = false;
                 let o = reply.owner;
                 let closer = match self.successor() {
                     None => true,
@@ -920,13 +1017,44 @@ impl ChordNode {
                     // A refresh that found the finger where it was: the table is settling.
                     self.fingers_backoff = self.fingers_backoff.saturating_add(1).min(MAX_BACKOFF);
                 }
-                let next = if d == 0 { 0 } else { 128 - d.leading_zeros() };
-                self.next_finger = if next >= self.cfg.space.bits() || next <= i {
-                    self.first_finger_index()
-                } else {
-                    next
-                };
+                self.advance_finger(i, d);
             }
+        }
+    }
+
+    /// Finger `i` turned out to be at distance `d`: the next refresh is for the first finger
+    /// beyond it (the ones in between are the same peer), or starts over.
+    fn advance_finger(&mut self, i: u32, d: u128) {
+        let next = if d == 0 { 0 } else { 128 - d.leading_zeros() };
+        self.next_finger = if next >= self.cfg.space.bits() || next <= i {
+            self.first_finger_index()
+        } else {
+            next
+        };
+    }
+
+    /// Finger `i`'s answer to a [`RpcKind::FingerCheck`]: if its predecessor lies between
+    /// the finger's start and the finger, someone joined there and a lookup finds the new
+    /// finger; otherwise the finger stands and the refresh backs off.
+    fn on_finger_check(&mut self, now: Time, from: Contact, i: u32, pred: Option<Contact>) {
+        let space = self.cfg.space;
+        let start = space.distance(self.me.id, space.finger_start(self.me.id, i));
+        let d = space.distance(self.me.id, from.id);
+        let stale = pred.is_some_and(|p| {
+            let dp = space.distance(self.me.id, p.id);
+            p.id != self.me.id && dp >= start && dp < d
+        });
+        if stale {
+            self.fingers_changed(now);
+            if self.lookups.len() < self.cfg.max_lookups {
+                let id = self.token();
+                let key = space.finger_start(self.me.id, i);
+                self.start_lookup(now, id, key, Purpose::FixFinger(i));
+            }
+        } else {
+            self.fingers.drop_extras(space, self.me.id, i, d);
+            self.fingers_backoff = self.fingers_backoff.saturating_add(1).min(MAX_BACKOFF);
+            self.advance_finger(i, d);
         }
     }
 
@@ -951,8 +1079,10 @@ impl ChordNode {
             kind,
         });
         let msg = match kind {
-            RpcKind::Stabilize | RpcKind::Extend => Message::GetNeighbours { token },
-            RpcKind::CheckPredecessor => Message::Ping { token },
+            RpcKind::Stabilize | RpcKind::Extend | RpcKind::FingerCheck(_) => {
+                Message::GetNeighbours { token }
+            }
+            RpcKind::CheckPredecessor | RpcKind::Probe => Message::Ping { token },
         };
         self.send(peer, msg);
     }
@@ -968,14 +1098,26 @@ impl ChordNode {
         let Some(pos) = self.rpcs.iter().position(|r| {
             r.token == token
                 && r.peer == from.id
-                && matches!(r.kind, RpcKind::Stabilize | RpcKind::Extend)
+                && matches!(
+                    r.kind,
+                    RpcKind::Stabilize | RpcKind::Extend | RpcKind::FingerCheck(_)
+                )
         }) else {
             return;
         };
-        if self.rpcs.swap_remove(pos).kind == RpcKind::Extend {
-            self.on_extension(now, from, succs);
-            return;
+        match self.rpcs.swap_remove(pos).kind {
+            RpcKind::Extend => {
+                self.on_extension(now, from, succs);
+                return;
+            }
+            RpcKind::FingerCheck(i) => {
+                self.on_finger_check(now, from, i, pred);
+                return;
+            }
+            _ => {}
         }
+        // The successor already takes us for its predecessor: a notify would change nothing.
+        let known = pred.is_some_and(|p| p.id == self.me.id);
         let space = self.cfg.space;
         let mut list = Vec::with_capacity(self.cfg.successors);
         if let Some(x) = pred
@@ -1022,7 +1164,9 @@ impl ChordNode {
         } else {
             self.neighbourhood_changed(now);
         }
-        if let Some(first) = self.successor() {
+        if let Some(first) = self.successor()
+            && !(known && first.id == from.id)
+        {
             self.send(first, Message::Notify);
         }
     }
@@ -1100,6 +1244,7 @@ impl ChordNode {
             return;
         }
         let old = self.pred.replace(from);
+        self.pred_heard = now;
         if self.succs.is_empty() {
             self.succs.push(from);
         }
@@ -1162,6 +1307,21 @@ impl ChordNode {
         }
         let i = self.next_finger;
         let key = self.cfg.space.finger_start(self.me.id, i);
+        // While the fingers are quiet, ask the finger itself whether it still is one rather
+        // than routing a lookup for it.
+        if self.cfg.fix_fingers_max.is_some() && self.fingers_backoff > 0 {
+            let start = self.cfg.space.distance(self.me.id, key);
+            if let Some(f) = self.fingers.at_or_after(self.cfg.space, self.me.id, start) {
+                if !self
+                    .rpcs
+                    .iter()
+                    .any(|r| matches!(r.kind, RpcKind::FingerCheck(_)))
+                {
+                    self.start_rpc(now, f, RpcKind::FingerCheck(i));
+                }
+                return;
+            }
+        }
         let id = self.token();
         self.start_lookup(now, id, key, Purpose::FixFinger(i));
     }
@@ -1334,7 +1494,8 @@ impl ChordNode {
                         });
                         return;
                     }
-                    Purpose::FixFinger(_) | Purpose::RingCheck => {}
+                    Purpose::FixFinger(_) => {}
+                    Purpose::RingCheck => self.ring_check_missed = true,
                 }
                 continue;
             }

@@ -185,10 +185,27 @@ impl Directory {
     /// The CSP of `layer` clockwise-nearest to `target`: the one with the shortest clockwise
     /// distance to it (the closest CSP at or before the target).
     pub fn csp_for(&self, space: IdSpace, layer: Layer, target: NodeId) -> Option<NodeId> {
-        self.csps[layer.index()]
-            .iter()
-            .copied()
-            .min_by_key(|c| space.distance(*c, target))
+        self.csp_for_except(space, layer, target, None)
+    }
+
+    /// [`csp_for`](Self::csp_for) passing over `except` (a CSP that did not answer) while
+    /// the layer has another: a caller's retry goes through the next CSP counter-clockwise,
+    /// whose PingRequest copies reach the target too, over a longer arc.
+    pub fn csp_for_except(
+        &self,
+        space: IdSpace,
+        layer: Layer,
+        target: NodeId,
+        except: Option<NodeId>,
+    ) -> Option<NodeId> {
+        let nearest = |skip: Option<NodeId>| {
+            self.csps[layer.index()]
+                .iter()
+                .copied()
+                .filter(|c| Some(*c) != skip)
+                .min_by_key(|c| space.distance(*c, target))
+        };
+        nearest(except).or_else(|| nearest(None))
     }
 
     /// The gateway of `layer` (the first listed).

@@ -26,6 +26,8 @@ struct OutCall {
     deadline: Time,
     retried: bool,
     cached: Option<Contact>,
+    /// The CSP the first attempt went through, passed over by the retry.
+    first_csp: Option<NodeId>,
 }
 
 #[derive(Clone, Debug)]
@@ -270,6 +272,7 @@ impl SecureNode {
             deadline: now + self.ctx.cfg.call_timeout,
             retried: false,
             cached,
+            first_csp: None,
         });
         self.place(now, id);
         id
@@ -305,7 +308,16 @@ impl SecureNode {
                 let space = self.ctx.arcs.space();
                 let target_layer = self.ctx.arcs.layer_of(c.callee);
                 let first = if target_layer == self.layer {
-                    self.ctx.directory.csp_for(space, target_layer, c.callee)
+                    let csp = self.ctx.directory.csp_for_except(
+                        space,
+                        target_layer,
+                        c.callee,
+                        c.first_csp,
+                    );
+                    if let Some(out) = self.calls.iter_mut().find(|o| o.id == id) {
+                        out.first_csp = out.first_csp.or(csp);
+                    }
+                    csp
                 } else {
                     self.ctx.directory.cspg(self.layer)
                 };

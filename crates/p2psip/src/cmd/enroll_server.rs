@@ -197,12 +197,14 @@ struct ServeArgs {
     /// Per-source burst.
     #[arg(long, default_value_t = RateLimitConfig::default().burst)]
     rate_burst: f64,
-    /// Per-token sustained enrollment rate (identities/s one token may enroll, from any
-    /// address; 0 = no limit): slows a Sybil operator holding a leaked multi-use token.
-    #[arg(long, default_value_t = 0.0)]
+    /// Per-token sustained enrollment rate: identities per second one token may enroll
+    /// after its burst, from any address (0 = no limit). With the default burst, a rollout
+    /// of up to 512 peers on one token never waits, and a leaked multi-use token mints at
+    /// most 572 identities in its first minute and 60 a minute after that, until revoked.
+    #[arg(long, default_value_t = RateLimitConfig::per_token().per_sec)]
     token_rate_per_sec: f64,
-    /// Per-token burst of enrollments.
-    #[arg(long, default_value_t = RateLimitConfig::default().burst)]
+    /// Per-token burst: enrollments one token may make at once.
+    #[arg(long, default_value_t = RateLimitConfig::per_token().burst)]
     token_rate_burst: f64,
     /// Maximum request body in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
@@ -291,6 +293,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let dir = DataDir::open_with(&data, postgres(db)?)
                 .with_context(|| format!("data dir {}", data.display()))?;
             let mut entries = Vec::new();
+            let mut infrastructure = Vec::new();
             for (id, _, der) in dir.directory()? {
                 match net::cert_public_key(&der) {
                     Ok((alg, key)) => entries.push(sos::RegistryEntry {
@@ -298,10 +301,19 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                         algorithm: alg.sos(),
                         public_key: sos::hex_encode(&key),
                     }),
-                    Err(e) => eprintln!("node {id} skipped: {e}"),
+                    Err(e) => {
+                        eprintln!("node {id} skipped: {e}");
+                        continue;
+                    }
+                }
+                // CSPs and CSPGs: their reports are proof at the SOS.
+                if enroll::cert::identity_from_cert(&der)
+                    .is_ok_and(|who| who.role != enroll::Role::Peer)
+                {
+                    infrastructure.push(sos::PeerId(id.0));
                 }
             }
-            let json = sos::KeyRegistry::to_json(&entries);
+            let json = sos::KeyRegistry::to_json_with(&entries, &infrastructure);
             match out {
                 Some(p) => {
                     std::fs::write(&p, json).with_context(|| format!("writing {}", p.display()))?;

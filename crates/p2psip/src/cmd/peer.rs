@@ -78,6 +78,12 @@ pub(crate) struct Args {
     /// Chord lookup timeout per attempt, ms.
     #[arg(long, default_value_t = 5000)]
     lookup_timeout_ms: u64,
+    /// Successor-list length when this peer is enrolled as a CSP: it keeps extending its
+    /// list to this many peers of its arc, so an eclipse of the peers right after it does
+    /// not cut it off from the callees behind them. At most the ordinary list length (8):
+    /// off.
+    #[arg(long, default_value_t = node::ChordTiming::default().csp_successors)]
+    csp_successors: usize,
     /// Close connections idle for this long, seconds.
     #[arg(long, default_value_t = 60)]
     idle_timeout_s: u64,
@@ -246,6 +252,7 @@ impl Args {
                 ring_check: ms(a.ring_check_ms),
                 rpc_timeout: ms(a.rpc_timeout_ms),
                 lookup_timeout: ms(a.lookup_timeout_ms),
+                csp_successors: a.csp_successors,
                 ..defaults.chord.clone()
             },
             limits: net::Limits {

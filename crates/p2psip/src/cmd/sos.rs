@@ -87,13 +87,15 @@ struct ServeArgs {
     /// the admin endpoints answer 403.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Reporter key registry (JSON: {"reporters":[{"peer","algorithm","public_key"}]}).
-    /// Without it (or --enroll-server) no report is accepted.
+    /// Reporter key registry (JSON: {"reporters":[{"peer","algorithm","public_key"}],
+    /// "infrastructure":["<peer>",…]}; `infrastructure`, optional, names the CSPs and CSPGs,
+    /// whose reports count as proof). Without it (or --enroll-server) no report is accepted.
     #[arg(long, conflicts_with = "enroll_server")]
     key_registry: Option<PathBuf>,
     /// Take the reporter keys from the E&A server instead: the certificate keys of everyone
-    /// it lists at `GET /v1/directory` (each chain checked against its CA), refreshed every
-    /// --directory-refresh-s, so newly enrolled peers can report without a restart.
+    /// it lists at `GET /v1/directory` (each chain checked against its CA; CSP and CSPG
+    /// certificates make their reports proof), refreshed every --directory-refresh-s, so
+    /// newly enrolled peers can report without a restart.
     #[arg(long)]
     enroll_server: Option<String>,
     /// The E&A CA certificate (PEM) to verify --enroll-server's HTTPS and the directory's
@@ -119,6 +121,12 @@ struct ServeArgs {
     /// Burst of reports allowed per reporter.
     #[arg(long, default_value_t = 200.0)]
     report_burst: f64,
+    /// Count every report fully, whoever sent it. By default a CSP's or CSPG's report is
+    /// proof, and an ordinary peer's is held against that proof and weighed by how often
+    /// its reports agreed with it (so a peer that lies about others loses its voice, and a
+    /// peer nobody could check yet says nothing).
+    #[arg(long)]
+    unchecked_reports: bool,
     /// SQLite synchronous mode: `full` (survives power loss) or `normal` (survives a killed
     /// process only).
     #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
@@ -183,6 +191,9 @@ struct KeygenArgs {
     /// Registry file to add the public key to (created if missing).
     #[arg(long)]
     registry: PathBuf,
+    /// The reporter is a CSP or CSPG: its reports count as proof.
+    #[arg(long)]
+    infrastructure: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -222,6 +233,10 @@ struct BenchFixturesArgs {
     /// Number of reporter keys.
     #[arg(long, default_value_t = 16)]
     reporters: u32,
+    /// Every this many reporters, one is a CSP (its reports are proof; the others' are
+    /// checked against it). 0: none.
+    #[arg(long, default_value_t = 4)]
+    csp_every: u32,
     /// Number of signed reports (each with a unique nonce, timestamped now).
     #[arg(long, default_value_t = 200_000)]
     reports: u32,
@@ -321,6 +336,7 @@ async fn enrolled_registry(
     use rustls::pki_types::pem::PemObject;
     let file = node::fetch_directory(directory, ca).await?;
     let book = net::KeyBook::new();
+    let mut infrastructure = Vec::new();
     for (i, m) in file.members.iter().enumerate() {
         let chain: Result<Vec<CertificateDer<'static>>, _> =
             CertificateDer::pem_slice_iter(m.chain.as_bytes()).collect();
@@ -328,11 +344,14 @@ async fn enrolled_registry(
             .map_err(|e| e.to_string())
             .and_then(|c| book.insert_verified(trust, &c).map_err(|e| e.to_string()))
         {
+            Ok(id) if id.role != enroll::Role::Peer => infrastructure.push(PeerId(id.node_id.0)),
             Ok(_) => {}
             Err(e) => tracing::warn!("directory member {i} skipped: {e}"),
         }
     }
-    KeyRegistry::from_entries(book.registry_entries()).context("building the key registry")
+    Ok(KeyRegistry::from_entries(book.registry_entries())
+        .context("building the key registry")?
+        .with_infrastructure(infrastructure))
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -419,6 +438,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.timestamp_window_ms = a.window_secs.saturating_mul(1000);
     cfg.report_rate_per_sec = a.report_rate;
     cfg.report_burst = a.report_burst;
+    cfg.check_reports = !a.unchecked_reports;
     cfg.synchronous = if a.sync == "normal" {
         Synchronous::Normal
     } else {
@@ -605,32 +625,49 @@ async fn opinion(a: OpinionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_to_registry(path: &Path, entries: Vec<RegistryEntry>) -> anyhow::Result<()> {
+/// Add `entries` to the registry file at `path` (replacing a peer's earlier key), marking
+/// them as CSPs or CSPGs if `infrastructure`, and keeping the file's other marks.
+fn add_to_registry(
+    path: &Path,
+    entries: Vec<RegistryEntry>,
+    infrastructure: bool,
+) -> anyhow::Result<()> {
     #[derive(serde::Deserialize)]
     struct File {
         reporters: Vec<RegistryEntry>,
+        #[serde(default)]
+        infrastructure: Vec<PeerId>,
     }
-    let mut all = if path.exists() {
+    let File {
+        reporters: mut all,
+        infrastructure: mut marked,
+    } = if path.exists() {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice::<File>(&bytes)
             .with_context(|| format!("parsing {}", path.display()))?
-            .reporters
     } else {
-        Vec::new()
+        File {
+            reporters: Vec::new(),
+            infrastructure: Vec::new(),
+        }
     };
     for e in entries {
         all.retain(|x| x.peer != e.peer);
+        marked.retain(|p| *p != e.peer);
+        if infrastructure {
+            marked.push(e.peer);
+        }
         all.push(e);
     }
     KeyRegistry::from_entries(all.clone()).context("registry would be invalid")?;
-    std::fs::write(path, KeyRegistry::to_json(&all))
+    std::fs::write(path, KeyRegistry::to_json_with(&all, &marked))
         .with_context(|| format!("writing {}", path.display()))
 }
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     let (signer, pkcs8) = ReportSigner::generate(peer(&a.peer)?, algorithm(&a.algorithm))?;
     std::fs::write(&a.out, pkcs8).with_context(|| format!("writing {}", a.out.display()))?;
-    add_to_registry(&a.registry, vec![signer.registry_entry()])?;
+    add_to_registry(&a.registry, vec![signer.registry_entry()], a.infrastructure)?;
     service::say!(
         "key for peer {} written to {}; public key added to {}",
         signer.peer(),
@@ -672,68 +709,17 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark's rank request: 5 candidate routes of 4 hops to callee 1618.
-const BENCH_ROUTES: [[u128; 4]; 5] = [
-    [1331, 1593, 1609, 1618],
-    [1536, 1600, 1609, 1618],
-    [1400, 1593, 1617, 1618],
-    [1030, 1536, 1600, 1618],
-    [1331, 1400, 1609, 1618],
-];
-
 fn bench_fixtures(a: BenchFixturesArgs) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let mut signers = Vec::new();
-    for i in 0..a.reporters.max(1) {
-        signers
-            .push(ReportSigner::generate(PeerId(100_000 + u128::from(i)), Algorithm::Ed25519)?.0);
-    }
-    let entries: Vec<_> = signers.iter().map(ReportSigner::registry_entry).collect();
-    std::fs::write(a.dir.join("registry.json"), KeyRegistry::to_json(&entries))?;
-    let subjects: Vec<u128> = {
-        let mut s: Vec<u128> = BENCH_ROUTES.iter().flatten().copied().collect();
-        s.sort_unstable();
-        s.dedup();
-        s
-    };
-    let rank_body = serde_json::json!({
-        "routes": BENCH_ROUTES
-            .iter()
-            .map(|r| r.iter().map(u128::to_string).collect::<Vec<_>>())
-            .collect::<Vec<_>>()
-    });
-    std::fs::write(a.dir.join("rank.json"), rank_body.to_string())?;
-    let file = std::fs::File::create(a.dir.join("reports.jsonl"))?;
-    let mut out = std::io::BufWriter::new(file);
-    let now = service::time::unix_ms();
-    let outcomes = [
-        Outcome::Delivered,
-        Outcome::Delivered,
-        Outcome::Delivered,
-        Outcome::Dropped,
-    ];
-    for i in 0..a.reports {
-        let i = i as usize;
-        let signer = &signers[i % signers.len()];
-        let subject = subjects[i % subjects.len()];
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let body = ReportBody {
-            reporter: signer.peer(),
-            subject: PeerId(subject),
-            outcome: outcomes[i % outcomes.len()],
-            route: vec![PeerId(subject)],
-            timestamp_ms: now,
-            nonce,
-        };
-        writeln!(out, "{}", signer.sign(body)?.to_json())?;
-    }
-    out.flush()?;
-    service::say!(
-        "wrote {} reports from {} reporters, registry.json and rank.json to {}",
+    let reporters = sos::fixtures::write_bench_fixtures(
+        &a.dir,
+        a.reporters,
+        a.csp_every,
         a.reports,
-        signers.len(),
+        service::time::unix_ms(),
+    )?;
+    service::say!(
+        "wrote {} reports from {reporters} reporters, registry.json and rank.json to {}",
+        a.reports,
         a.dir.display()
     );
     Ok(())

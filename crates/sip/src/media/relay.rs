@@ -198,7 +198,14 @@ pub struct RelayStats {
     pub rtp_lost: u64,
     /// Reports dropped because [`RelayConfig::max_reports`] were waiting.
     pub reports_dropped: u64,
+    /// Ports the shell could not open (held by another program): their pairs rest for
+    /// [`REFUSED_PAIR_REST`].
+    pub ports_refused: u64,
 }
+
+/// How long a port pair the shell could not open is passed over: another program holds
+/// it, and trying it for every call would cost each call a failed bind.
+pub const REFUSED_PAIR_REST: Duration = Duration::from_secs(60);
 
 /// The way a stream's far leg reached the other peer (the discriminant indexes
 /// [`RelayStats::ended_by_path`]).
@@ -338,6 +345,9 @@ pub struct MediaRelay {
     base: u16,
     /// Where the next search for a free pair starts (pair index).
     cursor: usize,
+    /// Pairs the shell could not open (another program holds a port), by pair index:
+    /// passed over until then ([`REFUSED_PAIR_REST`]).
+    refused_until: Vec<Time>,
     /// When each stream's idle check is due.
     idle: Deadlines<u64>,
     commands: VecDeque<MediaCommand>,
@@ -373,6 +383,7 @@ impl MediaRelay {
             ports: vec![None; span],
             base,
             cursor: 0,
+            refused_until: vec![Time::ZERO; span / 2],
             idle: Deadlines::default(),
             commands: VecDeque::new(),
             next_id: 0,
@@ -571,11 +582,24 @@ impl MediaRelay {
         }
     }
 
-    /// The shell could not open `port`: free the stream it belongs to.
-    pub fn port_unavailable(&mut self, port: u16) {
+    /// The shell could not open `port`: free the stream it belongs to, and pass over the
+    /// port's pair for [`REFUSED_PAIR_REST`]. `true` when the pair was not resting already
+    /// (worth a warning in the shell's log; a repeat is not).
+    pub fn port_unavailable(&mut self, now: Time, port: u16) -> bool {
+        self.stats.ports_refused += 1;
+        let mut fresh = false;
+        if let Some(pair) = usize::from(port)
+            .checked_sub(usize::from(self.base))
+            .map(|i| i / 2)
+            && let Some(until) = self.refused_until.get_mut(pair)
+        {
+            fresh = *until <= now;
+            *until = now + REFUSED_PAIR_REST;
+        }
         if let Some((id, _)) = self.slot(port).copied().flatten() {
             self.free(id);
         }
+        fresh
     }
 
     /// A datagram `data` arrived on our `port` from `from` (for a port carried by TURN:
@@ -685,11 +709,12 @@ impl MediaRelay {
 
     /// Take a free pair for stream `id`'s `leg`: its even port. With `open`, the shell is
     /// asked for its sockets.
-    fn take_pair(&mut self, id: u64, leg: usize, open: bool) -> Option<u16> {
+    fn take_pair(&mut self, now: Time, id: u64, leg: usize, open: bool) -> Option<u16> {
         let pairs = self.ports.len() / 2;
         for step in 0..pairs {
             let pair = (self.cursor + step) % pairs;
-            if self.ports[pair * 2].is_none() {
+            let resting = self.refused_until.get(pair).is_some_and(|t| *t > now);
+            if self.ports[pair * 2].is_none() && !resting {
                 self.cursor = (pair + 1) % pairs;
                 self.ports[pair * 2] = Some((id, leg));
                 self.ports[pair * 2 + 1] = Some((id, leg));
@@ -718,8 +743,8 @@ impl MediaRelay {
         } else {
             None
         };
-        let phone = self.take_pair(id, PHONE, true);
-        let far = phone.and_then(|_| self.take_pair(id, FAR, relayed.is_none()));
+        let phone = self.take_pair(now, id, PHONE, true);
+        let far = phone.and_then(|_| self.take_pair(now, id, FAR, relayed.is_none()));
         let (Some(phone), Some(far)) = (phone, far) else {
             if let Some(p) = phone {
                 self.release(id, p);
@@ -1102,18 +1127,52 @@ mod tests {
         )
         .unwrap();
         commands(&mut r);
-        r.port_unavailable(40003);
+        assert!(r.port_unavailable(Time::ZERO, 40003));
         assert_eq!(r.streams(), 0);
         assert_eq!(commands(&mut r).len(), 4);
-        // The range wraps round to the freed ports.
-        r.rewrite(
-            Time::ZERO,
-            "b",
-            Origin::Phone,
-            &sdp("192.168.1.20", &[4000]),
-        )
-        .unwrap();
-        assert_eq!(r.streams(), 1);
+        assert!(
+            !r.port_unavailable(Time::ZERO, 40002),
+            "a resting pair is no news"
+        );
+        assert_eq!(r.stats().ports_refused, 2);
+        // Every other pair is tried before the refused one (40002/40003) again: 7 streams'
+        // worth of pairs while it rests (only 3 streams fit), then, rested, it is taken.
+        let opened = |r: &mut MediaRelay| -> Vec<u16> {
+            commands(r)
+                .into_iter()
+                .filter_map(|c| match c {
+                    MediaCommand::Open(p) => Some(p),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut seen = Vec::new();
+        for call in ["b", "c", "d"] {
+            r.rewrite(
+                Time::ZERO,
+                call,
+                Origin::Phone,
+                &sdp("192.168.1.20", &[4000]),
+            )
+            .unwrap();
+            seen.extend(opened(&mut r));
+        }
+        assert!(!seen.contains(&40002) && !seen.contains(&40003), "{seen:?}");
+        for call in ["b", "c", "d"] {
+            r.end_call(call);
+        }
+        commands(&mut r);
+        let later = Time::ZERO + REFUSED_PAIR_REST;
+        let mut seen = Vec::new();
+        for call in ["e", "f", "g", "h"] {
+            r.rewrite(later, call, Origin::Phone, &sdp("192.168.1.20", &[4000]))
+                .unwrap();
+            seen.extend(opened(&mut r));
+        }
+        assert!(
+            seen.contains(&40002),
+            "the rested pair is taken again: {seen:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! A Chord ring at rest must be quiet, and still repair itself when a peer crashes.
+//!
+//! Thirty-two peers start from a converged ring on the deterministic network and run for
+//! minutes of virtual time with nothing to do. With back-off configured (stabilize, finger
+//! refresh and ring check doubling while nothing changes; fingers checked by asking the
+//! finger; the predecessor taken as alive while its stabilize requests arrive) the
+//! maintenance traffic per peer must fall well below that of classic fixed timers, and a
+//! crashed peer must still be routed around and dropped from its neighbours' state, both
+//! with only timeouts to go by (the simulator) and faster when the driver reports the crashed
+//! peer's links going down (the TLS runtime).
+#![allow(clippy::unwrap_used)]
+
+use overlay::{ChordConfig, ChordNode, Event, IdSpace, NodeId, Time};
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::{Network, converged_ring};
+
+const PEERS: u128 = 32;
+
+/// The demo's base timers, with or without back-off while quiet.
+fn config(quiet: bool) -> ChordConfig {
+    let mut c = ChordConfig::new(IdSpace::new(16).unwrap());
+    c.successors = 3;
+    c.successor_shortcut = true;
+    c.stabilize_every = Duration::from_millis(250);
+    c.fix_fingers_every = Duration::from_millis(60);
+    c.check_predecessor_every = Duration::from_secs(1);
+    c.ring_check_every = Duration::from_secs(5);
+    c.rpc_timeout = Duration::from_millis(500);
+    c.lookup_timeout = Duration::from_secs(2);
+    if quiet {
+        c.stabilize_max = Some(Duration::from_secs(16));
+        c.fix_fingers_max = Some(Duration::from_secs(16));
+        c.ring_check_max = Some(Duration::from_secs(64));
+    }
+    c
+}
+
+fn ids() -> Vec<NodeId> {
+    // Spread over the 16-bit circle, not evenly (fingers differ from peer to peer).
+    (0..PEERS)
+        .map(|i| NodeId((i * 2039 + i * i * 7) % 65_536))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn ring(quiet: bool) -> Network<ChordNode> {
+    let ids = ids();
+    let mut nodes = converged_ring(Arc::new(config(quiet)), &ids, |i| [i as u8 + 1; 32]);
+    // Every peer joined through the first: its ring checks go there.
+    let first = nodes[0].contact();
+    for n in &mut nodes[1..] {
+        n.add_bootstrap(first);
+    }
+    Network::new(nodes, Time::ZERO, 7)
+}
+
+/// Overlay messages delivered per peer per second between `from` and the network's now.
+fn rate_since(net: &Network<ChordNode>, from: Time) -> f64 {
+    let n = net.captured().iter().filter(|f| f.at >= from).count();
+    let secs = net.now().saturating_since(from).as_secs_f64();
+    n as f64 / secs / net.peers().count() as f64
+}
+
+/// The owner of `key` on the ring `ids`.
+fn owner(ids: &[NodeId], key: NodeId) -> NodeId {
+    ids.iter().copied().find(|i| *i >= key).unwrap_or(ids[0])
+}
+
+/// Every live peer looks up a key the dead peer used to own and one further on; every
+/// answer must name the true owner among the live peers.
+fn lookups_find_live_owners(net: &mut Network<ChordNode>, live: &[NodeId], dead: NodeId) {
+    let keys = [NodeId(dead.0.saturating_sub(1)), NodeId(dead.0 ^ 0x8000)];
+    let before = net.events().len();
+    for p in live {
+        for k in keys {
+            net.act(*p, |n, now| n.lookup(now, k));
+        }
+    }
+    net.run_for(Duration::from_secs(10));
+    let mut done = 0;
+    for (who, e) in &net.events()[before..] {
+        match e {
+            Event::LookupDone { key, owner: o, .. } => {
+                assert_eq!(o.id, owner(live, *key), "{who:?} looked up {key:?}");
+                done += 1;
+            }
+            Event::LookupFailed { key, .. } => panic!("{who:?}'s lookup of {key:?} failed"),
+            _ => {}
+        }
+    }
+    assert_eq!(done, live.len() * keys.len());
+}
+
+/// Is the ring of `live` whole: every peer's successor and predecessor the true ones?
+fn ring_whole(net: &Network<ChordNode>, live: &[NodeId]) -> bool {
+    let n = live.len();
+    live.iter().enumerate().all(|(i, id)| {
+        let p = net.peer(*id);
+        p.successor().map(|s| s.id) == Some(live[(i + 1) % n])
+            && p.predecessor().map(|s| s.id) == Some(live[(i + n - 1) % n])
+    })
+}
+
+#[test]
+fn a_quiet_ring_sends_a_fraction_of_the_classic_maintenance_and_stays_whole() {
+    let mut classic = ring(false);
+    let mut quiet = ring(true);
+    for net in [&mut classic, &mut quiet] {
+        net.run_for(Duration::from_secs(120));
+    }
+    let from = classic.now();
+    for net in [&mut classic, &mut quiet] {
+        net.run_for(Duration::from_secs(120));
+    }
+    let (c, q) = (rate_since(&classic, from), rate_since(&quiet, from));
+    eprintln!("at rest: {q:.3} messages per peer per second with back-off, {c:.3} without");
+    assert!(
+        q <= 1.0 && q * 8.0 <= c,
+        "at rest: {q:.2} messages per peer per second with back-off, {c:.2} without"
+    );
+    let ids = ids();
+    assert!(ring_whole(&quiet, &ids));
+    // The quiet ring answers lookups as correctly as ever.
+    let before = quiet.events().len();
+    for p in &ids {
+        quiet.act(*p, |n, now| n.lookup(now, NodeId(p.0 ^ 0x5555)));
+    }
+    quiet.run_for(Duration::from_secs(5));
+    let ok = quiet.events()[before..]
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, Event::LookupDone { key, owner: o, .. } if o.id == owner(&ids, *key))
+        })
+        .count();
+    assert_eq!(ok, ids.len());
+}
+
+/// Crash peer `dead` after the ring has been quiet for two minutes; `tell`: the driver
+/// reports its links going down to its neighbours (what the TLS runtime sees). Returns the
+/// seconds until the ring of the survivors is whole again.
+fn repair_after_crash(tell: bool) -> f64 {
+    let mut net = ring(true);
+    net.run_for(Duration::from_secs(120));
+    let ids = ids();
+    let dead = ids[ids.len() / 2];
+    let live: Vec<NodeId> = ids.iter().copied().filter(|i| *i != dead).collect();
+    net.remove(dead);
+    let t0 = net.now();
+    if tell {
+        for p in &live {
+            if net.peer(*p).keeps_link(dead) {
+                net.act(*p, |n, now| n.handle_link_down(now, dead, false));
+            }
+        }
+    }
+    let mut repaired = None;
+    for _ in 0..600 {
+        net.run_for(Duration::from_millis(100));
+        if ring_whole(&net, &live) {
+            repaired = Some(net.now().saturating_since(t0).as_secs_f64());
+            break;
+        }
+    }
+    let secs = repaired.unwrap_or_else(|| panic!("the ring did not close around {dead:?}"));
+    lookups_find_live_owners(&mut net, &live, dead);
+    // Nobody keeps the dead peer as a neighbour for long.
+    net.run_for(Duration::from_secs(60));
+    for p in &live {
+        let n = net.peer(*p);
+        assert!(
+            n.successors().iter().all(|s| s.id != dead)
+                && n.predecessor().map(|c| c.id) != Some(dead),
+            "{p:?} still lists the dead peer"
+        );
+    }
+    secs
+}
+
+#[test]
+fn a_quiet_ring_repairs_a_crash_by_timeouts_alone() {
+    let secs = repair_after_crash(false);
+    eprintln!("repaired by timeouts alone after {secs:.1} s");
+    // The crashed peer's predecessor notices at its next stabilize (at most the 16 s cap,
+    // jittered) plus the RPC timeout; its successor hears from the new predecessor.
+    assert!(secs <= 25.0, "repaired after {secs:.1} s");
+}
+
+#[test]
+fn a_quiet_ring_told_of_a_closed_link_repairs_within_seconds() {
+    let secs = repair_after_crash(true);
+    eprintln!("repaired after the closed link was reported in {secs:.1} s");
+    assert!(secs <= 3.0, "repaired after {secs:.1} s");
+}
+
+#[test]
+fn a_quiet_ring_takes_in_a_newcomer_and_its_fingers_follow() {
+    let mut net = ring(true);
+    net.run_for(Duration::from_secs(120));
+    let ids = ids();
+    let space = IdSpace::new(16).unwrap();
+    // A newcomer exactly at the start of peer 3's finger 12: that finger must become it.
+    let holder = ids[3];
+    let newcomer = space.finger_start(holder, 12);
+    assert!(!ids.contains(&newcomer));
+    let now = net.now();
+    let mut peers: Vec<ChordNode> = ids.iter().map(|id| net.remove(*id).unwrap()).collect();
+    peers.push(ChordNode::new(
+        Arc::new(config(true)),
+        overlay::Contact::id_only(newcomer),
+        [99; 32],
+    ));
+    let mut net = Network::new(peers, now, 8);
+    let via = net.peer(ids[0]).contact();
+    net.act(newcomer, |n, now| n.join(now, via));
+    net.run_for(Duration::from_secs(30));
+    let mut all = ids.clone();
+    all.push(newcomer);
+    all.sort();
+    assert!(ring_whole(&net, &all), "the newcomer is not in the ring");
+    // The holder's quiet finger checks find the newcomer in front of its old finger.
+    net.run_for(Duration::from_secs(170));
+    assert!(
+        net.peer(holder).fingers().any(|f| f.id == newcomer),
+        "{holder:?} did not take the newcomer as its finger 12: {:?}",
+        net.peer(holder).fingers().map(|f| f.id).collect::<Vec<_>>()
+    );
+}

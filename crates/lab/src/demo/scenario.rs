@@ -6,7 +6,7 @@ use super::calls::invite;
 use super::cluster::{self, Launch, chord_timing, converge, launch};
 use super::{Args, Cluster};
 use crate::LabError;
-use net::CallOutcome;
+use net::{CallOutcome, SecureCore};
 use overlay::NodeId;
 use sim::paper;
 use std::collections::BTreeSet;
@@ -24,7 +24,13 @@ pub(crate) struct Scenario {
     chosen_expectation: Option<f64>,
     invite_receivers: Vec<u128>,
     ping_carriers: Vec<u128>,
+    /// Successors and fingers of the CSP and the peers of the paper's routes when the call
+    /// was placed: (peer, successors, fingers). Printed when a route is missing.
+    neighbours: Vec<(u128, Vec<u128>, Vec<u128>)>,
 }
+
+/// The CSP of 1618 and the peers between it and 1618: whose tables decide the routes.
+const ROUTE_PEERS: [u128; 5] = [1536, 1593, 1597, 1600, 1609];
 
 fn note(quiet: bool, s: &str) {
     if !quiet {
@@ -89,6 +95,20 @@ impl Scenario {
         secure: &Cluster,
         sos: &sos::SosClient,
     ) -> Result<(), LabError> {
+        self.neighbours.clear();
+        for id in ROUTE_PEERS {
+            let Some(h) = secure.handle(id) else { continue };
+            if let Ok((succ, fingers)) = h
+                .call(|n, _| {
+                    let c = n.node().chord();
+                    let succ: Vec<u128> = c.successors().iter().map(|c| c.id.0).collect();
+                    (succ, c.fingers().map(|c| c.id.0).collect::<Vec<u128>>())
+                })
+                .await
+            {
+                self.neighbours.push((id, succ, fingers));
+            }
+        }
         secure.log.set_tracing(true);
         secure.log.clear();
         if let Some(CallOutcome::Ringing { srd, route, .. }) =
@@ -189,6 +209,19 @@ impl Scenario {
                 "                  (missing: the paper's route {})",
                 path_text(r)
             );
+        }
+        if !self.missing_routes().is_empty() {
+            say!(
+                "                PingRequest carried by {}; tables when the call was placed:",
+                path_text(&self.ping_carriers)
+            );
+            for (id, succ, fingers) in &self.neighbours {
+                say!(
+                    "                  {id}: successors {} fingers {}",
+                    path_text(succ),
+                    path_text(fingers)
+                );
+            }
         }
         say!(
             "  SOS chose     {}  E = {:.5}",

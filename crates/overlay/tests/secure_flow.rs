@@ -123,6 +123,39 @@ fn a_call_whose_csp_is_down_rings_through_another_csp_on_the_retry() {
     );
 }
 
+/// The callee's first Ringing is lost: the caller retries the same call, and the callee
+/// rings again without handing the application the same INVITE twice (a SIP front-end would
+/// refuse the second as a loop, and the caller would take that for the call's answer).
+#[test]
+fn a_retry_of_a_call_delivered_already_rings_again_without_a_second_incoming_call() {
+    let mut net = net();
+    let mut lost = false;
+    net.set_behaviour(
+        CALLEE,
+        adversary::drop_if(move |_, to, m| {
+            let first = to == CALLER && matches!(m, Message::Ringing { .. }) && !lost;
+            lost |= first;
+            first
+        }),
+    );
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    assert_eq!(net.incoming(CALLEE), 1, "{:?}", net.events());
+    // The Ringing the caller got answered its retry.
+    let setup = net
+        .events()
+        .iter()
+        .find_map(|(_, e)| match e {
+            SecureEvent::CallRinging { setup, .. } => Some(*setup),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        setup >= SecureConfig::default().call_timeout,
+        "rang before the retry: {setup:?}"
+    );
+}
+
 #[test]
 fn only_csp_and_callee_see_the_invite() {
     let mut net = net();

@@ -6,17 +6,30 @@
 use crate::{Contact, NodeId};
 use std::collections::{BTreeMap, VecDeque};
 
-/// The two ends of calls that rang, oldest first; bounded.
+/// The other end of a call, and at the callee the digest of the INVITE delivered.
+type End = (Contact, Option<[u8; 32]>);
+
+/// The two ends of calls that rang, oldest first; bounded. The callee's end also keeps the
+/// digest of the INVITE it was delivered, to tell a caller's retry of the same call from a
+/// new one.
 #[derive(Debug, Default)]
 pub(super) struct Dialogs {
-    peers: BTreeMap<(NodeId, u64), Contact>,
+    peers: BTreeMap<(NodeId, u64), End>,
     order: VecDeque<(NodeId, u64)>,
 }
 
 impl Dialogs {
-    /// Remember the other end of call (`caller`, `call`), forgetting the oldest over `cap`.
-    pub(super) fn insert(&mut self, caller: NodeId, call: u64, peer: Contact, cap: usize) {
-        if self.peers.insert((caller, call), peer).is_none() {
+    /// Remember the other end of call (`caller`, `call`) (and, at the callee, the digest of
+    /// the INVITE delivered), forgetting the oldest over `cap`.
+    pub(super) fn insert(
+        &mut self,
+        caller: NodeId,
+        call: u64,
+        peer: Contact,
+        invite: Option<[u8; 32]>,
+        cap: usize,
+    ) {
+        if self.peers.insert((caller, call), (peer, invite)).is_none() {
             self.order.push_back((caller, call));
         }
         while self.order.len() > cap.max(1) {
@@ -28,7 +41,15 @@ impl Dialogs {
 
     /// The other end of call (`caller`, `call`), if remembered.
     pub(super) fn get(&self, caller: NodeId, call: u64) -> Option<Contact> {
-        self.peers.get(&(caller, call)).copied()
+        self.peers.get(&(caller, call)).map(|(peer, _)| *peer)
+    }
+
+    /// Was this very INVITE of call (`caller`, `call`) delivered here already? A caller that
+    /// saw no Ringing in time sends the same request again, over another CSP.
+    pub(super) fn delivered(&self, caller: NodeId, call: u64, invite: &[u8; 32]) -> bool {
+        self.peers
+            .get(&(caller, call))
+            .is_some_and(|(_, d)| d.as_ref() == Some(invite))
     }
 
     /// Forget call (`caller`, `call`).

@@ -375,7 +375,7 @@ impl SecureNode {
         self.cache.insert(now, callee);
         let me = self.chord.id();
         self.dialogs
-            .insert(me, call, callee, self.ctx.cfg.max_dialogs);
+            .insert(me, call, callee, None, self.ctx.cfg.max_dialogs);
         self.events.push_back(SecureEvent::CallRinging {
             call,
             callee: c.callee,
@@ -1099,10 +1099,21 @@ impl SecureNode {
                 route,
             },
         );
+        // The caller's retry of a call delivered here already (its Ringing was late or
+        // lost): Ringing again, but the application has the INVITE and must not get it
+        // twice (a SIP front-end would take it for a loop and refuse the call).
+        if self
+            .dialogs
+            .delivered(request.caller.id, request.call, &digest)
+        {
+            tracing::debug!(me = %self.chord.id(), caller = %request.caller.id, call = request.call, "call delivered again (a retry): Ringing repeated");
+            return;
+        }
         self.dialogs.insert(
             request.caller.id,
             request.call,
             request.caller,
+            Some(digest),
             self.ctx.cfg.max_dialogs,
         );
         self.events.push_back(SecureEvent::IncomingCall {

@@ -903,6 +903,68 @@ mod tests {
         srv.shutdown().await.unwrap();
     }
 
+    /// Both peers' far legs go through TURN allocations on one server: ICE pairs the two
+    /// relayed candidates, and RTP crosses from one allocation to the other.
+    #[tokio::test]
+    async fn rtp_crosses_when_both_relays_go_through_turn() {
+        let mut creds = nat::CredentialStore::new();
+        creds.add_user(Credentials::new("test", "test"));
+        let srv = nat::StunServer::bind(nat::ServerConfig::loopback(creds))
+            .await
+            .unwrap()
+            .spawn();
+        let turn = MediaTurn {
+            server: srv.local_addr,
+            username: "test".into(),
+            password: "test".into(),
+            mode: TurnMode::Always,
+            stun: Vec::new(),
+            pool: 2,
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut planes = Vec::new();
+        for first in [42000, 42200] {
+            let mut cfg = RelayConfig::new(loopback, loopback);
+            (cfg.first_port, cfg.last_port) = (first, first + 199);
+            let p = MediaPlane::start(cfg, Some(turn.clone()), stop.clone()).unwrap();
+            choose_turn(Arc::downgrade(&p.0), turn.clone()).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while p.relay().turn_ready() < 2 {
+                assert!(tokio::time::Instant::now() < deadline, "no allocations");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            planes.push(p);
+        }
+        let (mut a, mut b) = (planes.remove(0), planes.remove(0));
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (pa, pb) = (
+            alice.local_addr().unwrap().port(),
+            bob.local_addr().unwrap().port(),
+        );
+        let t = overlay::Time::ZERO;
+        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
+        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
+        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        assert!(String::from_utf8_lossy(&offer).contains(" typ relay"));
+        let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));
+        let rtp = |s: &str| [&[0x80u8, 0][..], s.as_bytes()].concat();
+        let (got, _) = until_heard(&bob, &rtp("from bob"), addr(relay_b), &alice).await;
+        assert_eq!(got, rtp("from bob"));
+        let (got, _) = until_heard(&alice, &rtp("from alice"), addr(relay_a), &bob).await;
+        assert_eq!(got, rtp("from alice"));
+        for p in [&a, &b] {
+            let s = p.relay().stats().clone();
+            assert_eq!((s.ice_selected, s.turn_streams), (1, 1), "{s:?}");
+        }
+        a.end_call("c1");
+        b.end_call("c1");
+        let _ = stop_tx.send(true);
+        srv.shutdown().await.unwrap();
+    }
+
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }

@@ -6,8 +6,9 @@
 //!
 //! The checks, nomination and answering the other side's checks are `rice-proto`'s agent
 //! (the one `nat::IceSession` drives between peers), handed the relay's time and datagrams;
-//! RTP and RTCP are one agent stream each with a single component (rice-proto 0.4 selects
-//! a pair for only one component of a stream that has two), both under the same
+//! RTP and RTCP get an agent each, with one stream of one component (rice-proto 0.4 selects
+//! a pair for only one component of a stream that has two, and with two streams in one
+//! agent it loses the retransmission timer of one of them), both under the same
 //! credentials, so on the wire they are components 1 and 2 of one ICE media stream. This
 //! module adds candidates it already knows instead of gathering; on the controlled side it
 //! selects the pair an authenticated USE-CANDIDATE check arrives on, when the agent has not
@@ -194,8 +195,9 @@ fn time(i: Instant) -> Time {
 /// ([`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout)), then
 /// drains [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event).
 pub(crate) struct FarIce {
-    agent: Agent,
-    /// The agent's stream of each component (RTP, RTCP).
+    /// The agent of each component (RTP, RTCP).
+    agents: [Agent; COMPONENTS],
+    /// The agent's stream of each component.
     streams: [usize; COMPONENTS],
     /// The agent's component id in each of those streams.
     components: [usize; COMPONENTS],
@@ -226,7 +228,7 @@ impl std::fmt::Debug for FarIce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FarIce")
             .field("ufrag", &self.local.0)
-            .field("controlling", &self.agent.controlling())
+            .field("controlling", &self.agents[0].controlling())
             .field("selected", &self.selected)
             .field("failed", &self.failed)
             .finish()
@@ -245,10 +247,12 @@ impl FarIce {
         let mut rng = Rng(seed);
         let local = (rng.ice_string(8), rng.ice_string(24));
         let tie_breaker = rng.next();
-        let mut agent = Agent::builder()
-            .controlling(controlling)
-            .trickle_ice(false)
-            .build();
+        let mut agents = [(); COMPONENTS].map(|()| {
+            Agent::builder()
+                .controlling(controlling)
+                .trickle_ice(false)
+                .build()
+        });
         let mut lines = vec![
             format!("a=ice-ufrag:{}", local.0),
             format!("a=ice-pwd:{}", local.1),
@@ -256,7 +260,7 @@ impl FarIce {
         let mut priorities = Vec::new();
         let mut streams = [0; COMPONENTS];
         let mut components = [0; COMPONENTS];
-        for (i, l) in locals.iter().enumerate() {
+        for ((i, l), agent) in locals.iter().enumerate().zip(agents.iter_mut()) {
             let stream = agent.add_stream();
             let mut s = agent.mut_stream(stream)?;
             let id = s.add_component().ok()?;
@@ -307,7 +311,7 @@ impl FarIce {
             s.end_of_local_candidates();
         }
         let mut ice = FarIce {
-            agent,
+            agents,
             streams,
             components,
             locals,
@@ -332,7 +336,7 @@ impl FarIce {
 
     /// A fresh agent for an ICE restart: same addresses and role, new credentials.
     pub(crate) fn restarted(&self, now: Time, seed: u64) -> Option<Self> {
-        FarIce::new(now, self.agent.controlling(), self.locals, seed)
+        FarIce::new(now, self.agents[0].controlling(), self.locals, seed)
     }
 
     /// Our ICE attribute lines for the SDP towards the other peer.
@@ -360,13 +364,17 @@ impl FarIce {
             .filter(|c| {
                 c.transport_type == TransportType::Udp && (1..=COMPONENTS).contains(&c.component_id)
             })
+            // One of our own addresses is not the other relay (two homes on the same private
+            // prefix): checking it would only talk to ourselves.
+            .filter(|c| !self.priorities.iter().any(|(ours, _)| *ours == c.address))
             .collect();
         if !parsed.iter().any(|c| c.component_id == 1) {
             return Err(RemoteError::NoCandidates);
         }
         let mut addrs = Vec::new();
-        for (i, (&stream, &id)) in self.streams.iter().zip(&self.components).enumerate() {
-            let Some(mut s) = self.agent.mut_stream(stream) else {
+        for (i, agent) in self.agents.iter_mut().enumerate() {
+            let (stream, id) = (self.streams[i], self.components[i]);
+            let Some(mut s) = agent.mut_stream(stream) else {
                 return Err(RemoteError::NoCandidates);
             };
             s.set_remote_credentials(Credentials::new(creds.0.clone(), creds.1.clone()));
@@ -410,8 +418,8 @@ impl FarIce {
         if self.consent_response(now, component, from, data) {
             return;
         }
-        let nominated = !self.agent.controlling() && self.is_nomination(data);
-        if let Some(mut s) = self.agent.mut_stream(stream) {
+        let nominated = !self.agents[component].controlling() && self.is_nomination(data);
+        if let Some(mut s) = self.agents[component].mut_stream(stream) {
             // STUN only reaches here: the agent keeps no application data.
             let _ = s.handle_incoming_data(
                 id,
@@ -474,11 +482,12 @@ impl FarIce {
             return;
         }
         self.selected[component] = Some(pair);
+        let wait = self.consent_wait();
         let c = &mut self.consent[component];
         if !c.lost {
-            // The check that selected the pair was a consent.
+            // The check that selected the pair was a consent; the next one is due later.
             c.refreshed = Some(now);
-            c.next = None;
+            c.next = Some(now + wait);
         }
         self.events.push_back(IceEvent::Selected(component, pair));
     }
@@ -545,10 +554,8 @@ impl FarIce {
         if c.next.is_some_and(|n| n > now) {
             return;
         }
-        // 0.8 to 1.2 of the interval.
-        let span = CONSENT_INTERVAL.as_micros() as u64;
-        let wait = span * 8 / 10 + self.rng.next() % (span * 4 / 10 + 1);
-        c.next = Some(now + Duration::from_micros(wait));
+        let wait = self.consent_wait();
+        self.consent[component].next = Some(now + wait);
         let Some((ufrag, pwd)) = self.remote.clone() else {
             return;
         };
@@ -558,7 +565,7 @@ impl FarIce {
             .iter()
             .find(|(a, _)| *a == pair.local_addr)
             .map_or(0, |p| p.1);
-        let controlling = self.agent.controlling();
+        let controlling = self.agents[component].controlling();
         let Some(request) = consent_request(
             id,
             &format!("{ufrag}:{}", self.local.0),
@@ -575,6 +582,12 @@ impl FarIce {
         }
         c.pending.push_back((id, now));
         self.push_transmit(pair.local_addr, pair.remote_addr, request);
+    }
+
+    /// The wait before the next consent request: 0.8 to 1.2 of [`CONSENT_INTERVAL`].
+    fn consent_wait(&mut self) -> Duration {
+        let span = CONSENT_INTERVAL.as_micros() as u64;
+        Duration::from_micros(span * 8 / 10 + self.rng.next() % (span * 4 / 10 + 1))
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due.
@@ -627,28 +640,35 @@ impl FarIce {
         }
     }
 
-    /// Run the agent until it waits.
+    /// Run the agents until they wait.
     fn drive(&mut self, now: Time) {
+        let mut wake = None;
+        for i in 0..COMPONENTS {
+            if let Some(t) = self.drive_one(i, now) {
+                wake = Some(wake.map_or(t, |w: Time| w.min(t)));
+            }
+        }
+        self.wake = wake;
+    }
+
+    /// Run component `i`'s agent until it waits: when it wants the time again.
+    fn drive_one(&mut self, i: usize, now: Time) -> Option<Time> {
         let at = instant(now);
         for _ in 0..MAX_STEPS {
-            while let Some(t) = self.agent.poll_transmit(at) {
+            while let Some(t) = self.agents[i].poll_transmit(at) {
                 let t = t.transmit;
                 self.push_transmit(t.from, t.to, t.data.to_vec());
             }
-            match self.agent.poll(at) {
-                AgentPoll::Closed => {
-                    self.wake = None;
-                    return;
-                }
+            match self.agents[i].poll(at) {
+                AgentPoll::Closed => return None,
                 AgentPoll::WaitUntil(t) => {
                     if t > at {
-                        self.wake = Some(time(t));
-                        return;
+                        return Some(time(t));
                     }
                 }
                 AgentPoll::AllocateSocket(s) => {
                     // Only TCP candidates ask for sockets, and we offer UDP only.
-                    if let Some(mut st) = self.agent.mut_stream(s.stream_id) {
+                    if let Some(mut st) = self.agents[i].mut_stream(s.stream_id) {
                         st.allocated_socket(
                             s.component_id,
                             s.transport,
@@ -661,16 +681,12 @@ impl FarIce {
                 }
                 AgentPoll::SelectedPair(p) => {
                     let pair = p.selected.candidate_pair().clone();
-                    if let Some(mut st) = self.agent.mut_stream(p.stream_id)
+                    if let Some(mut st) = self.agents[i].mut_stream(p.stream_id)
                         && let Some(mut c) = st.mut_component(p.component_id)
                     {
                         let _ = c.set_selected_pair(pair.clone());
                     }
-                    let Some(component) = self.streams.iter().position(|s| *s == p.stream_id)
-                    else {
-                        continue;
-                    };
-                    let relayed = self.locals[component].relay == Some(pair.local.base_address);
+                    let relayed = self.locals[i].relay == Some(pair.local.base_address);
                     let chosen = IcePair {
                         local: if relayed {
                             CandidateKind::Relayed
@@ -681,15 +697,12 @@ impl FarIce {
                         remote: CandidateKind::of(pair.remote.candidate_type),
                         remote_addr: pair.remote.address,
                     };
-                    self.select(now, component, chosen);
+                    self.select(now, i, chosen);
                 }
                 AgentPoll::ComponentStateChange(c) => {
-                    if c.state == ComponentConnectionState::Failed
-                        && let Some(component) = self.streams.iter().position(|s| *s == c.stream_id)
-                        && !self.failed[component]
-                    {
-                        self.failed[component] = true;
-                        self.events.push_back(IceEvent::Failed(component));
+                    if c.state == ComponentConnectionState::Failed && !self.failed[i] {
+                        self.failed[i] = true;
+                        self.events.push_back(IceEvent::Failed(i));
                     }
                 }
                 AgentPoll::RemoveSocket(_)
@@ -698,7 +711,7 @@ impl FarIce {
             }
         }
         // Still busy: come back shortly rather than spin.
-        self.wake = Some(now + Duration::from_millis(1));
+        Some(now + Duration::from_millis(1))
     }
 }
 

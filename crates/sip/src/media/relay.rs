@@ -1886,6 +1886,12 @@ mod tests {
         cut_b_to_a: bool,
         /// Datagrams a sent to b and b received, ICE and media.
         a_to_b: u64,
+        /// One-way delay of every datagram.
+        latency: Duration,
+        /// This many more datagrams from a to b are lost.
+        lose_a_to_b: usize,
+        /// Datagrams on their way: arrival, to a (else b), port, source, bytes.
+        inflight: VecDeque<(Time, bool, u16, SocketAddr, Vec<u8>)>,
     }
 
     impl Pair {
@@ -1896,6 +1902,9 @@ mod tests {
                 now: Time::ZERO,
                 cut_b_to_a: false,
                 a_to_b: 0,
+                latency: Duration::ZERO,
+                lose_a_to_b: 0,
+                inflight: VecDeque::new(),
             }
         }
 
@@ -1926,59 +1935,72 @@ mod tests {
             [offer, to_bob, answer, to_alice].map(|b| String::from_utf8(b).unwrap())
         }
 
-        /// Move every datagram the relays send, until none is left.
-        fn deliver(&mut self) {
-            for _ in 0..1000 {
-                let mut moved = false;
-                while let Some(t) = self.a.poll_transmit() {
-                    moved = true;
-                    if t.to.ip().to_string() == A_LAN {
-                        let from = SocketAddr::new(A_LAN.parse().unwrap(), t.from_port);
-                        let out = self.a.handle_datagram(self.now, t.to.port(), from, &t.data);
-                        assert_eq!(out, None, "STUN is never forwarded");
-                    } else if t.to.ip().to_string() == B_NAT {
-                        let from = SocketAddr::new(A_NAT.parse().unwrap(), t.from_port);
-                        self.a_to_b += 1;
-                        let out = self.b.handle_datagram(self.now, t.to.port(), from, &t.data);
-                        assert_eq!(out, None, "STUN is never forwarded");
-                    }
-                }
-                while let Some(t) = self.b.poll_transmit() {
-                    moved = true;
-                    if t.to.ip().to_string() == B_LAN {
-                        let from = SocketAddr::new(B_LAN.parse().unwrap(), t.from_port);
-                        let out = self.b.handle_datagram(self.now, t.to.port(), from, &t.data);
-                        assert_eq!(out, None, "STUN is never forwarded");
-                    } else if t.to.ip().to_string() == A_NAT && !self.cut_b_to_a {
-                        let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
-                        let out = self.a.handle_datagram(self.now, t.to.port(), from, &t.data);
-                        assert_eq!(out, None, "STUN is never forwarded");
-                    }
-                }
-                if !moved {
-                    return;
+        /// Put what the relays send on the network (routed as the module comment says).
+        fn collect(&mut self) {
+            let at = self.now + self.latency;
+            while let Some(t) = self.a.poll_transmit() {
+                let to = t.to.ip().to_string();
+                if to == A_LAN {
+                    let from = SocketAddr::new(A_LAN.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, true, t.to.port(), from, t.data));
+                } else if to == B_NAT && self.lose_a_to_b > 0 {
+                    self.lose_a_to_b -= 1;
+                } else if to == B_NAT {
+                    let from = SocketAddr::new(A_NAT.parse().unwrap(), t.from_port);
+                    self.a_to_b += 1;
+                    self.inflight
+                        .push_back((at, false, t.to.port(), from, t.data));
                 }
             }
-            panic!("the relays never stop sending");
+            while let Some(t) = self.b.poll_transmit() {
+                let to = t.to.ip().to_string();
+                if to == B_LAN {
+                    let from = SocketAddr::new(B_LAN.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, false, t.to.port(), from, t.data));
+                } else if to == A_NAT && !self.cut_b_to_a {
+                    let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, true, t.to.port(), from, t.data));
+                }
+            }
         }
 
-        /// Run both relays on virtual time until `until`, 1 ms after each deadline.
-        fn run_until(&mut self, until: Time) {
-            self.deliver();
-            loop {
-                let next = [self.a.poll_timeout(), self.b.poll_timeout()]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                let Some(next) = next.filter(|n| *n <= until) else {
+        /// Hand each relay what has arrived by now.
+        fn arrive(&mut self) {
+            while self.inflight.front().is_some_and(|d| d.0 <= self.now) {
+                let Some((_, to_a, port, from, data)) = self.inflight.pop_front() else {
                     break;
                 };
+                let r = if to_a { &mut self.a } else { &mut self.b };
+                let out = r.handle_datagram(self.now, port, from, &data);
+                assert_eq!(out, None, "STUN is never forwarded");
+            }
+        }
+
+        /// Run both relays on virtual time until `until`: at each deadline and arrival.
+        fn run_until(&mut self, until: Time) {
+            for _ in 0..1_000_000 {
+                self.collect();
+                let next = [
+                    self.a.poll_timeout(),
+                    self.b.poll_timeout(),
+                    self.inflight.front().map(|d| d.0),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                let Some(next) = next.filter(|n| *n <= until) else {
+                    self.now = until;
+                    return;
+                };
                 self.now = self.now.max(next);
+                self.arrive();
                 self.a.handle_timeout(self.now);
                 self.b.handle_timeout(self.now);
-                self.deliver();
             }
-            self.now = until;
+            panic!("the relays never settle");
         }
 
         fn far_leg_pair(r: &MediaRelay) -> Option<IcePair> {
@@ -2067,6 +2089,53 @@ mod tests {
         assert_eq!(report.path, MediaPath::ServerReflexive);
         assert_eq!(report.ice, Some(a));
         assert!(!report.consent_lost);
+    }
+
+    #[test]
+    fn both_sides_select_both_components_over_paths_with_delay() {
+        // The nomination of the controlling side crosses the controlled side's own check
+        // of the pair at some delays; each side must still select a pair for RTP and RTCP.
+        for ms in [1, 5, 20, 50, 100, 150] {
+            for _ in 0..4 {
+                let mut p = Pair::new();
+                p.latency = Duration::from_millis(ms);
+                p.call(true);
+                p.run_until(Time::ZERO + secs(5));
+                for (side, r) in [("a", &p.a), ("b", &p.b)] {
+                    let ice = r.streams.values().next().unwrap().legs[FAR].ice.as_ref();
+                    let ice = ice.unwrap();
+                    for c in 0..2 {
+                        let pair = ice.selected(c);
+                        assert!(
+                            pair.is_some_and(|p| p.remote == ice::CandidateKind::ServerReflexive
+                                || p.remote == ice::CandidateKind::PeerReflexive),
+                            "{ms} ms: {side} component {c}: {pair:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lost_checks_are_sent_again() {
+        // The first checks of a towards b are lost: a retransmits, and each side still
+        // selects a pair for both components.
+        for lost in [1, 3, 6] {
+            let mut p = Pair::new();
+            p.latency = Duration::from_millis(10);
+            p.lose_a_to_b = lost;
+            p.call(true);
+            p.run_until(Time::ZERO + secs(8));
+            for r in [&p.a, &p.b] {
+                let ice = r.streams.values().next().unwrap().legs[FAR].ice.as_ref();
+                let ice = ice.unwrap();
+                assert!(
+                    ice.selected(0).is_some() && ice.selected(1).is_some(),
+                    "{lost} lost: {ice:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -731,8 +731,12 @@ impl MediaRelay {
                 match taken {
                     Ok(addrs) => {
                         if leg.relayed.is_some() {
-                            // The far end's candidates must reach us through the TURN relay.
+                            // The far end's candidates must reach us through the TURN relay
+                            // (its SDP address has been let in already).
                             for (c, peer) in addrs {
+                                if leg.announced.get(c) == Some(&Some(peer)) {
+                                    continue;
+                                }
                                 self.commands.push_back(MediaCommand::Permit {
                                     port: leg.port + c as u16,
                                     peer,

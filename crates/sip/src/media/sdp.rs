@@ -605,6 +605,56 @@ mod tests {
     }
 
     #[test]
+    fn ice_attributes_are_read_per_stream_and_replaced_by_ours() {
+        let mut body = String::from(
+            "v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+             a=ice-ufrag:sess\r\na=ice-pwd:sessionpassword0123456\r\n\
+             m=audio 40002 RTP/AVP 0\r\n\
+             a=candidate:1 1 UDP 2128609535 10.0.0.1 40002 typ host\r\n\
+             a=end-of-candidates\r\n\
+             m=video 40006 RTP/AVP 96\r\na=ice-ufrag:own\r\n",
+        );
+        for i in 0..MAX_CANDIDATES + 3 {
+            body += &format!(
+                "a=candidate:2 1 UDP 1 198.51.100.9 {} typ srflx\r\n",
+                41000 + i
+            );
+        }
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        let audio = sdp.streams()[0].ice.as_ref().unwrap();
+        assert_eq!(
+            (audio.ufrag.as_str(), audio.pwd.as_str()),
+            ("sess", "sessionpassword0123456")
+        );
+        assert_eq!(
+            audio.candidates,
+            ["candidate:1 1 UDP 2128609535 10.0.0.1 40002 typ host"]
+        );
+        // A stream's own ufrag wins over the session's; its candidates are bounded.
+        let video = sdp.streams()[1].ice.as_ref().unwrap();
+        assert_eq!(
+            (video.ufrag.as_str(), video.pwd.as_str()),
+            ("own", "sessionpassword0123456")
+        );
+        assert_eq!(video.candidates.len(), MAX_CANDIDATES);
+        // Anchored, the body loses every ICE line of its sender and carries the given ones.
+        let t = Some(Target::pair("203.0.113.1:40010".parse().unwrap()));
+        let ours = vec![
+            "a=ice-ufrag:mine".to_owned(),
+            "a=ice-pwd:minepassword".to_owned(),
+        ];
+        let out = String::from_utf8(sdp.rewrite_with(&[t, t], &[ours, Vec::new()])).unwrap();
+        assert!(!out.contains("sess") && !out.contains("candidate") && !out.contains("end-of"));
+        assert!(out.contains(
+            "m=audio 40010 RTP/AVP 0\r\na=ice-ufrag:mine\r\na=ice-pwd:minepassword\r\nm=video"
+        ));
+        // Without a password there are no ICE attributes.
+        let bare =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=ice-ufrag:u\r\n";
+        assert_eq!(Sdp::parse(bare.as_bytes()).unwrap().streams()[0].ice, None);
+    }
+
+    #[test]
     fn held_streams_are_not_active() {
         let body = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n";
         let sdp = Sdp::parse(body.as_bytes()).unwrap();

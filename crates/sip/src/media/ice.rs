@@ -11,9 +11,9 @@
 //! agent it loses the retransmission timer of one of them), both under the same
 //! credentials, so on the wire they are components 1 and 2 of one ICE media stream. This
 //! module adds candidates it already knows instead of gathering; on the controlled side it
-//! selects the pair an authenticated USE-CANDIDATE check arrives on, when the agent has not
-//! (rice-proto 0.4 misses a nomination that arrives while its own check of the pair is
-//! still pending, which left one side of a call silent); and it adds consent freshness
+//! also selects the pair an authenticated USE-CANDIDATE check arrives on when the agent has
+//! not yet (the controlling side checked that 5-tuple both ways before nominating it, so
+//! media need not wait for the agent's own check of the pair); and it adds consent freshness
 //! (RFC 7675), which that agent lacks: once a pair is selected, a STUN Binding request goes
 //! out on it every [`CONSENT_INTERVAL`] ± 20 % (seeded jitter), and a component whose
 //! consent has not been refreshed by an authenticated success response for

@@ -1894,6 +1894,8 @@ mod tests {
         latency: Duration,
         /// This many more datagrams from a to b are lost.
         lose_a_to_b: usize,
+        /// a's far leg (ports 40002, 40003) rides TURN allocations relayed at these.
+        a_turn: Option<[SocketAddr; 2]>,
         /// Datagrams on their way: arrival, to a (else b), port, source, bytes.
         inflight: VecDeque<(Time, bool, u16, SocketAddr, Vec<u8>)>,
     }
@@ -1908,6 +1910,7 @@ mod tests {
                 a_to_b: 0,
                 latency: Duration::ZERO,
                 lose_a_to_b: 0,
+                a_turn: None,
                 inflight: VecDeque::new(),
             }
         }
@@ -1944,7 +1947,17 @@ mod tests {
             let at = self.now + self.latency;
             while let Some(t) = self.a.poll_transmit() {
                 let to = t.to.ip().to_string();
-                if to == A_LAN {
+                let relayed = self
+                    .a_turn
+                    .and_then(|r| r.get(usize::from(t.from_port.checked_sub(40002)?)).copied());
+                if let Some(from) = relayed {
+                    // Out of the allocation: from its relayed address, to anywhere.
+                    if to == B_NAT {
+                        self.a_to_b += 1;
+                        self.inflight
+                            .push_back((at, false, t.to.port(), from, t.data));
+                    }
+                } else if to == A_LAN {
                     let from = SocketAddr::new(A_LAN.parse().unwrap(), t.from_port);
                     self.inflight
                         .push_back((at, true, t.to.port(), from, t.data));
@@ -1967,6 +1980,12 @@ mod tests {
                     let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
                     self.inflight
                         .push_back((at, true, t.to.port(), from, t.data));
+                } else if let Some(c) = self.a_turn.and_then(|r| r.iter().position(|a| *a == t.to))
+                {
+                    // Into a's allocation: the shell hands it in as the port's.
+                    let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, true, 40002 + c as u16, from, t.data));
                 }
             }
         }
@@ -2140,6 +2159,77 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_far_leg_through_turn_pairs_its_relayed_candidate() {
+        let mut p = Pair::new();
+        let relayed = [addr("192.0.2.1:50000"), addr("192.0.2.1:50377")];
+        p.a.set_turn_pool(Time::ZERO, 2);
+        commands(&mut p.a);
+        p.a.turn_allocated(Time::ZERO, 0, relayed[0]);
+        p.a.turn_allocated(Time::ZERO, 1, relayed[1]);
+        p.a_turn = Some(relayed);
+        p.latency = Duration::from_millis(20);
+        p.call(true);
+        p.run_until(Time::ZERO + secs(5));
+        let a = Pair::far_leg_pair(&p.a).expect("a selected a pair");
+        let b = Pair::far_leg_pair(&p.b).expect("b selected a pair");
+        assert_eq!(
+            (a.local, a.local_addr, a.remote, a.remote_addr),
+            (
+                ice::CandidateKind::Relayed,
+                relayed[0],
+                ice::CandidateKind::ServerReflexive,
+                addr("198.51.100.9:40002")
+            )
+        );
+        assert_eq!(
+            (b.remote, b.remote_addr),
+            (ice::CandidateKind::Relayed, relayed[0])
+        );
+        assert_eq!(MediaPath::of_pair(&a), MediaPath::Relayed);
+        // Media leaves a's far leg port (the shell sends it through the allocation).
+        assert_eq!(
+            p.a.handle_datagram(p.now, 40000, addr("192.168.1.20:4000"), &rtp(1)),
+            Some(Forward {
+                from_port: 40002,
+                to: addr("198.51.100.9:40002")
+            })
+        );
+    }
+
+    #[test]
+    fn new_far_credentials_restart_ice_with_new_ones_of_ours() {
+        let mut p = Pair::new();
+        let [offer, _, answer, _] = p.call(true);
+        p.run_until(Time::ZERO + secs(3));
+        assert!(Pair::far_leg_pair(&p.a).is_some());
+        let ufrag = |sdp: &str| {
+            sdp.lines()
+                .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+                .unwrap()
+                .to_owned()
+        };
+        // The same answer again (a 200 after a 183) changes nothing.
+        p.a.rewrite(p.now, "c", Origin::FarEnd, answer.as_bytes())
+            .unwrap();
+        assert!(Pair::far_leg_pair(&p.a).is_some());
+        // A far end that restarts ICE (RFC 8445 §9: new ufrag and pwd) gets a fresh agent:
+        // no pair until its checks succeed, and our next description has new credentials.
+        let restarted = answer
+            .replace(&ufrag(&answer), "Rstr")
+            .replace("a=ice-pwd:", "a=ice-pwd:x");
+        p.a.rewrite(p.now, "c", Origin::FarEnd, restarted.as_bytes())
+            .unwrap();
+        assert_eq!(Pair::far_leg_pair(&p.a), None);
+        let reoffer =
+            p.a.rewrite(p.now, "c", Origin::Phone, &sdp("192.168.1.20", &[4000]))
+                .unwrap();
+        let reoffer = String::from_utf8(reoffer).unwrap();
+        assert_ne!(ufrag(&reoffer), ufrag(&offer));
+        assert!(reoffer.contains("m=audio 40002 "), "same ports: {reoffer}");
+        assert_eq!(p.a.streams(), 1);
     }
 
     #[test]

@@ -12,7 +12,13 @@
 //! keeps a few allocations ready, the relay hands one to each far leg, and the plane carries
 //! that leg's datagrams in TURN Send/ChannelData.
 //!
-//! Every stream that ends is logged ("media report": path, packets, loss, jitter each way).
+//! Between the two peers the far legs run ICE when both relays do (the relay's
+//! [`sip::media::ice`]): the plane sends the checks and consent requests the relay asks for
+//! out of the leg's socket or TURN allocation, hands every STUN datagram back to it, and
+//! wakes it at its deadlines. The pair ICE selects and a lost consent are logged.
+//!
+//! Every stream that ends is logged ("media report": path, ICE pair, packets, loss, jitter
+//! each way).
 //!
 //! Bounded by the relay (ports, streams per peer and per call, rate, idle timeout, ready
 //! allocations); a port another program holds is given back to the relay, which takes the
@@ -28,7 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -104,7 +110,8 @@ impl Default for MediaConfig {
 const BIND_ATTEMPTS: usize = 8;
 /// Longest datagram read.
 const MAX_DATAGRAM: usize = 4096;
-/// How often idle streams are looked for.
+/// Longest wait between two looks at the relay's deadlines (idle streams, TURN retries,
+/// ICE checks and consent come sooner when the relay asks).
 const SWEEP: Duration = Duration::from_secs(1);
 /// Most worker threads of the relay's runtime.
 const MAX_MEDIA_THREADS: usize = 4;
@@ -139,6 +146,8 @@ struct Inner {
     /// without waking another.
     shards: Vec<tokio::runtime::Handle>,
     stop: watch::Receiver<bool>,
+    /// Wakes the sweep when the relay may have a sooner deadline.
+    wake: Notify,
 }
 
 /// The relay and its sockets, shared by the front-end (SDP) and the socket tasks
@@ -179,6 +188,7 @@ pub(crate) fn for_phones(
     rc.idle = cfg.idle;
     rc.max_datagram = MAX_DATAGRAM;
     rc.public_is_reflexive = cfg.public.is_none() && advertise.is_none() && learnt == Some(public);
+    rc.seed = seed();
     let plane = match MediaPlane::start(rc, cfg.turn.clone(), stop) {
         Ok(p) => p,
         Err(e) => {
@@ -194,6 +204,18 @@ pub(crate) fn for_phones(
             .spawn(choose_turn(Arc::downgrade(&plane.0), t.clone()));
     }
     Some(plane)
+}
+
+/// A seed for the relay's randomness (ICE credentials must not be guessable).
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    u64::from_le_bytes(b)
 }
 
 /// Turn the relay's TURN pool on when the mode says so: always, or when the NAT's mapping
@@ -270,6 +292,7 @@ impl MediaPlane {
             runtime: shards[0].clone(),
             shards,
             stop,
+            wake: Notify::new(),
         });
         // Each runtime lives on its own thread until the stop signal; the first one's until
         // the sweep has closed everything after it (a runtime cannot be dropped inside
@@ -306,8 +329,10 @@ impl MediaPlane {
 /// One line per ended stream, in the peer's log.
 fn log_report(r: &StreamReport) {
     let far = r.far.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let ice = r.ice.map_or_else(|| "none".into(), |p| p.to_string());
     info!(
-        call = %r.call_id, stream = r.index, path = r.path.as_str(), far = %far,
+        call = %r.call_id, stream = r.index, path = r.path.as_str(), far = %far, ice = %ice,
+        consent_lost = r.consent_lost,
         seconds = format!("{:.1}", r.duration.as_secs_f64()),
         "media report: phone->far {} packets, {} lost ({:.1} %), jitter {:.2} ms; \
          far->phone {} packets, {} lost ({:.1} %), jitter {:.2} ms",
@@ -411,7 +436,36 @@ impl Inner {
         while let Some(r) = relay.poll_report() {
             log_report(&r);
         }
+        self.transmit(relay);
+        self.wake.notify_one();
         failed
+    }
+
+    /// Send the datagrams the relay itself sends (ICE): on a socket at once, through a
+    /// TURN allocation on the runtime.
+    fn transmit(&self, relay: &mut MediaRelay) {
+        while let Some(t) = relay.poll_transmit() {
+            let carrier = match self.sockets().get(&t.from_port).map(|s| &s.carrier) {
+                Some(Carrier::Udp(s)) => Carrier::Udp(s.clone()),
+                Some(Carrier::Turn(c)) => Carrier::Turn(c.clone()),
+                None => continue,
+            };
+            match carrier {
+                Carrier::Udp(s) => {
+                    let _ = socket2::SockRef::from(&*s).send_to(&t.data, &t.to.into());
+                }
+                Carrier::Turn(c) => {
+                    self.runtime.spawn(async move {
+                        let _ = c.send_to(&t.data, t.to).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// The relay's time `at` on the runtime's clock.
+    fn instant(&self, at: overlay::Time) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.epoch + Duration::from_micros(at.0))
     }
 
     fn insert(&self, port: u16, carrier: Carrier, task: JoinHandle<()>) {
@@ -546,7 +600,14 @@ async fn serve(
             return;
         };
         let data = &buf[..len];
-        let out = inner.relay().handle_datagram(inner.now(), port, from, data);
+        let out = {
+            let mut relay = inner.relay();
+            let out = relay.handle_datagram(inner.now(), port, from, data);
+            if sip::media::ice::is_stun(data) {
+                inner.apply(&mut relay);
+            }
+            out
+        };
         if let Some(f) = out {
             inner.send(f.from_port, data, f.to).await;
         }
@@ -575,29 +636,50 @@ async fn serve_turn(
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let out = inner
-            .relay()
-            .handle_datagram(inner.now(), port, from, &data);
+        let out = {
+            let mut relay = inner.relay();
+            let out = relay.handle_datagram(inner.now(), port, from, &data);
+            if sip::media::ice::is_stun(&data) {
+                inner.apply(&mut relay);
+            }
+            out
+        };
         if let Some(f) = out {
             inner.send(f.from_port, &data, f.to).await;
         }
     }
 }
 
-/// Free idle streams every [`SWEEP`].
+/// Hand the relay the time at its deadlines (at least every [`SWEEP`]): idle streams, TURN
+/// retries, ICE checks and consent.
 async fn sweep(inner: Weak<Inner>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(SWEEP);
+    let mut next = tokio::time::Instant::now() + SWEEP;
     loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            _ = tick.tick() => {}
-        }
+        let woken = {
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            // Holds the plane only while waiting for its notice, not past it.
+            let wake = async move { strong.wake.notified().await };
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep_until(next) => false,
+                _ = wake => true,
+            }
+        };
         let Some(inner) = inner.upgrade() else {
             return;
         };
         let mut relay = inner.relay();
-        relay.handle_timeout(inner.now());
-        inner.apply(&mut relay);
+        let now = inner.now();
+        if !woken {
+            relay.handle_timeout(now);
+            inner.apply(&mut relay);
+        }
+        let limit = tokio::time::Instant::now() + SWEEP;
+        next = relay
+            .poll_timeout()
+            .map_or(limit, |at| inner.instant(at).min(limit));
     }
     // Stopped: close every socket and allocation.
     if let Some(inner) = inner.upgrade() {
@@ -650,8 +732,9 @@ mod tests {
     }
 
     /// Two peers' relays on loopback, each phone a real socket: the SDP each phone gets
-    /// names its own relay, RTP crosses both relays both ways (from a phone port other than
-    /// the one it announced, too), and hanging up closes the sockets.
+    /// names its own relay, the relays run ICE between them over their sockets, RTP crosses
+    /// both relays both ways on the selected pair (from a phone port other than the one it
+    /// announced, too), and hanging up closes the sockets.
     #[tokio::test]
     async fn rtp_crosses_two_relays_over_real_sockets() {
         let (stop_tx, stop) = watch::channel(false);
@@ -674,29 +757,26 @@ mod tests {
                 .contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:key")
         );
         let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));
+        assert!(String::from_utf8_lossy(&offer).contains("a=ice-ufrag:"));
+        assert!(!String::from_utf8_lossy(&to_bob).contains("a=ice-ufrag:"));
 
-        // Bob speaks first, from his other port: the relay latches on it.
-        bob.send_to(b"rtp from bob", ("127.0.0.1", relay_b))
-            .await
-            .unwrap();
-        // It reaches alice's relay from bob's far leg, which alice's far leg latches on;
-        // alice's phone hears it from her own relay.
-        let (got, from) = recv(&alice).await;
-        assert_eq!(
-            (got.as_slice(), from.port()),
-            (&b"rtp from bob"[..], relay_a)
-        );
+        // Bob speaks first, from his other port: the relay latches on it. Until ICE has
+        // selected a pair his RTP goes nowhere; then it reaches alice's relay on the pair,
+        // and alice's phone hears it from her own relay.
+        let rtp = |s: &str| [&[0x80u8, 0][..], s.as_bytes()].concat();
+        let (got, from) = until_heard(&bob, &rtp("from bob"), addr(relay_b), &alice).await;
+        assert_eq!((got, from.port()), (rtp("from bob"), relay_a));
         alice
-            .send_to(b"rtp from alice", ("127.0.0.1", relay_a))
+            .send_to(&rtp("from alice"), ("127.0.0.1", relay_a))
             .await
             .unwrap();
         let (got, from) = recv(&bob).await;
-        assert_eq!(
-            (got.as_slice(), from.port()),
-            (&b"rtp from alice"[..], relay_b)
-        );
-        assert_eq!(a.relay().stats().forwarded, 2);
-        assert_eq!(b.relay().stats().forwarded, 2);
+        assert_eq!((got, from.port()), (rtp("from alice"), relay_b));
+        for p in [&a, &b] {
+            let s = p.relay().stats().clone();
+            assert_eq!((s.ice_selected, s.ice_failed, s.consent_lost), (1, 0, 0));
+            assert!(s.stun_received > 0 && s.forwarded >= 2, "{s:?}");
+        }
 
         // Hang up: the relays give their ports back and close them.
         a.end_call("c1");
@@ -819,6 +899,68 @@ mod tests {
         let report = b.relay().poll_report();
         assert_eq!(report, None, "reports are drained into the log by apply");
         assert_eq!(b.relay().stats().ended, 1);
+        let _ = stop_tx.send(true);
+        srv.shutdown().await.unwrap();
+    }
+
+    /// Both peers' far legs go through TURN allocations on one server: ICE pairs the two
+    /// relayed candidates, and RTP crosses from one allocation to the other.
+    #[tokio::test]
+    async fn rtp_crosses_when_both_relays_go_through_turn() {
+        let mut creds = nat::CredentialStore::new();
+        creds.add_user(Credentials::new("test", "test"));
+        let srv = nat::StunServer::bind(nat::ServerConfig::loopback(creds))
+            .await
+            .unwrap()
+            .spawn();
+        let turn = MediaTurn {
+            server: srv.local_addr,
+            username: "test".into(),
+            password: "test".into(),
+            mode: TurnMode::Always,
+            stun: Vec::new(),
+            pool: 2,
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut planes = Vec::new();
+        for first in [42000, 42200] {
+            let mut cfg = RelayConfig::new(loopback, loopback);
+            (cfg.first_port, cfg.last_port) = (first, first + 199);
+            let p = MediaPlane::start(cfg, Some(turn.clone()), stop.clone()).unwrap();
+            choose_turn(Arc::downgrade(&p.0), turn.clone()).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while p.relay().turn_ready() < 2 {
+                assert!(tokio::time::Instant::now() < deadline, "no allocations");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            planes.push(p);
+        }
+        let (mut a, mut b) = (planes.remove(0), planes.remove(0));
+        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (pa, pb) = (
+            alice.local_addr().unwrap().port(),
+            bob.local_addr().unwrap().port(),
+        );
+        let t = overlay::Time::ZERO;
+        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
+        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
+        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        assert!(String::from_utf8_lossy(&offer).contains(" typ relay"));
+        let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));
+        let rtp = |s: &str| [&[0x80u8, 0][..], s.as_bytes()].concat();
+        let (got, _) = until_heard(&bob, &rtp("from bob"), addr(relay_b), &alice).await;
+        assert_eq!(got, rtp("from bob"));
+        let (got, _) = until_heard(&alice, &rtp("from alice"), addr(relay_a), &bob).await;
+        assert_eq!(got, rtp("from alice"));
+        for p in [&a, &b] {
+            let s = p.relay().stats().clone();
+            assert_eq!((s.ice_selected, s.turn_streams), (1, 1), "{s:?}");
+        }
+        a.end_call("c1");
+        b.end_call("c1");
         let _ = stop_tx.send(true);
         srv.shutdown().await.unwrap();
     }

@@ -299,6 +299,8 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
             ("no_destination", m.no_destination),
             ("over_limit", m.over_limit),
             ("stray", m.stray),
+            ("stun_without_ice", m.stun_dropped),
+            ("no_consent", m.no_consent),
         ] {
             dropped
                 .get_or_create(&Reason {
@@ -322,6 +324,24 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
             "media_turn_short",
             "Streams that went direct because no TURN allocation was ready",
             m.turn_short,
+        );
+        counter(
+            r,
+            "media_ice_selected",
+            "Far legs whose ICE with the other peer's relay selected a pair",
+            m.ice_selected,
+        );
+        counter(
+            r,
+            "media_ice_failed",
+            "Far legs whose ICE found no working pair",
+            m.ice_failed,
+        );
+        counter(
+            r,
+            "media_consent_lost",
+            "Far-leg components that stopped sending because consent expired (RFC 7675)",
+            m.consent_lost,
         );
     }
     let mut text = String::new();

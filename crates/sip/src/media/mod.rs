@@ -4,18 +4,21 @@
 //! NAT then hear each other although neither phone can reach the other's LAN address.
 //!
 //! [`sdp`] finds and rewrites the addresses and ports, [`relay`] is the sans-IO relay state
-//! (ports, latching, forwarding, bounds). [`MediaAnchor`] is what the front-end calls: the
+//! (ports, latching, forwarding, bounds), [`ice`] runs ICE and consent freshness on the legs
+//! between the two peers' relays. [`MediaAnchor`] is what the front-end calls: the
 //! relay itself in tests, a shell that shares the relay with its sockets in a deployment.
 
+pub mod ice;
 pub mod quality;
 pub mod relay;
 pub mod sdp;
 
+pub use ice::{CandidateKind, IcePair};
 pub use relay::{
     DirectionReport, Forward, MediaCommand, MediaError, MediaPath, MediaRelay, Origin, RelayConfig,
-    RelayStats, StreamReport,
+    RelayStats, StreamReport, Transmit,
 };
-pub use sdp::{Sdp, SdpError, Stream, Target};
+pub use sdp::{IceAttributes, Sdp, SdpError, Stream, Target};
 
 use crate::msg::{SipRequest, SipResponse};
 use overlay::Time;

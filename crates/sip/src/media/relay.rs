@@ -20,6 +20,17 @@
 //! Send/ChannelData instead of on a local socket; the relay itself sees the same ports.
 //! When no allocation is ready the stream goes direct and the shortfall is counted.
 //!
+//! Between the two peers, the far legs run ICE ([`super::ice`], RFC 8445) when the other
+//! relay does too: the SDP towards the far end carries our ICE attributes (host,
+//! server-reflexive, relayed candidates of the far leg's ports), the far end's SDP brings
+//! its own, the relays check the pairs, and media goes on the pair selected for each
+//! component while its consent (RFC 7675) holds. STUN arriving on any port is told from
+//! RTP/RTCP by its first byte (RFC 7983) and never forwarded: on an ICE far leg it goes to
+//! the agent, elsewhere it is dropped and counted. A far end whose SDP carries no ICE
+//! attributes gets the latching described above, as does every far leg with
+//! [`RelayConfig::ice`] off. The relay sends ICE's own datagrams through the same ports
+//! ([`MediaRelay::poll_transmit`]).
+//!
 //! Each stream measures both directions (packets, loss, RFC 3550 jitter, [`quality`]) and
 //! leaves a [`StreamReport`] when it ends, with the path its far leg took.
 //!
@@ -31,6 +42,7 @@
 //!
 //! [`quality`]: super::quality
 
+use super::ice::{self, FarIce, IceEvent, IcePair, LocalAddrs, RemoteError};
 use super::quality::Quality;
 use super::sdp::{Sdp, SdpError, Target};
 use crate::deadlines::Deadlines;
@@ -75,6 +87,10 @@ pub struct RelayConfig {
     pub turn_retry: Duration,
     /// Most stream reports kept for [`MediaRelay::poll_report`] (older ones are dropped).
     pub max_reports: usize,
+    /// Offer ICE on far legs, and run it with a far end that offers or answers it.
+    pub ice: bool,
+    /// Seed of the relay's randomness (ICE credentials, tie-breakers, consent jitter).
+    pub seed: u64,
 }
 
 impl RelayConfig {
@@ -95,6 +111,8 @@ impl RelayConfig {
             turn_pool: 0,
             turn_retry: Duration::from_secs(5),
             max_reports: 64,
+            ice: true,
+            seed: 0,
         }
     }
 }
@@ -201,7 +219,39 @@ pub struct RelayStats {
     /// Ports the shell could not open (held by another program): their pairs rest for
     /// [`REFUSED_PAIR_REST`].
     pub ports_refused: u64,
+    /// STUN datagrams handed to a far leg's ICE.
+    pub stun_received: u64,
+    /// STUN datagrams on a port without ICE (a phone's leg, a far end without ICE):
+    /// dropped, never forwarded.
+    pub stun_dropped: u64,
+    /// Far legs whose ICE selected a pair for RTP.
+    pub ice_selected: u64,
+    /// Far legs whose ICE found no working pair for RTP.
+    pub ice_failed: u64,
+    /// Far legs that offered ICE and were answered without it (latching instead).
+    pub ice_declined: u64,
+    /// Components of far legs whose consent expired (RFC 7675): they send no more.
+    pub consent_lost: u64,
+    /// Datagrams held back from an ICE far leg with no pair selected or no consent.
+    pub no_consent: u64,
+    /// ICE datagrams dropped because the send queue was full.
+    pub ice_dropped: u64,
 }
+
+/// A datagram the relay itself sends (ICE checks and their answers): `data` out of our
+/// port `from_port` to `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The relay's port to send from.
+    pub from_port: u16,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// ICE datagrams queued for [`MediaRelay::poll_transmit`] before further ones are dropped.
+const MAX_TRANSMITS: usize = 1024;
 
 /// How long a port pair the shell could not open is passed over: another program holds
 /// it, and trying it for every call would cost each call a failed bind.
@@ -220,6 +270,19 @@ pub enum MediaPath {
 }
 
 impl MediaPath {
+    /// The path of an ICE pair: relayed when either side is a TURN relay, server-reflexive
+    /// when either is a NAT's address, else direct.
+    pub fn of_pair(pair: &IcePair) -> Self {
+        use ice::CandidateKind::{Host, Relayed};
+        if pair.local == Relayed || pair.remote == Relayed {
+            MediaPath::Relayed
+        } else if pair.local == Host && pair.remote == Host {
+            MediaPath::Direct
+        } else {
+            MediaPath::ServerReflexive
+        }
+    }
+
     /// The name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -281,6 +344,10 @@ pub struct StreamReport {
     pub from_phone: DirectionReport,
     /// Datagrams from the far end (towards the phone).
     pub from_far: DirectionReport,
+    /// The pair ICE selected for the far leg's RTP, when the far leg ran ICE.
+    pub ice: Option<IcePair>,
+    /// Whether the far leg lost consent (RFC 7675) and stopped sending.
+    pub consent_lost: bool,
 }
 
 const LEGS: usize = 2;
@@ -288,7 +355,7 @@ const PHONE: usize = 0;
 const FAR: usize = 1;
 
 /// One side of a stream: our RTP port (RTCP is the next one) and where that side is.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Leg {
     port: u16,
     /// Where the SDP of this side says it receives (RTP, RTCP).
@@ -299,6 +366,10 @@ struct Leg {
     relayed: Option<[SocketAddr; 2]>,
     /// What arrived on this leg's RTP port.
     quality: Quality,
+    /// ICE with the other relay (far legs only, when both sides run it).
+    ice: Option<Box<FarIce>>,
+    /// The pair ICE selected for RTP, kept for the report.
+    ice_pair: Option<IcePair>,
 }
 
 impl Leg {
@@ -309,6 +380,8 @@ impl Leg {
             latched: [None; 2],
             relayed: None,
             quality: Quality::default(),
+            ice: None,
+            ice_pair: None,
         }
     }
 
@@ -363,6 +436,12 @@ pub struct MediaRelay {
     next_token: u64,
     reports: VecDeque<StreamReport>,
     stats: RelayStats,
+    /// When each stream's far-leg ICE wants the time.
+    ice_due: Deadlines<u64>,
+    /// ICE datagrams to send.
+    transmits: VecDeque<Transmit>,
+    /// Seeds each far leg's ICE (SplitMix64 state).
+    rng: u64,
 }
 
 impl MediaRelay {
@@ -394,7 +473,11 @@ impl MediaRelay {
             next_token: 0,
             reports: VecDeque::new(),
             stats: RelayStats::default(),
+            ice_due: Deadlines::default(),
+            transmits: VecDeque::new(),
+            rng: 0,
         };
+        relay.rng = relay.cfg.seed;
         relay.refill(Time::ZERO);
         relay
     }
@@ -514,6 +597,7 @@ impl MediaRelay {
             Origin::FarEnd => (FAR, PHONE),
         };
         let mut targets = Vec::with_capacity(streams.len());
+        let mut lines: Vec<Vec<String>> = Vec::new();
         for (i, s) in streams.iter().enumerate() {
             if s.port == 0 {
                 if let Some(id) = self.by_key.get(&key(i)).copied() {
@@ -527,7 +611,8 @@ impl MediaRelay {
                 targets.push(None);
                 continue;
             }
-            let id = match self.by_key.get(&key(i)).copied() {
+            let existing = self.by_key.get(&key(i)).copied();
+            let id = match existing {
                 Some(id) => Some(id),
                 None => self.open(now, key(i)),
             };
@@ -565,9 +650,188 @@ impl MediaRelay {
                 (FAR, None) => Target::pair(SocketAddr::new(self.cfg.public, to.port)),
                 _ => Target::pair(SocketAddr::new(self.cfg.lan, to.port)),
             }));
+            if let Some(id) = id {
+                self.far_ice(now, id, origin, existing.is_none(), s.ice.as_ref());
+                let ice = self.streams.get(&id).and_then(|s| s.legs[FAR].ice.as_ref());
+                if let (Some(ice), Origin::Phone) = (ice, origin) {
+                    lines.resize(i, Vec::new());
+                    lines.push(ice.sdp_lines().to_vec());
+                }
+            }
         }
         self.refill(now);
-        Ok(sdp.rewrite_to(&targets))
+        Ok(sdp.rewrite_with(&targets, &lines))
+    }
+
+    /// ICE on stream `id`'s far leg after an SDP from `origin` (with ICE attributes
+    /// `remote`, if any): a stream we offer starts it, a far end's offer with ICE starts it
+    /// as the controlled side, a far end's SDP with ICE hands it the candidates, and one
+    /// without ICE ends it (latching instead).
+    fn far_ice(
+        &mut self,
+        now: Time,
+        id: u64,
+        origin: Origin,
+        created: bool,
+        remote: Option<&super::sdp::IceAttributes>,
+    ) {
+        if !self.cfg.ice {
+            return;
+        }
+        let seed = self.next_seed();
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let leg = &mut stream.legs[FAR];
+        let locals = std::array::from_fn(|c| match leg.relayed {
+            Some(r) => LocalAddrs {
+                relay: Some(r[c]),
+                ..LocalAddrs::default()
+            },
+            None => {
+                let port = leg.port + c as u16;
+                LocalAddrs {
+                    host: Some(SocketAddr::new(self.cfg.lan, port)),
+                    srflx: (self.cfg.public != self.cfg.lan)
+                        .then(|| SocketAddr::new(self.cfg.public, port)),
+                    relay: None,
+                }
+            }
+        });
+        match (origin, remote) {
+            (Origin::Phone, _) => {
+                if created {
+                    leg.ice = FarIce::new(now, true, locals, seed).map(Box::new);
+                }
+            }
+            (Origin::FarEnd, None) => {
+                if leg.ice.take().is_some() {
+                    self.stats.ice_declined += 1;
+                    tracing::info!(call = %stream.key.0, stream = stream.key.1,
+                        "media: the far end answered without ICE; its leg latches");
+                }
+            }
+            (Origin::FarEnd, Some(attrs)) => {
+                if created {
+                    leg.ice = FarIce::new(now, false, locals, seed).map(Box::new);
+                }
+                let Some(mut agent) = leg.ice.take() else {
+                    return;
+                };
+                let mut taken = agent.set_remote(now, attrs);
+                if taken == Err(RemoteError::Restart)
+                    && let Some(fresh) = agent.restarted(now, seed)
+                {
+                    tracing::info!(call = %stream.key.0, stream = stream.key.1,
+                        "media: the far end restarted ICE");
+                    agent = Box::new(fresh);
+                    leg.ice_pair = None;
+                    taken = agent.set_remote(now, attrs);
+                }
+                match taken {
+                    Ok(addrs) => {
+                        if leg.relayed.is_some() {
+                            // The far end's candidates must reach us through the TURN relay
+                            // (its SDP address has been let in already).
+                            for (c, peer) in addrs {
+                                if leg.announced.get(c) == Some(&Some(peer)) {
+                                    continue;
+                                }
+                                self.commands.push_back(MediaCommand::Permit {
+                                    port: leg.port + c as u16,
+                                    peer,
+                                });
+                            }
+                        }
+                        leg.ice = Some(agent);
+                    }
+                    Err(e) => {
+                        self.stats.ice_declined += 1;
+                        tracing::info!(call = %stream.key.0, stream = stream.key.1,
+                            "media: the far end's ICE is unusable ({e:?}); its leg latches");
+                    }
+                }
+            }
+        }
+        self.ice_sync(id);
+    }
+
+    fn next_seed(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Take what stream `id`'s far-leg ICE produced: datagrams to send, events to log and
+    /// count, its next deadline.
+    fn ice_sync(&mut self, id: u64) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            self.ice_due.remove(&id);
+            return;
+        };
+        let leg = &mut stream.legs[FAR];
+        let Some(agent) = leg.ice.as_mut() else {
+            self.ice_due.remove(&id);
+            return;
+        };
+        while let Some((from, to, data)) = agent.poll_transmit() {
+            let from_port = match leg.relayed {
+                Some(r) => r
+                    .iter()
+                    .position(|a| *a == from)
+                    .map(|c| leg.port + c as u16),
+                None => Some(from.port()).filter(|p| *p == leg.port || *p == leg.port + 1),
+            };
+            match from_port {
+                Some(from_port) if self.transmits.len() < MAX_TRANSMITS => {
+                    self.transmits.push_back(Transmit {
+                        from_port,
+                        to,
+                        data,
+                    });
+                }
+                _ => self.stats.ice_dropped += 1,
+            }
+        }
+        self.stats.ice_dropped += std::mem::take(&mut agent.dropped);
+        let (call, index) = (&stream.key.0, stream.key.1);
+        while let Some(event) = agent.poll_event() {
+            match event {
+                IceEvent::Selected(c, pair) => {
+                    leg.latched[c] = Some(pair.remote_addr);
+                    if c == 0 {
+                        if leg.ice_pair.is_none() {
+                            self.stats.ice_selected += 1;
+                        }
+                        leg.ice_pair = Some(pair);
+                    }
+                    tracing::info!(call = %call, stream = index, component = c + 1,
+                        path = MediaPath::of_pair(&pair).as_str(),
+                        "media: ICE selected {pair}");
+                }
+                IceEvent::Failed(c) => {
+                    if c == 0 {
+                        self.stats.ice_failed += 1;
+                    }
+                    tracing::warn!(call = %call, stream = index, component = c + 1,
+                        "media: ICE found no working pair to the far end");
+                }
+                IceEvent::ConsentLost(c) => {
+                    self.stats.consent_lost += 1;
+                    tracing::warn!(call = %call, stream = index, component = c + 1,
+                        "media: consent to send to the far end expired ({:?} without a \
+                         refreshed check); sending stopped", ice::CONSENT_TIMEOUT);
+                }
+            }
+        }
+        match agent.poll_timeout() {
+            Some(at) => self.ice_due.set(id, at),
+            None => {
+                self.ice_due.remove(&id);
+            }
+        }
     }
 
     /// The dialog of `call_id` ended: free its streams.
@@ -621,6 +885,37 @@ impl MediaRelay {
             return None;
         };
         let component = usize::from(port != stream.legs[leg].port);
+        if ice::is_stun(data) {
+            // RFC 7983: STUN, never media. It is ICE's on a far leg running it.
+            let far = &mut stream.legs[FAR];
+            match far.ice.as_mut().filter(|_| leg == FAR) {
+                Some(agent) => {
+                    let local = match far.relayed {
+                        Some(r) => r[component],
+                        None => SocketAddr::new(self.cfg.lan, port),
+                    };
+                    self.stats.stun_received += 1;
+                    agent.handle_stun(now, component, local, from, data);
+                    self.ice_sync(id);
+                }
+                None => self.stats.stun_dropped += 1,
+            }
+            return None;
+        }
+        if let Some(agent) = stream.legs[leg].ice.as_ref().filter(|i| i.has_remote()) {
+            // From the far end over ICE: only on the selected pair.
+            match agent.selected(component) {
+                Some(p) if p.remote_addr == from => {}
+                Some(_) => {
+                    self.stats.foreign += 1;
+                    return None;
+                }
+                None => {
+                    self.stats.no_consent += 1;
+                    return None;
+                }
+            }
+        }
         let latched = &mut stream.legs[leg].latched[component];
         match latched {
             Some(src) if *src != from => {
@@ -649,9 +944,20 @@ impl MediaRelay {
             return None;
         }
         let other = &stream.legs[1 - leg];
-        let Some(to) = other.destination(component) else {
-            self.stats.no_destination += 1;
-            return None;
+        let to = match other.ice.as_ref().filter(|i| i.has_remote()) {
+            Some(agent) => agent.destination(component).ok_or(true),
+            None => other.destination(component).ok_or(false),
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(ice) => {
+                if ice {
+                    self.stats.no_consent += 1;
+                } else {
+                    self.stats.no_destination += 1;
+                }
+                return None;
+            }
         };
         self.stats.forwarded += 1;
         Some(Forward {
@@ -660,8 +966,23 @@ impl MediaRelay {
         })
     }
 
-    /// Free the streams idle at `now`; ask for TURN allocations again after a failure.
+    /// Free the streams idle at `now`, drive far-leg ICE (checks, consent); ask for TURN
+    /// allocations again after a failure.
     pub fn handle_timeout(&mut self, now: Time) {
+        let mut due = Vec::new();
+        while let Some(id) = self.ice_due.pop_due(now) {
+            due.push(id);
+        }
+        for id in due {
+            if let Some(agent) = self
+                .streams
+                .get_mut(&id)
+                .and_then(|s| s.legs[FAR].ice.as_mut())
+            {
+                agent.handle_timeout(now);
+            }
+            self.ice_sync(id);
+        }
         while let Some(id) = self.idle.pop_due(now) {
             let Some(stream) = self.streams.get(&id) else {
                 continue;
@@ -682,10 +1003,15 @@ impl MediaRelay {
         let retry = self
             .turn_retry_at
             .filter(|_| self.turn_ready.len() + self.turn_pending.len() < self.cfg.turn_pool);
-        match (self.idle.next(), retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.idle.next(), retry, self.ice_due.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next datagram the relay itself sends (ICE checks, answers, consent).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
     }
 
     /// The next socket or allocation to open, attach or close.
@@ -808,11 +1134,14 @@ impl MediaRelay {
         };
         self.by_key.remove(&stream.key);
         self.idle.remove(&id);
+        self.ice_due.remove(&id);
         for leg in &stream.legs {
             self.release(id, leg.port);
         }
         let far = &stream.legs[FAR];
-        let path = if far.relayed.is_some() {
+        let path = if let Some(pair) = &far.ice_pair {
+            MediaPath::of_pair(pair)
+        } else if far.relayed.is_some() {
             MediaPath::Relayed
         } else if self.cfg.public_is_reflexive {
             MediaPath::ServerReflexive
@@ -827,6 +1156,8 @@ impl MediaRelay {
             duration: stream.last_active.saturating_since(stream.started),
             from_phone: DirectionReport::of(&stream.legs[PHONE].quality),
             from_far: DirectionReport::of(&far.quality),
+            ice: far.ice_pair,
+            consent_lost: far.ice.as_ref().is_some_and(|i| i.consent_lost(0)),
         };
         self.stats.ended += 1;
         self.stats.ended_by_path[path as usize] += 1;
@@ -850,9 +1181,10 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A datagram of `n` bytes (not RTP: quality counts none of it).
+    /// A datagram of `n` bytes (neither RTP, which quality would count, nor STUN, which
+    /// the relay never forwards).
     fn d(n: usize) -> Vec<u8> {
-        vec![0; n]
+        vec![0x40; n]
     }
 
     fn relay() -> MediaRelay {
@@ -860,6 +1192,8 @@ mod tests {
         cfg.first_port = 40000;
         cfg.last_port = 40015; // 8 pairs: 4 streams
         cfg.max_streams_per_call = 3;
+        // The latching and bounds tests speak to a far end without ICE; ICE has its own.
+        cfg.ice = false;
         MediaRelay::new(cfg)
     }
 
@@ -1523,5 +1857,555 @@ mod tests {
         }
         assert_eq!(r.poll_report().map(|r| r.call_id), Some("y".to_owned()));
         assert_eq!(r.stats().reports_dropped, 1);
+    }
+
+    // ICE between two relays, on virtual time over a simulated internet: each relay sits
+    // behind a full-cone NAT that keeps ports (its public address is server-reflexive).
+    // Both homes use the same private address, as in scripts/voice-nat: a check towards the
+    // other home's host candidate lands on the sender's own port.
+
+    /// A relay for ICE tests: LAN `lan`, NAT address `public`.
+    fn ice_relay(lan: &str, public: &str, seed: u64) -> MediaRelay {
+        let mut cfg = RelayConfig::new(lan.parse().unwrap(), public.parse().unwrap());
+        cfg.first_port = 40000;
+        cfg.last_port = 40015;
+        cfg.public_is_reflexive = true;
+        cfg.seed = seed;
+        // These tests send no media for minutes: checks and consent do not keep a stream.
+        cfg.idle = Duration::from_secs(3600);
+        MediaRelay::new(cfg)
+    }
+
+    const A_LAN: &str = "10.0.0.1";
+    const A_NAT: &str = "203.0.113.1";
+    const B_LAN: &str = "10.0.0.1";
+    const B_NAT: &str = "198.51.100.9";
+
+    /// The two peers' relays and the network between them.
+    struct Pair {
+        a: MediaRelay,
+        b: MediaRelay,
+        now: Time,
+        /// Datagrams from b to a are lost (b's side of the path is cut).
+        cut_b_to_a: bool,
+        /// Datagrams a sent to b and b received, ICE and media.
+        a_to_b: u64,
+        /// One-way delay of every datagram.
+        latency: Duration,
+        /// This many more datagrams from a to b are lost.
+        lose_a_to_b: usize,
+        /// a's far leg (ports 40002, 40003) rides TURN allocations relayed at these.
+        a_turn: Option<[SocketAddr; 2]>,
+        /// Datagrams on their way: arrival, to a (else b), port, source, bytes.
+        inflight: VecDeque<(Time, bool, u16, SocketAddr, Vec<u8>)>,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            Pair {
+                a: ice_relay(A_LAN, A_NAT, 1),
+                b: ice_relay(B_LAN, B_NAT, 2),
+                now: Time::ZERO,
+                cut_b_to_a: false,
+                a_to_b: 0,
+                latency: Duration::ZERO,
+                lose_a_to_b: 0,
+                a_turn: None,
+                inflight: VecDeque::new(),
+            }
+        }
+
+        /// Alice's phone offers through a, b passes the offer to bob's phone, bob's answer
+        /// comes back: the SDP each side saw.
+        fn call(&mut self, b_answers_ice: bool) -> [String; 4] {
+            let t = self.now;
+            let offer = self
+                .a
+                .rewrite(t, "c", Origin::Phone, &sdp("192.168.1.20", &[4000]))
+                .unwrap();
+            let to_bob = self.b.rewrite(t, "c", Origin::FarEnd, &offer).unwrap();
+            let mut answer = self
+                .b
+                .rewrite(t, "c", Origin::Phone, &sdp("192.168.2.30", &[5000]))
+                .unwrap();
+            if !b_answers_ice {
+                // An older peer: its answer names its public side and nothing more.
+                answer = String::from_utf8(answer)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| !l.starts_with("a=ice") && !l.starts_with("a=candidate"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect::<String>()
+                    .into_bytes();
+            }
+            let to_alice = self.a.rewrite(t, "c", Origin::FarEnd, &answer).unwrap();
+            [offer, to_bob, answer, to_alice].map(|b| String::from_utf8(b).unwrap())
+        }
+
+        /// Put what the relays send on the network (routed as the module comment says).
+        fn collect(&mut self) {
+            let at = self.now + self.latency;
+            while let Some(t) = self.a.poll_transmit() {
+                let to = t.to.ip().to_string();
+                let relayed = self
+                    .a_turn
+                    .and_then(|r| r.get(usize::from(t.from_port.checked_sub(40002)?)).copied());
+                if let Some(from) = relayed {
+                    // Out of the allocation: from its relayed address, to anywhere.
+                    if to == B_NAT {
+                        self.a_to_b += 1;
+                        self.inflight
+                            .push_back((at, false, t.to.port(), from, t.data));
+                    }
+                } else if to == A_LAN {
+                    let from = SocketAddr::new(A_LAN.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, true, t.to.port(), from, t.data));
+                } else if to == B_NAT && self.lose_a_to_b > 0 {
+                    self.lose_a_to_b -= 1;
+                } else if to == B_NAT {
+                    let from = SocketAddr::new(A_NAT.parse().unwrap(), t.from_port);
+                    self.a_to_b += 1;
+                    self.inflight
+                        .push_back((at, false, t.to.port(), from, t.data));
+                }
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                let to = t.to.ip().to_string();
+                if to == B_LAN {
+                    let from = SocketAddr::new(B_LAN.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, false, t.to.port(), from, t.data));
+                } else if to == A_NAT && !self.cut_b_to_a {
+                    let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, true, t.to.port(), from, t.data));
+                } else if let Some(c) = self.a_turn.and_then(|r| r.iter().position(|a| *a == t.to))
+                {
+                    // Into a's allocation: the shell hands it in as the port's.
+                    let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
+                    self.inflight
+                        .push_back((at, true, 40002 + c as u16, from, t.data));
+                }
+            }
+        }
+
+        /// Hand each relay what has arrived by now.
+        fn arrive(&mut self) {
+            while self.inflight.front().is_some_and(|d| d.0 <= self.now) {
+                let Some((_, to_a, port, from, data)) = self.inflight.pop_front() else {
+                    break;
+                };
+                let r = if to_a { &mut self.a } else { &mut self.b };
+                let out = r.handle_datagram(self.now, port, from, &data);
+                assert_eq!(out, None, "STUN is never forwarded");
+            }
+        }
+
+        /// Run both relays on virtual time until `until`: at each deadline and arrival.
+        fn run_until(&mut self, until: Time) {
+            for _ in 0..1_000_000 {
+                self.collect();
+                let next = [
+                    self.a.poll_timeout(),
+                    self.b.poll_timeout(),
+                    self.inflight.front().map(|d| d.0),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                let Some(next) = next.filter(|n| *n <= until) else {
+                    self.now = until;
+                    return;
+                };
+                self.now = self.now.max(next);
+                self.arrive();
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+            }
+            panic!("the relays never settle");
+        }
+
+        fn far_leg_pair(r: &MediaRelay) -> Option<IcePair> {
+            r.streams.values().next().and_then(|s| s.legs[FAR].ice_pair)
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn the_far_sdp_carries_ice_and_the_phones_never_see_it() {
+        let mut p = Pair::new();
+        let [offer, to_bob, answer, to_alice] = p.call(true);
+        // Towards the other peer: the default address as before, then credentials and
+        // host and server-reflexive candidates for RTP and RTCP.
+        assert!(offer.contains("c=IN IP4 203.0.113.1\r\n") && offer.contains("m=audio 40002 "));
+        for line in [
+            "a=candidate:1 1 UDP 2128609535 10.0.0.1 40002 typ host",
+            "a=candidate:2 1 UDP 1692401919 203.0.113.1 40002 typ srflx raddr 10.0.0.1 rport 40002",
+            "a=candidate:1 2 UDP 2128609534 10.0.0.1 40003 typ host",
+        ] {
+            assert!(offer.contains(line), "{line} not in {offer}");
+        }
+        assert!(offer.contains("a=ice-ufrag:") && offer.contains("a=ice-pwd:"));
+        assert!(answer.contains("a=ice-ufrag:") && answer.contains("198.51.100.9 40002 typ srflx"));
+        // The phones get plain SDP naming their own peer.
+        for to_phone in [&to_bob, &to_alice] {
+            assert!(!to_phone.contains("a=ice") && !to_phone.contains("a=candidate"));
+        }
+        // Same seed, same credentials: runs are reproducible.
+        let mut again = Pair::new();
+        assert_eq!(again.call(true)[0], offer);
+    }
+
+    #[test]
+    fn checks_select_the_nominated_pair_and_media_takes_it() {
+        let mut p = Pair::new();
+        p.call(true);
+        p.run_until(Time::ZERO + secs(3));
+        // The homes' private addresses do not cross: each side sends from its host base
+        // to the other's server-reflexive address.
+        let a = Pair::far_leg_pair(&p.a).expect("a selected a pair");
+        let b = Pair::far_leg_pair(&p.b).expect("b selected a pair");
+        assert_eq!(
+            (a.local, a.local_addr, a.remote, a.remote_addr),
+            (
+                ice::CandidateKind::Host,
+                addr("10.0.0.1:40002"),
+                ice::CandidateKind::ServerReflexive,
+                addr("198.51.100.9:40002")
+            )
+        );
+        assert_eq!(b.remote_addr, addr("203.0.113.1:40002"));
+        assert_eq!(MediaPath::of_pair(&a), MediaPath::ServerReflexive);
+        assert_eq!((p.a.stats().ice_selected, p.b.stats().ice_selected), (1, 1));
+        assert!(p.a.stats().stun_received > 0 && p.b.stats().stun_received > 0);
+        // RTP from alice's phone goes out on the pair; what b gets reaches bob's phone.
+        let fwd =
+            p.a.handle_datagram(p.now, 40000, addr("192.168.1.20:4000"), &rtp(1))
+                .unwrap();
+        assert_eq!(
+            fwd,
+            Forward {
+                from_port: 40002,
+                to: addr("198.51.100.9:40002")
+            }
+        );
+        assert_eq!(
+            p.b.handle_datagram(p.now, 40002, addr("203.0.113.1:40002"), &rtp(1)),
+            Some(Forward {
+                from_port: 40000,
+                to: addr("192.168.2.30:5000")
+            })
+        );
+        // Media from another source than the pair's is not taken.
+        assert_eq!(
+            p.b.handle_datagram(p.now, 40002, addr("192.0.2.66:40002"), &rtp(2)),
+            None
+        );
+        assert_eq!(p.b.stats().foreign, 1);
+        // The report names the pair.
+        p.a.end_call("c");
+        let report = p.a.poll_report().unwrap();
+        assert_eq!(report.path, MediaPath::ServerReflexive);
+        assert_eq!(report.ice, Some(a));
+        assert!(!report.consent_lost);
+    }
+
+    #[test]
+    fn both_sides_select_both_components_over_paths_with_delay() {
+        // The nomination of the controlling side crosses the controlled side's own check
+        // of the pair at some delays; each side must still select a pair for RTP and RTCP.
+        for ms in [1, 5, 20, 50, 100, 150] {
+            for _ in 0..4 {
+                let mut p = Pair::new();
+                p.latency = Duration::from_millis(ms);
+                p.call(true);
+                p.run_until(Time::ZERO + secs(5));
+                for (side, r) in [("a", &p.a), ("b", &p.b)] {
+                    let ice = r.streams.values().next().unwrap().legs[FAR].ice.as_ref();
+                    let ice = ice.unwrap();
+                    for c in 0..2 {
+                        let pair = ice.selected(c);
+                        assert!(
+                            pair.is_some_and(|p| p.remote == ice::CandidateKind::ServerReflexive
+                                || p.remote == ice::CandidateKind::PeerReflexive),
+                            "{ms} ms: {side} component {c}: {pair:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lost_checks_are_sent_again() {
+        // The first checks of a towards b are lost: a retransmits, and each side still
+        // selects a pair for both components.
+        for lost in [1, 3, 6] {
+            let mut p = Pair::new();
+            p.latency = Duration::from_millis(10);
+            p.lose_a_to_b = lost;
+            p.call(true);
+            p.run_until(Time::ZERO + secs(8));
+            for r in [&p.a, &p.b] {
+                let ice = r.streams.values().next().unwrap().legs[FAR].ice.as_ref();
+                let ice = ice.unwrap();
+                assert!(
+                    ice.selected(0).is_some() && ice.selected(1).is_some(),
+                    "{lost} lost: {ice:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_far_leg_through_turn_pairs_its_relayed_candidate() {
+        let mut p = Pair::new();
+        let relayed = [addr("192.0.2.1:50000"), addr("192.0.2.1:50377")];
+        p.a.set_turn_pool(Time::ZERO, 2);
+        commands(&mut p.a);
+        p.a.turn_allocated(Time::ZERO, 0, relayed[0]);
+        p.a.turn_allocated(Time::ZERO, 1, relayed[1]);
+        p.a_turn = Some(relayed);
+        p.latency = Duration::from_millis(20);
+        p.call(true);
+        p.run_until(Time::ZERO + secs(5));
+        let a = Pair::far_leg_pair(&p.a).expect("a selected a pair");
+        let b = Pair::far_leg_pair(&p.b).expect("b selected a pair");
+        assert_eq!(
+            (a.local, a.local_addr, a.remote, a.remote_addr),
+            (
+                ice::CandidateKind::Relayed,
+                relayed[0],
+                ice::CandidateKind::ServerReflexive,
+                addr("198.51.100.9:40002")
+            )
+        );
+        assert_eq!(
+            (b.remote, b.remote_addr),
+            (ice::CandidateKind::Relayed, relayed[0])
+        );
+        assert_eq!(MediaPath::of_pair(&a), MediaPath::Relayed);
+        // Media leaves a's far leg port (the shell sends it through the allocation).
+        assert_eq!(
+            p.a.handle_datagram(p.now, 40000, addr("192.168.1.20:4000"), &rtp(1)),
+            Some(Forward {
+                from_port: 40002,
+                to: addr("198.51.100.9:40002")
+            })
+        );
+    }
+
+    #[test]
+    fn new_far_credentials_restart_ice_with_new_ones_of_ours() {
+        let mut p = Pair::new();
+        let [offer, _, answer, _] = p.call(true);
+        p.run_until(Time::ZERO + secs(3));
+        assert!(Pair::far_leg_pair(&p.a).is_some());
+        let ufrag = |sdp: &str| {
+            sdp.lines()
+                .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+                .unwrap()
+                .to_owned()
+        };
+        // The same answer again (a 200 after a 183) changes nothing.
+        p.a.rewrite(p.now, "c", Origin::FarEnd, answer.as_bytes())
+            .unwrap();
+        assert!(Pair::far_leg_pair(&p.a).is_some());
+        // A far end that restarts ICE (RFC 8445 §9: new ufrag and pwd) gets a fresh agent:
+        // no pair until its checks succeed, and our next description has new credentials.
+        let restarted = answer
+            .replace(&ufrag(&answer), "Rstr")
+            .replace("a=ice-pwd:", "a=ice-pwd:x");
+        p.a.rewrite(p.now, "c", Origin::FarEnd, restarted.as_bytes())
+            .unwrap();
+        assert_eq!(Pair::far_leg_pair(&p.a), None);
+        let reoffer =
+            p.a.rewrite(p.now, "c", Origin::Phone, &sdp("192.168.1.20", &[4000]))
+                .unwrap();
+        let reoffer = String::from_utf8(reoffer).unwrap();
+        assert_ne!(ufrag(&reoffer), ufrag(&offer));
+        assert!(reoffer.contains("m=audio 40002 "), "same ports: {reoffer}");
+        assert_eq!(p.a.streams(), 1);
+    }
+
+    #[test]
+    fn consent_is_refreshed_every_five_seconds_and_lost_after_thirty_of_silence() {
+        let mut p = Pair::new();
+        p.call(true);
+        p.run_until(Time::ZERO + secs(3));
+        assert!(Pair::far_leg_pair(&p.a).is_some());
+        // Two minutes with the path up: consent requests every 4–6 s keep both sides going.
+        let before = p.a_to_b;
+        p.run_until(Time::ZERO + secs(123));
+        let requests = p.a_to_b - before;
+        // RTP and RTCP, a request every 4–6 s each (40–60), and as many answers to b's.
+        assert!((80..=120).contains(&requests), "{requests} datagrams");
+        assert_eq!(p.a.stats().consent_lost, 0);
+        let phone = addr("192.168.1.20:4000");
+        assert!(p.a.handle_datagram(p.now, 40000, phone, &rtp(1)).is_some());
+        // b's answers stop reaching a. Its last refresh came at most 6 s before: 23 s
+        // later a still sends; 30 s after that refresh it stops both components, logs it
+        // and counts it.
+        p.cut_b_to_a = true;
+        let cut = p.now;
+        p.run_until(cut + secs(23));
+        assert!(p.a.handle_datagram(p.now, 40000, phone, &rtp(2)).is_some());
+        assert_eq!(p.a.stats().consent_lost, 0);
+        p.run_until(cut + secs(30));
+        assert_eq!(p.a.stats().consent_lost, 2);
+        assert_eq!(p.a.handle_datagram(p.now, 40000, phone, &rtp(3)), None);
+        assert_eq!(
+            p.a.handle_datagram(p.now, 40001, addr("192.168.1.20:4001"), &rtp(3)),
+            None
+        );
+        assert_eq!(p.a.stats().no_consent, 2);
+        // b's own requests went the cut way: b lost consent at the same time.
+        assert_eq!(p.b.stats().consent_lost, 2);
+        // Nothing more goes out on a's pair: no consent requests either.
+        let quiet = p.a_to_b;
+        p.run_until(p.now + secs(20));
+        assert_eq!(p.a_to_b, quiet);
+        p.a.end_call("c");
+        assert!(p.a.poll_report().unwrap().consent_lost);
+    }
+
+    #[test]
+    fn stun_never_reaches_a_phone() {
+        let mut p = Pair::new();
+        p.call(true);
+        p.run_until(Time::ZERO + secs(3));
+        // A STUN Binding request (first byte 0) from alice's phone, and one from the far
+        // end on the far leg: neither goes anywhere.
+        let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend_from_slice(&[7; 12]);
+        let phone = addr("192.168.1.20:4000");
+        assert_eq!(p.a.handle_datagram(p.now, 40000, phone, &stun), None);
+        assert_eq!(p.a.stats().stun_dropped, 1);
+        let b = addr("198.51.100.9:40002");
+        assert_eq!(p.a.handle_datagram(p.now, 40002, b, &stun), None);
+        // A relay without ICE drops STUN on every port too.
+        let mut r = relay();
+        offer_and_answer(&mut r);
+        for (port, from) in [(40000, phone), (40002, addr("198.51.100.9:30000"))] {
+            assert_eq!(r.handle_datagram(Time::ZERO, port, from, &stun), None);
+        }
+        assert_eq!((r.stats().stun_dropped, r.stats().forwarded), (2, 0));
+        // The ICE checks themselves were delivered to the relays and nothing reached a
+        // phone (`Pair::deliver` asserts each STUN datagram is forwarded nowhere).
+        assert!(p.b.stats().stun_received > 0);
+    }
+
+    #[test]
+    fn a_far_end_without_ice_still_latches() {
+        let mut p = Pair::new();
+        let [_, _, answer, to_alice] = p.call(false);
+        assert!(!answer.contains("a=ice"));
+        assert!(to_alice.contains("m=audio 40000 "));
+        assert_eq!(p.a.stats().ice_declined, 1);
+        // Its media comes from where its NAT maps it: a latches on it and answers there.
+        let nat = addr("198.51.100.9:61000");
+        assert_eq!(
+            p.a.handle_datagram(Time::ZERO, 40002, nat, &rtp(1)),
+            Some(Forward {
+                from_port: 40000,
+                to: addr("192.168.1.20:4000")
+            })
+        );
+        assert_eq!(
+            p.a.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &rtp(1)),
+            Some(Forward {
+                from_port: 40002,
+                to: nat
+            })
+        );
+        // No checks, no consent: nothing of a's own goes out.
+        p.run_until(Time::ZERO + secs(60));
+        assert_eq!(p.a_to_b, 0);
+        // An offer without ICE is answered without it.
+        let mut c = ice_relay(B_LAN, B_NAT, 3);
+        c.rewrite(
+            Time::ZERO,
+            "x",
+            Origin::FarEnd,
+            &sdp("203.0.113.1", &[30000]),
+        )
+        .unwrap();
+        let answer = c
+            .rewrite(
+                Time::ZERO,
+                "x",
+                Origin::Phone,
+                &sdp("192.168.2.30", &[5000]),
+            )
+            .unwrap();
+        assert!(!String::from_utf8(answer).unwrap().contains("a=ice"));
+    }
+
+    #[test]
+    fn a_far_leg_through_turn_offers_its_relayed_candidates_and_lets_the_far_end_in() {
+        let mut r = ice_relay(A_LAN, A_NAT, 4);
+        r.set_turn_pool(Time::ZERO, 2);
+        commands(&mut r);
+        r.turn_allocated(Time::ZERO, 0, addr("192.0.2.1:50000"));
+        r.turn_allocated(Time::ZERO, 1, addr("192.0.2.1:50377"));
+        let offer = r
+            .rewrite(
+                Time::ZERO,
+                "t",
+                Origin::Phone,
+                &sdp("192.168.1.20", &[4000]),
+            )
+            .unwrap();
+        let offer = String::from_utf8(offer).unwrap();
+        assert!(offer.contains("a=candidate:3 1 UDP 14680319 192.0.2.1 50000 typ relay"));
+        assert!(offer.contains("a=candidate:3 2 UDP 14680318 192.0.2.1 50377 typ relay"));
+        assert!(
+            !offer.contains("typ host"),
+            "no socket of ours carries the leg"
+        );
+        // The far end answers with ICE: each of its candidates is let in on its component.
+        let mut b = ice_relay(B_LAN, B_NAT, 5);
+        b.rewrite(Time::ZERO, "t", Origin::FarEnd, offer.as_bytes())
+            .unwrap();
+        let answer = b
+            .rewrite(
+                Time::ZERO,
+                "t",
+                Origin::Phone,
+                &sdp("192.168.2.30", &[5000]),
+            )
+            .unwrap();
+        commands(&mut r);
+        r.rewrite(Time::ZERO, "t", Origin::FarEnd, &answer).unwrap();
+        let permits: Vec<_> = commands(&mut r)
+            .into_iter()
+            .filter(|c| matches!(c, MediaCommand::Permit { .. }))
+            .collect();
+        for (port, peer) in [
+            (40002, "10.0.0.1:40002"),
+            (40002, "198.51.100.9:40002"),
+            (40003, "10.0.0.1:40003"),
+            (40003, "198.51.100.9:40003"),
+        ] {
+            let want = MediaCommand::Permit {
+                port,
+                peer: addr(peer),
+            };
+            assert!(permits.contains(&want), "{want:?} not in {permits:?}");
+        }
+        // The checks leave from the allocations' ports.
+        let mut ports = BTreeSet::new();
+        for _ in 0..10 {
+            ports.extend(std::iter::from_fn(|| r.poll_transmit()).map(|t| t.from_port));
+            let Some(next) = r.poll_timeout() else {
+                break;
+            };
+            r.handle_timeout(next);
+        }
+        assert!(ports.iter().all(|p| [40002, 40003].contains(p)) && !ports.is_empty());
     }
 }

@@ -5,7 +5,9 @@
 //! is a line rewriter and not a parse-and-reserialize of the whole description: a full SDP
 //! model would normalize what it does not need to touch. ICE lines are dropped from an
 //! anchored description, because its candidates name addresses the relay replaces; a phone
-//! that does ICE then falls back to plain RTP towards the relay (RFC 8445 §5.4).
+//! that does ICE then falls back to plain RTP towards the relay (RFC 8445 §5.4). The relay
+//! puts its own ICE lines in the description towards the other peer
+//! ([`Sdp::rewrite_with`]), and reads the other peer's from [`Stream::ice`].
 //!
 //! Bounded: at most [`MAX_SDP_BYTES`] of text, [`MAX_LINES`] lines, [`MAX_STREAMS`] streams.
 
@@ -20,6 +22,24 @@ pub const MAX_LINES: usize = 512;
 pub const MAX_STREAMS: usize = 16;
 /// Most `a=rtpmap` clock rates kept per stream.
 pub const MAX_RTPMAPS: usize = 32;
+/// Most `a=candidate` lines kept per stream (further ones are left out).
+pub const MAX_CANDIDATES: usize = 16;
+/// Longest `a=ice-ufrag`, `a=ice-pwd` or `a=candidate` value kept (RFC 8839 allows 256
+/// characters for credentials; a candidate line is far shorter).
+const MAX_ICE_VALUE: usize = 256;
+
+/// The ICE attributes (RFC 8839) in force for one `m=` stream: its own `a=ice-ufrag` and
+/// `a=ice-pwd`, else the session's, and its `a=candidate` lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceAttributes {
+    /// The username fragment.
+    pub ufrag: String,
+    /// The password.
+    pub pwd: String,
+    /// The candidates, each the value after `a=` (`candidate:…`), at most
+    /// [`MAX_CANDIDATES`].
+    pub candidates: Vec<String>,
+}
 
 /// `<pt> <encoding>/<rate>[/<channels>]` of an `a=rtpmap:` value.
 fn parse_rtpmap(value: &str) -> Option<(u8, u32)> {
@@ -78,6 +98,8 @@ pub struct Stream {
     /// RTP clock rates by payload type from `a=rtpmap` (at most [`MAX_RTPMAPS`]), for
     /// jitter in milliseconds.
     pub clock_rates: Vec<(u8, u32)>,
+    /// The stream's ICE attributes, when it has a username fragment and a password.
+    pub ice: Option<IceAttributes>,
 }
 
 impl Stream {
@@ -186,6 +208,10 @@ impl<'a> Sdp<'a> {
         let mut session_addr = None;
         let mut streams: Vec<(String, u16, Option<IpAddr>, Option<u16>)> = Vec::new();
         let mut clocks: Vec<Vec<(u8, u32)>> = Vec::new();
+        // ICE credentials of the session (index 0) and of each stream (index s + 1), and
+        // each stream's candidates.
+        let mut creds: Vec<(Option<&str>, Option<&str>)> = vec![(None, None)];
+        let mut candidates: Vec<Vec<String>> = Vec::new();
         for (n, l) in lines.iter_mut().enumerate() {
             let number = n + 1;
             if l.text.is_empty() {
@@ -214,12 +240,27 @@ impl<'a> Sdp<'a> {
                     let (media, port) = parse_media(value, number)?;
                     streams.push((media, port, None, None));
                     clocks.push(Vec::new());
+                    creds.push((None, None));
+                    candidates.push(Vec::new());
                     l.kind = Kind::Media(streams.len() - 1);
                 }
                 (b'a', _) => {
                     let name = value.split(':').next().unwrap_or_default();
                     if ICE_ATTRIBUTES.contains(&name) {
                         l.kind = Kind::Ice;
+                        let v = value[name.len()..].strip_prefix(':').unwrap_or_default();
+                        let at = current.map_or(0, |s| s + 1);
+                        if v.is_empty() || v.len() > MAX_ICE_VALUE {
+                            // Nothing usable: the line is dropped all the same.
+                        } else if name == "ice-ufrag" {
+                            creds[at].0 = Some(v);
+                        } else if name == "ice-pwd" {
+                            creds[at].1 = Some(v);
+                        } else if let (Some(s), "candidate") = (current, name)
+                            && candidates[s].len() < MAX_CANDIDATES
+                        {
+                            candidates[s].push(value.to_owned());
+                        }
                     } else if let (Some(s), Some(v)) = (current, value.strip_prefix("rtpmap:")) {
                         if let Some(c) = parse_rtpmap(v)
                             && clocks[s].len() < MAX_RTPMAPS
@@ -240,24 +281,38 @@ impl<'a> Sdp<'a> {
             }
         }
         let own_connection = streams.iter().map(|s| s.2.is_some()).collect();
+        let session_creds = creds[0];
         let streams = streams
             .into_iter()
             .zip(clocks)
+            .zip(candidates)
             .enumerate()
-            .map(|(i, ((media, port, addr, rtcp_port), clock_rates))| {
-                let addr = match addr.or(session_addr) {
-                    Some(a) => a,
-                    None if port == 0 => IpAddr::from([0, 0, 0, 0]),
-                    None => return Err(SdpError::NoConnection(i)),
-                };
-                Ok(Stream {
-                    media,
-                    port,
-                    addr,
-                    rtcp_port,
-                    clock_rates,
-                })
-            })
+            .map(
+                |(i, (((media, port, addr, rtcp_port), clock_rates), candidates))| {
+                    let (own_ufrag, own_pwd) = creds[i + 1];
+                    let ice = match (own_ufrag.or(session_creds.0), own_pwd.or(session_creds.1)) {
+                        (Some(ufrag), Some(pwd)) => Some(IceAttributes {
+                            ufrag: ufrag.to_owned(),
+                            pwd: pwd.to_owned(),
+                            candidates,
+                        }),
+                        _ => None,
+                    };
+                    let addr = match addr.or(session_addr) {
+                        Some(a) => a,
+                        None if port == 0 => IpAddr::from([0, 0, 0, 0]),
+                        None => return Err(SdpError::NoConnection(i)),
+                    };
+                    Ok(Stream {
+                        media,
+                        port,
+                        addr,
+                        rtcp_port,
+                        clock_rates,
+                        ice,
+                    })
+                },
+            )
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sdp {
             lines,
@@ -292,6 +347,13 @@ impl<'a> Sdp<'a> {
     /// attributes are dropped when any stream is anchored; every other line is kept byte
     /// for byte.
     pub fn rewrite_to(&self, targets: &[Option<Target>]) -> Vec<u8> {
+        self.rewrite_with(targets, &[])
+    }
+
+    /// [`rewrite_to`](Self::rewrite_to), and `lines[n]` (attribute lines without their
+    /// endings, such as the relay's own ICE attributes) added at the end of anchored stream
+    /// n's section.
+    pub fn rewrite_with(&self, targets: &[Option<Target>], lines: &[Vec<String>]) -> Vec<u8> {
         let target_of = |s: usize| targets.get(s).copied().flatten();
         let anchored = (0..self.streams.len()).any(|s| target_of(s).is_some());
         let session_addr = (0..self.streams.len())
@@ -301,21 +363,26 @@ impl<'a> Sdp<'a> {
         let has_rtcp_line: Vec<bool> = (0..self.streams.len())
             .map(|s| self.lines.iter().any(|l| l.kind == Kind::Rtcp(s)))
             .collect();
-        // The `a=rtcp` line stream s needs added, if any.
-        let added_rtcp = |s: usize| -> Option<String> {
-            let t = target_of(s)?;
-            if has_rtcp_line[s] || t.rtcp_is_next() {
-                return None;
+        // The lines stream s needs added at the end of its section: `a=rtcp` when RTCP is
+        // not next to RTP and the sender had none, then the caller's.
+        let added = |s: usize| -> Vec<String> {
+            let Some(t) = target_of(s) else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            if !has_rtcp_line[s] && !t.rtcp_is_next() {
+                let ip = t.rtcp.ip();
+                out.push(format!("a=rtcp:{} IN {} {ip}", t.rtcp.port(), family(ip)));
             }
-            let ip = t.rtcp.ip();
-            Some(format!("a=rtcp:{} IN {} {ip}", t.rtcp.port(), family(ip)))
+            out.extend(lines.get(s).into_iter().flatten().cloned());
+            out
         };
         let mut out = Vec::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
         let mut current: Option<usize> = None;
         let mut ending = "\r\n";
         for l in &self.lines {
             if let Kind::Media(s) = l.kind {
-                if let Some(text) = current.and_then(added_rtcp) {
+                for text in current.map(added).unwrap_or_default() {
                     out.extend_from_slice(text.as_bytes());
                     out.extend_from_slice(ending.as_bytes());
                 }
@@ -371,7 +438,7 @@ impl<'a> Sdp<'a> {
             }
             out.extend_from_slice(l.ending.as_bytes());
         }
-        if let Some(text) = current.and_then(added_rtcp) {
+        for text in current.map(added).unwrap_or_default() {
             if self.lines.last().is_some_and(|l| l.ending.is_empty()) {
                 out.extend_from_slice(ending.as_bytes());
                 out.extend_from_slice(text.as_bytes());
@@ -535,6 +602,56 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "v=0\nc=IN IP4 198.51.100.1\nm=audio 50010 RTP/AVP 0\na=rtcp:50377 IN IP4 198.51.100.1"
         );
+    }
+
+    #[test]
+    fn ice_attributes_are_read_per_stream_and_replaced_by_ours() {
+        let mut body = String::from(
+            "v=0\r\no=- 1 1 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+             a=ice-ufrag:sess\r\na=ice-pwd:sessionpassword0123456\r\n\
+             m=audio 40002 RTP/AVP 0\r\n\
+             a=candidate:1 1 UDP 2128609535 10.0.0.1 40002 typ host\r\n\
+             a=end-of-candidates\r\n\
+             m=video 40006 RTP/AVP 96\r\na=ice-ufrag:own\r\n",
+        );
+        for i in 0..MAX_CANDIDATES + 3 {
+            body += &format!(
+                "a=candidate:2 1 UDP 1 198.51.100.9 {} typ srflx\r\n",
+                41000 + i
+            );
+        }
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        let audio = sdp.streams()[0].ice.as_ref().unwrap();
+        assert_eq!(
+            (audio.ufrag.as_str(), audio.pwd.as_str()),
+            ("sess", "sessionpassword0123456")
+        );
+        assert_eq!(
+            audio.candidates,
+            ["candidate:1 1 UDP 2128609535 10.0.0.1 40002 typ host"]
+        );
+        // A stream's own ufrag wins over the session's; its candidates are bounded.
+        let video = sdp.streams()[1].ice.as_ref().unwrap();
+        assert_eq!(
+            (video.ufrag.as_str(), video.pwd.as_str()),
+            ("own", "sessionpassword0123456")
+        );
+        assert_eq!(video.candidates.len(), MAX_CANDIDATES);
+        // Anchored, the body loses every ICE line of its sender and carries the given ones.
+        let t = Some(Target::pair("203.0.113.1:40010".parse().unwrap()));
+        let ours = vec![
+            "a=ice-ufrag:mine".to_owned(),
+            "a=ice-pwd:minepassword".to_owned(),
+        ];
+        let out = String::from_utf8(sdp.rewrite_with(&[t, t], &[ours, Vec::new()])).unwrap();
+        assert!(!out.contains("sess") && !out.contains("candidate") && !out.contains("end-of"));
+        assert!(out.contains(
+            "m=audio 40010 RTP/AVP 0\r\na=ice-ufrag:mine\r\na=ice-pwd:minepassword\r\nm=video"
+        ));
+        // Without a password there are no ICE attributes.
+        let bare =
+            "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=ice-ufrag:u\r\n";
+        assert_eq!(Sdp::parse(bare.as_bytes()).unwrap().streams()[0].ice, None);
     }
 
     #[test]

@@ -110,6 +110,10 @@ fn main() -> std::process::ExitCode {
         // stun-proto logs every routine 401 nonce challenge at ERROR; keep it for explicit asks.
         log.push_str(",stun_proto::auth=off");
     }
+    if !log.contains("rice_proto") {
+        // The ICE agent traces every check at INFO: a peer's log at `info` would be mostly that.
+        log.push_str(",rice_proto=warn");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&log)

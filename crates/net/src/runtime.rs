@@ -428,6 +428,10 @@ impl<C: Core> Loop<C> {
         tokio::pin!(timer);
         loop {
             self.drain();
+            self.stats.c.links_open.store(
+                (self.conns.len() + self.spares.len()) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let wake = match self.core.poll_timeout() {
                 Some(t) => self.instant(t),
                 None => Instant::now() + Duration::from_secs(3600),

@@ -90,6 +90,9 @@ counters! {
     write_timeouts,
     /// Links closed to make room under `max_links`.
     links_evicted,
+    /// Links open now (a gauge, not a count: the runtime's links and spares when its loop
+    /// last turned).
+    links_open,
     /// Events dropped because the application's event channel was full.
     dropped_events,
     /// Frames relayed to an outbound-only peer we are the relay of.

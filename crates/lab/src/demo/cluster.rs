@@ -3,7 +3,6 @@
 //! database), its rings created and joined by the demo, and the wait until they converge.
 //! The demo, its churn run and its soak run all drive a [`Cluster`].
 
-use super::host::FDS_PER_PEER;
 use super::members::Enrolled;
 use crate::LabError;
 use crate::progress::bar;
@@ -181,10 +180,12 @@ pub(crate) struct Launch<'a> {
     pub(crate) frontends: usize,
     /// The SIP domain of their front-ends.
     pub(crate) sip_domain: String,
+    /// Links an ordinary peer may hold ([`super::host::peer_links`] by default).
+    pub(crate) peer_links: usize,
 }
 
-/// The runtime limits of a demo peer: 512 peers share one process's descriptors.
-fn limits(role: enroll::Role) -> Limits {
+/// The runtime limits of a demo peer; an ordinary one holds at most `peer_links` links.
+fn limits(role: enroll::Role, peer_links: usize) -> Limits {
     Limits {
         send_queue: 64,
         inbound_queue: 256,
@@ -194,11 +195,12 @@ fn limits(role: enroll::Role) -> Limits {
         // an ordinary peer's links are capped under its share (the least recently used
         // closes first, so links opened for joins and one-off lookups go before its
         // fingers), while the few CSPs and CSPGs, which every caller and callee talks to,
-        // may hold many more. A link idle longer than the slowest quiet maintenance cycle
+        // may hold many more. A share below what the ring needs (the hard limit of an
+        // unprivileged run) closes needed links to open others, over and over. A link idle longer than the slowest quiet maintenance cycle
         // (2 s per finger, a dozen fingers) closes. A short idle timeout instead closed
         // finger links between two uses and kept the process busy with TLS handshakes.
         max_links: match role {
-            enroll::Role::Peer => (FDS_PER_PEER - 6) as usize,
+            enroll::Role::Peer => peer_links,
             enroll::Role::Csp | enroll::Role::Cspg => 512,
         },
         idle_timeout: Duration::from_secs(30),
@@ -246,7 +248,7 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
         c.control = None;
         c.membership = Some(m.clone());
         c.chord = l.chord.clone();
-        c.limits = limits(e.role);
+        c.limits = limits(e.role, l.peer_links);
         c.secure = (*l.secure).clone();
         c.routing = l.routing;
         // The paper's prototype measures Ringing and hangs up at the overlay level: its
@@ -516,6 +518,8 @@ pub(crate) fn sum_stats(handles: &[Handle<DemoPeer>]) -> net::Stats {
         total.dropped_no_addr += s.dropped_no_addr;
         total.idle_closed += s.idle_closed;
         total.links_evicted += s.links_evicted;
+        total.dropped_events += s.dropped_events;
+        total.links_open += s.links_open;
     }
     total
 }

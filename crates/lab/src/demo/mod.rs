@@ -84,6 +84,11 @@ pub struct Args {
     /// (`stats frontend <peer-id>: transactions N ...`; 0: never), for soak runs.
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "frontends")]
     stats_every: u64,
+    /// Links an ordinary peer may hold before it closes its least recently used one
+    /// (default: its share of this process's open-file limit, at least 32). Every peer
+    /// runs in this one process here, so their links share its descriptors.
+    #[arg(long, value_name = "N")]
+    peer_links: Option<usize>,
     /// SIP domain the front-ends serve (AoRs are `sip:user@DOMAIN`).
     #[arg(long, default_value = "p2psip.test")]
     sip_domain: String,
@@ -169,6 +174,11 @@ struct AtRest {
     closed_per_s: f64,
     /// Of those, closed to make room (at `max_links`), per second.
     evicted_per_s: f64,
+    /// Links open per peer at the end of the window: mean and most.
+    links_mean: f64,
+    links_max: u64,
+    /// Descriptors this process holds at the end of the window.
+    fds: u64,
 }
 
 async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest {
@@ -182,6 +192,7 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
         t0.elapsed().as_secs_f64(),
     );
     let st1 = sum_stats(&c.handles);
+    let links: Vec<u64> = c.handles.iter().map(|h| h.stats().links_open).collect();
     let per_s = |n: u64| n as f64 / secs.max(1e-9);
     let rate = |n: u64| per_s(n) / peers.max(1) as f64;
     let mut top: Vec<(&'static str, f64)> = kinds1
@@ -200,6 +211,9 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
                 .saturating_sub(st0.idle_closed + st0.links_evicted),
         ),
         evicted_per_s: per_s(st1.links_evicted.saturating_sub(st0.links_evicted)),
+        links_mean: links.iter().sum::<u64>() as f64 / links.len().max(1) as f64,
+        links_max: links.iter().copied().max().unwrap_or(0),
+        fds: host::open_fds(),
     }
 }
 
@@ -308,6 +322,10 @@ async fn real(args: Args) -> Result<(), LabError> {
         ..SecureConfig::default()
     });
     let m0 = membership(&members, &trust, arcs)?;
+    let peer_links = args
+        .peer_links
+        .unwrap_or_else(|| host::peer_links(members.len()))
+        .max(1);
     let launch_cfg = |routing, flat, sos| Launch {
         members: &members,
         trust: &trust,
@@ -321,6 +339,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         sos,
         frontends: 0,
         sip_domain: args.sip_domain.clone(),
+        peer_links,
     };
     // CSPs and CSPGs hold the signed hand-overs: their reports are proof.
     let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())
@@ -466,11 +485,15 @@ async fn real(args: Args) -> Result<(), LabError> {
     // What the overlay costs while nobody calls, once the rings have settled.
     let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
     note(format!(
-        "  at rest   (after the calls) {:.2} cores busy, {:.0} TLS dials/s, {:.0} links closed/s ({:.0} to make room), {:.1} overlay messages per peer per second ({})",
+        "  at rest   (after the calls) {:.2} cores busy, {:.1} TLS dials/s, {:.1} links closed/s ({:.1} to make room), links per peer {:.1} (at most {}, cap {}; {} descriptors open), {:.1} overlay messages per peer per second ({})",
         rest.cores,
         rest.dials_per_s,
         rest.closed_per_s,
         rest.evicted_per_s,
+        rest.links_mean,
+        rest.links_max,
+        peer_links,
+        rest.fds,
         rest.messages_per_peer_per_s,
         rest.top_kinds
             .iter()
@@ -501,6 +524,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         "at_rest_cores": rest.cores,
         "at_rest_messages_per_peer_per_s": rest.messages_per_peer_per_s,
         "at_rest_tls_dials_per_s": rest.dials_per_s,
+        "at_rest_links_per_peer": rest.links_mean,
         "rss_bytes_per_peer": rss_per_peer,
         "rss_bytes_total": rss1,
         "tls_connections": stats.dials_ok + stats.accepts_ok,
@@ -635,6 +659,18 @@ async fn print_frontend_stats(secure: &Cluster) {
             say!("stats frontend {}: {line}", secure.ids[*i].0);
         }
     }
+    // Frames the overlay lost on the way, summed over its peers: a call that hangs or
+    // times out under load shows here first.
+    let s = sum_stats(&secure.handles);
+    say!(
+        "stats overlay: dropped_queue_full {} dropped_backoff {} dropped_no_addr {} dropped_events {} links_evicted {} idle_closed {}",
+        s.dropped_queue_full,
+        s.dropped_backoff,
+        s.dropped_no_addr,
+        s.dropped_events,
+        s.links_evicted,
+        s.idle_closed
+    );
 }
 
 /// The simulated demo: the paper's scenario and random calls in the discrete-event simulator.

@@ -76,21 +76,24 @@ impl Cluster {
         ring_ok
     }
 
-    /// Wait until each of `peers` holds every one of its true fingers (in its finger table
-    /// or its successor list) on the flat ring of all members (ID space of `bits` bits), at most `timeout`; whether they all do.
+    /// Wait until each of `peers` holds every one of its true fingers and its first
+    /// `successors` true successors (in its finger table or its successor list) on its own
+    /// ring (ID space of `bits` bits), at most `timeout`; whether they all do.
     pub(crate) async fn await_true_fingers(
         &self,
         peers: &[NodeId],
         bits: u32,
+        successors: usize,
         timeout: Duration,
     ) -> bool {
-        let ring = sorted_ids(&self.ids);
         let t0 = Instant::now();
         loop {
             let mut all = true;
             for id in peers {
                 let Some(h) = self.handle(id.0) else { continue };
-                let want = true_fingers(&ring, bits, *id);
+                let ring = sorted_ids(&self.ring_of(*id));
+                let mut want = true_fingers(&ring, bits, *id);
+                want.extend(true_successors(&ring, *id, successors));
                 let held = h
                     .call(|n, _| {
                         // Fingers the successor list covers are not kept twice.
@@ -109,6 +112,18 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The members of `id`'s ring (all members when `id` is on none).
+    fn ring_of(&self, id: NodeId) -> Vec<NodeId> {
+        let Some(me) = self.ids.iter().position(|i| *i == id) else {
+            return self.ids.clone();
+        };
+        self.rings
+            .iter()
+            .find(|r| r.contains(&me))
+            .map(|r| r.iter().map(|i| self.ids[*i]).collect())
+            .unwrap_or_else(|| self.ids.clone())
     }
 
     /// Peers that lost every successor (a timeout under load) join again through a member
@@ -459,6 +474,13 @@ fn true_fingers(ring: &[NodeId], bits: u32, id: NodeId) -> BTreeSet<NodeId> {
         .map(|k| successor_of(ring, (id.0 + (1u128 << k)) % size))
         .filter(|f| *f != id)
         .collect()
+}
+
+/// The first `n` peers after `id` on `ring` (sorted), around the ring.
+fn true_successors(ring: &[NodeId], id: NodeId, n: usize) -> Vec<NodeId> {
+    let after = ring.iter().filter(|x| x.0 > id.0);
+    let before = ring.iter().filter(|x| x.0 < id.0);
+    after.chain(before).copied().take(n).collect()
 }
 
 /// The peers a plain Chord lookup from `from` for `key` visits when every finger is the

@@ -64,7 +64,7 @@ impl Scenario {
         let path = cluster::true_path(&flat.ids, 11, NodeId(80), NodeId(1618));
         let on_way = &path[..path.len().saturating_sub(1)];
         if !flat
-            .await_true_fingers(on_way, 11, Duration::from_secs(30))
+            .await_true_fingers(on_way, 11, 0, Duration::from_secs(30))
             .await
         {
             note(
@@ -95,6 +95,25 @@ impl Scenario {
         secure: &Cluster,
         sos: &sos::SosClient,
     ) -> Result<(), LabError> {
+        // The routes the copies take are decided by the tables of the CSP and the peers
+        // between it and 1618: the paper's are those of a converged ring. Right after the
+        // successors converge, a finger may still be the one a peer found when it joined
+        // (quiet maintenance refreshes fingers seconds apart), and a copy then goes
+        // elsewhere (to 1617, which drops it).
+        let route_peers = ROUTE_PEERS.map(NodeId);
+        if !secure
+            .await_true_fingers(
+                &route_peers,
+                11,
+                cluster::chord_timing().successors,
+                Duration::from_secs(30),
+            )
+            .await
+        {
+            tracing::warn!(
+                "the tables of the peers between 1618's CSP and 1618 were not all settled after 30 s"
+            );
+        }
         self.neighbours.clear();
         for id in ROUTE_PEERS {
             let Some(h) = secure.handle(id) else { continue };

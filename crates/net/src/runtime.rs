@@ -910,20 +910,34 @@ fn offer(
 ) -> Result<bool, Vec<u8>> {
     e.used = tick;
     if !t.msg.is_upkeep() && e.tx.capacity() <= reserve && !e.tx.is_closed() {
-        Shared::inc(&stats.c.dropped_queue_full);
-        debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full (upkeep reserve left): dropped");
+        queue_full(stats, t, "send queue full (upkeep reserve left): dropped");
         return Ok(false);
     }
     match e.tx.try_send(frame) {
         Ok(()) => Shared::inc(&stats.c.frames_out),
         Err(mpsc::error::TrySendError::Full(_)) => {
-            Shared::inc(&stats.c.dropped_queue_full);
-            debug!(peer = %t.to.id, kind = t.msg.name(), "send queue full: dropped");
+            queue_full(stats, t, "send queue full: dropped");
             return Ok(false);
         }
         Err(mpsc::error::TrySendError::Closed(f)) => return Err(f),
     }
     Ok(true)
+}
+
+/// A frame dropped at a full send queue: counted, and logged as a warning at the 1st, 2nd,
+/// 4th, 8th ... drop (a message lost here is lost for good: a call may hang on it), at debug
+/// otherwise.
+fn queue_full(stats: &Shared, t: &Transmit, what: &str) {
+    let n = stats
+        .c
+        .dropped_queue_full
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if n.is_power_of_two() {
+        warn!(peer = %t.to.id, kind = t.msg.name(), dropped = n, "{what} (the link to this peer is not keeping up; {n} frames dropped so far)");
+    } else {
+        debug!(peer = %t.to.id, kind = t.msg.name(), "{what}");
+    }
 }
 
 /// Accept on the listener, or never (outbound-only mode has none).

@@ -202,7 +202,10 @@ pub(crate) struct Launch<'a> {
 /// The runtime limits of a demo peer; an ordinary one holds at most `peer_links` links.
 fn limits(role: enroll::Role, peer_links: usize) -> Limits {
     Limits {
-        send_queue: 64,
+        // As a deployed peer's: a front-end's or CSP's link carries hundreds of calls a
+        // second, and a frame dropped here is a SIP message lost (the channel allocates
+        // its slots as they fill, so an idle link costs nothing for them).
+        send_queue: Limits::default().send_queue,
         inbound_queue: 256,
         event_queue: 256,
         command_queue: 64,

@@ -213,6 +213,17 @@ enum Pending {
     },
 }
 
+/// A local UA's in-dialog request passed to the far end, waiting for its response.
+#[derive(Clone, Debug)]
+struct Waiting {
+    cseq: u32,
+    method: SipMethod,
+    key: TxKey,
+    /// What the UA is told if the far end never answers (RFC 3261 §16.8: a proxy whose
+    /// next hop times out answers 408), built when the request came.
+    timeout: Option<SipResponse>,
+}
+
 #[derive(Debug)]
 struct Call {
     ocall: OverlayCall,
@@ -224,8 +235,8 @@ struct Call {
     invite_client: Option<(TxKey, SipRequest)>,
     /// The INVITE as it arrived (to answer on the UA's behalf).
     invite: SipRequest,
-    /// Local in-dialog requests waiting for the far end's response: (CSeq, method) → tx.
-    waiting: Vec<(u32, SipMethod, TxKey)>,
+    /// Local in-dialog requests waiting for the far end's response.
+    waiting: Vec<Waiting>,
     /// Client transactions toward the local UA still open (their entries in `client_of`).
     clients: Vec<TxKey>,
     /// Where the call stands, for how long it may stay.
@@ -782,10 +793,15 @@ impl FrontEnd {
             ov.send_in_dialog(now, ocall, req.to_bytes());
             return;
         }
-        if let Some((cseq, m)) = req.cseq()
+        if let Some((cseq, method)) = req.cseq()
             && call.waiting.len() < 16
         {
-            call.waiting.push((cseq, m, key));
+            call.waiting.push(Waiting {
+                cseq,
+                method,
+                key,
+                timeout: req.response(408, "Request Timeout", None).ok(),
+            });
         }
         if *req.method() == SipMethod::Bye {
             self.ending(now, &call_id);
@@ -852,8 +868,8 @@ impl FrontEnd {
                 call.clients.retain(|k| *k != key);
             }
             match method {
-                Some(SipMethod::Invite) if code >= 300 => self.end_call(&call_id),
-                Some(SipMethod::Bye) => self.end_call(&call_id),
+                Some(SipMethod::Invite) if code >= 300 => self.end_call(now, &call_id),
+                Some(SipMethod::Bye) => self.end_call(now, &call_id),
                 Some(m) if code < 300 => self.answered(now, &call_id, &m, &resp),
                 _ => {}
             }
@@ -872,7 +888,7 @@ impl FrontEnd {
         let is_invite = call.invite_client.as_ref().is_some_and(|(k, _)| *k == key);
         if is_invite && let Ok(r) = call.invite.response(408, "Request Timeout", None) {
             ov.send_in_dialog(now, call.ocall, r.to_bytes());
-            self.end_call(&call_id);
+            self.end_call(now, &call_id);
         }
     }
 
@@ -919,7 +935,7 @@ impl FrontEnd {
                 ov.send_in_dialog(now, ocall, r.to_bytes());
             }
         }
-        self.end_call(call_id);
+        self.end_call(now, call_id);
     }
 
     /// Client transaction `k` toward the local UA belongs to call `call_id`.
@@ -980,14 +996,19 @@ impl FrontEnd {
         }
     }
 
-    fn end_call(&mut self, call_id: &str) {
+    fn end_call(&mut self, now: Time, call_id: &str) {
         self.media.end(call_id);
         if let Some(c) = self.calls.remove(call_id) {
             self.call_expiry.remove(&call_id.to_owned());
             self.by_ocall.remove(&c.ocall);
             self.ended.push(c.ocall);
-            for (_, _, k) in &c.waiting {
-                self.tx.abandon(k);
+            for w in c.waiting {
+                // Still open: the far end never answered (its BYE or re-INVITE lost, or
+                // the far peer gone); the UA hears 408 rather than waiting for ever.
+                match w.timeout {
+                    Some(r) if self.tx.is_open(&w.key) => self.tx.send_response(now, &w.key, r),
+                    _ => self.tx.abandon(&w.key),
+                }
             }
             for k in &c.clients {
                 self.client_of.remove(k);
@@ -1017,7 +1038,7 @@ impl FrontEnd {
                     let (code, text) = status_for(reason);
                     let req = c.invite.clone();
                     self.reply(now, &k, &req, code, text);
-                    self.end_call(&id);
+                    self.end_call(now, &id);
                 }
             }
         }
@@ -1272,19 +1293,19 @@ impl FrontEnd {
                 if let Some(pos) = call
                     .waiting
                     .iter()
-                    .position(|(c, m, _)| *c == cseq && *m == method)
+                    .position(|w| w.cseq == cseq && w.method == method)
                 {
-                    let (_, _, k) = if code >= 200 {
-                        call.waiting.swap_remove(pos)
+                    let k = if code >= 200 {
+                        call.waiting.swap_remove(pos).key
                     } else {
-                        call.waiting[pos].clone()
+                        call.waiting[pos].key.clone()
                     };
                     if code / 100 == 2 {
                         self.answered(now, &call_id, &method, &resp);
                     }
                     self.tx.send_response(now, &k, resp);
                     if code >= 200 && method == SipMethod::Bye {
-                        self.end_call(&call_id);
+                        self.end_call(now, &call_id);
                     }
                     return;
                 }
@@ -1304,7 +1325,7 @@ impl FrontEnd {
                         self.tx.send_stateless(ua, resp.to_bytes());
                     }
                     if code >= 300 {
-                        self.end_call(&call_id);
+                        self.end_call(now, &call_id);
                     }
                 }
             }
@@ -1385,7 +1406,7 @@ impl FrontEnd {
             if self.calls.get(&id).is_some_and(|c| c.phase == Phase::Setup) {
                 self.give_up_setup(now, &id, ov);
             } else {
-                self.end_call(&id);
+                self.end_call(now, &id);
             }
         }
         self.drain_tx(now, ov);

@@ -50,7 +50,17 @@ impl MediaAnchor for SharedRelay {
 
 /// [`world`], front-end i anchoring media with `relays[i]` when given.
 fn world_with(peers: usize, transport: Transport, relays: &[SharedRelay]) -> World {
-    let mut front_ends = LoopbackFrontEnds::new(peers, DOMAIN, |_| {});
+    world_configured(peers, transport, relays, |_| {})
+}
+
+/// [`world_with`], each front-end's configuration adjusted by `configure`.
+fn world_configured(
+    peers: usize,
+    transport: Transport,
+    relays: &[SharedRelay],
+    configure: impl Fn(&mut sip::FrontEndConfig),
+) -> World {
+    let mut front_ends = LoopbackFrontEnds::new(peers, DOMAIN, configure);
     front_ends.nodes = std::mem::take(&mut front_ends.nodes)
         .into_iter()
         .enumerate()
@@ -251,6 +261,32 @@ fn a_call_ringing_past_timer_c_is_given_up_both_ways() {
     w.phones.expect(1, UaEvent::Ended { call });
     assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
     assert_eq!(w.front_ends.nodes[1].fe.calls(), 0);
+}
+
+/// The far peer is gone when alice hangs up: nobody answers her BYE from the far side.
+/// When her front-end gives the ending call up (64·T1 after the BYE) it answers the BYE 408
+/// (RFC 3261 §16.8) rather than leaving her transaction open for ever. The front-end's T1
+/// is shorter than the phone's here, so the phone hears it before its own Timer F.
+#[test]
+fn a_bye_the_far_end_never_answers_is_answered_408_when_the_call_is_given_up() {
+    let mut w = world_configured(2, Transport::Tcp, &[], |c| {
+        c.timers.t1 = std::time::Duration::from_millis(250)
+    });
+    register_both(&mut w);
+    let call = invite(&mut w, "bob", 1500);
+    w.phones.expect_answered(0, 1, &call, OFFER, ANSWER);
+    w.front_ends.nodes[1].ov.leave();
+    let (ua, now) = w.ua(0);
+    ua.bye(now, &call).unwrap();
+    w.settle(15_000);
+    assert!(
+        !w.phones.has(0, |e| matches!(e, UaEvent::Ended { .. })),
+        "ended before the front-end gave up"
+    );
+    assert_eq!(w.front_ends.nodes[0].fe.calls(), 1);
+    w.settle(2_000);
+    w.phones.expect(0, UaEvent::Ended { call });
+    assert_eq!(w.front_ends.nodes[0].fe.calls(), 0);
 }
 
 /// An RTP-looking datagram (STUN, first byte 0–3, is never forwarded).

@@ -150,6 +150,39 @@ pub struct BootstrapPeer {
     pub addr: SocketAddr,
 }
 
+/// Why a `--bootstrap` text is not a [`BootstrapPeer`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bootstrap peer {text:?}: {why}")]
+pub struct BootstrapParseError {
+    /// The text given.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl std::str::FromStr for BootstrapPeer {
+    type Err = BootstrapParseError;
+
+    /// `ID,LAYER,ROLE,ADDR`, as `p2psip enroll-server --bootstrap` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: String| BootstrapParseError {
+            text: s.to_owned(),
+            why,
+        };
+        let parts: Vec<&str> = s.split(',').collect();
+        let [id, layer, role, addr] = parts.as_slice() else {
+            return Err(err("expected ID,LAYER,ROLE,ADDR".into()));
+        };
+        let layer: u8 = layer.parse().map_err(|e| err(format!("layer: {e}")))?;
+        Ok(BootstrapPeer {
+            node_id: id.parse().map_err(|e| err(format!("node ID: {e}")))?,
+            layer: Layer::new(layer).map_err(|e| err(e.to_string()))?,
+            role: role.parse().map_err(|e| err(format!("{e}")))?,
+            addr: addr.parse().map_err(|e| err(format!("address: {e}")))?,
+        })
+    }
+}
+
 /// Answer to enroll and renew.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnrollResponse {
@@ -237,4 +270,30 @@ pub struct NodeConfig {
     pub ca_file: String,
     /// End of the certificate's validity, unix seconds (renew before).
     pub not_after: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bootstrap_peer_parses_from_its_flag_text() {
+        let p: BootstrapPeer = "1593,1,csp,127.0.0.1:4000".parse().expect("parses");
+        assert_eq!(p.node_id, NodeId(1593));
+        assert_eq!((p.layer.get(), p.role), (1, Role::Csp));
+        assert_eq!(
+            p.addr,
+            "127.0.0.1:4000".parse::<SocketAddr>().expect("addr")
+        );
+        for bad in [
+            "1593,1,csp",
+            "x,1,csp,127.0.0.1:4000",
+            "1593,4,csp,127.0.0.1:4000",
+            "1593,1,king,127.0.0.1:4000",
+            "1593,1,csp,nowhere",
+        ] {
+            let e = bad.parse::<BootstrapPeer>().expect_err(bad);
+            assert_eq!(e.text, bad);
+        }
+    }
 }

@@ -280,6 +280,30 @@ impl DataDir {
         issue_service(&self.ca, role, names, validity)
     }
 
+    /// Issue a service certificate (see [`DataDir::issue_service_cert`]) and write it into
+    /// `out` (created) as a service's `--tls` directory reads it: `key.pem` (mode 0600, an
+    /// existing one is refused), `chain.pem` (certificate, then CA) and `ca.pem`.
+    pub fn write_service_cert(
+        &self,
+        role: cert::ServiceRole,
+        names: &[String],
+        validity: Duration,
+        out: &Path,
+    ) -> Result<(), ServerError> {
+        let cert = self.issue_service_cert(role, names, validity)?;
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+        let key = out.join(crate::client::KEY_FILE);
+        write_private(&key, cert.key_pem.as_bytes()).map_err(io_err(&key))?;
+        for (file, text) in [
+            (crate::client::CHAIN_FILE, cert.chain_pem.as_str()),
+            (crate::client::CA_FILE, self.ca().cert_pem()),
+        ] {
+            let p = out.join(file);
+            std::fs::write(&p, text).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
     /// Revoke a node's certificates. `None` when the node is unknown.
     pub fn revoke(&mut self, node: NodeId) -> Result<Option<usize>, ServerError> {
         Ok(self.store.revoke_node(node, unix_now())?)

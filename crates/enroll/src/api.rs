@@ -60,6 +60,24 @@ pub struct Location {
     pub lon: f64,
 }
 
+impl std::str::FromStr for Location {
+    type Err = String;
+
+    /// `LAT,LON` in degrees, as `p2psip enroll --location` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (lat, lon) = s.split_once(',').ok_or("expected LAT,LON")?;
+        let deg = |what: &str, v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|e| format!("{what} {v:?}: {e}"))
+        };
+        Ok(Location {
+            lat: deg("latitude", lat)?,
+            lon: deg("longitude", lon)?,
+        })
+    }
+}
+
 /// `POST /v1/enroll`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +312,15 @@ mod tests {
         ] {
             let e = bad.parse::<BootstrapPeer>().expect_err(bad);
             assert_eq!(e.text, bad);
+        }
+    }
+
+    #[test]
+    fn a_location_parses_from_lat_comma_lon() {
+        let l: Location = " 59.91, 10.75".parse().expect("parses");
+        assert_eq!((l.lat, l.lon), (59.91, 10.75));
+        for bad in ["59.91", "north,10", "59.91,east"] {
+            assert!(bad.parse::<Location>().is_err(), "{bad}");
         }
     }
 }

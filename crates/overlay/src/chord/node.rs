@@ -146,6 +146,24 @@ fn backed_off(base: Duration, max: Option<Duration>, backoff: u8) -> Duration {
     }
 }
 
+/// The periodic maintenance timers, in the order [`ChordNode::handle_timeout`] runs them.
+#[derive(Clone, Copy, Debug)]
+enum Periodic {
+    Stabilize,
+    CheckPredecessor,
+    FixFingers,
+    RingCheck,
+}
+
+impl Periodic {
+    const ALL: [Periodic; 4] = [
+        Periodic::Stabilize,
+        Periodic::CheckPredecessor,
+        Periodic::FixFingers,
+        Periodic::RingCheck,
+    ];
+}
+
 /// A Chord peer (Stoica et al.) as a sans-IO state machine.
 ///
 /// # Driving contract
@@ -532,61 +550,60 @@ impl ChordNode {
         self.expire_rpcs(now);
         self.expire_forwards(now);
         self.expire_lookups(now);
-        let cfg = self.cfg.clone();
-        let every = backed_off(
-            cfg.stabilize_every,
-            cfg.stabilize_max,
-            self.stabilize_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.stabilize_at, every) {
-            self.stabilize(now);
-        }
-        let every = backed_off(
-            cfg.check_predecessor_every,
-            cfg.stabilize_max.map(|m| m.saturating_mul(2)),
-            self.stabilize_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.check_pred_at, every) {
-            // Its own stabilize requests reach us: a predecessor heard from within the
-            // interval is alive, and is asked only once it has been silent that long.
-            if now.saturating_since(self.pred_heard) >= every {
-                self.check_predecessor(now);
-            } else {
-                self.check_pred_at = self.check_pred_at.min(self.pred_heard + every);
+        for timer in Periodic::ALL {
+            let every = self.periodic_every(timer);
+            if !self.periodic_due(now, timer, every) {
+                continue;
             }
-        }
-        let every = backed_off(
-            cfg.fix_fingers_every,
-            cfg.fix_fingers_max,
-            self.fingers_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.fix_fingers_at, every) {
-            self.fix_next_finger(now);
-        }
-        let every = backed_off(
-            cfg.ring_check_every,
-            cfg.ring_check_max,
-            self.stabilize_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.ring_check_at, every) {
-            self.ring_check(now);
+            match timer {
+                Periodic::Stabilize => self.stabilize(now),
+                // Its own stabilize requests reach us: a predecessor heard from within the
+                // interval is alive, and is asked only once it has been silent that long.
+                Periodic::CheckPredecessor if now.saturating_since(self.pred_heard) < every => {
+                    self.check_pred_at = self.check_pred_at.min(self.pred_heard + every);
+                }
+                Periodic::CheckPredecessor => self.check_predecessor(now),
+                Periodic::FixFingers => self.fix_next_finger(now),
+                Periodic::RingCheck => self.ring_check(now),
+            }
         }
         self.release_idle_buffers();
     }
 
-    /// Is the periodic timer selected by `timer` due? If so, re-arm it one jittered `every`
-    /// from now.
-    fn periodic_due(
-        &mut self,
-        now: Time,
-        timer: fn(&mut Self) -> &mut Time,
-        every: Duration,
-    ) -> bool {
-        if now < *timer(self) {
+    /// How often `timer` runs now: its base interval, backed off while the neighbourhood is
+    /// quiet (predecessor checks back off to twice the stabilize cap).
+    fn periodic_every(&self, timer: Periodic) -> Duration {
+        let c = &self.cfg;
+        let (base, max, backoff) = match timer {
+            Periodic::Stabilize => (c.stabilize_every, c.stabilize_max, self.stabilize_backoff),
+            Periodic::CheckPredecessor => (
+                c.check_predecessor_every,
+                c.stabilize_max.map(|m| m.saturating_mul(2)),
+                self.stabilize_backoff,
+            ),
+            Periodic::FixFingers => (c.fix_fingers_every, c.fix_fingers_max, self.fingers_backoff),
+            Periodic::RingCheck => (c.ring_check_every, c.ring_check_max, self.stabilize_backoff),
+        };
+        backed_off(base, max, backoff)
+    }
+
+    /// When `timer` is next due.
+    fn periodic_at(&mut self, timer: Periodic) -> &mut Time {
+        match timer {
+            Periodic::Stabilize => &mut self.stabilize_at,
+            Periodic::CheckPredecessor => &mut self.check_pred_at,
+            Periodic::FixFingers => &mut self.fix_fingers_at,
+            Periodic::RingCheck => &mut self.ring_check_at,
+        }
+    }
+
+    /// Is `timer` due? If so, re-arm it one jittered `every` from now.
+    fn periodic_due(&mut self, now: Time, timer: Periodic, every: Duration) -> bool {
+        if now < *self.periodic_at(timer) {
             return false;
         }
         let next = now + self.jitter(every);
-        *timer(self) = next;
+        *self.periodic_at(timer) = next;
         true
     }
 

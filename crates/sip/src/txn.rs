@@ -91,44 +91,17 @@ pub struct SipTransmit {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TxKey(TransactionKey);
 
-impl Ord for TxKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        use TransactionKey::{Legacy, Rfc3261};
-        match (&self.0, &other.0) {
-            (
-                Rfc3261 {
-                    branch,
-                    sent_by,
-                    method,
-                },
-                Rfc3261 {
-                    branch: b,
-                    sent_by: s,
-                    method: m,
-                },
-            ) => (branch, sent_by, method).cmp(&(b, s, m)),
-            (Rfc3261 { .. }, Legacy { .. }) => Ordering::Less,
-            (Legacy { .. }, Rfc3261 { .. }) => Ordering::Greater,
-            (
-                Legacy {
-                    request_uri,
-                    top_via,
-                    from_tag,
-                    to_tag,
-                    call_id,
-                    cseq,
-                    method,
-                },
-                Legacy {
-                    request_uri: u,
-                    top_via: v,
-                    from_tag: f,
-                    to_tag: t,
-                    call_id: c,
-                    cseq: n,
-                    method: m,
-                },
-            ) => (
+impl TxKey {
+    /// The key's fields in the order they are compared: RFC 3261 keys before legacy ones,
+    /// then field by field (an RFC 3261 key's three fields fill the first slots).
+    fn order_key(&self) -> (u8, [&[u8]; 5], u32, &[u8]) {
+        match &self.0 {
+            TransactionKey::Rfc3261 {
+                branch,
+                sent_by,
+                method,
+            } => (0, [branch, sent_by, method, &[], &[]], 0, &[]),
+            TransactionKey::Legacy {
                 request_uri,
                 top_via,
                 from_tag,
@@ -136,9 +109,19 @@ impl Ord for TxKey {
                 call_id,
                 cseq,
                 method,
-            )
-                .cmp(&(u, v, f, t, c, n, m)),
+            } => (
+                1,
+                [request_uri, top_via, from_tag, to_tag, call_id],
+                *cseq,
+                method,
+            ),
         }
+    }
+}
+
+impl Ord for TxKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order_key().cmp(&other.order_key())
     }
 }
 
@@ -577,6 +560,47 @@ fn is_linger(timer: Timer) -> bool {
 mod tests {
     use super::*;
     use crate::msg::{RequestParts, SipMethod, build_request};
+
+    #[test]
+    fn transaction_keys_order_rfc3261_first_then_field_by_field() {
+        let rfc = |branch: &[u8], method: &[u8]| {
+            TxKey(TransactionKey::Rfc3261 {
+                branch: branch.to_vec(),
+                sent_by: b"h".to_vec(),
+                method: method.to_vec(),
+            })
+        };
+        let legacy = |cseq: u32, method: &[u8]| {
+            TxKey(TransactionKey::Legacy {
+                request_uri: b"sip:b".to_vec(),
+                top_via: b"v".to_vec(),
+                from_tag: b"f".to_vec(),
+                to_tag: Vec::new(),
+                call_id: b"c".to_vec(),
+                cseq,
+                method: method.to_vec(),
+            })
+        };
+        let mut keys = vec![
+            legacy(2, b"BYE"),
+            legacy(1, b"INVITE"),
+            rfc(b"z9hG4bK2", b"BYE"),
+            legacy(1, b"BYE"),
+            rfc(b"z9hG4bK1", b"INVITE"),
+            rfc(b"z9hG4bK1", b"BYE"),
+        ];
+        keys.sort();
+        let want = [
+            rfc(b"z9hG4bK1", b"BYE"),
+            rfc(b"z9hG4bK1", b"INVITE"),
+            rfc(b"z9hG4bK2", b"BYE"),
+            legacy(1, b"BYE"),
+            legacy(1, b"INVITE"),
+            legacy(2, b"BYE"),
+        ];
+        assert_eq!(keys, want);
+        assert_eq!(rfc(b"a", b"X").cmp(&rfc(b"a", b"X")), Ordering::Equal);
+    }
 
     /// Where the tests' requests go: bob's UA over UDP.
     fn bob() -> Peer {

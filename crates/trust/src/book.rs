@@ -317,11 +317,8 @@ impl<P: Ord + Clone> OpinionBook<P> {
 
     /// Record an outcome about `peer` observed at `at_ms` (delivered = positive).
     pub fn record(&mut self, peer: P, positive: bool, at_ms: u64) {
-        let ageing = self.policy.ageing;
-        self.peers
-            .entry(peer)
-            .or_default()
-            .record(positive, at_ms, ageing);
+        let (t, ageing) = self.entry(peer);
+        t.record(positive, at_ms, ageing);
     }
 
     /// Record an outcome about `peer` told by a reporter whose own opinion is `reporter`:
@@ -336,24 +333,22 @@ impl<P: Ord + Clone> OpinionBook<P> {
         reporter: &Opinion,
         mode: Discounting,
     ) {
-        let ageing = self.policy.ageing;
-        self.peers.entry(peer).or_default().record_weighted(
-            positive,
-            reporter.discount_weight(mode),
-            at_ms,
-            ageing,
-        );
+        let (t, ageing) = self.entry(peer);
+        t.record_weighted(positive, reporter.discount_weight(mode), at_ms, ageing);
     }
 
     /// Record an outcome about `peer` that the reporter can prove (a CSP holding the signed
     /// hand-overs of a copy): it counts fully, and it is the reference that third parties'
     /// reports are checked against ([`OpinionBook::record_referred`]).
     pub fn record_proven(&mut self, peer: P, positive: bool, at_ms: u64) {
+        let (t, ageing) = self.entry(peer);
+        t.record_proven(positive, at_ms, ageing);
+    }
+
+    /// The record of `peer` (created empty) and the ageing the book applies to records.
+    fn entry(&mut self, peer: P) -> (&mut PeerTrust, Ageing) {
         let ageing = self.policy.ageing;
-        self.peers
-            .entry(peer)
-            .or_default()
-            .record_proven(positive, at_ms, ageing);
+        (self.peers.entry(peer).or_default(), ageing)
     }
 
     /// Record what `reporter`, a peer without proof, says about `peer` (subjective logic's

@@ -511,8 +511,8 @@ impl EnrollServer {
     /// `/metrics`, `/healthz`, `/readyz` for monitoring, ready when the database answers).
     pub fn router(&self) -> Router {
         let app = Router::new()
-            .route("/v1/enroll", post(enroll_handler))
-            .route("/v1/renew", post(renew_handler))
+            .route("/v1/enroll", post(issue_handler::<EnrollRequest>))
+            .route("/v1/renew", post(issue_handler::<RenewRequest>))
             .route("/v1/crl", get(crl_handler))
             .route("/v1/ca", get(ca_handler))
             .route("/v1/directory", get(directory_handler))
@@ -938,7 +938,37 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
-async fn enroll_handler(
+/// A request that gets a certificate: `POST /v1/enroll` and `POST /v1/renew` differ only
+/// in the work done and in what the metrics count.
+trait Issue: serde::de::DeserializeOwned + Send + 'static {
+    /// Do the work, on a blocking thread.
+    fn issue(&self, s: &Shared, source: IpAddr, now: i64) -> Result<EnrollResponse, ApiError>;
+    /// Count the answer: ok, or its error code.
+    fn count(m: &crate::metrics::Metrics, outcome: Result<(), &'static str>);
+}
+
+impl Issue for EnrollRequest {
+    fn issue(&self, s: &Shared, source: IpAddr, now: i64) -> Result<EnrollResponse, ApiError> {
+        s.enroll(self, source, now)
+    }
+
+    fn count(m: &crate::metrics::Metrics, outcome: Result<(), &'static str>) {
+        m.enrollment(outcome);
+    }
+}
+
+impl Issue for RenewRequest {
+    fn issue(&self, s: &Shared, _: IpAddr, now: i64) -> Result<EnrollResponse, ApiError> {
+        s.renew(self, now)
+    }
+
+    fn count(m: &crate::metrics::Metrics, outcome: Result<(), &'static str>) {
+        m.renewal(outcome);
+    }
+}
+
+/// `POST /v1/enroll` or `/v1/renew`: admit the source, parse the request, issue, count.
+async fn issue_handler<R: Issue>(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
@@ -946,11 +976,11 @@ async fn enroll_handler(
     let counted = s.clone();
     let out = async move {
         s.admit(peer.ip())?;
-        let req: EnrollRequest = parse_body(body)?;
-        blocking(move || s.enroll(&req, peer.ip(), unix_now())).await
+        let req: R = parse_body(body)?;
+        blocking(move || req.issue(&s, peer.ip(), unix_now())).await
     }
     .await;
-    counted.metrics.enrollment(outcome(&out));
+    R::count(&counted.metrics, outcome(&out));
     Ok(axum::Json(out?))
 }
 
@@ -985,22 +1015,6 @@ impl service::monitor::Probe for Probe {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("the database does not answer: {e}"))
     }
-}
-
-async fn renew_handler(
-    State(s): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<axum::Json<EnrollResponse>, ApiError> {
-    let counted = s.clone();
-    let out = async move {
-        s.admit(peer.ip())?;
-        let req: RenewRequest = parse_body(body)?;
-        blocking(move || s.renew(&req, unix_now())).await
-    }
-    .await;
-    counted.metrics.renewal(outcome(&out));
-    Ok(axum::Json(out?))
 }
 
 async fn crl_handler(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {

@@ -5,7 +5,7 @@
 
 use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
 use reqwest::Method;
-use service::http::{AnswerError, Api, ClientBuildError};
+use service::http::{Api, ClientBuildError};
 use service::tls::Trust;
 use std::path::Path;
 
@@ -52,17 +52,7 @@ pub enum ClientError {
     Cert(#[from] crate::cert::CertError),
 }
 
-impl From<AnswerError> for ClientError {
-    fn from(e: AnswerError) -> Self {
-        match e {
-            AnswerError::Http(e) => ClientError::Http(e),
-            e @ (AnswerError::TooLarge { .. } | AnswerError::Decode(_)) => {
-                ClientError::Answer(e.to_string())
-            }
-            AnswerError::Refused { status, body } => ClientError::Refused { status, body },
-        }
-    }
-}
+service::answer_error_into!(ClientError, Http, Answer, Refused);
 
 /// An HTTP client for one E&A server.
 #[derive(Clone, Debug)]

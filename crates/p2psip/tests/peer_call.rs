@@ -79,18 +79,15 @@ fn sip_lines(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// An HTTPS GET (the body), the server verified against the CA in `ca`.
+/// An HTTPS GET (the body, which must come with a success status), the server verified
+/// against the CA in `ca`.
 fn https_get(base: &str, path: &str, ca: &Path) -> String {
-    let trust = service::tls::Trust::ca_file(ca).unwrap();
-    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = http.get(format!("{base}{path}")).send().await.unwrap();
-        r.error_for_status().unwrap().text().await.unwrap()
-    })
+    let (code, body) = support::http_get(base, path, ca);
+    assert!(
+        (200..300).contains(&code),
+        "GET {base}{path}: {code} {body}"
+    );
+    body
 }
 
 /// The processes of one overlay: SOS, E&A, then the CSP and peers A, B, C (layer 2),

@@ -52,17 +52,7 @@ pub enum ClientError {
     NoUrl,
 }
 
-impl From<AnswerError> for ClientError {
-    fn from(e: AnswerError) -> Self {
-        match e {
-            AnswerError::Http(e) => ClientError::Http(e),
-            e @ (AnswerError::TooLarge { .. } | AnswerError::Decode(_)) => {
-                ClientError::Answer(e.to_string())
-            }
-            AnswerError::Refused { status, body } => ClientError::Server { status, body },
-        }
-    }
-}
+service::answer_error_into!(ClientError, Http, Answer, Server);
 
 impl ClientError {
     /// The server's error code, if the server answered with one.

@@ -5,6 +5,8 @@
 //! make the SOS distrust a peer the CSPs proved honest, and once caught it is not believed
 //! about anyone else — also after a restart.
 
+mod support;
+
 use enroll::cert::ServiceRole;
 use sos::{
     Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, RunningServer, ServerConfig,
@@ -124,13 +126,7 @@ fn config(backend: &Backend, reporters: &Reporters) -> ServerConfig {
 }
 
 async fn start(backend: &Backend, reporters: &Reporters, https: &LoopbackHttps) -> RunningServer {
-    RunningServer::start(
-        config(backend, reporters),
-        "127.0.0.1:0".parse().expect("addr"),
-        https.transport.clone(),
-    )
-    .await
-    .expect("server starts")
+    support::start_loopback(config(backend, reporters), https).await
 }
 
 /// (belief, disbelief) of `peer` at the SOS.
@@ -246,13 +242,7 @@ async fn with_checks_off_every_report_counts() {
     let reporters = Reporters::new();
     let mut cfg = config(&Backend::Sqlite(dir.path().join("sos.db")), &reporters);
     cfg.check_reports = false;
-    let server = RunningServer::start(
-        cfg,
-        "127.0.0.1:0".parse().expect("addr"),
-        https.transport.clone(),
-    )
-    .await
-    .expect("server starts");
+    let server = support::start_loopback(cfg, &https).await;
     let client = SosClient::new(&server.url(), &https.trust).expect("client");
     reporters
         .post(&client, CSP, HONEST, Outcome::Delivered, 4)

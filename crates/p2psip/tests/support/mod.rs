@@ -361,3 +361,20 @@ pub fn wait_converged(peers: &[&PeerProc], within: Duration) -> Duration {
     }
     t0.elapsed()
 }
+
+/// `GET path` from the server at `base` (`https://ADDR` of E&A and SOS, verified against
+/// the CA in `ca`; `http://ADDR` of the loopback metrics and control endpoints): status
+/// and body.
+pub fn http_get(base: &str, path: &str, ca: &Path) -> (u16, String) {
+    let trust = service::tls::Trust::ca_file(ca).unwrap();
+    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let code = r.status().as_u16();
+        (code, r.text().await.unwrap())
+    })
+}

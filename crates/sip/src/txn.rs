@@ -91,37 +91,38 @@ pub struct SipTransmit {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TxKey(TransactionKey);
 
-impl TxKey {
-    /// The key's fields in the order they are compared: RFC 3261 keys before legacy ones,
-    /// then field by field (an RFC 3261 key's three fields fill the first slots).
-    fn order_key(&self) -> (u8, [&[u8]; 5], u32, &[u8]) {
-        match &self.0 {
-            TransactionKey::Rfc3261 {
-                branch,
-                sent_by,
-                method,
-            } => (0, [branch, sent_by, method, &[], &[]], 0, &[]),
-            TransactionKey::Legacy {
-                request_uri,
-                top_via,
-                from_tag,
-                to_tag,
-                call_id,
-                cseq,
-                method,
-            } => (
-                1,
-                [request_uri, top_via, from_tag, to_tag, call_id],
-                *cseq,
-                method,
-            ),
-        }
+/// A transaction key's fields in the order they are compared and hashed: the variant (0:
+/// RFC 3261, 1: legacy), then field by field (an RFC 3261 key's three fields fill the first
+/// slots, the rest empty).
+type KeyFields<'a> = (u8, [&'a [u8]; 5], u32, &'a [u8]);
+
+fn key_fields(key: &TransactionKey) -> KeyFields<'_> {
+    match key {
+        TransactionKey::Rfc3261 {
+            branch,
+            sent_by,
+            method,
+        } => (0, [branch, sent_by, method, &[], &[]], 0, &[]),
+        TransactionKey::Legacy {
+            request_uri,
+            top_via,
+            from_tag,
+            to_tag,
+            call_id,
+            cseq,
+            method,
+        } => (
+            1,
+            [request_uri, top_via, from_tag, to_tag, call_id],
+            *cseq,
+            method,
+        ),
     }
 }
 
 impl Ord for TxKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.order_key().cmp(&other.order_key())
+        key_fields(&self.0).cmp(&key_fields(&other.0))
     }
 }
 
@@ -162,40 +163,13 @@ impl KeyDigest {
             ctx.update(bytes);
         };
         part(if server { b"server" } else { b"client" });
-        match key {
-            TransactionKey::Rfc3261 {
-                branch,
-                sent_by,
-                method,
-            } => {
-                for p in [b"rfc3261".as_slice(), branch, sent_by, method] {
-                    part(p);
-                }
-            }
-            TransactionKey::Legacy {
-                request_uri,
-                top_via,
-                from_tag,
-                to_tag,
-                call_id,
-                cseq,
-                method,
-            } => {
-                let cseq = cseq.to_be_bytes();
-                for p in [
-                    b"legacy".as_slice(),
-                    request_uri,
-                    top_via,
-                    from_tag,
-                    to_tag,
-                    call_id,
-                    &cseq,
-                    method,
-                ] {
-                    part(p);
-                }
-            }
+        let (variant, fields, cseq, method) = key_fields(key);
+        part(if variant == 0 { b"rfc3261" } else { b"legacy" });
+        for p in fields {
+            part(p);
         }
+        part(&cseq.to_be_bytes());
+        part(method);
         let d = ctx.finish();
         let mut out = [0; 16];
         out.copy_from_slice(d.as_ref().get(..16).unwrap_or(&[0; 16]));

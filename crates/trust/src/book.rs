@@ -472,16 +472,21 @@ mod tests {
         assert_eq!(book.peers[&1].negative, 4);
     }
 
-    #[test]
-    fn a_reporter_that_contradicts_proof_loses_its_voice() {
+    /// A book (a = 0.25, no ageing) in which the CSPs proved four times that 1 forwards and
+    /// 2 drops, and the discounting the tests judge reports with.
+    fn proven_forwarder_and_dropper() -> (OpinionBook<u32>, Discounting) {
         let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
         let mut book = OpinionBook::new(policy);
-        let mode = Discounting::Classic;
-        // The CSPs proved that 1 forwards and 2 drops.
         for _ in 0..4 {
             book.record_proven(1u32, true, 0);
             book.record_proven(2u32, false, 0);
         }
+        (book, Discounting::Classic)
+    }
+
+    #[test]
+    fn a_reporter_that_contradicts_proof_loses_its_voice() {
+        let (mut book, mode) = proven_forwarder_and_dropper();
         // 10 tells the truth about both; 20 says the opposite.
         assert_eq!(
             book.record_referred(1, true, 0, &10, mode),
@@ -526,13 +531,7 @@ mod tests {
 
     #[test]
     fn a_dropper_and_a_caught_liar_are_distrusted_an_honest_reporter_is_not() {
-        let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
-        let mut book = OpinionBook::new(policy);
-        let mode = Discounting::Classic;
-        for _ in 0..4 {
-            book.record_proven(1u32, true, 0);
-            book.record_proven(2u32, false, 0);
-        }
+        let (mut book, mode) = proven_forwarder_and_dropper();
         assert!(book.distrusted(&2, 0) && !book.distrusted(&1, 0));
         // 20 forwards well and lies: seven lies are not yet enough to condemn it.
         for _ in 0..4 {

@@ -1564,6 +1564,14 @@ mod tests {
             Harness { b, a }
         }
 
+        /// A harness whose B has run its first timers at 10 ms, and that time.
+        fn stepped() -> (Self, Time) {
+            let mut h = Harness::new();
+            let t0 = Time::from_millis(10);
+            h.step(t0);
+            (h, t0)
+        }
+
         /// Run B's timers at `now`; answer as A; return the routed messages B sent to A.
         fn step(&mut self, now: Time) -> Vec<Message> {
             self.b.handle_timeout(now);
@@ -1606,9 +1614,7 @@ mod tests {
 
     #[test]
     fn a_hop_that_never_acknowledges_is_declared_failed() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         h.lookup_via_a(t0);
         h.run(t0, 2);
         assert!(
@@ -1619,9 +1625,7 @@ mod tests {
 
     #[test]
     fn a_route_the_driver_could_not_queue_is_not_held_against_the_next_hop() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         let route = h.lookup_via_a(t0);
         h.b.handle_not_sent(t0, h.a.id, &route);
         h.run(t0, 2);
@@ -1635,9 +1639,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_gains_a_predecessor_tells_the_old_one_at_once() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         // N joins between A (1000) and B (30000) and notifies B.
         let n = Contact::new(NodeId(20000), ([127, 0, 0, 1], 3).into());
         h.b.handle_message(t0, n, Message::Notify);
@@ -1655,9 +1657,7 @@ mod tests {
 
     #[test]
     fn a_hint_from_the_successor_starts_a_stabilize_and_from_others_nothing() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         let stranger = Contact::new(NodeId(20000), ([127, 0, 0, 1], 3).into());
         h.b.handle_message(t0, stranger, Message::NeighbourChanged);
         assert!(

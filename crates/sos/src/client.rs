@@ -198,13 +198,7 @@ impl SosClient {
 
     /// `GET /v1/opinions/{peer}`.
     pub async fn get_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
-        let path = format!("/v1/opinions/{peer}");
-        self.call(
-            Retry::Read,
-            |api| api.request(Method::GET, &path),
-            Api::call,
-        )
-        .await
+        self.opinion(Method::GET, peer, None).await
     }
 
     /// `PUT /v1/opinions/{peer}` (admin).
@@ -213,24 +207,33 @@ impl SosClient {
         peer: PeerId,
         opinion: Opinion,
     ) -> Result<OpinionView, ClientError> {
-        let path = format!("/v1/opinions/{peer}");
-        self.call(
-            Retry::Write,
-            |api| self.admin(api.request(Method::PUT, &path).json(&opinion)),
-            Api::call,
-        )
-        .await
+        self.opinion(Method::PUT, peer, Some(&opinion)).await
     }
 
     /// `DELETE /v1/opinions/{peer}` (admin): back to evidence.
     pub async fn delete_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
+        self.opinion(Method::DELETE, peer, None).await
+    }
+
+    /// `method /v1/opinions/{peer}` with `body`: a read, or an admin's write (with the token).
+    async fn opinion(
+        &self,
+        method: Method,
+        peer: PeerId,
+        body: Option<&Opinion>,
+    ) -> Result<OpinionView, ClientError> {
         let path = format!("/v1/opinions/{peer}");
-        self.call(
-            Retry::Write,
-            |api| self.admin(api.request(Method::DELETE, &path)),
-            Api::call,
-        )
-        .await
+        let read = method == Method::GET;
+        let retry = if read { Retry::Read } else { Retry::Write };
+        let request = |api: &Api| {
+            let rb = api.request(method.clone(), &path);
+            let rb = match body {
+                Some(o) => rb.json(o),
+                None => rb,
+            };
+            if read { rb } else { self.admin(rb) }
+        };
+        self.call(retry, request, Api::call).await
     }
 
     /// `POST /v1/reports` with a report signed by [`crate::ReportSigner::sign`].

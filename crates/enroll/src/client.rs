@@ -165,6 +165,19 @@ pub fn check_answered_ca(trust: &Trust, ca_pem: &str) -> Result<(), ClientError>
     }
 }
 
+/// An HTTP client for the E&A's published URLs (the CRL, the directory) that believes a
+/// server only if its certificate chains to `ca` and was made for the E&A service.
+pub fn published_http_client(
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, ClientBuildError> {
+    service::http::client_for_service(
+        timeout,
+        &Trust::Ca(vec![ca.clone()]),
+        Some(crate::cert::ServiceRole::Enroll.as_str()),
+    )
+}
+
 /// Key file name in a node directory.
 pub const KEY_FILE: &str = "key.pem";
 /// Chain file name in a node directory.

@@ -7,6 +7,8 @@
 //! `CI=true` a missing PostgreSQL fails instead.
 #![allow(clippy::unwrap_used)] // a failure is a test failure
 
+mod support;
+
 use enroll::api::Location;
 use enroll::cert::{self, new_key_and_csr};
 use enroll::client::{ClientError, EnrollClient};
@@ -32,17 +34,8 @@ async fn start(dir: &Path, pg: &str) -> (EnrollClient, tokio::sync::oneshot::Sen
         ..ServerConfig::default()
     };
     let server = EnrollServer::open_with(dir, Some(PgOptions::new(pg)), config).unwrap();
-    let trust = Trust::ca_pem(server.ca_pem()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    (
-        EnrollClient::new(&format!("https://{addr}"), &trust).unwrap(),
-        stop,
-    )
+    let served = support::serve_loopback(server).await;
+    (served.client, served.stop)
 }
 
 fn request(token: &str, i: usize) -> EnrollRequest {

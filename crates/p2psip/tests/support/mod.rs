@@ -378,3 +378,31 @@ pub fn http_get(base: &str, path: &str, ca: &Path) -> (u16, String) {
         (code, r.text().await.unwrap())
     })
 }
+
+/// Report number `n` of `signer` about `subject` (delivered when `positive`, else dropped;
+/// the subject as the route), its nonce `n` big-endian: what the SOS crash and fail-over
+/// tests stream. The nonce comes back for checking the stored rows.
+pub fn numbered_report(
+    signer: &sos::ReportSigner,
+    n: u64,
+    subject: u128,
+    positive: bool,
+    now_ms: u64,
+) -> (sos::SignedReport, [u8; 16]) {
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&n.to_be_bytes());
+    let outcome = if positive {
+        sos::Outcome::Delivered
+    } else {
+        sos::Outcome::Dropped
+    };
+    let body = sos::ReportBody {
+        reporter: signer.peer(),
+        subject: sos::PeerId(subject),
+        outcome,
+        route: vec![sos::PeerId(subject)],
+        timestamp_ms: now_ms,
+        nonce,
+    };
+    (signer.sign(body).unwrap(), nonce)
+}

@@ -886,16 +886,21 @@ impl ChordNode {
     }
 
     fn issue_route(&mut self, now: Time, lookup: u64, key: NodeId) {
-        let token = self.token();
-        let route = Route {
+        let route = self.new_route(lookup, key, Vec::new());
+        self.route_step(now, route);
+    }
+
+    /// A fresh Route message of ours for `lookup` of `key`, with a new token, having
+    /// passed `path` so far.
+    fn new_route(&mut self, lookup: u64, key: NodeId, path: Vec<NodeId>) -> Route {
+        Route {
             lookup,
             origin: self.me,
             key,
-            token,
+            token: self.token(),
             last_hop: false,
-            path: Vec::new(),
-        };
-        self.route_step(now, route);
+            path,
+        }
     }
 
     fn send_join_request(&mut self, now: Time, lookup: u64, bootstrap: Contact) {
@@ -912,15 +917,7 @@ impl ChordNode {
 
     /// Route a lookup that starts at another peer (we have no usable routing state for it).
     fn send_route_via(&mut self, now: Time, lookup: u64, key: NodeId, via: Contact) {
-        let token = self.token();
-        let route = Route {
-            lookup,
-            origin: self.me,
-            key,
-            token,
-            last_hop: false,
-            path: vec![self.me.id],
-        };
+        let route = self.new_route(lookup, key, vec![self.me.id]);
         self.forward(now, via, route);
     }
 

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    FAST_TIMERS, create_token, ea_command, enroll, free_port, ok, run, sos_tls, start_ea,
-    start_peer, status, url_after,
+    FAST_TIMERS, create_token, ea_command, free_port, ok, run, sos_tls, start_ea, start_peer,
+    status, url_after,
 };
 
 /// A tshark capture of TCP on `lo` into a file, stopped (SIGINT) on drop.
@@ -187,29 +187,8 @@ fn capture_services(insecure: bool) -> Option<Run> {
     };
     let csp_token = create_token(&data, &["--role", "csp", "--layer", "2"]);
     let peer_token = create_token(&data, &["--role", "peer", "--layer", "2", "--uses", "2"]);
-    let dirs: Vec<_> = ["csp", "a", "b"]
-        .iter()
-        .map(|n| tmp.path().join(n))
-        .collect();
-    for (i, d) in dirs.iter().enumerate() {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let token = if i == 0 { &csp_token } else { &peer_token };
-        if insecure {
-            ok(run(&[
-                "enroll",
-                "--server",
-                &ea_url,
-                "--token",
-                token,
-                "--out",
-                d.to_str().unwrap(),
-                "--listen",
-                &listen,
-            ]));
-        } else {
-            enroll(&ea_url, token, d, &["--listen", &listen]);
-        }
-    }
+    let names = ["csp", "a", "b"];
+    let dirs = support::enroll_csp_and_peers(&ea_url, tmp.path(), &names, &csp_token, &peer_token);
 
     let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
     let db = tmp.path().join("sos.db");

@@ -114,29 +114,25 @@ pub trait SignatureAlgorithms {
 #[macro_export]
 macro_rules! handshake_signature_checks {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
-        }
+        // TLS 1.2 and 1.3 checks differ only in rustls's function, named as the method.
+        $crate::handshake_signature_checks!(@verify verify_tls12_signature, verify_tls13_signature);
 
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             $crate::tls::SignatureAlgorithms::signature_algorithms(self).supported_schemes()
         }
+    };
+    (@verify $($method:ident),*) => {
+        $(
+            fn $method(
+                &self,
+                message: &[u8],
+                cert: &rustls::pki_types::CertificateDer<'_>,
+                dss: &rustls::DigitallySignedStruct,
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+                let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
+                rustls::crypto::$method(message, cert, dss, &algs)
+            }
+        )*
     };
 }
 

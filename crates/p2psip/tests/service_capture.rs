@@ -157,10 +157,23 @@ struct Run {
 /// from A to B that B has the SOS rank and reports on. `insecure`: both servers with
 /// `--insecure-http` (the control run). `None` when tshark cannot capture (skipped).
 impl Run {
-    /// How many of the enrollment tokens stand anywhere in the raw capture.
-    fn tokens_in_clear(&self) -> usize {
+    /// Check that every enrollment token stands somewhere in the raw capture (`all`: the
+    /// plain-HTTP run), or that none does (the TLS run).
+    fn expect_tokens_in_clear(&self, all: bool) {
         let raw = std::fs::read(&self.file).unwrap();
-        self.tokens.iter().filter(|t| contains(&raw, t)).count()
+        let seen = self.tokens.iter().filter(|t| contains(&raw, t)).count();
+        if all {
+            assert_eq!(
+                seen,
+                self.tokens.len(),
+                "a token is not seen over plain HTTP"
+            );
+        } else {
+            assert_eq!(
+                seen, 0,
+                "an enrollment token is in the capture in cleartext"
+            );
+        }
     }
 }
 
@@ -290,11 +303,7 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
         return;
     };
     // No token anywhere in the capture.
-    assert_eq!(
-        r.tokens_in_clear(),
-        0,
-        "an enrollment token is in the capture in cleartext"
-    );
+    r.expect_tokens_in_clear(false);
     // The E&A and the SOS: TLS handshakes seen, every payload a TLS record, nothing readable.
     for (service, port) in [("E&A", r.ea_port), ("SOS", r.sos_port)] {
         let hellos = tshark(
@@ -359,11 +368,7 @@ fn the_check_finds_tokens_rankings_and_reports_over_insecure_http() {
     let Some(r) = capture_services(true) else {
         return;
     };
-    assert_eq!(
-        r.tokens_in_clear(),
-        r.tokens.len(),
-        "the token is not seen over plain HTTP"
-    );
+    r.expect_tokens_in_clear(true);
     let ea = payloads(&r.file, r.ea_port);
     for s in [
         "/v1/enroll",

@@ -369,23 +369,26 @@ fn the_check_finds_tokens_rankings_and_reports_over_insecure_http() {
         return;
     };
     r.expect_tokens_in_clear(true);
-    let ea = payloads(&r.file, r.ea_port);
-    for s in [
+    let ea: &[&str] = &[
         "/v1/enroll",
         "\"token\"",
         "CERTIFICATE REQUEST",
         "/v1/directory",
-    ] {
-        assert!(contains(&ea, s), "E&A: {s:?} not seen over plain HTTP");
-    }
-    let sos = payloads(&r.file, r.sos_port);
-    for s in [
+    ];
+    let sos: &[&str] = &[
         "/v1/routes/rank",
         "\"ranked\"",
         "\"expectation\"",
         "/v1/reports",
         "\"nonce\"",
-    ] {
-        assert!(contains(&sos, s), "SOS: {s:?} not seen over plain HTTP");
+    ];
+    for (service, port, seen) in [("E&A", r.ea_port, ea), ("SOS", r.sos_port, sos)] {
+        let bytes = payloads(&r.file, port);
+        for s in seen {
+            assert!(
+                contains(&bytes, s),
+                "{service}: {s:?} not seen over plain HTTP"
+            );
+        }
     }
 }

@@ -251,6 +251,36 @@ impl SosClient {
         .await
     }
 
+    /// The paper's worked example ([`trust::paper`]) on this SOS: set its four opinions
+    /// (admin) and rank its two routes over HTTP; the ranking as [`trust::paper::rank`]
+    /// makes it in process, to compare with [`trust::paper::EXPECTED`].
+    pub async fn rank_paper_example(&self) -> Result<Vec<trust::RankedRoute<u128>>, ClientError> {
+        for (p, ..) in trust::paper::OPINIONS {
+            self.put_opinion(PeerId(p), trust::paper::opinion_of(p))
+                .await?;
+        }
+        let routes = trust::paper::routes();
+        let asked = routes
+            .iter()
+            .map(|r| r.iter().copied().map(PeerId).collect())
+            .collect();
+        let ranked = self.rank(asked).await?.ranked;
+        Ok(ranked
+            .into_iter()
+            .enumerate()
+            .map(|(place, r)| {
+                let route: Vec<u128> = r.route.iter().map(|p| p.0).collect();
+                let index = routes.iter().position(|x| *x == route).unwrap_or(place);
+                trust::RankedRoute {
+                    route,
+                    opinion: r.opinion,
+                    expectation: r.expectation,
+                    index,
+                }
+            })
+            .collect())
+    }
+
     /// `POST /v1/routes/rank` with the classic operator: best route first.
     pub async fn rank(&self, routes: Vec<Vec<PeerId>>) -> Result<RankResponse, ClientError> {
         self.rank_with(routes, Discounting::Classic).await

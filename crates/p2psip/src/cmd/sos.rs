@@ -8,7 +8,6 @@ use sos::{
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use trust::Opinion;
 
 /// Run the Secure Opinion Server (default), or one of its helper actions.
 ///
@@ -399,52 +398,28 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
     }
     service::say!("  (the paper prints 1600 as (0.82, 0.08, 0.08), which sums to 0.98; its own");
     service::say!("   result u = 0.221 needs u = 1 - b - d = 0.10, used here)");
-    let rows: Vec<(Vec<u128>, Opinion, f64)> = match &a.server {
+    let rows = match &a.server {
         None => {
             service::say!("Ranking in-process with the trust library:");
             trust::paper::rank()
-                .into_iter()
-                .map(|r| (r.route, r.opinion, r.expectation))
-                .collect()
         }
         Some(url) => {
             let token = admin_token(a.admin_token_file.as_deref())?.context(
                 "--server needs the admin token (--admin-token-file or P2PSIP_SOS_ADMIN_TOKEN)",
             )?;
             service::say!("Setting the opinions on {url} and ranking over HTTP:");
-            runtime()?.block_on(async {
-                let client = SosClient::new(url, &client_trust(url, a.ca.as_deref())?)?
-                    .with_admin_token(token);
-                for (p, b, d, u) in trust::paper::OPINIONS {
-                    let op = Opinion::new(b, d, u, trust::paper::BASE_RATE)?;
-                    client.put_opinion(PeerId(p), op).await?;
-                }
-                let routes = trust::paper::routes()
-                    .into_iter()
-                    .map(|r| r.into_iter().map(PeerId).collect())
-                    .collect();
-                let ranked = client.rank(routes).await?.ranked;
-                anyhow::Ok(
-                    ranked
-                        .into_iter()
-                        .map(|r| {
-                            (
-                                r.route.iter().map(|p| p.0).collect(),
-                                r.opinion,
-                                r.expectation,
-                            )
-                        })
-                        .collect(),
-                )
-            })?
+            let client =
+                SosClient::new(url, &client_trust(url, a.ca.as_deref())?)?.with_admin_token(token);
+            runtime()?.block_on(client.rank_paper_example())?
         }
     };
     let mut ok = rows.len() == trust::paper::EXPECTED.len();
     service::say!("  rank  route                b        d        u        E        expected");
-    for (i, (route, op, e)) in rows.iter().enumerate() {
-        let good = trust::paper::matches(i, route, op, *e);
+    for (i, r) in rows.iter().enumerate() {
+        let (op, e) = (&r.opinion, r.expectation);
+        let good = trust::paper::matches(i, &r.route, op, e);
         ok &= good;
-        let route_s = route_text(route);
+        let route_s = route_text(&r.route);
         service::say!(
             "  {:<4}  {:<19}  {:<7.4}  {:<7.4}  {:<7.4}  {:<7.5}  {}",
             i + 1,

@@ -60,16 +60,41 @@ pub struct Location {
     pub lon: f64,
 }
 
+/// Why an operator's text (a command-line value) is not the value it should name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {text:?}: {why}")]
+pub struct TextError {
+    /// What the text should name (`location`, `bootstrap peer`).
+    pub what: &'static str,
+    /// The text given.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl TextError {
+    fn new(what: &'static str, text: &str, why: String) -> Self {
+        TextError {
+            what,
+            text: text.to_owned(),
+            why,
+        }
+    }
+}
+
 impl std::str::FromStr for Location {
-    type Err = String;
+    type Err = TextError;
 
     /// `LAT,LON` in degrees, as `p2psip enroll --location` takes it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (lat, lon) = s.split_once(',').ok_or("expected LAT,LON")?;
+        let err = |why: String| TextError::new("location", s, why);
+        let (lat, lon) = s
+            .split_once(',')
+            .ok_or_else(|| err("expected LAT,LON".into()))?;
         let deg = |what: &str, v: &str| {
             v.trim()
                 .parse::<f64>()
-                .map_err(|e| format!("{what} {v:?}: {e}"))
+                .map_err(|e| err(format!("{what} {v:?}: {e}")))
         };
         Ok(Location {
             lat: deg("latitude", lat)?,
@@ -168,25 +193,12 @@ pub struct BootstrapPeer {
     pub addr: SocketAddr,
 }
 
-/// Why a `--bootstrap` text is not a [`BootstrapPeer`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bootstrap peer {text:?}: {why}")]
-pub struct BootstrapParseError {
-    /// The text given.
-    pub text: String,
-    /// What is wrong with it.
-    pub why: String,
-}
-
 impl std::str::FromStr for BootstrapPeer {
-    type Err = BootstrapParseError;
+    type Err = TextError;
 
     /// `ID,LAYER,ROLE,ADDR`, as `p2psip enroll-server --bootstrap` takes it.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |why: String| BootstrapParseError {
-            text: s.to_owned(),
-            why,
-        };
+        let err = |why: String| TextError::new("bootstrap peer", s, why);
         let parts: Vec<&str> = s.split(',').collect();
         let [id, layer, role, addr] = parts.as_slice() else {
             return Err(err("expected ID,LAYER,ROLE,ADDR".into()));

@@ -60,6 +60,49 @@ pub struct Location {
     pub lon: f64,
 }
 
+/// Why an operator's text (a command-line value) is not the value it should name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {text:?}: {why}")]
+pub struct TextError {
+    /// What the text should name (`location`, `bootstrap peer`).
+    pub what: &'static str,
+    /// The text given.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+impl TextError {
+    fn new(what: &'static str, text: &str, why: String) -> Self {
+        TextError {
+            what,
+            text: text.to_owned(),
+            why,
+        }
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = TextError;
+
+    /// `LAT,LON` in degrees, as `p2psip enroll --location` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: String| TextError::new("location", s, why);
+        let (lat, lon) = s
+            .split_once(',')
+            .ok_or_else(|| err("expected LAT,LON".into()))?;
+        let deg = |what: &str, v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|e| err(format!("{what} {v:?}: {e}")))
+        };
+        Ok(Location {
+            lat: deg("latitude", lat)?,
+            lon: deg("longitude", lon)?,
+        })
+    }
+}
+
 /// `POST /v1/enroll`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +193,26 @@ pub struct BootstrapPeer {
     pub addr: SocketAddr,
 }
 
+impl std::str::FromStr for BootstrapPeer {
+    type Err = TextError;
+
+    /// `ID,LAYER,ROLE,ADDR`, as `p2psip enroll-server --bootstrap` takes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: String| TextError::new("bootstrap peer", s, why);
+        let parts: Vec<&str> = s.split(',').collect();
+        let [id, layer, role, addr] = parts.as_slice() else {
+            return Err(err("expected ID,LAYER,ROLE,ADDR".into()));
+        };
+        let layer: u8 = layer.parse().map_err(|e| err(format!("layer: {e}")))?;
+        Ok(BootstrapPeer {
+            node_id: id.parse().map_err(|e| err(format!("node ID: {e}")))?,
+            layer: Layer::new(layer).map_err(|e| err(e.to_string()))?,
+            role: role.parse().map_err(|e| err(format!("{e}")))?,
+            addr: addr.parse().map_err(|e| err(format!("address: {e}")))?,
+        })
+    }
+}
+
 /// Answer to enroll and renew.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnrollResponse {
@@ -237,4 +300,39 @@ pub struct NodeConfig {
     pub ca_file: String,
     /// End of the certificate's validity, unix seconds (renew before).
     pub not_after: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bootstrap_peer_parses_from_its_flag_text() {
+        let p: BootstrapPeer = "1593,1,csp,127.0.0.1:4000".parse().expect("parses");
+        assert_eq!(p.node_id, NodeId(1593));
+        assert_eq!((p.layer.get(), p.role), (1, Role::Csp));
+        assert_eq!(
+            p.addr,
+            "127.0.0.1:4000".parse::<SocketAddr>().expect("addr")
+        );
+        for bad in [
+            "1593,1,csp",
+            "x,1,csp,127.0.0.1:4000",
+            "1593,4,csp,127.0.0.1:4000",
+            "1593,1,king,127.0.0.1:4000",
+            "1593,1,csp,nowhere",
+        ] {
+            let e = bad.parse::<BootstrapPeer>().expect_err(bad);
+            assert_eq!(e.text, bad);
+        }
+    }
+
+    #[test]
+    fn a_location_parses_from_lat_comma_lon() {
+        let l: Location = " 59.91, 10.75".parse().expect("parses");
+        assert_eq!((l.lat, l.lon), (59.91, 10.75));
+        for bad in ["59.91", "north,10", "59.91,east"] {
+            assert!(bad.parse::<Location>().is_err(), "{bad}");
+        }
+    }
 }

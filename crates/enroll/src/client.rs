@@ -5,7 +5,7 @@
 
 use crate::api::{EnrollRequest, EnrollResponse, ErrorBody, NodeConfig, RenewRequest};
 use reqwest::Method;
-use service::http::{AnswerError, Api, ClientBuildError};
+use service::http::{Api, ClientBuildError};
 use service::tls::Trust;
 use std::path::Path;
 
@@ -37,6 +37,13 @@ pub enum ClientError {
         /// Fingerprint expected.
         want: String,
     },
+    /// The server answered with another CA than the one the connection was verified
+    /// against.
+    #[error("the server answered with another CA ({0}) than the one it was verified against")]
+    CaChanged(String),
+    /// The node directory's private key is unusable.
+    #[error("reading the private key {0}")]
+    Key(String),
     /// Writing the node directory failed.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
@@ -45,17 +52,7 @@ pub enum ClientError {
     Cert(#[from] crate::cert::CertError),
 }
 
-impl From<AnswerError> for ClientError {
-    fn from(e: AnswerError) -> Self {
-        match e {
-            AnswerError::Http(e) => ClientError::Http(e),
-            e @ (AnswerError::TooLarge { .. } | AnswerError::Decode(_)) => {
-                ClientError::Answer(e.to_string())
-            }
-            AnswerError::Refused { status, body } => ClientError::Refused { status, body },
-        }
-    }
-}
+service::answer_error_into!(ClientError, Http, Answer, Refused);
 
 /// An HTTP client for one E&A server.
 #[derive(Clone, Debug)]
@@ -99,6 +96,26 @@ impl EnrollClient {
         Ok(Api::call(self.api.request(Method::POST, "/v1/renew").json(req)).await?)
     }
 
+    /// Renew the certificate of the node directory `dir` with its own key: the key (PEM)
+    /// to keep, and the server's answer (for [`write_node_dir`]).
+    pub async fn renew_node_dir(
+        &self,
+        dir: &Path,
+    ) -> Result<(String, EnrollResponse), ClientError> {
+        let read = |file: &str| {
+            let p = dir.join(file);
+            std::fs::read_to_string(&p)
+                .map_err(|e| ClientError::Io(format!("reading {}", p.display()), e))
+        };
+        let key_pem = read(KEY_FILE)?;
+        let certificate = read(CHAIN_FILE)?;
+        let key = crate::cert::KeyPair::from_pem(&key_pem)
+            .map_err(|e| ClientError::Key(format!("{}: {e}", dir.join(KEY_FILE).display())))?;
+        let csr = crate::cert::csr_for_key(&key)?;
+        let resp = self.renew(&RenewRequest { certificate, csr }).await?;
+        Ok((key_pem, resp))
+    }
+
     /// `GET /v1/crl` (DER).
     pub async fn crl(&self) -> Result<Vec<u8>, ClientError> {
         Ok(Api::call_bytes(self.api.request(Method::GET, "/v1/crl")).await?)
@@ -128,6 +145,37 @@ impl EnrollClient {
         }
         Ok(pem)
     }
+}
+
+/// Check that `ca_pem`, the CA an enrollment answer hands out, is the one `trust` verified
+/// the connection against (any CA when `trust` holds none: plain HTTP).
+pub fn check_answered_ca(trust: &Trust, ca_pem: &str) -> Result<(), ClientError> {
+    let got = service::tls::certs_from_pem(ca_pem, "the CA in the answer")?;
+    let first = got.first().map(|c| c.as_ref()).unwrap_or_default();
+    let fingerprint = crate::cert::fingerprint(first);
+    let ok = match trust {
+        Trust::Pinned(pin) => fingerprint == crate::token::hex(pin),
+        Trust::Ca(cas) if cas.is_empty() => true,
+        Trust::Ca(cas) => cas.iter().any(|c| c.as_ref() == first),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::CaChanged(fingerprint))
+    }
+}
+
+/// An HTTP client for the E&A's published URLs (the CRL, the directory) that believes a
+/// server only if its certificate chains to `ca` and was made for the E&A service.
+pub fn published_http_client(
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, ClientBuildError> {
+    service::http::client_for_service(
+        timeout,
+        &Trust::Ca(vec![ca.clone()]),
+        Some(crate::cert::ServiceRole::Enroll.as_str()),
+    )
 }
 
 /// Key file name in a node directory.

@@ -280,6 +280,30 @@ impl DataDir {
         issue_service(&self.ca, role, names, validity)
     }
 
+    /// Issue a service certificate (see [`DataDir::issue_service_cert`]) and write it into
+    /// `out` (created) as a service's `--tls` directory reads it: `key.pem` (mode 0600, an
+    /// existing one is refused), `chain.pem` (certificate, then CA) and `ca.pem`.
+    pub fn write_service_cert(
+        &self,
+        role: cert::ServiceRole,
+        names: &[String],
+        validity: Duration,
+        out: &Path,
+    ) -> Result<(), ServerError> {
+        let cert = self.issue_service_cert(role, names, validity)?;
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+        let key = out.join(crate::client::KEY_FILE);
+        write_private(&key, cert.key_pem.as_bytes()).map_err(io_err(&key))?;
+        for (file, text) in [
+            (crate::client::CHAIN_FILE, cert.chain_pem.as_str()),
+            (crate::client::CA_FILE, self.ca().cert_pem()),
+        ] {
+            let p = out.join(file);
+            std::fs::write(&p, text).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
     /// Revoke a node's certificates. `None` when the node is unknown.
     pub fn revoke(&mut self, node: NodeId) -> Result<Option<usize>, ServerError> {
         Ok(self.store.revoke_node(node, unix_now())?)
@@ -487,8 +511,8 @@ impl EnrollServer {
     /// `/metrics`, `/healthz`, `/readyz` for monitoring, ready when the database answers).
     pub fn router(&self) -> Router {
         let app = Router::new()
-            .route("/v1/enroll", post(enroll_handler))
-            .route("/v1/renew", post(renew_handler))
+            .route("/v1/enroll", post(issue_handler::<EnrollRequest>))
+            .route("/v1/renew", post(issue_handler::<RenewRequest>))
             .route("/v1/crl", get(crl_handler))
             .route("/v1/ca", get(ca_handler))
             .route("/v1/directory", get(directory_handler))
@@ -914,7 +938,37 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
-async fn enroll_handler(
+/// A request that gets a certificate: `POST /v1/enroll` and `POST /v1/renew` differ only
+/// in the work done and in what the metrics count.
+trait Issue: serde::de::DeserializeOwned + Send + 'static {
+    /// Do the work, on a blocking thread.
+    fn issue(&self, s: &Shared, source: IpAddr, now: i64) -> Result<EnrollResponse, ApiError>;
+    /// Count the answer: ok, or its error code.
+    fn count(m: &crate::metrics::Metrics, outcome: Result<(), &'static str>);
+}
+
+impl Issue for EnrollRequest {
+    fn issue(&self, s: &Shared, source: IpAddr, now: i64) -> Result<EnrollResponse, ApiError> {
+        s.enroll(self, source, now)
+    }
+
+    fn count(m: &crate::metrics::Metrics, outcome: Result<(), &'static str>) {
+        m.enrollment(outcome);
+    }
+}
+
+impl Issue for RenewRequest {
+    fn issue(&self, s: &Shared, _: IpAddr, now: i64) -> Result<EnrollResponse, ApiError> {
+        s.renew(self, now)
+    }
+
+    fn count(m: &crate::metrics::Metrics, outcome: Result<(), &'static str>) {
+        m.renewal(outcome);
+    }
+}
+
+/// `POST /v1/enroll` or `/v1/renew`: admit the source, parse the request, issue, count.
+async fn issue_handler<R: Issue>(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Bytes, BytesRejection>,
@@ -922,11 +976,11 @@ async fn enroll_handler(
     let counted = s.clone();
     let out = async move {
         s.admit(peer.ip())?;
-        let req: EnrollRequest = parse_body(body)?;
-        blocking(move || s.enroll(&req, peer.ip(), unix_now())).await
+        let req: R = parse_body(body)?;
+        blocking(move || req.issue(&s, peer.ip(), unix_now())).await
     }
     .await;
-    counted.metrics.enrollment(outcome(&out));
+    R::count(&counted.metrics, outcome(&out));
     Ok(axum::Json(out?))
 }
 
@@ -961,22 +1015,6 @@ impl service::monitor::Probe for Probe {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("the database does not answer: {e}"))
     }
-}
-
-async fn renew_handler(
-    State(s): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<axum::Json<EnrollResponse>, ApiError> {
-    let counted = s.clone();
-    let out = async move {
-        s.admit(peer.ip())?;
-        let req: RenewRequest = parse_body(body)?;
-        blocking(move || s.renew(&req, unix_now())).await
-    }
-    .await;
-    counted.metrics.renewal(outcome(&out));
-    Ok(axum::Json(out?))
 }
 
 async fn crl_handler(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {

@@ -7,6 +7,8 @@
 //! `CI=true` a missing PostgreSQL fails instead.
 #![allow(clippy::unwrap_used)] // a failure is a test failure
 
+mod support;
+
 use enroll::api::Location;
 use enroll::cert::{self, new_key_and_csr};
 use enroll::client::{ClientError, EnrollClient};
@@ -32,17 +34,8 @@ async fn start(dir: &Path, pg: &str) -> (EnrollClient, tokio::sync::oneshot::Sen
         ..ServerConfig::default()
     };
     let server = EnrollServer::open_with(dir, Some(PgOptions::new(pg)), config).unwrap();
-    let trust = Trust::ca_pem(server.ca_pem()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    (
-        EnrollClient::new(&format!("https://{addr}"), &trust).unwrap(),
-        stop,
-    )
+    let served = support::serve_loopback(server).await;
+    (served.client, served.stop)
 }
 
 fn request(token: &str, i: usize) -> EnrollRequest {
@@ -61,6 +54,19 @@ fn request(token: &str, i: usize) -> EnrollRequest {
     }
 }
 
+/// The data directory `dir` on database `url`, and `n` single-use peer tokens made in it,
+/// valid an hour.
+fn single_use_tokens(dir: &std::path::Path, url: &str, n: usize) -> (DataDir, Vec<String>) {
+    let data = DataDir::open_with(dir, Some(PgOptions::new(url))).unwrap();
+    let tokens = (0..n)
+        .map(|_| {
+            data.create_token(Role::Peer, None, 1, Duration::from_secs(3600))
+                .unwrap()
+        })
+        .collect();
+    (data, tokens)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_enroll_concurrently_without_reusing_tokens_or_ids() {
     let Some(pg) =
@@ -70,13 +76,7 @@ async fn two_instances_enroll_concurrently_without_reusing_tokens_or_ids() {
     };
     service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::open_with(dir.path(), Some(PgOptions::new(pg.url()))).unwrap();
-    let tokens: Vec<String> = (0..TOKENS)
-        .map(|_| {
-            data.create_token(Role::Peer, None, 1, Duration::from_secs(3600))
-                .unwrap()
-        })
-        .collect();
+    let (data, tokens) = single_use_tokens(dir.path(), &pg.url(), TOKENS);
     let (a, _stop_a) = start(dir.path(), &pg.url()).await;
     let (b, _stop_b) = start(dir.path(), &pg.url()).await;
 
@@ -237,13 +237,7 @@ async fn a_postgres_restart_mid_enrollment_loses_no_certificate() {
     let pg = Arc::new(pg);
     service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::open_with(dir.path(), Some(PgOptions::new(pg.url()))).unwrap();
-    let tokens: Vec<String> = (0..TOKENS * 2)
-        .map(|_| {
-            data.create_token(Role::Peer, None, 1, Duration::from_secs(3600))
-                .unwrap()
-        })
-        .collect();
+    let (_data, tokens) = single_use_tokens(dir.path(), &pg.url(), TOKENS * 2);
     let (a, _stop_a) = start(dir.path(), &pg.url()).await;
     let (b, _stop_b) = start(dir.path(), &pg.url()).await;
     let done = Arc::new(AtomicUsize::new(0));

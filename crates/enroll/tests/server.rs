@@ -1,6 +1,8 @@
 //! The E&A server over real HTTP on loopback, with real certificates.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
+mod support;
+
 use enroll::api::{ErrorBody, Location};
 use enroll::cert::{self, csr_for_key, new_key_and_csr};
 use enroll::client::{ClientError, EnrollClient};
@@ -31,19 +33,12 @@ fn eleven_bits() -> ServerConfig {
 
 async fn start(dir: &Path, config: ServerConfig) -> Running {
     service::crypto::install_provider();
-    let server = EnrollServer::open(dir, config).unwrap();
-    let trust = Trust::ca_pem(server.ca_pem()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = rx.await;
-    }));
+    let served = support::serve_loopback(EnrollServer::open(dir, config).unwrap()).await;
     Running {
-        client: EnrollClient::new(&format!("https://{addr}"), &trust).unwrap(),
-        url: format!("https://{addr}"),
-        trust,
-        _stop: tx,
+        client: served.client,
+        url: served.url,
+        trust: served.trust,
+        _stop: served.stop,
     }
 }
 

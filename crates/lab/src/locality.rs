@@ -45,6 +45,30 @@ pub struct LocalityLatency {
     pub schemes: Vec<SchemeLatency>,
 }
 
+/// The table `p2psip enroll-server locality-report --simulate` prints.
+impl std::fmt::Display for LocalityLatency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "lookup latency, {} peers at {} cities, {} lookups ({:.0}% to the caller's city), geographic latency, seed {}",
+            self.peers,
+            CITIES.len(),
+            self.lookups,
+            100.0 * self.local_fraction,
+            self.seed
+        )?;
+        write!(f, "  scheme     success   hops   p50 ms    p99 ms")?;
+        for s in &self.schemes {
+            write!(
+                f,
+                "\n  {:<9}  {:<8.4}  {:<5.2}  {:<8.1}  {:.1}",
+                s.scheme, s.success_rate, s.hops_mean, s.latency_ms_p50, s.latency_ms_p99
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Measure both schemes on the same peers and the same (caller, callee) pairs.
 pub fn run(
     peers: usize,

@@ -224,6 +224,25 @@ impl Default for TurnOptions {
     }
 }
 
+/// The request a TURN event settles: a permission for an IP, or a channel to a peer.
+enum Settled {
+    Permission(IpAddr),
+    Channel(SocketAddr),
+}
+
+impl Settled {
+    /// What `ev` settles, and whether it succeeded.
+    fn by(ev: &TurnEvent) -> Option<(Settled, bool)> {
+        match ev {
+            TurnEvent::PermissionCreated(_, ip) => Some((Settled::Permission(*ip), true)),
+            TurnEvent::PermissionCreateFailed(_, ip) => Some((Settled::Permission(*ip), false)),
+            TurnEvent::ChannelCreated(_, peer) => Some((Settled::Channel(*peer), true)),
+            TurnEvent::ChannelCreateFailed(_, peer) => Some((Settled::Channel(*peer), false)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Waiter {
     Allocate(oneshot::Sender<Result<SocketAddr, ClientError>>),
@@ -290,25 +309,19 @@ impl Inner {
                         let _ = tx.send(Err(self.failure(0, "allocation")));
                         None
                     }
-                    (ev, Waiter::Permission(want, tx)) => match ev {
-                        TurnEvent::PermissionCreated(_, ip) if *ip == want => {
-                            self.settle(tx, 1, "permission", true)
+                    (ev, w) => match (Settled::by(ev), w) {
+                        (Some((Settled::Permission(ip), ok)), Waiter::Permission(want, tx))
+                            if ip == want =>
+                        {
+                            self.settle(tx, 1, "permission", ok)
                         }
-                        TurnEvent::PermissionCreateFailed(_, ip) if *ip == want => {
-                            self.settle(tx, 1, "permission", false)
+                        (Some((Settled::Channel(peer), ok)), Waiter::Channel(want, tx))
+                            if peer == want =>
+                        {
+                            self.settle(tx, 2, "channel bind", ok)
                         }
-                        _ => Some(Waiter::Permission(want, tx)),
+                        (_, w) => Some(w),
                     },
-                    (ev, Waiter::Channel(want, tx)) => match ev {
-                        TurnEvent::ChannelCreated(_, peer) if *peer == want => {
-                            self.settle(tx, 2, "channel bind", true)
-                        }
-                        TurnEvent::ChannelCreateFailed(_, peer) if *peer == want => {
-                            self.settle(tx, 2, "channel bind", false)
-                        }
-                        _ => Some(Waiter::Channel(want, tx)),
-                    },
-                    (_, w) => Some(w),
                 };
                 if let Some(w) = keep {
                     self.waiters.push(w);

@@ -50,6 +50,20 @@ impl Credentials {
         Some(Self::new(user, pass))
     }
 
+    /// The TURN REST shared secret in the file at `path` (`--secret-file`), without
+    /// trailing white space; an empty secret is refused.
+    pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        let raw = std::fs::read(path)?;
+        let trimmed = raw.trim_ascii_end();
+        if trimmed.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the secret file is empty",
+            ));
+        }
+        Ok(trimmed.to_vec())
+    }
+
     /// TURN REST credentials for `node_id`, valid until `now_unix + ttl_secs`.
     pub fn rest(secret: &[u8], node_id: &str, now_unix: u64, ttl_secs: u64) -> Self {
         let username = rest_username(now_unix.saturating_add(ttl_secs), node_id);

@@ -27,13 +27,8 @@ pub enum CrlError {
 pub async fn fetch_crl(source: &str, ca: &CertificateDer<'static>) -> Result<Vec<u8>, CrlError> {
     let fail = |e: String| CrlError::Fetch(source.to_string(), e);
     if source.starts_with("http://") || source.starts_with("https://") {
-        let trust = service::tls::Trust::Ca(vec![ca.clone()]);
-        let client = service::http::client_for_service(
-            Duration::from_secs(5),
-            &trust,
-            Some(enroll::cert::ServiceRole::Enroll.as_str()),
-        )
-        .map_err(|e| fail(e.to_string()))?;
+        let client = enroll::client::published_http_client(ca, Duration::from_secs(5))
+            .map_err(|e| fail(e.to_string()))?;
         let resp = client
             .get(source)
             .send()

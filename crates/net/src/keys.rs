@@ -126,6 +126,50 @@ pub fn cert_public_key(der: &[u8]) -> Result<(KeyAlg, Vec<u8>), KeyError> {
     }
 }
 
+/// The SOS's reporter registry made from enrolled nodes' certificates (`p2psip
+/// enroll-server sos-registry`): each node's certificate key, and the CSPs and CSPGs
+/// among them (their reports are proof at the SOS).
+#[derive(Debug, Default)]
+pub struct CertRegistry {
+    /// One entry per certificate whose key is usable.
+    pub entries: Vec<sos::RegistryEntry>,
+    /// The CSPs and CSPGs among them.
+    pub infrastructure: Vec<sos::PeerId>,
+    /// The nodes left out, and why.
+    pub skipped: Vec<(NodeId, KeyError)>,
+}
+
+impl CertRegistry {
+    /// Read `(node, certificate DER)` pairs, as E&A's directory lists them (no chain
+    /// check: they come from E&A's own database).
+    pub fn from_certs<'a>(certs: impl IntoIterator<Item = (NodeId, &'a [u8])>) -> Self {
+        let mut r = Self::default();
+        for (id, der) in certs {
+            match cert_public_key(der) {
+                Ok((alg, key)) => r.entries.push(sos::RegistryEntry {
+                    peer: sos::PeerId(id.0),
+                    algorithm: alg.sos(),
+                    public_key: sos::hex_encode(&key),
+                }),
+                Err(e) => {
+                    r.skipped.push((id, e));
+                    continue;
+                }
+            }
+            if enroll::cert::identity_from_cert(der).is_ok_and(|who| who.role != enroll::Role::Peer)
+            {
+                r.infrastructure.push(sos::PeerId(id.0));
+            }
+        }
+        r
+    }
+
+    /// The registry file (`p2psip sos --key-registry`).
+    pub fn to_json(&self) -> String {
+        sos::KeyRegistry::to_json_with(&self.entries, &self.infrastructure)
+    }
+}
+
 /// Public keys of peers, learned from their verified E&A certificates; the secure layer's
 /// signature verifier. Shared (`Arc`) and growable while peers run.
 #[derive(Debug, Default)]

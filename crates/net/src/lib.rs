@@ -51,7 +51,7 @@ mod tls;
 pub use chord::{Found, LookupError, RingStatus};
 pub use config::{Limits, NetConfig};
 pub use crl::{CrlError, fetch_crl, load_crl};
-pub use keys::{CertSigner, KeyAlg, KeyBook, KeyError, cert_public_key};
+pub use keys::{CertRegistry, CertSigner, KeyAlg, KeyBook, KeyError, cert_public_key};
 pub use node_dir::NodeDir;
 pub use runtime::{Core, Handle, NetError, Peer, PeerRuntime};
 pub use secure::{

@@ -13,7 +13,7 @@
 
 use enroll::PeerIdentity;
 use overlay::NodeId;
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -294,23 +294,19 @@ impl service::tls::SignatureAlgorithms for PeerVerifier {
     }
 }
 
-impl ServerCertVerifier for PeerVerifier {
-    fn verify_server_cert(
+impl service::tls::CheckServerCert for PeerVerifier {
+    fn check_server_cert(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
+        cert: service::tls::ServerCert<'_>,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(expected) = expected_id_or_relay(server_name) else {
+        let Some(expected) = expected_id_or_relay(cert.server_name) else {
             return Err(rustls::Error::General(
                 "dialled without an expected Node-ID".into(),
             ));
         };
         let who = self
             .trust
-            .verify(end_entity, intermediates, now)
+            .verify(cert.end_entity, cert.intermediates, cert.now)
             .map_err(refusal_to_rustls)?;
         if let Some(expected) = expected
             && who.node_id != expected
@@ -322,9 +318,9 @@ impl ServerCertVerifier for PeerVerifier {
         }
         Ok(ServerCertVerified::assertion())
     }
-
-    service::handshake_signature_checks!();
 }
+
+service::server_cert_verifier!(PeerVerifier);
 
 impl ClientCertVerifier for PeerVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

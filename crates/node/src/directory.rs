@@ -50,13 +50,8 @@ pub async fn fetch(
         why,
     };
     let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let trust = service::tls::Trust::Ca(vec![ca.clone()]);
-        let client = service::http::client_for_service(
-            Duration::from_secs(10),
-            &trust,
-            Some(enroll::cert::ServiceRole::Enroll.as_str()),
-        )
-        .map_err(|e| fetch_err(e.to_string()))?;
+        let client = enroll::client::published_http_client(ca, Duration::from_secs(10))
+            .map_err(|e| fetch_err(e.to_string()))?;
         let mut resp = client
             .get(source)
             .send()

@@ -25,6 +25,7 @@ mod launch;
 mod media;
 mod metrics;
 mod phones;
+pub mod reporter_keys;
 pub mod rtpengine;
 
 pub use calls::{CallReport, CallRequest, HistoryEntry};

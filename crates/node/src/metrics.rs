@@ -5,13 +5,9 @@
 //! nothing else keeps (the SRD histogram, failures by reason) lives here.
 
 use overlay::secure::{CallFailure, SecureEvent};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use service::metrics::CounterBy;
 
 /// SRD buckets, seconds: a cached contact answers in a few ms, a loaded overlay in a few
 /// hundred; the secure layer's call timeout is 3 s.
@@ -19,33 +15,12 @@ const SRD_BUCKETS: [f64; 12] = [
     0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
-/// A label with one value.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Reason {
-    reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Path {
-    path: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Outcome {
-    outcome: String,
-}
-
 /// What the peer counts for its metrics alone, updated by its event loop.
 #[derive(Debug)]
 pub(crate) struct PeerMetrics {
     srd: Histogram,
     rang: Counter,
-    failed: Family<Reason, Counter>,
+    failed: CounterBy,
 }
 
 /// Why a call placed here failed, as the `reason` label.
@@ -60,24 +35,19 @@ fn failure_reason(f: &CallFailure) -> &'static str {
 
 impl Default for PeerMetrics {
     fn default() -> Self {
-        let m = PeerMetrics {
-            srd: Histogram::new(SRD_BUCKETS),
-            rang: Counter::default(),
-            failed: Family::default(),
-        };
         // Every reason shows from the first scrape, at zero: an empty family is not
         // exported at all, and a rate over a series that does not exist is no rate.
-        for f in [
+        let reasons = [
             CallFailure::TimedOut,
             CallFailure::Tampered,
             CallFailure::NoRoute,
             CallFailure::Overloaded,
-        ] {
-            let _ = m.failed.get_or_create(&Reason {
-                reason: failure_reason(&f).into(),
-            });
+        ];
+        PeerMetrics {
+            srd: Histogram::new(SRD_BUCKETS),
+            rang: Counter::default(),
+            failed: CounterBy::new("reason", reasons.iter().map(failure_reason)),
         }
-        m
     }
 }
 
@@ -89,14 +59,7 @@ impl PeerMetrics {
                 self.rang.inc();
                 self.srd.observe(setup.as_secs_f64());
             }
-            SecureEvent::CallFailed { reason, .. } => {
-                let reason = failure_reason(reason);
-                self.failed
-                    .get_or_create(&Reason {
-                        reason: reason.into(),
-                    })
-                    .inc();
-            }
+            SecureEvent::CallFailed { reason, .. } => self.failed.inc(failure_reason(reason)),
             _ => {}
         }
     }
@@ -130,83 +93,64 @@ pub(crate) struct Scrape {
     pub media: Option<sip::media::RelayStats>,
 }
 
-fn gauge(r: &mut Registry, name: &str, help: &str, v: i64) {
-    r.register(name, help, ConstGauge::new(v));
-}
-
-fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
-    r.register(name, help, ConstCounter::new(v));
-}
-
 /// The text the scraper reads.
 pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Error> {
-    let mut root = Registry::default();
-    let r = root.sub_registry_with_prefix("p2psip_peer");
-    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-    gauge(
-        r,
+    let mut r = service::metrics::Scrape::new("p2psip_peer");
+    r.gauge(
         "ring_active",
         "1 while the peer is on its layer's ring",
-        i64::from(s.active),
-    );
-    gauge(r, "ring_successors", "Successors known", n(s.successors));
-    gauge(
-        r,
+        s.active,
+    )
+    .gauge("ring_successors", "Successors known", s.successors)
+    .gauge(
         "ring_predecessor_known",
         "1 while the predecessor is known",
-        i64::from(s.predecessor_known),
-    );
-    gauge(r, "ring_fingers", "Distinct finger peers", n(s.fingers));
-    gauge(
-        r,
+        s.predecessor_known,
+    )
+    .gauge("ring_fingers", "Distinct finger peers", s.fingers)
+    .gauge(
         "records",
         "Overlay records held (SIP registrations)",
-        n(s.records),
-    );
-    gauge(
-        r,
+        s.records,
+    )
+    .gauge(
         "contact_cache_entries",
         "Callee contacts cached",
-        n(s.contact_cache),
-    );
-    gauge(r, "dialogs", "Calls with a dialog open", n(s.dialogs));
-    gauge(
-        r,
+        s.contact_cache,
+    )
+    .gauge("dialogs", "Calls with a dialog open", s.dialogs)
+    .gauge(
         "held_requests",
         "Requests a CSP holds for callees",
-        n(s.held_requests),
-    );
-    gauge(r, "members", "Members in the E&A directory", n(s.members));
-    counter(
-        r,
+        s.held_requests,
+    )
+    .gauge("members", "Members in the E&A directory", s.members)
+    .counter(
         "calls_rang",
         "Calls placed here that rang (phones and the control endpoint)",
         m.rang.get(),
-    );
-    r.register(
+    )
+    .family(
         "calls_failed",
         "Calls placed here that failed, by reason",
-        m.failed.clone(),
-    );
-    r.register(
+        &m.failed,
+    )
+    .metric(
         "srd_seconds",
         "Session request delay (INVITE sent to Ringing, RFC 6076) of calls placed here",
         m.srd.clone(),
-    );
-    counter(
-        r,
+    )
+    .counter(
         "control_calls_completed",
         "Calls placed through the control endpoint that completed",
         s.calls_completed,
-    );
-    counter(
-        r,
+    )
+    .counter(
         "control_calls_failed",
         "Calls placed through the control endpoint that failed",
         s.calls_failed,
-    );
-    counter(
-        r,
+    )
+    .counter(
         "calls_answered",
         "Calls answered by the peer's own user agent",
         s.calls_answered,
@@ -217,134 +161,101 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
             let name = format!("net_{name}");
             let help = format!("Runtime counter {name}");
             if name.ends_with("_max") {
-                gauge(r, &name, &help, i64::try_from(v).unwrap_or(i64::MAX));
+                r.gauge(&name, &help, v);
             } else {
-                counter(r, &name, &help, v);
+                r.counter(&name, &help, v);
             }
         }
     }
-    let kinds = Family::<Kind, Counter>::default();
-    for (kind, v) in &s.kinds {
-        kinds
-            .get_or_create(&Kind {
-                kind: (*kind).into(),
-            })
-            .inc_by(*v);
-    }
-    r.register(
+    r.counts(
         "messages_received",
         "Overlay messages received, by kind",
-        kinds,
+        "kind",
+        s.kinds.iter().map(|(kind, v)| (*kind, *v)),
     );
     if let Some([rank_ok, rank_failed, rep_ok, rep_failed, rep_dropped]) = s.sos {
-        let rankings = Family::<Outcome, Counter>::default();
-        let reports = Family::<Outcome, Counter>::default();
-        for (f, outcome, v) in [
-            (&rankings, "ok", rank_ok),
-            (&rankings, "failed", rank_failed),
-            (&reports, "ok", rep_ok),
-            (&reports, "failed", rep_failed),
-            (&reports, "dropped", rep_dropped),
-        ] {
-            f.get_or_create(&Outcome {
-                outcome: outcome.into(),
-            })
-            .inc_by(v);
-        }
-        r.register("sos_rankings", "Route rankings asked of the SOS", rankings);
-        r.register("sos_reports", "Evidence reports sent to the SOS", reports);
+        r.counts(
+            "sos_rankings",
+            "Route rankings asked of the SOS",
+            "outcome",
+            [("ok", rank_ok), ("failed", rank_failed)],
+        )
+        .counts(
+            "sos_reports",
+            "Evidence reports sent to the SOS",
+            "outcome",
+            [
+                ("ok", rep_ok),
+                ("failed", rep_failed),
+                ("dropped", rep_dropped),
+            ],
+        );
     }
     if let Some(m) = &s.media {
-        let ended = Family::<Path, Counter>::default();
-        for (path, v) in [
+        let paths = [
             sip::media::MediaPath::Direct,
             sip::media::MediaPath::ServerReflexive,
             sip::media::MediaPath::Relayed,
-        ]
-        .iter()
-        .zip(m.ended_by_path)
-        {
-            ended
-                .get_or_create(&Path {
-                    path: path.as_str().into(),
-                })
-                .inc_by(v);
-        }
-        r.register(
+        ];
+        r.counts(
             "media_streams_ended",
             "Media streams the relay carried for local phones, ended, by the far leg's path",
-            ended,
-        );
-        counter(
-            r,
+            "path",
+            paths.iter().map(|p| p.as_str()).zip(m.ended_by_path),
+        )
+        .counter(
             "media_rtp_packets",
             "RTP packets the relay received on ended streams, both directions",
             m.rtp_packets,
-        );
-        counter(
-            r,
+        )
+        .counter(
             "media_rtp_lost",
             "RTP packets lost (expected minus received) on ended streams, both directions",
             m.rtp_lost,
-        );
-        counter(
-            r,
+        )
+        .counter(
             "media_forwarded",
             "Datagrams the relay forwarded",
             m.forwarded,
-        );
-        let dropped = Family::<Reason, Counter>::default();
-        for (reason, v) in [
-            ("foreign_source", m.foreign),
-            ("no_destination", m.no_destination),
-            ("over_limit", m.over_limit),
-            ("stray", m.stray),
-            ("stun_without_ice", m.stun_dropped),
-            ("no_consent", m.no_consent),
-        ] {
-            dropped
-                .get_or_create(&Reason {
-                    reason: reason.into(),
-                })
-                .inc_by(v);
-        }
-        r.register(
+        )
+        .counts(
             "media_dropped",
             "Datagrams the relay dropped, by reason",
-            dropped,
-        );
-        counter(
-            r,
+            "reason",
+            [
+                ("foreign_source", m.foreign),
+                ("no_destination", m.no_destination),
+                ("over_limit", m.over_limit),
+                ("stray", m.stray),
+                ("stun_without_ice", m.stun_dropped),
+                ("no_consent", m.no_consent),
+            ],
+        )
+        .counter(
             "media_turn_failed",
             "TURN allocations for far legs that failed",
             m.turn_failed,
-        );
-        counter(
-            r,
+        )
+        .counter(
             "media_turn_short",
             "Streams that went direct because no TURN allocation was ready",
             m.turn_short,
-        );
-        counter(
-            r,
+        )
+        .counter(
             "media_ice_selected",
             "Far legs whose ICE with the other peer's relay selected a pair",
             m.ice_selected,
-        );
-        counter(
-            r,
+        )
+        .counter(
             "media_ice_failed",
             "Far legs whose ICE found no working pair",
             m.ice_failed,
-        );
-        counter(
-            r,
+        )
+        .counter(
             "media_consent_lost",
             "Far-leg components that stopped sending because consent expired (RFC 7675)",
             m.consent_lost,
         );
     }
-    let mut text = String::new();
-    encode(&mut text, &root)?;
-    Ok(text)
+    r.encode()
 }

@@ -83,6 +83,32 @@ pub trait SecureCore: Core {
     fn wrap(event: SecureEvent) -> Self::Event;
 }
 
+/// The [`Core`] methods a sans-IO node has under the same name and signature (timers,
+/// sends that failed, and the three polls): handed to the node's own method.
+macro_rules! core_io_by_own_methods {
+    ($node:ident, $event:ty) => {
+        fn handle_timeout(&mut self, now: Time) {
+            $node::handle_timeout(self, now);
+        }
+
+        fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
+            $node::handle_not_sent(self, now, to, msg);
+        }
+
+        fn poll_transmit(&mut self) -> Option<Transmit> {
+            $node::poll_transmit(self)
+        }
+
+        fn poll_event(&mut self) -> Option<$event> {
+            $node::poll_event(self)
+        }
+
+        fn poll_timeout(&self) -> Option<Time> {
+            $node::poll_timeout(self)
+        }
+    };
+}
+
 impl Core for ChordNode {
     type Event = Event;
 
@@ -90,25 +116,7 @@ impl Core for ChordNode {
         ChordNode::handle_message(self, now, from.contact, msg);
     }
 
-    fn handle_timeout(&mut self, now: Time) {
-        ChordNode::handle_timeout(self, now);
-    }
-
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        ChordNode::handle_not_sent(self, now, to, msg);
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        ChordNode::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        ChordNode::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Time> {
-        ChordNode::poll_timeout(self)
-    }
+    core_io_by_own_methods!(ChordNode, Event);
 
     fn leave(&mut self, now: Time) {
         ChordNode::leave(self, now);
@@ -142,25 +150,7 @@ impl Core for SecureNode {
         SecureNode::handle_message(self, now, from.contact, msg);
     }
 
-    fn handle_timeout(&mut self, now: Time) {
-        SecureNode::handle_timeout(self, now);
-    }
-
-    fn handle_not_sent(&mut self, now: Time, to: NodeId, msg: &Message) {
-        SecureNode::handle_not_sent(self, now, to, msg);
-    }
-
-    fn poll_transmit(&mut self) -> Option<Transmit> {
-        SecureNode::poll_transmit(self)
-    }
-
-    fn poll_event(&mut self) -> Option<SecureEvent> {
-        SecureNode::poll_event(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Time> {
-        SecureNode::poll_timeout(self)
-    }
+    core_io_by_own_methods!(SecureNode, SecureEvent);
 
     fn leave(&mut self, now: Time) {
         self.chord_mut().leave(now);

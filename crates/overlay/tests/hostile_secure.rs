@@ -524,6 +524,14 @@ fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
     }
 }
 
+/// The network after one call from CALLER to CALLEE with the CSP's clock `skew` ms off
+/// and every other clock right.
+fn call_with_csp_skew(skew: i64) -> Net {
+    let mut net = Net::with_clocks(|id| if id == CSP { skew } else { 0 });
+    net.call(CALLER, CALLEE);
+    net
+}
+
 /// Clock skew between a CSP and the peers on its routes: PingRequest timestamps are checked
 /// against each hop's clock, allowed `timestamp_window_ms` (30 s) either way. A CSP whose
 /// clock is 20 s behind or ahead still gets its calls through, with no evidence against
@@ -533,8 +541,7 @@ fn a_peer_lying_in_stabilize_answers_does_not_break_the_ring() {
 #[test]
 fn clock_skew_within_the_window_works_and_beyond_it_is_refused() {
     for skew in [-20_000i64, 20_000] {
-        let mut net = Net::with_clocks(|id| if id == CSP { skew } else { 0 });
-        net.call(CALLER, CALLEE);
+        let net = call_with_csp_skew(skew);
         assert_eq!(
             net.rang(CALLER),
             1,
@@ -555,14 +562,9 @@ fn clock_skew_within_the_window_works_and_beyond_it_is_refused() {
     assert_eq!(net.rang(CALLER), 1, "hops skewed 20 s: {:?}", net.events());
 
     for skew in [-40_000i64, 40_000] {
-        let mut net = Net::with_clocks(|id| if id == CSP { skew } else { 0 });
-        net.call(CALLER, CALLEE);
-        assert_eq!(
-            net.rang(CALLER),
-            0,
-            "CSP skewed {skew} ms rang: {:?}",
-            net.events()
-        );
+        let net = call_with_csp_skew(skew);
+        let rang = net.rang(CALLER);
+        assert_eq!(rang, 0, "CSP skewed {skew} ms rang: {:?}", net.events());
         assert_eq!(net.incoming(CALLEE), 0);
         let refused = net.net.reported(Outcome::Replayed);
         assert!(!refused.is_empty(), "skew {skew} ms: nothing refused");

@@ -177,16 +177,7 @@ fn only_csp_and_callee_see_the_invite() {
 #[test]
 fn a_dropping_hop_is_survived_and_a_tampering_hop_is_reported() {
     // Find the peers that carry PingRequest copies in a clean run.
-    let mut clean = net();
-    clean.call(CALLER, CALLEE);
-    let mut hops: Vec<NodeId> = clean
-        .captured()
-        .iter()
-        .filter(|f| f.kind() == "ping-request" && f.to != CALLEE)
-        .map(|f| f.to)
-        .collect();
-    hops.sort();
-    hops.dedup();
+    let hops = carriers();
     assert!(hops.len() >= 2, "need two carriers, got {hops:?}");
     // Now one of them tampers and another drops.
     let mut net = net();

@@ -13,24 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{BIN, create_token, ea_command, enroll, spawn_cmd, start_ea, start_sos, url_after};
-
-/// `GET path` from the server at `base` (`https://ADDR` of E&A and SOS, verified against
-/// the CA in `ca`; `http://ADDR` of the loopback metrics and control endpoints): status
-/// and body.
-fn http_get(base: &str, path: &str, ca: &Path) -> (u16, String) {
-    let trust = service::tls::Trust::ca_file(ca).unwrap();
-    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = http.get(format!("{base}{path}")).send().await.unwrap();
-        let code = r.status().as_u16();
-        (code, r.text().await.unwrap())
-    })
-}
+use support::{
+    BIN, create_token, ea_command, enroll, http_get, spawn_cmd, start_ea, start_sos, url_after,
+};
 
 /// `path` answers 200 within `within` (readiness may take the peer a moment).
 fn answers_200(base: &str, path: &str, ca: &Path, within: Duration) {

@@ -34,23 +34,16 @@ fn enroll_server_and_client_processes() {
     // pin fails the handshake, and the token stays unused.
     let tries = tmp.path().join("node-x");
     let tries_s = tries.to_str().unwrap();
-    let unpinned = run(&[
-        "enroll", "--server", &url, "--token", token, "--out", tries_s,
-    ]);
+    let enroll_with = |out: &str, extra: &[&str]| {
+        let mut args = vec!["enroll", "--server", &url, "--token", token, "--out", out];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let unpinned = enroll_with(tries_s, &[]);
     assert!(!unpinned.status.success());
     assert!(String::from_utf8_lossy(&unpinned.stderr).contains("--ca-fingerprint"));
     let wrong_pin = "00".repeat(32);
-    let wrong = run(&[
-        "enroll",
-        "--server",
-        &url,
-        "--token",
-        token,
-        "--out",
-        tries_s,
-        "--ca-fingerprint",
-        &wrong_pin,
-    ]);
+    let wrong = enroll_with(tries_s, &["--ca-fingerprint", &wrong_pin]);
     assert!(!wrong.status.success());
     assert!(!tries.join("node.json").exists());
 
@@ -100,17 +93,8 @@ fn enroll_server_and_client_processes() {
     assert_eq!(who.node_id, cfg.node_id);
 
     // The token was single-use.
-    let again = run(&[
-        "enroll",
-        "--server",
-        &url,
-        "--token",
-        token,
-        "--out",
-        tmp.path().join("node-b").to_str().unwrap(),
-        "--ca-fingerprint",
-        &fp,
-    ]);
+    let node_b = tmp.path().join("node-b");
+    let again = enroll_with(node_b.to_str().unwrap(), &["--ca-fingerprint", &fp]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("token_used_up"));
 

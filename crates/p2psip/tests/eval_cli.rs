@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::run;
+use support::{ok, run};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -104,6 +104,20 @@ fn chromium_args(profile: &Path) -> Vec<String> {
     .collect()
 }
 
+/// `p2psip eval --tiny` writing to `out` with the demo report `demo`, and `extra` flags.
+fn tiny_eval(out: &Path, demo: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "eval",
+        "--tiny",
+        "--out",
+        out.to_str().unwrap(),
+        "--demo-report",
+        demo.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn eval_writes_a_self_contained_report_that_chromium_renders() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,21 +128,7 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
         r#"{"mode":"loopback","srd_ms":[2.5,3.1,2.8,4.0,3.3,2.9,5.2,3.0]}"#,
     )
     .unwrap();
-    let eval = run(&[
-        "eval",
-        "--tiny",
-        "--seed",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-        "--demo-report",
-        demo.to_str().unwrap(),
-    ]);
-    assert!(
-        eval.status.success(),
-        "{}",
-        String::from_utf8_lossy(&eval.stderr)
-    );
+    ok(tiny_eval(&out, &demo, &["--seed", "3"]));
 
     // Every figure as SVG and PNG; the PNGs have drawn content, not a blank canvas.
     for id in IDS {
@@ -221,14 +221,7 @@ fn eval_rejects_a_bad_demo_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let missing = dir.path().join("nope.json");
-    let eval = run(&[
-        "eval",
-        "--tiny",
-        "--out",
-        out.to_str().unwrap(),
-        "--demo-report",
-        missing.to_str().unwrap(),
-    ]);
+    let eval = tiny_eval(&out, &missing, &[]);
     assert!(!eval.status.success());
     let err = String::from_utf8_lossy(&eval.stderr);
     assert!(err.contains("nope.json"), "{err}");

@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use support::BIN;
 
 /// The subcommands `p2psip <path> --help` lists (clap's "Commands:" block), without `help`.
@@ -79,13 +79,7 @@ fn one_page_per_visible_subcommand_and_each_renders_cleanly() {
         "{token}"
     );
 
-    let groff = Command::new("groff")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !groff {
-        testkit::tool_missing("groff", "groff-base");
+    if !testkit::have_tool("groff", "groff-base") {
         return;
     }
     for page in &written {

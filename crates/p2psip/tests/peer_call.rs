@@ -19,7 +19,7 @@ use support::{
 use testkit::sipp;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Timeouts on top of [`support::FAST_TIMERS`]: room for the secure call flow and the SOS.
@@ -79,18 +79,15 @@ fn sip_lines(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// An HTTPS GET (the body), the server verified against the CA in `ca`.
+/// An HTTPS GET (the body, which must come with a success status), the server verified
+/// against the CA in `ca`.
 fn https_get(base: &str, path: &str, ca: &Path) -> String {
-    let trust = service::tls::Trust::ca_file(ca).unwrap();
-    let http = service::http::client_trusting(Duration::from_secs(10), &trust).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = http.get(format!("{base}{path}")).send().await.unwrap();
-        r.error_for_status().unwrap().text().await.unwrap()
-    })
+    let (code, body) = support::http_get(base, path, ca);
+    assert!(
+        (200..300).contains(&code),
+        "GET {base}{path}: {code} {body}"
+    );
+    body
 }
 
 /// The processes of one overlay: SOS, E&A, then the CSP and peers A, B, C (layer 2),
@@ -127,16 +124,8 @@ fn overlay_with(ab: &[&str]) -> Overlay {
     };
     let csp_token = token("csp", "1");
     let peer_token = token("peer", "3");
-    // The CSP first: everyone else gets it as bootstrap, and the directory has its address.
-    let dirs: Vec<PathBuf> = ["csp", "a", "b", "c"]
-        .iter()
-        .map(|n| tmp.path().join(n))
-        .collect();
-    for (i, d) in dirs.iter().enumerate() {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let tok = if i == 0 { &csp_token } else { &peer_token };
-        enroll(&url, tok, d, &["--listen", &listen]);
-    }
+    let names = ["csp", "a", "b", "c"];
+    let dirs = support::enroll_csp_and_peers(&url, tmp.path(), &names, &csp_token, &peer_token);
 
     let registry = tmp.path().join("registry.json");
     ok(run(&[

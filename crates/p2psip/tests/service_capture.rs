@@ -20,8 +20,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    FAST_TIMERS, create_token, ea_command, enroll, free_port, ok, run, sos_tls, start_ea,
-    start_peer, status, url_after,
+    FAST_TIMERS, create_token, ea_command, free_port, ok, run, sos_tls, start_ea, start_peer,
+    status, url_after,
 };
 
 /// A tshark capture of TCP on `lo` into a file, stopped (SIGINT) on drop.
@@ -33,8 +33,7 @@ impl Capture {
     /// Start capturing into `file`; `None` (after a loud skip) when tshark cannot capture.
     fn start(file: &Path, dir: &Path) -> Option<Capture> {
         for tool in ["tshark", "dumpcap"] {
-            if Command::new(tool).arg("--version").output().is_err() {
-                testkit::tool_missing(tool, "tshark");
+            if !testkit::have_tool(tool, "tshark") {
                 return None;
             }
         }
@@ -157,6 +156,27 @@ struct Run {
 /// the SOS following the E&A's directory for the reporters' keys, the overlay, and a call
 /// from A to B that B has the SOS rank and reports on. `insecure`: both servers with
 /// `--insecure-http` (the control run). `None` when tshark cannot capture (skipped).
+impl Run {
+    /// Check that every enrollment token stands somewhere in the raw capture (`all`: the
+    /// plain-HTTP run), or that none does (the TLS run).
+    fn expect_tokens_in_clear(&self, all: bool) {
+        let raw = std::fs::read(&self.file).unwrap();
+        let seen = self.tokens.iter().filter(|t| contains(&raw, t)).count();
+        if all {
+            assert_eq!(
+                seen,
+                self.tokens.len(),
+                "a token is not seen over plain HTTP"
+            );
+        } else {
+            assert_eq!(
+                seen, 0,
+                "an enrollment token is in the capture in cleartext"
+            );
+        }
+    }
+}
+
 fn capture_services(insecure: bool) -> Option<Run> {
     let tmp = tempfile::tempdir().unwrap();
     let cap_file = tmp.path().join("services.pcapng");
@@ -180,29 +200,8 @@ fn capture_services(insecure: bool) -> Option<Run> {
     };
     let csp_token = create_token(&data, &["--role", "csp", "--layer", "2"]);
     let peer_token = create_token(&data, &["--role", "peer", "--layer", "2", "--uses", "2"]);
-    let dirs: Vec<_> = ["csp", "a", "b"]
-        .iter()
-        .map(|n| tmp.path().join(n))
-        .collect();
-    for (i, d) in dirs.iter().enumerate() {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let token = if i == 0 { &csp_token } else { &peer_token };
-        if insecure {
-            ok(run(&[
-                "enroll",
-                "--server",
-                &ea_url,
-                "--token",
-                token,
-                "--out",
-                d.to_str().unwrap(),
-                "--listen",
-                &listen,
-            ]));
-        } else {
-            enroll(&ea_url, token, d, &["--listen", &listen]);
-        }
-    }
+    let names = ["csp", "a", "b"];
+    let dirs = support::enroll_csp_and_peers(&ea_url, tmp.path(), &names, &csp_token, &peer_token);
 
     let tls = sos_tls(&data, &tmp.path().join("sos-tls"));
     let db = tmp.path().join("sos.db");
@@ -304,13 +303,7 @@ fn enrollment_rankings_and_reports_are_never_in_cleartext() {
         return;
     };
     // No token anywhere in the capture.
-    let raw = std::fs::read(&r.file).unwrap();
-    for token in &r.tokens {
-        assert!(
-            !contains(&raw, token),
-            "an enrollment token is in the capture in cleartext"
-        );
-    }
+    r.expect_tokens_in_clear(false);
     // The E&A and the SOS: TLS handshakes seen, every payload a TLS record, nothing readable.
     for (service, port) in [("E&A", r.ea_port), ("SOS", r.sos_port)] {
         let hellos = tshark(
@@ -375,30 +368,27 @@ fn the_check_finds_tokens_rankings_and_reports_over_insecure_http() {
     let Some(r) = capture_services(true) else {
         return;
     };
-    let raw = std::fs::read(&r.file).unwrap();
-    for token in &r.tokens {
-        assert!(
-            contains(&raw, token),
-            "the token is not seen over plain HTTP"
-        );
-    }
-    let ea = payloads(&r.file, r.ea_port);
-    for s in [
+    r.expect_tokens_in_clear(true);
+    let ea: &[&str] = &[
         "/v1/enroll",
         "\"token\"",
         "CERTIFICATE REQUEST",
         "/v1/directory",
-    ] {
-        assert!(contains(&ea, s), "E&A: {s:?} not seen over plain HTTP");
-    }
-    let sos = payloads(&r.file, r.sos_port);
-    for s in [
+    ];
+    let sos: &[&str] = &[
         "/v1/routes/rank",
         "\"ranked\"",
         "\"expectation\"",
         "/v1/reports",
         "\"nonce\"",
-    ] {
-        assert!(contains(&sos, s), "SOS: {s:?} not seen over plain HTTP");
+    ];
+    for (service, port, seen) in [("E&A", r.ea_port, ea), ("SOS", r.sos_port, sos)] {
+        let bytes = payloads(&r.file, port);
+        for s in seen {
+            assert!(
+                contains(&bytes, s),
+                "{service}: {s:?} not seen over plain HTTP"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use support::{Proc, SOS_UNTHROTTLED, kill_mid_stream, sos_tls, sos_trust, start_sos};
 
-use sos::{Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient};
+use sos::{Algorithm, KeyRegistry, PeerId, ReportSigner, SosClient};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,21 +94,8 @@ fn acknowledged_reports_survive_kill_9() {
                     n += 1;
                     let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
                     let positive = !n.is_multiple_of(3);
-                    let mut nonce = [0u8; 16];
-                    nonce[..8].copy_from_slice(&n.to_be_bytes());
-                    let body = ReportBody {
-                        reporter: signer.peer(),
-                        subject: PeerId(subject),
-                        outcome: if positive {
-                            Outcome::Delivered
-                        } else {
-                            Outcome::Dropped
-                        },
-                        route: vec![PeerId(subject)],
-                        timestamp_ms: now_ms,
-                        nonce,
-                    };
-                    let report = signer.sign(body).expect("sign");
+                    let (report, nonce) =
+                        support::numbered_report(&signer, n, subject, positive, now_ms);
                     *tally
                         .lock()
                         .expect("tally lock")

@@ -14,9 +14,7 @@ mod support;
 use service::tls::Trust;
 use support::{Proc, SOS_UNTHROTTLED, sos_tls, sos_trust, start_sos};
 
-use sos::{
-    Algorithm, ClientError, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, SosClient,
-};
+use sos::{Algorithm, ClientError, KeyRegistry, PeerId, ReportSigner, SosClient};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,21 +104,9 @@ fn stream(client: &SosClient, signers: &[Arc<ReportSigner>]) -> Stream {
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
                 let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
-                let mut nonce = [0u8; 16];
-                nonce[..8].copy_from_slice(&n.to_be_bytes());
-                let body = ReportBody {
-                    reporter: signer.peer(),
-                    subject: PeerId(subject),
-                    outcome: if n.is_multiple_of(3) {
-                        Outcome::Dropped
-                    } else {
-                        Outcome::Delivered
-                    },
-                    route: vec![PeerId(subject)],
-                    timestamp_ms: now_ms,
-                    nonce,
-                };
-                let report = signer.sign(body).unwrap();
+                let positive = !n.is_multiple_of(3);
+                let (report, nonce) =
+                    support::numbered_report(&signer, n, subject, positive, now_ms);
                 let started = Instant::now();
                 let mut tries = 0;
                 let id = loop {

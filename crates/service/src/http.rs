@@ -235,6 +235,26 @@ pub enum AnswerError {
     Decode(#[from] serde_json::Error),
 }
 
+/// `impl From<AnswerError> for $error`, for a service client's error type with a variant
+/// for transport failures (`$http(reqwest::Error)`), one for answers that cannot be used
+/// (`$answer(String)`: too large, or not the JSON expected) and one for refusals
+/// (`$refused { status: u16, body: ErrorBody }`): every client maps them the same way.
+#[macro_export]
+macro_rules! answer_error_into {
+    ($error:ty, $http:ident, $answer:ident, $refused:ident) => {
+        impl From<$crate::http::AnswerError> for $error {
+            fn from(e: $crate::http::AnswerError) -> Self {
+                use $crate::http::AnswerError as A;
+                match e {
+                    A::Http(e) => Self::$http(e),
+                    e @ (A::TooLarge { .. } | A::Decode(_)) => Self::$answer(e.to_string()),
+                    A::Refused { status, body } => Self::$refused { status, body },
+                }
+            }
+        }
+    };
+}
+
 /// Longest answer body a client reads (a CRL or membership directory of a large overlay
 /// stays far below it); a server that sends more is cut off instead of filling memory.
 pub const MAX_ANSWER_BYTES: usize = 64 << 20;

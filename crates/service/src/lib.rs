@@ -22,6 +22,7 @@
 //! - [`sync`]: locks that survive a panicked holder.
 //! - [`output::say`]: the one writer of operator-facing lines, which survives a closed
 //!   stdout.
+//! - [`metrics`]: one way to write a service's Prometheus scrape.
 //! - [`notify`]: readiness and stopping for the service manager (systemd `Type=notify`).
 //!
 //! Sans-IO crates (overlay, trust, sim, the sip core) do not depend on this crate: it
@@ -31,6 +32,8 @@
 pub mod crypto;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 pub mod notify;

@@ -110,14 +110,6 @@ pub async fn serve(
     crate::http::serve(listener, router, shutdown).await
 }
 
-/// `registry` as OpenMetrics text.
-pub fn encode(registry: &Registry) -> Result<String, String> {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry)
-        .map_err(|e| format!("encoding the metrics: {e}"))?;
-    Ok(text)
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Endpoint {
     method: String,
@@ -231,13 +223,9 @@ mod tests {
 
     impl Probe for Flag {
         async fn metrics(&self) -> Result<String, String> {
-            let mut r = Registry::default();
-            r.register(
-                "up",
-                "1",
-                prometheus_client::metrics::gauge::Gauge::<i64>::default(),
-            );
-            encode(&r)
+            let mut s = crate::metrics::Scrape::new("t");
+            s.gauge("up", "1", 0);
+            s.encode().map_err(|e| e.to_string())
         }
         async fn ready(&self) -> Result<(), String> {
             if self.0.load(Ordering::Relaxed) {
@@ -277,13 +265,16 @@ mod tests {
         assert_eq!(get("/readyz").await, (200, "ready\n".into()));
         let (code, body) = get("/metrics").await;
         assert_eq!(code, 200);
-        assert!(body.contains("up 0") && body.ends_with("# EOF\n"), "{body}");
+        assert!(
+            body.contains("t_up 0") && body.ends_with("# EOF\n"),
+            "{body}"
+        );
         get("/v1/x/1").await;
         get("/v1/x/2").await;
         get("/nowhere").await;
-        let mut r = Registry::default();
-        http.register(&mut r);
-        let text = encode(&r).unwrap();
+        let mut s = crate::metrics::Scrape::new("t");
+        http.register(s.registry());
+        let text = s.encode().unwrap();
         assert!(
             text.contains(r#"requests_total{method="GET",path="/v1/x/{id}",code="200"} 2"#),
             "{text}"

@@ -114,28 +114,93 @@ pub trait SignatureAlgorithms {
 #[macro_export]
 macro_rules! handshake_signature_checks {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
-        }
+        // TLS 1.2 and 1.3 checks differ only in rustls's function, named as the method.
+        $crate::handshake_signature_checks!(@verify verify_tls12_signature, verify_tls13_signature);
 
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             $crate::tls::SignatureAlgorithms::signature_algorithms(self).supported_schemes()
+        }
+    };
+    (@verify $($method:ident),*) => {
+        $(
+            fn $method(
+                &self,
+                message: &[u8],
+                cert: &rustls::pki_types::CertificateDer<'_>,
+                dss: &rustls::DigitallySignedStruct,
+            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+                let algs = $crate::tls::SignatureAlgorithms::signature_algorithms(self);
+                rustls::crypto::$method(message, cert, dss, &algs)
+            }
+        )*
+    };
+}
+
+/// The server certificate a TLS client is shown, as rustls hands it to
+/// `ServerCertVerifier::verify_server_cert`, bundled for [`CheckServerCert`].
+#[derive(Clone, Copy, Debug)]
+pub struct ServerCert<'a> {
+    /// The server's own certificate.
+    pub end_entity: &'a CertificateDer<'a>,
+    /// The rest of the chain it sent.
+    pub intermediates: &'a [CertificateDer<'a>],
+    /// The name the client dialled.
+    pub server_name: &'a ServerName<'a>,
+    /// A stapled OCSP response (empty when none).
+    pub ocsp_response: &'a [u8],
+    /// The time to check validity at.
+    pub now: UnixTime,
+}
+
+impl ServerCert<'_> {
+    /// Hand the certificate to another verifier.
+    pub fn verify_with(
+        self,
+        v: &dyn ServerCertVerifier,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        v.verify_server_cert(
+            self.end_entity,
+            self.intermediates,
+            self.server_name,
+            self.ocsp_response,
+            self.now,
+        )
+    }
+}
+
+/// A TLS client's check of a server's certificate, the one part in which server verifiers
+/// differ; [`server_cert_verifier!`](crate::server_cert_verifier) makes the rustls
+/// `ServerCertVerifier` around it.
+pub trait CheckServerCert: SignatureAlgorithms {
+    /// Accept or refuse `cert`.
+    fn check_server_cert(&self, cert: ServerCert<'_>) -> Result<ServerCertVerified, rustls::Error>;
+}
+
+/// `impl rustls::client::danger::ServerCertVerifier for $t` from its [`CheckServerCert`]
+/// and [`SignatureAlgorithms`] (the caller depends on rustls).
+#[macro_export]
+macro_rules! server_cert_verifier {
+    ($t:ty) => {
+        impl rustls::client::danger::ServerCertVerifier for $t {
+            fn verify_server_cert(
+                &self,
+                end_entity: &rustls::pki_types::CertificateDer<'_>,
+                intermediates: &[rustls::pki_types::CertificateDer<'_>],
+                server_name: &rustls::pki_types::ServerName<'_>,
+                ocsp_response: &[u8],
+                now: rustls::pki_types::UnixTime,
+            ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+                let cert = $crate::tls::ServerCert {
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                };
+                $crate::tls::CheckServerCert::check_server_cert(self, cert)
+            }
+
+            $crate::handshake_signature_checks!();
         }
     };
 }
@@ -241,16 +306,10 @@ struct PinnedCa {
     pin: [u8; 32],
 }
 
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
+impl CheckServerCert for PinnedCa {
+    fn check_server_cert(&self, cert: ServerCert<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = cert
+            .intermediates
             .iter()
             .find(|c| ring::digest::digest(&ring::digest::SHA256, c.as_ref()).as_ref() == self.pin)
             .ok_or_else(|| {
@@ -266,11 +325,15 @@ impl ServerCertVerifier for PinnedCa {
         )
         .build()
         .map_err(|e| rustls::Error::General(format!("pinned CA: {e}")))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+        ServerCert {
+            intermediates: &[],
+            ..cert
+        }
+        .verify_with(&*inner)
     }
-
-    crate::handshake_signature_checks!();
 }
+
+crate::server_cert_verifier!(PinnedCa);
 
 /// A verifier that runs `inner`, then requires the end entity to carry the subjectAltName
 /// URI `uri` (the service it was made for).
@@ -295,23 +358,10 @@ impl ForService {
     }
 }
 
-impl ServerCertVerifier for ForService {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ok = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
-        if !self.names_service(end_entity) {
+impl CheckServerCert for ForService {
+    fn check_server_cert(&self, cert: ServerCert<'_>) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = cert.verify_with(&*self.inner)?;
+        if !self.names_service(cert.end_entity) {
             return Err(rustls::Error::General(format!(
                 "the server's certificate is not one for {}",
                 self.uri
@@ -319,9 +369,9 @@ impl ServerCertVerifier for ForService {
         }
         Ok(ok)
     }
-
-    crate::handshake_signature_checks!();
 }
+
+crate::server_cert_verifier!(ForService);
 
 /// A listener that hands the HTTP server finished TLS connections. Handshakes run in their
 /// own tasks (at most [`MAX_HANDSHAKES`] at once, each given up after

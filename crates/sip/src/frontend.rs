@@ -1473,7 +1473,9 @@ mod tests {
         .into_bytes()
     }
 
-    fn setup(max_tx: usize) -> (FrontEnd, crate::loopback::LoopbackOverlay) {
+    /// A front-end for peer 1 allowing `max_tx` transactions, its overlay, and the address
+    /// the tests' phone sends from.
+    fn setup(max_tx: usize) -> (FrontEnd, crate::loopback::LoopbackOverlay, SocketAddr) {
         let (s, _) = Ed25519Signer::generate().unwrap();
         let mut keys = Ed25519Registry::default();
         keys.insert(NodeId(1), s.public_key());
@@ -1484,6 +1486,7 @@ mod tests {
         (
             FrontEnd::new(cfg, NodeId(1), Box::new(s), keys),
             net.join(NodeId(1)),
+            "127.0.0.1:5170".parse().unwrap(),
         )
     }
 
@@ -1498,8 +1501,7 @@ mod tests {
 
     #[test]
     fn full_transaction_table_answers_503_and_silent_overlay_408() {
-        let (mut fe, mut ov) = setup(2);
-        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let (mut fe, mut ov, ua) = setup(2);
         let now = Time::from_millis(1);
         // The overlay's answers are never fed back: the INVITEs wait.
         for n in 0..3 {
@@ -1518,7 +1520,7 @@ mod tests {
     #[test]
     fn overdue_lookups_answer_in_arrival_order() {
         let run = || {
-            let (mut fe, mut ov) = setup(1000);
+            let (mut fe, mut ov, _) = setup(1000);
             let now = Time::from_millis(1);
             for n in 0..300u16 {
                 let ua = SocketAddr::from(([127, 0, 0, 1], 20000 + n));
@@ -1607,8 +1609,7 @@ mod tests {
     /// that moves the contact goes to the overlay again.
     #[test]
     fn unchanged_refreshes_are_answered_locally_and_the_record_published_again() {
-        let (mut fe, mut ov) = setup(64);
-        let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+        let (mut fe, mut ov, ua) = setup(64);
         let aor = normalize_aor("alice", "p2psip.test");
         let secs = |s: u64| Duration::from_secs(s);
         let t0 = Time::from_millis(1_000);
@@ -1670,7 +1671,7 @@ mod tests {
     #[test]
     fn digest_challenge_accept_and_reject() {
         use crate::digest::{Algorithm, Credentials, authorization};
-        let (mut fe, mut ov) = setup(64);
+        let (mut fe, mut ov, _) = setup(64);
         let creds = Credentials::parse("alice:wonderland\nbob:builder\n").unwrap();
         let auth = Arc::new(DigestAuth::new("p2psip.test", creds, [3; 32]));
         fe.cfg.auth = Some(auth.clone());
@@ -1967,8 +1968,7 @@ mod tests {
             lines in proptest::collection::vec("[ -~]{0,60}", 0..14),
             method in prop_oneof![Just("INVITE"), Just("REGISTER"), Just("BYE"), Just("ACK"), Just("CANCEL"), Just("SIP/2.0")],
         ) {
-            let (mut fe, mut ov) = setup(16);
-            let ua: SocketAddr = "127.0.0.1:5170".parse().unwrap();
+            let (mut fe, mut ov, ua) = setup(16);
             let mut s = format!("{method} sip:bob@p2psip.test SIP/2.0\r\n");
             for l in lines {
                 s.push_str(&l);

@@ -91,54 +91,38 @@ pub struct SipTransmit {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TxKey(TransactionKey);
 
+/// A transaction key's fields in the order they are compared and hashed: the variant (0:
+/// RFC 3261, 1: legacy), then field by field (an RFC 3261 key's three fields fill the first
+/// slots, the rest empty).
+type KeyFields<'a> = (u8, [&'a [u8]; 5], u32, &'a [u8]);
+
+fn key_fields(key: &TransactionKey) -> KeyFields<'_> {
+    match key {
+        TransactionKey::Rfc3261 {
+            branch,
+            sent_by,
+            method,
+        } => (0, [branch, sent_by, method, &[], &[]], 0, &[]),
+        TransactionKey::Legacy {
+            request_uri,
+            top_via,
+            from_tag,
+            to_tag,
+            call_id,
+            cseq,
+            method,
+        } => (
+            1,
+            [request_uri, top_via, from_tag, to_tag, call_id],
+            *cseq,
+            method,
+        ),
+    }
+}
+
 impl Ord for TxKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        use TransactionKey::{Legacy, Rfc3261};
-        match (&self.0, &other.0) {
-            (
-                Rfc3261 {
-                    branch,
-                    sent_by,
-                    method,
-                },
-                Rfc3261 {
-                    branch: b,
-                    sent_by: s,
-                    method: m,
-                },
-            ) => (branch, sent_by, method).cmp(&(b, s, m)),
-            (Rfc3261 { .. }, Legacy { .. }) => Ordering::Less,
-            (Legacy { .. }, Rfc3261 { .. }) => Ordering::Greater,
-            (
-                Legacy {
-                    request_uri,
-                    top_via,
-                    from_tag,
-                    to_tag,
-                    call_id,
-                    cseq,
-                    method,
-                },
-                Legacy {
-                    request_uri: u,
-                    top_via: v,
-                    from_tag: f,
-                    to_tag: t,
-                    call_id: c,
-                    cseq: n,
-                    method: m,
-                },
-            ) => (
-                request_uri,
-                top_via,
-                from_tag,
-                to_tag,
-                call_id,
-                cseq,
-                method,
-            )
-                .cmp(&(u, v, f, t, c, n, m)),
-        }
+        key_fields(&self.0).cmp(&key_fields(&other.0))
     }
 }
 
@@ -179,40 +163,13 @@ impl KeyDigest {
             ctx.update(bytes);
         };
         part(if server { b"server" } else { b"client" });
-        match key {
-            TransactionKey::Rfc3261 {
-                branch,
-                sent_by,
-                method,
-            } => {
-                for p in [b"rfc3261".as_slice(), branch, sent_by, method] {
-                    part(p);
-                }
-            }
-            TransactionKey::Legacy {
-                request_uri,
-                top_via,
-                from_tag,
-                to_tag,
-                call_id,
-                cseq,
-                method,
-            } => {
-                let cseq = cseq.to_be_bytes();
-                for p in [
-                    b"legacy".as_slice(),
-                    request_uri,
-                    top_via,
-                    from_tag,
-                    to_tag,
-                    call_id,
-                    &cseq,
-                    method,
-                ] {
-                    part(p);
-                }
-            }
+        let (variant, fields, cseq, method) = key_fields(key);
+        part(if variant == 0 { b"rfc3261" } else { b"legacy" });
+        for p in fields {
+            part(p);
         }
+        part(&cseq.to_be_bytes());
+        part(method);
         let d = ctx.finish();
         let mut out = [0; 16];
         out.copy_from_slice(d.as_ref().get(..16).unwrap_or(&[0; 16]));
@@ -577,6 +534,47 @@ fn is_linger(timer: Timer) -> bool {
 mod tests {
     use super::*;
     use crate::msg::{RequestParts, SipMethod, build_request};
+
+    #[test]
+    fn transaction_keys_order_rfc3261_first_then_field_by_field() {
+        let rfc = |branch: &[u8], method: &[u8]| {
+            TxKey(TransactionKey::Rfc3261 {
+                branch: branch.to_vec(),
+                sent_by: b"h".to_vec(),
+                method: method.to_vec(),
+            })
+        };
+        let legacy = |cseq: u32, method: &[u8]| {
+            TxKey(TransactionKey::Legacy {
+                request_uri: b"sip:b".to_vec(),
+                top_via: b"v".to_vec(),
+                from_tag: b"f".to_vec(),
+                to_tag: Vec::new(),
+                call_id: b"c".to_vec(),
+                cseq,
+                method: method.to_vec(),
+            })
+        };
+        let mut keys = vec![
+            legacy(2, b"BYE"),
+            legacy(1, b"INVITE"),
+            rfc(b"z9hG4bK2", b"BYE"),
+            legacy(1, b"BYE"),
+            rfc(b"z9hG4bK1", b"INVITE"),
+            rfc(b"z9hG4bK1", b"BYE"),
+        ];
+        keys.sort();
+        let want = [
+            rfc(b"z9hG4bK1", b"BYE"),
+            rfc(b"z9hG4bK1", b"INVITE"),
+            rfc(b"z9hG4bK2", b"BYE"),
+            legacy(1, b"BYE"),
+            legacy(1, b"INVITE"),
+            legacy(2, b"BYE"),
+        ];
+        assert_eq!(keys, want);
+        assert_eq!(rfc(b"a", b"X").cmp(&rfc(b"a", b"X")), Ordering::Equal);
+    }
 
     /// Where the tests' requests go: bob's UA over UDP.
     fn bob() -> Peer {

@@ -54,9 +54,14 @@ fn request(method: &str, n: u32, to_tag: bool, body: bool) -> Vec<u8> {
 }
 
 fn alice() -> Peer {
+    udp("127.0.0.1:5150".parse().unwrap())
+}
+
+/// A SIP endpoint over UDP at `addr`.
+fn udp(addr: SocketAddr) -> Peer {
     Peer {
         transport: Transport::Udp,
-        addr: "127.0.0.1:5150".parse().unwrap(),
+        addr,
     }
 }
 
@@ -140,14 +145,8 @@ fn two_front_ends() -> (LoopbackFrontEnds, SocketAddr) {
          Contact: <sip:bob@127.0.0.2:5170>\r\n\
          Expires: 3600\r\n\
          Content-Length: 0\r\n\r\n";
-    let from = Peer {
-        transport: Transport::Udp,
-        addr: bob,
-    };
-    let to = Peer {
-        transport: Transport::Udp,
-        addr: fes.nodes[1].addr,
-    };
+    let from = udp(bob);
+    let to = udp(fes.nodes[1].addr);
     fes.handle_datagram(from, to, register.as_bytes());
     pump(&mut fes);
     (fes, bob)
@@ -167,10 +166,7 @@ fn pump(fes: &mut LoopbackFrontEnds) -> Vec<SipTransmit> {
 
 /// Alice's INVITE `n` reaches bob's UA through both front-ends, and bob's UA rings.
 fn ringing_call(fes: &mut LoopbackFrontEnds, bob: SocketAddr, n: u32) {
-    let to = Peer {
-        transport: Transport::Udp,
-        addr: fes.nodes[0].addr,
-    };
+    let to = udp(fes.nodes[0].addr);
     fes.handle_datagram(alice(), to, &request("INVITE", n, false, true));
     let forwarded = pump(fes)
         .into_iter()
@@ -180,14 +176,8 @@ fn ringing_call(fes: &mut LoopbackFrontEnds, bob: SocketAddr, n: u32) {
         })
         .unwrap();
     let ringing = forwarded.response(180, "Ringing", Some("b1")).unwrap();
-    let from = Peer {
-        transport: Transport::Udp,
-        addr: bob,
-    };
-    let to = Peer {
-        transport: Transport::Udp,
-        addr: fes.nodes[1].addr,
-    };
+    let from = udp(bob);
+    let to = udp(fes.nodes[1].addr);
     fes.handle_datagram(from, to, &ringing.to_bytes());
     pump(fes);
 }

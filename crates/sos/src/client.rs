@@ -52,17 +52,7 @@ pub enum ClientError {
     NoUrl,
 }
 
-impl From<AnswerError> for ClientError {
-    fn from(e: AnswerError) -> Self {
-        match e {
-            AnswerError::Http(e) => ClientError::Http(e),
-            e @ (AnswerError::TooLarge { .. } | AnswerError::Decode(_)) => {
-                ClientError::Answer(e.to_string())
-            }
-            AnswerError::Refused { status, body } => ClientError::Server { status, body },
-        }
-    }
-}
+service::answer_error_into!(ClientError, Http, Answer, Server);
 
 impl ClientError {
     /// The server's error code, if the server answered with one.
@@ -208,13 +198,7 @@ impl SosClient {
 
     /// `GET /v1/opinions/{peer}`.
     pub async fn get_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
-        let path = format!("/v1/opinions/{peer}");
-        self.call(
-            Retry::Read,
-            |api| api.request(Method::GET, &path),
-            Api::call,
-        )
-        .await
+        self.opinion(Method::GET, peer, None).await
     }
 
     /// `PUT /v1/opinions/{peer}` (admin).
@@ -223,24 +207,33 @@ impl SosClient {
         peer: PeerId,
         opinion: Opinion,
     ) -> Result<OpinionView, ClientError> {
-        let path = format!("/v1/opinions/{peer}");
-        self.call(
-            Retry::Write,
-            |api| self.admin(api.request(Method::PUT, &path).json(&opinion)),
-            Api::call,
-        )
-        .await
+        self.opinion(Method::PUT, peer, Some(&opinion)).await
     }
 
     /// `DELETE /v1/opinions/{peer}` (admin): back to evidence.
     pub async fn delete_opinion(&self, peer: PeerId) -> Result<OpinionView, ClientError> {
+        self.opinion(Method::DELETE, peer, None).await
+    }
+
+    /// `method /v1/opinions/{peer}` with `body`: a read, or an admin's write (with the token).
+    async fn opinion(
+        &self,
+        method: Method,
+        peer: PeerId,
+        body: Option<&Opinion>,
+    ) -> Result<OpinionView, ClientError> {
         let path = format!("/v1/opinions/{peer}");
-        self.call(
-            Retry::Write,
-            |api| self.admin(api.request(Method::DELETE, &path)),
-            Api::call,
-        )
-        .await
+        let read = method == Method::GET;
+        let retry = if read { Retry::Read } else { Retry::Write };
+        let request = |api: &Api| {
+            let rb = api.request(method.clone(), &path);
+            let rb = match body {
+                Some(o) => rb.json(o),
+                None => rb,
+            };
+            if read { rb } else { self.admin(rb) }
+        };
+        self.call(retry, request, Api::call).await
     }
 
     /// `POST /v1/reports` with a report signed by [`crate::ReportSigner::sign`].
@@ -256,6 +249,36 @@ impl SosClient {
             Api::call,
         )
         .await
+    }
+
+    /// The paper's worked example ([`trust::paper`]) on this SOS: set its four opinions
+    /// (admin) and rank its two routes over HTTP; the ranking as [`trust::paper::rank`]
+    /// makes it in process, to compare with [`trust::paper::EXPECTED`].
+    pub async fn rank_paper_example(&self) -> Result<Vec<trust::RankedRoute<u128>>, ClientError> {
+        for (p, ..) in trust::paper::OPINIONS {
+            self.put_opinion(PeerId(p), trust::paper::opinion_of(p))
+                .await?;
+        }
+        let routes = trust::paper::routes();
+        let asked = routes
+            .iter()
+            .map(|r| r.iter().copied().map(PeerId).collect())
+            .collect();
+        let ranked = self.rank(asked).await?.ranked;
+        Ok(ranked
+            .into_iter()
+            .enumerate()
+            .map(|(place, r)| {
+                let route: Vec<u128> = r.route.iter().map(|p| p.0).collect();
+                let index = routes.iter().position(|x| *x == route).unwrap_or(place);
+                trust::RankedRoute {
+                    route,
+                    opinion: r.opinion,
+                    expectation: r.expectation,
+                    index,
+                }
+            })
+            .collect())
     }
 
     /// `POST /v1/routes/rank` with the classic operator: best route first.

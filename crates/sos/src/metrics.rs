@@ -5,11 +5,7 @@
 //! scrape time.
 
 use crate::Outcome as Evidence;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use service::metrics::{CounterBy, Scrape};
 use service::monitor::HttpMetrics;
 
 /// Why a report was rejected, as the `outcome` label of `p2psip_sos_reports_total`.
@@ -51,15 +47,6 @@ impl RejectReason {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Outcome {
-    outcome: String,
-}
-
-fn outcome(s: &str) -> Outcome {
-    Outcome { outcome: s.into() }
-}
-
 /// The store's state at a scrape (see `Store::stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct StoreStats {
@@ -80,122 +67,97 @@ pub(crate) struct StoreStats {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub(crate) http: HttpMetrics,
-    rankings: Family<Outcome, Counter>,
-    reports: Family<Outcome, Counter>,
-    evidence: Family<Outcome, Counter>,
+    rankings: CounterBy,
+    reports: CounterBy,
+    evidence: CounterBy,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let m = Metrics {
-            http: HttpMetrics::default(),
-            rankings: Family::default(),
-            reports: Family::default(),
-            evidence: Family::default(),
-        };
-        // Every outcome shows from the first scrape, at zero: a rate over a series that
-        // does not exist yet is no rate at all.
-        for o in ["ok", "refused"] {
-            let _ = m.rankings.get_or_create(&outcome(o));
-        }
-        let _ = m.reports.get_or_create(&outcome("accepted"));
-        for r in RejectReason::ALL {
-            let _ = m.reports.get_or_create(&outcome(r.label()));
-        }
-        for e in [
+        // Every outcome shows from the first scrape, at zero.
+        let reports = std::iter::once("accepted").chain(RejectReason::ALL.map(RejectReason::label));
+        let evidence = [
             Evidence::Delivered,
             Evidence::Dropped,
             Evidence::Modified,
             Evidence::Misrouted,
             Evidence::Replayed,
-        ] {
-            let _ = m.evidence.get_or_create(&outcome(e.as_str()));
+        ];
+        Metrics {
+            http: HttpMetrics::default(),
+            rankings: CounterBy::new("outcome", ["ok", "refused"]),
+            reports: CounterBy::new("outcome", reports),
+            evidence: CounterBy::new("outcome", evidence.map(Evidence::as_str)),
         }
-        m
     }
 }
 
 impl Metrics {
     /// A rank request answered with a ranking (`true`) or refused.
     pub(crate) fn ranked(&self, ok: bool) {
-        let o = if ok { "ok" } else { "refused" };
-        self.rankings.get_or_create(&outcome(o)).inc();
+        self.rankings.inc(if ok { "ok" } else { "refused" });
     }
 
     /// A report stored: its evidence counts.
     pub(crate) fn accepted(&self, evidence: Evidence) {
-        self.reports.get_or_create(&outcome("accepted")).inc();
-        self.evidence
-            .get_or_create(&outcome(evidence.as_str()))
-            .inc();
+        self.reports.inc("accepted");
+        self.evidence.inc(evidence.as_str());
     }
 
     pub(crate) fn rejected(&self, r: RejectReason) {
-        self.reports.get_or_create(&outcome(r.label())).inc();
+        self.reports.inc(r.label());
     }
 
     /// The text of one scrape.
     pub(crate) fn render(&self, peers: usize, store: StoreStats) -> Result<String, String> {
-        let mut root = Registry::default();
-        let r = root.sub_registry_with_prefix("p2psip_sos");
-        self.http.register(r);
-        r.register(
+        let mut s = Scrape::new("p2psip_sos");
+        self.http.register(s.registry());
+        s.family(
             "rankings",
             "Route rankings asked for, by outcome (ok, refused)",
-            self.rankings.clone(),
-        );
-        r.register(
+            &self.rankings,
+        )
+        .family(
             "reports",
             "Evidence reports received, by outcome (accepted, or why refused)",
-            self.reports.clone(),
-        );
-        r.register(
+            &self.reports,
+        )
+        .family(
             "evidence",
             "Evidence stored from accepted reports, by what the reporter saw",
-            self.evidence.clone(),
-        );
-        r.register(
+            &self.evidence,
+        )
+        .gauge(
             "peers",
             "Peers with an administrator's opinion or evidence",
-            ConstGauge::new(i64::try_from(peers).unwrap_or(i64::MAX)),
-        );
-        r.register(
+            peers,
+        )
+        .counter(
             "store_commits",
             "Write batches the store committed",
-            ConstCounter::new(store.commits),
-        );
-        let errors = Family::<Op, Counter>::default();
-        for (op, n) in [
-            ("commit", store.commit_errors),
-            ("reload", store.reload_errors),
-        ] {
-            errors.get_or_create(&Op { op: op.into() }).inc_by(n);
-        }
-        r.register(
+            store.commits,
+        )
+        .counts(
             "store_errors",
             "Store operations that failed: a write batch (commit), a reload of other instances' writes (reload)",
-            errors,
-        );
-        r.register(
+            "op",
+            [("commit", store.commit_errors), ("reload", store.reload_errors)],
+        )
+        .counter(
             "store_retries",
             "Write batches tried again after a conflict or a lost database connection (PostgreSQL)",
-            ConstCounter::new(store.retries),
-        );
-        r.register(
+            store.retries,
+        )
+        .counter(
             "store_reloads",
             "Reloads of other instances' writes (PostgreSQL)",
-            ConstCounter::new(store.reloads),
-        );
-        r.register(
+            store.reloads,
+        )
+        .gauge(
             "store_reachable",
             "1 while the store can commit (and its last reload succeeded)",
-            ConstGauge::new(i64::from(store.reachable)),
+            store.reachable,
         );
-        service::monitor::encode(&root)
+        s.encode().map_err(|e| format!("encoding the metrics: {e}"))
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Op {
-    op: String,
 }

@@ -369,6 +369,15 @@ fn body_rejection(rej: BytesRejection) -> Response {
     error(status, code, rej.body_text())
 }
 
+/// A request's JSON body as `T`, or the error answer: the body could not be read, or is
+/// not that JSON.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Box<Response>> {
+    let body = body.map_err(|r| Box::new(body_rejection(r)))?;
+    serde_json::from_slice(&body).map_err(|e| Box::new(json_error(&e)))
+}
+
 fn json_error(e: &serde_json::Error) -> Response {
     let code = match e.classify() {
         serde_json::error::Category::Data => "invalid_request",
@@ -519,13 +528,9 @@ async fn rank(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
 }
 
 fn rank_routes_of(st: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(r),
-    };
-    let req: RankRequest = match serde_json::from_slice(&body) {
+    let req: RankRequest = match json_body(body) {
         Ok(r) => r,
-        Err(e) => return json_error(&e),
+        Err(refused) => return *refused,
     };
     if req.routes.is_empty() {
         return error(
@@ -704,13 +709,9 @@ async fn put_opinion(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(r),
-    };
-    let opinion: Opinion = match serde_json::from_slice(&body) {
+    let opinion: Opinion = match json_body(body) {
         Ok(o) => o,
-        Err(e) => return json_error(&e),
+        Err(refused) => return *refused,
     };
     let now_ms = st.clock.now_ms();
     let result = st

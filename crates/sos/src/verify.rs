@@ -21,8 +21,8 @@
 //! (see the server's module docs). Verifiers built from E&A's directory take the role from
 //! each member's certificate.
 
-use crate::{PeerId, ReportBody, SignedReport};
-use ring::rand::SystemRandom;
+use crate::{Outcome, PeerId, ReportBody, SignedReport};
+use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -164,6 +164,38 @@ impl KeyRegistry {
         serde_json::to_string_pretty(&file).unwrap_or_default()
     }
 
+    /// The registry file `existing` (`None`: no file yet) with `entries` added, each
+    /// replacing its peer's earlier key, and marked as CSPs or CSPGs when `infrastructure`
+    /// (the file's other marks are kept). Refused if the result would not load.
+    pub fn merge_json(
+        existing: Option<&[u8]>,
+        entries: Vec<RegistryEntry>,
+        infrastructure: bool,
+    ) -> Result<String, RegistryError> {
+        let RegistryFile {
+            reporters: mut all,
+            infrastructure: mut marked,
+        } = match existing {
+            Some(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| RegistryError::Json(e.to_string()))?
+            }
+            None => RegistryFile {
+                reporters: Vec::new(),
+                infrastructure: Vec::new(),
+            },
+        };
+        for e in entries {
+            all.retain(|x| x.peer != e.peer);
+            marked.retain(|p| *p != e.peer);
+            if infrastructure {
+                marked.push(e.peer);
+            }
+            all.push(e);
+        }
+        Self::from_entries(all.clone())?;
+        Ok(Self::to_json_with(&all, &marked))
+    }
+
     /// Number of registered reporters.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -283,6 +315,27 @@ impl ReportSigner {
         }
     }
 
+    /// Sign a report of this signer's peer about `subject`, made at `timestamp_ms`, with a
+    /// fresh random nonce (what `p2psip sos report` sends).
+    pub fn report(
+        &self,
+        subject: PeerId,
+        outcome: Outcome,
+        route: Vec<PeerId>,
+        timestamp_ms: u64,
+    ) -> Result<SignedReport, SignerError> {
+        let mut nonce = [0u8; 16];
+        self.rng.fill(&mut nonce).map_err(|_| SignerError::Rng)?;
+        self.sign(ReportBody {
+            reporter: self.peer,
+            subject,
+            outcome,
+            route,
+            timestamp_ms,
+            nonce,
+        })
+    }
+
     /// Sign a body. The body's reporter should be this signer's peer.
     pub fn sign(&self, body: ReportBody) -> Result<SignedReport, SignerError> {
         let msg = body.canonical_bytes();
@@ -348,5 +401,42 @@ mod tests {
         let ok = "00".repeat(32);
         assert!(KeyRegistry::from_entries([e(&ok), e(&ok)]).is_err());
         assert!(KeyRegistry::from_json(b"{\"reporters\":[],\"x\":1}").is_err());
+    }
+
+    #[test]
+    fn merging_replaces_a_peers_key_and_keeps_other_marks() {
+        let key = |peer: u128| {
+            ReportSigner::generate(PeerId(peer), Algorithm::Ed25519)
+                .expect("keygen")
+                .0
+                .registry_entry()
+        };
+        let first = KeyRegistry::merge_json(None, vec![key(1), key(2)], true).expect("new");
+        let again = key(1);
+        let merged = KeyRegistry::merge_json(Some(first.as_bytes()), vec![again.clone()], false)
+            .expect("merge");
+        let reg = KeyRegistry::from_json(merged.as_bytes()).expect("loads");
+        assert_eq!(reg.len(), 2);
+        assert_eq!(reg.infrastructure(), vec![PeerId(2)]);
+        assert!(merged.contains(&again.public_key));
+        assert!(KeyRegistry::merge_json(Some(b"not json"), vec![], false).is_err());
+        let mut bad = key(3);
+        bad.public_key = "00".into();
+        assert!(KeyRegistry::merge_json(None, vec![bad], false).is_err());
+    }
+
+    #[test]
+    fn a_signed_report_verifies_and_carries_a_fresh_nonce() {
+        let (signer, _) = ReportSigner::generate(PeerId(7), Algorithm::Ed25519).expect("keygen");
+        let reg = KeyRegistry::from_entries([signer.registry_entry()]).expect("registry");
+        let report = |s: &ReportSigner| {
+            s.report(PeerId(9), Outcome::Dropped, vec![PeerId(9)], 5)
+                .expect("sign")
+        };
+        let (a, b) = (report(&signer), report(&signer));
+        assert_eq!((a.body.reporter, a.body.timestamp_ms), (PeerId(7), 5));
+        assert_ne!(a.body.nonce, b.body.nonce);
+        let msg = a.body.canonical_bytes();
+        assert_eq!(reg.verify(PeerId(7), &msg, &a.signature), Ok(()));
     }
 }

@@ -1,6 +1,8 @@
 //! The SOS over real HTTP on 127.0.0.1:0: the paper check, evidence, admin override, and
 //! bad input (every refusal is a 4xx with a JSON body and leaves the database unchanged).
 
+mod support;
+
 use enroll::cert::ServiceRole;
 use service::tls::Trust;
 use sos::{
@@ -76,13 +78,7 @@ async fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let mut cfg = config(&db, &signers, Arc::clone(&clock));
     tune(&mut cfg);
     let https = testkit::https::loopback(ServiceRole::Sos);
-    let server = RunningServer::start(
-        cfg,
-        "127.0.0.1:0".parse().expect("addr"),
-        https.transport.clone(),
-    )
-    .await
-    .expect("server starts");
+    let server = support::start_loopback(cfg, &https).await;
     let trust = https.trust.clone();
     Fixture {
         _dir: dir,
@@ -256,13 +252,7 @@ async fn reports_become_evidence_and_survive_restart() {
         ..
     } = f;
     server.shutdown().await.expect("shutdown");
-    let server = RunningServer::start(
-        config(&db, &signers, clock),
-        "127.0.0.1:0".parse().expect("addr"),
-        https.transport,
-    )
-    .await
-    .expect("restart");
+    let server = support::start_loopback(config(&db, &signers, clock), &https).await;
     let client = SosClient::new(&server.url(), &trust).expect("client");
     let view = client.get_opinion(PeerId(1609)).await.expect("get");
     assert_eq!((view.reports.positive, view.reports.negative), (2, 1));

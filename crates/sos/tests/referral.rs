@@ -5,6 +5,8 @@
 //! make the SOS distrust a peer the CSPs proved honest, and once caught it is not believed
 //! about anyone else — also after a restart.
 
+mod support;
+
 use enroll::cert::ServiceRole;
 use sos::{
     Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, RunningServer, ServerConfig,
@@ -124,19 +126,25 @@ fn config(backend: &Backend, reporters: &Reporters) -> ServerConfig {
 }
 
 async fn start(backend: &Backend, reporters: &Reporters, https: &LoopbackHttps) -> RunningServer {
-    RunningServer::start(
-        config(backend, reporters),
-        "127.0.0.1:0".parse().expect("addr"),
-        https.transport.clone(),
-    )
-    .await
-    .expect("server starts")
+    support::start_loopback(config(backend, reporters), https).await
 }
 
 /// (belief, disbelief) of `peer` at the SOS.
 async fn opinion(client: &SosClient, peer: u128) -> (f64, f64) {
     let v = client.get_opinion(PeerId(peer)).await.expect("opinion");
     (v.opinion.belief(), v.opinion.disbelief())
+}
+
+/// The CSP proves four times that HONEST forwards, then SLANDERER reports twenty times
+/// that HONEST dropped: the SOS's (belief, disbelief) of HONEST after that.
+async fn slander_a_proven_forwarder(reporters: &Reporters, client: &SosClient) -> (f64, f64) {
+    reporters
+        .post(client, CSP, HONEST, Outcome::Delivered, 4)
+        .await;
+    reporters
+        .post(client, SLANDERER, HONEST, Outcome::Dropped, 20)
+        .await;
+    opinion(client, HONEST).await
 }
 
 /// The whole scenario against one backend.
@@ -147,20 +155,14 @@ async fn scenario(backend: Backend) {
     let server = start(&backend, &reporters, &https).await;
     let client = SosClient::new(&server.url(), &https.trust).expect("client");
 
-    // The CSP proves that HONEST forwards and DROPPER drops.
-    reporters
-        .post(&client, CSP, HONEST, Outcome::Delivered, 4)
-        .await;
+    // The CSP proves that DROPPER drops (and, below, that HONEST forwards).
     reporters
         .post(&client, CSP, DROPPER, Outcome::Dropped, 4)
         .await;
 
     // Twenty reports that HONEST dropped, from a peer without proof, against four proofs
     // that it forwards: counted, they would make the SOS distrust it.
-    reporters
-        .post(&client, SLANDERER, HONEST, Outcome::Dropped, 20)
-        .await;
-    let (b, d) = opinion(&client, HONEST).await;
+    let (b, d) = slander_a_proven_forwarder(&reporters, &client).await;
     assert!(
         b > d,
         "slander made the SOS distrust a proven forwarder: b {b}, d {d}"
@@ -246,21 +248,9 @@ async fn with_checks_off_every_report_counts() {
     let reporters = Reporters::new();
     let mut cfg = config(&Backend::Sqlite(dir.path().join("sos.db")), &reporters);
     cfg.check_reports = false;
-    let server = RunningServer::start(
-        cfg,
-        "127.0.0.1:0".parse().expect("addr"),
-        https.transport.clone(),
-    )
-    .await
-    .expect("server starts");
+    let server = support::start_loopback(cfg, &https).await;
     let client = SosClient::new(&server.url(), &https.trust).expect("client");
-    reporters
-        .post(&client, CSP, HONEST, Outcome::Delivered, 4)
-        .await;
-    reporters
-        .post(&client, SLANDERER, HONEST, Outcome::Dropped, 20)
-        .await;
-    let (b, d) = opinion(&client, HONEST).await;
+    let (b, d) = slander_a_proven_forwarder(&reporters, &client).await;
     assert!((b - 4.0 / 26.0).abs() < 1e-9 && (d - 20.0 / 26.0).abs() < 1e-9);
     server.shutdown().await.expect("shutdown");
 }

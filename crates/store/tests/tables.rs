@@ -9,6 +9,7 @@ use store::{
     CallEntry, CallOutcome, ContactEntry, Direction, Identity, Op, PendingRequest, Store,
     StoreConfig, StoredRecord, Writer, WriterConfig,
 };
+use tempfile::TempDir;
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -299,19 +300,22 @@ fn pending_and_calls_are_bounded() {
     assert_eq!(snap.calls, (7..12).map(call).collect::<Vec<_>>());
 }
 
-#[test]
-fn writer_batches_and_flush_acknowledges() {
+/// A writer over a new store in a temporary directory (kept alive by the caller).
+fn writer(queue: usize, max_batch_ops: usize, max_batch_delay: Duration) -> (TempDir, Writer) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
-    let w = Writer::spawn(
-        s,
-        WriterConfig {
-            queue: 10_000,
-            max_batch_ops: 100,
-            max_batch_delay: Duration::from_secs(60), // only size or flush closes a batch
-        },
-    )
-    .unwrap();
+    let config = WriterConfig {
+        queue,
+        max_batch_ops,
+        max_batch_delay,
+    };
+    (dir, Writer::spawn(s, config).unwrap())
+}
+
+#[test]
+fn writer_batches_and_flush_acknowledges() {
+    // Only size or a flush closes a batch.
+    let (dir, w) = writer(10_000, 100, Duration::from_secs(60));
     for i in 0..1000u128 {
         w.submit(Op::PutRecord(record(i, 8))).unwrap();
     }
@@ -329,17 +333,7 @@ fn writer_batches_and_flush_acknowledges() {
 
 #[test]
 fn full_queue_drops_and_counts_instead_of_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), StoreConfig::default()).unwrap();
-    let w = Writer::spawn(
-        s,
-        WriterConfig {
-            queue: 4,
-            max_batch_ops: 1,
-            max_batch_delay: Duration::ZERO,
-        },
-    )
-    .unwrap();
+    let (_dir, w) = writer(4, 1, Duration::ZERO);
     let mut dropped = 0u64;
     for i in 0..2000u128 {
         if w.submit(Op::PutRecord(record(i, 8))) == Err(store::SubmitError::Full) {

@@ -68,4 +68,4 @@ pub use network::{Frame, Link, Network};
 pub use peer::Peer;
 pub use ring::{SecureRing, UNIX_EPOCH_MS, converged_ring, sparse_seed};
 pub use secure::{CALL_RUN, TEST_INVITE};
-pub use tools::tool_missing;
+pub use tools::{have_tool, tool_missing};

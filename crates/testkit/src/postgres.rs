@@ -113,19 +113,7 @@ impl Cluster {
         )?;
         check("initdb", &out)?;
         c.start_again()?;
-        let out = c.run(
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &c.port.to_string(),
-                "-U",
-                "p2psip",
-                "p2psip",
-            ],
-        )?;
-        check("createdb", &out)?;
+        c.create_db("p2psip")?;
         Ok(c)
     }
 

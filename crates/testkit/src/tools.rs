@@ -13,3 +13,18 @@ pub fn tool_missing(tool: &str, package: &str) {
     println!("SKIPPED: {text}");
     eprintln!("SKIPPED: {text}");
 }
+
+/// Whether `tool` runs here (`tool --version` succeeds); when it does not, say so through
+/// [`tool_missing`] (a failure under CI) and answer `false`, and the test returns.
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    let runs = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !runs {
+        tool_missing(tool, package);
+    }
+    runs
+}

@@ -317,11 +317,8 @@ impl<P: Ord + Clone> OpinionBook<P> {
 
     /// Record an outcome about `peer` observed at `at_ms` (delivered = positive).
     pub fn record(&mut self, peer: P, positive: bool, at_ms: u64) {
-        let ageing = self.policy.ageing;
-        self.peers
-            .entry(peer)
-            .or_default()
-            .record(positive, at_ms, ageing);
+        let (t, ageing) = self.entry(peer);
+        t.record(positive, at_ms, ageing);
     }
 
     /// Record an outcome about `peer` told by a reporter whose own opinion is `reporter`:
@@ -336,24 +333,22 @@ impl<P: Ord + Clone> OpinionBook<P> {
         reporter: &Opinion,
         mode: Discounting,
     ) {
-        let ageing = self.policy.ageing;
-        self.peers.entry(peer).or_default().record_weighted(
-            positive,
-            reporter.discount_weight(mode),
-            at_ms,
-            ageing,
-        );
+        let (t, ageing) = self.entry(peer);
+        t.record_weighted(positive, reporter.discount_weight(mode), at_ms, ageing);
     }
 
     /// Record an outcome about `peer` that the reporter can prove (a CSP holding the signed
     /// hand-overs of a copy): it counts fully, and it is the reference that third parties'
     /// reports are checked against ([`OpinionBook::record_referred`]).
     pub fn record_proven(&mut self, peer: P, positive: bool, at_ms: u64) {
+        let (t, ageing) = self.entry(peer);
+        t.record_proven(positive, at_ms, ageing);
+    }
+
+    /// The record of `peer` (created empty) and the ageing the book applies to records.
+    fn entry(&mut self, peer: P) -> (&mut PeerTrust, Ageing) {
         let ageing = self.policy.ageing;
-        self.peers
-            .entry(peer)
-            .or_default()
-            .record_proven(positive, at_ms, ageing);
+        (self.peers.entry(peer).or_default(), ageing)
     }
 
     /// Record what `reporter`, a peer without proof, says about `peer` (subjective logic's
@@ -477,16 +472,21 @@ mod tests {
         assert_eq!(book.peers[&1].negative, 4);
     }
 
-    #[test]
-    fn a_reporter_that_contradicts_proof_loses_its_voice() {
+    /// A book (a = 0.25, no ageing) in which the CSPs proved four times that 1 forwards and
+    /// 2 drops, and the discounting the tests judge reports with.
+    fn proven_forwarder_and_dropper() -> (OpinionBook<u32>, Discounting) {
         let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
         let mut book = OpinionBook::new(policy);
-        let mode = Discounting::Classic;
-        // The CSPs proved that 1 forwards and 2 drops.
         for _ in 0..4 {
             book.record_proven(1u32, true, 0);
             book.record_proven(2u32, false, 0);
         }
+        (book, Discounting::Classic)
+    }
+
+    #[test]
+    fn a_reporter_that_contradicts_proof_loses_its_voice() {
+        let (mut book, mode) = proven_forwarder_and_dropper();
         // 10 tells the truth about both; 20 says the opposite.
         assert_eq!(
             book.record_referred(1, true, 0, &10, mode),
@@ -531,13 +531,7 @@ mod tests {
 
     #[test]
     fn a_dropper_and_a_caught_liar_are_distrusted_an_honest_reporter_is_not() {
-        let policy = TrustPolicy::new(0.25, Ageing::never()).expect("valid");
-        let mut book = OpinionBook::new(policy);
-        let mode = Discounting::Classic;
-        for _ in 0..4 {
-            book.record_proven(1u32, true, 0);
-            book.record_proven(2u32, false, 0);
-        }
+        let (mut book, mode) = proven_forwarder_and_dropper();
         assert!(book.distrusted(&2, 0) && !book.distrusted(&1, 0));
         // 20 forwards well and lies: seven lies are not yet enough to condemn it.
         for _ in 0..4 {

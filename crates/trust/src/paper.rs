@@ -37,6 +37,29 @@ pub fn opinion_of(peer: u128) -> Opinion {
 
 const VACUOUS: Opinion = Opinion::vacuous_unchecked(BASE_RATE);
 
+/// What the paper's ranking must produce, best first: (route, b, d, u, E). The best route's
+/// E is 0.79325, not the printed [`PRINTED_EXPECTATION_1600_1618`].
+pub const EXPECTED: [(&[u128], f64, f64, f64, f64); 2] = [
+    (&[1600, 1618], 0.738, 0.041, 0.221, 0.79325),
+    (&[1593, 1609, 1618], 0.6624, 0.0368, 0.3008, 0.7376),
+];
+
+/// Whether the route ranked at `place` (0 = best) is the paper's, with its opinion and
+/// expectation to within 1e-9: the check `p2psip sos check-paper` and the tests make.
+pub fn matches(place: usize, route: &[u128], opinion: &Opinion, expectation: f64) -> bool {
+    EXPECTED.get(place).is_some_and(|&(r, b, d, u, e)| {
+        route == r
+            && close(opinion.belief(), b)
+            && close(opinion.disbelief(), d)
+            && close(opinion.uncertainty(), u)
+            && close(expectation, e)
+    })
+}
+
+fn close(x: f64, y: f64) -> bool {
+    (x - y).abs() < 1e-9
+}
+
 /// Rank the paper's two routes with the classic operator.
 pub fn rank() -> Vec<RankedRoute<u128>> {
     // Both routes are non-empty, so ranking cannot fail; fall back to nothing if it did.
@@ -47,27 +70,27 @@ pub fn rank() -> Vec<RankedRoute<u128>> {
 mod tests {
     use super::*;
 
-    fn close(x: f64, y: f64) -> bool {
-        (x - y).abs() < 1e-9
-    }
-
     #[test]
     fn paper_check() {
         let ranked = rank();
-        assert_eq!(ranked.len(), 2);
+        assert_eq!(ranked.len(), EXPECTED.len());
+        assert_eq!(ranked[0].route, vec![1600, 1618]);
+        for (i, r) in ranked.iter().enumerate() {
+            assert!(
+                matches(i, &r.route, &r.opinion, r.expectation),
+                "{i}: {r:?}"
+            );
+        }
+        // A number off by more than the tolerance is no match.
         let best = &ranked[0];
-        assert_eq!(best.route, vec![1600, 1618]);
-        assert!(close(best.opinion.belief(), 0.738));
-        assert!(close(best.opinion.disbelief(), 0.041));
-        assert!(close(best.opinion.uncertainty(), 0.221));
-        assert!(close(best.expectation, 0.79325));
-
-        let second = &ranked[1];
-        assert_eq!(second.route, vec![1593, 1609, 1618]);
-        assert!(close(second.opinion.belief(), 0.6624));
-        assert!(close(second.opinion.disbelief(), 0.0368));
-        assert!(close(second.opinion.uncertainty(), 0.3008));
-        assert!(close(second.expectation, 0.7376));
+        assert!(!matches(
+            0,
+            &best.route,
+            &best.opinion,
+            best.expectation + 1e-6
+        ));
+        assert!(!matches(1, &best.route, &best.opinion, best.expectation));
+        assert!(!matches(2, &best.route, &best.opinion, best.expectation));
     }
 
     #[test]

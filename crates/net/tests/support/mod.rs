@@ -15,9 +15,9 @@ use net::{
 };
 use overlay::secure::{LayerArcs, OverlayContext, Routing, SecureNode};
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time, Transmit};
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -354,20 +354,16 @@ pub async fn successors_in_order<C: Core>(
 #[derive(Debug)]
 pub struct AnyServer(pub rustls::crypto::WebPkiSupportedAlgorithms);
 
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
+impl service::tls::CheckServerCert for AnyServer {
+    fn check_server_cert(
         &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        _: service::tls::ServerCert<'_>,
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-
-    service::handshake_signature_checks!();
 }
+
+service::server_cert_verifier!(AnyServer);
 
 impl service::tls::SignatureAlgorithms for AnyServer {
     fn signature_algorithms(&self) -> rustls::crypto::WebPkiSupportedAlgorithms {

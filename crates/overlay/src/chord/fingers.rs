@@ -161,15 +161,18 @@ impl Fingers {
 mod tests {
     use super::*;
 
+    /// The paper's 11-bit space, a peer at `me`, and its empty finger table.
+    fn empty_table(me: u128) -> (IdSpace, NodeId, Fingers) {
+        (IdSpace::new(11).unwrap(), NodeId(me), Fingers::default())
+    }
+
     fn c(id: u128) -> Contact {
         Contact::id_only(NodeId(id))
     }
 
     #[test]
     fn closest_preceding_picks_farthest_before_key() {
-        let s = IdSpace::new(11).unwrap();
-        let me = NodeId(80);
-        let mut f = Fingers::default();
+        let (s, me, mut f) = empty_table(80);
         f.set(s, me, [c(1331), c(1593), c(96), c(200), c(80)]);
         assert_eq!(f.len(), 4);
         assert_eq!(
@@ -197,9 +200,7 @@ mod tests {
 
     #[test]
     fn update_drops_shadowed_entries() {
-        let s = IdSpace::new(11).unwrap();
-        let me = NodeId(0);
-        let mut f = Fingers::default();
+        let (s, me, mut f) = empty_table(0);
         f.set(s, me, [c(1), c(5), c(9), c(40)]);
         // finger 3 (start 8) is now 20: 9 must have gone.
         f.update(s, me, 3, c(20), 20, 16);
@@ -209,9 +210,7 @@ mod tests {
 
     #[test]
     fn only_true_fingers_count_as_fingers_not_extra_ways_forward() {
-        let s = IdSpace::new(11).unwrap();
-        let me = NodeId(0);
-        let mut f = Fingers::default();
+        let (s, me, mut f) = empty_table(0);
         // 10 is finger 3 (start 8), 14 an earlier owner kept as a way forward (no 2^i in
         // (10, 14]), 40 finger 4 and 5 (starts 16, 32).
         f.set(s, me, [c(1), c(5), c(10), c(14), c(40)]);
@@ -224,9 +223,7 @@ mod tests {
 
     #[test]
     fn an_earlier_owner_stays_while_there_is_room_and_goes_first_when_full() {
-        let s = IdSpace::new(11).unwrap();
-        let me = NodeId(0);
-        let mut f = Fingers::default();
+        let (s, me, mut f) = empty_table(0);
         f.set(s, me, [c(1), c(5), c(14), c(40)]);
         // 10 joined: finger 3 (start 8) is 10 now; 14 (before finger 4's start, 16) is no
         // finger but stays as a way forward while the table has room.

@@ -146,6 +146,24 @@ fn backed_off(base: Duration, max: Option<Duration>, backoff: u8) -> Duration {
     }
 }
 
+/// The periodic maintenance timers, in the order [`ChordNode::handle_timeout`] runs them.
+#[derive(Clone, Copy, Debug)]
+enum Periodic {
+    Stabilize,
+    CheckPredecessor,
+    FixFingers,
+    RingCheck,
+}
+
+impl Periodic {
+    const ALL: [Periodic; 4] = [
+        Periodic::Stabilize,
+        Periodic::CheckPredecessor,
+        Periodic::FixFingers,
+        Periodic::RingCheck,
+    ];
+}
+
 /// A Chord peer (Stoica et al.) as a sans-IO state machine.
 ///
 /// # Driving contract
@@ -532,61 +550,60 @@ impl ChordNode {
         self.expire_rpcs(now);
         self.expire_forwards(now);
         self.expire_lookups(now);
-        let cfg = self.cfg.clone();
-        let every = backed_off(
-            cfg.stabilize_every,
-            cfg.stabilize_max,
-            self.stabilize_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.stabilize_at, every) {
-            self.stabilize(now);
-        }
-        let every = backed_off(
-            cfg.check_predecessor_every,
-            cfg.stabilize_max.map(|m| m.saturating_mul(2)),
-            self.stabilize_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.check_pred_at, every) {
-            // Its own stabilize requests reach us: a predecessor heard from within the
-            // interval is alive, and is asked only once it has been silent that long.
-            if now.saturating_since(self.pred_heard) >= every {
-                self.check_predecessor(now);
-            } else {
-                self.check_pred_at = self.check_pred_at.min(self.pred_heard + every);
+        for timer in Periodic::ALL {
+            let every = self.periodic_every(timer);
+            if !self.periodic_due(now, timer, every) {
+                continue;
             }
-        }
-        let every = backed_off(
-            cfg.fix_fingers_every,
-            cfg.fix_fingers_max,
-            self.fingers_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.fix_fingers_at, every) {
-            self.fix_next_finger(now);
-        }
-        let every = backed_off(
-            cfg.ring_check_every,
-            cfg.ring_check_max,
-            self.stabilize_backoff,
-        );
-        if self.periodic_due(now, |n| &mut n.ring_check_at, every) {
-            self.ring_check(now);
+            match timer {
+                Periodic::Stabilize => self.stabilize(now),
+                // Its own stabilize requests reach us: a predecessor heard from within the
+                // interval is alive, and is asked only once it has been silent that long.
+                Periodic::CheckPredecessor if now.saturating_since(self.pred_heard) < every => {
+                    self.check_pred_at = self.check_pred_at.min(self.pred_heard + every);
+                }
+                Periodic::CheckPredecessor => self.check_predecessor(now),
+                Periodic::FixFingers => self.fix_next_finger(now),
+                Periodic::RingCheck => self.ring_check(now),
+            }
         }
         self.release_idle_buffers();
     }
 
-    /// Is the periodic timer selected by `timer` due? If so, re-arm it one jittered `every`
-    /// from now.
-    fn periodic_due(
-        &mut self,
-        now: Time,
-        timer: fn(&mut Self) -> &mut Time,
-        every: Duration,
-    ) -> bool {
-        if now < *timer(self) {
+    /// How often `timer` runs now: its base interval, backed off while the neighbourhood is
+    /// quiet (predecessor checks back off to twice the stabilize cap).
+    fn periodic_every(&self, timer: Periodic) -> Duration {
+        let c = &self.cfg;
+        let (base, max, backoff) = match timer {
+            Periodic::Stabilize => (c.stabilize_every, c.stabilize_max, self.stabilize_backoff),
+            Periodic::CheckPredecessor => (
+                c.check_predecessor_every,
+                c.stabilize_max.map(|m| m.saturating_mul(2)),
+                self.stabilize_backoff,
+            ),
+            Periodic::FixFingers => (c.fix_fingers_every, c.fix_fingers_max, self.fingers_backoff),
+            Periodic::RingCheck => (c.ring_check_every, c.ring_check_max, self.stabilize_backoff),
+        };
+        backed_off(base, max, backoff)
+    }
+
+    /// When `timer` is next due.
+    fn periodic_at(&mut self, timer: Periodic) -> &mut Time {
+        match timer {
+            Periodic::Stabilize => &mut self.stabilize_at,
+            Periodic::CheckPredecessor => &mut self.check_pred_at,
+            Periodic::FixFingers => &mut self.fix_fingers_at,
+            Periodic::RingCheck => &mut self.ring_check_at,
+        }
+    }
+
+    /// Is `timer` due? If so, re-arm it one jittered `every` from now.
+    fn periodic_due(&mut self, now: Time, timer: Periodic, every: Duration) -> bool {
+        if now < *self.periodic_at(timer) {
             return false;
         }
         let next = now + self.jitter(every);
-        *timer(self) = next;
+        *self.periodic_at(timer) = next;
         true
     }
 
@@ -869,16 +886,21 @@ impl ChordNode {
     }
 
     fn issue_route(&mut self, now: Time, lookup: u64, key: NodeId) {
-        let token = self.token();
-        let route = Route {
+        let route = self.new_route(lookup, key, Vec::new());
+        self.route_step(now, route);
+    }
+
+    /// A fresh Route message of ours for `lookup` of `key`, with a new token, having
+    /// passed `path` so far.
+    fn new_route(&mut self, lookup: u64, key: NodeId, path: Vec<NodeId>) -> Route {
+        Route {
             lookup,
             origin: self.me,
             key,
-            token,
+            token: self.token(),
             last_hop: false,
-            path: Vec::new(),
-        };
-        self.route_step(now, route);
+            path,
+        }
     }
 
     fn send_join_request(&mut self, now: Time, lookup: u64, bootstrap: Contact) {
@@ -895,15 +917,7 @@ impl ChordNode {
 
     /// Route a lookup that starts at another peer (we have no usable routing state for it).
     fn send_route_via(&mut self, now: Time, lookup: u64, key: NodeId, via: Contact) {
-        let token = self.token();
-        let route = Route {
-            lookup,
-            origin: self.me,
-            key,
-            token,
-            last_hop: false,
-            path: vec![self.me.id],
-        };
+        let route = self.new_route(lookup, key, vec![self.me.id]);
         self.forward(now, via, route);
     }
 
@@ -1547,6 +1561,14 @@ mod tests {
             Harness { b, a }
         }
 
+        /// A harness whose B has run its first timers at 10 ms, and that time.
+        fn stepped() -> (Self, Time) {
+            let mut h = Harness::new();
+            let t0 = Time::from_millis(10);
+            h.step(t0);
+            (h, t0)
+        }
+
         /// Run B's timers at `now`; answer as A; return the routed messages B sent to A.
         fn step(&mut self, now: Time) -> Vec<Message> {
             self.b.handle_timeout(now);
@@ -1589,9 +1611,7 @@ mod tests {
 
     #[test]
     fn a_hop_that_never_acknowledges_is_declared_failed() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         h.lookup_via_a(t0);
         h.run(t0, 2);
         assert!(
@@ -1602,9 +1622,7 @@ mod tests {
 
     #[test]
     fn a_route_the_driver_could_not_queue_is_not_held_against_the_next_hop() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         let route = h.lookup_via_a(t0);
         h.b.handle_not_sent(t0, h.a.id, &route);
         h.run(t0, 2);
@@ -1618,9 +1636,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_gains_a_predecessor_tells_the_old_one_at_once() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         // N joins between A (1000) and B (30000) and notifies B.
         let n = Contact::new(NodeId(20000), ([127, 0, 0, 1], 3).into());
         h.b.handle_message(t0, n, Message::Notify);
@@ -1638,9 +1654,7 @@ mod tests {
 
     #[test]
     fn a_hint_from_the_successor_starts_a_stabilize_and_from_others_nothing() {
-        let mut h = Harness::new();
-        let t0 = Time::from_millis(10);
-        h.step(t0);
+        let (mut h, t0) = Harness::stepped();
         let stranger = Contact::new(NodeId(20000), ([127, 0, 0, 1], 3).into());
         h.b.handle_message(t0, stranger, Message::NeighbourChanged);
         assert!(

@@ -2,9 +2,9 @@
 
 use anyhow::{Context, bail};
 use enroll::api::Location;
-use enroll::client::{CHAIN_FILE, KEY_FILE, NODE_FILE};
+use enroll::client::NODE_FILE;
 use enroll::layer::{DeviceClass, NatType};
-use enroll::{Capabilities, EnrollClient, EnrollRequest, RenewRequest, Role};
+use enroll::{Capabilities, EnrollClient, EnrollRequest, Role};
 use service::tls::Trust;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub(crate) struct Args {
     role: Option<Role>,
     /// Location "LAT,LON" in degrees; without it the server uses the source address.
     #[arg(long, allow_hyphen_values = true)]
-    location: Option<String>,
+    location: Option<Location>,
     /// Overlay address this peer will listen on (offered to others as bootstrap).
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -79,31 +79,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             client.ca(Some(pin)).await?;
         }
         let (key_pem, resp) = if a.renew {
-            let key_pem = std::fs::read_to_string(a.out.join(KEY_FILE))
-                .with_context(|| format!("reading {}", a.out.join(KEY_FILE).display()))?;
-            let chain = std::fs::read_to_string(a.out.join(CHAIN_FILE))
-                .with_context(|| format!("reading {}", a.out.join(CHAIN_FILE).display()))?;
-            let key = rcgen_key(&key_pem)?;
-            let resp = client
-                .renew(&RenewRequest {
-                    certificate: chain,
-                    csr: enroll::cert::csr_for_key(&key)?,
-                })
-                .await?;
-            (key_pem, resp)
+            client.renew_node_dir(&a.out).await?
         } else {
             let Some(token) = a.token.clone() else {
                 bail!("--token is needed to enroll");
-            };
-            let location = match &a.location {
-                None => None,
-                Some(s) => {
-                    let (lat, lon) = s.split_once(',').context("--location expects LAT,LON")?;
-                    Some(Location {
-                        lat: lat.trim().parse().context("latitude")?,
-                        lon: lon.trim().parse().context("longitude")?,
-                    })
-                }
             };
             let capabilities = Capabilities {
                 nat: from_json_str::<NatType>("nat", &a.nat)?,
@@ -120,13 +99,13 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                     csr,
                     role: a.role,
                     capabilities,
-                    location,
+                    location: a.location,
                     listen: a.listen,
                 })
                 .await?;
             (key_pem, resp)
         };
-        check_ca(&trust, &resp.ca)?;
+        enroll::client::check_answered_ca(&trust, &resp.ca)?;
         let cfg = enroll::write_node_dir(&a.out, &key_pem, &resp, client.base(), a.listen)?;
         service::say!(
             "node {} layer {} role {} valid until {} (unix); wrote {}",
@@ -164,25 +143,4 @@ fn trust(a: &Args) -> anyhow::Result<Trust> {
         ),
     };
     Trust::ca_file(&file).with_context(|| format!("the E&A CA {}", file.display()))
-}
-
-/// The CA the server handed out must be the one the connection was verified against.
-fn check_ca(trust: &Trust, ca_pem: &str) -> anyhow::Result<()> {
-    let got = service::tls::certs_from_pem(ca_pem, "the CA in the answer")?;
-    let fingerprint = enroll::cert::fingerprint(&got[0]);
-    let ok = match trust {
-        Trust::Pinned(pin) => fingerprint == enroll::token::hex(pin),
-        Trust::Ca(cas) if cas.is_empty() => true,
-        Trust::Ca(cas) => cas.iter().any(|c| c.as_ref() == got[0].as_ref()),
-    };
-    if !ok {
-        bail!(
-            "the server answered with another CA ({fingerprint}) than the one it was verified against"
-        );
-    }
-    Ok(())
-}
-
-fn rcgen_key(pem: &str) -> anyhow::Result<enroll::cert::KeyPair> {
-    enroll::cert::KeyPair::from_pem(pem).context("reading the private key")
 }

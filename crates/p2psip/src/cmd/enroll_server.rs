@@ -2,7 +2,6 @@
 //! (`token create`, `revoke`), or print the locality measurement (`locality-report`).
 
 use anyhow::{Context, bail};
-use enroll::api::BootstrapPeer;
 use enroll::ratelimit::RateLimitConfig;
 use enroll::{DataDir, EnrollServer, IdScheme, Layer, LayerRule, Role, ServerConfig};
 use overlay::NodeId;
@@ -211,19 +210,6 @@ struct ServeArgs {
     body_limit: usize,
 }
 
-fn bootstrap_peer(s: &str) -> anyhow::Result<BootstrapPeer> {
-    let parts: Vec<&str> = s.split(',').collect();
-    let [id, layer, role, addr] = parts.as_slice() else {
-        bail!("--bootstrap {s:?}: expected ID,LAYER,ROLE,ADDR");
-    };
-    Ok(BootstrapPeer {
-        node_id: id.parse().context("bootstrap node ID")?,
-        layer: Layer::new(layer.parse().context("bootstrap layer")?)?,
-        role: role.parse()?,
-        addr: addr.parse().context("bootstrap address")?,
-    })
-}
-
 fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
     let layer_bounds = match &a.layer_bounds {
         None => None,
@@ -250,8 +236,8 @@ fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         bootstrap: a
             .bootstrap
             .iter()
-            .map(|s| bootstrap_peer(s))
-            .collect::<anyhow::Result<_>>()?,
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?,
         body_limit: a.body_limit,
         rate_limit: RateLimitConfig {
             per_sec: a.rate_per_sec,
@@ -292,32 +278,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         Some(Sub::SosRegistry { data, db, out }) => {
             let dir = DataDir::open_with(&data, postgres(db)?)
                 .with_context(|| format!("data dir {}", data.display()))?;
-            let mut entries = Vec::new();
-            let mut infrastructure = Vec::new();
-            for (id, _, der) in dir.directory()? {
-                match net::cert_public_key(&der) {
-                    Ok((alg, key)) => entries.push(sos::RegistryEntry {
-                        peer: sos::PeerId(id.0),
-                        algorithm: alg.sos(),
-                        public_key: sos::hex_encode(&key),
-                    }),
-                    Err(e) => {
-                        eprintln!("node {id} skipped: {e}");
-                        continue;
-                    }
-                }
-                // CSPs and CSPGs: their reports are proof at the SOS.
-                if enroll::cert::identity_from_cert(&der)
-                    .is_ok_and(|who| who.role != enroll::Role::Peer)
-                {
-                    infrastructure.push(sos::PeerId(id.0));
-                }
+            let rows = dir.directory()?;
+            let reg =
+                net::CertRegistry::from_certs(rows.iter().map(|(id, _, der)| (*id, &der[..])));
+            for (id, e) in &reg.skipped {
+                eprintln!("node {id} skipped: {e}");
             }
-            let json = sos::KeyRegistry::to_json_with(&entries, &infrastructure);
+            let json = reg.to_json();
             match out {
                 Some(p) => {
                     std::fs::write(&p, json).with_context(|| format!("writing {}", p.display()))?;
-                    eprintln!("{} reporter keys written to {}", entries.len(), p.display());
+                    eprintln!(
+                        "{} reporter keys written to {}",
+                        reg.entries.len(),
+                        p.display()
+                    );
                 }
                 None => service::say!("{json}"),
             }
@@ -333,18 +308,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let validity = enroll::token::parse_duration(&valid)?;
             let dir = DataDir::open_with(&data, postgres(db)?)
                 .with_context(|| format!("data dir {}", data.display()))?;
-            let cert = dir.issue_service_cert(enroll::cert::ServiceRole::Sos, &names, validity)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let key = out.join(enroll::client::KEY_FILE);
-            enroll::server::write_private(&key, cert.key_pem.as_bytes())
-                .with_context(|| format!("writing {}", key.display()))?;
-            for (file, text) in [
-                (enroll::client::CHAIN_FILE, cert.chain_pem.as_str()),
-                (enroll::client::CA_FILE, dir.ca().cert_pem()),
-            ] {
-                let p = out.join(file);
-                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-            }
+            dir.write_service_cert(enroll::cert::ServiceRole::Sos, &names, validity, &out)?;
             service::say!(
                 "SOS certificate for {} written to {} (CA fingerprint {})",
                 names.join(", "),
@@ -379,25 +343,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 if json {
                     service::say!("{}", serde_json::to_string_pretty(&r)?);
                 } else {
-                    service::say!(
-                        "lookup latency, {} peers at {} cities, {} lookups ({:.0}% to the caller's city), geographic latency, seed {}",
-                        r.peers,
-                        enroll::cities::CITIES.len(),
-                        r.lookups,
-                        100.0 * r.local_fraction,
-                        r.seed
-                    );
-                    service::say!("  scheme     success   hops   p50 ms    p99 ms");
-                    for s in &r.schemes {
-                        service::say!(
-                            "  {:<9}  {:<8.4}  {:<5.2}  {:<8.1}  {:.1}",
-                            s.scheme,
-                            s.success_rate,
-                            s.hops_mean,
-                            s.latency_ms_p50,
-                            s.latency_ms_p99
-                        );
-                    }
+                    service::say!("{r}");
                 }
                 return Ok(());
             }

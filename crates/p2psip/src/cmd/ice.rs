@@ -112,42 +112,20 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         let pair = session.connect(&remote).await.context("ICE checks")?;
         service::say!("selected {pair}");
         if offerer {
-            let mut ok = 0u32;
-            let mut rtts = Vec::new();
-            for i in 0..a.count {
-                let payload = format!("p2psip-ice-echo {i}");
-                let s = Instant::now();
-                session.send(payload.as_bytes()).await?;
-                match session.recv(timeout).await {
-                    Ok(d) if d == payload.as_bytes() => {
-                        ok += 1;
-                        rtts.push(s.elapsed().as_secs_f64() * 1e3);
-                    }
-                    Ok(_) => eprintln!("echo {i}: unexpected datagram"),
-                    Err(e) => eprintln!("echo {i}: {e}"),
-                }
+            let tally = nat::probe_ice(&mut session, a.count, timeout).await?;
+            for why in &tally.failures {
+                eprintln!("{why}");
             }
-            let avg = if rtts.is_empty() {
-                0.0
-            } else {
-                rtts.iter().sum::<f64>() / rtts.len() as f64
-            };
+            let (ok, avg) = (tally.ok(), tally.avg_ms());
             service::say!("echo {ok}/{} over the pair, rtt avg {avg:.3} ms", a.count);
-            if ok != a.count {
-                bail!("{} of {} echoes lost", a.count - ok, a.count);
+            if tally.lost() > 0 {
+                bail!("{} of {} echoes lost", tally.lost(), a.count);
             }
         } else {
-            let mut echoed = 0u32;
-            while echoed < a.count {
-                match session.recv(timeout).await {
-                    Ok(d) => {
-                        session.send(&d).await?;
-                        echoed += 1;
-                    }
-                    Err(e) => bail!("waiting for echo requests: {e}"),
-                }
-            }
-            service::say!("echoed {echoed}");
+            nat::answer_ice(&mut session, a.count, timeout)
+                .await
+                .context("waiting for echo requests")?;
+            service::say!("echoed {}", a.count);
             // Let the last answer leave before the sockets close.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -153,7 +153,7 @@ pub(crate) struct Args {
     /// UDP ports the media relay takes its ports from, FIRST-LAST (four per stream: RTP and
     /// RTCP toward the phone and toward the far end). Open them on a firewall in front of
     /// the peer.
-    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = parse_port_range)]
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = |s: &str| nat::parse_port_range(s, 4))]
     media_ports: (u16, u16),
     /// Address the phones send media to [default: the --sip-listen address].
     #[arg(long, value_name = "IP")]
@@ -313,25 +313,4 @@ impl Args {
             ..defaults
         }
     }
-}
-
-/// `FIRST-LAST`, a UDP port range of at least four ports (one relayed stream).
-fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("{s:?}: want FIRST-LAST, e.g. 20000-29999"))?;
-    let first: u16 = a
-        .trim()
-        .parse()
-        .map_err(|e| format!("first port {a:?}: {e}"))?;
-    let last: u16 = b
-        .trim()
-        .parse()
-        .map_err(|e| format!("last port {b:?}: {e}"))?;
-    if first == 0 || last < first.saturating_add(3) {
-        return Err(format!(
-            "{s:?}: want 1 <= FIRST and at least four ports (one stream takes four)"
-        ));
-    }
-    Ok((first, last))
 }

@@ -2,13 +2,12 @@
 
 use anyhow::{Context, bail};
 use sos::{
-    Algorithm, KeyRegistry, Outcome, PeerId, RegistryEntry, ReportBody, ReportSigner, ServerConfig,
-    SosClient, Synchronous,
+    Algorithm, KeyRegistry, Outcome, PeerId, RegistryEntry, ReportSigner, ServerConfig, SosClient,
+    Synchronous,
 };
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use trust::Opinion;
 
 /// Run the Secure Opinion Server (default), or one of its helper actions.
 ///
@@ -306,54 +305,6 @@ fn algorithm(s: &str) -> Algorithm {
     }
 }
 
-/// Reporter keys that follow E&A's directory: a registry rebuilt from the verified
-/// certificate chains E&A publishes, swapped in whole at each refresh.
-struct EnrolledKeys(std::sync::RwLock<Arc<KeyRegistry>>);
-
-impl sos::ReporterVerifier for EnrolledKeys {
-    fn verify(
-        &self,
-        reporter: sos::PeerId,
-        message: &[u8],
-        signature: &[u8],
-    ) -> Result<(), sos::VerifyError> {
-        let reg = self
-            .0
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
-        reg.verify(reporter, message, signature)
-    }
-}
-
-/// The registry of everyone in E&A's directory whose chain verifies.
-async fn enrolled_registry(
-    trust: &net::Trust,
-    directory: &str,
-    ca: &rustls::pki_types::CertificateDer<'static>,
-) -> anyhow::Result<KeyRegistry> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let file = node::fetch_directory(directory, ca).await?;
-    let book = net::KeyBook::new();
-    let mut infrastructure = Vec::new();
-    for (i, m) in file.members.iter().enumerate() {
-        let chain: Result<Vec<CertificateDer<'static>>, _> =
-            CertificateDer::pem_slice_iter(m.chain.as_bytes()).collect();
-        match chain
-            .map_err(|e| e.to_string())
-            .and_then(|c| book.insert_verified(trust, &c).map_err(|e| e.to_string()))
-        {
-            Ok(id) if id.role != enroll::Role::Peer => infrastructure.push(PeerId(id.node_id.0)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("directory member {i} skipped: {e}"),
-        }
-    }
-    Ok(KeyRegistry::from_entries(book.registry_entries())
-        .context("building the key registry")?
-        .with_infrastructure(infrastructure))
-}
-
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let verifier: Arc<dyn sos::ReporterVerifier> = match (&a.key_registry, &a.enroll_server) {
         (Some(p), _) => {
@@ -365,57 +316,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             )
         }
         (None, Some(url)) => {
-            let base = url.trim_end_matches('/').to_string();
             let ca_file =
                 a.ca.clone()
                     .or_else(|| a.tls.as_ref().map(|d| d.join(enroll::client::CA_FILE)));
-            let ca_pem = match &ca_file {
-                Some(p) => std::fs::read_to_string(p)
-                    .with_context(|| format!("reading the CA {}", p.display()))?,
-                None if base.starts_with("http://") => {
-                    service::crypto::install_provider();
-                    tracing::warn!("trusting the CA {base} hands out on first use (plain HTTP)");
-                    enroll::client::EnrollClient::new(&base, &service::tls::Trust::Ca(Vec::new()))?
-                        .ca(None)
-                        .await
-                        .with_context(|| format!("fetching the CA from {base}"))?
-                }
-                None => bail!("--enroll-server {base} over HTTPS needs --ca or --tls"),
-            };
-            let ca = {
-                use rustls::pki_types::pem::PemObject;
-                rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
-                    .context("the E&A CA certificate")?
-            };
-            let trust = net::Trust {
-                ca,
-                crls: net::CrlStore::new(),
-                // E&A leaves revoked nodes out of its directory; each refresh drops them.
-                policy: net::RevocationPolicy::AllowMissing,
-            };
-            let dir = format!("{base}/v1/directory");
-            let trust_ca = trust.ca.clone();
-            let reg = enrolled_registry(&trust, &dir, &trust_ca).await?;
-            tracing::info!(reporters = reg.len(), "reporter keys from {dir}");
-            let keys = Arc::new(EnrolledKeys(std::sync::RwLock::new(Arc::new(reg))));
-            let (k2, every) = (
-                keys.clone(),
-                std::time::Duration::from_secs(a.directory_refresh_s.max(1)),
-            );
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    match enrolled_registry(&trust, &dir, &trust_ca).await {
-                        Ok(reg) => {
-                            if let Ok(mut g) = k2.0.write() {
-                                *g = Arc::new(reg);
-                            }
-                        }
-                        Err(e) => tracing::warn!("reporter keys not refreshed: {e:#}"),
-                    }
-                }
-            });
-            keys
+            let every = std::time::Duration::from_secs(a.directory_refresh_s.max(1));
+            node::reporter_keys::follow(url, ca_file.as_deref(), every).await?
         }
         (None, None) => {
             tracing::warn!("no --key-registry or --enroll-server: every report will be refused");
@@ -483,16 +388,6 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn close(x: f64, y: f64) -> bool {
-    (x - y).abs() < 1e-9
-}
-
-/// (route, b, d, u, E) the paper's example must produce, best first.
-const PAPER_EXPECTED: [(&[u128], f64, f64, f64, f64); 2] = [
-    (&[1600, 1618], 0.738, 0.041, 0.221, 0.79325),
-    (&[1593, 1609, 1618], 0.6624, 0.0368, 0.3008, 0.7376),
-];
-
 fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
     service::say!(
         "Paper check (Zheng & Oleshchuk), base rate a = {}",
@@ -503,59 +398,28 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
     }
     service::say!("  (the paper prints 1600 as (0.82, 0.08, 0.08), which sums to 0.98; its own");
     service::say!("   result u = 0.221 needs u = 1 - b - d = 0.10, used here)");
-    let rows: Vec<(Vec<u128>, Opinion, f64)> = match &a.server {
+    let rows = match &a.server {
         None => {
             service::say!("Ranking in-process with the trust library:");
             trust::paper::rank()
-                .into_iter()
-                .map(|r| (r.route, r.opinion, r.expectation))
-                .collect()
         }
         Some(url) => {
             let token = admin_token(a.admin_token_file.as_deref())?.context(
                 "--server needs the admin token (--admin-token-file or P2PSIP_SOS_ADMIN_TOKEN)",
             )?;
             service::say!("Setting the opinions on {url} and ranking over HTTP:");
-            runtime()?.block_on(async {
-                let client = SosClient::new(url, &client_trust(url, a.ca.as_deref())?)?
-                    .with_admin_token(token);
-                for (p, b, d, u) in trust::paper::OPINIONS {
-                    let op = Opinion::new(b, d, u, trust::paper::BASE_RATE)?;
-                    client.put_opinion(PeerId(p), op).await?;
-                }
-                let routes = trust::paper::routes()
-                    .into_iter()
-                    .map(|r| r.into_iter().map(PeerId).collect())
-                    .collect();
-                let ranked = client.rank(routes).await?.ranked;
-                anyhow::Ok(
-                    ranked
-                        .into_iter()
-                        .map(|r| {
-                            (
-                                r.route.iter().map(|p| p.0).collect(),
-                                r.opinion,
-                                r.expectation,
-                            )
-                        })
-                        .collect(),
-                )
-            })?
+            let client =
+                SosClient::new(url, &client_trust(url, a.ca.as_deref())?)?.with_admin_token(token);
+            runtime()?.block_on(client.rank_paper_example())?
         }
     };
-    let mut ok = rows.len() == PAPER_EXPECTED.len();
+    let mut ok = rows.len() == trust::paper::EXPECTED.len();
     service::say!("  rank  route                b        d        u        E        expected");
-    for (i, (route, op, e)) in rows.iter().enumerate() {
-        let want = PAPER_EXPECTED.get(i);
-        let good = want.is_some_and(|&(r, b, d, u, we)| {
-            route.as_slice() == r
-                && close(op.belief(), b)
-                && close(op.disbelief(), d)
-                && close(op.uncertainty(), u)
-                && close(*e, we)
-        });
+    for (i, r) in rows.iter().enumerate() {
+        let (op, e) = (&r.opinion, r.expectation);
+        let good = trust::paper::matches(i, &r.route, op, e);
         ok &= good;
-        let route_s = route_text(route);
+        let route_s = route_text(&r.route);
         service::say!(
             "  {:<4}  {:<19}  {:<7.4}  {:<7.4}  {:<7.4}  {:<7.5}  {}",
             i + 1,
@@ -625,43 +489,21 @@ async fn opinion(a: OpinionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Add `entries` to the registry file at `path` (replacing a peer's earlier key), marking
-/// them as CSPs or CSPGs if `infrastructure`, and keeping the file's other marks.
+/// Add `entries` to the registry file at `path` (created if missing): see
+/// [`KeyRegistry::merge_json`].
 fn add_to_registry(
     path: &Path,
     entries: Vec<RegistryEntry>,
     infrastructure: bool,
 ) -> anyhow::Result<()> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        reporters: Vec<RegistryEntry>,
-        #[serde(default)]
-        infrastructure: Vec<PeerId>,
-    }
-    let File {
-        reporters: mut all,
-        infrastructure: mut marked,
-    } = if path.exists() {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice::<File>(&bytes)
-            .with_context(|| format!("parsing {}", path.display()))?
-    } else {
-        File {
-            reporters: Vec::new(),
-            infrastructure: Vec::new(),
-        }
+    let existing = match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    for e in entries {
-        all.retain(|x| x.peer != e.peer);
-        marked.retain(|p| *p != e.peer);
-        if infrastructure {
-            marked.push(e.peer);
-        }
-        all.push(e);
-    }
-    KeyRegistry::from_entries(all.clone()).context("registry would be invalid")?;
-    std::fs::write(path, KeyRegistry::to_json_with(&all, &marked))
-        .with_context(|| format!("writing {}", path.display()))
+    let json = KeyRegistry::merge_json(existing.as_deref(), entries, infrastructure)
+        .with_context(|| format!("updating the registry {}", path.display()))?;
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
@@ -677,15 +519,6 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_nonce() -> anyhow::Result<[u8; 16]> {
-    use ring::rand::SecureRandom;
-    let mut n = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut n)
-        .map_err(|_| anyhow::anyhow!("system RNG failed"))?;
-    Ok(n)
-}
-
 fn outcome(s: &str) -> anyhow::Result<Outcome> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .with_context(|| format!("unknown outcome {s:?}"))
@@ -694,16 +527,14 @@ fn outcome(s: &str) -> anyhow::Result<Outcome> {
 async fn report(a: ReportArgs) -> anyhow::Result<()> {
     let pkcs8 = std::fs::read(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
     let signer = ReportSigner::from_pkcs8(peer(&a.peer)?, algorithm(&a.algorithm), &pkcs8)?;
-    let body = ReportBody {
-        reporter: signer.peer(),
-        subject: peer(&a.subject)?,
-        outcome: outcome(&a.outcome)?,
-        route: parse_route(&a.route)?,
-        timestamp_ms: service::time::unix_ms(),
-        nonce: random_nonce()?,
-    };
+    let signed = signer.report(
+        peer(&a.subject)?,
+        outcome(&a.outcome)?,
+        parse_route(&a.route)?,
+        service::time::unix_ms(),
+    )?;
     let ack = SosClient::new(&a.server, &client_trust(&a.server, a.ca.as_deref())?)?
-        .post_report(&signer.sign(body)?)
+        .post_report(&signed)
         .await?;
     service::say!("{}", serde_json::to_string(&ack)?);
     Ok(())

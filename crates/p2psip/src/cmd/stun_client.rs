@@ -92,36 +92,31 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 .await
                 .context("CreatePermission")?;
         }
-        let mut ok = 0u32;
-        let mut rtts = Vec::new();
+        let mut tally = nat::EchoTally::default();
         for i in 0..a.count {
             let mut payload = vec![0u8; a.size.max(4)];
             payload[..4].copy_from_slice(&i.to_be_bytes());
             let s = Instant::now();
             turn.send_to(&payload, peer).await?;
-            match tokio::time::timeout(timeout, turn.recv_from()).await {
-                Ok(Ok((data, from))) if data == payload && from == peer => {
-                    ok += 1;
-                    rtts.push(s.elapsed().as_secs_f64() * 1e3);
-                }
-                Ok(Ok(_)) => eprintln!("echo {i}: unexpected datagram"),
+            let back = match tokio::time::timeout(timeout, turn.recv_from()).await {
+                Ok(Ok((data, from))) if data == payload && from == peer => Ok(()),
+                Ok(Ok(_)) => Err("unexpected datagram".to_owned()),
                 Ok(Err(e)) => bail!("relay: {e}"),
-                Err(_) => eprintln!("echo {i}: timed out"),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            if let Err(why) = &back {
+                eprintln!("echo {i}: {why}");
             }
+            tally.record(i, s, back);
         }
-        let avg = if rtts.is_empty() {
-            0.0
-        } else {
-            rtts.iter().sum::<f64>() / rtts.len() as f64
-        };
-        let max = rtts.iter().copied().fold(0.0, f64::max);
+        let (ok, avg, max) = (tally.ok(), tally.avg_ms(), tally.max_ms());
         service::say!(
             "echo {ok}/{} via {peer} rtt avg {avg:.3} ms max {max:.3} ms",
             a.count
         );
         turn.close().await;
-        if ok != a.count {
-            bail!("{} of {} echoes lost", a.count - ok, a.count);
+        if tally.lost() > 0 {
+            bail!("{} of {} echoes lost", tally.lost(), a.count);
         }
         Ok(())
     })

@@ -1,9 +1,9 @@
 //! `p2psip stun-server`: the STUN/TURN server for peers behind NAT (layer 2).
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use nat::{CredentialStore, Credentials, Limits, ServerConfig, StunServer};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Options for `p2psip stun-server`.
 #[derive(clap::Args, Debug)]
@@ -71,22 +71,9 @@ impl service::monitor::Probe for Probe {
     }
 }
 
-pub(crate) fn read_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let trimmed = raw.trim_ascii_end().to_vec();
-    if trimmed.is_empty() {
-        bail!("secret file {} is empty", path.display());
-    }
-    Ok(trimmed)
-}
-
-fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
-    let (lo, hi) = s.split_once('-').context("relay ports must be LO-HI")?;
-    let (lo, hi): (u16, u16) = (lo.trim().parse()?, hi.trim().parse()?);
-    if lo == 0 || lo > hi {
-        bail!("bad relay port range {s}");
-    }
-    Ok((lo, hi))
+/// The TURN REST secret in `path`.
+pub(crate) fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    Credentials::read_secret_file(path).with_context(|| format!("reading {}", path.display()))
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
@@ -110,7 +97,12 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         realm: a.realm,
         credentials: creds,
         relay_ip: a.relay_ip,
-        relay_ports: a.relay_ports.as_deref().map(parse_ports).transpose()?,
+        relay_ports: a
+            .relay_ports
+            .as_deref()
+            .map(|r| nat::parse_port_range(r, 1))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         limits: Limits {
             max_allocations: a.max_allocations,
             max_allocations_per_user: a.max_allocations_per_user,

@@ -144,31 +144,28 @@ impl SecureNode {
                 }
             }
             Message::PutReply { query, error } => {
-                if let Some(pos) = self
-                    .record_ops
-                    .iter()
-                    .position(|o| o.query == query && o.lookup.is_none() && o.value.is_some())
-                {
-                    self.record_ops.swap_remove(pos);
-                    self.finish_record_op(query, true, error.map_or(Ok(None), Err));
-                }
+                self.owner_answered(query, true, error.map_or(Ok(None), Err));
             }
             Message::Get { query, key } => {
                 let value = self.chord.records().get(&key).cloned();
                 let reply = Message::GetReply { query, value };
                 self.answer_record(now, from, reply);
             }
-            Message::GetReply { query, value } => {
-                if let Some(pos) = self
-                    .record_ops
-                    .iter()
-                    .position(|o| o.query == query && o.lookup.is_none() && o.value.is_none())
-                {
-                    self.record_ops.swap_remove(pos);
-                    self.finish_record_op(query, false, Ok(value));
-                }
-            }
+            Message::GetReply { query, value } => self.owner_answered(query, false, Ok(value)),
             _ => {}
+        }
+    }
+
+    /// The owner answered `query`: finish the put (`put`) or get that waits for it (its
+    /// lookup done) with `result`; an answer nothing waits for is dropped.
+    fn owner_answered(&mut self, query: u64, put: bool, result: Result<Option<Vec<u8>>, String>) {
+        let pos = self
+            .record_ops
+            .iter()
+            .position(|o| o.query == query && o.lookup.is_none() && o.value.is_some() == put);
+        if let Some(p) = pos {
+            self.record_ops.swap_remove(p);
+            self.finish_record_op(query, put, result);
         }
     }
 

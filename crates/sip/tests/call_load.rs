@@ -5,8 +5,8 @@
 //! The old tables held a finished call's transactions for about half a minute and capped
 //! the sustained rate near 250 calls/s; this places 1 000 calls/s, half of them between two
 //! phones on UDP (finished transactions leave tombstones that absorb retransmissions) and
-//! half between two on TCP (they leave nothing): 50 000 calls in all by default, which a
-//! debug build runs in about 15 s of CPU; `P2PSIP_LOAD_CALLS=100000` runs the full count.
+//! half between two on TCP (they leave nothing): 100 000 calls in all by default, which a
+//! debug build runs in about 30 s of CPU; `P2PSIP_LOAD_CALLS=N` runs another count.
 #![allow(clippy::unwrap_used)]
 
 use sip::frontend::FrontEndTables;
@@ -20,9 +20,9 @@ const DOMAIN: &str = "p2psip.test";
 const OFFER: &[u8] = b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
 const ANSWER: &[u8] = b"v=0\r\no=bob 2 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
 
-/// Calls per run unless `P2PSIP_LOAD_CALLS` says otherwise: 50 s at [`RATE`], where the
+/// Calls per run unless `P2PSIP_LOAD_CALLS` says otherwise: 100 s at [`RATE`], where the
 /// old tables failed calls after about 8 s.
-const DEFAULT_CALLS: u64 = 50_000;
+const DEFAULT_CALLS: u64 = 100_000;
 /// Calls placed per second of virtual time.
 const RATE: u64 = 1_000;
 /// The world runs in steps of this; each step places `RATE * TICK_MS / 1000` calls.

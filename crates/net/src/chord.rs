@@ -79,7 +79,7 @@ impl Handle<ChordNode> {
             active: n.is_active(),
             predecessor: n.predecessor(),
             successors: n.successors().to_vec(),
-            fingers: n.fingers().copied().collect(),
+            fingers: n.fingers().collect(),
             records: n.records().len(),
         })
         .await

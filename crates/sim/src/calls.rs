@@ -604,12 +604,8 @@ impl CallWorld {
             | Behaviour::Slander
             | Behaviour::Eclipse => Tamper::Drop,
             Behaviour::Misroute => {
-                let fingers: Vec<Contact> = self.peers[slot as usize]
-                    .node
-                    .chord()
-                    .fingers()
-                    .copied()
-                    .collect();
+                let fingers: Vec<Contact> =
+                    self.peers[slot as usize].node.chord().fingers().collect();
                 if fingers.is_empty() {
                     return Tamper::Drop;
                 }
@@ -704,7 +700,7 @@ impl CallWorld {
         let target = p.body.target;
         let mine = space.distance(node.id(), target);
         node.fingers()
-            .chain(node.successors().iter())
+            .chain(node.successors().iter().copied())
             .filter(|c| {
                 c.id != target
                     && space.distance(c.id, target) < mine
@@ -712,7 +708,6 @@ impl CallWorld {
                     && self.peers_bad(c.id) == Some(Behaviour::Collude)
             })
             .min_by_key(|c| space.distance(c.id, target))
-            .copied()
     }
 
     /// The peer at `slot` tells the SOS that `subject` delivered (`positive`) or not.

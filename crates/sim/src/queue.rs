@@ -7,8 +7,16 @@
 //! timers), so events are filed into one-millisecond buckets on a wheel covering
 //! [`HORIZON_BUCKETS`] milliseconds; only the bucket being drained is sorted. Events beyond
 //! the wheel wait in a binary heap and move onto the wheel as the clock approaches. The
-//! events themselves stay put in a slab; buckets and heap hold 32-byte keys. With 10^5 peers
+//! events themselves stay put in a slab; buckets and heap hold 24-byte keys. With 10^5 peers
 //! this is several times faster than one binary heap of all pending events.
+//!
+//! Small events (a peer's timer, a departure) need no slab entry: [`EventQueue::push_inline`]
+//! files a code and a peer slot in the key itself. With 10^7 peers, each with a pending
+//! timer, that is most of the queue, and a slab entry per timer would cost gigabytes.
+//!
+//! Drained buckets hand their buffers to a small pool that buckets filling up take from, so
+//! the thousands of keys a bucket holds at 10^5 peers are not regrown (and their pages
+//! zeroed again by the kernel) every millisecond of virtual time.
 //!
 //! A key may carry a hint (the slot of the peer its event concerns). A large simulation is
 //! bound by cache misses: each event touches a random peer. [`EventQueue::touch_next`] loads
@@ -24,11 +32,35 @@ const BUCKET_US: u64 = 1000;
 /// Buckets on the wheel (16.384 s of virtual time).
 pub(crate) const HORIZON_BUCKETS: usize = 16_384;
 
-/// (time, sequence, slab slot, hint).
+/// (time, sequence, slab slot or inline code, hint).
 type Key = (Time, u64, u32, u32);
 
 /// The hint of events that concern no particular peer.
 pub const NO_HINT: u32 = u32::MAX;
+
+/// Codes of inline events live at the top of the slot range, above any slab slot.
+const INLINE_BASE: u32 = u32::MAX - 255;
+
+/// Buckets this close to the clock (in milliseconds) take pooled buffers: message latencies
+/// put most keys there.
+const NEAR_BUCKETS: u64 = 256;
+
+/// Drained bucket buffers kept for reuse (a bucket holds ~2 000 keys at 10^5 peers).
+const POOL_MAX: usize = 64;
+
+/// What [`EventQueue::pop_item`] hands out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Item<E> {
+    /// An event pushed with [`EventQueue::push`] or [`EventQueue::push_hinted`].
+    Event(E),
+    /// An event pushed with [`EventQueue::push_inline`]: its code and hint.
+    Inline {
+        /// The code given to `push_inline` (0..=255).
+        code: u8,
+        /// The hint given to `push_inline`.
+        hint: u32,
+    },
+}
 
 /// A min-queue of timed events with deterministic tie-breaking.
 pub struct EventQueue<E> {
@@ -42,6 +74,8 @@ pub struct EventQueue<E> {
     on_wheel: usize,
     /// Keys beyond the wheel's window.
     far: BinaryHeap<Reverse<Key>>,
+    /// Empty bucket buffers with capacity, for buckets that start filling.
+    pool: Vec<Vec<Key>>,
     slab: Vec<Option<E>>,
     free: Vec<u32>,
     seq: u64,
@@ -55,6 +89,7 @@ impl<E> Default for EventQueue<E> {
             cur_sorted: true,
             on_wheel: 0,
             far: BinaryHeap::new(),
+            pool: Vec::new(),
             slab: Vec::new(),
             free: Vec::new(),
             seq: 0,
@@ -84,6 +119,13 @@ impl<E> EventQueue<E> {
         self.file((at, self.seq, slot, hint));
     }
 
+    /// Schedule a small event that is nothing but a `code` and a `hint` (typically a peer's
+    /// slot): it takes no slab entry. [`Self::pop_item`] returns it as [`Item::Inline`].
+    pub fn push_inline(&mut self, at: Time, code: u8, hint: u32) {
+        self.seq += 1;
+        self.file((at, self.seq, INLINE_BASE + u32::from(code), hint));
+    }
+
     fn file(&mut self, key: Key) {
         let bucket = (key.0.as_micros() / BUCKET_US).max(self.cur);
         if bucket >= self.cur + HORIZON_BUCKETS as u64 {
@@ -91,6 +133,13 @@ impl<E> EventQueue<E> {
             return;
         }
         let idx = (bucket % HORIZON_BUCKETS as u64) as usize;
+        // Only buckets due soon fill up; a far one (a timer seconds ahead) holds a few keys.
+        if bucket < self.cur + NEAR_BUCKETS
+            && self.wheel[idx].capacity() == 0
+            && let Some(v) = self.pool.pop()
+        {
+            self.wheel[idx] = v;
+        }
         let b = &mut self.wheel[idx];
         if bucket == self.cur && self.cur_sorted {
             // Keep the drained bucket sorted descending: insert in place.
@@ -140,29 +189,58 @@ impl<E> EventQueue<E> {
         }
     }
 
-    /// Take the earliest event.
-    pub fn pop(&mut self) -> Option<(Time, E)> {
+    /// Take the earliest event, boxed or inline.
+    pub fn pop_item(&mut self) -> Option<(Time, Item<E>)> {
         if !self.settle() {
             return None;
         }
         let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
-        let (at, _, slot, _) = self.wheel[idx].pop()?;
+        let (at, _, slot, hint) = self.wheel[idx].pop()?;
         self.on_wheel -= 1;
         if self.wheel[idx].is_empty() && self.wheel[idx].capacity() > 64 {
-            // A drained bucket is not needed for another 16 s: give its memory back.
-            self.wheel[idx] = Vec::new();
+            // A drained bucket is not needed for another 16 s: lend its buffer to the
+            // buckets filling up now, or give its memory back.
+            let v = std::mem::take(&mut self.wheel[idx]);
+            if self.pool.len() < POOL_MAX {
+                self.pool.push(v);
+            }
+        }
+        if slot >= INLINE_BASE {
+            let code = (slot - INLINE_BASE) as u8;
+            return Some((at, Item::Inline { code, hint }));
         }
         let event = self.slab.get_mut(slot as usize)?.take()?;
         self.free.push(slot);
-        Some((at, event))
+        Some((at, Item::Event(event)))
+    }
+
+    /// Take the earliest event (inline events are skipped: a queue that holds them is
+    /// drained with [`Self::pop_item`]).
+    pub fn pop(&mut self) -> Option<(Time, E)> {
+        loop {
+            match self.pop_item()? {
+                (at, Item::Event(e)) => return Some((at, e)),
+                (_, Item::Inline { .. }) => continue,
+            }
+        }
     }
 
     /// Take the earliest event if it is due at or before `until`; leave it queued otherwise.
     pub fn pop_due(&mut self, until: Time) -> Option<(Time, E)> {
+        loop {
+            match self.pop_due_item(until)? {
+                (at, Item::Event(e)) => return Some((at, e)),
+                (_, Item::Inline { .. }) => continue,
+            }
+        }
+    }
+
+    /// [`Self::pop_item`] if the earliest event is due at or before `until`.
+    pub fn pop_due_item(&mut self, until: Time) -> Option<(Time, Item<E>)> {
         if self.peek_time()? > until {
             return None;
         }
-        self.pop()
+        self.pop_item()
     }
 
     /// Load the payload of the event that [`Self::pop`] would return next, if it is already
@@ -173,7 +251,9 @@ impl<E> EventQueue<E> {
         }
         let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
         let &(_, _, slot, hint) = self.wheel[idx].last()?;
-        std::hint::black_box(self.slab.get(slot as usize).map(Option::is_some));
+        if slot < INLINE_BASE {
+            std::hint::black_box(self.slab.get(slot as usize).map(Option::is_some));
+        }
         Some(hint)
     }
 

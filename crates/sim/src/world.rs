@@ -9,7 +9,7 @@
 use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
-use crate::queue::{EventQueue, NO_HINT};
+use crate::queue::{EventQueue, Item, NO_HINT};
 use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, Time};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -152,23 +152,25 @@ pub struct WatchedLookup {
     pub path: Vec<NodeId>,
 }
 
-enum Ev {
-    Deliver {
-        to: NodeId,
-        /// Where `to` lived when the message was sent.
-        slot: Option<u32>,
-        /// The message and its sender.
-        packet: Packet,
-    },
-    Timer {
-        slot: u32,
-        at: Time,
-    },
-    Depart {
-        slot: u32,
-    },
-    Arrive,
+/// A message on its way: the only event with a payload. Timers, departures and arrivals
+/// are inline events (a code and a slot in the queue's key, see [`EventQueue::push_inline`]).
+struct Ev {
+    to: NodeId,
+    /// Where `to` lived when the message was sent.
+    slot: Option<u32>,
+    /// The message and its sender.
+    packet: Packet,
 }
+
+/// `timer_at` of a slot without a pending timer (8 bytes a peer where `Option` took 16).
+const NO_TIMER: Time = Time(u64::MAX);
+
+/// Inline event: the peer in the hint's slot has a timer due at the event's time.
+const TIMER: u8 = 0;
+/// Inline event: the peer in the hint's slot leaves (churn).
+const DEPART: u8 = 1;
+/// Inline event: a newcomer arrives (churn).
+const ARRIVE: u8 = 2;
 
 struct Peer {
     node: ChordNode,
@@ -185,10 +187,10 @@ pub struct World {
     /// Where each slot's peer sits, converted for the latency model, apart from `peers`:
     /// every message reads its sender's, and a dense array stays in cache where peers do not.
     geo: Vec<GeoRad>,
-    /// When each slot's pending timer event fires (None: none pending, or the peer is
-    /// gone). Kept apart from `peers` so a superseded timer event is recognised without
+    /// When each slot's pending timer event fires ([`NO_TIMER`]: none pending, or the peer
+    /// is gone). Kept apart from `peers` so a superseded timer event is recognised without
     /// touching its peer.
-    timer_at: Vec<Option<Time>>,
+    timer_at: Vec<Time>,
     free_slots: Vec<u32>,
     /// Slot and position of every live peer. The position rides along because a message's
     /// latency needs the receiver's position right when its slot is looked up: one cache
@@ -320,13 +322,13 @@ impl World {
             Some(s) => {
                 self.peers[s as usize] = peer;
                 self.geo[s as usize] = GeoRad::from(geo);
-                self.timer_at[s as usize] = None;
+                self.timer_at[s as usize] = NO_TIMER;
                 s
             }
             None => {
                 self.peers.push(peer);
                 self.geo.push(GeoRad::from(geo));
-                self.timer_at.push(None);
+                self.timer_at.push(NO_TIMER);
                 (self.peers.len() - 1) as u32
             }
         };
@@ -363,16 +365,35 @@ impl World {
 
     /// Place peers with the converged state of a stable ring, computed from global knowledge.
     pub fn init_converged(&mut self, ids: &[NodeId], geos: &[GeoPoint]) {
-        let mut sorted: Vec<NodeId> = ids.to_vec();
-        sorted.sort();
-        sorted.dedup();
+        // Sorted with their positions (the last position given for an ID wins: reversed,
+        // then a stable sort and dedup keep it), rather than through an ID → position map:
+        // at 10^7 peers that map alone is 0.5 GB.
+        let mut placed: Vec<(NodeId, GeoPoint)> = ids
+            .iter()
+            .copied()
+            .zip(
+                geos.iter()
+                    .copied()
+                    .chain(std::iter::repeat(GeoPoint::default())),
+            )
+            .collect();
+        placed.reverse();
+        placed.sort_by_key(|(id, _)| *id);
+        placed.dedup_by_key(|(id, _)| *id);
+        let sorted: Vec<NodeId> = placed.iter().map(|(id, _)| *id).collect();
         let n = sorted.len();
         if n == 0 {
             return;
         }
+        // Room for everyone up front: grown by doubling, the peer table (~1 KB a peer) and
+        // the index would briefly exist twice and overshoot by up to half.
+        self.peers.reserve_exact(n);
+        self.geo.reserve_exact(n);
+        self.timer_at.reserve_exact(n);
+        self.live_slots.reserve_exact(n);
+        self.index.reserve(n);
         let space = self.chord.space;
         let r = self.chord.successors;
-        let geo_of: IdMap<GeoPoint> = ids.iter().copied().zip(geos.iter().copied()).collect();
         for (i, &id) in sorted.iter().enumerate() {
             let (pred, succs, fingers) = converged_tables(&sorted, i, space, r);
             let seed = self.seed_for();
@@ -385,7 +406,7 @@ impl World {
                 succs,
                 fingers,
             );
-            let geo = geo_of.get(&id).copied().unwrap_or_default();
+            let geo = placed[i].1;
             let slot = self.alloc_slot(node, geo);
             self.mark_joined(slot);
             self.after_input(slot);
@@ -439,8 +460,7 @@ impl World {
     fn schedule_departure(&mut self, slot: u32) {
         if let Some(churn) = self.churn {
             let life = churn.session.sample(&mut self.rng);
-            self.queue
-                .push_hinted(self.now + life, Ev::Depart { slot }, slot);
+            self.queue.push_inline(self.now + life, DEPART, slot);
         }
     }
 
@@ -464,7 +484,7 @@ impl World {
         self.unmark_live(slot);
         let p = &mut self.peers[slot as usize];
         p.alive = false;
-        self.timer_at[slot as usize] = None;
+        self.timer_at[slot as usize] = NO_TIMER;
         self.stats.origin_lost += u64::from(p.outstanding);
         p.outstanding = 0;
         let id = p.node.id();
@@ -535,7 +555,7 @@ impl World {
             let from = self.peers[slot as usize].node.contact();
             self.queue.push_hinted(
                 now + delay,
-                Ev::Deliver {
+                Ev {
                     to: t.to.id,
                     slot: to_slot,
                     packet: Packet::new(from, t.msg),
@@ -553,9 +573,9 @@ impl World {
         if let Some(t) = p.node.poll_timeout() {
             let t = t.max(now);
             let pending = &mut self.timer_at[slot as usize];
-            if pending.is_none_or(|cur| t < cur) {
-                *pending = Some(t);
-                self.queue.push_hinted(t, Ev::Timer { slot, at: t }, slot);
+            if t < *pending {
+                *pending = t;
+                self.queue.push_inline(t, TIMER, slot);
             }
         }
     }
@@ -620,7 +640,7 @@ impl World {
     /// Process events until the clock passes `until` or nothing is left; calls `tick`
     /// every 65 536 events (for progress reporting).
     pub fn run_until(&mut self, until: Time, tick: &mut dyn FnMut(&World)) {
-        while let Some((at, ev)) = self.queue.pop_due(until) {
+        while let Some((at, ev)) = self.queue.pop_due_item(until) {
             self.now = at;
             self.events += 1;
             if self.events.is_multiple_of(65_536) {
@@ -635,7 +655,7 @@ impl World {
     /// Run until `pred` holds (checked after every event) or `until` passes.
     pub fn run_while(&mut self, until: Time, mut keep_going: impl FnMut(&World) -> bool) {
         while keep_going(self) {
-            let Some((at, ev)) = self.queue.pop_due(until) else {
+            let Some((at, ev)) = self.queue.pop_due_item(until) else {
                 break;
             };
             self.now = at;
@@ -657,10 +677,10 @@ impl World {
         }
     }
 
-    fn dispatch(&mut self, ev: Ev) {
+    fn dispatch(&mut self, ev: Item<Ev>) {
         let now = self.now;
         match ev {
-            Ev::Deliver { to, slot, packet } => {
+            Item::Event(Ev { to, slot, packet }) => {
                 // The slot found at send time is still right unless that peer went away (and
                 // the slot may have been reused) in the meantime: saves a hash lookup.
                 let slot = slot.filter(|s| {
@@ -675,17 +695,23 @@ impl World {
                     self.after_input(slot);
                 }
             }
-            Ev::Timer { slot, at } => {
+            Item::Inline {
+                code: TIMER,
+                hint: slot,
+            } => {
                 // A departed peer's entry is None, so this also skips dead peers.
                 let pending = &mut self.timer_at[slot as usize];
-                if *pending != Some(at) {
+                if *pending != now {
                     return;
                 }
-                *pending = None;
+                *pending = NO_TIMER;
                 self.peers[slot as usize].node.handle_timeout(now);
                 self.after_input(slot);
             }
-            Ev::Depart { slot } => {
+            Item::Inline {
+                code: DEPART,
+                hint: slot,
+            } => {
                 let graceful = match self.churn {
                     Some(c) => self.rng.random_bool(c.graceful.clamp(0.0, 1.0)),
                     None => false,
@@ -694,16 +720,17 @@ impl World {
                     self.depart(slot, graceful);
                     // Keep the population steady: a newcomer arrives shortly after.
                     let delay = Duration::from_millis(self.rng.random_range(0..1000));
-                    self.queue.push(now + delay, Ev::Arrive);
+                    self.queue.push_inline(now + delay, ARRIVE, NO_HINT);
                 }
             }
-            Ev::Arrive => {
+            Item::Inline { code: ARRIVE, .. } => {
                 let id = self.fresh_id();
                 let geo = self.random_geo();
                 if self.add_peer(id, geo) {
                     self.joins += 1;
                 }
             }
+            Item::Inline { .. } => {}
         }
     }
 

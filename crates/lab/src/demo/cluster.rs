@@ -99,7 +99,7 @@ impl Cluster {
                         // Fingers the successor list covers are not kept twice.
                         let c = n.node().chord();
                         c.fingers()
-                            .chain(c.successors())
+                            .chain(c.successors().iter().copied())
                             .map(|c| c.id)
                             .collect::<BTreeSet<_>>()
                     })

@@ -130,6 +130,17 @@ struct Forward {
     tries: u8,
 }
 
+/// Push onto one of a peer's transient queues (`forwards`, `rpcs`, `lookups`), which are
+/// released whenever they empty and usually hold one entry: a first push allocates room for
+/// exactly one (a `Vec` would take four; with 10^7 simulated peers, millions of which have a
+/// hop awaiting its acknowledgement at any moment, that is gigabytes).
+fn push_one<T>(v: &mut Vec<T>, x: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(x);
+}
+
 /// Most doublings of a maintenance interval (2^6 = 64 times the base; the configured
 /// maximum usually caps it sooner).
 const MAX_BACKOFF: u8 = 6;
@@ -313,15 +324,18 @@ impl ChordNode {
             return;
         }
         let id = self.token();
-        self.lookups.push(Lookup {
-            id,
-            key: self.cfg.space.add(self.me.id, 1),
-            purpose: Purpose::Join,
-            started: now,
-            deadline: now + self.cfg.lookup_timeout,
-            attempts: 1,
-            via: Some(bootstrap),
-        });
+        push_one(
+            &mut self.lookups,
+            Lookup {
+                id,
+                key: self.cfg.space.add(self.me.id, 1),
+                purpose: Purpose::Join,
+                started: now,
+                deadline: now + self.cfg.lookup_timeout,
+                attempts: 1,
+                via: Some(bootstrap),
+            },
+        );
         self.send_join_request(now, id, bootstrap);
     }
 
@@ -463,6 +477,10 @@ impl ChordNode {
             | Message::Get { .. }
             | Message::GetReply { .. } => {}
         }
+        // An acknowledged hop or an answered request may have emptied a queue: give its
+        // memory back now rather than at the next timer (a burst of lookups through 10^7
+        // simulated peers otherwise holds a forwarding buffer at most of them at once).
+        self.release_idle_buffers();
     }
 
     /// The driver could not hand `msg` for `to` to its link (this peer's own send queue to
@@ -626,15 +644,18 @@ impl ChordNode {
         let via = self.bootstraps[0];
         let id = self.token();
         let key = self.cfg.space.add(self.me.id, 1);
-        self.lookups.push(Lookup {
-            id,
-            key,
-            purpose: Purpose::RingCheck,
-            started: now,
-            deadline: now + self.cfg.lookup_timeout,
-            attempts: u8::MAX,
-            via: Some(via),
-        });
+        push_one(
+            &mut self.lookups,
+            Lookup {
+                id,
+                key,
+                purpose: Purpose::RingCheck,
+                started: now,
+                deadline: now + self.cfg.lookup_timeout,
+                attempts: u8::MAX,
+                via: Some(via),
+            },
+        );
         self.send_route_via(now, id, key, via);
     }
 
@@ -743,7 +764,7 @@ impl ChordNode {
     }
 
     /// Distinct finger peers, nearest first.
-    pub fn fingers(&self) -> impl Iterator<Item = &Contact> {
+    pub fn fingers(&self) -> impl Iterator<Item = Contact> + '_ {
         self.fingers.iter()
     }
 
@@ -873,15 +894,18 @@ impl ChordNode {
     }
 
     fn start_lookup(&mut self, now: Time, id: u64, key: NodeId, purpose: Purpose) {
-        self.lookups.push(Lookup {
-            id,
-            key,
-            purpose,
-            started: now,
-            deadline: now + self.cfg.lookup_timeout,
-            attempts: 1,
-            via: None,
-        });
+        push_one(
+            &mut self.lookups,
+            Lookup {
+                id,
+                key,
+                purpose,
+                started: now,
+                deadline: now + self.cfg.lookup_timeout,
+                attempts: 1,
+                via: None,
+            },
+        );
         self.issue_route(now, id, key);
     }
 
@@ -962,13 +986,16 @@ impl ChordNode {
             return;
         }
         let deadline = now + self.cfg.rpc_timeout;
-        self.forwards.push(Forward {
-            token: route.token,
-            next,
-            deadline,
-            route: route.clone(),
-            tries: 0,
-        });
+        push_one(
+            &mut self.forwards,
+            Forward {
+                token: route.token,
+                next,
+                deadline,
+                route: route.clone(),
+                tries: 0,
+            },
+        );
         if self.ack_sweep_at.is_none() {
             self.ack_sweep_at = Some(deadline);
         }
@@ -1086,12 +1113,15 @@ impl ChordNode {
     /// is declared failed.
     fn start_rpc(&mut self, now: Time, peer: Contact, kind: RpcKind) {
         let token = self.token();
-        self.rpcs.push(Rpc {
-            token,
-            peer: peer.id,
-            deadline: now + self.cfg.rpc_timeout,
-            kind,
-        });
+        push_one(
+            &mut self.rpcs,
+            Rpc {
+                token,
+                peer: peer.id,
+                deadline: now + self.cfg.rpc_timeout,
+                kind,
+            },
+        );
         let msg = match kind {
             RpcKind::Stabilize | RpcKind::Extend | RpcKind::FingerCheck(_) => {
                 Message::GetNeighbours { token }
@@ -1399,7 +1429,7 @@ impl ChordNode {
         if self.succs.is_empty() {
             // Fall back on the nearest finger, then the predecessor; with neither, we are cut
             // off from the ring and join it again through the bootstrap peer.
-            if let Some(f) = self.fingers.iter().next().copied() {
+            if let Some(f) = self.fingers.iter().next() {
                 self.succs.push(f);
             } else if let Some(p) = self.pred {
                 self.succs.push(p);
@@ -1517,7 +1547,7 @@ impl ChordNode {
             l.deadline = now + self.cfg.lookup_timeout;
             let (id, key, via) = (l.id, l.key, l.via);
             let purpose = l.purpose;
-            self.lookups.push(l);
+            push_one(&mut self.lookups, l);
             match (purpose, via) {
                 (Purpose::Join, Some(b)) => {
                     // Try the next bootstrap peer on each attempt.

@@ -441,7 +441,7 @@ impl SecureNode {
         match self.ctx.cfg.first_hops {
             FirstHops::Successors => picked.extend(succs.into_iter().take(fanout)),
             FirstHops::Diverse => {
-                let mut fingers: Vec<Contact> = self.chord.fingers().copied().filter(ok).collect();
+                let mut fingers: Vec<Contact> = self.chord.fingers().filter(ok).collect();
                 fingers.reverse(); // farthest (closest to the target) first
                 let (mut s, mut f) = (succs.into_iter(), fingers.into_iter());
                 while picked.len() < fanout {
@@ -461,9 +461,9 @@ impl SecureNode {
             .chord
             .successors()
             .iter()
+            .copied()
             .chain(self.chord.fingers())
-            .find(|c| c.id == target)
-            .copied();
+            .find(|c| c.id == target);
         if picked.is_empty() {
             // Nobody acceptable between us and the target (every peer there distrusted, or
             // named by an earlier round): straight to the target if we know it, so a callee
@@ -858,10 +858,10 @@ impl SecureNode {
             && let Some(t) = self
                 .chord
                 .fingers()
-                .chain(self.chord.successors().iter())
+                .chain(self.chord.successors().iter().copied())
                 .find(|c| c.id == target)
         {
-            return Some(*t);
+            return Some(t);
         }
         let distrusted = &self.distrusted;
         self.chord

@@ -827,11 +827,9 @@ mod tests {
         }
     }
 
-    /// Bob's peer sends its far leg through a TURN server on loopback: the SDP towards
-    /// alice's peer names the relayed address, the datagrams cross both ways through the
-    /// allocation, and hanging up deletes it.
-    #[tokio::test]
-    async fn rtp_crosses_when_one_relay_goes_through_turn() {
+    /// Our TURN server on a loopback port, and the media relay's settings for it (user
+    /// "test", always, two allocations kept ready).
+    async fn turn_on_loopback() -> (nat::ServerHandle, MediaTurn) {
         let mut creds = nat::CredentialStore::new();
         creds.add_user(Credentials::new("test", "test"));
         let srv = nat::StunServer::bind(nat::ServerConfig::loopback(creds))
@@ -846,21 +844,36 @@ mod tests {
             stun: Vec::new(),
             pool: 2,
         };
-        let (stop_tx, stop) = watch::channel(false);
-        let mut a = plane(41600, stop.clone());
-        let loopback = IpAddr::from([127, 0, 0, 1]);
-        let mut cfg = RelayConfig::new(loopback, loopback);
-        (cfg.first_port, cfg.last_port) = (41800, 41999);
-        let mut b = MediaPlane::start(cfg, Some(turn.clone()), stop).unwrap();
-        choose_turn(Arc::downgrade(&b.0), turn).await;
+        (srv, turn)
+    }
+
+    /// `plane` takes `turn` for its far legs; wait (at most 5 s) until its two ready
+    /// allocations are there.
+    async fn allocations_ready(plane: &MediaPlane, turn: MediaTurn) {
+        choose_turn(Arc::downgrade(&plane.0), turn).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while b.relay().turn_ready() < 2 {
+        while plane.relay().turn_ready() < 2 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no TURN allocations"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Bob's peer sends its far leg through a TURN server on loopback: the SDP towards
+    /// alice's peer names the relayed address, the datagrams cross both ways through the
+    /// allocation, and hanging up deletes it.
+    #[tokio::test]
+    async fn rtp_crosses_when_one_relay_goes_through_turn() {
+        let (srv, turn) = turn_on_loopback().await;
+        let (stop_tx, stop) = watch::channel(false);
+        let mut a = plane(41600, stop.clone());
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let mut cfg = RelayConfig::new(loopback, loopback);
+        (cfg.first_port, cfg.last_port) = (41800, 41999);
+        let mut b = MediaPlane::start(cfg, Some(turn.clone()), stop).unwrap();
+        allocations_ready(&b, turn).await;
         let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (pa, pb) = (
@@ -907,20 +920,7 @@ mod tests {
     /// relayed candidates, and RTP crosses from one allocation to the other.
     #[tokio::test]
     async fn rtp_crosses_when_both_relays_go_through_turn() {
-        let mut creds = nat::CredentialStore::new();
-        creds.add_user(Credentials::new("test", "test"));
-        let srv = nat::StunServer::bind(nat::ServerConfig::loopback(creds))
-            .await
-            .unwrap()
-            .spawn();
-        let turn = MediaTurn {
-            server: srv.local_addr,
-            username: "test".into(),
-            password: "test".into(),
-            mode: TurnMode::Always,
-            stun: Vec::new(),
-            pool: 2,
-        };
+        let (srv, turn) = turn_on_loopback().await;
         let (stop_tx, stop) = watch::channel(false);
         let loopback = IpAddr::from([127, 0, 0, 1]);
         let mut planes = Vec::new();
@@ -928,12 +928,7 @@ mod tests {
             let mut cfg = RelayConfig::new(loopback, loopback);
             (cfg.first_port, cfg.last_port) = (first, first + 199);
             let p = MediaPlane::start(cfg, Some(turn.clone()), stop.clone()).unwrap();
-            choose_turn(Arc::downgrade(&p.0), turn.clone()).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while p.relay().turn_ready() < 2 {
-                assert!(tokio::time::Instant::now() < deadline, "no allocations");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            allocations_ready(&p, turn.clone()).await;
             planes.push(p);
         }
         let (mut a, mut b) = (planes.remove(0), planes.remove(0));

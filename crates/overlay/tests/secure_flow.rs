@@ -29,6 +29,22 @@ fn forwarded(net: &Network<SecureNode>) -> Vec<(NodeId, NodeId)> {
         .collect()
 }
 
+/// The call rang, on the caller's retry (at least one call timeout after it was placed).
+fn assert_rang_on_the_retry(net: &Network<SecureNode>) {
+    let setup = net
+        .events()
+        .iter()
+        .find_map(|(_, e)| match e {
+            SecureEvent::CallRinging { setup, .. } => Some(*setup),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        setup >= SecureConfig::default().call_timeout,
+        "rang before the retry: {setup:?}"
+    );
+}
+
 #[test]
 fn back_to_back_calls_through_one_csp_ring_at_once_and_nobody_is_blamed() {
     // A CSP's PingRequests must carry distinct nonces whatever its seed: with a repeated
@@ -109,18 +125,7 @@ fn a_call_whose_csp_is_down_rings_through_another_csp_on_the_retry() {
         .collect();
     // The first attempt's request to the dead CSP arrives nowhere; the retry's reaches 150.
     assert_eq!(calls_to, vec![CSP]);
-    let setup = net
-        .events()
-        .iter()
-        .find_map(|(_, e)| match e {
-            SecureEvent::CallRinging { setup, .. } => Some(*setup),
-            _ => None,
-        })
-        .unwrap();
-    assert!(
-        setup >= SecureConfig::default().call_timeout,
-        "rang before the retry: {setup:?}"
-    );
+    assert_rang_on_the_retry(&net);
 }
 
 /// The callee's first Ringing is lost: the caller retries the same call, and the callee
@@ -142,18 +147,7 @@ fn a_retry_of_a_call_delivered_already_rings_again_without_a_second_incoming_cal
     assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
     assert_eq!(net.incoming(CALLEE), 1, "{:?}", net.events());
     // The Ringing the caller got answered its retry.
-    let setup = net
-        .events()
-        .iter()
-        .find_map(|(_, e)| match e {
-            SecureEvent::CallRinging { setup, .. } => Some(*setup),
-            _ => None,
-        })
-        .unwrap();
-    assert!(
-        setup >= SecureConfig::default().call_timeout,
-        "rang before the retry: {setup:?}"
-    );
+    assert_rang_on_the_retry(&net);
 }
 
 #[test]

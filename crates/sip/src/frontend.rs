@@ -1037,6 +1037,7 @@ impl FrontEnd {
                 {
                     let (code, text) = status_for(reason);
                     let req = c.invite.clone();
+                    tracing::info!(call_id = %id, callee = req.uri_user().unwrap_or_default(), ?reason, code, "call failed in the overlay; the caller is answered {code} {text}");
                     self.reply(now, &k, &req, code, text);
                     self.end_call(now, &id);
                 }

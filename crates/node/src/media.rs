@@ -747,11 +747,7 @@ mod tests {
             alice.local_addr().unwrap().port(),
             bob_announced.local_addr().unwrap().port(),
         );
-        let t = overlay::Time::ZERO;
-        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
-        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
-        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
-        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        let (offer, to_bob, _, to_alice) = offer_answer(&mut a, &mut b, pa, pb);
         assert!(
             String::from_utf8_lossy(&to_bob)
                 .contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:key")
@@ -827,6 +823,23 @@ mod tests {
         }
     }
 
+    /// Call "c1": alice's phone (port `pa`) offers through `a`, bob's (port `pb`) answers
+    /// through `b`. Returns the offer `a` sent, what `b` gave bob, the answer `b` sent and
+    /// what `a` gave alice.
+    fn offer_answer(
+        a: &mut MediaPlane,
+        b: &mut MediaPlane,
+        pa: u16,
+        pb: u16,
+    ) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+        let t = overlay::Time::ZERO;
+        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
+        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
+        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        (offer, to_bob, answer, to_alice)
+    }
+
     /// Our TURN server on a loopback port, and the media relay's settings for it (user
     /// "test", always, two allocations kept ready).
     async fn turn_on_loopback() -> (nat::ServerHandle, MediaTurn) {
@@ -880,11 +893,7 @@ mod tests {
             alice.local_addr().unwrap().port(),
             bob.local_addr().unwrap().port(),
         );
-        let t = overlay::Time::ZERO;
-        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
-        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
-        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
-        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        let (_, to_bob, answer, to_alice) = offer_answer(&mut a, &mut b, pa, pb);
         // Bob's peer offers alice's peer its TURN relay, not one of its own ports.
         let relayed = port_in(&answer);
         assert!(
@@ -938,11 +947,7 @@ mod tests {
             alice.local_addr().unwrap().port(),
             bob.local_addr().unwrap().port(),
         );
-        let t = overlay::Time::ZERO;
-        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pa)).unwrap();
-        let to_bob = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
-        let answer = b.rewrite(t, "c1", Origin::Phone, &sdp(pb)).unwrap();
-        let to_alice = a.rewrite(t, "c1", Origin::FarEnd, &answer).unwrap();
+        let (offer, to_bob, _, to_alice) = offer_answer(&mut a, &mut b, pa, pb);
         assert!(String::from_utf8_lossy(&offer).contains(" typ relay"));
         let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));
         let rtp = |s: &str| [&[0x80u8, 0][..], s.as_bytes()].concat();

@@ -86,14 +86,21 @@ impl Cluster {
         successors: usize,
         timeout: Duration,
     ) -> bool {
-        let t0 = Instant::now();
-        loop {
-            let mut all = true;
-            for id in peers {
-                let Some(h) = self.handle(id.0) else { continue };
+        // What each peer must hold does not change while we wait: worked out once.
+        let wants: Vec<(&Handle<DemoPeer>, BTreeSet<NodeId>)> = peers
+            .iter()
+            .filter_map(|id| {
+                let h = self.handle(id.0)?;
                 let ring = sorted_ids(&self.ring_of(*id));
                 let mut want = true_fingers(&ring, bits, *id);
                 want.extend(true_successors(&ring, *id, successors));
+                Some((h, want))
+            })
+            .collect();
+        let t0 = Instant::now();
+        loop {
+            let mut all = true;
+            for (h, want) in &wants {
                 let held = h
                     .call(|n, _| {
                         // Fingers the successor list covers are not kept twice.

@@ -212,7 +212,16 @@ impl Node {
         let crl_source = load_revocation(&a, &nd).await?;
         let (space, arcs) = overlay_of(&nd)?;
         let (layer, role) = (nd.identity.binding.layer, nd.identity.binding.role);
-        let cc = chord_config(&a.chord, space, role);
+        let mut cc = chord_config(&a.chord, space, role);
+        // A layer ring's fingers spread over the layer's arc (see `overlay::RingSpan`); the
+        // flat ring of plain Chord spans the whole circle.
+        if a.routing == overlay::secure::Routing::Secure {
+            let arc = arcs.arc(layer);
+            cc.arc = Some(overlay::RingArc {
+                start: arc.start,
+                len: arc.len,
+            });
+        }
         let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
         let cc = Arc::new(cc);
         let secure = Arc::new(SecureConfig {

@@ -23,7 +23,9 @@ pub mod secure;
 mod time;
 pub mod wire;
 
-pub use chord::{ChordConfig, ChordNode, Event, LookupFailure, MAX_BOOTSTRAPS, Transmit};
+pub use chord::{
+    ChordConfig, ChordNode, Event, LookupFailure, MAX_BOOTSTRAPS, RingArc, RingSpan, Transmit,
+};
 pub use contact::Contact;
 pub use id::{IdError, IdSpace, NodeId};
 pub use time::Time;

@@ -27,7 +27,7 @@ use overlay::secure::{
     Directory, FirstHops, Layer, LayerArcs, OverlayContext, Role, Routing, SecureConfig,
     SecureEvent, SecureNode, SigVerifier, Signer,
 };
-use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time};
+use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, RingArc, Time};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -449,6 +449,24 @@ impl CallWorld {
         for ring in rings.iter_mut() {
             ring.sort();
             ring.dedup();
+            // A layer ring's fingers spread over its layer's arc, as a real peer's do.
+            let arc = match (run.routing, ring.first()) {
+                (Routing::Secure, Some(first)) => {
+                    let a = arcs.arc(arcs.layer_of(*first));
+                    Some(RingArc {
+                        start: a.start,
+                        len: a.len,
+                    })
+                }
+                _ => None,
+            };
+            let on_arc = |c: &Arc<ChordConfig>| {
+                let mut c = (**c).clone();
+                c.arc = arc;
+                Arc::new(c)
+            };
+            let (chord, csp_chord) = (on_arc(&chord), on_arc(&csp_chord));
+            let span = chord.span();
             for i in 0..ring.len() {
                 let id = ring[i];
                 let is_csp = run.routing == Routing::Secure && csps.contains(&id);
@@ -457,7 +475,7 @@ impl CallWorld {
                 } else {
                     (chord.clone(), run.successors)
                 };
-                let (pred, succs, fingers) = converged_tables(ring, i, space, r);
+                let (pred, succs, fingers) = converged_tables(ring, i, span, r);
                 let mut seed = [0u8; 32];
                 rng.fill(&mut seed);
                 let node = ChordNode::converged(

@@ -10,7 +10,9 @@ use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
 use crate::queue::{EventQueue, Item, NO_HINT};
-use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, Time};
+use overlay::{
+    ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
+};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeSet;
@@ -49,7 +51,7 @@ type IdMap<V> = std::collections::HashMap<NodeId, V, BuildHasherDefault<IdHasher
 pub(crate) fn converged_tables(
     sorted: &[NodeId],
     i: usize,
-    space: IdSpace,
+    span: RingSpan,
     r: usize,
 ) -> (Option<Contact>, Vec<Contact>, Vec<Contact>) {
     let n = sorted.len();
@@ -64,10 +66,10 @@ pub(crate) fn converged_tables(
             let j = sorted.partition_point(|x| *x < key);
             sorted[j % n]
         };
-        let gap = space.distance(id, sorted[(i + 1) % n]);
+        let gap = span.distance(id, sorted[(i + 1) % n]);
         let first = 128 - gap.leading_zeros();
-        for k in first.saturating_sub(1)..space.bits() {
-            fingers.push(Contact::id_only(succ_of(space.finger_start(id, k))));
+        for k in first.saturating_sub(1)..span.bits() {
+            fingers.push(Contact::id_only(succ_of(span.finger_start(id, k))));
         }
     }
     (pred, succs, fingers)
@@ -395,7 +397,7 @@ impl World {
         let space = self.chord.space;
         let r = self.chord.successors;
         for (i, &id) in sorted.iter().enumerate() {
-            let (pred, succs, fingers) = converged_tables(&sorted, i, space, r);
+            let (pred, succs, fingers) = converged_tables(&sorted, i, RingSpan::whole(space), r);
             let seed = self.seed_for();
             let node = ChordNode::converged(
                 self.chord.clone(),

@@ -18,7 +18,7 @@ pub fn converged_ring(
     seed: impl Fn(usize) -> [u8; 32],
 ) -> Vec<ChordNode> {
     let n = ids.len();
-    let space = cfg.space;
+    let span = cfg.span();
     ids.iter()
         .enumerate()
         .map(|(i, id)| {
@@ -26,9 +26,9 @@ pub fn converged_ring(
             let succs: Vec<Contact> = (1..=cfg.successors)
                 .map(|k| Contact::id_only(ids[(i + k) % n]))
                 .collect();
-            let fingers: Vec<Contact> = (0..space.bits())
+            let fingers: Vec<Contact> = (0..span.bits())
                 .map(|k| {
-                    let j = ids.partition_point(|x| *x < space.finger_start(*id, k));
+                    let j = ids.partition_point(|x| *x < span.finger_start(*id, k));
                     Contact::id_only(ids[j % n])
                 })
                 .collect();

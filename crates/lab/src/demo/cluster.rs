@@ -7,8 +7,8 @@ use super::members::Enrolled;
 use crate::LabError;
 use crate::progress::bar;
 use net::{Handle, KindLog, Limits, Membership, SecureCore, SosCounters, Trust};
-use overlay::NodeId;
 use overlay::secure::{LayerArcs, Routing, SecureConfig};
+use overlay::{NodeId, RingSpan};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeSet;
@@ -78,25 +78,25 @@ impl Cluster {
 
     /// Wait until each of `peers` holds every one of its true fingers and its first
     /// `successors` true successors (in its finger table or its successor list) on its own
-    /// ring (ID space of `bits` bits), at most `timeout`; whether they all do.
+    /// ring, at most `timeout`; whether they all do.
     pub(crate) async fn await_true_fingers(
         &self,
         peers: &[NodeId],
-        bits: u32,
         successors: usize,
         timeout: Duration,
     ) -> bool {
         // What each peer must hold does not change while we wait: worked out once.
-        let wants: Vec<(&Handle<DemoPeer>, BTreeSet<NodeId>)> = peers
-            .iter()
-            .filter_map(|id| {
-                let h = self.handle(id.0)?;
-                let ring = sorted_ids(&self.ring_of(*id));
-                let mut want = true_fingers(&ring, bits, *id);
-                want.extend(true_successors(&ring, *id, successors));
-                Some((h, want))
-            })
-            .collect();
+        let mut wants: Vec<(&Handle<DemoPeer>, BTreeSet<NodeId>)> = Vec::new();
+        for id in peers {
+            let Some(h) = self.handle(id.0) else { continue };
+            let Ok(span) = h.call(|n, _| n.node().chord().config().span()).await else {
+                continue;
+            };
+            let ring = sorted_ids(&self.ring_of(*id));
+            let mut want = true_fingers(&ring, span, *id);
+            want.extend(true_successors(&ring, *id, successors));
+            wants.push((h, want));
+        }
         let t0 = Instant::now();
         loop {
             let mut all = true;
@@ -477,11 +477,10 @@ fn successor_of(ring: &[NodeId], x: u128) -> NodeId {
         .unwrap_or(NodeId(x))
 }
 
-/// `id`'s true fingers on `ring`: the successor of id + 2^k for every k below `bits`.
-fn true_fingers(ring: &[NodeId], bits: u32, id: NodeId) -> BTreeSet<NodeId> {
-    let size = 1u128 << bits;
-    (0..bits)
-        .map(|k| successor_of(ring, (id.0 + (1u128 << k)) % size))
+/// `id`'s true fingers on `ring`, which spans `span`: the successor of each finger start.
+fn true_fingers(ring: &[NodeId], span: RingSpan, id: NodeId) -> BTreeSet<NodeId> {
+    (0..span.bits())
+        .map(|k| successor_of(ring, span.finger_start(id, k).0))
         .filter(|f| *f != id)
         .collect()
 }
@@ -496,16 +495,14 @@ fn true_successors(ring: &[NodeId], id: NodeId, n: usize) -> Vec<NodeId> {
 /// The peers a plain Chord lookup from `from` for `key` visits when every finger is the
 /// true one (each hop the closest finger preceding the key), `from` first, the key's owner
 /// last.
-pub(crate) fn true_path(ids: &[NodeId], bits: u32, from: NodeId, key: NodeId) -> Vec<NodeId> {
+pub(crate) fn true_path(ids: &[NodeId], span: RingSpan, from: NodeId, key: NodeId) -> Vec<NodeId> {
     let ring = sorted_ids(ids);
-    let size = 1u128 << bits;
-    // Clockwise distance from a to b.
-    let dist = |a: NodeId, b: NodeId| (b.0 + size - a.0) % size;
+    let dist = |a: NodeId, b: NodeId| span.distance(a, b);
     let owner = successor_of(&ring, key.0);
     let mut path = vec![from];
     let mut at = from;
     while at != owner && path.len() <= ring.len() {
-        let next = true_fingers(&ring, bits, at)
+        let next = true_fingers(&ring, span, at)
             .into_iter()
             .filter(|f| dist(at, *f) <= dist(at, key))
             .max_by_key(|f| dist(at, *f))
@@ -580,17 +577,18 @@ mod tests {
     #[test]
     fn the_true_path_is_the_papers_on_its_peers() {
         let ids: Vec<NodeId> = [1618, 80, 1104, 1617, 600].map(NodeId).to_vec();
+        let whole = RingSpan::whole(overlay::IdSpace::new(11).unwrap());
         assert_eq!(
-            true_path(&ids, 11, NodeId(80), NodeId(1618)),
+            true_path(&ids, whole, NodeId(80), NodeId(1618)),
             [80, 1104, 1617, 1618].map(NodeId).to_vec()
         );
         // The caller's successor owns the key: one hop.
         assert_eq!(
-            true_path(&ids, 11, NodeId(80), NodeId(500)),
+            true_path(&ids, whole, NodeId(80), NodeId(500)),
             [80, 600].map(NodeId).to_vec()
         );
         assert_eq!(
-            true_fingers(&sorted_ids(&ids), 11, NodeId(1104)),
+            true_fingers(&sorted_ids(&ids), whole, NodeId(1104)),
             [1617, 80].map(NodeId).into_iter().collect()
         );
     }

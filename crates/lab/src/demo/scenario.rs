@@ -61,10 +61,17 @@ impl Scenario {
         // fingers of the peers on its way (80 → 1104 → 1617). Right after the successors
         // converge some fingers are still being fixed (and backing off once the ring is
         // quiet), most of all on a loaded machine: wait for the path's own.
-        let path = cluster::true_path(&flat.ids, 11, NodeId(80), NodeId(1618));
+        let Some(caller) = flat.handle(80) else {
+            return Err(LabError::Args("the paper's scenario needs peer 80".into()));
+        };
+        let span = caller
+            .call(|n, _| n.node().chord().config().span())
+            .await
+            .map_err(LabError::request("peer 80: the span of its ring"))?;
+        let path = cluster::true_path(&flat.ids, span, NodeId(80), NodeId(1618));
         let on_way = &path[..path.len().saturating_sub(1)];
         if !flat
-            .await_true_fingers(on_way, 11, 0, Duration::from_secs(30))
+            .await_true_fingers(on_way, 0, Duration::from_secs(30))
             .await
         {
             note(
@@ -104,7 +111,6 @@ impl Scenario {
         if !secure
             .await_true_fingers(
                 &route_peers,
-                11,
                 cluster::chord_timing().successors,
                 Duration::from_secs(30),
             )

@@ -1,5 +1,6 @@
 //! Tunables of a Chord node.
 
+use super::span::{RingArc, RingSpan};
 use crate::IdSpace;
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use std::time::Duration;
 pub struct ChordConfig {
     /// The identifier circle.
     pub space: IdSpace,
+    /// The arc of the circle this ring's members occupy (a layer's), over which the fingers
+    /// are spread; `None` (the default): the whole circle. See [`RingSpan`].
+    pub arc: Option<RingArc>,
     /// Successor-list length r: a lookup survives r − 1 consecutive failed peers.
     pub successors: usize,
     /// How often stabilize runs.
@@ -67,10 +71,16 @@ pub struct ChordConfig {
 }
 
 impl ChordConfig {
+    /// The stretch of the circle the fingers span.
+    pub fn span(&self) -> RingSpan {
+        RingSpan::new(self.space, self.arc)
+    }
+
     /// Defaults for an ID space of `space` bits.
     pub fn new(space: IdSpace) -> Self {
         ChordConfig {
             space,
+            arc: None,
             successors: 8,
             stabilize_every: Duration::from_secs(2),
             fix_fingers_every: Duration::from_secs(4),

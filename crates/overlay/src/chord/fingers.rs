@@ -5,12 +5,13 @@
 //! distance from n: finger i is the first entry at distance ≥ 2^i. Routing needs only "the
 //! farthest known peer that precedes the key", a binary search.
 
-use crate::{Contact, IdSpace, NodeId};
+use super::span::RingSpan;
+use crate::{Contact, NodeId};
 use std::net::SocketAddr;
 
 /// Distinct finger peers, sorted by clockwise distance from the owner, bounded in length.
 ///
-/// The owner's ID and the ID space are not stored here (the owning node passes them in):
+/// The owner's ID and the ring's span are not stored here (the owning node passes them in):
 /// memory per simulated peer matters more than two extra arguments. For the same reason the
 /// entries are bare Node-IDs (16 bytes, where a [`Contact`] takes 48): the simulator's peers
 /// have no socket addresses, and a runtime peer's addresses sit in a short side table. At
@@ -69,12 +70,12 @@ impl Fingers {
     /// Replace everything (converged start).
     pub(crate) fn set(
         &mut self,
-        space: IdSpace,
+        span: RingSpan,
         me: NodeId,
         peers: impl IntoIterator<Item = Contact>,
     ) {
         let mut entries: Vec<Contact> = peers.into_iter().filter(|c| c.id != me).collect();
-        entries.sort_by_key(|c| space.distance(me, c.id));
+        entries.sort_by_key(|c| span.distance(me, c.id));
         entries.dedup_by_key(|c| c.id);
         self.ids.clear();
         self.ids.extend(entries.iter().map(|c| c.id));
@@ -95,7 +96,7 @@ impl Fingers {
     /// it already held exactly these peers; a new address for the same peer is no change).
     pub(crate) fn update(
         &mut self,
-        space: IdSpace,
+        span: RingSpan,
         me: NodeId,
         i: u32,
         owner: Contact,
@@ -103,7 +104,7 @@ impl Fingers {
         cap: usize,
     ) -> bool {
         let start = 1u128 << i;
-        let dist = |id: &NodeId| space.distance(me, *id);
+        let dist = |id: &NodeId| span.distance(me, *id);
         let had_owner = self.ids.contains(&owner.id);
         let before = self.ids.len();
         self.ids
@@ -115,7 +116,7 @@ impl Fingers {
         // Full: make room from this finger's own range first. Only an owner inside the range
         // (not one that wrapped around) speaks for the rest of it.
         if self.ids.len() >= cap && d >= start {
-            let next_start = if i + 1 >= space.bits() {
+            let next_start = if i + 1 >= span.bits() {
                 u128::MAX
             } else {
                 1u128 << (i + 1)
@@ -148,20 +149,20 @@ impl Fingers {
 
     /// The nearest finger at clockwise distance `d` or more: finger i's current peer when
     /// `d` is 2^i.
-    pub(crate) fn at_or_after(&self, space: IdSpace, me: NodeId, d: u128) -> Option<Contact> {
-        let pos = self.ids.partition_point(|c| space.distance(me, *c) < d);
+    pub(crate) fn at_or_after(&self, span: RingSpan, me: NodeId, d: u128) -> Option<Contact> {
+        let pos = self.ids.partition_point(|c| span.distance(me, *c) < d);
         self.ids.get(pos).map(|id| self.contact(*id))
     }
 
     /// Is `id` finger i for some i (the nearest entry at distance 2^i or more), rather than
     /// an extra way forward kept while there is room? Some 2^i must lie in (distance of the
     /// entry before it, its own distance].
-    pub(crate) fn is_finger(&self, space: IdSpace, me: NodeId, id: NodeId) -> bool {
+    pub(crate) fn is_finger(&self, span: RingSpan, me: NodeId, id: NodeId) -> bool {
         let Some(pos) = self.ids.iter().position(|c| *c == id) else {
             return false;
         };
-        let d = space.distance(me, id);
-        match pos.checked_sub(1).map(|p| space.distance(me, self.ids[p])) {
+        let d = span.distance(me, id);
+        match pos.checked_sub(1).map(|p| span.distance(me, self.ids[p])) {
             None | Some(0) => d > 0,
             Some(prev) => d.leading_zeros() < prev.leading_zeros(),
         }
@@ -170,14 +171,14 @@ impl Fingers {
     /// Finger `i` was confirmed at distance `d`: drop the extra ways forward between it and
     /// finger i+1's start (earlier owners kept while the table formed), so a quiet table
     /// converges to the true fingers as one refreshed by lookups does.
-    pub(crate) fn drop_extras(&mut self, space: IdSpace, me: NodeId, i: u32, d: u128) {
-        let next_start = if i + 1 >= space.bits() {
+    pub(crate) fn drop_extras(&mut self, span: RingSpan, me: NodeId, i: u32, d: u128) {
+        let next_start = if i + 1 >= span.bits() {
             u128::MAX
         } else {
             1u128 << (i + 1)
         };
         self.ids.retain(|c| {
-            let dc = space.distance(me, *c);
+            let dc = span.distance(me, *c);
             !(dc > d && dc < next_start)
         });
         self.prune_addrs();
@@ -186,11 +187,11 @@ impl Fingers {
     /// Fingers strictly before `key_distance`, farthest first.
     pub(crate) fn preceding(
         &self,
-        space: IdSpace,
+        span: RingSpan,
         me: NodeId,
         key_distance: u128,
     ) -> impl Iterator<Item = (u128, Contact)> + '_ {
-        let dist = move |c: &NodeId| space.distance(me, *c);
+        let dist = move |c: &NodeId| span.distance(me, *c);
         let pos = self.ids.partition_point(|c| dist(c) < key_distance);
         self.ids[..pos]
             .iter()
@@ -204,8 +205,12 @@ mod tests {
     use super::*;
 
     /// The paper's 11-bit space, a peer at `me`, and its empty finger table.
-    fn empty_table(me: u128) -> (IdSpace, NodeId, Fingers) {
-        (IdSpace::new(11).unwrap(), NodeId(me), Fingers::default())
+    fn empty_table(me: u128) -> (RingSpan, NodeId, Fingers) {
+        (
+            RingSpan::whole(crate::IdSpace::new(11).unwrap()),
+            NodeId(me),
+            Fingers::default(),
+        )
     }
 
     fn c(id: u128) -> Contact {

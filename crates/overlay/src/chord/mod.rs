@@ -3,6 +3,8 @@
 mod config;
 mod fingers;
 mod node;
+mod span;
 
 pub use config::ChordConfig;
 pub use node::{ChordNode, Event, LookupFailure, MAX_BOOTSTRAPS, Transmit};
+pub use span::{RingArc, RingSpan};

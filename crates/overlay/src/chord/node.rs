@@ -281,7 +281,7 @@ impl ChordNode {
         node.succs = succs.into_iter().filter(|s| s.id != me.id).collect();
         node.succs.truncate(node.cfg.successors);
         node.succs.shrink_to_fit();
-        node.fingers.set(node.cfg.space, me.id, fingers);
+        node.fingers.set(node.cfg.span(), me.id, fingers);
         node.active = true;
         node.next_finger = node.first_finger_index();
         node.pred_heard = now;
@@ -556,7 +556,7 @@ impl ChordNode {
         self.active
             && (self.pred.is_some_and(|p| p.id == peer)
                 || self.succs.iter().any(|s| s.id == peer)
-                || self.fingers.is_finger(self.cfg.space, self.me.id, peer)
+                || self.fingers.is_finger(self.cfg.span(), self.me.id, peer)
                 || self.bootstraps.first().is_some_and(|b| b.id == peer))
     }
 
@@ -826,13 +826,14 @@ impl ChordNode {
                 prev = s.id;
             }
         }
-        let kd = space.distance(self.me.id, key);
+        let span = self.cfg.span();
+        let kd = span.distance(self.me.id, key);
         let mut best: Option<(u128, Contact)> = self
             .fingers
-            .preceding(space, self.me.id, kd)
+            .preceding(span, self.me.id, kd)
             .find(|(_, c)| !avoid(c.id));
         for s in &self.succs {
-            let d = space.distance(self.me.id, s.id);
+            let d = span.distance(self.me.id, s.id);
             if d > 0 && d < kd && !avoid(s.id) && best.is_none_or(|(bd, _)| d > bd) {
                 best = Some((d, *s));
             }
@@ -886,8 +887,9 @@ impl ChordNode {
     fn first_finger_index(&self) -> u32 {
         match self.successor() {
             Some(s) => {
-                let d = self.cfg.space.distance(self.me.id, s.id);
-                (128 - d.leading_zeros()).min(self.cfg.space.bits().saturating_sub(1))
+                let span = self.cfg.span();
+                let d = span.distance(self.me.id, s.id);
+                (128 - d.leading_zeros()).min(span.bits().saturating_sub(1))
             }
             None => 0,
         }
@@ -1049,10 +1051,10 @@ impl ChordNode {
                 }
             }
             Purpose::FixFinger(i) => {
-                let d = self.cfg.space.distance(self.me.id, reply.owner.id);
-                let cap = self.cfg.space.bits() as usize + self.cfg.successors;
-                let (space, me) = (self.cfg.space, self.me.id);
-                if self.fingers.update(space, me, i, reply.owner, d, cap) {
+                let (span, me) = (self.cfg.span(), self.me.id);
+                let d = span.distance(me, reply.owner.id);
+                let cap = span.bits() as usize + self.cfg.successors;
+                if self.fingers.update(span, me, i, reply.owner, d, cap) {
                     self.fingers_changed(now);
                 } else if self.cfg.fix_fingers_max.is_some() {
                     // A refresh that found the finger where it was: the table is settling.
@@ -1067,7 +1069,7 @@ impl ChordNode {
     /// beyond it (the ones in between are the same peer), or starts over.
     fn advance_finger(&mut self, i: u32, d: u128) {
         let next = if d == 0 { 0 } else { 128 - d.leading_zeros() };
-        self.next_finger = if next >= self.cfg.space.bits() || next <= i {
+        self.next_finger = if next >= self.cfg.span().bits() || next <= i {
             self.first_finger_index()
         } else {
             next
@@ -1078,7 +1080,7 @@ impl ChordNode {
     /// the finger's start and the finger, someone joined there and a lookup finds the new
     /// finger; otherwise the finger stands and the refresh backs off.
     fn on_finger_check(&mut self, now: Time, from: Contact, i: u32, pred: Option<Contact>) {
-        let space = self.cfg.space;
+        let space = self.cfg.span();
         let start = space.distance(self.me.id, space.finger_start(self.me.id, i));
         let d = space.distance(self.me.id, from.id);
         let stale = pred.is_some_and(|p| {
@@ -1345,17 +1347,17 @@ impl ChordNode {
         if pending || self.lookups.len() >= self.cfg.max_lookups {
             return;
         }
-        let bits = self.cfg.space.bits();
-        if self.next_finger >= bits {
+        let span = self.cfg.span();
+        if self.next_finger >= span.bits() {
             self.next_finger = self.first_finger_index();
         }
         let i = self.next_finger;
-        let key = self.cfg.space.finger_start(self.me.id, i);
+        let key = span.finger_start(self.me.id, i);
         // While the fingers are quiet, ask the finger itself whether it still is one rather
         // than routing a lookup for it.
         if self.cfg.fix_fingers_max.is_some() && self.fingers_backoff > 0 {
-            let start = self.cfg.space.distance(self.me.id, key);
-            if let Some(f) = self.fingers.at_or_after(self.cfg.space, self.me.id, start) {
+            let start = span.distance(self.me.id, key);
+            if let Some(f) = self.fingers.at_or_after(span, self.me.id, start) {
                 if !self
                     .rpcs
                     .iter()

@@ -1,0 +1,156 @@
+//! A ring whose members all sit in one arc of the circle (a layer's) spreads its fingers
+//! over that arc.
+//!
+//! Forty peers of the upper half of a 16-bit circle, clustered as location-aware IDs are,
+//! form a ring by joining one after another on the deterministic network and run their
+//! maintenance. On the whole circle every finger that starts past the arc's end belongs to
+//! the arc's first member, so nearly every member keeps a link to that one peer; spread over
+//! the arc, no peer is needed by more than a fraction of the ring, every member ends with
+//! exactly its true fingers on the arc, and lookups still find every owner.
+#![allow(clippy::unwrap_used)]
+
+use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, NodeId, RingArc, Time};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use testkit::Network;
+
+const ARC: RingArc = RingArc {
+    start: NodeId(32_768),
+    len: 32_768,
+};
+
+/// Forty IDs in the arc, in four clusters (cities) a quarter of the arc apart.
+fn ids() -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = (0..40u128)
+        .map(|i| NodeId(32_768 + (i / 10) * 8_192 + (i % 10) * 97 + (i * i) % 13))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn config(arc: Option<RingArc>) -> ChordConfig {
+    let mut c = ChordConfig::new(IdSpace::new(16).unwrap());
+    c.arc = arc;
+    c.successors = 3;
+    c.successor_shortcut = true;
+    c.stabilize_every = Duration::from_millis(250);
+    c.fix_fingers_every = Duration::from_millis(60);
+    c.check_predecessor_every = Duration::from_secs(1);
+    c.ring_check_every = Duration::from_secs(5);
+    c.rpc_timeout = Duration::from_millis(500);
+    c.lookup_timeout = Duration::from_secs(2);
+    c
+}
+
+/// The ring formed by joins (each through the member that joined before it), after
+/// `settle` of maintenance.
+fn formed(arc: Option<RingArc>, settle: Duration) -> Network<ChordNode> {
+    let cfg = Arc::new(config(arc));
+    let ids = ids();
+    let nodes = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ChordNode::new(cfg.clone(), Contact::id_only(*id), [i as u8 + 1; 32]));
+    let mut net = Network::new(nodes, Time::ZERO, 11);
+    net.act(ids[0], |n, now| n.create(now));
+    for pair in ids.windows(2) {
+        let via = Contact::id_only(pair[0]);
+        net.act(pair[1], |n, now| n.join(now, via));
+        net.run_for(Duration::from_millis(500));
+    }
+    net.run_for(settle);
+    net
+}
+
+/// How many other members keep a link to each member (as predecessor, successor, finger
+/// or bootstrap).
+fn kept_by(net: &Network<ChordNode>) -> BTreeMap<NodeId, usize> {
+    let ids: Vec<NodeId> = net.peers().map(|(id, _)| id).collect();
+    ids.iter()
+        .map(|target| {
+            let n = net
+                .peers()
+                .filter(|(id, p)| id != target && p.keeps_link(*target))
+                .count();
+            (*target, n)
+        })
+        .collect()
+}
+
+/// The first member at or after `x`, around the ring.
+fn successor_of(ids: &[NodeId], x: NodeId) -> NodeId {
+    ids.iter().copied().find(|i| *i >= x).unwrap_or(ids[0])
+}
+
+#[test]
+fn a_layer_rings_fingers_spread_over_its_arc_not_onto_its_first_member() {
+    let ids = ids();
+    let settle = Duration::from_secs(60);
+    let whole = kept_by(&formed(None, settle));
+    let mut spread_net = formed(Some(ARC), settle);
+    let spread = kept_by(&spread_net);
+    let (w_max, s_max) = (
+        whole.values().copied().max().unwrap(),
+        spread.values().copied().max().unwrap(),
+    );
+    eprintln!(
+        "most links to one member: {w_max} of {} on the whole circle (member {}), {s_max} spread over the arc",
+        ids.len() - 1,
+        whole.iter().max_by_key(|(_, n)| **n).unwrap().0
+    );
+    // The whole circle: the arc's first member is everyone's wrap-around finger.
+    assert!(whole[&ids[0]] >= ids.len() - 3, "{whole:?}");
+    // Over the arc the first member is one finger among others, and nobody is needed by
+    // more than half the ring (the members right after the gaps between clusters are
+    // fingers of many, as on any ring with uneven IDs).
+    let first_of_cluster = |c: usize| spread[&ids[c * 10]];
+    assert!(
+        first_of_cluster(0) <= (1..4).map(first_of_cluster).max().unwrap() + 2,
+        "{spread:?}"
+    );
+    assert!(s_max * 2 <= ids.len(), "{spread:?}");
+
+    // Every member holds exactly its true fingers on the arc (and its successors).
+    let span = config(Some(ARC)).span();
+    assert_eq!(span.bits(), 15);
+    for id in &ids {
+        let p = spread_net.peer(*id);
+        let held: Vec<NodeId> = p.fingers().map(|c| c.id).collect();
+        for k in 0..span.bits() {
+            let want = successor_of(&ids, span.finger_start(*id, k));
+            if want != *id && !p.successors().iter().any(|s| s.id == want) {
+                assert!(
+                    held.contains(&want),
+                    "{id:?} lacks finger {k} = {want:?}: {held:?}"
+                );
+            }
+        }
+    }
+
+    // Lookups from every member for keys across the arc find the true owners.
+    let keys: Vec<NodeId> = (0..8u128).map(|k| NodeId(32_768 + k * 4_096 + 5)).collect();
+    for id in &ids {
+        for k in &keys {
+            spread_net.act(*id, |n, now| n.lookup(now, *k));
+        }
+    }
+    spread_net.run_for(Duration::from_secs(10));
+    let mut done = 0;
+    for (who, e) in spread_net.events() {
+        match e {
+            Event::LookupDone { key, owner, .. } => {
+                assert_eq!(
+                    owner.id,
+                    successor_of(&ids, *key),
+                    "{who:?} looked up {key:?}"
+                );
+                done += 1;
+            }
+            Event::LookupFailed { key, .. } => panic!("{who:?}'s lookup of {key:?} failed"),
+            _ => {}
+        }
+    }
+    assert_eq!(done, ids.len() * keys.len());
+}

@@ -2,6 +2,7 @@
 
 use crate::tls::{Identity, Trust};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Bounds on memory and time. Every queue is bounded; every wait has a timeout.
@@ -40,6 +41,12 @@ pub struct Limits {
     /// Most peers with an open link at once; opening one more closes the least recently
     /// used (bounds descriptors when many peers share a host, e.g. the demo).
     pub max_links: usize,
+    /// Descriptors this peer shares with other peers of the same process (`None`: it has
+    /// the process to itself). With a budget a peer closes links to make room once it holds
+    /// its share and the process holds its total, not before: a peer that many others need
+    /// (one right after a wide gap in the IDs is a finger of many) may hold more than its
+    /// share while quieter peers hold less, up to `max_links`.
+    pub shared_links: Option<std::sync::Arc<LinkBudget>>,
     /// Requests waiting for a core event (e.g. lookups) at once.
     pub max_waiters: usize,
     /// TCP connect timeout for outbound connections.
@@ -71,6 +78,7 @@ impl Default for Limits {
             frame_burst: 2000,
             link_share: 64,
             max_links: 4096,
+            shared_links: None,
             max_waiters: 4096,
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
@@ -79,6 +87,45 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(3),
             require_same_ip: true,
         }
+    }
+}
+
+/// The links that peers running in one process may hold together (each link holds a
+/// descriptor at each end), and each peer's share of them.
+#[derive(Debug)]
+pub struct LinkBudget {
+    open: AtomicUsize,
+    total: usize,
+    share: usize,
+}
+
+impl LinkBudget {
+    /// `total` links among peers whose fair share is `share` each.
+    pub fn new(total: usize, share: usize) -> Self {
+        LinkBudget {
+            open: AtomicUsize::new(0),
+            total,
+            share,
+        }
+    }
+
+    /// Links open in the process, as last reported by its peers.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// A peer's links went from `before` to `now`.
+    pub(crate) fn moved(&self, before: usize, now: usize) {
+        if now > before {
+            self.open.fetch_add(now - before, Ordering::Relaxed);
+        } else if before > now {
+            self.open.fetch_sub(before - now, Ordering::Relaxed);
+        }
+    }
+
+    /// Must a peer holding `own` links close one before it opens another?
+    pub(crate) fn full_for(&self, own: usize) -> bool {
+        own >= self.share && self.open() >= self.total
     }
 }
 

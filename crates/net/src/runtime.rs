@@ -332,6 +332,7 @@ impl<C: Core> PeerRuntime<C> {
             conns: BTreeMap::new(),
             spares: BTreeMap::new(),
             sends: 0,
+            links_reported: 0,
             keep_at: Instant::now(),
             backoff: BTreeMap::new(),
             next_conn: 1,
@@ -397,6 +398,8 @@ struct Loop<C: Core> {
     spares: BTreeMap<NodeId, Entry>,
     /// Frames handed to links so far (the clock of least-recently-used eviction).
     sends: u64,
+    /// Links last reported to the `links_open` gauge and the shared budget.
+    links_reported: usize,
     /// When the links' keep marks are next refreshed from the core.
     keep_at: Instant,
     /// Peers whose last dial failed, and when.
@@ -414,6 +417,15 @@ struct Loop<C: Core> {
     stats: Arc<Shared>,
 }
 
+/// A stopped peer's links no longer count against its process's shared budget.
+impl<C: Core> Drop for Loop<C> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.limits.shared_links {
+            b.moved(self.links_reported, 0);
+        }
+    }
+}
+
 impl<C: Core> Loop<C> {
     fn now(&self) -> Time {
         time_since(self.epoch)
@@ -428,10 +440,7 @@ impl<C: Core> Loop<C> {
         tokio::pin!(timer);
         loop {
             self.drain();
-            self.stats.c.links_open.store(
-                (self.conns.len() + self.spares.len()) as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.report_links();
             let wake = match self.core.poll_timeout() {
                 Some(t) => self.instant(t),
                 None => Instant::now() + Duration::from_secs(3600),
@@ -652,11 +661,38 @@ impl<C: Core> Loop<C> {
         Ok(queued)
     }
 
+    /// Publish how many links this peer holds: the `links_open` gauge, and the process's
+    /// shared budget when it has one.
+    fn report_links(&mut self) {
+        let own = self.conns.len() + self.spares.len();
+        self.stats
+            .c
+            .links_open
+            .store(own as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = &self.limits.shared_links {
+            b.moved(self.links_reported, own);
+        }
+        self.links_reported = own;
+    }
+
+    /// Would one more link be too many: `max_links`, or this peer's share of a process
+    /// whose shared budget is spent?
+    fn over_links(&mut self) -> bool {
+        self.report_links();
+        let own = self.links_reported;
+        own >= self.limits.max_links.max(1)
+            || self
+                .limits
+                .shared_links
+                .as_ref()
+                .is_some_and(|b| b.full_for(own))
+    }
+
     /// Close the least recently used link if a new one would exceed `max_links` (dropping
     /// its sender ends the connection task, which closes the socket). Links the core keeps
     /// go last: closing one only makes it dial the peer again at its next maintenance.
     fn make_room(&mut self) {
-        while self.conns.len() + self.spares.len() >= self.limits.max_links.max(1) {
+        while self.over_links() {
             // Spares go first: their peer has another link.
             if let Some((&spare, _)) = self.spares.iter().min_by_key(|(_, e)| e.used) {
                 self.spares.remove(&spare);

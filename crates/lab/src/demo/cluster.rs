@@ -202,12 +202,15 @@ pub(crate) struct Launch<'a> {
     pub(crate) frontends: usize,
     /// The SIP domain of their front-ends.
     pub(crate) sip_domain: String,
-    /// Links an ordinary peer may hold ([`super::host::peer_links`] by default).
+    /// An ordinary peer's share of the links ([`super::host::peer_links`] by default).
     pub(crate) peer_links: usize,
+    /// The links the ordinary peers may hold together.
+    pub(crate) link_budget: Arc<net::LinkBudget>,
 }
 
-/// The runtime limits of a demo peer; an ordinary one holds at most `peer_links` links.
-fn limits(role: enroll::Role, peer_links: usize) -> Limits {
+/// The runtime limits of a demo peer; an ordinary one holds its share `peer_links` of
+/// `budget`, more while others hold less.
+fn limits(role: enroll::Role, peer_links: usize, budget: &Arc<net::LinkBudget>) -> Limits {
     Limits {
         // As a deployed peer's: a front-end's or CSP's link carries hundreds of calls a
         // second, and a frame dropped here is a SIP message lost (the channel allocates
@@ -217,17 +220,23 @@ fn limits(role: enroll::Role, peer_links: usize) -> Limits {
         event_queue: 256,
         command_queue: 64,
         // 512 peers share one process's descriptors, and every link holds one at each end:
-        // an ordinary peer's links are capped under its share (the least recently used
-        // closes first, so links opened for joins and one-off lookups go before its
-        // fingers), while the few CSPs and CSPGs, which every caller and callee talks to,
-        // may hold many more. A share below what the ring needs (the hard limit of an
-        // unprivileged run) closes needed links to open others, over and over. A link idle longer than the slowest quiet maintenance cycle
-        // (2 s per finger, a dozen fingers) closes. A short idle timeout instead closed
-        // finger links between two uses and kept the process busy with TLS handshakes.
+        // the ordinary peers' links together stay under their shares of the limit (a peer
+        // over its share closes its least recently used link first, so links opened for
+        // joins and one-off lookups go before its fingers), while the few CSPs and CSPGs,
+        // which every caller and callee talks to, may hold many more. Shares below what the
+        // ring needs (the hard limit of an unprivileged run) close needed links to open
+        // others, over and over. A link idle longer than the slowest quiet maintenance
+        // cycle (2 s per finger, a dozen fingers) closes. A short idle timeout instead
+        // closed finger links between two uses and kept the process busy with TLS
+        // handshakes.
         max_links: match role {
-            enroll::Role::Peer => peer_links,
+            enroll::Role::Peer => peer_links.max(super::host::MAX_PEER_LINKS),
             enroll::Role::Csp | enroll::Role::Cspg => 512,
         },
+        // A peer right after a wide gap between the IDs is a finger of many: it may hold
+        // more than its share while quieter peers hold less. The CSPs' and CSPGs' links
+        // come on top (the share leaves headroom for them).
+        shared_links: (role == enroll::Role::Peer).then(|| budget.clone()),
         idle_timeout: Duration::from_secs(30),
         // Every peer connects from 127.0.0.1: the per-source share of set-up slots (a
         // slow-loris guard between hosts) would throttle the join burst here.
@@ -273,7 +282,7 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
         c.control = None;
         c.membership = Some(m.clone());
         c.chord = l.chord.clone();
-        c.limits = limits(e.role, l.peer_links);
+        c.limits = limits(e.role, l.peer_links, &l.link_budget);
         c.secure = (*l.secure).clone();
         c.routing = l.routing;
         // The paper's prototype measures Ringing and hangs up at the overlay level: its

@@ -84,9 +84,11 @@ pub struct Args {
     /// (`stats frontend <peer-id>: transactions N ...`; 0: never), for soak runs.
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "frontends")]
     stats_every: u64,
-    /// Links an ordinary peer may hold before it closes its least recently used one
-    /// (default: its share of this process's open-file limit, at least 32). Every peer
-    /// runs in this one process here, so their links share its descriptors.
+    /// An ordinary peer's share of the links (default: its share of this process's
+    /// open-file limit, at least 32). Every peer runs in this one process here, so their
+    /// links share its descriptors: a peer holding its share closes its least recently
+    /// used link before it opens another only while the peers hold all their shares
+    /// together, and never holds more than 96 (or the share, if larger).
     #[arg(long, value_name = "N")]
     peer_links: Option<usize>,
     /// SIP domain the front-ends serve (AoRs are `sip:user@DOMAIN`).
@@ -326,6 +328,10 @@ async fn real(args: Args) -> Result<(), LabError> {
         .peer_links
         .unwrap_or_else(|| host::peer_links(members.len()))
         .max(1);
+    let link_budget = Arc::new(net::LinkBudget::new(
+        peer_links.saturating_mul(members.len()),
+        peer_links,
+    ));
     let launch_cfg = |routing, flat, sos| Launch {
         members: &members,
         trust: &trust,
@@ -340,6 +346,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         frontends: 0,
         sip_domain: args.sip_domain.clone(),
         peer_links,
+        link_budget: link_budget.clone(),
     };
     // CSPs and CSPGs hold the signed hand-overs: their reports are proof.
     let registry = sos::KeyRegistry::from_entries(m0.keys.registry_entries())
@@ -485,7 +492,7 @@ async fn real(args: Args) -> Result<(), LabError> {
     // What the overlay costs while nobody calls, once the rings have settled.
     let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
     note(format!(
-        "  at rest   (after the calls) {:.2} cores busy, {:.1} TLS dials/s, {:.1} links closed/s ({:.1} to make room), links per peer {:.1} (at most {}, cap {}; {} descriptors open), {:.1} overlay messages per peer per second ({})",
+        "  at rest   (after the calls) {:.2} cores busy, {:.1} TLS dials/s, {:.1} links closed/s ({:.1} to make room), links per peer {:.1} (at most {}, share {}; {} descriptors open), {:.1} overlay messages per peer per second ({})",
         rest.cores,
         rest.dials_per_s,
         rest.closed_per_s,

@@ -334,13 +334,11 @@ fn merge(map: &mut PeerMap, fresh: PeerMap) {
     for (peer, new) in fresh {
         let rec = map.entry(peer).or_default();
         if new.positive + new.negative >= rec.positive + rec.negative {
-            rec.evidence = new.evidence;
-            rec.positive = new.positive;
-            rec.negative = new.negative;
-            rec.proven = new.proven;
+            *rec = new;
+        } else {
+            rec.referral = new.referral;
+            rec.admin = new.admin;
         }
-        rec.referral = new.referral;
-        rec.admin = new.admin;
     }
 }
 

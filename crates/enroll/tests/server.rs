@@ -329,15 +329,20 @@ async fn ca_persists_and_parameters_are_pinned() {
     assert!(EnrollServer::open(dir.path(), eleven_bits()).is_err());
 }
 
+/// A rate limit that lets three requests through, then (for the length of a test) none.
+fn burst_of_three() -> enroll::ratelimit::RateLimitConfig {
+    enroll::ratelimit::RateLimitConfig {
+        per_sec: 0.001,
+        burst: 3.0,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn rate_limited_per_source() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ServerConfig {
-        rate_limit: enroll::ratelimit::RateLimitConfig {
-            per_sec: 0.001,
-            burst: 3.0,
-            ..Default::default()
-        },
+        rate_limit: burst_of_three(),
         ..ServerConfig::default()
     };
     let srv = start(dir.path(), cfg).await;
@@ -363,11 +368,7 @@ fn tokens_are_rate_limited_by_default() {
 async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_uses() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ServerConfig {
-        token_rate_limit: enroll::ratelimit::RateLimitConfig {
-            per_sec: 0.001,
-            burst: 3.0,
-            ..Default::default()
-        },
+        token_rate_limit: burst_of_three(),
         ..ServerConfig::default()
     };
     let leaked = token(dir.path(), Role::Peer, None, 10);

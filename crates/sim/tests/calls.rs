@@ -35,16 +35,23 @@ fn paper_scenario_plain_chord_fails_secure_delivers_and_sos_picks_1600() {
     assert!((r.secure.expectation.unwrap() - 0.79325).abs() < 1e-9);
 }
 
-fn run(routing: Routing, behaviour: Behaviour, warmup: u64) -> sim::CallReport {
+/// The attack these tests share: 400 calls among 1500 peers, a fifth of them acting out
+/// `behaviour`, over 5–50 ms links.
+fn attacked(routing: Routing, behaviour: Behaviour, seed: u64) -> CallRun {
     let mut run = CallRun::new(1500, 400, routing);
     run.malicious = 0.2;
     run.behaviour = behaviour;
-    run.warmup_calls = warmup;
-    run.seed = 3;
+    run.seed = seed;
     run.latency = LatencyModel::Uniform {
         min: Duration::from_millis(5),
         max: Duration::from_millis(50),
     };
+    run
+}
+
+fn run(routing: Routing, behaviour: Behaviour, warmup: u64) -> sim::CallReport {
+    let mut run = attacked(routing, behaviour, 3);
+    run.warmup_calls = warmup;
     run_calls(&run, &mut |_, _| {}).unwrap()
 }
 
@@ -150,17 +157,10 @@ fn strategic(behaviour: Behaviour, weigh: bool) -> sim::CallReport {
 }
 
 fn strategic_checked(behaviour: Behaviour, weigh: bool, check: bool) -> sim::CallReport {
-    let mut run = CallRun::new(1500, 400, Routing::Secure);
+    let mut run = attacked(Routing::Secure, behaviour, 5);
     run.check_reports = check;
-    run.malicious = 0.2;
-    run.behaviour = behaviour;
     run.warmup_calls = 1200;
-    run.seed = 5;
     run.weigh_reporters = weigh;
-    run.latency = LatencyModel::Uniform {
-        min: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-    };
     run_calls(&run, &mut |_, _| {}).unwrap()
 }
 
@@ -208,15 +208,8 @@ fn liars_with_a_good_forwarding_record_lose_their_voice_not_honest_peers_theirs(
 }
 
 fn eclipse(csp_successors: usize) -> sim::CallReport {
-    let mut run = CallRun::new(1500, 400, Routing::Secure);
-    run.malicious = 0.2;
-    run.behaviour = Behaviour::Eclipse;
-    run.seed = 5;
+    let mut run = attacked(Routing::Secure, Behaviour::Eclipse, 5);
     run.csp_successors = csp_successors;
-    run.latency = LatencyModel::Uniform {
-        min: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-    };
     run_calls(&run, &mut |_, _| {}).unwrap()
 }
 

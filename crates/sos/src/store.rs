@@ -328,24 +328,23 @@ impl Store {
     /// other instances' writes succeeded (it runs every `refresh`, so an unreachable
     /// database shows within that time even when nobody writes).
     pub(crate) fn stats(&self) -> crate::metrics::StoreStats {
-        let (w, healthy) = match &self.writer {
-            Backend::Sqlite(w) => (w.stats(), w.healthy()),
-            Backend::Postgres { writer, .. } => (writer.stats(), writer.healthy()),
-        };
-        let mut s = crate::metrics::StoreStats {
-            commits: w.batches,
-            commit_errors: w.failed_batches,
-            reachable: healthy,
-            ..Default::default()
-        };
-        if let Backend::Postgres { counters, .. } = &self.writer {
-            use std::sync::atomic::Ordering::Relaxed;
-            s.retries = counters.retries.load(Relaxed);
-            s.reloads = counters.reloads.load(Relaxed);
-            s.reload_errors = counters.reload_errors.load(Relaxed);
-            s.reachable &= counters.reload_ok.load(Relaxed);
+        match &self.writer {
+            Backend::Sqlite(w) => crate::metrics::StoreStats {
+                writer: w.stats(),
+                postgres: Default::default(),
+                reachable: w.healthy(),
+            },
+            Backend::Postgres {
+                writer, counters, ..
+            } => {
+                let (postgres, reloaded) = counters.snapshot();
+                crate::metrics::StoreStats {
+                    writer: writer.stats(),
+                    postgres,
+                    reachable: writer.healthy() && reloaded,
+                }
+            }
         }
-        s
     }
 
     /// Queue a write; waits for room when the queue is full (back-pressure).

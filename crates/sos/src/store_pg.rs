@@ -109,6 +109,28 @@ pub(crate) struct PgCounters {
     pub(crate) reload_ok: AtomicBool,
 }
 
+/// What [`PgCounters`] counted, at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PgStats {
+    /// Batches tried again after a conflict or a lost connection.
+    pub(crate) retries: u64,
+    /// Reloads of other instances' writes, done and failed.
+    pub(crate) reloads: u64,
+    pub(crate) reload_errors: u64,
+}
+
+impl PgCounters {
+    /// The counts now, and whether the last reload succeeded.
+    pub(crate) fn snapshot(&self) -> (PgStats, bool) {
+        let stats = PgStats {
+            retries: self.retries.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            reload_errors: self.reload_errors.load(Ordering::Relaxed),
+        };
+        (stats, self.reload_ok.load(Ordering::Relaxed))
+    }
+}
+
 /// Connect, migrate, load, and start the writer and the reloader.
 pub(crate) fn open(opts: PgOptions, cfg: StoreConfig) -> Result<Opened, StoreError> {
     let mut session = Session::open(opts.clone(), &MIGRATIONS)?;

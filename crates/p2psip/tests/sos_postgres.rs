@@ -12,7 +12,7 @@
 mod support;
 
 use service::tls::Trust;
-use support::{Proc, SOS_UNTHROTTLED, sos_tls, sos_trust, start_sos};
+use support::{Proc, SOS_UNTHROTTLED, SUBJECTS, sos_tls, sos_trust, start_sos};
 
 use sos::{Algorithm, ClientError, KeyRegistry, PeerId, ReportSigner, SosClient};
 use std::collections::BTreeMap;
@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::postgres::Cluster;
 
-const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 const REPORTERS: u128 = 6;
 
 /// Start `p2psip sos` on a free port against `db`; returns the process and its base URL.
@@ -103,10 +102,8 @@ fn stream(client: &SosClient, signers: &[Arc<ReportSigner>]) -> Stream {
             let mut n: u64 = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
-                let positive = !n.is_multiple_of(3);
-                let (report, nonce) =
-                    support::numbered_report(&signer, n, subject, positive, now_ms);
+                let support::Numbered { report, nonce, .. } =
+                    support::numbered_report(&signer, w, n, now_ms);
                 let started = Instant::now();
                 let mut tries = 0;
                 let id = loop {

@@ -6,7 +6,7 @@
 
 use crate::Outcome as Evidence;
 use crate::store_pg::PgStats;
-use service::metrics::{CounterBy, Scrape};
+use service::metrics::CounterBy;
 use service::monitor::HttpMetrics;
 use service::sqlite::WriterStats;
 
@@ -108,8 +108,7 @@ impl Metrics {
 
     /// The text of one scrape.
     pub(crate) fn render(&self, peers: usize, store: StoreStats) -> Result<String, String> {
-        let mut s = Scrape::new("p2psip_sos");
-        self.http.register(s.registry());
+        let mut s = self.http.scrape("p2psip_sos");
         s.family(
             "rankings",
             "Route rankings asked for, by outcome (ok, refused)",

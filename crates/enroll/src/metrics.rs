@@ -6,7 +6,7 @@
 
 use crate::store::StoreCounts;
 use prometheus_client::metrics::counter::Counter;
-use service::metrics::{CounterBy, Scrape};
+use service::metrics::CounterBy;
 use service::monitor::HttpMetrics;
 
 /// The error codes that refuse a token, and the `reason` each is counted under.
@@ -67,8 +67,7 @@ impl Metrics {
 
     /// The text of one scrape; `db` is `None` when the database did not answer.
     pub(crate) fn render(&self, db: Option<StoreCounts>) -> Result<String, String> {
-        let mut s = Scrape::new("p2psip_enroll");
-        self.http.register(s.registry());
+        let mut s = self.http.scrape("p2psip_enroll");
         s.family(
             "enrollments",
             "Enrollments answered by this instance, by outcome (ok, or the error code)",

@@ -13,10 +13,11 @@ use enroll::{
 use overlay::{IdSpace, NodeId};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use service::tls::Trust;
-use std::path::Path;
 use std::time::Duration;
 
+/// An E&A server on loopback over its own data directory.
 struct Running {
+    dir: tempfile::TempDir,
     client: EnrollClient,
     url: String,
     trust: Trust,
@@ -31,10 +32,16 @@ fn eleven_bits() -> ServerConfig {
     }
 }
 
-async fn start(dir: &Path, config: ServerConfig) -> Running {
+/// A server with `config` over a new data directory.
+async fn start(config: ServerConfig) -> Running {
+    start_in(tempfile::tempdir().unwrap(), config).await
+}
+
+async fn start_in(dir: tempfile::TempDir, config: ServerConfig) -> Running {
     service::crypto::install_provider();
-    let served = support::serve_loopback(EnrollServer::open(dir, config).unwrap()).await;
+    let served = support::serve_loopback(EnrollServer::open(dir.path(), config).unwrap()).await;
     Running {
+        dir,
         client: served.client,
         url: served.url,
         trust: served.trust,
@@ -42,15 +49,31 @@ async fn start(dir: &Path, config: ServerConfig) -> Running {
     }
 }
 
-fn token(dir: &Path, role: Role, layer: Option<Layer>, uses: u32) -> String {
-    DataDir::open(dir)
-        .unwrap()
-        .create_token(role, layer, uses, Duration::from_secs(3600))
-        .unwrap()
-}
+impl Running {
+    /// Stop the server and start another with `config` over the same data directory.
+    async fn restart(self, config: ServerConfig) -> Running {
+        let Running {
+            dir, _stop: stop, ..
+        } = self;
+        drop(stop);
+        start_in(dir, config).await
+    }
 
-fn cert_count(dir: &Path) -> i64 {
-    DataDir::open(dir).unwrap().cert_count().unwrap()
+    /// The data directory, as the operator's commands open it.
+    fn data(&self) -> DataDir {
+        DataDir::open(self.dir.path()).unwrap()
+    }
+
+    /// A new enrollment token, valid for an hour.
+    fn token(&self, role: Role, layer: Option<Layer>, uses: u32) -> String {
+        self.data()
+            .create_token(role, layer, uses, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    fn cert_count(&self) -> i64 {
+        self.data().cert_count().unwrap()
+    }
 }
 
 fn request(token: &str, csr: &str) -> EnrollRequest {
@@ -88,9 +111,8 @@ fn refused(r: Result<enroll::EnrollResponse, ClientError>) -> (u16, ErrorBody) {
 
 #[tokio::test]
 async fn enroll_verify_revoke_crl() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), eleven_bits()).await;
-    let t = token(dir.path(), Role::Peer, None, 2);
+    let srv = start(eleven_bits()).await;
+    let t = srv.token(Role::Peer, None, 2);
     let (_key, csr) = new_key_and_csr().unwrap();
     let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
     assert_eq!(resp.layer, Layer::TWO);
@@ -119,7 +141,7 @@ async fn enroll_verify_revoke_crl() {
     // The CRL is signed and empty, then lists the revoked certificate.
     let crl = srv.client.crl().await.unwrap();
     verify_peer_chain(&ca_der, &chain, std::slice::from_ref(&crl), now()).unwrap();
-    let mut data = DataDir::open(dir.path()).unwrap();
+    let mut data = srv.data();
     assert_eq!(data.revoke(resp.node_id).unwrap(), Some(1));
     assert_eq!(data.revoke(NodeId(2047)).unwrap(), None);
     let crl = srv.client.crl().await.unwrap();
@@ -152,8 +174,7 @@ async fn get(trust: &Trust, url: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn metrics_count_enrollments_tokens_and_the_crl() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), eleven_bits()).await;
+    let srv = start(eleven_bits()).await;
     assert_eq!(
         get(&srv.trust, &format!("{}/healthz", srv.url)).await,
         (200, "ok\n".into())
@@ -162,16 +183,13 @@ async fn metrics_count_enrollments_tokens_and_the_crl() {
         get(&srv.trust, &format!("{}/readyz", srv.url)).await,
         (200, "ready\n".into())
     );
-    let t = token(dir.path(), Role::Peer, None, 1);
-    token(dir.path(), Role::Peer, None, 1);
+    let t = srv.token(Role::Peer, None, 1);
+    srv.token(Role::Peer, None, 1);
     let (_key, csr) = new_key_and_csr().unwrap();
     let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
     refused(srv.client.enroll(&request(&t, &csr)).await);
     refused(srv.client.enroll(&request("nonsense", &csr)).await);
-    DataDir::open(dir.path())
-        .unwrap()
-        .revoke(resp.node_id)
-        .unwrap();
+    srv.data().revoke(resp.node_id).unwrap();
     let (code, text) = get(&srv.trust, &format!("{}/metrics", srv.url)).await;
     assert_eq!(code, 200);
     for line in [
@@ -196,9 +214,8 @@ async fn metrics_count_enrollments_tokens_and_the_crl() {
 
 #[tokio::test]
 async fn roles_tokens_and_bad_input_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), ServerConfig::default()).await;
-    let peer_token = token(dir.path(), Role::Peer, None, 1);
+    let srv = start(ServerConfig::default()).await;
+    let peer_token = srv.token(Role::Peer, None, 1);
     let (key, csr) = new_key_and_csr().unwrap();
 
     // A peer token cannot enroll a CSP.
@@ -257,19 +274,19 @@ async fn roles_tokens_and_bad_input_write_nothing() {
     assert_eq!(body.error, "body_too_large");
 
     // Nothing was written: no certificate, and the one-use token still works once.
-    assert_eq!(cert_count(dir.path()), 0);
+    assert_eq!(srv.cert_count(), 0);
     let resp = srv
         .client
         .enroll(&request(&peer_token, &csr))
         .await
         .unwrap();
-    assert_eq!(cert_count(dir.path()), 1);
+    assert_eq!(srv.cert_count(), 1);
     let (s, b) = refused(srv.client.enroll(&request(&peer_token, &csr)).await);
     assert_eq!((s, b.error.as_str()), (401, "token_used_up"));
-    assert_eq!(cert_count(dir.path()), 1);
+    assert_eq!(srv.cert_count(), 1);
 
     // A CSP token gives a CSP certificate; it can pin the layer.
-    let csp_token = token(dir.path(), Role::Csp, Some(Layer::THREE), 1);
+    let csp_token = srv.token(Role::Csp, Some(Layer::THREE), 1);
     let (_k, csr2) = new_key_and_csr().unwrap();
     let csp = srv
         .client
@@ -300,10 +317,7 @@ async fn roles_tokens_and_bad_input_write_nothing() {
     };
     let (s, b) = refused(srv.client.renew(&stolen).await);
     assert_eq!((s, b.error.as_str()), (403, "key_mismatch"));
-    DataDir::open(dir.path())
-        .unwrap()
-        .revoke(resp.node_id)
-        .unwrap();
+    srv.data().revoke(resp.node_id).unwrap();
     let (s, b) = refused(srv.client.renew(&renew).await);
     assert_eq!((s, b.error.as_str()), (403, "revoked"));
 }
@@ -329,18 +343,22 @@ async fn ca_persists_and_parameters_are_pinned() {
     assert!(EnrollServer::open(dir.path(), eleven_bits()).is_err());
 }
 
+/// A rate limit that lets three requests through, then (for the length of a test) none.
+fn burst_of_three() -> enroll::ratelimit::RateLimitConfig {
+    enroll::ratelimit::RateLimitConfig {
+        per_sec: 0.001,
+        burst: 3.0,
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn rate_limited_per_source() {
-    let dir = tempfile::tempdir().unwrap();
     let cfg = ServerConfig {
-        rate_limit: enroll::ratelimit::RateLimitConfig {
-            per_sec: 0.001,
-            burst: 3.0,
-            ..Default::default()
-        },
+        rate_limit: burst_of_three(),
         ..ServerConfig::default()
     };
-    let srv = start(dir.path(), cfg).await;
+    let srv = start(cfg).await;
     let mut codes = Vec::new();
     for _ in 0..5 {
         codes.push(refused(srv.client.enroll(&request("p2pt_x", "junk")).await).0);
@@ -361,18 +379,13 @@ fn tokens_are_rate_limited_by_default() {
 /// held back by it; the use count caps what the token can ever enroll.
 #[tokio::test]
 async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_uses() {
-    let dir = tempfile::tempdir().unwrap();
     let cfg = ServerConfig {
-        token_rate_limit: enroll::ratelimit::RateLimitConfig {
-            per_sec: 0.001,
-            burst: 3.0,
-            ..Default::default()
-        },
+        token_rate_limit: burst_of_three(),
         ..ServerConfig::default()
     };
-    let leaked = token(dir.path(), Role::Peer, None, 10);
-    let other = token(dir.path(), Role::Peer, None, 1);
-    let srv = start(dir.path(), cfg).await;
+    let srv = start(cfg).await;
+    let leaked = srv.token(Role::Peer, None, 10);
+    let other = srv.token(Role::Peer, None, 1);
     for _ in 0..3 {
         let (_, csr) = new_key_and_csr().unwrap();
         srv.client.enroll(&request(&leaked, &csr)).await.unwrap();
@@ -382,19 +395,17 @@ async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_u
         let (status, body) = refused(srv.client.enroll(&request(&leaked, &csr)).await);
         assert_eq!((status, body.error.as_str()), (429, "token_rate_limited"));
     }
-    assert_eq!(cert_count(dir.path()), 3);
+    assert_eq!(srv.cert_count(), 3);
     let (_, csr) = new_key_and_csr().unwrap();
     srv.client.enroll(&request(&other, &csr)).await.unwrap();
-    assert_eq!(cert_count(dir.path()), 4);
-    drop(srv);
+    assert_eq!(srv.cert_count(), 4);
 
     // Without a rate, the refused attempts' uses are still there: seven more, then none.
-    let dir2 = dir.path();
     let cfg = ServerConfig {
         token_rate_limit: enroll::ratelimit::RateLimitConfig::off(),
         ..ServerConfig::default()
     };
-    let srv = start(dir2, cfg).await;
+    let srv = srv.restart(cfg).await;
     for _ in 0..7 {
         let (_, csr) = new_key_and_csr().unwrap();
         srv.client.enroll(&request(&leaked, &csr)).await.unwrap();
@@ -402,15 +413,14 @@ async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_u
     let (_, csr) = new_key_and_csr().unwrap();
     let (status, body) = refused(srv.client.enroll(&request(&leaked, &csr)).await);
     assert_eq!((status, body.error.as_str()), (401, "token_used_up"));
-    assert_eq!(cert_count(dir.path()), 11);
+    assert_eq!(srv.cert_count(), 11);
 }
 
 /// `GET /v1/directory` lists every enrolled node that is not revoked, with its newest
 /// certificate chain and the address it gave; CSPGs, then CSPs, then peers.
 #[tokio::test]
 async fn directory_lists_the_enrolled_and_drops_the_revoked() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), eleven_bits()).await;
+    let srv = start(eleven_bits()).await;
     assert!(srv.client.directory().await.unwrap().members.is_empty());
     let mut ids = Vec::new();
     for (role, addr) in [
@@ -418,7 +428,7 @@ async fn directory_lists_the_enrolled_and_drops_the_revoked() {
         (Role::Csp, "127.0.0.1:6002"),
         (Role::Peer, "127.0.0.1:6003"),
     ] {
-        let t = token(dir.path(), role, Some(Layer::TWO), 1);
+        let t = srv.token(role, Some(Layer::TWO), 1);
         let (_key, csr) = new_key_and_csr().unwrap();
         let mut req = request(&t, &csr);
         req.listen = Some(addr.parse().unwrap());
@@ -448,7 +458,7 @@ async fn directory_lists_the_enrolled_and_drops_the_revoked() {
         );
     }
     // Revoked: gone from the directory.
-    DataDir::open(dir.path()).unwrap().revoke(ids[0].0).unwrap();
+    srv.data().revoke(ids[0].0).unwrap();
     let got = listed(&srv.client.directory().await.unwrap());
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|(id, _, _)| *id != ids[0].0));
@@ -456,9 +466,8 @@ async fn directory_lists_the_enrolled_and_drops_the_revoked() {
 
 #[tokio::test]
 async fn first_contact_is_pinned_and_a_wrong_pin_sends_no_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let srv = start(dir.path(), eleven_bits()).await;
-    let t = token(dir.path(), Role::Peer, None, 1);
+    let srv = start(eleven_bits()).await;
+    let t = srv.token(Role::Peer, None, 1);
     let (_key, csr) = new_key_and_csr().unwrap();
     // Another E&A's CA fingerprint: the handshake fails before the token leaves.
     let other = tempfile::tempdir().unwrap();
@@ -468,7 +477,7 @@ async fn first_contact_is_pinned_and_a_wrong_pin_sends_no_token() {
         Err(ClientError::Http(e)) => assert!(e.is_connect(), "{e:?}"),
         other => panic!("expected a TLS failure, got {other:?}"),
     }
-    assert_eq!(cert_count(dir.path()), 0);
+    assert_eq!(srv.cert_count(), 0);
     // A client that trusts no CA of ours at all (a fresh, unrelated CA): refused too.
     let foreign = Trust::ca_pem(DataDir::open(other.path()).unwrap().ca().cert_pem()).unwrap();
     assert!(
@@ -479,12 +488,12 @@ async fn first_contact_is_pinned_and_a_wrong_pin_sends_no_token() {
             .is_err()
     );
     // The right pin: the token, unused so far, enrolls.
-    let fp = DataDir::open(dir.path()).unwrap().ca().fingerprint();
+    let fp = srv.data().ca().fingerprint();
     let pinned = EnrollClient::new(&srv.url, &Trust::pinned(&fp).unwrap()).unwrap();
     let ca = pinned.ca(Some(&fp)).await.unwrap();
     assert_eq!(cert::fingerprint(&chain_of(&ca)[0]), fp);
     pinned.enroll(&request(&t, &csr)).await.unwrap();
-    assert_eq!(cert_count(dir.path()), 1);
+    assert_eq!(srv.cert_count(), 1);
     // Plain HTTP to the HTTPS port gets nothing.
     let plain = srv.url.replace("https://", "http://");
     assert!(
@@ -543,13 +552,12 @@ fn service_certificates_serve_their_names_and_are_no_peers() {
 /// whatever location the peer gives, so two peers of one city land far apart.
 #[tokio::test]
 async fn sha1_scheme_ids_come_from_the_key_not_the_location() {
-    let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
         id_scheme: enroll::IdScheme::Sha1,
         ..ServerConfig::default()
     };
-    let srv = start(dir.path(), config).await;
-    let t = token(dir.path(), Role::Peer, Some(Layer::TWO), 2);
+    let srv = start(config).await;
+    let t = srv.token(Role::Peer, Some(Layer::TWO), 2);
     let space = IdSpace::new(128).unwrap();
     let arc = enroll::LayerArcs::thirds(space).unwrap().arc(Layer::TWO);
     let mut ids = Vec::new();

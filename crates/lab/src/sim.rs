@@ -215,16 +215,21 @@ pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
 fn run_paper(args: &Args) -> Result<(), LabError> {
     let r = sim::run_paper(args.seed)?;
     if args.json {
-        say!(
-            "{}",
-            serde_json::to_string(&r).map_err(LabError::json("the report"))?
-        );
-        return Ok(());
+        return say_json(&r);
     }
     say!(
         "p2psip sim --scenario paper: m = 11, 512 peers (496 + 13 CSPs + 3 CSPGs), caller 80, callee 1618, 1617 malicious (drops)"
     );
     print_paper(&r);
+    Ok(())
+}
+
+/// Print `report` as one JSON object (`--json`).
+fn say_json(report: &impl serde::Serialize) -> Result<(), LabError> {
+    say!(
+        "{}",
+        serde_json::to_string(report).map_err(LabError::json("the report"))?
+    );
     Ok(())
 }
 
@@ -291,11 +296,7 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
     run.evidence_half_life = (!half_life.is_zero()).then_some(half_life);
     let report = crate::progress::run_calls(&run)?;
     if args.json {
-        say!(
-            "{}",
-            serde_json::to_string(&report).map_err(LabError::json("the report"))?
-        );
-        return Ok(());
+        return say_json(&report);
     }
     say!(
         "p2psip sim: {} peers, {} routing, {:.0}% malicious ({}), {} calls after {} warm-up calls, seed {}",
@@ -353,11 +354,7 @@ pub fn run(args: Args) -> Result<(), LabError> {
     let report = sim::run_lookups(&run, &mut |p| progress.update(p))?;
     progress.finish();
     if args.json {
-        say!(
-            "{}",
-            serde_json::to_string(&report).map_err(LabError::json("the report"))?
-        );
-        return Ok(());
+        return say_json(&report);
     }
     let churn = match args.churn_median_session {
         Some(m) => format!(

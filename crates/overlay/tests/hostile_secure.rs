@@ -45,8 +45,12 @@ impl Net {
     }
 
     /// Deliver one message now (as the runtime would, from an authenticated sender).
-    fn inject(&mut self, from: u128, to: u128, msg: Message) {
-        self.net.deliver(NodeId(from), NodeId(to), msg);
+    /// Deliver the PingRequest copy `p` to `to` as if `from` sent it. Returns the event
+    /// and delivery counts from before, for [`Net::reports_by`] and [`Net::forwarded_ping`].
+    fn inject(&mut self, from: Contact, to: NodeId, p: PingRequest) -> (usize, usize) {
+        let since = (self.events().len(), self.net.captured().len());
+        self.net.deliver(from.id, to, Message::PingRequest(p));
+        since
     }
 
     fn run(&mut self) {
@@ -136,12 +140,20 @@ fn last_copy(net: &Net) -> (Contact, NodeId, PingRequest) {
         .expect("a copy at the target")
 }
 
+/// A clean call, then the copy `pick` chooses sent again by its sender, and the network run:
+/// the net, the copy's sender and receiver, and the event count from before the replay.
+fn replayed(pick: fn(&Net) -> (Contact, NodeId, PingRequest)) -> (Net, Contact, NodeId, usize) {
+    let mut net = clean_run();
+    let (from, to, p) = pick(&net);
+    let (ev0, _) = net.inject(from, to, p);
+    net.run();
+    (net, from, to, ev0)
+}
+
 /// Deliver `bad` to `to` from `from` and check: not forwarded, one report about `from` with
 /// `want`, and a later clean call still rings.
 fn expect_refused(mut net: Net, from: Contact, to: NodeId, bad: PingRequest, want: Outcome) {
-    let ev0 = net.events().len();
-    let d0 = net.net.captured().len();
-    net.inject(from.id.0, to.0, Message::PingRequest(bad));
+    let (ev0, d0) = net.inject(from, to, bad);
     let reports = net.reports_by(to.0, ev0);
     assert_eq!(reports, vec![(from.id, want)], "reports by {to:?}");
     assert!(
@@ -245,9 +257,7 @@ fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
     let (from, to, p) = mid_copy(&net);
     // 31 s later (the window is 30 s) the sender replays its copy.
     net.net.run_for(Duration::from_secs(31));
-    let ev0 = net.events().len();
-    let d0 = net.net.captured().len();
-    net.inject(from.id.0, to.0, Message::PingRequest(p));
+    let (ev0, d0) = net.inject(from, to, p);
     assert_eq!(
         net.reports_by(to.0, ev0),
         vec![(from.id, Outcome::Replayed)]
@@ -297,11 +307,7 @@ fn a_ringing_for_another_request_fails_the_call_as_tampered() {
 
 #[test]
 fn a_copy_replayed_to_the_target_is_dropped_and_reported() {
-    let mut net = clean_run();
-    let (from, to, p) = last_copy(&net);
-    let ev0 = net.events().len();
-    net.inject(from.id.0, to.0, Message::PingRequest(p));
-    net.run();
+    let (net, from, _, ev0) = replayed(last_copy);
     assert_eq!(
         net.reports_by(CALLEE, ev0),
         vec![(from.id, Outcome::Replayed)]
@@ -319,12 +325,8 @@ fn a_copy_replayed_to_the_target_is_dropped_and_reported() {
 /// a duplicate from the honest hop and blames it, not the replaying one.
 #[test]
 fn a_replay_through_an_honest_hop_blames_the_replayer() {
-    let mut net = clean_run();
     // A copy from hop X to hop H where H is not the target.
-    let (x, h, p) = mid_copy(&net);
-    let ev0 = net.events().len();
-    net.inject(x.id.0, h.0, Message::PingRequest(p));
-    net.run();
+    let (net, x, h, ev0) = replayed(mid_copy);
     let blamed: Vec<(NodeId, NodeId, Outcome)> = net
         .net
         .reports_since(ev0)

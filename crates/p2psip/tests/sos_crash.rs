@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Proc, SOS_UNTHROTTLED, kill_mid_stream, sos_tls, sos_trust, start_sos};
+use support::{Proc, SOS_UNTHROTTLED, SUBJECTS, kill_mid_stream, sos_tls, sos_trust, start_sos};
 
 use sos::{Algorithm, KeyRegistry, PeerId, ReportSigner, SosClient};
 use std::collections::BTreeMap;
@@ -11,8 +11,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 
 /// Start `p2psip sos` on a free port; returns the process and its base URL.
 fn start(db: &Path, registry: &Path, tls: &Path) -> (Proc, String) {
@@ -92,10 +90,12 @@ fn acknowledged_reports_survive_kill_9() {
                 let mut n: u64 = 0;
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
-                    let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
-                    let positive = !n.is_multiple_of(3);
-                    let (report, nonce) =
-                        support::numbered_report(&signer, n, subject, positive, now_ms);
+                    let support::Numbered {
+                        report,
+                        nonce,
+                        subject,
+                        positive,
+                    } = support::numbered_report(&signer, w, n, now_ms);
                     *tally
                         .lock()
                         .expect("tally lock")

@@ -12,7 +12,7 @@
 mod support;
 
 use service::tls::Trust;
-use support::{Proc, SOS_UNTHROTTLED, sos_tls, sos_trust, start_sos};
+use support::{Proc, SOS_UNTHROTTLED, SUBJECTS, sos_tls, sos_trust, start_sos};
 
 use sos::{Algorithm, ClientError, KeyRegistry, PeerId, ReportSigner, SosClient};
 use std::collections::BTreeMap;
@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::postgres::Cluster;
 
-const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
 const REPORTERS: u128 = 6;
 
 /// Start `p2psip sos` on a free port against `db`; returns the process and its base URL.
@@ -32,37 +31,61 @@ fn start(db: &str, registry: &Path, tls: &Path) -> (Proc, String) {
     start_sos("127.0.0.1:0", tls, db, &extra)
 }
 
-/// What both tests start from: a throwaway PostgreSQL cluster (`None`: skipped), the
-/// reporters and their registry, and the SOS's TLS certificate and the trust in it.
+/// What both tests start from: SOS instances (dropped, so stopped, before the database) on
+/// a throwaway PostgreSQL cluster, the reporters (their registry and the SOS's TLS
+/// certificate live in the directory), and the trust in the SOS.
 struct Setup {
+    procs: Vec<Proc>,
+    urls: Vec<String>,
     pg: Cluster,
     _dir: tempfile::TempDir,
     signers: Vec<Arc<ReportSigner>>,
-    registry: std::path::PathBuf,
-    tls: std::path::PathBuf,
     trust: Trust,
 }
 
 impl Setup {
-    /// One more SOS instance on the shared database.
-    fn sos(&self) -> (Proc, String) {
-        start(&self.pg.url(), &self.registry, &self.tls)
+    /// The reporters streaming through one client that knows every instance, once the
+    /// first 300 reports are acknowledged.
+    async fn streaming(&self) -> Stream {
+        let client = SosClient::new(&self.urls.join(","), &self.trust).unwrap();
+        assert_eq!(client.instances(), self.urls.len());
+        let s = stream(&client, &self.signers);
+        s.until(300, Duration::from_secs(60)).await;
+        s
+    }
+
+    /// Check the database against `acked`, and that the instances at `urls` answer its
+    /// counts; returns the counts.
+    fn check(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        acked: &Acked,
+        urls: &[String],
+    ) -> BTreeMap<u128, (u64, u64)> {
+        let counts = check_database(&self.pg.url(), acked);
+        rt.block_on(instances_agree(urls, &counts, &self.trust));
+        counts
     }
 }
 
-fn setup(test: &str) -> Option<Setup> {
+/// `instances` SOS processes on a new PostgreSQL cluster; `None` (a loud skip) without
+/// PostgreSQL.
+fn setup(test: &str, instances: usize) -> Option<Setup> {
     let pg = Cluster::start(test)?;
     service::crypto::install_provider();
     let dir = tempfile::tempdir().unwrap();
     let (signers, registry) = signers(dir.path());
     let tls = sos_tls(&dir.path().join("ea"), &dir.path().join("sos-tls"));
     let trust = sos_trust(&tls);
+    let (procs, urls) = (0..instances)
+        .map(|_| start(&pg.url(), &registry, &tls))
+        .unzip();
     Some(Setup {
+        procs,
+        urls,
         pg,
         _dir: dir,
         signers,
-        registry,
-        tls,
         trust,
     })
 }
@@ -103,10 +126,8 @@ fn stream(client: &SosClient, signers: &[Arc<ReportSigner>]) -> Stream {
             let mut n: u64 = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let subject = SUBJECTS[(n as usize + w) % SUBJECTS.len()];
-                let positive = !n.is_multiple_of(3);
-                let (report, nonce) =
-                    support::numbered_report(&signer, n, subject, positive, now_ms);
+                let support::Numbered { report, nonce, .. } =
+                    support::numbered_report(&signer, w, n, now_ms);
                 let started = Instant::now();
                 let mut tries = 0;
                 let id = loop {
@@ -269,24 +290,17 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
-    let Some(setup) = setup("three_instances_lose_nothing_acknowledged_when_one_is_killed") else {
+    let Some(mut setup) = setup(
+        "three_instances_lose_nothing_acknowledged_when_one_is_killed",
+        3,
+    ) else {
         return;
     };
-    let mut procs = Vec::new();
-    let mut urls = Vec::new();
-    for _ in 0..3 {
-        let (p, u) = setup.sos();
-        procs.push(p);
-        urls.push(u);
-    }
     let rt = runtime();
     let acked = rt.block_on(async {
-        let client = SosClient::new(&urls.join(","), &setup.trust).unwrap();
-        assert_eq!(client.instances(), 3);
-        let s = stream(&client, &setup.signers);
-        s.until(300, Duration::from_secs(60)).await;
+        let s = setup.streaming().await;
         // The first instance is the one the clients are talking to: SIGKILL it.
-        let victim = &mut procs[0];
+        let victim = &mut setup.procs[0];
         victim.child.kill().unwrap();
         victim.child.wait().unwrap();
         let at_kill = s.count.load(Ordering::SeqCst);
@@ -299,10 +313,9 @@ fn three_instances_lose_nothing_acknowledged_when_one_is_killed() {
         );
         acked
     });
-    let counts = check_database(&setup.pg.url(), &acked);
+    let counts = setup.check(&rt, &acked, &setup.urls[1..]);
     let total: u64 = counts.values().map(|(p, n)| p + n).sum();
     assert!(total >= acked.len() as u64);
-    rt.block_on(instances_agree(&urls[1..], &counts, &setup.trust));
 }
 
 /// The status of `GET /readyz` at the SOS on `url`.
@@ -319,17 +332,16 @@ async fn readyz(url: &str, trust: &Trust) -> u16 {
 
 #[test]
 fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
-    let Some(setup) = setup("a_postgres_restart_mid_stream_loses_nothing_acknowledged") else {
+    let Some(setup) = setup(
+        "a_postgres_restart_mid_stream_loses_nothing_acknowledged",
+        2,
+    ) else {
         return;
     };
-    let (p1, u1) = setup.sos();
-    let (p2, u2) = setup.sos();
-    let urls = vec![u1, u2];
+    let urls = &setup.urls;
     let rt = runtime();
     let acked = rt.block_on(async {
-        let client = SosClient::new(&urls.join(","), &setup.trust).unwrap();
-        let s = stream(&client, &setup.signers);
-        s.until(300, Duration::from_secs(60)).await;
+        let s = setup.streaming().await;
         setup.pg.stop_immediate().unwrap();
         let at_crash = s.count.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -355,7 +367,5 @@ fn a_postgres_restart_mid_stream_loses_nothing_acknowledged() {
         );
         acked
     });
-    let counts = check_database(&setup.pg.url(), &acked);
-    rt.block_on(instances_agree(&urls, &counts, &setup.trust));
-    drop((p1, p2));
+    setup.check(&rt, &acked, urls);
 }

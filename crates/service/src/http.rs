@@ -308,24 +308,49 @@ async fn refusal(resp: reqwest::Response) -> AnswerError {
     }
 }
 
+/// A server on an ephemeral loopback port, for the server tests of this crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use axum::extract::ConnectInfo;
     use axum::routing::get;
 
-    #[tokio::test]
-    async fn serves_with_the_source_address_and_stops_gracefully() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = Router::new().route(
+    /// A router that answers `/who` with the client's IP address.
+    pub(crate) fn who_router() -> Router {
+        Router::new().route(
             "/who",
             get(|ConnectInfo(from): ConnectInfo<SocketAddr>| async move { from.ip().to_string() }),
-        );
+        )
+    }
+
+    /// A running server: where it listens, what stops it gracefully, and the serving task.
+    pub(crate) struct Running {
+        pub(crate) addr: SocketAddr,
+        pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+        pub(crate) task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    /// Serve `router` over `transport` on 127.0.0.1 and an ephemeral port.
+    pub(crate) async fn start(router: Router, transport: Transport) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, async move {
+        let task = tokio::spawn(serve_with(listener, router, transport, async move {
             let _ = stopped.await;
         }));
+        Running { addr, stop, task }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{Running, start, who_router};
+    use super::*;
+    use axum::routing::get;
+
+    #[tokio::test]
+    async fn serves_with_the_source_address_and_stops_gracefully() {
+        let Running { addr, stop, task } = start(who_router(), Transport::InsecureHttp).await;
         let http = client(Duration::from_secs(5)).unwrap();
         let body = http
             .get(format!("http://{addr}/who"))
@@ -337,21 +362,16 @@ mod tests {
             .unwrap();
         assert_eq!(body, "127.0.0.1");
         stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        task.await.unwrap().unwrap();
         assert!(http.get(format!("http://{addr}/who")).send().await.is_err());
     }
 
     #[tokio::test]
     async fn an_answer_longer_than_the_cap_is_refused_not_read() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let router = Router::new()
             .route("/big", get(|| async { vec![b'x'; MAX_ANSWER_BYTES + 1] }))
             .route("/fits", get(|| async { "[1,2,3]" }));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, async move {
-            let _ = stopped.await;
-        }));
+        let Running { addr, stop, task } = start(router, Transport::InsecureHttp).await;
         let http = client(Duration::from_secs(10)).unwrap();
         let big = http.get(format!("http://{addr}/big")).send().await.unwrap();
         assert!(matches!(
@@ -367,7 +387,7 @@ mod tests {
             .unwrap();
         assert_eq!(answer::<Vec<u8>>(fits).await.unwrap(), vec![1, 2, 3]);
         stop.send(()).unwrap();
-        server.await.unwrap().unwrap();
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]

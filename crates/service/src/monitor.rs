@@ -177,6 +177,14 @@ impl HttpMetrics {
             self.duration.clone(),
         );
     }
+
+    /// A scrape whose names start with `prefix` and that holds these HTTP metrics already:
+    /// where a service writes its own.
+    pub fn scrape(&self, prefix: &str) -> crate::metrics::Scrape {
+        let mut s = crate::metrics::Scrape::new(prefix);
+        self.register(s.registry());
+        s
+    }
 }
 
 /// `router` with every request counted and timed in `metrics` (routes added to it later
@@ -272,9 +280,7 @@ mod tests {
         get("/v1/x/1").await;
         get("/v1/x/2").await;
         get("/nowhere").await;
-        let mut s = crate::metrics::Scrape::new("t");
-        http.register(s.registry());
-        let text = s.encode().unwrap();
+        let text = http.scrape("t").encode().unwrap();
         assert!(
             text.contains(r#"requests_total{method="GET",path="/v1/x/{id}",code="200"} 2"#),
             "{text}"

@@ -456,10 +456,7 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Transport, client_trusting, serve_with};
-    use axum::Router;
-    use axum::extract::ConnectInfo;
-    use axum::routing::get;
+    use crate::http::{Transport, client_trusting, testing};
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
     /// A CA (PEM) and a server chain + key for `names`, issued by it.
@@ -497,18 +494,9 @@ mod tests {
 
     /// Serve `/who` (the client's address) over HTTPS with `chain`/`key`.
     async fn start(chain: &str, key: &str) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = Router::new().route(
-            "/who",
-            get(|ConnectInfo(from): ConnectInfo<SocketAddr>| async move { from.ip().to_string() }),
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let transport = Transport::Https(server_config(chain, key).unwrap());
-        tokio::spawn(serve_with(listener, router, transport, async move {
-            let _ = stopped.await;
-        }));
-        (addr, stop)
+        let server = testing::start(testing::who_router(), transport).await;
+        (server.addr, server.stop)
     }
 
     async fn who(trust: &Trust, url: &str) -> Result<String, reqwest::Error> {

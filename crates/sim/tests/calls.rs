@@ -35,17 +35,28 @@ fn paper_scenario_plain_chord_fails_secure_delivers_and_sos_picks_1600() {
     assert!((r.secure.expectation.unwrap() - 0.79325).abs() < 1e-9);
 }
 
-fn run(routing: Routing, behaviour: Behaviour, warmup: u64) -> sim::CallReport {
+/// The attack these tests share, run: 400 calls among 1500 peers, a fifth of them acting
+/// out `behaviour`, over 5–50 ms links; `vary` sets what a test varies.
+fn attacked(
+    routing: Routing,
+    behaviour: Behaviour,
+    seed: u64,
+    vary: impl FnOnce(&mut CallRun),
+) -> sim::CallReport {
     let mut run = CallRun::new(1500, 400, routing);
     run.malicious = 0.2;
     run.behaviour = behaviour;
-    run.warmup_calls = warmup;
-    run.seed = 3;
+    run.seed = seed;
     run.latency = LatencyModel::Uniform {
         min: Duration::from_millis(5),
         max: Duration::from_millis(50),
     };
+    vary(&mut run);
     run_calls(&run, &mut |_, _| {}).unwrap()
+}
+
+fn run(routing: Routing, behaviour: Behaviour, warmup: u64) -> sim::CallReport {
+    attacked(routing, behaviour, 3, |run| run.warmup_calls = warmup)
 }
 
 #[test]
@@ -150,18 +161,11 @@ fn strategic(behaviour: Behaviour, weigh: bool) -> sim::CallReport {
 }
 
 fn strategic_checked(behaviour: Behaviour, weigh: bool, check: bool) -> sim::CallReport {
-    let mut run = CallRun::new(1500, 400, Routing::Secure);
-    run.check_reports = check;
-    run.malicious = 0.2;
-    run.behaviour = behaviour;
-    run.warmup_calls = 1200;
-    run.seed = 5;
-    run.weigh_reporters = weigh;
-    run.latency = LatencyModel::Uniform {
-        min: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-    };
-    run_calls(&run, &mut |_, _| {}).unwrap()
+    attacked(Routing::Secure, behaviour, 5, |run| {
+        run.check_reports = check;
+        run.warmup_calls = 1200;
+        run.weigh_reporters = weigh;
+    })
 }
 
 #[test]
@@ -208,16 +212,9 @@ fn liars_with_a_good_forwarding_record_lose_their_voice_not_honest_peers_theirs(
 }
 
 fn eclipse(csp_successors: usize) -> sim::CallReport {
-    let mut run = CallRun::new(1500, 400, Routing::Secure);
-    run.malicious = 0.2;
-    run.behaviour = Behaviour::Eclipse;
-    run.seed = 5;
-    run.csp_successors = csp_successors;
-    run.latency = LatencyModel::Uniform {
-        min: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-    };
-    run_calls(&run, &mut |_, _| {}).unwrap()
+    attacked(Routing::Secure, Behaviour::Eclipse, 5, |run| {
+        run.csp_successors = csp_successors;
+    })
 }
 
 #[test]

@@ -338,6 +338,16 @@ mod tests {
         (one, two, keys)
     }
 
+    /// [`two_peers`], and the validator of a `bits`-bit ID space that knows their keys.
+    fn validator(bits: u32) -> (Ed25519Signer, Ed25519Signer, RegistrationValidator) {
+        let (one, two, keys) = two_peers();
+        let v = RegistrationValidator {
+            verifier: std::sync::Arc::new(keys),
+            space: IdSpace::new(bits).unwrap(),
+        };
+        (one, two, v)
+    }
+
     #[test]
     fn only_the_owner_changes_a_live_registration() {
         let (a, m, keys) = two_peers();
@@ -379,12 +389,8 @@ mod tests {
     #[test]
     fn overlay_validator_applies_the_owner_rule() {
         use overlay::secure::{RecordAction, RecordValidator};
-        let (a, m, keys) = two_peers();
-        let space = IdSpace::new(32).unwrap();
-        let v = RegistrationValidator {
-            verifier: std::sync::Arc::new(keys),
-            space,
-        };
+        let (a, m, v) = validator(32);
+        let space = v.space;
         let first = reg(1, 1, 5000).sign(&a);
         let key = first.record.key(space);
         assert_eq!(
@@ -424,13 +430,9 @@ mod tests {
     #[test]
     fn validator_keeps_every_aor_whose_hash_shares_the_key() {
         use overlay::secure::{RecordAction, RecordValidator};
-        let (a, b, keys) = two_peers();
         // The demo's 11-bit space: user41 and user42 share key 331.
-        let space = IdSpace::new(11).unwrap();
-        let v = RegistrationValidator {
-            verifier: std::sync::Arc::new(keys),
-            space,
-        };
+        let (a, b, v) = validator(11);
+        let space = v.space;
         let mk = |user: &str, node: u128, seq: u64, exp: u64| Registration {
             aor: normalize_aor(user, "p2psip.test"),
             node: NodeId(node),

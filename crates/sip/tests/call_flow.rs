@@ -106,6 +106,19 @@ fn invite(w: &mut World, user: &str, ms: u64) -> String {
     call
 }
 
+/// Phone 0 calls `user` and is refused with `code`.
+fn call_refused(w: &mut World, user: &str, code: u16) {
+    let call = invite(w, user, 200);
+    w.phones.expect(0, UaEvent::Failed { call, code });
+}
+
+/// Phone `phone` registers (or, with `expires` 0, unregisters); the world runs 100 ms.
+fn register(w: &mut World, phone: usize, expires: u32) {
+    let (ua, now) = w.ua(phone);
+    ua.register(now, expires).unwrap();
+    w.settle(100);
+}
+
 /// Register, call bob, hang up; both ends see it end and both front-ends forget it.
 fn full_call(w: &mut World) {
     register_both(w);
@@ -162,26 +175,19 @@ fn lost_invite_and_lost_ringing_are_retransmitted_over_udp() {
 fn unknown_aor_is_404_and_unregistered_aor_too() {
     let mut w = world(2, Transport::Udp);
     register_both(&mut w);
-    let call = invite(&mut w, "carol", 200);
-    w.phones.expect(0, UaEvent::Failed { call, code: 404 });
+    call_refused(&mut w, "carol", 404);
     assert_eq!(w.front_ends.nodes[0].fe.stats().not_found, 1);
     // Bob unregisters: calls to him are 404 now.
-    let (ua, now) = w.ua(1);
-    ua.register(now, 0).unwrap();
-    w.settle(100);
-    let call = invite(&mut w, "bob", 200);
-    w.phones.expect(0, UaEvent::Failed { call, code: 404 });
+    register(&mut w, 1, 0);
+    call_refused(&mut w, "bob", 404);
 }
 
 #[test]
 fn registration_lapses_without_refresh() {
     let mut w = world(2, Transport::Udp);
-    let (ua, now) = w.ua(1);
-    ua.register(now, 2).unwrap();
-    w.settle(100);
+    register(&mut w, 1, 2);
     w.settle(2500);
-    let call = invite(&mut w, "bob", 200);
-    w.phones.expect(0, UaEvent::Failed { call, code: 404 });
+    call_refused(&mut w, "bob", 404);
 }
 
 #[test]
@@ -197,9 +203,7 @@ fn another_peer_cannot_take_over_a_live_aor() {
     let mallory = w
         .phones
         .add("alice", DOMAIN, udp(addr("127.0.0.9:6000")), proxy, ANSWER);
-    let (ua, now) = w.ua(mallory);
-    ua.register(now, 300).unwrap();
-    w.settle(100);
+    register(&mut w, mallory, 300);
     w.phones.expect(mallory, UaEvent::Registered { code: 403 });
 }
 
@@ -208,8 +212,7 @@ fn callee_peer_gone_gives_480() {
     let mut w = world(2, Transport::Udp);
     register_both(&mut w);
     w.front_ends.nodes[1].ov.leave();
-    let call = invite(&mut w, "bob", 200);
-    w.phones.expect(0, UaEvent::Failed { call, code: 480 });
+    call_refused(&mut w, "bob", 480);
 }
 
 #[test]

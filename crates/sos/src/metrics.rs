@@ -5,8 +5,10 @@
 //! scrape time.
 
 use crate::Outcome as Evidence;
-use service::metrics::{CounterBy, Scrape};
+use crate::store_pg::PgStats;
+use service::metrics::CounterBy;
 use service::monitor::HttpMetrics;
+use service::sqlite::WriterStats;
 
 /// Why a report was rejected, as the `outcome` label of `p2psip_sos_reports_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +52,11 @@ impl RejectReason {
 /// The store's state at a scrape (see `Store::stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct StoreStats {
-    /// Write batches committed.
-    pub(crate) commits: u64,
-    /// Write batches that failed (their callers were told the storage is unavailable).
-    pub(crate) commit_errors: u64,
-    /// PostgreSQL: batches tried again after a conflict or a lost connection.
-    pub(crate) retries: u64,
-    /// PostgreSQL: reloads of other instances' writes, done and failed.
-    pub(crate) reloads: u64,
-    pub(crate) reload_errors: u64,
+    /// The writer's counters: write batches committed (`batches`) and failed
+    /// (`failed_batches`: their callers were told the storage is unavailable).
+    pub(crate) writer: WriterStats,
+    /// PostgreSQL: batches tried again, reloads of other instances' writes (zero on SQLite).
+    pub(crate) postgres: PgStats,
     /// The store can commit (and, on PostgreSQL, its last reload succeeded).
     pub(crate) reachable: bool,
 }
@@ -110,8 +108,7 @@ impl Metrics {
 
     /// The text of one scrape.
     pub(crate) fn render(&self, peers: usize, store: StoreStats) -> Result<String, String> {
-        let mut s = Scrape::new("p2psip_sos");
-        self.http.register(s.registry());
+        let mut s = self.http.scrape("p2psip_sos");
         s.family(
             "rankings",
             "Route rankings asked for, by outcome (ok, refused)",
@@ -135,23 +132,26 @@ impl Metrics {
         .counter(
             "store_commits",
             "Write batches the store committed",
-            store.commits,
+            store.writer.batches,
         )
         .counts(
             "store_errors",
             "Store operations that failed: a write batch (commit), a reload of other instances' writes (reload)",
             "op",
-            [("commit", store.commit_errors), ("reload", store.reload_errors)],
+            [
+                ("commit", store.writer.failed_batches),
+                ("reload", store.postgres.reload_errors),
+            ],
         )
         .counter(
             "store_retries",
             "Write batches tried again after a conflict or a lost database connection (PostgreSQL)",
-            store.retries,
+            store.postgres.retries,
         )
         .counter(
             "store_reloads",
             "Reloads of other instances' writes (PostgreSQL)",
-            store.reloads,
+            store.postgres.reloads,
         )
         .gauge(
             "store_reachable",

@@ -131,6 +131,100 @@ pub(crate) enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// The operation apart from its reply channel: both backends apply the [`Op`]s of a
+    /// batch and answer each [`Reply`] once, after the commit or with the failure (the
+    /// PostgreSQL backend may apply the same ops more than once).
+    pub(crate) fn split(self) -> (Op, Reply) {
+        match self {
+            WriteOp::Report {
+                report,
+                proof,
+                received_ms,
+                reply,
+            } => (
+                Op::Report {
+                    report,
+                    proof,
+                    received_ms,
+                },
+                Reply::Report(reply),
+            ),
+            WriteOp::PutAdmin {
+                peer,
+                opinion,
+                now_ms,
+                reply,
+            } => (
+                Op::PutAdmin {
+                    peer,
+                    opinion,
+                    now_ms,
+                },
+                Reply::Put(reply),
+            ),
+            WriteOp::DeleteAdmin { peer, reply } => {
+                (Op::DeleteAdmin { peer }, Reply::Delete(reply))
+            }
+        }
+    }
+}
+
+/// A write operation without its reply channel.
+pub(crate) enum Op {
+    Report {
+        report: ReportBody,
+        /// The reporter is a CSP or CSPG: its evidence is proof.
+        proof: bool,
+        received_ms: u64,
+    },
+    PutAdmin {
+        peer: PeerId,
+        opinion: Opinion,
+        now_ms: u64,
+    },
+    DeleteAdmin {
+        peer: PeerId,
+    },
+}
+
+/// An operation's answer, before it is sent.
+pub(crate) enum Answer {
+    Report(Result<(i64, ReportCounts), WriteError>),
+    Put(Result<(), WriteError>),
+    Delete(Result<bool, WriteError>),
+}
+
+/// Where an operation's answer goes.
+pub(crate) enum Reply {
+    Report(oneshot::Sender<Result<(i64, ReportCounts), WriteError>>),
+    Put(oneshot::Sender<Result<(), WriteError>>),
+    Delete(oneshot::Sender<Result<bool, WriteError>>),
+}
+
+impl Reply {
+    /// The answer, ready to send.
+    pub(crate) fn done(self, answer: Answer) -> Done {
+        match (self, answer) {
+            (Reply::Report(tx), Answer::Report(r)) => Done::Report(tx, r),
+            (Reply::Put(tx), Answer::Put(r)) => Done::Put(tx, r),
+            (Reply::Delete(tx), Answer::Delete(r)) => Done::Delete(tx, r),
+            // Answers are made from their own op, in order; a mismatch cannot happen, but
+            // would be answered as a failure rather than a wrong result.
+            (reply, _) => reply.failed(),
+        }
+    }
+
+    /// The operation was not applied (the batch failed before it, or the writer stops).
+    pub(crate) fn failed(self) -> Done {
+        match self {
+            Reply::Report(tx) => Done::Report(tx, Err(WriteError::Closed)),
+            Reply::Put(tx) => Done::Put(tx, Err(WriteError::Closed)),
+            Reply::Delete(tx) => Done::Delete(tx, Err(WriteError::Closed)),
+        }
+    }
+}
+
 /// Handle to the store: the shared map and the writer's queue.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -234,24 +328,23 @@ impl Store {
     /// other instances' writes succeeded (it runs every `refresh`, so an unreachable
     /// database shows within that time even when nobody writes).
     pub(crate) fn stats(&self) -> crate::metrics::StoreStats {
-        let (w, healthy) = match &self.writer {
-            Backend::Sqlite(w) => (w.stats(), w.healthy()),
-            Backend::Postgres { writer, .. } => (writer.stats(), writer.healthy()),
-        };
-        let mut s = crate::metrics::StoreStats {
-            commits: w.batches,
-            commit_errors: w.failed_batches,
-            reachable: healthy,
-            ..Default::default()
-        };
-        if let Backend::Postgres { counters, .. } = &self.writer {
-            use std::sync::atomic::Ordering::Relaxed;
-            s.retries = counters.retries.load(Relaxed);
-            s.reloads = counters.reloads.load(Relaxed);
-            s.reload_errors = counters.reload_errors.load(Relaxed);
-            s.reachable &= counters.reload_ok.load(Relaxed);
+        match &self.writer {
+            Backend::Sqlite(w) => crate::metrics::StoreStats {
+                writer: w.stats(),
+                postgres: Default::default(),
+                reachable: w.healthy(),
+            },
+            Backend::Postgres {
+                writer, counters, ..
+            } => {
+                let (postgres, reloaded) = counters.snapshot();
+                crate::metrics::StoreStats {
+                    writer: writer.stats(),
+                    postgres,
+                    reachable: writer.healthy() && reloaded,
+                }
+            }
         }
-        s
     }
 
     /// Queue a write; waits for room when the queue is full (back-pressure).
@@ -568,18 +661,20 @@ impl Committer {
         // Ops are moved into `done` first so that a failure can still answer every caller.
         let mut failed: Option<rusqlite::Error> = None;
         for op in batch {
-            match op {
-                WriteOp::Report {
+            let (op, reply) = op.split();
+            if let Op::Report { received_ms, .. } = &op {
+                *newest_ms = (*newest_ms).max(*received_ms);
+            }
+            if failed.is_some() {
+                done.push(reply.failed());
+                continue;
+            }
+            let res = match op {
+                Op::Report {
                     report,
                     proof,
                     received_ms,
-                    reply,
                 } => {
-                    *newest_ms = (*newest_ms).max(received_ms);
-                    if failed.is_some() {
-                        done.push(Done::Report(reply, Err(WriteError::Closed)));
-                        continue;
-                    }
                     let res =
                         (|| -> Result<Result<(i64, ReportCounts), WriteError>, rusqlite::Error> {
                             if !stage(report.subject, staged) {
@@ -646,81 +741,58 @@ impl Committer {
                                 },
                             )))
                         })();
-                    match res {
-                        Ok(r) => done.push(Done::Report(reply, r)),
-                        Err(e) => {
-                            failed = Some(e);
-                            done.push(Done::Report(reply, Err(WriteError::Closed)));
-                        }
-                    }
+                    res.map(Answer::Report)
                 }
-                WriteOp::PutAdmin {
+                Op::PutAdmin {
                     peer,
                     opinion,
                     now_ms,
-                    reply,
                 } => {
-                    if failed.is_some() {
-                        done.push(Done::Put(reply, Err(WriteError::Closed)));
-                        continue;
-                    }
                     if !stage(peer, staged) {
-                        done.push(Done::Put(reply, Err(WriteError::TooManyPeers)));
+                        done.push(reply.done(Answer::Put(Err(WriteError::TooManyPeers))));
                         continue;
                     }
-                    let res = txn
-                        .prepare_cached(
-                            "INSERT INTO admin_opinions(peer, b, d, u, a, set_ms)
-                             VALUES (?1,?2,?3,?4,?5,?6)
-                             ON CONFLICT(peer) DO UPDATE SET b=excluded.b, d=excluded.d,
-                             u=excluded.u, a=excluded.a, set_ms=excluded.set_ms",
-                        )
-                        .and_then(|mut s| {
-                            s.execute(params![
-                                peer.to_string(),
-                                opinion.belief(),
-                                opinion.disbelief(),
-                                opinion.uncertainty(),
-                                opinion.base_rate(),
-                                i64::try_from(now_ms).unwrap_or(i64::MAX),
-                            ])
-                        });
-                    match res {
-                        Ok(_) => {
-                            if let Some(rec) = staged.get_mut(&peer) {
-                                rec.admin = Some(opinion);
-                            }
-                            done.push(Done::Put(reply, Ok(())));
+                    txn.prepare_cached(
+                        "INSERT INTO admin_opinions(peer, b, d, u, a, set_ms)
+                         VALUES (?1,?2,?3,?4,?5,?6)
+                         ON CONFLICT(peer) DO UPDATE SET b=excluded.b, d=excluded.d,
+                         u=excluded.u, a=excluded.a, set_ms=excluded.set_ms",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            peer.to_string(),
+                            opinion.belief(),
+                            opinion.disbelief(),
+                            opinion.uncertainty(),
+                            opinion.base_rate(),
+                            i64::try_from(now_ms).unwrap_or(i64::MAX),
+                        ])
+                    })
+                    .map(|_| {
+                        if let Some(rec) = staged.get_mut(&peer) {
+                            rec.admin = Some(opinion);
                         }
-                        Err(e) => {
-                            failed = Some(e);
-                            done.push(Done::Put(reply, Err(WriteError::Closed)));
-                        }
-                    }
+                        Answer::Put(Ok(()))
+                    })
                 }
-                WriteOp::DeleteAdmin { peer, reply } => {
-                    if failed.is_some() {
-                        done.push(Done::Delete(reply, Err(WriteError::Closed)));
-                        continue;
-                    }
-                    let res = txn
-                        .prepare_cached("DELETE FROM admin_opinions WHERE peer = ?1")
-                        .and_then(|mut s| s.execute(params![peer.to_string()]));
-                    match res {
-                        Ok(n) => {
-                            if n > 0
-                                && stage(peer, staged)
-                                && let Some(rec) = staged.get_mut(&peer)
-                            {
-                                rec.admin = None;
-                            }
-                            done.push(Done::Delete(reply, Ok(n > 0)));
+                Op::DeleteAdmin { peer } => txn
+                    .prepare_cached("DELETE FROM admin_opinions WHERE peer = ?1")
+                    .and_then(|mut s| s.execute(params![peer.to_string()]))
+                    .map(|n| {
+                        if n > 0
+                            && stage(peer, staged)
+                            && let Some(rec) = staged.get_mut(&peer)
+                        {
+                            rec.admin = None;
                         }
-                        Err(e) => {
-                            failed = Some(e);
-                            done.push(Done::Delete(reply, Err(WriteError::Closed)));
-                        }
-                    }
+                        Answer::Delete(Ok(n > 0))
+                    }),
+            };
+            match res {
+                Ok(answer) => done.push(reply.done(answer)),
+                Err(e) => {
+                    failed = Some(e);
+                    done.push(reply.failed());
                 }
             }
         }

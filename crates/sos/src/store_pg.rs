@@ -30,7 +30,7 @@
 
 use crate::api::ReportCounts;
 use crate::store::{
-    Done, EVIDENCE_COLUMNS, Effect, EvidenceColumns, MAX_BATCH, PeerMap, PeerRecord, StoreConfig,
+    Answer, EVIDENCE_COLUMNS, Effect, EvidenceColumns, Op, PeerMap, PeerRecord, Reply, StoreConfig,
     StoreError, WriteError, WriteOp, admin_row, evidence_row, writer_config,
 };
 use crate::{PeerId, ReportBody};
@@ -107,6 +107,28 @@ pub(crate) struct PgCounters {
     pub(crate) reload_errors: AtomicU64,
     /// The last reload succeeded (true from the load at start until one fails).
     pub(crate) reload_ok: AtomicBool,
+}
+
+/// What [`PgCounters`] counted, at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PgStats {
+    /// Batches tried again after a conflict or a lost connection.
+    pub(crate) retries: u64,
+    /// Reloads of other instances' writes, done and failed.
+    pub(crate) reloads: u64,
+    pub(crate) reload_errors: u64,
+}
+
+impl PgCounters {
+    /// The counts now, and whether the last reload succeeded.
+    pub(crate) fn snapshot(&self) -> (PgStats, bool) {
+        let stats = PgStats {
+            retries: self.retries.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            reload_errors: self.reload_errors.load(Ordering::Relaxed),
+        };
+        (stats, self.reload_ok.load(Ordering::Relaxed))
+    }
 }
 
 /// Connect, migrate, load, and start the writer and the reloader.
@@ -334,13 +356,11 @@ fn merge(map: &mut PeerMap, fresh: PeerMap) {
     for (peer, new) in fresh {
         let rec = map.entry(peer).or_default();
         if new.positive + new.negative >= rec.positive + rec.negative {
-            rec.evidence = new.evidence;
-            rec.positive = new.positive;
-            rec.negative = new.negative;
-            rec.proven = new.proven;
+            *rec = new;
+        } else {
+            rec.referral = new.referral;
+            rec.admin = new.admin;
         }
-        rec.referral = new.referral;
-        rec.admin = new.admin;
     }
 }
 
@@ -356,59 +376,6 @@ pub(crate) struct PgCommitter {
     last_prune_ms: u64,
 }
 
-/// An operation without its reply channel (a batch may be tried more than once).
-enum Op {
-    Report {
-        report: ReportBody,
-        proof: bool,
-        received_ms: u64,
-    },
-    PutAdmin {
-        peer: PeerId,
-        opinion: Opinion,
-        now_ms: u64,
-    },
-    DeleteAdmin {
-        peer: PeerId,
-    },
-}
-
-/// An operation's answer, before it is sent.
-enum Answer {
-    Report(Result<(i64, ReportCounts), WriteError>),
-    Put(Result<(), WriteError>),
-    Delete(Result<bool, WriteError>),
-}
-
-enum Reply {
-    Report(tokio::sync::oneshot::Sender<Result<(i64, ReportCounts), WriteError>>),
-    Put(tokio::sync::oneshot::Sender<Result<(), WriteError>>),
-    Delete(tokio::sync::oneshot::Sender<Result<bool, WriteError>>),
-}
-
-impl Reply {
-    fn done(self, answer: Answer) -> Done {
-        match (self, answer) {
-            (Reply::Report(tx), Answer::Report(r)) => Done::Report(tx, r),
-            (Reply::Put(tx), Answer::Put(r)) => Done::Put(tx, r),
-            (Reply::Delete(tx), Answer::Delete(r)) => Done::Delete(tx, r),
-            // Answers are made from their own op, in order; a mismatch cannot happen, but
-            // would be answered as a failure rather than a wrong result.
-            (Reply::Report(tx), _) => Done::Report(tx, Err(WriteError::Closed)),
-            (Reply::Put(tx), _) => Done::Put(tx, Err(WriteError::Closed)),
-            (Reply::Delete(tx), _) => Done::Delete(tx, Err(WriteError::Closed)),
-        }
-    }
-
-    fn failed(self) -> Done {
-        match self {
-            Reply::Report(tx) => Done::Report(tx, Err(WriteError::Closed)),
-            Reply::Put(tx) => Done::Put(tx, Err(WriteError::Closed)),
-            Reply::Delete(tx) => Done::Delete(tx, Err(WriteError::Closed)),
-        }
-    }
-}
-
 impl Apply for PgCommitter {
     type Op = WriteOp;
     type Error = StoreError;
@@ -416,42 +383,11 @@ impl Apply for PgCommitter {
     /// One transaction for the batch, retried on conflicts and lost connections for up to
     /// [`PATIENCE`]; every caller is answered after the commit or with the failure.
     fn apply(&mut self, batch: &mut Vec<WriteOp>) -> Result<(), StoreError> {
-        let mut ops = Vec::with_capacity(batch.len().min(MAX_BATCH));
-        let mut replies = Vec::with_capacity(ops.capacity());
-        for op in std::mem::take(batch) {
-            match op {
-                WriteOp::Report {
-                    report,
-                    proof,
-                    received_ms,
-                    reply,
-                } => {
-                    ops.push(Op::Report {
-                        report,
-                        proof,
-                        received_ms,
-                    });
-                    replies.push(Reply::Report(reply));
-                }
-                WriteOp::PutAdmin {
-                    peer,
-                    opinion,
-                    now_ms,
-                    reply,
-                } => {
-                    ops.push(Op::PutAdmin {
-                        peer,
-                        opinion,
-                        now_ms,
-                    });
-                    replies.push(Reply::Put(reply));
-                }
-                WriteOp::DeleteAdmin { peer, reply } => {
-                    ops.push(Op::DeleteAdmin { peer });
-                    replies.push(Reply::Delete(reply));
-                }
-            }
-        }
+        // The ops stay for a retry; each reply is answered once.
+        let (ops, replies): (Vec<Op>, Vec<Reply>) = std::mem::take(batch)
+            .into_iter()
+            .map(WriteOp::split)
+            .unzip();
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         let mut retry = false;

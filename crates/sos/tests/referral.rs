@@ -67,36 +67,33 @@ impl Reporters {
             .with_infrastructure([PeerId(CSP)])
     }
 
-    /// `n` reports by `reporter` that `subject` did `outcome`, each acknowledged.
-    async fn post(
-        &self,
-        client: &SosClient,
-        reporter: u128,
-        subject: u128,
-        outcome: Outcome,
-        n: usize,
-    ) {
-        let signer = self
-            .signers
-            .iter()
-            .find(|s| s.peer() == PeerId(reporter))
-            .expect("known reporter");
-        for _ in 0..n {
-            let mut nonce = [0u8; 16];
-            nonce[..8].copy_from_slice(&self.nonce.fetch_add(1, Ordering::SeqCst).to_be_bytes());
-            let body = ReportBody {
-                reporter: PeerId(reporter),
-                subject: PeerId(subject),
-                outcome,
-                route: vec![PeerId(subject)],
-                timestamp_ms: T0,
-                nonce,
-            };
-            let ack = client
-                .post_report(&signer.sign(body).expect("sign"))
-                .await
-                .expect("report acknowledged");
-            assert_eq!(ack.subject, PeerId(subject));
+    /// For each `(reporter, subject, outcome, n)`, in order: `n` reports by `reporter` that
+    /// `subject` did `outcome`, each acknowledged.
+    async fn post(&self, client: &SosClient, batches: &[(u128, u128, Outcome, usize)]) {
+        for &(reporter, subject, outcome, n) in batches {
+            let signer = self
+                .signers
+                .iter()
+                .find(|s| s.peer() == PeerId(reporter))
+                .expect("known reporter");
+            for _ in 0..n {
+                let mut nonce = [0u8; 16];
+                nonce[..8]
+                    .copy_from_slice(&self.nonce.fetch_add(1, Ordering::SeqCst).to_be_bytes());
+                let body = ReportBody {
+                    reporter: PeerId(reporter),
+                    subject: PeerId(subject),
+                    outcome,
+                    route: vec![PeerId(subject)],
+                    timestamp_ms: T0,
+                    nonce,
+                };
+                let ack = client
+                    .post_report(&signer.sign(body).expect("sign"))
+                    .await
+                    .expect("report acknowledged");
+                assert_eq!(ack.subject, PeerId(subject));
+            }
         }
     }
 }
@@ -139,10 +136,13 @@ async fn opinion(client: &SosClient, peer: u128) -> (f64, f64) {
 /// that HONEST dropped: the SOS's (belief, disbelief) of HONEST after that.
 async fn slander_a_proven_forwarder(reporters: &Reporters, client: &SosClient) -> (f64, f64) {
     reporters
-        .post(client, CSP, HONEST, Outcome::Delivered, 4)
-        .await;
-    reporters
-        .post(client, SLANDERER, HONEST, Outcome::Dropped, 20)
+        .post(
+            client,
+            &[
+                (CSP, HONEST, Outcome::Delivered, 4),
+                (SLANDERER, HONEST, Outcome::Dropped, 20),
+            ],
+        )
         .await;
     opinion(client, HONEST).await
 }
@@ -157,7 +157,7 @@ async fn scenario(backend: Backend) {
 
     // The CSP proves that DROPPER drops (and, below, that HONEST forwards).
     reporters
-        .post(&client, CSP, DROPPER, Outcome::Dropped, 4)
+        .post(&client, &[(CSP, DROPPER, Outcome::Dropped, 4)])
         .await;
 
     // Twenty reports that HONEST dropped, from a peer without proof, against four proofs
@@ -177,22 +177,26 @@ async fn scenario(backend: Backend) {
 
     // The witness's reports agree with the proof: it earns a voice.
     reporters
-        .post(&client, WITNESS, HONEST, Outcome::Delivered, 4)
-        .await;
-    reporters
-        .post(&client, WITNESS, DROPPER, Outcome::Dropped, 4)
+        .post(
+            &client,
+            &[
+                (WITNESS, HONEST, Outcome::Delivered, 4),
+                (WITNESS, DROPPER, Outcome::Dropped, 4),
+            ],
+        )
         .await;
 
     // About peers nothing is proven of, the caught slanderer's word weighs nothing, the
     // witness's counts, and a newcomer nobody could check says nothing yet.
     reporters
-        .post(&client, SLANDERER, 1800, Outcome::Dropped, 10)
-        .await;
-    reporters
-        .post(&client, WITNESS, 1801, Outcome::Dropped, 2)
-        .await;
-    reporters
-        .post(&client, NEWCOMER, 1802, Outcome::Dropped, 2)
+        .post(
+            &client,
+            &[
+                (SLANDERER, 1800, Outcome::Dropped, 10),
+                (WITNESS, 1801, Outcome::Dropped, 2),
+                (NEWCOMER, 1802, Outcome::Dropped, 2),
+            ],
+        )
         .await;
     let (_, d_slandered) = opinion(&client, 1800).await;
     let (_, d_witnessed) = opinion(&client, 1801).await;
@@ -214,10 +218,13 @@ async fn scenario(backend: Backend) {
     let server = start(&backend, &reporters, &https).await;
     let client = SosClient::new(&server.url(), &https.trust).expect("client");
     reporters
-        .post(&client, SLANDERER, 1803, Outcome::Dropped, 5)
-        .await;
-    reporters
-        .post(&client, WITNESS, 1804, Outcome::Dropped, 1)
+        .post(
+            &client,
+            &[
+                (SLANDERER, 1803, Outcome::Dropped, 5),
+                (WITNESS, 1804, Outcome::Dropped, 1),
+            ],
+        )
         .await;
     assert_eq!(opinion(&client, 1803).await.1, 0.0);
     assert!((opinion(&client, 1804).await.1 - 0.8 / 2.8).abs() < 1e-9);

@@ -18,6 +18,66 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::task::JoinSet;
 
+/// The peers of a churn or soak run: `handles[i]` runs `ids[i]`; `callers[i]` says whether
+/// it places and takes calls, `killable[i]` whether it may be killed.
+pub(crate) struct Parties<'a> {
+    pub(crate) handles: &'a [Handle<DemoPeer>],
+    pub(crate) ids: &'a [NodeId],
+    pub(crate) callers: Vec<bool>,
+    pub(crate) killable: Vec<bool>,
+}
+
+/// The call workload of the churn and soak runs: calls between pairs of parties, at most
+/// `concurrency` at once, each rung and hung up ([`ring_and_hang_up`]).
+pub(crate) struct Workload<'a> {
+    parties: &'a Parties<'a>,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The INVITE tag of the last call placed (every call's is new).
+    seq: u64,
+}
+
+impl<'a> Workload<'a> {
+    /// Calls among `parties`; their INVITE tags count up from `after_seq`.
+    pub(crate) fn new(parties: &'a Parties<'a>, concurrency: usize, after_seq: u64) -> Self {
+        Workload {
+            parties,
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            seq: after_seq,
+        }
+    }
+
+    /// A free call slot, held until the call ends; `None` when none came free within 50 ms,
+    /// so that the run can look at its clock.
+    pub(crate) async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            // The semaphore is never closed.
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => None,
+        }
+    }
+
+    /// The call from party `a` to party `b`, for the run to spawn: it rings, hangs up and
+    /// then frees `slot`.
+    pub(crate) fn call(
+        &mut self,
+        (a, b): (usize, usize),
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> impl Future<Output = Result<CallOutcome, LabError>> + Send + 'static {
+        self.seq += 1;
+        let seq = self.seq;
+        let (from, to) = (
+            self.parties.handles[a].clone(),
+            self.parties.handles[b].clone(),
+        );
+        let (caller, callee) = (self.parties.ids[a], self.parties.ids[b]);
+        async move {
+            let out = ring_and_hang_up(&from, Some(&to), caller, callee, seq).await;
+            drop(slot);
+            out
+        }
+    }
+}
+
 /// The peers to kill, in kill order: a seeded shuffle of the `killable` ones, cut to
 /// `count(how many are killable)`.
 pub(crate) fn pick_victims(

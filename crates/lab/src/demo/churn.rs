@@ -12,15 +12,13 @@
 //! window has ≥ 99 % of calls ringing) and the ring rate after it. CSPs and CSPGs are
 //! operator-run servers in the paper's design and are not killed.
 
-use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
-use super::cluster::DemoPeer;
+use super::calls::{Parties, Workload, pick_pair, pick_victims};
 use crate::LabError;
-use net::{CallOutcome, Handle};
+use net::CallOutcome;
 use overlay::NodeId;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -92,18 +90,12 @@ pub(crate) struct ChurnReport {
     pub(crate) failed: u64,
 }
 
-/// Run the workload, kill, go on, and measure. `handles[i]` runs `ids[i]`; `killable[i]`
-/// says whether it may be killed (an ordinary peer); `callers[i]` whether it takes part in
-/// calls at all.
-pub(crate) async fn run(
-    handles: &[Handle<DemoPeer>],
-    ids: &[NodeId],
-    killable: &[bool],
-    callers: &[bool],
-    plan: &ChurnPlan,
-) -> Result<ChurnReport, LabError> {
+/// Run the workload, kill, go on, and measure. Ordinary peers are killable; the callers take
+/// part in calls at all.
+pub(crate) async fn run(parties: &Parties<'_>, plan: &ChurnPlan) -> Result<ChurnReport, LabError> {
+    let (handles, ids, callers) = (parties.handles, parties.ids, &parties.callers);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0xD1E);
-    let victims = pick_victims(&mut rng, killable, |n| {
+    let victims = pick_victims(&mut rng, &parties.killable, |n| {
         ((n as f64) * plan.fraction).round() as usize
     });
     let mut dead = vec![false; ids.len()];
@@ -122,13 +114,12 @@ pub(crate) async fn run(
         });
     }
 
-    let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let mut workload = Workload::new(parties, plan.concurrency, 50_000);
     let mut set: JoinSet<(f64, Option<Duration>)> = JoinSet::new();
     let start = Instant::now();
     let kill_at = start + plan.before;
     let end = kill_at + plan.after;
     let mut killed = false;
-    let mut k = 0u64;
     while Instant::now() < end {
         if !killed && Instant::now() >= kill_at {
             let mut ks = JoinSet::new();
@@ -139,39 +130,29 @@ pub(crate) async fn run(
             while ks.join_next().await.is_some() {}
             killed = true;
         }
-        let parties = if killed {
+        let pool = if killed {
             &parties_after
         } else {
             &parties_before
         };
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed
-            },
-            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        let Some(slot) = workload.slot().await else {
+            continue;
         };
-        let (a, b) = pick_pair(&mut rng, parties);
+        let (a, b) = pick_pair(&mut rng, pool);
         // A call that started before the kill to a victim is not a call to a live callee.
         if !killed && dead[b] {
-            drop(permit);
+            drop(slot);
             continue;
         }
-        let h = handles[a].clone();
-        let (caller, callee) = (ids[a], ids[b]);
-        k += 1;
-        let seq = 50_000 + k;
         let t = Instant::now();
         let at = if t >= kill_at {
             (t - kill_at).as_secs_f64()
         } else {
             -(kill_at - t).as_secs_f64()
         };
-        let to = handles[b].clone();
+        let call = workload.call((a, b), slot);
         set.spawn(async move {
-            let out = ring_and_hang_up(&h, Some(&to), caller, callee, seq).await;
-            drop(permit);
-            let srd = match out {
+            let srd = match call.await {
                 Ok(CallOutcome::Ringing { srd, .. }) => Some(srd),
                 _ => None,
             };

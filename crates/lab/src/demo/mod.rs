@@ -510,13 +510,14 @@ async fn real(args: Args) -> Result<(), LabError> {
     ));
 
     let stats = sum_stats(&secure.handles);
+    let parties = churn_parties(&secure, &members);
     let churn = if args.kill_fraction > 0.0 {
-        Some(run_churn(&secure, &members, &args).await?)
+        Some(churn::run(&parties, &churn_plan(&args)).await?)
     } else {
         None
     };
     let soak = if args.soak_minutes > 0.0 {
-        Some(run_soak(&secure, &members, &args).await?)
+        Some(soak::run(&parties, &soak_plan(&args)).await?)
     } else {
         None
     };
@@ -738,31 +739,31 @@ fn run_simulated(args: Args) -> Result<(), LabError> {
     Ok(())
 }
 
-/// `--kill-fraction`: the churn run over the secure overlay (ordinary honest peers call each
-/// other; the ones not serving a SIP front-end may be killed).
 /// An ordinary peer other than the malicious 1617: who places and takes the random calls.
 fn honest_peer(m: &Enrolled) -> bool {
     m.role == enroll::Role::Peer && m.id.0 != 1617
 }
 
-/// Who calls in the churn and soak runs ([`honest_peer`]) and who may be killed (those,
-/// less the peers that serve SIP front-ends).
-fn churn_parties(secure: &Cluster, members: &[Enrolled]) -> (Vec<bool>, Vec<bool>) {
+/// The parties of the churn and soak runs: who calls ([`honest_peer`]) and who may be
+/// killed (those, less the peers that serve SIP front-ends).
+fn churn_parties<'a>(secure: &'a Cluster, members: &[Enrolled]) -> calls::Parties<'a> {
     let callers: Vec<bool> = members.iter().map(honest_peer).collect();
     let mut killable = callers.clone();
     for i in &secure.frontends {
         killable[*i] = false;
     }
-    (callers, killable)
+    calls::Parties {
+        handles: &secure.handles,
+        ids: &secure.ids,
+        callers,
+        killable,
+    }
 }
 
-async fn run_churn(
-    secure: &Cluster,
-    members: &[Enrolled],
-    args: &Args,
-) -> Result<churn::ChurnReport, LabError> {
-    let (callers, killable) = churn_parties(secure, members);
-    let plan = churn::ChurnPlan {
+/// `--kill-fraction`: the churn run over the secure overlay (ordinary honest peers call each
+/// other; the ones not serving a SIP front-end may be killed).
+fn churn_plan(args: &Args) -> churn::ChurnPlan {
+    churn::ChurnPlan {
         fraction: args.kill_fraction,
         before: Duration::from_secs(args.churn_before_s),
         after: Duration::from_secs(args.churn_after_s),
@@ -770,18 +771,12 @@ async fn run_churn(
         concurrency: args.concurrency,
         seed: args.seed,
         ring_within: Duration::from_millis(args.churn_ring_within_ms),
-    };
-    churn::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+    }
 }
 
 /// `--soak-minutes`: calls and churn over the secure overlay for a long time, sampled.
-async fn run_soak(
-    secure: &Cluster,
-    members: &[Enrolled],
-    args: &Args,
-) -> Result<soak::SoakReport, LabError> {
-    let (callers, killable) = churn_parties(secure, members);
-    let plan = soak::SoakPlan {
+fn soak_plan(args: &Args) -> soak::SoakPlan {
+    soak::SoakPlan {
         duration: Duration::from_secs_f64(args.soak_minutes * 60.0),
         interval: Duration::from_secs(args.soak_interval_s.max(1)),
         concurrency: args.concurrency,
@@ -789,6 +784,5 @@ async fn run_soak(
         csv: args.soak_csv.clone(),
         max_kill_fraction: 0.2,
         print_samples: !args.json,
-    };
-    soak::run(&secure.handles, &secure.ids, &killable, &callers, &plan).await
+    }
 }

@@ -9,12 +9,10 @@
 //! Each sample is one CSV row; the summary fits a least-squares line to RSS and
 //! descriptors over time and gives the slope per minute.
 
-use super::calls::{pick_pair, pick_victims, ring_and_hang_up};
-use super::cluster::DemoPeer;
+use super::calls::{Parties, Workload, pick_pair, pick_victims};
 use super::host::{open_fds, rss_bytes};
 use crate::LabError;
-use net::{CallOutcome, Handle};
-use overlay::NodeId;
+use net::CallOutcome;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::Serialize;
@@ -78,16 +76,11 @@ pub(crate) fn slope(pts: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
-/// Run the soak. `killable[i]` / `callers[i]` as in [`super::churn::run`].
-pub(crate) async fn run(
-    handles: &[Handle<DemoPeer>],
-    ids: &[NodeId],
-    killable: &[bool],
-    callers: &[bool],
-    plan: &SoakPlan,
-) -> Result<SoakReport, LabError> {
+/// Run the soak among `parties` (as in [`super::churn::run`]).
+pub(crate) async fn run(parties: &Parties<'_>, plan: &SoakPlan) -> Result<SoakReport, LabError> {
+    let (handles, ids, callers) = (parties.handles, parties.ids, &parties.callers);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(plan.seed ^ 0x50A4);
-    let victims = pick_victims(&mut rng, killable, |n| {
+    let victims = pick_victims(&mut rng, &parties.killable, |n| {
         ((n as f64) * plan.max_kill_fraction).floor() as usize
     });
     let mut dead = vec![false; ids.len()];
@@ -104,12 +97,11 @@ pub(crate) async fn run(
     let calls = Arc::new(AtomicU64::new(0));
     let rang = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let slots = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let mut workload = Workload::new(parties, plan.concurrency, 1_000_000);
     let start = Instant::now();
     let mut next_sample = start + plan.interval;
     let mut samples = Vec::new();
     let mut killed = 0;
-    let mut k = 0u64;
     let mut last = (0u64, 0u64, 0u64);
     while start.elapsed() < plan.duration {
         if Instant::now() >= next_sample {
@@ -159,31 +151,21 @@ pub(crate) async fn run(
                 killed += 1;
             }
         }
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed
-            },
-            () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+        let Some(slot) = workload.slot().await else {
+            continue;
         };
-        let parties: Vec<usize> = (0..ids.len())
+        let pool: Vec<usize> = (0..ids.len())
             .filter(|i| callers[*i] && !dead[*i])
             .collect();
-        if parties.len() < 2 {
+        if pool.len() < 2 {
             return Err(LabError::TooFewPeers {
                 when: "left in the soak",
             });
         }
-        let (a, b) = pick_pair(&mut rng, &parties);
-        let h = handles[a].clone();
-        let (caller, callee) = (ids[a], ids[b]);
-        k += 1;
-        let seq = 1_000_000 + k;
+        let call = workload.call(pick_pair(&mut rng, &pool), slot);
         let (calls, rang, failed) = (calls.clone(), rang.clone(), failed.clone());
-        let to = handles[b].clone();
         tokio::spawn(async move {
-            let out = ring_and_hang_up(&h, Some(&to), caller, callee, seq).await;
-            drop(permit);
+            let out = call.await;
             calls.fetch_add(1, Ordering::Relaxed);
             match out {
                 Ok(CallOutcome::Ringing { srd, .. }) if srd <= Duration::from_secs(2) => {

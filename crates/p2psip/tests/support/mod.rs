@@ -405,16 +405,27 @@ pub fn http_get(base: &str, path: &str, ca: &Path) -> (u16, String) {
     })
 }
 
-/// Report number `n` of `signer` about `subject` (delivered when `positive`, else dropped;
-/// the subject as the route), its nonce `n` big-endian: what the SOS crash and fail-over
-/// tests stream. The nonce comes back for checking the stored rows.
-pub fn numbered_report(
-    signer: &sos::ReportSigner,
-    n: u64,
-    subject: u128,
-    positive: bool,
-    now_ms: u64,
-) -> (sos::SignedReport, [u8; 16]) {
+/// The peers the SOS crash and fail-over tests report about.
+pub const SUBJECTS: [u128; 4] = [1593, 1600, 1609, 1618];
+
+/// One report of a stream, and what the test checks it by.
+pub struct Numbered {
+    /// The signed report.
+    pub report: sos::SignedReport,
+    /// Its nonce: `n` big-endian.
+    pub nonce: [u8; 16],
+    /// Whom it is about (one of [`SUBJECTS`], also the route).
+    pub subject: u128,
+    /// Delivered (else dropped): two reports in three.
+    pub positive: bool,
+}
+
+/// Report number `n` of the stream of reporter `worker` (signing with `signer`): what the
+/// SOS crash and fail-over tests stream. Consecutive reports cycle through the subjects,
+/// each worker from its own start, and every third one is negative.
+pub fn numbered_report(signer: &sos::ReportSigner, worker: usize, n: u64, now_ms: u64) -> Numbered {
+    let subject = SUBJECTS[(n as usize + worker) % SUBJECTS.len()];
+    let positive = !n.is_multiple_of(3);
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&n.to_be_bytes());
     let outcome = if positive {
@@ -430,5 +441,10 @@ pub fn numbered_report(
         timestamp_ms: now_ms,
         nonce,
     };
-    (signer.sign(body).unwrap(), nonce)
+    Numbered {
+        report: signer.sign(body).unwrap(),
+        nonce,
+        subject,
+        positive,
+    }
 }

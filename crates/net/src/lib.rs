@@ -49,7 +49,7 @@ mod stats;
 mod tls;
 
 pub use chord::{Found, LookupError, RingStatus};
-pub use config::{LinkBudget, Limits, NetConfig};
+pub use config::{Limits, LinkBudget, NetConfig};
 pub use crl::{CrlError, fetch_crl, load_crl};
 pub use keys::{CertRegistry, CertSigner, KeyAlg, KeyBook, KeyError, cert_public_key};
 pub use node_dir::NodeDir;

@@ -9,11 +9,11 @@
 //! exactly its true fingers on the arc, and lookups still find every owner.
 #![allow(clippy::unwrap_used)]
 
-use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, NodeId, RingArc, Time};
+use overlay::{ChordConfig, ChordNode, Contact, Event, NodeId, RingArc, Time};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::Network;
+use testkit::{Network, demo_chord};
 
 const ARC: RingArc = RingArc {
     start: NodeId(32_768),
@@ -31,16 +31,8 @@ fn ids() -> Vec<NodeId> {
 }
 
 fn config(arc: Option<RingArc>) -> ChordConfig {
-    let mut c = ChordConfig::new(IdSpace::new(16).unwrap());
+    let mut c = demo_chord();
     c.arc = arc;
-    c.successors = 3;
-    c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(250);
-    c.fix_fingers_every = Duration::from_millis(60);
-    c.check_predecessor_every = Duration::from_secs(1);
-    c.ring_check_every = Duration::from_secs(5);
-    c.rpc_timeout = Duration::from_millis(500);
-    c.lookup_timeout = Duration::from_secs(2);
     c
 }
 

@@ -13,21 +13,13 @@
 use overlay::{ChordConfig, ChordNode, Event, IdSpace, NodeId, Time};
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{Network, converged_ring};
+use testkit::{Network, converged_ring, demo_chord};
 
 const PEERS: u128 = 32;
 
 /// The demo's base timers, with or without back-off while quiet.
 fn config(quiet: bool) -> ChordConfig {
-    let mut c = ChordConfig::new(IdSpace::new(16).unwrap());
-    c.successors = 3;
-    c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(250);
-    c.fix_fingers_every = Duration::from_millis(60);
-    c.check_predecessor_every = Duration::from_secs(1);
-    c.ring_check_every = Duration::from_secs(5);
-    c.rpc_timeout = Duration::from_millis(500);
-    c.lookup_timeout = Duration::from_secs(2);
+    let mut c = demo_chord();
     if quiet {
         c.stabilize_max = Some(Duration::from_secs(16));
         c.fix_fingers_max = Some(Duration::from_secs(16));

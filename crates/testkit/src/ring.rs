@@ -9,6 +9,27 @@ use overlay::secure::{
 use overlay::{ChordConfig, ChordNode, Contact, IdSpace, NodeId, Time};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Chord with the demo's base timers on a 16-bit circle (stabilize every 250 ms, a finger
+/// every 60 ms, three successors, answers from the successor list), without back-off: the
+/// ring tests on virtual time start from it and add what they study.
+pub fn demo_chord() -> ChordConfig {
+    let space = match IdSpace::new(16) {
+        Ok(s) => s,
+        Err(e) => panic!("a 16-bit space: {e}"),
+    };
+    let mut c = ChordConfig::new(space);
+    c.successors = 3;
+    c.successor_shortcut = true;
+    c.stabilize_every = Duration::from_millis(250);
+    c.fix_fingers_every = Duration::from_millis(60);
+    c.check_predecessor_every = Duration::from_secs(1);
+    c.ring_check_every = Duration::from_secs(5);
+    c.rpc_timeout = Duration::from_millis(500);
+    c.lookup_timeout = Duration::from_secs(2);
+    c
+}
 
 /// Chord peers `ids` (sorted, distinct) with the state a stable ring gives them: predecessor,
 /// `cfg.successors` successors and one finger per bit. `seed(i)` seeds the i-th peer.

@@ -630,7 +630,7 @@ impl<C: Core> Loop<C> {
                 let now = self.now();
                 self.core.handle_not_sent(now, t.to.id, &t.msg);
             }
-            Err(frame) => self.dial(t.to, frame),
+            Err(frame) => self.dial(t.to, frame, t.msg.name()),
         }
     }
 
@@ -716,7 +716,8 @@ impl<C: Core> Loop<C> {
         }
     }
 
-    fn dial(&mut self, to: Contact, frame: Vec<u8>) {
+    /// Open a link to `to` carrying `frame` (a `kind` message) first.
+    fn dial(&mut self, to: Contact, frame: Vec<u8>, kind: &'static str) {
         let Some(addr) = to.addr else {
             Shared::inc(&self.stats.c.dropped_no_addr);
             debug!(peer = %to.id, "no address: message dropped");
@@ -750,7 +751,7 @@ impl<C: Core> Loop<C> {
                 inbound: false,
             },
         );
-        debug!(peer = %to.id, %addr, "dialling");
+        debug!(peer = %to.id, %addr, kind, "dialling");
         tokio::spawn(conn::dial(self.ctx.clone(), conn, to, addr, rx, keep, done));
     }
 

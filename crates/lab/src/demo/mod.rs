@@ -84,6 +84,14 @@ pub struct Args {
     /// (`stats frontend <peer-id>: transactions N ...`; 0: never), for soak runs.
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "frontends")]
     stats_every: u64,
+    /// Seconds to leave the overlay alone after the random calls before measuring what it
+    /// costs at rest (messages, TLS dials, CPU): right after the calls the peers' quiet
+    /// maintenance is still backing off and links the calls opened are still idling out.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    rest_after_s: u64,
+    /// Seconds over which the at-rest cost is measured.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    rest_window_s: u64,
     /// An ordinary peer's share of the links (default: its share of this process's
     /// open-file limit, at least 32). Every peer runs in this one process here, so their
     /// links share its descriptors: a peer holding its share closes its least recently
@@ -490,9 +498,19 @@ async fn real(args: Args) -> Result<(), LabError> {
     // Let the last evidence reach the SOS before counting it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What the overlay costs while nobody calls, once the rings have settled.
-    let rest = measure_at_rest(&secure, members.len(), Duration::from_secs(3)).await;
+    if args.rest_after_s > 0 {
+        note(format!(
+            "  (leaving the overlay alone for {} s before measuring it at rest)",
+            args.rest_after_s
+        ));
+        tokio::time::sleep(Duration::from_secs(args.rest_after_s)).await;
+    }
+    let window = Duration::from_secs(args.rest_window_s.max(1));
+    let rest = measure_at_rest(&secure, members.len(), window).await;
     note(format!(
-        "  at rest   (after the calls) {:.2} cores busy, {:.1} TLS dials/s, {:.1} links closed/s ({:.1} to make room), links per peer {:.1} (at most {}, share {}; {} descriptors open), {:.1} overlay messages per peer per second ({})",
+        "  at rest   ({} s after the calls, over {} s) {:.2} cores busy, {:.1} TLS dials/s, {:.1} links closed/s ({:.1} to make room), links per peer {:.1} (at most {}, share {}; {} descriptors open), {:.1} overlay messages per peer per second ({})",
+        args.rest_after_s,
+        window.as_secs(),
         rest.cores,
         rest.dials_per_s,
         rest.closed_per_s,

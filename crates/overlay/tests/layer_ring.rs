@@ -146,3 +146,52 @@ fn a_layer_rings_fingers_spread_over_its_arc_not_onto_its_first_member() {
     }
     assert_eq!(done, ids.len() * keys.len());
 }
+
+/// Peers that all join at once (a whole site powering up) through members that are
+/// themselves still joining end up on one whole ring with their true fingers.
+#[test]
+fn a_ring_of_peers_joining_all_at_once_converges() {
+    let mut cfg = demo_chord();
+    cfg.arc = Some(ARC);
+    cfg.stabilize_max = Some(Duration::from_secs(16));
+    cfg.fix_fingers_max = Some(Duration::from_secs(16));
+    cfg.ring_check_max = Some(Duration::from_secs(64));
+    let cfg = Arc::new(cfg);
+    let ids: Vec<NodeId> = (0..120u128)
+        .map(|i| NodeId(32_768 + (i * 7_919 + i * i * 31) % 32_768))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let nodes = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ChordNode::new(cfg.clone(), Contact::id_only(*id), [i as u8 + 1; 32]));
+    let mut net = Network::new(nodes, Time::ZERO, 5);
+    net.act(ids[0], |n, now| n.create(now));
+    // In waves of sixteen 300 ms apart, each through any peer asked to join before it,
+    // most of them still joining themselves.
+    for (k, id) in ids.iter().enumerate().skip(1) {
+        let via = Contact::id_only(ids[(k * 13) % k]);
+        net.act(*id, |n, now| n.join(now, via));
+        if k % 16 == 0 {
+            net.run_for(Duration::from_millis(300));
+        }
+    }
+    net.run_for(Duration::from_secs(120));
+    let n = ids.len();
+    let wrong: Vec<NodeId> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| {
+            let p = net.peer(**id);
+            p.successor().map(|s| s.id) != Some(ids[(i + 1) % n])
+                || p.predecessor().map(|s| s.id) != Some(ids[(i + n - 1) % n])
+        })
+        .map(|(_, id)| *id)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {n} peers off the ring: {wrong:?}",
+        wrong.len()
+    );
+}

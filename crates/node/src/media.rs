@@ -206,8 +206,9 @@ pub(crate) fn for_phones(
     Some(plane)
 }
 
-/// A seed for the relay's randomness (ICE credentials must not be guessable).
-fn seed() -> u64 {
+/// A seed for the relay's randomness (ICE credentials must not be guessable), and for the
+/// ng cookies of an rtpengine client (no other client's may collide with them).
+pub(crate) fn seed() -> u64 {
     let mut b = [0u8; 8];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
         let t = std::time::SystemTime::now()

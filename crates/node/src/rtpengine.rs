@@ -8,6 +8,18 @@
 //! rtpengine tells the two sides apart by tag: the phone side is `phone`, the far side
 //! `far`.
 //!
+//! Both peers of a call anchor it, each with its own sessions, and one rtpengine may serve
+//! both (an operator's serves many peers): under the SIP Call-ID alone their two sessions
+//! would be one at rtpengine, each peer's offer and answer landing on the other's, and the
+//! media would not cross. So the call-id a peer gives rtpengine is the SIP Call-ID and the
+//! peer's own label ([`RtpengineAnchor::ng_call_id`]).
+//!
+//! rtpengine remembers the answer to each cookie for a while and answers a command whose
+//! cookie it has seen (from any client) with that answer again, taking it for a
+//! retransmission: each [`NgClient`] starts its cookies with a random prefix of its own, so
+//! two peers on one rtpengine, or a peer restarted, are never answered with another's
+//! answers.
+//!
 //! The exchange is synchronous (the rewrite hook is), bounded by [`NG_TIMEOUT`] per try and
 //! [`NG_TRIES`] tries; a call the rtpengine refuses or does not answer keeps its SDP
 //! unchanged (the front-end passes it on). Calls tracked at once are bounded.
@@ -143,6 +155,8 @@ impl Bencode {
 #[derive(Debug)]
 pub struct NgClient {
     sock: UdpSocket,
+    /// Random: this client's cookies are its own (see the module doc).
+    prefix: u64,
     cookie: u64,
     buf: Vec<u8>,
 }
@@ -161,6 +175,7 @@ impl NgClient {
             .map_err(unavailable)?;
         Ok(NgClient {
             sock,
+            prefix: crate::media::seed(),
             cookie: 0,
             buf: vec![0; MAX_ANSWER],
         })
@@ -170,7 +185,7 @@ impl NgClient {
     /// `ok` (or `pong`).
     pub fn command(&mut self, fields: &[(&str, Bencode)]) -> Result<Bencode, MediaError> {
         self.cookie += 1;
-        let cookie = format!("p2psip{} ", self.cookie);
+        let cookie = format!("{:016x}.{} ", self.prefix, self.cookie);
         let dict = Bencode::Dict(
             fields
                 .iter()
@@ -280,17 +295,21 @@ fn tag(o: Origin) -> &'static str {
 #[derive(Debug)]
 pub struct RtpengineAnchor {
     ng: NgClient,
+    /// Tells this peer's sessions at rtpengine from another peer's of the same call.
+    label: String,
     /// Per call: the side whose offer awaits its answer, if any.
     calls: HashMap<String, Option<Origin>>,
 }
 
 impl RtpengineAnchor {
-    /// An anchor through the rtpengine whose ng port is `addr` (it must answer a ping).
-    pub fn new(addr: SocketAddr) -> Result<Self, MediaError> {
+    /// An anchor through the rtpengine whose ng port is `addr` (it must answer a ping),
+    /// for the peer `label` (its Node-ID: no other peer's anchor may share it).
+    pub fn new(addr: SocketAddr, label: &str) -> Result<Self, MediaError> {
         let mut ng = NgClient::new(addr)?;
         ng.ping()?;
         Ok(RtpengineAnchor {
             ng,
+            label: label.to_owned(),
             calls: HashMap::new(),
         })
     }
@@ -298,6 +317,12 @@ impl RtpengineAnchor {
     /// Calls tracked.
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The call-id rtpengine knows this peer's session of the SIP call `call_id` by (what
+    /// an operator looks up there): `CALL-ID~LABEL`.
+    pub fn ng_call_id(&self, call_id: &str) -> String {
+        format!("{call_id}~{}", self.label)
     }
 }
 
@@ -314,14 +339,15 @@ impl MediaAnchor for RtpengineAnchor {
             None if self.calls.len() >= MAX_CALLS => return Err(MediaError::Full),
             None => None,
         };
+        let ng_call = self.ng_call_id(call_id);
         match open {
             Some(offerer) if offerer != origin => {
-                let body = self.ng.answer(call_id, tag(offerer), tag(origin), sdp)?;
+                let body = self.ng.answer(&ng_call, tag(offerer), tag(origin), sdp)?;
                 self.calls.insert(call_id.to_owned(), None);
                 Ok(body)
             }
             _ => {
-                let body = self.ng.offer(call_id, tag(origin), sdp)?;
+                let body = self.ng.offer(&ng_call, tag(origin), sdp)?;
                 self.calls.insert(call_id.to_owned(), Some(origin));
                 Ok(body)
             }
@@ -330,7 +356,7 @@ impl MediaAnchor for RtpengineAnchor {
 
     fn end_call(&mut self, call_id: &str) {
         if self.calls.remove(call_id).is_some()
-            && let Err(e) = self.ng.delete(call_id)
+            && let Err(e) = self.ng.delete(&self.ng_call_id(call_id))
         {
             tracing::info!(call = %call_id, "rtpengine delete: {e}");
         }
@@ -341,7 +367,7 @@ impl MediaAnchor for RtpengineAnchor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::process::{Child, Command, Stdio};
+    use testkit::rtpengine::Rtpengine;
 
     #[test]
     fn bencode_round_trip() {
@@ -360,46 +386,6 @@ mod tests {
         assert_eq!(Bencode::decode(deep.as_bytes()), None);
     }
 
-    /// An rtpengine on loopback, ended with the test.
-    struct Engine(Child, SocketAddr);
-
-    impl Drop for Engine {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn engine() -> Option<Engine> {
-        if Command::new("rtpengine").arg("--version").output().is_err() {
-            testkit::tool_missing("rtpengine", "rtpengine-daemon");
-            return None;
-        }
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new("rtpengine")
-            .args([
-                "--foreground",
-                "--table=-1",
-                "--interface=127.0.0.1",
-                &format!("--listen-ng={addr}"),
-                "--port-min=46000",
-                "--port-max=46099",
-                "--delete-delay=0",
-                "--log-stderr",
-                "--log-level=3",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Some(Engine(child, addr))
-    }
-
     fn sdp(port: u16) -> Vec<u8> {
         format!(
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -416,18 +402,10 @@ mod tests {
     /// told an rtpengine port, RTP crosses both ways, and the call's end deletes it.
     #[test]
     fn rtp_crosses_an_rtpengine() {
-        let Some(e) = engine() else { return };
-        let mut anchor = None;
-        for _ in 0..50 {
-            match RtpengineAnchor::new(e.1) {
-                Ok(a) => {
-                    anchor = Some(a);
-                    break;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-        let mut a = anchor.expect("rtpengine answers a ping");
+        let Some(e) = Rtpengine::start(46000, 46099) else {
+            return;
+        };
+        let mut a = RtpengineAnchor::new(e.ng(), "p1").unwrap();
         let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
         let far = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&phone, &far] {
@@ -485,12 +463,18 @@ mod tests {
             .unwrap();
         assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_phone, to_far));
         assert_eq!(a.calls(), 1);
+        // Another peer's session of the same call, at the same rtpengine, is its own.
+        let mut b = RtpengineAnchor::new(e.ng(), "p2").unwrap();
+        let theirs = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        assert_ne!(port_in(&theirs), to_far, "{}", e.log());
+        assert_eq!(e.calls(), ["c1~p1", "c1~p2"]);
         a.end_call("c1");
         assert_eq!(a.calls(), 0);
         // The call is gone from rtpengine.
+        assert_eq!(e.calls(), ["c1~p2"], "{}", e.log());
         let query = a.ng.command(&[
             ("command", Bencode::str("query")),
-            ("call-id", Bencode::str("c1")),
+            ("call-id", Bencode::str("c1~p1")),
         ]);
         assert!(
             matches!(&query, Err(MediaError::Unavailable(r)) if r.contains("Unknown call-id")),

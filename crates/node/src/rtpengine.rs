@@ -4,7 +4,11 @@
 //!
 //! The front-end does not say whether a body is an offer or an answer, so [`RtpengineAnchor`]
 //! keeps, per call, which side offered last: a body from the other side while an offer is
-//! open is the answer, anything else a new offer (a re-INVITE from either side included).
+//! open is the answer, anything else a new offer (a re-INVITE from either side included) —
+//! except the answer again, from the side that gave it, with the same `o=` line (RFC 3264
+//! §8: a changed description has a new version): the 200 repeating a 183's early-media
+//! answer, which rtpengine is given as an `answer` again, not taken for a new offer that
+//! would leave the pairing of every later offer and answer the wrong way round.
 //! rtpengine tells the two sides apart by tag: the phone side is `phone`, the far side
 //! `far`.
 //!
@@ -291,14 +295,31 @@ fn tag(o: Origin) -> &'static str {
     }
 }
 
+/// Where one call's offer/answer stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Exchange {
+    /// This side's offer awaits its answer.
+    Offered(Origin),
+    /// This side answered with a description of this `o=` line.
+    Answered(Origin, Vec<u8>),
+}
+
+/// The `o=` line of an SDP body (empty when it has none).
+fn origin_line(sdp: &[u8]) -> Vec<u8> {
+    sdp.split(|b| *b == b'\n')
+        .find(|l| l.starts_with(b"o="))
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .unwrap_or_default()
+}
+
 /// [`MediaAnchor`] through an rtpengine (see the module doc).
 #[derive(Debug)]
 pub struct RtpengineAnchor {
     ng: NgClient,
     /// Tells this peer's sessions at rtpengine from another peer's of the same call.
     label: String,
-    /// Per call: the side whose offer awaits its answer, if any.
-    calls: HashMap<String, Option<Origin>>,
+    /// Per call: where its offer/answer stands.
+    calls: HashMap<String, Exchange>,
 }
 
 impl RtpengineAnchor {
@@ -334,23 +355,31 @@ impl MediaAnchor for RtpengineAnchor {
         origin: Origin,
         sdp: &[u8],
     ) -> Result<Vec<u8>, MediaError> {
-        let open = match self.calls.get(call_id) {
-            Some(open) => *open,
+        let state = match self.calls.get(call_id) {
+            Some(state) => Some(state.clone()),
             None if self.calls.len() >= MAX_CALLS => return Err(MediaError::Full),
             None => None,
         };
         let ng_call = self.ng_call_id(call_id);
-        match open {
-            Some(offerer) if offerer != origin => {
-                let body = self.ng.answer(&ng_call, tag(offerer), tag(origin), sdp)?;
-                self.calls.insert(call_id.to_owned(), None);
-                Ok(body)
-            }
-            _ => {
-                let body = self.ng.offer(&ng_call, tag(origin), sdp)?;
-                self.calls.insert(call_id.to_owned(), Some(origin));
-                Ok(body)
-            }
+        let other = match origin {
+            Origin::Phone => Origin::FarEnd,
+            Origin::FarEnd => Origin::Phone,
+        };
+        let answer = match state {
+            Some(Exchange::Offered(offerer)) => offerer != origin,
+            Some(Exchange::Answered(answerer, o)) => answerer == origin && o == origin_line(sdp),
+            None => false,
+        };
+        if answer {
+            let body = self.ng.answer(&ng_call, tag(other), tag(origin), sdp)?;
+            let done = Exchange::Answered(origin, origin_line(sdp));
+            self.calls.insert(call_id.to_owned(), done);
+            Ok(body)
+        } else {
+            let body = self.ng.offer(&ng_call, tag(origin), sdp)?;
+            self.calls
+                .insert(call_id.to_owned(), Exchange::Offered(origin));
+            Ok(body)
         }
     }
 
@@ -387,8 +416,13 @@ mod tests {
     }
 
     fn sdp(port: u16) -> Vec<u8> {
+        sdp_version(port, 1)
+    }
+
+    /// A description of version `v` (its `o=` line's).
+    fn sdp_version(port: u16, v: u32) -> Vec<u8> {
         format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=- 1 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         )
         .into_bytes()
@@ -444,24 +478,38 @@ mod tests {
         far.send_to(&rtp, ("127.0.0.1", to_far)).unwrap();
         let (n, from) = phone.recv_from(&mut buf).unwrap();
         assert_eq!((n, from.port()), (172, to_phone));
-        // A re-INVITE from the far end: its offer, the phone's answer, the same ports.
+        // That answer came in a 183 (early media); the 200 repeats it. It is the answer
+        // again, not a new offer from the far end.
+        let (pp, fp) = (
+            phone.local_addr().unwrap().port(),
+            far.local_addr().unwrap().port(),
+        );
+        let again = a.rewrite(t, "c1", Origin::FarEnd, &sdp(fp)).unwrap();
+        assert_eq!(port_in(&again), to_phone);
+        let answered = Exchange::Answered(Origin::FarEnd, b"o=- 1 1 IN IP4 127.0.0.1".to_vec());
+        assert_eq!(a.calls.get("c1"), Some(&answered));
+        // A re-INVITE from the far end (a new version): its offer, the phone's answer, the
+        // same ports; then one from the phone.
         let reoffer = a
-            .rewrite(
-                t,
-                "c1",
-                Origin::FarEnd,
-                &sdp(far.local_addr().unwrap().port()),
-            )
+            .rewrite(t, "c1", Origin::FarEnd, &sdp_version(fp, 2))
             .unwrap();
+        assert_eq!(a.calls.get("c1"), Some(&Exchange::Offered(Origin::FarEnd)));
         let reanswer = a
-            .rewrite(
-                t,
-                "c1",
-                Origin::Phone,
-                &sdp(phone.local_addr().unwrap().port()),
-            )
+            .rewrite(t, "c1", Origin::Phone, &sdp_version(pp, 2))
             .unwrap();
         assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_phone, to_far));
+        let reoffer = a
+            .rewrite(t, "c1", Origin::Phone, &sdp_version(pp, 3))
+            .unwrap();
+        assert_eq!(a.calls.get("c1"), Some(&Exchange::Offered(Origin::Phone)));
+        let reanswer = a
+            .rewrite(t, "c1", Origin::FarEnd, &sdp_version(fp, 3))
+            .unwrap();
+        assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_far, to_phone));
+        // Media still crosses.
+        phone.send_to(&rtp, ("127.0.0.1", to_phone)).unwrap();
+        let (n, from) = far.recv_from(&mut buf).unwrap();
+        assert_eq!((n, from.port()), (172, to_far));
         assert_eq!(a.calls(), 1);
         // Another peer's session of the same call, at the same rtpengine, is its own.
         let mut b = RtpengineAnchor::new(e.ng(), "p2").unwrap();

@@ -26,7 +26,9 @@
 //!
 //! The exchange is synchronous (the rewrite hook is), bounded by [`NG_TIMEOUT`] per try and
 //! [`NG_TRIES`] tries; a call the rtpengine refuses or does not answer keeps its SDP
-//! unchanged (the front-end passes it on). Calls tracked at once are bounded.
+//! unchanged (the front-end passes it on). The wait holds up the peer's core, so once the
+//! rtpengine has not answered, it is not asked again for [`NG_BACKOFF`]: meanwhile SDP
+//! passes unanchored at once. Calls tracked at once are bounded.
 
 use sip::media::{MediaAnchor, MediaError, Origin};
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +39,8 @@ use std::time::Duration;
 pub const NG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Tries of one ng command.
 pub const NG_TRIES: usize = 2;
+/// After the rtpengine did not answer, how long it is not asked again.
+pub const NG_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest ng answer read.
 const MAX_ANSWER: usize = 65_536;
 /// Deepest bencode nesting accepted.
@@ -162,6 +166,8 @@ pub struct NgClient {
     /// Random: this client's cookies are its own (see the module doc).
     prefix: u64,
     cookie: u64,
+    /// The last command went unanswered (as opposed to refused).
+    silent: bool,
     buf: Vec<u8>,
 }
 
@@ -181,6 +187,7 @@ impl NgClient {
             sock,
             prefix: crate::media::seed(),
             cookie: 0,
+            silent: false,
             buf: vec![0; MAX_ANSWER],
         })
     }
@@ -198,6 +205,7 @@ impl NgClient {
         );
         let mut msg = cookie.clone().into_bytes();
         dict.encode(&mut msg);
+        self.silent = false;
         for _ in 0..NG_TRIES {
             self.sock.send(&msg).map_err(unavailable)?;
             // Answers to earlier tries (other cookies) are skipped until this one's.
@@ -219,7 +227,13 @@ impl NgClient {
                 };
             }
         }
+        self.silent = true;
         Err(MediaError::Unavailable("rtpengine does not answer".into()))
+    }
+
+    /// Whether the last command went unanswered.
+    pub fn silent(&self) -> bool {
+        self.silent
     }
 
     /// `ping`: whether the rtpengine answers.
@@ -320,6 +334,10 @@ pub struct RtpengineAnchor {
     label: String,
     /// Per call: where its offer/answer stands.
     calls: HashMap<String, Exchange>,
+    /// The rtpengine did not answer: not asked again before this.
+    quiet_until: Option<overlay::Time>,
+    /// The latest time a rewrite was asked at.
+    now: overlay::Time,
 }
 
 impl RtpengineAnchor {
@@ -332,6 +350,8 @@ impl RtpengineAnchor {
             ng,
             label: label.to_owned(),
             calls: HashMap::new(),
+            quiet_until: None,
+            now: overlay::Time::ZERO,
         })
     }
 
@@ -345,12 +365,15 @@ impl RtpengineAnchor {
     pub fn ng_call_id(&self, call_id: &str) -> String {
         format!("{call_id}~{}", self.label)
     }
-}
 
-impl MediaAnchor for RtpengineAnchor {
-    fn rewrite(
+    /// Whether the rtpengine is not to be asked now (see [`NG_BACKOFF`]).
+    fn quiet(&self) -> bool {
+        self.quiet_until.is_some_and(|t| self.now < t)
+    }
+
+    /// The ng offer or answer of a body (see the module doc).
+    fn exchange(
         &mut self,
-        _now: overlay::Time,
         call_id: &str,
         origin: Origin,
         sdp: &[u8],
@@ -382,11 +405,42 @@ impl MediaAnchor for RtpengineAnchor {
             Ok(body)
         }
     }
+}
+
+impl MediaAnchor for RtpengineAnchor {
+    fn rewrite(
+        &mut self,
+        now: overlay::Time,
+        call_id: &str,
+        origin: Origin,
+        sdp: &[u8],
+    ) -> Result<Vec<u8>, MediaError> {
+        self.now = self.now.max(now);
+        if self.quiet() {
+            return Err(MediaError::Unavailable(format!(
+                "rtpengine did not answer; not asked again for {NG_BACKOFF:?}"
+            )));
+        }
+        let got = self.exchange(call_id, origin, sdp);
+        if got.is_err() && self.ng.silent() {
+            self.quiet_until = Some(self.now + NG_BACKOFF);
+        }
+        got
+    }
 
     fn end_call(&mut self, call_id: &str) {
-        if self.calls.remove(call_id).is_some()
-            && let Err(e) = self.ng.delete(&self.ng_call_id(call_id))
-        {
+        if self.calls.remove(call_id).is_none() {
+            return;
+        }
+        if self.quiet() {
+            // Its own timeout ends the session there.
+            tracing::info!(call = %call_id, "rtpengine silent: its session is not deleted");
+            return;
+        }
+        if let Err(e) = self.ng.delete(&self.ng_call_id(call_id)) {
+            if self.ng.silent() {
+                self.quiet_until = Some(self.now + NG_BACKOFF);
+            }
             tracing::info!(call = %call_id, "rtpengine delete: {e}");
         }
     }
@@ -417,6 +471,48 @@ mod tests {
 
     fn sdp(port: u16) -> Vec<u8> {
         sdp_version(port, 1)
+    }
+
+    /// An rtpengine that has gone silent (its host unreachable, say): the first body waits
+    /// out the tries and passes unanchored; the bodies after it pass at once, without
+    /// asking, for [`NG_BACKOFF`]; then it is asked again.
+    #[test]
+    fn a_silent_rtpengine_is_not_asked_again_for_a_while() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut a = RtpengineAnchor {
+            ng: NgClient::new(silent.local_addr().unwrap()).unwrap(),
+            label: "p1".into(),
+            calls: HashMap::new(),
+            quiet_until: None,
+            now: overlay::Time::ZERO,
+        };
+        let asked = |a: &mut RtpengineAnchor, secs: u64| {
+            let t0 = std::time::Instant::now();
+            let at = overlay::Time::ZERO + Duration::from_secs(secs);
+            let got = a.rewrite(at, "c1", Origin::Phone, &sdp(4000));
+            assert!(matches!(got, Err(MediaError::Unavailable(_))), "{got:?}");
+            t0.elapsed() >= NG_TIMEOUT * NG_TRIES as u32
+        };
+        assert!(asked(&mut a, 0), "the first body asks");
+        assert!(!asked(&mut a, 1), "asked again within the back-off");
+        a.end_call("c1");
+        assert!(
+            !asked(&mut a, NG_BACKOFF.as_secs() - 1),
+            "asked again within the back-off"
+        );
+        assert!(
+            asked(&mut a, NG_BACKOFF.as_secs()),
+            "not asked after the back-off"
+        );
+        // What it was sent: two tries of the first offer, two of the one after the back-off.
+        silent.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut offers = 0;
+        while let Ok(n) = silent.recv(&mut buf) {
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("5:offer"));
+            offers += 1;
+        }
+        assert_eq!(offers, 2 * NG_TRIES);
     }
 
     /// A description of version `v` (its `o=` line's).

@@ -351,9 +351,10 @@ impl Node {
                 let anchor: Option<Box<dyn sip::media::MediaAnchor>> =
                     match sc.media.as_ref().and_then(|m| m.rtpengine) {
                         Some(ng) => Some(Box::new(
-                            crate::rtpengine::RtpengineAnchor::new(ng).map_err(|e| {
-                                NodeError::Config(format!("--media-rtpengine {ng}: {e}"))
-                            })?,
+                            crate::rtpengine::RtpengineAnchor::new(ng, &me_id.to_string())
+                                .map_err(|e| {
+                                    NodeError::Config(format!("--media-rtpengine {ng}: {e}"))
+                                })?,
                         )),
                         None => {
                             let media = media::for_phones(sc, adv, reflexive, overlay, stop);

@@ -206,8 +206,9 @@ pub(crate) fn for_phones(
     Some(plane)
 }
 
-/// A seed for the relay's randomness (ICE credentials must not be guessable).
-fn seed() -> u64 {
+/// A seed for the relay's randomness (ICE credentials must not be guessable), and for the
+/// ng cookies of an rtpengine client (no other client's may collide with them).
+pub(crate) fn seed() -> u64 {
     let mut b = [0u8; 8];
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
         let t = std::time::SystemTime::now()
@@ -756,18 +757,22 @@ mod tests {
         assert!(String::from_utf8_lossy(&offer).contains("a=ice-ufrag:"));
         assert!(!String::from_utf8_lossy(&to_bob).contains("a=ice-ufrag:"));
 
-        // Bob speaks first, from his other port: the relay latches on it. Until ICE has
-        // selected a pair his RTP goes nowhere; then it reaches alice's relay on the pair,
-        // and alice's phone hears it from her own relay.
+        // Bob speaks first, from his other port: the relay latches on it. His RTP reaches
+        // alice's relay on the default path while ICE checks run, and alice's phone hears
+        // it from her own relay.
         let rtp = |s: &str| [&[0x80u8, 0][..], s.as_bytes()].concat();
         let (got, from) = until_heard(&bob, &rtp("from bob"), addr(relay_b), &alice).await;
         assert_eq!((got, from.port()), (rtp("from bob"), relay_a));
-        alice
-            .send_to(&rtp("from alice"), ("127.0.0.1", relay_a))
-            .await
-            .unwrap();
-        let (got, from) = recv(&bob).await;
-        assert_eq!((got, from.port()), (rtp("from alice"), relay_b));
+        // Once both relays have selected a pair, media takes it, both ways.
+        ice_selected(&[&a, &b]).await;
+        for (phone, to, other, relay) in [
+            (&bob, relay_b, &alice, relay_a),
+            (&alice, relay_a, &bob, relay_b),
+        ] {
+            phone.send_to(&rtp("on the pair"), addr(to)).await.unwrap();
+            let (got, from) = recv(other).await;
+            assert_eq!((got, from.port()), (rtp("on the pair"), relay));
+        }
         for p in [&a, &b] {
             let s = p.relay().stats().clone();
             assert_eq!((s.ice_selected, s.ice_failed, s.consent_lost), (1, 0, 0));
@@ -955,6 +960,9 @@ mod tests {
         assert_eq!(got, rtp("from bob"));
         let (got, _) = until_heard(&alice, &rtp("from alice"), addr(relay_a), &bob).await;
         assert_eq!(got, rtp("from alice"));
+        ice_selected(&[&a, &b]).await;
+        let (got, _) = until_heard(&bob, &rtp("on the pair"), addr(relay_b), &alice).await;
+        assert_eq!(got, rtp("on the pair"));
         for p in [&a, &b] {
             let s = p.relay().stats().clone();
             assert_eq!((s.ice_selected, s.turn_streams), (1, 1), "{s:?}");
@@ -963,6 +971,18 @@ mod tests {
         b.end_call("c1");
         let _ = stop_tx.send(true);
         srv.shutdown().await.unwrap();
+    }
+
+    /// Wait (at most 5 s) until each of `planes` has selected an ICE pair for its stream.
+    async fn ice_selected(planes: &[&MediaPlane]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while planes.iter().any(|p| p.relay().stats().ice_selected == 0) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no ICE pair within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn addr(port: u16) -> SocketAddr {

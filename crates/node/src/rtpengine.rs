@@ -4,13 +4,31 @@
 //!
 //! The front-end does not say whether a body is an offer or an answer, so [`RtpengineAnchor`]
 //! keeps, per call, which side offered last: a body from the other side while an offer is
-//! open is the answer, anything else a new offer (a re-INVITE from either side included).
+//! open is the answer, anything else a new offer (a re-INVITE from either side included) —
+//! except the answer again, from the side that gave it, with the same `o=` line (RFC 3264
+//! §8: a changed description has a new version): the 200 repeating a 183's early-media
+//! answer, which rtpengine is given as an `answer` again, not taken for a new offer that
+//! would leave the pairing of every later offer and answer the wrong way round.
 //! rtpengine tells the two sides apart by tag: the phone side is `phone`, the far side
 //! `far`.
 //!
+//! Both peers of a call anchor it, each with its own sessions, and one rtpengine may serve
+//! both (an operator's serves many peers): under the SIP Call-ID alone their two sessions
+//! would be one at rtpengine, each peer's offer and answer landing on the other's, and the
+//! media would not cross. So the call-id a peer gives rtpengine is the SIP Call-ID and the
+//! peer's own label ([`RtpengineAnchor::ng_call_id`]).
+//!
+//! rtpengine remembers the answer to each cookie for a while and answers a command whose
+//! cookie it has seen (from any client) with that answer again, taking it for a
+//! retransmission: each [`NgClient`] starts its cookies with a random prefix of its own, so
+//! two peers on one rtpengine, or a peer restarted, are never answered with another's
+//! answers.
+//!
 //! The exchange is synchronous (the rewrite hook is), bounded by [`NG_TIMEOUT`] per try and
 //! [`NG_TRIES`] tries; a call the rtpengine refuses or does not answer keeps its SDP
-//! unchanged (the front-end passes it on). Calls tracked at once are bounded.
+//! unchanged (the front-end passes it on). The wait holds up the peer's core, so once the
+//! rtpengine has not answered, it is not asked again for [`NG_BACKOFF`]: meanwhile SDP
+//! passes unanchored at once. Calls tracked at once are bounded.
 
 use sip::media::{MediaAnchor, MediaError, Origin};
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +39,8 @@ use std::time::Duration;
 pub const NG_TIMEOUT: Duration = Duration::from_millis(500);
 /// Tries of one ng command.
 pub const NG_TRIES: usize = 2;
+/// After the rtpengine did not answer, how long it is not asked again.
+pub const NG_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest ng answer read.
 const MAX_ANSWER: usize = 65_536;
 /// Deepest bencode nesting accepted.
@@ -143,7 +163,11 @@ impl Bencode {
 #[derive(Debug)]
 pub struct NgClient {
     sock: UdpSocket,
+    /// Random: this client's cookies are its own (see the module doc).
+    prefix: u64,
     cookie: u64,
+    /// The last command went unanswered (as opposed to refused).
+    silent: bool,
     buf: Vec<u8>,
 }
 
@@ -161,7 +185,9 @@ impl NgClient {
             .map_err(unavailable)?;
         Ok(NgClient {
             sock,
+            prefix: crate::media::seed(),
             cookie: 0,
+            silent: false,
             buf: vec![0; MAX_ANSWER],
         })
     }
@@ -170,7 +196,7 @@ impl NgClient {
     /// `ok` (or `pong`).
     pub fn command(&mut self, fields: &[(&str, Bencode)]) -> Result<Bencode, MediaError> {
         self.cookie += 1;
-        let cookie = format!("p2psip{} ", self.cookie);
+        let cookie = format!("{:016x}.{} ", self.prefix, self.cookie);
         let dict = Bencode::Dict(
             fields
                 .iter()
@@ -179,6 +205,7 @@ impl NgClient {
         );
         let mut msg = cookie.clone().into_bytes();
         dict.encode(&mut msg);
+        self.silent = false;
         for _ in 0..NG_TRIES {
             self.sock.send(&msg).map_err(unavailable)?;
             // Answers to earlier tries (other cookies) are skipped until this one's.
@@ -200,7 +227,13 @@ impl NgClient {
                 };
             }
         }
+        self.silent = true;
         Err(MediaError::Unavailable("rtpengine does not answer".into()))
+    }
+
+    /// Whether the last command went unanswered.
+    pub fn silent(&self) -> bool {
+        self.silent
     }
 
     /// `ping`: whether the rtpengine answers.
@@ -276,22 +309,49 @@ fn tag(o: Origin) -> &'static str {
     }
 }
 
+/// Where one call's offer/answer stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Exchange {
+    /// This side's offer awaits its answer.
+    Offered(Origin),
+    /// This side answered with a description of this `o=` line.
+    Answered(Origin, Vec<u8>),
+}
+
+/// The `o=` line of an SDP body (empty when it has none).
+fn origin_line(sdp: &[u8]) -> Vec<u8> {
+    sdp.split(|b| *b == b'\n')
+        .find(|l| l.starts_with(b"o="))
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .unwrap_or_default()
+}
+
 /// [`MediaAnchor`] through an rtpengine (see the module doc).
 #[derive(Debug)]
 pub struct RtpengineAnchor {
     ng: NgClient,
-    /// Per call: the side whose offer awaits its answer, if any.
-    calls: HashMap<String, Option<Origin>>,
+    /// Tells this peer's sessions at rtpengine from another peer's of the same call.
+    label: String,
+    /// Per call: where its offer/answer stands.
+    calls: HashMap<String, Exchange>,
+    /// The rtpengine did not answer: not asked again before this.
+    quiet_until: Option<overlay::Time>,
+    /// The latest time a rewrite was asked at.
+    now: overlay::Time,
 }
 
 impl RtpengineAnchor {
-    /// An anchor through the rtpengine whose ng port is `addr` (it must answer a ping).
-    pub fn new(addr: SocketAddr) -> Result<Self, MediaError> {
+    /// An anchor through the rtpengine whose ng port is `addr` (it must answer a ping),
+    /// for the peer `label` (its Node-ID: no other peer's anchor may share it).
+    pub fn new(addr: SocketAddr, label: &str) -> Result<Self, MediaError> {
         let mut ng = NgClient::new(addr)?;
         ng.ping()?;
         Ok(RtpengineAnchor {
             ng,
+            label: label.to_owned(),
             calls: HashMap::new(),
+            quiet_until: None,
+            now: overlay::Time::ZERO,
         })
     }
 
@@ -299,39 +359,88 @@ impl RtpengineAnchor {
     pub fn calls(&self) -> usize {
         self.calls.len()
     }
+
+    /// The call-id rtpengine knows this peer's session of the SIP call `call_id` by (what
+    /// an operator looks up there): `CALL-ID~LABEL`.
+    pub fn ng_call_id(&self, call_id: &str) -> String {
+        format!("{call_id}~{}", self.label)
+    }
+
+    /// Whether the rtpengine is not to be asked now (see [`NG_BACKOFF`]).
+    fn quiet(&self) -> bool {
+        self.quiet_until.is_some_and(|t| self.now < t)
+    }
+
+    /// The ng offer or answer of a body (see the module doc).
+    fn exchange(
+        &mut self,
+        call_id: &str,
+        origin: Origin,
+        sdp: &[u8],
+    ) -> Result<Vec<u8>, MediaError> {
+        let state = match self.calls.get(call_id) {
+            Some(state) => Some(state.clone()),
+            None if self.calls.len() >= MAX_CALLS => return Err(MediaError::Full),
+            None => None,
+        };
+        let ng_call = self.ng_call_id(call_id);
+        let other = match origin {
+            Origin::Phone => Origin::FarEnd,
+            Origin::FarEnd => Origin::Phone,
+        };
+        let answer = match state {
+            Some(Exchange::Offered(offerer)) => offerer != origin,
+            Some(Exchange::Answered(answerer, o)) => answerer == origin && o == origin_line(sdp),
+            None => false,
+        };
+        if answer {
+            let body = self.ng.answer(&ng_call, tag(other), tag(origin), sdp)?;
+            let done = Exchange::Answered(origin, origin_line(sdp));
+            self.calls.insert(call_id.to_owned(), done);
+            Ok(body)
+        } else {
+            let body = self.ng.offer(&ng_call, tag(origin), sdp)?;
+            self.calls
+                .insert(call_id.to_owned(), Exchange::Offered(origin));
+            Ok(body)
+        }
+    }
 }
 
 impl MediaAnchor for RtpengineAnchor {
     fn rewrite(
         &mut self,
-        _now: overlay::Time,
+        now: overlay::Time,
         call_id: &str,
         origin: Origin,
         sdp: &[u8],
     ) -> Result<Vec<u8>, MediaError> {
-        let open = match self.calls.get(call_id) {
-            Some(open) => *open,
-            None if self.calls.len() >= MAX_CALLS => return Err(MediaError::Full),
-            None => None,
-        };
-        match open {
-            Some(offerer) if offerer != origin => {
-                let body = self.ng.answer(call_id, tag(offerer), tag(origin), sdp)?;
-                self.calls.insert(call_id.to_owned(), None);
-                Ok(body)
-            }
-            _ => {
-                let body = self.ng.offer(call_id, tag(origin), sdp)?;
-                self.calls.insert(call_id.to_owned(), Some(origin));
-                Ok(body)
-            }
+        self.now = self.now.max(now);
+        if self.quiet() {
+            return Err(MediaError::Unavailable(format!(
+                "rtpengine did not answer; not asked again for {NG_BACKOFF:?}"
+            )));
         }
+        let got = self.exchange(call_id, origin, sdp);
+        if got.is_err() && self.ng.silent() {
+            self.quiet_until = Some(self.now + NG_BACKOFF);
+        }
+        got
     }
 
     fn end_call(&mut self, call_id: &str) {
-        if self.calls.remove(call_id).is_some()
-            && let Err(e) = self.ng.delete(call_id)
-        {
+        if self.calls.remove(call_id).is_none() {
+            return;
+        }
+        if self.quiet() {
+            // Its own timeout ends the session there.
+            tracing::info!(call = %call_id, "rtpengine silent: its session is not deleted");
+            return;
+        }
+        if let Err(e) = self.ng.delete(&self.ng_call_id(call_id)) {
+            if self.ng.silent() {
+                self.quiet_until = Some(self.now + NG_BACKOFF);
+            }
             tracing::info!(call = %call_id, "rtpengine delete: {e}");
         }
     }
@@ -341,7 +450,7 @@ impl MediaAnchor for RtpengineAnchor {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use std::process::{Child, Command, Stdio};
+    use testkit::rtpengine::Rtpengine;
 
     #[test]
     fn bencode_round_trip() {
@@ -360,49 +469,56 @@ mod tests {
         assert_eq!(Bencode::decode(deep.as_bytes()), None);
     }
 
-    /// An rtpengine on loopback, ended with the test.
-    struct Engine(Child, SocketAddr);
-
-    impl Drop for Engine {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn engine() -> Option<Engine> {
-        if Command::new("rtpengine").arg("--version").output().is_err() {
-            testkit::tool_missing("rtpengine", "rtpengine-daemon");
-            return None;
-        }
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let child = Command::new("rtpengine")
-            .args([
-                "--foreground",
-                "--table=-1",
-                "--interface=127.0.0.1",
-                &format!("--listen-ng={addr}"),
-                "--port-min=46000",
-                "--port-max=46099",
-                "--delete-delay=0",
-                "--log-stderr",
-                "--log-level=3",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Some(Engine(child, addr))
-    }
-
     fn sdp(port: u16) -> Vec<u8> {
+        sdp_version(port, 1)
+    }
+
+    /// An rtpengine that has gone silent (its host unreachable, say): the first body waits
+    /// out the tries and passes unanchored; the bodies after it pass at once, without
+    /// asking, for [`NG_BACKOFF`]; then it is asked again.
+    #[test]
+    fn a_silent_rtpengine_is_not_asked_again_for_a_while() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut a = RtpengineAnchor {
+            ng: NgClient::new(silent.local_addr().unwrap()).unwrap(),
+            label: "p1".into(),
+            calls: HashMap::new(),
+            quiet_until: None,
+            now: overlay::Time::ZERO,
+        };
+        let asked = |a: &mut RtpengineAnchor, secs: u64| {
+            let t0 = std::time::Instant::now();
+            let at = overlay::Time::ZERO + Duration::from_secs(secs);
+            let got = a.rewrite(at, "c1", Origin::Phone, &sdp(4000));
+            assert!(matches!(got, Err(MediaError::Unavailable(_))), "{got:?}");
+            t0.elapsed() >= NG_TIMEOUT * NG_TRIES as u32
+        };
+        assert!(asked(&mut a, 0), "the first body asks");
+        assert!(!asked(&mut a, 1), "asked again within the back-off");
+        a.end_call("c1");
+        assert!(
+            !asked(&mut a, NG_BACKOFF.as_secs() - 1),
+            "asked again within the back-off"
+        );
+        assert!(
+            asked(&mut a, NG_BACKOFF.as_secs()),
+            "not asked after the back-off"
+        );
+        // What it was sent: two tries of the first offer, two of the one after the back-off.
+        silent.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut offers = 0;
+        while let Ok(n) = silent.recv(&mut buf) {
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("5:offer"));
+            offers += 1;
+        }
+        assert_eq!(offers, 2 * NG_TRIES);
+    }
+
+    /// A description of version `v` (its `o=` line's).
+    fn sdp_version(port: u16, v: u32) -> Vec<u8> {
         format!(
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=- 1 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         )
         .into_bytes()
@@ -416,18 +532,10 @@ mod tests {
     /// told an rtpengine port, RTP crosses both ways, and the call's end deletes it.
     #[test]
     fn rtp_crosses_an_rtpengine() {
-        let Some(e) = engine() else { return };
-        let mut anchor = None;
-        for _ in 0..50 {
-            match RtpengineAnchor::new(e.1) {
-                Ok(a) => {
-                    anchor = Some(a);
-                    break;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-        let mut a = anchor.expect("rtpengine answers a ping");
+        let Some(e) = Rtpengine::start(46000, 46099) else {
+            return;
+        };
+        let mut a = RtpengineAnchor::new(e.ng(), "p1").unwrap();
         let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
         let far = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&phone, &far] {
@@ -466,31 +574,51 @@ mod tests {
         far.send_to(&rtp, ("127.0.0.1", to_far)).unwrap();
         let (n, from) = phone.recv_from(&mut buf).unwrap();
         assert_eq!((n, from.port()), (172, to_phone));
-        // A re-INVITE from the far end: its offer, the phone's answer, the same ports.
+        // That answer came in a 183 (early media); the 200 repeats it. It is the answer
+        // again, not a new offer from the far end.
+        let (pp, fp) = (
+            phone.local_addr().unwrap().port(),
+            far.local_addr().unwrap().port(),
+        );
+        let again = a.rewrite(t, "c1", Origin::FarEnd, &sdp(fp)).unwrap();
+        assert_eq!(port_in(&again), to_phone);
+        let answered = Exchange::Answered(Origin::FarEnd, b"o=- 1 1 IN IP4 127.0.0.1".to_vec());
+        assert_eq!(a.calls.get("c1"), Some(&answered));
+        // A re-INVITE from the far end (a new version): its offer, the phone's answer, the
+        // same ports; then one from the phone.
         let reoffer = a
-            .rewrite(
-                t,
-                "c1",
-                Origin::FarEnd,
-                &sdp(far.local_addr().unwrap().port()),
-            )
+            .rewrite(t, "c1", Origin::FarEnd, &sdp_version(fp, 2))
             .unwrap();
+        assert_eq!(a.calls.get("c1"), Some(&Exchange::Offered(Origin::FarEnd)));
         let reanswer = a
-            .rewrite(
-                t,
-                "c1",
-                Origin::Phone,
-                &sdp(phone.local_addr().unwrap().port()),
-            )
+            .rewrite(t, "c1", Origin::Phone, &sdp_version(pp, 2))
             .unwrap();
         assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_phone, to_far));
+        let reoffer = a
+            .rewrite(t, "c1", Origin::Phone, &sdp_version(pp, 3))
+            .unwrap();
+        assert_eq!(a.calls.get("c1"), Some(&Exchange::Offered(Origin::Phone)));
+        let reanswer = a
+            .rewrite(t, "c1", Origin::FarEnd, &sdp_version(fp, 3))
+            .unwrap();
+        assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_far, to_phone));
+        // Media still crosses.
+        phone.send_to(&rtp, ("127.0.0.1", to_phone)).unwrap();
+        let (n, from) = far.recv_from(&mut buf).unwrap();
+        assert_eq!((n, from.port()), (172, to_far));
         assert_eq!(a.calls(), 1);
+        // Another peer's session of the same call, at the same rtpengine, is its own.
+        let mut b = RtpengineAnchor::new(e.ng(), "p2").unwrap();
+        let theirs = b.rewrite(t, "c1", Origin::FarEnd, &offer).unwrap();
+        assert_ne!(port_in(&theirs), to_far, "{}", e.log());
+        assert_eq!(e.calls(), ["c1~p1", "c1~p2"]);
         a.end_call("c1");
         assert_eq!(a.calls(), 0);
         // The call is gone from rtpengine.
+        assert_eq!(e.calls(), ["c1~p2"], "{}", e.log());
         let query = a.ng.command(&[
             ("command", Bencode::str("query")),
-            ("call-id", Bencode::str("c1")),
+            ("call-id", Bencode::str("c1~p1")),
         ]);
         assert!(
             matches!(&query, Err(MediaError::Unavailable(r)) if r.contains("Unknown call-id")),

@@ -40,7 +40,8 @@
 //! feature, `sip` adds phones and front-ends on top; with the `sipp` feature, `sipp` runs real
 //! SIPp processes against front-ends that listen on sockets; with the `enroll` feature,
 //! `enroll_bodies` holds a live E&A for hostile request bodies and `https` a CA and a
-//! loopback service certificate for services tests run over HTTPS.
+//! loopback service certificate for services tests run over HTTPS; with the `rtpengine`
+//! feature, `rtpengine` starts a real rtpengine on loopback.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod adversary;
@@ -54,6 +55,8 @@ mod peer;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod ring;
+#[cfg(feature = "rtpengine")]
+pub mod rtpengine;
 mod secure;
 #[cfg(feature = "sip")]
 pub mod sip;

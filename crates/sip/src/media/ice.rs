@@ -620,6 +620,19 @@ impl FarIce {
         self.selected.get(component).copied().flatten()
     }
 
+    /// Whether component `component` is still looking for its pair: none selected yet and
+    /// the checks not failed. Media then takes the leg's default path (see the relay).
+    pub(crate) fn before_selection(&self, component: usize) -> bool {
+        self.selected(component).is_none() && self.failed.get(component) == Some(&false)
+    }
+
+    /// Whether `addr` is one of the other relay's candidates for `component`.
+    pub(crate) fn is_remote_candidate(&self, component: usize, addr: SocketAddr) -> bool {
+        self.remote_candidates
+            .iter()
+            .any(|(c, a, _)| *c == component && *a == addr)
+    }
+
     /// Where media of `component` may go now: the selected pair's remote address while
     /// its consent holds.
     pub(crate) fn destination(&self, component: usize) -> Option<SocketAddr> {

@@ -24,7 +24,13 @@
 //! relay does too: the SDP towards the far end carries our ICE attributes (host,
 //! server-reflexive, relayed candidates of the far leg's ports), the far end's SDP brings
 //! its own, the relays check the pairs, and media goes on the pair selected for each
-//! component while its consent (RFC 7675) holds. STUN arriving on any port is told from
+//! component while its consent (RFC 7675) holds. Until a component has its pair, its media
+//! takes the default path instead of waiting: to the source the far end's media arrives
+//! from (one of its candidates), else to its SDP's `c=`/`m=` address, as with a far end
+//! without ICE, so the first words of a call are not lost to the checks (RFC 8445 §12.1
+//! lets data flow before selection; that address came from the other relay through the
+//! overlay, and it is where a far leg without ICE sends anyway). Once a pair is selected,
+//! media takes it only; checks that fail, or consent that expires, stop it. STUN arriving on any port is told from
 //! RTP/RTCP by its first byte (RFC 7983) and never forwarded: on an ICE far leg it goes to
 //! the agent, elsewhere it is dropped and counted. A far end whose SDP carries no ICE
 //! attributes gets the latching described above, as does every far leg with
@@ -232,8 +238,13 @@ pub struct RelayStats {
     pub ice_declined: u64,
     /// Components of far legs whose consent expired (RFC 7675): they send no more.
     pub consent_lost: u64,
-    /// Datagrams held back from an ICE far leg with no pair selected or no consent.
+    /// Datagrams dropped on an ICE far leg whose checks failed or whose consent expired,
+    /// or from a far source that is none of the other relay's candidates before a pair is
+    /// selected.
     pub no_consent: u64,
+    /// Datagrams forwarded to the far end on the default path while ICE was still
+    /// choosing a pair.
+    pub before_selection: u64,
     /// ICE datagrams dropped because the send queue was full.
     pub ice_dropped: u64,
 }
@@ -903,13 +914,17 @@ impl MediaRelay {
             return None;
         }
         if let Some(agent) = stream.legs[leg].ice.as_ref().filter(|i| i.has_remote()) {
-            // From the far end over ICE: only on the selected pair.
+            // From the far end over ICE: on the selected pair; before there is one, from
+            // the other relay's candidates (its default path among them).
             match agent.selected(component) {
                 Some(p) if p.remote_addr == from => {}
                 Some(_) => {
                     self.stats.foreign += 1;
                     return None;
                 }
+                None if agent.before_selection(component)
+                    && (agent.is_remote_candidate(component, from)
+                        || stream.legs[leg].announced[component] == Some(from)) => {}
                 None => {
                     self.stats.no_consent += 1;
                     return None;
@@ -944,8 +959,18 @@ impl MediaRelay {
             return None;
         }
         let other = &stream.legs[1 - leg];
+        let mut default_path = false;
         let to = match other.ice.as_ref().filter(|i| i.has_remote()) {
-            Some(agent) => agent.destination(component).ok_or(true),
+            Some(agent) => match agent.destination(component) {
+                Some(to) => Ok(to),
+                // No pair yet: the default path, where the far end's own media comes from
+                // or its SDP's c=/m= address (see the module doc).
+                None if agent.before_selection(component) => {
+                    default_path = true;
+                    other.destination(component).ok_or(false)
+                }
+                None => Err(true),
+            },
             None => other.destination(component).ok_or(false),
         };
         let to = match to {
@@ -960,6 +985,7 @@ impl MediaRelay {
             }
         };
         self.stats.forwarded += 1;
+        self.stats.before_selection += u64::from(default_path);
         Some(Forward {
             from_port: other.port + component as u16,
             to,
@@ -1880,6 +1906,9 @@ mod tests {
     const A_NAT: &str = "203.0.113.1";
     const B_LAN: &str = "10.0.0.1";
     const B_NAT: &str = "198.51.100.9";
+    /// The phones' RTP addresses (their SDP in [`Pair::call`]).
+    const ALICE: &str = "192.168.1.20:4000";
+    const BOB: &str = "192.168.2.30:5000";
 
     /// The two peers' relays and the network between them.
     struct Pair {
@@ -1898,6 +1927,9 @@ mod tests {
         a_turn: Option<[SocketAddr; 2]>,
         /// Datagrams on their way: arrival, to a (else b), port, source, bytes.
         inflight: VecDeque<(Time, bool, u16, SocketAddr, Vec<u8>)>,
+        /// What reached alice's and bob's phones.
+        alice_heard: Vec<Vec<u8>>,
+        bob_heard: Vec<Vec<u8>>,
     }
 
     impl Pair {
@@ -1912,6 +1944,8 @@ mod tests {
                 lose_a_to_b: 0,
                 a_turn: None,
                 inflight: VecDeque::new(),
+                alice_heard: Vec::new(),
+                bob_heard: Vec::new(),
             }
         }
 
@@ -1942,55 +1976,60 @@ mod tests {
             [offer, to_bob, answer, to_alice].map(|b| String::from_utf8(b).unwrap())
         }
 
-        /// Put what the relays send on the network (routed as the module comment says).
+        /// Put what the relays send on the network.
         fn collect(&mut self) {
-            let at = self.now + self.latency;
             while let Some(t) = self.a.poll_transmit() {
-                let to = t.to.ip().to_string();
-                let relayed = self
-                    .a_turn
-                    .and_then(|r| r.get(usize::from(t.from_port.checked_sub(40002)?)).copied());
-                if let Some(from) = relayed {
-                    // Out of the allocation: from its relayed address, to anywhere.
-                    if to == B_NAT {
-                        self.a_to_b += 1;
-                        self.inflight
-                            .push_back((at, false, t.to.port(), from, t.data));
-                    }
-                } else if to == A_LAN {
-                    let from = SocketAddr::new(A_LAN.parse().unwrap(), t.from_port);
-                    self.inflight
-                        .push_back((at, true, t.to.port(), from, t.data));
-                } else if to == B_NAT && self.lose_a_to_b > 0 {
-                    self.lose_a_to_b -= 1;
-                } else if to == B_NAT {
-                    let from = SocketAddr::new(A_NAT.parse().unwrap(), t.from_port);
-                    self.a_to_b += 1;
-                    self.inflight
-                        .push_back((at, false, t.to.port(), from, t.data));
-                }
+                self.route(true, t.from_port, t.to, t.data);
             }
             while let Some(t) = self.b.poll_transmit() {
-                let to = t.to.ip().to_string();
-                if to == B_LAN {
-                    let from = SocketAddr::new(B_LAN.parse().unwrap(), t.from_port);
-                    self.inflight
-                        .push_back((at, false, t.to.port(), from, t.data));
-                } else if to == A_NAT && !self.cut_b_to_a {
-                    let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
-                    self.inflight
-                        .push_back((at, true, t.to.port(), from, t.data));
-                } else if let Some(c) = self.a_turn.and_then(|r| r.iter().position(|a| *a == t.to))
-                {
-                    // Into a's allocation: the shell hands it in as the port's.
-                    let from = SocketAddr::new(B_NAT.parse().unwrap(), t.from_port);
-                    self.inflight
-                        .push_back((at, true, 40002 + c as u16, from, t.data));
-                }
+                self.route(false, t.from_port, t.to, t.data);
             }
         }
 
-        /// Hand each relay what has arrived by now.
+        /// A datagram relay a (else b) sends out of its port `from_port` to `to`, on its
+        /// way: into the other home through its NAT, back into its own, or to a phone.
+        fn route(&mut self, from_a: bool, from_port: u16, to: SocketAddr, data: Vec<u8>) {
+            let at = self.now + self.latency;
+            let ip = to.ip().to_string();
+            if from_a {
+                let relayed = self
+                    .a_turn
+                    .and_then(|r| r.get(usize::from(from_port.checked_sub(40002)?)).copied());
+                if to == addr(ALICE) {
+                    self.alice_heard.push(data);
+                } else if let Some(from) = relayed {
+                    // Out of the allocation: from its relayed address, to anywhere.
+                    if ip == B_NAT {
+                        self.a_to_b += 1;
+                        self.inflight.push_back((at, false, to.port(), from, data));
+                    }
+                } else if ip == A_LAN {
+                    let from = SocketAddr::new(A_LAN.parse().unwrap(), from_port);
+                    self.inflight.push_back((at, true, to.port(), from, data));
+                } else if ip == B_NAT && self.lose_a_to_b > 0 {
+                    self.lose_a_to_b -= 1;
+                } else if ip == B_NAT {
+                    let from = SocketAddr::new(A_NAT.parse().unwrap(), from_port);
+                    self.a_to_b += 1;
+                    self.inflight.push_back((at, false, to.port(), from, data));
+                }
+            } else if to == addr(BOB) {
+                self.bob_heard.push(data);
+            } else if ip == B_LAN {
+                let from = SocketAddr::new(B_LAN.parse().unwrap(), from_port);
+                self.inflight.push_back((at, false, to.port(), from, data));
+            } else if ip == A_NAT && !self.cut_b_to_a {
+                let from = SocketAddr::new(B_NAT.parse().unwrap(), from_port);
+                self.inflight.push_back((at, true, to.port(), from, data));
+            } else if let Some(c) = self.a_turn.and_then(|r| r.iter().position(|a| *a == to)) {
+                // Into a's allocation: the shell hands it in as the port's.
+                let from = SocketAddr::new(B_NAT.parse().unwrap(), from_port);
+                self.inflight
+                    .push_back((at, true, 40002 + c as u16, from, data));
+            }
+        }
+
+        /// Hand each relay what has arrived by now; media goes on where the relay says.
         fn arrive(&mut self) {
             while self.inflight.front().is_some_and(|d| d.0 <= self.now) {
                 let Some((_, to_a, port, from, data)) = self.inflight.pop_front() else {
@@ -1998,7 +2037,23 @@ mod tests {
                 };
                 let r = if to_a { &mut self.a } else { &mut self.b };
                 let out = r.handle_datagram(self.now, port, from, &data);
-                assert_eq!(out, None, "STUN is never forwarded");
+                if ice::is_stun(&data) {
+                    assert_eq!(out, None, "STUN is never forwarded");
+                } else if let Some(f) = out {
+                    self.route(to_a, f.from_port, f.to, data);
+                }
+            }
+        }
+
+        /// Alice's phone (a phone leg of a, else bob's of b) sends `data` to its relay.
+        fn phone_sends(&mut self, alice: bool, data: Vec<u8>) {
+            let (r, phone) = if alice {
+                (&mut self.a, addr(ALICE))
+            } else {
+                (&mut self.b, addr(BOB))
+            };
+            if let Some(f) = r.handle_datagram(self.now, 40000, phone, &data) {
+                self.route(alice, f.from_port, f.to, data);
             }
         }
 
@@ -2138,6 +2193,75 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn media_flows_from_the_first_packet_while_the_checks_run() {
+        // Both phones talk from the moment they have the other's SDP, a packet every 20 ms
+        // for two seconds, over paths of several delays. Until a pair is selected each
+        // relay sends on the default path (the other's c=/m= address); then on the pair.
+        for ms in [1, 20, 50, 100] {
+            let mut p = Pair::new();
+            p.latency = Duration::from_millis(ms);
+            p.call(true);
+            let packets = 100u16;
+            let mut selected = None;
+            for seq in 0..packets {
+                p.run_until(Time::ZERO + Duration::from_millis(20 * u64::from(seq)));
+                p.phone_sends(true, rtp(seq));
+                p.phone_sends(false, rtp(seq));
+                let both = Pair::far_leg_pair(&p.a).is_some() && Pair::far_leg_pair(&p.b).is_some();
+                if both && selected.is_none() {
+                    selected = Some(seq);
+                }
+            }
+            p.run_until(p.now + secs(1));
+            let selected = selected.expect("both sides selected a pair");
+            assert!(
+                selected > 0,
+                "{ms} ms: a pair was there before the first packet"
+            );
+            // Every packet reached the other phone, in order: none was lost to the checks.
+            let seqs = |heard: &[Vec<u8>]| -> Vec<u16> {
+                heard
+                    .iter()
+                    .map(|d| u16::from_be_bytes([d[2], d[3]]))
+                    .collect()
+            };
+            let sent: Vec<u16> = (0..packets).collect();
+            assert_eq!(seqs(&p.bob_heard), sent, "{ms} ms: bob");
+            assert_eq!(seqs(&p.alice_heard), sent, "{ms} ms: alice");
+            for r in [&p.a, &p.b] {
+                let s = r.stats();
+                assert_eq!(
+                    (s.no_consent, s.foreign, s.no_destination),
+                    (0, 0, 0),
+                    "{ms} ms: {s:?}"
+                );
+                assert!(s.before_selection > 0, "{ms} ms: {s:?}");
+                assert!(s.before_selection < u64::from(packets), "{ms} ms: {s:?}");
+            }
+            // Once selected, media takes the pair: the far end's server-reflexive address.
+            let to =
+                p.a.handle_datagram(p.now, 40000, addr(ALICE), &rtp(packets));
+            assert_eq!(to.map(|f| f.to), Some(addr("198.51.100.9:40002")));
+        }
+    }
+
+    #[test]
+    fn before_a_pair_media_is_taken_only_from_the_far_ends_candidates() {
+        let mut p = Pair::new();
+        p.call(true);
+        // No check has crossed yet: b takes media from a's server-reflexive candidate (its
+        // default address), not from an address a never offered.
+        assert_eq!(Pair::far_leg_pair(&p.b), None);
+        let from_a =
+            p.b.handle_datagram(p.now, 40002, addr("203.0.113.1:40002"), &rtp(1));
+        assert_eq!(from_a.map(|f| f.to), Some(addr(BOB)));
+        let stranger =
+            p.b.handle_datagram(p.now, 40002, addr("192.0.2.66:40002"), &rtp(2));
+        assert_eq!(stranger, None);
+        assert_eq!(p.b.stats().no_consent, 1);
     }
 
     #[test]

@@ -552,73 +552,127 @@ impl SosLink {
         });
     }
 
-    /// Sign and deliver a report as `me` about `subject` in the background, retrying with
-    /// back-off while the SOS is unreachable; the outcome lands in the counters. This is
-    /// what [`run_events`] does for every `SecureEvent::Report`.
+    /// Sign and deliver a report as `me` about `subject` in the background (see
+    /// [`send_reports`](Self::send_reports)).
     pub fn send_report(&self, me: NodeId, subject: NodeId, outcome: overlay::secure::Outcome) {
-        if subject == me {
-            return;
-        }
-        let Ok(permit) = self.report_slots.clone().try_acquire_owned() else {
-            self.counters
-                .reports_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let (client, signer, counters) = (
-            self.client.clone(),
-            self.signer.clone(),
-            self.counters.clone(),
-        );
-        tokio::spawn(async move {
-            let mut nonce = [0u8; 16];
-            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-            let body = sos::ReportBody {
-                reporter: sos::PeerId(me.0),
-                subject: sos::PeerId(subject.0),
-                outcome,
-                route: Vec::new(),
-                timestamp_ms: unix_ms(),
-                nonce,
+        self.send_reports(me, vec![(subject, outcome)]);
+    }
+
+    /// Sign and deliver reports as `me` (subject, outcome) in the background, in one
+    /// request per [`sos::MAX_BATCH`] (a callee reports every hop of every route at once:
+    /// one request instead of a dozen), retrying what the SOS did not store while it is
+    /// unreachable or busy; the outcomes land in the counters. This is what [`run_events`]
+    /// does with the `SecureEvent::Report`s a peer emits together.
+    pub fn send_reports(&self, me: NodeId, reports: Vec<(NodeId, overlay::secure::Outcome)>) {
+        let reports: Vec<_> = reports.into_iter().filter(|(s, _)| *s != me).collect();
+        for chunk in reports.chunks(sos::MAX_BATCH) {
+            let Ok(permit) = self.report_slots.clone().try_acquire_owned() else {
+                self.counters
+                    .reports_dropped
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                continue;
             };
-            // The same signed report (same nonce) is sent again after a transient failure;
-            // if an earlier try was stored but its answer lost, the SOS refuses the copy as
-            // a replayed nonce, which means it has the report.
-            let ok = match signer.sign(body) {
-                Ok(r) => {
-                    let mut n = 0;
-                    loop {
-                        n += 1;
-                        match client.post_report(&r).await {
-                            Ok(_) => break true,
-                            Err(sos::ClientError::Server { status: 409, body })
-                                if n > 1 && body.error == "replayed_nonce" =>
-                            {
-                                break true;
-                            }
-                            Err(e) if n < REPORT_TRIES && sos_transient(&e) => {
-                                counters.report_retries.fetch_add(1, Ordering::Relaxed);
-                                debug!("SOS report failed (try {n}), retrying: {e}");
-                                tokio::time::sleep(sos_backoff(REPORT_BACKOFF, n, nonce[0])).await;
-                            }
-                            Err(e) => {
-                                warn!("SOS report not delivered after {n} tries: {e}");
-                                break false;
-                            }
+            let (client, signer, counters) = (
+                self.client.clone(),
+                self.signer.clone(),
+                self.counters.clone(),
+            );
+            let chunk = chunk.to_vec();
+            tokio::spawn(async move {
+                let mut signed = Vec::with_capacity(chunk.len());
+                for (subject, outcome) in chunk {
+                    let mut nonce = [0u8; 16];
+                    let _ = ring::rand::SecureRandom::fill(
+                        &ring::rand::SystemRandom::new(),
+                        &mut nonce,
+                    );
+                    let body = sos::ReportBody {
+                        reporter: sos::PeerId(me.0),
+                        subject: sos::PeerId(subject.0),
+                        outcome,
+                        route: Vec::new(),
+                        timestamp_ms: unix_ms(),
+                        nonce,
+                    };
+                    match signer.sign(body) {
+                        Ok(r) => signed.push(r),
+                        Err(_) => {
+                            counters.reports_failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
-                Err(_) => false,
-            };
-            let c = if ok {
-                &counters.reports_ok
-            } else {
-                &counters.reports_failed
-            };
-            c.fetch_add(1, Ordering::Relaxed);
-            drop(permit);
-        });
+                let (ok, failed) = deliver_reports(&client, &counters, signed).await;
+                counters.reports_ok.fetch_add(ok, Ordering::Relaxed);
+                counters.reports_failed.fetch_add(failed, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
     }
+}
+
+/// Post `pending` (signed) until each is stored or refused for good, at most
+/// [`REPORT_TRIES`] times with back-off: (stored, failed). The same signed report (same
+/// nonce) is sent again after a transient failure; if an earlier try was stored but its
+/// answer lost, the SOS refuses the copy as a replayed nonce, which means it has the report.
+async fn deliver_reports(
+    client: &sos::SosClient,
+    counters: &SosCounters,
+    mut pending: Vec<sos::SignedReport>,
+) -> (u64, u64) {
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let jitter = pending.first().map_or(0, |r| r.body.nonce[0]);
+    for n in 1..=REPORT_TRIES {
+        if pending.is_empty() {
+            break;
+        }
+        let last = n == REPORT_TRIES;
+        match client.post_reports(&pending).await {
+            Ok(items) if items.len() == pending.len() => {
+                let mut again = Vec::new();
+                for (r, item) in pending.into_iter().zip(items) {
+                    let replayed = item
+                        .error
+                        .as_ref()
+                        .is_some_and(|e| e.error == "replayed_nonce");
+                    if item.status == 200 || (n > 1 && item.status == 409 && replayed) {
+                        ok += 1;
+                    } else if !last && matches!(item.status, 429 | 503) {
+                        again.push(r);
+                    } else {
+                        failed += 1;
+                        let why = item.error.map(|e| e.message).unwrap_or_default();
+                        warn!(status = item.status, "SOS refused a report: {why}");
+                    }
+                }
+                pending = again;
+            }
+            Ok(items) => {
+                warn!(
+                    sent = pending.len(),
+                    answered = items.len(),
+                    "SOS answered a report batch with the wrong number of items"
+                );
+                failed += pending.len() as u64;
+                return (ok, failed);
+            }
+            Err(e) if !last && sos_transient(&e) => {
+                debug!("SOS reports failed (try {n}), retrying: {e}");
+            }
+            Err(e) => {
+                warn!(
+                    "{} SOS reports not delivered after {n} tries: {e}",
+                    pending.len()
+                );
+                failed += pending.len() as u64;
+                return (ok, failed);
+            }
+        }
+        if !pending.is_empty() {
+            counters.report_retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(sos_backoff(REPORT_BACKOFF, n, jitter)).await;
+        }
+    }
+    (ok, failed + pending.len() as u64)
 }
 
 /// Consume a secure peer's events until the runtime stops: SOS rankings and reports through
@@ -632,53 +686,88 @@ pub async fn run_events<C: SecureCore>(
 ) {
     let me = h.contact().id;
     let mut evidence_log = crate::budget::RateLog::new(Duration::from_secs(5));
-    while let Some(ev) = events.recv().await {
-        let ev = match C::split(ev) {
-            Ok(ev) => ev,
-            Err(own) => {
-                if let Some(a) = &app {
-                    let _ = a.try_send(own);
-                }
-                continue;
+    let mut reports = Vec::new();
+    while let Some(first) = events.recv().await {
+        // The events already queued with it, reports gathered into one batch for the SOS.
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            handle_event::<C>(
+                ev,
+                &h,
+                me,
+                sos.as_ref(),
+                app.as_ref(),
+                &mut evidence_log,
+                &mut reports,
+            );
+            if reports.len() < sos::MAX_BATCH {
+                next = events.try_recv().ok();
             }
-        };
-        match ev {
-            SecureEvent::RankRoutes { query, routes } => match &sos {
-                Some(s) => s.rank(&h, query, routes),
-                None => {
-                    let h = h.clone();
-                    tokio::spawn(async move {
-                        let _ = h
-                            .call(move |n, now| n.node().handle_ranking(now, query, None))
-                            .await;
-                    });
-                }
-            },
-            SecureEvent::Report { subject, outcome } => {
-                use overlay::secure::Outcome as O;
-                if outcome != O::Delivered
-                    && let Some(held) = evidence_log.allow(tokio::time::Instant::now())
-                {
-                    let why = match outcome {
-                        O::Replayed => {
-                            "a PingRequest copy seen before, or timestamped more than the \
-                             replay window away from this peer's clock (a replay, or a CSP \
-                             clock skewed beyond the window)"
-                        }
-                        O::Modified => "a PingRequest whose signatures do not verify",
-                        O::Misrouted => "a PingRequest that looped or ran too long",
-                        O::Dropped | O::Delivered => "a request it did not deliver",
-                    };
-                    warn!(peer = %me, %subject, ?outcome, "negative evidence: {why} ({held} more since the last warning)");
-                }
-                if let Some(s) = &sos {
-                    s.send_report(me, subject, outcome);
-                }
+        }
+        if let Some(s) = &sos
+            && !reports.is_empty()
+        {
+            s.send_reports(me, std::mem::take(&mut reports));
+        }
+    }
+}
+
+/// One event of a secure peer: a ranking asked of the SOS, a report added to `reports`
+/// (the SOS batch), anything else handed to the application.
+fn handle_event<C: SecureCore>(
+    ev: C::Event,
+    h: &Handle<C>,
+    me: NodeId,
+    sos: Option<&SosLink>,
+    app: Option<&mpsc::Sender<C::Event>>,
+    evidence_log: &mut crate::budget::RateLog,
+    reports: &mut Vec<(NodeId, overlay::secure::Outcome)>,
+) {
+    let ev = match C::split(ev) {
+        Ok(ev) => ev,
+        Err(own) => {
+            if let Some(a) = app {
+                let _ = a.try_send(own);
             }
-            other => {
-                if let Some(a) = &app {
-                    let _ = a.try_send(C::wrap(other));
-                }
+            return;
+        }
+    };
+    match ev {
+        SecureEvent::RankRoutes { query, routes } => match sos {
+            Some(s) => s.rank(h, query, routes),
+            None => {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = h
+                        .call(move |n, now| n.node().handle_ranking(now, query, None))
+                        .await;
+                });
+            }
+        },
+        SecureEvent::Report { subject, outcome } => {
+            use overlay::secure::Outcome as O;
+            if outcome != O::Delivered
+                && let Some(held) = evidence_log.allow(tokio::time::Instant::now())
+            {
+                let why = match outcome {
+                    O::Replayed => {
+                        "a PingRequest copy seen before, or timestamped more than the \
+                         replay window away from this peer's clock (a replay, or a CSP \
+                         clock skewed beyond the window)"
+                    }
+                    O::Modified => "a PingRequest whose signatures do not verify",
+                    O::Misrouted => "a PingRequest that looped or ran too long",
+                    O::Dropped | O::Delivered => "a request it did not deliver",
+                };
+                warn!(peer = %me, %subject, ?outcome, "negative evidence: {why} ({held} more since the last warning)");
+            }
+            if sos.is_some() {
+                reports.push((subject, outcome));
+            }
+        }
+        other => {
+            if let Some(a) = app {
+                let _ = a.try_send(C::wrap(other));
             }
         }
     }

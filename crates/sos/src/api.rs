@@ -73,6 +73,21 @@ pub struct ReportAck {
     pub reports: ReportCounts,
 }
 
+/// One report's answer in a `POST /v1/reports/batch` response (in the order posted): the
+/// status `POST /v1/reports` would have answered it with, and its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    /// HTTP status of this report alone (200 stored; 4xx refused; 503 try again).
+    pub status: u16,
+    /// The acknowledgement, when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<ReportAck>,
+    /// Why not, otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
 /// Every 4xx/5xx answer carries this body (the one all p2psip services use).
 pub use service::http::ErrorBody;
 

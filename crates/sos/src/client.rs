@@ -281,6 +281,25 @@ impl SosClient {
             .collect())
     }
 
+    /// `POST /v1/reports/batch`: `reports` (1 to [`crate::MAX_BATCH`]) in one request; the
+    /// answer holds each report's status, in order.
+    pub async fn post_reports(
+        &self,
+        reports: &[crate::SignedReport],
+    ) -> Result<Vec<crate::BatchItem>, ClientError> {
+        let body = crate::batch_json(reports);
+        self.call(
+            Retry::Write,
+            |api| {
+                api.request(Method::POST, "/v1/reports/batch")
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            },
+            Api::call,
+        )
+        .await
+    }
+
     /// `POST /v1/routes/rank` with the classic operator: best route first.
     pub async fn rank(&self, routes: Vec<Vec<PeerId>>) -> Result<RankResponse, ClientError> {
         self.rank_with(routes, Discounting::Classic).await

@@ -61,14 +61,14 @@ mod store_pg;
 mod verify;
 
 pub use api::{
-    ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
-    ReportCounts,
+    BatchItem, ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView,
+    ReportAck, ReportCounts,
 };
 pub use client::{ClientError, SERVICE, SosClient};
 pub use peer::{PeerId, PeerIdError};
 pub use report::{
-    MAX_ROUTE_HOPS, MAX_SIGNATURE_BYTES, Outcome, ReportBody, ReportError, SignedReport,
-    decode_canonical, parse_report,
+    MAX_BATCH, MAX_ROUTE_HOPS, MAX_SIGNATURE_BYTES, Outcome, ReportBody, ReportError, SignedReport,
+    batch_json, decode_canonical, parse_batch, parse_report,
 };
 pub use server::{Clock, RunningServer, ServerConfig, ServerError, SystemClock, router, serve};
 pub use store::{StoreError, Synchronous, count_reports};

@@ -201,10 +201,45 @@ fn take_u128(b: &[u8]) -> Result<(u128, &[u8]), ReportError> {
     Ok((u128::from_be_bytes(*head), rest))
 }
 
+/// Most reports in one `POST /v1/reports/batch`.
+pub const MAX_BATCH: usize = 64;
+
 /// Parse a JSON report as posted to `POST /v1/reports`; never panics on any input.
 pub fn parse_report(json: &[u8]) -> Result<SignedReport, ReportError> {
     let wire: WireReport =
         serde_json::from_slice(json).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    from_wire(wire)
+}
+
+/// Parse a JSON array of reports as posted to `POST /v1/reports/batch`: the array must
+/// parse and hold 1 to [`MAX_BATCH`] entries; each entry is parsed on its own, so one bad
+/// report does not refuse the others. Never panics on any input.
+pub fn parse_batch(json: &[u8]) -> Result<Vec<Result<SignedReport, ReportError>>, ReportError> {
+    let items: Vec<serde_json::Value> =
+        serde_json::from_slice(json).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ReportError::Malformed(format!(
+            "a batch holds 1 to {MAX_BATCH} reports, not {}",
+            items.len()
+        )));
+    }
+    Ok(items
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value::<WireReport>(v)
+                .map_err(|e| ReportError::Malformed(e.to_string()))
+                .and_then(from_wire)
+        })
+        .collect())
+}
+
+/// The JSON array [`parse_batch`] reads.
+pub fn batch_json(reports: &[SignedReport]) -> String {
+    let items: Vec<String> = reports.iter().map(SignedReport::to_json).collect();
+    format!("[{}]", items.join(","))
+}
+
+fn from_wire(wire: WireReport) -> Result<SignedReport, ReportError> {
     if wire.route.len() > MAX_ROUTE_HOPS {
         return Err(ReportError::RouteTooLong);
     }

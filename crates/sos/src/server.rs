@@ -38,7 +38,7 @@ use crate::api::{
 };
 use crate::metrics::{Metrics, RejectReason};
 use crate::store::{PeerRecord, Store, StoreConfig, StoreError, Synchronous, WriteError, WriteOp};
-use crate::{PeerId, ReporterVerifier, VerifyError, parse_report};
+use crate::{BatchItem, PeerId, ReporterVerifier, SignedReport, VerifyError, parse_report};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -264,6 +264,7 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
     let app = Router::new()
         .route("/v1/routes/rank", post(rank))
         .route("/v1/reports", post(report))
+        .route("/v1/reports/batch", post(report_batch))
         .route(
             "/v1/opinions/{peer}",
             get(get_opinion).put(put_opinion).delete(delete_opinion),
@@ -580,36 +581,135 @@ fn rank_routes_of(st: &AppState, body: Result<Bytes, BytesRejection>) -> Respons
 }
 
 async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
-    let reject = |reason: RejectReason, resp: Response| {
-        st.metrics.rejected(reason);
-        resp
-    };
     let body = match body {
         Ok(b) => b,
-        Err(r) => return reject(RejectReason::Malformed, body_rejection(r)),
+        Err(r) => {
+            st.metrics.rejected(RejectReason::Malformed);
+            return body_rejection(r);
+        }
     };
     let signed = match parse_report(&body) {
         Ok(r) => r,
         Err(e) => {
-            return reject(
-                RejectReason::Malformed,
-                error(StatusCode::BAD_REQUEST, "invalid_report", e.to_string()),
-            );
+            st.metrics.rejected(RejectReason::Malformed);
+            return error(StatusCode::BAD_REQUEST, "invalid_report", e.to_string());
         }
+    };
+    match accept_report(&st, signed).await {
+        Ok(ack) => axum::Json(ack).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /v1/reports/batch`: up to [`crate::MAX_BATCH`] reports in one request (a callee
+/// reports every hop of every route a call took at once), each checked and stored as
+/// `POST /v1/reports` would, concurrently so they share the store's commits; the answer
+/// lists each report's status in the order posted.
+async fn report_batch(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => {
+            st.metrics.rejected(RejectReason::Malformed);
+            return body_rejection(r);
+        }
+    };
+    let items = match crate::report::parse_batch(&body) {
+        Ok(items) => items,
+        Err(e) => {
+            st.metrics.rejected(RejectReason::Malformed);
+            return error(StatusCode::BAD_REQUEST, "invalid_batch", e.to_string());
+        }
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let st = Arc::clone(&st);
+        set.spawn(async move {
+            let answer = match item {
+                Ok(signed) => accept_report(&st, signed).await,
+                Err(e) => {
+                    st.metrics.rejected(RejectReason::Malformed);
+                    Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_report",
+                        e.to_string(),
+                    ))
+                }
+            };
+            (i, answer)
+        });
+    }
+    let mut answers = Vec::with_capacity(set.len());
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(a) => answers.push(a),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("a report of the batch failed: {e}"),
+                );
+            }
+        }
+    }
+    answers.sort_by_key(|(i, _)| *i);
+    let items: Vec<BatchItem> = answers
+        .into_iter()
+        .map(|(_, a)| match a {
+            Ok(ack) => BatchItem {
+                status: StatusCode::OK.as_u16(),
+                ack: Some(ack),
+                error: None,
+            },
+            Err(r) => BatchItem {
+                status: r.status.as_u16(),
+                ack: None,
+                error: Some(r.body),
+            },
+        })
+        .collect();
+    axum::Json(items).into_response()
+}
+
+/// Why a report was not stored: the status and body `POST /v1/reports` answers.
+struct Refusal {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            body: ErrorBody {
+                error: code.to_string(),
+                message: message.into(),
+            },
+        }
+    }
+
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// Check a parsed report (clock window, signature, the reporter's rate) and store it;
+/// counted in the metrics either way.
+async fn accept_report(st: &AppState, signed: SignedReport) -> Result<ReportAck, Refusal> {
+    let reject = |reason: RejectReason, status: StatusCode, code: &str, message: String| {
+        st.metrics.rejected(reason);
+        Refusal::new(status, code, message)
     };
     let now = st.clock.now_ms();
     if signed.body.timestamp_ms.abs_diff(now) > st.window_ms {
-        return reject(
+        return Err(reject(
             RejectReason::Timestamp,
-            error(
-                StatusCode::BAD_REQUEST,
-                "timestamp_outside_window",
-                format!(
-                    "timestamp must be within {} ms of the server clock",
-                    st.window_ms
-                ),
+            StatusCode::BAD_REQUEST,
+            "timestamp_outside_window",
+            format!(
+                "timestamp must be within {} ms of the server clock",
+                st.window_ms
             ),
-        );
+        ));
     }
     let msg = signed.body.canonical_bytes();
     match st
@@ -618,27 +718,29 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
     {
         Ok(()) => {}
         Err(e @ VerifyError::UnknownReporter(_)) => {
-            return reject(
+            return Err(reject(
                 RejectReason::UnknownReporter,
-                error(StatusCode::FORBIDDEN, "unknown_reporter", e.to_string()),
-            );
+                StatusCode::FORBIDDEN,
+                "unknown_reporter",
+                e.to_string(),
+            ));
         }
         Err(e @ VerifyError::BadSignature) => {
-            return reject(
+            return Err(reject(
                 RejectReason::BadSignature,
-                error(StatusCode::FORBIDDEN, "bad_signature", e.to_string()),
-            );
+                StatusCode::FORBIDDEN,
+                "bad_signature",
+                e.to_string(),
+            ));
         }
     }
     if !st.allow_report(signed.body.reporter, now) {
-        return reject(
+        return Err(reject(
             RejectReason::RateLimited,
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many reports from this reporter",
-            ),
-        );
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many reports from this reporter".into(),
+        ));
     }
     let subject = signed.body.subject;
     let evidence = signed.body.outcome;
@@ -656,26 +758,29 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
     match result {
         Ok((id, reports)) => {
             st.metrics.accepted(evidence);
-            axum::Json(ReportAck {
+            Ok(ReportAck {
                 id,
                 subject,
                 reports,
             })
-            .into_response()
         }
-        Err(e) => write_error(&st, e),
+        Err(e) => Err(write_refusal(st, e)),
     }
 }
 
 fn write_error(st: &AppState, e: WriteError) -> Response {
+    write_refusal(st, e).into_response()
+}
+
+fn write_refusal(st: &AppState, e: WriteError) -> Refusal {
     match e {
         WriteError::Replay => {
             st.metrics.rejected(RejectReason::Replay);
-            error(StatusCode::CONFLICT, "replayed_nonce", e.to_string())
+            Refusal::new(StatusCode::CONFLICT, "replayed_nonce", e.to_string())
         }
         WriteError::TooManyPeers => {
             st.metrics.rejected(RejectReason::TooManyPeers);
-            error(
+            Refusal::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "peer_table_full",
                 e.to_string(),
@@ -683,7 +788,7 @@ fn write_error(st: &AppState, e: WriteError) -> Response {
         }
         WriteError::Storage(_) | WriteError::Closed => {
             st.metrics.rejected(RejectReason::Storage);
-            error(
+            Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
                 e.to_string(),

@@ -792,3 +792,68 @@ async fn requests_beyond_the_in_flight_limit_are_refused_and_counted() {
         "{line} in {metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_of_reports_is_answered_report_by_report_in_order() {
+    // Room in the body for a batch one report too long (the count is what is refused).
+    let f = fixture_with(|c| c.max_body_bytes = 256 * 1024).await;
+    let client = SosClient::new(&f.server.url(), &f.trust).expect("client");
+    let (a, b) = (&f.signers[0], &f.signers[1]);
+    let good = a
+        .sign(body(a.peer().0, 1609, Outcome::Delivered, 1))
+        .expect("sign");
+    // Signed by b but claiming to be a: refused on its own.
+    let forged = b
+        .sign(body(a.peer().0, 1609, Outcome::Dropped, 2))
+        .expect("sign");
+    let other = b
+        .sign(body(b.peer().0, 1600, Outcome::Dropped, 3))
+        .expect("sign");
+    let items = client
+        .post_reports(&[good.clone(), forged, other, good])
+        .await
+        .expect("batch answered");
+    let statuses: Vec<u16> = items.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [200, 403, 200, 409], "{items:?}");
+    assert_eq!(items[0].ack.as_ref().map(|a| a.subject), Some(PeerId(1609)));
+    assert_eq!(
+        items[1].error.as_ref().map(|e| e.error.as_str()),
+        Some("bad_signature")
+    );
+    assert_eq!(
+        items[3].error.as_ref().map(|e| e.error.as_str()),
+        Some("replayed_nonce")
+    );
+    let view = client.get_opinion(PeerId(1609)).await.expect("get");
+    assert_eq!((view.reports.positive, view.reports.negative), (1, 0));
+    let view = client.get_opinion(PeerId(1600)).await.expect("get");
+    assert_eq!((view.reports.positive, view.reports.negative), (0, 1));
+
+    // An empty batch, one too many, and one that is not an array are refused whole and
+    // change nothing.
+    let before = dump(&f.db);
+    let one = a
+        .sign(body(a.peer().0, 1609, Outcome::Delivered, 9))
+        .expect("sign");
+    for (reports, what) in [
+        (Vec::new(), "empty"),
+        (vec![one; sos::MAX_BATCH + 1], "too many"),
+    ] {
+        match client.post_reports(&reports).await {
+            Err(sos::ClientError::Server { status: 400, body }) => {
+                assert_eq!(body.error, "invalid_batch", "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    let resp = f
+        .http
+        .post(format!("{}/v1/reports/batch", f.server.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"reporter":"1"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(dump(&f.db), before);
+}

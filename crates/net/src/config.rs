@@ -123,6 +123,11 @@ impl LinkBudget {
         }
     }
 
+    /// A peer's share.
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
     /// Must a peer holding `own` links close one before it opens another?
     pub(crate) fn full_for(&self, own: usize) -> bool {
         own >= self.share && self.open() >= self.total

@@ -417,6 +417,16 @@ struct Loop<C: Core> {
     stats: Arc<Shared>,
 }
 
+/// Room for one more link (see `Loop::make_room`).
+enum Room {
+    /// Under `max_links`, and under this peer's share of a shared budget (if any).
+    Some,
+    /// Over its share of a shared budget that still has room.
+    OverShare,
+    /// At `max_links`, or over its share of a spent budget.
+    None,
+}
+
 /// A stopped peer's links no longer count against its process's shared budget.
 impl<C: Core> Drop for Loop<C> {
     fn drop(&mut self) {
@@ -675,36 +685,46 @@ impl<C: Core> Loop<C> {
         self.links_reported = own;
     }
 
-    /// Would one more link be too many: `max_links`, or this peer's share of a process
-    /// whose shared budget is spent?
-    fn over_links(&mut self) -> bool {
+    /// How much room this peer has for one more link.
+    fn room(&mut self) -> Room {
         self.report_links();
         let own = self.links_reported;
-        own >= self.limits.max_links.max(1)
-            || self
-                .limits
-                .shared_links
-                .as_ref()
-                .is_some_and(|b| b.full_for(own))
+        if own >= self.limits.max_links.max(1) {
+            return Room::None;
+        }
+        match &self.limits.shared_links {
+            Some(b) if b.full_for(own) => Room::None,
+            Some(b) if own >= b.share() => Room::OverShare,
+            _ => Room::Some,
+        }
     }
 
-    /// Close the least recently used link if a new one would exceed `max_links` (dropping
-    /// its sender ends the connection task, which closes the socket). Links the core keeps
-    /// go last: closing one only makes it dial the peer again at its next maintenance.
+    /// Close links to make room for one more. At `max_links`, or at this peer's share of a
+    /// process whose shared budget is spent, the least recently used goes (dropping its
+    /// sender ends the connection task, which closes the socket): spares first (their peer
+    /// has another link), then links we opened and no longer need, then links peers opened
+    /// to us (they may keep them), then the ones we keep (closing one only makes it dial the
+    /// peer again at its next maintenance). Over its share of a budget that still has room,
+    /// a peer closes only spares and links it opened and no longer needs: links others
+    /// opened to it stay (it may be a finger of many), links opened for joins and lookups do
+    /// not pile up.
     fn make_room(&mut self) {
-        while self.over_links() {
-            // Spares go first: their peer has another link.
+        loop {
+            let strict = match self.room() {
+                Room::Some => return,
+                Room::OverShare => false,
+                Room::None => true,
+            };
             if let Some((&spare, _)) = self.spares.iter().min_by_key(|(_, e)| e.used) {
                 self.spares.remove(&spare);
                 Shared::inc(&self.stats.c.links_evicted);
                 continue;
             }
-            // Links we opened and no longer need first, then links peers opened to us (they
-            // may keep them), then the ones we keep; least recently used first within each.
             let core = &self.core;
             let Some(lru) = self
                 .conns
                 .iter()
+                .filter(|(id, e)| strict || !(e.inbound || core.keeps_link(**id)))
                 .min_by_key(|(id, e)| (core.keeps_link(**id), e.inbound, e.used))
                 .map(|(id, _)| *id)
             else {
@@ -712,7 +732,7 @@ impl<C: Core> Loop<C> {
             };
             self.conns.remove(&lru);
             Shared::inc(&self.stats.c.links_evicted);
-            debug!(peer = %lru, "closing the least recently used link (at max_links)");
+            debug!(peer = %lru, "closing the least recently used link (at max_links or its share)");
         }
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Cluster {
     pub(crate) log: Arc<KindLog>,
     /// Members that serve a SIP front-end for phones.
     pub(crate) frontends: Vec<usize>,
+    /// Seconds the members took to start listening, and then to join their rings.
+    pub(crate) started_s: (f64, f64),
 }
 
 /// A demo peer's core: every peer's ([`node::NodeCore`]), whose message-kind log the demo
@@ -269,6 +271,7 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
     let m = l.membership;
     let overlay = enroll::api::OverlayParams::new(&l.arcs, enroll::IdScheme::default());
     let log = Arc::new(KindLog::default());
+    let t0 = Instant::now();
     let mut nodes = Vec::with_capacity(l.members.len());
     let mut frontends = Vec::new();
     let pb = bar(l.members.len() as u64, "listening", quiet);
@@ -349,15 +352,18 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
     for r in &mut rings {
         r.sort_by_key(|i| ids[*i]);
     }
-    let cluster = Cluster {
+    let listening = t0.elapsed().as_secs_f64();
+    let mut cluster = Cluster {
         nodes,
         handles,
         ids,
         rings,
         log,
         frontends,
+        started_s: (listening, 0.0),
     };
     join_rings(&cluster, &l, quiet).await?;
+    cluster.started_s.1 = t0.elapsed().as_secs_f64() - listening;
     Ok(cluster)
 }
 

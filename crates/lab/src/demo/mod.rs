@@ -476,7 +476,9 @@ async fn real(args: Args) -> Result<(), LabError> {
     let rss_per_peer = rss1.saturating_sub(rss0) / members.len() as u64;
     let stats0 = sum_stats(&secure.handles);
     note(format!(
-        "  overlay   converged in {converge_s:.1} s: all {} peers have their true successor and predecessor in their layer ring; {} TLS connections, RSS {:.0} KiB per peer (fd limit {})",
+        "  overlay   converged in {converge_s:.1} s (listening {:.1} s, joining {:.1} s, then successors, predecessors and a fingers round): all {} peers have their true successor and predecessor in their layer ring; {} TLS connections, RSS {:.0} KiB per peer (fd limit {})",
+        secure.started_s.0,
+        secure.started_s.1,
         members.len(),
         stats0.dials_ok + stats0.accepts_ok,
         rss_per_peer as f64 / 1024.0,

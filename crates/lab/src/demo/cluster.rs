@@ -460,6 +460,12 @@ pub(crate) async fn converge(
         c.rejoin_lost().await;
         let ring_ok = c.converged().await;
         pb.set_position(ring_ok as u64);
+        tracing::debug!(
+            correct = ring_ok,
+            peers = n,
+            secs = started.elapsed().as_secs_f64(),
+            "converging"
+        );
         if ring_ok == n {
             pb.finish_and_clear();
             tokio::time::sleep(fingers_round).await;

@@ -22,6 +22,7 @@
 
 use node::MediaPlane;
 use node::rtpengine::NgClient;
+use sip::digest::{hex, unhex};
 use sip::media::{MediaAnchor, Origin, RelayConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -290,9 +291,9 @@ impl Ours {
     }
 
     fn rewrite(&mut self, call: &str, origin: &str, body: &str) -> Result<String, String> {
-        let hex = to_hex(body.as_bytes());
-        let got = self.ask(&format!("rewrite {call} {origin} {hex}"))?;
-        let bytes = from_hex(&got).ok_or("bad hex from our relay")?;
+        let body_hex = hex(body.as_bytes());
+        let got = self.ask(&format!("rewrite {call} {origin} {body_hex}"))?;
+        let bytes = unhex(&got).ok_or("bad hex from our relay")?;
         String::from_utf8(bytes).map_err(|e| e.to_string())
     }
 }
@@ -337,20 +338,6 @@ impl Relay for Ours {
         }
         Ok(())
     }
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// rtpengine, driven over its ng control protocol.
@@ -671,16 +658,16 @@ fn relay_main(ports: &str) -> Result<(), String> {
         while let Some(line) = rx.recv().await {
             let words: Vec<&str> = line.split(' ').collect();
             let answer = match words.as_slice() {
-                ["rewrite", call, origin, hex] => {
+                ["rewrite", call, origin, body_hex] => {
                     let origin = if *origin == "phone" {
                         Origin::Phone
                     } else {
                         Origin::FarEnd
                     };
-                    match from_hex(hex) {
+                    match unhex(body_hex) {
                         Some(body) => {
                             match plane.rewrite(overlay::Time::ZERO, call, origin, &body) {
-                                Ok(b) => format!("ok {}", to_hex(&b)),
+                                Ok(b) => format!("ok {}", hex(&b)),
                                 Err(e) => format!("err {e}"),
                             }
                         }

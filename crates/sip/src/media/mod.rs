@@ -22,6 +22,7 @@ pub use sdp::{IceAttributes, Sdp, SdpError, Stream, Target};
 
 use crate::msg::{SipRequest, SipResponse};
 use overlay::Time;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// What the front-end asks of the media relay while it carries a call.
 pub trait MediaAnchor: Send {
@@ -52,6 +53,29 @@ impl MediaAnchor for MediaRelay {
     fn end_call(&mut self, call_id: &str) {
         MediaRelay::end_call(self, call_id)
     }
+}
+
+/// An anchor shared with whoever else reads it while the front-end anchors media with it
+/// (a test looking at the relay's streams, say): each call holds the lock for its length.
+impl<A: MediaAnchor> MediaAnchor for Arc<Mutex<A>> {
+    fn rewrite(
+        &mut self,
+        now: Time,
+        call_id: &str,
+        origin: Origin,
+        sdp: &[u8],
+    ) -> Result<Vec<u8>, MediaError> {
+        lock(self).rewrite(now, call_id, origin, sdp)
+    }
+
+    fn end_call(&mut self, call_id: &str) {
+        lock(self).end_call(call_id)
+    }
+}
+
+/// The anchor behind `shared`; a poisoned lock is taken as it is, as the media shell does.
+fn lock<A>(shared: &Mutex<A>) -> MutexGuard<'_, A> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The front-end's optional anchor, applied to the messages it forwards. Without an anchor

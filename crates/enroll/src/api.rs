@@ -17,36 +17,26 @@ use overlay::NodeId;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Serde helpers writing `NodeId` / `u128` as decimal strings.
+/// Serde helpers writing numbers too wide for JSON numbers (`NodeId`, `u128`) as decimal
+/// strings.
 pub mod dec {
-    use overlay::NodeId;
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    /// Serialize a `NodeId` as a decimal string.
-    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
+    /// Serialize `v` as its decimal string.
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
     }
 
-    /// Deserialize a `NodeId` from a decimal string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+    /// Deserialize a value from its decimal string.
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-
-    /// The same for plain `u128`.
-    pub mod u128_str {
-        use serde::{Deserialize, Deserializer, Serializer};
-
-        /// Serialize a `u128` as a decimal string.
-        pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_str(v)
-        }
-
-        /// Deserialize a `u128` from a decimal string.
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            s.parse().map_err(serde::de::Error::custom)
-        }
     }
 }
 
@@ -143,7 +133,7 @@ pub struct ArcInfo {
     #[serde(with = "dec")]
     pub start: NodeId,
     /// Number of IDs (decimal).
-    #[serde(with = "dec::u128_str")]
+    #[serde(with = "dec")]
     pub len: u128,
 }
 

@@ -1488,6 +1488,16 @@ mod tests {
         assert!(r.handle_datagram(t1, 40000, phone, &d(200)).is_some());
     }
 
+    /// The resume after a hold in `offer_and_answer`'s call: the phone's offer again is
+    /// rewritten as the first time (`out`: the same relay ports towards the far end), no
+    /// socket is opened or closed, and the far end still reaches the phone at `phone`.
+    fn assert_resumes(r: &mut MediaRelay, out: &str, phone: SocketAddr) {
+        let resumed = rewrite_sdp(r, "call-1", Origin::Phone, "192.168.1.20", &[4000]);
+        assert_eq!(resumed, out);
+        assert!(commands(r).is_empty());
+        assert_eq!(from_far_end(r), forward(40000, phone));
+    }
+
     #[test]
     fn a_re_offer_for_hold_and_resume_keeps_the_relay() {
         let mut r = relay();
@@ -1500,15 +1510,8 @@ mod tests {
             .unwrap();
         let held = String::from_utf8(held).unwrap();
         assert!(held.contains("m=audio 40002 ") && held.ends_with("a=sendonly\r\n"));
-        let resumed = rewrite_sdp(&mut r, "call-1", Origin::Phone, "192.168.1.20", &[4000]);
-        assert_eq!(resumed, out);
-        assert!(commands(&mut r).is_empty());
+        assert_resumes(&mut r, &out, addr("192.168.1.20:4000"));
         assert_eq!(r.streams(), 1);
-        // The far end still reaches the phone where it was.
-        assert_eq!(
-            from_far_end(&mut r),
-            forward(40000, addr("192.168.1.20:4000"))
-        );
     }
 
     #[test]
@@ -1533,12 +1536,8 @@ mod tests {
         r.rewrite(Time::ZERO, "call-1", Origin::FarEnd, answer.as_bytes())
             .unwrap();
         assert_eq!(r.streams(), 1);
-        // Resume: the same relay ports towards the far end, no socket opened or closed, and
-        // the phone's leg still latched where it was.
-        let resumed = rewrite_sdp(&mut r, "call-1", Origin::Phone, "192.168.1.20", &[4000]);
-        assert_eq!(resumed, out);
-        assert!(commands(&mut r).is_empty());
-        assert_eq!(from_far_end(&mut r), forward(40000, phone));
+        // The phone's leg stays latched where it was.
+        assert_resumes(&mut r, &out, phone);
     }
 
     #[test]

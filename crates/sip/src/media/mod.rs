@@ -6,7 +6,8 @@
 //! [`sdp`] finds and rewrites the addresses and ports, [`relay`] is the sans-IO relay state
 //! (ports, latching, forwarding, bounds), [`ice`] runs ICE and consent freshness on the legs
 //! between the two peers' relays. [`MediaAnchor`] is what the front-end calls: the
-//! relay itself in tests, a shell that shares the relay with its sockets in a deployment.
+//! relay behind a lock in tests, a shell that shares the relay with its sockets in a
+//! deployment.
 
 pub mod ice;
 pub mod quality;
@@ -39,25 +40,9 @@ pub trait MediaAnchor: Send {
     fn end_call(&mut self, call_id: &str);
 }
 
-impl MediaAnchor for MediaRelay {
-    fn rewrite(
-        &mut self,
-        now: Time,
-        call_id: &str,
-        origin: Origin,
-        sdp: &[u8],
-    ) -> Result<Vec<u8>, MediaError> {
-        MediaRelay::rewrite(self, now, call_id, origin, sdp)
-    }
-
-    fn end_call(&mut self, call_id: &str) {
-        MediaRelay::end_call(self, call_id)
-    }
-}
-
-/// An anchor shared with whoever else reads it while the front-end anchors media with it
-/// (a test looking at the relay's streams, say): each call holds the lock for its length.
-impl<A: MediaAnchor> MediaAnchor for Arc<Mutex<A>> {
+/// The relay shared with whoever else reads it while the front-end anchors media with it
+/// (a test looking at its streams, say): each call holds the lock for its length.
+impl MediaAnchor for Arc<Mutex<MediaRelay>> {
     fn rewrite(
         &mut self,
         now: Time,
@@ -73,8 +58,8 @@ impl<A: MediaAnchor> MediaAnchor for Arc<Mutex<A>> {
     }
 }
 
-/// The anchor behind `shared`; a poisoned lock is taken as it is, as the media shell does.
-fn lock<A>(shared: &Mutex<A>) -> MutexGuard<'_, A> {
+/// The relay behind `shared`; a poisoned lock is taken as it is, as the media shell does.
+fn lock(shared: &Mutex<MediaRelay>) -> MutexGuard<'_, MediaRelay> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

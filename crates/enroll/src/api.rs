@@ -17,36 +17,26 @@ use overlay::NodeId;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Serde helpers writing `NodeId` / `u128` as decimal strings.
+/// Serde helpers writing numbers too wide for JSON numbers (`NodeId`, `u128`) as decimal
+/// strings.
 pub mod dec {
-    use overlay::NodeId;
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-    /// Serialize a `NodeId` as a decimal string.
-    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
+    /// Serialize `v` as its decimal string.
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
     }
 
-    /// Deserialize a `NodeId` from a decimal string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+    /// Deserialize a value from its decimal string.
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-
-    /// The same for plain `u128`.
-    pub mod u128_str {
-        use serde::{Deserialize, Deserializer, Serializer};
-
-        /// Serialize a `u128` as a decimal string.
-        pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_str(v)
-        }
-
-        /// Deserialize a `u128` from a decimal string.
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            s.parse().map_err(serde::de::Error::custom)
-        }
     }
 }
 
@@ -143,7 +133,7 @@ pub struct ArcInfo {
     #[serde(with = "dec")]
     pub start: NodeId,
     /// Number of IDs (decimal).
-    #[serde(with = "dec::u128_str")]
+    #[serde(with = "dec")]
     pub len: u128,
 }
 
@@ -213,6 +203,19 @@ impl std::str::FromStr for BootstrapPeer {
     }
 }
 
+/// The servers the E&A names to its peers: the SOS, STUN and TURN. Configured on the
+/// server, handed out at enrollment, kept in `node.json`: one struct, so that the three
+/// travel together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceUrls {
+    /// Secure Opinion Server URL.
+    pub sos_url: Option<String>,
+    /// STUN server URLs.
+    pub stun_urls: Vec<String>,
+    /// TURN server URLs.
+    pub turn_urls: Vec<String>,
+}
+
 /// Answer to enroll and renew.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnrollResponse {
@@ -233,12 +236,9 @@ pub struct EnrollResponse {
     pub overlay: OverlayParams,
     /// Peers to join through (same layer first, then other layers' CSPGs).
     pub bootstrap: Vec<BootstrapPeer>,
-    /// Secure Opinion Server URL.
-    pub sos_url: Option<String>,
-    /// STUN server URLs.
-    pub stun_urls: Vec<String>,
-    /// TURN server URLs.
-    pub turn_urls: Vec<String>,
+    /// The SOS, STUN and TURN servers (JSON: their fields inline).
+    #[serde(flatten)]
+    pub services: ServiceUrls,
 }
 
 /// One enrolled member as `GET /v1/directory` publishes it.
@@ -280,12 +280,9 @@ pub struct NodeConfig {
     pub overlay: OverlayParams,
     /// Peers to join through.
     pub bootstrap: Vec<BootstrapPeer>,
-    /// Secure Opinion Server URL.
-    pub sos_url: Option<String>,
-    /// STUN server URLs.
-    pub stun_urls: Vec<String>,
-    /// TURN server URLs.
-    pub turn_urls: Vec<String>,
+    /// The SOS, STUN and TURN servers (JSON: their fields inline).
+    #[serde(flatten)]
+    pub services: ServiceUrls,
     /// Address the peer said it listens on.
     pub listen: Option<SocketAddr>,
     /// Base URL of the E&A server (renewal, CRL).
@@ -325,6 +322,40 @@ mod tests {
             let e = bad.parse::<BootstrapPeer>().expect_err(bad);
             assert_eq!(e.text, bad);
         }
+    }
+
+    #[test]
+    fn node_json_keeps_the_service_urls_at_its_top_level() {
+        let cfg = NodeConfig {
+            node_id: NodeId(1593),
+            layer: Layer::ONE,
+            role: Role::Peer,
+            overlay: OverlayParams {
+                id_bits: 11,
+                layers: Vec::new(),
+                id_scheme: crate::ids::IdScheme::Sha1,
+            },
+            bootstrap: Vec::new(),
+            services: ServiceUrls {
+                sos_url: Some("https://127.0.0.1:7500".into()),
+                stun_urls: vec!["stun:127.0.0.1:3478".into()],
+                turn_urls: vec!["turn:127.0.0.1:3478".into()],
+            },
+            listen: None,
+            enroll_server: "https://127.0.0.1:7000".into(),
+            crl_url: "https://127.0.0.1:7000/v1/crl".into(),
+            key_file: "key.pem".into(),
+            chain_file: "chain.pem".into(),
+            ca_file: "ca.pem".into(),
+            not_after: 0,
+        };
+        let json = serde_json::to_value(&cfg).expect("serializes");
+        assert_eq!(json["sos_url"], "https://127.0.0.1:7500");
+        assert_eq!(json["stun_urls"][0], "stun:127.0.0.1:3478");
+        assert_eq!(json["turn_urls"][0], "turn:127.0.0.1:3478");
+        assert!(json.get("services").is_none());
+        let back: NodeConfig = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, cfg);
     }
 
     #[test]

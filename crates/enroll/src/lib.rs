@@ -34,7 +34,7 @@ pub mod server;
 pub mod store;
 pub mod token;
 
-pub use api::{EnrollRequest, EnrollResponse, Location, NodeConfig, RenewRequest};
+pub use api::{EnrollRequest, EnrollResponse, Location, NodeConfig, RenewRequest, ServiceUrls};
 pub use cert::{
     PeerIdentity, VerifyError, identity_from_cert, rustls_client_verifier, verify_peer_chain,
 };

@@ -20,7 +20,7 @@
 
 use crate::api::{
     BootstrapPeer, DirectoryEntry, DirectoryResponse, EnrollRequest, EnrollResponse, ErrorBody,
-    OverlayParams, RenewRequest,
+    OverlayParams, RenewRequest, ServiceUrls,
 };
 use crate::cert::{self, Binding, Ca, CertError, Csr, VerifyError};
 use crate::ids::{self, IdScheme};
@@ -73,12 +73,8 @@ pub struct ServerConfig {
     pub renew_grace: Duration,
     /// CRL validity (nextUpdate − thisUpdate).
     pub crl_validity: Duration,
-    /// SOS URL handed to peers.
-    pub sos_url: Option<String>,
-    /// STUN URLs handed to peers.
-    pub stun_urls: Vec<String>,
-    /// TURN URLs handed to peers.
-    pub turn_urls: Vec<String>,
+    /// The SOS, STUN and TURN servers handed to peers.
+    pub services: ServiceUrls,
     /// Configured bootstrap peers (added after those from the database).
     pub bootstrap: Vec<BootstrapPeer>,
     /// Maximum request body, bytes.
@@ -104,9 +100,7 @@ impl Default for ServerConfig {
             cert_validity: Duration::from_secs(24 * 3600),
             renew_grace: Duration::from_secs(3600),
             crl_validity: Duration::from_secs(3600),
-            sos_url: None,
-            stun_urls: Vec::new(),
-            turn_urls: Vec::new(),
+            services: ServiceUrls::default(),
             bootstrap: Vec::new(),
             body_limit: 16 * 1024,
             rate_limit: RateLimitConfig::default(),
@@ -611,9 +605,7 @@ impl Shared {
             not_after,
             overlay: self.overlay.clone(),
             bootstrap,
-            sos_url: self.config.sos_url.clone(),
-            stun_urls: self.config.stun_urls.clone(),
-            turn_urls: self.config.turn_urls.clone(),
+            services: self.config.services.clone(),
         }
     }
 

@@ -23,7 +23,7 @@ use enroll::{Layer, Role};
 use net::{Handle, Limits, NetConfig, PeerRuntime, Trust};
 use overlay::wire::{Route, WIRE_VERSION, encode_frame};
 use overlay::{ChordConfig, ChordNode, Contact, Message, NodeId};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +42,9 @@ fn issue_at(ca: &Ca, id: u128, serial: u8, not_before: i64, not_after: i64) -> I
     )
 }
 
+/// The address the hand-made hellos here claim to listen on (nothing does).
+const HELLO_FROM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+
 fn chord_config() -> Arc<ChordConfig> {
     let mut c = fast_chord(BITS);
     // Generous against CPU starvation: these tests run next to floods on shared cores.
@@ -55,6 +58,20 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(1),
         ..fast_limits()
     }
+}
+
+/// [`limits`] with an inbound cap low enough for a connection flood to reach.
+fn capped() -> Limits {
+    Limits {
+        max_inbound: 16,
+        ..limits()
+    }
+}
+
+/// Quiet logs and a fresh E&A: how each attack here begins.
+fn attack_setup() -> (Ca, Trust) {
+    init_logs("net=error");
+    test_ca()
 }
 
 fn net_config(ca: &Ca, tr: &Trust, id: u128, limits: Limits) -> NetConfig {
@@ -153,9 +170,8 @@ async fn closed_within<S: AsyncReadExt + Unpin>(s: &mut S, within: Duration) -> 
 /// connection closed within two seconds, and the refusal is counted.
 async fn assert_refused(h: &Handle<ChordNode>, is: &Issued, id: u128, what: &str) {
     let base = h.stats();
-    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
     if let Ok(mut s) = tls_connect_as(h.local_addr(), is).await {
-        let _ = s.write_all(&hello_bytes(id, me)).await;
+        let _ = s.write_all(&hello_bytes(id, HELLO_FROM)).await;
         assert!(
             closed_within(&mut s, Duration::from_secs(2))
                 .await
@@ -193,13 +209,11 @@ fn frame(msg: &Message) -> Vec<u8> {
 /// Set-up attacks: each is refused or closed at the handshake timeout, and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_bad_setups_are_refused_and_counted() {
-    init_logs("net=error");
-    let (ca, tr) = test_ca();
+    let (ca, tr) = attack_setup();
     let (peers, ids) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
     let base = h.stats();
-    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
 
     // 1. An expired certificate (valid signature, right CA): refused by the verifier.
     //    Expected: handshake refused, accepts_refused +1, reason names the expiry.
@@ -222,7 +236,9 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
 
     // 3. Half a hello (magic and version only).
     let mut s = tls_connect_as(addr, &valid).await.unwrap();
-    s.write_all(&hello_bytes(12, me)[..5]).await.unwrap();
+    s.write_all(&hello_bytes(12, HELLO_FROM)[..5])
+        .await
+        .unwrap();
     s.flush().await.unwrap();
     let took = closed_within(&mut s, Duration::from_secs(3))
         .await
@@ -231,7 +247,7 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
 
     // 4. The hello head (announcing IPv4) without the address bytes.
     let mut s = tls_connect_as(addr, &valid).await.unwrap();
-    let hb = hello_bytes(12, me);
+    let hb = hello_bytes(12, HELLO_FROM);
     s.write_all(&hb[..hb.len() - 4]).await.unwrap();
     s.flush().await.unwrap();
     let took = closed_within(&mut s, Duration::from_secs(3))
@@ -285,13 +301,11 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
 /// whose body never comes is closed by the idle timeout (idle_closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_half_frames_after_the_hello_are_closed() {
-    init_logs("net=error");
-    let (ca, tr) = test_ca();
+    let (ca, tr) = attack_setup();
     let (peers, ids) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
     let base = h.stats();
-    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let valid = issue(&ca, 21, 21);
 
     // Garbage of several shapes after a valid hello. Expected: closed, malformed_in +1 each.
@@ -321,7 +335,7 @@ async fn garbage_and_half_frames_after_the_hello_are_closed() {
     ];
     for (i, (name, bytes)) in cases.iter().enumerate() {
         let mut s = tls_connect_as(addr, &valid).await.unwrap();
-        s.write_all(&hello_bytes(21, me)).await.unwrap();
+        s.write_all(&hello_bytes(21, HELLO_FROM)).await.unwrap();
         // One valid frame first: the connection is fully up.
         s.write_all(&frame(&Message::Ping { token: 1 }))
             .await
@@ -345,7 +359,7 @@ async fn garbage_and_half_frames_after_the_hello_are_closed() {
     // Expected: closed by the 1 s idle timeout, idle_closed counted; the buffer is bounded
     // by max_frame.
     let mut s = tls_connect_as(addr, &valid).await.unwrap();
-    s.write_all(&hello_bytes(21, me)).await.unwrap();
+    s.write_all(&hello_bytes(21, HELLO_FROM)).await.unwrap();
     let mut half = vec![WIRE_VERSION, 10, 0, 0, 3, 232];
     half.extend_from_slice(&[0; 10]);
     s.write_all(&half).await.unwrap();
@@ -386,18 +400,16 @@ async fn a_route_flood_is_absorbed_and_other_lookups_succeed() {
 }
 
 async fn frame_flood(routes: bool, strict: bool) {
-    init_logs("net=error");
-    let (ca, tr) = test_ca();
+    let (ca, tr) = attack_setup();
     let (peers, ids) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
-    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let flooder = issue(&ca, 31, 31);
     let rss0 = rss_kib();
 
     let mut s = tls_connect_as(addr, &flooder).await.unwrap();
-    s.write_all(&hello_bytes(31, me)).await.unwrap();
-    let origin = Contact::new(NodeId(31), me);
+    s.write_all(&hello_bytes(31, HELLO_FROM)).await.unwrap();
+    let origin = Contact::new(NodeId(31), HELLO_FROM);
     let mut batch = Vec::new();
     for i in 0..300u64 {
         let m = match i % 3 {
@@ -503,13 +515,8 @@ async fn frame_flood(routes: bool, strict: bool) {
 /// once the flood stops the slots are free again and a legitimate peer joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
-    init_logs("net=error");
-    let (ca, tr) = test_ca();
-    let capped = Limits {
-        max_inbound: 16,
-        ..limits()
-    };
-    let (peers, ids) = ring_with(&ca, &tr, capped).await;
+    let (ca, tr) = attack_setup();
+    let (peers, ids) = ring_with(&ca, &tr, capped()).await;
     let handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
     let h = handles[0].clone();
     let addr = h.local_addr();
@@ -549,12 +556,10 @@ async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
 /// legitimate peer's from 127.0.0.1: two hosts as far as the source IP goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legitimate_peer_gets_in_while_the_cap_is_held_by_slow_loris() {
-    init_logs("net=error");
-    let (ca, tr) = test_ca();
+    let (ca, tr) = attack_setup();
     let capped = Limits {
-        max_inbound: 16,
         max_setups_per_source: 4,
-        ..limits()
+        ..capped()
     };
     let a = start_chord(&ca, &tr, 1_000, None, capped).await;
     let attacker_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
@@ -639,14 +644,13 @@ async fn certificate_clock_skew_within_the_backdate_works_and_beyond_is_refused(
     let (peers, _) = ring(&ca, &tr).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
-    let me: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let backdate = 300;
     let t = now_unix();
 
     let within = issue_at(&ca, 41, 41, t + 240 - backdate, t + 3600);
     let base = h.stats();
     let mut s = tls_connect_as(addr, &within).await.unwrap();
-    s.write_all(&hello_bytes(41, me)).await.unwrap();
+    s.write_all(&hello_bytes(41, HELLO_FROM)).await.unwrap();
     s.flush().await.unwrap();
     wait_for("skewed-within accepted", || {
         h.stats().accepts_ok == base.accepts_ok + 1

@@ -22,6 +22,7 @@
 
 use node::MediaPlane;
 use node::rtpengine::NgClient;
+use sip::digest::{hex, unhex};
 use sip::media::{MediaAnchor, Origin, RelayConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -187,11 +188,21 @@ impl Tally {
 /// Where each stream sends, per direction: (phone side sends to, far side sends to).
 type Targets = Vec<(SocketAddr, SocketAddr)>;
 
+/// A call's offer and answer as a relay passes them on.
+type Bodies = (String, String);
+
 /// A relay under test: sets streams up and frees them.
 trait Relay {
     fn name(&self) -> &str;
     /// The process whose CPU time counts, if any.
     fn pid(&self) -> Option<u32>;
+    /// Anchor `call`: the phone's `offer` and the far end's `answer` as the relay passes
+    /// them on (the offer towards the far end, the answer back towards the phone).
+    fn anchor(&mut self, call: &str, offer: &str, answer: &str)
+    -> Result<(String, String), String>;
+    /// Free what `anchor` set up for `call`.
+    fn end(&mut self, call: &str) -> Result<(), String>;
+
     /// Set up `n` streams between the generator's sockets `phone[i % SOCKETS]` and
     /// `far[i % SOCKETS]`.
     fn setup(
@@ -200,8 +211,30 @@ trait Relay {
         n: usize,
         phone: &[SocketAddr],
         far: &[SocketAddr],
-    ) -> Result<Targets, String>;
-    fn teardown(&mut self, run: u32, n: usize) -> Result<(), String>;
+    ) -> Result<Targets, String> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let (offer, answer) = self.anchor(
+                &call_id(run, i),
+                &sdp(phone[i % SOCKETS], i as u64),
+                &sdp(far[i % SOCKETS], i as u64),
+            )?;
+            let far_sends_to = sdp_target(&offer).ok_or("no address in the offer")?;
+            let phone_sends_to = sdp_target(&answer).ok_or("no address in the answer")?;
+            out.push((phone_sends_to, far_sends_to));
+        }
+        Ok(out)
+    }
+
+    /// Free the `n` streams `setup` made for `run`.
+    fn teardown(&mut self, run: u32, n: usize) -> Result<(), String> {
+        (0..n).try_for_each(|i| self.end(&call_id(run, i)))
+    }
+}
+
+/// The Call-ID of stream `i` in run `run`.
+fn call_id(run: u32, i: usize) -> String {
+    format!("r{run}c{i}")
 }
 
 /// An SDP offer or answer for G.711 at `addr`.
@@ -239,18 +272,10 @@ impl Relay for Direct {
     fn pid(&self) -> Option<u32> {
         None
     }
-    fn setup(
-        &mut self,
-        _run: u32,
-        n: usize,
-        phone: &[SocketAddr],
-        far: &[SocketAddr],
-    ) -> Result<Targets, String> {
-        Ok((0..n)
-            .map(|i| (far[i % SOCKETS], phone[i % SOCKETS]))
-            .collect())
+    fn anchor(&mut self, _call: &str, offer: &str, answer: &str) -> Result<Bodies, String> {
+        Ok((offer.to_owned(), answer.to_owned()))
     }
-    fn teardown(&mut self, _run: u32, _n: usize) -> Result<(), String> {
+    fn end(&mut self, _call: &str) -> Result<(), String> {
         Ok(())
     }
 }
@@ -290,9 +315,9 @@ impl Ours {
     }
 
     fn rewrite(&mut self, call: &str, origin: &str, body: &str) -> Result<String, String> {
-        let hex = to_hex(body.as_bytes());
-        let got = self.ask(&format!("rewrite {call} {origin} {hex}"))?;
-        let bytes = from_hex(&got).ok_or("bad hex from our relay")?;
+        let body_hex = hex(body.as_bytes());
+        let got = self.ask(&format!("rewrite {call} {origin} {body_hex}"))?;
+        let bytes = unhex(&got).ok_or("bad hex from our relay")?;
         String::from_utf8(bytes).map_err(|e| e.to_string())
     }
 }
@@ -311,46 +336,14 @@ impl Relay for Ours {
     fn pid(&self) -> Option<u32> {
         Some(self.child.id())
     }
-    fn setup(
-        &mut self,
-        run: u32,
-        n: usize,
-        phone: &[SocketAddr],
-        far: &[SocketAddr],
-    ) -> Result<Targets, String> {
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let call = format!("r{run}c{i}");
-            // The phone's offer goes out towards the far end; the far end's answer comes
-            // back towards the phone.
-            let offer = self.rewrite(&call, "phone", &sdp(phone[i % SOCKETS], i as u64))?;
-            let answer = self.rewrite(&call, "far", &sdp(far[i % SOCKETS], i as u64))?;
-            let far_sends_to = sdp_target(&offer).ok_or("no address in the offer")?;
-            let phone_sends_to = sdp_target(&answer).ok_or("no address in the answer")?;
-            out.push((phone_sends_to, far_sends_to));
-        }
-        Ok(out)
+    fn anchor(&mut self, call: &str, offer: &str, answer: &str) -> Result<Bodies, String> {
+        let offer = self.rewrite(call, "phone", offer)?;
+        let answer = self.rewrite(call, "far", answer)?;
+        Ok((offer, answer))
     }
-    fn teardown(&mut self, run: u32, n: usize) -> Result<(), String> {
-        for i in 0..n {
-            self.ask(&format!("end r{run}c{i}"))?;
-        }
-        Ok(())
+    fn end(&mut self, call: &str) -> Result<(), String> {
+        self.ask(&format!("end {call}")).map(drop)
     }
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// rtpengine, driven over its ng control protocol.
@@ -374,38 +367,20 @@ impl Relay for Rtpengine {
     fn pid(&self) -> Option<u32> {
         self.pid
     }
-    fn setup(
-        &mut self,
-        run: u32,
-        n: usize,
-        phone: &[SocketAddr],
-        far: &[SocketAddr],
-    ) -> Result<Targets, String> {
-        let mut out = Vec::with_capacity(n);
+    fn anchor(&mut self, call: &str, offer: &str, answer: &str) -> Result<Bodies, String> {
         let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-        for i in 0..n {
-            let call = format!("r{run}c{i}");
-            let offer = self
-                .ng
-                .offer(&call, "a", sdp(phone[i % SOCKETS], i as u64).as_bytes())
-                .map_err(|e| e.to_string())?;
-            let answer = self
-                .ng
-                .answer(&call, "a", "b", sdp(far[i % SOCKETS], i as u64).as_bytes())
-                .map_err(|e| e.to_string())?;
-            let far_sends_to = sdp_target(&text(offer)).ok_or("no address")?;
-            let phone_sends_to = sdp_target(&text(answer)).ok_or("no address")?;
-            out.push((phone_sends_to, far_sends_to));
-        }
-        Ok(out)
+        let offer = self
+            .ng
+            .offer(call, "a", offer.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let answer = self
+            .ng
+            .answer(call, "a", "b", answer.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok((text(offer), text(answer)))
     }
-    fn teardown(&mut self, run: u32, n: usize) -> Result<(), String> {
-        for i in 0..n {
-            self.ng
-                .delete(&format!("r{run}c{i}"))
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+    fn end(&mut self, call: &str) -> Result<(), String> {
+        self.ng.delete(call).map_err(|e| e.to_string())
     }
 }
 
@@ -534,25 +509,15 @@ fn measure(
         let measured = round >= warm_rounds;
         let (to_far, to_phone) = targets[stream];
         let s = stream % SOCKETS;
-        let p = packet(
-            stream as u32,
-            Dir::PhoneToFar,
-            round,
-            measured,
-            epoch.elapsed().as_nanos() as u64,
-        );
-        if phone[s].send_to(&p, to_far).is_err() {
-            send_errors += 1;
-        }
-        let p = packet(
-            stream as u32,
-            Dir::FarToPhone,
-            round,
-            measured,
-            epoch.elapsed().as_nanos() as u64,
-        );
-        if far[s].send_to(&p, to_phone).is_err() {
-            send_errors += 1;
+        for (socket, dir, to) in [
+            (&phone[s], Dir::PhoneToFar, to_far),
+            (&far[s], Dir::FarToPhone, to_phone),
+        ] {
+            let sent_ns = epoch.elapsed().as_nanos() as u64;
+            let p = packet(stream as u32, dir, round, measured, sent_ns);
+            if socket.send_to(&p, to).is_err() {
+                send_errors += 1;
+            }
         }
     }
     // Let the last packets arrive.
@@ -671,16 +636,16 @@ fn relay_main(ports: &str) -> Result<(), String> {
         while let Some(line) = rx.recv().await {
             let words: Vec<&str> = line.split(' ').collect();
             let answer = match words.as_slice() {
-                ["rewrite", call, origin, hex] => {
+                ["rewrite", call, origin, body_hex] => {
                     let origin = if *origin == "phone" {
                         Origin::Phone
                     } else {
                         Origin::FarEnd
                     };
-                    match from_hex(hex) {
+                    match unhex(body_hex) {
                         Some(body) => {
                             match plane.rewrite(overlay::Time::ZERO, call, origin, &body) {
-                                Ok(b) => format!("ok {}", to_hex(&b)),
+                                Ok(b) => format!("ok {}", hex(&b)),
                                 Err(e) => format!("err {e}"),
                             }
                         }

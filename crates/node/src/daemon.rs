@@ -762,7 +762,7 @@ async fn reachability(
     nd: &NodeDir,
     bootstrap: &[Contact],
 ) -> Result<(Option<nat::Reflexive>, Option<Contact>, serde_json::Value), NodeError> {
-    let reflexive = learn_reflexive(&a.stun, &nd.config.stun_urls).await;
+    let reflexive = learn_reflexive(&a.stun, &nd.config.services.stun_urls).await;
     let behind_nat = reflexive.is_some_and(|r| r.behind_nat()) && a.advertise.is_none();
     let relay = match a.relay {
         Some(r) => Some(r),
@@ -876,7 +876,7 @@ fn sos_link(choice: &SosChoice, nd: &NodeDir) -> Result<SosParts, NodeError> {
         SosChoice::Off => return Ok((None, Arc::default(), None)),
         SosChoice::Client(client, counters) => (client.clone(), counters.clone()),
         SosChoice::Url(url) => (sos_client(url, nd)?, Arc::default()),
-        SosChoice::FromNodeDir => match &nd.config.sos_url {
+        SosChoice::FromNodeDir => match &nd.config.services.sos_url {
             Some(url) => (sos_client(url, nd)?, Arc::default()),
             None => {
                 warn!("no SOS in node.json: callees take the shortest route, evidence is dropped");

@@ -717,10 +717,22 @@ mod tests {
     }
 
     fn plane(first: u16, stop: watch::Receiver<bool>) -> MediaPlane {
+        plane_via(first, None, stop)
+    }
+
+    /// A relay on loopback with the 200 ports from `first`, its far legs through `turn`.
+    fn plane_via(first: u16, turn: Option<MediaTurn>, stop: watch::Receiver<bool>) -> MediaPlane {
         let loopback = IpAddr::from([127, 0, 0, 1]);
         let mut cfg = RelayConfig::new(loopback, loopback);
         (cfg.first_port, cfg.last_port) = (first, first + 199);
-        MediaPlane::start(cfg, None, stop).unwrap()
+        MediaPlane::start(cfg, turn, stop).unwrap()
+    }
+
+    /// A phone's socket on loopback, and its port.
+    async fn phone() -> (UdpSocket, u16) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = sock.local_addr().unwrap().port();
+        (sock, port)
     }
 
     async fn recv(sock: &UdpSocket) -> (Vec<u8>, SocketAddr) {
@@ -740,14 +752,11 @@ mod tests {
     async fn rtp_crosses_two_relays_over_real_sockets() {
         let (stop_tx, stop) = watch::channel(false);
         let (mut a, mut b) = (plane(41000, stop.clone()), plane(41200, stop));
-        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        // Bob's phone sends from another socket than the one its SDP names.
-        let bob_announced = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (pa, pb) = (
-            alice.local_addr().unwrap().port(),
-            bob_announced.local_addr().unwrap().port(),
-        );
+        let (alice, pa) = phone().await;
+        let (bob, _) = phone().await;
+        // Bob's phone sends from another socket than the one its SDP names (held, so that
+        // nothing else takes that port meanwhile).
+        let (_bob_announced, pb) = phone().await;
         let (offer, to_bob, _, to_alice) = offer_answer(&mut a, &mut b, pa, pb);
         assert!(
             String::from_utf8_lossy(&to_bob)
@@ -887,17 +896,10 @@ mod tests {
         let (srv, turn) = turn_on_loopback().await;
         let (stop_tx, stop) = watch::channel(false);
         let mut a = plane(41600, stop.clone());
-        let loopback = IpAddr::from([127, 0, 0, 1]);
-        let mut cfg = RelayConfig::new(loopback, loopback);
-        (cfg.first_port, cfg.last_port) = (41800, 41999);
-        let mut b = MediaPlane::start(cfg, Some(turn.clone()), stop).unwrap();
+        let mut b = plane_via(41800, Some(turn.clone()), stop);
         allocations_ready(&b, turn).await;
-        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (pa, pb) = (
-            alice.local_addr().unwrap().port(),
-            bob.local_addr().unwrap().port(),
-        );
+        let (alice, pa) = phone().await;
+        let (bob, pb) = phone().await;
         let (_, to_bob, answer, to_alice) = offer_answer(&mut a, &mut b, pa, pb);
         // Bob's peer offers alice's peer its TURN relay, not one of its own ports.
         let relayed = port_in(&answer);
@@ -936,22 +938,15 @@ mod tests {
     async fn rtp_crosses_when_both_relays_go_through_turn() {
         let (srv, turn) = turn_on_loopback().await;
         let (stop_tx, stop) = watch::channel(false);
-        let loopback = IpAddr::from([127, 0, 0, 1]);
         let mut planes = Vec::new();
         for first in [42000, 42200] {
-            let mut cfg = RelayConfig::new(loopback, loopback);
-            (cfg.first_port, cfg.last_port) = (first, first + 199);
-            let p = MediaPlane::start(cfg, Some(turn.clone()), stop.clone()).unwrap();
+            let p = plane_via(first, Some(turn.clone()), stop.clone());
             allocations_ready(&p, turn.clone()).await;
             planes.push(p);
         }
         let (mut a, mut b) = (planes.remove(0), planes.remove(0));
-        let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let (pa, pb) = (
-            alice.local_addr().unwrap().port(),
-            bob.local_addr().unwrap().port(),
-        );
+        let (alice, pa) = phone().await;
+        let (bob, pb) = phone().await;
         let (offer, to_bob, _, to_alice) = offer_answer(&mut a, &mut b, pa, pb);
         assert!(String::from_utf8_lossy(&offer).contains(" typ relay"));
         let (relay_a, relay_b) = (port_in(&to_alice), port_in(&to_bob));

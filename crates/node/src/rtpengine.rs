@@ -250,13 +250,7 @@ impl NgClient {
         from_tag: &str,
         sdp: &[u8],
     ) -> Result<Vec<u8>, MediaError> {
-        let v = self.command(&[
-            ("command", Bencode::str("offer")),
-            ("call-id", Bencode::str(call_id)),
-            ("from-tag", Bencode::str(from_tag)),
-            ("sdp", Bencode::Bytes(sdp.to_vec())),
-        ])?;
-        sdp_of(&v)
+        self.negotiate("offer", call_id, &[("from-tag", from_tag)], sdp)
     }
 
     /// `answer` of `sdp` from the side tagged `to_tag` to the offer of `from_tag`: the SDP
@@ -268,14 +262,26 @@ impl NgClient {
         to_tag: &str,
         sdp: &[u8],
     ) -> Result<Vec<u8>, MediaError> {
-        let v = self.command(&[
-            ("command", Bencode::str("answer")),
+        let tags = [("from-tag", from_tag), ("to-tag", to_tag)];
+        self.negotiate("answer", call_id, &tags, sdp)
+    }
+
+    /// `offer` or `answer` (`command`) of `sdp` in call `call_id` between the sides `tags`
+    /// name: the SDP to pass on.
+    fn negotiate(
+        &mut self,
+        command: &str,
+        call_id: &str,
+        tags: &[(&str, &str)],
+        sdp: &[u8],
+    ) -> Result<Vec<u8>, MediaError> {
+        let mut fields = vec![
+            ("command", Bencode::str(command)),
             ("call-id", Bencode::str(call_id)),
-            ("from-tag", Bencode::str(from_tag)),
-            ("to-tag", Bencode::str(to_tag)),
-            ("sdp", Bencode::Bytes(sdp.to_vec())),
-        ])?;
-        sdp_of(&v)
+        ];
+        fields.extend(tags.iter().map(|&(tag, value)| (tag, Bencode::str(value))));
+        fields.push(("sdp", Bencode::Bytes(sdp.to_vec())));
+        sdp_of(&self.command(&fields)?)
     }
 
     /// `delete` the call `call_id`.
@@ -528,6 +534,18 @@ mod tests {
         sip::media::Sdp::parse(body).unwrap().streams()[0].port
     }
 
+    /// The port `a` names instead of `port` in version `version` of call c1's body from
+    /// `origin`.
+    fn renamed_port(a: &mut RtpengineAnchor, origin: Origin, port: u16, version: u32) -> u16 {
+        let body = a.rewrite(
+            overlay::Time::ZERO,
+            "c1",
+            origin,
+            &sdp_version(port, version),
+        );
+        port_in(&body.unwrap())
+    }
+
     /// A phone's offer and the far end's answer through a real rtpengine: each side is
     /// told an rtpengine port, RTP crosses both ways, and the call's end deletes it.
     #[test]
@@ -542,22 +560,12 @@ mod tests {
             s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         }
         let t = overlay::Time::ZERO;
-        let offer = a
-            .rewrite(
-                t,
-                "c1",
-                Origin::Phone,
-                &sdp(phone.local_addr().unwrap().port()),
-            )
-            .unwrap();
-        let answer = a
-            .rewrite(
-                t,
-                "c1",
-                Origin::FarEnd,
-                &sdp(far.local_addr().unwrap().port()),
-            )
-            .unwrap();
+        let (pp, fp) = (
+            phone.local_addr().unwrap().port(),
+            far.local_addr().unwrap().port(),
+        );
+        let offer = a.rewrite(t, "c1", Origin::Phone, &sdp(pp)).unwrap();
+        let answer = a.rewrite(t, "c1", Origin::FarEnd, &sdp(fp)).unwrap();
         let (to_far, to_phone) = (port_in(&offer), port_in(&answer));
         assert!((46000..=46099).contains(&to_far), "offer names {to_far}");
         assert!(
@@ -576,32 +584,20 @@ mod tests {
         assert_eq!((n, from.port()), (172, to_phone));
         // That answer came in a 183 (early media); the 200 repeats it. It is the answer
         // again, not a new offer from the far end.
-        let (pp, fp) = (
-            phone.local_addr().unwrap().port(),
-            far.local_addr().unwrap().port(),
-        );
         let again = a.rewrite(t, "c1", Origin::FarEnd, &sdp(fp)).unwrap();
         assert_eq!(port_in(&again), to_phone);
         let answered = Exchange::Answered(Origin::FarEnd, b"o=- 1 1 IN IP4 127.0.0.1".to_vec());
         assert_eq!(a.calls.get("c1"), Some(&answered));
         // A re-INVITE from the far end (a new version): its offer, the phone's answer, the
         // same ports; then one from the phone.
-        let reoffer = a
-            .rewrite(t, "c1", Origin::FarEnd, &sdp_version(fp, 2))
-            .unwrap();
+        let reoffer = renamed_port(&mut a, Origin::FarEnd, fp, 2);
         assert_eq!(a.calls.get("c1"), Some(&Exchange::Offered(Origin::FarEnd)));
-        let reanswer = a
-            .rewrite(t, "c1", Origin::Phone, &sdp_version(pp, 2))
-            .unwrap();
-        assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_phone, to_far));
-        let reoffer = a
-            .rewrite(t, "c1", Origin::Phone, &sdp_version(pp, 3))
-            .unwrap();
+        let reanswer = renamed_port(&mut a, Origin::Phone, pp, 2);
+        assert_eq!((reoffer, reanswer), (to_phone, to_far));
+        let reoffer = renamed_port(&mut a, Origin::Phone, pp, 3);
         assert_eq!(a.calls.get("c1"), Some(&Exchange::Offered(Origin::Phone)));
-        let reanswer = a
-            .rewrite(t, "c1", Origin::FarEnd, &sdp_version(fp, 3))
-            .unwrap();
-        assert_eq!((port_in(&reoffer), port_in(&reanswer)), (to_far, to_phone));
+        let reanswer = renamed_port(&mut a, Origin::FarEnd, fp, 3);
+        assert_eq!((reoffer, reanswer), (to_far, to_phone));
         // Media still crosses.
         phone.send_to(&rtp, ("127.0.0.1", to_phone)).unwrap();
         let (n, from) = far.recv_from(&mut buf).unwrap();

@@ -86,7 +86,10 @@ fn enroll_server_and_client_processes() {
     assert_eq!(cfg.role, enroll::Role::Csp);
     assert_eq!(cfg.overlay.id_bits, 11);
     assert!(cfg.node_id.0 < 2048);
-    assert_eq!(cfg.sos_url.as_deref(), Some("https://127.0.0.1:7500"));
+    assert_eq!(
+        cfg.services.sos_url.as_deref(),
+        Some("https://127.0.0.1:7500")
+    );
     assert_eq!(cfg.listen, Some("127.0.0.1:6001".parse().unwrap()));
     let ders = enroll::cert::pem_to_der(&chain, "CERTIFICATE").unwrap();
     let who = enroll::cert::identity_from_cert(&ders[0]).unwrap();

@@ -111,7 +111,9 @@ impl Algorithm {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of `b`, as digest hashes and nonces are written; public so the tools
+/// around the SIP side write bytes the one way.
+pub fn hex(b: &[u8]) -> String {
     use fmt::Write;
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
@@ -120,7 +122,8 @@ fn hex(b: &[u8]) -> String {
     s
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// The bytes of hex text `s` (either case), or `None` when it is not hex pairs.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

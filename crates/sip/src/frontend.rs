@@ -245,6 +245,23 @@ struct Call {
     session: Option<Duration>,
 }
 
+impl Call {
+    /// A call whose INVITE has just been passed on, no transaction of it tracked yet.
+    fn new(ocall: OverlayCall, ua: Peer, invite: SipRequest) -> Self {
+        Call {
+            ocall,
+            ua,
+            invite_server: None,
+            invite_client: None,
+            invite,
+            waiting: Vec::new(),
+            clients: Vec::new(),
+            phase: Phase::Setup,
+            session: None,
+        }
+    }
+}
+
 /// How far a call has come, which decides its deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -1146,15 +1163,8 @@ impl FrontEnd {
             now,
             call_id,
             Call {
-                ocall,
-                ua,
                 invite_server: Some(key),
-                invite_client: None,
-                invite: req,
-                waiting: Vec::new(),
-                clients: Vec::new(),
-                phase: Phase::Setup,
-                session: None,
+                ..Call::new(ocall, ua, req)
             },
         );
     }
@@ -1257,15 +1267,9 @@ impl FrontEnd {
             now,
             call_id,
             Call {
-                ocall,
-                ua,
-                invite_server: None,
                 invite_client: Some((key.clone(), fwd)),
-                invite: req.clone(),
-                waiting: Vec::new(),
                 clients: vec![key],
-                phase: Phase::Setup,
-                session: None,
+                ..Call::new(ocall, ua, req.clone())
             },
         );
         Ok(())

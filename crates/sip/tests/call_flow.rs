@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use overlay::Time;
-use sip::media::{MediaAnchor, MediaError, MediaRelay, Origin, RelayConfig};
+use sip::media::{MediaRelay, RelayConfig};
 use sip::ua::UaEvent;
 use sip::{Peer, Transport};
 use std::net::SocketAddr;
@@ -29,24 +29,7 @@ fn world(peers: usize, transport: Transport) -> World {
 }
 
 /// A relay the test reads while its front-end anchors media with it.
-#[derive(Clone)]
-struct SharedRelay(Arc<Mutex<MediaRelay>>);
-
-impl MediaAnchor for SharedRelay {
-    fn rewrite(
-        &mut self,
-        now: Time,
-        call_id: &str,
-        origin: Origin,
-        sdp: &[u8],
-    ) -> Result<Vec<u8>, MediaError> {
-        self.0.lock().unwrap().rewrite(now, call_id, origin, sdp)
-    }
-
-    fn end_call(&mut self, call_id: &str) {
-        self.0.lock().unwrap().end_call(call_id)
-    }
-}
+type SharedRelay = Arc<Mutex<MediaRelay>>;
 
 /// [`world`], front-end i anchoring media with `relays[i]` when given.
 fn world_with(peers: usize, transport: Transport, relays: &[SharedRelay]) -> World {
@@ -303,7 +286,7 @@ fn relay(lan: &str, public: &str, first: u16) -> SharedRelay {
     cfg.last_port = first + 99;
     // The relays latch here; their ICE with each other has tests of its own (media::relay).
     cfg.ice = false;
-    SharedRelay(Arc::new(Mutex::new(MediaRelay::new(cfg))))
+    Arc::new(Mutex::new(MediaRelay::new(cfg)))
 }
 
 #[test]
@@ -322,8 +305,8 @@ fn anchored_call_points_each_phone_at_its_own_peer_and_rtp_crosses_both_relays()
     let now = Time::from_millis(2000);
     // Alice's RTP: her peer sends it from its public leg to bob's peer's public leg, which
     // hands it to bob's phone; bob's answer goes back the same way.
-    let mut ra = a.0.lock().unwrap();
-    let mut rb = b.0.lock().unwrap();
+    let mut ra = a.lock().unwrap();
+    let mut rb = b.lock().unwrap();
     let out = ra
         .handle_datagram(now, 40000, addr("127.0.0.1:6000"), &RTP)
         .unwrap();
@@ -350,7 +333,7 @@ fn anchored_call_points_each_phone_at_its_own_peer_and_rtp_crosses_both_relays()
     ua.bye(now, &call).unwrap();
     w.settle(200);
     w.phones.expect(0, UaEvent::Ended { call });
-    assert_eq!(a.0.lock().unwrap().streams(), 0);
-    assert_eq!(b.0.lock().unwrap().streams(), 0);
+    assert_eq!(a.lock().unwrap().streams(), 0);
+    assert_eq!(b.lock().unwrap().streams(), 0);
     assert_eq!(w.front_ends.nodes[0].fe.media_refused(), 0);
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use enroll::ratelimit::RateLimitConfig;
-use enroll::{DataDir, EnrollServer, IdScheme, Layer, LayerRule, Role, ServerConfig};
+use enroll::{DataDir, EnrollServer, IdScheme, Layer, LayerRule, Role, ServerConfig, ServiceUrls};
 use overlay::NodeId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -230,9 +230,11 @@ fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         cert_validity: enroll::token::parse_duration(&a.cert_validity)?,
         renew_grace: enroll::token::parse_duration(&a.renew_grace)?,
         crl_validity: enroll::token::parse_duration(&a.crl_validity)?,
-        sos_url: a.sos_url.clone(),
-        stun_urls: a.stun_url.clone(),
-        turn_urls: a.turn_url.clone(),
+        services: ServiceUrls {
+            sos_url: a.sos_url.clone(),
+            stun_urls: a.stun_url.clone(),
+            turn_urls: a.turn_url.clone(),
+        },
         bootstrap: a
             .bootstrap
             .iter()

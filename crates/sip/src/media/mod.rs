@@ -6,7 +6,8 @@
 //! [`sdp`] finds and rewrites the addresses and ports, [`relay`] is the sans-IO relay state
 //! (ports, latching, forwarding, bounds), [`ice`] runs ICE and consent freshness on the legs
 //! between the two peers' relays. [`MediaAnchor`] is what the front-end calls: the
-//! relay itself in tests, a shell that shares the relay with its sockets in a deployment.
+//! relay behind a lock in tests, a shell that shares the relay with its sockets in a
+//! deployment.
 
 pub mod ice;
 pub mod quality;
@@ -22,6 +23,7 @@ pub use sdp::{IceAttributes, Sdp, SdpError, Stream, Target};
 
 use crate::msg::{SipRequest, SipResponse};
 use overlay::Time;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// What the front-end asks of the media relay while it carries a call.
 pub trait MediaAnchor: Send {
@@ -38,7 +40,9 @@ pub trait MediaAnchor: Send {
     fn end_call(&mut self, call_id: &str);
 }
 
-impl MediaAnchor for MediaRelay {
+/// The relay shared with whoever else reads it while the front-end anchors media with it
+/// (a test looking at its streams, say): each call holds the lock for its length.
+impl MediaAnchor for Arc<Mutex<MediaRelay>> {
     fn rewrite(
         &mut self,
         now: Time,
@@ -46,12 +50,17 @@ impl MediaAnchor for MediaRelay {
         origin: Origin,
         sdp: &[u8],
     ) -> Result<Vec<u8>, MediaError> {
-        MediaRelay::rewrite(self, now, call_id, origin, sdp)
+        lock(self).rewrite(now, call_id, origin, sdp)
     }
 
     fn end_call(&mut self, call_id: &str) {
-        MediaRelay::end_call(self, call_id)
+        lock(self).end_call(call_id)
     }
+}
+
+/// The relay behind `shared`; a poisoned lock is taken as it is, as the media shell does.
+fn lock(shared: &Mutex<MediaRelay>) -> MutexGuard<'_, MediaRelay> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The front-end's optional anchor, applied to the messages it forwards. Without an anchor

@@ -1231,32 +1231,37 @@ mod tests {
         s.into_bytes()
     }
 
+    /// What the relay makes, at time zero, of the body `sdp(ip, ports)` from `from` in `call`.
+    fn rewrite_sdp(
+        r: &mut MediaRelay,
+        call: &str,
+        from: Origin,
+        ip: &str,
+        ports: &[u16],
+    ) -> String {
+        let out = r.rewrite(Time::ZERO, call, from, &sdp(ip, ports)).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// What `handle_datagram` returns for a datagram sent on from `from_port` to `to`.
+    fn forward(from_port: u16, to: SocketAddr) -> Option<Forward> {
+        Some(Forward { from_port, to })
+    }
+
+    /// A datagram from the far end of `offer_and_answer` to its relay port.
+    fn from_far_end(r: &mut MediaRelay) -> Option<Forward> {
+        r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172))
+    }
+
     fn commands(r: &mut MediaRelay) -> Vec<MediaCommand> {
         std::iter::from_fn(|| r.poll_command()).collect()
     }
 
     /// The phone's offer, then the far end's answer: the caller's peer side of a call.
     fn offer_and_answer(r: &mut MediaRelay) -> (String, String) {
-        let out = r
-            .rewrite(
-                Time::ZERO,
-                "call-1",
-                Origin::Phone,
-                &sdp("192.168.1.20", &[4000]),
-            )
-            .unwrap();
-        let back = r
-            .rewrite(
-                Time::ZERO,
-                "call-1",
-                Origin::FarEnd,
-                &sdp("198.51.100.9", &[30000]),
-            )
-            .unwrap();
-        (
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(back).unwrap(),
-        )
+        let out = rewrite_sdp(r, "call-1", Origin::Phone, "192.168.1.20", &[4000]);
+        let back = rewrite_sdp(r, "call-1", Origin::FarEnd, "198.51.100.9", &[30000]);
+        (out, back)
     }
 
     #[test]
@@ -1277,26 +1282,14 @@ mod tests {
         let phone = addr("192.168.1.20:4000");
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40000, phone, &d(172)),
-            Some(Forward {
-                from_port: 40002,
-                to: addr("198.51.100.9:30000")
-            })
+            forward(40002, addr("198.51.100.9:30000"))
         );
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40001, addr("192.168.1.20:4001"), &d(80)),
-            Some(Forward {
-                from_port: 40003,
-                to: addr("198.51.100.9:30001")
-            })
+            forward(40003, addr("198.51.100.9:30001"))
         );
         // Far end → phone.
-        assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
-            Some(Forward {
-                from_port: 40000,
-                to: phone
-            })
-        );
+        assert_eq!(from_far_end(&mut r), forward(40000, phone));
         assert_eq!(r.stats().forwarded, 3);
     }
 
@@ -1309,10 +1302,7 @@ mod tests {
         assert!(r.handle_datagram(Time::ZERO, 40002, nat, &d(172)).is_some());
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &d(172)),
-            Some(Forward {
-                from_port: 40002,
-                to: nat
-            })
+            forward(40002, nat)
         );
         // Someone else on the far leg: dropped, the latch holds.
         assert_eq!(
@@ -1321,24 +1311,12 @@ mod tests {
         );
         assert_eq!(r.stats().foreign, 1);
         // A new answer with a new address unlatches the far leg; the same one does not.
-        r.rewrite(
-            Time::ZERO,
-            "call-1",
-            Origin::FarEnd,
-            &sdp("198.51.100.9", &[30000]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "call-1", Origin::FarEnd, "198.51.100.9", &[30000]);
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), &d(172)),
             None
         );
-        r.rewrite(
-            Time::ZERO,
-            "call-1",
-            Origin::FarEnd,
-            &sdp("198.51.100.10", &[30000]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "call-1", Origin::FarEnd, "198.51.100.10", &[30000]);
         assert!(
             r.handle_datagram(Time::ZERO, 40002, addr("192.0.2.66:5000"), &d(172))
                 .is_some()
@@ -1348,13 +1326,7 @@ mod tests {
     #[test]
     fn nothing_goes_out_before_the_other_side_has_said_where_it_is() {
         let mut r = relay();
-        r.rewrite(
-            Time::ZERO,
-            "c",
-            Origin::Phone,
-            &sdp("192.168.1.20", &[4000]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "c", Origin::Phone, "192.168.1.20", &[4000]);
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &d(172)),
             None
@@ -1381,13 +1353,7 @@ mod tests {
             Err(MediaError::TooManyStreams)
         );
         assert_eq!(r.streams(), 0);
-        r.rewrite(
-            Time::ZERO,
-            "a",
-            Origin::Phone,
-            &sdp("192.168.1.20", &[1, 2, 3]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "a", Origin::Phone, "192.168.1.20", &[1, 2, 3]);
         assert_eq!(
             r.rewrite(
                 Time::ZERO,
@@ -1397,8 +1363,7 @@ mod tests {
             ),
             Err(MediaError::NoPorts)
         );
-        r.rewrite(Time::ZERO, "b", Origin::Phone, &sdp("192.168.1.21", &[1]))
-            .unwrap();
+        rewrite_sdp(&mut r, "b", Origin::Phone, "192.168.1.21", &[1]);
         assert_eq!(r.streams(), 4);
         // Malformed and oversized bodies change nothing either.
         let before = commands(&mut r).len();
@@ -1416,9 +1381,7 @@ mod tests {
         // A peer-wide cap below the ports.
         let mut small = relay();
         small.cfg.max_streams = 1;
-        small
-            .rewrite(Time::ZERO, "a", Origin::Phone, &sdp("192.168.1.20", &[1]))
-            .unwrap();
+        rewrite_sdp(&mut small, "a", Origin::Phone, "192.168.1.20", &[1]);
         assert_eq!(
             small.rewrite(Time::ZERO, "b", Origin::Phone, &sdp("192.168.1.20", &[1])),
             Err(MediaError::Full)
@@ -1428,29 +1391,11 @@ mod tests {
     #[test]
     fn a_dialog_end_a_disabled_stream_and_idleness_free_the_ports() {
         let mut r = relay();
-        r.rewrite(
-            Time::ZERO,
-            "a",
-            Origin::Phone,
-            &sdp("192.168.1.20", &[4000, 4002]),
-        )
-        .unwrap();
-        r.rewrite(
-            Time::ZERO,
-            "b",
-            Origin::Phone,
-            &sdp("192.168.1.21", &[4000]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "a", Origin::Phone, "192.168.1.20", &[4000, 4002]);
+        rewrite_sdp(&mut r, "b", Origin::Phone, "192.168.1.21", &[4000]);
         commands(&mut r);
         // Port 0 in a re-offer frees that stream only.
-        r.rewrite(
-            Time::ZERO,
-            "a",
-            Origin::Phone,
-            &sdp("192.168.1.20", &[4000, 0]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "a", Origin::Phone, "192.168.1.20", &[4000, 0]);
         assert_eq!(r.streams(), 2);
         assert_eq!(
             commands(&mut r),
@@ -1479,13 +1424,7 @@ mod tests {
     #[test]
     fn a_port_the_shell_could_not_open_frees_its_stream() {
         let mut r = relay();
-        r.rewrite(
-            Time::ZERO,
-            "a",
-            Origin::Phone,
-            &sdp("192.168.1.20", &[4000]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "a", Origin::Phone, "192.168.1.20", &[4000]);
         commands(&mut r);
         assert!(r.port_unavailable(Time::ZERO, 40003));
         assert_eq!(r.streams(), 0);
@@ -1508,13 +1447,7 @@ mod tests {
         };
         let mut seen = Vec::new();
         for call in ["b", "c", "d"] {
-            r.rewrite(
-                Time::ZERO,
-                call,
-                Origin::Phone,
-                &sdp("192.168.1.20", &[4000]),
-            )
-            .unwrap();
+            rewrite_sdp(&mut r, call, Origin::Phone, "192.168.1.20", &[4000]);
             seen.extend(opened(&mut r));
         }
         assert!(!seen.contains(&40002) && !seen.contains(&40003), "{seen:?}");
@@ -1555,6 +1488,16 @@ mod tests {
         assert!(r.handle_datagram(t1, 40000, phone, &d(200)).is_some());
     }
 
+    /// The resume after a hold in `offer_and_answer`'s call: the phone's offer again is
+    /// rewritten as the first time (`out`: the same relay ports towards the far end), no
+    /// socket is opened or closed, and the far end still reaches the phone at `phone`.
+    fn assert_resumes(r: &mut MediaRelay, out: &str, phone: SocketAddr) {
+        let resumed = rewrite_sdp(r, "call-1", Origin::Phone, "192.168.1.20", &[4000]);
+        assert_eq!(resumed, out);
+        assert!(commands(r).is_empty());
+        assert_eq!(from_far_end(r), forward(40000, phone));
+    }
+
     #[test]
     fn a_re_offer_for_hold_and_resume_keeps_the_relay() {
         let mut r = relay();
@@ -1567,25 +1510,8 @@ mod tests {
             .unwrap();
         let held = String::from_utf8(held).unwrap();
         assert!(held.contains("m=audio 40002 ") && held.ends_with("a=sendonly\r\n"));
-        let resumed = r
-            .rewrite(
-                Time::ZERO,
-                "call-1",
-                Origin::Phone,
-                &sdp("192.168.1.20", &[4000]),
-            )
-            .unwrap();
-        assert_eq!(String::from_utf8(resumed).unwrap(), out);
-        assert!(commands(&mut r).is_empty());
+        assert_resumes(&mut r, &out, addr("192.168.1.20:4000"));
         assert_eq!(r.streams(), 1);
-        // The far end still reaches the phone where it was.
-        assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
-            Some(Forward {
-                from_port: 40000,
-                to: addr("192.168.1.20:4000")
-            })
-        );
     }
 
     #[test]
@@ -1610,67 +1536,25 @@ mod tests {
         r.rewrite(Time::ZERO, "call-1", Origin::FarEnd, answer.as_bytes())
             .unwrap();
         assert_eq!(r.streams(), 1);
-        // Resume: the same relay ports towards the far end, no socket opened or closed, and
-        // the phone's leg still latched where it was.
-        let resumed = r
-            .rewrite(
-                Time::ZERO,
-                "call-1",
-                Origin::Phone,
-                &sdp("192.168.1.20", &[4000]),
-            )
-            .unwrap();
-        assert_eq!(String::from_utf8(resumed).unwrap(), out);
-        assert!(commands(&mut r).is_empty());
-        assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
-            Some(Forward {
-                from_port: 40000,
-                to: phone
-            })
-        );
+        // The phone's leg stays latched where it was.
+        assert_resumes(&mut r, &out, phone);
     }
 
     #[test]
     fn the_called_side_anchors_the_far_offer_first() {
         let mut r = relay();
         // The offer comes from the far end: the phone is offered our LAN side.
-        let to_phone = r
-            .rewrite(
-                Time::ZERO,
-                "in",
-                Origin::FarEnd,
-                &sdp("198.51.100.9", &[30000]),
-            )
-            .unwrap();
-        assert!(
-            String::from_utf8(to_phone)
-                .unwrap()
-                .contains("c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 40000 ")
-        );
+        let to_phone = rewrite_sdp(&mut r, "in", Origin::FarEnd, "198.51.100.9", &[30000]);
+        assert!(to_phone.contains("c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 40000 "));
         // Early media (183) and the 200 carry the same answer: one stream, the public side.
         for _ in 0..2 {
-            let out = r
-                .rewrite(
-                    Time::ZERO,
-                    "in",
-                    Origin::Phone,
-                    &sdp("192.168.1.30", &[5000]),
-                )
-                .unwrap();
-            assert!(
-                String::from_utf8(out)
-                    .unwrap()
-                    .contains("c=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 40002 ")
-            );
+            let out = rewrite_sdp(&mut r, "in", Origin::Phone, "192.168.1.30", &[5000]);
+            assert!(out.contains("c=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 40002 "));
         }
         assert_eq!(r.streams(), 1);
         assert_eq!(
-            r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &d(172)),
-            Some(Forward {
-                from_port: 40000,
-                to: addr("192.168.1.30:5000")
-            })
+            from_far_end(&mut r),
+            forward(40000, addr("192.168.1.30:5000"))
         );
     }
 
@@ -1741,28 +1625,16 @@ mod tests {
             ]
         );
         // The same answer again (a 200 after a 183) asks for nothing more.
-        r.rewrite(
-            Time::ZERO,
-            "call-1",
-            Origin::FarEnd,
-            &sdp("198.51.100.9", &[30000]),
-        )
-        .unwrap();
+        rewrite_sdp(&mut r, "call-1", Origin::FarEnd, "198.51.100.9", &[30000]);
         assert!(commands(&mut r).is_empty());
         // Datagrams cross as on sockets: the shell hands TURN data in as the port's.
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &rtp(1)),
-            Some(Forward {
-                from_port: 40002,
-                to: addr("198.51.100.9:30000")
-            })
+            forward(40002, addr("198.51.100.9:30000"))
         );
         assert_eq!(
             r.handle_datagram(Time::ZERO, 40002, addr("198.51.100.9:30000"), &rtp(7)),
-            Some(Forward {
-                from_port: 40000,
-                to: addr("192.168.1.20:4000")
-            })
+            forward(40000, addr("192.168.1.20:4000"))
         );
         assert_eq!(r.stats().turn_streams, 1);
         // Hanging up closes the ports, allocations included, and reports a relayed path.
@@ -1872,13 +1744,7 @@ mod tests {
         // Reports are bounded: the oldest go first.
         r.cfg.max_reports = 1;
         for call in ["x", "y"] {
-            r.rewrite(
-                Time::ZERO,
-                call,
-                Origin::Phone,
-                &sdp("192.168.1.20", &[4000]),
-            )
-            .unwrap();
+            rewrite_sdp(&mut r, call, Origin::Phone, "192.168.1.20", &[4000]);
             r.end_call(call);
         }
         assert_eq!(r.poll_report().map(|r| r.call_id), Some("y".to_owned()));
@@ -2084,6 +1950,13 @@ mod tests {
         fn far_leg_pair(r: &MediaRelay) -> Option<IcePair> {
             r.streams.values().next().and_then(|s| s.legs[FAR].ice_pair)
         }
+
+        /// The pairs both sides selected on their far legs, for a test that needs them.
+        fn selected(&self) -> (IcePair, IcePair) {
+            let a = Self::far_leg_pair(&self.a).expect("a selected a pair");
+            let b = Self::far_leg_pair(&self.b).expect("b selected a pair");
+            (a, b)
+        }
     }
 
     fn secs(s: u64) -> Duration {
@@ -2122,8 +1995,7 @@ mod tests {
         p.run_until(Time::ZERO + secs(3));
         // The homes' private addresses do not cross: each side sends from its host base
         // to the other's server-reflexive address.
-        let a = Pair::far_leg_pair(&p.a).expect("a selected a pair");
-        let b = Pair::far_leg_pair(&p.b).expect("b selected a pair");
+        let (a, b) = p.selected();
         assert_eq!(
             (a.local, a.local_addr, a.remote, a.remote_addr),
             (
@@ -2150,10 +2022,7 @@ mod tests {
         );
         assert_eq!(
             p.b.handle_datagram(p.now, 40002, addr("203.0.113.1:40002"), &rtp(1)),
-            Some(Forward {
-                from_port: 40000,
-                to: addr("192.168.2.30:5000")
-            })
+            forward(40000, addr("192.168.2.30:5000"))
         );
         // Media from another source than the pair's is not taken.
         assert_eq!(
@@ -2297,8 +2166,7 @@ mod tests {
         p.latency = Duration::from_millis(20);
         p.call(true);
         p.run_until(Time::ZERO + secs(5));
-        let a = Pair::far_leg_pair(&p.a).expect("a selected a pair");
-        let b = Pair::far_leg_pair(&p.b).expect("b selected a pair");
+        let (a, b) = p.selected();
         assert_eq!(
             (a.local, a.local_addr, a.remote, a.remote_addr),
             (
@@ -2316,10 +2184,7 @@ mod tests {
         // Media leaves a's far leg port (the shell sends it through the allocation).
         assert_eq!(
             p.a.handle_datagram(p.now, 40000, addr("192.168.1.20:4000"), &rtp(1)),
-            Some(Forward {
-                from_port: 40002,
-                to: addr("198.51.100.9:40002")
-            })
+            forward(40002, addr("198.51.100.9:40002"))
         );
     }
 
@@ -2434,39 +2299,20 @@ mod tests {
         let nat = addr("198.51.100.9:61000");
         assert_eq!(
             p.a.handle_datagram(Time::ZERO, 40002, nat, &rtp(1)),
-            Some(Forward {
-                from_port: 40000,
-                to: addr("192.168.1.20:4000")
-            })
+            forward(40000, addr("192.168.1.20:4000"))
         );
         assert_eq!(
             p.a.handle_datagram(Time::ZERO, 40000, addr("192.168.1.20:4000"), &rtp(1)),
-            Some(Forward {
-                from_port: 40002,
-                to: nat
-            })
+            forward(40002, nat)
         );
         // No checks, no consent: nothing of a's own goes out.
         p.run_until(Time::ZERO + secs(60));
         assert_eq!(p.a_to_b, 0);
         // An offer without ICE is answered without it.
         let mut c = ice_relay(B_LAN, B_NAT, 3);
-        c.rewrite(
-            Time::ZERO,
-            "x",
-            Origin::FarEnd,
-            &sdp("203.0.113.1", &[30000]),
-        )
-        .unwrap();
-        let answer = c
-            .rewrite(
-                Time::ZERO,
-                "x",
-                Origin::Phone,
-                &sdp("192.168.2.30", &[5000]),
-            )
-            .unwrap();
-        assert!(!String::from_utf8(answer).unwrap().contains("a=ice"));
+        rewrite_sdp(&mut c, "x", Origin::FarEnd, "203.0.113.1", &[30000]);
+        let answer = rewrite_sdp(&mut c, "x", Origin::Phone, "192.168.2.30", &[5000]);
+        assert!(!answer.contains("a=ice"));
     }
 
     #[test]
@@ -2476,15 +2322,7 @@ mod tests {
         commands(&mut r);
         r.turn_allocated(Time::ZERO, 0, addr("192.0.2.1:50000"));
         r.turn_allocated(Time::ZERO, 1, addr("192.0.2.1:50377"));
-        let offer = r
-            .rewrite(
-                Time::ZERO,
-                "t",
-                Origin::Phone,
-                &sdp("192.168.1.20", &[4000]),
-            )
-            .unwrap();
-        let offer = String::from_utf8(offer).unwrap();
+        let offer = rewrite_sdp(&mut r, "t", Origin::Phone, "192.168.1.20", &[4000]);
         assert!(offer.contains("a=candidate:3 1 UDP 14680319 192.0.2.1 50000 typ relay"));
         assert!(offer.contains("a=candidate:3 2 UDP 14680318 192.0.2.1 50377 typ relay"));
         assert!(
@@ -2495,16 +2333,10 @@ mod tests {
         let mut b = ice_relay(B_LAN, B_NAT, 5);
         b.rewrite(Time::ZERO, "t", Origin::FarEnd, offer.as_bytes())
             .unwrap();
-        let answer = b
-            .rewrite(
-                Time::ZERO,
-                "t",
-                Origin::Phone,
-                &sdp("192.168.2.30", &[5000]),
-            )
-            .unwrap();
+        let answer = rewrite_sdp(&mut b, "t", Origin::Phone, "192.168.2.30", &[5000]);
         commands(&mut r);
-        r.rewrite(Time::ZERO, "t", Origin::FarEnd, &answer).unwrap();
+        r.rewrite(Time::ZERO, "t", Origin::FarEnd, answer.as_bytes())
+            .unwrap();
         let permits: Vec<_> = commands(&mut r)
             .into_iter()
             .filter(|c| matches!(c, MediaCommand::Permit { .. }))

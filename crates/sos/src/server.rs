@@ -31,6 +31,10 @@
 //! body size → JSON shape → timestamp window → signature → per-reporter rate limit →
 //! nonce (in the writer, atomically with the insert). Only verified reporters reach the
 //! rate-limit table, so its size is bounded by the key registry (and capped anyway).
+//! `POST /v1/reports/batch` takes a JSON array of 1 to [`crate::MAX_BATCH`] such reports
+//! (the body size and the array first, refused whole), then checks and stores each one in
+//! the same order as a single report and answers each with its own status and body, in
+//! the order posted: peers send the reports one call produces in one request.
 
 use crate::api::{
     ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,

@@ -584,20 +584,30 @@ fn rank_routes_of(st: &AppState, body: Result<Bytes, BytesRejection>) -> Respons
     axum::Json(resp).into_response()
 }
 
-async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => {
-            st.metrics.rejected(RejectReason::Malformed);
-            return body_rejection(r);
+/// A report body read and parsed with `parse`; a body that cannot be read, or does not
+/// parse, is answered (400 `code`, or the body's own rejection) and counted as malformed.
+fn parse_body<T>(
+    st: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    parse: impl FnOnce(&[u8]) -> Result<T, crate::ReportError>,
+    code: &str,
+) -> Result<T, Box<Response>> {
+    let parsed = match body {
+        Ok(b) => {
+            parse(&b).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, code, e.to_string())))
         }
+        Err(r) => Err(Box::new(body_rejection(r))),
     };
-    let signed = match parse_report(&body) {
+    if parsed.is_err() {
+        st.metrics.rejected(RejectReason::Malformed);
+    }
+    parsed
+}
+
+async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let signed = match parse_body(&st, body, parse_report, "invalid_report") {
         Ok(r) => r,
-        Err(e) => {
-            st.metrics.rejected(RejectReason::Malformed);
-            return error(StatusCode::BAD_REQUEST, "invalid_report", e.to_string());
-        }
+        Err(refused) => return *refused,
     };
     match accept_report(&st, signed).await {
         Ok(ack) => axum::Json(ack).into_response(),
@@ -610,19 +620,9 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
 /// `POST /v1/reports` would, concurrently so they share the store's commits; the answer
 /// lists each report's status in the order posted.
 async fn report_batch(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => {
-            st.metrics.rejected(RejectReason::Malformed);
-            return body_rejection(r);
-        }
-    };
-    let items = match crate::report::parse_batch(&body) {
+    let items = match parse_body(&st, body, crate::report::parse_batch, "invalid_batch") {
         Ok(items) => items,
-        Err(e) => {
-            st.metrics.rejected(RejectReason::Malformed);
-            return error(StatusCode::BAD_REQUEST, "invalid_batch", e.to_string());
-        }
+        Err(refused) => return *refused,
     };
     let mut set = tokio::task::JoinSet::new();
     for (i, item) in items.into_iter().enumerate() {

@@ -216,11 +216,7 @@ impl Node {
         // A layer ring's fingers spread over the layer's arc (see `overlay::RingSpan`); the
         // flat ring of plain Chord spans the whole circle.
         if a.routing == overlay::secure::Routing::Secure {
-            let arc = arcs.arc(layer);
-            cc.arc = Some(overlay::RingArc {
-                start: arc.start,
-                len: arc.len,
-            });
+            cc.arc = Some(arcs.arc(layer));
         }
         let lookup_wait = cc.lookup_timeout * 4 + Duration::from_secs(2);
         let cc = Arc::new(cc);

@@ -27,7 +27,7 @@ use overlay::secure::{
     Directory, FirstHops, Layer, LayerArcs, OverlayContext, Role, Routing, SecureConfig,
     SecureEvent, SecureNode, SigVerifier, Signer,
 };
-use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, RingArc, Time};
+use overlay::{ChordConfig, ChordNode, Contact, IdSpace, Message, NodeId, Time};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -451,13 +451,7 @@ impl CallWorld {
             ring.dedup();
             // A layer ring's fingers spread over its layer's arc, as a real peer's do.
             let arc = match (run.routing, ring.first()) {
-                (Routing::Secure, Some(first)) => {
-                    let a = arcs.arc(arcs.layer_of(*first));
-                    Some(RingArc {
-                        start: a.start,
-                        len: a.len,
-                    })
-                }
+                (Routing::Secure, Some(first)) => Some(arcs.arc(arcs.layer_of(*first))),
                 _ => None,
             };
             let on_arc = |c: &Arc<ChordConfig>| {

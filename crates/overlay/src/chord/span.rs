@@ -11,13 +11,26 @@
 
 use crate::{IdSpace, NodeId};
 
-/// A clockwise arc `[start, start + len)` of the circle that a ring's members occupy.
+/// A clockwise arc `[start, start + len)` of the circle that a ring's members occupy (a
+/// layer's, [`crate::secure::LayerArc`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingArc {
     /// First ID of the arc.
     pub start: NodeId,
-    /// Number of IDs in it.
+    /// Number of IDs in it (at least 1).
     pub len: u128,
+}
+
+impl RingArc {
+    /// Does the arc contain `id`?
+    pub fn contains(&self, space: IdSpace, id: NodeId) -> bool {
+        space.distance(self.start, id) < self.len
+    }
+
+    /// The ID at `offset` (< len) from the start.
+    pub fn at(&self, space: IdSpace, offset: u128) -> NodeId {
+        space.add(self.start, offset)
+    }
 }
 
 /// The stretch of the circle a ring's fingers span: the whole circle, or one arc of it.

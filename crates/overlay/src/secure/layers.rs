@@ -76,26 +76,8 @@ impl fmt::Display for Layer {
     }
 }
 
-/// A clockwise arc `[start, start + len)` of the ID space: where one layer's peers live.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LayerArc {
-    /// First ID of the arc.
-    pub start: NodeId,
-    /// Number of IDs in the arc (at least 1).
-    pub len: u128,
-}
-
-impl LayerArc {
-    /// Does the arc contain `id`?
-    pub fn contains(&self, space: IdSpace, id: NodeId) -> bool {
-        space.distance(self.start, id) < self.len
-    }
-
-    /// The ID at `offset` (< len) from the start.
-    pub fn at(&self, space: IdSpace, offset: u128) -> NodeId {
-        space.add(self.start, offset)
-    }
-}
+/// Where one layer's peers live: the arc its ring's fingers span (see [`crate::RingSpan`]).
+pub type LayerArc = crate::chord::RingArc;
 
 /// The arcs of the three layers: layer i covers `[starts[i], starts[i+1])`, the last wraps
 /// to `starts[0]`. E&A deployments start layer 1 at 0 ([`LayerArcs::from_bounds`]).

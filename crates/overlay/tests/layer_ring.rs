@@ -36,17 +36,24 @@ fn config(arc: Option<RingArc>) -> ChordConfig {
     c
 }
 
-/// The ring formed by joins (each through the member that joined before it), after
-/// `settle` of maintenance.
-fn formed(arc: Option<RingArc>, settle: Duration) -> Network<ChordNode> {
-    let cfg = Arc::new(config(arc));
-    let ids = ids();
+/// Peers `ids` on `cfg`, not yet in a ring, on a network seeded with `seed`; the first
+/// has created the ring.
+fn created(cfg: ChordConfig, ids: &[NodeId], seed: u64) -> Network<ChordNode> {
+    let cfg = Arc::new(cfg);
     let nodes = ids
         .iter()
         .enumerate()
         .map(|(i, id)| ChordNode::new(cfg.clone(), Contact::id_only(*id), [i as u8 + 1; 32]));
-    let mut net = Network::new(nodes, Time::ZERO, 11);
+    let mut net = Network::new(nodes, Time::ZERO, seed);
     net.act(ids[0], |n, now| n.create(now));
+    net
+}
+
+/// The ring formed by joins (each through the member that joined before it), after
+/// `settle` of maintenance.
+fn formed(arc: Option<RingArc>, settle: Duration) -> Network<ChordNode> {
+    let ids = ids();
+    let mut net = created(config(arc), &ids, 11);
     for pair in ids.windows(2) {
         let via = Contact::id_only(pair[0]);
         net.act(pair[1], |n, now| n.join(now, via));
@@ -156,18 +163,12 @@ fn a_ring_of_peers_joining_all_at_once_converges() {
     cfg.stabilize_max = Some(Duration::from_secs(16));
     cfg.fix_fingers_max = Some(Duration::from_secs(16));
     cfg.ring_check_max = Some(Duration::from_secs(64));
-    let cfg = Arc::new(cfg);
     let ids: Vec<NodeId> = (0..120u128)
         .map(|i| NodeId(32_768 + (i * 7_919 + i * i * 31) % 32_768))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let nodes = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| ChordNode::new(cfg.clone(), Contact::id_only(*id), [i as u8 + 1; 32]));
-    let mut net = Network::new(nodes, Time::ZERO, 5);
-    net.act(ids[0], |n, now| n.create(now));
+    let mut net = created(cfg, &ids, 5);
     // In waves of sixteen 300 ms apart, each through any peer asked to join before it,
     // most of them still joining themselves.
     for (k, id) in ids.iter().enumerate().skip(1) {

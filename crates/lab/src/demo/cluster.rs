@@ -202,6 +202,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) sos: Option<(sos::SosClient, Arc<SosCounters>)>,
     /// Ordinary peers that serve a SIP front-end (the first this many).
     pub(crate) frontends: usize,
+    /// Whether those front-ends anchor their phones' media (else SDP passes untouched).
+    pub(crate) media_relay: bool,
     /// The SIP domain of their front-ends.
     pub(crate) sip_domain: String,
     /// An ordinary peer's share of the links ([`super::host::peer_links`] by default).
@@ -306,6 +308,9 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
                 node::SipConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), l.sip_domain.clone());
             // The front-ends share one host: each relays media on its own slice of the
             // port range, so no two try the same ports.
+            if !l.media_relay {
+                sip.media = None;
+            }
             if let Some(m) = sip.media.as_mut() {
                 m.ports = port_slice(m.ports, frontends.len(), l.frontends);
             }

@@ -84,6 +84,11 @@ pub struct Args {
     /// (`stats frontend <peer-id>: transactions N ...`; 0: never), for soak runs.
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "frontends")]
     stats_every: u64,
+    /// With --frontends: leave the phones' SDP untouched (no media relay), as a SIP proxy
+    /// such as Kamailio without rtpengine does; by default each front-end anchors the
+    /// phones' media at its peer, four UDP ports per stream.
+    #[arg(long, requires = "frontends")]
+    no_media_relay: bool,
     /// Seconds to leave the overlay alone after the random calls before measuring what it
     /// costs at rest (messages, TLS dials, CPU): right after the calls the peers' quiet
     /// maintenance is still backing off and links the calls opened are still idling out.
@@ -352,6 +357,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         malicious: NodeId(1617),
         sos,
         frontends: 0,
+        media_relay: true,
         sip_domain: args.sip_domain.clone(),
         peer_links,
         link_budget: link_budget.clone(),
@@ -462,6 +468,7 @@ async fn real(args: Args) -> Result<(), LabError> {
         Some((sos_client.clone(), counters.clone())),
     );
     secure_launch.frontends = args.frontends;
+    secure_launch.media_relay = !args.no_media_relay;
     let secure = launch(secure_launch, quiet).await?;
     let fingers_round = 2 * 11 * chord_timing().fix_fingers;
     let converge_s = converge(

@@ -305,127 +305,102 @@ impl Store {
         }))
     }
 
+    /// Every row `sql` selects, read as the tuple `R` of its columns and made a `T` by
+    /// `decode` (which checks what SQLite's types cannot).
+    fn rows<R, T>(
+        &self,
+        sql: &str,
+        decode: impl Fn(R) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        R: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| R::try_from(r))?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
     fn contacts(&self) -> Result<Vec<ContactEntry>, StoreError> {
         const T: &str = "contacts";
-        let mut stmt = self.conn.prepare(
+        self.rows(
             "SELECT node_id, addr, layer, last_seen_ms, ttl_ms FROM contacts ORDER BY lru",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, addr, layer, seen, ttl) = row?;
-            out.push(ContactEntry {
-                contact: contact_from(T, &id, addr)?,
-                layer: layer_from(T, layer)?,
-                last_seen_unix_ms: u64_from(T, seen)?,
-                ttl_ms: u64_from(T, ttl)?,
-            });
-        }
-        Ok(out)
+            |(id, addr, layer, seen, ttl): (Vec<u8>, Option<String>, i64, i64, i64)| {
+                Ok(ContactEntry {
+                    contact: contact_from(T, &id, addr)?,
+                    layer: layer_from(T, layer)?,
+                    last_seen_unix_ms: u64_from(T, seen)?,
+                    ttl_ms: u64_from(T, ttl)?,
+                })
+            },
+        )
     }
 
     fn records(&self) -> Result<Vec<StoredRecord>, StoreError> {
         const T: &str = "records";
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, value, owner, signature, expires_ms FROM records ORDER BY key")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Option<Vec<u8>>>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (key, value, owner, signature, expires) = row?;
-            out.push(StoredRecord {
-                key: id_from(T, &key)?,
-                value,
-                owner: owner.map(|o| id_from(T, &o)).transpose()?,
-                signature,
-                expires_unix_ms: expires.map(|e| u64_from(T, e)).transpose()?,
-            });
-        }
-        Ok(out)
+        type Row = (
+            Vec<u8>,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+        );
+        self.rows(
+            "SELECT key, value, owner, signature, expires_ms FROM records ORDER BY key",
+            |(key, value, owner, signature, expires): Row| {
+                Ok(StoredRecord {
+                    key: id_from(T, &key)?,
+                    value,
+                    owner: owner.map(|o| id_from(T, &o)).transpose()?,
+                    signature,
+                    expires_unix_ms: expires.map(|e| u64_from(T, e)).transpose()?,
+                })
+            },
+        )
     }
 
     fn pending(&self) -> Result<Vec<PendingRequest>, StoreError> {
         const T: &str = "pending";
-        let mut stmt = self.conn.prepare(
+        type Row = (i64, i64, Vec<u8>, Option<String>, Vec<u8>, Vec<u8>, i64);
+        let mut out = self.rows(
             "SELECT handle, call, caller_id, caller_addr, callee, invite, deadline_ms
              FROM pending ORDER BY handle",
+            |(handle, call, caller_id, caller_addr, callee, invite, deadline): Row| {
+                Ok(PendingRequest {
+                    handle: handle as u64,
+                    call: call as u64,
+                    caller: contact_from(T, &caller_id, caller_addr)?,
+                    callee: id_from(T, &callee)?,
+                    invite,
+                    deadline_unix_ms: u64_from(T, deadline)?,
+                })
+            },
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (handle, call, caller_id, caller_addr, callee, invite, deadline) = row?;
-            out.push(PendingRequest {
-                handle: handle as u64,
-                call: call as u64,
-                caller: contact_from(T, &caller_id, caller_addr)?,
-                callee: id_from(T, &callee)?,
-                invite,
-                deadline_unix_ms: u64_from(T, deadline)?,
-            });
-        }
         out.sort_by_key(|p| p.handle); // handles are stored bit-cast to i64
         Ok(out)
     }
 
     fn calls(&self) -> Result<Vec<CallEntry>, StoreError> {
         const T: &str = "calls";
-        let mut stmt = self.conn.prepare(
+        type Row = (String, String, Vec<u8>, i64, Option<i64>, String);
+        self.rows(
             "SELECT call_id, direction, peer, started_ms, setup_ms, outcome
              FROM calls ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (call_id, direction, peer, started, setup, outcome) = row?;
-            out.push(CallEntry {
-                call_id,
-                direction: direction_from(&direction)?,
-                peer: id_from(T, &peer)?,
-                started_unix_ms: u64_from(T, started)?,
-                setup_ms: setup
-                    .map(|s| {
-                        u32::try_from(s).map_err(|_| bad(T, format!("setup_ms {s} out of range")))
-                    })
-                    .transpose()?,
-                outcome: outcome_from(&outcome)?,
-            });
-        }
-        Ok(out)
+            |(call_id, direction, peer, started, setup, outcome): Row| {
+                Ok(CallEntry {
+                    call_id,
+                    direction: direction_from(&direction)?,
+                    peer: id_from(T, &peer)?,
+                    started_unix_ms: u64_from(T, started)?,
+                    setup_ms: setup
+                        .map(|s| {
+                            u32::try_from(s)
+                                .map_err(|_| bad(T, format!("setup_ms {s} out of range")))
+                        })
+                        .transpose()?,
+                    outcome: outcome_from(&outcome)?,
+                })
+            },
+        )
     }
 }
 

@@ -103,12 +103,7 @@ async fn check_lookups(handles: &[Handle<ChordNode>], ids: &[u128], per_peer: u3
     support::check_lookups(handles, ids, per_peer, (seed, BITS)).await;
 }
 
-/// A two-peer ring (IDs 1000 and 30000), converged.
-async fn ring(ca: &Ca, tr: &Trust) -> (Vec<PeerRuntime<ChordNode>>, Vec<u128>) {
-    ring_with(ca, tr, limits()).await
-}
-
-/// A two-peer ring whose first peer (1000) runs with `first` limits.
+/// A converged two-peer ring (IDs 1000 and 30000) whose first peer runs with `first` limits.
 async fn ring_with(ca: &Ca, tr: &Trust, first: Limits) -> (Vec<PeerRuntime<ChordNode>>, Vec<u128>) {
     let ids = vec![1_000u128, 30_000];
     let a = start_chord(ca, tr, ids[0], None, first).await;
@@ -133,16 +128,43 @@ async fn still_serves(ca: &Ca, tr: &Trust, peers: &[PeerRuntime<ChordNode>], ids
     n.handle.shutdown().await.unwrap();
 }
 
-/// [`still_serves`], then every peer shuts down.
-async fn serves_then_shuts_down(
-    ca: &Ca,
-    tr: &Trust,
+/// What most attacks here start from and end with: a converged two-peer ring under a
+/// fresh E&A, its first peer the target.
+struct Attacked {
+    ca: Ca,
+    tr: Trust,
     peers: Vec<PeerRuntime<ChordNode>>,
-    ids: &[u128],
-) {
-    still_serves(ca, tr, &peers, ids).await;
-    for p in peers {
-        p.handle.shutdown().await.unwrap();
+    ids: Vec<u128>,
+    /// The target's handle and its address.
+    target: Handle<ChordNode>,
+    addr: SocketAddr,
+    /// The target's counters before the attack.
+    base: net::Stats,
+}
+
+impl Attacked {
+    /// [`attack_setup`], then [`ring_with`] the target's `limits`.
+    async fn ring(limits: Limits) -> Self {
+        let (ca, tr) = attack_setup();
+        let (peers, ids) = ring_with(&ca, &tr, limits).await;
+        let target = peers[0].handle.clone();
+        Attacked {
+            addr: target.local_addr(),
+            base: target.stats(),
+            target,
+            ca,
+            tr,
+            peers,
+            ids,
+        }
+    }
+
+    /// The attack is over: [`still_serves`], then every peer shuts down.
+    async fn serves_then_shuts_down(self) {
+        still_serves(&self.ca, &self.tr, &self.peers, &self.ids).await;
+        for p in self.peers {
+            p.handle.shutdown().await.unwrap();
+        }
     }
 }
 
@@ -209,24 +231,21 @@ fn frame(msg: &Message) -> Vec<u8> {
 /// Set-up attacks: each is refused or closed at the handshake timeout, and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_bad_setups_are_refused_and_counted() {
-    let (ca, tr) = attack_setup();
-    let (peers, ids) = ring(&ca, &tr).await;
-    let h = peers[0].handle.clone();
-    let addr = h.local_addr();
-    let base = h.stats();
+    let at = Attacked::ring(limits()).await;
+    let (ca, h, addr, base) = (&at.ca, &at.target, at.addr, &at.base);
 
     // 1. An expired certificate (valid signature, right CA): refused by the verifier.
     //    Expected: handshake refused, accepts_refused +1, reason names the expiry.
     let t = now_unix();
-    let expired = issue_at(&ca, 11, 11, t - 7200, t - 3600);
-    assert_refused(&h, &expired, 11, "an expired certificate").await;
+    let expired = issue_at(ca, 11, 11, t - 7200, t - 3600);
+    assert_refused(h, &expired, 11, "an expired certificate").await;
     let why = h.stats().recent_refusals.join("; ");
     assert!(why.to_lowercase().contains("expired"), "{why}");
     eprintln!("expired: {}", h.stats().recent_refusals.last().unwrap());
 
     // 2. TLS completes with a valid certificate but no hello is ever sent.
     //    Expected: closed after the 400 ms set-up timeout, handshake_timeouts +1.
-    let valid = issue(&ca, 12, 12);
+    let valid = issue(ca, 12, 12);
     let mut s = tls_connect_as(addr, &valid).await.unwrap();
     let took = closed_within(&mut s, Duration::from_secs(3))
         .await
@@ -294,19 +313,16 @@ async fn stalled_and_bad_setups_are_refused_and_counted() {
         s.accepts_ok, base.accepts_ok,
         "no hostile set-up got in: {s:?}"
     );
-    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
+    at.serves_then_shuts_down().await;
 }
 
 /// After a good set-up: garbage frames close the connection (malformed_in), a frame header
 /// whose body never comes is closed by the idle timeout (idle_closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_half_frames_after_the_hello_are_closed() {
-    let (ca, tr) = attack_setup();
-    let (peers, ids) = ring(&ca, &tr).await;
-    let h = peers[0].handle.clone();
-    let addr = h.local_addr();
-    let base = h.stats();
-    let valid = issue(&ca, 21, 21);
+    let at = Attacked::ring(limits()).await;
+    let (h, addr, base) = (&at.target, at.addr, &at.base);
+    let valid = issue(&at.ca, 21, 21);
 
     // Garbage of several shapes after a valid hello. Expected: closed, malformed_in +1 each.
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -370,7 +386,7 @@ async fn garbage_and_half_frames_after_the_hello_are_closed() {
     eprintln!("frame header without body: closed after {took:?}");
     assert!(h.stats().idle_closed > base.idle_closed);
 
-    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
+    at.serves_then_shuts_down().await;
 }
 
 /// An enrolled peer floods valid frames (Ping, GetNeighbours, Route) as fast as TCP takes
@@ -400,11 +416,9 @@ async fn a_route_flood_is_absorbed_and_other_lookups_succeed() {
 }
 
 async fn frame_flood(routes: bool, strict: bool) {
-    let (ca, tr) = attack_setup();
-    let (peers, ids) = ring(&ca, &tr).await;
-    let h = peers[0].handle.clone();
-    let addr = h.local_addr();
-    let flooder = issue(&ca, 31, 31);
+    let at = Attacked::ring(limits()).await;
+    let (h, addr, ids) = (&at.target, at.addr, &at.ids);
+    let flooder = issue(&at.ca, 31, 31);
     let rss0 = rss_kib();
 
     let mut s = tls_connect_as(addr, &flooder).await.unwrap();
@@ -447,7 +461,7 @@ async fn frame_flood(routes: bool, strict: bool) {
     });
 
     // Meanwhile the other peer keeps looking up keys, some owned by the flooded peer.
-    let b = peers[1].handle.clone();
+    let b = at.peers[1].handle.clone();
     let t0 = Instant::now();
     let mut lookups = 0;
     let mut bad_lookups = 0;
@@ -465,7 +479,7 @@ async fn frame_flood(routes: bool, strict: bool) {
         max_latency = max_latency.max(l0.elapsed());
         lookups += 1;
         match found {
-            Ok(f) if f.owner.id.0 == owner_of(&ids, key) => {}
+            Ok(f) if f.owner.id.0 == owner_of(ids, key) => {}
             other => {
                 bad_lookups += 1;
                 assert!(
@@ -507,7 +521,7 @@ async fn frame_flood(routes: bool, strict: bool) {
         "RSS grew by {} KiB",
         rss1 - rss0
     );
-    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
+    at.serves_then_shuts_down().await;
 }
 
 /// 200 TCP connections at a peer whose inbound cap is 16. Expected: 16 hold set-up slots
@@ -515,12 +529,8 @@ async fn frame_flood(routes: bool, strict: bool) {
 /// once the flood stops the slots are free again and a legitimate peer joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
-    let (ca, tr) = attack_setup();
-    let (peers, ids) = ring_with(&ca, &tr, capped()).await;
-    let handles: Vec<_> = peers.iter().map(|p| p.handle.clone()).collect();
-    let h = handles[0].clone();
-    let addr = h.local_addr();
-    let base = h.stats();
+    let at = Attacked::ring(capped()).await;
+    let (h, addr, base) = (&at.target, at.addr, &at.base);
     let rss0 = rss_kib();
 
     let mut hogs = Vec::new();
@@ -541,11 +551,12 @@ async fn a_connection_flood_beyond_the_cap_is_refused_and_the_peer_recovers() {
         rss_kib()
     );
     // The ring keeps working over the existing connection meanwhile.
-    check_lookups(&handles, &ids, 5, 0x77).await;
+    let handles: Vec<_> = at.peers.iter().map(|p| p.handle.clone()).collect();
+    check_lookups(&handles, &at.ids, 5, 0x77).await;
     drop(hogs);
     // Slots held by unfinished set-ups are freed by the set-up timeout.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    serves_then_shuts_down(&ca, &tr, peers, &ids).await;
+    at.serves_then_shuts_down().await;
 }
 
 /// While an attacker host keeps opening connections that never finish TLS (re-opening each
@@ -641,7 +652,7 @@ async fn certificate_clock_skew_within_the_backdate_works_and_beyond_is_refused(
     init_logs("net=error");
     let ca = Ca::generate("test E&A", now_unix() - 3600, 1).unwrap();
     let tr = trust(&ca);
-    let (peers, _) = ring(&ca, &tr).await;
+    let (peers, _) = ring_with(&ca, &tr, limits()).await;
     let h = peers[0].handle.clone();
     let addr = h.local_addr();
     let backdate = 300;

@@ -238,11 +238,20 @@ impl SosClient {
 
     /// `POST /v1/reports` with a report signed by [`crate::ReportSigner::sign`].
     pub async fn post_report(&self, report: &SignedReport) -> Result<ReportAck, ClientError> {
-        let body = report.to_json();
+        self.post_json_text("/v1/reports", report.to_json()).await
+    }
+
+    /// `POST path` with `body`, JSON text the report's own encoder wrote
+    /// ([`SignedReport::to_json`], [`crate::batch_json`]); the answer read as `T`.
+    async fn post_json_text<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: String,
+    ) -> Result<T, ClientError> {
         self.call(
             Retry::Write,
             |api| {
-                api.request(Method::POST, "/v1/reports")
+                api.request(Method::POST, path)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone())
             },
@@ -287,17 +296,8 @@ impl SosClient {
         &self,
         reports: &[crate::SignedReport],
     ) -> Result<Vec<crate::BatchItem>, ClientError> {
-        let body = crate::batch_json(reports);
-        self.call(
-            Retry::Write,
-            |api| {
-                api.request(Method::POST, "/v1/reports/batch")
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone())
-            },
-            Api::call,
-        )
-        .await
+        self.post_json_text("/v1/reports/batch", crate::batch_json(reports))
+            .await
     }
 
     /// `POST /v1/routes/rank` with the classic operator: best route first.

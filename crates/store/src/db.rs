@@ -190,16 +190,21 @@ impl Store {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut batch = Batch {
+                tx: &tx,
+                cfg: &self.cfg,
+                counts: &mut self.counts,
+            };
             let mut calls_added = false;
             for op in ops {
                 calls_added |= matches!(op, Op::AddCall(_));
-                if apply_one(&tx, &self.cfg, &mut self.counts, op)? {
+                if batch.apply_one(op)? {
                     report.applied += 1;
                 } else {
                     report.rejected += 1;
                 }
             }
-            report.evicted = evict_contacts(&tx, &self.cfg, &mut self.counts)?;
+            report.evicted = batch.evict_contacts()?;
             if calls_added {
                 let keep = i64::try_from(self.cfg.max_calls).unwrap_or(i64::MAX);
                 report.pruned_calls = tx
@@ -305,321 +310,305 @@ impl Store {
         }))
     }
 
+    /// Every row `sql` selects, read as the tuple `R` of its columns and made a `T` by
+    /// `decode` (which checks what SQLite's types cannot).
+    fn rows<R, T>(
+        &self,
+        sql: &str,
+        decode: impl Fn(R) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        R: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| R::try_from(r))?;
+        rows.map(|row| decode(row?)).collect()
+    }
+
     fn contacts(&self) -> Result<Vec<ContactEntry>, StoreError> {
         const T: &str = "contacts";
-        let mut stmt = self.conn.prepare(
+        self.rows(
             "SELECT node_id, addr, layer, last_seen_ms, ttl_ms FROM contacts ORDER BY lru",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, addr, layer, seen, ttl) = row?;
-            out.push(ContactEntry {
-                contact: contact_from(T, &id, addr)?,
-                layer: layer_from(T, layer)?,
-                last_seen_unix_ms: u64_from(T, seen)?,
-                ttl_ms: u64_from(T, ttl)?,
-            });
-        }
-        Ok(out)
+            |(id, addr, layer, seen, ttl): (Vec<u8>, Option<String>, i64, i64, i64)| {
+                Ok(ContactEntry {
+                    contact: contact_from(T, &id, addr)?,
+                    layer: layer_from(T, layer)?,
+                    last_seen_unix_ms: u64_from(T, seen)?,
+                    ttl_ms: u64_from(T, ttl)?,
+                })
+            },
+        )
     }
 
     fn records(&self) -> Result<Vec<StoredRecord>, StoreError> {
         const T: &str = "records";
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, value, owner, signature, expires_ms FROM records ORDER BY key")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Option<Vec<u8>>>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (key, value, owner, signature, expires) = row?;
-            out.push(StoredRecord {
-                key: id_from(T, &key)?,
-                value,
-                owner: owner.map(|o| id_from(T, &o)).transpose()?,
-                signature,
-                expires_unix_ms: expires.map(|e| u64_from(T, e)).transpose()?,
-            });
-        }
-        Ok(out)
+        type Row = (
+            Vec<u8>,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+        );
+        self.rows(
+            "SELECT key, value, owner, signature, expires_ms FROM records ORDER BY key",
+            |(key, value, owner, signature, expires): Row| {
+                Ok(StoredRecord {
+                    key: id_from(T, &key)?,
+                    value,
+                    owner: owner.map(|o| id_from(T, &o)).transpose()?,
+                    signature,
+                    expires_unix_ms: expires.map(|e| u64_from(T, e)).transpose()?,
+                })
+            },
+        )
     }
 
     fn pending(&self) -> Result<Vec<PendingRequest>, StoreError> {
         const T: &str = "pending";
-        let mut stmt = self.conn.prepare(
+        type Row = (i64, i64, Vec<u8>, Option<String>, Vec<u8>, Vec<u8>, i64);
+        let mut out = self.rows(
             "SELECT handle, call, caller_id, caller_addr, callee, invite, deadline_ms
              FROM pending ORDER BY handle",
+            |(handle, call, caller_id, caller_addr, callee, invite, deadline): Row| {
+                Ok(PendingRequest {
+                    handle: handle as u64,
+                    call: call as u64,
+                    caller: contact_from(T, &caller_id, caller_addr)?,
+                    callee: id_from(T, &callee)?,
+                    invite,
+                    deadline_unix_ms: u64_from(T, deadline)?,
+                })
+            },
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (handle, call, caller_id, caller_addr, callee, invite, deadline) = row?;
-            out.push(PendingRequest {
-                handle: handle as u64,
-                call: call as u64,
-                caller: contact_from(T, &caller_id, caller_addr)?,
-                callee: id_from(T, &callee)?,
-                invite,
-                deadline_unix_ms: u64_from(T, deadline)?,
-            });
-        }
         out.sort_by_key(|p| p.handle); // handles are stored bit-cast to i64
         Ok(out)
     }
 
     fn calls(&self) -> Result<Vec<CallEntry>, StoreError> {
         const T: &str = "calls";
-        let mut stmt = self.conn.prepare(
+        type Row = (String, String, Vec<u8>, i64, Option<i64>, String);
+        self.rows(
             "SELECT call_id, direction, peer, started_ms, setup_ms, outcome
              FROM calls ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (call_id, direction, peer, started, setup, outcome) = row?;
-            out.push(CallEntry {
-                call_id,
-                direction: direction_from(&direction)?,
-                peer: id_from(T, &peer)?,
-                started_unix_ms: u64_from(T, started)?,
-                setup_ms: setup
-                    .map(|s| {
-                        u32::try_from(s).map_err(|_| bad(T, format!("setup_ms {s} out of range")))
-                    })
-                    .transpose()?,
-                outcome: outcome_from(&outcome)?,
-            });
-        }
-        Ok(out)
+            |(call_id, direction, peer, started, setup, outcome): Row| {
+                Ok(CallEntry {
+                    call_id,
+                    direction: direction_from(&direction)?,
+                    peer: id_from(T, &peer)?,
+                    started_unix_ms: u64_from(T, started)?,
+                    setup_ms: setup
+                        .map(|s| {
+                            u32::try_from(s)
+                                .map_err(|_| bad(T, format!("setup_ms {s} out of range")))
+                        })
+                        .transpose()?,
+                    outcome: outcome_from(&outcome)?,
+                })
+            },
+        )
     }
 }
 
-/// Apply one operation; `false` when a bound refused it.
-fn apply_one(
-    tx: &Transaction<'_>,
-    cfg: &StoreConfig,
-    counts: &mut Counters,
-    op: &Op,
-) -> Result<bool, StoreError> {
-    match op {
-        Op::SetIdentity(i) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO identity (id, node_id, layer, role, cert_fp, chain_fp)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                id_blob(i.node_id),
-                i.layer.get(),
-                i.role.as_str(),
-                &i.cert_fingerprint[..],
-                &i.chain_fingerprint[..],
-            ])?;
-        }
-        Op::TouchContact(e) => return touch_contact(tx, cfg, counts, e),
-        Op::RemoveContact(id) => {
-            let n = tx
-                .prepare_cached("DELETE FROM contacts WHERE node_id = ?1")?
-                .execute([id_blob(*id)])?;
-            counts.contacts = counts.contacts.saturating_sub(n as u64);
-        }
-        Op::ReplaceContacts(entries) => {
-            tx.execute("DELETE FROM contacts", [])?;
-            counts.contacts = 0;
-            let skip = entries.len().saturating_sub(cfg.max_contacts);
-            for e in &entries[skip..] {
-                touch_contact(tx, cfg, counts, e)?;
-            }
-        }
-        Op::PutRecord(r) => {
-            if r.value.len() > cfg.max_record_len
-                || r.signature
-                    .as_ref()
-                    .is_some_and(|s| s.len() > MAX_SIGNATURE_LEN)
-            {
-                return Ok(false);
-            }
-            let old: Option<i64> = tx
-                .prepare_cached("SELECT size FROM records WHERE key = ?1")?
-                .query_row([id_blob(r.key)], |row| row.get(0))
-                .optional()?;
-            let old_size = old.map_or(0, |s| u64::try_from(s).unwrap_or(0));
-            let records = counts.records + u64::from(old.is_none());
-            let bytes = counts.record_bytes.saturating_sub(old_size) + r.size();
-            if records > cfg.max_records as u64 || bytes > cfg.max_record_bytes {
-                return Ok(false);
-            }
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO records (key, value, owner, signature, expires_ms, size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                id_blob(r.key),
-                r.value,
-                r.owner.map(id_blob),
-                r.signature,
-                r.expires_unix_ms.map(ms_i64),
-                ms_i64(r.size()),
-            ])?;
-            counts.records = records;
-            counts.record_bytes = bytes;
-        }
-        Op::RemoveRecord(key) => {
-            let old: Option<i64> = tx
-                .prepare_cached("DELETE FROM records WHERE key = ?1 RETURNING size")?
-                .query_row([id_blob(*key)], |row| row.get(0))
-                .optional()?;
-            if let Some(size) = old {
-                counts.records = counts.records.saturating_sub(1);
-                counts.record_bytes = counts
-                    .record_bytes
-                    .saturating_sub(u64::try_from(size).unwrap_or(0));
-            }
-        }
-        Op::ClearRecords => {
-            tx.execute("DELETE FROM records", [])?;
-            counts.records = 0;
-            counts.record_bytes = 0;
-        }
-        Op::PutPending(p) => {
-            if p.invite.len() > cfg.max_invite_len {
-                return Ok(false);
-            }
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM pending WHERE handle = ?1")?
-                .exists([p.handle as i64])?;
-            if !exists && counts.pending >= cfg.max_pending as u64 {
-                return Ok(false);
-            }
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO pending
-                 (handle, call, caller_id, caller_addr, callee, invite, deadline_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                p.handle as i64,
-                p.call as i64,
-                id_blob(p.caller.id),
-                p.caller.addr.map(|a| a.to_string()),
-                id_blob(p.callee),
-                p.invite,
-                ms_i64(p.deadline_unix_ms),
-            ])?;
-            if !exists {
-                counts.pending += 1;
-            }
-        }
-        Op::RemovePending(handle) => {
-            let n = tx
-                .prepare_cached("DELETE FROM pending WHERE handle = ?1")?
-                .execute([*handle as i64])?;
-            counts.pending = counts.pending.saturating_sub(n as u64);
-        }
-        Op::AddCall(c) => {
-            if c.call_id.len() > MAX_CALL_ID_LEN || cfg.max_calls == 0 {
-                return Ok(false);
-            }
-            tx.prepare_cached(
-                "INSERT INTO calls (call_id, direction, peer, started_ms, setup_ms, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                c.call_id,
-                direction_text(c.direction),
-                id_blob(c.peer),
-                ms_i64(c.started_unix_ms),
-                c.setup_ms,
-                outcome_text(c.outcome),
-            ])?;
-        }
-    }
-    Ok(true)
+/// One [`Store::apply`] transaction under way: the bounds its operations are checked
+/// against and the counters they keep up to date.
+struct Batch<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    cfg: &'t StoreConfig,
+    counts: &'t mut Counters,
 }
 
-fn touch_contact(
-    tx: &Transaction<'_>,
-    cfg: &StoreConfig,
-    counts: &mut Counters,
-    e: &ContactEntry,
-) -> Result<bool, StoreError> {
-    if cfg.max_contacts == 0 {
-        return Ok(false);
+impl Batch<'_, '_> {
+    /// Apply one operation; `false` when a bound refused it.
+    fn apply_one(&mut self, op: &Op) -> Result<bool, StoreError> {
+        match op {
+            Op::SetIdentity(i) => {
+                self.tx.prepare_cached(
+                    "INSERT OR REPLACE INTO identity (id, node_id, layer, role, cert_fp, chain_fp)
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    id_blob(i.node_id),
+                    i.layer.get(),
+                    i.role.as_str(),
+                    &i.cert_fingerprint[..],
+                    &i.chain_fingerprint[..],
+                ])?;
+            }
+            Op::TouchContact(e) => return self.touch_contact(e),
+            Op::RemoveContact(id) => {
+                let n = self
+                    .tx
+                    .prepare_cached("DELETE FROM contacts WHERE node_id = ?1")?
+                    .execute([id_blob(*id)])?;
+                self.counts.contacts = self.counts.contacts.saturating_sub(n as u64);
+            }
+            Op::ReplaceContacts(entries) => {
+                self.tx.execute("DELETE FROM contacts", [])?;
+                self.counts.contacts = 0;
+                let skip = entries.len().saturating_sub(self.cfg.max_contacts);
+                for e in &entries[skip..] {
+                    self.touch_contact(e)?;
+                }
+            }
+            Op::PutRecord(r) => {
+                if r.value.len() > self.cfg.max_record_len
+                    || r.signature
+                        .as_ref()
+                        .is_some_and(|s| s.len() > MAX_SIGNATURE_LEN)
+                {
+                    return Ok(false);
+                }
+                let old: Option<i64> = self
+                    .tx
+                    .prepare_cached("SELECT size FROM records WHERE key = ?1")?
+                    .query_row([id_blob(r.key)], |row| row.get(0))
+                    .optional()?;
+                let old_size = old.map_or(0, |s| u64::try_from(s).unwrap_or(0));
+                let records = self.counts.records + u64::from(old.is_none());
+                let bytes = self.counts.record_bytes.saturating_sub(old_size) + r.size();
+                if records > self.cfg.max_records as u64 || bytes > self.cfg.max_record_bytes {
+                    return Ok(false);
+                }
+                self.tx.prepare_cached(
+                    "INSERT OR REPLACE INTO records (key, value, owner, signature, expires_ms, size)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    id_blob(r.key),
+                    r.value,
+                    r.owner.map(id_blob),
+                    r.signature,
+                    r.expires_unix_ms.map(ms_i64),
+                    ms_i64(r.size()),
+                ])?;
+                self.counts.records = records;
+                self.counts.record_bytes = bytes;
+            }
+            Op::RemoveRecord(key) => {
+                let old: Option<i64> = self
+                    .tx
+                    .prepare_cached("DELETE FROM records WHERE key = ?1 RETURNING size")?
+                    .query_row([id_blob(*key)], |row| row.get(0))
+                    .optional()?;
+                if let Some(size) = old {
+                    self.counts.records = self.counts.records.saturating_sub(1);
+                    self.counts.record_bytes = self
+                        .counts
+                        .record_bytes
+                        .saturating_sub(u64::try_from(size).unwrap_or(0));
+                }
+            }
+            Op::ClearRecords => {
+                self.tx.execute("DELETE FROM records", [])?;
+                self.counts.records = 0;
+                self.counts.record_bytes = 0;
+            }
+            Op::PutPending(p) => {
+                if p.invite.len() > self.cfg.max_invite_len {
+                    return Ok(false);
+                }
+                let exists = self
+                    .tx
+                    .prepare_cached("SELECT 1 FROM pending WHERE handle = ?1")?
+                    .exists([p.handle as i64])?;
+                if !exists && self.counts.pending >= self.cfg.max_pending as u64 {
+                    return Ok(false);
+                }
+                self.tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO pending
+                     (handle, call, caller_id, caller_addr, callee, invite, deadline_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        p.handle as i64,
+                        p.call as i64,
+                        id_blob(p.caller.id),
+                        p.caller.addr.map(|a| a.to_string()),
+                        id_blob(p.callee),
+                        p.invite,
+                        ms_i64(p.deadline_unix_ms),
+                    ])?;
+                if !exists {
+                    self.counts.pending += 1;
+                }
+            }
+            Op::RemovePending(handle) => {
+                let n = self
+                    .tx
+                    .prepare_cached("DELETE FROM pending WHERE handle = ?1")?
+                    .execute([*handle as i64])?;
+                self.counts.pending = self.counts.pending.saturating_sub(n as u64);
+            }
+            Op::AddCall(c) => {
+                if c.call_id.len() > MAX_CALL_ID_LEN || self.cfg.max_calls == 0 {
+                    return Ok(false);
+                }
+                self.tx.prepare_cached(
+                    "INSERT INTO calls (call_id, direction, peer, started_ms, setup_ms, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    c.call_id,
+                    direction_text(c.direction),
+                    id_blob(c.peer),
+                    ms_i64(c.started_unix_ms),
+                    c.setup_ms,
+                    outcome_text(c.outcome),
+                ])?;
+            }
+        }
+        Ok(true)
     }
-    let key = id_blob(e.contact.id);
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM contacts WHERE node_id = ?1")?
-        .exists([key])?;
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO contacts (node_id, addr, layer, last_seen_ms, ttl_ms, lru)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        key,
-        e.contact.addr.map(|a| a.to_string()),
-        e.layer.get(),
-        ms_i64(e.last_seen_unix_ms),
-        ms_i64(e.ttl_ms),
-        counts.next_lru,
-    ])?;
-    counts.next_lru = counts.next_lru.saturating_add(1);
-    if !exists {
-        counts.contacts += 1;
-    }
-    Ok(true)
-}
 
-/// Drop the least recently used contacts beyond the bound; how many went.
-fn evict_contacts(
-    tx: &Transaction<'_>,
-    cfg: &StoreConfig,
-    counts: &mut Counters,
-) -> Result<u64, StoreError> {
-    let excess = counts.contacts.saturating_sub(cfg.max_contacts as u64);
-    if excess == 0 {
-        return Ok(0);
+    fn touch_contact(&mut self, e: &ContactEntry) -> Result<bool, StoreError> {
+        if self.cfg.max_contacts == 0 {
+            return Ok(false);
+        }
+        let key = id_blob(e.contact.id);
+        let exists = self
+            .tx
+            .prepare_cached("SELECT 1 FROM contacts WHERE node_id = ?1")?
+            .exists([key])?;
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO contacts (node_id, addr, layer, last_seen_ms, ttl_ms, lru)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                key,
+                e.contact.addr.map(|a| a.to_string()),
+                e.layer.get(),
+                ms_i64(e.last_seen_unix_ms),
+                ms_i64(e.ttl_ms),
+                self.counts.next_lru,
+            ])?;
+        self.counts.next_lru = self.counts.next_lru.saturating_add(1);
+        if !exists {
+            self.counts.contacts += 1;
+        }
+        Ok(true)
     }
-    let n = tx
-        .prepare_cached(
-            "DELETE FROM contacts WHERE node_id IN
-             (SELECT node_id FROM contacts ORDER BY lru LIMIT ?1)",
-        )?
-        .execute([ms_i64(excess)])? as u64;
-    counts.contacts = counts.contacts.saturating_sub(n);
-    Ok(n)
+
+    /// Drop the least recently used contacts beyond the bound; how many went.
+    fn evict_contacts(&mut self) -> Result<u64, StoreError> {
+        let excess = self
+            .counts
+            .contacts
+            .saturating_sub(self.cfg.max_contacts as u64);
+        if excess == 0 {
+            return Ok(0);
+        }
+        let n = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM contacts WHERE node_id IN
+                 (SELECT node_id FROM contacts ORDER BY lru LIMIT ?1)",
+            )?
+            .execute([ms_i64(excess)])? as u64;
+        self.counts.contacts = self.counts.contacts.saturating_sub(n);
+        Ok(n)
+    }
 }
 
 fn bad(table: &'static str, reason: String) -> StoreError {

@@ -46,65 +46,58 @@ pub fn forwarded_ping(me: NodeId, msg: &Message) -> bool {
     matches!(msg, Message::PingRequest(p) if p.hops.last().map(|h| h.hop) == Some(me))
 }
 
-/// Drops every frame `pick` selects (a black hole for those frames).
-pub fn drop_if(mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool) -> impl Behaviour {
+/// Applies `act` to every frame `pick` selects and sends the others as they are: the one
+/// shape of every `*_if` behaviour below, which differ only in what they do to a frame.
+fn acting_on(
+    mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
+    mut act: impl FnMut(NodeId, Message) -> Vec<Action>,
+) -> impl Behaviour {
     move |_now, me, to, msg: Message| {
         if pick(me, to, &msg) {
-            Vec::new()
+            act(to, msg)
         } else {
             vec![Action::Send { to, msg }]
         }
     }
+}
+
+/// Drops every frame `pick` selects (a black hole for those frames).
+pub fn drop_if(pick: impl FnMut(NodeId, NodeId, &Message) -> bool) -> impl Behaviour {
+    acting_on(pick, |_, _| Vec::new())
 }
 
 /// Rewrites every frame `pick` selects with `change` before it leaves.
 pub fn modify_if(
-    mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
+    pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
     mut change: impl FnMut(&mut Message),
 ) -> impl Behaviour {
-    move |_now, me, to, mut msg: Message| {
-        if pick(me, to, &msg) {
-            change(&mut msg);
-        }
+    acting_on(pick, move |to, mut msg| {
+        change(&mut msg);
         vec![Action::Send { to, msg }]
-    }
+    })
 }
 
 /// Sends every frame `pick` selects to `elsewhere` instead of its receiver.
 pub fn misroute_if(
-    mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
+    pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
     elsewhere: NodeId,
 ) -> impl Behaviour {
-    move |_now, me, to, msg: Message| {
-        let to = if pick(me, to, &msg) { elsewhere } else { to };
-        vec![Action::Send { to, msg }]
-    }
+    acting_on(pick, move |_, msg| {
+        vec![Action::Send { to: elsewhere, msg }]
+    })
 }
 
 /// Sends every frame `pick` selects `1 + extra` times (a replay right behind the original).
 pub fn replay_if(
-    mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
+    pick: impl FnMut(NodeId, NodeId, &Message) -> bool,
     extra: usize,
 ) -> impl Behaviour {
-    move |_now, me, to, msg: Message| {
-        let copies = if pick(me, to, &msg) { 1 + extra } else { 1 };
-        vec![
-            Action::Send {
-                to,
-                msg: msg.clone()
-            };
-            copies
-        ]
-    }
+    acting_on(pick, move |to, msg| {
+        vec![Action::Send { to, msg }; 1 + extra]
+    })
 }
 
 /// The sender's link is full for every frame `pick` selects: they are bounced back to it.
-pub fn bounce_if(mut pick: impl FnMut(NodeId, NodeId, &Message) -> bool) -> impl Behaviour {
-    move |_now, me, to, msg: Message| {
-        if pick(me, to, &msg) {
-            vec![Action::Bounce { to, msg }]
-        } else {
-            vec![Action::Send { to, msg }]
-        }
-    }
+pub fn bounce_if(pick: impl FnMut(NodeId, NodeId, &Message) -> bool) -> impl Behaviour {
+    acting_on(pick, |to, msg| vec![Action::Bounce { to, msg }])
 }

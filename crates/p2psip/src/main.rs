@@ -10,7 +10,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: the simulator allocates and frees small
 /// buffers for every simulated message, and with mimalloc `p2psip sim` at 10^5 peers needs
-/// about a quarter less CPU time (measured side by side in the issue 3 notes).
+/// about a quarter less CPU time (measured side by side in the issue 3 notes). The
+/// `system-alloc` feature keeps the system allocator, for heap profilers that hook malloc
+/// (`scripts/heap-breakdown`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -244,6 +244,9 @@ pub struct ChordNode {
     /// The last ring check got no answer: the next one goes through another bootstrap
     /// peer. While they are answered the same one is used, so its link stays open.
     ring_check_missed: bool,
+    /// The successor hinted at a change while a stabilize was in flight: stabilize again
+    /// when its answer comes.
+    stabilize_again: bool,
     rpcs: Vec<Rpc>,
     forwards: Vec<Forward>,
     /// When unacknowledged hops are next checked. One sweep timer covers all of them (a
@@ -279,6 +282,7 @@ impl ChordNode {
             fingers_backoff: 0,
             pred_heard: Time::ZERO,
             ring_check_missed: false,
+            stabilize_again: false,
             rpcs: Vec::new(),
             forwards: Vec::new(),
             ack_sweep_at: None,
@@ -476,8 +480,14 @@ impl ChordNode {
             Message::NeighbourChanged => {
                 // Only our successor can have gained a predecessor between us; from anyone
                 // else the hint is noise (and stabilize is rate-limited to one RPC anyway).
+                // A hint that overtakes the answer to a stabilize in flight is not lost: the
+                // answer may predate the change, so stabilize runs again when it comes.
                 if self.successor().is_some_and(|s| s.id == from.id) {
-                    self.stabilize(now);
+                    if self.rpcs.iter().any(|r| r.kind == RpcKind::Stabilize) {
+                        self.stabilize_again = true;
+                    } else {
+                        self.stabilize(now);
+                    }
                 }
             }
             Message::Ping { token } => self.send(from, Message::Pong { token }),
@@ -1272,6 +1282,16 @@ impl ChordNode {
             && !(known && first.id == from.id)
         {
             self.send(first, Message::Notify);
+        }
+        // The successor named a peer between us as its predecessor, or told us of a change
+        // while this answer was on its way: ask again at once rather than a stabilize
+        // interval later. A peer placed far beyond its true successor (its join lookup
+        // crossed peers that had not yet learnt of the latest newcomers) walks back to it
+        // one peer per round trip instead of one per interval, seconds instead of tens of
+        // seconds while hundreds join.
+        let closer = self.successor().is_some_and(|s| s.id != from.id);
+        if closer || std::mem::take(&mut self.stabilize_again) {
+            self.stabilize(now);
         }
     }
 

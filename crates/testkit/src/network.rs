@@ -196,6 +196,24 @@ impl<P: Peer> Network<P> {
         self.lost
     }
 
+    /// The link between `a` and `b` closes, as a TLS link does when either end closes it
+    /// (to make room, or idle): the frames in flight on it either way are lost, and both
+    /// ends are told their link to the other went down (not unreachable: the next frame
+    /// opens a new link). Returns how many frames were lost.
+    pub fn close_link(&mut self, a: NodeId, b: NodeId) -> usize {
+        let before = self.in_flight.len();
+        self.in_flight
+            .retain(|_, f| !((f.from.id == a && f.to == b) || (f.from.id == b && f.to == a)));
+        let dropped = before - self.in_flight.len();
+        self.lost += dropped as u64;
+        for (me, other) in [(a, b), (b, a)] {
+            if self.peers.contains_key(&me) {
+                self.act(me, |p, now| p.handle_link_down(now, other, false));
+            }
+        }
+        dropped
+    }
+
     /// Put `msg` on the wire as if `from` sent it to `to` now, past `from`'s behaviour (the
     /// test acting as a compromised `from`).
     pub fn inject(&mut self, from: NodeId, to: NodeId, msg: Message) {

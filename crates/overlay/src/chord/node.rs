@@ -113,12 +113,27 @@ enum RpcKind {
     Probe,
 }
 
+impl RpcKind {
+    /// The request that asks for this kind of answer.
+    fn request(self, token: u64) -> Message {
+        match self {
+            RpcKind::Stabilize | RpcKind::Extend | RpcKind::FingerCheck(_) => {
+                Message::GetNeighbours { token }
+            }
+            RpcKind::CheckPredecessor | RpcKind::Probe => Message::Ping { token },
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Rpc {
     token: u64,
-    peer: NodeId,
+    to: Contact,
     deadline: Time,
     kind: RpcKind,
+    /// When the request is given up even if links to `to` keep closing under it (see
+    /// [`RESEND_WINDOW`]).
+    give_up: Time,
 }
 
 #[derive(Clone, Debug)]
@@ -128,7 +143,17 @@ struct Forward {
     deadline: Time,
     route: Route,
     tries: u8,
+    /// When the route is given up even if links to `next` keep closing under it (see
+    /// [`RESEND_WINDOW`]).
+    give_up: Time,
 }
+
+/// A request or a routed message still awaiting its answer is sent again whenever the link
+/// it went out on closes (see [`ChordNode::handle_link_down`]), each time with a new RPC
+/// timeout, but within this many RPC timeouts of its first sending: a peer that keeps
+/// closing its links under our requests is still declared failed, at most this many times
+/// later than one that does not answer at all.
+const RESEND_WINDOW: u32 = 3;
 
 /// Push onto one of a peer's transient queues (`forwards`, `rpcs`, `lookups`), which are
 /// released whenever they empty and usually hold one entry: a first push allocates room for
@@ -219,6 +244,9 @@ pub struct ChordNode {
     /// The last ring check got no answer: the next one goes through another bootstrap
     /// peer. While they are answered the same one is used, so its link stays open.
     ring_check_missed: bool,
+    /// The successor hinted at a change while a stabilize was in flight: stabilize again
+    /// when its answer comes.
+    stabilize_again: bool,
     rpcs: Vec<Rpc>,
     forwards: Vec<Forward>,
     /// When unacknowledged hops are next checked. One sweep timer covers all of them (a
@@ -254,6 +282,7 @@ impl ChordNode {
             fingers_backoff: 0,
             pred_heard: Time::ZERO,
             ring_check_missed: false,
+            stabilize_again: false,
             rpcs: Vec::new(),
             forwards: Vec::new(),
             ack_sweep_at: None,
@@ -451,14 +480,20 @@ impl ChordNode {
             Message::NeighbourChanged => {
                 // Only our successor can have gained a predecessor between us; from anyone
                 // else the hint is noise (and stabilize is rate-limited to one RPC anyway).
+                // A hint that overtakes the answer to a stabilize in flight is not lost: the
+                // answer may predate the change, so stabilize runs again when it comes.
                 if self.successor().is_some_and(|s| s.id == from.id) {
-                    self.stabilize(now);
+                    if self.rpcs.iter().any(|r| r.kind == RpcKind::Stabilize) {
+                        self.stabilize_again = true;
+                    } else {
+                        self.stabilize(now);
+                    }
                 }
             }
             Message::Ping { token } => self.send(from, Message::Pong { token }),
             Message::Pong { token } => {
                 self.rpcs
-                    .retain(|r| !(r.token == token && r.peer == from.id));
+                    .retain(|r| !(r.token == token && r.to.id == from.id));
             }
             Message::Leaving { pred, succs } => self.on_leaving(now, from, pred, succs),
             Message::Records { records } => self.store_records(records),
@@ -494,7 +529,7 @@ impl ChordNode {
                 .forwards
                 .retain(|f| !(f.token == route.token && f.next.id == to)),
             Message::GetNeighbours { token } | Message::Ping { token } => {
-                self.rpcs.retain(|r| !(r.token == *token && r.peer == to))
+                self.rpcs.retain(|r| !(r.token == *token && r.to.id == to))
             }
             _ => {}
         }
@@ -503,17 +538,25 @@ impl ChordNode {
     /// The driver's link to `peer` went down. `unreachable`: a connection to it could not
     /// be set up (refused, timed out), so whatever this peer sent it since is lost and is
     /// timed out now rather than at its deadline: routed messages go around it at once.
-    /// Otherwise an open link closed, which is how a crashed neighbour shows itself on a
-    /// quiet ring (its stabilize traffic may be seconds away once backed off): the
-    /// successor or predecessor is asked at once, and maintenance returns to its base
-    /// pace. A link closed for idleness or room by the other side costs one question.
+    ///
+    /// Otherwise an open link closed. The side that closes a link stops reading it at once,
+    /// so a request sent on it, or the answer to one, may have been lost with it: a peer at
+    /// its share of links closes the link it opened to answer a lookup while the asker is
+    /// still sending on it, as happens all the time while many peers join. Whatever still
+    /// awaits an answer or an acknowledgement from `peer` is sent again (on a new link, with
+    /// a new deadline, within [`RESEND_WINDOW`]) rather than held against a peer that
+    /// is alive; a peer that is gone refuses the new link and is failed at once. A closed
+    /// link is also how a crashed neighbour shows itself on a quiet ring (its stabilize
+    /// traffic may be seconds away once backed off): the successor or predecessor is asked
+    /// at once, and maintenance returns to its base pace. A link closed for idleness or
+    /// room by the other side costs one question.
     pub fn handle_link_down(&mut self, now: Time, peer: NodeId, unreachable: bool) {
         if !self.active || peer == self.me.id {
             return;
         }
         if unreachable {
             let mut lost = false;
-            for r in self.rpcs.iter_mut().filter(|r| r.peer == peer) {
+            for r in self.rpcs.iter_mut().filter(|r| r.to.id == peer) {
                 r.deadline = now;
                 lost = true;
             }
@@ -528,6 +571,7 @@ impl ChordNode {
             }
             return;
         }
+        self.resend_to(now, peer);
         if self.successor().is_some_and(|s| s.id == peer) {
             self.neighbourhood_changed(now);
             self.stabilize(now);
@@ -541,23 +585,51 @@ impl ChordNode {
         // next check.
     }
 
+    /// Send again what awaits an answer or an acknowledgement from `peer` and may have been
+    /// lost with a closed link: the same token (an answer to either copy will do), a new
+    /// deadline, but none past its [`RESEND_WINDOW`].
+    fn resend_to(&mut self, now: Time, peer: NodeId) {
+        let deadline = now + self.cfg.rpc_timeout;
+        let mut again = Vec::new();
+        for r in &mut self.rpcs {
+            if r.to.id == peer && now < r.give_up {
+                r.deadline = deadline.min(r.give_up);
+                again.push((r.to, r.kind.request(r.token)));
+            }
+        }
+        for f in &mut self.forwards {
+            if f.next.id == peer && now < f.give_up {
+                f.deadline = deadline.min(f.give_up);
+                again.push((f.next, Message::Route(f.route.clone())));
+            }
+        }
+        for (to, msg) in again {
+            self.send(to, msg);
+        }
+    }
+
     /// Ping `peer` unless a request to it is already waiting for an answer.
     fn probe(&mut self, now: Time, peer: Contact) {
-        if !self.rpcs.iter().any(|r| r.peer == peer.id) {
+        if !self.rpcs.iter().any(|r| r.to.id == peer.id) {
             self.start_rpc(now, peer, RpcKind::Probe);
         }
     }
 
-    /// Does this peer's routing state need a link to `peer`: its predecessor, a successor,
-    /// a finger, or the bootstrap peer its ring checks go through? The driver keeps such
-    /// links open while they are quiet (they carry the maintenance traffic), and closes
-    /// others first when it must make room.
+    /// Does this peer need its link to `peer`: its predecessor, a successor, a finger, or
+    /// the bootstrap peer its ring checks go through, or a peer whose answer to a request
+    /// or acknowledgement of a routed message it still awaits? The driver keeps such links
+    /// open while they are quiet (they carry the maintenance traffic), and closes others
+    /// first when it must make room: closing a link loses what the other side is sending on
+    /// it, and while peers join by the hundred, links opened for one lookup were closed
+    /// under their own answers and dialled again at once.
     pub fn keeps_link(&self, peer: NodeId) -> bool {
         self.active
             && (self.pred.is_some_and(|p| p.id == peer)
                 || self.succs.iter().any(|s| s.id == peer)
                 || self.fingers.is_finger(self.cfg.span(), self.me.id, peer)
-                || self.bootstraps.first().is_some_and(|b| b.id == peer))
+                || self.bootstraps.first().is_some_and(|b| b.id == peer)
+                || self.rpcs.iter().any(|r| r.to.id == peer)
+                || self.forwards.iter().any(|f| f.next.id == peer))
     }
 
     /// Run every timer that is due at `now`.
@@ -996,6 +1068,7 @@ impl ChordNode {
                 deadline,
                 route: route.clone(),
                 tries: 0,
+                give_up: now + self.cfg.rpc_timeout * RESEND_WINDOW,
             },
         );
         if self.ack_sweep_at.is_none() {
@@ -1119,18 +1192,13 @@ impl ChordNode {
             &mut self.rpcs,
             Rpc {
                 token,
-                peer: peer.id,
+                to: peer,
                 deadline: now + self.cfg.rpc_timeout,
                 kind,
+                give_up: now + self.cfg.rpc_timeout * RESEND_WINDOW,
             },
         );
-        let msg = match kind {
-            RpcKind::Stabilize | RpcKind::Extend | RpcKind::FingerCheck(_) => {
-                Message::GetNeighbours { token }
-            }
-            RpcKind::CheckPredecessor | RpcKind::Probe => Message::Ping { token },
-        };
-        self.send(peer, msg);
+        self.send(peer, kind.request(token));
     }
 
     fn on_neighbours(
@@ -1143,7 +1211,7 @@ impl ChordNode {
     ) {
         let Some(pos) = self.rpcs.iter().position(|r| {
             r.token == token
-                && r.peer == from.id
+                && r.to.id == from.id
                 && matches!(
                     r.kind,
                     RpcKind::Stabilize | RpcKind::Extend | RpcKind::FingerCheck(_)
@@ -1214,6 +1282,16 @@ impl ChordNode {
             && !(known && first.id == from.id)
         {
             self.send(first, Message::Notify);
+        }
+        // The successor named a peer between us as its predecessor, or told us of a change
+        // while this answer was on its way: ask again at once rather than a stabilize
+        // interval later. A peer placed far beyond its true successor (its join lookup
+        // crossed peers that had not yet learnt of the latest newcomers) walks back to it
+        // one peer per round trip instead of one per interval, seconds instead of tens of
+        // seconds while hundreds join.
+        let closer = self.successor().is_some_and(|s| s.id != from.id);
+        if closer || std::mem::take(&mut self.stabilize_again) {
+            self.stabilize(now);
         }
     }
 
@@ -1396,7 +1474,7 @@ impl ChordNode {
         if self.pred.map(|p| p.id) == Some(from.id) {
             self.pred = pred.filter(|p| p.id != self.me.id && p.id != from.id);
         }
-        self.rpcs.retain(|r| r.peer != from.id);
+        self.rpcs.retain(|r| r.to.id != from.id);
     }
 
     fn store_records(&mut self, records: Vec<Record>) {
@@ -1458,7 +1536,7 @@ impl ChordNode {
         let mut dead = Vec::new();
         self.rpcs.retain(|r| {
             if r.deadline <= now {
-                dead.push(r.peer);
+                dead.push(r.to.id);
                 false
             } else {
                 true
@@ -1664,6 +1742,154 @@ mod tests {
     /// Everything B sends at `now`, drained.
     fn sent(b: &mut ChordNode) -> Vec<(NodeId, Message)> {
         std::iter::from_fn(|| b.poll_transmit().map(|t| (t.to.id, t.msg))).collect()
+    }
+
+    /// Every event B reported, drained.
+    fn events(b: &mut ChordNode) -> Vec<Event> {
+        std::iter::from_fn(|| b.poll_event()).collect()
+    }
+
+    /// The tokens of the Routes and of the requests in `out`, sorted.
+    fn tokens(out: &[(NodeId, Message)]) -> std::collections::BTreeSet<(&'static str, u64)> {
+        out.iter()
+            .filter_map(|(_, m)| match m {
+                Message::Route(r) => Some(("route", r.token)),
+                Message::GetNeighbours { token } => Some(("get-neighbours", *token)),
+                Message::Ping { token } => Some(("ping", *token)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn what_a_closed_link_lost_is_sent_again_and_the_live_peer_is_kept() {
+        let (mut h, t0) = Harness::stepped();
+        events(&mut h.b);
+        // B routes a lookup to A; the link closes under it (A closed it to make room), and
+        // the Route is lost with it.
+        h.b.lookup(t0, NodeId(500));
+        let first = sent(&mut h.b);
+        let route: Vec<_> = tokens(&first).into_iter().collect();
+        assert!(matches!(route.as_slice(), [("route", _)]), "{first:?}");
+        // B hears the link went down: the Route goes again with its token, and B asks its
+        // successor A how things stand. That link closes too, losing both.
+        let t1 = t0 + Duration::from_millis(100);
+        h.b.handle_link_down(t1, h.a.id, false);
+        let second = tokens(&sent(&mut h.b));
+        assert!(
+            second.contains(&route[0]),
+            "the Route is sent again: {second:?}"
+        );
+        assert!(
+            second.iter().any(|(k, _)| *k == "get-neighbours"),
+            "{second:?}"
+        );
+        // Over the third link both arrive and are answered.
+        let t2 = t1 + Duration::from_millis(100);
+        h.b.handle_link_down(t2, h.a.id, false);
+        let third = sent(&mut h.b);
+        assert_eq!(tokens(&third), second, "both sent again, same tokens");
+        for (_, m) in third {
+            let answer = match m {
+                Message::Route(r) => Message::RouteAck { token: r.token },
+                Message::GetNeighbours { token } => Message::Neighbours {
+                    token,
+                    pred: Some(h.b.contact()),
+                    succs: vec![h.b.contact()],
+                },
+                _ => continue,
+            };
+            h.b.handle_message(t2, h.a, answer);
+        }
+        // Long past every deadline, A, alive all along, is still B's successor.
+        h.run(t2, 3);
+        assert_eq!(h.b.successor().map(|s| s.id), Some(h.a.id));
+        let evs = events(&mut h.b);
+        assert!(
+            !evs.iter().any(|e| matches!(e, Event::PeerFailed { .. })),
+            "{evs:?}"
+        );
+    }
+
+    #[test]
+    fn a_peer_gone_with_its_link_is_failed_as_soon_as_it_refuses_a_new_one() {
+        let (mut h, t0) = Harness::stepped();
+        events(&mut h.b);
+        h.b.lookup(t0, NodeId(500));
+        sent(&mut h.b);
+        // A crashed: its link closes, and the new link for what B sends again is refused.
+        let t1 = t0 + Duration::from_millis(100);
+        h.b.handle_link_down(t1, h.a.id, false);
+        assert!(!sent(&mut h.b).is_empty());
+        let t2 = t1 + Duration::from_millis(5);
+        h.b.handle_link_down(t2, h.a.id, true);
+        assert!(h.b.successors().iter().all(|s| s.id != h.a.id));
+        assert!(
+            events(&mut h.b).contains(&Event::PeerFailed { peer: h.a.id }),
+            "A is failed 105 ms after its link closed, not at an RPC timeout"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_keeps_closing_its_links_under_requests_is_still_failed() {
+        let (mut h, t0) = Harness::stepped();
+        events(&mut h.b);
+        h.b.lookup(t0, NodeId(500));
+        sent(&mut h.b);
+        // Every link to A closes before anything on it is answered.
+        let mut t = t0;
+        let mut failed_at = None;
+        for _ in 0..100 {
+            t = t + Duration::from_millis(50);
+            h.b.handle_timeout(t);
+            if h.b.successors().iter().all(|s| s.id != h.a.id) {
+                failed_at = Some(t);
+                break;
+            }
+            h.b.handle_link_down(t, h.a.id, false);
+            sent(&mut h.b);
+        }
+        let rpc = h.b.config().rpc_timeout;
+        let failed_at = failed_at.unwrap_or_else(|| panic!("A was never failed"));
+        // Closing links postpone it by at most the resend window (plus the ack sweep's half
+        // timeout).
+        let bound = t0 + rpc * RESEND_WINDOW + rpc / 2;
+        assert!(
+            failed_at <= bound,
+            "failed at {failed_at:?}, after {bound:?}"
+        );
+        assert!(events(&mut h.b).contains(&Event::PeerFailed { peer: h.a.id }));
+    }
+
+    #[test]
+    fn a_link_is_kept_while_an_answer_on_it_is_awaited() {
+        let h = Harness::new();
+        // F (14464) is an extra way forward beyond A in B's table, no finger (no 2^i between
+        // A's and its own distance from B): B's routing state alone does not need its link.
+        let f = Contact::new(NodeId(14464), ([127, 0, 0, 1], 4).into());
+        let p = Contact::new(NodeId(29000), ([127, 0, 0, 1], 5).into());
+        let mut b = ChordNode::converged(
+            h.b.cfg.clone(),
+            h.b.contact(),
+            [7; 32],
+            Time::ZERO,
+            Some(p),
+            vec![h.a],
+            [h.a, f],
+        );
+        let t0 = Time::from_millis(10);
+        b.handle_timeout(t0);
+        sent(&mut b);
+        assert!(!b.keeps_link(f.id));
+        // A lookup beyond F goes through F: its link is needed until F acknowledges.
+        b.lookup(t0, NodeId(20000));
+        let out = sent(&mut b);
+        let Some((_, Message::Route(route))) = out.iter().find(|(to, _)| *to == f.id) else {
+            panic!("the Route goes to F: {out:?}");
+        };
+        assert!(b.keeps_link(f.id));
+        b.handle_message(t0, f, Message::RouteAck { token: route.token });
+        assert!(!b.keeps_link(f.id));
     }
 
     #[test]

@@ -18,17 +18,9 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{Link, Network, demo_chord};
+use testkit::{Link, Network, demo_chord, ring_whole, spread_ids};
 
 const PEERS: u128 = 32;
-
-fn ids() -> Vec<NodeId> {
-    (0..PEERS)
-        .map(|i| NodeId((i * 2039 + i * i * 7) % 65_536))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
-}
 
 /// Does `kind` await an answer, or answer or acknowledge something?
 fn answered_or_answering(kind: &str) -> bool {
@@ -64,16 +56,6 @@ fn run_closing(
     lost
 }
 
-/// Is the ring of `ids` whole: every peer's successor and predecessor the true ones?
-fn ring_whole(net: &Network<ChordNode>, ids: &[NodeId]) -> bool {
-    let n = ids.len();
-    ids.iter().enumerate().all(|(i, id)| {
-        let p = net.peer(*id);
-        p.successor().map(|s| s.id) == Some(ids[(i + 1) % n])
-            && p.predecessor().map(|s| s.id) == Some(ids[(i + n - 1) % n])
-    })
-}
-
 fn failures(net: &Network<ChordNode>) -> Vec<(NodeId, NodeId)> {
     net.events()
         .iter()
@@ -87,7 +69,7 @@ fn failures(net: &Network<ChordNode>) -> Vec<(NodeId, NodeId)> {
 /// The ring of [`ids`] formed by joins, one every 200 ms through a random member, while
 /// links close under requests; the network and the frames lost to closing links.
 fn formed_while_links_close(seed: u64) -> (Network<ChordNode>, usize) {
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     let cfg = Arc::new(demo_chord());
     let nodes = ids
         .iter()
@@ -112,7 +94,7 @@ fn formed_while_links_close(seed: u64) -> (Network<ChordNode>, usize) {
 
 #[test]
 fn a_ring_forms_with_nobody_failed_while_links_close_under_requests() {
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     let (mut net, lost) = formed_while_links_close(3);
     eprintln!("{lost} frames lost to closing links");
     assert!(
@@ -127,7 +109,7 @@ fn a_ring_forms_with_nobody_failed_while_links_close_under_requests() {
 
 #[test]
 fn a_crashed_peer_is_still_failed_at_once_when_its_address_refuses_new_links() {
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     let (mut net, _) = formed_while_links_close(4);
     net.run_for(Duration::from_secs(5));
     assert!(ring_whole(&net, &ids));

@@ -16,27 +16,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{Network, converged_ring, demo_chord};
-
-/// `n` IDs spread unevenly over the 16-bit circle.
-fn ids(n: u128) -> Vec<NodeId> {
-    (0..n)
-        .map(|i| NodeId((i * 2039 + i * i * 7) % 65_536))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
-}
-
-/// Is the ring of `ids` (sorted) whole: every peer's successor and predecessor the true
-/// ones?
-fn ring_whole(net: &Network<ChordNode>, ids: &[NodeId]) -> bool {
-    let n = ids.len();
-    ids.iter().enumerate().all(|(i, id)| {
-        let p = net.peer(*id);
-        p.successor().map(|s| s.id) == Some(ids[(i + 1) % n])
-            && p.predecessor().map(|s| s.id) == Some(ids[(i + n - 1) % n])
-    })
-}
+use testkit::{Network, converged_ring, demo_chord, ring_whole, spread_ids};
 
 /// Run `net` in 10 ms steps until the ring of `ids` is whole, at most `limit`; how long it
 /// took.
@@ -54,7 +34,7 @@ fn until_whole(net: &mut Network<ChordNode>, ids: &[NodeId], limit: Duration) ->
 #[test]
 fn a_newcomer_placed_ten_peers_too_far_walks_back_within_round_trips() {
     let cfg = Arc::new(demo_chord());
-    let ring = ids(48);
+    let ring = spread_ids(48);
     // The newcomer sits between ring[20] and ring[21]; its join went wrong and named
     // ring[31] as its successor.
     let me = NodeId((ring[20].0 + ring[21].0) / 2);
@@ -84,7 +64,7 @@ fn a_newcomer_placed_ten_peers_too_far_walks_back_within_round_trips() {
 #[test]
 fn peers_joining_eight_at_a_time_form_the_ring_within_seconds() {
     let cfg = Arc::new(demo_chord());
-    let all = ids(48);
+    let all = spread_ids(48);
     let nodes = all
         .iter()
         .enumerate()

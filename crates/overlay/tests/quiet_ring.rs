@@ -13,7 +13,7 @@
 use overlay::{ChordConfig, ChordNode, Event, IdSpace, NodeId, Time};
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{Network, converged_ring, demo_chord};
+use testkit::{Network, converged_ring, demo_chord, ring_whole, spread_ids};
 
 const PEERS: u128 = 32;
 
@@ -28,17 +28,8 @@ fn config(quiet: bool) -> ChordConfig {
     c
 }
 
-fn ids() -> Vec<NodeId> {
-    // Spread over the 16-bit circle, not evenly (fingers differ from peer to peer).
-    (0..PEERS)
-        .map(|i| NodeId((i * 2039 + i * i * 7) % 65_536))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
-}
-
 fn ring(quiet: bool) -> Network<ChordNode> {
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     let mut nodes = converged_ring(Arc::new(config(quiet)), &ids, |i| [i as u8 + 1; 32]);
     // Every peer joined through the first: its ring checks go there.
     let first = nodes[0].contact();
@@ -85,16 +76,6 @@ fn lookups_find_live_owners(net: &mut Network<ChordNode>, live: &[NodeId], dead:
     assert_eq!(done, live.len() * keys.len());
 }
 
-/// Is the ring of `live` whole: every peer's successor and predecessor the true ones?
-fn ring_whole(net: &Network<ChordNode>, live: &[NodeId]) -> bool {
-    let n = live.len();
-    live.iter().enumerate().all(|(i, id)| {
-        let p = net.peer(*id);
-        p.successor().map(|s| s.id) == Some(live[(i + 1) % n])
-            && p.predecessor().map(|s| s.id) == Some(live[(i + n - 1) % n])
-    })
-}
-
 #[test]
 fn a_quiet_ring_sends_a_fraction_of_the_classic_maintenance_and_stays_whole() {
     let mut classic = ring(false);
@@ -112,7 +93,7 @@ fn a_quiet_ring_sends_a_fraction_of_the_classic_maintenance_and_stays_whole() {
         q <= 1.0 && q * 8.0 <= c,
         "at rest: {q:.2} messages per peer per second with back-off, {c:.2} without"
     );
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     assert!(ring_whole(&quiet, &ids));
     // The quiet ring answers lookups as correctly as ever.
     let before = quiet.events().len();
@@ -135,7 +116,7 @@ fn a_quiet_ring_sends_a_fraction_of_the_classic_maintenance_and_stays_whole() {
 fn repair_after_crash(tell: bool) -> f64 {
     let mut net = ring(true);
     net.run_for(Duration::from_secs(120));
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     let dead = ids[ids.len() / 2];
     let live: Vec<NodeId> = ids.iter().copied().filter(|i| *i != dead).collect();
     net.remove(dead);
@@ -190,7 +171,7 @@ fn a_quiet_ring_told_of_a_closed_link_repairs_within_seconds() {
 fn a_quiet_ring_takes_in_a_newcomer_and_its_fingers_follow() {
     let mut net = ring(true);
     net.run_for(Duration::from_secs(120));
-    let ids = ids();
+    let ids = spread_ids(PEERS);
     let space = IdSpace::new(16).unwrap();
     // A newcomer exactly at the start of peer 3's finger 12: that finger must become it.
     let holder = ids[3];

@@ -69,6 +69,8 @@ pub use adversary::{Action, Behaviour};
 pub use call_report::{COMPLETED_CALL_SIP, assert_completed_call_sip};
 pub use network::{Frame, Link, Network};
 pub use peer::Peer;
-pub use ring::{SecureRing, UNIX_EPOCH_MS, converged_ring, demo_chord, sparse_seed};
+pub use ring::{
+    SecureRing, UNIX_EPOCH_MS, converged_ring, demo_chord, ring_whole, sparse_seed, spread_ids,
+};
 pub use secure::{CALL_RUN, TEST_INVITE};
 pub use tools::{have_tool, tool_missing};

@@ -31,6 +31,27 @@ pub fn demo_chord() -> ChordConfig {
     c
 }
 
+/// Up to `n` distinct IDs spread unevenly over the 16-bit circle of [`demo_chord`] (so
+/// fingers differ from peer to peer), sorted.
+pub fn spread_ids(n: u128) -> Vec<NodeId> {
+    (0..n)
+        .map(|i| NodeId((i * 2039 + i * i * 7) % 65_536))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Is the ring of `ids` (sorted) whole: every peer's successor and predecessor the true
+/// ones?
+pub fn ring_whole(net: &Network<ChordNode>, ids: &[NodeId]) -> bool {
+    let n = ids.len();
+    ids.iter().enumerate().all(|(i, id)| {
+        let p = net.peer(*id);
+        p.successor().map(|s| s.id) == Some(ids[(i + 1) % n])
+            && p.predecessor().map(|s| s.id) == Some(ids[(i + n - 1) % n])
+    })
+}
+
 /// Chord peers `ids` (sorted, distinct) with the state a stable ring gives them: predecessor,
 /// `cfg.successors` successors and one finger per bit. `seed(i)` seeds the i-th peer.
 pub fn converged_ring(

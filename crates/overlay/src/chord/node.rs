@@ -1679,6 +1679,16 @@ mod tests {
             (h, t0)
         }
 
+        /// A stepped harness whose B has routed a lookup to A, events and output drained:
+        /// what follows is what B does about A's links.
+        fn lookup_pending() -> (Self, Time) {
+            let (mut h, t0) = Harness::stepped();
+            events(&mut h.b);
+            h.b.lookup(t0, NodeId(500));
+            sent(&mut h.b);
+            (h, t0)
+        }
+
         /// Run B's timers at `now`; answer as A; return the routed messages B sent to A.
         fn step(&mut self, now: Time) -> Vec<Message> {
             self.b.handle_timeout(now);
@@ -1813,10 +1823,7 @@ mod tests {
 
     #[test]
     fn a_peer_gone_with_its_link_is_failed_as_soon_as_it_refuses_a_new_one() {
-        let (mut h, t0) = Harness::stepped();
-        events(&mut h.b);
-        h.b.lookup(t0, NodeId(500));
-        sent(&mut h.b);
+        let (mut h, t0) = Harness::lookup_pending();
         // A crashed: its link closes, and the new link for what B sends again is refused.
         let t1 = t0 + Duration::from_millis(100);
         h.b.handle_link_down(t1, h.a.id, false);
@@ -1832,10 +1839,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_keeps_closing_its_links_under_requests_is_still_failed() {
-        let (mut h, t0) = Harness::stepped();
-        events(&mut h.b);
-        h.b.lookup(t0, NodeId(500));
-        sent(&mut h.b);
+        let (mut h, t0) = Harness::lookup_pending();
         // Every link to A closes before anything on it is answered.
         let mut t = t0;
         let mut failed_at = None;

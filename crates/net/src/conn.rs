@@ -9,6 +9,7 @@ use crate::budget::{FrameBudget, RateLog, SourceSlot};
 use crate::config::Limits;
 use crate::hello::{self, Hello, HelloError, RELAYED, RELAYING};
 use crate::relay::{self, EnvelopeError};
+use crate::send_queue::{QueueRx, QueueTx, send_queue};
 use crate::stats::Shared;
 use crate::tls::{Refusal, server_name_or_relay};
 use overlay::driver::Peer;
@@ -53,7 +54,7 @@ pub(crate) enum ConnEvent {
     Up {
         conn: u64,
         peer: Peer,
-        tx: Option<mpsc::Sender<Vec<u8>>>,
+        tx: Option<QueueTx>,
         keep: Keep,
         outbound_only: bool,
     },
@@ -189,7 +190,7 @@ pub(crate) async fn dial(
     conn: u64,
     target: Contact,
     addr: SocketAddr,
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: QueueRx,
     keep: Keep,
     _done: mpsc::Sender<()>,
 ) {
@@ -376,12 +377,12 @@ pub(crate) async fn accept(
         layer: ident.layer,
         role: ident.role,
     };
-    let (tx, rx) = mpsc::channel(ctx.limits.send_queue.max(1));
+    let (tx, rx) = send_queue(ctx.limits.send_queue, ctx.limits.send_queue_bytes);
     if let Mode::RelayTo(to) = mode {
         // Only relayed frames flow here; the loop never sends to the dialler on it.
         debug!(peer = %ident.node_id, %to, "relaying");
         drop(tx);
-        let (_keep, rx) = mpsc::channel(1);
+        let (_keep, rx) = send_queue(1, 1);
         run(&ctx, peer, tls, rx, mode, &Keep::default(), false).await;
         return;
     }
@@ -425,7 +426,7 @@ async fn run(
     ctx: &Ctx,
     peer: Peer,
     tls: Box<TlsStream<TcpStream>>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: QueueRx,
     mode: Mode,
     keep: &Keep,
     inbound: bool,
@@ -644,8 +645,8 @@ async fn run(
             }
             while batch.len() < WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(f) => batch.extend_from_slice(&f),
-                    Err(_) => break,
+                    Some(f) => batch.extend_from_slice(&f),
+                    None => break,
                 }
             }
             if !batch.is_empty() {

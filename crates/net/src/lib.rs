@@ -45,6 +45,7 @@ mod node_dir;
 mod relay;
 mod runtime;
 mod secure;
+mod send_queue;
 mod stats;
 mod tls;
 

@@ -6,6 +6,7 @@ use crate::conn::{self, ConnEvent, Ctx};
 use crate::crl;
 use crate::hello::{Hello, RELAYED};
 use crate::relay;
+use crate::send_queue::{QueueTx, Refused, send_queue};
 use crate::stats::{Shared, Stats};
 use crate::tls::{self, ConfigError};
 pub use overlay::driver::{Core, Peer};
@@ -358,7 +359,7 @@ impl<C: Core> PeerRuntime<C> {
 /// A connection the loop can send on.
 struct Entry {
     conn: u64,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: QueueTx,
     /// When it last carried a frame either way (in sends), for least-recently-used
     /// eviction.
     used: u64,
@@ -530,7 +531,7 @@ impl<C: Core> Loop<C> {
             && self
                 .conns
                 .get(&to)
-                .is_some_and(|e| e.tx.try_send(frame).is_ok());
+                .is_some_and(|e| e.tx.offer(frame, 0).is_ok());
         if sent {
             Shared::inc(&self.stats.c.frames_relayed);
         } else {
@@ -653,9 +654,8 @@ impl<C: Core> Loop<C> {
         t: &Transmit,
         mut frame: Vec<u8>,
     ) -> Result<bool, Vec<u8>> {
-        let reserve = upkeep_reserve(self.limits.send_queue);
         if let Some(e) = self.conns.get_mut(&t.to.id) {
-            match offer(&self.stats, e, tick, reserve, t, frame) {
+            match offer(&self.stats, e, tick, t, frame) {
                 Ok(queued) => return Ok(queued),
                 Err(f) => {
                     self.conns.remove(&t.to.id);
@@ -666,7 +666,7 @@ impl<C: Core> Loop<C> {
         let Some(mut spare) = self.spares.remove(&t.to.id) else {
             return Err(frame);
         };
-        let queued = offer(&self.stats, &mut spare, tick, reserve, t, frame)?;
+        let queued = offer(&self.stats, &mut spare, tick, t, frame)?;
         self.conns.insert(t.to.id, spare);
         Ok(queued)
     }
@@ -753,8 +753,8 @@ impl<C: Core> Loop<C> {
         let Some(done) = self.done_tx.clone() else {
             return; // shutting down
         };
-        let (tx, rx) = mpsc::channel(self.limits.send_queue.max(1));
-        if tx.try_send(frame).is_ok() {
+        let (tx, rx) = send_queue(self.limits.send_queue, self.limits.send_queue_bytes);
+        if tx.offer(frame, 0).is_ok() {
             Shared::inc(&self.stats.c.frames_out);
         }
         let conn = self.next_conn;
@@ -946,13 +946,11 @@ impl<C: Core> Loop<C> {
     }
 }
 
-/// Send-queue slots kept for upkeep frames ([`Message::is_upkeep`]): bulk frames (routed
-/// lookups, calls) are refused while fewer than this many slots are free, so a link that a
-/// flood of forwarded requests has filled still carries acknowledgements and liveness
-/// answers, and neighbours do not declare this peer failed.
-fn upkeep_reserve(send_queue: usize) -> usize {
-    send_queue / 8
-}
+/// The share of a send queue (its frames and its bytes, 1/8 each) kept for upkeep frames
+/// ([`Message::is_upkeep`]): bulk frames (routed lookups, calls) are refused while less
+/// than that is free, so a link that a flood of forwarded requests has filled still carries
+/// acknowledgements and liveness answers, and neighbours do not declare this peer failed.
+const UPKEEP_RESERVE_DIV: usize = 8;
 
 /// Hand `frame` to link `e`: `Ok(true)` queued (counted as sent), `Ok(false)` dropped because
 /// the queue is full (counted; bulk frames also when only the upkeep reserve is left);
@@ -961,22 +959,27 @@ fn offer(
     stats: &Shared,
     e: &mut Entry,
     tick: u64,
-    reserve: usize,
     t: &Transmit,
     frame: Vec<u8>,
 ) -> Result<bool, Vec<u8>> {
     e.used = tick;
-    if !t.msg.is_upkeep() && e.tx.capacity() <= reserve && !e.tx.is_closed() {
-        queue_full(stats, t, "send queue full (upkeep reserve left): dropped");
-        return Ok(false);
-    }
-    match e.tx.try_send(frame) {
+    let reserve = if t.msg.is_upkeep() {
+        0
+    } else {
+        UPKEEP_RESERVE_DIV
+    };
+    match e.tx.offer(frame, reserve) {
         Ok(()) => Shared::inc(&stats.c.frames_out),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            queue_full(stats, t, "send queue full: dropped");
+        Err(Refused::Full) => {
+            let what = if reserve == 0 {
+                "send queue full: dropped"
+            } else {
+                "send queue full (upkeep reserve left): dropped"
+            };
+            queue_full(stats, t, what);
             return Ok(false);
         }
-        Err(mpsc::error::TrySendError::Closed(f)) => return Err(f),
+        Err(Refused::Closed(f)) => return Err(f),
     }
     Ok(true)
 }

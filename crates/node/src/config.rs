@@ -275,3 +275,23 @@ pub fn parse_contact(s: &str) -> Result<Contact, String> {
         .map_err(|e| format!("bad address {addr:?}: {e}"))?;
     Ok(Contact::new(id, addr))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every call a peer's SIP front-end holds has its other end in the overlay's dialog
+    /// table: a smaller dialog table forgets calls still in progress (their 200, ACK and
+    /// BYE are then refused) before the front-end refuses new ones.
+    #[test]
+    fn the_dialog_table_holds_every_call_a_front_end_may_hold() {
+        let local: SocketAddr = ([127, 0, 0, 1], 5060).into();
+        let fe = sip::FrontEndConfig::new("example.test", local);
+        assert!(
+            SecureConfig::default().max_dialogs >= fe.max_calls,
+            "dialogs {} < front-end calls {}",
+            SecureConfig::default().max_dialogs,
+            fe.max_calls
+        );
+    }
+}

@@ -48,6 +48,17 @@ const VERIFIED_FOR: Duration = Duration::from_secs(10);
 /// Most registrations remembered as checked (the oldest is forgotten first).
 const MAX_VERIFIED: usize = 1024;
 
+/// How long a registration found in the overlay is used again for further calls to its AoR:
+/// a callee called again and again costs one overlay lookup (a Chord lookup and a record
+/// fetch over several peers) per this, not one per call. A callee that moved meanwhile is
+/// looked up afresh at once: a call that the far side answers as not there (404, 410, 480)
+/// or that the overlay cannot deliver forgets what was found.
+const FOUND_FOR: Duration = Duration::from_secs(10);
+
+/// Most found registrations remembered at once; beyond it new ones are not kept (each is a
+/// few hundred bytes: the AoR, contact and signature).
+const MAX_FOUND: usize = 4096;
+
 /// Bytes a tombstone may keep to resend (a final response to a non-INVITE request, an ACK).
 const TOMBSTONE_MESSAGE_BYTES: usize = 512;
 
@@ -151,19 +162,22 @@ pub struct FrontEndTables {
     pub pending: usize,
     /// Registered UAs.
     pub bindings: usize,
+    /// Registrations found in the overlay, kept for further calls to the same AoR.
+    pub found: usize,
 }
 
 /// One line of a front-end's tables and counters, `key value` pairs: what `sip-frontends
 /// --stats-every` and `demo --serve --stats-every` print and `scripts/soak-sip` reads.
 pub fn stats_line(t: &FrontEndTables, s: &FrontEndStats) -> String {
     format!(
-        "transactions {} tombstones {} calls {} call_transactions {} pending {} bindings {} registered {} calls_out {} calls_in {} not_found {} overloaded {}",
+        "transactions {} tombstones {} calls {} call_transactions {} pending {} bindings {} found {} registered {} calls_out {} calls_in {} not_found {} overloaded {}",
         t.transactions,
         t.tombstones,
         t.calls,
         t.call_transactions,
         t.pending,
         t.bindings,
+        t.found,
         s.registered,
         s.calls_out,
         s.calls_in,
@@ -293,6 +307,11 @@ pub struct FrontEnd {
     pending: BTreeMap<OverlayQuery, Pending>,
     /// When the overlay's answer to each pending query is overdue.
     pending_expiry: Deadlines<OverlayQuery>,
+    /// Registrations found in the overlay and checked, by AoR, used again for
+    /// [`FOUND_FOR`].
+    found: BTreeMap<String, SignedRegistration>,
+    /// When each found registration is to be looked up afresh.
+    found_expiry: Deadlines<String>,
     calls: BTreeMap<String, Call>,
     /// When each call (by Call-ID) has been idle too long: its last traffic + `call_idle`.
     call_expiry: Deadlines<String>,
@@ -343,6 +362,8 @@ impl FrontEnd {
             republish: Deadlines::default(),
             pending: BTreeMap::new(),
             pending_expiry: Deadlines::default(),
+            found: BTreeMap::new(),
+            found_expiry: Deadlines::default(),
             calls: BTreeMap::new(),
             call_expiry: Deadlines::default(),
             by_ocall: BTreeMap::new(),
@@ -387,6 +408,7 @@ impl FrontEnd {
             call_transactions: self.client_of.len(),
             pending: self.pending.len(),
             bindings: self.bindings.len(),
+            found: self.found.len(),
         }
     }
 
@@ -689,8 +711,32 @@ impl FrontEnd {
             self.tx.send_response(now, &key, r);
         }
         let aor = normalize_aor(&user, &self.cfg.domain);
+        let unix = self.unix_ms(now);
+        if let Some(reg) = self.found.get(&aor).filter(|r| r.is_live(unix)).cloned() {
+            self.place_call(now, key, req, &reg, ov);
+            return;
+        }
         let q = ov.find_registration(now, &aor);
         self.await_overlay(now, q, Pending::Find { key, req, aor });
+    }
+
+    /// Keep `reg`, found for `aor`, for further calls (up to [`MAX_FOUND`] AoRs).
+    fn remember_found(&mut self, now: Time, aor: String, reg: &SignedRegistration) {
+        if self.found.len() >= MAX_FOUND && !self.found.contains_key(&aor) {
+            return;
+        }
+        self.found_expiry.set(aor.clone(), now + FOUND_FOR);
+        self.found.insert(aor, reg.clone());
+    }
+
+    /// Look the callee of `invite` up afresh next time: the registration found for it led
+    /// nowhere.
+    fn forget_found(&mut self, invite: &SipRequest) {
+        if let Some(user) = invite.uri_user().or_else(|| invite.to_user()) {
+            let aor = normalize_aor(&user, &self.cfg.domain);
+            self.found_expiry.remove(&aor);
+            self.found.remove(&aor);
+        }
     }
 
     /// Wait up to `overlay_timeout` for the overlay's answer to `q`.
@@ -1054,6 +1100,7 @@ impl FrontEnd {
                 {
                     let (code, text) = status_for(reason);
                     let req = c.invite.clone();
+                    self.forget_found(&req);
                     tracing::info!(call_id = %id, callee = req.uri_user().unwrap_or_default(), ?reason, code, "call failed in the overlay; the caller is answered {code} {text}");
                     self.reply(now, &k, &req, code, text);
                     self.end_call(now, &id);
@@ -1141,6 +1188,19 @@ impl FrontEnd {
             self.reply(now, &key, &req, 404, "Not Found");
             return;
         };
+        self.remember_found(now, aor, &reg);
+        self.place_call(now, key, req, &reg, ov);
+    }
+
+    /// Pass `req` (server transaction `key`) on over the overlay to the peer `reg` names.
+    fn place_call(
+        &mut self,
+        now: Time,
+        key: TxKey,
+        req: SipRequest,
+        reg: &SignedRegistration,
+        ov: &mut dyn Overlay,
+    ) {
         let call_id = req.call_id().unwrap_or_default();
         if self.calls.len() >= self.cfg.max_calls || self.calls.contains_key(&call_id) {
             self.stats.overloaded += 1;
@@ -1318,6 +1378,7 @@ impl FrontEnd {
                 if method == SipMethod::Invite
                     && let Some(k) = call.invite_server.clone()
                 {
+                    let moved = matches!(code, 404 | 410 | 480).then(|| call.invite.clone());
                     if code / 100 == 2 {
                         self.answered(now, &call_id, &method, &resp);
                     }
@@ -1328,6 +1389,9 @@ impl FrontEnd {
                         // transaction ended with the first, so these go statelessly
                         // (RFC 3261 §16.7 item 10 as amended by RFC 6026).
                         self.tx.send_stateless(ua, resp.to_bytes());
+                    }
+                    if let Some(invite) = moved {
+                        self.forget_found(&invite);
                     }
                     if code >= 300 {
                         self.end_call(now, &call_id);
@@ -1407,6 +1471,9 @@ impl FrontEnd {
         while let Some(aor) = self.republish.pop_due(now) {
             self.republish(now, aor, ov);
         }
+        while let Some(aor) = self.found_expiry.pop_due(now) {
+            self.found.remove(&aor);
+        }
         while let Some(id) = self.call_expiry.pop_due(now) {
             if self.calls.get(&id).is_some_and(|c| c.phase == Phase::Setup) {
                 self.give_up_setup(now, &id, ov);
@@ -1422,6 +1489,7 @@ impl FrontEnd {
         [
             self.tx.poll_timeout(),
             self.pending_expiry.next(),
+            self.found_expiry.next(),
             self.binding_expiry.next(),
             self.republish.next(),
             self.call_expiry.next(),
@@ -1569,6 +1637,96 @@ mod tests {
             .filter(|e| matches!(e, OverlayEvent::InDialog { .. }))
             .count();
         assert_eq!(refused, 1, "the INVITE got its 480");
+    }
+
+    /// A callee called again is not looked up again for [`FOUND_FOR`], and is looked up
+    /// afresh once that is over or once its peer answers it is not there.
+    #[test]
+    fn a_found_registration_serves_further_calls_until_it_lapses_or_leads_nowhere() {
+        let (s1, _) = Ed25519Signer::generate().unwrap();
+        let (s2, _) = Ed25519Signer::generate().unwrap();
+        let mut keys = Ed25519Registry::default();
+        keys.insert(NodeId(1), s1.public_key());
+        keys.insert(NodeId(2), s2.public_key());
+        let keys = Arc::new(keys);
+        let net = LoopbackNet::new(keys.clone(), 0);
+        let (mut ov1, mut ov2) = (net.join(NodeId(1)), net.join(NodeId(2)));
+        let cfg =
+            |port| FrontEndConfig::new("p2psip.test", SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut fe1 = FrontEnd::new(cfg(5060), NodeId(1), Box::new(s1), keys.clone());
+        let mut fe2 = FrontEnd::new(cfg(5062), NodeId(2), Box::new(s2), keys);
+        let (alice, bob): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:5170".parse().unwrap(),
+            "127.0.0.1:5172".parse().unwrap(),
+        );
+        // Both front-ends take what the overlay brings until it is quiet; the INVITEs that
+        // reach bob's phone come back.
+        let pump = |now,
+                    fe1: &mut FrontEnd,
+                    ov1: &mut crate::loopback::LoopbackOverlay,
+                    fe2: &mut FrontEnd,
+                    ov2: &mut crate::loopback::LoopbackOverlay| {
+            let mut to_bob = Vec::new();
+            loop {
+                let mut moved = false;
+                while let Some(ev) = ov1.poll_event() {
+                    fe1.handle_overlay_event(now, ev, ov1);
+                    moved = true;
+                }
+                while let Some(ev) = ov2.poll_event() {
+                    fe2.handle_overlay_event(now, ev, ov2);
+                    moved = true;
+                }
+                while fe1.poll_transmit().is_some() {}
+                while let Some(t) = fe2.poll_transmit() {
+                    if let Ok(SipMessage::Request(r)) = msg::parse_datagram(&t.bytes) {
+                        to_bob.push(r);
+                    }
+                }
+                if !moved {
+                    return to_bob;
+                }
+            }
+        };
+        let now = Time::from_millis(1);
+        fe2.handle_datagram(now, bob, &register(1, "bob", None), &mut ov2);
+        pump(now, &mut fe1, &mut ov1, &mut fe2, &mut ov2);
+        assert_eq!(fe2.tables().bindings, 1);
+
+        // The first call looks bob up; the second, at once, does not.
+        fe1.handle_datagram(now, alice, &invite(1), &mut ov1);
+        assert_eq!(
+            fe1.tables().pending,
+            1,
+            "the first call looks the callee up"
+        );
+        assert_eq!(pump(now, &mut fe1, &mut ov1, &mut fe2, &mut ov2).len(), 1);
+        assert_eq!(fe1.tables().found, 1);
+        fe1.handle_datagram(now, alice, &invite(2), &mut ov1);
+        assert_eq!(fe1.tables().pending, 0, "a repeat call used what was found");
+        let to_bob = pump(now, &mut fe1, &mut ov1, &mut fe2, &mut ov2);
+        assert_eq!((to_bob.len(), fe1.calls()), (1, 2));
+
+        // Bob's peer answers the second call "not here": the next call looks bob up again.
+        let gone = to_bob[0]
+            .response(480, "Temporarily Unavailable", Some("b2"))
+            .unwrap();
+        fe2.handle_datagram(now, bob, &gone.to_bytes(), &mut ov2);
+        pump(now, &mut fe1, &mut ov1, &mut fe2, &mut ov2);
+        assert_eq!(
+            fe1.tables().found,
+            0,
+            "a 480 from the far end forgets the callee"
+        );
+        fe1.handle_datagram(now, alice, &invite(3), &mut ov1);
+        assert_eq!(fe1.tables().pending, 1);
+        pump(now, &mut fe1, &mut ov1, &mut fe2, &mut ov2);
+
+        // Found again, then kept for FOUND_FOR only.
+        fe1.handle_timeout(now + FOUND_FOR, &mut ov1);
+        assert_eq!(fe1.tables().found, 0, "kept past FOUND_FOR");
+        fe1.handle_datagram(now + FOUND_FOR, alice, &invite(4), &mut ov1);
+        assert_eq!(fe1.tables().pending, 1);
     }
 
     fn register(n: u32, user: &str, auth: Option<&str>) -> Vec<u8> {

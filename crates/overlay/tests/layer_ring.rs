@@ -9,11 +9,11 @@
 //! exactly its true fingers on the arc, and lookups still find every owner.
 #![allow(clippy::unwrap_used)]
 
-use overlay::{ChordConfig, ChordNode, Contact, Event, NodeId, RingArc, Time};
+use overlay::{ChordConfig, ChordNode, Contact, NodeId, RingArc, Time};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{Network, demo_chord};
+use testkit::{Network, assert_lookups_find_owners, demo_chord, owner};
 
 const ARC: RingArc = RingArc {
     start: NodeId(32_768),
@@ -78,11 +78,6 @@ fn kept_by(net: &Network<ChordNode>) -> BTreeMap<NodeId, usize> {
         .collect()
 }
 
-/// The first member at or after `x`, around the ring.
-fn successor_of(ids: &[NodeId], x: NodeId) -> NodeId {
-    ids.iter().copied().find(|i| *i >= x).unwrap_or(ids[0])
-}
-
 #[test]
 fn a_layer_rings_fingers_spread_over_its_arc_not_onto_its_first_member() {
     let ids = ids();
@@ -118,7 +113,7 @@ fn a_layer_rings_fingers_spread_over_its_arc_not_onto_its_first_member() {
         let p = spread_net.peer(*id);
         let held: Vec<NodeId> = p.fingers().map(|c| c.id).collect();
         for k in 0..span.bits() {
-            let want = successor_of(&ids, span.finger_start(*id, k));
+            let want = owner(&ids, span.finger_start(*id, k));
             if want != *id && !p.successors().iter().any(|s| s.id == want) {
                 assert!(
                     held.contains(&want),
@@ -130,28 +125,7 @@ fn a_layer_rings_fingers_spread_over_its_arc_not_onto_its_first_member() {
 
     // Lookups from every member for keys across the arc find the true owners.
     let keys: Vec<NodeId> = (0..8u128).map(|k| NodeId(32_768 + k * 4_096 + 5)).collect();
-    for id in &ids {
-        for k in &keys {
-            spread_net.act(*id, |n, now| n.lookup(now, *k));
-        }
-    }
-    spread_net.run_for(Duration::from_secs(10));
-    let mut done = 0;
-    for (who, e) in spread_net.events() {
-        match e {
-            Event::LookupDone { key, owner, .. } => {
-                assert_eq!(
-                    owner.id,
-                    successor_of(&ids, *key),
-                    "{who:?} looked up {key:?}"
-                );
-                done += 1;
-            }
-            Event::LookupFailed { key, .. } => panic!("{who:?}'s lookup of {key:?} failed"),
-            _ => {}
-        }
-    }
-    assert_eq!(done, ids.len() * keys.len());
+    assert_lookups_find_owners(&mut spread_net, &ids, &keys);
 }
 
 /// Peers that all join at once (a whole site powering up) through members that are

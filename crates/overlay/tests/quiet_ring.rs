@@ -13,7 +13,9 @@
 use overlay::{ChordConfig, ChordNode, Event, IdSpace, NodeId, Time};
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::{Network, converged_ring, demo_chord, ring_whole, spread_ids};
+use testkit::{
+    Network, assert_lookups_find_owners, converged_ring, demo_chord, owner, ring_whole, spread_ids,
+};
 
 const PEERS: u128 = 32;
 
@@ -44,36 +46,6 @@ fn rate_since(net: &Network<ChordNode>, from: Time) -> f64 {
     let n = net.captured().iter().filter(|f| f.at >= from).count();
     let secs = net.now().saturating_since(from).as_secs_f64();
     n as f64 / secs / net.peers().count() as f64
-}
-
-/// The owner of `key` on the ring `ids`.
-fn owner(ids: &[NodeId], key: NodeId) -> NodeId {
-    ids.iter().copied().find(|i| *i >= key).unwrap_or(ids[0])
-}
-
-/// Every live peer looks up a key the dead peer used to own and one further on; every
-/// answer must name the true owner among the live peers.
-fn lookups_find_live_owners(net: &mut Network<ChordNode>, live: &[NodeId], dead: NodeId) {
-    let keys = [NodeId(dead.0.saturating_sub(1)), NodeId(dead.0 ^ 0x8000)];
-    let before = net.events().len();
-    for p in live {
-        for k in keys {
-            net.act(*p, |n, now| n.lookup(now, k));
-        }
-    }
-    net.run_for(Duration::from_secs(10));
-    let mut done = 0;
-    for (who, e) in &net.events()[before..] {
-        match e {
-            Event::LookupDone { key, owner: o, .. } => {
-                assert_eq!(o.id, owner(live, *key), "{who:?} looked up {key:?}");
-                done += 1;
-            }
-            Event::LookupFailed { key, .. } => panic!("{who:?}'s lookup of {key:?} failed"),
-            _ => {}
-        }
-    }
-    assert_eq!(done, live.len() * keys.len());
 }
 
 #[test]
@@ -137,7 +109,9 @@ fn repair_after_crash(tell: bool) -> f64 {
         }
     }
     let secs = repaired.unwrap_or_else(|| panic!("the ring did not close around {dead:?}"));
-    lookups_find_live_owners(&mut net, &live, dead);
+    // A key the dead peer used to own, and one further on: live peers own them now.
+    let keys = [NodeId(dead.0.saturating_sub(1)), NodeId(dead.0 ^ 0x8000)];
+    assert_lookups_find_owners(&mut net, &live, &keys);
     // Nobody keeps the dead peer as a neighbour for long.
     net.run_for(Duration::from_secs(60));
     for p in &live {

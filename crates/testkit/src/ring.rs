@@ -6,7 +6,7 @@ use overlay::secure::{
     Directory, Ed25519Registry, Ed25519Signer, FirstHops, LayerArcs, OverlayContext, Role, Routing,
     SecureConfig, SecureNode,
 };
-use overlay::{ChordConfig, ChordNode, Contact, IdSpace, NodeId, Time};
+use overlay::{ChordConfig, ChordNode, Contact, Event, IdSpace, NodeId, Time};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,36 @@ pub fn ring_whole(net: &Network<ChordNode>, ids: &[NodeId]) -> bool {
         p.successor().map(|s| s.id) == Some(ids[(i + 1) % n])
             && p.predecessor().map(|s| s.id) == Some(ids[(i + n - 1) % n])
     })
+}
+
+/// The owner of `key` on the ring of `ids` (sorted): the first peer at or after it,
+/// wrapping to the first.
+pub fn owner(ids: &[NodeId], key: NodeId) -> NodeId {
+    ids.iter().copied().find(|i| *i >= key).unwrap_or(ids[0])
+}
+
+/// Every peer of the ring `ids` (sorted) looks up every key of `keys`; within 10 s of
+/// virtual time each lookup must have answered with the key's true [`owner`] among `ids`.
+pub fn assert_lookups_find_owners(net: &mut Network<ChordNode>, ids: &[NodeId], keys: &[NodeId]) {
+    let before = net.events().len();
+    for p in ids {
+        for k in keys {
+            net.act(*p, |n, now| n.lookup(now, *k));
+        }
+    }
+    net.run_for(Duration::from_secs(10));
+    let mut done = 0;
+    for (who, e) in &net.events()[before..] {
+        match e {
+            Event::LookupDone { key, owner: o, .. } => {
+                assert_eq!(o.id, owner(ids, *key), "{who:?} looked up {key:?}");
+                done += 1;
+            }
+            Event::LookupFailed { key, .. } => panic!("{who:?}'s lookup of {key:?} failed"),
+            _ => {}
+        }
+    }
+    assert_eq!(done, ids.len() * keys.len());
 }
 
 /// Chord peers `ids` (sorted, distinct) with the state a stable ring gives them: predecessor,

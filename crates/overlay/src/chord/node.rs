@@ -1553,13 +1553,10 @@ impl ChordNode {
         }
         self.ack_sweep_at = None;
         self.rearm_ack_sweep(now);
-        if !self.forwards.iter().any(|f| f.deadline <= now) {
-            return;
-        }
-        let (due, keep): (Vec<Forward>, Vec<Forward>) = std::mem::take(&mut self.forwards)
-            .into_iter()
-            .partition(|f| f.deadline <= now);
-        self.forwards = keep;
+        let due: Vec<Forward> = self
+            .forwards
+            .extract_if(.., |f| f.deadline <= now)
+            .collect();
         for f in due {
             self.fail_peer(now, f.next.id);
             if f.tries >= self.cfg.forward_retries {
@@ -1596,13 +1593,7 @@ impl ChordNode {
     }
 
     fn expire_lookups(&mut self, now: Time) {
-        if !self.lookups.iter().any(|l| l.deadline <= now) {
-            return;
-        }
-        let (due, keep): (Vec<Lookup>, Vec<Lookup>) = std::mem::take(&mut self.lookups)
-            .into_iter()
-            .partition(|l| l.deadline <= now);
-        self.lookups = keep;
+        let due: Vec<Lookup> = self.lookups.extract_if(.., |l| l.deadline <= now).collect();
         for mut l in due {
             if l.attempts > self.cfg.lookup_retries {
                 match l.purpose {

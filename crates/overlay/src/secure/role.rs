@@ -23,6 +23,9 @@ pub enum Role {
 pub struct UnknownRole(pub String);
 
 impl Role {
+    /// Every role, in order.
+    pub const ALL: [Role; 3] = [Role::Peer, Role::Csp, Role::Cspg];
+
     /// The lowercase name used in JSON, the CLI, certificates and the databases.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,13 +49,12 @@ impl fmt::Display for Role {
 
 impl std::str::FromStr for Role {
     type Err = UnknownRole;
+    /// The role [`Role::as_str`] names `s` (the one list of names, so the two cannot drift).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "peer" => Ok(Role::Peer),
-            "csp" => Ok(Role::Csp),
-            "cspg" => Ok(Role::Cspg),
-            other => Err(UnknownRole(other.to_string())),
-        }
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_string()))
     }
 }
 
@@ -62,7 +64,7 @@ mod tests {
 
     #[test]
     fn role_names_round_trip() {
-        for r in [Role::Peer, Role::Csp, Role::Cspg] {
+        for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));
             assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
         }

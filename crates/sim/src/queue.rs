@@ -257,6 +257,25 @@ impl<E> EventQueue<E> {
         Some(hint)
     }
 
+    /// Hand the payload of the event `k` places after the next one to `warm` (when it is
+    /// already known without reorganising the queue, and is not inline) and return its hint.
+    /// A driver writes to it so that the cache line is fetched while other events are
+    /// processed: a store does not hold up the processor the way a load does.
+    pub fn warm_ahead(&mut self, k: usize, warm: impl FnOnce(&mut E)) -> Option<u32> {
+        if !self.cur_sorted {
+            return None;
+        }
+        let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
+        let b = &self.wheel[idx];
+        let &(_, _, slot, hint) = b.get(b.len().checked_sub(k + 1)?)?;
+        if slot < INLINE_BASE
+            && let Some(Some(e)) = self.slab.get_mut(slot as usize)
+        {
+            warm(e);
+        }
+        Some(hint)
+    }
+
     /// Time of the earliest event.
     pub fn peek_time(&mut self) -> Option<Time> {
         if !self.settle() {

@@ -10,6 +10,7 @@ use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
 use crate::queue::{EventQueue, Item, NO_HINT};
+use crate::slots::{SlotIndex, SlotMeta};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
 };
@@ -39,7 +40,7 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Node-ID → V, hashed with [`IdHasher`]: the simulator's hot lookups at a million peers.
+/// Node-ID → V, hashed with [`IdHasher`] (the lookups a caller watches).
 // The sans-IO ban on hash types (clippy.toml) is about iteration order: this map is only
 // looked up (iterating it would still trip the ban on HashMap's iteration methods), and its
 // hasher has no random state.
@@ -158,8 +159,13 @@ pub struct WatchedLookup {
 /// are inline events (a code and a slot in the queue's key, see [`EventQueue::push_inline`]).
 struct Ev {
     to: NodeId,
-    /// Where `to` lived when the message was sent.
-    slot: Option<u32>,
+    /// Where `to` lived when the message was sent ([`NO_HINT`]: nowhere).
+    slot: u32,
+    /// Where the sender lived: an answer to it (an acknowledgement, a pong, a neighbour
+    /// list) finds its slot here instead of in the index.
+    from_slot: u32,
+    /// Written (never read) to fetch the entry early (see [`World::warm_next`]).
+    warm: u8,
     /// The message and its sender.
     packet: Packet,
 }
@@ -176,7 +182,8 @@ const ARRIVE: u8 = 2;
 
 struct Peer {
     node: ChordNode,
-    alive: bool,
+    /// Written (never read) to fetch the peer early (see [`World::warm_next`]).
+    warm: u8,
     joined: bool,
     live_pos: u32,
     outstanding: u32,
@@ -186,18 +193,13 @@ struct Peer {
 pub struct World {
     chord: Arc<ChordConfig>,
     peers: Vec<Peer>,
-    /// Where each slot's peer sits, converted for the latency model, apart from `peers`:
-    /// every message reads its sender's, and a dense array stays in cache where peers do not.
-    geo: Vec<GeoRad>,
-    /// When each slot's pending timer event fires ([`NO_TIMER`]: none pending, or the peer
-    /// is gone). Kept apart from `peers` so a superseded timer event is recognised without
-    /// touching its peer.
-    timer_at: Vec<Time>,
+    /// Each slot's Node-ID, liveness, position (for the latency model) and pending timer,
+    /// one cache line a slot apart from `peers`: every message reads its sender's and its
+    /// receiver's, and a superseded timer event is recognised without touching its peer.
+    meta: Vec<SlotMeta>,
     free_slots: Vec<u32>,
-    /// Slot and position of every live peer. The position rides along because a message's
-    /// latency needs the receiver's position right when its slot is looked up: one cache
-    /// miss instead of two (the entry is no larger than a bare slot's, 32 bytes).
-    index: IdMap<(u32, GeoPoint)>,
+    /// Slot of every live peer, by Node-ID.
+    index: SlotIndex,
     live_slots: Vec<u32>,
     live_ids: BTreeSet<NodeId>,
     queue: EventQueue<Ev>,
@@ -229,10 +231,9 @@ impl World {
         World {
             chord: Arc::new(cfg.chord),
             peers: Vec::new(),
-            geo: Vec::new(),
-            timer_at: Vec::new(),
+            meta: Vec::new(),
             free_slots: Vec::new(),
-            index: IdMap::default(),
+            index: SlotIndex::default(),
             live_slots: Vec::new(),
             live_ids: BTreeSet::new(),
             queue: EventQueue::default(),
@@ -275,10 +276,8 @@ impl World {
     /// The peer with this ID, if alive.
     pub fn node(&self, id: NodeId) -> Option<&ChordNode> {
         self.index
-            .get(&id)
-            .map(|(s, _)| &self.peers[*s as usize])
-            .filter(|p| p.alive)
-            .map(|p| &p.node)
+            .get(id, &self.meta)
+            .map(|s| &self.peers[s as usize].node)
     }
 
     /// The true owner of `key`: the first live peer at or after it.
@@ -294,7 +293,7 @@ impl World {
     pub fn fresh_id(&mut self) -> NodeId {
         loop {
             let id = self.chord.space.wrap(self.rng.random::<u128>());
-            if !self.index.contains_key(&id) {
+            if !self.index.contains(id, &self.meta) {
                 return id;
             }
         }
@@ -315,32 +314,40 @@ impl World {
         let id = node.id();
         let peer = Peer {
             node,
-            alive: true,
+            warm: 0,
             joined: false,
             live_pos: u32::MAX,
             outstanding: 0,
         };
+        let meta = SlotMeta {
+            id,
+            geo: GeoRad::from(geo),
+            timer_at: NO_TIMER,
+            alive: true,
+            warm: 0,
+        };
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.peers[s as usize] = peer;
-                self.geo[s as usize] = GeoRad::from(geo);
-                self.timer_at[s as usize] = NO_TIMER;
+                self.meta[s as usize] = meta;
                 s
             }
             None => {
                 self.peers.push(peer);
-                self.geo.push(GeoRad::from(geo));
-                self.timer_at.push(NO_TIMER);
+                self.meta.push(meta);
                 (self.peers.len() - 1) as u32
             }
         };
-        self.index.insert(id, (slot, geo));
+        self.index.insert(slot, &self.meta);
         slot
     }
 
     fn mark_joined(&mut self, slot: u32) {
+        if !self.meta[slot as usize].alive {
+            return;
+        }
         let p = &mut self.peers[slot as usize];
-        if p.joined || !p.alive {
+        if p.joined {
             return;
         }
         p.joined = true;
@@ -390,10 +397,9 @@ impl World {
         // Room for everyone up front: grown by doubling, the peer table (~1 KB a peer) and
         // the index would briefly exist twice and overshoot by up to half.
         self.peers.reserve_exact(n);
-        self.geo.reserve_exact(n);
-        self.timer_at.reserve_exact(n);
+        self.meta.reserve_exact(n);
         self.live_slots.reserve_exact(n);
-        self.index.reserve(n);
+        self.index.reserve(self.peers.len() + n, &self.meta);
         let space = self.chord.space;
         let r = self.chord.successors;
         for (i, &id) in sorted.iter().enumerate() {
@@ -411,14 +417,14 @@ impl World {
             let geo = placed[i].1;
             let slot = self.alloc_slot(node, geo);
             self.mark_joined(slot);
-            self.after_input(slot);
+            self.after_input(slot, NO_HINT);
             self.schedule_departure(slot);
         }
     }
 
     /// Add one peer now: the first creates the ring, later ones join via a random live peer.
     pub fn add_peer(&mut self, id: NodeId, geo: GeoPoint) -> bool {
-        if self.index.contains_key(&id) {
+        if self.index.contains(id, &self.meta) {
             return false;
         }
         let seed = self.seed_for();
@@ -427,7 +433,7 @@ impl World {
         let slot = self.alloc_slot(node, geo);
         let now = self.now;
         self.join_via(slot, bootstrap, now);
-        self.after_input(slot);
+        self.after_input(slot, NO_HINT);
         self.schedule_departure(slot);
         true
     }
@@ -468,29 +474,30 @@ impl World {
 
     /// Remove a peer: gracefully (it tells its neighbours) or by crashing.
     pub fn remove_peer(&mut self, id: NodeId, graceful: bool) {
-        let Some(&(slot, _)) = self.index.get(&id) else {
+        let Some(slot) = self.index.get(id, &self.meta) else {
             return;
         };
         self.depart(slot, graceful);
     }
 
     fn depart(&mut self, slot: u32, graceful: bool) {
-        if !self.peers[slot as usize].alive {
+        if !self.meta[slot as usize].alive {
             return;
         }
         if graceful {
             let now = self.now;
             self.peers[slot as usize].node.leave(now);
-            self.after_input(slot);
+            self.after_input(slot, NO_HINT);
         }
         self.unmark_live(slot);
         let p = &mut self.peers[slot as usize];
-        p.alive = false;
-        self.timer_at[slot as usize] = NO_TIMER;
         self.stats.origin_lost += u64::from(p.outstanding);
         p.outstanding = 0;
         let id = p.node.id();
-        self.index.remove(&id);
+        self.index.remove(id, &self.meta);
+        let m = &mut self.meta[slot as usize];
+        m.alive = false;
+        m.timer_at = NO_TIMER;
         self.watched.remove(&id);
         self.free_slots.push(slot);
         self.departures += 1;
@@ -498,7 +505,7 @@ impl World {
 
     /// Store a record at peer `at` directly (tests and scenarios that place data).
     pub fn put_record(&mut self, at: NodeId, key: NodeId, value: Vec<u8>) -> bool {
-        let Some(&(slot, _)) = self.index.get(&at) else {
+        let Some(slot) = self.index.get(at, &self.meta) else {
             return false;
         };
         self.peers[slot as usize].node.put_local(key, value)
@@ -515,7 +522,7 @@ impl World {
 
     /// Start a lookup for `key` at the peer `origin`; keep its result for [`Self::watched`].
     pub fn watch(&mut self, origin: NodeId, key: NodeId) -> Option<u64> {
-        let slot = self.index.get(&origin)?.0;
+        let slot = self.index.get(origin, &self.meta)?;
         // Register first: a lookup the origin can answer itself completes at once.
         self.watched.entry(origin).or_default();
         Some(self.start_lookup_at(slot, key))
@@ -535,12 +542,24 @@ impl World {
         self.peers[slot as usize].outstanding += 1;
         let now = self.now;
         let h = self.peers[slot as usize].node.lookup(now, key);
-        self.after_input(slot);
+        self.after_input(slot, NO_HINT);
         h
     }
 
+    /// The live slot of `id`: `guess` (the sender of the message being handled, to which
+    /// most answers go) when it holds `id`, else the index's.
+    #[inline]
+    fn slot_of(&self, id: NodeId, guess: u32) -> Option<u32> {
+        match self.meta.get(guess as usize) {
+            Some(m) if m.alive && m.id == id => Some(guess),
+            _ => self.index.get(id, &self.meta),
+        }
+    }
+
     /// Drain a peer's outputs into the network and metrics, then reschedule its timer.
-    fn after_input(&mut self, slot: u32) {
+    /// `reply_to`: the slot of the peer whose message this one is handling ([`NO_HINT`]
+    /// when none).
+    fn after_input(&mut self, slot: u32, reply_to: u32) {
         let now = self.now;
         while let Some(t) = self.peers[slot as usize].node.poll_transmit() {
             self.messages += 1;
@@ -548,33 +567,37 @@ impl World {
             if self.loss > 0.0 && self.rng.random_bool(self.loss) {
                 continue;
             }
-            let (to_slot, to_geo) = match self.index.get(&t.to.id) {
-                Some(&(s, geo)) => (Some(s), GeoRad::from(geo)),
-                None => (None, GeoRad::from(GeoPoint::default())),
+            let to_slot = self.slot_of(t.to.id, reply_to);
+            let nowhere = GeoRad::from(GeoPoint::default());
+            let to_geo = match to_slot {
+                Some(s) => &self.meta[s as usize].geo,
+                None => &nowhere,
             };
-            let from_geo = &self.geo[slot as usize];
-            let delay = self.latency.sample_rad(&mut self.rng, from_geo, &to_geo);
+            let from_geo = &self.meta[slot as usize].geo;
+            let delay = self.latency.sample_rad(&mut self.rng, from_geo, to_geo);
             let from = self.peers[slot as usize].node.contact();
+            let to_slot = to_slot.unwrap_or(NO_HINT);
             self.queue.push_hinted(
                 now + delay,
                 Ev {
                     to: t.to.id,
                     slot: to_slot,
+                    from_slot: slot,
+                    warm: 0,
                     packet: Packet::new(from, t.msg),
                 },
-                to_slot.unwrap_or(NO_HINT),
+                to_slot,
             );
         }
         while let Some(ev) = self.peers[slot as usize].node.poll_event() {
             self.on_node_event(slot, ev);
         }
-        let p = &self.peers[slot as usize];
-        if !p.alive {
+        if !self.meta[slot as usize].alive {
             return;
         }
-        if let Some(t) = p.node.poll_timeout() {
+        if let Some(t) = self.peers[slot as usize].node.poll_timeout() {
             let t = t.max(now);
-            let pending = &mut self.timer_at[slot as usize];
+            let pending = &mut self.meta[slot as usize].timer_at;
             if t < *pending {
                 *pending = t;
                 self.queue.push_inline(t, TIMER, slot);
@@ -648,7 +671,7 @@ impl World {
             if self.events.is_multiple_of(65_536) {
                 tick(self);
             }
-            self.touch_next();
+            self.warm_next();
             self.dispatch(ev);
         }
         self.now = self.now.max(until);
@@ -662,39 +685,57 @@ impl World {
             };
             self.now = at;
             self.events += 1;
-            self.touch_next();
+            self.warm_next();
             self.dispatch(ev);
         }
     }
 
-    /// Start loading what the next event will touch (its payload and its peer) so that
-    /// those cache misses overlap with the work on the current event.
-    fn touch_next(&self) {
-        if let Some(p) = self
-            .queue
-            .touch_next()
-            .and_then(|h| self.peers.get(h as usize))
+    /// Start fetching what the coming events will touch, so that those cache misses overlap
+    /// with the work on the current event. The event after next gets its payload, its slot's
+    /// line and its peer written to (a store is not waited for, where a load holds up the
+    /// processor until its line arrives); the next one, whose lines were written to one event
+    /// ago, gets its successor list loaded, which the peer's routing will read.
+    fn warm_next(&mut self) {
+        if let Some(h) = self.queue.warm_ahead(1, |e| e.warm = 1)
+            && let Some(m) = self.meta.get_mut(h as usize)
         {
-            std::hint::black_box((p.alive, p.node.id(), p.node.successor().map(|c| c.id)));
+            m.warm = 1;
+            self.peers[h as usize].warm = 1;
+        }
+        self.touch_next();
+    }
+
+    /// Load what the next event will touch (its payload and its peer's successor list).
+    fn touch_next(&self) {
+        if let Some(h) = self.queue.touch_next()
+            && let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize))
+        {
+            std::hint::black_box((m.alive, p.node.id(), p.node.successor().map(|c| c.id)));
         }
     }
 
     fn dispatch(&mut self, ev: Item<Ev>) {
         let now = self.now;
         match ev {
-            Item::Event(Ev { to, slot, packet }) => {
+            Item::Event(Ev {
+                to,
+                slot,
+                from_slot,
+                packet,
+                ..
+            }) => {
                 // The slot found at send time is still right unless that peer went away (and
-                // the slot may have been reused) in the meantime: saves a hash lookup.
-                let slot = slot.filter(|s| {
-                    let p = &self.peers[*s as usize];
-                    p.alive && p.node.id() == to
-                });
-                if let Some(slot) = slot {
+                // the slot may have been reused) in the meantime: saves an index lookup.
+                let here = self
+                    .meta
+                    .get(slot as usize)
+                    .is_some_and(|m| m.alive && m.id == to);
+                if here {
                     let (from, msg) = packet.unpack();
                     self.peers[slot as usize]
                         .node
                         .handle_message(now, from, msg);
-                    self.after_input(slot);
+                    self.after_input(slot, from_slot);
                 }
             }
             Item::Inline {
@@ -702,13 +743,13 @@ impl World {
                 hint: slot,
             } => {
                 // A departed peer's entry is None, so this also skips dead peers.
-                let pending = &mut self.timer_at[slot as usize];
+                let pending = &mut self.meta[slot as usize].timer_at;
                 if *pending != now {
                     return;
                 }
                 *pending = NO_TIMER;
                 self.peers[slot as usize].node.handle_timeout(now);
-                self.after_input(slot);
+                self.after_input(slot, NO_HINT);
             }
             Item::Inline {
                 code: DEPART,
@@ -718,7 +759,7 @@ impl World {
                     Some(c) => self.rng.random_bool(c.graceful.clamp(0.0, 1.0)),
                     None => false,
                 };
-                if self.peers[slot as usize].alive {
+                if self.meta[slot as usize].alive {
                     self.depart(slot, graceful);
                     // Keep the population steady: a newcomer arrives shortly after.
                     let delay = Duration::from_millis(self.rng.random_range(0..1000));

@@ -62,6 +62,13 @@ pub enum Item<E> {
     },
 }
 
+/// A slab entry: the event, and a byte that [`EventQueue::warm_ahead`] writes (never reads)
+/// so that the entry's line is fetched without waiting for it.
+struct Entry<E> {
+    event: Option<E>,
+    warm: u8,
+}
+
 /// A min-queue of timed events with deterministic tie-breaking.
 pub struct EventQueue<E> {
     /// `wheel[i]` holds keys whose bucket number ≡ i (mod HORIZON_BUCKETS) within the window.
@@ -76,7 +83,7 @@ pub struct EventQueue<E> {
     far: BinaryHeap<Reverse<Key>>,
     /// Empty bucket buffers with capacity, for buckets that start filling.
     pool: Vec<Vec<Key>>,
-    slab: Vec<Option<E>>,
+    slab: Vec<Entry<E>>,
     free: Vec<u32>,
     seq: u64,
 }
@@ -108,11 +115,14 @@ impl<E> EventQueue<E> {
         self.seq += 1;
         let slot = match self.free.pop() {
             Some(i) => {
-                self.slab[i as usize] = Some(event);
+                self.slab[i as usize].event = Some(event);
                 i
             }
             None => {
-                self.slab.push(Some(event));
+                self.slab.push(Entry {
+                    event: Some(event),
+                    warm: 0,
+                });
                 (self.slab.len() - 1) as u32
             }
         };
@@ -209,7 +219,7 @@ impl<E> EventQueue<E> {
             let code = (slot - INLINE_BASE) as u8;
             return Some((at, Item::Inline { code, hint }));
         }
-        let event = self.slab.get_mut(slot as usize)?.take()?;
+        let event = self.slab.get_mut(slot as usize)?.event.take()?;
         self.free.push(slot);
         Some((at, Item::Event(event)))
     }
@@ -252,16 +262,16 @@ impl<E> EventQueue<E> {
         let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
         let &(_, _, slot, hint) = self.wheel[idx].last()?;
         if slot < INLINE_BASE {
-            std::hint::black_box(self.slab.get(slot as usize).map(Option::is_some));
+            std::hint::black_box(self.slab.get(slot as usize).map(|e| e.event.is_some()));
         }
         Some(hint)
     }
 
-    /// Hand the payload of the event `k` places after the next one to `warm` (when it is
+    /// Start fetching the payload of the event `k` places after the next one (when it is
     /// already known without reorganising the queue, and is not inline) and return its hint.
-    /// A driver writes to it so that the cache line is fetched while other events are
-    /// processed: a store does not hold up the processor the way a load does.
-    pub fn warm_ahead(&mut self, k: usize, warm: impl FnOnce(&mut E)) -> Option<u32> {
+    /// The entry is written to, not read: a store does not hold up the processor the way a
+    /// load does, so the line arrives while other events are processed.
+    pub fn warm_ahead(&mut self, k: usize) -> Option<u32> {
         if !self.cur_sorted {
             return None;
         }
@@ -269,9 +279,9 @@ impl<E> EventQueue<E> {
         let b = &self.wheel[idx];
         let &(_, _, slot, hint) = b.get(b.len().checked_sub(k + 1)?)?;
         if slot < INLINE_BASE
-            && let Some(Some(e)) = self.slab.get_mut(slot as usize)
+            && let Some(e) = self.slab.get_mut(slot as usize)
         {
-            warm(e);
+            e.warm = 1;
         }
         Some(hint)
     }

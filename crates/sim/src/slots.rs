@@ -25,6 +25,9 @@ pub(crate) struct SlotMeta {
     pub(crate) timer_at: Time,
     /// Is the slot's peer alive (not departed)?
     pub(crate) alive: bool,
+    /// How many peers this slot has held before the current one: a message that names the
+    /// slot and its generation is for the current peer.
+    pub(crate) generation: u32,
     /// Written (never read) a few events before this slot's next event, so that the line is
     /// fetched early (see `World::warm_next`).
     pub(crate) warm: u8,
@@ -154,6 +157,7 @@ mod tests {
             geo: GeoRad::default(),
             timer_at: Time::ZERO,
             alive: true,
+            generation: 0,
             warm: 0,
         }
     }

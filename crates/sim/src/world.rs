@@ -158,14 +158,14 @@ pub struct WatchedLookup {
 /// A message on its way: the only event with a payload. Timers, departures and arrivals
 /// are inline events (a code and a slot in the queue's key, see [`EventQueue::push_inline`]).
 struct Ev {
-    to: NodeId,
-    /// Where `to` lived when the message was sent ([`NO_HINT`]: nowhere).
+    /// Where the receiver lived when the message was sent ([`NO_HINT`]: nowhere).
     slot: u32,
+    /// That slot's generation then: the message is delivered only if the slot still holds
+    /// the same peer (it may have left, and the slot been given to a newcomer).
+    generation: u32,
     /// Where the sender lived: an answer to it (an acknowledgement, a pong, a neighbour
     /// list) finds its slot here instead of in the index.
     from_slot: u32,
-    /// Written (never read) to fetch the entry early (see [`World::warm_next`]).
-    warm: u8,
     /// The message and its sender.
     packet: Packet,
 }
@@ -319,16 +319,18 @@ impl World {
             live_pos: u32::MAX,
             outstanding: 0,
         };
-        let meta = SlotMeta {
+        let mut meta = SlotMeta {
             id,
             geo: GeoRad::from(geo),
             timer_at: NO_TIMER,
             alive: true,
+            generation: 0,
             warm: 0,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.peers[s as usize] = peer;
+                meta.generation = self.meta[s as usize].generation.wrapping_add(1);
                 self.meta[s as usize] = meta;
                 s
             }
@@ -576,14 +578,16 @@ impl World {
             let from_geo = &self.meta[slot as usize].geo;
             let delay = self.latency.sample_rad(&mut self.rng, from_geo, to_geo);
             let from = self.peers[slot as usize].node.contact();
-            let to_slot = to_slot.unwrap_or(NO_HINT);
+            let (to_slot, generation) = match to_slot {
+                Some(s) => (s, self.meta[s as usize].generation),
+                None => (NO_HINT, 0),
+            };
             self.queue.push_hinted(
                 now + delay,
                 Ev {
-                    to: t.to.id,
                     slot: to_slot,
+                    generation,
                     from_slot: slot,
-                    warm: 0,
                     packet: Packet::new(from, t.msg),
                 },
                 to_slot,
@@ -696,7 +700,7 @@ impl World {
     /// processor until its line arrives); the next one, whose lines were written to one event
     /// ago, gets its successor list loaded, which the peer's routing will read.
     fn warm_next(&mut self) {
-        if let Some(h) = self.queue.warm_ahead(1, |e| e.warm = 1)
+        if let Some(h) = self.queue.warm_ahead(1)
             && let Some(m) = self.meta.get_mut(h as usize)
         {
             m.warm = 1;
@@ -718,18 +722,17 @@ impl World {
         let now = self.now;
         match ev {
             Item::Event(Ev {
-                to,
                 slot,
+                generation,
                 from_slot,
                 packet,
-                ..
             }) => {
                 // The slot found at send time is still right unless that peer went away (and
                 // the slot may have been reused) in the meantime: saves an index lookup.
                 let here = self
                     .meta
                     .get(slot as usize)
-                    .is_some_and(|m| m.alive && m.id == to);
+                    .is_some_and(|m| m.alive && m.generation == generation);
                 if here {
                     let (from, msg) = packet.unpack();
                     self.peers[slot as usize]

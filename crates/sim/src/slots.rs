@@ -13,7 +13,8 @@
 use crate::models::GeoRad;
 use overlay::{NodeId, Time};
 
-/// What the hot path needs to know about one slot, in one cache line.
+/// What the hot path needs to know about one slot, and the driver's bookkeeping of its
+/// peer, in one cache line.
 #[derive(Clone, Copy, Debug)]
 #[repr(align(64))]
 pub(crate) struct SlotMeta {
@@ -28,6 +29,12 @@ pub(crate) struct SlotMeta {
     /// How many peers this slot has held before the current one: a message that names the
     /// slot and its generation is for the current peer.
     pub(crate) generation: u32,
+    /// Has the peer joined (is it among the live peers lookups start from)?
+    pub(crate) joined: bool,
+    /// Its place in the list of live slots, while joined.
+    pub(crate) live_pos: u32,
+    /// Lookups it started that have no outcome yet.
+    pub(crate) outstanding: u32,
     /// Written (never read) a few events before this slot's next event, so that the line is
     /// fetched early (see `World::warm_next`).
     pub(crate) warm: u8,
@@ -158,6 +165,9 @@ mod tests {
             timer_at: Time::ZERO,
             alive: true,
             generation: 0,
+            joined: true,
+            live_pos: 0,
+            outstanding: 0,
             warm: 0,
         }
     }

@@ -180,19 +180,11 @@ const DEPART: u8 = 1;
 /// Inline event: a newcomer arrives (churn).
 const ARRIVE: u8 = 2;
 
-struct Peer {
-    node: ChordNode,
-    /// Written (never read) to fetch the peer early (see [`World::warm_next`]).
-    warm: u8,
-    joined: bool,
-    live_pos: u32,
-    outstanding: u32,
-}
-
 /// The simulated overlay. See the module documentation.
 pub struct World {
     chord: Arc<ChordConfig>,
-    peers: Vec<Peer>,
+    /// Each slot's Chord peer (a departed one stays until a newcomer takes the slot).
+    peers: Vec<ChordNode>,
     /// Each slot's Node-ID, liveness, position (for the latency model) and pending timer,
     /// one cache line a slot apart from `peers`: every message reads its sender's and its
     /// receiver's, and a superseded timer event is recognised without touching its peer.
@@ -277,7 +269,7 @@ impl World {
     pub fn node(&self, id: NodeId) -> Option<&ChordNode> {
         self.index
             .get(id, &self.meta)
-            .map(|s| &self.peers[s as usize].node)
+            .map(|s| &self.peers[s as usize])
     }
 
     /// The true owner of `key`: the first live peer at or after it.
@@ -312,30 +304,26 @@ impl World {
 
     fn alloc_slot(&mut self, node: ChordNode, geo: GeoPoint) -> u32 {
         let id = node.id();
-        let peer = Peer {
-            node,
-            warm: 0,
-            joined: false,
-            live_pos: u32::MAX,
-            outstanding: 0,
-        };
         let mut meta = SlotMeta {
             id,
             geo: GeoRad::from(geo),
             timer_at: NO_TIMER,
             alive: true,
             generation: 0,
+            joined: false,
+            live_pos: u32::MAX,
+            outstanding: 0,
             warm: 0,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
-                self.peers[s as usize] = peer;
+                self.peers[s as usize] = node;
                 meta.generation = self.meta[s as usize].generation.wrapping_add(1);
                 self.meta[s as usize] = meta;
                 s
             }
             None => {
-                self.peers.push(peer);
+                self.peers.push(node);
                 self.meta.push(meta);
                 (self.peers.len() - 1) as u32
             }
@@ -345,31 +333,29 @@ impl World {
     }
 
     fn mark_joined(&mut self, slot: u32) {
-        if !self.meta[slot as usize].alive {
-            return;
-        }
-        let p = &mut self.peers[slot as usize];
-        if p.joined {
+        let pos = self.live_slots.len() as u32;
+        let p = &mut self.meta[slot as usize];
+        if !p.alive || p.joined {
             return;
         }
         p.joined = true;
-        p.live_pos = self.live_slots.len() as u32;
-        let id = p.node.id();
+        p.live_pos = pos;
+        let id = p.id;
         self.live_slots.push(slot);
         self.live_ids.insert(id);
     }
 
     fn unmark_live(&mut self, slot: u32) {
-        let p = &mut self.peers[slot as usize];
+        let p = &mut self.meta[slot as usize];
         if !p.joined {
             return;
         }
         p.joined = false;
         let pos = p.live_pos as usize;
-        let id = p.node.id();
+        let id = p.id;
         self.live_slots.swap_remove(pos);
         if let Some(&moved) = self.live_slots.get(pos) {
-            self.peers[moved as usize].live_pos = pos as u32;
+            self.meta[moved as usize].live_pos = pos as u32;
         }
         self.live_ids.remove(&id);
     }
@@ -445,16 +431,16 @@ impl World {
     fn join_via(&mut self, slot: u32, bootstrap: Option<u32>, now: Time) {
         match bootstrap {
             Some(b) => {
-                let b = self.peers[b as usize].node.contact();
+                let b = self.peers[b as usize].contact();
                 for _ in 0..2 * overlay::MAX_BOOTSTRAPS {
                     if let Some(extra) = self.random_live() {
-                        let c = self.peers[extra as usize].node.contact();
-                        self.peers[slot as usize].node.add_bootstrap(c);
+                        let c = self.peers[extra as usize].contact();
+                        self.peers[slot as usize].add_bootstrap(c);
                     }
                 }
-                self.peers[slot as usize].node.join(now, b);
+                self.peers[slot as usize].join(now, b);
             }
-            None => self.peers[slot as usize].node.create(now),
+            None => self.peers[slot as usize].create(now),
         }
     }
 
@@ -488,14 +474,14 @@ impl World {
         }
         if graceful {
             let now = self.now;
-            self.peers[slot as usize].node.leave(now);
+            self.peers[slot as usize].leave(now);
             self.after_input(slot, NO_HINT);
         }
         self.unmark_live(slot);
-        let p = &mut self.peers[slot as usize];
+        let p = &mut self.meta[slot as usize];
         self.stats.origin_lost += u64::from(p.outstanding);
         p.outstanding = 0;
-        let id = p.node.id();
+        let id = p.id;
         self.index.remove(id, &self.meta);
         let m = &mut self.meta[slot as usize];
         m.alive = false;
@@ -510,7 +496,7 @@ impl World {
         let Some(slot) = self.index.get(at, &self.meta) else {
             return false;
         };
-        self.peers[slot as usize].node.put_local(key, value)
+        self.peers[slot as usize].put_local(key, value)
     }
 
     /// Start a lookup for `key` from a random live peer; returns false if there is none.
@@ -541,9 +527,9 @@ impl World {
 
     fn start_lookup_at(&mut self, slot: u32, key: NodeId) -> u64 {
         self.stats.issued += 1;
-        self.peers[slot as usize].outstanding += 1;
+        self.meta[slot as usize].outstanding += 1;
         let now = self.now;
-        let h = self.peers[slot as usize].node.lookup(now, key);
+        let h = self.peers[slot as usize].lookup(now, key);
         self.after_input(slot, NO_HINT);
         h
     }
@@ -563,7 +549,7 @@ impl World {
     /// when none).
     fn after_input(&mut self, slot: u32, reply_to: u32) {
         let now = self.now;
-        while let Some(t) = self.peers[slot as usize].node.poll_transmit() {
+        while let Some(t) = self.peers[slot as usize].poll_transmit() {
             self.messages += 1;
             self.bytes += (overlay::wire::HEADER_LEN + overlay::wire::body_len(&t.msg)) as u64;
             if self.loss > 0.0 && self.rng.random_bool(self.loss) {
@@ -577,7 +563,7 @@ impl World {
             };
             let from_geo = &self.meta[slot as usize].geo;
             let delay = self.latency.sample_rad(&mut self.rng, from_geo, to_geo);
-            let from = self.peers[slot as usize].node.contact();
+            let from = self.peers[slot as usize].contact();
             let (to_slot, generation) = match to_slot {
                 Some(s) => (s, self.meta[s as usize].generation),
                 None => (NO_HINT, 0),
@@ -593,13 +579,13 @@ impl World {
                 to_slot,
             );
         }
-        while let Some(ev) = self.peers[slot as usize].node.poll_event() {
+        while let Some(ev) = self.peers[slot as usize].poll_event() {
             self.on_node_event(slot, ev);
         }
         if !self.meta[slot as usize].alive {
             return;
         }
-        if let Some(t) = self.peers[slot as usize].node.poll_timeout() {
+        if let Some(t) = self.peers[slot as usize].poll_timeout() {
             let t = t.max(now);
             let pending = &mut self.meta[slot as usize].timer_at;
             if t < *pending {
@@ -628,9 +614,9 @@ impl World {
                 latency,
                 ..
             } => {
-                let p = &mut self.peers[slot as usize];
+                let p = &mut self.meta[slot as usize];
                 p.outstanding = p.outstanding.saturating_sub(1);
-                let origin = p.node.id();
+                let origin = p.id;
                 let correct = self.owner_of(key) == Some(owner.id);
                 if correct {
                     self.stats.succeeded += 1;
@@ -653,7 +639,7 @@ impl World {
                 }
             }
             Event::LookupFailed { reason, .. } => {
-                let p = &mut self.peers[slot as usize];
+                let p = &mut self.meta[slot as usize];
                 p.outstanding = p.outstanding.saturating_sub(1);
                 match reason {
                     LookupFailure::TimedOut | LookupFailure::Overloaded => {
@@ -695,16 +681,15 @@ impl World {
     }
 
     /// Start fetching what the coming events will touch, so that those cache misses overlap
-    /// with the work on the current event. The event after next gets its payload, its slot's
-    /// line and its peer written to (a store is not waited for, where a load holds up the
-    /// processor until its line arrives); the next one, whose lines were written to one event
-    /// ago, gets its successor list loaded, which the peer's routing will read.
+    /// with the work on the current event. The event after next gets its payload and its
+    /// slot's line written to (a store is not waited for, where a load holds up the processor
+    /// until its line arrives); the next one gets its peer's successor list loaded, which the
+    /// peer's routing will read.
     fn warm_next(&mut self) {
         if let Some(h) = self.queue.warm_ahead(1)
             && let Some(m) = self.meta.get_mut(h as usize)
         {
             m.warm = 1;
-            self.peers[h as usize].warm = 1;
         }
         self.touch_next();
     }
@@ -714,7 +699,7 @@ impl World {
         if let Some(h) = self.queue.touch_next()
             && let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize))
         {
-            std::hint::black_box((m.alive, p.node.id(), p.node.successor().map(|c| c.id)));
+            std::hint::black_box((m.alive, p.id(), p.successor().map(|c| c.id)));
         }
     }
 
@@ -735,9 +720,7 @@ impl World {
                     .is_some_and(|m| m.alive && m.generation == generation);
                 if here {
                     let (from, msg) = packet.unpack();
-                    self.peers[slot as usize]
-                        .node
-                        .handle_message(now, from, msg);
+                    self.peers[slot as usize].handle_message(now, from, msg);
                     self.after_input(slot, from_slot);
                 }
             }
@@ -751,7 +734,7 @@ impl World {
                     return;
                 }
                 *pending = NO_TIMER;
-                self.peers[slot as usize].node.handle_timeout(now);
+                self.peers[slot as usize].handle_timeout(now);
                 self.after_input(slot, NO_HINT);
             }
             Item::Inline {
@@ -809,7 +792,7 @@ impl World {
         let total: usize = self
             .live_slots
             .iter()
-            .map(|s| self.peers[*s as usize].node.state_bytes())
+            .map(|s| self.peers[*s as usize].state_bytes())
             .sum();
         total as f64 / n as f64
     }

@@ -19,9 +19,9 @@
 //! zeroed again by the kernel) every millisecond of virtual time.
 //!
 //! A key may carry a hint (the slot of the peer its event concerns). A large simulation is
-//! bound by cache misses: each event touches a random peer. [`EventQueue::touch_next`] loads
-//! the next event's payload early and hands out its hint so that the driver can load that
-//! peer too, while the current event is still being processed, so the misses overlap.
+//! bound by cache misses: each event touches a random peer. [`EventQueue::touch_ahead`]
+//! loads the payloads of a batch of coming events and hands out their hints so that the
+//! driver can load those peers too, all at once, so the misses overlap.
 
 use overlay::Time;
 use std::cmp::Reverse;
@@ -62,13 +62,6 @@ pub enum Item<E> {
     },
 }
 
-/// A slab entry: the event, and a byte that [`EventQueue::warm_ahead`] writes (never reads)
-/// so that the entry's line is fetched without waiting for it.
-struct Entry<E> {
-    event: Option<E>,
-    warm: u8,
-}
-
 /// A min-queue of timed events with deterministic tie-breaking.
 pub struct EventQueue<E> {
     /// `wheel[i]` holds keys whose bucket number ≡ i (mod HORIZON_BUCKETS) within the window.
@@ -83,7 +76,7 @@ pub struct EventQueue<E> {
     far: BinaryHeap<Reverse<Key>>,
     /// Empty bucket buffers with capacity, for buckets that start filling.
     pool: Vec<Vec<Key>>,
-    slab: Vec<Entry<E>>,
+    slab: Vec<Option<E>>,
     free: Vec<u32>,
     seq: u64,
 }
@@ -110,19 +103,16 @@ impl<E> EventQueue<E> {
         self.push_hinted(at, event, NO_HINT);
     }
 
-    /// [`Self::push`] with a hint for [`Self::touch_next`].
+    /// [`Self::push`] with a hint for [`Self::touch_ahead`].
     pub fn push_hinted(&mut self, at: Time, event: E, hint: u32) {
         self.seq += 1;
         let slot = match self.free.pop() {
             Some(i) => {
-                self.slab[i as usize].event = Some(event);
+                self.slab[i as usize] = Some(event);
                 i
             }
             None => {
-                self.slab.push(Entry {
-                    event: Some(event),
-                    warm: 0,
-                });
+                self.slab.push(Some(event));
                 (self.slab.len() - 1) as u32
             }
         };
@@ -219,7 +209,7 @@ impl<E> EventQueue<E> {
             let code = (slot - INLINE_BASE) as u8;
             return Some((at, Item::Inline { code, hint }));
         }
-        let event = self.slab.get_mut(slot as usize)?.event.take()?;
+        let event = self.slab.get_mut(slot as usize)?.take()?;
         self.free.push(slot);
         Some((at, Item::Event(event)))
     }
@@ -253,37 +243,33 @@ impl<E> EventQueue<E> {
         self.pop_item()
     }
 
-    /// Load the payload of the event that [`Self::pop`] would return next, if it is already
-    /// known without reorganising the queue, and return its hint. Changes nothing.
-    pub fn touch_next(&self) -> Option<u32> {
+    /// Load the payloads of the events `skip` to `skip + hints.len()` places after the next
+    /// one (those already known without reorganising the queue) and write their hints to
+    /// `hints`; returns how many were found. The loads are independent, so their cache
+    /// misses overlap one another. Changes nothing.
+    pub fn touch_ahead(&self, skip: usize, hints: &mut [u32]) -> usize {
         if !self.cur_sorted {
-            return None;
-        }
-        let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
-        let &(_, _, slot, hint) = self.wheel[idx].last()?;
-        if slot < INLINE_BASE {
-            std::hint::black_box(self.slab.get(slot as usize).map(|e| e.event.is_some()));
-        }
-        Some(hint)
-    }
-
-    /// Start fetching the payload of the event `k` places after the next one (when it is
-    /// already known without reorganising the queue, and is not inline) and return its hint.
-    /// The entry is written to, not read: a store does not hold up the processor the way a
-    /// load does, so the line arrives while other events are processed.
-    pub fn warm_ahead(&mut self, k: usize) -> Option<u32> {
-        if !self.cur_sorted {
-            return None;
+            return 0;
         }
         let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
         let b = &self.wheel[idx];
-        let &(_, _, slot, hint) = b.get(b.len().checked_sub(k + 1)?)?;
-        if slot < INLINE_BASE
-            && let Some(e) = self.slab.get_mut(slot as usize)
-        {
-            e.warm = 1;
+        let Some(end) = b.len().checked_sub(skip) else {
+            return 0;
+        };
+        let mut occupied = 0u32;
+        let mut n = 0;
+        for (key, h) in b[..end].iter().rev().zip(hints.iter_mut()) {
+            let &(_, _, slot, hint) = key;
+            if slot < INLINE_BASE
+                && let Some(e) = self.slab.get(slot as usize)
+            {
+                occupied += u32::from(e.is_some());
+            }
+            *h = hint;
+            n += 1;
         }
-        Some(hint)
+        std::hint::black_box(occupied);
+        n
     }
 
     /// Time of the earliest event.

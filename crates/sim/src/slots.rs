@@ -35,9 +35,6 @@ pub(crate) struct SlotMeta {
     pub(crate) live_pos: u32,
     /// Lookups it started that have no outcome yet.
     pub(crate) outstanding: u32,
-    /// Written (never read) a few events before this slot's next event, so that the line is
-    /// fetched early (see `World::warm_next`).
-    pub(crate) warm: u8,
 }
 
 /// Bucket without a slot.
@@ -168,7 +165,6 @@ mod tests {
             joined: true,
             live_pos: 0,
             outstanding: 0,
-            warm: 0,
         }
     }
 

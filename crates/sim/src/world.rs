@@ -173,6 +173,9 @@ struct Ev {
 /// `timer_at` of a slot without a pending timer (8 bytes a peer where `Option` took 16).
 const NO_TIMER: Time = Time(u64::MAX);
 
+/// Events whose data [`World::touch_batch`] loads together, every that many events.
+const TOUCH_BATCH: usize = 8;
+
 /// Inline event: the peer in the hint's slot has a timer due at the event's time.
 const TIMER: u8 = 0;
 /// Inline event: the peer in the hint's slot leaves (churn).
@@ -313,7 +316,6 @@ impl World {
             joined: false,
             live_pos: u32::MAX,
             outstanding: 0,
-            warm: 0,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -661,7 +663,9 @@ impl World {
             if self.events.is_multiple_of(65_536) {
                 tick(self);
             }
-            self.warm_next();
+            if self.events.is_multiple_of(TOUCH_BATCH as u64) {
+                self.touch_batch();
+            }
             self.dispatch(ev);
         }
         self.now = self.now.max(until);
@@ -675,32 +679,29 @@ impl World {
             };
             self.now = at;
             self.events += 1;
-            self.warm_next();
+            if self.events.is_multiple_of(TOUCH_BATCH as u64) {
+                self.touch_batch();
+            }
             self.dispatch(ev);
         }
     }
 
-    /// Start fetching what the coming events will touch, so that those cache misses overlap
-    /// with the work on the current event. The event after next gets its payload and its
-    /// slot's line written to (a store is not waited for, where a load holds up the processor
-    /// until its line arrives); the next one gets its peer's successor list loaded, which the
-    /// peer's routing will read.
-    fn warm_next(&mut self) {
-        if let Some(h) = self.queue.warm_ahead(1)
-            && let Some(m) = self.meta.get_mut(h as usize)
-        {
-            m.warm = 1;
+    /// Load what the events [`TOUCH_BATCH`] to twice that many places ahead will read (their
+    /// payloads, their slots' lines, their peers and the peers' lists: see
+    /// [`ChordNode::touch`]), all at once: the loads of one batch do not depend on each
+    /// other, so their cache misses overlap, where one event at a time they came one after
+    /// another. By the time those events come up their lines are in cache.
+    fn touch_batch(&self) {
+        let mut hints = [NO_HINT; TOUCH_BATCH];
+        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut hints);
+        let hints = &hints[..n];
+        let mut acc = 0u64;
+        for &h in hints {
+            if let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize)) {
+                acc ^= u64::from(m.alive) ^ p.touch();
+            }
         }
-        self.touch_next();
-    }
-
-    /// Load what the next event will touch (its payload and its peer's successor list).
-    fn touch_next(&self) {
-        if let Some(h) = self.queue.touch_next()
-            && let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize))
-        {
-            std::hint::black_box((m.alive, p.id(), p.successor().map(|c| c.id)));
-        }
+        std::hint::black_box(acc);
     }
 
     fn dispatch(&mut self, ev: Item<Ev>) {

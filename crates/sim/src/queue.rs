@@ -244,10 +244,16 @@ impl<E> EventQueue<E> {
     }
 
     /// Load the payloads of the events `skip` to `skip + hints.len()` places after the next
-    /// one (those already known without reorganising the queue) and write their hints to
-    /// `hints`; returns how many were found. The loads are independent, so their cache
-    /// misses overlap one another. Changes nothing.
-    pub fn touch_ahead(&self, skip: usize, hints: &mut [u32]) -> usize {
+    /// one (those already known without reorganising the queue), hand each payload to
+    /// `touch` (which loads what the payload points to), and write their hints to `hints`;
+    /// returns how many were found. The loads are independent, so their cache misses
+    /// overlap one another. Changes nothing.
+    pub fn touch_ahead(
+        &self,
+        skip: usize,
+        hints: &mut [u32],
+        mut touch: impl FnMut(&E) -> u64,
+    ) -> usize {
         if !self.cur_sorted {
             return 0;
         }
@@ -256,19 +262,19 @@ impl<E> EventQueue<E> {
         let Some(end) = b.len().checked_sub(skip) else {
             return 0;
         };
-        let mut occupied = 0u32;
+        let mut acc = 0u64;
         let mut n = 0;
         for (key, h) in b[..end].iter().rev().zip(hints.iter_mut()) {
             let &(_, _, slot, hint) = key;
             if slot < INLINE_BASE
-                && let Some(e) = self.slab.get(slot as usize)
+                && let Some(Some(e)) = self.slab.get(slot as usize)
             {
-                occupied += u32::from(e.is_some());
+                acc ^= touch(e);
             }
             *h = hint;
             n += 1;
         }
-        std::hint::black_box(occupied);
+        std::hint::black_box(acc);
         n
     }
 

@@ -687,13 +687,18 @@ impl World {
     }
 
     /// Load what the events [`TOUCH_BATCH`] to twice that many places ahead will read (their
-    /// payloads, their slots' lines, their peers and the peers' lists: see
-    /// [`ChordNode::touch`]), all at once: the loads of one batch do not depend on each
+    /// payloads and the lists they carry, their senders' and receivers' slot lines, their
+    /// peers and the peers' lists: see [`ChordNode::touch`]), all at once: the loads of one batch do not depend on each
     /// other, so their cache misses overlap, where one event at a time they came one after
     /// another. By the time those events come up their lines are in cache.
     fn touch_batch(&self) {
         let mut hints = [NO_HINT; TOUCH_BATCH];
-        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut hints);
+        let meta = &self.meta;
+        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut hints, |ev| {
+            // The sender's line: most answers go back to it (see `slot_of`).
+            let sender = meta.get(ev.from_slot as usize).map_or(0, |m| m.id.0 as u64);
+            sender ^ ev.packet.touch()
+        });
         let hints = &hints[..n];
         let mut acc = 0u64;
         for &h in hints {

@@ -17,6 +17,7 @@ mod metrics;
 mod models;
 mod packet;
 mod queue;
+mod slots;
 mod world;
 
 pub use calls::{

@@ -87,9 +87,9 @@ pub struct LookupReport {
     pub messages_per_peer_per_s: f64,
     /// Mean encoded bytes per message.
     pub bytes_per_message: f64,
-    /// Simulator events processed.
+    /// Simulator events processed (ring building and warm-up included).
     pub events: u64,
-    /// Events per wall-clock second.
+    /// `events` per wall-clock second of the whole run (`wall_s`).
     pub events_per_s: f64,
     /// Simulated seconds covered.
     pub sim_s: f64,

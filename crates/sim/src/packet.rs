@@ -104,6 +104,22 @@ impl Packet {
         }
     }
 
+    /// A word from each end of the lists the message carries (a route's path, a neighbour
+    /// list), which its receiver reads: the simulator loads them ahead of time.
+    pub(crate) fn touch(&self) -> u64 {
+        let ends = |ids: &[NodeId]| {
+            ids.first().map_or(0, |i| i.0 as u64) ^ ids.last().map_or(0, |i| i.0 as u64)
+        };
+        match self {
+            Packet::Route { path, .. } | Packet::Reply { path, .. } => ends(path),
+            Packet::Neighbours { succs, .. } => {
+                succs.first().map_or(0, |c| c.id.0 as u64)
+                    ^ succs.last().map_or(0, |c| c.id.0 as u64)
+            }
+            _ => 0,
+        }
+    }
+
     /// The sender and the message, exactly as they were packed.
     pub(crate) fn unpack(self) -> (Contact, Message) {
         match self {

@@ -19,9 +19,9 @@
 //! zeroed again by the kernel) every millisecond of virtual time.
 //!
 //! A key may carry a hint (the slot of the peer its event concerns). A large simulation is
-//! bound by cache misses: each event touches a random peer. [`EventQueue::touch_next`] loads
-//! the next event's payload early and hands out its hint so that the driver can load that
-//! peer too, while the current event is still being processed, so the misses overlap.
+//! bound by cache misses: each event touches a random peer. [`EventQueue::touch_ahead`]
+//! loads the payloads of a batch of coming events and hands out their hints so that the
+//! driver can load those peers too, all at once, so the misses overlap.
 
 use overlay::Time;
 use std::cmp::Reverse;
@@ -103,7 +103,7 @@ impl<E> EventQueue<E> {
         self.push_hinted(at, event, NO_HINT);
     }
 
-    /// [`Self::push`] with a hint for [`Self::touch_next`].
+    /// [`Self::push`] with a hint for [`Self::touch_ahead`].
     pub fn push_hinted(&mut self, at: Time, event: E, hint: u32) {
         self.seq += 1;
         let slot = match self.free.pop() {
@@ -243,18 +243,39 @@ impl<E> EventQueue<E> {
         self.pop_item()
     }
 
-    /// Load the payload of the event that [`Self::pop`] would return next, if it is already
-    /// known without reorganising the queue, and return its hint. Changes nothing.
-    pub fn touch_next(&self) -> Option<u32> {
+    /// Load the payloads of the events `skip` to `skip + hints.len()` places after the next
+    /// one (those already known without reorganising the queue), hand each payload to
+    /// `touch` (which loads what the payload points to), and write their hints to `hints`;
+    /// returns how many were found. The loads are independent, so their cache misses
+    /// overlap one another. Changes nothing.
+    pub fn touch_ahead(
+        &self,
+        skip: usize,
+        hints: &mut [u32],
+        mut touch: impl FnMut(&E) -> u64,
+    ) -> usize {
         if !self.cur_sorted {
-            return None;
+            return 0;
         }
         let idx = (self.cur % HORIZON_BUCKETS as u64) as usize;
-        let &(_, _, slot, hint) = self.wheel[idx].last()?;
-        if slot < INLINE_BASE {
-            std::hint::black_box(self.slab.get(slot as usize).map(Option::is_some));
+        let b = &self.wheel[idx];
+        let Some(end) = b.len().checked_sub(skip) else {
+            return 0;
+        };
+        let mut acc = 0u64;
+        let mut n = 0;
+        for (key, h) in b[..end].iter().rev().zip(hints.iter_mut()) {
+            let &(_, _, slot, hint) = key;
+            if slot < INLINE_BASE
+                && let Some(Some(e)) = self.slab.get(slot as usize)
+            {
+                acc ^= touch(e);
+            }
+            *h = hint;
+            n += 1;
         }
-        Some(hint)
+        std::hint::black_box(acc);
+        n
     }
 
     /// Time of the earliest event.

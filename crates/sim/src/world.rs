@@ -10,6 +10,7 @@ use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
 use crate::queue::{EventQueue, Item, NO_HINT};
+use crate::slots::{SlotIndex, SlotMeta};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
 };
@@ -39,7 +40,7 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Node-ID → V, hashed with [`IdHasher`]: the simulator's hot lookups at a million peers.
+/// Node-ID → V, hashed with [`IdHasher`] (the lookups a caller watches).
 // The sans-IO ban on hash types (clippy.toml) is about iteration order: this map is only
 // looked up (iterating it would still trip the ban on HashMap's iteration methods), and its
 // hasher has no random state.
@@ -157,15 +158,23 @@ pub struct WatchedLookup {
 /// A message on its way: the only event with a payload. Timers, departures and arrivals
 /// are inline events (a code and a slot in the queue's key, see [`EventQueue::push_inline`]).
 struct Ev {
-    to: NodeId,
-    /// Where `to` lived when the message was sent.
-    slot: Option<u32>,
+    /// Where the receiver lived when the message was sent ([`NO_HINT`]: nowhere).
+    slot: u32,
+    /// That slot's generation then: the message is delivered only if the slot still holds
+    /// the same peer (it may have left, and the slot been given to a newcomer).
+    generation: u32,
+    /// Where the sender lived: an answer to it (an acknowledgement, a pong, a neighbour
+    /// list) finds its slot here instead of in the index.
+    from_slot: u32,
     /// The message and its sender.
     packet: Packet,
 }
 
 /// `timer_at` of a slot without a pending timer (8 bytes a peer where `Option` took 16).
 const NO_TIMER: Time = Time(u64::MAX);
+
+/// Events whose data [`World::touch_batch`] loads together, every that many events.
+const TOUCH_BATCH: usize = 8;
 
 /// Inline event: the peer in the hint's slot has a timer due at the event's time.
 const TIMER: u8 = 0;
@@ -174,30 +183,18 @@ const DEPART: u8 = 1;
 /// Inline event: a newcomer arrives (churn).
 const ARRIVE: u8 = 2;
 
-struct Peer {
-    node: ChordNode,
-    alive: bool,
-    joined: bool,
-    live_pos: u32,
-    outstanding: u32,
-}
-
 /// The simulated overlay. See the module documentation.
 pub struct World {
     chord: Arc<ChordConfig>,
-    peers: Vec<Peer>,
-    /// Where each slot's peer sits, converted for the latency model, apart from `peers`:
-    /// every message reads its sender's, and a dense array stays in cache where peers do not.
-    geo: Vec<GeoRad>,
-    /// When each slot's pending timer event fires ([`NO_TIMER`]: none pending, or the peer
-    /// is gone). Kept apart from `peers` so a superseded timer event is recognised without
-    /// touching its peer.
-    timer_at: Vec<Time>,
+    /// Each slot's Chord peer (a departed one stays until a newcomer takes the slot).
+    peers: Vec<ChordNode>,
+    /// Each slot's Node-ID, liveness, position (for the latency model) and pending timer,
+    /// one cache line a slot apart from `peers`: every message reads its sender's and its
+    /// receiver's, and a superseded timer event is recognised without touching its peer.
+    meta: Vec<SlotMeta>,
     free_slots: Vec<u32>,
-    /// Slot and position of every live peer. The position rides along because a message's
-    /// latency needs the receiver's position right when its slot is looked up: one cache
-    /// miss instead of two (the entry is no larger than a bare slot's, 32 bytes).
-    index: IdMap<(u32, GeoPoint)>,
+    /// Slot of every live peer, by Node-ID.
+    index: SlotIndex,
     live_slots: Vec<u32>,
     live_ids: BTreeSet<NodeId>,
     queue: EventQueue<Ev>,
@@ -229,10 +226,9 @@ impl World {
         World {
             chord: Arc::new(cfg.chord),
             peers: Vec::new(),
-            geo: Vec::new(),
-            timer_at: Vec::new(),
+            meta: Vec::new(),
             free_slots: Vec::new(),
-            index: IdMap::default(),
+            index: SlotIndex::default(),
             live_slots: Vec::new(),
             live_ids: BTreeSet::new(),
             queue: EventQueue::default(),
@@ -275,10 +271,8 @@ impl World {
     /// The peer with this ID, if alive.
     pub fn node(&self, id: NodeId) -> Option<&ChordNode> {
         self.index
-            .get(&id)
-            .map(|(s, _)| &self.peers[*s as usize])
-            .filter(|p| p.alive)
-            .map(|p| &p.node)
+            .get(id, &self.meta)
+            .map(|s| &self.peers[s as usize])
     }
 
     /// The true owner of `key`: the first live peer at or after it.
@@ -294,7 +288,7 @@ impl World {
     pub fn fresh_id(&mut self) -> NodeId {
         loop {
             let id = self.chord.space.wrap(self.rng.random::<u128>());
-            if !self.index.contains_key(&id) {
+            if !self.index.contains(id, &self.meta) {
                 return id;
             }
         }
@@ -313,54 +307,57 @@ impl World {
 
     fn alloc_slot(&mut self, node: ChordNode, geo: GeoPoint) -> u32 {
         let id = node.id();
-        let peer = Peer {
-            node,
+        let mut meta = SlotMeta {
+            id,
+            geo: GeoRad::from(geo),
+            timer_at: NO_TIMER,
             alive: true,
+            generation: 0,
             joined: false,
             live_pos: u32::MAX,
             outstanding: 0,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
-                self.peers[s as usize] = peer;
-                self.geo[s as usize] = GeoRad::from(geo);
-                self.timer_at[s as usize] = NO_TIMER;
+                self.peers[s as usize] = node;
+                meta.generation = self.meta[s as usize].generation.wrapping_add(1);
+                self.meta[s as usize] = meta;
                 s
             }
             None => {
-                self.peers.push(peer);
-                self.geo.push(GeoRad::from(geo));
-                self.timer_at.push(NO_TIMER);
+                self.peers.push(node);
+                self.meta.push(meta);
                 (self.peers.len() - 1) as u32
             }
         };
-        self.index.insert(id, (slot, geo));
+        self.index.insert(slot, &self.meta);
         slot
     }
 
     fn mark_joined(&mut self, slot: u32) {
-        let p = &mut self.peers[slot as usize];
-        if p.joined || !p.alive {
+        let pos = self.live_slots.len() as u32;
+        let p = &mut self.meta[slot as usize];
+        if !p.alive || p.joined {
             return;
         }
         p.joined = true;
-        p.live_pos = self.live_slots.len() as u32;
-        let id = p.node.id();
+        p.live_pos = pos;
+        let id = p.id;
         self.live_slots.push(slot);
         self.live_ids.insert(id);
     }
 
     fn unmark_live(&mut self, slot: u32) {
-        let p = &mut self.peers[slot as usize];
+        let p = &mut self.meta[slot as usize];
         if !p.joined {
             return;
         }
         p.joined = false;
         let pos = p.live_pos as usize;
-        let id = p.node.id();
+        let id = p.id;
         self.live_slots.swap_remove(pos);
         if let Some(&moved) = self.live_slots.get(pos) {
-            self.peers[moved as usize].live_pos = pos as u32;
+            self.meta[moved as usize].live_pos = pos as u32;
         }
         self.live_ids.remove(&id);
     }
@@ -390,10 +387,9 @@ impl World {
         // Room for everyone up front: grown by doubling, the peer table (~1 KB a peer) and
         // the index would briefly exist twice and overshoot by up to half.
         self.peers.reserve_exact(n);
-        self.geo.reserve_exact(n);
-        self.timer_at.reserve_exact(n);
+        self.meta.reserve_exact(n);
         self.live_slots.reserve_exact(n);
-        self.index.reserve(n);
+        self.index.reserve(self.peers.len() + n, &self.meta);
         let space = self.chord.space;
         let r = self.chord.successors;
         for (i, &id) in sorted.iter().enumerate() {
@@ -411,14 +407,14 @@ impl World {
             let geo = placed[i].1;
             let slot = self.alloc_slot(node, geo);
             self.mark_joined(slot);
-            self.after_input(slot);
+            self.after_input(slot, NO_HINT);
             self.schedule_departure(slot);
         }
     }
 
     /// Add one peer now: the first creates the ring, later ones join via a random live peer.
     pub fn add_peer(&mut self, id: NodeId, geo: GeoPoint) -> bool {
-        if self.index.contains_key(&id) {
+        if self.index.contains(id, &self.meta) {
             return false;
         }
         let seed = self.seed_for();
@@ -427,7 +423,7 @@ impl World {
         let slot = self.alloc_slot(node, geo);
         let now = self.now;
         self.join_via(slot, bootstrap, now);
-        self.after_input(slot);
+        self.after_input(slot, NO_HINT);
         self.schedule_departure(slot);
         true
     }
@@ -437,16 +433,16 @@ impl World {
     fn join_via(&mut self, slot: u32, bootstrap: Option<u32>, now: Time) {
         match bootstrap {
             Some(b) => {
-                let b = self.peers[b as usize].node.contact();
+                let b = self.peers[b as usize].contact();
                 for _ in 0..2 * overlay::MAX_BOOTSTRAPS {
                     if let Some(extra) = self.random_live() {
-                        let c = self.peers[extra as usize].node.contact();
-                        self.peers[slot as usize].node.add_bootstrap(c);
+                        let c = self.peers[extra as usize].contact();
+                        self.peers[slot as usize].add_bootstrap(c);
                     }
                 }
-                self.peers[slot as usize].node.join(now, b);
+                self.peers[slot as usize].join(now, b);
             }
-            None => self.peers[slot as usize].node.create(now),
+            None => self.peers[slot as usize].create(now),
         }
     }
 
@@ -468,29 +464,30 @@ impl World {
 
     /// Remove a peer: gracefully (it tells its neighbours) or by crashing.
     pub fn remove_peer(&mut self, id: NodeId, graceful: bool) {
-        let Some(&(slot, _)) = self.index.get(&id) else {
+        let Some(slot) = self.index.get(id, &self.meta) else {
             return;
         };
         self.depart(slot, graceful);
     }
 
     fn depart(&mut self, slot: u32, graceful: bool) {
-        if !self.peers[slot as usize].alive {
+        if !self.meta[slot as usize].alive {
             return;
         }
         if graceful {
             let now = self.now;
-            self.peers[slot as usize].node.leave(now);
-            self.after_input(slot);
+            self.peers[slot as usize].leave(now);
+            self.after_input(slot, NO_HINT);
         }
         self.unmark_live(slot);
-        let p = &mut self.peers[slot as usize];
-        p.alive = false;
-        self.timer_at[slot as usize] = NO_TIMER;
+        let p = &mut self.meta[slot as usize];
         self.stats.origin_lost += u64::from(p.outstanding);
         p.outstanding = 0;
-        let id = p.node.id();
-        self.index.remove(&id);
+        let id = p.id;
+        self.index.remove(id, &self.meta);
+        let m = &mut self.meta[slot as usize];
+        m.alive = false;
+        m.timer_at = NO_TIMER;
         self.watched.remove(&id);
         self.free_slots.push(slot);
         self.departures += 1;
@@ -498,10 +495,10 @@ impl World {
 
     /// Store a record at peer `at` directly (tests and scenarios that place data).
     pub fn put_record(&mut self, at: NodeId, key: NodeId, value: Vec<u8>) -> bool {
-        let Some(&(slot, _)) = self.index.get(&at) else {
+        let Some(slot) = self.index.get(at, &self.meta) else {
             return false;
         };
-        self.peers[slot as usize].node.put_local(key, value)
+        self.peers[slot as usize].put_local(key, value)
     }
 
     /// Start a lookup for `key` from a random live peer; returns false if there is none.
@@ -515,7 +512,7 @@ impl World {
 
     /// Start a lookup for `key` at the peer `origin`; keep its result for [`Self::watched`].
     pub fn watch(&mut self, origin: NodeId, key: NodeId) -> Option<u64> {
-        let slot = self.index.get(&origin)?.0;
+        let slot = self.index.get(origin, &self.meta)?;
         // Register first: a lookup the origin can answer itself completes at once.
         self.watched.entry(origin).or_default();
         Some(self.start_lookup_at(slot, key))
@@ -532,49 +529,67 @@ impl World {
 
     fn start_lookup_at(&mut self, slot: u32, key: NodeId) -> u64 {
         self.stats.issued += 1;
-        self.peers[slot as usize].outstanding += 1;
+        self.meta[slot as usize].outstanding += 1;
         let now = self.now;
-        let h = self.peers[slot as usize].node.lookup(now, key);
-        self.after_input(slot);
+        let h = self.peers[slot as usize].lookup(now, key);
+        self.after_input(slot, NO_HINT);
         h
     }
 
+    /// The live slot of `id`: `guess` (the sender of the message being handled, to which
+    /// most answers go) when it holds `id`, else the index's.
+    #[inline]
+    fn slot_of(&self, id: NodeId, guess: u32) -> Option<u32> {
+        match self.meta.get(guess as usize) {
+            Some(m) if m.alive && m.id == id => Some(guess),
+            _ => self.index.get(id, &self.meta),
+        }
+    }
+
     /// Drain a peer's outputs into the network and metrics, then reschedule its timer.
-    fn after_input(&mut self, slot: u32) {
+    /// `reply_to`: the slot of the peer whose message this one is handling ([`NO_HINT`]
+    /// when none).
+    fn after_input(&mut self, slot: u32, reply_to: u32) {
         let now = self.now;
-        while let Some(t) = self.peers[slot as usize].node.poll_transmit() {
+        while let Some(t) = self.peers[slot as usize].poll_transmit() {
             self.messages += 1;
             self.bytes += (overlay::wire::HEADER_LEN + overlay::wire::body_len(&t.msg)) as u64;
             if self.loss > 0.0 && self.rng.random_bool(self.loss) {
                 continue;
             }
-            let (to_slot, to_geo) = match self.index.get(&t.to.id) {
-                Some(&(s, geo)) => (Some(s), GeoRad::from(geo)),
-                None => (None, GeoRad::from(GeoPoint::default())),
+            let to_slot = self.slot_of(t.to.id, reply_to);
+            let nowhere = GeoRad::from(GeoPoint::default());
+            let to_geo = match to_slot {
+                Some(s) => &self.meta[s as usize].geo,
+                None => &nowhere,
             };
-            let from_geo = &self.geo[slot as usize];
-            let delay = self.latency.sample_rad(&mut self.rng, from_geo, &to_geo);
-            let from = self.peers[slot as usize].node.contact();
+            let from_geo = &self.meta[slot as usize].geo;
+            let delay = self.latency.sample_rad(&mut self.rng, from_geo, to_geo);
+            let from = self.peers[slot as usize].contact();
+            let (to_slot, generation) = match to_slot {
+                Some(s) => (s, self.meta[s as usize].generation),
+                None => (NO_HINT, 0),
+            };
             self.queue.push_hinted(
                 now + delay,
                 Ev {
-                    to: t.to.id,
                     slot: to_slot,
+                    generation,
+                    from_slot: slot,
                     packet: Packet::new(from, t.msg),
                 },
-                to_slot.unwrap_or(NO_HINT),
+                to_slot,
             );
         }
-        while let Some(ev) = self.peers[slot as usize].node.poll_event() {
+        while let Some(ev) = self.peers[slot as usize].poll_event() {
             self.on_node_event(slot, ev);
         }
-        let p = &self.peers[slot as usize];
-        if !p.alive {
+        if !self.meta[slot as usize].alive {
             return;
         }
-        if let Some(t) = p.node.poll_timeout() {
+        if let Some(t) = self.peers[slot as usize].poll_timeout() {
             let t = t.max(now);
-            let pending = &mut self.timer_at[slot as usize];
+            let pending = &mut self.meta[slot as usize].timer_at;
             if t < *pending {
                 *pending = t;
                 self.queue.push_inline(t, TIMER, slot);
@@ -601,9 +616,9 @@ impl World {
                 latency,
                 ..
             } => {
-                let p = &mut self.peers[slot as usize];
+                let p = &mut self.meta[slot as usize];
                 p.outstanding = p.outstanding.saturating_sub(1);
-                let origin = p.node.id();
+                let origin = p.id;
                 let correct = self.owner_of(key) == Some(owner.id);
                 if correct {
                     self.stats.succeeded += 1;
@@ -626,7 +641,7 @@ impl World {
                 }
             }
             Event::LookupFailed { reason, .. } => {
-                let p = &mut self.peers[slot as usize];
+                let p = &mut self.meta[slot as usize];
                 p.outstanding = p.outstanding.saturating_sub(1);
                 match reason {
                     LookupFailure::TimedOut | LookupFailure::Overloaded => {
@@ -648,7 +663,9 @@ impl World {
             if self.events.is_multiple_of(65_536) {
                 tick(self);
             }
-            self.touch_next();
+            if self.events.is_multiple_of(TOUCH_BATCH as u64) {
+                self.touch_batch();
+            }
             self.dispatch(ev);
         }
         self.now = self.now.max(until);
@@ -662,39 +679,55 @@ impl World {
             };
             self.now = at;
             self.events += 1;
-            self.touch_next();
+            if self.events.is_multiple_of(TOUCH_BATCH as u64) {
+                self.touch_batch();
+            }
             self.dispatch(ev);
         }
     }
 
-    /// Start loading what the next event will touch (its payload and its peer) so that
-    /// those cache misses overlap with the work on the current event.
-    fn touch_next(&self) {
-        if let Some(p) = self
-            .queue
-            .touch_next()
-            .and_then(|h| self.peers.get(h as usize))
-        {
-            std::hint::black_box((p.alive, p.node.id(), p.node.successor().map(|c| c.id)));
+    /// Load what the events [`TOUCH_BATCH`] to twice that many places ahead will read (their
+    /// payloads and the lists they carry, their senders' and receivers' slot lines, their
+    /// peers and the peers' lists: see [`ChordNode::touch`]), all at once: the loads of one batch do not depend on each
+    /// other, so their cache misses overlap, where one event at a time they came one after
+    /// another. By the time those events come up their lines are in cache.
+    fn touch_batch(&self) {
+        let mut hints = [NO_HINT; TOUCH_BATCH];
+        let meta = &self.meta;
+        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut hints, |ev| {
+            // The sender's line: most answers go back to it (see `slot_of`).
+            let sender = meta.get(ev.from_slot as usize).map_or(0, |m| m.id.0 as u64);
+            sender ^ ev.packet.touch()
+        });
+        let hints = &hints[..n];
+        let mut acc = 0u64;
+        for &h in hints {
+            if let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize)) {
+                acc ^= u64::from(m.alive) ^ p.touch();
+            }
         }
+        std::hint::black_box(acc);
     }
 
     fn dispatch(&mut self, ev: Item<Ev>) {
         let now = self.now;
         match ev {
-            Item::Event(Ev { to, slot, packet }) => {
+            Item::Event(Ev {
+                slot,
+                generation,
+                from_slot,
+                packet,
+            }) => {
                 // The slot found at send time is still right unless that peer went away (and
-                // the slot may have been reused) in the meantime: saves a hash lookup.
-                let slot = slot.filter(|s| {
-                    let p = &self.peers[*s as usize];
-                    p.alive && p.node.id() == to
-                });
-                if let Some(slot) = slot {
+                // the slot may have been reused) in the meantime: saves an index lookup.
+                let here = self
+                    .meta
+                    .get(slot as usize)
+                    .is_some_and(|m| m.alive && m.generation == generation);
+                if here {
                     let (from, msg) = packet.unpack();
-                    self.peers[slot as usize]
-                        .node
-                        .handle_message(now, from, msg);
-                    self.after_input(slot);
+                    self.peers[slot as usize].handle_message(now, from, msg);
+                    self.after_input(slot, from_slot);
                 }
             }
             Item::Inline {
@@ -702,13 +735,13 @@ impl World {
                 hint: slot,
             } => {
                 // A departed peer's entry is None, so this also skips dead peers.
-                let pending = &mut self.timer_at[slot as usize];
+                let pending = &mut self.meta[slot as usize].timer_at;
                 if *pending != now {
                     return;
                 }
                 *pending = NO_TIMER;
-                self.peers[slot as usize].node.handle_timeout(now);
-                self.after_input(slot);
+                self.peers[slot as usize].handle_timeout(now);
+                self.after_input(slot, NO_HINT);
             }
             Item::Inline {
                 code: DEPART,
@@ -718,7 +751,7 @@ impl World {
                     Some(c) => self.rng.random_bool(c.graceful.clamp(0.0, 1.0)),
                     None => false,
                 };
-                if self.peers[slot as usize].alive {
+                if self.meta[slot as usize].alive {
                     self.depart(slot, graceful);
                     // Keep the population steady: a newcomer arrives shortly after.
                     let delay = Duration::from_millis(self.rng.random_range(0..1000));
@@ -765,7 +798,7 @@ impl World {
         let total: usize = self
             .live_slots
             .iter()
-            .map(|s| self.peers[*s as usize].node.state_bytes())
+            .map(|s| self.peers[*s as usize].state_bytes())
             .sum();
         total as f64 / n as f64
     }

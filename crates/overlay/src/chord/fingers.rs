@@ -62,6 +62,15 @@ impl Fingers {
         self.ids.iter().map(|id| self.contact(*id))
     }
 
+    /// A word from each cache line of the table (see [`super::ChordNode::touch`]).
+    pub(crate) fn touch(&self) -> u64 {
+        let mut x = self.addrs.len() as u64;
+        for id in self.ids.iter().step_by(4) {
+            x ^= id.0 as u64;
+        }
+        x
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.ids.capacity() * std::mem::size_of::<NodeId>()
             + self.addrs.capacity() * std::mem::size_of::<(NodeId, SocketAddr)>()

@@ -505,3 +505,80 @@ fn replicas_are_taken_only_from_the_responsible_peer() {
     net.run_for(CALL_RUN);
     assert!(holds(&net, 500, 420));
 }
+
+/// When the callee's frames of `kind` were sent (from the callee) or arrived (to it).
+fn callee_frames(net: &Network<SecureNode>, kind: &str, to_callee: bool) -> Vec<Duration> {
+    net.captured()
+        .iter()
+        .filter(|f| {
+            f.kind() == kind
+                && (if to_callee {
+                    f.to == CALLEE
+                } else {
+                    f.from.id == CALLEE
+                })
+        })
+        .map(|f| Duration::from_micros(if to_callee { f.at.0 } else { f.sent.0 }))
+        .collect()
+}
+
+#[test]
+fn the_callee_fetches_as_soon_as_every_copy_is_in() {
+    let mut net = net();
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    let copies = callee_frames(&net, "ping-request", true);
+    let fetches = callee_frames(&net, "fetch", false);
+    assert_eq!(copies.len(), 3, "the demo ring's fan-out");
+    assert_eq!(fetches.len(), 1);
+    let last = copies.iter().max().copied().unwrap();
+    assert_eq!(fetches[0], last, "the callee waited after the last copy");
+}
+
+#[test]
+fn a_missing_copy_keeps_the_callee_waiting_only_as_long_again_as_the_first_took() {
+    // A hop acknowledges its copy and drops it: the callee hears two copies out of three.
+    // It waits for the third as long again as the first took from the CSP (here less than
+    // the floor), not the whole collect window.
+    let dropper = carriers()[0];
+    let mut net = net();
+    net.set_behaviour(dropper, adversary::drop_if(forwarded_ping_of));
+    net.call(CALLER, CALLEE);
+    assert!(net.rang(CALLER) > 0, "{:?}", net.events());
+    let copies = callee_frames(&net, "ping-request", true);
+    let fetches = callee_frames(&net, "fetch", false);
+    assert_eq!(fetches.len(), 1);
+    let first = copies.iter().min().copied().unwrap();
+    let cfg = SecureConfig::default();
+    assert!(cfg.collect_min < cfg.collect_window);
+    assert_eq!(fetches[0] - first, cfg.collect_min, "copies at {copies:?}");
+}
+
+#[test]
+fn a_copy_that_comes_after_the_fetch_is_not_taken_for_a_new_request() {
+    // A black hole on one copy's path: its sender re-routes the copy after the
+    // acknowledgement timeout, long after the callee fetched with the other copies. The
+    // late copy is acknowledged, but the callee neither asks the SOS again nor fetches again.
+    let silent = carriers()[0];
+    let mut net = net();
+    net.set_behaviour(
+        silent,
+        adversary::drop_if(|_, _, m| {
+            matches!(m, Message::PingRequest(_) | Message::PingAck { .. })
+        }),
+    );
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    let copies = callee_frames(&net, "ping-request", true);
+    let fetches = callee_frames(&net, "fetch", false);
+    assert_eq!(
+        fetches.len(),
+        1,
+        "copies at {copies:?}, fetches at {fetches:?}"
+    );
+    assert!(
+        copies.iter().any(|c| *c > fetches[0]),
+        "no copy came after the fetch: {copies:?}, fetch at {fetches:?}"
+    );
+    assert_eq!(net.incoming(CALLEE), 1);
+}

@@ -44,8 +44,13 @@ pub struct SecureConfig {
     pub stall_timeout: Duration,
     /// New rounds the CSP may send for one request.
     pub rescue_rounds: u8,
-    /// How long the target waits for more copies after the first.
+    /// Longest the target waits for more copies after the first. It waits as long again as
+    /// the first copy took from the CSP, within [`collect_min`](Self::collect_min) and this,
+    /// and asks the SOS at once when every copy is in.
     pub collect_window: Duration,
+    /// Shortest the target waits for more copies after the first (scheduling jitter on a
+    /// fast first copy must not cut the others out).
+    pub collect_min: Duration,
     /// How long the target waits for the SOS before taking the shortest route.
     pub sos_timeout: Duration,
     /// Caller's wait for Ringing before retrying, then failing.
@@ -94,6 +99,7 @@ impl Default for SecureConfig {
             stall_timeout: Duration::from_millis(900),
             rescue_rounds: 2,
             collect_window: Duration::from_millis(150),
+            collect_min: Duration::from_millis(30),
             sos_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(3),
             timestamp_window_ms: 30_000,

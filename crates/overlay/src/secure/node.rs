@@ -100,6 +100,10 @@ pub struct SecureNode {
     calls: Vec<OutCall>,
     held: Vec<Held>,
     collecting: Vec<Collection>,
+    /// Requests this peer fetched as their target, newest last (CSP, handle, nonce): a copy
+    /// of one that comes after the window closed is late, not a new request. Bounded by
+    /// `max_pending`.
+    finished: VecDeque<(NodeId, u64, u64)>,
     /// Copies passed on, awaiting the next hop's acknowledgement.
     forwards: Vec<Forward>,
     /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
@@ -151,6 +155,7 @@ impl SecureNode {
             calls: Vec::new(),
             held: Vec::new(),
             collecting: Vec::new(),
+            finished: VecDeque::new(),
             forwards: Vec::new(),
             seen: VecDeque::new(),
             seen_set: BTreeMap::new(),
@@ -374,6 +379,7 @@ impl SecureNode {
         }
         self.cache.insert(now, callee);
         let me = self.chord.id();
+        tracing::debug!(%me, call, callee = %callee.id, setup_us = (now - c.started).as_micros(), "call rang");
         self.dialogs
             .insert(me, call, callee, None, self.ctx.cfg.max_dialogs);
         self.events.push_back(SecureEvent::CallRinging {
@@ -517,7 +523,8 @@ impl SecureNode {
             return;
         };
         let (handle, nonce, call, first) = (h.handle, h.nonce, h.request.call, h.first_hops.len());
-        tracing::debug!(me = %self.chord.id(), call, handle, callee = %target, round = h.rescues, first_hops = ?hops.iter().map(|c| c.id).collect::<Vec<_>>(), ?avoid, "multicasting PingRequest");
+        let caller = h.request.caller.id;
+        tracing::debug!(me = %self.chord.id(), %caller, call, handle, callee = %target, round = h.rescues, first_hops = ?hops.iter().map(|c| c.id).collect::<Vec<_>>(), ?avoid, "multicasting PingRequest");
         let room = usize::from(u8::MAX).saturating_sub(first);
         let hops: Vec<Contact> = hops.into_iter().take(room).collect();
         let copies = (first + hops.len()) as u8;
@@ -993,48 +1000,68 @@ impl SecureNode {
                 });
             }
         }
-        let window = self.ctx.cfg.collect_window;
-        match self
+        let key = (b.csp.id, b.handle, b.nonce);
+        if self.finished.contains(&key) {
+            tracing::debug!(%me, csp = %b.csp.id, handle = b.handle, copy = b.copy, "PingRequest copy after the fetch");
+            return;
+        }
+        let idx = match self
             .collecting
-            .iter_mut()
-            .find(|c| c.csp.id == b.csp.id && c.handle == b.handle && c.nonce == b.nonce)
+            .iter()
+            .position(|c| c.csp.id == b.csp.id && c.handle == b.handle && c.nonce == b.nonce)
         {
-            Some(c) => {
-                if c.query.is_none() && c.routes.len() < usize::from(u8::MAX) {
+            Some(i) => {
+                let c = &mut self.collecting[i];
+                if c.query.is_some() {
+                    return;
+                }
+                if c.routes.len() < usize::from(u8::MAX) {
                     c.routes.push((b.copy, route));
                 }
+                i
             }
             None => {
                 if self.collecting.len() >= self.ctx.cfg.max_pending {
                     return;
                 }
+                let wait = self.collect_wait(now, b.timestamp_ms);
                 self.collecting.push(Collection {
                     csp: b.csp,
                     handle: b.handle,
                     nonce: b.nonce,
                     copies: b.copies,
                     routes: vec![(b.copy, route)],
-                    deadline: now + window,
+                    deadline: now + wait,
                     query: None,
                 });
+                self.collecting.len() - 1
             }
+        };
+        let c = &self.collecting[idx];
+        tracing::debug!(%me, csp = %c.csp.id, handle = c.handle, copy = b.copy, arrived = c.routes.len(), copies = c.copies, "PingRequest copy at target");
+        // All copies in: ask the SOS now, not at the next timer tick.
+        if c.routes.len() >= usize::from(c.copies) {
+            self.ask_sos(now, idx);
         }
-        // All copies in: no need to wait out the window.
-        if let Some(c) = self
-            .collecting
-            .iter_mut()
-            .find(|c| c.csp.id == b.csp.id && c.handle == b.handle)
-            && c.query.is_none()
-            && c.routes.len() >= usize::from(c.copies)
-        {
-            c.deadline = now;
-        }
+    }
+
+    /// How long the target waits for the other copies after the first one came: as long
+    /// again as the first took from the CSP (its signed timestamp) to here, within
+    /// [`collect_min`, `collect_window`]. The copies travel routes of about the same length
+    /// (each O(log N) Chord hops), so one that takes more than twice the first's time has
+    /// stalled or was dropped, and waiting for it only delays the call; the floor covers
+    /// scheduling jitter on a fast first copy, and the cap (and a CSP clock skewed either
+    /// way) keeps the window of the paper's fixed one.
+    fn collect_wait(&self, now: Time, sent_ms: u64) -> std::time::Duration {
+        let cfg = &self.ctx.cfg;
+        let transit = std::time::Duration::from_millis(self.unix_ms(now).saturating_sub(sent_ms));
+        transit.max(cfg.collect_min).min(cfg.collect_window)
     }
 
     fn ask_sos(&mut self, now: Time, idx: usize) {
         let q = self.id();
         let c = &mut self.collecting[idx];
-        tracing::debug!(me = %self.chord.id(), handle = c.handle, copies = c.copies, arrived = c.routes.len(), "asking the SOS to rank");
+        tracing::debug!(me = %self.chord.id(), csp = %c.csp.id, handle = c.handle, copies = c.copies, arrived = c.routes.len(), "asking the SOS to rank");
         c.query = Some(q);
         c.deadline = now + self.ctx.cfg.sos_timeout;
         let routes: Vec<Vec<NodeId>> = c.routes.iter().map(|(_, r)| r.clone()).collect();
@@ -1049,11 +1076,12 @@ impl SecureNode {
             return;
         };
         let c = self.collecting.swap_remove(pos);
+        tracing::debug!(me = %self.chord.id(), csp = %c.csp.id, handle = c.handle, ranked = best.is_some(), "ranking from the SOS");
         self.fetch(c, best);
     }
 
     fn fetch(&mut self, c: Collection, best: Option<usize>) {
-        tracing::debug!(me = %self.chord.id(), handle = c.handle, ranked = best.is_some(), "fetching the held request");
+        tracing::debug!(me = %self.chord.id(), csp = %c.csp.id, handle = c.handle, ranked = best.is_some(), "fetching the held request");
         let chosen = best
             .and_then(|i| c.routes.get(i))
             .or_else(|| c.routes.iter().min_by_key(|(_, r)| r.len()))
@@ -1068,6 +1096,10 @@ impl SecureNode {
             }
         }
         let arrived: Vec<u8> = c.routes.iter().map(|(copy, _)| *copy).collect();
+        if self.finished.len() >= self.ctx.cfg.max_pending {
+            self.finished.pop_front();
+        }
+        self.finished.push_back((c.csp.id, c.handle, c.nonce));
         self.send(
             c.csp,
             Message::Fetch {
@@ -1084,7 +1116,7 @@ impl SecureNode {
             tracing::debug!(me = %self.chord.id(), from = %from.id, call = request.call, "delivery refused: not for us or not from a CSP/CSPG");
             return;
         }
-        tracing::debug!(me = %self.chord.id(), from = %from.id, call = request.call, "request delivered");
+        tracing::debug!(me = %self.chord.id(), from = %from.id, caller = %request.caller.id, call = request.call, "request delivered");
         self.ring(request, route);
     }
 

@@ -161,7 +161,7 @@ impl Core for SecureNode {
     }
 
     fn keeps_link(&self, peer: NodeId) -> bool {
-        self.chord().keeps_link(peer)
+        SecureNode::keeps_link(self, peer)
     }
 
     fn request_token(event: &SecureEvent) -> Option<u64> {

@@ -582,3 +582,24 @@ fn a_copy_that_comes_after_the_fetch_is_not_taken_for_a_new_request() {
     );
     assert_eq!(net.incoming(CALLEE), 1);
 }
+
+#[test]
+fn the_callee_keeps_its_link_to_the_csp_it_fetched_from() {
+    // The CSP's Deliver answers the fetch on that link: the runtime must not close it to
+    // make room while the answer is on its way.
+    let mut net = net();
+    assert!(
+        !net.peer(CALLEE).chord().keeps_link(CSP),
+        "Chord alone keeps it"
+    );
+    assert!(!net.peer(CALLEE).keeps_link(CSP));
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    assert!(net.peer(CALLEE).keeps_link(CSP));
+    let caller = net.peer(CALLER);
+    assert_eq!(
+        caller.keeps_link(CSP),
+        caller.chord().keeps_link(CSP),
+        "the caller fetched nothing: only Chord's reasons count"
+    );
+}

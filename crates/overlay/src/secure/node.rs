@@ -1420,6 +1420,18 @@ impl SecureNode {
         self.dialogs.remove(caller, call);
     }
 
+    /// Whether the link to `peer` carries an exchange still open, the secure layer's as well
+    /// as Chord's: a PingRequest copy waiting for `peer`'s acknowledgement, or `peer` is a
+    /// CSP this peer fetched a request from among its last `max_pending` fetches (its
+    /// Deliver comes back on that link, and the next call through it most likely too). The
+    /// runtime closes such links last: a link closed to make room 8 ms after the fetch
+    /// went out lost the Deliver, and the call rang only on the caller's retry.
+    pub fn keeps_link(&self, peer: NodeId) -> bool {
+        self.chord.keeps_link(peer)
+            || self.forwards.iter().any(|f| f.to == peer)
+            || self.finished.iter().any(|(csp, _, _)| *csp == peer)
+    }
+
     /// Calls whose other end is remembered.
     pub fn dialog_count(&self) -> usize {
         self.dialogs.len()

@@ -239,12 +239,9 @@ fn a_hop_that_acknowledges_a_copy_and_drops_it_is_blamed_alone() {
     );
 }
 
-#[test]
-fn a_hop_that_never_acknowledges_is_routed_around_and_named_by_its_sender() {
-    // A black hole for copies and acknowledgements alike: whoever passed it a copy hears
-    // nothing back, reports it and passes the copy to another hop.
-    let hops = carriers();
-    let silent = hops[0];
+/// The network after one call from CALLER to CALLEE while `silent` swallows the copies and
+/// acknowledgements it is handed.
+fn call_past_a_black_hole(silent: NodeId) -> Network<SecureNode> {
     let mut net = net();
     net.set_behaviour(
         silent,
@@ -253,6 +250,15 @@ fn a_hop_that_never_acknowledges_is_routed_around_and_named_by_its_sender() {
         }),
     );
     net.call(CALLER, CALLEE);
+    net
+}
+
+#[test]
+fn a_hop_that_never_acknowledges_is_routed_around_and_named_by_its_sender() {
+    // A black hole for copies and acknowledgements alike: whoever passed it a copy hears
+    // nothing back, reports it and passes the copy to another hop.
+    let silent = carriers()[0];
+    let net = call_past_a_black_hole(silent);
     assert!(net.rang(CALLER) > 0, "{:?}", net.events());
     let dropped = dropped_reports_not_by(&net, &[silent]);
     assert!(!dropped.is_empty(), "{:?}", net.events());
@@ -559,15 +565,7 @@ fn a_copy_that_comes_after_the_fetch_is_not_taken_for_a_new_request() {
     // A black hole on one copy's path: its sender re-routes the copy after the
     // acknowledgement timeout, long after the callee fetched with the other copies. The
     // late copy is acknowledged, but the callee neither asks the SOS again nor fetches again.
-    let silent = carriers()[0];
-    let mut net = net();
-    net.set_behaviour(
-        silent,
-        adversary::drop_if(|_, _, m| {
-            matches!(m, Message::PingRequest(_) | Message::PingAck { .. })
-        }),
-    );
-    net.call(CALLER, CALLEE);
+    let net = call_past_a_black_hole(carriers()[0]);
     assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
     let copies = callee_frames(&net, "ping-request", true);
     let fetches = callee_frames(&net, "fetch", false);

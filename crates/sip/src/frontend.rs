@@ -702,7 +702,7 @@ impl FrontEnd {
             self.reply(now, &key, &req, 503, "Service Unavailable");
             return;
         }
-        let Some(user) = req.uri_user().or_else(|| req.to_user()) else {
+        let Some(aor) = self.callee_aor(&req) else {
             self.stats.not_found += 1;
             self.reply(now, &key, &req, 404, "Not Found");
             return;
@@ -710,7 +710,6 @@ impl FrontEnd {
         if let Ok(r) = req.response(100, "Trying", None) {
             self.tx.send_response(now, &key, r);
         }
-        let aor = normalize_aor(&user, &self.cfg.domain);
         let unix = self.unix_ms(now);
         if let Some(reg) = self.found.get(&aor).filter(|r| r.is_live(unix)).cloned() {
             self.place_call(now, key, req, &reg, ov);
@@ -732,11 +731,16 @@ impl FrontEnd {
     /// Look the callee of `invite` up afresh next time: the registration found for it led
     /// nowhere.
     fn forget_found(&mut self, invite: &SipRequest) {
-        if let Some(user) = invite.uri_user().or_else(|| invite.to_user()) {
-            let aor = normalize_aor(&user, &self.cfg.domain);
+        if let Some(aor) = self.callee_aor(invite) {
             self.found_expiry.remove(&aor);
             self.found.remove(&aor);
         }
+    }
+
+    /// The AoR an INVITE calls: its Request-URI's user (else the To user) in our domain.
+    fn callee_aor(&self, invite: &SipRequest) -> Option<String> {
+        let user = invite.uri_user().or_else(|| invite.to_user())?;
+        Some(normalize_aor(&user, &self.cfg.domain))
     }
 
     /// Wait up to `overlay_timeout` for the overlay's answer to `q`.
@@ -1301,8 +1305,7 @@ impl FrontEnd {
         if self.calls.contains_key(&call_id) {
             return Err((482, "Loop Detected"));
         }
-        let user = req.uri_user().or_else(|| req.to_user()).unwrap_or_default();
-        let aor = normalize_aor(&user, &self.cfg.domain);
+        let aor = self.callee_aor(req).unwrap_or_default();
         let Some(b) = self.bindings.get(&aor).filter(|b| b.expires > now) else {
             return Err((480, "Temporarily Unavailable"));
         };

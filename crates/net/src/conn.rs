@@ -420,8 +420,9 @@ async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
 
 /// Read and write frames until either side ends, the connection idles out (no frame either
 /// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
-/// that for an `inbound` link once the peer has sent a whole frame on it), or the runtime
-/// shuts down (then queued frames are flushed first).
+/// that once the peer has sent a whole frame on a link it needs: an `inbound` one, or one
+/// it keeps its ring over, see [`Message::is_upkeep_request`]), or the runtime shuts down
+/// (then queued frames are flushed first).
 async fn run(
     ctx: &Ctx,
     peer: Peer,
@@ -432,14 +433,13 @@ async fn run(
     inbound: bool,
 ) {
     let base_idle = ctx.limits.idle_timeout;
-    let long_idle = if inbound {
-        base_idle.saturating_mul(INBOUND_IDLE_FACTOR)
-    } else {
-        base_idle
-    };
+    let long_idle = base_idle.saturating_mul(INBOUND_IDLE_FACTOR);
     // Set once the peer has sent a whole frame: a link that never carried one (a stalled
     // half frame) gets the short idle timeout only.
     let framed = std::sync::atomic::AtomicBool::new(false);
+    // The peer needs the link: it dialled it, or keeps its ring over it (its maintenance
+    // may be rarer than our idle timeout; closing the link makes it dial again).
+    let theirs = std::sync::atomic::AtomicBool::new(inbound);
     let (mut rd, mut wr) = tokio::io::split(*tls);
     let (close_tx, _) = watch::channel(false);
     let epoch = Instant::now();
@@ -494,6 +494,9 @@ async fn run(
                         Shared::add(&ctx.stats.c.bytes_in, n as u64);
                         touch();
                         framed.store(true, Ordering::Relaxed);
+                        if msg.is_upkeep_request() {
+                            theirs.store(true, Ordering::Relaxed);
+                        }
                         // The budget binds only while the loop is behind (its inbound
                         // channel more than half full, or half of this link's share
                         // waiting in it): then links over their budget wait, the others
@@ -608,12 +611,16 @@ async fn run(
                     break;
                 }
             } else {
-                let idle = if framed.load(Ordering::Relaxed) {
-                    long_idle
-                } else {
-                    base_idle
+                // Read again when the timer fires: a frame that arrived meanwhile may have
+                // made the link the peer's.
+                let idle = || {
+                    if framed.load(Ordering::Relaxed) && theirs.load(Ordering::Relaxed) {
+                        long_idle
+                    } else {
+                        base_idle
+                    }
                 };
-                let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+                let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle();
                 tokio::select! {
                     m = rx.recv() => match m {
                         Some(f) => batch.extend_from_slice(&f),
@@ -622,7 +629,7 @@ async fn run(
                     _ = tokio::time::sleep_until(idle_at) => {
                         let quiet = epoch.elapsed()
                             .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                        if quiet >= idle {
+                        if quiet >= idle() {
                             if keep.load(Ordering::Relaxed) {
                                 // Kept for maintenance: look again one idle period on.
                                 touch();

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// Messages to ourselves handled per drain before yielding (a loop guard).
 const SELF_BUDGET: usize = 1024;
@@ -347,7 +347,10 @@ impl<C: Core> PeerRuntime<C> {
             limits,
             stats,
         };
-        let task = tokio::spawn(lp.run());
+        // Every line a peer's loop and links log names the peer (hundreds share a process in
+        // the demo and the tests).
+        let span = tracing::info_span!("peer", node = %lp.me.contact.id);
+        let task = tokio::spawn(lp.run().instrument(span));
         Ok(PeerRuntime {
             handle,
             events,
@@ -366,9 +369,12 @@ struct Entry {
     /// Set while the core keeps the link ([`Core::keeps_link`]): the connection task then
     /// does not close it for idleness.
     keep: conn::Keep,
-    /// The peer dialled it: it needed the link, maybe for its own maintenance, where one
-    /// we dialled for a lookup or a call is ours to give up.
-    inbound: bool,
+    /// The peer needs the link too: it dialled it, or keeps its ring over it (it asked us
+    /// for our neighbours, pinged or notified us on it). Ours alone (dialled for a lookup
+    /// or a call) is ours to give up; closing one the peer maintains its ring over only
+    /// makes it dial again, and its dial makes room by closing another such link here: a
+    /// peer that many have as a finger went through its links one redial at a time.
+    theirs: bool,
 }
 
 struct Loop<C: Core> {
@@ -702,12 +708,12 @@ impl<C: Core> Loop<C> {
     /// Close links to make room for one more. At `max_links`, or at this peer's share of a
     /// process whose shared budget is spent, the least recently used goes (dropping its
     /// sender ends the connection task, which closes the socket): spares first (their peer
-    /// has another link), then links we opened and no longer need, then links peers opened
-    /// to us (they may keep them), then the ones we keep (closing one only makes it dial the
-    /// peer again at its next maintenance). Over its share of a budget that still has room,
-    /// a peer closes only spares and links it opened and no longer needs: links others
-    /// opened to it stay (it may be a finger of many), links opened for joins and lookups do
-    /// not pile up.
+    /// has another link), then links we opened and no longer need, then links peers need
+    /// (they opened them or keep their ring over them), then the ones we keep (closing one
+    /// only makes it dial the peer again at its next maintenance). Over its share of a
+    /// budget that still has room, a peer closes only spares and links it opened and nobody
+    /// needs: links others need stay (it may be a finger of many), links opened for joins
+    /// and lookups do not pile up.
     fn make_room(&mut self) {
         loop {
             let strict = match self.room() {
@@ -724,8 +730,8 @@ impl<C: Core> Loop<C> {
             let Some(lru) = self
                 .conns
                 .iter()
-                .filter(|(id, e)| strict || !(e.inbound || core.keeps_link(**id)))
-                .min_by_key(|(id, e)| (core.keeps_link(**id), e.inbound, e.used))
+                .filter(|(id, e)| strict || !(e.theirs || core.keeps_link(**id)))
+                .min_by_key(|(id, e)| (core.keeps_link(**id), e.theirs, e.used))
                 .map(|(id, _)| *id)
             else {
                 return;
@@ -768,11 +774,13 @@ impl<C: Core> Loop<C> {
                 tx,
                 used: self.sends,
                 keep: keep.clone(),
-                inbound: false,
+                theirs: false,
             },
         );
         debug!(peer = %to.id, %addr, kind, "dialling");
-        tokio::spawn(conn::dial(self.ctx.clone(), conn, to, addr, rx, keep, done));
+        tokio::spawn(
+            conn::dial(self.ctx.clone(), conn, to, addr, rx, keep, done).in_current_span(),
+        );
     }
 
     async fn accept(&mut self, acc: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
@@ -806,15 +814,10 @@ impl<C: Core> Loop<C> {
                 };
                 let conn = self.next_conn;
                 self.next_conn += 1;
-                tokio::spawn(conn::accept(
-                    self.ctx.clone(),
-                    conn,
-                    tcp,
-                    source,
-                    permit,
-                    slot,
-                    done,
-                ));
+                tokio::spawn(
+                    conn::accept(self.ctx.clone(), conn, tcp, source, permit, slot, done)
+                        .in_current_span(),
+                );
             }
             Err(e) => {
                 // E.g. out of file descriptors: back off a little instead of spinning.
@@ -853,7 +856,7 @@ impl<C: Core> Loop<C> {
                         tx,
                         used,
                         keep,
-                        inbound: true,
+                        theirs: true,
                     };
                     if let Some(ours) = self.conns.remove(&peer.contact.id) {
                         // Both sides dialled. Closing either link would lose what was already
@@ -883,6 +886,7 @@ impl<C: Core> Loop<C> {
                 // goes after the truly idle ones when room must be made.
                 if let Some(e) = self.conns.get_mut(&peer.contact.id) {
                     e.used = self.sends;
+                    e.theirs |= msg.is_upkeep_request();
                 }
                 let now = self.now();
                 self.core.handle_message(now, &peer, msg);

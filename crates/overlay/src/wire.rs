@@ -380,6 +380,15 @@ impl Message {
         )
     }
 
+    /// A request a peer sends to keep its own ring (its successors, predecessor and
+    /// fingers): the link it goes over is one the sender keeps.
+    pub fn is_upkeep_request(&self) -> bool {
+        matches!(
+            self,
+            Message::GetNeighbours { .. } | Message::Notify | Message::Ping { .. }
+        )
+    }
+
     /// Is this call traffic (as opposed to ring maintenance and lookups)?
     pub fn is_call_traffic(&self) -> bool {
         (11..=18).contains(&self.kind()) || matches!(self, Message::PingAck { .. })

@@ -151,21 +151,23 @@ impl RateLog {
 mod tests {
     use super::*;
 
+    /// Take `n` frames from `b` at `at`, each of which must pass; the wait the next one is
+    /// asked for (`None`: it passes too).
+    fn pass(b: &mut FrameBudget, at: Instant, n: usize) -> Option<Duration> {
+        for _ in 0..n {
+            assert_eq!(b.take(at, true), None);
+        }
+        b.take(at, true)
+    }
+
     #[test]
     fn budget_allows_the_burst_then_the_rate() {
         let t0 = Instant::now();
         let mut b = FrameBudget::new(100, 10, t0);
-        for _ in 0..10 {
-            assert_eq!(b.take(t0, true), None);
-        }
-        let wait = b.take(t0, true).unwrap();
+        let wait = pass(&mut b, t0, 10).unwrap();
         assert!(wait > Duration::from_millis(9) && wait <= Duration::from_millis(11));
         // 1 s later the bucket is full again (capped at the burst).
-        let t1 = t0 + Duration::from_secs(1);
-        for _ in 0..10 {
-            assert_eq!(b.take(t1, true), None);
-        }
-        assert!(b.take(t1, true).is_some());
+        assert!(pass(&mut b, t0 + Duration::from_secs(1), 10).is_some());
     }
 
     #[test]
@@ -176,18 +178,14 @@ mod tests {
             assert_eq!(b.take(t0, false), None);
         }
         // Empty, not in debt: 10 ms later one frame's worth is back.
-        let t1 = t0 + Duration::from_millis(10);
-        assert_eq!(b.take(t1, true), None);
-        assert!(b.take(t1, true).is_some());
+        assert!(pass(&mut b, t0 + Duration::from_millis(10), 1).is_some());
     }
 
     #[test]
     fn zero_rate_is_unlimited() {
         let t0 = Instant::now();
         let mut b = FrameBudget::new(0, 1, t0);
-        for _ in 0..100_000 {
-            assert_eq!(b.take(t0, true), None);
-        }
+        assert_eq!(pass(&mut b, t0, 100_000), None);
     }
 
     #[test]

@@ -585,22 +585,21 @@ mod tests {
     }
 
     /// A request from alice to bob; `branch` makes its Via branch, and so its transaction.
-    fn request_to_bob(
-        method: SipMethod,
-        branch: &str,
-        to: &str,
-        call_id: &str,
-        cseq: u32,
-    ) -> SipRequest {
+    /// An INVITE starts a dialog (no To tag); any other method is sent within one.
+    fn request_to_bob(method: SipMethod, branch: &str) -> SipRequest {
         let via = format!("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-{branch}");
+        let to = match method {
+            SipMethod::Invite => "<sip:bob@p2psip.test>",
+            _ => "<sip:bob@p2psip.test>;tag=b",
+        };
         build_request(RequestParts {
             method,
             uri: "sip:bob@127.0.0.1:5170",
             via: &via,
             from: "<sip:alice@p2psip.test>;tag=a",
             to,
-            call_id,
-            cseq,
+            call_id: "l@x",
+            cseq: 1,
             contact: None,
             sdp: None,
         })
@@ -611,15 +610,7 @@ mod tests {
     fn client_transactions_stop_at_the_cap() {
         let mut tx = Transactions::new(Timers::default(), 2, 2);
         let to = bob();
-        let req = |n: u32| {
-            request_to_bob(
-                SipMethod::Bye,
-                &format!("t{n}"),
-                "<sip:bob@p2psip.test>;tag=b",
-                "c@x",
-                n,
-            )
-        };
+        let req = |n: u32| request_to_bob(SipMethod::Bye, &format!("t{n}"));
         let now = Time::from_millis(1);
         assert!(tx.send_request(now, to, req(1)).is_some());
         assert!(tx.send_request(now, to, req(2)).is_some());
@@ -633,15 +624,7 @@ mod tests {
     #[test]
     fn due_timers_fire_in_one_order() {
         let to = bob();
-        let req = |n: u32| {
-            request_to_bob(
-                SipMethod::Options,
-                &format!("d{n}"),
-                "<sip:bob@p2psip.test>",
-                &format!("d{n}@x"),
-                1,
-            )
-        };
+        let req = |n: u32| request_to_bob(SipMethod::Options, &format!("d{n}"));
         let run = |order: &[u32]| {
             let mut tx = Transactions::new(Timers::default(), 1000, 1000);
             let start = Time::from_millis(1);
@@ -682,11 +665,7 @@ mod tests {
 
     /// A request as it arrives from alice's UA.
     fn from_alice(method: SipMethod, branch: &str) -> SipMessage {
-        let to = match method {
-            SipMethod::Invite => "<sip:bob@p2psip.test>",
-            _ => "<sip:bob@p2psip.test>;tag=b",
-        };
-        SipMessage::Request(request_to_bob(method, branch, to, "l@x", 1))
+        SipMessage::Request(request_to_bob(method, branch))
     }
 
     /// A BYE answered over UDP frees its slot at once; what is left absorbs the BYE's

@@ -2,7 +2,7 @@
 //! choices of who calls whom and who is killed.
 
 use super::cluster::{Cluster, DemoPeer};
-use super::{Args, pct};
+use super::{Args, pct, share};
 use crate::LabError;
 use crate::progress::bar;
 use net::{CallOutcome, Handle};
@@ -186,10 +186,7 @@ impl RandomCalls {
     }
 
     fn ring_rate(&self) -> f64 {
-        match self.attempted() {
-            0 => 0.0,
-            n => self.ringing as f64 / n as f64,
-        }
+        share(self.ringing, self.attempted())
     }
 
     fn per_s(&self) -> f64 {
@@ -308,13 +305,7 @@ pub(crate) async fn random(
     let calls_s = tc.elapsed().as_secs_f64();
     srd.sort_by(f64::total_cmp);
     let attempted = ringing + failed;
-    let per_call = |v: u64| {
-        if attempted == 0 {
-            0.0
-        } else {
-            v as f64 / attempted as f64
-        }
-    };
+    let per_call = |v: u64| share(v, attempted);
     let msgs = per_call(secure.log.call_messages.load(Ordering::Relaxed) - msgs0);
     let bytes = per_call(secure.log.call_bytes.load(Ordering::Relaxed) - bytes0);
     let hops_mean = if hops.is_empty() {

@@ -13,6 +13,7 @@
 //! operator-run servers in the paper's design and are not killed.
 
 use super::calls::{Parties, Workload, pick_pair, pick_victims};
+use super::share;
 use crate::LabError;
 use net::CallOutcome;
 use overlay::NodeId;
@@ -197,11 +198,7 @@ fn summarise(
         }
     }
     for x in &mut windows {
-        x.rate = if x.calls == 0 {
-            0.0
-        } else {
-            x.rang as f64 / x.calls as f64
-        };
+        x.rate = share(x.rang, x.calls);
     }
     windows.retain(|x| x.calls > 0);
     let after: Vec<&Window> = windows.iter().filter(|x| x.start_s >= 0.0).collect();
@@ -246,7 +243,7 @@ fn summarise(
         rang_after,
         recovery_s: stable,
         first_good_window_s: first_good,
-        rate_after_recovery: stable.map(|_| if ca == 0 { 0.0 } else { ra as f64 / ca as f64 }),
+        rate_after_recovery: stable.map(|_| share(ra, ca)),
         calls_after_recovery: ca,
         window_s: w,
         ring_within_ms: plan.ring_within.as_millis() as u64,
@@ -265,13 +262,7 @@ pub(crate) fn print(r: &ChurnReport) {
         r.alive
     );
     let within = r.ring_within_ms as f64 / 1000.0;
-    let pct = |a: u64, b: u64| {
-        if b == 0 {
-            0.0
-        } else {
-            100.0 * a as f64 / b as f64
-        }
-    };
+    let pct = |rang: u64, calls: u64| 100.0 * share(rang, calls);
     say!(
         "  before the kill  {} calls, {:.2}% rang within {within} s",
         r.calls_before,

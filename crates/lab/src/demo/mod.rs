@@ -232,6 +232,16 @@ async fn measure_at_rest(c: &Cluster, peers: usize, window: Duration) -> AtRest 
     }
 }
 
+/// `part / whole`, 0 when there is no whole: the share of calls that rang, or a count per
+/// call, of runs that may have placed no call at all.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
 /// Percentile of sorted samples (nearest rank).
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

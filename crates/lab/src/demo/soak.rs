@@ -11,6 +11,7 @@
 
 use super::calls::{Parties, Workload, pick_pair, pick_victims};
 use super::host::{open_fds, rss_bytes};
+use super::share;
 use crate::LabError;
 use net::CallOutcome;
 use rand::SeedableRng;
@@ -183,13 +184,7 @@ pub(crate) async fn run(parties: &Parties<'_>, plan: &SoakPlan) -> Result<SoakRe
     let per_min = |f: &dyn Fn(&Sample) -> f64| {
         slope(&fit.iter().map(|s| (s.t_s / 60.0, f(s))).collect::<Vec<_>>())
     };
-    let rate = |s: &Sample| {
-        if s.calls == 0 {
-            0.0
-        } else {
-            100.0 * s.rang_2s as f64 / s.calls as f64
-        }
-    };
+    let rate = |s: &Sample| 100.0 * share(s.rang_2s, s.calls);
     Ok(SoakReport {
         rss_kib_per_min: per_min(&|s| s.rss_kib as f64),
         fds_per_min: per_min(&|s| s.fds as f64),
@@ -208,11 +203,7 @@ pub(crate) fn print(r: &SoakReport) {
         "  Soak: {} samples, {} calls ({:.2}% rang within 2 s), {} peers hard-stopped along the way",
         r.samples.len(),
         r.calls,
-        if r.calls == 0 {
-            0.0
-        } else {
-            100.0 * r.rang_2s as f64 / r.calls as f64
-        },
+        100.0 * share(r.rang_2s, r.calls),
         r.killed
     );
     say!(

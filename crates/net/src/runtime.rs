@@ -33,6 +33,16 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 /// How often the links' keep marks are brought up to date with what the core needs (they
 /// only guard against idle closes, which take far longer).
 const KEEP_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often the links to the core's standing peers ([`Core::standing_links`]) are looked
+/// at: a quiet one gets a ping (well within the far side's idle timeout for links it did
+/// not dial), a missing one is dialled.
+const STANDING_EVERY: Duration = Duration::from_secs(30);
+/// How soon to look again while a standing link is missing (being dialled, or backing off
+/// after a failed dial) or the core names none yet.
+const STANDING_RETRY: Duration = Duration::from_secs(2);
+/// The token of the runtime's own pings (the relay keepalive, standing links): token 0 is
+/// never one of the core's, so the core ignores their pongs.
+const OWN_PING: u64 = 0;
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +345,8 @@ impl<C: Core> PeerRuntime<C> {
             sends: 0,
             links_reported: 0,
             keep_at: Instant::now(),
+            standing_at: Instant::now(),
+            standing_used: BTreeMap::new(),
             backoff: BTreeMap::new(),
             next_conn: 1,
             waiters: BTreeMap::new(),
@@ -409,6 +421,10 @@ struct Loop<C: Core> {
     links_reported: usize,
     /// When the links' keep marks are next refreshed from the core.
     keep_at: Instant,
+    /// When the standing links are next looked at, and each one's `used` mark then (a link
+    /// whose mark has not moved since was quiet all along).
+    standing_at: Instant,
+    standing_used: BTreeMap<NodeId, u64>,
     /// Peers whose last dial failed, and when.
     backoff: BTreeMap<NodeId, Instant>,
     next_conn: u64,
@@ -501,6 +517,8 @@ impl<C: Core> Loop<C> {
                 }
                 acc = accept_on(self.listener.as_ref()) => self.accept(acc).await,
                 () = sleep_until_opt(self.keepalive_at) => self.keepalive(),
+                // `drain` (at the top of the loop) holds the standing links.
+                () = tokio::time::sleep_until(self.standing_at) => {}
                 () = &mut timer => {
                     let now = self.now();
                     self.core.handle_timeout(now);
@@ -510,8 +528,7 @@ impl<C: Core> Loop<C> {
     }
 
     /// Outbound-only mode: keep the link to the relay busy (and the NAT's mapping alive),
-    /// or dial it again if it is gone. The relay's Chord answers the ping; token 0 is never
-    /// one of ours, so our core ignores the answer.
+    /// or dial it again if it is gone. The relay's Chord answers the ping ([`OWN_PING`]).
     fn keepalive(&mut self) {
         let Some((relay, every)) = self.home else {
             self.keepalive_at = None;
@@ -524,7 +541,7 @@ impl<C: Core> Loop<C> {
         }
         self.send(Transmit {
             to: relay,
-            msg: Message::Ping { token: 0 },
+            msg: Message::Ping { token: OWN_PING },
         });
     }
 
@@ -580,9 +597,46 @@ impl<C: Core> Loop<C> {
         }
     }
 
+    /// Hold the links to the core's standing peers open, at most once per
+    /// [`STANDING_EVERY`] (sooner while one is missing): dial a missing one, ping one that
+    /// was quiet since the last look. The pings carry no request; the far side's pong is
+    /// ignored.
+    fn hold_standing(&mut self) {
+        let now = Instant::now();
+        if now < self.standing_at {
+            return;
+        }
+        let standing = self.core.standing_links();
+        // None yet (a peer that has not joined its ring): look again soon.
+        let mut missing = standing.is_empty();
+        let mut used = BTreeMap::new();
+        // A peer whose address is unknown (not in the directory) cannot be dialled.
+        for to in standing.into_iter().filter(|c| c.addr.is_some()) {
+            let mark = self.conns.get(&to.id).map(|e| e.used);
+            missing |= mark.is_none();
+            if mark.is_none() || mark == self.standing_used.get(&to.id).copied() {
+                self.send(Transmit {
+                    to,
+                    msg: Message::Ping { token: OWN_PING },
+                });
+            }
+            if let Some(e) = self.conns.get(&to.id) {
+                used.insert(to.id, e.used);
+            }
+        }
+        self.standing_used = used;
+        self.standing_at = now
+            + if missing {
+                STANDING_RETRY
+            } else {
+                STANDING_EVERY
+            };
+    }
+
     /// Drain the core: transmits into connections, events to waiters or the application.
     fn drain(&mut self) {
         self.refresh_keeps();
+        self.hold_standing();
         for _ in 0..SELF_BUDGET {
             while let Some(t) = self.core.poll_transmit() {
                 self.send(t);

@@ -220,6 +220,10 @@ impl Core for Instrumented {
         Core::keeps_link(&self.node, peer)
     }
 
+    fn standing_links(&self) -> Vec<Contact> {
+        Core::standing_links(&self.node)
+    }
+
     fn request_token(event: &SecureEvent) -> Option<u64> {
         <SecureNode as Core>::request_token(event)
     }

@@ -87,6 +87,39 @@ async fn a_link_the_other_side_keeps_its_ring_over_outlives_the_idle_timeout() {
     assert_eq!(left.idle_closed, 1, "B kept a link nobody needs");
 }
 
+/// A peer holds links to its standing peers (its CSPG and the CSP of its arc) open before
+/// any call needs them: it dials them by itself, and both ends keep the link while quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_dials_its_standing_peers_and_both_ends_keep_the_links() {
+    init_logs("net=warn");
+    let (ca, tr) = test_ca();
+    let (a, a_seen) = start(&ca, &tr, 1_000, limits()).await;
+    let (b, _) = start(&ca, &tr, 2_000, limits()).await;
+    let (to_a, b_id) = (contact(&a), contact(&b).id);
+    b.handle
+        .call(move |s, _| s.standing.push(to_a))
+        .await
+        .unwrap();
+    support::wait_for("B to ping A", Duration::from_secs(5), || {
+        a_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, m)| p.contact.id == b_id && matches!(m, Message::Ping { .. }))
+    })
+    .await;
+    tokio::time::sleep(IDLE * 4).await;
+    let (sa, sb) = (a.handle.stats(), b.handle.stats());
+    assert_eq!(sb.dials_ok, 1, "one link, dialled once");
+    assert_eq!(
+        sa.idle_closed + sb.idle_closed,
+        0,
+        "a standing link closed while quiet"
+    );
+    a.handle.shutdown().await.unwrap();
+    b.handle.shutdown().await.unwrap();
+}
+
 /// B holds more than its share of a process's link budget (that still has room): before it
 /// opens a link it closes one it opened and nobody needs, never one the other side keeps
 /// its ring over.

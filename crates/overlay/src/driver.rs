@@ -63,6 +63,13 @@ pub trait Core: Send + 'static {
     fn keeps_link(&self, _peer: NodeId) -> bool {
         false
     }
+    /// Peers this core talks to on most calls (a peer's CSPG and the CSP of its arc): the
+    /// driver holds a link to each open (dialling it when there is none, pinging it while
+    /// it is quiet so that the far side keeps it too), so no call waits for a TLS handshake
+    /// with them. They must also be kept ([`keeps_link`](Self::keeps_link)). Default: none.
+    fn standing_links(&self) -> Vec<Contact> {
+        Vec::new()
+    }
     /// If `event` answers a request the application started (a lookup, a call, a store),
     /// the token that request returned, so the driver can hand it to whoever waits.
     fn request_token(_event: &Self::Event) -> Option<u64> {
@@ -162,6 +169,10 @@ impl Core for SecureNode {
 
     fn keeps_link(&self, peer: NodeId) -> bool {
         SecureNode::keeps_link(self, peer)
+    }
+
+    fn standing_links(&self) -> Vec<Contact> {
+        SecureNode::standing_links(self)
     }
 
     fn request_token(event: &SecureEvent) -> Option<u64> {

@@ -584,20 +584,52 @@ fn a_copy_that_comes_after_the_fetch_is_not_taken_for_a_new_request() {
 #[test]
 fn the_callee_keeps_its_link_to_the_csp_it_fetched_from() {
     // The CSP's Deliver answers the fetch on that link: the runtime must not close it to
-    // make room while the answer is on its way.
-    let mut net = net();
+    // make room while the answer is on its way. A second CSP at 500 serves the caller's
+    // arc, so the callee's CSP is not on the caller's standing call path.
+    let mut net = SecureRing::twelve()
+        .with_csp(NodeId(500))
+        .network(sparse_seed);
     assert!(
         !net.peer(CALLEE).chord().keeps_link(CSP),
         "Chord alone keeps it"
     );
-    assert!(!net.peer(CALLEE).keeps_link(CSP));
+    assert!(
+        net.peer(CALLEE).keeps_link(CSP),
+        "the CSP of the callee's arc is on its call path"
+    );
     net.call(CALLER, CALLEE);
     assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
     assert!(net.peer(CALLEE).keeps_link(CSP));
     let caller = net.peer(CALLER);
+    assert!(!caller.standing_links().iter().any(|c| c.id == CSP));
     assert_eq!(
         caller.keeps_link(CSP),
         caller.chord().keeps_link(CSP),
-        "the caller fetched nothing: only Chord's reasons count"
+        "the caller fetched nothing, and the CSP is not on its call path: only Chord's reasons count"
     );
+}
+
+#[test]
+fn a_peer_holds_links_to_its_cspg_and_the_csp_of_its_arc() {
+    // Every call to another layer leaves through the CSPG, and every call to a peer comes
+    // in through the CSP of its arc: links a runtime holds open so that no call waits for a
+    // TLS handshake on those legs. CSPs hold theirs to the CSPG, the CSPG to its CSPs.
+    let net = SecureRing::twelve()
+        .with_csp(NodeId(500))
+        .network(sparse_seed);
+    let standing = |id: u128| -> Vec<NodeId> {
+        net.peer(NodeId(id))
+            .standing_links()
+            .iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(standing(450), vec![NodeId(100), CSP]);
+    assert_eq!(standing(600), vec![NodeId(100), NodeId(500)]);
+    assert_eq!(standing(150), vec![NodeId(100)]);
+    assert_eq!(standing(500), vec![NodeId(100)]);
+    assert_eq!(standing(100), vec![CSP, NodeId(500)]);
+    for (peer, on_path) in [(450, CSP), (600, NodeId(500)), (100, CSP)] {
+        assert!(net.peer(NodeId(peer)).keeps_link(on_path));
+    }
 }

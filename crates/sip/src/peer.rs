@@ -300,6 +300,10 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
         Core::keeps_link(&self.node, peer)
     }
 
+    fn standing_links(&self) -> Vec<overlay::Contact> {
+        Core::standing_links(&self.node)
+    }
+
     fn request_token(event: &PeerEvent) -> Option<u64> {
         match event {
             PeerEvent::Overlay(e) => N::request_token(e),

@@ -273,14 +273,16 @@ pub type Seen = Arc<Mutex<Vec<(Peer, Message)>>>;
 pub struct Probe {
     pub out: VecDeque<Transmit>,
     pub seen: Seen,
+    /// Peers it asks the runtime to hold links to (and keeps them).
+    pub standing: Vec<Contact>,
 }
 
 impl Probe {
     /// A probe that records into `seen`.
     pub fn recording(seen: Seen) -> Self {
         Probe {
-            out: VecDeque::new(),
             seen,
+            ..Probe::default()
         }
     }
 }
@@ -302,6 +304,12 @@ impl Core for Probe {
         None
     }
     fn leave(&mut self, _: Time) {}
+    fn keeps_link(&self, peer: NodeId) -> bool {
+        self.standing.iter().any(|c| c.id == peer)
+    }
+    fn standing_links(&self) -> Vec<Contact> {
+        self.standing.clone()
+    }
 }
 
 /// TLS 1.3 to `to` presenting `chain_pem` and `key_pem`, accepting any server; `Err` if

@@ -1430,6 +1430,48 @@ impl SecureNode {
         self.chord.keeps_link(peer)
             || self.forwards.iter().any(|f| f.to == peer)
             || self.finished.iter().any(|(csp, _, _)| *csp == peer)
+            || self.on_call_path(peer)
+    }
+
+    /// The peers most calls through this one go by, once it is in its ring: a peer's
+    /// layer CSPG (the first hop of its calls to other layers) and the CSP of its own arc
+    /// (which multicasts the calls to it and hands them over); a CSP's CSPG; a CSPG's CSPs
+    /// and the other layers' CSPGs. A runtime holds links to them open, so set-up delay
+    /// does not include a TLS handshake on these legs (see
+    /// [`Core::standing_links`](crate::driver::Core::standing_links)).
+    pub fn standing_links(&self) -> Vec<Contact> {
+        if !self.chord.is_active() || self.chord.successor().is_none() {
+            return Vec::new();
+        }
+        let mut ids = self.call_path_ids();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter(|id| *id != self.chord.id())
+            .map(|id| self.contact_of(id))
+            .collect()
+    }
+
+    fn on_call_path(&self, peer: NodeId) -> bool {
+        self.chord.is_active() && self.call_path_ids().contains(&peer)
+    }
+
+    fn call_path_ids(&self) -> Vec<NodeId> {
+        let dir = &self.ctx.directory;
+        let gateway = dir.cspg(self.layer);
+        match self.role {
+            Role::Peer => {
+                let space = self.ctx.arcs.space();
+                let own_csp = dir.csp_for(space, self.layer, self.chord.id());
+                gateway.into_iter().chain(own_csp).collect()
+            }
+            Role::Csp => gateway.into_iter().collect(),
+            Role::Cspg => dir.csps[self.layer.index()]
+                .iter()
+                .copied()
+                .chain(Layer::ALL.iter().filter_map(|l| dir.cspg(*l)))
+                .collect(),
+        }
     }
 
     /// Calls whose other end is remembered.

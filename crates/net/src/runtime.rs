@@ -33,10 +33,11 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 /// How often the links' keep marks are brought up to date with what the core needs (they
 /// only guard against idle closes, which take far longer).
 const KEEP_REFRESH_EVERY: Duration = Duration::from_secs(1);
-/// How often the links to the core's standing peers ([`Core::standing_links`]) are looked
-/// at: a quiet one gets a ping (well within the far side's idle timeout for links it did
-/// not dial), a missing one is dialled.
-const STANDING_EVERY: Duration = Duration::from_secs(30);
+/// A standing link ([`Core::standing_links`]) gets a ping when it is new (so the far side,
+/// which may have dialled it, counts it as this peer's and keeps it: see `conn::run`) and
+/// after this many looks (one per half idle timeout) without a frame either way, well
+/// within the far side's idle timeout for a link that is this peer's.
+const STANDING_QUIET_LOOKS: u8 = 6;
 /// How soon to look again while a standing link is missing (being dialled, or backing off
 /// after a failed dial) or the core names none yet.
 const STANDING_RETRY: Duration = Duration::from_secs(2);
@@ -346,7 +347,7 @@ impl<C: Core> PeerRuntime<C> {
             links_reported: 0,
             keep_at: Instant::now(),
             standing_at: Instant::now(),
-            standing_used: BTreeMap::new(),
+            standing: BTreeMap::new(),
             backoff: BTreeMap::new(),
             next_conn: 1,
             waiters: BTreeMap::new(),
@@ -421,10 +422,10 @@ struct Loop<C: Core> {
     links_reported: usize,
     /// When the links' keep marks are next refreshed from the core.
     keep_at: Instant,
-    /// When the standing links are next looked at, and each one's `used` mark then (a link
-    /// whose mark has not moved since was quiet all along).
+    /// When the standing links are next looked at, and for each: its link, its `used` mark
+    /// when last looked at, and how many looks in a row found it quiet.
     standing_at: Instant,
-    standing_used: BTreeMap<NodeId, u64>,
+    standing: BTreeMap<NodeId, (u64, u64, u8)>,
     /// Peers whose last dial failed, and when.
     backoff: BTreeMap<NodeId, Instant>,
     next_conn: u64,
@@ -597,10 +598,10 @@ impl<C: Core> Loop<C> {
         }
     }
 
-    /// Hold the links to the core's standing peers open, at most once per
-    /// [`STANDING_EVERY`] (sooner while one is missing): dial a missing one, ping one that
-    /// was quiet since the last look. The pings carry no request; the far side's pong is
-    /// ignored.
+    /// Hold the links to the core's standing peers open, looking at them once per half idle
+    /// timeout (every [`STANDING_RETRY`] while one is missing): dial a missing one, ping a
+    /// new one and one quiet for [`STANDING_QUIET_LOOKS`] looks. The pings carry no request;
+    /// the far side's pong is ignored.
     fn hold_standing(&mut self) {
         let now = Instant::now();
         if now < self.standing_at {
@@ -609,27 +610,36 @@ impl<C: Core> Loop<C> {
         let standing = self.core.standing_links();
         // None yet (a peer that has not joined its ring): look again soon.
         let mut missing = standing.is_empty();
-        let mut used = BTreeMap::new();
+        let mut looked = BTreeMap::new();
         // A peer whose address is unknown (not in the directory) cannot be dialled.
         for to in standing.into_iter().filter(|c| c.addr.is_some()) {
-            let mark = self.conns.get(&to.id).map(|e| e.used);
-            missing |= mark.is_none();
-            if mark.is_none() || mark == self.standing_used.get(&to.id).copied() {
+            let link = self.conns.get(&to.id).map(|e| (e.conn, e.used));
+            let quiet = match (link, self.standing.get(&to.id)) {
+                (Some((conn, used)), Some(&(c, u, q))) if c == conn && u == used => q + 1,
+                (Some((conn, _)), Some(&(c, _, _))) if c == conn => 0,
+                // New, or missing: ping at once.
+                _ => STANDING_QUIET_LOOKS,
+            };
+            missing |= link.is_none();
+            let quiet = if quiet >= STANDING_QUIET_LOOKS {
                 self.send(Transmit {
                     to,
                     msg: Message::Ping { token: OWN_PING },
                 });
-            }
+                0
+            } else {
+                quiet
+            };
             if let Some(e) = self.conns.get(&to.id) {
-                used.insert(to.id, e.used);
+                looked.insert(to.id, (e.conn, e.used, quiet));
             }
         }
-        self.standing_used = used;
+        self.standing = looked;
         self.standing_at = now
             + if missing {
                 STANDING_RETRY
             } else {
-                STANDING_EVERY
+                self.limits.idle_timeout / 2
             };
     }
 

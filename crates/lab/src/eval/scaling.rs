@@ -185,7 +185,15 @@ fn panel(c: &Curve, title: &str, y_label: &str, series: Vec<Series>) -> Panel {
     } else {
         (7.0, 11.0)
     };
-    let y = Axis::lin_to(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    // Headroom above the largest value holds the legend, clear of the points; an all-zero
+    // panel still gets a readable scale.
+    let top = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let top = if top > 0.0 { top } else { 1.0 };
+    let y = Axis::lin(0.0, top * 1.45);
     let mut p = Panel::new(
         title,
         "peers (log2 scale)",
@@ -194,6 +202,7 @@ fn panel(c: &Curve, title: &str, y_label: &str, series: Vec<Series>) -> Panel {
         y,
     );
     p.x_pow2 = true;
+    p.y_label_max = Some(top * 1.1);
     p.legend = Legend::UpperLeft;
     p.series = series;
     p
@@ -260,7 +269,7 @@ pub(crate) fn figure(curve: Option<&Curve>) -> Figure {
             "per second, whole overlay",
             vec![
                 series(c, "TLS dials", 4, line, |m| m.at_rest_tls_dials_per_s),
-                series(c, "links closed to make room", 6, Style::Dashed, |m| {
+                series(c, "links closed to make room", 6, line, |m| {
                     m.at_rest_links_evicted_per_s
                 }),
             ],
@@ -271,10 +280,18 @@ pub(crate) fn figure(curve: Option<&Curve>) -> Figure {
             "INVITE to 180 Ringing, ms",
             vec![
                 series(c, "p50", 0, line, |m| m.srd_ms_p50),
-                series(c, "p99", 1, Style::Dashed, |m| m.srd_ms_p99),
+                series(c, "p99", 1, line, |m| m.srd_ms_p99),
             ],
         ),
     ];
+    let mut panels = panels;
+    if !c.not_run.is_empty() {
+        let sizes: Vec<String> = c.not_run.iter().map(|n| n.peers.to_string()).collect();
+        panels[0].note = Some(format!(
+            "not run: {} peers (see the table)",
+            sizes.join(", ")
+        ));
+    }
     let not_run: Vec<String> = c
         .not_run
         .iter()

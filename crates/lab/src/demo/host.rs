@@ -46,7 +46,12 @@ pub(crate) fn raise_nofile() {
 /// [`MAX_PEER_LINKS`]. The peers' shares together then fit the limit, so a full budget
 /// makes a peer close a link rather than fail to open one.
 pub(crate) fn peer_links(peers: usize) -> usize {
-    let share = nofile_limit().saturating_sub(FDS_RESERVED) / (peers.max(1) as u64);
+    links_within(nofile_limit(), peers)
+}
+
+/// [`peer_links`] under an open-file limit of `nofile`.
+fn links_within(nofile: u64, peers: usize) -> usize {
+    let share = nofile.saturating_sub(FDS_RESERVED) / (peers.max(1) as u64);
     usize::try_from(share.saturating_sub(FDS_BESIDES_LINKS))
         .unwrap_or(MAX_PEER_LINKS)
         .min(MAX_PEER_LINKS)
@@ -55,8 +60,13 @@ pub(crate) fn peer_links(peers: usize) -> usize {
 /// Most peers this process holds when each keeps `links` links (at least
 /// [`MIN_PEER_LINKS`]) within the open-file limit.
 pub(crate) fn max_peers(links: usize) -> usize {
+    peers_within(nofile_limit(), links)
+}
+
+/// [`max_peers`] under an open-file limit of `nofile`.
+fn peers_within(nofile: u64, links: usize) -> usize {
     let per_peer = (links.max(MIN_PEER_LINKS) as u64).saturating_add(FDS_BESIDES_LINKS);
-    usize::try_from(nofile_limit().saturating_sub(FDS_RESERVED) / per_peer).unwrap_or(usize::MAX)
+    usize::try_from(nofile.saturating_sub(FDS_RESERVED) / per_peer).unwrap_or(usize::MAX)
 }
 
 /// More links than an ordinary peer of a 2 048-peer layer ring needs (successors,
@@ -97,4 +107,32 @@ pub(crate) fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_shares_fit_the_open_file_limit() {
+        // This machine's hard limit: 512 peers keep about their old share (33), 1 024 run
+        // with 16 links each, 2 048 do not fit at all.
+        assert_eq!(links_within(20_000, 128), MAX_PEER_LINKS);
+        assert_eq!(links_within(20_000, 512), 35);
+        assert_eq!(links_within(20_000, 1024), 16);
+        assert_eq!(peers_within(20_000, MIN_PEER_LINKS), 1316);
+        assert!(peers_within(20_000, MIN_PEER_LINKS) < 2048);
+        for nofile in [1_024u64, 20_000, 65_536] {
+            let most = peers_within(nofile, MIN_PEER_LINKS);
+            for peers in [24, 128, 512, 1024, most] {
+                if peers > most {
+                    continue;
+                }
+                let links = links_within(nofile, peers) as u64;
+                assert!(links >= MIN_PEER_LINKS as u64, "{nofile} {peers}");
+                let fds = peers as u64 * (links + FDS_BESIDES_LINKS) + FDS_RESERVED;
+                assert!(fds <= nofile, "{nofile} {peers}: {fds}");
+            }
+        }
+    }
 }

@@ -98,7 +98,8 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     rest_window_s: u64,
     /// An ordinary peer's share of the links (default: its share of this process's
-    /// open-file limit, at least 32). Every peer runs in this one process here, so their
+    /// open-file limit less its listener and dials in flight; a size whose share would fall
+    /// below 12 runs fewer peers, see --check-fit). Every peer runs in this one process here, so their
     /// links share its descriptors: a peer holding its share closes its least recently
     /// used link before it opens another only while the peers hold all their shares
     /// together, and never holds more than 96 (or the share, if larger).

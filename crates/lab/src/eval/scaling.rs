@@ -194,9 +194,15 @@ fn panel(c: &Curve, title: &str, y_label: &str, series: Vec<Series>) -> Panel {
         .fold(0.0f64, f64::max);
     let top = if top > 0.0 { top } else { 1.0 };
     let y = Axis::lin(0.0, top * 1.45);
+    let x_label = if c.not_run.is_empty() {
+        "peers (log2 scale)".to_string()
+    } else {
+        let sizes: Vec<String> = c.not_run.iter().map(|n| n.peers.to_string()).collect();
+        format!("peers (log2 scale; not run: {})", sizes.join(", "))
+    };
     let mut p = Panel::new(
         title,
-        "peers (log2 scale)",
+        x_label,
         y_label,
         Axis::lin(lo.floor() - 0.5, hi.ceil() + 0.5),
         y,
@@ -284,14 +290,6 @@ pub(crate) fn figure(curve: Option<&Curve>) -> Figure {
             ],
         ),
     ];
-    let mut panels = panels;
-    if !c.not_run.is_empty() {
-        let sizes: Vec<String> = c.not_run.iter().map(|n| n.peers.to_string()).collect();
-        panels[0].note = Some(format!(
-            "not run: {} peers (see the table)",
-            sizes.join(", ")
-        ));
-    }
     let not_run: Vec<String> = c
         .not_run
         .iter()
@@ -405,6 +403,7 @@ mod tests {
         assert_eq!(f.panels[0].series[0].points[0].0, 7.0);
         assert_eq!(f.panels[0].series[0].points[2].1, c.measured[2].converge_s);
         assert!(f.caption.contains("2048 peers not run"), "{}", f.caption);
+        assert!(f.panels[5].x_label.contains("not run: 2048"));
         let svg = f.svg().unwrap();
         assert!(
             svg.contains("1024") && svg.contains("128"),

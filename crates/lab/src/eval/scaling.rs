@@ -1,7 +1,7 @@
 //! The scaling curve: real `p2psip demo` runs at growing sizes, as `scripts/scaling` writes
 //! them, read back and drawn against the number of peers (log2 axis). The numbers are
 //! measurements of real TLS peers on this host, so the report takes them from a file rather
-//! than running them: a curve up to 1 024 peers takes most of an hour.
+//! than running them: a curve up to 1 024 peers takes ten minutes or more.
 
 use super::plot::{Axis, Figure, Legend, Panel, Series, Style};
 use crate::LabError;
@@ -231,7 +231,7 @@ pub(crate) fn figure(curve: Option<&Curve>) -> Figure {
             id: "fig8-scaling",
             title: "8. Scaling curve (real TLS peers)".into(),
             caption: "Not measured in this report. `scripts/scaling --out scaling.json` runs \
-                      `p2psip demo` at 128, 256, 512, 1 024 and 2 048 peers (about an hour on \
+                      `p2psip demo` at 128, 256, 512, 1 024 and 2 048 peers (ten minutes or more on \
                       a release build; `--sizes 128` for a quick one) and \
                       `p2psip eval --scaling scaling.json` draws it here."
                 .into(),

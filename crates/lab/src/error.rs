@@ -103,6 +103,15 @@ pub enum LabError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A scaling file given to `eval` (`scripts/scaling`) is missing, too large, not JSON,
+    /// or has a row without its size or numbers.
+    #[error("scaling file {}: {reason}", path.display())]
+    ScalingFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A figure could not be drawn or encoded.
     #[error("drawing {figure}")]
     Figure {

@@ -51,3 +51,18 @@ fn small_real_demo_reports_ringing_calls_as_json() {
     }
     assert!(!paper["ping_carriers"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn check_fit_says_which_sizes_run_here_without_running_them() {
+    // 2 048 peers are every Node-ID of the paper's m = 11 space: refused whatever the host.
+    let v = ok_json(&["demo", "--peers", "2048", "--check-fit", "--json"]);
+    assert_eq!(v["runs"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("m = 11"), "{v}");
+    // 32 peers fit any open-file limit of a thousand or more, each with its share of links.
+    let v = ok_json(&["demo", "--peers", "32", "--check-fit", "--json"]);
+    assert_eq!(v["peers"], 32);
+    if v["nofile"].as_u64().unwrap() >= 1024 {
+        assert_eq!(v["runs"], true, "{v}");
+        assert!(v["peer_links"].as_u64().unwrap() >= 12, "{v}");
+    }
+}

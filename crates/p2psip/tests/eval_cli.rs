@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const IDS: [&str; 7] = [
+const IDS: [&str; 8] = [
     "fig1-hops",
     "fig2-attack",
     "fig3-srd",
@@ -19,7 +19,14 @@ const IDS: [&str; 7] = [
     "fig5-locality",
     "fig6-trust",
     "fig7-paper",
+    "fig8-scaling",
 ];
+
+/// The scaling file the lab crate's tests read (shape of `scripts/scaling --out`).
+const SCALING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../lab/tests/data/scaling.json"
+);
 
 /// Decode a PNG; return (width, height, share of non-white pixels, distinct colours seen).
 fn png_stats(path: &Path) -> (u32, u32, f64, usize) {
@@ -128,7 +135,11 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
         r#"{"mode":"loopback","srd_ms":[2.5,3.1,2.8,4.0,3.3,2.9,5.2,3.0]}"#,
     )
     .unwrap();
-    ok(tiny_eval(&out, &demo, &["--seed", "3"]));
+    ok(tiny_eval(
+        &out,
+        &demo,
+        &["--seed", "3", "--scaling", SCALING],
+    ));
 
     // Every figure as SVG and PNG; the PNGs have drawn content, not a blank canvas.
     for id in IDS {
@@ -153,6 +164,10 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
     }
     assert!(html.contains("seed 3"));
     assert!(html.contains("demo (loopback)"), "demo series in figure 3");
+    assert!(
+        html.contains("<td>not run: --peers must be between"),
+        "figure 8's table names the size that did not run"
+    );
 
     // results.json: parameters, seeds and raw series.
     let v: serde_json::Value =
@@ -182,6 +197,7 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
     assert!(!v["trust"][0]["samples"].as_array().unwrap().is_empty());
     assert_eq!(v["demo"]["srd_ms"].as_array().unwrap().len(), 8);
     assert_eq!(v["cache"][0]["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(v["scaling"]["measured"].as_array().unwrap().len(), 3);
 
     // Headless Chromium: the DOM it loaded has every figure, and the screenshot is not blank.
     let Some(bin) = chromium() else {

@@ -26,7 +26,7 @@ mod soak;
 use crate::LabError;
 use crate::progress::bar;
 use cluster::{Cluster, Launch, chord_timing, converge, launch, membership, sum_stats};
-use host::{FDS_PER_PEER, nofile_limit, process_cpu, raise_nofile, rss_bytes};
+use host::{MIN_PEER_LINKS, nofile_limit, process_cpu, raise_nofile, rss_bytes};
 use members::{Enrolled, issue, paper_ids};
 use net::{CrlStore, RevocationPolicy, SosCounters, Trust};
 use overlay::secure::{FirstHops, LayerArcs, Routing, SecureConfig};
@@ -98,12 +98,18 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 3)]
     rest_window_s: u64,
     /// An ordinary peer's share of the links (default: its share of this process's
-    /// open-file limit, at least 32). Every peer runs in this one process here, so their
+    /// open-file limit less its listener and dials in flight; a size whose share would fall
+    /// below 12 runs fewer peers, see --check-fit). Every peer runs in this one process here, so their
     /// links share its descriptors: a peer holding its share closes its least recently
     /// used link before it opens another only while the peers hold all their shares
     /// together, and never holds more than 96 (or the share, if larger).
     #[arg(long, value_name = "N")]
     peer_links: Option<usize>,
+    /// Only say whether `--peers` real peers run in this process here (the paper's ID space,
+    /// the open-file limit) and each one's link share, then exit: one line, JSON with
+    /// `--json` (`peers`, `runs`, `reason`, `peer_links`, `nofile`).
+    #[arg(long)]
+    check_fit: bool,
     /// SIP domain the front-ends serve (AoRs are `sip:user@DOMAIN`).
     #[arg(long, default_value = "p2psip.test")]
     sip_domain: String,
@@ -140,11 +146,6 @@ pub fn run(args: Args) -> Result<(), LabError> {
     if args.simulated {
         return run_simulated(args);
     }
-    if args.peers < 24 || args.peers > 1500 {
-        return Err(LabError::Args(
-            "--peers must be between 24 and 1500 (m = 11, the paper's layout)".into(),
-        ));
-    }
     // Checked before the demo starts, not after minutes of it.
     if !(0.0..1.0).contains(&args.kill_fraction) {
         return Err(LabError::Args(format!(
@@ -153,26 +154,121 @@ pub fn run(args: Args) -> Result<(), LabError> {
         )));
     }
     raise_nofile();
-    let mut args = args;
-    let fit = usize::try_from(nofile_limit() / FDS_PER_PEER).unwrap_or(usize::MAX);
-    if args.peers > fit {
-        let run = fit.max(24);
-        tracing::warn!(
-            "the open-file limit ({}) fits about {fit} peers in this one process (each \
-             holds ~{FDS_PER_PEER} descriptors: its listener and both ends of its links); \
-             running {run} of the {} asked for. Raise the hard limit (`ulimit -Hn`, as root) \
-             to run them all.",
-            nofile_limit(),
-            args.peers
-        );
-        args.peers = run;
+    let fit = Fit::of(&args);
+    if args.check_fit {
+        if args.json {
+            say!("{}", fit.json());
+        } else {
+            say!("{}", fit.line());
+        }
+        return Ok(());
     }
+    if let Some(why) = &fit.reason {
+        if fit.peers < 24 {
+            return Err(LabError::Args(why.clone()));
+        }
+        tracing::warn!("{why}; running {} peers", fit.peers);
+    }
+    let mut args = args;
+    args.peers = fit.peers;
+    args.peer_links = Some(fit.peer_links);
     service::crypto::install_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(LabError::Runtime)?;
     rt.block_on(real(args))
+}
+
+/// Whether and how `--peers` real peers run in this one process.
+struct Fit {
+    /// Peers asked for.
+    asked: usize,
+    /// Peers that run: `asked`, or fewer when the open-file limit holds fewer.
+    peers: usize,
+    /// An ordinary peer's share of the links.
+    peer_links: usize,
+    /// The open-file limit (after raising the soft limit to the hard one).
+    nofile: u64,
+    /// Why not all of `asked` run (`peers` < 24: none run).
+    reason: Option<String>,
+}
+
+impl Fit {
+    /// The most peers the paper's layout places: m = 11 gives 2 048 Node-IDs, of which
+    /// 1537–1624 stay free for the paper's scenario, and random IDs are drawn until this
+    /// many are distinct.
+    const MAX_PEERS: usize = 1500;
+
+    fn of(args: &Args) -> Fit {
+        let nofile = nofile_limit();
+        let asked = args.peers;
+        let fail = |reason: String| Fit {
+            asked,
+            peers: 0,
+            peer_links: 0,
+            nofile,
+            reason: Some(reason),
+        };
+        if !(24..=Self::MAX_PEERS).contains(&asked) {
+            return fail(format!(
+                "--peers must be between 24 and {} (the paper's layout: m = 11 gives 2048 \
+                 Node-IDs, 1537-1624 kept free for its scenario)",
+                Self::MAX_PEERS
+            ));
+        }
+        let fits = host::max_peers(args.peer_links.unwrap_or(MIN_PEER_LINKS));
+        let peers = asked.min(fits);
+        let peer_links = args
+            .peer_links
+            .unwrap_or_else(|| host::peer_links(peers))
+            .max(1);
+        let reason = (peers < asked).then(|| {
+            format!(
+                "the open-file limit ({nofile}) holds {fits} peers in this one process, each \
+                 with its listener and at least {} links (both ends of a link between two of \
+                 its peers are its descriptors); raise the hard limit (`ulimit -Hn`, as root) \
+                 to run {asked}",
+                args.peer_links
+                    .unwrap_or(MIN_PEER_LINKS)
+                    .max(MIN_PEER_LINKS)
+            )
+        });
+        if peers < 24 {
+            return fail(reason.unwrap_or_default());
+        }
+        Fit {
+            asked,
+            peers,
+            peer_links,
+            nofile,
+            reason,
+        }
+    }
+
+    fn runs(&self) -> bool {
+        self.reason.is_none()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "peers": self.asked,
+            "runs": self.runs(),
+            "reason": self.reason,
+            "peer_links": self.peer_links,
+            "nofile": self.nofile,
+        })
+    }
+
+    fn line(&self) -> String {
+        match &self.reason {
+            None => format!(
+                "{} peers run here: {} links each at most (open-file limit {})",
+                self.asked, self.peer_links, self.nofile
+            ),
+            Some(why) => format!("{} peers do not run here: {why}", self.asked),
+        }
+    }
 }
 
 /// What the converged overlay costs while nobody calls: measured over `window`.
@@ -570,6 +666,14 @@ async fn real(args: Args) -> Result<(), LabError> {
         "at_rest_messages_per_peer_per_s": rest.messages_per_peer_per_s,
         "at_rest_tls_dials_per_s": rest.dials_per_s,
         "at_rest_links_per_peer": rest.links_mean,
+        "at_rest_links_max": rest.links_max,
+        "at_rest_links_closed_per_s": rest.closed_per_s,
+        "at_rest_links_evicted_per_s": rest.evicted_per_s,
+        "at_rest_fds": rest.fds,
+        "at_rest_after_s": args.rest_after_s,
+        "at_rest_window_s": window.as_secs(),
+        "peer_links": peer_links,
+        "nofile": nofile_limit(),
         "rss_bytes_per_peer": rss_per_peer,
         "rss_bytes_total": rss1,
         "tls_connections": stats.dials_ok + stats.accepts_ok,

@@ -6,7 +6,7 @@ use super::plot::{Axis, Figure, Legend, PANEL, Panel, Series, Style, Table};
 use super::results::Results;
 use sim::Behaviour;
 
-/// All seven figures.
+/// All eight figures.
 pub(crate) fn all(r: &Results) -> Vec<Figure> {
     vec![
         hops(r),
@@ -16,6 +16,7 @@ pub(crate) fn all(r: &Results) -> Vec<Figure> {
         locality(r),
         trust(r),
         paper(r),
+        super::scaling::figure(r.scaling.as_ref()),
     ]
 }
 

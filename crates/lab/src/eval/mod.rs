@@ -3,7 +3,7 @@
 //! Runs a fixed, seeded set of experiments on the simulator, the trust arithmetic and the
 //! E&A locality code (`experiments`), turns them into figures (`figures`, drawn by
 //! `plot`) and writes `DIR/report.html` (self-contained: SVG inline, no scripts, no
-//! external fetches), `DIR/results.json` (parameters, seeds and raw series) and every figure
+//! external fetches; figure 8 from a file of real demo runs, `scaling`), `DIR/results.json` (parameters, seeds and raw series) and every figure
 //! as `DIR/figN-*.svg` and `.png` (`report`).
 
 mod experiments;
@@ -11,6 +11,7 @@ mod figures;
 mod plot;
 mod report;
 mod results;
+mod scaling;
 
 use crate::LabError;
 use experiments::{Mode, Plan, Step};
@@ -41,6 +42,10 @@ pub struct Args {
     /// milliseconds) or `srd_ms_p50` and `srd_ms_p99`; optional `mode`.
     #[arg(long, value_name = "FILE")]
     demo_report: Option<PathBuf>,
+    /// A scaling file (`scripts/scaling --out FILE`: real demo runs at growing sizes) for
+    /// figure 8; without it the figure says how to make one.
+    #[arg(long, value_name = "FILE")]
+    scaling: Option<PathBuf>,
 }
 
 /// Run `p2psip eval`.
@@ -54,6 +59,7 @@ pub fn run(args: Args) -> Result<(), LabError> {
         Mode::Full
     };
     let demo = args.demo_report.as_deref().map(load_demo).transpose()?;
+    let scaling = args.scaling.as_deref().map(scaling::load).transpose()?;
     std::fs::create_dir_all(&args.out)
         .map_err(LabError::io("creating the output directory", &args.out))?;
     let plan = Plan::new(mode, args.seed);
@@ -91,6 +97,7 @@ pub fn run(args: Args) -> Result<(), LabError> {
         trust,
         paper,
         demo,
+        scaling,
         timings,
         wall_s: wall.elapsed().as_secs_f64(),
     };

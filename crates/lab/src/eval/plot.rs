@@ -159,6 +159,9 @@ pub(crate) struct Panel {
     pub(crate) y_percent: bool,
     /// No y tick labels above this (room for the legend above the data).
     pub(crate) y_label_max: Option<f64>,
+    /// x values are log2 of the quantity: label whole values v as 2^v, others not at all
+    /// (a log2 axis, which plotters' log scale with its 1-2-5 ticks does not draw).
+    pub(crate) x_pow2: bool,
 }
 
 impl Panel {
@@ -180,6 +183,7 @@ impl Panel {
             note: None,
             y_percent: false,
             y_label_max: None,
+            x_pow2: false,
         }
     }
 }
@@ -384,6 +388,15 @@ fn log_tick(v: f64) -> String {
     }
 }
 
+/// Tick label on a log2 axis drawn linearly in the exponent: 2^v at whole v, else nothing.
+fn pow2_tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 && (0.0..63.0).contains(&v.round()) {
+        (1u64 << (v.round() as u32)).to_string()
+    } else {
+        String::new()
+    }
+}
+
 fn trim(s: String) -> String {
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -414,7 +427,16 @@ where
         .build_cartesian_2d(x, y)
         .map_err(err)?;
     let (x_log, y_log, y_max, y_pct) = (p.x.log, p.y.log, p.y_label_max, p.y_percent);
-    let fx = move |v: &f64| if x_log { log_tick(*v) } else { tick(*v) };
+    let x_pow2 = p.x_pow2;
+    let fx = move |v: &f64| {
+        if x_pow2 {
+            pow2_tick(*v)
+        } else if x_log {
+            log_tick(*v)
+        } else {
+            tick(*v)
+        }
+    };
     let fy = move |v: &f64| {
         if y_max.is_some_and(|m| *v > m + 1e-9) {
             String::new()
@@ -524,6 +546,8 @@ mod tests {
         assert_eq!(log_tick(500.0), "500");
         assert_eq!(log_tick(600.0), "");
         assert_eq!(log_tick(1e-5), "1e-5");
+        assert_eq!(pow2_tick(10.0), "1024");
+        assert_eq!(pow2_tick(7.5), "");
     }
 
     #[test]

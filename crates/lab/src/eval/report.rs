@@ -119,6 +119,18 @@ fn section(f: &Figure, svg: &str, r: &Results) -> String {
         }
         extra.push_str("</table>");
     }
+    if let (true, Some(c)) = (f.id == "fig8-scaling", &r.scaling) {
+        extra.push_str("<table>");
+        for (i, row) in super::scaling::rows(c).iter().enumerate() {
+            let cell = if i == 0 { "th" } else { "td" };
+            extra.push_str("<tr>");
+            for text in row {
+                let _ = write!(extra, "<{cell}>{}</{cell}>", esc(text));
+            }
+            extra.push_str("</tr>");
+        }
+        extra.push_str("</table>");
+    }
     format!(
         "<section class=\"figure\" id=\"{id}\"><h2>{title}</h2>\n{svg}\n{extra}\
 <p class=\"caption\">{caption}</p><p class=\"files\"><a href=\"{id}.svg\">{id}.svg</a> · \

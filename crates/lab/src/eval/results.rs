@@ -39,6 +39,8 @@ pub(crate) struct Results {
     pub(crate) trust: Vec<experiments::TrustRun>,
     pub(crate) paper: experiments::PaperResults,
     pub(crate) demo: Option<DemoSrd>,
+    /// The scaling curve (`--scaling FILE`), if given.
+    pub(crate) scaling: Option<super::scaling::Curve>,
     pub(crate) timings: Vec<Timing>,
     pub(crate) wall_s: f64,
 }

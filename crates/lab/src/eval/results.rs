@@ -51,6 +51,24 @@ const MAX_DEMO_REPORT: u64 = 64 << 20;
 /// Most SRD samples taken from a demo report.
 const MAX_DEMO_SAMPLES: usize = 1_000_000;
 
+/// Read `path` as JSON (what eval takes from other tools: demo reports, scaling curves),
+/// refusing a file over `max` bytes; `bad` words a file that is too large or not JSON.
+pub(crate) fn read_json(
+    path: &Path,
+    max: u64,
+    what: &'static str,
+    bad: impl Fn(String) -> LabError,
+) -> Result<serde_json::Value, LabError> {
+    let len = std::fs::metadata(path)
+        .map_err(LabError::io(what, path))?
+        .len();
+    if len > max {
+        return Err(bad(format!("{len} bytes; at most {max} are read")));
+    }
+    let text = std::fs::read_to_string(path).map_err(LabError::io(what, path))?;
+    serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))
+}
+
 /// Read the setup delays of a demo report (`p2psip demo --json`): its `srd_ms` samples, or
 /// else its `srd_ms_p50` and `srd_ms_p99`.
 pub(crate) fn load_demo(path: &Path) -> Result<DemoSrd, LabError> {
@@ -58,18 +76,7 @@ pub(crate) fn load_demo(path: &Path) -> Result<DemoSrd, LabError> {
         path: path.to_path_buf(),
         reason,
     };
-    let len = std::fs::metadata(path)
-        .map_err(LabError::io("reading the demo report", path))?
-        .len();
-    if len > MAX_DEMO_REPORT {
-        return Err(bad(format!(
-            "{len} bytes; at most {MAX_DEMO_REPORT} are read"
-        )));
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(LabError::io("reading the demo report", path))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = read_json(path, MAX_DEMO_REPORT, "reading the demo report", bad)?;
     let mode = v
         .get("mode")
         .and_then(|m| m.as_str())

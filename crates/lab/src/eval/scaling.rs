@@ -73,16 +73,7 @@ pub(crate) fn load(path: &Path) -> Result<Curve, LabError> {
         path: path.to_path_buf(),
         reason,
     };
-    let len = std::fs::metadata(path)
-        .map_err(LabError::io("reading the scaling file", path))?
-        .len();
-    if len > MAX_FILE {
-        return Err(bad(format!("{len} bytes; at most {MAX_FILE} are read")));
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(LabError::io("reading the scaling file", path))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let v = super::results::read_json(path, MAX_FILE, "reading the scaling file", bad)?;
     let rows = v
         .get("rows")
         .and_then(|r| r.as_array())

@@ -439,13 +439,21 @@ pub struct SosCounters {
     pub reports_ok: AtomicU64,
     /// Reports refused or not delivered.
     pub reports_failed: AtomicU64,
-    /// Reports dropped because too many were in flight.
+    /// Reports dropped because 16 384 already waited for a free slot (an SOS unreachable
+    /// for long).
     pub reports_dropped: AtomicU64,
     /// Report deliveries tried again after a transient failure (SOS down, 5xx, 429).
     pub report_retries: AtomicU64,
     /// Ranking requests tried again after a transient failure.
     pub rank_retries: AtomicU64,
 }
+
+/// Report batches a peer has in flight to the SOS at once.
+const REPORT_SLOTS: usize = 32;
+/// Reports that may wait while every slot is busy (an SOS slow to make reports durable):
+/// the busy slots send them as they finish. A peer whose SOS stays unreachable drops what
+/// comes beyond this (counted in [`SosCounters::reports_dropped`]).
+const MAX_WAITING_REPORTS: usize = 16 * 1024;
 
 /// Report deliveries: tries, first back-off (doubled each time, with jitter). About 6 s in
 /// all: an SOS restart within that loses no report.
@@ -479,6 +487,8 @@ pub struct SosLink {
     signer: Arc<sos::ReportSigner>,
     rank_slots: Arc<Semaphore>,
     report_slots: Arc<Semaphore>,
+    /// Reports waiting for a slot: (reporter, subject, outcome), oldest first.
+    waiting: Arc<std::sync::Mutex<std::collections::VecDeque<Report>>>,
     /// Counters (shareable between peers).
     pub counters: Arc<SosCounters>,
 }
@@ -508,7 +518,8 @@ impl SosLink {
             client,
             signer: Arc::new(signer),
             rank_slots: Arc::new(Semaphore::new(16)),
-            report_slots: Arc::new(Semaphore::new(32)),
+            report_slots: Arc::new(Semaphore::new(REPORT_SLOTS)),
+            waiting: Arc::default(),
             counters,
         })
     }
@@ -564,55 +575,87 @@ impl SosLink {
 
     /// Sign and deliver reports as `me` (subject, outcome) in the background, in one
     /// request per [`sos::MAX_BATCH`] (a callee reports every hop of every route at once:
-    /// one request instead of a dozen), retrying what the SOS did not store while it is
-    /// unreachable or busy; the outcomes land in the counters. This is what [`run_events`]
-    /// does with the `SecureEvent::Report`s a peer emits together.
+    /// one request instead of a dozen), at most [`REPORT_SLOTS`] requests at once, retrying
+    /// what the SOS did not store while it is unreachable or busy; reports wait for a slot
+    /// (up to [`MAX_WAITING_REPORTS`]). The outcomes land in the counters. This is what
+    /// [`run_events`] does with the `SecureEvent::Report`s a peer emits together.
     pub fn send_reports(&self, me: NodeId, reports: Vec<(NodeId, overlay::secure::Outcome)>) {
-        let reports: Vec<_> = reports.into_iter().filter(|(s, _)| *s != me).collect();
-        for chunk in reports.chunks(sos::MAX_BATCH) {
+        let added = {
+            let mut waiting = service::sync::lock(&self.waiting);
+            let mut added = 0usize;
+            for (subject, outcome) in reports.into_iter().filter(|(s, _)| *s != me) {
+                if waiting.len() >= MAX_WAITING_REPORTS {
+                    self.counters
+                        .reports_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    waiting.push_back((me, subject, outcome));
+                    added += 1;
+                }
+            }
+            added
+        };
+        // A sender per batch added, while slots are free; busy senders take the rest.
+        for _ in 0..added.div_ceil(sos::MAX_BATCH) {
             let Ok(permit) = self.report_slots.clone().try_acquire_owned() else {
-                self.counters
-                    .reports_dropped
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                continue;
+                break;
             };
-            let (client, signer, counters) = (
-                self.client.clone(),
-                self.signer.clone(),
-                self.counters.clone(),
-            );
-            let chunk = chunk.to_vec();
-            tokio::spawn(async move {
-                let mut signed = Vec::with_capacity(chunk.len());
-                for (subject, outcome) in chunk {
-                    let mut nonce = [0u8; 16];
-                    let _ = ring::rand::SecureRandom::fill(
-                        &ring::rand::SystemRandom::new(),
-                        &mut nonce,
-                    );
-                    let body = sos::ReportBody {
-                        reporter: sos::PeerId(me.0),
-                        subject: sos::PeerId(subject.0),
-                        outcome,
-                        route: Vec::new(),
-                        timestamp_ms: unix_ms(),
-                        nonce,
-                    };
-                    match signer.sign(body) {
-                        Ok(r) => signed.push(r),
-                        Err(_) => {
-                            counters.reports_failed.fetch_add(1, Ordering::Relaxed);
-                        }
+            tokio::spawn(self.clone().send_waiting(permit));
+        }
+    }
+
+    /// Send waiting reports, a batch at a time, until none is left; then give the slot
+    /// back (and take it again if a report came in meanwhile and found no slot free).
+    async fn send_waiting(self, mut permit: tokio::sync::OwnedSemaphorePermit) {
+        loop {
+            let batch: Vec<Report> = {
+                let mut waiting = service::sync::lock(&self.waiting);
+                let n = waiting.len().min(sos::MAX_BATCH);
+                waiting.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                drop(permit);
+                if service::sync::lock(&self.waiting).is_empty() {
+                    return;
+                }
+                match self.report_slots.clone().try_acquire_owned() {
+                    Ok(p) => permit = p,
+                    // Another sender holds a slot and takes them.
+                    Err(_) => return,
+                }
+                continue;
+            }
+            let mut signed = Vec::with_capacity(batch.len());
+            for (me, subject, outcome) in batch {
+                let mut nonce = [0u8; 16];
+                let _ =
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+                let body = sos::ReportBody {
+                    reporter: sos::PeerId(me.0),
+                    subject: sos::PeerId(subject.0),
+                    outcome,
+                    route: Vec::new(),
+                    timestamp_ms: unix_ms(),
+                    nonce,
+                };
+                match self.signer.sign(body) {
+                    Ok(r) => signed.push(r),
+                    Err(_) => {
+                        self.counters.reports_failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                let (ok, failed) = deliver_reports(&client, &counters, signed).await;
-                counters.reports_ok.fetch_add(ok, Ordering::Relaxed);
-                counters.reports_failed.fetch_add(failed, Ordering::Relaxed);
-                drop(permit);
-            });
+            }
+            let (ok, failed) = deliver_reports(&self.client, &self.counters, signed).await;
+            self.counters.reports_ok.fetch_add(ok, Ordering::Relaxed);
+            self.counters
+                .reports_failed
+                .fetch_add(failed, Ordering::Relaxed);
         }
     }
 }
+
+/// A report waiting to be signed and sent: (reporter, subject, outcome).
+type Report = (NodeId, NodeId, overlay::secure::Outcome);
 
 /// Post `pending` (signed) until each is stored or refused for good, at most
 /// [`REPORT_TRIES`] times with back-off: (stored, failed). The same signed report (same

@@ -55,6 +55,82 @@ async fn converged(handles: &[Handle<Instrumented>]) -> bool {
     successors_in_order(handles, |n| n.node.chord().successor().map(|c| c.id)).await
 }
 
+/// A real SOS over HTTPS (its certificate from `ca`), checking reports with the keys of
+/// `membership`'s certificates, its database under `dir`; and a client for it.
+async fn start_sos(
+    ca: &Ca,
+    tr: &net::Trust,
+    membership: &net::Membership,
+    dir: &std::path::Path,
+) -> (sos::RunningServer, sos::SosClient) {
+    let registry = sos::KeyRegistry::from_entries(membership.keys.registry_entries()).unwrap();
+    let names = ["127.0.0.1".to_string()];
+    let sos_cert = ca
+        .issue_service(
+            enroll::cert::ServiceRole::Sos,
+            &names,
+            [9; 16],
+            now_unix() - 60,
+            now_unix() + 3600,
+        )
+        .unwrap();
+    let sos_tls = service::tls::server_config(&sos_cert.chain_pem, &sos_cert.key_pem).unwrap();
+    let srv = sos::RunningServer::start(
+        sos::ServerConfig::new(dir.join("sos.sqlite3"), Arc::new(registry)),
+        "127.0.0.1:0".parse().unwrap(),
+        service::http::Transport::Https(sos_tls),
+    )
+    .await
+    .unwrap();
+    assert!(srv.url().starts_with("https://"));
+    let trust = service::tls::Trust::Ca(vec![tr.ca.clone()]);
+    let client = sos::SosClient::new(&srv.url(), &trust).unwrap();
+    (srv, client)
+}
+
+/// A peer reporting faster than its SOS answers (100 batches at once, three times the
+/// requests it keeps in flight) loses none of them: reports wait for a free slot. Dropping
+/// what found every slot busy lost 5 % of a demo's evidence (550-640 of ~12 500 reports).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_beyond_the_requests_in_flight_wait_and_all_reach_the_sos() {
+    support::init_logs("net=warn");
+    let (ca, tr) = test_ca();
+    let (_, arcs) = layer2_space();
+    let members: Vec<Member> = IDS.iter().map(|i| issue(&ca, *i)).collect();
+    let membership = membership_of(arcs, &tr, members.iter().map(|m| (&m.chain[..], None)));
+    let db = tempfile::tempdir().unwrap();
+    let (_sos, client) = start_sos(&ca, &tr, &membership, db.path()).await;
+    let counters = Arc::new(SosCounters::default());
+    let reporter = &members[7];
+    let link = SosLink::new(client, &reporter.identity, counters.clone()).unwrap();
+    let me = reporter.identity.node_id;
+    let mut expected = 0u64;
+    for i in 0..100 {
+        // Two a batch: 200 in all, within the SOS's burst for one reporter.
+        let reports: Vec<_> = (0..2)
+            .map(|j| {
+                let subject = NodeId(IDS[(i + j) % IDS.len()]);
+                (subject, overlay::secure::Outcome::Delivered)
+            })
+            .collect();
+        // Its reports about itself are left out.
+        expected += reports.iter().filter(|(s, _)| *s != me).count() as u64;
+        link.send_reports(me, reports);
+    }
+    let settled = || {
+        counters.reports_ok.load(Ordering::Relaxed)
+            + counters.reports_failed.load(Ordering::Relaxed)
+            + counters.reports_dropped.load(Ordering::Relaxed)
+    };
+    let t0 = Instant::now();
+    while settled() < expected && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counters.reports_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.reports_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.reports_ok.load(Ordering::Relaxed), expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_call_rings_over_tls_and_carriers_never_see_the_invite() {
     secure_call(&[]).await;
@@ -86,31 +162,8 @@ async fn secure_call(natted: &[u128]) {
             .is_err()
     );
 
-    // The SOS checks reports with the same certificate keys.
     let db = tempfile::tempdir().unwrap();
-    let registry = sos::KeyRegistry::from_entries(membership.keys.registry_entries()).unwrap();
-    // Over HTTPS, with the SOS's certificate from the same CA the peers trust.
-    let names = ["127.0.0.1".to_string()];
-    let sos_cert = ca
-        .issue_service(
-            enroll::cert::ServiceRole::Sos,
-            &names,
-            [9; 16],
-            now_unix() - 60,
-            now_unix() + 3600,
-        )
-        .unwrap();
-    let sos_tls = service::tls::server_config(&sos_cert.chain_pem, &sos_cert.key_pem).unwrap();
-    let sos_srv = sos::RunningServer::start(
-        sos::ServerConfig::new(db.path().join("sos.sqlite3"), Arc::new(registry)),
-        "127.0.0.1:0".parse().unwrap(),
-        service::http::Transport::Https(sos_tls),
-    )
-    .await
-    .unwrap();
-    assert!(sos_srv.url().starts_with("https://"));
-    let trust = service::tls::Trust::Ca(vec![tr.ca.clone()]);
-    let client = sos::SosClient::new(&sos_srv.url(), &trust).unwrap();
+    let (_sos, client) = start_sos(&ca, &tr, &membership, db.path()).await;
     let counters = Arc::new(SosCounters::default());
 
     let cfg = Arc::new(SecureConfig {

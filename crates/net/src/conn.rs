@@ -47,7 +47,8 @@ const INBOUND_IDLE_FACTOR: u32 = 8;
 /// loop sets it from [`overlay::driver::Core::keeps_link`]).
 pub(crate) type Keep = Arc<std::sync::atomic::AtomicBool>;
 
-/// What connection tasks tell the loop.
+/// What connection tasks tell the loop. Messages travel boxed: the loop's channel holds its
+/// slots in blocks sized for the largest event, and a message inline tripled that size.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     /// Set-up finished. Inbound connections bring their send queue. `outbound_only`: the
@@ -64,14 +65,14 @@ pub(crate) enum ConnEvent {
     Relay {
         to: NodeId,
         from: Peer,
-        msg: Message,
+        msg: Box<Message>,
         _share: OwnedSemaphorePermit,
     },
     /// A frame from an authenticated peer. `_share` is one of its link's in-flight slots,
     /// given back when the loop has handled the frame.
     Frame {
         peer: Peer,
-        msg: Message,
+        msg: Box<Message>,
         _share: OwnedSemaphorePermit,
     },
     /// The connection is gone (or never came up).
@@ -571,13 +572,13 @@ async fn run(
                             let ev = match mode {
                                 Mode::Normal => ConnEvent::Frame {
                                     peer: from,
-                                    msg,
+                                    msg: Box::new(msg),
                                     _share: share,
                                 },
                                 Mode::RelayTo(to) => ConnEvent::Relay {
                                     to,
                                     from: peer,
-                                    msg,
+                                    msg: Box::new(msg),
                                     _share: share,
                                 },
                                 Mode::SendOnly => {

@@ -517,6 +517,8 @@ async fn run(
                     };
                     match decode_frame(&buf[off + env..], max) {
                         Ok((msg, n)) => {
+                            // Boxed at once: it waits in this task across the waits below.
+                            let msg = Box::new(msg);
                             off += env + n;
                             Shared::inc(&ctx.stats.c.frames_in);
                             Shared::add(&ctx.stats.c.bytes_in, n as u64);
@@ -543,9 +545,17 @@ async fn run(
                                         ctx.limits.frame_burst
                                     );
                                 }
-                                tokio::select! {
-                                    _ = close.wait_for(|c| *c) => break 'conn,
-                                    () = tokio::time::sleep(wait) => {}
+                                // Boxed, as is the wait for a share below: rare waits whose
+                                // state would otherwise enlarge every link's task.
+                                let closed = Box::pin(async {
+                                    tokio::select! {
+                                        _ = close.wait_for(|c| *c) => true,
+                                        () = tokio::time::sleep(wait) => false,
+                                    }
+                                })
+                                .await;
+                                if closed {
+                                    break 'conn;
                                 }
                             }
                             // Fair share of the loop: at most `link_share` frames of this link
@@ -555,12 +565,16 @@ async fn run(
                                 Ok(p) => p,
                                 Err(_) => {
                                     Shared::inc(&ctx.stats.c.share_waits);
-                                    tokio::select! {
-                                        _ = close.wait_for(|c| *c) => break 'conn,
-                                        p = share.clone().acquire_owned() => match p {
-                                            Ok(p) => p,
-                                            Err(_) => break 'conn,
-                                        },
+                                    let got = Box::pin(async {
+                                        tokio::select! {
+                                            _ = close.wait_for(|c| *c) => None,
+                                            p = share.clone().acquire_owned() => p.ok(),
+                                        }
+                                    })
+                                    .await;
+                                    match got {
+                                        Some(p) => p,
+                                        None => break 'conn,
                                     }
                                 }
                             };
@@ -572,13 +586,13 @@ async fn run(
                             let ev = match mode {
                                 Mode::Normal => ConnEvent::Frame {
                                     peer: from,
-                                    msg: Box::new(msg),
+                                    msg,
                                     _share: share,
                                 },
                                 Mode::RelayTo(to) => ConnEvent::Relay {
                                     to,
                                     from: peer,
-                                    msg: Box::new(msg),
+                                    msg,
                                     _share: share,
                                 },
                                 Mode::SendOnly => {

@@ -515,94 +515,10 @@ async fn run(
                     } else {
                         (peer, 0)
                     };
-                    match decode_frame(&buf[off + env..], max) {
-                        Ok((msg, n)) => {
-                            // Boxed at once: it waits in this task across the waits below.
-                            let msg = Box::new(msg);
-                            off += env + n;
-                            Shared::inc(&ctx.stats.c.frames_in);
-                            Shared::add(&ctx.stats.c.bytes_in, n as u64);
-                            touch();
-                            framed.store(true, Ordering::Relaxed);
-                            // The budget binds only while the loop is behind (its inbound
-                            // channel more than half full, or half of this link's share
-                            // waiting in it): then links over their budget wait, the others
-                            // go on. A loop that keeps up serves every link at full speed.
-                            let now = Instant::now();
-                            let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
-                                || share.available_permits() * 2 < ctx.limits.link_share;
-                            if let Some(wait) = budget.take(now, congested)
-                                && wait >= MIN_PAUSE
-                            {
-                                Shared::inc(&ctx.stats.c.throttled_in);
-                                Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
-                                if let Some(held) = throttle_log.allow(now) {
-                                    warn!(
-                                        peer = %id,
-                                        "link over its inbound frame budget ({}/s, burst {}): \
-                                         reading slowed ({held} more pauses since the last warning)",
-                                        ctx.limits.frames_per_sec,
-                                        ctx.limits.frame_burst
-                                    );
-                                }
-                                // Boxed, as is the wait for a share below: rare waits whose
-                                // state would otherwise enlarge every link's task.
-                                let closed = Box::pin(async {
-                                    tokio::select! {
-                                        _ = close.wait_for(|c| *c) => true,
-                                        () = tokio::time::sleep(wait) => false,
-                                    }
-                                })
-                                .await;
-                                if closed {
-                                    break 'conn;
-                                }
-                            }
-                            // Fair share of the loop: at most `link_share` frames of this link
-                            // wait in the loop's channel at once, so other links always find
-                            // room in it and wait behind at most that many of ours.
-                            let share = match share.clone().try_acquire_owned() {
-                                Ok(p) => p,
-                                Err(_) => {
-                                    Shared::inc(&ctx.stats.c.share_waits);
-                                    let got = Box::pin(async {
-                                        tokio::select! {
-                                            _ = close.wait_for(|c| *c) => None,
-                                            p = share.clone().acquire_owned() => p.ok(),
-                                        }
-                                    })
-                                    .await;
-                                    match got {
-                                        Some(p) => p,
-                                        None => break 'conn,
-                                    }
-                                }
-                            };
-                            // Room in the loop's channel first, then the event: the wait
-                            // holds no copy of it (this future lives as long as the link).
-                            let Ok(slot) = ctx.to_loop.reserve().await else {
-                                break 'conn;
-                            };
-                            let ev = match mode {
-                                Mode::Normal => ConnEvent::Frame {
-                                    peer: from,
-                                    msg,
-                                    _share: share,
-                                },
-                                Mode::RelayTo(to) => ConnEvent::Relay {
-                                    to,
-                                    from: peer,
-                                    msg,
-                                    _share: share,
-                                },
-                                Mode::SendOnly => {
-                                    warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
-                                    Shared::inc(&ctx.stats.c.malformed_in);
-                                    break 'conn;
-                                }
-                            };
-                            slot.send(ev);
-                        }
+                    // Taken out of the decoder's result at once, the message boxed: the
+                    // result would otherwise stay in this task across the waits below.
+                    let (msg, n) = match decode_frame(&buf[off + env..], max) {
+                        Ok((msg, n)) => (Box::new(msg), n),
                         Err(e) if e.is_incomplete() => break,
                         Err(e @ CodecError::TooLarge { .. }) => {
                             warn!(peer = %id, "closing connection: {e}");
@@ -616,7 +532,90 @@ async fn run(
                             Shared::inc(&ctx.stats.c.malformed_in);
                             break 'conn;
                         }
+                    };
+                    off += env + n;
+                    Shared::inc(&ctx.stats.c.frames_in);
+                    Shared::add(&ctx.stats.c.bytes_in, n as u64);
+                    touch();
+                    framed.store(true, Ordering::Relaxed);
+                    // The budget binds only while the loop is behind (its inbound
+                    // channel more than half full, or half of this link's share
+                    // waiting in it): then links over their budget wait, the others
+                    // go on. A loop that keeps up serves every link at full speed.
+                    let now = Instant::now();
+                    let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
+                        || share.available_permits() * 2 < ctx.limits.link_share;
+                    if let Some(wait) = budget.take(now, congested)
+                        && wait >= MIN_PAUSE
+                    {
+                        Shared::inc(&ctx.stats.c.throttled_in);
+                        Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
+                        if let Some(held) = throttle_log.allow(now) {
+                            warn!(
+                                peer = %id,
+                                "link over its inbound frame budget ({}/s, burst {}): \
+                                 reading slowed ({held} more pauses since the last warning)",
+                                ctx.limits.frames_per_sec,
+                                ctx.limits.frame_burst
+                            );
+                        }
+                        // Boxed, as is the wait for a share below: rare waits whose
+                        // state would otherwise enlarge every link's task.
+                        let closed = Box::pin(async {
+                            tokio::select! {
+                                _ = close.wait_for(|c| *c) => true,
+                                () = tokio::time::sleep(wait) => false,
+                            }
+                        })
+                        .await;
+                        if closed {
+                            break 'conn;
+                        }
                     }
+                    // Fair share of the loop: at most `link_share` frames of this link
+                    // wait in the loop's channel at once, so other links always find
+                    // room in it and wait behind at most that many of ours.
+                    let share = match share.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            Shared::inc(&ctx.stats.c.share_waits);
+                            let got = Box::pin(async {
+                                tokio::select! {
+                                    _ = close.wait_for(|c| *c) => None,
+                                    p = share.clone().acquire_owned() => p.ok(),
+                                }
+                            })
+                            .await;
+                            match got {
+                                Some(p) => p,
+                                None => break 'conn,
+                            }
+                        }
+                    };
+                    // Room in the loop's channel first, then the event: the wait
+                    // holds no copy of it (this future lives as long as the link).
+                    let Ok(slot) = ctx.to_loop.reserve().await else {
+                        break 'conn;
+                    };
+                    let ev = match mode {
+                        Mode::Normal => ConnEvent::Frame {
+                            peer: from,
+                            msg,
+                            _share: share,
+                        },
+                        Mode::RelayTo(to) => ConnEvent::Relay {
+                            to,
+                            from: peer,
+                            msg,
+                            _share: share,
+                        },
+                        Mode::SendOnly => {
+                            warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
+                            Shared::inc(&ctx.stats.c.malformed_in);
+                            break 'conn;
+                        }
+                    };
+                    slot.send(ev);
                 }
                 if off == buf.len() {
                     buf = Vec::new();

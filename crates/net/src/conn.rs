@@ -420,6 +420,36 @@ async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
         .await;
 }
 
+/// Set once, waited for by both halves of a link: a flag and a wake-up kept in the link's
+/// task (a watch channel allocated its own 8-fold wake-up per link, and a larger future for
+/// each wait).
+#[derive(Default)]
+struct Latch {
+    set: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Latch {
+    fn set(&self) {
+        self.set.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    /// Returns once [`Latch::set`] has been called (at once if it has been already).
+    async fn wait(&self) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the check: a `set` after it wakes this wait.
+            woken.as_mut().enable();
+            if self.set.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// The value out of its box, the box freed now (moving out with `*b` in a long-lived
 /// function would hold the empty box until the function returns).
 #[allow(clippy::boxed_local)] // Taking the box is the point: it is freed on return.
@@ -465,7 +495,7 @@ async fn run(
     // half frame) gets the short idle timeout only.
     let framed = std::sync::atomic::AtomicBool::new(false);
     let (mut rd, mut wr) = tokio::io::split(unbox(tls));
-    let (close_tx, _) = watch::channel(false);
+    let close = Latch::default();
     let epoch = Instant::now();
     let last = AtomicU64::new(0);
     let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -480,7 +510,6 @@ async fn run(
     tokio::join!(
         // Reader: frames from the peer to the loop.
         async {
-            let mut close = close_tx.subscribe();
             let mut abort = ctx.abort.clone();
             // Only what has been read and not yet decoded: empty (unallocated) between frames.
             let mut buf: Vec<u8> = Vec::new();
@@ -563,7 +592,7 @@ async fn run(
                         // state would otherwise enlarge every link's task.
                         let closed = Box::pin(async {
                             tokio::select! {
-                                _ = close.wait_for(|c| *c) => true,
+                                _ = close.wait() => true,
                                 () = tokio::time::sleep(wait) => false,
                             }
                         })
@@ -581,7 +610,7 @@ async fn run(
                             Shared::inc(&ctx.stats.c.share_waits);
                             let got = Box::pin(async {
                                 tokio::select! {
-                                    _ = close.wait_for(|c| *c) => None,
+                                    _ = close.wait() => None,
                                     p = share.clone().acquire_owned() => p.ok(),
                                 }
                             })
@@ -623,7 +652,7 @@ async fn run(
                     buf.drain(..off);
                 }
                 tokio::select! {
-                    _ = close.wait_for(|c| *c) => break,
+                    _ = close.wait() => break,
                     _ = abort.wait_for(|a| *a) => break,
                     r = read_some(&mut rd, &mut buf) => match r {
                         Ok(0) => break,
@@ -635,11 +664,10 @@ async fn run(
                     },
                 }
             }
-            close_tx.send_replace(true);
+            close.set();
         },
         // Writer: queued frames to the peer, and the idle timeout.
         async {
-            let mut close = close_tx.subscribe();
             let mut shutdown = ctx.shutdown.clone();
             let mut abort = ctx.abort.clone();
             let mut killed = false;
@@ -678,7 +706,7 @@ async fn run(
                             }
                             continue;
                         }
-                        _ = close.wait_for(|c| *c) => break,
+                        _ = close.wait() => break,
                         _ = abort.wait_for(|a| *a) => {
                             killed = true;
                             break;
@@ -724,8 +752,37 @@ async fn run(
             if !killed {
                 let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
             }
-            close_tx.send_replace(true);
+            close.set();
         },
     );
     debug!(peer = %id, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_latch_wakes_its_waiters_and_stays_set() {
+        let latch = Arc::new(Latch::default());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let l = latch.clone();
+                tokio::spawn(async move { l.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        latch.set();
+        for w in waiters {
+            timeout(Duration::from_secs(5), w)
+                .await
+                .expect("woken")
+                .expect("joined");
+        }
+        // Set before the wait: returns at once.
+        timeout(Duration::from_secs(5), latch.wait())
+            .await
+            .expect("already set");
+    }
 }

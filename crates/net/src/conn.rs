@@ -348,12 +348,17 @@ pub(crate) async fn accept(
             hello.has(RELAYED),
         ))
     });
-    let outcome = tokio::select! {
-        r = timeout(ctx.limits.handshake_timeout, setup) => r,
-        _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
-    };
-    drop(slot);
-    let (tls, ident, addr, mode, outbound_only) = match outcome {
+    // The outcome is bound inside the scrutinee so that it does not stay in this task (which
+    // lives as long as the link) once taken apart.
+    #[allow(clippy::blocks_in_conditions)]
+    let (tls, ident, addr, mode, outbound_only) = match {
+        let outcome = tokio::select! {
+            r = timeout(ctx.limits.handshake_timeout, setup) => r,
+            _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
+        };
+        drop(slot);
+        outcome
+    } {
         Err(_) => {
             warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
             ctx.stats

@@ -17,7 +17,7 @@ use overlay::wire::{CodecError, decode_frame};
 use overlay::{Contact, Message, NodeId};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -27,8 +27,9 @@ use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
-/// Bytes a link's read buffer starts with and grows by.
-const READ_CHUNK: usize = 1024;
+/// Bytes one read takes at most, into a scratch buffer on the stack: a link keeps a read
+/// buffer only for the part of a frame that has not all arrived.
+const READ_CHUNK: usize = 16 * 1024;
 /// Largest write batch assembled from queued frames.
 const WRITE_BATCH: usize = 64 * 1024;
 /// A link over its frame budget pauses once its debt reaches this (fewer, longer pauses
@@ -46,7 +47,8 @@ const INBOUND_IDLE_FACTOR: u32 = 8;
 /// loop sets it from [`overlay::driver::Core::keeps_link`]).
 pub(crate) type Keep = Arc<std::sync::atomic::AtomicBool>;
 
-/// What connection tasks tell the loop.
+/// What connection tasks tell the loop. Messages travel boxed: the loop's channel holds its
+/// slots in blocks sized for the largest event, and a message inline tripled that size.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     /// Set-up finished. Inbound connections bring their send queue. `outbound_only`: the
@@ -63,14 +65,14 @@ pub(crate) enum ConnEvent {
     Relay {
         to: NodeId,
         from: Peer,
-        msg: Message,
+        msg: Box<Message>,
         _share: OwnedSemaphorePermit,
     },
     /// A frame from an authenticated peer. `_share` is one of its link's in-flight slots,
     /// given back when the loop has handled the frame.
     Frame {
         peer: Peer,
-        msg: Message,
+        msg: Box<Message>,
         _share: OwnedSemaphorePermit,
     },
     /// The connection is gone (or never came up).
@@ -346,12 +348,17 @@ pub(crate) async fn accept(
             hello.has(RELAYED),
         ))
     });
-    let outcome = tokio::select! {
-        r = timeout(ctx.limits.handshake_timeout, setup) => r,
-        _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
-    };
-    drop(slot);
-    let (tls, ident, addr, mode, outbound_only) = match outcome {
+    // The outcome is bound inside the scrutinee so that it does not stay in this task (which
+    // lives as long as the link) once taken apart.
+    #[allow(clippy::blocks_in_conditions)]
+    let (tls, ident, addr, mode, outbound_only) = match {
+        let outcome = tokio::select! {
+            r = timeout(ctx.limits.handshake_timeout, setup) => r,
+            _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
+        };
+        drop(slot);
+        outcome
+    } {
         Err(_) => {
             warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
             ctx.stats
@@ -418,6 +425,69 @@ async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
         .await;
 }
 
+/// Set once, waited for by both halves of a link: a flag and a wake-up kept in the link's
+/// task (a watch channel allocated its own 8-fold wake-up per link, and a larger future for
+/// each wait).
+#[derive(Default)]
+struct Latch {
+    set: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Latch {
+    fn set(&self) {
+        self.set.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    /// Returns once [`Latch::set`] has been called (at once if it has been already).
+    async fn wait(&self) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the check: a `set` after it wakes this wait.
+            woken.as_mut().enable();
+            if self.set.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+/// The value out of its box, the box freed now (moving out with `*b` in a long-lived
+/// function would hold the empty box until the function returns).
+#[allow(clippy::boxed_local)] // Taking the box is the point: it is freed on return.
+fn unbox<T>(b: Box<T>) -> T {
+    *b
+}
+
+/// Read what has arrived (at most [`READ_CHUNK`] bytes) onto the end of `buf`, through a
+/// scratch buffer that lives on the stack only while the read is polled, so that `buf` holds
+/// exactly the bytes not yet decoded. Returns the bytes read (0 at the end of the stream).
+/// Cancel-safe: nothing is read unless it is appended.
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut rb = tokio::io::ReadBuf::uninit(&mut scratch);
+        std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut rb))?;
+        buf.extend_from_slice(rb.filled());
+        std::task::Poll::Ready(Ok(rb.filled().len()))
+    })
+    .await
+}
+
+/// How long a link may stay quiet: [`INBOUND_IDLE_FACTOR`] times the idle timeout once the
+/// peer has sent a whole frame (`framed`) on a link it needs (`theirs`), the idle timeout
+/// otherwise.
+fn idle_timeout(framed: &AtomicBool, theirs: &AtomicBool, base: Duration) -> Duration {
+    if framed.load(Ordering::Relaxed) && theirs.load(Ordering::Relaxed) {
+        base.saturating_mul(INBOUND_IDLE_FACTOR)
+    } else {
+        base
+    }
+}
+
 /// Read and write frames until either side ends, the connection idles out (no frame either
 /// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
 /// that once the peer has sent a whole frame on a link it needs: an `inbound` one, or one
@@ -433,15 +503,14 @@ async fn run(
     inbound: bool,
 ) {
     let base_idle = ctx.limits.idle_timeout;
-    let long_idle = base_idle.saturating_mul(INBOUND_IDLE_FACTOR);
     // Set once the peer has sent a whole frame: a link that never carried one (a stalled
     // half frame) gets the short idle timeout only.
-    let framed = std::sync::atomic::AtomicBool::new(false);
+    let framed = AtomicBool::new(false);
     // The peer needs the link: it dialled it, or keeps its ring over it (its maintenance
     // may be rarer than our idle timeout; closing the link makes it dial again).
-    let theirs = std::sync::atomic::AtomicBool::new(inbound);
-    let (mut rd, mut wr) = tokio::io::split(*tls);
-    let (close_tx, _) = watch::channel(false);
+    let theirs = AtomicBool::new(inbound);
+    let (mut rd, mut wr) = tokio::io::split(unbox(tls));
+    let close = Latch::default();
     let epoch = Instant::now();
     let last = AtomicU64::new(0);
     let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -450,213 +519,230 @@ async fn run(
     // Relay envelopes are accepted only from our own relay.
     let envelopes = ctx.home == Some(id) && mode == Mode::Normal;
 
-    let reader = async {
-        let mut close = close_tx.subscribe();
-        let mut abort = ctx.abort.clone();
-        // Small to start (most frames are a few hundred bytes; every link holds one), grown
-        // for large frames and given back once they are consumed.
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let mut budget = FrameBudget::new(
-            ctx.limits.frames_per_sec,
-            ctx.limits.frame_burst,
-            Instant::now(),
-        );
-        let mut throttle_log = RateLog::new(THROTTLE_LOG_EVERY);
-        let share = Arc::new(Semaphore::new(ctx.limits.link_share.max(1)));
-        'conn: loop {
-            let mut off = 0;
-            loop {
-                let (from, env) = if envelopes && buf.get(off) == Some(&relay::MARKER) {
-                    match relay::decode(&buf[off..]) {
-                        Ok((mut p, n)) => {
-                            // A relay vouches for a CSP/CSPG role (trusted with requests)
-                            // only if it holds such a certificate itself.
-                            if !matches!(peer.role, enroll::Role::Csp | enroll::Role::Cspg) {
-                                p.role = enroll::Role::Peer;
+    // The two halves are written into the join itself: futures first bound to local names
+    // would each take their room twice in this function's future (once as the local, once
+    // inside the join), which lives as long as the link.
+    tokio::join!(
+        // Reader: frames from the peer to the loop.
+        async {
+            let mut abort = ctx.abort.clone();
+            // Only what has been read and not yet decoded: empty (unallocated) between frames.
+            let mut buf: Vec<u8> = Vec::new();
+            let mut budget = FrameBudget::new(
+                ctx.limits.frames_per_sec,
+                ctx.limits.frame_burst,
+                Instant::now(),
+            );
+            let mut throttle_log = RateLog::new(THROTTLE_LOG_EVERY);
+            let share = Arc::new(Semaphore::new(ctx.limits.link_share.max(1)));
+            'conn: loop {
+                let mut off = 0;
+                loop {
+                    let (from, env) = if envelopes && buf.get(off) == Some(&relay::MARKER) {
+                        match relay::decode(&buf[off..]) {
+                            Ok((mut p, n)) => {
+                                // A relay vouches for a CSP/CSPG role (trusted with requests)
+                                // only if it holds such a certificate itself.
+                                if !matches!(peer.role, enroll::Role::Csp | enroll::Role::Cspg) {
+                                    p.role = enroll::Role::Peer;
+                                }
+                                (p, n)
                             }
-                            (p, n)
+                            Err(EnvelopeError::Incomplete) => break,
+                            Err(e) => {
+                                warn!(peer = %id, "closing connection: {e}");
+                                ctx.stats.refusal(format!("from {id}: {e}"));
+                                Shared::inc(&ctx.stats.c.malformed_in);
+                                break 'conn;
+                            }
                         }
-                        Err(EnvelopeError::Incomplete) => break,
+                    } else {
+                        (peer, 0)
+                    };
+                    // Taken out of the decoder's result at once, the message boxed: the
+                    // result would otherwise stay in this task across the waits below.
+                    let (msg, n) = match decode_frame(&buf[off + env..], max) {
+                        Ok((msg, n)) => (Box::new(msg), n),
+                        Err(e) if e.is_incomplete() => break,
+                        Err(e @ CodecError::TooLarge { .. }) => {
+                            warn!(peer = %id, "closing connection: {e}");
+                            ctx.stats.refusal(format!("from {id}: {e}"));
+                            Shared::inc(&ctx.stats.c.oversized_in);
+                            break 'conn;
+                        }
                         Err(e) => {
                             warn!(peer = %id, "closing connection: {e}");
                             ctx.stats.refusal(format!("from {id}: {e}"));
                             Shared::inc(&ctx.stats.c.malformed_in);
                             break 'conn;
                         }
+                    };
+                    off += env + n;
+                    Shared::inc(&ctx.stats.c.frames_in);
+                    Shared::add(&ctx.stats.c.bytes_in, n as u64);
+                    touch();
+                    framed.store(true, Ordering::Relaxed);
+                    if msg.is_upkeep_request() {
+                        theirs.store(true, Ordering::Relaxed);
                     }
-                } else {
-                    (peer, 0)
-                };
-                match decode_frame(&buf[off + env..], max) {
-                    Ok((msg, n)) => {
-                        off += env + n;
-                        Shared::inc(&ctx.stats.c.frames_in);
-                        Shared::add(&ctx.stats.c.bytes_in, n as u64);
-                        touch();
-                        framed.store(true, Ordering::Relaxed);
-                        if msg.is_upkeep_request() {
-                            theirs.store(true, Ordering::Relaxed);
+                    // The budget binds only while the loop is behind (its inbound
+                    // channel more than half full, or half of this link's share
+                    // waiting in it): then links over their budget wait, the others
+                    // go on. A loop that keeps up serves every link at full speed.
+                    let now = Instant::now();
+                    let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
+                        || share.available_permits() * 2 < ctx.limits.link_share;
+                    if let Some(wait) = budget.take(now, congested)
+                        && wait >= MIN_PAUSE
+                    {
+                        Shared::inc(&ctx.stats.c.throttled_in);
+                        Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
+                        if let Some(held) = throttle_log.allow(now) {
+                            warn!(
+                                peer = %id,
+                                "link over its inbound frame budget ({}/s, burst {}): \
+                                 reading slowed ({held} more pauses since the last warning)",
+                                ctx.limits.frames_per_sec,
+                                ctx.limits.frame_burst
+                            );
                         }
-                        // The budget binds only while the loop is behind (its inbound
-                        // channel more than half full, or half of this link's share
-                        // waiting in it): then links over their budget wait, the others
-                        // go on. A loop that keeps up serves every link at full speed.
-                        let now = Instant::now();
-                        let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
-                            || share.available_permits() * 2 < ctx.limits.link_share;
-                        if let Some(wait) = budget.take(now, congested)
-                            && wait >= MIN_PAUSE
-                        {
-                            Shared::inc(&ctx.stats.c.throttled_in);
-                            Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
-                            if let Some(held) = throttle_log.allow(now) {
-                                warn!(
-                                    peer = %id,
-                                    "link over its inbound frame budget ({}/s, burst {}): \
-                                     reading slowed ({held} more pauses since the last warning)",
-                                    ctx.limits.frames_per_sec,
-                                    ctx.limits.frame_burst
-                                );
-                            }
+                        // Boxed, as is the wait for a share below: rare waits whose
+                        // state would otherwise enlarge every link's task.
+                        let closed = Box::pin(async {
                             tokio::select! {
-                                _ = close.wait_for(|c| *c) => break 'conn,
-                                () = tokio::time::sleep(wait) => {}
+                                _ = close.wait() => true,
+                                () = tokio::time::sleep(wait) => false,
                             }
-                        }
-                        // Fair share of the loop: at most `link_share` frames of this link
-                        // wait in the loop's channel at once, so other links always find
-                        // room in it and wait behind at most that many of ours.
-                        let share = match share.clone().try_acquire_owned() {
-                            Ok(p) => p,
-                            Err(_) => {
-                                Shared::inc(&ctx.stats.c.share_waits);
-                                tokio::select! {
-                                    _ = close.wait_for(|c| *c) => break 'conn,
-                                    p = share.clone().acquire_owned() => match p {
-                                        Ok(p) => p,
-                                        Err(_) => break 'conn,
-                                    },
-                                }
-                            }
-                        };
-                        let ev = match mode {
-                            Mode::Normal => ConnEvent::Frame {
-                                peer: from,
-                                msg,
-                                _share: share,
-                            },
-                            Mode::RelayTo(to) => ConnEvent::Relay {
-                                to,
-                                from: peer,
-                                msg,
-                                _share: share,
-                            },
-                            Mode::SendOnly => {
-                                warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
-                                Shared::inc(&ctx.stats.c.malformed_in);
-                                break 'conn;
-                            }
-                        };
-                        if ctx.to_loop.send(ev).await.is_err() {
+                        })
+                        .await;
+                        if closed {
                             break 'conn;
                         }
                     }
-                    Err(e) if e.is_incomplete() => break,
-                    Err(e @ CodecError::TooLarge { .. }) => {
-                        warn!(peer = %id, "closing connection: {e}");
-                        ctx.stats.refusal(format!("from {id}: {e}"));
-                        Shared::inc(&ctx.stats.c.oversized_in);
-                        break 'conn;
-                    }
-                    Err(e) => {
-                        warn!(peer = %id, "closing connection: {e}");
-                        ctx.stats.refusal(format!("from {id}: {e}"));
-                        Shared::inc(&ctx.stats.c.malformed_in);
-                        break 'conn;
-                    }
-                }
-            }
-            buf.drain(..off);
-            if buf.is_empty() && buf.capacity() > 8 * READ_CHUNK {
-                buf = Vec::with_capacity(READ_CHUNK);
-            } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-                buf.reserve(READ_CHUNK);
-            }
-            tokio::select! {
-                _ = close.wait_for(|c| *c) => break,
-                _ = abort.wait_for(|a| *a) => break,
-                r = rd.read_buf(&mut buf) => match r {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        debug!(peer = %id, "read: {e}");
-                        break;
-                    }
-                },
-            }
-        }
-        close_tx.send_replace(true);
-    };
-
-    let writer = async {
-        let mut close = close_tx.subscribe();
-        let mut shutdown = ctx.shutdown.clone();
-        let mut abort = ctx.abort.clone();
-        let mut killed = false;
-        let mut batch: Vec<u8> = Vec::new();
-        let mut stopping = false;
-        loop {
-            if stopping {
-                if rx.is_empty() {
-                    break;
-                }
-            } else {
-                // Read again when the timer fires: a frame that arrived meanwhile may have
-                // made the link the peer's.
-                let idle = || {
-                    if framed.load(Ordering::Relaxed) && theirs.load(Ordering::Relaxed) {
-                        long_idle
-                    } else {
-                        base_idle
-                    }
-                };
-                let idle_at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + idle();
-                tokio::select! {
-                    m = rx.recv() => match m {
-                        Some(f) => batch.extend_from_slice(&f),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(idle_at) => {
-                        let quiet = epoch.elapsed()
-                            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                        if quiet >= idle() {
-                            if keep.load(Ordering::Relaxed) {
-                                // Kept for maintenance: look again one idle period on.
-                                touch();
-                                continue;
+                    // Fair share of the loop: at most `link_share` frames of this link
+                    // wait in the loop's channel at once, so other links always find
+                    // room in it and wait behind at most that many of ours.
+                    let share = match share.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            Shared::inc(&ctx.stats.c.share_waits);
+                            let got = Box::pin(async {
+                                tokio::select! {
+                                    _ = close.wait() => None,
+                                    p = share.clone().acquire_owned() => p.ok(),
+                                }
+                            })
+                            .await;
+                            match got {
+                                Some(p) => p,
+                                None => break 'conn,
                             }
-                            Shared::inc(&ctx.stats.c.idle_closed);
-                            debug!(peer = %id, "closing idle connection");
+                        }
+                    };
+                    // Room in the loop's channel first, then the event: the wait
+                    // holds no copy of it (this future lives as long as the link).
+                    let Ok(slot) = ctx.to_loop.reserve().await else {
+                        break 'conn;
+                    };
+                    let ev = match mode {
+                        Mode::Normal => ConnEvent::Frame {
+                            peer: from,
+                            msg,
+                            _share: share,
+                        },
+                        Mode::RelayTo(to) => ConnEvent::Relay {
+                            to,
+                            from: peer,
+                            msg,
+                            _share: share,
+                        },
+                        Mode::SendOnly => {
+                            warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
+                            Shared::inc(&ctx.stats.c.malformed_in);
+                            break 'conn;
+                        }
+                    };
+                    slot.send(ev);
+                }
+                if off == buf.len() {
+                    buf = Vec::new();
+                } else {
+                    buf.drain(..off);
+                }
+                tokio::select! {
+                    _ = close.wait() => break,
+                    _ = abort.wait_for(|a| *a) => break,
+                    r = read_some(&mut rd, &mut buf) => match r {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            debug!(peer = %id, "read: {e}");
                             break;
                         }
-                        continue;
-                    }
-                    _ = close.wait_for(|c| *c) => break,
-                    _ = abort.wait_for(|a| *a) => {
-                        killed = true;
+                    },
+                }
+            }
+            close.set();
+        },
+        // Writer: queued frames to the peer, and the idle timeout.
+        async {
+            let mut shutdown = ctx.shutdown.clone();
+            let mut abort = ctx.abort.clone();
+            let mut killed = false;
+            let mut stopping = false;
+            loop {
+                let mut first = None;
+                if stopping {
+                    if rx.is_empty() {
                         break;
                     }
-                    // Shutting down: flush what is queued, then close.
-                    _ = shutdown.wait_for(|s| *s) => stopping = true,
+                } else {
+                    let idle_at = epoch
+                        + Duration::from_millis(last.load(Ordering::Relaxed))
+                        + idle_timeout(&framed, &theirs, base_idle);
+                    tokio::select! {
+                        m = rx.recv() => match m {
+                            Some(f) => first = Some(f),
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(idle_at) => {
+                            let quiet = epoch.elapsed()
+                                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                            // Judged again now: a frame that arrived meanwhile may have
+                            // made the link the peer's.
+                            if quiet >= idle_timeout(&framed, &theirs, base_idle) {
+                                if keep.load(Ordering::Relaxed) {
+                                    // Kept for maintenance: look again one idle period on.
+                                    touch();
+                                    continue;
+                                }
+                                Shared::inc(&ctx.stats.c.idle_closed);
+                                debug!(peer = %id, "closing idle connection");
+                                break;
+                            }
+                            continue;
+                        }
+                        _ = close.wait() => break,
+                        _ = abort.wait_for(|a| *a) => {
+                            killed = true;
+                            break;
+                        }
+                        // Shutting down: flush what is queued, then close.
+                        _ = shutdown.wait_for(|s| *s) => stopping = true,
+                    }
                 }
-            }
-            while batch.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Some(f) => batch.extend_from_slice(&f),
-                    None => break,
+                // The batch starts as the first frame itself (no copy for a lone frame) and is
+                // freed once written: an idle link holds no write buffer.
+                let mut batch = match first.take().or_else(|| rx.try_recv()) {
+                    Some(f) => f,
+                    None => continue,
+                };
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Some(f) => batch.extend_from_slice(&f),
+                        None => break,
+                    }
                 }
-            }
-            if !batch.is_empty() {
                 let r = async {
                     wr.write_all(&batch).await?;
                     wr.flush().await
@@ -678,18 +764,41 @@ async fn run(
                 }
                 Shared::add(&ctx.stats.c.bytes_out, batch.len() as u64);
                 touch();
-                batch.clear();
-                if batch.capacity() > WRITE_BATCH {
-                    batch = Vec::new();
-                }
             }
-        }
-        if !killed {
-            let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
-        }
-        close_tx.send_replace(true);
-    };
-
-    tokio::join!(reader, writer);
+            if !killed {
+                let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
+            }
+            close.set();
+        },
+    );
     debug!(peer = %id, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_latch_wakes_its_waiters_and_stays_set() {
+        let latch = Arc::new(Latch::default());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let l = latch.clone();
+                tokio::spawn(async move { l.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        latch.set();
+        for w in waiters {
+            timeout(Duration::from_secs(5), w)
+                .await
+                .expect("woken")
+                .expect("joined");
+        }
+        // Set before the wait: returns at once.
+        timeout(Duration::from_secs(5), latch.wait())
+            .await
+            .expect("already set");
+    }
 }

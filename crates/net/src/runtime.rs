@@ -953,9 +953,9 @@ impl<C: Core> Loop<C> {
                     e.theirs |= msg.is_upkeep_request();
                 }
                 let now = self.now();
-                self.core.handle_message(now, &peer, msg);
+                self.core.handle_message(now, &peer, *msg);
             }
-            ConnEvent::Relay { to, from, msg, .. } => self.relay(to, from, msg),
+            ConnEvent::Relay { to, from, msg, .. } => self.relay(to, from, *msg),
             ConnEvent::Down {
                 conn,
                 peer,

@@ -5,12 +5,16 @@
 //! or too much: a link between two SIP front-ends carries a dozen thousand small frames a
 //! second, and a queue of a few hundred frames overflowed whenever the writer's thread was
 //! held up for some 20 ms, losing in-dialog messages of established calls. So the queue
-//! holds many frames but no more than a byte budget, and the channel only allocates for the
-//! frames actually waiting.
+//! holds many frames but no more than a byte budget, and allocates only for the frames
+//! actually waiting.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Frames above which an emptied queue gives its frame ring back (a burst's ring must not
+/// stay with an idle link).
+const KEEP_RING: usize = 16;
 
 /// Why a frame was not queued.
 #[derive(Debug)]
@@ -21,11 +25,34 @@ pub(crate) enum Refused {
     Closed(Vec<u8>),
 }
 
+/// What both sides share: the frames, guarded by a lock that each side holds only to push
+/// or pop, and a wake-up for the writer. Nothing is allocated for an empty queue (a channel
+/// would preallocate a block of slots for each of the dozens of links a peer holds).
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+    tx_gone: bool,
+    rx_gone: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Pushing and popping leave the state whole even if a holder panicked.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The loop's side: offers frames.
 #[derive(Debug)]
 pub(crate) struct QueueTx {
-    tx: mpsc::Sender<Vec<u8>>,
-    bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     frames_max: usize,
     bytes_max: usize,
 }
@@ -33,23 +60,19 @@ pub(crate) struct QueueTx {
 /// The writer's side: takes frames and gives their bytes back to the budget.
 #[derive(Debug)]
 pub(crate) struct QueueRx {
-    rx: mpsc::Receiver<Vec<u8>>,
-    bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// A queue of at most `frames` frames and `bytes` bytes (each at least 1).
 pub(crate) fn send_queue(frames: usize, bytes: usize) -> (QueueTx, QueueRx) {
-    let frames = frames.max(1);
-    let (tx, rx) = mpsc::channel(frames);
-    let used = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared::default());
     (
         QueueTx {
-            tx,
-            bytes: used.clone(),
-            frames_max: frames,
+            shared: shared.clone(),
+            frames_max: frames.max(1),
             bytes_max: bytes.max(1),
         },
-        QueueRx { rx, bytes: used },
+        QueueRx { shared },
     )
 }
 
@@ -58,51 +81,83 @@ impl QueueTx {
     /// (`reserve_div` 0: use the whole budget). An empty queue always takes one frame, so a
     /// frame larger than the byte budget (at most the largest frame) still goes out.
     pub(crate) fn offer(&self, frame: Vec<u8>, reserve_div: usize) -> Result<(), Refused> {
-        if self.tx.is_closed() {
-            return Err(Refused::Closed(frame));
-        }
         let (frames_free, bytes_max) = match reserve_div {
             0 => (0, self.bytes_max),
             d => (self.frames_max / d, self.bytes_max - self.bytes_max / d),
         };
+        let mut st = self.shared.state();
+        if st.rx_gone {
+            return Err(Refused::Closed(frame));
+        }
         let len = frame.len();
-        let queued = self.bytes.load(Ordering::Relaxed);
-        if self.tx.capacity() <= frames_free || (queued > 0 && queued + len > bytes_max) {
+        let queued = st.bytes;
+        if self.frames_max - st.frames.len() <= frames_free
+            || (queued > 0 && queued + len > bytes_max)
+        {
             return Err(Refused::Full);
         }
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.bytes.fetch_sub(len, Ordering::Relaxed);
-                match e {
-                    mpsc::error::TrySendError::Full(_) => Err(Refused::Full),
-                    mpsc::error::TrySendError::Closed(f) => Err(Refused::Closed(f)),
-                }
-            }
-        }
+        st.bytes += len;
+        st.frames.push_back(frame);
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for QueueTx {
+    fn drop(&mut self) {
+        self.shared.state().tx_gone = true;
+        self.shared.wake.notify_one();
     }
 }
 
 impl QueueRx {
     /// The next frame; `None` once the loop has dropped its side and the queue is empty.
+    /// Cancel-safe: a frame is taken only when it is returned.
     pub(crate) async fn recv(&mut self) -> Option<Vec<u8>> {
-        let f = self.rx.recv().await?;
-        self.bytes.fetch_sub(f.len(), Ordering::Relaxed);
-        Some(f)
+        loop {
+            {
+                let mut st = self.shared.state();
+                if let Some(f) = pop(&mut st) {
+                    return Some(f);
+                }
+                if st.tx_gone {
+                    return None;
+                }
+            }
+            // A frame offered after the check above left a permit: this returns at once.
+            self.shared.wake.notified().await;
+        }
     }
 
     /// The next frame if one is waiting.
     pub(crate) fn try_recv(&mut self) -> Option<Vec<u8>> {
-        let f = self.rx.try_recv().ok()?;
-        self.bytes.fetch_sub(f.len(), Ordering::Relaxed);
-        Some(f)
+        pop(&mut self.shared.state())
     }
 
     /// Whether no frame is waiting.
     pub(crate) fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.shared.state().frames.is_empty()
     }
+}
+
+impl Drop for QueueRx {
+    fn drop(&mut self) {
+        let mut st = self.shared.state();
+        st.rx_gone = true;
+        st.frames = VecDeque::new();
+        st.bytes = 0;
+    }
+}
+
+/// The oldest frame, its bytes given back; an emptied ring larger than [`KEEP_RING`] is freed.
+fn pop(st: &mut State) -> Option<Vec<u8>> {
+    let f = st.frames.pop_front()?;
+    st.bytes -= f.len();
+    if st.frames.is_empty() && st.frames.capacity() > KEEP_RING {
+        st.frames = VecDeque::new();
+    }
+    Some(f)
 }
 
 #[cfg(test)]
@@ -150,5 +205,35 @@ mod tests {
         tx.offer(vec![0; 1], 0).unwrap();
         drop(rx);
         assert!(matches!(tx.offer(vec![7], 0), Err(Refused::Closed(f)) if f == vec![7]));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_for_a_frame_and_ends_when_the_loop_lets_go() {
+        let (tx, mut rx) = send_queue(4, 1000);
+        let writer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(f) = rx.recv().await {
+                got.push(f);
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        tx.offer(vec![1], 0).unwrap();
+        tokio::task::yield_now().await;
+        tx.offer(vec![2, 2], 0).unwrap();
+        drop(tx);
+        assert_eq!(writer.await.unwrap(), vec![vec![1], vec![2, 2]]);
+    }
+
+    #[tokio::test]
+    async fn a_drained_burst_gives_its_ring_back() {
+        let (tx, mut rx) = send_queue(4096, 1 << 20);
+        for _ in 0..1000 {
+            tx.offer(vec![0; 8], 0).unwrap();
+        }
+        assert!(rx.shared.state().frames.capacity() >= 1000);
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.shared.state().frames.capacity(), 0);
+        assert_eq!(rx.shared.state().bytes, 0);
     }
 }

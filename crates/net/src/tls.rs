@@ -343,24 +343,33 @@ impl ClientCertVerifier for PeerVerifier {
 }
 
 /// rustls configurations for both directions (TLS 1.3 only, ring, mutual auth, no
-/// resumption, no SNI).
+/// resumption, no SNI). The chain presented leaves out the CA certificate: every peer holds it
+/// as its trust anchor, and each side of a link would otherwise keep a copy of it for the
+/// link's life (with dozens of links per peer).
 pub(crate) fn configs(
     identity: &Identity,
     trust: &Trust,
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PeerVerifier::new(trust.clone(), &provider));
+    let presented: Vec<CertificateDer<'static>> = identity
+        .chain
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || c.as_ref() != trust.ca.as_ref())
+        .map(|(_, c)| c.clone())
+        .collect();
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
-        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+        .with_single_cert(presented.clone(), identity.key.clone_key())?;
     server.send_tls13_tickets = 0;
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
+        .with_client_auth_cert(presented, identity.key.clone_key())?;
     client.enable_sni = false;
     client.resumption = rustls::client::Resumption::disabled();
     Ok((Arc::new(server), Arc::new(client)))

@@ -442,6 +442,9 @@ pub struct SosCounters {
     /// Reports dropped because 16 384 already waited for a free slot (an SOS unreachable
     /// for long).
     pub reports_dropped: AtomicU64,
+    /// Reports waiting now for a free slot (a gauge: an SOS slow to answer shows here
+    /// first).
+    pub reports_waiting: AtomicU64,
     /// Report deliveries tried again after a transient failure (SOS down, 5xx, 429).
     pub report_retries: AtomicU64,
     /// Ranking requests tried again after a transient failure.
@@ -593,6 +596,9 @@ impl SosLink {
                     added += 1;
                 }
             }
+            self.counters
+                .reports_waiting
+                .store(waiting.len() as u64, Ordering::Relaxed);
             added
         };
         // A sender per batch added, while slots are free; busy senders take the rest.
@@ -611,7 +617,11 @@ impl SosLink {
             let batch: Vec<Report> = {
                 let mut waiting = service::sync::lock(&self.waiting);
                 let n = waiting.len().min(sos::MAX_BATCH);
-                waiting.drain(..n).collect()
+                let batch = waiting.drain(..n).collect();
+                self.counters
+                    .reports_waiting
+                    .store(waiting.len() as u64, Ordering::Relaxed);
+                batch
             };
             if batch.is_empty() {
                 drop(permit);

@@ -129,6 +129,7 @@ async fn reports_beyond_the_requests_in_flight_wait_and_all_reach_the_sos() {
     assert_eq!(counters.reports_dropped.load(Ordering::Relaxed), 0);
     assert_eq!(counters.reports_failed.load(Ordering::Relaxed), 0);
     assert_eq!(counters.reports_ok.load(Ordering::Relaxed), expected);
+    assert_eq!(counters.reports_waiting.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,6 +189,7 @@ impl Ctl {
                     s.reports_ok.load(Ordering::Relaxed),
                     s.reports_failed.load(Ordering::Relaxed),
                     s.reports_dropped.load(Ordering::Relaxed),
+                    s.reports_waiting.load(Ordering::Relaxed),
                 ]
             }),
             ..scrape
@@ -242,6 +243,7 @@ impl Ctl {
                 "reports_ok": s.reports_ok.load(Ordering::Relaxed),
                 "reports_failed": s.reports_failed.load(Ordering::Relaxed),
                 "reports_dropped": s.reports_dropped.load(Ordering::Relaxed),
+                "reports_waiting": s.reports_waiting.load(Ordering::Relaxed),
             }),
             None => Value::Null,
         };

@@ -87,8 +87,9 @@ pub(crate) struct Scrape {
     pub net: serde_json::Value,
     /// Overlay messages received, by kind.
     pub kinds: std::collections::BTreeMap<&'static str, u64>,
-    /// SOS rankings (ok, failed) and reports (ok, failed, dropped); `None`: no SOS.
-    pub sos: Option<[u64; 5]>,
+    /// SOS rankings (ok, failed), reports (ok, failed, dropped) and reports waiting for a
+    /// request slot now; `None`: no SOS.
+    pub sos: Option<[u64; 6]>,
     /// The media relay's counters; `None`: no relay.
     pub media: Option<sip::media::RelayStats>,
 }
@@ -173,7 +174,17 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
         "kind",
         s.kinds.iter().map(|(kind, v)| (*kind, *v)),
     );
-    if let Some([rank_ok, rank_failed, rep_ok, rep_failed, rep_dropped]) = s.sos {
+    if let Some(
+        [
+            rank_ok,
+            rank_failed,
+            rep_ok,
+            rep_failed,
+            rep_dropped,
+            rep_waiting,
+        ],
+    ) = s.sos
+    {
         r.counts(
             "sos_rankings",
             "Route rankings asked of the SOS",
@@ -189,6 +200,11 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
                 ("failed", rep_failed),
                 ("dropped", rep_dropped),
             ],
+        )
+        .gauge(
+            "sos_reports_waiting",
+            "Evidence reports waiting for a free request to the SOS (one that answers slowly)",
+            rep_waiting,
         );
     }
     if let Some(m) = &s.media {

@@ -1452,8 +1452,12 @@ impl SecureNode {
             .collect()
     }
 
+    /// Asked for every link each second by the runtime: the ones not to a CSP or CSPG
+    /// (nearly all) are answered without building the list.
     fn on_call_path(&self, peer: NodeId) -> bool {
-        self.chord.is_active() && self.call_path_ids().contains(&peer)
+        self.chord.is_active()
+            && self.ctx.directory.is_infrastructure(peer)
+            && self.call_path_ids().contains(&peer)
     }
 
     fn call_path_ids(&self) -> Vec<NodeId> {

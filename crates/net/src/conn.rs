@@ -43,9 +43,33 @@ const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// dialler forgot.
 const INBOUND_IDLE_FACTOR: u32 = 8;
 
-/// Whether the loop's core keeps a link: a kept link is never closed for idleness (the
-/// loop sets it from [`overlay::driver::Core::keeps_link`]).
-pub(crate) type Keep = Arc<std::sync::atomic::AtomicBool>;
+/// What the loop and a link's task both know of the link.
+#[derive(Debug, Default)]
+pub(crate) struct LinkMarks {
+    /// The loop's core keeps the link ([`overlay::driver::Core::keeps_link`], set by the
+    /// loop): it is never closed for idleness.
+    pub(crate) keep: AtomicBool,
+    /// The peer needs the link too: it dialled it, or keeps its ring over it (it sent an
+    /// upkeep request on it, [`Message::is_upkeep_request`]; set by the link's reader).
+    /// Such a link closes for idleness only after [`INBOUND_IDLE_FACTOR`] idle timeouts,
+    /// and the loop closes it last when it makes room: closing it only makes the peer dial
+    /// again, and a peer that many have as a finger went through its links one redial at a
+    /// time.
+    pub(crate) theirs: AtomicBool,
+}
+
+/// A link's marks, shared by the loop and the link's task.
+pub(crate) type Marks = Arc<LinkMarks>;
+
+impl LinkMarks {
+    /// Marks of a new link: kept by the core or not, dialled by the peer or not.
+    pub(crate) fn new(keep: bool, theirs: bool) -> Marks {
+        Arc::new(LinkMarks {
+            keep: keep.into(),
+            theirs: theirs.into(),
+        })
+    }
+}
 
 /// What connection tasks tell the loop. Messages travel boxed: the loop's channel holds its
 /// slots in blocks sized for the largest event, and a message inline tripled that size.
@@ -57,7 +81,7 @@ pub(crate) enum ConnEvent {
         conn: u64,
         peer: Peer,
         tx: Option<QueueTx>,
-        keep: Keep,
+        keep: Marks,
         outbound_only: bool,
     },
     /// A frame from `from` to be relayed to our outbound-only client `to` (`_share` as for
@@ -193,7 +217,7 @@ pub(crate) async fn dial(
     target: Contact,
     addr: SocketAddr,
     rx: QueueRx,
-    keep: Keep,
+    keep: Marks,
     _done: mpsc::Sender<()>,
 ) {
     let started = Instant::now();
@@ -268,7 +292,7 @@ pub(crate) async fn dial(
                 } else {
                     Mode::Normal
                 };
-                run(&ctx, peer, tls, rx, mode, &keep, false).await;
+                run(&ctx, peer, tls, rx, mode, &keep).await;
             }
             report_down(&ctx, conn, target.id, false).await;
         }
@@ -390,10 +414,10 @@ pub(crate) async fn accept(
         debug!(peer = %ident.node_id, %to, "relaying");
         drop(tx);
         let (_keep, rx) = send_queue(1, 1);
-        run(&ctx, peer, tls, rx, mode, &Keep::default(), false).await;
+        run(&ctx, peer, tls, rx, mode, &Marks::default()).await;
         return;
     }
-    let keep = Keep::default();
+    let keep = LinkMarks::new(false, true);
     if ctx
         .to_loop
         .send(ConnEvent::Up {
@@ -408,7 +432,7 @@ pub(crate) async fn accept(
     {
         return;
     }
-    run(&ctx, peer, tls, rx, mode, &keep, true).await;
+    run(&ctx, peer, tls, rx, mode, &keep).await;
     report_down(&ctx, conn, ident.node_id, false).await;
 }
 
@@ -490,25 +514,20 @@ fn idle_timeout(framed: &AtomicBool, theirs: &AtomicBool, base: Duration) -> Dur
 
 /// Read and write frames until either side ends, the connection idles out (no frame either
 /// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
-/// that once the peer has sent a whole frame on a link it needs: an `inbound` one, or one
-/// it keeps its ring over, see [`Message::is_upkeep_request`]), or the runtime shuts down
-/// (then queued frames are flushed first).
+/// that once the peer has sent a whole frame on a link it needs, [`LinkMarks::theirs`]), or
+/// the runtime shuts down (then queued frames are flushed first).
 async fn run(
     ctx: &Ctx,
     peer: Peer,
     tls: Box<TlsStream<TcpStream>>,
     mut rx: QueueRx,
     mode: Mode,
-    keep: &Keep,
-    inbound: bool,
+    keep: &Marks,
 ) {
     let base_idle = ctx.limits.idle_timeout;
     // Set once the peer has sent a whole frame: a link that never carried one (a stalled
     // half frame) gets the short idle timeout only.
     let framed = AtomicBool::new(false);
-    // The peer needs the link: it dialled it, or keeps its ring over it (its maintenance
-    // may be rarer than our idle timeout; closing the link makes it dial again).
-    let theirs = AtomicBool::new(inbound);
     let (mut rd, mut wr) = tokio::io::split(unbox(tls));
     let close = Latch::default();
     let epoch = Instant::now();
@@ -583,7 +602,7 @@ async fn run(
                     touch();
                     framed.store(true, Ordering::Relaxed);
                     if msg.is_upkeep_request() {
-                        theirs.store(true, Ordering::Relaxed);
+                        keep.theirs.store(true, Ordering::Relaxed);
                     }
                     // The budget binds only while the loop is behind (its inbound
                     // channel more than half full, or half of this link's share
@@ -699,7 +718,7 @@ async fn run(
                 } else {
                     let idle_at = epoch
                         + Duration::from_millis(last.load(Ordering::Relaxed))
-                        + idle_timeout(&framed, &theirs, base_idle);
+                        + idle_timeout(&framed, &keep.theirs, base_idle);
                     tokio::select! {
                         m = rx.recv() => match m {
                             Some(f) => first = Some(f),
@@ -710,8 +729,8 @@ async fn run(
                                 .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
                             // Judged again now: a frame that arrived meanwhile may have
                             // made the link the peer's.
-                            if quiet >= idle_timeout(&framed, &theirs, base_idle) {
-                                if keep.load(Ordering::Relaxed) {
+                            if quiet >= idle_timeout(&framed, &keep.theirs, base_idle) {
+                                if keep.keep.load(Ordering::Relaxed) {
                                     // Kept for maintenance: look again one idle period on.
                                     touch();
                                     continue;

@@ -379,15 +379,17 @@ struct Entry {
     /// When it last carried a frame either way (in sends), for least-recently-used
     /// eviction.
     used: u64,
-    /// Set while the core keeps the link ([`Core::keeps_link`]): the connection task then
-    /// does not close it for idleness.
-    keep: conn::Keep,
-    /// The peer needs the link too: it dialled it, or keeps its ring over it (it asked us
-    /// for our neighbours, pinged or notified us on it). Ours alone (dialled for a lookup
-    /// or a call) is ours to give up; closing one the peer maintains its ring over only
-    /// makes it dial again, and its dial makes room by closing another such link here: a
-    /// peer that many have as a finger went through its links one redial at a time.
-    theirs: bool,
+    /// Whether the core keeps it (set here) and whether the peer needs it too (set by the
+    /// link's reader), shared with the connection task.
+    marks: conn::Marks,
+}
+
+impl Entry {
+    /// The peer needs the link too ([`conn::LinkMarks::theirs`]): one ours alone (dialled
+    /// for a lookup or a call) is ours to give up.
+    fn theirs(&self) -> bool {
+        self.marks.theirs.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 struct Loop<C: Core> {
@@ -591,10 +593,14 @@ impl<C: Core> Loop<C> {
         self.keep_at = now + KEEP_REFRESH_EVERY;
         for (id, e) in &self.conns {
             let keep = self.core.keeps_link(*id);
-            e.keep.store(keep, std::sync::atomic::Ordering::Relaxed);
+            e.marks
+                .keep
+                .store(keep, std::sync::atomic::Ordering::Relaxed);
         }
         for e in self.spares.values() {
-            e.keep.store(false, std::sync::atomic::Ordering::Relaxed);
+            e.marks
+                .keep
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -794,8 +800,8 @@ impl<C: Core> Loop<C> {
             let Some(lru) = self
                 .conns
                 .iter()
-                .filter(|(id, e)| strict || !(e.theirs || core.keeps_link(**id)))
-                .min_by_key(|(id, e)| (core.keeps_link(**id), e.theirs, e.used))
+                .filter(|(id, e)| strict || !(e.theirs() || core.keeps_link(**id)))
+                .min_by_key(|(id, e)| (core.keeps_link(**id), e.theirs(), e.used))
                 .map(|(id, _)| *id)
             else {
                 return;
@@ -830,20 +836,19 @@ impl<C: Core> Loop<C> {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.make_room();
-        let keep = conn::Keep::new(self.core.keeps_link(to.id).into());
+        let marks = conn::LinkMarks::new(self.core.keeps_link(to.id), false);
         self.conns.insert(
             to.id,
             Entry {
                 conn,
                 tx,
                 used: self.sends,
-                keep: keep.clone(),
-                theirs: false,
+                marks: marks.clone(),
             },
         );
         debug!(peer = %to.id, %addr, kind, "dialling");
         tokio::spawn(
-            conn::dial(self.ctx.clone(), conn, to, addr, rx, keep, done).in_current_span(),
+            conn::dial(self.ctx.clone(), conn, to, addr, rx, marks, done).in_current_span(),
         );
     }
 
@@ -911,7 +916,7 @@ impl<C: Core> Loop<C> {
                 }
                 if let Some(tx) = tx {
                     let used = self.sends;
-                    keep.store(
+                    keep.keep.store(
                         self.core.keeps_link(peer.contact.id),
                         std::sync::atomic::Ordering::Relaxed,
                     );
@@ -919,8 +924,7 @@ impl<C: Core> Loop<C> {
                         conn,
                         tx,
                         used,
-                        keep,
-                        theirs: true,
+                        marks: keep,
                     };
                     if let Some(ours) = self.conns.remove(&peer.contact.id) {
                         // Both sides dialled. Closing either link would lose what was already
@@ -933,6 +937,7 @@ impl<C: Core> Loop<C> {
                         };
                         debug!(peer = %peer.contact.id, "second link to the peer kept as a spare until idle");
                         spare
+                            .marks
                             .keep
                             .store(false, std::sync::atomic::Ordering::Relaxed);
                         self.make_room();
@@ -950,7 +955,6 @@ impl<C: Core> Loop<C> {
                 // goes after the truly idle ones when room must be made.
                 if let Some(e) = self.conns.get_mut(&peer.contact.id) {
                     e.used = self.sends;
-                    e.theirs |= msg.is_upkeep_request();
                 }
                 let now = self.now();
                 self.core.handle_message(now, &peer, *msg);

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 /// digest and PingRequest signatures cover domain-separated bytes. Version 3: a PingRequest
 /// body names peers its copy must avoid, every hop acknowledges a copy with a signed
 /// [`Message::PingAck`], and a [`Message::HopReceipt`] carries the next hop's acknowledgement.
-pub const WIRE_VERSION: u8 = 3;
+/// Version 4: [`Message::Ringing`] names the caller and carries the callee's signature, and
+/// a copy of it comes back along the request's path.
+pub const WIRE_VERSION: u8 = 4;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 6;
 /// The highest message kind this build knows.
@@ -73,6 +75,28 @@ pub struct CallRequest {
     pub invite: Vec<u8>,
     /// Sent to the callee directly from the contact cache.
     pub direct: bool,
+}
+
+/// The callee rings: sent straight to the caller (the link that carries the call's
+/// in-dialog messages next), and a copy back along the path the request took (the CSP, and
+/// the CSPGs of a call across layers), over links those peers hold open anyway, so the
+/// caller need not wait for a fresh TLS handshake to hear it ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ringing {
+    /// The caller's handle.
+    pub call: u64,
+    /// The caller: where a copy on its way back goes in the end.
+    pub caller: NodeId,
+    /// The callee (cached by the caller for next time).
+    pub callee: Contact,
+    /// SHA-256 of the request as the callee received it
+    /// ([`crate::secure::invite_digest`]): a request altered on the way shows.
+    pub digest: [u8; 32],
+    /// The route the request took.
+    pub route: Vec<NodeId>,
+    /// The callee's signature over [`crate::secure::ringing_bytes`]: a copy that did not
+    /// come from the callee itself is taken only with it.
+    pub sig: Vec<u8>,
 }
 
 /// What a CSP signs when it multicasts a PingRequest: one body per copy.
@@ -222,18 +246,8 @@ pub enum Message {
         /// The route the target chose.
         route: Vec<NodeId>,
     },
-    /// The callee rings: sent straight to the caller.
-    Ringing {
-        /// The caller's handle.
-        call: u64,
-        /// The callee (cached by the caller for next time).
-        callee: Contact,
-        /// SHA-256 of the request as the callee received it
-        /// ([`crate::secure::invite_digest`]): a request altered on the way shows.
-        digest: [u8; 32],
-        /// The route the request took.
-        route: Vec<NodeId>,
-    },
+    /// The callee rings (see [`Ringing`]).
+    Ringing(Ringing),
     /// Plain-Chord baseline: the request itself, routed hop by hop.
     PlainInvite(PlainInvite),
     /// One in-dialog message (a SIP response or in-dialog request) between the two ends of
@@ -319,7 +333,7 @@ impl Message {
             Message::HopReceipt { .. } => 13,
             Message::Fetch { .. } => 14,
             Message::Deliver { .. } => 15,
-            Message::Ringing { .. } => 16,
+            Message::Ringing(_) => 16,
             Message::PlainInvite(_) => 17,
             Message::Dialog { .. } => 18,
             Message::Put { .. } => 19,
@@ -349,7 +363,7 @@ impl Message {
             Message::HopReceipt { .. } => "hop-receipt",
             Message::Fetch { .. } => "fetch",
             Message::Deliver { .. } => "deliver",
-            Message::Ringing { .. } => "ringing",
+            Message::Ringing(_) => "ringing",
             Message::PlainInvite(_) => "plain-invite",
             Message::Dialog { .. } => "dialog",
             Message::Put { .. } => "put",
@@ -723,16 +737,21 @@ mod tests {
                     route
                 }),
             (
-                wide_u64(),
+                (wide_u64(), wide_u128()),
                 arb_contact(),
                 any::<[u8; 32]>(),
-                prop::collection::vec(wide_u128().prop_map(NodeId), 0..8)
+                prop::collection::vec(wide_u128().prop_map(NodeId), 0..8),
+                prop::collection::vec(any::<u8>(), 0..72)
             )
-                .prop_map(|(call, callee, digest, route)| Message::Ringing {
-                    call,
-                    callee,
-                    digest,
-                    route
+                .prop_map(|((call, caller), callee, digest, route, sig)| {
+                    Message::Ringing(Ringing {
+                        call,
+                        caller: NodeId(caller),
+                        callee,
+                        digest,
+                        route,
+                        sig,
+                    })
                 }),
             (
                 wide_u128(),

@@ -281,8 +281,8 @@ fn a_ringing_for_another_request_fails_the_call_as_tampered() {
             testkit::adversary::modify_if(
                 |_, _, m| matches!(m, Message::Ringing { .. }),
                 move |m| {
-                    if let Message::Ringing { digest, .. } = m {
-                        *digest = swapped;
+                    if let Message::Ringing(r) = m {
+                        r.digest = swapped;
                     }
                 },
             ),

@@ -128,18 +128,19 @@ fn a_call_whose_csp_is_down_rings_through_another_csp_on_the_retry() {
     assert_rang_on_the_retry(&net);
 }
 
-/// The callee's first Ringing is lost: the caller retries the same call, and the callee
-/// rings again without handing the application the same INVITE twice (a SIP front-end would
-/// refuse the second as a loop, and the caller would take that for the call's answer).
+/// The callee's first Ringing is lost, both the copy straight to the caller and the one
+/// back through the CSP: the caller retries the same call, and the callee rings again
+/// without handing the application the same INVITE twice (a SIP front-end would refuse the
+/// second as a loop, and the caller would take that for the call's answer).
 #[test]
 fn a_retry_of_a_call_delivered_already_rings_again_without_a_second_incoming_call() {
     let mut net = net();
-    let mut lost = false;
+    let mut lost = 0;
     net.set_behaviour(
         CALLEE,
-        adversary::drop_if(move |_, to, m| {
-            let first = to == CALLER && matches!(m, Message::Ringing { .. }) && !lost;
-            lost |= first;
+        adversary::drop_if(move |_, _, m| {
+            let first = matches!(m, Message::Ringing { .. }) && lost < 2;
+            lost += usize::from(first);
             first
         }),
     );
@@ -148,6 +149,104 @@ fn a_retry_of_a_call_delivered_already_rings_again_without_a_second_incoming_cal
     assert_eq!(net.incoming(CALLEE), 1, "{:?}", net.events());
     // The Ringing the caller got answered its retry.
     assert_rang_on_the_retry(&net);
+}
+
+/// The callee's Ringing straight to the caller never arrives (its link is slow to come up):
+/// the signed copy back through the CSP, which holds links to both, rings the call on its
+/// first attempt.
+#[test]
+fn the_ringing_back_through_the_csp_rings_the_call_without_the_direct_copy() {
+    let mut net = net();
+    net.set_behaviour(
+        CALLEE,
+        adversary::drop_if(|_, to, m| to == CALLER && matches!(m, Message::Ringing { .. })),
+    );
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    let back: Vec<(NodeId, NodeId)> = net
+        .captured()
+        .iter()
+        .filter(|f| f.kind() == "ringing")
+        .map(|f| (f.from.id, f.to))
+        .collect();
+    assert_eq!(back, vec![(CALLEE, CSP), (CSP, CALLER)]);
+    let setup = net
+        .events()
+        .iter()
+        .find_map(|(_, e)| match e {
+            SecureEvent::CallRinging { setup, .. } => Some(*setup),
+            _ => None,
+        })
+        .unwrap();
+    assert!(setup < SecureConfig::default().call_timeout, "{setup:?}");
+}
+
+/// A CSP that alters the Ringing it passes back (here: the route, so the caller would
+/// report the wrong peers) cannot pass it off as the callee's: the caller drops the copy,
+/// and without the callee's own copy the call fails instead of ringing on forged words.
+#[test]
+fn a_ringing_altered_on_its_way_back_is_not_taken() {
+    let mut net = net();
+    net.set_behaviour(
+        CALLEE,
+        adversary::drop_if(|_, to, m| to == CALLER && matches!(m, Message::Ringing { .. })),
+    );
+    net.set_behaviour(
+        CSP,
+        adversary::modify_if(
+            |_, _, m| matches!(m, Message::Ringing { .. }),
+            |m| {
+                if let Message::Ringing(r) = m {
+                    r.route = vec![NodeId(7), r.callee.id];
+                }
+            },
+        ),
+    );
+    net.call(CALLER, CALLEE);
+    net.run_for(SecureConfig::default().call_timeout * 3);
+    assert!(
+        net.captured()
+            .iter()
+            .any(|f| f.from.id == CSP && f.to == CALLER && f.kind() == "ringing"),
+        "the altered copy reached the caller"
+    );
+    assert_eq!(net.rang(CALLER), 0, "{:?}", net.events());
+    assert!(
+        net.events()
+            .iter()
+            .any(|(id, e)| *id == CALLER && matches!(e, SecureEvent::CallFailed { .. })),
+        "{:?}",
+        net.events()
+    );
+}
+
+/// A CSP passes a Ringing back only for a request it passed on, only from the peer it
+/// passed it to, and only once: it is no relay for whatever a peer sends it.
+#[test]
+fn a_csp_passes_back_only_the_ringing_of_a_request_it_passed() {
+    let mut net = net();
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    let ringing = net
+        .captured()
+        .iter()
+        .find_map(|f| match &f.msg {
+            Message::Ringing(r) if f.to == CSP => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let before = net.captured().len();
+    // Again from the callee (passed once already), then from a peer it was never passed to.
+    net.inject(CALLEE, CSP, Message::Ringing(ringing.clone()));
+    net.inject(NodeId(300), CSP, Message::Ringing(ringing));
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        !net.captured()[before..]
+            .iter()
+            .any(|f| f.from.id == CSP && f.kind() == "ringing"),
+        "{:?}",
+        &net.captured()[before..]
+    );
 }
 
 #[test]

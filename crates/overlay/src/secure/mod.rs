@@ -21,4 +21,5 @@ pub use records::{RecordAction, RecordValidator};
 pub use role::{Role, UnknownRole};
 pub use sign::{
     Ed25519Registry, Ed25519Signer, SigVerifier, Signer, ack_bytes, body_bytes, record_bytes,
+    ringing_bytes,
 };

@@ -9,8 +9,8 @@ use super::event::{CallFailure, Outcome, SecureEvent};
 use super::layers::Layer;
 use super::records::{RecordOp, RecordValidator};
 use super::role::Role;
-use super::sign::{Signer, ack_bytes, body_bytes, record_bytes};
-use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite};
+use super::sign::{Signer, ack_bytes, body_bytes, record_bytes, ringing_bytes};
+use crate::wire::{CallRequest, HopRecord, Message, PingBody, PingRequest, PlainInvite, Ringing};
 use crate::{ChordNode, Contact, NodeId, Time, Transmit};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -61,6 +61,17 @@ struct Forward {
     deadline: Time,
 }
 
+/// A call request this CSP or CSPG passed on: its Ringing, when it comes back from `next`,
+/// goes on to `prev` (the way the request came).
+#[derive(Clone, Debug)]
+struct PassedCall {
+    caller: NodeId,
+    call: u64,
+    prev: Contact,
+    next: NodeId,
+    until: Time,
+}
+
 #[derive(Clone, Debug)]
 struct Collection {
     csp: Contact,
@@ -85,7 +96,8 @@ struct Collection {
 /// the next hop acknowledged, the sender tells the CSP (receipt, with the acknowledgement as
 /// proof). When every copy stalls short of the callee, the CSP sends a new round around the
 /// peers that last held them. The callee collects copies for a short window, asks the SOS to
-/// rank the routes, fetches the request from the CSP and answers the caller directly. Broken
+/// rank the routes, fetches the request from the CSP and answers the caller with a signed
+/// Ringing, directly and back along the request's path (whichever comes first). Broken
 /// chains, stale or duplicate copies, detours and vanished copies become evidence; a
 /// vanished copy names only the last peer that provably held it.
 pub struct SecureNode {
@@ -106,6 +118,9 @@ pub struct SecureNode {
     finished: VecDeque<(NodeId, u64, u64)>,
     /// Copies passed on, awaiting the next hop's acknowledgement.
     forwards: Vec<Forward>,
+    /// Call requests passed on as a CSP or CSPG, oldest first, for their Ringing's way
+    /// back; bounded by `max_pending`, aged out after `call_timeout`.
+    passed: VecDeque<PassedCall>,
     /// Copies handled, oldest first: (CSP, nonce, copy, timestamp); bounded, aged out.
     seen: VecDeque<(NodeId, u64, u8, u64)>,
     /// The same keys, for duplicate checks without scanning `seen`, with the hops the copy
@@ -157,6 +172,7 @@ impl SecureNode {
             collecting: Vec::new(),
             finished: VecDeque::new(),
             forwards: Vec::new(),
+            passed: VecDeque::new(),
             seen: VecDeque::new(),
             seen_set: BTreeMap::new(),
             cache,
@@ -352,20 +368,31 @@ impl SecureNode {
         }
     }
 
-    fn on_ringing(
-        &mut self,
-        now: Time,
-        from: Contact,
-        call: u64,
-        callee: Contact,
-        digest: [u8; 32],
-        route: Vec<NodeId>,
-    ) {
+    fn on_ringing(&mut self, now: Time, from: Contact, ringing: Ringing) {
+        let Ringing {
+            call,
+            callee,
+            digest,
+            route,
+            ..
+        } = ringing;
         let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
             tracing::debug!(me = %self.chord.id(), call, "Ringing for a call not pending");
             return;
         };
-        if self.calls[pos].callee != callee.id || from.id != callee.id {
+        if self.calls[pos].callee != callee.id {
+            return;
+        }
+        // Straight from the callee (its link is authenticated), or a copy the callee signed.
+        let me = self.chord.id();
+        if from.id != callee.id
+            && !self.ctx.verifier.verify(
+                callee.id,
+                &ringing_bytes(me, call, &callee, &digest, &route),
+                &ringing.sig,
+            )
+        {
+            tracing::debug!(%me, from = %from.id, call, callee = %callee.id, "relayed Ringing with a bad signature");
             return;
         }
         let c = self.calls.swap_remove(pos);
@@ -378,8 +405,7 @@ impl SecureNode {
             return;
         }
         self.cache.insert(now, callee);
-        let me = self.chord.id();
-        tracing::debug!(%me, call, callee = %callee.id, setup_us = (now - c.started).as_micros(), "call rang");
+        tracing::debug!(%me, call, callee = %callee.id, relayed = from.id != callee.id, setup_us = (now - c.started).as_micros(), "call rang");
         self.dialogs
             .insert(me, call, callee, None, self.ctx.cfg.max_dialogs);
         self.events.push_back(SecureEvent::CallRinging {
@@ -397,7 +423,7 @@ impl SecureNode {
         tracing::debug!(me = %self.chord.id(), from = %from.id, call = req.call, callee = %req.callee, direct = req.direct, "call request");
         if req.direct {
             if req.callee == self.chord.id() && from.id == req.caller.id {
-                self.ring(req, vec![self.chord.id()]);
+                self.ring(req, vec![self.chord.id()], None);
             }
             return;
         }
@@ -412,21 +438,66 @@ impl SecureNode {
                     self.ctx.directory.cspg(target_layer)
                 };
                 if let Some(n) = next.filter(|n| *n != self.chord.id()) {
+                    self.pass_call(now, from, &req, n);
                     let to = self.contact_of(n);
                     self.send(to, Message::Call(req));
                 } else if next == Some(self.chord.id()) {
+                    self.pass_call(now, from, &req, req.callee);
                     self.multicast(now, req);
                 }
             }
             Role::Csp => {
                 if target_layer == self.layer {
+                    self.pass_call(now, from, &req, req.callee);
                     self.multicast(now, req);
                 } else if let Some(g) = self.ctx.directory.cspg(self.layer) {
+                    self.pass_call(now, from, &req, g);
                     let to = self.contact_of(g);
                     self.send(to, Message::Call(req));
                 }
             }
         }
+    }
+
+    /// Remember that `req` came from `prev` and went on to `next`, for its Ringing's way
+    /// back (nothing to remember when this peer placed the call itself).
+    fn pass_call(&mut self, now: Time, prev: Contact, req: &CallRequest, next: NodeId) {
+        if prev.id == self.chord.id() {
+            return;
+        }
+        self.expire_passed(now);
+        if self.passed.len() >= self.ctx.cfg.max_pending.max(1) {
+            self.passed.pop_front();
+        }
+        self.passed.push_back(PassedCall {
+            caller: req.caller.id,
+            call: req.call,
+            prev,
+            next,
+            until: now + self.ctx.cfg.call_timeout,
+        });
+    }
+
+    fn expire_passed(&mut self, now: Time) {
+        while self.passed.front().is_some_and(|p| p.until <= now) {
+            self.passed.pop_front();
+        }
+    }
+
+    /// A Ringing for another peer's call: pass it back the way the request came, if it
+    /// comes from where this peer sent the request (once per request it passed).
+    fn pass_ringing_back(&mut self, now: Time, from: Contact, ringing: Ringing) {
+        self.expire_passed(now);
+        let Some(pos) = self.passed.iter().position(|p| {
+            p.caller == ringing.caller && p.call == ringing.call && p.next == from.id
+        }) else {
+            tracing::debug!(me = %self.chord.id(), from = %from.id, caller = %ringing.caller, call = ringing.call, "Ringing for a request not passed here");
+            return;
+        };
+        let Some(p) = self.passed.remove(pos) else {
+            return;
+        };
+        self.send(p.prev, Message::Ringing(ringing));
     }
 
     fn first_hops(&self, target: NodeId, avoid: &[NodeId]) -> Vec<Contact> {
@@ -1117,20 +1188,33 @@ impl SecureNode {
             return;
         }
         tracing::debug!(me = %self.chord.id(), from = %from.id, caller = %request.caller.id, call = request.call, "request delivered");
-        self.ring(request, route);
+        self.ring(request, route, Some(from));
     }
 
-    fn ring(&mut self, request: CallRequest, route: Vec<NodeId>) {
+    /// Answer `request` with a signed Ringing: straight to the caller, and through `back`
+    /// (the CSP that delivered it) when that is another peer.
+    fn ring(&mut self, request: CallRequest, route: Vec<NodeId>, back: Option<Contact>) {
         let digest = invite_digest(&request.invite);
-        self.send(
-            request.caller,
-            Message::Ringing {
-                call: request.call,
-                callee: self.chord.contact(),
-                digest,
-                route,
-            },
-        );
+        let callee = self.chord.contact();
+        let sig = self.signer.sign(&ringing_bytes(
+            request.caller.id,
+            request.call,
+            &callee,
+            &digest,
+            &route,
+        ));
+        let ringing = Ringing {
+            call: request.call,
+            caller: request.caller.id,
+            callee,
+            digest,
+            route,
+            sig,
+        };
+        if let Some(back) = back.filter(|b| b.id != request.caller.id) {
+            self.send(back, Message::Ringing(ringing.clone()));
+        }
+        self.send(request.caller, Message::Ringing(ringing));
         // The caller's retry of a call delivered here already (its Ringing was late or
         // lost): Ringing again, but the application has the INVITE and must not get it
         // twice (a SIP front-end would take it for a loop and refuse the call).
@@ -1168,7 +1252,7 @@ impl SecureNode {
                 invite: inv.invite,
                 direct: false,
             };
-            self.ring(req, inv.path);
+            self.ring(req, inv.path, None);
             return;
         }
         if inv.path.len() > self.ctx.cfg.max_path {
@@ -1207,12 +1291,13 @@ impl SecureNode {
                 route,
             } => self.on_fetch(now, from, handle, nonce, arrived, route),
             Message::Deliver { request, route, .. } => self.on_deliver(from, request, route),
-            Message::Ringing {
-                call,
-                callee,
-                digest,
-                route,
-            } => self.on_ringing(now, from, call, callee, digest, route),
+            Message::Ringing(ringing) => {
+                if ringing.caller == self.chord.id() {
+                    self.on_ringing(now, from, ringing);
+                } else {
+                    self.pass_ringing_back(now, from, ringing);
+                }
+            }
             Message::PlainInvite(inv) => self.forward_plain(now, inv),
             Message::Dialog { caller, call, body } => self.on_dialog(from, caller, call, body),
             msg @ (Message::Put { .. }

@@ -16,6 +16,7 @@
 //! | CSP's PingRequest body ([`body_bytes`]) | `p2psip/pingrequest/v1\0` ‖ postcard(`PingBody`) |
 //! | hop record ([`record_bytes`]) | `p2psip/hoprecord/v1\0` ‖ postcard((`PingBody`, previous signature, hop)) |
 //! | hop acknowledgement ([`ack_bytes`]) | `p2psip/pingack/v1\0` ‖ postcard((CSP, handle, nonce, copy, holder)) |
+//! | callee's Ringing ([`ringing_bytes`]) | `p2psip/ringing/v1\0` ‖ postcard((caller, call, callee contact, digest, route)) |
 //!
 //! postcard(`PingBody`) is its fields in declaration order: `target` (u128 varint), `csp`
 //! (`id` u128 varint, then `addr` as an option: `00`, or `01` and the socket address as
@@ -23,11 +24,13 @@
 //! u16 varint), `handle`, `nonce`, `timestamp_ms` (u64 varints), `copy`, `copies` (one byte
 //! each), `avoid` (a varint count, then u128 varints; wire version 3). The previous signature (the CSP's for the first hop) is a varint length and its
 //! bytes; the hop a u128 varint. An acknowledgement is the CSP's and the holder's Node-IDs
-//! (u128 varints) around `handle`, `nonce` (u64 varints) and `copy` (a byte). The golden tests below pin these bytes: a change of field
+//! (u128 varints) around `handle`, `nonce` (u64 varints) and `copy` (a byte). A Ringing is the
+//! caller's Node-ID, the call (u64 varint), the callee's contact (as the CSP's above), the
+//! digest (32 bytes as they are) and the route (a varint count, then u128 varints). The golden tests below pin these bytes: a change of field
 //! order, of serde's or postcard's layout breaks them, and with them every mixed network.
 
-use crate::NodeId;
 use crate::wire::PingBody;
+use crate::{Contact, NodeId};
 use std::collections::BTreeMap;
 
 /// Domain-separation prefix of the bytes a CSP signs for a PingRequest body.
@@ -36,6 +39,8 @@ const PING_BODY_PREFIX: &[u8] = b"p2psip/pingrequest/v1\0";
 const HOP_RECORD_PREFIX: &[u8] = b"p2psip/hoprecord/v1\0";
 /// Domain-separation prefix of the bytes a hop signs to acknowledge a copy it holds.
 const PING_ACK_PREFIX: &[u8] = b"p2psip/pingack/v1\0";
+/// Domain-separation prefix of the bytes a callee signs in its Ringing.
+const RINGING_PREFIX: &[u8] = b"p2psip/ringing/v1\0";
 
 /// The bytes the CSP signs for a PingRequest copy (layout in the module doc).
 pub fn body_bytes(body: &PingBody) -> Vec<u8> {
@@ -53,6 +58,20 @@ pub fn record_bytes(body: &PingBody, prev_sig: &[u8], hop: NodeId) -> Vec<u8> {
 /// CSP knows the last peer that provably held a lost copy (layout in the module doc).
 pub fn ack_bytes(csp: NodeId, handle: u64, nonce: u64, copy: u8, holder: NodeId) -> Vec<u8> {
     signed(PING_ACK_PREFIX, &(csp, handle, nonce, copy, holder))
+}
+
+/// The bytes a callee signs in its Ringing for call `call` of `caller`: the copy that comes
+/// back along the request's path (through the CSP and CSPGs) is then as good as the one
+/// straight from the callee, and no peer on that path can alter the digest, the route or
+/// the callee's address unseen (layout in the module doc).
+pub fn ringing_bytes(
+    caller: NodeId,
+    call: u64,
+    callee: &Contact,
+    digest: &[u8; 32],
+    route: &[NodeId],
+) -> Vec<u8> {
+    signed(RINGING_PREFIX, &(caller, call, callee, digest, route))
 }
 
 /// `prefix` followed by the postcard encoding of `value`.
@@ -250,6 +269,41 @@ mod tests {
                 "ef9bafcdf8acd19101",                   // nonce
                 "02",                                   // copy
                 "c00c",                                 // holder 1600
+            )
+        );
+    }
+
+    /// The exact bytes a callee signs in its Ringing.
+    #[test]
+    fn ringing_signed_bytes_are_pinned() {
+        let callee = Contact::new(
+            NodeId(1618),
+            SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 5061)),
+        );
+        let mut digest = [0u8; 32];
+        digest[0] = 0xab;
+        digest[31] = 0x01;
+        assert_eq!(
+            hex(&ringing_bytes(
+                NodeId(1536),
+                7,
+                &callee,
+                &digest,
+                &[NodeId(1600), NodeId(1618)]
+            )),
+            concat!(
+                "7032707369702f72696e67696e672f763100", // "p2psip/ringing/v1\0"
+                "800c",                                 // caller 1536
+                "07",                                   // call
+                "d20c",                                 // callee 1618
+                "01",                                   // Some address
+                "00c0000201",                           // IPv4 192.0.2.1
+                "c527",                                 // port 5061
+                "ab000000000000000000000000000000",     // digest, first half
+                "00000000000000000000000000000001",     // digest, second half
+                "02",                                   // route: two peers
+                "c00c",                                 // 1600
+                "d20c",                                 // 1618
             )
         );
     }

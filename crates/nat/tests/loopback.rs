@@ -26,6 +26,13 @@ async fn server(limits: Limits) -> ServerHandle {
     StunServer::bind(cfg).await.unwrap().spawn()
 }
 
+/// An allocation on `srv` as the server's test user.
+async fn allocate(srv: &ServerHandle) -> TurnClient {
+    TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
+        .await
+        .unwrap()
+}
+
 fn opts() -> TurnOptions {
     TurnOptions {
         timeout: Duration::from_secs(3),
@@ -103,9 +110,7 @@ async fn binding_times_out_against_silence() {
 async fn allocation_relays_both_ways_with_permission_and_channel() {
     let srv = server(Limits::default()).await;
     let peer = echo_peer().await;
-    let mut turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
-        .await
-        .unwrap();
+    let mut turn = allocate(&srv).await;
     assert_eq!(turn.relayed_addr().ip(), srv.local_addr.ip());
     assert_eq!(turn.mapped_addr(), Some(turn.local_addr()));
     // Without a permission the client refuses to send.
@@ -128,9 +133,7 @@ async fn allocation_relays_both_ways_with_permission_and_channel() {
 #[tokio::test]
 async fn peer_without_permission_is_not_relayed() {
     let srv = server(Limits::default()).await;
-    let mut turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
-        .await
-        .unwrap();
+    let mut turn = allocate(&srv).await;
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     stranger
         .send_to(b"let me in", turn.relayed_addr())
@@ -220,9 +223,7 @@ async fn permission_limit_gives_508() {
         ..Limits::default()
     })
     .await;
-    let turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
-        .await
-        .unwrap();
+    let turn = allocate(&srv).await;
     turn.create_permission("127.0.0.2:1".parse().unwrap())
         .await
         .unwrap();
@@ -263,9 +264,7 @@ async fn metrics_count_bindings_allocations_relays_and_refusals() {
     .await
     .unwrap();
     let peer = echo_peer().await;
-    let mut turn = TurnClient::allocate(srv.local_addr, Credentials::new("test", "test"), opts())
-        .await
-        .unwrap();
+    let mut turn = allocate(&srv).await;
     turn.create_permission(peer).await.unwrap();
     let err = turn
         .create_permission("127.0.0.4:1".parse().unwrap())

@@ -615,8 +615,8 @@ fn relay_main(ports: &str) -> Result<(), String> {
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let mut cfg = RelayConfig::new(loopback, loopback);
-    (cfg.first_port, cfg.last_port) = (first, last);
-    cfg.max_streams = 4096;
+    (cfg.bounds.first_port, cfg.bounds.last_port) = (first, last);
+    cfg.bounds.max_streams = 4096;
     let mut plane = {
         let _g = rt.enter();
         MediaPlane::start(cfg, None, stop).map_err(|e| e.to_string())?

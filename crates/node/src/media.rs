@@ -26,8 +26,8 @@
 
 use nat::{BindingOptions, Credentials, Mapping, TurnClient, TurnOptions};
 use sip::media::{
-    MediaAnchor, MediaCommand, MediaError, MediaRelay, Origin, RelayConfig, RelayStats,
-    StreamReport,
+    MediaAnchor, MediaCommand, MediaError, MediaRelay, Origin, RelayBounds, RelayConfig,
+    RelayStats, StreamReport,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -66,44 +66,22 @@ pub struct MediaTurn {
 }
 
 /// Media relay settings of a peer's SIP front-end.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MediaConfig {
-    /// First and last UDP port of the relay's range.
-    pub ports: (u16, u16),
+    /// The relay's UDP port range, streams (at once and per call) and idle timeout.
+    pub bounds: RelayBounds,
     /// The address phones send media to; `None`: the front-end's listen address.
     pub lan: Option<IpAddr>,
     /// The address the other peer sends media to; `None`: the peer's `--advertise`
     /// address, else its server-reflexive address, else its overlay listen address, else
     /// the LAN address.
     pub public: Option<IpAddr>,
-    /// Most streams relayed at once.
-    pub max_streams: usize,
-    /// Most streams of one call.
-    pub max_streams_per_call: usize,
-    /// A stream without traffic this long is freed.
-    pub idle: Duration,
     /// TURN for the far legs; `None`: never.
     pub turn: Option<MediaTurn>,
     /// Hand the media to the rtpengine whose ng control port this is instead of relaying
     /// it here ([`crate::rtpengine::RtpengineAnchor`]); the other settings then do not
     /// apply.
     pub rtpengine: Option<SocketAddr>,
-}
-
-impl Default for MediaConfig {
-    fn default() -> Self {
-        let r = RelayConfig::new(IpAddr::from([0, 0, 0, 0]), IpAddr::from([0, 0, 0, 0]));
-        MediaConfig {
-            ports: (r.first_port, r.last_port),
-            lan: None,
-            public: None,
-            max_streams: r.max_streams,
-            max_streams_per_call: r.max_streams_per_call,
-            idle: r.idle,
-            turn: None,
-            rtpengine: None,
-        }
-    }
 }
 
 /// Times a rewrite is tried again when a port it took cannot be bound.
@@ -182,10 +160,7 @@ pub(crate) fn for_phones(
         .or(Some(overlay.ip()).filter(|ip| !ip.is_unspecified()))
         .unwrap_or(lan);
     let mut rc = RelayConfig::new(lan, public);
-    (rc.first_port, rc.last_port) = cfg.ports;
-    rc.max_streams = cfg.max_streams;
-    rc.max_streams_per_call = cfg.max_streams_per_call;
-    rc.idle = cfg.idle;
+    rc.bounds = cfg.bounds.clone();
     rc.max_datagram = MAX_DATAGRAM;
     rc.public_is_reflexive = cfg.public.is_none() && advertise.is_none() && learnt == Some(public);
     rc.seed = seed();
@@ -196,7 +171,8 @@ pub(crate) fn for_phones(
             return None;
         }
     };
-    info!(%lan, %public, ports = ?cfg.ports, "media relay for local phones");
+    let ports = (cfg.bounds.first_port, cfg.bounds.last_port);
+    info!(%lan, %public, ?ports, "media relay for local phones");
     if let Some(t) = &cfg.turn {
         plane
             .0
@@ -724,7 +700,7 @@ mod tests {
     fn plane_via(first: u16, turn: Option<MediaTurn>, stop: watch::Receiver<bool>) -> MediaPlane {
         let loopback = IpAddr::from([127, 0, 0, 1]);
         let mut cfg = RelayConfig::new(loopback, loopback);
-        (cfg.first_port, cfg.last_port) = (first, first + 199);
+        (cfg.bounds.first_port, cfg.bounds.last_port) = (first, first + 199);
         MediaPlane::start(cfg, turn, stop).unwrap()
     }
 

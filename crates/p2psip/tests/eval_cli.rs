@@ -188,6 +188,14 @@ fn eval_writes_a_self_contained_report_that_chromium_renders() {
     let runs =
         a["fractions"].as_array().unwrap().len() * a["behaviours"].as_array().unwrap().len() * 4;
     assert_eq!(v["attack"]["points"].as_array().unwrap().len(), runs);
+    // Shared workloads and run conditions are written flat: the field names stay as they were.
+    for k in ["peers", "calls", "call_rate", "warmup_calls"] {
+        assert!(a[k].is_number(), "plan.attack.{k}: {a}");
+    }
+    for q in [&v["attack"]["points"][0], &v["attack"]["srd"][0]] {
+        assert!(q["routing"].is_string() && q["trust"].is_string(), "{q}");
+        assert!(q["malicious"].is_number(), "{q}");
+    }
     assert!(
         !v["attack"]["srd"][0]["setup_ms"]
             .as_array()

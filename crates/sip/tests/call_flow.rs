@@ -282,8 +282,8 @@ const RTP: [u8; 172] = [0x80; 172];
 /// `first`.
 fn relay(lan: &str, public: &str, first: u16) -> SharedRelay {
     let mut cfg = RelayConfig::new(lan.parse().unwrap(), public.parse().unwrap());
-    cfg.first_port = first;
-    cfg.last_port = first + 99;
+    cfg.bounds.first_port = first;
+    cfg.bounds.last_port = first + 99;
     // The relays latch here; their ICE with each other has tests of its own (media::relay).
     cfg.ice = false;
     Arc::new(Mutex::new(MediaRelay::new(cfg)))

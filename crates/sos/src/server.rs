@@ -230,7 +230,6 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
         TrustPolicy::new(cfg.base_rate, ageing).map_err(|e| ServerError::Config(e.to_string()))?;
     let store_cfg = StoreConfig {
         synchronous: cfg.synchronous,
-        ageing,
         policy,
         check_reports: cfg.check_reports,
         max_peers: cfg.max_peers,

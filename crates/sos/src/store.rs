@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
-use trust::{Ageing, Discounting, Evidence, Opinion, Referred, TrustPolicy};
+use trust::{Discounting, Evidence, Opinion, Referred, TrustPolicy};
 
 /// Most operations committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -249,7 +249,6 @@ enum Backend {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoreConfig {
     pub(crate) synchronous: Synchronous,
-    pub(crate) ageing: Ageing,
     /// Base rate and ageing, for judging reports.
     pub(crate) policy: TrustPolicy,
     /// Hold ordinary peers' reports against the proven view and weigh them by their
@@ -525,13 +524,13 @@ impl Effect {
     ) {
         let (positive, at) = (report.outcome.is_positive(), report.timestamp_ms);
         match self {
-            Effect::Proven => subject.record_proven(positive, at, cfg.ageing),
-            Effect::Counted => subject.record(positive, at, cfg.ageing),
+            Effect::Proven => subject.record_proven(positive, at, cfg.policy.ageing()),
+            Effect::Counted => subject.record(positive, at, cfg.policy.ageing()),
             Effect::Referred(r) => {
                 if let Some(rep) = reporter {
-                    r.apply_to_reporter(rep, at, cfg.ageing);
+                    r.apply_to_reporter(rep, at, cfg.policy.ageing());
                 }
-                r.apply_to_subject(subject, positive, at, cfg.ageing);
+                r.apply_to_subject(subject, positive, at, cfg.policy.ageing());
             }
         }
     }

@@ -137,7 +137,7 @@ pub(crate) fn open(opts: PgOptions, cfg: StoreConfig) -> Result<Opened, StoreErr
     let (map, shard) = service::postgres::off_runtime(|| -> Result<_, StoreError> {
         let client = session.client()?;
         let shard = claim_shard(client)?;
-        Ok((load(client, cfg.ageing)?, shard))
+        Ok((load(client, cfg.policy.ageing())?, shard))
     })?;
     tracing::info!(shard, "SOS instance writes evidence shard");
     let peer_count = Arc::new(AtomicUsize::new(map.len()));
@@ -300,7 +300,7 @@ impl Reloader {
                             None => session.insert(Session::open(opts.clone(), &MIGRATIONS)?),
                         };
                         let client = s.client()?;
-                        let map = load(client, cfg.ageing);
+                        let map = load(client, cfg.policy.ageing());
                         if map.is_err() {
                             s.reset();
                         }
@@ -640,7 +640,7 @@ fn commit_batch(
     for (peer, mine) in staged {
         let mut parts = others.remove(&peer).unwrap_or_default();
         parts.push(mine);
-        let mut rec = combine(&parts, cfg.ageing)?;
+        let mut rec = combine(&parts, cfg.policy.ageing())?;
         rec.admin = admins.get(&peer).copied();
         whole.insert(peer, rec);
     }
@@ -775,8 +775,8 @@ fn fold_report(
         &cfg,
         report,
         proof,
-        &whole(report.subject, (staged, others), cfg.ageing)?,
-        &whole(report.reporter, (staged, others), cfg.ageing)?,
+        &whole(report.subject, (staged, others), cfg.policy.ageing())?,
+        &whole(report.reporter, (staged, others), cfg.policy.ageing())?,
     );
     let mut reporter = staged.get(&report.reporter).copied();
     let Some(subject) = staged.get_mut(&report.subject) else {

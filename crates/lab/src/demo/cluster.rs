@@ -312,7 +312,9 @@ pub(crate) async fn launch(l: Launch<'_>, quiet: bool) -> Result<Cluster, LabErr
                 sip.media = None;
             }
             if let Some(m) = sip.media.as_mut() {
-                m.ports = port_slice(m.ports, frontends.len(), l.frontends);
+                let b = &mut m.bounds;
+                (b.first_port, b.last_port) =
+                    port_slice((b.first_port, b.last_port), frontends.len(), l.frontends);
             }
             c.sip = Some(sip);
             frontends.push(index);

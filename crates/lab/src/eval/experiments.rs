@@ -31,13 +31,40 @@ pub(crate) struct LookupPlan {
     pub(crate) lookups: u64,
 }
 
+/// A simulated call workload: peers, measured calls and how fast they start. The attack,
+/// cache and trust experiments each run one.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct CallLoad {
+    pub(crate) peers: usize,
+    pub(crate) calls: u64,
+    /// Calls started per simulated second.
+    pub(crate) call_rate: f64,
+}
+
+impl CallLoad {
+    const fn new(peers: usize, calls: u64, call_rate: f64) -> Self {
+        CallLoad {
+            peers,
+            calls,
+            call_rate,
+        }
+    }
+
+    /// The simulator run of this workload over `routing`, seeded with `seed`.
+    fn run(&self, routing: Routing, seed: u64) -> CallRun {
+        let mut run = CallRun::new(self.peers, self.calls, routing);
+        run.seed = seed;
+        run.call_rate = self.call_rate;
+        run
+    }
+}
+
 /// Call success vs malicious fraction.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct AttackPlan {
-    pub(crate) peers: usize,
-    pub(crate) calls: u64,
+    #[serde(flatten)]
+    pub(crate) load: CallLoad,
     pub(crate) warmup_calls: u64,
-    pub(crate) call_rate: f64,
     pub(crate) fractions: Vec<f64>,
     pub(crate) behaviours: Vec<Behaviour>,
     /// Malicious fraction of the attacked SRD series.
@@ -47,9 +74,8 @@ pub(crate) struct AttackPlan {
 /// Contact cache vs Zipf exponent.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct CachePlan {
-    pub(crate) peers: usize,
-    pub(crate) calls: u64,
-    pub(crate) call_rate: f64,
+    #[serde(flatten)]
+    pub(crate) load: CallLoad,
     pub(crate) zipf: Vec<f64>,
 }
 
@@ -70,9 +96,8 @@ pub(crate) struct LocalityPlan {
 /// Trust convergence over time.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct TrustPlan {
-    pub(crate) peers: usize,
-    pub(crate) calls: u64,
-    pub(crate) call_rate: f64,
+    #[serde(flatten)]
+    pub(crate) load: CallLoad,
     pub(crate) malicious: f64,
     pub(crate) behaviours: Vec<Behaviour>,
 }
@@ -111,18 +136,14 @@ impl Plan {
                     lookups: 200,
                 },
                 attack: AttackPlan {
-                    peers: 120,
-                    calls: 40,
+                    load: CallLoad::new(120, 40, 100.0),
                     warmup_calls: 40,
-                    call_rate: 100.0,
                     fractions: vec![0.0, 0.2],
                     behaviours: ALL_BEHAVIOURS.to_vec(),
                     srd_malicious: 0.2,
                 },
                 cache: CachePlan {
-                    peers: 120,
-                    calls: 300,
-                    call_rate: 100.0,
+                    load: CallLoad::new(120, 300, 100.0),
                     zipf: vec![0.0, 1.0],
                 },
                 locality: LocalityPlan {
@@ -133,9 +154,7 @@ impl Plan {
                     local_fractions: vec![0.0, 1.0],
                 },
                 trust: TrustPlan {
-                    peers: 120,
-                    calls: 150,
-                    call_rate: 20.0,
+                    load: CallLoad::new(120, 150, 20.0),
                     malicious: 0.2,
                     behaviours: vec![Behaviour::Drop],
                 },
@@ -148,18 +167,14 @@ impl Plan {
                     lookups: 3000,
                 },
                 attack: AttackPlan {
-                    peers: 600,
-                    calls: 300,
+                    load: CallLoad::new(600, 300, 200.0),
                     warmup_calls: 600,
-                    call_rate: 200.0,
                     fractions,
                     behaviours: ALL_BEHAVIOURS.to_vec(),
                     srd_malicious: 0.2,
                 },
                 cache: CachePlan {
-                    peers: 150,
-                    calls: 3000,
-                    call_rate: 200.0,
+                    load: CallLoad::new(150, 3000, 200.0),
                     zipf: vec![0.0, 0.5, 1.0, 1.5],
                 },
                 locality: LocalityPlan {
@@ -170,9 +185,7 @@ impl Plan {
                     local_fractions: vec![0.0, 0.25, 0.5, 0.75, 0.9, 1.0],
                 },
                 trust: TrustPlan {
-                    peers: 600,
-                    calls: 1500,
-                    call_rate: 25.0,
+                    load: CallLoad::new(600, 1500, 25.0),
                     malicious: 0.2,
                     behaviours: vec![Behaviour::Drop, Behaviour::Mixed],
                 },
@@ -185,18 +198,14 @@ impl Plan {
                     lookups: 20_000,
                 },
                 attack: AttackPlan {
-                    peers: 10_000,
-                    calls: 1000,
+                    load: CallLoad::new(10_000, 1000, 200.0),
                     warmup_calls: 5000,
-                    call_rate: 200.0,
                     fractions,
                     behaviours: ALL_BEHAVIOURS.to_vec(),
                     srd_malicious: 0.2,
                 },
                 cache: CachePlan {
-                    peers: 1000,
-                    calls: 20_000,
-                    call_rate: 200.0,
+                    load: CallLoad::new(1000, 20_000, 200.0),
                     zipf: vec![0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
                 },
                 locality: LocalityPlan {
@@ -207,9 +216,7 @@ impl Plan {
                     local_fractions: vec![0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
                 },
                 trust: TrustPlan {
-                    peers: 10_000,
-                    calls: 8000,
-                    call_rate: 50.0,
+                    load: CallLoad::new(10_000, 8000, 50.0),
                     malicious: 0.2,
                     behaviours: vec![
                         Behaviour::Drop,
@@ -263,13 +270,40 @@ pub(crate) enum Warmth {
     Warm,
 }
 
+/// What one call run of figure 2 was run under: the routing, the SOS's warmth and the
+/// share of malicious peers. Figure 3's series are some of these runs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub(crate) struct Conditions {
+    pub(crate) routing: &'static str,
+    pub(crate) trust: Warmth,
+    pub(crate) malicious: f64,
+}
+
+impl Conditions {
+    /// How figure 3 names the series of a drop run under these conditions.
+    fn drop_label(&self) -> String {
+        if self.malicious == 0.0 {
+            format!("{}, no attack", self.routing)
+        } else {
+            let warmth = match self.trust {
+                Warmth::Cold => "cold",
+                Warmth::Warm => "warmed",
+            };
+            format!(
+                "{}, {:.0}% drop, {warmth}",
+                self.routing,
+                100.0 * self.malicious
+            )
+        }
+    }
+}
+
 /// One call run of figure 2.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct AttackPoint {
     pub(crate) behaviour: Behaviour,
-    pub(crate) routing: &'static str,
-    pub(crate) trust: Warmth,
-    pub(crate) malicious: f64,
+    #[serde(flatten)]
+    pub(crate) run: Conditions,
     pub(crate) report: CallReport,
 }
 
@@ -277,9 +311,8 @@ pub(crate) struct AttackPoint {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct SrdSeries {
     pub(crate) label: String,
-    pub(crate) routing: &'static str,
-    pub(crate) malicious: f64,
-    pub(crate) trust: Warmth,
+    #[serde(flatten)]
+    pub(crate) run: Conditions,
     /// Session request delays of the calls that rang, milliseconds, sorted.
     pub(crate) setup_ms: Vec<f64>,
 }
@@ -312,16 +345,19 @@ pub(crate) fn attack(plan: &Plan, step: Step<'_>) -> Result<AttackResults, LabEr
         for &f in &a.fractions {
             for routing in [Routing::Secure, Routing::Chord] {
                 for warmth in [Warmth::Cold, Warmth::Warm] {
-                    let mut run = CallRun::new(a.peers, a.calls, routing);
-                    run.seed = plan.seed;
+                    let mut run = a.load.run(routing, plan.seed);
                     run.malicious = f;
                     run.behaviour = b;
-                    run.call_rate = a.call_rate;
                     run.warmup_calls = match warmth {
                         Warmth::Cold => 0,
                         Warmth::Warm => a.warmup_calls,
                     };
                     let (report, series) = sim::run_calls_traced(&run, &mut |_, _| {})?;
+                    let conditions = Conditions {
+                        routing: routing_name(routing),
+                        trust: warmth,
+                        malicious: f,
+                    };
                     let keep = b == Behaviour::Drop
                         && ((f == 0.0 && warmth == Warmth::Cold)
                             || (f == a.srd_malicious && routing == Routing::Secure));
@@ -333,24 +369,9 @@ pub(crate) fn attack(plan: &Plan, step: Step<'_>) -> Result<AttackResults, LabEr
                             .map(|c| c.setup_ms)
                             .collect();
                         setup_ms.sort_by(f64::total_cmp);
-                        let label = if f == 0.0 {
-                            format!("{}, no attack", routing_name(routing))
-                        } else {
-                            format!(
-                                "{}, {:.0}% drop, {}",
-                                routing_name(routing),
-                                100.0 * f,
-                                match warmth {
-                                    Warmth::Cold => "cold",
-                                    Warmth::Warm => "warmed",
-                                }
-                            )
-                        };
                         srd.push(SrdSeries {
-                            label,
-                            routing: routing_name(routing),
-                            malicious: f,
-                            trust: warmth,
+                            label: conditions.drop_label(),
+                            run: conditions,
                             setup_ms,
                         });
                     }
@@ -362,9 +383,7 @@ pub(crate) fn attack(plan: &Plan, step: Step<'_>) -> Result<AttackResults, LabEr
                     ));
                     points.push(AttackPoint {
                         behaviour: b,
-                        routing: routing_name(routing),
-                        trust: warmth,
-                        malicious: f,
+                        run: conditions,
                         report,
                     });
                 }
@@ -404,9 +423,7 @@ pub(crate) fn cache(plan: &Plan, step: Step<'_>) -> Result<Vec<CachePoint>, LabE
     let mut out = Vec::new();
     for &s in &c.zipf {
         for enabled in [true, false] {
-            let mut run = CallRun::new(c.peers, c.calls, Routing::Secure);
-            run.seed = plan.seed;
-            run.call_rate = c.call_rate;
+            let mut run = c.load.run(Routing::Secure, plan.seed);
             run.zipf = Some(s);
             run.secure.cache_enabled = enabled;
             let (report, series) = sim::run_calls_traced(&run, &mut |_, _| {})?;
@@ -501,11 +518,9 @@ pub(crate) fn trust(plan: &Plan, step: Step<'_>) -> Result<Vec<TrustRun>, LabErr
     let t = &plan.trust;
     let mut out = Vec::new();
     for &b in &t.behaviours {
-        let mut run = CallRun::new(t.peers, t.calls, Routing::Secure);
-        run.seed = plan.seed;
+        let mut run = t.load.run(Routing::Secure, plan.seed);
         run.malicious = t.malicious;
         run.behaviour = b;
-        run.call_rate = t.call_rate;
         let (report, series) = sim::run_calls_traced(&run, &mut |_, _| {})?;
         let span = series.calls.iter().map(|c| c.t_s).fold(0.0f64, f64::max);
         let bin = (span / 20.0).max(1.0);

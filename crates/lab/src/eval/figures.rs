@@ -1,8 +1,8 @@
 //! From results to figures: which series go on which panel, and captions that name each
 //! experiment's parameters and seed.
 
-use super::experiments::{Warmth, behaviour_name};
-use super::plot::{Axis, Figure, Legend, PANEL, Panel, Series, Style, Table};
+use super::experiments::{Conditions, Warmth, behaviour_name};
+use super::plot::{Axis, Figure, Legend, PANEL, Panel, Scale, Series, Style, Table};
 use super::results::Results;
 use sim::Behaviour;
 
@@ -134,7 +134,7 @@ fn attack(r: &Results) -> Figure {
             Axis::lin(-0.01, a.fractions.last().copied().unwrap_or(0.4) + 0.02),
             Axis::lin(0.0, 1.04),
         );
-        p.y_percent = true;
+        p.y.scale = Scale::Percent;
         p.legend = Legend::LowerLeft;
         for (routing, warmth, name, color, style) in [
             (
@@ -170,20 +170,23 @@ fn attack(r: &Results) -> Figure {
                 .attack
                 .points
                 .iter()
-                .filter(|q| q.behaviour == b && q.routing == routing && q.trust == warmth)
-                .map(|q| (q.malicious, q.report.success_rate))
+                .filter(|q| q.behaviour == b && q.run.routing == routing && q.run.trust == warmth)
+                .map(|q| (q.run.malicious, q.report.success_rate))
                 .collect();
             p.series.push(Series::new(name, color, style, pts));
         }
         panels.push(p);
     }
-    let at = |b: Behaviour, routing: &str, warmth: Warmth, f: f64| {
+    let at = |b: Behaviour, routing: &'static str, trust: Warmth, malicious: f64| {
+        let run = Conditions {
+            routing,
+            trust,
+            malicious,
+        };
         r.attack
             .points
             .iter()
-            .find(|q| {
-                q.behaviour == b && q.routing == routing && q.trust == warmth && q.malicious == f
-            })
+            .find(|q| q.behaviour == b && q.run == run)
             .map(|q| q.report.success_rate)
     };
     let mut key = Vec::new();
@@ -199,11 +202,16 @@ fn attack(r: &Results) -> Figure {
             ));
         }
     }
-    let msgs = |routing: &str| {
+    let msgs = |routing: &'static str| {
+        let run = Conditions {
+            routing,
+            trust: Warmth::Cold,
+            malicious: 0.0,
+        };
         r.attack
             .points
             .iter()
-            .find(|q| q.routing == routing && q.malicious == 0.0 && q.trust == Warmth::Cold)
+            .find(|q| q.run == run)
             .map(|q| q.report.messages_per_call)
             .unwrap_or(f64::NAN)
     };
@@ -218,9 +226,9 @@ fn attack(r: &Results) -> Figure {
              no attack: secure {:.1}, plain Chord {:.1}. A replaying peer holds what it \
              forwards for 60 s, so within a call it acts as a drop (the late copy is rejected); \
              a misrouted INVITE is re-routed by the next honest hop.",
-            a.peers,
-            a.calls,
-            a.call_rate,
+            a.load.peers,
+            a.load.calls,
+            a.load.call_rate,
             a.warmup_calls,
             r.plan.seed,
             key.join("; "),
@@ -254,7 +262,7 @@ fn srd(r: &Results) -> Figure {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let style = if s.routing == "chord" {
+            let style = if s.run.routing == "chord" {
                 Style::Dashed
             } else {
                 Style::Line
@@ -306,8 +314,8 @@ fn srd(r: &Results) -> Figure {
         // Headroom above 100% holds the legend and the note, clear of every curve.
         Axis::lin(0.0, 1.45),
     );
-    p.y_percent = true;
-    p.y_label_max = Some(1.0);
+    p.y.scale = Scale::Percent;
+    p.y.label_max = Some(1.0);
     p.legend = Legend::UpperRight;
     p.series = series;
     p.note = note;
@@ -342,9 +350,9 @@ fn srd(r: &Results) -> Figure {
              {:.0}% malicious for the attacked series (warmed = {} calls of evidence first), \
              geographic latency (virtual time, includes the 150 ms PingRequest collection \
              window and a 10 ms SOS round trip on the secure path), seed {}. {}.{}",
-            a.peers,
-            a.calls,
-            a.call_rate,
+            a.load.peers,
+            a.load.calls,
+            a.load.call_rate,
             100.0 * a.srd_malicious,
             a.warmup_calls,
             r.plan.seed,
@@ -377,10 +385,10 @@ fn cache(r: &Results) -> Figure {
         "(a) contact-cache hit rate",
         "Zipf exponent s of callee popularity",
         "calls served from the cache",
-        x,
+        x.clone(),
         Axis::lin(0.0, 1.02),
     );
-    hit.y_percent = true;
+    hit.y.scale = Scale::Percent;
     hit.legend = Legend::UpperLeft;
     let saving = |f: &dyn Fn(&super::experiments::LayerCache) -> f64, layer: u8| {
         let off: Vec<_> = layer_of(false, layer).collect();
@@ -396,10 +404,10 @@ fn cache(r: &Results) -> Figure {
         "(b) hop savings vs cache off",
         "Zipf exponent s of callee popularity",
         "fewer hops per call",
-        x,
+        x.clone(),
         Axis::lin(-0.05, 1.0),
     );
-    hops.y_percent = true;
+    hops.y.scale = Scale::Percent;
     hops.legend = Legend::UpperLeft;
     let mut delay = Panel::new(
         "(c) setup-delay savings vs cache off",
@@ -408,7 +416,7 @@ fn cache(r: &Results) -> Figure {
         x,
         Axis::lin(-0.05, 1.0),
     );
-    delay.y_percent = true;
+    delay.y.scale = Scale::Percent;
     delay.legend = Legend::UpperLeft;
     for layer in 1..=3u8 {
         let name = if layer == 3 {
@@ -471,10 +479,10 @@ fn cache(r: &Results) -> Figure {
              callees drawn Zipf(s) over honest peers (s = 0 is uniform); cache 256 entries, \
              TTL 600 s, in layers 1 and 2 only; each s run with the cache on and off, same \
              seed {}. Savings compare mean hops and mean SRD of the calls that rang. At s = 1: {}.",
-            c.peers,
-            c.calls,
-            c.call_rate,
-            c.calls as f64 / c.peers as f64,
+            c.load.peers,
+            c.load.calls,
+            c.load.call_rate,
+            c.load.calls as f64 / c.load.peers as f64,
             r.plan.seed,
             at1.join("; ")
         ),
@@ -508,7 +516,7 @@ fn locality(r: &Results) -> Figure {
         Axis::log(lo / 2.0, hi.max(0.34) * 3000.0),
     );
     a.legend = Legend::UpperRight;
-    a.y_label_max = Some(1.0);
+    a.y.label_max = Some(1.0);
     let pts = |f: &dyn Fn(&enroll::locality::LocalityReport) -> f64| {
         ring.iter()
             .map(|x| (x.config.neighbours as f64, f(x)))
@@ -644,7 +652,7 @@ fn trust(r: &Results) -> Figure {
         );
         // The legend sits above the data (nothing exceeds 1).
         p.legend = Legend::UpperRight;
-        p.y_label_max = Some(1.0);
+        p.y.label_max = Some(1.0);
         let ser = |f: &dyn Fn(&sim::TrustSample) -> f64| {
             run.samples
                 .iter()
@@ -703,10 +711,10 @@ fn trust(r: &Results) -> Figure {
              E = a = 0.25); {} calls at {} calls/s, all measured. The SOS takes the peers' \
              evidence reports, derives opinions (prior weight 2, no ageing), publishes the \
              distrusted peers (d > b) every 2 s, and is sampled then. Seed {}. {}.",
-            t.peers,
+            t.load.peers,
             100.0 * t.malicious,
-            t.calls,
-            t.call_rate,
+            t.load.calls,
+            t.load.call_rate,
             r.plan.seed,
             key.join("; ")
         ),

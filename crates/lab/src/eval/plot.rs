@@ -62,12 +62,16 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 0, 0),
 ];
 
-/// One axis: range and scale.
-#[derive(Clone, Copy, Debug)]
+/// One axis: range, scale, what it shows, and how far up its ticks are labelled.
+#[derive(Clone, Debug)]
 pub(crate) struct Axis {
     pub(crate) min: f64,
     pub(crate) max: f64,
-    pub(crate) log: bool,
+    pub(crate) scale: Scale,
+    /// The quantity and unit, written along the axis.
+    pub(crate) label: String,
+    /// No tick labels above this (room for the legend above the data).
+    pub(crate) label_max: Option<f64>,
 }
 
 impl Axis {
@@ -75,7 +79,9 @@ impl Axis {
         Axis {
             min,
             max: if max > min { max } else { min + 1.0 },
-            log: false,
+            scale: Scale::Lin,
+            label: String::new(),
+            label_max: None,
         }
     }
     pub(crate) fn log(min: f64, max: f64) -> Self {
@@ -83,7 +89,9 @@ impl Axis {
         Axis {
             min,
             max: if max > min { max } else { min * 10.0 },
-            log: true,
+            scale: Scale::Log,
+            label: String::new(),
+            label_max: None,
         }
     }
     /// A linear axis from 0 to a little above the largest value.
@@ -94,6 +102,37 @@ impl Axis {
             .fold(0.0f64, f64::max);
         Axis::lin(0.0, (max * 1.1).max(1e-9))
     }
+
+    fn is_log(&self) -> bool {
+        self.scale == Scale::Log
+    }
+
+    /// The text of the tick at `v`.
+    fn tick_label(&self, v: f64) -> String {
+        if self.label_max.is_some_and(|m| v > m + 1e-9) {
+            return String::new();
+        }
+        match self.scale {
+            Scale::Lin => tick(v),
+            Scale::Log => log_tick(v),
+            Scale::Pow2 => pow2_tick(v),
+            Scale::Percent => percent(v),
+        }
+    }
+}
+
+/// How an axis is scaled and how its ticks read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Scale {
+    /// Linear, plain numbers.
+    Lin,
+    /// Logarithmic, ticks at 1, 2 and 5 times a power of ten.
+    Log,
+    /// Linear in log2 of the quantity: whole values v read as 2^v, others not at all (a
+    /// log2 axis, which plotters' log scale with its 1-2-5 ticks does not draw).
+    Pow2,
+    /// Linear, ticks as percentages.
+    Percent,
 }
 
 /// How a series is drawn.
@@ -147,21 +186,12 @@ pub(crate) enum Legend {
 #[derive(Clone, Debug)]
 pub(crate) struct Panel {
     pub(crate) title: String,
-    pub(crate) x_label: String,
-    pub(crate) y_label: String,
     pub(crate) x: Axis,
     pub(crate) y: Axis,
     pub(crate) series: Vec<Series>,
     pub(crate) legend: Legend,
     /// A remark printed inside the plot area (e.g. "no demo report given").
     pub(crate) note: Option<String>,
-    /// Show y tick labels as percentages.
-    pub(crate) y_percent: bool,
-    /// No y tick labels above this (room for the legend above the data).
-    pub(crate) y_label_max: Option<f64>,
-    /// x values are log2 of the quantity: label whole values v as 2^v, others not at all
-    /// (a log2 axis, which plotters' log scale with its 1-2-5 ticks does not draw).
-    pub(crate) x_pow2: bool,
 }
 
 impl Panel {
@@ -174,16 +204,17 @@ impl Panel {
     ) -> Self {
         Panel {
             title: title.into(),
-            x_label: x_label.into(),
-            y_label: y_label.into(),
-            x,
-            y,
+            x: Axis {
+                label: x_label.into(),
+                ..x
+            },
+            y: Axis {
+                label: y_label.into(),
+                ..y
+            },
             series: Vec::new(),
             legend: Legend::LowerRight,
             note: None,
-            y_percent: false,
-            y_label_max: None,
-            x_pow2: false,
         }
     }
 }
@@ -339,8 +370,8 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     p: &Panel,
 ) -> Result<(), PlotError> {
-    let (x, y) = (p.x, p.y);
-    match (x.log, y.log) {
+    let (x, y) = (&p.x, &p.y);
+    match (x.is_log(), y.is_log()) {
         (false, false) => draw_xy(area, p, x.min..x.max, y.min..y.max),
         (true, false) => draw_xy(area, p, (x.min..x.max).log_scale(), y.min..y.max),
         (false, true) => draw_xy(area, p, x.min..x.max, (y.min..y.max).log_scale()),
@@ -388,7 +419,7 @@ fn log_tick(v: f64) -> String {
     }
 }
 
-/// Tick label on a log2 axis drawn linearly in the exponent: 2^v at whole v, else nothing.
+/// Tick label on a [`Scale::Pow2`] axis: 2^v at whole v, else nothing.
 fn pow2_tick(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 && (0.0..63.0).contains(&v.round()) {
         (1u64 << (v.round() as u32)).to_string()
@@ -426,32 +457,12 @@ where
         .y_label_area_size(68)
         .build_cartesian_2d(x, y)
         .map_err(err)?;
-    let (x_log, y_log, y_max, y_pct) = (p.x.log, p.y.log, p.y_label_max, p.y_percent);
-    let x_pow2 = p.x_pow2;
-    let fx = move |v: &f64| {
-        if x_pow2 {
-            pow2_tick(*v)
-        } else if x_log {
-            log_tick(*v)
-        } else {
-            tick(*v)
-        }
-    };
-    let fy = move |v: &f64| {
-        if y_max.is_some_and(|m| *v > m + 1e-9) {
-            String::new()
-        } else if y_pct {
-            percent(*v)
-        } else if y_log {
-            log_tick(*v)
-        } else {
-            tick(*v)
-        }
-    };
+    let fx = |v: &f64| p.x.tick_label(*v);
+    let fy = |v: &f64| p.y.tick_label(*v);
     chart
         .configure_mesh()
-        .x_desc(&p.x_label)
-        .y_desc(&p.y_label)
+        .x_desc(&p.x.label)
+        .y_desc(&p.y.label)
         .axis_desc_style(("sans-serif", 15))
         .label_style(("sans-serif", 13))
         .x_label_formatter(&fx)

@@ -69,6 +69,17 @@ pub(crate) fn read_json(
     serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))
 }
 
+/// The text of `key` in a JSON object read from a file, at most `max` characters of it
+/// (what the report prints stays short whatever the file holds); `default` when absent.
+pub(crate) fn text_field(v: &serde_json::Value, key: &str, default: &str, max: usize) -> String {
+    v.get(key)
+        .and_then(|t| t.as_str())
+        .unwrap_or(default)
+        .chars()
+        .take(max)
+        .collect()
+}
+
 /// Read the setup delays of a demo report (`p2psip demo --json`): its `srd_ms` samples, or
 /// else its `srd_ms_p50` and `srd_ms_p99`.
 pub(crate) fn load_demo(path: &Path) -> Result<DemoSrd, LabError> {
@@ -77,13 +88,7 @@ pub(crate) fn load_demo(path: &Path) -> Result<DemoSrd, LabError> {
         reason,
     };
     let v = read_json(path, MAX_DEMO_REPORT, "reading the demo report", bad)?;
-    let mode = v
-        .get("mode")
-        .and_then(|m| m.as_str())
-        .unwrap_or("demo")
-        .chars()
-        .take(40)
-        .collect::<String>();
+    let mode = text_field(&v, "mode", "demo", 40);
     let good = |x: f64| x.is_finite() && x >= 0.0;
     let mut srd_ms = Vec::new();
     if let Some(a) = v.get("srd_ms").and_then(|a| a.as_array()) {

@@ -3,7 +3,7 @@
 //! measurements of real TLS peers on this host, so the report takes them from a file rather
 //! than running them: a curve up to 1 024 peers takes ten minutes or more.
 
-use super::plot::{Axis, Figure, Legend, Panel, Series, Style};
+use super::plot::{Axis, Figure, Legend, Panel, Scale, Series, Style};
 use crate::LabError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -128,13 +128,7 @@ pub(crate) fn load(path: &Path) -> Result<Curve, LabError> {
     }
     measured.sort_by_key(|m| m.peers);
     not_run.sort_by_key(|n| n.peers);
-    let command = v
-        .get("command")
-        .and_then(|c| c.as_str())
-        .unwrap_or("")
-        .chars()
-        .take(400)
-        .collect();
+    let command = super::results::text_field(&v, "command", "", 400);
     Ok(Curve {
         file: path.display().to_string(),
         command,
@@ -198,8 +192,8 @@ fn panel(c: &Curve, title: &str, y_label: &str, series: Vec<Series>) -> Panel {
         Axis::lin(lo.floor() - 0.5, hi.ceil() + 0.5),
         y,
     );
-    p.x_pow2 = true;
-    p.y_label_max = Some(top * 1.1);
+    p.x.scale = Scale::Pow2;
+    p.y.label_max = Some(top * 1.1);
     p.legend = Legend::UpperLeft;
     p.series = series;
     p
@@ -216,7 +210,7 @@ pub(crate) fn figure(curve: Option<&Curve>) -> Figure {
             Axis::lin(6.5, 11.5),
             Axis::lin(0.0, 1.0),
         );
-        p.x_pow2 = true;
+        p.x.scale = Scale::Pow2;
         p.note = Some("No scaling file given (--scaling FILE): run scripts/scaling".into());
         return Figure {
             id: "fig8-scaling",
@@ -394,7 +388,7 @@ mod tests {
         assert_eq!(f.panels[0].series[0].points[0].0, 7.0);
         assert_eq!(f.panels[0].series[0].points[2].1, c.measured[2].converge_s);
         assert!(f.caption.contains("2048 peers not run"), "{}", f.caption);
-        assert!(f.panels[5].x_label.contains("not run: 2048"));
+        assert!(f.panels[5].x.label.contains("not run: 2048"));
         let svg = f.svg().unwrap();
         assert!(
             svg.contains("1024") && svg.contains("128"),

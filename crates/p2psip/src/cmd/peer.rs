@@ -284,11 +284,15 @@ impl Args {
                 credentials: a.sip_auth.sip_credentials,
                 digest: a.sip_auth.sip_digest,
                 media: (!a.no_media_relay).then(|| node::MediaConfig {
-                    ports: a.media_ports,
+                    bounds: sip::media::RelayBounds {
+                        first_port: a.media_ports.0,
+                        last_port: a.media_ports.1,
+                        max_streams: a.media_max_streams,
+                        idle: Duration::from_secs(a.media_idle_s.max(1)),
+                        ..Default::default()
+                    },
                     lan: a.media_lan,
                     public: a.media_public,
-                    max_streams: a.media_max_streams,
-                    idle: Duration::from_secs(a.media_idle_s.max(1)),
                     turn: a.media_turn.map(|server| {
                         let (username, password) = a.media_turn_user.clone().unwrap_or_default();
                         node::MediaTurn {
@@ -305,7 +309,6 @@ impl Args {
                         }
                     }),
                     rtpengine: a.media_rtpengine,
-                    ..node::MediaConfig::default()
                 }),
             }),
             db_sync: ms(a.db_sync_ms),

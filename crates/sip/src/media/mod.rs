@@ -16,8 +16,8 @@ pub mod sdp;
 
 pub use ice::{CandidateKind, IcePair};
 pub use relay::{
-    DirectionReport, Forward, MediaCommand, MediaError, MediaPath, MediaRelay, Origin, RelayConfig,
-    RelayStats, StreamReport, Transmit,
+    DirectionReport, Forward, MediaCommand, MediaError, MediaPath, MediaRelay, Origin, RelayBounds,
+    RelayConfig, RelayStats, StreamReport, Transmit,
 };
 pub use sdp::{IceAttributes, Sdp, SdpError, Stream, Target};
 

@@ -69,16 +69,8 @@ pub struct RelayConfig {
     /// Whether `public` is a NAT's address for us (learnt from STUN) rather than one of
     /// our own: it names the path of direct streams in reports.
     pub public_is_reflexive: bool,
-    /// First port of the range the relay takes its ports from (rounded up to even).
-    pub first_port: u16,
-    /// Last port of the range.
-    pub last_port: u16,
-    /// Most streams relayed at once (each takes four ports).
-    pub max_streams: usize,
-    /// Most streams relayed for one call.
-    pub max_streams_per_call: usize,
-    /// A stream with no datagram and no SDP this long is freed.
-    pub idle: Duration,
+    /// Ports, streams and idle time.
+    pub bounds: RelayBounds,
     /// Most bytes one stream may forward per second (both directions, RTP and RTCP);
     /// datagrams beyond are dropped.
     pub max_bytes_per_sec: u64,
@@ -107,11 +99,7 @@ impl RelayConfig {
             lan,
             public,
             public_is_reflexive: false,
-            first_port: 20000,
-            last_port: 29999,
-            max_streams: 1024,
-            max_streams_per_call: 8,
-            idle: Duration::from_secs(60),
+            bounds: RelayBounds::default(),
             max_bytes_per_sec: 1_000_000,
             max_datagram: 4096,
             turn_pool: 0,
@@ -119,6 +107,36 @@ impl RelayConfig {
             max_reports: 64,
             ice: true,
             seed: 0,
+        }
+    }
+}
+
+/// What an operator bounds a relay by: its port range, the streams it relays, how long an
+/// idle stream is kept. Part of [`RelayConfig`], and what a peer's media settings carry
+/// to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayBounds {
+    /// First port of the range the relay takes its ports from (rounded up to even).
+    pub first_port: u16,
+    /// Last port of the range.
+    pub last_port: u16,
+    /// Most streams relayed at once (each takes four ports).
+    pub max_streams: usize,
+    /// Most streams relayed for one call.
+    pub max_streams_per_call: usize,
+    /// A stream with no datagram and no SDP this long is freed.
+    pub idle: Duration,
+}
+
+impl Default for RelayBounds {
+    /// Ports 20000–29999, 1024 streams, 8 per call, 60 s idle.
+    fn default() -> Self {
+        RelayBounds {
+            first_port: 20000,
+            last_port: 29999,
+            max_streams: 1024,
+            max_streams_per_call: 8,
+            idle: Duration::from_secs(60),
         }
     }
 }
@@ -458,14 +476,11 @@ pub struct MediaRelay {
 impl MediaRelay {
     /// A relay with `cfg`.
     pub fn new(cfg: RelayConfig) -> Self {
-        let base = cfg.first_port.saturating_add(cfg.first_port % 2);
-        let span = usize::from(cfg.last_port.saturating_sub(base)) + 1;
+        let (first, last) = (cfg.bounds.first_port, cfg.bounds.last_port);
+        let base = first.saturating_add(first % 2);
+        let span = usize::from(last.saturating_sub(base)) + 1;
         // Whole pairs only.
-        let span = if cfg.last_port < base {
-            0
-        } else {
-            span - span % 2
-        };
+        let span = if last < base { 0 } else { span - span % 2 };
         let mut relay = MediaRelay {
             cfg,
             streams: BTreeMap::new(),
@@ -594,10 +609,10 @@ impl MediaRelay {
             .by_key
             .range((call_id.to_owned(), 0)..=(call_id.to_owned(), usize::MAX))
             .count();
-        if new > 0 && self.streams.len() + new > self.cfg.max_streams {
+        if new > 0 && self.streams.len() + new > self.cfg.bounds.max_streams {
             return Err(MediaError::Full);
         }
-        if new > 0 && of_call + new > self.cfg.max_streams_per_call {
+        if new > 0 && of_call + new > self.cfg.bounds.max_streams_per_call {
             return Err(MediaError::TooManyStreams);
         }
         if new * LEGS > self.free_pairs() {
@@ -1013,7 +1028,7 @@ impl MediaRelay {
             let Some(stream) = self.streams.get(&id) else {
                 continue;
             };
-            let due = stream.last_active + self.cfg.idle;
+            let due = stream.last_active + self.cfg.bounds.idle;
             if due > now {
                 self.idle.set(id, due);
             } else {
@@ -1125,7 +1140,7 @@ impl MediaRelay {
             None => {}
         }
         self.by_key.insert(key.clone(), id);
-        self.idle.set(id, now + self.cfg.idle);
+        self.idle.set(id, now + self.cfg.bounds.idle);
         self.streams.insert(
             id,
             Stream {
@@ -1215,9 +1230,9 @@ mod tests {
 
     fn relay() -> MediaRelay {
         let mut cfg = RelayConfig::new("10.0.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap());
-        cfg.first_port = 40000;
-        cfg.last_port = 40015; // 8 pairs: 4 streams
-        cfg.max_streams_per_call = 3;
+        cfg.bounds.first_port = 40000;
+        cfg.bounds.last_port = 40015; // 8 pairs: 4 streams
+        cfg.bounds.max_streams_per_call = 3;
         // The latching and bounds tests speak to a far end without ICE; ICE has its own.
         cfg.ice = false;
         MediaRelay::new(cfg)
@@ -1380,7 +1395,7 @@ mod tests {
         assert!(commands(&mut r).is_empty());
         // A peer-wide cap below the ports.
         let mut small = relay();
-        small.cfg.max_streams = 1;
+        small.cfg.bounds.max_streams = 1;
         rewrite_sdp(&mut small, "a", Origin::Phone, "192.168.1.20", &[1]);
         assert_eq!(
             small.rewrite(Time::ZERO, "b", Origin::Phone, &sdp("192.168.1.20", &[1])),
@@ -1407,7 +1422,7 @@ mod tests {
         assert_eq!(r.streams(), 1);
         assert_eq!(commands(&mut r).len(), 4);
         // "b" has traffic at 30 s, so it outlives the first idle deadline.
-        let idle = r.config().idle;
+        let idle = r.config().bounds.idle;
         let t30 = Time::ZERO + Duration::from_secs(30);
         r.handle_datagram(t30, 40008, addr("192.168.1.21:4000"), &d(100));
         assert_eq!(r.poll_timeout(), Some(Time::ZERO + idle));
@@ -1759,12 +1774,12 @@ mod tests {
     /// A relay for ICE tests: LAN `lan`, NAT address `public`.
     fn ice_relay(lan: &str, public: &str, seed: u64) -> MediaRelay {
         let mut cfg = RelayConfig::new(lan.parse().unwrap(), public.parse().unwrap());
-        cfg.first_port = 40000;
-        cfg.last_port = 40015;
+        cfg.bounds.first_port = 40000;
+        cfg.bounds.last_port = 40015;
         cfg.public_is_reflexive = true;
         cfg.seed = seed;
         // These tests send no media for minutes: checks and consent do not keep a stream.
-        cfg.idle = Duration::from_secs(3600);
+        cfg.bounds.idle = Duration::from_secs(3600);
         MediaRelay::new(cfg)
     }
 

@@ -1363,6 +1363,7 @@ impl SecureNode {
         self.pump_chord_events(now);
         self.expire_record_ops(now);
         self.expire_forwards(now);
+        self.expire_passed(now);
         // Held requests whose copies all stalled short of the target: a new round.
         let stalled: Vec<usize> = self
             .held
@@ -1510,11 +1511,14 @@ impl SecureNode {
     /// CSP this peer fetched a request from among its last `max_pending` fetches (its
     /// Deliver comes back on that link, and the next call through it most likely too). The
     /// runtime closes such links last: a link closed to make room 8 ms after the fetch
-    /// went out lost the Deliver, and the call rang only on the caller's retry.
+    /// went out lost the Deliver, and the call rang only on the caller's retry. Likewise the
+    /// link back to whoever handed this CSP or CSPG a call request still ringing (its
+    /// Ringing goes back that way).
     pub fn keeps_link(&self, peer: NodeId) -> bool {
         self.chord.keeps_link(peer)
             || self.forwards.iter().any(|f| f.to == peer)
             || self.finished.iter().any(|(csp, _, _)| *csp == peer)
+            || self.passed.iter().any(|p| p.prev.id == peer)
             || self.on_call_path(peer)
     }
 

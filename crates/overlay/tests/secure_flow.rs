@@ -29,16 +29,20 @@ fn forwarded(net: &Network<SecureNode>) -> Vec<(NodeId, NodeId)> {
         .collect()
 }
 
-/// The call rang, on the caller's retry (at least one call timeout after it was placed).
-fn assert_rang_on_the_retry(net: &Network<SecureNode>) {
-    let setup = net
-        .events()
+/// The set-up delay of the first call that rang.
+fn first_setup(net: &Network<SecureNode>) -> Duration {
+    net.events()
         .iter()
         .find_map(|(_, e)| match e {
             SecureEvent::CallRinging { setup, .. } => Some(*setup),
             _ => None,
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// The call rang, on the caller's retry (at least one call timeout after it was placed).
+fn assert_rang_on_the_retry(net: &Network<SecureNode>) {
+    let setup = first_setup(net);
     assert!(
         setup >= SecureConfig::default().call_timeout,
         "rang before the retry: {setup:?}"
@@ -170,14 +174,7 @@ fn the_ringing_back_through_the_csp_rings_the_call_without_the_direct_copy() {
         .map(|f| (f.from.id, f.to))
         .collect();
     assert_eq!(back, vec![(CALLEE, CSP), (CSP, CALLER)]);
-    let setup = net
-        .events()
-        .iter()
-        .find_map(|(_, e)| match e {
-            SecureEvent::CallRinging { setup, .. } => Some(*setup),
-            _ => None,
-        })
-        .unwrap();
+    let setup = first_setup(&net);
     assert!(setup < SecureConfig::default().call_timeout, "{setup:?}");
 }
 

@@ -155,16 +155,22 @@ fn a_retry_of_a_call_delivered_already_rings_again_without_a_second_incoming_cal
     assert_rang_on_the_retry(&net);
 }
 
-/// The callee's Ringing straight to the caller never arrives (its link is slow to come up):
-/// the signed copy back through the CSP, which holds links to both, rings the call on its
-/// first attempt.
-#[test]
-fn the_ringing_back_through_the_csp_rings_the_call_without_the_direct_copy() {
+/// The test network, with every Ringing the callee sends straight to the caller lost.
+fn net_without_direct_ringing() -> Network<SecureNode> {
     let mut net = net();
     net.set_behaviour(
         CALLEE,
         adversary::drop_if(|_, to, m| to == CALLER && matches!(m, Message::Ringing { .. })),
     );
+    net
+}
+
+/// The callee's Ringing straight to the caller never arrives (its link is slow to come up):
+/// the signed copy back through the CSP, which holds links to both, rings the call on its
+/// first attempt.
+#[test]
+fn the_ringing_back_through_the_csp_rings_the_call_without_the_direct_copy() {
+    let mut net = net_without_direct_ringing();
     net.call(CALLER, CALLEE);
     assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
     let back: Vec<(NodeId, NodeId)> = net
@@ -183,11 +189,7 @@ fn the_ringing_back_through_the_csp_rings_the_call_without_the_direct_copy() {
 /// and without the callee's own copy the call fails instead of ringing on forged words.
 #[test]
 fn a_ringing_altered_on_its_way_back_is_not_taken() {
-    let mut net = net();
-    net.set_behaviour(
-        CALLEE,
-        adversary::drop_if(|_, to, m| to == CALLER && matches!(m, Message::Ringing { .. })),
-    );
+    let mut net = net_without_direct_ringing();
     net.set_behaviour(
         CSP,
         adversary::modify_if(

@@ -245,13 +245,13 @@ impl<E> EventQueue<E> {
 
     /// Load the payloads of the events `skip` to `skip + hints.len()` places after the next
     /// one (those already known without reorganising the queue), hand each payload to
-    /// `touch` (which loads what the payload points to), and write their hints to `hints`;
-    /// returns how many were found. The loads are independent, so their cache misses
-    /// overlap one another. Changes nothing.
+    /// `touch` (which loads what the payload points to), and write their hints to `hints`
+    /// with whether the event is an inline one; returns how many were found. The loads are
+    /// independent, so their cache misses overlap one another. Changes nothing.
     pub fn touch_ahead(
         &self,
         skip: usize,
-        hints: &mut [u32],
+        hints: &mut [(u32, bool)],
         mut touch: impl FnMut(&E) -> u64,
     ) -> usize {
         if !self.cur_sorted {
@@ -271,7 +271,7 @@ impl<E> EventQueue<E> {
             {
                 acc ^= touch(e);
             }
-            *h = hint;
+            *h = (hint, slot >= INLINE_BASE);
             n += 1;
         }
         std::hint::black_box(acc);

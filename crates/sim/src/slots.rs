@@ -22,20 +22,31 @@ pub(crate) struct SlotMeta {
     pub(crate) id: NodeId,
     /// Its position, prepared for the latency model.
     pub(crate) geo: GeoRad,
-    /// When its pending timer event fires (`Time(u64::MAX)`: none pending).
+    /// When its queued timer event fires (`Time(u64::MAX)`: none queued).
     pub(crate) timer_at: Time,
-    /// Is the slot's peer alive (not departed)?
-    pub(crate) alive: bool,
+    /// How much later than `timer_at` the peer's own next deadline is, in microseconds: 0
+    /// when the queued event is due for the peer; more when the deadline moved on since the
+    /// event was queued (an acknowledgement came in and the peer no longer needs waking
+    /// then), so the event is filed again that much later without touching the peer;
+    /// [`LATER_UNKNOWN`] when it is further than this field holds (or there is none): then
+    /// the peer is asked.
+    pub(crate) timer_later: u32,
     /// How many peers this slot has held before the current one: a message that names the
     /// slot and its generation is for the current peer.
     pub(crate) generation: u32,
-    /// Has the peer joined (is it among the live peers lookups start from)?
-    pub(crate) joined: bool,
     /// Its place in the list of live slots, while joined.
     pub(crate) live_pos: u32,
-    /// Lookups it started that have no outcome yet.
-    pub(crate) outstanding: u32,
+    /// Lookups it started that have no outcome yet (a peer caps its own lookups in flight
+    /// far below this: `ChordConfig::max_lookups`).
+    pub(crate) outstanding: u16,
+    /// Is the slot's peer alive (not departed)?
+    pub(crate) alive: bool,
+    /// Has the peer joined (is it among the live peers lookups start from)?
+    pub(crate) joined: bool,
 }
+
+/// [`SlotMeta::timer_later`] of a peer whose next deadline is too far (or absent) to note.
+pub(crate) const LATER_UNKNOWN: u32 = u32::MAX;
 
 /// Bucket without a slot.
 const EMPTY: u32 = u32::MAX;
@@ -160,6 +171,7 @@ mod tests {
             id: NodeId(id),
             geo: GeoRad::default(),
             timer_at: Time::ZERO,
+            timer_later: 0,
             alive: true,
             generation: 0,
             joined: true,

@@ -10,7 +10,7 @@ use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
 use crate::queue::{EventQueue, Item, NO_HINT};
-use crate::slots::{SlotIndex, SlotMeta};
+use crate::slots::{LATER_UNKNOWN, SlotIndex, SlotMeta};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
 };
@@ -207,8 +207,12 @@ pub struct World {
     pub messages: u64,
     /// Encoded bytes of those messages.
     pub bytes: u64,
-    /// Events processed.
+    /// Events processed: messages delivered (or found their receiver gone), timers that
+    /// woke their peer, departures and arrivals.
     pub events: u64,
+    /// Items taken from the queue (events, and timer entries that were superseded or
+    /// moved on).
+    pops: u64,
     /// Peers that joined after the start.
     pub joins: u64,
     /// Peers that left or crashed.
@@ -240,6 +244,7 @@ impl World {
             messages: 0,
             bytes: 0,
             events: 0,
+            pops: 0,
             joins: 0,
             departures: 0,
             rejoins: 0,
@@ -311,6 +316,7 @@ impl World {
             id,
             geo: GeoRad::from(geo),
             timer_at: NO_TIMER,
+            timer_later: 0,
             alive: true,
             generation: 0,
             joined: false,
@@ -529,7 +535,8 @@ impl World {
 
     fn start_lookup_at(&mut self, slot: u32, key: NodeId) -> u64 {
         self.stats.issued += 1;
-        self.meta[slot as usize].outstanding += 1;
+        let m = &mut self.meta[slot as usize];
+        m.outstanding = m.outstanding.saturating_add(1);
         let now = self.now;
         let h = self.peers[slot as usize].lookup(now, key);
         self.after_input(slot, NO_HINT);
@@ -587,13 +594,28 @@ impl World {
         if !self.meta[slot as usize].alive {
             return;
         }
-        if let Some(t) = self.peers[slot as usize].poll_timeout() {
-            let t = t.max(now);
-            let pending = &mut self.meta[slot as usize].timer_at;
-            if t < *pending {
-                *pending = t;
+        let due = self.peers[slot as usize].poll_timeout().map(|t| t.max(now));
+        self.note_deadline(slot, due);
+    }
+
+    /// The peer in `slot` next needs waking at `due`: queue a timer event for it if none is
+    /// queued that early, else note how much later than the queued one it is due (so the
+    /// queued event moves on by itself, see [`SlotMeta::timer_later`]).
+    fn note_deadline(&mut self, slot: u32, due: Option<Time>) {
+        let m = &mut self.meta[slot as usize];
+        match due {
+            Some(t) if t < m.timer_at => {
+                m.timer_at = t;
+                m.timer_later = 0;
                 self.queue.push_inline(t, TIMER, slot);
             }
+            Some(t) => {
+                m.timer_later = u32::try_from((t - m.timer_at).as_micros())
+                    .ok()
+                    .filter(|&l| l != LATER_UNKNOWN)
+                    .unwrap_or(LATER_UNKNOWN);
+            }
+            None => m.timer_later = LATER_UNKNOWN,
         }
     }
 
@@ -658,15 +680,10 @@ impl World {
     /// every 65 536 events (for progress reporting).
     pub fn run_until(&mut self, until: Time, tick: &mut dyn FnMut(&World)) {
         while let Some((at, ev)) = self.queue.pop_due_item(until) {
-            self.now = at;
-            self.events += 1;
-            if self.events.is_multiple_of(65_536) {
+            self.step(at, ev);
+            if self.pops.is_multiple_of(65_536) {
                 tick(self);
             }
-            if self.events.is_multiple_of(TOUCH_BATCH as u64) {
-                self.touch_batch();
-            }
-            self.dispatch(ev);
         }
         self.now = self.now.max(until);
     }
@@ -677,12 +694,19 @@ impl World {
             let Some((at, ev)) = self.queue.pop_due_item(until) else {
                 break;
             };
-            self.now = at;
+            self.step(at, ev);
+        }
+    }
+
+    /// Handle one item taken from the queue.
+    fn step(&mut self, at: Time, ev: Item<Ev>) {
+        self.now = at;
+        self.pops += 1;
+        if self.pops.is_multiple_of(TOUCH_BATCH as u64) {
+            self.touch_batch();
+        }
+        if self.dispatch(ev) {
             self.events += 1;
-            if self.events.is_multiple_of(TOUCH_BATCH as u64) {
-                self.touch_batch();
-            }
-            self.dispatch(ev);
         }
     }
 
@@ -692,24 +716,29 @@ impl World {
     /// other, so their cache misses overlap, where one event at a time they came one after
     /// another. By the time those events come up their lines are in cache.
     fn touch_batch(&self) {
-        let mut hints = [NO_HINT; TOUCH_BATCH];
+        let mut ahead = [(NO_HINT, false); TOUCH_BATCH];
         let meta = &self.meta;
-        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut hints, |ev| {
+        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut ahead, |ev| {
             // The sender's line: most answers go back to it (see `slot_of`).
             let sender = meta.get(ev.from_slot as usize).map_or(0, |m| m.id.0 as u64);
             sender ^ ev.packet.touch()
         });
-        let hints = &hints[..n];
         let mut acc = 0u64;
-        for &h in hints {
+        for &(h, inline) in &ahead[..n] {
             if let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize)) {
-                acc ^= u64::from(m.alive) ^ p.touch();
+                // A timer event that will move on does not wake its peer.
+                acc ^= u64::from(m.alive);
+                if !(inline && m.timer_later != 0) {
+                    acc ^= p.touch();
+                }
             }
         }
         std::hint::black_box(acc);
     }
 
-    fn dispatch(&mut self, ev: Item<Ev>) {
+    /// Handle one queued item; false if it was no event (a timer event that was superseded,
+    /// or that moved on because its peer no longer needs waking then).
+    fn dispatch(&mut self, ev: Item<Ev>) -> bool {
         let now = self.now;
         match ev {
             Item::Event(Ev {
@@ -734,12 +763,24 @@ impl World {
                 code: TIMER,
                 hint: slot,
             } => {
-                // A departed peer's entry is None, so this also skips dead peers.
-                let pending = &mut self.meta[slot as usize].timer_at;
-                if *pending != now {
-                    return;
+                let m = &mut self.meta[slot as usize];
+                // Superseded by an earlier event for the same peer, or the peer departed
+                // (its `timer_at` is cleared): nothing happens, so no event is counted.
+                if m.timer_at != now {
+                    return false;
                 }
-                *pending = NO_TIMER;
+                m.timer_at = NO_TIMER;
+                let due = match m.timer_later {
+                    0 => Some(now),
+                    LATER_UNKNOWN => self.peers[slot as usize].poll_timeout(),
+                    later => Some(now + Duration::from_micros(u64::from(later))),
+                };
+                if due.is_none_or(|t| t > now) {
+                    // The peer's deadline moved on since this event was queued: file it
+                    // again for then, without waking the peer (no event either).
+                    self.note_deadline(slot, due);
+                    return false;
+                }
                 self.peers[slot as usize].handle_timeout(now);
                 self.after_input(slot, NO_HINT);
             }
@@ -767,6 +808,7 @@ impl World {
             }
             Item::Inline { .. } => {}
         }
+        true
     }
 
     /// Is every live peer's successor the next live ID, and its predecessor the previous?

@@ -736,6 +736,9 @@ impl ChordNode {
     fn release_idle_buffers(&mut self) {
         if self.forwards.is_empty() {
             self.forwards = Vec::new();
+            // Nothing awaits an acknowledgement: no sweep to run (it would wake the peer
+            // for nothing; the next forward arms it again).
+            self.ack_sweep_at = None;
         }
         if self.rpcs.is_empty() {
             self.rpcs = Vec::new();
@@ -1761,6 +1764,22 @@ mod tests {
         assert!(
             h.b.successors().iter().all(|s| s.id != h.a.id),
             "A never acknowledged the Route and is still B's successor"
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_hop_leaves_no_sweep_to_wake_for() {
+        let (mut h, t0) = Harness::stepped();
+        let Message::Route(route) = h.lookup_via_a(t0) else {
+            panic!("B sent A something other than a Route");
+        };
+        assert_eq!(h.b.next_timer().map(|(_, why)| why), Some("hop-ack"));
+        let t1 = t0 + Duration::from_millis(40);
+        h.b.handle_message(t1, h.a, Message::RouteAck { token: route.token });
+        let next = h.b.next_timer();
+        assert!(
+            next.is_some_and(|(at, why)| why != "hop-ack" && at > t0 + h.b.cfg.rpc_timeout),
+            "nothing awaits an acknowledgement, yet B wants waking at {next:?}"
         );
     }
 

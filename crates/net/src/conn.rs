@@ -8,6 +8,7 @@
 use crate::budget::{FrameBudget, RateLog, SourceSlot};
 use crate::config::Limits;
 use crate::hello::{self, Hello, HelloError, RELAYED, RELAYING};
+use crate::link_tls::TlsLink;
 use crate::relay::{self, EnvelopeError};
 use crate::send_queue::{QueueRx, QueueTx, send_queue};
 use crate::stats::Shared;
@@ -24,7 +25,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
-use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 /// Bytes one read takes at most, into a scratch buffer on the stack: a link keeps a read
@@ -116,8 +116,9 @@ pub(crate) struct Ctx {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Set by a hard stop ([`crate::Handle::kill`]): drop the socket at once, flush nothing.
     pub(crate) abort: watch::Receiver<bool>,
-    pub(crate) acceptor: TlsAcceptor,
-    pub(crate) connector: TlsConnector,
+    /// TLS configurations for accepted and dialled links.
+    pub(crate) server_tls: Arc<rustls::ServerConfig>,
+    pub(crate) client_tls: Arc<rustls::ClientConfig>,
     /// Outbound-only peers we relay for (kept by the loop; read at relayed set-ups).
     pub(crate) clients: Mutex<BTreeSet<NodeId>>,
     /// Outbound-only mode: our relay, the one peer whose relay envelopes we accept.
@@ -231,10 +232,9 @@ pub(crate) async fn dial(
             .map_err(|_| SetupError::Timeout("connect"))??;
         tcp.set_nodelay(true)?;
         timeout(ctx.limits.handshake_timeout, async {
-            let mut tls = ctx
-                .connector
-                .connect(server_name_or_relay(target.id), tcp)
-                .await?;
+            let mut tls =
+                TlsLink::connect(ctx.client_tls.clone(), server_name_or_relay(target.id), tcp)
+                    .await?;
             let mine = Hello {
                 target: Some(target.id),
                 ..ctx.hello
@@ -242,7 +242,7 @@ pub(crate) async fn dial(
             tls.write_all(&mine.encode()).await?;
             tls.flush().await?;
             let hello = read_hello(&mut tls).await?;
-            let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+            let ident = peer_identity(tls.peer_certificates())?;
             // Either the target itself, or (address of an outbound-only peer) its relay,
             // which says so.
             let relayed = hello.has(RELAYING) && hello.id != target.id;
@@ -255,7 +255,7 @@ pub(crate) async fn dial(
                     }));
                 }
             }
-            Ok((Box::new(TlsStream::from(tls)), ident, relayed))
+            Ok((Box::new(tls), ident, relayed))
         })
         .await
         .map_err(|_| SetupError::Timeout("TLS handshake"))?
@@ -327,9 +327,9 @@ pub(crate) async fn accept(
     // Boxed for the reason given in `dial` (5.7 KiB per accepted link end before, 3.3 after).
     let setup = Box::pin(async {
         tcp.set_nodelay(true)?;
-        let mut tls = ctx.acceptor.accept(tcp).await?;
+        let mut tls = TlsLink::accept(ctx.server_tls.clone(), tcp).await?;
         let hello = read_hello(&mut tls).await?;
-        let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+        let ident = peer_identity(tls.peer_certificates())?;
         if ident.node_id != hello.id {
             return Err(SetupError::Refused(Refusal::IdMismatch {
                 cert: ident.node_id,
@@ -364,13 +364,7 @@ pub(crate) async fn accept(
         };
         tls.write_all(&mine.encode()).await?;
         tls.flush().await?;
-        Ok((
-            Box::new(TlsStream::from(tls)),
-            ident,
-            addr,
-            mode,
-            hello.has(RELAYED),
-        ))
+        Ok((Box::new(tls), ident, addr, mode, hello.has(RELAYED)))
     });
     // The outcome is bound inside the scrutinee so that it does not stay in this task (which
     // lives as long as the link) once taken apart.
@@ -516,14 +510,7 @@ fn idle_timeout(framed: &AtomicBool, theirs: &AtomicBool, base: Duration) -> Dur
 /// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
 /// that once the peer has sent a whole frame on a link it needs, [`LinkMarks::theirs`]), or
 /// the runtime shuts down (then queued frames are flushed first).
-async fn run(
-    ctx: &Ctx,
-    peer: Peer,
-    tls: Box<TlsStream<TcpStream>>,
-    mut rx: QueueRx,
-    mode: Mode,
-    keep: &Marks,
-) {
+async fn run(ctx: &Ctx, peer: Peer, tls: Box<TlsLink>, mut rx: QueueRx, mode: Mode, keep: &Marks) {
     let base_idle = ctx.limits.idle_timeout;
     // Set once the peer has sent a whole frame: a link that never carried one (a stalled
     // half frame) gets the short idle timeout only.

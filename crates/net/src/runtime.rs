@@ -21,7 +21,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{Instrument, debug, info, warn};
 
 /// Messages to ourselves handled per drain before yielding (a loop guard).
@@ -295,8 +294,8 @@ impl<C: Core> PeerRuntime<C> {
             to_loop,
             shutdown: shutdown_rx.clone(),
             abort: abort_rx,
-            acceptor: TlsAcceptor::from(server),
-            connector: TlsConnector::from(client),
+            server_tls: server,
+            client_tls: client,
         });
         if let Some((source, every)) = cfg.crl_refresh.clone() {
             tokio::spawn(crl::refresh(

@@ -8,6 +8,7 @@
 use crate::budget::{FrameBudget, RateLog, SourceSlot};
 use crate::config::Limits;
 use crate::hello::{self, Hello, HelloError, RELAYED, RELAYING};
+use crate::link_tls::TlsLink;
 use crate::relay::{self, EnvelopeError};
 use crate::send_queue::{QueueRx, QueueTx, send_queue};
 use crate::stats::Shared;
@@ -24,7 +25,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
-use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 /// Bytes one read takes at most, into a scratch buffer on the stack: a link keeps a read
@@ -113,15 +113,27 @@ pub(crate) struct Ctx {
     pub(crate) limits: Limits,
     pub(crate) stats: Arc<Shared>,
     pub(crate) to_loop: mpsc::Sender<ConnEvent>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// Set by a hard stop ([`crate::Handle::kill`]): drop the socket at once, flush nothing.
-    pub(crate) abort: watch::Receiver<bool>,
-    pub(crate) acceptor: TlsAcceptor,
-    pub(crate) connector: TlsConnector,
+    /// Whether the runtime is stopping, and how.
+    pub(crate) stop: watch::Receiver<Stop>,
+    /// TLS configurations for accepted and dialled links.
+    pub(crate) server_tls: Arc<rustls::ServerConfig>,
+    pub(crate) client_tls: Arc<rustls::ClientConfig>,
     /// Outbound-only peers we relay for (kept by the loop; read at relayed set-ups).
     pub(crate) clients: Mutex<BTreeSet<NodeId>>,
     /// Outbound-only mode: our relay, the one peer whose relay envelopes we accept.
     pub(crate) home: Option<NodeId>,
+}
+
+/// How the runtime stops, as its links see it: one channel, so that a link waits on one
+/// receiver for both (each wait is part of every link's task for the link's life).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Not stopping.
+    Running,
+    /// A graceful leave: links flush what is queued, then close.
+    Leaving,
+    /// A hard stop ([`crate::Handle::kill`]): links drop their socket at once, flush nothing.
+    Killed,
 }
 
 /// What a connection does with the frames it reads.
@@ -231,10 +243,9 @@ pub(crate) async fn dial(
             .map_err(|_| SetupError::Timeout("connect"))??;
         tcp.set_nodelay(true)?;
         timeout(ctx.limits.handshake_timeout, async {
-            let mut tls = ctx
-                .connector
-                .connect(server_name_or_relay(target.id), tcp)
-                .await?;
+            let mut tls =
+                TlsLink::connect(ctx.client_tls.clone(), server_name_or_relay(target.id), tcp)
+                    .await?;
             let mine = Hello {
                 target: Some(target.id),
                 ..ctx.hello
@@ -242,7 +253,7 @@ pub(crate) async fn dial(
             tls.write_all(&mine.encode()).await?;
             tls.flush().await?;
             let hello = read_hello(&mut tls).await?;
-            let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+            let ident = peer_identity(tls.peer_certificates())?;
             // Either the target itself, or (address of an outbound-only peer) its relay,
             // which says so.
             let relayed = hello.has(RELAYING) && hello.id != target.id;
@@ -255,13 +266,15 @@ pub(crate) async fn dial(
                     }));
                 }
             }
-            Ok((Box::new(TlsStream::from(tls)), ident, relayed))
+            // The parts of the identity the link needs, not the identity (its serial is
+            // a heap copy the link would keep for its life).
+            Ok((Box::new(tls), (ident.layer, ident.role), relayed))
         })
         .await
         .map_err(|_| SetupError::Timeout("TLS handshake"))?
     });
     match setup.await {
-        Ok((tls, ident, relayed)) => {
+        Ok((tls, (layer, role), relayed)) => {
             let setup_us = started.elapsed().as_micros() as u64;
             Shared::inc(&ctx.stats.c.dials_ok);
             Shared::add(&ctx.stats.c.dial_setup_us_sum, setup_us);
@@ -272,20 +285,20 @@ pub(crate) async fn dial(
             debug!(peer = %target.id, %addr, setup_us, relayed, "connected");
             let peer = Peer {
                 contact: Contact::new(target.id, addr),
-                layer: ident.layer,
-                role: ident.role,
+                layer,
+                role,
             };
-            if ctx
-                .to_loop
-                .send(ConnEvent::Up {
-                    conn,
-                    peer,
-                    tx: None,
-                    keep: keep.clone(),
-                    outbound_only: false,
-                })
-                .await
-                .is_ok()
+            // Boxed, as every wait that happens once per link: its state would otherwise
+            // stay part of the link's task.
+            if Box::pin(ctx.to_loop.send(ConnEvent::Up {
+                conn,
+                peer,
+                tx: None,
+                keep: keep.clone(),
+                outbound_only: false,
+            }))
+            .await
+            .is_ok()
             {
                 let mode = if relayed {
                     Mode::SendOnly
@@ -323,13 +336,13 @@ pub(crate) async fn accept(
     _done: mpsc::Sender<()>,
 ) {
     let started = Instant::now();
-    let mut shutdown = ctx.shutdown.clone();
+    let mut stop = ctx.stop.clone();
     // Boxed for the reason given in `dial` (5.7 KiB per accepted link end before, 3.3 after).
     let setup = Box::pin(async {
         tcp.set_nodelay(true)?;
-        let mut tls = ctx.acceptor.accept(tcp).await?;
+        let mut tls = TlsLink::accept(ctx.server_tls.clone(), tcp).await?;
         let hello = read_hello(&mut tls).await?;
-        let ident = peer_identity(tls.get_ref().1.peer_certificates())?;
+        let ident = peer_identity(tls.peer_certificates())?;
         if ident.node_id != hello.id {
             return Err(SetupError::Refused(Refusal::IdMismatch {
                 cert: ident.node_id,
@@ -364,21 +377,17 @@ pub(crate) async fn accept(
         };
         tls.write_all(&mine.encode()).await?;
         tls.flush().await?;
-        Ok((
-            Box::new(TlsStream::from(tls)),
-            ident,
-            addr,
-            mode,
-            hello.has(RELAYED),
-        ))
+        // As in `dial`: the parts of the identity the link needs.
+        let ident = (ident.node_id, ident.layer, ident.role);
+        Ok((Box::new(tls), ident, addr, mode, hello.has(RELAYED)))
     });
     // The outcome is bound inside the scrutinee so that it does not stay in this task (which
     // lives as long as the link) once taken apart.
     #[allow(clippy::blocks_in_conditions)]
-    let (tls, ident, addr, mode, outbound_only) = match {
+    let (tls, (id, layer, role), addr, mode, outbound_only) = match {
         let outcome = tokio::select! {
             r = timeout(ctx.limits.handshake_timeout, setup) => r,
-            _ = shutdown.wait_for(|s| *s) => Ok(Err(SetupError::Shutdown)),
+            _ = stop.wait_for(|s| *s != Stop::Running) => Ok(Err(SetupError::Shutdown)),
         };
         drop(slot);
         outcome
@@ -402,51 +411,48 @@ pub(crate) async fn accept(
         Ok(Ok(x)) => x,
     };
     Shared::inc(&ctx.stats.c.accepts_ok);
-    debug!(peer = %ident.node_id, %source, setup_us = started.elapsed().as_micros() as u64, "accepted");
+    debug!(peer = %id, %source, setup_us = started.elapsed().as_micros() as u64, "accepted");
     let peer = Peer {
-        contact: Contact::new(ident.node_id, addr),
-        layer: ident.layer,
-        role: ident.role,
+        contact: Contact::new(id, addr),
+        layer,
+        role,
     };
     let (tx, rx) = send_queue(ctx.limits.send_queue, ctx.limits.send_queue_bytes);
     if let Mode::RelayTo(to) = mode {
         // Only relayed frames flow here; the loop never sends to the dialler on it.
-        debug!(peer = %ident.node_id, %to, "relaying");
+        debug!(peer = %id, %to, "relaying");
         drop(tx);
         let (_keep, rx) = send_queue(1, 1);
         run(&ctx, peer, tls, rx, mode, &Marks::default()).await;
         return;
     }
     let keep = LinkMarks::new(false, true);
-    if ctx
-        .to_loop
-        .send(ConnEvent::Up {
-            conn,
-            peer,
-            tx: Some(tx),
-            keep: keep.clone(),
-            outbound_only,
-        })
-        .await
-        .is_err()
+    if Box::pin(ctx.to_loop.send(ConnEvent::Up {
+        conn,
+        peer,
+        tx: Some(tx),
+        keep: keep.clone(),
+        outbound_only,
+    }))
+    .await
+    .is_err()
     {
         return;
     }
     run(&ctx, peer, tls, rx, mode, &keep).await;
-    report_down(&ctx, conn, ident.node_id, false).await;
+    report_down(&ctx, conn, id, false).await;
 }
 
 /// Tell the loop that connection `conn` to `peer` is gone (`dial_failed`: it never came
 /// up). A loop that has stopped needs no telling.
 async fn report_down(ctx: &Ctx, conn: u64, peer: NodeId, dial_failed: bool) {
-    let _ = ctx
-        .to_loop
-        .send(ConnEvent::Down {
-            conn,
-            peer,
-            dial_failed,
-        })
-        .await;
+    // Boxed: see `dial`.
+    let _ = Box::pin(ctx.to_loop.send(ConnEvent::Down {
+        conn,
+        peer,
+        dial_failed,
+    }))
+    .await;
 }
 
 /// Set once, waited for by both halves of a link: a flag and a wake-up kept in the link's
@@ -516,14 +522,7 @@ fn idle_timeout(framed: &AtomicBool, theirs: &AtomicBool, base: Duration) -> Dur
 /// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
 /// that once the peer has sent a whole frame on a link it needs, [`LinkMarks::theirs`]), or
 /// the runtime shuts down (then queued frames are flushed first).
-async fn run(
-    ctx: &Ctx,
-    peer: Peer,
-    tls: Box<TlsStream<TcpStream>>,
-    mut rx: QueueRx,
-    mode: Mode,
-    keep: &Marks,
-) {
+async fn run(ctx: &Ctx, peer: Peer, tls: Box<TlsLink>, mut rx: QueueRx, mode: Mode, keep: &Marks) {
     let base_idle = ctx.limits.idle_timeout;
     // Set once the peer has sent a whole frame: a link that never carried one (a stalled
     // half frame) gets the short idle timeout only.
@@ -544,7 +543,6 @@ async fn run(
     tokio::join!(
         // Reader: frames from the peer to the loop.
         async {
-            let mut abort = ctx.abort.clone();
             // Only what has been read and not yet decoded: empty (unallocated) between frames.
             let mut buf: Vec<u8> = Vec::new();
             let mut budget = FrameBudget::new(
@@ -659,9 +657,17 @@ async fn run(
                         }
                     };
                     // Room in the loop's channel first, then the event: the wait
-                    // holds no copy of it (this future lives as long as the link).
-                    let Ok(slot) = ctx.to_loop.reserve().await else {
-                        break 'conn;
+                    // holds no copy of it (this future lives as long as the link). The
+                    // wait, when there is one, is boxed like the ones above.
+                    let slot = match ctx.to_loop.try_reserve() {
+                        Ok(slot) => slot,
+                        Err(mpsc::error::TrySendError::Closed(())) => break 'conn,
+                        Err(mpsc::error::TrySendError::Full(())) => {
+                            match Box::pin(ctx.to_loop.reserve()).await {
+                                Ok(slot) => slot,
+                                Err(_) => break 'conn,
+                            }
+                        }
                     };
                     let ev = match mode {
                         Mode::Normal => ConnEvent::Frame {
@@ -688,9 +694,9 @@ async fn run(
                 } else {
                     buf.drain(..off);
                 }
+                // A hard stop reaches the reader through the writer, which sets `close`.
                 tokio::select! {
                     _ = close.wait() => break,
-                    _ = abort.wait_for(|a| *a) => break,
                     r = read_some(&mut rd, &mut buf) => match r {
                         Ok(0) => break,
                         Ok(_) => {}
@@ -705,8 +711,7 @@ async fn run(
         },
         // Writer: queued frames to the peer, and the idle timeout.
         async {
-            let mut shutdown = ctx.shutdown.clone();
-            let mut abort = ctx.abort.clone();
+            let mut stop = ctx.stop.clone();
             let mut killed = false;
             let mut stopping = false;
             loop {
@@ -742,12 +747,16 @@ async fn run(
                             continue;
                         }
                         _ = close.wait() => break,
-                        _ = abort.wait_for(|a| *a) => {
-                            killed = true;
-                            break;
+                        s = stop.wait_for(|s| *s != Stop::Running) => {
+                            // Leaving: flush what is queued, then close. Killed (or the
+                            // runtime gone): drop the socket at once.
+                            if s.map(|s| *s == Stop::Leaving).unwrap_or(false) {
+                                stopping = true;
+                            } else {
+                                killed = true;
+                                break;
+                            }
                         }
-                        // Shutting down: flush what is queued, then close.
-                        _ = shutdown.wait_for(|s| *s) => stopping = true,
                     }
                 }
                 // The batch starts as the first frame itself (no copy for a lone frame) and is
@@ -768,8 +777,9 @@ async fn run(
                 };
                 // A peer that stops reading must not hold this task (and its buffers and
                 // inbound slot) forever: a write that cannot finish within the idle
-                // timeout closes the link.
-                match timeout(ctx.limits.idle_timeout, r).await {
+                // timeout closes the link. Boxed: the write's state (with its timer) is
+                // there only while a write is, not for the link's life.
+                match Box::pin(timeout(ctx.limits.idle_timeout, r)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         debug!(peer = %id, "write: {e}");
@@ -785,7 +795,7 @@ async fn run(
                 touch();
             }
             if !killed {
-                let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
+                let _ = Box::pin(timeout(Duration::from_secs(1), wr.shutdown())).await;
             }
             close.set();
         },

@@ -41,6 +41,7 @@ mod conn;
 mod crl;
 mod hello;
 mod keys;
+mod link_tls;
 mod node_dir;
 mod relay;
 mod runtime;

@@ -2,7 +2,7 @@
 
 use crate::budget::{RateLog, SourceSlots};
 use crate::config::NetConfig;
-use crate::conn::{self, ConnEvent, Ctx};
+use crate::conn::{self, ConnEvent, Ctx, Stop};
 use crate::crl;
 use crate::hello::{Hello, RELAYED};
 use crate::relay;
@@ -21,7 +21,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{Instrument, debug, info, warn};
 
 /// Messages to ourselves handled per drain before yielding (a loop guard).
@@ -280,7 +279,7 @@ impl<C: Core> PeerRuntime<C> {
         let limits = cfg.limits.clone();
         let (to_loop, conn_rx) = mpsc::channel(limits.inbound_queue.max(1));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (abort_tx, abort_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let (done_tx, done_rx) = mpsc::channel(1);
         let mut hello = Hello::new(me.id, advertise);
         if home.is_some() {
@@ -293,10 +292,9 @@ impl<C: Core> PeerRuntime<C> {
             limits: limits.clone(),
             stats: stats.clone(),
             to_loop,
-            shutdown: shutdown_rx.clone(),
-            abort: abort_rx,
-            acceptor: TlsAcceptor::from(server),
-            connector: TlsConnector::from(client),
+            stop: stop_rx,
+            server_tls: server,
+            client_tls: client,
         });
         if let Some((source, every)) = cfg.crl_refresh.clone() {
             tokio::spawn(crl::refresh(
@@ -353,7 +351,7 @@ impl<C: Core> PeerRuntime<C> {
             waiters: BTreeMap::new(),
             events: ev_tx,
             shutdown: shutdown_tx,
-            abort: abort_tx,
+            stop: stop_tx,
             done_tx: Some(done_tx),
             done_rx,
             to_self: VecDeque::new(),
@@ -433,9 +431,11 @@ struct Loop<C: Core> {
     next_conn: u64,
     waiters: BTreeMap<u64, oneshot::Sender<C::Event>>,
     events: mpsc::Sender<C::Event>,
+    /// Tells the CRL refresh to stop (at a leave).
     shutdown: watch::Sender<bool>,
-    /// Tells every connection to drop its socket at once (a hard stop).
-    abort: watch::Sender<bool>,
+    /// Tells every connection to flush and close (a leave) or to drop its socket at once (a
+    /// hard stop).
+    stop: watch::Sender<Stop>,
     done_tx: Option<mpsc::Sender<()>>,
     done_rx: mpsc::Receiver<()>,
     to_self: VecDeque<Message>,
@@ -498,7 +498,7 @@ impl<C: Core> Loop<C> {
                     }
                     Some(Command::Kill(reply)) => {
                         warn!(node = %self.me.contact.id, "killed: stopping without leaving");
-                        self.abort.send_replace(true);
+                        self.stop.send_replace(Stop::Killed);
                         let _ = reply.send(());
                         return;
                     }
@@ -1000,6 +1000,7 @@ impl<C: Core> Loop<C> {
         self.core.leave(now);
         self.drain();
         self.shutdown.send_replace(true);
+        self.stop.send_replace(Stop::Leaving);
         self.conns.clear();
         self.spares.clear();
         self.done_tx = None;

@@ -103,10 +103,17 @@ pub struct ServerConfig {
     pub check_reports: bool,
     /// A report's timestamp may differ from the server's clock by at most this. Default 5 min.
     pub timestamp_window_ms: u64,
-    /// Sustained reports per second per reporter. Default 50.
+    /// Sustained reports per second per ordinary reporter. Default 50.
     pub report_rate_per_sec: f64,
-    /// Burst allowance per reporter. Default 200.
+    /// Burst allowance per ordinary reporter. Default 200.
     pub report_burst: f64,
+    /// Sustained reports per second per CSP or CSPG
+    /// ([`ReporterVerifier::holds_proof`]). A CSP reports on every hop of every call it
+    /// multicasts, ten or so reports per call: one that carries 200 calls/s sends ~2 000
+    /// reports/s, and refusing them would throw its proof away. Default 10 000.
+    pub infrastructure_report_rate_per_sec: f64,
+    /// Burst allowance per CSP or CSPG. Default 40 000.
+    pub infrastructure_report_burst: f64,
     /// Largest request body. Default 64 KiB.
     pub max_body_bytes: usize,
     /// Most peers the opinion table may hold. Default 1 000 000.
@@ -154,6 +161,8 @@ impl ServerConfig {
             timestamp_window_ms: 5 * 60 * 1000,
             report_rate_per_sec: 50.0,
             report_burst: 200.0,
+            infrastructure_report_rate_per_sec: 10_000.0,
+            infrastructure_report_burst: 40_000.0,
             max_body_bytes: 64 * 1024,
             max_peers: 1_000_000,
             max_routes: 64,
@@ -185,6 +194,32 @@ struct Bucket {
     last_ms: u64,
 }
 
+/// A reporter's token bucket settings: a sustained rate and a burst.
+#[derive(Clone, Copy, Debug)]
+struct ReportBudget {
+    rate_per_sec: f64,
+    burst: f64,
+}
+
+impl ReportBudget {
+    fn new(rate_per_sec: f64, burst: f64) -> Result<Self, ServerError> {
+        if !(rate_per_sec > 0.0 && burst >= 1.0) {
+            return Err(ServerError::Config(
+                "report rate must be > 0 and burst ≥ 1".into(),
+            ));
+        }
+        Ok(ReportBudget {
+            rate_per_sec,
+            burst,
+        })
+    }
+
+    /// How long an empty bucket takes to fill.
+    fn refill_ms(&self) -> u64 {
+        (self.burst / self.rate_per_sec * 1000.0).ceil() as u64
+    }
+}
+
 /// Per-reporter token buckets, bounded.
 struct RateTable {
     map: BTreeMap<PeerId, Bucket>,
@@ -199,8 +234,10 @@ struct AppState {
     clock: Arc<dyn Clock>,
     policy: TrustPolicy,
     window_ms: u64,
-    rate_per_sec: f64,
-    burst: f64,
+    /// Report budget of an ordinary reporter.
+    budget: ReportBudget,
+    /// Report budget of a CSP or CSPG.
+    infrastructure_budget: ReportBudget,
     max_rate_entries: usize,
     max_routes: usize,
     max_hops: usize,
@@ -218,11 +255,11 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
         None => Ageing::never(),
         Some(h) => Ageing::half_life_ms(h).map_err(|e| ServerError::Config(e.to_string()))?,
     };
-    if !(cfg.report_rate_per_sec > 0.0 && cfg.report_burst >= 1.0) {
-        return Err(ServerError::Config(
-            "report rate must be > 0 and burst ≥ 1".into(),
-        ));
-    }
+    let budget = ReportBudget::new(cfg.report_rate_per_sec, cfg.report_burst)?;
+    let infrastructure_budget = ReportBudget::new(
+        cfg.infrastructure_report_rate_per_sec,
+        cfg.infrastructure_report_burst,
+    )?;
     if cfg.max_hops == 0 || cfg.max_hops > crate::MAX_ROUTE_HOPS || cfg.max_routes == 0 {
         return Err(ServerError::Config("route limits out of range".into()));
     }
@@ -257,8 +294,8 @@ pub fn router(cfg: ServerConfig) -> Result<Router, ServerError> {
         clock: cfg.clock,
         policy,
         window_ms: cfg.timestamp_window_ms,
-        rate_per_sec: cfg.report_rate_per_sec,
-        burst: cfg.report_burst,
+        budget,
+        infrastructure_budget,
         max_rate_entries: cfg.max_rate_entries.max(1),
         max_routes: cfg.max_routes,
         max_hops: cfg.max_hops,
@@ -497,11 +534,21 @@ impl AppState {
         Ok(())
     }
 
-    fn allow_report(&self, reporter: PeerId, now: u64) -> bool {
+    /// Take one report from `reporter`'s budget (a CSP's or CSPG's when it holds proof).
+    fn allow_report(&self, reporter: PeerId, proof: bool, now: u64) -> bool {
+        let budget = if proof {
+            self.infrastructure_budget
+        } else {
+            self.budget
+        };
         let mut table = lock(&self.rate);
         if !table.map.contains_key(&reporter) && table.map.len() >= self.max_rate_entries {
-            // Forget reporters whose bucket has refilled completely: they lose nothing.
-            let refill_ms = (self.burst / self.rate_per_sec * 1000.0).ceil() as u64;
+            // Forget reporters whose bucket has refilled completely: they lose nothing (the
+            // longer of the two refill times bounds every bucket's).
+            let refill_ms = self
+                .budget
+                .refill_ms()
+                .max(self.infrastructure_budget.refill_ms());
             table
                 .map
                 .retain(|_, b| now.saturating_sub(b.last_ms) < refill_ms);
@@ -510,11 +557,11 @@ impl AppState {
             }
         }
         let b = table.map.entry(reporter).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: budget.burst,
             last_ms: now,
         });
         let elapsed = now.saturating_sub(b.last_ms) as f64 / 1000.0;
-        b.tokens = (b.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        b.tokens = (b.tokens + elapsed * budget.rate_per_sec).min(budget.burst);
         b.last_ms = b.last_ms.max(now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -737,7 +784,8 @@ async fn accept_report(st: &AppState, signed: SignedReport) -> Result<ReportAck,
             ));
         }
     }
-    if !st.allow_report(signed.body.reporter, now) {
+    let proof = st.verifier.holds_proof(signed.body.reporter);
+    if !st.allow_report(signed.body.reporter, proof, now) {
         return Err(reject(
             RejectReason::RateLimited,
             StatusCode::TOO_MANY_REQUESTS,
@@ -747,7 +795,6 @@ async fn accept_report(st: &AppState, signed: SignedReport) -> Result<ReportAck,
     }
     let subject = signed.body.subject;
     let evidence = signed.body.outcome;
-    let proof = st.verifier.holds_proof(signed.body.reporter);
     let report = signed.body;
     let result = st
         .store

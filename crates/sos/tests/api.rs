@@ -50,15 +50,18 @@ fn signers() -> Vec<ReportSigner> {
 }
 
 fn config(db: &Path, signers: &[ReportSigner], clock: Arc<ManualClock>) -> ServerConfig {
-    // Both reporters are CSPs: their reports are proof and count fully.
+    // Both reporters are CSPs: their reports are proof and count fully, within a CSP's
+    // report budget (small here, to reach it).
     let registry = KeyRegistry::from_entries(signers.iter().map(|s| s.registry_entry()))
         .expect("registry")
         .with_infrastructure(signers.iter().map(|s| s.peer()));
     let mut cfg = ServerConfig::new(db, Arc::new(registry));
     cfg.admin_token = Some(TOKEN.into());
     cfg.half_life_ms = None;
-    cfg.report_burst = 5.0;
-    cfg.report_rate_per_sec = 1.0;
+    (
+        cfg.infrastructure_report_burst,
+        cfg.infrastructure_report_rate_per_sec,
+    ) = (5.0, 1.0);
     cfg.max_body_bytes = 16 * 1024;
     cfg.clock = clock;
     cfg
@@ -638,7 +641,7 @@ async fn bad_input_is_4xx_json_and_changes_nothing() {
 async fn peer_table_and_nonce_store_are_bounded() {
     let f = fixture_with(|cfg| {
         cfg.max_peers = 2;
-        cfg.report_burst = 100.0;
+        cfg.infrastructure_report_burst = 100.0;
         cfg.timestamp_window_ms = 1_000;
     })
     .await;

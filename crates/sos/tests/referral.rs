@@ -262,6 +262,58 @@ async fn with_checks_off_every_report_counts() {
     server.shutdown().await.expect("shutdown");
 }
 
+/// A CSP reports on every hop of every call it multicasts: its reports have a budget of
+/// their own, so a busy CSP is not refused at an ordinary peer's rate, and an ordinary
+/// peer is still held to its own.
+#[tokio::test]
+async fn a_csp_reports_within_its_own_budget_and_an_ordinary_peer_within_its() {
+    service::crypto::install_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let https = testkit::https::loopback(ServiceRole::Sos);
+    let reporters = Reporters::new();
+    let mut cfg = config(&Backend::Sqlite(dir.path().join("sos.db")), &reporters);
+    // The clock stands still: nothing refills.
+    (cfg.report_burst, cfg.report_rate_per_sec) = (3.0, 1.0);
+    (
+        cfg.infrastructure_report_burst,
+        cfg.infrastructure_report_rate_per_sec,
+    ) = (30.0, 1.0);
+    let server = support::start_loopback(cfg, &https).await;
+    let client = SosClient::new(&server.url(), &https.trust).expect("client");
+    reporters
+        .post(
+            &client,
+            &[
+                (CSP, HONEST, Outcome::Delivered, 30),
+                (WITNESS, HONEST, Outcome::Delivered, 3),
+            ],
+        )
+        .await;
+    for reporter in [WITNESS, CSP] {
+        let signer = reporters
+            .signers
+            .iter()
+            .find(|s| s.peer() == PeerId(reporter))
+            .expect("known reporter");
+        let over = signer
+            .sign(ReportBody {
+                reporter: PeerId(reporter),
+                subject: PeerId(HONEST),
+                outcome: Outcome::Delivered,
+                route: vec![PeerId(HONEST)],
+                timestamp_ms: T0,
+                nonce: [0xee; 16],
+            })
+            .expect("sign");
+        let err = client
+            .post_report(&over)
+            .await
+            .expect_err("over the budget");
+        assert_eq!(err.code(), Some("rate_limited"), "reporter {reporter}");
+    }
+    server.shutdown().await.expect("shutdown");
+}
+
 /// A registry file marks its CSPs and CSPGs under `infrastructure`, and reads back.
 #[test]
 fn the_registry_file_names_its_infrastructure() {

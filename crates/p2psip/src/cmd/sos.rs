@@ -114,12 +114,19 @@ struct ServeArgs {
     /// Accept report timestamps within this many seconds of the server clock.
     #[arg(long, default_value_t = 300)]
     window_secs: u64,
-    /// Sustained reports per second allowed per reporter.
+    /// Sustained reports per second allowed per ordinary reporter.
     #[arg(long, default_value_t = 50.0)]
     report_rate: f64,
-    /// Burst of reports allowed per reporter.
+    /// Burst of reports allowed per ordinary reporter.
     #[arg(long, default_value_t = 200.0)]
     report_burst: f64,
+    /// Sustained reports per second allowed per CSP or CSPG (a CSP reports on every hop of
+    /// every call it multicasts: ~10 reports per call).
+    #[arg(long, default_value_t = 10_000.0)]
+    infrastructure_report_rate: f64,
+    /// Burst of reports allowed per CSP or CSPG.
+    #[arg(long, default_value_t = 40_000.0)]
+    infrastructure_report_burst: f64,
     /// Count every report fully, whoever sent it. By default a CSP's or CSPG's report is
     /// proof, and an ordinary peer's is held against that proof and weighed by how often
     /// its reports agreed with it (so a peer that lies about others loses its voice, and a
@@ -343,6 +350,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     cfg.timestamp_window_ms = a.window_secs.saturating_mul(1000);
     cfg.report_rate_per_sec = a.report_rate;
     cfg.report_burst = a.report_burst;
+    cfg.infrastructure_report_rate_per_sec = a.infrastructure_report_rate;
+    cfg.infrastructure_report_burst = a.infrastructure_report_burst;
     cfg.check_reports = !a.unchecked_reports;
     cfg.synchronous = if a.sync == "normal" {
         Synchronous::Normal

@@ -10,7 +10,7 @@ mod support;
 use enroll::cert::ServiceRole;
 use sos::{
     Algorithm, KeyRegistry, Outcome, PeerId, ReportBody, ReportSigner, RunningServer, ServerConfig,
-    SosClient,
+    SignedReport, SosClient,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,30 +71,34 @@ impl Reporters {
     /// `subject` did `outcome`, each acknowledged.
     async fn post(&self, client: &SosClient, batches: &[(u128, u128, Outcome, usize)]) {
         for &(reporter, subject, outcome, n) in batches {
-            let signer = self
-                .signers
-                .iter()
-                .find(|s| s.peer() == PeerId(reporter))
-                .expect("known reporter");
             for _ in 0..n {
-                let mut nonce = [0u8; 16];
-                nonce[..8]
-                    .copy_from_slice(&self.nonce.fetch_add(1, Ordering::SeqCst).to_be_bytes());
-                let body = ReportBody {
-                    reporter: PeerId(reporter),
-                    subject: PeerId(subject),
-                    outcome,
-                    route: vec![PeerId(subject)],
-                    timestamp_ms: T0,
-                    nonce,
-                };
                 let ack = client
-                    .post_report(&signer.sign(body).expect("sign"))
+                    .post_report(&self.signed(reporter, subject, outcome))
                     .await
                     .expect("report acknowledged");
                 assert_eq!(ack.subject, PeerId(subject));
             }
         }
+    }
+
+    /// A report by `reporter` that `subject` did `outcome`, with a fresh nonce.
+    fn signed(&self, reporter: u128, subject: u128, outcome: Outcome) -> SignedReport {
+        let signer = self
+            .signers
+            .iter()
+            .find(|s| s.peer() == PeerId(reporter))
+            .expect("known reporter");
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&self.nonce.fetch_add(1, Ordering::SeqCst).to_be_bytes());
+        let body = ReportBody {
+            reporter: PeerId(reporter),
+            subject: PeerId(subject),
+            outcome,
+            route: vec![PeerId(subject)],
+            timestamp_ms: T0,
+            nonce,
+        };
+        signer.sign(body).expect("sign")
     }
 }
 
@@ -280,31 +284,15 @@ async fn a_csp_reports_within_its_own_budget_and_an_ordinary_peer_within_its() {
     ) = (30.0, 1.0);
     let server = support::start_loopback(cfg, &https).await;
     let client = SosClient::new(&server.url(), &https.trust).expect("client");
-    reporters
-        .post(
-            &client,
-            &[
-                (CSP, HONEST, Outcome::Delivered, 30),
-                (WITNESS, HONEST, Outcome::Delivered, 3),
-            ],
-        )
-        .await;
-    for reporter in [WITNESS, CSP] {
-        let signer = reporters
-            .signers
-            .iter()
-            .find(|s| s.peer() == PeerId(reporter))
-            .expect("known reporter");
-        let over = signer
-            .sign(ReportBody {
-                reporter: PeerId(reporter),
-                subject: PeerId(HONEST),
-                outcome: Outcome::Delivered,
-                route: vec![PeerId(HONEST)],
-                timestamp_ms: T0,
-                nonce: [0xee; 16],
-            })
-            .expect("sign");
+    for (reporter, budget) in [(CSP, 30), (WITNESS, 3)] {
+        for _ in 0..budget {
+            let report = reporters.signed(reporter, HONEST, Outcome::Delivered);
+            client
+                .post_report(&report)
+                .await
+                .expect("within the budget");
+        }
+        let over = reporters.signed(reporter, HONEST, Outcome::Delivered);
         let err = client
             .post_report(&over)
             .await

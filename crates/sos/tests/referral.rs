@@ -253,17 +253,38 @@ async fn a_slanderer_cannot_talk_down_a_proven_peer_and_loses_its_voice_postgres
 /// The older rule stays available: with checks off every report counts fully.
 #[tokio::test]
 async fn with_checks_off_every_report_counts() {
-    service::crypto::install_provider();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let https = testkit::https::loopback(ServiceRole::Sos);
-    let reporters = Reporters::new();
-    let mut cfg = config(&Backend::Sqlite(dir.path().join("sos.db")), &reporters);
-    cfg.check_reports = false;
-    let server = support::start_loopback(cfg, &https).await;
-    let client = SosClient::new(&server.url(), &https.trust).expect("client");
-    let (b, d) = slander_a_proven_forwarder(&reporters, &client).await;
+    let run = SqliteRun::start(|cfg| cfg.check_reports = false).await;
+    let (b, d) = slander_a_proven_forwarder(&run.reporters, &run.client).await;
     assert!((b - 4.0 / 26.0).abs() < 1e-9 && (d - 20.0 / 26.0).abs() < 1e-9);
-    server.shutdown().await.expect("shutdown");
+    run.server.shutdown().await.expect("shutdown");
+}
+
+/// A server on a SQLite file in a scratch folder, its reporters and a client.
+struct SqliteRun {
+    _dir: tempfile::TempDir,
+    reporters: Reporters,
+    server: RunningServer,
+    client: SosClient,
+}
+
+impl SqliteRun {
+    /// Start the server with the test configuration, changed by `tune`.
+    async fn start(tune: impl FnOnce(&mut ServerConfig)) -> Self {
+        service::crypto::install_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let https = testkit::https::loopback(ServiceRole::Sos);
+        let reporters = Reporters::new();
+        let mut cfg = config(&Backend::Sqlite(dir.path().join("sos.db")), &reporters);
+        tune(&mut cfg);
+        let server = support::start_loopback(cfg, &https).await;
+        let client = SosClient::new(&server.url(), &https.trust).expect("client");
+        SqliteRun {
+            _dir: dir,
+            reporters,
+            server,
+            client,
+        }
+    }
 }
 
 /// A CSP reports on every hop of every call it multicasts: its reports have a budget of
@@ -271,19 +292,16 @@ async fn with_checks_off_every_report_counts() {
 /// peer is still held to its own.
 #[tokio::test]
 async fn a_csp_reports_within_its_own_budget_and_an_ordinary_peer_within_its() {
-    service::crypto::install_provider();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let https = testkit::https::loopback(ServiceRole::Sos);
-    let reporters = Reporters::new();
-    let mut cfg = config(&Backend::Sqlite(dir.path().join("sos.db")), &reporters);
     // The clock stands still: nothing refills.
-    (cfg.report_burst, cfg.report_rate_per_sec) = (3.0, 1.0);
-    (
-        cfg.infrastructure_report_burst,
-        cfg.infrastructure_report_rate_per_sec,
-    ) = (30.0, 1.0);
-    let server = support::start_loopback(cfg, &https).await;
-    let client = SosClient::new(&server.url(), &https.trust).expect("client");
+    let run = SqliteRun::start(|cfg| {
+        (cfg.report_burst, cfg.report_rate_per_sec) = (3.0, 1.0);
+        (
+            cfg.infrastructure_report_burst,
+            cfg.infrastructure_report_rate_per_sec,
+        ) = (30.0, 1.0);
+    })
+    .await;
+    let (reporters, client) = (&run.reporters, &run.client);
     for (reporter, budget) in [(CSP, 30), (WITNESS, 3)] {
         for _ in 0..budget {
             let report = reporters.signed(reporter, HONEST, Outcome::Delivered);
@@ -299,7 +317,7 @@ async fn a_csp_reports_within_its_own_budget_and_an_ordinary_peer_within_its() {
             .expect_err("over the budget");
         assert_eq!(err.code(), Some("rate_limited"), "reporter {reporter}");
     }
-    server.shutdown().await.expect("shutdown");
+    run.server.shutdown().await.expect("shutdown");
 }
 
 /// A registry file marks its CSPs and CSPGs under `infrastructure`, and reads back.

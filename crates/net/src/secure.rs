@@ -635,27 +635,25 @@ impl SosLink {
                 }
                 continue;
             }
-            let mut signed = Vec::with_capacity(batch.len());
-            for (me, subject, outcome) in batch {
-                let mut nonce = [0u8; 16];
-                let _ =
-                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-                let body = sos::ReportBody {
-                    reporter: sos::PeerId(me.0),
-                    subject: sos::PeerId(subject.0),
-                    outcome,
-                    route: Vec::new(),
-                    timestamp_ms: unix_ms(),
-                    nonce,
-                };
-                match self.signer.sign(body) {
-                    Ok(r) => signed.push(r),
-                    Err(_) => {
-                        self.counters.reports_failed.fetch_add(1, Ordering::Relaxed);
+            let rng = ring::rand::SystemRandom::new();
+            let timestamp_ms = unix_ms();
+            let bodies: Vec<sos::ReportBody> = batch
+                .into_iter()
+                .map(|(me, subject, outcome)| {
+                    let mut nonce = [0u8; 16];
+                    let _ = ring::rand::SecureRandom::fill(&rng, &mut nonce);
+                    sos::ReportBody {
+                        reporter: sos::PeerId(me.0),
+                        subject: sos::PeerId(subject.0),
+                        outcome,
+                        route: Vec::new(),
+                        timestamp_ms,
+                        nonce,
                     }
-                }
-            }
-            let (ok, failed) = deliver_reports(&self.client, &self.counters, signed).await;
+                })
+                .collect();
+            let (ok, failed) =
+                deliver_reports(&self.client, &self.signer, &self.counters, bodies).await;
             self.counters.reports_ok.fetch_add(ok, Ordering::Relaxed);
             self.counters
                 .reports_failed
@@ -667,26 +665,36 @@ impl SosLink {
 /// A report waiting to be signed and sent: (reporter, subject, outcome).
 type Report = (NodeId, NodeId, overlay::secure::Outcome);
 
-/// Post `pending` (signed) until each is stored or refused for good, at most
-/// [`REPORT_TRIES`] times with back-off: (stored, failed). The same signed report (same
-/// nonce) is sent again after a transient failure; if an earlier try was stored but its
-/// answer lost, the SOS refuses the copy as a replayed nonce, which means it has the report.
+/// Sign `pending` as one batch and post it until each report is stored or refused for
+/// good, at most [`REPORT_TRIES`] times with back-off: (stored, failed). The reports the SOS
+/// did not store for a transient reason are signed again as a smaller batch with the same
+/// nonces; if an earlier try was stored but its answer lost, the SOS refuses the copy as a
+/// replayed nonce, which means it has the report.
 async fn deliver_reports(
     client: &sos::SosClient,
+    signer: &sos::ReportSigner,
     counters: &SosCounters,
-    mut pending: Vec<sos::SignedReport>,
+    mut pending: Vec<sos::ReportBody>,
 ) -> (u64, u64) {
     let (mut ok, mut failed) = (0u64, 0u64);
-    let jitter = pending.first().map_or(0, |r| r.body.nonce[0]);
+    let jitter = pending.first().map_or(0, |r| r.nonce[0]);
     for n in 1..=REPORT_TRIES {
         if pending.is_empty() {
             break;
         }
         let last = n == REPORT_TRIES;
-        match client.post_reports(&pending).await {
-            Ok(items) if items.len() == pending.len() => {
+        let sent = pending.len() as u64;
+        let batch = match signer.sign_batch(std::mem::take(&mut pending)) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("{sent} SOS reports not signed: {e}");
+                return (ok, failed + sent);
+            }
+        };
+        match client.post_reports(&batch).await {
+            Ok(items) if items.len() == batch.reports.len() => {
                 let mut again = Vec::new();
-                for (r, item) in pending.into_iter().zip(items) {
+                for (r, item) in batch.reports.into_iter().zip(items) {
                     let replayed = item
                         .error
                         .as_ref()
@@ -705,23 +713,19 @@ async fn deliver_reports(
             }
             Ok(items) => {
                 warn!(
-                    sent = pending.len(),
+                    sent,
                     answered = items.len(),
                     "SOS answered a report batch with the wrong number of items"
                 );
-                failed += pending.len() as u64;
-                return (ok, failed);
+                return (ok, failed + sent);
             }
             Err(e) if !last && sos_transient(&e) => {
                 debug!("SOS reports failed (try {n}), retrying: {e}");
+                pending = batch.reports;
             }
             Err(e) => {
-                warn!(
-                    "{} SOS reports not delivered after {n} tries: {e}",
-                    pending.len()
-                );
-                failed += pending.len() as u64;
-                return (ok, failed);
+                warn!("{sent} SOS reports not delivered after {n} tries: {e}");
+                return (ok, failed + sent);
             }
         }
         if !pending.is_empty() {

@@ -242,7 +242,7 @@ impl SosClient {
     }
 
     /// `POST path` with `body`, JSON text the report's own encoder wrote
-    /// ([`SignedReport::to_json`], [`crate::batch_json`]); the answer read as `T`.
+    /// ([`SignedReport::to_json`], [`crate::SignedBatch::to_json`]); the answer read as `T`.
     async fn post_json_text<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -290,13 +290,13 @@ impl SosClient {
             .collect())
     }
 
-    /// `POST /v1/reports/batch`: `reports` (1 to [`crate::MAX_BATCH`]) in one request; the
-    /// answer holds each report's status, in order.
+    /// `POST /v1/reports/batch`: `batch` (1 to [`crate::MAX_BATCH`] reports under one
+    /// signature) in one request; the answer holds each report's status, in order.
     pub async fn post_reports(
         &self,
-        reports: &[crate::SignedReport],
+        batch: &crate::SignedBatch,
     ) -> Result<Vec<crate::BatchItem>, ClientError> {
-        self.post_json_text("/v1/reports/batch", crate::batch_json(reports))
+        self.post_json_text("/v1/reports/batch", batch.to_json())
             .await
     }
 

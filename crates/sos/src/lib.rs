@@ -67,8 +67,8 @@ pub use api::{
 pub use client::{ClientError, SERVICE, SosClient};
 pub use peer::{PeerId, PeerIdError};
 pub use report::{
-    MAX_BATCH, MAX_ROUTE_HOPS, MAX_SIGNATURE_BYTES, Outcome, ReportBody, ReportError, SignedReport,
-    batch_json, decode_canonical, parse_batch, parse_report,
+    MAX_BATCH, MAX_ROUTE_HOPS, MAX_SIGNATURE_BYTES, Outcome, ReportBody, ReportError, SignedBatch,
+    SignedReport, decode_canonical, parse_batch, parse_report,
 };
 pub use server::{Clock, RunningServer, ServerConfig, ServerError, SystemClock, router, serve};
 pub use store::{StoreError, Synchronous, count_reports};

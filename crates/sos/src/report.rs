@@ -211,32 +211,138 @@ pub fn parse_report(json: &[u8]) -> Result<SignedReport, ReportError> {
     from_wire(wire)
 }
 
-/// Parse a JSON array of reports as posted to `POST /v1/reports/batch`: the array must
-/// parse and hold 1 to [`MAX_BATCH`] entries; each entry is parsed on its own, so one bad
-/// report does not refuse the others. Never panics on any input.
-pub fn parse_batch(json: &[u8]) -> Result<Vec<Result<SignedReport, ReportError>>, ReportError> {
-    let items: Vec<serde_json::Value> =
-        serde_json::from_slice(json).map_err(|e| ReportError::Malformed(e.to_string()))?;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ReportError::Malformed(format!(
-            "a batch holds 1 to {MAX_BATCH} reports, not {}",
-            items.len()
-        )));
-    }
-    Ok(items
-        .into_iter()
-        .map(|v| {
-            serde_json::from_value::<WireReport>(v)
-                .map_err(|e| ReportError::Malformed(e.to_string()))
-                .and_then(from_wire)
-        })
-        .collect())
+/// Domain-separation prefix of a batch's canonical bytes (never the prefix of a single
+/// report's, so a batch signature cannot pass for a report's or the other way round).
+const BATCH_MAGIC: &[u8; 20] = b"p2psip-sos-batch-v1\0";
+
+/// Reports of one reporter under one signature: what `POST /v1/reports/batch` takes. A
+/// callee reports every hop of every route a call took at once; one signature for all of
+/// them instead of one each halves what reporting costs a peer and the SOS.
+///
+/// The signature covers [`SignedBatch::canonical_bytes`]: [`BATCH_MAGIC`], the reporter
+/// (u128 big-endian), the number of reports (u16 big-endian), then each report's
+/// [`ReportBody::canonical_bytes`] in order (each delimits itself: its route count comes
+/// before its hops).
+///
+/// JSON form (unknown fields rejected; the reporter is named once, for every report):
+///
+/// ```json
+/// {"reporter":"1618","reports":[{"subject":"1609","outcome":"delivered","route":[],
+///  "timestamp_ms":1700000000000,"nonce":"00112233445566778899aabbccddeeff"}],
+///  "signature":"<hex>"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBatch {
+    /// Who saw it all (must hold a registered key); every report's reporter.
+    pub reporter: PeerId,
+    /// 1 to [`MAX_BATCH`] reports, each with its own nonce and timestamp.
+    pub reports: Vec<ReportBody>,
+    /// Signature by the reporter's key over [`SignedBatch::canonical_bytes`].
+    pub signature: Vec<u8>,
 }
 
-/// The JSON array [`parse_batch`] reads.
-pub fn batch_json(reports: &[SignedReport]) -> String {
-    let items: Vec<String> = reports.iter().map(SignedReport::to_json).collect();
-    format!("[{}]", items.join(","))
+impl SignedBatch {
+    /// The bytes the reporter signs for `reports` (layout in the type's docs).
+    pub fn canonical_bytes(reporter: PeerId, reports: &[ReportBody]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(38 + reports.len() * FIXED_LEN);
+        out.extend_from_slice(BATCH_MAGIC);
+        out.extend_from_slice(&reporter.0.to_be_bytes());
+        // Parsed batches hold at most MAX_BATCH reports; a longer locally built one is
+        // truncated in the count and will not verify.
+        out.extend_from_slice(
+            &u16::try_from(reports.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        for r in reports {
+            out.extend_from_slice(&r.canonical_bytes());
+        }
+        out
+    }
+
+    /// The JSON form accepted by [`parse_batch`].
+    pub fn to_json(&self) -> String {
+        let wire = WireBatch {
+            reporter: self.reporter,
+            reports: self
+                .reports
+                .iter()
+                .map(|b| WireBatchReport {
+                    subject: b.subject,
+                    outcome: b.outcome,
+                    route: b.route.clone(),
+                    timestamp_ms: b.timestamp_ms,
+                    nonce: crate::hex::encode(&b.nonce),
+                })
+                .collect(),
+            signature: crate::hex::encode(&self.signature),
+        };
+        // Serialising plain strings and integers cannot fail.
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireBatch {
+    reporter: PeerId,
+    reports: Vec<WireBatchReport>,
+    signature: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireBatchReport {
+    subject: PeerId,
+    outcome: Outcome,
+    route: Vec<PeerId>,
+    timestamp_ms: u64,
+    nonce: String,
+}
+
+/// Parse a batch as posted to `POST /v1/reports/batch`: the JSON must parse, hold 1 to
+/// [`MAX_BATCH`] reports, and every report must be well formed (one signature covers them
+/// all, so one bad report spoils the batch). Whether each report may be stored (its own
+/// subject, timestamp and nonce) is the server's check, report by report. Never panics on
+/// any input.
+pub fn parse_batch(json: &[u8]) -> Result<SignedBatch, ReportError> {
+    let wire: WireBatch =
+        serde_json::from_slice(json).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    if wire.reports.is_empty() || wire.reports.len() > MAX_BATCH {
+        return Err(ReportError::Malformed(format!(
+            "a batch holds 1 to {MAX_BATCH} reports, not {}",
+            wire.reports.len()
+        )));
+    }
+    if wire.signature.len() > 2 * MAX_SIGNATURE_BYTES {
+        return Err(ReportError::BadSignatureEncoding);
+    }
+    let signature = crate::hex::decode(&wire.signature).ok_or(ReportError::BadSignatureEncoding)?;
+    let reports = wire
+        .reports
+        .into_iter()
+        .map(|r| {
+            if r.route.len() > MAX_ROUTE_HOPS {
+                return Err(ReportError::RouteTooLong);
+            }
+            let nonce: [u8; 16] = crate::hex::decode(&r.nonce)
+                .and_then(|v| v.try_into().ok())
+                .ok_or(ReportError::BadNonce)?;
+            Ok(ReportBody {
+                reporter: wire.reporter,
+                subject: r.subject,
+                outcome: r.outcome,
+                route: r.route,
+                timestamp_ms: r.timestamp_ms,
+                nonce,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SignedBatch {
+        reporter: wire.reporter,
+        reports,
+        signature,
+    })
 }
 
 fn from_wire(wire: WireReport) -> Result<SignedReport, ReportError> {
@@ -369,6 +475,86 @@ mod tests {
         }
     }
 
+    /// The exact bytes a reporter signs for a batch: a change breaks every reporter of an
+    /// older or newer build.
+    #[test]
+    fn batch_canonical_bytes_are_pinned() {
+        let body = ReportBody {
+            reporter: PeerId(1618),
+            subject: PeerId(1609),
+            outcome: Outcome::Delivered,
+            route: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
+            nonce: [0x5a; 16],
+        };
+        assert_eq!(
+            crate::hex::encode(&SignedBatch::canonical_bytes(
+                PeerId(1618),
+                std::slice::from_ref(&body)
+            )),
+            concat!(
+                "7032707369702d736f732d62617463682d763100", // "p2psip-sos-batch-v1\0"
+                "00000000000000000000000000000652",         // reporter 1618
+                "0001",                                     // one report
+                "7032707369702d736f732d7265706f72742d763100", // the report's own bytes
+                "00000000000000000000000000000652",
+                "00000000000000000000000000000649",
+                "01",
+                "0000018bcfe56800",
+                "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+                "00",
+            )
+        );
+        // Not the bytes of the report alone: a batch signature is no report's signature.
+        assert_ne!(
+            SignedBatch::canonical_bytes(PeerId(1618), std::slice::from_ref(&body)),
+            body.canonical_bytes()
+        );
+    }
+
+    #[test]
+    fn batch_json_example_parses_and_round_trips() {
+        let json = br#"{"reporter":"1618","reports":[{"subject":"1609","outcome":"delivered",
+            "route":[],"timestamp_ms":1700000000000,"nonce":"00112233445566778899aabbccddeeff"},
+            {"subject":"1593","outcome":"dropped","route":["1593"],"timestamp_ms":1700000000001,
+            "nonce":"ffeeddccbbaa99887766554433221100"}],"signature":"abcd"}"#;
+        let b = parse_batch(json).expect("valid");
+        assert_eq!(b.reporter, PeerId(1618));
+        assert_eq!(b.reports.len(), 2);
+        assert!(b.reports.iter().all(|r| r.reporter == PeerId(1618)));
+        assert_eq!(b.reports[1].outcome, Outcome::Dropped);
+        assert_eq!(b.signature, vec![0xab, 0xcd]);
+        assert_eq!(parse_batch(b.to_json().as_bytes()), Ok(b));
+    }
+
+    #[test]
+    fn batch_rejects_bad_shapes() {
+        let one = r#"{"subject":"2","outcome":"dropped","route":[],"timestamp_ms":1,"nonce":"00112233445566778899aabbccddeeff"}"#;
+        let batch =
+            |reports: &str| format!(r#"{{"reporter":"1","reports":[{reports}],"signature":""}}"#);
+        assert!(parse_batch(batch(one).as_bytes()).is_ok());
+        let many = vec![one; MAX_BATCH + 1].join(",");
+        let long_route = format!(
+            r#""route":[{}]"#,
+            vec![r#""3""#; MAX_ROUTE_HOPS + 1].join(",")
+        );
+        let cases = [
+            batch(""),
+            batch(&many),
+            batch(&one.replace(
+                r#""nonce":"00112233445566778899aabbccddeeff""#,
+                r#""nonce":"00""#,
+            )),
+            batch(&one.replace(r#""route":[]"#, &long_route)),
+            batch(&one.replace('}', r#","reporter":"1"}"#)),
+            batch(one).replace(r#""signature":"""#, r#""signature":"xyz""#),
+            format!("[{one}]"),
+        ];
+        for c in cases {
+            assert!(parse_batch(c.as_bytes()).is_err(), "{c}");
+        }
+    }
+
     proptest! {
         #[test]
         fn canonical_roundtrip(b in body()) {
@@ -389,6 +575,11 @@ mod tests {
             }
             bytes.truncate(cut);
             let _ = decode_canonical(&bytes);
+        }
+
+        #[test]
+        fn parse_batch_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_batch(&bytes);
         }
 
         #[test]

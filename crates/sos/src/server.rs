@@ -31,10 +31,11 @@
 //! body size → JSON shape → timestamp window → signature → per-reporter rate limit →
 //! nonce (in the writer, atomically with the insert). Only verified reporters reach the
 //! rate-limit table, so its size is bounded by the key registry (and capped anyway).
-//! `POST /v1/reports/batch` takes a JSON array of 1 to [`crate::MAX_BATCH`] such reports
-//! (the body size and the array first, refused whole), then checks and stores each one in
-//! the same order as a single report and answers each with its own status and body, in
-//! the order posted: peers send the reports one call produces in one request.
+//! `POST /v1/reports/batch` takes 1 to [`crate::MAX_BATCH`] reports of one reporter under
+//! one signature ([`SignedBatch`]): body size → JSON shape → signature, refused whole; then
+//! each report's subject → timestamp window → rate limit → nonce, answered each with its own
+//! status and body, in the order posted: peers send the reports one call produces in one
+//! request with one signature.
 
 use crate::api::{
     ErrorBody, Health, OpinionView, RankRequest, RankResponse, RankedRouteView, ReportAck,
@@ -42,7 +43,10 @@ use crate::api::{
 };
 use crate::metrics::{Metrics, RejectReason};
 use crate::store::{PeerRecord, Store, StoreConfig, StoreError, Synchronous, WriteError, WriteOp};
-use crate::{BatchItem, PeerId, ReporterVerifier, SignedReport, VerifyError, parse_report};
+use crate::{
+    BatchItem, PeerId, ReportBody, ReporterVerifier, SignedBatch, SignedReport, VerifyError,
+    parse_report,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -661,21 +665,29 @@ async fn report(State(st): St, body: Result<Bytes, BytesRejection>) -> Response 
     }
 }
 
-/// `POST /v1/reports/batch`: up to [`crate::MAX_BATCH`] reports in one request (a callee
-/// reports every hop of every route a call took at once), each checked and stored as
+/// `POST /v1/reports/batch`: up to [`crate::MAX_BATCH`] reports of one reporter under one
+/// signature (a callee reports every hop of every route a call took at once): the batch is
+/// parsed and its signature checked whole, then each report is checked and stored as
 /// `POST /v1/reports` would, concurrently so they share the store's commits; the answer
 /// lists each report's status in the order posted.
 async fn report_batch(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
-    let items = match parse_body(&st, body, crate::report::parse_batch, "invalid_batch") {
-        Ok(items) => items,
+    let batch = match parse_body(&st, body, crate::report::parse_batch, "invalid_batch") {
+        Ok(b) => b,
         Err(refused) => return *refused,
     };
+    let msg = SignedBatch::canonical_bytes(batch.reporter, &batch.reports);
+    if let Err(refusal) = check_signature(&st, batch.reporter, &msg, &batch.signature) {
+        return refusal.into_response();
+    }
     let mut set = tokio::task::JoinSet::new();
-    for (i, item) in items.into_iter().enumerate() {
+    for (i, report) in batch.reports.into_iter().enumerate() {
         let st = Arc::clone(&st);
         set.spawn(async move {
-            let answer = match item {
-                Ok(signed) => accept_report(&st, signed).await,
+            let answer = match report.validate() {
+                Ok(()) => match check_timestamp(&st, &report) {
+                    Ok(()) => accept_verified(&st, report).await,
+                    Err(refusal) => Err(refusal),
+                },
                 Err(e) => {
                     st.metrics.rejected(RejectReason::Malformed);
                     Err(Refusal::new(
@@ -745,14 +757,18 @@ impl Refusal {
 /// Check a parsed report (clock window, signature, the reporter's rate) and store it;
 /// counted in the metrics either way.
 async fn accept_report(st: &AppState, signed: SignedReport) -> Result<ReportAck, Refusal> {
-    let reject = |reason: RejectReason, status: StatusCode, code: &str, message: String| {
-        st.metrics.rejected(reason);
-        Refusal::new(status, code, message)
-    };
+    check_timestamp(st, &signed.body)?;
+    let msg = signed.body.canonical_bytes();
+    check_signature(st, signed.body.reporter, &msg, &signed.signature)?;
+    accept_verified(st, signed.body).await
+}
+
+/// Refuse a report whose timestamp is outside the window around the server's clock.
+fn check_timestamp(st: &AppState, report: &ReportBody) -> Result<(), Refusal> {
     let now = st.clock.now_ms();
-    if signed.body.timestamp_ms.abs_diff(now) > st.window_ms {
-        return Err(reject(
-            RejectReason::Timestamp,
+    if report.timestamp_ms.abs_diff(now) > st.window_ms {
+        st.metrics.rejected(RejectReason::Timestamp);
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "timestamp_outside_window",
             format!(
@@ -761,31 +777,37 @@ async fn accept_report(st: &AppState, signed: SignedReport) -> Result<ReportAck,
             ),
         ));
     }
-    let msg = signed.body.canonical_bytes();
-    match st
-        .verifier
-        .verify(signed.body.reporter, &msg, &signed.signature)
-    {
-        Ok(()) => {}
+    Ok(())
+}
+
+/// Refuse `signature` over `msg` unless `reporter`'s registered key made it.
+fn check_signature(
+    st: &AppState,
+    reporter: PeerId,
+    msg: &[u8],
+    signature: &[u8],
+) -> Result<(), Refusal> {
+    let (reason, code, e) = match st.verifier.verify(reporter, msg, signature) {
+        Ok(()) => return Ok(()),
         Err(e @ VerifyError::UnknownReporter(_)) => {
-            return Err(reject(
-                RejectReason::UnknownReporter,
-                StatusCode::FORBIDDEN,
-                "unknown_reporter",
-                e.to_string(),
-            ));
+            (RejectReason::UnknownReporter, "unknown_reporter", e)
         }
-        Err(e @ VerifyError::BadSignature) => {
-            return Err(reject(
-                RejectReason::BadSignature,
-                StatusCode::FORBIDDEN,
-                "bad_signature",
-                e.to_string(),
-            ));
-        }
-    }
-    let proof = st.verifier.holds_proof(signed.body.reporter);
-    if !st.allow_report(signed.body.reporter, proof, now) {
+        Err(e @ VerifyError::BadSignature) => (RejectReason::BadSignature, "bad_signature", e),
+    };
+    st.metrics.rejected(reason);
+    Err(Refusal::new(StatusCode::FORBIDDEN, code, e.to_string()))
+}
+
+/// Store a report whose signature checked out: the reporter's rate limit, then the nonce
+/// and the insert (atomically, in the writer).
+async fn accept_verified(st: &AppState, report: ReportBody) -> Result<ReportAck, Refusal> {
+    let reject = |reason: RejectReason, status: StatusCode, code: &str, message: String| {
+        st.metrics.rejected(reason);
+        Refusal::new(status, code, message)
+    };
+    let now = st.clock.now_ms();
+    let proof = st.verifier.holds_proof(report.reporter);
+    if !st.allow_report(report.reporter, proof, now) {
         return Err(reject(
             RejectReason::RateLimited,
             StatusCode::TOO_MANY_REQUESTS,
@@ -793,9 +815,8 @@ async fn accept_report(st: &AppState, signed: SignedReport) -> Result<ReportAck,
             "too many reports from this reporter".into(),
         ));
     }
-    let subject = signed.body.subject;
-    let evidence = signed.body.outcome;
-    let report = signed.body;
+    let subject = report.subject;
+    let evidence = report.outcome;
     let result = st
         .store
         .write(|reply| WriteOp::Report {

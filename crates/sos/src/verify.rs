@@ -21,7 +21,7 @@
 //! (see the server's module docs). Verifiers built from E&A's directory take the role from
 //! each member's certificate.
 
-use crate::{Outcome, PeerId, ReportBody, SignedReport};
+use crate::{Outcome, PeerId, ReportBody, SignedBatch, SignedReport};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
@@ -338,16 +338,33 @@ impl ReportSigner {
 
     /// Sign a body. The body's reporter should be this signer's peer.
     pub fn sign(&self, body: ReportBody) -> Result<SignedReport, SignerError> {
-        let msg = body.canonical_bytes();
-        let signature = match &self.key {
-            SignerKey::Ed25519(k) => k.sign(&msg).as_ref().to_vec(),
+        let signature = self.signature(&body.canonical_bytes())?;
+        Ok(SignedReport { body, signature })
+    }
+
+    /// Sign `reports` as one batch of this signer's peer (each report's reporter is set to
+    /// it): one signature for all of them.
+    pub fn sign_batch(&self, mut reports: Vec<ReportBody>) -> Result<SignedBatch, SignerError> {
+        for r in &mut reports {
+            r.reporter = self.peer;
+        }
+        let signature = self.signature(&SignedBatch::canonical_bytes(self.peer, &reports))?;
+        Ok(SignedBatch {
+            reporter: self.peer,
+            reports,
+            signature,
+        })
+    }
+
+    fn signature(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
+        Ok(match &self.key {
+            SignerKey::Ed25519(k) => k.sign(msg).as_ref().to_vec(),
             SignerKey::Ecdsa(k) => k
-                .sign(&self.rng, &msg)
+                .sign(&self.rng, msg)
                 .map_err(|_| SignerError::Rng)?
                 .as_ref()
                 .to_vec(),
-        };
-        Ok(SignedReport { body, signature })
+        })
     }
 }
 
@@ -386,6 +403,36 @@ mod tests {
             assert_eq!(
                 reg.verify(PeerId(5), &msg, &signed.signature),
                 Err(VerifyError::UnknownReporter(PeerId(5)))
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_verifies_once_for_all_its_reports_and_not_when_altered() {
+        for alg in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            let (signer, _) = ReportSigner::generate(PeerId(1618), alg).expect("keygen");
+            let reg = KeyRegistry::from_entries([signer.registry_entry()]).expect("registry");
+            // A body naming another reporter is signed as this signer's.
+            let batch = signer.sign_batch(vec![body(1618), body(5)]).expect("sign");
+            assert!(batch.reports.iter().all(|r| r.reporter == PeerId(1618)));
+            let msg = SignedBatch::canonical_bytes(batch.reporter, &batch.reports);
+            assert_eq!(reg.verify(PeerId(1618), &msg, &batch.signature), Ok(()));
+            let mut fewer = batch.reports.clone();
+            fewer.pop();
+            let mut altered = batch.reports.clone();
+            altered[1].outcome = Outcome::Dropped;
+            for reports in [fewer, altered] {
+                let msg = SignedBatch::canonical_bytes(batch.reporter, &reports);
+                assert_eq!(
+                    reg.verify(PeerId(1618), &msg, &batch.signature),
+                    Err(VerifyError::BadSignature)
+                );
+            }
+            // The batch's signature is no signature of any of its reports.
+            let one = batch.reports[0].canonical_bytes();
+            assert_eq!(
+                reg.verify(PeerId(1618), &one, &batch.signature),
+                Err(VerifyError::BadSignature)
             );
         }
     }

@@ -802,47 +802,70 @@ async fn a_batch_of_reports_is_answered_report_by_report_in_order() {
     let f = fixture_with(|c| c.max_body_bytes = 256 * 1024).await;
     let client = SosClient::new(&f.server.url(), &f.trust).expect("client");
     let (a, b) = (&f.signers[0], &f.signers[1]);
-    let good = a
-        .sign(body(a.peer().0, 1609, Outcome::Delivered, 1))
+    let good = body(a.peer().0, 1609, Outcome::Delivered, 1);
+    // About the reporter itself, and from outside the timestamp window: refused on their own.
+    let selfish = body(a.peer().0, a.peer().0, Outcome::Delivered, 2);
+    let mut stale = body(a.peer().0, 1600, Outcome::Dropped, 3);
+    stale.timestamp_ms = T0 - 3_600_000;
+    let batch = a
+        .sign_batch(vec![good.clone(), selfish, stale, good])
         .expect("sign");
-    // Signed by b but claiming to be a: refused on its own.
-    let forged = b
-        .sign(body(a.peer().0, 1609, Outcome::Dropped, 2))
-        .expect("sign");
-    let other = b
-        .sign(body(b.peer().0, 1600, Outcome::Dropped, 3))
-        .expect("sign");
-    let items = client
-        .post_reports(&[good.clone(), forged, other, good])
-        .await
-        .expect("batch answered");
+    let items = client.post_reports(&batch).await.expect("batch answered");
     let statuses: Vec<u16> = items.iter().map(|i| i.status).collect();
-    assert_eq!(statuses, [200, 403, 200, 409], "{items:?}");
+    assert_eq!(statuses, [200, 400, 400, 409], "{items:?}");
     assert_eq!(items[0].ack.as_ref().map(|a| a.subject), Some(PeerId(1609)));
+    let errors: Vec<Option<&str>> = items
+        .iter()
+        .map(|i| i.error.as_ref().map(|e| e.error.as_str()))
+        .collect();
     assert_eq!(
-        items[1].error.as_ref().map(|e| e.error.as_str()),
-        Some("bad_signature")
+        errors,
+        [
+            None,
+            Some("invalid_report"),
+            Some("timestamp_outside_window"),
+            Some("replayed_nonce")
+        ]
     );
-    assert_eq!(
-        items[3].error.as_ref().map(|e| e.error.as_str()),
-        Some("replayed_nonce")
-    );
+    let other = b
+        .sign_batch(vec![body(b.peer().0, 1600, Outcome::Dropped, 3)])
+        .expect("sign");
+    let items = client.post_reports(&other).await.expect("batch answered");
+    assert_eq!(items.iter().map(|i| i.status).collect::<Vec<_>>(), [200]);
     let view = client.get_opinion(PeerId(1609)).await.expect("get");
     assert_eq!((view.reports.positive, view.reports.negative), (1, 0));
     let view = client.get_opinion(PeerId(1600)).await.expect("get");
     assert_eq!((view.reports.positive, view.reports.negative), (0, 1));
 
-    // An empty batch, one too many, and one that is not an array are refused whole and
-    // change nothing.
+    // A batch signed by b but claiming to be a's, one altered after signing, an empty
+    // batch, one too many, and one that is not a batch are refused whole and change nothing.
     let before = dump(&f.db);
-    let one = a
-        .sign(body(a.peer().0, 1609, Outcome::Delivered, 9))
+    let mut forged = b
+        .sign_batch(vec![body(b.peer().0, 1609, Outcome::Dropped, 4)])
         .expect("sign");
+    forged.reporter = a.peer();
+    for r in &mut forged.reports {
+        r.reporter = a.peer();
+    }
+    let mut altered = a
+        .sign_batch(vec![body(a.peer().0, 1609, Outcome::Delivered, 5)])
+        .expect("sign");
+    altered.reports[0].outcome = Outcome::Dropped;
+    for (batch, what) in [(forged, "forged"), (altered, "altered")] {
+        match client.post_reports(&batch).await {
+            Err(sos::ClientError::Server { status: 403, body }) => {
+                assert_eq!(body.error, "bad_signature", "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    let one = body(a.peer().0, 1609, Outcome::Delivered, 9);
     for (reports, what) in [
         (Vec::new(), "empty"),
         (vec![one; sos::MAX_BATCH + 1], "too many"),
     ] {
-        match client.post_reports(&reports).await {
+        let batch = a.sign_batch(reports).expect("sign");
+        match client.post_reports(&batch).await {
             Err(sos::ClientError::Server { status: 400, body }) => {
                 assert_eq!(body.error, "invalid_batch", "{what}");
             }
@@ -853,7 +876,12 @@ async fn a_batch_of_reports_is_answered_report_by_report_in_order() {
         .http
         .post(format!("{}/v1/reports/batch", f.server.url()))
         .header("content-type", "application/json")
-        .body(r#"{"reporter":"1"}"#)
+        .body(format!(
+            "[{}]",
+            a.sign(body(a.peer().0, 1609, Outcome::Delivered, 10))
+                .expect("sign")
+                .to_json()
+        ))
         .send()
         .await
         .expect("sent");

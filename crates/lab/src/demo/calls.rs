@@ -1,7 +1,8 @@
 //! The demo's calls: the INVITE a peer sends, one call rung and hung up, and the seeded
 //! choices of who calls whom and who is killed.
 
-use super::cluster::{Cluster, DemoPeer};
+use super::cluster::{Cluster, DemoPeer, sum_stats};
+use super::host::process_cpu;
 use super::{Args, pct, share};
 use crate::LabError;
 use crate::progress::bar;
@@ -178,6 +179,10 @@ pub(crate) struct RandomCalls {
     /// Call traffic per call: messages and bytes.
     pub(crate) msgs: f64,
     pub(crate) bytes: f64,
+    /// What a call cost this process (every peer, the SOS and the E&A in it): CPU time
+    /// in ms and TLS connections dialled, per call.
+    pub(crate) cpu_ms: f64,
+    pub(crate) dials: f64,
 }
 
 impl RandomCalls {
@@ -214,6 +219,8 @@ impl RandomCalls {
             "cache_hits": self.cached,
             "call_messages_per_call": self.msgs,
             "call_bytes_per_call": self.bytes,
+            "cpu_ms_per_call": self.cpu_ms,
+            "tls_dials_per_call": self.dials,
             "calls_per_s": self.per_s(),
         });
         match v {
@@ -241,11 +248,13 @@ impl RandomCalls {
             srd.last().copied().unwrap_or(0.0)
         );
         say!(
-            "  hops {:.2} mean ({} from the contact cache); call traffic {:.1} messages, {:.0} bytes per call",
+            "  hops {:.2} mean ({} from the contact cache); per call {:.1} messages, {:.0} bytes, {:.2} TLS dials, {:.1} ms CPU (all peers and servers)",
             self.hops_mean,
             self.cached,
             self.msgs,
-            self.bytes
+            self.bytes,
+            self.dials,
+            self.cpu_ms
         );
     }
 }
@@ -261,6 +270,7 @@ pub(crate) async fn random(
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0xCA11);
     let msgs0 = secure.log.call_messages.load(Ordering::Relaxed);
     let bytes0 = secure.log.call_bytes.load(Ordering::Relaxed);
+    let (cpu0, dials0) = (process_cpu(), sum_stats(&secure.handles).dials_ok);
     let pb = bar(args.calls, "calls", quiet);
     let slots = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let mut set = JoinSet::new();
@@ -308,6 +318,8 @@ pub(crate) async fn random(
     let per_call = |v: u64| share(v, attempted);
     let msgs = per_call(secure.log.call_messages.load(Ordering::Relaxed) - msgs0);
     let bytes = per_call(secure.log.call_bytes.load(Ordering::Relaxed) - bytes0);
+    let dials = per_call(sum_stats(&secure.handles).dials_ok.saturating_sub(dials0));
+    let cpu_ms = (process_cpu().saturating_sub(cpu0)).as_secs_f64() * 1e3 / attempted.max(1) as f64;
     let hops_mean = if hops.is_empty() {
         0.0
     } else {
@@ -322,6 +334,8 @@ pub(crate) async fn random(
         calls_s,
         msgs,
         bytes,
+        cpu_ms,
+        dials,
     })
 }
 

@@ -71,6 +71,12 @@ impl Running {
             .unwrap()
     }
 
+    /// Enroll a fresh key with `token`, as a new node does.
+    async fn enroll_new_key(&self, token: &str) -> Result<enroll::EnrollResponse, ClientError> {
+        let (_key, csr) = new_key_and_csr().unwrap();
+        self.client.enroll(&request(token, &csr)).await
+    }
+
     fn cert_count(&self) -> i64 {
         self.data().cert_count().unwrap()
     }
@@ -113,8 +119,7 @@ fn refused(r: Result<enroll::EnrollResponse, ClientError>) -> (u16, ErrorBody) {
 async fn enroll_verify_revoke_crl() {
     let srv = start(eleven_bits()).await;
     let t = srv.token(Role::Peer, None, 2);
-    let (_key, csr) = new_key_and_csr().unwrap();
-    let resp = srv.client.enroll(&request(&t, &csr)).await.unwrap();
+    let resp = srv.enroll_new_key(&t).await.unwrap();
     assert_eq!(resp.layer, Layer::TWO);
     assert_eq!(resp.role, Role::Peer);
     assert_eq!(resp.overlay.id_bits, 11);
@@ -132,8 +137,7 @@ async fn enroll_verify_revoke_crl() {
     assert_eq!((who.layer, who.role), (Layer::TWO, Role::Peer));
 
     // A second peer nearby gets a close ID and sees the first as bootstrap.
-    let (_k2, csr2) = new_key_and_csr().unwrap();
-    let resp2 = srv.client.enroll(&request(&t, &csr2)).await.unwrap();
+    let resp2 = srv.enroll_new_key(&t).await.unwrap();
     assert_ne!(resp2.node_id, resp.node_id);
     assert_eq!(resp2.bootstrap.len(), 1);
     assert_eq!(resp2.bootstrap[0].node_id, resp.node_id);
@@ -387,17 +391,14 @@ async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_u
     let leaked = srv.token(Role::Peer, None, 10);
     let other = srv.token(Role::Peer, None, 1);
     for _ in 0..3 {
-        let (_, csr) = new_key_and_csr().unwrap();
-        srv.client.enroll(&request(&leaked, &csr)).await.unwrap();
+        srv.enroll_new_key(&leaked).await.unwrap();
     }
     for _ in 0..3 {
-        let (_, csr) = new_key_and_csr().unwrap();
-        let (status, body) = refused(srv.client.enroll(&request(&leaked, &csr)).await);
+        let (status, body) = refused(srv.enroll_new_key(&leaked).await);
         assert_eq!((status, body.error.as_str()), (429, "token_rate_limited"));
     }
     assert_eq!(srv.cert_count(), 3);
-    let (_, csr) = new_key_and_csr().unwrap();
-    srv.client.enroll(&request(&other, &csr)).await.unwrap();
+    srv.enroll_new_key(&other).await.unwrap();
     assert_eq!(srv.cert_count(), 4);
 
     // Without a rate, the refused attempts' uses are still there: seven more, then none.
@@ -407,11 +408,9 @@ async fn a_leaked_token_enrolls_a_burst_then_is_rate_limited_and_capped_by_its_u
     };
     let srv = srv.restart(cfg).await;
     for _ in 0..7 {
-        let (_, csr) = new_key_and_csr().unwrap();
-        srv.client.enroll(&request(&leaked, &csr)).await.unwrap();
+        srv.enroll_new_key(&leaked).await.unwrap();
     }
-    let (_, csr) = new_key_and_csr().unwrap();
-    let (status, body) = refused(srv.client.enroll(&request(&leaked, &csr)).await);
+    let (status, body) = refused(srv.enroll_new_key(&leaked).await);
     assert_eq!((status, body.error.as_str()), (401, "token_used_up"));
     assert_eq!(srv.cert_count(), 11);
 }

@@ -178,15 +178,6 @@ impl std::fmt::Display for IcePair {
     }
 }
 
-fn kind_name(t: CandidateType) -> &'static str {
-    match t {
-        CandidateType::Host => "host",
-        CandidateType::ServerReflexive => "srflx",
-        CandidateType::PeerReflexive => "prflx",
-        CandidateType::Relayed => "relay",
-    }
-}
-
 /// The local IP the kernel would use to reach `to`.
 async fn route_ip(to: SocketAddr) -> std::io::Result<IpAddr> {
     Ok(crate::client::connected_socket(to)
@@ -644,17 +635,7 @@ impl Driver {
                 AgentPoll::Closed => return Ok(Some(Step::Failed)),
                 AgentPoll::WaitUntil(at) => at,
                 AgentPoll::AllocateSocket(s) => {
-                    // Only TCP candidates ask for sockets; we offer UDP only.
-                    if let Some(mut st) = self.agent.mut_stream(s.stream_id) {
-                        st.allocated_socket(
-                            s.component_id,
-                            s.transport,
-                            s.from,
-                            s.to,
-                            Err(stun_proto::agent::StunError::ResourceNotFound),
-                            now,
-                        );
-                    }
+                    ice_agent::refuse_socket(&mut self.agent, &s, now);
                     continue;
                 }
                 AgentPoll::RemoveSocket(_) => continue,
@@ -669,15 +650,7 @@ impl Driver {
                 }
                 AgentPoll::GatheringComplete(_) => return Ok(Some(Step::GatherDone)),
                 AgentPoll::SelectedPair(p) => {
-                    let pair = p.selected.candidate_pair().clone();
-                    // rice-proto 0.4 reports the pair but leaves storing it on the component
-                    // (what `send` uses) to the caller.
-                    if let Some(mut st) = self.agent.mut_stream(p.stream_id)
-                        && let Some(mut c) = st.mut_component(p.component_id)
-                        && let Err(e) = c.set_selected_pair(pair.clone())
-                    {
-                        warn!(error = %e, "could not store the selected ICE pair");
-                    }
+                    let pair = ice_agent::keep_selected_pair(&mut self.agent, &p);
                     return Ok(Some(Step::Selected(IcePair {
                         local: Endpoint {
                             // A check answered with a new mapped address yields a local
@@ -685,14 +658,14 @@ impl Driver {
                             kind: if pair.local.candidate_type == CandidateType::Host
                                 && pair.local.address != pair.local.base_address
                             {
-                                "prflx".into()
+                                CandidateType::PeerReflexive.to_string()
                             } else {
-                                kind_name(pair.local.candidate_type).into()
+                                pair.local.candidate_type.to_string()
                             },
                             addr: pair.local.address,
                         },
                         remote: Endpoint {
-                            kind: kind_name(pair.remote.candidate_type).into(),
+                            kind: pair.remote.candidate_type.to_string(),
                             addr: pair.remote.address,
                         },
                         elapsed_ms: 0,

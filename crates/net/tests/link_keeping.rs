@@ -20,13 +20,7 @@ use std::time::Duration;
 const IDLE: Duration = Duration::from_millis(600);
 
 async fn start(ca: &Ca, tr: &Trust, id: u128, limits: Limits) -> (PeerRuntime<Probe>, Seen) {
-    let seen: Seen = Arc::default();
-    let rec = Arc::clone(&seen);
-    let cfg = support::net_config(peer_identity(ca, id), tr, limits);
-    let p = PeerRuntime::start(cfg, move |_| Probe::recording(rec))
-        .await
-        .unwrap();
-    (p, seen)
+    support::start_recording(support::net_config(peer_identity(ca, id), tr, limits)).await
 }
 
 fn limits() -> Limits {

@@ -7,7 +7,7 @@ mod support;
 
 use support::{
     Probe, Seen, check_lookups, fast_chord, fast_limits, hello_bytes, init_logs, issue, now_unix,
-    peer_identity, test_ca, tls_connect,
+    peer_identity, start_recording, test_ca, tls_connect,
 };
 
 use enroll::cert::Ca;
@@ -262,14 +262,8 @@ async fn peers_dialling_each_other_at_once_lose_no_frame() {
     let (ca, tr) = test_ca();
     for pair in 0..12u128 {
         let (ia, ib) = (20_000 + 2 * pair, 20_001 + 2 * pair);
-        let (ga, gb) = (Arc::default(), Arc::default());
-        let (ga2, gb2) = (Arc::clone(&ga), Arc::clone(&gb));
-        let a = PeerRuntime::start(net_config(&ca, &tr, ia), move |_| Probe::recording(ga2))
-            .await
-            .unwrap();
-        let b = PeerRuntime::start(net_config(&ca, &tr, ib), move |_| Probe::recording(gb2))
-            .await
-            .unwrap();
+        let (a, ga) = start_recording(net_config(&ca, &tr, ia)).await;
+        let (b, gb) = start_recording(net_config(&ca, &tr, ib)).await;
         let (ca_, cb) = (
             Contact::new(NodeId(ia), a.handle.local_addr()),
             Contact::new(NodeId(ib), b.handle.local_addr()),
@@ -287,7 +281,6 @@ async fn peers_dialling_each_other_at_once_lose_no_frame() {
             .unwrap();
         };
         tokio::join!(send(a.handle.clone(), cb), send(b.handle.clone(), ca_));
-        let (ga, gb): (Seen, Seen) = (ga, gb);
         let t0 = Instant::now();
         while (ping_tokens(&ga).len() < 3 || ping_tokens(&gb).len() < 3)
             && t0.elapsed() < Duration::from_secs(3)

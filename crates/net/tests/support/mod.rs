@@ -190,11 +190,11 @@ pub async fn start_chord(
     rt
 }
 
-/// The true owner of `key`: the first ID at or after it, clockwise.
+/// The true owner of `key` among `ids` (in any order): [`testkit::owner`] on raw IDs.
 pub fn owner_of(ids: &[u128], key: u128) -> u128 {
-    let mut s = ids.to_vec();
-    s.sort();
-    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
+    let mut ring: Vec<NodeId> = ids.iter().copied().map(NodeId).collect();
+    ring.sort();
+    testkit::owner(&ring, NodeId(key)).0
 }
 
 /// Does every handle have its true successor and predecessor among `ids`?
@@ -285,6 +285,16 @@ impl Probe {
             ..Probe::default()
         }
     }
+}
+
+/// A [`Probe`] peer started on `config`, and what it receives.
+pub async fn start_recording(config: NetConfig) -> (PeerRuntime<Probe>, Seen) {
+    let seen = Seen::default();
+    let rec = Arc::clone(&seen);
+    let p = PeerRuntime::start(config, move |_| Probe::recording(rec))
+        .await
+        .unwrap();
+    (p, seen)
 }
 
 impl Core for Probe {

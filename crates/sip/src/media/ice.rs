@@ -680,25 +680,10 @@ impl FarIce {
                     }
                 }
                 AgentPoll::AllocateSocket(s) => {
-                    // Only TCP candidates ask for sockets, and we offer UDP only.
-                    if let Some(mut st) = self.agents[i].mut_stream(s.stream_id) {
-                        st.allocated_socket(
-                            s.component_id,
-                            s.transport,
-                            s.from,
-                            s.to,
-                            Err(stun_proto::agent::StunError::ResourceNotFound),
-                            at,
-                        );
-                    }
+                    ice_agent::refuse_socket(&mut self.agents[i], &s, at)
                 }
                 AgentPoll::SelectedPair(p) => {
-                    let pair = p.selected.candidate_pair().clone();
-                    if let Some(mut st) = self.agents[i].mut_stream(p.stream_id)
-                        && let Some(mut c) = st.mut_component(p.component_id)
-                    {
-                        let _ = c.set_selected_pair(pair.clone());
-                    }
+                    let pair = ice_agent::keep_selected_pair(&mut self.agents[i], &p);
                     let relayed = self.locals[i].relay == Some(pair.local.base_address);
                     let chosen = IcePair {
                         local: if relayed {

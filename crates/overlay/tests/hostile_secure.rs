@@ -5,9 +5,7 @@
 //! ring and the call flow still work afterwards.
 #![allow(clippy::unwrap_used)]
 
-use overlay::secure::{
-    CallFailure, Outcome, SecureEvent, SecureNode, Signer, invite_digest, record_bytes,
-};
+use overlay::secure::{CallFailure, Outcome, SecureEvent, SecureNode, Signer, record_bytes};
 use overlay::wire::{HopRecord, PingRequest};
 use overlay::{ChordConfig, ChordNode, Contact, Event, Message, NodeId, Time};
 use std::collections::BTreeMap;
@@ -269,20 +267,21 @@ fn a_stale_copy_replayed_after_the_window_is_dropped_and_reported() {
 }
 
 /// The callee's Ringing carries SHA-256 of the request it received; a Ringing whose digest
-/// names another request (the request was swapped on the way) fails the call as tampered.
+/// names another request (the request was swapped on the way to the callee) fails the call
+/// as tampered.
 #[test]
 fn a_ringing_for_another_request_fails_the_call_as_tampered() {
     let mut net = Net::new();
-    let swapped = invite_digest(b"INVITE sip:mallory SIP/2.0");
-    // Every peer on the way back rewrites the digest, so whichever carries the Ringing does.
+    // Whichever CSP or CSPG delivers the request swaps the INVITE in it: the callee rings for
+    // (and signs the digest of) a request the caller never sent.
     for id in net.ring.ids.clone() {
         net.net.set_behaviour(
             id,
             testkit::adversary::modify_if(
-                |_, _, m| matches!(m, Message::Ringing { .. }),
-                move |m| {
-                    if let Message::Ringing(r) = m {
-                        r.digest = swapped;
+                |_, _, m| matches!(m, Message::Deliver { .. }),
+                |m| {
+                    if let Message::Deliver { request, .. } = m {
+                        request.invite = b"INVITE sip:mallory SIP/2.0".to_vec();
                     }
                 },
             ),

@@ -28,7 +28,15 @@ struct OutCall {
     cached: Option<Contact>,
     /// The CSP the first attempt went through, passed over by the retry.
     first_csp: Option<NodeId>,
+    /// In-dialog messages the callee sent before its Ringing came (it goes back along the
+    /// request's path, they come straight): handed on after the Ringing, in order, at most
+    /// [`MAX_EARLY_DIALOG`]; dropped with the call if it fails.
+    early: Vec<Vec<u8>>,
 }
+
+/// In-dialog messages a caller keeps for a call whose Ringing has not come yet: a SIP
+/// callee's 180 and 200 (and retransmissions of them) before the Ringing, with room to spare.
+const MAX_EARLY_DIALOG: usize = 8;
 
 #[derive(Clone, Debug)]
 struct Held {
@@ -294,6 +302,7 @@ impl SecureNode {
             retried: false,
             cached,
             first_csp: None,
+            early: Vec::new(),
         });
         self.place(now, id);
         id
@@ -415,6 +424,13 @@ impl SecureNode {
             route,
             cached: c.cached.is_some(),
         });
+        for body in c.early {
+            self.events.push_back(SecureEvent::Dialog {
+                caller: me,
+                call,
+                body,
+            });
+        }
     }
 
     // ---- CSPG / CSP ----
@@ -1191,8 +1207,12 @@ impl SecureNode {
         self.ring(request, route, Some(from));
     }
 
-    /// Answer `request` with a signed Ringing: straight to the caller, and through `back`
-    /// (the CSP that delivered it) when that is another peer.
+    /// Answer `request` with a signed Ringing through `back`, the CSP that delivered it, so
+    /// it travels back along the request's path over links that carry calls anyway; straight
+    /// to the caller only when there is no such path (the plain Chord baseline, a request
+    /// the caller sent here itself). A copy straight to the caller would cost a TLS
+    /// handshake on the call's critical path nearly every time (caller and callee rarely
+    /// share a link) and reach the caller no sooner than the relayed one under load.
     fn ring(&mut self, request: CallRequest, route: Vec<NodeId>, back: Option<Contact>) {
         let digest = invite_digest(&request.invite);
         let callee = self.chord.contact();
@@ -1211,10 +1231,10 @@ impl SecureNode {
             route,
             sig,
         };
-        if let Some(back) = back.filter(|b| b.id != request.caller.id) {
-            self.send(back, Message::Ringing(ringing.clone()));
-        }
-        self.send(request.caller, Message::Ringing(ringing));
+        let to = back
+            .filter(|b| b.id != request.caller.id)
+            .unwrap_or(request.caller);
+        self.send(to, Message::Ringing(ringing));
         // The caller's retry of a call delivered here already (its Ringing was late or
         // lost): Ringing again, but the application has the INVITE and must not get it
         // twice (a SIP front-end would take it for a loop and refuse the call).
@@ -1573,13 +1593,32 @@ impl SecureNode {
     }
 
     /// An in-dialog message arrived: only the call's other end may send it.
+    /// In-dialog messages refused so far: for no call this peer knows, or not from its
+    /// other end.
+    pub fn dialog_refused(&self) -> u64 {
+        self.dialog_refused
+    }
+
     fn on_dialog(&mut self, from: Contact, caller: NodeId, call: u64, body: Vec<u8>) {
         if self.dialogs.accepts(from.id, caller, call) {
             self.events
                 .push_back(SecureEvent::Dialog { caller, call, body });
-        } else {
-            self.dialog_refused += 1;
+            return;
         }
+        // From the callee of a call of ours whose Ringing is still on its way back (through
+        // the CSP, while this came straight): kept until it comes.
+        let me = self.chord.id();
+        if caller == me
+            && let Some(c) = self
+                .calls
+                .iter_mut()
+                .find(|c| c.id == call && c.callee == from.id)
+            && c.early.len() < MAX_EARLY_DIALOG
+        {
+            c.early.push(body);
+            return;
+        }
+        self.dialog_refused += 1;
     }
 }
 

@@ -452,18 +452,13 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
 
     fn serve(extra: &[&str]) -> Result<ServerConfig, String> {
-        let argv = std::iter::once("enroll-server").chain(extra.iter().copied());
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        config(&cli.args.serve).map_err(|e| e.to_string())
+        let argv: Vec<&str> = std::iter::once("enroll-server")
+            .chain(extra.iter().copied())
+            .collect();
+        let args: Args = super::super::parse(&argv)?;
+        config(&args.serve).map_err(|e| e.to_string())
     }
 
     #[test]

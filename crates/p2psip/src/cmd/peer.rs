@@ -389,20 +389,15 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, Parser};
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
+    use clap::Args as _;
 
     fn config(extra: &[&str]) -> node::Config {
-        let argv = ["peer", "--dir", "node"]
+        let argv: Vec<&str> = ["peer", "--dir", "node"]
             .into_iter()
-            .chain(extra.iter().copied());
-        match Cli::try_parse_from(argv) {
-            Ok(cli) => cli.args.into_config(),
+            .chain(extra.iter().copied())
+            .collect();
+        match super::super::parse::<Args>(&argv) {
+            Ok(args) => args.into_config(),
             Err(e) => panic!("{e}"),
         }
     }
@@ -432,7 +427,9 @@ mod tests {
     /// `--help` shows the operator each default the library holds.
     #[test]
     fn help_shows_the_defaults() {
-        let help = Cli::command().render_long_help().to_string();
+        let help = Args::augment_args(clap::Command::new("peer"))
+            .render_long_help()
+            .to_string();
         let d = defaults();
         for shown in [
             format!("[default: {}]", millis(d.chord.stabilize)),

@@ -598,25 +598,18 @@ fn route_text<T: std::fmt::Display>(route: &[T]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
 
     /// An SOS served without options runs with the library's defaults: a flag whose
     /// default drifted from [`ServerConfig::new`] fails here.
     #[test]
     fn no_options_give_the_librarys_defaults() {
-        let cli = match Cli::try_parse_from(["sos", "--insecure-http"]) {
-            Ok(cli) => cli,
+        let args: Args = match super::super::parse(&["sos", "--insecure-http"]) {
+            Ok(args) => args,
             Err(e) => panic!("{e}"),
         };
         let verifier: Arc<dyn sos::ReporterVerifier> = Arc::new(KeyRegistry::default());
-        let got = server_config(&cli.args.serve, verifier.clone());
-        let want = ServerConfig::new(&cli.args.serve.db, verifier);
+        let got = server_config(&args.serve, verifier.clone());
+        let want = ServerConfig::new(&args.serve.db, verifier);
         // ServerConfig's Debug leaves most fields out: compare them one by one.
         let fields = |c: &ServerConfig| {
             format!(

@@ -1,6 +1,7 @@
 //! Everything a peer is started with: the node directory `p2psip enroll` wrote and the
-//! operator's choices. Plain data with the defaults `p2psip peer` documents, so a command
-//! line, a config file or a test builds the same [`Config`].
+//! operator's choices. Plain data whose defaults ([`Config::new`], [`ChordTiming::default`])
+//! are the only copy: `p2psip peer` shows them in `--help` and falls back to them, so a
+//! command line, a config file or a test builds the same [`Config`].
 
 use net::{KindLog, Limits, Membership, NodeDir, SosCounters};
 use overlay::Contact;

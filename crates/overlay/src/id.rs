@@ -14,6 +14,16 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct NodeId(pub u128);
 
+impl NodeId {
+    /// The owner of this key on the ring of `sorted` (ascending IDs): the first at or after
+    /// the key, wrapping to the first; `None` on an empty ring. The truth a lookup's answer
+    /// is checked against, in tests and in the lab.
+    pub fn owner_in(self, sorted: &[NodeId]) -> Option<NodeId> {
+        let at = sorted.partition_point(|id| *id < self);
+        sorted.get(at).or(sorted.first()).copied()
+    }
+}
+
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)
@@ -163,7 +173,30 @@ mod tests {
         assert_eq!(s.finger_start(NodeId(0), 127), NodeId(1 << 127));
     }
 
+    #[test]
+    fn the_owner_is_the_first_at_or_after_the_key_around_the_ring() {
+        let ring = [NodeId(80), NodeId(1593), NodeId(1618)];
+        assert_eq!(NodeId(80).owner_in(&ring), Some(NodeId(80)));
+        assert_eq!(NodeId(81).owner_in(&ring), Some(NodeId(1593)));
+        assert_eq!(NodeId(1600).owner_in(&ring), Some(NodeId(1618)));
+        assert_eq!(NodeId(1619).owner_in(&ring), Some(NodeId(80)));
+        assert_eq!(NodeId(0).owner_in(&ring), Some(NodeId(80)));
+        assert_eq!(NodeId(5).owner_in(&[]), None);
+    }
+
     proptest! {
+        /// The owner is the peer at the least clockwise distance from the key.
+        #[test]
+        fn the_owner_is_the_nearest_peer_clockwise(ids: Vec<u16>, key: u16) {
+            let s = IdSpace::new(16).unwrap();
+            let mut ring: Vec<NodeId> = ids.into_iter().map(|i| NodeId(u128::from(i))).collect();
+            ring.sort_unstable();
+            ring.dedup();
+            let key = NodeId(u128::from(key));
+            let nearest = ring.iter().copied().min_by_key(|id| s.distance(key, *id));
+            prop_assert_eq!(key.owner_in(&ring), nearest);
+        }
+
         #[test]
         fn distance_round_trips(bits in 1u32..=128, a: u128, d: u128) {
             let s = IdSpace::new(bits).unwrap();

@@ -54,8 +54,12 @@ pub fn ring_whole(net: &Network<ChordNode>, ids: &[NodeId]) -> bool {
 
 /// The owner of `key` on the ring of `ids` (sorted): the first peer at or after it,
 /// wrapping to the first.
+/// Panics on an empty ring, which owns nothing.
 pub fn owner(ids: &[NodeId], key: NodeId) -> NodeId {
-    ids.iter().copied().find(|i| *i >= key).unwrap_or(ids[0])
+    match key.owner_in(ids) {
+        Some(o) => o,
+        None => panic!("an empty ring owns no key ({key:?})"),
+    }
 }
 
 /// Every peer of the ring `ids` (sorted) looks up every key of `keys`; within 10 s of
@@ -99,10 +103,7 @@ pub fn converged_ring(
                 .map(|k| Contact::id_only(ids[(i + k) % n]))
                 .collect();
             let fingers: Vec<Contact> = (0..span.bits())
-                .map(|k| {
-                    let j = ids.partition_point(|x| *x < span.finger_start(*id, k));
-                    Contact::id_only(ids[j % n])
-                })
+                .map(|k| Contact::id_only(owner(ids, span.finger_start(*id, k))))
                 .collect();
             ChordNode::converged(
                 cfg.clone(),

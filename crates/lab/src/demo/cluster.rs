@@ -496,19 +496,10 @@ fn sorted_ids(ids: &[NodeId]) -> Vec<NodeId> {
     ring
 }
 
-/// The first peer of `ring` (sorted) at or after `x`, around the ring.
-fn successor_of(ring: &[NodeId], x: u128) -> NodeId {
-    ring.iter()
-        .copied()
-        .find(|id| id.0 >= x)
-        .or_else(|| ring.first().copied())
-        .unwrap_or(NodeId(x))
-}
-
 /// `id`'s true fingers on `ring`, which spans `span`: the successor of each finger start.
 fn true_fingers(ring: &[NodeId], span: RingSpan, id: NodeId) -> BTreeSet<NodeId> {
     (0..span.bits())
-        .map(|k| successor_of(ring, span.finger_start(id, k).0))
+        .filter_map(|k| span.finger_start(id, k).owner_in(ring))
         .filter(|f| *f != id)
         .collect()
 }
@@ -526,7 +517,7 @@ fn true_successors(ring: &[NodeId], id: NodeId, n: usize) -> Vec<NodeId> {
 pub(crate) fn true_path(ids: &[NodeId], span: RingSpan, from: NodeId, key: NodeId) -> Vec<NodeId> {
     let ring = sorted_ids(ids);
     let dist = |a: NodeId, b: NodeId| span.distance(a, b);
-    let owner = successor_of(&ring, key.0);
+    let owner = key.owner_in(&ring).unwrap_or(key);
     let mut path = vec![from];
     let mut at = from;
     while at != owner && path.len() <= ring.len() {

@@ -150,7 +150,7 @@ struct ServeArgs {
     #[arg(long)]
     db_ca: Option<PathBuf>,
     /// ID width m (128 in production, 11 for the paper's scenario).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = ServerConfig::default().id_bits)]
     id_bits: u32,
     /// Layer boundaries "B1,B2": layer 1 = [0,B1), 2 = [B1,B2), 3 = [B2,2^m). Default thirds.
     #[arg(long)]
@@ -161,13 +161,13 @@ struct ServeArgs {
     #[arg(long, default_value = "location")]
     id_scheme: IdScheme,
     /// Certificate validity.
-    #[arg(long, default_value = "24h")]
+    #[arg(long, default_value_t = duration_text(ServerConfig::default().cert_validity))]
     cert_validity: String,
     /// Renewal accepted up to this long after expiry.
-    #[arg(long, default_value = "1h")]
+    #[arg(long, default_value_t = duration_text(ServerConfig::default().renew_grace))]
     renew_grace: String,
     /// CRL validity.
-    #[arg(long, default_value = "1h")]
+    #[arg(long, default_value_t = duration_text(ServerConfig::default().crl_validity))]
     crl_validity: String,
     /// SOS URL handed to peers.
     #[arg(long)]
@@ -182,31 +182,31 @@ struct ServeArgs {
     #[arg(long)]
     bootstrap: Vec<String>,
     /// Layer rule: minimum expected uptime (h) to be stable.
-    #[arg(long, default_value_t = LayerRule::default().stable_uptime_h)]
+    #[arg(long, default_value_t = ServerConfig::default().layer_rule.stable_uptime_h)]
     stable_uptime_h: f64,
     /// Layer rule: minimum CPU cores for layer 1.
-    #[arg(long, default_value_t = LayerRule::default().strong_cpu_cores)]
+    #[arg(long, default_value_t = ServerConfig::default().layer_rule.strong_cpu_cores)]
     strong_cpu_cores: u32,
     /// Layer rule: minimum upstream kbit/s for layer 1.
-    #[arg(long, default_value_t = LayerRule::default().strong_bandwidth_kbps)]
+    #[arg(long, default_value_t = ServerConfig::default().layer_rule.strong_bandwidth_kbps)]
     strong_bandwidth_kbps: u64,
     /// Per-source sustained POST rate (requests/s; 0 = no limit).
-    #[arg(long, default_value_t = RateLimitConfig::default().per_sec)]
+    #[arg(long, default_value_t = ServerConfig::default().rate_limit.per_sec)]
     rate_per_sec: f64,
     /// Per-source burst.
-    #[arg(long, default_value_t = RateLimitConfig::default().burst)]
+    #[arg(long, default_value_t = ServerConfig::default().rate_limit.burst)]
     rate_burst: f64,
     /// Per-token sustained enrollment rate: identities per second one token may enroll
     /// after its burst, from any address (0 = no limit). With the default burst, a rollout
     /// of up to 512 peers on one token never waits, and a leaked multi-use token mints at
     /// most 572 identities in its first minute and 60 a minute after that, until revoked.
-    #[arg(long, default_value_t = RateLimitConfig::per_token().per_sec)]
+    #[arg(long, default_value_t = ServerConfig::default().token_rate_limit.per_sec)]
     token_rate_per_sec: f64,
     /// Per-token burst: enrollments one token may make at once.
-    #[arg(long, default_value_t = RateLimitConfig::per_token().burst)]
+    #[arg(long, default_value_t = ServerConfig::default().token_rate_limit.burst)]
     token_rate_burst: f64,
     /// Maximum request body in bytes.
-    #[arg(long, default_value_t = 16 * 1024)]
+    #[arg(long, default_value_t = ServerConfig::default().body_limit)]
     body_limit: usize,
 }
 
@@ -218,6 +218,7 @@ fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
             Some([b1.trim().parse()?, b2.trim().parse()?])
         }
     };
+    let defaults = ServerConfig::default();
     Ok(ServerConfig {
         id_bits: a.id_bits,
         layer_bounds,
@@ -244,14 +245,27 @@ fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
         rate_limit: RateLimitConfig {
             per_sec: a.rate_per_sec,
             burst: a.rate_burst,
-            ..RateLimitConfig::default()
+            ..defaults.rate_limit
         },
         token_rate_limit: RateLimitConfig {
             per_sec: a.token_rate_per_sec,
             burst: a.token_rate_burst,
-            ..RateLimitConfig::default()
+            ..defaults.token_rate_limit
         },
     })
+}
+
+/// `d` the way `--cert-validity` and the other duration flags take it (`24h`, `90d`, `30m`,
+/// `45s`): in the largest unit that divides it.
+fn duration_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match [(86_400, 'd'), (3600, 'h'), (60, 'm')]
+        .into_iter()
+        .find(|(unit, _)| s > 0 && s.is_multiple_of(*unit))
+    {
+        Some((unit, c)) => format!("{}{c}", s / unit),
+        None => format!("{s}s"),
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -438,18 +452,13 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
 
     fn serve(extra: &[&str]) -> Result<ServerConfig, String> {
-        let argv = std::iter::once("enroll-server").chain(extra.iter().copied());
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        config(&cli.args.serve).map_err(|e| e.to_string())
+        let argv: Vec<&str> = std::iter::once("enroll-server")
+            .chain(extra.iter().copied())
+            .collect();
+        let args: Args = super::super::parse(&argv)?;
+        config(&args.serve).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -465,5 +474,30 @@ mod tests {
         );
         let bad = serve(&["--id-scheme", "md5"]).unwrap_err();
         assert!(bad.contains("location, sha1"), "{bad}");
+    }
+
+    /// A server started without options runs with the library's defaults: a flag whose
+    /// default drifted from [`ServerConfig::default`] fails here.
+    #[test]
+    fn no_options_give_the_librarys_defaults() {
+        assert_eq!(
+            format!("{:#?}", serve(&[]).unwrap()),
+            format!("{:#?}", ServerConfig::default())
+        );
+    }
+
+    /// Durations are shown the way the flags take them, and read back the same.
+    #[test]
+    fn duration_text_reads_back() {
+        for secs in [1, 59, 60, 3600, 5400, 86_400, 90 * 86_400] {
+            let d = std::time::Duration::from_secs(secs);
+            let text = duration_text(d);
+            assert_eq!(enroll::token::parse_duration(&text).unwrap(), d, "{text}");
+        }
+        assert_eq!(
+            duration_text(std::time::Duration::from_secs(24 * 3600)),
+            "1d"
+        );
+        assert_eq!(duration_text(std::time::Duration::from_secs(3600)), "1h");
     }
 }

@@ -39,3 +39,14 @@ pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 's
         }
     }
 }
+
+/// A subcommand's options from `argv` (the subcommand's name first) the way the binary
+/// parses them, or clap's message: for the tests of one subcommand.
+#[cfg(test)]
+pub(crate) fn parse<A: clap::Args + clap::FromArgMatches>(argv: &[&str]) -> Result<A, String> {
+    let command = A::augment_args(clap::Command::new("p2psip"));
+    command
+        .try_get_matches_from(argv)
+        .and_then(|m| A::from_arg_matches(&m))
+        .map_err(|e| e.to_string())
+}

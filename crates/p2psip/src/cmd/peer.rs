@@ -1,10 +1,15 @@
 //! `p2psip peer`: a peer of the secure overlay on mutual TLS, run from the node directory
 //! `p2psip enroll` wrote. The peer itself is the `node` library; this module turns the
-//! command line into a [`node::Config`] and stops the peer on SIGINT/SIGTERM.
+//! command line into a [`node::Config`] and stops the peer on SIGINT/SIGTERM. Every default
+//! the flags show is read from [`node::Config::new`] (and the library types it holds), so
+//! the command line, a config file and a program that embeds the peer start from the same
+//! values.
 
 use node::parse_contact;
 use overlay::Contact;
-use std::net::SocketAddr;
+use sip::media::RelayBounds;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +20,72 @@ enum CrlPolicy {
     Require,
     /// Start and accept peers without revocation checks until a CRL loads (logged).
     AllowMissing,
+}
+
+impl From<node::CrlPolicy> for CrlPolicy {
+    fn from(p: node::CrlPolicy) -> Self {
+        match p {
+            node::CrlPolicy::Require => CrlPolicy::Require,
+            node::CrlPolicy::AllowMissing => CrlPolicy::AllowMissing,
+        }
+    }
+}
+
+impl From<CrlPolicy> for node::CrlPolicy {
+    fn from(p: CrlPolicy) -> Self {
+        match p {
+            CrlPolicy::Require => node::CrlPolicy::Require,
+            CrlPolicy::AllowMissing => node::CrlPolicy::AllowMissing,
+        }
+    }
+}
+
+/// The library's defaults the flags show and fall back to (the node directory plays no
+/// part in them).
+fn defaults() -> node::Config {
+    node::Config::new(PathBuf::new())
+}
+
+/// The library's control endpoint (it has one unless a program that embeds the peer
+/// turns it off, which the command line cannot).
+fn default_control() -> SocketAddr {
+    defaults()
+        .control
+        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+}
+
+/// `d` in whole milliseconds, as the `*_ms` flags take it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `--media-ports FIRST-LAST`, shown and parsed in the form the flag takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+impl PortRange {
+    /// The range of the relay's `bounds`.
+    fn of(bounds: &RelayBounds) -> Self {
+        PortRange {
+            first: bounds.first_port,
+            last: bounds.last_port,
+        }
+    }
+
+    /// `FIRST-LAST`, room for at least one stream (four ports).
+    fn parse(s: &str) -> Result<Self, String> {
+        let (first, last) = nat::parse_port_range(s, 4)?;
+        Ok(PortRange { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 /// Options for `p2psip peer`.
@@ -44,51 +115,51 @@ pub(crate) struct Args {
     #[arg(long)]
     create: bool,
     /// Local control HTTP endpoint (status, lookups). Unauthenticated, so loopback only.
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, default_value_t = default_control())]
     control: SocketAddr,
     /// Revocation policy when no CRL can be loaded.
-    #[arg(long, value_enum, default_value = "require")]
+    #[arg(long, value_enum, default_value_t = defaults().crl_policy.into())]
     crl_policy: CrlPolicy,
     /// CRL source, URL or file [default: crl_url from node.json].
     #[arg(long)]
     crl: Option<String>,
     /// CRL refresh interval, seconds (keep well below the CRL validity, 1 h by default).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = defaults().crl_refresh.as_secs())]
     crl_refresh_s: u64,
     /// Chord stabilize interval, ms.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = millis(defaults().chord.stabilize))]
     stabilize_ms: u64,
     /// Chord fix-fingers interval, ms.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = millis(defaults().chord.fix_fingers))]
     fix_fingers_ms: u64,
     /// While the ring around this peer is quiet, stabilize and fix-fingers slow down,
     /// doubling per quiet round up to this interval (ms); any change near the peer brings
     /// them back to --stabilize-ms / --fix-fingers-ms at once. 0: never slow down.
-    #[arg(long, default_value_t = 16000)]
+    #[arg(long, default_value_t = defaults().chord.quiet_maintenance_max.map_or(0, millis))]
     quiet_maintenance_max_ms: u64,
     /// Chord check-predecessor interval, ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = millis(defaults().chord.check_predecessor))]
     check_pred_ms: u64,
     /// Chord ring-check (partition healing) interval, ms.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = millis(defaults().chord.ring_check))]
     ring_check_ms: u64,
     /// Chord RPC / hop-acknowledgement timeout, ms.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = millis(defaults().chord.rpc_timeout))]
     rpc_timeout_ms: u64,
     /// Chord lookup timeout per attempt, ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = millis(defaults().chord.lookup_timeout))]
     lookup_timeout_ms: u64,
     /// Successor-list length when this peer is enrolled as a CSP: it keeps extending its
     /// list to this many peers of its arc, so an eclipse of the peers right after it does
     /// not cut it off from the callees behind them. At most the ordinary list length (8):
     /// off.
-    #[arg(long, default_value_t = node::ChordTiming::default().csp_successors)]
+    #[arg(long, default_value_t = defaults().chord.csp_successors)]
     csp_successors: usize,
     /// Close connections idle for this long, seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = defaults().limits.idle_timeout.as_secs())]
     idle_timeout_s: u64,
     /// Cap on concurrent inbound connections.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults().limits.max_inbound)]
     max_inbound: usize,
     /// STUN server to learn the server-reflexive address from at start, IP:PORT (repeatable)
     /// [default: stun_urls from node.json]. Behind a NAT (reflexive ≠ local) and without
@@ -104,7 +175,7 @@ pub(crate) struct Args {
     outbound_only: bool,
     /// Outbound-only: keepalive interval on the link to the relay, seconds (holds the NAT
     /// binding and the link's idle timer).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = defaults().keepalive.as_secs())]
     keepalive_s: u64,
     /// Run ICE for every call placed or answered here (candidates in the SDP of the INVITE
     /// and the 200 OK; host and, with a STUN server, server-reflexive); the chosen pair is
@@ -116,7 +187,7 @@ pub(crate) struct Args {
     #[arg(long)]
     directory: Option<String>,
     /// Directory refresh interval, seconds (new members, new CSP addresses).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults().directory_refresh.as_secs())]
     directory_refresh_s: u64,
     /// SOS base URL for route ranking and reports [default: sos_url in node.json]. Without
     /// one the callee takes the shortest route and evidence is dropped.
@@ -126,13 +197,13 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with = "sos")]
     no_sos: bool,
     /// Caller's wait for Ringing before one retry, then failure, ms.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = millis(defaults().secure.call_timeout))]
     call_timeout_ms: u64,
     /// Callee's wait for the SOS ranking before taking the shortest route, ms.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = millis(defaults().secure.sos_timeout))]
     sos_timeout_ms: u64,
     /// PingRequest copies the CSP sends per call.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = defaults().secure.fanout)]
     fanout: usize,
     /// Run the SIP front-end (registrar + proxy, UDP and TCP on the same port) for local SIP
     /// phones on this address: REGISTER stores a signed AoR registration in the overlay,
@@ -153,8 +224,8 @@ pub(crate) struct Args {
     /// UDP ports the media relay takes its ports from, FIRST-LAST (four per stream: RTP and
     /// RTCP toward the phone and toward the far end). Open them on a firewall in front of
     /// the peer.
-    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = |s: &str| nat::parse_port_range(s, 4))]
-    media_ports: (u16, u16),
+    #[arg(long, value_name = "FIRST-LAST", default_value_t = PortRange::of(&RelayBounds::default()), value_parser = PortRange::parse)]
+    media_ports: PortRange,
     /// Address the phones send media to [default: the --sip-listen address].
     #[arg(long, value_name = "IP")]
     media_lan: Option<std::net::IpAddr>,
@@ -163,10 +234,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "IP")]
     media_public: Option<std::net::IpAddr>,
     /// Most media streams relayed at once (an audio call takes one, audio + video two).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = RelayBounds::default().max_streams)]
     media_max_streams: usize,
     /// Seconds without a media packet after which a relayed stream is freed.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = RelayBounds::default().idle.as_secs())]
     media_idle_s: u64,
     /// TURN server (IP:PORT, UDP) the media relay's far legs go through when this peer's
     /// NAT gives each destination its own mapping (a "symmetric" NAT, which the far end
@@ -193,10 +264,10 @@ pub(crate) struct Args {
     media_rtpengine: Option<SocketAddr>,
     /// How often the node's state (contact cache, records, a CSP's held requests) is written
     /// to the peer database (`peer.db` in the node directory), ms.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = millis(defaults().db_sync))]
     db_sync_ms: u64,
     /// How long `p2psip call` waits for each answer of the callee in the dialog, ms.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = millis(defaults().dialog_timeout))]
     dialog_timeout_ms: u64,
 }
 
@@ -237,10 +308,7 @@ impl Args {
             bootstrap: a.bootstrap,
             create: a.create,
             control: Some(a.control),
-            crl_policy: match a.crl_policy {
-                CrlPolicy::Require => node::CrlPolicy::Require,
-                CrlPolicy::AllowMissing => node::CrlPolicy::AllowMissing,
-            },
+            crl_policy: a.crl_policy.into(),
             crl: a.crl,
             crl_refresh: Duration::from_secs(a.crl_refresh_s.max(1)),
             chord: node::ChordTiming {
@@ -285,8 +353,8 @@ impl Args {
                 digest: a.sip_auth.sip_digest,
                 media: (!a.no_media_relay).then(|| node::MediaConfig {
                     bounds: sip::media::RelayBounds {
-                        first_port: a.media_ports.0,
-                        last_port: a.media_ports.1,
+                        first_port: a.media_ports.first,
+                        last_port: a.media_ports.last,
                         max_streams: a.media_max_streams,
                         idle: Duration::from_secs(a.media_idle_s.max(1)),
                         ..Default::default()
@@ -314,6 +382,64 @@ impl Args {
             db_sync: ms(a.db_sync_ms),
             dialog_timeout: ms(a.dialog_timeout_ms),
             ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Args as _;
+
+    fn config(extra: &[&str]) -> node::Config {
+        let argv: Vec<&str> = ["peer", "--dir", "node"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        match super::super::parse::<Args>(&argv) {
+            Ok(args) => args.into_config(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A peer started without options runs with the library's defaults, every one of them:
+    /// a flag whose default drifted from [`node::Config::new`] fails here.
+    #[test]
+    fn no_options_give_the_librarys_defaults() {
+        assert_eq!(
+            format!("{:#?}", config(&[])),
+            format!("{:#?}", node::Config::new("node"))
+        );
+    }
+
+    /// The same for the SIP front-end and its media relay, whose options only count with
+    /// `--sip-listen`.
+    #[test]
+    fn a_front_end_without_options_has_the_librarys_defaults() {
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 5060));
+        let sip = config(&["--sip-listen", "127.0.0.1:5060"]).sip;
+        assert_eq!(
+            format!("{sip:#?}"),
+            format!("{:#?}", Some(node::SipConfig::new(listen, "p2psip.test")))
+        );
+    }
+
+    /// `--help` shows the operator each default the library holds.
+    #[test]
+    fn help_shows_the_defaults() {
+        let help = Args::augment_args(clap::Command::new("peer"))
+            .render_long_help()
+            .to_string();
+        let d = defaults();
+        for shown in [
+            format!("[default: {}]", millis(d.chord.stabilize)),
+            format!("[default: {}]", d.chord.csp_successors),
+            format!("[default: {}]", d.crl_refresh.as_secs()),
+            format!("[default: {}]", PortRange::of(&RelayBounds::default())),
+            "[default: require]".to_owned(),
+            format!("[default: {}]", default_control()),
+        ] {
+            assert!(help.contains(&shown), "{shown} missing from\n{help}");
         }
     }
 }

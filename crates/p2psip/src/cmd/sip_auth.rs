@@ -1,6 +1,7 @@
 //! The SIP front-end's digest-authentication options, shared by every command that runs
 //! a front-end (`p2psip peer --sip-listen`, `p2psip sip-frontends`).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// Digest authentication of the phones at a SIP front-end.
@@ -18,8 +19,14 @@ pub(crate) struct SipAuthArgs {
     #[arg(
         long,
         value_name = "ALGS",
-        default_value = "SHA-256,MD5",
+        default_value_t = default_digest(),
         requires = "sip_credentials"
     )]
     pub(crate) sip_digest: String,
+}
+
+/// The digest algorithms a peer's front-end offers unless told otherwise
+/// ([`node::SipConfig::new`]); `p2psip sip-frontends` offers the same.
+fn default_digest() -> String {
+    node::SipConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), "").digest
 }

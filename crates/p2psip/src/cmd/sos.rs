@@ -106,26 +106,26 @@ struct ServeArgs {
     #[arg(long, default_value_t = 30)]
     directory_refresh_s: u64,
     /// Base rate a of evidence-derived and default opinions.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = defaults().base_rate)]
     base_rate: f64,
     /// Evidence half-life in seconds (0 = evidence never fades).
-    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    #[arg(long, default_value_t = defaults().half_life_ms.map_or(0, |ms| ms / 1000))]
     half_life_secs: u64,
     /// Accept report timestamps within this many seconds of the server clock.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = defaults().timestamp_window_ms / 1000)]
     window_secs: u64,
     /// Sustained reports per second allowed per ordinary reporter.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = defaults().report_rate_per_sec)]
     report_rate: f64,
     /// Burst of reports allowed per ordinary reporter.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = defaults().report_burst)]
     report_burst: f64,
     /// Sustained reports per second allowed per CSP or CSPG (a CSP reports on every hop of
     /// every call it multicasts: ~10 reports per call).
-    #[arg(long, default_value_t = 10_000.0)]
+    #[arg(long, default_value_t = defaults().infrastructure_report_rate_per_sec)]
     infrastructure_report_rate: f64,
     /// Burst of reports allowed per CSP or CSPG.
-    #[arg(long, default_value_t = 40_000.0)]
+    #[arg(long, default_value_t = defaults().infrastructure_report_burst)]
     infrastructure_report_burst: f64,
     /// Count every report fully, whoever sent it. By default a CSP's or CSPG's report is
     /// proof, and an ordinary peer's is held against that proof and weighed by how often
@@ -135,7 +135,7 @@ struct ServeArgs {
     unchecked_reports: bool,
     /// SQLite synchronous mode: `full` (survives power loss) or `normal` (survives a killed
     /// process only).
-    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
+    #[arg(long, default_value = sync_name(defaults().synchronous), value_parser = [sync_name(Synchronous::Full), sync_name(Synchronous::Normal)])]
     sync: String,
 }
 
@@ -312,6 +312,49 @@ fn algorithm(s: &str) -> Algorithm {
     }
 }
 
+/// The library's defaults the `serve` flags show (the database path and the reporter
+/// keys play no part in them).
+fn defaults() -> ServerConfig {
+    ServerConfig::new(PathBuf::new(), Arc::new(KeyRegistry::default()))
+}
+
+/// `--sync`'s word for `s`.
+const fn sync_name(s: Synchronous) -> &'static str {
+    match s {
+        Synchronous::Full => "full",
+        Synchronous::Normal => "normal",
+    }
+}
+
+/// The server's configuration from the `serve` flags, without the admin token (read from
+/// a file or the environment).
+fn server_config(a: &ServeArgs, verifier: Arc<dyn sos::ReporterVerifier>) -> ServerConfig {
+    let mut cfg = ServerConfig::new(&a.db, verifier);
+    let db = a.db.to_string_lossy();
+    if service::postgres::PgOptions::is_url(&db) {
+        let mut pg = service::postgres::PgOptions::new(db.as_ref());
+        pg.ca_file = a.db_ca.clone();
+        cfg.postgres = Some(pg);
+    }
+    cfg.base_rate = a.base_rate;
+    cfg.half_life_ms = match a.half_life_secs {
+        0 => None,
+        s => Some(s.saturating_mul(1000)),
+    };
+    cfg.timestamp_window_ms = a.window_secs.saturating_mul(1000);
+    cfg.report_rate_per_sec = a.report_rate;
+    cfg.report_burst = a.report_burst;
+    cfg.infrastructure_report_rate_per_sec = a.infrastructure_report_rate;
+    cfg.infrastructure_report_burst = a.infrastructure_report_burst;
+    cfg.check_reports = !a.unchecked_reports;
+    cfg.synchronous = if a.sync == sync_name(Synchronous::Normal) {
+        Synchronous::Normal
+    } else {
+        Synchronous::Full
+    };
+    cfg
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let verifier: Arc<dyn sos::ReporterVerifier> = match (&a.key_registry, &a.enroll_server) {
         (Some(p), _) => {
@@ -334,30 +377,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Arc::new(KeyRegistry::default())
         }
     };
-    let mut cfg = ServerConfig::new(&a.db, verifier);
-    let db = a.db.to_string_lossy();
-    if service::postgres::PgOptions::is_url(&db) {
-        let mut pg = service::postgres::PgOptions::new(db.as_ref());
-        pg.ca_file = a.db_ca.clone();
-        cfg.postgres = Some(pg);
-    }
+    let mut cfg = server_config(&a, verifier);
     cfg.admin_token = admin_token(a.admin_token_file.as_deref())?;
-    cfg.base_rate = a.base_rate;
-    cfg.half_life_ms = match a.half_life_secs {
-        0 => None,
-        s => Some(s.saturating_mul(1000)),
-    };
-    cfg.timestamp_window_ms = a.window_secs.saturating_mul(1000);
-    cfg.report_rate_per_sec = a.report_rate;
-    cfg.report_burst = a.report_burst;
-    cfg.infrastructure_report_rate_per_sec = a.infrastructure_report_rate;
-    cfg.infrastructure_report_burst = a.infrastructure_report_burst;
-    cfg.check_reports = !a.unchecked_reports;
-    cfg.synchronous = if a.sync == "normal" {
-        Synchronous::Normal
-    } else {
-        Synchronous::Full
-    };
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
@@ -572,4 +593,39 @@ fn route_text<T: std::fmt::Display>(route: &[T]) -> String {
         .map(T::to_string)
         .collect::<Vec<_>>()
         .join("->")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An SOS served without options runs with the library's defaults: a flag whose
+    /// default drifted from [`ServerConfig::new`] fails here.
+    #[test]
+    fn no_options_give_the_librarys_defaults() {
+        let args: Args = match super::super::parse(&["sos", "--insecure-http"]) {
+            Ok(args) => args,
+            Err(e) => panic!("{e}"),
+        };
+        let verifier: Arc<dyn sos::ReporterVerifier> = Arc::new(KeyRegistry::default());
+        let got = server_config(&args.serve, verifier.clone());
+        let want = ServerConfig::new(&args.serve.db, verifier);
+        // ServerConfig's Debug leaves most fields out: compare them one by one.
+        let fields = |c: &ServerConfig| {
+            format!(
+                "{:?} {:?} {:?} {} {} {} {} {} {} {:?}",
+                c.db_path,
+                c.base_rate,
+                c.half_life_ms,
+                c.check_reports,
+                c.timestamp_window_ms,
+                c.report_rate_per_sec,
+                c.report_burst,
+                c.infrastructure_report_rate_per_sec,
+                c.infrastructure_report_burst,
+                c.synchronous,
+            )
+        };
+        assert_eq!(fields(&got), fields(&want));
+    }
 }

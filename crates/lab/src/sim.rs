@@ -56,9 +56,15 @@ pub struct Args {
     pub(crate) fix_fingers: f64,
     /// Let stabilize and fix-fingers back off while a peer's neighbourhood is quiet,
     /// doubling per quiet round up to this many seconds (a change near the peer restores
-    /// the base intervals at once). Off by default: classic Chord.
-    #[arg(long, value_name = "SECS")]
-    pub(crate) quiet_maintenance_max: Option<f64>,
+    /// the base intervals at once). The default is a real peer's (`p2psip peer`), so the
+    /// simulated peers run the maintenance the deployed ones do; 0: no back-off, classic
+    /// Chord.
+    #[arg(long, value_name = "SECS", default_value_t = 16.0)]
+    pub(crate) quiet_maintenance_max: f64,
+    /// Longest ring-check interval while a peer's neighbourhood is quiet (it backs off with
+    /// stabilize); the default is a real peer's. 0: no back-off.
+    #[arg(long, value_name = "SECS", default_value_t = 240.0)]
+    pub(crate) quiet_ring_check_max: f64,
     /// Successor-list length r.
     #[arg(long, default_value_t = 8)]
     pub(crate) successors: usize,
@@ -182,11 +188,11 @@ pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
     world.latency = latency_model(args.latency);
     world.chord.stabilize_every = secs(args.stabilize, "--stabilize")?;
     world.chord.fix_fingers_every = secs(args.fix_fingers, "--fix-fingers")?;
-    if let Some(max) = args.quiet_maintenance_max {
-        let max = secs(max, "--quiet-maintenance-max")?;
-        world.chord.stabilize_max = Some(max);
-        world.chord.fix_fingers_max = Some(max);
-    }
+    let quiet = secs(args.quiet_maintenance_max, "--quiet-maintenance-max")?;
+    world.chord.stabilize_max = (!quiet.is_zero()).then_some(quiet);
+    world.chord.fix_fingers_max = world.chord.stabilize_max;
+    let ring_quiet = secs(args.quiet_ring_check_max, "--quiet-ring-check-max")?;
+    world.chord.ring_check_max = (!ring_quiet.is_zero()).then_some(ring_quiet);
     world.chord.successors = args.successors;
     if let Some(median) = args.churn_median_session {
         let median = secs(median, "--churn-median-session")?;

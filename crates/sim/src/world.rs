@@ -565,10 +565,9 @@ impl World {
                 continue;
             }
             let to_slot = self.slot_of(t.to.id, reply_to);
-            let nowhere = GeoRad::from(GeoPoint::default());
             let to_geo = match to_slot {
                 Some(s) => &self.meta[s as usize].geo,
-                None => &nowhere,
+                None => &GeoRad::ORIGIN,
             };
             let from_geo = &self.meta[slot as usize].geo;
             let delay = self.latency.sample_rad(&mut self.rng, from_geo, to_geo);

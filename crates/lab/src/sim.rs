@@ -56,9 +56,15 @@ pub struct Args {
     pub(crate) fix_fingers: f64,
     /// Let stabilize and fix-fingers back off while a peer's neighbourhood is quiet,
     /// doubling per quiet round up to this many seconds (a change near the peer restores
-    /// the base intervals at once). Off by default: classic Chord.
+    /// the base intervals at once); 0: no back-off, classic Chord. By default a ring
+    /// without churn backs off as a real peer does (`p2psip peer`: 16 s), and a ring under
+    /// churn keeps the classic pace its stabilize-interval comparisons are made at.
     #[arg(long, value_name = "SECS")]
     pub(crate) quiet_maintenance_max: Option<f64>,
+    /// Longest ring-check interval while a peer's neighbourhood is quiet (it backs off with
+    /// stabilize); 0: no back-off. Default: a real peer's (240 s).
+    #[arg(long, value_name = "SECS")]
+    pub(crate) quiet_ring_check_max: Option<f64>,
     /// Successor-list length r.
     #[arg(long, default_value_t = 8)]
     pub(crate) successors: usize,
@@ -182,11 +188,22 @@ pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
     world.latency = latency_model(args.latency);
     world.chord.stabilize_every = secs(args.stabilize, "--stabilize")?;
     world.chord.fix_fingers_every = secs(args.fix_fingers, "--fix-fingers")?;
-    if let Some(max) = args.quiet_maintenance_max {
-        let max = secs(max, "--quiet-maintenance-max")?;
-        world.chord.stabilize_max = Some(max);
-        world.chord.fix_fingers_max = Some(max);
-    }
+    let quiet = match args.quiet_maintenance_max {
+        Some(max) => secs(max, "--quiet-maintenance-max")?,
+        None if args.churn_median_session.is_some() => Duration::ZERO,
+        None => node::ChordTiming::default()
+            .quiet_maintenance_max
+            .unwrap_or_default(),
+    };
+    world.chord.stabilize_max = (!quiet.is_zero()).then_some(quiet);
+    world.chord.fix_fingers_max = world.chord.stabilize_max;
+    let ring_quiet = match args.quiet_ring_check_max {
+        Some(max) => secs(max, "--quiet-ring-check-max")?,
+        None => node::ChordTiming::default()
+            .quiet_ring_check_max
+            .unwrap_or_default(),
+    };
+    world.chord.ring_check_max = (!ring_quiet.is_zero()).then_some(ring_quiet);
     world.chord.successors = args.successors;
     if let Some(median) = args.churn_median_session {
         let median = secs(median, "--churn-median-session")?;

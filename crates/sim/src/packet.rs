@@ -104,6 +104,18 @@ impl Packet {
         }
     }
 
+    /// Does this message only settle what its receiver waits for (see
+    /// [`overlay::ChordNode::touch_answer`]): an acknowledgement, a pong, a lookup's answer,
+    /// or a routed message on its last hop (the owner answers without routing)?
+    pub(crate) fn is_answer(&self) -> bool {
+        match self {
+            Packet::Route { last_hop, .. } => *last_hop,
+            Packet::Reply { .. } => true,
+            Packet::Token { kind, .. } => matches!(kind, TokenKind::RouteAck | TokenKind::Pong),
+            _ => false,
+        }
+    }
+
     /// A word from each end of the lists the message carries (a route's path, a neighbour
     /// list), which its receiver reads: the simulator loads them ahead of time.
     pub(crate) fn touch(&self) -> u64 {

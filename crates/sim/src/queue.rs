@@ -38,6 +38,9 @@ type Key = (Time, u64, u32, u32);
 /// The hint of events that concern no particular peer.
 pub const NO_HINT: u32 = u32::MAX;
 
+/// The class [`EventQueue::touch_ahead`] gives an inline event.
+pub(crate) const INLINE_CLASS: u8 = u8::MAX;
+
 /// Codes of inline events live at the top of the slot range, above any slab slot.
 const INLINE_BASE: u32 = u32::MAX - 255;
 
@@ -245,14 +248,15 @@ impl<E> EventQueue<E> {
 
     /// Load the payloads of the events `skip` to `skip + hints.len()` places after the next
     /// one (those already known without reorganising the queue), hand each payload to
-    /// `touch` (which loads what the payload points to), and write their hints to `hints`
-    /// with whether the event is an inline one; returns how many were found. The loads are
-    /// independent, so their cache misses overlap one another. Changes nothing.
+    /// `touch` (which loads what the payload points to and classifies it), and write their
+    /// hints to `hints` with the class `touch` gave ([`INLINE_CLASS`] for an inline event);
+    /// returns how many were found. The loads are independent, so their cache misses
+    /// overlap one another. Changes nothing.
     pub fn touch_ahead(
         &self,
         skip: usize,
-        hints: &mut [(u32, bool)],
-        mut touch: impl FnMut(&E) -> u64,
+        hints: &mut [(u32, u8)],
+        mut touch: impl FnMut(&E) -> (u64, u8),
     ) -> usize {
         if !self.cur_sorted {
             return 0;
@@ -266,12 +270,15 @@ impl<E> EventQueue<E> {
         let mut n = 0;
         for (key, h) in b[..end].iter().rev().zip(hints.iter_mut()) {
             let &(_, _, slot, hint) = key;
+            let mut class = INLINE_CLASS;
             if slot < INLINE_BASE
                 && let Some(Some(e)) = self.slab.get(slot as usize)
             {
-                acc ^= touch(e);
+                let (word, c) = touch(e);
+                acc ^= word;
+                class = c;
             }
-            *h = (hint, slot >= INLINE_BASE);
+            *h = (hint, class);
             n += 1;
         }
         std::hint::black_box(acc);

@@ -9,7 +9,7 @@
 use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
-use crate::queue::{EventQueue, Item, NO_HINT};
+use crate::queue::{EventQueue, INLINE_CLASS, Item, NO_HINT};
 use crate::slots::{LATER_UNKNOWN, SlotIndex, SlotMeta};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
@@ -175,6 +175,10 @@ const NO_TIMER: Time = Time(u64::MAX);
 
 /// Events whose data [`World::touch_batch`] loads together, every that many events.
 const TOUCH_BATCH: usize = 8;
+
+/// [`World::touch_batch`]'s class of a message that only settles what its receiver waits
+/// for ([`Packet::is_answer`]).
+const ANSWER: u8 = 1;
 
 /// Inline event: the peer in the hint's slot has a timer due at the event's time.
 const TIMER: u8 = 0;
@@ -565,10 +569,9 @@ impl World {
                 continue;
             }
             let to_slot = self.slot_of(t.to.id, reply_to);
-            let nowhere = GeoRad::from(GeoPoint::default());
             let to_geo = match to_slot {
                 Some(s) => &self.meta[s as usize].geo,
-                None => &nowhere,
+                None => &GeoRad::ORIGIN,
             };
             let from_geo = &self.meta[slot as usize].geo;
             let delay = self.latency.sample_rad(&mut self.rng, from_geo, to_geo);
@@ -716,21 +719,26 @@ impl World {
     /// other, so their cache misses overlap, where one event at a time they came one after
     /// another. By the time those events come up their lines are in cache.
     fn touch_batch(&self) {
-        let mut ahead = [(NO_HINT, false); TOUCH_BATCH];
+        let mut ahead = [(NO_HINT, INLINE_CLASS); TOUCH_BATCH];
         let meta = &self.meta;
         let n = self.queue.touch_ahead(TOUCH_BATCH, &mut ahead, |ev| {
             // The sender's line: most answers go back to it (see `slot_of`).
             let sender = meta.get(ev.from_slot as usize).map_or(0, |m| m.id.0 as u64);
-            sender ^ ev.packet.touch()
+            let class = if ev.packet.is_answer() { ANSWER } else { 0 };
+            (sender ^ ev.packet.touch(), class)
         });
         let mut acc = 0u64;
-        for &(h, inline) in &ahead[..n] {
+        for &(h, class) in &ahead[..n] {
             if let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize)) {
-                // A timer event that will move on does not wake its peer.
                 acc ^= u64::from(m.alive);
-                if !(inline && m.timer_later != 0) {
-                    acc ^= p.touch();
-                }
+                acc ^= match class {
+                    // A timer event that will move on does not wake its peer.
+                    INLINE_CLASS if m.timer_later != 0 => 0,
+                    // An answer reads neither the successor list nor the fingers: loading
+                    // them would only keep the loads that matter waiting.
+                    ANSWER => p.touch_answer(),
+                    _ => p.touch(),
+                };
             }
         }
         std::hint::black_box(acc);

@@ -315,7 +315,32 @@ impl ChordNode {
         node.next_finger = node.first_finger_index();
         node.pred_heard = now;
         node.schedule_all(now);
+        node.settle_maintenance(now);
         node
+    }
+
+    /// A converged ring is at rest. Where maintenance backs off while nothing changes
+    /// (`stabilize_max`, `fix_fingers_max`), start this peer as a settled one runs: its
+    /// intervals at their longest, each timer at a random point of its period (where a
+    /// settled ring's timers are at any moment), rather than every peer of a ring at rest
+    /// going through the quick rounds of a freshly joined one together. Any change near the
+    /// peer drops the intervals back at once, as for a peer that settled by itself. Without
+    /// back-off nothing changes.
+    fn settle_maintenance(&mut self, now: Time) {
+        if self.cfg.stabilize_max.is_none() && self.cfg.fix_fingers_max.is_none() {
+            return;
+        }
+        if self.cfg.stabilize_max.is_some() {
+            self.stabilize_backoff = MAX_BACKOFF;
+        }
+        if self.cfg.fix_fingers_max.is_some() {
+            self.fingers_backoff = MAX_BACKOFF;
+        }
+        for timer in Periodic::ALL {
+            let phase: f64 = self.rng.random_range(0.0..1.0);
+            let at = now + self.periodic_every(timer).mul_f64(phase);
+            *self.periodic_at(timer) = at;
+        }
     }
 
     /// Start a new ring with this node alone on it.
@@ -922,6 +947,18 @@ impl ChordNode {
     /// the nodes whose events come up next, so that their cache misses overlap instead of
     /// coming one after another while each event is handled. Changes nothing.
     pub fn touch(&self) -> u64 {
+        let mut x = self.touch_answer();
+        for s in &self.succs {
+            x ^= s.id.0 as u64;
+        }
+        x ^ self.fingers.touch()
+    }
+
+    /// [`touch`](Self::touch) for a message that only settles what this node is waiting
+    /// for (a hop acknowledgement, a pong, a lookup's answer, a routed message on its last
+    /// hop): its fields and the requests, hops and lookups in flight, without the successor
+    /// list and the fingers, which such a message does not read. Changes nothing.
+    pub fn touch_answer(&self) -> u64 {
         let mut x = self.next_token
             ^ self.stabilize_at.0
             ^ self.fix_fingers_at.0
@@ -943,10 +980,7 @@ impl ChordNode {
         for l in &self.lookups {
             x ^= l.deadline.0;
         }
-        for s in &self.succs {
-            x ^= s.id.0 as u64;
-        }
-        x ^ self.fingers.touch()
+        x
     }
 
     /// Bytes of routing state held by this node (struct plus heap), for memory reports.

@@ -77,10 +77,10 @@ pub struct CallRequest {
     pub direct: bool,
 }
 
-/// The callee rings: sent straight to the caller (the link that carries the call's
-/// in-dialog messages next), and a copy back along the path the request took (the CSP, and
-/// the CSPGs of a call across layers), over links those peers hold open anyway, so the
-/// caller need not wait for a fresh TLS handshake to hear it ring.
+/// The callee rings: sent back along the path the request took (the CSP, and the CSPGs of a
+/// call across layers), over links those peers hold open anyway, so no call waits for a
+/// fresh TLS handshake between caller and callee to ring; straight to the caller only when
+/// the request came straight from it (the contact cache, the plain Chord baseline).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ringing {
     /// The caller's handle.

@@ -490,7 +490,8 @@ pub struct SosLink {
     signer: Arc<sos::ReportSigner>,
     rank_slots: Arc<Semaphore>,
     report_slots: Arc<Semaphore>,
-    /// Reports waiting for a slot: (reporter, subject, outcome), oldest first.
+    /// Reports waiting for a slot: (subject, outcome), oldest first; the reporter is the
+    /// signer's peer.
     waiting: Arc<std::sync::Mutex<std::collections::VecDeque<Report>>>,
     /// Counters (shareable between peers).
     pub counters: Arc<SosCounters>,
@@ -592,7 +593,7 @@ impl SosLink {
                         .reports_dropped
                         .fetch_add(1, Ordering::Relaxed);
                 } else {
-                    waiting.push_back((me, subject, outcome));
+                    waiting.push_back((subject, outcome));
                     added += 1;
                 }
             }
@@ -635,23 +636,20 @@ impl SosLink {
                 }
                 continue;
             }
-            let rng = ring::rand::SystemRandom::new();
             let timestamp_ms = unix_ms();
-            let bodies: Vec<sos::ReportBody> = batch
-                .into_iter()
-                .map(|(me, subject, outcome)| {
-                    let mut nonce = [0u8; 16];
-                    let _ = ring::rand::SecureRandom::fill(&rng, &mut nonce);
-                    sos::ReportBody {
-                        reporter: sos::PeerId(me.0),
-                        subject: sos::PeerId(subject.0),
-                        outcome,
-                        route: Vec::new(),
-                        timestamp_ms,
-                        nonce,
+            let mut bodies = Vec::with_capacity(batch.len());
+            for (subject, outcome) in batch {
+                match self
+                    .signer
+                    .body(sos::PeerId(subject.0), outcome, Vec::new(), timestamp_ms)
+                {
+                    Ok(b) => bodies.push(b),
+                    Err(e) => {
+                        warn!("an SOS report not made: {e}");
+                        self.counters.reports_failed.fetch_add(1, Ordering::Relaxed);
                     }
-                })
-                .collect();
+                }
+            }
             let (ok, failed) =
                 deliver_reports(&self.client, &self.signer, &self.counters, bodies).await;
             self.counters.reports_ok.fetch_add(ok, Ordering::Relaxed);
@@ -662,8 +660,8 @@ impl SosLink {
     }
 }
 
-/// A report waiting to be signed and sent: (reporter, subject, outcome).
-type Report = (NodeId, NodeId, overlay::secure::Outcome);
+/// A report waiting to be signed and sent: (subject, outcome).
+type Report = (NodeId, overlay::secure::Outcome);
 
 /// Sign `pending` as one batch and post it until each report is stored or refused for
 /// good, at most [`REPORT_TRIES`] times with back-off: (stored, failed). The reports the SOS

@@ -324,9 +324,22 @@ impl ReportSigner {
         route: Vec<PeerId>,
         timestamp_ms: u64,
     ) -> Result<SignedReport, SignerError> {
+        self.sign(self.body(subject, outcome, route, timestamp_ms)?)
+    }
+
+    /// A report of this signer's peer about `subject`, made at `timestamp_ms`, with a fresh
+    /// random nonce, to sign alone ([`sign`](Self::sign)) or in a batch
+    /// ([`sign_batch`](Self::sign_batch)).
+    pub fn body(
+        &self,
+        subject: PeerId,
+        outcome: Outcome,
+        route: Vec<PeerId>,
+        timestamp_ms: u64,
+    ) -> Result<ReportBody, SignerError> {
         let mut nonce = [0u8; 16];
         self.rng.fill(&mut nonce).map_err(|_| SignerError::Rng)?;
-        self.sign(ReportBody {
+        Ok(ReportBody {
             reporter: self.peer,
             subject,
             outcome,

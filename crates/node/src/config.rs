@@ -45,8 +45,9 @@ pub struct ChordTiming {
     pub check_predecessor: Duration,
     /// Ring-check (partition healing) interval.
     pub ring_check: Duration,
-    /// While the ring around the peer is quiet, the ring check slows down with stabilize,
-    /// up to this interval; `None`: never slow down.
+    /// While the ring check keeps confirming the successor, it slows down up to this
+    /// interval; a change near the peer or an unanswered check (a possible partition)
+    /// brings it back to `ring_check`. `None`: never slow down.
     pub quiet_ring_check_max: Option<Duration>,
     /// RPC / hop-acknowledgement timeout.
     pub rpc_timeout: Duration,

@@ -174,3 +174,45 @@ fn a_quiet_ring_takes_in_a_newcomer_and_its_fingers_follow() {
         net.peer(holder).fingers().map(|f| f.id).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_quiet_ring_cut_in_two_for_minutes_is_whole_again_soon_after_the_cut_heals() {
+    let mut net = ring(true);
+    net.run_for(Duration::from_secs(120));
+    let ids = spread_ids(PEERS);
+    // The arc with the bootstrap peer (the first) and the arc without it.
+    let (with, without) = ids.split_at(ids.len() / 2);
+    net.partition(with.to_vec(), without.to_vec());
+    // Long enough for each half to close on itself and then sit quiet at its longest
+    // intervals, as a ring at rest does.
+    net.run_for(Duration::from_secs(180));
+    assert!(
+        ring_whole(&net, with),
+        "the half with the bootstrap peer did not close"
+    );
+    assert!(ring_whole(&net, without), "the cut-off half did not close");
+    net.heal();
+    let t0 = net.now();
+    let mut whole = None;
+    for _ in 0..1200 {
+        net.run_for(Duration::from_millis(100));
+        if ring_whole(&net, &ids) {
+            whole = Some(net.now().saturating_since(t0).as_secs_f64());
+            break;
+        }
+    }
+    let secs = whole.unwrap_or_else(|| panic!("the ring was not whole 120 s after the cut healed"));
+    eprintln!("whole again {secs:.1} s after the cut healed");
+    // The cut-off half's ring checks went unanswered, so they kept the base pace (5 s,
+    // jittered to at most 6.25 s) instead of backing off to the 64 s cap: one of them
+    // crosses the healed cut within one interval and stabilization merges the halves.
+    assert!(
+        secs <= 15.0,
+        "whole again only {secs:.1} s after the cut healed"
+    );
+    // Peers whose first successors did not change stay backed off: the far ends of their
+    // successor lists (lookups are answered from them) catch up at their next stabilize,
+    // within the 16 s cap.
+    net.run_for(Duration::from_secs(20));
+    assert_lookups_find_owners(&mut net, &ids, &[NodeId(0x1234), NodeId(0xbeef)]);
+}

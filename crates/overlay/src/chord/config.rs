@@ -36,8 +36,11 @@ pub struct ChordConfig {
     /// How often a peer asks the ring, through a bootstrap peer, who its successor is
     /// (heals partitions).
     pub ring_check_every: Duration,
-    /// Longest ring-check interval while the neighbourhood is quiet: it backs off with
-    /// stabilize (doubling per quiet round) up to this. `None` (the default): no back-off.
+    /// Longest ring-check interval while the ring agrees with us: each check that confirms
+    /// our successor doubles the interval up to this; a change near the peer or a check
+    /// that goes unanswered (we may be cut off) drops it back to `ring_check_every`, so a
+    /// partition heals within about one base interval of the cut healing. `None` (the
+    /// default): no back-off.
     pub ring_check_max: Option<Duration>,
     /// Send straight to the owner when it is anywhere in the successor list (not only the
     /// first successor). Shortens paths below Chord's ½·log2 N; off by default so plain

@@ -238,6 +238,11 @@ pub struct ChordNode {
     stabilize_backoff: u8,
     /// Finger refreshes in a row that changed nothing, likewise for `fix_fingers_every`.
     fingers_backoff: u8,
+    /// Ring checks in a row that confirmed the successor, likewise for `ring_check_every`.
+    /// Kept apart from stabilize's: a peer cut off into a separate ring stabilizes quietly
+    /// on its side of the cut, yet only a ring check that crosses the cut heals it, so a
+    /// check that goes unanswered (or any change near the peer) keeps the base pace.
+    ring_check_backoff: u8,
     /// When the predecessor was last heard from (any message): a predecessor that talks
     /// to us is not probed.
     pred_heard: Time,
@@ -280,6 +285,7 @@ impl ChordNode {
             ring_check_at: Time::ZERO,
             stabilize_backoff: 0,
             fingers_backoff: 0,
+            ring_check_backoff: 0,
             pred_heard: Time::ZERO,
             ring_check_missed: false,
             stabilize_again: false,
@@ -335,6 +341,9 @@ impl ChordNode {
         }
         if self.cfg.fix_fingers_max.is_some() {
             self.fingers_backoff = MAX_BACKOFF;
+        }
+        if self.cfg.ring_check_max.is_some() {
+            self.ring_check_backoff = MAX_BACKOFF;
         }
         for timer in Periodic::ALL {
             let phase: f64 = self.rng.random_range(0.0..1.0);
@@ -697,7 +706,11 @@ impl ChordNode {
                 self.stabilize_backoff,
             ),
             Periodic::FixFingers => (c.fix_fingers_every, c.fix_fingers_max, self.fingers_backoff),
-            Periodic::RingCheck => (c.ring_check_every, c.ring_check_max, self.stabilize_backoff),
+            Periodic::RingCheck => (
+                c.ring_check_every,
+                c.ring_check_max,
+                self.ring_check_backoff,
+            ),
         };
         backed_off(base, max, backoff)
     }
@@ -1020,6 +1033,7 @@ impl ChordNode {
     fn schedule_all(&mut self, now: Time) {
         self.stabilize_backoff = 0;
         self.fingers_backoff = 0;
+        self.ring_check_backoff = 0;
         self.stabilize_at = now + self.jitter(self.cfg.stabilize_every);
         self.fix_fingers_at = now + self.jitter(self.cfg.fix_fingers_every);
         self.check_pred_at = now + self.jitter(self.cfg.check_predecessor_every);
@@ -1191,6 +1205,10 @@ impl ChordNode {
                     self.succs.insert(0, o);
                     self.succs.truncate(self.cfg.successors);
                     self.send(o, Message::Notify);
+                } else if self.cfg.ring_check_max.is_some() {
+                    // The ring agrees on our successor: the next check can wait longer.
+                    self.ring_check_backoff =
+                        self.ring_check_backoff.saturating_add(1).min(MAX_BACKOFF);
                 }
             }
             Purpose::FixFinger(i) => {
@@ -1413,7 +1431,18 @@ impl ChordNode {
             let soon = now + self.cfg.stabilize_every;
             self.stabilize_at = self.stabilize_at.min(soon);
         }
+        // A lost neighbour may be the edge of a partition: ask the ring soon.
+        self.ring_check_soon(now);
         self.fingers_changed(now);
+    }
+
+    /// The ring check runs at its base pace again, the next one within one base interval.
+    fn ring_check_soon(&mut self, now: Time) {
+        if self.ring_check_backoff > 0 {
+            self.ring_check_backoff = 0;
+            let soon = now + self.cfg.ring_check_every;
+            self.ring_check_at = self.ring_check_at.min(soon);
+        }
     }
 
     /// A finger changed or failed: the finger refresh runs at its base pace again.
@@ -1680,7 +1709,13 @@ impl ChordNode {
                         return;
                     }
                     Purpose::FixFinger(_) => {}
-                    Purpose::RingCheck => self.ring_check_missed = true,
+                    Purpose::RingCheck => {
+                        // Unanswered: we may be cut off from the rest of the ring. Keep
+                        // checking at the base pace (through the next bootstrap peer) so
+                        // the partition heals soon after the cut does.
+                        self.ring_check_missed = true;
+                        self.ring_check_soon(now);
+                    }
                 }
                 continue;
             }

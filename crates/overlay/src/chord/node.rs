@@ -735,9 +735,11 @@ impl ChordNode {
         true
     }
 
-    /// Look up our own successor through a bootstrap peer. If the answer lies between us and
-    /// our successor, we were cut off into a separate ring: adopt it, and stabilization
-    /// merges the two rings (plain Chord never heals a partition by itself).
+    /// Look up our own ID through a bootstrap peer: on a ring that holds us the answer is us.
+    /// Any other answer means the bootstrap peer's ring does not know us (we were cut off
+    /// into a separate ring): adopt the answer as successor when it lies between us and our
+    /// successor, and notify it either way, so stabilization merges the two rings (plain
+    /// Chord never heals a partition by itself).
     fn ring_check(&mut self, now: Time) {
         if self.bootstraps.is_empty()
             || self
@@ -753,7 +755,7 @@ impl ChordNode {
         }
         let via = self.bootstraps[0];
         let id = self.token();
-        let key = self.cfg.space.add(self.me.id, 1);
+        let key = self.me.id;
         push_one(
             &mut self.lookups,
             Lookup {
@@ -1196,20 +1198,36 @@ impl ChordNode {
             Purpose::RingCheck => {
                 self.ring_check_missed = false;
                 let o = reply.owner;
+                if o.id == self.me.id {
+                    // The ring answers our own ID with us: we are on it. The next check
+                    // can wait longer.
+                    if self.cfg.ring_check_max.is_some() {
+                        self.ring_check_backoff =
+                            self.ring_check_backoff.saturating_add(1).min(MAX_BACKOFF);
+                    }
+                    return;
+                }
+                // The bootstrap peer's ring does not know us: we were cut off from it (or
+                // our predecessor there has not heard of us yet). `o` is the peer that
+                // follows our ID on it.
                 let closer = match self.successor() {
                     None => true,
                     Some(s) => self.cfg.space.in_open(o.id, self.me.id, s.id),
                 };
-                if o.id != self.me.id && closer {
+                if closer {
                     self.neighbourhood_changed(now);
                     self.succs.insert(0, o);
                     self.succs.truncate(self.cfg.successors);
-                    self.send(o, Message::Notify);
-                } else if self.cfg.ring_check_max.is_some() {
-                    // The ring agrees on our successor: the next check can wait longer.
-                    self.ring_check_backoff =
-                        self.ring_check_backoff.saturating_add(1).min(MAX_BACKOFF);
+                } else {
+                    // Our successor is nearer on our side of the cut; `o` may still take us
+                    // for its predecessor, which pulls its old predecessor (and so that whole
+                    // ring) towards us. Only the last peer of a cut-off arc finds a closer
+                    // successor, and it may have no bootstrap peer across the cut (a peer
+                    // behind NAT joins through a relay beside it): every peer of the arc
+                    // reaching across is what heals the cut.
+                    self.ring_check_soon(now);
                 }
+                self.send(o, Message::Notify);
             }
             Purpose::FixFinger(i) => {
                 let (span, me) = (self.cfg.span(), self.me.id);

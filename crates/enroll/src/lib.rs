@@ -41,4 +41,6 @@ pub use cert::{
 pub use client::{EnrollClient, write_node_dir};
 pub use ids::{IdScheme, assign_location_id, assign_prefix_id, assign_sha1_id};
 pub use layer::{Capabilities, Layer, LayerArc, LayerArcs, LayerRule, Role};
-pub use server::{DataDir, EnrollServer, ServerConfig, service_names};
+pub use server::{
+    DataDir, EnrollServer, LayerBoundsError, ServerConfig, parse_layer_bounds, service_names,
+};

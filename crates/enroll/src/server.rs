@@ -135,6 +135,25 @@ pub enum ServerError {
     Tls(#[from] service::tls::TlsError),
 }
 
+/// Layer boundaries as an operator writes them (`p2psip enroll-server --layer-bounds`) and
+/// the data directory pins them: `B1,B2`, layer 1 = [0,B1), 2 = [B1,B2), 3 = [B2,2^m)
+/// ([`ServerConfig::layer_bounds`]; whether they fit the ID width is checked at start).
+pub fn parse_layer_bounds(s: &str) -> Result<[u128; 2], LayerBoundsError> {
+    let (b1, b2) = s.split_once(',').ok_or(LayerBoundsError::Shape)?;
+    Ok([b1.trim().parse()?, b2.trim().parse()?])
+}
+
+/// Layer boundaries that are not `B1,B2`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayerBoundsError {
+    /// Not two values separated by a comma.
+    #[error("want B1,B2")]
+    Shape,
+    /// A boundary is not a decimal number below 2^128.
+    #[error("a boundary is not a decimal number")]
+    Number(#[from] std::num::ParseIntError),
+}
+
 /// How long a service certificate the E&A issues itself at start is valid: it is made
 /// afresh at every start.
 pub const OWN_CERT_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
@@ -499,6 +518,11 @@ impl EnrollServer {
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> &str {
         self.shared.ca.cert_pem()
+    }
+
+    /// The CA's fingerprint, what clients pin (`p2psip enroll --ca-fingerprint`).
+    pub fn ca_fingerprint(&self) -> String {
+        self.shared.ca.fingerprint()
     }
 
     /// The axum router (`/v1/enroll`, `/v1/renew`, `/v1/crl`, `/v1/ca`, `/v1/directory`;
@@ -1027,4 +1051,19 @@ async fn ca_handler(State(s): State<Arc<Shared>>) -> Response {
         s.ca.cert_pem().to_string(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_bounds_read_as_pinned() {
+        assert_eq!(parse_layer_bounds("683, 1365"), Ok([683, 1365]));
+        assert_eq!(parse_layer_bounds("683"), Err(LayerBoundsError::Shape));
+        assert!(matches!(
+            parse_layer_bounds("683,x"),
+            Err(LayerBoundsError::Number(_))
+        ));
+    }
 }

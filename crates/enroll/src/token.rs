@@ -63,6 +63,20 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, TokenError> {
         .ok_or_else(bad)
 }
 
+/// `d` the way [`parse_duration`] reads it back (`24h`, `90d`, `30m`, `45s`): in the
+/// largest unit that divides it, so a default shown on a command line looks like what an
+/// operator would type.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match [(86_400, 'd'), (3600, 'h'), (60, 'm')]
+        .into_iter()
+        .find(|(unit, _)| s > 0 && s.is_multiple_of(*unit))
+    {
+        Some((unit, c)) => format!("{}{c}", s / unit),
+        None => format!("{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +105,20 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    /// Durations are shown the way the flags take them, and read back the same.
+    #[test]
+    fn format_duration_reads_back() {
+        for secs in [1, 59, 60, 3600, 5400, 86_400, 90 * 86_400] {
+            let d = std::time::Duration::from_secs(secs);
+            let text = format_duration(d);
+            assert_eq!(parse_duration(&text).unwrap(), d, "{text}");
+        }
+        assert_eq!(
+            format_duration(std::time::Duration::from_secs(24 * 3600)),
+            "1d"
+        );
+        assert_eq!(format_duration(std::time::Duration::from_secs(3600)), "1h");
     }
 }

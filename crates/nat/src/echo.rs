@@ -1,8 +1,9 @@
 //! A UDP echo peer: what `p2psip stun-client`, the TURN benchmark and the relay tests put
 //! behind a TURN allocation to see datagrams come back through the relay; and the echo
-//! round trips those tools and `p2psip ice` measure ([`EchoTally`], [`probe_ice`]).
+//! round trips those tools and `p2psip ice` measure ([`EchoTally`], [`probe_turn`],
+//! [`probe_ice`]).
 
-use crate::{IceError, IceSession};
+use crate::{ClientError, IceError, IceSession, TurnClient};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -84,6 +85,33 @@ pub async fn probe_ice(
             Ok(d) if d == payload.as_bytes() => Ok(()),
             Ok(_) => Err("unexpected datagram".to_owned()),
             Err(e) => Err(e.to_string()),
+        };
+        tally.record(i, sent_at, back);
+    }
+    Ok(tally)
+}
+
+/// Send `count` echo datagrams of `size` bytes (at least 4: the sequence number) through
+/// the allocation `turn` to the echo peer `peer`, each awaited for at most `timeout`. A lost
+/// or garbled echo is counted; a failure of the relay itself ends the probe.
+pub async fn probe_turn(
+    turn: &mut TurnClient,
+    peer: SocketAddr,
+    count: u32,
+    size: usize,
+    timeout: Duration,
+) -> Result<EchoTally, ClientError> {
+    let mut tally = EchoTally::default();
+    for i in 0..count {
+        let mut payload = vec![0u8; size.max(4)];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        let sent_at = Instant::now();
+        turn.send_to(&payload, peer).await?;
+        let back = match tokio::time::timeout(timeout, turn.recv_from()).await {
+            Ok(Ok((data, from))) if data == payload && from == peer => Ok(()),
+            Ok(Ok(_)) => Err("unexpected datagram".to_owned()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => Err("timed out".to_owned()),
         };
         tally.record(i, sent_at, back);
     }

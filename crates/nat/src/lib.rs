@@ -48,14 +48,14 @@ pub use client::{
     BindingOptions, ClientError, TurnClient, TurnOptions, binding_request, reflexive_address,
 };
 pub use credentials::{CredentialStore, Credentials, LookupError, rest_password, rest_username};
-pub use echo::{EchoTally, answer_ice, probe_ice, spawn_udp_echo};
+pub use echo::{EchoTally, answer_ice, probe_ice, probe_turn, spawn_udp_echo};
 pub use gate::{GateStats, Limits};
 pub use ice::{
     Endpoint, IceDescription, IceError, IceOptions, IcePair, IceSession, MAX_DATAGRAM,
     MAX_REMOTE_CANDIDATES,
 };
 pub use mapping::{Mapping, classify as classify_mapping, mapping_behaviour};
-pub use ports::parse_port_range;
+pub use ports::{PortRange, parse_port_range};
 pub use reach::{ReachError, Reflexive, discover_reflexive, stun_server_addr};
 pub use server::{
     Monitor, ServerConfig, ServerCounters, ServerError, ServerHandle, Snapshot, StunServer,

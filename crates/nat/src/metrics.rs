@@ -8,6 +8,30 @@ use crate::server::{ServerCounters, Snapshot};
 use service::metrics::Scrape;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How long a monitoring request waits for the server's loop.
+#[cfg(feature = "monitor")]
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The server's monitoring answers (`service::monitor::serve`), from its loop: metrics
+/// from a [`Snapshot`], ready while the loop answers.
+#[cfg(feature = "monitor")]
+impl service::monitor::Probe for crate::Monitor {
+    async fn metrics(&self) -> Result<String, String> {
+        let snap = self
+            .snapshot(PROBE_WAIT)
+            .await
+            .ok_or("the server's loop does not answer")?;
+        render(&snap, &self.counters).map_err(|e| e.to_string())
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        match self.snapshot(PROBE_WAIT).await {
+            Some(_) => Ok(()),
+            None => Err("the server's loop does not answer".into()),
+        }
+    }
+}
+
 /// The text of one scrape.
 pub fn render(s: &Snapshot, c: &ServerCounters) -> Result<String, std::fmt::Error> {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -2,6 +2,32 @@
 //! (`p2psip stun-server --relay-ports`) and a peer's media relay ports (`p2psip peer
 //! --media-ports`), parsed by one rule.
 
+use std::fmt;
+
+/// A range of UDP ports as an operator writes it, `FIRST-LAST`: shown in the form
+/// [`PortRange::parse`] reads back, so a flag's default looks like a value it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub first: u16,
+    /// Last port (in the range).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// `FIRST-LAST` by the rule of [`parse_port_range`].
+    pub fn parse(s: &str, min_ports: u16) -> Result<Self, String> {
+        let (first, last) = parse_port_range(s, min_ports)?;
+        Ok(PortRange { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
 /// `FIRST-LAST` (spaces allowed around each number): a range of at least `min_ports` ports
 /// that does not start at port 0.
 pub fn parse_port_range(s: &str, min_ports: u16) -> Result<(u16, u16), String> {
@@ -43,5 +69,15 @@ mod tests {
         ] {
             assert!(parse_port_range(bad, min).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_range_reads_back_as_shown() {
+        let r = PortRange {
+            first: 20000,
+            last: 29999,
+        };
+        assert_eq!(r.to_string(), "20000-29999");
+        assert_eq!(PortRange::parse(&r.to_string(), 4), Ok(r));
     }
 }

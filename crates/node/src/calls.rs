@@ -11,12 +11,13 @@ use crate::NodeCore;
 use net::Handle;
 use overlay::NodeId;
 use overlay::secure::SecureEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use service::output::say;
 use service::sync::lock;
 use sip::CallEvent;
 use sip::ua::UaEvent;
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -191,8 +192,9 @@ pub struct CallRequest {
     pub hold_ms: u64,
 }
 
-/// What `POST /call` answers (and `p2psip call --json` prints).
-#[derive(Clone, Debug, Default, Serialize)]
+/// What `POST /call` answers (and `p2psip call --json` prints); read back by `p2psip
+/// call`, which shows it as text ([`Display`](fmt::Display)).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CallReport {
     /// Caller.
     pub from: String,
@@ -223,6 +225,42 @@ pub struct CallReport {
     /// ICE (with `p2psip peer --ice`): the pair chosen for the media path after the 200 OK,
     /// or why there is none.
     pub ice: Option<String>,
+}
+
+/// The report as a few lines of text: who called whom and how it ended, the Ringing's
+/// route and timing, the Call-ID and the SIP messages.
+impl fmt::Display for CallReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.aor {
+            Some(aor) => write!(f, "call {} -> {aor} (peer {})", self.from, self.to)?,
+            None => write!(f, "call {} -> {}", self.from, self.to)?,
+        }
+        write!(f, ": {}", self.result)?;
+        if let Some(r) = &self.reason {
+            write!(f, " ({r})")?;
+        }
+        writeln!(f)?;
+        if let Some(ice) = &self.ice {
+            writeln!(f, "  ice: {ice}")?;
+        }
+        if let Some(srd) = self.srd_ms {
+            writeln!(
+                f,
+                "  ringing after {srd:.1} ms (SRD), route {} -> {} ({} hops)",
+                if self.cached { "contact cache" } else { "CSP" },
+                self.route.join(" -> "),
+                self.hops,
+            )?;
+        }
+        if let Some(ans) = self.answer_ms {
+            writeln!(f, "  answered after {ans:.1} ms")?;
+        }
+        writeln!(f, "  Call-ID {}", self.call_id)?;
+        for m in &self.sip {
+            writeln!(f, "  {m}")?;
+        }
+        Ok(())
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -600,4 +638,44 @@ pub(crate) async fn resolve_aor(
         return Err(format!("the registration for {aor} has lapsed"));
     }
     Ok(reg.record.node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A completed call through a CSP reads as its outcome, the Ringing's route and
+    /// timing, the Call-ID and the SIP messages, one per line.
+    #[test]
+    fn a_report_reads_as_lines() {
+        let r = CallReport {
+            from: "5".into(),
+            to: "9".into(),
+            aor: Some("sip:bob@p2psip.test".into()),
+            result: "completed".into(),
+            call_id: "c1".into(),
+            srd_ms: Some(12.34),
+            answer_ms: Some(20.0),
+            route: vec!["3".into(), "9".into()],
+            hops: 2,
+            sip: vec!["> INVITE".into(), "< 180".into()],
+            ..CallReport::default()
+        };
+        assert_eq!(
+            r.to_string(),
+            "call 5 -> sip:bob@p2psip.test (peer 9): completed\n  \
+             ringing after 12.3 ms (SRD), route CSP -> 3 -> 9 (2 hops)\n  \
+             answered after 20.0 ms\n  Call-ID c1\n  > INVITE\n  < 180\n"
+        );
+        let failed = CallReport {
+            result: "failed".into(),
+            reason: Some("no route".into()),
+            ..r
+        };
+        assert!(
+            failed
+                .to_string()
+                .starts_with("call 5 -> sip:bob@p2psip.test (peer 9): failed (no route)\n")
+        );
+    }
 }

@@ -24,6 +24,7 @@ pub enum NodeSource {
 
 /// What to do while no CRL could be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CrlPolicy {
     /// Refuse to start, and refuse every peer, without a CRL (fail closed).
     Require,

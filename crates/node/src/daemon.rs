@@ -32,6 +32,20 @@ use tracing::{debug, error, info, warn};
 /// File in the node directory holding the running peer's control address.
 pub const CONTROL_FILE: &str = "control.addr";
 
+/// The control address the peer running from the node directory `dir` wrote there
+/// ([`CONTROL_FILE`]), for the tools that talk to it (`p2psip call`, `lookup`, `status`).
+pub fn control_addr_of(dir: &std::path::Path) -> Result<SocketAddr, NodeError> {
+    let file = dir.join(CONTROL_FILE);
+    let text = std::fs::read_to_string(&file).map_err(NodeError::io(format!(
+        "reading {} (is the peer running?)",
+        file.display()
+    )))?;
+    text.trim().parse().map_err(|e| NodeError::Io {
+        what: format!("bad address in {}", file.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
 /// Who the started peer is and where it can be reached (what `p2psip peer` prints).
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
@@ -1010,4 +1024,25 @@ fn random_seed() -> Result<[u8; 32], NodeError> {
         .fill(&mut seed)
         .map_err(|_| NodeError::Config("no system randomness".into()))?;
     Ok(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The address a peer writes is read back; a missing or garbled file says which.
+    #[test]
+    fn the_control_address_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = control_addr_of(dir.path()).unwrap_err().to_string();
+        assert!(missing.contains("(is the peer running?)"), "{missing}");
+        std::fs::write(dir.path().join(CONTROL_FILE), "127.0.0.1:4000\n").unwrap();
+        assert_eq!(
+            control_addr_of(dir.path()).unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 4000))
+        );
+        std::fs::write(dir.path().join(CONTROL_FILE), "nonsense").unwrap();
+        let bad = control_addr_of(dir.path()).unwrap_err().to_string();
+        assert!(bad.starts_with("bad address in"), "{bad}");
+    }
 }

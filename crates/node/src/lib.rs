@@ -33,7 +33,7 @@ pub use config::{
     ChordTiming, Config, CrlPolicy, JoinMode, NodeSource, SipConfig, SosChoice, parse_contact,
 };
 pub use control::ApiError;
-pub use daemon::{CONTROL_FILE, Node, NodeInfo, run};
+pub use daemon::{CONTROL_FILE, Node, NodeInfo, control_addr_of, run};
 pub use directory::fetch as fetch_directory;
 pub use error::{DirectoryError, NodeError};
 use launch::{Launch, Running, launch};

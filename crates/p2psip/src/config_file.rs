@@ -153,7 +153,7 @@ fn config_path(argv: &[OsString]) -> Option<PathBuf> {
 }
 
 /// The subcommand `matches` run (its names from the root, its definition, its matches).
-fn leaf_of<'a>(
+pub(crate) fn leaf_of<'a>(
     root: &'a Command,
     matches: &'a ArgMatches,
 ) -> (Vec<String>, &'a Command, &'a ArgMatches) {

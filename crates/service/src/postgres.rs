@@ -55,6 +55,12 @@ impl PgOptions {
     pub fn is_url(s: &str) -> bool {
         s.starts_with("postgres://") || s.starts_with("postgresql://")
     }
+
+    /// Options for `s` if it is a PostgreSQL URL ([`Self::is_url`]), else `None` (a
+    /// service's `--db` names either a URL or a SQLite file).
+    pub fn from_url(s: &str) -> Option<Self> {
+        Self::is_url(s).then(|| Self::new(s))
+    }
 }
 
 /// The URL without its password, for logs and errors.

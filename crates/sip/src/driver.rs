@@ -95,6 +95,28 @@ pub struct DriverStats {
     pub framing_errors: u64,
 }
 
+impl DriverStats {
+    /// The counters as one line for the end of a run (`p2psip sip-frontends` prints one per
+    /// front-end when it stops): what was served, refused by status code, and dropped.
+    pub fn summary(&self) -> String {
+        let f = &self.frontend;
+        format!(
+            "registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, 401 {}, 403 {}, \
+             dropped {}, unparseable {}",
+            f.registered,
+            f.calls_out,
+            f.calls_in,
+            f.not_found,
+            f.bad_requests,
+            f.overloaded,
+            f.auth_challenged,
+            f.auth_forbidden,
+            self.dropped_out,
+            f.unparseable
+        )
+    }
+}
+
 pub use crate::peer::SipInbound;
 
 enum ConnEvent {
@@ -530,5 +552,35 @@ async fn conn_task(
     tokio::select! {
         ev = reader => { let _ = to_loop.send(ev).await; }
         _ = writer => { let _ = to_loop.send(ConnEvent::Closed(addr)).await; }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each counter lands under its own name in the summary.
+    #[test]
+    fn the_summary_names_each_counter() {
+        let s = DriverStats {
+            frontend: FrontEndStats {
+                registered: 1,
+                calls_out: 2,
+                calls_in: 3,
+                not_found: 4,
+                bad_requests: 5,
+                overloaded: 6,
+                auth_challenged: 7,
+                auth_forbidden: 8,
+                unparseable: 10,
+            },
+            dropped_out: 9,
+            ..DriverStats::default()
+        };
+        assert_eq!(
+            s.summary(),
+            "registered 1, calls out 2, calls in 3, 404 4, 400 5, 503 6, 401 7, 403 8, \
+             dropped 9, unparseable 10"
+        );
     }
 }

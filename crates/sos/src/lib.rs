@@ -65,7 +65,7 @@ pub use api::{
     ReportAck, ReportCounts,
 };
 pub use client::{ClientError, SERVICE, SosClient};
-pub use peer::{PeerId, PeerIdError};
+pub use peer::{PeerId, PeerIdError, RouteError, parse_route};
 pub use report::{
     MAX_BATCH, MAX_ROUTE_HOPS, MAX_SIGNATURE_BYTES, Outcome, ReportBody, ReportError, SignedBatch,
     SignedReport, decode_canonical, parse_batch, parse_report,

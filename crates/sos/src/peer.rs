@@ -30,6 +30,31 @@ impl FromStr for PeerId {
     }
 }
 
+/// A hop of a route that is not a peer ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad peer id {hop:?}")]
+pub struct RouteError {
+    /// The hop as written.
+    pub hop: String,
+    /// What is wrong with it.
+    #[source]
+    pub source: PeerIdError,
+}
+
+/// A route as a command line writes it: peer IDs in path order, separated by commas, with
+/// spaces around each allowed and empty hops skipped (`""` is the empty route).
+pub fn parse_route(s: &str) -> Result<Vec<PeerId>, RouteError> {
+    s.split(',')
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| {
+            h.trim().parse().map_err(|source| RouteError {
+                hop: h.to_owned(),
+                source,
+            })
+        })
+        .collect()
+}
+
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -91,5 +116,18 @@ mod tests {
             serde_json::to_string(&PeerId(7)).ok().as_deref(),
             Some("\"7\"")
         );
+    }
+
+    #[test]
+    fn routes_parse_hop_by_hop() {
+        assert_eq!(
+            parse_route("1593, 1609,1618"),
+            Ok(vec![PeerId(1593), PeerId(1609), PeerId(1618)])
+        );
+        assert_eq!(parse_route(""), Ok(vec![]));
+        assert_eq!(parse_route("7,,8,"), Ok(vec![PeerId(7), PeerId(8)]));
+        let bad = parse_route("7,x8").unwrap_err();
+        assert_eq!(bad.hop, "x8");
+        assert_eq!(bad.to_string(), "bad peer id \"x8\"");
     }
 }

@@ -64,6 +64,16 @@ pub enum Algorithm {
     EcdsaP256Sha256,
 }
 
+impl Algorithm {
+    /// Its name in the registry file and on the command line (`--algorithm ed25519`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::Ed25519 => "ed25519",
+            Algorithm::EcdsaP256Sha256 => "ecdsa-p256-sha256",
+        }
+    }
+}
+
 /// One line of the registry file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +395,17 @@ impl ReportSigner {
 mod tests {
     use super::*;
     use crate::Outcome;
+
+    /// An algorithm's name is what the registry file's JSON calls it.
+    #[test]
+    fn algorithm_names_are_the_registrys() {
+        for a in [Algorithm::Ed25519, Algorithm::EcdsaP256Sha256] {
+            assert_eq!(
+                serde_json::to_string(&a).ok(),
+                Some(format!("\"{}\"", a.name()))
+            );
+        }
+    }
 
     fn body(reporter: u128) -> ReportBody {
         ReportBody {

@@ -1,7 +1,7 @@
 //! `p2psip call`: ask a running `p2psip peer` to call another peer through the secure
 //! overlay (its control endpoint's `POST /call`) and print how it went.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ fn control_of(from: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(a) = from.parse::<SocketAddr>() {
         return Ok(a);
     }
-    super::ctl::control_addr_of_dir(&PathBuf::from(from))
+    Ok(node::control_addr_of(&PathBuf::from(from))?)
 }
 
 /// Place the call; exit status non-zero unless it completed.
@@ -60,7 +60,9 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     if a.json {
         service::say!("{v}");
     } else {
-        service::say!("{}", readable(&v).trim_end());
+        let report: node::CallReport =
+            serde_json::from_value(v.clone()).context("the peer's answer is not a call report")?;
+        service::say!("{}", report.to_string().trim_end());
     }
     match v["result"].as_str() {
         Some("completed") => Ok(()),
@@ -71,42 +73,4 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         ),
         None => bail!("the peer's answer has no result"),
     }
-}
-
-/// The report as a few lines of text.
-fn readable(v: &Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-    let to = match v["aor"].as_str() {
-        Some(aor) => format!("{aor} (peer {})", s("to")),
-        None => s("to"),
-    };
-    let mut out = format!("call {} -> {to}: {}", s("from"), s("result"));
-    if let Some(r) = v["reason"].as_str() {
-        out.push_str(&format!(" ({r})"));
-    }
-    out.push('\n');
-    if let Some(ice) = v["ice"].as_str() {
-        out.push_str(&format!("  ice: {ice}\n"));
-    }
-    if let Some(srd) = v["srd_ms"].as_f64() {
-        let route: Vec<&str> = v["route"]
-            .as_array()
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let cached = v["cached"].as_bool() == Some(true);
-        out.push_str(&format!(
-            "  ringing after {srd:.1} ms (SRD), route {} -> {} ({} hops)\n",
-            if cached { "contact cache" } else { "CSP" },
-            route.join(" -> "),
-            v["hops"].as_u64().unwrap_or(0),
-        ));
-    }
-    if let Some(ans) = v["answer_ms"].as_f64() {
-        out.push_str(&format!("  answered after {ans:.1} ms\n"));
-    }
-    out.push_str(&format!("  Call-ID {}\n", s("call_id")));
-    for m in v["sip"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {}\n", m.as_str().unwrap_or("")));
-    }
-    out
 }

@@ -46,14 +46,7 @@ pub(crate) fn run(a: Args, root: Command) -> anyhow::Result<()> {
             let text = text.trim_start_matches("error: ").trim_end();
             anyhow::anyhow!("{}: [{}]: {text}", file.display(), path.join("."))
         })?;
-        let (mut cmd, mut m) = (&root, &matches);
-        while let Some((name, sub)) = m.subcommand() {
-            let Some(c) = cmd.find_subcommand(name) else {
-                break;
-            };
-            cmd = c;
-            m = sub;
-        }
+        let (_, cmd, m) = config_file::leaf_of(&root, &matches);
         service::say!("[{}]", path.join("."));
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();

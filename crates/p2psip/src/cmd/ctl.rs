@@ -42,17 +42,7 @@ fn control_addr(t: &Target) -> anyhow::Result<SocketAddr> {
     let Some(dir) = &t.dir else {
         bail!("give --dir or --control");
     };
-    control_addr_of_dir(dir)
-}
-
-/// The control address a running peer wrote into its node directory.
-pub(crate) fn control_addr_of_dir(dir: &std::path::Path) -> anyhow::Result<SocketAddr> {
-    let file = dir.join(node::CONTROL_FILE);
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("reading {} (is the peer running?)", file.display()))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("bad address in {}", file.display()))
+    Ok(node::control_addr_of(dir)?)
 }
 
 fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use enroll::ratelimit::RateLimitConfig;
+use enroll::token::format_duration;
 use enroll::{DataDir, EnrollServer, IdScheme, Layer, LayerRule, Role, ServerConfig, ServiceUrls};
 use overlay::NodeId;
 use std::net::SocketAddr;
@@ -161,13 +162,13 @@ struct ServeArgs {
     #[arg(long, default_value = "location")]
     id_scheme: IdScheme,
     /// Certificate validity.
-    #[arg(long, default_value_t = duration_text(ServerConfig::default().cert_validity))]
+    #[arg(long, default_value_t = format_duration(ServerConfig::default().cert_validity))]
     cert_validity: String,
     /// Renewal accepted up to this long after expiry.
-    #[arg(long, default_value_t = duration_text(ServerConfig::default().renew_grace))]
+    #[arg(long, default_value_t = format_duration(ServerConfig::default().renew_grace))]
     renew_grace: String,
     /// CRL validity.
-    #[arg(long, default_value_t = duration_text(ServerConfig::default().crl_validity))]
+    #[arg(long, default_value_t = format_duration(ServerConfig::default().crl_validity))]
     crl_validity: String,
     /// SOS URL handed to peers.
     #[arg(long)]
@@ -211,13 +212,9 @@ struct ServeArgs {
 }
 
 fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
-    let layer_bounds = match &a.layer_bounds {
-        None => None,
-        Some(s) => {
-            let (b1, b2) = s.split_once(',').context("--layer-bounds expects B1,B2")?;
-            Some([b1.trim().parse()?, b2.trim().parse()?])
-        }
-    };
+    let layer_bounds = (a.layer_bounds.as_deref())
+        .map(|s| enroll::parse_layer_bounds(s).with_context(|| format!("--layer-bounds {s:?}")))
+        .transpose()?;
     let defaults = ServerConfig::default();
     Ok(ServerConfig {
         id_bits: a.id_bits,
@@ -253,19 +250,6 @@ fn config(a: &ServeArgs) -> anyhow::Result<ServerConfig> {
             ..defaults.token_rate_limit
         },
     })
-}
-
-/// `d` the way `--cert-validity` and the other duration flags take it (`24h`, `90d`, `30m`,
-/// `45s`): in the largest unit that divides it.
-fn duration_text(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match [(86_400, 'd'), (3600, 'h'), (60, 'm')]
-        .into_iter()
-        .find(|(unit, _)| s > 0 && s.is_multiple_of(*unit))
-    {
-        Some((unit, c)) => format!("{}{c}", s / unit),
-        None => format!("{s}s"),
-    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -382,13 +366,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
 /// The PostgreSQL options of `--db`, if given.
 fn postgres(db: Option<String>) -> anyhow::Result<Option<service::postgres::PgOptions>> {
-    match db {
-        None => Ok(None),
-        Some(url) if service::postgres::PgOptions::is_url(&url) => {
-            Ok(Some(service::postgres::PgOptions::new(url)))
-        }
-        Some(other) => bail!("--db {other:?}: expected a postgres:// URL"),
-    }
+    db.map(|url| {
+        service::postgres::PgOptions::from_url(&url)
+            .with_context(|| format!("--db {url:?}: expected a postgres:// URL"))
+    })
+    .transpose()
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -409,12 +391,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", a.listen))?;
         let addr = listener.local_addr()?;
-        let fingerprint = enroll::cert::fingerprint(
-            enroll::cert::pem_to_der(server.ca_pem(), "CERTIFICATE")?
-                .first()
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        );
+        let fingerprint = server.ca_fingerprint();
         let transport = if a.insecure_http {
             service::http::Transport::InsecureHttp
         } else {
@@ -484,20 +461,5 @@ mod tests {
             format!("{:#?}", serve(&[]).unwrap()),
             format!("{:#?}", ServerConfig::default())
         );
-    }
-
-    /// Durations are shown the way the flags take them, and read back the same.
-    #[test]
-    fn duration_text_reads_back() {
-        for secs in [1, 59, 60, 3600, 5400, 86_400, 90 * 86_400] {
-            let d = std::time::Duration::from_secs(secs);
-            let text = duration_text(d);
-            assert_eq!(enroll::token::parse_duration(&text).unwrap(), d, "{text}");
-        }
-        assert_eq!(
-            duration_text(std::time::Duration::from_secs(24 * 3600)),
-            "1d"
-        );
-        assert_eq!(duration_text(std::time::Duration::from_secs(3600)), "1h");
     }
 }

@@ -5,40 +5,13 @@
 //! the command line, a config file and a program that embeds the peer start from the same
 //! values.
 
+use nat::{Credentials, PortRange};
 use node::parse_contact;
 use overlay::Contact;
 use sip::media::RelayBounds;
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// What to do while no CRL could be loaded.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum CrlPolicy {
-    /// Refuse to start, and refuse every peer, without a CRL (fail closed).
-    Require,
-    /// Start and accept peers without revocation checks until a CRL loads (logged).
-    AllowMissing,
-}
-
-impl From<node::CrlPolicy> for CrlPolicy {
-    fn from(p: node::CrlPolicy) -> Self {
-        match p {
-            node::CrlPolicy::Require => CrlPolicy::Require,
-            node::CrlPolicy::AllowMissing => CrlPolicy::AllowMissing,
-        }
-    }
-}
-
-impl From<CrlPolicy> for node::CrlPolicy {
-    fn from(p: CrlPolicy) -> Self {
-        match p {
-            CrlPolicy::Require => node::CrlPolicy::Require,
-            CrlPolicy::AllowMissing => node::CrlPolicy::AllowMissing,
-        }
-    }
-}
 
 /// The library's defaults the flags show and fall back to (the node directory plays no
 /// part in them).
@@ -59,32 +32,12 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `--media-ports FIRST-LAST`, shown and parsed in the form the flag takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PortRange {
-    first: u16,
-    last: u16,
-}
-
-impl PortRange {
-    /// The range of the relay's `bounds`.
-    fn of(bounds: &RelayBounds) -> Self {
-        PortRange {
-            first: bounds.first_port,
-            last: bounds.last_port,
-        }
-    }
-
-    /// `FIRST-LAST`, room for at least one stream (four ports).
-    fn parse(s: &str) -> Result<Self, String> {
-        let (first, last) = nat::parse_port_range(s, 4)?;
-        Ok(PortRange { first, last })
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.first, self.last)
+/// The media relay's port range unless `--media-ports` says otherwise.
+fn default_media_ports() -> PortRange {
+    let b = RelayBounds::default();
+    PortRange {
+        first: b.first_port,
+        last: b.last_port,
     }
 }
 
@@ -118,8 +71,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = default_control())]
     control: SocketAddr,
     /// Revocation policy when no CRL can be loaded.
-    #[arg(long, value_enum, default_value_t = defaults().crl_policy.into())]
-    crl_policy: CrlPolicy,
+    #[arg(long, value_enum, default_value_t = defaults().crl_policy)]
+    crl_policy: node::CrlPolicy,
     /// CRL source, URL or file [default: crl_url from node.json].
     #[arg(long)]
     crl: Option<String>,
@@ -224,7 +177,7 @@ pub(crate) struct Args {
     /// UDP ports the media relay takes its ports from, FIRST-LAST (four per stream: RTP and
     /// RTCP toward the phone and toward the far end). Open them on a firewall in front of
     /// the peer.
-    #[arg(long, value_name = "FIRST-LAST", default_value_t = PortRange::of(&RelayBounds::default()), value_parser = PortRange::parse)]
+    #[arg(long, value_name = "FIRST-LAST", default_value_t = default_media_ports(), value_parser = |s: &str| PortRange::parse(s, 4))]
     media_ports: PortRange,
     /// Address the phones send media to [default: the --sip-listen address].
     #[arg(long, value_name = "IP")]
@@ -247,8 +200,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "IP:PORT", requires = "sip_listen")]
     media_turn: Option<SocketAddr>,
     /// Long-term credentials on --media-turn.
-    #[arg(long, value_name = "USER:PASSWORD", requires = "media_turn", value_parser = parse_user)]
-    media_turn_user: Option<(String, String)>,
+    #[arg(long, value_name = "USER:PASSWORD", requires = "media_turn", value_parser = |s: &str| Credentials::parse_user_pass(s).ok_or("want USER:PASSWORD"))]
+    media_turn_user: Option<Credentials>,
     /// Send the far legs through --media-turn whatever the NAT.
     #[arg(long, requires = "media_turn")]
     media_turn_always: bool,
@@ -269,14 +222,6 @@ pub(crate) struct Args {
     /// How long `p2psip call` waits for each answer of the callee in the dialog, ms.
     #[arg(long, default_value_t = millis(defaults().dialog_timeout))]
     dialog_timeout_ms: u64,
-}
-
-/// `USER:PASSWORD`.
-fn parse_user(s: &str) -> Result<(String, String), String> {
-    match s.split_once(':') {
-        Some((u, p)) if !u.is_empty() => Ok((u.to_owned(), p.to_owned())),
-        _ => Err("want USER:PASSWORD".into()),
-    }
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
@@ -308,7 +253,7 @@ impl Args {
             bootstrap: a.bootstrap,
             create: a.create,
             control: Some(a.control),
-            crl_policy: a.crl_policy.into(),
+            crl_policy: a.crl_policy,
             crl: a.crl,
             crl_refresh: Duration::from_secs(a.crl_refresh_s.max(1)),
             chord: node::ChordTiming {
@@ -362,7 +307,9 @@ impl Args {
                     lan: a.media_lan,
                     public: a.media_public,
                     turn: a.media_turn.map(|server| {
-                        let (username, password) = a.media_turn_user.clone().unwrap_or_default();
+                        let (username, password) = (a.media_turn_user.clone())
+                            .map(|c| (c.username, c.password))
+                            .unwrap_or_default();
                         node::MediaTurn {
                             server,
                             username,
@@ -435,7 +382,7 @@ mod tests {
             format!("[default: {}]", millis(d.chord.stabilize)),
             format!("[default: {}]", d.chord.csp_successors),
             format!("[default: {}]", d.crl_refresh.as_secs()),
-            format!("[default: {}]", PortRange::of(&RelayBounds::default())),
+            format!("[default: {}]", default_media_ports()),
             "[default: require]".to_owned(),
             format!("[default: {}]", default_control()),
         ] {

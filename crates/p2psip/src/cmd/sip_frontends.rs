@@ -51,7 +51,8 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         let mut keys = Ed25519Registry::default();
         let mut signers = Vec::new();
         for i in 0..a.sip_listen.len() {
-            let (s, _) = Ed25519Signer::generate().map_err(|_| anyhow::anyhow!("key generation failed"))?;
+            let (s, _) =
+                Ed25519Signer::generate().map_err(|_| anyhow::anyhow!("key generation failed"))?;
             keys.insert(NodeId(i as u128 + 1), s.public_key());
             signers.push(s);
         }
@@ -80,7 +81,10 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("binding SIP front-end on {listen}"))?;
-            service::output::say(format_args!("frontend {} udp+tcp {} domain {}", id.0, t.local, a.domain));
+            service::output::say(format_args!(
+                "frontend {} udp+tcp {} domain {}",
+                id.0, t.local, a.domain
+            ));
             tasks.push(t);
         }
         service::output::say(format_args!(
@@ -105,21 +109,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             stop.await;
         }
         for t in tasks {
-            let s = t.stats();
-            eprintln!(
-                "frontend {}: registered {}, calls out {}, calls in {}, 404 {}, 400 {}, 503 {}, 401 {}, 403 {}, dropped {}, unparseable {}",
-                t.local,
-                s.frontend.registered,
-                s.frontend.calls_out,
-                s.frontend.calls_in,
-                s.frontend.not_found,
-                s.frontend.bad_requests,
-                s.frontend.overloaded,
-                s.frontend.auth_challenged,
-                s.frontend.auth_forbidden,
-                s.dropped_out,
-                s.frontend.unparseable
-            );
+            eprintln!("frontend {}: {}", t.local, t.stats().summary());
             t.shutdown().await;
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! `p2psip sos`: run the Secure Opinion Server, or talk to one.
 
 use anyhow::{Context, bail};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use sos::{
     Algorithm, KeyRegistry, Outcome, PeerId, RegistryEntry, ReportSigner, ServerConfig, SosClient,
     Synchronous,
@@ -135,8 +136,8 @@ struct ServeArgs {
     unchecked_reports: bool,
     /// SQLite synchronous mode: `full` (survives power loss) or `normal` (survives a killed
     /// process only).
-    #[arg(long, default_value = sync_name(defaults().synchronous), value_parser = [sync_name(Synchronous::Full), sync_name(Synchronous::Normal)])]
-    sync: String,
+    #[arg(long, default_value = defaults().synchronous.name(), value_parser = one_of(&[Synchronous::Full, Synchronous::Normal], Synchronous::name))]
+    sync: Synchronous,
 }
 
 #[derive(clap::Args, Debug)]
@@ -192,8 +193,8 @@ struct KeygenArgs {
     #[arg(long)]
     out: PathBuf,
     /// `ed25519` or `ecdsa-p256-sha256`.
-    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ecdsa-p256-sha256"])]
-    algorithm: String,
+    #[arg(long, default_value = "ed25519", value_parser = one_of(&[Algorithm::Ed25519, Algorithm::EcdsaP256Sha256], Algorithm::name))]
+    algorithm: Algorithm,
     /// Registry file to add the public key to (created if missing).
     #[arg(long)]
     registry: PathBuf,
@@ -215,8 +216,8 @@ struct ReportArgs {
     #[arg(long)]
     key: PathBuf,
     /// `ed25519` or `ecdsa-p256-sha256`.
-    #[arg(long, default_value = "ed25519", value_parser = ["ed25519", "ecdsa-p256-sha256"])]
-    algorithm: String,
+    #[arg(long, default_value = "ed25519", value_parser = one_of(&[Algorithm::Ed25519, Algorithm::EcdsaP256Sha256], Algorithm::name))]
+    algorithm: Algorithm,
     /// The reporter's peer ID.
     #[arg(long)]
     peer: String,
@@ -304,12 +305,16 @@ fn peer(s: &str) -> anyhow::Result<PeerId> {
         .with_context(|| format!("bad peer id {s:?}"))
 }
 
-fn algorithm(s: &str) -> Algorithm {
-    if s == "ecdsa-p256-sha256" {
-        Algorithm::EcdsaP256Sha256
-    } else {
-        Algorithm::Ed25519
-    }
+/// A flag that takes one of `all` by its `name` (and lists the names in `--help`).
+fn one_of<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl TypedValueParser<Value = T> {
+    let names = all.iter().map(|v| name(*v));
+    PossibleValuesParser::new(names).try_map(move |s| {
+        let found = all.iter().copied().find(|v| name(*v) == s);
+        found.ok_or("not one of the names")
+    })
 }
 
 /// The library's defaults the `serve` flags show (the database path and the reporter
@@ -318,21 +323,12 @@ fn defaults() -> ServerConfig {
     ServerConfig::new(PathBuf::new(), Arc::new(KeyRegistry::default()))
 }
 
-/// `--sync`'s word for `s`.
-const fn sync_name(s: Synchronous) -> &'static str {
-    match s {
-        Synchronous::Full => "full",
-        Synchronous::Normal => "normal",
-    }
-}
-
 /// The server's configuration from the `serve` flags, without the admin token (read from
 /// a file or the environment).
 fn server_config(a: &ServeArgs, verifier: Arc<dyn sos::ReporterVerifier>) -> ServerConfig {
     let mut cfg = ServerConfig::new(&a.db, verifier);
     let db = a.db.to_string_lossy();
-    if service::postgres::PgOptions::is_url(&db) {
-        let mut pg = service::postgres::PgOptions::new(db.as_ref());
+    if let Some(mut pg) = service::postgres::PgOptions::from_url(&db) {
         pg.ca_file = a.db_ca.clone();
         cfg.postgres = Some(pg);
     }
@@ -347,11 +343,7 @@ fn server_config(a: &ServeArgs, verifier: Arc<dyn sos::ReporterVerifier>) -> Ser
     cfg.infrastructure_report_rate_per_sec = a.infrastructure_report_rate;
     cfg.infrastructure_report_burst = a.infrastructure_report_burst;
     cfg.check_reports = !a.unchecked_reports;
-    cfg.synchronous = if a.sync == sync_name(Synchronous::Normal) {
-        Synchronous::Normal
-    } else {
-        Synchronous::Full
-    };
+    cfg.synchronous = a.sync;
     cfg
 }
 
@@ -473,19 +465,12 @@ fn check_paper(a: CheckPaperArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_route(s: &str) -> anyhow::Result<Vec<PeerId>> {
-    s.split(',')
-        .filter(|h| !h.trim().is_empty())
-        .map(peer)
-        .collect()
-}
-
 async fn rank(a: RankArgs) -> anyhow::Result<()> {
     let routes = a
         .routes
         .iter()
-        .map(|r| parse_route(r))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|r| sos::parse_route(r))
+        .collect::<Result<Vec<_>, _>>()?;
     let mode = if a.probability_sensitive {
         trust::Discounting::ProbabilitySensitive
     } else {
@@ -537,7 +522,7 @@ fn add_to_registry(
 }
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
-    let (signer, pkcs8) = ReportSigner::generate(peer(&a.peer)?, algorithm(&a.algorithm))?;
+    let (signer, pkcs8) = ReportSigner::generate(peer(&a.peer)?, a.algorithm)?;
     std::fs::write(&a.out, pkcs8).with_context(|| format!("writing {}", a.out.display()))?;
     add_to_registry(&a.registry, vec![signer.registry_entry()], a.infrastructure)?;
     service::say!(
@@ -556,11 +541,11 @@ fn outcome(s: &str) -> anyhow::Result<Outcome> {
 
 async fn report(a: ReportArgs) -> anyhow::Result<()> {
     let pkcs8 = std::fs::read(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
-    let signer = ReportSigner::from_pkcs8(peer(&a.peer)?, algorithm(&a.algorithm), &pkcs8)?;
+    let signer = ReportSigner::from_pkcs8(peer(&a.peer)?, a.algorithm, &pkcs8)?;
     let signed = signer.report(
         peer(&a.subject)?,
         outcome(&a.outcome)?,
-        parse_route(&a.route)?,
+        sos::parse_route(&a.route)?,
         service::time::unix_ms(),
     )?;
     let ack = SosClient::new(&a.server, &client_trust(&a.server, a.ca.as_deref())?)?

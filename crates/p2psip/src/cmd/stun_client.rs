@@ -83,7 +83,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         );
         let peer = match a.peer {
             Some(p) => p,
-            None => spawn_echo(SocketAddr::new(turn.local_addr().ip(), 0)).await?,
+            None => nat::spawn_udp_echo(SocketAddr::new(turn.local_addr().ip(), 0)).await?,
         };
         if a.channel {
             turn.bind_channel(peer).await.context("ChannelBind")?;
@@ -92,22 +92,11 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
                 .await
                 .context("CreatePermission")?;
         }
-        let mut tally = nat::EchoTally::default();
-        for i in 0..a.count {
-            let mut payload = vec![0u8; a.size.max(4)];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            let s = Instant::now();
-            turn.send_to(&payload, peer).await?;
-            let back = match tokio::time::timeout(timeout, turn.recv_from()).await {
-                Ok(Ok((data, from))) if data == payload && from == peer => Ok(()),
-                Ok(Ok(_)) => Err("unexpected datagram".to_owned()),
-                Ok(Err(e)) => bail!("relay: {e}"),
-                Err(_) => Err("timed out".to_owned()),
-            };
-            if let Err(why) = &back {
-                eprintln!("echo {i}: {why}");
-            }
-            tally.record(i, s, back);
+        let tally = nat::probe_turn(&mut turn, peer, a.count, a.size, timeout)
+            .await
+            .context("relay")?;
+        for why in &tally.failures {
+            eprintln!("{why}");
         }
         let (ok, avg, max) = (tally.ok(), tally.avg_ms(), tally.max_ms());
         service::say!(
@@ -120,8 +109,4 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-async fn spawn_echo(bind: SocketAddr) -> anyhow::Result<SocketAddr> {
-    Ok(nat::spawn_udp_echo(bind).await?)
 }

@@ -1,7 +1,7 @@
 //! `p2psip stun-server`: the STUN/TURN server for peers behind NAT (layer 2).
 
 use anyhow::Context;
-use nat::{CredentialStore, Credentials, Limits, ServerConfig, StunServer};
+use nat::{CredentialStore, Credentials, Limits, PortRange, ServerConfig, StunServer};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -25,8 +25,8 @@ pub(crate) struct Args {
     #[arg(long)]
     relay_ip: Option<IpAddr>,
     /// Relay port range `LO-HI` (default: ephemeral ports).
-    #[arg(long)]
-    relay_ports: Option<String>,
+    #[arg(long, value_parser = |s: &str| PortRange::parse(s, 1))]
+    relay_ports: Option<PortRange>,
     /// Allocations in total (508 beyond).
     #[arg(long, default_value_t = Limits::default().max_allocations)]
     max_allocations: usize,
@@ -44,31 +44,6 @@ pub(crate) struct Args {
     /// loopback or an operator network.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
-}
-
-/// The STUN/TURN server's monitoring answers, from its loop.
-#[derive(Clone)]
-struct Probe(nat::Monitor);
-
-/// How long a probe waits for the server's loop.
-const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl service::monitor::Probe for Probe {
-    async fn metrics(&self) -> Result<String, String> {
-        let snap = self
-            .0
-            .snapshot(PROBE_WAIT)
-            .await
-            .ok_or("the server's loop does not answer")?;
-        nat::metrics::render(&snap, &self.0.counters).map_err(|e| e.to_string())
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        match self.0.snapshot(PROBE_WAIT).await {
-            Some(_) => Ok(()),
-            None => Err("the server's loop does not answer".into()),
-        }
-    }
 }
 
 /// The TURN REST secret in `path`.
@@ -97,12 +72,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
         realm: a.realm,
         credentials: creds,
         relay_ip: a.relay_ip,
-        relay_ports: a
-            .relay_ports
-            .as_deref()
-            .map(|r| nat::parse_port_range(r, 1))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+        relay_ports: a.relay_ports.map(|r| (r.first, r.last)),
         limits: Limits {
             max_allocations: a.max_allocations,
             max_allocations_per_user: a.max_allocations_per_user,
@@ -125,7 +95,7 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
             let bound = listener.local_addr()?;
             monitoring = Some(tokio::spawn(service::monitor::serve(
                 listener,
-                Probe(server.monitor()),
+                server.monitor(),
                 async {
                     let _ = monitor_stopped.await;
                 },

@@ -42,4 +42,25 @@ impl Durability {
             Durability::Normal => "NORMAL",
         }
     }
+
+    /// Its name in a service's configuration (`--sync full`): the pragma's value in
+    /// lower case.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Durability;
+
+    #[test]
+    fn a_durability_is_named_after_its_pragma() {
+        for d in [Durability::Full, Durability::Normal] {
+            assert_eq!(d.name(), d.pragma().to_ascii_lowercase());
+        }
+    }
 }

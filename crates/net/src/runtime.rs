@@ -670,6 +670,9 @@ impl<C: Core> Loop<C> {
     }
 
     fn dispatch(&mut self, ev: C::Event) {
+        if let Some(peer) = C::failed_peer(&ev) {
+            self.close_links(peer);
+        }
         if let Some(tok) = C::request_token(&ev)
             && let Some(w) = self.waiters.remove(&tok)
         {
@@ -683,6 +686,18 @@ impl<C: Core> Loop<C> {
                 debug!(?ev, "event channel full: event dropped");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// The core gave up on `peer` (see [`Core::failed_peer`]): close the links to it, so
+    /// the next message to it dials afresh instead of queueing behind a connection the
+    /// network may have cut without a word.
+    fn close_links(&mut self, peer: NodeId) {
+        let sending = self.conns.remove(&peer).is_some();
+        let spare = self.spares.remove(&peer).is_some();
+        if sending || spare {
+            Shared::inc(&self.stats.c.failed_closed);
+            debug!(%peer, "peer stopped answering: its link closed, the next message dials afresh");
         }
     }
 

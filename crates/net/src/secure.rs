@@ -227,6 +227,10 @@ impl Core for Instrumented {
     fn request_token(event: &SecureEvent) -> Option<u64> {
         <SecureNode as Core>::request_token(event)
     }
+
+    fn failed_peer(event: &SecureEvent) -> Option<NodeId> {
+        <SecureNode as Core>::failed_peer(event)
+    }
 }
 
 impl SecureCore for Instrumented {

@@ -90,6 +90,9 @@ counters! {
     write_timeouts,
     /// Links closed to make room under `max_links`.
     links_evicted,
+    /// Links closed because the core gave up on the peer at their far end (it stopped
+    /// answering over them).
+    failed_closed,
     /// Links open now (a gauge, not a count: the runtime's links and spares when its loop
     /// last turned).
     links_open,

@@ -67,6 +67,9 @@ impl Core for Cut {
     fn leave(&mut self, now: Time) {
         Core::leave(&mut self.node, now);
     }
+    fn failed_peer(event: &Event) -> Option<NodeId> {
+        <ChordNode as Core>::failed_peer(event)
+    }
 }
 
 /// Every peer's successor and predecessor are the next and previous of `ring`.
@@ -190,6 +193,17 @@ async fn a_partitioned_ring_heals_into_one() {
     let t = wait_rings(&handles, &[a.clone(), b.clone()], Duration::from_secs(30)).await;
     eprintln!("cut: two rings {a:?} and {b:?} after {t:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The links across the cut stayed up (the cut drops messages, not connections), yet
+    // the peers gave up on the neighbours that stopped answering over them and closed
+    // those links: after the cut the next message to such a peer dials afresh.
+    let mut closed = 0;
+    for h in &handles {
+        closed += h.stats().failed_closed;
+    }
+    assert!(
+        closed > 0,
+        "no link closed to a peer that stopped answering"
+    );
 
     // Lift the cut: one ring again.
     cut.store(false, Ordering::Relaxed);

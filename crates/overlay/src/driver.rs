@@ -75,6 +75,14 @@ pub trait Core: Send + 'static {
     fn request_token(_event: &Self::Event) -> Option<u64> {
         None
     }
+    /// If `event` says a peer stopped answering (an RPC or a hop acknowledgement timed out
+    /// and the peer left the routing state), that peer. The driver closes its links to it:
+    /// a link the network cut silently stays open for minutes while TCP retransmits into
+    /// it with back-off, and what the core sends the peer once the network is back would
+    /// wait for the next retransmission; a fresh dial carries it at once. Default: none.
+    fn failed_peer(_event: &Self::Event) -> Option<NodeId> {
+        None
+    }
 }
 
 /// A core that is, or wraps, a [`SecureNode`]. A wrapper may have events of its own
@@ -143,6 +151,13 @@ impl Core for ChordNode {
             _ => None,
         }
     }
+
+    fn failed_peer(event: &Event) -> Option<NodeId> {
+        match event {
+            Event::PeerFailed { peer } => Some(*peer),
+            _ => None,
+        }
+    }
 }
 
 impl Core for SecureNode {
@@ -181,6 +196,13 @@ impl Core for SecureNode {
                 Some(*call)
             }
             SecureEvent::Stored { query, .. } | SecureEvent::Fetched { query, .. } => Some(*query),
+            _ => None,
+        }
+    }
+
+    fn failed_peer(event: &SecureEvent) -> Option<NodeId> {
+        match event {
+            SecureEvent::Chord(e) => <ChordNode as Core>::failed_peer(e),
             _ => None,
         }
     }

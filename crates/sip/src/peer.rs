@@ -310,6 +310,13 @@ impl<N: SecureCore<Event = SecureEvent>> Core for PeerCore<N> {
             PeerEvent::Handled(_) | PeerEvent::SipOut(_) | PeerEvent::Call(_) => None,
         }
     }
+
+    fn failed_peer(event: &PeerEvent) -> Option<NodeId> {
+        match event {
+            PeerEvent::Overlay(e) => N::failed_peer(e),
+            PeerEvent::Handled(_) | PeerEvent::SipOut(_) | PeerEvent::Call(_) => None,
+        }
+    }
 }
 
 impl<N: SecureCore<Event = SecureEvent>> SecureCore for PeerCore<N> {

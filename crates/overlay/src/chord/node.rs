@@ -1200,10 +1200,15 @@ impl ChordNode {
                 let o = reply.owner;
                 if o.id == self.me.id {
                     // The ring answers our own ID with us: we are on it. The next check
-                    // can wait longer.
+                    // can wait longer, and as long as stabilize already waits when the
+                    // neighbourhood is that quiet (a settled ring need not walk the
+                    // doublings one check at a time).
                     if self.cfg.ring_check_max.is_some() {
-                        self.ring_check_backoff =
-                            self.ring_check_backoff.saturating_add(1).min(MAX_BACKOFF);
+                        self.ring_check_backoff = self
+                            .ring_check_backoff
+                            .saturating_add(1)
+                            .max(self.stabilize_backoff)
+                            .min(MAX_BACKOFF);
                     }
                     return;
                 }

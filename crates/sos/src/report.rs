@@ -314,20 +314,13 @@ pub fn parse_batch(json: &[u8]) -> Result<SignedBatch, ReportError> {
             wire.reports.len()
         )));
     }
-    if wire.signature.len() > 2 * MAX_SIGNATURE_BYTES {
-        return Err(ReportError::BadSignatureEncoding);
-    }
-    let signature = crate::hex::decode(&wire.signature).ok_or(ReportError::BadSignatureEncoding)?;
+    let signature = decode_signature(&wire.signature)?;
     let reports = wire
         .reports
         .into_iter()
         .map(|r| {
-            if r.route.len() > MAX_ROUTE_HOPS {
-                return Err(ReportError::RouteTooLong);
-            }
-            let nonce: [u8; 16] = crate::hex::decode(&r.nonce)
-                .and_then(|v| v.try_into().ok())
-                .ok_or(ReportError::BadNonce)?;
+            check_route_len(&r.route)?;
+            let nonce = decode_nonce(&r.nonce)?;
             Ok(ReportBody {
                 reporter: wire.reporter,
                 subject: r.subject,
@@ -345,17 +338,34 @@ pub fn parse_batch(json: &[u8]) -> Result<SignedBatch, ReportError> {
     })
 }
 
-fn from_wire(wire: WireReport) -> Result<SignedReport, ReportError> {
-    if wire.route.len() > MAX_ROUTE_HOPS {
+/// A route of at most [`MAX_ROUTE_HOPS`] hops, as a report or a batch's report carries it.
+fn check_route_len(route: &[PeerId]) -> Result<(), ReportError> {
+    if route.len() > MAX_ROUTE_HOPS {
         return Err(ReportError::RouteTooLong);
     }
-    let nonce: [u8; 16] = crate::hex::decode(&wire.nonce)
+    Ok(())
+}
+
+/// A report's nonce from its wire form: 16 bytes in hex.
+fn decode_nonce(hex: &str) -> Result<[u8; 16], ReportError> {
+    crate::hex::decode(hex)
         .and_then(|v| v.try_into().ok())
-        .ok_or(ReportError::BadNonce)?;
-    if wire.signature.len() > 2 * MAX_SIGNATURE_BYTES {
+        .ok_or(ReportError::BadNonce)
+}
+
+/// A signature from its wire form: hex of at most [`MAX_SIGNATURE_BYTES`] bytes (checked
+/// before decoding, so an oversized string is refused without allocating for it).
+fn decode_signature(hex: &str) -> Result<Vec<u8>, ReportError> {
+    if hex.len() > 2 * MAX_SIGNATURE_BYTES {
         return Err(ReportError::BadSignatureEncoding);
     }
-    let signature = crate::hex::decode(&wire.signature).ok_or(ReportError::BadSignatureEncoding)?;
+    crate::hex::decode(hex).ok_or(ReportError::BadSignatureEncoding)
+}
+
+fn from_wire(wire: WireReport) -> Result<SignedReport, ReportError> {
+    check_route_len(&wire.route)?;
+    let nonce = decode_nonce(&wire.nonce)?;
+    let signature = decode_signature(&wire.signature)?;
     let body = ReportBody {
         reporter: wire.reporter,
         subject: wire.subject,

@@ -693,6 +693,13 @@ impl<C: Core> Loop<C> {
     /// the next message to it dials afresh instead of queueing behind a connection the
     /// network may have cut without a word.
     fn close_links(&mut self, peer: NodeId) {
+        // Not a link an outbound-only peer holds open to its relay (either end): it is that
+        // peer's only way in, its relay cannot dial it back, and the keepalive already
+        // redials it when it goes.
+        if self.clients.contains_key(&peer) || self.home.is_some_and(|(relay, _)| relay.id == peer)
+        {
+            return;
+        }
         let sending = self.conns.remove(&peer).is_some();
         let spare = self.spares.remove(&peer).is_some();
         if sending || spare {

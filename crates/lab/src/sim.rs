@@ -61,8 +61,9 @@ pub struct Args {
     /// churn keeps the classic pace its stabilize-interval comparisons are made at.
     #[arg(long, value_name = "SECS")]
     pub(crate) quiet_maintenance_max: Option<f64>,
-    /// Longest ring-check interval while a peer's neighbourhood is quiet (it backs off with
-    /// stabilize); 0: no back-off. Default: a real peer's (240 s).
+    /// Longest ring-check interval while the peer's checks find it on its ring; 0: no
+    /// back-off. Default: a real peer's (240 s) without churn, none under churn (the
+    /// classic pace, as for `--quiet-maintenance-max`).
     #[arg(long, value_name = "SECS")]
     pub(crate) quiet_ring_check_max: Option<f64>,
     /// Successor-list length r.
@@ -199,6 +200,7 @@ pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
     world.chord.fix_fingers_max = world.chord.stabilize_max;
     let ring_quiet = match args.quiet_ring_check_max {
         Some(max) => secs(max, "--quiet-ring-check-max")?,
+        None if args.churn_median_session.is_some() => Duration::ZERO,
         None => node::ChordTiming::default()
             .quiet_ring_check_max
             .unwrap_or_default(),

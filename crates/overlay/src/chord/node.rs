@@ -326,14 +326,17 @@ impl ChordNode {
     }
 
     /// A converged ring is at rest. Where maintenance backs off while nothing changes
-    /// (`stabilize_max`, `fix_fingers_max`), start this peer as a settled one runs: its
+    /// (`stabilize_max`, `fix_fingers_max`, `ring_check_max`), start this peer as a settled one runs: its
     /// intervals at their longest, each timer at a random point of its period (where a
     /// settled ring's timers are at any moment), rather than every peer of a ring at rest
     /// going through the quick rounds of a freshly joined one together. Any change near the
     /// peer drops the intervals back at once, as for a peer that settled by itself. Without
     /// back-off nothing changes.
     fn settle_maintenance(&mut self, now: Time) {
-        if self.cfg.stabilize_max.is_none() && self.cfg.fix_fingers_max.is_none() {
+        if self.cfg.stabilize_max.is_none()
+            && self.cfg.fix_fingers_max.is_none()
+            && self.cfg.ring_check_max.is_none()
+        {
             return;
         }
         if self.cfg.stabilize_max.is_some() {

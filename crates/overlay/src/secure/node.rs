@@ -1592,13 +1592,13 @@ impl SecureNode {
         self.dialogs.len()
     }
 
-    /// An in-dialog message arrived: only the call's other end may send it.
     /// In-dialog messages refused so far: for no call this peer knows, or not from its
     /// other end.
     pub fn dialog_refused(&self) -> u64 {
         self.dialog_refused
     }
 
+    /// An in-dialog message arrived: only the call's other end may send it.
     fn on_dialog(&mut self, from: Contact, caller: NodeId, call: u64, body: Vec<u8>) {
         if self.dialogs.accepts(from.id, caller, call) {
             self.events

@@ -63,14 +63,12 @@ pub(crate) fn converged_tables(
         .collect();
     let mut fingers = Vec::new();
     if n > 1 {
-        let succ_of = |key: NodeId| -> NodeId {
-            let j = sorted.partition_point(|x| *x < key);
-            sorted[j % n]
-        };
         let gap = span.distance(id, sorted[(i + 1) % n]);
         let first = 128 - gap.leading_zeros();
         for k in first.saturating_sub(1)..span.bits() {
-            fingers.push(Contact::id_only(succ_of(span.finger_start(id, k))));
+            // The ring is not empty (it holds `id`), so every key has an owner.
+            let owner = span.finger_start(id, k).owner_in(sorted).unwrap_or(id);
+            fingers.push(Contact::id_only(owner));
         }
     }
     (pred, succs, fingers)

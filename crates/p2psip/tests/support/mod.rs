@@ -123,9 +123,12 @@ pub fn id_of(v: &Value) -> Option<u128> {
 
 /// The true owner of `key` among `ids`: the first ID at or after it, clockwise.
 pub fn owner_of(ids: &[u128], key: u128) -> u128 {
-    let mut s = ids.to_vec();
+    let mut s: Vec<overlay::NodeId> = ids.iter().map(|i| overlay::NodeId(*i)).collect();
     s.sort();
-    s.iter().copied().find(|&i| i >= key).unwrap_or(s[0])
+    match overlay::NodeId(key).owner_in(&s) {
+        Some(o) => o.0,
+        None => panic!("no owner of {key} on an empty ring"),
+    }
 }
 
 /// A free loopback port for a process started later, free for TCP and UDP now. Taken

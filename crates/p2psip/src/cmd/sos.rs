@@ -1,7 +1,6 @@
 //! `p2psip sos`: run the Secure Opinion Server, or talk to one.
 
 use anyhow::{Context, bail};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use sos::{
     Algorithm, KeyRegistry, Outcome, PeerId, RegistryEntry, ReportSigner, ServerConfig, SosClient,
     Synchronous,
@@ -134,9 +133,8 @@ struct ServeArgs {
     /// peer nobody could check yet says nothing).
     #[arg(long)]
     unchecked_reports: bool,
-    /// SQLite synchronous mode: `full` (survives power loss) or `normal` (survives a killed
-    /// process only).
-    #[arg(long, default_value = defaults().synchronous.name(), value_parser = one_of(&[Synchronous::Full, Synchronous::Normal], Synchronous::name))]
+    /// SQLite synchronous mode: what an acknowledged report survives.
+    #[arg(long, value_enum, default_value_t = defaults().synchronous)]
     sync: Synchronous,
 }
 
@@ -192,8 +190,8 @@ struct KeygenArgs {
     /// Where to write the PKCS#8 private key.
     #[arg(long)]
     out: PathBuf,
-    /// `ed25519` or `ecdsa-p256-sha256`.
-    #[arg(long, default_value = "ed25519", value_parser = one_of(&[Algorithm::Ed25519, Algorithm::EcdsaP256Sha256], Algorithm::name))]
+    /// Signature algorithm of the key.
+    #[arg(long, value_enum, default_value_t = Algorithm::Ed25519)]
     algorithm: Algorithm,
     /// Registry file to add the public key to (created if missing).
     #[arg(long)]
@@ -215,8 +213,8 @@ struct ReportArgs {
     /// PKCS#8 key written by `keygen`.
     #[arg(long)]
     key: PathBuf,
-    /// `ed25519` or `ecdsa-p256-sha256`.
-    #[arg(long, default_value = "ed25519", value_parser = one_of(&[Algorithm::Ed25519, Algorithm::EcdsaP256Sha256], Algorithm::name))]
+    /// Signature algorithm of the key.
+    #[arg(long, value_enum, default_value_t = Algorithm::Ed25519)]
     algorithm: Algorithm,
     /// The reporter's peer ID.
     #[arg(long)]
@@ -303,18 +301,6 @@ fn peer(s: &str) -> anyhow::Result<PeerId> {
     s.trim()
         .parse()
         .with_context(|| format!("bad peer id {s:?}"))
-}
-
-/// A flag that takes one of `all` by its `name` (and lists the names in `--help`).
-fn one_of<T: Copy + Send + Sync + 'static>(
-    all: &'static [T],
-    name: fn(T) -> &'static str,
-) -> impl TypedValueParser<Value = T> {
-    let names = all.iter().map(|v| name(*v));
-    PossibleValuesParser::new(names).try_map(move |s| {
-        let found = all.iter().copied().find(|v| name(*v) == s);
-        found.ok_or("not one of the names")
-    })
 }
 
 /// The library's defaults the `serve` flags show (the database path and the reporter

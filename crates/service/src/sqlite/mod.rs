@@ -22,6 +22,7 @@ pub use writer::{Apply, SubmitError, Writer, WriterConfig, WriterError, WriterSt
 
 /// When a commit counts as done: SQLite's `synchronous` setting for the WAL.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Durability {
     /// `synchronous=FULL`: the WAL is fsynced at every commit, so an acknowledged write
     /// survives `kill -9` *and* an OS crash or power loss. With batching the fsync is paid
@@ -42,25 +43,20 @@ impl Durability {
             Durability::Normal => "NORMAL",
         }
     }
-
-    /// Its name in a service's configuration (`--sync full`): the pragma's value in
-    /// lower case.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Durability::Full => "full",
-            Durability::Normal => "normal",
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Durability;
 
+    /// Its name on the command line (`--sync full`) is the pragma's value in lower case.
+    #[cfg(feature = "clap")]
     #[test]
     fn a_durability_is_named_after_its_pragma() {
-        for d in [Durability::Full, Durability::Normal] {
-            assert_eq!(d.name(), d.pragma().to_ascii_lowercase());
+        use clap::ValueEnum;
+        for d in Durability::value_variants() {
+            let name = d.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(name, Some(d.pragma().to_ascii_lowercase()));
         }
     }
 }

@@ -189,23 +189,21 @@ pub(crate) fn build_run(args: &Args) -> Result<LookupRun, LabError> {
     world.latency = latency_model(args.latency);
     world.chord.stabilize_every = secs(args.stabilize, "--stabilize")?;
     world.chord.fix_fingers_every = secs(args.fix_fingers, "--fix-fingers")?;
-    let quiet = match args.quiet_maintenance_max {
-        Some(max) => secs(max, "--quiet-maintenance-max")?,
-        None if args.churn_median_session.is_some() => Duration::ZERO,
-        None => node::ChordTiming::default()
-            .quiet_maintenance_max
-            .unwrap_or_default(),
-    };
-    world.chord.stabilize_max = (!quiet.is_zero()).then_some(quiet);
+    let real_peer = node::ChordTiming::default();
+    let churn = args.churn_median_session.is_some();
+    world.chord.stabilize_max = back_off_cap(
+        args.quiet_maintenance_max,
+        "--quiet-maintenance-max",
+        real_peer.quiet_maintenance_max,
+        churn,
+    )?;
     world.chord.fix_fingers_max = world.chord.stabilize_max;
-    let ring_quiet = match args.quiet_ring_check_max {
-        Some(max) => secs(max, "--quiet-ring-check-max")?,
-        None if args.churn_median_session.is_some() => Duration::ZERO,
-        None => node::ChordTiming::default()
-            .quiet_ring_check_max
-            .unwrap_or_default(),
-    };
-    world.chord.ring_check_max = (!ring_quiet.is_zero()).then_some(ring_quiet);
+    world.chord.ring_check_max = back_off_cap(
+        args.quiet_ring_check_max,
+        "--quiet-ring-check-max",
+        real_peer.quiet_ring_check_max,
+        churn,
+    )?;
     world.chord.successors = args.successors;
     if let Some(median) = args.churn_median_session {
         let median = secs(median, "--churn-median-session")?;
@@ -287,6 +285,22 @@ pub(crate) fn print_paper(r: &sim::PaperReport) {
             e
         );
     }
+}
+
+/// A maintenance back-off cap from its flag (`flag`, seconds; 0: none), else a real peer's
+/// (`real_peer`) without churn and none under churn (the classic pace).
+fn back_off_cap(
+    given: Option<f64>,
+    flag: &str,
+    real_peer: Option<Duration>,
+    churn: bool,
+) -> Result<Option<Duration>, LabError> {
+    let cap = match given {
+        Some(max) => secs(max, flag)?,
+        None if churn => Duration::ZERO,
+        None => real_peer.unwrap_or_default(),
+    };
+    Ok((!cap.is_zero()).then_some(cap))
 }
 
 fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {

@@ -20,6 +20,15 @@ pub(crate) fn all(r: &Results) -> Vec<Figure> {
     ]
 }
 
+/// What a series of figure 5(a) plots of one locality measurement.
+type RingOf = fn(&enroll::locality::LocalityReport) -> f64;
+
+/// What a series of figure 5(b) plots of one scheme's lookup latencies.
+type LatencyOf = fn(&crate::locality::SchemeLatency) -> f64;
+
+/// What a series of figure 6 plots of one trust sample.
+type TrustOf = fn(&sim::TrustSample) -> f64;
+
 fn pct(v: f64) -> String {
     format!("{:.1}%", 100.0 * v)
 }
@@ -44,8 +53,10 @@ fn fig(
 
 fn hops(r: &Results) -> Figure {
     let p = &r.plan.lookups;
-    let pts = |f: &dyn Fn(&sim::LookupReport) -> f64| -> Vec<(f64, f64)> {
-        r.lookups.iter().map(|l| (l.peers as f64, f(l))).collect()
+    // One number of every lookup run, against N.
+    let per_n = |name, color, style, f: fn(&sim::LookupReport) -> f64| {
+        let pts = r.lookups.iter().map(|l| (l.peers as f64, f(l))).collect();
+        Series::new(name, color, style, pts)
     };
     let (lo, hi) = (
         *p.sizes.first().unwrap_or(&2) as f64,
@@ -57,40 +68,30 @@ fn hops(r: &Results) -> Figure {
             (n, 0.5 * n.log2())
         })
         .collect();
-    let mut a = Panel::new(
-        "(a) overlay hops per lookup",
-        "peers N (log scale)",
-        "hops",
-        Axis::log(lo / 1.4, hi * 1.4),
-        Axis::lin_to(r.lookups.iter().map(|l| l.hops_p99)),
-    );
-    a.legend = Legend::UpperLeft;
+    // Both panels: N on a log axis, the y axis up to the run's largest p99.
+    let panel = |title, y_label, p99: fn(&sim::LookupReport) -> f64| {
+        let x = Axis::log(lo / 1.4, hi * 1.4);
+        let y = Axis::lin_to(r.lookups.iter().map(p99));
+        let mut p = Panel::new(title, "peers N (log scale)", y_label, x, y);
+        p.legend = Legend::UpperLeft;
+        p
+    };
+    let mut a = panel("(a) overlay hops per lookup", "hops", |l| l.hops_p99);
     a.series = vec![
-        Series::new(
-            "mean hops (simulated)",
-            0,
-            Style::LineMarkers,
-            pts(&|l| l.hops_mean),
-        ),
-        Series::new("99th percentile", 1, Style::Markers, pts(&|l| l.hops_p99)),
+        per_n("mean hops (simulated)", 0, Style::LineMarkers, |l| {
+            l.hops_mean
+        }),
+        per_n("99th percentile", 1, Style::Markers, |l| l.hops_p99),
         Series::new("½·log2 N (Chord's expected mean)", 7, Style::Dashed, theory),
     ];
-    let mut b = Panel::new(
-        "(b) lookup latency",
-        "peers N (log scale)",
-        "latency, ms (virtual)",
-        Axis::log(lo / 1.4, hi * 1.4),
-        Axis::lin_to(r.lookups.iter().map(|l| l.latency_ms_p99)),
-    );
-    b.legend = Legend::UpperLeft;
+    let mut b = panel("(b) lookup latency", "latency, ms (virtual)", |l| {
+        l.latency_ms_p99
+    });
     b.series = vec![
-        Series::new("median", 0, Style::LineMarkers, pts(&|l| l.latency_ms_p50)),
-        Series::new(
-            "99th percentile",
-            1,
-            Style::LineMarkers,
-            pts(&|l| l.latency_ms_p99),
-        ),
+        per_n("median", 0, Style::LineMarkers, |l| l.latency_ms_p50),
+        per_n("99th percentile", 1, Style::LineMarkers, |l| {
+            l.latency_ms_p99
+        }),
     ];
     let worst = r
         .lookups
@@ -522,33 +523,19 @@ fn locality(r: &Results) -> Figure {
             .map(|x| (x.config.neighbours as f64, f(x)))
             .collect::<Vec<_>>()
     };
-    a.series = vec![
-        Series::new(
-            "location-aware, mean",
-            0,
-            Style::LineMarkers,
-            pts(&|x| x.location.mean),
-        ),
-        Series::new(
-            "location-aware, median",
-            5,
-            Style::LineMarkers,
-            pts(&|x| x.location.median),
-        ),
-        Series::new("SHA-1, mean", 1, Style::LineMarkers, pts(&|x| x.sha1.mean)),
-        Series::new(
-            "SHA-1, median",
-            4,
-            Style::LineMarkers,
-            pts(&|x| x.sha1.median),
-        ),
-        Series::new(
-            "uniform random IDs (1/3)",
-            7,
-            Style::Dashed,
-            vec![(0.8, 1.0 / 3.0), (k_max * 1.25, 1.0 / 3.0)],
-        ),
+    let distances: [(&str, usize, RingOf); 4] = [
+        ("location-aware, mean", 0, |x| x.location.mean),
+        ("location-aware, median", 5, |x| x.location.median),
+        ("SHA-1, mean", 1, |x| x.sha1.mean),
+        ("SHA-1, median", 4, |x| x.sha1.median),
     ];
+    a.series = distances
+        .into_iter()
+        .map(|(name, color, f)| Series::new(name, color, Style::LineMarkers, pts(&f)))
+        .collect();
+    let uniform = vec![(0.8, 1.0 / 3.0), (k_max * 1.25, 1.0 / 3.0)];
+    let uniform = Series::new("uniform random IDs (1/3)", 7, Style::Dashed, uniform);
+    a.series.push(uniform);
     let lat = &r.locality.latency;
     let scheme = |name: &str, f: &dyn Fn(&crate::locality::SchemeLatency) -> f64| {
         lat.iter()
@@ -569,32 +556,19 @@ fn locality(r: &Results) -> Figure {
         ),
     );
     b.legend = Legend::LowerLeft;
-    b.series = vec![
-        Series::new(
-            "location-aware, median",
-            0,
-            Style::LineMarkers,
-            scheme("location", &|s| s.latency_ms_p50),
-        ),
-        Series::new(
-            "location-aware, p99",
-            0,
-            Style::Dashed,
-            scheme("location", &|s| s.latency_ms_p99),
-        ),
-        Series::new(
-            "SHA-1, median",
-            1,
-            Style::LineMarkers,
-            scheme("sha1", &|s| s.latency_ms_p50),
-        ),
-        Series::new(
-            "SHA-1, p99",
-            1,
-            Style::Dashed,
-            scheme("sha1", &|s| s.latency_ms_p99),
-        ),
+    // Each scheme in its colour: the median as a line with markers, the p99 dashed.
+    let stats: [(&str, Style, LatencyOf); 2] = [
+        ("median", Style::LineMarkers, |s| s.latency_ms_p50),
+        ("p99", Style::Dashed, |s| s.latency_ms_p99),
     ];
+    b.series = [("location-aware", "location", 0), ("SHA-1", "sha1", 1)]
+        .into_iter()
+        .flat_map(|(label, name, color)| {
+            stats.map(|(stat, style, f)| {
+                Series::new(format!("{label}, {stat}"), color, style, scheme(name, &f))
+            })
+        })
+        .collect();
     let k5 = ring.iter().find(|x| x.config.neighbours == 5);
     let k5 = k5.map_or(String::new(), |x| {
         format!(
@@ -659,37 +633,17 @@ fn trust(r: &Results) -> Figure {
                 .map(|s| (s.t_s, f(s)))
                 .collect::<Vec<_>>()
         };
+        // Expectation as lines, the distrusted shares dashed; honest peers in colour 0,
+        // malicious ones in colour 1.
+        let line = |name, color, f: TrustOf| Series::new(name, color, Style::Line, ser(&f));
+        let dashed = |name, color, f: TrustOf| Series::new(name, color, Style::Dashed, ser(&f));
+        let success = run.success.iter().map(|s| (s.0, s.1)).collect();
         p.series = vec![
-            Series::new(
-                "E, honest peers",
-                0,
-                Style::Line,
-                ser(&|s| s.honest_expectation),
-            ),
-            Series::new(
-                "E, malicious peers",
-                1,
-                Style::Line,
-                ser(&|s| s.malicious_expectation),
-            ),
-            Series::new(
-                "distrusted, malicious",
-                1,
-                Style::Dashed,
-                ser(&|s| s.malicious_distrusted),
-            ),
-            Series::new(
-                "distrusted, honest",
-                0,
-                Style::Dashed,
-                ser(&|s| s.honest_distrusted),
-            ),
-            Series::new(
-                "call success (per bin)",
-                2,
-                Style::LineMarkers,
-                run.success.iter().map(|s| (s.0, s.1)).collect(),
-            ),
+            line("E, honest peers", 0, |s| s.honest_expectation),
+            line("E, malicious peers", 1, |s| s.malicious_expectation),
+            dashed("distrusted, malicious", 1, |s| s.malicious_distrusted),
+            dashed("distrusted, honest", 0, |s| s.honest_distrusted),
+            Series::new("call success (per bin)", 2, Style::LineMarkers, success),
         ];
         if let (Some(first), Some(last)) = (run.success.first(), run.success.last()) {
             key.push(format!(

@@ -37,6 +37,59 @@ pub(crate) struct SoakPlan {
     pub(crate) print_samples: bool,
 }
 
+/// Calls that ended, of them the calls that rang within 2 s, and the calls that failed
+/// (a call that rang later is neither): since the start, or within one interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct CallTally {
+    pub(crate) calls: u64,
+    pub(crate) rang_2s: u64,
+    pub(crate) failed: u64,
+}
+
+impl CallTally {
+    /// The calls counted since `earlier`, a tally of the same counters.
+    fn since(self, earlier: CallTally) -> CallTally {
+        CallTally {
+            calls: self.calls - earlier.calls,
+            rang_2s: self.rang_2s - earlier.rang_2s,
+            failed: self.failed - earlier.failed,
+        }
+    }
+}
+
+/// The running tally the spawned calls count themselves into as they end.
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    rang_2s: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    /// Count one call that ended with `out`.
+    fn count(&self, out: &Result<CallOutcome, LabError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match out {
+            Ok(CallOutcome::Ringing { srd, .. }) if *srd <= Duration::from_secs(2) => {
+                self.rang_2s.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(CallOutcome::Ringing { .. }) => {}
+            _ => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The tally so far.
+    fn tally(&self) -> CallTally {
+        CallTally {
+            calls: self.calls.load(Ordering::Relaxed),
+            rang_2s: self.rang_2s.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// One sample.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Sample {
@@ -44,9 +97,9 @@ pub(crate) struct Sample {
     pub(crate) rss_kib: u64,
     pub(crate) fds: u64,
     pub(crate) alive: usize,
-    pub(crate) calls: u64,
-    pub(crate) rang_2s: u64,
-    pub(crate) failed: u64,
+    /// The calls that ended since the previous sample.
+    #[serde(flatten)]
+    pub(crate) tally: CallTally,
 }
 
 /// The soak run's result.
@@ -95,38 +148,31 @@ pub(crate) async fn run(parties: &Parties<'_>, plan: &SoakPlan) -> Result<SoakRe
         }
         None => None,
     };
-    let calls = Arc::new(AtomicU64::new(0));
-    let rang = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(Counters::default());
     let mut workload = Workload::new(parties, plan.concurrency, 1_000_000);
     let start = Instant::now();
     let mut next_sample = start + plan.interval;
     let mut samples = Vec::new();
     let mut killed = 0;
-    let mut last = (0u64, 0u64, 0u64);
+    let mut last = CallTally::default();
     while start.elapsed() < plan.duration {
         if Instant::now() >= next_sample {
             next_sample += plan.interval;
-            let (c, r, f) = (
-                calls.load(Ordering::Relaxed),
-                rang.load(Ordering::Relaxed),
-                failed.load(Ordering::Relaxed),
-            );
+            let now = counters.tally();
             let s = Sample {
                 t_s: start.elapsed().as_secs_f64(),
                 rss_kib: rss_bytes() / 1024,
                 fds: open_fds(),
                 alive: ids.len() - killed,
-                calls: c - last.0,
-                rang_2s: r - last.1,
-                failed: f - last.2,
+                tally: now.since(last),
             };
-            last = (c, r, f);
+            last = now;
+            let c = &s.tally;
             if let Some((f, path)) = &mut csv {
                 writeln!(
                     f,
                     "{:.1},{},{},{},{},{},{}",
-                    s.t_s, s.rss_kib, s.fds, s.alive, s.calls, s.rang_2s, s.failed
+                    s.t_s, s.rss_kib, s.fds, s.alive, c.calls, c.rang_2s, c.failed
                 )
                 .and_then(|()| f.flush())
                 .map_err(LabError::io("writing the soak CSV", path.as_path()))?;
@@ -138,9 +184,9 @@ pub(crate) async fn run(parties: &Parties<'_>, plan: &SoakPlan) -> Result<SoakRe
                     s.rss_kib,
                     s.fds,
                     s.alive,
-                    s.calls,
-                    s.rang_2s,
-                    s.failed
+                    c.calls,
+                    c.rang_2s,
+                    c.failed
                 );
             }
             samples.push(s);
@@ -164,33 +210,21 @@ pub(crate) async fn run(parties: &Parties<'_>, plan: &SoakPlan) -> Result<SoakRe
             });
         }
         let call = workload.call(pick_pair(&mut rng, &pool), slot);
-        let (calls, rang, failed) = (calls.clone(), rang.clone(), failed.clone());
-        tokio::spawn(async move {
-            let out = call.await;
-            calls.fetch_add(1, Ordering::Relaxed);
-            match out {
-                Ok(CallOutcome::Ringing { srd, .. }) if srd <= Duration::from_secs(2) => {
-                    rang.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(CallOutcome::Ringing { .. }) => {}
-                _ => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
+        let counters = counters.clone();
+        tokio::spawn(async move { counters.count(&call.await) });
     }
     // The first sample includes the warm-up; fit the rest.
     let fit: Vec<&Sample> = samples.iter().skip(1).collect();
     let per_min = |f: &dyn Fn(&Sample) -> f64| {
         slope(&fit.iter().map(|s| (s.t_s / 60.0, f(s))).collect::<Vec<_>>())
     };
-    let rate = |s: &Sample| 100.0 * share(s.rang_2s, s.calls);
+    let rate = |s: &Sample| 100.0 * share(s.tally.rang_2s, s.tally.calls);
     Ok(SoakReport {
         rss_kib_per_min: per_min(&|s| s.rss_kib as f64),
         fds_per_min: per_min(&|s| s.fds as f64),
         ring_pct_per_min: per_min(&rate),
-        calls: samples.iter().map(|s| s.calls).sum(),
-        rang_2s: samples.iter().map(|s| s.rang_2s).sum(),
+        calls: samples.iter().map(|s| s.tally.calls).sum(),
+        rang_2s: samples.iter().map(|s| s.tally.rang_2s).sum(),
         killed,
         samples,
     })
@@ -216,7 +250,32 @@ pub(crate) fn print(r: &SoakReport) {
 
 #[cfg(test)]
 mod tests {
-    use super::slope;
+    use super::{CallTally, Sample, slope};
+
+    /// A sample is one flat row in the JSON report, as in the CSV: its interval's calls
+    /// (the difference of two running tallies) stand beside its RSS and descriptors.
+    #[test]
+    fn a_sample_is_one_flat_row_of_its_intervals_calls() {
+        let tally = |calls, rang_2s, failed| CallTally {
+            calls,
+            rang_2s,
+            failed,
+        };
+        let s = Sample {
+            t_s: 30.0,
+            rss_kib: 2048,
+            fds: 40,
+            alive: 9,
+            tally: tally(25, 21, 3).since(tally(10, 9, 1)),
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({
+                "t_s": 30.0, "rss_kib": 2048, "fds": 40, "alive": 9,
+                "calls": 15, "rang_2s": 12, "failed": 2,
+            })
+        );
+    }
 
     #[test]
     fn slope_of_a_line_and_of_a_flat_series() {

@@ -19,8 +19,26 @@ use std::time::Duration;
 /// Short, so a link left alone closes within the test.
 const IDLE: Duration = Duration::from_millis(600);
 
-async fn start(ca: &Ca, tr: &Trust, id: u128, limits: Limits) -> (PeerRuntime<Probe>, Seen) {
+/// A running peer and what it received.
+type Running = (PeerRuntime<Probe>, Seen);
+
+async fn start(ca: &Ca, tr: &Trust, id: u128, limits: Limits) -> Running {
     support::start_recording(support::net_config(peer_identity(ca, id), tr, limits)).await
+}
+
+/// A (ID 1 000) and B (ID 2 000) under one test CA, with the test's limits.
+async fn a_and_b() -> (Running, Running) {
+    let (ca, tr) = test_ca();
+    let a = start(&ca, &tr, 1_000, limits()).await;
+    let b = start(&ca, &tr, 2_000, limits()).await;
+    (a, b)
+}
+
+/// Stop the peers of a test.
+async fn shut_down(peers: impl IntoIterator<Item = PeerRuntime<Probe>>) {
+    for p in peers {
+        p.handle.shutdown().await.unwrap();
+    }
 }
 
 fn limits() -> Limits {
@@ -50,9 +68,7 @@ async fn send(from: &Handle<Probe>, to: Contact, to_seen: &Seen, msg: Message) {
 /// neighbours on that link if `a_keeps`. Left alone for several idle timeouts, B closes the
 /// link only if A never used it for its own upkeep.
 async fn idle_link(a_keeps: bool) -> net::Stats {
-    let (ca, tr) = test_ca();
-    let (a, a_seen) = start(&ca, &tr, 1_000, limits()).await;
-    let (b, b_seen) = start(&ca, &tr, 2_000, limits()).await;
+    let ((a, a_seen), (b, b_seen)) = a_and_b().await;
     send(&b.handle, contact(&a), &a_seen, Message::Pong { token: 1 }).await;
     let upkeep = if a_keeps {
         Message::GetNeighbours { token: 2 }
@@ -62,8 +78,7 @@ async fn idle_link(a_keeps: bool) -> net::Stats {
     send(&a.handle, contact(&b), &b_seen, upkeep).await;
     tokio::time::sleep(IDLE * 4).await;
     let stats = b.handle.stats();
-    a.handle.shutdown().await.unwrap();
-    b.handle.shutdown().await.unwrap();
+    shut_down([a, b]).await;
     stats
 }
 
@@ -86,9 +101,7 @@ async fn a_link_the_other_side_keeps_its_ring_over_outlives_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_dials_its_standing_peers_and_both_ends_keep_the_links() {
     init_logs("net=warn");
-    let (ca, tr) = test_ca();
-    let (a, a_seen) = start(&ca, &tr, 1_000, limits()).await;
-    let (b, _) = start(&ca, &tr, 2_000, limits()).await;
+    let ((a, a_seen), (b, _)) = a_and_b().await;
     let (to_a, b_id) = (contact(&a), contact(&b).id);
     b.handle
         .call(move |s, _| s.standing.push(to_a))
@@ -110,8 +123,7 @@ async fn a_peer_dials_its_standing_peers_and_both_ends_keep_the_links() {
         0,
         "a standing link closed while quiet"
     );
-    a.handle.shutdown().await.unwrap();
-    b.handle.shutdown().await.unwrap();
+    shut_down([a, b]).await;
 }
 
 /// B holds more than its share of a process's link budget (that still has room): before it
@@ -144,7 +156,5 @@ async fn over_its_share_a_peer_closes_links_nobody_else_needs() {
     assert_eq!(b.handle.stats().dials_ok, 3, "B dialled A again");
     send(&b.handle, contact(&c), &c_seen, Message::Pong { token: 6 }).await;
     assert_eq!(b.handle.stats().dials_ok, 4);
-    for p in [a, b, c, d] {
-        p.handle.shutdown().await.unwrap();
-    }
+    shut_down([a, b, c, d]).await;
 }

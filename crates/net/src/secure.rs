@@ -743,9 +743,9 @@ async fn deliver_reports(
 /// else to `app` (dropped when `app` is full or closed).
 pub async fn run_events<C: SecureCore>(
     h: Handle<C>,
-    mut events: mpsc::Receiver<C::Event>,
+    mut events: mpsc::Receiver<Box<C::Event>>,
     sos: Option<SosLink>,
-    app: Option<mpsc::Sender<C::Event>>,
+    app: Option<mpsc::Sender<Box<C::Event>>>,
 ) {
     let me = h.contact().id;
     let mut evidence_log = crate::budget::RateLog::new(Duration::from_secs(5));
@@ -755,7 +755,7 @@ pub async fn run_events<C: SecureCore>(
         let mut next = Some(first);
         while let Some(ev) = next.take() {
             handle_event::<C>(
-                ev,
+                *ev,
                 &h,
                 me,
                 sos.as_ref(),
@@ -782,7 +782,7 @@ fn handle_event<C: SecureCore>(
     h: &Handle<C>,
     me: NodeId,
     sos: Option<&SosLink>,
-    app: Option<&mpsc::Sender<C::Event>>,
+    app: Option<&mpsc::Sender<Box<C::Event>>>,
     evidence_log: &mut crate::budget::RateLog,
     reports: &mut Vec<(NodeId, overlay::secure::Outcome)>,
 ) {
@@ -790,7 +790,7 @@ fn handle_event<C: SecureCore>(
         Ok(ev) => ev,
         Err(own) => {
             if let Some(a) = app {
-                let _ = a.try_send(own);
+                let _ = a.try_send(Box::new(own));
             }
             return;
         }
@@ -830,7 +830,7 @@ fn handle_event<C: SecureCore>(
         }
         other => {
             if let Some(a) = app {
-                let _ = a.try_send(C::wrap(other));
+                let _ = a.try_send(Box::new(C::wrap(other)));
             }
         }
     }

@@ -605,7 +605,7 @@ async fn event_loop(
     h: Handle<NodeCore>,
     shared: Arc<calls::Shared>,
     sip_out: Option<sip::driver::SipSender>,
-    mut app_rx: mpsc::Receiver<PeerEvent>,
+    mut app_rx: mpsc::Receiver<Box<PeerEvent>>,
     rejoin: Option<Vec<Contact>>,
 ) -> Result<(), NodeError> {
     let mut rejoin_at: Option<tokio::time::Instant> = None;
@@ -620,7 +620,7 @@ async fn event_loop(
         tokio::select! {
             ev = app_rx.recv() => match ev {
                 Some(ev) => {
-                    if let Some(reason) = on_event(&h, &shared, sip_out.as_ref(), ev).await {
+                    if let Some(reason) = on_event(&h, &shared, sip_out.as_ref(), *ev).await {
                         if rejoin.is_some() {
                             warn!("join failed: {reason}; retrying in 1 s");
                             rejoin_at.get_or_insert(tokio::time::Instant::now() + REJOIN_AFTER);

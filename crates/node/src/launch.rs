@@ -32,7 +32,7 @@ pub(crate) struct Running<N: SecureCore<Event = SecureEvent>> {
     /// Runs work on the peer's core.
     pub(crate) handle: Handle<PeerCore<N>>,
     /// The events for the application (SOS rankings and evidence are taken care of).
-    pub(crate) events: mpsc::Receiver<PeerEvent>,
+    pub(crate) events: mpsc::Receiver<Box<PeerEvent>>,
     /// The runtime's loop; it ends after [`Handle::shutdown`].
     pub(crate) task: JoinHandle<()>,
 }

@@ -67,7 +67,9 @@ struct SipSide {
 /// `net::Instrumented`) and an optional SIP front-end (see the module doc).
 pub struct PeerCore<N = SecureNode> {
     node: N,
-    sip: Option<SipSide>,
+    /// Boxed: most peers serve no phones, and the front-end's state (1.3 KiB) would
+    /// otherwise be part of every peer's core.
+    sip: Option<Box<SipSide>>,
     own: OwnUa,
     events: VecDeque<PeerEvent>,
     /// The latest time an input brought (events produced by work the application ran on
@@ -102,10 +104,10 @@ impl<N: SecureCore<Event = SecureEvent>> PeerCore<N> {
     pub fn set_frontend(&mut self, fe: FrontEnd) {
         let me = self.node.node().chord().id();
         let space = self.node.node().chord().config().space;
-        self.sip = Some(SipSide {
+        self.sip = Some(Box::new(SipSide {
             fe,
             adapter: SecureAdapter::new(me, space),
-        });
+        }));
     }
 
     /// The secure node, for work the application runs on it at `now`.

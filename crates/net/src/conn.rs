@@ -223,102 +223,114 @@ fn peer_identity(
 
 /// Dial `target` at `addr`, then run the connection. Frames queued in `rx` before the
 /// connection is up are sent once it is.
-pub(crate) async fn dial(
+///
+/// An `async move` block rather than an `async fn`, as are [`accept`] and [`run`]: an async
+/// fn keeps each argument twice in its future (as the argument and as the local it moves
+/// into), and these futures live as long as the link.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(crate) fn dial(
     ctx: Arc<Ctx>,
     conn: u64,
     target: Contact,
     addr: SocketAddr,
     rx: QueueRx,
     keep: Marks,
-    _done: mpsc::Sender<()>,
-) {
-    let started = Instant::now();
-    // Boxed, and so is the stream it yields: the handshake's state and the TLS stream
-    // (1.2 KiB) are held by pointer, so this task's future, which lives as long as the
-    // link, is sized for the running link alone (6.8 KiB per dialled link end before, 4.0
-    // after; the stream itself moves on into the link's shared halves).
-    let setup = Box::pin(async {
-        let tcp = timeout(ctx.limits.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| SetupError::Timeout("connect"))??;
-        tcp.set_nodelay(true)?;
-        timeout(ctx.limits.handshake_timeout, async {
-            let mut tls =
-                TlsLink::connect(ctx.client_tls.clone(), server_name_or_relay(target.id), tcp)
-                    .await?;
-            let mine = Hello {
-                target: Some(target.id),
-                ..ctx.hello
-            };
-            tls.write_all(&mine.encode()).await?;
-            tls.flush().await?;
-            let hello = read_hello(&mut tls).await?;
-            let ident = peer_identity(tls.peer_certificates())?;
-            // Either the target itself, or (address of an outbound-only peer) its relay,
-            // which says so.
-            let relayed = hello.has(RELAYING) && hello.id != target.id;
-            let want = if relayed { hello.id } else { target.id };
-            for claimed in [hello.id, ident.node_id] {
-                if claimed != want {
-                    return Err(SetupError::Refused(Refusal::IdMismatch {
-                        cert: claimed,
-                        claimed: target.id,
-                    }));
-                }
-            }
-            // The parts of the identity the link needs, not the identity (its serial is
-            // a heap copy the link would keep for its life).
-            Ok((Box::new(tls), (ident.layer, ident.role), relayed))
-        })
-        .await
-        .map_err(|_| SetupError::Timeout("TLS handshake"))?
-    });
-    match setup.await {
-        Ok((tls, (layer, role), relayed)) => {
-            let setup_us = started.elapsed().as_micros() as u64;
-            Shared::inc(&ctx.stats.c.dials_ok);
-            Shared::add(&ctx.stats.c.dial_setup_us_sum, setup_us);
-            ctx.stats
-                .c
-                .dial_setup_us_max
-                .fetch_max(setup_us, Ordering::Relaxed);
-            debug!(peer = %target.id, %addr, setup_us, relayed, "connected");
-            let peer = Peer {
-                contact: Contact::new(target.id, addr),
-                layer,
-                role,
-            };
-            // Boxed, as every wait that happens once per link: its state would otherwise
-            // stay part of the link's task.
-            if Box::pin(ctx.to_loop.send(ConnEvent::Up {
-                conn,
-                peer,
-                tx: None,
-                keep: keep.clone(),
-                outbound_only: false,
-            }))
-            .await
-            .is_ok()
-            {
-                let mode = if relayed {
-                    Mode::SendOnly
-                } else {
-                    Mode::Normal
+    done: mpsc::Sender<()>,
+) -> impl Future<Output = ()> {
+    async move {
+        // Held until the link ends: the runtime's shutdown waits for every link's.
+        let _done = done;
+        let started = Instant::now();
+        // Boxed, and so is the stream it yields: the handshake's state and the TLS stream
+        // (1.2 KiB) are held by pointer, so this task's future, which lives as long as the
+        // link, is sized for the running link alone (6.8 KiB per dialled link end before, 4.0
+        // after; the stream itself moves on into the link's shared halves).
+        let setup = Box::pin(async {
+            let tcp = timeout(ctx.limits.connect_timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| SetupError::Timeout("connect"))??;
+            tcp.set_nodelay(true)?;
+            timeout(ctx.limits.handshake_timeout, async {
+                let mut tls =
+                    TlsLink::connect(ctx.client_tls.clone(), server_name_or_relay(target.id), tcp)
+                        .await?;
+                let mine = Hello {
+                    target: Some(target.id),
+                    ..ctx.hello
                 };
-                run(&ctx, peer, tls, rx, mode, &keep).await;
-            }
-            report_down(&ctx, conn, target.id, false).await;
-        }
-        Err(e) => {
-            if e.is_unreachable() {
-                debug!(peer = %target.id, %addr, "dial failed: {e}");
-            } else {
-                warn!(peer = %target.id, %addr, "outbound connection refused: {e}");
+                tls.write_all(&mine.encode()).await?;
+                tls.flush().await?;
+                let hello = read_hello(&mut tls).await?;
+                let ident = peer_identity(tls.peer_certificates())?;
+                // Either the target itself, or (address of an outbound-only peer) its relay,
+                // which says so.
+                let relayed = hello.has(RELAYING) && hello.id != target.id;
+                let want = if relayed { hello.id } else { target.id };
+                for claimed in [hello.id, ident.node_id] {
+                    if claimed != want {
+                        return Err(SetupError::Refused(Refusal::IdMismatch {
+                            cert: claimed,
+                            claimed: target.id,
+                        }));
+                    }
+                }
+                // The parts of the identity the link needs, not the identity (its serial is
+                // a heap copy the link would keep for its life).
+                Ok((Box::new(tls), (ident.layer, ident.role), relayed))
+            })
+            .await
+            .map_err(|_| SetupError::Timeout("TLS handshake"))?
+        });
+        match setup.await {
+            Ok((tls, (layer, role), relayed)) => {
+                let setup_us = started.elapsed().as_micros() as u64;
+                Shared::inc(&ctx.stats.c.dials_ok);
+                Shared::add(&ctx.stats.c.dial_setup_us_sum, setup_us);
                 ctx.stats
-                    .refusal(format!("outbound to {} at {addr}: {e}", target.id));
+                    .c
+                    .dial_setup_us_max
+                    .fetch_max(setup_us, Ordering::Relaxed);
+                debug!(peer = %target.id, %addr, setup_us, relayed, "connected");
+                let peer = Peer {
+                    contact: Contact::new(target.id, addr),
+                    layer,
+                    role,
+                };
+                // Boxed, as every wait that happens once per link: its state would otherwise
+                // stay part of the link's task.
+                if Box::pin(ctx.to_loop.send(ConnEvent::Up {
+                    conn,
+                    peer,
+                    tx: None,
+                    keep: keep.clone(),
+                    outbound_only: false,
+                }))
+                .await
+                .is_ok()
+                {
+                    let mode = if relayed {
+                        Mode::SendOnly
+                    } else {
+                        Mode::Normal
+                    };
+                    run(&ctx, peer, tls, rx, mode, &keep).await;
+                }
+                report_down(&ctx, conn, target.id, false).await;
             }
-            Shared::inc(&ctx.stats.c.dials_failed);
-            report_down(&ctx, conn, target.id, true).await;
+            Err(e) => {
+                if e.is_unreachable() {
+                    debug!(peer = %target.id, %addr, "dial failed: {e}");
+                } else {
+                    warn!(peer = %target.id, %addr, "outbound connection refused: {e}");
+                    ctx.stats
+                        .refusal(format!("outbound to {} at {addr}: {e}", target.id));
+                }
+                Shared::inc(&ctx.stats.c.dials_failed);
+                report_down(&ctx, conn, target.id, true).await;
+            }
         }
     }
 }
@@ -326,121 +338,129 @@ pub(crate) async fn dial(
 /// Set up an accepted TCP connection, then run it. `_permit` holds one of the inbound slots
 /// for the connection's whole life; `slot` holds one of its source's set-up slots until
 /// set-up ends.
-pub(crate) async fn accept(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(crate) fn accept(
     ctx: Arc<Ctx>,
     conn: u64,
     tcp: TcpStream,
     source: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     slot: SourceSlot,
-    _done: mpsc::Sender<()>,
-) {
-    let started = Instant::now();
-    let mut stop = ctx.stop.clone();
-    // Boxed for the reason given in `dial` (5.7 KiB per accepted link end before, 3.3 after).
-    let setup = Box::pin(async {
-        tcp.set_nodelay(true)?;
-        let mut tls = TlsLink::accept(ctx.server_tls.clone(), tcp).await?;
-        let hello = read_hello(&mut tls).await?;
-        let ident = peer_identity(tls.peer_certificates())?;
-        if ident.node_id != hello.id {
-            return Err(SetupError::Refused(Refusal::IdMismatch {
-                cert: ident.node_id,
-                claimed: hello.id,
-            }));
-        }
-        let mut addr = hello.addr;
-        if hello.has(RELAYED) {
-            // An outbound-only peer names its relay's address, not its own.
-        } else if addr.ip().is_unspecified() {
-            addr.set_ip(source.ip());
-        } else if ctx.limits.require_same_ip && addr.ip() != source.ip() {
-            return Err(SetupError::AddrMismatch {
-                claimed: addr,
-                from: source,
-            });
-        }
-        let mut mine = ctx.hello;
-        let mode = match hello.target {
-            Some(t) if t != ctx.hello.id => {
-                let ours = ctx.clients.lock().map(|c| c.contains(&t)).unwrap_or(false);
-                if !ours {
-                    // Our plain hello tells the dialler whom it reached (it refuses us).
-                    tls.write_all(&mine.encode()).await?;
-                    tls.flush().await?;
-                    return Err(SetupError::NotRelaying(t));
-                }
-                mine.flags |= RELAYING;
-                Mode::RelayTo(t)
+    done: mpsc::Sender<()>,
+) -> impl Future<Output = ()> {
+    async move {
+        // Held until the link ends (see `dial`).
+        let (_permit, _done) = (permit, done);
+        let started = Instant::now();
+        let mut stop = ctx.stop.clone();
+        // Boxed for the reason given in `dial` (5.7 KiB per accepted link end before, 3.3 after).
+        let setup = Box::pin(async {
+            tcp.set_nodelay(true)?;
+            let mut tls = TlsLink::accept(ctx.server_tls.clone(), tcp).await?;
+            let hello = read_hello(&mut tls).await?;
+            let ident = peer_identity(tls.peer_certificates())?;
+            if ident.node_id != hello.id {
+                return Err(SetupError::Refused(Refusal::IdMismatch {
+                    cert: ident.node_id,
+                    claimed: hello.id,
+                }));
             }
-            _ => Mode::Normal,
-        };
-        tls.write_all(&mine.encode()).await?;
-        tls.flush().await?;
-        // As in `dial`: the parts of the identity the link needs.
-        let ident = (ident.node_id, ident.layer, ident.role);
-        Ok((Box::new(tls), ident, addr, mode, hello.has(RELAYED)))
-    });
-    // The outcome is bound inside the scrutinee so that it does not stay in this task (which
-    // lives as long as the link) once taken apart.
-    #[allow(clippy::blocks_in_conditions)]
-    let (tls, (id, layer, role), addr, mode, outbound_only) = match {
-        let outcome = tokio::select! {
-            r = timeout(ctx.limits.handshake_timeout, setup) => r,
-            _ = stop.wait_for(|s| *s != Stop::Running) => Ok(Err(SetupError::Shutdown)),
-        };
-        drop(slot);
-        outcome
-    } {
-        Err(_) => {
-            warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
-            ctx.stats
-                .refusal(format!("inbound from {source}: handshake timeout"));
-            Shared::inc(&ctx.stats.c.handshake_timeouts);
-            return;
-        }
-        Ok(Err(e)) => {
-            if matches!(e, SetupError::Shutdown) {
+            let mut addr = hello.addr;
+            if hello.has(RELAYED) {
+                // An outbound-only peer names its relay's address, not its own.
+            } else if addr.ip().is_unspecified() {
+                addr.set_ip(source.ip());
+            } else if ctx.limits.require_same_ip && addr.ip() != source.ip() {
+                return Err(SetupError::AddrMismatch {
+                    claimed: addr,
+                    from: source,
+                });
+            }
+            let mut mine = ctx.hello;
+            let mode = match hello.target {
+                Some(t) if t != ctx.hello.id => {
+                    let ours = ctx.clients.lock().map(|c| c.contains(&t)).unwrap_or(false);
+                    if !ours {
+                        // Our plain hello tells the dialler whom it reached (it refuses us).
+                        tls.write_all(&mine.encode()).await?;
+                        tls.flush().await?;
+                        return Err(SetupError::NotRelaying(t));
+                    }
+                    mine.flags |= RELAYING;
+                    Mode::RelayTo(t)
+                }
+                _ => Mode::Normal,
+            };
+            tls.write_all(&mine.encode()).await?;
+            tls.flush().await?;
+            // As in `dial`: the parts of the identity the link needs.
+            let ident = (ident.node_id, ident.layer, ident.role);
+            Ok((Box::new(tls), ident, addr, mode, hello.has(RELAYED)))
+        });
+        // The outcome is bound inside the scrutinee so that it does not stay in this task (which
+        // lives as long as the link) once taken apart.
+        #[allow(clippy::blocks_in_conditions)]
+        let (tls, (id, layer, role), addr, mode, outbound_only) = match {
+            let outcome = tokio::select! {
+                r = timeout(ctx.limits.handshake_timeout, setup) => r,
+                _ = stop.wait_for(|s| *s != Stop::Running) => Ok(Err(SetupError::Shutdown)),
+            };
+            drop(slot);
+            outcome
+        } {
+            Err(_) => {
+                warn!(%source, "inbound connection closed: set-up not finished within {:?}", ctx.limits.handshake_timeout);
+                ctx.stats
+                    .refusal(format!("inbound from {source}: handshake timeout"));
+                Shared::inc(&ctx.stats.c.handshake_timeouts);
                 return;
             }
-            warn!(%source, "inbound connection refused: {e}");
-            ctx.stats.refusal(format!("inbound from {source}: {e}"));
-            Shared::inc(&ctx.stats.c.accepts_refused);
+            Ok(Err(e)) => {
+                if matches!(e, SetupError::Shutdown) {
+                    return;
+                }
+                warn!(%source, "inbound connection refused: {e}");
+                ctx.stats.refusal(format!("inbound from {source}: {e}"));
+                Shared::inc(&ctx.stats.c.accepts_refused);
+                return;
+            }
+            Ok(Ok(x)) => x,
+        };
+        Shared::inc(&ctx.stats.c.accepts_ok);
+        debug!(peer = %id, %source, setup_us = started.elapsed().as_micros() as u64, "accepted");
+        let peer = Peer {
+            contact: Contact::new(id, addr),
+            layer,
+            role,
+        };
+        let (tx, rx) = send_queue(ctx.limits.send_queue, ctx.limits.send_queue_bytes);
+        if let Mode::RelayTo(to) = mode {
+            // Only relayed frames flow here; the loop never sends to the dialler on it.
+            debug!(peer = %id, %to, "relaying");
+            drop(tx);
+            let (_keep, rx) = send_queue(1, 1);
+            run(&ctx, peer, tls, rx, mode, &Marks::default()).await;
             return;
         }
-        Ok(Ok(x)) => x,
-    };
-    Shared::inc(&ctx.stats.c.accepts_ok);
-    debug!(peer = %id, %source, setup_us = started.elapsed().as_micros() as u64, "accepted");
-    let peer = Peer {
-        contact: Contact::new(id, addr),
-        layer,
-        role,
-    };
-    let (tx, rx) = send_queue(ctx.limits.send_queue, ctx.limits.send_queue_bytes);
-    if let Mode::RelayTo(to) = mode {
-        // Only relayed frames flow here; the loop never sends to the dialler on it.
-        debug!(peer = %id, %to, "relaying");
-        drop(tx);
-        let (_keep, rx) = send_queue(1, 1);
-        run(&ctx, peer, tls, rx, mode, &Marks::default()).await;
-        return;
+        let keep = LinkMarks::new(false, true);
+        if Box::pin(ctx.to_loop.send(ConnEvent::Up {
+            conn,
+            peer,
+            tx: Some(tx),
+            keep: keep.clone(),
+            outbound_only,
+        }))
+        .await
+        .is_err()
+        {
+            return;
+        }
+        run(&ctx, peer, tls, rx, mode, &keep).await;
+        report_down(&ctx, conn, id, false).await;
     }
-    let keep = LinkMarks::new(false, true);
-    if Box::pin(ctx.to_loop.send(ConnEvent::Up {
-        conn,
-        peer,
-        tx: Some(tx),
-        keep: keep.clone(),
-        outbound_only,
-    }))
-    .await
-    .is_err()
-    {
-        return;
-    }
-    run(&ctx, peer, tls, rx, mode, &keep).await;
-    report_down(&ctx, conn, id, false).await;
 }
 
 /// Tell the loop that connection `conn` to `peer` is gone (`dial_failed`: it never came
@@ -522,285 +542,300 @@ fn idle_timeout(framed: &AtomicBool, theirs: &AtomicBool, base: Duration) -> Dur
 /// way for the idle timeout, and the core does not `keep` it; [`INBOUND_IDLE_FACTOR`] times
 /// that once the peer has sent a whole frame on a link it needs, [`LinkMarks::theirs`]), or
 /// the runtime shuts down (then queued frames are flushed first).
-async fn run(ctx: &Ctx, peer: Peer, tls: Box<TlsLink>, mut rx: QueueRx, mode: Mode, keep: &Marks) {
-    let base_idle = ctx.limits.idle_timeout;
-    // Set once the peer has sent a whole frame: a link that never carried one (a stalled
-    // half frame) gets the short idle timeout only.
-    let framed = AtomicBool::new(false);
-    let (mut rd, mut wr) = tokio::io::split(unbox(tls));
-    let close = Latch::default();
-    let epoch = Instant::now();
-    let last = AtomicU64::new(0);
-    let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let id = peer.contact.id;
-    let max = ctx.limits.max_frame;
-    // Relay envelopes are accepted only from our own relay.
-    let envelopes = ctx.home == Some(id) && mode == Mode::Normal;
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn run<'a>(
+    ctx: &'a Ctx,
+    peer: Peer,
+    tls: Box<TlsLink>,
+    rx: QueueRx,
+    mode: Mode,
+    keep: &'a Marks,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        let mut rx = rx;
+        let base_idle = ctx.limits.idle_timeout;
+        // Set once the peer has sent a whole frame: a link that never carried one (a stalled
+        // half frame) gets the short idle timeout only.
+        let framed = AtomicBool::new(false);
+        let (mut rd, mut wr) = tokio::io::split(unbox(tls));
+        let close = Latch::default();
+        let epoch = Instant::now();
+        let last = AtomicU64::new(0);
+        let touch = || last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let id = peer.contact.id;
+        let max = ctx.limits.max_frame;
+        // Relay envelopes are accepted only from our own relay.
+        let envelopes = ctx.home == Some(id) && mode == Mode::Normal;
 
-    // The two halves are written into the join itself: futures first bound to local names
-    // would each take their room twice in this function's future (once as the local, once
-    // inside the join), which lives as long as the link.
-    tokio::join!(
-        // Reader: frames from the peer to the loop.
-        async {
-            // Only what has been read and not yet decoded: empty (unallocated) between frames.
-            let mut buf: Vec<u8> = Vec::new();
-            let mut budget = FrameBudget::new(
-                ctx.limits.frames_per_sec,
-                ctx.limits.frame_burst,
-                Instant::now(),
-            );
-            let mut throttle_log = RateLog::new(THROTTLE_LOG_EVERY);
-            let share = Arc::new(Semaphore::new(ctx.limits.link_share.max(1)));
-            'conn: loop {
-                let mut off = 0;
-                loop {
-                    let (from, env) = if envelopes && buf.get(off) == Some(&relay::MARKER) {
-                        match relay::decode(&buf[off..]) {
-                            Ok((mut p, n)) => {
-                                // A relay vouches for a CSP/CSPG role (trusted with requests)
-                                // only if it holds such a certificate itself.
-                                if !matches!(peer.role, enroll::Role::Csp | enroll::Role::Cspg) {
-                                    p.role = enroll::Role::Peer;
+        // The two halves are written into the join itself: futures first bound to local names
+        // would each take their room twice in this function's future (once as the local, once
+        // inside the join), which lives as long as the link.
+        tokio::join!(
+            // Reader: frames from the peer to the loop.
+            async {
+                // Only what has been read and not yet decoded: empty (unallocated) between frames.
+                let mut buf: Vec<u8> = Vec::new();
+                let mut budget = FrameBudget::new(
+                    ctx.limits.frames_per_sec,
+                    ctx.limits.frame_burst,
+                    Instant::now(),
+                );
+                let mut throttle_log = RateLog::new(THROTTLE_LOG_EVERY);
+                let share = Arc::new(Semaphore::new(ctx.limits.link_share.max(1)));
+                'conn: loop {
+                    let mut off = 0;
+                    loop {
+                        let (from, env) = if envelopes && buf.get(off) == Some(&relay::MARKER) {
+                            match relay::decode(&buf[off..]) {
+                                Ok((mut p, n)) => {
+                                    // A relay vouches for a CSP/CSPG role (trusted with requests)
+                                    // only if it holds such a certificate itself.
+                                    if !matches!(peer.role, enroll::Role::Csp | enroll::Role::Cspg)
+                                    {
+                                        p.role = enroll::Role::Peer;
+                                    }
+                                    (p, n)
                                 }
-                                (p, n)
+                                Err(EnvelopeError::Incomplete) => break,
+                                Err(e) => {
+                                    warn!(peer = %id, "closing connection: {e}");
+                                    ctx.stats.refusal(format!("from {id}: {e}"));
+                                    Shared::inc(&ctx.stats.c.malformed_in);
+                                    break 'conn;
+                                }
                             }
-                            Err(EnvelopeError::Incomplete) => break,
+                        } else {
+                            (peer, 0)
+                        };
+                        // Taken out of the decoder's result at once, the message boxed: the
+                        // result would otherwise stay in this task across the waits below.
+                        let (msg, n) = match decode_frame(&buf[off + env..], max) {
+                            Ok((msg, n)) => (Box::new(msg), n),
+                            Err(e) if e.is_incomplete() => break,
+                            Err(e @ CodecError::TooLarge { .. }) => {
+                                warn!(peer = %id, "closing connection: {e}");
+                                ctx.stats.refusal(format!("from {id}: {e}"));
+                                Shared::inc(&ctx.stats.c.oversized_in);
+                                break 'conn;
+                            }
                             Err(e) => {
                                 warn!(peer = %id, "closing connection: {e}");
                                 ctx.stats.refusal(format!("from {id}: {e}"));
                                 Shared::inc(&ctx.stats.c.malformed_in);
                                 break 'conn;
                             }
+                        };
+                        off += env + n;
+                        Shared::inc(&ctx.stats.c.frames_in);
+                        Shared::add(&ctx.stats.c.bytes_in, n as u64);
+                        touch();
+                        framed.store(true, Ordering::Relaxed);
+                        if msg.is_upkeep_request() {
+                            keep.theirs.store(true, Ordering::Relaxed);
                         }
-                    } else {
-                        (peer, 0)
-                    };
-                    // Taken out of the decoder's result at once, the message boxed: the
-                    // result would otherwise stay in this task across the waits below.
-                    let (msg, n) = match decode_frame(&buf[off + env..], max) {
-                        Ok((msg, n)) => (Box::new(msg), n),
-                        Err(e) if e.is_incomplete() => break,
-                        Err(e @ CodecError::TooLarge { .. }) => {
-                            warn!(peer = %id, "closing connection: {e}");
-                            ctx.stats.refusal(format!("from {id}: {e}"));
-                            Shared::inc(&ctx.stats.c.oversized_in);
-                            break 'conn;
-                        }
-                        Err(e) => {
-                            warn!(peer = %id, "closing connection: {e}");
-                            ctx.stats.refusal(format!("from {id}: {e}"));
-                            Shared::inc(&ctx.stats.c.malformed_in);
-                            break 'conn;
-                        }
-                    };
-                    off += env + n;
-                    Shared::inc(&ctx.stats.c.frames_in);
-                    Shared::add(&ctx.stats.c.bytes_in, n as u64);
-                    touch();
-                    framed.store(true, Ordering::Relaxed);
-                    if msg.is_upkeep_request() {
-                        keep.theirs.store(true, Ordering::Relaxed);
-                    }
-                    // The budget binds only while the loop is behind (its inbound
-                    // channel more than half full, or half of this link's share
-                    // waiting in it): then links over their budget wait, the others
-                    // go on. A loop that keeps up serves every link at full speed.
-                    let now = Instant::now();
-                    let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
-                        || share.available_permits() * 2 < ctx.limits.link_share;
-                    if let Some(wait) = budget.take(now, congested)
-                        && wait >= MIN_PAUSE
-                    {
-                        Shared::inc(&ctx.stats.c.throttled_in);
-                        Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
-                        if let Some(held) = throttle_log.allow(now) {
-                            warn!(
-                                peer = %id,
-                                "link over its inbound frame budget ({}/s, burst {}): \
-                                 reading slowed ({held} more pauses since the last warning)",
-                                ctx.limits.frames_per_sec,
-                                ctx.limits.frame_burst
-                            );
-                        }
-                        // Boxed, as is the wait for a share below: rare waits whose
-                        // state would otherwise enlarge every link's task.
-                        let closed = Box::pin(async {
-                            tokio::select! {
-                                _ = close.wait() => true,
-                                () = tokio::time::sleep(wait) => false,
+                        // The budget binds only while the loop is behind (its inbound
+                        // channel more than half full, or half of this link's share
+                        // waiting in it): then links over their budget wait, the others
+                        // go on. A loop that keeps up serves every link at full speed.
+                        let now = Instant::now();
+                        let congested = ctx.to_loop.capacity() * 2 < ctx.to_loop.max_capacity()
+                            || share.available_permits() * 2 < ctx.limits.link_share;
+                        if let Some(wait) = budget.take(now, congested)
+                            && wait >= MIN_PAUSE
+                        {
+                            Shared::inc(&ctx.stats.c.throttled_in);
+                            Shared::add(&ctx.stats.c.throttled_us, wait.as_micros() as u64);
+                            if let Some(held) = throttle_log.allow(now) {
+                                warn!(
+                                    peer = %id,
+                                    "link over its inbound frame budget ({}/s, burst {}): \
+                                     reading slowed ({held} more pauses since the last warning)",
+                                    ctx.limits.frames_per_sec,
+                                    ctx.limits.frame_burst
+                                );
                             }
-                        })
-                        .await;
-                        if closed {
-                            break 'conn;
-                        }
-                    }
-                    // Fair share of the loop: at most `link_share` frames of this link
-                    // wait in the loop's channel at once, so other links always find
-                    // room in it and wait behind at most that many of ours.
-                    let share = match share.clone().try_acquire_owned() {
-                        Ok(p) => p,
-                        Err(_) => {
-                            Shared::inc(&ctx.stats.c.share_waits);
-                            let got = Box::pin(async {
+                            // Boxed, as is the wait for a share below: rare waits whose
+                            // state would otherwise enlarge every link's task.
+                            let closed = Box::pin(async {
                                 tokio::select! {
-                                    _ = close.wait() => None,
-                                    p = share.clone().acquire_owned() => p.ok(),
+                                    _ = close.wait() => true,
+                                    () = tokio::time::sleep(wait) => false,
                                 }
                             })
                             .await;
-                            match got {
-                                Some(p) => p,
-                                None => break 'conn,
+                            if closed {
+                                break 'conn;
                             }
                         }
-                    };
-                    // Room in the loop's channel first, then the event: the wait
-                    // holds no copy of it (this future lives as long as the link). The
-                    // wait, when there is one, is boxed like the ones above.
-                    let slot = match ctx.to_loop.try_reserve() {
-                        Ok(slot) => slot,
-                        Err(mpsc::error::TrySendError::Closed(())) => break 'conn,
-                        Err(mpsc::error::TrySendError::Full(())) => {
-                            match Box::pin(ctx.to_loop.reserve()).await {
-                                Ok(slot) => slot,
-                                Err(_) => break 'conn,
+                        // Fair share of the loop: at most `link_share` frames of this link
+                        // wait in the loop's channel at once, so other links always find
+                        // room in it and wait behind at most that many of ours.
+                        let share = match share.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            Err(_) => {
+                                Shared::inc(&ctx.stats.c.share_waits);
+                                let got = Box::pin(async {
+                                    tokio::select! {
+                                        _ = close.wait() => None,
+                                        p = share.clone().acquire_owned() => p.ok(),
+                                    }
+                                })
+                                .await;
+                                match got {
+                                    Some(p) => p,
+                                    None => break 'conn,
+                                }
                             }
-                        }
-                    };
-                    let ev = match mode {
-                        Mode::Normal => ConnEvent::Frame {
-                            peer: from,
-                            msg,
-                            _share: share,
+                        };
+                        // Room in the loop's channel first, then the event: the wait
+                        // holds no copy of it (this future lives as long as the link). The
+                        // wait, when there is one, is boxed like the ones above.
+                        let slot = match ctx.to_loop.try_reserve() {
+                            Ok(slot) => slot,
+                            Err(mpsc::error::TrySendError::Closed(())) => break 'conn,
+                            Err(mpsc::error::TrySendError::Full(())) => {
+                                match Box::pin(ctx.to_loop.reserve()).await {
+                                    Ok(slot) => slot,
+                                    Err(_) => break 'conn,
+                                }
+                            }
+                        };
+                        let ev = match mode {
+                            Mode::Normal => ConnEvent::Frame {
+                                peer: from,
+                                msg,
+                                _share: share,
+                            },
+                            Mode::RelayTo(to) => ConnEvent::Relay {
+                                to,
+                                from: peer,
+                                msg,
+                                _share: share,
+                            },
+                            Mode::SendOnly => {
+                                warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
+                                Shared::inc(&ctx.stats.c.malformed_in);
+                                break 'conn;
+                            }
+                        };
+                        slot.send(ev);
+                    }
+                    if off == buf.len() {
+                        buf = Vec::new();
+                    } else {
+                        buf.drain(..off);
+                    }
+                    // A hard stop reaches the reader through the writer, which sets `close`.
+                    tokio::select! {
+                        _ = close.wait() => break,
+                        r = read_some(&mut rd, &mut buf) => match r {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) => {
+                                debug!(peer = %id, "read: {e}");
+                                break;
+                            }
                         },
-                        Mode::RelayTo(to) => ConnEvent::Relay {
-                            to,
-                            from: peer,
-                            msg,
-                            _share: share,
-                        },
-                        Mode::SendOnly => {
-                            warn!(peer = %id, "closing connection: a relay sent a frame on a relayed link");
-                            Shared::inc(&ctx.stats.c.malformed_in);
-                            break 'conn;
-                        }
-                    };
-                    slot.send(ev);
+                    }
                 }
-                if off == buf.len() {
-                    buf = Vec::new();
-                } else {
-                    buf.drain(..off);
-                }
-                // A hard stop reaches the reader through the writer, which sets `close`.
-                tokio::select! {
-                    _ = close.wait() => break,
-                    r = read_some(&mut rd, &mut buf) => match r {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) => {
-                            debug!(peer = %id, "read: {e}");
+                close.set();
+            },
+            // Writer: queued frames to the peer, and the idle timeout.
+            async {
+                let mut stop = ctx.stop.clone();
+                let mut killed = false;
+                let mut stopping = false;
+                loop {
+                    let mut first = None;
+                    if stopping {
+                        if rx.is_empty() {
                             break;
                         }
-                    },
-                }
-            }
-            close.set();
-        },
-        // Writer: queued frames to the peer, and the idle timeout.
-        async {
-            let mut stop = ctx.stop.clone();
-            let mut killed = false;
-            let mut stopping = false;
-            loop {
-                let mut first = None;
-                if stopping {
-                    if rx.is_empty() {
-                        break;
-                    }
-                } else {
-                    let idle_at = epoch
-                        + Duration::from_millis(last.load(Ordering::Relaxed))
-                        + idle_timeout(&framed, &keep.theirs, base_idle);
-                    tokio::select! {
-                        m = rx.recv() => match m {
-                            Some(f) => first = Some(f),
-                            None => break,
-                        },
-                        _ = tokio::time::sleep_until(idle_at) => {
-                            let quiet = epoch.elapsed()
-                                .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                            // Judged again now: a frame that arrived meanwhile may have
-                            // made the link the peer's.
-                            if quiet >= idle_timeout(&framed, &keep.theirs, base_idle) {
-                                if keep.keep.load(Ordering::Relaxed) {
-                                    // Kept for maintenance: look again one idle period on.
-                                    touch();
-                                    continue;
+                    } else {
+                        let idle_at = epoch
+                            + Duration::from_millis(last.load(Ordering::Relaxed))
+                            + idle_timeout(&framed, &keep.theirs, base_idle);
+                        tokio::select! {
+                            m = rx.recv() => match m {
+                                Some(f) => first = Some(f),
+                                None => break,
+                            },
+                            _ = tokio::time::sleep_until(idle_at) => {
+                                let quiet = epoch.elapsed()
+                                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                                // Judged again now: a frame that arrived meanwhile may have
+                                // made the link the peer's.
+                                if quiet >= idle_timeout(&framed, &keep.theirs, base_idle) {
+                                    if keep.keep.load(Ordering::Relaxed) {
+                                        // Kept for maintenance: look again one idle period on.
+                                        touch();
+                                        continue;
+                                    }
+                                    Shared::inc(&ctx.stats.c.idle_closed);
+                                    debug!(peer = %id, "closing idle connection");
+                                    break;
                                 }
-                                Shared::inc(&ctx.stats.c.idle_closed);
-                                debug!(peer = %id, "closing idle connection");
-                                break;
+                                continue;
                             }
-                            continue;
-                        }
-                        _ = close.wait() => break,
-                        s = stop.wait_for(|s| *s != Stop::Running) => {
-                            // Leaving: flush what is queued, then close. Killed (or the
-                            // runtime gone): drop the socket at once.
-                            if s.map(|s| *s == Stop::Leaving).unwrap_or(false) {
-                                stopping = true;
-                            } else {
-                                killed = true;
-                                break;
+                            _ = close.wait() => break,
+                            s = stop.wait_for(|s| *s != Stop::Running) => {
+                                // Leaving: flush what is queued, then close. Killed (or the
+                                // runtime gone): drop the socket at once.
+                                if s.map(|s| *s == Stop::Leaving).unwrap_or(false) {
+                                    stopping = true;
+                                } else {
+                                    killed = true;
+                                    break;
+                                }
                             }
                         }
                     }
-                }
-                // The batch starts as the first frame itself (no copy for a lone frame) and is
-                // freed once written: an idle link holds no write buffer.
-                let mut batch = match first.take().or_else(|| rx.try_recv()) {
-                    Some(f) => f,
-                    None => continue,
-                };
-                while batch.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Some(f) => batch.extend_from_slice(&f),
-                        None => break,
+                    // The batch starts as the first frame itself (no copy for a lone frame) and is
+                    // freed once written: an idle link holds no write buffer.
+                    let mut batch = match first.take().or_else(|| rx.try_recv()) {
+                        Some(f) => f,
+                        None => continue,
+                    };
+                    while batch.len() < WRITE_BATCH {
+                        match rx.try_recv() {
+                            Some(f) => batch.extend_from_slice(&f),
+                            None => break,
+                        }
                     }
-                }
-                let r = async {
-                    wr.write_all(&batch).await?;
-                    wr.flush().await
-                };
-                // A peer that stops reading must not hold this task (and its buffers and
-                // inbound slot) forever: a write that cannot finish within the idle
-                // timeout closes the link. Boxed: the write's state (with its timer) is
-                // there only while a write is, not for the link's life.
-                match Box::pin(timeout(ctx.limits.idle_timeout, r)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        debug!(peer = %id, "write: {e}");
-                        break;
+                    let r = async {
+                        wr.write_all(&batch).await?;
+                        wr.flush().await
+                    };
+                    // A peer that stops reading must not hold this task (and its buffers and
+                    // inbound slot) forever: a write that cannot finish within the idle
+                    // timeout closes the link. Boxed: the write's state (with its timer) is
+                    // there only while a write is, not for the link's life.
+                    match Box::pin(timeout(ctx.limits.idle_timeout, r)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            debug!(peer = %id, "write: {e}");
+                            break;
+                        }
+                        Err(_) => {
+                            Shared::inc(&ctx.stats.c.write_timeouts);
+                            warn!(peer = %id, "closing connection: the peer did not read for {:?}", ctx.limits.idle_timeout);
+                            break;
+                        }
                     }
-                    Err(_) => {
-                        Shared::inc(&ctx.stats.c.write_timeouts);
-                        warn!(peer = %id, "closing connection: the peer did not read for {:?}", ctx.limits.idle_timeout);
-                        break;
-                    }
+                    Shared::add(&ctx.stats.c.bytes_out, batch.len() as u64);
+                    touch();
                 }
-                Shared::add(&ctx.stats.c.bytes_out, batch.len() as u64);
-                touch();
-            }
-            if !killed {
-                let _ = Box::pin(timeout(Duration::from_secs(1), wr.shutdown())).await;
-            }
-            close.set();
-        },
-    );
-    debug!(peer = %id, "connection closed");
+                if !killed {
+                    let _ = Box::pin(timeout(Duration::from_secs(1), wr.shutdown())).await;
+                }
+                close.set();
+            },
+        );
+        debug!(peer = %id, "connection closed");
+    }
 }
 
 #[cfg(test)]

@@ -760,3 +760,41 @@ fn a_peer_holds_links_to_its_cspg_and_the_csp_of_its_arc() {
         assert!(net.peer(NodeId(peer)).keeps_link(on_path));
     }
 }
+
+/// A call to a peer of another arc of the caller's layer goes first to the layer's CSPG,
+/// which passes it to the callee's CSP: two legs over links both ends hold standing, where
+/// a request straight to that CSP waited for a TLS handshake. The Ringing comes back the
+/// same way. A caller whose own arc's CSP serves the callee still goes straight to it.
+#[test]
+fn a_call_to_another_arc_goes_through_the_cspg_and_rings_back_the_same_way() {
+    let mut net = SecureRing::twelve()
+        .with_csp(NodeId(500))
+        .network(sparse_seed);
+    // 600 is in the arc of CSP 500, its callee 450 in the arc of CSP 150.
+    net.call(CALLER, CALLEE);
+    assert_eq!(net.rang(CALLER), 1, "{:?}", net.events());
+    let legs = |net: &Network<SecureNode>, kind: &str| -> Vec<(NodeId, NodeId)> {
+        net.captured()
+            .iter()
+            .filter(|f| f.kind() == kind)
+            .map(|f| (f.from.id, f.to))
+            .collect()
+    };
+    assert_eq!(
+        legs(&net, "call"),
+        vec![(CALLER, NodeId(100)), (NodeId(100), CSP)]
+    );
+    assert_eq!(
+        legs(&net, "ringing"),
+        vec![(CALLEE, CSP), (CSP, NodeId(100)), (NodeId(100), CALLER)]
+    );
+    assert!(first_setup(&net) < SecureConfig::default().call_timeout);
+
+    // 300 is in the arc of CSP 150, as is its callee 450: straight to the CSP.
+    let mut net = SecureRing::twelve()
+        .with_csp(NodeId(500))
+        .network(sparse_seed);
+    net.call(NodeId(300), CALLEE);
+    assert_eq!(net.rang(NodeId(300)), 1, "{:?}", net.events());
+    assert_eq!(legs(&net, "call"), vec![(NodeId(300), CSP)]);
+}

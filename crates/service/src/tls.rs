@@ -413,7 +413,7 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (tcp, from) = match listener.accept().await {
+        let (mut tcp, from) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -422,6 +422,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        crate::http::no_delay(&mut tcp);
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
             let _permit = permit;

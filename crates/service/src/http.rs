@@ -93,7 +93,7 @@ fn no_tap(_: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {}
 /// Answers go out as soon as they are written (`TCP_NODELAY`): an answer written in two
 /// parts (headers, then body; or two TLS records) otherwise waits with its second part
 /// for the client's acknowledgement of the first, which a client delays by up to 40 ms.
-/// That was the SOS round trip's p99 at call set-up (46–49 ms against a p50 of 3).
+/// That was the SOS round trip's p99 at call set-up (46–51 ms against a p50 of 3).
 pub(crate) fn no_delay(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY on an accepted connection: {e}");

@@ -5,7 +5,7 @@
 //! [`Snapshot`] and the [`ServerCounters`].
 
 use crate::server::{ServerCounters, Snapshot};
-use service::metrics::Scrape;
+use service::metrics::{Scrape, level};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How long a monitoring request waits for the server's loop.
@@ -36,91 +36,61 @@ impl service::monitor::Probe for crate::Monitor {
 pub fn render(s: &Snapshot, c: &ServerCounters) -> Result<String, std::fmt::Error> {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let g = &s.gate;
+    #[rustfmt::skip]
+    let gauges = [
+        ("allocations_active", "TURN allocations holding a relay socket now",
+            level(s.active_allocations)),
+        ("allocations_max", "The most TURN allocations the server holds (--max-allocations)",
+            level(s.max_allocations)),
+        ("allocation_users", "Users (enrolled peers) with an allocation now",
+            level(s.active_users)),
+    ];
+    #[rustfmt::skip]
+    let counters = [
+        ("binding_requests", "STUN Binding requests received", g.binding_requests),
+        ("allocations_created", "TURN allocations that got a relay socket", g.allocations_created),
+        ("allocations_closed", "TURN allocations released (deleted, expired)",
+            g.allocations_closed),
+        ("datagrams_sent", "Datagrams sent to clients and peers", get(&c.sent)),
+    ];
+    #[rustfmt::skip]
+    let families: [(&str, &str, &str, &[(&str, u64)]); 5] = [
+        ("relayed_packets", "Datagrams relayed, to peers (out of relay sockets) and to clients",
+            "direction",
+            &[("to_peer", get(&c.relayed_to_peers)), ("to_client", get(&c.relayed_to_clients))]),
+        ("relayed_bytes",
+            "Bytes of the datagrams relayed, as sent (to clients with their ChannelData or Data \
+             framing)",
+            "direction",
+            &[("to_peer", get(&c.relayed_to_peers_bytes)),
+              ("to_client", get(&c.relayed_to_clients_bytes))]),
+        ("refusals",
+            "Requests refused, by reason: quota (486), allocations_full, permissions_full, \
+             channels_full (508), expired_credentials (401), relay_ports (no relay socket could \
+             be bound)",
+            "reason",
+            &[("quota", g.quota_rejects), ("allocations_full", g.allocations_full),
+              ("permissions_full", g.permissions_full), ("channels_full", g.channels_full),
+              ("expired_credentials", g.expired_credentials),
+              ("relay_ports", get(&c.relay_bind_failures))]),
+        ("peer_datagrams_dropped",
+            "Datagrams from peers not relayed: no_permission, queue_full (the loop was behind)",
+            "reason",
+            &[("no_permission", get(&c.peer_unpermitted)), ("queue_full", get(&c.peer_drops))]),
+        ("datagrams_received",
+            "Datagrams received from clients (listening socket) and peers (relay sockets)",
+            "from",
+            &[("client", get(&c.client_datagrams)), ("peer", get(&c.peer_datagrams))]),
+    ];
     let mut r = Scrape::new("p2psip_stun");
-    r.counter(
-        "binding_requests",
-        "STUN Binding requests received",
-        g.binding_requests,
-    )
-    .gauge(
-        "allocations_active",
-        "TURN allocations holding a relay socket now",
-        s.active_allocations,
-    )
-    .gauge(
-        "allocations_max",
-        "The most TURN allocations the server holds (--max-allocations)",
-        s.max_allocations,
-    )
-    .gauge(
-        "allocation_users",
-        "Users (enrolled peers) with an allocation now",
-        s.active_users,
-    )
-    .counter(
-        "allocations_created",
-        "TURN allocations that got a relay socket",
-        g.allocations_created,
-    )
-    .counter(
-        "allocations_closed",
-        "TURN allocations released (deleted, expired)",
-        g.allocations_closed,
-    )
-    .counts(
-        "relayed_packets",
-        "Datagrams relayed, to peers (out of relay sockets) and to clients",
-        "direction",
-        [
-            ("to_peer", get(&c.relayed_to_peers)),
-            ("to_client", get(&c.relayed_to_clients)),
-        ],
-    )
-    .counts(
-        "relayed_bytes",
-        "Bytes of the datagrams relayed, as sent (to clients with their ChannelData or Data framing)",
-        "direction",
-        [
-            ("to_peer", get(&c.relayed_to_peers_bytes)),
-            ("to_client", get(&c.relayed_to_clients_bytes)),
-        ],
-    )
-    .counts(
-        "refusals",
-        "Requests refused, by reason: quota (486), allocations_full, permissions_full, \
-         channels_full (508), expired_credentials (401), relay_ports (no relay socket could be bound)",
-        "reason",
-        [
-            ("quota", g.quota_rejects),
-            ("allocations_full", g.allocations_full),
-            ("permissions_full", g.permissions_full),
-            ("channels_full", g.channels_full),
-            ("expired_credentials", g.expired_credentials),
-            ("relay_ports", get(&c.relay_bind_failures)),
-        ],
-    )
-    .counts(
-        "peer_datagrams_dropped",
-        "Datagrams from peers not relayed: no_permission, queue_full (the loop was behind)",
-        "reason",
-        [
-            ("no_permission", get(&c.peer_unpermitted)),
-            ("queue_full", get(&c.peer_drops)),
-        ],
-    )
-    .counts(
-        "datagrams_received",
-        "Datagrams received from clients (listening socket) and peers (relay sockets)",
-        "from",
-        [
-            ("client", get(&c.client_datagrams)),
-            ("peer", get(&c.peer_datagrams)),
-        ],
-    )
-    .counter(
-        "datagrams_sent",
-        "Datagrams sent to clients and peers",
-        get(&c.sent),
-    );
+    for (name, help, value) in gauges {
+        r.gauge(name, help, value);
+    }
+    for (name, help, value) in counters {
+        r.counter(name, help, value);
+    }
+    for (name, help, label, values) in families {
+        r.counts(name, help, label, values.iter().copied());
+    }
     r.encode()
 }

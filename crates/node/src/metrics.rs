@@ -7,7 +7,7 @@
 use overlay::secure::{CallFailure, SecureEvent};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use service::metrics::CounterBy;
+use service::metrics::{CounterBy, level};
 
 /// SRD buckets, seconds: a cached contact answers in a few ms, a loaded overlay in a few
 /// hundred; the secure layer's call timeout is 3 s.
@@ -96,42 +96,36 @@ pub(crate) struct Scrape {
 
 /// The text the scraper reads.
 pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Error> {
+    #[rustfmt::skip]
+    let gauges = [
+        ("ring_active", "1 while the peer is on its layer's ring", level(s.active)),
+        ("ring_successors", "Successors known", level(s.successors)),
+        ("ring_predecessor_known", "1 while the predecessor is known", level(s.predecessor_known)),
+        ("ring_fingers", "Distinct finger peers", level(s.fingers)),
+        ("records", "Overlay records held (SIP registrations)", level(s.records)),
+        ("contact_cache_entries", "Callee contacts cached", level(s.contact_cache)),
+        ("dialogs", "Calls with a dialog open", level(s.dialogs)),
+        ("held_requests", "Requests a CSP holds for callees", level(s.held_requests)),
+        ("members", "Members in the E&A directory", level(s.members)),
+    ];
+    #[rustfmt::skip]
+    let counters = [
+        ("calls_rang", "Calls placed here that rang (phones and the control endpoint)",
+            m.rang.get()),
+        ("control_calls_completed", "Calls placed through the control endpoint that completed",
+            s.calls_completed),
+        ("control_calls_failed", "Calls placed through the control endpoint that failed",
+            s.calls_failed),
+        ("calls_answered", "Calls answered by the peer's own user agent", s.calls_answered),
+    ];
     let mut r = service::metrics::Scrape::new("p2psip_peer");
-    r.gauge(
-        "ring_active",
-        "1 while the peer is on its layer's ring",
-        s.active,
-    )
-    .gauge("ring_successors", "Successors known", s.successors)
-    .gauge(
-        "ring_predecessor_known",
-        "1 while the predecessor is known",
-        s.predecessor_known,
-    )
-    .gauge("ring_fingers", "Distinct finger peers", s.fingers)
-    .gauge(
-        "records",
-        "Overlay records held (SIP registrations)",
-        s.records,
-    )
-    .gauge(
-        "contact_cache_entries",
-        "Callee contacts cached",
-        s.contact_cache,
-    )
-    .gauge("dialogs", "Calls with a dialog open", s.dialogs)
-    .gauge(
-        "held_requests",
-        "Requests a CSP holds for callees",
-        s.held_requests,
-    )
-    .gauge("members", "Members in the E&A directory", s.members)
-    .counter(
-        "calls_rang",
-        "Calls placed here that rang (phones and the control endpoint)",
-        m.rang.get(),
-    )
-    .family(
+    for (name, help, value) in gauges {
+        r.gauge(name, help, value);
+    }
+    for (name, help, value) in counters {
+        r.counter(name, help, value);
+    }
+    r.family(
         "calls_failed",
         "Calls placed here that failed, by reason",
         &m.failed,
@@ -140,21 +134,6 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
         "srd_seconds",
         "Session request delay (INVITE sent to Ringing, RFC 6076) of calls placed here",
         m.srd.clone(),
-    )
-    .counter(
-        "control_calls_completed",
-        "Calls placed through the control endpoint that completed",
-        s.calls_completed,
-    )
-    .counter(
-        "control_calls_failed",
-        "Calls placed through the control endpoint that failed",
-        s.calls_failed,
-    )
-    .counter(
-        "calls_answered",
-        "Calls answered by the peer's own user agent",
-        s.calls_answered,
     );
     if let Some(stats) = s.net.as_object() {
         for (name, v) in stats {
@@ -208,6 +187,25 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
         );
     }
     if let Some(m) = &s.media {
+        #[rustfmt::skip]
+        let counters = [
+            ("media_rtp_packets",
+                "RTP packets the relay received on ended streams, both directions", m.rtp_packets),
+            ("media_rtp_lost",
+                "RTP packets lost (expected minus received) on ended streams, both directions",
+                m.rtp_lost),
+            ("media_forwarded", "Datagrams the relay forwarded", m.forwarded),
+            ("media_turn_failed", "TURN allocations for far legs that failed", m.turn_failed),
+            ("media_turn_short", "Streams that went direct because no TURN allocation was ready",
+                m.turn_short),
+            ("media_ice_selected",
+                "Far legs whose ICE with the other peer's relay selected a pair",
+                m.ice_selected),
+            ("media_ice_failed", "Far legs whose ICE found no working pair", m.ice_failed),
+            ("media_consent_lost",
+                "Far-leg components that stopped sending because consent expired (RFC 7675)",
+                m.consent_lost),
+        ];
         let paths = [
             sip::media::MediaPath::Direct,
             sip::media::MediaPath::ServerReflexive,
@@ -218,23 +216,11 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
             "Media streams the relay carried for local phones, ended, by the far leg's path",
             "path",
             paths.iter().map(|p| p.as_str()).zip(m.ended_by_path),
-        )
-        .counter(
-            "media_rtp_packets",
-            "RTP packets the relay received on ended streams, both directions",
-            m.rtp_packets,
-        )
-        .counter(
-            "media_rtp_lost",
-            "RTP packets lost (expected minus received) on ended streams, both directions",
-            m.rtp_lost,
-        )
-        .counter(
-            "media_forwarded",
-            "Datagrams the relay forwarded",
-            m.forwarded,
-        )
-        .counts(
+        );
+        for (name, help, value) in counters {
+            r.counter(name, help, value);
+        }
+        r.counts(
             "media_dropped",
             "Datagrams the relay dropped, by reason",
             "reason",
@@ -246,31 +232,6 @@ pub(crate) fn render(m: &PeerMetrics, s: &Scrape) -> Result<String, std::fmt::Er
                 ("stun_without_ice", m.stun_dropped),
                 ("no_consent", m.no_consent),
             ],
-        )
-        .counter(
-            "media_turn_failed",
-            "TURN allocations for far legs that failed",
-            m.turn_failed,
-        )
-        .counter(
-            "media_turn_short",
-            "Streams that went direct because no TURN allocation was ready",
-            m.turn_short,
-        )
-        .counter(
-            "media_ice_selected",
-            "Far legs whose ICE with the other peer's relay selected a pair",
-            m.ice_selected,
-        )
-        .counter(
-            "media_ice_failed",
-            "Far legs whose ICE found no working pair",
-            m.ice_failed,
-        )
-        .counter(
-            "media_consent_lost",
-            "Far-leg components that stopped sending because consent expired (RFC 7675)",
-            m.consent_lost,
         );
     }
     r.encode()

@@ -58,6 +58,11 @@ impl CounterBy {
     }
 }
 
+/// A gauge's value from a count, a size or a flag (saturating at `i64::MAX`).
+pub fn level(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
 /// One scrape being written: the registry of a service's metrics, every name under the
 /// service's prefix (`p2psip_sos` → `p2psip_sos_reports_total`).
 #[derive(Debug)]
@@ -86,8 +91,7 @@ impl Scrape {
 
     /// A gauge whose value was read at scrape time (saturating at `i64::MAX`).
     pub fn gauge(&mut self, name: &str, help: &str, value: impl TryInto<i64>) -> &mut Self {
-        let v = value.try_into().unwrap_or(i64::MAX);
-        self.metric(name, help, ConstGauge::new(v))
+        self.metric(name, help, ConstGauge::new(level(value)))
     }
 
     /// A family the service counts into ([`CounterBy`]).

@@ -32,6 +32,10 @@ impl service::monitor::Probe for crate::Monitor {
     }
 }
 
+/// A family of counts read at scrape time: name, help, the label that splits it and the
+/// count under each of the label's values.
+type Family<'a> = (&'a str, &'a str, &'static str, &'a [(&'a str, u64)]);
+
 /// The text of one scrape.
 pub fn render(s: &Snapshot, c: &ServerCounters) -> Result<String, std::fmt::Error> {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -54,7 +58,7 @@ pub fn render(s: &Snapshot, c: &ServerCounters) -> Result<String, std::fmt::Erro
         ("datagrams_sent", "Datagrams sent to clients and peers", get(&c.sent)),
     ];
     #[rustfmt::skip]
-    let families: [(&str, &str, &str, &[(&str, u64)]); 5] = [
+    let families: [Family; 5] = [
         ("relayed_packets", "Datagrams relayed, to peers (out of relay sockets) and to clients",
             "direction",
             &[("to_peer", get(&c.relayed_to_peers)), ("to_client", get(&c.relayed_to_clients))]),

@@ -45,12 +45,11 @@ impl Durability {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "clap"))]
 mod tests {
     use super::Durability;
 
     /// Its name on the command line (`--sync full`) is the pragma's value in lower case.
-    #[cfg(feature = "clap")]
     #[test]
     fn a_durability_is_named_after_its_pragma() {
         use clap::ValueEnum;

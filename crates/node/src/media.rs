@@ -25,9 +25,10 @@
 //! next free one.
 
 use nat::{BindingOptions, Credentials, Mapping, TurnClient, TurnOptions};
+use overlay::Time;
 use sip::media::{
     MediaAnchor, MediaCommand, MediaError, MediaRelay, Origin, RelayBounds, RelayConfig,
-    RelayStats, StreamReport,
+    RelayStats, Rewritten, StreamReport,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -515,13 +516,7 @@ async fn allocate(inner: Weak<Inner>, token: u64) {
 }
 
 impl MediaAnchor for MediaPlane {
-    fn rewrite(
-        &mut self,
-        _now: overlay::Time,
-        call_id: &str,
-        origin: Origin,
-        sdp: &[u8],
-    ) -> Result<Vec<u8>, MediaError> {
+    fn rewrite(&mut self, _now: Time, call_id: &str, origin: Origin, sdp: &[u8]) -> Rewritten {
         let inner = &self.0;
         let now = inner.now();
         let mut relay = inner.relay();

@@ -30,7 +30,8 @@
 //! rtpengine has not answered, it is not asked again for [`NG_BACKOFF`]: meanwhile SDP
 //! passes unanchored at once. Calls tracked at once are bounded.
 
-use sip::media::{MediaAnchor, MediaError, Origin};
+use overlay::Time;
+use sip::media::{MediaAnchor, MediaError, Origin, Rewritten};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -414,13 +415,7 @@ impl RtpengineAnchor {
 }
 
 impl MediaAnchor for RtpengineAnchor {
-    fn rewrite(
-        &mut self,
-        now: overlay::Time,
-        call_id: &str,
-        origin: Origin,
-        sdp: &[u8],
-    ) -> Result<Vec<u8>, MediaError> {
+    fn rewrite(&mut self, now: Time, call_id: &str, origin: Origin, sdp: &[u8]) -> Rewritten {
         self.now = self.now.max(now);
         if self.quiet() {
             return Err(MediaError::Unavailable(format!(

@@ -1,7 +1,7 @@
 //! Signed AoR registrations: what a front-end stores in the overlay at hash(AoR), and the
 //! storing peer's rule that only the owner's key may change a live registration.
 
-use overlay::secure::{SigVerifier, Signer};
+use overlay::secure::{SigVerifier, Signer, Verdict};
 use overlay::{IdSpace, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -249,13 +249,7 @@ pub struct RegistrationValidator {
 }
 
 impl overlay::secure::RecordValidator for RegistrationValidator {
-    fn validate(
-        &self,
-        key: NodeId,
-        old: Option<&[u8]>,
-        new: &[u8],
-        now_unix_ms: u64,
-    ) -> Result<overlay::secure::RecordAction, String> {
+    fn validate(&self, key: NodeId, old: Option<&[u8]>, new: &[u8], now_unix_ms: u64) -> Verdict {
         // What is offered is always one registration (a set is only ever what we hold).
         let reg = SignedRegistration::from_bytes(new).map_err(|e| e.to_string())?;
         if reg.record.key(self.space) != key {

@@ -17,7 +17,7 @@ pub use config::{FirstHops, OverlayContext, Routing, SecureConfig};
 pub use event::{CallFailure, Outcome, SecureEvent};
 pub use layers::{Directory, Layer, LayerArc, LayerArcs, LayerArcsError, LayerError};
 pub use node::{SecureNode, invite_digest};
-pub use records::{RecordAction, RecordValidator};
+pub use records::{RecordAction, RecordValidator, Verdict};
 pub use role::{Role, UnknownRole};
 pub use sign::{
     Ed25519Registry, Ed25519Signer, SigVerifier, Signer, ack_bytes, body_bytes, record_bytes,

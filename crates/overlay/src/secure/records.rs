@@ -21,14 +21,11 @@ pub enum RecordAction {
 /// application (the SIP front-end checks a registration's signature, owner and expiry).
 pub trait RecordValidator: Send + Sync {
     /// `old` is what this peer holds now; `now_unix_ms` is wall-clock time.
-    fn validate(
-        &self,
-        key: NodeId,
-        old: Option<&[u8]>,
-        new: &[u8],
-        now_unix_ms: u64,
-    ) -> Result<RecordAction, String>;
+    fn validate(&self, key: NodeId, old: Option<&[u8]>, new: &[u8], now_unix_ms: u64) -> Verdict;
 }
+
+/// A validator's answer: what to do with an offered record, or why it is refused.
+pub type Verdict = Result<RecordAction, String>;
 
 /// A store or fetch waiting for its lookup or its answer.
 #[derive(Clone, Debug)]

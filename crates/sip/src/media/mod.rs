@@ -17,7 +17,7 @@ pub mod sdp;
 pub use ice::{CandidateKind, IcePair};
 pub use relay::{
     DirectionReport, Forward, MediaCommand, MediaError, MediaPath, MediaRelay, Origin, RelayBounds,
-    RelayConfig, RelayStats, StreamReport, Transmit,
+    RelayConfig, RelayStats, Rewritten, StreamReport, Transmit,
 };
 pub use sdp::{IceAttributes, Sdp, SdpError, Stream, Target};
 
@@ -28,13 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// What the front-end asks of the media relay while it carries a call.
 pub trait MediaAnchor: Send {
     /// An SDP body of call `call_id` from `origin`: the body to pass on instead.
-    fn rewrite(
-        &mut self,
-        now: Time,
-        call_id: &str,
-        origin: Origin,
-        sdp: &[u8],
-    ) -> Result<Vec<u8>, MediaError>;
+    fn rewrite(&mut self, now: Time, call_id: &str, origin: Origin, sdp: &[u8]) -> Rewritten;
 
     /// The dialog of `call_id` ended: free what it held.
     fn end_call(&mut self, call_id: &str);
@@ -43,13 +37,7 @@ pub trait MediaAnchor: Send {
 /// The relay shared with whoever else reads it while the front-end anchors media with it
 /// (a test looking at its streams, say): each call holds the lock for its length.
 impl MediaAnchor for Arc<Mutex<MediaRelay>> {
-    fn rewrite(
-        &mut self,
-        now: Time,
-        call_id: &str,
-        origin: Origin,
-        sdp: &[u8],
-    ) -> Result<Vec<u8>, MediaError> {
+    fn rewrite(&mut self, now: Time, call_id: &str, origin: Origin, sdp: &[u8]) -> Rewritten {
         lock(self).rewrite(now, call_id, origin, sdp)
     }
 

@@ -150,6 +150,9 @@ pub enum Origin {
     FarEnd,
 }
 
+/// An SDP body rewritten to pass on instead of the one received, or why it cannot be.
+pub type Rewritten = Result<Vec<u8>, MediaError>;
+
 /// Why an SDP body was not anchored (the front-end then passes it on unchanged).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MediaError {
@@ -589,13 +592,7 @@ impl MediaRelay {
     /// receives, and the body comes back naming our other leg (our public address, or the
     /// far leg's TURN relay, towards the far end; our LAN address towards the phone).
     /// Disabled streams (port 0) free their relay. On an error nothing changed.
-    pub fn rewrite(
-        &mut self,
-        now: Time,
-        call_id: &str,
-        origin: Origin,
-        body: &[u8],
-    ) -> Result<Vec<u8>, MediaError> {
+    pub fn rewrite(&mut self, now: Time, call_id: &str, origin: Origin, body: &[u8]) -> Rewritten {
         let sdp = Sdp::parse(body)?;
         let streams = sdp.streams();
         let key = |i: usize| (call_id.to_owned(), i);

@@ -311,22 +311,24 @@ fn run_calls(args: &Args, calls: u64) -> Result<(), LabError> {
         RoutingKind::Secure => overlay::secure::Routing::Secure,
         RoutingKind::Chord => overlay::secure::Routing::Chord,
     };
-    let mut run = sim::CallRun::new(args.peers, calls, routing);
-    run.bits = args.bits;
-    run.seed = args.seed;
-    run.warmup_calls = args.warmup_calls;
-    run.malicious = args.malicious;
-    run.behaviour = args.behaviour;
-    run.zipf = args.zipf;
-    run.latency = latency_model(args.latency);
-    run.secure.fanout = args.fanout;
-    run.call_rate = args.call_rate;
-    run.closed_loop = !args.open_loop;
-    run.successors = args.successors;
-    run.weigh_reporters = !args.unweighted_reports;
-    run.check_reports = !args.unchecked_reports;
     let half_life = secs(args.evidence_half_life, "--evidence-half-life")?;
-    run.evidence_half_life = (!half_life.is_zero()).then_some(half_life);
+    let mut run = sim::CallRun {
+        bits: args.bits,
+        seed: args.seed,
+        warmup_calls: args.warmup_calls,
+        malicious: args.malicious,
+        behaviour: args.behaviour,
+        zipf: args.zipf,
+        latency: latency_model(args.latency),
+        call_rate: args.call_rate,
+        closed_loop: !args.open_loop,
+        successors: args.successors,
+        weigh_reporters: !args.unweighted_reports,
+        check_reports: !args.unchecked_reports,
+        evidence_half_life: (!half_life.is_zero()).then_some(half_life),
+        ..sim::CallRun::new(args.peers, calls, routing)
+    };
+    run.secure.fanout = args.fanout;
     let report = crate::progress::run_calls(&run)?;
     if args.json {
         return say_json(&report);

@@ -14,9 +14,10 @@
 mod support;
 
 use support::{
-    Issued, converged, fast_chord, fast_limits, hello_bytes, init_logs, issue, now_unix, owner_of,
+    Issued, converged, fast_limits, hello_bytes, init_logs, issue, now_unix, owner_of,
     peer_identity, test_ca, tls_connect, trust,
 };
+use testkit::fast_chord;
 
 use enroll::cert::Ca;
 use enroll::{Layer, Role};

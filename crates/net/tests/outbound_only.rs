@@ -7,9 +7,10 @@
 mod support;
 
 use support::{
-    Probe, Seen, converged, create_or_join, fast_chord, fast_limits, identity_as, init_logs,
-    owner_of, test_ca, wait_converged,
+    Probe, Seen, converged, create_or_join, fast_limits, identity_as, init_logs, owner_of, test_ca,
+    wait_converged,
 };
+use testkit::fast_chord;
 
 use enroll::cert::Ca;
 use enroll::{Layer, Role};

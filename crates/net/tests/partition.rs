@@ -11,7 +11,8 @@
 
 mod support;
 
-use support::{fast_chord, fast_limits, net_config, peer_identity, test_ca};
+use support::{fast_limits, net_config, peer_identity, test_ca};
+use testkit::fast_chord;
 
 use net::{Core, Handle, Limits, Peer, PeerRuntime};
 use overlay::{ChordNode, Contact, Event, Message, NodeId, Time, Transmit};

@@ -8,9 +8,10 @@
 mod support;
 
 use support::{
-    fast_chord, layer2_member, layer2_space, make_secure_node, membership_of, net_config, now_unix,
+    layer2_member, layer2_space, make_secure_node, membership_of, net_config, now_unix,
     successors_in_order, test_ca,
 };
+use testkit::fast_chord;
 
 use enroll::cert::Ca;
 use net::{

@@ -6,9 +6,10 @@
 mod support;
 
 use support::{
-    Probe, Seen, check_lookups, fast_chord, fast_limits, hello_bytes, init_logs, issue, now_unix,
+    Probe, Seen, check_lookups, fast_limits, hello_bytes, init_logs, issue, now_unix,
     peer_identity, start_recording, test_ca, tls_connect,
 };
+use testkit::fast_chord;
 
 use enroll::cert::Ca;
 use net::{Handle, NetConfig, PeerRuntime, Trust};

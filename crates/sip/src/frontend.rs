@@ -501,7 +501,10 @@ impl FrontEnd {
     fn drain_tx(&mut self, now: Time, ov: &mut dyn Overlay) {
         while let Some(ev) = self.tx.poll_event() {
             match ev {
-                TxEvent::Request { key, req, from } => self.on_request(now, key, req, from, ov),
+                TxEvent::Request { key, req, from } if *req.method() == SipMethod::Register => {
+                    self.on_register(now, key, req, from, ov)
+                }
+                TxEvent::Request { key, req, .. } => self.on_request(now, key, req, ov),
                 TxEvent::Response { key, resp } => self.on_ua_response(now, key, resp, ov),
                 TxEvent::Unmatched { msg, .. } => self.on_unmatched(now, msg, ov),
                 TxEvent::Timeout { key } => self.on_client_timeout(now, key, ov),
@@ -535,21 +538,10 @@ impl FrontEnd {
         }
     }
 
-    fn on_request(
-        &mut self,
-        now: Time,
-        key: TxKey,
-        req: SipRequest,
-        from: Peer,
-        ov: &mut dyn Overlay,
-    ) {
+    /// A new request other than a REGISTER from a local UA or the overlay.
+    fn on_request(&mut self, now: Time, key: TxKey, req: SipRequest, ov: &mut dyn Overlay) {
         let call_id = req.call_id().unwrap_or_default();
         match req.method() {
-            SipMethod::Register => {
-                if self.authorize(now, &key, &req) {
-                    self.on_register(now, key, req, from, ov)
-                }
-            }
             SipMethod::Invite if req.to_tag().is_none() => {
                 if self.calls.contains_key(&call_id) {
                     self.reply(now, &key, &req, 482, "Loop Detected");
@@ -612,6 +604,9 @@ impl FrontEnd {
         from: Peer,
         ov: &mut dyn Overlay,
     ) {
+        if !self.authorize(now, &key, &req) {
+            return;
+        }
         let Some(user) = req.to_user() else {
             self.reply(now, &key, &req, 400, "Missing AoR user");
             return;

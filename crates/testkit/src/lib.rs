@@ -70,8 +70,8 @@ pub use call_report::{COMPLETED_CALL_SIP, assert_completed_call_sip};
 pub use network::{Frame, Link, Network};
 pub use peer::Peer;
 pub use ring::{
-    SecureRing, UNIX_EPOCH_MS, assert_lookups_find_owners, converged_ring, demo_chord, owner,
-    ring_whole, sparse_seed, spread_ids,
+    SecureRing, UNIX_EPOCH_MS, assert_lookups_find_owners, converged_ring, demo_chord, fast_chord,
+    owner, ring_whole, sparse_seed, spread_ids,
 };
 pub use secure::{CALL_RUN, TEST_INVITE};
 pub use tools::{have_tool, tool_missing};

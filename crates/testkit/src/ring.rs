@@ -15,19 +15,46 @@ use std::time::Duration;
 /// every 60 ms, three successors, answers from the successor list), without back-off: the
 /// ring tests on virtual time start from it and add what they study.
 pub fn demo_chord() -> ChordConfig {
-    let space = match IdSpace::new(16) {
-        Ok(s) => s,
-        Err(e) => panic!("a 16-bit space: {e}"),
-    };
-    let mut c = ChordConfig::new(space);
+    let ms = Duration::from_millis;
+    let mut c = timed_chord(16, [ms(250), ms(60), ms(1000), ms(5000), ms(500), ms(2000)]);
     c.successors = 3;
     c.successor_shortcut = true;
-    c.stabilize_every = Duration::from_millis(250);
-    c.fix_fingers_every = Duration::from_millis(60);
-    c.check_predecessor_every = Duration::from_secs(1);
-    c.ring_check_every = Duration::from_secs(5);
-    c.rpc_timeout = Duration::from_millis(500);
-    c.lookup_timeout = Duration::from_secs(2);
+    c
+}
+
+/// Chord timers fast enough for a test on real sockets over loopback (stabilize every
+/// 100 ms, a 300 ms RPC timeout, a 1 s lookup timeout) on a `bits`-bit circle; a test that
+/// needs slower ones changes them.
+pub fn fast_chord(bits: u32) -> ChordConfig {
+    let ms = Duration::from_millis;
+    timed_chord(
+        bits,
+        [ms(100), ms(50), ms(200), ms(1000), ms(300), ms(1000)],
+    )
+}
+
+/// Chord on a `bits`-bit circle with its timers: stabilize, fix-fingers, check-predecessor,
+/// ring check, RPC timeout, lookup timeout.
+fn timed_chord(bits: u32, timers: [Duration; 6]) -> ChordConfig {
+    let space = match IdSpace::new(bits) {
+        Ok(s) => s,
+        Err(e) => panic!("a {bits}-bit space: {e}"),
+    };
+    let [
+        stabilize,
+        fix_fingers,
+        check_predecessor,
+        ring_check,
+        rpc,
+        lookup,
+    ] = timers;
+    let mut c = ChordConfig::new(space);
+    c.stabilize_every = stabilize;
+    c.fix_fingers_every = fix_fingers;
+    c.check_predecessor_every = check_predecessor;
+    c.ring_check_every = ring_check;
+    c.rpc_timeout = rpc;
+    c.lookup_timeout = lookup;
     c
 }
 

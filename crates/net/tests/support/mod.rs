@@ -129,19 +129,6 @@ pub fn peer_identity(ca: &Ca, id: u128) -> Identity {
     identity_as(ca, id, Layer::ONE, Role::Peer)
 }
 
-/// Chord timers fast enough for a test on loopback (stabilize every 100 ms, a 300 ms RPC
-/// timeout, a 1 s lookup timeout); a test that needs slower ones changes them.
-pub fn fast_chord(bits: u32) -> ChordConfig {
-    let mut c = ChordConfig::new(IdSpace::new(bits).unwrap());
-    c.stabilize_every = Duration::from_millis(100);
-    c.fix_fingers_every = Duration::from_millis(50);
-    c.check_predecessor_every = Duration::from_millis(200);
-    c.ring_check_every = Duration::from_secs(1);
-    c.rpc_timeout = Duration::from_millis(300);
-    c.lookup_timeout = Duration::from_secs(1);
-    c
-}
-
 /// Connection set-up limits short enough for a test: a 400 ms handshake, a 500 ms dial,
 /// 100 ms between redials.
 pub fn fast_limits() -> Limits {

@@ -8,11 +8,11 @@
 
 use crate::tls::{Identity, Refusal, Trust};
 use overlay::NodeId;
-use overlay::secure::{SigVerifier, Signer};
+use overlay::secure::{Ed25519PublicKey, SigVerifier, Signer};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
-    Ed25519KeyPair, UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    UnparsedPublicKey,
 };
 use rustls::pki_types::{CertificateDer, UnixTime};
 use std::collections::BTreeMap;
@@ -174,7 +174,16 @@ impl CertRegistry {
 /// signature verifier. Shared (`Arc`) and growable while peers run.
 #[derive(Debug, Default)]
 pub struct KeyBook {
-    keys: RwLock<BTreeMap<NodeId, (KeyAlg, Vec<u8>)>>,
+    keys: RwLock<BTreeMap<NodeId, BookKey>>,
+}
+
+/// A key in the book: its certificate's bytes (for the SOS registry) and, for Ed25519, the
+/// key decompressed once for every signature checked under it.
+#[derive(Debug)]
+struct BookKey {
+    alg: KeyAlg,
+    bytes: Vec<u8>,
+    ed25519: Option<Ed25519PublicKey>,
 }
 
 impl KeyBook {
@@ -194,9 +203,23 @@ impl KeyBook {
             .split_first()
             .ok_or_else(|| KeyError::Certificate("empty chain".into()))?;
         let id = trust.verify(ee, rest, UnixTime::now())?;
-        let (alg, key) = cert_public_key(ee)?;
+        let (alg, bytes) = cert_public_key(ee)?;
+        let ed25519 = match alg {
+            KeyAlg::Ed25519 => Some(
+                Ed25519PublicKey::from_bytes(&bytes)
+                    .ok_or_else(|| KeyError::Certificate("an Ed25519 key off the curve".into()))?,
+            ),
+            KeyAlg::EcdsaP256 => None,
+        };
         if let Ok(mut g) = self.keys.write() {
-            g.insert(id.node_id, (alg, key));
+            g.insert(
+                id.node_id,
+                BookKey {
+                    alg,
+                    bytes,
+                    ed25519,
+                },
+            );
         }
         Ok(id)
     }
@@ -218,10 +241,10 @@ impl KeyBook {
             return Vec::new();
         };
         g.iter()
-            .map(|(id, (alg, key))| sos::RegistryEntry {
+            .map(|(id, k)| sos::RegistryEntry {
                 peer: sos::PeerId(id.0),
-                algorithm: alg.sos(),
-                public_key: sos::hex_encode(key),
+                algorithm: k.alg.sos(),
+                public_key: sos::hex_encode(&k.bytes),
             })
             .collect()
     }
@@ -232,13 +255,18 @@ impl SigVerifier for KeyBook {
         let Ok(g) = self.keys.read() else {
             return false;
         };
-        let Some((alg, key)) = g.get(&signer) else {
-            return false;
-        };
-        let alg: &dyn ring::signature::VerificationAlgorithm = match alg {
-            KeyAlg::Ed25519 => &ED25519,
-            KeyAlg::EcdsaP256 => &ECDSA_P256_SHA256_FIXED,
-        };
-        UnparsedPublicKey::new(alg, key).verify(data, sig).is_ok()
+        match g.get(&signer) {
+            Some(BookKey {
+                ed25519: Some(key), ..
+            }) => key.verify(data, sig),
+            Some(BookKey {
+                alg: KeyAlg::EcdsaP256,
+                bytes,
+                ..
+            }) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, bytes)
+                .verify(data, sig)
+                .is_ok(),
+            _ => false,
+        }
     }
 }

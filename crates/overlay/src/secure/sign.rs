@@ -92,6 +92,37 @@ pub trait SigVerifier: Send + Sync {
     fn verify(&self, signer: NodeId, data: &[u8], sig: &[u8]) -> bool;
 }
 
+/// An Ed25519 public key decompressed once, for the many signatures a peer checks under it:
+/// every hop of a PingRequest checks the CSP's and the earlier hops' signatures, and a sender
+/// and the CSP check each acknowledgement. Verification decompresses nothing per signature,
+/// which is most of what a fresh parse costs besides the curve arithmetic.
+///
+/// Acceptance is the cofactorless equation with a canonical `S` (as ring's Ed25519 check):
+/// a signature an honest peer made verifies, a malleated `S` or a wrong `R` does not.
+#[derive(Clone, Debug)]
+pub struct Ed25519PublicKey(ed25519_dalek::VerifyingKey);
+
+impl Ed25519PublicKey {
+    /// The key from its 32 bytes; `None` when they are not a point on the curve.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; 32] = bytes.try_into().ok()?;
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .ok()
+            .map(Ed25519PublicKey)
+    }
+
+    /// Is `sig` (64 bytes) a valid signature over `data` under this key?
+    pub fn verify(&self, data: &[u8], sig: &[u8]) -> bool {
+        use ed25519_dalek::Verifier;
+        ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| self.0.verify(data, &sig).is_ok())
+    }
+
+    /// The key's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+}
+
 /// An Ed25519 key pair (ring).
 pub struct Ed25519Signer {
     key: ring::signature::Ed25519KeyPair,
@@ -129,24 +160,29 @@ impl Signer for Ed25519Signer {
 /// Public keys of known peers (from their certificates in the runtime).
 #[derive(Default, Clone)]
 pub struct Ed25519Registry {
-    keys: BTreeMap<NodeId, Vec<u8>>,
+    keys: BTreeMap<NodeId, Ed25519PublicKey>,
 }
 
 impl Ed25519Registry {
-    /// Record `peer`'s public key.
+    /// Record `peer`'s public key; bytes that are no Ed25519 key leave the peer unknown (its
+    /// signatures never verify).
     pub fn insert(&mut self, peer: NodeId, public_key: Vec<u8>) {
-        self.keys.insert(peer, public_key);
+        match Ed25519PublicKey::from_bytes(&public_key) {
+            Some(key) => {
+                self.keys.insert(peer, key);
+            }
+            None => {
+                self.keys.remove(&peer);
+            }
+        }
     }
 }
 
 impl SigVerifier for Ed25519Registry {
     fn verify(&self, signer: NodeId, data: &[u8], sig: &[u8]) -> bool {
-        let Some(pk) = self.keys.get(&signer) else {
-            return false;
-        };
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk)
-            .verify(data, sig)
-            .is_ok()
+        self.keys
+            .get(&signer)
+            .is_some_and(|key| key.verify(data, sig))
     }
 }
 
@@ -361,5 +397,53 @@ mod tests {
             &forged
         ));
         assert!(!reg.verify(NodeId(1617), &body_bytes(&body), &csp_sig));
+    }
+
+    /// The group order L, little-endian.
+    const ORDER: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+
+    #[test]
+    fn a_parsed_key_accepts_what_ring_signed_and_nothing_altered() {
+        let (signer, _) = Ed25519Signer::generate().unwrap();
+        let key = Ed25519PublicKey::from_bytes(&signer.public_key()).unwrap();
+        assert_eq!(key.as_bytes().as_slice(), signer.public_key().as_slice());
+        let sig = signer.sign(b"a hop record");
+        assert!(key.verify(b"a hop record", &sig));
+        assert!(!key.verify(b"a hop recorD", &sig));
+        assert!(!key.verify(b"a hop record", &sig[..63]));
+        let mut flipped = sig.clone();
+        flipped[7] ^= 1;
+        assert!(!key.verify(b"a hop record", &flipped));
+        // S + L is the same scalar in a non-canonical encoding: refused, as ring refuses it.
+        let mut malleated = sig.clone();
+        let mut carry = 0u16;
+        for (b, l) in malleated[32..].iter_mut().zip(ORDER) {
+            let sum = u16::from(*b) + u16::from(l) + carry;
+            *b = sum as u8;
+            carry = sum >> 8;
+        }
+        if carry == 0 {
+            assert!(!key.verify(b"a hop record", &malleated));
+        }
+        // Another peer's key does not verify it.
+        let (other, _) = Ed25519Signer::generate().unwrap();
+        let other = Ed25519PublicKey::from_bytes(&other.public_key()).unwrap();
+        assert!(!other.verify(b"a hop record", &sig));
+    }
+
+    #[test]
+    fn bytes_that_are_no_key_are_refused() {
+        assert!(Ed25519PublicKey::from_bytes(&[0u8; 31]).is_none());
+        assert!(Ed25519PublicKey::from_bytes(&[0u8; 33]).is_none());
+        // y = 2 is not the y-coordinate of a curve point.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(Ed25519PublicKey::from_bytes(&off_curve).is_none());
+        let mut reg = Ed25519Registry::default();
+        reg.insert(NodeId(9), off_curve.to_vec());
+        assert!(!reg.verify(NodeId(9), b"x", &[0u8; 64]));
     }
 }

@@ -738,9 +738,17 @@ async fn deliver_reports(
     (ok, failed + pending.len() as u64)
 }
 
+/// How long a peer's reports wait for more to join their batch before they go to the SOS. A
+/// CSP reports every hop of every copy of each call it carries, a few times a second each
+/// when busy: one signed request for the calls of a tenth of a second instead of one per
+/// call, for evidence that counts in rankings a tenth of a second later.
+const REPORT_LINGER: Duration = Duration::from_millis(100);
+
 /// Consume a secure peer's events until the runtime stops: SOS rankings and reports through
 /// `sos` (without one, rankings are answered "unranked" at once: shortest route), everything
-/// else to `app` (dropped when `app` is full or closed).
+/// else to `app` (dropped when `app` is full or closed). Reports go in batches: what came
+/// within a tenth of a second of a batch's first report, or [`sos::MAX_BATCH`] of them; what
+/// is gathered when the runtime stops is sent then.
 pub async fn run_events<C: SecureCore>(
     h: Handle<C>,
     mut events: mpsc::Receiver<Box<C::Event>>,
@@ -750,8 +758,22 @@ pub async fn run_events<C: SecureCore>(
     let me = h.contact().id;
     let mut evidence_log = crate::budget::RateLog::new(Duration::from_secs(5));
     let mut reports = Vec::new();
-    while let Some(first) = events.recv().await {
-        // The events already queued with it, reports gathered into one batch for the SOS.
+    // When the batch gathered in `reports` goes out.
+    let mut due: Option<tokio::time::Instant> = None;
+    loop {
+        let first = match due {
+            Some(at) => tokio::select! {
+                ev = events.recv() => ev,
+                () = tokio::time::sleep_until(at) => {
+                    flush_reports(sos.as_ref(), me, &mut reports);
+                    due = None;
+                    continue;
+                }
+            },
+            None => events.recv().await,
+        };
+        let Some(first) = first else { break };
+        // The events already queued with it.
         let mut next = Some(first);
         while let Some(ev) = next.take() {
             handle_event::<C>(
@@ -767,11 +789,22 @@ pub async fn run_events<C: SecureCore>(
                 next = events.try_recv().ok();
             }
         }
-        if let Some(s) = &sos
-            && !reports.is_empty()
-        {
-            s.send_reports(me, std::mem::take(&mut reports));
+        if reports.len() >= sos::MAX_BATCH {
+            flush_reports(sos.as_ref(), me, &mut reports);
+            due = None;
+        } else if !reports.is_empty() && due.is_none() {
+            due = Some(tokio::time::Instant::now() + REPORT_LINGER);
         }
+    }
+    flush_reports(sos.as_ref(), me, &mut reports);
+}
+
+/// Hand the gathered reports to the SOS link (signed and sent in the background).
+fn flush_reports(sos: Option<&SosLink>, me: NodeId, reports: &mut Vec<Report>) {
+    if let Some(s) = sos
+        && !reports.is_empty()
+    {
+        s.send_reports(me, std::mem::take(reports));
     }
 }
 

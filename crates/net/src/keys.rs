@@ -8,11 +8,10 @@
 
 use crate::tls::{Identity, Refusal, Trust};
 use overlay::NodeId;
-use overlay::secure::{Ed25519PublicKey, SigVerifier, Signer};
+use overlay::secure::{Ed25519PublicKey, Ed25519Signer, SigVerifier, Signer};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
-    UnparsedPublicKey,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, UnparsedPublicKey,
 };
 use rustls::pki_types::{CertificateDer, UnixTime};
 use std::collections::BTreeMap;
@@ -52,7 +51,7 @@ impl KeyAlg {
 }
 
 enum PrivKey {
-    Ed25519(Ed25519KeyPair),
+    Ed25519(Ed25519Signer),
     Ecdsa(EcdsaKeyPair),
 }
 
@@ -74,7 +73,7 @@ impl CertSigner {
     /// From a PKCS#8 document (Ed25519 or ECDSA P-256).
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, KeyError> {
         let rng = SystemRandom::new();
-        let key = if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8) {
+        let key = if let Ok(k) = Ed25519Signer::from_pkcs8(pkcs8) {
             PrivKey::Ed25519(k)
         } else if let Ok(k) =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
@@ -103,7 +102,7 @@ impl CertSigner {
 impl Signer for CertSigner {
     fn sign(&self, data: &[u8]) -> Vec<u8> {
         match &self.key {
-            PrivKey::Ed25519(k) => k.sign(data).as_ref().to_vec(),
+            PrivKey::Ed25519(k) => k.sign(data),
             // Only fails if the system RNG fails; an empty signature then fails verification.
             PrivKey::Ecdsa(k) => k
                 .sign(&self.rng, data)

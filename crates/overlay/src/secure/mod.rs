@@ -20,6 +20,6 @@ pub use node::{SecureNode, invite_digest};
 pub use records::{RecordAction, RecordValidator, Verdict};
 pub use role::{Role, UnknownRole};
 pub use sign::{
-    Ed25519PublicKey, Ed25519Registry, Ed25519Signer, SigVerifier, Signer, ack_bytes, body_bytes,
-    record_bytes, ringing_bytes,
+    Ed25519PublicKey, Ed25519Registry, Ed25519Signer, KeyRejected, SigVerifier, Signer, ack_bytes,
+    body_bytes, record_bytes, ringing_bytes,
 };

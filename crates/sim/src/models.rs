@@ -118,29 +118,58 @@ impl LatencyModel {
 
     /// [`Self::sample`] for points already converted (the simulator's hot path).
     pub fn sample_rad(&self, rng: &mut Xoshiro256PlusPlus, a: &GeoRad, b: &GeoRad) -> Duration {
+        let drawn = self.draw(rng);
+        self.finish(drawn, a, b)
+    }
+
+    /// The random part of one sample (microseconds), drawn as [`Self::sample_rad`] draws it:
+    /// the simulator draws it when a message is sent and finishes the sample with
+    /// [`Self::finish`] once it has loaded the receiver's position.
+    pub(crate) fn draw(&self, rng: &mut Xoshiro256PlusPlus) -> u64 {
+        match self {
+            LatencyModel::Constant(_) => 0,
+            LatencyModel::Uniform { min, max } => {
+                if max <= min {
+                    0
+                } else {
+                    rng.random_range(min.as_micros() as u64..=max.as_micros() as u64)
+                }
+            }
+            LatencyModel::Geographic { jitter, .. } => {
+                if jitter.is_zero() {
+                    0
+                } else {
+                    rng.random_range(0..jitter.as_micros() as u64)
+                }
+            }
+        }
+    }
+
+    /// The delay of a message from `a` to `b` whose random part was `drawn` by [`Self::draw`].
+    pub(crate) fn finish(&self, drawn: u64, a: &GeoRad, b: &GeoRad) -> Duration {
         match self {
             LatencyModel::Constant(d) => *d,
             LatencyModel::Uniform { min, max } => {
                 if max <= min {
                     *min
                 } else {
-                    let us = rng.random_range(min.as_micros() as u64..=max.as_micros() as u64);
-                    Duration::from_micros(us)
+                    Duration::from_micros(drawn)
                 }
             }
             LatencyModel::Geographic {
-                base,
-                km_per_ms,
-                jitter,
+                base, km_per_ms, ..
             } => {
                 let ms = a.distance_km(b) / km_per_ms.max(1e-3);
-                let j = if jitter.is_zero() {
-                    0
-                } else {
-                    rng.random_range(0..jitter.as_micros() as u64)
-                };
-                *base + Duration::from_micros((ms * 1000.0) as u64 + j)
+                *base + Duration::from_micros((ms * 1000.0) as u64 + drawn)
             }
+        }
+    }
+
+    /// The shortest delay [`Self::finish`] can give for `drawn`, wherever the two ends are.
+    pub(crate) fn at_least(&self, drawn: u64) -> Duration {
+        match self {
+            LatencyModel::Geographic { base, .. } => *base + Duration::from_micros(drawn),
+            _ => self.finish(drawn, &GeoRad::ORIGIN, &GeoRad::ORIGIN),
         }
     }
 }

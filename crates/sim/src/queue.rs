@@ -108,7 +108,21 @@ impl<E> EventQueue<E> {
 
     /// [`Self::push`] with a hint for [`Self::touch_ahead`].
     pub fn push_hinted(&mut self, at: Time, event: E, hint: u32) {
+        let seq = self.reserve_seq();
+        self.push_reserved(at, seq, event, hint);
+    }
+
+    /// Take the sequence number of an event that is filed later with
+    /// [`Self::push_reserved`]: it runs, among events due at the same time, where an event
+    /// pushed now would have run.
+    pub(crate) fn reserve_seq(&mut self) -> u64 {
         self.seq += 1;
+        self.seq
+    }
+
+    /// [`Self::push_hinted`] with a sequence number from [`Self::reserve_seq`]. The caller
+    /// files it before the clock reaches `at` (the queue cannot run it in the past).
+    pub(crate) fn push_reserved(&mut self, at: Time, seq: u64, event: E, hint: u32) {
         let slot = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = Some(event);
@@ -119,7 +133,7 @@ impl<E> EventQueue<E> {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.file((at, self.seq, slot, hint));
+        self.file((at, seq, slot, hint));
     }
 
     /// Schedule a small event that is nothing but a `code` and a `hint` (typically a peer's

@@ -93,6 +93,15 @@ impl SlotIndex {
         }
     }
 
+    /// Load the bucket where a search for `id` starts (see [`Self::get`]); changes nothing.
+    #[inline]
+    pub(crate) fn touch(&self, id: NodeId) -> u32 {
+        if self.buckets.is_empty() {
+            return 0;
+        }
+        self.buckets[home(id, self.buckets.len() - 1)]
+    }
+
     /// Is `id` indexed?
     pub(crate) fn contains(&self, id: NodeId, meta: &[SlotMeta]) -> bool {
         self.get(id, meta).is_some()

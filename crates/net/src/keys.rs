@@ -176,13 +176,28 @@ pub struct KeyBook {
     keys: RwLock<BTreeMap<NodeId, BookKey>>,
 }
 
-/// A key in the book: its certificate's bytes (for the SOS registry) and, for Ed25519, the
-/// key decompressed once for every signature checked under it.
+/// A key in the book: Ed25519 decompressed once for every signature checked under it, or
+/// ECDSA P-256 as the certificate's SEC1 bytes.
 #[derive(Debug)]
-struct BookKey {
-    alg: KeyAlg,
-    bytes: Vec<u8>,
-    ed25519: Option<Ed25519PublicKey>,
+enum BookKey {
+    Ed25519(Ed25519PublicKey),
+    EcdsaP256(Vec<u8>),
+}
+
+impl BookKey {
+    fn alg(&self) -> KeyAlg {
+        match self {
+            BookKey::Ed25519(_) => KeyAlg::Ed25519,
+            BookKey::EcdsaP256(_) => KeyAlg::EcdsaP256,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            BookKey::Ed25519(k) => k.as_bytes(),
+            BookKey::EcdsaP256(b) => b,
+        }
+    }
 }
 
 impl KeyBook {
@@ -202,23 +217,15 @@ impl KeyBook {
             .split_first()
             .ok_or_else(|| KeyError::Certificate("empty chain".into()))?;
         let id = trust.verify(ee, rest, UnixTime::now())?;
-        let (alg, bytes) = cert_public_key(ee)?;
-        let ed25519 = match alg {
-            KeyAlg::Ed25519 => Some(
+        let key = match cert_public_key(ee)? {
+            (KeyAlg::Ed25519, bytes) => BookKey::Ed25519(
                 Ed25519PublicKey::from_bytes(&bytes)
                     .ok_or_else(|| KeyError::Certificate("an Ed25519 key off the curve".into()))?,
             ),
-            KeyAlg::EcdsaP256 => None,
+            (KeyAlg::EcdsaP256, bytes) => BookKey::EcdsaP256(bytes),
         };
         if let Ok(mut g) = self.keys.write() {
-            g.insert(
-                id.node_id,
-                BookKey {
-                    alg,
-                    bytes,
-                    ed25519,
-                },
-            );
+            g.insert(id.node_id, key);
         }
         Ok(id)
     }
@@ -242,8 +249,8 @@ impl KeyBook {
         g.iter()
             .map(|(id, k)| sos::RegistryEntry {
                 peer: sos::PeerId(id.0),
-                algorithm: k.alg.sos(),
-                public_key: sos::hex_encode(&k.bytes),
+                algorithm: k.alg().sos(),
+                public_key: sos::hex_encode(k.bytes()),
             })
             .collect()
     }
@@ -255,17 +262,13 @@ impl SigVerifier for KeyBook {
             return false;
         };
         match g.get(&signer) {
-            Some(BookKey {
-                ed25519: Some(key), ..
-            }) => key.verify(data, sig),
-            Some(BookKey {
-                alg: KeyAlg::EcdsaP256,
-                bytes,
-                ..
-            }) => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, bytes)
-                .verify(data, sig)
-                .is_ok(),
-            _ => false,
+            Some(BookKey::Ed25519(key)) => key.verify(data, sig),
+            Some(BookKey::EcdsaP256(bytes)) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, bytes)
+                    .verify(data, sig)
+                    .is_ok()
+            }
+            None => false,
         }
     }
 }

@@ -78,7 +78,7 @@ impl Handle<ChordNode> {
             me: n.contact(),
             active: n.is_active(),
             predecessor: n.predecessor(),
-            successors: n.successors().to_vec(),
+            successors: n.successors().collect(),
             fingers: n.fingers().collect(),
             records: n.records().len(),
         })

@@ -211,7 +211,7 @@ impl Ctl {
                 "addr": ch.contact().addr,
                 "active": ch.is_active(),
                 "predecessor": ch.predecessor().as_ref().map(contact_json),
-                "successors": ch.successors().iter().map(contact_json).collect::<Vec<_>>(),
+                "successors": ch.successors().map(|c| contact_json(&c)).collect::<Vec<_>>(),
                 "fingers": ch.fingers().map(|c| contact_json(&c)).collect::<Vec<_>>(),
                 "records": ch.records().len(),
                 "record_keys": ch.records().keys().take(64).map(|k| k.to_string()).collect::<Vec<_>>(),

@@ -114,7 +114,7 @@ fn a_layer_rings_fingers_spread_over_its_arc_not_onto_its_first_member() {
         let held: Vec<NodeId> = p.fingers().map(|c| c.id).collect();
         for k in 0..span.bits() {
             let want = owner(&ids, span.finger_start(*id, k));
-            if want != *id && !p.successors().iter().any(|s| s.id == want) {
+            if want != *id && !p.successors().any(|s| s.id == want) {
                 assert!(
                     held.contains(&want),
                     "{id:?} lacks finger {k} = {want:?}: {held:?}"

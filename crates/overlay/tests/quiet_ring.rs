@@ -122,8 +122,7 @@ fn repair_after_crash(tell: bool) -> f64 {
     for p in &live {
         let n = net.peer(*p);
         assert!(
-            n.successors().iter().all(|s| s.id != dead)
-                && n.predecessor().map(|c| c.id) != Some(dead),
+            n.successors().all(|s| s.id != dead) && n.predecessor().map(|c| c.id) != Some(dead),
             "{p:?} still lists the dead peer"
         );
     }

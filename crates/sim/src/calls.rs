@@ -712,7 +712,7 @@ impl CallWorld {
         let target = p.body.target;
         let mine = space.distance(node.id(), target);
         node.fingers()
-            .chain(node.successors().iter().copied())
+            .chain(node.successors())
             .filter(|c| {
                 c.id != target
                     && space.distance(c.id, target) < mine

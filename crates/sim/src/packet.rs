@@ -105,7 +105,7 @@ impl Packet {
     }
 
     /// Does this message only settle what its receiver waits for (see
-    /// [`overlay::ChordNode::touch_answer`]): an acknowledgement, a pong, a lookup's answer,
+    /// [`overlay::ChordNode::touch_lists`]): an acknowledgement, a pong, a lookup's answer,
     /// or a routed message on its last hop (the owner answers without routing)?
     pub(crate) fn is_answer(&self) -> bool {
         match self {

@@ -65,9 +65,19 @@ pub(crate) fn converged_tables(
     if n > 1 {
         let gap = span.distance(id, sorted[(i + 1) % n]);
         let first = 128 - gap.leading_zeros();
+        // Only about log2 N of the fingers are distinct: a finger whose start lies after the
+        // previous finger's start and at or before that finger's owner has the same owner
+        // (no peer lies between), without a search.
+        let mut last: Option<(u128, u128, NodeId)> = None;
         for k in first.saturating_sub(1)..span.bits() {
-            // The ring is not empty (it holds `id`), so every key has an owner.
-            let owner = span.finger_start(id, k).owner_in(sorted).unwrap_or(id);
+            let start = span.finger_start(id, k);
+            let ds = span.distance(id, start);
+            let owner = match last {
+                Some((prev_ds, d, o)) if prev_ds < ds && ds <= d => o,
+                // The ring is not empty (it holds `id`), so every key has an owner.
+                _ => start.owner_in(sorted).unwrap_or(id),
+            };
+            last = Some((ds, span.distance(id, owner), owner));
             fingers.push(Contact::id_only(owner));
         }
     }
@@ -806,31 +816,46 @@ impl World {
         }
     }
 
-    /// Load what the events [`TOUCH_BATCH`] to twice that many places ahead will read (their
-    /// payloads and the lists they carry, their senders' and receivers' slot lines, their
-    /// peers and the peers' lists: see [`ChordNode::touch`]), all at once: the loads of one batch do not depend on each
-    /// other, so their cache misses overlap, where one event at a time they came one after
-    /// another. By the time those events come up their lines are in cache.
+    /// Load what coming events will read, in three rounds a batch of [`TOUCH_BATCH`] events
+    /// apart, so that each round's loads depend only on what an earlier round already
+    /// brought into cache: the events three batches ahead have their payloads loaded; two
+    /// ahead, the lists their payloads carry, their senders' and receivers' slot lines and
+    /// their peers' fields ([`ChordNode::touch_fields`]); one ahead, the heap behind those
+    /// peers' lists ([`ChordNode::touch_lists`]). The loads of one round do not depend on one
+    /// another, so their cache misses overlap, where one event at a time (or one chain of
+    /// pointers at a time) they came one after another. By the time those events come up
+    /// their lines are in cache.
     fn touch_batch(&self) {
-        let mut ahead = [(NO_HINT, INLINE_CLASS); TOUCH_BATCH];
         let meta = &self.meta;
-        let n = self.queue.touch_ahead(TOUCH_BATCH, &mut ahead, |ev| {
+        let class_of = |ev: &Ev| if ev.packet.is_answer() { ANSWER } else { 0 };
+        let mut ahead = [(NO_HINT, INLINE_CLASS); TOUCH_BATCH];
+        let mut acc = 0u64;
+        // Round 1: payloads, three batches ahead.
+        self.queue.touch_ahead(3 * TOUCH_BATCH, &mut ahead, |ev| {
+            (u64::from(ev.from_slot), 0)
+        });
+        // Round 2: two batches ahead.
+        let n = self.queue.touch_ahead(2 * TOUCH_BATCH, &mut ahead, |ev| {
             // The sender's line: most answers go back to it (see `after_input`).
             let sender = meta.get(ev.from_slot as usize).map_or(0, |m| m.id.0 as u64);
-            let class = if ev.packet.is_answer() { ANSWER } else { 0 };
-            (sender ^ ev.packet.touch(), class)
+            (sender ^ ev.packet.touch(), class_of(ev))
         });
-        let mut acc = 0u64;
+        for &(h, _) in &ahead[..n] {
+            if let (Some(m), Some(p)) = (meta.get(h as usize), self.peers.get(h as usize)) {
+                acc ^= u64::from(m.timer_later) ^ p.touch_fields();
+            }
+        }
+        // Round 3: one batch ahead.
+        let n = self
+            .queue
+            .touch_ahead(TOUCH_BATCH, &mut ahead, |ev| (0, class_of(ev)));
         for &(h, class) in &ahead[..n] {
-            if let (Some(m), Some(p)) = (self.meta.get(h as usize), self.peers.get(h as usize)) {
-                acc ^= u64::from(m.alive);
+            if let (Some(m), Some(p)) = (meta.get(h as usize), self.peers.get(h as usize)) {
                 acc ^= match class {
                     // A timer event that will move on does not wake its peer.
                     INLINE_CLASS if m.timer_later != 0 => 0,
-                    // An answer reads neither the successor list nor the fingers: loading
-                    // them would only keep the loads that matter waiting.
-                    ANSWER => p.touch_answer(),
-                    _ => p.touch(),
+                    ANSWER => p.touch_lists(true),
+                    _ => p.touch_lists(false),
                 };
             }
         }

@@ -108,7 +108,7 @@ impl Cluster {
                         // Fingers the successor list covers are not kept twice.
                         let c = n.node().chord();
                         c.fingers()
-                            .chain(c.successors().iter().copied())
+                            .chain(c.successors())
                             .map(|c| c.id)
                             .collect::<BTreeSet<_>>()
                     })

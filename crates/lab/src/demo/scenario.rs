@@ -126,7 +126,7 @@ impl Scenario {
             if let Ok((succ, fingers)) = h
                 .call(|n, _| {
                     let c = n.node().chord();
-                    let succ: Vec<u128> = c.successors().iter().map(|c| c.id.0).collect();
+                    let succ: Vec<u128> = c.successors().map(|c| c.id.0).collect();
                     (succ, c.fingers().map(|c| c.id.0).collect::<Vec<u128>>())
                 })
                 .await

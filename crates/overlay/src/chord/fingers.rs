@@ -5,9 +5,9 @@
 //! distance from n: finger i is the first entry at distance ≥ 2^i. Routing needs only "the
 //! farthest known peer that precedes the key", a binary search.
 
+use super::contacts::Contacts;
 use super::span::RingSpan;
 use crate::{Contact, NodeId};
-use std::net::SocketAddr;
 
 /// Distinct finger peers, sorted by clockwise distance from the owner, bounded in length.
 ///
@@ -20,60 +20,35 @@ use std::net::SocketAddr;
 pub(crate) struct Fingers {
     /// Sorted by clockwise distance from the owner (distances are recomputed, not stored:
     /// memory per simulated peer matters more than a subtraction).
-    ids: Vec<NodeId>,
-    /// Addresses of the entries that have one, each entry at most once; only entries of
-    /// `ids` appear here.
-    addrs: Vec<(NodeId, SocketAddr)>,
+    list: Contacts,
 }
 
 impl Fingers {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
+        self.list.len()
     }
 
-    /// The entry `id` as a contact (with its address, if it has one).
     fn contact(&self, id: NodeId) -> Contact {
-        let addr = if self.addrs.is_empty() {
-            None
-        } else {
-            self.addrs.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
-        };
-        Contact { id, addr }
-    }
-
-    /// Remember `c`'s address (or that it has none).
-    fn set_addr(&mut self, c: Contact) {
-        self.addrs.retain(|(i, _)| *i != c.id);
-        if let Some(a) = c.addr {
-            self.addrs.push((c.id, a));
-        }
-    }
-
-    /// Drop addresses of entries that are gone.
-    fn prune_addrs(&mut self) {
-        if !self.addrs.is_empty() {
-            let ids = &self.ids;
-            self.addrs.retain(|(i, _)| ids.contains(i));
-        }
+        self.list.contact(id)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = Contact> + '_ {
-        self.ids.iter().map(|id| self.contact(*id))
+        self.list.iter()
     }
 
-    /// A word from each cache line of the table (see [`super::ChordNode::touch`]).
+    /// The table's own fields, not its heap (see [`super::ChordNode::touch_fields`]).
+    pub(crate) fn touch_fields(&self) -> u64 {
+        self.list.touch_fields()
+    }
+
+    /// A word from each cache line of the table (see [`super::ChordNode::touch_lists`]).
     pub(crate) fn touch(&self) -> u64 {
-        let mut x = self.addrs.len() as u64;
-        for id in self.ids.iter().step_by(4) {
-            x ^= id.0 as u64;
-        }
-        x
+        self.list.touch()
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.ids.capacity() * std::mem::size_of::<NodeId>()
-            + self.addrs.capacity() * std::mem::size_of::<(NodeId, SocketAddr)>()
+        self.list.heap_bytes()
     }
 
     /// Replace everything (converged start).
@@ -86,13 +61,8 @@ impl Fingers {
         let mut entries: Vec<Contact> = peers.into_iter().filter(|c| c.id != me).collect();
         entries.sort_by_key(|c| span.distance(me, c.id));
         entries.dedup_by_key(|c| c.id);
-        self.ids.clear();
-        self.ids.extend(entries.iter().map(|c| c.id));
-        self.ids.shrink_to_fit();
-        self.addrs.clear();
-        self.addrs
-            .extend(entries.iter().filter_map(|c| Some((c.id, c.addr?))));
-        self.addrs.shrink_to_fit();
+        self.list = Contacts::from_contacts(entries);
+        self.list.shrink_to_fit();
     }
 
     /// Record that finger `i` (start at distance 2^i) is `owner` at distance `d`: peers that
@@ -114,64 +84,69 @@ impl Fingers {
     ) -> bool {
         let start = 1u128 << i;
         let dist = |id: &NodeId| span.distance(me, *id);
-        let had_owner = self.ids.contains(&owner.id);
-        let before = self.ids.len();
-        self.ids
+        let had_owner = self.list.ids.contains(&owner.id);
+        let before = self.list.ids.len();
+        self.list
+            .ids
             .retain(|c| !(dist(c) >= start && dist(c) < d) && *c != owner.id);
         if d == 0 {
-            self.prune_addrs();
-            return before != self.ids.len();
+            self.list.prune_addrs();
+            return before != self.list.ids.len();
         }
         // Full: make room from this finger's own range first. Only an owner inside the range
         // (not one that wrapped around) speaks for the rest of it.
-        if self.ids.len() >= cap && d >= start {
+        if self.list.ids.len() >= cap && d >= start {
             let next_start = if i + 1 >= span.bits() {
                 u128::MAX
             } else {
                 1u128 << (i + 1)
             };
-            self.ids.retain(|c| !(dist(c) > d && dist(c) < next_start));
+            self.list
+                .ids
+                .retain(|c| !(dist(c) > d && dist(c) < next_start));
         }
-        let removed = before - self.ids.len();
+        let removed = before - self.list.ids.len();
         let changed = !(had_owner && removed == 1);
-        let pos = self.ids.partition_point(|c| dist(c) < d);
-        self.ids.insert(pos, owner.id);
-        let full = self.ids.len() > cap;
+        let pos = self.list.ids.partition_point(|c| dist(c) < d);
+        self.list.ids.insert(pos, owner.id);
+        let full = self.list.ids.len() > cap;
         if full {
             // Keep the far end (long jumps) and the near end; drop from the middle.
-            self.ids.remove(cap / 2);
+            self.list.ids.remove(cap / 2);
         }
-        self.prune_addrs();
-        if (!self.addrs.is_empty() || owner.addr.is_some()) && self.ids.contains(&owner.id) {
-            self.set_addr(owner);
+        self.list.prune_addrs();
+        if self.list.contains(owner.id) {
+            self.list.set_addr(owner);
         }
         full || changed
     }
 
     /// Forget a peer (it failed or left).
     pub(crate) fn remove(&mut self, id: NodeId) -> bool {
-        let before = self.ids.len();
-        self.ids.retain(|c| *c != id);
-        self.addrs.retain(|(i, _)| *i != id);
-        before != self.ids.len()
+        let before = self.list.len();
+        self.list.retain(|c| c != id);
+        before != self.list.len()
     }
 
     /// The nearest finger at clockwise distance `d` or more: finger i's current peer when
     /// `d` is 2^i.
     pub(crate) fn at_or_after(&self, span: RingSpan, me: NodeId, d: u128) -> Option<Contact> {
-        let pos = self.ids.partition_point(|c| span.distance(me, *c) < d);
-        self.ids.get(pos).map(|id| self.contact(*id))
+        let pos = self.list.ids.partition_point(|c| span.distance(me, *c) < d);
+        self.list.ids.get(pos).map(|id| self.contact(*id))
     }
 
     /// Is `id` finger i for some i (the nearest entry at distance 2^i or more), rather than
     /// an extra way forward kept while there is room? Some 2^i must lie in (distance of the
     /// entry before it, its own distance].
     pub(crate) fn is_finger(&self, span: RingSpan, me: NodeId, id: NodeId) -> bool {
-        let Some(pos) = self.ids.iter().position(|c| *c == id) else {
+        let Some(pos) = self.list.ids.iter().position(|c| *c == id) else {
             return false;
         };
         let d = span.distance(me, id);
-        match pos.checked_sub(1).map(|p| span.distance(me, self.ids[p])) {
+        match pos
+            .checked_sub(1)
+            .map(|p| span.distance(me, self.list.ids[p]))
+        {
             None | Some(0) => d > 0,
             Some(prev) => d.leading_zeros() < prev.leading_zeros(),
         }
@@ -186,11 +161,11 @@ impl Fingers {
         } else {
             1u128 << (i + 1)
         };
-        self.ids.retain(|c| {
+        self.list.ids.retain(|c| {
             let dc = span.distance(me, *c);
             !(dc > d && dc < next_start)
         });
-        self.prune_addrs();
+        self.list.prune_addrs();
     }
 
     /// Fingers strictly before `key_distance`, farthest first.
@@ -201,8 +176,8 @@ impl Fingers {
         key_distance: u128,
     ) -> impl Iterator<Item = (u128, Contact)> + '_ {
         let dist = move |c: &NodeId| span.distance(me, *c);
-        let pos = self.ids.partition_point(|c| dist(c) < key_distance);
-        self.ids[..pos]
+        let pos = self.list.ids.partition_point(|c| dist(c) < key_distance);
+        self.list.ids[..pos]
             .iter()
             .rev()
             .map(move |c| (dist(c), self.contact(*c)))

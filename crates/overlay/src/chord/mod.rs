@@ -1,6 +1,7 @@
 //! Chord (Stoica et al.): successor list, fingers, stabilization, recursive lookups.
 
 mod config;
+mod contacts;
 mod fingers;
 mod node;
 mod span;

@@ -1,6 +1,7 @@
 //! The Chord state machine of one peer.
 
 use super::config::ChordConfig;
+use super::contacts::Contacts;
 use super::fingers::Fingers;
 use crate::wire::{Message, Record, Route, RouteReply};
 use crate::{Contact, NodeId, Time};
@@ -225,7 +226,7 @@ pub struct ChordNode {
     /// Peers to (re)join through: the way back in if every successor is lost.
     bootstraps: Vec<Contact>,
     pred: Option<Contact>,
-    succs: Vec<Contact>,
+    succs: Contacts,
     fingers: Fingers,
     next_finger: u32,
     next_token: u64,
@@ -275,7 +276,7 @@ impl ChordNode {
             active: false,
             bootstraps: Vec::new(),
             pred: None,
-            succs: Vec::new(),
+            succs: Contacts::default(),
             fingers: Fingers::default(),
             next_finger: 0,
             next_token: 1,
@@ -313,7 +314,7 @@ impl ChordNode {
     ) -> Self {
         let mut node = ChordNode::new(cfg, me, seed);
         node.pred = pred.filter(|p| p.id != me.id);
-        node.succs = succs.into_iter().filter(|s| s.id != me.id).collect();
+        node.succs = Contacts::from_contacts(succs.into_iter().filter(|s| s.id != me.id));
         node.succs.truncate(node.cfg.successors);
         node.succs.shrink_to_fit();
         node.fingers.set(node.cfg.span(), me.id, fingers);
@@ -419,7 +420,7 @@ impl ChordNode {
                 succ,
                 Message::Leaving {
                     pred: self.pred,
-                    succs: self.succs.clone(),
+                    succs: self.succs.to_vec(),
                 },
             );
             if !records.is_empty() {
@@ -433,7 +434,7 @@ impl ChordNode {
                 pred,
                 Message::Leaving {
                     pred: self.pred,
-                    succs: self.succs.clone(),
+                    succs: self.succs.to_vec(),
                 },
             );
         }
@@ -506,7 +507,7 @@ impl ChordNode {
                 let reply = Message::Neighbours {
                     token,
                     pred: self.pred,
-                    succs: self.succs.clone(),
+                    succs: self.succs.to_vec(),
                 };
                 self.send(from, reply);
             }
@@ -662,7 +663,7 @@ impl ChordNode {
     pub fn keeps_link(&self, peer: NodeId) -> bool {
         self.active
             && (self.pred.is_some_and(|p| p.id == peer)
-                || self.succs.iter().any(|s| s.id == peer)
+                || self.succs.contains(peer)
                 || self.fingers.is_finger(self.cfg.span(), self.me.id, peer)
                 || self.bootstraps.first().is_some_and(|b| b.id == peer)
                 || self.rpcs.iter().any(|r| r.to.id == peer)
@@ -868,12 +869,12 @@ impl ChordNode {
 
     /// First successor, if any other peer is known.
     pub fn successor(&self) -> Option<Contact> {
-        self.succs.first().copied()
+        self.succs.first()
     }
 
-    /// The successor list.
-    pub fn successors(&self) -> &[Contact] {
-        &self.succs
+    /// The successor list, nearest first.
+    pub fn successors(&self) -> impl ExactSizeIterator<Item = Contact> + '_ {
+        self.succs.iter()
     }
 
     /// The predecessor, if known.
@@ -937,11 +938,11 @@ impl ChordNode {
         }
         if self.cfg.successor_shortcut {
             let mut prev = succ.id;
-            for s in self.succs.iter().skip(1) {
-                if space.in_half_open(key, prev, s.id) {
-                    return Some((*s, true));
+            for (i, s) in self.succs.ids().iter().enumerate().skip(1) {
+                if space.in_half_open(key, prev, *s) {
+                    return self.succs.get(i).map(|c| (c, true));
                 }
-                prev = s.id;
+                prev = *s;
             }
         }
         let span = self.cfg.span();
@@ -950,34 +951,24 @@ impl ChordNode {
             .fingers
             .preceding(span, self.me.id, kd)
             .find(|(_, c)| !avoid(c.id));
-        for s in &self.succs {
-            let d = span.distance(self.me.id, s.id);
-            if d > 0 && d < kd && !avoid(s.id) && best.is_none_or(|(bd, _)| d > bd) {
-                best = Some((d, *s));
+        for s in self.succs.ids() {
+            let d = span.distance(self.me.id, *s);
+            if d > 0 && d < kd && !avoid(*s) && best.is_none_or(|(bd, _)| d > bd) {
+                best = Some((d, self.succs.contact(*s)));
             }
         }
         Some((best.map(|(_, c)| c).unwrap_or(succ), false))
     }
 
-    /// Read a word from every part of this node's state that handling a message or a timer
-    /// reads (its fields, its lists and the heap behind them) and fold them together. A
+    /// Read a word from each of this node's fields that handling a message or a timer
+    /// reads, without following any of its lists to the heap, and fold them together. A
     /// driver stepping many nodes in turn (the simulator, 10^5 peers and more) calls it for
-    /// the nodes whose events come up next, so that their cache misses overlap instead of
+    /// the nodes whose events come up a little later, then [`touch_lists`](Self::touch_lists)
+    /// for those coming up next: the lists' addresses are then in cache, so the loads of
+    /// each round do not depend on one another and their cache misses overlap instead of
     /// coming one after another while each event is handled. Changes nothing.
-    pub fn touch(&self) -> u64 {
-        let mut x = self.touch_answer();
-        for s in &self.succs {
-            x ^= s.id.0 as u64;
-        }
-        x ^ self.fingers.touch()
-    }
-
-    /// [`touch`](Self::touch) for a message that only settles what this node is waiting
-    /// for (a hop acknowledgement, a pong, a lookup's answer, a routed message on its last
-    /// hop): its fields and the requests, hops and lookups in flight, without the successor
-    /// list and the fingers, which such a message does not read. Changes nothing.
-    pub fn touch_answer(&self) -> u64 {
-        let mut x = self.next_token
+    pub fn touch_fields(&self) -> u64 {
+        self.next_token
             ^ self.stabilize_at.0
             ^ self.fix_fingers_at.0
             ^ self.check_pred_at.0
@@ -986,9 +977,27 @@ impl ChordNode {
             ^ u64::from(self.active)
             ^ self.ack_sweep_at.map_or(0, |t| t.0)
             ^ self.me.id.0 as u64
-            ^ self.pred.map_or(0, |p| p.id.0 as u64);
-        x ^= (self.out.len() + self.events.len() + self.bootstraps.len() + self.records.len())
-            as u64;
+            ^ self.pred.map_or(0, |p| p.id.0 as u64)
+            ^ (self.out.len()
+                + self.events.len()
+                + self.bootstraps.len()
+                + self.records.len()
+                + self.rpcs.len()
+                + self.forwards.len()
+                + self.lookups.len()
+                + self.succs.len()) as u64
+            ^ self.succs.touch_fields()
+            ^ self.fingers.touch_fields()
+    }
+
+    /// The heap behind this node's lists (see [`touch_fields`](Self::touch_fields)): the
+    /// requests, hops and lookups in flight; and unless `answer_only`, the successor list and
+    /// the fingers, which a message that only settles what the node waits for (a hop
+    /// acknowledgement, a pong, a lookup's answer, a routed message on its last hop) does
+    /// not read: loading them would only keep the loads that matter waiting. Changes
+    /// nothing.
+    pub fn touch_lists(&self, answer_only: bool) -> u64 {
+        let mut x = 0;
         for r in &self.rpcs {
             x ^= r.deadline.0;
         }
@@ -998,13 +1007,16 @@ impl ChordNode {
         for l in &self.lookups {
             x ^= l.deadline.0;
         }
+        if !answer_only {
+            x ^= self.succs.touch() ^ self.fingers.touch();
+        }
         x
     }
 
     /// Bytes of routing state held by this node (struct plus heap), for memory reports.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.succs.capacity() * std::mem::size_of::<Contact>()
+            + self.succs.heap_bytes()
             + self.fingers.heap_bytes()
             + self.rpcs.capacity() * std::mem::size_of::<Rpc>()
             + self.forwards.capacity() * std::mem::size_of::<Forward>()
@@ -1191,7 +1203,7 @@ impl ChordNode {
                     self.active = false;
                     return;
                 }
-                self.succs = vec![reply.owner];
+                self.succs = Contacts::from_contacts([reply.owner]);
                 self.events.push_back(Event::Joined {
                     successor: reply.owner.id,
                 });
@@ -1370,18 +1382,18 @@ impl ChordNode {
         // it, as long as it follows on in ring order, until the extension confirms it.
         let provided = list.last().copied();
         let short = self.cfg.extend_successors && !wrapped && list.len() < self.cfg.successors;
-        let keep_from = provided.and_then(|last| self.succs.iter().position(|c| c.id == last.id));
+        let keep_from = provided.and_then(|last| self.succs.position(last.id));
         if short && let Some(i) = keep_from {
             for c in self.succs.iter().skip(i + 1) {
                 if list.len() >= self.cfg.successors || list.iter().any(|l| l.id == c.id) {
                     break;
                 }
-                list.push(*c);
+                list.push(c);
             }
         }
         let same = list.len() == self.succs.len()
-            && list.iter().zip(&self.succs).all(|(a, b)| a.id == b.id);
-        self.succs = list;
+            && list.iter().zip(self.succs.ids()).all(|(a, b)| a.id == *b);
+        self.succs = Contacts::from_contacts(list);
         if short && let Some(last) = provided {
             self.extend_successors(now, last);
         }
@@ -1423,7 +1435,7 @@ impl ChordNode {
     /// after `from`, in ring order, up to the configured length, and the next request goes
     /// out if the list is still short and this answer added to it.
     fn on_extension(&mut self, now: Time, from: Contact, succs: Vec<Contact>) {
-        let Some(at) = self.succs.iter().position(|c| c.id == from.id) else {
+        let Some(at) = self.succs.position(from.id) else {
             return;
         };
         let space = self.cfg.space;
@@ -1434,7 +1446,7 @@ impl ChordNode {
                 break;
             }
             // Only peers further on: a lying or stale answer cannot fold the list back.
-            if !space.in_open(s.id, last, self.me.id) || self.succs.iter().any(|c| c.id == s.id) {
+            if !space.in_open(s.id, last, self.me.id) || self.succs.contains(s.id) {
                 break;
             }
             self.succs.push(s);
@@ -1442,7 +1454,7 @@ impl ChordNode {
         }
         if self.succs.len() < self.cfg.successors
             && self.succs.len() > at + 1
-            && let Some(next) = self.succs.last().copied()
+            && let Some(next) = self.succs.last()
         {
             self.extend_successors(now, next);
         }
@@ -1588,13 +1600,13 @@ impl ChordNode {
                     list.push(s);
                 }
             }
-            self.succs = list;
+            self.succs = Contacts::from_contacts(list);
             if let Some(first) = self.successor() {
                 self.send(first, Message::Notify);
             }
             self.stabilize_at = now;
         } else {
-            self.succs.retain(|s| s.id != from.id);
+            self.succs.retain(|s| s != from.id);
         }
         if self.pred.map(|p| p.id) == Some(from.id) {
             self.pred = pred.filter(|p| p.id != self.me.id && p.id != from.id);
@@ -1625,7 +1637,7 @@ impl ChordNode {
         // partition once it heals (dropping them left the two halves apart for good).
         let mut known = self.fingers.remove(peer);
         let before = self.succs.len();
-        self.succs.retain(|s| s.id != peer);
+        self.succs.retain(|s| s != peer);
         known |= before != self.succs.len();
         if self.pred.map(|p| p.id) == Some(peer) {
             self.pred = None;
@@ -1857,7 +1869,7 @@ mod tests {
         h.lookup_via_a(t0);
         h.run(t0, 2);
         assert!(
-            h.b.successors().iter().all(|s| s.id != h.a.id),
+            h.b.successors().all(|s| s.id != h.a.id),
             "A never acknowledged the Route and is still B's successor"
         );
     }
@@ -1968,7 +1980,7 @@ mod tests {
         assert!(!sent(&mut h.b).is_empty());
         let t2 = t1 + Duration::from_millis(5);
         h.b.handle_link_down(t2, h.a.id, true);
-        assert!(h.b.successors().iter().all(|s| s.id != h.a.id));
+        assert!(h.b.successors().all(|s| s.id != h.a.id));
         assert!(
             events(&mut h.b).contains(&Event::PeerFailed { peer: h.a.id }),
             "A is failed 105 ms after its link closed, not at an RPC timeout"
@@ -1984,7 +1996,7 @@ mod tests {
         for _ in 0..100 {
             t = t + Duration::from_millis(50);
             h.b.handle_timeout(t);
-            if h.b.successors().iter().all(|s| s.id != h.a.id) {
+            if h.b.successors().all(|s| s.id != h.a.id) {
                 failed_at = Some(t);
                 break;
             }

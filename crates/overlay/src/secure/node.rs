@@ -548,7 +548,7 @@ impl SecureNode {
                 && !self.distrusted.contains(&c.id)
                 && !avoid.contains(&c.id)
         };
-        let succs: Vec<Contact> = self.chord.successors().iter().copied().filter(ok).collect();
+        let succs: Vec<Contact> = self.chord.successors().filter(ok).collect();
         let mut picked: Vec<Contact> = Vec::with_capacity(fanout);
         match self.ctx.cfg.first_hops {
             FirstHops::Successors => picked.extend(succs.into_iter().take(fanout)),
@@ -572,8 +572,6 @@ impl SecureNode {
         let known = self
             .chord
             .successors()
-            .iter()
-            .copied()
             .chain(self.chord.fingers())
             .find(|c| c.id == target);
         if picked.is_empty() {
@@ -971,7 +969,7 @@ impl SecureNode {
             && let Some(t) = self
                 .chord
                 .fingers()
-                .chain(self.chord.successors().iter().copied())
+                .chain(self.chord.successors())
                 .find(|c| c.id == target)
         {
             return Some(t);

@@ -219,8 +219,6 @@ impl SecureNode {
             let succs: Vec<Contact> = self
                 .chord
                 .successors()
-                .iter()
-                .copied()
                 .filter(|c| c.id != self.chord.id())
                 .take(self.ctx.cfg.record_replicas)
                 .collect();

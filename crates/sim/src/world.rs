@@ -1032,6 +1032,52 @@ mod tests {
         )
     }
 
+    /// The converged fingers skip searches whose owner they already know; they are exactly
+    /// the owners a search for every finger start finds, on the whole circle and on layer
+    /// arcs (one of them across the circle's zero).
+    #[test]
+    fn converged_fingers_are_the_owners_of_every_finger_start() {
+        let space = IdSpace::new(32).unwrap_or_else(|e| panic!("32-bit space: {e}"));
+        let arcs = [
+            None,
+            Some(overlay::RingArc {
+                start: NodeId(1 << 30),
+                len: 1 << 29,
+            }),
+            Some(overlay::RingArc {
+                start: NodeId((1 << 32) - (1 << 20)),
+                len: 3 << 20,
+            }),
+        ];
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        for arc in arcs {
+            let span = RingSpan::new(space, arc);
+            for n in [2usize, 3, 50, 700] {
+                let mut ring: Vec<NodeId> = (0..n)
+                    .map(|_| match arc {
+                        Some(a) => a.at(space, rng.random_range(0..a.len)),
+                        None => space.wrap(rng.random::<u128>()),
+                    })
+                    .collect();
+                ring.sort();
+                ring.dedup();
+                for i in 0..ring.len() {
+                    let (_, _, fingers) = converged_tables(&ring, i, span, 4);
+                    let id = ring[i];
+                    let gap = span.distance(id, ring[(i + 1) % ring.len()]);
+                    let first = 128 - gap.leading_zeros();
+                    let searched: Vec<Contact> = (first.saturating_sub(1)..span.bits())
+                        .map(|k| {
+                            let owner = span.finger_start(id, k).owner_in(&ring);
+                            Contact::id_only(owner.unwrap_or(id))
+                        })
+                        .collect();
+                    assert_eq!(fingers, searched, "{arc:?}, {n} peers, member {i}");
+                }
+            }
+        }
+    }
+
     /// Holding sent messages back to look their receivers up in batches changes nothing:
     /// the same events happen in the same order as when each message is filed as it is
     /// sent, also while peers come and go and messages are lost. With geographic latency

@@ -83,6 +83,9 @@ impl Contacts {
 
     /// Remember `c`'s address (or that it has none).
     pub(super) fn set_addr(&mut self, c: Contact) {
+        if c.addr.is_none() && self.addrs.is_empty() {
+            return;
+        }
         self.addrs.retain(|(i, _)| *i != c.id);
         if let Some(a) = c.addr {
             self.addrs.push((c.id, a));
@@ -99,16 +102,12 @@ impl Contacts {
 
     pub(crate) fn push(&mut self, c: Contact) {
         self.ids.push(c.id);
-        if c.addr.is_some() || !self.addrs.is_empty() {
-            self.set_addr(c);
-        }
+        self.set_addr(c);
     }
 
     pub(crate) fn insert(&mut self, i: usize, c: Contact) {
         self.ids.insert(i, c.id);
-        if c.addr.is_some() || !self.addrs.is_empty() {
-            self.set_addr(c);
-        }
+        self.set_addr(c);
     }
 
     pub(crate) fn truncate(&mut self, len: usize) {

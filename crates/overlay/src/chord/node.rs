@@ -938,9 +938,9 @@ impl ChordNode {
         }
         if self.cfg.successor_shortcut {
             let mut prev = succ.id;
-            for (i, s) in self.succs.ids().iter().enumerate().skip(1) {
+            for s in self.succs.ids().iter().skip(1) {
                 if space.in_half_open(key, prev, *s) {
-                    return self.succs.get(i).map(|c| (c, true));
+                    return Some((self.succs.contact(*s), true));
                 }
                 prev = *s;
             }
@@ -984,8 +984,7 @@ impl ChordNode {
                 + self.records.len()
                 + self.rpcs.len()
                 + self.forwards.len()
-                + self.lookups.len()
-                + self.succs.len()) as u64
+                + self.lookups.len()) as u64
             ^ self.succs.touch_fields()
             ^ self.fingers.touch_fields()
     }

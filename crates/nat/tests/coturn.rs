@@ -33,17 +33,6 @@ fn have(bin: &str) -> bool {
     found
 }
 
-/// A UDP+TCP port that is free right now on 127.0.0.1.
-fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// coturn on loopback; killed by PID on drop.
 struct Coturn {
     child: Child,
@@ -60,7 +49,7 @@ impl Drop for Coturn {
 
 async fn coturn(auth: &[&str]) -> Coturn {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = testkit::ports::free_port();
     let child = Command::new("turnserver")
         .args([
             "-n",

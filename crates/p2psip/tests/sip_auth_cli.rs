@@ -7,7 +7,8 @@
 mod support;
 
 use support::{BIN, Proc, spawn_cmd};
-use testkit::sipp::{free_port, have_sipp, scenario};
+use testkit::ports::free_port;
+use testkit::sipp::{have_sipp, scenario};
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -52,6 +52,7 @@ pub mod enroll_bodies;
 pub mod https;
 mod network;
 mod peer;
+pub mod ports;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod ring;

@@ -10,7 +10,6 @@
 //! `SKIPPED: …` on stderr and returns `None` — except under `CI=true` with the binaries
 //! missing, where it panics, since `scripts/test` installs them there.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -49,11 +48,6 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn free_port() -> Option<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").ok()?;
-    Some(l.local_addr().ok()?.port())
-}
-
 impl Cluster {
     /// Start a cluster, or say why not (`SKIPPED: …`) and return `None`.
     ///
@@ -81,7 +75,7 @@ impl Cluster {
             .prefix("p2psip-pg")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
-        let port = free_port().ok_or("no free port")?;
+        let port = crate::ports::free_port();
         let c = Cluster {
             dir,
             bin,

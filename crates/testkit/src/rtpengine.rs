@@ -30,10 +30,7 @@ impl Rtpengine {
         if !crate::have_tool("rtpengine", "rtpengine-daemon") {
             return None;
         }
-        let ng = {
-            let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-            s.local_addr().expect("a bound socket's address")
-        };
+        let ng = crate::ports::free_addr();
         let log = std::env::temp_dir().join(format!(
             "rtpengine-{}-{}.log",
             std::process::id(),

@@ -7,6 +7,7 @@
 //! These are test helpers: a failure to start or finish a process is the test's failure,
 //! so they panic with what SIPp said.
 
+use crate::ports::free_port;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -47,17 +48,6 @@ pub fn scenario(name: &str) -> String {
     .iter()
     .collect();
     p.display().to_string()
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    loop {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-        let port = u.local_addr().expect("a bound socket's address").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// SIPp toward `target` from a free local port, bounded in time.

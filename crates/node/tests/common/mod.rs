@@ -9,14 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, then released: the peer binds it again right away).
-pub fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Enroll one node of `role` into `dir` (key, chain, CA, node.json), listening at `listen`.
 pub fn enroll_into(server: &EnrollServer, url: &str, token: &str, dir: &Path, listen: SocketAddr) {
     let (key_pem, csr) = enroll::cert::new_key_and_csr().unwrap();
@@ -101,7 +93,7 @@ impl Overlay {
         for i in 0..=peers {
             let dir = tmp.path().join(format!("node{i}"));
             let token = if i == 0 { &csp_token } else { &peer_token };
-            enroll_into(&server, &url, token, &dir, free_port());
+            enroll_into(&server, &url, token, &dir, testkit::ports::free_addr());
             dirs.push(dir);
         }
         Overlay {

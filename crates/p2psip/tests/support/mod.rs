@@ -131,25 +131,7 @@ pub fn owner_of(ids: &[u128], key: u128) -> u128 {
     }
 }
 
-/// A free loopback port for a process started later, free for TCP and UDP now. Taken
-/// below the kernel's ephemeral range (32768 and up), where no outgoing connection of a
-/// test running beside this one can take it meanwhile, and apart per test process (its PID
-/// picks the start, a counter walks on) so two test binaries do not pick the same one.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    const FIRST: u64 = 10_000;
-    const SPAN: u64 = 10_000; // 10000–19999: below the media relays' 20000–29999 too
-    let start = u64::from(std::process::id()).wrapping_mul(617) % SPAN;
-    for _ in 0..SPAN {
-        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        if tcp.is_ok() && udp.is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in 10000-19999")
-}
+pub use testkit::ports::free_port;
 
 /// `p2psip enroll-server` on a free port with Node-IDs of `id_bits` bits and its data in
 /// `data`; the caller adds its own flags (and where stderr goes) before [`start_ea`].

@@ -89,12 +89,16 @@ pub struct LookupReport {
     pub bytes_per_message: f64,
     /// Simulator events processed (ring building and warm-up included).
     pub events: u64,
-    /// `events` per wall-clock second of the whole run (`wall_s`).
+    /// `events` per wall-clock second in which events ran: `wall_s` less `placing_s`, the
+    /// engine's own rate (PeerSim's clock, too, starts after its network and initialisers).
     pub events_per_s: f64,
     /// Simulated seconds covered.
     pub sim_s: f64,
-    /// Wall-clock seconds the run took.
+    /// Wall-clock seconds the run took, placing the peers included.
     pub wall_s: f64,
+    /// Wall-clock seconds of placing the peers with a converged state (no events; 0 when
+    /// the ring is grown by joins, which are events).
+    pub placing_s: f64,
     /// Mean bytes of Chord state per live peer (node struct plus heap).
     pub state_bytes_per_peer: f64,
     /// Peers that joined during the run (churn).

@@ -194,6 +194,10 @@ fn stable_ring_lookups_all_succeed_with_log_hops() {
         let run = LookupRun::new(n, lookups, cfg);
         let r = run_lookups(&run, &mut |_| {}).unwrap();
         assert_eq!(r.success_rate, 1.0, "{r:?}");
+        // The engine's rate leaves out placing the peers (no events), and only that.
+        assert!(r.placing_s > 0.0 && r.placing_s < r.wall_s, "{r:?}");
+        let rate = r.events as f64 / (r.wall_s - r.placing_s);
+        assert!((r.events_per_s - rate).abs() <= 1e-6 * rate, "{r:?}");
         let want = 0.5 * (n as f64).log2();
         assert!(
             (r.hops_mean - want).abs() <= 0.1 * want,
@@ -218,6 +222,8 @@ fn same_seed_same_run() {
             interval: Duration::from_millis(20),
         };
         let rep = run_lookups(&r, &mut |_| {}).unwrap();
+        // A ring grown by joins has no placing phase: its joins are events.
+        assert_eq!(rep.placing_s, 0.0);
         (
             rep.succeeded,
             rep.timed_out,

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Contacts {
     /// The entries, in the owner's order.
-    pub(super) ids: Vec<NodeId>,
+    ids: Vec<NodeId>,
     /// Addresses of the entries that have one; only entries of `ids` appear here.
     addrs: Vec<(NodeId, SocketAddr)>,
 }
@@ -82,7 +82,7 @@ impl Contacts {
     }
 
     /// Remember `c`'s address (or that it has none).
-    pub(super) fn set_addr(&mut self, c: Contact) {
+    fn set_addr(&mut self, c: Contact) {
         if c.addr.is_none() && self.addrs.is_empty() {
             return;
         }
@@ -93,7 +93,7 @@ impl Contacts {
     }
 
     /// Drop addresses of entries that are gone.
-    pub(super) fn prune_addrs(&mut self) {
+    fn prune_addrs(&mut self) {
         if !self.addrs.is_empty() {
             let ids = &self.ids;
             self.addrs.retain(|(i, _)| ids.contains(i));
@@ -108,6 +108,14 @@ impl Contacts {
     pub(crate) fn insert(&mut self, i: usize, c: Contact) {
         self.ids.insert(i, c.id);
         self.set_addr(c);
+    }
+
+    /// Remove the entry at `i` (and its address).
+    pub(crate) fn remove(&mut self, i: usize) {
+        if i < self.ids.len() {
+            let id = self.ids.remove(i);
+            self.addrs.retain(|(a, _)| *a != id);
+        }
     }
 
     pub(crate) fn truncate(&mut self, len: usize) {

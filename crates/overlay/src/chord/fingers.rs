@@ -84,39 +84,32 @@ impl Fingers {
     ) -> bool {
         let start = 1u128 << i;
         let dist = |id: &NodeId| span.distance(me, *id);
-        let had_owner = self.list.ids.contains(&owner.id);
-        let before = self.list.ids.len();
+        let had_owner = self.list.contains(owner.id);
+        let before = self.list.len();
         self.list
-            .ids
-            .retain(|c| !(dist(c) >= start && dist(c) < d) && *c != owner.id);
+            .retain(|c| !(dist(&c) >= start && dist(&c) < d) && c != owner.id);
         if d == 0 {
-            self.list.prune_addrs();
-            return before != self.list.ids.len();
+            return before != self.list.len();
         }
         // Full: make room from this finger's own range first. Only an owner inside the range
         // (not one that wrapped around) speaks for the rest of it.
-        if self.list.ids.len() >= cap && d >= start {
+        if self.list.len() >= cap && d >= start {
             let next_start = if i + 1 >= span.bits() {
                 u128::MAX
             } else {
                 1u128 << (i + 1)
             };
             self.list
-                .ids
-                .retain(|c| !(dist(c) > d && dist(c) < next_start));
+                .retain(|c| !(dist(&c) > d && dist(&c) < next_start));
         }
-        let removed = before - self.list.ids.len();
+        let removed = before - self.list.len();
         let changed = !(had_owner && removed == 1);
-        let pos = self.list.ids.partition_point(|c| dist(c) < d);
-        self.list.ids.insert(pos, owner.id);
-        let full = self.list.ids.len() > cap;
+        let pos = self.list.ids().partition_point(|c| dist(c) < d);
+        self.list.insert(pos, owner);
+        let full = self.list.len() > cap;
         if full {
             // Keep the far end (long jumps) and the near end; drop from the middle.
-            self.list.ids.remove(cap / 2);
-        }
-        self.list.prune_addrs();
-        if self.list.contains(owner.id) {
-            self.list.set_addr(owner);
+            self.list.remove(cap / 2);
         }
         full || changed
     }
@@ -131,21 +124,25 @@ impl Fingers {
     /// The nearest finger at clockwise distance `d` or more: finger i's current peer when
     /// `d` is 2^i.
     pub(crate) fn at_or_after(&self, span: RingSpan, me: NodeId, d: u128) -> Option<Contact> {
-        let pos = self.list.ids.partition_point(|c| span.distance(me, *c) < d);
-        self.list.ids.get(pos).map(|id| self.contact(*id))
+        let pos = self
+            .list
+            .ids()
+            .partition_point(|c| span.distance(me, *c) < d);
+        self.list.get(pos)
     }
 
     /// Is `id` finger i for some i (the nearest entry at distance 2^i or more), rather than
     /// an extra way forward kept while there is room? Some 2^i must lie in (distance of the
     /// entry before it, its own distance].
     pub(crate) fn is_finger(&self, span: RingSpan, me: NodeId, id: NodeId) -> bool {
-        let Some(pos) = self.list.ids.iter().position(|c| *c == id) else {
+        let Some(pos) = self.list.position(id) else {
             return false;
         };
         let d = span.distance(me, id);
         match pos
             .checked_sub(1)
-            .map(|p| span.distance(me, self.list.ids[p]))
+            .and_then(|p| self.list.ids().get(p))
+            .map(|prev| span.distance(me, *prev))
         {
             None | Some(0) => d > 0,
             Some(prev) => d.leading_zeros() < prev.leading_zeros(),
@@ -161,11 +158,10 @@ impl Fingers {
         } else {
             1u128 << (i + 1)
         };
-        self.list.ids.retain(|c| {
-            let dc = span.distance(me, *c);
+        self.list.retain(|c| {
+            let dc = span.distance(me, c);
             !(dc > d && dc < next_start)
         });
-        self.list.prune_addrs();
     }
 
     /// Fingers strictly before `key_distance`, farthest first.
@@ -176,8 +172,9 @@ impl Fingers {
         key_distance: u128,
     ) -> impl Iterator<Item = (u128, Contact)> + '_ {
         let dist = move |c: &NodeId| span.distance(me, *c);
-        let pos = self.list.ids.partition_point(|c| dist(c) < key_distance);
-        self.list.ids[..pos]
+        let ids = self.list.ids();
+        let pos = ids.partition_point(|c| dist(c) < key_distance);
+        ids[..pos]
             .iter()
             .rev()
             .map(move |c| (dist(c), self.contact(*c)))

@@ -13,8 +13,8 @@
 mod support;
 
 use support::{
-    PeerProc, Proc, create_token, ea_command, enroll, free_port, ok, owner_of, run, sos_tls,
-    start_ea, start_sos, status,
+    PeerProc, Proc, create_token, ea_command, enroll, ok, owner_of, run, sos_tls, start_ea,
+    start_sos, status,
 };
 use testkit::sipp;
 
@@ -114,7 +114,7 @@ fn overlay_with(ab: &[&str]) -> Overlay {
     let tmp = tempfile::tempdir().unwrap();
     // The SOS starts once everyone is enrolled (its key registry lists their certificate
     // keys); E&A hands out its URL before that.
-    let sos_addr = format!("127.0.0.1:{}", free_port());
+    let sos_addr = testkit::ports::free_addr().to_string();
     let sos_url = format!("https://{sos_addr}");
     let data = tmp.path().join("ea");
     let data_s = data.to_str().unwrap();
@@ -440,7 +440,7 @@ fn calls_cross_layers_through_the_cspgs() {
     for (i, (role, layer)) in specs.iter().enumerate() {
         let tok = create_token(&data, &["--role", role, "--layer", layer]);
         let d = tmp.path().join(format!("n{i}"));
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = testkit::ports::free_addr().to_string();
         enroll(&url, &tok, &d, &["--listen", &listen]);
         dirs.push(d);
     }

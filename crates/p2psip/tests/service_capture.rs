@@ -20,8 +20,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{
-    FAST_TIMERS, create_token, ea_command, free_port, ok, run, sos_tls, start_ea, start_peer,
-    status, url_after,
+    FAST_TIMERS, create_token, ea_command, ok, run, sos_tls, start_ea, start_peer, status,
+    url_after,
 };
 
 /// A tshark capture of TCP on `lo` into a file, stopped (SIGINT) on drop.
@@ -183,7 +183,7 @@ fn capture_services(insecure: bool) -> Option<Run> {
     let capture = Capture::start(&cap_file, tmp.path())?;
 
     let data = tmp.path().join("ea");
-    let sos_addr = format!("127.0.0.1:{}", free_port());
+    let sos_addr = testkit::ports::free_addr().to_string();
     let scheme = if insecure { "http" } else { "https" };
     let sos_url = format!("{scheme}://{sos_addr}");
     let mut ea_cmd = ea_command(&data, 16);
@@ -227,7 +227,7 @@ fn capture_services(insecure: bool) -> Option<Run> {
     );
     assert_eq!(url_after(&sos, "sos listening on "), sos_url);
 
-    let control = free_port();
+    let control = testkit::ports::free_port();
     let control_s = format!("127.0.0.1:{control}");
     let mut a_args = vec!["--control", control_s.as_str()];
     a_args.extend_from_slice(FAST_TIMERS);

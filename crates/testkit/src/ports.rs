@@ -8,12 +8,12 @@
 //! for one, and it starts elsewhere.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// First port handed out.
-const FIRST: u64 = 10_000;
+const FIRST: u16 = 10_000;
 /// How many: 10000–19999, below the media relays' 20000–29999 too.
-const SPAN: u64 = 10_000;
+const SPAN: u16 = 10_000;
 
 /// A loopback port free for TCP and for UDP now. The test process's PID picks where the
 /// search starts and a counter walks on, so two test processes do not pick the same one.
@@ -21,13 +21,11 @@ const SPAN: u64 = 10_000;
 /// # Panics
 /// When every port in 10000–19999 is taken.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let start = u64::from(std::process::id()).wrapping_mul(617) % SPAN;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id().wrapping_mul(617) % u32::from(SPAN)) as u16;
     for _ in 0..SPAN {
-        let Ok(port) = u16::try_from(FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN)
-        else {
-            continue;
-        };
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = FIRST + (start + step) % SPAN;
         let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
         let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {

@@ -131,8 +131,6 @@ pub fn owner_of(ids: &[u128], key: u128) -> u128 {
     }
 }
 
-pub use testkit::ports::free_port;
-
 /// `p2psip enroll-server` on a free port with Node-IDs of `id_bits` bits and its data in
 /// `data`; the caller adds its own flags (and where stderr goes) before [`start_ea`].
 pub fn ea_command(data: &Path, id_bits: u32) -> Command {
@@ -275,7 +273,7 @@ pub fn enroll_csp_and_peers(
 ) -> Vec<PathBuf> {
     let dirs: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
     for (i, d) in dirs.iter().enumerate() {
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = testkit::ports::free_addr().to_string();
         let token = if i == 0 { csp_token } else { peer_token };
         enroll(url, token, d, &["--listen", &listen]);
     }

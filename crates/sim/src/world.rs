@@ -840,9 +840,9 @@ impl World {
             let sender = meta.get(ev.from_slot as usize).map_or(0, |m| m.id.0 as u64);
             (sender ^ ev.packet.touch(), class_of(ev))
         });
-        for &(h, _) in &ahead[..n] {
+        for &(h, class) in &ahead[..n] {
             if let (Some(m), Some(p)) = (meta.get(h as usize), self.peers.get(h as usize)) {
-                acc ^= u64::from(m.timer_later) ^ p.touch_fields();
+                acc ^= u64::from(m.timer_later) ^ p.touch_fields(class == ANSWER);
             }
         }
         // Round 3: one batch ahead.

@@ -367,6 +367,42 @@ mod tests {
         assert_eq!(q.pop(), None);
     }
 
+    /// A key filed for a time already past lands in the bucket being drained and still
+    /// comes out in (time, sequence) order with the bucket's own keys.
+    #[test]
+    fn a_key_for_a_past_time_sorts_before_the_bucket() {
+        let mut q = EventQueue::default();
+        q.push(Time(5_000), "first");
+        q.push(Time(5_900), "bucket-late");
+        assert_eq!(q.pop(), Some((Time(5_000), "first")));
+        q.push(Time(5_300), "bucket-early");
+        q.push(Time(1_000), "past");
+        q.push(Time(5_300), "bucket-early-2");
+        assert_eq!(q.pop(), Some((Time(1_000), "past")));
+        assert_eq!(q.pop(), Some((Time(5_300), "bucket-early")));
+        assert_eq!(q.pop(), Some((Time(5_300), "bucket-early-2")));
+        assert_eq!(q.pop(), Some((Time(5_900), "bucket-late")));
+        assert_eq!(q.pop(), None);
+    }
+
+    /// The packed sort and the pair sort agree, and a bucket holding a past key sorts by
+    /// the pair.
+    #[test]
+    fn packed_bucket_sort_matches_the_pair_sort() {
+        let start = 7_000;
+        let mut keys: Vec<Key> = (0..200u64)
+            .map(|i| (Time(start + (i * 7919) % BUCKET_US), 1_000 - i, i as u32, 0))
+            .collect();
+        let mut want = keys.clone();
+        want.sort_by_key(|k| Reverse((k.0, k.1)));
+        sort_descending(&mut keys, start);
+        assert_eq!(keys, want);
+        keys.push((Time(10), 5, 999, 0));
+        want.push((Time(10), 5, 999, 0));
+        sort_descending(&mut keys, start);
+        assert_eq!(keys, want);
+    }
+
     proptest::proptest! {
         /// The calendar queue pops exactly what a sorted list of (time, sequence) would,
         /// also when pushes interleave with pops and reach beyond the wheel.

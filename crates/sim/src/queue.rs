@@ -35,9 +35,13 @@ pub(crate) const HORIZON_BUCKETS: usize = 16_384;
 /// (time, sequence, slab slot or inline code, hint).
 type Key = (Time, u64, u32, u32);
 
-/// Largest sequence number [`sort_descending`] packs beside a time offset below 2^10
-/// (2^54: 570 years of 10^6 events a second; larger ones sort the slow way).
-const SEQ_MASK: u64 = (1 << 54) - 1;
+/// Bits of a sequence number [`sort_descending`] packs below a key's time offset in its
+/// bucket (2^54: 570 years of 10^6 events a second; larger ones sort the slow way).
+const SEQ_BITS: u32 = 54;
+/// Largest sequence number [`sort_descending`] packs.
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+// A time offset within a bucket fits in the bits above the sequence number.
+const _: () = assert!(BUCKET_US <= 1 << (64 - SEQ_BITS));
 
 /// The hint of events that concern no particular peer.
 pub const NO_HINT: u32 = u32::MAX;
@@ -63,7 +67,7 @@ fn sort_descending(keys: &mut [Key], start: u64) {
         .iter()
         .all(|k| (start..start + BUCKET_US).contains(&k.0.as_micros()) && k.1 <= SEQ_MASK);
     if packable {
-        keys.sort_unstable_by_key(|k| Reverse(((k.0.as_micros() - start) << 54) | k.1));
+        keys.sort_unstable_by_key(|k| Reverse(((k.0.as_micros() - start) << SEQ_BITS) | k.1));
     } else {
         keys.sort_unstable_by_key(|k| Reverse((k.0, k.1)));
     }

@@ -975,8 +975,9 @@ impl ChordNode {
         Some((best.map(|(_, c)| c).unwrap_or(succ), false))
     }
 
-    /// Read a word from each of this node's fields that handling a message or a timer
-    /// reads, without following any of its lists to the heap, and fold them together. A
+    /// Read a word from each cache line of this node that handling the input reads (an
+    /// answer, or anything else; see the layout on the type), without following any of its
+    /// lists to the heap, and fold them together. A
     /// driver stepping many nodes in turn (the simulator, 10^5 peers and more) calls it for
     /// the nodes whose events come up a little later, then [`touch_lists`](Self::touch_lists)
     /// for those coming up next: the lists' addresses are then in cache, so the loads of
@@ -1734,23 +1735,24 @@ impl ChordNode {
     /// per lookup in a simulation; a timer a phone pays for in battery). A hop that goes
     /// unacknowledged is still failed within half an RPC timeout of its deadline.
     fn skip_idle_sweep(&mut self) {
-        let (Some(at), Some(earliest)) = (
-            self.ack_sweep_at,
-            self.forwards.iter().map(|f| f.deadline).min(),
-        ) else {
-            return;
-        };
-        if earliest > at {
-            self.ack_sweep_at = Some(earliest.max(at + self.cfg.rpc_timeout / 2));
+        if let (Some(at), Some(earliest)) = (self.ack_sweep_at, self.earliest_forward_deadline())
+            && earliest > at
+        {
+            self.rearm_ack_sweep(at);
         }
     }
 
     /// Next sweep: the earliest pending deadline, but not sooner than half an RPC timeout.
     fn rearm_ack_sweep(&mut self, now: Time) {
-        if let Some(earliest) = self.forwards.iter().map(|f| f.deadline).min() {
+        if let Some(earliest) = self.earliest_forward_deadline() {
             let floor = now + self.cfg.rpc_timeout / 2;
             self.ack_sweep_at = Some(earliest.max(floor));
         }
+    }
+
+    /// When the first hop still awaiting its acknowledgement times out.
+    fn earliest_forward_deadline(&self) -> Option<Time> {
+        self.forwards.iter().map(|f| f.deadline).min()
     }
 
     fn expire_lookups(&mut self, now: Time) {
@@ -1912,6 +1914,52 @@ mod tests {
             next.is_some_and(|(at, why)| why != "hop-ack" && at > t0 + h.b.cfg.rpc_timeout),
             "nothing awaits an acknowledgement, yet B wants waking at {next:?}"
         );
+    }
+
+    /// The layout the type documents: what an answer reads lies in the first four cache
+    /// lines, what routing reads in the first seven, and [`ChordNode::touch_fields`] reads
+    /// those lines.
+    #[test]
+    fn hot_fields_lie_in_the_cache_lines_the_layout_names() {
+        use std::mem::{offset_of, size_of};
+        const LINE: usize = 64;
+        let end = |offset: usize, size: usize| (offset + size).div_ceil(LINE);
+        assert_eq!(std::mem::align_of::<ChordNode>(), LINE);
+        let answer = [
+            end(offset_of!(ChordNode, rpcs), size_of::<Vec<Rpc>>()),
+            end(offset_of!(ChordNode, forwards), size_of::<Vec<Forward>>()),
+            end(offset_of!(ChordNode, lookups), size_of::<Vec<Lookup>>()),
+            end(
+                offset_of!(ChordNode, ack_sweep_at),
+                size_of::<Option<Time>>(),
+            ),
+            end(offset_of!(ChordNode, ring_check_at), size_of::<Time>()),
+            end(offset_of!(ChordNode, ring_check_backoff), 1),
+            end(offset_of!(ChordNode, events), size_of::<VecDeque<Event>>()),
+            end(offset_of!(ChordNode, pred), size_of::<Option<Contact>>()),
+            end(offset_of!(ChordNode, next_token), size_of::<u64>()),
+        ];
+        assert!(answer.iter().all(|&l| l <= 4), "{answer:?}");
+        let routing = [
+            end(offset_of!(ChordNode, me), size_of::<Contact>()),
+            end(offset_of!(ChordNode, next_finger), size_of::<u32>()),
+            end(offset_of!(ChordNode, succs), size_of::<Contacts>()),
+            end(offset_of!(ChordNode, fingers), size_of::<Fingers>()),
+        ];
+        assert!(routing.iter().all(|&l| l <= 7), "{routing:?}");
+        // touch_fields reads one word of each of those lines.
+        let touched = [
+            offset_of!(ChordNode, rpcs),
+            offset_of!(ChordNode, ring_check_at),
+            offset_of!(ChordNode, out),
+            offset_of!(ChordNode, pred),
+            offset_of!(ChordNode, me),
+            offset_of!(ChordNode, succs),
+            offset_of!(ChordNode, fingers),
+        ]
+        .map(|o| o / LINE);
+        assert_eq!(touched, [0, 1, 2, 3, 4, 5, 5], "{touched:?}");
+        assert_eq!(size_of::<ChordNode>(), 8 * LINE);
     }
 
     /// Two hops in flight, the first acknowledged: the sweep armed for the first moves to

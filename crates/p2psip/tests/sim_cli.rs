@@ -35,10 +35,36 @@ fn lookup_json_has_the_documented_fields() {
         "events",
         "wall_s",
         "state_bytes_per_peer",
+        "threads",
     ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     assert_eq!(v["success_rate"], 1.0);
+    assert_eq!(v["threads"], 1);
+}
+
+/// A ring split over more threads than it has peers still runs: some arcs are empty.
+#[test]
+fn more_threads_than_peers_still_find_every_owner() {
+    let out = run(&[
+        "sim",
+        "--peers",
+        "5",
+        "--lookups",
+        "200",
+        "--threads",
+        "8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["success_rate"], 1.0);
+    assert_eq!(v["lookups"], 200);
+    assert_eq!(v["threads"], 8);
 }
 
 #[test]
@@ -83,6 +109,33 @@ fn bad_parameters_are_clear_errors_not_panics() {
                 "0",
             ],
             "rate",
+        ),
+        (
+            vec![
+                "sim",
+                "--peers",
+                "100",
+                "--lookups",
+                "10",
+                "--threads",
+                "2",
+                "--churn-median-session",
+                "60",
+            ],
+            "no churn",
+        ),
+        (
+            vec![
+                "sim",
+                "--peers",
+                "100",
+                "--lookups",
+                "10",
+                "--threads",
+                "2",
+                "--grow",
+            ],
+            "converged start",
         ),
     ] {
         let out = run(&args);

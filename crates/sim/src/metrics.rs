@@ -48,6 +48,16 @@ impl Samples {
         self.values[rank.clamp(1, self.values.len()) - 1]
     }
 
+    /// Add another sample's values after this one's.
+    pub fn absorb(&mut self, other: Samples) {
+        if self.values.is_empty() {
+            *self = other;
+        } else {
+            self.values.extend_from_slice(&other.values);
+            self.sorted = false;
+        }
+    }
+
     /// All values (unsorted unless a percentile was asked for).
     pub fn values(&self) -> &[f64] {
         &self.values
@@ -107,6 +117,8 @@ pub struct LookupReport {
     pub departures: u64,
     /// Seed of the run.
     pub seed: u64,
+    /// Threads the ring was split over.
+    pub threads: usize,
 }
 
 #[cfg(test)]

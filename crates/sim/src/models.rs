@@ -165,6 +165,17 @@ impl LatencyModel {
         }
     }
 
+    /// The least delay any message can take: how far ahead of each other the shards of a
+    /// run split over threads may run (see [`crate::shard`]).
+    pub(crate) fn min_delay(&self) -> Duration {
+        match self {
+            LatencyModel::Constant(d) => *d,
+            // A drawn delay is whole microseconds.
+            LatencyModel::Uniform { min, .. } => Duration::from_micros(min.as_micros() as u64),
+            LatencyModel::Geographic { base, .. } => *base,
+        }
+    }
+
     /// The shortest delay [`Self::finish`] can give for `drawn`, wherever the two ends are.
     pub(crate) fn at_least(&self, drawn: u64) -> Duration {
         match self {

@@ -10,6 +10,7 @@ use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
 use crate::queue::{EventQueue, INLINE_CLASS, Item, NO_HINT};
+use crate::shard::{Crossing, Shard};
 use crate::slots::{LATER_UNKNOWN, SlotIndex, SlotMeta};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
@@ -84,6 +85,25 @@ pub(crate) fn converged_tables(
     (pred, succs, fingers)
 }
 
+/// Peers sorted by Node-ID with their positions (the last position given for an ID wins),
+/// rather than through an ID → position map: at 10^7 peers that map alone is 0.5 GB.
+pub(crate) fn sorted_placement(ids: &[NodeId], geos: &[GeoPoint]) -> (Vec<NodeId>, Vec<GeoPoint>) {
+    let mut placed: Vec<(NodeId, GeoPoint)> = ids
+        .iter()
+        .copied()
+        .zip(
+            geos.iter()
+                .copied()
+                .chain(std::iter::repeat(GeoPoint::default())),
+        )
+        .collect();
+    // Reversed, then a stable sort and dedup keep the last position given for an ID.
+    placed.reverse();
+    placed.sort_by_key(|(id, _)| *id);
+    placed.dedup_by_key(|(id, _)| *id);
+    placed.into_iter().unzip()
+}
+
 /// How peers come and go during a run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Churn {
@@ -150,6 +170,19 @@ pub struct LookupStats {
     pub hops: Samples,
     /// Latency per successful lookup, milliseconds.
     pub latency_ms: Samples,
+}
+
+impl LookupStats {
+    /// Add another world's outcomes to these (a run split over threads).
+    pub(crate) fn absorb(&mut self, other: LookupStats) {
+        self.issued += other.issued;
+        self.succeeded += other.succeeded;
+        self.timed_out += other.timed_out;
+        self.wrong_owner += other.wrong_owner;
+        self.origin_lost += other.origin_lost;
+        self.hops.absorb(other.hops);
+        self.latency_ms.absorb(other.latency_ms);
+    }
 }
 
 /// A finished lookup that a caller asked to keep (see [`World::watch`]).
@@ -247,6 +280,9 @@ pub struct World {
     latency: LatencyModel,
     loss: f64,
     churn: Option<Churn>,
+    /// The arc of the ring this world simulates when a run is split over threads (see
+    /// [`crate::shard`]); `None`: the whole ring.
+    pub(crate) shard: Option<Shard>,
     /// Messages handed to the network.
     pub messages: u64,
     /// Encoded bytes of those messages.
@@ -288,6 +324,7 @@ impl World {
             latency: cfg.latency,
             loss: cfg.loss.clamp(0.0, 1.0),
             churn: cfg.churn,
+            shard: None,
             messages: 0,
             bytes: 0,
             events: 0,
@@ -329,6 +366,9 @@ impl World {
 
     /// The true owner of `key`: the first live peer at or after it.
     pub fn owner_of(&self, key: NodeId) -> Option<NodeId> {
+        if let Some(shard) = &self.shard {
+            return shard.owner_of(key);
+        }
         self.live_ids
             .range(key..)
             .next()
@@ -418,23 +458,19 @@ impl World {
 
     /// Place peers with the converged state of a stable ring, computed from global knowledge.
     pub fn init_converged(&mut self, ids: &[NodeId], geos: &[GeoPoint]) {
-        // Sorted with their positions (the last position given for an ID wins: reversed,
-        // then a stable sort and dedup keep it), rather than through an ID → position map:
-        // at 10^7 peers that map alone is 0.5 GB.
-        let mut placed: Vec<(NodeId, GeoPoint)> = ids
-            .iter()
-            .copied()
-            .zip(
-                geos.iter()
-                    .copied()
-                    .chain(std::iter::repeat(GeoPoint::default())),
-            )
-            .collect();
-        placed.reverse();
-        placed.sort_by_key(|(id, _)| *id);
-        placed.dedup_by_key(|(id, _)| *id);
-        let sorted: Vec<NodeId> = placed.iter().map(|(id, _)| *id).collect();
-        let n = sorted.len();
+        let (sorted, geos) = sorted_placement(ids, geos);
+        self.place_converged(&sorted, &geos, 0..sorted.len());
+    }
+
+    /// Place the peers `sorted[range]` (at `geos[range]`) with the converged state of the
+    /// stable ring `sorted` (ascending, distinct): a shard places its own arc of the ring.
+    pub(crate) fn place_converged(
+        &mut self,
+        sorted: &[NodeId],
+        geos: &[GeoPoint],
+        range: std::ops::Range<usize>,
+    ) {
+        let n = range.len();
         if n == 0 {
             return;
         }
@@ -446,8 +482,9 @@ impl World {
         self.index.reserve(self.peers.len() + n, &self.meta);
         let space = self.chord.space;
         let r = self.chord.successors;
-        for (i, &id) in sorted.iter().enumerate() {
-            let (pred, succs, fingers) = converged_tables(&sorted, i, RingSpan::whole(space), r);
+        for i in range {
+            let id = sorted[i];
+            let (pred, succs, fingers) = converged_tables(sorted, i, RingSpan::whole(space), r);
             let seed = self.seed_for();
             let node = ChordNode::converged(
                 self.chord.clone(),
@@ -458,7 +495,7 @@ impl World {
                 succs,
                 fingers,
             );
-            let geo = placed[i].1;
+            let geo = geos.get(i).copied().unwrap_or_default();
             let slot = self.alloc_slot(node, geo);
             self.mark_joined(slot);
             self.after_input(slot, NO_HINT);
@@ -554,6 +591,65 @@ impl World {
             return false;
         };
         self.peers[slot as usize].put_local(key, value)
+    }
+
+    /// How many peers a lookup's origin is drawn from ([`Self::start_lookup_from`]): the
+    /// live peers, or every peer of the ring when the ring is split over threads (its
+    /// population is fixed then).
+    pub(crate) fn origin_choices(&self) -> usize {
+        match &self.shard {
+            Some(shard) => shard.ring_len(),
+            None => self.live_slots.len(),
+        }
+    }
+
+    /// Start a lookup for `key` from origin number `choice` (below [`Self::origin_choices`]);
+    /// false if that origin is not live here (a shard starts only its own peers' lookups).
+    pub(crate) fn start_lookup_from(&mut self, choice: usize, key: NodeId) -> bool {
+        let slot = match &self.shard {
+            Some(shard) => shard
+                .own_peer(choice)
+                .and_then(|id| self.index.get(id, &self.meta)),
+            None => self.live_slots.get(choice).copied(),
+        };
+        match slot {
+            Some(slot) => {
+                self.start_lookup_at(slot, key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// File messages sent to this shard's peers by peers of other shards: look their
+    /// receivers up together (as [`Self::file_sends`] does), finish their delays and queue
+    /// them in the order given. Each is due after the window in which it was sent.
+    pub(crate) fn accept_crossings(&mut self, batch: &mut Vec<Crossing>) {
+        self.file_sends();
+        let acc = batch
+            .iter()
+            .fold(0u32, |acc, c| acc ^ self.index.touch(c.to));
+        std::hint::black_box(acc);
+        for c in batch.drain(..) {
+            let (to_slot, generation, to_geo) = match self.index.get(c.to, &self.meta) {
+                Some(t) => {
+                    let m = &self.meta[t as usize];
+                    (t, m.generation, &m.geo)
+                }
+                None => (NO_HINT, 0, &GeoRad::ORIGIN),
+            };
+            let delay = self.latency.finish(c.drawn, &c.from_geo, to_geo);
+            self.queue.push_hinted(
+                c.sent + delay,
+                Ev {
+                    slot: to_slot,
+                    generation,
+                    from_slot: NO_HINT,
+                    packet: c.packet,
+                },
+                to_slot,
+            );
+        }
     }
 
     /// Start a lookup for `key` from a random live peer; returns false if there is none.
@@ -675,6 +771,18 @@ impl World {
                     );
                 }
                 _ => {
+                    if let Some(shard) = &mut self.shard
+                        && let Some(out) = shard.outbox_for(t.to.id)
+                    {
+                        out.push(Crossing {
+                            to: t.to.id,
+                            sent: now,
+                            drawn,
+                            from_geo: self.meta[slot as usize].geo,
+                            packet,
+                        });
+                        continue;
+                    }
                     let seq = self.queue.reserve_seq();
                     self.sends_due = self.sends_due.min(now + self.latency.at_least(drawn));
                     self.sends.push(Send {

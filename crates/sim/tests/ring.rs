@@ -237,6 +237,49 @@ fn same_seed_same_run() {
     assert_ne!(run(5), run(6));
 }
 
+/// A ring split over threads runs the same lookups as one thread: the same keys from the
+/// same origins, over the same converged fingers, so the same hops (only the random parts
+/// of the delays differ, drawn from each shard's own stream); and a split run is the same
+/// twice. A ring that is not fixed cannot be split.
+#[test]
+fn a_ring_split_over_threads_routes_every_lookup_as_one_thread_does() {
+    let run = |threads| {
+        let cfg = WorldConfig::new(IdSpace::new(128).unwrap(), 3);
+        let mut run = LookupRun::new(3_000, 20_000, cfg);
+        run.threads = threads;
+        run.warmup = Duration::from_secs(2);
+        let r = run_lookups(&run, &mut |_| {}).unwrap();
+        assert_eq!(r.threads, threads);
+        assert_eq!(r.peers, 3_000);
+        assert_eq!((r.lookups, r.succeeded), (20_000, 20_000), "{r:?}");
+        r
+    };
+    let one = run(1);
+    let two = run(2);
+    // Sums of whole hop counts are exact in any order.
+    assert_eq!(one.hops_mean, two.hops_mean);
+    assert_eq!(one.hops_p99, two.hops_p99);
+    assert_eq!(run(3).hops_mean, one.hops_mean);
+    assert_ne!(one.latency_ms_p50, two.latency_ms_p50);
+    let again = run(2);
+    assert_eq!(
+        (again.events, again.messages, again.latency_ms_p50.to_bits()),
+        (two.events, two.messages, two.latency_ms_p50.to_bits())
+    );
+
+    let mut cfg = WorldConfig::new(IdSpace::new(64).unwrap(), 3);
+    cfg.churn = Some(Churn {
+        session: SessionModel::Exponential {
+            median: Duration::from_secs(60),
+        },
+        graceful: 0.5,
+    });
+    let mut churning = LookupRun::new(100, 100, cfg);
+    churning.threads = 2;
+    let err = run_lookups(&churning, &mut |_| {}).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("no churn"), "{err}");
+}
+
 #[test]
 fn churn_with_successor_lists_keeps_lookups_succeeding() {
     let mut cfg = WorldConfig::new(IdSpace::new(128).unwrap(), 9);

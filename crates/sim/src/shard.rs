@@ -1,0 +1,278 @@
+//! One run split over threads: each thread simulates the peers of one arc of the ring.
+//!
+//! A large lookup run is bound by memory latency, one event after another on one core. The
+//! ring splits into arcs of equal population (shards), each a [`World`] of its own with its
+//! own clock, queue and random stream, run on its own thread. They meet every *lookahead*
+//! of simulated time: the shortest delay the network model can give a message
+//! ([`LatencyModel::min_delay`]). A message a peer sends during the window `(t, t + L]` to a
+//! peer of another shard cannot arrive before `t + L` ends, so it waits in an outbox and is
+//! handed over when all shards have reached `t + L`; no shard ever receives a message for
+//! its past (conservative, window-synchronous parallel simulation). Hand-overs happen in
+//! shard order and every shard's own events in its queue's order, so a run is the same bit
+//! for bit for a given seed and number of shards; runs with different numbers of shards
+//! draw different random streams and differ like runs with different seeds.
+//!
+//! The population must be fixed (a converged start, no churn): which shard a message goes
+//! to is told by its receiver's Node-ID alone, and lookups are checked against the ring the
+//! run started with.
+
+use crate::models::GeoRad;
+use crate::packet::Packet;
+use crate::world::World;
+use overlay::{NodeId, Time};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
+use std::time::Duration;
+
+/// A message from a peer of one shard to a peer of another, on its way to the hand-over.
+pub(crate) struct Crossing {
+    /// The receiver.
+    pub(crate) to: NodeId,
+    /// When it was sent.
+    pub(crate) sent: Time,
+    /// The random part of its delay ([`crate::LatencyModel`]'s draw).
+    pub(crate) drawn: u64,
+    /// Where the sender is (the receiver's shard adds the distance).
+    pub(crate) from_geo: GeoRad,
+    /// The message and its sender.
+    pub(crate) packet: Packet,
+}
+
+/// The arc of the ring one [`World`] simulates.
+pub(crate) struct Shard {
+    /// This shard's number.
+    index: usize,
+    /// The first Node-ID of shards 1, 2, …: shard `k` holds the IDs from `starts[k - 1]`
+    /// (0 for shard 0) up to the next start.
+    starts: Arc<[NodeId]>,
+    /// Every peer of the run, ascending: the truth lookups are checked against, and the
+    /// list lookup origins are drawn from.
+    ring: Arc<[NodeId]>,
+    /// Messages for the peers of each other shard, in the order they were sent.
+    outbox: Vec<Vec<Crossing>>,
+}
+
+impl Shard {
+    /// Shard `index` of a ring split at `starts`.
+    pub(crate) fn new(index: usize, starts: Arc<[NodeId]>, ring: Arc<[NodeId]>) -> Shard {
+        let shards = starts.len() + 1;
+        Shard {
+            index,
+            starts,
+            ring,
+            outbox: (0..shards).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// The shard that holds `id`.
+    fn of(&self, id: NodeId) -> usize {
+        self.starts.partition_point(|s| *s <= id)
+    }
+
+    /// The outbox for a message to `id`, or `None` if `id` is this shard's.
+    pub(crate) fn outbox_for(&mut self, id: NodeId) -> Option<&mut Vec<Crossing>> {
+        let k = self.of(id);
+        (k != self.index).then(|| &mut self.outbox[k])
+    }
+
+    /// The run's true owner of `key`: the first peer at or after it, round the ring.
+    pub(crate) fn owner_of(&self, key: NodeId) -> Option<NodeId> {
+        let i = self.ring.partition_point(|id| *id < key);
+        self.ring.get(i).or_else(|| self.ring.first()).copied()
+    }
+
+    /// Peers in the whole run.
+    pub(crate) fn ring_len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Peer number `choice` of the ring, if it is this shard's.
+    pub(crate) fn own_peer(&self, choice: usize) -> Option<NodeId> {
+        let id = *self.ring.get(choice)?;
+        (self.of(id) == self.index).then_some(id)
+    }
+}
+
+/// Where the ring splits into `shards` arcs of equal population: the first ID of each arc
+/// but the first.
+pub(crate) fn split_points(ring: &[NodeId], shards: usize) -> Vec<NodeId> {
+    (1..shards)
+        .filter_map(|k| ring.get(k * ring.len() / shards).copied())
+        .collect()
+}
+
+/// What the shards share while they run: mailboxes and tallies, each kept twice and used
+/// by alternate windows, so a shard that runs ahead never writes what a slower one has
+/// still to read.
+struct Meeting {
+    shards: usize,
+    barrier: Barrier,
+    /// `mail[parity][from][to]`.
+    mail: Vec<Mutex<Vec<Crossing>>>,
+    /// `tally[parity][shard]`.
+    tally: Vec<AtomicU64>,
+}
+
+impl Meeting {
+    fn mailbox(&self, parity: usize, from: usize, to: usize) -> &Mutex<Vec<Crossing>> {
+        &self.mail[(parity * self.shards + from) * self.shards + to]
+    }
+
+    fn tally(&self, parity: usize, shard: usize) -> &AtomicU64 {
+        &self.tally[parity * self.shards + shard]
+    }
+}
+
+/// Runs a shard's world and its state to the end of a window.
+pub(crate) type Step<S> = dyn Fn(&mut World, &mut S, Time) + Sync;
+
+/// What a shard still has to do at the end of a window.
+pub(crate) type Pending<S> = dyn Fn(&World, &S) -> u64 + Sync;
+
+/// How a phase of a run advances each shard and when it ends.
+pub(crate) struct Windows<'a, S> {
+    /// The phase ends when the clock reaches this time, at the latest.
+    pub(crate) until: Time,
+    /// Simulated time between two meetings of the shards.
+    pub(crate) lookahead: Duration,
+    /// Run a shard's world and its state to the end of a window.
+    pub(crate) step: &'a Step<S>,
+    /// What a shard still has to do (summed over shards at each meeting; the phase ends
+    /// early when the sum is 0); `None`: run until `until`.
+    pub(crate) pending: Option<&'a Pending<S>>,
+}
+
+/// Run every shard window by window until the phase ends; `on_window` is called on this
+/// thread (which runs shard 0) after each meeting with the window's end. Messages still on
+/// their way between shards at the end stay queued at their receivers for the next phase.
+pub(crate) fn run_windows<S: Send>(
+    worlds: &mut [World],
+    states: &mut [S],
+    phase: &Windows<'_, S>,
+    on_window: &mut dyn FnMut(Time),
+) {
+    let shards = worlds.len();
+    let meeting = Meeting {
+        shards,
+        barrier: Barrier::new(shards),
+        mail: (0..2 * shards * shards)
+            .map(|_| Mutex::new(Vec::new()))
+            .collect(),
+        tally: (0..2 * shards).map(|_| AtomicU64::new(0)).collect(),
+    };
+    let meeting = &meeting;
+    std::thread::scope(|scope| {
+        let mut pairs = worlds.iter_mut().zip(states.iter_mut()).enumerate();
+        let first = pairs.next();
+        for (k, (world, state)) in pairs {
+            scope.spawn(move || run_shard(k, world, state, phase, meeting, &mut |_| {}));
+        }
+        if let Some((k, (world, state))) = first {
+            run_shard(k, world, state, phase, meeting, on_window);
+        }
+    });
+}
+
+/// One shard's side of [`run_windows`].
+fn run_shard<S>(
+    k: usize,
+    world: &mut World,
+    state: &mut S,
+    phase: &Windows<'_, S>,
+    meeting: &Meeting,
+    on_window: &mut dyn FnMut(Time),
+) {
+    let shards = meeting.shards;
+    let lookahead = if shards == 1 {
+        // Nothing crosses: any window will do; meet every millisecond to check `pending`.
+        phase.lookahead.max(Duration::from_millis(1))
+    } else {
+        phase.lookahead
+    };
+    let mut parity = 0;
+    let mut window = 0u64;
+    loop {
+        let end = (world.now() + lookahead).min(phase.until);
+        (phase.step)(world, state, end);
+        if let Some(shard) = &mut world.shard {
+            for to in (0..shards).filter(|&to| to != k) {
+                let mut mail = meeting
+                    .mailbox(parity, k, to)
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if mail.is_empty() {
+                    std::mem::swap(&mut *mail, &mut shard.outbox[to]);
+                } else {
+                    mail.append(&mut shard.outbox[to]);
+                }
+            }
+        }
+        let pending = phase.pending.map_or(1, |p| p(world, state));
+        meeting.tally(parity, k).store(pending, Ordering::Relaxed);
+        if shards > 1 {
+            meeting.barrier.wait();
+        }
+        // Everything sent to this shard during the window, from every other shard in
+        // shard order: due after the window, so filed before the clock can reach it.
+        for from in (0..shards).filter(|&from| from != k) {
+            let mut mail = meeting
+                .mailbox(parity, from, k)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            world.accept_crossings(&mut mail);
+        }
+        let left: u64 = (0..shards)
+            .map(|s| meeting.tally(parity, s).load(Ordering::Relaxed))
+            .sum();
+        on_window(end);
+        window += 1;
+        if end >= phase.until || left == 0 {
+            break;
+        }
+        parity = (window % 2) as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Arcs of equal population that cover the whole space: every ID, the ring's own and
+    /// those between them (below the first peer, above the last), belongs to exactly the
+    /// shard whose arc holds it, and owners wrap round the ring's zero.
+    #[test]
+    fn arcs_split_the_ring_evenly_and_cover_the_space() {
+        let ring: Arc<[NodeId]> = (1..=10u128).map(|i| NodeId(i * 100)).collect();
+        let starts: Arc<[NodeId]> = split_points(&ring, 3).into();
+        assert_eq!(&starts[..], &[NodeId(400), NodeId(700)]);
+        let shards: Vec<Shard> = (0..3)
+            .map(|k| Shard::new(k, starts.clone(), ring.clone()))
+            .collect();
+        for (id, home) in [
+            (0u128, 0),
+            (100, 0),
+            (399, 0),
+            (400, 1),
+            (699, 1),
+            (700, 2),
+            (u128::MAX, 2),
+        ] {
+            for (k, shard) in shards.iter().enumerate() {
+                let mut shard = Shard::new(k, shard.starts.clone(), shard.ring.clone());
+                assert_eq!(
+                    shard.outbox_for(NodeId(id)).is_none(),
+                    k == home,
+                    "{id} in {k}"
+                );
+            }
+        }
+        let own: Vec<usize> = (0..3)
+            .map(|k| (0..10).filter(|&c| shards[k].own_peer(c).is_some()).count())
+            .collect();
+        assert_eq!(own, [3, 3, 4]);
+        assert_eq!(shards[1].owner_of(NodeId(450)), Some(NodeId(500)));
+        assert_eq!(shards[1].owner_of(NodeId(500)), Some(NodeId(500)));
+        assert_eq!(shards[1].owner_of(NodeId(1001)), Some(NodeId(100)));
+        assert_eq!(shards[0].ring_len(), 10);
+    }
+}

@@ -111,30 +111,15 @@ fn bad_parameters_are_clear_errors_not_panics() {
             "rate",
         ),
         (
-            vec![
-                "sim",
-                "--peers",
-                "100",
-                "--lookups",
-                "10",
-                "--threads",
-                "2",
-                "--churn-median-session",
-                "60",
-            ],
+            "sim --peers 100 --lookups 10 --threads 2 --churn-median-session 60"
+                .split(' ')
+                .collect(),
             "no churn",
         ),
         (
-            vec![
-                "sim",
-                "--peers",
-                "100",
-                "--lookups",
-                "10",
-                "--threads",
-                "2",
-                "--grow",
-            ],
+            "sim --peers 100 --lookups 10 --threads 2 --grow"
+                .split(' ')
+                .collect(),
             "converged start",
         ),
     ] {

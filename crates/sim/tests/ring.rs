@@ -211,12 +211,7 @@ fn stable_ring_lookups_all_succeed_with_log_hops() {
 fn same_seed_same_run() {
     let run = |seed| {
         let mut cfg = WorldConfig::new(IdSpace::new(64).unwrap(), seed);
-        cfg.churn = Some(Churn {
-            session: SessionModel::Exponential {
-                median: Duration::from_secs(60),
-            },
-            graceful: 0.5,
-        });
+        cfg.churn = Some(exponential_churn(60));
         let mut r = LookupRun::new(200, 2_000, cfg);
         r.init = Init::Joins {
             interval: Duration::from_millis(20),
@@ -235,6 +230,16 @@ fn same_seed_same_run() {
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
+}
+
+/// Exponential sessions of this median, half of them ending gracefully.
+fn exponential_churn(median_secs: u64) -> Churn {
+    Churn {
+        session: SessionModel::Exponential {
+            median: Duration::from_secs(median_secs),
+        },
+        graceful: 0.5,
+    }
 }
 
 /// A ring split over threads runs the same lookups as one thread: the same keys from the
@@ -268,12 +273,7 @@ fn a_ring_split_over_threads_routes_every_lookup_as_one_thread_does() {
     );
 
     let mut cfg = WorldConfig::new(IdSpace::new(64).unwrap(), 3);
-    cfg.churn = Some(Churn {
-        session: SessionModel::Exponential {
-            median: Duration::from_secs(60),
-        },
-        graceful: 0.5,
-    });
+    cfg.churn = Some(exponential_churn(60));
     let mut churning = LookupRun::new(100, 100, cfg);
     churning.threads = 2;
     let err = run_lookups(&churning, &mut |_| {}).map(|_| ()).unwrap_err();
@@ -283,12 +283,7 @@ fn a_ring_split_over_threads_routes_every_lookup_as_one_thread_does() {
 #[test]
 fn churn_with_successor_lists_keeps_lookups_succeeding() {
     let mut cfg = WorldConfig::new(IdSpace::new(128).unwrap(), 9);
-    cfg.churn = Some(Churn {
-        session: SessionModel::Exponential {
-            median: Duration::from_secs(600),
-        },
-        graceful: 0.5,
-    });
+    cfg.churn = Some(exponential_churn(600));
     let mut run = LookupRun::new(1000, 20_000, cfg);
     run.lookup_rate_per_peer = 0.1; // 200 s of churn
     let r = run_lookups(&run, &mut |_| {}).unwrap();

@@ -20,7 +20,8 @@ use crate::models::GeoRad;
 use crate::packet::Packet;
 use crate::world::World;
 use overlay::{NodeId, Time};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -111,6 +112,8 @@ struct Meeting {
     mail: Vec<Mutex<Vec<Crossing>>>,
     /// `tally[parity][shard]`.
     tally: Vec<AtomicU64>,
+    /// A shard's work panicked.
+    failed: AtomicBool,
 }
 
 impl Meeting {
@@ -159,6 +162,7 @@ pub(crate) fn run_windows<S: Send>(
             .map(|_| Mutex::new(Vec::new()))
             .collect(),
         tally: (0..2 * shards).map(|_| AtomicU64::new(0)).collect(),
+        failed: AtomicBool::new(false),
     };
     let meeting = &meeting;
     std::thread::scope(|scope| {
@@ -173,7 +177,9 @@ pub(crate) fn run_windows<S: Send>(
     });
 }
 
-/// One shard's side of [`run_windows`].
+/// One shard's side of [`run_windows`]. A shard whose work panics still comes to the
+/// meeting, with the news: every shard then stops, and the panic goes on from its thread,
+/// where otherwise the others would wait for it forever.
 fn run_shard<S>(
     k: usize,
     world: &mut World,
@@ -190,52 +196,113 @@ fn run_shard<S>(
         phase.lookahead
     };
     let mut parity = 0;
-    let mut window = 0u64;
+    // The mail of the last window, and its end, once there was a window.
+    let mut last: Option<(usize, Time)> = None;
+    let mut failure = None;
     loop {
         let end = (world.now() + lookahead).min(phase.until);
-        (phase.step)(world, state, end);
-        if let Some(shard) = &mut world.shard {
-            for to in (0..shards).filter(|&to| to != k) {
-                let mut mail = meeting
-                    .mailbox(parity, k, to)
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if mail.is_empty() {
-                    std::mem::swap(&mut *mail, &mut shard.outbox[to]);
-                } else {
-                    mail.append(&mut shard.outbox[to]);
-                }
+        let work = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some((mail, at)) = last {
+                on_window(at);
+                accept(k, world, meeting, mail);
             }
-        }
-        let pending = phase.pending.map_or(1, |p| p(world, state));
+            (phase.step)(world, state, end);
+            post(k, world, meeting, parity);
+            phase.pending.map_or(1, |p| p(world, state))
+        }));
+        let pending = work.unwrap_or_else(|panic| {
+            meeting.failed.store(true, Ordering::Relaxed);
+            failure = Some(panic);
+            0
+        });
         meeting.tally(parity, k).store(pending, Ordering::Relaxed);
         if shards > 1 {
             meeting.barrier.wait();
         }
-        // Everything sent to this shard during the window, from every other shard in
-        // shard order: due after the window, so filed before the clock can reach it.
-        for from in (0..shards).filter(|&from| from != k) {
-            let mut mail = meeting
-                .mailbox(parity, from, k)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            world.accept_crossings(&mut mail);
+        if meeting.failed.load(Ordering::Relaxed) {
+            break;
         }
         let left: u64 = (0..shards)
             .map(|s| meeting.tally(parity, s).load(Ordering::Relaxed))
             .sum();
-        on_window(end);
-        window += 1;
+        last = Some((parity, end));
         if end >= phase.until || left == 0 {
+            on_window(end);
+            accept(k, world, meeting, parity);
             break;
         }
-        parity = (window % 2) as usize;
+        parity = 1 - parity;
+    }
+    if let Some(panic) = failure {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Hand this shard's outboxes to the mailboxes of `parity`.
+fn post(k: usize, world: &mut World, meeting: &Meeting, parity: usize) {
+    let Some(shard) = &mut world.shard else {
+        return;
+    };
+    for to in (0..meeting.shards).filter(|&to| to != k) {
+        let mut mail = meeting
+            .mailbox(parity, k, to)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if mail.is_empty() {
+            std::mem::swap(&mut *mail, &mut shard.outbox[to]);
+        } else {
+            mail.append(&mut shard.outbox[to]);
+        }
+    }
+}
+
+/// File everything sent to this shard in the window whose mail is `parity`, from every
+/// other shard in shard order: due after that window, so before the clock can reach it.
+fn accept(k: usize, world: &mut World, meeting: &Meeting, parity: usize) {
+    for from in (0..meeting.shards).filter(|&from| from != k) {
+        let mut mail = meeting
+            .mailbox(parity, from, k)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        world.accept_crossings(&mut mail);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::world::WorldConfig;
+    use overlay::IdSpace;
+
+    /// A shard that panics in the middle of a phase stops every shard and the panic reaches
+    /// the caller; the other shards do not wait for it at the next meeting forever.
+    #[test]
+    fn a_panicking_shard_stops_the_run_instead_of_hanging_it() {
+        let space = IdSpace::new(32).unwrap_or_else(|e| panic!("32-bit space: {e}"));
+        let mut worlds: Vec<World> = (0..3)
+            .map(|k| World::new(WorldConfig::new(space, k)))
+            .collect();
+        let mut states = [0usize, 1, 2];
+        let step = |world: &mut World, k: &mut usize, end: Time| {
+            if *k == 1 && end >= Time(10_000) {
+                panic!("shard 1 fails at {end:?}");
+            }
+            world.run_until(end, &mut |_| {});
+        };
+        let phase = Windows {
+            until: Time(1_000_000),
+            lookahead: Duration::from_millis(2),
+            step: &step,
+            pending: None,
+        };
+        let mut windows = 0;
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_windows(&mut worlds, &mut states, &phase, &mut |_| windows += 1)
+        }));
+        assert!(run.is_err(), "the panic reached the caller");
+        assert_eq!(windows, 4, "shard 0 stopped at the meeting after the panic");
+        assert!(worlds[0].now() < Time(1_000_000));
+    }
 
     /// Arcs of equal population that cover the whole space: every ID, the ring's own and
     /// those between them (below the first peer, above the last), belongs to exactly the

@@ -365,10 +365,14 @@ mod tests {
         q.push(Time(5), "b");
         q.push(Time(1), "a");
         q.push(Time(5), "c");
-        assert_eq!(q.pop(), Some((Time(1), "a")));
-        assert_eq!(q.pop(), Some((Time(5), "b")));
-        assert_eq!(q.pop(), Some((Time(5), "c")));
-        assert_eq!(q.pop(), None);
+        assert_eq!(drain(&mut q), [(1, "a"), (5, "b"), (5, "c")]);
+    }
+
+    /// What is left in the queue, (time, event) in the order it comes out.
+    fn drain<E>(q: &mut EventQueue<E>) -> Vec<(u64, E)> {
+        std::iter::from_fn(|| q.pop())
+            .map(|(t, e)| (t.0, e))
+            .collect()
     }
 
     /// A key filed for a time already past lands in the bucket being drained and still
@@ -382,11 +386,13 @@ mod tests {
         q.push(Time(5_300), "bucket-early");
         q.push(Time(1_000), "past");
         q.push(Time(5_300), "bucket-early-2");
-        assert_eq!(q.pop(), Some((Time(1_000), "past")));
-        assert_eq!(q.pop(), Some((Time(5_300), "bucket-early")));
-        assert_eq!(q.pop(), Some((Time(5_300), "bucket-early-2")));
-        assert_eq!(q.pop(), Some((Time(5_900), "bucket-late")));
-        assert_eq!(q.pop(), None);
+        let want = [
+            (1_000, "past"),
+            (5_300, "bucket-early"),
+            (5_300, "bucket-early-2"),
+            (5_900, "bucket-late"),
+        ];
+        assert_eq!(drain(&mut q), want);
     }
 
     /// The packed sort and the pair sort agree, and a bucket holding a past key sorts by

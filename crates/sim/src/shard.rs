@@ -12,32 +12,20 @@
 //! for bit for a given seed and number of shards; runs with different numbers of shards
 //! draw different random streams and differ like runs with different seeds.
 //!
+//! The threads belong to this driver, as sockets and tasks belong to the tokio runtime:
+//! each [`World`] is run by one thread at a time, and the peers inside it still see only
+//! `now` and messages.
+//!
 //! The population must be fixed (a converged start, no churn): which shard a message goes
 //! to is told by its receiver's Node-ID alone, and lookups are checked against the ring the
 //! run started with.
 
-use crate::models::GeoRad;
-use crate::packet::Packet;
-use crate::world::World;
+use crate::world::{Outgoing, World};
 use overlay::{NodeId, Time};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-/// A message from a peer of one shard to a peer of another, on its way to the hand-over.
-pub(crate) struct Crossing {
-    /// The receiver.
-    pub(crate) to: NodeId,
-    /// When it was sent.
-    pub(crate) sent: Time,
-    /// The random part of its delay ([`crate::LatencyModel`]'s draw).
-    pub(crate) drawn: u64,
-    /// Where the sender is (the receiver's shard adds the distance).
-    pub(crate) from_geo: GeoRad,
-    /// The message and its sender.
-    pub(crate) packet: Packet,
-}
 
 /// The arc of the ring one [`World`] simulates.
 pub(crate) struct Shard {
@@ -49,8 +37,9 @@ pub(crate) struct Shard {
     /// Every peer of the run, ascending: the truth lookups are checked against, and the
     /// list lookup origins are drawn from.
     ring: Arc<[NodeId]>,
-    /// Messages for the peers of each other shard, in the order they were sent.
-    outbox: Vec<Vec<Crossing>>,
+    /// Messages for the peers of each other shard, in the order they were sent (a message
+    /// crossing to another shard is held as one held for [`World`]'s batched filing is).
+    outbox: Vec<Vec<Outgoing>>,
 }
 
 impl Shard {
@@ -71,7 +60,7 @@ impl Shard {
     }
 
     /// The outbox for a message to `id`, or `None` if `id` is this shard's.
-    pub(crate) fn outbox_for(&mut self, id: NodeId) -> Option<&mut Vec<Crossing>> {
+    pub(crate) fn outbox_for(&mut self, id: NodeId) -> Option<&mut Vec<Outgoing>> {
         let k = self.of(id);
         (k != self.index).then(|| &mut self.outbox[k])
     }
@@ -153,7 +142,7 @@ struct Meeting {
     shards: usize,
     gate: Gate,
     /// `mail[parity][from][to]`.
-    mail: Vec<Mutex<Vec<Crossing>>>,
+    mail: Vec<Mutex<Vec<Outgoing>>>,
     /// `tally[parity][shard]`.
     tally: Vec<AtomicU64>,
     /// A shard's work panicked.
@@ -161,7 +150,7 @@ struct Meeting {
 }
 
 impl Meeting {
-    fn mailbox(&self, parity: usize, from: usize, to: usize) -> &Mutex<Vec<Crossing>> {
+    fn mailbox(&self, parity: usize, from: usize, to: usize) -> &Mutex<Vec<Outgoing>> {
         &self.mail[(parity * self.shards + from) * self.shards + to]
     }
 

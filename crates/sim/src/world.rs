@@ -10,7 +10,7 @@ use crate::metrics::Samples;
 use crate::models::{GeoPoint, GeoRad, LatencyModel, SessionModel};
 use crate::packet::Packet;
 use crate::queue::{EventQueue, INLINE_CLASS, Item, NO_HINT};
-use crate::shard::{Crossing, Shard};
+use crate::shard::Shard;
 use crate::slots::{LATER_UNKNOWN, SlotIndex, SlotMeta};
 use overlay::{
     ChordConfig, ChordNode, Contact, Event, IdSpace, LookupFailure, NodeId, RingSpan, Time,
@@ -212,14 +212,17 @@ struct Ev {
 }
 
 /// A message whose receiver was not the sender of the message being handled: its slot and
-/// position are found in a batch (see [`World::file_sends`]) rather than one at a time.
-struct Send {
+/// position are found in a batch (see [`World::file_sends`]) rather than one at a time. A
+/// message to a peer of another shard travels in this form too (see [`crate::shard`]).
+pub(crate) struct Outgoing {
     /// The receiver.
     to: NodeId,
     /// Its slot, once looked up.
     to_slot: Option<u32>,
-    /// The sender's slot.
+    /// The sender's slot ([`NO_HINT`] once it crossed to another shard).
     from_slot: u32,
+    /// Where the sender is (the receiver's position completes the delay).
+    from_geo: GeoRad,
     /// When it was sent.
     sent: Time,
     /// The random part of its delay ([`LatencyModel::draw`]).
@@ -266,10 +269,10 @@ pub struct World {
     live_slots: Vec<u32>,
     live_ids: BTreeSet<NodeId>,
     queue: EventQueue<Ev>,
-    /// Messages sent but not yet filed in the queue (see [`Send`]). They are filed before
+    /// Messages sent but not yet filed in the queue (see [`Outgoing`]). They are filed before
     /// the clock can reach them and before any peer comes or goes (which would change what
     /// the index answers), so they run exactly as if filed when sent.
-    sends: Vec<Send>,
+    sends: Vec<Outgoing>,
     /// The earliest time any of `sends` can be due.
     sends_due: Time,
     /// How many messages `sends` holds before they are filed ([`SEND_BATCH`]; 1 files
@@ -621,35 +624,16 @@ impl World {
         }
     }
 
-    /// File messages sent to this shard's peers by peers of other shards: look their
-    /// receivers up together (as [`Self::file_sends`] does), finish their delays and queue
-    /// them in the order given. Each is due after the window in which it was sent.
-    pub(crate) fn accept_crossings(&mut self, batch: &mut Vec<Crossing>) {
-        self.file_sends();
-        let acc = batch
-            .iter()
-            .fold(0u32, |acc, c| acc ^ self.index.touch(c.to));
-        std::hint::black_box(acc);
-        for c in batch.drain(..) {
-            let (to_slot, generation, to_geo) = match self.index.get(c.to, &self.meta) {
-                Some(t) => {
-                    let m = &self.meta[t as usize];
-                    (t, m.generation, &m.geo)
-                }
-                None => (NO_HINT, 0, &GeoRad::ORIGIN),
-            };
-            let delay = self.latency.finish(c.drawn, &c.from_geo, to_geo);
-            self.queue.push_hinted(
-                c.sent + delay,
-                Ev {
-                    slot: to_slot,
-                    generation,
-                    from_slot: NO_HINT,
-                    packet: c.packet,
-                },
-                to_slot,
-            );
+    /// File messages sent to this shard's peers by peers of other shards, in the order
+    /// given, as [`Self::file_sends`] files this shard's own. Each is due after the window
+    /// in which it was sent.
+    pub(crate) fn accept_crossings(&mut self, batch: &mut Vec<Outgoing>) {
+        for mut s in batch.drain(..) {
+            s.seq = self.queue.reserve_seq();
+            s.from_slot = NO_HINT;
+            self.sends.push(s);
         }
+        self.file_sends();
     }
 
     /// Start a lookup for `key` from a random live peer; returns false if there is none.
@@ -713,8 +697,7 @@ impl World {
                 }
                 None => (NO_HINT, 0, &GeoRad::ORIGIN),
             };
-            let from_geo = &self.meta[s.from_slot as usize].geo;
-            let delay = self.latency.finish(s.drawn, from_geo, to_geo);
+            let delay = self.latency.finish(s.drawn, &s.from_geo, to_geo);
             self.queue.push_reserved(
                 s.sent + delay,
                 s.seq,
@@ -771,29 +754,25 @@ impl World {
                     );
                 }
                 _ => {
-                    if let Some(shard) = &mut self.shard
-                        && let Some(out) = shard.outbox_for(t.to.id)
-                    {
-                        out.push(Crossing {
-                            to: t.to.id,
-                            sent: now,
-                            drawn,
-                            from_geo: self.meta[slot as usize].geo,
-                            packet,
-                        });
-                        continue;
-                    }
-                    let seq = self.queue.reserve_seq();
-                    self.sends_due = self.sends_due.min(now + self.latency.at_least(drawn));
-                    self.sends.push(Send {
+                    let mut send = Outgoing {
                         to: t.to.id,
                         to_slot: None,
                         from_slot: slot,
+                        from_geo: self.meta[slot as usize].geo,
                         sent: now,
                         drawn,
-                        seq,
+                        seq: 0,
                         packet,
-                    });
+                    };
+                    if let Some(shard) = &mut self.shard
+                        && let Some(out) = shard.outbox_for(send.to)
+                    {
+                        out.push(send);
+                        continue;
+                    }
+                    send.seq = self.queue.reserve_seq();
+                    self.sends_due = self.sends_due.min(now + self.latency.at_least(drawn));
+                    self.sends.push(send);
                     if self.sends.len() >= self.send_batch {
                         self.file_sends();
                     }

@@ -216,7 +216,7 @@ fn build_shards(
         }
         Init::Joins { interval } => {
             // One world: `check` refuses to split a ring grown by joins.
-            for world in &mut worlds {
+            if let Some(world) = worlds.first_mut() {
                 for (i, (id, geo)) in ids.iter().zip(&geos).enumerate() {
                     let at = world.now() + interval;
                     world.run_until(at, &mut |_| {});
@@ -294,17 +294,14 @@ pub fn run_lookups(
     let bytes0: u64 = worlds.iter().map(|w| w.bytes).sum();
     let rate = run.lookup_rate_per_peer * peers.max(1) as f64;
     let gap = Duration::from_secs_f64(1.0 / rate);
-    let stream = LookupStream {
-        rng: Xoshiro256PlusPlus::seed_from_u64(run.world.seed ^ 0x0100_C0F5),
-        last: start,
-        gap,
-        left: run.lookups,
-    };
+    // Every shard follows the same stream.
     let mut streams: Vec<LookupStream> = worlds
         .iter()
         .map(|_| LookupStream {
-            rng: stream.rng.clone(),
-            ..stream
+            rng: Xoshiro256PlusPlus::seed_from_u64(run.world.seed ^ 0x0100_C0F5),
+            last: start,
+            gap,
+            left: run.lookups,
         })
         .collect();
     // Run until every lookup has an outcome (bounded by the longest a lookup can take after

@@ -636,13 +636,15 @@ impl World {
         self.file_sends();
     }
 
-    /// Start a lookup for `key` from a random live peer; returns false if there is none.
+    /// Start a lookup for `key` from a random origin ([`Self::start_lookup_from`], drawn
+    /// from this world's stream); returns false if there is none here.
     pub fn start_random_lookup(&mut self, key: NodeId) -> bool {
-        let Some(slot) = self.random_live() else {
+        let n = self.origin_choices();
+        if n == 0 {
             return false;
-        };
-        self.start_lookup_at(slot, key);
-        true
+        }
+        let choice = self.rng.random_range(0..n);
+        self.start_lookup_from(choice, key)
     }
 
     /// Start a lookup for `key` at the peer `origin`; keep its result for [`Self::watched`].
@@ -878,17 +880,6 @@ impl World {
         }
         self.file_sends();
         self.now = self.now.max(until);
-    }
-
-    /// Run until `pred` holds (checked after every event) or `until` passes.
-    pub fn run_while(&mut self, until: Time, mut keep_going: impl FnMut(&World) -> bool) {
-        while keep_going(self) {
-            let Some((at, ev)) = self.next_item(until) else {
-                break;
-            };
-            self.step(at, ev);
-        }
-        self.file_sends();
     }
 
     /// Handle one item taken from the queue.
